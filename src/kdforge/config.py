@@ -1,0 +1,370 @@
+"""The recipe: typed, strict sections (pydantic v2), YAML load/dump, dotted overrides.
+
+YAML holds values only. Every key is checked before anything is built: an unknown key
+fails with the closest valid one, a wrong type names the field, and when the value came
+from a YAML file the message gives the file and line; when it came from an override, the
+override is named.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from kdforge.errors import ConfigError, did_you_mean
+
+Loc = tuple[Union[str, int], ...]
+
+
+class Section(BaseModel):
+    """A recipe section: unknown keys and wrong types are errors."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Component(Section):
+    """A section that names a registry entry; its other keys are that entry's options.
+
+    ``{name: cnn, width: 32}`` builds ``MODELS['cnn'](width=32, ...)``. The options are
+    checked against the entry's signature by :func:`component_issues`.
+    """
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    name: str
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.__pydantic_extra__ or {})
+
+
+class DataConfig(Component):
+    """Which dataset, how it is split and batched."""
+
+    name: str = "digits"
+    batch_size: int = Field(128, gt=0)
+    eval_batch_size: int = Field(512, gt=0)
+    val_fraction: float = Field(0.15, gt=0, lt=1)
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+
+
+class ModelConfig(Component):
+    """A registered architecture and its constructor options."""
+
+
+class TeacherTrainConfig(Section):
+    """How a ``source: train`` teacher is trained (cross-entropy, recipe optimiser)."""
+
+    epochs: int = Field(20, gt=0)
+    lr: float | None = Field(None, gt=0, description="defaults to optim.lr")
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+
+
+class TeacherConfig(Section):
+    """Where the frozen teacher comes from."""
+
+    source: Literal["train", "checkpoint"] = "train"
+    model: ModelConfig | None = None
+    path: str | None = None
+    train: TeacherTrainConfig | None = Field(None, description="source 'train' only; defaults apply")
+
+    @pydantic.model_validator(mode="after")
+    def _source_needs(self) -> TeacherConfig:
+        if self.source == "train" and self.model is None:
+            raise ValueError("source 'train' needs teacher.model, e.g. {name: cnn, width: 32}")
+        if self.source == "checkpoint" and self.path is None:
+            raise ValueError("source 'checkpoint' needs teacher.path (a run dir, .safetensors or .pt file)")
+        if self.source == "train" and self.train is None:
+            self.train = TeacherTrainConfig()
+        if self.source != "train" and self.train is not None:
+            raise ValueError("teacher.train is only used with source 'train'; remove it")
+        return self
+
+
+class StudentConfig(Section):
+    model: ModelConfig
+
+
+class LossConfig(Component):
+    """One named loss term and its weight."""
+
+    weight: float = Field(1.0, ge=0)
+
+
+class OptimConfig(Section):
+    name: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    momentum: float | None = Field(None, ge=0, lt=1, description="sgd only; default 0.9")
+    warmup_epochs: float = Field(0.0, ge=0)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    min_lr: float = Field(0.0, ge=0)
+
+    @pydantic.model_validator(mode="after")
+    def _sgd_only(self) -> OptimConfig:
+        if self.name != "sgd" and self.momentum is not None:
+            raise ValueError("optim.momentum is only used with name 'sgd'")
+        return self
+
+
+class TrainConfig(Section):
+    epochs: int = Field(30, gt=0)
+    device: str = "auto"
+    amp: Literal["auto", "bf16", "off"] = "auto"
+    grad_clip: float | None = Field(None, gt=0)
+    accumulate: int = Field(1, gt=0, description="micro-batches per optimiser step")
+    baseline: bool = Field(True, description="also train the student without distillation")
+
+    @pydantic.field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if value != "auto" and not re.fullmatch(r"cpu|cuda(:\d+)?|mps", value):
+            raise ValueError(f"device '{value}' is not one of auto, cpu, cuda, cuda:N, mps")
+        return value
+
+
+class LogConfig(Section):
+    dir: str = "runs"
+    every_steps: int = Field(10, gt=0, description="metrics.jsonl line every N optimiser steps")
+    progress: bool = True
+
+
+class Recipe(Section):
+    """A whole distillation job."""
+
+    name: str = "kdforge"
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    teacher: TeacherConfig
+    student: StudentConfig
+    losses: list[LossConfig] = Field(min_length=1)
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig = TrainConfig()
+    log: LogConfig = LogConfig()
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"recipe file '{path}' not found")
+        text = path.read_text()
+        return cls.from_dict(_load_yaml(text, str(path)), overrides, _YamlSource(str(path), text))
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], overrides: Sequence[str] = (), source: _YamlSource | None = None) -> Recipe:
+        raw = copy.deepcopy(raw)
+        applied = [apply_override(raw, text) for text in overrides]
+        return validate_recipe(raw, source, applied)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def with_overrides(self, overrides: Sequence[str]) -> Recipe:
+        return Recipe.from_dict(self.to_dict(), overrides)
+
+
+# ---------------------------------------------------------------- validation
+
+
+def validate_recipe(raw: Any, source: _YamlSource | None = None, overrides: Sequence[_Override] = ()) -> Recipe:
+    if not isinstance(raw, dict):
+        raise ConfigError("a recipe is a mapping of sections (name, data, teacher, student, losses, ...)")
+    issues: list[tuple[Loc, str]] = []
+    try:
+        recipe = Recipe.model_validate(raw)
+    except pydantic.ValidationError as err:
+        issues = [(e["loc"], _message(e)) for e in err.errors()]
+    else:
+        issues = list(component_issues(recipe))
+    if issues:
+        lines = [_describe(loc, msg, source, overrides) for loc, msg in issues]
+        raise ConfigError("invalid recipe:\n  " + "\n  ".join(lines))
+    return recipe
+
+
+def component_issues(recipe: Recipe) -> Iterable[tuple[Loc, str]]:
+    """Check each registry-backed section's options against the entry's signature."""
+    from kdforge.data import DATASETS
+    from kdforge.losses import LOSSES
+    from kdforge.models import MODELS
+
+    sections: list[tuple[Loc, Component, Any]] = [(("data",), recipe.data, DATASETS)]
+    if recipe.teacher.model is not None:
+        sections.append((("teacher", "model"), recipe.teacher.model, MODELS))
+    sections.append((("student", "model"), recipe.student.model, MODELS))
+    sections += [(("losses", i), term, LOSSES) for i, term in enumerate(recipe.losses)]
+    for loc, section, registry in sections:
+        for sub, msg in component_issues_for(section, registry):
+            yield loc + sub, msg
+
+
+def component_issues_for(section: Component, registry: Any) -> list[tuple[Loc, str]]:
+    """Problems of one registry-backed section: unknown name, unknown or mistyped options."""
+    if section.name not in registry:
+        return [(("name",), f"unknown {registry.kind} '{section.name}'{did_you_mean(section.name, registry.names())}")]
+    try:
+        registry.validate_options(section.name, section.options)
+    except pydantic.ValidationError as err:
+        fields = set(type(section).model_fields) | set(registry.options_model(section.name).model_fields)
+        return [(tuple(e["loc"]), _message(e, fields)) for e in err.errors()]
+    return []
+
+
+def _message(error: Any, fields: Iterable[str] | None = None) -> str:
+    loc = error["loc"]
+    if error["type"] == "extra_forbidden":
+        valid = fields if fields is not None else _fields_at(Recipe, loc[:-1])
+        return f"unknown key '{loc[-1]}'{did_you_mean(str(loc[-1]), valid)}"
+    if error["type"] == "missing":
+        return "missing required key"
+    shown = repr(error.get("input"))
+    shown = shown if len(shown) < 60 else shown[:57] + "..."
+    return f"{error['msg'].removeprefix('Value error, ')} (got {shown})"
+
+
+def _fields_at(model: Any, loc: Loc) -> list[str]:
+    """Field names of the section reached by ``loc`` from ``model``."""
+    for key in loc:
+        if isinstance(key, int):
+            continue
+        annotation = model.model_fields[key].annotation if key in model.model_fields else None
+        model = _section_type(annotation)
+        if model is None:
+            return []
+    return list(model.model_fields)
+
+
+def _section_type(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation) if get_origin(annotation) is not None else ():
+        found = _section_type(arg)
+        if found is not None:
+            return found
+    return None
+
+
+# ---------------------------------------------------------------- YAML and overrides
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-3`` as a float (YAML 1.2 numbers)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def parse_value(text: str) -> Any:
+    """A YAML scalar/flow value as typed Python (``1e-3`` -> float, ``[1, 2]`` -> list)."""
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError:
+        return text
+
+
+@dataclass
+class _YamlSource:
+    """Where a recipe came from, with the line of each key for error messages."""
+
+    path: str
+    text: str
+    lines: dict[Loc, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.lines = _key_lines(yaml.compose(self.text, Loader=_Loader))
+
+    def line_of(self, loc: Loc) -> int | None:
+        while loc:
+            if loc in self.lines:
+                return self.lines[loc]
+            loc = loc[:-1]
+        return None
+
+
+def _key_lines(node: Any, loc: Loc = ()) -> dict[Loc, int]:
+    lines: dict[Loc, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            child = loc + (key.value,)
+            lines[child] = key.start_mark.line + 1
+            lines.update(_key_lines(value, child))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, value in enumerate(node.value):
+            lines[loc + (i,)] = value.start_mark.line + 1
+            lines.update(_key_lines(value, loc + (i,)))
+    return lines
+
+
+def _load_yaml(text: str, path: str) -> dict[str, Any]:
+    try:
+        data = yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe is a mapping of sections (name, data, teacher, ...)")
+    return data
+
+
+@dataclass(frozen=True)
+class _Override:
+    text: str
+    loc: Loc
+
+
+def apply_override(raw: dict[str, Any], text: str) -> _Override:
+    """Set ``key.path=value`` in ``raw`` (list items by index: ``losses.1.weight=0.5``)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override '{text}' must look like key.path=value (e.g. train.epochs=5)")
+    loc: Loc = tuple(int(p) if p.isdigit() else p for p in key.strip().split("."))
+    target: Any = raw
+    for depth, part in enumerate(loc[:-1]):
+        target = _child(target, part, loc[: depth + 1], text)
+    last = loc[-1]
+    if isinstance(target, list):
+        _check_index(target, last, text)
+    elif not isinstance(target, dict):
+        raise ConfigError(f"override '{text}': '{'.'.join(map(str, loc[:-1]))}' is not a section")
+    target[last] = parse_value(value)
+    return _Override(text, loc)
+
+
+def _child(target: Any, part: str | int, loc: Loc, text: str) -> Any:
+    if isinstance(target, list):
+        _check_index(target, part, text)
+        return target[part]
+    if not isinstance(target, dict):
+        raise ConfigError(f"override '{text}': '{'.'.join(map(str, loc[:-1]))}' is not a section")
+    if target.get(part) is None:
+        target[part] = {}
+    return target[part]
+
+
+def _check_index(items: list[Any], part: str | int, text: str) -> None:
+    if not isinstance(part, int) or part >= len(items):
+        raise ConfigError(f"override '{text}': '{part}' is not an index of a list of {len(items)} items")
+
+
+def _describe(loc: Loc, msg: str, source: _YamlSource | None, overrides: Sequence[_Override]) -> str:
+    where = ".".join(str(p) for p in loc) or "recipe"
+    for override in reversed(overrides):
+        if loc[: len(override.loc)] == override.loc or override.loc[: len(loc)] == loc:
+            return f"{where}: {msg} [from override '{override.text}']"
+    line = source.line_of(loc) if source else None
+    if line is not None:
+        return f"{where}: {msg} [{source.path}:{line}]"
+    return f"{where}: {msg}"

@@ -1,0 +1,74 @@
+"""What a dataset gives the rest of kdforge: three splits plus the facts models need."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+
+from kdforge.registry import Registry
+
+#: Built-in and user datasets. A dataset is a function returning a :class:`DataBundle`;
+#: ``seed``, ``val_fraction`` and ``test_fraction`` are supplied from the recipe.
+DATASETS = Registry("dataset", injected=("seed", "val_fraction", "test_fraction"))
+
+
+@dataclass
+class Split:
+    """An in-memory split: inputs ``x`` [N, ...] and targets ``y`` [N]."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class DataBundle:
+    """Train/val/test splits of one dataset, and the shapes models are built from."""
+
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    input_shape: tuple[int, ...]
+    task: str = "classification"
+
+    def describe(self) -> str:
+        return (
+            f"{self.name}: train {len(self.train)}, val {len(self.val)}, test {len(self.test)}; "
+            f"input {list(self.input_shape)}, {self.num_classes} classes"
+        )
+
+
+def build_dataset(name: str, *, seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.2, **options: Any) -> DataBundle:
+    """Build a registered dataset, e.g. ``build_dataset("digits", image_size=32)``."""
+    DATASETS.validate_options(name, options)
+    return DATASETS.build(name, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction, **options)
+
+
+def stratified_split(y: np.ndarray, fractions: tuple[float, ...], seed: int) -> list[np.ndarray]:
+    """Indices of ``len(fractions) + 1`` disjoint parts, class-stratified and seeded.
+
+    ``fractions`` are shares of the whole for all parts but the first, which takes the rest.
+    """
+    rest = np.arange(len(y))
+    parts: list[np.ndarray] = []
+    remaining = 1.0
+    for fraction in fractions:
+        share = fraction / remaining
+        rest, part = train_test_split(rest, test_size=share, random_state=seed, stratify=y[rest])
+        parts.append(np.sort(part))
+        remaining -= fraction
+    return [np.sort(rest), *parts]
+
+
+def standardise(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
+    """Scale all splits by the train split's mean and std (no statistics from val/test)."""
+    mean, std = train.mean(), train.std().clamp_min(1e-8)
+    return [(t - mean) / std for t in (train, *others)]

@@ -1,0 +1,96 @@
+"""Batches for training and evaluation.
+
+In-memory splits are batched by index slicing on tensors already on the device: for
+small datasets a per-sample DataLoader costs ~1.4x more per epoch. Datasets that do not
+fit in memory (a ``torch.utils.data.Dataset``) go through a DataLoader with workers.
+Both shuffle with a generator seeded by (seed, epoch), so an epoch's order is the same
+whether or not the run was resumed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from kdforge.data.bundle import Split
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def _epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> torch.Tensor:
+    if not shuffle:
+        return torch.arange(n)
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(n, generator=generator)
+
+
+class TensorBatches:
+    """Batches of an in-memory :class:`Split`, moved to ``device`` once."""
+
+    def __init__(self, split: Split, batch_size: int, *, shuffle: bool = False, seed: int = 0, device: str | torch.device = "cpu"):
+        self.x, self.y = split.x.to(device), split.y.to(device)
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+
+    def __len__(self) -> int:
+        return -(-len(self.y) // self.batch_size)
+
+    def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
+        """The batches of ``epoch``, skipping the first ``start`` (for mid-epoch resume)."""
+        order = _epoch_order(len(self.y), self.seed, epoch, self.shuffle).to(self.x.device)
+        for i in range(start * self.batch_size, len(order), self.batch_size):
+            idx = order[i : i + self.batch_size]
+            yield self.x[idx], self.y[idx]
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self.epoch(0)
+
+
+class DatasetBatches:
+    """Batches of a map-style ``Dataset`` through a DataLoader; same interface as TensorBatches."""
+
+    def __init__(self, dataset: Dataset, batch_size: int, *, shuffle: bool = False, seed: int = 0, device: str | torch.device = "cpu", num_workers: int | None = None):
+        self.dataset, self.batch_size, self.shuffle, self.seed = dataset, batch_size, shuffle, seed
+        self.device = torch.device(device)
+        self.num_workers = default_workers() if num_workers is None else num_workers
+
+    def __len__(self) -> int:
+        return -(-len(self.dataset) // self.batch_size)
+
+    def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
+        order = _epoch_order(len(self.dataset), self.seed, epoch, self.shuffle).tolist()
+        loader = DataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            sampler=order[start * self.batch_size :],
+            num_workers=self.num_workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+        )
+        for x, y in loader:
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self.epoch(0)
+
+
+def default_workers() -> int:
+    """Leave one core to the training process; at most 4 (enough for small decoding)."""
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+def make_loader(data: Split | Dataset, batch_size: int, *, shuffle: bool = False, seed: int = 0, device: str | torch.device = "cpu") -> TensorBatches | DatasetBatches:
+    if isinstance(data, Split):
+        return TensorBatches(data, batch_size, shuffle=shuffle, seed=seed, device=device)
+    return DatasetBatches(data, batch_size, shuffle=shuffle, seed=seed, device=device)
+
+
+__all__ = ["TensorBatches", "DatasetBatches", "make_loader", "default_workers"]
+
+
+def example_inputs(batches: TensorBatches | DatasetBatches, n: int = 2) -> torch.Tensor:
+    """The first ``n`` inputs of the unshuffled first batch (for shape probes)."""
+    x, _ = next(iter(batches.epoch(0)))
+    return x[:n]

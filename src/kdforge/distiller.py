@@ -1,0 +1,94 @@
+"""Distiller: student + frozen teacher + taps + loss terms -> one loss per step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from kdforge.errors import KdforgeError
+from kdforge.losses.terms import LossTerm, StepContext
+from kdforge.taps import FeatureTap, unwrap
+from kdforge.teachers.teacher import Teacher
+
+
+@dataclass
+class StepOutput:
+    loss: torch.Tensor  # weighted sum of the parts
+    outputs: torch.Tensor  # student logits [B, K]
+    parts: dict[str, torch.Tensor]  # raw value of each term
+    weighted: dict[str, torch.Tensor]  # weight * raw value
+
+
+class Distiller(nn.Module):
+    """Runs student and teacher on a batch and sums the weighted loss terms.
+
+    Trainable parts (projectors inside terms) are created here, from the shapes seen on
+    ``example_input``, so that :meth:`trainable_parameters` is complete before the
+    optimiser is built. The teacher's parameters are never among them.
+    """
+
+    def __init__(self, student: nn.Module, teacher: Teacher | None, terms: list[LossTerm], example_input: torch.Tensor):
+        super().__init__()
+        self.student, self.teacher = student, teacher
+        self.terms = nn.ModuleList(terms)
+        names = [t.name for t in terms]
+        if len(set(names)) != len(names):
+            raise KdforgeError(f"loss term names must be unique, got {names}")
+        if teacher is None and any(t.uses_teacher for t in terms):
+            needing = [t.name for t in terms if t.uses_teacher]
+            raise KdforgeError(f"terms {needing} need a teacher, but none was given")
+        self.student_tap = FeatureTap(student, {n: n for t in terms for n in t.student_taps})
+        self.teacher_tap = FeatureTap(teacher.module, {n: n for t in terms for n in t.teacher_taps}) if teacher else None
+        self.uses_teacher = any(t.uses_teacher for t in terms)
+        self._setup_terms(example_input)
+
+    @torch.no_grad()
+    def _setup_terms(self, example: torch.Tensor) -> None:
+        was_training = self.student.training
+        self.student.eval()
+        student_logits, teacher_logits, s_feats, t_feats = self._forward_models(example)
+        self.student.train(was_training)
+        if teacher_logits is not None and teacher_logits.shape[-1] != student_logits.shape[-1]:
+            raise KdforgeError(
+                f"the teacher outputs {teacher_logits.shape[-1]} classes but the student outputs "
+                f"{student_logits.shape[-1]}; give both the dataset's class count"
+            )
+        shapes = lambda feats: {k: v.shape for k, v in feats.items()}  # noqa: E731
+        for term in self.terms:
+            term.setup(shapes(s_feats), shapes(t_feats))
+        self.to(example.device)
+
+    def _forward_models(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, dict, dict]:
+        self.student_tap.clear()
+        student_logits = self.student(x)
+        teacher_logits, teacher_features = None, {}
+        if self.uses_teacher:
+            self.teacher_tap.clear()
+            teacher_logits = self.teacher(x)
+            teacher_features = self.teacher_tap.features
+        return student_logits, teacher_logits, self.student_tap.features, teacher_features
+
+    def forward(self, inputs: torch.Tensor, targets: torch.Tensor, *, step: int = 0, epoch: int = 0, progress: float = 0.0) -> StepOutput:
+        student_logits, teacher_logits, s_feats, t_feats = self._forward_models(inputs)
+        ctx = StepContext(inputs, targets, student_logits, teacher_logits, s_feats, t_feats, step, epoch, progress)
+        parts = {term.name: term(ctx) for term in self.terms}
+        weighted = {term.name: term.weight * parts[term.name] for term in self.terms}
+        return StepOutput(sum(weighted.values()), student_logits, parts, weighted)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Student and term (projector) parameters: what the optimiser updates."""
+        return [p for p in (*self.student.parameters(), *self.terms.parameters()) if p.requires_grad]
+
+    def trainable_state_dict(self) -> dict[str, Any]:
+        return {"student": self.student_state_dict(), "terms": self.terms.state_dict()}
+
+    def load_trainable_state_dict(self, state: dict[str, Any]) -> None:
+        unwrap(self.student).load_state_dict(state["student"])
+        self.terms.load_state_dict(state["terms"])
+
+    def student_state_dict(self) -> dict[str, torch.Tensor]:
+        """The student's own weights: no wrapper prefixes, no teacher, no projectors."""
+        return unwrap(self.student).state_dict()

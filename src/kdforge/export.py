@@ -1,0 +1,72 @@
+"""Student-only export: ``<stem>.safetensors`` (weights) + ``<stem>.json`` (how to rebuild).
+
+``load_student(run_dir)`` rebuilds the student in its own class from these two files;
+no pickle is involved.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from kdforge.errors import KdforgeError
+from kdforge.models import build_model, model_spec
+from kdforge.taps import unwrap
+
+
+def save_model(model: nn.Module, stem: str | Path, info: dict[str, Any] | None = None) -> Path:
+    """Write ``stem.safetensors`` and ``stem.json``; returns the weights path."""
+    from kdforge import __version__
+
+    stem = Path(stem)
+    model = unwrap(model)
+    weights = stem.with_suffix(".safetensors")
+    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(weights))
+    meta = {"model": model_spec(model), "class": f"{type(model).__module__}.{type(model).__qualname__}", "kdforge_version": __version__, **(info or {})}
+    stem.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+    return weights
+
+
+def read_meta(weights: str | Path) -> dict[str, Any]:
+    meta = Path(weights).with_suffix(".json")
+    if not meta.exists():
+        raise KdforgeError(f"'{meta}' is missing: kdforge needs it beside '{weights}' to know the architecture")
+    return json.loads(meta.read_text())
+
+
+def load_model(weights: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a model saved by :func:`save_model` and load its weights strictly."""
+    spec = read_meta(weights)["model"]
+    model = build_model(spec["name"], input_shape=spec["input_shape"], num_classes=spec["num_classes"], **spec["options"])
+    load_state_strict(model, load_file(str(weights)), str(weights))
+    return model.to(device)
+
+
+def load_student(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """The distilled student of a run directory (or a ``.safetensors`` file), in eval mode."""
+    path = Path(path)
+    weights = path / "student.safetensors" if path.is_dir() else path
+    if not weights.exists():
+        raise KdforgeError(f"no student at '{weights}': give a finished run directory or a .safetensors file")
+    return load_model(weights, device).eval()
+
+
+def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """``load_state_dict(strict=True)`` with a readable report of every mismatch."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = [f"{k}: checkpoint {list(state[k].shape)} vs model {list(own[k].shape)}" for k in sorted(set(own) & set(state)) if state[k].shape != own[k].shape]
+    if missing or unexpected or mismatched:
+        lines = [f"'{source}' does not fit {type(model).__name__}:"]
+        for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
+            if items:
+                lines.append(f"  {title} ({len(items)}): " + ", ".join(items[:8]) + (" ..." if len(items) > 8 else ""))
+        lines.append("  check that the model section (name and options, class count) matches the checkpoint")
+        raise KdforgeError("\n".join(lines))
+    model.load_state_dict(state)

@@ -1,0 +1,10 @@
+"""Loss terms: pure maths in :mod:`functional`, registered terms in one file per family.
+
+Add a loss in one file: subclass :class:`LossTerm`, decorate it with
+``@LOSSES.register("name")``, and import the file below.
+"""
+
+from kdforge.losses.terms import LOSSES, LossTerm, StepContext, build_loss, build_losses
+from kdforge.losses import feature, logit  # noqa: E402,F401  (register the built-in terms)
+
+__all__ = ["LOSSES", "LossTerm", "StepContext", "build_loss", "build_losses"]

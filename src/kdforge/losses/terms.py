@@ -1,0 +1,99 @@
+"""LossTerm: a named, weighted part of the distillation loss, and what it reads.
+
+A term is a thin module: its maths live in :mod:`kdforge.losses.functional`. It reads
+what it needs from a :class:`StepContext`. Terms that compare features declare the
+module names they tap (``student_taps`` / ``teacher_taps``); terms with trainable parts
+(projectors) create them in :meth:`LossTerm.setup`, which the Distiller calls with the
+tapped shapes before the optimiser exists.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from kdforge.registry import Registry
+
+LOSSES = Registry("loss")
+
+
+@dataclass
+class StepContext:
+    """Everything a loss term may read at one training step."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    student_logits: torch.Tensor
+    teacher_logits: torch.Tensor | None = None
+    student_features: dict[str, torch.Tensor] = field(default_factory=dict)
+    teacher_features: dict[str, torch.Tensor] = field(default_factory=dict)
+    step: int = 0
+    epoch: int = 0
+    progress: float = 0.0  # fraction of training done, in [0, 1]
+
+
+class LossTerm(nn.Module):
+    """Base class. Subclasses implement ``forward(ctx) -> scalar tensor``."""
+
+    #: whether the term reads teacher outputs (a term without one runs with no teacher)
+    uses_teacher: bool = True
+    name: str = ""
+    weight: float = 1.0
+
+    @property
+    def student_taps(self) -> list[str]:
+        return []
+
+    @property
+    def teacher_taps(self) -> list[str]:
+        return []
+
+    def setup(self, student_shapes: dict[str, torch.Size], teacher_shapes: dict[str, torch.Size]) -> None:
+        """Create trainable parts from the tapped shapes (called once, before the optimiser)."""
+
+    def forward(self, ctx: StepContext) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, weight={self.weight}"
+
+
+def build_loss(config: dict[str, Any] | Any) -> LossTerm:
+    """Build one term from ``{"name": ..., "weight": ..., **options}`` (or a LossConfig)."""
+    from kdforge.config import LossConfig
+
+    section = config if isinstance(config, LossConfig) else _validated(config)
+    term = LOSSES.build(section.name, **LOSSES.validate_options(section.name, section.options))
+    term.name, term.weight = section.name, section.weight
+    return term
+
+
+def build_losses(configs: list[Any]) -> list[LossTerm]:
+    """Build terms and give repeated kinds distinct names (``hint``, ``hint_2``)."""
+    terms = [build_loss(c) for c in configs]
+    counts, seen = Counter(t.name for t in terms), Counter()
+    for term in terms:
+        seen[term.name] += 1
+        if counts[term.name] > 1 and seen[term.name] > 1:
+            term.name = f"{term.name}_{seen[term.name]}"
+    return terms
+
+
+def _validated(config: dict[str, Any]) -> Any:
+    from kdforge.config import LossConfig, component_issues_for
+    from kdforge.errors import ConfigError
+
+    import pydantic
+
+    try:
+        section = LossConfig.model_validate(config)
+    except pydantic.ValidationError as err:
+        raise ConfigError(f"invalid loss {config}: {err.errors()[0]['msg']}") from None
+    problems = component_issues_for(section, LOSSES)
+    if problems:
+        raise ConfigError("invalid loss: " + "; ".join(f"{'.'.join(map(str, loc))}: {msg}" for loc, msg in problems))
+    return section

@@ -1,0 +1,50 @@
+"""A small Vision Transformer (1-D or 2-D patches) with SDPA attention."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from kdforge.models import MODELS
+from kdforge.models.layers import TransformerBlock, spatial_dims
+
+
+@MODELS.register("vit")
+class ViT(nn.Module):
+    """Patch embedding + class token + learned positions -> ``depth`` pre-norm
+    transformer blocks -> LayerNorm -> linear head on the class token.
+
+    Taps: ``patch_embed``, ``blocks.N`` ([B, 1 + patches, embed_dim]), ``norm``, ``head``.
+    """
+
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        patch_size: int = 4,
+        embed_dim: int = 64,
+        depth: int = 4,
+        heads: int = 4,
+        mlp_ratio: float = 2.0,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        dims = spatial_dims(input_shape, "vit")
+        if any(s % patch_size for s in input_shape[1:]):
+            raise ValueError(f"vit: input size {list(input_shape[1:])} is not divisible by patch_size {patch_size}")
+        conv = nn.Conv1d if dims == 1 else nn.Conv2d
+        self.patch_embed = conv(input_shape[0], embed_dim, patch_size, stride=patch_size)
+        patches = 1
+        for size in input_shape[1:]:
+            patches *= size // patch_size
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.pos_embed = nn.Parameter(torch.randn(1, patches + 1, embed_dim) * 0.02)
+        self.blocks = nn.Sequential(*(TransformerBlock(embed_dim, heads, mlp_ratio, dropout) for _ in range(depth)))
+        self.norm = nn.LayerNorm(embed_dim)
+        self.head = nn.Linear(embed_dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, C, L] or [B, C, H, W] -> logits [B, num_classes]."""
+        tokens = self.patch_embed(x).flatten(2).transpose(1, 2)  # [B, patches, D]
+        tokens = torch.cat([self.cls_token.expand(len(x), -1, -1), tokens], dim=1) + self.pos_embed
+        return self.head(self.norm(self.blocks(tokens))[:, 0])

@@ -1,0 +1,96 @@
+"""One small registry used by models, losses, datasets and teacher sources.
+
+An entry is a callable (class or function). Its keyword arguments are the options a
+recipe may set; ``options_model`` turns the signature into a strict pydantic model so
+that a typo or a wrong type in the recipe fails before anything is built.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import pydantic
+
+from kdforge.errors import KdforgeError, did_you_mean
+
+
+class Registry:
+    """Name -> factory, with a decorator to add entries and strict option checking.
+
+    ``injected`` names arguments the framework supplies (e.g. ``num_classes`` of a
+    model comes from the dataset); the recipe may not set them.
+    """
+
+    def __init__(self, kind: str, injected: Iterable[str] = ()):
+        self.kind = kind
+        self.injected = frozenset(injected)
+        self._entries: dict[str, Callable[..., Any]] = {}
+        self._models: dict[str, type[pydantic.BaseModel]] = {}
+
+    def register(self, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        def add(factory: Callable[..., Any]) -> Callable[..., Any]:
+            if name in self._entries:
+                raise ValueError(f"{self.kind} '{name}' is registered twice")
+            self._entries[name] = factory
+            return factory
+
+        return add
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+    def get(self, name: str) -> Callable[..., Any]:
+        if name not in self._entries:
+            raise KdforgeError(f"unknown {self.kind} '{name}'{did_you_mean(name, self._entries)}")
+        return self._entries[name]
+
+    def summary(self, name: str) -> str:
+        """First line of the entry's docstring."""
+        doc = inspect.getdoc(self.get(name)) or ""
+        return doc.splitlines()[0] if doc else ""
+
+    def options_model(self, name: str) -> type[pydantic.BaseModel]:
+        """A strict pydantic model of the options ``name`` accepts (its keyword args)."""
+        if name not in self._models:
+            self._models[name] = _signature_model(f"{name}_options", self.get(name), self.injected)
+        return self._models[name]
+
+    def validate_options(self, name: str, options: dict[str, Any]) -> dict[str, Any]:
+        """Check ``options`` against the entry's signature; return them typed."""
+        model = self.options_model(name)
+        validated = model.model_validate(options)
+        return {k: getattr(validated, k) for k in options}
+
+    def build(self, name: str, /, **kwargs: Any) -> Any:
+        return self.get(name)(**kwargs)
+
+
+class _Options(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", strict=True, arbitrary_types_allowed=True)
+
+
+def _signature_model(model_name: str, factory: Callable[..., Any], injected: frozenset[str]) -> type[pydantic.BaseModel]:
+    fields: dict[str, Any] = {}
+    hints = _type_hints(factory)
+    for param in inspect.signature(factory).parameters.values():
+        if param.name in injected or param.name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        annotation = hints.get(param.name, Any)
+        default = ... if param.default is inspect.Parameter.empty else param.default
+        fields[param.name] = (annotation, default)
+    return pydantic.create_model(model_name, __base__=_Options, **fields)
+
+
+def _type_hints(factory: Callable[..., Any]) -> dict[str, Any]:
+    import typing
+
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    try:
+        return typing.get_type_hints(target)
+    except Exception:  # unresolvable annotations: fall back to untyped options
+        return {}

@@ -1,0 +1,124 @@
+"""Capture intermediate tensors by module name with forward hooks, and project them.
+
+Models are never rewritten to expose features: ``FeatureTap(model, {"mid": "blocks.1"})``
+records the output of ``model.blocks.1`` on each forward (``"head:input"`` records the
+input of ``head`` instead). A name that does not exist fails at construction with the
+closest valid names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from kdforge.errors import KdforgeError, closest
+
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP / DataParallel and torch.compile wrappers
+
+
+def strip_wrappers(name: str) -> str:
+    """``module._orig_mod.blocks.1`` -> ``blocks.1``."""
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _WRAPPER_PREFIXES:
+            if name.startswith(prefix):
+                name, changed = name[len(prefix) :], True
+    return name
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The user's module inside DDP / torch.compile wrappers."""
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
+class FeatureTap:
+    """Forward hooks that store tapped tensors in :attr:`features` (alias -> tensor).
+
+    ``policy`` says what happens when a tapped module runs more than once in a forward:
+    ``last`` keeps the last call, ``first`` the first, ``error`` raises.
+    Call :meth:`clear` before each forward (the Distiller does).
+    """
+
+    def __init__(self, model: nn.Module, taps: Mapping[str, str], policy: Literal["last", "first", "error"] = "last"):
+        self.policy = policy
+        self.features: dict[str, torch.Tensor] = {}
+        self._handles: list[Any] = []
+        root = unwrap(model)
+        modules = dict(root.named_modules())
+        for alias, spec in taps.items():
+            name, _, where = strip_wrappers(spec).partition(":")
+            if name not in modules:
+                hint = closest(name, [n for n in modules if n], n=5)
+                suggestion = f"; closest: {', '.join(hint)}" if hint else f"; some valid names: {', '.join(list(modules)[1:9])}"
+                raise KdforgeError(f"no module named '{name}' in {type(root).__name__} to tap{suggestion}")
+            if where not in ("", "input", "output"):
+                raise KdforgeError(f"tap '{spec}': the part after ':' must be 'input' or 'output'")
+            hook = self._input_hook(alias) if where == "input" else self._output_hook(alias)
+            self._handles.append(modules[name].register_forward_hook(hook))
+
+    def _store(self, alias: str, value: Any) -> None:
+        if not isinstance(value, torch.Tensor):
+            raise KdforgeError(f"tap '{alias}' captured a {type(value).__name__}, not a tensor; tap a submodule that returns one")
+        if alias in self.features:
+            if self.policy == "error":
+                raise KdforgeError(f"tapped module '{alias}' ran twice in one forward; choose policy 'first' or 'last'")
+            if self.policy == "first":
+                return
+        self.features[alias] = value
+
+    def _output_hook(self, alias: str) -> Any:
+        return lambda module, args, output: self._store(alias, output)
+
+    def _input_hook(self, alias: str) -> Any:
+        return lambda module, args, output: self._store(alias, args[0])
+
+    def clear(self) -> None:
+        self.features = {}
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+
+class Conv1x1Projector(nn.Module):
+    """1x1 convolution on the channel dim of [B, C, L] / [B, C, H, W], then resize to the
+    teacher's spatial size when it differs."""
+
+    def __init__(self, student_shape: torch.Size, teacher_shape: torch.Size):
+        super().__init__()
+        conv = {3: nn.Conv1d, 4: nn.Conv2d}[len(student_shape)]
+        self.conv = conv(student_shape[1], teacher_shape[1], 1, bias=False)
+        self.size = tuple(teacher_shape[2:])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        if tuple(x.shape[2:]) != self.size:
+            x = nn.functional.interpolate(x, size=self.size, mode="linear" if x.dim() == 3 else "bilinear", align_corners=False)
+        return x
+
+
+def build_projector(kind: str, student_shape: torch.Size, teacher_shape: torch.Size) -> nn.Module:
+    """A trainable map from a student feature's shape to a teacher feature's shape."""
+    s, t = tuple(student_shape), tuple(teacher_shape)
+    if kind == "none":
+        if s != t:
+            raise KdforgeError(f"feature shapes differ (student {list(s)}, teacher {list(t)}); use projector 'linear' or 'conv1x1'")
+        return nn.Identity()
+    if kind == "linear":
+        if s[:-1] != t[:-1]:
+            raise KdforgeError(f"projector 'linear' maps the last dim only, but shapes differ elsewhere (student {list(s)}, teacher {list(t)}); use 'conv1x1' for conv features")
+        return nn.Linear(s[-1], t[-1])
+    if kind == "conv1x1":
+        if len(s) not in (3, 4) or len(s) != len(t):
+            raise KdforgeError(f"projector 'conv1x1' needs [B, C, L] or [B, C, H, W] features of the same rank, got student {list(s)}, teacher {list(t)}")
+        return Conv1x1Projector(student_shape, teacher_shape)
+    raise KdforgeError(f"unknown projector '{kind}' (valid: linear, conv1x1, none)")

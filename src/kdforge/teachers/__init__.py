@@ -1,0 +1,6 @@
+"""Teachers: the frozen wrapper and where teachers come from (sources)."""
+
+from kdforge.teachers.teacher import Teacher
+from kdforge.teachers.sources import TEACHER_SOURCES, load_checkpoint_model, teacher_cache_key
+
+__all__ = ["Teacher", "TEACHER_SOURCES", "load_checkpoint_model", "teacher_cache_key"]

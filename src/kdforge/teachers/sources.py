@@ -1,0 +1,121 @@
+"""Where teachers come from. ``train``: fit one from the recipe (cached by a hash of what
+determines it). ``checkpoint``: load a kdforge model or a plain state dict."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from kdforge.errors import KdforgeError
+from kdforge.export import load_model, load_state_strict, read_meta, save_model
+from kdforge.models import build_model
+from kdforge.registry import Registry
+
+if TYPE_CHECKING:
+    from kdforge.config import Recipe
+    from kdforge.data import DataBundle
+
+#: source name -> function(recipe, data, run_dir, device, callbacks) -> (module, info)
+TEACHER_SOURCES = Registry("teacher source")
+
+
+@TEACHER_SOURCES.register("train")
+def train_source(recipe: Recipe, data: DataBundle, run_dir: Path, device: torch.device, callbacks: list[Any]) -> tuple[nn.Module, dict[str, Any]]:
+    """Train the teacher on the training split first (cross-entropy), select it on val;
+    reuse a teacher trained earlier under ``log.dir`` with the same settings."""
+    key = teacher_cache_key(recipe)
+    stem = run_dir / "teacher" / "teacher"
+    cached = stem.with_suffix(".safetensors") if stem.with_suffix(".safetensors").exists() else _find_cached(Path(recipe.log.dir), key)
+    if cached is not None:
+        if cached != stem.with_suffix(".safetensors"):
+            stem.parent.mkdir(parents=True, exist_ok=True)
+            for suffix in (".safetensors", ".json"):
+                shutil.copyfile(cached.with_suffix(suffix), stem.with_suffix(suffix))
+        info = read_meta(cached)
+        return load_model(cached, device), {**info["teacher"], "cached_from": str(cached.parent.parent)}
+    module, info = _fit_teacher(recipe, data, stem.parent, device, callbacks)
+    save_model(module, stem, {"teacher": {**info, "cache_key": key}})
+    return module, info
+
+
+def _fit_teacher(recipe: Recipe, data: DataBundle, out_dir: Path, device: torch.device, callbacks: list[Any]) -> tuple[nn.Module, dict[str, Any]]:
+    from kdforge.data import example_inputs, make_loader
+    from kdforge.distiller import Distiller
+    from kdforge.losses import build_loss
+    from kdforge.run import RunInterrupted
+    from kdforge.trainer import Trainer
+
+    cfg = recipe.teacher
+    torch.manual_seed(recipe.seed)
+    module = build_model(cfg.model.name, input_shape=data.input_shape, num_classes=data.num_classes, **cfg.model.options).to(device)
+    ce = build_loss({"name": "ce", "label_smoothing": cfg.train.label_smoothing})
+    train = make_loader(data.train, recipe.data.batch_size, shuffle=True, seed=recipe.seed, device=device)
+    val = make_loader(data.val, recipe.data.eval_batch_size, device=device)
+    distiller = Distiller(module, None, [ce], example_inputs(train))
+    optim = recipe.optim.model_copy(update={"lr": cfg.train.lr or recipe.optim.lr})
+    train_cfg = recipe.train.model_copy(update={"epochs": cfg.train.epochs})
+    trainer = Trainer(distiller, optim, train_cfg, steps_per_epoch=len(train), checkpoint_dir=out_dir, callbacks=callbacks, stage="teacher")
+    result = trainer.fit(train, val, resume=True)
+    if result.interrupted:
+        raise RunInterrupted(out_dir.parent, "teacher training")
+    best = trainer.load_best()
+    return module.eval(), {"epochs": cfg.train.epochs, "best_epoch": best["epoch"], "val_best": best["val"], "history": result.history, "seconds": result.seconds}
+
+
+@TEACHER_SOURCES.register("checkpoint")
+def checkpoint_source(recipe: Recipe, data: DataBundle, run_dir: Path, device: torch.device, callbacks: list[Any]) -> tuple[nn.Module, dict[str, Any]]:
+    """Load a saved model: a kdforge ``.safetensors`` (+ ``.json``), a run directory (its
+    student), or a plain PyTorch state dict (``.pt``/``.pth``; needs ``teacher.model``)."""
+    module = load_checkpoint_model(recipe.teacher.path, recipe.teacher.model, data.input_shape, data.num_classes)
+    return module.to(device), {"path": str(recipe.teacher.path)}
+
+
+def load_checkpoint_model(path: str | Path, model_cfg: Any, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "student.safetensors"
+    if not path.exists():
+        raise KdforgeError(f"teacher checkpoint '{path}' not found; set teacher.path to a .safetensors/.pt file or a run directory")
+    if path.suffix == ".safetensors" and path.with_suffix(".json").exists():
+        spec = read_meta(path)["model"]
+        if spec["num_classes"] != num_classes:
+            raise KdforgeError(f"the teacher at '{path}' predicts {spec['num_classes']} classes but the dataset has {num_classes}; use a teacher trained on the same classes")
+        return load_model(path)
+    if model_cfg is None:
+        raise KdforgeError(f"'{path}' holds weights only; set teacher.model (name and options) so kdforge can build the architecture")
+    module = build_model(model_cfg.name, input_shape=input_shape, num_classes=num_classes, **model_cfg.options)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise KdforgeError(f"'{path}' does not hold a state dict (got {type(state).__name__})")
+    load_state_strict(module, state, str(path))
+    return module
+
+
+def teacher_cache_key(recipe: Recipe) -> str:
+    """Hash of everything that determines a trained teacher."""
+    train = recipe.train.model_dump(exclude={"epochs", "baseline", "device"})
+    parts = {"teacher": recipe.teacher.model_dump(mode="json"), "data": recipe.data.model_dump(mode="json"), "seed": recipe.seed, "optim": recipe.optim.model_dump(mode="json"), "train": train}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _find_cached(log_dir: Path, key: str) -> Path | None:
+    """The newest ``<log_dir>/*/teacher/teacher.safetensors`` trained with ``key``."""
+    candidates = sorted(log_dir.glob("*/teacher/teacher.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for meta in candidates:
+        try:
+            if json.loads(meta.read_text()).get("teacher", {}).get("cache_key") == key:
+                return meta.with_suffix(".safetensors")
+        except (OSError, json.JSONDecodeError):
+            continue
+    return None

@@ -1,0 +1,249 @@
+"""The training loop: fit on train, select on val, checkpoint, resume.
+
+One epoch is the loop in :meth:`Trainer._train_epoch`; one optimiser step is
+:meth:`Trainer._step`. Checkpoints: ``last.pt`` (everything needed to resume exactly:
+trainable weights, optimiser, scheduler, RNG, position in the epoch) after every epoch
+and when stopped; ``best.pt`` (trainable weights) whenever validation improves.
+Ctrl-C asks the loop to stop at the next optimiser step, save ``last.pt`` and return;
+a second Ctrl-C aborts at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import signal
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from kdforge.callbacks import Callback
+from kdforge.config import OptimConfig, TrainConfig
+from kdforge.distiller import Distiller
+from kdforge.errors import KdforgeError, NonFiniteLossError
+from kdforge.evaluate import evaluate, is_better
+from kdforge.optim import build_optimizer, build_scheduler
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_val: dict[str, float]
+    history: list[dict[str, Any]]
+    interrupted: bool = False
+    seconds: float = 0.0
+
+
+@dataclass
+class _Position:
+    """Where training is: what resume restores besides weights and optimiser."""
+
+    epoch: int = 0
+    batch: int = 0  # micro-batches of the current epoch already consumed
+    step: int = 0  # optimiser steps so far
+    best_epoch: int = -1
+    best_val: dict[str, float] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    sums: dict[str, float] = field(default_factory=dict)  # loss-part sums of the current epoch
+    seconds: float = 0.0
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise KdforgeError(f"train.device is '{device}' but CUDA is not available here; use 'auto' or 'cpu'")
+    return torch.device(device)
+
+
+def autocast_for(amp: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA for ``auto``/``bf16``; off on CPU unless ``bf16`` is asked."""
+    enabled = amp == "bf16" or (amp == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Fits a :class:`Distiller`'s trainable parts; checkpoints into ``checkpoint_dir``."""
+
+    def __init__(
+        self,
+        distiller: Distiller,
+        optim: OptimConfig,
+        train: TrainConfig,
+        *,
+        steps_per_epoch: int,
+        checkpoint_dir: str | Path,
+        callbacks: Sequence[Callback] = (),
+        stage: str = "distill",
+    ):
+        self.distiller, self.optim_cfg, self.cfg, self.stage = distiller, optim, train, stage
+        self.device = next(distiller.student.parameters()).device
+        self.dir = Path(checkpoint_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.callbacks = list(callbacks)
+        self.micro_per_epoch = steps_per_epoch
+        self.steps_per_epoch = math.ceil(steps_per_epoch / train.accumulate)
+        self.optimizer = build_optimizer(distiller.trainable_parameters(), optim)
+        self.scheduler = build_scheduler(self.optimizer, optim, self.steps_per_epoch, train.epochs)
+        self.autocast = lambda: autocast_for(train.amp, self.device)
+        self.pos = _Position()
+        self.should_stop = False  # set by Ctrl-C or a callback: stop at the next optimiser step
+
+    # ------------------------------------------------------------------ loop
+
+    def fit(self, train_batches: Any, val_batches: Any, resume: bool = False) -> FitResult:
+        if resume and (self.dir / "last.pt").exists():
+            self._load_last()
+        for cb in self.callbacks:
+            cb.on_fit_start(self)
+        with self._stop_on_sigint():
+            while self.pos.epoch < self.cfg.epochs and not self.should_stop:
+                started = time.perf_counter()
+                self._train_epoch(train_batches)
+                self.pos.seconds += time.perf_counter() - started
+                if not self.should_stop:
+                    self._end_epoch(val_batches)
+        if self.should_stop:
+            self.save_last()
+        result = FitResult(self.pos.best_epoch, self.pos.best_val or {}, self.pos.history, self.should_stop, self.pos.seconds)
+        for cb in self.callbacks:
+            cb.on_fit_end(self, result)
+        return result
+
+    def _train_epoch(self, batches: Any) -> None:
+        self.distiller.train()
+        group: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for x, y in batches.epoch(self.pos.epoch, start=self.pos.batch):
+            group.append((x, y))
+            self.pos.batch += 1
+            if len(group) == self.cfg.accumulate or self.pos.batch == self.micro_per_epoch:
+                self._step(group)
+                group = []
+                if self.should_stop:
+                    return
+
+    def _step(self, group: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """One optimiser step over ``group`` micro-batches (gradient accumulation)."""
+        progress = self.pos.step / max(1, self.steps_per_epoch * self.cfg.epochs)
+        totals: dict[str, torch.Tensor] = {}
+        for x, y in group:
+            with self.autocast():
+                out = self.distiller(x, y, step=self.pos.step, epoch=self.pos.epoch, progress=progress)
+            self._check_finite(out.loss, out.parts)
+            (out.loss / len(group)).backward()
+            for name, value in {"loss": out.loss, **out.parts}.items():
+                totals[name] = totals.get(name, 0.0) + value.detach().float() / len(group)
+        if self.cfg.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.distiller.trainable_parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.pos.step += 1
+        for name, value in totals.items():
+            self.pos.sums[name] = self.pos.sums.get(name, 0.0) + value
+        samples = sum(len(y) for _, y in group)
+        for cb in self.callbacks:
+            cb.on_step_end(self, samples, totals)
+
+    def _check_finite(self, loss: torch.Tensor, parts: dict[str, torch.Tensor]) -> None:
+        if torch.isfinite(loss):
+            return
+        bad = [name for name, value in parts.items() if not torch.isfinite(value)]
+        last = self.dir / "last.pt"
+        kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
+        raise NonFiniteLossError(
+            f"[{self.stage}] loss term {', '.join(repr(b) for b in bad) or 'sum'} became "
+            f"{', '.join(str(float(parts[b])) for b in bad) or float(loss)} at epoch {self.pos.epoch + 1}, "
+            f"step {self.pos.step}; {kept}. Lower optim.lr, set train.grad_clip, or check that term's inputs."
+        )
+
+    def _end_epoch(self, val_batches: Any) -> None:
+        val = self.evaluate(val_batches)
+        train = {k: float(v) / self.steps_per_epoch for k, v in self.pos.sums.items()}
+        record = {"epoch": self.pos.epoch + 1, "train": train, "val": val, "lr": self.current_lr(), "seconds": self.pos.seconds}
+        self.pos.history.append(record)
+        if is_better(val, self.pos.best_val):
+            self.pos.best_epoch, self.pos.best_val = self.pos.epoch + 1, val
+            torch.save({**self.distiller.trainable_state_dict(), "epoch": self.pos.epoch + 1, "val": val}, self.dir / "best.pt")
+        self.pos.epoch, self.pos.batch, self.pos.sums = self.pos.epoch + 1, 0, {}
+        self.save_last()
+        for cb in self.callbacks:
+            cb.on_epoch_end(self, record)
+
+    def evaluate(self, batches: Any) -> dict[str, float]:
+        return evaluate(self.distiller.student, batches, self.autocast())
+
+    def current_lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save_last(self) -> None:
+        state = {
+            "trainable": self.distiller.trainable_state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "position": {**vars(self.pos), "sums": {k: float(v) for k, v in self.pos.sums.items()}},
+            "rng": _rng_state(),
+        }
+        tmp = self.dir / "last.pt.tmp"
+        torch.save(state, tmp)
+        tmp.replace(self.dir / "last.pt")  # atomic: an interrupted save never corrupts last.pt
+
+    def _load_last(self) -> None:
+        state = torch.load(self.dir / "last.pt", map_location=self.device, weights_only=True)
+        self.distiller.load_trainable_state_dict(state["trainable"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.pos = _Position(**state["position"])
+        _set_rng_state(state["rng"])
+
+    def load_best(self) -> dict[str, Any]:
+        """Put the best validation weights into the student; returns the checkpoint's info."""
+        state = torch.load(self.dir / "best.pt", map_location=self.device, weights_only=True)
+        self.distiller.load_trainable_state_dict(state)
+        return {"epoch": state["epoch"], "val": state["val"]}
+
+    @contextlib.contextmanager
+    def _stop_on_sigint(self) -> Iterator[None]:
+        def request_stop(signum: int, frame: Any) -> None:
+            if self.should_stop:  # second Ctrl-C: abort now
+                raise KeyboardInterrupt
+            self.should_stop = True
+
+        try:
+            previous = signal.signal(signal.SIGINT, request_stop)
+        except ValueError:  # not the main thread: leave Ctrl-C alone
+            yield
+            return
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _rng_state() -> dict[str, Any]:
+    """Torch RNG only: shuffling uses its own seeded generator, so dropout and other
+    in-model randomness are all that must continue where they stopped."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
