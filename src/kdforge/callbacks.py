@@ -44,7 +44,7 @@ class JsonlLogger(Callback):
     def on_step_end(self, trainer: Trainer, samples: int, losses: dict[str, torch.Tensor]) -> None:
         if trainer.pos.step % self.every == 0:
             values = {k: float(v) for k, v in losses.items()}
-            self._write({"stage": trainer.stage, "kind": "step", "epoch": trainer.pos.epoch + 1, "step": trainer.pos.step, "lr": trainer.current_lr(), **values})
+            self._write({"stage": trainer.stage, "kind": "step", "epoch": trainer.pos.epoch + 1, "step": trainer.pos.step, "lr": trainer.step_lr, **values})
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
         self._write({"stage": trainer.stage, "kind": "epoch", "step": trainer.pos.step, **record})

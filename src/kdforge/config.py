@@ -45,14 +45,22 @@ class Component(Section):
         return dict(self.__pydantic_extra__ or {})
 
 
+class AugmentConfig(Section):
+    """Training-batch augmentation; teacher and student see the same augmented batch."""
+
+    shift: int = Field(0, ge=0, description="random translation, in pixels/steps per axis")
+    noise: float = Field(0.0, ge=0, description="std of additive Gaussian noise")
+
+
 class DataConfig(Component):
-    """Which dataset, how it is split and batched."""
+    """Which dataset, how it is split, batched and augmented."""
 
     name: str = "digits"
     batch_size: int = Field(128, gt=0)
     eval_batch_size: int = Field(512, gt=0)
     val_fraction: float = Field(0.15, gt=0, lt=1)
     test_fraction: float = Field(0.2, gt=0, lt=1)
+    augment: AugmentConfig = AugmentConfig()
 
 
 class ModelConfig(Component):

@@ -50,9 +50,9 @@ class Registry:
         return self._entries[name]
 
     def summary(self, name: str) -> str:
-        """First line of the entry's docstring."""
+        """First paragraph of the entry's docstring, on one line."""
         doc = inspect.getdoc(self.get(name)) or ""
-        return doc.splitlines()[0] if doc else ""
+        return " ".join(doc.split("\n\n")[0].split()).replace("``", "")
 
     def options_model(self, name: str) -> type[pydantic.BaseModel]:
         """A strict pydantic model of the options ``name`` accepts (its keyword args)."""

@@ -21,6 +21,7 @@ from kdforge.bench import count_params, latency_ms
 from kdforge.callbacks import Callback, ConsoleProgress, JsonlLogger
 from kdforge.config import Recipe
 from kdforge.data import DataBundle, build_dataset, example_inputs, make_loader
+from kdforge.data.augment import BatchAugment
 from kdforge.distiller import Distiller
 from kdforge.errors import KdforgeError
 from kdforge.evaluate import evaluate
@@ -54,17 +55,17 @@ class RunResult:
         return self.results["teacher"]["test"]["accuracy"]
 
 
-class _Session:
+class Session:
     """What the stages of one run share: recipe, data, loaders, device, callbacks."""
 
     def __init__(self, recipe: Recipe, run_dir: Path, console: Console):
         self.recipe, self.run_dir, self.console = recipe, run_dir, console
         self.device = resolve_device(recipe.train.device)
         self.data: DataBundle = build_dataset(recipe.data.name, seed=recipe.seed, val_fraction=recipe.data.val_fraction, test_fraction=recipe.data.test_fraction, **recipe.data.options)
-        batches = lambda split, size, shuffle: make_loader(split, size, shuffle=shuffle, seed=recipe.seed, device=self.device)  # noqa: E731
-        self.train = batches(self.data.train, recipe.data.batch_size, True)
-        self.val = batches(self.data.val, recipe.data.eval_batch_size, False)
-        self.test = batches(self.data.test, recipe.data.eval_batch_size, False)
+        augment = BatchAugment(**recipe.data.augment.model_dump())
+        self.train = make_loader(self.data.train, recipe.data.batch_size, shuffle=True, seed=recipe.seed, device=self.device, transform=augment or None)
+        self.val = make_loader(self.data.val, recipe.data.eval_batch_size, device=self.device)
+        self.test = make_loader(self.data.test, recipe.data.eval_batch_size, device=self.device)
         self.example = example_inputs(self.train)
         self.autocast = lambda: autocast_for(recipe.train.amp, self.device)
 
@@ -99,12 +100,12 @@ def run(recipe: Recipe, *, resume: str | Path | None = None, console: Console | 
     terms = build_losses(recipe.losses)  # bad loss options fail before anything heavy is built
     run_dir = _prepare_run_dir(recipe, resume)
     seed_everything(recipe.seed)
-    session = _Session(recipe, run_dir, console)
+    session = Session(recipe, run_dir, console)
     console.print(f"[bold]kdforge[/] {recipe.name}: {session.data.describe()}; device {session.device}; run dir {run_dir}")
     timings: dict[str, float] = {}
 
     tick = time.perf_counter()
-    teacher_module, teacher_info = TEACHER_SOURCES.get(recipe.teacher.source)(recipe, session.data, run_dir, session.device, session.callbacks())
+    teacher_module, teacher_info = TEACHER_SOURCES.get(recipe.teacher.source)(session)
     teacher = Teacher(teacher_module)
     timings["teacher_s"] = time.perf_counter() - tick
     teacher_test = evaluate(teacher, session.test, session.autocast())
@@ -166,3 +167,62 @@ def load_run_recipe(run_dir: str | Path) -> Recipe:
     if not path.exists():
         raise KdforgeError(f"'{run_dir}' is not a kdforge run directory (no config.yaml)")
     return Recipe.from_yaml(path)
+
+
+def check(recipe: Recipe, console: Console | None = None) -> dict[str, Any]:
+    """Build everything and run one batch forward and backward, without training.
+
+    Validates names, taps, feature shapes, projectors and class counts; prints a summary.
+    A ``source: train`` teacher is checked as its untrained architecture.
+    """
+    from rich.table import Table
+
+    console = console or Console()
+    terms = build_losses(recipe.losses)
+    seed_everything(recipe.seed)
+    session = Session(recipe, Path(recipe.log.dir), console)
+    data = session.data
+    if recipe.teacher.source == "train":
+        cfg = recipe.teacher.model
+        teacher_module = build_model(cfg.name, input_shape=data.input_shape, num_classes=data.num_classes, **cfg.options)
+        teacher_note = f"untrained here; `train` fits it for {recipe.teacher.train.epochs} epochs"
+    else:
+        teacher_module, _ = TEACHER_SOURCES.get(recipe.teacher.source)(session)
+        teacher_note = f"loaded from {recipe.teacher.path}"
+    teacher = Teacher(teacher_module.to(session.device))
+    cfg = recipe.student.model
+    student = build_model(cfg.name, input_shape=data.input_shape, num_classes=data.num_classes, **cfg.options).to(session.device)
+    distiller = Distiller(student, teacher, terms, session.example)
+    for role, logits in (("teacher", teacher(session.example)), ("student", student(session.example))):
+        if logits.shape[-1] != data.num_classes:
+            raise KdforgeError(f"the {role} outputs {logits.shape[-1]} classes but dataset '{data.name}' has {data.num_classes}")
+
+    distiller.train()
+    x, y = next(iter(session.train.epoch(0)))
+    with session.autocast():
+        out = distiller(x, y)
+    out.loss.backward()
+    no_grad = [n for n, p in student.named_parameters() if p.grad is None]
+    teacher_grads = [n for n, p in teacher.named_parameters() if p.grad is not None]
+    if teacher_grads or not torch.isfinite(out.loss):
+        raise KdforgeError(f"one-batch check failed: loss {float(out.loss)}, teacher parameters with gradients: {teacher_grads}")
+
+    table = Table(title=f"kdforge check: {recipe.name}")
+    for column in ("part", "architecture", "params", "trainable", "output", "note"):
+        table.add_column(column)
+    projector_params = sum(p.numel() for p in distiller.terms.parameters())
+    rows = [
+        ("data", data.name, "", "", f"x {list(x.shape)}", data.describe()),
+        ("teacher", type(teacher_module).__name__, f"{count_params(teacher_module):,}", "0", str(list(teacher(x).shape)), teacher_note),
+        ("student", type(student).__name__, f"{count_params(student):,}", f"{sum(p.numel() for p in student.parameters() if p.requires_grad):,}", str(list(out.outputs.shape)), ""),
+        ("projectors", "", f"{projector_params:,}", f"{projector_params:,}", "", ", ".join(t.name for t in terms if any(True for _ in t.parameters())) or "none"),
+    ]
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    parts = {name: float(value) for name, value in out.parts.items()}
+    console.print("one batch: " + ", ".join(f"{k} = {v:.4f} (x{t.weight})" for (k, v), t in zip(parts.items(), terms)) + f"; total {float(out.loss):.4f}")
+    if no_grad:
+        console.print(f"[yellow]note:[/] student parameters without gradient on this batch: {', '.join(no_grad[:6])}")
+    console.print("[green]check passed[/]: names, taps, shapes and class counts are consistent; forward and backward run.")
+    return {"parts": parts, "loss": float(out.loss), "student_params": count_params(student), "teacher_params": count_params(teacher_module)}

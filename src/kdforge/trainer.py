@@ -99,6 +99,7 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, optim, self.steps_per_epoch, train.epochs)
         self.autocast = lambda: autocast_for(train.amp, self.device)
         self.pos = _Position()
+        self.step_lr = optim.lr
         self.should_stop = False  # set by Ctrl-C or a callback: stop at the next optimiser step
 
     # ------------------------------------------------------------------ loop
@@ -145,6 +146,7 @@ class Trainer:
             (out.loss / len(group)).backward()
             for name, value in {"loss": out.loss, **out.parts}.items():
                 totals[name] = totals.get(name, 0.0) + value.detach().float() / len(group)
+        self.step_lr = self.current_lr()  # the LR this step uses (the scheduler moves it after)
         if self.cfg.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.distiller.trainable_parameters(), self.cfg.grad_clip)
         self.optimizer.step()
@@ -165,7 +167,7 @@ class Trainer:
         kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
         raise NonFiniteLossError(
             f"[{self.stage}] loss term {', '.join(repr(b) for b in bad) or 'sum'} became "
-            f"{', '.join(str(float(parts[b])) for b in bad) or float(loss)} at epoch {self.pos.epoch + 1}, "
+            f"{', '.join(str(float(parts[b].detach())) for b in bad) or float(loss.detach())} at epoch {self.pos.epoch + 1}, "
             f"step {self.pos.step}; {kept}. Lower optim.lr, set train.grad_clip, or check that term's inputs."
         )
 

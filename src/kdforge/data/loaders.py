@@ -10,7 +10,7 @@ whether or not the run was resumed.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from kdforge.data.bundle import Split
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+Transform = Callable[[torch.Tensor], torch.Tensor]
 
 
 def _epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> torch.Tensor:
@@ -30,9 +31,9 @@ def _epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> torch.Tensor:
 class TensorBatches:
     """Batches of an in-memory :class:`Split`, moved to ``device`` once."""
 
-    def __init__(self, split: Split, batch_size: int, *, shuffle: bool = False, seed: int = 0, device: str | torch.device = "cpu"):
+    def __init__(self, split: Split, batch_size: int, *, shuffle: bool = False, seed: int = 0, device: str | torch.device = "cpu", transform: Transform | None = None):
         self.x, self.y = split.x.to(device), split.y.to(device)
-        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.batch_size, self.shuffle, self.seed, self.transform = batch_size, shuffle, seed, transform
 
     def __len__(self) -> int:
         return -(-len(self.y) // self.batch_size)
@@ -42,7 +43,8 @@ class TensorBatches:
         order = _epoch_order(len(self.y), self.seed, epoch, self.shuffle).to(self.x.device)
         for i in range(start * self.batch_size, len(order), self.batch_size):
             idx = order[i : i + self.batch_size]
-            yield self.x[idx], self.y[idx]
+            x = self.x[idx]
+            yield (self.transform(x) if self.transform else x), self.y[idx]
 
     def __iter__(self) -> Iterator[Batch]:
         return self.epoch(0)
@@ -51,8 +53,8 @@ class TensorBatches:
 class DatasetBatches:
     """Batches of a map-style ``Dataset`` through a DataLoader; same interface as TensorBatches."""
 
-    def __init__(self, dataset: Dataset, batch_size: int, *, shuffle: bool = False, seed: int = 0, device: str | torch.device = "cpu", num_workers: int | None = None):
-        self.dataset, self.batch_size, self.shuffle, self.seed = dataset, batch_size, shuffle, seed
+    def __init__(self, dataset: Dataset, batch_size: int, *, shuffle: bool = False, seed: int = 0, device: str | torch.device = "cpu", transform: Transform | None = None, num_workers: int | None = None):
+        self.dataset, self.batch_size, self.shuffle, self.seed, self.transform = dataset, batch_size, shuffle, seed, transform
         self.device = torch.device(device)
         self.num_workers = default_workers() if num_workers is None else num_workers
 
@@ -70,7 +72,8 @@ class DatasetBatches:
             persistent_workers=False,
         )
         for x, y in loader:
-            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            x = x.to(self.device, non_blocking=True)
+            yield (self.transform(x) if self.transform else x), y.to(self.device, non_blocking=True)
 
     def __iter__(self) -> Iterator[Batch]:
         return self.epoch(0)
@@ -81,10 +84,11 @@ def default_workers() -> int:
     return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
-def make_loader(data: Split | Dataset, batch_size: int, *, shuffle: bool = False, seed: int = 0, device: str | torch.device = "cpu") -> TensorBatches | DatasetBatches:
-    if isinstance(data, Split):
-        return TensorBatches(data, batch_size, shuffle=shuffle, seed=seed, device=device)
-    return DatasetBatches(data, batch_size, shuffle=shuffle, seed=seed, device=device)
+def make_loader(data: Split | Dataset, batch_size: int, *, shuffle: bool = False, seed: int = 0, device: str | torch.device = "cpu", transform: Transform | None = None) -> TensorBatches | DatasetBatches:
+    """Index-slicing batches for an in-memory :class:`Split`, a DataLoader otherwise.
+    ``transform`` (augmentation) is applied to each batch's inputs on the device."""
+    kind = TensorBatches if isinstance(data, Split) else DatasetBatches
+    return kind(data, batch_size, shuffle=shuffle, seed=seed, device=device, transform=transform)
 
 
 __all__ = ["TensorBatches", "DatasetBatches", "make_loader", "default_workers"]
@@ -92,5 +96,7 @@ __all__ = ["TensorBatches", "DatasetBatches", "make_loader", "default_workers"]
 
 def example_inputs(batches: TensorBatches | DatasetBatches, n: int = 2) -> torch.Tensor:
     """The first ``n`` inputs of the unshuffled first batch (for shape probes)."""
+    transform, batches.transform = batches.transform, None
     x, _ = next(iter(batches.epoch(0)))
+    batches.transform = transform
     return x[:n]

@@ -66,8 +66,13 @@ def build_loss(config: dict[str, Any] | Any) -> LossTerm:
     """Build one term from ``{"name": ..., "weight": ..., **options}`` (or a LossConfig)."""
     from kdforge.config import LossConfig
 
+    from kdforge.errors import ConfigError
+
     section = config if isinstance(config, LossConfig) else _validated(config)
-    term = LOSSES.build(section.name, **LOSSES.validate_options(section.name, section.options))
+    try:
+        term = LOSSES.build(section.name, **LOSSES.validate_options(section.name, section.options))
+    except ValueError as err:  # constructors check ranges (temperature > 0, ...)
+        raise ConfigError(f"loss '{section.name}': {err}") from None
     term.name, term.weight = section.name, section.weight
     return term
 

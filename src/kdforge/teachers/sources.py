@@ -19,18 +19,19 @@ from kdforge.registry import Registry
 
 if TYPE_CHECKING:
     from kdforge.config import Recipe
-    from kdforge.data import DataBundle
+    from kdforge.run import Session
 
-#: source name -> function(recipe, data, run_dir, device, callbacks) -> (module, info)
+#: source name -> function(session) -> (module on the session's device, info for results.json)
 TEACHER_SOURCES = Registry("teacher source")
 
 
 @TEACHER_SOURCES.register("train")
-def train_source(recipe: Recipe, data: DataBundle, run_dir: Path, device: torch.device, callbacks: list[Any]) -> tuple[nn.Module, dict[str, Any]]:
-    """Train the teacher on the training split first (cross-entropy), select it on val;
-    reuse a teacher trained earlier under ``log.dir`` with the same settings."""
+def train_source(session: Session) -> tuple[nn.Module, dict[str, Any]]:
+    """Train the teacher on the (augmented) training split first, with cross-entropy,
+    selected on val; reuse a teacher trained earlier under ``log.dir`` with the same settings."""
+    recipe = session.recipe
     key = teacher_cache_key(recipe)
-    stem = run_dir / "teacher" / "teacher"
+    stem = session.run_dir / "teacher" / "teacher"
     cached = stem.with_suffix(".safetensors") if stem.with_suffix(".safetensors").exists() else _find_cached(Path(recipe.log.dir), key)
     if cached is not None:
         if cached != stem.with_suffix(".safetensors"):
@@ -38,30 +39,28 @@ def train_source(recipe: Recipe, data: DataBundle, run_dir: Path, device: torch.
             for suffix in (".safetensors", ".json"):
                 shutil.copyfile(cached.with_suffix(suffix), stem.with_suffix(suffix))
         info = read_meta(cached)
-        return load_model(cached, device), {**info["teacher"], "cached_from": str(cached.parent.parent)}
-    module, info = _fit_teacher(recipe, data, stem.parent, device, callbacks)
+        return load_model(cached, session.device), {**info["teacher"], "cached_from": str(cached.parent.parent)}
+    module, info = _fit_teacher(session, stem.parent)
     save_model(module, stem, {"teacher": {**info, "cache_key": key}})
     return module, info
 
 
-def _fit_teacher(recipe: Recipe, data: DataBundle, out_dir: Path, device: torch.device, callbacks: list[Any]) -> tuple[nn.Module, dict[str, Any]]:
-    from kdforge.data import example_inputs, make_loader
+def _fit_teacher(session: Session, out_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
     from kdforge.distiller import Distiller
     from kdforge.losses import build_loss
     from kdforge.run import RunInterrupted
     from kdforge.trainer import Trainer
 
+    recipe, data = session.recipe, session.data
     cfg = recipe.teacher
     torch.manual_seed(recipe.seed)
-    module = build_model(cfg.model.name, input_shape=data.input_shape, num_classes=data.num_classes, **cfg.model.options).to(device)
+    module = build_model(cfg.model.name, input_shape=data.input_shape, num_classes=data.num_classes, **cfg.model.options).to(session.device)
     ce = build_loss({"name": "ce", "label_smoothing": cfg.train.label_smoothing})
-    train = make_loader(data.train, recipe.data.batch_size, shuffle=True, seed=recipe.seed, device=device)
-    val = make_loader(data.val, recipe.data.eval_batch_size, device=device)
-    distiller = Distiller(module, None, [ce], example_inputs(train))
+    distiller = Distiller(module, None, [ce], session.example)
     optim = recipe.optim.model_copy(update={"lr": cfg.train.lr or recipe.optim.lr})
     train_cfg = recipe.train.model_copy(update={"epochs": cfg.train.epochs})
-    trainer = Trainer(distiller, optim, train_cfg, steps_per_epoch=len(train), checkpoint_dir=out_dir, callbacks=callbacks, stage="teacher")
-    result = trainer.fit(train, val, resume=True)
+    trainer = Trainer(distiller, optim, train_cfg, steps_per_epoch=len(session.train), checkpoint_dir=out_dir, callbacks=session.callbacks(), stage="teacher")
+    result = trainer.fit(session.train, session.val, resume=True)
     if result.interrupted:
         raise RunInterrupted(out_dir.parent, "teacher training")
     best = trainer.load_best()
@@ -69,11 +68,12 @@ def _fit_teacher(recipe: Recipe, data: DataBundle, out_dir: Path, device: torch.
 
 
 @TEACHER_SOURCES.register("checkpoint")
-def checkpoint_source(recipe: Recipe, data: DataBundle, run_dir: Path, device: torch.device, callbacks: list[Any]) -> tuple[nn.Module, dict[str, Any]]:
+def checkpoint_source(session: Session) -> tuple[nn.Module, dict[str, Any]]:
     """Load a saved model: a kdforge ``.safetensors`` (+ ``.json``), a run directory (its
     student), or a plain PyTorch state dict (``.pt``/``.pth``; needs ``teacher.model``)."""
-    module = load_checkpoint_model(recipe.teacher.path, recipe.teacher.model, data.input_shape, data.num_classes)
-    return module.to(device), {"path": str(recipe.teacher.path)}
+    cfg, data = session.recipe.teacher, session.data
+    module = load_checkpoint_model(cfg.path, cfg.model, data.input_shape, data.num_classes)
+    return module.to(session.device), {"path": str(cfg.path)}
 
 
 def load_checkpoint_model(path: str | Path, model_cfg: Any, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:

@@ -1,0 +1,30 @@
+# `make demo` and `make test` work on a fresh machine with Python 3.10+ and make:
+# they install uv when it is missing, sync the locked environment, then run.
+PYTHON ?= python3
+UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
+
+.PHONY: demo test test-all uv sync-core sync-dev bench clean
+
+uv:
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv || $(PYTHON) -m pip install --quiet --user --break-system-packages uv
+
+sync-core: uv
+	@$(UV) sync --locked --no-dev --inexact --quiet
+
+sync-dev: uv
+	@$(UV) sync --locked --quiet
+
+demo: sync-core
+	@$(UV) run --no-sync kdforge demo
+
+test: sync-dev
+	@$(UV) run --no-sync pytest -q
+
+test-all: sync-dev
+	@$(UV) run --no-sync pytest -q -m ""
+
+bench: sync-dev
+	@$(UV) run --no-sync python benchmarks/overhead.py
+
+clean:
+	rm -rf runs .pytest_cache

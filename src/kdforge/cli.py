@@ -1,0 +1,158 @@
+"""The ``kdforge`` command line."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from kdforge.errors import KdforgeError
+
+app = typer.Typer(
+    help="kdforge: distill a frozen teacher into a smaller student, from a YAML recipe.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+
+Overrides = Annotated[Optional[list[str]], typer.Argument(help="Overrides [bold]key.path=value[/], e.g. train.epochs=5 losses.1.temperature=2.0", show_default=False)]
+
+
+def recipe_path(name: str) -> Path:
+    """A recipe file, or the name of a recipe shipped with kdforge (``digits_kd``)."""
+    path = Path(name)
+    if path.exists():
+        return path
+    shipped = resources.files("kdforge") / "recipes" / f"{path.stem}.yaml"
+    if shipped.is_file():
+        return Path(str(shipped))
+    raise KdforgeError(f"recipe '{name}' not found: give a YAML file or one of: {', '.join(shipped_recipes())}")
+
+
+def shipped_recipes() -> list[str]:
+    return sorted(p.name.removesuffix(".yaml") for p in (resources.files("kdforge") / "recipes").iterdir() if p.name.endswith(".yaml"))
+
+
+@app.command()
+def demo(
+    epochs: Annotated[Optional[int], typer.Option(help="Student epochs (default: the recipe's).")] = None,
+    log_dir: Annotated[str, typer.Option("--dir", help="Where the run directory goes.")] = "runs",
+) -> None:
+    """Distill a CNN into a small MLP on the built-in digits data and compare with the MLP trained alone."""
+    from kdforge.config import Recipe
+    from kdforge.run import run
+
+    overrides = [f"log.dir={log_dir}"] + ([f"train.epochs={epochs}"] if epochs else [])
+    recipe = Recipe.from_yaml(recipe_path("digits_kd"), overrides)
+    console.print("[bold]kdforge demo[/]: teacher = CNN trained on digits; student = tiny MLP, with KD and alone.")
+    run(recipe, console=console)
+
+
+@app.command()
+def train(
+    recipe: Annotated[Optional[str], typer.Argument(help="Recipe YAML file or shipped recipe name.", show_default=False)] = None,
+    overrides: Overrides = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue an interrupted run directory (uses its config.yaml).")] = None,
+) -> None:
+    """Train: teacher (if needed), distilled student, and the student alone; write the run directory."""
+    from kdforge.config import Recipe
+    from kdforge.run import load_run_recipe, run
+
+    if resume is not None:
+        if recipe or overrides:
+            raise KdforgeError("--resume continues a run with its saved config.yaml; give no recipe or overrides with it")
+        run(load_run_recipe(resume), resume=resume, console=console)
+        return
+    if recipe is None:
+        raise KdforgeError("give a recipe (a YAML file or a shipped name such as digits_kd), or --resume RUN_DIR")
+    run(Recipe.from_yaml(recipe_path(recipe), overrides or []), console=console)
+
+
+@app.command()
+def check(
+    recipe: Annotated[str, typer.Argument(help="Recipe YAML file or shipped recipe name.", show_default=False)],
+    overrides: Overrides = None,
+) -> None:
+    """Build everything and run one batch forward and backward: names, taps, shapes, class counts. No training."""
+    from kdforge.config import Recipe
+    from kdforge.run import check as run_check
+
+    run_check(Recipe.from_yaml(recipe_path(recipe), overrides or []), console)
+
+
+@app.command("eval")
+def evaluate_run(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.", show_default=False)],
+    split: Annotated[str, typer.Option(help="Which split to evaluate: test or val.")] = "test",
+) -> None:
+    """Re-evaluate a run's exported student (and its teacher, when saved) on a split."""
+    from kdforge.data import build_dataset, make_loader
+    from kdforge.evaluate import evaluate
+    from kdforge.export import load_model, load_student
+    from kdforge.run import load_run_recipe
+
+    if split not in ("test", "val"):
+        raise KdforgeError(f"--split must be 'test' or 'val', got '{split}'")
+    recipe = load_run_recipe(run_dir)
+    data = build_dataset(recipe.data.name, seed=recipe.seed, val_fraction=recipe.data.val_fraction, test_fraction=recipe.data.test_fraction, **recipe.data.options)
+    batches = make_loader(getattr(data, split), recipe.data.eval_batch_size)
+    models = {"student": load_student(run_dir)}
+    teacher_weights = Path(run_dir) / "teacher" / "teacher.safetensors"
+    if teacher_weights.exists():
+        models["teacher"] = load_model(teacher_weights).eval()
+    table = Table(title=f"{run_dir} on {data.name} {split} ({len(getattr(data, split))} samples)")
+    for column in ("model", "accuracy", "loss"):
+        table.add_column(column)
+    for role, model in models.items():
+        metrics = evaluate(model, batches)
+        table.add_row(role, f"{100 * metrics['accuracy']:.2f}%", f"{metrics['loss']:.4f}")
+    console.print(table)
+
+
+@app.command("list")
+def list_entries(
+    what: Annotated[str, typer.Argument(help="models, losses, datasets, teachers or recipes.")] = "models",
+) -> None:
+    """List what can be named in a recipe, with one line on each."""
+    from kdforge.data import DATASETS
+    from kdforge.losses import LOSSES
+    from kdforge.models import MODELS
+    from kdforge.teachers import TEACHER_SOURCES
+
+    registries = {"models": MODELS, "losses": LOSSES, "datasets": DATASETS, "teachers": TEACHER_SOURCES}
+    if what == "recipes":
+        for name in shipped_recipes():
+            console.print(name)
+        return
+    if what not in registries:
+        from kdforge.errors import did_you_mean
+
+        raise KdforgeError(f"cannot list '{what}'{did_you_mean(what, [*registries, 'recipes'])}")
+    registry = registries[what]
+    table = Table(title=f"kdforge {what}")
+    table.add_column("name", style="bold")
+    table.add_column("options")
+    table.add_column("description")
+    for name in registry.names():
+        options = ", ".join(registry.options_model(name).model_fields) if what != "teachers" else ""
+        table.add_row(name, options, registry.summary(name))
+    console.print(table)
+
+
+def main() -> None:
+    from kdforge.run import RunInterrupted
+
+    try:
+        app()
+    except RunInterrupted as err:
+        console.print(f"[yellow]stopped:[/] {err}")
+        raise SystemExit(130) from None
+    except KdforgeError as err:
+        console.print(f"[red bold]error:[/] {err}", highlight=False)
+        raise SystemExit(2) from None

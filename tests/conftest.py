@@ -1,0 +1,22 @@
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture
+def tiny_recipe(tmp_path):
+    """A recipe that trains in seconds: tiny CNN teacher, tiny MLP student, 2 epochs."""
+    return {
+        "name": "tiny",
+        "seed": 0,
+        "data": {"name": "digits", "batch_size": 64},
+        "teacher": {"source": "train", "model": {"name": "cnn", "width": 8, "depth": 2}, "train": {"epochs": 2}},
+        "student": {"model": {"name": "mlp", "hidden": [16]}},
+        "losses": [{"name": "ce", "weight": 0.5}, {"name": "kd", "weight": 0.5, "temperature": 4.0}],
+        "optim": {"name": "adamw", "lr": 3.0e-3},
+        "train": {"epochs": 2, "baseline": True},
+        "log": {"dir": str(tmp_path / "runs"), "progress": False},
+    }

@@ -1,0 +1,96 @@
+"""Resume gives the uninterrupted result; NaN stops with the term's name; checkpoints kept."""
+
+import pytest
+import torch
+
+from kdforge.callbacks import Callback
+from kdforge.config import OptimConfig, TrainConfig
+from kdforge.data import build_dataset, make_loader
+from kdforge.data.augment import BatchAugment
+from kdforge.distiller import Distiller
+from kdforge.errors import NonFiniteLossError
+from kdforge.losses import LossTerm, build_losses
+from kdforge.models import build_model
+from kdforge.teachers import Teacher
+from kdforge.trainer import Trainer
+
+
+class StopAtStep(Callback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, trainer, samples, losses):
+        if trainer.pos.step == self.step:
+            trainer.should_stop = True  # what Ctrl-C does
+
+
+@pytest.fixture(scope="module")
+def data():
+    return build_dataset("digits")
+
+
+def build(seed, terms=None, accumulate=1, epochs=2, tmp=None, callbacks=(), data=None):
+    torch.manual_seed(99)  # the teacher is not in last.pt: its source gives the same weights again
+    teacher = Teacher(build_model("mlp", input_shape=(1, 8, 8), num_classes=10, hidden=[32]))
+    torch.manual_seed(seed)
+    student = build_model("mlp", input_shape=(1, 8, 8), num_classes=10, hidden=[16], dropout=0.2)
+    distiller = Distiller(student, teacher, terms or build_losses([{"name": "ce"}, {"name": "kd"}]), torch.randn(2, 1, 8, 8))
+    train = make_loader(data.train, 50, shuffle=True, seed=3, transform=BatchAugment(shift=1, noise=0.1))
+    cfg = TrainConfig(epochs=epochs, accumulate=accumulate, grad_clip=1.0)
+    trainer = Trainer(distiller, OptimConfig(lr=3e-3, warmup_epochs=0.5), cfg, steps_per_epoch=len(train), checkpoint_dir=tmp, callbacks=callbacks)
+    return distiller, trainer, train, make_loader(data.val, 512)
+
+
+@pytest.mark.parametrize("accumulate", [1, 3])
+def test_resume_equals_uninterrupted(tmp_path, data, accumulate):
+    distiller, trainer, train, val = build(0, accumulate=accumulate, tmp=tmp_path / "a", data=data)
+    full = trainer.fit(train, val)
+    expected = distiller.student_state_dict()
+
+    distiller, trainer, train, val = build(0, accumulate=accumulate, tmp=tmp_path / "b", callbacks=[StopAtStep(4)], data=data)
+    stopped = trainer.fit(train, val)
+    assert stopped.interrupted and (tmp_path / "b" / "last.pt").exists()
+    assert trainer.pos.epoch == 0 and trainer.pos.batch == 4 * accumulate  # stopped mid-epoch
+
+    distiller, trainer, train, val = build(123, accumulate=accumulate, tmp=tmp_path / "b", data=data)  # a fresh process
+    resumed = trainer.fit(train, val, resume=True)
+    got = distiller.student_state_dict()
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+    assert [r["val"] for r in resumed.history] == [r["val"] for r in full.history]
+    assert resumed.best_epoch == full.best_epoch
+
+
+class BlowsUp(LossTerm):
+    uses_teacher = False
+
+    def __init__(self, at_step):
+        super().__init__()
+        self.name, self.at_step = "unstable", at_step
+
+    def forward(self, ctx):
+        value = ctx.student_logits.mean() * 0
+        return value + (float("nan") if ctx.step >= self.at_step else 0.0)
+
+
+def test_nan_loss_names_the_term_and_keeps_the_last_good_checkpoint(tmp_path, data):
+    terms = build_losses([{"name": "ce"}]) + [BlowsUp(at_step=30)]  # 24 steps per epoch: epoch 1 completes
+    distiller, trainer, train, val = build(0, terms=terms, tmp=tmp_path, data=data)
+    with pytest.raises(NonFiniteLossError, match=r"loss term 'unstable' became nan at epoch 2, step 30; the last good checkpoint is .*last.pt"):
+        trainer.fit(train, val)
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert state["position"]["epoch"] == 1 and (tmp_path / "best.pt").exists()
+
+
+def test_lr_warmup_then_cosine(tmp_path, data):
+    distiller, trainer, train, val = build(0, epochs=1, tmp=tmp_path, data=data)
+    lrs = []
+
+    class Record(Callback):
+        def on_step_end(self, trainer, samples, losses):
+            lrs.append(trainer.step_lr)
+
+    trainer.callbacks.append(Record())
+    trainer.fit(train, val)
+    peak = max(lrs)
+    assert lrs[0] == pytest.approx(3e-3 / 12) and peak == pytest.approx(3e-3, rel=1e-6)
+    assert lrs.index(peak) == 11 and lrs[-1] < 1e-4  # 12 warm-up steps (half an epoch of 24)
