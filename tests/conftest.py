@@ -3,6 +3,7 @@ import os
 import pytest
 import torch
 
+os.environ.setdefault("COLUMNS", "200")  # rich wraps at 80 columns otherwise; keep messages on one line
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 

@@ -204,8 +204,8 @@ def check(recipe: Recipe, console: Console | None = None) -> dict[str, Any]:
     out.loss.backward()
     no_grad = [n for n, p in student.named_parameters() if p.grad is None]
     teacher_grads = [n for n, p in teacher.named_parameters() if p.grad is not None]
-    if teacher_grads or not torch.isfinite(out.loss):
-        raise KdforgeError(f"one-batch check failed: loss {float(out.loss)}, teacher parameters with gradients: {teacher_grads}")
+    if teacher_grads or not torch.isfinite(out.loss.detach()):
+        raise KdforgeError(f"one-batch check failed: loss {float(out.loss.detach())}, teacher parameters with gradients: {teacher_grads}")
 
     table = Table(title=f"kdforge check: {recipe.name}")
     for column in ("part", "architecture", "params", "trainable", "output", "note"):
@@ -220,9 +220,9 @@ def check(recipe: Recipe, console: Console | None = None) -> dict[str, Any]:
     for row in rows:
         table.add_row(*row)
     console.print(table)
-    parts = {name: float(value) for name, value in out.parts.items()}
-    console.print("one batch: " + ", ".join(f"{k} = {v:.4f} (x{t.weight})" for (k, v), t in zip(parts.items(), terms)) + f"; total {float(out.loss):.4f}")
+    parts = {name: float(value.detach()) for name, value in out.parts.items()}
+    console.print("one batch: " + ", ".join(f"{k} = {v:.4f} (x{t.weight})" for (k, v), t in zip(parts.items(), terms)) + f"; total {float(out.loss.detach()):.4f}")
     if no_grad:
         console.print(f"[yellow]note:[/] student parameters without gradient on this batch: {', '.join(no_grad[:6])}")
     console.print("[green]check passed[/]: names, taps, shapes and class counts are consistent; forward and backward run.")
-    return {"parts": parts, "loss": float(out.loss), "student_params": count_params(student), "teacher_params": count_params(teacher_module)}
+    return {"parts": parts, "loss": float(out.loss.detach()), "student_params": count_params(student), "teacher_params": count_params(teacher_module)}

@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from kdforge.data import Split, build_dataset, make_loader
+from kdforge.data.augment import random_shift
+from kdforge.errors import KdforgeError
+
+
+def test_digits_split_is_deterministic_disjoint_and_standardised():
+    a, b = build_dataset("digits", seed=0), build_dataset("digits", seed=0)
+    c = build_dataset("digits", seed=1)
+    assert torch.equal(a.train.x, b.train.x) and not torch.equal(a.train.y, c.train.y)
+    assert len(a.train) + len(a.val) + len(a.test) == 1797
+    assert a.input_shape == (1, 8, 8) and a.num_classes == 10
+    assert abs(float(a.train.x.mean())) < 1e-4 and abs(float(a.train.x.std()) - 1) < 1e-3
+    rows = lambda s: {tuple(r) for r in s.x.flatten(1).numpy().round(5).tolist()}  # noqa: E731
+    assert len(rows(a.test) & rows(a.train)) < 5  # digits has a few exact duplicate images
+    big = build_dataset("digits", image_size=16, channels=3)
+    assert big.input_shape == (3, 16, 16)
+    with pytest.raises(KdforgeError, match="channels must be 1 or 3"):
+        build_dataset("digits", channels=2)
+
+
+def test_mnist1d_is_generated_locally():
+    data = build_dataset("mnist1d", seed=0, val_fraction=0.2)
+    assert data.input_shape == (1, 40) and len(data.test) == 1000 and len(data.train) + len(data.val) == 4000
+
+
+def test_arrays_from_npz_and_npy_dir(tmp_path):
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(200, 5)).astype(np.float32), rng.integers(0, 4, 200)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    data = build_dataset("arrays", path=str(tmp_path / "d.npz"), val_fraction=0.1, test_fraction=0.2)
+    assert (len(data.train), len(data.val), len(data.test)) == (140, 20, 40) and data.num_classes == 4
+    (tmp_path / "dir").mkdir()
+    np.save(tmp_path / "dir" / "x.npy", x)
+    np.save(tmp_path / "dir" / "y.npy", y)
+    assert build_dataset("arrays", path=str(tmp_path / "dir")).input_shape == (5,)
+    np.savez(tmp_path / "bad.npz", inputs=x)
+    with pytest.raises(KdforgeError, match=r"must hold 'x' and 'y'.*found \['inputs'\]"):
+        build_dataset("arrays", path=str(tmp_path / "bad.npz"))
+
+
+def test_unknown_dataset_option_is_rejected():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        build_dataset("digits", image_sise=16)
+
+
+def test_batches_cover_each_sample_once_in_a_seeded_order_and_resume_mid_epoch():
+    split = Split(torch.arange(10).float().unsqueeze(1), torch.arange(10))
+    loader = make_loader(split, 3, shuffle=True, seed=5)
+    epoch0 = [y.tolist() for _, y in loader.epoch(0)]
+    assert sorted(sum(epoch0, [])) == list(range(10)) and len(loader) == 4
+    assert epoch0 == [y.tolist() for _, y in loader.epoch(0)] != [y.tolist() for _, y in loader.epoch(1)]
+    assert [y.tolist() for _, y in loader.epoch(0, start=2)] == epoch0[2:]
+    dataset_loader = make_loader(TensorDataset(split.x, split.y), 3, shuffle=True, seed=5)
+    assert [y.tolist() for _, y in dataset_loader.epoch(0)] == epoch0  # DataLoader path: same order
+
+
+def test_random_shift_moves_whole_samples_within_bounds():
+    torch.manual_seed(0)
+    x = torch.zeros(64, 1, 9, 9)
+    x[:, :, 4, 4] = 1.0
+    out = random_shift(x, 2)
+    pos = out.flatten(1).argmax(1)
+    rows, cols = pos // 9, pos % 9
+    assert out.sum(dim=(1, 2, 3)).eq(1).all()  # the dot moves, it is not smeared
+    assert rows.min() == 2 and rows.max() == 6 and cols.min() == 2 and cols.max() == 6
+    seq = torch.arange(10.0).view(1, 1, 10).repeat(32, 1, 1)
+    shifted = random_shift(seq, 1)
+    assert ((shifted - seq).abs() <= 1).all() and not torch.equal(shifted, seq)

@@ -1,0 +1,91 @@
+"""End to end: a tiny run writes the promised run directory; teachers are cached and loaded."""
+
+import json
+
+import pytest
+import torch
+
+from kdforge import Recipe, load_student, run
+from kdforge.errors import KdforgeError
+from kdforge.export import save_model
+from kdforge.models import build_model
+from kdforge.run import check
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("e2e")
+    raw = {
+        "name": "tiny", "seed": 0,
+        "data": {"name": "digits", "batch_size": 64, "augment": {"shift": 1}},
+        "teacher": {"source": "train", "model": {"name": "cnn", "width": 8, "depth": 2}, "train": {"epochs": 2}},
+        "student": {"model": {"name": "mlp", "hidden": [16]}},
+        "losses": [{"name": "ce", "weight": 0.5}, {"name": "kd", "weight": 0.5, "temperature": 4.0}],
+        "optim": {"lr": 3.0e-3}, "train": {"epochs": 2}, "log": {"dir": str(tmp / "runs"), "progress": False},
+    }
+    return raw, run(Recipe.from_dict(raw))
+
+
+def test_run_directory_has_everything(finished):
+    _, result = finished
+    d = result.run_dir
+    for name in ("config.yaml", "metrics.jsonl", "results.json", "student.safetensors", "student.json", "last.pt", "best.pt", "report.md", "plots/loss.png", "plots/accuracy.png", "teacher/teacher.safetensors", "baseline/best.pt"):
+        assert (d / name).exists(), name
+    results = json.loads((d / "results.json").read_text())
+    for role in ("teacher", "student", "student_alone"):
+        entry = results[role]
+        assert entry["params"] > 0 and 0 <= entry["test"]["accuracy"] <= 1 and entry["latency_ms"] > 0 and "accuracy" in entry["val_best"]
+    assert results["teacher"]["params"] > results["student"]["params"]
+    assert results["kdforge_version"] and set(results["timings"]) >= {"teacher_s", "distill_s", "baseline_s", "total_s"}
+    assert "| student + KD |" in (d / "report.md").read_text()
+    lines = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in lines if r["kind"] == "epoch"]
+    assert {r["stage"] for r in epochs} == {"teacher", "distill", "baseline"} and len(epochs) == 6
+    assert any(r["kind"] == "step" and "kd" in r for r in lines)
+
+
+def test_exported_student_rebuilds_in_its_own_class(finished):
+    _, result = finished
+    student = load_student(result.run_dir)
+    assert type(student).__name__ == "MLP" and not student.training
+    best = torch.load(result.run_dir / "best.pt", weights_only=True)["student"]
+    assert all(torch.equal(best[k], v) for k, v in student.state_dict().items())
+
+
+def test_trained_teacher_is_reused_by_a_later_run(finished, tmp_path):
+    raw, first = finished
+    again = run(Recipe.from_dict({**raw, "train": {"epochs": 1, "baseline": False}}))
+    assert again.results["teacher"]["cached_from"] == str(first.run_dir)
+    assert again.results["teacher"]["test"] == first.results["teacher"]["test"]
+    assert "student_alone" not in again.results
+
+
+def test_checkpoint_teacher_loads_and_mismatched_classes_fail(finished, tmp_path):
+    raw, first = finished
+    teacher_file = first.run_dir / "teacher" / "teacher.safetensors"
+    base = {**raw, "teacher": {"source": "checkpoint", "path": str(teacher_file)}}
+    report = check(Recipe.from_dict(base))
+    assert report["teacher_params"] == first.results["teacher"]["params"]
+    wrong = build_model("mlp", input_shape=(1, 8, 8), num_classes=5)
+    save_model(wrong, tmp_path / "five")
+    with pytest.raises(KdforgeError, match="predicts 5 classes but the dataset has 10"):
+        check(Recipe.from_dict({**raw, "teacher": {"source": "checkpoint", "path": str(tmp_path / "five.safetensors")}}))
+    torch.save(wrong.state_dict(), tmp_path / "plain.pt")
+    spec = {"source": "checkpoint", "path": str(tmp_path / "plain.pt"), "model": {"name": "mlp"}}
+    with pytest.raises(KdforgeError, match=r"shape mismatches \(2\): head.bias: checkpoint \[5\] vs model \[10\]"):
+        check(Recipe.from_dict({**raw, "teacher": spec}))
+    with pytest.raises(KdforgeError, match="not found"):
+        check(Recipe.from_dict({**raw, "teacher": {**spec, "path": str(tmp_path / "missing.pt")}}))
+
+
+def test_check_catches_a_wrong_tap_name(tiny_recipe):
+    tiny_recipe["losses"].append({"name": "hint", "student": "features.0", "teacher": "featurs.1", "projector": "linear"})
+    with pytest.raises(KdforgeError, match=r"no module named 'featurs.1' in CNN.*closest: features.1"):
+        check(Recipe.from_dict(tiny_recipe))
+
+
+def test_check_runs_a_hint_recipe(tiny_recipe):
+    tiny_recipe["student"] = {"model": {"name": "cnn", "width": 4, "depth": 2}}
+    tiny_recipe["losses"].append({"name": "hint", "student": "features.1", "teacher": "features.1", "projector": "conv1x1"})
+    report = check(Recipe.from_dict(tiny_recipe))
+    assert set(report["parts"]) == {"ce", "kd", "hint"} and report["loss"] > 0
