@@ -19,7 +19,7 @@ class StopAtStep(Callback):
     def __init__(self, step):
         self.step = step
 
-    def on_step_end(self, trainer, samples, losses):
+    def on_step_end(self, trainer, samples):
         if trainer.pos.step == self.step:
             trainer.should_stop = True  # what Ctrl-C does
 
@@ -86,7 +86,7 @@ def test_lr_warmup_then_cosine(tmp_path, data):
     lrs = []
 
     class Record(Callback):
-        def on_step_end(self, trainer, samples, losses):
+        def on_step_end(self, trainer, samples):
             lrs.append(trainer.step_lr)
 
     trainer.callbacks.append(Record())

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -20,15 +19,19 @@ if TYPE_CHECKING:
 
 
 class Callback:
-    """Hooks called by the Trainer. ``losses`` are detached tensors (avoid syncing every step)."""
+    """Hooks called by the Trainer. After a step, ``trainer.losses()`` gives its loss parts by
+    name; call it only when you use them (it synchronises with the device)."""
 
     def on_fit_start(self, trainer: Trainer) -> None: ...
 
-    def on_step_end(self, trainer: Trainer, samples: int, losses: dict[str, torch.Tensor]) -> None: ...
+    def on_step_end(self, trainer: Trainer, samples: int) -> None: ...
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None: ...
 
     def on_fit_end(self, trainer: Trainer, result: FitResult) -> None: ...
+
+    def on_exception(self, trainer: Trainer, error: BaseException) -> None:
+        """Fit is ending with ``error`` (a NaN loss, a second Ctrl-C, a bug): release resources."""
 
 
 class JsonlLogger(Callback):
@@ -41,10 +44,9 @@ class JsonlLogger(Callback):
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
 
-    def on_step_end(self, trainer: Trainer, samples: int, losses: dict[str, torch.Tensor]) -> None:
+    def on_step_end(self, trainer: Trainer, samples: int) -> None:
         if trainer.pos.step % self.every == 0:
-            values = {k: float(v) for k, v in losses.items()}
-            self._write({"stage": trainer.stage, "kind": "step", "epoch": trainer.pos.epoch + 1, "step": trainer.pos.step, "lr": trainer.step_lr, **values})
+            self._write({"stage": trainer.stage, "kind": "step", "epoch": trainer.pos.epoch + 1, "step": trainer.pos.step, "lr": trainer.step_lr, **trainer.losses()})
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
         self._write({"stage": trainer.stage, "kind": "epoch", "step": trainer.pos.step, **record})
@@ -82,13 +84,13 @@ class ConsoleProgress(Callback):
         self.task = self.progress.add_task(desc, total=trainer.steps_per_epoch, completed=trainer.pos.step % trainer.steps_per_epoch, speed="", parts="")
         self.started, self.samples = time.perf_counter(), 0
 
-    def on_step_end(self, trainer: Trainer, samples: int, losses: dict[str, torch.Tensor]) -> None:
+    def on_step_end(self, trainer: Trainer, samples: int) -> None:
         assert self.progress is not None
         self.samples += samples
         fields = {}
         if trainer.pos.step % self.refresh_every == 0:
             rate = self.samples / max(time.perf_counter() - self.started, 1e-9)
-            fields = {"speed": f"{rate:,.0f} samples/s", "parts": " ".join(f"{k} {float(v):.3f}" for k, v in losses.items())}
+            fields = {"speed": f"{rate:,.0f} samples/s", "parts": " ".join(f"{k} {v:.3f}" for k, v in trainer.losses().items())}
         self.progress.update(self.task, advance=1, **fields)
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
@@ -106,3 +108,6 @@ class ConsoleProgress(Callback):
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+    def on_exception(self, trainer: Trainer, error: BaseException) -> None:
+        self.on_fit_end(trainer, None)

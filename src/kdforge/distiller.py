@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import operator
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,7 +78,7 @@ class Distiller(nn.Module):
         ctx = StepContext(inputs, targets, student_logits, teacher_logits, s_feats, t_feats, step, epoch, progress)
         parts = {term.name: term(ctx) for term in self.terms}
         weighted = {term.name: term.weight * parts[term.name] for term in self.terms}
-        return StepOutput(sum(weighted.values()), student_logits, parts, weighted)
+        return StepOutput(functools.reduce(operator.add, weighted.values()), student_logits, parts, weighted)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Student and term (projector) parameters: what the optimiser updates."""

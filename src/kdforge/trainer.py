@@ -2,8 +2,10 @@
 
 One epoch is the loop in :meth:`Trainer._train_epoch`; one optimiser step is
 :meth:`Trainer._step`. Checkpoints: ``last.pt`` (everything needed to resume exactly:
-trainable weights, optimiser, scheduler, RNG, position in the epoch) after every epoch
-and when stopped; ``best.pt`` (trainable weights) whenever validation improves.
+trainable weights, optimiser, scheduler, RNG, position in the epoch, and the best weights
+so far) after every epoch and when stopped; ``best.pt`` (the best trainable weights on
+validation) when fit ends, however it ends. Keeping the best weights inside ``last.pt``
+costs one file write per epoch instead of two, and the two can never disagree.
 Ctrl-C asks the loop to stop at the next optimiser step, save ``last.pt`` and return;
 a second Ctrl-C aborts at once.
 """
@@ -50,7 +52,7 @@ class _Position:
     best_epoch: int = -1
     best_val: dict[str, float] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
-    sums: dict[str, float] = field(default_factory=dict)  # loss-part sums of the current epoch
+    sums: torch.Tensor | None = None  # sums over this epoch's steps of [loss, *parts]
     seconds: float = 0.0
 
 
@@ -64,8 +66,9 @@ def resolve_device(device: str) -> torch.device:
 
 def autocast_for(amp: str, device: torch.device) -> contextlib.AbstractContextManager:
     """bf16 autocast on CUDA for ``auto``/``bf16``; off on CPU unless ``bf16`` is asked."""
-    enabled = amp == "bf16" or (amp == "auto" and device.type == "cuda")
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+    if amp == "bf16" or (amp == "auto" and device.type == "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def seed_everything(seed: int) -> None:
@@ -99,6 +102,9 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, optim, self.steps_per_epoch, train.epochs)
         self.autocast = lambda: autocast_for(train.amp, self.device)
         self.pos = _Position()
+        self.best_state: dict[str, Any] | None = None  # a copy of the best weights, with epoch and val
+        self.loss_names = ["loss", *(term.name for term in distiller.terms)]
+        self.step_losses = torch.zeros(len(self.loss_names))  # [loss, *parts] of the last step
         self.step_lr = optim.lr
         self.should_stop = False  # set by Ctrl-C or a callback: stop at the next optimiser step
 
@@ -109,15 +115,23 @@ class Trainer:
             self._load_last()
         for cb in self.callbacks:
             cb.on_fit_start(self)
-        with self._stop_on_sigint():
-            while self.pos.epoch < self.cfg.epochs and not self.should_stop:
-                started = time.perf_counter()
-                self._train_epoch(train_batches)
-                self.pos.seconds += time.perf_counter() - started
-                if not self.should_stop:
-                    self._end_epoch(val_batches)
-        if self.should_stop:
-            self.save_last()
+        try:
+            with self._stop_on_sigint():
+                while self.pos.epoch < self.cfg.epochs and not self.should_stop:
+                    started = time.perf_counter()
+                    self._train_epoch(train_batches)
+                    self.pos.seconds += time.perf_counter() - started
+                    if not self.should_stop:
+                        self._end_epoch(val_batches)
+            if self.should_stop:
+                self.save_last()
+        except BaseException as error:
+            for cb in self.callbacks:
+                cb.on_exception(self, error)
+            raise
+        finally:
+            if self.best_state is not None:
+                torch.save(self.best_state, self.dir / "best.pt")
         result = FitResult(self.pos.best_epoch, self.pos.best_val or {}, self.pos.history, self.should_stop, self.pos.seconds)
         for cb in self.callbacks:
             cb.on_fit_end(self, result)
@@ -138,14 +152,15 @@ class Trainer:
     def _step(self, group: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         """One optimiser step over ``group`` micro-batches (gradient accumulation)."""
         progress = self.pos.step / max(1, self.steps_per_epoch * self.cfg.epochs)
-        totals: dict[str, torch.Tensor] = {}
+        total: torch.Tensor | None = None
         for x, y in group:
             with self.autocast():
                 out = self.distiller(x, y, step=self.pos.step, epoch=self.pos.epoch, progress=progress)
-            self._check_finite(out.loss, out.parts)
-            (out.loss / len(group)).backward()
-            for name, value in {"loss": out.loss, **out.parts}.items():
-                totals[name] = totals.get(name, 0.0) + value.detach().float() / len(group)
+            values = torch.stack([out.loss, *out.parts.values()]).detach()  # logging costs one op, no sync
+            self._check_finite(values)
+            (out.loss / len(group) if len(group) > 1 else out.loss).backward()
+            total = values if total is None else total + values
+        self.step_losses = total / len(group) if len(group) > 1 else total
         self.step_lr = self.current_lr()  # the LR this step uses (the scheduler moves it after)
         if self.cfg.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.distiller.trainable_parameters(), self.cfg.grad_clip)
@@ -153,39 +168,43 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.pos.step += 1
-        for name, value in totals.items():
-            self.pos.sums[name] = self.pos.sums.get(name, 0.0) + value
+        self.pos.sums = self.step_losses if self.pos.sums is None else self.pos.sums + self.step_losses
         samples = sum(len(y) for _, y in group)
         for cb in self.callbacks:
-            cb.on_step_end(self, samples, totals)
+            cb.on_step_end(self, samples)
 
-    def _check_finite(self, loss: torch.Tensor, parts: dict[str, torch.Tensor]) -> None:
-        if torch.isfinite(loss):
+    def _check_finite(self, values: torch.Tensor) -> None:
+        """Stop on a NaN/inf loss, naming the terms that went bad (``values``: [loss, *parts])."""
+        if torch.isfinite(values).all():
             return
-        bad = [name for name, value in parts.items() if not torch.isfinite(value)]
+        bad = {name: v for name, v in zip(self.loss_names[1:], values[1:].tolist()) if not math.isfinite(v)}
         last = self.dir / "last.pt"
         kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
         raise NonFiniteLossError(
-            f"[{self.stage}] loss term {', '.join(repr(b) for b in bad) or 'sum'} became "
-            f"{', '.join(str(float(parts[b].detach())) for b in bad) or float(loss.detach())} at epoch {self.pos.epoch + 1}, "
+            f"[{self.stage}] loss term {', '.join(map(repr, bad)) or 'sum'} became "
+            f"{', '.join(map(str, bad.values())) or float(values[0])} at epoch {self.pos.epoch + 1}, "
             f"step {self.pos.step}; {kept}. Lower optim.lr, set train.grad_clip, or check that term's inputs."
         )
 
     def _end_epoch(self, val_batches: Any) -> None:
         val = self.evaluate(val_batches)
-        train = {k: float(v) / self.steps_per_epoch for k, v in self.pos.sums.items()}
+        train = dict(zip(self.loss_names, (self.pos.sums / self.steps_per_epoch).tolist()))
         record = {"epoch": self.pos.epoch + 1, "train": train, "val": val, "lr": self.current_lr(), "seconds": self.pos.seconds}
         self.pos.history.append(record)
         if is_better(val, self.pos.best_val):
             self.pos.best_epoch, self.pos.best_val = self.pos.epoch + 1, val
-            torch.save({**self.distiller.trainable_state_dict(), "epoch": self.pos.epoch + 1, "val": val}, self.dir / "best.pt")
-        self.pos.epoch, self.pos.batch, self.pos.sums = self.pos.epoch + 1, 0, {}
+            self.best_state = {**_cloned(self.distiller.trainable_state_dict()), "epoch": self.pos.epoch + 1, "val": val}
+        self.pos.epoch, self.pos.batch, self.pos.sums = self.pos.epoch + 1, 0, None
         self.save_last()
         for cb in self.callbacks:
             cb.on_epoch_end(self, record)
 
     def evaluate(self, batches: Any) -> dict[str, float]:
         return evaluate(self.distiller.student, batches, self.autocast())
+
+    def losses(self) -> dict[str, float]:
+        """The last optimiser step's loss and parts, by name (synchronises with the device)."""
+        return dict(zip(self.loss_names, self.step_losses.tolist()))
 
     def current_lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
@@ -197,7 +216,8 @@ class Trainer:
             "trainable": self.distiller.trainable_state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "position": {**vars(self.pos), "sums": {k: float(v) for k, v in self.pos.sums.items()}},
+            "position": vars(self.pos),
+            "best": self.best_state,
             "rng": _rng_state(),
         }
         tmp = self.dir / "last.pt.tmp"
@@ -210,6 +230,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.pos = _Position(**state["position"])
+        self.best_state = state["best"]
         _set_rng_state(state["rng"])
 
     def load_best(self) -> dict[str, Any]:
@@ -234,6 +255,11 @@ class Trainer:
             yield
         finally:
             signal.signal(signal.SIGINT, previous)
+
+
+def _cloned(state: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a nested dict of tensors (state dicts), detached from training."""
+    return {k: _cloned(v) if isinstance(v, dict) else v.detach().clone() for k, v in state.items()}
 
 
 def _rng_state() -> dict[str, Any]:
