@@ -89,3 +89,31 @@ def test_check_runs_a_hint_recipe(tiny_recipe):
     tiny_recipe["losses"].append({"name": "hint", "student": "features.1", "teacher": "features.1", "projector": "conv1x1"})
     report = check(Recipe.from_dict(tiny_recipe))
     assert set(report["parts"]) == {"ce", "kd", "hint"} and report["loss"] > 0
+
+
+def test_ctrl_c_saves_and_resume_gives_the_uninterrupted_result(tiny_recipe, tmp_path, monkeypatch):
+    import signal
+
+    from kdforge.callbacks import Callback
+    from kdforge.run import RunInterrupted, Session
+
+    tiny_recipe["train"] = {"epochs": 3, "baseline": False}
+    full = run(Recipe.from_dict(tiny_recipe))
+
+    class CtrlC(Callback):
+        def on_step_end(self, trainer, samples):
+            if trainer.stage == "distill" and trainer.pos.step == 30:  # mid-epoch 2
+                signal.raise_signal(signal.SIGINT)
+
+    callbacks = Session.callbacks
+    monkeypatch.setattr(Session, "callbacks", lambda self: [*callbacks(self), CtrlC()])
+    with pytest.raises(RunInterrupted, match="Resume with: kdforge train --resume") as stopped:
+        run(Recipe.from_dict(tiny_recipe))
+    run_dir = stopped.value.run_dir
+    assert torch.load(run_dir / "last.pt", weights_only=True)["position"]["step"] == 30
+    monkeypatch.setattr(Session, "callbacks", callbacks)
+    resumed = run(Recipe.from_dict(tiny_recipe), resume=run_dir)
+    assert resumed.results["student"]["test"] == full.results["student"]["test"]
+    assert resumed.results["student"]["best_epoch"] == full.results["student"]["best_epoch"]
+    a, b = load_student(full.run_dir).state_dict(), load_student(run_dir).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 if TYPE_CHECKING:
     from kdforge.trainer import FitResult, Trainer
@@ -53,36 +53,35 @@ class JsonlLogger(Callback):
 
 
 class ConsoleProgress(Callback):
-    """A live bar per epoch: ETA, samples/s and the loss parts; a line per epoch after."""
+    """One live bar per stage (epoch, ETA, samples/s, loss parts, validation accuracy) and
+    about ``lines`` printed epoch summaries per stage, so long schedules stay readable."""
 
-    def __init__(self, console: Console | None = None, refresh_every: int = 5):
+    def __init__(self, console: Console | None = None, refresh_every: int = 5, lines: int = 10):
         self.console = console or Console()
-        self.refresh_every = refresh_every
+        self.refresh_every, self.lines = refresh_every, lines
         self.progress: Progress | None = None
 
     def on_fit_start(self, trainer: Trainer) -> None:
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
-            MofNCompleteColumn(),
             TimeElapsedColumn(),
             TextColumn("eta"),
             TimeRemainingColumn(),
             TextColumn("{task.fields[speed]}"),
             TextColumn("{task.fields[parts]}"),
+            TextColumn("{task.fields[val]}"),
             console=self.console,
             transient=True,
         )
         self.progress.start()
-        self._new_epoch(trainer)
-
-    def _new_epoch(self, trainer: Trainer) -> None:
-        assert self.progress is not None
-        for task in self.progress.task_ids:
-            self.progress.remove_task(task)
-        desc = f"{trainer.stage} {trainer.pos.epoch + 1}/{trainer.cfg.epochs}"
-        self.task = self.progress.add_task(desc, total=trainer.steps_per_epoch, completed=trainer.pos.step % trainer.steps_per_epoch, speed="", parts="")
+        total = trainer.steps_per_epoch * trainer.cfg.epochs
+        self.task = self.progress.add_task(self._describe(trainer), total=total, completed=trainer.pos.step, speed="", parts="", val="")
         self.started, self.samples = time.perf_counter(), 0
+
+    @staticmethod
+    def _describe(trainer: Trainer) -> str:
+        return f"{trainer.stage} epoch {min(trainer.pos.epoch + 1, trainer.cfg.epochs)}/{trainer.cfg.epochs}"
 
     def on_step_end(self, trainer: Trainer, samples: int) -> None:
         assert self.progress is not None
@@ -94,15 +93,15 @@ class ConsoleProgress(Callback):
         self.progress.update(self.task, advance=1, **fields)
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
-        val = record["val"]
-        best = " *" if trainer.pos.best_epoch == record["epoch"] else ""
-        self.console.print(
-            f"  {trainer.stage} epoch {record['epoch']:>3}/{trainer.cfg.epochs}  train loss {record['train'].get('loss', float('nan')):.4f}  "
-            f"val acc {val['accuracy']:.4f}  val loss {val['loss']:.4f}{best}",
-            highlight=False,
-        )
-        if record["epoch"] < trainer.cfg.epochs:
-            self._new_epoch(trainer)
+        assert self.progress is not None
+        val, epoch, epochs = record["val"], record["epoch"], trainer.cfg.epochs
+        best = f"best {100 * trainer.pos.best_val['accuracy']:.2f}% @{trainer.pos.best_epoch}"
+        self.progress.update(self.task, description=self._describe(trainer), val=f"val {100 * val['accuracy']:.2f}% ({best})")
+        if epoch == 1 or epoch == epochs or epoch % max(1, epochs // self.lines) == 0:
+            self.console.print(
+                f"  {trainer.stage} {epoch:>3}/{epochs}  train loss {record['train']['loss']:.4f}  val acc {100 * val['accuracy']:.2f}%  {best}",
+                highlight=False,
+            )
 
     def on_fit_end(self, trainer: Trainer, result: FitResult) -> None:
         if self.progress is not None:

@@ -27,15 +27,16 @@ def kd_gain(results: dict[str, Any]) -> float | None:
 
 
 def summary_table(results: dict[str, Any]) -> Table:
-    table = Table(title=f"{results['name']} — test split of {results['dataset']}")
-    for column in ("model", "architecture", "test acc", "val acc (selected)", "params", "latency ms (batch 1)"):
-        table.add_column(column, justify="left" if column in ("model", "architecture") else "right")
+    notes = ["val acc: the selected epoch; latency: batch of 1, median"]
+    gain = kd_gain(results)
+    if gain is not None:
+        notes.insert(0, f"KD gain over the student alone: {gain:+.2f} test points")
+    table = Table(title=f"{results['name']} — test split of {results['dataset']}", caption="\n".join(notes))
+    for column in ("model", "arch", "test acc", "val acc", "params", "latency ms"):
+        table.add_column(column, justify="left" if column in ("model", "arch") else "right")
     for label, entry in _rows(results):
         val = entry.get("val_best", {}).get("accuracy")
         table.add_row(label, entry["model"], f"{100 * entry['test']['accuracy']:.2f}%", "-" if val is None else f"{100 * val:.2f}%", f"{entry['params']:,}", f"{entry['latency_ms']:.3f}")
-    gain = kd_gain(results)
-    if gain is not None:
-        table.caption = f"KD gain over the student alone: {gain:+.2f} points"
     return table
 
 
@@ -60,8 +61,9 @@ def write_report(run_dir: Path, results: dict[str, Any], plots: list[str]) -> No
     (run_dir / "report.md").write_text("\n".join(lines) + "\n")
 
 
-def plot_curves(run_dir: Path, histories: dict[str, list[dict[str, Any]]], teacher_test: float | None) -> list[str]:
-    """``plots/loss.png`` (train loss per epoch) and ``plots/accuracy.png`` (val accuracy)."""
+def plot_curves(run_dir: Path, histories: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """``plots/loss.png`` (train loss and validation cross-entropy per epoch, log scale) and
+    ``plots/accuracy.png`` (validation accuracy per epoch), one colour per stage."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -69,18 +71,24 @@ def plot_curves(run_dir: Path, histories: dict[str, list[dict[str, Any]]], teach
 
     out = run_dir / "plots"
     out.mkdir(exist_ok=True)
+    curves = {
+        "loss": [("train loss", "-", lambda r: r["train"]["loss"]), ("val cross-entropy", "--", lambda r: r["val"]["loss"])],
+        "accuracy": [("val accuracy (%)", "-", lambda r: 100 * r["val"]["accuracy"])],
+    }
     written = []
-    for name, pick, ylabel in (("loss", lambda r: r["train"]["loss"], "train loss"), ("accuracy", lambda r: 100 * r["val"]["accuracy"], "val accuracy (%)")):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for stage, history in histories.items():
-            if history:
-                ax.plot([r["epoch"] for r in history], [pick(r) for r in history], marker="o", markersize=3, label=stage)
-        if name == "accuracy" and teacher_test is not None:
-            ax.axhline(100 * teacher_test, color="grey", linestyle="--", label="teacher (test)")
+    for name, lines in curves.items():
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        for colour, (stage, history) in enumerate((s, h) for s, h in histories.items() if h):
+            epochs = [r["epoch"] for r in history]
+            for label, style, pick in lines:
+                suffix = f" ({label.split()[0]})" if len(lines) > 1 else ""
+                ax.plot(epochs, [pick(r) for r in history], style, color=f"C{colour}", label=stage + suffix)
+        if name == "loss":
+            ax.set_yscale("log")
         ax.set_xlabel("epoch")
-        ax.set_ylabel(ylabel)
+        ax.set_ylabel(" / ".join(label for label, _, _ in lines))
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize="small")
         fig.tight_layout()
         fig.savefig(out / f"{name}.png", dpi=110)
         plt.close(fig)

@@ -137,7 +137,7 @@ def run(recipe: Recipe, *, resume: str | Path | None = None, console: Console | 
 
     results.update(timings=timings, kdforge_version=__version__)
     write_results(run_dir, results)
-    plots = plot_curves(run_dir, histories, teacher_test["accuracy"])
+    plots = plot_curves(run_dir, histories)
     write_report(run_dir, results, plots)
     console.print(summary_table(results))
     console.print(f"run directory: [bold]{run_dir}[/] (report.md, results.json, student.safetensors, plots/)")
