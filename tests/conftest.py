@@ -21,3 +21,24 @@ def tiny_recipe(tmp_path):
         "train": {"epochs": 2, "baseline": True},
         "log": {"dir": str(tmp_path / "runs"), "progress": False},
     }
+
+
+@pytest.fixture
+def invoke():
+    """Run the CLI through main() so errors get their exit code and message; returns the code."""
+    import sys
+
+    from kdforge.cli import main
+
+    def call(*args):
+        saved = sys.argv
+        sys.argv = ["kdforge", *map(str, args)]
+        try:
+            main()
+            return 0
+        except SystemExit as exit:
+            return exit.code or 0
+        finally:
+            sys.argv = saved
+
+    return call

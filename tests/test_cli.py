@@ -6,25 +6,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from kdforge.cli import app, main
+from kdforge.cli import app
 
 runner = CliRunner()
-
-
-def invoke(*args):
-    """Run the CLI through main() so errors get their exit code and message."""
-    import sys
-
-    saved = sys.argv
-    sys.argv = ["kdforge", *map(str, args)]
-    try:
-        main()
-        code = 0
-    except SystemExit as exit:
-        code = exit.code or 0
-    finally:
-        sys.argv = saved
-    return code
 
 
 def test_help_explains_every_command():
@@ -34,7 +18,7 @@ def test_help_explains_every_command():
         assert re.search(rf"│ {command}\s+\S", result.output)
 
 
-def test_list(capsys):
+def test_list(invoke, capsys):
     assert invoke("list", "losses") == 0
     out = capsys.readouterr().out
     assert all(name in out for name in ("ce", "kd", "mse_logits", "hint"))
@@ -42,7 +26,7 @@ def test_list(capsys):
     assert invoke("list", "modles") == 2 and "did you mean 'models'?" in capsys.readouterr().out
 
 
-def test_train_eval_resume_and_errors(tiny_recipe, tmp_path, capsys):
+def test_train_eval_resume_and_errors(invoke, tiny_recipe, tmp_path, capsys):
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text(yaml.safe_dump(tiny_recipe))
     assert invoke("check", recipe) == 0 and "check passed" in capsys.readouterr().out

@@ -18,10 +18,48 @@ app = typer.Typer(
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
     add_completion=False,
+    epilog=(
+        "Examples:\n\n"
+        "  kdforge demo\n\n"
+        "  kdforge check digits_kd\n\n"
+        "  kdforge train digits_kd train.epochs=50 losses.1.temperature=2.0\n\n"
+        "  kdforge train --resume runs/digits-kd-20261122-101500\n\n"
+        "  kdforge --plugin my_parts.py train my_recipe.yaml"
+    ),
 )
 console = Console()
 
 Overrides = Annotated[Optional[list[str]], typer.Argument(help="Overrides [bold]key.path=value[/], e.g. train.epochs=5 losses.1.temperature=2.0", show_default=False)]
+
+
+@app.callback()
+def load_plugins(
+    plugin: Annotated[Optional[list[str]], typer.Option("--plugin", "-p", metavar="FILE_OR_MODULE", help="A Python file or module to import first: your own models, losses and datasets register themselves there. Repeatable.", show_default=False)] = None,
+) -> None:
+    """kdforge: distill a frozen teacher into a smaller student, from a YAML recipe."""
+    for name in plugin or []:
+        import_plugin(name)
+
+
+def import_plugin(name: str) -> None:
+    """Import ``my_parts.py`` (a file) or ``package.module`` (importable) for its registrations."""
+    import importlib
+    import importlib.util
+    import sys
+
+    path = Path(name)
+    if path.suffix == ".py":
+        if not path.is_file():
+            raise KdforgeError(f"plugin file '{name}' not found")
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[path.stem] = module
+        spec.loader.exec_module(module)
+        return
+    try:
+        importlib.import_module(name)
+    except ModuleNotFoundError as err:
+        raise KdforgeError(f"plugin '{name}' cannot be imported ({err}); give a .py file or an importable module") from None
 
 
 def recipe_path(name: str) -> Path:

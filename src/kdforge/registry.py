@@ -31,9 +31,11 @@ class Registry:
 
     def register(self, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         def add(factory: Callable[..., Any]) -> Callable[..., Any]:
-            if name in self._entries:
-                raise ValueError(f"{self.kind} '{name}' is registered twice")
-            self._entries[name] = factory
+            known = self._entries.get(name)
+            if known is not None and _origin(known) != _origin(factory):
+                raise ValueError(f"{self.kind} '{name}' is already registered by {_origin(known)}; choose another name")
+            self._entries[name] = factory  # the same definition again (a re-run notebook cell) replaces it
+            self._models.pop(name, None)
             return factory
 
         return add
@@ -68,6 +70,10 @@ class Registry:
 
     def build(self, name: str, /, **kwargs: Any) -> Any:
         return self.get(name)(**kwargs)
+
+
+def _origin(factory: Callable[..., Any]) -> str:
+    return f"{factory.__module__}.{factory.__qualname__}"
 
 
 class _Options(pydantic.BaseModel):
