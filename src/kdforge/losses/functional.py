@@ -1,31 +1,154 @@
 """The maths of every loss, as pure functions of tensors.
 
 Each function is tested against an independent reference formula. Conventions:
-logits are [B, K]; a per-sample divergence is summed over classes and averaged over
-the batch ("batchmean"), never averaged over classes.
+
+- logits are [B, K]; a per-sample divergence is summed over classes and averaged over the
+  batch ("batchmean"), never averaged over classes;
+- every divergence between softened distributions is multiplied by T², so that its
+  gradient keeps the same scale at any temperature (soft-target gradients shrink as 1/T²);
+- a temperature is a number or a tensor of per-sample values ([B] or [B, 1]);
+- features are [B, ...]; "flattened" means one vector per sample;
+- everything is computed in float32, whatever autocast does around it.
 """
 
 from __future__ import annotations
 
+import math
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
+
+Temperature = float | torch.Tensor
+Direction = Literal["forward", "reverse", "jsd", "gjsd"]
+
+
+# ----------------------------------------------------------------------------- logits
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
     """Mean cross-entropy of [B, K] logits against [B] class indices."""
-    return F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
+    return F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing)
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 4.0) -> torch.Tensor:
-    """Hinton KD: ``T² · KL(p_t ‖ p_s)`` with ``p = softmax(logits / T)``, batch-averaged.
+def _per_sample(temperature: Temperature) -> Temperature:
+    """A per-sample temperature as [B, 1] so it broadcasts over classes."""
+    if isinstance(temperature, torch.Tensor) and temperature.dim() > 0:
+        return temperature.float().reshape(-1, 1)
+    return temperature
 
-    The T² factor keeps the gradient scale independent of T (soft-target gradients
-    shrink as 1/T²), so the term's weight means the same at any temperature.
+
+def _t_squared_batchmean(per_sample: torch.Tensor, temperature: Temperature) -> torch.Tensor:
+    """mean_b T_b² · d_b for per-sample divergences d [B]."""
+    t = _per_sample(temperature)
+    scale = t.reshape(-1) ** 2 if isinstance(t, torch.Tensor) else t**2
+    return (per_sample * scale).mean()
+
+
+def _kl_rows(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """KL(p ‖ q) of each row, from log-probabilities: [B, K] -> [B]."""
+    return (log_p.exp() * (log_p - log_q)).sum(-1)
+
+
+def kd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: Temperature = 4.0,
+    direction: Direction = "forward",
+    beta: float = 0.5,
+) -> torch.Tensor:
+    """Logit distillation between ``p_t = softmax(z_t / T)`` and ``p_s = softmax(z_s / T)``.
+
+    - ``forward``: KL(p_t ‖ p_s), Hinton's KD (mass-covering);
+    - ``reverse``: KL(p_s ‖ p_t) (mode-seeking, as in MiniLLM);
+    - ``jsd``: ½ KL(p_t ‖ m) + ½ KL(p_s ‖ m) with m = ½ (p_t + p_s);
+    - ``gjsd``: generalised JSD, [β KL(p_t ‖ m) + (1 − β) KL(p_s ‖ m)] / (β (1 − β)) with
+      m = β p_t + (1 − β) p_s. Normalised so that it tends to the forward KL as β → 0 and
+      to the reverse KL as β → 1 (and is exactly those at β = 0 and 1); at β = ½ it is 4 · jsd.
+
+    Always T²-scaled and batch-averaged.
     """
-    log_p_s = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    log_p_t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
-    kl = F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True)
-    return kl * temperature**2
+    t = _per_sample(temperature)
+    log_ps = F.log_softmax(student_logits.float() / t, dim=-1)
+    log_pt = F.log_softmax(teacher_logits.float() / t, dim=-1)
+    if direction == "gjsd" and not 0.0 <= beta <= 1.0:
+        raise ValueError(f"gjsd needs 0 <= beta <= 1, got {beta}")
+    if direction == "forward" or (direction == "gjsd" and beta == 0.0):
+        per_sample = _kl_rows(log_pt, log_ps)
+    elif direction == "reverse" or (direction == "gjsd" and beta == 1.0):
+        per_sample = _kl_rows(log_ps, log_pt)
+    elif direction in ("jsd", "gjsd"):
+        b = 0.5 if direction == "jsd" else beta
+        log_m = torch.logaddexp(log_pt + math.log(b), log_ps + math.log(1 - b))
+        per_sample = b * _kl_rows(log_pt, log_m) + (1 - b) * _kl_rows(log_ps, log_m)
+        if direction == "gjsd":
+            per_sample = per_sample / (b * (1 - b))
+    else:
+        raise ValueError(f"unknown direction '{direction}' (valid: forward, reverse, jsd, gjsd)")
+    return _t_squared_batchmean(per_sample, temperature)
+
+
+def dkd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: Temperature = 4.0,
+    alpha: float = 1.0,
+    beta: float = 8.0,
+) -> torch.Tensor:
+    """Decoupled KD (Zhao et al., CVPR 2022): α · TCKD + β · NCKD, each T²-scaled, batchmean.
+
+    TCKD is the KL between the binary distributions [p_target, 1 − p_target] of teacher and
+    student; NCKD is the KL between their distributions over the non-target classes only
+    (softmax renormalised without the target).
+    """
+    t = _per_sample(temperature)
+    zs, zt = student_logits.float() / t, teacher_logits.float() / t
+    target = F.one_hot(targets, zs.shape[-1]).bool()
+
+    def binary_log_probs(z: torch.Tensor) -> torch.Tensor:  # [B, 2]: log p_target, log(1 - p_target)
+        total = torch.logsumexp(z, -1)
+        return torch.stack([z[target] - total, torch.logsumexp(z.masked_fill(target, -math.inf), -1) - total], -1)
+
+    tckd = _kl_rows(binary_log_probs(zt), binary_log_probs(zs))
+    log_qs = F.log_softmax(zs.masked_fill(target, -math.inf), -1)
+    log_qt = F.log_softmax(zt.masked_fill(target, -math.inf), -1)
+    nckd = (log_qt.exp() * (log_qt - log_qs)).masked_fill(target, 0.0).sum(-1)
+    return _t_squared_batchmean(alpha * tckd + beta * nckd, temperature)
+
+
+def standardize_logits(logits: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Logit standardisation (Sun et al., CVPR 2024): per sample, (z − mean z) / std z.
+
+    Removes the logits' shift and scale, so the student matches the teacher's logit
+    *relations* rather than their magnitude. Use with a base temperature (about 2).
+    """
+    z = logits.float()
+    return (z - z.mean(-1, keepdim=True)) / (z.std(-1, keepdim=True, unbiased=False) + eps)
+
+
+def _pearson(a: torch.Tensor, b: torch.Tensor, dim: int, eps: float = 1e-8) -> torch.Tensor:
+    a = a - a.mean(dim, keepdim=True)
+    b = b - b.mean(dim, keepdim=True)
+    return (a * b).sum(dim) / (a.norm(dim=dim) * b.norm(dim=dim) + eps)
+
+
+def dist_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: Temperature = 1.0, beta: float = 1.0, gamma: float = 1.0) -> torch.Tensor:
+    """DIST (Huang et al., NeurIPS 2022): match relations instead of exact probabilities.
+
+    inter = mean over samples of 1 − Pearson(p_s[b, :], p_t[b, :]);
+    intra = mean over classes of 1 − Pearson(p_s[:, k], p_t[:, k]);
+    loss = T² · (β · inter + γ · intra), with p = softmax(z / T).
+    """
+    t = _per_sample(temperature)
+    ps, pt = F.softmax(student_logits.float() / t, -1), F.softmax(teacher_logits.float() / t, -1)
+    inter = 1 - _pearson(ps, pt, dim=1)  # [B]
+    intra = 1 - _pearson(ps, pt, dim=0)  # [K]
+    return _t_squared_batchmean(beta * inter, temperature) + gamma * intra.mean() * _mean_t_squared(temperature)
+
+
+def _mean_t_squared(temperature: Temperature) -> torch.Tensor | float:
+    return (temperature.float() ** 2).mean() if isinstance(temperature, torch.Tensor) else temperature**2
 
 
 def mse_logits(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
@@ -33,6 +156,211 @@ def mse_logits(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> to
     return F.mse_loss(student_logits.float(), teacher_logits.float())
 
 
+def topk_log_probs(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sparse form of a teacher's output: log-probabilities and indices of its top k classes."""
+    log_p = F.log_softmax(logits.float(), -1)
+    values, indices = log_p.topk(k, dim=-1)
+    return values, indices
+
+
+def dense_logits_from_topk(log_probs: torch.Tensor, indices: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Rebuild [B, K] logits from a top-k form: the k kept classes keep their log-probability;
+    the mass left over, 1 − Σ top-k, is spread evenly over the other classes.
+
+    Exact when k = K. The result is a valid logit vector (its softmax sums to one), so any
+    logit term, at any temperature, can use it in place of the teacher's logits.
+    """
+    b, k = log_probs.shape
+    if k >= num_classes:
+        return torch.full((b, num_classes), -math.inf, device=log_probs.device).scatter(1, indices, log_probs.float())
+    rest = (-torch.logsumexp(log_probs.float(), -1).exp()).log1p().clamp_min(math.log(1e-12))  # log(1 - kept mass)
+    fill = (rest - math.log(num_classes - k)).unsqueeze(-1).expand(b, num_classes).contiguous()
+    return fill.scatter(1, indices, log_probs.float())
+
+
+# ----------------------------------------------------------------------------- features
+
+
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    return x.float().reshape(len(x), -1)
+
+
+def feature_loss(student: torch.Tensor, teacher: torch.Tensor, kind: Literal["mse", "cosine", "smooth_l1"] = "mse") -> torch.Tensor:
+    """Distance between same-shaped features (FitNets hints).
+
+    ``mse`` and ``smooth_l1``: mean over all elements; ``cosine``: mean over samples of
+    1 − cos(student, teacher), each sample's feature flattened to one vector.
+    """
+    s, t = student.float(), teacher.float()
+    if kind == "mse":
+        return F.mse_loss(s, t)
+    if kind == "smooth_l1":
+        return F.smooth_l1_loss(s, t)
+    if kind == "cosine":
+        return (1 - F.cosine_similarity(_flat(s), _flat(t), dim=1)).mean()
+    raise ValueError(f"unknown feature loss '{kind}' (valid: mse, cosine, smooth_l1)")
+
+
 def feature_mse(student_feature: torch.Tensor, teacher_feature: torch.Tensor) -> torch.Tensor:
     """FitNets hint: mean squared error between two same-shaped feature tensors."""
-    return F.mse_loss(student_feature.float(), teacher_feature.float())
+    return feature_loss(student_feature, teacher_feature, "mse")
+
+
+def linear_cka(x: torch.Tensor, y: torch.Tensor, debiased: bool = False) -> torch.Tensor:
+    """Linear centred kernel alignment (Kornblith et al., 2019) between [B, ...] features.
+
+    Dimensions may differ (no projector is needed). CKA is 1 for identical features and is
+    invariant to orthogonal transforms and isotropic scaling of either side.
+    ``debiased`` uses the unbiased HSIC estimator (Song et al., 2012; needs B > 3), which
+    removes the upward bias of CKA on small batches.
+    """
+    k, l = _gram(_flat(x)), _gram(_flat(y))
+    hsic = _hsic_unbiased if debiased else _hsic_biased
+    return hsic(k, l) / (hsic(k, k) * hsic(l, l)).clamp_min(1e-12).sqrt()
+
+
+def _gram(x: torch.Tensor) -> torch.Tensor:
+    x = x - x.mean(0, keepdim=True)
+    return x @ x.T
+
+
+def _hsic_biased(k: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
+    return (k * l).sum()  # kernels are already centred: tr(KL) up to a constant that cancels in CKA
+
+
+def _hsic_unbiased(k: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
+    n = k.shape[0]
+    if n < 4:
+        raise ValueError(f"debiased CKA needs at least 4 samples per batch, got {n}")
+    k, l = k - torch.diag(torch.diag(k)), l - torch.diag(torch.diag(l))
+    kl = k @ l
+    return (torch.trace(kl) + k.sum() * l.sum() / ((n - 1) * (n - 2)) - 2 * kl.sum() / (n - 2)) / (n * (n - 3))
+
+
+def cka_loss(student: torch.Tensor, teacher: torch.Tensor, debiased: bool = False) -> torch.Tensor:
+    """1 − linear CKA."""
+    return 1 - linear_cka(student, teacher, debiased)
+
+
+def attention_map(feature: torch.Tensor, p: float = 2.0) -> torch.Tensor:
+    """Spatial attention of a [B, C, ...] feature map: mean over channels of |f|^p, flattened
+    and L2-normalised per sample (Zagoruyko & Komodakis, 2017)."""
+    return F.normalize(feature.float().abs().pow(p).mean(1).reshape(len(feature), -1), dim=1)
+
+
+def at_loss(student: torch.Tensor, teacher: torch.Tensor, p: float = 2.0) -> torch.Tensor:
+    """Attention transfer: mean squared difference of the two attention maps. A student map of
+    another spatial size is resized to the teacher's first."""
+    if student.shape[2:] != teacher.shape[2:]:
+        mode = "linear" if student.dim() == 3 else "bilinear"
+        student = F.interpolate(student.float(), size=teacher.shape[2:], mode=mode, align_corners=False)
+    return (attention_map(student, p) - attention_map(teacher, p)).pow(2).mean()
+
+
+def relation_logits(a: torch.Tensor, b: torch.Tensor, heads: int) -> torch.Tensor:
+    """Scaled dot products between tokens, per relation head: [B, N, D] x [B, N, D] -> [B, R, N, N].
+
+    ``a = q, b = k`` gives attention scores; ``a = b = v`` the value relation of MiniLM.
+    Splitting both models' D into the same number R of heads makes relations comparable
+    when their widths or head counts differ (MiniLMv2).
+    """
+    bsz, n, d = a.shape
+    if d % heads:
+        raise ValueError(f"feature width {d} is not divisible by relation_heads {heads}")
+    qa = a.float().reshape(bsz, n, heads, d // heads).transpose(1, 2)
+    qb = b.float().reshape(bsz, n, heads, d // heads).transpose(1, 2)
+    return qa @ qb.transpose(-1, -2) / math.sqrt(d // heads)
+
+
+def relation_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """KL(softmax(teacher) ‖ softmax(student)) over the last dim of [B, R, N, N] relation
+    scores, summed over that dim and averaged over batch, heads and rows."""
+    log_ps = F.log_softmax(student_logits.float(), -1)
+    log_pt = F.log_softmax(teacher_logits.float(), -1)
+    return _kl_rows(log_pt, log_ps).mean()
+
+
+def _pairwise_distances(x: torch.Tensor) -> torch.Tensor:
+    sq = (x * x).sum(1)
+    return (sq[:, None] + sq[None, :] - 2 * x @ x.T).clamp_min(1e-12).sqrt() * (1 - torch.eye(len(x), device=x.device))
+
+
+def rkd_distance_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """RKD distance (Park et al., CVPR 2019): Huber loss between the pairwise distance matrices
+    of the batch, each divided by its mean off-diagonal distance."""
+    s, t = _flat(student), _flat(teacher)
+    ds, dt = _pairwise_distances(s), _pairwise_distances(t)
+    off = ~torch.eye(len(s), dtype=torch.bool, device=s.device)
+    return F.smooth_l1_loss(ds[off] / ds[off].mean(), dt[off] / dt[off].mean())
+
+
+def rkd_angle_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """RKD angle: Huber loss between cos ∠(x_i − x_j, x_k − x_j) of all triplets, with j the apex."""
+
+    def angles(x: torch.Tensor) -> torch.Tensor:
+        e = F.normalize(x[None, :, :] - x[:, None, :], dim=2)  # e[j, i] = unit(x_i - x_j)
+        return (e @ e.transpose(1, 2)).reshape(-1)
+
+    return F.smooth_l1_loss(angles(_flat(student)), angles(_flat(teacher)))
+
+
+def _cosine_matrix(x: torch.Tensor) -> torch.Tensor:
+    x = F.normalize(_flat(x), dim=1)
+    return x @ x.T
+
+
+def pkt_loss(student: torch.Tensor, teacher: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Probabilistic knowledge transfer (Passalis & Tefas, ECCV 2018): cosine similarities
+    mapped to [0, 1], normalised per row into conditional distributions; batch-mean KL(teacher ‖ student)."""
+    ps = (_cosine_matrix(student) + 1) / 2
+    pt = (_cosine_matrix(teacher) + 1) / 2
+    ps, pt = ps / ps.sum(1, keepdim=True), pt / pt.sum(1, keepdim=True)
+    return (pt * ((pt + eps).log() - (ps + eps).log())).sum(1).mean()
+
+
+def sp_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Similarity-preserving KD (Tung & Mori, ICCV 2019): ‖G_s − G_t‖_F² / B², with G = F Fᵀ of
+    the flattened features, each row L2-normalised."""
+    gs = F.normalize(_flat(student) @ _flat(student).T, dim=1)
+    gt = F.normalize(_flat(teacher) @ _flat(teacher).T, dim=1)
+    return (gs - gt).pow(2).sum() / len(gs) ** 2
+
+
+def relational_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of the batch cosine-similarity matrices."""
+    return F.mse_loss(_cosine_matrix(student), _cosine_matrix(teacher))
+
+
+def feature_dynamics_loss(student: list[torch.Tensor], teacher: list[torch.Tensor]) -> torch.Tensor:
+    """FDD: match how features change from layer to layer. For consecutive mapped layers,
+    Δ = h_{l+1} − h_l; loss = mean over layer pairs and samples of 1 − cos(Δ_student, Δ_teacher).
+
+    Residual networks move their features by small steps (a discretised ODE); matching the
+    direction of each step teaches the student the teacher's trajectory, not only its points.
+    """
+    if len(student) != len(teacher) or len(student) < 2:
+        raise ValueError(f"feature dynamics needs the same number (>= 2) of student and teacher layers, got {len(student)} and {len(teacher)}")
+    terms = []
+    for (s0, s1), (t0, t1) in zip(zip(student, student[1:]), zip(teacher, teacher[1:])):
+        terms.append(1 - F.cosine_similarity(_flat(s1 - s0), _flat(t1 - t0), dim=1))
+    return torch.stack(terms).mean()
+
+
+def supcon_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """Supervised contrastive loss (Khosla et al., 2020, L_out) on [B, D] embeddings.
+
+    For each anchor with at least one other sample of its class: minus the mean over those
+    positives of log softmax of cosine similarity / τ over all other samples.
+    """
+    z = F.normalize(_flat(features), dim=1)
+    n = len(z)
+    self_mask = torch.eye(n, dtype=torch.bool, device=z.device)
+    logits = (z @ z.T / temperature).masked_fill(self_mask, -math.inf)
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    positives = (labels[:, None] == labels[None, :]) & ~self_mask
+    counts = positives.sum(1)
+    has = counts > 0
+    if not has.any():
+        return z.sum() * 0.0  # no positive pair in this batch: nothing to pull together
+    per_anchor = -log_prob.masked_fill(~positives, 0.0).sum(1)[has] / counts[has]
+    return per_anchor.mean()
