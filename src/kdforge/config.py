@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from kdforge.errors import ConfigError, did_you_mean
+from kdforge.schedules import ScheduleConfig
 
 Loc = tuple[Union[str, int], ...]
 
@@ -103,7 +104,14 @@ class StudentConfig(Section):
 class LossConfig(Component):
     """One named loss term and its weight."""
 
-    weight: float = Field(1.0, ge=0)
+    weight: float | ScheduleConfig = Field(1.0, description="a number >= 0 or a schedule")
+
+    @pydantic.field_validator("weight")
+    @classmethod
+    def _non_negative(cls, value: float | ScheduleConfig) -> float | ScheduleConfig:
+        if isinstance(value, float) and value < 0:
+            raise ValueError(f"a loss weight must be >= 0, got {value}")
+        return value
 
 
 class OptimConfig(Section):

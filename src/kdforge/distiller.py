@@ -11,7 +11,9 @@ import torch
 from torch import nn
 
 from kdforge.errors import KdforgeError
-from kdforge.losses.terms import LossTerm, StepContext
+from kdforge.losses.functional import TopK, dense_logits_from_topk
+from kdforge.losses.terms import LossTerm, Shapes, StepContext
+from kdforge.schedules import Clock, ScheduleConfig
 from kdforge.taps import FeatureTap, unwrap
 from kdforge.teachers.teacher import Teacher
 
@@ -22,6 +24,7 @@ class StepOutput:
     outputs: torch.Tensor  # student logits [B, K]
     parts: dict[str, torch.Tensor]  # raw value of each term
     weighted: dict[str, torch.Tensor]  # weight * raw value
+    logs: dict[str, torch.Tensor]  # scalars worth logging: temperatures, scheduled weights
 
 
 class Distiller(nn.Module):
@@ -58,9 +61,14 @@ class Distiller(nn.Module):
                 f"the teacher outputs {teacher_logits.shape[-1]} classes but the student outputs "
                 f"{student_logits.shape[-1]}; give both the dataset's class count"
             )
-        shapes = lambda feats: {k: v.shape for k, v in feats.items()}  # noqa: E731
+        shapes = Shapes(
+            student_logits.shape,
+            teacher_logits.shape if teacher_logits is not None else None,
+            {k: v.shape for k, v in s_feats.items()},
+            {k: v.shape for k, v in t_feats.items()},
+        )
         for term in self.terms:
-            term.setup(shapes(s_feats), shapes(t_feats))
+            term.setup(shapes)
         self.to(example.device)
 
     def _forward_models(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, dict, dict]:
@@ -70,19 +78,33 @@ class Distiller(nn.Module):
         if self.uses_teacher:
             self.teacher_tap.clear()
             teacher_logits = self.teacher(x)
+            if isinstance(teacher_logits, TopK):  # a sparse (cached) teacher: rebuild dense logits
+                teacher_logits = dense_logits_from_topk(teacher_logits.log_probs, teacher_logits.indices, student_logits.shape[-1])
             teacher_features = self.teacher_tap.features
         return student_logits, teacher_logits, self.student_tap.features, teacher_features
 
-    def forward(self, inputs: torch.Tensor, targets: torch.Tensor, *, step: int = 0, epoch: int = 0, progress: float = 0.0) -> StepOutput:
+    def forward(self, inputs: torch.Tensor, targets: torch.Tensor, clock: Clock = Clock()) -> StepOutput:
         student_logits, teacher_logits, s_feats, t_feats = self._forward_models(inputs)
-        ctx = StepContext(inputs, targets, student_logits, teacher_logits, s_feats, t_feats, step, epoch, progress)
+        ctx = StepContext(inputs, targets, student_logits, teacher_logits, s_feats, t_feats, clock)
         parts = {term.name: term(ctx) for term in self.terms}
-        weighted = {term.name: term.weight * parts[term.name] for term in self.terms}
-        return StepOutput(functools.reduce(operator.add, weighted.values()), student_logits, parts, weighted)
+        weighted = {}
+        for term in self.terms:
+            weight = term.weight_at(clock)
+            weighted[term.name] = weight * parts[term.name]
+            if isinstance(term.weight, ScheduleConfig):
+                ctx.logs[f"{term.name}.weight"] = torch.tensor(weight)
+        return StepOutput(functools.reduce(operator.add, weighted.values()), student_logits, parts, weighted, ctx.logs)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        """Student and term (projector) parameters: what the optimiser updates."""
+        """Student and term parameters (projectors, heads, learnable temperatures): what the optimiser updates."""
         return [p for p in (*self.student.parameters(), *self.terms.parameters()) if p.requires_grad]
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Optimiser groups: the terms' own groups (e.g. a temperature with its own learning
+        rate) and one main group with every other trainable parameter."""
+        special = [group for term in self.terms for group in term.param_groups()]
+        taken = {id(p) for group in special for p in group["params"]}
+        return [{"params": [p for p in self.trainable_parameters() if id(p) not in taken]}, *special]
 
     def trainable_state_dict(self) -> dict[str, Any]:
         return {"student": self.student_state_dict(), "terms": self.terms.state_dict()}

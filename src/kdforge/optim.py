@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -10,7 +11,9 @@ from torch import nn
 from kdforge.config import OptimConfig
 
 
-def build_optimizer(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+def build_optimizer(params: list[nn.Parameter] | list[dict[str, Any]], cfg: OptimConfig) -> torch.optim.Optimizer:
+    """The recipe's optimiser over ``params`` (a list of parameters or of param groups;
+    a group's own ``lr`` / ``weight_decay`` override the recipe's)."""
     if cfg.name == "sgd":
         momentum = 0.9 if cfg.momentum is None else cfg.momentum
         return torch.optim.SGD(params, lr=cfg.lr, momentum=momentum, weight_decay=cfg.weight_decay, nesterov=momentum > 0)

@@ -31,6 +31,7 @@ from kdforge.distiller import Distiller
 from kdforge.errors import KdforgeError, NonFiniteLossError
 from kdforge.evaluate import evaluate, is_better
 from kdforge.optim import build_optimizer, build_scheduler
+from kdforge.schedules import Clock
 
 
 @dataclass
@@ -98,13 +99,13 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.micro_per_epoch = steps_per_epoch
         self.steps_per_epoch = math.ceil(steps_per_epoch / train.accumulate)
-        self.optimizer = build_optimizer(distiller.trainable_parameters(), optim)
+        self.optimizer = build_optimizer(distiller.param_groups(), optim)
         self.scheduler = build_scheduler(self.optimizer, optim, self.steps_per_epoch, train.epochs)
         self.autocast = lambda: autocast_for(train.amp, self.device)
         self.pos = _Position()
         self.best_state: dict[str, Any] | None = None  # a copy of the best weights, with epoch and val
-        self.loss_names = ["loss", *(term.name for term in distiller.terms)]
-        self.step_losses = torch.zeros(len(self.loss_names))  # [loss, *parts] of the last step
+        self.loss_names: list[str] = []  # "loss", each part, each logged scalar: set by the first step
+        self.step_losses = torch.zeros(0)  # their values at the last step
         self.step_lr = optim.lr
         self.should_stop = False  # set by Ctrl-C or a callback: stop at the next optimiser step
 
@@ -151,13 +152,14 @@ class Trainer:
 
     def _step(self, group: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         """One optimiser step over ``group`` micro-batches (gradient accumulation)."""
-        progress = self.pos.step / max(1, self.steps_per_epoch * self.cfg.epochs)
+        clock = self.clock()
         total: torch.Tensor | None = None
         for x, y in group:
             with self.autocast():
-                out = self.distiller(x, y, step=self.pos.step, epoch=self.pos.epoch, progress=progress)
-            values = torch.stack([out.loss, *out.parts.values()]).detach()  # logging costs one op, no sync
-            self._check_finite(values)
+                out = self.distiller(x, y, clock)
+            self.loss_names = self.loss_names or ["loss", *out.parts, *out.logs]
+            values = torch.stack([out.loss, *out.parts.values(), *out.logs.values()]).detach().float()  # one op, no sync
+            self._check_finite(values[: 1 + len(out.parts)])
             (out.loss / len(group) if len(group) > 1 else out.loss).backward()
             total = values if total is None else total + values
         self.step_losses = total / len(group) if len(group) > 1 else total
@@ -201,6 +203,11 @@ class Trainer:
 
     def evaluate(self, batches: Any) -> dict[str, float]:
         return evaluate(self.distiller.student, batches, self.autocast())
+
+    def clock(self) -> Clock:
+        """Where training is, for schedules."""
+        progress = self.pos.step / max(1, self.steps_per_epoch * self.cfg.epochs)
+        return Clock(step=self.pos.step, epoch=self.pos.epoch, epochs=self.cfg.epochs, progress=progress)
 
     def losses(self) -> dict[str, float]:
         """The last optimiser step's loss and parts, by name (synchronises with the device)."""

@@ -7,7 +7,7 @@ from typing import Literal
 import torch
 
 from kdforge.losses import functional as lf
-from kdforge.losses.terms import LOSSES, LossTerm, StepContext
+from kdforge.losses.terms import LOSSES, LossTerm, Shapes, StepContext
 from kdforge.taps import build_projector
 
 
@@ -33,8 +33,8 @@ class Hint(LossTerm):
     def teacher_taps(self) -> list[str]:
         return [self.teacher]
 
-    def setup(self, student_shapes: dict[str, torch.Size], teacher_shapes: dict[str, torch.Size]) -> None:
-        self.projector = build_projector(self.projector_kind, student_shapes[self.student], teacher_shapes[self.teacher])
+    def setup(self, shapes: Shapes) -> None:
+        self.projector = build_projector(self.projector_kind, shapes.student[self.student], shapes.teacher[self.teacher])
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
         student = self.projector(ctx.student_features[self.student])

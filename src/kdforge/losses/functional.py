@@ -14,7 +14,7 @@ Each function is tested against an independent reference formula. Conventions:
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -156,11 +156,18 @@ def mse_logits(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> to
     return F.mse_loss(student_logits.float(), teacher_logits.float())
 
 
-def topk_log_probs(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+class TopK(NamedTuple):
+    """A teacher's output kept sparse: log-probabilities [B, k] of its top k classes and
+    their indices [B, k]. A teacher (or a cache) may return this instead of logits."""
+
+    log_probs: torch.Tensor
+    indices: torch.Tensor
+
+
+def topk_log_probs(logits: torch.Tensor, k: int) -> TopK:
     """The sparse form of a teacher's output: log-probabilities and indices of its top k classes."""
-    log_p = F.log_softmax(logits.float(), -1)
-    values, indices = log_p.topk(k, dim=-1)
-    return values, indices
+    values, indices = F.log_softmax(logits.float(), -1).topk(k, dim=-1)
+    return TopK(values, indices)
 
 
 def dense_logits_from_topk(log_probs: torch.Tensor, indices: torch.Tensor, num_classes: int) -> torch.Tensor:

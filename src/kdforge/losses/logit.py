@@ -1,11 +1,18 @@
-"""Terms on the student's logits: ground-truth CE and logit distillation."""
+"""Terms on the student's logits: ground-truth CE and logit distillation.
+
+Every term with a temperature accepts a number, a schedule or a learnable (CTKD)
+temperature, and ``logit_std: true`` to standardise both models' logits first.
+"""
 
 from __future__ import annotations
+
+from typing import Any, Literal
 
 import torch
 
 from kdforge.losses import functional as lf
-from kdforge.losses.terms import LOSSES, LossTerm, StepContext
+from kdforge.losses.terms import LOSSES, LossTerm, Shapes, StepContext
+from kdforge.schedules import TemperatureSpec, build_temperature
 
 
 @LOSSES.register("ce")
@@ -24,23 +31,98 @@ class CrossEntropy(LossTerm):
         return lf.cross_entropy(ctx.student_logits, ctx.targets, self.label_smoothing)
 
 
-@LOSSES.register("kd")
-class KD(LossTerm):
-    """Hinton knowledge distillation: T² · KL(p_teacher ‖ p_student) at temperature T."""
+class LogitTerm(LossTerm):
+    """Shared by logit terms: optional standardisation, then a temperature of any kind."""
 
-    def __init__(self, temperature: float = 4.0):
+    def __init__(self, temperature: TemperatureSpec | None = None, logit_std: bool = False):
         super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
-        self.temperature = temperature
+        self.temperature = build_temperature(temperature) if temperature is not None else None
+        self.logit_std = logit_std
+
+    def setup(self, shapes: Shapes) -> None:
+        if self.temperature is not None and self.temperature.learnable:
+            self.temperature.setup(shapes.student_logits[-1] + (shapes.teacher_logits[-1] if shapes.teacher_logits else 0))
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        if self.temperature is None or not self.temperature.learnable:
+            return []
+        group: dict[str, Any] = {"params": list(self.temperature.parameters()), "weight_decay": 0.0}
+        if self.temperature.spec.lr is not None:
+            group["lr"] = self.temperature.spec.lr
+        return [group]
+
+    def prepare(self, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """(student logits, teacher logits, temperature) as this term should compare them."""
+        zs, zt = ctx.student_logits, ctx.teacher_logits
+        if self.logit_std:
+            zs, zt = lf.standardize_logits(zs), lf.standardize_logits(zt)
+        tau = self.temperature(ctx.clock, ctx.student_logits, ctx.teacher_logits) if self.temperature is not None else None
+        if self.temperature is not None and not isinstance(self.temperature.spec, (int, float)):
+            ctx.logs[f"{self.name}.tau"] = torch.as_tensor(self.temperature.last, dtype=torch.float32).detach()
+        return zs, zt, tau
+
+    def finish(self, value: torch.Tensor) -> torch.Tensor:
+        """Add the temperature's anchor regulariser (learnable temperatures only)."""
+        return value + self.temperature.regulariser() if self.temperature is not None else value
+
+
+@LOSSES.register("kd")
+class KD(LogitTerm):
+    """Logit KD at temperature T: Hinton's forward KL, or reverse KL, JSD, generalised JSD (β).
+
+    T²-scaled, batch-averaged. ``temperature``: number, schedule or ``{learnable: ctkd}``.
+    """
+
+    def __init__(self, temperature: TemperatureSpec = 4.0, direction: Literal["forward", "reverse", "jsd", "gjsd"] = "forward", beta: float = 0.5, logit_std: bool = False):
+        super().__init__(temperature, logit_std)
+        if not 0.0 <= beta <= 1.0:
+            raise ValueError(f"beta must be in [0, 1], got {beta}")
+        self.direction, self.beta = direction, beta
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
-        return lf.kd_loss(ctx.student_logits, ctx.teacher_logits, self.temperature)
+        zs, zt, tau = self.prepare(ctx)
+        return self.finish(lf.kd_loss(zs, zt, tau, self.direction, self.beta))
+
+
+@LOSSES.register("dkd")
+class DKD(LogitTerm):
+    """Decoupled KD (Zhao et al., 2022): α · target-class KD + β · non-target-class KD.
+
+    ``warmup``: epochs over which the term's strength ramps linearly from 0 to 1.
+    """
+
+    def __init__(self, temperature: TemperatureSpec = 4.0, alpha: float = 1.0, beta: float = 8.0, warmup: float = 0.0, logit_std: bool = False):
+        super().__init__(temperature, logit_std)
+        if warmup < 0:
+            raise ValueError(f"warmup must be >= 0 epochs, got {warmup}")
+        self.alpha, self.beta, self.warmup = alpha, beta, warmup
+
+    def forward(self, ctx: StepContext) -> torch.Tensor:
+        zs, zt, tau = self.prepare(ctx)
+        ramp = min(1.0, ctx.clock.progress * ctx.clock.epochs / self.warmup) if self.warmup else 1.0
+        return self.finish(ramp * lf.dkd_loss(zs, zt, ctx.targets, tau, self.alpha, self.beta))
+
+
+@LOSSES.register("dist")
+class DIST(LogitTerm):
+    """DIST (Huang et al., 2022): inter-class (β) and intra-class (γ) Pearson-correlation matching."""
+
+    def __init__(self, temperature: TemperatureSpec = 1.0, beta: float = 1.0, gamma: float = 1.0, logit_std: bool = False):
+        super().__init__(temperature, logit_std)
+        self.beta, self.gamma = beta, gamma
+
+    def forward(self, ctx: StepContext) -> torch.Tensor:
+        zs, zt, tau = self.prepare(ctx)
+        return self.finish(lf.dist_loss(zs, zt, tau, self.beta, self.gamma))
 
 
 @LOSSES.register("mse_logits")
-class MSELogits(LossTerm):
-    """Mean squared error between student and teacher logits."""
+class MSELogits(LogitTerm):
+    """Mean squared error between student and teacher logits (optionally standardised)."""
+
+    def __init__(self, logit_std: bool = False):
+        super().__init__(None, logit_std)
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
-        return lf.mse_logits(ctx.student_logits, ctx.teacher_logits)
+        zs, zt, _ = self.prepare(ctx)
+        return lf.mse_logits(zs, zt)

@@ -17,13 +17,18 @@ import torch
 from torch import nn
 
 from kdforge.registry import Registry
+from kdforge.schedules import Clock, ScheduleConfig, schedule_value
 
 LOSSES = Registry("loss")
 
 
 @dataclass
 class StepContext:
-    """Everything a loss term may read at one training step."""
+    """Everything a loss term may read at one training step.
+
+    Terms may write scalars worth logging into ``logs`` (e.g. their temperature); the
+    trainer records them every step next to the loss parts.
+    """
 
     inputs: torch.Tensor
     targets: torch.Tensor
@@ -31,9 +36,30 @@ class StepContext:
     teacher_logits: torch.Tensor | None = None
     student_features: dict[str, torch.Tensor] = field(default_factory=dict)
     teacher_features: dict[str, torch.Tensor] = field(default_factory=dict)
-    step: int = 0
-    epoch: int = 0
-    progress: float = 0.0  # fraction of training done, in [0, 1]
+    clock: Clock = Clock()
+    logs: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def step(self) -> int:
+        return self.clock.step
+
+    @property
+    def epoch(self) -> int:
+        return self.clock.epoch
+
+    @property
+    def progress(self) -> float:
+        return self.clock.progress
+
+
+@dataclass
+class Shapes:
+    """What :meth:`LossTerm.setup` learns from one probe batch: logit and tapped shapes."""
+
+    student_logits: torch.Size
+    teacher_logits: torch.Size | None
+    student: dict[str, torch.Size] = field(default_factory=dict)
+    teacher: dict[str, torch.Size] = field(default_factory=dict)
 
 
 class LossTerm(nn.Module):
@@ -42,7 +68,7 @@ class LossTerm(nn.Module):
     #: whether the term reads teacher outputs (a term without one runs with no teacher)
     uses_teacher: bool = True
     name: str = ""
-    weight: float = 1.0
+    weight: float | ScheduleConfig = 1.0
 
     @property
     def student_taps(self) -> list[str]:
@@ -52,8 +78,16 @@ class LossTerm(nn.Module):
     def teacher_taps(self) -> list[str]:
         return []
 
-    def setup(self, student_shapes: dict[str, torch.Size], teacher_shapes: dict[str, torch.Size]) -> None:
-        """Create trainable parts from the tapped shapes (called once, before the optimiser)."""
+    def setup(self, shapes: Shapes) -> None:
+        """Create trainable parts from the probed shapes (called once, before the optimiser)."""
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Optimiser groups with their own settings (e.g. a temperature's learning rate).
+        Parameters not listed here train in the main group."""
+        return []
+
+    def weight_at(self, clock: Clock) -> float:
+        return schedule_value(self.weight, clock)
 
     def forward(self, ctx: StepContext) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
