@@ -30,7 +30,7 @@ def test_gradients_reach_only_student_and_projectors():
     out.loss.backward()
     assert set(out.parts) == {"ce", "kd", "hint"}
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in distiller.student.parameters())
-    projector = distiller.terms[2].projector
+    projector = distiller.terms[2].projectors[0]
     assert projector.conv.weight.grad.abs().sum() > 0
     assert all(p.grad is None and not p.requires_grad for p in distiller.teacher.parameters())
     trainable = {id(p) for p in distiller.trainable_parameters()}

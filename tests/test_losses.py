@@ -69,13 +69,20 @@ def test_mse_logits_matches_formula(logits):
     assert lf.mse_logits(s, s).item() == 0.0
 
 
+def resolved(options):
+    """A feature term bound to stand-in models with modules named ``a`` (student) and ``b``."""
+    term = build_loss(options)
+    term.resolve(torch.nn.ModuleDict({"a": torch.nn.Identity()}), torch.nn.ModuleDict({"b": torch.nn.Identity()}))
+    return term
+
+
 def test_hint_matches_formula_through_its_projector():
     g = torch.Generator().manual_seed(1)
     fs, ft = torch.randn(4, 6, generator=g), torch.randn(4, 3, generator=g)
-    term = build_loss({"name": "hint", "student": "a", "teacher": "b", "projector": "linear"})
+    term = resolved({"name": "hint", "student": "a", "teacher": "b", "projector": "linear"})
     term.setup(Shapes(torch.Size([4, 10]), torch.Size([4, 10]), {"a": fs.shape}, {"b": ft.shape}))
     ctx = StepContext(inputs=fs, targets=None, student_logits=fs, student_features={"a": fs}, teacher_features={"b": ft})
-    w, bias = term.projector.weight.detach(), term.projector.bias.detach()
+    w, bias = term.projectors[0].weight.detach(), term.projectors[0].bias.detach()
     projected = [[sum(fs[i, j].item() * w[o, j].item() for j in range(6)) + bias[o].item() for o in range(3)] for i in range(4)]
     expected = sum((projected[i][o] - ft[i, o].item()) ** 2 for i in range(4) for o in range(3)) / 12
     assert term(ctx).item() == pytest.approx(expected, rel=1e-5)
@@ -83,14 +90,14 @@ def test_hint_matches_formula_through_its_projector():
 
 def test_hint_is_zero_on_identical_features_and_trains_the_projector():
     f = torch.randn(2, 4, 3, 3)
-    term = build_loss({"name": "hint", "student": "a", "teacher": "b", "projector": "none"})
+    term = resolved({"name": "hint", "student": "a", "teacher": "b", "projector": "none"})
     term.setup(Shapes(None, None, {"a": f.shape}, {"b": f.shape}))
     assert term(StepContext(f, None, f, None, {"a": f}, {"b": f})).item() == 0.0
-    conv = build_loss({"name": "hint", "student": "a", "teacher": "b", "projector": "conv1x1"})
+    conv = resolved({"name": "hint", "student": "a", "teacher": "b", "projector": "conv1x1"})
     conv.setup(Shapes(None, None, {"a": torch.Size([2, 4, 6, 6])}, {"b": f.shape}))
     student = torch.randn(2, 4, 6, 6, requires_grad=True)
     conv(StepContext(f, None, f, None, {"a": student}, {"b": f})).backward()
-    assert conv.projector.conv.weight.grad.abs().sum() > 0 and student.grad.abs().sum() > 0
+    assert conv.projectors[0].conv.weight.grad.abs().sum() > 0 and student.grad.abs().sum() > 0
 
 
 def test_ce_ignores_the_teacher(logits):

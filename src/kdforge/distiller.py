@@ -45,6 +45,8 @@ class Distiller(nn.Module):
         if teacher is None and any(t.uses_teacher for t in terms):
             needing = [t.name for t in terms if t.uses_teacher]
             raise KdforgeError(f"terms {needing} need a teacher, but none was given")
+        for term in terms:
+            term.resolve(student, teacher.module if teacher else None)
         self.student_tap = FeatureTap(student, {n: n for t in terms for n in t.student_taps})
         self.teacher_tap = FeatureTap(teacher.module, {n: n for t in terms for n in t.teacher_taps}) if teacher else None
         self.uses_teacher = any(t.uses_teacher for t in terms)

@@ -8,6 +8,7 @@ closest valid names.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -106,6 +107,13 @@ class Conv1x1Projector(nn.Module):
         return x
 
 
+class MLPProjector(nn.Sequential):
+    """Linear -> GELU -> Linear on the last dimension (hidden width = the teacher's)."""
+
+    def __init__(self, student_dim: int, teacher_dim: int):
+        super().__init__(nn.Linear(student_dim, teacher_dim), nn.GELU(), nn.Linear(teacher_dim, teacher_dim))
+
+
 def build_projector(kind: str, student_shape: torch.Size, teacher_shape: torch.Size) -> nn.Module:
     """A trainable map from a student feature's shape to a teacher feature's shape."""
     s, t = tuple(student_shape), tuple(teacher_shape)
@@ -113,12 +121,86 @@ def build_projector(kind: str, student_shape: torch.Size, teacher_shape: torch.S
         if s != t:
             raise KdforgeError(f"feature shapes differ (student {list(s)}, teacher {list(t)}); use projector 'linear' or 'conv1x1'")
         return nn.Identity()
-    if kind == "linear":
+    if kind in ("linear", "mlp"):
         if s[:-1] != t[:-1]:
-            raise KdforgeError(f"projector 'linear' maps the last dim only, but shapes differ elsewhere (student {list(s)}, teacher {list(t)}); use 'conv1x1' for conv features")
-        return nn.Linear(s[-1], t[-1])
+            raise KdforgeError(f"projector '{kind}' maps the last dim only, but shapes differ elsewhere (student {list(s)}, teacher {list(t)}); use 'conv1x1' for conv features")
+        return nn.Linear(s[-1], t[-1]) if kind == "linear" else MLPProjector(s[-1], t[-1])
     if kind == "conv1x1":
         if len(s) not in (3, 4) or len(s) != len(t):
             raise KdforgeError(f"projector 'conv1x1' needs [B, C, L] or [B, C, H, W] features of the same rank, got student {list(s)}, teacher {list(t)}")
         return Conv1x1Projector(student_shape, teacher_shape)
-    raise KdforgeError(f"unknown projector '{kind}' (valid: linear, conv1x1, none)")
+    raise KdforgeError(f"unknown projector '{kind}' (valid: linear, mlp, conv1x1, none)")
+
+
+# ----------------------------------------------------------------------------- layer mapping
+
+#: containers that usually hold a model's blocks, tried in this order by ``auto``
+BLOCK_CONTAINERS = ("blocks", "layers", "encoder.layer", "encoder.layers", "model.layers", "transformer.h", "h", "stages", "features")
+
+LayerMapping = Literal["explicit", "uniform", "skip", "last", "learned"]
+
+
+def block_names(model: nn.Module, spec: str | list[str], expand: bool = True) -> list[str]:
+    """Module names of a block list: ``auto`` finds a common container (``blocks``,
+    ``layers``, ``encoder.layer``, ...); with ``expand``, a container's name gives its
+    children; a list is taken as it is. Every name is checked to exist."""
+    root = unwrap(model)
+    modules = dict(root.named_modules())
+    if isinstance(spec, list):
+        names = [strip_wrappers(n) for n in spec]
+    elif spec == "auto":
+        found = next((c for c in BLOCK_CONTAINERS if isinstance(modules.get(c), (nn.ModuleList, nn.Sequential))), None)
+        if found is None:
+            raise KdforgeError(f"no block list found in {type(root).__name__} (looked for {', '.join(BLOCK_CONTAINERS)}); name the layers")
+        names = [f"{found}.{child}" for child, _ in modules[found].named_children()]
+    elif expand and isinstance(modules.get(strip_wrappers(spec)), (nn.ModuleList, nn.Sequential)):
+        names = [f"{strip_wrappers(spec)}.{child}" for child, _ in modules[strip_wrappers(spec)].named_children()]
+    else:
+        names = [strip_wrappers(spec)]
+    for name in names:
+        if name.partition(":")[0] not in modules:
+            hint = closest(name, [n for n in modules if n], n=5)
+            raise KdforgeError(f"no module named '{name}' in {type(root).__name__}{'; closest: ' + ', '.join(hint) if hint else ''}")
+    return names
+
+
+def map_layers(student: list[str], teacher: list[str], mapping: LayerMapping) -> list[tuple[str, str]]:
+    """Pairs (student layer, teacher layer) for S student and T teacher layers.
+
+    ``explicit``: position by position (the lists must have the same length, or one side a
+    single layer); ``uniform``: evenly spaced teacher layers ending at the last one
+    (student i -> teacher ⌈(i+1)·T/S⌉ − 1); ``skip``: every (T // S)-th teacher layer from
+    the first; ``last``: the last S teacher layers. ``learned`` uses ``uniform`` pairs as
+    its starting point (see :class:`LayerGate`).
+    """
+    s, t = len(student), len(teacher)
+    if mapping == "explicit":
+        if s == t or t == 1 or s == 1:
+            return [(student[min(i, s - 1)], teacher[min(i, t - 1)]) for i in range(max(s, t))]
+        raise KdforgeError(f"explicit mapping pairs layers position by position, but got {s} student and {t} teacher layers; give equal lists or a mapping (uniform, skip, last, learned)")
+    if s > t:
+        raise KdforgeError(f"mapping '{mapping}' needs at least as many teacher layers as student layers, got {s} student and {t} teacher layers")
+    if mapping in ("uniform", "learned"):
+        return [(student[i], teacher[math.ceil((i + 1) * t / s) - 1]) for i in range(s)]
+    if mapping == "skip":
+        return [(student[i], teacher[i * (t // s)]) for i in range(s)]
+    if mapping == "last":
+        return [(student[i], teacher[t - s + i]) for i in range(s)]
+    raise KdforgeError(f"unknown mapping '{mapping}' (valid: explicit, uniform, skip, last, learned)")
+
+
+class LayerGate(nn.Module):
+    """Learned layer mapping: each student layer i matches a softmax-gated mixture of all
+    teacher layers, Σ_j softmax(g_i)_j · h_j (teacher layers of one shape). The gates start
+    concentrated on the ``uniform`` pairing and train with the student."""
+
+    def __init__(self, student_layers: int, teacher_layers: int, start: list[int]):
+        super().__init__()
+        logits = torch.zeros(student_layers, teacher_layers)
+        logits[torch.arange(student_layers), torch.tensor(start)] = 3.0
+        self.logits = nn.Parameter(logits)
+
+    def forward(self, teacher_features: list[torch.Tensor]) -> list[torch.Tensor]:
+        stacked = torch.stack([f.float() for f in teacher_features])  # [T, B, ...]
+        weights = torch.softmax(self.logits, -1)  # [S, T]
+        return list(torch.einsum("st,t...->s...", weights, stacked))

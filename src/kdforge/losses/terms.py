@@ -78,6 +78,9 @@ class LossTerm(nn.Module):
     def teacher_taps(self) -> list[str]:
         return []
 
+    def resolve(self, student: nn.Module, teacher: nn.Module | None) -> None:
+        """Find the layers to tap in the actual models (called once, before any forward)."""
+
     def setup(self, shapes: Shapes) -> None:
         """Create trainable parts from the probed shapes (called once, before the optimiser)."""
 
