@@ -51,7 +51,8 @@ def models(kind):
 
 
 def test_every_registered_term_has_an_example():
-    assert set(EXAMPLES) == set(LOSSES.names())
+    built_in = {name for name in LOSSES.names() if LOSSES.get(name).__module__.startswith("kdforge.")}  # not test plugins
+    assert set(EXAMPLES) == built_in
 
 
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
