@@ -117,3 +117,11 @@ def test_ctrl_c_saves_and_resume_gives_the_uninterrupted_result(tiny_recipe, tmp
     assert resumed.results["student"]["best_epoch"] == full.results["student"]["best_epoch"]
     a, b = load_student(full.run_dir).state_dict(), load_student(run_dir).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("name", ["digits_kd", "digits_dkd", "digits_ctkd", "digits_hint_kd", "digits_cka_kd", "digits_rkd_kd"])
+def test_shipped_recipes_pass_check(name, tmp_path):
+    from kdforge.cli import recipe_path
+
+    report = check(Recipe.from_yaml(recipe_path(name), [f"log.dir={tmp_path}", "log.progress=false"]))
+    assert report["loss"] > 0 and len(report["parts"]) >= 2
