@@ -94,3 +94,18 @@ def test_lr_warmup_then_cosine(tmp_path, data):
     peak = max(lrs)
     assert lrs[0] == pytest.approx(3e-3 / 12) and peak == pytest.approx(3e-3, rel=1e-6)
     assert lrs.index(peak) == 11 and lrs[-1] < 1e-4  # 12 warm-up steps (half an epoch of 24)
+
+
+@pytest.mark.parametrize("interval, expected", [(0.0, [1, 2, 3]), (1e9, [1, 1, 3])])
+def test_last_checkpoint_interval(tmp_path, data, interval, expected):
+    distiller, trainer, train, val = build(0, epochs=3, tmp=tmp_path, data=data)
+    trainer.cfg = trainer.cfg.model_copy(update={"checkpoint_interval": interval})
+    saved = []
+
+    class Record(Callback):
+        def on_epoch_end(self, trainer, record):
+            saved.append(torch.load(tmp_path / "last.pt", weights_only=True)["position"]["epoch"])
+
+    trainer.callbacks.append(Record())
+    trainer.fit(train, val)
+    assert saved == expected  # the first and the last epoch are always written

@@ -137,6 +137,7 @@ class TrainConfig(Section):
     grad_clip: float | None = Field(None, gt=0)
     accumulate: int = Field(1, gt=0, description="micro-batches per optimiser step")
     baseline: bool = Field(True, description="also train the student without distillation")
+    checkpoint_interval: float = Field(10.0, ge=0, description="seconds between last.pt writes at epoch ends (0: every epoch); always written at the end and on stop")
 
     @pydantic.field_validator("device")
     @classmethod

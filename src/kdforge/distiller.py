@@ -85,7 +85,8 @@ class Distiller(nn.Module):
             teacher_features = self.teacher_tap.features
         return student_logits, teacher_logits, self.student_tap.features, teacher_features
 
-    def forward(self, inputs: torch.Tensor, targets: torch.Tensor, clock: Clock = Clock()) -> StepOutput:
+    def forward(self, inputs: torch.Tensor, targets: torch.Tensor, clock: Clock | None = None) -> StepOutput:
+        clock = clock or Clock()
         student_logits, teacher_logits, s_feats, t_feats = self._forward_models(inputs)
         ctx = StepContext(inputs, targets, student_logits, teacher_logits, s_feats, t_feats, clock)
         parts = {term.name: term(ctx) for term in self.terms}

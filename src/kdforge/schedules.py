@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Clock:
     """Where training is, for schedules: ``progress`` is the fraction of steps done."""
 
@@ -162,13 +162,12 @@ def cosine_ramp(progress: float, ramp: float, maximum: float = 1.0) -> float:
 
 
 class Temperature(nn.Module):
-    """A term's temperature: ``temperature(clock, student_logits, teacher_logits)`` returns a
-    number (constant or scheduled) or a tensor (learnable: [] global, [B] per instance)."""
+    """A term's temperature: ``temperature.at(clock, student_logits, teacher_logits)`` returns
+    a number (constant or scheduled) or a tensor (learnable: [] global, [B] per instance)."""
 
     def __init__(self, spec: TemperatureSpec):
         super().__init__()
         self.spec = spec
-        self.last: float | torch.Tensor = 0.0  # the value used at the last call (for logging)
 
     @property
     def learnable(self) -> bool:
@@ -177,9 +176,9 @@ class Temperature(nn.Module):
     def regulariser(self) -> torch.Tensor | float:
         return 0.0
 
-    def forward(self, clock: Clock, student_logits: torch.Tensor, teacher_logits: torch.Tensor | None) -> float | torch.Tensor:
-        self.last = schedule_value(self.spec, clock)
-        return self.last
+    def at(self, clock: Clock, student_logits: torch.Tensor, teacher_logits: torch.Tensor | None) -> float | torch.Tensor:
+        """The temperature for this step (and the batch, for per-instance temperatures)."""
+        return schedule_value(self.spec, clock)
 
 
 class CTKDTemperature(Temperature):
@@ -216,7 +215,7 @@ class CTKDTemperature(Temperature):
     def learnable(self) -> bool:
         return True
 
-    def forward(self, clock: Clock, student_logits: torch.Tensor, teacher_logits: torch.Tensor | None) -> torch.Tensor:
+    def at(self, clock: Clock, student_logits: torch.Tensor, teacher_logits: torch.Tensor | None) -> torch.Tensor:
         with torch.autocast(student_logits.device.type, enabled=False):
             theta = self.theta
             if self.mlp is not None:
@@ -224,7 +223,6 @@ class CTKDTemperature(Temperature):
                 theta = theta + self.mlp(torch.cat(pair, -1)).squeeze(-1)
             tau = self.low + self.range * torch.sigmoid(theta)
         self._raw = tau
-        self.last = tau.detach().mean()
         return reverse_gradient(tau, cosine_ramp(clock.progress, self.spec.ramp, self.spec.lambda_max))
 
     def regulariser(self) -> torch.Tensor | float:

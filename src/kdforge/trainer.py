@@ -3,7 +3,8 @@
 One epoch is the loop in :meth:`Trainer._train_epoch`; one optimiser step is
 :meth:`Trainer._step`. Checkpoints: ``last.pt`` (everything needed to resume exactly:
 trainable weights, optimiser, scheduler, RNG, position in the epoch, and the best weights
-so far) after every epoch and when stopped; ``best.pt`` (the best trainable weights on
+so far) at the end of an epoch once ``train.checkpoint_interval`` seconds have passed since
+the last write (every epoch with 0), after the last epoch, and when stopped; ``best.pt`` (the best trainable weights on
 validation) when fit ends, however it ends. Keeping the best weights inside ``last.pt``
 costs one file write per epoch instead of two, and the two can never disagree.
 Ctrl-C asks the loop to stop at the next optimiser step, save ``last.pt`` and return;
@@ -13,6 +14,7 @@ a second Ctrl-C aborts at once.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import random
 import signal
@@ -27,7 +29,7 @@ import torch
 
 from kdforge.callbacks import Callback
 from kdforge.config import OptimConfig, TrainConfig
-from kdforge.distiller import Distiller
+from kdforge.distiller import Distiller, StepOutput
 from kdforge.errors import KdforgeError, NonFiniteLossError
 from kdforge.evaluate import evaluate, is_better
 from kdforge.optim import build_optimizer, build_scheduler
@@ -108,6 +110,7 @@ class Trainer:
         self.step_losses = torch.zeros(0)  # their values at the last step
         self.step_lr = optim.lr
         self.should_stop = False  # set by Ctrl-C or a callback: stop at the next optimiser step
+        self.saved_at = -math.inf  # when last.pt was last written (perf_counter seconds)
 
     # ------------------------------------------------------------------ loop
 
@@ -158,8 +161,8 @@ class Trainer:
             with self.autocast():
                 out = self.distiller(x, y, clock)
             self.loss_names = self.loss_names or ["loss", *out.parts, *out.logs]
-            values = torch.stack([out.loss, *out.parts.values(), *out.logs.values()]).detach().float()  # one op, no sync
-            self._check_finite(values[: 1 + len(out.parts)])
+            self._check_finite(out)
+            values = torch.stack([out.loss, *out.parts.values(), *out.logs.values()]).detach().float()  # one op
             (out.loss / len(group) if len(group) > 1 else out.loss).backward()
             total = values if total is None else total + values
         self.step_losses = total / len(group) if len(group) > 1 else total
@@ -175,16 +178,16 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_step_end(self, samples)
 
-    def _check_finite(self, values: torch.Tensor) -> None:
-        """Stop on a NaN/inf loss, naming the terms that went bad (``values``: [loss, *parts])."""
-        if torch.isfinite(values).all():
+    def _check_finite(self, out: StepOutput) -> None:
+        """Stop on a NaN/inf loss, naming the terms that went bad (a finite sum means finite parts)."""
+        if math.isfinite(float(out.loss.detach())):
             return
-        bad = {name: v for name, v in zip(self.loss_names[1:], values[1:].tolist()) if not math.isfinite(v)}
+        bad = {name: float(v.detach()) for name, v in out.parts.items() if not math.isfinite(float(v.detach()))}
         last = self.dir / "last.pt"
         kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
         raise NonFiniteLossError(
             f"[{self.stage}] loss term {', '.join(map(repr, bad)) or 'sum'} became "
-            f"{', '.join(map(str, bad.values())) or float(values[0])} at epoch {self.pos.epoch + 1}, "
+            f"{', '.join(map(str, bad.values())) or float(out.loss)} at epoch {self.pos.epoch + 1}, "
             f"step {self.pos.step}; {kept}. Lower optim.lr, set train.grad_clip, or check that term's inputs."
         )
 
@@ -197,7 +200,8 @@ class Trainer:
             self.pos.best_epoch, self.pos.best_val = self.pos.epoch + 1, val
             self.best_state = {**_cloned(self.distiller.trainable_state_dict()), "epoch": self.pos.epoch + 1, "val": val}
         self.pos.epoch, self.pos.batch, self.pos.sums = self.pos.epoch + 1, 0, None
-        self.save_last()
+        if self.pos.epoch == self.cfg.epochs or time.perf_counter() - self.saved_at >= self.cfg.checkpoint_interval:
+            self.save_last()
         for cb in self.callbacks:
             cb.on_epoch_end(self, record)
 
@@ -223,20 +227,22 @@ class Trainer:
             "trainable": self.distiller.trainable_state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "position": vars(self.pos),
+            # the history as one JSON string: pickling hundreds of small dicts costs ~1 µs per object
+            "position": {**vars(self.pos), "history": json.dumps(self.pos.history)},
             "best": self.best_state,
             "rng": _rng_state(),
         }
         tmp = self.dir / "last.pt.tmp"
         torch.save(state, tmp)
         tmp.replace(self.dir / "last.pt")  # atomic: an interrupted save never corrupts last.pt
+        self.saved_at = time.perf_counter()
 
     def _load_last(self) -> None:
         state = torch.load(self.dir / "last.pt", map_location=self.device, weights_only=True)
         self.distiller.load_trainable_state_dict(state["trainable"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.pos = _Position(**state["position"])
+        self.pos = _Position(**{**state["position"], "history": json.loads(state["position"]["history"])})
         self.best_state = state["best"]
         _set_rng_state(state["rng"])
 

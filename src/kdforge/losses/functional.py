@@ -47,7 +47,14 @@ def _t_squared_batchmean(per_sample: torch.Tensor, temperature: Temperature) -> 
 
 def _kl_rows(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
     """KL(p ‖ q) of each row, from log-probabilities: [B, K] -> [B]."""
-    return (log_p.exp() * (log_p - log_q)).sum(-1)
+    return F.kl_div(log_q, log_p, reduction="none", log_target=True).sum(-1)
+
+
+def _scaled_kl(log_p: torch.Tensor, log_q: torch.Tensor, temperature: Temperature) -> torch.Tensor:
+    """T² · batch-mean KL(p ‖ q); one fused kernel when T is a number (the common, hot case)."""
+    if isinstance(temperature, torch.Tensor) and temperature.dim() > 0:
+        return _t_squared_batchmean(_kl_rows(log_p, log_q), temperature)
+    return F.kl_div(log_q, log_p, reduction="batchmean", log_target=True) * temperature**2
 
 
 def kd_loss(
@@ -74,18 +81,17 @@ def kd_loss(
     if direction == "gjsd" and not 0.0 <= beta <= 1.0:
         raise ValueError(f"gjsd needs 0 <= beta <= 1, got {beta}")
     if direction == "forward" or (direction == "gjsd" and beta == 0.0):
-        per_sample = _kl_rows(log_pt, log_ps)
-    elif direction == "reverse" or (direction == "gjsd" and beta == 1.0):
-        per_sample = _kl_rows(log_ps, log_pt)
-    elif direction in ("jsd", "gjsd"):
+        return _scaled_kl(log_pt, log_ps, temperature)
+    if direction == "reverse" or (direction == "gjsd" and beta == 1.0):
+        return _scaled_kl(log_ps, log_pt, temperature)
+    if direction in ("jsd", "gjsd"):
         b = 0.5 if direction == "jsd" else beta
         log_m = torch.logaddexp(log_pt + math.log(b), log_ps + math.log(1 - b))
         per_sample = b * _kl_rows(log_pt, log_m) + (1 - b) * _kl_rows(log_ps, log_m)
         if direction == "gjsd":
             per_sample = per_sample / (b * (1 - b))
-    else:
-        raise ValueError(f"unknown direction '{direction}' (valid: forward, reverse, jsd, gjsd)")
-    return _t_squared_batchmean(per_sample, temperature)
+        return _t_squared_batchmean(per_sample, temperature)
+    raise ValueError(f"unknown direction '{direction}' (valid: forward, reverse, jsd, gjsd)")
 
 
 def dkd_loss(
@@ -207,10 +213,6 @@ def feature_loss(student: torch.Tensor, teacher: torch.Tensor, kind: Literal["ms
         return (1 - F.cosine_similarity(_flat(s), _flat(t), dim=1)).mean()
     raise ValueError(f"unknown feature loss '{kind}' (valid: mse, cosine, smooth_l1)")
 
-
-def feature_mse(student_feature: torch.Tensor, teacher_feature: torch.Tensor) -> torch.Tensor:
-    """FitNets hint: mean squared error between two same-shaped feature tensors."""
-    return feature_loss(student_feature, teacher_feature, "mse")
 
 
 def linear_cka(x: torch.Tensor, y: torch.Tensor, debiased: bool = False) -> torch.Tensor:

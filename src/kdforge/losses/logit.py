@@ -56,14 +56,14 @@ class LogitTerm(LossTerm):
         zs, zt = ctx.student_logits, ctx.teacher_logits
         if self.logit_std:
             zs, zt = lf.standardize_logits(zs), lf.standardize_logits(zt)
-        tau = self.temperature(ctx.clock, ctx.student_logits, ctx.teacher_logits) if self.temperature is not None else None
-        if self.temperature is not None and not isinstance(self.temperature.spec, (int, float)):
-            ctx.logs[f"{self.name}.tau"] = torch.as_tensor(self.temperature.last, dtype=torch.float32).detach()
+        tau = self.temperature.at(ctx.clock, ctx.student_logits, ctx.teacher_logits) if self.temperature is not None else None
+        if self.temperature is not None and not isinstance(self.temperature.spec, (int, float)):  # scheduled or learned
+            ctx.logs[f"{self.name}.tau"] = tau.detach().mean() if isinstance(tau, torch.Tensor) else torch.tensor(tau)
         return zs, zt, tau
 
     def finish(self, value: torch.Tensor) -> torch.Tensor:
         """Add the temperature's anchor regulariser (learnable temperatures only)."""
-        return value + self.temperature.regulariser() if self.temperature is not None else value
+        return value + self.temperature.regulariser() if self.temperature is not None and self.temperature.learnable else value
 
 
 @LOSSES.register("kd")

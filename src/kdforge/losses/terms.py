@@ -36,7 +36,7 @@ class StepContext:
     teacher_logits: torch.Tensor | None = None
     student_features: dict[str, torch.Tensor] = field(default_factory=dict)
     teacher_features: dict[str, torch.Tensor] = field(default_factory=dict)
-    clock: Clock = Clock()
+    clock: Clock = field(default_factory=Clock)
     logs: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
