@@ -55,7 +55,7 @@ def test_exported_student_rebuilds_in_its_own_class(finished):
 def test_trained_teacher_is_reused_by_a_later_run(finished, tmp_path):
     raw, first = finished
     again = run(Recipe.from_dict({**raw, "train": {"epochs": 1, "baseline": False}}))
-    assert again.results["teacher"]["cached_from"] == str(first.run_dir)
+    assert again.results["teacher"]["cached_from"] == str(first.run_dir / "teacher")
     assert again.results["teacher"]["test"] == first.results["teacher"]["test"]
     assert "student_alone" not in again.results
 

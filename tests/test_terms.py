@@ -17,6 +17,7 @@ from kdforge.teachers import Teacher
 
 VIT = "vit"
 CNN = "cnn"
+ENSEMBLE = "ensemble"
 
 #: one YAML example per registered term, on a ViT pair or a CNN pair
 EXAMPLES = {
@@ -36,11 +37,19 @@ EXAMPLES = {
     "sp": (CNN, "{name: sp, student: features.1, teacher: features.2}"),
     "relational": (VIT, "{name: relational, student: blocks, teacher: blocks, mapping: skip}"),
     "supcon": (VIT, "{name: supcon, student: 'head:input', temperature: 0.2, dim: 8}"),
+    "ensemble_kd": (ENSEMBLE, "{name: ensemble_kd, temperature: 2.0, hidden: 8}"),
+    "self_distill": (VIT, "{name: self_distill, layers: [blocks.0, blocks.1], alpha: 0.5, feature: 0.1, layout: tokens}"),
 }
 
 
 def models(kind):
     torch.manual_seed(0)
+    if kind == ENSEMBLE:
+        from kdforge.teachers.sources import EnsembleTeacher
+
+        student, first = models(VIT)
+        second = build_model("cnn", input_shape=(1, 8, 8), num_classes=10, width=8, depth=2)
+        return student, EnsembleTeacher([first, second])
     if kind == VIT:
         teacher = build_model("vit", input_shape=(1, 8, 8), num_classes=10, embed_dim=32, depth=4, heads=4)
         student = build_model("vit", input_shape=(1, 8, 8), num_classes=10, embed_dim=16, depth=2, heads=2)

@@ -77,23 +77,47 @@ class TeacherTrainConfig(Section):
 
 
 class TeacherConfig(Section):
-    """Where the frozen teacher comes from."""
+    """Where the frozen teacher comes from.
 
-    source: Literal["train", "checkpoint"] = "train"
+    ``train``: fit ``model`` first; ``checkpoint``: load ``path``; ``ensemble``: combine
+    ``members`` (each a teacher section) by ``mean`` or ``weighted`` logits; ``ema``: the
+    exponential moving average (``decay``) of the student itself (self-distillation).
+    """
+
+    source: Literal["train", "checkpoint", "ensemble", "ema"] = "train"
     model: ModelConfig | None = None
     path: str | None = None
     train: TeacherTrainConfig | None = Field(None, description="source 'train' only; defaults apply")
+    members: list[TeacherConfig] | None = Field(None, description="source 'ensemble': two or more teacher sections")
+    combine: Literal["mean", "weighted"] | None = Field(None, description="source 'ensemble': how logits are combined (default mean)")
+    weights: list[float] | None = Field(None, description="source 'ensemble' with combine 'weighted': one weight per member")
+    decay: float | None = Field(None, gt=0, lt=1, description="source 'ema': EMA decay per optimiser step (default 0.999)")
 
     @pydantic.model_validator(mode="after")
     def _source_needs(self) -> TeacherConfig:
-        if self.source == "train" and self.model is None:
-            raise ValueError("source 'train' needs teacher.model, e.g. {name: cnn, width: 32}")
-        if self.source == "checkpoint" and self.path is None:
-            raise ValueError("source 'checkpoint' needs teacher.path (a run dir, .safetensors or .pt file)")
+        needs = {"train": ("model",), "checkpoint": ("path",), "ensemble": ("members",), "ema": ()}[self.source]
+        allowed = {"train": {"model", "train"}, "checkpoint": {"model", "path"}, "ensemble": {"members", "combine", "weights"}, "ema": {"decay"}}[self.source]
+        examples = {"model": "{name: cnn, width: 32}", "path": "a run dir, .safetensors or .pt file", "members": "a list of teacher sections"}
+        for key in needs:
+            if getattr(self, key) is None:
+                raise ValueError(f"source '{self.source}' needs teacher.{key} ({examples[key]})")
+        for key in ("model", "path", "train", "members", "combine", "weights", "decay"):
+            if getattr(self, key) is not None and key not in allowed:
+                raise ValueError(f"teacher.{key} is not used with source '{self.source}'; remove it")
         if self.source == "train" and self.train is None:
             self.train = TeacherTrainConfig()
-        if self.source != "train" and self.train is not None:
-            raise ValueError("teacher.train is only used with source 'train'; remove it")
+        if self.source == "ensemble":
+            if len(self.members) < 2:
+                raise ValueError("an ensemble needs at least two members")
+            if any(m.source in ("ema", "ensemble") for m in self.members):
+                raise ValueError("ensemble members are 'train' or 'checkpoint' teachers")
+            self.combine = self.combine or "mean"
+            if (self.combine == "weighted") != (self.weights is not None):
+                raise ValueError("combine 'weighted' goes with weights (one per member), and weights with combine 'weighted'")
+            if self.weights is not None and (len(self.weights) != len(self.members) or min(self.weights) < 0 or sum(self.weights) <= 0):
+                raise ValueError(f"weights must be {len(self.members)} non-negative numbers with a positive sum")
+        if self.source == "ema" and self.decay is None:
+            self.decay = 0.999
         return self
 
 
@@ -216,8 +240,9 @@ def component_issues(recipe: Recipe) -> Iterable[tuple[Loc, str]]:
     from kdforge.models import MODELS
 
     sections: list[tuple[Loc, Component, Any]] = [(("data",), recipe.data, DATASETS)]
-    if recipe.teacher.model is not None:
-        sections.append((("teacher", "model"), recipe.teacher.model, MODELS))
+    teachers: list[tuple[Loc, TeacherConfig]] = [(("teacher",), recipe.teacher)]
+    teachers += [(("teacher", "members", i), m) for i, m in enumerate(recipe.teacher.members or [])]
+    sections += [(loc + ("model",), t.model, MODELS) for loc, t in teachers if t.model is not None]
     sections.append((("student", "model"), recipe.student.model, MODELS))
     sections += [(("losses", i), term, LOSSES) for i, term in enumerate(recipe.losses)]
     for loc, section, registry in sections:

@@ -109,12 +109,23 @@ class Distiller(nn.Module):
         taken = {id(p) for group in special for p in group["params"]}
         return [{"params": [p for p in self.trainable_parameters() if id(p) not in taken]}, *special]
 
+    def after_step(self) -> None:
+        """Called after each optimiser step: an EMA teacher follows the student."""
+        if self.teacher is not None and self.teacher.ema_decay is not None:
+            self.teacher.update(unwrap(self.student))
+
     def trainable_state_dict(self) -> dict[str, Any]:
-        return {"student": self.student_state_dict(), "terms": self.terms.state_dict()}
+        """What training changes: student, term parts, and an EMA teacher's weights."""
+        state = {"student": self.student_state_dict(), "terms": self.terms.state_dict()}
+        if self.teacher is not None and self.teacher.ema_decay is not None:
+            state["teacher"] = self.teacher.module.state_dict()
+        return state
 
     def load_trainable_state_dict(self, state: dict[str, Any]) -> None:
         unwrap(self.student).load_state_dict(state["student"])
         self.terms.load_state_dict(state["terms"])
+        if "teacher" in state:
+            self.teacher.module.load_state_dict(state["teacher"])
 
     def student_state_dict(self) -> dict[str, torch.Tensor]:
         """The student's own weights: no wrapper prefixes, no teacher, no projectors."""

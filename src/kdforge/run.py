@@ -75,14 +75,34 @@ class Session:
             callbacks.append(ConsoleProgress(self.console))
         return callbacks
 
+    def teacher_entry(self, teacher: Teacher, info: dict[str, Any]) -> dict[str, Any]:
+        module = teacher.module
+        test = evaluate(teacher, self.test, self.autocast())
+        val = info.get("val_best") or evaluate(teacher, self.val, self.autocast())
+        name = module.kdforge_spec["name"] if hasattr(module, "kdforge_spec") else type(module).__name__
+        extra = {k: v for k, v in info.items() if k not in ("history", "val_best")}
+        return self.entry(module, name, test, val, source=self.recipe.teacher.source, **extra)
+
     def entry(self, model: torch.nn.Module, name: str, test: dict[str, float], val_best: dict[str, float], **extra: Any) -> dict[str, Any]:
         """One row of results.json: what the model is, how good, how big, how fast."""
         return {"model": name, "params": count_params(model), "test": test, "val_best": val_best, "latency_ms": latency_ms(model, self.example), **extra}
 
-    def train_student(self, stage: str, terms: list[LossTerm], teacher: Teacher | None, checkpoint_dir: Path) -> tuple[torch.nn.Module, dict[str, Any], list[dict[str, Any]]]:
+    def acquire_teacher(self) -> tuple[Teacher, dict[str, Any]]:
+        """The frozen teacher of a ``train``, ``checkpoint`` or ``ensemble`` section."""
+        cfg = self.recipe.teacher
+        module, info = TEACHER_SOURCES.get(cfg.source)(self, cfg, self.run_dir / "teacher")
+        return Teacher(module), info
+
+    def train_student(self, stage: str, terms: list[LossTerm], checkpoint_dir: Path, teacher: Teacher | None = None, ema: bool = False) -> tuple[torch.nn.Module, dict[str, Any], list[dict[str, Any]], Teacher | None]:
+        """Build the student (same seed, same initial weights in every stage) and fit it.
+        With ``ema``, the teacher is made here: the moving average of this student."""
         cfg = self.recipe.student.model
-        torch.manual_seed(self.recipe.seed)  # the distilled and the lone student start from the same weights
+        torch.manual_seed(self.recipe.seed)
         student = build_model(cfg.name, input_shape=self.data.input_shape, num_classes=self.data.num_classes, **cfg.options).to(self.device)
+        if ema:
+            teacher_cfg = self.recipe.teacher
+            module, _ = TEACHER_SOURCES.get("ema")(self, teacher_cfg, self.run_dir / "teacher", student)
+            teacher = Teacher(module, ema_decay=teacher_cfg.decay)
         distiller = Distiller(student, teacher, terms, self.example)
         trainer = Trainer(distiller, self.recipe.optim, self.recipe.train, steps_per_epoch=len(self.train), checkpoint_dir=checkpoint_dir, callbacks=self.callbacks(), stage=stage)
         result = trainer.fit(self.train, self.val, resume=True)
@@ -90,7 +110,7 @@ class Session:
             raise RunInterrupted(self.run_dir, stage)
         best = trainer.load_best()
         entry = self.entry(student, cfg.name, trainer.evaluate(self.test), best["val"], best_epoch=best["epoch"])
-        return student, entry, result.history
+        return student, entry, result.history, teacher
 
 
 def run(recipe: Recipe, *, resume: str | Path | None = None, console: Console | None = None) -> RunResult:
@@ -104,32 +124,24 @@ def run(recipe: Recipe, *, resume: str | Path | None = None, console: Console | 
     console.print(f"[bold]kdforge[/] {recipe.name}: {session.data.describe()}; device {session.device}; run dir {run_dir}")
     timings: dict[str, float] = {}
 
+    ema = recipe.teacher.source == "ema"
     tick = time.perf_counter()
-    teacher_module, teacher_info = TEACHER_SOURCES.get(recipe.teacher.source)(session)
-    teacher = Teacher(teacher_module)
+    teacher, teacher_info = (None, {}) if ema else session.acquire_teacher()
     timings["teacher_s"] = time.perf_counter() - tick
-    teacher_test = evaluate(teacher, session.test, session.autocast())
-    teacher_val = teacher_info.get("val_best") or evaluate(teacher, session.val, session.autocast())
-    teacher_name = teacher_module.kdforge_spec["name"] if hasattr(teacher_module, "kdforge_spec") else type(teacher_module).__name__
-    histories = {"teacher": teacher_info.get("history", [])}
-    results: dict[str, Any] = {
-        "name": recipe.name,
-        "dataset": session.data.name,
-        "device": str(session.device),
-        "seed": recipe.seed,
-        "teacher": session.entry(teacher_module, teacher_name, teacher_test, teacher_val, source=recipe.teacher.source, **{k: v for k, v in teacher_info.items() if k not in ("history", "val_best")}),
-    }
+    results: dict[str, Any] = {"name": recipe.name, "dataset": session.data.name, "device": str(session.device), "seed": recipe.seed}
 
     tick = time.perf_counter()
-    student, results["student"], histories["student + KD"] = session.train_student("distill", terms, teacher, run_dir)
+    student, results["student"], student_history, teacher = session.train_student("distill", terms, run_dir, teacher, ema=ema)
     timings["distill_s"] = time.perf_counter() - tick
     save_model(student, run_dir / "student", {"test": results["student"]["test"], "recipe": recipe.name})
+    results["teacher"] = session.teacher_entry(teacher, teacher_info)  # an EMA teacher is measured as it ended
+    histories = {"teacher": teacher_info.get("history", []), "student + KD": student_history}
 
     if recipe.train.baseline:
         tick = time.perf_counter()
         ce = next((c for c in recipe.losses if c.name == "ce"), None)
         baseline_terms = [build_loss({"name": "ce", **(ce.options if ce else {})})]
-        _, results["student_alone"], histories["student alone"] = session.train_student("baseline", baseline_terms, None, run_dir / "baseline")
+        _, results["student_alone"], histories["student alone"], _ = session.train_student("baseline", baseline_terms, run_dir / "baseline")
         timings["baseline_s"] = time.perf_counter() - tick
 
     timings["total_s"] = time.perf_counter() - started
@@ -182,16 +194,10 @@ def check(recipe: Recipe, console: Console | None = None) -> dict[str, Any]:
     seed_everything(recipe.seed)
     session = Session(recipe, Path(recipe.log.dir), console)
     data = session.data
-    if recipe.teacher.source == "train":
-        cfg = recipe.teacher.model
-        teacher_module = build_model(cfg.name, input_shape=data.input_shape, num_classes=data.num_classes, **cfg.options)
-        teacher_note = f"untrained here; `train` fits it for {recipe.teacher.train.epochs} epochs"
-    else:
-        teacher_module, _ = TEACHER_SOURCES.get(recipe.teacher.source)(session)
-        teacher_note = f"loaded from {recipe.teacher.path}"
-    teacher = Teacher(teacher_module.to(session.device))
     cfg = recipe.student.model
     student = build_model(cfg.name, input_shape=data.input_shape, num_classes=data.num_classes, **cfg.options).to(session.device)
+    teacher_module, teacher_note = _checked_teacher(session, recipe.teacher, student)
+    teacher = Teacher(teacher_module.to(session.device))
     distiller = Distiller(student, teacher, terms, session.example)
     for role, logits in (("teacher", teacher(session.example)), ("student", student(session.example))):
         if logits.shape[-1] != data.num_classes:
@@ -226,3 +232,19 @@ def check(recipe: Recipe, console: Console | None = None) -> dict[str, Any]:
         console.print(f"[yellow]note:[/] student parameters without gradient on this batch: {', '.join(no_grad[:6])}")
     console.print("[green]check passed[/]: names, taps, shapes and class counts are consistent; forward and backward run.")
     return {"parts": parts, "loss": float(out.loss.detach()), "student_params": count_params(student), "teacher_params": count_params(teacher_module)}
+
+
+def _checked_teacher(session: Session, cfg: Any, student: torch.nn.Module) -> tuple[torch.nn.Module, str]:
+    """The teacher as ``check`` sees it: ``train`` teachers (also inside ensembles) are built
+    untrained, the others are loaded; plus a note for the summary."""
+    from kdforge.teachers.sources import EnsembleTeacher
+
+    data = session.data
+    if cfg.source == "train":
+        module = build_model(cfg.model.name, input_shape=data.input_shape, num_classes=data.num_classes, **cfg.model.options)
+        return module, f"untrained here; `train` fits it for {cfg.train.epochs} epochs"
+    if cfg.source == "ensemble":
+        members = [_checked_teacher(session, m, student)[0] for m in cfg.members]
+        return EnsembleTeacher(members, cfg.weights), f"ensemble of {len(members)} ({cfg.combine})"
+    module, _ = TEACHER_SOURCES.get(cfg.source)(session, cfg, session.run_dir / "teacher", student)
+    return module, f"EMA of the student (decay {cfg.decay})" if cfg.source == "ema" else f"loaded from {cfg.path}"

@@ -170,6 +170,7 @@ class Trainer:
         if self.cfg.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.distiller.trainable_parameters(), self.cfg.grad_clip)
         self.optimizer.step()
+        self.distiller.after_step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.pos.step += 1

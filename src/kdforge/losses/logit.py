@@ -51,12 +51,14 @@ class LogitTerm(LossTerm):
             group["lr"] = self.temperature.spec.lr
         return [group]
 
-    def prepare(self, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor, Any]:
-        """(student logits, teacher logits, temperature) as this term should compare them."""
-        zs, zt = ctx.student_logits, ctx.teacher_logits
+    def prepare(self, ctx: StepContext, teacher_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """(student logits, teacher logits, temperature) as this term should compare them;
+        ``teacher_logits`` replaces the teacher's output (e.g. a mixture of teachers)."""
+        target = ctx.teacher_logits if teacher_logits is None else teacher_logits
+        zs, zt = ctx.student_logits, target
         if self.logit_std:
             zs, zt = lf.standardize_logits(zs), lf.standardize_logits(zt)
-        tau = self.temperature.at(ctx.clock, ctx.student_logits, ctx.teacher_logits) if self.temperature is not None else None
+        tau = self.temperature.at(ctx.clock, ctx.student_logits, target) if self.temperature is not None else None
         if self.temperature is not None and not isinstance(self.temperature.spec, (int, float)):  # scheduled or learned
             ctx.logs[f"{self.name}.tau"] = tau.detach().mean() if isinstance(tau, torch.Tensor) else torch.tensor(tau)
         return zs, zt, tau

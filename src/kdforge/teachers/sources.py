@@ -1,8 +1,14 @@
 """Where teachers come from. ``train``: fit one from the recipe (cached by a hash of what
-determines it). ``checkpoint``: load a kdforge model or a plain state dict."""
+determines it). ``checkpoint``: load a kdforge model or a plain state dict. ``ensemble``:
+combine several. ``ema``: the moving average of the student (self-distillation).
+
+A source is ``fn(session, cfg, where, student) -> (module, info)``: ``cfg`` is its teacher
+section, ``where`` the folder for what it saves, ``student`` the freshly built student
+(only ``ema`` uses it; the others are built before any student)."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import shutil
@@ -16,22 +22,24 @@ from kdforge.errors import KdforgeError
 from kdforge.export import load_model, load_state_strict, read_meta, save_model
 from kdforge.models import build_model
 from kdforge.registry import Registry
+from kdforge.taps import unwrap
 
 if TYPE_CHECKING:
-    from kdforge.config import Recipe
+    from kdforge.config import Recipe, TeacherConfig
     from kdforge.run import Session
 
-#: source name -> function(session) -> (module on the session's device, info for results.json)
+#: source name -> function(session, cfg, where, student) -> (module on the session's device, info for results.json)
 TEACHER_SOURCES = Registry("teacher source")
+Source = tuple[nn.Module, dict[str, Any]]
 
 
 @TEACHER_SOURCES.register("train")
-def train_source(session: Session) -> tuple[nn.Module, dict[str, Any]]:
+def train_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Module | None = None) -> Source:
     """Train the teacher on the (augmented) training split first, with cross-entropy,
     selected on val; reuse a teacher trained earlier under ``log.dir`` with the same settings."""
     recipe = session.recipe
-    key = teacher_cache_key(recipe)
-    stem = session.run_dir / "teacher" / "teacher"
+    key = teacher_cache_key(recipe, cfg)
+    stem = where / "teacher"
     cached = stem.with_suffix(".safetensors") if stem.with_suffix(".safetensors").exists() else _find_cached(Path(recipe.log.dir), key)
     if cached is not None:
         if cached != stem.with_suffix(".safetensors"):
@@ -39,20 +47,19 @@ def train_source(session: Session) -> tuple[nn.Module, dict[str, Any]]:
             for suffix in (".safetensors", ".json"):
                 shutil.copyfile(cached.with_suffix(suffix), stem.with_suffix(suffix))
         info = read_meta(cached)
-        return load_model(cached, session.device), {**info["teacher"], "cached_from": str(cached.parent.parent)}
-    module, info = _fit_teacher(session, stem.parent)
+        return load_model(cached, session.device), {**info["teacher"], "cached_from": str(cached.parent)}
+    module, info = _fit_teacher(session, cfg, where)
     save_model(module, stem, {"teacher": {**info, "cache_key": key}})
     return module, info
 
 
-def _fit_teacher(session: Session, out_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
+def _fit_teacher(session: Session, cfg: TeacherConfig, out_dir: Path) -> Source:
     from kdforge.distiller import Distiller
     from kdforge.losses import build_loss
     from kdforge.run import RunInterrupted
     from kdforge.trainer import Trainer
 
     recipe, data = session.recipe, session.data
-    cfg = recipe.teacher
     torch.manual_seed(recipe.seed)
     module = build_model(cfg.model.name, input_shape=data.input_shape, num_classes=data.num_classes, **cfg.model.options).to(session.device)
     ce = build_loss({"name": "ce", "label_smoothing": cfg.train.label_smoothing})
@@ -62,16 +69,16 @@ def _fit_teacher(session: Session, out_dir: Path) -> tuple[nn.Module, dict[str, 
     trainer = Trainer(distiller, optim, train_cfg, steps_per_epoch=len(session.train), checkpoint_dir=out_dir, callbacks=session.callbacks(), stage="teacher")
     result = trainer.fit(session.train, session.val, resume=True)
     if result.interrupted:
-        raise RunInterrupted(out_dir.parent, "teacher training")
+        raise RunInterrupted(session.run_dir, "teacher training")
     best = trainer.load_best()
     return module.eval(), {"epochs": cfg.train.epochs, "best_epoch": best["epoch"], "val_best": best["val"], "history": result.history, "seconds": result.seconds}
 
 
 @TEACHER_SOURCES.register("checkpoint")
-def checkpoint_source(session: Session) -> tuple[nn.Module, dict[str, Any]]:
+def checkpoint_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Module | None = None) -> Source:
     """Load a saved model: a kdforge ``.safetensors`` (+ ``.json``), a run directory (its
     student), or a plain PyTorch state dict (``.pt``/``.pth``; needs ``teacher.model``)."""
-    cfg, data = session.recipe.teacher, session.data
+    data = session.data
     module = load_checkpoint_model(cfg.path, cfg.model, data.input_shape, data.num_classes)
     return module.to(session.device), {"path": str(cfg.path)}
 
@@ -102,16 +109,16 @@ def load_checkpoint_model(path: str | Path, model_cfg: Any, input_shape: tuple[i
     return module
 
 
-def teacher_cache_key(recipe: Recipe) -> str:
+def teacher_cache_key(recipe: Recipe, cfg: TeacherConfig) -> str:
     """Hash of everything that determines a trained teacher."""
-    train = recipe.train.model_dump(exclude={"epochs", "baseline", "device"})
-    parts = {"teacher": recipe.teacher.model_dump(mode="json"), "data": recipe.data.model_dump(mode="json"), "seed": recipe.seed, "optim": recipe.optim.model_dump(mode="json"), "train": train}
+    train = recipe.train.model_dump(exclude={"epochs", "baseline", "device", "checkpoint_interval"})
+    parts = {"teacher": cfg.model_dump(mode="json"), "data": recipe.data.model_dump(mode="json"), "seed": recipe.seed, "optim": recipe.optim.model_dump(mode="json"), "train": train}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _find_cached(log_dir: Path, key: str) -> Path | None:
-    """The newest ``<log_dir>/*/teacher/teacher.safetensors`` trained with ``key``."""
-    candidates = sorted(log_dir.glob("*/teacher/teacher.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    """The newest ``teacher.safetensors`` under ``<log_dir>/*/teacher/`` trained with ``key``."""
+    candidates = sorted(log_dir.glob("*/teacher/**/teacher.json"), key=lambda p: p.stat().st_mtime, reverse=True)
     for meta in candidates:
         try:
             if json.loads(meta.read_text()).get("teacher", {}).get("cache_key") == key:
@@ -119,3 +126,43 @@ def _find_cached(log_dir: Path, key: str) -> Path | None:
         except (OSError, json.JSONDecodeError):
             continue
     return None
+
+
+@TEACHER_SOURCES.register("ensemble")
+def ensemble_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Module | None = None) -> Source:
+    """Several teachers (each a ``train`` or ``checkpoint`` section) whose logits are averaged
+    (``combine: mean``) or weighted (``combine: weighted``, ``weights``). Each member is also
+    a tappable submodule ``members.i`` (per-member logits for the ``ensemble_kd`` gate)."""
+    members, infos = [], []
+    for i, member in enumerate(cfg.members):
+        module, info = TEACHER_SOURCES.get(member.source)(session, member, where / f"member{i}")
+        members.append(module)
+        infos.append({k: v for k, v in info.items() if k != "history"})
+    return EnsembleTeacher(members, cfg.weights).to(session.device), {"members": infos, "combine": cfg.combine}
+
+
+@TEACHER_SOURCES.register("ema")
+def ema_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Module | None = None) -> Source:
+    """Self-distillation: the teacher is an exponential moving average of the student
+    (``decay`` per optimiser step), starting from the student's initial weights."""
+    if student is None:
+        raise KdforgeError("the 'ema' teacher is made from the student; build the student first")
+    return copy.deepcopy(unwrap(student)), {"decay": cfg.decay}
+
+
+class EnsembleTeacher(nn.Module):
+    """Combined logits of several models: Σ_m w_m z_m with w normalised to sum to one
+    (equal weights by default). [B, ...] -> [B, K]."""
+
+    def __init__(self, members: list[nn.Module], weights: list[float] | None = None):
+        super().__init__()
+        classes = {getattr(m, "kdforge_spec", {}).get("num_classes") for m in members} - {None}
+        if len(classes) > 1:
+            raise KdforgeError(f"ensemble members predict different class counts: {sorted(classes)}")
+        self.members = nn.ModuleList(members)
+        w = torch.tensor(weights if weights is not None else [1.0] * len(members), dtype=torch.float32)
+        self.register_buffer("weights", w / w.sum())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = torch.stack([m(x).float() for m in self.members])  # [M, B, K]
+        return torch.einsum("m,mbk->bk", self.weights, logits)

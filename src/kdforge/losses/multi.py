@@ -1,0 +1,116 @@
+"""Several teachers and self-distillation: a per-sample gate over an ensemble's members,
+and deep-to-shallow distillation through auxiliary heads on the student's own layers.
+
+(The EMA teacher, the other self-distillation, is a teacher source: ``teacher: {source: ema}``
+with an ordinary ``kd`` term.)
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from kdforge.errors import KdforgeError
+from kdforge.losses import functional as lf
+from kdforge.losses.logit import LogitTerm
+from kdforge.losses.terms import LOSSES, LossTerm, Shapes, StepContext
+from kdforge.schedules import TemperatureSpec
+from kdforge.taps import block_names, unwrap
+
+
+@LOSSES.register("ensemble_kd")
+class EnsembleKD(LogitTerm):
+    """KD from an ensemble teacher whose members are weighted per sample by a small gate.
+
+    The gate (an MLP on the members' detached logits) outputs softmax weights w[B, M]; the
+    target is Σ_m w_m z_m. The gate learns from the labels alone (cross-entropy of the
+    mixed logits, added to this term) so it trusts, for each sample, the members that are
+    right about it; the student then distils from the mixture.
+    Needs ``teacher: {source: ensemble, ...}``.
+    """
+
+    def __init__(self, temperature: TemperatureSpec = 4.0, hidden: int = 32, logit_std: bool = False):
+        super().__init__(temperature, logit_std)
+        self.hidden = hidden
+        self.members: list[str] = []
+        self.gate: nn.Module = nn.Identity()
+
+    def resolve(self, student: nn.Module, teacher: nn.Module | None) -> None:
+        container = getattr(unwrap(teacher), "members", None) if teacher is not None else None
+        if not isinstance(container, nn.ModuleList):
+            raise KdforgeError("ensemble_kd needs an ensemble teacher: teacher: {source: ensemble, members: [...]}")
+        self.members = block_names(teacher, "members")
+
+    @property
+    def teacher_taps(self) -> list[str]:
+        return self.members
+
+    def setup(self, shapes: Shapes) -> None:
+        super().setup(shapes)
+        classes = shapes.student_logits[-1]
+        self.gate = nn.Sequential(nn.Linear(len(self.members) * classes, self.hidden), nn.ReLU(), nn.Linear(self.hidden, len(self.members)))
+
+    def forward(self, ctx: StepContext) -> torch.Tensor:
+        member_logits = torch.stack([ctx.teacher_features[m].float() for m in self.members], 1)  # [B, M, K]
+        weights = torch.softmax(self.gate(member_logits.flatten(1)), -1)  # [B, M]
+        mixed = (weights.unsqueeze(-1) * member_logits).sum(1)  # [B, K]
+        gate_ce = lf.cross_entropy(mixed, ctx.targets)
+        ctx.logs[f"{self.name}.gate_ce"] = gate_ce.detach()
+        zs, zt, tau = self.prepare(ctx, teacher_logits=mixed.detach())
+        return self.finish(lf.kd_loss(zs, zt, tau)) + gate_ce
+
+
+@LOSSES.register("self_distill")
+class SelfDistill(LossTerm):
+    """Deep-to-shallow self-distillation (Zhang et al., "Be Your Own Teacher", 2019).
+
+    An auxiliary classifier (global average pool + linear) sits on each tapped student
+    layer; each learns from the labels ((1 − α) · CE) and from the student's own final
+    output (α · T² KL, the final logits detached), and, with ``feature`` > 0, pulls its
+    pooled feature (through a linear map) towards the deepest tapped one. The heads train
+    with the student and are saved with the run, never exported with it. No teacher needed.
+    ``layout``: ``conv`` features are [B, C, ...] (pooled over the spatial dims), ``tokens``
+    are [B, N, D] (pooled over tokens).
+    """
+
+    uses_teacher = False
+
+    def __init__(self, layers: list[str], temperature: float = 3.0, alpha: float = 0.3, feature: float = 0.0, layout: Literal["conv", "tokens"] = "conv"):
+        super().__init__()
+        if not layers:
+            raise ValueError("self_distill needs at least one layer to put an auxiliary head on")
+        if temperature <= 0 or not 0 <= alpha <= 1:
+            raise ValueError(f"self_distill needs temperature > 0 and 0 <= alpha <= 1, got {temperature}, {alpha}")
+        self.layers, self.temperature, self.alpha, self.feature, self.layout = list(layers), temperature, alpha, feature, layout
+        self.heads = nn.ModuleList()
+        self.feature_maps = nn.ModuleList()
+
+    @property
+    def student_taps(self) -> list[str]:
+        return self.layers
+
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:
+            return x
+        return x.mean(1) if self.layout == "tokens" else x.flatten(2).mean(-1)
+
+    def setup(self, shapes: Shapes) -> None:
+        widths = [self._pool(torch.zeros(shapes.student[name])).shape[-1] for name in self.layers]
+        classes = shapes.student_logits[-1]
+        self.heads = nn.ModuleList(nn.Linear(w, classes) for w in widths)
+        if self.feature:
+            self.feature_maps = nn.ModuleList(nn.Linear(w, widths[-1]) for w in widths[:-1])
+
+    def forward(self, ctx: StepContext) -> torch.Tensor:
+        pooled = [self._pool(ctx.student_features[name].float()) for name in self.layers]
+        final = ctx.student_logits.detach()
+        losses = []
+        for i, (feature, head) in enumerate(zip(pooled, self.heads)):
+            logits = head(feature)
+            loss = (1 - self.alpha) * lf.cross_entropy(logits, ctx.targets) + self.alpha * lf.kd_loss(logits, final, self.temperature)
+            if self.feature and i < len(self.feature_maps):
+                loss = loss + self.feature * lf.feature_loss(self.feature_maps[i](feature), pooled[-1].detach())
+            losses.append(loss)
+        return torch.stack(losses).mean()
