@@ -20,20 +20,18 @@ def build_optimizer(params: list[nn.Parameter] | list[dict[str, Any]], cfg: Opti
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str, min_ratio: float) -> float:
-    """Multiplier of the base LR at optimiser step ``step``: linear warm-up from
-    1/warmup to 1, then constant or cosine decay down to ``min_ratio``."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    if schedule == "constant":
+def lr_factor(start: float, end: float, epochs: int, cfg: OptimConfig) -> float:
+    """Multiplier of the base LR for an optimiser step that takes training from ``start`` to
+    ``end`` (positions in epochs, fractional): linear warm-up over ``warmup_epochs`` (the
+    first step already moves), then constant or cosine decay down to ``min_lr``.
+
+    Positions rather than step counts keep the schedule right when an epoch's length
+    changes (a curriculum stage that trains on part of the data).
+    """
+    if start < cfg.warmup_epochs:
+        return min(1.0, end / cfg.warmup_epochs)
+    if cfg.schedule == "constant":
         return 1.0
-    decay_steps = max(1, total_steps - warmup_steps)
-    t = min(1.0, (step - warmup_steps) / decay_steps)
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, steps_per_epoch: int, epochs: int) -> torch.optim.lr_scheduler.LambdaLR:
-    total = steps_per_epoch * epochs
-    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    t = min(1.0, (start - cfg.warmup_epochs) / max(1e-12, epochs - cfg.warmup_epochs))
     min_ratio = cfg.min_lr / cfg.lr
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, warmup, cfg.schedule, min_ratio))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))

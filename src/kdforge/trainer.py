@@ -2,7 +2,7 @@
 
 One epoch is the loop in :meth:`Trainer._train_epoch`; one optimiser step is
 :meth:`Trainer._step`. Checkpoints: ``last.pt`` (everything needed to resume exactly:
-trainable weights, optimiser, scheduler, RNG, position in the epoch, and the best weights
+trainable weights, optimiser, RNG, position in the epoch, and the best weights
 so far) at the end of an epoch once ``train.checkpoint_interval`` seconds have passed since
 the last write (every epoch with 0), after the last epoch, and when stopped; ``best.pt`` (the best trainable weights on
 validation) when fit ends, however it ends. Keeping the best weights inside ``last.pt``
@@ -32,7 +32,7 @@ from kdforge.config import OptimConfig, TrainConfig
 from kdforge.distiller import Distiller, StepOutput
 from kdforge.errors import KdforgeError, NonFiniteLossError
 from kdforge.evaluate import evaluate, is_better
-from kdforge.optim import build_optimizer, build_scheduler
+from kdforge.optim import build_optimizer, lr_factor
 from kdforge.schedules import Clock
 
 
@@ -102,7 +102,7 @@ class Trainer:
         self.micro_per_epoch = steps_per_epoch
         self.steps_per_epoch = math.ceil(steps_per_epoch / train.accumulate)
         self.optimizer = build_optimizer(distiller.param_groups(), optim)
-        self.scheduler = build_scheduler(self.optimizer, optim, self.steps_per_epoch, train.epochs)
+        self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
         self.autocast = lambda: autocast_for(train.amp, self.device)
         self.pos = _Position()
         self.best_state: dict[str, Any] | None = None  # a copy of the best weights, with epoch and val
@@ -155,7 +155,8 @@ class Trainer:
 
     def _step(self, group: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         """One optimiser step over ``group`` micro-batches (gradient accumulation)."""
-        clock = self.clock()
+        start = self.pos.epoch + (self.pos.batch - len(group)) / self.micro_per_epoch  # in epochs
+        clock = self.clock(start)
         total: torch.Tensor | None = None
         for x, y in group:
             with self.autocast():
@@ -166,12 +167,14 @@ class Trainer:
             (out.loss / len(group) if len(group) > 1 else out.loss).backward()
             total = values if total is None else total + values
         self.step_losses = total / len(group) if len(group) > 1 else total
-        self.step_lr = self.current_lr()  # the LR this step uses (the scheduler moves it after)
+        factor = lr_factor(start, self.pos.epoch + self.pos.batch / self.micro_per_epoch, self.cfg.epochs, self.optim_cfg)
+        for param_group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            param_group["lr"] = base * factor
+        self.step_lr = self.current_lr()
         if self.cfg.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.distiller.trainable_parameters(), self.cfg.grad_clip)
         self.optimizer.step()
         self.distiller.after_step()
-        self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.pos.step += 1
         self.pos.sums = self.step_losses if self.pos.sums is None else self.pos.sums + self.step_losses
@@ -209,10 +212,9 @@ class Trainer:
     def evaluate(self, batches: Any) -> dict[str, float]:
         return evaluate(self.distiller.student, batches, self.autocast())
 
-    def clock(self) -> Clock:
-        """Where training is, for schedules."""
-        progress = self.pos.step / max(1, self.steps_per_epoch * self.cfg.epochs)
-        return Clock(step=self.pos.step, epoch=self.pos.epoch, epochs=self.cfg.epochs, progress=progress)
+    def clock(self, position: float) -> Clock:
+        """Where training is, for schedules; ``position`` in (fractional) epochs."""
+        return Clock(step=self.pos.step, epoch=self.pos.epoch, epochs=self.cfg.epochs, progress=position / self.cfg.epochs)
 
     def losses(self) -> dict[str, float]:
         """The last optimiser step's loss and parts, by name (synchronises with the device)."""
@@ -227,7 +229,6 @@ class Trainer:
         state = {
             "trainable": self.distiller.trainable_state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
             # the history as one JSON string: pickling hundreds of small dicts costs ~1 µs per object
             "position": {**vars(self.pos), "history": json.dumps(self.pos.history)},
             "best": self.best_state,
@@ -242,7 +243,6 @@ class Trainer:
         state = torch.load(self.dir / "last.pt", map_location=self.device, weights_only=True)
         self.distiller.load_trainable_state_dict(state["trainable"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
         self.pos = _Position(**{**state["position"], "history": json.loads(state["position"]["history"])})
         self.best_state = state["best"]
         _set_rng_state(state["rng"])
