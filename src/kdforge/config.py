@@ -138,6 +138,79 @@ class LossConfig(Component):
         return value
 
 
+class PlateauConfig(Section):
+    """Move on when the training loss stops falling: |least-squares slope| over ``window`` epochs < ``eps``."""
+
+    window: int = Field(3, ge=2, description="epochs the slope is fitted over")
+    eps: float = Field(1e-3, ge=0, description="loss change per epoch below which the stage ends")
+
+
+class ValPlateauConfig(Section):
+    """Move on when validation accuracy has not improved by ``min_delta`` for ``patience`` epochs."""
+
+    patience: int = Field(3, gt=0)
+    min_delta: float = Field(0.0, ge=0)
+
+
+class StageDataConfig(Section):
+    """Which training samples a stage sees: a seeded random ``fraction``, or only ``classes``."""
+
+    fraction: float | None = Field(None, gt=0, le=1)
+    classes: list[int] | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _one(self) -> StageDataConfig:
+        if (self.fraction is None) == (self.classes is None):
+            raise ValueError("a stage's data sets exactly one of fraction or classes")
+        return self
+
+
+class StageConfig(Section):
+    """One stage of a staged recipe: how it ends, and what it changes (weights and
+    temperatures by term name, the training subset). The last stage runs to train.epochs."""
+
+    name: str | None = None
+    epochs: int | None = Field(None, gt=0, description="the stage lasts this many epochs")
+    loss_plateau: PlateauConfig | None = None
+    val_plateau: ValPlateauConfig | None = None
+    weights: dict[str, float | ScheduleConfig] = Field(default_factory=dict, description="term name -> weight in this stage")
+    temperatures: dict[str, float | ScheduleConfig] = Field(default_factory=dict, description="term name -> temperature in this stage")
+    data: StageDataConfig | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _one_end(self) -> StageConfig:
+        if sum(x is not None for x in (self.epochs, self.loss_plateau, self.val_plateau)) > 1:
+            raise ValueError("a stage ends by one of epochs, loss_plateau or val_plateau")
+        return self
+
+    @property
+    def open_ended(self) -> bool:
+        return self.epochs is None and self.loss_plateau is None and self.val_plateau is None
+
+
+class CurriculumConfig(Section):
+    """POCL, progressive curriculum: rank training samples by difficulty (teacher and student
+    losses, fused by reciprocal ranks), train on cumulative easy-to-hard ``partitions`` with
+    a rising temperature."""
+
+    name: Literal["pocl"] = "pocl"
+    partitions: list[float] = Field(default_factory=lambda: [1 / 3, 2 / 3, 1.0], description="cumulative shares of the data, easiest first; the last is 1")
+    temperatures: list[float] | None = Field(default_factory=lambda: [1.0, 2.0, 4.0], description="temperature of every (non-learnable) temperature term per stage; null keeps the terms' own")
+    epochs: list[int] | None = Field(None, description="epochs per stage; default: train.epochs split evenly")
+    fusion_k: float = Field(60.0, gt=0, description="reciprocal-rank fusion constant")
+
+    @pydantic.model_validator(mode="after")
+    def _consistent(self) -> CurriculumConfig:
+        p = self.partitions
+        if not p or p[-1] != 1.0 or any(b <= a for a, b in zip(p, p[1:])) or p[0] <= 0:
+            raise ValueError(f"partitions must rise strictly from above 0 to exactly 1, got {p}")
+        for key in ("temperatures", "epochs"):
+            values = getattr(self, key)
+            if values is not None and len(values) != len(p):
+                raise ValueError(f"curriculum.{key} needs one value per partition ({len(p)}), got {len(values)}")
+        return self
+
+
 class OptimConfig(Section):
     name: Literal["adamw", "sgd"] = "adamw"
     lr: float = Field(1e-3, gt=0)
@@ -189,6 +262,25 @@ class Recipe(Section):
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
     log: LogConfig = LogConfig()
+    stages: list[StageConfig] | None = Field(None, description="staged training; each stage changes weights, temperatures, data")
+    curriculum: CurriculumConfig | None = Field(None, description="a progressive curriculum (pocl); not with stages")
+
+    @pydantic.model_validator(mode="after")
+    def _stages_fit(self) -> Recipe:
+        from kdforge.losses.terms import term_names
+
+        if self.stages is not None and self.curriculum is not None:
+            raise ValueError("give stages or a curriculum, not both")
+        if self.curriculum is not None and self.curriculum.epochs is not None and sum(self.curriculum.epochs) != self.train.epochs:
+            raise ValueError(f"curriculum.epochs sum to {sum(self.curriculum.epochs)} but train.epochs is {self.train.epochs}")
+        names = term_names([c.name for c in self.losses])
+        for i, stage in enumerate(self.stages or []):
+            if stage.open_ended and i < len(self.stages) - 1:
+                raise ValueError(f"stage {i} needs an end (epochs, loss_plateau or val_plateau); only the last stage runs to the end")
+            for key in (*stage.weights, *stage.temperatures):
+                if key not in names:
+                    raise ValueError(f"stage {i} names loss term '{key}', which the recipe does not have{did_you_mean(key, names)}")
+        return self
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: Sequence[str] = ()) -> Recipe:

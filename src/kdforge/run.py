@@ -20,6 +20,7 @@ from rich.console import Console
 from kdforge.bench import count_params, latency_ms
 from kdforge.callbacks import Callback, ConsoleProgress, JsonlLogger
 from kdforge.config import Recipe
+from kdforge.curriculum import Curriculum
 from kdforge.data import DataBundle, build_dataset, example_inputs, make_loader
 from kdforge.data.augment import BatchAugment
 from kdforge.distiller import Distiller
@@ -104,7 +105,8 @@ class Session:
             module, _ = TEACHER_SOURCES.get("ema")(self, teacher_cfg, self.run_dir / "teacher", student)
             teacher = Teacher(module, ema_decay=teacher_cfg.decay)
         distiller = Distiller(student, teacher, terms, self.example)
-        trainer = Trainer(distiller, self.recipe.optim, self.recipe.train, steps_per_epoch=len(self.train), checkpoint_dir=checkpoint_dir, callbacks=self.callbacks(), stage=stage)
+        curriculum = Curriculum.from_recipe(self.recipe) if stage == "distill" else None  # the baseline trains plainly
+        trainer = Trainer(distiller, self.recipe.optim, self.recipe.train, steps_per_epoch=len(self.train), checkpoint_dir=checkpoint_dir, callbacks=self.callbacks(), stage=stage, curriculum=curriculum)
         result = trainer.fit(self.train, self.val, resume=True)
         if result.interrupted:
             raise RunInterrupted(self.run_dir, stage)

@@ -29,6 +29,7 @@ import torch
 
 from kdforge.callbacks import Callback
 from kdforge.config import OptimConfig, TrainConfig
+from kdforge.curriculum import Curriculum
 from kdforge.distiller import Distiller, StepOutput
 from kdforge.errors import KdforgeError, NonFiniteLossError
 from kdforge.evaluate import evaluate, is_better
@@ -56,6 +57,8 @@ class _Position:
     best_val: dict[str, float] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     sums: torch.Tensor | None = None  # sums over this epoch's steps of [loss, *parts]
+    stage: int = 0  # curriculum stage
+    stage_start: int = 0  # the epoch it started at
     seconds: float = 0.0
 
 
@@ -93,8 +96,9 @@ class Trainer:
         checkpoint_dir: str | Path,
         callbacks: Sequence[Callback] = (),
         stage: str = "distill",
+        curriculum: Curriculum | None = None,
     ):
-        self.distiller, self.optim_cfg, self.cfg, self.stage = distiller, optim, train, stage
+        self.distiller, self.optim_cfg, self.cfg, self.stage, self.curriculum = distiller, optim, train, stage, curriculum
         self.device = next(distiller.student.parameters()).device
         self.dir = Path(checkpoint_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -117,13 +121,16 @@ class Trainer:
     def fit(self, train_batches: Any, val_batches: Any, resume: bool = False) -> FitResult:
         if resume and (self.dir / "last.pt").exists():
             self._load_last()
+        self.all_train, self.train_batches = train_batches, train_batches
+        if self.curriculum is not None:
+            self._enter_stage()
         for cb in self.callbacks:
             cb.on_fit_start(self)
         try:
             with self._stop_on_sigint():
                 while self.pos.epoch < self.cfg.epochs and not self.should_stop:
                     started = time.perf_counter()
-                    self._train_epoch(train_batches)
+                    self._train_epoch(self.train_batches)
                     self.pos.seconds += time.perf_counter() - started
                     if not self.should_stop:
                         self._end_epoch(val_batches)
@@ -198,12 +205,15 @@ class Trainer:
     def _end_epoch(self, val_batches: Any) -> None:
         val = self.evaluate(val_batches)
         train = dict(zip(self.loss_names, (self.pos.sums / self.steps_per_epoch).tolist()))
-        record = {"epoch": self.pos.epoch + 1, "train": train, "val": val, "lr": self.current_lr(), "seconds": self.pos.seconds}
+        record = {"epoch": self.pos.epoch + 1, "curriculum_stage": self.pos.stage, "train": train, "val": val, "lr": self.current_lr(), "seconds": self.pos.seconds}
         self.pos.history.append(record)
         if is_better(val, self.pos.best_val):
             self.pos.best_epoch, self.pos.best_val = self.pos.epoch + 1, val
             self.best_state = {**_cloned(self.distiller.trainable_state_dict()), "epoch": self.pos.epoch + 1, "val": val}
         self.pos.epoch, self.pos.batch, self.pos.sums = self.pos.epoch + 1, 0, None
+        if self.curriculum is not None and self.curriculum.finished(self.pos.stage, self.pos.history[self.pos.stage_start :]):
+            self.pos.stage, self.pos.stage_start = self.pos.stage + 1, self.pos.epoch
+            self._enter_stage()
         if self.pos.epoch == self.cfg.epochs or time.perf_counter() - self.saved_at >= self.cfg.checkpoint_interval:
             self.save_last()
         for cb in self.callbacks:
@@ -214,7 +224,14 @@ class Trainer:
 
     def clock(self, position: float) -> Clock:
         """Where training is, for schedules; ``position`` in (fractional) epochs."""
-        return Clock(step=self.pos.step, epoch=self.pos.epoch, epochs=self.cfg.epochs, progress=position / self.cfg.epochs)
+        stages = len(self.curriculum) if self.curriculum is not None else 1
+        return Clock(self.pos.step, self.pos.epoch, self.cfg.epochs, position / self.cfg.epochs, self.pos.stage, stages)
+
+    def _enter_stage(self) -> None:
+        """Apply the current curriculum stage: its weights, temperatures and training subset."""
+        self.train_batches = self.curriculum.enter(self.pos.stage, self, self.all_train)
+        self.micro_per_epoch = len(self.train_batches)
+        self.steps_per_epoch = math.ceil(self.micro_per_epoch / self.cfg.accumulate)
 
     def losses(self) -> dict[str, float]:
         """The last optimiser step's loss and parts, by name (synchronises with the device)."""
@@ -232,6 +249,7 @@ class Trainer:
             # the history as one JSON string: pickling hundreds of small dicts costs ~1 µs per object
             "position": {**vars(self.pos), "history": json.dumps(self.pos.history)},
             "best": self.best_state,
+            "curriculum": self.curriculum.state_dict() if self.curriculum is not None else None,
             "rng": _rng_state(),
         }
         tmp = self.dir / "last.pt.tmp"
@@ -245,6 +263,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.pos = _Position(**{**state["position"], "history": json.loads(state["position"]["history"])})
         self.best_state = state["best"]
+        if self.curriculum is not None:
+            self.curriculum.load_state_dict(state["curriculum"])
         _set_rng_state(state["rng"])
 
     def load_best(self) -> dict[str, Any]:

@@ -9,6 +9,7 @@ whether or not the run was resumed.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable, Iterator
 
@@ -29,18 +30,30 @@ def _epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> torch.Tensor:
 
 
 class TensorBatches:
-    """Batches of an in-memory :class:`Split`, moved to ``device`` once."""
+    """Batches of an in-memory :class:`Split`, moved to ``device`` once; optionally of a
+    subset of its samples (``indices``, see :meth:`subset`)."""
 
     def __init__(self, split: Split, batch_size: int, *, shuffle: bool = False, seed: int = 0, device: str | torch.device = "cpu", transform: Transform | None = None):
         self.x, self.y = split.x.to(device), split.y.to(device)
         self.batch_size, self.shuffle, self.seed, self.transform = batch_size, shuffle, seed, transform
+        self.indices: torch.Tensor | None = None
+
+    def subset(self, indices: torch.Tensor | None) -> TensorBatches:
+        """The same batches over only ``indices`` of the split (all of it with None)."""
+        view = copy.copy(self)
+        view.indices = None if indices is None else indices.to(self.x.device)
+        return view
 
     def __len__(self) -> int:
-        return -(-len(self.y) // self.batch_size)
+        n = len(self.y) if self.indices is None else len(self.indices)
+        return -(-n // self.batch_size)
 
     def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
         """The batches of ``epoch``, skipping the first ``start`` (for mid-epoch resume)."""
-        order = _epoch_order(len(self.y), self.seed, epoch, self.shuffle).to(self.x.device)
+        n = len(self.y) if self.indices is None else len(self.indices)
+        order = _epoch_order(n, self.seed, epoch, self.shuffle).to(self.x.device)
+        if self.indices is not None:
+            order = self.indices[order]
         for i in range(start * self.batch_size, len(order), self.batch_size):
             idx = order[i : i + self.batch_size]
             x = self.x[idx]

@@ -114,14 +114,21 @@ def build_loss(config: dict[str, Any] | Any) -> LossTerm:
     return term
 
 
+def term_names(kinds: list[str]) -> list[str]:
+    """Names of terms in recipe order: a repeated kind gets a suffix (``hint``, ``hint_2``)."""
+    seen: Counter[str] = Counter()
+    names = []
+    for kind in kinds:
+        seen[kind] += 1
+        names.append(kind if seen[kind] == 1 else f"{kind}_{seen[kind]}")
+    return names
+
+
 def build_losses(configs: list[Any]) -> list[LossTerm]:
-    """Build terms and give repeated kinds distinct names (``hint``, ``hint_2``)."""
+    """Build terms and name them (see :func:`term_names`)."""
     terms = [build_loss(c) for c in configs]
-    counts, seen = Counter(t.name for t in terms), Counter()
-    for term in terms:
-        seen[term.name] += 1
-        if counts[term.name] > 1 and seen[term.name] > 1:
-            term.name = f"{term.name}_{seen[term.name]}"
+    for term, name in zip(terms, term_names([t.name for t in terms])):
+        term.name = name
     return terms
 
 

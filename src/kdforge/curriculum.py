@@ -1,0 +1,169 @@
+"""Staged training and progressive curricula.
+
+A :class:`Curriculum` is a list of stages. Each stage may change loss weights and
+temperatures (by term name) and the training subset, and ends after a number of epochs,
+when the training loss flattens (``loss_plateau``) or when validation accuracy stops
+improving (``val_plateau``); the last stage runs to the end of training. A two-stage
+distillation (general, then task) is a two-stage recipe.
+
+``pocl`` builds its stages itself: it ranks the training samples by difficulty, fusing
+the teacher's and the student's per-sample losses by reciprocal ranks, and trains on
+cumulative easy-to-hard partitions with a rising temperature.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+
+from kdforge.config import CurriculumConfig, PlateauConfig, StageConfig, StageDataConfig, ValPlateauConfig
+from kdforge.errors import KdforgeError
+
+if TYPE_CHECKING:
+    from kdforge.distiller import Distiller
+    from kdforge.trainer import Trainer
+
+
+def loss_slope(losses: list[float]) -> float:
+    """Least-squares slope of ``losses`` against their index (change per epoch)."""
+    n = len(losses)
+    mean_x, mean_y = (n - 1) / 2, sum(losses) / n
+    num = sum((i - mean_x) * (v - mean_y) for i, v in enumerate(losses))
+    return num / sum((i - mean_x) ** 2 for i in range(n))
+
+
+def stage_finished(stage: StageConfig, records: list[dict[str, Any]]) -> bool:
+    """Whether ``stage`` is over after the epochs ``records`` (its own, oldest first)."""
+    if stage.epochs is not None:
+        return len(records) >= stage.epochs
+    if isinstance(stage.loss_plateau, PlateauConfig):
+        window = stage.loss_plateau.window
+        return len(records) >= window and abs(loss_slope([r["train"]["loss"] for r in records[-window:]])) < stage.loss_plateau.eps
+    if isinstance(stage.val_plateau, ValPlateauConfig):
+        return _epochs_without_gain(records, stage.val_plateau.min_delta) >= stage.val_plateau.patience
+    return False
+
+
+def _epochs_without_gain(records: list[dict[str, Any]], min_delta: float) -> int:
+    best, since = None, 0
+    for record in records:
+        accuracy = record["val"]["accuracy"]
+        if best is None or accuracy > best + min_delta:
+            best, since = accuracy, 0
+        else:
+            since += 1
+    return since
+
+
+class Curriculum:
+    """The stages of one training run, applied to a Distiller and its training batches."""
+
+    def __init__(self, stages: list[StageConfig], seed: int = 0, pocl: CurriculumConfig | None = None):
+        if not stages:
+            raise KdforgeError("a curriculum needs at least one stage")
+        self.stages, self.seed, self.pocl = stages, seed, pocl
+        self.order: torch.Tensor | None = None  # pocl: training indices, easiest first
+        self.order_stage = -1  # the stage the order was computed for
+        self.base: dict[str, tuple[Any, Any]] = {}  # term name -> (weight, temperature spec) from the recipe
+
+    @classmethod
+    def from_recipe(cls, recipe: Any) -> Curriculum | None:
+        if recipe.stages:
+            return cls(recipe.stages, recipe.seed)
+        if recipe.curriculum is not None:
+            return cls(pocl_stages(recipe.curriculum, recipe.train.epochs), recipe.seed, recipe.curriculum)
+        return None
+
+    def __len__(self) -> int:
+        return len(self.stages)
+
+    def finished(self, index: int, records: list[dict[str, Any]]) -> bool:
+        return index < len(self.stages) - 1 and stage_finished(self.stages[index], records)
+
+    def enter(self, index: int, trainer: Trainer, train_batches: Any) -> Any:
+        """Apply stage ``index`` to the trainer's distiller; returns its training batches."""
+        stage, distiller = self.stages[index], trainer.distiller
+        terms = {term.name: term for term in distiller.terms}
+        if not self.base:
+            self.base = {name: (t.weight, getattr(getattr(t, "temperature", None), "spec", None)) for name, t in terms.items()}
+        every = self.pocl.temperatures[index] if self.pocl is not None and self.pocl.temperatures is not None else None
+        for name, term in terms.items():
+            weight, temperature = self.base[name]
+            term.weight = stage.weights.get(name, weight)
+            if temperature is not None and not term.temperature.learnable:  # a learnable one keeps learning
+                term.temperature.spec = stage.temperatures.get(name, every if every is not None else temperature)
+        if self.pocl is not None and self.order_stage != index:  # re-rank on entering each stage
+            self.order = difficulty_order(distiller, train_batches, self.pocl.fusion_k, with_student=trainer.pos.step > 0)
+            self.order_stage = index
+        return train_batches.subset(self.subset(stage.data, train_batches))
+
+    def subset(self, data: StageDataConfig | None, batches: Any) -> torch.Tensor | None:
+        if data is None:
+            return None
+        if not hasattr(batches, "y"):
+            raise KdforgeError("stage data subsets need an in-memory dataset")
+        n = len(batches.y)
+        if data.classes is not None:
+            return torch.nonzero(torch.isin(batches.y.cpu(), torch.tensor(data.classes))).flatten()
+        if self.order is not None:
+            return self.order[: math.ceil(data.fraction * n)]
+        generator = torch.Generator().manual_seed(self.seed)
+        return torch.randperm(n, generator=generator)[: math.ceil(data.fraction * n)].sort().values
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"order": self.order, "order_stage": self.order_stage}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.order, self.order_stage = state["order"], state["order_stage"]
+
+
+def pocl_stages(cfg: CurriculumConfig, epochs: int) -> list[StageConfig]:
+    """One stage per partition: the easiest share of the data, its temperature, its epochs."""
+    per_stage = cfg.epochs or _split_evenly(epochs, len(cfg.partitions))
+    stages = []
+    for i, share in enumerate(cfg.partitions):
+        last = i == len(cfg.partitions) - 1
+        stages.append(
+            StageConfig(
+                name=f"pocl {i + 1}: easiest {share:.0%}",
+                epochs=None if last else per_stage[i],
+                data=None if share >= 1.0 else StageDataConfig(fraction=share),
+            )
+        )
+    return stages
+
+
+def _split_evenly(total: int, parts: int) -> list[int]:
+    if total < parts:
+        raise KdforgeError(f"a curriculum of {parts} stages needs at least {parts} epochs, got {total}")
+    return [total // parts + (i < total % parts) for i in range(parts)]
+
+
+@torch.no_grad()
+def difficulty_order(distiller: Distiller, batches: Any, k: float, with_student: bool = True) -> torch.Tensor:
+    """Training indices from easiest to hardest: per-sample cross-entropy of the teacher and
+    of the student (both in eval mode, no augmentation), ranked separately (rank 0 = lowest
+    loss) and fused by reciprocal ranks, 1/(k + rank_t) + 1/(k + rank_s). An untrained
+    student's losses say nothing about difficulty, so before its first step
+    (``with_student=False``) the teacher ranks alone."""
+    if not hasattr(batches, "x"):
+        raise KdforgeError("pocl ranks samples of an in-memory training split")
+    was_training = distiller.training
+    distiller.eval()
+    losses: dict[str, list[torch.Tensor]] = {"teacher": [], "student": []}
+    for i in range(0, len(batches.y), 512):
+        x, y = batches.x[i : i + 512], batches.y[i : i + 512]
+        losses["student"].append(F.cross_entropy(distiller.student(x).float(), y, reduction="none"))
+        losses["teacher"].append(F.cross_entropy(distiller.teacher(x).float(), y, reduction="none"))
+    distiller.train(was_training)
+    score = torch.zeros(len(batches.y), device=batches.y.device)
+    for role, values in losses.items():
+        if role == "student" and not with_student:
+            continue
+        ranks = torch.empty_like(score)
+        ranks[torch.cat(values).argsort()] = torch.arange(len(score), dtype=score.dtype, device=score.device)
+        score += 1.0 / (k + ranks)
+    return score.argsort(descending=True).cpu()
