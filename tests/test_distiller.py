@@ -74,3 +74,24 @@ def test_student_state_dict_has_no_wrapper_or_teacher_keys():
     keys = set(distiller.student_state_dict())
     assert keys == set(distiller.student.state_dict())
     assert not any(k.startswith(("module.", "teacher", "terms")) for k in keys)
+
+
+def test_a_teacher_giving_top_k_log_probabilities_is_densified():
+    from kdforge.losses.functional import kd_loss, topk_log_probs
+
+    class Sparse(torch.nn.Module):
+        def __init__(self, inner, k):
+            super().__init__()
+            self.inner, self.k = inner, k
+
+        def forward(self, x):
+            return topk_log_probs(self.inner(x), self.k)
+
+    torch.manual_seed(0)
+    inner = build_model("mlp", input_shape=(1, 8, 8), num_classes=10, hidden=[8])
+    student = build_model("mlp", input_shape=(1, 8, 8), num_classes=10, hidden=[8])
+    x, y = torch.randn(6, 1, 8, 8), torch.arange(6)
+    full = Distiller(student, Teacher(Sparse(inner, 10)), build_losses([{"name": "kd", "temperature": 2.0}]), x[:2])
+    assert full(x, y).loss.item() == pytest.approx(kd_loss(student(x), inner(x), 2.0).item(), rel=1e-5)
+    top3 = Distiller(student, Teacher(Sparse(inner, 3)), build_losses([{"name": "kd", "temperature": 2.0}]), x[:2])
+    assert torch.isfinite(top3(x, y).loss)
