@@ -6,9 +6,9 @@ fixed number of epochs; the best epoch is chosen on validation, accuracy is repo
 test. Nothing here was tuned on the test split: the settings are the library's defaults
 and the shipped recipes' values.
 
-    uv run python benchmarks/methods.py [--epochs 60] [--seeds 0 1 2] [--datasets digits mnist1d]
+    uv run python benchmarks/methods.py [--student cnn|mlp] [--epochs 60] [--seeds 0 1 2] [--datasets digits mnist1d]
 
-Writes benchmarks/results/methods.json and methods.md.
+Writes benchmarks/results/methods_<student>.json and .md.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ METHODS: dict[str, dict] = {
     "KD": {"losses": [CE, KD]},
     "DKD": {"losses": [{"name": "ce"}, {"name": "dkd", "temperature": 4.0, "alpha": 1.0, "beta": 8.0, "warmup": 5}]},
     "CTKD": {"losses": [CE, {**KD, "temperature": {"learnable": "ctkd", "init": 4.0, "ramp": 0.2, "reg": 0.01}}]},
-    "hint + KD": {"losses": [CE, KD, {"name": "hint", "student": "features", "teacher": "features", "mapping": "uniform", "projector": "conv1x1", "weight": {"schedule": "cosine", "start": 1.0, "end": 0.0}}]},
+    "hint + KD": {"losses": [CE, KD, {"name": "hint", "weight": {"schedule": "cosine", "start": 1.0, "end": 0.0}}]},  # layers per student
     "CKA + KD": {"losses": [CE, KD, {"name": "cka", "student": "head:input", "teacher": "head:input", "debiased": True}]},
     "RKD + KD": {"losses": [CE, KD, {"name": "rkd", "student": "head:input", "teacher": "head:input"}]},
     "EMA self-distillation": {"teacher": {"source": "ema", "decay": 0.99}, "losses": [{"name": "ce", "weight": 0.5}, {"name": "kd", "weight": 0.5, "temperature": 2.0}]},
@@ -42,19 +42,24 @@ DATASETS = {
     "digits": {"data": {"name": "digits", "batch_size": 64}, "teacher": {"model": {"name": "cnn", "width": 32, "depth": 3}, "train": {"epochs": 20}}},
     "mnist1d": {"data": {"name": "mnist1d", "batch_size": 128}, "teacher": {"model": {"name": "cnn", "width": 32, "depth": 3}, "train": {"epochs": 30}}},
 }
-STUDENT = {"model": {"name": "cnn", "width": 8, "depth": 3}}
+STUDENTS = {  # the student, and where its hint is taken: every CNN stage, or the MLP's penultimate features
+    "cnn": ({"model": {"name": "cnn", "width": 8, "depth": 3}}, {"student": "features", "teacher": "features", "mapping": "uniform", "projector": "conv1x1"}),
+    "mlp": ({"model": {"name": "mlp", "hidden": [64]}}, {"student": "head:input", "teacher": "head:input", "projector": "linear"}),
+}
 
 
-def recipe(dataset: str, method: str, seed: int, epochs: int, log_dir: str) -> kdforge.Recipe:
+def recipe(dataset: str, method: str, student: str, seed: int, epochs: int, log_dir: str) -> kdforge.Recipe:
     base, spec = DATASETS[dataset], METHODS[method]
+    model, hint_layers = STUDENTS[student]
+    losses = [{**term, **hint_layers} if term["name"] == "hint" else term for term in spec["losses"]]
     teacher = spec.get("teacher", {"source": "train", **base["teacher"]})
     return kdforge.Recipe.from_dict({
         "name": f"{dataset}-{method.replace(' ', '')}",
         "seed": seed,
         "data": base["data"],
         "teacher": teacher,
-        "student": STUDENT,
-        "losses": spec["losses"],
+        "student": model,
+        "losses": losses,
         **({"curriculum": spec["curriculum"]} if "curriculum" in spec else {}),
         "optim": {"name": "adamw", "lr": 3e-3, "weight_decay": 0.01, "warmup_epochs": 1},
         "train": {"epochs": epochs, "grad_clip": 1.0, "baseline": False},
@@ -64,6 +69,7 @@ def recipe(dataset: str, method: str, seed: int, epochs: int, log_dir: str) -> k
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--student", choices=list(STUDENTS), default="cnn")
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
@@ -76,7 +82,7 @@ def main() -> None:
         for method in METHODS:
             accs = rows.setdefault(dataset, {}).setdefault(method, [])
             for seed in args.seeds:
-                result = kdforge.run(recipe(dataset, method, seed, args.epochs, log_dir), console=Console(file=io.StringIO()))
+                result = kdforge.run(recipe(dataset, method, args.student, seed, args.epochs, log_dir), console=Console(file=io.StringIO()))
                 accs.append(result.student_accuracy)
                 if method == "KD":
                     teachers.setdefault(dataset, []).append(result.teacher_accuracy)
@@ -87,14 +93,14 @@ def main() -> None:
         "benchmark": "methods",
         "epochs": args.epochs,
         "seeds": args.seeds,
-        "student": STUDENT,
+        "student": STUDENTS[args.student][0],
         "teacher_test_accuracy": {d: statistics.mean(v) for d, v in teachers.items()},
         "student_test_accuracy": rows,
         "seconds": time.perf_counter() - started,
     }
-    (out / "methods.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / f"methods_{args.student}.json").write_text(json.dumps(summary, indent=2) + "\n")
     lines = [
-        f"# Methods benchmark: CNN(width 8) student, {args.epochs} epochs, seeds {args.seeds}",
+        f"# Methods benchmark: {args.student} student {STUDENTS[args.student][0]['model']}, {args.epochs} epochs, seeds {args.seeds}",
         "",
         "Test accuracy (%), mean ± std over seeds; best epoch chosen on validation.",
         "",
@@ -105,7 +111,7 @@ def main() -> None:
         cells = [f"{100 * statistics.mean(rows[d][method]):.2f} ± {100 * statistics.stdev(rows[d][method]) if len(args.seeds) > 1 else 0:.2f}" for d in args.datasets]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     lines.append("| *teacher (CNN width 32)* | " + " | ".join(f"{100 * summary['teacher_test_accuracy'][d]:.2f}" for d in args.datasets) + " |")
-    (out / "methods.md").write_text("\n".join(lines) + "\n")
+    (out / f"methods_{args.student}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
