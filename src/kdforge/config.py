@@ -76,6 +76,23 @@ class TeacherTrainConfig(Section):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
 
 
+class FinetuneConfig(TeacherTrainConfig):
+    """Fit a loaded teacher on the training split before distillation (cached by a hash of
+    the teacher section): the whole model, or only its classifier head."""
+
+    epochs: int = Field(5, gt=0)
+    head_only: bool = False
+
+
+class AdaptConfig(Section):
+    """What the teacher expects, when it differs from the student's data (see InputAdapter)."""
+
+    size: int | None = Field(None, gt=0, description="spatial size (square images, or sequence length)")
+    channels: int | None = Field(None, gt=0, description="repeat a single channel to this many")
+    mean: list[float] | None = Field(None, description="the teacher's per-channel normalisation mean, e.g. ImageNet's")
+    std: list[float] | None = Field(None, description="the teacher's per-channel normalisation std")
+
+
 class TeacherConfig(Section):
     """Where the frozen teacher comes from.
 
@@ -84,9 +101,14 @@ class TeacherConfig(Section):
     exponential moving average (``decay``) of the student itself (self-distillation).
     """
 
-    source: Literal["train", "checkpoint", "ensemble", "ema"] = "train"
+    source: Literal["train", "checkpoint", "timm", "torchvision", "callable", "ensemble", "ema"] = "train"
     model: ModelConfig | None = None
     path: str | None = None
+    pretrained: bool | None = Field(None, description="timm/torchvision: start from pretrained weights (offline: give pretrained_file)")
+    pretrained_file: str | None = Field(None, description="timm/torchvision: local file with the pretrained weights")
+    checkpoint: str | None = Field(None, description="timm/torchvision/callable: weights loaded after the pretrained ones (a fine-tuned teacher)")
+    finetune: FinetuneConfig | None = Field(None, description="fit the loaded teacher on the training split first")
+    adapt: AdaptConfig | None = Field(None, description="resize / repeat channels / renormalise the batch for the teacher")
     train: TeacherTrainConfig | None = Field(None, description="source 'train' only; defaults apply")
     members: list[TeacherConfig] | None = Field(None, description="source 'ensemble': two or more teacher sections")
     combine: Literal["mean", "weighted"] | None = Field(None, description="source 'ensemble': how logits are combined (default mean)")
@@ -95,13 +117,22 @@ class TeacherConfig(Section):
 
     @pydantic.model_validator(mode="after")
     def _source_needs(self) -> TeacherConfig:
-        needs = {"train": ("model",), "checkpoint": ("path",), "ensemble": ("members",), "ema": ()}[self.source]
-        allowed = {"train": {"model", "train"}, "checkpoint": {"model", "path"}, "ensemble": {"members", "combine", "weights"}, "ema": {"decay"}}[self.source]
-        examples = {"model": "{name: cnn, width: 32}", "path": "a run dir, .safetensors or .pt file", "members": "a list of teacher sections"}
+        hub = {"model", "pretrained", "pretrained_file", "checkpoint", "finetune", "adapt"}
+        needs = {"train": ("model",), "checkpoint": ("path",), "ensemble": ("members",), "ema": ()}.get(self.source, ("model",))
+        allowed = {
+            "train": {"model", "train"},
+            "checkpoint": {"model", "path", "adapt"},
+            "timm": hub,
+            "torchvision": hub,
+            "callable": {"model", "checkpoint", "finetune", "adapt"},
+            "ensemble": {"members", "combine", "weights"},
+            "ema": {"decay"},
+        }[self.source]
+        examples = {"model": "{name: ...} and its options", "path": "a run dir, .safetensors or .pt file", "members": "a list of teacher sections"}
         for key in needs:
             if getattr(self, key) is None:
                 raise ValueError(f"source '{self.source}' needs teacher.{key} ({examples[key]})")
-        for key in ("model", "path", "train", "members", "combine", "weights", "decay"):
+        for key in ("model", "path", "train", "members", "combine", "weights", "decay", *sorted(hub - {"model"})):
             if getattr(self, key) is not None and key not in allowed:
                 raise ValueError(f"teacher.{key} is not used with source '{self.source}'; remove it")
         if self.source == "train" and self.train is None:
@@ -334,7 +365,7 @@ def component_issues(recipe: Recipe) -> Iterable[tuple[Loc, str]]:
     sections: list[tuple[Loc, Component, Any]] = [(("data",), recipe.data, DATASETS)]
     teachers: list[tuple[Loc, TeacherConfig]] = [(("teacher",), recipe.teacher)]
     teachers += [(("teacher", "members", i), m) for i, m in enumerate(recipe.teacher.members or [])]
-    sections += [(loc + ("model",), t.model, MODELS) for loc, t in teachers if t.model is not None]
+    sections += [(loc + ("model",), t.model, MODELS) for loc, t in teachers if t.model is not None and t.source in ("train", "checkpoint")]
     sections.append((("student", "model"), recipe.student.model, MODELS))
     sections += [(("losses", i), term, LOSSES) for i, term in enumerate(recipe.losses)]
     for loc, section, registry in sections:

@@ -56,6 +56,28 @@ def load_student(path: str | Path, device: str | torch.device = "cpu") -> nn.Mod
     return load_model(weights, device).eval()
 
 
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The weights in ``path``: a ``.safetensors`` file or a torch file read with
+    ``weights_only=True`` (never unpickling code). Lightning-style checkpoints (a
+    ``state_dict`` entry, keys prefixed ``model.``) and wrapper prefixes (``module.`` from
+    DDP, ``_orig_mod.`` from torch.compile) are unwrapped."""
+    path = Path(path)
+    if not path.is_file():
+        raise KdforgeError(f"weights file '{path}' not found")
+    if path.suffix == ".safetensors":
+        state: Any = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise KdforgeError(f"'{path}' does not hold a state dict of tensors")
+    for prefix in ("model.", "module.", "_orig_mod."):
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix) :]: v for k, v in state.items()}
+    return state
+
+
 def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """``load_state_dict(strict=True)`` with a readable report of every mismatch."""
     own = model.state_dict()

@@ -30,9 +30,9 @@ def digits(*, seed: int, val_fraction: float, test_fraction: float, image_size: 
     x = x.repeat(1, channels, 1, 1)
     y = torch.tensor(raw.target, dtype=torch.long)
     train, val, test = stratified_split(raw.target, (val_fraction, test_fraction), seed)
-    xs = standardise(x[train], x[val], x[test])
+    xs, scaling = standardise(x[train], x[val], x[test])
     splits = [Split(xi, y[idx]) for xi, idx in zip(xs, (train, val, test))]
-    return DataBundle("digits", *splits, num_classes=10, input_shape=tuple(x.shape[1:]))
+    return DataBundle("digits", *splits, num_classes=10, input_shape=tuple(x.shape[1:]), scaling=scaling)
 
 
 @functools.lru_cache(maxsize=1)
@@ -54,10 +54,10 @@ def mnist1d(*, seed: int, val_fraction: float, test_fraction: float) -> DataBund
     x, y, x_test, y_test = _mnist1d_arrays()
     train, val = stratified_split(y, (val_fraction,), seed)
     as_tensor = lambda a: torch.tensor(a, dtype=torch.float32).unsqueeze(1)  # noqa: E731
-    xs = standardise(as_tensor(x[train]), as_tensor(x[val]), as_tensor(x_test))
+    xs, scaling = standardise(as_tensor(x[train]), as_tensor(x[val]), as_tensor(x_test))
     ys = [torch.tensor(v, dtype=torch.long) for v in (y[train], y[val], y_test)]
     splits = [Split(xi, yi) for xi, yi in zip(xs, ys)]
-    return DataBundle("mnist1d", *splits, num_classes=10, input_shape=(1, 40))
+    return DataBundle("mnist1d", *splits, num_classes=10, input_shape=(1, 40), scaling=scaling)
 
 
 @DATASETS.register("arrays")
@@ -81,11 +81,12 @@ def arrays(*, seed: int, val_fraction: float, test_fraction: float, path: str, n
     for name in ("val", "test"):
         splits[name] = given[name] if name in given else (x_all[(idx := next(parts))], y_all[idx])
     xs = [torch.tensor(splits[s][0], dtype=torch.float32) for s in ("train", "val", "test")]
+    scaling = (0.0, 1.0)
     if standardize:
-        xs = standardise(*xs)
+        xs, scaling = standardise(*xs)
     ys = [torch.tensor(splits[s][1]) for s in ("train", "val", "test")]
     classes = num_classes or int(max(int(y.max()) for y in ys)) + 1
-    return DataBundle(Path(path).stem, *(Split(x, y) for x, y in zip(xs, ys)), num_classes=classes, input_shape=tuple(xs[0].shape[1:]))
+    return DataBundle(Path(path).stem, *(Split(x, y) for x, y in zip(xs, ys)), num_classes=classes, input_shape=tuple(xs[0].shape[1:]), scaling=scaling)
 
 
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:

@@ -38,6 +38,7 @@ class DataBundle:
     num_classes: int
     input_shape: tuple[int, ...]
     task: str = "classification"
+    scaling: tuple[float, float] = (0.0, 1.0)  # (mean, std) the inputs were standardised with
 
     def describe(self) -> str:
         return (
@@ -68,7 +69,8 @@ def stratified_split(y: np.ndarray, fractions: tuple[float, ...], seed: int) -> 
     return [np.sort(rest), *parts]
 
 
-def standardise(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
-    """Scale all splits by the train split's mean and std (no statistics from val/test)."""
+def standardise(train: torch.Tensor, *others: torch.Tensor) -> tuple[list[torch.Tensor], tuple[float, float]]:
+    """Scale all splits by the train split's mean and std (no statistics from val/test);
+    returns the splits and (mean, std), so a teacher can undo the scaling."""
     mean, std = train.mean(), train.std().clamp_min(1e-8)
-    return [(t - mean) / std for t in (train, *others)]
+    return [(t - mean) / std for t in (train, *others)], (float(mean), float(std))

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from kdforge.errors import KdforgeError
-from kdforge.export import load_model, load_state_strict, read_meta, save_model
+from kdforge.export import load_model, load_state_strict, read_meta, read_state_dict, save_model
 from kdforge.models import build_model
 from kdforge.registry import Registry
 from kdforge.taps import unwrap
@@ -37,41 +37,60 @@ Source = tuple[nn.Module, dict[str, Any]]
 def train_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Module | None = None) -> Source:
     """Train the teacher on the (augmented) training split first, with cross-entropy,
     selected on val; reuse a teacher trained earlier under ``log.dir`` with the same settings."""
-    recipe = session.recipe
-    key = teacher_cache_key(recipe, cfg)
+    data = session.data
+    torch.manual_seed(session.recipe.seed)
+    module = build_model(cfg.model.name, input_shape=data.input_shape, num_classes=data.num_classes, **cfg.model.options)
+    return cached_fit(session, cfg, where, module.to(session.device), cfg.train)
+
+
+def cached_fit(session: Session, cfg: TeacherConfig, where: Path, module: nn.Module, fit: Any, head: nn.Module | None = None) -> Source:
+    """Fit ``module`` with cross-entropy (``fit``: epochs, lr, label smoothing), selected on
+    val, or reuse the weights of an earlier fit with the same settings (this run's
+    ``where/teacher.safetensors``, or the newest match under ``log.dir``). With ``head``,
+    only that submodule trains."""
+    key = teacher_cache_key(session.recipe, cfg)
     stem = where / "teacher"
-    cached = stem.with_suffix(".safetensors") if stem.with_suffix(".safetensors").exists() else _find_cached(Path(recipe.log.dir), key)
+    cached = stem.with_suffix(".safetensors") if stem.with_suffix(".safetensors").exists() else _find_cached(Path(session.recipe.log.dir), key)
     if cached is not None:
         if cached != stem.with_suffix(".safetensors"):
             stem.parent.mkdir(parents=True, exist_ok=True)
             for suffix in (".safetensors", ".json"):
                 shutil.copyfile(cached.with_suffix(suffix), stem.with_suffix(suffix))
-        info = read_meta(cached)
-        return load_model(cached, session.device), {**info["teacher"], "cached_from": str(cached.parent)}
-    module, info = _fit_teacher(session, cfg, where)
-    save_model(module, stem, {"teacher": {**info, "cache_key": key}})
-    return module, info
+        load_state_strict(module, read_state_dict(cached), str(cached))
+        return module.eval(), {**read_meta(cached)["teacher"], "cached_from": str(cached.parent)}
+    info = _fit_teacher(session, module, fit, where, head)
+    meta = {"teacher": {**info, "cache_key": key}}
+    if hasattr(module, "kdforge_spec"):
+        save_model(module, stem, meta)
+    else:  # a zoo model: its source rebuilds the architecture, the weights come from here
+        from safetensors.torch import save_file
+
+        save_file({k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}, str(stem.with_suffix(".safetensors")))
+        stem.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+    return module.eval(), info
 
 
-def _fit_teacher(session: Session, cfg: TeacherConfig, out_dir: Path) -> Source:
+def _fit_teacher(session: Session, module: nn.Module, fit: Any, out_dir: Path, head: nn.Module | None) -> dict[str, Any]:
     from kdforge.distiller import Distiller
     from kdforge.losses import build_loss
     from kdforge.run import RunInterrupted
     from kdforge.trainer import Trainer
 
-    recipe, data = session.recipe, session.data
-    torch.manual_seed(recipe.seed)
-    module = build_model(cfg.model.name, input_shape=data.input_shape, num_classes=data.num_classes, **cfg.model.options).to(session.device)
-    ce = build_loss({"name": "ce", "label_smoothing": cfg.train.label_smoothing})
+    recipe = session.recipe
+    if head is not None:  # head-only fine-tuning: everything else stays as loaded
+        module.requires_grad_(False)
+        head.requires_grad_(True)
+    ce = build_loss({"name": "ce", "label_smoothing": fit.label_smoothing})
     distiller = Distiller(module, None, [ce], session.example)
-    optim = recipe.optim.model_copy(update={"lr": cfg.train.lr or recipe.optim.lr})
-    train_cfg = recipe.train.model_copy(update={"epochs": cfg.train.epochs})
+    optim = recipe.optim.model_copy(update={"lr": fit.lr or recipe.optim.lr})
+    train_cfg = recipe.train.model_copy(update={"epochs": fit.epochs})
     trainer = Trainer(distiller, optim, train_cfg, steps_per_epoch=len(session.train), checkpoint_dir=out_dir, callbacks=session.callbacks(), stage="teacher")
     result = trainer.fit(session.train, session.val, resume=True)
     if result.interrupted:
         raise RunInterrupted(session.run_dir, "teacher training")
     best = trainer.load_best()
-    return module.eval(), {"epochs": cfg.train.epochs, "best_epoch": best["epoch"], "val_best": best["val"], "history": result.history, "seconds": result.seconds}
+    module.requires_grad_(True)
+    return {"epochs": fit.epochs, "best_epoch": best["epoch"], "val_best": best["val"], "history": result.history, "seconds": result.seconds}
 
 
 @TEACHER_SOURCES.register("checkpoint")
@@ -97,15 +116,7 @@ def load_checkpoint_model(path: str | Path, model_cfg: Any, input_shape: tuple[i
     if model_cfg is None:
         raise KdforgeError(f"'{path}' holds weights only; set teacher.model (name and options) so kdforge can build the architecture")
     module = build_model(model_cfg.name, input_shape=input_shape, num_classes=num_classes, **model_cfg.options)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise KdforgeError(f"'{path}' does not hold a state dict (got {type(state).__name__})")
-    load_state_strict(module, state, str(path))
+    load_state_strict(module, read_state_dict(path), str(path))
     return module
 
 
