@@ -31,6 +31,7 @@ from kdforge.losses import LossTerm, build_loss, build_losses
 from kdforge.models import build_model
 from kdforge.report import plot_curves, summary_table, write_report, write_results
 from kdforge.teachers import TEACHER_SOURCES, Teacher
+from kdforge.teachers.adapt import InputAdapter
 from kdforge.trainer import Trainer, autocast_for, resolve_device, seed_everything
 
 
@@ -92,7 +93,13 @@ class Session:
         """The frozen teacher of a ``train``, ``checkpoint`` or ``ensemble`` section."""
         cfg = self.recipe.teacher
         module, info = TEACHER_SOURCES.get(cfg.source)(self, cfg, self.run_dir / "teacher")
-        return Teacher(module), info
+        return Teacher(module, input_adapter=self.adapter(cfg)), info
+
+    def adapter(self, cfg: Any) -> InputAdapter | None:
+        """The teacher's input adapter, from ``teacher.adapt``."""
+        if cfg.adapt is None:
+            return None
+        return InputAdapter(self.data.input_shape, self.data.scaling, **cfg.adapt.model_dump()).to(self.device)
 
     def train_student(self, stage: str, terms: list[LossTerm], checkpoint_dir: Path, teacher: Teacher | None = None, ema: bool = False) -> tuple[torch.nn.Module, dict[str, Any], list[dict[str, Any]], Teacher | None]:
         """Build the student (same seed, same initial weights in every stage) and fit it.
@@ -199,7 +206,10 @@ def check(recipe: Recipe, console: Console | None = None) -> dict[str, Any]:
     cfg = recipe.student.model
     student = build_model(cfg.name, input_shape=data.input_shape, num_classes=data.num_classes, **cfg.options).to(session.device)
     teacher_module, teacher_note = _checked_teacher(session, recipe.teacher, student)
-    teacher = Teacher(teacher_module.to(session.device))
+    adapter = session.adapter(recipe.teacher)
+    teacher = Teacher(teacher_module.to(session.device), input_adapter=adapter)
+    if adapter is not None:
+        teacher_note += f"; input adapted: {adapter.describe()}"
     distiller = Distiller(student, teacher, terms, session.example)
     for role, logits in (("teacher", teacher(session.example)), ("student", student(session.example))):
         if logits.shape[-1] != data.num_classes:
@@ -248,5 +258,7 @@ def _checked_teacher(session: Session, cfg: Any, student: torch.nn.Module) -> tu
     if cfg.source == "ensemble":
         members = [_checked_teacher(session, m, student)[0] for m in cfg.members]
         return EnsembleTeacher(members, cfg.weights), f"ensemble of {len(members)} ({cfg.combine})"
-    module, _ = TEACHER_SOURCES.get(cfg.source)(session, cfg, session.run_dir / "teacher", student)
-    return module, f"EMA of the student (decay {cfg.decay})" if cfg.source == "ema" else f"loaded from {cfg.path}"
+    module, info = TEACHER_SOURCES.get(cfg.source)(session, cfg, session.run_dir / "teacher", student)
+    notes = {"ema": f"EMA of the student (decay {cfg.decay})", "checkpoint": f"loaded from {cfg.path}"}
+    note = notes.get(cfg.source, f"{cfg.source} model {cfg.model.name if cfg.model else ''}")
+    return module, note + ("; RANDOM classifier head" if info.get("random_head") else "")

@@ -2,5 +2,6 @@
 
 from kdforge.teachers.teacher import Teacher
 from kdforge.teachers.sources import TEACHER_SOURCES, load_checkpoint_model, teacher_cache_key
+from kdforge.teachers import hub as _hub  # noqa: F401,E402  (registers timm, torchvision, callable)
 
 __all__ = ["Teacher", "TEACHER_SOURCES", "load_checkpoint_model", "teacher_cache_key"]

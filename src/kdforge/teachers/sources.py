@@ -43,11 +43,11 @@ def train_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.
     return cached_fit(session, cfg, where, module.to(session.device), cfg.train)
 
 
-def cached_fit(session: Session, cfg: TeacherConfig, where: Path, module: nn.Module, fit: Any, head: nn.Module | None = None) -> Source:
+def cached_fit(session: Session, cfg: TeacherConfig, where: Path, module: nn.Module, fit: Any, head: nn.Module | None = None, adapter: nn.Module | None = None) -> Source:
     """Fit ``module`` with cross-entropy (``fit``: epochs, lr, label smoothing), selected on
     val, or reuse the weights of an earlier fit with the same settings (this run's
     ``where/teacher.safetensors``, or the newest match under ``log.dir``). With ``head``,
-    only that submodule trains."""
+    only that submodule trains; ``adapter`` prepares the batches as the teacher expects."""
     key = teacher_cache_key(session.recipe, cfg)
     stem = where / "teacher"
     cached = stem.with_suffix(".safetensors") if stem.with_suffix(".safetensors").exists() else _find_cached(Path(session.recipe.log.dir), key)
@@ -58,7 +58,7 @@ def cached_fit(session: Session, cfg: TeacherConfig, where: Path, module: nn.Mod
                 shutil.copyfile(cached.with_suffix(suffix), stem.with_suffix(suffix))
         load_state_strict(module, read_state_dict(cached), str(cached))
         return module.eval(), {**read_meta(cached)["teacher"], "cached_from": str(cached.parent)}
-    info = _fit_teacher(session, module, fit, where, head)
+    info = _fit_teacher(session, module, fit, where, head, adapter)
     meta = {"teacher": {**info, "cache_key": key}}
     if hasattr(module, "kdforge_spec"):
         save_model(module, stem, meta)
@@ -70,7 +70,7 @@ def cached_fit(session: Session, cfg: TeacherConfig, where: Path, module: nn.Mod
     return module.eval(), info
 
 
-def _fit_teacher(session: Session, module: nn.Module, fit: Any, out_dir: Path, head: nn.Module | None) -> dict[str, Any]:
+def _fit_teacher(session: Session, module: nn.Module, fit: Any, out_dir: Path, head: nn.Module | None, adapter: nn.Module | None) -> dict[str, Any]:
     from kdforge.distiller import Distiller
     from kdforge.losses import build_loss
     from kdforge.run import RunInterrupted
@@ -81,7 +81,8 @@ def _fit_teacher(session: Session, module: nn.Module, fit: Any, out_dir: Path, h
         module.requires_grad_(False)
         head.requires_grad_(True)
     ce = build_loss({"name": "ce", "label_smoothing": fit.label_smoothing})
-    distiller = Distiller(module, None, [ce], session.example)
+    trainee = nn.Sequential(adapter, module) if adapter is not None else module  # trains `module` in place
+    distiller = Distiller(trainee, None, [ce], session.example)
     optim = recipe.optim.model_copy(update={"lr": fit.lr or recipe.optim.lr})
     train_cfg = recipe.train.model_copy(update={"epochs": fit.epochs})
     trainer = Trainer(distiller, optim, train_cfg, steps_per_epoch=len(session.train), checkpoint_dir=out_dir, callbacks=session.callbacks(), stage="teacher")

@@ -1,0 +1,115 @@
+"""Teachers from model zoos: timm and torchvision by name, or any function returning a module.
+
+Everything loads offline: pretrained weights come from ``pretrained_file`` (the zoo's own
+weights file, e.g. ImageNet), and ``checkpoint`` (your fine-tuned weights, loaded strictly
+after them) overrides them. When the classifier had to be rebuilt for the dataset's
+class count, the head is random: kdforge says so loudly, and ``finetune`` fits the teacher
+(head only or whole) on the training split before distillation.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from torch import nn
+
+from kdforge.errors import KdforgeError, did_you_mean
+from kdforge.export import load_state_strict, read_state_dict
+from kdforge.teachers.sources import TEACHER_SOURCES, Source, cached_fit
+
+if TYPE_CHECKING:
+    from kdforge.config import TeacherConfig
+    from kdforge.run import Session
+
+
+@TEACHER_SOURCES.register("timm")
+def timm_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Module | None = None) -> Source:
+    """A timm model by name; ``model`` options go to ``timm.create_model`` (``num_classes``
+    defaults to the dataset's; ``img_size``, ``in_chans``, ``drop_rate``, ...)."""
+    import timm
+
+    name, options = cfg.model.name, {"num_classes": session.data.num_classes, **cfg.model.options}
+    if not timm.is_model(name):
+        raise KdforgeError(f"timm has no model '{name}'{did_you_mean(name, timm.list_models())}")
+    overlay = {"file": cfg.pretrained_file} if cfg.pretrained_file else None
+    try:
+        module = timm.create_model(name, pretrained=bool(cfg.pretrained), pretrained_cfg_overlay=overlay, **options)
+    except (RuntimeError, OSError, ValueError, TypeError) as err:
+        hint = "; offline, give the weights as teacher.pretrained_file" if cfg.pretrained and not cfg.pretrained_file else ""
+        raise KdforgeError(f"timm could not build '{name}' with {options}: {err}{hint}") from None
+    trained_classes = module.pretrained_cfg.get("num_classes")
+    random_head = bool(cfg.pretrained) and trained_classes is not None and trained_classes != options["num_classes"]
+    return _finish(session, cfg, where, module, module.get_classifier(), random_head)
+
+
+@TEACHER_SOURCES.register("torchvision")
+def torchvision_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Module | None = None) -> Source:
+    """A torchvision model by name (``torchvision.models.get_model``); ``model`` options go to
+    the builder (``num_classes`` defaults to the dataset's). ``pretrained_file`` is a saved
+    torchvision state dict; a classifier of another class count is left random."""
+    import torchvision
+
+    name, options = cfg.model.name, {"num_classes": session.data.num_classes, **cfg.model.options}
+    if name not in torchvision.models.list_models():
+        raise KdforgeError(f"torchvision has no model '{name}'{did_you_mean(name, torchvision.models.list_models())}")
+    module = torchvision.models.get_model(name, weights=None, **options)
+    random_head = False
+    if cfg.pretrained:
+        if not cfg.pretrained_file:
+            raise KdforgeError("torchvision teachers load pretrained weights offline: set teacher.pretrained_file to the saved state dict")
+        random_head = _load_except_head(module, read_state_dict(cfg.pretrained_file), cfg.pretrained_file)
+    return _finish(session, cfg, where, module, _last_linear(module), random_head)
+
+
+@TEACHER_SOURCES.register("callable")
+def callable_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Module | None = None) -> Source:
+    """Any function that returns a module: ``model: {name: "package.module:function", **kwargs}``."""
+    target = cfg.model.name
+    module_name, _, attr = target.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise KdforgeError(f"teacher.model.name '{target}' must be 'package.module:function' importable here ({err})") from None
+    module = factory(**cfg.model.options)
+    if not isinstance(module, nn.Module):
+        raise KdforgeError(f"'{target}' returned a {type(module).__name__}, not a torch.nn.Module")
+    return _finish(session, cfg, where, module, _last_linear(module), random_head=False)
+
+
+def _finish(session: Session, cfg: TeacherConfig, where: Path, module: nn.Module, head: nn.Module | None, random_head: bool) -> Source:
+    """Checkpoint over the pretrained weights, the random-head warning, the optional fine-tune."""
+    module = module.to(session.device)
+    if cfg.checkpoint:
+        load_state_strict(module, read_state_dict(cfg.checkpoint), cfg.checkpoint)
+        random_head = False
+    info: dict[str, Any] = {"model": cfg.model.name, "random_head": random_head and cfg.finetune is None}
+    if cfg.finetune is not None:
+        if cfg.finetune.head_only and head is None:
+            raise KdforgeError(f"finetune.head_only: no classifier head found in {type(module).__name__}")
+        module, fitted = cached_fit(session, cfg, where, module, cfg.finetune, head if cfg.finetune.head_only else None, session.adapter(cfg))
+        info.update(fitted, finetuned="head" if cfg.finetune.head_only else "all")
+    elif random_head:
+        Console(stderr=True).print(
+            f"[bold red]warning:[/] the teacher '{cfg.model.name}' got a new, randomly initialised classifier for "
+            f"{session.data.num_classes} classes: distilling from it teaches noise. Add teacher.finetune "
+            "(e.g. {epochs: 5, head_only: true}) or a fine-tuned teacher.checkpoint."
+        )
+    return module.eval(), info
+
+
+def _last_linear(module: nn.Module) -> nn.Module | None:
+    """The classifier: the last ``nn.Linear`` in registration order (fc, head, classifier[-1])."""
+    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    return linears[-1] if linears else None
+
+
+def _load_except_head(module: nn.Module, state: dict[str, Any], source: str) -> bool:
+    """Load ``state``; entries whose shape differs (a classifier for other classes) are
+    skipped and reported as a random head. Returns whether any were skipped."""
+    own = module.state_dict()
+    skipped = {k for k in state if k in own and state[k].shape != own[k].shape}
+    load_state_strict(module, {k: (own[k] if k in skipped else v) for k, v in state.items()}, source)
+    return bool(skipped)

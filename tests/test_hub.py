@@ -1,0 +1,107 @@
+"""Zoo teachers (timm, torchvision, callable) load offline from local files; input adaptation;
+the random-head warning and fine-tuning; Lightning-style checkpoints."""
+
+import io
+
+import pytest
+import timm
+import torch
+import torchvision
+from rich.console import Console
+
+from kdforge import Recipe
+from kdforge.errors import ConfigError, KdforgeError
+from kdforge.export import read_state_dict
+from kdforge.run import Session, check
+from kdforge.teachers import TEACHER_SOURCES
+from kdforge.teachers.adapt import InputAdapter
+
+ADAPT = {"size": 32, "channels": 3, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
+
+def session_for(tiny_recipe, tmp_path, teacher):
+    recipe = Recipe.from_dict({**tiny_recipe, "teacher": teacher, "train": {"epochs": 1, "baseline": False}})
+    return Session(recipe, tmp_path, Console(file=io.StringIO())), recipe
+
+
+def load(session, recipe):
+    return TEACHER_SOURCES.get(recipe.teacher.source)(session, recipe.teacher, session.run_dir / "teacher")
+
+
+@pytest.fixture(scope="module")
+def imagenet_resnet(tmp_path_factory):
+    """A tiny timm model with a 1000-class head, saved as its 'pretrained' weights file."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("zoo") / "test_resnet.pth"
+    torch.save(timm.create_model("test_resnet", num_classes=1000).state_dict(), path)
+    return path
+
+
+def test_adapter_resizes_repeats_and_renormalises():
+    adapter = InputAdapter((1, 8, 8), scaling=(0.5, 2.0), **ADAPT)
+    x = torch.randn(2, 1, 8, 8)
+    out = adapter(x)
+    assert out.shape == (2, 3, 32, 32)
+    raw = torch.nn.functional.interpolate((x * 2.0 + 0.5).expand(-1, 3, -1, -1), size=(32, 32), mode="bilinear", align_corners=False)
+    expected = (raw - torch.tensor(ADAPT["mean"]).view(1, 3, 1, 1)) / torch.tensor(ADAPT["std"]).view(1, 3, 1, 1)
+    assert torch.allclose(out, expected, atol=1e-5)
+    assert InputAdapter((3, 8, 8)).describe() == "none"
+    with pytest.raises(KdforgeError, match="only a single channel can be repeated"):
+        InputAdapter((2, 8, 8), channels=3)
+
+
+def test_timm_pretrained_with_a_new_head_warns_and_finetune_fits_only_the_head(tiny_recipe, tmp_path, imagenet_resnet, capsys):
+    teacher = {"source": "timm", "model": {"name": "test_resnet"}, "pretrained": True, "pretrained_file": str(imagenet_resnet), "adapt": ADAPT}
+    session, recipe = session_for(tiny_recipe, tmp_path, teacher)
+    module, info = load(session, recipe)
+    assert info["random_head"] and "randomly initialised classifier" in capsys.readouterr().err
+    pretrained = read_state_dict(imagenet_resnet)
+    body = [k for k in pretrained if not k.startswith(("fc.", "head."))]
+    assert all(torch.equal(module.state_dict()[k], pretrained[k]) for k in body)  # the body is the pretrained one
+
+    session, recipe = session_for(tiny_recipe, tmp_path / "ft", {**teacher, "finetune": {"epochs": 1, "head_only": True}})
+    tuned, info = load(session, recipe)
+    assert not info["random_head"] and info["finetuned"] == "head" and "randomly" not in capsys.readouterr().err
+    assert all(torch.equal(tuned.state_dict()[k], pretrained[k]) for k in body if "running" not in k and "num_batches" not in k)
+    assert (tmp_path / "ft" / "teacher" / "teacher.safetensors").exists()
+
+
+def test_timm_checkpoint_over_pretrained_reads_lightning_files(tiny_recipe, tmp_path, imagenet_resnet):
+    torch.manual_seed(1)
+    tuned = timm.create_model("test_resnet", num_classes=10)
+    torch.save({"state_dict": {f"model.{k}": v for k, v in tuned.state_dict().items()}, "epoch": 3}, tmp_path / "lightning.ckpt")
+    teacher = {"source": "timm", "model": {"name": "test_resnet"}, "pretrained": True, "pretrained_file": str(imagenet_resnet), "checkpoint": str(tmp_path / "lightning.ckpt"), "adapt": ADAPT}
+    session, recipe = session_for(tiny_recipe, tmp_path, teacher)
+    module, info = load(session, recipe)
+    assert not info["random_head"] and all(torch.equal(module.state_dict()[k], v) for k, v in tuned.state_dict().items())
+    wrong = {**teacher, "checkpoint": str(tmp_path / "missing.pt")}
+    with pytest.raises(KdforgeError, match="not found"):
+        load(*session_for(tiny_recipe, tmp_path, wrong))
+
+
+def test_torchvision_pretrained_file_and_callable(tiny_recipe, tmp_path):
+    torch.manual_seed(0)
+    imagenet = torchvision.models.get_model("squeezenet1_1", weights=None, num_classes=1000)
+    torch.save(imagenet.state_dict(), tmp_path / "squeeze.pth")
+    teacher = {"source": "torchvision", "model": {"name": "squeezenet1_1"}, "pretrained": True, "pretrained_file": str(tmp_path / "squeeze.pth"), "adapt": ADAPT}
+    module, info = load(*session_for(tiny_recipe, tmp_path, teacher))
+    assert info["random_head"] and torch.equal(module.features[0].weight, imagenet.features[0].weight)
+    callable_teacher = {"source": "callable", "model": {"name": "torchvision.models:squeezenet1_1", "num_classes": 10}, "adapt": ADAPT}
+    module, info = load(*session_for(tiny_recipe, tmp_path, callable_teacher))
+    assert module(torch.randn(2, 3, 32, 32)).shape == (2, 10) and not info["random_head"]
+
+
+def test_zoo_errors_are_clear(tiny_recipe, tmp_path):
+    with pytest.raises(KdforgeError, match="timm has no model 'test_resnnet'.*did you mean 'test_resnet'"):
+        load(*session_for(tiny_recipe, tmp_path, {"source": "timm", "model": {"name": "test_resnnet"}}))
+    with pytest.raises(KdforgeError, match="must be 'package.module:function'"):
+        load(*session_for(tiny_recipe, tmp_path, {"source": "callable", "model": {"name": "no_such_pkg:make"}}))
+    with pytest.raises(ConfigError, match="teacher.decay is not used with source 'timm'"):
+        Recipe.from_dict({**tiny_recipe, "teacher": {"source": "timm", "model": {"name": "test_resnet"}, "decay": 0.9}})
+
+
+def test_check_reports_the_adaptation_and_runs_a_batch(tiny_recipe, tmp_path):
+    teacher = {"source": "timm", "model": {"name": "test_resnet"}, "adapt": ADAPT}
+    out = io.StringIO()
+    report = check(Recipe.from_dict({**tiny_recipe, "teacher": teacher}), Console(file=out, width=300))
+    assert report["loss"] > 0 and "input adapted: repeat channels to 3, resize to 32, renormalise" in out.getvalue()
