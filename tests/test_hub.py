@@ -105,3 +105,22 @@ def test_check_reports_the_adaptation_and_runs_a_batch(tiny_recipe, tmp_path):
     out = io.StringIO()
     report = check(Recipe.from_dict({**tiny_recipe, "teacher": teacher}), Console(file=out, width=300))
     assert report["loss"] > 0 and "input adapted: repeat channels to 3, resize to 32, renormalise" in out.getvalue()
+
+
+def test_hf_image_classifier_from_a_local_directory(tiny_recipe, tmp_path):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    from kdforge.taps import block_names
+
+    config = ViTConfig(image_size=8, patch_size=4, num_channels=1, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, num_labels=10)
+    ViTForImageClassification(config).save_pretrained(tmp_path / "vit")
+    module, info = load(*session_for(tiny_recipe, tmp_path, {"source": "hf", "model": {"name": str(tmp_path / "vit")}}))
+    assert module(torch.randn(2, 1, 8, 8)).shape == (2, 10) and not info["random_head"]
+    assert block_names(module, "auto") == ["model.vit.layers.0", "model.vit.layers.1"]  # found nested
+    hidden, _ = load(*session_for(tiny_recipe, tmp_path, {"source": "hf", "model": {"name": str(tmp_path / "vit"), "output": "hidden"}}))
+    assert hidden(torch.randn(2, 1, 8, 8)).shape == (2, 5, 16)
+    ViTForImageClassification(ViTConfig(**{**config.to_dict(), "num_labels": 3})).save_pretrained(tmp_path / "vit3")
+    _, info = load(*session_for(tiny_recipe, tmp_path, {"source": "hf", "model": {"name": str(tmp_path / "vit3")}}))
+    assert info["random_head"]
+    with pytest.raises(KdforgeError, match="no Hugging Face model at"):
+        load(*session_for(tiny_recipe, tmp_path, {"source": "hf", "model": {"name": str(tmp_path / "nope")}}))

@@ -149,7 +149,8 @@ def block_names(model: nn.Module, spec: str | list[str], expand: bool = True) ->
     if isinstance(spec, list):
         names = [strip_wrappers(n) for n in spec]
     elif spec == "auto":
-        found = next((c for c in BLOCK_CONTAINERS if isinstance(modules.get(c), (nn.ModuleList, nn.Sequential))), None)
+        lists = [n for n, m in modules.items() if isinstance(m, (nn.ModuleList, nn.Sequential))]
+        found = next((n for c in BLOCK_CONTAINERS for n in lists if n == c or n.endswith("." + c)), None)  # also nested: model.vit.encoder.layer
         if found is None:
             raise KdforgeError(f"no block list found in {type(root).__name__} (looked for {', '.join(BLOCK_CONTAINERS)}); name the layers")
         names = [f"{found}.{child}" for child, _ in modules[found].named_children()]

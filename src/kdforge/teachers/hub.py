@@ -1,4 +1,5 @@
-"""Teachers from model zoos: timm and torchvision by name, or any function returning a module.
+"""Teachers from model zoos: timm and torchvision by name, Hugging Face models from local
+directories, or any function returning a module.
 
 Everything loads offline: pretrained weights come from ``pretrained_file`` (the zoo's own
 weights file, e.g. ImageNet), and ``checkpoint`` (your fine-tuned weights, loaded strictly
@@ -77,6 +78,50 @@ def callable_source(session: Session, cfg: TeacherConfig, where: Path, student: 
     if not isinstance(module, nn.Module):
         raise KdforgeError(f"'{target}' returned a {type(module).__name__}, not a torch.nn.Module")
     return _finish(session, cfg, where, module, _last_linear(module), random_head=False)
+
+
+@TEACHER_SOURCES.register("hf")
+def hf_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Module | None = None) -> Source:
+    """A Hugging Face transformers model from a local directory (nothing is downloaded):
+    ``model: {name: path/to/model, input: pixel_values | input_ids, output: logits | hidden | pooled}``.
+    ``logits`` loads the image (``pixel_values``) or sequence (``input_ids``) classification
+    model with the dataset's class count (a head of another size is rebuilt: random);
+    ``hidden`` / ``pooled`` load the bare encoder and return its last hidden state / pooled output."""
+    from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, AutoModelForSequenceClassification
+
+    options = dict(cfg.model.options)
+    input_name, output = options.pop("input", "pixel_values"), options.pop("output", "logits")
+    if options or input_name not in ("pixel_values", "input_ids") or output not in ("logits", "hidden", "pooled"):
+        raise KdforgeError(f"hf teacher options are input (pixel_values | input_ids) and output (logits | hidden | pooled); got {cfg.model.options}")
+    try:
+        config = AutoConfig.from_pretrained(cfg.model.name, local_files_only=True)
+    except OSError as err:
+        raise KdforgeError(f"no Hugging Face model at '{cfg.model.name}' on this machine ({err}); give a local directory saved with save_pretrained") from None
+    random_head = False
+    if output == "logits":
+        auto = AutoModelForImageClassification if input_name == "pixel_values" else AutoModelForSequenceClassification
+        classes = session.data.num_classes
+        random_head = config.num_labels != classes
+        model = auto.from_pretrained(cfg.model.name, local_files_only=True, num_labels=classes, ignore_mismatched_sizes=random_head)
+    else:
+        model = AutoModel.from_pretrained(cfg.model.name, local_files_only=True)
+    module = HFTeacher(model, input_name, output)
+    return _finish(session, cfg, where, module, _last_linear(module) if output == "logits" else None, random_head)
+
+
+class HFTeacher(nn.Module):
+    """A transformers model called on one tensor: [B, ...] -> logits [B, K], hidden [B, N, D]
+    or pooled [B, D]. Its modules are under ``model.`` for taps (``model.vit.layers.0``)."""
+
+    def __init__(self, model: nn.Module, input_name: str, output: str):
+        super().__init__()
+        self.model, self.input_name, self.output = model, input_name, output
+
+    def forward(self, x):
+        out = self.model(**{self.input_name: x})
+        if self.output == "logits":
+            return out.logits
+        return out.last_hidden_state if self.output == "hidden" else out.pooler_output
 
 
 def _finish(session: Session, cfg: TeacherConfig, where: Path, module: nn.Module, head: nn.Module | None, random_head: bool) -> Source:
