@@ -124,6 +124,20 @@ def check(
     run_check(Recipe.from_yaml(recipe_path(recipe), overrides or []), console)
 
 
+@app.command()
+def cache(
+    recipe: Annotated[str, typer.Argument(help="Recipe YAML file or shipped recipe name.", show_default=False)],
+    overrides: Overrides = None,
+    out: Annotated[Path, typer.Option(help="Folder for the cache (manifest.json and .npy files).")] = Path("teacher-cache"),
+    topk: Annotated[Optional[int], typer.Option(help="Keep only the top-k log-probabilities per sample (default: dense logits).")] = None,
+) -> None:
+    """Run the teacher once over the training split and store its outputs; then train with teacher.cache=OUT."""
+    from kdforge.config import Recipe
+    from kdforge.run import build_cache
+
+    build_cache(Recipe.from_yaml(recipe_path(recipe), overrides or []), out, topk, console)
+
+
 @app.command("eval")
 def evaluate_run(
     run_dir: Annotated[Path, typer.Argument(help="A finished run directory.", show_default=False)],

@@ -109,6 +109,7 @@ class TeacherConfig(Section):
     checkpoint: str | None = Field(None, description="timm/torchvision/callable: weights loaded after the pretrained ones (a fine-tuned teacher)")
     finetune: FinetuneConfig | None = Field(None, description="fit the loaded teacher on the training split first")
     adapt: AdaptConfig | None = Field(None, description="resize / repeat channels / renormalise the batch for the teacher")
+    cache: str | None = Field(None, description="a folder written by `kdforge cache`: train from the teacher's stored outputs")
     train: TeacherTrainConfig | None = Field(None, description="source 'train' only; defaults apply")
     members: list[TeacherConfig] | None = Field(None, description="source 'ensemble': two or more teacher sections")
     combine: Literal["mean", "weighted"] | None = Field(None, description="source 'ensemble': how logits are combined (default mean)")
@@ -148,6 +149,8 @@ class TeacherConfig(Section):
                 raise ValueError("combine 'weighted' goes with weights (one per member), and weights with combine 'weighted'")
             if self.weights is not None and (len(self.weights) != len(self.members) or min(self.weights) < 0 or sum(self.weights) <= 0):
                 raise ValueError(f"weights must be {len(self.members)} non-negative numbers with a positive sum")
+        if self.source == "ema" and self.cache is not None:
+            raise ValueError("an EMA teacher changes as the student trains: it cannot be cached")
         if self.source == "ema" and self.decay is None:
             self.decay = 0.999
         return self

@@ -45,8 +45,14 @@ class Distiller(nn.Module):
         if teacher is None and any(t.uses_teacher for t in terms):
             needing = [t.name for t in terms if t.uses_teacher]
             raise KdforgeError(f"terms {needing} need a teacher, but none was given")
+        self.cached = getattr(teacher, "cached", False)
         for term in terms:
-            term.resolve(student, teacher.module if teacher else None)
+            try:
+                term.resolve(student, teacher.module if teacher else None)
+            except KdforgeError:
+                if self.cached:
+                    raise KdforgeError(f"loss term '{term.name}' reads the teacher's layers, but a cached teacher holds its outputs only; train it online") from None
+                raise
         self.student_tap = FeatureTap(student, {n: n for t in terms for n in t.student_taps})
         self.teacher_tap = FeatureTap(teacher.module, {n: n for t in terms for n in t.teacher_taps}) if teacher else None
         self.uses_teacher = any(t.uses_teacher for t in terms)
@@ -56,7 +62,8 @@ class Distiller(nn.Module):
     def _setup_terms(self, example: torch.Tensor) -> None:
         was_training = self.student.training
         self.student.eval()
-        student_logits, teacher_logits, s_feats, t_feats = self._forward_models(example)
+        probe_index = torch.arange(len(example)) if self.cached else None  # the example is the split's first samples
+        student_logits, teacher_logits, s_feats, t_feats = self._forward_models(example, probe_index)
         self.student.train(was_training)
         if teacher_logits is not None and teacher_logits.shape[-1] != student_logits.shape[-1]:
             raise KdforgeError(
@@ -73,21 +80,25 @@ class Distiller(nn.Module):
             term.setup(shapes)
         self.to(example.device)
 
-    def _forward_models(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, dict, dict]:
+    def _forward_models(self, x: torch.Tensor, index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None, dict, dict]:
         self.student_tap.clear()
         student_logits = self.student(x)
         teacher_logits, teacher_features = None, {}
         if self.uses_teacher:
             self.teacher_tap.clear()
-            teacher_logits = self.teacher(x)
+            teacher_logits = self.teacher.lookup(index, x.device) if self.cached else self.teacher(x)
             if isinstance(teacher_logits, TopK):  # a sparse (cached) teacher: rebuild dense logits
                 teacher_logits = dense_logits_from_topk(teacher_logits.log_probs, teacher_logits.indices, student_logits.shape[-1])
             teacher_features = self.teacher_tap.features
         return student_logits, teacher_logits, self.student_tap.features, teacher_features
 
-    def forward(self, inputs: torch.Tensor, targets: torch.Tensor, clock: Clock | None = None) -> StepOutput:
+    def forward(self, inputs: torch.Tensor, targets: torch.Tensor, clock: Clock | None = None, index: torch.Tensor | None = None) -> StepOutput:
+        """One step's loss. ``index``: the samples' positions in the training split, which a
+        cached teacher needs to look up its outputs."""
         clock = clock or Clock()
-        student_logits, teacher_logits, s_feats, t_feats = self._forward_models(inputs)
+        if self.cached and index is None:
+            raise KdforgeError("a cached teacher needs the samples' indices: use indexed training batches")
+        student_logits, teacher_logits, s_feats, t_feats = self._forward_models(inputs, index)
         ctx = StepContext(inputs, targets, student_logits, teacher_logits, s_feats, t_feats, clock)
         parts = {term.name: term(ctx) for term in self.terms}
         weighted = {}

@@ -32,6 +32,7 @@ from kdforge.models import build_model
 from kdforge.report import plot_curves, summary_table, write_report, write_results
 from kdforge.teachers import TEACHER_SOURCES, Teacher
 from kdforge.teachers.adapt import InputAdapter
+from kdforge.teachers.cache import CachedTeacher
 from kdforge.trainer import Trainer, autocast_for, resolve_device, seed_everything
 
 
@@ -77,7 +78,9 @@ class Session:
             callbacks.append(ConsoleProgress(self.console))
         return callbacks
 
-    def teacher_entry(self, teacher: Teacher, info: dict[str, Any]) -> dict[str, Any]:
+    def teacher_entry(self, teacher: Teacher | CachedTeacher, info: dict[str, Any]) -> dict[str, Any]:
+        if isinstance(teacher, CachedTeacher):  # measured when the cache was written
+            return {**teacher.manifest["teacher"], "cache": str(teacher.path)}
         module = teacher.module
         test = evaluate(teacher, self.test, self.autocast())
         val = info.get("val_best") or evaluate(teacher, self.val, self.autocast())
@@ -89,9 +92,12 @@ class Session:
         """One row of results.json: what the model is, how good, how big, how fast."""
         return {"model": name, "params": count_params(model), "test": test, "val_best": val_best, "latency_ms": latency_ms(model, self.example), **extra}
 
-    def acquire_teacher(self) -> tuple[Teacher, dict[str, Any]]:
-        """The frozen teacher of a ``train``, ``checkpoint`` or ``ensemble`` section."""
+    def acquire_teacher(self, use_cache: bool = True) -> tuple[Teacher | CachedTeacher, dict[str, Any]]:
+        """The frozen teacher of the recipe (not ``ema``), or its stored outputs (``teacher.cache``)."""
         cfg = self.recipe.teacher
+        if cfg.cache and use_cache:
+            self.train.indexed = True  # the cache is looked up by sample index
+            return CachedTeacher(cfg.cache, self), {}
         module, info = TEACHER_SOURCES.get(cfg.source)(self, cfg, self.run_dir / "teacher")
         return Teacher(module, input_adapter=self.adapter(cfg)), info
 
@@ -262,3 +268,21 @@ def _checked_teacher(session: Session, cfg: Any, student: torch.nn.Module) -> tu
     notes = {"ema": f"EMA of the student (decay {cfg.decay})", "checkpoint": f"loaded from {cfg.path}"}
     note = notes.get(cfg.source, f"{cfg.source} model {cfg.model.name if cfg.model else ''}")
     return module, note + ("; RANDOM classifier head" if info.get("random_head") else "")
+
+
+def build_cache(recipe: Recipe, out: str | Path, topk: int | None = None, console: Console | None = None) -> dict[str, Any]:
+    """``kdforge cache``: get the recipe's teacher (training it if needed), measure it, and
+    store its outputs on the training split in ``out``."""
+    from kdforge.teachers.cache import write_cache
+
+    console = console or Console()
+    if recipe.teacher.source == "ema":
+        raise KdforgeError("an EMA teacher changes as the student trains: it cannot be cached")
+    seed_everything(recipe.seed)
+    run_dir = _prepare_run_dir(recipe.model_copy(update={"name": f"{recipe.name}-cache"}), None)
+    session = Session(recipe, run_dir, console)
+    teacher, info = session.acquire_teacher(use_cache=False)
+    manifest = write_cache(session, teacher, session.teacher_entry(teacher, info), Path(out), topk)
+    console.print(f"cached {manifest['samples']:,} training outputs of the teacher ({manifest['format']}{'' if topk is None else f', top {topk}'}) "
+                  f"in {out}: {manifest['bytes_per_sample']:,.0f} bytes per sample. Train from it with teacher.cache={out}")
+    return manifest

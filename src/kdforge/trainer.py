@@ -150,9 +150,9 @@ class Trainer:
 
     def _train_epoch(self, batches: Any) -> None:
         self.distiller.train()
-        group: list[tuple[torch.Tensor, torch.Tensor]] = []
-        for x, y in batches.epoch(self.pos.epoch, start=self.pos.batch):
-            group.append((x, y))
+        group: list[tuple[torch.Tensor, ...]] = []
+        for batch in batches.epoch(self.pos.epoch, start=self.pos.batch):
+            group.append(batch)
             self.pos.batch += 1
             if len(group) == self.cfg.accumulate or self.pos.batch == self.micro_per_epoch:
                 self._step(group)
@@ -160,14 +160,14 @@ class Trainer:
                 if self.should_stop:
                     return
 
-    def _step(self, group: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    def _step(self, group: list[tuple[torch.Tensor, ...]]) -> None:
         """One optimiser step over ``group`` micro-batches (gradient accumulation)."""
         start = self.pos.epoch + (self.pos.batch - len(group)) / self.micro_per_epoch  # in epochs
         clock = self.clock(start)
         total: torch.Tensor | None = None
-        for x, y in group:
+        for x, y, *index in group:  # (inputs, targets) or (inputs, targets, sample indices)
             with self.autocast():
-                out = self.distiller(x, y, clock)
+                out = self.distiller(x, y, clock, *index)
             self.loss_names = self.loss_names or ["loss", *out.parts, *out.logs]
             self._check_finite(out)
             values = torch.stack([out.loss, *out.parts.values(), *out.logs.values()]).detach().float()  # one op
@@ -185,7 +185,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.pos.step += 1
         self.pos.sums = self.step_losses if self.pos.sums is None else self.pos.sums + self.step_losses
-        samples = sum(len(y) for _, y in group)
+        samples = sum(len(batch[1]) for batch in group)
         for cb in self.callbacks:
             cb.on_step_end(self, samples)
 

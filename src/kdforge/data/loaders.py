@@ -37,6 +37,7 @@ class TensorBatches:
         self.x, self.y = split.x.to(device), split.y.to(device)
         self.batch_size, self.shuffle, self.seed, self.transform = batch_size, shuffle, seed, transform
         self.indices: torch.Tensor | None = None
+        self.indexed = False  # yield (x, y, sample indices): a cached teacher looks its outputs up by index
 
     def subset(self, indices: torch.Tensor | None) -> TensorBatches:
         """The same batches over only ``indices`` of the split (all of it with None)."""
@@ -57,7 +58,8 @@ class TensorBatches:
         for i in range(start * self.batch_size, len(order), self.batch_size):
             idx = order[i : i + self.batch_size]
             x = self.x[idx]
-            yield (self.transform(x) if self.transform else x), self.y[idx]
+            x = self.transform(x) if self.transform else x
+            yield (x, self.y[idx], idx) if self.indexed else (x, self.y[idx])
 
     def __iter__(self) -> Iterator[Batch]:
         return self.epoch(0)
@@ -108,8 +110,7 @@ __all__ = ["TensorBatches", "DatasetBatches", "make_loader", "default_workers"]
 
 
 def example_inputs(batches: TensorBatches | DatasetBatches, n: int = 2) -> torch.Tensor:
-    """The first ``n`` inputs of the unshuffled first batch (for shape probes)."""
-    transform, batches.transform = batches.transform, None
-    x, _ = next(iter(batches.epoch(0)))
-    batches.transform = transform
-    return x[:n]
+    """The split's first ``n`` inputs, un-augmented (for shape probes)."""
+    if isinstance(batches, TensorBatches):
+        return batches.x[:n]
+    return torch.stack([batches.dataset[i][0] for i in range(n)]).to(batches.device)

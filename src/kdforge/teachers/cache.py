@@ -1,0 +1,107 @@
+"""Cached teacher outputs: run the teacher once over the training split, train many times.
+
+``kdforge cache RECIPE`` writes a folder with the teacher's logits for every training
+sample, dense (``logits.npy``, float32, exact) or top-k compressed (``topk_log_probs.npy``
++ ``topk_indices.npy``), memory-mapped when read, beside ``manifest.json``: the teacher's
+hash, the training data's hash, shapes and format. A recipe with ``teacher.cache: PATH``
+then trains without running the teacher; a manifest that does not match the recipe's
+teacher or data is refused.
+
+The cache holds the teacher's outputs on the un-augmented training inputs, so it needs a
+recipe without ``data.augment`` (the teacher and student must see the same view).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from kdforge.errors import KdforgeError
+from kdforge.losses.functional import TopK, topk_log_probs
+
+if TYPE_CHECKING:
+    from kdforge.run import Session
+    from kdforge.teachers.teacher import Teacher
+
+FORMAT_VERSION = 1
+
+
+def data_hash(x: torch.Tensor, y: torch.Tensor) -> str:
+    """Hash of a split's inputs and targets, as the trainer sees them."""
+    digest = hashlib.sha256()
+    for t in (x, y):
+        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def teacher_hash(session: Session) -> str:
+    """Identity of the recipe's teacher: its section, and for a trained teacher everything
+    that determines its training (the same key that reuses trained teachers)."""
+    from kdforge.teachers.sources import teacher_cache_key
+
+    cfg = session.recipe.teacher.model_copy(update={"cache": None})
+    return teacher_cache_key(session.recipe, cfg)
+
+
+def expected_manifest(session: Session) -> dict[str, Any]:
+    data = session.data
+    return {"teacher_hash": teacher_hash(session), "data_hash": data_hash(data.train.x, data.train.y), "split": "train", "samples": len(data.train), "num_classes": data.num_classes}
+
+
+@torch.no_grad()
+def write_cache(session: Session, teacher: Teacher, teacher_entry: dict[str, Any], out: Path, topk: int | None = None, batch_size: int = 512) -> dict[str, Any]:
+    """Run ``teacher`` once over the training split (in order, no augmentation) and write the
+    cache; ``teacher_entry`` (its results.json row) is kept for the runs that use the cache."""
+    if session.recipe.data.augment.shift or session.recipe.data.augment.noise:
+        raise KdforgeError("this recipe augments its training batches (data.augment): a cache of un-augmented outputs would not match what the student sees; set data.augment to zero or train online")
+    x = session.data.train.x
+    outputs = [teacher(x[i : i + batch_size].to(session.device)).float().cpu() for i in range(0, len(x), batch_size)]
+    logits = torch.cat(outputs)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = {**expected_manifest(session), "version": FORMAT_VERSION, "format": "dense" if topk is None else "topk", "k": topk, "teacher": teacher_entry}
+    if topk is None:
+        np.save(out / "logits.npy", logits.numpy())
+    else:
+        sparse = topk_log_probs(logits, topk)
+        np.save(out / "topk_log_probs.npy", sparse.log_probs.numpy())
+        np.save(out / "topk_indices.npy", sparse.indices.to(torch.int32).numpy())
+    manifest["bytes_per_sample"] = sum(p.stat().st_size for p in out.glob("*.npy")) / len(logits)
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+class CachedTeacher(nn.Module):
+    """A teacher read from a cache: :meth:`lookup` gives the outputs of samples by index
+    ([B] training indices -> logits [B, K] or a TopK form). It has no weights to run."""
+
+    cached = True
+
+    def __init__(self, path: str | Path, session: Session):
+        super().__init__()
+        self.path = Path(path)
+        manifest_file = self.path / "manifest.json"
+        if not manifest_file.is_file():
+            raise KdforgeError(f"teacher.cache '{self.path}' has no manifest.json; create it with: kdforge cache RECIPE --out {self.path}")
+        self.manifest = json.loads(manifest_file.read_text())
+        expected = expected_manifest(session)
+        stale = [f"{k}: cache {self.manifest.get(k)!r}, recipe {v!r}" for k, v in expected.items() if self.manifest.get(k) != v]
+        if stale:
+            raise KdforgeError(f"teacher.cache '{self.path}' was made for another teacher or data ({'; '.join(stale)}); rebuild it with: kdforge cache RECIPE --out {self.path}")
+        self.ema_decay = None
+        self.module = nn.Module()  # nothing to tap: a cache holds outputs only
+        names = ["logits"] if self.manifest["format"] == "dense" else ["topk_log_probs", "topk_indices"]
+        self.arrays = [np.load(self.path / f"{name}.npy", mmap_mode="r") for name in names]  # read rows on demand
+
+    def lookup(self, index: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor | TopK:
+        rows = index.cpu().numpy()
+        tensors = [torch.from_numpy(np.ascontiguousarray(a[rows])).to(device) for a in self.arrays]
+        return tensors[0] if len(tensors) == 1 else TopK(tensors[0], tensors[1].long())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise KdforgeError("a cached teacher has outputs for training samples only (by index), it cannot run on new inputs")
