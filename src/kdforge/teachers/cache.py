@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from kdforge.teachers.teacher import Teacher
 
 FORMAT_VERSION = 1
+IN_MEMORY_BYTES = 2**30  # caches up to 1 GiB are loaded whole; larger ones stay memory-mapped
 
 
 def data_hash(x: torch.Tensor, y: torch.Tensor) -> str:
@@ -96,12 +97,18 @@ class CachedTeacher(nn.Module):
         self.ema_decay = None
         self.module = nn.Module()  # nothing to tap: a cache holds outputs only
         names = ["logits"] if self.manifest["format"] == "dense" else ["topk_log_probs", "topk_indices"]
-        self.arrays = [np.load(self.path / f"{name}.npy", mmap_mode="r") for name in names]  # read rows on demand
+        arrays = [np.load(self.path / f"{name}.npy", mmap_mode="r") for name in names]
+        if sum(a.nbytes for a in arrays) <= IN_MEMORY_BYTES:  # small: hold it on the device, index like the data
+            self.arrays = [torch.from_numpy(np.array(a)).to(session.device) for a in arrays]
+        else:  # large: rows are read from the memory-mapped files on demand
+            self.arrays = arrays
 
     def lookup(self, index: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor | TopK:
-        rows = index.cpu().numpy()
-        tensors = [torch.from_numpy(np.ascontiguousarray(a[rows])).to(device) for a in self.arrays]
-        return tensors[0] if len(tensors) == 1 else TopK(tensors[0], tensors[1].long())
+        found = []
+        for a in self.arrays:
+            rows = a[index.to(a.device)] if isinstance(a, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(a[index.cpu().numpy()]))
+            found.append(rows.to(device, non_blocking=True))
+        return found[0] if len(found) == 1 else TopK(found[0], found[1].long())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         raise KdforgeError("a cached teacher has outputs for training samples only (by index), it cannot run on new inputs")

@@ -1,0 +1,98 @@
+"""What the teacher costs: seconds per epoch of the student alone, online KD, and KD from a
+teacher cache, in one process, on the same student and data.
+
+The teacher is a timm ViT-Small (12 blocks, 22M parameters, random weights: only its cost
+matters here) that sees digits resized to 64x64 RGB; the student is a CNN (width 16) or
+the demo's MLP-64 (``--student``). The three loops alternate for several rounds; the
+medians are compared. Target: cached KD <= 1.10x the student alone. With a student whose
+whole step takes ~1 ms (the MLP), the KD loss's own arithmetic is a visible share of it.
+
+    uv run python benchmarks/teacher_cost.py [--student cnn|mlp] [--rounds 3] [--epochs 2]
+
+Writes benchmarks/results/teacher_cost_<student>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+from kdforge import Recipe
+from kdforge.distiller import Distiller
+from kdforge.losses import build_losses
+from kdforge.models import build_model
+from kdforge.run import Session
+from kdforge.teachers.cache import CachedTeacher, write_cache
+from kdforge.trainer import Trainer
+
+TEACHER = {"source": "timm", "model": {"name": "vit_small_patch16_224", "img_size": 64}, "adapt": {"size": 64, "channels": 3}}
+
+
+STUDENTS = {"mlp": {"name": "mlp", "hidden": [64]}, "cnn": {"name": "cnn", "width": 16, "depth": 3}}
+
+
+def seconds_per_epoch(session: Session, student_spec: dict, teacher, losses: list[dict], epochs: int, workdir: Path) -> float:
+    torch.manual_seed(0)
+    spec = dict(student_spec)
+    student = build_model(spec.pop("name"), input_shape=session.data.input_shape, num_classes=10, **spec)
+    distiller = Distiller(student, teacher, build_losses(losses), session.example)
+    cfg = session.recipe.train.model_copy(update={"epochs": epochs})
+    trainer = Trainer(distiller, session.recipe.optim, cfg, steps_per_epoch=len(session.train), checkpoint_dir=workdir)
+    start = time.perf_counter()
+    trainer.fit(session.train, session.val)
+    return (time.perf_counter() - start) / epochs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--student", choices=list(STUDENTS), default="cnn")
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="kdforge-teacher-cost-"))
+    recipe = Recipe.from_dict({
+        "name": "teacher-cost", "data": {"name": "digits", "batch_size": 64}, "teacher": TEACHER,
+        "student": {"model": {"name": "mlp", "hidden": [64]}}, "losses": [{"name": "kd"}],
+        "train": {"epochs": args.epochs, "baseline": False, "checkpoint_interval": 60.0}, "log": {"dir": str(tmp), "progress": False},
+    })
+    session = Session(recipe, tmp, Console(file=io.StringIO()))
+    teacher, info = session.acquire_teacher(use_cache=False)
+    write_cache(session, teacher, {"params": sum(p.numel() for p in teacher.parameters())}, tmp / "cache")
+    cached = CachedTeacher(tmp / "cache", session)
+    session.train.indexed = True  # the cache is looked up by sample index
+    kd = [{"name": "ce", "weight": 0.1}, {"name": "kd", "weight": 0.9, "temperature": 4.0}]
+    loops = {"student alone": (None, [{"name": "ce"}]), "online KD": (teacher, kd), "cached KD": (cached, kd)}
+    times: dict[str, list[float]] = {name: [] for name in loops}
+    for r in range(args.rounds):
+        for name, (source, losses) in loops.items():
+            times[name].append(seconds_per_epoch(session, STUDENTS[args.student], source, losses, args.epochs, tmp / f"{r}-{name}"))
+        print(f"round {r + 1}: " + ", ".join(f"{n} {t[-1]:.3f} s/epoch" for n, t in times.items()), flush=True)
+    median = {name: statistics.median(t) for name, t in times.items()}
+    result = {
+        "benchmark": "teacher_cost",
+        "seconds_per_epoch": median,
+        "online_over_alone": median["online KD"] / median["student alone"],
+        "cached_over_alone": median["cached KD"] / median["student alone"],
+        "target_cached_over_alone": 1.10,
+        "teacher": TEACHER, "teacher_params": sum(p.numel() for p in teacher.parameters()),
+        "student": STUDENTS[args.student], "data": "digits 1167 train, batch 64",
+        "rounds": args.rounds, "epochs_per_round": args.epochs,
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
+    }
+    print(f"online KD / alone = {result['online_over_alone']:.2f}x; cached KD / alone = {result['cached_over_alone']:.2f}x (target <= 1.10)")
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"teacher_cost_{args.student}.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
