@@ -109,3 +109,13 @@ def test_last_checkpoint_interval(tmp_path, data, interval, expected):
     trainer.callbacks.append(Record())
     trainer.fit(train, val)
     assert saved == expected  # the first and the last epoch are always written
+
+
+def test_fp16_with_a_gradient_scaler_and_channels_last_train(tiny_recipe):
+    from kdforge import Recipe, run
+
+    tiny_recipe["student"] = {"model": {"name": "cnn", "width": 4, "depth": 2}}
+    tiny_recipe["train"] = {"epochs": 1, "baseline": False, "amp": "fp16", "channels_last": True, "grad_clip": 1.0}
+    result = run(Recipe.from_dict(tiny_recipe))
+    last = torch.load(result.run_dir / "last.pt", weights_only=True)
+    assert last["scaler"]["scale"] > 0 and 0.1 < result.student_accuracy <= 1.0

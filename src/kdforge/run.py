@@ -66,9 +66,12 @@ class Session:
         self.device = resolve_device(recipe.train.device)
         self.data: DataBundle = build_dataset(recipe.data.name, seed=recipe.seed, val_fraction=recipe.data.val_fraction, test_fraction=recipe.data.test_fraction, **recipe.data.options)
         augment = BatchAugment(**recipe.data.augment.model_dump())
-        self.train = make_loader(self.data.train, recipe.data.batch_size, shuffle=True, seed=recipe.seed, device=self.device, transform=augment or None)
-        self.val = make_loader(self.data.val, recipe.data.eval_batch_size, device=self.device)
-        self.test = make_loader(self.data.test, recipe.data.eval_batch_size, device=self.device)
+        # channels-last only means something for image batches [B, C, H, W]
+        self.memory_format = torch.channels_last if recipe.train.channels_last and len(self.data.input_shape) == 3 else torch.contiguous_format
+        batches = {"device": self.device, "memory_format": self.memory_format}
+        self.train = make_loader(self.data.train, recipe.data.batch_size, shuffle=True, seed=recipe.seed, transform=augment or None, **batches)
+        self.val = make_loader(self.data.val, recipe.data.eval_batch_size, **batches)
+        self.test = make_loader(self.data.test, recipe.data.eval_batch_size, **batches)
         self.example = example_inputs(self.train)
         self.autocast = lambda: autocast_for(recipe.train.amp, self.device)
 
@@ -99,7 +102,7 @@ class Session:
             self.train.indexed = True  # the cache is looked up by sample index
             return CachedTeacher(cfg.cache, self), {}
         module, info = TEACHER_SOURCES.get(cfg.source)(self, cfg, self.run_dir / "teacher")
-        return Teacher(module, input_adapter=self.adapter(cfg)), info
+        return Teacher(module.to(memory_format=self.memory_format), input_adapter=self.adapter(cfg)), info
 
     def adapter(self, cfg: Any) -> InputAdapter | None:
         """The teacher's input adapter, from ``teacher.adapt``."""
@@ -112,7 +115,8 @@ class Session:
         With ``ema``, the teacher is made here: the moving average of this student."""
         cfg = self.recipe.student.model
         torch.manual_seed(self.recipe.seed)
-        student = build_model(cfg.name, input_shape=self.data.input_shape, num_classes=self.data.num_classes, **cfg.options).to(self.device)
+        student = build_model(cfg.name, input_shape=self.data.input_shape, num_classes=self.data.num_classes, **cfg.options)
+        student = student.to(self.device, memory_format=self.memory_format)
         if ema:
             teacher_cfg = self.recipe.teacher
             module, _ = TEACHER_SOURCES.get("ema")(self, teacher_cfg, self.run_dir / "teacher", student)

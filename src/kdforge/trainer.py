@@ -71,7 +71,10 @@ def resolve_device(device: str) -> torch.device:
 
 
 def autocast_for(amp: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA for ``auto``/``bf16``; off on CPU unless ``bf16`` is asked."""
+    """``auto``: bf16 autocast on CUDA, off on CPU; ``bf16`` / ``fp16``: that dtype anywhere;
+    ``off``: full precision. fp16 needs a gradient scaler (the Trainer makes one)."""
+    if amp == "fp16":
+        return torch.autocast(device.type, dtype=torch.float16)
     if amp == "bf16" or (amp == "auto" and device.type == "cuda"):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -108,6 +111,8 @@ class Trainer:
         self.optimizer = build_optimizer(distiller.param_groups(), optim)
         self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
         self.autocast = lambda: autocast_for(train.amp, self.device)
+        # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=train.amp == "fp16")
         self.pos = _Position()
         self.best_state: dict[str, Any] | None = None  # a copy of the best weights, with epoch and val
         self.loss_names: list[str] = []  # "loss", each part, each logged scalar: set by the first step
@@ -171,7 +176,7 @@ class Trainer:
             self.loss_names = self.loss_names or ["loss", *out.parts, *out.logs]
             self._check_finite(out)
             values = torch.stack([out.loss, *out.parts.values(), *out.logs.values()]).detach().float()  # one op
-            (out.loss / len(group) if len(group) > 1 else out.loss).backward()
+            self.scaler.scale(out.loss / len(group) if len(group) > 1 else out.loss).backward()
             total = values if total is None else total + values
         self.step_losses = total / len(group) if len(group) > 1 else total
         factor = lr_factor(start, self.pos.epoch + self.pos.batch / self.micro_per_epoch, self.cfg.epochs, self.optim_cfg)
@@ -179,8 +184,10 @@ class Trainer:
             param_group["lr"] = base * factor
         self.step_lr = self.current_lr()
         if self.cfg.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
             torch.nn.utils.clip_grad_norm_(self.distiller.trainable_parameters(), self.cfg.grad_clip)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)  # skips the step when fp16 gradients overflowed
+        self.scaler.update()
         self.distiller.after_step()
         self.optimizer.zero_grad(set_to_none=True)
         self.pos.step += 1
@@ -246,6 +253,7 @@ class Trainer:
         state = {
             "trainable": self.distiller.trainable_state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
             # the history as one JSON string: pickling hundreds of small dicts costs ~1 µs per object
             "position": {**vars(self.pos), "history": json.dumps(self.pos.history)},
             "best": self.best_state,
@@ -261,6 +269,7 @@ class Trainer:
         state = torch.load(self.dir / "last.pt", map_location=self.device, weights_only=True)
         self.distiller.load_trainable_state_dict(state["trainable"])
         self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
         self.pos = _Position(**{**state["position"], "history": json.loads(state["position"]["history"])})
         self.best_state = state["best"]
         if self.curriculum is not None:

@@ -33,8 +33,8 @@ class TensorBatches:
     """Batches of an in-memory :class:`Split`, moved to ``device`` once; optionally of a
     subset of its samples (``indices``, see :meth:`subset`)."""
 
-    def __init__(self, split: Split, batch_size: int, *, shuffle: bool = False, seed: int = 0, device: str | torch.device = "cpu", transform: Transform | None = None):
-        self.x, self.y = split.x.to(device), split.y.to(device)
+    def __init__(self, split: Split, batch_size: int, *, shuffle: bool = False, seed: int = 0, device: str | torch.device = "cpu", transform: Transform | None = None, memory_format: torch.memory_format = torch.contiguous_format):
+        self.x, self.y = split.x.to(device, memory_format=memory_format), split.y.to(device)
         self.batch_size, self.shuffle, self.seed, self.transform = batch_size, shuffle, seed, transform
         self.indices: torch.Tensor | None = None
         self.indexed = False  # yield (x, y, sample indices): a cached teacher looks its outputs up by index
@@ -68,8 +68,9 @@ class TensorBatches:
 class DatasetBatches:
     """Batches of a map-style ``Dataset`` through a DataLoader; same interface as TensorBatches."""
 
-    def __init__(self, dataset: Dataset, batch_size: int, *, shuffle: bool = False, seed: int = 0, device: str | torch.device = "cpu", transform: Transform | None = None, num_workers: int | None = None):
+    def __init__(self, dataset: Dataset, batch_size: int, *, shuffle: bool = False, seed: int = 0, device: str | torch.device = "cpu", transform: Transform | None = None, num_workers: int | None = None, memory_format: torch.memory_format = torch.contiguous_format):
         self.dataset, self.batch_size, self.shuffle, self.seed, self.transform = dataset, batch_size, shuffle, seed, transform
+        self.memory_format = memory_format
         self.device = torch.device(device)
         self.num_workers = default_workers() if num_workers is None else num_workers
 
@@ -87,7 +88,7 @@ class DatasetBatches:
             persistent_workers=False,
         )
         for x, y in loader:
-            x = x.to(self.device, non_blocking=True)
+            x = x.to(self.device, non_blocking=True, memory_format=self.memory_format)
             yield (self.transform(x) if self.transform else x), y.to(self.device, non_blocking=True)
 
     def __iter__(self) -> Iterator[Batch]:
@@ -99,11 +100,12 @@ def default_workers() -> int:
     return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
-def make_loader(data: Split | Dataset, batch_size: int, *, shuffle: bool = False, seed: int = 0, device: str | torch.device = "cpu", transform: Transform | None = None) -> TensorBatches | DatasetBatches:
+def make_loader(data: Split | Dataset, batch_size: int, *, shuffle: bool = False, seed: int = 0, device: str | torch.device = "cpu", transform: Transform | None = None, memory_format: torch.memory_format = torch.contiguous_format) -> TensorBatches | DatasetBatches:
     """Index-slicing batches for an in-memory :class:`Split`, a DataLoader otherwise.
-    ``transform`` (augmentation) is applied to each batch's inputs on the device."""
+    ``transform`` (augmentation) is applied to each batch's inputs on the device;
+    ``memory_format`` (channels-last) to the inputs as they reach the device."""
     kind = TensorBatches if isinstance(data, Split) else DatasetBatches
-    return kind(data, batch_size, shuffle=shuffle, seed=seed, device=device, transform=transform)
+    return kind(data, batch_size, shuffle=shuffle, seed=seed, device=device, transform=transform, memory_format=memory_format)
 
 
 __all__ = ["TensorBatches", "DatasetBatches", "make_loader", "default_workers"]
