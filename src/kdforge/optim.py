@@ -28,7 +28,7 @@ def lr_factor(start: float, end: float, epochs: int, cfg: OptimConfig) -> float:
     Positions rather than step counts keep the schedule right when an epoch's length
     changes (a curriculum stage that trains on part of the data).
     """
-    if start < cfg.warmup_epochs:
+    if cfg.warmup_epochs > 0 and start < cfg.warmup_epochs:
         return min(1.0, end / cfg.warmup_epochs)
     if cfg.schedule == "constant":
         return 1.0
