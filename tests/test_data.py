@@ -59,6 +59,8 @@ def test_batches_cover_each_sample_once_in_a_seeded_order_and_resume_mid_epoch()
     assert [y.tolist() for _, y in loader.epoch(0, start=2)] == epoch0[2:]
     dataset_loader = make_loader(TensorDataset(split.x, split.y), 3, shuffle=True, seed=5)
     assert [y.tolist() for _, y in dataset_loader.epoch(0)] == epoch0  # DataLoader path: same order
+    assert [y.tolist() for _, y in dataset_loader.epoch(1)] == [y.tolist() for _, y in loader.epoch(1)]  # one loader, new order
+    assert [y.tolist() for _, y in dataset_loader.epoch(0, start=2)] == epoch0[2:]
 
 
 def test_random_shift_moves_whole_samples_within_bounds():

@@ -65,29 +65,46 @@ class TensorBatches:
         return self.epoch(0)
 
 
+class _EpochOrder:
+    """A sampler whose order is set before each epoch, so one DataLoader (and its
+    persistent workers) serves every epoch."""
+
+    def __init__(self) -> None:
+        self.order: list[int] = []
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+
 class DatasetBatches:
-    """Batches of a map-style ``Dataset`` through a DataLoader; same interface as TensorBatches."""
+    """Batches of a map-style ``Dataset`` through one DataLoader kept for the whole run:
+    persistent workers (no restart each epoch), pinned memory on CUDA; same interface as
+    TensorBatches."""
 
     def __init__(self, dataset: Dataset, batch_size: int, *, shuffle: bool = False, seed: int = 0, device: str | torch.device = "cpu", transform: Transform | None = None, num_workers: int | None = None, memory_format: torch.memory_format = torch.contiguous_format):
         self.dataset, self.batch_size, self.shuffle, self.seed, self.transform = dataset, batch_size, shuffle, seed, transform
         self.memory_format = memory_format
         self.device = torch.device(device)
-        self.num_workers = default_workers() if num_workers is None else num_workers
+        workers = default_workers() if num_workers is None else num_workers
+        self.sampler = _EpochOrder()
+        self.loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=self.sampler,
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=workers > 0,
+        )
 
     def __len__(self) -> int:
         return -(-len(self.dataset) // self.batch_size)
 
     def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
-        order = _epoch_order(len(self.dataset), self.seed, epoch, self.shuffle).tolist()
-        loader = DataLoader(
-            self.dataset,
-            batch_size=self.batch_size,
-            sampler=order[start * self.batch_size :],
-            num_workers=self.num_workers,
-            pin_memory=self.device.type == "cuda",
-            persistent_workers=False,
-        )
-        for x, y in loader:
+        self.sampler.order = _epoch_order(len(self.dataset), self.seed, epoch, self.shuffle).tolist()[start * self.batch_size :]
+        for x, y in self.loader:
             x = x.to(self.device, non_blocking=True, memory_format=self.memory_format)
             yield (self.transform(x) if self.transform else x), y.to(self.device, non_blocking=True)
 
