@@ -119,3 +119,21 @@ def test_fp16_with_a_gradient_scaler_and_channels_last_train(tiny_recipe):
     result = run(Recipe.from_dict(tiny_recipe))
     last = torch.load(result.run_dir / "last.pt", weights_only=True)
     assert last["scaler"]["scale"] > 0 and 0.1 < result.student_accuracy <= 1.0
+
+
+def test_compiled_student_keeps_its_own_names():
+    from kdforge.taps import unwrap
+    from kdforge.trainer import compiled
+
+    student = build_model("mlp", input_shape=(1, 8, 8), num_classes=10, hidden=[8])
+    wrapped = compiled(student)
+    assert wrapped is not student and unwrap(wrapped) is student  # exports and taps see the student's own names
+    assert torch._dynamo.config.suppress_errors  # graphs that fail to compile run eagerly
+
+
+@pytest.mark.slow
+def test_a_compiled_run_trains(tiny_recipe):
+    from kdforge import Recipe, run
+
+    tiny_recipe["train"] = {"epochs": 1, "baseline": False, "compile": True}
+    assert run(Recipe.from_dict(tiny_recipe)).student_accuracy > 0.1

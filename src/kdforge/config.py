@@ -267,6 +267,7 @@ class TrainConfig(Section):
     device: str = "auto"
     amp: Literal["auto", "bf16", "fp16", "off"] = Field("auto", description="auto: bf16 on CUDA, off on CPU; fp16 uses a gradient scaler")
     channels_last: bool = Field(False, description="channels-last memory format for image models and batches (faster convolutions on GPUs)")
+    compile: bool = Field(False, description="torch.compile the student (falls back to eager, with a warning, where unsupported)")
     grad_clip: float | None = Field(None, gt=0)
     accumulate: int = Field(1, gt=0, description="micro-batches per optimiser step")
     baseline: bool = Field(True, description="also train the student without distillation")

@@ -33,7 +33,7 @@ from kdforge.report import plot_curves, summary_table, write_report, write_resul
 from kdforge.teachers import TEACHER_SOURCES, Teacher
 from kdforge.teachers.adapt import InputAdapter
 from kdforge.teachers.cache import CachedTeacher
-from kdforge.trainer import Trainer, autocast_for, resolve_device, seed_everything
+from kdforge.trainer import Trainer, autocast_for, compiled, resolve_device, seed_everything
 
 
 class RunInterrupted(KdforgeError):
@@ -121,7 +121,7 @@ class Session:
             teacher_cfg = self.recipe.teacher
             module, _ = TEACHER_SOURCES.get("ema")(self, teacher_cfg, self.run_dir / "teacher", student)
             teacher = Teacher(module, ema_decay=teacher_cfg.decay)
-        distiller = Distiller(student, teacher, terms, self.example)
+        distiller = Distiller(compiled(student) if self.recipe.train.compile else student, teacher, terms, self.example)
         curriculum = Curriculum.from_recipe(self.recipe) if stage == "distill" else None  # the baseline trains plainly
         trainer = Trainer(distiller, self.recipe.optim, self.recipe.train, steps_per_epoch=len(self.train), checkpoint_dir=checkpoint_dir, callbacks=self.callbacks(), stage=stage, curriculum=curriculum)
         result = trainer.fit(self.train, self.val, resume=True)

@@ -80,6 +80,21 @@ def autocast_for(amp: str, device: torch.device) -> contextlib.AbstractContextMa
     return contextlib.nullcontext()
 
 
+def compiled(module: torch.nn.Module) -> torch.nn.Module:
+    """``torch.compile(module)``; where compiling is unsupported the model runs eagerly, with a
+    warning (graphs that fail to compile fall back too, instead of stopping training)."""
+    import warnings
+
+    import torch._dynamo
+
+    torch._dynamo.config.suppress_errors = True
+    try:
+        return torch.compile(module)
+    except Exception as err:  # noqa: BLE001 - any failure to set up compilation means: run eagerly
+        warnings.warn(f"torch.compile is unavailable here ({err}); training without it", stacklevel=2)
+        return module
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
