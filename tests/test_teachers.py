@@ -120,3 +120,39 @@ def test_ensemble_and_ema_recipes_run(tiny_recipe):
     tiny_recipe["losses"] = tiny_recipe["losses"][:2]
     result = run(Recipe.from_dict(tiny_recipe))
     assert result.results["teacher"]["source"] == "ema" and result.results["teacher"]["params"] == result.results["student"]["params"]
+
+
+def test_a_trainable_teacher_learns_from_labels_only_in_its_own_group(tmp_path):
+    from kdforge.losses.functional import cross_entropy
+
+    torch.manual_seed(0)
+    teacher = Teacher(mlp(32), trainable=True, lr=0.05, ce_weight=0.5)
+    student = mlp()
+    distiller = Distiller(student, teacher, build_losses([{"name": "ce"}, {"name": "kd"}]), torch.randn(2, 1, 8, 8))
+    groups = distiller.param_groups()
+    assert any(g.get("lr") == 0.05 and len(g["params"]) == len(list(teacher.module.parameters())) for g in groups)
+    distiller.train()
+    assert teacher.module.training  # a co-trained teacher follows the trainer's mode (dropout, batch norm)
+    x, y = torch.randn(8, 1, 8, 8), torch.arange(8)
+    out = distiller(x, y)
+    out.loss.backward()
+    got = [p.grad.clone() for p in teacher.module.parameters()]
+    teacher.module.zero_grad()
+    (0.5 * cross_entropy(teacher.module(x), y)).backward()  # what the teacher should learn from: its CE alone
+    assert all(torch.allclose(a, b.grad, atol=1e-6) for a, b in zip(got, teacher.module.parameters()))
+    assert "teacher_ce" in out.parts and any(p.grad is not None for p in student.parameters())
+
+
+def test_trainable_teacher_recipe_co_trains_and_checkpoints_the_teacher(tiny_recipe):
+    tiny_recipe["teacher"] = {**tiny_recipe["teacher"], "trainable": True, "lr": 1e-3}
+    tiny_recipe["train"] = {"epochs": 1, "baseline": False}
+    result = run(Recipe.from_dict(tiny_recipe))
+    from kdforge.export import read_state_dict
+
+    last = torch.load(result.run_dir / "last.pt", weights_only=True)
+    pretrained = read_state_dict(result.run_dir / "teacher" / "teacher.safetensors")  # before co-training
+    co_trained = last["trainable"]["teacher"]
+    assert any(not torch.equal(co_trained[k], v) for k, v in pretrained.items() if v.is_floating_point())
+    assert "teacher_ce" in last["position"]["history"]
+    with pytest.raises(ConfigError, match="used with trainable: true only"):
+        Recipe.from_dict({**tiny_recipe, "teacher": {**tiny_recipe["teacher"], "trainable": False}})

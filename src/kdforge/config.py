@@ -110,6 +110,9 @@ class TeacherConfig(Section):
     finetune: FinetuneConfig | None = Field(None, description="fit the loaded teacher on the training split first")
     adapt: AdaptConfig | None = Field(None, description="resize / repeat channels / renormalise the batch for the teacher")
     cache: str | None = Field(None, description="a folder written by `kdforge cache`: train from the teacher's stored outputs")
+    trainable: bool = Field(False, description="online distillation: co-train the teacher with its own CE term and optimiser group")
+    lr: float | None = Field(None, gt=0, description="trainable teachers: their learning rate (default optim.lr)")
+    ce_weight: float | None = Field(None, ge=0, description="trainable teachers: weight of their cross-entropy (default 1)")
     train: TeacherTrainConfig | None = Field(None, description="source 'train' only; defaults apply")
     members: list[TeacherConfig] | None = Field(None, description="source 'ensemble': two or more teacher sections")
     combine: Literal["mean", "weighted"] | None = Field(None, description="source 'ensemble': how logits are combined (default mean)")
@@ -149,6 +152,10 @@ class TeacherConfig(Section):
                 raise ValueError("combine 'weighted' goes with weights (one per member), and weights with combine 'weighted'")
             if self.weights is not None and (len(self.weights) != len(self.members) or min(self.weights) < 0 or sum(self.weights) <= 0):
                 raise ValueError(f"weights must be {len(self.members)} non-negative numbers with a positive sum")
+        if not self.trainable and (self.lr is not None or self.ce_weight is not None):
+            raise ValueError("teacher.lr and teacher.ce_weight are used with trainable: true only")
+        if self.trainable and (self.source == "ema" or self.cache is not None):
+            raise ValueError("a trainable teacher needs weights to train: not with source 'ema' or a cache")
         if self.source == "ema" and self.cache is not None:
             raise ValueError("an EMA teacher changes as the student trains: it cannot be cached")
         if self.source == "ema" and self.decay is None:

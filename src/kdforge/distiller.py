@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from kdforge.errors import KdforgeError
+from kdforge.losses import functional as lf
 from kdforge.losses.functional import TopK, dense_logits_from_topk
 from kdforge.losses.terms import LossTerm, Shapes, StepContext
 from kdforge.schedules import Clock, ScheduleConfig
@@ -100,6 +101,11 @@ class Distiller(nn.Module):
             raise KdforgeError("a cached teacher needs the samples' indices: use indexed training batches")
         student_logits, teacher_logits, s_feats, t_feats = self._forward_models(inputs, index)
         ctx = StepContext(inputs, targets, student_logits, teacher_logits, s_feats, t_feats, clock)
+        teacher_ce = None
+        if self.teacher is not None and self.teacher.trainable and teacher_logits is not None:
+            teacher_ce = lf.cross_entropy(teacher_logits, targets)  # the teacher learns from the labels only
+            ctx.teacher_logits = teacher_logits.detach()
+            ctx.teacher_features = {k: v.detach() for k, v in t_feats.items()}
         parts = {term.name: term(ctx) for term in self.terms}
         weighted = {}
         for term in self.terms:
@@ -107,16 +113,23 @@ class Distiller(nn.Module):
             weighted[term.name] = weight * parts[term.name]
             if isinstance(term.weight, ScheduleConfig):
                 ctx.logs[f"{term.name}.weight"] = torch.tensor(weight)
+        if teacher_ce is not None:
+            parts["teacher_ce"], weighted["teacher_ce"] = teacher_ce, self.teacher.ce_weight * teacher_ce
         return StepOutput(functools.reduce(operator.add, weighted.values()), student_logits, parts, weighted, ctx.logs)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        """Student and term parameters (projectors, heads, learnable temperatures): what the optimiser updates."""
-        return [p for p in (*self.student.parameters(), *self.terms.parameters()) if p.requires_grad]
+        """Student and term parameters (projectors, heads, learnable temperatures), and a
+        trainable teacher's: what the optimiser updates."""
+        teacher = list(self.teacher.module.parameters()) if self.teacher is not None and self.teacher.trainable else []
+        return [p for p in (*self.student.parameters(), *self.terms.parameters(), *teacher) if p.requires_grad]
 
     def param_groups(self) -> list[dict[str, Any]]:
         """Optimiser groups: the terms' own groups (e.g. a temperature with its own learning
         rate) and one main group with every other trainable parameter."""
         special = [group for term in self.terms for group in term.param_groups()]
+        if self.teacher is not None and self.teacher.trainable:
+            group = {"params": [p for p in self.teacher.module.parameters() if p.requires_grad]}
+            special.append({**group, "lr": self.teacher.lr} if self.teacher.lr is not None else group)
         taken = {id(p) for group in special for p in group["params"]}
         return [{"params": [p for p in self.trainable_parameters() if id(p) not in taken]}, *special]
 
@@ -128,7 +141,7 @@ class Distiller(nn.Module):
     def trainable_state_dict(self) -> dict[str, Any]:
         """What training changes: student, term parts, and an EMA teacher's weights."""
         state = {"student": self.student_state_dict(), "terms": self.terms.state_dict()}
-        if self.teacher is not None and self.teacher.ema_decay is not None:
+        if self.teacher is not None and self.teacher.evolves:
             state["teacher"] = self.teacher.module.state_dict()
         return state
 

@@ -102,7 +102,13 @@ class Session:
             self.train.indexed = True  # the cache is looked up by sample index
             return CachedTeacher(cfg.cache, self), {}
         module, info = TEACHER_SOURCES.get(cfg.source)(self, cfg, self.run_dir / "teacher")
-        return Teacher(module.to(memory_format=self.memory_format), input_adapter=self.adapter(cfg)), info
+        return self.wrap_teacher(module), info
+
+    def wrap_teacher(self, module: torch.nn.Module) -> Teacher:
+        """The recipe's teacher module, frozen (or co-trained: ``trainable``), with its input adapter."""
+        cfg = self.recipe.teacher
+        trainable = {"trainable": True, "lr": cfg.lr, "ce_weight": 1.0 if cfg.ce_weight is None else cfg.ce_weight} if cfg.trainable else {}
+        return Teacher(module.to(self.device, memory_format=self.memory_format), input_adapter=self.adapter(cfg), **trainable)
 
     def adapter(self, cfg: Any) -> InputAdapter | None:
         """The teacher's input adapter, from ``teacher.adapt``."""
@@ -216,10 +222,9 @@ def check(recipe: Recipe, console: Console | None = None) -> dict[str, Any]:
     cfg = recipe.student.model
     student = build_model(cfg.name, input_shape=data.input_shape, num_classes=data.num_classes, **cfg.options).to(session.device)
     teacher_module, teacher_note = _checked_teacher(session, recipe.teacher, student)
-    adapter = session.adapter(recipe.teacher)
-    teacher = Teacher(teacher_module.to(session.device), input_adapter=adapter)
-    if adapter is not None:
-        teacher_note += f"; input adapted: {adapter.describe()}"
+    teacher = session.wrap_teacher(teacher_module)
+    if teacher.input_adapter is not None:
+        teacher_note += f"; input adapted: {teacher.input_adapter.describe()}"
     distiller = Distiller(student, teacher, terms, session.example)
     for role, logits in (("teacher", teacher(session.example)), ("student", student(session.example))):
         if logits.shape[-1] != data.num_classes:
@@ -231,7 +236,7 @@ def check(recipe: Recipe, console: Console | None = None) -> dict[str, Any]:
         out = distiller(x, y)
     out.loss.backward()
     no_grad = [n for n, p in student.named_parameters() if p.grad is None]
-    teacher_grads = [n for n, p in teacher.named_parameters() if p.grad is not None]
+    teacher_grads = [n for n, p in teacher.named_parameters() if p.grad is not None and not recipe.teacher.trainable]
     if teacher_grads or not torch.isfinite(out.loss.detach()):
         raise KdforgeError(f"one-batch check failed: loss {float(out.loss.detach())}, teacher parameters with gradients: {teacher_grads}")
 

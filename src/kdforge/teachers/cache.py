@@ -46,8 +46,7 @@ def teacher_hash(session: Session) -> str:
     that determines its training (the same key that reuses trained teachers)."""
     from kdforge.teachers.sources import teacher_cache_key
 
-    cfg = session.recipe.teacher.model_copy(update={"cache": None})
-    return teacher_cache_key(session.recipe, cfg)
+    return teacher_cache_key(session.recipe, session.recipe.teacher)
 
 
 def expected_manifest(session: Session) -> dict[str, Any]:
@@ -82,6 +81,7 @@ class CachedTeacher(nn.Module):
     ([B] training indices -> logits [B, K] or a TopK form). It has no weights to run."""
 
     cached = True
+    trainable, evolves, ema_decay = False, False, None  # a cache never changes
 
     def __init__(self, path: str | Path, session: Session):
         super().__init__()
@@ -94,7 +94,6 @@ class CachedTeacher(nn.Module):
         stale = [f"{k}: cache {self.manifest.get(k)!r}, recipe {v!r}" for k, v in expected.items() if self.manifest.get(k) != v]
         if stale:
             raise KdforgeError(f"teacher.cache '{self.path}' was made for another teacher or data ({'; '.join(stale)}); rebuild it with: kdforge cache RECIPE --out {self.path}")
-        self.ema_decay = None
         self.module = nn.Module()  # nothing to tap: a cache holds outputs only
         names = ["logits"] if self.manifest["format"] == "dense" else ["topk_log_probs", "topk_indices"]
         arrays = [np.load(self.path / f"{name}.npy", mmap_mode="r") for name in names]

@@ -124,7 +124,8 @@ def load_checkpoint_model(path: str | Path, model_cfg: Any, input_shape: tuple[i
 def teacher_cache_key(recipe: Recipe, cfg: TeacherConfig) -> str:
     """Hash of everything that determines a trained teacher."""
     train = recipe.train.model_dump(exclude={"epochs", "baseline", "device", "checkpoint_interval"})
-    parts = {"teacher": cfg.model_dump(mode="json"), "data": recipe.data.model_dump(mode="json"), "seed": recipe.seed, "optim": recipe.optim.model_dump(mode="json"), "train": train}
+    teacher = cfg.model_dump(mode="json", exclude={"cache", "trainable", "lr", "ce_weight"})  # how it is used, not what it is
+    parts = {"teacher": teacher, "data": recipe.data.model_dump(mode="json"), "seed": recipe.seed, "optim": recipe.optim.model_dump(mode="json"), "train": train}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 
 import torch
@@ -12,7 +13,7 @@ from kdforge.taps import FeatureTap
 
 
 class Teacher(nn.Module):
-    """Wraps a model so that it cannot learn or change mode.
+    """Wraps a model so that it cannot learn or change mode (unless made ``trainable``).
 
     Parameters get ``requires_grad=False``; :meth:`train` always leaves it in eval mode
     (dropout and batch-norm statistics stay fixed even when the Distiller is put in
@@ -22,6 +23,10 @@ class Teacher(nn.Module):
     into what the teacher expects. With ``ema_decay``, the teacher is the moving average of
     a source model (the student): :meth:`update` moves it after each optimiser step; no
     gradient ever changes it.
+
+    ``trainable=True`` (opt-in) is online distillation: the teacher trains alongside the
+    student, in its own optimiser group (``lr``), on cross-entropy weighted ``ce_weight``;
+    the loss terms still see its outputs detached, so the student never pulls it.
     """
 
     def __init__(
@@ -30,12 +35,23 @@ class Teacher(nn.Module):
         taps: Mapping[str, str] | None = None,
         input_adapter: Callable[[torch.Tensor], torch.Tensor] | None = None,
         ema_decay: float | None = None,
+        trainable: bool = False,
+        lr: float | None = None,
+        ce_weight: float = 1.0,
     ):
         super().__init__()
-        self.module = module.requires_grad_(False).eval()
+        self.trainable, self.lr, self.ce_weight = trainable, lr, ce_weight
+        self.module = module.requires_grad_(trainable)
+        if not trainable:
+            self.module.eval()
         self.input_adapter = input_adapter
         self.ema_decay = ema_decay
         self.tap = FeatureTap(module, taps) if taps else None
+
+    @property
+    def evolves(self) -> bool:
+        """Whether training changes the teacher (EMA or trainable): then it is checkpointed."""
+        return self.trainable or self.ema_decay is not None
 
     def update(self, source: nn.Module) -> None:
         """EMA teachers: one moving-average step towards ``source``."""
@@ -43,10 +59,10 @@ class Teacher(nn.Module):
             ema_update(self.module, source, self.ema_decay)
 
     def train(self, mode: bool = True) -> Teacher:
-        return super().train(False)
+        return super().train(mode and self.trainable)
 
-    @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.input_adapter is not None:
-            x = self.input_adapter(x)
-        return self.module(x)
+        with contextlib.nullcontext() if self.trainable else torch.no_grad():
+            if self.input_adapter is not None:
+                x = self.input_adapter(x)
+            return self.module(x)
