@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from kdforge.ema import ema_update
-from kdforge.taps import FeatureTap
 
 
 class Teacher(nn.Module):
@@ -19,8 +18,8 @@ class Teacher(nn.Module):
     (dropout and batch-norm statistics stay fixed even when the Distiller is put in
     training mode); forward runs under ``torch.no_grad()`` (not ``inference_mode``, whose
     tensors cannot be saved for the student's backward pass in every case).
-    ``taps`` maps alias -> module name; ``input_adapter`` transforms the student's batch
-    into what the teacher expects. With ``ema_decay``, the teacher is the moving average of
+    ``input_adapter`` transforms the student's batch into what the teacher expects (the
+    loss terms name the teacher layers they tap; the Distiller hooks them). With ``ema_decay``, the teacher is the moving average of
     a source model (the student): :meth:`update` moves it after each optimiser step; no
     gradient ever changes it.
 
@@ -32,7 +31,6 @@ class Teacher(nn.Module):
     def __init__(
         self,
         module: nn.Module,
-        taps: Mapping[str, str] | None = None,
         input_adapter: Callable[[torch.Tensor], torch.Tensor] | None = None,
         ema_decay: float | None = None,
         trainable: bool = False,
@@ -46,7 +44,6 @@ class Teacher(nn.Module):
             self.module.eval()
         self.input_adapter = input_adapter
         self.ema_decay = ema_decay
-        self.tap = FeatureTap(module, taps) if taps else None
 
     @property
     def evolves(self) -> bool:
