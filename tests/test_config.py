@@ -2,7 +2,8 @@
 
 import pytest
 
-from kdforge.config import Recipe, parse_value
+from kdforge._recipe_yaml import parse_value
+from kdforge.config import Recipe
 from kdforge.errors import ConfigError
 
 YAML = """\
