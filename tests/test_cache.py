@@ -68,10 +68,31 @@ def test_a_cache_for_other_data_or_teacher_is_refused(cached):
         run(Recipe.from_dict({**raw, "teacher": {**raw["teacher"], "cache": str(path.parent)}}))
 
 
-def test_cache_refuses_augmented_recipes_and_feature_terms(cached, tmp_path):
+def test_augmented_views_are_cached_and_shown_to_the_student_exactly(cached, tmp_path):
+    from kdforge.run import Session
+    from kdforge.teachers.cache import fixed_views
+    from rich.console import Console
+
     raw, path, _ = cached
-    with pytest.raises(KdforgeError, match="augments its training batches"):
-        build_cache(Recipe.from_dict({**raw, "data": {**raw["data"], "augment": {"shift": 1}}}), tmp_path / "aug")
+    augmented = {**raw, "data": {**raw["data"], "augment": {"shift": 1, "noise": 0.1}}}
+    build_cache(Recipe.from_dict(augmented), tmp_path / "views", views=3)
+    recipe = Recipe.from_dict({**augmented, "teacher": {**raw["teacher"], "cache": str(tmp_path / "views")}})
+    session = Session(recipe, tmp_path / "runs", Console())
+    cache, _ = session.acquire_teacher()
+    online, _ = session.acquire_teacher(use_cache=False)
+    views = fixed_views(session, 3)
+    for epoch in (0, 1, 4):  # view epoch % 3
+        x, y, index = next(iter(session.train.epoch(epoch)))
+        assert torch.equal(x, views(session.data.train.x[index], index, epoch))  # the student sees the cached view
+        assert torch.allclose(cache.lookup(index, epoch=epoch), online(x), atol=1e-5)  # and the teacher's output on it
+    first = next(iter(session.train.epoch(0)))[0]
+    assert not torch.equal(first, session.data.train.x[next(iter(session.train.epoch(0)))[2]])  # views are augmented
+    with pytest.raises(KdforgeError, match="needs data.augment"):
+        build_cache(Recipe.from_dict(raw), tmp_path / "plain", views=2)
+
+
+def test_cache_refuses_feature_terms(cached):
+    raw, path, _ = cached
     losses = [*raw["losses"], {"name": "hint", "student": "features.0", "teacher": "features.1"}]
     with pytest.raises(KdforgeError, match="loss term 'hint' reads the teacher's layers"):
         run(Recipe.from_dict({**raw, "losses": losses, "teacher": {**raw["teacher"], "cache": str(path)}}))

@@ -130,12 +130,13 @@ def cache(
     overrides: Overrides = None,
     out: Annotated[Path, typer.Option(help="Folder for the cache (manifest.json and .npy files).")] = Path("teacher-cache"),
     topk: Annotated[Optional[int], typer.Option(help="Keep only the top-k log-probabilities per sample (default: dense logits).")] = None,
+    views: Annotated[int, typer.Option(help="Augmented views per sample (recipes with data.augment); training shows view epoch % views.")] = 1,
 ) -> None:
     """Run the teacher once over the training split and store its outputs; then train with teacher.cache=OUT."""
     from kdforge.config import Recipe
     from kdforge.run import build_cache
 
-    build_cache(Recipe.from_yaml(recipe_path(recipe), overrides or []), out, topk, console)
+    build_cache(Recipe.from_yaml(recipe_path(recipe), overrides or []), out, topk, views, console)
 
 
 @app.command("eval")

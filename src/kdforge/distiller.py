@@ -81,13 +81,13 @@ class Distiller(nn.Module):
             term.setup(shapes)
         self.to(example.device)
 
-    def _forward_models(self, x: torch.Tensor, index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None, dict, dict]:
+    def _forward_models(self, x: torch.Tensor, index: torch.Tensor | None = None, epoch: int = 0) -> tuple[torch.Tensor, torch.Tensor | None, dict, dict]:
         self.student_tap.clear()
         student_logits = self.student(x)
         teacher_logits, teacher_features = None, {}
         if self.uses_teacher:
             self.teacher_tap.clear()
-            teacher_logits = self.teacher.lookup(index, x.device) if self.cached else self.teacher(x)
+            teacher_logits = self.teacher.lookup(index, x.device, epoch) if self.cached else self.teacher(x)
             if isinstance(teacher_logits, TopK):  # a sparse (cached) teacher: rebuild dense logits
                 teacher_logits = dense_logits_from_topk(teacher_logits.log_probs, teacher_logits.indices, student_logits.shape[-1])
             teacher_features = self.teacher_tap.features
@@ -99,7 +99,7 @@ class Distiller(nn.Module):
         clock = clock or Clock()
         if self.cached and index is None:
             raise KdforgeError("a cached teacher needs the samples' indices: use indexed training batches")
-        student_logits, teacher_logits, s_feats, t_feats = self._forward_models(inputs, index)
+        student_logits, teacher_logits, s_feats, t_feats = self._forward_models(inputs, index, clock.epoch)
         ctx = StepContext(inputs, targets, student_logits, teacher_logits, s_feats, t_feats, clock)
         teacher_ce = None
         if self.teacher is not None and self.teacher.trainable and teacher_logits is not None:

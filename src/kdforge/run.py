@@ -32,7 +32,7 @@ from kdforge.models import build_model
 from kdforge.report import plot_curves, summary_table, write_report, write_results
 from kdforge.teachers import TEACHER_SOURCES, Teacher
 from kdforge.teachers.adapt import InputAdapter
-from kdforge.teachers.cache import CachedTeacher
+from kdforge.teachers.cache import CachedTeacher, fixed_views
 from kdforge.trainer import Trainer, autocast_for, compiled, resolve_device, seed_everything
 
 
@@ -99,8 +99,10 @@ class Session:
         """The frozen teacher of the recipe (not ``ema``), or its stored outputs (``teacher.cache``)."""
         cfg = self.recipe.teacher
         if cfg.cache and use_cache:
-            self.train.indexed = True  # the cache is looked up by sample index
-            return CachedTeacher(cfg.cache, self), {}
+            teacher = CachedTeacher(cfg.cache, self)
+            self.train.indexed = True  # the cache is looked up by sample index...
+            self.train.fixed_views = fixed_views(self, teacher.manifest["views"])  # ...and shows the cached views
+            return teacher, {}
         module, info = TEACHER_SOURCES.get(cfg.source)(self, cfg, self.run_dir / "teacher")
         return self.wrap_teacher(module), info
 
@@ -279,7 +281,7 @@ def _checked_teacher(session: Session, cfg: Any, student: torch.nn.Module) -> tu
     return module, note + ("; RANDOM classifier head" if info.get("random_head") else "")
 
 
-def build_cache(recipe: Recipe, out: str | Path, topk: int | None = None, console: Console | None = None) -> dict[str, Any]:
+def build_cache(recipe: Recipe, out: str | Path, topk: int | None = None, views: int = 1, console: Console | None = None) -> dict[str, Any]:
     """``kdforge cache``: get the recipe's teacher (training it if needed), measure it, and
     store its outputs on the training split in ``out``."""
     from kdforge.teachers.cache import write_cache
@@ -291,7 +293,7 @@ def build_cache(recipe: Recipe, out: str | Path, topk: int | None = None, consol
     run_dir = _prepare_run_dir(recipe.model_copy(update={"name": f"{recipe.name}-cache"}), None)
     session = Session(recipe, run_dir, console)
     teacher, info = session.acquire_teacher(use_cache=False)
-    manifest = write_cache(session, teacher, session.teacher_entry(teacher, info), Path(out), topk)
-    console.print(f"cached {manifest['samples']:,} training outputs of the teacher ({manifest['format']}{'' if topk is None else f', top {topk}'}) "
+    manifest = write_cache(session, teacher, session.teacher_entry(teacher, info), Path(out), topk, views)
+    console.print(f"cached {manifest['samples']:,} x {views} view(s) of training outputs of the teacher ({manifest['format']}{'' if topk is None else f', top {topk}'}) "
                   f"in {out}: {manifest['bytes_per_sample']:,.0f} bytes per sample. Train from it with teacher.cache={out}")
     return manifest

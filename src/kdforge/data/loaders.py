@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -38,6 +39,7 @@ class TensorBatches:
         self.batch_size, self.shuffle, self.seed, self.transform = batch_size, shuffle, seed, transform
         self.indices: torch.Tensor | None = None
         self.indexed = False  # yield (x, y, sample indices): a cached teacher looks its outputs up by index
+        self.fixed_views: Any = None  # FixedViews: augment with per-sample views instead of randomly
 
     def subset(self, indices: torch.Tensor | None) -> TensorBatches:
         """The same batches over only ``indices`` of the split (all of it with None)."""
@@ -58,7 +60,10 @@ class TensorBatches:
         for i in range(start * self.batch_size, len(order), self.batch_size):
             idx = order[i : i + self.batch_size]
             x = self.x[idx]
-            x = self.transform(x) if self.transform else x
+            if self.fixed_views is not None:
+                x = self.fixed_views(x, idx, epoch)
+            elif self.transform:
+                x = self.transform(x)
             yield (x, self.y[idx], idx) if self.indexed else (x, self.y[idx])
 
     def __iter__(self) -> Iterator[Batch]:

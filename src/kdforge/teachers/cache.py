@@ -7,8 +7,9 @@ hash, the training data's hash, shapes and format. A recipe with ``teacher.cache
 then trains without running the teacher; a manifest that does not match the recipe's
 teacher or data is refused.
 
-The cache holds the teacher's outputs on the un-augmented training inputs, so it needs a
-recipe without ``data.augment`` (the teacher and student must see the same view).
+With ``data.augment``, the cache holds ``views`` fixed augmented versions of every sample
+(:class:`~kdforge.data.augment.FixedViews`, drawn from the seed) and training shows the
+student view ``epoch % views``: teacher and student always see the same input, exactly.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from kdforge.data.augment import BatchAugment, FixedViews
 from kdforge.errors import KdforgeError
 from kdforge.losses.functional import TopK, topk_log_probs
 
@@ -51,27 +53,49 @@ def teacher_hash(session: Session) -> str:
 
 def expected_manifest(session: Session) -> dict[str, Any]:
     data = session.data
-    return {"teacher_hash": teacher_hash(session), "data_hash": data_hash(data.train.x, data.train.y), "split": "train", "samples": len(data.train), "num_classes": data.num_classes}
+    return {
+        "teacher_hash": teacher_hash(session),
+        "data_hash": data_hash(data.train.x, data.train.y),
+        "split": "train",
+        "samples": len(data.train),
+        "num_classes": data.num_classes,
+        "augment": session.recipe.data.augment.model_dump(),
+        "seed": session.recipe.seed,
+    }
+
+
+def fixed_views(session: Session, views: int) -> FixedViews | None:
+    """The augmented views a cache is made of (None without augmentation)."""
+    augment = BatchAugment(**session.recipe.data.augment.model_dump())
+    if not augment:
+        return None
+    return FixedViews(augment, len(session.data.train), tuple(session.data.input_shape), views, session.recipe.seed)
 
 
 @torch.no_grad()
-def write_cache(session: Session, teacher: Teacher, teacher_entry: dict[str, Any], out: Path, topk: int | None = None, batch_size: int = 512) -> dict[str, Any]:
-    """Run ``teacher`` once over the training split (in order, no augmentation) and write the
-    cache; ``teacher_entry`` (its results.json row) is kept for the runs that use the cache."""
-    if session.recipe.data.augment.shift or session.recipe.data.augment.noise:
-        raise KdforgeError("this recipe augments its training batches (data.augment): a cache of un-augmented outputs would not match what the student sees; set data.augment to zero or train online")
+def write_cache(session: Session, teacher: Teacher, teacher_entry: dict[str, Any], out: Path, topk: int | None = None, views: int = 1, batch_size: int = 512) -> dict[str, Any]:
+    """Run ``teacher`` once over every view of the training split and write the cache;
+    ``teacher_entry`` (its results.json row) is kept for the runs that use the cache."""
+    augmented = fixed_views(session, views)
+    if augmented is None and views != 1:
+        raise KdforgeError(f"views={views} needs data.augment: without augmentation every view is the same input")
     x = session.data.train.x
-    outputs = [teacher(x[i : i + batch_size].to(session.device)).float().cpu() for i in range(0, len(x), batch_size)]
-    logits = torch.cat(outputs)
+    logits = torch.stack([
+        torch.cat([
+            teacher(_view(augmented, x[i : i + batch_size].to(session.device), torch.arange(i, min(i + batch_size, len(x))), v)).float().cpu()
+            for i in range(0, len(x), batch_size)
+        ])
+        for v in range(views)
+    ])  # [views, N, K]
     out.mkdir(parents=True, exist_ok=True)
-    manifest = {**expected_manifest(session), "version": FORMAT_VERSION, "format": "dense" if topk is None else "topk", "k": topk, "teacher": teacher_entry}
+    manifest = {**expected_manifest(session), "version": FORMAT_VERSION, "format": "dense" if topk is None else "topk", "k": topk, "views": views, "teacher": teacher_entry}
     if topk is None:
         np.save(out / "logits.npy", logits.numpy())
     else:
         sparse = topk_log_probs(logits, topk)
         np.save(out / "topk_log_probs.npy", sparse.log_probs.numpy())
         np.save(out / "topk_indices.npy", sparse.indices.to(torch.int32).numpy())
-    manifest["bytes_per_sample"] = sum(p.stat().st_size for p in out.glob("*.npy")) / len(logits)
+    manifest["bytes_per_sample"] = sum(p.stat().st_size for p in out.glob("*.npy")) / len(x)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
@@ -102,12 +126,18 @@ class CachedTeacher(nn.Module):
         else:  # large: rows are read from the memory-mapped files on demand
             self.arrays = arrays
 
-    def lookup(self, index: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor | TopK:
+    def lookup(self, index: torch.Tensor, device: torch.device | str = "cpu", epoch: int = 0) -> torch.Tensor | TopK:
+        """The outputs of samples ``index`` in the view training shows at ``epoch``."""
+        view = epoch % self.manifest["views"]
         found = []
         for a in self.arrays:
-            rows = a[index.to(a.device)] if isinstance(a, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(a[index.cpu().numpy()]))
+            rows = a[view][index.to(a.device)] if isinstance(a, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(a[view][index.cpu().numpy()]))
             found.append(rows.to(device, non_blocking=True))
         return found[0] if len(found) == 1 else TopK(found[0], found[1].long())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         raise KdforgeError("a cached teacher has outputs for training samples only (by index), it cannot run on new inputs")
+
+
+def _view(views: FixedViews | None, x: torch.Tensor, index: torch.Tensor, v: int) -> torch.Tensor:
+    return x if views is None else views(x, index, v)
