@@ -13,7 +13,7 @@ runner = CliRunner()
 def test_help_explains_every_command():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("demo", "train", "check", "eval", "list"):
+    for command in ("demo", "train", "check", "cache", "eval", "list"):
         assert re.search(rf"│ {command}\s+\S", result.output)
 
 
@@ -42,3 +42,12 @@ def test_train_eval_resume_and_errors(invoke, tiny_recipe, tmp_path, capsys):
     assert "did you mean 'epochs'?" in out and "Traceback" not in out
     assert invoke("train", "no_such_recipe") == 2 and "not found" in capsys.readouterr().out
     assert invoke("eval", tmp_path) == 2 and "not a kdforge run directory" in capsys.readouterr().out
+
+
+def test_cache_command_then_train_from_it(invoke, tiny_recipe, tmp_path, capsys):
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump({**tiny_recipe, "train": {"epochs": 1, "baseline": False}}))
+    assert invoke("cache", recipe, "--out", tmp_path / "cache", "--topk", "3") == 0
+    assert "bytes per sample" in capsys.readouterr().out
+    assert invoke("train", recipe, f"teacher.cache={tmp_path / 'cache'}") == 0
+    assert "student + KD" in capsys.readouterr().out
