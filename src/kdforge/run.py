@@ -17,6 +17,7 @@ import torch
 import yaml
 from rich.console import Console
 
+from kdforge import distributed
 from kdforge.bench import count_params, latency_ms
 from kdforge.callbacks import Callback, ConsoleProgress, JsonlLogger
 from kdforge.config import Recipe
@@ -70,6 +71,7 @@ class Session:
         self.memory_format = torch.channels_last if recipe.train.channels_last and len(self.data.input_shape) == 3 else torch.contiguous_format
         batches = {"device": self.device, "memory_format": self.memory_format}
         self.train = make_loader(self.data.train, recipe.data.batch_size, shuffle=True, seed=recipe.seed, transform=augment or None, **batches)
+        self.train.shard = distributed.setup()  # (rank, world): this process's share of every global batch
         self.val = make_loader(self.data.val, recipe.data.eval_batch_size, **batches)
         self.test = make_loader(self.data.test, recipe.data.eval_batch_size, **batches)
         self.example = example_inputs(self.train)
@@ -142,10 +144,13 @@ class Session:
 
 def run(recipe: Recipe, *, resume: str | Path | None = None, console: Console | None = None) -> RunResult:
     """Run a recipe end to end; with ``resume``, continue that run directory."""
+    distributed.setup()  # several processes (torchrun): rank 0 writes, all train
     console = console or Console()
+    if not distributed.is_main():
+        console = Console(quiet=True)
     started = time.perf_counter()
     terms = build_losses(recipe.losses)  # bad loss options fail before anything heavy is built
-    run_dir = _prepare_run_dir(recipe, resume)
+    run_dir = distributed.broadcast(_prepare_run_dir(recipe, resume) if distributed.is_main() else None)
     seed_everything(recipe.seed)
     session = Session(recipe, run_dir, console)
     console.print(f"[bold]kdforge[/] {recipe.name}: {session.data.describe()}; device {session.device}; run dir {run_dir}")
@@ -160,7 +165,8 @@ def run(recipe: Recipe, *, resume: str | Path | None = None, console: Console | 
     tick = time.perf_counter()
     student, results["student"], student_history, teacher = session.train_student("distill", terms, run_dir, teacher, ema=ema)
     timings["distill_s"] = time.perf_counter() - tick
-    save_model(student, run_dir / "student", {"test": results["student"]["test"], "recipe": recipe.name})
+    if distributed.is_main():
+        save_model(student, run_dir / "student", {"test": results["student"]["test"], "recipe": recipe.name})
     results["teacher"] = session.teacher_entry(teacher, teacher_info)  # an EMA teacher is measured as it ended
     histories = {"teacher": teacher_info.get("history", []), "student + KD": student_history}
 
@@ -175,9 +181,9 @@ def run(recipe: Recipe, *, resume: str | Path | None = None, console: Console | 
     from kdforge import __version__
 
     results.update(timings=timings, kdforge_version=__version__)
-    write_results(run_dir, results)
-    plots = plot_curves(run_dir, histories)
-    write_report(run_dir, results, plots)
+    if distributed.is_main():
+        write_results(run_dir, results)
+        write_report(run_dir, results, plot_curves(run_dir, histories))
     console.print(summary_table(results))
     console.print(f"run directory: [bold]{run_dir}[/] (report.md, results.json, student.safetensors, plots/)")
     return RunResult(run_dir, results)

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from kdforge import distributed
 from kdforge.callbacks import Callback
 from kdforge.config import OptimConfig, TrainConfig
 from kdforge.curriculum import Curriculum
@@ -120,7 +121,7 @@ class Trainer:
         self.device = next(distiller.student.parameters()).device
         self.dir = Path(checkpoint_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.callbacks = list(callbacks)
+        self.callbacks = list(callbacks) if distributed.is_main() else []  # only rank 0 logs
         self.micro_per_epoch = steps_per_epoch
         self.steps_per_epoch = math.ceil(steps_per_epoch / train.accumulate)
         self.optimizer = build_optimizer(distiller.param_groups(), optim)
@@ -161,7 +162,7 @@ class Trainer:
                 cb.on_exception(self, error)
             raise
         finally:
-            if self.best_state is not None:
+            if self.best_state is not None and distributed.is_main():
                 torch.save(self.best_state, self.dir / "best.pt")
         result = FitResult(self.pos.best_epoch, self.pos.best_val or {}, self.pos.history, self.should_stop, self.pos.seconds)
         for cb in self.callbacks:
@@ -193,6 +194,10 @@ class Trainer:
             values = torch.stack([out.loss, *out.parts.values(), *out.logs.values()]).detach().float()  # one op
             self.scaler.scale(out.loss / len(group) if len(group) > 1 else out.loss).backward()
             total = values if total is None else total + values
+        if distributed.active():  # this rank's share of the global batch weights its gradients
+            local = sum(len(batch[1]) for batch in group)
+            share = local / float(distributed.all_reduce_sum(torch.tensor(float(local))))
+            distributed.sync_gradients(self.distiller.trainable_parameters(), share)
         self.step_losses = total / len(group) if len(group) > 1 else total
         factor = lr_factor(start, self.pos.epoch + self.pos.batch / self.micro_per_epoch, self.cfg.epochs, self.optim_cfg)
         for param_group, base in zip(self.optimizer.param_groups, self.base_lrs):
@@ -226,7 +231,8 @@ class Trainer:
 
     def _end_epoch(self, val_batches: Any) -> None:
         val = self.evaluate(val_batches)
-        train = dict(zip(self.loss_names, (self.pos.sums / self.steps_per_epoch).tolist()))
+        sums = distributed.all_reduce_sum(self.pos.sums.clone()) / (torch.distributed.get_world_size() if distributed.active() else 1)
+        train = dict(zip(self.loss_names, (sums / self.steps_per_epoch).tolist()))
         record = {"epoch": self.pos.epoch + 1, "curriculum_stage": self.pos.stage, "train": train, "val": val, "lr": self.current_lr(), "seconds": self.pos.seconds}
         self.pos.history.append(record)
         if is_better(val, self.pos.best_val):
@@ -265,6 +271,8 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
 
     def save_last(self) -> None:
+        if not distributed.is_main():
+            return
         state = {
             "trainable": self.distiller.trainable_state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -293,7 +301,7 @@ class Trainer:
 
     def load_best(self) -> dict[str, Any]:
         """Put the best validation weights into the student; returns the checkpoint's info."""
-        state = torch.load(self.dir / "best.pt", map_location=self.device, weights_only=True)
+        state = self.best_state if self.best_state is not None else torch.load(self.dir / "best.pt", map_location=self.device, weights_only=True)
         self.distiller.load_trainable_state_dict(state)
         return {"epoch": state["epoch"], "val": state["val"]}
 

@@ -40,6 +40,7 @@ class TensorBatches:
         self.indices: torch.Tensor | None = None
         self.indexed = False  # yield (x, y, sample indices): a cached teacher looks its outputs up by index
         self.fixed_views: Any = None  # FixedViews: augment with per-sample views instead of randomly
+        self.shard = (0, 1)  # (rank, world): each rank takes every world-th sample of each global batch
 
     def subset(self, indices: torch.Tensor | None) -> TensorBatches:
         """The same batches over only ``indices`` of the split (all of it with None)."""
@@ -58,7 +59,8 @@ class TensorBatches:
         if self.indices is not None:
             order = self.indices[order]
         for i in range(start * self.batch_size, len(order), self.batch_size):
-            idx = order[i : i + self.batch_size]
+            rank, world = self.shard
+            idx = order[i : i + self.batch_size][rank::world]
             x = self.x[idx]
             if self.fixed_views is not None:
                 x = self.fixed_views(x, idx, epoch)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from kdforge import distributed
 from kdforge.errors import KdforgeError
 from kdforge.export import load_model, load_state_strict, read_meta, read_state_dict, save_model
 from kdforge.models import build_model
@@ -60,6 +61,8 @@ def cached_fit(session: Session, cfg: TeacherConfig, where: Path, module: nn.Mod
         return module.eval(), {**read_meta(cached)["teacher"], "cached_from": str(cached.parent)}
     info = _fit_teacher(session, module, fit, where, head, adapter)
     meta = {"teacher": {**info, "cache_key": key}}
+    if not distributed.is_main():  # every rank holds the same fitted weights; rank 0 writes them
+        return module.eval(), info
     if hasattr(module, "kdforge_spec"):
         save_model(module, stem, meta)
     else:  # a zoo model: its source rebuilds the architecture, the weights come from here

@@ -1,0 +1,59 @@
+"""Data-parallel training: two gloo processes on CPU (launched with torchrun, as users do)
+follow the single-process run with the same global batch, and a run interrupted on one
+process resumes on two."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from kdforge import Recipe, run
+from kdforge.callbacks import Callback
+from kdforge.run import RunInterrupted, Session
+
+
+def torchrun(*args, cwd):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517", "-m", "kdforge", *map(str, args)]
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def test_two_processes_match_one_and_resume_across_world_sizes(tmp_path, monkeypatch):
+    raw = {
+        "name": "ddp", "seed": 0,
+        "data": {"name": "digits", "batch_size": 64},
+        "teacher": {"source": "train", "model": {"name": "mlp", "hidden": [32]}, "train": {"epochs": 2}},
+        "student": {"model": {"name": "mlp", "hidden": [16]}},
+        "losses": [{"name": "ce", "weight": 0.5}, {"name": "kd", "weight": 0.5, "temperature": 4.0}],
+        "optim": {"lr": 3e-3}, "train": {"epochs": 2, "baseline": False},
+        "log": {"dir": str(tmp_path / "single"), "progress": False},
+    }
+    single = run(Recipe.from_dict(raw))
+
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump({**raw, "log": {**raw["log"], "dir": str(tmp_path / "two")}}))
+    torchrun("train", tmp_path / "two.yaml", cwd=tmp_path)
+    two = next((tmp_path / "two").glob("ddp-*"))
+    expected = load_file(single.run_dir / "student.safetensors")
+    got = load_file(two / "student.safetensors")
+    assert all(torch.allclose(expected[k], got[k], atol=1e-5) for k in expected)  # same global batch, same steps
+    assert (two / "results.json").exists() and len(list((tmp_path / "two").glob("ddp-*"))) == 1  # rank 0 alone writes
+
+    class CtrlC(Callback):  # interrupt a single-process run in its second epoch...
+        def on_step_end(self, trainer, samples):
+            if trainer.stage == "distill" and trainer.pos.step == 25:
+                signal.raise_signal(signal.SIGINT)
+
+    callbacks = Session.callbacks
+    monkeypatch.setattr(Session, "callbacks", lambda self: [*callbacks(self), CtrlC()])
+    with pytest.raises(RunInterrupted) as stopped:
+        run(Recipe.from_dict({**raw, "log": {**raw["log"], "dir": str(tmp_path / "resumed")}}))
+    torchrun("train", "--resume", stopped.value.run_dir, cwd=tmp_path)  # ...and finish it on two processes
+    resumed = load_file(stopped.value.run_dir / "student.safetensors")
+    assert all(torch.allclose(expected[k], resumed[k], atol=1e-5) for k in expected)
