@@ -1,9 +1,10 @@
 """Data-parallel training on torch.distributed (``torchrun --nproc-per-node N -m kdforge train``).
 
 Every process holds the whole student, teacher and data; each optimiser step takes one
-global batch, every rank computes on its share of it, and the gradients of everything
-trainable (student, projectors, temperatures, a trainable teacher; never a frozen
-teacher) are summed across ranks weighted by each rank's share, which is exactly the
+global batch and every rank computes on its share of it. The trained model is wrapped in
+torch's DistributedDataParallel (never a frozen teacher); the other trainable parts
+(projectors, temperatures, a trainable teacher) are averaged after backward. Each rank's
+loss is weighted by its share of the global batch, so the averaged gradient is exactly the
 gradient of the global batch. So a run on N processes follows the single-process run with
 the same global batch, and resumes on any number of processes (positions count global
 batches). Only rank 0 logs and writes files. NCCL on GPUs, gloo on CPUs.
@@ -54,18 +55,35 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def sync_gradients(params: list[torch.nn.Parameter], share: float) -> None:
-    """Replace each rank's gradients (of its mean loss over its ``share`` of the global
-    batch) by the gradient of the global mean: Σ_ranks share_r · grad_r, in one flat buffer."""
-    if not active():
+def world_size() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def wrap(module: torch.nn.Module) -> torch.nn.Module:
+    """The trained model inside torch's DistributedDataParallel: its gradients are averaged
+    across ranks during backward, overlapping the communication with the computation."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    device_ids = [torch.cuda.current_device()] if next(module.parameters()).is_cuda else None
+    return DistributedDataParallel(module, device_ids=device_ids)
+
+
+def batch_share(local: int) -> float:
+    """This rank's share of the global batch (shares differ when a batch does not split evenly)."""
+    return local / float(all_reduce_sum(torch.tensor(float(local))))
+
+
+def average_gradients(params: list[torch.nn.Parameter]) -> None:
+    """Average the gradients of parameters outside the DDP-wrapped model (projectors,
+    temperatures, a trainable teacher) across ranks, in one flat buffer."""
+    if not active() or not params:
         return
     for p in params:  # every rank must send the same buffer: a parameter unused on this rank adds zeros
         if p.grad is None:
             p.grad = torch.zeros_like(p)
-    grads = [p.grad for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads]) * share
+    flat = torch.cat([p.grad.reshape(-1) for p in params]) / dist.get_world_size()
     dist.all_reduce(flat)
     offset = 0
-    for g in grads:
-        g.copy_(flat[offset : offset + g.numel()].view_as(g))
-        offset += g.numel()
+    for p in params:
+        p.grad.copy_(flat[offset : offset + p.numel()].view_as(p.grad))
+        offset += p.numel()

@@ -125,6 +125,11 @@ class Trainer:
         self.micro_per_epoch = steps_per_epoch
         self.steps_per_epoch = math.ceil(steps_per_epoch / train.accumulate)
         self.optimizer = build_optimizer(distiller.param_groups(), optim)
+        self.unwrapped_params: list[torch.nn.Parameter] = []  # several processes: trainable parts outside DDP
+        if distributed.active():
+            student = {id(p) for p in distiller.student.parameters()}
+            self.unwrapped_params = [p for p in distiller.trainable_parameters() if id(p) not in student]
+            distiller.student = distributed.wrap(distiller.student)
         self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
         self.autocast = lambda: autocast_for(train.amp, self.device)
         # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none
@@ -192,12 +197,12 @@ class Trainer:
             self.loss_names = self.loss_names or ["loss", *out.parts, *out.logs]
             self._check_finite(out)
             values = torch.stack([out.loss, *out.parts.values(), *out.logs.values()]).detach().float()  # one op
-            self.scaler.scale(out.loss / len(group) if len(group) > 1 else out.loss).backward()
+            weight = 1.0 / len(group)
+            if distributed.active():  # DDP averages over ranks: weight this rank by its share of the global batch
+                weight *= distributed.batch_share(len(y)) * distributed.world_size()
+            self.scaler.scale(out.loss * weight if weight != 1.0 else out.loss).backward()
             total = values if total is None else total + values
-        if distributed.active():  # this rank's share of the global batch weights its gradients
-            local = sum(len(batch[1]) for batch in group)
-            share = local / float(distributed.all_reduce_sum(torch.tensor(float(local))))
-            distributed.sync_gradients(self.distiller.trainable_parameters(), share)
+        distributed.average_gradients(self.unwrapped_params)
         self.step_losses = total / len(group) if len(group) > 1 else total
         factor = lr_factor(start, self.pos.epoch + self.pos.batch / self.micro_per_epoch, self.cfg.epochs, self.optim_cfg)
         for param_group, base in zip(self.optimizer.param_groups, self.base_lrs):
