@@ -147,7 +147,7 @@ def evaluate_run(
     """Re-evaluate a run's exported student (and its teacher, when saved) on a split."""
     from kdforge.data import build_dataset, make_loader
     from kdforge.evaluate import evaluate
-    from kdforge.export import load_model, load_student
+    from kdforge.export import load_model, load_student, read_meta
     from kdforge.run import load_run_recipe
 
     if split not in ("test", "val"):
@@ -157,7 +157,7 @@ def evaluate_run(
     batches = make_loader(getattr(data, split), recipe.data.eval_batch_size)
     models = {"student": load_student(run_dir)}
     teacher_weights = Path(run_dir) / "teacher" / "teacher.safetensors"
-    if teacher_weights.exists():
+    if teacher_weights.exists() and "model" in read_meta(teacher_weights):  # a kdforge model (zoo teachers need their source)
         models["teacher"] = load_model(teacher_weights).eval()
     table = Table(title=f"{run_dir} on {data.name} {split} ({len(getattr(data, split))} samples)")
     for column in ("model", "accuracy", "loss"):
