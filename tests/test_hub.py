@@ -137,3 +137,12 @@ def test_sentence_transformers_from_the_installed_minilm_package(tiny_recipe, tm
     assert info["embedding_dim"] == 384 and torch.allclose(module(ids), reference, atol=1e-5)
     with pytest.raises(KdforgeError, match="neither a local sentence-transformers directory nor an installed model package"):
         load(*session_for(tiny_recipe, tmp_path, {"source": "sentence-transformers", "model": {"name": "no-such-model"}}))
+
+
+def test_a_run_with_an_adapted_zoo_teacher(tiny_recipe):
+    from kdforge import run
+
+    teacher = {"source": "timm", "model": {"name": "test_resnet"}, "adapt": ADAPT, "finetune": {"epochs": 1}}
+    result = run(Recipe.from_dict({**tiny_recipe, "teacher": teacher, "train": {"epochs": 1, "baseline": False}}))
+    entry = result.results["teacher"]
+    assert entry["model"] == "test_resnet" and entry["latency_ms"] > 0 and entry["finetuned"] == "all" and not entry["random_head"]

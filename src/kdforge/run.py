@@ -89,9 +89,9 @@ class Session:
         module = teacher.module
         test = evaluate(teacher, self.test, self.autocast())
         val = info.get("val_best") or evaluate(teacher, self.val, self.autocast())
-        name = module.kdforge_spec["name"] if hasattr(module, "kdforge_spec") else type(module).__name__
         extra = {k: v for k, v in info.items() if k not in ("history", "val_best")}
-        return self.entry(module, name, test, val, source=self.recipe.teacher.source, **extra)
+        name = extra.pop("model", None) or (module.kdforge_spec["name"] if hasattr(module, "kdforge_spec") else type(module).__name__)
+        return self.entry(teacher, name, test, val, source=self.recipe.teacher.source, **extra)  # latency with its input adapter
 
     def entry(self, model: torch.nn.Module, name: str, test: dict[str, float], val_best: dict[str, float], **extra: Any) -> dict[str, Any]:
         """One row of results.json: what the model is, how good, how big, how fast."""
