@@ -150,3 +150,12 @@ def test_staged_recipe_runs_end_to_end(tiny_recipe):
     lines = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["curriculum_stage"] for r in lines if r["kind"] == "epoch" and r["stage"] == "distill"] == [0, 1, 1]
     assert result.results["student"]["test"]["accuracy"] > 0.1
+
+
+def test_the_progress_bar_names_the_stage(tmp_path):
+    from kdforge.callbacks import ConsoleProgress
+
+    stages = [StageConfig(name="general", epochs=1), StageConfig(name="task")]
+    trainer, _, _ = staged_trainer(tmp_path, Curriculum(stages))
+    trainer.pos.stage = 1
+    assert ConsoleProgress._describe(trainer) == "distill epoch 1/4 [stage 2/2: task]"

@@ -81,7 +81,11 @@ class ConsoleProgress(Callback):
 
     @staticmethod
     def _describe(trainer: Trainer) -> str:
-        return f"{trainer.stage} epoch {min(trainer.pos.epoch + 1, trainer.cfg.epochs)}/{trainer.cfg.epochs}"
+        text = f"{trainer.stage} epoch {min(trainer.pos.epoch + 1, trainer.cfg.epochs)}/{trainer.cfg.epochs}"
+        if trainer.curriculum is not None:  # staged training: which stage, by name when it has one
+            stage = trainer.curriculum.stages[trainer.pos.stage]
+            text += f" [stage {trainer.pos.stage + 1}/{len(trainer.curriculum)}{': ' + stage.name if stage.name else ''}]"
+        return text
 
     def on_step_end(self, trainer: Trainer, samples: int) -> None:
         assert self.progress is not None
