@@ -37,7 +37,6 @@ class DataBundle:
     test: Split
     num_classes: int
     input_shape: tuple[int, ...]
-    task: str = "classification"
     scaling: tuple[float, float] = (0.0, 1.0)  # (mean, std) the inputs were standardised with
 
     def describe(self) -> str:
