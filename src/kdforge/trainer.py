@@ -230,13 +230,13 @@ class Trainer:
         kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
         raise NonFiniteLossError(
             f"[{self.stage}] loss term {', '.join(map(repr, bad)) or 'sum'} became "
-            f"{', '.join(map(str, bad.values())) or float(out.loss)} at epoch {self.pos.epoch + 1}, "
+            f"{', '.join(map(str, bad.values())) or float(out.loss.detach())} at epoch {self.pos.epoch + 1}, "
             f"step {self.pos.step}; {kept}. Lower optim.lr, set train.grad_clip, or check that term's inputs."
         )
 
     def _end_epoch(self, val_batches: Any) -> None:
         val = self.evaluate(val_batches)
-        sums = distributed.all_reduce_sum(self.pos.sums.clone()) / (torch.distributed.get_world_size() if distributed.active() else 1)
+        sums = distributed.all_reduce_sum(self.pos.sums.clone()) / distributed.world_size()  # the ranks' mean
         train = dict(zip(self.loss_names, (sums / self.steps_per_epoch).tolist()))
         record = {"epoch": self.pos.epoch + 1, "curriculum_stage": self.pos.stage, "train": train, "val": val, "lr": self.current_lr(), "seconds": self.pos.seconds}
         self.pos.history.append(record)

@@ -80,13 +80,15 @@ def write_cache(session: Session, teacher: Teacher, teacher_entry: dict[str, Any
     if augmented is None and views != 1:
         raise KdforgeError(f"views={views} needs data.augment: without augmentation every view is the same input")
     x = session.data.train.x
-    logits = torch.stack([
-        torch.cat([
-            teacher(_view(augmented, x[i : i + batch_size].to(session.device), torch.arange(i, min(i + batch_size, len(x))), v)).float().cpu()
-            for i in range(0, len(x), batch_size)
-        ])
-        for v in range(views)
-    ])  # [views, N, K]
+    per_view = []
+    for v in range(views):
+        chunks = []
+        for i in range(0, len(x), batch_size):
+            index = torch.arange(i, min(i + batch_size, len(x)))
+            batch = x[index].to(session.device)
+            chunks.append(teacher(batch if augmented is None else augmented(batch, index, v)).float().cpu())
+        per_view.append(torch.cat(chunks))
+    logits = torch.stack(per_view)  # [views, N, K]
     out.mkdir(parents=True, exist_ok=True)
     manifest = {**expected_manifest(session), "version": FORMAT_VERSION, "format": "dense" if topk is None else "topk", "k": topk, "views": views, "teacher": teacher_entry}
     if topk is None:
@@ -137,7 +139,3 @@ class CachedTeacher(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         raise KdforgeError("a cached teacher has outputs for training samples only (by index), it cannot run on new inputs")
-
-
-def _view(views: FixedViews | None, x: torch.Tensor, index: torch.Tensor, v: int) -> torch.Tensor:
-    return x if views is None else views(x, index, v)
