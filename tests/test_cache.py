@@ -1,6 +1,7 @@
 """Cached teacher outputs: exact round trip, top-k, training without the teacher, stale caches."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -34,7 +35,7 @@ def test_dense_cache_equals_the_online_teacher_and_reports_its_size(cached, tmp_
     session, logits = online_logits(Recipe.from_dict(raw), next((tmp_path / "runs").glob("tiny-cache-*")))
     cache = CachedTeacher(path, session)
     index = torch.tensor([5, 0, 17, 3])
-    assert torch.equal(cache.lookup(index), logits[index])
+    assert torch.equal(cache.lookup(index)[0], logits[index])
     assert manifest["bytes_per_sample"] >= 10 * 4 and manifest["format"] == "dense"
 
 
@@ -42,7 +43,7 @@ def test_topk_cache_keeps_the_top_classes(cached, tmp_path):
     raw, _, _ = cached
     build_cache(Recipe.from_dict(raw), tmp_path / "top3", topk=3)
     session, logits = online_logits(Recipe.from_dict(raw), tmp_path / "runs")
-    sparse = CachedTeacher(tmp_path / "top3", session).lookup(torch.arange(8))
+    sparse, _ = CachedTeacher(tmp_path / "top3", session).lookup(torch.arange(8))
     top = torch.log_softmax(logits[:8], -1).topk(3)
     assert torch.allclose(sparse.log_probs, top.values, atol=1e-6) and torch.equal(sparse.indices, top.indices)
     assert json.loads((tmp_path / "top3" / "manifest.json").read_text())["bytes_per_sample"] < 10 * 4
@@ -84,15 +85,72 @@ def test_augmented_views_are_cached_and_shown_to_the_student_exactly(cached, tmp
     for epoch in (0, 1, 4):  # view epoch % 3
         x, y, index = next(iter(session.train.epoch(epoch)))
         assert torch.equal(x, views(session.data.train.x[index], index, epoch))  # the student sees the cached view
-        assert torch.allclose(cache.lookup(index, epoch=epoch), online(x), atol=1e-5)  # and the teacher's output on it
+        assert torch.allclose(cache.lookup(index, epoch=epoch)[0], online(x), atol=1e-5)  # and the teacher's output on it
     first = next(iter(session.train.epoch(0)))[0]
     assert not torch.equal(first, session.data.train.x[next(iter(session.train.epoch(0)))[2]])  # views are augmented
     with pytest.raises(KdforgeError, match="needs data.augment"):
         build_cache(Recipe.from_dict(raw), tmp_path / "plain", views=2)
 
 
-def test_cache_refuses_feature_terms(cached):
+FEATURE_LOSSES = [
+    {"name": "hint", "student": "features.0", "teacher": "features.1", "projector": "conv1x1"},
+    {"name": "cka", "student": "auto", "teacher": "auto", "mapping": "uniform"},  # resolved on the cached module tree
+]
+
+
+@pytest.fixture
+def feature_recipe(tiny_recipe):
+    return {**tiny_recipe, "student": {"model": {"name": "cnn", "width": 4, "depth": 2}}, "losses": [*tiny_recipe["losses"], *FEATURE_LOSSES],
+            "train": {"epochs": 1, "baseline": False}}
+
+
+def test_tapped_teacher_layers_are_cached_and_give_the_online_loss(feature_recipe, tmp_path):
+    from kdforge.distiller import Distiller
+    from kdforge.losses import build_losses
+    from kdforge.run import Session
+    from rich.console import Console
+
+    manifest = build_cache(Recipe.from_dict(feature_recipe), tmp_path / "feats")
+    assert list(manifest["features"]) == ["features.1", "features.0"] and manifest["features"]["features.1"]["shape"] == [16, 2, 2]
+    recipe = Recipe.from_dict({**feature_recipe, "teacher": {**feature_recipe["teacher"], "cache": str(tmp_path / "feats")}})
+    session = Session(recipe, next((tmp_path / "runs").glob("tiny-cache-*")), Console())
+    cache, _ = session.acquire_teacher()
+    online, _ = session.acquire_teacher(use_cache=False)
+    losses = {}
+    for name, teacher in (("cache", cache), ("online", online)):
+        torch.manual_seed(0)
+        distiller = Distiller(session.build_student(), teacher, build_losses(recipe.losses), session.example)
+        x, y, index = next(iter(session.train.epoch(0)))
+        losses[name] = distiller(x, y, index=index).parts
+    assert losses["cache"].keys() == losses["online"].keys()
+    for part in losses["online"]:
+        assert torch.allclose(losses["cache"][part], losses["online"][part], rtol=1e-5, atol=1e-6), part
+
+
+def test_training_on_cached_features_never_runs_the_teacher(feature_recipe, tmp_path, monkeypatch):
+    build_cache(Recipe.from_dict(feature_recipe), tmp_path / "feats", feature_dtype="float16")
+    monkeypatch.setattr(Teacher, "forward", lambda self, x: pytest.fail("the teacher ran"))
+    result = run(Recipe.from_dict({**feature_recipe, "teacher": {**feature_recipe["teacher"], "cache": str(tmp_path / "feats")}}))
+    epoch = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()][-1]
+    assert {"hint", "cka"} <= epoch["train"].keys() and all(math.isfinite(v) for v in epoch["train"].values())
+
+
+def test_float16_features_halve_their_size_and_stay_close(feature_recipe, tmp_path):
+    full = build_cache(Recipe.from_dict(feature_recipe), tmp_path / "f32")
+    half = build_cache(Recipe.from_dict(feature_recipe), tmp_path / "f16", feature_dtype="float16")
+    logits_bytes = 10 * 4
+    assert half["bytes_per_sample"] - logits_bytes == pytest.approx((full["bytes_per_sample"] - logits_bytes) / 2, rel=0.05)
+    import numpy as np
+
+    a, b = (np.load(tmp_path / d / "feature_0.npy") for d in ("f32", "f16"))
+    assert b.dtype == np.float16 and np.allclose(a, b, rtol=1e-2, atol=1e-2)
+
+
+def test_a_cache_without_the_layers_a_term_reads_is_refused(cached):
     raw, path, _ = cached
     losses = [*raw["losses"], {"name": "hint", "student": "features.0", "teacher": "features.1"}]
-    with pytest.raises(KdforgeError, match="loss term 'hint' reads the teacher's layers"):
-        run(Recipe.from_dict({**raw, "losses": losses, "teacher": {**raw["teacher"], "cache": str(path)}}))
+    with pytest.raises(KdforgeError, match=r"read teacher layers \['features.1'\].*holds no layers; rebuild it"):
+        run(Recipe.from_dict({**raw, "student": {"model": {"name": "cnn", "width": 8, "depth": 2}}, "losses": losses, "teacher": {**raw["teacher"], "cache": str(path)}}))
+    with pytest.raises(KdforgeError, match="no module named 'features.7'"):
+        losses[-1]["teacher"] = "features.7"
+        run(Recipe.from_dict({**raw, "student": {"model": {"name": "cnn", "width": 8, "depth": 2}}, "losses": losses, "teacher": {**raw["teacher"], "cache": str(path)}}))

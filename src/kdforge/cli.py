@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Optional
@@ -28,6 +29,11 @@ app = typer.Typer(
     ),
 )
 console = Console()
+
+
+class FeatureDtype(str, enum.Enum):
+    float32 = "float32"
+    float16 = "float16"
 
 Overrides = Annotated[Optional[list[str]], typer.Argument(help="Overrides [bold]key.path=value[/], e.g. train.epochs=5 losses.1.temperature=2.0", show_default=False)]
 
@@ -131,12 +137,14 @@ def cache(
     out: Annotated[Path, typer.Option(help="Folder for the cache (manifest.json and .npy files).")] = Path("teacher-cache"),
     topk: Annotated[Optional[int], typer.Option(help="Keep only the top-k log-probabilities per sample (default: dense logits).")] = None,
     views: Annotated[int, typer.Option(help="Augmented views per sample (recipes with data.augment); training shows view epoch % views.")] = 1,
+    feature_dtype: Annotated[FeatureDtype, typer.Option(help="How tapped teacher layers are stored: float16 halves their size.")] = FeatureDtype.float32,
 ) -> None:
-    """Run the teacher once over the training split and store its outputs; then train with teacher.cache=OUT."""
+    """Run the teacher once over the training split and store its outputs (logits, and the layers the recipe's
+    loss terms tap); then train with teacher.cache=OUT."""
     from kdforge.config import Recipe
     from kdforge.run import build_cache
 
-    build_cache(Recipe.from_yaml(recipe_path(recipe), overrides or []), out, topk, views, console)
+    build_cache(Recipe.from_yaml(recipe_path(recipe), overrides or []), out, topk, views, feature_dtype.value, console)
 
 
 @app.command("eval")

@@ -48,14 +48,13 @@ class Distiller(nn.Module):
             raise KdforgeError(f"terms {needing} need a teacher, but none was given")
         self.cached = getattr(teacher, "cached", False)
         for term in terms:
-            try:
-                term.resolve(student, teacher.module if teacher else None)
-            except KdforgeError:
-                if self.cached:
-                    raise KdforgeError(f"loss term '{term.name}' reads the teacher's layers, but a cached teacher holds its outputs only; train it online") from None
-                raise
+            term.resolve(student, teacher.module if teacher else None)  # a cached teacher's module is an empty copy of its tree
+        teacher_layers = list(dict.fromkeys(n for t in terms for n in t.teacher_taps))
+        if self.cached and (missing := [n for n in teacher_layers if n not in teacher.layers]):
+            raise KdforgeError(f"the loss terms read teacher layers {missing}, but teacher.cache '{teacher.path}' holds "
+                               f"{teacher.layers or 'no layers'}; rebuild it with this recipe: kdforge cache RECIPE --out {teacher.path}")
         self.student_tap = FeatureTap(student, {n: n for t in terms for n in t.student_taps})
-        self.teacher_tap = FeatureTap(teacher.module, {n: n for t in terms for n in t.teacher_taps}) if teacher else None
+        self.teacher_tap = FeatureTap(teacher.module, {n: n for n in teacher_layers}) if teacher and not self.cached else None
         self.uses_teacher = any(t.uses_teacher for t in terms)
         self._setup_terms(example_input)
 
@@ -85,12 +84,14 @@ class Distiller(nn.Module):
         self.student_tap.clear()
         student_logits = self.student(x)
         teacher_logits, teacher_features = None, {}
-        if self.uses_teacher:
+        if self.uses_teacher and self.cached:
+            teacher_logits, teacher_features = self.teacher.lookup(index, x.device, epoch)
+        elif self.uses_teacher:
             self.teacher_tap.clear()
-            teacher_logits = self.teacher.lookup(index, x.device, epoch) if self.cached else self.teacher(x)
-            if isinstance(teacher_logits, TopK):  # a sparse (cached) teacher: rebuild dense logits
-                teacher_logits = dense_logits_from_topk(teacher_logits.log_probs, teacher_logits.indices, student_logits.shape[-1])
+            teacher_logits = self.teacher(x)
             teacher_features = self.teacher_tap.features
+        if isinstance(teacher_logits, TopK):  # a sparse teacher or cache: rebuild dense logits
+            teacher_logits = dense_logits_from_topk(teacher_logits.log_probs, teacher_logits.indices, student_logits.shape[-1])
         return student_logits, teacher_logits, self.student_tap.features, teacher_features
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor, clock: Clock | None = None, index: torch.Tensor | None = None) -> StepOutput:

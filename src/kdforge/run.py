@@ -120,13 +120,16 @@ class Session:
             return None
         return InputAdapter(self.data.input_shape, self.data.scaling, **cfg.adapt.model_dump()).to(self.device)
 
+    def build_student(self) -> torch.nn.Module:
+        """The recipe's student, untrained, on the device."""
+        cfg = self.recipe.student.model
+        return build_model(cfg.name, input_shape=self.data.input_shape, num_classes=self.data.num_classes, **cfg.options).to(self.device)
+
     def train_student(self, stage: str, terms: list[LossTerm], checkpoint_dir: Path, teacher: Teacher | None = None, ema: bool = False) -> tuple[torch.nn.Module, dict[str, Any], list[dict[str, Any]], Teacher | None]:
         """Build the student (same seed, same initial weights in every stage) and fit it.
         With ``ema``, the teacher is made here: the moving average of this student."""
-        cfg = self.recipe.student.model
         torch.manual_seed(self.recipe.seed)
-        student = build_model(cfg.name, input_shape=self.data.input_shape, num_classes=self.data.num_classes, **cfg.options)
-        student = student.to(self.device, memory_format=self.memory_format)
+        student = self.build_student().to(memory_format=self.memory_format)
         if ema:
             teacher_cfg = self.recipe.teacher
             module, _ = TEACHER_SOURCES.get("ema")(self, teacher_cfg, self.run_dir / "teacher", student)
@@ -138,7 +141,7 @@ class Session:
         if result.interrupted:
             raise RunInterrupted(self.run_dir, stage)
         best = trainer.load_best()
-        entry = self.entry(student, cfg.name, trainer.evaluate(self.test), best["val"], best_epoch=best["epoch"])
+        entry = self.entry(student, self.recipe.student.model.name, trainer.evaluate(self.test), best["val"], best_epoch=best["epoch"])
         return student, entry, result.history, teacher
 
 
@@ -227,8 +230,7 @@ def check(recipe: Recipe, console: Console | None = None) -> dict[str, Any]:
     seed_everything(recipe.seed)
     session = Session(recipe, Path(recipe.log.dir), console)
     data = session.data
-    cfg = recipe.student.model
-    student = build_model(cfg.name, input_shape=data.input_shape, num_classes=data.num_classes, **cfg.options).to(session.device)
+    student = session.build_student()
     teacher_module, teacher_note = _checked_teacher(session, recipe.teacher, student)
     teacher = session.wrap_teacher(teacher_module)
     if teacher.input_adapter is not None:
@@ -287,19 +289,28 @@ def _checked_teacher(session: Session, cfg: Any, student: torch.nn.Module) -> tu
     return module, note + ("; RANDOM classifier head" if info.get("random_head") else "")
 
 
-def build_cache(recipe: Recipe, out: str | Path, topk: int | None = None, views: int = 1, console: Console | None = None) -> dict[str, Any]:
+def build_cache(recipe: Recipe, out: str | Path, topk: int | None = None, views: int = 1, feature_dtype: str = "float32", console: Console | None = None) -> dict[str, Any]:
     """``kdforge cache``: get the recipe's teacher (training it if needed), measure it, and
-    store its outputs on the training split in ``out``."""
+    store its outputs on the training split in ``out``: logits, and the outputs of the
+    teacher layers the recipe's loss terms read."""
     from kdforge.teachers.cache import write_cache
 
     console = console or Console()
     if recipe.teacher.source == "ema":
         raise KdforgeError("an EMA teacher changes as the student trains: it cannot be cached")
+    if recipe.teacher.trainable:
+        raise KdforgeError("a trainable teacher changes as the student trains: it cannot be cached (set teacher.trainable: false)")
+    terms = build_losses(recipe.losses)
     seed_everything(recipe.seed)
     run_dir = _prepare_run_dir(recipe.model_copy(update={"name": f"{recipe.name}-cache"}), None)
     session = Session(recipe, run_dir, console)
     teacher, info = session.acquire_teacher(use_cache=False)
-    manifest = write_cache(session, teacher, session.teacher_entry(teacher, info), Path(out), topk, views)
-    console.print(f"cached {manifest['samples']:,} x {views} view(s) of training outputs of the teacher ({manifest['format']}{'' if topk is None else f', top {topk}'}) "
+    student = session.build_student()
+    for term in terms:  # which teacher layers the terms read, as they would find them online
+        term.resolve(student, teacher.module)
+    layers = list(dict.fromkeys(name for term in terms for name in term.teacher_taps))
+    manifest = write_cache(session, teacher, session.teacher_entry(teacher, info), Path(out), topk, views, layers, feature_dtype)
+    what = f"{manifest['format']}{'' if topk is None else f', top {topk}'}" + (f"; layers {', '.join(layers)} in {feature_dtype}" if layers else "")
+    console.print(f"cached {manifest['samples']:,} x {views} view(s) of training outputs of the teacher ({what}) "
                   f"in {out}: {manifest['bytes_per_sample']:,.0f} bytes per sample. Train from it with teacher.cache={out}")
     return manifest

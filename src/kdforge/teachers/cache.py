@@ -2,10 +2,13 @@
 
 ``kdforge cache RECIPE`` writes a folder with the teacher's logits for every training
 sample, dense (``logits.npy``, float32, exact) or top-k compressed (``topk_log_probs.npy``
-+ ``topk_indices.npy``), memory-mapped when read, beside ``manifest.json``: the teacher's
-hash, the training data's hash, shapes and format. A recipe with ``teacher.cache: PATH``
-then trains without running the teacher; a manifest that does not match the recipe's
-teacher or data is refused.
++ ``topk_indices.npy``), and the teacher layers the recipe's loss terms tap
+(``feature_<i>.npy``, float32 or float16), memory-mapped when read, beside
+``manifest.json``: the teacher's hash, the training data's hash, shapes, format, and the
+teacher's module names. A recipe with ``teacher.cache: PATH`` then trains without running
+the teacher (feature terms resolve their layer names against an empty copy of the
+teacher's module tree); a manifest that does not match the recipe's teacher or data, or
+that lacks a layer the recipe reads, is refused.
 
 With ``data.augment``, the cache holds ``views`` fixed augmented versions of every sample
 (:class:`~kdforge.data.augment.FixedViews`, drawn from the seed) and training shows the
@@ -26,12 +29,13 @@ from torch import nn
 from kdforge.data.augment import BatchAugment, FixedViews
 from kdforge.errors import KdforgeError
 from kdforge.losses.functional import TopK, topk_log_probs
+from kdforge.taps import FeatureTap
 
 if TYPE_CHECKING:
     from kdforge.run import Session
     from kdforge.teachers.teacher import Teacher
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: tapped teacher layers and the module tree
 IN_MEMORY_BYTES = 2**30  # caches up to 1 GiB are loaded whole; larger ones stay memory-mapped
 
 
@@ -72,31 +76,64 @@ def fixed_views(session: Session, views: int) -> FixedViews | None:
     return FixedViews(augment, len(session.data.train), tuple(session.data.input_shape), views, session.recipe.seed)
 
 
+def module_tree(module: nn.Module) -> list[list[str]]:
+    """The teacher's module names, each with its container kind ("ModuleList",
+    "Sequential" or ""), in order: what resolving layer names needs."""
+    kinds = (nn.ModuleList, nn.Sequential)
+    return [[name, next((k.__name__ for k in kinds if isinstance(m, k)), "")] for name, m in module.named_modules()]
+
+
+def skeleton(tree: list[list[str]]) -> nn.Module:
+    """Empty modules named and nested like a cached teacher's (see :func:`module_tree`), so
+    that layer names, block lists and layer mappings resolve as they would online."""
+    make = {"ModuleList": nn.ModuleList, "Sequential": nn.Sequential, "": nn.Module}
+    nodes: dict[str, nn.Module] = {}
+    for name, kind in tree:
+        nodes[name] = make[kind]()
+        if name:
+            parent, _, child = name.rpartition(".")
+            nodes[parent].add_module(child, nodes[name])
+    return nodes[""]
+
+
 @torch.no_grad()
-def write_cache(session: Session, teacher: Teacher, teacher_entry: dict[str, Any], out: Path, topk: int | None = None, views: int = 1, batch_size: int = 512) -> dict[str, Any]:
-    """Run ``teacher`` once over every view of the training split and write the cache;
-    ``teacher_entry`` (its results.json row) is kept for the runs that use the cache."""
+def write_cache(session: Session, teacher: Teacher, teacher_entry: dict[str, Any], out: Path, topk: int | None = None, views: int = 1,
+                layers: list[str] = (), feature_dtype: str = "float32", batch_size: int = 512) -> dict[str, Any]:
+    """Run ``teacher`` once over every view of the training split and write the cache: its
+    logits and the outputs of ``layers`` (module names in the teacher); ``teacher_entry``
+    (its results.json row) is kept for the runs that use the cache."""
     augmented = fixed_views(session, views)
     if augmented is None and views != 1:
         raise KdforgeError(f"views={views} needs data.augment: without augmentation every view is the same input")
+    tap = FeatureTap(teacher.module, {name: name for name in layers})
     x = session.data.train.x
-    per_view = []
+    outputs: dict[str, list[list[torch.Tensor]]] = {name: [] for name in ("logits", *layers)}  # name -> view -> chunks
     for v in range(views):
-        chunks = []
+        for found in outputs.values():
+            found.append([])
         for i in range(0, len(x), batch_size):
             index = torch.arange(i, min(i + batch_size, len(x)))
             batch = x[index].to(session.device)
-            chunks.append(teacher(batch if augmented is None else augmented(batch, index, v)).float().cpu())
-        per_view.append(torch.cat(chunks))
-    logits = torch.stack(per_view)  # [views, N, K]
+            tap.clear()
+            outputs["logits"][v].append(teacher(batch if augmented is None else augmented(batch, index, v)).float().cpu())
+            for name in layers:
+                outputs[name][v].append(tap.features[name].to("cpu", getattr(torch, feature_dtype)))
+    tap.remove()
+    stacked = {name: torch.stack([torch.cat(chunks) for chunks in per_view]) for name, per_view in outputs.items()}  # [views, N, ...]
     out.mkdir(parents=True, exist_ok=True)
-    manifest = {**expected_manifest(session), "version": FORMAT_VERSION, "format": "dense" if topk is None else "topk", "k": topk, "views": views, "teacher": teacher_entry}
+    logits = stacked.pop("logits")
     if topk is None:
         np.save(out / "logits.npy", logits.numpy())
     else:
         sparse = topk_log_probs(logits, topk)
         np.save(out / "topk_log_probs.npy", sparse.log_probs.numpy())
         np.save(out / "topk_indices.npy", sparse.indices.to(torch.int32).numpy())
+    features = {}
+    for i, (name, values) in enumerate(stacked.items()):
+        np.save(out / f"feature_{i}.npy", values.numpy())
+        features[name] = {"file": f"feature_{i}.npy", "shape": list(values.shape[2:]), "dtype": feature_dtype}
+    manifest = {**expected_manifest(session), "version": FORMAT_VERSION, "format": "dense" if topk is None else "topk", "k": topk, "views": views,
+                "features": features, "modules": module_tree(teacher.module), "teacher": teacher_entry}
     manifest["bytes_per_sample"] = sum(p.stat().st_size for p in out.glob("*.npy")) / len(x)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
@@ -104,7 +141,8 @@ def write_cache(session: Session, teacher: Teacher, teacher_entry: dict[str, Any
 
 class CachedTeacher(nn.Module):
     """A teacher read from a cache: :meth:`lookup` gives the outputs of samples by index
-    ([B] training indices -> logits [B, K] or a TopK form). It has no weights to run."""
+    ([B] training indices -> logits [B, K] or a TopK form, and the cached layers' outputs).
+    It has no weights to run; :attr:`module` is an empty copy of the teacher's module tree."""
 
     cached = True
     trainable, evolves, ema_decay = False, False, None  # a cache never changes
@@ -116,26 +154,40 @@ class CachedTeacher(nn.Module):
         if not manifest_file.is_file():
             raise KdforgeError(f"teacher.cache '{self.path}' has no manifest.json; create it with: kdforge cache RECIPE --out {self.path}")
         self.manifest = json.loads(manifest_file.read_text())
+        if self.manifest.get("version") != FORMAT_VERSION:
+            raise KdforgeError(f"teacher.cache '{self.path}' has format version {self.manifest.get('version')}, this kdforge reads {FORMAT_VERSION}; rebuild it with: kdforge cache RECIPE --out {self.path}")
         expected = expected_manifest(session)
         stale = [f"{k}: cache {self.manifest.get(k)!r}, recipe {v!r}" for k, v in expected.items() if self.manifest.get(k) != v]
         if stale:
             raise KdforgeError(f"teacher.cache '{self.path}' was made for another teacher or data ({'; '.join(stale)}); rebuild it with: kdforge cache RECIPE --out {self.path}")
-        self.module = nn.Module()  # nothing to tap: a cache holds outputs only
-        names = ["logits"] if self.manifest["format"] == "dense" else ["topk_log_probs", "topk_indices"]
-        arrays = [np.load(self.path / f"{name}.npy", mmap_mode="r") for name in names]
-        if sum(a.nbytes for a in arrays) <= IN_MEMORY_BYTES:  # small: hold it on the device, index like the data
-            self.arrays = [torch.from_numpy(np.array(a)).to(session.device) for a in arrays]
+        self.module = skeleton(self.manifest["modules"])
+        files = {"logits": "logits.npy"} if self.manifest["format"] == "dense" else {"topk_log_probs": "topk_log_probs.npy", "topk_indices": "topk_indices.npy"}
+        files.update({name: f["file"] for name, f in self.manifest["features"].items()})
+        arrays = {name: np.load(self.path / file, mmap_mode="r") for name, file in files.items()}
+        if sum(a.nbytes for a in arrays.values()) <= IN_MEMORY_BYTES:  # small: hold it on the device, index like the data
+            self.arrays = {name: torch.from_numpy(np.array(a)).to(session.device) for name, a in arrays.items()}
         else:  # large: rows are read from the memory-mapped files on demand
             self.arrays = arrays
 
-    def lookup(self, index: torch.Tensor, device: torch.device | str = "cpu", epoch: int = 0) -> torch.Tensor | TopK:
-        """The outputs of samples ``index`` in the view training shows at ``epoch``."""
+    @property
+    def layers(self) -> list[str]:
+        """The teacher layers whose outputs the cache holds."""
+        return list(self.manifest["features"])
+
+    def _rows(self, name: str, view: int, index: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+        a = self.arrays[name]
+        rows = a[view][index.to(a.device)] if isinstance(a, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(a[view][index.cpu().numpy()]))
+        return rows.to(device, non_blocking=True)
+
+    def lookup(self, index: torch.Tensor, device: torch.device | str = "cpu", epoch: int = 0) -> tuple[torch.Tensor | TopK, dict[str, torch.Tensor]]:
+        """The outputs of samples ``index`` in the view training shows at ``epoch``: logits
+        (or their top-k form), and each cached layer's output (float32)."""
         view = epoch % self.manifest["views"]
-        found = []
-        for a in self.arrays:
-            rows = a[view][index.to(a.device)] if isinstance(a, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(a[view][index.cpu().numpy()]))
-            found.append(rows.to(device, non_blocking=True))
-        return found[0] if len(found) == 1 else TopK(found[0], found[1].long())
+        if self.manifest["format"] == "dense":
+            logits = self._rows("logits", view, index, device)
+        else:
+            logits = TopK(self._rows("topk_log_probs", view, index, device), self._rows("topk_indices", view, index, device).long())
+        return logits, {name: self._rows(name, view, index, device).float() for name in self.layers}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         raise KdforgeError("a cached teacher has outputs for training samples only (by index), it cannot run on new inputs")
