@@ -1,6 +1,6 @@
 """Data-parallel training: two gloo processes on CPU (launched with torchrun, as users do)
 follow the single-process run with the same global batch, and a run interrupted on one
-process resumes on two."""
+process resumes on two; with the student replicated (DDP) or sharded (FSDP2)."""
 
 import os
 import signal
@@ -25,25 +25,35 @@ def torchrun(*args, cwd):
     return done.stdout
 
 
-def test_two_processes_match_one_and_resume_across_world_sizes(tmp_path, monkeypatch):
-    raw = {
-        "name": "ddp", "seed": 0,
-        "data": {"name": "digits", "batch_size": 64},
-        "teacher": {"source": "train", "model": {"name": "mlp", "hidden": [32]}, "train": {"epochs": 2}},
-        "student": {"model": {"name": "mlp", "hidden": [16]}},
-        "losses": [{"name": "ce", "weight": 0.5}, {"name": "kd", "weight": 0.5, "temperature": 4.0}],
-        "optim": {"lr": 3e-3}, "train": {"epochs": 2, "baseline": False},
-        "log": {"dir": str(tmp_path / "single"), "progress": False},
-    }
+DDP = {
+    "name": "ddp", "seed": 0,
+    "data": {"name": "digits", "batch_size": 64},
+    "teacher": {"source": "train", "model": {"name": "mlp", "hidden": [32]}, "train": {"epochs": 2}},
+    "student": {"model": {"name": "mlp", "hidden": [16]}},
+    "losses": [{"name": "ce", "weight": 0.5}, {"name": "kd", "weight": 0.5, "temperature": 4.0}],
+    "optim": {"lr": 3e-3}, "train": {"epochs": 2, "baseline": False},
+}
+FSDP = {  # a student with a block list (sharded block by block), a projector outside it, clipped gradients
+    **DDP, "name": "fsdp",
+    "student": {"model": {"name": "vit", "patch_size": 4, "embed_dim": 16, "depth": 2, "heads": 2}},
+    "losses": [*DDP["losses"], {"name": "hint", "student": "head:input", "teacher": "features.0", "projector": "linear", "weight": 0.1}],
+    "train": {**DDP["train"], "fsdp": True, "grad_clip": 0.5},
+    "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9},  # AdamW's normalised steps amplify summation-order rounding in a ViT to ~1e-3
+}
+
+
+@pytest.mark.parametrize("raw", [DDP, FSDP], ids=["ddp", "fsdp"])
+def test_two_processes_match_one_and_resume_across_world_sizes(raw, tmp_path, monkeypatch):
+    raw = {**raw, "log": {"dir": str(tmp_path / "single"), "progress": False}}
     single = run(Recipe.from_dict(raw))
 
     (tmp_path / "two.yaml").write_text(yaml.safe_dump({**raw, "log": {**raw["log"], "dir": str(tmp_path / "two")}}))
     torchrun("train", tmp_path / "two.yaml", cwd=tmp_path)
-    two = next((tmp_path / "two").glob("ddp-*"))
+    two = next((tmp_path / "two").glob(f"{raw['name']}-*"))
     expected = load_file(single.run_dir / "student.safetensors")
     got = load_file(two / "student.safetensors")
     assert all(torch.allclose(expected[k], got[k], atol=1e-5) for k in expected)  # same global batch, same steps
-    assert (two / "results.json").exists() and len(list((tmp_path / "two").glob("ddp-*"))) == 1  # rank 0 alone writes
+    assert (two / "results.json").exists() and len(list((tmp_path / "two").glob(f"{raw['name']}-*"))) == 1  # rank 0 alone writes
 
     class CtrlC(Callback):  # interrupt a single-process run in its second epoch...
         def on_step_end(self, trainer, samples):

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from kdforge import distributed
 from kdforge.errors import KdforgeError
 from kdforge.losses import functional as lf
 from kdforge.losses.functional import TopK, dense_logits_from_topk
@@ -147,11 +148,12 @@ class Distiller(nn.Module):
         return state
 
     def load_trainable_state_dict(self, state: dict[str, Any]) -> None:
-        unwrap(self.student).load_state_dict(state["student"])
+        distributed.load_model_state(unwrap(self.student), state["student"])
         self.terms.load_state_dict(state["terms"])
         if "teacher" in state:
             self.teacher.module.load_state_dict(state["teacher"])
 
     def student_state_dict(self) -> dict[str, torch.Tensor]:
-        """The student's own weights: no wrapper prefixes, no teacher, no projectors."""
-        return unwrap(self.student).state_dict()
+        """The student's own weights: no wrapper prefixes, no teacher, no projectors (a
+        sharded student's are gathered on rank 0)."""
+        return distributed.model_state(unwrap(self.student))

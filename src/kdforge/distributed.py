@@ -8,6 +8,11 @@ loss is weighted by its share of the global batch, so the averaged gradient is e
 gradient of the global batch. So a run on N processes follows the single-process run with
 the same global batch, and resumes on any number of processes (positions count global
 batches). Only rank 0 logs and writes files. NCCL on GPUs, gloo on CPUs.
+
+With ``train.fsdp`` the student is sharded instead of replicated (FSDP2 ``fully_shard``,
+each block then the whole model): every rank holds 1/N of its parameters, gradients and
+optimiser state. Checkpoints then hold the whole, gathered weights and optimiser state
+(keyed by parameter name), so they resume on any world size, with or without FSDP.
 """
 
 from __future__ import annotations
@@ -17,6 +22,11 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict, set_model_state_dict, set_optimizer_state_dict
+from torch.distributed.fsdp import FSDPModule, fully_shard
+from torch.distributed.tensor import DTensor
+
+from kdforge.errors import KdforgeError
 
 
 def setup() -> tuple[int, int]:
@@ -87,3 +97,74 @@ def average_gradients(params: list[torch.nn.Parameter]) -> None:
     for p in params:
         p.grad.copy_(flat[offset : offset + p.numel()].view_as(p.grad))
         offset += p.numel()
+
+
+# ----------------------------------------------------------------------------- FSDP
+
+
+def shard(module: torch.nn.Module) -> None:
+    """Shard ``module`` in place across the ranks (FSDP2): each block of its block list
+    (found as for layer mappings), then the whole model. Build the optimiser afterwards:
+    sharding replaces the parameters."""
+    from kdforge.taps import block_names
+
+    try:
+        blocks = block_names(module, "auto")
+    except KdforgeError:  # no block list (e.g. a plain MLP): one unit, the whole model
+        blocks = []
+    modules = dict(module.named_modules())
+    for name in blocks:
+        fully_shard(modules[name])
+    fully_shard(module)
+
+
+def sharded(module: torch.nn.Module) -> bool:
+    return isinstance(module, FSDPModule)
+
+
+# Sharded state is gathered whole onto rank 0's CPU to save, and broadcast from rank 0 to load.
+_GATHER = StateDictOptions(full_state_dict=True, cpu_offload=True)
+_SCATTER = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+
+
+def model_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """``module``'s whole weights; for a sharded module, gathered on rank 0 ({} on the
+    others): every rank must call it."""
+    return get_model_state_dict(module, options=_GATHER) if sharded(module) else module.state_dict()
+
+
+def load_model_state(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load whole weights; a sharded module takes rank 0's and shards them (every rank calls)."""
+    if sharded(module):
+        set_model_state_dict(module, state, options=_SCATTER)
+    else:
+        module.load_state_dict(state)
+
+
+def gathered(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A sharded module's whole weights on every rank (to rebuild it unsharded)."""
+    return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True))
+
+
+def optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, is_sharded: bool) -> dict[str, Any]:
+    """The optimiser's state keyed by parameter names in ``model`` (whole, on rank 0, when
+    sharded), so it loads on any world size, sharded or not."""
+    return get_optimizer_state_dict(model, optimizer, options=_GATHER if is_sharded else None)
+
+
+def load_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any], is_sharded: bool) -> None:
+    set_optimizer_state_dict(model, optimizer, state, options=_SCATTER if is_sharded else None)
+
+
+def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> None:
+    """Scale gradients so that their global norm is at most ``max_norm``; the norm of a
+    sharded parameter's gradient is taken over all its shards."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not any(isinstance(g, DTensor) for g in grads):
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+        return
+    norms = [torch.linalg.vector_norm(g.float()) for g in grads]
+    total = torch.stack([n.full_tensor() if isinstance(n, DTensor) else n for n in norms]).norm()
+    scale = min(1.0, max_norm / (float(total) + 1e-6))
+    for g in grads:
+        g.mul_(scale)

@@ -141,7 +141,11 @@ class Session:
         if result.interrupted:
             raise RunInterrupted(self.run_dir, stage)
         best = trainer.load_best()
-        entry = self.entry(student, self.recipe.student.model.name, trainer.evaluate(self.test), best["val"], best_epoch=best["epoch"])
+        if trainer.sharded:  # gather the shards once: testing, timing and export use the whole student
+            weights = distributed.gathered(student)
+            student = self.build_student().to(memory_format=self.memory_format)
+            student.load_state_dict(weights)
+        entry = self.entry(student, self.recipe.student.model.name, evaluate(student, self.test, self.autocast()), best["val"], best_epoch=best["epoch"])
         return student, entry, result.history, teacher
 
 

@@ -36,6 +36,7 @@ from kdforge.errors import KdforgeError, NonFiniteLossError
 from kdforge.evaluate import evaluate, is_better
 from kdforge.optim import build_optimizer, lr_factor
 from kdforge.schedules import Clock
+from kdforge.taps import unwrap
 
 
 @dataclass
@@ -124,12 +125,16 @@ class Trainer:
         self.callbacks = list(callbacks) if distributed.is_main() else []  # only rank 0 logs
         self.micro_per_epoch = steps_per_epoch
         self.steps_per_epoch = math.ceil(steps_per_epoch / train.accumulate)
-        self.optimizer = build_optimizer(distiller.param_groups(), optim)
-        self.unwrapped_params: list[torch.nn.Parameter] = []  # several processes: trainable parts outside DDP
+        self.sharded = train.fsdp and distributed.active()
+        self.unwrapped_params: list[torch.nn.Parameter] = []  # several processes: trainable parts outside DDP / FSDP
         if distributed.active():
+            if self.sharded:
+                distributed.shard(unwrap(distiller.student))  # replaces the parameters: before the optimiser
+            else:
+                distiller.student = distributed.wrap(distiller.student)
             student = {id(p) for p in distiller.student.parameters()}
             self.unwrapped_params = [p for p in distiller.trainable_parameters() if id(p) not in student]
-            distiller.student = distributed.wrap(distiller.student)
+        self.optimizer = build_optimizer(distiller.param_groups(), optim)
         self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
         self.autocast = lambda: autocast_for(train.amp, self.device)
         # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none
@@ -210,7 +215,7 @@ class Trainer:
         self.step_lr = self.current_lr()
         if self.cfg.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
-            torch.nn.utils.clip_grad_norm_(self.distiller.trainable_parameters(), self.cfg.grad_clip)
+            distributed.clip_grad_norm(self.distiller.trainable_parameters(), self.cfg.grad_clip)
         self.scaler.step(self.optimizer)  # skips the step when fp16 gradients overflowed
         self.scaler.update()
         self.distiller.after_step()
@@ -247,7 +252,8 @@ class Trainer:
         if self.curriculum is not None and self.curriculum.finished(self.pos.stage, self.pos.history[self.pos.stage_start :]):
             self.pos.stage, self.pos.stage_start = self.pos.stage + 1, self.pos.epoch
             self._enter_stage()
-        if self.pos.epoch == self.cfg.epochs or time.perf_counter() - self.saved_at >= self.cfg.checkpoint_interval:
+        due = time.perf_counter() - self.saved_at >= self.cfg.checkpoint_interval
+        if self.pos.epoch == self.cfg.epochs or distributed.broadcast(due):  # rank 0's clock decides: saving may be collective
             self.save_last()
         for cb in self.callbacks:
             cb.on_epoch_end(self, record)
@@ -276,11 +282,11 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
 
     def save_last(self) -> None:
-        if not distributed.is_main():
+        if not (distributed.is_main() or self.sharded):  # a sharded state is gathered by every rank
             return
         state = {
             "trainable": self.distiller.trainable_state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": distributed.optimizer_state(self.distiller, self.optimizer, self.sharded),
             "scaler": self.scaler.state_dict(),
             # the history as one JSON string: pickling hundreds of small dicts costs ~1 µs per object
             "position": {**vars(self.pos), "history": json.dumps(self.pos.history)},
@@ -288,6 +294,8 @@ class Trainer:
             "curriculum": self.curriculum.state_dict() if self.curriculum is not None else None,
             "rng": _rng_state(),
         }
+        if not distributed.is_main():
+            return
         tmp = self.dir / "last.pt.tmp"
         torch.save(state, tmp)
         tmp.replace(self.dir / "last.pt")  # atomic: an interrupted save never corrupts last.pt
@@ -296,7 +304,7 @@ class Trainer:
     def _load_last(self) -> None:
         state = torch.load(self.dir / "last.pt", map_location=self.device, weights_only=True)
         self.distiller.load_trainable_state_dict(state["trainable"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        distributed.load_optimizer_state(self.distiller, self.optimizer, state["optimizer"], self.sharded)
         self.scaler.load_state_dict(state["scaler"])
         self.pos = _Position(**{**state["position"], "history": json.loads(state["position"]["history"])})
         self.best_state = state["best"]
