@@ -48,10 +48,12 @@ def test_ensemble_and_ema_sections_are_checked():
 def test_ema_update_formula_and_buffers():
     target, source = build_model("cnn", input_shape=(1, 8, 8), num_classes=10, width=4, depth=1), build_model("cnn", input_shape=(1, 8, 8), num_classes=10, width=4, depth=1)
     source.features[0][1].running_mean.fill_(3.0)
+    source.features[0][1].num_batches_tracked.fill_(5)
     expected = [0.9 * t + 0.1 * s for t, s in zip(target.parameters(), source.parameters())]
     ema_update(target, source, 0.9)
     assert all(torch.allclose(t, e) for t, e in zip(target.parameters(), expected))
-    assert torch.equal(target.features[0][1].running_mean, source.features[0][1].running_mean)
+    assert torch.allclose(target.features[0][1].running_mean, torch.full((4,), 0.3))  # float buffers are averaged too
+    assert torch.equal(target.features[0][1].num_batches_tracked, source.features[0][1].num_batches_tracked)  # counters copied
 
 
 def test_ema_teacher_follows_the_student_without_gradients(tmp_path):

@@ -36,7 +36,7 @@ def build(seed, terms=None, accumulate=1, epochs=2, tmp=None, callbacks=(), data
     student = build_model("mlp", input_shape=(1, 8, 8), num_classes=10, hidden=[16], dropout=0.2)
     distiller = Distiller(student, teacher, terms or build_losses([{"name": "ce"}, {"name": "kd"}]), torch.randn(2, 1, 8, 8))
     train = make_loader(data.train, 50, shuffle=True, seed=3, transform=BatchAugment(shift=1, noise=0.1))
-    cfg = TrainConfig(epochs=epochs, accumulate=accumulate, grad_clip=1.0)
+    cfg = TrainConfig(epochs=epochs, accumulate=accumulate, grad_clip=1.0, ema_decay=0.9 if accumulate > 1 else None)  # with an EMA: it resumes too
     trainer = Trainer(distiller, OptimConfig(lr=3e-3, warmup_epochs=0.5), cfg, steps_per_epoch=len(train), checkpoint_dir=tmp, callbacks=callbacks)
     return distiller, trainer, train, make_loader(data.val, 512)
 

@@ -278,6 +278,8 @@ class TrainConfig(Section):
     accumulate: int = Field(1, gt=0, description="micro-batches per optimiser step")
     baseline: bool = Field(True, description="also train the student without distillation")
     checkpoint_interval: float = Field(10.0, ge=0, description="seconds between last.pt writes at epoch ends (0: every epoch); always written at the end and on stop")
+    ema_decay: float | None = Field(None, gt=0, lt=1, description="keep a moving average of the student's weights (e.g. 0.999); validation, best-epoch selection, test and export use it")
+    ema_warmup: bool = Field(True, description="EMA decay ramps up as min(ema_decay, (1 + step) / (10 + step))")
     fsdp: bool = Field(False, description="under torchrun: shard the student's parameters, gradients and optimiser state across processes (FSDP2) instead of replicating it (DDP)")
 
     @pydantic.field_validator("device")
@@ -324,6 +326,8 @@ class Recipe(Section):
             for key in (*stage.weights, *stage.temperatures):
                 if key not in names:
                     raise ValueError(f"stage {i} names loss term '{key}', which the recipe does not have{did_you_mean(key, names)}")
+        if self.train.fsdp and self.train.ema_decay is not None:
+            raise ValueError("train.ema_decay keeps a whole copy of the student, which train.fsdp shards; use one or the other")
         if self.train.fsdp and self.teacher.source == "ema":
             raise ValueError("train.fsdp shards the student, which an EMA teacher must copy whole every step; use DDP (train.fsdp: false)")
         return self

@@ -145,7 +145,8 @@ class Session:
             weights = distributed.gathered(student)
             student = self.build_student().to(memory_format=self.memory_format)
             student.load_state_dict(weights)
-        entry = self.entry(student, self.recipe.student.model.name, evaluate(student, self.test, self.autocast()), best["val"], best_epoch=best["epoch"])
+        averaged = {"weights": f"EMA (decay {self.recipe.train.ema_decay})"} if trainer.ema is not None else {}
+        entry = self.entry(student, self.recipe.student.model.name, evaluate(student, self.test, self.autocast()), best["val"], best_epoch=best["epoch"], **averaged)
         return student, entry, result.history, teacher
 
 

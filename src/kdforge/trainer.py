@@ -32,6 +32,7 @@ from kdforge.callbacks import Callback
 from kdforge.config import OptimConfig, TrainConfig
 from kdforge.curriculum import Curriculum
 from kdforge.distiller import Distiller, StepOutput
+from kdforge.ema import ModelEMA
 from kdforge.errors import KdforgeError, NonFiniteLossError
 from kdforge.evaluate import evaluate, is_better
 from kdforge.optim import build_optimizer, lr_factor
@@ -135,6 +136,7 @@ class Trainer:
             student = {id(p) for p in distiller.student.parameters()}
             self.unwrapped_params = [p for p in distiller.trainable_parameters() if id(p) not in student]
         self.optimizer = build_optimizer(distiller.param_groups(), optim)
+        self.ema = ModelEMA(unwrap(distiller.student), train.ema_decay, train.ema_warmup) if train.ema_decay is not None else None
         self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
         self.autocast = lambda: autocast_for(train.amp, self.device)
         # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none
@@ -219,6 +221,8 @@ class Trainer:
         self.scaler.step(self.optimizer)  # skips the step when fp16 gradients overflowed
         self.scaler.update()
         self.distiller.after_step()
+        if self.ema is not None:
+            self.ema.update(unwrap(self.distiller.student), self.pos.step)
         self.optimizer.zero_grad(set_to_none=True)
         self.pos.step += 1
         self.pos.sums = self.step_losses if self.pos.sums is None else self.pos.sums + self.step_losses
@@ -247,7 +251,7 @@ class Trainer:
         self.pos.history.append(record)
         if is_better(val, self.pos.best_val):
             self.pos.best_epoch, self.pos.best_val = self.pos.epoch + 1, val
-            self.best_state = {**_cloned(self.distiller.trainable_state_dict()), "epoch": self.pos.epoch + 1, "val": val}
+            self.best_state = {**_cloned(self.weights()), "epoch": self.pos.epoch + 1, "val": val}
         self.pos.epoch, self.pos.batch, self.pos.sums = self.pos.epoch + 1, 0, None
         if self.curriculum is not None and self.curriculum.finished(self.pos.stage, self.pos.history[self.pos.stage_start :]):
             self.pos.stage, self.pos.stage_start = self.pos.stage + 1, self.pos.epoch
@@ -259,7 +263,15 @@ class Trainer:
             cb.on_epoch_end(self, record)
 
     def evaluate(self, batches: Any) -> dict[str, float]:
-        return evaluate(self.distiller.student, batches, self.autocast())
+        """Metrics of the student (its moving average with ``ema_decay``) on ``batches``."""
+        return evaluate(self.ema or self.distiller.student, batches, self.autocast())
+
+    def weights(self) -> dict[str, Any]:
+        """What training changes (see :meth:`Distiller.trainable_state_dict`), and the EMA."""
+        state = self.distiller.trainable_state_dict()
+        if self.ema is not None:
+            state["ema"] = self.ema.module.state_dict()
+        return state
 
     def clock(self, position: float) -> Clock:
         """Where training is, for schedules; ``position`` in (fractional) epochs."""
@@ -285,7 +297,7 @@ class Trainer:
         if not (distributed.is_main() or self.sharded):  # a sharded state is gathered by every rank
             return
         state = {
-            "trainable": self.distiller.trainable_state_dict(),
+            "trainable": self.weights(),
             "optimizer": distributed.optimizer_state(self.distiller, self.optimizer, self.sharded),
             "scaler": self.scaler.state_dict(),
             # the history as one JSON string: pickling hundreds of small dicts costs ~1 µs per object
@@ -304,6 +316,8 @@ class Trainer:
     def _load_last(self) -> None:
         state = torch.load(self.dir / "last.pt", map_location=self.device, weights_only=True)
         self.distiller.load_trainable_state_dict(state["trainable"])
+        if self.ema is not None:
+            self.ema.module.load_state_dict(state["trainable"]["ema"])
         distributed.load_optimizer_state(self.distiller, self.optimizer, state["optimizer"], self.sharded)
         self.scaler.load_state_dict(state["scaler"])
         self.pos = _Position(**{**state["position"], "history": json.loads(state["position"]["history"])})
@@ -313,9 +327,12 @@ class Trainer:
         _set_rng_state(state["rng"])
 
     def load_best(self) -> dict[str, Any]:
-        """Put the best validation weights into the student; returns the checkpoint's info."""
+        """Put the best validation weights into the student (its EMA's, with ``ema_decay``:
+        what was validated is what is tested and exported); returns the checkpoint's info."""
         state = self.best_state if self.best_state is not None else torch.load(self.dir / "best.pt", map_location=self.device, weights_only=True)
         self.distiller.load_trainable_state_dict(state)
+        if "ema" in state:
+            unwrap(self.distiller.student).load_state_dict(state["ema"])
         return {"epoch": state["epoch"], "val": state["val"]}
 
     @contextlib.contextmanager
