@@ -71,3 +71,100 @@ def test_a_run_with_ema_exports_the_average_and_says_so(tiny_recipe):
     assert all(torch.equal(exported[k], best["ema"][k]) for k in exported)
     assert not all(torch.equal(exported[k], best["student"][k]) for k in exported)
     assert json.loads((result.run_dir / "results.json").read_text())["student"]["weights"] == "EMA (decay 0.8)"
+
+
+# ----------------------------------------------------------------------------- optimisation
+
+
+def vit(**options):
+    torch.manual_seed(0)
+    return build_model("vit", input_shape=(1, 8, 8), num_classes=10, patch_size=4, embed_dim=16, depth=2, heads=2, **options)
+
+
+def test_layer_decay_gives_each_depth_its_lr_and_norms_no_decay(data, tmp_path):
+    model = vit()
+    trainer, _ = fit_student(data, tmp_path, TrainConfig(epochs=1), OptimConfig(lr=1.0, layer_decay=0.5, schedule="constant"), model=model)
+    by_param = {id(p): g for g in trainer.optimizer.param_groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    lr = {n: by_param[id(p)]["lr"] for n, p in named.items()}
+    assert lr["cls_token"] == lr["patch_embed.weight"] == 0.125  # embeddings: 0.5^3
+    assert lr["blocks.0.attn.qkv.weight"] == 0.25 and lr["blocks.1.ffn.0.weight"] == 0.5 and lr["head.weight"] == lr["norm.bias"] == 1.0
+    decay = {n: by_param[id(p)]["weight_decay"] for n, p in named.items()}
+    assert decay["blocks.0.attn.qkv.weight"] == decay["head.weight"] == 0.05
+    assert decay["blocks.0.attn.qkv.bias"] == decay["norm.weight"] == decay["pos_embed"] == decay["cls_token"] == 0.0
+
+
+def test_without_the_filter_everything_decays(data, tmp_path):
+    trainer, _ = fit_student(data, tmp_path, TrainConfig(epochs=1), OptimConfig(filter_bias_and_bn=False))
+    assert len(trainer.optimizer.param_groups) == 1 and trainer.optimizer.param_groups[0]["weight_decay"] == 0.05
+
+
+def test_cosine_restarts_reset_the_lr_at_each_cycle_boundary():
+    from kdforge.optim import lr_factor
+
+    cfg = OptimConfig(lr=1.0, min_lr=0.0, lr_cycle_steps=10, lr_cycle_mul=2.0, lr_cycle_decay=0.5, warmup_epochs=1)
+    factors = [lr_factor(1 + s / 5, 1 + (s + 1) / 5, 100, cfg, step=5 + s, steps_per_epoch=5) for s in range(40)]  # after 5 warm-up steps
+    assert factors[0] == 1.0 and factors[9] < 0.03  # first cycle: 10 steps
+    assert factors[10] == 0.5 and factors[29] < 0.02 and factors[30] == 0.25  # then 20 steps at half the peak, then 40 at a quarter
+    assert lr_factor(0.2, 0.4, 100, cfg, step=1, steps_per_epoch=5) == pytest.approx(0.4)  # warm-up unchanged
+
+
+def test_gradient_centralisation_removes_each_rows_mean(data, tmp_path):
+    seen = {}
+
+    class Grads(Callback):
+        def on_before_optimizer_step(self, trainer):
+            seen["before"] = trainer.distiller.student.head.weight.grad.clone()
+
+    trainer, _ = fit_student(data, tmp_path, TrainConfig(epochs=1), OptimConfig(grad_centralization=True), callbacks=[Grads()])
+    from kdforge.optim import centralize_gradients
+
+    weight, bias = torch.nn.Parameter(torch.zeros(3, 4)), torch.nn.Parameter(torch.zeros(3))
+    weight.grad, bias.grad = torch.arange(12.0).view(3, 4), torch.ones(3)
+    centralize_gradients([weight, bias])
+    assert torch.allclose(weight.grad, torch.tensor([-1.5, -0.5, 0.5, 1.5]).expand(3, 4)) and torch.equal(bias.grad, torch.ones(3))
+    assert seen["before"].mean(1).abs().max() > 1e-6  # the raw gradient was not centred; the trainer centres it before the step
+
+
+def test_centralised_training_differs_from_plain(data, tmp_path):
+    plain, _ = fit_student(data, tmp_path / "a", TrainConfig(epochs=1))
+    centred, _ = fit_student(data, tmp_path / "b", TrainConfig(epochs=1), OptimConfig(lr=1e-2, grad_centralization=True))
+    assert not torch.allclose(plain.distiller.student.head.weight, centred.distiller.student.head.weight)
+
+
+# ----------------------------------------------------------------------------- regularisation
+
+
+def test_drop_path_is_identity_in_eval_and_drops_samples_in_training():
+    from kdforge.models.layers import DropPath, drop_path_rates
+
+    x = torch.ones(1000, 3)
+    layer = DropPath(0.25).eval()
+    assert torch.equal(layer(x), x)
+    out = layer.train()(x)
+    kept = out[:, 0] > 0
+    assert torch.all((out[kept] == 1 / 0.75)) and abs(kept.float().mean() - 0.75) < 0.05
+    assert drop_path_rates(0.2, 3) == pytest.approx([0.0, 0.1, 0.2])
+    assert drop_path_rates(0.2, 3, "cosine") == pytest.approx([0.0, 0.1, 0.2]) and drop_path_rates(0.2, 5, "cosine")[1] == pytest.approx(0.2 * (1 - 0.5**0.5) / 2)
+    model = vit(drop_path=0.3, drop_path_schedule="linear").eval()
+    assert [b.drop_path.rate for b in model.blocks] == pytest.approx([0.0, 0.3])
+    x = torch.randn(4, 1, 8, 8)
+    assert torch.equal(model(x), model(x))
+
+
+def test_gradient_checkpointing_recomputes_blocks_and_keeps_the_gradients(data, tmp_path, monkeypatch):
+    from kdforge.trainer import checkpoint_blocks
+
+    x, y = data.train.x[:8], data.train.y[:8]
+    plain, checkpointed = vit(), vit()
+    checkpoint_blocks(checkpointed)
+    calls = []
+    original = torch.utils.checkpoint.checkpoint
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", lambda *a, **k: calls.append(1) or original(*a, **k))
+    for model in (plain, checkpointed):
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+    assert len(calls) == 2  # one per block, in training
+    assert all(torch.allclose(a.grad, b.grad, atol=1e-6) for a, b in zip(plain.parameters(), checkpointed.parameters()))
+    with torch.no_grad():
+        checkpointed(x)
+    assert len(calls) == 2  # no recomputation without gradients

@@ -24,6 +24,9 @@ class Callback:
 
     def on_fit_start(self, trainer: Trainer) -> None: ...
 
+    def on_before_optimizer_step(self, trainer: Trainer) -> None:
+        """Gradients are complete (and unscaled), before centralisation and clipping."""
+
     def on_step_end(self, trainer: Trainer, samples: int) -> None: ...
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None: ...

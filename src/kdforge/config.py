@@ -253,18 +253,26 @@ class CurriculumConfig(Section):
 
 
 class OptimConfig(Section):
-    name: Literal["adamw", "sgd"] = "adamw"
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.05, ge=0)
-    momentum: float | None = Field(None, ge=0, lt=1, description="sgd only; default 0.9")
-    warmup_epochs: float = Field(0.0, ge=0)
-    schedule: Literal["cosine", "constant"] = "cosine"
-    min_lr: float = Field(0.0, ge=0)
+    name: Literal["adamw", "sgd"] = Field("adamw", description="the optimiser (torch's own)")
+    lr: float = Field(1e-3, gt=0, description="peak learning rate")
+    weight_decay: float = Field(0.05, ge=0, description="decoupled (AdamW) or L2 (SGD) weight decay")
+    momentum: float | None = Field(None, ge=0, lt=1, description="sgd only; default 0.9 (Nesterov)")
+    warmup_epochs: float = Field(0.0, ge=0, description="linear warm-up from 0 to lr over this many epochs")
+    schedule: Literal["cosine", "constant"] = Field("cosine", description="after warm-up: cosine decay to min_lr, or constant")
+    min_lr: float = Field(0.0, ge=0, description="where cosine decay ends")
+    lr_cycle_steps: int | None = Field(None, gt=0, description="cosine with restarts: first cycle length in optimiser steps after warm-up")
+    lr_cycle_mul: float = Field(1.0, gt=0, description="each cycle is this many times longer than the last")
+    lr_cycle_decay: float = Field(1.0, gt=0, le=1, description="each cycle's peak LR is this times the last one's")
+    layer_decay: float | None = Field(None, gt=0, le=1, description="layer-wise LR decay: block i of L gets lr · layer_decay^(L + 1 − i); embeddings decay most, the head not at all")
+    filter_bias_and_bn: bool = Field(True, description="no weight decay on biases, norm weights and embeddings (≤1-dim parameters and a model's no_weight_decay() names)")
+    grad_centralization: bool = Field(False, description="subtract each weight gradient's mean over its input dims before the step")
 
     @pydantic.model_validator(mode="after")
-    def _sgd_only(self) -> OptimConfig:
+    def _consistent(self) -> OptimConfig:
         if self.name != "sgd" and self.momentum is not None:
             raise ValueError("optim.momentum is only used with name 'sgd'")
+        if self.lr_cycle_steps is not None and self.schedule != "cosine":
+            raise ValueError("optim.lr_cycle_steps restarts a cosine schedule: set optim.schedule: cosine")
         return self
 
 
@@ -278,6 +286,7 @@ class TrainConfig(Section):
     accumulate: int = Field(1, gt=0, description="micro-batches per optimiser step")
     baseline: bool = Field(True, description="also train the student without distillation")
     checkpoint_interval: float = Field(10.0, ge=0, description="seconds between last.pt writes at epoch ends (0: every epoch); always written at the end and on stop")
+    grad_checkpoint: bool = Field(False, description="recompute each student block's activations in backward instead of storing them (less memory, ~1/3 more compute)")
     ema_decay: float | None = Field(None, gt=0, lt=1, description="keep a moving average of the student's weights (e.g. 0.999); validation, best-epoch selection, test and export use it")
     ema_warmup: bool = Field(True, description="EMA decay ramps up as min(ema_decay, (1 + step) / (10 + step))")
     fsdp: bool = Field(False, description="under torchrun: shard the student's parameters, gradients and optimiser state across processes (FSDP2) instead of replicating it (DDP)")

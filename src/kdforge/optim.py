@@ -1,4 +1,4 @@
-"""Optimisers and learning-rate schedules."""
+"""Optimisers, parameter groups and learning-rate schedules."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import torch
 from torch import nn
 
 from kdforge.config import OptimConfig
+from kdforge.errors import KdforgeError
+from kdforge.taps import block_names, unwrap
 
 
 def build_optimizer(params: list[nn.Parameter] | list[dict[str, Any]], cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -20,10 +22,67 @@ def build_optimizer(params: list[nn.Parameter] | list[dict[str, Any]], cfg: Opti
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def lr_factor(start: float, end: float, epochs: int, cfg: OptimConfig) -> float:
+def layer_ids(model: nn.Module) -> tuple[dict[str, int], int]:
+    """Depth of each parameter for layer-wise LR decay, and the deepest id: parameters
+    before the first block (embeddings) are 0, block i's are i + 1, those after the last
+    block (final norm, head) are L + 1. Blocks come from the model's block list."""
+    model = unwrap(model)
+    try:
+        blocks = block_names(model, "auto")
+    except KdforgeError as error:
+        raise KdforgeError(f"optim.layer_decay needs the student's block list: {error}") from None
+    ids, seen_block = {}, False
+    for name, _ in model.named_parameters():
+        block = next((i for i, b in enumerate(blocks) if name.startswith(b + ".")), None)
+        if block is not None:
+            seen_block = True
+        ids[name] = block + 1 if block is not None else (len(blocks) + 1 if seen_block else 0)
+    return ids, len(blocks) + 1
+
+
+def no_decay(model: nn.Module, name: str, param: nn.Parameter) -> bool:
+    """Biases, norm weights (≤1-dim) and the names a model lists in ``no_weight_decay()``
+    (timm's convention: position embeddings, class tokens)."""
+    listed = getattr(unwrap(model), "no_weight_decay", lambda: set())()
+    return param.ndim <= 1 or name in listed
+
+
+def student_groups(student: nn.Module, params: list[nn.Parameter], cfg: OptimConfig) -> list[dict[str, Any]]:
+    """Split the main parameter group: the student's parameters by layer (``layer_decay``:
+    its own LR) and by whether they decay (``filter_bias_and_bn``); other parameters
+    (projectors, heads of loss terms) stay in one group at the recipe's settings."""
+    names = {id(p): n for n, p in unwrap(student).named_parameters()}
+    ids, deepest = layer_ids(student) if cfg.layer_decay is not None else ({}, 0)
+    groups: dict[tuple[int, bool], list[nn.Parameter]] = {}
+    for p in params:
+        name = names.get(id(p))
+        layer = ids.get(name, deepest)  # not the student's, or not layered: full LR
+        decays = not (cfg.filter_bias_and_bn and name is not None and no_decay(student, name, p))
+        groups.setdefault((layer, decays), []).append(p)
+    result = []
+    for (layer, decays), group in groups.items():
+        settings: dict[str, Any] = {} if decays else {"weight_decay": 0.0}
+        if cfg.layer_decay is not None:
+            settings["lr"] = cfg.lr * cfg.layer_decay ** (deepest - layer)
+        result.append({"params": group, **settings})
+    return result
+
+
+def centralize_gradients(params: list[nn.Parameter]) -> None:
+    """Gradient centralisation: remove each weight gradient's mean over all dims but the
+    first (per output unit); vectors (biases, norms) are left alone."""
+    for p in params:
+        if p.grad is not None and p.grad.dim() > 1:
+            p.grad.sub_(p.grad.mean(dim=tuple(range(1, p.grad.dim())), keepdim=True))
+
+
+def lr_factor(start: float, end: float, epochs: int, cfg: OptimConfig, step: int = 0, steps_per_epoch: int = 1) -> float:
     """Multiplier of the base LR for an optimiser step that takes training from ``start`` to
     ``end`` (positions in epochs, fractional): linear warm-up over ``warmup_epochs`` (the
-    first step already moves), then constant or cosine decay down to ``min_lr``.
+    first step already moves), then constant or cosine decay down to ``min_lr`` — over the
+    rest of training, or in cycles (``lr_cycle_steps``, counted in optimiser steps: this
+    is step ``step`` of ``steps_per_epoch`` per epoch) that restart at a peak
+    ``lr_cycle_decay`` times the last and last ``lr_cycle_mul`` times longer.
 
     Positions rather than step counts keep the schedule right when an epoch's length
     changes (a curriculum stage that trains on part of the data).
@@ -32,6 +91,17 @@ def lr_factor(start: float, end: float, epochs: int, cfg: OptimConfig) -> float:
         return min(1.0, end / cfg.warmup_epochs)
     if cfg.schedule == "constant":
         return 1.0
-    t = min(1.0, (start - cfg.warmup_epochs) / max(1e-12, epochs - cfg.warmup_epochs))
     min_ratio = cfg.min_lr / cfg.lr
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
+    if cfg.lr_cycle_steps is None:
+        t, peak = min(1.0, (start - cfg.warmup_epochs) / max(1e-12, epochs - cfg.warmup_epochs)), 1.0
+    else:
+        t, peak = _in_cycle(step - cfg.warmup_epochs * steps_per_epoch, cfg)
+    return min_ratio + (peak - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def _in_cycle(steps: float, cfg: OptimConfig) -> tuple[float, float]:
+    """(position in the current cycle in [0, 1), its peak) after ``steps`` post-warm-up steps."""
+    length, cycle = float(cfg.lr_cycle_steps), 0
+    while steps >= length:
+        steps, length, cycle = steps - length, length * cfg.lr_cycle_mul, cycle + 1
+    return steps / length, cfg.lr_cycle_decay**cycle

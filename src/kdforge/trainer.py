@@ -14,6 +14,7 @@ a second Ctrl-C aborts at once.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import random
@@ -26,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.utils.checkpoint
 
 from kdforge import distributed
 from kdforge.callbacks import Callback
@@ -35,9 +37,9 @@ from kdforge.distiller import Distiller, StepOutput
 from kdforge.ema import ModelEMA
 from kdforge.errors import KdforgeError, NonFiniteLossError
 from kdforge.evaluate import evaluate, is_better
-from kdforge.optim import build_optimizer, lr_factor
+from kdforge.optim import build_optimizer, centralize_gradients, lr_factor, student_groups
 from kdforge.schedules import Clock
-from kdforge.taps import unwrap
+from kdforge.taps import block_names, unwrap
 
 
 @dataclass
@@ -126,6 +128,8 @@ class Trainer:
         self.callbacks = list(callbacks) if distributed.is_main() else []  # only rank 0 logs
         self.micro_per_epoch = steps_per_epoch
         self.steps_per_epoch = math.ceil(steps_per_epoch / train.accumulate)
+        if train.grad_checkpoint:
+            checkpoint_blocks(unwrap(distiller.student))
         self.sharded = train.fsdp and distributed.active()
         self.unwrapped_params: list[torch.nn.Parameter] = []  # several processes: trainable parts outside DDP / FSDP
         if distributed.active():
@@ -135,7 +139,8 @@ class Trainer:
                 distiller.student = distributed.wrap(distiller.student)
             student = {id(p) for p in distiller.student.parameters()}
             self.unwrapped_params = [p for p in distiller.trainable_parameters() if id(p) not in student]
-        self.optimizer = build_optimizer(distiller.param_groups(), optim)
+        main, *special = distiller.param_groups()
+        self.optimizer = build_optimizer([*student_groups(distiller.student, main["params"], optim), *special], optim)
         self.ema = ModelEMA(unwrap(distiller.student), train.ema_decay, train.ema_warmup) if train.ema_decay is not None else None
         self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
         self.autocast = lambda: autocast_for(train.amp, self.device)
@@ -211,12 +216,16 @@ class Trainer:
             total = values if total is None else total + values
         distributed.average_gradients(self.unwrapped_params)
         self.step_losses = total / len(group) if len(group) > 1 else total
-        factor = lr_factor(start, self.pos.epoch + self.pos.batch / self.micro_per_epoch, self.cfg.epochs, self.optim_cfg)
+        factor = lr_factor(start, self.pos.epoch + self.pos.batch / self.micro_per_epoch, self.cfg.epochs, self.optim_cfg, self.pos.step, self.steps_per_epoch)
         for param_group, base in zip(self.optimizer.param_groups, self.base_lrs):
             param_group["lr"] = base * factor
         self.step_lr = self.current_lr()
+        self.scaler.unscale_(self.optimizer)  # from here on the true gradients (no-op without fp16)
+        for cb in self.callbacks:
+            cb.on_before_optimizer_step(self)
+        if self.optim_cfg.grad_centralization:
+            centralize_gradients(self.distiller.trainable_parameters())
         if self.cfg.grad_clip is not None:
-            self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
             distributed.clip_grad_norm(self.distiller.trainable_parameters(), self.cfg.grad_clip)
         self.scaler.step(self.optimizer)  # skips the step when fp16 gradients overflowed
         self.scaler.update()
@@ -351,6 +360,22 @@ class Trainer:
             yield
         finally:
             signal.signal(signal.SIGINT, previous)
+
+
+def checkpoint_blocks(model: torch.nn.Module) -> None:
+    """Gradient checkpointing of each block of ``model``'s block list: in training, a block's
+    activations are recomputed during backward instead of stored. Forward hooks on a block
+    (feature taps) still see its output once."""
+    modules = dict(model.named_modules())
+    for name in block_names(model, "auto"):
+        block = modules[name]
+        block.forward = functools.partial(_checkpointed, block.forward)
+
+
+def _checkpointed(forward: Any, *args: Any, **kwargs: Any) -> Any:
+    if not torch.is_grad_enabled():
+        return forward(*args, **kwargs)
+    return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
 
 
 def _cloned(state: dict[str, Any]) -> dict[str, Any]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -32,20 +35,49 @@ class FeedForward(nn.Sequential):
         super().__init__(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim))
 
 
-class TransformerBlock(nn.Module):
-    """Pre-norm block: x + attn(norm(x)), then x + ffn(norm(x)). ``ffn`` may be swapped."""
+class DropPath(nn.Module):
+    """Stochastic depth: in training, drop a residual branch for a random ``rate`` of the
+    samples and scale the kept ones by 1 / (1 − rate); the identity in eval."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float = 2.0, dropout: float = 0.0, ffn: nn.Module | None = None):
+    def __init__(self, rate: float = 0.0):
+        super().__init__()
+        self.rate = rate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.rate == 0.0:
+            return x
+        keep = torch.rand((len(x),) + (1,) * (x.dim() - 1), device=x.device) >= self.rate
+        return x * keep.to(x.dtype) / (1.0 - self.rate)
+
+    def extra_repr(self) -> str:
+        return f"rate={self.rate}"
+
+
+def drop_path_rates(rate: float, depth: int, schedule: Literal["linear", "cosine"] = "linear") -> list[float]:
+    """Drop-path rate of each of ``depth`` blocks, from 0 at the first to ``rate`` at the
+    last: linearly, or along a half cosine (slow start, slow end)."""
+    steps = [i / max(depth - 1, 1) for i in range(depth)]
+    if schedule == "cosine":
+        steps = [0.5 * (1.0 - math.cos(math.pi * t)) for t in steps]
+    return [rate * t for t in steps]
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm block: x + attn(norm(x)), then x + ffn(norm(x)), each branch with dropout
+    and drop-path. ``ffn`` may be swapped."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 2.0, dropout: float = 0.0, ffn: nn.Module | None = None, drop_path: float = 0.0):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
         self.attn = Attention(dim, heads, dropout)
         self.norm2 = nn.LayerNorm(dim)
         self.ffn = ffn if ffn is not None else FeedForward(dim, int(dim * mlp_ratio), dropout)
         self.drop = nn.Dropout(dropout)
+        self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.norm1(x)))
-        return x + self.drop(self.ffn(self.norm2(x)))
+        x = x + self.drop_path(self.drop(self.attn(self.norm1(x))))
+        return x + self.drop_path(self.drop(self.ffn(self.norm2(x))))
 
 
 def spatial_dims(input_shape: tuple[int, ...], model: str) -> int:

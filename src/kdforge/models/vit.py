@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
 from kdforge.models import MODELS
-from kdforge.models.layers import TransformerBlock, spatial_dims
+from kdforge.models.layers import TransformerBlock, drop_path_rates, spatial_dims
 
 
 @MODELS.register("vit")
 class ViT(nn.Module):
     """Patch embedding + class token + learned positions -> ``depth`` pre-norm
     transformer blocks -> LayerNorm -> linear head on the class token.
+
+    ``drop_path``: stochastic depth of the last block, the others ramping up to it from 0
+    (``drop_path_schedule``: linear or cosine over depth).
 
     Taps: ``patch_embed``, ``blocks.N`` ([B, 1 + patches, embed_dim]), ``norm``, ``head``.
     """
@@ -27,6 +32,8 @@ class ViT(nn.Module):
         heads: int = 4,
         mlp_ratio: float = 2.0,
         dropout: float = 0.0,
+        drop_path: float = 0.0,
+        drop_path_schedule: Literal["linear", "cosine"] = "linear",
     ):
         super().__init__()
         dims = spatial_dims(input_shape, "vit")
@@ -39,9 +46,13 @@ class ViT(nn.Module):
             patches *= size // patch_size
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.randn(1, patches + 1, embed_dim) * 0.02)
-        self.blocks = nn.Sequential(*(TransformerBlock(embed_dim, heads, mlp_ratio, dropout) for _ in range(depth)))
+        rates = drop_path_rates(drop_path, depth, drop_path_schedule)
+        self.blocks = nn.Sequential(*(TransformerBlock(embed_dim, heads, mlp_ratio, dropout, drop_path=r) for r in rates))
         self.norm = nn.LayerNorm(embed_dim)
         self.head = nn.Linear(embed_dim, num_classes)
+
+    def no_weight_decay(self) -> set[str]:
+        return {"cls_token", "pos_embed"}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[B, C, L] or [B, C, H, W] -> logits [B, num_classes]."""
