@@ -168,3 +168,116 @@ def test_gradient_checkpointing_recomputes_blocks_and_keeps_the_gradients(data, 
     with torch.no_grad():
         checkpointed(x)
     assert len(calls) == 2  # no recomputation without gradients
+
+
+# ----------------------------------------------------------------------------- augmentation
+
+
+def mix_config(**fields):
+    from kdforge.config import AugmentConfig
+
+    return AugmentConfig(**fields)
+
+
+def test_mixup_mixes_inputs_and_targets_with_one_lambda():
+    from kdforge.data.augment import Mixer
+    from kdforge.schedules import Clock
+
+    torch.manual_seed(0)
+    x, y = torch.randn(6, 1, 8, 8), torch.tensor([0, 1, 2, 3, 4, 5])
+    mixed, targets = Mixer(mix_config(mixup=0.4), 10)(x, y, Clock())
+    lam = float(targets[0, 0])
+    assert 0 < lam < 1 and torch.allclose(mixed, lam * x + (1 - lam) * x.flip(0))
+    assert torch.allclose(targets[0, 5], torch.tensor(1 - lam)) and torch.allclose(targets.sum(1), torch.ones(6))
+
+
+def test_cutmix_pastes_a_box_and_lambda_is_the_kept_area():
+    from kdforge.data.augment import Mixer
+    from kdforge.schedules import Clock
+
+    torch.manual_seed(1)
+    x = torch.arange(4.0).view(4, 1, 1, 1).expand(4, 1, 16, 16).contiguous()  # sample i is all i
+    mixed, targets = Mixer(mix_config(cutmix=1.0), 4)(x, torch.arange(4), Clock())
+    own = (mixed[0] == 0).float().mean()
+    assert 0 < own < 1 and torch.allclose(targets[0, 0], own) and torch.allclose(targets[0, 3], 1 - own)
+
+
+def test_a_mixing_strength_schedule_starts_at_zero():
+    from kdforge.data.augment import Mixer
+    from kdforge.schedules import Clock, ScheduleConfig
+
+    x, y = torch.randn(4, 1, 8, 8), torch.arange(4)
+    ramp = ScheduleConfig(schedule="linear", start=0.0, end=1.0)
+    mixer = Mixer(mix_config(mixup=ramp), 4)
+    unmixed, targets = mixer(x, y, Clock(progress=0.0))
+    assert torch.equal(unmixed, x) and torch.equal(targets, torch.eye(4))
+    assert not torch.equal(mixer(x, y, Clock(progress=0.5))[0], x)
+
+
+def test_teacher_and_student_see_the_same_mixed_batch(data, tmp_path):
+    from kdforge.data.augment import Mixer
+    from kdforge.teachers import Teacher
+
+    seen = {"teacher": [], "student": []}
+    teacher = build_model("mlp", input_shape=(1, 8, 8), num_classes=10, hidden=[32])
+    student = build_model("mlp", input_shape=(1, 8, 8), num_classes=10, hidden=[16])
+    for role, model in (("teacher", teacher), ("student", student)):
+        model.register_forward_pre_hook(lambda m, args, role=role: seen[role].append(args[0].clone()) if m.training or role == "teacher" else None)
+    distiller = Distiller(student, Teacher(teacher), build_losses([{"name": "ce"}, {"name": "kd"}]), data.train.x[:2])
+    seen = {"teacher": [], "student": []}
+    train = make_loader(data.train, 100, shuffle=True)
+    mixer = Mixer(mix_config(mixup=0.4, cutmix=1.0), 10)
+    trainer = Trainer(distiller, OptimConfig(), TrainConfig(epochs=1), steps_per_epoch=len(train), checkpoint_dir=tmp_path, mixer=mixer)
+    trainer._train_epoch(train)
+    assert len(seen["teacher"]) == len(seen["student"]) == len(train)
+    assert all(torch.equal(t, s) for t, s in zip(seen["teacher"], seen["student"]))
+    rows = data.train.x.flatten(1)
+    assert not any(bool((torch.cdist(s.flatten(1), rows).min(1).values < 1e-4).all()) for s in seen["student"])  # mixed, not raw rows
+
+
+def test_randaugment_changes_images_per_sample_and_checks_their_range():
+    from kdforge.data.augment import RandAugment
+    from kdforge.errors import KdforgeError
+
+    torch.manual_seed(0)
+    images = torch.rand(16, 1, 8, 8)
+    mean, std = 0.3, 0.2
+    ra = RandAugment(2, 15, (mean, std))
+    out = ra((images - mean) / std)
+    assert out.shape == images.shape and not torch.allclose(out, (images - mean) / std)
+    back = out * std + mean
+    assert back.min() >= -1e-5 and back.max() <= 1 + 1e-5
+    with pytest.raises(KdforgeError, match=r"needs images in \[0, 1\] before standardisation"):
+        ra(images * 255)
+    with pytest.raises(KdforgeError, match=r"works on images \[B, C, H, W\]"):
+        ra(torch.rand(4, 1, 40))
+
+
+def test_soft_targets_with_label_smoothing_match_the_formula():
+    from kdforge.losses import functional as lf
+
+    torch.manual_seed(0)
+    logits, soft = torch.randn(5, 4), torch.softmax(torch.randn(5, 4), -1)
+    smoothed = 0.9 * soft + 0.1 / 4
+    expected = -(smoothed * torch.log_softmax(logits, -1)).sum(1).mean()
+    assert torch.allclose(lf.cross_entropy(logits, soft, 0.1), expected, atol=1e-6)
+
+
+def test_mixing_or_randaugment_with_a_teacher_cache_is_refused(tiny_recipe, tmp_path):
+    from kdforge.errors import KdforgeError
+    from kdforge.run import build_cache
+
+    tiny_recipe["train"] = {"epochs": 1, "baseline": False}
+    build_cache(Recipe.from_dict(tiny_recipe), tmp_path / "cache")
+    for augment in ({"mixup": 0.2}, {"randaugment": {"n": 1, "m": 5}}):
+        recipe = {**tiny_recipe, "data": {**tiny_recipe["data"], "augment": augment}, "teacher": {**tiny_recipe["teacher"], "cache": str(tmp_path / "cache")}}
+        with pytest.raises(KdforgeError, match="teacher.cache holds the teacher's outputs on fixed views only"):
+            run(Recipe.from_dict(recipe))
+
+
+def test_a_run_with_randaugment_and_mixing_trains(tiny_recipe):
+    tiny_recipe["data"]["augment"] = {"randaugment": {"n": 1, "m": 5}, "mixup": 0.2, "cutmix": 1.0}
+    tiny_recipe["losses"] = [{"name": "ce", "weight": 0.5, "label_smoothing": 0.1}, {"name": "dkd", "weight": 0.5}]
+    tiny_recipe["train"] = {"epochs": 1, "baseline": False}
+    result = run(Recipe.from_dict(tiny_recipe))
+    assert 0.0 <= result.student_accuracy <= 1.0 and result.results["student"]["val_best"]["loss"] > 0

@@ -44,11 +44,27 @@ class Component(Section):
         return dict(self.__pydantic_extra__ or {})
 
 
+class RandAugmentConfig(Section):
+    """torchvision's RandAugment: ``n`` random operations per image at magnitude ``m``."""
+
+    n: int = Field(2, ge=1, description="operations per image")
+    m: int = Field(9, ge=0, le=30, description="magnitude (0-30)")
+
+
 class AugmentConfig(Section):
     """Training-batch augmentation; teacher and student see the same augmented batch."""
 
     shift: int = Field(0, ge=0, description="random translation, in pixels/steps per axis")
     noise: float = Field(0.0, ge=0, description="std of additive Gaussian noise")
+    randaugment: RandAugmentConfig | None = Field(None, description="RandAugment on images (values in [0, 1] before standardisation)")
+    mixup: float | ScheduleConfig = Field(0.0, description="mixup strength α (λ ~ Beta(α, α)); 0: off; a schedule ramps it")
+    cutmix: float | ScheduleConfig = Field(0.0, description="CutMix strength α; 0: off; a schedule ramps it")
+    mix_prob: float = Field(1.0, ge=0, le=1, description="chance that a batch is mixed at all")
+    switch_prob: float = Field(0.5, ge=0, le=1, description="with mixup and CutMix both on: chance a batch uses CutMix")
+
+    @property
+    def mixes(self) -> bool:
+        return any(isinstance(a, ScheduleConfig) or a > 0 for a in (self.mixup, self.cutmix))
 
 
 class DataConfig(Component):

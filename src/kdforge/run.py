@@ -23,7 +23,7 @@ from kdforge.callbacks import Callback, ConsoleProgress, JsonlLogger
 from kdforge.config import Recipe
 from kdforge.curriculum import Curriculum
 from kdforge.data import DataBundle, build_dataset, example_inputs, make_loader
-from kdforge.data.augment import BatchAugment
+from kdforge.data.augment import BatchAugment, Mixer
 from kdforge.distiller import Distiller
 from kdforge.errors import KdforgeError
 from kdforge.evaluate import evaluate
@@ -66,7 +66,7 @@ class Session:
         self.recipe, self.run_dir, self.console = recipe, run_dir, console
         self.device = resolve_device(recipe.train.device)
         self.data: DataBundle = build_dataset(recipe.data.name, seed=recipe.seed, val_fraction=recipe.data.val_fraction, test_fraction=recipe.data.test_fraction, **recipe.data.options)
-        augment = BatchAugment(**recipe.data.augment.model_dump())
+        augment = BatchAugment.from_config(recipe.data.augment, self.data.scaling)
         # channels-last only means something for image batches [B, C, H, W]
         self.memory_format = torch.channels_last if recipe.train.channels_last and len(self.data.input_shape) == 3 else torch.contiguous_format
         batches = {"device": self.device, "memory_format": self.memory_format}
@@ -101,6 +101,10 @@ class Session:
         """The frozen teacher of the recipe (not ``ema``), or its stored outputs (``teacher.cache``)."""
         cfg = self.recipe.teacher
         if cfg.cache and use_cache:
+            augment = self.recipe.data.augment
+            if augment.randaugment is not None or augment.mixes:
+                raise KdforgeError("RandAugment, mixup and CutMix draw new inputs every step, but teacher.cache holds the teacher's outputs on fixed views only; "
+                                   "train with the online teacher (drop teacher.cache) or augment with data.augment.shift/noise views")
             teacher = CachedTeacher(cfg.cache, self)
             self.train.indexed = True  # the cache is looked up by sample index...
             self.train.fixed_views = fixed_views(self, teacher.manifest["views"])  # ...and shows the cached views
@@ -136,7 +140,9 @@ class Session:
             teacher = Teacher(module, ema_decay=teacher_cfg.decay)
         distiller = Distiller(compiled(student) if self.recipe.train.compile else student, teacher, terms, self.example)
         curriculum = Curriculum.from_recipe(self.recipe) if stage == "distill" else None  # the baseline trains plainly
-        trainer = Trainer(distiller, self.recipe.optim, self.recipe.train, steps_per_epoch=len(self.train), checkpoint_dir=checkpoint_dir, callbacks=self.callbacks(), stage=stage, curriculum=curriculum)
+        augment = self.recipe.data.augment
+        mixer = Mixer(augment, self.data.num_classes) if augment.mixes else None
+        trainer = Trainer(distiller, self.recipe.optim, self.recipe.train, steps_per_epoch=len(self.train), checkpoint_dir=checkpoint_dir, callbacks=self.callbacks(), stage=stage, curriculum=curriculum, mixer=mixer)
         result = trainer.fit(self.train, self.val, resume=True)
         if result.interrupted:
             raise RunInterrupted(self.run_dir, stage)

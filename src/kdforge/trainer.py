@@ -33,6 +33,7 @@ from kdforge import distributed
 from kdforge.callbacks import Callback
 from kdforge.config import OptimConfig, TrainConfig
 from kdforge.curriculum import Curriculum
+from kdforge.data.augment import Mixer
 from kdforge.distiller import Distiller, StepOutput
 from kdforge.ema import ModelEMA
 from kdforge.errors import KdforgeError, NonFiniteLossError
@@ -120,8 +121,9 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
         stage: str = "distill",
         curriculum: Curriculum | None = None,
+        mixer: Mixer | None = None,
     ):
-        self.distiller, self.optim_cfg, self.cfg, self.stage, self.curriculum = distiller, optim, train, stage, curriculum
+        self.distiller, self.optim_cfg, self.cfg, self.stage, self.curriculum, self.mixer = distiller, optim, train, stage, curriculum, mixer
         self.device = next(distiller.student.parameters()).device
         self.dir = Path(checkpoint_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -204,6 +206,8 @@ class Trainer:
         clock = self.clock(start)
         total: torch.Tensor | None = None
         for x, y, *index in group:  # (inputs, targets) or (inputs, targets, sample indices)
+            if self.mixer is not None:  # the teacher sees the mixed batch too: it runs inside the Distiller
+                x, y = self.mixer(x, y, clock)
             with self.autocast():
                 out = self.distiller(x, y, clock, *index)
             self.loss_names = self.loss_names or ["loss", *out.parts, *out.logs]

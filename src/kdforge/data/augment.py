@@ -2,13 +2,19 @@
 
 The augmented batch is what the Distiller receives, so teacher and student always see
 the same view of each sample (consistent targets: the teacher is not asked about an
-image the student never saw).
+image the student never saw). That holds for mixup and CutMix too: the teacher's KD
+targets are its outputs on the mixed batch.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
+
+from kdforge.errors import KdforgeError
+from kdforge.schedules import Clock, schedule_value
 
 
 def shift(x: torch.Tensor, offsets: torch.Tensor, max_shift: int) -> torch.Tensor:
@@ -33,20 +39,98 @@ def random_shift(x: torch.Tensor, max_shift: int) -> torch.Tensor:
     return shift(x, torch.randint(0, 2 * max_shift + 1, (len(x), x.dim() - 2), device=x.device), max_shift)
 
 
-class BatchAugment:
-    """Random shift, then additive Gaussian noise (std ``noise``, in standardised units)."""
+class RandAugment:
+    """torchvision's RandAugment (``n`` operations at magnitude ``m``), drawn per image, on
+    standardised batches: undone with ``scaling`` (mean, std) to [0, 1] images and redone."""
 
-    def __init__(self, shift: int = 0, noise: float = 0.0):
-        self.shift, self.noise = shift, noise
+    def __init__(self, n: int, m: int, scaling: tuple[float, float]):
+        from torchvision.transforms import v2
+
+        self.transform, self.scaling = v2.RandAugment(num_ops=n, magnitude=m), scaling
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4:
+            raise KdforgeError(f"data.augment.randaugment works on images [B, C, H, W], got a batch of shape {list(x.shape)}")
+        mean, std = self.scaling
+        images = x * std + mean
+        if images.min() < -1e-3 or images.max() > 1 + 1e-3:
+            raise KdforgeError(f"data.augment.randaugment needs images in [0, 1] before standardisation, found [{float(images.min()):.3g}, {float(images.max()):.3g}]; scale your data to [0, 1]")
+        out = torch.stack([self.transform(image) for image in images.clamp(0, 1)])
+        return (out - mean) / std
+
+
+class BatchAugment:
+    """RandAugment (optional), random shift, then additive Gaussian noise (std ``noise``, in
+    standardised units)."""
+
+    def __init__(self, shift: int = 0, noise: float = 0.0, randaugment: RandAugment | None = None):
+        self.shift, self.noise, self.randaugment = shift, noise, randaugment
+
+    @classmethod
+    def from_config(cls, cfg: Any, scaling: tuple[float, float]) -> BatchAugment:
+        """From ``data.augment`` (mixing is :class:`Mixer`'s) and the dataset's scaling."""
+        ra = RandAugment(cfg.randaugment.n, cfg.randaugment.m, scaling) if cfg.randaugment is not None else None
+        return cls(cfg.shift, cfg.noise, ra)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.randaugment is not None:
+            x = self.randaugment(x)
         x = random_shift(x, self.shift)
         if self.noise > 0:
             x = x + self.noise * torch.randn_like(x)
         return x
 
     def __bool__(self) -> bool:
-        return self.shift > 0 or self.noise > 0
+        return self.shift > 0 or self.noise > 0 or self.randaugment is not None
+
+
+class Mixer:
+    """Mixup and CutMix of training batches, with soft targets.
+
+    A batch is mixed with probability ``mix_prob``, by CutMix with probability
+    ``switch_prob`` when both are on. λ ~ Beta(α, α); each sample is mixed with its
+    mirror in the batch (sample B − 1 − i). Mixup: λ·x + (1 − λ)·x'. CutMix: a box of
+    area (1 − λ) from x' pasted into x, λ recomputed from the clipped box. Targets become
+    λ·onehot(y) + (1 − λ)·onehot(y'). The strengths α may be schedules (read at the step's
+    clock); α = 0 leaves the batch as it is.
+    """
+
+    def __init__(self, cfg: Any, num_classes: int):
+        self.cfg, self.num_classes = cfg, num_classes
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, clock: Clock) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mixed inputs, soft targets [B, K]); the targets are soft even when not mixed."""
+        targets = F.one_hot(y, self.num_classes).float()
+        mixup, cutmix = (schedule_value(a, clock) for a in (self.cfg.mixup, self.cfg.cutmix))
+        if (mixup <= 0 and cutmix <= 0) or float(torch.rand(())) >= self.cfg.mix_prob:
+            return x, targets
+        use_cutmix = cutmix > 0 and (mixup <= 0 or float(torch.rand(())) < self.cfg.switch_prob)
+        alpha = cutmix if use_cutmix else mixup
+        lam = float(torch.distributions.Beta(alpha, alpha).sample())
+        if use_cutmix:
+            x, lam = cutmix_images(x, lam)
+        else:
+            x = lam * x + (1.0 - lam) * x.flip(0)
+        return x, lam * targets + (1.0 - lam) * targets.flip(0)
+
+
+def cutmix_images(x: torch.Tensor, lam: float) -> tuple[torch.Tensor, float]:
+    """Paste a random box of area ≈ (1 − λ) from each sample's mirror (x.flip(0)) into it,
+    over the spatial axes of [B, C, L] or [B, C, H, W]; returns the batch and the exact λ
+    (the share of each sample that is still its own)."""
+    spatial = x.shape[2:]
+    ratio = (1.0 - lam) ** (1.0 / len(spatial))  # the box's side as a share of each axis
+    slices, kept = [], 1.0
+    for size in spatial:
+        side = int(size * ratio)
+        centre = int(torch.randint(size, ()))
+        lo, hi = max(centre - side // 2, 0), min(centre + side - side // 2, size)
+        slices.append(slice(lo, hi))
+        kept *= (hi - lo) / size
+    mixed = x.clone()
+    box = (slice(None), slice(None), *slices)
+    mixed[box] = x.flip(0)[box]
+    return mixed, 1.0 - kept
 
 
 class FixedViews:

@@ -258,4 +258,4 @@ class SupCon(LossTerm):
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, self.dim))
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
-        return lf.supcon_loss(self.head(ctx.student_features[self.student]), ctx.targets, self.temperature)
+        return lf.supcon_loss(self.head(ctx.student_features[self.student]), ctx.labels, self.temperature)

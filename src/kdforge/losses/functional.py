@@ -27,7 +27,8 @@ Direction = Literal["forward", "reverse", "jsd", "gjsd"]
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
-    """Mean cross-entropy of [B, K] logits against [B] class indices."""
+    """Mean cross-entropy of [B, K] logits against [B] class indices or [B, K] class
+    probabilities (mixed targets); smoothing mixes the targets with the uniform distribution."""
     return F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing)
 
 

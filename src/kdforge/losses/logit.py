@@ -102,7 +102,7 @@ class DKD(LogitTerm):
     def forward(self, ctx: StepContext) -> torch.Tensor:
         zs, zt, tau = self.prepare(ctx)
         ramp = min(1.0, ctx.clock.progress * ctx.clock.epochs / self.warmup) if self.warmup else 1.0
-        return self.finish(ramp * lf.dkd_loss(zs, zt, ctx.targets, tau, self.alpha, self.beta))
+        return self.finish(ramp * lf.dkd_loss(zs, zt, ctx.labels, tau, self.alpha, self.beta))
 
 
 @LOSSES.register("dist")

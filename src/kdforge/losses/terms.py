@@ -31,13 +31,19 @@ class StepContext:
     """
 
     inputs: torch.Tensor
-    targets: torch.Tensor
+    targets: torch.Tensor  # class indices [B], or class probabilities [B, K] under mixup/CutMix
     student_logits: torch.Tensor
     teacher_logits: torch.Tensor | None = None
     student_features: dict[str, torch.Tensor] = field(default_factory=dict)
     teacher_features: dict[str, torch.Tensor] = field(default_factory=dict)
     clock: Clock = field(default_factory=Clock)
     logs: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """Class indices [B]: ``targets`` as given, or the dominant class of soft targets
+        (mixup, CutMix)."""
+        return self.targets if not self.targets.is_floating_point() else self.targets.argmax(-1)
 
     @property
     def step(self) -> int:

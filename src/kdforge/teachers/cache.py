@@ -70,7 +70,9 @@ def expected_manifest(session: Session) -> dict[str, Any]:
 
 def fixed_views(session: Session, views: int) -> FixedViews | None:
     """The augmented views a cache is made of (None without augmentation)."""
-    augment = BatchAugment(**session.recipe.data.augment.model_dump())
+    augment = BatchAugment.from_config(session.recipe.data.augment, session.data.scaling)
+    if augment.randaugment is not None:
+        raise KdforgeError("a teacher cache stores fixed views drawn from data.augment.shift and noise; RandAugment views are not cached: remove data.augment.randaugment")
     if not augment:
         return None
     return FixedViews(augment, len(session.data.train), tuple(session.data.input_shape), views, session.recipe.seed)
