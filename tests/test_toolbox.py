@@ -281,3 +281,65 @@ def test_a_run_with_randaugment_and_mixing_trains(tiny_recipe):
     tiny_recipe["train"] = {"epochs": 1, "baseline": False}
     result = run(Recipe.from_dict(tiny_recipe))
     assert 0.0 <= result.student_accuracy <= 1.0 and result.results["student"]["val_best"]["loss"] > 0
+
+
+# ----------------------------------------------------------------------------- stopping, seeds, sweeps
+
+
+def test_early_stopping_stops_after_patience_epochs_without_improvement(data, tmp_path):
+    from kdforge.config import EarlyStoppingConfig
+
+    rule = EarlyStoppingConfig(metric="loss", patience=2, min_delta=10.0)  # nothing improves the loss by 10: stop after epoch 3
+    trainer, result = fit_student(data, tmp_path, TrainConfig(epochs=20, early_stopping=rule))
+    assert result.stopped_early and len(result.history) == 3 and result.history[-1]["stopped_early"]
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["position"]["epoch"] == 3
+    trainer, result = fit_student(data, tmp_path / "patient", TrainConfig(epochs=4, early_stopping=EarlyStoppingConfig(patience=10)))
+    assert not result.stopped_early and len(result.history) == 4
+
+
+def test_deterministic_runs_repeat_bitwise_and_seeds_matter(tiny_recipe):
+    tiny_recipe["train"] = {"epochs": 1, "baseline": False, "deterministic": True}
+    seen = []
+    original = Trainer.fit
+
+    def fit(self, *args, **kwargs):
+        seen.append(torch.are_deterministic_algorithms_enabled())
+        return original(self, *args, **kwargs)
+
+    Trainer.fit = fit
+    try:
+        first, again = (load_file(run(Recipe.from_dict(tiny_recipe)).run_dir / "student.safetensors") for _ in range(2))
+    finally:
+        Trainer.fit = original
+    other = load_file(run(Recipe.from_dict({**tiny_recipe, "seed": 1})).run_dir / "student.safetensors")
+    assert len(seen) >= 3 and all(seen) and not torch.are_deterministic_algorithms_enabled()  # on inside the runs only
+    assert all(torch.equal(first[k], again[k]) for k in first) and not all(torch.equal(first[k], other[k]) for k in first)
+
+
+def test_sweep_aggregates_mean_and_sample_std():
+    from kdforge.sweep import aggregate
+
+    def result(seed, student, alone, last, epoch):
+        entry = lambda acc: {"test": {"accuracy": acc}, "test_last": {"accuracy": last}, "best_epoch": epoch}  # noqa: E731
+        return {"seed": seed, "teacher": {"test": {"accuracy": 0.9}}, "student": entry(student), "student_alone": entry(alone)}
+
+    summary = aggregate([result(0, 0.80, 0.70, 0.75, 4), result(1, 0.90, 0.80, 0.85, 6), result(2, 0.70, 0.75, 0.65, 5)])
+    student = summary["roles"]["student"]
+    assert student["test_accuracy"]["mean"] == pytest.approx(0.8) and student["test_accuracy"]["std"] == pytest.approx(0.1)
+    assert student["test_accuracy_last"]["mean"] == pytest.approx(0.75) and student["best_epoch"]["mean"] == pytest.approx(5.0)
+    assert summary["kd_gain_points"]["mean"] == pytest.approx((10 + 10 - 5) / 3) and summary["roles"]["teacher"]["test_accuracy"]["std"] == 0.0
+    assert "test_accuracy_last" not in summary["roles"]["teacher"]
+
+
+def test_a_sweep_runs_each_seed_and_writes_its_report(tiny_recipe, invoke, tmp_path):
+    import yaml
+
+    tiny_recipe["train"] = {"epochs": 1, "baseline": True}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(tiny_recipe))
+    assert invoke("sweep", tmp_path / "r.yaml", "--seeds", 2, "--first-seed", 3) == 0
+    sweep_dir = next((tmp_path / "runs").glob("tiny-sweep-*"))
+    summary = json.loads((sweep_dir / "sweep.json").read_text())
+    assert summary["seeds"] == [3, 4] and len(list(sweep_dir.glob("tiny-seed*"))) == 2
+    accuracies = [r["student"]["test"]["accuracy"] for r in summary["runs"]]
+    assert summary["roles"]["student"]["test_accuracy"]["mean"] == pytest.approx(sum(accuracies) / 2)
+    assert "± " in (sweep_dir / "sweep.md").read_text() and "KD gain" in (sweep_dir / "sweep.md").read_text()

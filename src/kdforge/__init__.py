@@ -17,6 +17,7 @@ from kdforge.losses import LOSSES, LossTerm, StepContext, build_loss
 from kdforge.models import MODELS, build_model
 from kdforge.registry import Registry
 from kdforge.run import RunInterrupted, RunResult, run
+from kdforge.sweep import SweepResult, sweep
 from kdforge.taps import FeatureTap
 from kdforge.teachers import TEACHER_SOURCES, Teacher
 from kdforge.trainer import Trainer
@@ -40,7 +41,7 @@ def list_teachers() -> list[str]:
 
 __all__ = [
     "ConfigError", "Distiller", "FeatureTap", "KdforgeError", "LossTerm", "NonFiniteLossError", "Recipe",
-    "Registry", "RunInterrupted", "RunResult", "StepContext", "StepOutput", "Teacher", "Trainer",
+    "Registry", "RunInterrupted", "RunResult", "StepContext", "StepOutput", "SweepResult", "Teacher", "Trainer",
     "build_dataset", "build_loss", "build_model", "list_datasets", "list_losses", "list_models",
-    "list_teachers", "load_student", "run", "save_model", "__version__",
+    "list_teachers", "load_student", "run", "save_model", "sweep", "__version__",
 ]

@@ -104,6 +104,9 @@ class ConsoleProgress(Callback):
         val, epoch, epochs = record["val"], record["epoch"], trainer.cfg.epochs
         best = f"best {100 * trainer.pos.best_val['accuracy']:.2f}% @{trainer.pos.best_epoch}"
         self.progress.update(self.task, description=self._describe(trainer), val=f"val {100 * val['accuracy']:.2f}% ({best})")
+        if record.get("stopped_early"):
+            rule = trainer.cfg.early_stopping
+            self.console.print(f"  {trainer.stage}: stopped early after epoch {epoch}: val {rule.metric} did not improve for {rule.patience} epochs", highlight=False)
         if epoch == 1 or epoch == epochs or epoch % max(1, epochs // self.lines) == 0:
             self.console.print(
                 f"  {trainer.stage} {epoch:>3}/{epochs}  train loss {record['train']['loss']:.4f}  val acc {100 * val['accuracy']:.2f}%  {best}",

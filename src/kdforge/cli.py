@@ -119,6 +119,20 @@ def train(
 
 
 @app.command()
+def sweep(
+    recipe: Annotated[str, typer.Argument(help="Recipe YAML file or shipped recipe name.", show_default=False)],
+    overrides: Overrides = None,
+    seeds: Annotated[int, typer.Option(min=1, help="How many seeds to run.")] = 5,
+    first_seed: Annotated[int, typer.Option(help="The first seed; the others follow it.")] = 0,
+) -> None:
+    """Run a recipe under several seeds; write mean ± std of test accuracy (best and last epoch) and the KD gain to sweep.md."""
+    from kdforge.config import Recipe
+    from kdforge.sweep import sweep as run_sweep
+
+    run_sweep(Recipe.from_yaml(recipe_path(recipe), overrides or []), seeds, first_seed, console)
+
+
+@app.command()
 def check(
     recipe: Annotated[str, typer.Argument(help="Recipe YAML file or shipped recipe name.", show_default=False)],
     overrides: Overrides = None,

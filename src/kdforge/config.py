@@ -292,6 +292,14 @@ class OptimConfig(Section):
         return self
 
 
+class EarlyStoppingConfig(Section):
+    """Stop when the validation metric has not improved for ``patience`` epochs."""
+
+    metric: Literal["accuracy", "loss"] = Field("accuracy", description="validation metric watched (accuracy: higher is better; loss: lower)")
+    patience: int = Field(10, gt=0, description="epochs without improvement before stopping")
+    min_delta: float = Field(0.0, ge=0, description="smallest change that counts as an improvement")
+
+
 class TrainConfig(Section):
     epochs: int = Field(30, gt=0)
     device: str = "auto"
@@ -302,6 +310,8 @@ class TrainConfig(Section):
     accumulate: int = Field(1, gt=0, description="micro-batches per optimiser step")
     baseline: bool = Field(True, description="also train the student without distillation")
     checkpoint_interval: float = Field(10.0, ge=0, description="seconds between last.pt writes at epoch ends (0: every epoch); always written at the end and on stop")
+    early_stopping: EarlyStoppingConfig | None = Field(None, description="stop when validation stops improving (the schedule still spans train.epochs)")
+    deterministic: bool = Field(False, description="deterministic kernels only (torch.use_deterministic_algorithms): bitwise-repeatable runs, sometimes slower")
     grad_checkpoint: bool = Field(False, description="recompute each student block's activations in backward instead of storing them (less memory, ~1/3 more compute)")
     ema_decay: float | None = Field(None, gt=0, lt=1, description="keep a moving average of the student's weights (e.g. 0.999); validation, best-epoch selection, test and export use it")
     ema_warmup: bool = Field(True, description="EMA decay ramps up as min(ema_decay, (1 + step) / (10 + step))")

@@ -34,7 +34,7 @@ from kdforge.report import plot_curves, summary_table, write_report, write_resul
 from kdforge.teachers import TEACHER_SOURCES, Teacher
 from kdforge.teachers.adapt import InputAdapter
 from kdforge.teachers.cache import CachedTeacher, fixed_views
-from kdforge.trainer import Trainer, autocast_for, compiled, resolve_device, seed_everything
+from kdforge.trainer import Trainer, autocast_for, compiled, deterministic, resolve_device, seed_everything
 
 
 class RunInterrupted(KdforgeError):
@@ -146,18 +146,26 @@ class Session:
         result = trainer.fit(self.train, self.val, resume=True)
         if result.interrupted:
             raise RunInterrupted(self.run_dir, stage)
+        last = {"test_last": trainer.evaluate(self.test), "epochs_run": len(result.history)}  # the final weights, for reporting only
+        if result.stopped_early:
+            last["stopped_early"] = True
         best = trainer.load_best()
         if trainer.sharded:  # gather the shards once: testing, timing and export use the whole student
             weights = distributed.gathered(student)
             student = self.build_student().to(memory_format=self.memory_format)
             student.load_state_dict(weights)
         averaged = {"weights": f"EMA (decay {self.recipe.train.ema_decay})"} if trainer.ema is not None else {}
-        entry = self.entry(student, self.recipe.student.model.name, evaluate(student, self.test, self.autocast()), best["val"], best_epoch=best["epoch"], **averaged)
+        entry = self.entry(student, self.recipe.student.model.name, evaluate(student, self.test, self.autocast()), best["val"], best_epoch=best["epoch"], **last, **averaged)
         return student, entry, result.history, teacher
 
 
 def run(recipe: Recipe, *, resume: str | Path | None = None, console: Console | None = None) -> RunResult:
     """Run a recipe end to end; with ``resume``, continue that run directory."""
+    with deterministic(recipe.train.deterministic):
+        return _run(recipe, resume, console)
+
+
+def _run(recipe: Recipe, resume: str | Path | None, console: Console | None) -> RunResult:
     distributed.setup()  # several processes (torchrun): rank 0 writes, all train
     console = console or Console()
     if not distributed.is_main():

@@ -17,6 +17,7 @@ import contextlib
 import functools
 import json
 import math
+import os
 import random
 import signal
 import time
@@ -50,6 +51,7 @@ class FitResult:
     history: list[dict[str, Any]]
     interrupted: bool = False
     seconds: float = 0.0
+    stopped_early: bool = False
 
 
 @dataclass
@@ -66,6 +68,9 @@ class _Position:
     stage: int = 0  # curriculum stage
     stage_start: int = 0  # the epoch it started at
     seconds: float = 0.0
+    watched: float | None = None  # early stopping: the best value of its metric so far
+    stale: int = 0  # epochs since it last improved
+    stopped_early: bool = False
 
 
 def resolve_device(device: str) -> torch.device:
@@ -105,6 +110,24 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def deterministic(enabled: bool) -> Iterator[None]:
+    """With ``enabled``, only deterministic kernels run inside (an op without one raises,
+    naming it) and cuDNN does not autotune; the previous settings come back after."""
+    if not enabled:
+        yield
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's requirement for repeatable matmuls
+    previous = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0])
+        torch.backends.cudnn.benchmark = previous[1]
 
 
 class Trainer:
@@ -168,7 +191,7 @@ class Trainer:
             cb.on_fit_start(self)
         try:
             with self._stop_on_sigint():
-                while self.pos.epoch < self.cfg.epochs and not self.should_stop:
+                while self.pos.epoch < self.cfg.epochs and not (self.should_stop or self.pos.stopped_early):
                     started = time.perf_counter()
                     self._train_epoch(self.train_batches)
                     self.pos.seconds += time.perf_counter() - started
@@ -183,7 +206,7 @@ class Trainer:
         finally:
             if self.best_state is not None and distributed.is_main():
                 torch.save(self.best_state, self.dir / "best.pt")
-        result = FitResult(self.pos.best_epoch, self.pos.best_val or {}, self.pos.history, self.should_stop, self.pos.seconds)
+        result = FitResult(self.pos.best_epoch, self.pos.best_val or {}, self.pos.history, self.should_stop, self.pos.seconds, self.pos.stopped_early)
         for cb in self.callbacks:
             cb.on_fit_end(self, result)
         return result
@@ -266,14 +289,29 @@ class Trainer:
             self.pos.best_epoch, self.pos.best_val = self.pos.epoch + 1, val
             self.best_state = {**_cloned(self.weights()), "epoch": self.pos.epoch + 1, "val": val}
         self.pos.epoch, self.pos.batch, self.pos.sums = self.pos.epoch + 1, 0, None
+        self._watch(val)
+        if self.pos.stopped_early:
+            record["stopped_early"] = True
         if self.curriculum is not None and self.curriculum.finished(self.pos.stage, self.pos.history[self.pos.stage_start :]):
             self.pos.stage, self.pos.stage_start = self.pos.stage + 1, self.pos.epoch
             self._enter_stage()
         due = time.perf_counter() - self.saved_at >= self.cfg.checkpoint_interval
-        if self.pos.epoch == self.cfg.epochs or distributed.broadcast(due):  # rank 0's clock decides: saving may be collective
+        if self.pos.epoch == self.cfg.epochs or self.pos.stopped_early or distributed.broadcast(due):  # rank 0's clock decides: saving may be collective
             self.save_last()
         for cb in self.callbacks:
             cb.on_epoch_end(self, record)
+
+    def _watch(self, val: dict[str, float]) -> None:
+        """Early stopping: count epochs without an improvement of the watched metric."""
+        rule = self.cfg.early_stopping
+        if rule is None:
+            return
+        value = val[rule.metric] if rule.metric == "accuracy" else -val[rule.metric]  # higher is better
+        if self.pos.watched is None or value > self.pos.watched + rule.min_delta:
+            self.pos.watched, self.pos.stale = value, 0
+            return
+        self.pos.stale += 1
+        self.pos.stopped_early = self.pos.stale >= rule.patience and self.pos.epoch < self.cfg.epochs
 
     def evaluate(self, batches: Any) -> dict[str, float]:
         """Metrics of the student (its moving average with ``ema_decay``) on ``batches``."""

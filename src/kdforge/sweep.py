@@ -1,0 +1,108 @@
+"""``kdforge sweep RECIPE --seeds 5``: the same recipe under several seeds, summarised as
+mean ± standard deviation — the reproducibility protocol of the field: one run's gain is
+not evidence; the spread across seeds says how much of it is noise.
+
+Each seed is a normal run (``<sweep dir>/<name>-seed<k>-<time>``, resumable on its own);
+the sweep directory gets ``sweep.json`` and ``sweep.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from kdforge.config import Recipe
+from kdforge.report import ROLES
+from kdforge.run import run
+
+
+@dataclass
+class SweepResult:
+    sweep_dir: Path
+    summary: dict[str, Any]
+
+
+def mean_std(values: list[float]) -> dict[str, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+
+def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per role (teacher, student, student alone): test accuracy of the selected (best
+    validation) epoch and of the last epoch, the best epoch; and the KD gain in points."""
+    summary: dict[str, Any] = {"seeds": [r["seed"] for r in runs], "roles": {}}
+    for key, _ in ROLES:
+        entries = [r[key] for r in runs if key in r]
+        if len(entries) != len(runs):
+            continue
+        role = {"test_accuracy": mean_std([e["test"]["accuracy"] for e in entries])}
+        if all("test_last" in e for e in entries):
+            role["test_accuracy_last"] = mean_std([e["test_last"]["accuracy"] for e in entries])
+        if all("best_epoch" in e for e in entries):
+            role["best_epoch"] = mean_std([float(e["best_epoch"]) for e in entries])
+        summary["roles"][key] = role
+    if "student_alone" in summary["roles"]:
+        summary["kd_gain_points"] = mean_std([100 * (r["student"]["test"]["accuracy"] - r["student_alone"]["test"]["accuracy"]) for r in runs])
+    return summary
+
+
+def sweep(recipe: Recipe, seeds: int = 5, first_seed: int = 0, console: Console | None = None) -> SweepResult:
+    """Run ``recipe`` with seeds ``first_seed .. first_seed + seeds - 1`` and summarise."""
+    console = console or Console()
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    sweep_dir = Path(recipe.log.dir) / f"{recipe.name}-sweep-{stamp}"
+    runs = []
+    for seed in range(first_seed, first_seed + seeds):
+        console.rule(f"[bold]sweep {recipe.name}: seed {seed} ({seed - first_seed + 1}/{seeds})")
+        seeded = recipe.model_copy(update={"seed": seed, "name": f"{recipe.name}-seed{seed}", "log": recipe.log.model_copy(update={"dir": str(sweep_dir)})})
+        runs.append({**run(seeded, console=console).results, "seed": seed})
+    summary = {"name": recipe.name, **aggregate(runs), "runs": runs}
+    (sweep_dir / "sweep.json").write_text(json.dumps(summary, indent=2))
+    (sweep_dir / "sweep.md").write_text(sweep_report(summary))
+    console.print(sweep_table(summary))
+    console.print(f"sweep directory: [bold]{sweep_dir}[/] (sweep.md, sweep.json, one run directory per seed)")
+    return SweepResult(sweep_dir, summary)
+
+
+def _pm(stat: dict[str, float] | None, scale: float = 100.0, digits: int = 2) -> str:
+    return "-" if stat is None else f"{scale * stat['mean']:.{digits}f} ± {scale * stat['std']:.{digits}f}"
+
+
+def _role_rows(summary: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    labels = dict(ROLES)
+    return [(labels[key], _pm(role["test_accuracy"]), _pm(role.get("test_accuracy_last")), _pm(role.get("best_epoch"), 1.0, 1)) for key, role in summary["roles"].items()]
+
+
+def sweep_table(summary: dict[str, Any]) -> Table:
+    seeds = summary["seeds"]
+    gain = summary.get("kd_gain_points")
+    caption = f"{len(seeds)} seeds ({', '.join(map(str, seeds))}); mean ± sample std" + (f"; KD gain {_pm(gain, 1.0)} points" if gain else "")
+    table = Table(title=f"{summary['name']} — test accuracy %, seed sweep", caption=caption)
+    for column in ("model", "best epoch's weights", "last epoch's weights", "best epoch"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for row in _role_rows(summary):
+        table.add_row(*row)
+    return table
+
+
+def sweep_report(summary: dict[str, Any]) -> str:
+    lines = [
+        f"# {summary['name']}: seed sweep", "",
+        f"Seeds {', '.join(map(str, summary['seeds']))}; mean ± sample standard deviation of test accuracy (%).",
+        "The best epoch is selected on validation; the last epoch's weights are reported beside it.", "",
+        "| model | best epoch's weights | last epoch's weights | best epoch |", "|---|---:|---:|---:|",
+        *(f"| {' | '.join(row)} |" for row in _role_rows(summary)),
+    ]
+    if "kd_gain_points" in summary:
+        lines += ["", f"KD gain over the same student alone: **{_pm(summary['kd_gain_points'], 1.0)} points**."]
+    lines += ["", "| seed | " + " | ".join(label for key, label in ROLES if key in summary["roles"]) + " |", "|---|" + "---:|" * len(summary["roles"])]
+    for r in summary["runs"]:
+        lines.append(f"| {r['seed']} | " + " | ".join(f"{100 * r[key]['test']['accuracy']:.2f}" for key in summary["roles"]) + " |")
+    return "\n".join(lines) + "\n"
