@@ -136,6 +136,9 @@ def model_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 def load_model_state(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Load whole weights; a sharded module takes rank 0's and shards them (every rank calls)."""
     if sharded(module):
+        for part in module.modules():  # an eval forward leaves the root's parameters gathered: shard them first
+            if isinstance(part, FSDPModule):
+                part.reshard()
         set_model_state_dict(module, state, options=_SCATTER)
     else:
         module.load_state_dict(state)
