@@ -343,3 +343,46 @@ def test_a_sweep_runs_each_seed_and_writes_its_report(tiny_recipe, invoke, tmp_p
     accuracies = [r["student"]["test"]["accuracy"] for r in summary["runs"]]
     assert summary["roles"]["student"]["test_accuracy"]["mean"] == pytest.approx(sum(accuracies) / 2)
     assert "± " in (sweep_dir / "sweep.md").read_text() and "KD gain" in (sweep_dir / "sweep.md").read_text()
+
+
+# ----------------------------------------------------------------------------- tracking
+
+
+def test_trackers_write_every_part_lr_temperature_throughput_and_gradient_norms(tiny_recipe, monkeypatch):
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    tiny_recipe["losses"][1]["temperature"] = {"schedule": "linear", "start": 4.0, "end": 2.0}
+    tiny_recipe["train"] = {"epochs": 1, "baseline": False}
+    tiny_recipe["log"].update(tensorboard=True, wandb=True, mlflow=True, grad_stats_every=5, every_steps=5)
+    run_dir = run(Recipe.from_dict(tiny_recipe)).run_dir
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"distill/loss", "distill/ce", "distill/kd", "distill/kd.tau", "distill/lr", "distill/samples_per_s", "distill/epoch/val/accuracy", "teacher/loss"} <= tags
+    assert {"distill/grad_norm/student.head", "distill/grad_norm/student.features.0.0"} <= tags
+    taus = [e.value for e in events.Scalars("distill/kd.tau")]
+    assert taus[0] > taus[-1]  # the scheduled temperature moved
+
+    offline = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(offline) == 1 and offline[0].stat().st_size > 0
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{run_dir / 'mlflow.db'}")
+    (mlflow_run,) = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    assert len(client.get_metric_history(mlflow_run.info.run_id, "distill/loss")) >= 3
+    assert mlflow_run.data.params["train.epochs"] == "1" and "distill/grad_norm/student.head" in mlflow_run.data.metrics
+
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    norms = [line for line in lines if line["kind"] == "grad_norms" and line["stage"] == "distill"]
+    assert [line["step"] for line in norms] == [1, 6, 11, 16] and all(v > 0 for v in norms[0]["grad_norms"].values())
+
+
+def test_layer_gradient_norms_match_the_parameters_gradients():
+    from kdforge.trainer import layer_grad_norms
+
+    layer = torch.nn.Linear(3, 2)
+    layer.weight.grad, layer.bias.grad = torch.full((2, 3), 2.0), torch.full((2,), 1.0)
+    assert layer_grad_norms([(f"student.fc.{n}", p) for n, p in layer.named_parameters()]) == {"student.fc": pytest.approx((6 * 4 + 2) ** 0.5)}

@@ -48,6 +48,8 @@ class JsonlLogger(Callback):
             f.write(json.dumps(record) + "\n")
 
     def on_step_end(self, trainer: Trainer, samples: int) -> None:
+        if trainer.grad_norms:
+            self._write({"stage": trainer.stage, "kind": "grad_norms", "step": trainer.pos.step, "grad_norms": trainer.grad_norms})
         if trainer.pos.step % self.every == 0:
             self._write({"stage": trainer.stage, "kind": "step", "epoch": trainer.pos.epoch + 1, "step": trainer.pos.step, "lr": trainer.step_lr, **trainer.losses()})
 

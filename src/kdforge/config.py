@@ -326,9 +326,16 @@ class TrainConfig(Section):
 
 
 class LogConfig(Section):
-    dir: str = "runs"
-    every_steps: int = Field(10, gt=0, description="metrics.jsonl line every N optimiser steps")
-    progress: bool = True
+    dir: str = Field("runs", description="where run directories are made")
+    every_steps: int = Field(10, gt=0, description="metrics.jsonl line (and tracker update) every N optimiser steps")
+    progress: bool = Field(True, description="live progress bars and epoch lines on the console")
+    grad_stats_every: int | None = Field(None, gt=0, description="per-layer gradient norms (student, loss-term parts, trainable teacher) every N steps")
+    tensorboard: bool = Field(False, description="TensorBoard event files in <run dir>/tensorboard")
+    wandb: bool = Field(False, description="a Weights & Biases run in <run dir>/wandb")
+    wandb_project: str = Field("kdforge", description="the W&B project")
+    wandb_mode: Literal["offline", "online"] = Field("offline", description="offline needs no network; `wandb sync` uploads later")
+    mlflow: bool = Field(False, description="an MLflow run (metrics and the recipe as parameters)")
+    mlflow_uri: str | None = Field(None, description="MLflow tracking URI; default: a SQLite store <run dir>/mlflow.db")
 
 
 class Recipe(Section):

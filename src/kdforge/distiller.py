@@ -125,6 +125,13 @@ class Distiller(nn.Module):
         teacher = list(self.teacher.module.parameters()) if self.teacher is not None and self.teacher.trainable else []
         return [p for p in (*self.student.parameters(), *self.terms.parameters(), *teacher) if p.requires_grad]
 
+    def named_trainable_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """:meth:`trainable_parameters` with names: ``student.<name>``, ``terms.<name>``, ``teacher.<name>``."""
+        parts = [("student", unwrap(self.student)), ("terms", self.terms)]
+        if self.teacher is not None and self.teacher.trainable:
+            parts.append(("teacher", self.teacher.module))
+        return [(f"{prefix}.{n}", p) for prefix, module in parts for n, p in module.named_parameters() if p.requires_grad]
+
     def param_groups(self) -> list[dict[str, Any]]:
         """Optimiser groups: the terms' own groups (e.g. a temperature with its own learning
         rate) and one main group with every other trainable parameter."""

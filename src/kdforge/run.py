@@ -7,6 +7,7 @@ trained without distillation (``baseline/``) for an honest comparison.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,6 +16,7 @@ from typing import Any
 
 import torch
 import yaml
+import rich.progress
 from rich.console import Console
 
 from kdforge import distributed
@@ -34,6 +36,7 @@ from kdforge.report import plot_curves, summary_table, write_report, write_resul
 from kdforge.teachers import TEACHER_SOURCES, Teacher
 from kdforge.teachers.adapt import InputAdapter
 from kdforge.teachers.cache import CachedTeacher, fixed_views
+from kdforge.tracking import Tracker, build_trackers
 from kdforge.trainer import Trainer, autocast_for, compiled, deterministic, resolve_device, seed_everything
 
 
@@ -76,19 +79,37 @@ class Session:
         self.test = make_loader(self.data.test, recipe.data.eval_batch_size, **batches)
         self.example = example_inputs(self.train)
         self.autocast = lambda: autocast_for(recipe.train.amp, self.device)
+        self.trackers: list[Tracker] | None = None
 
     def callbacks(self) -> list[Callback]:
-        callbacks: list[Callback] = [JsonlLogger(self.run_dir / "metrics.jsonl", self.recipe.log.every_steps)]
+        """Fresh loggers for one training stage, and the run's trackers (made on first use,
+        on rank 0, and closed with the session)."""
+        if self.trackers is None:
+            self.trackers = build_trackers(self.recipe, self.run_dir) if distributed.is_main() else []
+        callbacks: list[Callback] = [JsonlLogger(self.run_dir / "metrics.jsonl", self.recipe.log.every_steps), *self.trackers]
         if self.recipe.log.progress:
             callbacks.append(ConsoleProgress(self.console))
         return callbacks
+
+    def track(self, batches: Any, description: str) -> Any:
+        """``batches`` with a transient progress bar (when ``log.progress``): for evaluations."""
+        if not self.recipe.log.progress:
+            return batches
+        return rich.progress.track(batches, description=description, total=len(batches), console=self.console, transient=True)
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *error: Any) -> None:
+        for tracker in self.trackers or []:
+            tracker.close()
 
     def teacher_entry(self, teacher: Teacher | CachedTeacher, info: dict[str, Any]) -> dict[str, Any]:
         if isinstance(teacher, CachedTeacher):  # measured when the cache was written
             return {**teacher.manifest["teacher"], "cache": str(teacher.path)}
         module = teacher.module
-        test = evaluate(teacher, self.test, self.autocast())
-        val = info.get("val_best") or evaluate(teacher, self.val, self.autocast())
+        test = evaluate(teacher, self.track(self.test, "teacher: test split"), self.autocast())
+        val = info.get("val_best") or evaluate(teacher, self.track(self.val, "teacher: validation split"), self.autocast())
         extra = {k: v for k, v in info.items() if k not in ("history", "val_best")}
         name = extra.pop("model", None) or (module.kdforge_spec["name"] if hasattr(module, "kdforge_spec") else type(module).__name__)
         return self.entry(teacher, name, test, val, source=self.recipe.teacher.source, **extra)  # latency with its input adapter
@@ -142,7 +163,8 @@ class Session:
         curriculum = Curriculum.from_recipe(self.recipe) if stage == "distill" else None  # the baseline trains plainly
         augment = self.recipe.data.augment
         mixer = Mixer(augment, self.data.num_classes) if augment.mixes else None
-        trainer = Trainer(distiller, self.recipe.optim, self.recipe.train, steps_per_epoch=len(self.train), checkpoint_dir=checkpoint_dir, callbacks=self.callbacks(), stage=stage, curriculum=curriculum, mixer=mixer)
+        trainer = Trainer(distiller, self.recipe.optim, self.recipe.train, steps_per_epoch=len(self.train), checkpoint_dir=checkpoint_dir, callbacks=self.callbacks(), stage=stage, curriculum=curriculum, mixer=mixer,
+                          grad_stats_every=self.recipe.log.grad_stats_every)
         result = trainer.fit(self.train, self.val, resume=True)
         if result.interrupted:
             raise RunInterrupted(self.run_dir, stage)
@@ -155,17 +177,17 @@ class Session:
             student = self.build_student().to(memory_format=self.memory_format)
             student.load_state_dict(weights)
         averaged = {"weights": f"EMA (decay {self.recipe.train.ema_decay})"} if trainer.ema is not None else {}
-        entry = self.entry(student, self.recipe.student.model.name, evaluate(student, self.test, self.autocast()), best["val"], best_epoch=best["epoch"], **last, **averaged)
+        entry = self.entry(student, self.recipe.student.model.name, evaluate(student, self.track(self.test, f"{stage}: test split"), self.autocast()), best["val"], best_epoch=best["epoch"], **last, **averaged)
         return student, entry, result.history, teacher
 
 
 def run(recipe: Recipe, *, resume: str | Path | None = None, console: Console | None = None) -> RunResult:
     """Run a recipe end to end; with ``resume``, continue that run directory."""
-    with deterministic(recipe.train.deterministic):
-        return _run(recipe, resume, console)
+    with deterministic(recipe.train.deterministic), contextlib.ExitStack() as cleanup:
+        return _run(recipe, resume, console, cleanup)
 
 
-def _run(recipe: Recipe, resume: str | Path | None, console: Console | None) -> RunResult:
+def _run(recipe: Recipe, resume: str | Path | None, console: Console | None, cleanup: contextlib.ExitStack) -> RunResult:
     distributed.setup()  # several processes (torchrun): rank 0 writes, all train
     console = console or Console()
     if not distributed.is_main():
@@ -174,7 +196,7 @@ def _run(recipe: Recipe, resume: str | Path | None, console: Console | None) -> 
     terms = build_losses(recipe.losses)  # bad loss options fail before anything heavy is built
     run_dir = distributed.broadcast(_prepare_run_dir(recipe, resume) if distributed.is_main() else None)
     seed_everything(recipe.seed)
-    session = Session(recipe, run_dir, console)
+    session = cleanup.enter_context(Session(recipe, run_dir, console))
     console.print(f"[bold]kdforge[/] {recipe.name}: {session.data.describe()}; device {session.device}; run dir {run_dir}")
     timings: dict[str, float] = {}
 
@@ -322,13 +344,13 @@ def build_cache(recipe: Recipe, out: str | Path, topk: int | None = None, views:
     terms = build_losses(recipe.losses)
     seed_everything(recipe.seed)
     run_dir = _prepare_run_dir(recipe.model_copy(update={"name": f"{recipe.name}-cache"}), None)
-    session = Session(recipe, run_dir, console)
-    teacher, info = session.acquire_teacher(use_cache=False)
-    student = session.build_student()
-    for term in terms:  # which teacher layers the terms read, as they would find them online
-        term.resolve(student, teacher.module)
-    layers = list(dict.fromkeys(name for term in terms for name in term.teacher_taps))
-    manifest = write_cache(session, teacher, session.teacher_entry(teacher, info), Path(out), topk, views, layers, feature_dtype)
+    with Session(recipe, run_dir, console) as session:
+        teacher, info = session.acquire_teacher(use_cache=False)
+        student = session.build_student()
+        for term in terms:  # which teacher layers the terms read, as they would find them online
+            term.resolve(student, teacher.module)
+        layers = list(dict.fromkeys(name for term in terms for name in term.teacher_taps))
+        manifest = write_cache(session, teacher, session.teacher_entry(teacher, info), Path(out), topk, views, layers, feature_dtype)
     what = f"{manifest['format']}{'' if topk is None else f', top {topk}'}" + (f"; layers {', '.join(layers)} in {feature_dtype}" if layers else "")
     console.print(f"cached {manifest['samples']:,} x {views} view(s) of training outputs of the teacher ({what}) "
                   f"in {out}: {manifest['bytes_per_sample']:,.0f} bytes per sample. Train from it with teacher.cache={out}")

@@ -21,7 +21,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.utils.checkpoint
+from torch.distributed.tensor import DTensor
 
 from kdforge import distributed
 from kdforge.callbacks import Callback
@@ -145,6 +146,7 @@ class Trainer:
         stage: str = "distill",
         curriculum: Curriculum | None = None,
         mixer: Mixer | None = None,
+        grad_stats_every: int | None = None,
     ):
         self.distiller, self.optim_cfg, self.cfg, self.stage, self.curriculum, self.mixer = distiller, optim, train, stage, curriculum, mixer
         self.device = next(distiller.student.parameters()).device
@@ -176,6 +178,8 @@ class Trainer:
         self.loss_names: list[str] = []  # "loss", each part, each logged scalar: set by the first step
         self.step_losses = torch.zeros(0)  # their values at the last step
         self.step_lr = optim.lr
+        self.grad_stats_every = grad_stats_every
+        self.grad_norms: dict[str, float] = {}  # per-layer gradient norms of the last step, when measured
         self.should_stop = False  # set by Ctrl-C or a callback: stop at the next optimiser step
         self.saved_at = -math.inf  # when last.pt was last written (perf_counter seconds)
 
@@ -248,6 +252,8 @@ class Trainer:
             param_group["lr"] = base * factor
         self.step_lr = self.current_lr()
         self.scaler.unscale_(self.optimizer)  # from here on the true gradients (no-op without fp16)
+        due = self.grad_stats_every is not None and self.pos.step % self.grad_stats_every == 0
+        self.grad_norms = layer_grad_norms(self.distiller.named_trainable_parameters()) if due else {}
         for cb in self.callbacks:
             cb.on_before_optimizer_step(self)
         if self.optim_cfg.grad_centralization:
@@ -402,6 +408,17 @@ class Trainer:
             yield
         finally:
             signal.signal(signal.SIGINT, previous)
+
+
+def layer_grad_norms(named: Iterable[tuple[str, torch.nn.Parameter]]) -> dict[str, float]:
+    """L2 norm of the gradient of each layer (the parameters of one module together)."""
+    squares: dict[str, torch.Tensor] = {}
+    for name, p in named:
+        if p.grad is not None:
+            grad = p.grad.full_tensor() if isinstance(p.grad, DTensor) else p.grad
+            layer = name.rpartition(".")[0] or name
+            squares[layer] = squares.get(layer, 0.0) + grad.float().square().sum()
+    return {layer: float(total.sqrt()) for layer, total in squares.items()}  # one sync per layer, every N steps only
 
 
 def checkpoint_blocks(model: torch.nn.Module) -> None:

@@ -113,7 +113,7 @@ def write_cache(session: Session, teacher: Teacher, teacher_entry: dict[str, Any
     for v in range(views):
         for found in outputs.values():
             found.append([])
-        for i in range(0, len(x), batch_size):
+        for i in session.track(range(0, len(x), batch_size), f"caching view {v + 1}/{views}"):
             index = torch.arange(i, min(i + batch_size, len(x)))
             batch = x[index].to(session.device)
             tap.clear()

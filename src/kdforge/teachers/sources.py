@@ -88,7 +88,8 @@ def _fit_teacher(session: Session, module: nn.Module, fit: Any, out_dir: Path, h
     distiller = Distiller(trainee, None, [ce], session.example)
     optim = recipe.optim.model_copy(update={"lr": fit.lr or recipe.optim.lr})
     train_cfg = recipe.train.model_copy(update={"epochs": fit.epochs, "fsdp": False, "ema_decay": None})  # student-only settings
-    trainer = Trainer(distiller, optim, train_cfg, steps_per_epoch=len(session.train), checkpoint_dir=out_dir, callbacks=session.callbacks(), stage="teacher")
+    trainer = Trainer(distiller, optim, train_cfg, steps_per_epoch=len(session.train), checkpoint_dir=out_dir, callbacks=session.callbacks(), stage="teacher",
+                      grad_stats_every=recipe.log.grad_stats_every)
     result = trainer.fit(session.train, session.val, resume=True)
     if result.interrupted:
         raise RunInterrupted(session.run_dir, "teacher training")
