@@ -42,3 +42,42 @@ def invoke():
             sys.argv = saved
 
     return call
+
+
+# ----------------------------------------------------------------------------- recipe fields read
+# Every recipe field must be really used: while the suite runs, reads of recipe fields (attribute
+# access on the config models; dumps for hashing or saving do not count) are recorded, and
+# test_recipe_fields.py, ordered last, checks that each field of the schema was read.
+
+import json  # noqa: E402
+
+from kdforge import config as _config  # noqa: E402
+from kdforge import schedules as _schedules  # noqa: E402
+
+FIELD_READS: set[tuple[str, str]] = set()
+FIELD_TEST = "test_recipe_fields.py"
+
+
+def _recording(original):
+    def getattribute(self, name):
+        if name in type(self).__pydantic_fields__:
+            FIELD_READS.add((type(self).__name__, name))
+        return original(self, name)
+
+    return getattribute
+
+
+for _model in (_config.Section, _schedules.ScheduleConfig, _schedules.LearnableTemperatureConfig):
+    _model.__getattribute__ = _recording(_model.__getattribute__)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    items.sort(key=lambda item: item.path.name == FIELD_TEST)  # stable: the field check runs last
+    session.kdforge_files = {item.path.name for item in items}
+
+
+def pytest_sessionfinish(session):
+    out = os.environ.get("KDFORGE_FIELD_READS_OUT")
+    if out:  # a suite run on behalf of test_recipe_fields.py: hand over what was read
+        with open(out, "w") as f:
+            json.dump(sorted(FIELD_READS), f)

@@ -50,6 +50,13 @@ def test_recipe_checks_stages():
         Recipe.from_dict({**base, "curriculum": {"epochs": [1, 2, 2]}})
 
 
+def test_a_recipe_curriculum_makes_its_stages():
+    base = {"teacher": {"model": {"name": "mlp"}}, "student": {"model": {"name": "mlp"}}, "losses": [{"name": "ce"}, {"name": "kd"}]}
+    curriculum = Curriculum.from_recipe(Recipe.from_dict({**base, "curriculum": {"name": "pocl", "epochs": [2, 3, 1]}, "train": {"epochs": 6}}))
+    assert [s.epochs for s in curriculum.stages] == [2, 3, None] and curriculum.stages[0].data.fraction == pytest.approx(1 / 3)
+    assert Curriculum.from_recipe(Recipe.from_dict(base)) is None
+
+
 def test_pocl_stages_split_epochs_and_grow_the_data():
     stages = pocl_stages(CurriculumConfig(partitions=[0.25, 0.5, 1.0]), epochs=10)
     assert [s.epochs for s in stages] == [4, 3, None] and [s.data.fraction if s.data else 1.0 for s in stages] == [0.25, 0.5, 1.0]

@@ -74,7 +74,8 @@ class Curriculum:
         if recipe.stages:
             return cls(recipe.stages, recipe.seed)
         if recipe.curriculum is not None:
-            return cls(pocl_stages(recipe.curriculum, recipe.train.epochs), recipe.seed, recipe.curriculum)
+            stages = CURRICULA[recipe.curriculum.name](recipe.curriculum, recipe.train.epochs)
+            return cls(stages, recipe.seed, recipe.curriculum)
         return None
 
     def __len__(self) -> int:
@@ -134,6 +135,10 @@ def pocl_stages(cfg: CurriculumConfig, epochs: int) -> list[StageConfig]:
             )
         )
     return stages
+
+
+#: curriculum kinds (``curriculum.name``) -> the stages they make
+CURRICULA = {"pocl": pocl_stages}
 
 
 def _split_evenly(total: int, parts: int) -> list[int]:

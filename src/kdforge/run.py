@@ -143,7 +143,8 @@ class Session:
         """The teacher's input adapter, from ``teacher.adapt``."""
         if cfg.adapt is None:
             return None
-        return InputAdapter(self.data.input_shape, self.data.scaling, **cfg.adapt.model_dump()).to(self.device)
+        a = cfg.adapt
+        return InputAdapter(self.data.input_shape, self.data.scaling, size=a.size, channels=a.channels, mean=a.mean, std=a.std).to(self.device)
 
     def build_student(self) -> torch.nn.Module:
         """The recipe's student, untrained, on the device."""

@@ -1,0 +1,60 @@
+"""Every field of the recipe schema is read somewhere: a field nothing uses is a lie to users.
+
+conftest.py records which fields the suite reads; this test runs last. When only part of
+the suite ran, it runs the rest in a subprocess to find out.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import typing
+from pathlib import Path
+
+import pydantic
+
+from conftest import FIELD_READS, FIELD_TEST
+from kdforge.config import Recipe
+
+TESTS = Path(__file__).parent
+
+
+def schema_fields(model: type[pydantic.BaseModel] = Recipe, seen: set | None = None) -> set[tuple[str, str]]:
+    """(model name, field name) for every field reachable from the recipe."""
+    seen = set() if seen is None else seen
+    if model in seen:
+        return set()
+    seen.add(model)
+    fields = set()
+    for name, info in model.model_fields.items():
+        fields.add((model.__name__, name))
+        stack = [info.annotation]
+        while stack:
+            t = stack.pop()
+            stack.extend(typing.get_args(t))
+            if isinstance(t, type) and issubclass(t, pydantic.BaseModel):
+                fields |= schema_fields(t, seen)
+    return fields
+
+
+def reads_of_the_whole_suite(request, tmp_path) -> set[tuple[str, str]]:
+    ran = getattr(request.session, "kdforge_files", set())
+    everything = {p.name for p in TESTS.glob("test_*.py")}
+    if ran >= everything and not request.config.option.keyword:
+        return FIELD_READS
+    out = tmp_path / "reads.json"
+    env = {**os.environ, "KDFORGE_FIELD_READS_OUT": str(out)}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", str(TESTS), "--deselect", f"{TESTS / FIELD_TEST}::test_every_recipe_field_is_read"],
+                          env=env, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stdout[-3000:]
+    return {tuple(pair) for pair in json.loads(out.read_text())}
+
+
+def test_every_recipe_field_is_read(request, tmp_path):
+    unread = sorted(schema_fields() - reads_of_the_whole_suite(request, tmp_path))
+    assert not unread, f"recipe fields that no code path of the suite reads: {unread}"
+
+
+def test_the_schema_walk_finds_nested_sections():
+    fields = schema_fields()
+    assert {("Recipe", "train"), ("TrainConfig", "ema_decay"), ("EarlyStoppingConfig", "patience"), ("ScheduleConfig", "start"), ("RandAugmentConfig", "m")} <= fields
