@@ -29,3 +29,12 @@ def test_guide_plugin_example_works_from_the_cli(invoke, tmp_path, capsys):
     assert "check passed" in out and "soft_ce" in out
     assert invoke("--plugin", plugin, "list", "losses") == 0 and "teacher's probabilities" in capsys.readouterr().out
     assert invoke("--plugin", tmp_path / "nope.py", "list") == 2 and "plugin file" in capsys.readouterr().out
+
+
+def test_the_training_page_lists_every_training_field():
+    from kdforge.config import AugmentConfig, EarlyStoppingConfig, LogConfig, OptimConfig, RandAugmentConfig, TrainConfig
+
+    page = (GUIDE.parent / "training.md").read_text()
+    sections = {"data.augment": AugmentConfig, "data.augment.randaugment": RandAugmentConfig, "optim": OptimConfig, "train": TrainConfig, "train.early_stopping": EarlyStoppingConfig, "log": LogConfig}
+    missing = [f"{prefix}.{name}" for prefix, model in sections.items() for name in model.model_fields if f"`{prefix}.{name}`" not in page]
+    assert not missing, f"docs/training.md does not list {missing}"

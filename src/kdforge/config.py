@@ -301,12 +301,12 @@ class EarlyStoppingConfig(Section):
 
 
 class TrainConfig(Section):
-    epochs: int = Field(30, gt=0)
-    device: str = "auto"
+    epochs: int = Field(30, gt=0, description="length of training (the LR schedule spans it)")
+    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:N or mps")
     amp: Literal["auto", "bf16", "fp16", "off"] = Field("auto", description="auto: bf16 on CUDA, off on CPU; fp16 uses a gradient scaler")
     channels_last: bool = Field(False, description="channels-last memory format for image models and batches (faster convolutions on GPUs)")
     compile: bool = Field(False, description="torch.compile the student (falls back to eager, with a warning, where unsupported)")
-    grad_clip: float | None = Field(None, gt=0)
+    grad_clip: float | None = Field(None, gt=0, description="clip the global gradient norm (student, loss-term parts, trainable teacher) to this")
     accumulate: int = Field(1, gt=0, description="micro-batches per optimiser step")
     baseline: bool = Field(True, description="also train the student without distillation")
     checkpoint_interval: float = Field(10.0, ge=0, description="seconds between last.pt writes at epoch ends (0: every epoch); always written at the end and on stop")

@@ -44,7 +44,10 @@ class RandAugment:
     standardised batches: undone with ``scaling`` (mean, std) to [0, 1] images and redone."""
 
     def __init__(self, n: int, m: int, scaling: tuple[float, float]):
-        from torchvision.transforms import v2
+        try:
+            from torchvision.transforms import v2
+        except ImportError:
+            raise KdforgeError("data.augment.randaugment uses torchvision: pip install 'kdforge[vision]'") from None
 
         self.transform, self.scaling = v2.RandAugment(num_ops=n, magnitude=m), scaling
 
