@@ -10,11 +10,13 @@ Only rank 0 tracks.
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kdforge.callbacks import Callback
+from kdforge.errors import KdforgeError
 
 if TYPE_CHECKING:
     from kdforge.config import Recipe
@@ -141,11 +143,13 @@ def _flat_recipe(tree: Any, prefix: str = "") -> dict[str, Any]:
 def build_trackers(recipe: Recipe, run_dir: Path) -> list[Tracker]:
     """The trackers ``log`` asks for."""
     every = recipe.log.every_steps
+    wanted = [(recipe.log.tensorboard, "tensorboard", lambda: TensorBoardTracker(run_dir, every)),
+              (recipe.log.wandb, "wandb", lambda: WandbTracker(run_dir, every, recipe)),
+              (recipe.log.mlflow, "mlflow", lambda: MlflowTracker(run_dir, every, recipe))]
     trackers: list[Tracker] = []
-    if recipe.log.tensorboard:
-        trackers.append(TensorBoardTracker(run_dir, every))
-    if recipe.log.wandb:
-        trackers.append(WandbTracker(run_dir, every, recipe))
-    if recipe.log.mlflow:
-        trackers.append(MlflowTracker(run_dir, every, recipe))
+    for on, package, make in wanted:
+        if on:
+            if importlib.util.find_spec(package) is None:
+                raise KdforgeError(f"log.{package} needs the {package} package: pip install 'kdforge[tracking]'")
+            trackers.append(make())
     return trackers
