@@ -321,7 +321,7 @@ class Trainer:
 
     def evaluate(self, batches: Any) -> dict[str, float]:
         """Metrics of the student (its moving average with ``ema_decay``) on ``batches``."""
-        return evaluate(self.ema or self.distiller.student, batches, self.autocast())
+        return evaluate(self.ema if self.ema is not None else self.distiller.student, batches, self.autocast())
 
     def weights(self) -> dict[str, Any]:
         """What training changes (see :meth:`Distiller.trainable_state_dict`), and the EMA."""
