@@ -25,6 +25,7 @@ app = typer.Typer(
         "  kdforge check digits_kd\n\n"
         "  kdforge train digits_kd train.epochs=50 losses.1.temperature=2.0\n\n"
         "  kdforge train --resume runs/digits-kd-20261122-101500\n\n"
+        "  kdforge sweep digits_kd --seeds 5\n\n"
         "  kdforge --plugin my_parts.py train my_recipe.yaml"
     ),
 )
