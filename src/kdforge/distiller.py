@@ -122,8 +122,7 @@ class Distiller(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Student and term parameters (projectors, heads, learnable temperatures), and a
         trainable teacher's: what the optimiser updates."""
-        teacher = list(self.teacher.module.parameters()) if self.teacher is not None and self.teacher.trainable else []
-        return [p for p in (*self.student.parameters(), *self.terms.parameters(), *teacher) if p.requires_grad]
+        return [p for _, p in self.named_trainable_parameters()]
 
     def named_trainable_parameters(self) -> list[tuple[str, nn.Parameter]]:
         """:meth:`trainable_parameters` with names: ``student.<name>``, ``terms.<name>``, ``teacher.<name>``."""

@@ -14,9 +14,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import rich.progress
 import torch
 import yaml
-import rich.progress
 from rich.console import Console
 
 from kdforge import distributed
