@@ -1,0 +1,291 @@
+"""Tsetlin-machine clause layers that learn by gradient, and the ``tm_flat`` student.
+
+A clause is an AND over *literals*: the F inputs u ∈ [0, 1] and their negations 1 − u.
+Each clause j has include logits over the 2F literals; the include mask is hard in the
+forward pass (logit > 0) and, in the backward pass, carries the gradient of σ(logit/τ)
+(a straight-through estimator whose gradient is never zero, so clauses really learn). A
+clause's violation count is m_j = Σ_i include_ji · (1 − literal_i); its score is
+
+* ``capacity`` (default): max(0, min(|included_j|, LF) − m_j), the fuzzy-pattern score:
+  up to LF points, one lost per violated literal;
+* ``product``: exp(−κ · m_j / (τ · F)), a soft AND that is 1 when nothing is violated.
+
+Outputs are the scores voted through a learned matrix whose sign is each clause's fixed
+polarity (half the clauses vote for, half against), plus a bias.
+
+τ matters in both passes: it sets the slope of the include surrogate and the sharpness of
+the clause's soft AND (``capacity`` scores are τ·softplus(x/τ), which tends to max(0, x)
+as τ → 0). **Hard mode** (``hard=True``, or :func:`set_hard` on a whole model) is the
+exact boolean form that :mod:`kdforge.tm` exports: literals are thresholded at 0.5,
+scores are integers (``product`` becomes the plain AND: 1 iff m_j = 0), and votes are
+quantised to ``vote_bits``-bit integers; every step keeps a straight-through gradient,
+so a model can also be trained in hard mode.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdforge.models import MODELS
+
+
+def straight_through(hard: torch.Tensor, surrogate: torch.Tensor) -> torch.Tensor:
+    """Forward value ``hard`` exactly; gradient of ``surrogate``."""
+    return hard + (surrogate - surrogate.detach())
+
+
+class Temperature(nn.Module):
+    """τ of a clause layer: fixed, or learnable (log-parameterised, so it stays > 0) with an
+    EMA of its value that evaluation uses (``ema`` in (0, 1); None: evaluate the raw value)."""
+
+    def __init__(self, init: float = 0.25, learnable: bool = False, ema: float | None = None):
+        super().__init__()
+        if init <= 0:
+            raise ValueError(f"tau must be > 0, got {init}")
+        if ema is not None and not (learnable and 0.0 < ema < 1.0):
+            raise ValueError("tau_ema needs learn_tau: true and a decay in (0, 1)")
+        log_tau = torch.tensor(math.log(init))
+        self.log_tau = nn.Parameter(log_tau) if learnable else None
+        self.register_buffer("fixed_log_tau", log_tau.clone(), persistent=False)
+        self.ema = ema
+        self.register_buffer("ema_tau", torch.tensor(init))
+
+    def value(self) -> torch.Tensor:
+        """τ as this mode uses it: the raw value in training, the EMA (if any) in eval."""
+        if self.log_tau is None:
+            return self.fixed_log_tau.exp()
+        return self.ema_tau if self.ema is not None and not self.training else self.log_tau.exp()
+
+    def forward(self) -> torch.Tensor:
+        """:meth:`value`, once per layer forward: in training, this also advances the EMA."""
+        tau = self.value()
+        if self.ema is not None and self.training and torch.is_grad_enabled():
+            with torch.no_grad():
+                self.ema_tau.lerp_(tau.detach(), 1.0 - self.ema)
+        return tau
+
+
+class ClauseLayer(nn.Module):
+    """F inputs in [0, 1] -> ``clauses`` AND-clauses -> ``out_features`` votes.
+
+    Inputs are clamped to [0, 1] (the layer's contract, checked by construction rather than
+    trusted). ``[*, F] -> [*, out_features]``; the last clause scores are kept on
+    ``last_scores`` ([*, clauses], detached) for diagnostics and clause-aware losses.
+
+    Options: ``lf`` (the capacity's literal budget), ``form`` (capacity | product),
+    ``kappa`` (product form), ``tau`` / ``learn_tau`` / ``tau_ema``, ``clause_dropout`` and
+    ``literal_dropout`` (training only; a dropped literal counts as satisfied),
+    ``prior`` (random | symmetric include templates at initialisation), ``include_init``
+    (expected included literals per clause; default 2·lf, so that clauses start where the capacity is non-linear), ``vote_bits`` (hard mode).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        clauses: int = 64,
+        lf: int = 8,
+        form: Literal["capacity", "product"] = "capacity",
+        kappa: float = 4.0,
+        tau: float = 0.25,
+        learn_tau: bool = False,
+        tau_ema: float | None = None,
+        clause_dropout: float = 0.0,
+        literal_dropout: float = 0.0,
+        prior: Literal["random", "symmetric"] = "random",
+        include_init: float | None = None,
+        vote_bits: int = 8,
+        hard: bool = False,
+    ):
+        super().__init__()
+        if clauses < 2 or clauses % 2:
+            raise ValueError(f"clauses must be an even number >= 2 (half vote for, half against), got {clauses}")
+        if lf < 1:
+            raise ValueError(f"lf must be >= 1, got {lf}")
+        if not (0.0 <= clause_dropout < 1.0 and 0.0 <= literal_dropout < 1.0):
+            raise ValueError("clause_dropout and literal_dropout must be in [0, 1)")
+        if not 2 <= vote_bits <= 16:
+            raise ValueError(f"vote_bits must be in [2, 16], got {vote_bits}")
+        self.in_features, self.out_features, self.clauses = in_features, out_features, clauses
+        self.lf, self.form, self.kappa = lf, form, kappa
+        self.clause_dropout, self.literal_dropout, self.vote_bits, self.hard = clause_dropout, literal_dropout, vote_bits, hard
+        self.tau = Temperature(tau, learn_tau, tau_ema)
+        self.include = nn.Parameter(_include_init(clauses, in_features, include_init or 2 * lf, prior))
+        # the vote magnitude is softplus(votes); its sign is the clause's polarity
+        self.votes = nn.Parameter(torch.full((clauses, out_features), math.log(math.e - 1.0)) + 0.1 * torch.randn(clauses, out_features))
+        self.bias = nn.Parameter(torch.zeros(out_features))
+        self.register_buffer("polarity", torch.tensor([1.0, -1.0]).repeat(clauses // 2), persistent=False)
+        self.scale = 1.0 / (lf * math.sqrt(clauses)) if form == "capacity" else 1.0 / math.sqrt(clauses)
+        self.last_scores: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------ parts also used by export
+    def include_mask(self, tau: torch.Tensor | None = None) -> torch.Tensor:
+        """[C, 2F] include mask: hard forward, gradient of σ(logit / τ)."""
+        tau = self.tau.value() if tau is None else tau
+        return straight_through((self.include > 0).to(self.include.dtype), torch.sigmoid(self.include / tau))
+
+    def vote_matrix(self) -> torch.Tensor:
+        """[C, K] signed votes (real-valued; see :meth:`quantised_votes` for hard mode)."""
+        return self.polarity[:, None] * F.softplus(self.votes)
+
+    def quantised_votes(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Integer votes [C, K] (as floats, straight-through) and the per-output step [K]."""
+        votes = self.vote_matrix()
+        levels = 2 ** (self.vote_bits - 1) - 1
+        step = (votes.detach().abs().amax(0) / levels).clamp_min(torch.finfo(votes.dtype).tiny)
+        return straight_through(torch.round(votes.detach() / step), votes / step), step
+
+    def sparsity(self) -> torch.Tensor:
+        """Mean include probability σ(logit / τ): what a sparsity penalty shrinks."""
+        return torch.sigmoid(self.include / self.tau.value()).mean()
+
+    # ------------------------------------------------------------------ forward
+    def literals(self, u: torch.Tensor) -> torch.Tensor:
+        """[*, F] inputs -> [*, 2F] literals [u, 1 − u] in [0, 1] (boolean in hard mode)."""
+        u = u.clamp(0.0, 1.0)
+        if self.hard:
+            u = straight_through((u > 0.5).to(u.dtype), u)
+        return torch.cat([u, 1.0 - u], dim=-1)
+
+    def clause_scores(self, u: torch.Tensor, tau: torch.Tensor | None = None) -> torch.Tensor:
+        """[*, F] -> [*, C] clause scores."""
+        tau = self.tau.value() if tau is None else tau
+        violated = 1.0 - self.literals(u)
+        if self.training and self.literal_dropout:
+            violated = violated * (torch.rand_like(violated) >= self.literal_dropout)  # a dropped literal is satisfied
+        mask = self.include_mask(tau)
+        m = violated @ mask.t()  # violations per clause
+        if self.form == "product":
+            return self._product(m, tau)
+        x = torch.clamp(mask.sum(1), max=self.lf) - m
+        return torch.relu(x) if self.hard else tau * F.softplus(x / tau)
+
+    def _product(self, m: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+        soft = torch.exp(-self.kappa * m / (tau * self.in_features))
+        return straight_through((m < 0.5).to(m.dtype), soft) if self.hard else soft
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        scores = self.clause_scores(u, self.tau())
+        if self.training and self.clause_dropout:
+            scores = F.dropout(scores, self.clause_dropout)
+        self.last_scores = scores.detach()
+        return self.vote(scores)
+
+    def vote(self, scores: torch.Tensor) -> torch.Tensor:
+        """[*, C] clause scores -> [*, K] outputs."""
+        if not self.hard:
+            return self.scale * (scores @ self.vote_matrix()) + self.bias
+        votes, step = self.quantised_votes()
+        # integer scores times integer votes, summed in float64: exact, as in PackedTM
+        total = scores.double() @ votes.double()
+        return (total * (self.scale * step.double()) + self.bias.double()).to(scores.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features} -> {self.clauses} clauses -> {self.out_features}, lf={self.lf}, form={self.form}, hard={self.hard}"
+
+
+def _include_init(clauses: int, features: int, expected: float, prior: str) -> torch.Tensor:
+    """Include logits with about ``expected`` literals included per clause.
+
+    ``symmetric``: clauses come in mirrored pairs, the second including the negations of
+    the first's literals (and voting the other way), so every pattern starts with its
+    opposite."""
+    p = min(max(expected / (2 * features), 1e-4), 0.5)
+    offset = 0.5 * float(torch.special.ndtri(torch.tensor(p)))  # P(N(offset, 0.5²) > 0) = p
+    logits = offset + 0.5 * torch.randn(clauses, 2 * features)
+    if prior == "symmetric":
+        first = logits[0::2]
+        logits[1::2] = torch.cat([first[:, features:], first[:, :features]], dim=1)
+    return logits
+
+
+def clause_layers(model: nn.Module) -> list[ClauseLayer]:
+    return [m for m in model.modules() if isinstance(m, ClauseLayer)]
+
+
+def set_hard(model: nn.Module, hard: bool = True) -> nn.Module:
+    """Switch every clause layer of ``model`` to (or from) its exact boolean form."""
+    for layer in clause_layers(model):
+        layer.hard = hard
+    return model
+
+
+class DeepTM(nn.Module):
+    """Stacked clause layers: each hidden layer's votes, plus a linear residual projection of
+    its input, are normalised and squashed back into [0, 1] for the next layer.
+
+    ``[*, F] -> [*, out_features]``; ``depth`` clause layers, hidden width ``hidden``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, hidden: int = 64, depth: int = 2, **clause_options):
+        super().__init__()
+        if depth < 1:
+            raise ValueError(f"DeepTM depth must be >= 1, got {depth}")
+        widths = [in_features] + [hidden] * (depth - 1) + [out_features]
+        self.layers = nn.ModuleList(ClauseLayer(a, b, **clause_options) for a, b in zip(widths, widths[1:]))
+        self.residuals = nn.ModuleList(nn.Linear(a, b, bias=False) for a, b in zip(widths, widths[1:]))
+        self.norms = nn.ModuleList(nn.LayerNorm(b) for b in widths[1:-1])
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        for i, (layer, residual) in enumerate(zip(self.layers, self.residuals)):
+            out = layer(u) + residual(u)
+            if i < len(self.norms):
+                u = torch.sigmoid(self.norms[i](out))
+        return out
+
+
+@MODELS.register("tm_flat")
+class TMFlat(nn.Module):
+    """One clause layer over the flattened input: the classic Tsetlin machine, trained by gradient.
+
+    Each input feature x_i becomes the fuzzy literal σ(sharpness · (x_i − t_i)) with a learned
+    threshold t_i (0 at start: standardised data, and ±1 booleanised data from
+    ``data.booleanize``, are centred there); hard mode and the exported rules use x_i > t_i.
+    ``backend: deeptm`` stacks ``depth`` clause layers instead of one.
+    """
+
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        clauses: int = 256,
+        lf: int = 8,
+        form: Literal["capacity", "product"] = "capacity",
+        kappa: float = 4.0,
+        tau: float = 0.25,
+        learn_tau: bool = False,
+        tau_ema: float | None = None,
+        clause_dropout: float = 0.0,
+        literal_dropout: float = 0.0,
+        prior: Literal["random", "symmetric"] = "random",
+        vote_bits: int = 8,
+        sharpness: float = 4.0,
+        backend: Literal["ste", "deeptm"] = "ste",
+        hidden: int = 128,
+        depth: int = 2,
+        hard: bool = False,
+    ):
+        super().__init__()
+        features = math.prod(input_shape)
+        self.sharpness = sharpness
+        self.threshold = nn.Parameter(torch.zeros(features))
+        options = dict(clauses=clauses, lf=lf, form=form, kappa=kappa, tau=tau, learn_tau=learn_tau, tau_ema=tau_ema, clause_dropout=clause_dropout,
+                       literal_dropout=literal_dropout, prior=prior, vote_bits=vote_bits, hard=hard)
+        self.tm = ClauseLayer(features, num_classes, **options) if backend == "ste" else DeepTM(features, num_classes, hidden, depth, **options)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, *input_shape] -> logits [B, num_classes]."""
+        x = x.flatten(1) - self.threshold
+        u = torch.sigmoid(self.sharpness * x)
+        if self.hard:  # decide on x > t itself, as the exported rules do (σ rounds to 0.5 near t)
+            u = straight_through((x > 0).to(u.dtype), u)
+        return self.tm(u)
+
+    @property
+    def hard(self) -> bool:
+        return clause_layers(self)[0].hard

@@ -1,0 +1,138 @@
+"""Tsetlin-machine clause layers as boolean rules, and a bit-packed evaluator for them.
+
+``export_rules(model, path)`` writes every clause layer of a trained model as JSON: per
+clause the indices of its included literals (literal i < F is "input i is true", F + i is
+"input i is false"), the literal budget LF, the integer votes with their per-output step,
+the output scale and bias, and the thresholds that turn the layer's inputs into bits.
+
+:class:`PackedTM` evaluates one exported layer with integer and bit operations only:
+inputs are thresholded into bits and packed 64 samples to a uint64 word per literal; a
+clause's violation count is a bit-sliced popcount over its included literals (a
+carry-save counter, so the cost follows the clause's few literals, not all 2F); scores and
+votes are integers. Its outputs equal the hard-mode float layer's exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from kdforge.errors import KdforgeError
+from kdforge.models.tm import ClauseLayer, TMFlat
+
+RULES_FORMAT = 1
+
+
+def layer_rules(layer: ClauseLayer, thresholds: list[float] | None = None) -> dict[str, Any]:
+    """One clause layer as plain data. ``thresholds``: per input, the value above which the
+    input is true (default 0.5: the layer's own inputs in [0, 1])."""
+    with torch.no_grad():
+        votes, step = layer.quantised_votes()
+        includes = (layer.include > 0).cpu()
+    return {
+        "in_features": layer.in_features,
+        "out_features": layer.out_features,
+        "clauses": [torch.nonzero(row).flatten().tolist() for row in includes],
+        "lf": layer.lf,
+        "form": layer.form,
+        "votes": votes.to(torch.int64).cpu().tolist(),
+        "vote_step": [float(v) for v in step.cpu()],
+        "scale": layer.scale,
+        "bias": [float(v) for v in layer.bias.detach().cpu()],
+        "thresholds": thresholds if thresholds is not None else [0.5] * layer.in_features,
+    }
+
+
+def model_rules(model: nn.Module) -> dict[str, Any]:
+    """Every clause layer of ``model`` by module name. A ``tm_flat`` student's layer gets its
+    learned input thresholds, so its rules read the model's (standardised) inputs directly."""
+    layers = {}
+    for name, module in model.named_modules():
+        if isinstance(module, ClauseLayer):
+            thresholds = model.threshold.detach().cpu().tolist() if isinstance(model, TMFlat) and module is model.tm else None
+            layers[name] = layer_rules(module, thresholds)
+    if not layers:
+        raise KdforgeError(f"{type(model).__name__} has no clause layers to export as rules; tm-rules export needs a TM student")
+    return {"format": "kdforge-tm-rules", "version": RULES_FORMAT, "layers": layers}
+
+
+def export_rules(model: nn.Module, path: str | Path) -> Path:
+    path = Path(path)
+    path.write_text(json.dumps(model_rules(model)))
+    return path
+
+
+def load_rules(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise KdforgeError(f"rules file '{path}' not found")
+    rules = json.loads(path.read_text())
+    if rules.get("format") != "kdforge-tm-rules":
+        raise KdforgeError(f"'{path}' is not a kdforge tm-rules file")
+    if rules.get("version") != RULES_FORMAT:
+        raise KdforgeError(f"'{path}' has tm-rules version {rules.get('version')}; this kdforge reads version {RULES_FORMAT}")
+    return rules
+
+
+class PackedTM:
+    """A clause layer exported by :func:`layer_rules`, evaluated with bit operations.
+
+    ``PackedTM(rules)(x)``: ``x`` [B, F] (numpy or torch, the layer's inputs) -> [B, K]
+    float32 outputs.
+    """
+
+    def __init__(self, rules: dict[str, Any]):
+        self.features, self.outputs = rules["in_features"], rules["out_features"]
+        self.form, self.lf = rules["form"], rules["lf"]
+        self.thresholds = np.asarray(rules["thresholds"], dtype=np.float32)
+        clauses = rules["clauses"]
+        width = max(1, max(len(c) for c in clauses))
+        # pad every clause to the same length with the literal 2F, which is always true
+        self.included = np.full((len(clauses), width), 2 * self.features, dtype=np.int64)
+        for j, literals in enumerate(clauses):
+            self.included[j, : len(literals)] = literals
+        self.sizes = np.array([len(c) for c in clauses], dtype=np.int64)
+        self.planes = int(width).bit_length()  # bits needed to count up to `width` violations
+        self.votes = np.asarray(rules["votes"], dtype=np.float64)  # integers; float64 keeps their products exact
+        self.factor = rules["scale"] * np.asarray(rules["vote_step"], dtype=np.float64)
+        self.bias = np.asarray(rules["bias"], dtype=np.float32).astype(np.float64)
+
+    def __call__(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
+        x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+        x = x.reshape(len(x), -1)
+        if x.shape[1] != self.features:
+            raise KdforgeError(f"PackedTM expects {self.features} input features, got {x.shape[1]}")
+        violations = self.violations(self.literal_words(x))[:, : len(x)]  # [C, B]
+        if self.form == "capacity":
+            scores = np.maximum(0, np.minimum(self.sizes, self.lf)[:, None] - violations)
+        else:
+            scores = (violations == 0).astype(np.int64)
+        total = scores.T.astype(np.float64) @ self.votes  # integer sums, exact in float64
+        return (total * self.factor + self.bias).astype(np.float32)
+
+    def literal_words(self, x: np.ndarray) -> np.ndarray:
+        """[B, F] inputs -> [2F + 1, ceil(B / 64)] uint64: bit b of word w is literal's value
+        on sample 64·w + b; the last row is the always-true padding literal."""
+        pad = -len(x) % 64
+        bits = np.ascontiguousarray(x.T) > self.thresholds[:, None]  # [F, B]: pack along samples
+        true = np.packbits(np.pad(bits, ((0, 0), (0, pad))), axis=1, bitorder="little").view(np.uint64)
+        return np.concatenate([true, ~true, np.full((1, true.shape[1]), np.iinfo(np.uint64).max, dtype=np.uint64)])
+
+    def violations(self, words: np.ndarray) -> np.ndarray:
+        """Per clause and sample, how many included literals are false: a carry-save counter
+        over the clause's literals, 64 samples per word. -> [C, 64 · words] int64."""
+        counter = [np.zeros((len(self.included), words.shape[1]), dtype=np.uint64) for _ in range(self.planes)]
+        for slot in range(self.included.shape[1]):
+            carry = ~words[self.included[:, slot]]  # [C, W]: 1 where the literal is false
+            for plane in counter:
+                plane ^= carry
+                carry &= ~plane  # carry on where the bit was 1 before the add (now 0)
+        counts = np.zeros((len(self.included), 64 * words.shape[1]), dtype=np.int64)
+        for power, plane in enumerate(counter):
+            counts += np.unpackbits(plane.view(np.uint8), axis=1, bitorder="little").astype(np.int64) << power
+        return counts
