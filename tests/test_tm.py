@@ -206,3 +206,115 @@ def test_rules_errors_are_clear(tmp_path):
         load_rules(tmp_path / "x.json")
     with pytest.raises(KdforgeError, match="expects 30 input features"):
         PackedTM(model_rules(trained_looking_tm_flat())["layers"]["tm"])(np.zeros((2, 7)))
+
+
+# ----------------------------------------------------------------------------- TM students
+
+
+@pytest.mark.parametrize(
+    "name,shape,options",
+    [
+        ("tm_flat", (1, 8, 8), {}),
+        ("tm_flat", (1, 8, 8), {"backend": "deeptm", "hidden": 16}),
+        ("vit_tm", (1, 28, 28), {"patch_size": 7}),
+        ("vit_tm", (1, 20, 20), {"pool": "mean", "residual_attention": True, "backend": "deeptm", "norm": "rms"}),
+        ("vit_tm", (1, 40), {"patch_size": 5}),
+        ("swin_tm", (1, 32, 32), {}),
+        ("swin_tm", (3, 27, 27), {"window": 3}),
+        ("swin_tm", (1, 13, 11), {"window": 4, "depths": (1, 1, 1), "heads": (1, 2, 2)}),
+        ("swin_tm", (1, 9, 9), {"window": 7, "patch_size": 1}),
+        ("resnet_tm", (1, 15, 15), {}),
+        ("pyramid_tm", (1, 16, 16), {}),
+        ("vit_tm_tiny", (1, 32, 32), {}),
+        ("swin_tm_tiny", (1, 32, 32), {}),
+        ("resnet_tm_tiny", (3, 17, 17), {}),
+    ],
+)
+def test_tm_students_shapes_and_include_gradients(name, shape, options):
+    torch.manual_seed(0)
+    model = build_model(name, input_shape=shape, num_classes=7, clauses=16, **options)
+    out = model(torch.randn(3, *shape))
+    assert out.shape == (3, 7)
+    out.sum().backward()
+    includes = [p for n, p in model.named_parameters() if "include" in n]
+    assert includes and all((p.grad != 0).any() for p in includes)
+
+
+def test_tm_block_options_all_change_the_model():
+    """Each option of the TM feed-forward block builds something and runs."""
+    shape = (1, 16, 16)
+    base = dict(input_shape=shape, num_classes=3, clauses=16, embed_dim=32, heads=2, depth=2)
+    torch.manual_seed(0)
+    x = torch.randn(2, *shape)
+    options = [{"ff_mix": "linear"}, {"ff_mix": "linear_depthwise"}, {"bitwise_mix": True}, {"routing": True}, {"revote": True},
+               {"bypass": 0.5}, {"gating": "geglu"}, {"gating": "swiglu"}, {"learn_tau": True, "tau_ema": 0.9}, {"diag_heads": True}]
+    plain = sum(p.numel() for p in build_model("vit_tm", **base).parameters())
+    for option in options:
+        model = build_model("vit_tm", **base, **option)
+        assert model(x).shape == (2, 3)
+        assert sum(p.numel() for p in model.parameters()) > plain, option
+
+
+def test_swin_window_mask_keeps_regions_and_padding_apart():
+    from kdforge.models.tm_transformer import window_mask
+
+    assert window_mask(8, 8, 8, 8, 4, 0, torch.device("cpu")) is None
+    mask = window_mask(6, 6, 8, 8, 4, 2, torch.device("cpu"))  # 6×6 padded to 8×8, shifted by 2
+    assert mask.shape == (4, 16, 16)
+    assert (mask.diagonal(dim1=1, dim2=2) == 0).all()  # a token always sees itself
+    assert (mask < 0).any(dim=-1).any()
+    unshifted = window_mask(6, 6, 8, 8, 4, 0, torch.device("cpu"))
+    # in the first window (rows 0-3, cols 0-3) nothing is padding: no masking there
+    assert (unshifted[0] == 0).all() and (unshifted[-1] < 0).any()
+
+
+def test_residual_attention_carries_scores():
+    torch.manual_seed(0)
+    model = build_model("vit_tm", input_shape=(1, 16, 16), num_classes=3, clauses=16, residual_attention=True, depth=3)
+    seen = []
+    for block in model.blocks:
+        block.attn.register_forward_hook(lambda m, args, out: seen.append((args[2] if len(args) > 2 else None, out[1])))
+    model(torch.randn(2, 1, 16, 16))
+    assert seen[0][0] is None and torch.equal(seen[1][0], seen[0][1]) and torch.equal(seen[2][0], seen[1][1])
+
+
+def test_presets_rebuild_from_their_spec_and_stay_overridable(tmp_path):
+    from kdforge.export import load_model, save_model
+
+    torch.manual_seed(0)
+    model = build_model("swin_tm_tiny", input_shape=(1, 16, 16), num_classes=4, clauses=8, window=2)
+    assert model.stages[0].blocks[0].window == 2 and model.stages[0].blocks[0].ffn.clause_layer.clauses == 8
+    save_model(model, tmp_path / "student")
+    again = load_model(tmp_path / "student.safetensors")
+    x = torch.randn(2, 1, 16, 16)
+    assert torch.equal(model.eval()(x), again.eval()(x))
+
+
+def test_tm_options_are_checked_like_any_model_option():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        build_model("vit_tm", input_shape=(1, 16, 16), num_classes=3, ff_mix="conv")
+    with pytest.raises(ValidationError):
+        build_model("vit_tm_tiny", input_shape=(1, 16, 16), num_classes=3, clauss=8)
+
+
+def test_hard_transformer_equals_its_exported_clause_layers():
+    """In hard mode every clause layer of a ViT-TM computes exactly what its rules compute."""
+    torch.manual_seed(0)
+    model = set_hard(build_model("vit_tm", input_shape=(1, 16, 16), num_classes=3, clauses=16, embed_dim=32, heads=2).eval())
+    rules = model_rules(model)["layers"]
+    checked = []
+
+    def compare(name):
+        def hook(layer, args, out):
+            assert np.array_equal(PackedTM(rules[name])(args[0].reshape(-1, layer.in_features)), out.reshape(-1, layer.out_features).numpy())
+            checked.append(name)
+        return hook
+
+    for name, module in model.named_modules():
+        if isinstance(module, ClauseLayer):
+            module.register_forward_hook(compare(name))
+    with torch.no_grad():
+        model(torch.randn(5, 1, 16, 16))
+    assert sorted(checked) == sorted(rules) and len(rules) == 2

@@ -25,6 +25,7 @@ so a model can also be trained in hard mode.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -169,10 +170,14 @@ class ClauseLayer(nn.Module):
         soft = torch.exp(-self.kappa * m / (tau * self.in_features))
         return straight_through((m < 0.5).to(m.dtype), soft) if self.hard else soft
 
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
+    def forward(self, u: torch.Tensor, modulate: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """``modulate``: an optional function of the clause scores applied before voting
+        (the TM blocks' routing gate and re-vote)."""
         scores = self.clause_scores(u, self.tau())
         if self.training and self.clause_dropout:
             scores = F.dropout(scores, self.clause_dropout)
+        if modulate is not None:
+            scores = modulate(scores)
         self.last_scores = scores.detach()
         return self.vote(scores)
 
@@ -231,9 +236,9 @@ class DeepTM(nn.Module):
         self.residuals = nn.ModuleList(nn.Linear(a, b, bias=False) for a, b in zip(widths, widths[1:]))
         self.norms = nn.ModuleList(nn.LayerNorm(b) for b in widths[1:-1])
 
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
+    def forward(self, u: torch.Tensor, modulate: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
         for i, (layer, residual) in enumerate(zip(self.layers, self.residuals)):
-            out = layer(u) + residual(u)
+            out = layer(u, modulate if i == len(self.layers) - 1 else None) + residual(u)
             if i < len(self.norms):
                 u = torch.sigmoid(self.norms[i](out))
         return out

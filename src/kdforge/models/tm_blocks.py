@@ -1,0 +1,159 @@
+"""Parts of the TM students: the clause feed-forward block and attention with the knobs
+the TM transformers expose (per-head gains, residual attention, recorded head entropy)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdforge.models.tm import ClauseLayer, DeepTM
+
+Norm = Literal["layer", "rms"]
+
+
+def make_norm(kind: Norm, dim: int) -> nn.Module:
+    return nn.LayerNorm(dim) if kind == "layer" else nn.RMSNorm(dim)
+
+
+class TMFeedForward(nn.Module):
+    """The feed-forward block of a TM transformer: [B, N, D] tokens -> [B, N, D].
+
+    tokens -> (token mix) -> input projection -> u = σ(·) ∈ [0, 1] -> (bitwise mix) ->
+    clause scores -> (routing gate, clause re-vote) -> votes -> (gating) (+ dense bypass).
+
+    * ``ff_mix``: ``linear`` mixes tokens with an N×N matrix, ``linear_depthwise`` with a
+      per-channel kernel-3 convolution along the tokens; both residual and zero at start.
+    * ``bitwise_mix``: each literal input becomes a·u + (1 − a)·(1 − u) with a learned
+      a = σ(·) per feature (starting at 0.95): the block may learn to negate an input.
+    * ``routing``: a per-token gate 2·σ(W x) on every clause (W starts at 0: gate 1), so
+      tokens choose which clauses may vote.
+    * ``revote``: clause self-attention across tokens: tokens whose clause patterns agree
+      (cosine) share their scores, s + γ·softmax(ŝŝᵀ)·s, with γ learned from 0.
+    * ``bypass`` > 0: adds ``bypass``·tanh(g)·Linear(x), g learned from 0.
+    * ``gating``: ``geglu`` / ``swiglu`` multiplies the TM output by GELU / SiLU of a
+      linear gate of the tokens.
+    * ``backend``: ``ste`` (one clause layer) or ``deeptm`` (``deep_depth`` stacked layers).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        tokens: int,
+        literals: int,
+        clauses: int,
+        backend: Literal["ste", "deeptm"] = "ste",
+        deep_depth: int = 2,
+        ff_mix: Literal["none", "linear", "linear_depthwise"] = "none",
+        bitwise_mix: bool = False,
+        routing: bool = False,
+        revote: bool = False,
+        bypass: float = 0.0,
+        gating: Literal["none", "geglu", "swiglu"] = "none",
+        **clause_options: Any,
+    ):
+        super().__init__()
+        self.ff_mix, self.gating, self.bypass_scale = ff_mix, gating, bypass
+        if ff_mix == "linear":
+            self.mix = nn.Linear(tokens, tokens)
+        elif ff_mix == "linear_depthwise":
+            self.mix = nn.Conv1d(dim, dim, 3, padding=1, groups=dim)
+        if ff_mix != "none":
+            nn.init.zeros_(self.mix.weight)
+            nn.init.zeros_(self.mix.bias)
+        self.proj_in = nn.Linear(dim, literals)
+        self.negate = nn.Parameter(torch.full((literals,), 3.0)) if bitwise_mix else None
+        if backend == "ste":
+            self.tm = ClauseLayer(literals, dim, clauses, **clause_options)
+        else:
+            self.tm = DeepTM(literals, dim, hidden=literals, depth=deep_depth, clauses=clauses, **clause_options)
+        if routing:
+            self.route = nn.Linear(dim, clauses)
+            nn.init.zeros_(self.route.weight)
+            nn.init.zeros_(self.route.bias)
+        else:
+            self.route = None
+        self.revote_gain = nn.Parameter(torch.zeros(())) if revote else None
+        self.gate = nn.Linear(dim, dim) if gating != "none" else None
+        if bypass > 0:
+            self.dense = nn.Linear(dim, dim)
+            self.bypass_gate = nn.Parameter(torch.zeros(()))
+
+    @property
+    def clause_layer(self) -> ClauseLayer:
+        """The layer whose clauses vote the block's output (the last one of a DeepTM)."""
+        return self.tm if isinstance(self.tm, ClauseLayer) else self.tm.layers[-1]
+
+    def literals(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, N, D] tokens -> [B, N, F] clause inputs in [0, 1]."""
+        if self.ff_mix != "none":  # both mixes act along the tokens of [B, D, N]
+            x = x + self.mix(x.transpose(1, 2)).transpose(1, 2)
+        u = torch.sigmoid(self.proj_in(x))
+        if self.negate is not None:
+            a = torch.sigmoid(self.negate)
+            u = a * u + (1.0 - a) * (1.0 - u)
+        return u
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.tm(self.literals(x), modulate=lambda s: self.modulate(s, x))
+        if self.gate is not None:
+            out = out * (F.gelu if self.gating == "geglu" else F.silu)(self.gate(x))
+        if self.bypass_scale > 0:
+            out = out + self.bypass_scale * torch.tanh(self.bypass_gate) * self.dense(x)
+        return out
+
+    def modulate(self, scores: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Routing and re-vote on the clause scores [B, N, C] before they vote."""
+        if self.route is not None:
+            scores = scores * 2.0 * torch.sigmoid(self.route(x))
+        if self.revote_gain is not None:
+            unit = scores / (scores.norm(dim=-1, keepdim=True) + 1e-6)
+            agreement = torch.softmax(unit @ unit.transpose(1, 2) * math.sqrt(scores.shape[-1]), dim=-1)
+            scores = scores + self.revote_gain * (agreement @ scores)
+        return scores
+
+
+class TMAttention(nn.Module):
+    """Multi-head self-attention on [B, N, D] with SDPA, and three extras:
+
+    * ``head_gain`` (buffer, ones): scales each head's output (``clause_specialize`` sets it);
+    * residual attention: given the previous block's pre-softmax scores, adds them to its own
+      and returns the sum for the next block (explicit softmax then, not SDPA);
+    * ``record = True``: keeps each head's mean attention entropy on ``last_entropy`` [H].
+    """
+
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"embed_dim {dim} must be divisible by heads {heads}")
+        self.heads, self.dropout = heads, dropout
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.register_buffer("head_gain", torch.ones(heads))
+        self.record = False
+        self.last_entropy: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None, prev: torch.Tensor | None = None, carry: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``bias``: added to the scores ([H or B, H, N, N], e.g. window masks); ``prev``:
+        the carried scores of residual attention (``carry`` turns it on). -> (out, scores or None)."""
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        scores = None
+        p = self.dropout if self.training else 0.0
+        if carry or self.record:
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(d // self.heads)
+            if bias is not None:
+                scores = scores + bias
+            if prev is not None:
+                scores = scores + prev
+            attn = torch.softmax(scores, dim=-1)
+            if self.record:
+                self.last_entropy = -(attn * attn.clamp_min(1e-12).log()).sum(-1).mean((0, 2)).detach()
+            out = F.dropout(attn, p) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p)
+        out = out * self.head_gain.view(1, -1, 1, 1)
+        return self.proj(out.transpose(1, 2).reshape(b, n, d)), scores if carry else None
