@@ -318,3 +318,36 @@ def test_hard_transformer_equals_its_exported_clause_layers():
     with torch.no_grad():
         model(torch.randn(5, 1, 16, 16))
     assert sorted(checked) == sorted(rules) and len(rules) == 2
+
+
+def test_tm_flat_run_on_booleanized_digits_reports_hard_mode_and_exports_rules(tiny_recipe, invoke, tmp_path):
+    from kdforge import Recipe, load_student, run
+    from kdforge.data import recipe_data
+
+    tiny_recipe["data"]["booleanize"] = {"method": "thermometer", "levels": 2}
+    tiny_recipe["student"] = {"model": {"name": "tm_flat", "clauses": 32, "lf": 4}}
+    tiny_recipe["train"]["baseline"] = False
+    recipe = Recipe.model_validate(tiny_recipe)
+    data = recipe_data(recipe.data, recipe.seed)
+    assert data.input_shape == (2, 8, 8) and set(data.train.x.unique().tolist()) == {-1.0, 1.0}
+    result = run(recipe)
+    entry = result.results["student"]
+    assert 0.0 <= entry["test_hard"]["accuracy"] <= 1.0
+    assert "in hard mode" in (result.run_dir / "report.md").read_text()
+    assert invoke("export", result.run_dir, "--format", "tm-rules") == 0
+    rules = load_rules(result.run_dir / "student.tm-rules.json")
+    assert rules["input_bits"]["levels"] == 2 and np.asarray(rules["input_bits"]["thresholds"]).shape == (2, 1, 8, 8)
+    student = set_hard(load_student(result.run_dir))
+    with torch.no_grad():
+        assert np.array_equal(PackedTM(rules["layers"]["tm"])(data.test.x), student(data.test.x).numpy())
+
+
+def test_booleanize_thresholds_come_from_the_training_split():
+    from kdforge.data.booleanize import booleanize, fit_thresholds
+
+    x = torch.arange(10.0).view(10, 1)
+    t = fit_thresholds(x, "thermometer", 3)
+    assert torch.allclose(t.flatten(), torch.quantile(x.flatten(), torch.tensor([0.25, 0.5, 0.75])))
+    bits = booleanize(torch.tensor([[0.0], [5.0], [9.0]]), t)
+    assert bits.tolist() == [[-1, -1, -1], [1, 1, -1], [1, 1, 1]]
+    assert fit_thresholds(x, "thresholds", 7).shape == (1, 1)

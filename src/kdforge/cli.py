@@ -168,7 +168,7 @@ def evaluate_run(
     split: Annotated[str, typer.Option(help="Which split to evaluate: test or val.")] = "test",
 ) -> None:
     """Re-evaluate a run's exported student (and its teacher, when saved) on a split."""
-    from kdforge.data import build_dataset, make_loader
+    from kdforge.data import make_loader, recipe_data
     from kdforge.evaluate import evaluate
     from kdforge.export import load_model, load_student, read_meta
     from kdforge.run import load_run_recipe
@@ -176,7 +176,7 @@ def evaluate_run(
     if split not in ("test", "val"):
         raise KdforgeError(f"--split must be 'test' or 'val', got '{split}'")
     recipe = load_run_recipe(run_dir)
-    data = build_dataset(recipe.data.name, seed=recipe.seed, val_fraction=recipe.data.val_fraction, test_fraction=recipe.data.test_fraction, **recipe.data.options)
+    data = recipe_data(recipe.data, recipe.seed)
     batches = make_loader(getattr(data, split), recipe.data.eval_batch_size)
     models = {"student": load_student(run_dir)}
     teacher_weights = Path(run_dir) / "teacher" / "teacher.safetensors"
@@ -189,6 +189,35 @@ def evaluate_run(
         metrics = evaluate(model, batches)
         table.add_row(role, f"{100 * metrics['accuracy']:.2f}%", f"{metrics['loss']:.4f}")
     console.print(table)
+
+
+class ExportFormat(str, enum.Enum):
+    tm_rules = "tm-rules"
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.", show_default=False)],
+    format: Annotated[ExportFormat, typer.Option("--format", help="tm-rules: every clause layer of a TM student as boolean rules (JSON).")] = ExportFormat.tm_rules,
+    out: Annotated[Optional[Path], typer.Option(help="Output file (default: RUN_DIR/student.tm-rules.json).")] = None,
+) -> None:
+    """Export a run's student in another form: its clause layers as boolean rules that kdforge.tm.PackedTM evaluates bit-packed."""
+    from kdforge.export import load_student
+    from kdforge.run import load_run_recipe
+    from kdforge.tm import export_rules
+
+    recipe = load_run_recipe(run_dir)
+    out = out or Path(run_dir) / "student.tm-rules.json"
+    input_bits = None
+    if recipe.data.booleanize is not None:  # the data thresholds, refitted from the seed: the rules then read raw inputs
+        from kdforge.data import build_dataset
+        from kdforge.data.booleanize import fit_thresholds
+
+        data = build_dataset(recipe.data.name, seed=recipe.seed, val_fraction=recipe.data.val_fraction, test_fraction=recipe.data.test_fraction, **recipe.data.options)
+        b = recipe.data.booleanize
+        input_bits = {"method": b.method, "levels": b.levels, "thresholds": fit_thresholds(data.train.x, b.method, b.levels).tolist(), "bits": "x > threshold, levels stacked as channels, ±1"}
+    rules = export_rules(load_student(run_dir), out, input_bits)
+    console.print(f"wrote {rules}: {rules.stat().st_size:,} bytes. Evaluate with kdforge.tm.PackedTM(kdforge.tm.load_rules(path)['layers'][NAME])")
 
 
 @app.command("list")

@@ -67,8 +67,17 @@ class AugmentConfig(Section):
         return any(isinstance(a, ScheduleConfig) or a > 0 for a in (self.mixup, self.cutmix))
 
 
+class BooleanizeConfig(Section):
+    """Turn inputs into ±1 bits for Tsetlin-machine students, by per-feature thresholds
+    fitted on the training split: the median (``thresholds``), or ``levels`` quantiles
+    (``thermometer``, ``levels`` bits per feature, stacked as channels)."""
+
+    method: Literal["thresholds", "thermometer"] = "thermometer"
+    levels: int = Field(4, gt=0, le=64)
+
+
 class DataConfig(Component):
-    """Which dataset, how it is split, batched and augmented."""
+    """Which dataset, how it is split, batched, booleanised and augmented."""
 
     name: str = "digits"
     batch_size: int = Field(128, gt=0)
@@ -76,6 +85,7 @@ class DataConfig(Component):
     val_fraction: float = Field(0.15, gt=0, lt=1)
     test_fraction: float = Field(0.2, gt=0, lt=1)
     augment: AugmentConfig = AugmentConfig()
+    booleanize: BooleanizeConfig | None = Field(None, description="±1 bits by training-split thresholds, for TM students")
 
 
 class ModelConfig(Component):

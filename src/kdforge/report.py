@@ -26,11 +26,17 @@ def kd_gain(results: dict[str, Any]) -> float | None:
     return 100 * (results["student"]["test"]["accuracy"] - results["student_alone"]["test"]["accuracy"])
 
 
+def hard_notes(results: dict[str, Any]) -> list[str]:
+    """For TM students: test accuracy in hard mode, the exact form their exported rules compute."""
+    return [f"{label} in hard mode (its boolean rules): {100 * entry['test_hard']['accuracy']:.2f}% test" for label, entry in _rows(results) if "test_hard" in entry]
+
+
 def summary_table(results: dict[str, Any]) -> Table:
     notes = ["val acc: the selected epoch; latency: batch of 1, median"]
     gain = kd_gain(results)
     if gain is not None:
         notes.insert(0, f"KD gain over the student alone: {gain:+.2f} test points")
+    notes[:0] = hard_notes(results)
     table = Table(title=f"{results['name']} — test split of {results['dataset']}", caption="\n".join(notes))
     for column in ("model", "arch", "test acc", "val acc", "params", "latency ms"):
         table.add_column(column, justify="left" if column in ("model", "arch") else "right")
@@ -55,6 +61,7 @@ def write_report(run_dir: Path, results: dict[str, Any], plots: list[str]) -> No
     gain = kd_gain(results)
     if gain is not None:
         lines += ["", f"KD gain over the same student trained alone: **{gain:+.2f} points**."]
+    lines += [f"\n{note}." for note in hard_notes(results)]
     timings = ", ".join(f"{k} {v:.1f}s" for k, v in results["timings"].items())
     lines += ["", f"Timings: {timings}.", ""]
     lines += [f"![{Path(p).stem}]({p})" for p in plots]

@@ -24,7 +24,7 @@ from kdforge.bench import count_params, latency_ms
 from kdforge.callbacks import Callback, ConsoleProgress, JsonlLogger
 from kdforge.config import Recipe
 from kdforge.curriculum import Curriculum
-from kdforge.data import DataBundle, build_dataset, example_inputs, make_loader
+from kdforge.data import DataBundle, example_inputs, make_loader, recipe_data
 from kdforge.data.augment import BatchAugment, Mixer
 from kdforge.distiller import Distiller
 from kdforge.errors import KdforgeError
@@ -32,6 +32,7 @@ from kdforge.evaluate import evaluate
 from kdforge.export import save_model
 from kdforge.losses import LossTerm, build_loss, build_losses
 from kdforge.models import build_model
+from kdforge.models.tm import clause_layers, hard_mode
 from kdforge.report import plot_curves, summary_table, write_report, write_results
 from kdforge.teachers import TEACHER_SOURCES, Teacher
 from kdforge.teachers.adapt import InputAdapter
@@ -68,7 +69,7 @@ class Session:
     def __init__(self, recipe: Recipe, run_dir: Path, console: Console):
         self.recipe, self.run_dir, self.console = recipe, run_dir, console
         self.device = resolve_device(recipe.train.device)
-        self.data: DataBundle = build_dataset(recipe.data.name, seed=recipe.seed, val_fraction=recipe.data.val_fraction, test_fraction=recipe.data.test_fraction, **recipe.data.options)
+        self.data: DataBundle = recipe_data(recipe.data, recipe.seed)
         augment = BatchAugment.from_config(recipe.data.augment, self.data.scaling)
         # channels-last only means something for image batches [B, C, H, W]
         self.memory_format = torch.channels_last if recipe.train.channels_last and len(self.data.input_shape) == 3 else torch.contiguous_format
@@ -177,6 +178,9 @@ class Session:
             weights = distributed.gathered(student)
             student = self.build_student().to(memory_format=self.memory_format)
             student.load_state_dict(weights)
+        if clause_layers(student) and not all(layer.hard for layer in clause_layers(student)):
+            with hard_mode(student):  # what the exported boolean rules will score
+                last["test_hard"] = evaluate(student, self.track(self.test, f"{stage}: test split, hard mode"), self.autocast())
         averaged = {"weights": f"EMA (decay {self.recipe.train.ema_decay})"} if trainer.ema is not None else {}
         entry = self.entry(student, self.recipe.student.model.name, evaluate(student, self.track(self.test, f"{stage}: test split"), self.autocast()), best["val"], best_epoch=best["epoch"], **last, **averaged)
         return student, entry, result.history, teacher

@@ -48,9 +48,10 @@ def layer_rules(layer: ClauseLayer, thresholds: list[float] | None = None) -> di
     }
 
 
-def model_rules(model: nn.Module) -> dict[str, Any]:
+def model_rules(model: nn.Module, input_bits: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every clause layer of ``model`` by module name. A ``tm_flat`` student's layer gets its
-    learned input thresholds, so its rules read the model's (standardised) inputs directly."""
+    learned input thresholds, so its rules read the model's inputs directly; ``input_bits``
+    (the recipe's ``data.booleanize`` thresholds) says how raw data became those inputs."""
     layers = {}
     for name, module in model.named_modules():
         if isinstance(module, ClauseLayer):
@@ -58,12 +59,13 @@ def model_rules(model: nn.Module) -> dict[str, Any]:
             layers[name] = layer_rules(module, thresholds)
     if not layers:
         raise KdforgeError(f"{type(model).__name__} has no clause layers to export as rules; tm-rules export needs a TM student")
-    return {"format": "kdforge-tm-rules", "version": RULES_FORMAT, "layers": layers}
+    rules = {"format": "kdforge-tm-rules", "version": RULES_FORMAT, "layers": layers}
+    return rules if input_bits is None else {**rules, "input_bits": input_bits}
 
 
-def export_rules(model: nn.Module, path: str | Path) -> Path:
+def export_rules(model: nn.Module, path: str | Path, input_bits: dict[str, Any] | None = None) -> Path:
     path = Path(path)
-    path.write_text(json.dumps(model_rules(model)))
+    path.write_text(json.dumps(model_rules(model, input_bits)))
     return path
 
 

@@ -1,7 +1,26 @@
 """Datasets: a registry of built-ins, deterministic splits, fast in-memory batching."""
 
+from __future__ import annotations
+
+from typing import Any
+
 from kdforge.data.bundle import DATASETS, DataBundle, Split, build_dataset
 from kdforge.data.loaders import DatasetBatches, TensorBatches, example_inputs, make_loader
 from kdforge.data import builtin as _builtin  # noqa: F401  (registers the built-in datasets)
 
-__all__ = ["DATASETS", "DataBundle", "Split", "build_dataset", "TensorBatches", "DatasetBatches", "make_loader", "example_inputs"]
+
+def recipe_data(cfg: Any, seed: int) -> DataBundle:
+    """The dataset a recipe's ``data`` section describes, booleanised if it asks."""
+    from kdforge.errors import KdforgeError
+
+    data = build_dataset(cfg.name, seed=seed, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, **cfg.options)
+    if cfg.booleanize is None:
+        return data
+    if cfg.augment.randaugment is not None:
+        raise KdforgeError("data.booleanize makes ±1 bits, which RandAugment's image operations do not apply to; drop one of them")
+    from kdforge.data.booleanize import booleanize_bundle
+
+    return booleanize_bundle(data, cfg.booleanize.method, cfg.booleanize.levels)
+
+
+__all__ = ["DATASETS", "DataBundle", "Split", "build_dataset", "recipe_data", "TensorBatches", "DatasetBatches", "make_loader", "example_inputs"]

@@ -24,8 +24,9 @@ so a model can also be trained in hard mode.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Literal
 
 import torch
@@ -211,6 +212,19 @@ def _include_init(clauses: int, features: int, expected: float, prior: str) -> t
 
 def clause_layers(model: nn.Module) -> list[ClauseLayer]:
     return [m for m in model.modules() if isinstance(m, ClauseLayer)]
+
+
+@contextlib.contextmanager
+def hard_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Evaluate ``model`` in hard mode for a while; each clause layer's mode is restored."""
+    layers = clause_layers(model)
+    before = [layer.hard for layer in layers]
+    set_hard(model, True)
+    try:
+        yield model
+    finally:
+        for layer, hard in zip(layers, before):
+            layer.hard = hard
 
 
 def set_hard(model: nn.Module, hard: bool = True) -> nn.Module:
