@@ -18,6 +18,7 @@ from kdforge.teachers import Teacher
 VIT = "vit"
 CNN = "cnn"
 ENSEMBLE = "ensemble"
+TM = "vit_tm"
 
 #: one YAML example per registered term, on a ViT pair or a CNN pair
 EXAMPLES = {
@@ -38,6 +39,9 @@ EXAMPLES = {
     "relational": (VIT, "{name: relational, student: blocks, teacher: blocks, mapping: skip}"),
     "supcon": (VIT, "{name: supcon, student: 'head:input', temperature: 0.2, dim: 8}"),
     "ensemble_kd": (ENSEMBLE, "{name: ensemble_kd, temperature: 2.0, hidden: 8}"),
+    "block_ce": (TM, "{name: block_ce, label_smoothing: 0.1}"),
+    "clause_reg": (TM, "{name: clause_reg, sparsity: 1.0, budget: 4}"),
+    "clause_align": (TM, "{name: clause_align, student: auto, teacher: auto, temperature: 2.0}"),
     "self_distill": (VIT, "{name: self_distill, layers: [blocks.0, blocks.1], alpha: 0.5, feature: 0.1, layout: tokens}"),
 }
 
@@ -50,6 +54,9 @@ def models(kind):
         student, first = models(VIT)
         second = build_model("cnn", input_shape=(1, 8, 8), num_classes=10, width=8, depth=2)
         return student, EnsembleTeacher([first, second])
+    if kind == TM:
+        teacher = build_model("vit", input_shape=(1, 8, 8), num_classes=10, embed_dim=32, depth=4, heads=4)
+        return build_model("vit_tm", input_shape=(1, 8, 8), num_classes=10, embed_dim=16, depth=2, heads=2, clauses=8, diag_heads=True), teacher
     if kind == VIT:
         teacher = build_model("vit", input_shape=(1, 8, 8), num_classes=10, embed_dim=32, depth=4, heads=4)
         student = build_model("vit", input_shape=(1, 8, 8), num_classes=10, embed_dim=16, depth=2, heads=2)

@@ -351,3 +351,69 @@ def test_booleanize_thresholds_come_from_the_training_split():
     bits = booleanize(torch.tensor([[0.0], [5.0], [9.0]]), t)
     assert bits.tolist() == [[-1, -1, -1], [1, 1, -1], [1, 1, 1]]
     assert fit_thresholds(x, "thresholds", 7).shape == (1, 1)
+
+
+# ----------------------------------------------------------------------------- clause-aware losses
+
+
+def tm_distiller(losses, diag_heads=True):
+    from kdforge.distiller import Distiller
+    from kdforge.losses import build_losses
+    from kdforge.teachers import Teacher
+
+    torch.manual_seed(0)
+    student = build_model("vit_tm", input_shape=(1, 8, 8), num_classes=4, embed_dim=16, depth=2, heads=2, clauses=8, diag_heads=diag_heads)
+    teacher = build_model("cnn", input_shape=(1, 8, 8), num_classes=4, width=8, depth=2)
+    x = torch.randn(6, 1, 8, 8)
+    return Distiller(student, Teacher(teacher), build_losses(losses), x[:2]).train(), student, teacher, x, torch.arange(6) % 4
+
+
+def test_block_ce_is_the_mean_ce_of_the_block_heads():
+    distiller, student, _, x, y = tm_distiller([{"name": "block_ce"}])
+    heads = {}
+    for name in ("blocks.0.diag_head", "blocks.1.diag_head"):
+        dict(student.named_modules())[name].register_forward_hook(lambda m, a, out, name=name: heads.__setitem__(name, out))
+    out = distiller(x, y)
+    expected = (F.cross_entropy(heads["blocks.0.diag_head"], y) + F.cross_entropy(heads["blocks.1.diag_head"], y)) / 2
+    torch.testing.assert_close(out.parts["block_ce"], expected)
+    assert set(out.logs) >= {"block_ce/blocks.0", "block_ce/blocks.1"}
+
+
+def test_clause_reg_matches_its_formula_and_logs_usage():
+    distiller, student, _, x, y = tm_distiller([{"name": "clause_reg", "sparsity": 0.5, "budget": 3.0, "budget_weight": 2.0}])
+    out = distiller(x, y)
+    layers = [m for m in student.modules() if isinstance(m, ClauseLayer)]
+    expected = []
+    for layer in layers:
+        p = torch.sigmoid(layer.include / 0.25)
+        expected.append(0.5 * p.mean() + 2.0 * torch.relu(p.sum(1) - 3.0).mean() / 3.0)
+    torch.testing.assert_close(out.parts["clause_reg"], torch.stack(expected).mean())
+    assert 0.0 <= out.logs["clause_usage/blocks.0.ffn.tm"].item() <= 1.0
+    out.loss.backward()
+    assert all((layer.include.grad != 0).all() for layer in layers)
+
+
+def test_clause_align_is_a_kl_from_projected_teacher_features_to_clause_scores():
+    distiller, student, teacher, x, y = tm_distiller([{"name": "clause_align", "teacher": "features", "temperature": 2.0}])
+    term = distiller.terms[0]
+    assert [s for s, _ in term.pairs] == ["blocks.0.ffn.tm.activations", "blocks.1.ffn.tm.activations"]
+    seen = {}
+    for model, names in ((student, [s for s, _ in term.pairs]), (teacher, [t for _, t in term.pairs])):
+        for name in names:
+            dict(model.named_modules())[name].register_forward_hook(lambda m, a, out, name=name: seen.__setitem__(name, out))
+    out = distiller(x, y)
+    expected = []
+    for i, (s_name, t_name) in enumerate(term.pairs):
+        s = seen[s_name].mean(1)  # clause scores [B, N, C] averaged over tokens
+        t = term.projectors[i](seen[t_name].mean((2, 3)))  # CNN map [B, C, H, W] averaged over positions
+        expected.append((F.softmax(t / 2, -1) * (F.log_softmax(t / 2, -1) - F.log_softmax(s / 2, -1))).sum(-1).mean() * 4)
+    torch.testing.assert_close(out.parts["clause_align"], torch.stack(expected).mean())
+    out.loss.backward()
+    assert all((m.include.grad != 0).any() for m in student.modules() if isinstance(m, ClauseLayer))
+
+
+def test_clause_terms_need_a_tm_student():
+    from kdforge.errors import KdforgeError
+
+    with pytest.raises(KdforgeError, match="diag_heads: true"):
+        tm_distiller([{"name": "block_ce"}], diag_heads=False)

@@ -76,8 +76,9 @@ class ClauseLayer(nn.Module):
     """F inputs in [0, 1] -> ``clauses`` AND-clauses -> ``out_features`` votes.
 
     Inputs are clamped to [0, 1] (the layer's contract, checked by construction rather than
-    trusted). ``[*, F] -> [*, out_features]``; the last clause scores are kept on
-    ``last_scores`` ([*, clauses], detached) for diagnostics and clause-aware losses.
+    trusted). ``[*, F] -> [*, out_features]``. The clause scores [*, clauses] pass through
+    the identity module ``activations``: tap ``<layer>.activations`` to read them (the
+    clause-aware losses and diagnostics do).
 
     Options: ``lf`` (the capacity's literal budget), ``form`` (capacity | product),
     ``kappa`` (product form), ``tau`` / ``learn_tau`` / ``tau_ema``, ``clause_dropout`` and
@@ -123,7 +124,7 @@ class ClauseLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_features))
         self.register_buffer("polarity", torch.tensor([1.0, -1.0]).repeat(clauses // 2), persistent=False)
         self.scale = 1.0 / (lf * math.sqrt(clauses)) if form == "capacity" else 1.0 / math.sqrt(clauses)
-        self.last_scores: torch.Tensor | None = None
+        self.activations = nn.Identity()  # a tap point for the clause scores
 
     # ------------------------------------------------------------------ parts also used by export
     def include_mask(self, tau: torch.Tensor | None = None) -> torch.Tensor:
@@ -179,8 +180,7 @@ class ClauseLayer(nn.Module):
             scores = F.dropout(scores, self.clause_dropout)
         if modulate is not None:
             scores = modulate(scores)
-        self.last_scores = scores.detach()
-        return self.vote(scores)
+        return self.vote(self.activations(scores))
 
     def vote(self, scores: torch.Tensor) -> torch.Tensor:
         """[*, C] clause scores -> [*, K] outputs."""
