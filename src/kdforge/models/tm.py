@@ -25,9 +25,11 @@ so a model can also be trained in hard mode.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
+import typing
 from collections.abc import Callable, Iterator
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -258,14 +260,40 @@ class DeepTM(nn.Module):
         return out
 
 
+def with_options(*sources: Callable[..., Any]) -> Callable[[type], type]:
+    """Give ``cls.__init__`` (which takes ``**options``) the optional keywords of ``sources``
+    (classes or functions) as real keywords, so that the registry checks them, ``kdforge
+    list models`` shows them, and each option is declared once, where it is used."""
+
+    def decorate(cls: type) -> type:
+        init = cls.__init__
+        keyword = inspect.Parameter.KEYWORD_ONLY
+        params = [p if p.name == "self" else p.replace(kind=keyword) for p in inspect.signature(init).parameters.values() if p.kind != p.VAR_KEYWORD]
+        names, hints = {p.name for p in params}, {}
+        for source in sources:
+            source_hints = typing.get_type_hints(source.__init__ if inspect.isclass(source) else source)
+            for p in inspect.signature(source).parameters.values():
+                if p.name not in names and p.default is not p.empty and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                    params.append(p.replace(kind=keyword))
+                    names.add(p.name)
+                    hints[p.name] = source_hints.get(p.name, Any)
+        init.__signature__ = inspect.Signature(params)
+        init.__annotations__ = {**hints, **typing.get_type_hints(init)}
+        return cls
+
+    return decorate
+
+
 @MODELS.register("tm_flat")
+@with_options(ClauseLayer)
 class TMFlat(nn.Module):
     """One clause layer over the flattened input: the classic Tsetlin machine, trained by gradient.
 
     Each input feature x_i becomes the fuzzy literal σ(sharpness · (x_i − t_i)) with a learned
     threshold t_i (0 at start: standardised data, and ±1 booleanised data from
     ``data.booleanize``, are centred there); hard mode and the exported rules use x_i > t_i.
-    ``backend: deeptm`` stacks ``depth`` clause layers instead of one.
+    ``backend: deeptm`` stacks ``depth`` clause layers (width ``hidden``) instead of one.
+    Every :class:`ClauseLayer` option is an option here too.
     """
 
     def __init__(
@@ -273,29 +301,20 @@ class TMFlat(nn.Module):
         input_shape: tuple[int, ...],
         num_classes: int,
         clauses: int = 256,
-        lf: int = 8,
-        form: Literal["capacity", "product"] = "capacity",
-        kappa: float = 4.0,
-        tau: float = 0.25,
-        learn_tau: bool = False,
-        tau_ema: float | None = None,
-        clause_dropout: float = 0.0,
-        literal_dropout: float = 0.0,
-        prior: Literal["random", "symmetric"] = "random",
-        vote_bits: int = 8,
         sharpness: float = 4.0,
         backend: Literal["ste", "deeptm"] = "ste",
         hidden: int = 128,
         depth: int = 2,
-        hard: bool = False,
+        **clause_options: Any,
     ):
         super().__init__()
         features = math.prod(input_shape)
         self.sharpness = sharpness
         self.threshold = nn.Parameter(torch.zeros(features))
-        options = dict(clauses=clauses, lf=lf, form=form, kappa=kappa, tau=tau, learn_tau=learn_tau, tau_ema=tau_ema, clause_dropout=clause_dropout,
-                       literal_dropout=literal_dropout, prior=prior, vote_bits=vote_bits, hard=hard)
-        self.tm = ClauseLayer(features, num_classes, **options) if backend == "ste" else DeepTM(features, num_classes, hidden, depth, **options)
+        if backend == "ste":
+            self.tm = ClauseLayer(features, num_classes, clauses, **clause_options)
+        else:
+            self.tm = DeepTM(features, num_classes, hidden, depth, clauses=clauses, **clause_options)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[B, *input_shape] -> logits [B, num_classes]."""

@@ -37,14 +37,15 @@ class TMFeedForward(nn.Module):
     * ``gating``: ``geglu`` / ``swiglu`` multiplies the TM output by GELU / SiLU of a
       linear gate of the tokens.
     * ``backend``: ``ste`` (one clause layer) or ``deeptm`` (``deep_depth`` stacked layers).
+    * ``literals``: the clause layer's input width (default: the token width).
     """
 
     def __init__(
         self,
         dim: int,
         tokens: int,
-        literals: int,
-        clauses: int,
+        literals: int | None = None,
+        clauses: int = 64,
         backend: Literal["ste", "deeptm"] = "ste",
         deep_depth: int = 2,
         ff_mix: Literal["none", "linear", "linear_depthwise"] = "none",
@@ -57,6 +58,7 @@ class TMFeedForward(nn.Module):
     ):
         super().__init__()
         self.ff_mix, self.gating, self.bypass_scale = ff_mix, gating, bypass
+        literals = literals or dim
         if ff_mix == "linear":
             self.mix = nn.Linear(tokens, tokens)
         elif ff_mix == "linear_depthwise":

@@ -1,8 +1,8 @@
 """TM students whose feed-forward blocks are clause layers: ``vit_tm``, ``swin_tm``,
 ``resnet_tm`` and ``pyramid_tm``, and their size presets.
 
-Every TM option (:func:`tm_block_options`) is a keyword of each of these models, so a
-recipe writes ``{name: vit_tm, clauses: 128, ff_mix: linear}``.
+Every option of the TM feed-forward block and of its clause layer is a keyword of each of
+these models (``with_options``), so a recipe writes ``{name: vit_tm, clauses: 128, ff_mix: linear}``.
 """
 
 from __future__ import annotations
@@ -18,55 +18,12 @@ from torch import nn
 
 from kdforge.models import MODELS
 from kdforge.models.layers import DropPath, drop_path_rates, spatial_dims
-from kdforge.models.tm import ClauseLayer
+from kdforge.models.tm import ClauseLayer, with_options
 from kdforge.models.tm_blocks import Norm, TMAttention, TMFeedForward, make_norm
 
 
-def tm_block_options(
-    clauses: int = 64,
-    literals: int | None = None,
-    lf: int = 8,
-    form: Literal["capacity", "product"] = "capacity",
-    kappa: float = 4.0,
-    tau: float = 0.25,
-    learn_tau: bool = False,
-    tau_ema: float | None = None,
-    clause_dropout: float = 0.0,
-    literal_dropout: float = 0.0,
-    prior: Literal["random", "symmetric"] = "random",
-    vote_bits: int = 8,
-    hard: bool = False,
-    backend: Literal["ste", "deeptm"] = "ste",
-    deep_depth: int = 2,
-    ff_mix: Literal["none", "linear", "linear_depthwise"] = "none",
-    bitwise_mix: bool = False,
-    routing: bool = False,
-    revote: bool = False,
-    bypass: float = 0.0,
-    gating: Literal["none", "geglu", "swiglu"] = "none",
-) -> dict[str, Any]:
-    """The options of every TM feed-forward block (see :class:`TMFeedForward` and
-    :class:`ClauseLayer`); ``literals`` is the clause layer's input width (default: the
-    block's token width)."""
-    return dict(locals())
-
-
-def with_tm_options(cls: type) -> type:
-    """Give ``cls.__init__`` (which takes ``**tm``) the TM options as real keywords, so the
-    registry checks them and ``kdforge list models`` shows them."""
-    init = cls.__init__
-    own = [p for p in inspect.signature(init).parameters.values() if p.kind != p.VAR_KEYWORD]
-    extra = [p.replace(kind=p.KEYWORD_ONLY) for p in inspect.signature(tm_block_options).parameters.values()]
-    own = [p.replace(kind=p.KEYWORD_ONLY) if p.name != "self" else p for p in own]
-    init.__signature__ = inspect.Signature(own + extra)
-    init.__annotations__ = {**typing.get_type_hints(tm_block_options), **typing.get_type_hints(init)}
-    return cls
-
-
 def tm_ffn(dim: int, tokens: int, tm: dict[str, Any]) -> TMFeedForward:
-    options = tm_block_options(**tm)
-    literals = options.pop("literals") or dim
-    return TMFeedForward(dim, tokens, literals, **options)
+    return TMFeedForward(dim, tokens, **tm)
 
 
 class TMBlock(nn.Module):
@@ -91,7 +48,7 @@ class TMBlock(nn.Module):
 
 
 @MODELS.register("vit_tm")
-@with_tm_options
+@with_options(ClauseLayer, TMFeedForward)
 class ViTTM(nn.Module):
     """Vision Transformer whose feed-forward blocks are Tsetlin-machine clause layers.
 
@@ -228,7 +185,7 @@ class PatchMerging(nn.Module):
 
 
 @MODELS.register("swin_tm")
-@with_tm_options
+@with_options(ClauseLayer, TMFeedForward)
 class SwinTM(nn.Module):
     """Swin Transformer whose feed-forward blocks are Tsetlin-machine clause layers.
 
@@ -327,7 +284,7 @@ class ConvTMStage(nn.Module):
 
 
 @MODELS.register("resnet_tm")
-@with_tm_options
+@with_options(ClauseLayer, TMFeedForward)
 class ResNetTM(nn.Module):
     """Conv stem and residual stages, each followed by a TM feed-forward block on its pixels.
 
