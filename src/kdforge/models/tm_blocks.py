@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdforge.models.layers import Attention
 from kdforge.models.tm import ClauseLayer, DeepTM
 
 Norm = Literal["layer", "rms"]
@@ -118,7 +119,7 @@ class TMFeedForward(nn.Module):
         return scores
 
 
-class TMAttention(nn.Module):
+class TMAttention(Attention):
     """Multi-head self-attention on [B, N, D] with SDPA, and three extras:
 
     * ``head_gain`` (buffer, ones): scales each head's output (``clause_specialize`` sets it);
@@ -128,12 +129,7 @@ class TMAttention(nn.Module):
     """
 
     def __init__(self, dim: int, heads: int, dropout: float = 0.0):
-        super().__init__()
-        if dim % heads:
-            raise ValueError(f"embed_dim {dim} must be divisible by heads {heads}")
-        self.heads, self.dropout = heads, dropout
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
+        super().__init__(dim, heads, dropout)
         self.register_buffer("head_gain", torch.ones(heads))
         self.record = False
         self.last_entropy: torch.Tensor | None = None
