@@ -178,7 +178,7 @@ def test_packed_equals_hard_float_exactly(form, batch):
 
 def test_packed_clause_layer_on_its_own_inputs():
     torch.manual_seed(0)
-    layer = set_hard(ClauseLayer(70, 5, clauses=12, lf=3))  # 140 literals: three words per sample... of literals
+    layer = set_hard(ClauseLayer(70, 5, clauses=12, lf=3))  # inputs in [0, 1], thresholded at 0.5
     u = fuzzy_inputs(100, 70)
     with torch.no_grad():
         assert np.array_equal(PackedTM(layer_rules(layer))(u), layer(u).numpy())

@@ -178,7 +178,8 @@ class Session:
             weights = distributed.gathered(student)
             student = self.build_student().to(memory_format=self.memory_format)
             student.load_state_dict(weights)
-        if clause_layers(student) and not all(layer.hard for layer in clause_layers(student)):
+        clauses = clause_layers(student)
+        if clauses and not all(layer.hard for layer in clauses):
             with hard_mode(student):  # what the exported boolean rules will score
                 last["test_hard"] = evaluate(student, self.track(self.test, f"{stage}: test split, hard mode"), self.autocast())
         averaged = {"weights": f"EMA (decay {self.recipe.train.ema_decay})"} if trainer.ema is not None else {}

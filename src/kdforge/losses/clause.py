@@ -89,7 +89,7 @@ class ClauseRegularizer(LossTerm):
     def forward(self, ctx: StepContext) -> torch.Tensor:
         total = []
         for name, layer in zip(self.names, self.layers):
-            p = torch.sigmoid(layer.include / layer.tau.value())
+            p = layer.include_probability()
             loss = self.sparsity * p.mean()
             if self.budget is not None:
                 loss = loss + self.budget_weight * torch.relu(p.sum(1) - self.budget).mean() / self.budget

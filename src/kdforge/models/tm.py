@@ -145,9 +145,9 @@ class ClauseLayer(nn.Module):
         step = (votes.detach().abs().amax(0) / levels).clamp_min(torch.finfo(votes.dtype).tiny)
         return straight_through(torch.round(votes.detach() / step), votes / step), step
 
-    def sparsity(self) -> torch.Tensor:
-        """Mean include probability σ(logit / τ): what a sparsity penalty shrinks."""
-        return torch.sigmoid(self.include / self.tau.value()).mean()
+    def include_probability(self) -> torch.Tensor:
+        """[C, 2F] σ(logit / τ): the soft include mask that sparsity penalties shrink."""
+        return torch.sigmoid(self.include / self.tau.value())
 
     # ------------------------------------------------------------------ forward
     def literals(self, u: torch.Tensor) -> torch.Tensor:

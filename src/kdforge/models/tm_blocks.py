@@ -1,5 +1,5 @@
-"""Parts of the TM students: the clause feed-forward block and attention with the knobs
-the TM transformers expose (per-head gains, residual attention, recorded head entropy)."""
+"""Parts of the TM students: the clause feed-forward block, and attention that can carry
+its scores from block to block (residual attention)."""
 
 from __future__ import annotations
 
@@ -120,38 +120,23 @@ class TMFeedForward(nn.Module):
 
 
 class TMAttention(Attention):
-    """Multi-head self-attention on [B, N, D] with SDPA, and three extras:
-
-    * ``head_gain`` (buffer, ones): scales each head's output (``clause_specialize`` sets it);
-    * residual attention: given the previous block's pre-softmax scores, adds them to its own
-      and returns the sum for the next block (explicit softmax then, not SDPA);
-    * ``record = True``: keeps each head's mean attention entropy on ``last_entropy`` [H].
-    """
-
-    def __init__(self, dim: int, heads: int, dropout: float = 0.0):
-        super().__init__(dim, heads, dropout)
-        self.register_buffer("head_gain", torch.ones(heads))
-        self.record = False
-        self.last_entropy: torch.Tensor | None = None
+    """:class:`Attention` with an additive score ``bias`` (window masks, relative positions)
+    and residual attention: given the previous block's pre-softmax scores, it adds them to
+    its own and returns the sum for the next block (explicit softmax then, not SDPA)."""
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None, prev: torch.Tensor | None = None, carry: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``bias``: added to the scores ([H or B, H, N, N], e.g. window masks); ``prev``:
-        the carried scores of residual attention (``carry`` turns it on). -> (out, scores or None)."""
+        """``bias``: added to the scores ([H or B, H, N, N]); ``prev``: the carried scores of
+        residual attention (``carry`` turns it on). -> (out, scores or None)."""
         b, n, d = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        scores = None
         p = self.dropout if self.training else 0.0
-        if carry or self.record:
-            scores = (q @ k.transpose(-2, -1)) / math.sqrt(d // self.heads)
-            if bias is not None:
-                scores = scores + bias
-            if prev is not None:
-                scores = scores + prev
-            attn = torch.softmax(scores, dim=-1)
-            if self.record:
-                self.last_entropy = -(attn * attn.clamp_min(1e-12).log()).sum(-1).mean((0, 2)).detach()
-            out = F.dropout(attn, p) @ v
-        else:
+        if not carry:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p)
-        out = out * self.head_gain.view(1, -1, 1, 1)
-        return self.proj(out.transpose(1, 2).reshape(b, n, d)), scores if carry else None
+            return self.proj(out.transpose(1, 2).reshape(b, n, d)), None
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(d // self.heads)
+        if bias is not None:
+            scores = scores + bias
+        if prev is not None:
+            scores = scores + prev
+        out = F.dropout(torch.softmax(scores, dim=-1), p) @ v
+        return self.proj(out.transpose(1, 2).reshape(b, n, d)), scores
