@@ -188,8 +188,43 @@ class TeacherConfig(Section):
         return self
 
 
+class TransferConfig(Section):
+    """``student.init_from_teacher``: start from the teacher (``true`` takes these defaults).
+    Tensors of the same (renamed) name and shape are copied; then each TM feed-forward block
+    learns, for ``steps`` steps, to reproduce the teacher MLP in its place (see kdforge.transfer)."""
+
+    steps: int = Field(200, ge=0, description="module-wise steps in which each TM block learns its teacher MLP's outputs (0: copy only)")
+    lr: float = Field(3e-3, gt=0, description="Adam learning rate of those steps")
+
+
+class SpecializeConfig(Section):
+    """``student.clause_specialize``: after ``warmup_epochs``, each attention head's gain becomes
+    (1 − strength) + strength · its validation importance / its block's mean importance."""
+
+    strength: float = Field(0.5, ge=0, le=1)
+    warmup_epochs: int = Field(2, ge=1, description="applied once, at the end of this epoch")
+
+
+class AutoClauseConfig(Section):
+    """``student.auto_clause``: after ``warmup_epochs``, share the clause budget across clause
+    layers by their validation importance and mask each layer's least important clauses."""
+
+    warmup_epochs: int = Field(2, ge=1, description="applied once, at the end of this epoch")
+    total: int | None = Field(None, gt=0, description="active clauses in all layers together (default: keep the current total)")
+    min_clauses: int = Field(2, ge=1, description="no layer keeps fewer")
+
+
 class StudentConfig(Section):
     model: ModelConfig
+    init_from_teacher: TransferConfig | None = Field(None, description="true, or {steps, lr}: copy matching teacher weights, fit each TM block to its teacher MLP")
+    clause_specialize: SpecializeConfig | None = None
+    auto_clause: AutoClauseConfig | None = None
+    diagnostics_every: int = Field(0, ge=0, description="TM students: log head and clause importance on validation every N epochs (0: off)")
+
+    @pydantic.field_validator("init_from_teacher", mode="before")
+    @classmethod
+    def _switch(cls, value: Any) -> Any:
+        return ({} if value else None) if isinstance(value, bool) else value
 
 
 class LossConfig(Component):
@@ -380,6 +415,8 @@ class Recipe(Section):
                     raise ValueError(f"stage {i} names loss term '{key}', which the recipe does not have{did_you_mean(key, names)}")
         if self.train.fsdp and self.train.ema_decay is not None:
             raise ValueError("train.ema_decay keeps a whole copy of the student, which train.fsdp shards; use one or the other")
+        if self.student.init_from_teacher is not None and (self.teacher.cache is not None or self.teacher.source in ("ema", "ensemble")):
+            raise ValueError("student.init_from_teacher copies the teacher's own modules: it needs one online teacher (no teacher.cache, not 'ema' or 'ensemble')")
         if self.train.fsdp and self.teacher.source == "ema":
             raise ValueError("train.fsdp shards the student, which an EMA teacher must copy whole every step; use DDP (train.fsdp: false)")
         return self

@@ -46,6 +46,30 @@ def summary_table(results: dict[str, Any]) -> Table:
     return table
 
 
+def tm_sections(entry: dict[str, Any]) -> list[str]:
+    """What ``init_from_teacher`` copied and fitted, and what steering changed, for report.md."""
+    lines = []
+    transfer = entry.get("init_from_teacher")
+    if transfer:
+        lines += ["", "## Initialised from the teacher", "",
+                  f"Copied {len(transfer['copied'])} tensors: {', '.join(f'`{n}`' for n in transfer['copied'])}.", ""]
+        if transfer["shape_mismatch"]:
+            lines += ["Not copied, shapes differ: " + "; ".join(f"`{n}` ({why})" for n, why in transfer["shape_mismatch"].items()) + ".", ""]
+        lines += [f"No teacher counterpart ({len(transfer['not_in_teacher'])}): " + ", ".join(f"`{n}`" for n in transfer["not_in_teacher"]) + ".", "",
+                  "| TM block | teacher MLP | steps | relative MSE at start | R² on validation after |", "|---|---|---:|---:|---:|"]
+        lines += [f"| {n} | {f['teacher_mlp']} | {f['steps']} | {f['relative_mse_start'] or float('nan'):.3f} | {f['r2_val']:.3f} |" for n, f in transfer["feedforward"].items()]
+    steering = entry.get("steering", {})
+    if "clause_specialize" in steering:
+        s = steering["clause_specialize"]
+        gains = "; ".join(f"`{n}` " + " ".join(f"{g:.2f}" for g in heads.values()) for n, heads in s["gains"].items())
+        lines += ["", f"clause_specialize (strength {s['strength']}) after epoch {s['epoch']}, head gains from validation: {gains}."]
+    if "auto_clause" in steering:
+        a = steering["auto_clause"]
+        moves = ", ".join(f"`{n}` {a['before'][n]} → {a['after'][n]}" for n in a["after"])
+        lines += ["", f"auto_clause after epoch {a['epoch']}: {a['total']} active clauses shared by validation importance: {moves}."]
+    return lines
+
+
 def write_report(run_dir: Path, results: dict[str, Any], plots: list[str]) -> None:
     lines = [
         f"# {results['name']}",
@@ -62,6 +86,7 @@ def write_report(run_dir: Path, results: dict[str, Any], plots: list[str]) -> No
     if gain is not None:
         lines += ["", f"KD gain over the same student trained alone: **{gain:+.2f} points**."]
     lines += [f"\n{note}." for note in hard_notes(results)]
+    lines += tm_sections(results["student"])
     timings = ", ".join(f"{k} {v:.1f}s" for k, v in results["timings"].items())
     lines += ["", f"Timings: {timings}.", ""]
     lines += [f"![{Path(p).stem}]({p})" for p in plots]

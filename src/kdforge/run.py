@@ -8,6 +8,7 @@ trained without distillation (``baseline/``) for an honest comparison.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,6 +23,7 @@ from rich.console import Console
 from kdforge import distributed
 from kdforge.bench import count_params, latency_ms
 from kdforge.callbacks import Callback, ConsoleProgress, JsonlLogger
+from kdforge.clause_steering import ClauseSteering, steering_events
 from kdforge.config import Recipe
 from kdforge.curriculum import Curriculum
 from kdforge.data import DataBundle, example_inputs, make_loader, recipe_data
@@ -39,6 +41,7 @@ from kdforge.teachers.adapt import InputAdapter
 from kdforge.teachers.cache import CachedTeacher, fixed_views
 from kdforge.tracking import Tracker, build_trackers
 from kdforge.trainer import Trainer, autocast_for, compiled, deterministic, resolve_device, seed_everything
+from kdforge.transfer import copy_matching, feedforward_pairs, fit_feedforwards
 
 
 class RunInterrupted(KdforgeError):
@@ -157,6 +160,7 @@ class Session:
         With ``ema``, the teacher is made here: the moving average of this student."""
         torch.manual_seed(self.recipe.seed)
         student = self.build_student().to(memory_format=self.memory_format)
+        transfer = self.init_from_teacher(student, teacher, checkpoint_dir) if stage == "distill" and self.recipe.student.init_from_teacher else None
         if ema:
             teacher_cfg = self.recipe.teacher
             module, _ = TEACHER_SOURCES.get("ema")(self, teacher_cfg, self.run_dir / "teacher", student)
@@ -166,7 +170,7 @@ class Session:
         augment = self.recipe.data.augment
         mixer = Mixer(augment, self.data.num_classes) if augment.mixes else None
         trainer = Trainer(distiller, self.recipe.optim, self.recipe.train, steps_per_epoch=len(self.train), checkpoint_dir=checkpoint_dir, callbacks=self.callbacks(), stage=stage, curriculum=curriculum, mixer=mixer,
-                          grad_stats_every=self.recipe.log.grad_stats_every)
+                          grad_stats_every=self.recipe.log.grad_stats_every, steering=ClauseSteering.wanted(self.recipe.student, student, self.val))
         result = trainer.fit(self.train, self.val, resume=True)
         if result.interrupted:
             raise RunInterrupted(self.run_dir, stage)
@@ -183,8 +187,27 @@ class Session:
             with hard_mode(student):  # what the exported boolean rules will score
                 last["test_hard"] = evaluate(student, self.track(self.test, f"{stage}: test split, hard mode"), self.autocast())
         averaged = {"weights": f"EMA (decay {self.recipe.train.ema_decay})"} if trainer.ema is not None else {}
+        if transfer is not None:
+            last["init_from_teacher"] = transfer
+        if steered := steering_events(result.history):
+            last["steering"] = steered
         entry = self.entry(student, self.recipe.student.model.name, evaluate(student, self.track(self.test, f"{stage}: test split"), self.autocast()), best["val"], best_epoch=best["epoch"], **last, **averaged)
         return student, entry, result.history, teacher
+
+    def init_from_teacher(self, student: torch.nn.Module, teacher: Teacher, checkpoint_dir: Path) -> dict[str, Any]:
+        """``student.init_from_teacher``: copy the matching teacher tensors, then fit each TM
+        block to its teacher MLP. Done once: a resumed run reads what it did from ``transfer.json``."""
+        record = checkpoint_dir / "transfer.json"
+        if (checkpoint_dir / "last.pt").exists() and record.exists():  # the checkpoint holds the transferred weights
+            return json.loads(record.read_text())
+        cfg = self.recipe.student.init_from_teacher
+        report = copy_matching(student, teacher.module)
+        pairs = feedforward_pairs(student, teacher.module)
+        report.feedforward = fit_feedforwards(pairs, teacher, self.train, self.val, cfg.steps, cfg.lr, self.track)
+        self.console.print(f"init_from_teacher: {report.summary()}")
+        if distributed.is_main():
+            record.write_text(json.dumps(report.as_dict(), indent=1))
+        return report.as_dict()
 
 
 def run(recipe: Recipe, *, resume: str | Path | None = None, console: Console | None = None) -> RunResult:

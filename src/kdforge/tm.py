@@ -33,14 +33,15 @@ def layer_rules(layer: ClauseLayer, thresholds: list[float] | None = None) -> di
     input is true (default 0.5: the layer's own inputs in [0, 1])."""
     with torch.no_grad():
         votes, step = layer.quantised_votes()
-        includes = (layer.include > 0).cpu()
+        active = layer.clause_mask.cpu() > 0  # clauses switched off by a budget are left out
+        includes = (layer.include > 0).cpu()[active]
     return {
         "in_features": layer.in_features,
         "out_features": layer.out_features,
         "clauses": [torch.nonzero(row).flatten().tolist() for row in includes],
         "lf": layer.lf,
         "form": layer.form,
-        "votes": votes.to(torch.int64).cpu().tolist(),
+        "votes": votes.to(torch.int64).cpu()[active].tolist(),
         "vote_step": [float(v) for v in step.cpu()],
         "scale": layer.scale,
         "bias": [float(v) for v in layer.bias.detach().cpu()],

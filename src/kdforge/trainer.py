@@ -21,7 +21,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,8 +147,10 @@ class Trainer:
         curriculum: Curriculum | None = None,
         mixer: Mixer | None = None,
         grad_stats_every: int | None = None,
+        steering: Callable[[Trainer, torch.nn.Module], dict[str, Any]] | None = None,
     ):
         self.distiller, self.optim_cfg, self.cfg, self.stage, self.curriculum, self.mixer = distiller, optim, train, stage, curriculum, mixer
+        self.steering = steering  # may change the student at the end of an epoch (ClauseSteering); what it returns joins the epoch's record
         self.device = next(distiller.student.parameters()).device
         self.dir = Path(checkpoint_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -286,10 +288,12 @@ class Trainer:
         )
 
     def _end_epoch(self, val_batches: Any) -> None:
+        # on every rank, before validation and checkpoints, so that both see what it changed
+        steered = self.steering(self, unwrap(self.distiller.student)) if self.steering is not None else {}
         val = self.evaluate(val_batches)
         sums = distributed.all_reduce_sum(self.pos.sums.clone()) / distributed.world_size()  # the ranks' mean
         train = dict(zip(self.loss_names, (sums / self.steps_per_epoch).tolist()))
-        record = {"epoch": self.pos.epoch + 1, "curriculum_stage": self.pos.stage, "train": train, "val": val, "lr": self.current_lr(), "seconds": self.pos.seconds}
+        record = {"epoch": self.pos.epoch + 1, "curriculum_stage": self.pos.stage, "train": train, "val": val, "lr": self.current_lr(), "seconds": self.pos.seconds, **steered}
         self.pos.history.append(record)
         if is_better(val, self.pos.best_val):
             self.pos.best_epoch, self.pos.best_val = self.pos.epoch + 1, val

@@ -85,6 +85,7 @@ class ClauseLayer(nn.Module):
     Options: ``lf`` (the capacity's literal budget), ``form`` (capacity | product),
     ``kappa`` (product form), ``tau`` / ``learn_tau`` / ``tau_ema``, ``clause_dropout`` and
     ``literal_dropout`` (training only; a dropped literal counts as satisfied),
+    ``clause_mask`` (a buffer of ones; a 0 silences a clause: ``auto_clause`` budgets),
     ``prior`` (random | symmetric include templates at initialisation), ``include_init``
     (expected included literals per clause; default 2·lf, so that clauses start where the capacity is non-linear), ``vote_bits`` (hard mode).
     """
@@ -127,6 +128,7 @@ class ClauseLayer(nn.Module):
         self.register_buffer("polarity", torch.tensor([1.0, -1.0]).repeat(clauses // 2), persistent=False)
         self.scale = 1.0 / (lf * math.sqrt(clauses)) if form == "capacity" else 1.0 / math.sqrt(clauses)
         self.activations = nn.Identity()  # a tap point for the clause scores
+        self.register_buffer("clause_mask", torch.ones(clauses))  # 0 switches a clause off (auto_clause budgets)
 
     # ------------------------------------------------------------------ parts also used by export
     def include_mask(self, tau: torch.Tensor | None = None) -> torch.Tensor:
@@ -177,7 +179,7 @@ class ClauseLayer(nn.Module):
     def forward(self, u: torch.Tensor, modulate: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
         """``modulate``: an optional function of the clause scores applied before voting
         (the TM blocks' routing gate and re-vote)."""
-        scores = self.clause_scores(u, self.tau())
+        scores = self.clause_scores(u, self.tau()) * self.clause_mask.to(u.dtype)
         if self.training and self.clause_dropout:
             scores = F.dropout(scores, self.clause_dropout)
         if modulate is not None:
@@ -261,12 +263,12 @@ class DeepTM(nn.Module):
 
 
 def with_options(*sources: Callable[..., Any]) -> Callable[[type], type]:
-    """Give ``cls.__init__`` (which takes ``**options``) the optional keywords of ``sources``
+    """Give ``cls.__init__`` (or a factory function; either takes ``**options``) the optional keywords of ``sources``
     (classes or functions) as real keywords, so that the registry checks them, ``kdforge
     list models`` shows them, and each option is declared once, where it is used."""
 
-    def decorate(cls: type) -> type:
-        init = cls.__init__
+    def decorate(cls: Any) -> Any:
+        init = cls.__init__ if inspect.isclass(cls) else cls
         keyword = inspect.Parameter.KEYWORD_ONLY
         params = [p if p.name == "self" else p.replace(kind=keyword) for p in inspect.signature(init).parameters.values() if p.kind != p.VAR_KEYWORD]
         names, hints = {p.name for p in params}, {}

@@ -120,9 +120,18 @@ class TMFeedForward(nn.Module):
 
 
 class TMAttention(Attention):
-    """:class:`Attention` with an additive score ``bias`` (window masks, relative positions)
-    and residual attention: given the previous block's pre-softmax scores, it adds them to
-    its own and returns the sum for the next block (explicit softmax then, not SDPA)."""
+    """:class:`Attention` with an additive score ``bias`` (window masks, relative positions),
+    residual attention (given the previous block's pre-softmax scores, it adds them to its
+    own and returns the sum for the next block; explicit softmax then, not SDPA), and a
+    gain per head (``head_gain``, 1 unless ``clause_specialize`` sets it from validation).
+
+    ``keep_weights = True`` makes it compute the softmax explicitly and keep the attention
+    weights [B, H, N, N] of its last call in ``weights`` (``kdforge explain`` does)."""
+
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0):
+        super().__init__(dim, heads, dropout)
+        self.register_buffer("head_gain", torch.ones(heads))
+        self.keep_weights, self.weights = False, None
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None, prev: torch.Tensor | None = None, carry: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``bias``: added to the scores ([H or B, H, N, N]); ``prev``: the carried scores of
@@ -130,13 +139,20 @@ class TMAttention(Attention):
         b, n, d = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         p = self.dropout if self.training else 0.0
-        if not carry:
+        if not (carry or self.keep_weights):
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p)
-            return self.proj(out.transpose(1, 2).reshape(b, n, d)), None
+            return self.merge(out), None
         scores = (q @ k.transpose(-2, -1)) / math.sqrt(d // self.heads)
         if bias is not None:
             scores = scores + bias
         if prev is not None:
             scores = scores + prev
-        out = F.dropout(torch.softmax(scores, dim=-1), p) @ v
-        return self.proj(out.transpose(1, 2).reshape(b, n, d)), scores
+        weights = torch.softmax(scores, dim=-1)
+        if self.keep_weights:
+            self.weights = weights.detach()
+        return self.merge(F.dropout(weights, p) @ v), scores if carry else None
+
+    def merge(self, heads: torch.Tensor) -> torch.Tensor:
+        """[B, H, N, d] per-head outputs -> gains -> [B, N, D] -> output projection."""
+        b, h, n, d = heads.shape
+        return self.proj((heads * self.head_gain.to(heads.dtype)[:, None, None]).transpose(1, 2).reshape(b, n, h * d))

@@ -189,12 +189,12 @@ class PatchMerging(nn.Module):
 class SwinTM(nn.Module):
     """Swin Transformer whose feed-forward blocks are Tsetlin-machine clause layers.
 
-    Patch embedding -> stages of window-attention blocks (every second block shifts its
+    Patch embedding (normalised, with ``patch_norm``) -> stages of window-attention blocks (every second block shifts its
     windows by half a window; relative position bias) with patch merging between stages
     (width doubles) -> norm -> mean pool -> head. Image sizes need not divide by the window
     or by two: maps are padded and padding is masked.
 
-    Taps: ``patch_embed``, ``stages.S.blocks.N`` ([B, H, W, C]), ``stages.S.downsample``, ``norm``, ``head``.
+    Taps: ``patch_embed``, ``patch_norm``, ``stages.S.blocks.N`` ([B, H, W, C]), ``stages.S.downsample``, ``norm``, ``head``.
     """
 
     def __init__(
@@ -207,6 +207,7 @@ class SwinTM(nn.Module):
         heads: tuple[int, ...] = (2, 4),
         window: int = 4,
         norm: Norm = "layer",
+        patch_norm: bool = True,
         dropout: float = 0.0,
         drop_path: float = 0.0,
         drop_path_schedule: Literal["linear", "cosine"] = "linear",
@@ -219,6 +220,7 @@ class SwinTM(nn.Module):
         if len(depths) != len(heads):
             raise ValueError(f"depths {list(depths)} and heads {list(heads)} must have one entry per stage")
         self.patch_embed = nn.Conv2d(input_shape[0], embed_dim, patch_size, stride=patch_size)
+        self.patch_norm = make_norm(norm, embed_dim) if patch_norm else nn.Identity()
         size = [-(-s // patch_size) for s in input_shape[1:]]
         rates = iter(drop_path_rates(drop_path, sum(depths), drop_path_schedule))
         self.stages = nn.ModuleList()
@@ -239,7 +241,7 @@ class SwinTM(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[B, C, H, W] -> logits [B, num_classes]."""
         x = F.pad(x, (0, -x.shape[3] % self.patch_embed.stride[1], 0, -x.shape[2] % self.patch_embed.stride[0]))
-        x = self.patch_embed(x).permute(0, 2, 3, 1)
+        x = self.patch_norm(self.patch_embed(x).permute(0, 2, 3, 1))
         for stage in self.stages:
             for block in stage.blocks:
                 x = block(x)
