@@ -340,6 +340,8 @@ def test_tm_flat_run_on_booleanized_digits_reports_hard_mode_and_exports_rules(t
     student = set_hard(load_student(result.run_dir))
     with torch.no_grad():
         assert np.array_equal(PackedTM(rules["layers"]["tm"])(data.test.x), student(data.test.x).numpy())
+    assert invoke("explain", result.run_dir, "--samples", 1) == 0
+    assert "x[1," in (result.run_dir / "explain" / "clauses.md").read_text()  # literals name input positions and thresholds
 
 
 def test_booleanize_thresholds_come_from_the_training_split():

@@ -219,7 +219,7 @@ def test_auto_clause_masks_the_least_important_clauses_and_the_rules_follow():
         allocate_clauses(model, found, total=40, min_clauses=2)
 
 
-def test_a_run_with_transfer_and_steering_records_both(tiny_recipe):
+def test_a_run_with_transfer_and_steering_records_both_and_explains(tiny_recipe, invoke):
     from kdforge import Recipe, run
 
     tiny_recipe["teacher"] = {"source": "train", "model": {"name": "vit", "patch_size": 4, "embed_dim": 32, "depth": 2, "heads": 2}, "train": {"epochs": 1}}
@@ -243,3 +243,52 @@ def test_a_run_with_transfer_and_steering_records_both(tiny_recipe):
     epochs = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     logged = [r for r in epochs if r.get("kind") == "epoch" and r["stage"] == "distill"]
     assert all("head_importance" in r["diagnostics"] for r in logged)
+    assert invoke("explain", result.run_dir, "--samples", 2, "--top-k", 4) == 0
+    from matplotlib.image import imread
+
+    assert imread(result.run_dir / "explain" / "sample_01.png").shape[2] in (3, 4)
+    report = (result.run_dir / "explain" / "clauses.md").read_text()
+    assert "## `blocks.1.ffn.tm`" in report and " ∧ " in report
+
+
+# ----------------------------------------------------------------------------- explain
+
+
+@pytest.mark.parametrize(("name", "options", "shape"), [
+    ("vit_tm", {"pool": "cls"}, (1, 16, 16)),
+    ("vit_tm", {"pool": "mean", "residual_attention": True}, (1, 16, 16)),
+    ("swin_tm", {"window": 3, "patch_size": 2}, (1, 15, 15)),
+    ("resnet_tm", {}, (3, 12, 12)),
+    ("tm_flat", {"clauses": 16}, (1, 8, 8)),
+])
+def test_explain_maps_of_each_tm_student(name, options, shape):
+    from kdforge.explain import overlay_maps
+
+    torch.manual_seed(0)
+    model = build_model(name, input_shape=shape, num_classes=5, **options)
+    maps = overlay_maps(model, torch.randn(3, *shape))
+    torch.testing.assert_close(maps["probs"].sum(-1), torch.ones(3))
+    if name in ("vit_tm", "swin_tm"):
+        attention = maps["attention"]
+        assert attention.shape == ((3, 4, 4) if name == "vit_tm" else (3, 8, 8)) and (attention >= 0).all()
+        if options.get("pool") == "cls":
+            assert (attention.sum((1, 2)) <= 1 + 1e-6).all()  # the class token's attention to the patches
+    else:
+        assert maps["attention"] is None
+    clauses = maps["clauses"]
+    if name == "tm_flat":  # the best clause's literals: +1 / −1 per pixel, summed over channels
+        assert clauses.shape == (3, 8, 8) and set(clauses.unique().tolist()) <= {-1.0, 0.0, 1.0}
+    else:
+        assert clauses.dim() == 3 and clauses.shape[0] == 3 and (clauses >= 0).all()
+    assert all(not m.keep_weights and m.weights is None for m in model.modules() if hasattr(m, "keep_weights"))
+
+
+def test_explain_refuses_students_without_clauses(tiny_recipe, tmp_path):
+    from kdforge import Recipe, run
+    from kdforge.explain import explain_run
+
+    tiny_recipe["train"] = {"epochs": 1, "baseline": False}
+    tiny_recipe["teacher"]["train"] = {"epochs": 1}
+    result = run(Recipe.model_validate(tiny_recipe))
+    with pytest.raises(KdforgeError, match="has no clause layers"):
+        explain_run(result.run_dir)

@@ -26,6 +26,7 @@ app = typer.Typer(
         "  kdforge train digits_kd train.epochs=50 losses.1.temperature=2.0\n\n"
         "  kdforge train --resume runs/digits-kd-20261122-101500\n\n"
         "  kdforge sweep digits_kd --seeds 5\n\n"
+        "  kdforge explain runs/digits-vit-tm-20261122-101500 --samples 8\n\n"
         "  kdforge --plugin my_parts.py train my_recipe.yaml"
     ),
 )
@@ -218,6 +219,20 @@ def export(
         input_bits = {"method": b.method, "levels": b.levels, "thresholds": fit_thresholds(data.train.x, b.method, b.levels).tolist(), "bits": "x > threshold, levels stacked as channels, ±1"}
     rules = export_rules(load_student(run_dir), out, input_bits)
     console.print(f"wrote {rules}: {rules.stat().st_size:,} bytes. Evaluate with kdforge.tm.PackedTM(kdforge.tm.load_rules(path)['layers'][NAME])")
+
+
+@app.command()
+def explain(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory of a TM student.", show_default=False)],
+    samples: Annotated[int, typer.Option(min=1, help="How many test images to draw.")] = 8,
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Predictions shown per image.")] = 3,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder (default: RUN_DIR/explain).")] = None,
+) -> None:
+    """Draw what a TM student looked at (attention and clause-activation maps over the input, top-k predictions) and list its most used clauses with their literals."""
+    from kdforge.explain import explain_run
+
+    folder = explain_run(run_dir, samples, top_k, out)
+    console.print(f"wrote {samples} overlays (sample_NN.png) and the clause report (clauses.md) to {folder}")
 
 
 @app.command("list")
