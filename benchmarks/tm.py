@@ -1,5 +1,17 @@
 """Tsetlin-machine benchmarks.
 
+``accuracy``: TM students on digits at 32x32, 3 seeds, a fixed budget of epochs: ``tm_flat``,
+``vit_tm`` (backends ste and deeptm), ``swin_tm``, each trained alone and distilled (CE + KD)
+from a CNN teacher and from a ViT teacher, both trained by the recipe; ``vit_tm`` also
+initialised from the ViT teacher (``init_from_teacher``: the ViT teacher has the student's
+shape, so attention, norms and embeddings are copied and each TM block first learns its
+MLP). Test accuracy (best epoch on validation), hard-mode accuracy, params, measured
+latency at batch 1 and 256. Teachers and students see the same augmented views.
+
+    uv run python benchmarks/tm.py accuracy [--epochs 30] [--seeds 0 1 2]
+
+Writes benchmarks/results/tm_accuracy.json and .md.
+
 ``packed``: an exported clause layer evaluated bit-packed (:class:`kdforge.tm.PackedTM`)
 against the same layer in hard mode in PyTorch (float, ``inference_mode``): outputs must be
 identical; throughput ratio at several batch sizes (target >= 10x on CPU). The two
@@ -17,15 +29,20 @@ Writes benchmarks/results/tm_packed.json.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import platform
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from rich.console import Console
 
+import kdforge
+from kdforge.bench import latency_ms
 from kdforge.models import build_model
 from kdforge.models.tm import set_hard
 from kdforge.tm import PackedTM, model_rules
@@ -76,14 +93,99 @@ def packed(args: argparse.Namespace) -> dict:
     }
 
 
+VIT = {"patch_size": 8, "embed_dim": 64, "depth": 2, "heads": 4}  # the ViT teacher and the ViT-TM students share this shape
+TEACHERS = {
+    "cnn": {"source": "train", "model": {"name": "cnn", "width": 32, "depth": 3}, "train": {"epochs": 30}},
+    "vit": {"source": "train", "model": {"name": "vit", **VIT, "mlp_ratio": 2.0}, "train": {"epochs": 60}},
+}
+STUDENTS = {
+    "tm_flat": {"model": {"name": "tm_flat", "clauses": 256, "lf": 8}},
+    "vit_tm (ste)": {"model": {"name": "vit_tm", **VIT, "clauses": 64, "lf": 4}},
+    "vit_tm (deeptm)": {"model": {"name": "vit_tm", **VIT, "clauses": 64, "lf": 4, "backend": "deeptm"}},
+    "swin_tm": {"model": {"name": "swin_tm_tiny", "lf": 4}},
+}
+SETTINGS = {  # (label, teacher, extra student options): alone, KD from each teacher, and ViT -> ViT-TM transfer
+    "alone": ("cnn", {}),
+    "KD from CNN": ("cnn", {}),
+    "KD from ViT": ("vit", {}),
+    "KD from ViT + init_from_teacher": ("vit", {"init_from_teacher": {"steps": 300}}),
+}
+
+
+def tm_recipe(student: str, setting: str, seed: int, epochs: int, log_dir: str) -> kdforge.Recipe:
+    teacher, extra = SETTINGS[setting]
+    losses = [{"name": "ce"}] if setting == "alone" else [{"name": "ce", "weight": 0.5}, {"name": "kd", "weight": 0.5, "temperature": 4.0}]
+    return kdforge.Recipe.from_dict({
+        "name": f"tm-{student.split()[0]}-{setting.split()[-1]}",
+        "seed": seed,
+        "data": {"name": "digits", "image_size": 32, "batch_size": 64, "augment": {"shift": 2}},
+        "teacher": TEACHERS[teacher],
+        "student": {**STUDENTS[student], **extra},
+        "losses": losses,
+        "optim": {"name": "adamw", "lr": 2e-3, "weight_decay": 0.05, "warmup_epochs": 2, "schedule": "cosine"},
+        "train": {"epochs": epochs, "grad_clip": 1.0, "baseline": False},
+        "log": {"dir": log_dir, "progress": False},
+    })
+
+
+def accuracy(args: argparse.Namespace) -> dict:
+    log_dir = tempfile.mkdtemp(prefix="kdforge-tm-")
+    rows: dict[str, dict[str, dict[str, list[float]]]] = {}
+    info: dict[str, dict] = {}
+    teachers: dict[str, list[float]] = {}
+    started = time.perf_counter()
+    for student in STUDENTS:
+        for setting, (teacher, _) in SETTINGS.items():
+            if "init_from_teacher" in setting and not student.startswith("vit_tm"):
+                continue
+            cell = rows.setdefault(student, {}).setdefault(setting, {"test": [], "test_hard": []})
+            for seed in args.seeds:
+                result = kdforge.run(tm_recipe(student, setting, seed, args.epochs, log_dir), console=Console(file=io.StringIO()))
+                entry = result.results["student"]
+                cell["test"].append(entry["test"]["accuracy"])
+                cell["test_hard"].append(entry["test_hard"]["accuracy"])
+                teachers.setdefault(teacher, []).append(result.teacher_accuracy)
+                if student not in info:
+                    model = kdforge.load_student(result.run_dir)
+                    info[student] = {"params": entry["params"], "latency_ms_b1": latency_ms(model, torch.randn(1, 1, 32, 32)), "latency_ms_b256": latency_ms(model, torch.randn(1, 1, 32, 32), batch_size=256, repeats=10)}
+            print(f"{student:16s} {setting:32s} {_pm(cell['test'])}  hard {_pm(cell['test_hard'])}  ({time.perf_counter() - started:.0f} s)", flush=True)
+    return {"epochs": args.epochs, "seeds": args.seeds, "threads": torch.get_num_threads(), "students": STUDENTS, "teachers": TEACHERS,
+            "teacher_test_accuracy": {k: statistics.mean(v) for k, v in teachers.items()}, "accuracy": rows, "size_and_speed": info, "seconds": time.perf_counter() - started}
+
+
+def _pm(values: list[float]) -> str:
+    return f"{100 * statistics.mean(values):6.2f} ± {100 * statistics.stdev(values) if len(values) > 1 else 0.0:.2f}"
+
+
+def accuracy_table(result: dict) -> str:
+    settings = list(SETTINGS)
+    lines = [f"# TM students on digits 32x32: {result['epochs']} epochs, seeds {result['seeds']}", "",
+             "Test accuracy (%), mean ± std over seeds; best epoch chosen on validation. Hard mode: the exported boolean rules.",
+             "Teachers: " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in result["teacher_test_accuracy"].items()) + ".", "",
+             "| student | params | latency ms b1 / b256 | " + " | ".join(settings) + " |", "|---|---:|---:|" + "---:|" * len(settings)]
+    for student, cells in result["accuracy"].items():
+        size = result["size_and_speed"][student]
+        values = [f"{_pm(cells[s]['test'])} (hard {100 * statistics.mean(cells[s]['test_hard']):.2f})" if s in cells else "-" for s in settings]
+        lines.append(f"| {student} | {size['params']:,} | {size['latency_ms_b1']:.2f} / {size['latency_ms_b256']:.1f} | " + " | ".join(values) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["packed"])
+    parser.add_argument("what", choices=["accuracy", "packed"])
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--clauses", type=int, default=256)
     parser.add_argument("--batch-sizes", type=lambda s: [int(v) for v in s.split(",")], default=[1, 64, 256, 1024])
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
+    if args.what == "accuracy":
+        result = accuracy(args)
+        (RESULTS / "tm_accuracy.json").write_text(json.dumps(result, indent=2))
+        (RESULTS / "tm_accuracy.md").write_text(accuracy_table(result))
+        print(accuracy_table(result))
+        return
     result = packed(args)
     (RESULTS / "tm_packed.json").write_text(json.dumps(result, indent=2))
     print(f"wrote {RESULTS / 'tm_packed.json'}")
