@@ -419,3 +419,22 @@ def test_clause_terms_need_a_tm_student():
 
     with pytest.raises(KdforgeError, match="diag_heads: true"):
         tm_distiller([{"name": "block_ce"}], diag_heads=False)
+
+
+def test_gradient_checkpointing_covers_every_stage_of_swin_tm_and_changes_no_gradient():
+    import functools
+
+    from kdforge.trainer import checkpoint_blocks
+
+    torch.manual_seed(0)
+    plain = build_model("swin_tm", input_shape=(1, 16, 16), num_classes=3, embed_dim=16, depths=(1, 2), heads=(2, 2))
+    checkpointed = build_model("swin_tm", input_shape=(1, 16, 16), num_classes=3, embed_dim=16, depths=(1, 2), heads=(2, 2))
+    checkpointed.load_state_dict(plain.state_dict())
+    checkpoint_blocks(checkpointed)
+    blocks = [b for stage in checkpointed.stages for b in stage.blocks]
+    assert len(blocks) == 3 and all(isinstance(b.forward, functools.partial) for b in blocks)
+    x = torch.randn(2, 1, 16, 16)
+    for model in (plain, checkpointed):
+        model(x).square().sum().backward()
+    for (name, a), b in zip(plain.named_parameters(), checkpointed.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, msg=name)

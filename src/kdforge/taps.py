@@ -142,7 +142,7 @@ LayerMapping = Literal["explicit", "uniform", "skip", "last", "learned"]
 
 def block_names(model: nn.Module, spec: str | list[str], expand: bool = True) -> list[str]:
     """Module names of a block list: ``auto`` finds a common container (``blocks``,
-    ``layers``, ``encoder.layer``, ...); with ``expand``, a container's name gives its
+    ``layers``, ``encoder.layer``, ...; in a hierarchical model each stage's, in order); with ``expand``, a container's name gives its
     children; a list is taken as it is. Every name is checked to exist."""
     root = unwrap(model)
     modules = dict(root.named_modules())
@@ -150,10 +150,13 @@ def block_names(model: nn.Module, spec: str | list[str], expand: bool = True) ->
         names = [strip_wrappers(n) for n in spec]
     elif spec == "auto":
         lists = [n for n, m in modules.items() if isinstance(m, (nn.ModuleList, nn.Sequential))]
-        found = next((n for c in BLOCK_CONTAINERS for n in lists if n == c or n.endswith("." + c)), None)  # also nested: model.vit.encoder.layer
-        if found is None:
+        kind = next((c for c in BLOCK_CONTAINERS if any(n == c or n.endswith("." + c) for n in lists)), None)  # also nested: model.vit.encoder.layer
+        if kind is None:
             raise KdforgeError(f"no block list found in {type(root).__name__} (looked for {', '.join(BLOCK_CONTAINERS)}); name the layers")
-        names = [f"{found}.{child}" for child, _ in modules[found].named_children()]
+        # every list of that kind, in order: one per stage of a hierarchical model (stages.S.blocks)
+        found = [n for n in lists if n == kind or n.endswith("." + kind)]
+        found = [n for n in found if not any(n.startswith(f + ".") for f in found)]
+        names = [f"{f}.{child}" for f in found for child, _ in modules[f].named_children()]
     elif expand and isinstance(modules.get(strip_wrappers(spec)), (nn.ModuleList, nn.Sequential)):
         names = [f"{strip_wrappers(spec)}.{child}" for child, _ in modules[strip_wrappers(spec)].named_children()]
     else:

@@ -101,7 +101,12 @@ class PackedTM:
             self.included[j, : len(literals)] = literals
         self.sizes = np.array([len(c) for c in clauses], dtype=np.int64)
         self.planes = int(width).bit_length()  # bits needed to count up to `width` violations
-        self.votes = np.asarray(rules["votes"], dtype=np.float64)  # integers; float64 keeps their products exact
+        if self.form == "capacity" and min(int(self.sizes.max(initial=0)), self.lf) > 255:
+            raise KdforgeError(f"PackedTM scores in 8 bits: clauses with more than 255 literals need lf <= 255 (this layer has lf {self.lf})")
+        self.votes = np.asarray(rules["votes"], dtype=np.float64)  # integers
+        # integer vote sums are exact in float32 while they stay below 2^24; float64 beyond
+        largest = float(np.abs(self.votes).sum(0).max(initial=0.0)) * (self.lf if self.form == "capacity" else 1)
+        self.sum_dtype = np.float32 if largest < 2**24 else np.float64
         self.factor = rules["scale"] * np.asarray(rules["vote_step"], dtype=np.float64)
         self.bias = np.asarray(rules["bias"], dtype=np.float32).astype(np.float64)
 
@@ -110,13 +115,14 @@ class PackedTM:
         x = x.reshape(len(x), -1)
         if x.shape[1] != self.features:
             raise KdforgeError(f"PackedTM expects {self.features} input features, got {x.shape[1]}")
-        violations = self.violations(self.literal_words(x))[:, : len(x)]  # [C, B]
-        if self.form == "capacity":
-            scores = np.maximum(0, np.minimum(self.sizes, self.lf)[:, None] - violations)
+        violations = self.violations(self.literal_words(x))[:, : len(x)]  # [C, B] uint8
+        if self.form == "capacity":  # max(0, min(|clause|, LF) − violations), without leaving uint8
+            cap = np.minimum(self.sizes, self.lf).astype(np.uint8)[:, None]
+            scores = cap - np.minimum(violations, cap)
         else:
-            scores = (violations == 0).astype(np.int64)
-        total = scores.T.astype(np.float64) @ self.votes  # integer sums, exact in float64
-        return (total * self.factor + self.bias).astype(np.float32)
+            scores = (violations == 0).view(np.uint8)
+        total = np.ascontiguousarray(scores.T).astype(self.sum_dtype) @ self.votes.astype(self.sum_dtype)  # integer sums, exact
+        return (total.astype(np.float64) * self.factor + self.bias).astype(np.float32)
 
     def literal_words(self, x: np.ndarray) -> np.ndarray:
         """[B, F] inputs -> [2F + 1, ceil(B / 64)] uint64: bit b of word w is literal's value
@@ -127,15 +133,19 @@ class PackedTM:
         return np.concatenate([true, ~true, np.full((1, true.shape[1]), np.iinfo(np.uint64).max, dtype=np.uint64)])
 
     def violations(self, words: np.ndarray) -> np.ndarray:
-        """Per clause and sample, how many included literals are false: a carry-save counter
-        over the clause's literals, 64 samples per word. -> [C, 64 · words] int64."""
+        """Per clause and sample, how many included literals are false, capped at 255 (scores
+        need no more than LF ≤ 255): a carry-save counter over the clause's literals, 64
+        samples per word. -> [C, 64 · words] uint8."""
         counter = [np.zeros((len(self.included), words.shape[1]), dtype=np.uint64) for _ in range(self.planes)]
         for slot in range(self.included.shape[1]):
             carry = ~words[self.included[:, slot]]  # [C, W]: 1 where the literal is false
             for plane in counter:
                 plane ^= carry
                 carry &= ~plane  # carry on where the bit was 1 before the add (now 0)
-        counts = np.zeros((len(self.included), 64 * words.shape[1]), dtype=np.int64)
-        for power, plane in enumerate(counter):
-            counts += np.unpackbits(plane.view(np.uint8), axis=1, bitorder="little").astype(np.int64) << power
+        counts = np.zeros((len(self.included), 64 * words.shape[1]), dtype=np.uint8)
+        for power, plane in enumerate(counter[:8]):
+            counts |= np.unpackbits(plane.view(np.uint8), axis=1, bitorder="little") << np.uint8(power)
+        if len(counter) > 8:  # 256 or more violations: saturate, every score is 0 there anyway
+            overflow = np.bitwise_or.reduce(counter[8:])
+            counts[np.unpackbits(overflow.view(np.uint8), axis=1, bitorder="little").astype(bool)] = 255
         return counts
