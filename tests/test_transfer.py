@@ -292,3 +292,21 @@ def test_explain_refuses_students_without_clauses(tiny_recipe, tmp_path):
     result = run(Recipe.model_validate(tiny_recipe))
     with pytest.raises(KdforgeError, match="has no clause layers"):
         explain_run(result.run_dir)
+
+
+def test_check_pairs_tm_blocks_with_teacher_mlps_before_training(tiny_recipe):
+    import io
+
+    from rich.console import Console
+
+    from kdforge import Recipe
+    from kdforge.run import check
+
+    tiny_recipe["teacher"] = {"source": "train", "model": {"name": "vit", "patch_size": 4, "embed_dim": 32, "depth": 2, "heads": 2}}
+    tiny_recipe["student"] = {"model": {"name": "vit_tm", "patch_size": 4, "embed_dim": 32, "depth": 2, "heads": 2, "clauses": 16}, "init_from_teacher": True}
+    out = io.StringIO()
+    check(Recipe.model_validate(tiny_recipe), Console(file=out, width=300))
+    assert "2 TM blocks will learn their teacher MLPs: blocks.0.ffn <- blocks.0.ffn, blocks.1.ffn <- blocks.1.ffn" in out.getvalue()
+    tiny_recipe["teacher"]["model"] = {"name": "cnn", "width": 8}
+    with pytest.raises(KdforgeError, match="no TM block of the student has a teacher MLP"):
+        check(Recipe.model_validate(tiny_recipe), Console(file=io.StringIO()))

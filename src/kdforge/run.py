@@ -305,6 +305,11 @@ def check(recipe: Recipe, console: Console | None = None) -> dict[str, Any]:
     teacher = session.wrap_teacher(teacher_module)
     if teacher.input_adapter is not None:
         teacher_note += f"; input adapted: {teacher.input_adapter.describe()}"
+    if recipe.student.init_from_teacher is not None:  # pairs the TM blocks with teacher MLPs now: a mismatch fails here
+        transfer = copy_matching(build_model(recipe.student.model.name, input_shape=data.input_shape, num_classes=data.num_classes, **recipe.student.model.options), teacher_module)
+        pairs = feedforward_pairs(student, teacher_module)
+        console.print(f"init_from_teacher: {len(transfer.copied)} teacher tensors will be copied ({len(transfer.shape_mismatch)} differ in shape); "
+                      f"{len(pairs)} TM blocks will learn their teacher MLPs: " + ", ".join(f"{n} <- {origin}" for n, (_, origin, _) in pairs.items()))
     distiller = Distiller(student, teacher, terms, session.example)
     for role, logits in (("teacher", teacher(session.example)), ("student", student(session.example))):
         if logits.shape[-1] != data.num_classes:
