@@ -310,3 +310,10 @@ def test_check_pairs_tm_blocks_with_teacher_mlps_before_training(tiny_recipe):
     tiny_recipe["teacher"]["model"] = {"name": "cnn", "width": 8}
     with pytest.raises(KdforgeError, match="no TM block of the student has a teacher MLP"):
         check(Recipe.model_validate(tiny_recipe), Console(file=io.StringIO()))
+
+
+def test_a_student_of_another_width_is_a_clear_error():
+    teacher = build_model("vit", input_shape=SHAPE, num_classes=10, depth=2, embed_dim=64)
+    student = build_model("vit_tm", input_shape=SHAPE, num_classes=10, depth=2, embed_dim=32)
+    with pytest.raises(KdforgeError, match="student's blocks.0.ffn is 32 wide but the teacher's blocks.0.ffn is 64"):
+        feedforward_pairs(student, teacher)

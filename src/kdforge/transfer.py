@@ -16,6 +16,7 @@ block to do what the teacher MLP it replaces did.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -99,9 +100,13 @@ def feedforward_pairs(student: nn.Module, teacher: nn.Module) -> dict[str, tuple
     teacher_modules = dict(teacher.named_modules())
     pairs = {}
     for name, block in student.named_modules():
-        if isinstance(block, TMFeedForward) and name in lookup:
+        if isinstance(block, TMFeedForward) and name in lookup and is_mlp(teacher_modules[lookup[name]]):
             origin = lookup[name]
-            pairs[name] = (block, origin, teacher_modules[origin])
+            mlp = teacher_modules[origin]
+            width = next(m for m in mlp.modules() if isinstance(m, nn.Linear)).in_features
+            if width != block.proj_in.in_features:
+                raise KdforgeError(f"init_from_teacher: the student's {name} is {block.proj_in.in_features} wide but the teacher's {origin} is {width}; give the student the teacher's embed_dim")
+            pairs[name] = (block, origin, mlp)
     if not pairs:
         blocks = [n for n, m in student.named_modules() if isinstance(m, TMFeedForward)]
         mlps = [n for n, m in teacher.named_modules() if is_mlp(m)]
@@ -144,19 +149,15 @@ def _relative_mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     return (prediction.float() - target.float()).square().mean() / target.float().var().clamp_min(1e-8)
 
 
-class _recording:
-    """Forward hooks on the teacher MLPs: ``seen[block] = (input, output)`` of the last call."""
-
-    def __init__(self, pairs: dict[str, tuple[TMFeedForward, str, nn.Module]]):
-        self.pairs, self.seen, self.hooks = pairs, {}, []
-
-    def __enter__(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        for name, (_, _, mlp) in self.pairs.items():
-            self.hooks.append(mlp.register_forward_hook(lambda m, args, out, name=name: self.seen.__setitem__(name, (args[0].detach(), out.detach()))))
-        return self.seen
-
-    def __exit__(self, *error: Any) -> None:
-        for hook in self.hooks:
+@contextlib.contextmanager
+def _recording(pairs: dict[str, tuple[TMFeedForward, str, nn.Module]]) -> Iterator[dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    """Forward hooks on the teacher MLPs: ``seen[block] = (input, output)`` of their last call."""
+    seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    hooks = [mlp.register_forward_hook(lambda m, args, out, name=name: seen.__setitem__(name, (args[0].detach(), out.detach()))) for name, (_, _, mlp) in pairs.items()]
+    try:
+        yield seen
+    finally:
+        for hook in hooks:
             hook.remove()
 
 
