@@ -126,8 +126,8 @@ def allocate_clauses(model: nn.Module, diagnostics: Diagnostics, total: int | No
     after = dhondt(weight, budget, {name: min(min_clauses, size) for name, size in sizes.items()}, sizes)
     for name, layer in layers.items():
         keep = diagnostics.clauses[name].argsort(descending=True)[: after[name]]
-        layer.clause_mask.zero_()
-        layer.clause_mask[keep] = 1.0
+        layer.clause_mask.fill_(False)
+        layer.clause_mask[keep] = True
     return {"total": budget, "before": before, "after": after, "importance": weight}
 
 

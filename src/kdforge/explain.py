@@ -146,7 +146,7 @@ def _literal_map(model: TMFlat, x: torch.Tensor, predicted: torch.Tensor) -> tor
         return None
     with torch.no_grad(), hard_mode(model):
         u = (x.flatten(1) > model.threshold).float()
-        scores = layer.clause_scores(u) * layer.clause_mask
+        scores = layer.clause_scores(u) * layer.clause_mask.to(u.dtype)
         contribution = scores * layer.vote_matrix()[:, predicted].T  # [B, C]
         best = contribution.argmax(1)
         include = (layer.include[best] > 0).float()  # [B, 2F]
@@ -210,7 +210,7 @@ def clause_report(model: nn.Module, layers: dict[str, ClauseLayer], x: torch.Ten
         lines += [f"## `{name}`: {active} of {layer.clauses} clauses active, {layer.in_features} inputs", "",
                   "| clause | votes | strongest on output | fires | literals |", "|---:|---|---:|---:|---|"]
         votes = layer.vote_matrix().detach()
-        for j in [j for j in fired.argsort(descending=True).tolist() if layer.clause_mask[j] > 0][:top]:
+        for j in [j for j in fired.argsort(descending=True).tolist() if layer.clause_mask[j]][:top]:
             literals = literal_names(layer, j, model)
             shown = " ∧ ".join(literals[:12]) + (f" … (+{len(literals) - 12})" if len(literals) > 12 else "")
             side = "for" if layer.polarity[j] > 0 else "against"

@@ -34,7 +34,7 @@ def layer_rules(layer: ClauseLayer, thresholds: list[float] | None = None) -> di
     input is true (default 0.5: the layer's own inputs in [0, 1])."""
     with torch.no_grad():
         votes, step = layer.quantised_votes()
-        active = layer.clause_mask.cpu() > 0  # clauses switched off by a budget are left out
+        active = layer.clause_mask.cpu()  # clauses switched off by a budget are left out
         includes = (layer.include > 0).cpu()[active]
     return {
         "in_features": layer.in_features,

@@ -85,7 +85,7 @@ class ClauseLayer(nn.Module):
     Options: ``lf`` (the capacity's literal budget), ``form`` (capacity | product),
     ``kappa`` (product form), ``tau`` / ``learn_tau`` / ``tau_ema``, ``clause_dropout`` and
     ``literal_dropout`` (training only; a dropped literal counts as satisfied),
-    ``clause_mask`` (a buffer of ones; a 0 silences a clause: ``auto_clause`` budgets),
+    ``clause_mask`` (a boolean buffer, all true; false silences a clause: ``auto_clause`` budgets),
     ``prior`` (random | symmetric include templates at initialisation), ``include_init``
     (expected included literals per clause; default 2·lf, so that clauses start where the capacity is non-linear), ``vote_bits`` (hard mode).
     """
@@ -128,7 +128,8 @@ class ClauseLayer(nn.Module):
         self.register_buffer("polarity", torch.tensor([1.0, -1.0]).repeat(clauses // 2), persistent=False)
         self.scale = 1.0 / (lf * math.sqrt(clauses)) if form == "capacity" else 1.0 / math.sqrt(clauses)
         self.activations = nn.Identity()  # a tap point for the clause scores
-        self.register_buffer("clause_mask", torch.ones(clauses))  # 0 switches a clause off (auto_clause budgets)
+        # False switches a clause off (auto_clause budgets); boolean, so that an EMA copies it rather than averaging it
+        self.register_buffer("clause_mask", torch.ones(clauses, dtype=torch.bool))
 
     # ------------------------------------------------------------------ parts also used by export
     def include_mask(self, tau: torch.Tensor | None = None) -> torch.Tensor:
