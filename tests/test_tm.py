@@ -147,7 +147,7 @@ def test_clause_and_literal_dropout_only_in_training():
 
 
 def test_symmetric_prior_mirrors_literals_in_pairs():
-    layer = ClauseLayer(5, 2, clauses=6, prior="symmetric")
+    layer = ClauseLayer(5, 2, clauses=6, tm_prior="symmetric")
     first, second = layer.include[0::2], layer.include[1::2]
     assert torch.equal(second, torch.cat([first[:, 5:], first[:, :5]], 1))
 

@@ -86,7 +86,7 @@ class ClauseLayer(nn.Module):
     ``kappa`` (product form), ``tau`` / ``learn_tau`` / ``tau_ema``, ``clause_dropout`` and
     ``literal_dropout`` (training only; a dropped literal counts as satisfied),
     ``clause_mask`` (a boolean buffer, all true; false silences a clause: ``auto_clause`` budgets),
-    ``prior`` (random | symmetric include templates at initialisation), ``include_init``
+    ``tm_prior`` (random | symmetric include templates at initialisation), ``include_init``
     (expected included literals per clause; default 2·lf, so that clauses start where the capacity is non-linear), ``vote_bits`` (hard mode).
     """
 
@@ -103,7 +103,7 @@ class ClauseLayer(nn.Module):
         tau_ema: float | None = None,
         clause_dropout: float = 0.0,
         literal_dropout: float = 0.0,
-        prior: Literal["random", "symmetric"] = "random",
+        tm_prior: Literal["random", "symmetric"] = "random",
         include_init: float | None = None,
         vote_bits: int = 8,
         hard: bool = False,
@@ -121,7 +121,7 @@ class ClauseLayer(nn.Module):
         self.lf, self.form, self.kappa = lf, form, kappa
         self.clause_dropout, self.literal_dropout, self.vote_bits, self.hard = clause_dropout, literal_dropout, vote_bits, hard
         self.tau = Temperature(tau, learn_tau, tau_ema)
-        self.include = nn.Parameter(_include_init(clauses, in_features, include_init or 2 * lf, prior))
+        self.include = nn.Parameter(_include_init(clauses, in_features, include_init or 2 * lf, tm_prior))
         # the vote magnitude is softplus(votes); its sign is the clause's polarity
         self.votes = nn.Parameter(torch.full((clauses, out_features), math.log(math.e - 1.0)) + 0.1 * torch.randn(clauses, out_features))
         self.bias = nn.Parameter(torch.zeros(out_features))
