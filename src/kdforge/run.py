@@ -306,7 +306,7 @@ def check(recipe: Recipe, console: Console | None = None) -> dict[str, Any]:
     if teacher.input_adapter is not None:
         teacher_note += f"; input adapted: {teacher.input_adapter.describe()}"
     if recipe.student.init_from_teacher is not None:  # pairs the TM blocks with teacher MLPs now: a mismatch fails here
-        transfer = copy_matching(build_model(recipe.student.model.name, input_shape=data.input_shape, num_classes=data.num_classes, **recipe.student.model.options), teacher_module)
+        transfer = copy_matching(session.build_student(), teacher_module)  # into a copy: the checked student stays as built
         pairs = feedforward_pairs(student, teacher_module)
         console.print(f"init_from_teacher: {len(transfer.copied)} teacher tensors will be copied ({len(transfer.shape_mismatch)} differ in shape); "
                       f"{len(pairs)} TM blocks will learn their teacher MLPs: " + ", ".join(f"{n} <- {origin}" for n, (_, origin, _) in pairs.items()))
