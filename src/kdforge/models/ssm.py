@@ -1,0 +1,294 @@
+"""State-space sequence models: S4D (with and without input selectivity) and the ``ssm`` student.
+
+* :class:`S4D`: a diagonal state space per channel, x' = A x + B u, y = Re(C x) + D u (real
+  inputs: N/2 complex modes and their conjugates, y = 2·Re(C x)), discretised by zero-order
+  hold with a learnable log Δt: Ā = exp(ΔA), B̄ = (exp(ΔA) − 1)/A · B. Training runs it as a
+  causal convolution with the kernel K_l = C B̄ Ā^l, by FFT; :meth:`S4D.step` runs it as the
+  recurrence, one sample at a time. Both compute the same outputs (tested). ``complex``
+  inputs take a truly complex path (N complex modes, complex C and D, y = C x + D u).
+  Initialisations ``lin`` (S4D-Lin: A_n = −½ + iπn) and ``inv`` (S4D-Inv:
+  A_n = −½ + i·(N/π)(N/(2n + 1) − 1)).
+* :class:`SelectiveSSM`: Mamba-style input selectivity: Δ_t, B_t and C_t are computed from
+  the input at every step, h_t = exp(Δ_t A) h_{t−1} + Δ_t B_t u_t, y_t = C_t h_t + D u_t, by
+  :func:`selective_scan`, a chunked log-space scan that never overflows.
+* ``selectivity: gate``: an S4D whose input is scaled by a per-step, per-channel gate
+  σ(W u) — the simple time gate one compares against.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdforge.models import MODELS
+
+
+class S4D(nn.Module):
+    """Diagonal state space over ``channels`` channels with ``state_dim`` states each.
+
+    ``[B, L, H] -> [B, L, H]`` (real, or complex with ``complex=True``).
+    """
+
+    def __init__(self, channels: int, state_dim: int = 16, init: Literal["lin", "inv"] = "lin", complex: bool = False, dt_min: float = 1e-3, dt_max: float = 1e-1):
+        super().__init__()
+        self.complex = complex
+        modes = state_dim if complex else state_dim // 2  # a real system keeps conjugate pairs implicit
+        if modes < 1:
+            raise ValueError(f"state_dim must be >= {1 if complex else 2}, got {state_dim}")
+        n = torch.arange(modes, dtype=torch.float32)
+        imag = math.pi * n if init == "lin" else (state_dim / math.pi) * (state_dim / (2 * n + 1) - 1)
+        self.log_a_real = nn.Parameter(torch.log(torch.full((channels, modes), 0.5)))
+        self.a_imag = nn.Parameter(imag.repeat(channels, 1))
+        self.c = nn.Parameter(torch.view_as_real(torch.randn(channels, modes, dtype=torch.cfloat) * math.sqrt(0.5)))
+        self.log_dt = nn.Parameter(torch.rand(channels) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        self.d = nn.Parameter(torch.view_as_real(torch.randn(channels, dtype=torch.cfloat)) if complex else torch.randn(channels))
+
+    def discrete(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(ΔA = log Ā, B̄, C) [H, modes] complex, by zero-order hold (B = 1: C absorbs the input scale)."""
+        a = torch.complex(-torch.exp(self.log_a_real), self.a_imag)
+        dt_a = a * torch.exp(self.log_dt)[:, None]
+        return dt_a, torch.expm1(dt_a) / a, torch.view_as_complex(self.c)
+
+    def kernel(self, length: int) -> torch.Tensor:
+        """K [H, L]: K_l = Σ_n C_n B̄_n Ā_n^l (2·Re of it for real inputs)."""
+        dt_a, b_bar, c = self.discrete()
+        powers = torch.exp(dt_a[..., None] * torch.arange(length, device=dt_a.device))  # Ā^l, [H, N, L]
+        k = torch.einsum("hn,hnl->hl", c * b_bar, powers)
+        return k if self.complex else 2.0 * k.real
+
+    def skip(self) -> torch.Tensor:
+        return torch.view_as_complex(self.d) if self.complex else self.d
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        """Convolution mode: y = K * u (causal) + D u, by FFT of length 2L."""
+        length = u.shape[1]
+        k = self.kernel(length)
+        x = u.transpose(1, 2)  # [B, H, L]
+        if self.complex:
+            y = torch.fft.ifft(torch.fft.fft(x.to(torch.cfloat), n=2 * length) * torch.fft.fft(k, n=2 * length), n=2 * length)[..., :length]
+        else:
+            y = torch.fft.irfft(torch.fft.rfft(x.float(), n=2 * length) * torch.fft.rfft(k, n=2 * length), n=2 * length)[..., :length]
+        return (y.transpose(1, 2) + u * self.skip()).to(u.dtype)
+
+    def initial_state(self, batch: int, device: torch.device | None = None) -> torch.Tensor:
+        return torch.zeros(batch, *self.log_a_real.shape, dtype=torch.cfloat, device=device)
+
+    def step(self, u: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Recurrent mode, one time step: u [B, H], state [B, H, N] -> (y [B, H], new state)."""
+        dt_a, b_bar, c = self.discrete()
+        state = torch.exp(dt_a) * state + b_bar * u[..., None]
+        y = (c * state).sum(-1)
+        y = y if self.complex else 2.0 * y.real
+        return (y + u * self.skip()).to(u.dtype), state
+
+
+def selective_scan(log_decay: torch.Tensor, inputs: torch.Tensor, state: torch.Tensor | None = None, chunk: int = 32) -> torch.Tensor:
+    """h_t = exp(log_decay_t) · h_{t−1} + inputs_t along dim 1 (time), for log_decay <= 0.
+
+    In each chunk of ``chunk`` steps, with S_t the running sum of log_decay since the chunk
+    began, h_t = exp(S_t) h_start + Σ_{s≤t} exp(S_t − S_s) inputs_s, the sum taken in log
+    space (``logcumsumexp`` of log|inputs| − S, positive and negative parts apart). S only
+    falls within a chunk, so nothing overflows however long the sequence. Computed in
+    float32 (also under autocast). -> h [B, L, ...]
+    """
+    dtype = inputs.dtype
+    log_decay, inputs = log_decay.float(), inputs.float()
+    h = torch.zeros_like(inputs[:, 0]) if state is None else state.float()
+    out = []
+    for start in range(0, inputs.shape[1], chunk):
+        s = log_decay[:, start : start + chunk].cumsum(1)
+        x = inputs[:, start : start + chunk]
+        parts = [torch.exp(s + torch.logcumsumexp(_log_or_floor(sign * x) - s, dim=1)) for sign in (1.0, -1.0)]
+        hs = torch.exp(s) * h[:, None] + parts[0] - parts[1]
+        h = hs[:, -1]
+        out.append(hs)
+    return torch.cat(out, 1).to(dtype)
+
+
+_LOG_ZERO = -1e30  # log 0, finite: a −inf would make logcumsumexp's gradient NaN (−inf − (−inf)); exp of it is 0 all the same
+
+
+def _log_or_floor(x: torch.Tensor) -> torch.Tensor:
+    """log x where x > 0, ``_LOG_ZERO`` elsewhere, with a finite gradient everywhere."""
+    positive = x > 0
+    return torch.where(positive, torch.log(torch.where(positive, x, torch.ones_like(x))), torch.full_like(x, _LOG_ZERO))
+
+
+class SelectiveSSM(nn.Module):
+    """Mamba-style selective state space over ``channels`` channels: Δ_t = softplus(W_Δ u_t + b),
+    B_t = W_B u_t, C_t = W_C u_t (shared across channels), A = −exp(A_log) [H, N];
+    h_t = exp(Δ_t A) h_{t−1} + Δ_t B_t u_t, y_t = C_t · h_t + D u_t. ``[B, L, H] -> [B, L, H]``."""
+
+    def __init__(self, channels: int, state_dim: int = 16, chunk: int = 32, dt_min: float = 1e-3, dt_max: float = 1e-1):
+        super().__init__()
+        self.chunk = chunk
+        self.a_log = nn.Parameter(torch.log(torch.arange(1, state_dim + 1, dtype=torch.float32)).repeat(channels, 1))  # A = −1..−N (S4D-Real)
+        self.to_dt = nn.Linear(channels, channels)
+        dt = torch.exp(torch.rand(channels) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        with torch.no_grad():
+            self.to_dt.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus⁻¹(dt): Δ starts in [dt_min, dt_max]
+            self.to_dt.weight.mul_(0.1)
+        self.to_b = nn.Linear(channels, state_dim, bias=False)
+        self.to_c = nn.Linear(channels, state_dim, bias=False)
+        self.d = nn.Parameter(torch.ones(channels))
+
+    def parameters_at(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(log decay Δ·A [.., H, N], input Δ·B·u [.., H, N], C [.., N]) for inputs u [.., H]."""
+        dt = F.softplus(self.to_dt(u))
+        a = -torch.exp(self.a_log)
+        return dt[..., None] * a, (dt * u)[..., None] * self.to_b(u)[..., None, :], self.to_c(u)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        log_decay, inputs, c = self.parameters_at(u)
+        h = selective_scan(log_decay, inputs, chunk=self.chunk)  # [B, L, H, N]
+        return (h * c[..., None, :]).sum(-1) + u * self.d
+
+    def initial_state(self, batch: int, device: torch.device | None = None) -> torch.Tensor:
+        return torch.zeros(batch, *self.a_log.shape, device=device)
+
+    def step(self, u: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One time step: u [B, H], state [B, H, N] -> (y [B, H], new state)."""
+        log_decay, inputs, c = self.parameters_at(u)
+        state = torch.exp(log_decay) * state + inputs
+        return (state * c[:, None, :]).sum(-1) + u * self.d, state
+
+
+class GatedS4D(S4D):
+    """``selectivity: gate``: an S4D whose input is first scaled by σ(W u_t), a gate per time
+    step and channel (the simplest input dependence, for comparison with ``mamba``)."""
+
+    def __init__(self, channels: int, state_dim: int = 16, init: Literal["lin", "inv"] = "lin", complex: bool = False):
+        super().__init__(channels, state_dim, init, complex)
+        self.gate = nn.Linear(channels, channels)
+
+    def gated(self, u: torch.Tensor) -> torch.Tensor:
+        return u * torch.sigmoid(self.gate(u.abs() if self.complex else u))
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        return super().forward(self.gated(u))
+
+    def step(self, u: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return super().step(self.gated(u), state)
+
+
+class ComplexRMSNorm(nn.Module):
+    """RMS normalisation of complex features by their magnitudes, with a real gain."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps, self.weight = eps, nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.abs().square().mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+def split_gelu(x: torch.Tensor) -> torch.Tensor:
+    """GELU of real and imaginary parts apart (the identity's shape kept for complex features)."""
+    return torch.complex(F.gelu(x.real), F.gelu(x.imag)) if x.is_complex() else F.gelu(x)
+
+
+class SSMBlock(nn.Module):
+    """Pre-norm residual block: x + dropout(W · GELU(ssm(norm(x))))."""
+
+    def __init__(self, dim: int, layer: nn.Module, dropout: float, complex: bool):
+        super().__init__()
+        self.norm = ComplexRMSNorm(dim) if complex else nn.LayerNorm(dim)
+        self.ssm = layer
+        self.out = nn.Linear(dim, dim, dtype=torch.cfloat if complex else None)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.out(split_gelu(self.ssm(self.norm(x))))
+        return x + (self.drop(y) if not y.is_complex() else y)  # nn.Dropout is real-only
+
+    def step(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y, state = self.ssm.step(self.norm(x), state)
+        return x + self.out(split_gelu(y)), state
+
+
+Selectivity = Literal["none", "gate", "mamba"]
+
+
+def ssm_layer(selectivity: Selectivity, dim: int, state_dim: int, init: Literal["lin", "inv"], complex: bool, chunk: int) -> nn.Module:
+    if selectivity == "mamba":
+        if complex:
+            raise ValueError("selectivity 'mamba' is real-valued: with complex inputs use complex_mode: channels")
+        return SelectiveSSM(dim, state_dim, chunk)
+    return GatedS4D(dim, state_dim, init, complex) if selectivity == "gate" else S4D(dim, state_dim, init, complex)
+
+
+@MODELS.register("ssm")
+class SSM(nn.Module):
+    """A state-space sequence model: encoder -> ``num_layers`` residual SSM blocks -> norm ->
+    decoder, for sequence-to-sequence regression (``pool: none``: [B, C, L] -> [B, output_dim, L])
+    or classification (``pool: mean | last``: -> [B, output_dim]).
+
+    ``selectivity``: ``none`` (S4D), ``gate`` (S4D with a time gate on its input) or ``mamba``
+    (Δ, B, C from the input). ``complex: true`` takes complex inputs and gives complex outputs,
+    either through a truly complex path (``complex_mode: native``: complex S4D, norms and
+    linear maps) or as real and imaginary channels (``complex_mode: channels``: any
+    selectivity). ``output_dim`` defaults to the dataset's number of classes.
+    Taps: ``encoder``, ``blocks.N`` ([B, L, model_dim]), ``norm``, ``decoder``.
+    """
+
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        model_dim: int = 64,
+        state_dim: int = 16,
+        num_layers: int = 4,
+        selectivity: Selectivity = "none",
+        complex: bool = False,
+        complex_mode: Literal["native", "channels"] = "native",
+        init: Literal["lin", "inv"] = "lin",
+        dropout: float = 0.0,
+        output_dim: int | None = None,
+        pool: Literal["none", "mean", "last"] = "mean",
+        chunk: int = 32,
+    ):
+        super().__init__()
+        if len(input_shape) != 2:
+            raise ValueError(f"ssm takes sequences [channels, length], got input shape {list(input_shape)}")
+        self.complex, self.pool = complex, pool
+        native = complex and complex_mode == "native"
+        self.split = complex and not native  # complex data as [real, imag] channels
+        channels, out = input_shape[0], output_dim or num_classes
+        self.out_dim = out
+        dtype = torch.cfloat if native else None
+        self.encoder = nn.Linear(2 * channels if self.split else channels, model_dim, dtype=dtype)
+        self.blocks = nn.ModuleList(SSMBlock(model_dim, ssm_layer(selectivity, model_dim, state_dim, init, native, chunk), dropout, native) for _ in range(num_layers))
+        self.norm = ComplexRMSNorm(model_dim) if native else nn.LayerNorm(model_dim)
+        self.decoder = nn.Linear(model_dim, 2 * out if self.split else out, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, C, L] -> [B, output_dim, L] (``pool: none``) or [B, output_dim]."""
+        h = self.encoder(self._inputs(x.transpose(1, 2)))
+        for block in self.blocks:
+            h = block(h)
+        y = self._outputs(self.decoder(self.norm(h)))  # [B, L, out]
+        if self.pool == "none":
+            return y.transpose(1, 2)
+        return y.mean(1) if self.pool == "mean" else y[:, -1]
+
+    def _inputs(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x.real, x.imag], -1) if self.split else x
+
+    def _outputs(self, y: torch.Tensor) -> torch.Tensor:
+        return torch.complex(y[..., : self.out_dim], y[..., self.out_dim :]) if self.split else y
+
+    def initial_state(self, batch: int, device: torch.device | None = None) -> list[torch.Tensor]:
+        return [block.ssm.initial_state(batch, device) for block in self.blocks]
+
+    def step(self, x: torch.Tensor, states: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Recurrent mode: one time step x [B, C] -> (y [B, output_dim], new states)."""
+        h = self.encoder(self._inputs(x))
+        new = []
+        for block, state in zip(self.blocks, states):
+            h, state = block.step(h, state)
+            new.append(state)
+        return self._outputs(self.decoder(self.norm(h))), new

@@ -1,0 +1,136 @@
+"""State-space layers: convolution == recurrence, stable selective scan, the ssm model."""
+
+import math
+
+import pytest
+import torch
+
+from kdforge.models import build_model
+from kdforge.models.ssm import S4D, GatedS4D, SelectiveSSM, selective_scan
+
+
+def run_steps(layer, u):
+    state = layer.initial_state(len(u))
+    outputs = []
+    for t in range(u.shape[1]):
+        y, state = layer.step(u[:, t], state)
+        outputs.append(y)
+    return torch.stack(outputs, 1)
+
+
+@pytest.mark.parametrize(("layer", "complex"), [
+    (lambda: S4D(6, 8), False),
+    (lambda: S4D(6, 8, init="inv"), False),
+    (lambda: S4D(6, 8, complex=True), True),
+    (lambda: GatedS4D(6, 8), False),
+    (lambda: GatedS4D(6, 8, complex=True), True),
+    (lambda: SelectiveSSM(6, 8, chunk=16), False),
+])
+def test_convolution_or_scan_mode_equals_the_recurrent_step_mode(layer, complex):
+    torch.manual_seed(0)
+    module = layer()
+    u = torch.randn(3, 70, 6, dtype=torch.cfloat if complex else torch.float32)
+    parallel = module(u)
+    assert parallel.dtype == u.dtype and parallel.shape == u.shape
+    torch.testing.assert_close(parallel, run_steps(module, u), atol=1e-5, rtol=1e-4)
+
+
+def test_s4d_kernel_matches_the_zero_order_hold_formula():
+    torch.manual_seed(0)
+    layer = S4D(2, 4)
+    a = torch.complex(-torch.exp(layer.log_a_real), layer.a_imag).detach().to(torch.cdouble)
+    dt = torch.exp(layer.log_dt).detach().double()[:, None]
+    c = torch.view_as_complex(layer.c).detach().to(torch.cdouble)
+    l = torch.arange(5, dtype=torch.double)
+    a_bar = torch.exp(dt * a)
+    reference = 2 * torch.einsum("hn,hnl->hl", c * (a_bar - 1) / a, a_bar[..., None] ** l).real
+    torch.testing.assert_close(layer.kernel(5).double(), reference, rtol=1e-5, atol=1e-6)
+
+
+def test_s4d_initialisations_follow_lin_and_inv():
+    lin, inv = S4D(1, 8, init="lin"), S4D(1, 8, init="inv")
+    n = torch.arange(4.0)
+    torch.testing.assert_close(lin.a_imag[0].detach(), math.pi * n)
+    torch.testing.assert_close(inv.a_imag[0].detach(), (8 / math.pi) * (8 / (2 * n + 1) - 1))
+    torch.testing.assert_close(-torch.exp(lin.log_a_real).detach(), torch.full((1, 4), -0.5))
+
+
+def test_log_dt_learns_and_changes_the_output():
+    torch.manual_seed(0)
+    layer = S4D(3, 8)
+    u = torch.randn(2, 30, 3)
+    before = layer(u)
+    before.square().sum().backward()
+    assert (layer.log_dt.grad != 0).all()
+    with torch.no_grad():
+        layer.log_dt.add_(1.0)
+    assert not torch.allclose(layer(u), before)
+
+
+def reference_scan(log_decay, inputs):
+    h, out = torch.zeros_like(inputs[:, 0], dtype=torch.float64), []
+    for t in range(inputs.shape[1]):
+        h = torch.exp(log_decay[:, t].double()) * h + inputs[:, t].double()
+        out.append(h)
+    return torch.stack(out, 1)
+
+
+def test_selective_scan_is_exact_and_finite_at_length_2048_with_fast_and_slow_decays():
+    torch.manual_seed(0)
+    rates = torch.tensor([1e-3, 0.1, 5.0, 60.0])  # per state: from barely decaying to gone in one step
+    log_decay = -torch.rand(2, 2048, 3, 4) * rates
+    inputs = torch.randn(2, 2048, 3, 4)
+    h = selective_scan(log_decay, inputs)
+    assert torch.isfinite(h).all()
+    reference = reference_scan(log_decay, inputs)
+    assert (h.double() - reference).abs().max() <= 1e-4 * reference.abs().max()
+
+
+def test_selective_scan_gradients_are_finite_and_match_the_loop():
+    torch.manual_seed(0)
+    log_decay = (-torch.rand(2, 70, 3) * 3).requires_grad_()
+    inputs = torch.randn(2, 70, 3).requires_grad_()
+    weights = torch.randn(2, 70, 3)
+    (selective_scan(log_decay, inputs, chunk=16) * weights).sum().backward()
+    scan_grads = log_decay.grad.clone(), inputs.grad.clone()
+    log_decay.grad = inputs.grad = None
+    (reference_scan(log_decay, inputs).float() * weights).sum().backward()
+    torch.testing.assert_close(scan_grads[0], log_decay.grad, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(scan_grads[1], inputs.grad, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("selectivity", ["none", "gate", "mamba"])
+@pytest.mark.parametrize("complex_mode", [None, "native", "channels"])
+def test_ssm_model_sequence_outputs_equal_its_step_mode(selectivity, complex_mode):
+    if selectivity == "mamba" and complex_mode == "native":
+        with pytest.raises(Exception, match="use complex_mode: channels"):
+            build_model("ssm", input_shape=(2, 24), num_classes=3, selectivity="mamba", complex=True)
+        return
+    torch.manual_seed(0)
+    complex_options = {"complex": True, "complex_mode": complex_mode} if complex_mode else {}
+    model = build_model("ssm", input_shape=(2, 24), num_classes=3, model_dim=8, state_dim=4, num_layers=2, selectivity=selectivity, pool="none", **complex_options).eval()
+    x = torch.randn(5, 2, 24, dtype=torch.cfloat if complex_mode else torch.float32)
+    y = model(x)
+    assert y.shape == (5, 3, 24) and y.is_complex() == bool(complex_mode)
+    with torch.no_grad():
+        stepped = run_steps(model, x.transpose(1, 2)).transpose(1, 2)
+    torch.testing.assert_close(y.detach(), stepped, atol=1e-4, rtol=1e-4)
+
+
+def test_ssm_classifier_pools_and_trains():
+    torch.manual_seed(0)
+    model = build_model("ssm", input_shape=(1, 40), num_classes=10, model_dim=16, state_dim=8, num_layers=2, selectivity="mamba")
+    y = torch.randint(0, 10, (64,))
+    t = torch.arange(40.0)
+    x = torch.sin((1 + y[:, None]) * 0.15 * t)[:, None] + 0.1 * torch.randn(64, 1, 40)  # the class is the frequency
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(60):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert model(x).shape == (64, 10) and losses[-1] < 0.5 * losses[0], losses
+    with pytest.raises(Exception, match="sequences"):
+        build_model("ssm", input_shape=(1, 8, 8), num_classes=3)
