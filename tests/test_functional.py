@@ -284,3 +284,39 @@ def test_supcon_matches_reference():
     assert lf.supcon_loss(t(z), torch.tensor(y), temp).item() == pytest.approx(np.mean(losses), rel=1e-4)
     assert lf.supcon_loss(t(z), torch.arange(6), temp).item() == 0.0  # no positives: nothing to learn
     assert math.isfinite(lf.supcon_loss(t(z), torch.tensor(y), 0.05).item())
+
+
+# ----------------------------------------------------------------------------- regression
+
+
+def complex_pair(seed=0, shape=(4, 3, 16)):
+    g = torch.Generator().manual_seed(seed)
+    make = lambda: torch.complex(torch.randn(shape, generator=g), torch.randn(shape, generator=g))  # noqa: E731
+    return make(), make()
+
+
+def test_regression_losses_match_their_formulas():
+    p, t = complex_pair()
+    expected_cmse = sum(((p.real[i] - t.real[i]) ** 2 + (p.imag[i] - t.imag[i]) ** 2).mean() for i in range(4)) / 4
+    torch.testing.assert_close(lf.regression_loss(p, t, "complex_mse"), expected_cmse)
+    torch.testing.assert_close(lf.regression_loss(p.real, t.real, "mse"), ((p.real - t.real) ** 2).mean())
+    phase = torch.remainder(torch.atan2(p.imag, p.real) - torch.atan2(t.imag, t.real) + math.pi, 2 * math.pi) - math.pi
+    magnitude = torch.sqrt(p.real**2 + p.imag**2) - torch.sqrt(t.real**2 + t.imag**2)
+    expected = (magnitude**2).mean() + 0.5 * (t.abs() * phase**2).mean()
+    torch.testing.assert_close(lf.regression_loss(p, t, "mag_phase", phase_weight=0.5), expected)
+    for kind in ("complex_mse", "mag_phase"):
+        assert float(lf.regression_loss(t, t, kind)) == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(ValueError, match="complex_mse or mag_phase"):
+        lf.regression_loss(p, t, "mse")
+
+
+def test_phase_difference_wraps_around_pi():
+    a = torch.polar(torch.ones(2), torch.tensor([math.pi - 0.1, 0.3]))
+    b = torch.polar(torch.ones(2), torch.tensor([-math.pi + 0.1, -0.3]))
+    torch.testing.assert_close(lf.wrapped_phase_difference(a, b), torch.tensor([-0.2, 0.6]))  # not 2π − 0.2
+
+
+def test_psnr_in_db():
+    t = torch.tensor([0.0, 2.0, -1.0, 1.0])
+    p = t + torch.tensor([0.1, -0.1, 0.1, -0.1])
+    assert float(lf.psnr_db(p, t)) == pytest.approx(10 * math.log10(4 / 0.01), rel=1e-5)

@@ -192,6 +192,47 @@ def dense_logits_from_topk(log_probs: torch.Tensor, indices: torch.Tensor, num_c
     return fill.scatter(1, indices, log_probs.float())
 
 
+# ----------------------------------------------------------------------------- regression
+
+
+RegressionKind = Literal["mse", "complex_mse", "mag_phase"]
+
+
+def wrapped_phase_difference(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """arg(a) − arg(b) wrapped into (−π, π]: the angle of a · conj(b), so that phases near
+    +π and −π count as close."""
+    return torch.angle(a * b.conj())
+
+
+def regression_loss(prediction: torch.Tensor, target: torch.Tensor, kind: RegressionKind = "mse", phase_weight: float = 1.0) -> torch.Tensor:
+    """Distance between a prediction and a target of the same shape (a task target, or a
+    teacher's output), averaged over every element.
+
+    * ``mse``: mean (p − t)² (real values);
+    * ``complex_mse``: mean |p − t|² (complex values: real and imaginary errors together);
+    * ``mag_phase``: mean (|p| − |t|)² + ``phase_weight`` · mean(|t| · Δφ²), Δφ the wrapped
+      phase difference, weighted by the target's magnitude (a phase of noise-level values
+      means nothing).
+    """
+    if kind == "mse":
+        if prediction.is_complex() or target.is_complex():
+            raise ValueError("regression loss 'mse' is for real values; use complex_mse or mag_phase for complex outputs")
+        return F.mse_loss(prediction.float(), target.float())
+    p, t = prediction.to(torch.cfloat), target.to(torch.cfloat)
+    if kind == "complex_mse":
+        return (p - t).abs().square().mean()
+    if kind == "mag_phase":
+        magnitude = (p.abs() - t.abs()).square().mean()
+        return magnitude + phase_weight * (t.abs() * wrapped_phase_difference(p, t).square()).mean()
+    raise ValueError(f"unknown regression loss '{kind}' (valid: mse, complex_mse, mag_phase)")
+
+
+def psnr_db(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Peak signal-to-noise ratio in dB: 10·log10(max|target|² / mean |prediction − target|²)."""
+    error = (prediction - target).abs().float().square().mean()
+    return 10.0 * torch.log10(target.abs().float().amax().square() / error.clamp_min(1e-20))
+
+
 # ----------------------------------------------------------------------------- features
 
 
