@@ -1,0 +1,44 @@
+"""The simulated SAR azimuth lines: the physics, the focusing, the noise level, determinism."""
+
+import math
+
+import numpy as np
+import pytest
+
+from kdforge.data.sar import SARGeometry, simulate_azimuth_lines
+
+
+def test_geometry_follows_the_formulas():
+    g = SARGeometry(wavelength=0.03, velocity=100.0, slant_range=2000.0, prf=200.0, antenna_length=1.2)
+    assert g.fm_rate == pytest.approx(2 * 100.0**2 / (0.03 * 2000.0))
+    assert g.aperture_pulses == 101  # λR0/(Dv) = 0.5 s at 200 Hz, made odd
+    h = g.impulse_response()
+    t = (np.arange(101) - 50) / 200.0
+    np.testing.assert_allclose(np.unwrap(np.angle(h)) - np.unwrap(np.angle(h))[50], -math.pi * g.fm_rate * t**2, atol=1e-6)
+
+
+def test_point_targets_focus_to_peaks_of_their_amplitude_at_their_positions():
+    raw, focused, positions = simulate_azimuth_lines(6, 384, targets=(1, 3), snr_db=20.0, clutter_db=-40.0, seed=3)
+    for line, raw_line, where in zip(focused, raw, positions):
+        brightest = np.sort(np.argsort(-np.abs(line))[: len(where)])
+        np.testing.assert_array_equal(brightest, where)
+        assert ((np.abs(line[where]) > 0.45) & (np.abs(line[where]) < 1.55)).all()  # amplitudes are drawn in [0.5, 1.5]
+        # unfocused, a point's energy is spread over the aperture: its raw peak is far lower than its focused one
+        assert np.abs(raw_line).max() / np.sqrt(np.mean(np.abs(raw_line) ** 2)) < np.abs(line).max() / np.sqrt(np.mean(np.abs(line) ** 2))
+
+
+def test_noise_is_at_the_requested_snr_and_the_seed_fixes_everything():
+    noisy, focused, positions = simulate_azimuth_lines(8, 256, snr_db=5.0, seed=7)
+    clean, focused_again, positions_again = simulate_azimuth_lines(8, 256, snr_db=300.0, seed=7)  # same scene, no noise to speak of
+    np.testing.assert_array_equal(focused, focused_again)
+    assert all(np.array_equal(a, b) for a, b in zip(positions, positions_again))
+    snr = 10 * np.log10(np.mean(np.abs(clean) ** 2) / np.mean(np.abs(noisy - clean) ** 2))
+    assert snr == pytest.approx(5.0, abs=0.3)
+    other, _, _ = simulate_azimuth_lines(8, 256, snr_db=5.0, seed=8)
+    assert not np.allclose(other, noisy)
+    assert noisy.dtype == np.complex64 and noisy.shape == (8, 256)
+
+
+def test_a_line_too_short_for_the_aperture_is_a_clear_error():
+    with pytest.raises(ValueError, match="cannot hold a 101-pulse aperture"):
+        simulate_azimuth_lines(1, 64)
