@@ -27,6 +27,7 @@ app = typer.Typer(
         "  kdforge train --resume runs/digits-kd-20261122-101500\n\n"
         "  kdforge sweep digits_kd --seeds 5\n\n"
         "  kdforge explain runs/digits-vit-tm-20261122-101500 --samples 8\n\n"
+        "  kdforge bench ssm --input-shape 1,1024 -o model_dim=32 --batch-sizes 1,32\n\n"
         "  kdforge --plugin my_parts.py train my_recipe.yaml"
     ),
 )
@@ -233,6 +234,72 @@ def explain(
 
     folder = explain_run(run_dir, samples, top_k, out)
     console.print(f"wrote {samples} overlays (sample_NN.png) and the clause report (clauses.md) to {folder}")
+
+
+@app.command()
+def bench(
+    target: Annotated[str, typer.Argument(help="A run directory (its student, and its teacher when it is a kdforge model) or a registered model name.", show_default=False)],
+    batch_sizes: Annotated[str, typer.Option("--batch-sizes", help="Comma-separated batch sizes.")] = "1,32",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed forward passes first.")] = 5,
+    iters: Annotated[int, typer.Option(min=1, help="Timed forward passes per batch size.")] = 20,
+    input_shape: Annotated[Optional[str], typer.Option("--input-shape", help="A model name needs its input shape without the batch, e.g. 1,40.")] = None,
+    num_classes: Annotated[int, typer.Option("--num-classes", help="A model name's number of outputs.")] = 10,
+    option: Annotated[Optional[list[str]], typer.Option("--option", "-o", help="A model name's options, key=value (repeatable), e.g. -o model_dim=32.")] = None,
+    output: Annotated[Optional[Path], typer.Option(help="Also write the measurements as JSON here.")] = None,
+) -> None:
+    """Measure models: latency (median, p90), throughput and peak memory per batch size; parameters and exact FLOPs per sample. Nothing is estimated."""
+    import json
+
+    import torch
+
+    from kdforge.bench import benchmark
+    from kdforge.trainer import resolve_device
+
+    sizes = [int(v) for v in batch_sizes.split(",") if v.strip()]
+    target_device = resolve_device(device)
+    models, example = _bench_models(target, input_shape, num_classes, option or [])
+    results = {name: benchmark(model.to(target_device), example.to(target_device), sizes, warmup, iters) for name, model in models.items()}
+    table = Table(title=f"kdforge bench: {target} on {target_device} ({torch.get_num_threads()} CPU threads)")
+    for column in ("model", "params", "MFLOPs / sample", "batch", "latency ms (p90)", "samples / s", "peak MB"):
+        table.add_column(column, justify="right" if column != "model" else "left")
+    for name, result in results.items():
+        for row in result["batches"]:
+            table.add_row(name, f"{result['params']:,}", f"{result['flops_per_sample'] / 1e6:,.2f}", str(row["batch"]), f"{row['latency_ms']:.3f} ({row['latency_p90_ms']:.3f})", f"{row['samples_per_s']:,.0f}", f"{row['peak_memory_mb']:.2f}")
+    console.print(table)
+    if output is not None:
+        output.write_text(json.dumps({"target": target, "device": str(target_device), "threads": torch.get_num_threads(), "models": results}, indent=2))
+        console.print(f"wrote {output}")
+
+
+def _bench_models(target: str, input_shape: str | None, num_classes: int, options: list[str]) -> tuple[dict, "torch.Tensor"]:
+    """The models ``kdforge bench`` measures, and an example input."""
+    import torch
+    import yaml
+
+    from kdforge.models import build_model
+
+    if Path(target).is_dir():
+        from kdforge.data import recipe_data
+        from kdforge.export import load_model, load_student, read_meta
+        from kdforge.run import load_run_recipe
+
+        recipe = load_run_recipe(target)
+        models = {"student": load_student(target)}
+        teacher = Path(target) / "teacher" / "teacher.safetensors"
+        if teacher.exists() and "model" in read_meta(teacher):
+            models = {"teacher": load_model(teacher).eval(), **models}
+        return models, recipe_data(recipe.data, recipe.seed).test.x[:1]
+    if input_shape is None:
+        raise KdforgeError(f"'{target}' is not a run directory; to measure a model by name give --input-shape (e.g. --input-shape 1,40)")
+    shape = tuple(int(v) for v in input_shape.split(","))
+    kwargs = {}
+    for item in options:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise KdforgeError(f"--option takes key=value, got '{item}'")
+        kwargs[key] = yaml.safe_load(value)
+    return {target: build_model(target, input_shape=shape, num_classes=num_classes, **kwargs)}, torch.randn(1, *shape)
 
 
 @app.command("list")
