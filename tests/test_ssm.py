@@ -134,3 +134,30 @@ def test_ssm_classifier_pools_and_trains():
     assert model(x).shape == (64, 10) and losses[-1] < 0.5 * losses[0], losses
     with pytest.raises(Exception, match="sequences"):
         build_model("ssm", input_shape=(1, 8, 8), num_classes=3)
+
+
+def test_compression_presets_size_the_student_from_the_teacher():
+    from kdforge.models.ssm import compression_preset
+
+    teacher = {"model_dim": 64, "state_dim": 16, "num_layers": 4, "selectivity": "mamba", "complex": True}
+    assert compression_preset("standard", teacher) == {**teacher, "selectivity": "none"}
+    assert compression_preset("compressed", teacher) == {**teacher, "model_dim": 32, "state_dim": 8, "num_layers": 2, "selectivity": "none"}
+    assert compression_preset("tiny", {"num_layers": 2}) == {"model_dim": 16, "state_dim": 4, "num_layers": 1, "selectivity": "none"}  # ssm defaults fill in
+
+
+def test_student_preset_in_a_recipe_is_overridable_per_field(tiny_recipe, tmp_path):
+    from rich.console import Console
+
+    from kdforge import Recipe
+    from kdforge.run import Session
+
+    tiny_recipe["data"] = {"name": "mnist1d", "batch_size": 64}
+    tiny_recipe["teacher"]["model"] = {"name": "ssm", "model_dim": 32, "state_dim": 8, "num_layers": 4, "selectivity": "mamba"}
+    tiny_recipe["student"] = {"model": {"name": "ssm", "model_dim": 12}, "preset": "compressed"}
+    recipe = Recipe.model_validate(tiny_recipe)
+    student = Session(recipe, tmp_path, Console(quiet=True)).build_student()
+    assert student.kdforge_spec["options"] == {"model_dim": 12, "state_dim": 4, "num_layers": 2, "selectivity": "none"}
+    assert len(student.blocks) == 2 and student.encoder.out_features == 12
+    tiny_recipe["teacher"]["model"] = {"name": "cnn", "width": 8}
+    with pytest.raises(Exception, match="student.preset sizes an ssm student from an ssm teacher"):
+        Recipe.model_validate(tiny_recipe)

@@ -216,6 +216,9 @@ class AutoClauseConfig(Section):
 
 class StudentConfig(Section):
     model: ModelConfig
+    preset: Literal["standard", "compressed", "tiny"] | None = Field(
+        None, description="an ssm student sized from the ssm teacher: standard (same size), compressed (1/2), tiny (1/4), without selectivity; student.model options override"
+    )
     init_from_teacher: TransferConfig | None = Field(None, description="true, or {steps, lr}: copy matching teacher weights, fit each TM block to its teacher MLP")
     clause_specialize: SpecializeConfig | None = None
     auto_clause: AutoClauseConfig | None = None
@@ -415,6 +418,9 @@ class Recipe(Section):
                     raise ValueError(f"stage {i} names loss term '{key}', which the recipe does not have{did_you_mean(key, names)}")
         if self.train.fsdp and self.train.ema_decay is not None:
             raise ValueError("train.ema_decay keeps a whole copy of the student, which train.fsdp shards; use one or the other")
+        if self.student.preset is not None and not (self.student.model.name == "ssm" and self.teacher.model is not None and self.teacher.model.name == "ssm"):
+            raise ValueError(f"student.preset sizes an ssm student from an ssm teacher; here the student is '{self.student.model.name}' and the teacher "
+                             f"'{self.teacher.model.name if self.teacher.model else self.teacher.source}' (set both model names to ssm, or drop student.preset)")
         if self.student.init_from_teacher is not None and (self.teacher.cache is not None or self.teacher.source in ("ema", "ensemble")):
             raise ValueError("student.init_from_teacher copies the teacher's own modules: it needs one online teacher (no teacher.cache, not 'ema' or 'ensemble')")
         if self.train.fsdp and self.teacher.source == "ema":

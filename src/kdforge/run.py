@@ -34,6 +34,7 @@ from kdforge.evaluate import evaluate
 from kdforge.export import save_model
 from kdforge.losses import LossTerm, build_loss, build_losses
 from kdforge.models import build_model
+from kdforge.models.ssm import compression_preset
 from kdforge.models.tm import clause_layers, hard_mode
 from kdforge.report import plot_curves, summary_table, write_report, write_results
 from kdforge.teachers import TEACHER_SOURCES, Teacher
@@ -152,8 +153,11 @@ class Session:
 
     def build_student(self) -> torch.nn.Module:
         """The recipe's student, untrained, on the device."""
-        cfg = self.recipe.student.model
-        return build_model(cfg.name, input_shape=self.data.input_shape, num_classes=self.data.num_classes, **cfg.options).to(self.device)
+        cfg = self.recipe.student
+        options = cfg.model.options
+        if cfg.preset is not None:  # sized from the teacher; the student's own options win
+            options = {**compression_preset(cfg.preset, self.recipe.teacher.model.options), **options}
+        return build_model(cfg.model.name, input_shape=self.data.input_shape, num_classes=self.data.num_classes, **options).to(self.device)
 
     def train_student(self, stage: str, terms: list[LossTerm], checkpoint_dir: Path, teacher: Teacher | None = None, ema: bool = False) -> tuple[torch.nn.Module, dict[str, Any], list[dict[str, Any]], Teacher | None]:
         """Build the student (same seed, same initial weights in every stage) and fit it.

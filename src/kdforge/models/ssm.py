@@ -292,3 +292,20 @@ class SSM(nn.Module):
             h, state = block.step(h, state)
             new.append(state)
         return self._outputs(self.decoder(self.norm(h))), new
+
+
+Compression = Literal["standard", "compressed", "tiny"]
+_SHRINK = {"standard": 1, "compressed": 2, "tiny": 4}
+
+
+def compression_preset(preset: Compression, teacher_options: dict) -> dict:
+    """``ssm`` options of a student ``preset`` made from an ``ssm`` teacher's options:
+    ``standard`` keeps its size, ``compressed`` halves and ``tiny`` quarters its model_dim,
+    state_dim and num_layers (never below 8, 2 and 1); all drop input selectivity."""
+    import inspect
+
+    defaults = {k: v.default for k, v in inspect.signature(SSM).parameters.items() if v.default is not v.empty}
+    base = {**defaults, **teacher_options}
+    shrink = _SHRINK[preset]
+    sizes = {"model_dim": max(8, base["model_dim"] // shrink), "state_dim": max(2, base["state_dim"] // shrink), "num_layers": max(1, base["num_layers"] // shrink)}
+    return {**teacher_options, **sizes, "selectivity": "none"}
