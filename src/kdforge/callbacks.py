@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from kdforge.evaluate import score_name, shown
+
 if TYPE_CHECKING:
     from kdforge.trainer import FitResult, Trainer
 
@@ -58,7 +60,7 @@ class JsonlLogger(Callback):
 
 
 class ConsoleProgress(Callback):
-    """One live bar per stage (epoch, ETA, samples/s, loss parts, validation accuracy) and
+    """One live bar per stage (epoch, ETA, samples/s, loss parts, validation score) and
     about ``lines`` printed epoch summaries per stage, so long schedules stay readable."""
 
     def __init__(self, console: Console | None = None, refresh_every: int = 5, lines: int = 10):
@@ -104,14 +106,14 @@ class ConsoleProgress(Callback):
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
         assert self.progress is not None
         val, epoch, epochs = record["val"], record["epoch"], trainer.cfg.epochs
-        best = f"best {100 * trainer.pos.best_val['accuracy']:.2f}% @{trainer.pos.best_epoch}"
-        self.progress.update(self.task, description=self._describe(trainer), val=f"val {100 * val['accuracy']:.2f}% ({best})")
+        best = f"best {shown(trainer.pos.best_val)} @{trainer.pos.best_epoch}"
+        self.progress.update(self.task, description=self._describe(trainer), val=f"val {shown(val)} ({best})")
         if record.get("stopped_early"):
             rule = trainer.cfg.early_stopping
             self.console.print(f"  {trainer.stage}: stopped early after epoch {epoch}: val {rule.metric} did not improve for {rule.patience} epochs", highlight=False)
         if epoch == 1 or epoch == epochs or epoch % max(1, epochs // self.lines) == 0:
             self.console.print(
-                f"  {trainer.stage} {epoch:>3}/{epochs}  train loss {record['train']['loss']:.4f}  val acc {100 * val['accuracy']:.2f}%  {best}",
+                f"  {trainer.stage} {epoch:>3}/{epochs}  train loss {record['train']['loss']:.4f}  val {score_name(val)} {shown(val)}  {best}",
                 highlight=False,
             )
 

@@ -171,7 +171,7 @@ def evaluate_run(
 ) -> None:
     """Re-evaluate a run's exported student (and its teacher, when saved) on a split."""
     from kdforge.data import make_loader, recipe_data
-    from kdforge.evaluate import evaluate
+    from kdforge.evaluate import evaluate, shown
     from kdforge.export import load_model, load_student, read_meta
     from kdforge.run import load_run_recipe
 
@@ -185,11 +185,11 @@ def evaluate_run(
     if teacher_weights.exists() and "model" in read_meta(teacher_weights):  # a kdforge model (zoo teachers need their source)
         models["teacher"] = load_model(teacher_weights).eval()
     table = Table(title=f"{run_dir} on {data.name} {split} ({len(getattr(data, split))} samples)")
-    for column in ("model", "accuracy", "loss"):
+    for column in ("model", "accuracy / PSNR", "loss"):
         table.add_column(column)
     for role, model in models.items():
         metrics = evaluate(model, batches)
-        table.add_row(role, f"{100 * metrics['accuracy']:.2f}%", f"{metrics['loss']:.4f}")
+        table.add_row(role, shown(metrics), f"{metrics['loss']:.4f}")
     console.print(table)
 
 

@@ -343,7 +343,7 @@ class OptimConfig(Section):
 class EarlyStoppingConfig(Section):
     """Stop when the validation metric has not improved for ``patience`` epochs."""
 
-    metric: Literal["accuracy", "loss"] = Field("accuracy", description="validation metric watched (accuracy: higher is better; loss: lower)")
+    metric: Literal["accuracy", "loss"] = Field("accuracy", description="validation metric watched (accuracy, or PSNR for a regression: higher is better; loss: lower)")
     patience: int = Field(10, gt=0, description="epochs without improvement before stopping")
     min_delta: float = Field(0.0, ge=0, description="smallest change that counts as an improvement")
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from kdforge.config import CurriculumConfig, PlateauConfig, StageConfig, StageDataConfig, ValPlateauConfig
 from kdforge.errors import KdforgeError
+from kdforge.evaluate import score
 
 if TYPE_CHECKING:
     from kdforge.distiller import Distiller
@@ -50,9 +51,9 @@ def stage_finished(stage: StageConfig, records: list[dict[str, Any]]) -> bool:
 def _epochs_without_gain(records: list[dict[str, Any]], min_delta: float) -> int:
     best, since = None, 0
     for record in records:
-        accuracy = record["val"]["accuracy"]
-        if best is None or accuracy > best + min_delta:
-            best, since = accuracy, 0
+        value = score(record["val"])
+        if best is None or value > best + min_delta:
+            best, since = value, 0
         else:
             since += 1
     return since

@@ -8,6 +8,8 @@ from typing import Any
 
 from rich.table import Table
 
+from kdforge.evaluate import score_gain, score_name, shown
+
 ROLES = (("teacher", "teacher"), ("student", "student + KD"), ("student_alone", "student alone"))
 
 
@@ -19,11 +21,11 @@ def _rows(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return [(label, results[key]) for key, label in ROLES if key in results]
 
 
-def kd_gain(results: dict[str, Any]) -> float | None:
-    """Test-accuracy points the distilled student gains over the same student alone."""
+def kd_gain(results: dict[str, Any]) -> str | None:
+    """What the distilled student gains over the same student alone on test: accuracy points, or dB."""
     if "student_alone" not in results:
         return None
-    return 100 * (results["student"]["test"]["accuracy"] - results["student_alone"]["test"]["accuracy"])
+    return score_gain(results["student"]["test"], results["student_alone"]["test"])
 
 
 def hard_notes(results: dict[str, Any]) -> list[str]:
@@ -32,17 +34,18 @@ def hard_notes(results: dict[str, Any]) -> list[str]:
 
 
 def summary_table(results: dict[str, Any]) -> Table:
-    notes = ["val acc: the selected epoch; latency: batch of 1, median"]
+    name = score_name(results["student"]["test"])
+    notes = [f"val {name}: the selected epoch; latency: batch of 1, median"]
     gain = kd_gain(results)
     if gain is not None:
-        notes.insert(0, f"KD gain over the student alone: {gain:+.2f} test points")
+        notes.insert(0, f"KD gain over the student alone: {gain} (test)")
     notes[:0] = hard_notes(results)
     table = Table(title=f"{results['name']} — test split of {results['dataset']}", caption="\n".join(notes))
-    for column in ("model", "arch", "test acc", "val acc", "params", "latency ms"):
+    for column in ("model", "arch", f"test {name}", f"val {name}", "params", "latency ms"):
         table.add_column(column, justify="left" if column in ("model", "arch") else "right")
     for label, entry in _rows(results):
-        val = entry.get("val_best", {}).get("accuracy")
-        table.add_row(label, entry["model"], f"{100 * entry['test']['accuracy']:.2f}%", "-" if val is None else f"{100 * val:.2f}%", f"{entry['params']:,}", f"{entry['latency_ms']:.3f}")
+        val = entry.get("val_best")
+        table.add_row(label, entry["model"], shown(entry["test"]), shown(val) if val else "-", f"{entry['params']:,}", f"{entry['latency_ms']:.3f}")
     return table
 
 
@@ -71,20 +74,21 @@ def tm_sections(entry: dict[str, Any]) -> list[str]:
 
 
 def write_report(run_dir: Path, results: dict[str, Any], plots: list[str]) -> None:
+    metric = "accuracy" if "accuracy" in results["student"]["test"] else "PSNR"
     lines = [
         f"# {results['name']}",
         "",
-        f"Dataset `{results['dataset']}`; best epoch chosen on validation, accuracy reported on test.",
+        f"Dataset `{results['dataset']}`; best epoch chosen on validation, {metric} reported on test.",
         "",
-        "| model | architecture | test accuracy | val accuracy (selected) | params | latency ms (batch 1) |",
+        f"| model | architecture | test {metric} | val {metric} (selected) | params | latency ms (batch 1) |",
         "|---|---|---:|---:|---:|---:|",
     ]
     for label, entry in _rows(results):
-        val = entry.get("val_best", {}).get("accuracy")
-        lines.append(f"| {label} | {entry['model']} | {100 * entry['test']['accuracy']:.2f}% | {'-' if val is None else f'{100 * val:.2f}%'} | {entry['params']:,} | {entry['latency_ms']:.3f} |")
+        val = entry.get("val_best")
+        lines.append(f"| {label} | {entry['model']} | {shown(entry['test'])} | {shown(val) if val else '-'} | {entry['params']:,} | {entry['latency_ms']:.3f} |")
     gain = kd_gain(results)
     if gain is not None:
-        lines += ["", f"KD gain over the same student trained alone: **{gain:+.2f} points**."]
+        lines += ["", f"KD gain over the same student trained alone: **{gain}**."]
     lines += [f"\n{note}." for note in hard_notes(results)]
     lines += tm_sections(results["student"])
     timings = ", ".join(f"{k} {v:.1f}s" for k, v in results["timings"].items())
@@ -105,7 +109,7 @@ def plot_curves(run_dir: Path, histories: dict[str, list[dict[str, Any]]]) -> li
     out.mkdir(exist_ok=True)
     curves = {
         "loss": [("train loss", "-", lambda r: r["train"]["loss"]), ("val cross-entropy", "--", lambda r: r["val"]["loss"])],
-        "accuracy": [("val accuracy (%)", "-", lambda r: 100 * r["val"]["accuracy"])],
+        "accuracy": [("val accuracy (%) / PSNR (dB)", "-", lambda r: 100 * r["val"]["accuracy"] if "accuracy" in r["val"] else r["val"]["psnr_db"])],
     }
     written = []
     for name, lines in curves.items():

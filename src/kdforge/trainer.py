@@ -39,7 +39,7 @@ from kdforge.data.augment import Mixer
 from kdforge.distiller import Distiller, StepOutput
 from kdforge.ema import ModelEMA
 from kdforge.errors import KdforgeError, NonFiniteLossError
-from kdforge.evaluate import evaluate, is_better
+from kdforge.evaluate import evaluate, is_better, score
 from kdforge.optim import build_optimizer, centralize_gradients, lr_factor, student_groups
 from kdforge.schedules import Clock
 from kdforge.taps import block_names, unwrap
@@ -316,7 +316,7 @@ class Trainer:
         rule = self.cfg.early_stopping
         if rule is None:
             return
-        value = val[rule.metric] if rule.metric == "accuracy" else -val[rule.metric]  # higher is better
+        value = score(val) if rule.metric == "accuracy" else -val[rule.metric]  # higher is better (a regression's score is its PSNR)
         if self.pos.watched is None or value > self.pos.watched + rule.min_delta:
             self.pos.watched, self.pos.stale = value, 0
             return
