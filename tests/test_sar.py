@@ -42,3 +42,33 @@ def test_noise_is_at_the_requested_snr_and_the_seed_fixes_everything():
 def test_a_line_too_short_for_the_aperture_is_a_clear_error():
     with pytest.raises(ValueError, match="cannot hold a 101-pulse aperture"):
         simulate_azimuth_lines(1, 64)
+
+
+def test_sar_azimuth_is_a_complex_regression_dataset_split_by_the_seed():
+    from kdforge.data import build_dataset
+
+    data = build_dataset("sar_azimuth", seed=1, val_fraction=0.2, test_fraction=0.2, lines=50, length=160)
+    assert (len(data.train), len(data.val), len(data.test)) == (30, 10, 10)
+    assert data.task == "regression" and data.input_shape == (1, 160) and data.train.x.is_complex() and data.train.y.shape == (30, 1, 160)
+    again = build_dataset("sar_azimuth", seed=1, val_fraction=0.2, test_fraction=0.2, lines=50, length=160)
+    assert np.array_equal(again.test.y.numpy(), data.test.y.numpy())
+
+
+def test_a_regression_run_distills_an_ssm_and_reports_psnr(tiny_recipe):
+    from kdforge import Recipe, run
+
+    ssm = {"name": "ssm", "complex": True, "complex_mode": "channels", "pool": "none"}
+    tiny_recipe.update(
+        data={"name": "sar_azimuth", "lines": 48, "length": 128, "batch_size": 16},
+        teacher={"source": "train", "model": {**ssm, "model_dim": 16, "state_dim": 8, "num_layers": 2, "selectivity": "gate"}, "train": {"epochs": 1}},
+        student={"model": ssm, "preset": "tiny"},
+        losses=[{"name": "reg_task", "kind": "complex_mse", "weight": 0.5}, {"name": "reg_distill", "kind": "mag_phase", "weight": 0.5}],
+        train={"epochs": 1, "baseline": True},
+    )
+    result = run(Recipe.model_validate(tiny_recipe))
+    for role in ("teacher", "student", "student_alone"):
+        metrics = result.results[role]["test"]
+        assert set(metrics) == {"mse", "psnr_db", "loss"} and math.isfinite(metrics["psnr_db"])
+    assert result.results["student"]["params"] < result.results["teacher"]["params"]
+    report = (result.run_dir / "report.md").read_text()
+    assert "test PSNR" in report and " dB" in report

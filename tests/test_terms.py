@@ -19,6 +19,7 @@ VIT = "vit"
 CNN = "cnn"
 ENSEMBLE = "ensemble"
 TM = "vit_tm"
+SSM = "ssm"  # a regression pair: sequences in, complex sequences out
 
 #: one YAML example per registered term, on a ViT pair or a CNN pair
 EXAMPLES = {
@@ -43,6 +44,8 @@ EXAMPLES = {
     "clause_reg": (TM, "{name: clause_reg, sparsity: 1.0, budget: 4}"),
     "clause_align": (TM, "{name: clause_align, student: auto, teacher: auto, temperature: 2.0}"),
     "self_distill": (VIT, "{name: self_distill, layers: [blocks.0, blocks.1], alpha: 0.5, feature: 0.1, layout: tokens}"),
+    "reg_task": (SSM, "{name: reg_task, kind: mag_phase, phase_weight: 0.5}"),
+    "reg_distill": (SSM, "{name: reg_distill, kind: complex_mse, weight: {schedule: linear, start: 0.0, end: 1.0}}"),
 }
 
 
@@ -57,6 +60,9 @@ def models(kind):
     if kind == TM:
         teacher = build_model("vit", input_shape=(1, 8, 8), num_classes=10, embed_dim=32, depth=4, heads=4)
         return build_model("vit_tm", input_shape=(1, 8, 8), num_classes=10, embed_dim=16, depth=2, heads=2, clauses=8, diag_heads=True), teacher
+    if kind == SSM:
+        options = {"input_shape": (2, 12), "num_classes": 1, "pool": "none", "complex": True, "complex_mode": "channels"}
+        return build_model("ssm", model_dim=8, num_layers=1, **options), build_model("ssm", model_dim=16, num_layers=2, selectivity="mamba", **options)
     if kind == VIT:
         teacher = build_model("vit", input_shape=(1, 8, 8), num_classes=10, embed_dim=32, depth=4, heads=4)
         student = build_model("vit", input_shape=(1, 8, 8), num_classes=10, embed_dim=16, depth=2, heads=2)
@@ -77,6 +83,8 @@ def test_term_builds_from_yaml_runs_and_trains_its_parts(name):
     student, teacher_module = models(kind)
     terms = build_losses([yaml.safe_load(text)])
     x, y = torch.randn(16, 1, 8, 8), torch.arange(16) % 10
+    if kind == SSM:
+        x, y = torch.randn(16, 2, 12, dtype=torch.cfloat), torch.randn(16, 1, 12, dtype=torch.cfloat)
     distiller = Distiller(student, Teacher(teacher_module), terms, x[:2])
     optimizer = build_optimizer(distiller.param_groups(), OptimConfig())  # built after setup, as the Trainer does
     in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}

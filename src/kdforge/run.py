@@ -151,6 +151,17 @@ class Session:
         a = cfg.adapt
         return InputAdapter(self.data.input_shape, self.data.scaling, size=a.size, channels=a.channels, mean=a.mean, std=a.std).to(self.device)
 
+    def task_term(self, label_smoothing: float | None = None) -> LossTerm:
+        """The plain supervised loss of this data: ``ce`` for classes, ``reg_task`` for values
+        (complex_mse for complex targets), with the recipe's options for that term if it has
+        one; ``label_smoothing`` replaces the recipe's (a trained teacher's own setting)."""
+        name = "reg_task" if self.data.task == "regression" else "ce"
+        given = next((c.options for c in self.recipe.losses if c.name == name), None)
+        options = dict(given) if given is not None else ({"kind": "complex_mse"} if self.data.train.y.is_complex() else {})
+        if label_smoothing is not None and name == "ce":
+            options["label_smoothing"] = label_smoothing
+        return build_loss({"name": name, **options})
+
     def build_student(self) -> torch.nn.Module:
         """The recipe's student, untrained, on the device."""
         cfg = self.recipe.student
@@ -249,9 +260,7 @@ def _run(recipe: Recipe, resume: str | Path | None, console: Console | None, cle
 
     if recipe.train.baseline:
         tick = time.perf_counter()
-        ce = next((c for c in recipe.losses if c.name == "ce"), None)
-        baseline_terms = [build_loss({"name": "ce", **(ce.options if ce else {})})]
-        _, results["student_alone"], histories["student alone"], _ = session.train_student("baseline", baseline_terms, run_dir / "baseline")
+        _, results["student_alone"], histories["student alone"], _ = session.train_student("baseline", [session.task_term()], run_dir / "baseline")
         timings["baseline_s"] = time.perf_counter() - tick
 
     timings["total_s"] = time.perf_counter() - started
@@ -316,7 +325,9 @@ def check(recipe: Recipe, console: Console | None = None) -> dict[str, Any]:
                       f"{len(pairs)} TM blocks will learn their teacher MLPs: " + ", ".join(f"{n} <- {origin}" for n, (_, origin, _) in pairs.items()))
     distiller = Distiller(student, teacher, terms, session.example)
     for role, logits in (("teacher", teacher(session.example)), ("student", student(session.example))):
-        if logits.shape[-1] != data.num_classes:
+        if data.task == "regression" and logits.shape[1:] != data.train.y.shape[1:]:
+            raise KdforgeError(f"the {role} outputs {list(logits.shape[1:])} per sample but dataset '{data.name}' has targets of shape {list(data.train.y.shape[1:])}")
+        if data.task == "classification" and logits.shape[-1] != data.num_classes:
             raise KdforgeError(f"the {role} outputs {logits.shape[-1]} classes but dataset '{data.name}' has {data.num_classes}")
 
     distiller.train()

@@ -39,10 +39,16 @@ class DataBundle:
     input_shape: tuple[int, ...]
     scaling: tuple[float, float] = (0.0, 1.0)  # (mean, std) the inputs were standardised with
 
+    @property
+    def task(self) -> str:
+        """``regression`` when the targets are real or complex values, else ``classification``."""
+        y = self.train.y
+        return "regression" if y.is_floating_point() or y.is_complex() else "classification"
+
     def describe(self) -> str:
         return (
             f"{self.name}: train {len(self.train)}, val {len(self.val)}, test {len(self.test)}; "
-            f"input {list(self.input_shape)}, {self.num_classes} classes"
+            f"input {list(self.input_shape)}" + (f", {self.num_classes} classes" if self.task == "classification" else f", targets {list(self.train.y.shape[1:])}")
         )
 
 

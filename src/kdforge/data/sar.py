@@ -16,6 +16,9 @@ unit power), convolves it with h, and adds complex white noise at ``snr_db`` bel
 echo's mean power. The target is the matched-filter output of the noise-free echo,
 (echo ⋆ h) / Σ|h|²: every point target focuses to a peak of its own amplitude at its own
 position. A model that maps input to target learns to focus and to denoise.
+
+The registered dataset ``sar_azimuth`` holds ``lines`` such lines, inputs and targets as
+complex [1, length] sequences, split into train/val/test by the seed.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+
+from kdforge.data.bundle import DATASETS, DataBundle, Split
 
 
 @dataclass(frozen=True)
@@ -83,3 +89,16 @@ def simulate_azimuth_lines(count: int, length: int = 512, targets: tuple[int, in
     noise = np.sqrt(noise_power / 2) * (rng.standard_normal(echo.shape) + 1j * rng.standard_normal(echo.shape))
     focused = _convolve_same(echo, np.conj(h[::-1])) / np.sum(np.abs(h) ** 2)  # matched filter: correlation with h
     return (echo + noise).astype(np.complex64), focused.astype(np.complex64), positions
+
+
+@DATASETS.register("sar_azimuth")
+def sar_azimuth(*, seed: int, val_fraction: float, test_fraction: float, lines: int = 1200, length: int = 512, snr_db: float = 10.0,
+                clutter_db: float = -20.0, min_targets: int = 1, max_targets: int = 4) -> DataBundle:
+    """Simulated range-compressed SAR azimuth lines (complex [1, length]) and their
+    matched-filter focused lines as complex regression targets; deterministic from the seed."""
+    raw, focused, _ = simulate_azimuth_lines(lines, length, (min_targets, max_targets), snr_db, clutter_db, seed=seed)
+    order = np.random.default_rng(seed).permutation(lines)
+    n_val, n_test = int(round(val_fraction * lines)), int(round(test_fraction * lines))
+    parts = (order[n_val + n_test :], order[:n_val], order[n_val : n_val + n_test])
+    splits = [Split(torch.from_numpy(raw[idx])[:, None], torch.from_numpy(focused[idx])[:, None]) for idx in parts]
+    return DataBundle("sar_azimuth", *splits, num_classes=1, input_shape=(1, length))

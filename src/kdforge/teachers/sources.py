@@ -75,7 +75,6 @@ def cached_fit(session: Session, cfg: TeacherConfig, where: Path, module: nn.Mod
 
 def _fit_teacher(session: Session, module: nn.Module, fit: Any, out_dir: Path, head: nn.Module | None, adapter: nn.Module | None) -> dict[str, Any]:
     from kdforge.distiller import Distiller
-    from kdforge.losses import build_loss
     from kdforge.run import RunInterrupted
     from kdforge.trainer import Trainer
 
@@ -83,9 +82,8 @@ def _fit_teacher(session: Session, module: nn.Module, fit: Any, out_dir: Path, h
     if head is not None:  # head-only fine-tuning: everything else stays as loaded
         module.requires_grad_(False)
         head.requires_grad_(True)
-    ce = build_loss({"name": "ce", "label_smoothing": fit.label_smoothing})
     trainee = nn.Sequential(adapter, module) if adapter is not None else module  # trains `module` in place
-    distiller = Distiller(trainee, None, [ce], session.example)
+    distiller = Distiller(trainee, None, [session.task_term(fit.label_smoothing)], session.example)
     optim = recipe.optim.model_copy(update={"lr": fit.lr or recipe.optim.lr})
     train_cfg = recipe.train.model_copy(update={"epochs": fit.epochs, "fsdp": False, "ema_decay": None})  # student-only settings
     trainer = Trainer(distiller, optim, train_cfg, steps_per_epoch=len(session.train), checkpoint_dir=out_dir, callbacks=session.callbacks(), stage="teacher",
