@@ -1,9 +1,11 @@
 """The simulated SAR azimuth lines: the physics, the focusing, the noise level, determinism."""
 
+import json
 import math
 
 import numpy as np
 import pytest
+import torch
 
 from kdforge.data.sar import SARGeometry, simulate_azimuth_lines
 
@@ -54,7 +56,7 @@ def test_sar_azimuth_is_a_complex_regression_dataset_split_by_the_seed():
     assert np.array_equal(again.test.y.numpy(), data.test.y.numpy())
 
 
-def test_a_regression_run_distills_an_ssm_and_reports_psnr(tiny_recipe):
+def test_a_regression_run_distills_an_ssm_reports_psnr_and_exports_int8(tiny_recipe, invoke):
     from kdforge import Recipe, run
 
     ssm = {"name": "ssm", "complex": True, "complex_mode": "channels", "pool": "none"}
@@ -72,3 +74,15 @@ def test_a_regression_run_distills_an_ssm_and_reports_psnr(tiny_recipe):
     assert result.results["student"]["params"] < result.results["teacher"]["params"]
     report = (result.run_dir / "report.md").read_text()
     assert "test PSNR" in report and " dB" in report
+    assert invoke("export", result.run_dir, "--quantize", "int8") == 0
+    measured = json.loads((result.run_dir / "student.int8.json").read_text())
+    assert measured["quantized_layers"] == ["encoder", "blocks.0.out", "decoder"] and math.isfinite(measured["int8"]["test"]["psnr_db"])
+    from kdforge import load_student
+    from kdforge.data import build_dataset
+    from kdforge.export import load_quantized, quantize_int8
+
+    x = build_dataset("sar_azimuth", seed=0, val_fraction=0.15, test_fraction=0.2, lines=48, length=128).test.x[:2]
+    with torch.no_grad():
+        expected = quantize_int8(load_student(result.run_dir))[0](x)
+        assert torch.equal(load_quantized(result.run_dir / "student.int8.pt")(x), expected)  # the saved int8 weights, reloaded
+    assert invoke("export", result.run_dir) == 2  # neither --format nor --quantize: a clear error

@@ -197,13 +197,23 @@ class ExportFormat(str, enum.Enum):
     tm_rules = "tm-rules"
 
 
+class Quantize(str, enum.Enum):
+    int8 = "int8"
+
+
 @app.command()
 def export(
     run_dir: Annotated[Path, typer.Argument(help="A finished run directory.", show_default=False)],
-    format: Annotated[ExportFormat, typer.Option("--format", help="tm-rules: every clause layer of a TM student as boolean rules (JSON).")] = ExportFormat.tm_rules,
-    out: Annotated[Optional[Path], typer.Option(help="Output file (default: RUN_DIR/student.tm-rules.json).")] = None,
+    format: Annotated[Optional[ExportFormat], typer.Option("--format", help="tm-rules: every clause layer of a TM student as boolean rules (JSON).")] = None,
+    quantize: Annotated[Optional[Quantize], typer.Option("--quantize", help="int8: post-training dynamic int8 quantisation of the student's linear layers, measured against the float student.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output file (default: RUN_DIR/student.tm-rules.json or RUN_DIR/student.int8.pt).")] = None,
 ) -> None:
-    """Export a run's student in another form: its clause layers as boolean rules that kdforge.tm.PackedTM evaluates bit-packed."""
+    """Export a run's student in another form: boolean rules that kdforge.tm.PackedTM evaluates bit-packed, or an int8 student, with its metric and speed next to the float one."""
+    if (format is None) == (quantize is None):
+        raise KdforgeError("give one of --format tm-rules or --quantize int8")
+    if quantize is not None:
+        _export_int8(run_dir, out or Path(run_dir) / "student.int8.pt")
+        return
     from kdforge.export import load_student
     from kdforge.run import load_run_recipe
     from kdforge.tm import export_rules
@@ -220,6 +230,37 @@ def export(
         input_bits = {"method": b.method, "levels": b.levels, "thresholds": fit_thresholds(data.train.x, b.method, b.levels).tolist(), "bits": "x > threshold, levels stacked as channels, ±1"}
     rules = export_rules(load_student(run_dir), out, input_bits)
     console.print(f"wrote {rules}: {rules.stat().st_size:,} bytes. Evaluate with kdforge.tm.PackedTM(kdforge.tm.load_rules(path)['layers'][NAME])")
+
+
+def _export_int8(run_dir: Path, out: Path) -> None:
+    """Quantise the student, save its int8 weights, and show what it costs: metric and speed."""
+    import json
+
+    import torch
+
+    from kdforge.bench import latency_ms
+    from kdforge.data import make_loader, recipe_data
+    from kdforge.evaluate import evaluate, shown
+    from kdforge.export import load_student, quantize_int8
+    from kdforge.run import load_run_recipe
+
+    recipe = load_run_recipe(run_dir)
+    data = recipe_data(recipe.data, recipe.seed)
+    student = load_student(run_dir)
+    quantized, layers = quantize_int8(student)
+    torch.save(quantized.state_dict(), out)
+    test = make_loader(data.test, recipe.data.eval_batch_size)
+    example = data.test.x[:1]
+    rows = {name: {"test": evaluate(model, test), "latency_ms_b1": latency_ms(model, example), "latency_ms_b32": latency_ms(model, example, batch_size=32)}
+            for name, model in (("float32", student), ("int8", quantized))}
+    table = Table(title=f"{run_dir}: student, float32 and dynamic int8 ({len(layers)} linear layers), test split")
+    for column in ("weights", "test", "latency ms b1", "latency ms b32"):
+        table.add_column(column)
+    for name, row in rows.items():
+        table.add_row(name, shown(row["test"]), f"{row['latency_ms_b1']:.3f}", f"{row['latency_ms_b32']:.3f}")
+    console.print(table)
+    (out.with_suffix(".json")).write_text(json.dumps({"quantized_layers": layers, **rows}, indent=2))
+    console.print(f"wrote {out} (load with kdforge.export.load_quantized) and {out.with_suffix('.json')}")
 
 
 @app.command()

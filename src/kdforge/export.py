@@ -92,3 +92,32 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: 
         lines.append("  check that the model section (name and options, class count) matches the checkpoint")
         raise KdforgeError("\n".join(lines))
     model.load_state_dict(state)
+
+
+def quantize_int8(model: nn.Module) -> tuple[nn.Module, list[str]]:
+    """Post-training dynamic int8 quantisation of ``model``'s real-valued linear layers
+    (weights int8, activations quantised on the fly; CPU inference). Returns a quantised
+    copy and the names of the layers it changed."""
+    import copy
+    import warnings
+
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and not m.weight.is_complex()]
+    if not names:
+        raise KdforgeError(f"{type(model).__name__} has no real-valued linear layers to quantise to int8")
+    with warnings.catch_warnings():  # torch.ao.quantization is deprecated in favour of torchao, which we do not depend on
+        warnings.simplefilter("ignore")
+        quantized = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model).cpu().eval(), set(names), dtype=torch.qint8)
+    return quantized, names
+
+
+def load_quantized(path: str | Path) -> nn.Module:
+    """A student saved by ``kdforge export --quantize int8``: rebuilt from its float spec
+    (``student.json``), quantised the same way, then given the saved int8 weights."""
+    import warnings
+
+    path = Path(path)
+    model, _ = quantize_int8(load_model(path.parent / "student.safetensors"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model.eval()
