@@ -161,3 +161,15 @@ def test_student_preset_in_a_recipe_is_overridable_per_field(tiny_recipe, tmp_pa
     tiny_recipe["teacher"]["model"] = {"name": "cnn", "width": 8}
     with pytest.raises(Exception, match="student.preset sizes an ssm student from an ssm teacher"):
         Recipe.model_validate(tiny_recipe)
+
+
+@pytest.mark.parametrize("selectivity", ["none", "mamba"])
+def test_ssm_layers_report_their_gradient_norms(selectivity):
+    from kdforge.trainer import layer_grad_norms
+
+    torch.manual_seed(0)
+    model = build_model("ssm", input_shape=(1, 32), num_classes=4, model_dim=8, state_dim=4, num_layers=2, selectivity=selectivity)
+    torch.nn.functional.cross_entropy(model(torch.randn(6, 1, 32)), torch.arange(6) % 4).backward()
+    norms = layer_grad_norms(model.named_parameters())
+    for block in ("blocks.0.ssm", "blocks.1.ssm"):
+        assert norms[block] > 0  # the state-space parameters of each layer (A, C, Δt, D) are one reported layer
