@@ -39,3 +39,11 @@ def test_bench_cli_measures_a_model_by_name_and_writes_json(invoke, tmp_path):
     written = json.loads(out.read_text())
     assert [row["batch"] for row in written["models"]["ssm"]["batches"]] == [1, 4] and written["models"]["ssm"]["flops_per_sample"] > 0
     assert invoke("bench", "ssm") == 2  # a model name without --input-shape: a clear error
+
+
+def test_compare_measures_the_architectures_of_recipes_without_training(invoke, tmp_path):
+    out = tmp_path / "compare.json"
+    assert invoke("compare", "--models", "digits_kd", "--warmup", 0, "--iters", 1, "--output", out) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["model"] for r in rows] == ["teacher (digits-kd)", "student (digits-kd)"]
+    assert all(r["test"] is None and "retention_pct" not in r for r in rows) and rows[0]["params"] > rows[1]["params"]

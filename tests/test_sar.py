@@ -86,3 +86,9 @@ def test_a_regression_run_distills_an_ssm_reports_psnr_and_exports_int8(tiny_rec
         expected = quantize_int8(load_student(result.run_dir))[0](x)
         assert torch.equal(load_quantized(result.run_dir / "student.int8.pt")(x), expected)  # the saved int8 weights, reloaded
     assert invoke("export", result.run_dir) == 2  # neither --format nor --quantize: a clear error
+    out = result.run_dir / "compare.json"
+    assert invoke("compare", result.run_dir, "--lengths", "128,512", "--warmup", 0, "--iters", 1, "--output", out) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["model"].split()[0] for r in rows] == ["teacher", "student"] and rows[0]["retention_pct"] == 100.0
+    assert rows[1]["retention_pct"] == pytest.approx(100 * rows[1]["test"]["psnr_db"] / rows[0]["test"]["psnr_db"])
+    assert set(rows[1]["speed"]) == {"128", "512"} and out.with_suffix(".png").stat().st_size > 0

@@ -28,6 +28,7 @@ app = typer.Typer(
         "  kdforge sweep digits_kd --seeds 5\n\n"
         "  kdforge explain runs/digits-vit-tm-20261122-101500 --samples 8\n\n"
         "  kdforge bench ssm --input-shape 1,1024 -o model_dim=32 --batch-sizes 1,32\n\n"
+        "  kdforge compare runs/sar-ssm-a runs/sar-ssm-b --lengths 256,1024,4096\n\n"
         "  kdforge --plugin my_parts.py train my_recipe.yaml"
     ),
 )
@@ -261,6 +262,41 @@ def _export_int8(run_dir: Path, out: Path) -> None:
     console.print(table)
     (out.with_suffix(".json")).write_text(json.dumps({"quantized_layers": layers, **rows}, indent=2))
     console.print(f"wrote {out} (load with kdforge.export.load_quantized) and {out.with_suffix('.json')}")
+
+
+@app.command()
+def compare(
+    targets: Annotated[list[str], typer.Argument(help="Finished run directories (or, with --models, recipes).", show_default=False)],
+    models: Annotated[bool, typer.Option("--models", help="Compare the recipes' teacher and student architectures, untrained.")] = False,
+    lengths: Annotated[Optional[str], typer.Option(help="Sequence lengths to measure sequence models at, e.g. 256,1024,4096.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Batch size of the speed measurements.")] = 1,
+    warmup: Annotated[int, typer.Option(min=0)] = 3,
+    iters: Annotated[int, typer.Option(min=1)] = 10,
+    output: Annotated[Path, typer.Option(help="Where the JSON goes; the plot goes beside it (.png).")] = Path("compare.json"),
+) -> None:
+    """Teacher vs students: test score and retention (% of the teacher's), params, measured latency, throughput and peak memory at each sequence length; a table, a JSON and a plot."""
+    import json
+
+    from kdforge.compare import measure, plot, recipe_models, run_models
+    from kdforge.config import Recipe
+    from kdforge.evaluate import shown
+
+    sizes = [int(v) for v in lengths.split(",")] if lengths else None
+    if models:
+        entries, example = recipe_models([Recipe.from_yaml(recipe_path(t)) for t in targets])
+    else:
+        entries, example = run_models([Path(t) for t in targets])
+    rows = measure(entries, example, sizes, batch_size, warmup, iters)
+    table = Table(title=f"kdforge compare (batch {batch_size})")
+    for column in ("model", "test", "retention", "params", "length", "latency ms", "samples / s", "peak MB"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for row in rows:
+        for length, speed in row["speed"].items():
+            retention = f"{row['retention_pct']:.1f}%" if "retention_pct" in row else "-"
+            table.add_row(row["model"], shown(row["test"]) if row["test"] else "-", retention, f"{row['params']:,}", length, f"{speed['latency_ms']:.3f}", f"{speed['samples_per_s']:,.0f}", f"{speed['peak_memory_mb']:.2f}")
+    console.print(table)
+    output.write_text(json.dumps({"batch_size": batch_size, "rows": rows}, indent=2))
+    console.print(f"wrote {output} and {plot(rows, output.with_suffix('.png'))}")
 
 
 @app.command()

@@ -1,0 +1,114 @@
+"""``kdforge compare``: teacher and students side by side, measured.
+
+From finished runs: each model's test score (accuracy or PSNR) and its retention (% of the
+teacher's score), and from fresh measurements: params, latency, throughput and peak memory
+at the given sequence lengths (sequence models take any length; other models are measured
+at their own input size). From recipes (``--models``): the same measurements on the
+untrained architectures, without a score. A plot of latency against length is written next
+to the JSON.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from kdforge.bench import benchmark
+from kdforge.errors import KdforgeError
+from kdforge.evaluate import score
+
+
+def run_models(run_dirs: list[Path]) -> tuple[list[dict[str, Any]], torch.Tensor]:
+    """Entries (label, model, test metrics) of the runs' teacher (the first run's) and
+    students, and an example input of their data."""
+    import json
+
+    from kdforge.data import recipe_data
+    from kdforge.export import load_model, load_student, read_meta
+    from kdforge.run import load_run_recipe
+
+    entries = []
+    for i, run_dir in enumerate(run_dirs):
+        results_file = run_dir / "results.json"
+        if not results_file.exists():
+            raise KdforgeError(f"'{run_dir}' has no results.json: compare finished runs (or architectures with --models)")
+        results = json.loads(results_file.read_text())
+        teacher = run_dir / "teacher" / "teacher.safetensors"
+        if i == 0 and teacher.exists() and "model" in read_meta(teacher):
+            entries.append({"label": "teacher", "model": load_model(teacher).eval(), "test": results["teacher"]["test"]})
+        entries.append({"label": f"student ({run_dir.name})", "model": load_student(run_dir), "test": results["student"]["test"]})
+    recipe = load_run_recipe(run_dirs[0])
+    return entries, recipe_data(recipe.data, recipe.seed).test.x[:1]
+
+
+def recipe_models(recipes: list[Any]) -> tuple[list[dict[str, Any]], torch.Tensor]:
+    """Entries for the untrained teacher (``source: train``) and student of each recipe."""
+    from kdforge.data import recipe_data
+    from kdforge.models import build_model
+
+    data = recipe_data(recipes[0].data, recipes[0].seed)
+    entries = []
+    for recipe in recipes:
+        for role, cfg in (("teacher", recipe.teacher.model), ("student", recipe.student.model)):
+            if role == "teacher" and (recipe.teacher.source != "train" or cfg is None):
+                continue
+            model = build_model(cfg.name, input_shape=data.input_shape, num_classes=data.num_classes, **cfg.options).eval()
+            entries.append({"label": f"{role} ({recipe.name})", "model": model, "test": None})
+    return entries, data.test.x[:1]
+
+
+def measure(entries: list[dict[str, Any]], example: torch.Tensor, lengths: list[int] | None, batch: int, warmup: int, iters: int) -> list[dict[str, Any]]:
+    """Rows for the table and the JSON: score, retention, params and speed per length."""
+    teacher_score = next((score(e["test"]) for e in entries if e["label"] == "teacher" and e["test"]), None)
+    rows = []
+    for entry in entries:
+        row: dict[str, Any] = {"model": entry["label"], "test": entry["test"]}
+        if entry["test"] and teacher_score:
+            row["retention_pct"] = 100 * score(entry["test"]) / teacher_score
+        row["speed"] = {}
+        for length in _lengths(entry["model"], example, lengths):
+            x = example if length is None else _resized(example, length)
+            measured = benchmark(entry["model"], x, [batch], warmup, iters)
+            row["params"] = measured["params"]
+            row["speed"][str(length or example.shape[-1])] = measured["batches"][0]
+        rows.append(row)
+    return rows
+
+
+def _lengths(model: nn.Module, example: torch.Tensor, lengths: list[int] | None) -> list[int | None]:
+    """The requested lengths for sequence models ([C, L] inputs that any length fits)."""
+    spec = getattr(model, "kdforge_spec", {})
+    if not lengths or example.dim() != 3 or spec.get("name") != "ssm":
+        return [None]
+    return list(lengths)
+
+
+def _resized(example: torch.Tensor, length: int) -> torch.Tensor:
+    """``example`` tiled or cut to ``length`` steps: real data statistics at any length."""
+    reps = -(-length // example.shape[-1])
+    return example.repeat(1, 1, reps)[..., :length].contiguous()
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Latency (ms) against sequence length, one line per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for row in rows:
+        lengths = sorted(row["speed"], key=int)
+        ax.plot([int(n) for n in lengths], [row["speed"][n]["latency_ms"] for n in lengths], marker="o", label=row["model"])
+    ax.set_xlabel("sequence length")
+    ax.set_ylabel("latency ms (median)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
