@@ -92,3 +92,17 @@ def test_a_regression_run_distills_an_ssm_reports_psnr_and_exports_int8(tiny_rec
     assert [r["model"].split()[0] for r in rows] == ["teacher", "student"] and rows[0]["retention_pct"] == 100.0
     assert rows[1]["retention_pct"] == pytest.approx(100 * rows[1]["test"]["psnr_db"] / rows[0]["test"]["psnr_db"])
     assert set(rows[1]["speed"]) == {"128", "512"} and out.with_suffix(".png").stat().st_size > 0
+
+
+def test_arrays_loads_complex_regression_data(tmp_path):
+    from kdforge.data import build_dataset
+
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((40, 2, 16)) + 1j * rng.standard_normal((40, 2, 16))).astype(np.complex128)
+    y = x[:, :1] * 2.0
+    np.savez(tmp_path / "signals.npz", x=x, y=y)
+    data = build_dataset("arrays", seed=0, val_fraction=0.25, test_fraction=0.25, path=str(tmp_path / "signals.npz"))
+    assert (len(data.train), len(data.val), len(data.test)) == (20, 10, 10)
+    assert data.task == "regression" and data.train.x.dtype == torch.complex64 and data.num_classes == 1 and data.input_shape == (2, 16)
+    everything = torch.cat([data.train.x, data.val.x, data.test.x])
+    assert torch.equal(torch.sort(everything.real.flatten())[0], torch.sort(torch.from_numpy(x.astype(np.complex64)).real.flatten())[0])  # a split, nothing lost
