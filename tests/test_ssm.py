@@ -173,3 +173,17 @@ def test_ssm_layers_report_their_gradient_norms(selectivity):
     norms = layer_grad_norms(model.named_parameters())
     for block in ("blocks.0.ssm", "blocks.1.ssm"):
         assert norms[block] > 0  # the state-space parameters of each layer (A, C, Δt, D) are one reported layer
+
+
+def test_a_bidirectional_ssm_sees_the_future_and_a_causal_one_does_not():
+    torch.manual_seed(0)
+    x = torch.randn(2, 1, 30)
+    later = x.clone()
+    later[..., 20:] += 1.0  # change only the last steps
+    for bidirectional in (False, True):
+        model = build_model("ssm", input_shape=(1, 30), num_classes=1, model_dim=8, state_dim=4, num_layers=1, pool="none", bidirectional=bidirectional).eval()
+        with torch.no_grad():
+            early_change = (model(later) - model(x))[..., :20].abs().max()
+        assert (early_change > 1e-4) == bidirectional
+    with pytest.raises(ValueError, match="no step"):
+        model.step(x[:, :, 0], model.initial_state(2))

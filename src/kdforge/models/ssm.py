@@ -192,20 +192,28 @@ def split_gelu(x: torch.Tensor) -> torch.Tensor:
 
 
 class SSMBlock(nn.Module):
-    """Pre-norm residual block: x + dropout(W · GELU(ssm(norm(x))))."""
+    """Pre-norm residual block: x + dropout(W · GELU(ssm(norm(x)))). With ``backward`` (a
+    second layer), bidirectional: ssm(x) + flip(backward(flip(x))), so that every output sees
+    the whole sequence (non-causal tasks, e.g. focusing); there is no step mode then."""
 
-    def __init__(self, dim: int, layer: nn.Module, dropout: float, complex: bool):
+    def __init__(self, dim: int, layer: nn.Module, dropout: float, complex: bool, backward: nn.Module | None = None):
         super().__init__()
         self.norm = ComplexRMSNorm(dim) if complex else nn.LayerNorm(dim)
-        self.ssm = layer
+        self.ssm, self.backward_ssm = layer, backward
         self.out = nn.Linear(dim, dim, dtype=torch.cfloat if complex else None)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.out(split_gelu(self.ssm(self.norm(x))))
+        h = self.norm(x)
+        mixed = self.ssm(h)
+        if self.backward_ssm is not None:
+            mixed = mixed + self.backward_ssm(h.flip(1)).flip(1)
+        y = self.out(split_gelu(mixed))
         return x + (self.drop(y) if not y.is_complex() else y)  # nn.Dropout is real-only
 
     def step(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.backward_ssm is not None:
+            raise ValueError("a bidirectional ssm reads the whole sequence: it has no step (recurrent) mode")
         y, state = self.ssm.step(self.norm(x), state)
         return x + self.out(split_gelu(y)), state
 
@@ -228,7 +236,9 @@ class SSM(nn.Module):
     or classification (``pool: mean | last``: -> [B, output_dim]).
 
     ``selectivity``: ``none`` (S4D), ``gate`` (S4D with a time gate on its input) or ``mamba``
-    (Δ, B, C from the input). ``complex: true`` takes complex inputs and gives complex outputs,
+    (Δ, B, C from the input). ``bidirectional``: each block also reads the sequence backwards
+    (every output sees all inputs: for non-causal sequence-to-sequence tasks; no step mode).
+    ``complex: true`` takes complex inputs and gives complex outputs,
     either through a truly complex path (``complex_mode: native``: complex S4D, norms and
     linear maps) or as real and imaginary channels (``complex_mode: channels``: any
     selectivity). ``output_dim`` defaults to the dataset's number of classes.
@@ -249,6 +259,7 @@ class SSM(nn.Module):
         dropout: float = 0.0,
         output_dim: int | None = None,
         pool: Literal["none", "mean", "last"] = "mean",
+        bidirectional: bool = False,
         chunk: int = 32,
     ):
         super().__init__()
@@ -261,7 +272,8 @@ class SSM(nn.Module):
         self.out_dim = out
         dtype = torch.cfloat if native else None
         self.encoder = nn.Linear(2 * channels if self.split else channels, model_dim, dtype=dtype)
-        self.blocks = nn.ModuleList(SSMBlock(model_dim, ssm_layer(selectivity, model_dim, state_dim, init, native, chunk), dropout, native) for _ in range(num_layers))
+        layer = lambda: ssm_layer(selectivity, model_dim, state_dim, init, native, chunk)  # noqa: E731
+        self.blocks = nn.ModuleList(SSMBlock(model_dim, layer(), dropout, native, layer() if bidirectional else None) for _ in range(num_layers))
         self.norm = ComplexRMSNorm(model_dim) if native else nn.LayerNorm(model_dim)
         self.decoder = nn.Linear(model_dim, 2 * out if self.split else out, dtype=dtype)
 
