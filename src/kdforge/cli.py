@@ -173,7 +173,7 @@ def evaluate_run(
     """Re-evaluate a run's exported student (and its teacher, when saved) on a split."""
     from kdforge.data import make_loader, recipe_data
     from kdforge.evaluate import evaluate, shown
-    from kdforge.export import load_model, load_student, read_meta
+    from kdforge.export import load_run_teacher, load_student
     from kdforge.run import load_run_recipe
 
     if split not in ("test", "val"):
@@ -182,9 +182,8 @@ def evaluate_run(
     data = recipe_data(recipe.data, recipe.seed)
     batches = make_loader(getattr(data, split), recipe.data.eval_batch_size)
     models = {"student": load_student(run_dir)}
-    teacher_weights = Path(run_dir) / "teacher" / "teacher.safetensors"
-    if teacher_weights.exists() and "model" in read_meta(teacher_weights):  # a kdforge model (zoo teachers need their source)
-        models["teacher"] = load_model(teacher_weights).eval()
+    if (teacher := load_run_teacher(run_dir)) is not None:
+        models["teacher"] = teacher
     table = Table(title=f"{run_dir} on {data.name} {split} ({len(getattr(data, split))} samples)")
     for column in ("model", "accuracy / PSNR", "loss"):
         table.add_column(column)
@@ -358,14 +357,12 @@ def _bench_models(target: str, input_shape: str | None, num_classes: int, option
 
     if Path(target).is_dir():
         from kdforge.data import recipe_data
-        from kdforge.export import load_model, load_student, read_meta
+        from kdforge.export import load_run_teacher, load_student
         from kdforge.run import load_run_recipe
 
         recipe = load_run_recipe(target)
-        models = {"student": load_student(target)}
-        teacher = Path(target) / "teacher" / "teacher.safetensors"
-        if teacher.exists() and "model" in read_meta(teacher):
-            models = {"teacher": load_model(teacher).eval(), **models}
+        teacher = load_run_teacher(target)
+        models = {**({"teacher": teacher} if teacher is not None else {}), "student": load_student(target)}
         return models, recipe_data(recipe.data, recipe.seed).test.x[:1]
     if input_shape is None:
         raise KdforgeError(f"'{target}' is not a run directory; to measure a model by name give --input-shape (e.g. --input-shape 1,40)")

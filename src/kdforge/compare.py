@@ -27,7 +27,7 @@ def run_models(run_dirs: list[Path]) -> tuple[list[dict[str, Any]], torch.Tensor
     import json
 
     from kdforge.data import recipe_data
-    from kdforge.export import load_model, load_student, read_meta
+    from kdforge.export import load_run_teacher, load_student
     from kdforge.run import load_run_recipe
 
     entries = []
@@ -36,9 +36,9 @@ def run_models(run_dirs: list[Path]) -> tuple[list[dict[str, Any]], torch.Tensor
         if not results_file.exists():
             raise KdforgeError(f"'{run_dir}' has no results.json: compare finished runs (or architectures with --models)")
         results = json.loads(results_file.read_text())
-        teacher = run_dir / "teacher" / "teacher.safetensors"
-        if i == 0 and teacher.exists() and "model" in read_meta(teacher):
-            entries.append({"label": "teacher", "model": load_model(teacher).eval(), "test": results["teacher"]["test"]})
+        teacher = load_run_teacher(run_dir) if i == 0 else None
+        if teacher is not None:
+            entries.append({"label": "teacher", "model": teacher, "test": results["teacher"]["test"]})
         entries.append({"label": f"student ({run_dir.name})", "model": load_student(run_dir), "test": results["student"]["test"]})
     recipe = load_run_recipe(run_dirs[0])
     return entries, recipe_data(recipe.data, recipe.seed).test.x[:1]

@@ -58,11 +58,9 @@ def explain_run(run_dir: str | Path, samples: int = 8, top_k: int = 3, out: str 
 def overlay_maps(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
     """``probs`` [B, K], and ``attention`` / ``clauses`` [B, h, w] maps (None when the model has none)."""
     attention = _attention_source(model)
-    clause_layer = None if isinstance(model, TMFlat) else _finest_clause_layer(model, x)
     seen: dict[str, Any] = {}
-    hooks = []
-    if clause_layer is not None:
-        hooks.append(clause_layer.activations.register_forward_hook(lambda m, args, out: seen.__setitem__("clauses", out)))
+    scores: list[torch.Tensor] = []  # every clause layer's scores, in call order
+    hooks = [m.activations.register_forward_hook(lambda mod, args, out: scores.append(out)) for m in model.modules() if isinstance(m, ClauseLayer)]
     if attention is not None:
         hooks.append(attention[0].register_forward_pre_hook(lambda m, args: seen.__setitem__("map_shape", args[0].shape)))
     maps: dict[str, torch.Tensor | None] = {"attention": None, "clauses": None}
@@ -72,8 +70,9 @@ def overlay_maps(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor | 
             maps["attention"] = attention[1](seen, x)
     for hook in hooks:
         hook.remove()
-    if clause_layer is not None:
-        maps["clauses"] = _grid(seen["clauses"].sum(-1))
+    finest = _finest(scores)
+    if finest is not None and not isinstance(model, TMFlat):
+        maps["clauses"] = _grid(finest.sum(-1))
     if isinstance(model, TMFlat):
         maps["clauses"] = _literal_map(model, x, probs.argmax(-1))
     return maps
@@ -116,17 +115,12 @@ def _keeping_weights(model: nn.Module) -> Iterator[None]:
             m.keep_weights, m.weights = False, None
 
 
-def _finest_clause_layer(model: nn.Module, x: torch.Tensor) -> ClauseLayer | None:
-    """The clause layer reading the most tokens (the last such one): the finest spatial map."""
-    tokens: dict[ClauseLayer, int] = {}
-    hooks = [m.activations.register_forward_hook(lambda mod, args, out, m=m: tokens.__setitem__(m, out.shape[1] if out.dim() == 3 else 0))
-             for m in model.modules() if isinstance(m, ClauseLayer)]
-    with torch.no_grad():
-        model.eval()(x[:1])
-    for hook in hooks:
-        hook.remove()
-    best = max(tokens.values(), default=0)
-    return [m for m, n in tokens.items() if n == best][-1] if best > 1 else None
+def _finest(scores: list[torch.Tensor]) -> torch.Tensor | None:
+    """Of the clause scores [B, N, C] a forward pass produced, those over the most tokens (the
+    last such): the finest spatial map. None when no layer reads tokens."""
+    tokens = [s.shape[1] if s.dim() == 3 else 0 for s in scores]
+    best = max(tokens, default=0)
+    return [s for s, n in zip(scores, tokens) if n == best][-1] if best > 1 else None
 
 
 def _grid(values: torch.Tensor) -> torch.Tensor:

@@ -121,3 +121,12 @@ def load_quantized(path: str | Path) -> nn.Module:
         warnings.simplefilter("ignore")
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model.eval()
+
+
+def load_run_teacher(run_dir: str | Path) -> nn.Module | None:
+    """A run's trained teacher, in eval mode, when it was saved as a kdforge model (zoo
+    teachers need their source to be rebuilt, so they give None)."""
+    weights = Path(run_dir) / "teacher" / "teacher.safetensors"
+    if not weights.exists() or "model" not in read_meta(weights):
+        return None
+    return load_model(weights).eval()

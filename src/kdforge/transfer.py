@@ -17,6 +17,7 @@ block to do what the teacher MLP it replaces did.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -68,7 +69,7 @@ class TransferReport:
     feedforward: dict[str, dict[str, Any]] = field(default_factory=dict)  # student block -> teacher MLP, fit
 
     def as_dict(self) -> dict[str, Any]:
-        return {"copied": self.copied, "shape_mismatch": self.shape_mismatch, "not_in_teacher": self.not_in_teacher, "feedforward": self.feedforward}
+        return dataclasses.asdict(self)
 
     def summary(self) -> str:
         fits = ", ".join(f"{name} R² {fit['r2_val']:.2f}" for name, fit in self.feedforward.items())
