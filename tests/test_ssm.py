@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from kdforge.models import build_model
-from kdforge.models.ssm import S4D, GatedS4D, SelectiveSSM, selective_scan
+from kdforge.models.ssm import S4D, GatedS4D, SelectiveSSM, _Recurrence, selective_scan
 
 
 def run_steps(layer, u):
@@ -24,7 +24,9 @@ def run_steps(layer, u):
     (lambda: S4D(6, 8, complex=True), True),
     (lambda: GatedS4D(6, 8), False),
     (lambda: GatedS4D(6, 8, complex=True), True),
-    (lambda: SelectiveSSM(6, 8, chunk=16), False),
+    (lambda: SelectiveSSM(6, 8), False),
+    (lambda: SelectiveSSM(6, 8, init="real"), False),
+    (lambda: SelectiveSSM(6, 8, init="real", scan="chunked", chunk=16), False),
 ])
 def test_convolution_or_scan_mode_equals_the_recurrent_step_mode(layer, complex):
     torch.manual_seed(0)
@@ -75,28 +77,40 @@ def reference_scan(log_decay, inputs):
     return torch.stack(out, 1)
 
 
-def test_selective_scan_is_exact_and_finite_at_length_2048_with_fast_and_slow_decays():
+@pytest.mark.parametrize("method", ["sequential", "chunked"])
+def test_selective_scan_is_exact_and_finite_at_length_4096_with_fast_and_slow_decays(method):
     torch.manual_seed(0)
     rates = torch.tensor([1e-3, 0.1, 5.0, 60.0])  # per state: from barely decaying to gone in one step
-    log_decay = -torch.rand(2, 2048, 3, 4) * rates
-    inputs = torch.randn(2, 2048, 3, 4)
-    h = selective_scan(log_decay, inputs)
+    log_decay = -torch.rand(2, 4096, 3, 4) * rates
+    inputs = torch.randn(2, 4096, 3, 4)
+    h = selective_scan(log_decay, inputs, method=method)
     assert torch.isfinite(h).all()
     reference = reference_scan(log_decay, inputs)
     assert (h.double() - reference).abs().max() <= 1e-4 * reference.abs().max()
 
 
-def test_selective_scan_gradients_are_finite_and_match_the_loop():
+@pytest.mark.parametrize("method", ["sequential", "chunked"])
+def test_selective_scan_gradients_are_finite_and_match_the_loop(method):
     torch.manual_seed(0)
     log_decay = (-torch.rand(2, 70, 3) * 3).requires_grad_()
     inputs = torch.randn(2, 70, 3).requires_grad_()
     weights = torch.randn(2, 70, 3)
-    (selective_scan(log_decay, inputs, chunk=16) * weights).sum().backward()
+    (selective_scan(log_decay, inputs, method=method, chunk=16) * weights).sum().backward()
     scan_grads = log_decay.grad.clone(), inputs.grad.clone()
     log_decay.grad = inputs.grad = None
     (reference_scan(log_decay, inputs).float() * weights).sum().backward()
     torch.testing.assert_close(scan_grads[0], log_decay.grad, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(scan_grads[1], inputs.grad, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+def test_sequential_scan_backward_passes_gradcheck_including_the_initial_state(dtype):
+    torch.manual_seed(0)
+    log_decay = (-torch.rand(2, 9, 3, dtype=dtype)).requires_grad_()  # complex: decay and rotation
+    inputs = torch.randn(2, 9, 3, dtype=dtype, requires_grad=True)
+    state = torch.randn(2, 3, dtype=dtype, requires_grad=True)
+    scan = lambda d, x, h: _Recurrence.apply(torch.exp(d), x, h)  # noqa: E731  (selective_scan computes in float32)
+    assert torch.autograd.gradcheck(scan, (log_decay, inputs, state))
 
 
 @pytest.mark.parametrize("selectivity", ["none", "gate", "mamba"])
@@ -187,3 +201,51 @@ def test_a_bidirectional_ssm_sees_the_future_and_a_causal_one_does_not():
         assert (early_change > 1e-4) == bidirectional
     with pytest.raises(ValueError, match="no step"):
         model.step(x[:, :, 0], model.initial_state(2))
+
+
+def test_feature_matching_on_ssm_blocks_trains_projectors_from_the_first_step_with_scheduled_weights():
+    """α·task + β·distill + γ·feature on an SSM pair: blocks mapped uniformly (teacher 4 blocks of
+    width 16 -> student 2 of width 8), projectors built before the optimiser and trained; a
+    task-only warm-up (β, γ = 0 at the start), then a ramp."""
+    from kdforge.config import OptimConfig
+    from kdforge.distiller import Distiller
+    from kdforge.losses import build_losses
+    from kdforge.optim import build_optimizer
+    from kdforge.schedules import Clock
+    from kdforge.teachers import Teacher
+
+    torch.manual_seed(0)
+    options = {"input_shape": (1, 32), "num_classes": 1, "pool": "none", "complex": True, "complex_mode": "channels"}
+    student = build_model("ssm", model_dim=8, state_dim=8, num_layers=2, **options)
+    teacher = build_model("ssm", model_dim=16, state_dim=8, num_layers=4, selectivity="mamba", **options).eval()
+    ramp = {"schedule": "linear_warmup", "value": 1.0, "warmup": 0.5}
+    terms = build_losses([
+        {"name": "reg_task", "kind": "complex_mse", "weight": 1.0},
+        {"name": "reg_distill", "kind": "mag_phase", "weight": ramp},
+        {"name": "hint", "student": "blocks", "teacher": "blocks", "mapping": "uniform", "weight": ramp},
+    ])
+    x, y = torch.randn(8, 1, 32, dtype=torch.cfloat), torch.randn(8, 1, 32, dtype=torch.cfloat)
+    distiller = Distiller(student, Teacher(teacher), terms, x[:2])
+    hint = terms[2]
+    assert hint.pairs == [("blocks.0", "blocks.1"), ("blocks.1", "blocks.3")]
+    optimizer = build_optimizer(distiller.param_groups(), OptimConfig(lr=1e-2))
+    in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    projector_params = list(hint.projectors.parameters())
+    assert projector_params and {id(p) for p in projector_params} <= in_optimizer
+    assert not in_optimizer & {id(p) for p in teacher.parameters()}
+
+    start = distiller(x, y, Clock(progress=0.0))
+    assert start.weighted["reg_distill"] == 0 and start.weighted["hint"] == 0 and start.parts["hint"] > 0
+    assert start.loss.item() == pytest.approx(start.parts["reg_task"].item())
+
+    before = [p.detach().clone() for p in projector_params]
+    losses = []
+    for step in range(30):
+        out = distiller(x, y, Clock(step=step, progress=0.6))  # past the warm-up: every term counts
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+        losses.append(out.parts["hint"].item())
+    assert all(p.grad is None for p in teacher.parameters())
+    assert any(not torch.equal(b, p) for b, p in zip(before, projector_params))
+    assert losses[-1] < 0.5 * losses[0]
