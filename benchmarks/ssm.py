@@ -10,7 +10,7 @@ and 1024 (teacher / student ratio = speed-up). The teacher is trained once per s
     uv run python benchmarks/ssm.py sar [--seeds 0 1 2]
 
 ``mnist1d``: an SSM teacher (gated, 4 layers of width 64) and a small SSM student
-(``tiny`` preset) on mnist1d as sequence classification, with KD (CE + KD, T = 4) and
+(``compressed`` preset) on mnist1d as sequence classification, with KD (CE + KD, T = 4) and
 alone, seeds 0-2: test accuracy.
 
     uv run python benchmarks/ssm.py mnist1d [--seeds 0 1 2]
@@ -103,10 +103,10 @@ MNIST1D = {
     "name": "mnist1d-ssm",
     "data": {"name": "mnist1d", "batch_size": 128},
     "teacher": {"source": "train", "model": {"name": "ssm", "model_dim": 64, "state_dim": 32, "num_layers": 4, "selectivity": "gate", "pool": "mean"}, "train": {"epochs": 30}},
-    "student": {"preset": "tiny", "model": {"name": "ssm"}},
+    "student": {"preset": "compressed", "model": {"name": "ssm"}},
     "losses": [{"name": "ce", "weight": 0.5}, {"name": "kd", "weight": 0.5, "temperature": 4.0}],
     "optim": {"name": "adamw", "lr": 3e-3, "weight_decay": 0.01, "warmup_epochs": 1, "schedule": "cosine"},
-    "train": {"epochs": 30, "grad_clip": 1.0, "baseline": True},
+    "train": {"epochs": 100, "grad_clip": 1.0, "baseline": True},
 }
 
 
@@ -127,8 +127,8 @@ def mnist1d_markdown(out: dict) -> str:
         f"# SSM on mnist1d (seeds {out['seeds']})", "",
         "| model | params | test accuracy (%) |", "|---|---:|---:|",
         f"| teacher (gate, 4 × 64) | {out['params']['teacher']:,} | {mean_std(out['teacher'])} |",
-        f"| student (tiny) + KD | {out['params']['student']:,} | {mean_std(out['kd'])} |",
-        f"| student (tiny) alone | {out['params']['student']:,} | {mean_std(out['alone'])} |",
+        f"| student (compressed) + KD | {out['params']['student']:,} | {mean_std(out['kd'])} |",
+        f"| student (compressed) alone | {out['params']['student']:,} | {mean_std(out['alone'])} |",
     ]) + "\n"
 
 
