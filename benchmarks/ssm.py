@@ -56,30 +56,25 @@ def latencies(model: torch.nn.Module, dtype: torch.dtype) -> dict[str, float]:
 def sar(args: argparse.Namespace) -> dict:
     base = yaml.safe_load(SAR_RECIPE.read_text())
     log_dir = tempfile.mkdtemp(prefix="kdforge-ssm-")
-    rows: dict[str, dict] = {}
-    teacher_psnr: list[float] = []
-    teacher_speed: dict[str, float] = {}
+    teacher: dict = {"psnr": []}
+    rows: dict[str, dict] = {"teacher": teacher}
     for preset in ("standard", "compressed", "tiny"):
-        row = rows.setdefault(preset, {"kd": [], "alone": []})
+        row = rows.setdefault(preset, {"kd": [], "alone": [], "retention_pct": []})
         for seed in args.seeds:
             raw = {**base, "seed": seed, "student": {**base["student"], "preset": preset}, "log": {"dir": log_dir, "progress": False}}
             result = run_quietly(raw)
-            psnr = result.results["teacher"]["test"]["psnr_db"]
+            psnr = result.results["teacher"]["test"]["psnr_db"]  # one teacher per seed, trained once (cached)
             if preset == "standard":
-                teacher_psnr.append(psnr)
+                teacher["psnr"].append(psnr)
             row["kd"].append(result.results["student"]["test"]["psnr_db"])
             row["alone"].append(result.results["student_alone"]["test"]["psnr_db"])
-            row.setdefault("retention_pct", []).append(100 * row["kd"][-1] / psnr)
+            row["retention_pct"].append(100 * row["kd"][-1] / psnr)
+            if "params" not in teacher:
+                teacher.update(params=result.results["teacher"]["params"], latency_ms_b1=latencies(load_run_teacher(result.run_dir), torch.cfloat))
             if "params" not in row:
-                row["params"] = result.results["student"]["params"]
-                row["latency_ms_b1"] = latencies(kdforge.load_student(result.run_dir), torch.cfloat)
-                if not teacher_speed:
-                    teacher = load_run_teacher(result.run_dir)
-                    teacher_speed = latencies(teacher, torch.cfloat)
-                    rows["teacher"] = {"params": result.results["teacher"]["params"], "latency_ms_b1": teacher_speed}
+                row.update(params=result.results["student"]["params"], latency_ms_b1=latencies(kdforge.load_student(result.run_dir), torch.cfloat))
             print(f"{preset:10s} seed {seed}: teacher {psnr:.2f} dB, student + KD {row['kd'][-1]:.2f} dB, alone {row['alone'][-1]:.2f} dB", flush=True)
-        row["speedup"] = {n: teacher_speed[n] / row["latency_ms_b1"][n] for n in teacher_speed}
-    rows["teacher"]["psnr"] = teacher_psnr
+        row["speedup"] = {n: teacher["latency_ms_b1"][n] / row["latency_ms_b1"][n] for n in teacher["latency_ms_b1"]}
     return {"recipe": str(SAR_RECIPE.relative_to(SAR_RECIPE.parents[3])), "seeds": args.seeds, "rows": rows}
 
 
