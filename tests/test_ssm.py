@@ -69,6 +69,30 @@ def test_log_dt_learns_and_changes_the_output():
     assert not torch.allclose(layer(u), before)
 
 
+@pytest.mark.parametrize("complex", [False, True])
+def test_inference_reuses_the_kernel_until_a_parameter_or_the_length_changes(complex):
+    torch.manual_seed(0)
+    layer = S4D(3, 8, complex=complex).eval()
+    optimiser = torch.optim.SGD(layer.parameters(), lr=0.1)
+    u = torch.randn(2, 30, 3, dtype=torch.cfloat if complex else torch.float32)
+    with torch.no_grad():
+        first = layer(u)
+        assert layer.kernel_spectrum(30) is layer.kernel_spectrum(30)
+        assert layer.kernel_spectrum(31) is not layer.kernel_spectrum(30)
+    torch.testing.assert_close(first, layer(u).detach())  # the cached path equals the autograd one
+    layer(u).abs().square().sum().backward()
+    optimiser.step()
+    with torch.no_grad():
+        after_step = layer(u)
+    torch.testing.assert_close(after_step, layer(u).detach())  # the step invalidated the cache
+    assert not torch.allclose(after_step, first)
+    layer.load_state_dict(S4D(3, 8, complex=complex).state_dict())
+    with torch.no_grad():
+        loaded = layer(u)
+    torch.testing.assert_close(loaded, layer(u).detach())  # so did loading new weights
+    assert not torch.allclose(loaded, after_step)
+
+
 def reference_scan(log_decay, inputs):
     h, out = torch.zeros_like(inputs[:, 0], dtype=torch.float64), []
     for t in range(inputs.shape[1]):

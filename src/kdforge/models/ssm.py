@@ -78,15 +78,27 @@ class S4D(nn.Module):
     def skip(self) -> torch.Tensor:
         return torch.view_as_complex(self.d) if self.complex else self.d
 
+    def kernel_spectrum(self, length: int) -> torch.Tensor:
+        """FFT of K over 2L samples. Building K costs more than the convolution at small
+        batches, so without autograd (inference) the spectrum is kept until the length or a
+        parameter changes (an optimiser step or a load bumps the parameter's version)."""
+        fft = torch.fft.fft if self.complex else torch.fft.rfft
+        if torch.is_grad_enabled():
+            return fft(self.kernel(length), n=2 * length)
+        key = (length, *((p.data_ptr(), p._version) for p in (self.log_a_real, self.a_imag, self.c, self.log_dt)))
+        if getattr(self, "_cached", (None,))[0] != key:
+            self._cached = (key, fft(self.kernel(length), n=2 * length))
+        return self._cached[1]
+
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         """Convolution mode: y = K * u (causal) + D u, by FFT of length 2L."""
         length = u.shape[1]
-        k = self.kernel(length)
+        spectrum = self.kernel_spectrum(length)
         x = u.transpose(1, 2)  # [B, H, L]
         if self.complex:
-            y = torch.fft.ifft(torch.fft.fft(x.to(torch.cfloat), n=2 * length) * torch.fft.fft(k, n=2 * length), n=2 * length)[..., :length]
+            y = torch.fft.ifft(torch.fft.fft(x.to(torch.cfloat), n=2 * length) * spectrum, n=2 * length)[..., :length]
         else:
-            y = torch.fft.irfft(torch.fft.rfft(x.float(), n=2 * length) * torch.fft.rfft(k, n=2 * length), n=2 * length)[..., :length]
+            y = torch.fft.irfft(torch.fft.rfft(x.float(), n=2 * length) * spectrum, n=2 * length)[..., :length]
         return (y.transpose(1, 2) + u * self.skip()).to(u.dtype)
 
     def initial_state(self, batch: int, device: torch.device | None = None) -> torch.Tensor:
