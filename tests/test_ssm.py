@@ -273,3 +273,33 @@ def test_feature_matching_on_ssm_blocks_trains_projectors_from_the_first_step_wi
     assert all(p.grad is None for p in teacher.parameters())
     assert any(not torch.equal(b, p) for b, p in zip(before, projector_params))
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_a_standard_student_starts_from_its_gated_teacher_without_the_gates(tiny_recipe):
+    from kdforge import Recipe, run
+
+    tiny_recipe["data"] = {"name": "mnist1d", "batch_size": 128}
+    tiny_recipe["teacher"] = {"source": "train", "model": {"name": "ssm", "model_dim": 16, "state_dim": 8, "num_layers": 2, "selectivity": "gate"}, "train": {"epochs": 1}}
+    tiny_recipe["student"] = {"model": {"name": "ssm"}, "preset": "standard", "init_from_teacher": True}
+    tiny_recipe["train"] = {"epochs": 1, "baseline": False}
+    result = run(Recipe.model_validate(tiny_recipe))
+    transfer = result.results["student"]["init_from_teacher"]
+    student = build_model("ssm", input_shape=(1, 40), num_classes=10, model_dim=16, state_dim=8, num_layers=2)
+    assert sorted(transfer["copied"]) == sorted(student.state_dict())  # everything: only the teacher's gates have no place
+    assert transfer["feedforward"] == {} and transfer["not_in_teacher"] == [] and transfer["shape_mismatch"] == {}
+
+
+def test_init_from_teacher_with_nothing_to_copy_is_a_clear_error(tiny_recipe):
+    import io
+
+    from rich.console import Console
+
+    from kdforge import Recipe
+    from kdforge.errors import KdforgeError
+    from kdforge.run import check
+
+    tiny_recipe["data"] = {"name": "mnist1d", "batch_size": 128}
+    tiny_recipe["teacher"]["model"] = {"name": "ssm", "model_dim": 16, "state_dim": 8, "num_layers": 2}
+    tiny_recipe["student"] = {"model": {"name": "mlp", "hidden": [12]}, "init_from_teacher": True}
+    with pytest.raises(KdforgeError, match="no teacher tensor has a student tensor of the same name and shape"):
+        check(Recipe.model_validate(tiny_recipe), Console(file=io.StringIO()))

@@ -191,7 +191,8 @@ class TeacherConfig(Section):
 class TransferConfig(Section):
     """``student.init_from_teacher``: start from the teacher (``true`` takes these defaults).
     Tensors of the same (renamed) name and shape are copied; then each TM feed-forward block
-    learns, for ``steps`` steps, to reproduce the teacher MLP in its place (see kdforge.transfer)."""
+    (if the student has any) learns, for ``steps`` steps, to reproduce the teacher MLP in its
+    place (see kdforge.transfer)."""
 
     steps: int = Field(200, ge=0, description="module-wise steps in which each TM block learns its teacher MLP's outputs (0: copy only)")
     lr: float = Field(3e-3, gt=0, description="Adam learning rate of those steps")
@@ -219,7 +220,7 @@ class StudentConfig(Section):
     preset: Literal["standard", "compressed", "tiny"] | None = Field(
         None, description="an ssm student sized from the ssm teacher: standard (same size), compressed (1/2), tiny (1/4), without selectivity; student.model options override"
     )
-    init_from_teacher: TransferConfig | None = Field(None, description="true, or {steps, lr}: copy matching teacher weights, fit each TM block to its teacher MLP")
+    init_from_teacher: TransferConfig | None = Field(None, description="true, or {steps, lr}: copy matching teacher weights, fit each TM block (if any) to its teacher MLP")
     clause_specialize: SpecializeConfig | None = None
     auto_clause: AutoClauseConfig | None = None
     diagnostics_every: int = Field(0, ge=0, description="TM students: log head and clause importance on validation every N epochs (0: off)")

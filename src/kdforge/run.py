@@ -211,14 +211,14 @@ class Session:
 
     def init_from_teacher(self, student: torch.nn.Module, teacher: Teacher, checkpoint_dir: Path) -> dict[str, Any]:
         """``student.init_from_teacher``: copy the matching teacher tensors, then fit each TM
-        block to its teacher MLP. Done once: a resumed run reads what it did from ``transfer.json``."""
+        block (if any) to its teacher MLP. Done once: a resumed run reads what it did from ``transfer.json``."""
         record = checkpoint_dir / "transfer.json"
         if (checkpoint_dir / "last.pt").exists() and record.exists():  # the checkpoint holds the transferred weights
             return json.loads(record.read_text())
         cfg = self.recipe.student.init_from_teacher
         report = copy_matching(student, teacher.module)
-        pairs = feedforward_pairs(student, teacher.module)
-        report.feedforward = fit_feedforwards(pairs, teacher, self.train, self.val, cfg.steps, cfg.lr, self.track)
+        if pairs := feedforward_pairs(student, teacher.module):
+            report.feedforward = fit_feedforwards(pairs, teacher, self.train, self.val, cfg.steps, cfg.lr, self.track)
         self.console.print(f"init_from_teacher: {report.summary()}")
         if distributed.is_main():
             record.write_text(json.dumps(report.as_dict(), indent=1))
@@ -320,9 +320,12 @@ def check(recipe: Recipe, console: Console | None = None) -> dict[str, Any]:
         teacher_note += f"; input adapted: {teacher.input_adapter.describe()}"
     if recipe.student.init_from_teacher is not None:  # pairs the TM blocks with teacher MLPs now: a mismatch fails here
         transfer = copy_matching(session.build_student(), teacher_module)  # into a copy: the checked student stays as built
+        if not transfer.copied:
+            raise KdforgeError(f"init_from_teacher: no teacher tensor has a student tensor of the same name and shape ({len(transfer.shape_mismatch)} differ in shape); "
+                               "give the student the teacher's architecture (same model, or the standard preset of an ssm teacher), or drop student.init_from_teacher")
         pairs = feedforward_pairs(student, teacher_module)
-        console.print(f"init_from_teacher: {len(transfer.copied)} teacher tensors will be copied ({len(transfer.shape_mismatch)} differ in shape); "
-                      f"{len(pairs)} TM blocks will learn their teacher MLPs: " + ", ".join(f"{n} <- {origin}" for n, (_, origin, _) in pairs.items()))
+        console.print(f"init_from_teacher: {len(transfer.copied)} teacher tensors will be copied ({len(transfer.shape_mismatch)} differ in shape)"
+                      + (f"; {len(pairs)} TM blocks will learn their teacher MLPs: " + ", ".join(f"{n} <- {origin}" for n, (_, origin, _) in pairs.items()) if pairs else ""))
     distiller = Distiller(student, teacher, terms, session.example)
     for role, logits in (("teacher", teacher(session.example)), ("student", student(session.example))):
         if data.task == "regression" and logits.shape[1:] != data.train.y.shape[1:]:

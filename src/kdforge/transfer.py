@@ -1,5 +1,6 @@
-"""Start a TM student from its teacher: copy what matches, then teach each TM feed-forward
-block to do what the teacher MLP it replaces did.
+"""Start a student from its teacher: copy what matches, then teach each TM feed-forward
+block to do what the teacher MLP it replaces did (students without TM blocks only copy, e.g.
+an ``ssm`` student of the ``standard`` preset takes all of a gated teacher but its gates).
 
 * :func:`copy_matching` copies every teacher tensor whose name (after the renames below)
   and shape match a student tensor: patch embedding, positions, attention, norms, head.
@@ -96,7 +97,8 @@ def copy_matching(student: nn.Module, teacher: nn.Module) -> TransferReport:
 
 
 def feedforward_pairs(student: nn.Module, teacher: nn.Module) -> dict[str, tuple[TMFeedForward, str, nn.Module]]:
-    """student TM block name -> (block, teacher MLP name, teacher MLP), matched by (renamed) name."""
+    """student TM block name -> (block, teacher MLP name, teacher MLP), matched by (renamed) name;
+    empty for a student without TM blocks (then ``init_from_teacher`` only copies)."""
     lookup = _counterparts(name for name, _ in teacher.named_modules())
     teacher_modules = dict(teacher.named_modules())
     pairs = {}
@@ -108,8 +110,8 @@ def feedforward_pairs(student: nn.Module, teacher: nn.Module) -> dict[str, tuple
             if width != block.proj_in.in_features:
                 raise KdforgeError(f"init_from_teacher: the student's {name} is {block.proj_in.in_features} wide but the teacher's {origin} is {width}; give the student the teacher's embed_dim")
             pairs[name] = (block, origin, mlp)
-    if not pairs:
-        blocks = [n for n, m in student.named_modules() if isinstance(m, TMFeedForward)]
+    blocks = [n for n, m in student.named_modules() if isinstance(m, TMFeedForward)]
+    if blocks and not pairs:
         mlps = [n for n, m in teacher.named_modules() if is_mlp(m)]
         raise KdforgeError(f"init_from_teacher: no TM block of the student has a teacher MLP in the same place (student TM blocks {blocks[:6]}, "
                            f"teacher MLPs {mlps[:6]}); give the student the teacher's architecture (vit -> vit_tm, swin -> swin_tm, or mlp_to_tm with base: the teacher's model)")
