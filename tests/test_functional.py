@@ -286,6 +286,56 @@ def test_supcon_matches_reference():
     assert math.isfinite(lf.supcon_loss(t(z), torch.tensor(y), 0.05).item())
 
 
+# ----------------------------------------------------------------------------- embeddings
+
+
+def cosine_matrix(x):
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return x @ x.T
+
+
+def test_similarity_kl_matches_reference_for_a_5d_student_and_a_384d_teacher():
+    s, tt = rng.normal(size=(7, 5)), rng.normal(size=(7, 384))
+    for tau in (0.1, 1.0, 4.0):
+        expected = []
+        for i in range(7):
+            others = [j for j in range(7) if j != i]
+            expected.append(kl(softmax(cosine_matrix(tt)[i, others] / tau), softmax(cosine_matrix(s)[i, others] / tau)))
+        assert lf.similarity_kl(t(s), t(tt), tau).item() == pytest.approx(tau**2 * np.mean(expected), rel=1e-4)
+
+
+def test_similarity_kl_vanishes_when_similarities_are_kept_and_tau_changes_more_than_its_scale():
+    teacher = rng.normal(size=(8, 384))
+    rotation = np.linalg.qr(rng.normal(size=(384, 384)))[0]
+    assert lf.similarity_kl(t(teacher @ rotation * 3.0), t(teacher), 0.5).item() == pytest.approx(0.0, abs=1e-5)
+    student = rng.normal(size=(8, 5))
+    per_tau = [lf.similarity_kl(t(student), t(teacher), tau).item() / tau**2 for tau in (0.1, 1.0, 4.0)]
+    assert len({round(v, 6) for v in per_tau}) == 3  # the distributions themselves change with τ
+    assert per_tau[0] > per_tau[1] > per_tau[2]  # sharper rows differ more
+
+
+def test_neighbour_infonce_matches_reference_with_teacher_neighbours_as_positives():
+    s, tt, tau, k = rng.normal(size=(6, 4)), rng.normal(size=(6, 30)), 0.3, 2
+    ts, ss = cosine_matrix(tt), cosine_matrix(s) / tau
+    losses = []
+    for i in range(6):
+        others = [j for j in range(6) if j != i]
+        positives = sorted(others, key=lambda j: -ts[i, j])[:k]
+        denom = np.log(np.exp(ss[i, others]).sum())
+        losses.append(-np.mean([ss[i, p] - denom for p in positives]))
+    assert lf.neighbour_infonce(t(s), t(tt), tau, k).item() == pytest.approx(np.mean(losses), rel=1e-4)
+    with pytest.raises(ValueError, match="neighbours must be in"):
+        lf.neighbour_infonce(t(s), t(tt), tau, 6)
+
+
+def test_neighbour_infonce_is_lower_for_a_student_that_keeps_the_neighbourhoods():
+    teacher = t(rng.normal(size=(16, 64)))
+    rotated = teacher @ torch.linalg.qr(torch.randn(64, 64))[0]  # same similarities
+    unrelated = t(rng.normal(size=(16, 64)))
+    assert lf.neighbour_infonce(rotated, teacher, 0.1, 1) < lf.neighbour_infonce(unrelated, teacher, 0.1, 1)
+    assert torch.isfinite(lf.neighbour_infonce(unrelated, teacher, 0.01, 3))
+
+
 # ----------------------------------------------------------------------------- regression
 
 

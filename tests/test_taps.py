@@ -4,7 +4,7 @@ from torch import nn
 
 from kdforge.errors import KdforgeError
 from kdforge.models import build_model
-from kdforge.taps import FeatureTap, build_projector
+from kdforge.taps import FeatureTap, block_names, build_projector
 
 
 def test_tap_captures_outputs_and_inputs_by_name():
@@ -15,6 +15,14 @@ def test_tap_captures_outputs_and_inputs_by_name():
     assert tap.features["mid"].shape == (3, 12)
     assert torch.equal(tap.features["pre"], tap.features["mid"])
     assert torch.equal(model.head(tap.features["pre"]), logits)
+
+
+def test_output_taps_what_the_model_returns():
+    model = build_model("mlp", input_shape=(1, 8, 8), num_classes=10, hidden=[16])
+    tap = FeatureTap(model, {"out": "output"})
+    assert block_names(model, "output") == ["output"]
+    logits = model(torch.randn(3, 1, 8, 8))
+    assert tap.features["out"] is logits
 
 
 def test_wrong_name_fails_at_construction_with_closest_names():

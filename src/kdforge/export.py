@@ -7,6 +7,8 @@ no pickle is involved.
 from __future__ import annotations
 
 import json
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -56,20 +58,30 @@ def load_student(path: str | Path, device: str | torch.device = "cpu") -> nn.Mod
     return load_model(weights, device).eval()
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """The weights in ``path``: a ``.safetensors`` file or a torch file read with
-    ``weights_only=True`` (never unpickling code). Lightning-style checkpoints (a
-    ``state_dict`` entry, keys prefixed ``model.``) and wrapper prefixes (``module.`` from
-    DDP, ``_orig_mod.`` from torch.compile) are unwrapped."""
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    """What a checkpoint file holds, never unpickling code: a ``.safetensors`` file (a dict
+    of tensors), or a torch file read with ``weights_only=True`` (tensors, numbers, strings
+    and containers of them). A file that pickles Python objects is refused with a clear error."""
     path = Path(path)
     if not path.is_file():
-        raise KdforgeError(f"weights file '{path}' not found")
+        raise KdforgeError(f"checkpoint '{path}' not found")
     if path.suffix == ".safetensors":
-        state: Any = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-            state = state["state_dict"]
+        return load_file(str(path), device=str(map_location))
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        raise KdforgeError(f"'{path}' holds pickled Python objects{f' ({found[1]})' if found else ''}, which kdforge never loads (they can run code); "
+                           "save plain tensors instead: torch.save(model.state_dict(), path), or a .safetensors file") from None
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The weights in ``path`` (see :func:`read_checkpoint`). Lightning-style checkpoints (a
+    ``state_dict`` entry, keys prefixed ``model.``) and wrapper prefixes (``module.`` from
+    DDP, ``_orig_mod.`` from torch.compile) are unwrapped."""
+    state = read_checkpoint(path)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise KdforgeError(f"'{path}' does not hold a state dict of tensors")
     for prefix in ("model.", "module.", "_orig_mod."):

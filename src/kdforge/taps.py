@@ -2,8 +2,8 @@
 
 Models are never rewritten to expose features: ``FeatureTap(model, {"mid": "blocks.1"})``
 records the output of ``model.blocks.1`` on each forward (``"head:input"`` records the
-input of ``head`` instead). A name that does not exist fails at construction with the
-closest valid names.
+input of ``head`` instead; ``"output"`` the model's own output, e.g. an embedding). A name
+that does not exist fails at construction with the closest valid names.
 """
 
 from __future__ import annotations
@@ -18,6 +18,12 @@ from torch import nn
 from kdforge.errors import KdforgeError, closest
 
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP / DataParallel and torch.compile wrappers
+OUTPUT = "output"  # the tap name of a model's own output: its root module's
+
+
+def module_name(name: str, modules: Mapping[str, nn.Module]) -> str:
+    """The module a tap name hooks: ``output`` is the root (unless a module has that name)."""
+    return "" if name == OUTPUT and OUTPUT not in modules else name
 
 
 def strip_wrappers(name: str) -> str:
@@ -56,6 +62,7 @@ class FeatureTap:
         modules = dict(root.named_modules())
         for alias, spec in taps.items():
             name, _, where = strip_wrappers(spec).partition(":")
+            name = module_name(name, modules)
             if name not in modules:
                 hint = closest(name, [n for n in modules if n], n=5)
                 suggestion = f"; closest: {', '.join(hint)}" if hint else f"; some valid names: {', '.join(list(modules)[1:9])}"
@@ -162,7 +169,7 @@ def block_names(model: nn.Module, spec: str | list[str], expand: bool = True) ->
     else:
         names = [strip_wrappers(spec)]
     for name in names:
-        if name.partition(":")[0] not in modules:
+        if module_name(name.partition(":")[0], modules) not in modules:
             hint = closest(name, [n for n in modules if n], n=5)
             raise KdforgeError(f"no module named '{name}' in {type(root).__name__}{'; closest: ' + ', '.join(hint) if hint else ''}")
     return names

@@ -16,7 +16,7 @@ from torch import nn
 
 from kdforge.losses import functional as lf
 from kdforge.losses.terms import LOSSES, LossTerm, Shapes, StepContext
-from kdforge.taps import LayerGate, LayerMapping, block_names, build_projector, map_layers
+from kdforge.taps import OUTPUT, LayerGate, LayerMapping, block_names, build_projector, map_layers
 
 Layers = str | list[str]
 
@@ -127,10 +127,11 @@ class FeatureDynamics(FeatureTerm):
 
 @LOSSES.register("cka")
 class CKA(FeatureTerm):
-    """1 − linear CKA between student and teacher features (no projector; widths may differ).
+    """1 − linear CKA between student and teacher features (no projector; widths may differ;
+    by default the models' outputs).
     ``debiased`` uses the unbiased HSIC estimator (better on small batches)."""
 
-    def __init__(self, student: Layers, teacher: Layers, mapping: LayerMapping = "explicit", submodule: str | None = None, debiased: bool = False):
+    def __init__(self, student: Layers = OUTPUT, teacher: Layers = OUTPUT, mapping: LayerMapping = "explicit", submodule: str | None = None, debiased: bool = False):
         super().__init__(student, teacher, mapping, submodule)
         self.debiased = debiased
 
@@ -229,7 +230,11 @@ class SimilarityPreserving(FeatureTerm):
 
 @LOSSES.register("relational")
 class Relational(FeatureTerm):
-    """MSE between the batch cosine-similarity matrices of student and teacher features."""
+    """MSE between the batch cosine-similarity matrices of student and teacher features
+    (by default the models' outputs: embeddings of any two widths)."""
+
+    def __init__(self, student: Layers = OUTPUT, teacher: Layers = OUTPUT, mapping: LayerMapping = "explicit", submodule: str | None = None):
+        super().__init__(student, teacher, mapping, submodule)
 
     def pair_loss(self, index: int, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         return lf.relational_loss(student, teacher)

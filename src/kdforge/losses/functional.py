@@ -398,20 +398,58 @@ def feature_dynamics_loss(student: list[torch.Tensor], teacher: list[torch.Tenso
 
 
 def supcon_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
-    """Supervised contrastive loss (Khosla et al., 2020, L_out) on [B, D] embeddings.
+    """Supervised contrastive loss (Khosla et al., 2020, L_out) on [B, D] embeddings: the
+    other samples of each anchor's class are its positives (:func:`multi_positive_nce`)."""
+    same = labels[:, None] == labels[None, :]
+    return multi_positive_nce(features, same & ~torch.eye(len(same), dtype=torch.bool, device=same.device), temperature)
 
-    For each anchor with at least one other sample of its class: minus the mean over those
-    positives of log softmax of cosine similarity / τ over all other samples.
-    """
+
+def multi_positive_nce(features: torch.Tensor, positives: torch.Tensor, temperature: float) -> torch.Tensor:
+    """For each anchor with at least one positive (``positives`` [B, B], bool, no diagonal):
+    minus the mean over its positives of log softmax of cosine similarity / τ over all other
+    samples; averaged over those anchors."""
     z = F.normalize(_flat(features), dim=1)
-    n = len(z)
-    self_mask = torch.eye(n, dtype=torch.bool, device=z.device)
+    self_mask = torch.eye(len(z), dtype=torch.bool, device=z.device)
     logits = (z @ z.T / temperature).masked_fill(self_mask, -math.inf)
     log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
-    positives = (labels[:, None] == labels[None, :]) & ~self_mask
     counts = positives.sum(1)
     has = counts > 0
     if not has.any():
         return z.sum() * 0.0  # no positive pair in this batch: nothing to pull together
     per_anchor = -log_prob.masked_fill(~positives, 0.0).sum(1)[has] / counts[has]
     return per_anchor.mean()
+
+
+# ----------------------------------------------------------------------------- embeddings
+
+
+def _off_diagonal(m: torch.Tensor) -> torch.Tensor:
+    """[B, B] -> [B, B − 1]: each row without its own entry."""
+    n = len(m)
+    return m.masked_select(~torch.eye(n, dtype=torch.bool, device=m.device)).view(n, n - 1)
+
+
+def similarity_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: Temperature = 1.0) -> torch.Tensor:
+    """sim_kl: each sample's distribution over the *other* samples of the batch,
+    softmax_j(cos(x_i, x_j) / τ), for teacher and student; T²-scaled batch-mean
+    KL(teacher ‖ student). Widths may differ (a 5-d student against a 384-d teacher).
+
+    τ decides what is kept: a small τ concentrates each row on its nearest neighbours, a
+    large one spreads it over the whole similarity profile (so a curriculum from high to
+    low τ moves from global structure to neighbourhoods)."""
+    log_ps = F.log_softmax(_off_diagonal(_cosine_matrix(student)) / temperature, dim=1)
+    log_pt = F.log_softmax(_off_diagonal(_cosine_matrix(teacher)) / temperature, dim=1)
+    return _scaled_kl(log_pt, log_ps, temperature)
+
+
+def neighbour_infonce(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 0.1, neighbours: int = 1) -> torch.Tensor:
+    """InfoNCE with the teacher's neighbours as positives: for each sample, its ``neighbours``
+    most similar other samples by the teacher's cosine similarity are pulled close in the
+    student's space, against every other sample of the batch (:func:`multi_positive_nce`)."""
+    n = len(student)
+    if not 1 <= neighbours < n:
+        raise ValueError(f"neighbours must be in [1, batch size − 1 = {n - 1}], got {neighbours}")
+    similarity = _cosine_matrix(teacher.detach()).fill_diagonal_(-math.inf)
+    nearest = similarity.topk(neighbours, dim=1).indices
+    positives = torch.zeros(n, n, dtype=torch.bool, device=student.device).scatter_(1, nearest, True)
+    return multi_positive_nce(student, positives, temperature)
