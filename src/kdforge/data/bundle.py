@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,17 +39,23 @@ class DataBundle:
     num_classes: int
     input_shape: tuple[int, ...]
     scaling: tuple[float, float] = (0.0, 1.0)  # (mean, std) the inputs were standardised with
+    kind: str | None = None  # "embedding": no labels; the teacher's embeddings become the targets
+    texts: dict[str, list[str]] | None = None  # split -> the texts its rows encode (text datasets)
+    decode: Callable[[torch.Tensor], list[str]] | None = None  # input rows -> texts (text datasets)
 
     @property
     def task(self) -> str:
-        """``regression`` when the targets are real or complex values, else ``classification``."""
+        """``embedding`` (set by the dataset), ``regression`` when the targets are real or
+        complex values, else ``classification``."""
+        if self.kind is not None:
+            return self.kind
         y = self.train.y
         return "regression" if y.is_floating_point() or y.is_complex() else "classification"
 
     def describe(self) -> str:
         return (
             f"{self.name}: train {len(self.train)}, val {len(self.val)}, test {len(self.test)}; "
-            f"input {list(self.input_shape)}" + (f", {self.num_classes} classes" if self.task == "classification" else f", targets {list(self.train.y.shape[1:])}")
+            f"input {list(self.input_shape)}" + {"classification": f", {self.num_classes} classes", "embedding": ", targets: the teacher's embeddings"}.get(self.task, f", targets {list(self.train.y.shape[1:])}")
         )
 
 

