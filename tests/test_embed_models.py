@@ -1,0 +1,106 @@
+"""Embedding students and the text corpus they read."""
+
+import json
+
+import pytest
+import torch
+
+from kdforge.data import build_dataset
+from kdforge.data.text import decode_bytes, docstring_sentences, encode_bytes, first_sentence, read_texts
+from kdforge.errors import KdforgeError
+from kdforge.models import build_model
+from kdforge.models.embed import _PRIME, ngram_hashes, word_hashes
+from kdforge.taps import FeatureTap
+
+MODULES = ["json", "collections", "pathlib", "textwrap"]
+
+
+def reference_hash(values, buckets):
+    h = 0
+    for v in values:
+        h = (h * _PRIME + v) % buckets
+    return h + 1
+
+
+def test_character_and_word_hashes_match_a_reference():
+    text = "Hash me twice me"
+    rows = encode_bytes([text], 24)
+    values = list(rows[0, : len(text)].tolist())
+    grams = ngram_hashes(rows, [3], 997, words=False)[0]
+    assert grams[: len(text) - 2].tolist() == [reference_hash(values[i : i + 3], 997) for i in range(len(text) - 2)]
+    assert (grams[len(text) - 2 :] == 0).all()  # n-grams that run into padding do not exist
+    words = word_hashes(rows, 997)[0]
+    expected = {}
+    for word, end in (("Hash", 3), ("me", 6), ("twice", 12), ("me", 15)):
+        expected[end] = sum(v * pow(_PRIME, i, 997) for i, v in enumerate(encode_bytes([word], 8)[0, : len(word)].tolist())) % 997 + 1
+    assert {i: int(h) for i, h in enumerate(words) if h} == expected
+    assert words[6] == words[15]  # the same word hashes alike wherever it is
+
+
+def test_embed_text_is_a_function_of_its_words_and_ngrams_and_learns():
+    torch.manual_seed(0)
+    model = build_model("embed_text", input_shape=(32,), num_classes=0, dim=4, buckets=1024, width=16, hidden=[16])
+    x = encode_bytes(["Return a copy.", "return a COPY.", "Open the file."], 32)
+    out = model(x)
+    assert out.shape == (3, 4)
+    torch.testing.assert_close(out[0], out[1])  # lowercase folds capitals
+    assert not torch.allclose(out[0], out[2])
+    out.square().sum().backward()
+    assert model.table.weight.grad.abs().sum() > 0
+
+
+def test_hierarchical_levels_are_tapped_apart_and_concatenated():
+    model = build_model("embed_proj", input_shape=(384,), num_classes=0, levels=[5, 25], hidden=[32])
+    tap = FeatureTap(model, {"coarse": "heads.0", "fine": "heads.1"})
+    out = model(torch.randn(6, 384))
+    assert out.shape == (6, 30)
+    torch.testing.assert_close(out, torch.cat([tap.features["coarse"], tap.features["fine"]], 1))
+    with pytest.raises(KdforgeError, match="either dim .* or levels"):
+        build_model("embed_proj", input_shape=(384,), num_classes=0, dim=5, levels=[5, 25])
+
+
+def test_embed_transformer_ignores_padding_and_refuses_ids_beyond_its_vocabulary():
+    torch.manual_seed(0)
+    model = build_model("embed_transformer", input_shape=(12,), num_classes=0, dim=6, vocab_size=100, width=16, depth=1, heads=2).eval()
+    ids = torch.tensor([[5, 6, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0]])
+    before = model(ids)
+    with torch.no_grad():
+        model.positions[:, 3:] += 5.0  # what padded positions hold must not matter
+    torch.testing.assert_close(model(ids), before)
+    other = ids.clone()
+    other[0, 5] = 9  # a real token where padding was changes the output
+    assert not torch.allclose(model(ids), model(other))
+    with pytest.raises(ValueError, match="vocab_size"):
+        model(torch.tensor([[150] + [0] * 11]))
+
+
+def test_docstring_corpus_is_clean_deduplicated_and_deterministic():
+    texts = docstring_sentences(MODULES)
+    assert len(texts) > 50 and texts == docstring_sentences(MODULES)
+    assert len({t.lower() for t in texts}) == len(texts)
+    assert all(t[0].isupper() and t[-1] in ".!?" and 4 <= len(t.split()) <= 40 and ">>>" not in t for t in texts)
+    assert first_sentence("Do this. Then that.\n\nMore.") == "Do this."
+
+
+def test_text_corpus_splits_by_seed_and_encodes_bytes_or_tokens():
+    data = build_dataset("text_corpus", modules=MODULES, max_length=48, seed=0, val_fraction=0.15, test_fraction=0.2)
+    assert data.task == "embedding" and data.input_shape == (48,)
+    everything = data.texts["train"] + data.texts["val"] + data.texts["test"]
+    assert sorted(everything) == docstring_sentences(MODULES)
+    assert data.decode(data.val.x) == [t.encode()[:48].decode("utf-8", "ignore") for t in data.texts["val"]]
+    other = build_dataset("text_corpus", modules=MODULES, max_length=48, seed=1, val_fraction=0.15, test_fraction=0.2)
+    assert other.texts["test"] != data.texts["test"]
+    tokens = build_dataset("text_corpus", modules=MODULES, encoding="tokens", max_length=32, seed=0, val_fraction=0.15, test_fraction=0.2)
+    assert tokens.train.x[:, 0].eq(101).all()  # [CLS] of the MiniLM tokenizer
+    assert tokens.decode(tokens.train.x[:1])[0].split()[:2] == tokens.texts["train"][0].lower().split()[:2]
+
+
+def test_users_text_files_are_read_and_a_missing_field_is_named(tmp_path):
+    (tmp_path / "a.txt").write_text("first line\n\nsecond line\n")
+    (tmp_path / "b.jsonl").write_text(json.dumps({"text": "from json"}) + "\n" + json.dumps({"body": "x"}) + "\n")
+    (tmp_path / "c.csv").write_text("id,text\n1,from csv\n")
+    assert read_texts(tmp_path / "a.txt") == ["first line", "second line"]
+    assert read_texts(tmp_path / "c.csv") == ["from csv"]
+    with pytest.raises(KdforgeError, match="row 2 has no 'text' field"):
+        read_texts(tmp_path / "b.jsonl")
+    assert decode_bytes(encode_bytes(["héllo wörld"], 32)) == ["héllo wörld"]
