@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import torch
 
+from kdforge.errors import KdforgeError
 from kdforge.losses import functional as lf
 from kdforge.losses.terms import LOSSES, LossTerm, Shapes, StepContext
 from kdforge.schedules import TemperatureSpec, build_temperature
@@ -40,6 +41,9 @@ class LogitTerm(LossTerm):
         self.logit_std = logit_std
 
     def setup(self, shapes: Shapes) -> None:
+        if shapes.teacher_logits is not None and shapes.teacher_logits[-1] != shapes.student_logits[-1]:
+            raise KdforgeError(f"{self.name}: the teacher outputs {shapes.teacher_logits[-1]} classes but the student outputs "
+                               f"{shapes.student_logits[-1]}; give both the dataset's class count")
         if self.temperature is not None and self.temperature.learnable:
             self.temperature.setup(shapes.student_logits[-1] + (shapes.teacher_logits[-1] if shapes.teacher_logits else 0))
 
