@@ -122,10 +122,11 @@ class TeacherConfig(Section):
 
     ``train``: fit ``model`` first; ``checkpoint``: load ``path``; ``ensemble``: combine
     ``members`` (each a teacher section) by ``mean`` or ``weighted`` logits; ``ema``: the
-    exponential moving average (``decay``) of the student itself (self-distillation).
+    exponential moving average (``decay``) of the student itself (self-distillation);
+    ``table``: stored embeddings (``path``: a table with its texts; none: the inputs).
     """
 
-    source: Literal["train", "checkpoint", "timm", "torchvision", "hf", "sentence-transformers", "callable", "ensemble", "ema"] = "train"
+    source: Literal["train", "checkpoint", "timm", "torchvision", "hf", "sentence-transformers", "table", "callable", "ensemble", "ema"] = "train"
     model: ModelConfig | None = None
     path: str | None = None
     pretrained: bool | None = Field(None, description="timm/torchvision: start from pretrained weights (offline: give pretrained_file)")
@@ -146,7 +147,7 @@ class TeacherConfig(Section):
     @pydantic.model_validator(mode="after")
     def _source_needs(self) -> TeacherConfig:
         hub = {"model", "pretrained", "pretrained_file", "checkpoint", "finetune", "adapt"}
-        needs = {"train": ("model",), "checkpoint": ("path",), "ensemble": ("members",), "ema": ()}.get(self.source, ("model",))
+        needs = {"train": ("model",), "checkpoint": ("path",), "ensemble": ("members",), "ema": (), "table": ()}.get(self.source, ("model",))
         allowed = {
             "train": {"model", "train"},
             "checkpoint": {"model", "path", "adapt"},
@@ -155,6 +156,7 @@ class TeacherConfig(Section):
             "callable": {"model", "checkpoint", "finetune", "adapt"},
             "hf": {"model", "checkpoint", "finetune", "adapt"},
             "sentence-transformers": {"model"},
+            "table": {"path"},
             "ensemble": {"members", "combine", "weights"},
             "ema": {"decay"},
         }[self.source]

