@@ -2,9 +2,11 @@
 
 The task is read from the targets: integer class indices make a classification (accuracy,
 mean cross-entropy), real or complex targets a regression (``mse``: mean |prediction −
-target|², ``psnr_db``: 10·log10(max|target|² / mse) over the split, ``loss`` = mse).
-Each task has one headline **score**, higher is better: accuracy, or PSNR in dB. Best-epoch
-selection, early stopping, reports and KD gains all read it.
+target|², ``psnr_db``: 10·log10(max|target|² / mse) over the split, ``loss`` = mse). An
+``embedding`` task (named by the caller) compares the outputs' similarity structure with the
+targets' (the teacher's embeddings): ``spearman`` and ``recall_at_10``.
+Each task has one headline **score**, higher is better: accuracy, PSNR in dB, or Spearman ρ.
+Best-epoch selection, early stopping, reports and KD gains all read it.
 """
 
 from __future__ import annotations
@@ -25,11 +27,26 @@ def is_regression(targets: torch.Tensor) -> bool:
 
 
 @torch.no_grad()
-def evaluate(model: Callable[[torch.Tensor], torch.Tensor], batches: Batches, autocast: contextlib.AbstractContextManager | None = None) -> dict[str, float]:
-    """The task's metrics over all batches (model in eval mode)."""
+def evaluate(model: Callable[[torch.Tensor], torch.Tensor], batches: Batches, autocast: contextlib.AbstractContextManager | None = None,
+             task: str | None = None) -> dict[str, float]:
+    """The task's metrics over all batches (model in eval mode). ``task: embedding`` compares
+    the outputs with the targets (the teacher's embeddings) by :func:`embedding_metrics`; else
+    the task is read from the targets."""
     was_training = isinstance(model, nn.Module) and model.training
     if isinstance(model, nn.Module):
         model.eval()
+    try:
+        if task == "embedding":
+            with autocast or contextlib.nullcontext():
+                pairs = [(model(x).float(), y.float()) for x, y, *_ in batches]
+            return embedding_metrics(torch.cat([p for p, _ in pairs]), torch.cat([t for _, t in pairs]))
+        return _label_metrics(model, batches, autocast)
+    finally:
+        if was_training:
+            model.train()
+
+
+def _label_metrics(model: Callable[[torch.Tensor], torch.Tensor], batches: Batches, autocast: contextlib.AbstractContextManager | None) -> dict[str, float]:
     sums = {"correct": 0.0, "loss": 0.0, "samples": 0, "elements": 0, "peak": 0.0}
     regression = False
     for x, y, *_ in batches:
@@ -45,32 +62,74 @@ def evaluate(model: Callable[[torch.Tensor], torch.Tensor], batches: Batches, au
             sums["loss"] += float(F.cross_entropy(logits, y, reduction="sum"))
             sums["correct"] += int((logits.argmax(-1) == y).sum())
         sums["samples"] += len(y)
-    if was_training:
-        model.train()
     if regression:
         mse = sums["loss"] / max(sums["elements"], 1)
         return {"mse": mse, "psnr_db": 10 * math.log10(sums["peak"] ** 2 / max(mse, 1e-20)), "loss": mse}
     return {"accuracy": sums["correct"] / max(sums["samples"], 1), "loss": sums["loss"] / max(sums["samples"], 1)}
 
 
+def embedding_metrics(student: torch.Tensor, teacher: torch.Tensor, neighbours: int = 10, max_rows: int = 2000) -> dict[str, float]:
+    """How well student vectors [N, k] keep the teacher's [N, D] relations, over the first
+    ``max_rows`` rows: ``spearman``, the rank correlation of all pairwise cosine
+    similarities, and ``recall_at_10``, the mean share of each row's ``neighbours`` nearest
+    rows (by cosine) that the student and the teacher agree on; ``loss`` = 1 − spearman."""
+    s, t = _cosines(student[:max_rows]), _cosines(teacher[:max_rows])
+    n = len(s)
+    upper = torch.triu_indices(n, n, offset=1)
+    rho = _pearson(_ranks(s[upper[0], upper[1]]), _ranks(t[upper[0], upper[1]]))
+    k = min(neighbours, n - 1)
+    eye = torch.eye(n, dtype=torch.bool)
+    near_s = s.masked_fill(eye, -2.0).topk(k, dim=1).indices
+    near_t = t.masked_fill(eye, -2.0).topk(k, dim=1).indices
+    shared = (near_s.unsqueeze(2) == near_t.unsqueeze(1)).any(2).sum(1).double() / k
+    return {"spearman": rho, "recall_at_10": float(shared.mean()), "loss": 1.0 - rho}
+
+
+def _cosines(x: torch.Tensor) -> torch.Tensor:
+    x = F.normalize(x.double().flatten(1), dim=1)
+    return x @ x.T
+
+
+def _ranks(values: torch.Tensor) -> torch.Tensor:
+    ranks = torch.empty_like(values)
+    ranks[values.argsort()] = torch.arange(len(values), dtype=values.dtype)
+    return ranks
+
+
+def _pearson(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a - a.mean(), b - b.mean()
+    return float((a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-12))
+
+
 def score(metrics: dict[str, float]) -> float:
-    """The headline metric, higher is better: accuracy, or PSNR in dB for a regression."""
-    return metrics["accuracy"] if "accuracy" in metrics else metrics["psnr_db"]
+    """The headline metric, higher is better: accuracy, PSNR in dB for a regression, or the
+    Spearman correlation of similarities for an embedding."""
+    return metrics[_headline(metrics)]
+
+
+def _headline(metrics: dict[str, float]) -> str:
+    return next(k for k in ("accuracy", "psnr_db", "spearman") if k in metrics)
 
 
 def shown(metrics: dict[str, float]) -> str:
-    """The headline metric for people: '97.41%' or '23.52 dB'."""
-    return f"{100 * metrics['accuracy']:.2f}%" if "accuracy" in metrics else f"{metrics['psnr_db']:.2f} dB"
+    """The headline metric for people: '97.41%', '23.52 dB' or 'ρ 0.812, R@10 0.431'."""
+    key = _headline(metrics)
+    if key == "spearman":
+        return f"ρ {metrics['spearman']:.3f}, R@10 {metrics['recall_at_10']:.3f}"
+    return f"{100 * metrics['accuracy']:.2f}%" if key == "accuracy" else f"{metrics['psnr_db']:.2f} dB"
 
 
 def score_name(metrics: dict[str, float]) -> str:
-    return "acc" if "accuracy" in metrics else "PSNR"
+    return {"accuracy": "acc", "psnr_db": "PSNR", "spearman": "ρ"}[_headline(metrics)]
 
 
 def score_gain(better: dict[str, float], worse: dict[str, float]) -> str:
-    """How much ``better`` beats ``worse``: accuracy points, or dB."""
-    if "accuracy" in better:
+    """How much ``better`` beats ``worse``: accuracy points, dB, or Spearman ρ."""
+    key = _headline(better)
+    if key == "accuracy":
         return f"{100 * (better['accuracy'] - worse['accuracy']):+.2f} points"
+    if key == "spearman":
+        return f"{better['spearman'] - worse['spearman']:+.3f} ρ"
     return f"{better['psnr_db'] - worse['psnr_db']:+.2f} dB"
 
 

@@ -8,9 +8,9 @@ from typing import Any
 
 from rich.table import Table
 
-from kdforge.evaluate import score_gain, score_name, shown
+from kdforge.evaluate import score, score_gain, score_name, shown
 
-ROLES = (("teacher", "teacher"), ("student", "student + KD"), ("student_alone", "student alone"))
+ROLES = (("teacher", "teacher"), ("student", "student + KD"), ("student_alone", "student alone"), ("pca", "PCA of the teacher"), ("random_projection", "random projection"))
 
 
 def write_results(run_dir: Path, results: dict[str, Any]) -> None:
@@ -74,7 +74,7 @@ def tm_sections(entry: dict[str, Any]) -> list[str]:
 
 
 def write_report(run_dir: Path, results: dict[str, Any], plots: list[str]) -> None:
-    metric = "accuracy" if "accuracy" in results["student"]["test"] else "PSNR"
+    metric = {"acc": "accuracy", "PSNR": "PSNR", "ρ": "Spearman ρ"}[score_name(results["student"]["test"])]
     lines = [
         f"# {results['name']}",
         "",
@@ -109,7 +109,7 @@ def plot_curves(run_dir: Path, histories: dict[str, list[dict[str, Any]]]) -> li
     out.mkdir(exist_ok=True)
     curves = {
         "loss": [("train loss", "-", lambda r: r["train"]["loss"]), ("val cross-entropy", "--", lambda r: r["val"]["loss"])],
-        "accuracy": [("val accuracy (%) / PSNR (dB)", "-", lambda r: 100 * r["val"]["accuracy"] if "accuracy" in r["val"] else r["val"]["psnr_db"])],
+        "accuracy": [("val accuracy (%) / PSNR (dB) / Spearman ρ", "-", lambda r: 100 * r["val"]["accuracy"] if "accuracy" in r["val"] else score(r["val"]))],
     }
     written = []
     for name, lines in curves.items():

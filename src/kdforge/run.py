@@ -21,6 +21,7 @@ import yaml
 from rich.console import Console
 
 from kdforge import distributed
+from kdforge.baselines import projection_baselines
 from kdforge.bench import count_params, latency_ms
 from kdforge.callbacks import Callback, ConsoleProgress, JsonlLogger
 from kdforge.clause_steering import ClauseSteering, steering_events
@@ -40,6 +41,7 @@ from kdforge.report import plot_curves, summary_table, write_report, write_resul
 from kdforge.teachers import TEACHER_SOURCES, Teacher
 from kdforge.teachers.adapt import InputAdapter
 from kdforge.teachers.cache import CachedTeacher, fixed_views
+from kdforge.teachers.text import TextTeacher
 from kdforge.tracking import Tracker, build_trackers
 from kdforge.trainer import Trainer, autocast_for, compiled, deterministic, resolve_device, seed_everything
 from kdforge.transfer import copy_matching, feedforward_pairs, fit_feedforwards
@@ -109,15 +111,29 @@ class Session:
         for tracker in self.trackers or []:
             tracker.close()
 
+    def evaluate(self, model: Any, batches: Any, description: str) -> dict[str, float]:
+        """The task's metrics of ``model`` over ``batches``, with a progress bar."""
+        return evaluate(model, self.track(batches, description), self.autocast(), self.data.task)
+
+    @torch.no_grad()
+    def label_with_teacher(self, teacher: Teacher) -> None:
+        """Embedding tasks: every split's targets become the teacher's embeddings of its inputs
+        (each computed once; the teacher remembers them for training)."""
+        for name, loader in (("train", self.train), ("val", self.val), ("test", self.test)):
+            starts = range(0, len(loader.x), self.recipe.data.eval_batch_size)
+            rows = [teacher(loader.x[i : i + self.recipe.data.eval_batch_size]).float() for i in self.track(starts, f"teacher embeds the {name} split")]
+            loader.y = torch.cat(rows)
+
     def teacher_entry(self, teacher: Teacher | CachedTeacher, info: dict[str, Any]) -> dict[str, Any]:
         if isinstance(teacher, CachedTeacher):  # measured when the cache was written
             return {**teacher.manifest["teacher"], "cache": str(teacher.path)}
         module = teacher.module
-        test = evaluate(teacher, self.track(self.test, "teacher: test split"), self.autocast())
-        val = info.get("val_best") or evaluate(teacher, self.track(self.val, "teacher: validation split"), self.autocast())
+        test = self.evaluate(teacher, self.test, "teacher: test split")
+        val = info.get("val_best") or self.evaluate(teacher, self.val, "teacher: validation split")
         extra = {k: v for k, v in info.items() if k not in ("history", "val_best")}
         name = extra.pop("model", None) or (module.kdforge_spec["name"] if hasattr(module, "kdforge_spec") else type(module).__name__)
-        return self.entry(teacher, name, test, val, source=self.recipe.teacher.source, **extra)  # latency with its input adapter
+        with module.forgetting() if isinstance(module, TextTeacher) else contextlib.nullcontext():  # time real encoding, not recall
+            return self.entry(teacher, name, test, val, source=self.recipe.teacher.source, **extra)  # latency with its input adapter
 
     def entry(self, model: torch.nn.Module, name: str, test: dict[str, float], val_best: dict[str, float], **extra: Any) -> dict[str, Any]:
         """One row of results.json: what the model is, how good, how big, how fast."""
@@ -184,7 +200,7 @@ class Session:
         curriculum = Curriculum.from_recipe(self.recipe) if stage == "distill" else None  # the baseline trains plainly
         augment = self.recipe.data.augment
         mixer = Mixer(augment, self.data.num_classes) if augment.mixes else None
-        trainer = Trainer(distiller, self.recipe.optim, self.recipe.train, steps_per_epoch=len(self.train), checkpoint_dir=checkpoint_dir, callbacks=self.callbacks(), stage=stage, curriculum=curriculum, mixer=mixer,
+        trainer = Trainer(distiller, self.recipe.optim, self.recipe.train, steps_per_epoch=len(self.train), checkpoint_dir=checkpoint_dir, callbacks=self.callbacks(), stage=stage, curriculum=curriculum, mixer=mixer, task=self.data.task,
                           grad_stats_every=self.recipe.log.grad_stats_every, steering=ClauseSteering.wanted(self.recipe.student, student, self.val))
         result = trainer.fit(self.train, self.val, resume=True)
         if result.interrupted:
@@ -200,13 +216,13 @@ class Session:
         clauses = clause_layers(student)
         if clauses and not all(layer.hard for layer in clauses):
             with hard_mode(student):  # what the exported boolean rules will score
-                last["test_hard"] = evaluate(student, self.track(self.test, f"{stage}: test split, hard mode"), self.autocast())
+                last["test_hard"] = self.evaluate(student, self.test, f"{stage}: test split, hard mode")
         averaged = {"weights": f"EMA (decay {self.recipe.train.ema_decay})"} if trainer.ema is not None else {}
         if transfer is not None:
             last["init_from_teacher"] = transfer
         if steered := steering_events(result.history):
             last["steering"] = steered
-        entry = self.entry(student, self.recipe.student.model.name, evaluate(student, self.track(self.test, f"{stage}: test split"), self.autocast()), best["val"], best_epoch=best["epoch"], **last, **averaged)
+        entry = self.entry(student, self.recipe.student.model.name, self.evaluate(student, self.test, f"{stage}: test split"), best["val"], best_epoch=best["epoch"], **last, **averaged)
         return student, entry, result.history, teacher
 
     def init_from_teacher(self, student: torch.nn.Module, teacher: Teacher, checkpoint_dir: Path) -> dict[str, Any]:
@@ -245,8 +261,14 @@ def _run(recipe: Recipe, resume: str | Path | None, console: Console | None, cle
     timings: dict[str, float] = {}
 
     ema = recipe.teacher.source == "ema"
+    embedding = session.data.task == "embedding"
+    if embedding and (recipe.teacher.source in ("train", "ema") or recipe.teacher.cache):
+        raise KdforgeError(f"dataset '{session.data.name}' has no labels: its targets are a trained encoder's embeddings. Give teacher.source "
+                           "sentence-transformers, hf (output: mean) or table; text teachers remember their embeddings, so teacher.cache is not needed")
     tick = time.perf_counter()
     teacher, teacher_info = (None, {}) if ema else session.acquire_teacher()
+    if embedding:
+        session.label_with_teacher(teacher)
     timings["teacher_s"] = time.perf_counter() - tick
     results: dict[str, Any] = {"name": recipe.name, "dataset": session.data.name, "device": str(session.device), "seed": recipe.seed}
 
@@ -258,7 +280,11 @@ def _run(recipe: Recipe, resume: str | Path | None, console: Console | None, cle
     results["teacher"] = session.teacher_entry(teacher, teacher_info)  # an EMA teacher is measured as it ended
     histories = {"teacher": teacher_info.get("history", []), "student + KD": student_history}
 
-    if recipe.train.baseline:
+    if recipe.train.baseline and embedding:  # no labels to learn alone: what simple projections of the teacher keep
+        with torch.no_grad():
+            width = student.eval()(session.example).shape[-1]
+        results.update(projection_baselines(session, width, results["teacher"]["latency_ms"]))
+    elif recipe.train.baseline:
         tick = time.perf_counter()
         _, results["student_alone"], histories["student alone"], _ = session.train_student("baseline", [session.task_term()], run_dir / "baseline")
         timings["baseline_s"] = time.perf_counter() - tick

@@ -148,8 +148,10 @@ class Trainer:
         mixer: Mixer | None = None,
         grad_stats_every: int | None = None,
         steering: Callable[[Trainer, torch.nn.Module], dict[str, Any]] | None = None,
+        task: str | None = None,
     ):
         self.distiller, self.optim_cfg, self.cfg, self.stage, self.curriculum, self.mixer = distiller, optim, train, stage, curriculum, mixer
+        self.task = task  # "embedding" makes evaluations compare similarities with the teacher's (see kdforge.evaluate)
         self.steering = steering  # may change the student at the end of an epoch (ClauseSteering); what it returns joins the epoch's record
         self.device = next(distiller.student.parameters()).device
         self.dir = Path(checkpoint_dir)
@@ -325,7 +327,7 @@ class Trainer:
 
     def evaluate(self, batches: Any) -> dict[str, float]:
         """Metrics of the student (its moving average with ``ema_decay``) on ``batches``."""
-        return evaluate(self.ema if self.ema is not None else self.distiller.student, batches, self.autocast())
+        return evaluate(self.ema if self.ema is not None else self.distiller.student, batches, self.autocast(), self.task)
 
     def weights(self) -> dict[str, Any]:
         """What training changes (see :meth:`Distiller.trainable_state_dict`), and the EMA."""

@@ -187,11 +187,31 @@ def text_corpus(*, seed: int, val_fraction: float, test_fraction: float, files: 
     texts = sorted({t for f in files for t in read_texts(f)}) if files else docstring_sentences(modules or DEFAULT_MODULES)
     order = np.random.default_rng(seed).permutation(len(texts))[:max_texts]
     texts = [texts[i] for i in order]
-    n_val, n_test = round(val_fraction * len(texts)), round(test_fraction * len(texts))
-    if len(texts) - n_val - n_test < 2 or min(n_val, n_test) < 2:
-        raise KdforgeError(f"text_corpus: {len(texts)} texts are too few to split into train/val/test ({val_fraction}/{test_fraction})")
     x = encode_bytes(texts, max_length) if encoding == "bytes" else encode_tokens(texts, tokenizer, max_length)
-    bounds = {"test": (0, n_test), "val": (n_test, n_test + n_val), "train": (n_test + n_val, len(texts))}
-    splits = {name: Split(x[a:b], torch.arange(a, b)) for name, (a, b) in bounds.items()}  # targets: sample ids until the teacher labels them
-    return DataBundle("text_corpus", splits["train"], splits["val"], splits["test"], num_classes=0, input_shape=(max_length,), kind="embedding",
-                      texts={name: texts[a:b] for name, (a, b) in bounds.items()}, decode=decoder(encoding, tokenizer))
+    return _embedding_bundle("text_corpus", x, texts, val_fraction, test_fraction, decoder(encoding, tokenizer))
+
+
+def _embedding_bundle(name: str, x: torch.Tensor, texts: list[str] | None, val_fraction: float, test_fraction: float,
+                      decode: Callable[[torch.Tensor], list[str]] | None = None) -> DataBundle:
+    """Rows already shuffled -> test, val, then train, in that order; the targets are sample
+    ids until the teacher's embeddings replace them."""
+    n_val, n_test = round(val_fraction * len(x)), round(test_fraction * len(x))
+    if len(x) - n_val - n_test < 2 or min(n_val, n_test) < 2:
+        raise KdforgeError(f"{name}: {len(x)} rows are too few to split into train/val/test ({val_fraction}/{test_fraction})")
+    bounds = {"test": (0, n_test), "val": (n_test, n_test + n_val), "train": (n_test + n_val, len(x))}
+    splits = {split: Split(x[a:b], torch.arange(a, b)) for split, (a, b) in bounds.items()}
+    return DataBundle(name, splits["train"], splits["val"], splits["test"], num_classes=0, input_shape=tuple(x.shape[1:]), kind="embedding",
+                      texts={split: texts[a:b] for split, (a, b) in bounds.items()} if texts is not None else None, decode=decode)
+
+
+@DATASETS.register("embedding_table")
+def embedding_table(*, seed: int, val_fraction: float, test_fraction: float, path: str, max_rows: int | None = None) -> DataBundle:
+    """Stored embeddings to compress (an ``embed_proj`` student, ``teacher: {source: table}``):
+    ``.npy``, ``.npz``, ``.safetensors`` or a torch file (read weights-only) with
+    ``embeddings`` [N, D] and optionally ``texts``. Shuffled by the seed and split."""
+    from kdforge.teachers.text import read_table
+
+    embeddings, texts = read_table(path)
+    order = np.random.default_rng(seed).permutation(len(embeddings))[:max_rows]
+    kept = [texts[i] for i in order] if texts is not None else None
+    return _embedding_bundle(Path(path).stem, embeddings[torch.from_numpy(order)].float(), kept, val_fraction, test_fraction)

@@ -14,7 +14,8 @@ its input.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,19 @@ class TextTeacher(nn.Module):
         super().__init__()
         self.decode, self.encode, self.encoder, self.batch_size = decode, encode, encoder, batch_size
         self.memory: dict[str, torch.Tensor] = dict(memory or {})
+        self.remember = True
+
+    @contextlib.contextmanager
+    def forgetting(self) -> Iterator[None]:
+        """Encode every text from scratch inside (to time the encoder itself) and remember
+        nothing new; a table (no encoder) only looks up, as always."""
+        kept = self.memory, self.remember
+        if self.encode is not None:
+            self.memory, self.remember = {}, False
+        try:
+            yield
+        finally:
+            self.memory, self.remember = kept
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -49,10 +63,13 @@ class TextTeacher(nn.Module):
         new = sorted(set(texts) - self.memory.keys())
         if new and self.encode is None:
             raise KdforgeError(f"{len(new)} texts are not in the teacher's table, e.g. {new[0]!r}; the table must hold every text of the dataset")
+        fresh: dict[str, torch.Tensor] = {}
         for start in range(0, len(new), self.batch_size):
             chunk = new[start : start + self.batch_size]
-            self.memory.update(zip(chunk, self.encode(chunk).float().cpu()))
-        return torch.stack([self.memory[t] for t in texts]).to(x.device)
+            fresh.update(zip(chunk, self.encode(chunk).float().cpu()))
+        if self.remember:
+            self.memory.update(fresh)
+        return torch.stack([fresh[t] if t in fresh else self.memory[t] for t in texts]).to(x.device)
 
 
 def sentence_transformer_encode(encoder: nn.Module) -> Encode:

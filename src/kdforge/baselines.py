@@ -1,0 +1,42 @@
+"""What simple projections of the teacher's embeddings keep, next to an embedding student:
+PCA to the student's width (fitted on the training split's teacher embeddings) and a seeded
+Gaussian random projection. Both need the teacher at inference; a distilled student must
+beat them to be worth having."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from kdforge.evaluate import embedding_metrics
+
+if TYPE_CHECKING:
+    from kdforge.run import Session
+
+
+def pca_projection(train: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean [D], components [D, k]) of the top-k principal directions of ``train`` [N, D]."""
+    mean = train.double().mean(0)
+    _, _, vh = torch.linalg.svd(train.double() - mean, full_matrices=False)
+    return mean, vh[:k].T
+
+
+def random_projection(dim: int, k: int, seed: int) -> torch.Tensor:
+    """[D, k] Gaussian matrix scaled by 1/√k (Johnson–Lindenstrauss)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(dim, k, generator=g, dtype=torch.float64) / math.sqrt(k)
+
+
+def projection_baselines(session: Session, width: int, teacher_latency_ms: float) -> dict[str, dict[str, Any]]:
+    """Result rows ``pca`` and ``random_projection`` at the student's output ``width``."""
+    train, val, test = (loader.y.double().cpu() for loader in (session.train, session.val, session.test))
+    dim = train.shape[1]
+    mean, components = pca_projection(train, width)
+    rows = {"pca": (lambda x: (x - mean) @ components, dim * width + dim), "random_projection": (lambda x: x @ random_projection(dim, width, session.recipe.seed), dim * width)}
+    return {
+        name: {"model": f"{name.replace('_', ' ')} of the teacher to {width} dims", "params": params, "test": embedding_metrics(project(test), test),
+               "val_best": embedding_metrics(project(val), val), "latency_ms": teacher_latency_ms}
+        for name, (project, params) in rows.items()
+    }
