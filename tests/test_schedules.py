@@ -48,6 +48,15 @@ def test_clocks_steps_epochs_stages():
     assert [schedule_value(by_stage, at(stage=s, stages=4)) for s in range(4)] == pytest.approx([1.0, 2.0, 3.0, 4.0])
 
 
+def test_a_schedule_in_stages_holds_each_stage_value():
+    five = spec(schedule="linear", start=4.0, end=0.5, stages=5)
+    assert [schedule_value(five, at(x)) for x in (0.0, 0.19, 0.2, 0.5, 0.79, 0.8, 1.0)] == pytest.approx([4.0, 4.0, 3.125, 2.25, 1.375, 0.5, 0.5])
+    by_epoch = spec(schedule="exponential", start=4.0, end=0.5, over="epochs", stages=2)
+    assert [schedule_value(by_epoch, at(epoch=e, epochs=10)) for e in (0, 4, 5, 9)] == pytest.approx([4.0, 4.0, 0.5, 0.5])
+    with pytest.raises(ValueError):
+        spec(schedule="linear", start=1.0, end=0.5, stages=1)
+
+
 def test_bad_schedules_are_clear():
     with pytest.raises(ValueError, match="schedule 'linear' needs start, end"):
         spec(schedule="linear")

@@ -7,12 +7,14 @@ learnable temperature::
     weight: {schedule: linear_warmup, value: 0.9, warmup: 0.1}
     temperature: {schedule: cosine, start: 8.0, end: 2.0}
     temperature: {schedule: stages, values: [1.0, 2.0, 4.0]}
+    temperature: {schedule: linear, start: 4.0, end: 0.5, over: epochs, stages: 5}
     temperature: {learnable: ctkd, init: 4.0, min: 1.0, max: 21.0, mode: global}
 
 A schedule reads a clock position x in [0, 1]: the fraction of optimiser steps done
 (``over: steps``, the default), of epochs done (``over: epochs``, constant within an
 epoch), or of curriculum stages done (``over: stages``). ``warmup`` and ``milestones`` are
-positions on that clock.
+positions on that clock. ``stages: N`` holds the value constant in N equal parts of the clock (a
+curriculum in stages: linear, exponential or cosine across them).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class ScheduleConfig(BaseModel):
     milestones: list[float] | None = Field(None, description="step: clock positions where the next value starts")
     values: list[float] | None = Field(None, description="step: one more than milestones; stages: one per stage")
     over: Literal["steps", "epochs", "stages"] = "steps"
+    stages: int | None = Field(None, ge=2, description="hold the value in this many equal stages of the clock (a stepped curriculum: linear 4 -> 0.5 over 5 stages gives 4, 3.125, 2.25, 1.375, 0.5)")
 
     @pydantic.model_validator(mode="after")
     def _complete(self) -> ScheduleConfig:
@@ -90,6 +93,8 @@ def schedule_value(spec: float | ScheduleConfig, clock: Clock) -> float:
     if not isinstance(spec, ScheduleConfig):
         return float(spec)
     x = clock_position(spec.over, clock)
+    if spec.stages is not None:  # the stage this position falls in, as a position itself
+        x = min(int(x * spec.stages), spec.stages - 1) / (spec.stages - 1)
     kind = spec.schedule
     if kind == "constant":
         return spec.value
