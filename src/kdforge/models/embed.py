@@ -17,6 +17,8 @@ coarse and a 25-d fine vector, returned concatenated as [B, 30] and tapped apart
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -97,15 +99,22 @@ def word_hashes(b: torch.Tensor, buckets: int) -> torch.Tensor:
     positions = torch.arange(b.shape[1], device=b.device).expand_as(b)
     start = torch.where(~letter, positions + 1, 0).cummax(dim=1).values  # index where the current word began
     offset = positions - start
-    powers = torch.ones(b.shape[1], dtype=torch.long, device=b.device)
-    for i in range(1, b.shape[1]):
-        powers[i] = powers[i - 1] * _PRIME % buckets
+    powers = _powers(b.shape[1], buckets).to(b.device)
     terms = torch.where(letter, b * powers[offset.clamp_min(0)] % buckets, 0)
     # sum each word's terms: a running sum, minus its value just before the word began
     total = terms.cumsum(dim=1)
     before = torch.where(start > 0, total.gather(1, (start - 1).clamp_min(0)), 0)
     last = letter & ~torch.cat([letter[:, 1:], torch.zeros_like(letter[:, :1])], dim=1)
     return torch.where(last, (total - before) % buckets + 1, 0)
+
+
+@functools.lru_cache(maxsize=8)
+def _powers(length: int, buckets: int) -> torch.Tensor:
+    """P^i mod buckets for i < length (computed once per length: it is on every forward)."""
+    powers = [1]
+    for _ in range(length - 1):
+        powers.append(powers[-1] * _PRIME % buckets)
+    return torch.tensor(powers, dtype=torch.long)
 
 
 @MODELS.register("embed_text")
