@@ -258,6 +258,26 @@ def test_pkt_sp_relational_match_reference_and_vanish_on_scaled_copies():
         assert fn(t(s), t(s * 3)).item() == pytest.approx(0.0, abs=1e-5)
 
 
+def test_relational_correlation_is_one_minus_pearson_of_the_off_diagonal_similarities():
+    s, tt = rng.normal(size=(7, 3)), rng.normal(size=(7, 9))
+    off = ~np.eye(7, dtype=bool)
+
+    def cosm(x):
+        x = x / np.linalg.norm(x, axis=1, keepdims=True)
+        return (x @ x.T)[off]
+
+    expected = 1 - np.corrcoef(cosm(s), cosm(tt))[0, 1]
+    assert lf.relational_loss(t(s), t(tt), "correlation").item() == pytest.approx(expected, rel=1e-4)
+    assert lf.relational_loss(t(s), t(s * 3), "correlation").item() == pytest.approx(0.0, abs=1e-5)
+    # a student whose cosines are an affine map of the teacher's is perfect by correlation,
+    # not by MSE: unit vectors [cos θ, sin θ] against [cos θ, sin θ, 1], whose cosines are (cos + 1) / 2
+    angles = rng.uniform(0, np.pi / 3, size=7)
+    flat = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    lifted = np.concatenate([flat, np.ones((7, 1))], axis=1)  # cos' = (cos + 1) / 2: affine
+    assert lf.relational_loss(t(flat), t(lifted), "correlation").item() == pytest.approx(0.0, abs=1e-5)
+    assert lf.relational_loss(t(flat), t(lifted)).item() > 1e-3
+
+
 def test_feature_dynamics_matches_reference():
     s = [rng.normal(size=(3, 4)) for _ in range(3)]
     tt = [rng.normal(size=(3, 4)) for _ in range(3)]

@@ -230,14 +230,19 @@ class SimilarityPreserving(FeatureTerm):
 
 @LOSSES.register("relational")
 class Relational(FeatureTerm):
-    """MSE between the batch cosine-similarity matrices of student and teacher features
-    (by default the models' outputs: embeddings of any two widths)."""
+    """Compare the batch cosine-similarity matrices of student and teacher features (by
+    default the models' outputs: embeddings of any two widths) by ``compare``: ``mse``, or
+    ``correlation`` (1 − Pearson ρ of the pairs' similarities: only their order and spread count)."""
 
-    def __init__(self, student: Layers = OUTPUT, teacher: Layers = OUTPUT, mapping: LayerMapping = "explicit", submodule: str | None = None):
+    def __init__(self, student: Layers = OUTPUT, teacher: Layers = OUTPUT, mapping: LayerMapping = "explicit", submodule: str | None = None,
+                 compare: Literal["mse", "correlation"] = "mse"):
         super().__init__(student, teacher, mapping, submodule)
+        if compare not in ("mse", "correlation"):
+            raise ValueError(f"relational compare must be 'mse' or 'correlation', got {compare!r}")
+        self.compare = compare
 
     def pair_loss(self, index: int, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-        return lf.relational_loss(student, teacher)
+        return lf.relational_loss(student, teacher, self.compare)
 
 
 @LOSSES.register("supcon")

@@ -377,9 +377,18 @@ def sp_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     return (gs - gt).pow(2).sum() / len(gs) ** 2
 
 
-def relational_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """Mean squared difference of the batch cosine-similarity matrices."""
-    return F.mse_loss(_cosine_matrix(student), _cosine_matrix(teacher))
+def relational_loss(student: torch.Tensor, teacher: torch.Tensor, compare: Literal["mse", "correlation"] = "mse") -> torch.Tensor:
+    """How the batch cosine-similarity matrices differ. ``mse``: mean squared difference.
+    ``correlation``: 1 − Pearson correlation of their off-diagonal entries, blind to any
+    affine rescaling of the student's similarities. A 5-d space cannot reproduce the narrow
+    range of a 384-d encoder's cosines, but it can order pairs the same way: this asks only
+    for that (a differentiable stand-in for the Spearman ρ the evaluation measures)."""
+    s, t = _cosine_matrix(student), _cosine_matrix(teacher)
+    if compare == "mse":
+        return F.mse_loss(s, t)
+    s, t = _off_diagonal(s).flatten(), _off_diagonal(t).flatten()
+    s, t = s - s.mean(), t - t.mean()
+    return 1 - (s * t).sum() / (s.norm() * t.norm()).clamp_min(1e-12)
 
 
 def feature_dynamics_loss(student: list[torch.Tensor], teacher: list[torch.Tensor]) -> torch.Tensor:
