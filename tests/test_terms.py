@@ -25,6 +25,7 @@ SSM = "ssm"  # a regression pair: sequences in, complex sequences out
 EXAMPLES = {
     "ce": (VIT, "{name: ce, label_smoothing: 0.1}"),
     "kd": (VIT, "{name: kd, temperature: {learnable: ctkd, init: 4.0, mode: instance}, direction: jsd}"),
+    "kl": (VIT, "{name: kl, temperature: 2.0}"),
     "dkd": (VIT, "{name: dkd, temperature: 4.0, alpha: 1.0, beta: 8.0, warmup: 2, logit_std: true}"),
     "dist": (VIT, "{name: dist, temperature: {schedule: linear, start: 1.0, end: 4.0}}"),
     "mse_logits": (VIT, "{name: mse_logits, logit_std: true}"),
@@ -136,3 +137,8 @@ def test_learned_mapping_starts_on_the_uniform_pairs_and_learns():
     assert weights.argmax(-1).tolist() == [1, 3]  # uniform: student 0 -> teacher 1, student 1 -> teacher 3
     distiller(torch.randn(8, 1, 8, 8), torch.arange(8)).loss.backward()
     assert terms[0].gate.logits.grad.abs().sum() > 0
+
+
+def test_kl_is_another_name_for_kd():
+    kl, kd = build_losses([{"name": "kl", "temperature": 2.0}, {"name": "kd", "temperature": 2.0}])
+    assert type(kl) is type(kd) and kl.direction == "forward"

@@ -90,6 +90,9 @@ class KD(LogitTerm):
         return self.finish(lf.kd_loss(zs, zt, tau, self.direction, self.beta))
 
 
+LOSSES.register("kl")(KD)  # the name embedding-distillation code gives it (on routing or class logits)
+
+
 @LOSSES.register("dkd")
 class DKD(LogitTerm):
     """Decoupled KD (Zhao et al., 2022): α · target-class KD + β · non-target-class KD.
