@@ -35,11 +35,15 @@ class Distiller(nn.Module):
     Trainable parts (projectors inside terms) are created here, from the shapes seen on
     ``example_input``, so that :meth:`trainable_parameters` is complete before the
     optimiser is built. The teacher's parameters are never among them.
+
+    ``per_token`` (language models: logits [B, T, V], targets [B, T]): the terms see every
+    position as a sample of its own, logits [B·T, V] and targets [B·T], so each logit term
+    (CE, KD at any temperature, DKD, ...) is token-level as written.
     """
 
-    def __init__(self, student: nn.Module, teacher: Teacher | None, terms: list[LossTerm], example_input: torch.Tensor):
+    def __init__(self, student: nn.Module, teacher: Teacher | None, terms: list[LossTerm], example_input: torch.Tensor, per_token: bool = False):
         super().__init__()
-        self.student, self.teacher = student, teacher
+        self.student, self.teacher, self.per_token = student, teacher, per_token
         self.terms = nn.ModuleList(terms)
         names = [t.name for t in terms]
         if len(set(names)) != len(names):
@@ -88,6 +92,9 @@ class Distiller(nn.Module):
             teacher_features = self.teacher_tap.features
         if isinstance(teacher_logits, TopK):  # a sparse teacher or cache: rebuild dense logits
             teacher_logits = dense_logits_from_topk(teacher_logits.log_probs, teacher_logits.indices, student_logits.shape[-1])
+        if self.per_token:
+            student_logits = student_logits.flatten(0, -2)
+            teacher_logits = teacher_logits.flatten(0, -2) if teacher_logits is not None else None
         return student_logits, teacher_logits, self.student_tap.features, teacher_features
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor, clock: Clock | None = None, index: torch.Tensor | None = None) -> StepOutput:
@@ -97,6 +104,8 @@ class Distiller(nn.Module):
         if self.cached and index is None:
             raise KdforgeError("a cached teacher needs the samples' indices: use indexed training batches")
         student_logits, teacher_logits, s_feats, t_feats = self._forward_models(inputs, index, clock.epoch)
+        if self.per_token:
+            targets = targets.flatten()
         ctx = StepContext(inputs, targets, student_logits, teacher_logits, s_feats, t_feats, clock)
         teacher_ce = None
         if self.teacher is not None and self.teacher.trainable and teacher_logits is not None:

@@ -4,8 +4,11 @@ The task is read from the targets: integer class indices make a classification (
 mean cross-entropy), real or complex targets a regression (``mse``: mean |prediction −
 target|², ``psnr_db``: 10·log10(max|target|² / mse) over the split, ``loss`` = mse). An
 ``embedding`` task (named by the caller) compares the outputs' similarity structure with the
-targets' (the teacher's embeddings): ``spearman`` and ``recall_at_10``.
-Each task has one headline **score**, higher is better: accuracy, PSNR in dB, or Spearman ρ.
+targets' (the teacher's embeddings): ``spearman`` and ``recall_at_10``. An ``lm`` task
+(next-token targets [N, T]) scores every position: token ``accuracy``, mean ``loss`` per
+token (nats) and ``perplexity`` = e^loss.
+Each task has one headline **score**, higher is better: accuracy, PSNR in dB, Spearman ρ,
+or minus the perplexity.
 Best-epoch selection, early stopping, reports and KD gains all read it.
 """
 
@@ -40,18 +43,22 @@ def evaluate(model: Callable[[torch.Tensor], torch.Tensor], batches: Batches, au
             with autocast or contextlib.nullcontext():
                 pairs = [(model(x).float(), y.float()) for x, y, *_ in batches]
             return embedding_metrics(torch.cat([p for p, _ in pairs]), torch.cat([t for _, t in pairs]))
-        return _label_metrics(model, batches, autocast)
+        metrics = _label_metrics(model, batches, autocast, per_token=task == "lm")
+        return {**metrics, "perplexity": math.exp(min(metrics["loss"], 50.0))} if task == "lm" else metrics
     finally:
         if was_training:
             model.train()
 
 
-def _label_metrics(model: Callable[[torch.Tensor], torch.Tensor], batches: Batches, autocast: contextlib.AbstractContextManager | None) -> dict[str, float]:
+def _label_metrics(model: Callable[[torch.Tensor], torch.Tensor], batches: Batches, autocast: contextlib.AbstractContextManager | None,
+                   per_token: bool = False) -> dict[str, float]:
     sums = {"correct": 0.0, "loss": 0.0, "samples": 0, "elements": 0, "peak": 0.0}
     regression = False
     for x, y, *_ in batches:
         with autocast or contextlib.nullcontext():
             out = model(x)
+        if per_token:  # language models: every position is a sample
+            out, y = out.flatten(0, -2), y.flatten()
         regression = is_regression(y)
         if regression:
             sums["loss"] += float((out - y).abs().float().square().sum())
@@ -102,30 +109,35 @@ def _pearson(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def score(metrics: dict[str, float]) -> float:
-    """The headline metric, higher is better: accuracy, PSNR in dB for a regression, or the
-    Spearman correlation of similarities for an embedding."""
-    return metrics[_headline(metrics)]
+    """The headline metric, higher is better: accuracy, PSNR in dB for a regression, the
+    Spearman correlation of similarities for an embedding, minus the perplexity for a language model."""
+    key = _headline(metrics)
+    return -metrics[key] if key == "perplexity" else metrics[key]
 
 
 def _headline(metrics: dict[str, float]) -> str:
-    return next(k for k in ("accuracy", "psnr_db", "spearman") if k in metrics)
+    return next(k for k in ("perplexity", "accuracy", "psnr_db", "spearman") if k in metrics)
 
 
 def shown(metrics: dict[str, float]) -> str:
-    """The headline metric for people: '97.41%', '23.52 dB' or 'ρ 0.812, R@10 0.431'."""
+    """The headline metric for people: '97.41%', '23.52 dB', 'ρ 0.812, R@10 0.431' or 'PPL 4.21'."""
     key = _headline(metrics)
     if key == "spearman":
         return f"ρ {metrics['spearman']:.3f}, R@10 {metrics['recall_at_10']:.3f}"
+    if key == "perplexity":
+        return f"PPL {metrics['perplexity']:.3f}"
     return f"{100 * metrics['accuracy']:.2f}%" if key == "accuracy" else f"{metrics['psnr_db']:.2f} dB"
 
 
 def score_name(metrics: dict[str, float]) -> str:
-    return {"accuracy": "acc", "psnr_db": "PSNR", "spearman": "ρ"}[_headline(metrics)]
+    return {"accuracy": "acc", "psnr_db": "PSNR", "spearman": "ρ", "perplexity": "PPL"}[_headline(metrics)]
 
 
 def score_gain(better: dict[str, float], worse: dict[str, float]) -> str:
-    """How much ``better`` beats ``worse``: accuracy points, dB, or Spearman ρ."""
+    """How much ``better`` beats ``worse``: accuracy points, dB, Spearman ρ, or perplexity (lower is better)."""
     key = _headline(better)
+    if key == "perplexity":
+        return f"{better['perplexity'] - worse['perplexity']:+.3f} PPL"
     if key == "accuracy":
         return f"{100 * (better['accuracy'] - worse['accuracy']):+.2f} points"
     if key == "spearman":

@@ -74,7 +74,7 @@ def tm_sections(entry: dict[str, Any]) -> list[str]:
 
 
 def write_report(run_dir: Path, results: dict[str, Any], plots: list[str]) -> None:
-    metric = {"acc": "accuracy", "PSNR": "PSNR", "ρ": "Spearman ρ"}[score_name(results["student"]["test"])]
+    metric = {"acc": "accuracy", "PSNR": "PSNR", "ρ": "Spearman ρ", "PPL": "perplexity"}[score_name(results["student"]["test"])]
     lines = [
         f"# {results['name']}",
         "",

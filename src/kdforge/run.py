@@ -196,7 +196,7 @@ class Session:
             teacher_cfg = self.recipe.teacher
             module, _ = TEACHER_SOURCES.get("ema")(self, teacher_cfg, self.run_dir / "teacher", student)
             teacher = Teacher(module, ema_decay=teacher_cfg.decay)
-        distiller = Distiller(compiled(student) if self.recipe.train.compile else student, teacher, terms, self.example)
+        distiller = Distiller(compiled(student) if self.recipe.train.compile else student, teacher, terms, self.example, per_token=self.data.task == "lm")
         curriculum = Curriculum.from_recipe(self.recipe) if stage == "distill" else None  # the baseline trains plainly
         augment = self.recipe.data.augment
         mixer = Mixer(augment, self.data.num_classes) if augment.mixes else None
@@ -352,7 +352,7 @@ def check(recipe: Recipe, console: Console | None = None) -> dict[str, Any]:
         pairs = feedforward_pairs(student, teacher_module)
         console.print(f"init_from_teacher: {len(transfer.copied)} teacher tensors will be copied ({len(transfer.shape_mismatch)} differ in shape)"
                       + (f"; {len(pairs)} TM blocks will learn their teacher MLPs: " + ", ".join(f"{n} <- {origin}" for n, (_, origin, _) in pairs.items()) if pairs else ""))
-    distiller = Distiller(student, teacher, terms, session.example)
+    distiller = Distiller(student, teacher, terms, session.example, per_token=data.task == "lm")
     for role, logits in (("teacher", teacher(session.example)), ("student", student(session.example))):
         if data.task == "regression" and logits.shape[1:] != data.train.y.shape[1:]:
             raise KdforgeError(f"the {role} outputs {list(logits.shape[1:])} per sample but dataset '{data.name}' has targets of shape {list(data.train.y.shape[1:])}")

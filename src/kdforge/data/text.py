@@ -22,7 +22,7 @@ import inspect
 import json
 import re
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -62,13 +62,16 @@ def docstring_sentences(modules: Iterable[str] = DEFAULT_MODULES, min_words: int
     functions and methods; deduplicated (case-insensitively) and sorted. Modules that are not
     installed are skipped."""
     found: dict[str, str] = {}
-
-    def take(obj: object) -> None:
-        doc = inspect.getdoc(obj)
-        sentence = first_sentence(doc) if doc else None
+    for doc in docstrings(modules):
+        sentence = first_sentence(doc)
         if sentence and min_words <= len(sentence.split()) <= max_words and _CLEAN.fullmatch(sentence):
             found.setdefault(sentence.lower(), sentence)
+    return sorted(found.values())
 
+
+def docstrings(modules: Iterable[str] = DEFAULT_MODULES) -> Iterator[str]:
+    """The docstrings (``inspect.getdoc``) of ``modules``, their public classes, functions and
+    methods, in a fixed order; modules that are not installed are skipped."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # deprecated attributes warn when read
         for name in modules:
@@ -76,14 +79,12 @@ def docstring_sentences(modules: Iterable[str] = DEFAULT_MODULES, min_words: int
                 module = importlib.import_module(name)
             except Exception:  # noqa: BLE001 - any import failure means: not available here
                 continue
-            take(module)
+            objects = [module]
             for obj in _public_members(module, name.split(".")[0]):
-                take(obj)
+                objects.append(obj)
                 if inspect.isclass(obj):
-                    for attribute in sorted(vars(obj)):
-                        if not attribute.startswith("_"):
-                            take(getattr(obj, attribute, None))
-    return sorted(found.values())
+                    objects += [getattr(obj, attribute, None) for attribute in sorted(vars(obj)) if not attribute.startswith("_")]
+            yield from (doc for doc in map(inspect.getdoc, objects) if doc)
 
 
 def _public_members(module: object, package: str) -> list[object]:

@@ -37,6 +37,6 @@ def model_spec(model: nn.Module) -> dict[str, Any]:
     return spec
 
 
-from kdforge.models import cnn, embed, mlp, mlp_to_tm, rwkv, ssm, tm, tm_transformer, vit  # noqa: E402,F401  (register the built-in models)
+from kdforge.models import cnn, embed, lm_transformer, mlp, mlp_to_tm, rwkv, ssm, tm, tm_transformer, vit  # noqa: E402,F401  (register the built-in models)
 
 __all__ = ["MODELS", "build_model", "model_spec"]

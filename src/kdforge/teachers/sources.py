@@ -83,10 +83,10 @@ def _fit_teacher(session: Session, module: nn.Module, fit: Any, out_dir: Path, h
         module.requires_grad_(False)
         head.requires_grad_(True)
     trainee = nn.Sequential(adapter, module) if adapter is not None else module  # trains `module` in place
-    distiller = Distiller(trainee, None, [session.task_term(fit.label_smoothing)], session.example)
+    distiller = Distiller(trainee, None, [session.task_term(fit.label_smoothing)], session.example, per_token=session.data.task == "lm")
     optim = recipe.optim.model_copy(update={"lr": fit.lr or recipe.optim.lr})
     train_cfg = recipe.train.model_copy(update={"epochs": fit.epochs, "fsdp": False, "ema_decay": None})  # student-only settings
-    trainer = Trainer(distiller, optim, train_cfg, steps_per_epoch=len(session.train), checkpoint_dir=out_dir, callbacks=session.callbacks(), stage="teacher",
+    trainer = Trainer(distiller, optim, train_cfg, steps_per_epoch=len(session.train), checkpoint_dir=out_dir, callbacks=session.callbacks(), stage="teacher", task=session.data.task,
                       grad_stats_every=recipe.log.grad_stats_every)
     result = trainer.fit(session.train, session.val, resume=True)
     if result.interrupted:

@@ -1,0 +1,107 @@
+"""Token windows for language-model distillation: the ``text_lm`` dataset.
+
+Documents (the full docstrings of installed modules, built offline and deterministically, or
+users' .txt / .jsonl / .csv texts, one document per line or row) are shuffled by the seed and
+split *by document* into train / val / test, so no text leaks between splits. Each split's
+documents are joined (a blank line between) into one token stream, cut into windows of
+``length + 1`` tokens that overlap by one: inputs are a window's first ``length`` tokens,
+targets its last ``length`` (the next token at every position).
+
+Tokenizers: ``bytes`` (UTF-8 bytes, ids 0-255: any text, no vocabulary file) or a local
+Hugging Face tokenizer folder (the teacher's own).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from kdforge.data.bundle import DATASETS, DataBundle, Split
+from kdforge.data.text import DEFAULT_MODULES, docstrings, read_texts
+from kdforge.errors import KdforgeError
+
+
+class Tokenizer(Protocol):
+    vocab_size: int
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: Iterable[int]) -> str: ...
+
+
+class ByteTokenizer:
+    """UTF-8 bytes as token ids 0-255."""
+
+    vocab_size = 256
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return bytes(int(i) for i in ids).decode("utf-8", errors="replace")
+
+
+class HFTokenizer:
+    """A Hugging Face tokenizer read from a local folder (no special tokens added)."""
+
+    def __init__(self, path: str):
+        from transformers import AutoTokenizer
+
+        if not Path(path).is_dir():
+            raise KdforgeError(f"tokenizer '{path}' is neither 'bytes' nor a local tokenizer folder")
+        self.inner = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.vocab_size = len(self.inner)
+
+    def encode(self, text: str) -> list[int]:
+        return self.inner.encode(text, add_special_tokens=False)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self.inner.decode([int(i) for i in ids])
+
+
+def load_lm_tokenizer(name: str) -> Tokenizer:
+    return ByteTokenizer() if name == "bytes" else HFTokenizer(name)
+
+
+def lm_documents(files: list[str] | None = None, modules: list[str] | None = None) -> list[str]:
+    """Users' texts (one document per line or row), or the docstrings of ``modules``
+    (deduplicated, sorted)."""
+    if files:
+        return [text for f in files for text in read_texts(f)]
+    return sorted(set(docstrings(modules or DEFAULT_MODULES)))
+
+
+def windows(ids: list[int], length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, next tokens), each [N, length], from consecutive windows of a token stream."""
+    stream = torch.tensor(ids, dtype=torch.long)
+    count = (len(stream) - 1) // length
+    if count < 1:
+        raise KdforgeError(f"text_lm: a split has {len(stream)} tokens, fewer than one window of length {length} + 1; give more text or a shorter length")
+    x = stream[: count * length].view(count, length)
+    y = stream[1 : count * length + 1].view(count, length)
+    return x, y
+
+
+@DATASETS.register("text_lm")
+def text_lm(*, seed: int, val_fraction: float, test_fraction: float, files: list[str] | None = None, modules: list[str] | None = None,
+            length: int = 128, tokenizer: str = "bytes", max_chars: int | None = 2_000_000) -> DataBundle:
+    """Next-token windows of ``length`` tokens (see the module docstring). ``max_chars`` keeps
+    the first documents (after shuffling) up to that many characters (``null``: all)."""
+    documents = lm_documents(files, modules)
+    order = np.random.default_rng(seed).permutation(len(documents))
+    documents = [documents[i] for i in order]
+    if max_chars is not None:
+        sizes = np.cumsum([len(d) + 2 for d in documents])
+        documents = documents[: max(int(np.searchsorted(sizes, max_chars)), 3)]
+    n_val, n_test = max(1, round(val_fraction * len(documents))), max(1, round(test_fraction * len(documents)))
+    if len(documents) - n_val - n_test < 1:
+        raise KdforgeError(f"text_lm: {len(documents)} documents are too few to split into train/val/test")
+    parts = {"test": documents[:n_test], "val": documents[n_test : n_test + n_val], "train": documents[n_test + n_val :]}
+    tok = load_lm_tokenizer(tokenizer)
+    splits = {name: Split(*windows(tok.encode("\n\n".join(docs)), length)) for name, docs in parts.items()}
+    return DataBundle("text_lm", splits["train"], splits["val"], splits["test"], num_classes=tok.vocab_size, input_shape=(length,), kind="lm",
+                      decode=lambda rows: [tok.decode(row.tolist()) for row in rows.cpu()])

@@ -1,0 +1,74 @@
+"""Language-model distillation: token windows, token-level terms, perplexity, causal models."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kdforge.data import build_dataset
+from kdforge.data.lm import ByteTokenizer, windows
+from kdforge.distiller import Distiller
+from kdforge.errors import KdforgeError
+from kdforge.evaluate import evaluate, score, shown
+from kdforge.losses import build_losses
+from kdforge.models import build_model
+from kdforge.teachers import Teacher
+
+
+def test_windows_pair_each_token_with_the_next():
+    x, y = windows(list(range(10)), 3)
+    assert x.tolist() == [[0, 1, 2], [3, 4, 5], [6, 7, 8]] and y.tolist() == [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    with pytest.raises(KdforgeError, match="fewer than one window"):
+        windows([1, 2, 3], 3)
+
+
+def test_text_lm_splits_by_document_and_decodes_its_windows(tmp_path):
+    docs = [f"document number {i} says {'abc' * (i % 5)} and ends." for i in range(60)]
+    (tmp_path / "docs.txt").write_text("\n".join(docs))
+    data = build_dataset("text_lm", seed=0, files=[str(tmp_path / "docs.txt")], length=16, max_chars=None)
+    assert data.task == "lm" and data.num_classes == 256 and data.input_shape == (16,)
+    texts = {split: "".join(data.decode(getattr(data, split).x)) for split in ("train", "val", "test")}
+    numbers = {split: {int(w) for w in text.replace(".", " ").split() if w.isdigit()} for split, text in texts.items()}
+    assert not numbers["train"] & numbers["test"] and not numbers["train"] & numbers["val"]  # no document in two splits
+    assert torch.equal(data.train.x[:, 1:], data.train.y[:, :-1])
+    assert ByteTokenizer().decode(ByteTokenizer().encode("naïve ✓")) == "naïve ✓"
+
+
+def test_token_level_kd_and_ce_see_every_position_as_a_sample():
+    torch.manual_seed(0)
+    student = build_model("rwkv_spiking", input_shape=(12,), num_classes=40, size="tiny")
+    teacher_model = build_model("lm_transformer", input_shape=(12,), num_classes=40, width=32, depth=1, heads=2).eval()
+    terms = build_losses([{"name": "ce"}, {"name": "kd", "temperature": 2.0}])
+    x = torch.randint(0, 40, (3, 12))
+    distiller = Distiller(student, Teacher(teacher_model), terms, x, per_token=True)
+    out = distiller(x, x.roll(-1, 1))
+    zs, zt = student(x).flatten(0, 1), teacher_model(x).flatten(0, 1)
+    kd = F.kl_div(F.log_softmax(zs / 2, -1), F.log_softmax(zt / 2, -1), reduction="batchmean", log_target=True) * 4
+    assert out.parts["kd"].item() == pytest.approx(kd.item(), rel=1e-4)
+    assert out.parts["ce"].item() == pytest.approx(F.cross_entropy(zs, x.roll(-1, 1).flatten()).item(), rel=1e-4)
+
+
+def test_perplexity_is_e_to_the_mean_token_cross_entropy_and_lower_scores_higher():
+    torch.manual_seed(0)
+    model = build_model("lm_transformer", input_shape=(8,), num_classes=20, width=16, depth=1, heads=2)
+    x = torch.randint(0, 20, (5, 8))
+    y = x.roll(-1, 1)
+    metrics = evaluate(model, [(x[:3], y[:3]), (x[3:], y[3:])], task="lm")
+    with torch.no_grad():
+        expected = F.cross_entropy(model.eval()(x).flatten(0, 1), y.flatten())
+    assert metrics["perplexity"] == pytest.approx(math.exp(expected.item()), rel=1e-5)
+    assert score({"perplexity": 4.0, "accuracy": 0.1, "loss": 1.0}) > score({"perplexity": 5.0, "accuracy": 0.9, "loss": 1.0})
+    assert shown(metrics).startswith("PPL")
+
+
+@pytest.mark.parametrize("name, options", [("lm_transformer", {"width": 32, "depth": 2, "heads": 4}), ("rwkv_spiking", {"size": "tiny"})])
+def test_language_models_are_causal(name, options):
+    torch.manual_seed(0)
+    model = build_model(name, input_shape=(20,), num_classes=30, **options).eval()
+    x = torch.randint(0, 30, (2, 20))
+    changed = x.clone()
+    changed[:, 12:] = (changed[:, 12:] + 1) % 30
+    with torch.no_grad():
+        a, b = model(x), model(changed)
+    assert torch.allclose(a[:, :12], b[:, :12], atol=1e-5) and not torch.allclose(a[:, 12:], b[:, 12:])
