@@ -4,8 +4,10 @@ import pytest
 import torch
 
 from kdforge.errors import KdforgeError
+from kdforge.losses import StepContext, build_losses
 from kdforge.models import build_model
-from kdforge.models.rwkv import TernarySpike, WKVState, wkv_parallel, wkv_step
+from kdforge.schedules import Clock
+from kdforge.models.rwkv import TernarySpike, WKVState, spike_statistics, spiking_layers, wkv_parallel, wkv_step
 
 
 def naive_wkv(k, v, w, u):
@@ -62,7 +64,33 @@ def test_spikes_are_ternary_with_a_nonzero_straight_through_gradient():
     assert set(levels.tolist()) <= {-1.0, 0.0, 1.0} and len(levels) == 3
     out.sum().backward()
     assert x.grad.abs().sum() > 0 and spike.amplitude.grad.abs().sum() > 0
-    assert 0 < spike.rate < 1
+    assert spike.rate.shape == (8,) and 0 < spike.rate.mean() < 1
+    assert torch.allclose(spike.rate, (out.detach() != 0).float().mean(0))
+
+
+def test_spike_statistics_count_dead_and_saturated_channels():
+    spike = TernarySpike(4, threshold=0.5)
+    model = torch.nn.Sequential(spike)
+    x = torch.tensor([[2.0, 0.0, 2.0, -2.0], [2.0, 0.0, -2.0, 2.0]]).repeat(50, 1)  # channel 1 never fires; 0, 2, 3 always
+    stats = spike_statistics(model, [(x[:60],), (x[60:],)])
+    assert stats == {"density": pytest.approx(0.75), "dead_channels": 0.25, "saturated_channels": 0.75}
+
+
+def test_the_spike_rate_term_pulls_every_channel_towards_its_target():
+    torch.manual_seed(0)
+    model = build_model("rwkv_spiking", input_shape=(16,), num_classes=30, size="tiny")
+    term = build_losses([{"name": "spike_rate", "target": 0.2}])[0]
+    term.resolve(model, None)
+    model(torch.randint(0, 30, (4, 16)))
+    rates = torch.cat([m.rate for m in spiking_layers(model).values()])
+    ctx = StepContext(None, None, None, None, {}, {}, Clock())
+    loss = term(ctx)
+    assert loss.item() == pytest.approx(((rates.detach() - 0.2) ** 2).mean().item(), rel=1e-5)
+    loss.backward()
+    thresholds_inputs = [p.grad for n, p in model.named_parameters() if n.endswith("time.key.weight")]
+    assert all(g is not None and g.abs().sum() > 0 for g in thresholds_inputs)
+    with pytest.raises(KdforgeError, match="spiking student"):
+        term.resolve(build_model("rwkv_spiking", input_shape=(16,), num_classes=30, size="tiny", spiking=False), None)
 
 
 @pytest.mark.parametrize("spiking", [True, False])
@@ -78,7 +106,7 @@ def test_the_student_generates_step_by_step_exactly_as_it_trains_in_parallel(spi
             logits.append(out)
     assert full.shape == (3, 40, 50)
     assert torch.allclose(torch.stack(logits, 1), full, atol=1e-4)
-    assert bool(model.spike_rates()) == spiking
+    assert bool(spike_statistics(model, [(tokens,)])) == spiking
 
 
 def test_every_parameter_learns_through_the_spikes():

@@ -20,12 +20,14 @@ CNN = "cnn"
 ENSEMBLE = "ensemble"
 TM = "vit_tm"
 SSM = "ssm"  # a regression pair: sequences in, complex sequences out
+LM = "lm"  # language models: token rows in, logits at every position out
 
 #: one YAML example per registered term, on a ViT pair or a CNN pair
 EXAMPLES = {
     "ce": (VIT, "{name: ce, label_smoothing: 0.1}"),
     "kd": (VIT, "{name: kd, temperature: {learnable: ctkd, init: 4.0, mode: instance}, direction: jsd}"),
     "kl": (VIT, "{name: kl, temperature: 2.0}"),
+    "spike_rate": (LM, "{name: spike_rate, target: 0.2}"),
     "dkd": (VIT, "{name: dkd, temperature: 4.0, alpha: 1.0, beta: 8.0, warmup: 2, logit_std: true}"),
     "dist": (VIT, "{name: dist, temperature: {schedule: linear, start: 1.0, end: 4.0}}"),
     "mse_logits": (VIT, "{name: mse_logits, logit_std: true}"),
@@ -68,6 +70,8 @@ def models(kind):
     if kind == SSM:
         options = {"input_shape": (2, 12), "num_classes": 1, "pool": "none", "complex": True, "complex_mode": "channels"}
         return build_model("ssm", model_dim=8, num_layers=1, **options), build_model("ssm", model_dim=16, num_layers=2, selectivity="mamba", **options)
+    if kind == LM:
+        return build_model("rwkv_spiking", input_shape=(12,), num_classes=40, size="tiny"), build_model("lm_transformer", input_shape=(12,), num_classes=40, width=32, depth=2, heads=2)
     if kind == VIT:
         teacher = build_model("vit", input_shape=(1, 8, 8), num_classes=10, embed_dim=32, depth=4, heads=4)
         student = build_model("vit", input_shape=(1, 8, 8), num_classes=10, embed_dim=16, depth=2, heads=2)
@@ -90,7 +94,9 @@ def test_term_builds_from_yaml_runs_and_trains_its_parts(name):
     x, y = torch.randn(16, 1, 8, 8), torch.arange(16) % 10
     if kind == SSM:
         x, y = torch.randn(16, 2, 12, dtype=torch.cfloat), torch.randn(16, 1, 12, dtype=torch.cfloat)
-    distiller = Distiller(student, Teacher(teacher_module), terms, x[:2])
+    if kind == LM:
+        x, y = torch.randint(0, 40, (16, 12)), torch.randint(0, 40, (16, 12))
+    distiller = Distiller(student, Teacher(teacher_module), terms, x[:2], per_token=kind == LM)
     optimizer = build_optimizer(distiller.param_groups(), OptimConfig())  # built after setup, as the Trainer does
     in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
     term_params = list(terms[0].parameters())

@@ -97,7 +97,8 @@ class TernarySpike(nn.Module):
     token's mean |x| (an adaptive threshold: it follows the activations' scale), else 0; a is
     a learnable per-channel amplitude. Backward is straight-through on the clipped normalised
     input, so the gradient is 1 inside [−1, 1] (never the zero of a step function); ``rate``
-    keeps the last firing density for the spike-rate regulariser and the logs."""
+    keeps the last pass's firing rate per channel [C] (differentiable through the
+    straight-through path, for the spike-rate regulariser) for the logs and statistics."""
 
     def __init__(self, channels: int, threshold: float = 0.5, amplitude: float = 1.0):
         super().__init__()
@@ -109,8 +110,34 @@ class TernarySpike(nn.Module):
         scaled = x / x.abs().mean(-1, keepdim=True).clamp_min(1e-6)
         clipped = scaled.clamp(-1.0, 1.0)
         spikes = torch.where(scaled.abs() > self.threshold, scaled.sign(), torch.zeros_like(scaled))
-        self.rate = spikes.abs().mean()
-        return self.amplitude * (clipped + (spikes - clipped).detach())
+        ternary = clipped + (spikes - clipped).detach()
+        self.rate = ternary.abs().flatten(0, -2).mean(0)
+        return self.amplitude * ternary
+
+
+def spiking_layers(model: nn.Module) -> dict[str, TernarySpike]:
+    return {name: module for name, module in model.named_modules() if isinstance(module, TernarySpike)}
+
+
+@torch.no_grad()
+def spike_statistics(model: nn.Module, batches, dead: float = 0.01, saturated: float = 0.99) -> dict[str, float]:
+    """Firing over ``batches`` (eval mode): ``density`` (mean share of non-zero spikes), and
+    the share of channels that are ``dead`` (fire on < 1 % of tokens) or ``saturated``
+    (> 99 %): neither carries information. Empty for a model without spikes."""
+    layers = spiking_layers(model)
+    if not layers:
+        return {}
+    was_training = model.training
+    model.eval()
+    totals, count = dict.fromkeys(layers, 0.0), 0
+    for x, *_ in batches:
+        model(x)
+        for name, layer in layers.items():
+            totals[name] = totals[name] + layer.rate * len(x)
+        count += len(x)
+    model.train(was_training)
+    rates = torch.cat([total / count for total in totals.values()])
+    return {"density": float(rates.mean()), "dead_channels": float((rates < dead).float().mean()), "saturated_channels": float((rates > saturated).float().mean())}
 
 
 def token_shift(x: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
@@ -224,10 +251,6 @@ class RWKVSpiking(nn.Module):
         for block in self.blocks:
             h = block(h)
         return self.head(self.norm_out(h))
-
-    def spike_rates(self) -> dict[str, torch.Tensor]:
-        """Firing density of each spiking k and v of the last forward pass (empty without spikes)."""
-        return {name: module.rate for name, module in self.named_modules() if isinstance(module, TernarySpike) and module.rate is not None}
 
     def empty_state(self, batch: int, device: torch.device | None = None) -> list[BlockState]:
         device = device or self.head.weight.device
