@@ -1,16 +1,21 @@
 """Language-model distillation: token windows, token-level terms, perplexity, causal models."""
 
+import io
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
+from rich.console import Console
+
+from kdforge import Recipe, run
 
 from kdforge.data import build_dataset
 from kdforge.data.lm import ByteTokenizer, windows
 from kdforge.distiller import Distiller
 from kdforge.errors import KdforgeError
 from kdforge.evaluate import evaluate, score, shown
+from kdforge.generate import generate
 from kdforge.losses import build_losses
 from kdforge.models import build_model
 from kdforge.teachers import Teacher
@@ -72,3 +77,39 @@ def test_language_models_are_causal(name, options):
     with torch.no_grad():
         a, b = model(x), model(changed)
     assert torch.allclose(a[:, :12], b[:, :12], atol=1e-5) and not torch.allclose(a[:, 12:], b[:, 12:])
+
+
+def test_recurrent_generation_is_the_greedy_continuation_of_the_parallel_model():
+    torch.manual_seed(0)
+    model = build_model("rwkv_spiking", input_shape=(32,), num_classes=30, size="tiny").eval()
+    prompt = [3, 1, 4, 1, 5]
+    recurrent = generate(model, prompt, 10, temperature=0)
+    context = list(prompt)
+    with torch.no_grad():
+        for _ in range(10):
+            context.append(int(model(torch.tensor([context]))[0, -1].argmax()))
+    assert recurrent == context[len(prompt):]
+    sampled = generate(model, prompt, 10, temperature=1.0, top_k=3, seed=1)
+    assert sampled == generate(model, prompt, 10, temperature=1.0, top_k=3, seed=1) and all(0 <= t < 30 for t in sampled)
+
+
+def test_a_tiny_lm_run_reports_perplexities_and_spikes_and_generates(tmp_path, invoke, capsys):
+    lines = [f"The function number {i} returns a list of {i % 7} items and never fails." for i in range(150)]
+    (tmp_path / "corpus.txt").write_text("\n".join(lines))
+    raw = {
+        "name": "lm", "seed": 0,
+        "data": {"name": "text_lm", "files": [str(tmp_path / "corpus.txt")], "length": 32, "batch_size": 32},
+        "teacher": {"source": "train", "model": {"name": "lm_transformer", "width": 32, "depth": 1, "heads": 2, "dropout": 0.0}, "train": {"epochs": 3}},
+        "student": {"model": {"name": "rwkv_spiking", "size": "tiny", "width": 32, "depth": 1}},
+        "losses": [{"name": "ce", "weight": 0.5}, {"name": "kd", "weight": 0.5, "temperature": 1.0}, {"name": "spike_rate", "weight": 0.1, "target": 0.3}],
+        "optim": {"name": "adamw", "lr": 3e-3},
+        "train": {"epochs": 3},
+        "log": {"dir": str(tmp_path / "runs"), "progress": False},
+    }
+    result = run(Recipe.from_dict(raw), console=Console(file=io.StringIO()))
+    for role in ("teacher", "student", "student_alone"):
+        assert 1.0 < result.results[role]["test"]["perplexity"] < 256  # better than uniform over bytes
+    assert 0 < result.results["student"]["spikes"]["density"] < 1
+    assert "spikes on test: density" in (result.run_dir / "report.md").read_text()
+    assert invoke("generate", result.run_dir, "--prompt", "The function", "--tokens", "20", "--temperature", "0") == 0
+    assert "The function" in capsys.readouterr().out

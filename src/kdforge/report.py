@@ -33,13 +33,19 @@ def hard_notes(results: dict[str, Any]) -> list[str]:
     return [f"{label} in hard mode (its boolean rules): {100 * entry['test_hard']['accuracy']:.2f}% test" for label, entry in _rows(results) if "test_hard" in entry]
 
 
+def spike_notes(results: dict[str, Any]) -> list[str]:
+    """For spiking students: how their k/v spikes fire on the test split."""
+    return [f"{label} spikes on test: density {s['density']:.3f}, dead channels {100 * s['dead_channels']:.1f}%, saturated {100 * s['saturated_channels']:.1f}%"
+            for label, entry in _rows(results) if (s := entry.get("spikes"))]
+
+
 def summary_table(results: dict[str, Any]) -> Table:
     name = score_name(results["student"]["test"])
     notes = [f"val {name}: the selected epoch; latency: batch of 1, median"]
     gain = kd_gain(results)
     if gain is not None:
         notes.insert(0, f"KD gain over the student alone: {gain} (test)")
-    notes[:0] = hard_notes(results)
+    notes[:0] = hard_notes(results) + spike_notes(results)
     table = Table(title=f"{results['name']} — test split of {results['dataset']}", caption="\n".join(notes))
     for column in ("model", "arch", f"test {name}", f"val {name}", "params", "latency ms"):
         table.add_column(column, justify="left" if column in ("model", "arch") else "right")
@@ -89,7 +95,7 @@ def write_report(run_dir: Path, results: dict[str, Any], plots: list[str]) -> No
     gain = kd_gain(results)
     if gain is not None:
         lines += ["", f"KD gain over the same student trained alone: **{gain}**."]
-    lines += [f"\n{note}." for note in hard_notes(results)]
+    lines += [f"\n{note}." for note in hard_notes(results) + spike_notes(results)]
     lines += tm_sections(results["student"])
     timings = ", ".join(f"{k} {v:.1f}s" for k, v in results["timings"].items())
     lines += ["", f"Timings: {timings}.", ""]

@@ -35,6 +35,7 @@ from kdforge.evaluate import evaluate
 from kdforge.export import save_model
 from kdforge.losses import LossTerm, build_loss, build_losses
 from kdforge.models import build_model
+from kdforge.models.rwkv import spike_statistics
 from kdforge.models.ssm import compression_preset
 from kdforge.models.tm import clause_layers, hard_mode
 from kdforge.report import plot_curves, summary_table, write_report, write_results
@@ -217,6 +218,8 @@ class Session:
         if clauses and not all(layer.hard for layer in clauses):
             with hard_mode(student):  # what the exported boolean rules will score
                 last["test_hard"] = self.evaluate(student, self.test, f"{stage}: test split, hard mode")
+        if spikes := spike_statistics(student, self.test):
+            last["spikes"] = spikes
         averaged = {"weights": f"EMA (decay {self.recipe.train.ema_decay})"} if trainer.ema is not None else {}
         if transfer is not None:
             last["init_from_teacher"] = transfer

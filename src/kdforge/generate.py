@@ -1,0 +1,58 @@
+"""Sampling text from a language-model student (or teacher).
+
+A model with a ``step(token, state)`` method (``rwkv_spiking``) reads the prompt and writes
+its continuation one token at a time in recurrent mode: constant memory, constant time per
+token, whatever the context length. Other causal LMs are run on the last ``window`` tokens
+for each new one.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from kdforge.data.lm import Tokenizer
+
+
+def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None, generator: torch.Generator) -> torch.Tensor:
+    """[B, V] logits -> [B] token ids: greedy at temperature 0, else sampled from the
+    temperature-scaled softmax over the ``top_k`` most likely tokens (all when None)."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        cutoff = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < cutoff, -torch.inf)
+    return torch.multinomial(logits.softmax(-1).cpu(), 1, generator=generator)[:, 0].to(logits.device)
+
+
+@torch.no_grad()
+def generate(model: nn.Module, prompt_ids: list[int], new_tokens: int, temperature: float = 0.8, top_k: int | None = None,
+             seed: int = 0, window: int | None = None) -> list[int]:
+    """The ids of ``new_tokens`` tokens that continue ``prompt_ids``."""
+    if not prompt_ids:
+        raise ValueError("the prompt is empty: give at least one token of text to continue")
+    model.eval()
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(seed)
+    out: list[int] = []
+    if hasattr(model, "step"):
+        state = model.empty_state(1, device)
+        for token in prompt_ids:
+            logits, state = model.step(torch.tensor([token], device=device), state)
+        for _ in range(new_tokens):
+            token = int(sample_next(logits, temperature, top_k, generator))
+            out.append(token)
+            logits, state = model.step(torch.tensor([token], device=device), state)
+        return out
+    context = list(prompt_ids)
+    for _ in range(new_tokens):
+        ids = torch.tensor([context[-window:] if window else context], device=device)
+        token = int(sample_next(model(ids)[:, -1], temperature, top_k, generator))
+        out.append(token)
+        context.append(token)
+    return out
+
+
+def continue_text(model: nn.Module, tokenizer: Tokenizer, prompt: str, new_tokens: int, **options) -> str:
+    return tokenizer.decode(generate(model, tokenizer.encode(prompt), new_tokens, **options))
