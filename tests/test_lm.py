@@ -1,6 +1,7 @@
 """Language-model distillation: token windows, token-level terms, perplexity, causal models."""
 
 import io
+import json
 import math
 
 import pytest
@@ -9,6 +10,7 @@ import torch.nn.functional as F
 from rich.console import Console
 
 from kdforge import Recipe, run
+from kdforge.run import check
 
 from kdforge.data import build_dataset
 from kdforge.data.lm import ByteTokenizer, windows
@@ -113,3 +115,26 @@ def test_a_tiny_lm_run_reports_perplexities_and_spikes_and_generates(tmp_path, i
     assert "spikes on test: density" in (result.run_dir / "report.md").read_text()
     assert invoke("generate", result.run_dir, "--prompt", "The function", "--tokens", "20", "--temperature", "0") == 0
     assert "The function" in capsys.readouterr().out
+
+
+def test_a_hugging_face_causal_lm_teaches_through_a_vocabulary_map(tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(vocab_size=300, n_positions=64, n_embd=32, n_layer=1, n_head=2)).save_pretrained(tmp_path / "gpt")
+    (tmp_path / "corpus.txt").write_text("\n".join(f"line {i} of a small corpus" for i in range(80)))
+    raw = {
+        "name": "hf-lm", "seed": 0,
+        "data": {"name": "text_lm", "files": [str(tmp_path / "corpus.txt")], "length": 16, "batch_size": 16},
+        "teacher": {"source": "hf", "model": {"name": str(tmp_path / "gpt"), "output": "causal_lm"}},
+        "student": {"model": {"name": "rwkv_spiking", "size": "tiny", "width": 16, "depth": 1}},
+        "losses": [{"name": "kd", "temperature": 1.0}],
+        "log": {"dir": str(tmp_path / "runs"), "progress": False},
+    }
+    with pytest.raises(KdforgeError, match="300 tokens but the data's tokenizer has 256"):
+        check(Recipe.from_dict(raw), console=Console(file=io.StringIO()))
+    raw["teacher"]["model"]["vocab_map"] = "truncate"
+    assert check(Recipe.from_dict(raw), console=Console(file=io.StringIO()))["loss"] > 0
+    (tmp_path / "map.json").write_text(json.dumps(list(range(299, 43, -1))))  # data token i reads teacher logit 299 − i
+    raw["teacher"]["model"]["vocab_map"] = str(tmp_path / "map.json")
+    assert check(Recipe.from_dict(raw), console=Console(file=io.StringIO()))["loss"] > 0

@@ -11,9 +11,11 @@ class count, the head is random: kdforge says so loudly, and ``finetune`` fits t
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
 from rich.console import Console
 from torch import nn
 
@@ -88,13 +90,18 @@ def hf_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Mod
     ``logits`` loads the image (``pixel_values``) or sequence (``input_ids``) classification
     model with the dataset's class count (a head of another size is rebuilt: random);
     ``hidden`` / ``pooled`` load the bare encoder and return its last hidden state / pooled output;
-    ``mean`` (text datasets) embeds each text as the mean of its last hidden states over real tokens."""
-    from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, AutoModelForSequenceClassification
+    ``mean`` (text datasets) embeds each text as the mean of its last hidden states over real tokens;
+    ``causal_lm`` (``text_lm`` data) loads an ``AutoModelForCausalLM``: next-token logits
+    [B, T, vocab] on the data's token ids (see :func:`vocab_index` for ``vocab_map``)."""
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForImageClassification, AutoModelForSequenceClassification
 
     options = dict(cfg.model.options)
-    input_name, output = options.pop("input", "pixel_values"), options.pop("output", "logits")
-    if options or input_name not in ("pixel_values", "input_ids") or output not in ("logits", "hidden", "pooled", "mean"):
-        raise KdforgeError(f"hf teacher options are input (pixel_values | input_ids) and output (logits | hidden | pooled | mean); got {cfg.model.options}")
+    output = options.pop("output", "logits")
+    input_name = options.pop("input", "input_ids" if output == "causal_lm" else "pixel_values")
+    vocab_map = options.pop("vocab_map", None) if output == "causal_lm" else None
+    if options or input_name not in ("pixel_values", "input_ids") or output not in ("logits", "hidden", "pooled", "mean", "causal_lm"):
+        raise KdforgeError("hf teacher options are input (pixel_values | input_ids), output (logits | hidden | pooled | mean | causal_lm) "
+                           f"and, for causal_lm, vocab_map; got {cfg.model.options}")
     try:
         config = AutoConfig.from_pretrained(cfg.model.name, local_files_only=True)
     except OSError as err:
@@ -105,6 +112,12 @@ def hf_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Mod
         classes = session.data.num_classes
         random_head = config.num_labels != classes
         model = auto.from_pretrained(cfg.model.name, local_files_only=True, num_labels=classes, ignore_mismatched_sizes=random_head)
+    elif output == "causal_lm":
+        if session.data.task != "lm":
+            raise KdforgeError("hf output 'causal_lm' predicts next tokens: use it with a language-model dataset (text_lm)")
+        model = AutoModelForCausalLM.from_pretrained(cfg.model.name, local_files_only=True)
+        index = vocab_index(vocab_map, config.vocab_size, session.data.num_classes)
+        return HFTeacher(model, input_name, output, index).to(session.device).eval(), {"model": cfg.model.name, "vocab_size": config.vocab_size}
     else:
         model = AutoModel.from_pretrained(cfg.model.name, local_files_only=True)
     if output == "mean":
@@ -118,18 +131,43 @@ def hf_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Mod
     return _finish(session, cfg, where, module, _last_linear(module) if output == "logits" else None, random_head)
 
 
-class HFTeacher(nn.Module):
-    """A transformers model called on one tensor: [B, ...] -> logits [B, K], hidden [B, N, D]
-    or pooled [B, D]. Its modules are under ``model.`` for taps (``model.vit.layers.0``)."""
+def vocab_index(vocab_map: str | None, teacher_vocab: int, data_vocab: int) -> torch.Tensor | None:
+    """Which teacher logit each of the data's token ids reads, or None when they coincide.
+    ``truncate``: the first ``data_vocab`` (a teacher whose vocabulary is padded beyond its
+    tokenizer's); a ``.json`` file: a list, entry i = the teacher id of data token i."""
+    if vocab_map is None:
+        if teacher_vocab != data_vocab:
+            raise KdforgeError(f"the teacher's vocabulary has {teacher_vocab} tokens but the data's tokenizer has {data_vocab}: tokenise the data with the "
+                               "teacher's own tokenizer (data.tokenizer: the model's folder), or give teacher.model.vocab_map: truncate "
+                               "(its first tokens are the data's) or a .json list of the teacher id of each data token")
+        return None
+    if vocab_map == "truncate":
+        if teacher_vocab < data_vocab:
+            raise KdforgeError(f"vocab_map truncate keeps the teacher's first {data_vocab} logits, but it has only {teacher_vocab}")
+        return torch.arange(data_vocab)
+    path = Path(vocab_map)
+    if path.suffix != ".json" or not path.is_file():
+        raise KdforgeError(f"vocab_map must be 'truncate' or an existing .json file, got '{vocab_map}'")
+    index = torch.tensor(json.loads(path.read_text()), dtype=torch.long)
+    if index.shape != (data_vocab,) or int(index.min()) < 0 or int(index.max()) >= teacher_vocab:
+        raise KdforgeError(f"'{path}' must list {data_vocab} teacher ids (one per data token), each in [0, {teacher_vocab}); got {list(index.shape)} entries")
+    return index
 
-    def __init__(self, model: nn.Module, input_name: str, output: str):
+
+class HFTeacher(nn.Module):
+    """A transformers model called on one tensor: [B, ...] -> logits [B, K] (or [B, T, V]
+    for a causal LM, optionally re-indexed to the data's vocabulary), hidden [B, N, D] or
+    pooled [B, D]. Its modules are under ``model.`` for taps (``model.vit.layers.0``)."""
+
+    def __init__(self, model: nn.Module, input_name: str, output: str, vocab: torch.Tensor | None = None):
         super().__init__()
         self.model, self.input_name, self.output = model, input_name, output
+        self.register_buffer("vocab", vocab, persistent=False)
 
     def forward(self, x):
         out = self.model(**{self.input_name: x})
-        if self.output == "logits":
-            return out.logits
+        if self.output in ("logits", "causal_lm"):
+            return out.logits if self.vocab is None else out.logits.index_select(-1, self.vocab)
         return out.last_hidden_state if self.output == "hidden" else out.pooler_output
 
 
