@@ -56,7 +56,7 @@ def wkv_step(k: torch.Tensor, v: torch.Tensor, w: torch.Tensor, u: torch.Tensor,
     return out, WKVState(old * state.num + new * v, old * state.den + new, q)
 
 
-def wkv_parallel(k: torch.Tensor, v: torch.Tensor, w: torch.Tensor, u: torch.Tensor, chunk: int = 32,
+def wkv_parallel(k: torch.Tensor, v: torch.Tensor, w: torch.Tensor, u: torch.Tensor, chunk: int = 8,
                  state: WKVState | None = None) -> tuple[torch.Tensor, WKVState]:
     """A whole sequence: k, v [B, T, C] -> wkv [B, T, C] and the state after it.
 
@@ -226,11 +226,13 @@ class RWKVSpiking(nn.Module):
     """Token ids [B, T] -> next-token logits [B, T, vocab]. ``size`` picks a preset (width,
     depth: tiny 64×2, small 128×4, base 256×6); ``width``/``depth`` override it. ``spiking:
     false`` keeps real-valued keys and values (the comparison variant). ``threshold``: the
-    spikes' threshold in units of the token's mean |activation|. Train with :meth:`forward`
+    spikes' threshold in units of the token's mean |activation|. ``chunk``: positions the
+    parallel form takes at once (its pairwise terms grow with chunk²; 8 trains 2.7× faster than
+    32 on CPU for ``small`` at length 128). Train with :meth:`forward`
     (parallel over the sequence); generate with :meth:`step` (one token, constant memory)."""
 
     def __init__(self, input_shape: tuple[int, ...], num_classes: int, size: str = "small", width: int | None = None, depth: int | None = None,
-                 spiking: bool = True, threshold: float = 0.5, ffn_ratio: float = 4.0, chunk: int = 32):
+                 spiking: bool = True, threshold: float = 0.5, ffn_ratio: float = 4.0, chunk: int = 8):
         super().__init__()
         if size not in PRESETS:
             raise ValueError(f"unknown size '{size}'; choose one of {sorted(PRESETS)}")
