@@ -13,6 +13,7 @@ from kdforge import Recipe, run
 from kdforge.run import check
 
 from kdforge.data import build_dataset
+from kdforge.data.bundle import PAD_TARGET
 from kdforge.data.lm import ByteTokenizer, windows
 from kdforge.distiller import Distiller
 from kdforge.errors import KdforgeError
@@ -23,11 +24,14 @@ from kdforge.models import build_model
 from kdforge.teachers import Teacher
 
 
-def test_windows_pair_each_token_with_the_next():
+def test_windows_pair_each_token_with_the_next_and_pad_the_tail():
     x, y = windows(list(range(10)), 3)
     assert x.tolist() == [[0, 1, 2], [3, 4, 5], [6, 7, 8]] and y.tolist() == [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
-    with pytest.raises(KdforgeError, match="fewer than one window"):
-        windows([1, 2, 3], 3)
+    x, y = windows(list(range(1, 9)), 3)  # 7 predictions: the last window has one real position
+    assert x.tolist() == [[1, 2, 3], [4, 5, 6], [7, 8, 0]]
+    assert y.tolist() == [[2, 3, 4], [5, 6, 7], [8, PAD_TARGET, PAD_TARGET]]
+    with pytest.raises(KdforgeError, match="too few"):
+        windows([1], 3)
 
 
 def test_text_lm_splits_by_document_and_decodes_its_windows(tmp_path):
@@ -38,7 +42,9 @@ def test_text_lm_splits_by_document_and_decodes_its_windows(tmp_path):
     texts = {split: "".join(data.decode(getattr(data, split).x)) for split in ("train", "val", "test")}
     numbers = {split: {int(w) for w in text.replace(".", " ").split() if w.isdigit()} for split, text in texts.items()}
     assert not numbers["train"] & numbers["test"] and not numbers["train"] & numbers["val"]  # no document in two splits
-    assert torch.equal(data.train.x[:, 1:], data.train.y[:, :-1])
+    real = data.train.y[:, :-1] != PAD_TARGET
+    assert torch.equal(data.train.x[:, 1:][real], data.train.y[:, :-1][real])
+    assert (data.train.y == PAD_TARGET).any() and (data.train.y[:-1] != PAD_TARGET).all()  # only the last window is padded
     assert ByteTokenizer().decode(ByteTokenizer().encode("naïve ✓")) == "naïve ✓"
 
 
@@ -49,11 +55,17 @@ def test_token_level_kd_and_ce_see_every_position_as_a_sample():
     terms = build_losses([{"name": "ce"}, {"name": "kd", "temperature": 2.0}])
     x = torch.randint(0, 40, (3, 12))
     distiller = Distiller(student, Teacher(teacher_model), terms, x, per_token=True)
-    out = distiller(x, x.roll(-1, 1))
-    zs, zt = student(x).flatten(0, 1), teacher_model(x).flatten(0, 1)
-    kd = F.kl_div(F.log_softmax(zs / 2, -1), F.log_softmax(zt / 2, -1), reduction="batchmean", log_target=True) * 4
-    assert out.parts["kd"].item() == pytest.approx(kd.item(), rel=1e-4)
-    assert out.parts["ce"].item() == pytest.approx(F.cross_entropy(zs, x.roll(-1, 1).flatten()).item(), rel=1e-4)
+    y = x.roll(-1, 1)
+    y[2, 7:] = PAD_TARGET  # the padded tail of a split's last window
+    out = distiller(x, y)
+    zs, zt = student(x), teacher_model(x)
+    # reference: T² · KL(teacher ‖ student) at T = 2 at each real position, averaged over them
+    kl = [(F.softmax(zt[b, t] / 2, -1) * (F.log_softmax(zt[b, t] / 2, -1) - F.log_softmax(zs[b, t] / 2, -1))).sum() * 4
+          for b in range(3) for t in range(12) if y[b, t] != PAD_TARGET]
+    ce = [F.cross_entropy(zs[b, t][None], y[b, t][None]) for b in range(3) for t in range(12) if y[b, t] != PAD_TARGET]
+    assert len(kl) == 31
+    assert out.parts["kd"].item() == pytest.approx(torch.stack(kl).mean().item(), rel=1e-4)
+    assert out.parts["ce"].item() == pytest.approx(torch.stack(ce).mean().item(), rel=1e-4)
 
 
 def test_perplexity_is_e_to_the_mean_token_cross_entropy_and_lower_scores_higher():
@@ -61,9 +73,10 @@ def test_perplexity_is_e_to_the_mean_token_cross_entropy_and_lower_scores_higher
     model = build_model("lm_transformer", input_shape=(8,), num_classes=20, width=16, depth=1, heads=2)
     x = torch.randint(0, 20, (5, 8))
     y = x.roll(-1, 1)
+    y[4, 5:] = PAD_TARGET
     metrics = evaluate(model, [(x[:3], y[:3]), (x[3:], y[3:])], task="lm")
     with torch.no_grad():
-        expected = F.cross_entropy(model.eval()(x).flatten(0, 1), y.flatten())
+        expected = F.cross_entropy(model.eval()(x).flatten(0, 1), y.flatten(), ignore_index=PAD_TARGET)
     assert metrics["perplexity"] == pytest.approx(math.exp(expected.item()), rel=1e-5)
     assert score({"perplexity": 4.0, "accuracy": 0.1, "loss": 1.0}) > score({"perplexity": 5.0, "accuracy": 0.9, "loss": 1.0})
     assert shown(metrics).startswith("PPL")

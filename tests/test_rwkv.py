@@ -109,6 +109,21 @@ def test_the_student_generates_step_by_step_exactly_as_it_trains_in_parallel(spi
     assert bool(spike_statistics(model, [(tokens,)])) == spiking
 
 
+def test_a_spiking_student_reads_2048_tokens_alike_in_both_modes():
+    torch.manual_seed(0)
+    model = build_model("rwkv_spiking", input_shape=(2048,), num_classes=256, size="tiny").eval()
+    tokens = torch.randint(0, 256, (1, 2048))
+    with torch.no_grad():
+        full = model(tokens)
+        state, logits = model.empty_state(1), []
+        for t in range(2048):
+            out, state = model.step(tokens[:, t], state)
+            logits.append(out)
+    stepped = torch.stack(logits, 1)
+    assert full.isfinite().all() and stepped.isfinite().all()
+    assert torch.allclose(stepped, full, atol=1e-3)
+
+
 def test_every_parameter_learns_through_the_spikes():
     torch.manual_seed(0)
     model = build_model("rwkv_spiking", input_shape=(16,), num_classes=30, size="tiny")

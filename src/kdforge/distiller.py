@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from kdforge import distributed
+from kdforge.data.bundle import PAD_TARGET
 from kdforge.errors import KdforgeError
 from kdforge.losses import functional as lf
 from kdforge.losses.functional import TopK, dense_logits_from_topk
@@ -38,7 +39,8 @@ class Distiller(nn.Module):
 
     ``per_token`` (language models: logits [B, T, V], targets [B, T]): the terms see every
     position as a sample of its own, logits [B·T, V] and targets [B·T], so each logit term
-    (CE, KD at any temperature, DKD, ...) is token-level as written.
+    (CE, KD at any temperature, DKD, ...) is token-level as written; positions whose target is
+    ``PAD_TARGET`` are left out.
     """
 
     def __init__(self, student: nn.Module, teacher: Teacher | None, terms: list[LossTerm], example_input: torch.Tensor, per_token: bool = False):
@@ -106,6 +108,9 @@ class Distiller(nn.Module):
         student_logits, teacher_logits, s_feats, t_feats = self._forward_models(inputs, index, clock.epoch)
         if self.per_token:
             targets = targets.flatten()
+            if not (real := targets != PAD_TARGET).all():  # padded positions take no part in any logit term
+                student_logits, targets = student_logits[real], targets[real]
+                teacher_logits = teacher_logits[real] if teacher_logits is not None else None
         ctx = StepContext(inputs, targets, student_logits, teacher_logits, s_feats, t_feats, clock)
         teacher_ce = None
         if self.teacher is not None and self.teacher.trainable and teacher_logits is not None:

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdforge.data.bundle import PAD_TARGET
+
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -57,8 +59,9 @@ def _label_metrics(model: Callable[[torch.Tensor], torch.Tensor], batches: Batch
     for x, y, *_ in batches:
         with autocast or contextlib.nullcontext():
             out = model(x)
-        if per_token:  # language models: every position is a sample
+        if per_token:  # language models: every real (unpadded) position is a sample
             out, y = out.flatten(0, -2), y.flatten()
+            out, y = out[y != PAD_TARGET], y[y != PAD_TARGET]
         regression = is_regression(y)
         if regression:
             sums["loss"] += float((out - y).abs().float().square().sum())

@@ -16,6 +16,10 @@ from kdforge.registry import Registry
 #: ``seed``, ``val_fraction`` and ``test_fraction`` are supplied from the recipe.
 DATASETS = Registry("dataset", injected=("seed", "val_fraction", "test_fraction"))
 
+#: A language-model target position that no loss term or metric counts (PyTorch's
+#: ``ignore_index`` convention): the padding after the end of a split's last window.
+PAD_TARGET = -100
+
 
 @dataclass
 class Split:

@@ -5,7 +5,8 @@ users' .txt / .jsonl / .csv texts, one document per line or row) are shuffled by
 split *by document* into train / val / test, so no text leaks between splits. Each split's
 documents are joined (a blank line between) into one token stream, cut into windows of
 ``length + 1`` tokens that overlap by one: inputs are a window's first ``length`` tokens,
-targets its last ``length`` (the next token at every position).
+targets its last ``length`` (the next token at every position); the last window is padded,
+its padded targets marked ``PAD_TARGET`` so that they count nowhere.
 
 Tokenizers: ``bytes`` (UTF-8 bytes, ids 0-255: any text, no vocabulary file) or a local
 Hugging Face tokenizer folder (the teacher's own).
@@ -20,7 +21,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from kdforge.data.bundle import DATASETS, DataBundle, Split
+from kdforge.data.bundle import DATASETS, PAD_TARGET, DataBundle, Split
 from kdforge.data.text import DEFAULT_MODULES, docstrings, read_texts
 from kdforge.errors import KdforgeError
 
@@ -76,14 +77,17 @@ def lm_documents(files: list[str] | None = None, modules: list[str] | None = Non
 
 
 def windows(ids: list[int], length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(inputs, next tokens), each [N, length], from consecutive windows of a token stream."""
-    stream = torch.tensor(ids, dtype=torch.long)
-    count = (len(stream) - 1) // length
-    if count < 1:
-        raise KdforgeError(f"text_lm: a split has {len(stream)} tokens, fewer than one window of length {length} + 1; give more text or a shorter length")
-    x = stream[: count * length].view(count, length)
-    y = stream[1 : count * length + 1].view(count, length)
-    return x, y
+    """(inputs, next tokens), each [N, length], from consecutive windows of a token stream.
+    The last window keeps the stream's tail: past its end, inputs are 0 and targets
+    ``PAD_TARGET``, which no term or metric counts."""
+    if len(ids) < 2:
+        raise KdforgeError(f"text_lm: a split has {len(ids)} tokens, too few to predict a next one; give more text")
+    count = -(-(len(ids) - 1) // length)
+    x = torch.zeros(count * length, dtype=torch.long)
+    y = torch.full((count * length,), PAD_TARGET, dtype=torch.long)
+    x[: min(len(ids), len(x))] = torch.tensor(ids[: len(x)])
+    y[: len(ids) - 1] = torch.tensor(ids[1:])
+    return x.view(count, length), y.view(count, length)
 
 
 @DATASETS.register("text_lm")
