@@ -124,6 +124,9 @@ def test_a_tiny_lm_run_reports_perplexities_and_spikes_and_generates(tmp_path, i
     result = run(Recipe.from_dict(raw), console=Console(file=io.StringIO()))
     for role in ("teacher", "student", "student_alone"):
         assert 1.0 < result.results[role]["test"]["perplexity"] < 256  # better than uniform over bytes
+    data = build_dataset("text_lm", seed=0, files=raw["data"]["files"], length=32)
+    untrained = build_model("rwkv_spiking", input_shape=(32,), num_classes=256, size="tiny", width=32, depth=1)
+    assert result.results["student"]["test"]["perplexity"] < 0.5 * evaluate(untrained, [(data.test.x, data.test.y)], task="lm")["perplexity"]
     assert 0 < result.results["student"]["spikes"]["density"] < 1
     assert "spikes on test: density" in (result.run_dir / "report.md").read_text()
     assert invoke("generate", result.run_dir, "--prompt", "The function", "--tokens", "20", "--temperature", "0") == 0
