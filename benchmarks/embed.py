@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import statistics
 import tempfile
 import time
@@ -40,8 +39,8 @@ from rich.console import Console
 import kdforge
 from kdforge.data.text import encode_bytes, encode_tokens, text_corpus
 from kdforge.teachers.text import load_sentence_transformer, sentence_transformer_encode
+from results_io import save
 
-RESULTS = Path(__file__).parent / "results"
 RECIPES = Path(__file__).parents[1] / "src" / "kdforge" / "recipes"
 # student -> (recipe, what the benchmark changes in it)
 STUDENTS = {
@@ -156,11 +155,7 @@ def main() -> None:
     table, text_runs = quality(args)
     out = {"seeds": args.seeds, "ks": args.ks, "quality": table, "speed": speeds(text_runs, args.ks)}
     out["minutes"] = round((time.perf_counter() - started) / 60, 1)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "embed.json").write_text(json.dumps(out, indent=2))
-    text = markdown(out)
-    (RESULTS / "embed.md").write_text(text)
-    print(text)
+    save("embed", out, markdown(out))
 
 
 if __name__ == "__main__":

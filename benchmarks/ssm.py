@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import statistics
 import tempfile
 import time
@@ -36,8 +35,8 @@ from rich.console import Console
 import kdforge
 from kdforge.bench import latency_ms
 from kdforge.export import load_run_teacher
+from results_io import save
 
-RESULTS = Path(__file__).parent / "results"
 SAR_RECIPE = Path(__file__).parents[1] / "src" / "kdforge" / "recipes" / "sar_ssm.yaml"
 LENGTHS = (256, 1024)
 
@@ -144,11 +143,7 @@ def main() -> None:
     started = time.perf_counter()
     out = sar(args) if args.benchmark == "sar" else mnist1d(args)
     out["minutes"] = round((time.perf_counter() - started) / 60, 1)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"ssm_{args.benchmark}.json").write_text(json.dumps(out, indent=2))
-    text = (sar_markdown if args.benchmark == "sar" else mnist1d_markdown)(out)
-    (RESULTS / f"ssm_{args.benchmark}.md").write_text(text)
-    print(text)
+    save(f"ssm_{args.benchmark}", out, (sar_markdown if args.benchmark == "sar" else mnist1d_markdown)(out))
 
 
 if __name__ == "__main__":
