@@ -16,7 +16,7 @@ its cost does not depend on its weights); the student takes one recurrent step f
 Tokens/s, peak memory of that computation, and the bytes the model must keep between tokens
 (the student's state; a key-value cache, were the teacher given one).
 
-    uv run python benchmarks/lm.py [--seeds 0 1 2] [--contexts 128 512 2048]
+    uv run python benchmarks/lm.py [--seeds 0 1 2] [--contexts 128 512 2048] [--log-dir runs]
 
 Writes benchmarks/results/lm.json and .md.
 """
@@ -60,11 +60,11 @@ def summary(result: dict) -> dict:
     return out
 
 
-def quality(seeds: list[int]) -> tuple[dict, str]:
+def quality(seeds: list[int], log_dir: str | None) -> tuple[dict, str]:
     """Per seed and for the non-spiking variant: perplexities and spike statistics; and the
     first run's directory (its trained teacher and student)."""
     base = yaml.safe_load(RECIPE.read_text())
-    log_dir = tempfile.mkdtemp(prefix="kdforge-lm-")
+    log_dir = log_dir or tempfile.mkdtemp(prefix="kdforge-lm-")
     first = train({**base, "seed": seeds[0]}, log_dir)
     teacher = {"source": "checkpoint", "path": str(Path(first["run_dir"]) / "teacher" / "teacher.safetensors")}
     runs = {f"seed {seeds[0]}": summary(first)}
@@ -163,9 +163,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--contexts", type=int, nargs="+", default=[128, 512, 2048])
+    parser.add_argument("--log-dir", help="where the runs go (default: a new temporary folder); a teacher the recipe already trained there is reused")
     args = parser.parse_args()
     started = time.perf_counter()
-    runs, first = quality(args.seeds)
+    runs, first = quality(args.seeds, args.log_dir)
     out = {"seeds": args.seeds, "runs": runs, "costs": costs(first, args.contexts)}
     out["minutes"] = round((time.perf_counter() - started) / 60, 1)
     save("lm", out, markdown(out))
