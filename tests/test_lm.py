@@ -68,6 +68,25 @@ def test_token_level_kd_and_ce_see_every_position_as_a_sample():
     assert out.parts["ce"].item() == pytest.approx(torch.stack(ce).mean().item(), rel=1e-4)
 
 
+@pytest.mark.parametrize("term", [
+    {"name": "kd", "temperature": {"learnable": "ctkd", "init": 4.0, "mode": "instance"}},
+    {"name": "kd", "direction": "reverse", "temperature": {"schedule": "cosine", "start": 4.0, "end": 1.0}},
+    {"name": "hint", "student": "blocks", "teacher": "blocks", "mapping": "uniform", "projector": "linear"},
+    {"name": "fdd", "student": "blocks", "teacher": "blocks", "mapping": "uniform"},
+    {"name": "cka", "student": "blocks.1", "teacher": "blocks.1"},
+], ids=lambda term: term["name"] + "-" + str(term.get("direction") or term.get("mapping") or "block"))
+def test_methods_library_terms_distil_a_language_model(term):
+    torch.manual_seed(0)
+    student = build_model("rwkv_spiking", input_shape=(16,), num_classes=40, size="tiny")
+    teacher = build_model("lm_transformer", input_shape=(16,), num_classes=40, width=32, depth=2, heads=2).eval()
+    x = torch.randint(0, 40, (4, 16))
+    distiller = Distiller(student, Teacher(teacher), build_losses([term]), x, per_token=True)
+    out = distiller(x, x.roll(-1, 1))
+    out.loss.backward()
+    assert out.loss.isfinite() and out.loss > 0
+    assert student.embed.weight.grad.abs().sum() > 0 and all(p.grad is None for p in teacher.parameters())
+
+
 def test_perplexity_is_e_to_the_mean_token_cross_entropy_and_lower_scores_higher():
     torch.manual_seed(0)
     model = build_model("lm_transformer", input_shape=(8,), num_classes=20, width=16, depth=1, heads=2)
