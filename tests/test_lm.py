@@ -17,7 +17,7 @@ from kdforge.data.bundle import PAD_TARGET
 from kdforge.data.lm import ByteTokenizer, windows
 from kdforge.distiller import Distiller
 from kdforge.errors import KdforgeError
-from kdforge.evaluate import evaluate, score, shown
+from kdforge.evaluate import evaluate, score, score_gain, shown
 from kdforge.generate import generate
 from kdforge.losses import build_losses
 from kdforge.models import build_model
@@ -99,6 +99,7 @@ def test_perplexity_is_e_to_the_mean_token_cross_entropy_and_lower_scores_higher
     assert metrics["perplexity"] == pytest.approx(math.exp(expected.item()), rel=1e-5)
     assert score({"perplexity": 4.0, "accuracy": 0.1, "loss": 1.0}) > score({"perplexity": 5.0, "accuracy": 0.9, "loss": 1.0})
     assert shown(metrics).startswith("PPL")
+    assert score_gain({"perplexity": 4.0, "accuracy": 0.1, "loss": 1.0}, {"perplexity": 5.0, "accuracy": 0.9, "loss": 1.0}).startswith("+1.000 PPL")
 
 
 @pytest.mark.parametrize("name, options", [("lm_transformer", {"width": 32, "depth": 2, "heads": 4}), ("rwkv_spiking", {"size": "tiny"})])

@@ -137,10 +137,11 @@ def score_name(metrics: dict[str, float]) -> str:
 
 
 def score_gain(better: dict[str, float], worse: dict[str, float]) -> str:
-    """How much ``better`` beats ``worse``: accuracy points, dB, Spearman ρ, or perplexity (lower is better)."""
+    """How much ``better`` beats ``worse``: accuracy points, dB, Spearman ρ, or perplexity
+    (lower is better, so a gain is the drop: positive when ``better`` is lower)."""
     key = _headline(better)
     if key == "perplexity":
-        return f"{better['perplexity'] - worse['perplexity']:+.3f} PPL"
+        return f"{worse['perplexity'] - better['perplexity']:+.3f} PPL (perplexity {worse['perplexity']:.3f} → {better['perplexity']:.3f})"
     if key == "accuracy":
         return f"{100 * (better['accuracy'] - worse['accuracy']):+.2f} points"
     if key == "spearman":
