@@ -4,8 +4,9 @@ docstring corpus (UTF-8 bytes), distilled into the ternary-spiking ``rwkv_spikin
 
 Quality, on the test documents (each model at its best validation epoch): perplexity of the
 teacher, of the spiking student with KD and alone (the run's baseline: same initial weights,
-same schedule, cross-entropy only), for each seed; the teacher is trained once (seed 0) and
-loaded by the other seeds' runs, so only the students vary. Once, the non-spiking student
+same schedule, cross-entropy only), for each seed. The data split is the first seed's in
+every run (``data.split_seed``) and the teacher is trained once, on that split, and loaded by
+the other runs: only the students vary, and no run's test documents were seen by its teacher. Once, the non-spiking student
 (``spiking: false``) with and without KD. Firing density and dead / saturated channels of the
 spiking students.
 
@@ -16,7 +17,7 @@ its cost does not depend on its weights); the student takes one recurrent step f
 Tokens/s, peak memory of that computation, and the bytes the model must keep between tokens
 (the student's state; a key-value cache, were the teacher given one).
 
-    uv run python benchmarks/lm.py [--seeds 0 1 2] [--contexts 128 512 2048] [--log-dir runs]
+    uv run python benchmarks/lm.py [--seeds 0 1 2] [--contexts 128 512 2048] [--teacher RUN_DIR/teacher/teacher.safetensors]
 
 Writes benchmarks/results/lm.json and .md.
 """
@@ -60,13 +61,16 @@ def summary(result: dict) -> dict:
     return out
 
 
-def quality(seeds: list[int], log_dir: str | None) -> tuple[dict, str]:
-    """Per seed and for the non-spiking variant: perplexities and spike statistics; and the
-    first run's directory (its trained teacher and student)."""
+def quality(seeds: list[int], teacher_file: str | None) -> tuple[dict, str, str]:
+    """Per seed and for the non-spiking variant: perplexities and spike statistics; the first
+    run's directory (its student) and the teacher's file."""
     base = yaml.safe_load(RECIPE.read_text())
-    log_dir = log_dir or tempfile.mkdtemp(prefix="kdforge-lm-")
+    base["data"]["split_seed"] = seeds[0]
+    log_dir = tempfile.mkdtemp(prefix="kdforge-lm-")
+    if teacher_file:
+        base["teacher"] = {"source": "checkpoint", "path": teacher_file}
     first = train({**base, "seed": seeds[0]}, log_dir)
-    teacher = {"source": "checkpoint", "path": str(Path(first["run_dir"]) / "teacher" / "teacher.safetensors")}
+    teacher = {"source": "checkpoint", "path": teacher_file or str(Path(first["run_dir"]) / "teacher" / "teacher.safetensors")}
     runs = {f"seed {seeds[0]}": summary(first)}
     print(f"seed {seeds[0]}: {runs[f'seed {seeds[0]}']}", flush=True)
     for seed in seeds[1:]:
@@ -76,7 +80,7 @@ def quality(seeds: list[int], log_dir: str | None) -> tuple[dict, str]:
     plain["student"]["model"]["spiking"] = False
     runs["non-spiking"] = summary(train({**plain, "seed": seeds[0], "teacher": teacher}, log_dir))
     print(f"non-spiking: {runs['non-spiking']}", flush=True)
-    return runs, first["run_dir"]
+    return runs, first["run_dir"], teacher["path"]
 
 
 class Step(torch.nn.Module):
@@ -104,8 +108,8 @@ def seconds(fn, x: torch.Tensor, repeats: int) -> float:
 
 
 @torch.no_grad()
-def costs(run_dir: str, contexts: list[int]) -> dict:
-    teacher = kdforge.load_student(Path(run_dir) / "teacher" / "teacher.safetensors")
+def costs(run_dir: str, teacher_file: str, contexts: list[int]) -> dict:
+    teacher = kdforge.load_student(teacher_file)
     student = kdforge.load_student(run_dir)
     options = yaml.safe_load(RECIPE.read_text())["teacher"]["model"]
     width, depth = options["width"], options["depth"]
@@ -163,11 +167,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--contexts", type=int, nargs="+", default=[128, 512, 2048])
-    parser.add_argument("--log-dir", help="where the runs go (default: a new temporary folder); a teacher the recipe already trained there is reused")
+    parser.add_argument("--teacher", help="a teacher the recipe trained on the first seed's split (RUN_DIR/teacher/teacher.safetensors): skips training one")
     args = parser.parse_args()
     started = time.perf_counter()
-    runs, first = quality(args.seeds, args.log_dir)
-    out = {"seeds": args.seeds, "runs": runs, "costs": costs(first, args.contexts)}
+    runs, first, teacher = quality(args.seeds, args.teacher)
+    out = {"seeds": args.seeds, "runs": runs, "costs": costs(first, teacher, args.contexts)}
     out["minutes"] = round((time.perf_counter() - started) / 60, 1)
     save("lm", out, markdown(out))
 

@@ -75,3 +75,15 @@ def test_random_shift_moves_whole_samples_within_bounds():
     seq = torch.arange(10.0).view(1, 1, 10).repeat(32, 1, 1)
     shifted = random_shift(seq, 1)
     assert ((shifted - seq).abs() <= 1).all() and not torch.equal(shifted, seq)
+
+
+def test_split_seed_holds_the_split_while_the_recipe_seed_varies():
+    from kdforge.config import Recipe
+    from kdforge.data import recipe_data
+
+    def split(seed, **data):
+        raw = {"seed": seed, "data": {"name": "digits", **data}, "teacher": {"model": {"name": "cnn"}}, "student": {"model": {"name": "mlp"}}, "losses": [{"name": "ce"}]}
+        return recipe_data(Recipe.from_dict(raw).data, seed).test.y
+
+    assert torch.equal(split(0), split(1, split_seed=0))
+    assert not torch.equal(split(0), split(1))

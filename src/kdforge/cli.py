@@ -255,10 +255,10 @@ def export(
     out = out or Path(run_dir) / "student.tm-rules.json"
     input_bits = None
     if recipe.data.booleanize is not None:  # the data thresholds, refitted from the seed: the rules then read raw inputs
-        from kdforge.data import build_dataset
+        from kdforge.data import build_dataset, data_seed
         from kdforge.data.booleanize import fit_thresholds
 
-        data = build_dataset(recipe.data.name, seed=recipe.seed, val_fraction=recipe.data.val_fraction, test_fraction=recipe.data.test_fraction, **recipe.data.options)
+        data = build_dataset(recipe.data.name, seed=data_seed(recipe.data, recipe.seed), val_fraction=recipe.data.val_fraction, test_fraction=recipe.data.test_fraction, **recipe.data.options)
         b = recipe.data.booleanize
         input_bits = {"method": b.method, "levels": b.levels, "thresholds": fit_thresholds(data.train.x, b.method, b.levels).tolist(), "bits": "x > threshold, levels stacked as channels, ±1"}
     rules = export_rules(load_student(run_dir), out, input_bits)

@@ -84,6 +84,7 @@ class DataConfig(Component):
     eval_batch_size: int = Field(512, gt=0)
     val_fraction: float = Field(0.15, gt=0, lt=1)
     test_fraction: float = Field(0.2, gt=0, lt=1)
+    split_seed: int | None = Field(None, description="seed of the dataset and its split; default: the recipe's seed (fix it to vary only the training across seeds)")
     augment: AugmentConfig = AugmentConfig()
     booleanize: BooleanizeConfig | None = Field(None, description="±1 bits by training-split thresholds, for TM students")
 

@@ -9,11 +9,16 @@ from kdforge.data.loaders import DatasetBatches, TensorBatches, example_inputs, 
 from kdforge.data import builtin as _builtin, lm as _lm, sar as _sar, text as _text  # noqa: F401  (register the built-in datasets)
 
 
+def data_seed(cfg: Any, seed: int) -> int:
+    """The seed a recipe's dataset is built and split with: ``split_seed``, else the recipe's."""
+    return seed if cfg.split_seed is None else cfg.split_seed
+
+
 def recipe_data(cfg: Any, seed: int) -> DataBundle:
     """The dataset a recipe's ``data`` section describes, booleanised if it asks."""
     from kdforge.errors import KdforgeError
 
-    data = build_dataset(cfg.name, seed=seed, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, **cfg.options)
+    data = build_dataset(cfg.name, seed=data_seed(cfg, seed), val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, **cfg.options)
     if cfg.booleanize is None:
         return data
     if cfg.augment.randaugment is not None:
@@ -23,4 +28,4 @@ def recipe_data(cfg: Any, seed: int) -> DataBundle:
     return booleanize_bundle(data, cfg.booleanize.method, cfg.booleanize.levels)
 
 
-__all__ = ["DATASETS", "DataBundle", "Split", "build_dataset", "recipe_data", "TensorBatches", "DatasetBatches", "make_loader", "example_inputs"]
+__all__ = ["DATASETS", "DataBundle", "Split", "build_dataset", "data_seed", "recipe_data", "TensorBatches", "DatasetBatches", "make_loader", "example_inputs"]
