@@ -93,33 +93,31 @@ def test_the_spike_rate_term_pulls_every_channel_towards_its_target():
         term.resolve(build_model("rwkv_spiking", input_shape=(16,), num_classes=30, size="tiny", spiking=False), None)
 
 
+@torch.no_grad()
+def both_modes(model, tokens):
+    """The model's logits over ``tokens`` [B, T] in parallel, and stepping one token at a time."""
+    state, logits = model.empty_state(len(tokens)), []
+    for t in range(tokens.shape[1]):
+        out, state = model.step(tokens[:, t], state)
+        logits.append(out)
+    return model(tokens), torch.stack(logits, 1)
+
+
 @pytest.mark.parametrize("spiking", [True, False])
 def test_the_student_generates_step_by_step_exactly_as_it_trains_in_parallel(spiking):
     torch.manual_seed(0)
     model = build_model("rwkv_spiking", input_shape=(40,), num_classes=50, size="tiny", spiking=spiking, chunk=16).eval()
     tokens = torch.randint(0, 50, (3, 40))
-    with torch.no_grad():
-        full = model(tokens)
-        state, logits = model.empty_state(3), []
-        for t in range(40):
-            out, state = model.step(tokens[:, t], state)
-            logits.append(out)
+    full, stepped = both_modes(model, tokens)
     assert full.shape == (3, 40, 50)
-    assert torch.allclose(torch.stack(logits, 1), full, atol=1e-4)
+    assert torch.allclose(stepped, full, atol=1e-4)
     assert bool(spike_statistics(model, [(tokens,)])) == spiking
 
 
 def test_a_spiking_student_reads_2048_tokens_alike_in_both_modes():
     torch.manual_seed(0)
     model = build_model("rwkv_spiking", input_shape=(2048,), num_classes=256, size="tiny").eval()
-    tokens = torch.randint(0, 256, (1, 2048))
-    with torch.no_grad():
-        full = model(tokens)
-        state, logits = model.empty_state(1), []
-        for t in range(2048):
-            out, state = model.step(tokens[:, t], state)
-            logits.append(out)
-    stepped = torch.stack(logits, 1)
+    full, stepped = both_modes(model, torch.randint(0, 256, (1, 2048)))
     assert full.isfinite().all() and stepped.isfinite().all()
     assert torch.allclose(stepped, full, atol=1e-3)
 
