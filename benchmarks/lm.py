@@ -37,7 +37,7 @@ import yaml
 from rich.console import Console
 
 import kdforge
-from kdforge.bench import peak_memory_bytes
+from kdforge.bench import latency_ms, peak_memory_bytes
 from kdforge.models import build_model
 from results_io import save
 
@@ -96,18 +96,6 @@ class Step(torch.nn.Module):
 
 
 @torch.no_grad()
-def seconds(fn, x: torch.Tensor, repeats: int) -> float:
-    """Median wall time of ``fn(x)`` after two untimed calls."""
-    fn(x), fn(x)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn(x)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-@torch.no_grad()
 def costs(run_dir: str, teacher_file: str, contexts: list[int]) -> dict:
     teacher = kdforge.load_student(teacher_file)
     student = kdforge.load_student(run_dir)
@@ -123,10 +111,10 @@ def costs(run_dir: str, teacher_file: str, contexts: list[int]) -> dict:
         model = teacher if length <= teacher.positions.shape[1] else build_model(
             "lm_transformer", input_shape=(length,), num_classes=256, **{k: v for k, v in options.items() if k != "name"}).eval()
         x = torch.randint(1, 256, (1, length))
-        teacher_s = seconds(model, x, repeats=max(3, 2048 // length))
-        student_s = seconds(step, token, repeats=200)
+        teacher_ms = latency_ms(model, x, warmup=3, repeats=max(5, 2048 // length))
+        student_ms = latency_ms(step, token, warmup=50, repeats=300)
         out["contexts"][length] = {
-            "teacher_tokens_per_s": 1 / teacher_s, "student_tokens_per_s": 1 / student_s,
+            "teacher_tokens_per_s": 1000 / teacher_ms, "student_tokens_per_s": 1000 / student_ms,
             "teacher_peak_bytes": peak_memory_bytes(model, x), "student_peak_bytes": peak_memory_bytes(step, token),
             "teacher_kv_cache_bytes": 2 * depth * length * width * 4}
         print(f"context {length}: {out['contexts'][length]}", flush=True)
@@ -159,7 +147,7 @@ def markdown(out: dict) -> str:
     for length, row in c["contexts"].items():
         lines.append(f"| {length} | {row['teacher_tokens_per_s']:,.0f} | {row['student_tokens_per_s']:,.0f} | {row['teacher_peak_bytes'] / 1024:,.0f} KiB | "
                      f"{row['student_peak_bytes'] / 1024:,.0f} KiB | {row['teacher_kv_cache_bytes'] / 1024:,.0f} KiB | {c['student_state_bytes'] / 1024:,.1f} KiB |")
-    lines += ["", f"Recipe `lm_rwkv_spiking.yaml`. {out['minutes']} minutes."]
+    lines += ["", f"Recipe `lm_rwkv_spiking.yaml`; teacher {out['teacher']}. {out['minutes']} minutes."]
     return "\n".join(lines) + "\n"
 
 
@@ -171,7 +159,8 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     runs, first, teacher = quality(args.seeds, args.teacher)
-    out = {"seeds": args.seeds, "runs": runs, "costs": costs(first, teacher, args.contexts)}
+    out = {"seeds": args.seeds, "runs": runs, "costs": costs(first, teacher, args.contexts),
+           "teacher": "trained beforehand by the recipe on the first seed's split (--teacher)" if args.teacher else "trained by the first seed's run"}
     out["minutes"] = round((time.perf_counter() - started) / 60, 1)
     save("lm", out, markdown(out))
 
