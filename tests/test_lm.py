@@ -153,7 +153,7 @@ def test_a_tiny_lm_run_reports_perplexities_and_spikes_and_generates(tmp_path, i
     assert "The function" in capsys.readouterr().out
 
 
-def test_a_hugging_face_causal_lm_teaches_through_a_vocabulary_map(tmp_path):
+def test_a_hugging_face_causal_lm_teaches_through_a_vocabulary_map_and_its_hidden_states(tmp_path):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
@@ -174,3 +174,5 @@ def test_a_hugging_face_causal_lm_teaches_through_a_vocabulary_map(tmp_path):
     (tmp_path / "map.json").write_text(json.dumps(list(range(299, 43, -1))))  # data token i reads teacher logit 299 − i
     raw["teacher"]["model"]["vocab_map"] = str(tmp_path / "map.json")
     assert check(Recipe.from_dict(raw), console=Console(file=io.StringIO()))["loss"] > 0
+    raw["losses"].append({"name": "hint", "student": "blocks.0", "teacher": "model.transformer.h.0", "projector": "linear"})  # its hidden states
+    assert check(Recipe.from_dict(raw), console=Console(file=io.StringIO()))["parts"]["hint"] > 0
