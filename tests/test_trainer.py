@@ -131,6 +131,27 @@ def test_compiled_student_keeps_its_own_names():
     assert torch._dynamo.config.suppress_errors  # graphs that fail to compile run eagerly
 
 
+def test_a_backward_graph_that_fails_to_compile_runs_eagerly(monkeypatch):
+    import torch._inductor.compile_fx
+
+    from kdforge.trainer import compiled
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("PassManager::run failed")  # what Triton raised for one backward kernel
+
+    monkeypatch.setattr(torch._inductor.compile_fx, "compile_fx_backward", broken)
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    student = build_model("mlp", input_shape=(1, 8, 8), num_classes=10, hidden=[8])
+    x = torch.randn(4, 1, 8, 8)
+    compiled(student)(x).square().sum().backward()
+    grads = [p.grad.clone() for p in student.parameters()]
+    student.zero_grad()
+    student(x).square().sum().backward()
+    assert all(torch.allclose(g, p.grad) for g, p in zip(grads, student.parameters()))
+    torch._dynamo.reset()
+
+
 @pytest.mark.slow
 def test_a_compiled_run_trains(tiny_recipe):
     from kdforge import Recipe, run

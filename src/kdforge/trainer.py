@@ -98,8 +98,13 @@ def compiled(module: torch.nn.Module) -> torch.nn.Module:
     import warnings
 
     import torch._dynamo
+    import torch._functorch.config
 
     torch._dynamo.config.suppress_errors = True
+    # Backward graphs are otherwise compiled at the first backward, outside that fallback: a
+    # kernel the compiler cannot build there (Triton did so for rwkv_spiking on an H100) would
+    # stop training. Compiled with the forward, their failures fall back like any other.
+    torch._functorch.config.force_non_lazy_backward_lowering = True
     try:
         return torch.compile(module)
     except Exception as err:  # noqa: BLE001 - any failure to set up compilation means: run eagerly
