@@ -26,20 +26,17 @@ Writes benchmarks/results/embed.json and .md.
 from __future__ import annotations
 
 import argparse
-import io
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 import yaml
-from rich.console import Console
 
 import kdforge
 from kdforge.data.text import encode_bytes, encode_tokens, text_corpus
 from kdforge.teachers.text import load_sentence_transformer, sentence_transformer_encode
-from results_io import save
+from common import mean_std, run_quietly, save
 
 RECIPES = Path(__file__).parents[1] / "src" / "kdforge" / "recipes"
 # student -> (recipe, what the benchmark changes in it)
@@ -54,9 +51,6 @@ ROWS = (*STUDENTS, "pca", "random_projection")
 METRICS = ("spearman", "recall_at_10")
 
 
-def mean_std(values: list[float]) -> str:
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
-
 
 def train(student: str, k: int, seed: int, log_dir: str) -> kdforge.RunResult:
     recipe, changes = STUDENTS[student]
@@ -68,7 +62,7 @@ def train(student: str, k: int, seed: int, log_dir: str) -> kdforge.RunResult:
             raw[section].update(values)
     raw["student"]["model"]["dim"] = k
     raw.update(seed=seed, log={"dir": log_dir, "progress": False})
-    return kdforge.run(kdforge.Recipe.from_dict(raw), console=Console(file=io.StringIO()))
+    return run_quietly(raw)
 
 
 def quality(args: argparse.Namespace) -> tuple[dict, dict]:
@@ -134,7 +128,7 @@ def markdown(out: dict) -> str:
         for row in ROWS:
             r = rows[row]
             params = f"{r['params']:,}" if "params" in r else ""
-            lines.append(f"| {k} | {row} | {params} | {mean_std(r['spearman'])} | {mean_std(r['recall_at_10'])} | {needs[row]} |")
+            lines.append(f"| {k} | {row} | {params} | {mean_std(r['spearman'], 3)} | {mean_std(r['recall_at_10'], 3)} | {needs[row]} |")
     s = out["speed"]
     lines += ["", f"Encoding throughput on this CPU ({s['texts']} test texts): teacher {s['teacher_texts_per_s']:,.0f} texts/s; "
               + "; ".join(f"{name} k={k} {s[f'{name}_{k}_texts_per_s']:,.0f} texts/s ({s[f'{name}_{k}_texts_per_s'] / s['teacher_texts_per_s']:.0f}×)"

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import io
 import statistics
 import tempfile
 import time
@@ -34,12 +33,11 @@ from pathlib import Path
 
 import torch
 import yaml
-from rich.console import Console
 
 import kdforge
 from kdforge.bench import latency_ms, peak_memory_bytes
 from kdforge.models import build_model
-from results_io import save
+from common import mean_std, run_quietly, save
 
 RECIPE = Path(__file__).parents[1] / "src" / "kdforge" / "recipes" / "lm_rwkv_spiking.yaml"
 ROLES = {"teacher": "teacher", "student": "KD", "student_alone": "alone"}
@@ -48,7 +46,7 @@ ROLES = {"teacher": "teacher", "student": "KD", "student_alone": "alone"}
 def train(raw: dict, log_dir: str) -> dict:
     raw = copy.deepcopy(raw)
     raw["log"] = {"dir": log_dir, "progress": False}
-    result = kdforge.run(kdforge.Recipe.from_dict(raw), console=Console(file=io.StringIO()))
+    result = run_quietly(raw)
     return {**result.results, "run_dir": str(result.run_dir)}
 
 
@@ -120,9 +118,6 @@ def costs(run_dir: str, teacher_file: str, contexts: list[int]) -> dict:
         print(f"context {length}: {out['contexts'][length]}", flush=True)
     return out
 
-
-def mean_std(values: list[float]) -> str:
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
 
 
 def markdown(out: dict) -> str:

@@ -22,7 +22,6 @@ Each writes benchmarks/results/ssm_<name>.json and .md.
 from __future__ import annotations
 
 import argparse
-import io
 import statistics
 import tempfile
 import time
@@ -30,23 +29,16 @@ from pathlib import Path
 
 import torch
 import yaml
-from rich.console import Console
 
 import kdforge
 from kdforge.bench import latency_ms
 from kdforge.export import load_run_teacher
-from results_io import save
+from common import mean_std, run_quietly, save
 
 SAR_RECIPE = Path(__file__).parents[1] / "src" / "kdforge" / "recipes" / "sar_ssm.yaml"
 LENGTHS = (256, 1024)
 
 
-def mean_std(values: list[float]) -> str:
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
-
-
-def run_quietly(raw: dict) -> kdforge.RunResult:
-    return kdforge.run(kdforge.Recipe.from_dict(raw), console=Console(file=io.StringIO()))
 
 
 def latencies(model: torch.nn.Module, dtype: torch.dtype) -> dict[str, float]:
