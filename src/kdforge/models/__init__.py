@@ -26,6 +26,9 @@ def build_model(name: str, *, input_shape: Sequence[int], num_classes: int, **op
         model = MODELS.build(name, input_shape=tuple(input_shape), num_classes=num_classes, **options)
     except ValueError as err:  # constructors check their shapes; say which model and what to change
         raise KdforgeError(f"model '{name}' {dict(options)}: {err}") from None
+    # a model that read outside weights while being built (embed_tokens' init) names the options
+    # that rebuild its shape without them: a saved model then loads without those files
+    options = getattr(model, "rebuild_options", options)
     model.kdforge_spec = {"name": name, "input_shape": list(input_shape), "num_classes": num_classes, "options": options}
     return model
 

@@ -170,6 +170,8 @@ class EmbedTokens(nn.Module):
             self.table = nn.EmbeddingBag(vocab_size, width, mode="mean", padding_idx=0)
         else:
             self.table = nn.EmbeddingBag.from_pretrained(word_embeddings(init), freeze=False, mode="mean", padding_idx=0)
+            self.rebuild_options = {"dim": dim, "levels": levels, "vocab_size": self.table.num_embeddings, "width": self.table.embedding_dim,
+                                    "hidden": list(hidden), "dropout": dropout}
         self.trunk, out = mlp_trunk(self.table.embedding_dim, list(hidden), dropout)
         self.heads = EmbeddingHeads(out, dim, levels)
 
