@@ -2,6 +2,7 @@
 follow the single-process run with the same global batch, and a run interrupted on one
 process resumes on two; with the student replicated (DDP) or sharded (FSDP2)."""
 
+import json
 import os
 import signal
 import subprocess
@@ -54,6 +55,13 @@ def test_two_processes_match_one_and_resume_across_world_sizes(raw, tmp_path, mo
     got = load_file(two / "student.safetensors")
     assert all(torch.allclose(expected[k], got[k], atol=1e-5) for k in expected)  # same global batch, same steps
     assert (two / "results.json").exists() and len(list((tmp_path / "two").glob(f"{raw['name']}-*"))) == 1  # rank 0 alone writes
+    if not raw["train"].get("fsdp"):  # a second run reuses that teacher: rank 0 copies it once, and says from where
+        torchrun("train", tmp_path / "two.yaml", cwd=tmp_path)
+        again = next(p for p in (tmp_path / "two").glob(f"{raw['name']}-*") if p != two)
+        reused = json.loads((again / "results.json").read_text())["teacher"]
+        assert reused["cached_from"] == str(two / "teacher") == json.loads((again / "teacher" / "teacher.json").read_text())["teacher"]["cached_from"]
+        assert load_file(again / "teacher" / "teacher.safetensors").keys() == load_file(two / "teacher" / "teacher.safetensors").keys()
+        assert not list(again.rglob("*.tmp"))
 
     class CtrlC(Callback):  # interrupt a single-process run in its second epoch...
         def on_step_end(self, trainer, samples):

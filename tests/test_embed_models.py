@@ -103,7 +103,7 @@ def test_users_text_files_are_read_and_a_missing_field_is_named(tmp_path):
     (tmp_path / "c.csv").write_text("id,text\n1,from csv\n")
     assert read_texts(tmp_path / "a.txt") == ["first line", "second line"]
     assert read_texts(tmp_path / "c.csv") == ["from csv"]
-    with pytest.raises(KdforgeError, match="row 2 has no 'text' field"):
+    with pytest.raises(KdforgeError, match="line 2 has no 'text' field"):
         read_texts(tmp_path / "b.jsonl")
     assert decode_bytes(encode_bytes(["héllo wörld"], 32)) == ["héllo wörld"]
 

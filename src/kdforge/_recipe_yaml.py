@@ -17,8 +17,27 @@ from kdforge.errors import ConfigError
 Loc = tuple[Union[str, int], ...]
 
 
+class DuplicateKey(yaml.YAMLError):
+    """A mapping gives the same key twice (YAML would silently keep the later value)."""
+
+    def __init__(self, key: Any, first: int, second: int):
+        super().__init__(f"key '{key}' is given twice in the same section, at lines {first} and {second}; keep one")
+        self.line = second
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads ``1e-3`` as a float (YAML 1.2 numbers)."""
+    """SafeLoader that also reads ``1e-3`` as a float (YAML 1.2 numbers) and refuses a key
+    given twice in one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                line = key_node.start_mark.line + 1
+                if key_node.value in seen:
+                    raise DuplicateKey(key_node.value, seen[key_node.value], line)
+                seen[key_node.value] = line
+        return super().construct_mapping(node, deep)
 
 
 _Loader.add_implicit_resolver(
@@ -72,6 +91,8 @@ def _key_lines(node: Any, loc: Loc = ()) -> dict[Loc, int]:
 def load_yaml(text: str, path: str) -> dict[str, Any]:
     try:
         data = yaml.load(text, Loader=_Loader)
+    except DuplicateKey as err:
+        raise ConfigError(f"{path}:{err.line}: {err}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(data, dict):

@@ -9,9 +9,11 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from kdforge.errors import KdforgeError
+from kdforge.errors import KdforgeError, RunInterrupted
 
 app = typer.Typer(
     help="kdforge: distill a frozen teacher into a smaller student, from a YAML recipe.",
@@ -64,12 +66,28 @@ def import_plugin(name: str) -> None:
         spec = importlib.util.spec_from_file_location(path.stem, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[path.stem] = module
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except KdforgeError:
+            raise
+        except Exception as err:
+            sys.modules.pop(path.stem, None)
+            raise KdforgeError(f"plugin file '{name}' failed while being imported: {_plugin_error(err, path)}") from None
         return
     try:
         importlib.import_module(name)
     except ModuleNotFoundError as err:
         raise KdforgeError(f"plugin '{name}' cannot be imported ({err}); give a .py file or an importable module") from None
+
+
+def _plugin_error(err: Exception, path: Path) -> str:
+    """What went wrong in a user's plugin file, and where: its own line, not kdforge's frames."""
+    import traceback
+
+    if isinstance(err, SyntaxError):
+        return f"{type(err).__name__} at line {err.lineno}: {err.msg}"
+    lines = [f.lineno for f in traceback.extract_tb(err.__traceback__) if Path(f.filename).resolve() == path.resolve()]
+    return f"{type(err).__name__} at line {lines[-1] if lines else '?'}: {err}"
 
 
 def recipe_path(name: str) -> Path:
@@ -184,7 +202,7 @@ def evaluate_run(
     models = {"student": load_student(run_dir)}
     if (teacher := load_run_teacher(run_dir)) is not None:
         models["teacher"] = teacher
-    table = Table(title=f"{run_dir} on {data.name} {split} ({len(getattr(data, split))} samples)")
+    table = Table(title=f"{escape(str(run_dir))} on {data.name} {split} ({len(getattr(data, split))} samples)")
     for column in ("model", "score", "loss"):
         table.add_column(column)
     for role, model in models.items():
@@ -222,7 +240,7 @@ def generate(
     start = time.perf_counter()
     text = continue_text(model, tokenizer, prompt, tokens, temperature=temperature, top_k=top_k, seed=seed, window=recipe.data.options.get("length", 128))
     seconds = time.perf_counter() - start
-    console.print(f"[bold]{prompt}[/]{text}", highlight=False)
+    console.print(Text.assemble((prompt, "bold"), text))
     console.print(f"[dim]{tokens} tokens in {seconds:.2f} s ({tokens / seconds:.0f} tokens/s, prompt included)[/]")
 
 
@@ -262,38 +280,36 @@ def export(
         b = recipe.data.booleanize
         input_bits = {"method": b.method, "levels": b.levels, "thresholds": fit_thresholds(data.train.x, b.method, b.levels).tolist(), "bits": "x > threshold, levels stacked as channels, ±1"}
     rules = export_rules(load_student(run_dir), out, input_bits)
-    console.print(f"wrote {rules}: {rules.stat().st_size:,} bytes. Evaluate with kdforge.tm.PackedTM(kdforge.tm.load_rules(path)['layers'][NAME])")
+    console.print(escape(f"wrote {rules}: {rules.stat().st_size:,} bytes. Evaluate with kdforge.tm.PackedTM(kdforge.tm.load_rules(path)['layers'][NAME])"))
 
 
 def _export_int8(run_dir: Path, out: Path) -> None:
     """Quantise the student, save its int8 weights, and show what it costs: metric and speed."""
-    import json
-
-    import torch
 
     from kdforge.bench import latency_ms
     from kdforge.data import make_loader, recipe_data
     from kdforge.evaluate import evaluate, shown
     from kdforge.export import load_student, quantize_int8
+    from kdforge.files import save_torch, write_json
     from kdforge.run import load_run_recipe
 
     recipe = load_run_recipe(run_dir)
     data = recipe_data(recipe.data, recipe.seed)
     student = load_student(run_dir)
     quantized, layers = quantize_int8(student)
-    torch.save(quantized.state_dict(), out)
+    save_torch(quantized.state_dict(), out)
     test = make_loader(data.test, recipe.data.eval_batch_size)
     example = data.test.x[:1]
     rows = {name: {"test": evaluate(model, test), "latency_ms_b1": latency_ms(model, example), "latency_ms_b32": latency_ms(model, example, batch_size=32)}
             for name, model in (("float32", student), ("int8", quantized))}
-    table = Table(title=f"{run_dir}: student, float32 and dynamic int8 ({len(layers)} linear layers), test split")
+    table = Table(title=f"{escape(str(run_dir))}: student, float32 and dynamic int8 ({len(layers)} linear layers), test split")
     for column in ("weights", "test", "latency ms b1", "latency ms b32"):
         table.add_column(column)
     for name, row in rows.items():
         table.add_row(name, shown(row["test"]), f"{row['latency_ms_b1']:.3f}", f"{row['latency_ms_b32']:.3f}")
     console.print(table)
-    (out.with_suffix(".json")).write_text(json.dumps({"quantized_layers": layers, **rows}, indent=2))
-    console.print(f"wrote {out} (load with kdforge.export.load_quantized) and {out.with_suffix('.json')}")
+    write_json(out.with_suffix(".json"), {"quantized_layers": layers, **rows})
+    console.print(f"wrote {escape(str(out))} (load with kdforge.export.load_quantized) and {escape(str(out.with_suffix('.json')))}")
 
 
 @app.command()
@@ -307,11 +323,10 @@ def compare(
     output: Annotated[Path, typer.Option(help="Where the JSON goes; the plot goes beside it (.png).")] = Path("compare.json"),
 ) -> None:
     """Teacher vs students: test score and retention (% of the teacher's), params, measured latency, throughput and peak memory at each sequence length; a table, a JSON and a plot."""
-    import json
-
     from kdforge.compare import measure, plot, recipe_models, run_models
     from kdforge.config import Recipe
     from kdforge.evaluate import shown
+    from kdforge.files import write_json
 
     sizes = [int(v) for v in lengths.split(",")] if lengths else None
     if models:
@@ -325,10 +340,10 @@ def compare(
     for row in rows:
         for length, speed in row["speed"].items():
             retention = f"{row['retention_pct']:.1f}%" if "retention_pct" in row else "-"
-            table.add_row(row["model"], shown(row["test"]) if row["test"] else "-", retention, f"{row['params']:,}", length, f"{speed['latency_ms']:.3f}", f"{speed['samples_per_s']:,.0f}", f"{speed['peak_memory_mb']:.2f}")
+            table.add_row(escape(row["model"]), shown(row["test"]) if row["test"] else "-", retention, f"{row['params']:,}", length, f"{speed['latency_ms']:.3f}", f"{speed['samples_per_s']:,.0f}", f"{speed['peak_memory_mb']:.2f}")
     console.print(table)
-    output.write_text(json.dumps({"batch_size": batch_size, "rows": rows}, indent=2))
-    console.print(f"wrote {output} and {plot(rows, output.with_suffix('.png'))}")
+    write_json(output, {"batch_size": batch_size, "rows": rows})
+    console.print(f"wrote {escape(str(output))} and {escape(str(plot(rows, output.with_suffix('.png'))))}")
 
 
 @app.command()
@@ -342,7 +357,7 @@ def explain(
     from kdforge.explain import explain_run
 
     folder = explain_run(run_dir, samples, top_k, out)
-    console.print(f"wrote {samples} overlays (sample_NN.png) and the clause report (clauses.md) to {folder}")
+    console.print(f"wrote {samples} overlays (sample_NN.png) and the clause report (clauses.md) to {escape(str(folder))}")
 
 
 @app.command()
@@ -358,18 +373,17 @@ def bench(
     output: Annotated[Optional[Path], typer.Option(help="Also write the measurements as JSON here.")] = None,
 ) -> None:
     """Measure models: latency (median, p90), throughput and peak memory per batch size; parameters and exact FLOPs per sample. Nothing is estimated."""
-    import json
-
     import torch
 
     from kdforge.bench import benchmark
+    from kdforge.files import write_json
     from kdforge.trainer import resolve_device
 
     sizes = [int(v) for v in batch_sizes.split(",") if v.strip()]
     target_device = resolve_device(device)
     models, example = _bench_models(target, input_shape, num_classes, option or [])
     results = {name: benchmark(model.to(target_device), example.to(target_device), sizes, warmup, iters) for name, model in models.items()}
-    table = Table(title=f"kdforge bench: {target} on {target_device} ({torch.get_num_threads()} CPU threads)")
+    table = Table(title=f"kdforge bench: {escape(target)} on {target_device} ({torch.get_num_threads()} CPU threads)")
     for column in ("model", "params", "MFLOPs / sample", "batch", "latency ms (p90)", "samples / s", "peak MB"):
         table.add_column(column, justify="right" if column != "model" else "left")
     for name, result in results.items():
@@ -377,8 +391,8 @@ def bench(
             table.add_row(name, f"{result['params']:,}", f"{result['flops_per_sample'] / 1e6:,.2f}", str(row["batch"]), f"{row['latency_ms']:.3f} ({row['latency_p90_ms']:.3f})", f"{row['samples_per_s']:,.0f}", f"{row['peak_memory_mb']:.2f}")
     console.print(table)
     if output is not None:
-        output.write_text(json.dumps({"target": target, "device": str(target_device), "threads": torch.get_num_threads(), "models": results}, indent=2))
-        console.print(f"wrote {output}")
+        write_json(output, {"target": target, "device": str(target_device), "threads": torch.get_num_threads(), "models": results})
+        console.print(f"wrote {escape(str(output))}")
 
 
 def _bench_models(target: str, input_shape: str | None, num_classes: int, options: list[str]) -> tuple[dict, "torch.Tensor"]:
@@ -439,14 +453,27 @@ def list_entries(
     console.print(table)
 
 
-def main() -> None:
-    from kdforge.run import RunInterrupted
+def say(label: str, style: str, message: object) -> None:
+    """``label`` in ``style``, then ``message`` as plain text: paths, keys and values from the
+    user are never read as rich markup (``[/home/me/x.yaml:3]`` would be a closing tag)."""
+    console.print(Text.assemble((label, style), str(message)), soft_wrap=True)
 
+
+def main() -> None:
+    """The ``kdforge`` command: a user's mistake is one plain message and exit code 2; a bug in
+    kdforge shows its traceback and asks to be reported (exit code 1)."""
     try:
         app()
     except RunInterrupted as err:
-        console.print(f"[yellow]stopped:[/] {err}")
+        say("stopped: ", "yellow", err)
         raise SystemExit(130) from None
     except KdforgeError as err:
-        console.print(f"[red bold]error:[/] {err}", highlight=False)
+        say("error: ", "red bold", err)
         raise SystemExit(2) from None
+    except Exception:
+        import traceback
+
+        traceback.print_exc()
+        say("internal error: ", "red bold", "this is a bug in kdforge, not a problem with your input. Please report it with the traceback above, "
+            "the command you ran and its recipe.")
+        raise SystemExit(1) from None

@@ -19,13 +19,13 @@ from torch import nn
 from kdforge.bench import benchmark
 from kdforge.errors import KdforgeError
 from kdforge.evaluate import score
+from kdforge.files import read_json, save_figure
 
 
 def run_models(run_dirs: list[Path]) -> tuple[list[dict[str, Any]], torch.Tensor]:
     """Entries (label, model, test metrics) of the runs' teacher (the first run's) and
     students, and an example input of their data."""
-    import json
-
+    
     from kdforge.data import recipe_data
     from kdforge.export import load_run_teacher, load_student
     from kdforge.run import load_run_recipe
@@ -35,7 +35,7 @@ def run_models(run_dirs: list[Path]) -> tuple[list[dict[str, Any]], torch.Tensor
         results_file = run_dir / "results.json"
         if not results_file.exists():
             raise KdforgeError(f"'{run_dir}' has no results.json: compare finished runs (or architectures with --models)")
-        results = json.loads(results_file.read_text())
+        results = read_json(results_file, "run results")
         teacher = load_run_teacher(run_dir) if i == 0 else None
         if teacher is not None:
             entries.append({"label": "teacher", "model": teacher, "test": results["teacher"]["test"]})
@@ -109,6 +109,6 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path:
     ax.set_yscale("log")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
     return path

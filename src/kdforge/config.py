@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kdforge._recipe_yaml import Loc, Override, YamlSource, apply_override, describe_issue, load_yaml
 from kdforge.errors import ConfigError, did_you_mean
+from kdforge.files import read_text
 from kdforge.schedules import ScheduleConfig
 
 
@@ -87,6 +88,12 @@ class DataConfig(Component):
     split_seed: int | None = Field(None, description="seed of the dataset and its split; default: the recipe's seed (fix it to vary only the training across seeds)")
     augment: AugmentConfig = AugmentConfig()
     booleanize: BooleanizeConfig | None = Field(None, description="±1 bits by training-split thresholds, for TM students")
+
+    @pydantic.model_validator(mode="after")
+    def _leaves_training(self) -> DataConfig:
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(f"val_fraction + test_fraction is {self.val_fraction + self.test_fraction:g}: together they must stay below 1 to leave a training split")
+        return self
 
 
 class ModelConfig(Component):
@@ -393,7 +400,7 @@ class LogConfig(Section):
 class Recipe(Section):
     """A whole distillation job."""
 
-    name: str = "kdforge"
+    name: str = Field("kdforge", description="the run directory is log.dir/<name>-<time>: one folder name, no path")
     seed: int = 0
     data: DataConfig = DataConfig()
     teacher: TeacherConfig
@@ -404,6 +411,15 @@ class Recipe(Section):
     log: LogConfig = LogConfig()
     stages: list[StageConfig] | None = Field(None, description="staged training; each stage changes weights, temperatures, data")
     curriculum: CurriculumConfig | None = Field(None, description="a progressive curriculum (pocl); not with stages")
+
+    @pydantic.field_validator("name")
+    @classmethod
+    def _one_folder_name(cls, value: str) -> str:
+        bad = [c for c in ("/", "\\", "\0") if c in value]
+        if not value.strip() or value in (".", "..") or bad or Path(value).is_absolute():
+            shown = ", ".join("NUL" if c == "\0" else repr(c) for c in bad) or "an empty or dot name"
+            raise ValueError(f"the name becomes one folder under log.dir, so it cannot contain {shown}; choose a plain name such as 'my-run' (set log.dir for where runs go)")
+        return value
 
     @pydantic.model_validator(mode="after")
     def _stages_fit(self) -> Recipe:
@@ -436,7 +452,7 @@ class Recipe(Section):
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"recipe file '{path}' not found")
-        text = path.read_text()
+        text = read_text(path, "recipe file")
         return cls.from_dict(load_yaml(text, str(path)), overrides, YamlSource(str(path), text))
 
     @classmethod
@@ -459,36 +475,64 @@ class Recipe(Section):
 
 
 def validate_recipe(raw: Any, source: YamlSource | None = None, overrides: Sequence[Override] = ()) -> Recipe:
+    """The typed recipe, or one :class:`ConfigError` listing every problem found in ``raw``."""
     if not isinstance(raw, dict):
         raise ConfigError("a recipe is a mapping of sections (name, data, teacher, student, losses, ...)")
-    issues: list[tuple[Loc, str]] = []
+    recipe = None
     try:
         recipe = Recipe.model_validate(raw)
     except pydantic.ValidationError as err:
         issues = [(e["loc"], _message(e)) for e in err.errors()]
     else:
-        issues = list(component_issues(recipe))
+        issues = []
+    issues += component_issues(raw)  # also when other sections failed: every problem in one run
     if issues:
         lines = [describe_issue(loc, msg, source, overrides) for loc, msg in issues]
         raise ConfigError("invalid recipe:\n  " + "\n  ".join(lines))
     return recipe
 
 
-def component_issues(recipe: Recipe) -> Iterable[tuple[Loc, str]]:
-    """Check each registry-backed section's options against the entry's signature."""
+def component_issues(raw: dict[str, Any]) -> list[tuple[Loc, str]]:
+    """Check each registry-backed section's options against its entry's signature. Reads the
+    raw recipe, so that it runs even when other sections are invalid; a section that is
+    itself malformed is left to the recipe's own validation."""
+    issues: list[tuple[Loc, str]] = []
+    for loc, kind, registry in _component_sections(raw):
+        try:
+            section = kind.model_validate(_at(raw, loc))
+        except pydantic.ValidationError:
+            continue
+        issues += [(loc + sub, msg) for sub, msg in component_issues_for(section, registry)]
+    return issues
+
+
+def _component_sections(raw: dict[str, Any]) -> Iterable[tuple[Loc, type[Component], Any]]:
     from kdforge.data import DATASETS
     from kdforge.losses import LOSSES
     from kdforge.models import MODELS
 
-    sections: list[tuple[Loc, Component, Any]] = [(("data",), recipe.data, DATASETS)]
-    teachers: list[tuple[Loc, TeacherConfig]] = [(("teacher",), recipe.teacher)]
-    teachers += [(("teacher", "members", i), m) for i, m in enumerate(recipe.teacher.members or [])]
-    sections += [(loc + ("model",), t.model, MODELS) for loc, t in teachers if t.model is not None and t.source in ("train", "checkpoint")]
-    sections.append((("student", "model"), recipe.student.model, MODELS))
-    sections += [(("losses", i), term, LOSSES) for i, term in enumerate(recipe.losses)]
-    for loc, section, registry in sections:
-        for sub, msg in component_issues_for(section, registry):
-            yield loc + sub, msg
+    if isinstance(raw.get("data"), dict):
+        yield ("data",), DataConfig, DATASETS
+    teacher = raw.get("teacher")
+    teachers = [(("teacher",), teacher)] if isinstance(teacher, dict) else []
+    members = teacher.get("members") if isinstance(teacher, dict) else None
+    teachers += [(("teacher", "members", i), m) for i, m in enumerate(members if isinstance(members, list) else []) if isinstance(m, dict)]
+    for loc, section in teachers:
+        if section.get("source", "train") in ("train", "checkpoint") and isinstance(section.get("model"), dict):
+            yield loc + ("model",), ModelConfig, MODELS
+    student = raw.get("student")
+    if isinstance(student, dict) and isinstance(student.get("model"), dict):
+        yield ("student", "model"), ModelConfig, MODELS
+    losses = raw.get("losses")
+    for i, term in enumerate(losses if isinstance(losses, list) else []):
+        if isinstance(term, dict):
+            yield ("losses", i), LossConfig, LOSSES
+
+
+def _at(raw: Any, loc: Loc) -> Any:
+    for key in loc:
+        raw = raw[key]
+    return raw
 
 
 def component_issues_for(section: Component, registry: Any) -> list[tuple[Loc, str]]:

@@ -18,6 +18,7 @@ optimiser state. Checkpoints then hold the whole, gathered weights and optimiser
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -57,6 +58,23 @@ def broadcast(value: Any) -> Any:
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def on_main(work: Callable[[], Any]) -> Any:
+    """Run ``work`` on rank 0 alone (it writes shared files); the other ranks wait for it and
+    get its result, or the same error."""
+    if not active():
+        return work()
+    outcome: tuple[Any, str | None] | None = None
+    if is_main():
+        try:
+            outcome = (work(), None)
+        except KdforgeError as err:  # tell the waiting ranks instead of leaving them at the barrier
+            outcome = (None, str(err))
+    result, error = broadcast(outcome)
+    if error is not None:
+        raise KdforgeError(error)
+    return result
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:

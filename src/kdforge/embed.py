@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kdforge.errors import KdforgeError
 from kdforge.export import read_checkpoint
+from kdforge.files import load_npy, load_npz
 from kdforge.losses import functional as lf
 from kdforge.schedules import Clock, ScheduleConfig, schedule_value
 
@@ -109,14 +110,8 @@ def load_teacher_checkpoint(checkpoint_path: str | Path, device: str = "cpu", ma
     ``{"embeddings": ...}``) or ``.npz`` file. A file that pickles code is refused."""
     path = Path(checkpoint_path)
     if path.suffix in (".npy", ".npz"):
-        if not path.is_file():
-            raise KdforgeError(f"checkpoint '{path}' not found")
-        try:
-            arrays = np.load(path, allow_pickle=False)
-        except ValueError as err:  # object arrays need pickle
-            raise KdforgeError(f"'{path}' holds Python objects, which kdforge never unpickles: {err}") from None
-        found = {"embeddings": arrays} if path.suffix == ".npy" else dict(arrays)
-        return {k: torch.from_numpy(np.asarray(v)).to(map_location or device) if np.asarray(v).dtype.kind in "fiub" else v for k, v in found.items()}
+        found = {"embeddings": load_npy(path, what="checkpoint")} if path.suffix == ".npy" else load_npz(path, what="checkpoint")
+        return {k: torch.from_numpy(np.ascontiguousarray(v)).to(map_location or device) for k, v in found.items()}
     state = read_checkpoint(path, map_location or device)
     if not isinstance(state, dict):
         return {"embeddings": state} if isinstance(state, torch.Tensor) else {"checkpoint": state}

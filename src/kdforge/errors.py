@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from pathlib import Path
 
 
 class KdforgeError(Exception):
@@ -15,6 +16,14 @@ class KdforgeError(Exception):
 
 class ConfigError(KdforgeError):
     """The recipe or an override is invalid."""
+
+
+class RunInterrupted(KdforgeError):
+    """The run was stopped (Ctrl-C); ``last.pt`` was saved and the run can resume."""
+
+    def __init__(self, run_dir: Path, stage: str):
+        self.run_dir = run_dir
+        super().__init__(f"interrupted during {stage}; progress saved in {run_dir}. Resume with: kdforge train --resume {run_dir}")
 
 
 class NonFiniteLossError(KdforgeError):

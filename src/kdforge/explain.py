@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdforge.errors import KdforgeError
+from kdforge.files import save_figure, write_text
 from kdforge.models.tm import ClauseLayer, TMFlat, hard_mode
 from kdforge.models.tm_blocks import TMAttention
 from kdforge.models.tm_transformer import SwinTM, ViTTM
@@ -48,7 +49,7 @@ def explain_run(run_dir: str | Path, samples: int = 8, top_k: int = 3, out: str 
     maps = overlay_maps(model, x)
     for i in range(len(x)):
         _draw(folder / f"sample_{i:02d}.png", x[i], int(y[i]), maps, i, top_k)
-    (folder / "clauses.md").write_text(clause_report(model, layers, data.test.x[:512]))
+    write_text(folder / "clauses.md", clause_report(model, layers, data.test.x[:512]))
     return folder
 
 
@@ -181,7 +182,7 @@ def _draw(path: Path, image: torch.Tensor, label: int, maps: dict[str, Any], i: 
     axes[3].set_xlim(0, 1)
     axes[3].set_title(f"top-{len(names)} predictions")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    save_figure(fig, path, dpi=90)
     plt.close(fig)
 
 

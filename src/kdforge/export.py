@@ -6,17 +6,14 @@ no pickle is involved.
 
 from __future__ import annotations
 
-import json
-import pickle
-import re
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from kdforge.errors import KdforgeError
+from kdforge.files import load_safetensors, load_torch, read_json, save_safetensors, write_json
 from kdforge.models import build_model, model_spec
 from kdforge.taps import unwrap
 
@@ -28,9 +25,9 @@ def save_model(model: nn.Module, stem: str | Path, info: dict[str, Any] | None =
     stem = Path(stem)
     model = unwrap(model)
     weights = stem.with_suffix(".safetensors")
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(weights))
+    save_safetensors(model.state_dict(), weights)
     meta = {"model": model_spec(model), "class": f"{type(model).__module__}.{type(model).__qualname__}", "kdforge_version": __version__, **(info or {})}
-    stem.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+    write_json(stem.with_suffix(".json"), meta)
     return weights
 
 
@@ -38,14 +35,19 @@ def read_meta(weights: str | Path) -> dict[str, Any]:
     meta = Path(weights).with_suffix(".json")
     if not meta.exists():
         raise KdforgeError(f"'{meta}' is missing: kdforge needs it beside '{weights}' to know the architecture")
-    return json.loads(meta.read_text())
+    found = read_json(meta, "model description")
+    if not isinstance(found, dict):
+        raise KdforgeError(f"model description '{meta}' is not a JSON object; write it again with kdforge.export.save_model")
+    return found
 
 
 def load_model(weights: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild a model saved by :func:`save_model` and load its weights strictly."""
-    spec = read_meta(weights)["model"]
+    spec = read_meta(weights).get("model")
+    if not isinstance(spec, dict) or not {"name", "input_shape", "num_classes", "options"} <= set(spec):
+        raise KdforgeError(f"'{Path(weights).with_suffix('.json')}' does not describe a kdforge model (no 'model' entry with name, input_shape, num_classes and options)")
     model = build_model(spec["name"], input_shape=spec["input_shape"], num_classes=spec["num_classes"], **spec["options"])
-    load_state_strict(model, load_file(str(weights)), str(weights))
+    load_state_strict(model, load_safetensors(weights), str(weights))
     return model.to(device)
 
 
@@ -63,16 +65,9 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     of tensors), or a torch file read with ``weights_only=True`` (tensors, numbers, strings
     and containers of them). A file that pickles Python objects is refused with a clear error."""
     path = Path(path)
-    if not path.is_file():
-        raise KdforgeError(f"checkpoint '{path}' not found")
     if path.suffix == ".safetensors":
-        return load_file(str(path), device=str(map_location))
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        found = re.search(r"GLOBAL ([\w.]+)", str(err))
-        raise KdforgeError(f"'{path}' holds pickled Python objects{f' ({found[1]})' if found else ''}, which kdforge never loads (they can run code); "
-                           "save plain tensors instead: torch.save(model.state_dict(), path), or a .safetensors file") from None
+        return load_safetensors(path, map_location, what="checkpoint")
+    return load_torch(path, map_location, what="checkpoint")
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -131,7 +126,7 @@ def load_quantized(path: str | Path) -> nn.Module:
     model, _ = quantize_int8(load_model(path.parent / "student.safetensors"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        model.load_state_dict(load_torch(path, what="int8 student"))
     return model.eval()
 
 

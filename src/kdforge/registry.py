@@ -8,6 +8,8 @@ that a typo or a wrong type in the recipe fails before anything is built.
 from __future__ import annotations
 
 import inspect
+import types
+import typing
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -20,12 +22,15 @@ class Registry:
     """Name -> factory, with a decorator to add entries and strict option checking.
 
     ``injected`` names arguments the framework supplies (e.g. ``num_classes`` of a
-    model comes from the dataset); the recipe may not set them.
+    model comes from the dataset); the recipe may not set them. With ``positive_ints``,
+    every whole-number option (alone or in a list) must be above 0: a model's integers
+    count units, layers, heads or tokens, and 0 or -4 of them fails deep inside torch.
     """
 
-    def __init__(self, kind: str, injected: Iterable[str] = ()):
+    def __init__(self, kind: str, injected: Iterable[str] = (), positive_ints: bool = False):
         self.kind = kind
         self.injected = frozenset(injected)
+        self.positive_ints = positive_ints
         self._entries: dict[str, Callable[..., Any]] = {}
         self._models: dict[str, type[pydantic.BaseModel]] = {}
 
@@ -59,7 +64,7 @@ class Registry:
     def options_model(self, name: str) -> type[pydantic.BaseModel]:
         """A strict pydantic model of the options ``name`` accepts (its keyword args)."""
         if name not in self._models:
-            self._models[name] = _signature_model(f"{name}_options", self.get(name), self.injected)
+            self._models[name] = _signature_model(f"{name}_options", self.get(name), self.injected, self.positive_ints)
         return self._models[name]
 
     def validate_options(self, name: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -80,16 +85,31 @@ class _Options(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", strict=True, arbitrary_types_allowed=True)
 
 
-def _signature_model(model_name: str, factory: Callable[..., Any], injected: frozenset[str]) -> type[pydantic.BaseModel]:
+def _signature_model(model_name: str, factory: Callable[..., Any], injected: frozenset[str], positive_ints: bool) -> type[pydantic.BaseModel]:
     fields: dict[str, Any] = {}
     hints = _type_hints(factory)
     for param in inspect.signature(factory).parameters.values():
         if param.name in injected or param.name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue
         annotation = hints.get(param.name, Any)
+        if positive_ints:
+            annotation = _positive(annotation)
         default = ... if param.default is inspect.Parameter.empty else param.default
         fields[param.name] = (annotation, default)
     return pydantic.create_model(model_name, __base__=_Options, **fields)
+
+
+def _positive(annotation: Any) -> Any:
+    """``annotation`` with every ``int`` in it (``list[int]``, ``int | None``, ...) made ``PositiveInt``."""
+    if annotation is int:
+        return pydantic.PositiveInt
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is None or not args or origin in (typing.Annotated, typing.Literal):
+        return annotation
+    changed = tuple(_positive(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return typing.Union[changed]
+    return origin[changed] if len(changed) > 1 else origin[changed[0]]
 
 
 def _type_hints(factory: Callable[..., Any]) -> dict[str, Any]:

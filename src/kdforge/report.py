@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from kdforge.evaluate import score, score_gain, score_name, shown
+from kdforge.files import save_figure, write_json, write_text
 
 ROLES = (("teacher", "teacher"), ("student", "student + KD"), ("student_alone", "student alone"), ("pca", "PCA of the teacher"), ("random_projection", "random projection"))
 
 
 def write_results(run_dir: Path, results: dict[str, Any]) -> None:
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+    write_json(run_dir / "results.json", results)
 
 
 def _rows(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -46,12 +47,12 @@ def summary_table(results: dict[str, Any]) -> Table:
     if gain is not None:
         notes.insert(0, f"KD gain over the student alone: {gain} (test)")
     notes[:0] = hard_notes(results) + spike_notes(results)
-    table = Table(title=f"{results['name']} — test split of {results['dataset']}", caption="\n".join(notes))
+    table = Table(title=escape(f"{results['name']} — test split of {results['dataset']}"), caption=escape("\n".join(notes)))
     for column in ("model", "arch", f"test {name}", f"val {name}", "params", "latency ms"):
         table.add_column(column, justify="left" if column in ("model", "arch") else "right")
     for label, entry in _rows(results):
         val = entry.get("val_best")
-        table.add_row(label, entry["model"], shown(entry["test"]), shown(val) if val else "-", f"{entry['params']:,}", f"{entry['latency_ms']:.3f}")
+        table.add_row(label, escape(entry["model"]), shown(entry["test"]), shown(val) if val else "-", f"{entry['params']:,}", f"{entry['latency_ms']:.3f}")
     return table
 
 
@@ -100,7 +101,7 @@ def write_report(run_dir: Path, results: dict[str, Any], plots: list[str]) -> No
     timings = ", ".join(f"{k} {v:.1f}s" for k, v in results["timings"].items())
     lines += ["", f"Timings: {timings}.", ""]
     lines += [f"![{Path(p).stem}]({p})" for p in plots]
-    (run_dir / "report.md").write_text("\n".join(lines) + "\n")
+    write_text(run_dir / "report.md", "\n".join(lines) + "\n")
 
 
 def plot_curves(run_dir: Path, histories: dict[str, list[dict[str, Any]]]) -> list[str]:
@@ -132,7 +133,7 @@ def plot_curves(run_dir: Path, histories: dict[str, list[dict[str, Any]]]) -> li
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
         fig.tight_layout()
-        fig.savefig(out / f"{name}.png", dpi=110)
+        save_figure(fig, out / f"{name}.png", dpi=110)
         plt.close(fig)
         written.append(f"plots/{name}.png")
     return written

@@ -8,7 +8,6 @@ trained without distillation (``baseline/``) for an honest comparison.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,6 +18,7 @@ import rich.progress
 import torch
 import yaml
 from rich.console import Console
+from rich.markup import escape
 
 from kdforge import distributed
 from kdforge.baselines import projection_baselines
@@ -30,9 +30,10 @@ from kdforge.curriculum import Curriculum
 from kdforge.data import DataBundle, example_inputs, make_loader, recipe_data
 from kdforge.data.augment import BatchAugment, Mixer
 from kdforge.distiller import Distiller
-from kdforge.errors import KdforgeError
+from kdforge.errors import KdforgeError, RunInterrupted
 from kdforge.evaluate import evaluate
 from kdforge.export import save_model
+from kdforge.files import check_writable, read_json, remove_stale_tmp, write_json, write_text
 from kdforge.losses import LossTerm, build_loss, build_losses
 from kdforge.models import build_model
 from kdforge.models.rwkv import spike_statistics
@@ -46,14 +47,6 @@ from kdforge.teachers.text import TextTeacher
 from kdforge.tracking import Tracker, build_trackers
 from kdforge.trainer import Trainer, autocast_for, compiled, deterministic, resolve_device, seed_everything
 from kdforge.transfer import copy_matching, feedforward_pairs, fit_feedforwards
-
-
-class RunInterrupted(KdforgeError):
-    """The run was stopped (Ctrl-C); ``last.pt`` was saved and the run can resume."""
-
-    def __init__(self, run_dir: Path, stage: str):
-        self.run_dir = run_dir
-        super().__init__(f"interrupted during {stage}; progress saved in {run_dir}. Resume with: kdforge train --resume {run_dir}")
 
 
 @dataclass
@@ -233,14 +226,14 @@ class Session:
         block (if any) to its teacher MLP. Done once: a resumed run reads what it did from ``transfer.json``."""
         record = checkpoint_dir / "transfer.json"
         if (checkpoint_dir / "last.pt").exists() and record.exists():  # the checkpoint holds the transferred weights
-            return json.loads(record.read_text())
+            return read_json(record, "transfer record")
         cfg = self.recipe.student.init_from_teacher
         report = copy_matching(student, teacher.module)
         if pairs := feedforward_pairs(student, teacher.module):
             report.feedforward = fit_feedforwards(pairs, teacher, self.train, self.val, cfg.steps, cfg.lr, self.track)
-        self.console.print(f"init_from_teacher: {report.summary()}")
+        self.console.print(f"init_from_teacher: {report.summary()}", markup=False)
         if distributed.is_main():
-            record.write_text(json.dumps(report.as_dict(), indent=1))
+            write_json(record, report.as_dict(), indent=1)
         return report.as_dict()
 
 
@@ -260,7 +253,7 @@ def _run(recipe: Recipe, resume: str | Path | None, console: Console | None, cle
     run_dir = distributed.broadcast(_prepare_run_dir(recipe, resume) if distributed.is_main() else None)
     seed_everything(recipe.seed)
     session = cleanup.enter_context(Session(recipe, run_dir, console))
-    console.print(f"[bold]kdforge[/] {recipe.name}: {session.data.describe()}; device {session.device}; run dir {run_dir}")
+    console.print(f"[bold]kdforge[/] {escape(f'{recipe.name}: {session.data.describe()}; device {session.device}; run dir {run_dir}')}")
     timings: dict[str, float] = {}
 
     ema = recipe.teacher.source == "ema"
@@ -300,7 +293,7 @@ def _run(recipe: Recipe, resume: str | Path | None, console: Console | None, cle
         write_results(run_dir, results)
         write_report(run_dir, results, plot_curves(run_dir, histories))
     console.print(summary_table(results))
-    console.print(f"run directory: [bold]{run_dir}[/] (report.md, results.json, student.safetensors, plots/)")
+    console.print(f"run directory: [bold]{escape(str(run_dir))}[/] (report.md, results.json, student.safetensors, plots/)")
     return RunResult(run_dir, results)
 
 
@@ -309,15 +302,18 @@ def _prepare_run_dir(recipe: Recipe, resume: str | Path | None) -> Path:
         run_dir = Path(resume)
         if not (run_dir / "config.yaml").exists():
             raise KdforgeError(f"cannot resume '{run_dir}': it has no config.yaml (is it a kdforge run directory?)")
+        check_writable(run_dir, "run directory")
+        remove_stale_tmp(run_dir)  # what a killed or failed write left behind
         return run_dir
+    log_dir = check_writable(recipe.log.dir, "log.dir")  # before anything trains
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = Path(recipe.log.dir) / f"{recipe.name}-{stamp}"
+    base = log_dir / f"{recipe.name}-{stamp}"
     run_dir, n = base, 1
     while run_dir.exists():
         n += 1
         run_dir = base.with_name(f"{base.name}-{n}")
     run_dir.mkdir(parents=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    write_text(run_dir / "config.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
     return run_dir
 
 
@@ -354,7 +350,7 @@ def check(recipe: Recipe, console: Console | None = None) -> dict[str, Any]:
                                "give the student the teacher's architecture (same model, or the standard preset of an ssm teacher), or drop student.init_from_teacher")
         pairs = feedforward_pairs(student, teacher_module)
         console.print(f"init_from_teacher: {len(transfer.copied)} teacher tensors will be copied ({len(transfer.shape_mismatch)} differ in shape)"
-                      + (f"; {len(pairs)} TM blocks will learn their teacher MLPs: " + ", ".join(f"{n} <- {origin}" for n, (_, origin, _) in pairs.items()) if pairs else ""))
+                      + (f"; {len(pairs)} TM blocks will learn their teacher MLPs: " + ", ".join(f"{n} <- {origin}" for n, (_, origin, _) in pairs.items()) if pairs else ""), markup=False)
     distiller = Distiller(student, teacher, terms, session.example, per_token=data.task == "lm")
     for role, logits in (("teacher", teacher(session.example)), ("student", student(session.example))):
         if data.task == "regression" and logits.shape[1:] != data.train.y.shape[1:]:
@@ -372,7 +368,7 @@ def check(recipe: Recipe, console: Console | None = None) -> dict[str, Any]:
     if teacher_grads or not torch.isfinite(out.loss.detach()):
         raise KdforgeError(f"one-batch check failed: loss {float(out.loss.detach())}, teacher parameters with gradients: {teacher_grads}")
 
-    table = Table(title=f"kdforge check: {recipe.name}")
+    table = Table(title=escape(f"kdforge check: {recipe.name}"))
     for column in ("part", "architecture", "params", "trainable", "output", "note"):
         table.add_column(column)
     projector_params = sum(p.numel() for p in distiller.terms.parameters())
@@ -383,12 +379,12 @@ def check(recipe: Recipe, console: Console | None = None) -> dict[str, Any]:
         ("projectors", "", f"{projector_params:,}", f"{projector_params:,}", "", ", ".join(t.name for t in terms if any(True for _ in t.parameters())) or "none"),
     ]
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*map(escape, row))
     console.print(table)
     parts = {name: float(value.detach()) for name, value in out.parts.items()}
-    console.print("one batch: " + ", ".join(f"{k} = {v:.4f} (x{t.weight})" for (k, v), t in zip(parts.items(), terms)) + f"; total {float(out.loss.detach()):.4f}")
+    console.print("one batch: " + ", ".join(f"{k} = {v:.4f} (x{t.weight})" for (k, v), t in zip(parts.items(), terms)) + f"; total {float(out.loss.detach()):.4f}", markup=False)
     if no_grad:
-        console.print(f"[yellow]note:[/] student parameters without gradient on this batch: {', '.join(no_grad[:6])}")
+        console.print(f"[yellow]note:[/] student parameters without gradient on this batch: {escape(', '.join(no_grad[:6]))}")
     console.print("[green]check passed[/]: names, taps, shapes and class counts are consistent; forward and backward run.")
     return {"parts": parts, "loss": float(out.loss.detach()), "student_params": count_params(student), "teacher_params": count_params(teacher_module)}
 
@@ -423,6 +419,7 @@ def build_cache(recipe: Recipe, out: str | Path, topk: int | None = None, views:
     if recipe.teacher.trainable:
         raise KdforgeError("a trainable teacher changes as the student trains: it cannot be cached (set teacher.trainable: false)")
     terms = build_losses(recipe.losses)
+    check_writable(out, "cache folder (--out)")
     seed_everything(recipe.seed)
     run_dir = _prepare_run_dir(recipe.model_copy(update={"name": f"{recipe.name}-cache"}), None)
     with Session(recipe, run_dir, console) as session:
@@ -434,5 +431,5 @@ def build_cache(recipe: Recipe, out: str | Path, topk: int | None = None, views:
         manifest = write_cache(session, teacher, session.teacher_entry(teacher, info), Path(out), topk, views, layers, feature_dtype)
     what = f"{manifest['format']}{'' if topk is None else f', top {topk}'}" + (f"; layers {', '.join(layers)} in {feature_dtype}" if layers else "")
     console.print(f"cached {manifest['samples']:,} x {views} view(s) of training outputs of the teacher ({what}) "
-                  f"in {out}: {manifest['bytes_per_sample']:,.0f} bytes per sample. Train from it with teacher.cache={out}")
+                  f"in {out}: {manifest['bytes_per_sample']:,.0f} bytes per sample. Train from it with teacher.cache={out}", markup=False)
     return manifest

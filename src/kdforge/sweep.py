@@ -8,7 +8,6 @@ the sweep directory gets ``sweep.json`` and ``sweep.md``.
 
 from __future__ import annotations
 
-import json
 import statistics
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from kdforge.config import Recipe
+from kdforge.files import write_json, write_text
 from kdforge.report import ROLES
 from kdforge.run import run
 
@@ -60,14 +61,14 @@ def sweep(recipe: Recipe, seeds: int = 5, first_seed: int = 0, console: Console 
     sweep_dir = Path(recipe.log.dir) / f"{recipe.name}-sweep-{stamp}"
     runs = []
     for seed in range(first_seed, first_seed + seeds):
-        console.rule(f"[bold]sweep {recipe.name}: seed {seed} ({seed - first_seed + 1}/{seeds})")
+        console.rule(f"[bold]sweep {escape(recipe.name)}: seed {seed} ({seed - first_seed + 1}/{seeds})")
         seeded = recipe.model_copy(update={"seed": seed, "name": f"{recipe.name}-seed{seed}", "log": recipe.log.model_copy(update={"dir": str(sweep_dir)})})
         runs.append({**run(seeded, console=console).results, "seed": seed})
     summary = {"name": recipe.name, **aggregate(runs), "runs": runs}
-    (sweep_dir / "sweep.json").write_text(json.dumps(summary, indent=2))
-    (sweep_dir / "sweep.md").write_text(sweep_report(summary))
+    write_json(sweep_dir / "sweep.json", summary)
+    write_text(sweep_dir / "sweep.md", sweep_report(summary))
     console.print(sweep_table(summary))
-    console.print(f"sweep directory: [bold]{sweep_dir}[/] (sweep.md, sweep.json, one run directory per seed)")
+    console.print(f"sweep directory: [bold]{escape(str(sweep_dir))}[/] (sweep.md, sweep.json, one run directory per seed)")
     return SweepResult(sweep_dir, summary)
 
 
@@ -84,7 +85,7 @@ def sweep_table(summary: dict[str, Any]) -> Table:
     seeds = summary["seeds"]
     gain = summary.get("kd_gain_points")
     caption = f"{len(seeds)} seeds ({', '.join(map(str, seeds))}); mean ± sample std" + (f"; KD gain {_pm(gain, 1.0)} points" if gain else "")
-    table = Table(title=f"{summary['name']} — test accuracy %, seed sweep", caption=caption)
+    table = Table(title=escape(f"{summary['name']} — test accuracy %, seed sweep"), caption=escape(caption))
     for column in ("model", "best epoch's weights", "last epoch's weights", "best epoch"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for row in _role_rows(summary):

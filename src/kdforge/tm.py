@@ -14,7 +14,6 @@ votes are integers. Its outputs equal the hard-mode float layer's exactly.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ import torch
 from torch import nn
 
 from kdforge.errors import KdforgeError
+from kdforge.files import read_json, write_json
 from kdforge.models.tm import ClauseLayer, TMFlat
 
 RULES_FORMAT = 1
@@ -67,16 +67,14 @@ def model_rules(model: nn.Module, input_bits: dict[str, Any] | None = None) -> d
 
 def export_rules(model: nn.Module, path: str | Path, input_bits: dict[str, Any] | None = None) -> Path:
     path = Path(path)
-    path.write_text(json.dumps(model_rules(model, input_bits)))
+    write_json(path, model_rules(model, input_bits), indent=None)
     return path
 
 
 def load_rules(path: str | Path) -> dict[str, Any]:
     path = Path(path)
-    if not path.is_file():
-        raise KdforgeError(f"rules file '{path}' not found")
-    rules = json.loads(path.read_text())
-    if rules.get("format") != "kdforge-tm-rules":
+    rules = read_json(path, "rules file")
+    if not isinstance(rules, dict) or rules.get("format") != "kdforge-tm-rules":
         raise KdforgeError(f"'{path}' is not a kdforge tm-rules file")
     if rules.get("version") != RULES_FORMAT:
         raise KdforgeError(f"'{path}' has tm-rules version {rules.get('version')}; this kdforge reads version {RULES_FORMAT}")

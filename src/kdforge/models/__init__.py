@@ -16,7 +16,7 @@ from torch import nn
 from kdforge.errors import KdforgeError
 from kdforge.registry import Registry
 
-MODELS = Registry("model", injected=("input_shape", "num_classes"))
+MODELS = Registry("model", injected=("input_shape", "num_classes"), positive_ints=True)
 
 
 def build_model(name: str, *, input_shape: Sequence[int], num_classes: int, **options: Any) -> nn.Module:
@@ -24,7 +24,7 @@ def build_model(name: str, *, input_shape: Sequence[int], num_classes: int, **op
     MODELS.validate_options(name, options)
     try:
         model = MODELS.build(name, input_shape=tuple(input_shape), num_classes=num_classes, **options)
-    except ValueError as err:  # constructors check their shapes; say which model and what to change
+    except (ValueError, RuntimeError) as err:  # constructors (and torch) check their shapes; say which model and what to change
         raise KdforgeError(f"model '{name}' {dict(options)}: {err}") from None
     # a model that read outside weights while being built (embed_tokens' init) names the options
     # that rebuild its shape without them: a saved model then loads without those files
@@ -40,6 +40,17 @@ def model_spec(model: nn.Module) -> dict[str, Any]:
     return spec
 
 
-from kdforge.models import cnn, embed, lm_transformer, mlp, mlp_to_tm, rwkv, ssm, tm, tm_transformer, vit  # noqa: E402,F401  (register the built-in models)
+from kdforge.models import (  # noqa: E402,F401  (register the built-in models)
+    cnn,
+    embed,
+    lm_transformer,
+    mlp,
+    mlp_to_tm,
+    rwkv,
+    ssm,
+    tm,
+    tm_transformer,
+    vit,
+)
 
 __all__ = ["MODELS", "build_model", "model_spec"]

@@ -18,7 +18,6 @@ student view ``epoch % views``: teacher and student always see the same input, e
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +27,7 @@ from torch import nn
 
 from kdforge.data.augment import BatchAugment, FixedViews
 from kdforge.errors import KdforgeError
+from kdforge.files import load_npy, read_json, remove_stale_tmp, save_npy, write_json
 from kdforge.losses.functional import TopK, topk_log_probs
 from kdforge.taps import FeatureTap
 
@@ -123,21 +123,22 @@ def write_cache(session: Session, teacher: Teacher, teacher_entry: dict[str, Any
     tap.remove()
     stacked = {name: torch.stack([torch.cat(chunks) for chunks in per_view]) for name, per_view in outputs.items()}  # [views, N, ...]
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_tmp(out)
     logits = stacked.pop("logits")
     if topk is None:
-        np.save(out / "logits.npy", logits.numpy())
+        save_npy(out / "logits.npy", logits.numpy())
     else:
         sparse = topk_log_probs(logits, topk)
-        np.save(out / "topk_log_probs.npy", sparse.log_probs.numpy())
-        np.save(out / "topk_indices.npy", sparse.indices.to(torch.int32).numpy())
+        save_npy(out / "topk_log_probs.npy", sparse.log_probs.numpy())
+        save_npy(out / "topk_indices.npy", sparse.indices.to(torch.int32).numpy())
     features = {}
     for i, (name, values) in enumerate(stacked.items()):
-        np.save(out / f"feature_{i}.npy", values.numpy())
+        save_npy(out / f"feature_{i}.npy", values.numpy())
         features[name] = {"file": f"feature_{i}.npy", "shape": list(values.shape[2:]), "dtype": feature_dtype}
     manifest = {**expected_manifest(session), "version": FORMAT_VERSION, "format": "dense" if topk is None else "topk", "k": topk, "views": views,
                 "features": features, "modules": module_tree(teacher.module), "teacher": teacher_entry}
     manifest["bytes_per_sample"] = sum(p.stat().st_size for p in out.glob("*.npy")) / len(x)
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    write_json(out / "manifest.json", manifest)  # last: a cache without it is incomplete
     return manifest
 
 
@@ -155,17 +156,27 @@ class CachedTeacher(nn.Module):
         manifest_file = self.path / "manifest.json"
         if not manifest_file.is_file():
             raise KdforgeError(f"teacher.cache '{self.path}' has no manifest.json; create it with: kdforge cache RECIPE --out {self.path}")
-        self.manifest = json.loads(manifest_file.read_text())
-        if self.manifest.get("version") != FORMAT_VERSION:
-            raise KdforgeError(f"teacher.cache '{self.path}' has format version {self.manifest.get('version')}, this kdforge reads {FORMAT_VERSION}; rebuild it with: kdforge cache RECIPE --out {self.path}")
+        self.manifest = read_json(manifest_file, "teacher cache manifest")
+        rebuild = f"rebuild it with: kdforge cache RECIPE --out {self.path}"
+        if not isinstance(self.manifest, dict) or self.manifest.get("version") != FORMAT_VERSION:
+            found = self.manifest.get("version") if isinstance(self.manifest, dict) else None
+            raise KdforgeError(f"teacher.cache '{self.path}' has format version {found}, this kdforge reads {FORMAT_VERSION}; {rebuild}")
+        lacking = sorted({"format", "views", "features", "modules", "teacher", "samples"} - set(self.manifest))
+        if lacking:
+            raise KdforgeError(f"teacher.cache manifest '{manifest_file}' lacks {', '.join(lacking)}; {rebuild}")
         expected = expected_manifest(session)
         stale = [f"{k}: cache {self.manifest.get(k)!r}, recipe {v!r}" for k, v in expected.items() if self.manifest.get(k) != v]
         if stale:
-            raise KdforgeError(f"teacher.cache '{self.path}' was made for another teacher or data ({'; '.join(stale)}); rebuild it with: kdforge cache RECIPE --out {self.path}")
+            raise KdforgeError(f"teacher.cache '{self.path}' was made for another teacher or data ({'; '.join(stale)}); {rebuild}")
         self.module = skeleton(self.manifest["modules"])
         files = {"logits": "logits.npy"} if self.manifest["format"] == "dense" else {"topk_log_probs": "topk_log_probs.npy", "topk_indices": "topk_indices.npy"}
         files.update({name: f["file"] for name, f in self.manifest["features"].items()})
-        arrays = {name: np.load(self.path / file, mmap_mode="r") for name, file in files.items()}
+        arrays = {name: load_npy(self.path / file, mmap_mode="r", what="teacher cache array") for name, file in files.items()}
+        rows = (self.manifest["views"], self.manifest["samples"])
+        for name, array in arrays.items():
+            if tuple(array.shape[:2]) != rows:
+                raise KdforgeError(f"teacher cache array '{self.path / files[name]}' has shape {list(array.shape)}, but the manifest promises "
+                                   f"{rows[0]} view(s) of {rows[1]} samples first; {rebuild}")
         if sum(a.nbytes for a in arrays.values()) <= IN_MEMORY_BYTES:  # small: hold it on the device, index like the data
             self.arrays = {name: torch.from_numpy(np.array(a)).to(session.device) for name, a in arrays.items()}
         else:  # large: rows are read from the memory-mapped files on demand

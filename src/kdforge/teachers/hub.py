@@ -11,16 +11,17 @@ class count, the head is random: kdforge says so loudly, and ``finetune`` fits t
 from __future__ import annotations
 
 import importlib
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from torch import nn
 
 from kdforge.errors import KdforgeError, did_you_mean
 from kdforge.export import load_state_strict, read_state_dict
+from kdforge.files import read_json
 from kdforge.teachers.sources import TEACHER_SOURCES, Source, cached_fit
 from kdforge.teachers.text import TextTeacher, load_sentence_transformer, mean_pooled_encode, sentence_transformer_encode
 
@@ -148,7 +149,10 @@ def vocab_index(vocab_map: str | None, teacher_vocab: int, data_vocab: int) -> t
     path = Path(vocab_map)
     if path.suffix != ".json" or not path.is_file():
         raise KdforgeError(f"vocab_map must be 'truncate' or an existing .json file, got '{vocab_map}'")
-    index = torch.tensor(json.loads(path.read_text()), dtype=torch.long)
+    ids = read_json(path, "vocab_map")
+    if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise KdforgeError(f"vocab_map '{path}' must be a JSON list of whole numbers (the teacher id of each data token)")
+    index = torch.tensor(ids, dtype=torch.long)
     if index.shape != (data_vocab,) or int(index.min()) < 0 or int(index.max()) >= teacher_vocab:
         raise KdforgeError(f"'{path}' must list {data_vocab} teacher ids (one per data token), each in [0, {teacher_vocab}); got {list(index.shape)} entries")
     return index
@@ -215,7 +219,7 @@ def _finish(session: Session, cfg: TeacherConfig, where: Path, module: nn.Module
         info.update(fitted, finetuned="head" if cfg.finetune.head_only else "all")
     elif random_head:
         Console(stderr=True).print(
-            f"[bold red]warning:[/] the teacher '{cfg.model.name}' got a new, randomly initialised classifier for "
+            f"[bold red]warning:[/] the teacher '{escape(cfg.model.name)}' got a new, randomly initialised classifier for "
             f"{session.data.num_classes} classes: distilling from it teaches noise. Add teacher.finetune "
             "(e.g. {epochs: 5, head_only: true}) or a fine-tuned teacher.checkpoint."
         )

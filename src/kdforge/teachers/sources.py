@@ -19,8 +19,9 @@ import torch
 from torch import nn
 
 from kdforge import distributed
-from kdforge.errors import KdforgeError
+from kdforge.errors import KdforgeError, RunInterrupted
 from kdforge.export import load_model, load_state_strict, read_meta, read_state_dict, save_model
+from kdforge.files import read_json, save_safetensors, write_atomic, write_json
 from kdforge.models import build_model
 from kdforge.registry import Registry
 from kdforge.taps import unwrap
@@ -51,14 +52,15 @@ def cached_fit(session: Session, cfg: TeacherConfig, where: Path, module: nn.Mod
     only that submodule trains; ``adapter`` prepares the batches as the teacher expects."""
     key = teacher_cache_key(session.recipe, cfg)
     stem = where / "teacher"
-    cached = stem.with_suffix(".safetensors") if stem.with_suffix(".safetensors").exists() else _find_cached(Path(session.recipe.log.dir), key)
+    own = stem.with_suffix(".safetensors")
+    cached = own if own.exists() else _find_cached(Path(session.recipe.log.dir), key)
     if cached is not None:
-        if cached != stem.with_suffix(".safetensors"):
-            stem.parent.mkdir(parents=True, exist_ok=True)
-            for suffix in (".safetensors", ".json"):
-                shutil.copyfile(cached.with_suffix(suffix), stem.with_suffix(suffix))
+        meta = dict(read_meta(cached).get("teacher") or {})
+        origin = meta.get("cached_from", str(cached.parent))  # a copy names where its teacher was trained
+        if cached != own:
+            distributed.on_main(lambda: _copy_teacher(cached, stem, {**meta, "cached_from": origin}))
         load_state_strict(module, read_state_dict(cached), str(cached))
-        return module.eval(), {**read_meta(cached)["teacher"], "cached_from": str(cached.parent)}
+        return module.eval(), {**meta, "cached_from": origin}
     info = _fit_teacher(session, module, fit, where, head, adapter)
     meta = {"teacher": {**info, "cache_key": key}}
     if not distributed.is_main():  # every rank holds the same fitted weights; rank 0 writes them
@@ -66,16 +68,21 @@ def cached_fit(session: Session, cfg: TeacherConfig, where: Path, module: nn.Mod
     if hasattr(module, "kdforge_spec"):
         save_model(module, stem, meta)
     else:  # a zoo model: its source rebuilds the architecture, the weights come from here
-        from safetensors.torch import save_file
-
-        save_file({k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}, str(stem.with_suffix(".safetensors")))
-        stem.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+        save_safetensors(module.state_dict(), stem.with_suffix(".safetensors"))
+        write_json(stem.with_suffix(".json"), meta)
     return module.eval(), info
+
+
+def _copy_teacher(cached: Path, stem: Path, teacher_meta: dict[str, Any]) -> None:
+    """Copy a reused teacher into this run (weights, then its description with ``cached_from``)."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    with cached.open("rb") as source:
+        write_atomic(stem.with_suffix(".safetensors"), lambda handle: shutil.copyfileobj(source, handle))
+    write_json(stem.with_suffix(".json"), {**read_meta(cached), "teacher": teacher_meta})
 
 
 def _fit_teacher(session: Session, module: nn.Module, fit: Any, out_dir: Path, head: nn.Module | None, adapter: nn.Module | None) -> dict[str, Any]:
     from kdforge.distiller import Distiller
-    from kdforge.run import RunInterrupted
     from kdforge.trainer import Trainer
 
     recipe = session.recipe
@@ -117,6 +124,7 @@ def load_checkpoint_model(path: str | Path, model_cfg: Any, input_shape: tuple[i
             raise KdforgeError(f"the teacher at '{path}' predicts {spec['num_classes']} classes but the dataset has {num_classes}; use a teacher trained on the same classes")
         return load_model(path)
     if model_cfg is None:
+        read_state_dict(path)  # a damaged file, or a pickle under another name, says so first
         raise KdforgeError(f"'{path}' holds weights only; set teacher.model (name and options) so kdforge can build the architecture")
     module = build_model(model_cfg.name, input_shape=input_shape, num_classes=num_classes, **model_cfg.options)
     load_state_strict(module, read_state_dict(path), str(path))
@@ -136,10 +144,11 @@ def _find_cached(log_dir: Path, key: str) -> Path | None:
     candidates = sorted(log_dir.glob("*/teacher/**/teacher.json"), key=lambda p: p.stat().st_mtime, reverse=True)
     for meta in candidates:
         try:
-            if json.loads(meta.read_text()).get("teacher", {}).get("cache_key") == key:
-                return meta.with_suffix(".safetensors")
-        except (OSError, json.JSONDecodeError):
+            found = read_json(meta, "teacher description")
+        except KdforgeError:  # a damaged teacher from another run is not reused, and not our error
             continue
+        if isinstance(found, dict) and isinstance(found.get("teacher"), dict) and found["teacher"].get("cache_key") == key:
+            return meta.with_suffix(".safetensors")
     return None
 
 

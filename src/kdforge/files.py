@@ -1,0 +1,320 @@
+"""Every file kdforge reads or writes goes through here.
+
+Readers refuse what they cannot trust with one message that names the file and says what
+is wrong with it: empty, truncated or damaged files, pickled Python objects (never
+unpickled: they can run code), object arrays, text in another encoding, broken JSON.
+
+Writers are atomic: the bytes go to ``<name>.tmp`` beside the target, are flushed and
+fsync'ed, then renamed over it. A write that fails (a full disk, a kill) leaves the
+previous version of the file as it was; a full disk is reported with the space needed.
+Stale ``*.tmp`` files of an interrupted write are removed by :func:`remove_stale_tmp`.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import pickle
+import re
+import shutil
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import torch
+
+from kdforge.errors import KdforgeError
+
+TMP_SUFFIX = ".tmp"
+_PICKLE_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+class FileReadError(KdforgeError):
+    """A file that cannot be trusted: missing, empty, damaged, or holding code."""
+
+
+class FileWriteError(KdforgeError):
+    """A file could not be written; its previous version is intact."""
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _existing(path: str | Path, what: str) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise FileReadError(f"{what} '{path}' not found" + (" (it is a folder)" if path.is_dir() else ""))
+    if path.stat().st_size == 0:
+        raise FileReadError(f"{what} '{path}' is empty (0 bytes): it was not written completely; write it again")
+    return path
+
+
+def read_text(path: str | Path, what: str = "file", encoding: str = "utf-8", option: str | None = None) -> str:
+    """The text of ``path``; a decoding error names the byte and the ``option`` that sets the encoding."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileReadError(f"{what} '{path}' not found")
+    try:
+        return path.read_bytes().decode(encoding)
+    except UnicodeDecodeError as err:
+        fix = f"set {option}: latin-1 (or the file's encoding)" if option else "re-save it as UTF-8"
+        raise FileReadError(f"{what} '{path}' is not {encoding} text (byte 0x{err.object[err.start]:02x} at offset {err.start}; "
+                            f"latin-1 or cp1252, perhaps): {fix}") from None
+    except LookupError:
+        raise FileReadError(f"{what} '{path}': unknown text encoding '{encoding}'" + (f"; set {option} to one Python knows, e.g. utf-8 or latin-1" if option else "")) from None
+
+
+def read_json(path: str | Path, what: str = "JSON file") -> Any:
+    """Parsed JSON of ``path``; a truncated or broken file names the line and column."""
+    path = _existing(path, what)
+    text = read_text(path, what)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise FileReadError(f"{what} '{path}' is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}): it is truncated or damaged") from None
+
+
+def load_torch(path: str | Path, map_location: str | torch.device = "cpu", what: str = "checkpoint") -> Any:
+    """A torch file read with ``weights_only=True`` (tensors, numbers, strings and containers
+    of them). Pickled Python objects are refused, never run."""
+    path = _existing(path, what)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = _PICKLE_GLOBAL.search(str(err))
+        if found:
+            raise FileReadError(f"{what} '{path}' holds pickled Python objects{f' ({found[1]})' if found else ''}, which kdforge never loads (they can run code); "
+                                "save plain tensors instead: torch.save(model.state_dict(), path), or a .safetensors file") from None
+        raise FileReadError(f"{what} '{path}' is not a readable PyTorch file: it is truncated or damaged") from None
+    except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as err:
+        raise FileReadError(f"{what} '{path}' is not a readable PyTorch file ({_short(err)}): it is truncated or damaged") from None
+
+
+def load_safetensors(path: str | Path, device: str | torch.device = "cpu", what: str = "weights file") -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file; a torch pickle under that name, or a damaged
+    file, is refused with what it is."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = _existing(path, what)
+    with path.open("rb") as handle:
+        head = handle.read(8)
+    if head[:2] == b"PK" or head[:1] == b"\x80":  # a zip (torch.save) or a raw pickle stream
+        raise FileReadError(f"{what} '{path}' is named .safetensors but is a PyTorch pickle file; "
+                            "rename it to .pt (kdforge reads those with weights_only=True) or convert it with safetensors.torch.save_file")
+    try:
+        return load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise FileReadError(f"{what} '{path}' is not a valid safetensors file ({_short(err)}): it is truncated or damaged") from None
+
+
+def load_npy(path: str | Path, mmap_mode: str | None = None, what: str = "array file") -> np.ndarray:
+    """A numeric ``.npy`` array (memory-mapped with ``mmap_mode``); object arrays are refused."""
+    path = _existing(path, what)
+    try:
+        array = np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except ValueError as err:
+        if "object" in str(err).lower():
+            raise FileReadError(_object_array(path, what)) from None
+        raise FileReadError(f"{what} '{path}' is not a readable .npy array ({_short(err)}): it is truncated or damaged") from None
+    except (OSError, EOFError) as err:
+        raise FileReadError(f"{what} '{path}' is not a readable .npy array ({_short(err)}): it is truncated or damaged") from None
+    return _numeric(array, path, what)
+
+
+def load_npz(path: str | Path, what: str = "array file") -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file, read now (numeric only)."""
+    path = _existing(path, what)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except ValueError as err:
+        if "object" in str(err).lower():
+            raise FileReadError(_object_array(path, what)) from None
+        raise FileReadError(f"{what} '{path}' is not a readable .npz archive ({_short(err)}): it is truncated or damaged") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as err:
+        raise FileReadError(f"{what} '{path}' is not a readable .npz archive ({_short(err)}): it is truncated or damaged") from None
+    return {key: _numeric(array, path, what, key) for key, array in arrays.items()}
+
+
+def _numeric(array: np.ndarray, path: Path, what: str, key: str | None = None) -> np.ndarray:
+    if array.dtype.kind not in "biufc":
+        name = f"'{key}' in " if key else ""
+        raise FileReadError(f"{what} {name}'{path}' holds {array.dtype} values; kdforge reads numbers only (bool, int, float or complex arrays)")
+    return array
+
+
+def _object_array(path: Path, what: str) -> str:
+    return (f"{what} '{path}' holds Python objects (an object-dtype array), which kdforge never loads (they can run code); "
+            "save a numeric array (np.asarray(values, dtype=np.float32))")
+
+
+def _short(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+# ---------------------------------------------------------------- writing
+
+
+class _Recorder:
+    """A binary file handle that remembers the first OSError its writes raised (libraries
+    such as torch wrap it in their own error)."""
+
+    def __init__(self, handle: IO[bytes]):
+        self.handle, self.error = handle, None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.handle, name)
+
+
+class _Counter:
+    """A sink that only counts bytes: how much space a write needs."""
+
+    def __init__(self) -> None:
+        self.size = 0
+
+    def write(self, data: Any) -> int:
+        self.size += len(memoryview(data).cast("B"))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def _open_tmp(path: Path) -> IO[bytes]:
+    """Where an atomic write's bytes go first (tests replace it to simulate a full disk)."""
+    return open(path, "wb")
+
+
+def write_atomic(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
+    """Call ``write(handle)`` on ``<path>.tmp``, fsync it, and rename it over ``path``.
+
+    If anything fails, the temporary file is removed and ``path`` is as it was. A full disk
+    raises :class:`FileWriteError` with the space the file needs and the space free.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    recorder = None
+    try:
+        with _open_tmp(tmp) as handle:
+            recorder = _Recorder(handle)
+            write(recorder)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException as err:
+        tmp.unlink(missing_ok=True)
+        cause = (recorder.error if recorder is not None else None) or (err if isinstance(err, OSError) else None)
+        if cause is None:
+            raise
+        raise _write_error(path, cause, write) from None
+    _fsync_folder(path.parent)
+    return path
+
+
+def _write_error(path: Path, err: OSError, write: Callable[[IO[bytes]], Any]) -> FileWriteError:
+    kept = f"the previous '{path.name}' is intact" if path.exists() else f"no '{path.name}' was written"
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        counter = _Counter()
+        try:
+            write(counter)
+            needed = f"it needs {_size(counter.size)}, "
+        except Exception:  # the size is a courtesy: never hide the real error behind another
+            needed = ""
+        free = shutil.disk_usage(path.parent).free if path.parent.exists() else 0
+        return FileWriteError(f"could not write '{path}': no space left on device ({needed}{_size(free)} free there); {kept}. "
+                              "Free some space (or set log.dir elsewhere) and run again; kdforge train --resume RUN_DIR continues a run")
+    return FileWriteError(f"could not write '{path}': {err.strerror or err}; {kept}")
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n:,.1f} TB"
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable (POSIX; a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    return write_atomic(path, lambda handle: handle.write(data))
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | Path, value: Any, indent: int | None = 2) -> Path:
+    return write_text(path, json.dumps(value, indent=indent) + "\n")
+
+
+def save_torch(value: Any, path: str | Path) -> Path:
+    """``torch.save`` through an atomic write."""
+    return write_atomic(path, lambda handle: torch.save(value, handle))
+
+
+def save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path) -> Path:
+    """A ``.safetensors`` file of ``tensors`` (moved to CPU, made contiguous), atomically."""
+    from safetensors.torch import save
+
+    data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()})
+    return write_bytes(path, data)
+
+
+def save_npy(path: str | Path, array: np.ndarray) -> Path:
+    return write_atomic(path, lambda handle: np.save(handle, array, allow_pickle=False))
+
+
+def save_figure(fig: Any, path: str | Path, **options: Any) -> Path:
+    """A matplotlib figure, in the format its suffix names."""
+    path = Path(path)
+    return write_atomic(path, lambda handle: fig.savefig(handle, format=path.suffix.lstrip("."), **options))
+
+
+def remove_stale_tmp(folder: str | Path) -> list[Path]:
+    """Remove what interrupted atomic writes left under ``folder``; returns what was removed."""
+    folder = Path(folder)
+    stale = [p for p in folder.rglob(f"*{TMP_SUFFIX}") if p.is_file()] if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def check_writable(folder: str | Path, what: str) -> Path:
+    """Make ``folder`` (and its parents) and prove a file can be written there, before any work."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".kdforge-write-check-{os.getpid()}{TMP_SUFFIX}"
+        write_bytes(probe, b"ok")
+        probe.unlink()
+    except FileExistsError:
+        raise FileWriteError(f"{what} '{folder}' cannot be made: a file of that name is in the way; remove it or choose another folder") from None
+    except (OSError, FileWriteError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise FileWriteError(f"{what} '{folder}' is not writable ({reason}); choose a folder you can write to") from None
+    return folder
