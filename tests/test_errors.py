@@ -10,7 +10,6 @@ import errno
 import io
 import json
 import os
-import pickle
 import re
 import shutil
 import signal
@@ -18,7 +17,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -310,7 +308,7 @@ ARRAY_CASES = {
     "empty x.npy": ({"x.npy": b"", "y.npy": npy_bytes(Y)}, ["x.npy", "is empty (0 bytes)"]),
     "object x.npy": ({"x.npy": npy_bytes(np.array([{"a": 1}] * 60, dtype=object), allow_pickle=True), "y.npy": npy_bytes(Y)}, ["x.npy", "object-dtype array"]),
     "truncated x.npy": ({"x.npy": npy_bytes(X)[:300], "y.npy": npy_bytes(Y)}, ["x.npy", "truncated or damaged"]),
-    "text x.npy": ({"x.npy": npy_bytes(np.array(["a"] * 60)), "y.npy": npy_bytes(Y)}, ["x.npy", "numbers only"]),
+    "text x.npy": ({"x.npy": npy_bytes(np.array(["a"] * 60)), "y.npy": npy_bytes(Y)}, ["x in", "<U1 values", "must be numbers"]),
     "1-D x.npy": ({"x.npy": npy_bytes(X[:, 0]), "y.npy": npy_bytes(Y)}, ["x in", "shape [60]", "x[:, None]"]),
     "rows differ": ({"x.npy": npy_bytes(X[:50]), "y.npy": npy_bytes(Y)}, ["x in", "50 rows but y has 60"]),
     "no y": ({"x.npy": npy_bytes(X)}, ["must hold 'x' and 'y'"]),
@@ -345,6 +343,36 @@ def test_npz_files(case, fails, recipe, tmp_path):
     data, names = NPZ_CASES[case]
     (tmp_path / "d.npz").write_bytes(data())
     fails("check", recipe(arrays_recipe(tmp_path / "d.npz")), names=names)
+
+
+def table_recipe(path):
+    return {"data": {"name": "embedding_table", "path": str(path)}, "teacher": {"source": "table", "model": None, "train": None},
+            "student": {"model": {"name": "embed_proj"}}, "losses": [{"name": "cosine"}]}
+
+
+TABLE_CASES = {
+    "empty npy table": ("t.npy", lambda: b"", ["t.npy", "is empty"]),
+    "object npy table": ("t.npy", lambda: npy_bytes(np.array([None] * 4, dtype=object), allow_pickle=True), ["t.npy", "object-dtype array"]),
+    "truncated npz table": ("t.npz", lambda: npz_bytes(embeddings=X)[:100], ["t.npz", "truncated or damaged"]),
+    "damaged safetensors table": ("t.safetensors", lambda: good_safetensors()[:20], ["t.safetensors", "not a valid safetensors file"]),
+    "pickled pt table": ("t.pt", lambda: torch_bytes({"embeddings": torch.ones(4, 2), "hook": Payload()}), ["t.pt", "pickled Python objects"]),
+    "table without embeddings": ("t.npz", lambda: npz_bytes(vectors=X), ["t.npz", "must hold 'embeddings'"]),
+}
+
+
+@pytest.mark.parametrize("case", TABLE_CASES, ids=list(TABLE_CASES))
+def test_embedding_tables(case, fails, recipe, tmp_path):
+    name, data, names = TABLE_CASES[case]
+    (tmp_path / name).write_bytes(data())
+    fails("check", recipe(table_recipe(tmp_path / name)), names=names)
+
+
+def test_an_embedding_table_with_texts_is_read(tmp_path):
+    from kdforge.teachers.text import read_table
+
+    (tmp_path / "t.npz").write_bytes(npz_bytes(embeddings=X, texts=np.array([f"text {i}" for i in range(60)])))
+    embeddings, texts = read_table(tmp_path / "t.npz")
+    assert embeddings.shape == (60, 4) and texts[3] == "text 3"
 
 
 def test_arrays_path_missing(fails, recipe, tmp_path):
@@ -389,6 +417,38 @@ def test_latin1_text_reads_with_the_option(tmp_path):
     path = tmp_path / "t.txt"
     path.write_bytes("caf\xe9\n".encode("latin-1"))
     assert read_texts(path, "latin-1") == ["café"]
+
+
+def tiny_vit_folder(folder):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    config = ViTConfig(image_size=8, patch_size=4, num_channels=1, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, num_labels=10)
+    ViTForImageClassification(config).save_pretrained(folder)
+    return folder
+
+
+HF_FOLDER_CASES = {
+    "truncated config.json": ("config.json", lambda p: p.read_bytes()[:50], ["vit", "cannot be read", "never downloads"]),
+    "damaged weights": ("model.safetensors", lambda p: p.read_bytes()[:100], ["vit", "cannot be read"]),
+    "no weights": ("model.safetensors", None, ["vit", "cannot be read"]),
+}
+
+
+@pytest.mark.parametrize("case", HF_FOLDER_CASES, ids=list(HF_FOLDER_CASES))
+def test_damaged_hugging_face_model_folders(case, fails, recipe, tmp_path):
+    name, data, names = HF_FOLDER_CASES[case]
+    folder = tiny_vit_folder(tmp_path / "vit")
+    if data is None:
+        (folder / name).unlink()
+    else:
+        (folder / name).write_bytes(data(folder / name))
+    fails("check", recipe({"teacher": {"source": "hf", "model": {"name": str(folder)}, "train": None}}), names=names)
+
+
+def test_a_tokenizer_folder_without_a_tokenizer(fails, recipe, tmp_path):
+    (tmp_path / "tok").mkdir()
+    (tmp_path / "t.txt").write_text("some text\n" * 50)
+    fails("check", recipe(text_recipe(tmp_path / "t.txt", "text_lm", tokenizer=str(tmp_path / "tok"))), names=["tokenizer", "tok", "cannot be read"])
 
 
 # ----------------------------------------------------------------------------- caches
@@ -543,7 +603,7 @@ def test_a_bug_in_kdforge_keeps_its_traceback_and_asks_for_a_report(invoke, caps
 
 
 def test_there_are_at_least_sixty_bad_inputs():
-    cases = [RECIPE_CASES, YAML_CASES, OVERRIDE_CASES, TEACHER_FILE_CASES, RUN_FILE_CASES, ARRAY_CASES, NPZ_CASES, TEXT_CASES, CACHE_CASES, PLUGIN_CASES]
+    cases = [RECIPE_CASES, YAML_CASES, OVERRIDE_CASES, TEACHER_FILE_CASES, RUN_FILE_CASES, ARRAY_CASES, NPZ_CASES, TEXT_CASES, TABLE_CASES, HF_FOLDER_CASES, CACHE_CASES, PLUGIN_CASES]
     singles = [name for name in globals() if name.startswith("test_") and name not in ("test_there_are_at_least_sixty_bad_inputs",)]
     assert sum(map(len, cases)) + len(singles) >= 60
 
@@ -586,6 +646,17 @@ def test_a_full_disk_keeps_the_previous_file(tmp_path, monkeypatch):
     assert "best.pt" in message and "no space left" in message and "the previous 'best.pt' is intact" in message
     assert re.search(r"it needs [\d.,]+ (KB|bytes)", message)
     assert best.read_bytes() == before and not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_full_disk_while_logging_metrics_is_a_message(tmp_path):
+    from types import SimpleNamespace
+
+    from kdforge.callbacks import JsonlLogger
+
+    logger = JsonlLogger("/dev/full")  # every write to it fails with ENOSPC
+    trainer = SimpleNamespace(stage="distill", pos=SimpleNamespace(step=1))
+    with pytest.raises(files.FileWriteError, match="could not append to '/dev/full': No space left on device; the lines already there are intact"):
+        logger.on_epoch_end(trainer, {"epoch": 1, "train": {"loss": 1.0}, "val": {"accuracy": 0.5}})
 
 
 def test_a_full_disk_during_training_loses_nothing_and_the_run_resumes(tiny_recipe, tmp_path, monkeypatch):

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from kdforge.evaluate import score_name, shown
+from kdforge.files import append_text
 
 if TYPE_CHECKING:
     from kdforge.trainer import FitResult, Trainer
@@ -46,8 +47,7 @@ class JsonlLogger(Callback):
         self.path, self.every = Path(path), every
 
     def _write(self, record: dict[str, Any]) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_text(self.path, json.dumps(record) + "\n")
 
     def on_step_end(self, trainer: Trainer, samples: int) -> None:
         if trainer.grad_norms:

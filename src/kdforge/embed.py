@@ -111,7 +111,7 @@ def load_teacher_checkpoint(checkpoint_path: str | Path, device: str = "cpu", ma
     path = Path(checkpoint_path)
     if path.suffix in (".npy", ".npz"):
         found = {"embeddings": load_npy(path, what="checkpoint")} if path.suffix == ".npy" else load_npz(path, what="checkpoint")
-        return {k: torch.from_numpy(np.ascontiguousarray(v)).to(map_location or device) for k, v in found.items()}
+        return {k: torch.from_numpy(np.ascontiguousarray(v)).to(map_location or device) if v.dtype.kind in "biufc" else v for k, v in found.items()}
     state = read_checkpoint(path, map_location or device)
     if not isinstance(state, dict):
         return {"embeddings": state} if isinstance(state, torch.Tensor) else {"checkpoint": state}

@@ -112,7 +112,7 @@ def load_safetensors(path: str | Path, device: str | torch.device = "cpu", what:
 
 
 def load_npy(path: str | Path, mmap_mode: str | None = None, what: str = "array file") -> np.ndarray:
-    """A numeric ``.npy`` array (memory-mapped with ``mmap_mode``); object arrays are refused."""
+    """A ``.npy`` array of numbers or strings (memory-mapped with ``mmap_mode``); object arrays are refused."""
     path = _existing(path, what)
     try:
         array = np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
@@ -122,11 +122,11 @@ def load_npy(path: str | Path, mmap_mode: str | None = None, what: str = "array 
         raise FileReadError(f"{what} '{path}' is not a readable .npy array ({_short(err)}): it is truncated or damaged") from None
     except (OSError, EOFError) as err:
         raise FileReadError(f"{what} '{path}' is not a readable .npy array ({_short(err)}): it is truncated or damaged") from None
-    return _numeric(array, path, what)
+    return _plain(array, path, what)
 
 
 def load_npz(path: str | Path, what: str = "array file") -> dict[str, np.ndarray]:
-    """Every array of an ``.npz`` file, read now (numeric only)."""
+    """Every array of an ``.npz`` file, read now (numbers or strings; object arrays are refused)."""
     path = _existing(path, what)
     try:
         with np.load(path, allow_pickle=False) as data:
@@ -137,13 +137,26 @@ def load_npz(path: str | Path, what: str = "array file") -> dict[str, np.ndarray
         raise FileReadError(f"{what} '{path}' is not a readable .npz archive ({_short(err)}): it is truncated or damaged") from None
     except (OSError, EOFError, zipfile.BadZipFile) as err:
         raise FileReadError(f"{what} '{path}' is not a readable .npz archive ({_short(err)}): it is truncated or damaged") from None
-    return {key: _numeric(array, path, what, key) for key, array in arrays.items()}
+    return {key: _plain(array, path, what, key) for key, array in arrays.items()}
 
 
-def _numeric(array: np.ndarray, path: Path, what: str, key: str | None = None) -> np.ndarray:
-    if array.dtype.kind not in "biufc":
+def load_local(loader: Callable[..., Any], folder: str | Path, what: str, **options: Any) -> Any:
+    """``loader(folder, local_files_only=True, **options)`` (a Hugging Face ``from_pretrained``):
+    a missing, incomplete or damaged model folder is one message naming it; nothing is downloaded."""
+    from safetensors import SafetensorError
+
+    try:
+        return loader(str(folder), local_files_only=True, **options)
+    except (OSError, ValueError, EOFError, RuntimeError, pickle.UnpicklingError, SafetensorError) as err:  # how missing, damaged and mismatched files surface
+        raise FileReadError(f"{what} '{folder}' cannot be read ({_short(err)}); give a local folder with its config, tokenizer and weight "
+                            "files (kdforge never downloads: save one with model.save_pretrained(folder))") from None
+
+
+def _plain(array: np.ndarray, path: Path, what: str, key: str | None = None) -> np.ndarray:
+    """Numbers or strings: what an array can hold without pickling."""
+    if array.dtype.kind not in "biufcUS":
         name = f"'{key}' in " if key else ""
-        raise FileReadError(f"{what} {name}'{path}' holds {array.dtype} values; kdforge reads numbers only (bool, int, float or complex arrays)")
+        raise FileReadError(f"{what} {name}'{path}' holds {array.dtype} values; kdforge reads numbers and strings only")
     return array
 
 
@@ -293,6 +306,16 @@ def save_figure(fig: Any, path: str | Path, **options: Any) -> Path:
     """A matplotlib figure, in the format its suffix names."""
     path = Path(path)
     return write_atomic(path, lambda handle: fig.savefig(handle, format=path.suffix.lstrip("."), **options))
+
+
+def append_text(path: str | Path, text: str) -> None:
+    """Append ``text`` to a log (``metrics.jsonl``): what is already there stays as it is."""
+    try:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError as err:
+        raise FileWriteError(f"could not append to '{path}': {err.strerror or err}; the lines already there are intact. "
+                             "Free some space (or set log.dir elsewhere); kdforge train --resume RUN_DIR continues the run") from None
 
 
 def remove_stale_tmp(folder: str | Path) -> list[Path]:

@@ -75,6 +75,9 @@ def arrays(*, seed: int, val_fraction: float, test_fraction: float, path: str, n
     x_all, y_all = found.get("x_train", found.get("x")), found.get("y_train", found.get("y"))
     if x_all is None or y_all is None:
         raise KdforgeError(f"arrays: '{path}' must hold 'x' and 'y' (or 'x_train' and 'y_train'); found {sorted(found)}")
+    for name, array in (("x", x_all), ("y", y_all)):
+        if array.dtype.kind not in "biufc":
+            raise KdforgeError(f"arrays: {name} in '{path}' holds {array.dtype} values; x and y must be numbers (bool, int, float or complex)")
     if x_all.ndim < 2:
         raise KdforgeError(f"arrays: x in '{path}' has shape {list(x_all.shape)}, but kdforge reads one row per sample, [N, features, ...]; "
                            "a single feature per sample is x[:, None] (shape [N, 1])")

@@ -24,6 +24,7 @@ import torch
 from kdforge.data.bundle import DATASETS, PAD_TARGET, DataBundle, Split
 from kdforge.data.text import DEFAULT_MODULES, docstrings, read_texts
 from kdforge.errors import KdforgeError
+from kdforge.files import load_local
 
 
 class Tokenizer(Protocol):
@@ -54,7 +55,7 @@ class HFTokenizer:
 
         if not Path(path).is_dir():
             raise KdforgeError(f"tokenizer '{path}' is neither 'bytes' nor a local tokenizer folder")
-        self.inner = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.inner = load_local(AutoTokenizer.from_pretrained, path, "tokenizer")
         self.vocab_size = len(self.inner)
 
     def encode(self, text: str) -> list[int]:

@@ -33,7 +33,7 @@ import torch
 
 from kdforge.data.bundle import DATASETS, DataBundle, Split
 from kdforge.errors import KdforgeError
-from kdforge.files import read_text
+from kdforge.files import load_local, read_text
 
 DEFAULT_MODULES = (
     "builtins", "collections", "itertools", "functools", "os", "re", "json", "pathlib", "typing", "string", "textwrap", "datetime",
@@ -167,7 +167,7 @@ def load_tokenizer(name: str):  # noqa: ANN201 - a transformers tokenizer (loade
     path = tokenizer_path(name)
     if not Path(path).is_dir():
         raise KdforgeError(f"tokenizer '{name}' is not a local directory; give the folder holding tokenizer.json (or 'minilm')")
-    return AutoTokenizer.from_pretrained(path, local_files_only=True)
+    return load_local(AutoTokenizer.from_pretrained, path, "tokenizer")
 
 
 def encode_tokens(texts: list[str], tokenizer: str, max_length: int) -> torch.Tensor:

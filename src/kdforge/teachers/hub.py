@@ -21,7 +21,7 @@ from torch import nn
 
 from kdforge.errors import KdforgeError, did_you_mean
 from kdforge.export import load_state_strict, read_state_dict
-from kdforge.files import read_json
+from kdforge.files import load_local, read_json
 from kdforge.teachers.sources import TEACHER_SOURCES, Source, cached_fit
 from kdforge.teachers.text import TextTeacher, load_sentence_transformer, mean_pooled_encode, sentence_transformer_encode
 
@@ -103,30 +103,29 @@ def hf_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Mod
     if options or input_name not in ("pixel_values", "input_ids") or output not in ("logits", "hidden", "pooled", "mean", "causal_lm"):
         raise KdforgeError("hf teacher options are input (pixel_values | input_ids), output (logits | hidden | pooled | mean | causal_lm) "
                            f"and, for causal_lm, vocab_map; got {cfg.model.options}")
-    try:
-        config = AutoConfig.from_pretrained(cfg.model.name, local_files_only=True)
-    except OSError as err:
-        raise KdforgeError(f"no Hugging Face model at '{cfg.model.name}' on this machine ({err}); give a local directory saved with save_pretrained") from None
+    if not Path(cfg.model.name).is_dir():
+        raise KdforgeError(f"no Hugging Face model at '{cfg.model.name}' on this machine; give a local directory saved with save_pretrained (kdforge never downloads)")
+    config = load_local(AutoConfig.from_pretrained, cfg.model.name, "Hugging Face model")
     random_head = False
     if output == "logits":
         auto = AutoModelForImageClassification if input_name == "pixel_values" else AutoModelForSequenceClassification
         classes = session.data.num_classes
         random_head = config.num_labels != classes
-        model = auto.from_pretrained(cfg.model.name, local_files_only=True, num_labels=classes, ignore_mismatched_sizes=random_head)
+        model = load_local(auto.from_pretrained, cfg.model.name, "Hugging Face model", num_labels=classes, ignore_mismatched_sizes=random_head)
     elif output == "causal_lm":
         if session.data.task != "lm":
             raise KdforgeError("hf output 'causal_lm' predicts next tokens: use it with a language-model dataset (text_lm)")
-        model = AutoModelForCausalLM.from_pretrained(cfg.model.name, local_files_only=True)
+        model = load_local(AutoModelForCausalLM.from_pretrained, cfg.model.name, "Hugging Face model")
         index = vocab_index(vocab_map, config.vocab_size, session.data.num_classes)
         return HFTeacher(model, input_name, output, index).to(session.device).eval(), {"model": cfg.model.name, "vocab_size": config.vocab_size}
     else:
-        model = AutoModel.from_pretrained(cfg.model.name, local_files_only=True)
+        model = load_local(AutoModel.from_pretrained, cfg.model.name, "Hugging Face model")
     if output == "mean":
         if session.data.decode is None:
             raise KdforgeError("hf output 'mean' pools a text encoder over texts: use it with a text dataset (text_corpus)")
         from transformers import AutoTokenizer
 
-        encode = mean_pooled_encode(model, AutoTokenizer.from_pretrained(cfg.model.name, local_files_only=True))
+        encode = mean_pooled_encode(model, load_local(AutoTokenizer.from_pretrained, cfg.model.name, "tokenizer"))
         return TextTeacher(session.data.decode, encode, model).to(session.device).eval(), {"model": cfg.model.name, "embedding_dim": config.hidden_size}
     module = HFTeacher(model, input_name, output)
     return _finish(session, cfg, where, module, _last_linear(module) if output == "logits" else None, random_head)

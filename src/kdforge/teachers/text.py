@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from kdforge.errors import KdforgeError
+from kdforge.files import load_local
 from kdforge.teachers.sources import TEACHER_SOURCES, Source
 
 if TYPE_CHECKING:
@@ -88,7 +89,7 @@ def load_sentence_transformer(name: str, device: str | torch.device = "cpu") -> 
             path = Path(importlib.import_module(name.replace("-", "_")).get_model_path())
         except (ImportError, AttributeError) as err:
             raise KdforgeError(f"'{name}' is neither a local sentence-transformers directory nor an installed model package ({err})") from None
-    encoder = SentenceTransformer(str(path), device=str(device))
+    encoder = load_local(lambda folder, **options: SentenceTransformer(folder, device=str(device), **options), path, "sentence-transformers model")
     encoder.kdforge_path = str(path)
     return encoder.eval()
 
