@@ -180,6 +180,25 @@ def test_override_mistakes(case, fails, recipe):
     fails("check", recipe(), *overrides, names=names)
 
 
+CLI_ARGUMENT_CASES = {
+    "input shape not numbers": (["bench", "mlp", "--input-shape", "a,b"], ["--input-shape", "'a,b'"]),
+    "batch sizes not numbers": (["bench", "mlp", "--input-shape", "1,4", "--batch-sizes", "x"], ["--batch-sizes", "'x'"]),
+    "lengths not numbers": (["compare", "--models", "digits_kd", "--lengths", "0"], ["--lengths", "'0'"]),
+    "model option negative": (["bench", "mlp", "--input-shape", "1,4", "-o", "hidden=[-1]"], ["model 'mlp'", "hidden.0", "greater than 0"]),
+    "model option unknown": (["bench", "mlp", "--input-shape", "1,4", "-o", "widht=3"], ["model 'mlp'", "unknown option 'widht'"]),
+    "model option without value": (["bench", "mlp", "--input-shape", "1,4", "-o", "hidden"], ["--option takes key=value", "'hidden'"]),
+    "model name unknown": (["bench", "mlpp", "--input-shape", "1,4"], ["unknown model 'mlpp'", "did you mean 'mlp'?"]),
+    "list of what": (["list", "[red]modles"], ["cannot list '[red]modles'"]),
+    "eval of no run": (["eval", "/nonexistent-run"], ["'/nonexistent-run' is not a kdforge run directory"]),
+}
+
+
+@pytest.mark.parametrize("case", CLI_ARGUMENT_CASES, ids=list(CLI_ARGUMENT_CASES))
+def test_command_line_arguments(case, fails):
+    args, names = CLI_ARGUMENT_CASES[case]
+    fails(*args, names=names)
+
+
 def test_model_that_cannot_be_built_says_which(fails, recipe):
     fails("check", recipe({"student": {"model": {"name": "vit", "embed_dim": 30, "heads": 4}}}), names=["model 'vit'", "embed_dim"])
 
@@ -603,7 +622,7 @@ def test_a_bug_in_kdforge_keeps_its_traceback_and_asks_for_a_report(invoke, caps
 
 
 def test_there_are_at_least_sixty_bad_inputs():
-    cases = [RECIPE_CASES, YAML_CASES, OVERRIDE_CASES, TEACHER_FILE_CASES, RUN_FILE_CASES, ARRAY_CASES, NPZ_CASES, TEXT_CASES, TABLE_CASES, HF_FOLDER_CASES, CACHE_CASES, PLUGIN_CASES]
+    cases = [RECIPE_CASES, YAML_CASES, OVERRIDE_CASES, CLI_ARGUMENT_CASES, TEACHER_FILE_CASES, RUN_FILE_CASES, ARRAY_CASES, NPZ_CASES, TEXT_CASES, TABLE_CASES, HF_FOLDER_CASES, CACHE_CASES, PLUGIN_CASES]
     singles = [name for name in globals() if name.startswith("test_") and name not in ("test_there_are_at_least_sixty_bad_inputs",)]
     assert sum(map(len, cases)) + len(singles) >= 60
 

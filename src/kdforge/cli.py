@@ -90,6 +90,17 @@ def _plugin_error(err: Exception, path: Path) -> str:
     return f"{type(err).__name__} at line {lines[-1] if lines else '?'}: {err}"
 
 
+def whole_numbers(text: str, option: str) -> list[int]:
+    """``"1,32"`` -> [1, 32]: a comma-separated option of positive whole numbers."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise KdforgeError(f"{option} takes positive whole numbers separated by commas (e.g. 1,32); got '{text}'")
+    return values
+
+
 def recipe_path(name: str) -> Path:
     """A recipe file, or the name of a recipe shipped with kdforge (``digits_kd``)."""
     path = Path(name)
@@ -171,8 +182,8 @@ def cache(
     recipe: Annotated[str, typer.Argument(help="Recipe YAML file or shipped recipe name.", show_default=False)],
     overrides: Overrides = None,
     out: Annotated[Path, typer.Option(help="Folder for the cache (manifest.json and .npy files).")] = Path("teacher-cache"),
-    topk: Annotated[Optional[int], typer.Option(help="Keep only the top-k log-probabilities per sample (default: dense logits).")] = None,
-    views: Annotated[int, typer.Option(help="Augmented views per sample (recipes with data.augment); training shows view epoch % views.")] = 1,
+    topk: Annotated[Optional[int], typer.Option(min=1, help="Keep only the top-k log-probabilities per sample (default: dense logits).")] = None,
+    views: Annotated[int, typer.Option(min=1, help="Augmented views per sample (recipes with data.augment); training shows view epoch % views.")] = 1,
     feature_dtype: Annotated[FeatureDtype, typer.Option(help="How tapped teacher layers are stored: float16 halves their size.")] = FeatureDtype.float32,
 ) -> None:
     """Run the teacher once over the training split and store its outputs (logits, and the layers the recipe's
@@ -328,7 +339,7 @@ def compare(
     from kdforge.evaluate import shown
     from kdforge.files import write_json
 
-    sizes = [int(v) for v in lengths.split(",")] if lengths else None
+    sizes = whole_numbers(lengths, "--lengths") if lengths else None
     if models:
         entries, example = recipe_models([Recipe.from_yaml(recipe_path(t)) for t in targets])
     else:
@@ -379,7 +390,7 @@ def bench(
     from kdforge.files import write_json
     from kdforge.trainer import resolve_device
 
-    sizes = [int(v) for v in batch_sizes.split(",") if v.strip()]
+    sizes = whole_numbers(batch_sizes, "--batch-sizes")
     target_device = resolve_device(device)
     models, example = _bench_models(target, input_shape, num_classes, option or [])
     results = {name: benchmark(model.to(target_device), example.to(target_device), sizes, warmup, iters) for name, model in models.items()}
@@ -413,7 +424,7 @@ def _bench_models(target: str, input_shape: str | None, num_classes: int, option
         return models, recipe_data(recipe.data, recipe.seed).test.x[:1]
     if input_shape is None:
         raise KdforgeError(f"'{target}' is not a run directory; to measure a model by name give --input-shape (e.g. --input-shape 1,40)")
-    shape = tuple(int(v) for v in input_shape.split(","))
+    shape = tuple(whole_numbers(input_shape, "--input-shape"))
     kwargs = {}
     for item in options:
         key, sep, value = item.partition("=")

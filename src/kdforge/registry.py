@@ -73,8 +73,23 @@ class Registry:
         validated = model.model_validate(options)
         return {k: getattr(validated, k) for k in options}
 
+    def checked_options(self, name: str, options: dict[str, Any]) -> dict[str, Any]:
+        """:meth:`validate_options` outside a recipe: every problem in one :class:`KdforgeError`."""
+        try:
+            return self.validate_options(name, options)
+        except pydantic.ValidationError as err:
+            valid = self.options_model(name).model_fields
+            raise KdforgeError(f"{self.kind} '{name}': " + "; ".join(_problem(e, valid) for e in err.errors())) from None
+
     def build(self, name: str, /, **kwargs: Any) -> Any:
         return self.get(name)(**kwargs)
+
+
+def _problem(error: Any, valid: Iterable[str]) -> str:
+    where = ".".join(map(str, error["loc"]))
+    if error["type"] == "extra_forbidden":
+        return f"unknown option '{where}'{did_you_mean(where, valid)}"
+    return f"{where}: {error['msg']} (got {error.get('input')!r})"
 
 
 def _origin(factory: Callable[..., Any]) -> str:

@@ -21,7 +21,7 @@ MODELS = Registry("model", injected=("input_shape", "num_classes"), positive_int
 
 def build_model(name: str, *, input_shape: Sequence[int], num_classes: int, **options: Any) -> nn.Module:
     """Build a registered model; its spec is kept on ``model.kdforge_spec`` for export."""
-    MODELS.validate_options(name, options)
+    MODELS.checked_options(name, options)
     try:
         model = MODELS.build(name, input_shape=tuple(input_shape), num_classes=num_classes, **options)
     except (ValueError, RuntimeError) as err:  # constructors (and torch) check their shapes; say which model and what to change
