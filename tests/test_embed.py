@@ -65,6 +65,11 @@ def test_kl_distill_loss_is_batchmean_kl_times_tau_squared():
     assert kl_distill_loss(s, t, tau).item() == pytest.approx(expected.item(), rel=1e-5)
     assert kl_distill_loss(s, t, tau, reduction="sum").item() == pytest.approx(4 * expected.item(), rel=1e-5)
     assert kl_distill_loss(t, t, tau).item() == pytest.approx(0.0, abs=1e-6)
+    per_sample = (pt * (pt.log() - log_ps)).sum(-1) * tau**2
+    assert torch.allclose(kl_distill_loss(s, t, tau, reduction="none"), per_sample, atol=1e-6)
+    assert kl_distill_loss(s, t, tau, reduction="batchmean").item() == pytest.approx(expected.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="'mean', 'batchmean', 'sum' or 'none'"):
+        kl_distill_loss(s, t, tau, reduction="elementwise")
 
 
 def test_combined_and_curriculum_steps_weigh_distillation_by_alpha():
@@ -112,8 +117,13 @@ def test_load_teacher_checkpoint_reads_tensors_and_tables_and_refuses_pickled_co
 def test_distillation_config_validates_round_trips_and_reads_old_names():
     config = DistillationConfig(teacher_dim=384, student_dim=16, tau=2.0, alpha=0.7, curriculum=True, curriculum_stages=4, curriculum_tau_schedule=(2.0, 0.5))
     assert DistillationConfig.from_dict(config.to_dict()) == config
-    old = DistillationConfig.from_dict({"teacher_dim": 384, "max_epochs": 7, "validation_split": 0.2})
+    with pytest.warns(DeprecationWarning, match="max_epochs is now epochs"):
+        old = DistillationConfig.from_dict({"teacher_dim": 384, "max_epochs": 7, "validation_split": 0.2})
     assert (old.epochs, old.validation) == (7, 0.2)
+    with pytest.warns(DeprecationWarning, match="validation_split is now validation"):
+        assert DistillationConfig(max_epochs=7, validation_split=0.2) == old.model_copy(update={"teacher_dim": 1536})
+    with pytest.raises(pydantic.ValidationError, match="give max_epochs or epochs, not both"):
+        DistillationConfig(max_epochs=7, epochs=8)
     with pytest.raises(KdforgeError, match="no field.*save_every.*valid: teacher_checkpoint"):
         DistillationConfig.from_dict({"save_every": 10})
     for bad in ({"device": "gpu"}, {"alpha": 1.5}, {"tau": 0}, {"curriculum_stages": 0}, {"curriculum_tau_schedule": (1.0, -1.0)}):

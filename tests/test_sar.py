@@ -106,3 +106,50 @@ def test_arrays_loads_complex_regression_data(tmp_path):
     assert data.task == "regression" and data.train.x.dtype == torch.complex64 and data.num_classes == 1 and data.input_shape == (2, 16)
     everything = torch.cat([data.train.x, data.val.x, data.test.x])
     assert torch.equal(torch.sort(everything.real.flatten())[0], torch.sort(torch.from_numpy(x.astype(np.complex64)).real.flatten())[0])  # a split, nothing lost
+
+
+def test_a_co_trained_teacher_on_regression_data_learns_with_the_task_loss(tiny_recipe, invoke, tmp_path, capsys):
+    import yaml
+
+    ssm = {"name": "ssm", "complex": True, "complex_mode": "channels", "pool": "none", "model_dim": 8, "state_dim": 8, "num_layers": 1}
+    tiny_recipe.update(
+        data={"name": "sar_azimuth", "lines": 32, "length": 128, "batch_size": 16},
+        teacher={"source": "train", "model": {**ssm, "selectivity": "gate"}, "train": {"epochs": 1}, "trainable": True},
+        student={"model": ssm},
+        losses=[{"name": "reg_task", "kind": "complex_mse", "weight": 0.5}, {"name": "reg_distill", "kind": "complex_mse", "weight": 0.5}],
+        train={"epochs": 1, "baseline": False},
+    )
+    (tmp_path / "sar.yaml").write_text(yaml.safe_dump(tiny_recipe))
+    assert invoke("check", tmp_path / "sar.yaml") == 0, capsys.readouterr().out
+    assert invoke("train", tmp_path / "sar.yaml") == 0, capsys.readouterr().out
+    run_dir = next((tmp_path / "runs").glob("tiny-*"))
+    steps = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    epoch = next(s for s in steps if s["stage"] == "distill" and s["kind"] == "epoch")
+    assert "teacher_ce" not in epoch["train"] and math.isfinite(epoch["train"]["teacher_reg_task"]) and epoch["train"]["teacher_reg_task"] > 0
+
+
+def test_a_preset_reads_a_saved_teacher_and_compare_builds_the_preset_student(tiny_recipe, invoke, tmp_path, capsys):
+    import yaml
+
+    from kdforge import Recipe
+    from kdforge.export import save_model
+    from kdforge.models import build_model
+    from kdforge.models.ssm import compression_preset
+    from kdforge.run import student_options
+
+    ssm = {"complex": True, "complex_mode": "channels", "pool": "none", "model_dim": 16, "state_dim": 8, "num_layers": 2, "selectivity": "gate"}
+    save_model(build_model("ssm", input_shape=(1, 128), num_classes=1, **ssm), tmp_path / "teacher")
+    tiny_recipe.update(
+        data={"name": "sar_azimuth", "lines": 32, "length": 128, "batch_size": 16},
+        teacher={"source": "checkpoint", "path": str(tmp_path / "teacher.safetensors")},  # no teacher.model: teacher.json says it
+        student={"model": {"name": "ssm"}, "preset": "compressed"},
+        losses=[{"name": "reg_task", "kind": "complex_mse"}, {"name": "reg_distill", "kind": "complex_mse"}],
+    )
+    (tmp_path / "sar.yaml").write_text(yaml.safe_dump(tiny_recipe))
+    assert invoke("check", tmp_path / "sar.yaml") == 0, capsys.readouterr().out
+    options = student_options(Recipe.model_validate(tiny_recipe))
+    assert (options["model_dim"], options["state_dim"], options["num_layers"], options["selectivity"], options["complex"]) == (8, 4, 1, "none", True)
+    assert invoke("compare", "--models", tmp_path / "sar.yaml", "--lengths", "128", "--warmup", 0, "--iters", 1, "--output", tmp_path / "c.json") == 0, capsys.readouterr().out
+    assert [r["model"].split()[0] for r in json.loads((tmp_path / "c.json").read_text())["rows"]] == ["student"]  # a checkpoint teacher is not rebuilt untrained
+    assert {k: compression_preset(k, ssm)["model_dim"] for k in ("fixed_compressed", "fixed_tiny")} == {"fixed_compressed": 32, "fixed_tiny": 24}
+    assert (compression_preset("fixed_tiny", ssm)["state_dim"], compression_preset("fixed_tiny", ssm)["num_layers"]) == (128, 3)

@@ -291,12 +291,22 @@ def test_presets_rebuild_from_their_spec_and_stay_overridable(tmp_path):
 
 
 def test_tm_options_are_checked_like_any_model_option():
-    from pydantic import ValidationError
+    from kdforge.errors import KdforgeError
 
-    with pytest.raises(ValidationError):
+    with pytest.raises(KdforgeError, match="model 'vit_tm': ff_mix"):
         build_model("vit_tm", input_shape=(1, 16, 16), num_classes=3, ff_mix="conv")
-    with pytest.raises(ValidationError):
+    with pytest.raises(KdforgeError, match="unknown option 'clauss' \\(did you mean 'clauses'\\?\\)"):
         build_model("vit_tm_tiny", input_shape=(1, 16, 16), num_classes=3, clauss=8)
+
+
+def test_swin_stage_layout_is_written_in_a_recipe(invoke, tiny_recipe, tmp_path, capsys):
+    import yaml
+
+    recipe = {**tiny_recipe, "student": {"model": {"name": "swin_tm", "embed_dim": 8, "depths": [1, 1], "heads": [1, 2], "window": 2, "clauses": 8}}}
+    (tmp_path / "swin.yaml").write_text(yaml.safe_dump(recipe))
+    assert invoke("check", tmp_path / "swin.yaml") == 0, capsys.readouterr().out
+    assert invoke("check", tmp_path / "swin.yaml", "student.model.depths=[1, 1, 1]", "student.model.heads=[1, 1, 2]") == 0, capsys.readouterr().out
+    assert build_model("swin_tm", input_shape=(1, 8, 8), num_classes=3, depths=[1, 1], heads=[1, 2], window=2).kdforge_spec["options"]["depths"] == [1, 1]
 
 
 def test_hard_transformer_equals_its_exported_clause_layers():

@@ -48,6 +48,7 @@ def recipe_models(recipes: list[Any]) -> tuple[list[dict[str, Any]], torch.Tenso
     """Entries for the untrained teacher (``source: train``) and student of each recipe."""
     from kdforge.data import recipe_data
     from kdforge.models import build_model
+    from kdforge.run import student_options
 
     data = recipe_data(recipes[0].data, recipes[0].seed)
     entries = []
@@ -55,7 +56,8 @@ def recipe_models(recipes: list[Any]) -> tuple[list[dict[str, Any]], torch.Tenso
         for role, cfg in (("teacher", recipe.teacher.model), ("student", recipe.student.model)):
             if role == "teacher" and (recipe.teacher.source != "train" or cfg is None):
                 continue
-            model = build_model(cfg.name, input_shape=data.input_shape, num_classes=data.num_classes, **cfg.options).eval()
+            options = student_options(recipe) if role == "student" else cfg.options  # a preset sizes the student from its teacher
+            model = build_model(cfg.name, input_shape=data.input_shape, num_classes=data.num_classes, **options).eval()
             entries.append({"label": f"{role} ({recipe.name})", "model": model, "test": None})
     return entries, data.test.x[:1]
 

@@ -145,7 +145,7 @@ class TeacherConfig(Section):
     cache: str | None = Field(None, description="a folder written by `kdforge cache`: train from the teacher's stored outputs")
     trainable: bool = Field(False, description="online distillation: co-train the teacher with its own CE term and optimiser group")
     lr: float | None = Field(None, gt=0, description="trainable teachers: their learning rate (default optim.lr)")
-    ce_weight: float | None = Field(None, ge=0, description="trainable teachers: weight of their cross-entropy (default 1)")
+    ce_weight: float | None = Field(None, ge=0, description="trainable teachers: weight of their own loss on the labels (cross-entropy, or the task term of regression data; default 1)")
     train: TeacherTrainConfig | None = Field(None, description="source 'train' only; defaults apply")
     members: list[TeacherConfig] | None = Field(None, description="source 'ensemble': two or more teacher sections")
     combine: Literal["mean", "weighted"] | None = Field(None, description="source 'ensemble': how logits are combined (default mean)")
@@ -227,8 +227,9 @@ class AutoClauseConfig(Section):
 
 class StudentConfig(Section):
     model: ModelConfig
-    preset: Literal["standard", "compressed", "tiny"] | None = Field(
-        None, description="an ssm student sized from the ssm teacher: standard (same size), compressed (1/2), tiny (1/4), without selectivity; student.model options override"
+    preset: Literal["standard", "compressed", "tiny", "fixed_compressed", "fixed_tiny"] | None = Field(
+        None, description="an ssm student sized from the ssm teacher (its model section, or the teacher.json beside a checkpoint): standard (same size), compressed (1/2), tiny (1/4), "
+        "fixed_compressed (model_dim 32, state_dim 256, 4 layers), fixed_tiny (24, 128, 3); without selectivity; student.model options override"
     )
     init_from_teacher: TransferConfig | None = Field(None, description="true, or {steps, lr}: copy matching teacher weights, fit each TM block (if any) to its teacher MLP")
     clause_specialize: SpecializeConfig | None = None
@@ -438,7 +439,8 @@ class Recipe(Section):
                     raise ValueError(f"stage {i} names loss term '{key}', which the recipe does not have{did_you_mean(key, names)}")
         if self.train.fsdp and self.train.ema_decay is not None:
             raise ValueError("train.ema_decay keeps a whole copy of the student, which train.fsdp shards; use one or the other")
-        if self.student.preset is not None and not (self.student.model.name == "ssm" and self.teacher.model is not None and self.teacher.model.name == "ssm"):
+        described = self.teacher.model is not None or self.teacher.source == "checkpoint"  # a checkpoint may carry its description
+        if self.student.preset is not None and not (self.student.model.name == "ssm" and described and (self.teacher.model is None or self.teacher.model.name == "ssm")):
             raise ValueError(f"student.preset sizes an ssm student from an ssm teacher; here the student is '{self.student.model.name}' and the teacher "
                              f"'{self.teacher.model.name if self.teacher.model else self.teacher.source}' (set both model names to ssm, or drop student.preset)")
         if self.student.init_from_teacher is not None and (self.teacher.cache is not None or self.teacher.source in ("ema", "ensemble")):

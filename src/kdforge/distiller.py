@@ -112,9 +112,9 @@ class Distiller(nn.Module):
                 student_logits, targets = student_logits[real], targets[real]
                 teacher_logits = teacher_logits[real] if teacher_logits is not None else None
         ctx = StepContext(inputs, targets, student_logits, teacher_logits, s_feats, t_feats, clock)
-        teacher_ce = None
+        teacher_task = None
         if self.teacher is not None and self.teacher.trainable and teacher_logits is not None:
-            teacher_ce = lf.cross_entropy(teacher_logits, targets)  # the teacher learns from the labels only
+            teacher_task = self._teacher_task(StepContext(inputs, targets, teacher_logits, clock=clock))  # the teacher learns from the labels only
             ctx.teacher_logits = teacher_logits.detach()
             ctx.teacher_features = {k: v.detach() for k, v in t_feats.items()}
         parts = {term.name: term(ctx) for term in self.terms}
@@ -124,9 +124,18 @@ class Distiller(nn.Module):
             weighted[term.name] = weight * parts[term.name]
             if isinstance(term.weight, ScheduleConfig):
                 ctx.logs[f"{term.name}.weight"] = torch.tensor(weight)
-        if teacher_ce is not None:
-            parts["teacher_ce"], weighted["teacher_ce"] = teacher_ce, self.teacher.ce_weight * teacher_ce
+        if teacher_task is not None:
+            name, value = teacher_task
+            parts[name], weighted[name] = value, self.teacher.ce_weight * value
         return StepOutput(functools.reduce(operator.add, weighted.values()), student_logits, parts, weighted, ctx.logs)
+
+    def _teacher_task(self, own: StepContext) -> tuple[str, torch.Tensor]:
+        """A co-trained teacher's own loss on the labels, named ``teacher_<term>``: its task
+        term (``reg_task`` for regression data), or cross-entropy."""
+        task = self.teacher.task
+        if task is None:
+            return "teacher_ce", lf.cross_entropy(own.student_logits, own.targets)
+        return f"teacher_{task.name}", task(own)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Student and term parameters (projectors, heads, learnable temperatures), and a

@@ -19,14 +19,20 @@ Where the semantics differ from that older code:
   over classes: the old value times K·τ².
 * :func:`load_teacher_checkpoint` never unpickles code (``weights_only=True``, or
   safetensors / NumPy files).
+* :func:`kl_distill_loss` takes ``reduction`` ``"mean"`` or ``"batchmean"`` (the same:
+  summed over classes, averaged over samples), ``"sum"`` (summed over samples) or ``"none"``
+  (one value per sample, [B]); the old element-wise ``"mean"`` is not offered, since it
+  shrinks the loss by the class count.
 * :class:`DistillationConfig` names the training budget ``epochs`` and the held-out
-  fraction ``validation`` (:meth:`DistillationConfig.from_dict` also reads ``max_epochs`` and
-  ``validation_split``); a curriculum may warm as well as cool, and the presets are frozen
+  fraction ``validation``; the old names ``max_epochs`` and ``validation_split`` are still
+  read (by the constructor and :meth:`DistillationConfig.from_dict`, with a
+  ``DeprecationWarning``). A curriculum may warm as well as cool, and the presets are frozen
   (change a copy: ``CURRICULUM_CONFIG.model_copy(update={"tau": 2.0})``).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -43,6 +49,8 @@ from kdforge.losses import functional as lf
 from kdforge.schedules import Clock, ScheduleConfig, schedule_value
 
 Reduction = Literal["mean", "sum"]
+KLReduction = Literal["mean", "batchmean", "sum", "none"]
+LEGACY_NAMES = {"max_epochs": "epochs", "validation_split": "validation"}  # DistillationConfig's older field names
 ScheduleType = Literal["linear", "exponential", "cosine"]
 
 
@@ -64,10 +72,18 @@ def distill_loss(student_vec: torch.Tensor, teacher_vec: torch.Tensor, tau: floa
     return _reduce(value, len(student_vec), reduction)
 
 
-def kl_distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau: float = 1.0, reduction: Reduction = "mean") -> torch.Tensor:
+def kl_distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau: float = 1.0, reduction: KLReduction = "mean") -> torch.Tensor:
     """τ² · KL(softmax(teacher / τ) ‖ softmax(student / τ)) on routing or class logits [B, K],
-    averaged (``mean``, i.e. batchmean) or summed over samples."""
-    return _reduce(lf.kd_loss(student_logits, teacher_logits, tau), len(student_logits), reduction)
+    summed over classes, then: averaged over samples (``mean`` or ``batchmean``, a scalar),
+    summed over samples (``sum``), or one value per sample (``none``, [B])."""
+    if reduction not in ("mean", "batchmean", "sum", "none"):
+        raise ValueError(f"reduction must be 'mean', 'batchmean', 'sum' or 'none', got {reduction!r}")
+    if reduction in ("mean", "batchmean"):
+        return lf.kd_loss(student_logits, teacher_logits, tau)
+    log_ps = torch.log_softmax(student_logits.float() / tau, dim=-1)
+    log_pt = torch.log_softmax(teacher_logits.float() / tau, dim=-1)
+    per_sample = tau**2 * (log_pt.exp() * (log_pt - log_ps)).sum(-1)
+    return per_sample if reduction == "none" else per_sample.sum()
 
 
 def combined_distill_loss(student_vec: torch.Tensor, teacher_vec: torch.Tensor, reconstruction_loss: torch.Tensor | None = None, alpha: float = 0.5, tau: float = 0.1) -> torch.Tensor:
@@ -140,6 +156,18 @@ class DistillationConfig(BaseModel):
     epochs: int = Field(100, gt=0)
     validation: float = Field(0.1, ge=0, lt=1, description="held-out fraction for model selection")
 
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _legacy_names(cls, values: Any) -> Any:
+        old = [k for k in LEGACY_NAMES if isinstance(values, dict) and k in values]
+        if not old:
+            return values
+        clash = [k for k in old if LEGACY_NAMES[k] in values]
+        if clash:
+            raise ValueError(f"give {clash[0]} or {LEGACY_NAMES[clash[0]]}, not both (they are the same setting)")
+        warnings.warn(f"DistillationConfig: {', '.join(f'{k} is now {LEGACY_NAMES[k]}' for k in old)}; the old names still work", DeprecationWarning, stacklevel=4)
+        return {LEGACY_NAMES.get(k, k): v for k, v in values.items()}
+
     @pydantic.field_validator("curriculum_tau_schedule")
     @classmethod
     def _positive(cls, value: tuple[float, float]) -> tuple[float, float]:
@@ -158,14 +186,12 @@ class DistillationConfig(BaseModel):
 
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any]) -> DistillationConfig:
-        """Build from a dict; ``max_epochs`` and ``validation_split`` are read as ``epochs``
-        and ``validation``. Unknown keys are an error that names the valid ones."""
-        renames = {"max_epochs": "epochs", "validation_split": "validation"}
-        values = {renames.get(k, k): v for k, v in config_dict.items()}
-        unknown = sorted(set(values) - set(cls.model_fields))
+        """Build from a dict (the old names ``max_epochs`` and ``validation_split`` too). Unknown
+        keys are an error that names the valid ones."""
+        unknown = sorted(set(config_dict) - set(cls.model_fields) - set(LEGACY_NAMES))
         if unknown:
             raise KdforgeError(f"DistillationConfig has no field(s) {', '.join(unknown)}; valid: {', '.join(cls.model_fields)}")
-        return cls(**values)
+        return cls(**config_dict)
 
 
 DEFAULT_OPENAI_CONFIG = DistillationConfig(teacher_dim=1536, student_dim=5, tau=1.0, alpha=0.5)

@@ -107,8 +107,7 @@ def _signature_model(model_name: str, factory: Callable[..., Any], injected: fro
         if param.name in injected or param.name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue
         annotation = hints.get(param.name, Any)
-        if positive_ints:
-            annotation = _positive(annotation)
+        annotation = _lists_as_tuples(_positive(annotation) if positive_ints else annotation)
         default = ... if param.default is inspect.Parameter.empty else param.default
         fields[param.name] = (annotation, default)
     return pydantic.create_model(model_name, __base__=_Options, **fields)
@@ -125,6 +124,16 @@ def _positive(annotation: Any) -> Any:
     if origin in (typing.Union, types.UnionType):
         return typing.Union[changed]
     return origin[changed] if len(changed) > 1 else origin[changed[0]]
+
+
+def _lists_as_tuples(annotation: Any) -> Any:
+    """YAML and overrides give lists: a tuple option (``depths: tuple[int, ...]``) takes one too."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is tuple:
+        return typing.Annotated[annotation, pydantic.BeforeValidator(lambda v: tuple(v) if isinstance(v, list) else v)]
+    if origin in (typing.Union, types.UnionType):
+        return typing.Union[tuple(_lists_as_tuples(a) for a in args)]
+    return annotation
 
 
 def _type_hints(factory: Callable[..., Any]) -> dict[str, Any]:

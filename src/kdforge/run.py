@@ -32,7 +32,7 @@ from kdforge.data.augment import BatchAugment, Mixer
 from kdforge.distiller import Distiller
 from kdforge.errors import KdforgeError, RunInterrupted
 from kdforge.evaluate import evaluate
-from kdforge.export import save_model
+from kdforge.export import read_meta, save_model
 from kdforge.files import check_writable, read_json, remove_stale_tmp, write_json, write_text
 from kdforge.losses import LossTerm, build_loss, build_losses
 from kdforge.models import build_model
@@ -151,7 +151,7 @@ class Session:
     def wrap_teacher(self, module: torch.nn.Module) -> Teacher:
         """The recipe's teacher module, frozen (or co-trained: ``trainable``), with its input adapter."""
         cfg = self.recipe.teacher
-        trainable = {"trainable": True, "lr": cfg.lr, "ce_weight": 1.0 if cfg.ce_weight is None else cfg.ce_weight} if cfg.trainable else {}
+        trainable = {"trainable": True, "lr": cfg.lr, "ce_weight": 1.0 if cfg.ce_weight is None else cfg.ce_weight, "task": self.task_term()} if cfg.trainable else {}
         return Teacher(module.to(self.device, memory_format=self.memory_format), input_adapter=self.adapter(cfg), **trainable)
 
     def adapter(self, cfg: Any) -> InputAdapter | None:
@@ -174,11 +174,8 @@ class Session:
 
     def build_student(self) -> torch.nn.Module:
         """The recipe's student, untrained, on the device."""
-        cfg = self.recipe.student
-        options = cfg.model.options
-        if cfg.preset is not None:  # sized from the teacher; the student's own options win
-            options = {**compression_preset(cfg.preset, self.recipe.teacher.model.options), **options}
-        return build_model(cfg.model.name, input_shape=self.data.input_shape, num_classes=self.data.num_classes, **options).to(self.device)
+        cfg = self.recipe.student.model
+        return build_model(cfg.name, input_shape=self.data.input_shape, num_classes=self.data.num_classes, **student_options(self.recipe)).to(self.device)
 
     def train_student(self, stage: str, terms: list[LossTerm], checkpoint_dir: Path, teacher: Teacher | None = None, ema: bool = False) -> tuple[torch.nn.Module, dict[str, Any], list[dict[str, Any]], Teacher | None]:
         """Build the student (same seed, same initial weights in every stage) and fit it.
@@ -235,6 +232,31 @@ class Session:
         if distributed.is_main():
             write_json(record, report.as_dict(), indent=1)
         return report.as_dict()
+
+
+def student_options(recipe: Recipe) -> dict[str, Any]:
+    """The student's model options; with ``student.preset``, sized from the ssm teacher (its own
+    options win over the preset's)."""
+    cfg = recipe.student
+    if cfg.preset is None:
+        return cfg.model.options
+    name, options = teacher_architecture(recipe.teacher)
+    if name != "ssm":
+        raise KdforgeError(f"student.preset sizes an ssm student from an ssm teacher, but the teacher is '{name}'; drop student.preset")
+    return {**compression_preset(cfg.preset, options), **cfg.model.options}
+
+
+def teacher_architecture(cfg: Any) -> tuple[str, dict[str, Any]]:
+    """(model name, options) of the teacher: its model section, or the description kdforge
+    saved beside a checkpoint (``teacher.json`` next to ``teacher.safetensors``)."""
+    if cfg.model is not None:
+        return cfg.model.name, cfg.model.options
+    path = Path(cfg.path)
+    path = path / "student.safetensors" if path.is_dir() else path
+    if path.suffix != ".safetensors" or not path.with_suffix(".json").exists():
+        raise KdforgeError(f"teacher '{path}' has no kdforge description beside it ({path.with_suffix('.json').name}); set teacher.model (name and options)")
+    spec = read_meta(path)["model"]
+    return spec["name"], spec["options"]
 
 
 def run(recipe: Recipe, *, resume: str | Path | None = None, console: Console | None = None) -> RunResult:

@@ -398,18 +398,25 @@ class SSM(nn.Module):
         return self._outputs(self.decoder(self.norm(h))), new
 
 
-Compression = Literal["standard", "compressed", "tiny"]
+Compression = Literal["standard", "compressed", "tiny", "fixed_compressed", "fixed_tiny"]
 _SHRINK = {"standard": 1, "compressed": 2, "tiny": 4}
+_FIXED = {"fixed_compressed": {"model_dim": 32, "state_dim": 256, "num_layers": 4}, "fixed_tiny": {"model_dim": 24, "state_dim": 128, "num_layers": 3}}
 
 
 def compression_preset(preset: Compression, teacher_options: dict) -> dict:
     """``ssm`` options of a student ``preset`` made from an ``ssm`` teacher's options:
     ``standard`` keeps its size, ``compressed`` halves and ``tiny`` quarters its model_dim,
-    state_dim and num_layers (never below 8, 2 and 1); all drop input selectivity."""
+    state_dim and num_layers (never below 8, 2 and 1); ``fixed_compressed`` (32, 256, 4)
+    and ``fixed_tiny`` (24, 128, 3) set those three to fixed sizes whatever the teacher's
+    (the usual sizes for SAR azimuth focusing). All keep the teacher's other options and
+    drop input selectivity."""
     import inspect
 
     defaults = {k: v.default for k, v in inspect.signature(SSM).parameters.items() if v.default is not v.empty}
     base = {**defaults, **teacher_options}
-    shrink = _SHRINK[preset]
-    sizes = {"model_dim": max(8, base["model_dim"] // shrink), "state_dim": max(2, base["state_dim"] // shrink), "num_layers": max(1, base["num_layers"] // shrink)}
+    if preset in _FIXED:
+        sizes = _FIXED[preset]
+    else:
+        shrink = _SHRINK[preset]
+        sizes = {"model_dim": max(8, base["model_dim"] // shrink), "state_dim": max(2, base["state_dim"] // shrink), "num_layers": max(1, base["num_layers"] // shrink)}
     return {**teacher_options, **sizes, "selectivity": "none"}

@@ -24,8 +24,9 @@ class Teacher(nn.Module):
     gradient ever changes it.
 
     ``trainable=True`` (opt-in) is online distillation: the teacher trains alongside the
-    student, in its own optimiser group (``lr``), on cross-entropy weighted ``ce_weight``;
-    the loss terms still see its outputs detached, so the student never pulls it.
+    student, in its own optimiser group (``lr``), on the labels: ``task`` (a loss term such as
+    ``reg_task`` for regression data; default cross-entropy), weighted ``ce_weight``; the
+    loss terms still see its outputs detached, so the student never pulls it.
     """
 
     def __init__(
@@ -36,9 +37,10 @@ class Teacher(nn.Module):
         trainable: bool = False,
         lr: float | None = None,
         ce_weight: float = 1.0,
+        task: nn.Module | None = None,
     ):
         super().__init__()
-        self.trainable, self.lr, self.ce_weight = trainable, lr, ce_weight
+        self.trainable, self.lr, self.ce_weight, self.task = trainable, lr, ce_weight, task
         self.module = module.requires_grad_(trainable)
         if not trainable:
             self.module.eval()
