@@ -166,3 +166,37 @@ def test_the_progress_bar_names_the_stage(tmp_path):
     trainer, _, _ = staged_trainer(tmp_path, Curriculum(stages))
     trainer.pos.stage = 1
     assert ConsoleProgress._describe(trainer) == "distill epoch 1/4 [stage 2/2: task]"
+
+
+def test_token_level_difficulty_measures_match_their_formulas():
+    from kdforge.curriculum import sample_cross_entropy, unigram_f1
+    from kdforge.data.bundle import PAD_TARGET
+
+    torch.manual_seed(0)
+    logits, targets = torch.randn(2, 4, 5), torch.tensor([[1, 2, 3, PAD_TARGET], [0, 0, 4, 4]])
+    token = -torch.log_softmax(logits, -1).gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    expected = torch.stack([token[0, :3].mean(), token[1].mean()])
+    assert torch.allclose(sample_cross_entropy(logits, targets), expected, atol=1e-6)
+    predicted = torch.tensor([[2, 1, 1, 3], [0, 4, 4, 4]])
+    # row 0: bags {2, 1, 1} vs {1, 2, 3} share 1 and 2 (2 of 3); row 1: {0, 4, 4, 4} vs {0, 0, 4, 4} share 0, 4, 4 (3 of 4)
+    assert torch.allclose(unigram_f1(predicted, targets), torch.tensor([2 / 3, 3 / 4]))
+    assert torch.equal(unigram_f1(targets.clamp(min=0), targets), torch.ones(2))
+
+
+def test_pocl_distils_a_language_model(tmp_path):
+    text = " ".join(f"the {w} sat on the mat and the {w} ran." for w in ["cat", "dog", "owl", "fox", "bee", "yak", "eel", "ant"])
+    (tmp_path / "docs.txt").write_text("\n".join(f"{text} {i}" for i in range(60)))
+    lm = {"name": "lm_transformer", "width": 16, "depth": 1, "heads": 2}
+    raw = {
+        "name": "pocl-lm", "data": {"name": "text_lm", "files": [str(tmp_path / "docs.txt")], "length": 16, "batch_size": 32},
+        "teacher": {"source": "train", "model": lm, "train": {"epochs": 1}}, "student": {"model": lm},
+        "losses": [{"name": "ce", "weight": 0.5}, {"name": "kd", "weight": 0.5, "temperature": 2.0}],
+        "curriculum": {"name": "pocl", "partitions": [0.5, 1.0], "temperatures": [1.0, 2.0]},
+        "train": {"epochs": 2, "baseline": False}, "log": {"dir": str(tmp_path / "runs"), "progress": False},
+    }
+    result = run(Recipe.from_dict(raw))
+    assert result.results["student"]["epochs_run"] == 2 and math.isfinite(result.results["student"]["test"]["perplexity"])
+    epochs = [r for r in map(json.loads, (result.run_dir / "metrics.jsonl").read_text().splitlines()) if r["stage"] == "distill" and r["kind"] == "epoch"]
+    assert [r["curriculum_stage"] for r in epochs] == [0, 1]
+    first, second = epochs[0]["step"], epochs[1]["step"] - epochs[0]["step"]
+    assert first == math.ceil(second / 2) or first == second // 2  # stage 0 trains on the easier half of the windows

@@ -448,3 +448,21 @@ def test_gradient_checkpointing_covers_every_stage_of_swin_tm_and_changes_no_gra
         model(x).square().sum().backward()
     for (name, a), b in zip(plain.named_parameters(), checkpointed.parameters()):
         torch.testing.assert_close(a.grad, b.grad, msg=name)
+
+
+def test_feature_terms_tap_tm_blocks_by_their_hidden_states(invoke, tiny_recipe, tmp_path, capsys):
+    import yaml
+
+    tiny_recipe.update(
+        data={"name": "digits", "image_size": 16, "batch_size": 64},
+        teacher={"source": "train", "model": {"name": "vit", "patch_size": 4, "embed_dim": 16, "depth": 2, "heads": 2}, "train": {"epochs": 1}},
+        student={"model": {"name": "vit_tm_tiny", "patch_size": 4, "clauses": 8}},
+        losses=[{"name": "ce"}, {"name": "hint", "student": "blocks.0", "teacher": "blocks.0", "projector": "linear"},
+                {"name": "cka", "student": "blocks", "teacher": "auto", "mapping": "uniform"}, {"name": "fdd", "student": "blocks", "teacher": "blocks", "mapping": "uniform"}],
+    )
+    (tmp_path / "tm.yaml").write_text(yaml.safe_dump(tiny_recipe))
+    assert invoke("check", tmp_path / "tm.yaml") == 0, capsys.readouterr().out
+    out = " ".join(capsys.readouterr().out.split())
+    assert all(f"{term} = " in out for term in ("hint", "cka", "fdd"))
+    assert invoke("check", tmp_path / "tm.yaml", "losses.2.mapping=explicit") == 2  # 'blocks' itself never runs: said so
+    assert "never ran in a forward pass" in capsys.readouterr().out

@@ -158,3 +158,21 @@ def test_a_compiled_run_trains(tiny_recipe):
 
     tiny_recipe["train"] = {"epochs": 1, "baseline": False, "compile": True}
     assert run(Recipe.from_dict(tiny_recipe)).student_accuracy > 0.1
+
+
+def test_every_loss_term_is_logged_on_validation_too(tiny_recipe):
+    import json
+
+    from kdforge import Recipe, run
+
+    result = run(Recipe.from_dict({**tiny_recipe, "train": {"epochs": 1, "baseline": False}}))
+    epochs = [r for r in map(json.loads, (result.run_dir / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "epoch"]
+    distill = next(r for r in epochs if r["stage"] == "distill")
+    terms = distill["val_terms"]
+    assert set(terms) == {"loss", "ce", "kd"} and terms["kd"] > 0
+    assert terms["ce"] == pytest.approx(distill["val"]["loss"], rel=1e-4)  # the same student on the same split
+    assert terms["loss"] == pytest.approx(0.5 * terms["ce"] + 0.5 * terms["kd"], rel=1e-4)
+    teacher = next(r for r in epochs if r["stage"] == "teacher")
+    assert teacher["val_terms"]["ce"] == pytest.approx(teacher["val"]["loss"], rel=1e-4)
+    quiet = run(Recipe.from_dict({**tiny_recipe, "train": {"epochs": 1, "baseline": False}, "log": {**tiny_recipe["log"], "val_terms": False}}))
+    assert all("val_terms" not in json.loads(line) for line in (quiet.run_dir / "metrics.jsonl").read_text().splitlines())

@@ -389,6 +389,7 @@ class LogConfig(Section):
     dir: str = Field("runs", description="where run directories are made")
     every_steps: int = Field(10, gt=0, description="metrics.jsonl line (and tracker update) every N optimiser steps")
     progress: bool = Field(True, description="live progress bars and epoch lines on the console")
+    val_terms: bool = Field(True, description="every epoch, also compute each loss term on the validation split (val_terms in metrics.jsonl and the trackers; one more teacher pass over it)")
     grad_stats_every: int | None = Field(None, gt=0, description="per-layer gradient norms (student, loss-term parts, trainable teacher) every N steps")
     tensorboard: bool = Field(False, description="TensorBoard event files in <run dir>/tensorboard")
     wandb: bool = Field(False, description="a Weights & Biases run in <run dir>/wandb")

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from kdforge.config import CurriculumConfig, PlateauConfig, StageConfig, StageDataConfig, ValPlateauConfig
+from kdforge.data.bundle import PAD_TARGET
 from kdforge.errors import KdforgeError
 from kdforge.evaluate import score
 
@@ -151,25 +152,57 @@ def _split_evenly(total: int, parts: int) -> list[int]:
 @torch.no_grad()
 def difficulty_order(distiller: Distiller, batches: Any, k: float, with_student: bool = True) -> torch.Tensor:
     """Training indices from easiest to hardest: per-sample cross-entropy of the teacher and
-    of the student (both in eval mode, no augmentation), ranked separately (rank 0 = lowest
-    loss) and fused by reciprocal ranks, 1/(k + rank_t) + 1/(k + rank_s). An untrained
-    student's losses say nothing about difficulty, so before its first step
-    (``with_student=False``) the teacher ranks alone."""
+    of the student (both in eval mode, no augmentation; a sequence's mean over its real
+    tokens), ranked separately (rank 0 = lowest loss) and fused by reciprocal ranks,
+    Σ 1/(k + rank). Language models add a third rank, the text overlap of the student's
+    predictions with the reference (1 − unigram F1, ROUGE-1 style). An untrained student
+    says nothing about difficulty, so before its first step (``with_student=False``) the
+    teacher ranks alone."""
     if not hasattr(batches, "x"):
         raise KdforgeError("pocl ranks samples of an in-memory training split")
     was_training = distiller.training
     distiller.eval()
-    losses: dict[str, list[torch.Tensor]] = {"teacher": [], "student": []}
-    for i in range(0, len(batches.y), 512):
-        x, y = batches.x[i : i + 512], batches.y[i : i + 512]
-        losses["student"].append(F.cross_entropy(distiller.student(x).float(), y, reduction="none"))
-        losses["teacher"].append(F.cross_entropy(distiller.teacher(x).float(), y, reduction="none"))
+    measures: dict[str, list[torch.Tensor]] = {"teacher": [], "student": [], "overlap": []}
+    with torch.no_grad():
+        for i in range(0, len(batches.y), 512):
+            x, y = batches.x[i : i + 512], batches.y[i : i + 512]
+            student = distiller.student(x).float()
+            measures["student"].append(sample_cross_entropy(student, y))
+            measures["teacher"].append(sample_cross_entropy(distiller.teacher(x).float(), y))
+            if student.dim() == 3:  # token logits [B, T, V]
+                measures["overlap"].append(1 - unigram_f1(student.argmax(-1), y))
     distiller.train(was_training)
-    score = torch.zeros(len(batches.y), device=batches.y.device)
-    for role, values in losses.items():
-        if role == "student" and not with_student:
+    fused = torch.zeros(len(batches.y), device=batches.y.device)
+    for role, values in measures.items():
+        if not values or (role != "teacher" and not with_student):
             continue
-        ranks = torch.empty_like(score)
-        ranks[torch.cat(values).argsort()] = torch.arange(len(score), dtype=score.dtype, device=score.device)
-        score += 1.0 / (k + ranks)
-    return score.argsort(descending=True).cpu()
+        ranks = torch.empty_like(fused)
+        ranks[torch.cat(values).argsort()] = torch.arange(len(fused), dtype=fused.dtype, device=fused.device)
+        fused += 1.0 / (k + ranks)
+    return fused.argsort(descending=True).cpu()
+
+
+def sample_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy per sample [B]: of class logits [B, K], or the mean over the real
+    (not ``PAD_TARGET``) tokens of token logits [B, T, V]."""
+    if logits.dim() == 2:
+        return F.cross_entropy(logits, targets, reduction="none")
+    tokens = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none", ignore_index=PAD_TARGET).view(targets.shape)
+    real = (targets != PAD_TARGET).sum(1).clamp(min=1)
+    return tokens.sum(1) / real
+
+
+def unigram_f1(predicted: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """ROUGE-1 F1 per row [B] of token ids [B, T]: clipped unigram overlap between the
+    predicted tokens and the reference's real (not ``PAD_TARGET``) tokens, at the same positions."""
+    real = reference != PAD_TARGET
+    f1 = torch.zeros(len(reference), device=reference.device)
+    vocab = int(max(predicted.max(), reference.max())) + 1
+    rows = max(1, (1 << 22) // vocab)  # bag-of-tokens counts [rows, vocab] per chunk
+    for i in range(0, len(reference), rows):
+        p, r, m = predicted[i : i + rows], reference[i : i + rows].clamp(min=0), real[i : i + rows]
+        offsets = torch.arange(len(p), device=p.device).unsqueeze(1) * vocab
+        count = lambda ids: torch.bincount((ids + offsets)[m], minlength=len(p) * vocab).view(len(p), vocab)  # noqa: E731
+        overlap = torch.minimum(count(p), count(r)).sum(1).float()
+        f1[i : i + rows] = overlap / m.sum(1).clamp(min=1)  # both bags hold the real positions, so precision = recall = F1
+    return f1

@@ -72,6 +72,10 @@ class Distiller(nn.Module):
         probe_index = torch.arange(len(example)) if self.cached else None  # the example is the split's first samples
         student_logits, teacher_logits, s_feats, t_feats = self._forward_models(example, probe_index)
         self.student.train(was_training)
+        for role, tapped, wanted in (("student", s_feats, self.student_tap.aliases), ("teacher", t_feats, self.teacher_tap.aliases if self.teacher_tap else [])):
+            if silent := [name for name in wanted if name not in tapped]:
+                raise KdforgeError(f"the {role}'s module(s) {', '.join(silent)} never ran in a forward pass, so nothing was captured there: a ModuleList such as "
+                                   "'blocks' is a container (name one block, blocks.0, or give mapping: uniform to pair every block)")
         shapes = Shapes(
             student_logits.shape,
             teacher_logits.shape if teacher_logits is not None else None,

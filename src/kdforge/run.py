@@ -192,7 +192,7 @@ class Session:
         augment = self.recipe.data.augment
         mixer = Mixer(augment, self.data.num_classes) if augment.mixes else None
         trainer = Trainer(distiller, self.recipe.optim, self.recipe.train, steps_per_epoch=len(self.train), checkpoint_dir=checkpoint_dir, callbacks=self.callbacks(), stage=stage, curriculum=curriculum, mixer=mixer, task=self.data.task,
-                          grad_stats_every=self.recipe.log.grad_stats_every, steering=ClauseSteering.wanted(self.recipe.student, student, self.val))
+                          grad_stats_every=self.recipe.log.grad_stats_every, steering=ClauseSteering.wanted(self.recipe.student, student, self.val), val_terms=self.recipe.log.val_terms)
         result = trainer.fit(self.train, self.val, resume=True)
         if result.interrupted:
             raise RunInterrupted(self.run_dir, stage)

@@ -2,8 +2,10 @@
 
 Models are never rewritten to expose features: ``FeatureTap(model, {"mid": "blocks.1"})``
 records the output of ``model.blocks.1`` on each forward (``"head:input"`` records the
-input of ``head`` instead; ``"output"`` the model's own output, e.g. an embedding). A name
-that does not exist fails at construction with the closest valid names.
+input of ``head`` instead; ``"output"`` the model's own output, e.g. an embedding). A
+module that returns a tuple, as transformer blocks do (hidden states, attention, ...), is
+recorded by its first tensor, the hidden states. A name that does not exist fails at
+construction with the closest valid names.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class FeatureTap:
 
     def __init__(self, model: nn.Module, taps: Mapping[str, str], policy: Literal["last", "first", "error"] = "last"):
         self.policy = policy
+        self.aliases = list(taps)
         self.features: dict[str, torch.Tensor] = {}
         self._handles: list[Any] = []
         root = unwrap(model)
@@ -73,6 +76,8 @@ class FeatureTap:
             self._handles.append(modules[name].register_forward_hook(hook))
 
     def _store(self, alias: str, value: Any) -> None:
+        if isinstance(value, (tuple, list)) and value and isinstance(value[0], torch.Tensor):
+            value = value[0]  # a block returning (hidden states, attention scores, ...), as transformer blocks do
         if not isinstance(value, torch.Tensor):
             raise KdforgeError(f"tap '{alias}' captured a {type(value).__name__}, not a tensor; tap a submodule that returns one")
         if alias in self.features:

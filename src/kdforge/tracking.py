@@ -55,7 +55,7 @@ class Tracker(Callback):
             self.send({f"{trainer.stage}/{k}": v for k, v in metrics.items()}, trainer.stage, trainer.pos.step)
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
-        epoch = flatten({k: v for k, v in record.items() if k in ("train", "val", "epoch", "diagnostics")})
+        epoch = flatten({k: v for k, v in record.items() if k in ("train", "val", "val_terms", "epoch", "diagnostics")})
         self.send({f"{trainer.stage}/epoch/{k}": v for k, v in epoch.items()}, trainer.stage, trainer.pos.step)
 
     def send(self, metrics: dict[str, float], stage: str, step: int) -> None:  # pragma: no cover - abstract

@@ -155,10 +155,12 @@ class Trainer:
         grad_stats_every: int | None = None,
         steering: Callable[[Trainer, torch.nn.Module], dict[str, Any]] | None = None,
         task: str | None = None,
+        val_terms: bool = False,
     ):
         self.distiller, self.optim_cfg, self.cfg, self.stage, self.curriculum, self.mixer = distiller, optim, train, stage, curriculum, mixer
         self.task = task  # "embedding" makes evaluations compare similarities with the teacher's (see kdforge.evaluate)
         self.steering = steering  # may change the student at the end of an epoch (ClauseSteering); what it returns joins the epoch's record
+        self.val_terms = val_terms and not distiller.cached  # a cache holds the teacher's outputs on training samples only
         self.device = next(distiller.student.parameters()).device
         self.dir = Path(checkpoint_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -302,6 +304,8 @@ class Trainer:
         sums = distributed.all_reduce_sum(self.pos.sums.clone()) / distributed.world_size()  # the ranks' mean
         train = dict(zip(self.loss_names, (sums / self.steps_per_epoch).tolist()))
         record = {"epoch": self.pos.epoch + 1, "curriculum_stage": self.pos.stage, "train": train, "val": val, "lr": self.current_lr(), "seconds": self.pos.seconds, **steered}
+        if self.val_terms:
+            record["val_terms"] = self.validation_terms(val_batches)
         self.pos.history.append(record)
         if is_better(val, self.pos.best_val):
             self.pos.best_epoch, self.pos.best_val = self.pos.epoch + 1, val
@@ -334,6 +338,24 @@ class Trainer:
     def evaluate(self, batches: Any) -> dict[str, float]:
         """Metrics of the student (its moving average with ``ema_decay``) on ``batches``."""
         return evaluate(self.ema if self.ema is not None else self.distiller.student, batches, self.autocast(), self.task)
+
+    @torch.no_grad()
+    def validation_terms(self, batches: Any) -> dict[str, float]:
+        """Each loss term, and their weighted sum ``loss``, on ``batches`` (the student in eval
+        mode, the epoch's weights and temperatures): does what the student learnt from the
+        teacher hold on data it did not train on?"""
+        was_training = self.distiller.training
+        self.distiller.eval()
+        sums: dict[str, torch.Tensor] = {}
+        count = 0
+        for x, y, *_ in batches:
+            with self.autocast():
+                out = self.distiller(x, y, self.clock(self.pos.epoch))
+            for name, value in {"loss": out.loss, **out.parts}.items():
+                sums[name] = sums.get(name, 0.0) + value.detach().float() * len(y)
+            count += len(y)
+        self.distiller.train(was_training)
+        return {name: float(total) / count for name, total in sums.items()}
 
     def weights(self) -> dict[str, Any]:
         """What training changes (see :meth:`Distiller.trainable_state_dict`), and the EMA."""

@@ -95,7 +95,7 @@ def _fit_teacher(session: Session, module: nn.Module, fit: Any, out_dir: Path, h
     optim = recipe.optim.model_copy(update={"lr": fit.lr or recipe.optim.lr})
     train_cfg = recipe.train.model_copy(update={"epochs": fit.epochs, "fsdp": False, "ema_decay": None})  # student-only settings
     trainer = Trainer(distiller, optim, train_cfg, steps_per_epoch=len(session.train), checkpoint_dir=out_dir, callbacks=session.callbacks(), stage="teacher", task=session.data.task,
-                      grad_stats_every=recipe.log.grad_stats_every)
+                      grad_stats_every=recipe.log.grad_stats_every, val_terms=recipe.log.val_terms)
     result = trainer.fit(session.train, session.val, resume=True)
     if result.interrupted:
         raise RunInterrupted(session.run_dir, "teacher training")
