@@ -24,10 +24,10 @@ def save_model(model: nn.Module, stem: str | Path, info: dict[str, Any] | None =
 
     stem = Path(stem)
     model = unwrap(model)
-    weights = stem.with_suffix(".safetensors")
+    weights = stem.parent / f"{stem.name}.safetensors"  # a dotted stem (student.pruned) keeps its dots
     save_safetensors(model.state_dict(), weights)
     meta = {"model": model_spec(model), "class": f"{type(model).__module__}.{type(model).__qualname__}", "kdforge_version": __version__, **(info or {})}
-    write_json(stem.with_suffix(".json"), meta)
+    write_json(weights.with_suffix(".json"), meta)
     return weights
 
 
@@ -115,6 +115,36 @@ def quantize_int8(model: nn.Module) -> tuple[nn.Module, list[str]]:
         warnings.simplefilter("ignore")
         quantized = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model).cpu().eval(), set(names), dtype=torch.qint8)
     return quantized, names
+
+
+def prune_student(model: nn.Module, amount: float, kind: str = "unstructured") -> tuple[nn.Module, list[str]]:
+    """A pruned copy of ``model`` and the names of the layers pruned (real-valued linear and
+    convolution weights), made permanent: ``unstructured`` zeroes the ``amount`` fraction of
+    smallest-magnitude weights over all layers together (global L1); ``structured`` zeroes that
+    fraction of each layer's output rows by L2 norm, sparing the last layer (its rows are the
+    outputs themselves)."""
+    import copy
+
+    from torch.nn.utils import prune
+
+    if not 0 <= amount <= 1:
+        raise KdforgeError(f"the pruned fraction must be in [0, 1], got {amount}")
+    pruned = copy.deepcopy(model).cpu().eval()
+    layers = [(n, m) for n, m in pruned.named_modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)) and not m.weight.is_complex()]
+    if kind == "structured":
+        layers = layers[:-1]
+    if not layers:
+        raise KdforgeError(f"{type(model).__name__} has no real-valued linear or convolution layers to prune" + (" besides its output layer" if kind == "structured" else ""))
+    if kind == "unstructured":
+        prune.global_unstructured([(m, "weight") for _, m in layers], pruning_method=prune.L1Unstructured, amount=amount)
+    elif kind == "structured":
+        for _, m in layers:
+            prune.ln_structured(m, "weight", amount=amount, n=2, dim=0)
+    else:
+        raise KdforgeError(f"pruning kind must be 'unstructured' or 'structured', got '{kind}'")
+    for _, m in layers:
+        prune.remove(m, "weight")  # the mask is applied to the weight for good
+    return pruned, [n for n, _ in layers]
 
 
 def load_quantized(path: str | Path) -> nn.Module:
