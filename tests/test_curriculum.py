@@ -42,7 +42,7 @@ def test_recipe_checks_stages():
         Recipe.from_dict({**base, "stages": [{"epochs": 2, "weights": {"kb": 0.0}}, {}]})
     with pytest.raises(ConfigError, match="stage 0 needs an end"):
         Recipe.from_dict({**base, "stages": [{"weights": {"kd": 0.0}}, {}]})
-    with pytest.raises(ConfigError, match="stages or a curriculum, not both"):
+    with pytest.raises(ConfigError, match=r"one stage per curriculum partition \(3\), got 1"):
         Recipe.from_dict({**base, "stages": [{}], "curriculum": {"name": "pocl"}})
     with pytest.raises(ConfigError, match="partitions must rise"):
         Recipe.from_dict({**base, "curriculum": {"partitions": [0.5, 0.4, 1.0]}})
@@ -200,3 +200,17 @@ def test_pocl_distils_a_language_model(tmp_path):
     assert [r["curriculum_stage"] for r in epochs] == [0, 1]
     first, second = epochs[0]["step"], epochs[1]["step"] - epochs[0]["step"]
     assert first == math.ceil(second / 2) or first == second // 2  # stage 0 trains on the easier half of the windows
+
+
+def test_pocl_partitions_with_the_recipes_own_stage_ends(tiny_recipe):
+    raw = {**tiny_recipe, "train": {"epochs": 6, "baseline": False},
+           "curriculum": {"name": "pocl", "partitions": [0.5, 1.0], "temperatures": [1.0, 4.0]},
+           "stages": [{"loss_plateau": {"window": 2, "eps": 1e9}, "weights": {"ce": 1.0}}, {"weights": {"ce": 0.25}}]}  # eps this large: stage 0 ends after 2 epochs
+    curriculum = Curriculum.from_recipe(Recipe.from_dict(raw))
+    first, second = curriculum.stages
+    assert (first.data.fraction, first.loss_plateau.window, first.weights) == (0.5, 2, {"ce": 1.0})
+    assert second.data is None and second.open_ended and second.weights == {"ce": 0.25}
+    result = run(Recipe.from_dict(raw))
+    epochs = [r for r in map(json.loads, (result.run_dir / "metrics.jsonl").read_text().splitlines()) if r["stage"] == "distill" and r["kind"] == "epoch"]
+    assert [r["curriculum_stage"] for r in epochs] == [0, 0, 1, 1, 1, 1]  # the plateau ended stage 0, not the curriculum's 3 epochs
+    assert epochs[0]["step"] < epochs[2]["step"] - epochs[1]["step"]  # stage 0 trained on half the data

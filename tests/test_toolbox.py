@@ -275,12 +275,16 @@ def test_mixing_or_randaugment_with_a_teacher_cache_is_refused(tiny_recipe, tmp_
             run(Recipe.from_dict(recipe))
 
 
-def test_a_run_with_randaugment_and_mixing_trains(tiny_recipe):
-    tiny_recipe["data"]["augment"] = {"randaugment": {"n": 1, "m": 5}, "mixup": 0.2, "cutmix": 1.0}
+def test_a_run_with_randaugment_and_mixing_trains_and_logs_scheduled_strengths(tiny_recipe):
+    tiny_recipe["data"]["augment"] = {"randaugment": {"n": 1, "m": 5}, "mixup": {"schedule": "linear", "start": 0.0, "end": 0.4}, "cutmix": 1.0}
     tiny_recipe["losses"] = [{"name": "ce", "weight": 0.5, "label_smoothing": 0.1}, {"name": "dkd", "weight": 0.5}]
     tiny_recipe["train"] = {"epochs": 1, "baseline": False}
+    tiny_recipe["log"]["every_steps"] = 5
     result = run(Recipe.from_dict(tiny_recipe))
     assert 0.0 <= result.student_accuracy <= 1.0 and result.results["student"]["val_best"]["loss"] > 0
+    steps = [r for r in map(json.loads, (result.run_dir / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "step" and r["stage"] == "distill"]
+    alphas = [r["mixup.alpha"] for r in steps]
+    assert alphas == sorted(alphas) and 0 < alphas[0] < alphas[-1] < 0.4 and all("cutmix.alpha" not in r for r in steps)  # a constant is not logged
 
 
 # ----------------------------------------------------------------------------- stopping, seeds, sweeps
@@ -352,7 +356,7 @@ def test_trackers_write_every_part_lr_temperature_throughput_and_gradient_norms(
     monkeypatch.setenv("WANDB_SILENT", "true")
     tiny_recipe["losses"][1]["temperature"] = {"schedule": "linear", "start": 4.0, "end": 2.0}
     tiny_recipe["train"] = {"epochs": 1, "baseline": False}
-    tiny_recipe["log"].update(tensorboard=True, wandb=True, mlflow=True, grad_stats_every=5, every_steps=5)
+    tiny_recipe["log"].update(tensorboard=True, wandb=True, mlflow=True, grad_stats_every=5, every_steps=5, weight_histograms=True)
     run_dir = run(Recipe.from_dict(tiny_recipe)).run_dir
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -362,6 +366,9 @@ def test_trackers_write_every_part_lr_temperature_throughput_and_gradient_norms(
     tags = set(events.Tags()["scalars"])
     assert {"distill/loss", "distill/ce", "distill/kd", "distill/kd.tau", "distill/lr", "distill/samples_per_s", "distill/epoch/val/accuracy", "teacher/loss"} <= tags
     assert {"distill/grad_norm/student.head", "distill/grad_norm/student.features.0.0"} <= tags
+    assert {"distill/weights/head.weight", "teacher/weights/head.weight"} <= set(events.Tags()["histograms"])
+    (histogram,) = events.Histograms("distill/weights/head.weight")
+    assert histogram.histogram_value.num == 10 * 16  # every weight of the [10, 16] head, counted once
     taus = [e.value for e in events.Scalars("distill/kd.tau")]
     assert taus[0] > taus[-1]  # the scheduled temperature moved
 
@@ -374,6 +381,8 @@ def test_trackers_write_every_part_lr_temperature_throughput_and_gradient_norms(
     (mlflow_run,) = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
     assert len(client.get_metric_history(mlflow_run.info.run_id, "distill/loss")) >= 3
     assert mlflow_run.data.params["train.epochs"] == "1" and "distill/grad_norm/student.head" in mlflow_run.data.metrics
+    head = {s: mlflow_run.data.metrics[f"distill/weights/head.weight/{s}"] for s in ("mean", "std", "min", "max")}
+    assert head["min"] < head["mean"] < head["max"] and head["std"] > 0
 
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     norms = [line for line in lines if line["kind"] == "grad_norms" and line["stage"] == "distill"]

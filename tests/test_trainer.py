@@ -176,3 +176,20 @@ def test_every_loss_term_is_logged_on_validation_too(tiny_recipe):
     assert teacher["val_terms"]["ce"] == pytest.approx(teacher["val"]["loss"], rel=1e-4)
     quiet = run(Recipe.from_dict({**tiny_recipe, "train": {"epochs": 1, "baseline": False}, "log": {**tiny_recipe["log"], "val_terms": False}}))
     assert all("val_terms" not in json.loads(line) for line in (quiet.run_dir / "metrics.jsonl").read_text().splitlines())
+
+
+def test_a_step_budget_instead_of_epochs(tiny_recipe):
+    import json
+
+    from kdforge import Recipe, run
+
+    result = run(Recipe.from_dict({**tiny_recipe, "train": {"epochs": 50, "max_steps": 25, "baseline": True}, "optim": {"lr": 3e-3, "min_lr": 1e-4}}))
+    records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    for stage in ("distill", "baseline"):
+        epochs = [r for r in records if r["stage"] == stage and r["kind"] == "epoch"]
+        assert [r["step"] for r in epochs] == [19, 25]  # 19 steps an epoch (1167 samples / 64), then 6 of the budget
+        # the cosine schedule spans the budget, not the 50 epochs (where step 19 would still be near the peak, 3e-3)
+        assert 1e-4 < epochs[-1]["lr"] < 1.2e-4 and 2e-4 < epochs[0]["lr"] < 8e-4
+    assert result.results["student"]["epochs_run"] == 2
+    teacher = [r for r in records if r["stage"] == "teacher" and r["kind"] == "epoch"]
+    assert len(teacher) == tiny_recipe["teacher"]["train"]["epochs"]  # the teacher keeps its own epochs

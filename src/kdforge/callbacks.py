@@ -82,13 +82,13 @@ class ConsoleProgress(Callback):
             transient=True,
         )
         self.progress.start()
-        total = trainer.steps_per_epoch * trainer.cfg.epochs
+        total = trainer.cfg.max_steps or trainer.steps_per_epoch * trainer.epochs
         self.task = self.progress.add_task(self._describe(trainer), total=total, completed=trainer.pos.step, speed="", parts="", val="")
         self.started, self.samples = time.perf_counter(), 0
 
     @staticmethod
     def _describe(trainer: Trainer) -> str:
-        text = f"{trainer.stage} epoch {min(trainer.pos.epoch + 1, trainer.cfg.epochs)}/{trainer.cfg.epochs}"
+        text = f"{trainer.stage} epoch {min(trainer.pos.epoch + 1, trainer.epochs)}/{trainer.epochs}"
         if trainer.curriculum is not None:  # staged training: which stage, by name when it has one
             stage = trainer.curriculum.stages[trainer.pos.stage]
             text += f" [stage {trainer.pos.stage + 1}/{len(trainer.curriculum)}{': ' + stage.name if stage.name else ''}]"
@@ -105,7 +105,7 @@ class ConsoleProgress(Callback):
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
         assert self.progress is not None
-        val, epoch, epochs = record["val"], record["epoch"], trainer.cfg.epochs
+        val, epoch, epochs = record["val"], record["epoch"], trainer.epochs
         best = f"best {shown(trainer.pos.best_val)} @{trainer.pos.best_epoch}"
         self.progress.update(self.task, description=self._describe(trainer), val=f"val {shown(val)} ({best})")
         if record.get("stopped_early"):

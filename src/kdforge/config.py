@@ -362,6 +362,7 @@ class EarlyStoppingConfig(Section):
 
 class TrainConfig(Section):
     epochs: int = Field(30, gt=0, description="length of training (the LR schedule spans it)")
+    max_steps: int | None = Field(None, gt=0, description="a budget of optimiser steps instead of epochs: training, the LR schedule and every schedule span it (the last epoch may end early); train.epochs is then not used")
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:N or mps")
     amp: Literal["auto", "bf16", "fp16", "off"] = Field("auto", description="auto: bf16 on CUDA, off on CPU; fp16 uses a gradient scaler")
     channels_last: bool = Field(False, description="channels-last memory format for image models and batches (faster convolutions on GPUs)")
@@ -392,6 +393,7 @@ class LogConfig(Section):
     val_terms: bool = Field(True, description="every epoch, also compute each loss term on the validation split (val_terms in metrics.jsonl and the trackers; one more teacher pass over it)")
     grad_stats_every: int | None = Field(None, gt=0, description="per-layer gradient norms (student, loss-term parts, trainable teacher) every N steps")
     tensorboard: bool = Field(False, description="TensorBoard event files in <run dir>/tensorboard")
+    weight_histograms: bool = Field(False, description="every epoch, a histogram of each student weight tensor to the trackers (MLflow: mean, std, min, max)")
     wandb: bool = Field(False, description="a Weights & Biases run in <run dir>/wandb")
     wandb_project: str = Field("kdforge", description="the W&B project")
     wandb_mode: Literal["offline", "online"] = Field("offline", description="offline needs no network; `wandb sync` uploads later")
@@ -412,7 +414,7 @@ class Recipe(Section):
     train: TrainConfig = TrainConfig()
     log: LogConfig = LogConfig()
     stages: list[StageConfig] | None = Field(None, description="staged training; each stage changes weights, temperatures, data")
-    curriculum: CurriculumConfig | None = Field(None, description="a progressive curriculum (pocl); not with stages")
+    curriculum: CurriculumConfig | None = Field(None, description="a progressive curriculum (pocl); with stages (one per partition), each stage's own end (epochs, loss_plateau, val_plateau) and settings apply on top")
 
     @pydantic.field_validator("name")
     @classmethod
@@ -427,13 +429,13 @@ class Recipe(Section):
     def _stages_fit(self) -> Recipe:
         from kdforge.losses.terms import term_names
 
-        if self.stages is not None and self.curriculum is not None:
-            raise ValueError("give stages or a curriculum, not both")
+        if self.stages is not None and self.curriculum is not None and len(self.stages) != len(self.curriculum.partitions):
+            raise ValueError(f"stages and a curriculum together: one stage per curriculum partition ({len(self.curriculum.partitions)}), got {len(self.stages)}")
         if self.curriculum is not None and self.curriculum.epochs is not None and sum(self.curriculum.epochs) != self.train.epochs:
             raise ValueError(f"curriculum.epochs sum to {sum(self.curriculum.epochs)} but train.epochs is {self.train.epochs}")
         names = term_names([c.name for c in self.losses])
         for i, stage in enumerate(self.stages or []):
-            if stage.open_ended and i < len(self.stages) - 1:
+            if stage.open_ended and i < len(self.stages) - 1 and self.curriculum is None:  # a curriculum's stages end on their own
                 raise ValueError(f"stage {i} needs an end (epochs, loss_plateau or val_plateau); only the last stage runs to the end")
             for key in (*stage.weights, *stage.temperatures):
                 if key not in names:

@@ -73,11 +73,13 @@ class Curriculum:
 
     @classmethod
     def from_recipe(cls, recipe: Any) -> Curriculum | None:
-        if recipe.stages:
-            return cls(recipe.stages, recipe.seed)
         if recipe.curriculum is not None:
             stages = CURRICULA[recipe.curriculum.name](recipe.curriculum, recipe.train.epochs)
+            if recipe.stages:  # the recipe's stages say how each ends and what else changes; the curriculum, which data
+                stages = [_combined(own, made) for own, made in zip(recipe.stages, stages)]
             return cls(stages, recipe.seed, recipe.curriculum)
+        if recipe.stages:
+            return cls(recipe.stages, recipe.seed)
         return None
 
     def __len__(self) -> int:
@@ -137,6 +139,12 @@ def pocl_stages(cfg: CurriculumConfig, epochs: int) -> list[StageConfig]:
             )
         )
     return stages
+
+
+def _combined(own: StageConfig, made: StageConfig) -> StageConfig:
+    """A recipe stage over a curriculum stage: its own end (epochs, loss or validation
+    plateau) and data, when it gives them, else the curriculum's."""
+    return own.model_copy(update={"name": own.name or made.name, "data": own.data or made.data, "epochs": made.epochs if own.open_ended else own.epochs})
 
 
 #: curriculum kinds (``curriculum.name``) -> the stages they make

@@ -4,8 +4,9 @@ Each gets, under the stage's name (``teacher/``, ``distill/``, ``baseline/``): e
 part, the learning rate, every logged scalar (temperatures, scheduled weights, gate
 losses) and the throughput every ``log.every_steps`` optimiser steps; per-layer gradient
 norms when the trainer measured them (``log.grad_stats_every``); each epoch's train and
-validation metrics. One tracker serves all stages of a run and is closed at its end.
-Only rank 0 tracks.
+validation metrics, and with ``log.weight_histograms`` a histogram of each student weight
+tensor (MLflow, which has no histograms, gets their mean, std, min and max). One tracker
+serves all stages of a run and is closed at its end. Only rank 0 tracks.
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from kdforge.callbacks import Callback
 from kdforge.errors import KdforgeError
+from kdforge.taps import unwrap
 
 if TYPE_CHECKING:
     from kdforge.config import Recipe
@@ -37,8 +41,8 @@ def flatten(record: dict[str, Any], prefix: str = "") -> dict[str, float]:
 class Tracker(Callback):
     """Collects what to log; subclasses send it with :meth:`send` and release in :meth:`close`."""
 
-    def __init__(self, every: int):
-        self.every = every
+    def __init__(self, every: int, histograms: bool = False):
+        self.every, self.histograms = every, histograms
         self.samples, self.since = 0, time.perf_counter()
 
     def on_fit_start(self, trainer: Trainer) -> None:
@@ -57,6 +61,14 @@ class Tracker(Callback):
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
         epoch = flatten({k: v for k, v in record.items() if k in ("train", "val", "val_terms", "epoch", "diagnostics")})
         self.send({f"{trainer.stage}/epoch/{k}": v for k, v in epoch.items()}, trainer.stage, trainer.pos.step)
+        if self.histograms and not trainer.sharded:  # a sharded student's weights would need every rank to gather them
+            weights = {f"{trainer.stage}/weights/{name}": p.detach().float().cpu() for name, p in unwrap(trainer.distiller.student).named_parameters()}
+            self.send_histograms(weights, trainer.stage, trainer.pos.step)
+
+    def send_histograms(self, tensors: dict[str, torch.Tensor], stage: str, step: int) -> None:
+        """Where a tracker has no histograms: each tensor's mean, std, min and max."""
+        stats = {f"{key}/{name}": float(fn(t)) for key, t in tensors.items() for name, fn in _SUMMARIES.items()}
+        self.send(stats, stage, step)
 
     def send(self, metrics: dict[str, float], stage: str, step: int) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -67,15 +79,19 @@ class Tracker(Callback):
 class TensorBoardTracker(Tracker):
     """Event files in ``<run dir>/tensorboard`` (``tensorboard --logdir RUN_DIR``)."""
 
-    def __init__(self, run_dir: Path, every: int):
+    def __init__(self, run_dir: Path, every: int, histograms: bool = False):
         from torch.utils.tensorboard import SummaryWriter
 
-        super().__init__(every)
+        super().__init__(every, histograms)
         self.writer = SummaryWriter(str(run_dir / "tensorboard"))
 
     def send(self, metrics: dict[str, float], stage: str, step: int) -> None:
         for key, value in metrics.items():
             self.writer.add_scalar(key, value, step)
+
+    def send_histograms(self, tensors: dict[str, torch.Tensor], stage: str, step: int) -> None:
+        for key, tensor in tensors.items():
+            self.writer.add_histogram(key, tensor, step)
 
     def close(self) -> None:
         self.writer.close()
@@ -85,10 +101,10 @@ class WandbTracker(Tracker):
     """A Weights & Biases run in ``<run dir>/wandb``; ``offline`` (the default) needs no
     network (``wandb sync`` uploads it later). Each stage has its own step axis."""
 
-    def __init__(self, run_dir: Path, every: int, recipe: Recipe):
+    def __init__(self, run_dir: Path, every: int, histograms: bool, recipe: Recipe):
         import wandb
 
-        super().__init__(every)
+        super().__init__(every, histograms)
         self.wandb, self.stages = wandb, set()
         self.run = wandb.init(project=recipe.log.wandb_project, name=run_dir.name, dir=str(run_dir), mode=recipe.log.wandb_mode, config=recipe.to_dict())
 
@@ -99,6 +115,9 @@ class WandbTracker(Tracker):
             self.run.define_metric(f"{stage}/*", step_metric=f"{stage}/step")
         self.run.log({**metrics, f"{stage}/step": step})
 
+    def send_histograms(self, tensors: dict[str, torch.Tensor], stage: str, step: int) -> None:
+        self.send({key: self.wandb.Histogram(t.numpy()) for key, t in tensors.items()}, stage, step)
+
     def close(self) -> None:
         self.run.finish()
 
@@ -108,11 +127,11 @@ class MlflowTracker(Tracker):
     (``<run dir>/mlflow.db``; ``mlflow ui --backend-store-uri sqlite:///RUN_DIR/mlflow.db``),
     or at ``log.mlflow_uri``. The recipe is logged as the run's parameters."""
 
-    def __init__(self, run_dir: Path, every: int, recipe: Recipe):
+    def __init__(self, run_dir: Path, every: int, histograms: bool, recipe: Recipe):
         from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
 
-        super().__init__(every)
+        super().__init__(every, histograms)
         uri = recipe.log.mlflow_uri or f"sqlite:///{(run_dir / 'mlflow.db').resolve()}"
         self.client = MlflowClient(tracking_uri=uri)
         experiment = self.client.get_experiment_by_name(recipe.name)
@@ -132,6 +151,9 @@ class MlflowTracker(Tracker):
         self.client.set_terminated(self.run_id)
 
 
+_SUMMARIES = {"mean": torch.mean, "std": lambda t: t.std() if t.numel() > 1 else torch.zeros(()), "min": torch.min, "max": torch.max}
+
+
 def _flat_recipe(tree: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(tree, dict):
         return {k: v for key, value in tree.items() for k, v in _flat_recipe(value, f"{prefix}{key}.").items()}
@@ -142,10 +164,10 @@ def _flat_recipe(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 def build_trackers(recipe: Recipe, run_dir: Path) -> list[Tracker]:
     """The trackers ``log`` asks for."""
-    every = recipe.log.every_steps
-    wanted = [(recipe.log.tensorboard, "tensorboard", lambda: TensorBoardTracker(run_dir, every)),
-              (recipe.log.wandb, "wandb", lambda: WandbTracker(run_dir, every, recipe)),
-              (recipe.log.mlflow, "mlflow", lambda: MlflowTracker(run_dir, every, recipe))]
+    every, histograms = recipe.log.every_steps, recipe.log.weight_histograms
+    wanted = [(recipe.log.tensorboard, "tensorboard", lambda: TensorBoardTracker(run_dir, every, histograms)),
+              (recipe.log.wandb, "wandb", lambda: WandbTracker(run_dir, every, histograms, recipe)),
+              (recipe.log.mlflow, "mlflow", lambda: MlflowTracker(run_dir, every, histograms, recipe))]
     trackers: list[Tracker] = []
     for on, package, make in wanted:
         if on:

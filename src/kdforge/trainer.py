@@ -167,6 +167,9 @@ class Trainer:
         self.callbacks = list(callbacks) if distributed.is_main() else []  # only rank 0 logs
         self.micro_per_epoch = steps_per_epoch
         self.steps_per_epoch = math.ceil(steps_per_epoch / train.accumulate)
+        # the length of training, in epochs: train.epochs, or a step budget (the last epoch may end early)
+        self.span = train.epochs if train.max_steps is None else train.max_steps / self.steps_per_epoch
+        self.epochs = math.ceil(self.span)
         if train.grad_checkpoint:
             checkpoint_blocks(unwrap(distiller.student))
         self.sharded = train.fsdp and distributed.active()
@@ -207,7 +210,7 @@ class Trainer:
             cb.on_fit_start(self)
         try:
             with self._stop_on_sigint():
-                while self.pos.epoch < self.cfg.epochs and not (self.should_stop or self.pos.stopped_early):
+                while self.pos.epoch < self.epochs and not (self.should_stop or self.pos.stopped_early):
                     started = time.perf_counter()
                     self._train_epoch(self.train_batches)
                     self.pos.seconds += time.perf_counter() - started
@@ -236,7 +239,7 @@ class Trainer:
             if len(group) == self.cfg.accumulate or self.pos.batch == self.micro_per_epoch:
                 self._step(group)
                 group = []
-                if self.should_stop:
+                if self.should_stop or self.pos.step == self.cfg.max_steps:
                     return
 
     def _step(self, group: list[tuple[torch.Tensor, ...]]) -> None:
@@ -249,6 +252,8 @@ class Trainer:
                 x, y = self.mixer(x, y, clock)
             with self.autocast():
                 out = self.distiller(x, y, clock, *index)
+            if self.mixer is not None:
+                out.logs.update({k: torch.tensor(v, device=out.loss.device) for k, v in self.mixer.scheduled(clock).items()})
             self.loss_names = self.loss_names or ["loss", *out.parts, *out.logs]
             self._check_finite(out)
             values = torch.stack([out.loss, *out.parts.values(), *out.logs.values()]).detach().float()  # one op
@@ -259,7 +264,7 @@ class Trainer:
             total = values if total is None else total + values
         distributed.average_gradients(self.unwrapped_params)
         self.step_losses = total / len(group) if len(group) > 1 else total
-        factor = lr_factor(start, self.pos.epoch + self.pos.batch / self.micro_per_epoch, self.cfg.epochs, self.optim_cfg, self.pos.step, self.steps_per_epoch)
+        factor = lr_factor(start, self.pos.epoch + self.pos.batch / self.micro_per_epoch, self.span, self.optim_cfg, self.pos.step, self.steps_per_epoch)
         for param_group, base in zip(self.optimizer.param_groups, self.base_lrs):
             param_group["lr"] = base * factor
         self.step_lr = self.current_lr()
@@ -302,7 +307,7 @@ class Trainer:
         steered = self.steering(self, unwrap(self.distiller.student)) if self.steering is not None else {}
         val = self.evaluate(val_batches)
         sums = distributed.all_reduce_sum(self.pos.sums.clone()) / distributed.world_size()  # the ranks' mean
-        train = dict(zip(self.loss_names, (sums / self.steps_per_epoch).tolist()))
+        train = dict(zip(self.loss_names, (sums / math.ceil(self.pos.batch / self.cfg.accumulate)).tolist()))  # the steps this epoch took
         record = {"epoch": self.pos.epoch + 1, "curriculum_stage": self.pos.stage, "train": train, "val": val, "lr": self.current_lr(), "seconds": self.pos.seconds, **steered}
         if self.val_terms:
             record["val_terms"] = self.validation_terms(val_batches)
@@ -318,7 +323,7 @@ class Trainer:
             self.pos.stage, self.pos.stage_start = self.pos.stage + 1, self.pos.epoch
             self._enter_stage()
         due = time.perf_counter() - self.saved_at >= self.cfg.checkpoint_interval
-        if self.pos.epoch == self.cfg.epochs or self.pos.stopped_early or distributed.broadcast(due):  # rank 0's clock decides: saving may be collective
+        if self.pos.epoch == self.epochs or self.pos.stopped_early or distributed.broadcast(due):  # rank 0's clock decides: saving may be collective
             self.save_last()
         for cb in self.callbacks:
             cb.on_epoch_end(self, record)
@@ -333,7 +338,7 @@ class Trainer:
             self.pos.watched, self.pos.stale = value, 0
             return
         self.pos.stale += 1
-        self.pos.stopped_early = self.pos.stale >= rule.patience and self.pos.epoch < self.cfg.epochs
+        self.pos.stopped_early = self.pos.stale >= rule.patience and self.pos.epoch < self.epochs
 
     def evaluate(self, batches: Any) -> dict[str, float]:
         """Metrics of the student (its moving average with ``ema_decay``) on ``batches``."""
@@ -367,7 +372,7 @@ class Trainer:
     def clock(self, position: float) -> Clock:
         """Where training is, for schedules; ``position`` in (fractional) epochs."""
         stages = len(self.curriculum) if self.curriculum is not None else 1
-        return Clock(self.pos.step, self.pos.epoch, self.cfg.epochs, position / self.cfg.epochs, self.pos.stage, stages)
+        return Clock(self.pos.step, self.pos.epoch, self.epochs, min(1.0, position / self.span), self.pos.stage, stages)
 
     def _enter_stage(self) -> None:
         """Apply the current curriculum stage: its weights, temperatures and training subset."""

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from kdforge.errors import KdforgeError
-from kdforge.schedules import Clock, schedule_value
+from kdforge.schedules import Clock, ScheduleConfig, schedule_value
 
 
 def shift(x: torch.Tensor, offsets: torch.Tensor, max_shift: int) -> torch.Tensor:
@@ -100,6 +100,10 @@ class Mixer:
 
     def __init__(self, cfg: Any, num_classes: int):
         self.cfg, self.num_classes = cfg, num_classes
+
+    def scheduled(self, clock: Clock) -> dict[str, float]:
+        """The strengths that follow a schedule, at ``clock`` (``mixup.alpha``, ``cutmix.alpha``): logged with each step."""
+        return {f"{name}.alpha": schedule_value(a, clock) for name, a in (("mixup", self.cfg.mixup), ("cutmix", self.cfg.cutmix)) if isinstance(a, ScheduleConfig)}
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, clock: Clock) -> tuple[torch.Tensor, torch.Tensor]:
         """(mixed inputs, soft targets [B, K]); the targets are soft even when not mixed."""

@@ -93,7 +93,7 @@ def _fit_teacher(session: Session, module: nn.Module, fit: Any, out_dir: Path, h
     trainee = nn.Sequential(adapter, module) if adapter is not None else module  # trains `module` in place
     distiller = Distiller(trainee, None, [session.task_term(fit.label_smoothing)], session.example, per_token=session.data.task == "lm")
     optim = recipe.optim.model_copy(update={"lr": fit.lr or recipe.optim.lr})
-    train_cfg = recipe.train.model_copy(update={"epochs": fit.epochs, "fsdp": False, "ema_decay": None})  # student-only settings
+    train_cfg = recipe.train.model_copy(update={"epochs": fit.epochs, "max_steps": None, "fsdp": False, "ema_decay": None})  # student-only settings
     trainer = Trainer(distiller, optim, train_cfg, steps_per_epoch=len(session.train), checkpoint_dir=out_dir, callbacks=session.callbacks(), stage="teacher", task=session.data.task,
                       grad_stats_every=recipe.log.grad_stats_every, val_terms=recipe.log.val_terms)
     result = trainer.fit(session.train, session.val, resume=True)
@@ -134,7 +134,7 @@ def load_checkpoint_model(path: str | Path, model_cfg: Any, input_shape: tuple[i
 
 def teacher_cache_key(recipe: Recipe, cfg: TeacherConfig) -> str:
     """Hash of everything that determines a trained teacher."""
-    train = recipe.train.model_dump(exclude={"epochs", "baseline", "device", "checkpoint_interval"})
+    train = recipe.train.model_dump(exclude={"epochs", "max_steps", "baseline", "device", "checkpoint_interval"})
     teacher = cfg.model_dump(mode="json", exclude={"cache", "trainable", "lr", "ce_weight"})  # how it is used, not what it is
     parts = {"teacher": teacher, "data": recipe.data.model_dump(mode="json"), "seed": recipe.seed, "optim": recipe.optim.model_dump(mode="json"), "train": train}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
