@@ -107,6 +107,18 @@ def test_check_reports_the_adaptation_and_runs_a_batch(tiny_recipe, tmp_path):
     assert report["loss"] > 0 and "input adapted: repeat channels to 3, resize to 32, renormalise" in out.getvalue()
 
 
+def test_a_timm_teacher_adapts_to_its_own_pretrained_config_by_default(tiny_recipe, invoke, tmp_path, capsys):
+    import yaml
+
+    (tmp_path / "timm.yaml").write_text(yaml.safe_dump({**tiny_recipe, "teacher": {"source": "timm", "model": {"name": "test_resnet"}}}))
+    assert invoke("check", tmp_path / "timm.yaml") == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "input adapted: repeat channels to 3, resize to 160, renormalise" in out  # test_resnet: 3 x 160 x 160, mean = std = 0.5
+    assert invoke("check", tmp_path / "timm.yaml", "teacher.adapt={size: 16, channels: 3}") == 0  # the recipe's adapt wins
+    out = " ".join(capsys.readouterr().out.split())
+    assert "repeat channels to 3, resize to 16" in out and "renormalise" not in out
+
+
 def test_hf_image_classifier_from_a_local_directory(tiny_recipe, tmp_path):
     from transformers import ViTConfig, ViTForImageClassification
 

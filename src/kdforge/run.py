@@ -41,7 +41,7 @@ from kdforge.models.ssm import compression_preset
 from kdforge.models.tm import clause_layers, hard_mode
 from kdforge.report import plot_curves, summary_table, write_report, write_results
 from kdforge.teachers import TEACHER_SOURCES, Teacher
-from kdforge.teachers.adapt import InputAdapter
+from kdforge.teachers.adapt import InputAdapter, expected_input
 from kdforge.teachers.cache import CachedTeacher, fixed_views
 from kdforge.teachers.text import TextTeacher
 from kdforge.tracking import Tracker, build_trackers
@@ -152,13 +152,14 @@ class Session:
         """The recipe's teacher module, frozen (or co-trained: ``trainable``), with its input adapter."""
         cfg = self.recipe.teacher
         trainable = {"trainable": True, "lr": cfg.lr, "ce_weight": 1.0 if cfg.ce_weight is None else cfg.ce_weight, "task": self.task_term()} if cfg.trainable else {}
-        return Teacher(module.to(self.device, memory_format=self.memory_format), input_adapter=self.adapter(cfg), **trainable)
+        return Teacher(module.to(self.device, memory_format=self.memory_format), input_adapter=self.adapter(cfg, module), **trainable)
 
-    def adapter(self, cfg: Any) -> InputAdapter | None:
-        """The teacher's input adapter, from ``teacher.adapt``."""
-        if cfg.adapt is None:
+    def adapter(self, cfg: Any, module: torch.nn.Module | None = None) -> InputAdapter | None:
+        """The teacher's input adapter: from ``teacher.adapt``, else from what the teacher says
+        it expects (a timm model's pretrained config: size, channels, mean, std)."""
+        a = cfg.adapt if cfg.adapt is not None else expected_input(module)
+        if a is None:
             return None
-        a = cfg.adapt
         return InputAdapter(self.data.input_shape, self.data.scaling, size=a.size, channels=a.channels, mean=a.mean, std=a.std).to(self.device)
 
     def task_term(self, label_smoothing: float | None = None) -> LossTerm:

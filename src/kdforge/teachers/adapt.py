@@ -4,12 +4,26 @@ differ (resolution, channel count, normalisation)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from kdforge.errors import KdforgeError
+
+
+def expected_input(module: nn.Module | None) -> Any:
+    """What a model says it expects, as ``teacher.adapt`` would: a timm model's pretrained
+    config (``input_size`` (C, H, W), ``mean``, ``std``); None when it says nothing."""
+    from kdforge.config import AdaptConfig
+
+    found = getattr(module, "pretrained_cfg", None)
+    if not isinstance(found, dict) or len(found.get("input_size") or ()) != 3:
+        return None
+    channels, height, width = found["input_size"]
+    mean, std = found.get("mean"), found.get("std")
+    return AdaptConfig(size=height if height == width else None, channels=channels, mean=list(mean) if mean else None, std=list(std) if std else None)
 
 
 class InputAdapter(nn.Module):

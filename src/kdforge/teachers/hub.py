@@ -33,7 +33,9 @@ if TYPE_CHECKING:
 @TEACHER_SOURCES.register("timm")
 def timm_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Module | None = None) -> Source:
     """A timm model by name; ``model`` options go to ``timm.create_model`` (``num_classes``
-    defaults to the dataset's; ``img_size``, ``in_chans``, ``drop_rate``, ...)."""
+    defaults to the dataset's; ``img_size``, ``in_chans``, ``drop_rate``, ...). Its inputs are
+    adapted to what its pretrained config expects (size, channels, mean, std) unless
+    ``teacher.adapt`` says otherwise (``adapt: {}``: none)."""
     import timm
 
     name, options = cfg.model.name, {"num_classes": session.data.num_classes, **cfg.model.options}
@@ -45,6 +47,12 @@ def timm_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.M
     except (RuntimeError, OSError, ValueError, TypeError) as err:
         hint = "; offline, give the weights as teacher.pretrained_file" if cfg.pretrained and not cfg.pretrained_file else ""
         raise KdforgeError(f"timm could not build '{name}' with {options}: {err}{hint}") from None
+    expects = list(module.pretrained_cfg.get("input_size") or ())
+    if len(expects) == 3:  # what it was built for: the adapter's default (teacher.adapt overrides)
+        expects[0] = options.get("in_chans", expects[0])
+        if isinstance(options.get("img_size"), int):
+            expects[1:] = [options["img_size"]] * 2
+        module.pretrained_cfg = {**module.pretrained_cfg, "input_size": tuple(expects)}
     trained_classes = module.pretrained_cfg.get("num_classes")
     random_head = bool(cfg.pretrained) and trained_classes is not None and trained_classes != options["num_classes"]
     return _finish(session, cfg, where, module, module.get_classifier(), random_head)
@@ -214,7 +222,7 @@ def _finish(session: Session, cfg: TeacherConfig, where: Path, module: nn.Module
     if cfg.finetune is not None:
         if cfg.finetune.head_only and head is None:
             raise KdforgeError(f"finetune.head_only: no classifier head found in {type(module).__name__}")
-        module, fitted = cached_fit(session, cfg, where, module, cfg.finetune, head if cfg.finetune.head_only else None, session.adapter(cfg))
+        module, fitted = cached_fit(session, cfg, where, module, cfg.finetune, head if cfg.finetune.head_only else None, session.adapter(cfg, module))
         info.update(fitted, finetuned="head" if cfg.finetune.head_only else "all")
     elif random_head:
         Console(stderr=True).print(
