@@ -193,3 +193,18 @@ def test_a_step_budget_instead_of_epochs(tiny_recipe):
     assert result.results["student"]["epochs_run"] == 2
     teacher = [r for r in records if r["stage"] == "teacher" and r["kind"] == "epoch"]
     assert len(teacher) == tiny_recipe["teacher"]["train"]["epochs"]  # the teacher keeps its own epochs
+
+
+def test_a_student_snapshot_as_each_stage_of_a_temperature_curriculum_ends(tiny_recipe):
+    import json
+
+    from kdforge import Recipe, load_student, run
+
+    losses = [{"name": "ce", "weight": 0.5}, {"name": "kd", "weight": 0.5, "temperature": {"schedule": "linear", "start": 4.0, "end": 1.0, "over": "epochs", "stages": 2}}]
+    result = run(Recipe.from_dict({**tiny_recipe, "losses": losses, "train": {"epochs": 4, "baseline": False, "stage_checkpoints": True}}))
+    stages = result.run_dir / "stages"
+    assert sorted(p.name for p in stages.glob("*.safetensors")) == ["stage_1.safetensors", "stage_2.safetensors"]
+    assert [json.loads((stages / f"stage_{i}.json").read_text())["epoch"] for i in (1, 2)] == [2, 4]  # τ 4 for epochs 1-2, then 1
+    final = load_student(result.run_dir / "stages" / "stage_2.safetensors").state_dict()
+    first = load_student(result.run_dir / "stages" / "stage_1.safetensors").state_dict()
+    assert any(not torch.equal(first[k], final[k]) for k in first)  # two moments of training, not one copied twice

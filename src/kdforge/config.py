@@ -370,6 +370,7 @@ class TrainConfig(Section):
     grad_clip: float | None = Field(None, gt=0, description="clip the global gradient norm (student, loss-term parts, trainable teacher) to this")
     accumulate: int = Field(1, gt=0, description="micro-batches per optimiser step")
     baseline: bool = Field(True, description="also train the student without distillation")
+    stage_checkpoints: bool = Field(False, description="save the student as each stage ends (recipe stages, curriculum partitions, and the steps of a schedule held in stages) to <checkpoint dir>/stages/stage_N")
     checkpoint_interval: float = Field(10.0, ge=0, description="seconds between last.pt writes at epoch ends (0: every epoch); always written at the end and on stop")
     early_stopping: EarlyStoppingConfig | None = Field(None, description="stop when validation stops improving (the schedule still spans train.epochs)")
     deterministic: bool = Field(False, description="deterministic kernels only (torch.use_deterministic_algorithms): bitwise-repeatable runs, sometimes slower")

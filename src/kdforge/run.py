@@ -32,7 +32,7 @@ from kdforge.data.augment import BatchAugment, Mixer
 from kdforge.distiller import Distiller
 from kdforge.errors import KdforgeError, RunInterrupted
 from kdforge.evaluate import evaluate
-from kdforge.export import read_meta, save_model
+from kdforge.export import save_model
 from kdforge.files import check_writable, read_json, remove_stale_tmp, write_json, write_text
 from kdforge.losses import LossTerm, build_loss, build_losses
 from kdforge.models import build_model
@@ -43,6 +43,7 @@ from kdforge.report import plot_curves, summary_table, write_report, write_resul
 from kdforge.teachers import TEACHER_SOURCES, Teacher
 from kdforge.teachers.adapt import InputAdapter, expected_input
 from kdforge.teachers.cache import CachedTeacher, fixed_views
+from kdforge.teachers.sources import teacher_architecture
 from kdforge.teachers.text import TextTeacher
 from kdforge.tracking import Tracker, build_trackers
 from kdforge.trainer import Trainer, autocast_for, compiled, deterministic, resolve_device, seed_everything
@@ -245,19 +246,6 @@ def student_options(recipe: Recipe) -> dict[str, Any]:
     if name != "ssm":
         raise KdforgeError(f"student.preset sizes an ssm student from an ssm teacher, but the teacher is '{name}'; drop student.preset")
     return {**compression_preset(cfg.preset, options), **cfg.model.options}
-
-
-def teacher_architecture(cfg: Any) -> tuple[str, dict[str, Any]]:
-    """(model name, options) of the teacher: its model section, or the description kdforge
-    saved beside a checkpoint (``teacher.json`` next to ``teacher.safetensors``)."""
-    if cfg.model is not None:
-        return cfg.model.name, cfg.model.options
-    path = Path(cfg.path)
-    path = path / "student.safetensors" if path.is_dir() else path
-    if path.suffix != ".safetensors" or not path.with_suffix(".json").exists():
-        raise KdforgeError(f"teacher '{path}' has no kdforge description beside it ({path.with_suffix('.json').name}); set teacher.model (name and options)")
-    spec = read_meta(path)["model"]
-    return spec["name"], spec["options"]
 
 
 def run(recipe: Recipe, *, resume: str | Path | None = None, console: Console | None = None) -> RunResult:

@@ -42,7 +42,7 @@ from kdforge.errors import KdforgeError, NonFiniteLossError
 from kdforge.evaluate import evaluate, is_better, score
 from kdforge.files import FileReadError, FileWriteError, load_torch, save_torch
 from kdforge.optim import build_optimizer, centralize_gradients, lr_factor, student_groups
-from kdforge.schedules import Clock
+from kdforge.schedules import Clock, ScheduleConfig, schedule_value
 from kdforge.taps import block_names, unwrap
 
 
@@ -73,6 +73,7 @@ class _Position:
     watched: float | None = None  # early stopping: the best value of its metric so far
     stale: int = 0  # epochs since it last improved
     stopped_early: bool = False
+    snapshots: int = 0  # student snapshots written at stage ends (train.stage_checkpoints)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -308,6 +309,7 @@ class Trainer:
         val = self.evaluate(val_batches)
         sums = distributed.all_reduce_sum(self.pos.sums.clone()) / distributed.world_size()  # the ranks' mean
         train = dict(zip(self.loss_names, (sums / math.ceil(self.pos.batch / self.cfg.accumulate)).tolist()))  # the steps this epoch took
+        finished_stage = self._stage_key(self.pos.epoch + 1 - 1e-9)  # what this epoch trained with, at its very end
         record = {"epoch": self.pos.epoch + 1, "curriculum_stage": self.pos.stage, "train": train, "val": val, "lr": self.current_lr(), "seconds": self.pos.seconds, **steered}
         if self.val_terms:
             record["val_terms"] = self.validation_terms(val_batches)
@@ -322,11 +324,31 @@ class Trainer:
         if self.curriculum is not None and self.curriculum.finished(self.pos.stage, self.pos.history[self.pos.stage_start :]):
             self.pos.stage, self.pos.stage_start = self.pos.stage + 1, self.pos.epoch
             self._enter_stage()
+        if self.cfg.stage_checkpoints and (self.pos.epoch == self.epochs or self._stage_key(self.pos.epoch) != finished_stage):
+            self._save_snapshot(record)
         due = time.perf_counter() - self.saved_at >= self.cfg.checkpoint_interval
         if self.pos.epoch == self.epochs or self.pos.stopped_early or distributed.broadcast(due):  # rank 0's clock decides: saving may be collective
             self.save_last()
         for cb in self.callbacks:
             cb.on_epoch_end(self, record)
+
+    def _stage_key(self, position: float) -> tuple[float, ...]:
+        """What makes a stage at ``position`` (in epochs): the curriculum stage, and the value
+        of every loss weight or temperature schedule held in ``stages``."""
+        clock = self.clock(position)
+        stepped = [spec for term in self.distiller.terms for spec in (term.weight, getattr(getattr(term, "temperature", None), "spec", None))
+                   if isinstance(spec, ScheduleConfig) and spec.stages is not None]
+        return (self.pos.stage, *(schedule_value(spec, clock) for spec in stepped))
+
+    def _save_snapshot(self, record: dict[str, Any]) -> None:
+        """``stages/stage_N`` (.safetensors + .json): the student as a stage ends."""
+        from kdforge.export import save_model
+
+        self.pos.snapshots += 1
+        if distributed.is_main() and not self.sharded:
+            model = self.ema.module if self.ema is not None else unwrap(self.distiller.student)
+            (self.dir / "stages").mkdir(exist_ok=True)
+            save_model(model, self.dir / "stages" / f"stage_{self.pos.snapshots}", {"epoch": record["epoch"], "val": record["val"]})
 
     def _watch(self, val: dict[str, float]) -> None:
         """Early stopping: count epochs without an improvement of the watched metric."""

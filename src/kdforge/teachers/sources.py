@@ -113,10 +113,26 @@ def checkpoint_source(session: Session, cfg: TeacherConfig, where: Path, student
     return module.to(session.device), {"path": str(cfg.path)}
 
 
-def load_checkpoint_model(path: str | Path, model_cfg: Any, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+def checkpoint_file(path: str | Path) -> Path:
+    """A teacher checkpoint: a file, or a run directory (its student)."""
     path = Path(path)
-    if path.is_dir():
-        path = path / "student.safetensors"
+    return path / "student.safetensors" if path.is_dir() else path
+
+
+def teacher_architecture(cfg: TeacherConfig) -> tuple[str, dict[str, Any]]:
+    """(model name, options) of the teacher: its model section, or the description kdforge
+    saved beside a checkpoint (``teacher.json`` next to ``teacher.safetensors``)."""
+    if cfg.model is not None:
+        return cfg.model.name, cfg.model.options
+    path = checkpoint_file(cfg.path)
+    if path.suffix != ".safetensors" or not path.with_suffix(".json").exists():
+        raise KdforgeError(f"teacher '{path}' has no kdforge description beside it ({path.with_suffix('.json').name}); set teacher.model (name and options)")
+    spec = read_meta(path)["model"]
+    return spec["name"], spec["options"]
+
+
+def load_checkpoint_model(path: str | Path, model_cfg: Any, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    path = checkpoint_file(path)
     if not path.exists():
         raise KdforgeError(f"teacher checkpoint '{path}' not found; set teacher.path to a .safetensors/.pt file or a run directory")
     if path.suffix == ".safetensors" and path.with_suffix(".json").exists():
