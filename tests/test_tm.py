@@ -343,6 +343,8 @@ def test_tm_flat_run_on_booleanized_digits_reports_hard_mode_and_exports_rules(t
     result = run(recipe)
     entry = result.results["student"]
     assert 0.0 <= entry["test_hard"]["accuracy"] <= 1.0
+    (usage,) = entry["clause_usage"].values()  # the final clause usage, in results.json
+    assert usage["clauses"] == usage["active"] == 32 and 0 < usage["used"] <= 32 and 0.0 < usage["firing"] <= 1.0
     assert "in hard mode" in (result.run_dir / "report.md").read_text()
     assert invoke("export", result.run_dir, "--format", "tm-rules") == 0
     rules = load_rules(result.run_dir / "student.tm-rules.json")
@@ -466,3 +468,18 @@ def test_feature_terms_tap_tm_blocks_by_their_hidden_states(invoke, tiny_recipe,
     assert all(f"{term} = " in out for term in ("hint", "cka", "fdd"))
     assert invoke("check", tmp_path / "tm.yaml", "losses.2.mapping=explicit") == 2  # 'blocks' itself never runs: said so
     assert "never ran in a forward pass" in capsys.readouterr().out
+
+
+def test_clause_usage_counts_what_fires_in_hard_mode():
+    from kdforge.models.tm import ClauseLayer, clause_usage, hard_mode
+
+    torch.manual_seed(0)
+    layer = ClauseLayer(6, 3, clauses=8, lf=2)
+    layer.clause_mask[:2] = False  # two clauses switched off, as auto_clause does
+    x = torch.rand(40, 6)
+    with torch.no_grad(), hard_mode(layer):
+        fires = (layer.clause_scores(x) * layer.clause_mask) > 0  # [40, 8], by the formula
+    (usage,) = clause_usage(torch.nn.Sequential(layer), [(x[:25], None), (x[25:], None)]).values()
+    assert usage["active"] == 6 and usage["used"] == int(fires.any(0).sum())
+    assert usage["firing"] == pytest.approx(float(fires.float().sum()) / 40 / 6)
+    assert not layer.hard and clause_usage(torch.nn.Linear(2, 2), [(x, None)]) == {}

@@ -38,7 +38,7 @@ from kdforge.losses import LossTerm, build_loss, build_losses
 from kdforge.models import build_model
 from kdforge.models.rwkv import spike_statistics
 from kdforge.models.ssm import compression_preset
-from kdforge.models.tm import clause_layers, hard_mode
+from kdforge.models.tm import clause_layers, clause_usage, hard_mode
 from kdforge.report import plot_curves, summary_table, write_report, write_results
 from kdforge.teachers import TEACHER_SOURCES, Teacher
 from kdforge.teachers.adapt import InputAdapter, expected_input
@@ -212,6 +212,8 @@ class Session:
                 last["test_hard"] = self.evaluate(student, self.test, f"{stage}: test split, hard mode")
         if spikes := spike_statistics(student, self.test):
             last["spikes"] = spikes
+        if usage := clause_usage(student, self.test):
+            last["clause_usage"] = usage
         averaged = {"weights": f"EMA (decay {self.recipe.train.ema_decay})"} if trainer.ema is not None else {}
         if transfer is not None:
             last["init_from_teacher"] = transfer

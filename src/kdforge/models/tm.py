@@ -232,6 +232,43 @@ def hard_mode(model: nn.Module) -> Iterator[nn.Module]:
             layer.hard = hard
 
 
+@torch.no_grad()
+def clause_usage(model: nn.Module, batches: Any) -> dict[str, dict[str, float]]:
+    """How each clause layer uses its clauses over ``batches``, in hard mode (what the exported
+    rules compute): ``active`` clauses (not masked by ``auto_clause``), ``used`` (active clauses
+    that fire on at least one input) and ``firing`` (the mean share of active clauses that fire
+    on an input). Empty for a model without clause layers."""
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, ClauseLayer)}
+    ever = {name: torch.zeros(m.clauses, dtype=torch.bool) for name, m in layers.items()}
+    fired, rows = dict.fromkeys(layers, 0.0), dict.fromkeys(layers, 0)
+
+    def recorder(name: str) -> Callable[..., None]:
+        def record(module: nn.Module, args: Any, scores: torch.Tensor) -> None:
+            firing = (scores > 0).flatten(0, -2)  # [inputs (and tokens), clauses]
+            ever[name] |= firing.any(0).cpu()
+            fired[name] += float(firing.sum())
+            rows[name] += len(firing)
+
+        return record
+
+    handles = [m.activations.register_forward_hook(recorder(name)) for name, m in layers.items()]
+    was_training = model.training
+    model.eval()
+    try:
+        with hard_mode(model):
+            for x, *_ in batches if layers else ():
+                model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    usage = {}
+    for name, m in layers.items():
+        active = int(m.clause_mask.sum())
+        usage[name] = {"clauses": m.clauses, "active": active, "used": int((ever[name] & m.clause_mask.cpu()).sum()), "firing": fired[name] / max(rows[name], 1) / max(active, 1)}
+    return usage
+
+
 def set_hard(model: nn.Module, hard: bool = True) -> nn.Module:
     """Switch every clause layer of ``model`` to (or from) its exact boolean form."""
     for layer in clause_layers(model):
