@@ -4,6 +4,9 @@ import pytest
 import torch
 
 os.environ.setdefault("COLUMNS", "200")  # rich wraps at 80 columns otherwise; keep messages on one line
+# the Python processes that tests start (torchrun ranks, a writer to kill) may cache bytecode: with
+# PYTHONDONTWRITEBYTECODE set, as on our machines, each of them compiles torch and kdforge from source again
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
