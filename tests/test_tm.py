@@ -483,3 +483,18 @@ def test_clause_usage_counts_what_fires_in_hard_mode():
     assert usage["active"] == 6 and usage["used"] == int(fires.any(0).sum())
     assert usage["firing"] == pytest.approx(float(fires.float().sum()) / 40 / 6)
     assert not layer.hard and clause_usage(torch.nn.Linear(2, 2), [(x, None)]) == {}
+
+
+def test_mlp_ratio_sizes_each_tm_feed_forward_from_its_token_width(invoke, tiny_recipe, tmp_path, capsys):
+    import yaml
+
+    from kdforge.errors import KdforgeError
+
+    swin = build_model("swin_tm", input_shape=(1, 16, 16), num_classes=3, embed_dim=8, depths=[1, 1], heads=[1, 2], window=2, clauses=8, mlp_ratio=1.5)
+    widths = {n: m.out_features for n, m in swin.named_modules() if n.endswith("ffn.proj_in")}
+    assert widths == {"stages.0.blocks.0.ffn.proj_in": 12, "stages.1.blocks.0.ffn.proj_in": 24}  # 1.5 x 8, then 1.5 x 16
+    with pytest.raises(KdforgeError, match="literals .* or mlp_ratio .*, not both"):
+        build_model("vit_tm", input_shape=(1, 16, 16), num_classes=3, literals=8, mlp_ratio=2.0)
+    recipe = {**tiny_recipe, "student": {"model": {"name": "vit_tm_tiny", "patch_size": 4, "clauses": 8, "mlp_ratio": 2.0}}}
+    (tmp_path / "tm.yaml").write_text(yaml.safe_dump(recipe))
+    assert invoke("check", tmp_path / "tm.yaml") == 0, capsys.readouterr().out

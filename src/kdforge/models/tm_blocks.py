@@ -38,7 +38,9 @@ class TMFeedForward(nn.Module):
     * ``gating``: ``geglu`` / ``swiglu`` multiplies the TM output by GELU / SiLU of a
       linear gate of the tokens.
     * ``backend``: ``ste`` (one clause layer) or ``deeptm`` (``deep_depth`` stacked layers).
-    * ``literals``: the clause layer's input width (default: the token width).
+    * ``literals``: the clause layer's input width (default: the token width); or
+      ``mlp_ratio``: that width as a multiple of the token width, like a transformer MLP's
+      hidden ratio (so it follows each stage's width in a Swin-TM).
     """
 
     def __init__(
@@ -46,6 +48,7 @@ class TMFeedForward(nn.Module):
         dim: int,
         tokens: int,
         literals: int | None = None,
+        mlp_ratio: float | None = None,
         clauses: int = 64,
         backend: Literal["ste", "deeptm"] = "ste",
         deep_depth: int = 2,
@@ -59,6 +62,12 @@ class TMFeedForward(nn.Module):
     ):
         super().__init__()
         self.ff_mix, self.gating, self.bypass_scale = ff_mix, gating, bypass
+        if literals is not None and mlp_ratio is not None:
+            raise ValueError("give literals (a width) or mlp_ratio (a multiple of the token width), not both")
+        if mlp_ratio is not None and mlp_ratio <= 0:
+            raise ValueError(f"mlp_ratio must be > 0, got {mlp_ratio}")
+        if mlp_ratio is not None:
+            literals = max(1, round(mlp_ratio * dim))
         literals = literals or dim
         if ff_mix == "linear":
             self.mix = nn.Linear(tokens, tokens)
