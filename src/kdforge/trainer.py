@@ -309,7 +309,7 @@ class Trainer:
         val = self.evaluate(val_batches)
         sums = distributed.all_reduce_sum(self.pos.sums.clone()) / distributed.world_size()  # the ranks' mean
         train = dict(zip(self.loss_names, (sums / math.ceil(self.pos.batch / self.cfg.accumulate)).tolist()))  # the steps this epoch took
-        finished_stage = self._stage_key(self.pos.epoch + 1 - 1e-9)  # what this epoch trained with, at its very end
+        finished_stage = self._stage_key(self.pos.epoch + 1 - 1e-9) if self.cfg.stage_checkpoints else None  # what this epoch trained with, at its very end
         record = {"epoch": self.pos.epoch + 1, "curriculum_stage": self.pos.stage, "train": train, "val": val, "lr": self.current_lr(), "seconds": self.pos.seconds, **steered}
         if self.val_terms:
             record["val_terms"] = self.validation_terms(val_batches)
