@@ -498,3 +498,21 @@ def test_mlp_ratio_sizes_each_tm_feed_forward_from_its_token_width(invoke, tiny_
     recipe = {**tiny_recipe, "student": {"model": {"name": "vit_tm_tiny", "patch_size": 4, "clauses": 8, "mlp_ratio": 2.0}}}
     (tmp_path / "tm.yaml").write_text(yaml.safe_dump(recipe))
     assert invoke("check", tmp_path / "tm.yaml") == 0, capsys.readouterr().out
+
+
+def test_swin_stage_widths_and_clause_budgets_per_stage_from_a_recipe(invoke, tiny_recipe, tmp_path, capsys):
+    import yaml
+
+    from kdforge.errors import KdforgeError
+
+    model = build_model("swin_tm", input_shape=(1, 16, 16), num_classes=3, embed_dim=[12, 20], depths=[1, 1], heads=[2, 4], window=2, clauses=[8, 16])
+    layers = {n: (m.in_features, m.clauses) for n, m in model.named_modules() if isinstance(m, ClauseLayer)}
+    assert layers == {"stages.0.blocks.0.ffn.tm": (12, 8), "stages.1.blocks.0.ffn.tm": (20, 16)}  # widths that do not double
+    assert model.stages[0].downsample.reduction.out_features == 20 and model.head.in_features == 20
+    doubled = build_model("swin_tm", input_shape=(1, 16, 16), num_classes=3, embed_dim=8, depths=[1, 1], heads=[1, 2], window=2, clauses=8)
+    assert [m.in_features for m in doubled.modules() if isinstance(m, ClauseLayer)] == [8, 16]  # one number: the width doubles
+    with pytest.raises(KdforgeError, match="one number or one per stage"):
+        build_model("swin_tm", input_shape=(1, 16, 16), num_classes=3, embed_dim=[8, 16, 32], depths=[1, 1], heads=[1, 2])
+    recipe = {**tiny_recipe, "student": {"model": {"name": "swin_tm", "embed_dim": [8, 12], "clauses": [8, 16], "depths": [1, 1], "heads": [1, 2], "window": 2}}}
+    (tmp_path / "swin.yaml").write_text(yaml.safe_dump(recipe))
+    assert invoke("check", tmp_path / "swin.yaml") == 0, capsys.readouterr().out

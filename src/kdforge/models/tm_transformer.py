@@ -170,13 +170,13 @@ def window_mask(h: int, w: int, hp: int, wp: int, win: int, shift: int, device: 
 
 
 class PatchMerging(nn.Module):
-    """[B, H, W, C] -> [B, ⌈H/2⌉, ⌈W/2⌉, 2C]: concatenate 2×2 neighbours (odd sizes padded),
-    normalise, project."""
+    """[B, H, W, C] -> [B, ⌈H/2⌉, ⌈W/2⌉, out] (default 2C): concatenate 2×2 neighbours (odd
+    sizes padded), normalise, project."""
 
-    def __init__(self, dim: int, norm: Norm):
+    def __init__(self, dim: int, norm: Norm, out: int | None = None):
         super().__init__()
         self.norm = make_norm(norm, 4 * dim)
-        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+        self.reduction = nn.Linear(4 * dim, out or 2 * dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.pad(x, (0, 0, 0, x.shape[2] % 2, 0, x.shape[1] % 2))
@@ -192,7 +192,9 @@ class SwinTM(nn.Module):
     Patch embedding (normalised, with ``patch_norm``) -> stages of window-attention blocks (every second block shifts its
     windows by half a window; relative position bias) with patch merging between stages
     (width doubles) -> norm -> mean pool -> head. Image sizes need not divide by the window
-    or by two: maps are padded and padding is masked.
+    or by two: maps are padded and padding is masked. ``embed_dim`` and ``clauses`` take one
+    number (the width doubles at each merge; every stage has that clause budget) or one per
+    stage (``embed_dim: [48, 96]``, ``clauses: [32, 64]``).
 
     Taps: ``patch_embed``, ``patch_norm``, ``stages.S.blocks.N`` ([B, H, W, C]), ``stages.S.downsample``, ``norm``, ``head``.
     """
@@ -202,9 +204,10 @@ class SwinTM(nn.Module):
         input_shape: tuple[int, ...],
         num_classes: int,
         patch_size: int = 2,
-        embed_dim: int = 32,
+        embed_dim: int | tuple[int, ...] = 32,
         depths: tuple[int, ...] = (2, 2),
         heads: tuple[int, ...] = (2, 4),
+        clauses: int | tuple[int, ...] = 64,
         window: int = 4,
         norm: Norm = "layer",
         patch_norm: bool = True,
@@ -219,21 +222,25 @@ class SwinTM(nn.Module):
             raise ValueError("swin_tm takes images [C, H, W]")
         if len(depths) != len(heads):
             raise ValueError(f"depths {list(depths)} and heads {list(heads)} must have one entry per stage")
-        self.patch_embed = nn.Conv2d(input_shape[0], embed_dim, patch_size, stride=patch_size)
-        self.patch_norm = make_norm(norm, embed_dim) if patch_norm else nn.Identity()
+        widths = list(embed_dim) if isinstance(embed_dim, (list, tuple)) else [embed_dim * 2**s for s in range(len(depths))]
+        budgets = list(clauses) if isinstance(clauses, (list, tuple)) else [clauses] * len(depths)
+        if len(widths) != len(depths) or len(budgets) != len(depths):
+            raise ValueError(f"embed_dim and clauses take one number or one per stage ({len(depths)} stages), got {embed_dim} and {clauses}")
+        self.patch_embed = nn.Conv2d(input_shape[0], widths[0], patch_size, stride=patch_size)
+        self.patch_norm = make_norm(norm, widths[0]) if patch_norm else nn.Identity()
         size = [-(-s // patch_size) for s in input_shape[1:]]
         rates = iter(drop_path_rates(drop_path, sum(depths), drop_path_schedule))
         self.stages = nn.ModuleList()
-        dim = embed_dim
-        for s, (depth, h) in enumerate(zip(depths, heads)):
+        for s, (depth, h, dim) in enumerate(zip(depths, heads, widths)):
             stage = nn.Module()
             tokens = size[0] * size[1]
+            ffn = {**tm, "clauses": budgets[s]}
             stage.blocks = nn.ModuleList(
-                WindowBlock(dim, h, window, i % 2 == 1, tm_ffn(dim, tokens, tm), norm, next(rates), dropout, num_classes if diag_heads else None) for i in range(depth)
+                WindowBlock(dim, h, window, i % 2 == 1, tm_ffn(dim, tokens, ffn), norm, next(rates), dropout, num_classes if diag_heads else None) for i in range(depth)
             )
             if s < len(depths) - 1:
-                stage.downsample = PatchMerging(dim, norm)
-                dim, size = 2 * dim, [-(-v // 2) for v in size]
+                stage.downsample = PatchMerging(dim, norm, widths[s + 1])
+                size = [-(-v // 2) for v in size]
             self.stages.append(stage)
         self.norm = make_norm(norm, dim)
         self.head = nn.Linear(dim, num_classes)
