@@ -326,3 +326,23 @@ def test_an_ema_of_the_student_keeps_clause_masks_exact():
     model.blocks[0].ffn.tm.clause_mask[:5] = False
     ema_update(average, model, 0.9)
     assert torch.equal(average.blocks[0].ffn.tm.clause_mask, model.blocks[0].ffn.tm.clause_mask)
+
+
+def test_auto_clause_before_training_on_a_few_validation_batches(tiny_recipe, monkeypatch):
+    from kdforge import Recipe, run
+    from kdforge import clause_steering
+
+    seen = []
+    measured = clause_steering.diagnose
+    monkeypatch.setattr(clause_steering, "diagnose", lambda model, batches, limit=None: seen.append(limit) or measured(model, batches, limit))
+    tiny_recipe["student"] = {"model": {"name": "vit_tm", "patch_size": 4, "embed_dim": 16, "depth": 2, "heads": 2, "clauses": 16, "lf": 4},
+                              "auto_clause": {"warmup_epochs": 0, "batches": 1, "total": 20, "min_clauses": 4}}
+    tiny_recipe["train"] = {"epochs": 1, "baseline": False}
+    result = run(Recipe.model_validate(tiny_recipe))
+    applied = result.results["student"]["steering"]["auto_clause"]
+    assert applied["epoch"] == 0 and sum(applied["after"].values()) == 20 and seen == [1]  # once, before training, on one batch
+    assert "auto_clause before training" in (result.run_dir / "report.md").read_text()
+    from kdforge import load_student
+    from kdforge.models.tm import clause_layers
+
+    assert sum(int(layer.clause_mask.sum()) for layer in clause_layers(load_student(result.run_dir))) == 20  # the trained student kept the budget

@@ -21,6 +21,7 @@ validation, so checkpoints, best-epoch selection and resumed runs all see them.
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -55,9 +56,9 @@ class Diagnostics:
         }
 
 
-def diagnose(model: nn.Module, batches: Any) -> Diagnostics:
-    """Head and clause importance of ``model`` over ``batches`` (the validation loader).
-    Only the probes get gradients: the model's own ``.grad`` is untouched."""
+def diagnose(model: nn.Module, batches: Any, limit: int | None = None) -> Diagnostics:
+    """Head and clause importance of ``model`` over ``batches`` (the validation loader; its
+    first ``limit`` batches). Only the probes get gradients: the model's own ``.grad`` is untouched."""
     attention = {n: m for n, m in model.named_modules() if isinstance(m, TMAttention)}
     layers = {n: m for n, m in model.named_modules() if isinstance(m, ClauseLayer)}
     device = next(model.parameters()).device
@@ -68,7 +69,7 @@ def diagnose(model: nn.Module, batches: Any) -> Diagnostics:
     samples, was_training = 0, model.training
     model.eval()
     with _probing(attention, heads, layers, clauses), torch.enable_grad():
-        for x, y, *_ in batches.epoch(0):
+        for x, y, *_ in itertools.islice(batches.epoch(0), limit):
             loss = F.cross_entropy(model(x).float(), y, reduction="sum")
             grads = torch.autograd.grad(loss, probes, allow_unused=True)
             for total, grad in zip(totals, grads):
@@ -158,21 +159,21 @@ class ClauseSteering:
             raise KdforgeError(f"student.clause_specialize and student.auto_clause steer TM students; {cfg.model.name} has no clause layers or TM attention")
         return cls(cfg, val) if steers and has_tm else None
 
-    def __call__(self, trainer: Trainer, model: nn.Module) -> dict[str, Any]:
-        epoch = trainer.pos.epoch + 1  # the epoch that just ended
+    def __call__(self, trainer: Trainer, model: nn.Module, epoch: int) -> dict[str, Any]:
+        """Steer after ``epoch`` epochs of training (0: before the first)."""
         specialize, auto = self.cfg.clause_specialize, self.cfg.auto_clause
         now_specialize = specialize is not None and epoch == specialize.warmup_epochs
         now_auto = auto is not None and epoch == auto.warmup_epochs
-        logged = self.cfg.diagnostics_every and epoch % self.cfg.diagnostics_every == 0
+        logged = self.cfg.diagnostics_every and epoch > 0 and epoch % self.cfg.diagnostics_every == 0
         if not (now_specialize or now_auto or logged):
             return {}
-        diagnostics = diagnose(model, self.val)
+        diagnostics = diagnose(model, self.val, auto.batches if now_auto else None)
         record: dict[str, Any] = {"diagnostics": diagnostics.as_record(model)}
         with torch.no_grad():
             if now_specialize:
-                record["clause_specialize"] = {"strength": specialize.strength, "gains": specialize_heads(model, diagnostics, specialize.strength)}
+                record["clause_specialize"] = {"epoch": epoch, "strength": specialize.strength, "gains": specialize_heads(model, diagnostics, specialize.strength)}
             if now_auto:
-                record["auto_clause"] = allocate_clauses(model, diagnostics, auto.total, auto.min_clauses)
+                record["auto_clause"] = {"epoch": epoch, **allocate_clauses(model, diagnostics, auto.total, auto.min_clauses)}
         return record
 
 

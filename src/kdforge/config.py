@@ -220,7 +220,8 @@ class AutoClauseConfig(Section):
     """``student.auto_clause``: after ``warmup_epochs``, share the clause budget across clause
     layers by their validation importance and mask each layer's least important clauses."""
 
-    warmup_epochs: int = Field(2, ge=1, description="applied once, at the end of this epoch")
+    warmup_epochs: int = Field(2, ge=0, description="applied once, at the end of this epoch (0: before training, e.g. on a student initialised from its teacher)")
+    batches: int | None = Field(None, gt=0, description="validation batches the clause importance is measured on (default: all)")
     total: int | None = Field(None, gt=0, description="active clauses in all layers together (default: keep the current total)")
     min_clauses: int = Field(2, ge=1, description="no layer keeps fewer")
 

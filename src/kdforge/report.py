@@ -76,7 +76,8 @@ def tm_sections(entry: dict[str, Any]) -> list[str]:
     if "auto_clause" in steering:
         a = steering["auto_clause"]
         moves = ", ".join(f"`{n}` {a['before'][n]} → {a['after'][n]}" for n in a["after"])
-        lines += ["", f"auto_clause after epoch {a['epoch']}: {a['total']} active clauses shared by validation importance: {moves}."]
+        when = f"after epoch {a['epoch']}" if a["epoch"] else "before training"
+        lines += ["", f"auto_clause {when}: {a['total']} active clauses shared by validation importance: {moves}."]
     return lines
 
 

@@ -161,6 +161,7 @@ class Trainer:
         self.distiller, self.optim_cfg, self.cfg, self.stage, self.curriculum, self.mixer = distiller, optim, train, stage, curriculum, mixer
         self.task = task  # "embedding" makes evaluations compare similarities with the teacher's (see kdforge.evaluate)
         self.steering = steering  # may change the student at the end of an epoch (ClauseSteering); what it returns joins the epoch's record
+        self.steered_before: dict[str, Any] = {}  # what it changed before the first epoch
         self.val_terms = val_terms and not distiller.cached  # a cache holds the teacher's outputs on training samples only
         self.device = next(distiller.student.parameters()).device
         self.dir = Path(checkpoint_dir)
@@ -205,6 +206,8 @@ class Trainer:
         if resume and (self.dir / "last.pt").exists():
             self._load_last()
         self.all_train, self.train_batches = train_batches, train_batches
+        if self.steering is not None and self.pos.step == 0 and self.pos.epoch == 0:
+            self.steered_before = self.steering(self, unwrap(self.distiller.student), 0)
         if self.curriculum is not None:
             self._enter_stage()
         for cb in self.callbacks:
@@ -305,7 +308,9 @@ class Trainer:
 
     def _end_epoch(self, val_batches: Any) -> None:
         # on every rank, before validation and checkpoints, so that both see what it changed
-        steered = self.steering(self, unwrap(self.distiller.student)) if self.steering is not None else {}
+        steered = self.steering(self, unwrap(self.distiller.student), self.pos.epoch + 1) if self.steering is not None else {}
+        if self.pos.epoch == 0:  # what was applied before training (auto_clause at epoch 0) joins the first epoch's record
+            steered = {**self.steered_before, **steered}
         val = self.evaluate(val_batches)
         sums = distributed.all_reduce_sum(self.pos.sums.clone()) / distributed.world_size()  # the ranks' mean
         train = dict(zip(self.loss_names, (sums / math.ceil(self.pos.batch / self.cfg.accumulate)).tolist()))  # the steps this epoch took
