@@ -158,3 +158,22 @@ def test_trainable_teacher_recipe_co_trains_and_checkpoints_the_teacher(tiny_rec
     assert "teacher_ce" in last["position"]["history"]
     with pytest.raises(ConfigError, match="used with trainable: true only"):
         Recipe.from_dict({**tiny_recipe, "teacher": {**tiny_recipe["teacher"], "trainable": False}})
+
+
+def test_hidden_states_of_several_teachers_at_once(invoke, tiny_recipe, tmp_path, capsys):
+    import json
+
+    import yaml
+
+    tiny_recipe["teacher"] = {"source": "ensemble", "members": [
+        {"source": "train", "model": {"name": "mlp", "hidden": [16]}, "train": {"epochs": 1}},
+        {"source": "train", "model": {"name": "cnn", "width": 4, "depth": 1}, "train": {"epochs": 1}},
+    ]}
+    tiny_recipe["losses"] = [{"name": "ce"}, {"name": "kd"}, {"name": "hint", "student": "features.0", "teacher": "members.0.features.0", "projector": "linear"},
+                             {"name": "cka", "student": "features.0", "teacher": "members.1.features.0"}]
+    tiny_recipe["train"] = {"epochs": 1, "baseline": False}
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump(tiny_recipe))
+    assert invoke("train", tmp_path / "two.yaml") == 0, capsys.readouterr().out
+    run_dir = next((tmp_path / "runs").glob("tiny-*"))
+    epoch = next(r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if r["stage"] == "distill" and r["kind"] == "epoch")
+    assert epoch["train"]["hint"] > 0 and 0 < epoch["train"]["cka"] <= 1  # one term per teacher's hidden states
