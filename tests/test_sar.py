@@ -77,6 +77,7 @@ def test_a_regression_run_distills_an_ssm_reports_psnr_and_exports_int8(tiny_rec
     assert invoke("export", result.run_dir, "--quantize", "int8") == 0
     measured = json.loads((result.run_dir / "student.int8.json").read_text())
     assert measured["quantized_layers"] == ["encoder", "blocks.0.out", "decoder"] and math.isfinite(measured["int8"]["test"]["psnr_db"])
+    assert measured["int8"]["nonzero_weights"] > 0.5 * measured["float32"]["nonzero_weights"]  # int8 weights are counted, not skipped
     from kdforge import load_student
     from kdforge.data import build_dataset
     from kdforge.export import load_quantized, quantize_int8

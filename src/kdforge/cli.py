@@ -328,8 +328,21 @@ def _export_pruned(run_dir: Path, amount: float, kind: str, out: Path) -> None:
     stem = out.parent / out.name.removesuffix(".safetensors")
     weights = save_model(pruned, stem, {"pruned": {"amount": amount, "kind": kind, "layers": layers}})
     _measure_variants(run_dir, {"float32": student, f"pruned {kind} {amount:g}": pruned}, stem.parent / f"{stem.name}.measured.json", f"{kind} pruning of {len(layers)} layers", {"pruned_layers": layers})
-    console.print(f"wrote {escape(str(weights))} (load with kdforge.load_student); zeros stay stored, so dense kernels run at the same speed: "
+    console.print(f"wrote {weights} (load with kdforge.load_student); zeros stay stored, so dense kernels run at the same speed: "
                   "the gain is in size once compressed, or with sparse kernels", markup=False)
+
+
+def _nonzero_weights(model: torch.nn.Module) -> int:
+    """Non-zero real weights of ``model``, its int8 ones too (a dynamic-quantised linear layer
+    keeps them packed in a tuple, as quantised tensors)."""
+    import torch
+
+    def tensors(value: object) -> list[torch.Tensor]:
+        if isinstance(value, torch.Tensor):
+            return [value.dequantize() if value.is_quantized else value]
+        return [t for item in value for t in tensors(item)] if isinstance(value, (tuple, list)) else []
+
+    return sum(int(t.count_nonzero()) for value in model.state_dict().values() for t in tensors(value) if t.is_floating_point())
 
 
 def _measure_variants(run_dir: Path, models: dict[str, torch.nn.Module], out: Path, what: str, extra: dict) -> None:
@@ -346,7 +359,7 @@ def _measure_variants(run_dir: Path, models: dict[str, torch.nn.Module], out: Pa
     test = make_loader(data.test, recipe.data.eval_batch_size)
     example = data.test.x[:1]
     rows = {name: {"test": evaluate(model, test, task=data.task), "latency_ms_b1": latency_ms(model, example), "latency_ms_b32": latency_ms(model, example, batch_size=32),
-                   "nonzero_weights": sum(int(t.count_nonzero()) for t in model.state_dict().values() if hasattr(t, "count_nonzero") and t.is_floating_point())}
+                   "nonzero_weights": _nonzero_weights(model)}
             for name, model in models.items()}
     table = Table(title=escape(f"{run_dir}: student, {what}, test split"))
     for column in ("weights", "test", "latency ms b1", "latency ms b32", "non-zero weights"):
