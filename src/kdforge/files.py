@@ -116,12 +116,8 @@ def load_npy(path: str | Path, mmap_mode: str | None = None, what: str = "array 
     path = _existing(path, what)
     try:
         array = np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
-    except ValueError as err:
-        if "object" in str(err).lower():
-            raise FileReadError(_object_array(path, what)) from None
-        raise FileReadError(f"{what} '{path}' is not a readable .npy array ({_short(err)}): it is truncated or damaged") from None
-    except (OSError, EOFError) as err:
-        raise FileReadError(f"{what} '{path}' is not a readable .npy array ({_short(err)}): it is truncated or damaged") from None
+    except (ValueError, OSError, EOFError) as err:
+        raise _unreadable(err, path, what, ".npy array") from None
     return _plain(array, path, what)
 
 
@@ -131,12 +127,8 @@ def load_npz(path: str | Path, what: str = "array file") -> dict[str, np.ndarray
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
-    except ValueError as err:
-        if "object" in str(err).lower():
-            raise FileReadError(_object_array(path, what)) from None
-        raise FileReadError(f"{what} '{path}' is not a readable .npz archive ({_short(err)}): it is truncated or damaged") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as err:
-        raise FileReadError(f"{what} '{path}' is not a readable .npz archive ({_short(err)}): it is truncated or damaged") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        raise _unreadable(err, path, what, ".npz archive") from None
     return {key: _plain(array, path, what, key) for key, array in arrays.items()}
 
 
@@ -160,9 +152,12 @@ def _plain(array: np.ndarray, path: Path, what: str, key: str | None = None) -> 
     return array
 
 
-def _object_array(path: Path, what: str) -> str:
-    return (f"{what} '{path}' holds Python objects (an object-dtype array), which kdforge never loads (they can run code); "
-            "save a numeric array (np.asarray(values, dtype=np.float32))")
+def _unreadable(err: BaseException, path: Path, what: str, kind: str) -> FileReadError:
+    """Why NumPy could not read ``path``: it holds Python objects, or it is damaged."""
+    if isinstance(err, ValueError) and "object" in str(err).lower():
+        return FileReadError(f"{what} '{path}' holds Python objects (an object-dtype array), which kdforge never loads (they can run code); "
+                             "save a numeric array (np.asarray(values, dtype=np.float32))")
+    return FileReadError(f"{what} '{path}' is not a readable {kind} ({_short(err)}): it is truncated or damaged")
 
 
 def _short(err: BaseException) -> str:
