@@ -124,6 +124,106 @@ def test_ensemble_and_ema_recipes_run(tiny_recipe):
     assert result.results["teacher"]["source"] == "ema" and result.results["teacher"]["params"] == result.results["student"]["params"]
 
 
+def test_a_term_reads_one_members_logits_and_an_ema_member_alone_follows_the_student(tmp_path):
+    from kdforge.losses.functional import kd_loss
+
+    fixed, student = mlp(seed=1), mlp(seed=2)
+    teacher = Teacher(EnsembleTeacher([fixed, mlp(seed=3)]), ema_decay=0.5, ema_part="members.1")
+    teacher.start_ema(student)
+    assert all(torch.equal(a, b) for a, b in zip(teacher.module.members[1].parameters(), student.parameters()))
+    terms = build_losses([{"name": "kd", "member": 0, "temperature": 2.0}, {"name": "kd", "member": 1, "temperature": 3.0}, {"name": "kd"}])
+    distiller = Distiller(student, teacher, terms, torch.randn(2, 1, 8, 8))
+    x, y = torch.randn(8, 1, 8, 8), torch.arange(8)
+    out = distiller(x, y)
+    with torch.no_grad():
+        zs, z0, z1 = student(x), fixed(x), teacher.module.members[1](x)
+    assert torch.allclose(out.parts["kd"], kd_loss(zs, z0, 2.0), atol=1e-6)
+    assert torch.allclose(out.parts["kd_2"], kd_loss(zs, z1, 3.0), atol=1e-6)
+    assert torch.allclose(out.parts["kd_3"], kd_loss(zs, (z0 + z1) / 2, 4.0), atol=1e-6)  # no member: the combination
+
+    fixed_before = [p.clone() for p in fixed.parameters()]
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(1.0)
+    distiller.after_step()
+    assert all(torch.equal(a, b) for a, b in zip(fixed_before, fixed.parameters()))  # the external member never moves
+    assert torch.allclose(teacher.module.members[1].head.weight, student.head.weight - 0.5)
+    assert set(distiller.trainable_state_dict()["teacher"]) == set(teacher.module.members[1].state_dict())  # only what changes is checkpointed
+
+
+def test_member_must_name_an_ensemble_member_of_a_term_that_reads_the_teacher():
+    x = torch.randn(2, 1, 8, 8)
+    with pytest.raises(KdforgeError, match="member: 2 needs an ensemble teacher with a member 2.*an ensemble of 2"):
+        Distiller(mlp(), Teacher(EnsembleTeacher([mlp(), mlp()])), build_losses([{"name": "kd", "member": 2}]), x)
+    with pytest.raises(KdforgeError, match="this teacher is not an ensemble"):
+        Distiller(mlp(), Teacher(mlp()), build_losses([{"name": "kd", "member": 0}]), x)
+    with pytest.raises(KdforgeError, match="'ce' reads no teacher; remove member"):
+        Distiller(mlp(), Teacher(EnsembleTeacher([mlp(), mlp()])), build_losses([{"name": "ce", "member": 0}]), x)
+
+
+def test_per_token_member_logits_are_flattened_and_unpadded_like_the_combination():
+    from kdforge.data.bundle import PAD_TARGET
+    from kdforge.losses.functional import kd_loss
+
+    class TinyLM(torch.nn.Module):
+        def __init__(self, seed):
+            super().__init__()
+            torch.manual_seed(seed)
+            self.embed, self.head = torch.nn.Embedding(11, 8), torch.nn.Linear(8, 11)
+
+        def forward(self, tokens):
+            return self.head(self.embed(tokens))
+
+    a, b, student = TinyLM(1), TinyLM(2), TinyLM(3)
+    distiller = Distiller(student, Teacher(EnsembleTeacher([a, b])), build_losses([{"name": "kd", "member": 1, "temperature": 1.0}]), torch.randint(0, 11, (2, 5)), per_token=True)
+    tokens, targets = torch.randint(0, 11, (3, 5)), torch.randint(0, 11, (3, 5))
+    targets[0, 3:] = PAD_TARGET
+    real = (targets != PAD_TARGET).flatten()
+    with torch.no_grad():
+        expected = kd_loss(student(tokens).flatten(0, 1)[real], b(tokens).flatten(0, 1)[real], 1.0)
+    assert torch.allclose(distiller(tokens, targets).parts["kd"], expected, atol=1e-6)
+
+
+def test_external_teacher_and_ema_self_distillation_in_one_run(tiny_recipe, invoke, tmp_path):
+    """The pretrained-teacher workflow: KD from a fixed teacher and from the student's own
+    moving average at once, each term on its own member, through `kdforge train`."""
+    import json
+
+    import yaml
+
+    tiny_recipe["teacher"] = {"source": "ensemble", "members": [tiny_recipe["teacher"], {"source": "ema", "decay": 0.9}]}
+    tiny_recipe["losses"] = [{"name": "ce", "weight": 0.4}, {"name": "kd", "member": 0, "weight": 0.4}, {"name": "kd", "member": 1, "weight": 0.2, "temperature": 2.0}]
+    tiny_recipe["train"] = {"epochs": 2, "baseline": False}
+    path = tmp_path / "both.yaml"
+    path.write_text(yaml.safe_dump(tiny_recipe))
+    assert invoke("check", path) == 0
+    assert invoke("train", path) == 0
+    (run_dir,) = (tmp_path / "runs").glob("tiny-*")
+    results = json.loads((run_dir / "results.json").read_text())
+    assert [m.get("decay") for m in results["teacher"]["members"]] == [None, 0.9]
+    last = torch.load(run_dir / "last.pt", weights_only=True)
+    assert set(last["trainable"]["teacher"]) == set(build_model("mlp", input_shape=(1, 8, 8), num_classes=10, hidden=[16]).state_dict())  # the EMA member
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert any("kd_2" in str(row) for row in metrics)
+
+
+def test_ensemble_members_are_checked():
+    base = {"student": {"model": {"name": "mlp"}}, "losses": [{"name": "kd"}]}
+    ema = {"source": "ema"}
+    with pytest.raises(ConfigError, match="at most one 'ema' member"):
+        Recipe.from_dict({**base, "teacher": {"source": "ensemble", "members": [ema, ema]}})
+    with pytest.raises(ConfigError, match="not 'ensemble'"):
+        Recipe.from_dict({**base, "teacher": {"source": "ensemble", "members": [ema, {"source": "ensemble", "members": [ema, {"model": {"name": "mlp"}}]}]}})
+    with pytest.raises(ConfigError, match="cannot be cached"):
+        Recipe.from_dict({**base, "teacher": {"source": "ensemble", "cache": "c", "members": [ema, {"model": {"name": "mlp"}}]}})
+    with pytest.raises(ConfigError, match="belong to the ensemble's own section"):
+        Recipe.from_dict({**base, "teacher": {"source": "ensemble", "members": [ema, {"model": {"name": "mlp"}, "trainable": True}]}})
+    with pytest.raises(ConfigError, match="member"):
+        Recipe.from_dict({**base, "teacher": ema, "losses": [{"name": "kd", "member": -1}]})
+    recipe = Recipe.from_dict({**base, "teacher": {"source": "ensemble", "members": [{"model": {"name": "mlp"}}, ema]}})
+    assert recipe.teacher.ema_part == ("members.1", 0.999)
+
+
 def test_a_trainable_teacher_learns_from_labels_only_in_its_own_group(tmp_path):
     from kdforge.losses.functional import cross_entropy
 

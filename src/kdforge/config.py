@@ -180,8 +180,12 @@ class TeacherConfig(Section):
         if self.source == "ensemble":
             if len(self.members) < 2:
                 raise ValueError("an ensemble needs at least two members")
-            if any(m.source in ("ema", "ensemble") for m in self.members):
-                raise ValueError("ensemble members are 'train' or 'checkpoint' teachers")
+            if kinds := sorted({m.source for m in self.members} & {"ensemble", "table", "sentence-transformers"}):
+                raise ValueError(f"ensemble members predict logits from the student's inputs: not {', '.join(repr(k) for k in kinds)}")
+            if sum(m.source == "ema" for m in self.members) > 1:
+                raise ValueError("an ensemble holds at most one 'ema' member (the moving average of the student)")
+            if any(m.cache is not None or m.trainable for m in self.members):
+                raise ValueError("teacher.cache and teacher.trainable belong to the ensemble's own section, not to a member")
             self.combine = self.combine or "mean"
             if (self.combine == "weighted") != (self.weights is not None):
                 raise ValueError("combine 'weighted' goes with weights (one per member), and weights with combine 'weighted'")
@@ -189,13 +193,27 @@ class TeacherConfig(Section):
                 raise ValueError(f"weights must be {len(self.members)} non-negative numbers with a positive sum")
         if not self.trainable and (self.lr is not None or self.ce_weight is not None):
             raise ValueError("teacher.lr and teacher.ce_weight are used with trainable: true only")
-        if self.trainable and (self.source == "ema" or self.cache is not None):
-            raise ValueError("a trainable teacher needs weights to train: not with source 'ema' or a cache")
-        if self.source == "ema" and self.cache is not None:
-            raise ValueError("an EMA teacher changes as the student trains: it cannot be cached")
+        if self.trainable and (self.follows_student or self.cache is not None):
+            raise ValueError("a trainable teacher needs weights to train: not with an 'ema' teacher or member, or a cache")
+        if self.follows_student and self.cache is not None:
+            raise ValueError("an EMA teacher (or ensemble member) changes as the student trains: it cannot be cached")
         if self.source == "ema" and self.decay is None:
             self.decay = 0.999
         return self
+
+    @property
+    def follows_student(self) -> bool:
+        """Whether the teacher is (or holds) the moving average of the student."""
+        return self.ema_part is not None
+
+    @property
+    def ema_part(self) -> tuple[str, float] | None:
+        """(the submodule that follows the student, its decay): ``""`` for an ``ema`` teacher,
+        ``members.<i>`` for an ensemble's ``ema`` member; None when nothing does."""
+        if self.source == "ema":
+            return "", self.decay
+        found = [(f"members.{i}", m.decay) for i, m in enumerate(self.members or []) if m.source == "ema"]
+        return found[0] if found else None
 
 
 class TransferConfig(Section):
@@ -247,6 +265,7 @@ class LossConfig(Component):
     """One named loss term and its weight."""
 
     weight: float | ScheduleConfig = Field(1.0, description="a number >= 0 or a schedule")
+    member: int | None = Field(None, ge=0, description="ensemble teachers: this term reads member i's logits (e.g. the EMA member) instead of the combination")
 
     @pydantic.field_validator("weight")
     @classmethod

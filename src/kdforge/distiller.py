@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import operator
 from dataclasses import dataclass
@@ -56,7 +57,10 @@ class Distiller(nn.Module):
         self.cached = getattr(teacher, "cached", False)
         for term in terms:
             term.resolve(student, teacher.module if teacher else None)  # a cached teacher's module is an empty copy of its tree
-        teacher_layers = list(dict.fromkeys(n for t in terms for n in t.teacher_taps))
+        for term in terms:
+            if term.member is not None:
+                _check_member(term, teacher)
+        teacher_layers = list(dict.fromkeys([n for t in terms for n in t.teacher_taps] + [_member_tap(t) for t in terms if t.member is not None]))
         if self.cached and (missing := [n for n in teacher_layers if n not in teacher.layers]):
             raise KdforgeError(f"the loss terms read teacher layers {missing}, but teacher.cache '{teacher.path}' holds "
                                f"{teacher.layers or 'no layers'}; rebuild it with this recipe: kdforge cache RECIPE --out {teacher.path}")
@@ -83,7 +87,7 @@ class Distiller(nn.Module):
             {k: v.shape for k, v in t_feats.items()},
         )
         for term in self.terms:
-            term.setup(shapes)
+            term.setup(dataclasses.replace(shapes, teacher_logits=shapes.teacher[_member_tap(term)]) if term.member is not None else shapes)
         self.to(example.device)
 
     def _forward_models(self, x: torch.Tensor, index: torch.Tensor | None = None, epoch: int = 0) -> tuple[torch.Tensor, torch.Tensor | None, dict, dict]:
@@ -110,9 +114,11 @@ class Distiller(nn.Module):
         if self.cached and index is None:
             raise KdforgeError("a cached teacher needs the samples' indices: use indexed training batches")
         student_logits, teacher_logits, s_feats, t_feats = self._forward_models(inputs, index, clock.epoch)
+        real = None  # the unpadded positions, when some are padded
         if self.per_token:
             targets = targets.flatten()
-            if not (real := targets != PAD_TARGET).all():  # padded positions take no part in any logit term
+            if not (keep := targets != PAD_TARGET).all():  # padded positions take no part in any logit term
+                real = keep
                 student_logits, targets = student_logits[real], targets[real]
                 teacher_logits = teacher_logits[real] if teacher_logits is not None else None
         ctx = StepContext(inputs, targets, student_logits, teacher_logits, s_feats, t_feats, clock)
@@ -121,7 +127,7 @@ class Distiller(nn.Module):
             teacher_task = self._teacher_task(StepContext(inputs, targets, teacher_logits, clock=clock))  # the teacher learns from the labels only
             ctx.teacher_logits = teacher_logits.detach()
             ctx.teacher_features = {k: v.detach() for k, v in t_feats.items()}
-        parts = {term.name: term(ctx) for term in self.terms}
+        parts = {term.name: term(self._member_view(ctx, term, real)) for term in self.terms}
         weighted = {}
         for term in self.terms:
             weight = term.weight_at(clock)
@@ -132,6 +138,16 @@ class Distiller(nn.Module):
             name, value = teacher_task
             parts[name], weighted[name] = value, self.teacher.ce_weight * value
         return StepOutput(functools.reduce(operator.add, weighted.values()), student_logits, parts, weighted, ctx.logs)
+
+    def _member_view(self, ctx: StepContext, term: LossTerm, real: torch.Tensor | None) -> StepContext:
+        """The step as ``term`` sees it: with ``member``, that ensemble member's logits are the
+        teacher's (flattened per token and unpadded like the combined ones)."""
+        if term.member is None:
+            return ctx
+        logits = ctx.teacher_features[_member_tap(term)]
+        if self.per_token:
+            logits = logits.flatten(0, -2) if real is None else logits.flatten(0, -2)[real]
+        return dataclasses.replace(ctx, teacher_logits=logits)
 
     def _teacher_task(self, own: StepContext) -> tuple[str, torch.Tensor]:
         """A co-trained teacher's own loss on the labels, named ``teacher_<term>``: its task
@@ -172,16 +188,32 @@ class Distiller(nn.Module):
         """What training changes: student, term parts, and an EMA teacher's weights."""
         state = {"student": self.student_state_dict(), "terms": self.terms.state_dict()}
         if self.teacher is not None and self.teacher.evolves:
-            state["teacher"] = self.teacher.module.state_dict()
+            state["teacher"] = self.teacher.evolving.state_dict()  # an ensemble's EMA member, not its fixed members
         return state
 
     def load_trainable_state_dict(self, state: dict[str, Any]) -> None:
         distributed.load_model_state(unwrap(self.student), state["student"])
         self.terms.load_state_dict(state["terms"])
         if "teacher" in state:
-            self.teacher.module.load_state_dict(state["teacher"])
+            self.teacher.evolving.load_state_dict(state["teacher"])
 
     def student_state_dict(self) -> dict[str, torch.Tensor]:
         """The student's own weights: no wrapper prefixes, no teacher, no projectors (a
         sharded student's are gathered on rank 0)."""
         return distributed.model_state(unwrap(self.student))
+
+
+def _member_tap(term: LossTerm) -> str:
+    return f"members.{term.member}"
+
+
+def _check_member(term: LossTerm, teacher: Teacher | None) -> None:
+    """``member: i`` needs an ensemble teacher with a member i, and a term that reads logits."""
+    members = getattr(teacher.module, "members", None) if teacher is not None else None
+    count = len(members) if isinstance(members, nn.ModuleList) else 0
+    if not term.uses_teacher:
+        raise KdforgeError(f"loss '{term.name}': member: {term.member} picks the teacher whose logits a term reads, but '{term.name}' reads no teacher; remove member")
+    if term.member >= count:
+        has = f"an ensemble of {count}" if count else "not an ensemble"
+        raise KdforgeError(f"loss '{term.name}': member: {term.member} needs an ensemble teacher with a member {term.member} "
+                           f"(teacher: {{source: ensemble, members: [...]}}, counted from 0); this teacher is {has}")

@@ -135,7 +135,8 @@ class Session:
         return {"model": name, "params": count_params(model), "test": test, "val_best": val_best, "latency_ms": latency_ms(model, self.example), **extra}
 
     def acquire_teacher(self, use_cache: bool = True) -> tuple[Teacher | CachedTeacher, dict[str, Any]]:
-        """The frozen teacher of the recipe (not ``ema``), or its stored outputs (``teacher.cache``)."""
+        """The frozen teacher of the recipe (an ``ema`` teacher or member is the student's architecture, whose
+        weights follow the student once it trains), or its stored outputs (``teacher.cache``)."""
         cfg = self.recipe.teacher
         if cfg.cache and use_cache:
             augment = self.recipe.data.augment
@@ -153,7 +154,8 @@ class Session:
         """The recipe's teacher module, frozen (or co-trained: ``trainable``), with its input adapter."""
         cfg = self.recipe.teacher
         trainable = {"trainable": True, "lr": cfg.lr, "ce_weight": 1.0 if cfg.ce_weight is None else cfg.ce_weight, "task": self.task_term()} if cfg.trainable else {}
-        return Teacher(module.to(self.device, memory_format=self.memory_format), input_adapter=self.adapter(cfg, module), **trainable)
+        follows = {"ema_part": cfg.ema_part[0], "ema_decay": cfg.ema_part[1]} if cfg.follows_student else {}
+        return Teacher(module.to(self.device, memory_format=self.memory_format), input_adapter=self.adapter(cfg, module), **trainable, **follows)
 
     def adapter(self, cfg: Any, module: torch.nn.Module | None = None) -> InputAdapter | None:
         """The teacher's input adapter: from ``teacher.adapt``, else from what the teacher says
@@ -179,16 +181,14 @@ class Session:
         cfg = self.recipe.student.model
         return build_model(cfg.name, input_shape=self.data.input_shape, num_classes=self.data.num_classes, **student_options(self.recipe)).to(self.device)
 
-    def train_student(self, stage: str, terms: list[LossTerm], checkpoint_dir: Path, teacher: Teacher | None = None, ema: bool = False) -> tuple[torch.nn.Module, dict[str, Any], list[dict[str, Any]], Teacher | None]:
+    def train_student(self, stage: str, terms: list[LossTerm], checkpoint_dir: Path, teacher: Teacher | None = None) -> tuple[torch.nn.Module, dict[str, Any], list[dict[str, Any]], Teacher | None]:
         """Build the student (same seed, same initial weights in every stage) and fit it.
-        With ``ema``, the teacher is made here: the moving average of this student."""
+        An EMA teacher (or ensemble member) starts from this student's weights."""
         torch.manual_seed(self.recipe.seed)
         student = self.build_student().to(memory_format=self.memory_format)
         transfer = self.init_from_teacher(student, teacher, checkpoint_dir) if stage == "distill" and self.recipe.student.init_from_teacher else None
-        if ema:
-            teacher_cfg = self.recipe.teacher
-            module, _ = TEACHER_SOURCES.get("ema")(self, teacher_cfg, self.run_dir / "teacher", student)
-            teacher = Teacher(module, ema_decay=teacher_cfg.decay)
+        if teacher is not None and teacher.ema_decay is not None:
+            teacher.start_ema(student)
         distiller = Distiller(compiled(student) if self.recipe.train.compile else student, teacher, terms, self.example, per_token=self.data.task == "lm")
         curriculum = Curriculum.from_recipe(self.recipe) if stage == "distill" else None  # the baseline trains plainly
         augment = self.recipe.data.augment
@@ -269,20 +269,19 @@ def _run(recipe: Recipe, resume: str | Path | None, console: Console | None, cle
     console.print(f"[bold]kdforge[/] {escape(f'{recipe.name}: {session.data.describe()}; device {session.device}; run dir {run_dir}')}")
     timings: dict[str, float] = {}
 
-    ema = recipe.teacher.source == "ema"
     embedding = session.data.task == "embedding"
     if embedding and (recipe.teacher.source in ("train", "ema") or recipe.teacher.cache):
         raise KdforgeError(f"dataset '{session.data.name}' has no labels: its targets are a trained encoder's embeddings. Give teacher.source "
                            "sentence-transformers, hf (output: mean) or table; text teachers remember their embeddings, so teacher.cache is not needed")
     tick = time.perf_counter()
-    teacher, teacher_info = (None, {}) if ema else session.acquire_teacher()
+    teacher, teacher_info = session.acquire_teacher()
     if embedding:
         session.label_with_teacher(teacher)
     timings["teacher_s"] = time.perf_counter() - tick
     results: dict[str, Any] = {"name": recipe.name, "dataset": session.data.name, "device": str(session.device), "seed": recipe.seed}
 
     tick = time.perf_counter()
-    student, results["student"], student_history, teacher = session.train_student("distill", terms, run_dir, teacher, ema=ema)
+    student, results["student"], student_history, teacher = session.train_student("distill", terms, run_dir, teacher)
     timings["distill_s"] = time.perf_counter() - tick
     if distributed.is_main():
         save_model(student, run_dir / "student", {"test": results["student"]["test"], "recipe": recipe.name})
@@ -405,7 +404,7 @@ def check(recipe: Recipe, console: Console | None = None) -> dict[str, Any]:
 def _checked_teacher(session: Session, cfg: Any, student: torch.nn.Module) -> tuple[torch.nn.Module, str]:
     """The teacher as ``check`` sees it: ``train`` teachers (also inside ensembles) are built
     untrained, the others are loaded; plus a note for the summary."""
-    from kdforge.teachers.sources import EnsembleTeacher
+    from kdforge.teachers.sources import ensemble
 
     data = session.data
     if cfg.source == "train":
@@ -413,7 +412,7 @@ def _checked_teacher(session: Session, cfg: Any, student: torch.nn.Module) -> tu
         return module, f"untrained here; `train` fits it for {cfg.train.epochs} epochs"
     if cfg.source == "ensemble":
         members = [_checked_teacher(session, m, student)[0] for m in cfg.members]
-        return EnsembleTeacher(members, cfg.weights), f"ensemble of {len(members)} ({cfg.combine})"
+        return ensemble(session, cfg, members), f"ensemble of {len(members)} ({cfg.combine})"
     module, info = TEACHER_SOURCES.get(cfg.source)(session, cfg, session.run_dir / "teacher", student)
     notes = {"ema": f"EMA of the student (decay {cfg.decay})", "checkpoint": f"loaded from {cfg.path}"}
     note = notes.get(cfg.source, f"{cfg.source} model {cfg.model.name if cfg.model else ''}")
@@ -427,8 +426,8 @@ def build_cache(recipe: Recipe, out: str | Path, topk: int | None = None, views:
     from kdforge.teachers.cache import write_cache
 
     console = console or Console()
-    if recipe.teacher.source == "ema":
-        raise KdforgeError("an EMA teacher changes as the student trains: it cannot be cached")
+    if recipe.teacher.follows_student:
+        raise KdforgeError("an EMA teacher (or ensemble member) changes as the student trains: it cannot be cached")
     if recipe.teacher.trainable:
         raise KdforgeError("a trainable teacher changes as the student trains: it cannot be cached (set teacher.trainable: false)")
     terms = build_losses(recipe.losses)

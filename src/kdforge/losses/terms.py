@@ -75,6 +75,8 @@ class LossTerm(nn.Module):
     uses_teacher: bool = True
     name: str = ""
     weight: float | ScheduleConfig = 1.0
+    #: an ensemble teacher's member whose logits this term reads instead of the combination
+    member: int | None = None
 
     @property
     def student_taps(self) -> list[str]:
@@ -116,7 +118,7 @@ def build_loss(config: dict[str, Any] | Any) -> LossTerm:
         term = LOSSES.build(section.name, **LOSSES.validate_options(section.name, section.options))
     except ValueError as err:  # constructors check ranges (temperature > 0, ...)
         raise ConfigError(f"loss '{section.name}': {err}") from None
-    term.name, term.weight = section.name, section.weight
+    term.name, term.weight, term.member = section.name, section.weight, section.member
     return term
 
 

@@ -3,8 +3,8 @@ determines it). ``checkpoint``: load a kdforge model or a plain state dict. ``en
 combine several. ``ema``: the moving average of the student (self-distillation).
 
 A source is ``fn(session, cfg, where, student) -> (module, info)``: ``cfg`` is its teacher
-section, ``where`` the folder for what it saves, ``student`` the freshly built student
-(only ``ema`` uses it; the others are built before any student)."""
+section, ``where`` the folder for what it saves, ``student`` the freshly built student when
+there is one (only ``ema`` uses it, for its architecture)."""
 
 from __future__ import annotations
 
@@ -171,39 +171,51 @@ def _find_cached(log_dir: Path, key: str) -> Path | None:
 
 @TEACHER_SOURCES.register("ensemble")
 def ensemble_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Module | None = None) -> Source:
-    """Several teachers (each a ``train`` or ``checkpoint`` section) whose logits are averaged
-    (``combine: mean``) or weighted (``combine: weighted``, ``weights``). Each member is also
-    a tappable submodule ``members.i`` (per-member logits for the ``ensemble_kd`` gate)."""
+    """Several teachers (any source that predicts logits, and at most one ``ema`` member: the
+    moving average of the student) whose logits are averaged (``combine: mean``) or weighted
+    (``combine: weighted``, ``weights``). Each member is also a tappable submodule
+    ``members.i`` (its own logits: ``ensemble_kd``'s gate, a term's ``member: i``) and sees the
+    batch as it expects (its ``adapt``, or a timm model's own pretrained config)."""
     members, infos = [], []
     for i, member in enumerate(cfg.members):
-        module, info = TEACHER_SOURCES.get(member.source)(session, member, where / f"member{i}")
+        module, info = TEACHER_SOURCES.get(member.source)(session, member, where / f"member{i}", student)
         members.append(module)
         infos.append({k: v for k, v in info.items() if k != "history"})
-    return EnsembleTeacher(members, cfg.weights).to(session.device), {"members": infos, "combine": cfg.combine}
+    return ensemble(session, cfg, members), {"members": infos, "combine": cfg.combine}
+
+
+def ensemble(session: Session, cfg: TeacherConfig, members: list[nn.Module]) -> EnsembleTeacher:
+    """The ensemble of ``members`` (built from ``cfg.members``), each with its input adapter."""
+    adapters = [session.adapter(member_cfg, module) for member_cfg, module in zip(cfg.members, members)]
+    return EnsembleTeacher(members, cfg.weights, adapters).to(session.device)
 
 
 @TEACHER_SOURCES.register("ema")
 def ema_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Module | None = None) -> Source:
     """Self-distillation: the teacher is an exponential moving average of the student
-    (``decay`` per optimiser step), starting from the student's initial weights."""
-    if student is None:
-        raise KdforgeError("the 'ema' teacher is made from the student; build the student first")
-    return copy.deepcopy(unwrap(student)), {"decay": cfg.decay}
+    (``decay`` per optimiser step). Built with the student's architecture; its weights are the
+    student's when training starts (:meth:`Teacher.start_ema`)."""
+    if student is not None:
+        return copy.deepcopy(unwrap(student)), {"decay": cfg.decay}
+    with torch.random.fork_rng(devices=[]):  # building it must not shift what the recipe's seed draws next
+        return session.build_student(), {"decay": cfg.decay}
 
 
 class EnsembleTeacher(nn.Module):
     """Combined logits of several models: Σ_m w_m z_m with w normalised to sum to one
-    (equal weights by default). [B, ...] -> [B, K]."""
+    (equal weights by default). [B, ...] -> [B, ..., K]. ``adapters`` (one per member, None
+    for none) turn the batch into what each member expects."""
 
-    def __init__(self, members: list[nn.Module], weights: list[float] | None = None):
+    def __init__(self, members: list[nn.Module], weights: list[float] | None = None, adapters: list[nn.Module | None] | None = None):
         super().__init__()
         classes = {getattr(m, "kdforge_spec", {}).get("num_classes") for m in members} - {None}
         if len(classes) > 1:
             raise KdforgeError(f"ensemble members predict different class counts: {sorted(classes)}")
         self.members = nn.ModuleList(members)
+        self.adapters = nn.ModuleList(a if a is not None else nn.Identity() for a in adapters or [None] * len(members))
         w = torch.tensor(weights if weights is not None else [1.0] * len(members), dtype=torch.float32)
         self.register_buffer("weights", w / w.sum())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = torch.stack([m(x).float() for m in self.members])  # [M, B, K]
-        return torch.einsum("m,mbk->bk", self.weights, logits)
+        logits = torch.stack([m(adapt(x)).float() for m, adapt in zip(self.members, self.adapters)])  # [M, B, ..., K]
+        return torch.tensordot(self.weights, logits, dims=1)

@@ -19,9 +19,9 @@ class Teacher(nn.Module):
     training mode); forward runs under ``torch.no_grad()`` (not ``inference_mode``, whose
     tensors cannot be saved for the student's backward pass in every case).
     ``input_adapter`` transforms the student's batch into what the teacher expects (the
-    loss terms name the teacher layers they tap; the Distiller hooks them). With ``ema_decay``, the teacher is the moving average of
-    a source model (the student): :meth:`update` moves it after each optimiser step; no
-    gradient ever changes it.
+    loss terms name the teacher layers they tap; the Distiller hooks them). With ``ema_decay``, the teacher (or its submodule
+    ``ema_part``, e.g. ``members.1`` of an ensemble) is the moving average of a source model (the
+    student): :meth:`update` moves it after each optimiser step; no gradient ever changes it.
 
     ``trainable=True`` (opt-in) is online distillation: the teacher trains alongside the
     student, in its own optimiser group (``lr``), on the labels: ``task`` (a loss term such as
@@ -38,6 +38,7 @@ class Teacher(nn.Module):
         lr: float | None = None,
         ce_weight: float = 1.0,
         task: nn.Module | None = None,
+        ema_part: str = "",
     ):
         super().__init__()
         self.trainable, self.lr, self.ce_weight, self.task = trainable, lr, ce_weight, task
@@ -45,17 +46,29 @@ class Teacher(nn.Module):
         if not trainable:
             self.module.eval()
         self.input_adapter = input_adapter
-        self.ema_decay = ema_decay
+        self.ema_decay, self.ema_part = ema_decay, ema_part
 
     @property
     def evolves(self) -> bool:
         """Whether training changes the teacher (EMA or trainable): then it is checkpointed."""
         return self.trainable or self.ema_decay is not None
 
+    @property
+    def evolving(self) -> nn.Module | None:
+        """What training changes: the whole teacher when trainable, the EMA part (the teacher,
+        or one ensemble member ``ema_part``) when it follows the student, else nothing."""
+        if self.trainable:
+            return self.module
+        return self.module.get_submodule(self.ema_part) if self.ema_decay is not None else None
+
+    def start_ema(self, source: nn.Module) -> None:
+        """EMA teachers: start from ``source``'s weights (the student as training begins)."""
+        self.evolving.load_state_dict(source.state_dict())
+
     def update(self, source: nn.Module) -> None:
         """EMA teachers: one moving-average step towards ``source``."""
         if self.ema_decay is not None:
-            ema_update(self.module, source, self.ema_decay)
+            ema_update(self.evolving, source, self.ema_decay)
 
     def train(self, mode: bool = True) -> Teacher:
         return super().train(mode and self.trainable)
