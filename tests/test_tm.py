@@ -516,3 +516,26 @@ def test_swin_stage_widths_and_clause_budgets_per_stage_from_a_recipe(invoke, ti
     recipe = {**tiny_recipe, "student": {"model": {"name": "swin_tm", "embed_dim": [8, 12], "clauses": [8, 16], "depths": [1, 1], "heads": [1, 2], "window": 2}}}
     (tmp_path / "swin.yaml").write_text(yaml.safe_dump(recipe))
     assert invoke("check", tmp_path / "swin.yaml") == 0, capsys.readouterr().out
+
+
+def test_clause_bias_false_is_the_classic_machine_votes_alone_and_its_rules_say_so(tiny_recipe, invoke, tmp_path):
+    import yaml
+
+    from kdforge import load_student
+
+    layer = ClauseLayer(6, 3, clauses=4, clause_bias=False)
+    assert "bias" not in dict(layer.named_parameters()) and torch.equal(layer.bias, torch.zeros(3))
+    u = torch.rand(5, 6)
+    assert torch.allclose(layer(u), layer.scale * (layer.clause_scores(u) @ layer.vote_matrix()))
+    tiny_recipe["student"] = {"model": {"name": "tm_flat", "clauses": 16, "lf": 4, "clause_bias": False}}
+    tiny_recipe["train"] = {"epochs": 1, "baseline": False}
+    (tmp_path / "classic.yaml").write_text(yaml.safe_dump(tiny_recipe))
+    assert invoke("train", tmp_path / "classic.yaml") == 0
+    (run_dir,) = (tmp_path / "runs").glob("tiny-*")
+    student = set_hard(load_student(run_dir))
+    assert torch.equal(student.tm.bias, torch.zeros(10))  # training never gave it one
+    assert invoke("export", run_dir, "--format", "tm-rules") == 0
+    rules = load_rules(run_dir / "student.tm-rules.json")
+    x = torch.randn(7, 1, 8, 8)
+    with torch.no_grad():
+        assert np.array_equal(PackedTM(rules["layers"]["tm"])(x), student(x).numpy())

@@ -11,7 +11,7 @@ clause's violation count is m_j = Σ_i include_ji · (1 − literal_i); its scor
 * ``product``: exp(−κ · m_j / (τ · F)), a soft AND that is 1 when nothing is violated.
 
 Outputs are the scores voted through a learned matrix whose sign is each clause's fixed
-polarity (half the clauses vote for, half against), plus a bias.
+polarity (half the clauses vote for, half against), plus a learned bias (``clause_bias``).
 
 τ matters in both passes: it sets the slope of the include surrogate and the sharpness of
 the clause's soft AND (``capacity`` scores are τ·softplus(x/τ), which tends to max(0, x)
@@ -87,7 +87,8 @@ class ClauseLayer(nn.Module):
     ``literal_dropout`` (training only; a dropped literal counts as satisfied),
     ``clause_mask`` (a boolean buffer, all true; false silences a clause: ``auto_clause`` budgets),
     ``tm_prior`` (random | symmetric include templates at initialisation), ``include_init``
-    (expected included literals per clause; default 2·lf, so that clauses start where the capacity is non-linear), ``vote_bits`` (hard mode).
+    (expected included literals per clause; default 2·lf, so that clauses start where the capacity is non-linear), ``vote_bits`` (hard mode),
+    ``clause_bias`` (a learned bias added to the votes; false: none, as in the classic machine).
     """
 
     def __init__(
@@ -106,6 +107,7 @@ class ClauseLayer(nn.Module):
         tm_prior: Literal["random", "symmetric"] = "random",
         include_init: float | None = None,
         vote_bits: int = 8,
+        clause_bias: bool = True,
         hard: bool = False,
     ):
         super().__init__()
@@ -124,7 +126,10 @@ class ClauseLayer(nn.Module):
         self.include = nn.Parameter(_include_init(clauses, in_features, include_init or 2 * lf, tm_prior))
         # the vote magnitude is softplus(votes); its sign is the clause's polarity
         self.votes = nn.Parameter(torch.full((clauses, out_features), math.log(math.e - 1.0)) + 0.1 * torch.randn(clauses, out_features))
-        self.bias = nn.Parameter(torch.zeros(out_features))
+        if clause_bias:
+            self.bias = nn.Parameter(torch.zeros(out_features))
+        else:  # the classic machine: an output is its clauses' votes alone
+            self.register_buffer("bias", torch.zeros(out_features))
         self.register_buffer("polarity", torch.tensor([1.0, -1.0]).repeat(clauses // 2), persistent=False)
         self.scale = 1.0 / (lf * math.sqrt(clauses)) if form == "capacity" else 1.0 / math.sqrt(clauses)
         self.activations = nn.Identity()  # a tap point for the clause scores
