@@ -24,6 +24,16 @@ votes), since speed and exactness do not depend on what was learned.
     uv run python benchmarks/tm.py packed [--rounds 7] [--clauses 256]
 
 Writes benchmarks/results/tm_packed.json.
+
+``features``: the booleanised-feature presets (``data.booleanize.features``: raw, augmented,
+convolutional; thermometer with 3 levels) for a ``tm_flat`` student on digits trained alone
+(cross-entropy), 3 seeds: test accuracy (best epoch on validation) in hard mode, literals
+per sample; and how long booleanising digits at 32x32 takes, computed and read back from
+``data.booleanize.cache`` (median of 5, one process).
+
+    uv run python benchmarks/tm.py features [--epochs 30] [--seeds 0 1 2]
+
+Writes benchmarks/results/tm_features.json and .md.
 """
 
 from __future__ import annotations
@@ -153,6 +163,62 @@ def accuracy(args: argparse.Namespace) -> dict:
             "teacher_test_accuracy": {k: statistics.mean(v) for k, v in teachers.items()}, "accuracy": rows, "size_and_speed": info, "seconds": time.perf_counter() - started}
 
 
+FEATURES = ("raw", "augmented", "convolutional")
+
+
+def features(args: argparse.Namespace) -> dict:
+    from kdforge.config import BooleanizeConfig
+    from kdforge.data import build_dataset
+    from kdforge.data.booleanize import booleanize_bundle
+
+    log_dir = tempfile.mkdtemp(prefix="kdforge-tm-features-")
+    rows: dict[str, dict] = {}
+    for preset in FEATURES:
+        cell = rows.setdefault(preset, {"test": [], "test_hard": []})
+        for seed in args.seeds:
+            result = kdforge.run(kdforge.Recipe.from_dict({
+                "name": f"tm-features-{preset}", "seed": seed,
+                "data": {"name": "digits", "batch_size": 64, "booleanize": {"method": "thermometer", "levels": 3, "features": preset}},
+                "teacher": {"source": "train", "model": {"name": "mlp", "hidden": [16]}, "train": {"epochs": 1}},  # unused: the student trains alone
+                "student": {"model": {"name": "tm_flat", "clauses": 256, "lf": 8}},
+                "losses": [{"name": "ce"}],
+                "optim": {"name": "adamw", "lr": 3e-3, "weight_decay": 0.01, "warmup_epochs": 1, "schedule": "cosine"},
+                "train": {"epochs": args.epochs, "baseline": False},
+                "log": {"dir": log_dir, "progress": False},
+            }), console=Console(file=io.StringIO()))
+            entry = result.results["student"]
+            cell["test"].append(entry["test"]["accuracy"])
+            cell["test_hard"].append(entry["test_hard"]["accuracy"])
+            cell["literals"] = 2 * int(np.prod(kdforge.load_student(result.run_dir).threshold.shape))
+        print(f"{preset:14s} {_pm(cell['test'])}  hard {_pm(cell['test_hard'])}  literals {cell['literals']}", flush=True)
+    data = build_dataset("digits", seed=0, val_fraction=0.15, test_fraction=0.2, image_size=32)
+    timing = {}
+    for preset in FEATURES:
+        cache = tempfile.mkdtemp(prefix="kdforge-bits-")
+        cfg = BooleanizeConfig(levels=3, features=preset, cache=cache)
+        computed, read = [], []
+        for _ in range(5):
+            for path in Path(cache).glob("*.npz"):
+                path.unlink()
+            for times in (computed, read):  # first computed (and stored), then read back
+                start = time.perf_counter()
+                booleanize_bundle(data, cfg)
+                times.append(time.perf_counter() - start)
+        timing[preset] = {"computed_s": statistics.median(computed), "cached_s": statistics.median(read)}
+    return {"epochs": args.epochs, "seeds": args.seeds, "threads": torch.get_num_threads(), "accuracy": rows, "booleanize_digits32": timing}
+
+
+def features_table(result: dict) -> str:
+    lines = [f"# Booleanised-feature presets: tm_flat (256 clauses, lf 8) alone on digits 8x8, thermometer 3 levels, {result['epochs']} epochs, seeds {result['seeds']}", "",
+             "Test accuracy (%), mean ± std over seeds, best epoch on validation; hard mode is the exported rules. "
+             "Booleanising digits at 32x32 (1,797 images), median of 5: computed, then read back from `data.booleanize.cache`.", "",
+             "| features | literals | test | test (hard) | booleanise 32x32: computed | cached |", "|---|---:|---:|---:|---:|---:|"]
+    for preset, cell in result["accuracy"].items():
+        t = result["booleanize_digits32"][preset]
+        lines.append(f"| {preset} | {cell['literals']:,} | {_pm(cell['test'])} | {_pm(cell['test_hard'])} | {1000 * t['computed_s']:.0f} ms | {1000 * t['cached_s']:.0f} ms |")
+    return "\n".join(lines) + "\n"
+
+
 def _pm(values: list[float]) -> str:
     return f"{100 * statistics.mean(values):6.2f} ± {100 * statistics.stdev(values) if len(values) > 1 else 0.0:.2f}"
 
@@ -172,7 +238,7 @@ def accuracy_table(result: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["accuracy", "packed"])
+    parser.add_argument("what", choices=["accuracy", "packed", "features"])
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--rounds", type=int, default=7)
@@ -185,6 +251,12 @@ def main() -> None:
         (RESULTS / "tm_accuracy.json").write_text(json.dumps(result, indent=2))
         (RESULTS / "tm_accuracy.md").write_text(accuracy_table(result))
         print(accuracy_table(result))
+        return
+    if args.what == "features":
+        result = features(args)
+        (RESULTS / "tm_features.json").write_text(json.dumps(result, indent=2))
+        (RESULTS / "tm_features.md").write_text(features_table(result))
+        print(features_table(result))
         return
     result = packed(args)
     (RESULTS / "tm_packed.json").write_text(json.dumps(result, indent=2))

@@ -367,6 +367,85 @@ def test_booleanize_thresholds_come_from_the_training_split():
     assert fit_thresholds(x, "thresholds", 7).shape == (1, 1)
 
 
+
+def _correlate(image, kernel):
+    """Hand-written 'same' correlation with edge replication, one 2-D channel."""
+    padded = np.pad(image, 1, mode="edge")
+    h, w = image.shape
+    return np.array([[(padded[i:i + 3, j:j + 3] * kernel).sum() for j in range(w)] for i in range(h)])
+
+
+def test_augmented_and_convolutional_features_match_their_filters():
+    from kdforge.data.booleanize import derived_channels, feature_maps
+    from kdforge.errors import KdforgeError
+
+    x = torch.randn(2, 2, 5, 6)
+    sobel = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]]) / 4
+    laplacian = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]]) / 4
+    conv = feature_maps(x, "convolutional")
+    assert derived_channels("convolutional", 2) == ["input", "sobel_x", "sobel_y", "laplacian", "diagonal", "antidiagonal"] and conv.shape == (2, 12, 5, 6)
+    image = x[1, 1].numpy()
+    assert torch.equal(conv[:, :2], x)  # the inputs come first, then one group of channels per filter
+    assert np.allclose(conv[1, 3].numpy(), _correlate(image, sobel), atol=1e-5)
+    assert np.allclose(conv[1, 5].numpy(), _correlate(image, sobel.T), atol=1e-5)
+    assert np.allclose(conv[1, 7].numpy(), _correlate(image, laplacian), atol=1e-5)
+    augmented = feature_maps(x, "augmented")
+    assert augmented.shape == (2, 6, 5, 6)
+    assert np.allclose(augmented[1, 3].numpy(), image - _correlate(image, np.full((3, 3), 1 / 9)), atol=1e-5)
+    assert np.allclose(augmented[1, 5].numpy(), np.hypot(_correlate(image, sobel), _correlate(image, sobel.T)), atol=1e-5)
+    sequence = torch.arange(8.0).view(1, 1, 8) ** 2
+    assert feature_maps(sequence, "augmented")[0, 2, 1:-1].tolist() == [2.0 * i for i in range(1, 7)]  # |central difference| of i² is 2i
+    assert feature_maps(sequence, "convolutional").shape == (1, 4, 8)
+    with pytest.raises(KdforgeError, match="features 'augmented' filters images"):
+        feature_maps(torch.randn(3, 10), "augmented")
+
+
+def test_booleanized_features_from_a_recipe_are_cached_reused_and_exported(tiny_recipe, invoke, tmp_path, monkeypatch, capsys):
+    import yaml
+
+    from kdforge import load_student
+    from kdforge.data import booleanize as module
+    from kdforge.data import build_dataset
+
+    cache = tmp_path / "bits"
+    tiny_recipe["data"]["booleanize"] = {"method": "thermometer", "levels": 2, "features": "augmented", "cache": str(cache)}
+    tiny_recipe["student"] = {"model": {"name": "tm_flat", "clauses": 16, "lf": 4}}
+    tiny_recipe["train"] = {"epochs": 1, "baseline": False}
+    path = tmp_path / "bits.yaml"
+    path.write_text(yaml.safe_dump(tiny_recipe))
+    assert invoke("train", path) == 0
+    (stored,) = cache.glob("booleanized-*.npz")
+    first = json.loads(next((tmp_path / "runs").glob("tiny-*/results.json")).read_text())["student"]["test"]
+
+    def refuse(*args):
+        raise AssertionError("the cached bits should have been used")
+
+    monkeypatch.setattr(module, "feature_maps", refuse)
+    assert invoke("train", path) == 0  # the second run reads the bits back
+    monkeypatch.undo()
+    runs = sorted((tmp_path / "runs").glob("tiny-*"))
+    assert json.loads((runs[1] / "results.json").read_text())["student"]["test"] == first
+
+    assert invoke("export", runs[1], "--format", "tm-rules") == 0
+    rules = load_rules(runs[1] / "student.tm-rules.json")
+    bits = rules["input_bits"]
+    assert bits["features"] == "augmented" and bits["channels"] == ["input", "local_contrast", "gradient_magnitude"]
+    raw = build_dataset("digits", seed=0, val_fraction=0.15, test_fraction=0.2).test.x  # the recipe's split
+    inputs = module.booleanize(module.feature_maps(raw, bits["features"]), torch.tensor(bits["thresholds"]))
+    student = set_hard(load_student(runs[1]))
+    with torch.no_grad():  # the rules, fed the documented pipeline on raw data, are the student
+        assert np.array_equal(PackedTM(rules["layers"]["tm"])(inputs), student(inputs).numpy())
+
+    stored.write_bytes(b"not an archive")
+    capsys.readouterr()
+    assert invoke("train", path) == 2
+    said = capsys.readouterr().out.replace("\n", "")
+    assert str(stored) in said and "truncated or damaged" in said
+    module.save_npz(stored, {"train": np.zeros(3, np.uint8), "val": np.zeros(3, np.uint8), "test": np.zeros(3, np.uint8), "shape": np.array([6, 8, 8])})
+    assert invoke("train", path) == 2
+    assert "delete it and it is rebuilt" in capsys.readouterr().out.replace("\n", "")
+
+
 # ----------------------------------------------------------------------------- clause-aware losses
 
 

@@ -298,11 +298,12 @@ def export(
     input_bits = None
     if recipe.data.booleanize is not None:  # the data thresholds, refitted from the seed: the rules then read raw inputs
         from kdforge.data import build_dataset, data_seed
-        from kdforge.data.booleanize import fit_thresholds
+        from kdforge.data.booleanize import derived_channels, input_thresholds
 
         data = build_dataset(recipe.data.name, seed=data_seed(recipe.data, recipe.seed), val_fraction=recipe.data.val_fraction, test_fraction=recipe.data.test_fraction, **recipe.data.options)
         b = recipe.data.booleanize
-        input_bits = {"method": b.method, "levels": b.levels, "thresholds": fit_thresholds(data.train.x, b.method, b.levels).tolist(), "bits": "x > threshold, levels stacked as channels, ±1"}
+        input_bits = {"method": b.method, "levels": b.levels, "features": b.features, "channels": derived_channels(b.features, len(data.input_shape) - 1),
+                      "thresholds": input_thresholds(data.train.x, b).tolist(), "bits": "feature_maps(x) > threshold (kdforge.data.booleanize), levels stacked as channels, ±1"}
     rules = export_rules(load_student(run_dir), out, input_bits)
     console.print(escape(f"wrote {rules}: {rules.stat().st_size:,} bytes. Evaluate with kdforge.tm.PackedTM(kdforge.tm.load_rules(path)['layers'][NAME])"))
 

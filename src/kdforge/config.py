@@ -75,6 +75,9 @@ class BooleanizeConfig(Section):
 
     method: Literal["thresholds", "thermometer"] = "thermometer"
     levels: int = Field(4, gt=0, le=64)
+    features: Literal["raw", "augmented", "convolutional"] = Field(
+        "raw", description="what is thresholded: the inputs (raw); plus local contrast and edges (augmented); plus a fixed bank of small filters (convolutional)")
+    cache: str | None = Field(None, description="a folder where the bits are stored packed and reused by runs on the same inputs with the same settings")
 
 
 class DataConfig(Component):

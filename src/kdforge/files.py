@@ -153,8 +153,12 @@ def _plain(array: np.ndarray, path: Path, what: str, key: str | None = None) -> 
 
 
 def _unreadable(err: BaseException, path: Path, what: str, kind: str) -> FileReadError:
-    """Why NumPy could not read ``path``: it holds Python objects, or it is damaged."""
-    if isinstance(err, ValueError) and "object" in str(err).lower():
+    """Why NumPy could not read ``path``: it holds Python objects, or it is damaged. (NumPy
+    takes any file that is neither ``.npy`` nor ``.npz`` for a pickle: its first bytes decide.)"""
+    with path.open("rb") as handle:
+        start = handle.read(6)
+    numpy_or_pickle = start.startswith((b"\x93NUMPY", b"PK", b"\x80"))
+    if numpy_or_pickle and isinstance(err, ValueError) and "object" in str(err).lower():
         return FileReadError(f"{what} '{path}' holds Python objects (an object-dtype array), which kdforge never loads (they can run code); "
                              "save a numeric array (np.asarray(values, dtype=np.float32))")
     return FileReadError(f"{what} '{path}' is not a readable {kind} ({_short(err)}): it is truncated or damaged")
@@ -295,6 +299,11 @@ def save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path) -> Path
 
 def save_npy(path: str | Path, array: np.ndarray) -> Path:
     return write_atomic(path, lambda handle: np.save(handle, array, allow_pickle=False))
+
+
+def save_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
+    """Several arrays in one uncompressed ``.npz`` archive."""
+    return write_atomic(path, lambda handle: np.savez(handle, **arrays))
 
 
 def save_figure(fig: Any, path: str | Path, **options: Any) -> Path:

@@ -25,7 +25,7 @@ def recipe_data(cfg: Any, seed: int) -> DataBundle:
         raise KdforgeError("data.booleanize makes ±1 bits, which RandAugment's image operations do not apply to; drop one of them")
     from kdforge.data.booleanize import booleanize_bundle
 
-    return booleanize_bundle(data, cfg.booleanize.method, cfg.booleanize.levels)
+    return booleanize_bundle(data, cfg.booleanize)
 
 
 __all__ = ["DATASETS", "DataBundle", "Split", "build_dataset", "data_seed", "recipe_data", "TensorBatches", "DatasetBatches", "make_loader", "example_inputs"]
