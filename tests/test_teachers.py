@@ -183,6 +183,14 @@ def test_per_token_member_logits_are_flattened_and_unpadded_like_the_combination
         expected = kd_loss(student(tokens).flatten(0, 1)[real], b(tokens).flatten(0, 1)[real], 1.0)
     assert torch.allclose(distiller(tokens, targets).parts["kd"], expected, atol=1e-6)
 
+    terms = build_losses([{"name": "dual_head_kd", "temperature": 2.0}, {"name": "diverse_kd", "by": "agreement"}])  # token rows, padding left out, too
+    distiller = Distiller(student, Teacher(EnsembleTeacher([a, b])), terms, torch.randint(0, 11, (2, 5)), per_token=True)
+    parts = distiller(tokens, targets).parts
+    with torch.no_grad():
+        aux = terms[0].aux_head(student.embed(tokens).flatten(0, 1)[real])
+        assert torch.allclose(parts["dual_head_kd"], kd_loss(aux, (a(tokens) + b(tokens)).flatten(0, 1)[real] / 2, 2.0), atol=1e-5)
+    assert torch.isfinite(parts["diverse_kd"])
+
 
 def test_external_teacher_and_ema_self_distillation_in_one_run(tiny_recipe, invoke, tmp_path):
     """The pretrained-teacher workflow: KD from a fixed teacher and from the student's own
@@ -277,3 +285,67 @@ def test_hidden_states_of_several_teachers_at_once(invoke, tiny_recipe, tmp_path
     run_dir = next((tmp_path / "runs").glob("tiny-*"))
     epoch = next(r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if r["stage"] == "distill" and r["kind"] == "epoch")
     assert epoch["train"]["hint"] > 0 and 0 < epoch["train"]["cka"] <= 1  # one term per teacher's hidden states
+
+
+def test_diverse_kd_weights_each_sample_towards_the_teachers_that_are_right_about_it():
+    from kdforge.losses import functional as lf
+
+    torch.manual_seed(0)
+    members = torch.randn(2, 6, 4)  # [M, B, K]
+    labels = torch.tensor([0, 1, 2, 3, 0, 1])
+    members[0, torch.arange(3), labels[:3]] = 8.0  # member 0 is sure and right on the first half
+    members[1, torch.arange(3, 6), labels[3:]] = 8.0  # member 1 on the second
+    student = torch.randn(6, 4, requires_grad=True)
+    weights = lf.teacher_importance(members, student, labels, "confidence", 1.0, 0.0)
+    ce = torch.stack([torch.nn.functional.cross_entropy(z, labels, reduction="none") for z in members], 1)
+    assert torch.allclose(weights, torch.softmax(-ce, 1))
+    assert (weights[:3, 0] > 0.6).all() and (weights[3:, 1] > 0.6).all()
+    filtered = lf.teacher_importance(members, student, labels, "confidence", 1.0, 0.2)
+    assert ((filtered == 0) | (filtered >= 0.2)).all() and torch.allclose(filtered.sum(1), torch.ones(6))
+    agree = lf.teacher_importance(members, members[1], labels, "agreement", 1.0, 0.0)
+    assert (agree[:, 1] > agree[:, 0]).all()  # a student that already follows member 1 weighs it more
+    loss = lf.multi_teacher_kd(student, members, weights, 2.0)
+    expected = sum(weights[b, m] * lf.kd_loss(student[b:b + 1], members[m, b:b + 1], 2.0) for b in range(6) for m in range(2)) / 6
+    assert torch.allclose(loss, expected, atol=1e-5)
+    assert torch.allclose(lf.multi_teacher_kd(student, members, torch.tensor([[1.0, 0.0]]).expand(6, 2), 2.0), lf.kd_loss(student, members[0], 2.0), atol=1e-5)
+
+
+def test_diverse_kd_runs_from_a_recipe_and_logs_each_members_weight(tiny_recipe, invoke, tmp_path):
+    import json
+
+    import yaml
+
+    members = [{"model": {"name": "cnn", "width": 8, "depth": 2}, "train": {"epochs": 1}}, {"model": {"name": "mlp", "hidden": [32]}, "train": {"epochs": 1}}]
+    tiny_recipe["teacher"] = {"source": "ensemble", "members": members}
+    tiny_recipe["losses"] = [{"name": "ce", "weight": 0.3}, {"name": "diverse_kd", "weight": 0.7, "min_weight": 0.1}]
+    tiny_recipe["train"] = {"epochs": 1, "baseline": False}
+    (tmp_path / "diverse.yaml").write_text(yaml.safe_dump(tiny_recipe))
+    assert invoke("train", tmp_path / "diverse.yaml") == 0
+    (run_dir,) = (tmp_path / "runs").glob("tiny-*")
+    epoch = json.loads((run_dir / "results.json").read_text())["student"]
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    logged = {key for row in rows for key in row}
+    assert {"diverse_kd.w0", "diverse_kd.w1", "diverse_kd.filtered"} <= logged
+    assert epoch["test"]["accuracy"] > 0
+    with pytest.raises(KdforgeError, match="diverse_kd weighs the members of an ensemble"):
+        Distiller(mlp(), Teacher(mlp()), build_losses([{"name": "diverse_kd"}]), torch.randn(2, 1, 8, 8))
+
+
+def test_dual_head_kd_trains_an_auxiliary_head_and_leaves_the_students_own_head_to_the_labels():
+    from kdforge.losses.functional import kd_loss
+
+    student, teacher = mlp(seed=1), mlp(32, seed=2)
+    terms = build_losses([{"name": "dual_head_kd", "temperature": 3.0}])
+    distiller = Distiller(student, Teacher(teacher), terms, torch.randn(2, 1, 8, 8))
+    x, y = torch.randn(8, 1, 8, 8), torch.arange(8)
+    out = distiller(x, y)
+    features = {}
+    handle = student.head.register_forward_pre_hook(lambda module, args: features.update(x=args[0]))
+    with torch.no_grad():
+        student(x)
+    handle.remove()
+    aux = terms[0].aux_head
+    assert torch.allclose(out.parts["dual_head_kd"], kd_loss(aux(features["x"]), teacher(x), 3.0), atol=1e-6)
+    out.loss.backward()
+    assert student.head.weight.grad is None  # the student's own classifier learns from the labels alone
+    assert aux.weight.grad.abs().sum() > 0 and next(student.features.parameters()).grad.abs().sum() > 0  # the auxiliary head and the backbone learn

@@ -47,6 +47,8 @@ EXAMPLES = {
     "infonce": (VIT, "{name: infonce, student: 'head:input', temperature: 0.2, neighbours: 2}"),
     "supcon": (VIT, "{name: supcon, student: 'head:input', temperature: 0.2, dim: 8}"),
     "ensemble_kd": (ENSEMBLE, "{name: ensemble_kd, temperature: 2.0, hidden: 8}"),
+    "diverse_kd": (ENSEMBLE, "{name: diverse_kd, temperature: 2.0, min_weight: 0.1}"),
+    "dual_head_kd": (CNN, "{name: dual_head_kd, temperature: 3.0}"),
     "block_ce": (TM, "{name: block_ce, label_smoothing: 0.1}"),
     "clause_reg": (TM, "{name: clause_reg, sparsity: 1.0, budget: 4}"),
     "clause_align": (TM, "{name: clause_align, student: auto, teacher: auto, temperature: 2.0}"),

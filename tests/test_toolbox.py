@@ -395,3 +395,53 @@ def test_layer_gradient_norms_match_the_parameters_gradients():
     layer = torch.nn.Linear(3, 2)
     layer.weight.grad, layer.bias.grad = torch.full((2, 3), 2.0), torch.full((2,), 1.0)
     assert layer_grad_norms([(f"student.fc.{n}", p) for n, p in layer.named_parameters()]) == {"student.fc": pytest.approx((6 * 4 + 2) ** 0.5)}
+
+
+def test_dot_keeps_task_and_distillation_momenta_apart_as_written():
+    """DOT by hand: momentum − Δ on the task gradient, momentum + Δ on the distillation gradient,
+    plain momentum for a parameter only one of them reaches, weight decay once."""
+    from kdforge.optim import DistillationOrientedTrainer
+
+    shared, projector = torch.nn.Parameter(torch.tensor([1.0, -2.0])), torch.nn.Parameter(torch.tensor([0.5]))
+    opt = DistillationOrientedTrainer([shared, projector], lr=0.1, momentum=0.9, delta=0.1, weight_decay=0.01)
+    task_buf = distill_buf = proj_buf = None
+    expect_shared, expect_proj = shared.detach().clone(), projector.detach().clone()
+    for g_task, g_distill, g_proj in ((torch.tensor([1.0, 2.0]), torch.tensor([0.5, -1.0]), torch.tensor([3.0])), (torch.tensor([-1.0, 0.5]), torch.tensor([2.0, 1.0]), torch.tensor([-1.0]))):
+        shared.grad, projector.grad = g_distill.clone(), g_proj.clone()
+        opt.stash_distillation_grads()
+        assert shared.grad is None and projector.grad is None
+        shared.grad = g_task.clone()
+        opt.step()
+        t = g_task + 0.01 * expect_shared  # decay joins the task gradient
+        task_buf = t if task_buf is None else 0.8 * task_buf + t
+        expect_shared -= 0.1 * task_buf
+        distill_buf = g_distill if distill_buf is None else 1.0 * distill_buf + g_distill
+        expect_shared -= 0.1 * distill_buf
+        p = g_proj + 0.01 * expect_proj  # only a distillation gradient: it carries the decay, at plain momentum
+        proj_buf = p if proj_buf is None else 0.9 * proj_buf + p
+        expect_proj -= 0.1 * proj_buf
+        assert torch.allclose(shared.detach(), expect_shared) and torch.allclose(projector.detach(), expect_proj)
+
+
+def test_dot_trains_from_a_recipe_and_checkpoints_both_momenta(tiny_recipe, invoke, tmp_path):
+    import yaml
+
+    from kdforge.errors import ConfigError
+
+    tiny_recipe["optim"] = {"name": "dot", "lr": 0.05, "weight_decay": 5e-4}
+    tiny_recipe["losses"][1]["temperature"] = {"learnable": "ctkd", "init": 4.0}  # a part only the distillation gradient reaches
+    tiny_recipe["train"] = {"epochs": 1, "baseline": False}
+    path = tmp_path / "dot.yaml"
+    path.write_text(yaml.safe_dump(tiny_recipe))
+    assert invoke("train", path) == 0
+    (run_dir,) = (tmp_path / "runs").glob("tiny-*")
+    state = torch.load(run_dir / "last.pt", weights_only=True)["optimizer"]["state"].values()
+    assert any({"task_momentum", "distill_momentum"} <= set(s) for s in state)  # the student's weights: both
+    assert any(set(s) == {"distill_momentum"} for s in state)  # the learned temperature: distillation only
+    assert Recipe.from_dict(tiny_recipe).optim.dot_delta == 0.075
+    with pytest.raises(ConfigError, match="dot keeps the task and distillation gradients apart"):
+        Recipe.from_dict({**tiny_recipe, "train": {"grad_clip": 1.0}})
+    with pytest.raises(ConfigError, match="dot_delta is only used with name 'dot'"):
+        Recipe.from_dict({**tiny_recipe, "optim": {"name": "sgd", "dot_delta": 0.1}})
+    with pytest.raises(ConfigError, match="momentum ± dot_delta must stay in"):
+        Recipe.from_dict({**tiny_recipe, "optim": {"name": "dot", "momentum": 0.95, "dot_delta": 0.1}})

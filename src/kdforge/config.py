@@ -352,10 +352,11 @@ class CurriculumConfig(Section):
 
 
 class OptimConfig(Section):
-    name: Literal["adamw", "sgd"] = Field("adamw", description="the optimiser (torch's own)")
+    name: Literal["adamw", "sgd", "dot"] = Field("adamw", description="adamw or sgd (torch's own), or dot: SGD with separate momenta for the task and distillation gradients (DOT)")
     lr: float = Field(1e-3, gt=0, description="peak learning rate")
     weight_decay: float = Field(0.05, ge=0, description="decoupled (AdamW) or L2 (SGD) weight decay")
-    momentum: float | None = Field(None, ge=0, lt=1, description="sgd only; default 0.9 (Nesterov)")
+    momentum: float | None = Field(None, ge=0, lt=1, description="sgd (Nesterov) and dot; default 0.9")
+    dot_delta: float | None = Field(None, ge=0, lt=1, description="dot only: distillation gradients use momentum + delta, task gradients momentum − delta (default 0.075)")
     warmup_epochs: float = Field(0.0, ge=0, description="linear warm-up from 0 to lr over this many epochs")
     schedule: Literal["cosine", "constant"] = Field("cosine", description="after warm-up: cosine decay to min_lr, or constant")
     min_lr: float = Field(0.0, ge=0, description="where cosine decay ends")
@@ -368,8 +369,15 @@ class OptimConfig(Section):
 
     @pydantic.model_validator(mode="after")
     def _consistent(self) -> OptimConfig:
-        if self.name != "sgd" and self.momentum is not None:
-            raise ValueError("optim.momentum is only used with name 'sgd'")
+        if self.name == "adamw" and self.momentum is not None:
+            raise ValueError("optim.momentum is only used with name 'sgd' or 'dot'")
+        if self.name != "dot" and self.dot_delta is not None:
+            raise ValueError("optim.dot_delta is only used with name 'dot'")
+        if self.name == "dot":
+            self.momentum = 0.9 if self.momentum is None else self.momentum
+            self.dot_delta = 0.075 if self.dot_delta is None else self.dot_delta
+            if not (0 <= self.momentum - self.dot_delta and self.momentum + self.dot_delta < 1):
+                raise ValueError(f"optim.momentum ± dot_delta must stay in [0, 1), got {self.momentum} ± {self.dot_delta}")
         if self.lr_cycle_steps is not None and self.schedule != "cosine":
             raise ValueError("optim.lr_cycle_steps restarts a cosine schedule: set optim.schedule: cosine")
         return self
@@ -472,7 +480,10 @@ class Recipe(Section):
                              f"'{self.teacher.model.name if self.teacher.model else self.teacher.source}' (set both model names to ssm, or drop student.preset)")
         if self.student.init_from_teacher is not None and (self.teacher.cache is not None or self.teacher.source in ("ema", "ensemble")):
             raise ValueError("student.init_from_teacher copies the teacher's own modules: it needs one online teacher (no teacher.cache, not 'ema' or 'ensemble')")
-        if self.train.fsdp and self.teacher.source == "ema":
+        if self.optim.name == "dot" and (self.train.amp == "fp16" or self.train.grad_clip is not None or self.optim.grad_centralization):
+            raise ValueError("optim.name dot keeps the task and distillation gradients apart until its step, so it takes no gradient scaler, clipping or centralisation: "
+                             "use train.amp bf16 or off, and drop train.grad_clip and optim.grad_centralization")
+        if self.train.fsdp and self.teacher.follows_student:
             raise ValueError("train.fsdp shards the student, which an EMA teacher must copy whole every step; use DDP (train.fsdp: false)")
         return self
 

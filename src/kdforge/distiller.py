@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import operator
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,13 +122,15 @@ class Distiller(nn.Module):
                 real = keep
                 student_logits, targets = student_logits[real], targets[real]
                 teacher_logits = teacher_logits[real] if teacher_logits is not None else None
-        ctx = StepContext(inputs, targets, student_logits, teacher_logits, s_feats, t_feats, clock)
+        if self.per_token:  # an ensemble member's logits are token rows like the combined ones
+            t_feats = {k: _token_rows(v, real) if _MEMBER.fullmatch(k) else v for k, v in t_feats.items()}
+        ctx = StepContext(inputs, targets, student_logits, teacher_logits, s_feats, t_feats, clock, token_mask=real)
         teacher_task = None
         if self.teacher is not None and self.teacher.trainable and teacher_logits is not None:
             teacher_task = self._teacher_task(StepContext(inputs, targets, teacher_logits, clock=clock))  # the teacher learns from the labels only
             ctx.teacher_logits = teacher_logits.detach()
             ctx.teacher_features = {k: v.detach() for k, v in t_feats.items()}
-        parts = {term.name: term(self._member_view(ctx, term, real)) for term in self.terms}
+        parts = {term.name: term(self._member_view(ctx, term)) for term in self.terms}
         weighted = {}
         for term in self.terms:
             weight = term.weight_at(clock)
@@ -139,15 +142,11 @@ class Distiller(nn.Module):
             parts[name], weighted[name] = value, self.teacher.ce_weight * value
         return StepOutput(functools.reduce(operator.add, weighted.values()), student_logits, parts, weighted, ctx.logs)
 
-    def _member_view(self, ctx: StepContext, term: LossTerm, real: torch.Tensor | None) -> StepContext:
-        """The step as ``term`` sees it: with ``member``, that ensemble member's logits are the
-        teacher's (flattened per token and unpadded like the combined ones)."""
+    def _member_view(self, ctx: StepContext, term: LossTerm) -> StepContext:
+        """The step as ``term`` sees it: with ``member``, that ensemble member's logits are the teacher's."""
         if term.member is None:
             return ctx
-        logits = ctx.teacher_features[_member_tap(term)]
-        if self.per_token:
-            logits = logits.flatten(0, -2) if real is None else logits.flatten(0, -2)[real]
-        return dataclasses.replace(ctx, teacher_logits=logits)
+        return dataclasses.replace(ctx, teacher_logits=ctx.teacher_features[_member_tap(term)])
 
     def _teacher_task(self, own: StepContext) -> tuple[str, torch.Tensor]:
         """A co-trained teacher's own loss on the labels, named ``teacher_<term>``: its task
@@ -201,6 +200,15 @@ class Distiller(nn.Module):
         """The student's own weights: no wrapper prefixes, no teacher, no projectors (a
         sharded student's are gathered on rank 0)."""
         return distributed.model_state(unwrap(self.student))
+
+
+_MEMBER = re.compile(r"members\.\d+")  # an ensemble member's own output (its logits)
+
+
+def _token_rows(logits: torch.Tensor, real: torch.Tensor | None) -> torch.Tensor:
+    """[B, T, V] -> [B·T, V], the padded positions left out (``real``: the kept ones)."""
+    rows = logits.flatten(0, -2)
+    return rows if real is None else rows[real]
 
 
 def _member_tap(term: LossTerm) -> str:

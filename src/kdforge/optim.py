@@ -19,7 +19,57 @@ def build_optimizer(params: list[nn.Parameter] | list[dict[str, Any]], cfg: Opti
     if cfg.name == "sgd":
         momentum = 0.9 if cfg.momentum is None else cfg.momentum
         return torch.optim.SGD(params, lr=cfg.lr, momentum=momentum, weight_decay=cfg.weight_decay, nesterov=momentum > 0)
+    if cfg.name == "dot":
+        return DistillationOrientedTrainer(params, lr=cfg.lr, momentum=cfg.momentum, delta=cfg.dot_delta, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+class DistillationOrientedTrainer(torch.optim.Optimizer):
+    """DOT (Zhao et al., "DOT: A Distillation-Oriented Trainer", ICCV 2023): SGD whose task and
+    distillation gradients keep separate momentum buffers, the distillation one with the larger
+    momentum (``momentum + delta``) and the task one the smaller (``momentum − delta``), so that
+    the distillation loss, whose gradient is the more consistent, steers more.
+
+    Use: backward the distillation loss, :meth:`stash_distillation_grads` (several times with
+    gradient accumulation: they add up), backward the task loss, :meth:`step`. A parameter that
+    only one of the two reaches (a projector, a classifier the teacher never sees) uses plain
+    ``momentum``. L2 weight decay joins the task gradient (the distillation one when there is
+    no task gradient), so it is applied once.
+    """
+
+    def __init__(self, params: Any, lr: float, momentum: float = 0.9, delta: float = 0.075, weight_decay: float = 0.0):
+        super().__init__(params, {"lr": lr, "momentum": momentum, "delta": delta, "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def stash_distillation_grads(self) -> None:
+        """Move the gradients present now (the distillation loss's) aside, and clear them."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    state = self.state[p]
+                    state["distill_grad"] = state["distill_grad"].add_(p.grad) if "distill_grad" in state else p.grad.clone()
+                    p.grad = None
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> None:
+        for group in self.param_groups:
+            base, delta, decay, lr = group["momentum"], group["delta"], group["weight_decay"], group["lr"]
+            for p in group["params"]:
+                state = self.state[p]
+                task, distill = p.grad, state.pop("distill_grad", None)
+                both = task is not None and distill is not None
+                if decay and task is not None:
+                    task = task.add(p, alpha=decay)
+                elif decay and distill is not None:
+                    distill = distill.add(p, alpha=decay)
+                for key, grad, momentum in (("task_momentum", task, base - delta if both else base), ("distill_momentum", distill, base + delta if both else base)):
+                    if grad is None:
+                        continue
+                    if key in state:
+                        state[key].mul_(momentum).add_(grad)
+                    else:
+                        state[key] = grad.clone()
+                    p.add_(state[key], alpha=-lr)
 
 
 def layer_ids(model: nn.Module) -> tuple[dict[str, int], int]:

@@ -41,7 +41,7 @@ from kdforge.ema import ModelEMA
 from kdforge.errors import KdforgeError, NonFiniteLossError
 from kdforge.evaluate import evaluate, is_better, score
 from kdforge.files import FileReadError, FileWriteError, load_torch, save_torch
-from kdforge.optim import build_optimizer, centralize_gradients, lr_factor, student_groups
+from kdforge.optim import DistillationOrientedTrainer, build_optimizer, centralize_gradients, lr_factor, student_groups
 from kdforge.schedules import Clock, ScheduleConfig, schedule_value
 from kdforge.taps import block_names, unwrap
 
@@ -185,6 +185,7 @@ class Trainer:
             self.unwrapped_params = [p for p in distiller.trainable_parameters() if id(p) not in student]
         main, *special = distiller.param_groups()
         self.optimizer = build_optimizer([*student_groups(distiller.student, main["params"], optim), *special], optim)
+        self.distill_terms = {t.name for t in distiller.terms if t.uses_teacher}  # DOT's distillation gradient; the others are the task's
         self.ema = ModelEMA(unwrap(distiller.student), train.ema_decay, train.ema_warmup) if train.ema_decay is not None else None
         self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
         self.autocast = lambda: autocast_for(train.amp, self.device)
@@ -264,7 +265,7 @@ class Trainer:
             weight = 1.0 / len(group)
             if distributed.active():  # DDP averages over ranks: weight this rank by its share of the global batch
                 weight *= distributed.batch_share(len(y)) * distributed.world_size()
-            self.scaler.scale(out.loss * weight if weight != 1.0 else out.loss).backward()
+            self._backward(out, weight)
             total = values if total is None else total + values
         distributed.average_gradients(self.unwrapped_params)
         self.step_losses = total / len(group) if len(group) > 1 else total
@@ -292,6 +293,21 @@ class Trainer:
         samples = sum(len(batch[1]) for batch in group)
         for cb in self.callbacks:
             cb.on_step_end(self, samples)
+
+    def _backward(self, out: StepOutput, weight: float) -> None:
+        """Gradients of one micro-batch's loss. DOT keeps two: the distillation terms' (the
+        terms that read the teacher) are moved aside before the task terms' arrive."""
+        if not isinstance(self.optimizer, DistillationOrientedTrainer):
+            self.scaler.scale(out.loss * weight if weight != 1.0 else out.loss).backward()
+            return
+        distill = [value for name, value in out.weighted.items() if name in self.distill_terms]
+        task = [value for name, value in out.weighted.items() if name not in self.distill_terms]
+        if distill:
+            (sum(distill) * weight).backward(retain_graph=bool(task))
+            distributed.average_gradients(self.unwrapped_params)
+            self.optimizer.stash_distillation_grads()
+        if task:
+            (sum(task) * weight).backward()
 
     def _check_finite(self, out: StepOutput) -> None:
         """Stop on a NaN/inf loss, naming the terms that went bad (a finite sum means finite parts)."""

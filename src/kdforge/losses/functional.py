@@ -58,6 +58,33 @@ def _scaled_kl(log_p: torch.Tensor, log_q: torch.Tensor, temperature: Temperatur
     return F.kl_div(log_q, log_p, reduction="batchmean", log_target=True) * temperature**2
 
 
+def teacher_importance(member_logits: torch.Tensor, student_logits: torch.Tensor, labels: torch.Tensor, by: str, tau: float, min_weight: float) -> torch.Tensor:
+    """Per-sample weights [B, M] of M teachers (logits [M, B, K]), summing to one per sample:
+    softmax over teachers of −d_m / τ, with d_m each teacher's cross-entropy on the label
+    (``by="confidence"``: a teacher that is right about a sample counts more) or its KL from
+    the student (``by="agreement"``: no labels; the teachers the student can follow count
+    more). Weights below ``min_weight`` are set to zero and the rest renormalised (a teacher
+    is filtered out of that sample; the best one always stays)."""
+    members = member_logits.detach().float()
+    if by == "confidence":
+        distance = torch.stack([F.cross_entropy(z, labels, reduction="none") for z in members], 1)  # [B, M]
+    else:
+        log_ps = F.log_softmax(student_logits.detach().float(), -1)
+        distance = torch.stack([_kl_rows(F.log_softmax(z, -1), log_ps) for z in members], 1)
+    weights = torch.softmax(-distance / tau, dim=1)
+    kept = (weights >= min_weight) | (weights == weights.amax(1, keepdim=True))
+    weights = weights * kept
+    return weights / weights.sum(1, keepdim=True)
+
+
+def multi_teacher_kd(student_logits: torch.Tensor, member_logits: torch.Tensor, weights: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T² · mean_b Σ_m w_bm KL(p_m ‖ p_s): KD from M teachers (logits [M, B, K]) at once, each
+    sample weighting them by ``weights`` [B, M]."""
+    log_ps = F.log_softmax(student_logits.float() / temperature, -1)
+    kl = torch.stack([_kl_rows(F.log_softmax(z.float() / temperature, -1), log_ps) for z in member_logits], 1)  # [B, M]
+    return (weights * kl).sum(1).mean() * temperature**2
+
+
 def kd_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,

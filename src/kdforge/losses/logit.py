@@ -6,6 +6,7 @@ temperature, and ``logit_std: true`` to standardise both models' logits first.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Literal
 
 import torch
@@ -91,6 +92,43 @@ class KD(LogitTerm):
 
 
 LOSSES.register("kl")(KD)  # the name embedding-distillation code gives it (on routing or class logits)
+
+
+@LOSSES.register("dual_head_kd")
+class DualHeadKD(LogitTerm):
+    """Dual-head KD (Yang et al., 2024): the KD loss trains an auxiliary linear classifier on
+    the student's features (``student``, default the input of its ``head``) instead of the
+    student's own head, which then learns from the labels alone; the backbone learns from
+    both. The two losses no longer pull one classifier two ways. The auxiliary head trains
+    with the student, is saved with the run, and is never exported (the student keeps its
+    own head). Use with ``ce``: ``[{name: ce}, {name: dual_head_kd, temperature: 4}]``."""
+
+    def __init__(self, temperature: TemperatureSpec = 4.0, student: str = "head:input", direction: Literal["forward", "reverse", "jsd", "gjsd"] = "forward", beta: float = 0.5, logit_std: bool = False):
+        super().__init__(temperature, logit_std)
+        self.student, self.direction, self.beta = student, direction, beta
+        self.aux_head: torch.nn.Module = torch.nn.Identity()
+
+    @property
+    def student_taps(self) -> list[str]:
+        return [self.student]
+
+    def setup(self, shapes: Shapes) -> None:
+        super().setup(shapes)
+        feature = shapes.student[self.student]
+        if len(feature) != len(shapes.student_logits):  # [B, D] features for [B, K] logits, [B, T, D] for [B·T, K] tokens
+            feature_rows = feature[:-1].numel()
+            if feature_rows != shapes.student_logits[:-1].numel():
+                raise KdforgeError(f"{self.name}: '{self.student}' gives features of shape {list(feature)}, which do not line up with the logits "
+                                   f"{list(shapes.student_logits)}; tap the features the student's classifier reads (head:input)")
+        self.aux_head = torch.nn.Linear(feature[-1], shapes.student_logits[-1])
+
+    def forward(self, ctx: StepContext) -> torch.Tensor:
+        features = ctx.student_features[self.student]
+        rows = features.reshape(-1, features.shape[-1])  # one row per sample, or per token
+        if ctx.token_mask is not None:  # the positions the logits keep
+            rows = rows[ctx.token_mask]
+        zs, zt, tau = self.prepare(dataclasses.replace(ctx, student_logits=self.aux_head(rows.float())))
+        return self.finish(lf.kd_loss(zs, zt, tau, self.direction, self.beta))
 
 
 @LOSSES.register("dkd")

@@ -62,6 +62,42 @@ class EnsembleKD(LogitTerm):
         return self.finish(lf.kd_loss(zs, zt, tau)) + gate_ce
 
 
+@LOSSES.register("diverse_kd")
+class DiverseKD(LossTerm):
+    """KD from every member of an ensemble teacher, each sample weighting the teachers by how
+    much they have to give it (dynamic teacher importance, after DiverseDistill, Liu et al.):
+    w_m(x) = softmax_m(−d_m(x) / ``tau``), d_m the member's cross-entropy on the label
+    (``by: confidence``) or its KL from the student (``by: agreement``); members under
+    ``min_weight`` are filtered out of that sample. The loss is T² · Σ_m w_m KL(p_m ‖ p_s).
+    Logs each member's mean weight (``<term>.w<m>``) and the share of filtered (sample,
+    member) pairs. Needs ``teacher: {source: ensemble, ...}``.
+    """
+
+    def __init__(self, temperature: float = 4.0, by: Literal["confidence", "agreement"] = "confidence", tau: float = 1.0, min_weight: float = 0.0):
+        super().__init__()
+        if temperature <= 0 or tau <= 0 or not 0 <= min_weight < 1:
+            raise ValueError(f"diverse_kd needs temperature > 0, tau > 0 and 0 <= min_weight < 1, got {temperature}, {tau}, {min_weight}")
+        self.temperature, self.by, self.tau, self.min_weight = temperature, by, tau, min_weight
+        self.members: list[str] = []
+
+    def resolve(self, student: nn.Module, teacher: nn.Module | None) -> None:
+        if not isinstance(getattr(unwrap(teacher), "members", None), nn.ModuleList):
+            raise KdforgeError("diverse_kd weighs the members of an ensemble teacher: teacher: {source: ensemble, members: [...]}")
+        self.members = block_names(teacher, "members")
+
+    @property
+    def teacher_taps(self) -> list[str]:
+        return self.members
+
+    def forward(self, ctx: StepContext) -> torch.Tensor:
+        logits = torch.stack([ctx.teacher_features[m] for m in self.members])  # [M, B, K]
+        weights = lf.teacher_importance(logits, ctx.student_logits, ctx.labels, self.by, self.tau, self.min_weight)
+        for m, mean in enumerate(weights.mean(0)):
+            ctx.logs[f"{self.name}.w{m}"] = mean
+        ctx.logs[f"{self.name}.filtered"] = (weights == 0).float().mean()
+        return lf.multi_teacher_kd(ctx.student_logits, logits, weights, self.temperature)
+
+
 @LOSSES.register("self_distill")
 class SelfDistill(LossTerm):
     """Deep-to-shallow self-distillation (Zhang et al., "Be Your Own Teacher", 2019).

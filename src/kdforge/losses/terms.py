@@ -38,6 +38,7 @@ class StepContext:
     teacher_features: dict[str, torch.Tensor] = field(default_factory=dict)
     clock: Clock = field(default_factory=Clock)
     logs: dict[str, torch.Tensor] = field(default_factory=dict)
+    token_mask: torch.Tensor | None = None  # per-token runs: which flattened positions the logits keep (None: all)
 
     @property
     def labels(self) -> torch.Tensor:
