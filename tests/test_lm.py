@@ -176,3 +176,62 @@ def test_a_hugging_face_causal_lm_teaches_through_a_vocabulary_map_and_its_hidde
     assert check(Recipe.from_dict(raw), console=Console(file=io.StringIO()))["loss"] > 0
     raw["losses"].append({"name": "hint", "student": "blocks.0", "teacher": "model.transformer.h.0", "projector": "linear"})  # its hidden states
     assert check(Recipe.from_dict(raw), console=Console(file=io.StringIO()))["parts"]["hint"] > 0
+
+
+def test_two_stage_distillation_the_second_stage_has_its_own_teacher_and_starts_from_the_first_student(tmp_path, invoke, capsys):
+    """SpikeBERT's workflow: stage 1 distils a general teacher on general text; stage 2, with a
+    task teacher on task text, starts from stage 1's student (and so does its student alone)."""
+    import yaml
+
+    from kdforge import load_student
+
+    general = [f"The function number {i} returns a list of {i % 7} items." for i in range(120)]
+    task = [f"Error {i}: the value {i % 5} is out of range." for i in range(120)]
+    (tmp_path / "general.txt").write_text("\n".join(general))
+    (tmp_path / "task.txt").write_text("\n".join(task))
+    student = {"model": {"name": "rwkv_spiking", "size": "tiny", "width": 32, "depth": 1}}
+
+    def stage(name, corpus, width, extra=None):
+        return {
+            "name": name, "seed": 0,
+            "data": {"name": "text_lm", "files": [str(tmp_path / corpus)], "length": 32, "batch_size": 32},
+            "teacher": {"source": "train", "model": {"name": "lm_transformer", "width": width, "depth": 1, "heads": 2, "dropout": 0.0}, "train": {"epochs": 2}},
+            "student": {**student, **(extra or {})},
+            "losses": [{"name": "ce", "weight": 0.5}, {"name": "kd", "weight": 0.5, "temperature": 1.0}],
+            "optim": {"name": "adamw", "lr": 3e-3}, "train": {"epochs": 1},
+            "log": {"dir": str(tmp_path / "runs"), "progress": False},
+        }
+
+    first = run(Recipe.from_dict(stage("general", "general.txt", 32)), console=Console(file=io.StringIO()))
+    second_recipe = stage("task", "task.txt", 48, {"init_from": str(first.run_dir)})  # another teacher, another corpus
+    (tmp_path / "task.yaml").write_text(yaml.safe_dump(second_recipe))
+    assert invoke("check", tmp_path / "task.yaml") == 0
+    assert invoke("train", tmp_path / "task.yaml") == 0
+    (second_dir,) = (tmp_path / "runs").glob("task-*")
+    results = json.loads((second_dir / "results.json").read_text())
+    loaded = len(load_student(first.run_dir).state_dict())
+    for role in ("student", "student_alone"):
+        assert results[role]["init_from"] == {"path": str(first.run_dir / "student.safetensors"), "loaded": loaded}
+    assert results["teacher"]["params"] != json.loads((first.run_dir / "results.json").read_text())["teacher"]["params"]
+
+    capsys.readouterr()
+    other = stage("task", "task.txt", 48, {"init_from": str(first.run_dir)})
+    other["student"]["model"]["width"] = 16
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(other))
+    assert invoke("check", tmp_path / "other.yaml") == 2
+    assert "give student.model the first stage's model section" in capsys.readouterr().out.replace("\n", "")
+
+
+def test_init_from_a_student_with_other_classes_keeps_all_but_the_head(tmp_path):
+    from kdforge.export import save_model
+    from kdforge.transfer import start_from
+
+    torch.manual_seed(0)
+    first = build_model("mlp", input_shape=(1, 8, 8), num_classes=10, hidden=[16])
+    save_model(first, tmp_path / "student")
+    second = build_model("mlp", input_shape=(1, 8, 8), num_classes=4, hidden=[16])
+    report = start_from(second, tmp_path / "student.safetensors")
+    assert report["classes"] == [10, 4] and report["new"] == ["head.bias", "head.weight"]
+    assert all(torch.equal(p, first.state_dict()[n]) for n, p in second.state_dict().items() if not n.startswith("head."))
+    with pytest.raises(Exception, match="student.init_from and student.init_from_teacher"):
+        Recipe.from_dict({"student": {"model": {"name": "mlp"}, "init_from": "x", "init_from_teacher": True}, "teacher": {"model": {"name": "mlp"}}, "losses": [{"name": "ce"}]})

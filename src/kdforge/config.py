@@ -254,6 +254,8 @@ class StudentConfig(Section):
         "fixed_compressed (model_dim 32, state_dim 256, 4 layers), fixed_tiny (24, 128, 3); without selectivity; student.model options override"
     )
     init_from_teacher: TransferConfig | None = Field(None, description="true, or {steps, lr}: copy matching teacher weights, fit each TM block (if any) to its teacher MLP")
+    init_from: str | None = Field(None, description="an earlier run directory (or its student.safetensors) of the same student model: start from its weights, "
+                                  "with and without the teacher (the second stage of a two-stage distillation)")
     clause_specialize: SpecializeConfig | None = None
     auto_clause: AutoClauseConfig | None = None
     diagnostics_every: int = Field(0, ge=0, description="TM students: log head and clause importance on validation every N epochs (0: off)")
@@ -478,6 +480,8 @@ class Recipe(Section):
         if self.student.preset is not None and not (self.student.model.name == "ssm" and described and (self.teacher.model is None or self.teacher.model.name == "ssm")):
             raise ValueError(f"student.preset sizes an ssm student from an ssm teacher; here the student is '{self.student.model.name}' and the teacher "
                              f"'{self.teacher.model.name if self.teacher.model else self.teacher.source}' (set both model names to ssm, or drop student.preset)")
+        if self.student.init_from_teacher is not None and self.student.init_from is not None:
+            raise ValueError("student.init_from and student.init_from_teacher both give the student its first weights; keep one")
         if self.student.init_from_teacher is not None and (self.teacher.cache is not None or self.teacher.source in ("ema", "ensemble")):
             raise ValueError("student.init_from_teacher copies the teacher's own modules: it needs one online teacher (no teacher.cache, not 'ema' or 'ensemble')")
         if self.optim.name == "dot" and (self.train.amp == "fp16" or self.train.grad_clip is not None or self.optim.grad_centralization):

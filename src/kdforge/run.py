@@ -47,7 +47,7 @@ from kdforge.teachers.sources import teacher_architecture
 from kdforge.teachers.text import TextTeacher
 from kdforge.tracking import Tracker, build_trackers
 from kdforge.trainer import Trainer, autocast_for, compiled, deterministic, resolve_device, seed_everything
-from kdforge.transfer import copy_matching, feedforward_pairs, fit_feedforwards
+from kdforge.transfer import copy_matching, feedforward_pairs, fit_feedforwards, start_from
 
 
 @dataclass
@@ -186,6 +186,7 @@ class Session:
         An EMA teacher (or ensemble member) starts from this student's weights."""
         torch.manual_seed(self.recipe.seed)
         student = self.build_student().to(memory_format=self.memory_format)
+        started_from = start_from(student, self.recipe.student.init_from) if self.recipe.student.init_from else None  # the baseline too: both go on from there
         transfer = self.init_from_teacher(student, teacher, checkpoint_dir) if stage == "distill" and self.recipe.student.init_from_teacher else None
         if teacher is not None and teacher.ema_decay is not None:
             teacher.start_ema(student)
@@ -217,6 +218,8 @@ class Session:
         averaged = {"weights": f"EMA (decay {self.recipe.train.ema_decay})"} if trainer.ema is not None else {}
         if transfer is not None:
             last["init_from_teacher"] = transfer
+        if started_from is not None:
+            last["init_from"] = started_from
         if steered := steering_events(result.history):
             last["steering"] = steered
         entry = self.entry(student, self.recipe.student.model.name, self.evaluate(student, self.test, f"{stage}: test split"), best["val"], best_epoch=best["epoch"], **last, **averaged)
@@ -351,6 +354,8 @@ def check(recipe: Recipe, console: Console | None = None) -> dict[str, Any]:
     session = Session(recipe, Path(recipe.log.dir), console)
     data = session.data
     student = session.build_student()
+    if recipe.student.init_from is not None:  # the first stage's student must fit this one
+        start_from(student, recipe.student.init_from)
     teacher_module, teacher_note = _checked_teacher(session, recipe.teacher, student)
     teacher = session.wrap_teacher(teacher_module)
     if teacher.input_adapter is not None:

@@ -23,6 +23,7 @@ import itertools
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -179,3 +180,26 @@ def _r2(blocks: dict[str, TMFeedForward], seen: dict[str, Any], teacher: Callabl
             error[name] += float((block(inputs).float().flatten(0, -2) - target).square().sum())
             spread[name] += float((target - target.mean(0)).square().sum())
     return {name: 1.0 - error[name] / max(spread[name], 1e-12) for name in blocks}
+
+
+def start_from(student: nn.Module, path: str | Path) -> dict[str, Any]:
+    """``student.init_from``: load the weights of an earlier kdforge student (a run directory
+    or its ``student.safetensors``) of the same architecture: the first stage's student, which
+    the second stage trains on. With another class count (a task head after a general stage)
+    every tensor but the classifier's is loaded and the head starts anew."""
+    from kdforge.export import load_state_strict, read_meta
+    from kdforge.files import load_safetensors
+
+    weights = Path(path) / "student.safetensors" if Path(path).is_dir() else Path(path)
+    theirs, ours = read_meta(weights).get("model") or {}, student.kdforge_spec
+    if (theirs.get("name"), theirs.get("options")) != (ours["name"], ours["options"]):
+        raise KdforgeError(f"student.init_from '{weights}' is a '{theirs.get('name')}' with options {theirs.get('options')}, but this recipe's student is "
+                           f"'{ours['name']}' with options {ours['options']}; give student.model the first stage's model section")
+    state = load_safetensors(weights, what="student.init_from weights")
+    if theirs.get("num_classes") == ours["num_classes"]:
+        load_state_strict(student, state, str(weights))
+        return {"path": str(weights), "loaded": len(state)}
+    own = student.state_dict()
+    kept = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    student.load_state_dict(kept, strict=False)
+    return {"path": str(weights), "loaded": len(kept), "new": sorted(set(own) - set(kept)), "classes": [theirs.get("num_classes"), ours["num_classes"]]}
