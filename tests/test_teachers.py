@@ -331,8 +331,14 @@ def test_diverse_kd_runs_from_a_recipe_and_logs_each_members_weight(tiny_recipe,
         Distiller(mlp(), Teacher(mlp()), build_losses([{"name": "diverse_kd"}]), torch.randn(2, 1, 8, 8))
 
 
-def test_dual_head_kd_trains_an_auxiliary_head_and_leaves_the_students_own_head_to_the_labels():
+def test_dual_head_kd_trains_an_auxiliary_head_and_leaves_the_students_own_head_to_the_labels(tiny_recipe, invoke, tmp_path):
+    import yaml
+
     from kdforge.losses.functional import kd_loss
+
+    tiny_recipe["losses"] = [{"name": "ce", "weight": 0.5}, {"name": "dual_head_kd", "weight": 0.5, "temperature": 4.0}]
+    (tmp_path / "dual.yaml").write_text(yaml.safe_dump(tiny_recipe))
+    assert invoke("check", tmp_path / "dual.yaml") == 0
 
     student, teacher = mlp(seed=1), mlp(32, seed=2)
     terms = build_losses([{"name": "dual_head_kd", "temperature": 3.0}])
