@@ -52,6 +52,7 @@ import torch
 from rich.console import Console
 
 import kdforge
+from common import save
 from kdforge.bench import latency_ms
 from kdforge.models import build_model
 from kdforge.models.tm import set_hard
@@ -246,17 +247,11 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=lambda s: [int(v) for v in s.split(",")], default=[1, 64, 256, 1024])
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
-    if args.what == "accuracy":
-        result = accuracy(args)
-        (RESULTS / "tm_accuracy.json").write_text(json.dumps(result, indent=2))
-        (RESULTS / "tm_accuracy.md").write_text(accuracy_table(result))
-        print(accuracy_table(result))
-        return
-    if args.what == "features":
-        result = features(args)
-        (RESULTS / "tm_features.json").write_text(json.dumps(result, indent=2))
-        (RESULTS / "tm_features.md").write_text(features_table(result))
-        print(features_table(result))
+    tabled = {"accuracy": (accuracy, accuracy_table), "features": (features, features_table)}
+    if args.what in tabled:
+        measure, table = tabled[args.what]
+        result = measure(args)
+        save(f"tm_{args.what}", result, table(result))
         return
     result = packed(args)
     (RESULTS / "tm_packed.json").write_text(json.dumps(result, indent=2))
