@@ -12,7 +12,7 @@ latency at batch 1 and 256. Teachers and students see the same augmented views.
 
 Writes benchmarks/results/tm_accuracy.json and .md.
 
-``packed``: an exported clause layer evaluated bit-packed (:class:`kdforge.tm.PackedTM`)
+``packed``: an exported clause layer evaluated bit-packed (:class:`kdforge.families.tm.PackedTM`)
 against the same layer in hard mode in PyTorch (float, ``inference_mode``): outputs must be
 identical; throughput ratio at several batch sizes (target >= 10x on CPU). The two
 alternate in one process, several rounds, median per-round ratio.
@@ -55,8 +55,8 @@ import kdforge
 from common import save
 from kdforge.bench import latency_ms
 from kdforge.models import build_model
-from kdforge.models.tm import set_hard
-from kdforge.tm import PackedTM, model_rules
+from kdforge.families.tm.clause import set_hard
+from kdforge.families.tm.rules import PackedTM, model_rules
 
 RESULTS = Path(__file__).parent / "results"
 

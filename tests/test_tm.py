@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from kdforge.models import build_model
-from kdforge.models.tm import ClauseLayer, DeepTM, set_hard
-from kdforge.tm import PackedTM, export_rules, layer_rules, load_rules, model_rules
+from kdforge.families.tm.clause import ClauseLayer, DeepTM, set_hard
+from kdforge.families.tm.rules import PackedTM, export_rules, layer_rules, load_rules, model_rules
 
 
 def fuzzy_inputs(n=32, features=6, seed=0):
@@ -256,7 +256,7 @@ def test_tm_block_options_all_change_the_model():
 
 
 def test_swin_window_mask_keeps_regions_and_padding_apart():
-    from kdforge.models.tm_transformer import window_mask
+    from kdforge.families.tm.transformer import window_mask
 
     assert window_mask(8, 8, 8, 8, 4, 0, torch.device("cpu")) is None
     mask = window_mask(6, 6, 8, 8, 4, 2, torch.device("cpu"))  # 6×6 padded to 8×8, shifted by 2
@@ -550,7 +550,7 @@ def test_feature_terms_tap_tm_blocks_by_their_hidden_states(invoke, tiny_recipe,
 
 
 def test_clause_usage_counts_what_fires_in_hard_mode():
-    from kdforge.models.tm import ClauseLayer, clause_usage, hard_mode
+    from kdforge.families.tm.clause import ClauseLayer, clause_usage, hard_mode
 
     torch.manual_seed(0)
     layer = ClauseLayer(6, 3, clauses=8, lf=2)
@@ -618,3 +618,10 @@ def test_clause_bias_false_is_the_classic_machine_votes_alone_and_its_rules_say_
     x = torch.randn(7, 1, 8, 8)
     with torch.no_grad():
         assert np.array_equal(PackedTM(rules["layers"]["tm"])(x), student(x).numpy())
+
+
+def test_the_rule_tools_old_import_path_still_works():
+    import kdforge.families.tm as family
+    import kdforge.tm as old
+
+    assert old.PackedTM is family.PackedTM and old.load_rules is family.load_rules

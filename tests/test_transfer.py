@@ -8,14 +8,15 @@ import torch
 from timm.models.swin_transformer import SwinTransformer
 from timm.models.vision_transformer import VisionTransformer
 
-from kdforge.clause_steering import allocate_clauses, dhondt, diagnose, specialize_heads
+from kdforge.families.tm.steering import allocate_clauses, dhondt, diagnose, specialize_heads
 from kdforge.errors import KdforgeError
 from kdforge.models import build_model
-from kdforge.models.mlp_to_tm import mlp_to_tm
-from kdforge.models.tm import set_hard
-from kdforge.models.tm_blocks import TMFeedForward
-from kdforge.tm import PackedTM, model_rules
-from kdforge.transfer import copy_matching, feedforward_pairs, fit_feedforwards
+from kdforge.families.tm.mlp_to_tm import mlp_to_tm
+from kdforge.families.tm.clause import set_hard
+from kdforge.families.tm.blocks import TMFeedForward
+from kdforge.families.tm.rules import PackedTM, model_rules
+from kdforge.families.tm.transfer import feedforward_pairs, fit_feedforwards
+from kdforge.transfer import copy_matching
 
 SHAPE = (1, 32, 32)
 
@@ -262,7 +263,7 @@ def test_a_run_with_transfer_and_steering_records_both_and_explains(tiny_recipe,
     ("tm_flat", {"clauses": 16}, (1, 8, 8)),
 ])
 def test_explain_maps_of_each_tm_student(name, options, shape):
-    from kdforge.explain import overlay_maps
+    from kdforge.families.tm.explain import overlay_maps
 
     torch.manual_seed(0)
     model = build_model(name, input_shape=shape, num_classes=5, **options)
@@ -285,7 +286,7 @@ def test_explain_maps_of_each_tm_student(name, options, shape):
 
 def test_explain_refuses_students_without_clauses(tiny_recipe, tmp_path):
     from kdforge import Recipe, run
-    from kdforge.explain import explain_run
+    from kdforge.families.tm.explain import explain_run
 
     tiny_recipe["train"] = {"epochs": 1, "baseline": False}
     tiny_recipe["teacher"]["train"] = {"epochs": 1}
@@ -330,7 +331,7 @@ def test_an_ema_of_the_student_keeps_clause_masks_exact():
 
 def test_auto_clause_before_training_on_a_few_validation_batches(tiny_recipe, monkeypatch):
     from kdforge import Recipe, run
-    from kdforge import clause_steering
+    from kdforge.families.tm import steering as clause_steering
 
     seen = []
     measured = clause_steering.diagnose
@@ -343,6 +344,6 @@ def test_auto_clause_before_training_on_a_few_validation_batches(tiny_recipe, mo
     assert applied["epoch"] == 0 and sum(applied["after"].values()) == 20 and seen == [1]  # once, before training, on one batch
     assert "auto_clause before training" in (result.run_dir / "report.md").read_text()
     from kdforge import load_student
-    from kdforge.models.tm import clause_layers
+    from kdforge.families.tm.clause import clause_layers
 
     assert sum(int(layer.clause_mask.sum()) for layer in clause_layers(load_student(result.run_dir))) == 20  # the trained student kept the budget

@@ -280,7 +280,7 @@ def export(
     prune_kind: Annotated[PruneKind, typer.Option("--prune-kind", help="unstructured: the smallest weights of all layers together (L1); structured: whole output rows of each layer by L2 norm (not the output layer).")] = PruneKind.unstructured,
     out: Annotated[Optional[Path], typer.Option(help="Output file (default: RUN_DIR/student.tm-rules.json, RUN_DIR/student.int8.pt or RUN_DIR/student.pruned.safetensors).")] = None,
 ) -> None:
-    """Export a run's student in another form: boolean rules that kdforge.tm.PackedTM evaluates bit-packed, an int8 student, or a pruned student, with its metric and speed next to the float one."""
+    """Export a run's student in another form: boolean rules that kdforge.families.tm.PackedTM evaluates bit-packed, an int8 student, or a pruned student, with its metric and speed next to the float one."""
     if sum(x is not None for x in (format, quantize, prune)) != 1:
         raise KdforgeError("give one of --format tm-rules, --quantize int8 or --prune FRACTION")
     if quantize is not None:
@@ -291,7 +291,7 @@ def export(
         return
     from kdforge.export import load_student
     from kdforge.run import load_run_recipe
-    from kdforge.tm import export_rules
+    from kdforge.families.tm.rules import export_rules
 
     recipe = load_run_recipe(run_dir)
     out = out or Path(run_dir) / "student.tm-rules.json"
@@ -305,7 +305,7 @@ def export(
         input_bits = {"method": b.method, "levels": b.levels, "features": b.features, "channels": derived_channels(b.features, len(data.input_shape) - 1),
                       "thresholds": input_thresholds(data.train.x, b).tolist(), "bits": "feature_maps(x) > threshold (kdforge.data.booleanize), levels stacked as channels, ±1"}
     rules = export_rules(load_student(run_dir), out, input_bits)
-    console.print(escape(f"wrote {rules}: {rules.stat().st_size:,} bytes. Evaluate with kdforge.tm.PackedTM(kdforge.tm.load_rules(path)['layers'][NAME])"))
+    console.print(escape(f"wrote {rules}: {rules.stat().st_size:,} bytes. Evaluate with kdforge.families.tm.PackedTM(kdforge.families.tm.load_rules(path)['layers'][NAME])"))
 
 
 def _export_int8(run_dir: Path, out: Path) -> None:
@@ -414,7 +414,7 @@ def explain(
     out: Annotated[Optional[Path], typer.Option(help="Output folder (default: RUN_DIR/explain).")] = None,
 ) -> None:
     """Draw what a TM student looked at (attention and clause-activation maps over the input, top-k predictions) and list its most used clauses with their literals."""
-    from kdforge.explain import explain_run
+    from kdforge.families.tm.explain import explain_run
 
     folder = explain_run(run_dir, samples, top_k, out)
     console.print(f"wrote {samples} overlays (sample_NN.png) and the clause report (clauses.md) to {escape(str(folder))}")

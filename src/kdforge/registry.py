@@ -16,6 +16,7 @@ from typing import Any
 import pydantic
 
 from kdforge.errors import KdforgeError, did_you_mean
+from kdforge.family import load_families
 
 
 class Registry:
@@ -46,12 +47,15 @@ class Registry:
         return add
 
     def names(self) -> list[str]:
+        load_families()
         return sorted(self._entries)
 
     def __contains__(self, name: str) -> bool:
+        load_families()
         return name in self._entries
 
     def get(self, name: str) -> Callable[..., Any]:
+        load_families()
         if name not in self._entries:
             raise KdforgeError(f"unknown {self.kind} '{name}'{did_you_mean(name, self._entries)}")
         return self._entries[name]

@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from kdforge.evaluate import score, score_gain, score_name, shown
+from kdforge.family import families
 from kdforge.files import save_figure, write_json, write_text
 
 ROLES = (("teacher", "teacher"), ("student", "student + KD"), ("student_alone", "student alone"), ("pca", "PCA of the teacher"), ("random_projection", "random projection"))
@@ -29,15 +30,9 @@ def kd_gain(results: dict[str, Any]) -> str | None:
     return score_gain(results["student"]["test"], results["student_alone"]["test"])
 
 
-def hard_notes(results: dict[str, Any]) -> list[str]:
-    """For TM students: test accuracy in hard mode, the exact form their exported rules compute."""
-    return [f"{label} in hard mode (its boolean rules): {100 * entry['test_hard']['accuracy']:.2f}% test" for label, entry in _rows(results) if "test_hard" in entry]
-
-
-def spike_notes(results: dict[str, Any]) -> list[str]:
-    """For spiking students: how their k/v spikes fire on the test split."""
-    return [f"{label} spikes on test: density {s['density']:.3f}, dead channels {100 * s['dead_channels']:.1f}%, saturated {100 * s['saturated_channels']:.1f}%"
-            for label, entry in _rows(results) if (s := entry.get("spikes"))]
+def family_notes(results: dict[str, Any]) -> list[str]:
+    """What each family says about each model (e.g. a TM student in hard mode, a spiking one's firing)."""
+    return [note for family in families() for label, entry in _rows(results) for note in family.notes(label, entry)]
 
 
 def summary_table(results: dict[str, Any]) -> Table:
@@ -46,7 +41,7 @@ def summary_table(results: dict[str, Any]) -> Table:
     gain = kd_gain(results)
     if gain is not None:
         notes.insert(0, f"KD gain over the student alone: {gain} (test)")
-    notes[:0] = hard_notes(results) + spike_notes(results)
+    notes[:0] = family_notes(results)
     table = Table(title=escape(f"{results['name']} — test split of {results['dataset']}"), caption=escape("\n".join(notes)))
     for column in ("model", "arch", f"test {name}", f"val {name}", "params", "latency ms"):
         table.add_column(column, justify="left" if column in ("model", "arch") else "right")
@@ -56,29 +51,15 @@ def summary_table(results: dict[str, Any]) -> Table:
     return table
 
 
-def tm_sections(entry: dict[str, Any]) -> list[str]:
-    """What ``init_from_teacher`` copied and fitted, and what steering changed, for report.md."""
-    lines = []
+def transfer_section(entry: dict[str, Any]) -> list[str]:
+    """What ``init_from_teacher`` copied, for report.md."""
     transfer = entry.get("init_from_teacher")
-    if transfer:
-        lines += ["", "## Initialised from the teacher", "",
-                  f"Copied {len(transfer['copied'])} tensors: {', '.join(f'`{n}`' for n in transfer['copied'])}.", ""]
-        if transfer["shape_mismatch"]:
-            lines += ["Not copied, shapes differ: " + "; ".join(f"`{n}` ({why})" for n, why in transfer["shape_mismatch"].items()) + ".", ""]
-        lines += [f"No teacher counterpart ({len(transfer['not_in_teacher'])}): " + ", ".join(f"`{n}`" for n in transfer["not_in_teacher"]) + ".", "",
-                  "| TM block | teacher MLP | steps | relative MSE at start | R² on validation after |", "|---|---|---:|---:|---:|"]
-        lines += [f"| {n} | {f['teacher_mlp']} | {f['steps']} | {f['relative_mse_start'] or float('nan'):.3f} | {f['r2_val']:.3f} |" for n, f in transfer["feedforward"].items()]
-    steering = entry.get("steering", {})
-    if "clause_specialize" in steering:
-        s = steering["clause_specialize"]
-        gains = "; ".join(f"`{n}` " + " ".join(f"{g:.2f}" for g in heads.values()) for n, heads in s["gains"].items())
-        lines += ["", f"clause_specialize (strength {s['strength']}) after epoch {s['epoch']}, head gains from validation: {gains}."]
-    if "auto_clause" in steering:
-        a = steering["auto_clause"]
-        moves = ", ".join(f"`{n}` {a['before'][n]} → {a['after'][n]}" for n in a["after"])
-        when = f"after epoch {a['epoch']}" if a["epoch"] else "before training"
-        lines += ["", f"auto_clause {when}: {a['total']} active clauses shared by validation importance: {moves}."]
-    return lines
+    if not transfer:
+        return []
+    lines = ["", "## Initialised from the teacher", "", f"Copied {len(transfer['copied'])} tensors: {', '.join(f'`{n}`' for n in transfer['copied'])}.", ""]
+    if transfer["shape_mismatch"]:
+        lines += ["Not copied, shapes differ: " + "; ".join(f"`{n}` ({why})" for n, why in transfer["shape_mismatch"].items()) + ".", ""]
+    return lines + [f"No teacher counterpart ({len(transfer['not_in_teacher'])}): " + ", ".join(f"`{n}`" for n in transfer["not_in_teacher"]) + "."]
 
 
 def write_report(run_dir: Path, results: dict[str, Any], plots: list[str]) -> None:
@@ -97,8 +78,9 @@ def write_report(run_dir: Path, results: dict[str, Any], plots: list[str]) -> No
     gain = kd_gain(results)
     if gain is not None:
         lines += ["", f"KD gain over the same student trained alone: **{gain}**."]
-    lines += [f"\n{note}." for note in hard_notes(results) + spike_notes(results)]
-    lines += tm_sections(results["student"])
+    lines += [f"\n{note}." for note in family_notes(results)]
+    lines += transfer_section(results["student"])
+    lines += [line for family in families() for line in family.report_sections(results["student"])]
     timings = ", ".join(f"{k} {v:.1f}s" for k, v in results["timings"].items())
     lines += ["", f"Timings: {timings}.", ""]
     lines += [f"![{Path(p).stem}]({p})" for p in plots]

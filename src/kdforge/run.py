@@ -21,10 +21,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from kdforge import distributed
-from kdforge.baselines import projection_baselines
 from kdforge.bench import count_params, latency_ms
 from kdforge.callbacks import Callback, ConsoleProgress, JsonlLogger
-from kdforge.clause_steering import ClauseSteering, steering_events
 from kdforge.config import Recipe
 from kdforge.curriculum import Curriculum
 from kdforge.data import DataBundle, example_inputs, make_loader, recipe_data
@@ -33,21 +31,17 @@ from kdforge.distiller import Distiller
 from kdforge.errors import KdforgeError, RunInterrupted
 from kdforge.evaluate import evaluate
 from kdforge.export import save_model
+from kdforge.family import families
 from kdforge.files import check_writable, read_json, remove_stale_tmp, write_json, write_text
 from kdforge.losses import LossTerm, build_loss, build_losses
 from kdforge.models import build_model
-from kdforge.models.rwkv import spike_statistics
-from kdforge.models.ssm import compression_preset
-from kdforge.models.tm import clause_layers, clause_usage, hard_mode
 from kdforge.report import plot_curves, summary_table, write_report, write_results
 from kdforge.teachers import TEACHER_SOURCES, Teacher
 from kdforge.teachers.adapt import InputAdapter, expected_input
 from kdforge.teachers.cache import CachedTeacher, fixed_views
-from kdforge.teachers.sources import teacher_architecture
-from kdforge.teachers.text import TextTeacher
 from kdforge.tracking import Tracker, build_trackers
 from kdforge.trainer import Trainer, autocast_for, compiled, deterministic, resolve_device, seed_everything
-from kdforge.transfer import copy_matching, feedforward_pairs, fit_feedforwards, start_from
+from kdforge.transfer import copy_matching, start_from
 
 
 @dataclass
@@ -110,15 +104,6 @@ class Session:
         """The task's metrics of ``model`` over ``batches``, with a progress bar."""
         return evaluate(model, self.track(batches, description), self.autocast(), self.data.task)
 
-    @torch.no_grad()
-    def label_with_teacher(self, teacher: Teacher) -> None:
-        """Embedding tasks: every split's targets become the teacher's embeddings of its inputs
-        (each computed once; the teacher remembers them for training)."""
-        for name, loader in (("train", self.train), ("val", self.val), ("test", self.test)):
-            starts = range(0, len(loader.x), self.recipe.data.eval_batch_size)
-            rows = [teacher(loader.x[i : i + self.recipe.data.eval_batch_size]).float() for i in self.track(starts, f"teacher embeds the {name} split")]
-            loader.y = torch.cat(rows)
-
     def teacher_entry(self, teacher: Teacher | CachedTeacher, info: dict[str, Any]) -> dict[str, Any]:
         if isinstance(teacher, CachedTeacher):  # measured when the cache was written
             return {**teacher.manifest["teacher"], "cache": str(teacher.path)}
@@ -127,7 +112,7 @@ class Session:
         val = info.get("val_best") or self.evaluate(teacher, self.val, "teacher: validation split")
         extra = {k: v for k, v in info.items() if k not in ("history", "val_best")}
         name = extra.pop("model", None) or (module.kdforge_spec["name"] if hasattr(module, "kdforge_spec") else type(module).__name__)
-        with module.forgetting() if isinstance(module, TextTeacher) else contextlib.nullcontext():  # time real encoding, not recall
+        with getattr(module, "forgetting", contextlib.nullcontext)():  # a teacher that remembers its outputs: time real encoding, not recall
             return self.entry(teacher, name, test, val, source=self.recipe.teacher.source, **extra)  # latency with its input adapter
 
     def entry(self, model: torch.nn.Module, name: str, test: dict[str, float], val_best: dict[str, float], **extra: Any) -> dict[str, Any]:
@@ -195,7 +180,7 @@ class Session:
         augment = self.recipe.data.augment
         mixer = Mixer(augment, self.data.num_classes) if augment.mixes else None
         trainer = Trainer(distiller, self.recipe.optim, self.recipe.train, steps_per_epoch=len(self.train), checkpoint_dir=checkpoint_dir, callbacks=self.callbacks(), stage=stage, curriculum=curriculum, mixer=mixer, task=self.data.task,
-                          grad_stats_every=self.recipe.log.grad_stats_every, steering=ClauseSteering.wanted(self.recipe.student, student, self.val), val_terms=self.recipe.log.val_terms)
+                          grad_stats_every=self.recipe.log.grad_stats_every, steering=steering(self.recipe, student, self.val), val_terms=self.recipe.log.val_terms)
         result = trainer.fit(self.train, self.val, resume=True)
         if result.interrupted:
             raise RunInterrupted(self.run_dir, stage)
@@ -207,50 +192,47 @@ class Session:
             weights = distributed.gathered(student)
             student = self.build_student().to(memory_format=self.memory_format)
             student.load_state_dict(weights)
-        clauses = clause_layers(student)
-        if clauses and not all(layer.hard for layer in clauses):
-            with hard_mode(student):  # what the exported boolean rules will score
-                last["test_hard"] = self.evaluate(student, self.test, f"{stage}: test split, hard mode")
-        if spikes := spike_statistics(student, self.test):
-            last["spikes"] = spikes
-        if usage := clause_usage(student, self.test):
-            last["clause_usage"] = usage
+        for family in families():  # what each family measures on its students
+            last.update(family.after_fit(self, stage, student, result.history))
         averaged = {"weights": f"EMA (decay {self.recipe.train.ema_decay})"} if trainer.ema is not None else {}
         if transfer is not None:
             last["init_from_teacher"] = transfer
         if started_from is not None:
             last["init_from"] = started_from
-        if steered := steering_events(result.history):
-            last["steering"] = steered
         entry = self.entry(student, self.recipe.student.model.name, self.evaluate(student, self.test, f"{stage}: test split"), best["val"], best_epoch=best["epoch"], **last, **averaged)
         return student, entry, result.history, teacher
 
     def init_from_teacher(self, student: torch.nn.Module, teacher: Teacher, checkpoint_dir: Path) -> dict[str, Any]:
-        """``student.init_from_teacher``: copy the matching teacher tensors, then fit each TM
-        block (if any) to its teacher MLP. Done once: a resumed run reads what it did from ``transfer.json``."""
+        """``student.init_from_teacher``: copy the matching teacher tensors, then let each family
+        teach its own blocks (the TM family fits each TM block to its teacher MLP). Done once: a
+        resumed run reads what it did from ``transfer.json``."""
         record = checkpoint_dir / "transfer.json"
         if (checkpoint_dir / "last.pt").exists() and record.exists():  # the checkpoint holds the transferred weights
             return read_json(record, "transfer record")
-        cfg = self.recipe.student.init_from_teacher
         report = copy_matching(student, teacher.module)
-        if pairs := feedforward_pairs(student, teacher.module):
-            report.feedforward = fit_feedforwards(pairs, teacher, self.train, self.val, cfg.steps, cfg.lr, self.track)
         self.console.print(f"init_from_teacher: {report.summary()}", markup=False)
+        done = report.as_dict()
+        for family in families():
+            done.update(family.from_teacher(self, student, teacher))
         if distributed.is_main():
-            write_json(record, report.as_dict(), indent=1)
-        return report.as_dict()
+            write_json(record, done, indent=1)
+        return done
 
 
 def student_options(recipe: Recipe) -> dict[str, Any]:
-    """The student's model options; with ``student.preset``, sized from the ssm teacher (its own
-    options win over the preset's)."""
-    cfg = recipe.student
-    if cfg.preset is None:
-        return cfg.model.options
-    name, options = teacher_architecture(recipe.teacher)
-    if name != "ssm":
-        raise KdforgeError(f"student.preset sizes an ssm student from an ssm teacher, but the teacher is '{name}'; drop student.preset")
-    return {**compression_preset(cfg.preset, options), **cfg.model.options}
+    """The student's model options, as the families size it (e.g. an ssm preset from its teacher)."""
+    options = recipe.student.model.options
+    for family in families():
+        options = family.student_options(recipe, options)
+    return options
+
+
+def steering(recipe: Recipe, student: torch.nn.Module, val: Any) -> Any | None:
+    """What steers the student between epochs (the families' steerers, in turn), or None."""
+    steerers = [s for family in families() if (s := family.steering(recipe, student, val)) is not None]
+    if not steerers:
+        return None
+    return lambda trainer, model, epoch: {key: value for steer in steerers for key, value in steer(trainer, model, epoch).items()}
 
 
 def run(recipe: Recipe, *, resume: str | Path | None = None, console: Console | None = None) -> RunResult:
@@ -272,14 +254,12 @@ def _run(recipe: Recipe, resume: str | Path | None, console: Console | None, cle
     console.print(f"[bold]kdforge[/] {escape(f'{recipe.name}: {session.data.describe()}; device {session.device}; run dir {run_dir}')}")
     timings: dict[str, float] = {}
 
-    embedding = session.data.task == "embedding"
-    if embedding and (recipe.teacher.source in ("train", "ema") or recipe.teacher.cache):
-        raise KdforgeError(f"dataset '{session.data.name}' has no labels: its targets are a trained encoder's embeddings. Give teacher.source "
-                           "sentence-transformers, hf (output: mean) or table; text teachers remember their embeddings, so teacher.cache is not needed")
+    for family in families():
+        family.check_run(session)
     tick = time.perf_counter()
     teacher, teacher_info = session.acquire_teacher()
-    if embedding:
-        session.label_with_teacher(teacher)
+    for family in families():
+        family.prepare_data(session, teacher)
     timings["teacher_s"] = time.perf_counter() - tick
     results: dict[str, Any] = {"name": recipe.name, "dataset": session.data.name, "device": str(session.device), "seed": recipe.seed}
 
@@ -291,11 +271,10 @@ def _run(recipe: Recipe, resume: str | Path | None, console: Console | None, cle
     results["teacher"] = session.teacher_entry(teacher, teacher_info)  # an EMA teacher is measured as it ended
     histories = {"teacher": teacher_info.get("history", []), "student + KD": student_history}
 
-    if recipe.train.baseline and embedding:  # no labels to learn alone: what simple projections of the teacher keep
-        with torch.no_grad():
-            width = student.eval()(session.example).shape[-1]
-        results.update(projection_baselines(session, width, results["teacher"]["latency_ms"]))
-    elif recipe.train.baseline:
+    instead = [found for family in families() if (found := family.baselines(session, student, results)) is not None] if recipe.train.baseline else []
+    for found in instead:  # e.g. embeddings, which have no labels to learn alone from
+        results.update(found)
+    if recipe.train.baseline and not instead:
         tick = time.perf_counter()
         _, results["student_alone"], histories["student alone"], _ = session.train_student("baseline", [session.task_term()], run_dir / "baseline")
         timings["baseline_s"] = time.perf_counter() - tick
@@ -360,14 +339,13 @@ def check(recipe: Recipe, console: Console | None = None) -> dict[str, Any]:
     teacher = session.wrap_teacher(teacher_module)
     if teacher.input_adapter is not None:
         teacher_note += f"; input adapted: {teacher.input_adapter.describe()}"
-    if recipe.student.init_from_teacher is not None:  # pairs the TM blocks with teacher MLPs now: a mismatch fails here
+    if recipe.student.init_from_teacher is not None:  # what will be copied and learned, now: a mismatch fails here
         transfer = copy_matching(session.build_student(), teacher_module)  # into a copy: the checked student stays as built
         if not transfer.copied:
             raise KdforgeError(f"init_from_teacher: no teacher tensor has a student tensor of the same name and shape ({len(transfer.shape_mismatch)} differ in shape); "
                                "give the student the teacher's architecture (same model, or the standard preset of an ssm teacher), or drop student.init_from_teacher")
-        pairs = feedforward_pairs(student, teacher_module)
-        console.print(f"init_from_teacher: {len(transfer.copied)} teacher tensors will be copied ({len(transfer.shape_mismatch)} differ in shape)"
-                      + (f"; {len(pairs)} TM blocks will learn their teacher MLPs: " + ", ".join(f"{n} <- {origin}" for n, (_, origin, _) in pairs.items()) if pairs else ""), markup=False)
+        learned = [said for family in families() if (said := family.describe_from_teacher(student, teacher_module))]
+        console.print("; ".join([f"init_from_teacher: {len(transfer.copied)} teacher tensors will be copied ({len(transfer.shape_mismatch)} differ in shape)", *learned]), markup=False)
     distiller = Distiller(student, teacher, terms, session.example, per_token=data.task == "lm")
     for role, logits in (("teacher", teacher(session.example)), ("student", student(session.example))):
         if data.task == "regression" and logits.shape[1:] != data.train.y.shape[1:]:

@@ -1,27 +1,20 @@
-"""Start a student from its teacher: copy what matches, then teach each TM feed-forward
-block to do what the teacher MLP it replaces did (students without TM blocks only copy, e.g.
-an ``ssm`` student of the ``standard`` preset takes all of a gated teacher but its gates).
+"""Start a student from other weights: its teacher's (``init_from_teacher``: every tensor
+whose name, after the renames below, and shape match) or an earlier student's
+(``init_from``: the first stage of a two-stage distillation).
 
-* :func:`copy_matching` copies every teacher tensor whose name (after the renames below)
-  and shape match a student tensor: patch embedding, positions, attention, norms, head.
-  Our own ``vit`` maps onto ``vit_tm`` name for name; timm's ViT and Swin spell a few
-  modules differently (``patch_embed.proj``, ``layers.S``, ``mlp``, ``head.fc``, the
-  relative position table), which :data:`RENAMES` translates.
-* :func:`fit_feedforwards` is module-wise distillation: the teacher runs on training
-  batches, each of its MLPs' inputs and outputs is recorded, and the student's TM block
-  in the same place learns to map those inputs to those outputs (MSE over the output
-  variance), for a set number of steps, before end-to-end distillation starts.
-* :func:`kdforge.models.mlp_to_tm.mlp_to_tm` (the model ``mlp_to_tm``) makes a TM student
-  of any model's architecture, whose weights this module can then transfer.
+:func:`copy_matching` copies e.g. patch embedding, positions, attention, norms and head.
+Our own ``vit`` maps onto ``vit_tm`` name for name; timm's ViT and Swin spell a few modules
+differently (``patch_embed.proj``, ``layers.S``, ``mlp``, ``head.fc``, the relative position
+table), which :data:`RENAMES` translates. A family may then teach its own blocks more
+(:meth:`kdforge.family.Family.from_teacher`: the TM family fits each TM block to the
+teacher MLP it replaces).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import itertools
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,8 +23,6 @@ import torch
 from torch import nn
 
 from kdforge.errors import KdforgeError
-from kdforge.models.mlp_to_tm import is_mlp
-from kdforge.models.tm_blocks import TMFeedForward
 
 # teacher name -> student name, applied in order to dotted names ending in "."
 RENAMES: list[tuple[str, str | Callable[[re.Match[str]], str]]] = [
@@ -53,7 +44,7 @@ def student_name(teacher_name: str) -> str:
     return name[:-1]
 
 
-def _counterparts(teacher_names: Iterable[str]) -> dict[str, str]:
+def counterparts(teacher_names: Iterable[str]) -> dict[str, str]:
     """student name -> teacher name: the same name first, else the renamed one."""
     names = list(teacher_names)
     found = {student_name(n): n for n in names}
@@ -68,21 +59,18 @@ class TransferReport:
     copied: list[str] = field(default_factory=list)
     shape_mismatch: dict[str, str] = field(default_factory=dict)  # student tensor -> "teacher [..] vs student [..]"
     not_in_teacher: list[str] = field(default_factory=list)
-    feedforward: dict[str, dict[str, Any]] = field(default_factory=dict)  # student block -> teacher MLP, fit
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def summary(self) -> str:
-        fits = ", ".join(f"{name} R² {fit['r2_val']:.2f}" for name, fit in self.feedforward.items())
-        return (f"copied {len(self.copied)} tensors from the teacher, {len(self.shape_mismatch)} differ in shape, "
-                f"{len(self.not_in_teacher)} have no teacher counterpart" + (f"; TM blocks fitted to the teacher MLPs: {fits}" if fits else ""))
+        return f"copied {len(self.copied)} tensors from the teacher, {len(self.shape_mismatch)} differ in shape, {len(self.not_in_teacher)} have no teacher counterpart"
 
 
 def copy_matching(student: nn.Module, teacher: nn.Module) -> TransferReport:
     """Copy every teacher tensor into the student tensor of the same (renamed) name and shape."""
     source = teacher.state_dict()
-    lookup = _counterparts(source)
+    lookup = counterparts(source)
     report = TransferReport()
     with torch.no_grad():
         for name, target in student.state_dict().items():
@@ -95,91 +83,6 @@ def copy_matching(student: nn.Module, teacher: nn.Module) -> TransferReport:
                 target.copy_(source[origin])
                 report.copied.append(name)
     return report
-
-
-def feedforward_pairs(student: nn.Module, teacher: nn.Module) -> dict[str, tuple[TMFeedForward, str, nn.Module]]:
-    """student TM block name -> (block, teacher MLP name, teacher MLP), matched by (renamed) name;
-    empty for a student without TM blocks (then ``init_from_teacher`` only copies)."""
-    lookup = _counterparts(name for name, _ in teacher.named_modules())
-    teacher_modules = dict(teacher.named_modules())
-    pairs = {}
-    for name, block in student.named_modules():
-        if isinstance(block, TMFeedForward) and name in lookup and is_mlp(teacher_modules[lookup[name]]):
-            origin = lookup[name]
-            mlp = teacher_modules[origin]
-            width = next(m for m in mlp.modules() if isinstance(m, nn.Linear)).in_features
-            if width != block.proj_in.in_features:
-                raise KdforgeError(f"init_from_teacher: the student's {name} is {block.proj_in.in_features} wide but the teacher's {origin} is {width}; give the student the teacher's embed_dim")
-            pairs[name] = (block, origin, mlp)
-    blocks = [n for n, m in student.named_modules() if isinstance(m, TMFeedForward)]
-    if blocks and not pairs:
-        mlps = [n for n, m in teacher.named_modules() if is_mlp(m)]
-        raise KdforgeError(f"init_from_teacher: no TM block of the student has a teacher MLP in the same place (student TM blocks {blocks[:6]}, "
-                           f"teacher MLPs {mlps[:6]}); give the student the teacher's architecture (vit -> vit_tm, swin -> swin_tm, or mlp_to_tm with base: the teacher's model)")
-    return pairs
-
-
-def fit_feedforwards(pairs: dict[str, tuple[TMFeedForward, str, nn.Module]], teacher: Callable[[torch.Tensor], Any], train: Any, val: Any,
-                     steps: int, lr: float, track: Callable[[Any, str], Any] = lambda it, _: it) -> dict[str, dict[str, Any]]:
-    """Train each TM block on its teacher MLP's recorded inputs -> outputs for ``steps`` steps
-    of ``train`` batches (Adam, ``lr``); returns per block the relative MSE before and the R²
-    on ``val`` after. ``teacher`` is called on inputs; hooks record its MLPs."""
-    blocks = {name: block for name, (block, _, _) in pairs.items()}
-    optimizer = torch.optim.Adam([p for block in blocks.values() for p in block.parameters()], lr=lr)
-    first: dict[str, float] = {}
-    with _recording(pairs) as seen:
-        for block in blocks.values():
-            block.train()
-        batches = _forever(train)
-        for _ in track(range(steps), "init_from_teacher: TM blocks learn the teacher MLPs"):
-            x, *_ = next(batches)
-            with torch.no_grad():
-                teacher(x)
-            errors = {name: _relative_mse(block(seen[name][0]), seen[name][1]) for name, block in blocks.items()}
-            first = first or {name: float(e.detach()) for name, e in errors.items()}
-            optimizer.zero_grad(set_to_none=True)
-            torch.stack(list(errors.values())).sum().backward()  # blocks are independent: one sum trains each on its own error
-            optimizer.step()
-        fit = _r2(blocks, seen, teacher, val)
-    return {name: {"teacher_mlp": origin, "steps": steps, "relative_mse_start": first.get(name), "r2_val": fit[name]} for name, (_, origin, _) in pairs.items()}
-
-
-def _forever(batches: Any) -> Iterator[Any]:
-    for epoch in itertools.count():
-        yield from batches.epoch(epoch)
-
-
-def _relative_mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return (prediction.float() - target.float()).square().mean() / target.float().var().clamp_min(1e-8)
-
-
-@contextlib.contextmanager
-def _recording(pairs: dict[str, tuple[TMFeedForward, str, nn.Module]]) -> Iterator[dict[str, tuple[torch.Tensor, torch.Tensor]]]:
-    """Forward hooks on the teacher MLPs: ``seen[block] = (input, output)`` of their last call."""
-    seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    hooks = [mlp.register_forward_hook(lambda m, args, out, name=name: seen.__setitem__(name, (args[0].detach(), out.detach()))) for name, (_, _, mlp) in pairs.items()]
-    try:
-        yield seen
-    finally:
-        for hook in hooks:
-            hook.remove()
-
-
-@torch.no_grad()
-def _r2(blocks: dict[str, TMFeedForward], seen: dict[str, Any], teacher: Callable[[torch.Tensor], Any], val: Any) -> dict[str, float]:
-    """1 − Σ squared error / Σ squared deviation of the teacher MLP outputs, over ``val``."""
-    error = {name: 0.0 for name in blocks}
-    spread = {name: 0.0 for name in blocks}
-    for block in blocks.values():
-        block.eval()
-    for x, *_ in val.epoch(0):
-        teacher(x)
-        for name, block in blocks.items():
-            inputs, target = seen[name]
-            target = target.float().flatten(0, -2)  # [samples · tokens, D]
-            error[name] += float((block(inputs).float().flatten(0, -2) - target).square().sum())
-            spread[name] += float((target - target.mean(0)).square().sum())
-    return {name: 1.0 - error[name] / max(spread[name], 1e-12) for name in blocks}
 
 
 def start_from(student: nn.Module, path: str | Path) -> dict[str, Any]:

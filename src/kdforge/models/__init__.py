@@ -45,11 +45,8 @@ from kdforge.models import (  # noqa: E402,F401  (register the built-in models)
     embed,
     lm_transformer,
     mlp,
-    mlp_to_tm,
     rwkv,
     ssm,
-    tm,
-    tm_transformer,
     vit,
 )
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdforge.models.layers import Attention
-from kdforge.models.tm import ClauseLayer, DeepTM
+from kdforge.families.tm.clause import ClauseLayer, DeepTM
 
 Norm = Literal["layer", "rms"]
 

@@ -16,7 +16,7 @@ polarity (half the clauses vote for, half against), plus a learned bias (``claus
 τ matters in both passes: it sets the slope of the include surrogate and the sharpness of
 the clause's soft AND (``capacity`` scores are τ·softplus(x/τ), which tends to max(0, x)
 as τ → 0). **Hard mode** (``hard=True``, or :func:`set_hard` on a whole model) is the
-exact boolean form that :mod:`kdforge.tm` exports: literals are thresholded at 0.5,
+exact boolean form that :mod:`kdforge.families.tm.rules` exports: literals are thresholded at 0.5,
 scores are integers (``product`` becomes the plain AND: 1 iff m_j = 0), and votes are
 quantised to ``vote_bits``-bit integers; every step keeps a straight-through gradient,
 so a model can also be trained in hard mode.

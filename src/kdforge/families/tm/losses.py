@@ -13,8 +13,8 @@ from kdforge.errors import KdforgeError
 from kdforge.losses import functional as lf
 from kdforge.losses.feature import FeatureTerm, Layers
 from kdforge.losses.terms import LOSSES, LossTerm, Shapes, StepContext
-from kdforge.models.tm import ClauseLayer
-from kdforge.models.tm_blocks import TMFeedForward
+from kdforge.families.tm.clause import ClauseLayer
+from kdforge.families.tm.blocks import TMFeedForward
 from kdforge.taps import LayerMapping, unwrap
 
 

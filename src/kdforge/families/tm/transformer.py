@@ -18,8 +18,8 @@ from torch import nn
 
 from kdforge.models import MODELS
 from kdforge.models.layers import DropPath, drop_path_rates, spatial_dims
-from kdforge.models.tm import ClauseLayer, with_options
-from kdforge.models.tm_blocks import Norm, TMAttention, TMFeedForward, make_norm
+from kdforge.families.tm.clause import ClauseLayer, with_options
+from kdforge.families.tm.blocks import Norm, TMAttention, TMFeedForward, make_norm
 
 
 def tm_ffn(dim: int, tokens: int, tm: dict[str, Any]) -> TMFeedForward:

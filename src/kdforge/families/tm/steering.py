@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdforge.errors import KdforgeError
-from kdforge.models.tm import ClauseLayer
-from kdforge.models.tm_blocks import TMAttention
+from kdforge.families.tm.clause import ClauseLayer
+from kdforge.families.tm.blocks import TMAttention
 
 if TYPE_CHECKING:
     from kdforge.config import StudentConfig

@@ -24,9 +24,9 @@ from torch import nn
 
 from kdforge.errors import KdforgeError
 from kdforge.files import save_figure, write_text
-from kdforge.models.tm import ClauseLayer, TMFlat, hard_mode
-from kdforge.models.tm_blocks import TMAttention
-from kdforge.models.tm_transformer import SwinTM, ViTTM
+from kdforge.families.tm.clause import ClauseLayer, TMFlat, hard_mode
+from kdforge.families.tm.blocks import TMAttention
+from kdforge.families.tm.transformer import SwinTM, ViTTM
 
 
 def explain_run(run_dir: str | Path, samples: int = 8, top_k: int = 3, out: str | Path | None = None) -> Path:

@@ -16,8 +16,8 @@ from torch import nn
 from kdforge.errors import KdforgeError
 from kdforge.models import MODELS, build_model
 from kdforge.models.layers import FeedForward
-from kdforge.models.tm import ClauseLayer, with_options
-from kdforge.models.tm_blocks import TMFeedForward
+from kdforge.families.tm.clause import ClauseLayer, with_options
+from kdforge.families.tm.blocks import TMFeedForward
 
 
 def is_mlp(module: nn.Module) -> bool:

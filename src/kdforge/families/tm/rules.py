@@ -1,0 +1,156 @@
+"""Tsetlin-machine clause layers as boolean rules, and a bit-packed evaluator for them.
+
+``export_rules(model, path)`` writes every clause layer of a trained model as JSON: per
+clause the indices of its included literals (literal i < F is "input i is true", F + i is
+"input i is false"), the literal budget LF, the integer votes with their per-output step,
+the output scale and bias, and the thresholds that turn the layer's inputs into bits.
+
+:class:`PackedTM` evaluates one exported layer with integer and bit operations only:
+inputs are thresholded into bits and packed 64 samples to a uint64 word per literal; a
+clause's violation count is a bit-sliced popcount over its included literals (a
+carry-save counter, so the cost follows the clause's few literals, not all 2F); scores and
+votes are integers. Its outputs equal the hard-mode float layer's exactly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from kdforge.errors import KdforgeError
+from kdforge.files import read_json, write_json
+from kdforge.families.tm.clause import ClauseLayer, TMFlat
+
+RULES_FORMAT = 1
+_BIT_SHIFTS = np.arange(8, dtype=np.uint8)[:, None]
+
+
+def layer_rules(layer: ClauseLayer, thresholds: list[float] | None = None) -> dict[str, Any]:
+    """One clause layer as plain data. ``thresholds``: per input, the value above which the
+    input is true (default 0.5: the layer's own inputs in [0, 1])."""
+    with torch.no_grad():
+        votes, step = layer.quantised_votes()
+        active = layer.clause_mask.cpu()  # clauses switched off by a budget are left out
+        includes = (layer.include > 0).cpu()[active]
+    return {
+        "in_features": layer.in_features,
+        "out_features": layer.out_features,
+        "clauses": [torch.nonzero(row).flatten().tolist() for row in includes],
+        "lf": layer.lf,
+        "form": layer.form,
+        "votes": votes.to(torch.int64).cpu()[active].tolist(),
+        "vote_step": [float(v) for v in step.cpu()],
+        "scale": layer.scale,
+        "bias": [float(v) for v in layer.bias.detach().cpu()],
+        "thresholds": thresholds if thresholds is not None else [0.5] * layer.in_features,
+    }
+
+
+def model_rules(model: nn.Module, input_bits: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every clause layer of ``model`` by module name. A ``tm_flat`` student's layer gets its
+    learned input thresholds, so its rules read the model's inputs directly; ``input_bits``
+    (the recipe's ``data.booleanize`` thresholds) says how raw data became those inputs."""
+    layers = {}
+    for name, module in model.named_modules():
+        if isinstance(module, ClauseLayer):
+            thresholds = model.threshold.detach().cpu().tolist() if isinstance(model, TMFlat) and module is model.tm else None
+            layers[name] = layer_rules(module, thresholds)
+    if not layers:
+        raise KdforgeError(f"{type(model).__name__} has no clause layers to export as rules; tm-rules export needs a TM student")
+    rules = {"format": "kdforge-tm-rules", "version": RULES_FORMAT, "layers": layers}
+    return rules if input_bits is None else {**rules, "input_bits": input_bits}
+
+
+def export_rules(model: nn.Module, path: str | Path, input_bits: dict[str, Any] | None = None) -> Path:
+    path = Path(path)
+    write_json(path, model_rules(model, input_bits), indent=None)
+    return path
+
+
+def load_rules(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    rules = read_json(path, "rules file")
+    if not isinstance(rules, dict) or rules.get("format") != "kdforge-tm-rules":
+        raise KdforgeError(f"'{path}' is not a kdforge tm-rules file")
+    if rules.get("version") != RULES_FORMAT:
+        raise KdforgeError(f"'{path}' has tm-rules version {rules.get('version')}; this kdforge reads version {RULES_FORMAT}")
+    return rules
+
+
+class PackedTM:
+    """A clause layer exported by :func:`layer_rules`, evaluated with bit operations.
+
+    ``PackedTM(rules)(x)``: ``x`` [B, F] (numpy or torch, the layer's inputs) -> [B, K]
+    float32 outputs.
+    """
+
+    def __init__(self, rules: dict[str, Any]):
+        self.features, self.outputs = rules["in_features"], rules["out_features"]
+        self.form, self.lf = rules["form"], rules["lf"]
+        self.thresholds = np.asarray(rules["thresholds"], dtype=np.float32)
+        clauses = rules["clauses"]
+        width = max(1, max(len(c) for c in clauses))
+        # pad every clause to the same length with the literal 2F, which is always true
+        self.included = np.full((len(clauses), width), 2 * self.features, dtype=np.int64)
+        for j, literals in enumerate(clauses):
+            self.included[j, : len(literals)] = literals
+        self.sizes = np.array([len(c) for c in clauses], dtype=np.int64)
+        # violations are counted exactly up to what a score can tell apart (capacity: up to
+        # min(|clause|, LF); product: only whether there is one), beyond that they saturate
+        limit = min(width, self.lf) if self.form == "capacity" else 0
+        if limit > 255:
+            raise KdforgeError(f"PackedTM scores in 8 bits: clauses with more than 255 literals need lf <= 255 (this layer has lf {self.lf})")
+        self.planes = limit.bit_length()
+        votes = np.asarray(rules["votes"], dtype=np.float64).reshape(len(clauses), self.outputs)  # integers
+        # integer vote sums are exact in float32 while they stay below 2^24; float64 beyond
+        largest = float(np.abs(votes).sum(0).max(initial=0.0)) * (self.lf if self.form == "capacity" else 1)
+        self.votes_t = np.ascontiguousarray(votes.T).astype(np.float32 if largest < 2**24 else np.float64)  # [K, C]
+        self.factor = rules["scale"] * np.asarray(rules["vote_step"], dtype=np.float64)
+        self.bias = np.asarray(rules["bias"], dtype=np.float32).astype(np.float64)
+
+    def __call__(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
+        x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+        x = x.reshape(len(x), -1)
+        if x.shape[1] != self.features:
+            raise KdforgeError(f"PackedTM expects {self.features} input features, got {x.shape[1]}")
+        violations = self.violations(self.literal_words(x))[:, : len(x)]  # [C, B] uint8
+        if self.form == "capacity":  # max(0, min(|clause|, LF) − violations), without leaving uint8
+            cap = np.minimum(self.sizes, self.lf).astype(np.uint8)[:, None]
+            scores = cap - np.minimum(violations, cap)
+        else:
+            scores = (violations == 0).view(np.uint8)
+        total = self.votes_t @ scores.astype(self.votes_t.dtype)  # [K, B] integer sums, exact
+        return (total.T.astype(np.float64) * self.factor + self.bias).astype(np.float32)
+
+    def literal_words(self, x: np.ndarray) -> np.ndarray:
+        """[B, F] inputs -> [2F + 1, ceil(B / 64)] uint64: bit b of word w is literal's value
+        on sample 64·w + b; the last row is the always-true padding literal."""
+        # compare in the inputs' own layout and pack along the samples, 8 rows into a byte by
+        # shifts and a sum over a middle axis (np.packbits along axis 0 is ~7x slower); only
+        # the packed bytes (B·F/8) are transposed, never the float inputs
+        bits = x > self.thresholds
+        bits = np.pad(bits, ((0, -len(bits) % 64), (0, 0))).view(np.uint8)  # whole 64-sample words
+        packed = (bits.reshape(-1, 8, self.features) << _BIT_SHIFTS).sum(1, dtype=np.uint8)  # [B/8, F]: bit j of byte i is sample 8i + j
+        true = np.ascontiguousarray(packed.reshape(-1, 8, self.features).transpose(2, 0, 1)).view(np.uint64)[..., 0]  # [F, words], little-endian
+        return np.concatenate([true, ~true, np.full((1, true.shape[1]), np.iinfo(np.uint64).max, dtype=np.uint64)])
+
+    def violations(self, words: np.ndarray) -> np.ndarray:
+        """Per clause and sample, how many included literals are false, saturating at 255 once
+        the count exceeds what the score can use: a bit-sliced carry-save counter over the
+        clause's literals, 64 samples per word. -> [C, 64 · words] uint8."""
+        planes = [np.zeros((len(self.included), words.shape[1]), dtype=np.uint64) for _ in range(self.planes)]
+        saturated = np.zeros_like(planes[0]) if planes else np.zeros((len(self.included), words.shape[1]), dtype=np.uint64)
+        for slot in range(self.included.shape[1]):
+            carry = ~words[self.included[:, slot]]  # [C, W]: 1 where the literal is false
+            for plane in planes[: (slot + 1).bit_length()]:  # slot + 1 literals can count no higher
+                carry, plane[...] = carry & plane, plane ^ carry  # half adder: carry where both were 1
+            saturated |= carry  # a carry out of the last plane: more violations than the planes hold
+        counts = np.zeros((len(self.included), 64 * words.shape[1]), dtype=np.uint8)
+        for power, plane in enumerate(planes):
+            counts |= np.unpackbits(plane.view(np.uint8), axis=1, bitorder="little") << np.uint8(power)
+        counts |= np.unpackbits(saturated.view(np.uint8), axis=1, bitorder="little") * np.uint8(255)
+        return counts
