@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from kdforge.data.sar import SARGeometry, simulate_azimuth_lines
+from kdforge.families.ssm.sar import SARGeometry, simulate_azimuth_lines
 
 
 def test_geometry_follows_the_formulas():
@@ -135,7 +135,7 @@ def test_a_preset_reads_a_saved_teacher_and_compare_builds_the_preset_student(ti
     from kdforge import Recipe
     from kdforge.export import save_model
     from kdforge.models import build_model
-    from kdforge.models.ssm import compression_preset
+    from kdforge.families.ssm.model import compression_preset
     from kdforge.run import student_options
 
     ssm = {"complex": True, "complex_mode": "channels", "pool": "none", "model_dim": 16, "state_dim": 8, "num_layers": 2, "selectivity": "gate"}

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from kdforge.models import build_model
-from kdforge.models.ssm import S4D, GatedS4D, SelectiveSSM, _Recurrence, selective_scan
+from kdforge.families.ssm.model import S4D, GatedS4D, SelectiveSSM, _Recurrence, selective_scan
 
 
 def run_steps(layer, u):
@@ -175,7 +175,7 @@ def test_ssm_classifier_pools_and_trains():
 
 
 def test_compression_presets_size_the_student_from_the_teacher():
-    from kdforge.models.ssm import compression_preset
+    from kdforge.families.ssm.model import compression_preset
 
     teacher = {"model_dim": 64, "state_dim": 16, "num_layers": 4, "selectivity": "mamba", "complex": True}
     assert compression_preset("standard", teacher) == {**teacher, "selectivity": "none"}

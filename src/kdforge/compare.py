@@ -81,9 +81,8 @@ def measure(entries: list[dict[str, Any]], example: torch.Tensor, lengths: list[
 
 
 def _lengths(model: nn.Module, example: torch.Tensor, lengths: list[int] | None) -> list[int | None]:
-    """The requested lengths for sequence models ([C, L] inputs that any length fits)."""
-    spec = getattr(model, "kdforge_spec", {})
-    if not lengths or example.dim() != 3 or spec.get("name") != "ssm":
+    """The requested lengths for sequence models that say they run on any length (``any_length``)."""
+    if not lengths or example.dim() != 3 or not getattr(model, "any_length", False):
         return [None]
     return list(lengths)
 

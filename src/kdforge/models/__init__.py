@@ -46,7 +46,6 @@ from kdforge.models import (  # noqa: E402,F401  (register the built-in models)
     lm_transformer,
     mlp,
     rwkv,
-    ssm,
     vit,
 )
 

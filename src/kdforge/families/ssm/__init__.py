@@ -1,13 +1,15 @@
-"""State-space students: S4D and selective SSMs, compression presets sized from an ssm
-teacher, and the simulated SAR focusing task."""
+"""State-space students: S4D and selective SSM layers and the ``ssm`` model (:mod:`.model`),
+compression presets sized from an ssm teacher, and the simulated SAR focusing task
+(:mod:`.sar`, the ``sar_azimuth`` dataset)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from kdforge.errors import KdforgeError
+from kdforge.families.ssm import sar as _sar  # noqa: F401  (registers sar_azimuth)
+from kdforge.families.ssm.model import compression_preset
 from kdforge.family import Family, register_family
-from kdforge.models.ssm import compression_preset
 from kdforge.teachers.sources import teacher_architecture
 
 

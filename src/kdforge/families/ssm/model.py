@@ -336,6 +336,8 @@ class SSM(nn.Module):
     Taps: ``encoder``, ``blocks.N`` ([B, L, model_dim]), ``norm``, ``decoder``.
     """
 
+    any_length = True  # runs on sequences of any length (kdforge compare times several)
+
     def __init__(
         self,
         input_shape: tuple[int, ...],
