@@ -14,11 +14,11 @@ from kdforge.run import check
 
 from kdforge.data import build_dataset
 from kdforge.data.bundle import PAD_TARGET
-from kdforge.data.lm import ByteTokenizer, windows
+from kdforge.families.lm.data import ByteTokenizer, windows
 from kdforge.distiller import Distiller
 from kdforge.errors import KdforgeError
 from kdforge.evaluate import evaluate, score, score_gain, shown
-from kdforge.generate import generate
+from kdforge.families.lm.generate import generate
 from kdforge.losses import build_losses
 from kdforge.models import build_model
 from kdforge.teachers import Teacher

@@ -7,7 +7,7 @@ from kdforge.errors import KdforgeError
 from kdforge.losses import StepContext, build_losses
 from kdforge.models import build_model
 from kdforge.schedules import Clock
-from kdforge.models.rwkv import TernarySpike, WKVState, spike_statistics, spiking_layers, wkv_parallel, wkv_step
+from kdforge.families.lm.rwkv import TernarySpike, WKVState, spike_statistics, spiking_layers, wkv_parallel, wkv_step
 
 
 def naive_wkv(k, v, w, u):

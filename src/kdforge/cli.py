@@ -239,9 +239,9 @@ def generate(
     writes one token at a time, in constant memory."""
     import time
 
-    from kdforge.data.lm import load_lm_tokenizer
+    from kdforge.families.lm.data import load_lm_tokenizer
     from kdforge.export import load_run_teacher, load_student
-    from kdforge.generate import continue_text
+    from kdforge.families.lm.generate import continue_text
     from kdforge.run import load_run_recipe
 
     recipe = load_run_recipe(run_dir)

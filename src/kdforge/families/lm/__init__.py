@@ -1,12 +1,15 @@
-"""Language-model students: token windows, a small GPT-style teacher, the ternary-spiking
-recurrent student and its firing statistics, generation."""
+"""Language-model students: token windows of a local corpus (:mod:`.data`, the ``text_lm``
+dataset), a small GPT-style teacher (:mod:`.transformer`), the ternary-spiking recurrent
+student (:mod:`.rwkv`) and its firing statistics and ``spike_rate`` term (:mod:`.losses`),
+generation (:mod:`.generate`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from kdforge.families.lm import data as _data, losses as _losses, transformer as _transformer  # noqa: F401  (register the dataset, term and models)
+from kdforge.families.lm.rwkv import spike_statistics
 from kdforge.family import Family, register_family
-from kdforge.models.rwkv import spike_statistics
 
 
 class LanguageModels(Family):

@@ -7,7 +7,7 @@ from torch import nn
 
 from kdforge.errors import KdforgeError
 from kdforge.losses.terms import LOSSES, LossTerm, StepContext
-from kdforge.models.rwkv import TernarySpike, spiking_layers
+from kdforge.families.lm.rwkv import TernarySpike, spiking_layers
 from kdforge.taps import unwrap
 
 
