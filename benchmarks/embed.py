@@ -34,8 +34,9 @@ import torch
 import yaml
 
 import kdforge
-from kdforge.data.text import encode_bytes, encode_tokens, text_corpus
-from kdforge.teachers.text import load_sentence_transformer, sentence_transformer_encode
+from kdforge.data.text import encode_bytes, encode_tokens
+from kdforge.families.embedding.data import text_corpus
+from kdforge.families.embedding.teachers import load_sentence_transformer, sentence_transformer_encode
 from common import mean_std, run_quietly, save
 
 RECIPES = Path(__file__).parents[1] / "src" / "kdforge" / "recipes"

@@ -10,9 +10,9 @@ from kdforge.data.text import decode_bytes, docstring_sentences, encode_bytes, f
 from kdforge.errors import KdforgeError
 from kdforge.export import load_model, read_meta, save_model
 from kdforge.models import build_model
-from kdforge.models.embed import _PRIME, ngram_hashes, word_hashes
+from kdforge.families.embedding.models import _PRIME, ngram_hashes, word_hashes
 from kdforge.taps import FeatureTap
-from kdforge.teachers.text import load_sentence_transformer
+from kdforge.families.embedding.teachers import load_sentence_transformer
 
 MODULES = ["json", "collections", "pathlib", "textwrap"]
 

@@ -387,7 +387,7 @@ def test_embedding_tables(case, fails, recipe, tmp_path):
 
 
 def test_an_embedding_table_with_texts_is_read(tmp_path):
-    from kdforge.teachers.text import read_table
+    from kdforge.families.embedding.teachers import read_table
 
     (tmp_path / "t.npz").write_bytes(npz_bytes(embeddings=X, texts=np.array([f"text {i}" for i in range(60)])))
     embeddings, texts = read_table(tmp_path / "t.npz")

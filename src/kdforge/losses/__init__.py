@@ -5,6 +5,6 @@ Add a loss in one file: subclass :class:`LossTerm`, decorate it with
 """
 
 from kdforge.losses.terms import LOSSES, LossTerm, StepContext, build_loss, build_losses
-from kdforge.losses import embedding, feature, logit, multi, regression  # noqa: E402,F401  (register the built-in terms)
+from kdforge.losses import feature, logit, multi, regression  # noqa: E402,F401  (register the built-in terms)
 
 __all__ = ["LOSSES", "LossTerm", "StepContext", "build_loss", "build_losses"]

@@ -42,7 +42,6 @@ def model_spec(model: nn.Module) -> dict[str, Any]:
 
 from kdforge.models import (  # noqa: E402,F401  (register the built-in models)
     cnn,
-    embed,
     mlp,
     vit,
 )

