@@ -8,7 +8,7 @@ from rich.console import Console
 
 from kdforge import Recipe, run
 from kdforge.errors import KdforgeError
-from kdforge.family import FAMILIES, load_families
+from kdforge.family import FAMILIES, load_parts
 from kdforge.evaluate import embedding_metrics
 from kdforge.run import Session
 from kdforge.teachers.text import TextTeacher
@@ -35,7 +35,7 @@ def test_a_text_student_learns_the_teachers_neighbourhoods_and_is_compared_with_
     recipe = Recipe.model_validate(embed_recipe)
     with Session(recipe, tmp_path / "probe", Console(file=io.StringIO())) as session:
         teacher, _ = session.acquire_teacher()
-        load_families()
+        load_parts()
         FAMILIES["embedding"].prepare_data(session, teacher)
         torch.manual_seed(recipe.seed)  # the run's student starts from these weights
         before = session.evaluate(session.build_student(), session.test, "untrained")
@@ -118,7 +118,7 @@ def test_stored_vectors_of_a_corpus_equal_what_the_online_teacher_gives(embed_re
     embed_recipe["data"]["max_length"] = 512  # whole sentences: the online teacher reads what the byte rows hold
     with Session(Recipe.model_validate(embed_recipe), tmp_path / "probe", Console(file=io.StringIO())) as session:
         teacher, _ = session.acquire_teacher()
-        load_families()
+        load_parts()
         FAMILIES["embedding"].prepare_data(session, teacher)
         assert stored.texts["test"] == session.data.texts["test"]
         torch.testing.assert_close(stored.test.x, session.test.y, atol=1e-5, rtol=1e-4)

@@ -11,7 +11,7 @@ from timm.models.vision_transformer import VisionTransformer
 from kdforge.families.tm.steering import allocate_clauses, dhondt, diagnose, specialize_heads
 from kdforge.errors import KdforgeError
 from kdforge.models import build_model
-from kdforge.families.tm.mlp_to_tm import mlp_to_tm
+from kdforge.families.tm.convert import mlp_to_tm
 from kdforge.families.tm.clause import set_hard
 from kdforge.families.tm.blocks import TMFeedForward
 from kdforge.families.tm.rules import PackedTM, model_rules

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import collections
 import enum
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -14,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from kdforge.errors import KdforgeError, RunInterrupted
+from kdforge.family import add_commands
 
 if TYPE_CHECKING:
     import torch
@@ -225,43 +227,6 @@ def evaluate_run(
     console.print(table)
 
 
-@app.command()
-def generate(
-    run_dir: Annotated[Path, typer.Argument(help="A finished language-model run directory (text_lm data).", show_default=False)],
-    prompt: Annotated[str, typer.Option(help="The text to continue.")],
-    tokens: Annotated[int, typer.Option(min=1, help="How many tokens to write.")] = 200,
-    temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature; 0 is greedy.")] = 0.8,
-    top_k: Annotated[Optional[int], typer.Option("--top-k", min=1, help="Sample among the k most likely tokens only.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the sampler.")] = 0,
-    teacher: Annotated[bool, typer.Option("--teacher", help="Sample from the run's teacher instead of its student.")] = False,
-) -> None:
-    """Continue a prompt with a run's student: a recurrent student (rwkv_spiking) reads and
-    writes one token at a time, in constant memory."""
-    import time
-
-    from kdforge.families.lm.data import load_lm_tokenizer
-    from kdforge.export import load_run_teacher, load_student
-    from kdforge.families.lm.generate import continue_text
-    from kdforge.run import load_run_recipe
-
-    recipe = load_run_recipe(run_dir)
-    if recipe.data.name != "text_lm":
-        raise KdforgeError(f"'{run_dir}' trained on '{recipe.data.name}'; generate needs a language-model run (data: text_lm)")
-    model = load_run_teacher(run_dir) if teacher else load_student(run_dir)
-    if model is None:
-        raise KdforgeError(f"'{run_dir}' has no saved kdforge teacher to sample from; drop --teacher")
-    tokenizer = load_lm_tokenizer(recipe.data.options.get("tokenizer", "bytes"))
-    start = time.perf_counter()
-    text = continue_text(model, tokenizer, prompt, tokens, temperature=temperature, top_k=top_k, seed=seed, window=recipe.data.options.get("length", 128))
-    seconds = time.perf_counter() - start
-    console.print(Text.assemble((prompt, "bold"), text))
-    console.print(f"[dim]{tokens} tokens in {seconds:.2f} s ({tokens / seconds:.0f} tokens/s, prompt included)[/]")
-
-
-class ExportFormat(str, enum.Enum):
-    tm_rules = "tm-rules"
-
-
 class Quantize(str, enum.Enum):
     int8 = "int8"
 
@@ -274,38 +239,24 @@ class PruneKind(str, enum.Enum):
 @app.command()
 def export(
     run_dir: Annotated[Path, typer.Argument(help="A finished run directory.", show_default=False)],
-    format: Annotated[Optional[ExportFormat], typer.Option("--format", help="tm-rules: every clause layer of a TM student as boolean rules (JSON).")] = None,
+    format: Annotated[Optional[str], typer.Option("--format", help="A format a family adds, e.g. tm-rules: every clause layer of a TM student as boolean rules (JSON).")] = None,
     quantize: Annotated[Optional[Quantize], typer.Option("--quantize", help="int8: post-training dynamic int8 quantisation of the student's linear layers, measured against the float student.")] = None,
     prune: Annotated[Optional[float], typer.Option("--prune", min=0.0, max=1.0, help="Prune this fraction of the student's linear and convolution weights (torch.nn.utils.prune), measured against the unpruned student.")] = None,
     prune_kind: Annotated[PruneKind, typer.Option("--prune-kind", help="unstructured: the smallest weights of all layers together (L1); structured: whole output rows of each layer by L2 norm (not the output layer).")] = PruneKind.unstructured,
-    out: Annotated[Optional[Path], typer.Option(help="Output file (default: RUN_DIR/student.tm-rules.json, RUN_DIR/student.int8.pt or RUN_DIR/student.pruned.safetensors).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output file (default: RUN_DIR/student.<format>.json, RUN_DIR/student.int8.pt or RUN_DIR/student.pruned.safetensors).")] = None,
 ) -> None:
-    """Export a run's student in another form: boolean rules that kdforge.families.tm.PackedTM evaluates bit-packed, an int8 student, or a pruned student, with its metric and speed next to the float one."""
+    """Export a run's student in another form: a format a family adds (tm-rules: boolean rules that kdforge.families.tm.PackedTM evaluates bit-packed), an int8 student, or a pruned student, with its metric and speed next to the float one."""
     if sum(x is not None for x in (format, quantize, prune)) != 1:
-        raise KdforgeError("give one of --format tm-rules, --quantize int8 or --prune FRACTION")
+        raise KdforgeError("give one of --format FORMAT (e.g. tm-rules), --quantize int8 or --prune FRACTION")
     if quantize is not None:
         _export_int8(run_dir, out or Path(run_dir) / "student.int8.pt")
         return
     if prune is not None:
         _export_pruned(run_dir, prune, prune_kind.value, out or Path(run_dir) / "student.pruned.safetensors")
         return
-    from kdforge.export import load_student
-    from kdforge.run import load_run_recipe
-    from kdforge.families.tm.rules import export_rules
+    from kdforge.export import EXPORT_FORMATS
 
-    recipe = load_run_recipe(run_dir)
-    out = out or Path(run_dir) / "student.tm-rules.json"
-    input_bits = None
-    if recipe.data.booleanize is not None:  # the data thresholds, refitted from the seed: the rules then read raw inputs
-        from kdforge.data import build_dataset, data_seed
-        from kdforge.data.booleanize import derived_channels, input_thresholds
-
-        data = build_dataset(recipe.data.name, seed=data_seed(recipe.data, recipe.seed), val_fraction=recipe.data.val_fraction, test_fraction=recipe.data.test_fraction, **recipe.data.options)
-        b = recipe.data.booleanize
-        input_bits = {"method": b.method, "levels": b.levels, "features": b.features, "channels": derived_channels(b.features, len(data.input_shape) - 1),
-                      "thresholds": input_thresholds(data.train.x, b).tolist(), "bits": "feature_maps(x) > threshold (kdforge.data.booleanize), levels stacked as channels, ±1"}
-    rules = export_rules(load_student(run_dir), out, input_bits)
-    console.print(escape(f"wrote {rules}: {rules.stat().st_size:,} bytes. Evaluate with kdforge.families.tm.PackedTM(kdforge.families.tm.load_rules(path)['layers'][NAME])"))
+    console.print(EXPORT_FORMATS.get(format)(Path(run_dir), out), markup=False)
 
 
 def _export_int8(run_dir: Path, out: Path) -> None:
@@ -407,20 +358,6 @@ def compare(
 
 
 @app.command()
-def explain(
-    run_dir: Annotated[Path, typer.Argument(help="A finished run directory of a TM student.", show_default=False)],
-    samples: Annotated[int, typer.Option(min=1, help="How many test images to draw.")] = 8,
-    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Predictions shown per image.")] = 3,
-    out: Annotated[Optional[Path], typer.Option(help="Output folder (default: RUN_DIR/explain).")] = None,
-) -> None:
-    """Draw what a TM student looked at (attention and clause-activation maps over the input, top-k predictions) and list its most used clauses with their literals."""
-    from kdforge.families.tm.explain import explain_run
-
-    folder = explain_run(run_dir, samples, top_k, out)
-    console.print(f"wrote {samples} overlays (sample_NN.png) and the clause report (clauses.md) to {escape(str(folder))}")
-
-
-@app.command()
 def bench(
     target: Annotated[str, typer.Argument(help="A run directory (its student, and its teacher when it is a kdforge model) or a registered model name.", show_default=False)],
     batch_sizes: Annotated[str, typer.Option("--batch-sizes", help="Comma-separated batch sizes.")] = "1,32",
@@ -483,34 +420,69 @@ def _bench_models(target: str, input_shape: str | None, num_classes: int, option
     return {target: build_model(target, input_shape=shape, num_classes=num_classes, **kwargs)}, torch.randn(1, *shape)
 
 
+LISTABLE = {"models": "kdforge.models:MODELS", "losses": "kdforge.losses:LOSSES", "datasets": "kdforge.data:DATASETS", "teachers": "kdforge.teachers:TEACHER_SOURCES"}
+
+
 @app.command("list")
 def list_entries(
-    what: Annotated[str, typer.Argument(help="models, losses, datasets, teachers or recipes.")] = "models",
+    what: Annotated[Optional[str], typer.Argument(help="models, losses, datasets, teachers or recipes; nothing: the families.", show_default=False)] = None,
 ) -> None:
-    """List what can be named in a recipe, with one line on each."""
-    from kdforge.data import DATASETS
-    from kdforge.losses import LOSSES
-    from kdforge.models import MODELS
-    from kdforge.teachers import TEACHER_SOURCES
+    """List the families, or what can be named in a recipe (grouped by family, with one line on each)."""
+    from kdforge.family import declared
 
-    registries = {"models": MODELS, "losses": LOSSES, "datasets": DATASETS, "teachers": TEACHER_SOURCES}
+    if what is None:
+        console.print("kdforge: the core (generic models, losses, datasets, teachers) and these families:")
+        for family in declared():
+            console.print(f"  [bold]{escape(family.name)}[/]: {escape(family.description)}")
+        console.print("list what a recipe can name: kdforge list models | losses | datasets | teachers | recipes")
+        return
     if what == "recipes":
         for name in shipped_recipes():
             console.print(name)
         return
-    if what not in registries:
+    if what not in LISTABLE:
         from kdforge.errors import did_you_mean
 
-        raise KdforgeError(f"cannot list '{what}'{did_you_mean(what, [*registries, 'recipes'])}")
-    registry = registries[what]
-    table = Table(title=f"kdforge {what}")
-    table.add_column("name", style="bold")
-    table.add_column("options")
-    table.add_column("description")
+        raise KdforgeError(f"cannot list '{what}'{did_you_mean(what, [*LISTABLE, 'recipes'])}")
+    import importlib
+
+    module, name = LISTABLE[what].split(":")
+    console.print(_listing(what, getattr(importlib.import_module(module), name)))
+
+
+def _listing(what: str, registry: Any) -> Table:
+    """The registry's entries grouped by the family that registered them. Options most entries
+    of a family take are listed once, on the family's line; an entry says "+ common" (and which
+    of them it lacks, when they are few), or lists the ones it takes."""
+    from kdforge.family import family_of
+
+    groups: dict[str, list[str]] = {}
     for name in registry.names():
-        options = ", ".join(registry.options_model(name).model_fields) if what != "teachers" else ""
-        table.add_row(name, options, registry.summary(name))
-    console.print(table)
+        groups.setdefault(family_of(registry.get(name)), []).append(name)
+    table = Table(title=f"kdforge {what}")
+    for column in ("name", "options", "description"):
+        table.add_column(column, style="bold" if column == "name" else None)
+    for family, names in groups.items():
+        options = {n: list(registry.options_model(n).model_fields) if what != "teachers" else [] for n in names}
+        counts = collections.Counter(o for taken in options.values() for o in taken)
+        common = [o for o in dict.fromkeys(o for taken in options.values() for o in taken) if counts[o] > len(names) / 2] if len(names) > 2 else []
+        common = common if len(common) >= 4 else []  # worth a line of its own
+        table.add_section()
+        table.add_row(Text(family, style="bold magenta"), Text(f"common: {', '.join(common)}" if common else "", style="dim"), Text("the core" if family == "core" else "", style="dim"))
+        for n in names:
+            own = [o for o in options[n] if o not in common]
+            missing = [o for o in common if o not in options[n]]
+            if not common:
+                shown_options = own
+            elif len(missing) <= len(common) / 3:
+                shown_options = own + ["+ common" + (f" except {', '.join(missing)}" if missing else "")]
+            else:
+                shown_options = own + [o for o in options[n] if o in common]
+            table.add_row(escape(n), escape(", ".join(shown_options)), escape(registry.summary(n)))
+    return table
+
+
+add_commands(app)  # each family's own subcommands (explain, generate, ...), declared without importing them
 
 
 def say(label: str, style: str, message: object) -> None:

@@ -1,28 +1,46 @@
 """How a family of students (or a user's plug-in) joins kdforge without the core knowing it.
 
-A family is a package that, when imported, registers its parts with the registries
-(models, losses, datasets, teacher sources, export formats) and registers one
-:class:`Family`, whose hooks run at fixed points of a run: sizing a student, steering it
-between epochs, starting it from its teacher, statistics after a fit, lines and sections
-of the report, data that only its teacher can label, baselines.
+A family has two halves. Its package's ``__init__`` imports nothing heavy and
+:func:`declare_family`: its name, a one-line description, its ``parts`` (the modules that
+register its models, losses, datasets, teacher sources and export formats, and its
+:class:`Family` hooks) and, optionally, a ``commands`` module that adds its subcommands to
+the ``kdforge`` command. Declarations are cheap, so ``kdforge --help`` lists every family's
+commands without importing PyTorch; the parts are imported the first time a registry is
+asked for its entries.
+
+The hooks run at fixed points of a run: sizing a student, steering it between epochs,
+starting it from its teacher, statistics after a fit, lines and sections of the report,
+data that only its teacher can label, baselines.
 
 Families are found, never imported by name: the subpackages of ``kdforge.families`` (the
-built-in ones), the ``kdforge.families`` entry point group (installed third-party ones),
-and files or modules given to ``--plugin``. :func:`load_families` imports them once, the
-first time a registry is asked for its entries.
+built-in ones), the ``kdforge.families`` entry point group (installed ones), and files or
+modules given to ``--plugin``. A one-file plug-in simply registers its parts and calls
+:func:`register_family` when it is imported.
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
+from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
-#: name -> the registered family, in registration order
+
+@dataclass(frozen=True)
+class Declared:
+    """What a family says about itself before anything heavy is imported."""
+
+    name: str
+    description: str
+    parts: tuple[str, ...] = ()  # modules whose import registers the family's entries and hooks
+    commands: str | None = None  # a light module with ``register(app)``, adding subcommands
+
+
+#: name -> declaration, and name -> hooks (filled when the parts are imported)
+DECLARED: dict[str, Declared] = {}
 FAMILIES: dict[str, Family] = {}
-_loading = False
-_loaded = False
+_state = {"found": False, "parts": False, "busy": False}
 
 
 class Family:
@@ -78,33 +96,75 @@ class Family:
         return []
 
 
+def declare_family(name: str, description: str, parts: tuple[str, ...] = (), commands: str | None = None) -> Declared:
+    """Declare a family (from its package's light ``__init__``)."""
+    DECLARED[name] = Declared(name, description, tuple(parts), commands)
+    return DECLARED[name]
+
+
 def register_family(family: Family) -> Family:
-    """Make ``family``'s hooks part of every run (the same name again replaces it)."""
+    """Make ``family``'s hooks part of every run (the same name again replaces it); a family
+    not declared before (a one-file plug-in) is declared with its name and description."""
     if not family.name:
         raise ValueError(f"{type(family).__name__} needs a name")
     FAMILIES[family.name] = family
+    DECLARED.setdefault(family.name, Declared(family.name, family.description))
     return family
 
 
 def families() -> list[Family]:
-    """Every registered family (built-in, installed and plugged in)."""
-    load_families()
+    """The hooks of every family (built-in, installed and plugged in), their parts loaded."""
+    load_parts()
     return list(FAMILIES.values())
 
 
-def load_families() -> None:
-    """Import the built-in families and the installed ones, once. Safe to call while a
-    family is being imported (it returns at once then)."""
-    global _loading, _loaded
-    if _loaded or _loading:
+def declared() -> list[Declared]:
+    """Every family's declaration, without importing any family's parts."""
+    find_families()
+    return list(DECLARED.values())
+
+
+def find_families() -> None:
+    """Import the built-in families' and the installed ones' light packages, once."""
+    if _state["found"]:
         return
-    _loading = True
+    _state["found"] = True
+    builtin = importlib.import_module("kdforge.families")  # found by walking it, never by name
+    for found in pkgutil.iter_modules(builtin.__path__, f"{builtin.__name__}."):
+        importlib.import_module(found.name)
+    for point in metadata.entry_points(group="kdforge.families"):
+        point.load()
+
+
+def load_parts() -> None:
+    """Import every declared family's parts, once. Safe to call while a part is being
+    imported (it returns at once then: registries call it on every lookup)."""
+    if _state["parts"] or _state["busy"]:
+        return
+    _state["busy"] = True
     try:
-        builtin = importlib.import_module("kdforge.families")  # found by walking it, never by name
-        for found in pkgutil.iter_modules(builtin.__path__, f"{builtin.__name__}."):
-            importlib.import_module(found.name)
-        for point in metadata.entry_points(group="kdforge.families"):
-            point.load()
-        _loaded = True
+        find_families()
+        for family in list(DECLARED.values()):
+            for part in family.parts:
+                importlib.import_module(part)
+        _state["parts"] = True
     finally:
-        _loading = False
+        _state["busy"] = False
+
+
+def family_of(entry: Any) -> str:
+    """Which family registered a registry entry (a class or function): a built-in family's name,
+    ``core``, or ``plug-ins`` (a user's file or module)."""
+    module = getattr(entry, "__module__", "") or ""
+    if module.startswith("kdforge.families."):
+        return module.split(".")[2]
+    if module.startswith("kdforge.") or module == "kdforge":
+        return "core"
+    return next((f.name for f in DECLARED.values() for part in f.parts if module == part or module.startswith(part + ".")), "plug-ins")
+
+
+def add_commands(app: Any) -> None:
+    """Every family's subcommands, added to the ``kdforge`` command (nothing heavy imported)."""
+    for family in declared():
+        if family.commands:
+            importlib.import_module(family.commands).register(app)

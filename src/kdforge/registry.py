@@ -16,7 +16,7 @@ from typing import Any
 import pydantic
 
 from kdforge.errors import KdforgeError, did_you_mean
-from kdforge.family import load_families
+from kdforge.family import load_parts
 
 
 class Registry:
@@ -47,15 +47,15 @@ class Registry:
         return add
 
     def names(self) -> list[str]:
-        load_families()
+        load_parts()
         return sorted(self._entries)
 
     def __contains__(self, name: str) -> bool:
-        load_families()
+        load_parts()
         return name in self._entries
 
     def get(self, name: str) -> Callable[..., Any]:
-        load_families()
+        load_parts()
         if name not in self._entries:
             raise KdforgeError(f"unknown {self.kind} '{name}'{did_you_mean(name, self._entries)}")
         return self._entries[name]

@@ -6,44 +6,6 @@ importable as ``kdforge.embed``)."""
 
 from __future__ import annotations
 
-from typing import Any
+from kdforge.family import declare_family
 
-import torch
-
-from kdforge.errors import KdforgeError
-from kdforge.families.embedding import data as _data, losses as _losses, models as _models  # noqa: F401  (register datasets, terms, models, teachers)
-from kdforge.families.embedding.baselines import projection_baselines
-from kdforge.family import Family, register_family
-
-
-class Embeddings(Family):
-    name = "embedding"
-    description = "compact embedding students: a sentence encoder's vectors in a few dimensions, with their neighbourhoods"
-
-    def check_run(self, session: Any) -> None:
-        teacher = session.recipe.teacher
-        if session.data.task == "embedding" and (teacher.source in ("train", "ema") or teacher.cache):
-            raise KdforgeError(f"dataset '{session.data.name}' has no labels: its targets are a trained encoder's embeddings. Give teacher.source "
-                               "sentence-transformers, hf (output: mean) or table; text teachers remember their embeddings, so teacher.cache is not needed")
-
-    @torch.no_grad()
-    def prepare_data(self, session: Any, teacher: Any) -> None:
-        """Every split's targets become the teacher's embeddings of its inputs (each computed
-        once; the teacher remembers them for training)."""
-        if session.data.task != "embedding":
-            return
-        size = session.recipe.data.eval_batch_size
-        for name, loader in (("train", session.train), ("val", session.val), ("test", session.test)):
-            starts = range(0, len(loader.x), size)
-            loader.y = torch.cat([teacher(loader.x[i : i + size]).float() for i in session.track(starts, f"teacher embeds the {name} split")])
-
-    def baselines(self, session: Any, student: Any, results: dict[str, Any]) -> dict[str, Any] | None:
-        """No labels to learn alone from: what simple projections of the teacher keep instead."""
-        if session.data.task != "embedding":
-            return None
-        with torch.no_grad():
-            width = student.eval()(session.example).shape[-1]
-        return projection_baselines(session, width, results["teacher"]["latency_ms"])
-
-
-register_family(Embeddings())
+declare_family("embedding", "compact embedding students: a sentence encoder's vectors in a few dimensions, with their neighbourhoods", parts=("kdforge.families.embedding.hooks",))

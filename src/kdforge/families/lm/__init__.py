@@ -5,26 +5,6 @@ generation (:mod:`.generate`)."""
 
 from __future__ import annotations
 
-from typing import Any
+from kdforge.family import declare_family
 
-from kdforge.families.lm import data as _data, losses as _losses, transformer as _transformer  # noqa: F401  (register the dataset, term and models)
-from kdforge.families.lm.rwkv import spike_statistics
-from kdforge.family import Family, register_family
-
-
-class LanguageModels(Family):
-    name = "lm"
-    description = "language-model students: token-level distillation into a ternary-spiking recurrent student"
-
-    def after_fit(self, session: Any, stage: str, student: Any, history: list[dict[str, Any]]) -> dict[str, Any]:
-        spikes = spike_statistics(student, session.test)
-        return {"spikes": spikes} if spikes else {}
-
-    def notes(self, label: str, entry: dict[str, Any]) -> list[str]:
-        s = entry.get("spikes")
-        if not s:
-            return []
-        return [f"{label} spikes on test: density {s['density']:.3f}, dead channels {100 * s['dead_channels']:.1f}%, saturated {100 * s['saturated_channels']:.1f}%"]
-
-
-register_family(LanguageModels())
+declare_family("lm", "language-model students: token-level distillation into a ternary-spiking recurrent student", parts=("kdforge.families.lm.hooks",), commands="kdforge.families.lm.commands")

@@ -1,6 +1,6 @@
 """Tsetlin-machine students: clause layers that learn by gradient (:mod:`.clause`), the TM
 feed-forward block (:mod:`.blocks`), ViT-TM / Swin-TM / ResNet-TM / pyramid students
-(:mod:`.transformer`), any model's MLPs as TM blocks (:mod:`.mlp_to_tm`), clause-aware loss
+(:mod:`.transformer`), any model's MLPs as TM blocks (:mod:`.convert`), clause-aware loss
 terms (:mod:`.losses`), steering from validation (:mod:`.steering`), starting from the
 teacher's MLPs (:mod:`.transfer`), boolean rules and bit-packed inference (:mod:`.rules`)
 and pictures of what a student looks at (:mod:`.explain`).
@@ -8,73 +8,24 @@ and pictures of what a student looks at (:mod:`.explain`).
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
-from kdforge.families.tm import losses as _losses, transformer as _transformer  # noqa: F401  (register the terms and models)
-from kdforge.families.tm.clause import ClauseLayer, DeepTM, clause_layers, clause_usage, hard_mode, set_hard
-from kdforge.families.tm.mlp_to_tm import mlp_to_tm
-from kdforge.families.tm.rules import PackedTM, export_rules, load_rules, model_rules
-from kdforge.families.tm.steering import ClauseSteering, steering_events
-from kdforge.families.tm.transfer import feedforward_pairs, fit_feedforwards
-from kdforge.family import Family, register_family
+from kdforge.family import declare_family
+
+declare_family("tm", "Tsetlin-machine students: clause layers trained by gradient, exported to boolean rules that run bit-packed", parts=("kdforge.families.tm.hooks",), commands="kdforge.families.tm.commands")
 
 
-class TsetlinMachines(Family):
-    name = "tm"
-    description = "Tsetlin-machine students: clause layers trained by gradient, exported to boolean rules"
-
-    def steering(self, recipe: Any, student: Any, val_batches: Any) -> Any | None:
-        return ClauseSteering.wanted(recipe.student, student, val_batches)
-
-    def from_teacher(self, session: Any, student: Any, teacher: Any) -> dict[str, Any]:
-        pairs = feedforward_pairs(student, teacher.module)
-        if not pairs:
-            return {}
-        cfg = session.recipe.student.init_from_teacher
-        fits = fit_feedforwards(pairs, teacher, session.train, session.val, cfg.steps, cfg.lr, session.track)
-        session.console.print("init_from_teacher: TM blocks fitted to the teacher MLPs: " + ", ".join(f"{n} R² {f['r2_val']:.2f}" for n, f in fits.items()), markup=False)
-        return {"feedforward": fits}
-
-    def describe_from_teacher(self, student: Any, teacher: Any) -> str:
-        pairs = feedforward_pairs(student, teacher)
-        return f"{len(pairs)} TM blocks will learn their teacher MLPs: " + ", ".join(f"{n} <- {origin}" for n, (_, origin, _) in pairs.items()) if pairs else ""
-
-    def after_fit(self, session: Any, stage: str, student: Any, history: list[dict[str, Any]]) -> dict[str, Any]:
-        found: dict[str, Any] = {}
-        layers = clause_layers(student)
-        if layers and not all(layer.hard for layer in layers):
-            with hard_mode(student):  # what the exported boolean rules will score
-                found["test_hard"] = session.evaluate(student, session.test, f"{stage}: test split, hard mode")
-        if usage := clause_usage(student, session.test):
-            found["clause_usage"] = usage
-        if steered := steering_events(history):
-            found["steering"] = steered
-        return found
-
-    def notes(self, label: str, entry: dict[str, Any]) -> list[str]:
-        if "test_hard" not in entry:
-            return []
-        return [f"{label} in hard mode (its boolean rules): {100 * entry['test_hard']['accuracy']:.2f}% test"]
-
-    def report_sections(self, entry: dict[str, Any]) -> list[str]:
-        lines = []
-        fits = (entry.get("init_from_teacher") or {}).get("feedforward")
-        if fits:
-            lines += ["", "| TM block | teacher MLP | steps | relative MSE at start | R² on validation after |", "|---|---|---:|---:|---:|"]
-            lines += [f"| {n} | {f['teacher_mlp']} | {f['steps']} | {f['relative_mse_start'] or float('nan'):.3f} | {f['r2_val']:.3f} |" for n, f in fits.items()]
-        steering = entry.get("steering", {})
-        if "clause_specialize" in steering:
-            s = steering["clause_specialize"]
-            gains = "; ".join(f"`{n}` " + " ".join(f"{g:.2f}" for g in heads.values()) for n, heads in s["gains"].items())
-            lines += ["", f"clause_specialize (strength {s['strength']}) after epoch {s['epoch']}, head gains from validation: {gains}."]
-        if "auto_clause" in steering:
-            a = steering["auto_clause"]
-            moves = ", ".join(f"`{n}` {a['before'][n]} → {a['after'][n]}" for n in a["after"])
-            when = f"after epoch {a['epoch']}" if a["epoch"] else "before training"
-            lines += ["", f"auto_clause {when}: {a['total']} active clauses shared by validation importance: {moves}."]
-        return lines
+_PUBLIC = {
+    "ClauseLayer": "clause", "DeepTM": "clause", "clause_layers": "clause", "clause_usage": "clause", "hard_mode": "clause", "set_hard": "clause",
+    "mlp_to_tm": "convert", "PackedTM": "rules", "export_rules": "rules", "load_rules": "rules", "model_rules": "rules",
+}
 
 
-register_family(TsetlinMachines())
+def __getattr__(name: str) -> Any:  # the public names, imported when first used (this package stays light)
+    if name not in _PUBLIC:
+        raise AttributeError(f"module '{__name__}' has no attribute '{name}'")
+    return getattr(importlib.import_module(f"{__name__}.{_PUBLIC[name]}"), name)
 
-__all__ = ["ClauseLayer", "DeepTM", "PackedTM", "clause_layers", "clause_usage", "export_rules", "hard_mode", "load_rules", "mlp_to_tm", "model_rules", "set_hard"]
+
+__all__ = sorted(_PUBLIC)

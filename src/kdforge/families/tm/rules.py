@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from kdforge.errors import KdforgeError
+from kdforge.export import EXPORT_FORMATS, load_student
 from kdforge.files import read_json, write_json
 from kdforge.families.tm.clause import ClauseLayer, TMFlat
 
@@ -154,3 +155,22 @@ class PackedTM:
             counts |= np.unpackbits(plane.view(np.uint8), axis=1, bitorder="little") << np.uint8(power)
         counts |= np.unpackbits(saturated.view(np.uint8), axis=1, bitorder="little") * np.uint8(255)
         return counts
+
+
+@EXPORT_FORMATS.register("tm-rules")
+def export_run_rules(run_dir: Path, out: Path | None = None) -> str:
+    """Every clause layer of a run's TM student as boolean rules (JSON, default
+    ``RUN_DIR/student.tm-rules.json``); with ``data.booleanize``, the data thresholds (refitted
+    from the run's seed) go with them, so the rules read raw inputs."""
+    from kdforge.data import build_dataset, data_seed
+    from kdforge.data.booleanize import derived_channels, input_thresholds
+    from kdforge.run import load_run_recipe
+
+    recipe = load_run_recipe(run_dir)
+    input_bits = None
+    if (b := recipe.data.booleanize) is not None:
+        data = build_dataset(recipe.data.name, seed=data_seed(recipe.data, recipe.seed), val_fraction=recipe.data.val_fraction, test_fraction=recipe.data.test_fraction, **recipe.data.options)
+        input_bits = {"method": b.method, "levels": b.levels, "features": b.features, "channels": derived_channels(b.features, len(data.input_shape) - 1),
+                      "thresholds": input_thresholds(data.train.x, b).tolist(), "bits": "feature_maps(x) > threshold (kdforge.data.booleanize), levels stacked as channels, ±1"}
+    rules = export_rules(load_student(run_dir), out or Path(run_dir) / "student.tm-rules.json", input_bits)
+    return f"wrote {rules}: {rules.stat().st_size:,} bytes. Evaluate with kdforge.families.tm.PackedTM(kdforge.families.tm.load_rules(path)['layers'][NAME])"

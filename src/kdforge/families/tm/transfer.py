@@ -18,7 +18,7 @@ from torch import nn
 
 from kdforge.errors import KdforgeError
 from kdforge.families.tm.blocks import TMFeedForward
-from kdforge.families.tm.mlp_to_tm import is_mlp
+from kdforge.families.tm.convert import is_mlp
 from kdforge.transfer import counterparts
 
 

@@ -1,0 +1,71 @@
+"""The tm family's hooks, and the imports that register its parts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kdforge.families.tm import losses as _losses, convert as _convert, rules as _rules, transformer as _transformer  # noqa: F401  (register terms, models, the tm-rules export)
+from kdforge.families.tm.clause import clause_layers, clause_usage, hard_mode
+from kdforge.families.tm.steering import ClauseSteering, steering_events
+from kdforge.families.tm.transfer import feedforward_pairs, fit_feedforwards
+from kdforge.family import Family, register_family
+
+
+class TsetlinMachines(Family):
+    name = "tm"
+    description = "Tsetlin-machine students: clause layers trained by gradient, exported to boolean rules that run bit-packed"
+
+    def steering(self, recipe: Any, student: Any, val_batches: Any) -> Any | None:
+        return ClauseSteering.wanted(recipe.student, student, val_batches)
+
+    def from_teacher(self, session: Any, student: Any, teacher: Any) -> dict[str, Any]:
+        pairs = feedforward_pairs(student, teacher.module)
+        if not pairs:
+            return {}
+        cfg = session.recipe.student.init_from_teacher
+        fits = fit_feedforwards(pairs, teacher, session.train, session.val, cfg.steps, cfg.lr, session.track)
+        session.console.print("init_from_teacher: TM blocks fitted to the teacher MLPs: " + ", ".join(f"{n} R² {f['r2_val']:.2f}" for n, f in fits.items()), markup=False)
+        return {"feedforward": fits}
+
+    def describe_from_teacher(self, student: Any, teacher: Any) -> str:
+        pairs = feedforward_pairs(student, teacher)
+        return f"{len(pairs)} TM blocks will learn their teacher MLPs: " + ", ".join(f"{n} <- {origin}" for n, (_, origin, _) in pairs.items()) if pairs else ""
+
+    def after_fit(self, session: Any, stage: str, student: Any, history: list[dict[str, Any]]) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        layers = clause_layers(student)
+        if layers and not all(layer.hard for layer in layers):
+            with hard_mode(student):  # what the exported boolean rules will score
+                found["test_hard"] = session.evaluate(student, session.test, f"{stage}: test split, hard mode")
+        if usage := clause_usage(student, session.test):
+            found["clause_usage"] = usage
+        if steered := steering_events(history):
+            found["steering"] = steered
+        return found
+
+    def notes(self, label: str, entry: dict[str, Any]) -> list[str]:
+        if "test_hard" not in entry:
+            return []
+        return [f"{label} in hard mode (its boolean rules): {100 * entry['test_hard']['accuracy']:.2f}% test"]
+
+    def report_sections(self, entry: dict[str, Any]) -> list[str]:
+        lines = []
+        fits = (entry.get("init_from_teacher") or {}).get("feedforward")
+        if fits:
+            lines += ["", "| TM block | teacher MLP | steps | relative MSE at start | R² on validation after |", "|---|---|---:|---:|---:|"]
+            lines += [f"| {n} | {f['teacher_mlp']} | {f['steps']} | {f['relative_mse_start'] or float('nan'):.3f} | {f['r2_val']:.3f} |" for n, f in fits.items()]
+        steering = entry.get("steering", {})
+        if "clause_specialize" in steering:
+            s = steering["clause_specialize"]
+            gains = "; ".join(f"`{n}` " + " ".join(f"{g:.2f}" for g in heads.values()) for n, heads in s["gains"].items())
+            lines += ["", f"clause_specialize (strength {s['strength']}) after epoch {s['epoch']}, head gains from validation: {gains}."]
+        if "auto_clause" in steering:
+            a = steering["auto_clause"]
+            moves = ", ".join(f"`{n}` {a['before'][n]} → {a['after'][n]}" for n in a["after"])
+            when = f"after epoch {a['epoch']}" if a["epoch"] else "before training"
+            lines += ["", f"auto_clause {when}: {a['total']} active clauses shared by validation importance: {moves}."]
+        return lines
+
+
+register_family(TsetlinMachines())
+
