@@ -79,4 +79,10 @@ def list_teachers() -> list[str]:
     return importlib.import_module("kdforge.teachers").TEACHER_SOURCES.names()
 
 
-__all__ = [*sorted(_HOMES), "list_datasets", "list_losses", "list_models", "list_teachers", "__version__"]
+__all__ = [
+    "ConfigError", "DATASETS", "Distiller", "Family", "FeatureTap", "KdforgeError", "LOSSES", "LossTerm",
+    "MODELS", "NonFiniteLossError", "Recipe", "Registry", "RunInterrupted", "RunResult", "StepContext",
+    "StepOutput", "SweepResult", "TEACHER_SOURCES", "Teacher", "Trainer", "build_dataset", "build_loss",
+    "build_model", "load_student", "register_family", "run", "save_model", "sweep", "list_datasets",
+    "list_losses", "list_models", "list_teachers", "__version__",
+]
