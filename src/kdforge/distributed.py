@@ -23,9 +23,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict, set_model_state_dict, set_optimizer_state_dict
-from torch.distributed.fsdp import FSDPModule, fully_shard
-from torch.distributed.tensor import DTensor
 
 from kdforge.errors import KdforgeError
 
@@ -130,6 +127,8 @@ def shard(module: torch.nn.Module) -> None:
         blocks = block_names(module, "auto")
     except KdforgeError:  # no block list (e.g. a plain MLP): one unit, the whole model
         blocks = []
+    from torch.distributed.fsdp import fully_shard
+
     modules = dict(module.named_modules())
     for name in blocks:
         fully_shard(modules[name])
@@ -137,50 +136,81 @@ def shard(module: torch.nn.Module) -> None:
 
 
 def sharded(module: torch.nn.Module) -> bool:
+    if not active():  # FSDP shards across a process group: none, nothing sharded
+        return False
+    from torch.distributed.fsdp import FSDPModule
+
     return isinstance(module, FSDPModule)
 
 
+# torch.distributed.checkpoint takes about a second to import: only what saves or loads checkpoints imports it, when it does.
 # Sharded state is gathered whole onto rank 0's CPU to save, and broadcast from rank 0 to load.
-_GATHER = StateDictOptions(full_state_dict=True, cpu_offload=True)
-_SCATTER = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+def _gather() -> Any:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def _scatter() -> Any:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
 
 
 def model_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """``module``'s whole weights; for a sharded module, gathered on rank 0 ({} on the
     others): every rank must call it."""
-    return get_model_state_dict(module, options=_GATHER) if sharded(module) else module.state_dict()
+    if not sharded(module):
+        return module.state_dict()
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    return get_model_state_dict(module, options=_gather())
 
 
 def load_model_state(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Load whole weights; a sharded module takes rank 0's and shards them (every rank calls)."""
-    if sharded(module):
-        for part in module.modules():  # an eval forward leaves the root's parameters gathered: shard them first
-            if isinstance(part, FSDPModule):
-                part.reshard()
-        set_model_state_dict(module, state, options=_SCATTER)
-    else:
+    if not sharded(module):
         module.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict
+    from torch.distributed.fsdp import FSDPModule
+
+    for part in module.modules():  # an eval forward leaves the root's parameters gathered: shard them first
+        if isinstance(part, FSDPModule):
+            part.reshard()
+    set_model_state_dict(module, state, options=_scatter())
 
 
 def gathered(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A sharded module's whole weights on every rank (to rebuild it unsharded)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
     return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True))
 
 
 def optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, is_sharded: bool) -> dict[str, Any]:
     """The optimiser's state keyed by parameter names in ``model`` (whole, on rank 0, when
     sharded), so it loads on any world size, sharded or not."""
-    return get_optimizer_state_dict(model, optimizer, options=_GATHER if is_sharded else None)
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    return get_optimizer_state_dict(model, optimizer, options=_gather() if is_sharded else None)
 
 
 def load_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any], is_sharded: bool) -> None:
-    set_optimizer_state_dict(model, optimizer, state, options=_SCATTER if is_sharded else None)
+    from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, optimizer, state, options=_scatter() if is_sharded else None)
 
 
 def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> None:
     """Scale gradients so that their global norm is at most ``max_norm``; the norm of a
     sharded parameter's gradient is taken over all its shards."""
     grads = [p.grad for p in params if p.grad is not None]
+    if not active():  # only a sharded (FSDP) parameter's gradient is a DTensor
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+        return
+    from torch.distributed.tensor import DTensor
+
     if not any(isinstance(g, DTensor) for g in grads):
         torch.nn.utils.clip_grad_norm_(params, max_norm)
         return

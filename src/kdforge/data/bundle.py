@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 
 from kdforge.registry import Registry
 
@@ -74,6 +73,8 @@ def stratified_split(y: np.ndarray, fractions: tuple[float, ...], seed: int) -> 
 
     ``fractions`` are shares of the whole for all parts but the first, which takes the rest.
     """
+    from sklearn.model_selection import train_test_split  # scikit-learn imports in about a second: only datasets that split pay for it
+
     rest = np.arange(len(y))
     parts: list[np.ndarray] = []
     remaining = 1.0
