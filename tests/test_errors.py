@@ -561,12 +561,12 @@ def test_cache_out_blocked_by_a_file(fails, recipe, tmp_path):
 
 
 def test_log_dir_is_checked_before_anything_trains(fails, recipe, tmp_path, monkeypatch):
-    from kdforge.teachers import sources
+    from kdforge.run import Session
 
     def no_training(*args, **kwargs):
         raise AssertionError("the teacher started training before log.dir was checked")
 
-    monkeypatch.setattr(sources, "_fit_teacher", no_training)
+    monkeypatch.setattr(Session, "fit_teacher", no_training)
     (tmp_path / "blocked").write_text("a file")
     fails("train", recipe({"log": {"dir": str(tmp_path / "blocked")}}), names=["log.dir"])
 

@@ -9,6 +9,7 @@ override is named.
 from __future__ import annotations
 
 import copy
+from collections import Counter
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from kdforge._recipe_yaml import Loc, Override, YamlSource, apply_override, describe_issue, load_yaml
 from kdforge.errors import ConfigError, did_you_mean
 from kdforge.files import read_text
+from kdforge.registry import DATASETS, LOSSES, MODELS
 from kdforge.schedules import ScheduleConfig
 
 
@@ -461,8 +463,6 @@ class Recipe(Section):
 
     @pydantic.model_validator(mode="after")
     def _stages_fit(self) -> Recipe:
-        from kdforge.losses.terms import term_names
-
         if self.stages is not None and self.curriculum is not None and len(self.stages) != len(self.curriculum.partitions):
             raise ValueError(f"stages and a curriculum together: one stage per curriculum partition ({len(self.curriculum.partitions)}), got {len(self.stages)}")
         if self.curriculum is not None and self.curriculum.epochs is not None and sum(self.curriculum.epochs) != self.train.epochs:
@@ -536,6 +536,17 @@ def validate_recipe(raw: Any, source: YamlSource | None = None, overrides: Seque
     return recipe
 
 
+def term_names(kinds: list[str]) -> list[str]:
+    """Names of terms in recipe order: a repeated kind gets a suffix (``hint``, ``hint_2``)."""
+    seen: Counter[str] = Counter()
+    names = []
+    for kind in kinds:
+        seen[kind] += 1
+        names.append(kind if seen[kind] == 1 else f"{kind}_{seen[kind]}")
+    return names
+
+
+
 def component_issues(raw: dict[str, Any]) -> list[tuple[Loc, str]]:
     """Check each registry-backed section's options against its entry's signature. Reads the
     raw recipe, so that it runs even when other sections are invalid; a section that is
@@ -551,9 +562,6 @@ def component_issues(raw: dict[str, Any]) -> list[tuple[Loc, str]]:
 
 
 def _component_sections(raw: dict[str, Any]) -> Iterable[tuple[Loc, type[Component], Any]]:
-    from kdforge.data import DATASETS
-    from kdforge.losses import LOSSES
-    from kdforge.models import MODELS
 
     if isinstance(raw.get("data"), dict):
         yield ("data",), DataConfig, DATASETS

@@ -15,12 +15,9 @@ from torch import nn
 from kdforge.errors import KdforgeError
 from kdforge.files import load_safetensors, load_torch, read_json, save_safetensors, write_json
 from kdforge.models import build_model, model_spec
-from kdforge.registry import Registry
+from kdforge.registry import EXPORT_FORMATS  # noqa: F401  (its home: re-exported for the families)
 from kdforge.taps import unwrap
 
-
-#: ``kdforge export RUN --format NAME``: name -> fn(run_dir, out or None) -> what was written (one line)
-EXPORT_FORMATS = Registry("export format")
 
 def save_model(model: nn.Module, stem: str | Path, info: dict[str, Any] | None = None) -> Path:
     """Write ``stem.safetensors`` and ``stem.json``; returns the weights path."""

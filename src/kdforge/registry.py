@@ -1,12 +1,19 @@
-"""One small registry used by models, losses, datasets and teacher sources.
+"""One small registry used by models, losses, datasets, teacher sources and export formats,
+and those five registries.
 
 An entry is a callable (class or function). Its keyword arguments are the options a
 recipe may set; ``options_model`` turns the signature into a strict pydantic model so
 that a typo or a wrong type in the recipe fails before anything is built.
+
+A registry fills itself the first time it is read: it imports its ``home`` (the core module
+whose files register the generic entries) and every family's parts (:mod:`kdforge.family`).
+So the recipe can check names against the registries without importing models, losses or
+datasets itself, and nothing is imported before it is needed.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import types
 import typing
@@ -28,8 +35,8 @@ class Registry:
     count units, layers, heads or tokens, and 0 or -4 of them fails deep inside torch.
     """
 
-    def __init__(self, kind: str, injected: Iterable[str] = (), positive_ints: bool = False):
-        self.kind = kind
+    def __init__(self, kind: str, injected: Iterable[str] = (), positive_ints: bool = False, home: str | None = None):
+        self.kind, self.home = kind, home
         self.injected = frozenset(injected)
         self.positive_ints = positive_ints
         self._entries: dict[str, Callable[..., Any]] = {}
@@ -46,16 +53,22 @@ class Registry:
 
         return add
 
-    def names(self) -> list[str]:
+    def _fill(self) -> None:
+        """Import what registers the entries: the core home module, then the families' parts."""
+        if self.home is not None:
+            importlib.import_module(self.home)
         load_parts()
+
+    def names(self) -> list[str]:
+        self._fill()
         return sorted(self._entries)
 
     def __contains__(self, name: str) -> bool:
-        load_parts()
+        self._fill()
         return name in self._entries
 
     def get(self, name: str) -> Callable[..., Any]:
-        load_parts()
+        self._fill()
         if name not in self._entries:
             raise KdforgeError(f"unknown {self.kind} '{name}'{did_you_mean(name, self._entries)}")
         return self._entries[name]
@@ -148,3 +161,11 @@ def _type_hints(factory: Callable[..., Any]) -> dict[str, Any]:
         return typing.get_type_hints(target)
     except Exception:  # unresolvable annotations: fall back to untyped options
         return {}
+
+
+MODELS = Registry("model", injected=("input_shape", "num_classes"), positive_ints=True, home="kdforge.models")
+LOSSES = Registry("loss", home="kdforge.losses")
+DATASETS = Registry("dataset", injected=("seed", "val_fraction", "test_fraction"), home="kdforge.data")
+TEACHER_SOURCES = Registry("teacher source", home="kdforge.teachers")
+#: ``kdforge export RUN --format NAME``: name -> fn(run_dir, out or None) -> what was written (one line)
+EXPORT_FORMATS = Registry("export format", home="kdforge.export")

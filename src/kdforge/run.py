@@ -161,6 +161,27 @@ class Session:
             options["label_smoothing"] = label_smoothing
         return build_loss({"name": name, **options})
 
+    def fit_teacher(self, module: torch.nn.Module, fit: Any, out_dir: Path, head: torch.nn.Module | None = None, adapter: torch.nn.Module | None = None) -> dict[str, Any]:
+        """Fit a teacher on the labels (the task's own loss; ``fit``: epochs, lr, label
+        smoothing), selected on validation, resumable from ``out_dir``. With ``head``, only
+        that submodule trains; ``adapter`` prepares the batches as the teacher expects."""
+        recipe = self.recipe
+        if head is not None:  # head-only fine-tuning: everything else stays as loaded
+            module.requires_grad_(False)
+            head.requires_grad_(True)
+        trainee = torch.nn.Sequential(adapter, module) if adapter is not None else module  # trains `module` in place
+        distiller = Distiller(trainee, None, [self.task_term(fit.label_smoothing)], self.example, per_token=self.data.task == "lm")
+        optim = recipe.optim.model_copy(update={"lr": fit.lr or recipe.optim.lr})
+        train_cfg = recipe.train.model_copy(update={"epochs": fit.epochs, "max_steps": None, "fsdp": False, "ema_decay": None})  # student-only settings
+        trainer = Trainer(distiller, optim, train_cfg, steps_per_epoch=len(self.train), checkpoint_dir=out_dir, callbacks=self.callbacks(), stage="teacher", task=self.data.task,
+                          grad_stats_every=recipe.log.grad_stats_every, val_terms=recipe.log.val_terms)
+        result = trainer.fit(self.train, self.val, resume=True)
+        if result.interrupted:
+            raise RunInterrupted(self.run_dir, "teacher training")
+        best = trainer.load_best()
+        module.requires_grad_(True)
+        return {"epochs": fit.epochs, "best_epoch": best["epoch"], "val_best": best["val"], "history": result.history, "seconds": result.seconds}
+
     def build_student(self) -> torch.nn.Module:
         """The recipe's student, untrained, on the device."""
         cfg = self.recipe.student.model

@@ -9,11 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from kdforge.registry import Registry
+from kdforge.registry import DATASETS
 
-#: Built-in and user datasets. A dataset is a function returning a :class:`DataBundle`;
-#: ``seed``, ``val_fraction`` and ``test_fraction`` are supplied from the recipe.
-DATASETS = Registry("dataset", injected=("seed", "val_fraction", "test_fraction"))
 
 #: A language-model target position that no loss term or metric counts (PyTorch's
 #: ``ignore_index`` convention): the padding after the end of a split's last window.

@@ -9,17 +9,18 @@ tapped shapes before the optimiser exists.
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import pydantic
 import torch
 from torch import nn
 
-from kdforge.registry import Registry
+from kdforge.config import LossConfig, component_issues_for, term_names
+from kdforge.errors import ConfigError
+from kdforge.registry import LOSSES
 from kdforge.schedules import Clock, ScheduleConfig, schedule_value
 
-LOSSES = Registry("loss")
 
 
 @dataclass
@@ -110,10 +111,6 @@ class LossTerm(nn.Module):
 
 def build_loss(config: dict[str, Any] | Any) -> LossTerm:
     """Build one term from ``{"name": ..., "weight": ..., **options}`` (or a LossConfig)."""
-    from kdforge.config import LossConfig
-
-    from kdforge.errors import ConfigError
-
     section = config if isinstance(config, LossConfig) else _validated(config)
     try:
         term = LOSSES.build(section.name, **LOSSES.validate_options(section.name, section.options))
@@ -121,16 +118,6 @@ def build_loss(config: dict[str, Any] | Any) -> LossTerm:
         raise ConfigError(f"loss '{section.name}': {err}") from None
     term.name, term.weight, term.member = section.name, section.weight, section.member
     return term
-
-
-def term_names(kinds: list[str]) -> list[str]:
-    """Names of terms in recipe order: a repeated kind gets a suffix (``hint``, ``hint_2``)."""
-    seen: Counter[str] = Counter()
-    names = []
-    for kind in kinds:
-        seen[kind] += 1
-        names.append(kind if seen[kind] == 1 else f"{kind}_{seen[kind]}")
-    return names
 
 
 def build_losses(configs: list[Any]) -> list[LossTerm]:
@@ -142,11 +129,6 @@ def build_losses(configs: list[Any]) -> list[LossTerm]:
 
 
 def _validated(config: dict[str, Any]) -> Any:
-    from kdforge.config import LossConfig, component_issues_for
-    from kdforge.errors import ConfigError
-
-    import pydantic
-
     try:
         section = LossConfig.model_validate(config)
     except pydantic.ValidationError as err:

@@ -14,9 +14,8 @@ from typing import Any
 from torch import nn
 
 from kdforge.errors import KdforgeError
-from kdforge.registry import Registry
+from kdforge.registry import MODELS
 
-MODELS = Registry("model", injected=("input_shape", "num_classes"), positive_ints=True)
 
 
 def build_model(name: str, *, input_shape: Sequence[int], num_classes: int, **options: Any) -> nn.Module:

@@ -19,19 +19,17 @@ import torch
 from torch import nn
 
 from kdforge import distributed
-from kdforge.errors import KdforgeError, RunInterrupted
+from kdforge.errors import KdforgeError
 from kdforge.export import load_model, load_state_strict, read_meta, read_state_dict, save_model
 from kdforge.files import read_json, save_safetensors, write_atomic, write_json
 from kdforge.models import build_model
-from kdforge.registry import Registry
+from kdforge.registry import TEACHER_SOURCES
 from kdforge.taps import unwrap
 
 if TYPE_CHECKING:
     from kdforge.config import Recipe, TeacherConfig
     from kdforge.run import Session
 
-#: source name -> function(session, cfg, where, student) -> (module on the session's device, info for results.json)
-TEACHER_SOURCES = Registry("teacher source")
 Source = tuple[nn.Module, dict[str, Any]]
 
 
@@ -62,7 +60,7 @@ def cached_fit(session: Session, cfg: TeacherConfig, where: Path, module: nn.Mod
             distributed.on_main(lambda: _copy_teacher(cached, stem, {**meta, "cached_from": origin}))
         load_state_strict(module, read_state_dict(cached), str(cached))
         return module.eval(), {**meta, "cached_from": origin}
-    info = _fit_teacher(session, module, fit, where, head, adapter)
+    info = session.fit_teacher(module, fit, where, head, adapter)  # the run trains it: teachers sit below the trainer
     meta = {"teacher": {**info, "cache_key": key}}
     if not distributed.is_main():  # every rank holds the same fitted weights; rank 0 writes them
         return module.eval(), info
@@ -80,28 +78,6 @@ def _copy_teacher(cached: Path, stem: Path, teacher_meta: dict[str, Any]) -> Non
     with cached.open("rb") as source:
         write_atomic(stem.with_suffix(".safetensors"), lambda handle: shutil.copyfileobj(source, handle))
     write_json(stem.with_suffix(".json"), {**read_meta(cached), "teacher": teacher_meta})
-
-
-def _fit_teacher(session: Session, module: nn.Module, fit: Any, out_dir: Path, head: nn.Module | None, adapter: nn.Module | None) -> dict[str, Any]:
-    from kdforge.distiller import Distiller
-    from kdforge.trainer import Trainer
-
-    recipe = session.recipe
-    if head is not None:  # head-only fine-tuning: everything else stays as loaded
-        module.requires_grad_(False)
-        head.requires_grad_(True)
-    trainee = nn.Sequential(adapter, module) if adapter is not None else module  # trains `module` in place
-    distiller = Distiller(trainee, None, [session.task_term(fit.label_smoothing)], session.example, per_token=session.data.task == "lm")
-    optim = recipe.optim.model_copy(update={"lr": fit.lr or recipe.optim.lr})
-    train_cfg = recipe.train.model_copy(update={"epochs": fit.epochs, "max_steps": None, "fsdp": False, "ema_decay": None})  # student-only settings
-    trainer = Trainer(distiller, optim, train_cfg, steps_per_epoch=len(session.train), checkpoint_dir=out_dir, callbacks=session.callbacks(), stage="teacher", task=session.data.task,
-                      grad_stats_every=recipe.log.grad_stats_every, val_terms=recipe.log.val_terms)
-    result = trainer.fit(session.train, session.val, resume=True)
-    if result.interrupted:
-        raise RunInterrupted(session.run_dir, "teacher training")
-    best = trainer.load_best()
-    module.requires_grad_(True)
-    return {"epochs": fit.epochs, "best_epoch": best["epoch"], "val_best": best["val"], "history": result.history, "seconds": result.seconds}
 
 
 @TEACHER_SOURCES.register("checkpoint")
