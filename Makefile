@@ -3,7 +3,7 @@
 PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 
-.PHONY: demo test test-all uv sync-core sync-dev bench clean
+.PHONY: demo test test-all lint uv sync-core sync-dev bench clean
 
 uv:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv || $(PYTHON) -m pip install --quiet --user --break-system-packages uv
@@ -17,8 +17,12 @@ sync-dev: uv
 demo: sync-core
 	@$(UV) run --no-sync kdforge demo
 
-test: sync-dev
+test: lint
 	@$(UV) run --no-sync pytest -q
+
+# the import contracts of pyproject.toml: no cycles back up the layers, the core never imports a family
+lint: sync-dev
+	@$(UV) run --no-sync lint-imports --no-cache --no-logo
 
 test-all: sync-dev
 	@$(UV) run --no-sync pytest -q -m ""

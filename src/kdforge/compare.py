@@ -17,19 +17,19 @@ import torch
 from torch import nn
 
 from kdforge.bench import benchmark
+from kdforge.data import recipe_data
 from kdforge.errors import KdforgeError
 from kdforge.evaluate import score
+from kdforge.export import load_run_teacher, load_student
 from kdforge.files import read_json, save_figure
+from kdforge.models import build_model
+from kdforge.run import load_run_recipe, student_options
 
 
 def run_models(run_dirs: list[Path]) -> tuple[list[dict[str, Any]], torch.Tensor]:
     """Entries (label, model, test metrics) of the runs' teacher (the first run's) and
     students, and an example input of their data."""
     
-    from kdforge.data import recipe_data
-    from kdforge.export import load_run_teacher, load_student
-    from kdforge.run import load_run_recipe
-
     entries = []
     for i, run_dir in enumerate(run_dirs):
         results_file = run_dir / "results.json"
@@ -46,10 +46,6 @@ def run_models(run_dirs: list[Path]) -> tuple[list[dict[str, Any]], torch.Tensor
 
 def recipe_models(recipes: list[Any]) -> tuple[list[dict[str, Any]], torch.Tensor]:
     """Entries for the untrained teacher (``source: train``) and student of each recipe."""
-    from kdforge.data import recipe_data
-    from kdforge.models import build_model
-    from kdforge.run import student_options
-
     data = recipe_data(recipes[0].data, recipes[0].seed)
     entries = []
     for recipe in recipes:

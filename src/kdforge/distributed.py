@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 
 from kdforge.errors import KdforgeError
+from kdforge.taps import block_names
 
 
 def setup() -> tuple[int, int]:
@@ -121,8 +122,6 @@ def shard(module: torch.nn.Module) -> None:
     """Shard ``module`` in place across the ranks (FSDP2): each block of its block list
     (found as for layer mappings), then the whole model. Build the optimiser afterwards:
     sharding replaces the parameters."""
-    from kdforge.taps import block_names
-
     try:
         blocks = block_names(module, "auto")
     except KdforgeError:  # no block list (e.g. a plain MLP): one unit, the whole model

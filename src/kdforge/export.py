@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from kdforge._version import __version__
 from kdforge.errors import KdforgeError
 from kdforge.files import load_safetensors, load_torch, read_json, save_safetensors, write_json
 from kdforge.models import build_model, model_spec
@@ -21,8 +22,6 @@ from kdforge.taps import unwrap
 
 def save_model(model: nn.Module, stem: str | Path, info: dict[str, Any] | None = None) -> Path:
     """Write ``stem.safetensors`` and ``stem.json``; returns the weights path."""
-    from kdforge import __version__
-
     stem = Path(stem)
     model = unwrap(model)
     weights = stem.parent / f"{stem.name}.safetensors"  # a dotted stem (student.pruned) keeps its dots

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from kdforge import distributed
+from kdforge._version import __version__
 from kdforge.bench import count_params, latency_ms
 from kdforge.callbacks import Callback, ConsoleProgress, JsonlLogger
 from kdforge.config import Recipe
@@ -38,7 +39,8 @@ from kdforge.models import build_model
 from kdforge.report import plot_curves, summary_table, write_report, write_results
 from kdforge.teachers import TEACHER_SOURCES, Teacher
 from kdforge.teachers.adapt import InputAdapter, expected_input
-from kdforge.teachers.cache import CachedTeacher, fixed_views
+from kdforge.teachers.cache import CachedTeacher, fixed_views, write_cache
+from kdforge.teachers.sources import ensemble
 from kdforge.tracking import Tracker, build_trackers
 from kdforge.trainer import Trainer, autocast_for, compiled, deterministic, resolve_device, seed_everything
 from kdforge.transfer import copy_matching, start_from
@@ -301,8 +303,6 @@ def _run(recipe: Recipe, resume: str | Path | None, console: Console | None, cle
         timings["baseline_s"] = time.perf_counter() - tick
 
     timings["total_s"] = time.perf_counter() - started
-    from kdforge import __version__
-
     results.update(timings=timings, kdforge_version=__version__)
     if distributed.is_main():
         write_results(run_dir, results)
@@ -408,8 +408,6 @@ def check(recipe: Recipe, console: Console | None = None) -> dict[str, Any]:
 def _checked_teacher(session: Session, cfg: Any, student: torch.nn.Module) -> tuple[torch.nn.Module, str]:
     """The teacher as ``check`` sees it: ``train`` teachers (also inside ensembles) are built
     untrained, the others are loaded; plus a note for the summary."""
-    from kdforge.teachers.sources import ensemble
-
     data = session.data
     if cfg.source == "train":
         module = build_model(cfg.model.name, input_shape=data.input_shape, num_classes=data.num_classes, **cfg.model.options)
@@ -427,8 +425,6 @@ def build_cache(recipe: Recipe, out: str | Path, topk: int | None = None, views:
     """``kdforge cache``: get the recipe's teacher (training it if needed), measure it, and
     store its outputs on the training split in ``out``: logits, and the outputs of the
     teacher layers the recipe's loss terms read."""
-    from kdforge.teachers.cache import write_cache
-
     console = console or Console()
     if recipe.teacher.follows_student:
         raise KdforgeError("an EMA teacher (or ensemble member) changes as the student trains: it cannot be cached")

@@ -40,6 +40,7 @@ from kdforge.distiller import Distiller, StepOutput
 from kdforge.ema import ModelEMA
 from kdforge.errors import KdforgeError, NonFiniteLossError
 from kdforge.evaluate import evaluate, is_better, score
+from kdforge.export import save_model
 from kdforge.files import FileReadError, FileWriteError, load_torch, save_torch
 from kdforge.optim import DistillationOrientedTrainer, build_optimizer, centralize_gradients, lr_factor, student_groups
 from kdforge.schedules import Clock, ScheduleConfig, schedule_value
@@ -363,8 +364,6 @@ class Trainer:
 
     def _save_snapshot(self, record: dict[str, Any]) -> None:
         """``stages/stage_N`` (.safetensors + .json): the student as a stage ends."""
-        from kdforge.export import save_model
-
         self.pos.snapshots += 1
         if distributed.is_main() and not self.sharded:
             model = self.ema.module if self.ema is not None else unwrap(self.distiller.student)

@@ -23,6 +23,8 @@ import torch
 from torch import nn
 
 from kdforge.errors import KdforgeError
+from kdforge.export import load_state_strict, read_meta
+from kdforge.files import load_safetensors
 
 # teacher name -> student name, applied in order to dotted names ending in "."
 RENAMES: list[tuple[str, str | Callable[[re.Match[str]], str]]] = [
@@ -90,9 +92,6 @@ def start_from(student: nn.Module, path: str | Path) -> dict[str, Any]:
     or its ``student.safetensors``) of the same architecture: the first stage's student, which
     the second stage trains on. With another class count (a task head after a general stage)
     every tensor but the classifier's is loaded and the head starts anew."""
-    from kdforge.export import load_state_strict, read_meta
-    from kdforge.files import load_safetensors
-
     weights = Path(path) / "student.safetensors" if Path(path).is_dir() else Path(path)
     theirs, ours = read_meta(weights).get("model") or {}, student.kdforge_spec
     if (theirs.get("name"), theirs.get("options")) != (ours["name"], ours["options"]):

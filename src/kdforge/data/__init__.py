@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from kdforge.data import builtin as _builtin  # noqa: F401  (register the built-in datasets)
+from kdforge.data.booleanize import booleanize_bundle
 from kdforge.data.bundle import DATASETS, DataBundle, Split, build_dataset
 from kdforge.data.loaders import DatasetBatches, TensorBatches, example_inputs, make_loader
-from kdforge.data import builtin as _builtin  # noqa: F401  (register the built-in datasets)
+from kdforge.errors import KdforgeError
 
 
 def data_seed(cfg: Any, seed: int) -> int:
@@ -16,15 +18,11 @@ def data_seed(cfg: Any, seed: int) -> int:
 
 def recipe_data(cfg: Any, seed: int) -> DataBundle:
     """The dataset a recipe's ``data`` section describes, booleanised if it asks."""
-    from kdforge.errors import KdforgeError
-
     data = build_dataset(cfg.name, seed=data_seed(cfg, seed), val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, **cfg.options)
     if cfg.booleanize is None:
         return data
     if cfg.augment.randaugment is not None:
         raise KdforgeError("data.booleanize makes ±1 bits, which RandAugment's image operations do not apply to; drop one of them")
-    from kdforge.data.booleanize import booleanize_bundle
-
     return booleanize_bundle(data, cfg.booleanize)
 
 

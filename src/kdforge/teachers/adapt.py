@@ -10,14 +10,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdforge.config import AdaptConfig
 from kdforge.errors import KdforgeError
 
 
 def expected_input(module: nn.Module | None) -> Any:
     """What a model says it expects, as ``teacher.adapt`` would: a timm model's pretrained
     config (``input_size`` (C, H, W), ``mean``, ``std``); None when it says nothing."""
-    from kdforge.config import AdaptConfig
-
     found = getattr(module, "pretrained_cfg", None)
     if not isinstance(found, dict) or len(found.get("input_size") or ()) != 3:
         return None

@@ -30,6 +30,7 @@ from kdforge.errors import KdforgeError
 from kdforge.files import load_npy, read_json, remove_stale_tmp, save_npy, write_json
 from kdforge.losses.functional import TopK, topk_log_probs
 from kdforge.taps import FeatureTap
+from kdforge.teachers.sources import teacher_cache_key
 
 if TYPE_CHECKING:
     from kdforge.run import Session
@@ -50,8 +51,6 @@ def data_hash(x: torch.Tensor, y: torch.Tensor) -> str:
 def teacher_hash(session: Session) -> str:
     """Identity of the recipe's teacher: its section, and for a trained teacher everything
     that determines its training (the same key that reuses trained teachers)."""
-    from kdforge.teachers.sources import teacher_cache_key
-
     return teacher_cache_key(session.recipe, session.recipe.teacher)
 
 
