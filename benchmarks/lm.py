@@ -35,9 +35,9 @@ import torch
 import yaml
 
 import kdforge
+from common import mean_std, run_quietly, save
 from kdforge.bench import latency_ms, peak_memory_bytes
 from kdforge.models import build_model
-from common import mean_std, run_quietly, save
 
 RECIPE = Path(__file__).parents[1] / "src" / "kdforge" / "recipes" / "lm_rwkv_spiking.yaml"
 ROLES = {"teacher": "teacher", "student": "KD", "student_alone": "alone"}
@@ -68,7 +68,10 @@ def quality(seeds: list[int], teacher_file: str | None) -> tuple[dict, str, str]
     if teacher_file:
         base["teacher"] = {"source": "checkpoint", "path": teacher_file}
     first = train({**base, "seed": seeds[0]}, log_dir)
-    teacher = {"source": "checkpoint", "path": teacher_file or str(Path(first["run_dir"]) / "teacher" / "teacher.safetensors")}
+    teacher = {
+        "source": "checkpoint",
+        "path": teacher_file or str(Path(first["run_dir"]) / "teacher" / "teacher.safetensors"),
+    }
     runs = {f"seed {seeds[0]}": summary(first)}
     print(f"seed {seeds[0]}: {runs[f'seed {seeds[0]}']}", flush=True)
     for seed in seeds[1:]:
@@ -102,46 +105,72 @@ def costs(run_dir: str, teacher_file: str, contexts: list[int]) -> dict:
     step = Step(student).eval()
     for token in torch.randint(1, 256, (64,)):  # a state that has read some text
         step(token[None])
-    state_bytes = sum(t.numel() * t.element_size() for block in step.state for t in (block.time_input, block.channel_input, *block.wkv))
+    state_bytes = sum(
+        t.numel() * t.element_size()
+        for block in step.state
+        for t in (block.time_input, block.channel_input, *block.wkv)
+    )
     token = torch.tensor([65])
     out = {"student_state_bytes": state_bytes, "contexts": {}}
     for length in contexts:
-        model = teacher if length <= teacher.positions.shape[1] else build_model(
-            "lm_transformer", input_shape=(length,), num_classes=256, **{k: v for k, v in options.items() if k != "name"}).eval()
+        model = (
+            teacher
+            if length <= teacher.positions.shape[1]
+            else build_model(
+                "lm_transformer",
+                input_shape=(length,),
+                num_classes=256,
+                **{k: v for k, v in options.items() if k != "name"},
+            ).eval()
+        )
         x = torch.randint(1, 256, (1, length))
         teacher_ms = latency_ms(model, x, warmup=3, repeats=max(5, 2048 // length))
         student_ms = latency_ms(step, token, warmup=50, repeats=300)
         out["contexts"][length] = {
-            "teacher_tokens_per_s": 1000 / teacher_ms, "student_tokens_per_s": 1000 / student_ms,
-            "teacher_peak_bytes": peak_memory_bytes(model, x), "student_peak_bytes": peak_memory_bytes(step, token),
-            "teacher_kv_cache_bytes": 2 * depth * length * width * 4}
+            "teacher_tokens_per_s": 1000 / teacher_ms,
+            "student_tokens_per_s": 1000 / student_ms,
+            "teacher_peak_bytes": peak_memory_bytes(model, x),
+            "student_peak_bytes": peak_memory_bytes(step, token),
+            "teacher_kv_cache_bytes": 2 * depth * length * width * 4,
+        }
         print(f"context {length}: {out['contexts'][length]}", flush=True)
     return out
-
 
 
 def markdown(out: dict) -> str:
     seeds = [r for name, r in out["runs"].items() if name.startswith("seed")]
     teacher = statistics.mean(r["teacher"] for r in seeds)
-    lines = [f"# Language-model distillation: lm_transformer → rwkv_spiking (docstring corpus, bytes, test split, seeds {out['seeds']})", "",
-             "| run | teacher PPL | student + KD PPL | student alone PPL | KD / teacher | alone / teacher | KD firing density |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"# Language-model distillation: lm_transformer → rwkv_spiking (docstring corpus, bytes, test split, seeds {out['seeds']})",
+        "",
+        "| run | teacher PPL | student + KD PPL | student alone PPL | KD / teacher | alone / teacher | KD firing density |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, r in out["runs"].items():
         density = f"{r['spikes']['density']:.3f}" if r["spikes"] else "—"
-        lines.append(f"| {name} | {r['teacher']:.2f} | {r['student']:.2f} | {r['student_alone']:.2f} | {r['student'] / r['teacher']:.2f}× | "
-                     f"{r['student_alone'] / r['teacher']:.2f}× | {density} |")
+        lines.append(
+            f"| {name} | {r['teacher']:.2f} | {r['student']:.2f} | {r['student_alone']:.2f} | {r['student'] / r['teacher']:.2f}× | "
+            f"{r['student_alone'] / r['teacher']:.2f}× | {density} |"
+        )
     kd, alone = [r["student"] for r in seeds], [r["student_alone"] for r in seeds]
     params = seeds[0]["params"]
-    lines += ["", f"Spiking student over seeds: KD {mean_std(kd)}, alone {mean_std(alone)} (teacher {teacher:.2f}); "
-              f"KD better on {sum(k < a for k, a in zip(kd, alone))} of {len(seeds)} seeds. "
-              f"Parameters: teacher {params['teacher']:,}, student {params['student']:,}.", "",
-              "Next-token cost at batch 1 on this CPU (teacher: a forward over the whole context; student: one recurrent step):", "",
-              "| context | teacher tokens/s | student tokens/s | teacher peak memory | student peak memory | teacher KV cache (if cached) | student state |",
-              "|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        f"Spiking student over seeds: KD {mean_std(kd)}, alone {mean_std(alone)} (teacher {teacher:.2f}); "
+        f"KD better on {sum(k < a for k, a in zip(kd, alone))} of {len(seeds)} seeds. "
+        f"Parameters: teacher {params['teacher']:,}, student {params['student']:,}.",
+        "",
+        "Next-token cost at batch 1 on this CPU (teacher: a forward over the whole context; student: one recurrent step):",
+        "",
+        "| context | teacher tokens/s | student tokens/s | teacher peak memory | student peak memory | teacher KV cache (if cached) | student state |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     c = out["costs"]
     for length, row in c["contexts"].items():
-        lines.append(f"| {length} | {row['teacher_tokens_per_s']:,.0f} | {row['student_tokens_per_s']:,.0f} | {row['teacher_peak_bytes'] / 1024:,.0f} KiB | "
-                     f"{row['student_peak_bytes'] / 1024:,.0f} KiB | {row['teacher_kv_cache_bytes'] / 1024:,.0f} KiB | {c['student_state_bytes'] / 1024:,.1f} KiB |")
+        lines.append(
+            f"| {length} | {row['teacher_tokens_per_s']:,.0f} | {row['student_tokens_per_s']:,.0f} | {row['teacher_peak_bytes'] / 1024:,.0f} KiB | "
+            f"{row['student_peak_bytes'] / 1024:,.0f} KiB | {row['teacher_kv_cache_bytes'] / 1024:,.0f} KiB | {c['student_state_bytes'] / 1024:,.1f} KiB |"
+        )
     lines += ["", f"Recipe `lm_rwkv_spiking.yaml`; teacher {out['teacher']}. {out['minutes']} minutes."]
     return "\n".join(lines) + "\n"
 
@@ -150,12 +179,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--contexts", type=int, nargs="+", default=[128, 512, 2048])
-    parser.add_argument("--teacher", help="a teacher the recipe trained on the first seed's split (RUN_DIR/teacher/teacher.safetensors): skips training one")
+    parser.add_argument(
+        "--teacher",
+        help="a teacher the recipe trained on the first seed's split (RUN_DIR/teacher/teacher.safetensors): skips training one",
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     runs, first, teacher = quality(args.seeds, args.teacher)
-    out = {"seeds": args.seeds, "runs": runs, "costs": costs(first, teacher, args.contexts),
-           "teacher": "trained beforehand by the recipe on the first seed's split (--teacher)" if args.teacher else "trained by the first seed's run"}
+    out = {
+        "seeds": args.seeds,
+        "runs": runs,
+        "costs": costs(first, teacher, args.contexts),
+        "teacher": "trained beforehand by the recipe on the first seed's split (--teacher)"
+        if args.teacher
+        else "trained by the first seed's run",
+    }
     out["minutes"] = round((time.perf_counter() - started) / 60, 1)
     save("lm", out, markdown(out))
 

@@ -35,26 +35,67 @@ METHODS: dict[str, dict] = {
     "KD": {"losses": [CE, KD]},
     "DKD": {"losses": [{"name": "ce"}, {"name": "dkd", "temperature": 4.0, "alpha": 1.0, "beta": 8.0, "warmup": 5}]},
     "CTKD": {"losses": [CE, {**KD, "temperature": {"learnable": "ctkd", "init": 4.0, "ramp": 0.2, "reg": 0.01}}]},
-    "hint + KD": {"losses": [CE, KD, {"name": "hint", "weight": {"schedule": "cosine", "start": 1.0, "end": 0.0}}]},  # layers per student
-    "CKA + KD": {"losses": [CE, KD, {"name": "cka", "student": "head:input", "teacher": "head:input", "debiased": True}]},
+    "hint + KD": {
+        "losses": [CE, KD, {"name": "hint", "weight": {"schedule": "cosine", "start": 1.0, "end": 0.0}}]
+    },  # layers per student
+    "CKA + KD": {
+        "losses": [CE, KD, {"name": "cka", "student": "head:input", "teacher": "head:input", "debiased": True}]
+    },
     "RKD + KD": {"losses": [CE, KD, {"name": "rkd", "student": "head:input", "teacher": "head:input"}]},
-    "EMA self-distillation": {"teacher": {"source": "ema", "decay": 0.99}, "losses": [{"name": "ce", "weight": 0.5}, {"name": "kd", "weight": 0.5, "temperature": 2.0}]},
-    "POCL": {"losses": [CE, KD], "curriculum": {"name": "pocl", "partitions": [0.33, 0.66, 1.0], "temperatures": [1.0, 2.0, 4.0]}},
-    "KD, SGD (DOT with Δ = 0)": {"losses": [CE, KD], "optim": {"name": "dot", "lr": 0.05, "weight_decay": 5e-4, "warmup_epochs": 1, "dot_delta": 0.0}, "train": {"grad_clip": None}},
-    "KD, DOT optimiser": {"losses": [CE, KD], "optim": {"name": "dot", "lr": 0.05, "weight_decay": 5e-4, "warmup_epochs": 1}, "train": {"grad_clip": None}},
+    "EMA self-distillation": {
+        "teacher": {"source": "ema", "decay": 0.99},
+        "losses": [{"name": "ce", "weight": 0.5}, {"name": "kd", "weight": 0.5, "temperature": 2.0}],
+    },
+    "POCL": {
+        "losses": [CE, KD],
+        "curriculum": {"name": "pocl", "partitions": [0.33, 0.66, 1.0], "temperatures": [1.0, 2.0, 4.0]},
+    },
+    "KD, SGD (DOT with Δ = 0)": {
+        "losses": [CE, KD],
+        "optim": {"name": "dot", "lr": 0.05, "weight_decay": 5e-4, "warmup_epochs": 1, "dot_delta": 0.0},
+        "train": {"grad_clip": None},
+    },
+    "KD, DOT optimiser": {
+        "losses": [CE, KD],
+        "optim": {"name": "dot", "lr": 0.05, "weight_decay": 5e-4, "warmup_epochs": 1},
+        "train": {"grad_clip": None},
+    },
     "dual-head KD": {"losses": [CE, {**KD, "name": "dual_head_kd"}]},
-    "KD + EMA self-distillation": {"teacher": lambda t: {"source": "ensemble", "members": [t, {"source": "ema", "decay": 0.99}]},
-                                   "losses": [CE, {**KD, "weight": 0.6, "member": 0}, {"name": "kd", "weight": 0.3, "temperature": 2.0, "member": 1}]},
-    "diverse_kd (CNN + MLP teachers)": {"teacher": lambda t: {"source": "ensemble", "members": [t, {"source": "train", "model": {"name": "mlp", "hidden": [256]}, "train": {"epochs": 30}}]},
-                                        "losses": [CE, {"name": "diverse_kd", "weight": 0.9, "temperature": 4.0}]},
+    "KD + EMA self-distillation": {
+        "teacher": lambda t: {"source": "ensemble", "members": [t, {"source": "ema", "decay": 0.99}]},
+        "losses": [
+            CE,
+            {**KD, "weight": 0.6, "member": 0},
+            {"name": "kd", "weight": 0.3, "temperature": 2.0, "member": 1},
+        ],
+    },
+    "diverse_kd (CNN + MLP teachers)": {
+        "teacher": lambda t: {
+            "source": "ensemble",
+            "members": [t, {"source": "train", "model": {"name": "mlp", "hidden": [256]}, "train": {"epochs": 30}}],
+        },
+        "losses": [CE, {"name": "diverse_kd", "weight": 0.9, "temperature": 4.0}],
+    },
 }
 DATASETS = {
-    "digits": {"data": {"name": "digits", "batch_size": 64}, "teacher": {"model": {"name": "cnn", "width": 32, "depth": 3}, "train": {"epochs": 20}}},
-    "mnist1d": {"data": {"name": "mnist1d", "batch_size": 128}, "teacher": {"model": {"name": "cnn", "width": 32, "depth": 3}, "train": {"epochs": 30}}},
+    "digits": {
+        "data": {"name": "digits", "batch_size": 64},
+        "teacher": {"model": {"name": "cnn", "width": 32, "depth": 3}, "train": {"epochs": 20}},
+    },
+    "mnist1d": {
+        "data": {"name": "mnist1d", "batch_size": 128},
+        "teacher": {"model": {"name": "cnn", "width": 32, "depth": 3}, "train": {"epochs": 30}},
+    },
 }
 STUDENTS = {  # the student, and where its hint is taken: every CNN stage, or the MLP's penultimate features
-    "cnn": ({"model": {"name": "cnn", "width": 8, "depth": 3}}, {"student": "features", "teacher": "features", "mapping": "uniform", "projector": "conv1x1"}),
-    "mlp": ({"model": {"name": "mlp", "hidden": [64]}}, {"student": "head:input", "teacher": "head:input", "projector": "linear"}),
+    "cnn": (
+        {"model": {"name": "cnn", "width": 8, "depth": 3}},
+        {"student": "features", "teacher": "features", "mapping": "uniform", "projector": "conv1x1"},
+    ),
+    "mlp": (
+        {"model": {"name": "mlp", "hidden": [64]}},
+        {"student": "head:input", "teacher": "head:input", "projector": "linear"},
+    ),
 }
 
 
@@ -63,19 +104,23 @@ def recipe(dataset: str, method: str, student: str, seed: int, epochs: int, log_
     model, hint_layers = STUDENTS[student]
     losses = [{**term, **hint_layers} if term["name"] == "hint" else term for term in spec["losses"]]
     teacher = {"source": "train", **base["teacher"]}
-    teacher = spec["teacher"](teacher) if "teacher" in spec else teacher  # a method may wrap the dataset's teacher (an ensemble)
-    return kdforge.Recipe.from_dict({
-        "name": f"{dataset}-{method.replace(' ', '')}",
-        "seed": seed,
-        "data": base["data"],
-        "teacher": teacher,
-        "student": model,
-        "losses": losses,
-        **({"curriculum": spec["curriculum"]} if "curriculum" in spec else {}),
-        "optim": spec.get("optim", {"name": "adamw", "lr": 3e-3, "weight_decay": 0.01, "warmup_epochs": 1}),
-        "train": {"epochs": epochs, "grad_clip": 1.0, "baseline": False, **spec.get("train", {})},
-        "log": {"dir": log_dir, "progress": False},
-    })
+    teacher = (
+        spec["teacher"](teacher) if "teacher" in spec else teacher
+    )  # a method may wrap the dataset's teacher (an ensemble)
+    return kdforge.Recipe.from_dict(
+        {
+            "name": f"{dataset}-{method.replace(' ', '')}",
+            "seed": seed,
+            "data": base["data"],
+            "teacher": teacher,
+            "student": model,
+            "losses": losses,
+            **({"curriculum": spec["curriculum"]} if "curriculum" in spec else {}),
+            "optim": spec.get("optim", {"name": "adamw", "lr": 3e-3, "weight_decay": 0.01, "warmup_epochs": 1}),
+            "train": {"epochs": epochs, "grad_clip": 1.0, "baseline": False, **spec.get("train", {})},
+            "log": {"dir": log_dir, "progress": False},
+        }
+    )
 
 
 def main() -> None:
@@ -84,7 +129,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
-    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS), help="run these; the others keep their numbers from the last run with the same settings")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=list(METHODS),
+        default=list(METHODS),
+        help="run these; the others keep their numbers from the last run with the same settings",
+    )
     args = parser.parse_args()
     out = Path(__file__).parent / "results"
     log_dir = tempfile.mkdtemp(prefix="kdforge-methods-")
@@ -93,7 +144,11 @@ def main() -> None:
     earlier = out / f"methods_{args.student}.json"
     if earlier.exists() and set(args.methods) != set(METHODS):
         last = json.loads(earlier.read_text())
-        if (last["epochs"], last["seeds"], sorted(last["student_test_accuracy"])) == (args.epochs, args.seeds, sorted(args.datasets)):
+        if (last["epochs"], last["seeds"], sorted(last["student_test_accuracy"])) == (
+            args.epochs,
+            args.seeds,
+            sorted(args.datasets),
+        ):
             rows, teachers = last["student_test_accuracy"], {d: [v] for d, v in last["teacher_test_accuracy"].items()}
     started = time.perf_counter()
     for dataset in args.datasets:
@@ -102,12 +157,18 @@ def main() -> None:
             if method == "KD":  # the teacher's accuracy is read off the KD runs
                 teachers[dataset] = []
             for seed in args.seeds:
-                result = kdforge.run(recipe(dataset, method, args.student, seed, args.epochs, log_dir), console=Console(file=io.StringIO()))
+                result = kdforge.run(
+                    recipe(dataset, method, args.student, seed, args.epochs, log_dir),
+                    console=Console(file=io.StringIO()),
+                )
                 accs.append(result.student_accuracy)
                 if method == "KD":
                     teachers.setdefault(dataset, []).append(result.teacher_accuracy)
-            accs[:] = accs[-len(args.seeds):]  # this run's seeds replace earlier numbers
-            print(f"{dataset:8s} {method:24s} {100 * statistics.mean(accs):6.2f} ± {100 * statistics.stdev(accs) if len(accs) > 1 else 0:.2f}  ({time.perf_counter() - started:.0f} s)", flush=True)
+            accs[:] = accs[-len(args.seeds) :]  # this run's seeds replace earlier numbers
+            print(
+                f"{dataset:8s} {method:24s} {100 * statistics.mean(accs):6.2f} ± {100 * statistics.stdev(accs) if len(accs) > 1 else 0:.2f}  ({time.perf_counter() - started:.0f} s)",
+                flush=True,
+            )
     out.mkdir(exist_ok=True)
     summary = {
         "benchmark": "methods",
@@ -128,9 +189,16 @@ def main() -> None:
         "|---|" + "---:|" * len(args.datasets),
     ]
     for method in (m for m in METHODS if all(m in rows[d] for d in args.datasets)):
-        cells = [f"{100 * statistics.mean(rows[d][method]):.2f} ± {100 * statistics.stdev(rows[d][method]) if len(args.seeds) > 1 else 0:.2f}" for d in args.datasets]
+        cells = [
+            f"{100 * statistics.mean(rows[d][method]):.2f} ± {100 * statistics.stdev(rows[d][method]) if len(args.seeds) > 1 else 0:.2f}"
+            for d in args.datasets
+        ]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    lines.append("| *teacher (CNN width 32)* | " + " | ".join(f"{100 * summary['teacher_test_accuracy'][d]:.2f}" for d in args.datasets) + " |")
+    lines.append(
+        "| *teacher (CNN width 32)* | "
+        + " | ".join(f"{100 * summary['teacher_test_accuracy'][d]:.2f}" for d in args.datasets)
+        + " |"
+    )
     (out / f"methods_{args.student}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

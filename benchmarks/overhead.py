@@ -47,9 +47,21 @@ def models(seed: int = 0):
 
 def kdforge_epochs(data, epochs: int, workdir: Path) -> float:
     teacher, student = models()
-    distiller = Distiller(student, Teacher(teacher), build_losses([{"name": "ce", "weight": 0.1}, {"name": "kd", "weight": 0.9, "temperature": T}]), data.train.x[:2])
+    distiller = Distiller(
+        student,
+        Teacher(teacher),
+        build_losses([{"name": "ce", "weight": 0.1}, {"name": "kd", "weight": 0.9, "temperature": T}]),
+        data.train.x[:2],
+    )
     train, val = make_loader(data.train, BATCH, shuffle=True), make_loader(data.val, 512)
-    trainer = Trainer(distiller, OptimConfig(lr=LR, weight_decay=0.01), TrainConfig(epochs=epochs), steps_per_epoch=len(train), checkpoint_dir=workdir, callbacks=[JsonlLogger(workdir / "metrics.jsonl")])
+    trainer = Trainer(
+        distiller,
+        OptimConfig(lr=LR, weight_decay=0.01),
+        TrainConfig(epochs=epochs),
+        steps_per_epoch=len(train),
+        checkpoint_dir=workdir,
+        callbacks=[JsonlLogger(workdir / "metrics.jsonl")],
+    )
     start = time.perf_counter()
     trainer.fit(train, val)
     return (time.perf_counter() - start) / epochs
@@ -72,7 +84,16 @@ def handwritten_epochs(data, epochs: int) -> float:
             with torch.no_grad():
                 t_logits = teacher(xb)
             s_logits = student(xb)
-            kd = F.kl_div(F.log_softmax(s_logits / T, -1), F.log_softmax(t_logits / T, -1), reduction="batchmean", log_target=True) * T * T
+            kd = (
+                F.kl_div(
+                    F.log_softmax(s_logits / T, -1),
+                    F.log_softmax(t_logits / T, -1),
+                    reduction="batchmean",
+                    log_target=True,
+                )
+                * T
+                * T
+            )
             loss = 0.1 * F.cross_entropy(s_logits, yb) + 0.9 * kd
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -116,7 +137,9 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
     }
-    print(f"median: kdforge {k:.4f} s/epoch, hand-written {h:.4f} s/epoch; median paired ratio {ratio:.3f} (target <= 1.10)")
+    print(
+        f"median: kdforge {k:.4f} s/epoch, hand-written {h:.4f} s/epoch; median paired ratio {ratio:.3f} (target <= 1.10)"
+    )
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     (out / "overhead.json").write_text(json.dumps(result, indent=2) + "\n")

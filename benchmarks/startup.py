@@ -33,7 +33,13 @@ def run(args: list[str], env: dict[str, str]) -> float:
 
 def imported(args: list[str], env: dict[str, str]) -> list[str]:
     """The heavy top-level libraries the command imports."""
-    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "kdforge", *args], env=env, check=True, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "kdforge", *args],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     names = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
     return [name for name in HEAVY if name in names]
 
@@ -49,17 +55,32 @@ def main() -> None:
         run(argv, env)  # warm-up: bytecode written
         times = [run(argv, env) for _ in range(args.repeats)]
         rows[name] = {"median_s": statistics.median(times), "min_s": min(times), "imports": imported(argv, env)}
-        print(f"{args.label:8s} {name:18s} {rows[name]['median_s']:6.2f} s (min {rows[name]['min_s']:.2f})  imports {', '.join(rows[name]['imports']) or 'none of them'}", flush=True)
+        print(
+            f"{args.label:8s} {name:18s} {rows[name]['median_s']:6.2f} s (min {rows[name]['min_s']:.2f})  imports {', '.join(rows[name]['imports']) or 'none of them'}",
+            flush=True,
+        )
     path = RESULTS / "startup.json"
     found = json.loads(path.read_text()) if path.exists() else {}
     found[args.label] = {"repeats": args.repeats, "python": sys.version.split()[0], "commands": rows}
     path.write_text(json.dumps(found, indent=2) + "\n")
-    lines = ["# Start-up: whole-process wall time (median of runs, bytecode cached)", "", "| command | " + " | ".join(found) + " |", "|---|" + "---:|" * len(found)]
+    lines = [
+        "# Start-up: whole-process wall time (median of runs, bytecode cached)",
+        "",
+        "| command | " + " | ".join(found) + " |",
+        "|---|" + "---:|" * len(found),
+    ]
     for name in COMMANDS:
-        lines.append(f"| `kdforge {name}` | " + " | ".join(f"{found[label]['commands'][name]['median_s']:.2f} s" for label in found) + " |")
+        lines.append(
+            f"| `kdforge {name}` | "
+            + " | ".join(f"{found[label]['commands'][name]['median_s']:.2f} s" for label in found)
+            + " |"
+        )
     lines += ["", "Heavy libraries imported:", ""]
     for label, entry in found.items():
-        lines += [f"- {label}: " + "; ".join(f"`{name}`: {', '.join(row['imports']) or 'none'}" for name, row in entry["commands"].items())]
+        lines += [
+            f"- {label}: "
+            + "; ".join(f"`{name}`: {', '.join(row['imports']) or 'none'}" for name, row in entry["commands"].items())
+        ]
     (RESULTS / "startup.md").write_text("\n".join(lines) + "\n")
 
 

@@ -34,13 +34,19 @@ from kdforge.run import Session
 from kdforge.teachers.cache import CachedTeacher, write_cache
 from kdforge.trainer import Trainer
 
-TEACHER = {"source": "timm", "model": {"name": "vit_small_patch16_224", "img_size": 64}, "adapt": {"size": 64, "channels": 3}}
+TEACHER = {
+    "source": "timm",
+    "model": {"name": "vit_small_patch16_224", "img_size": 64},
+    "adapt": {"size": 64, "channels": 3},
+}
 
 
 STUDENTS = {"mlp": {"name": "mlp", "hidden": [64]}, "cnn": {"name": "cnn", "width": 16, "depth": 3}}
 
 
-def seconds_per_epoch(session: Session, student_spec: dict, teacher, losses: list[dict], epochs: int, workdir: Path) -> float:
+def seconds_per_epoch(
+    session: Session, student_spec: dict, teacher, losses: list[dict], epochs: int, workdir: Path
+) -> float:
     torch.manual_seed(0)
     spec = dict(student_spec)
     student = build_model(spec.pop("name"), input_shape=session.data.input_shape, num_classes=10, **spec)
@@ -59,11 +65,17 @@ def main() -> None:
     parser.add_argument("--student", choices=list(STUDENTS), default="cnn")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="kdforge-teacher-cost-"))
-    recipe = Recipe.from_dict({
-        "name": "teacher-cost", "data": {"name": "digits", "batch_size": 64}, "teacher": TEACHER,
-        "student": {"model": {"name": "mlp", "hidden": [64]}}, "losses": [{"name": "kd"}],
-        "train": {"epochs": args.epochs, "baseline": False, "checkpoint_interval": 60.0}, "log": {"dir": str(tmp), "progress": False},
-    })
+    recipe = Recipe.from_dict(
+        {
+            "name": "teacher-cost",
+            "data": {"name": "digits", "batch_size": 64},
+            "teacher": TEACHER,
+            "student": {"model": {"name": "mlp", "hidden": [64]}},
+            "losses": [{"name": "kd"}],
+            "train": {"epochs": args.epochs, "baseline": False, "checkpoint_interval": 60.0},
+            "log": {"dir": str(tmp), "progress": False},
+        }
+    )
     session = Session(recipe, tmp, Console(file=io.StringIO()))
     teacher, info = session.acquire_teacher(use_cache=False)
     write_cache(session, teacher, {"params": sum(p.numel() for p in teacher.parameters())}, tmp / "cache")
@@ -74,7 +86,9 @@ def main() -> None:
     times: dict[str, list[float]] = {name: [] for name in loops}
     for r in range(args.rounds):
         for name, (source, losses) in loops.items():
-            times[name].append(seconds_per_epoch(session, STUDENTS[args.student], source, losses, args.epochs, tmp / f"{r}-{name}"))
+            times[name].append(
+                seconds_per_epoch(session, STUDENTS[args.student], source, losses, args.epochs, tmp / f"{r}-{name}")
+            )
         print(f"round {r + 1}: " + ", ".join(f"{n} {t[-1]:.3f} s/epoch" for n, t in times.items()), flush=True)
     median = {name: statistics.median(t) for name, t in times.items()}
     result = {
@@ -83,12 +97,19 @@ def main() -> None:
         "online_over_alone": median["online KD"] / median["student alone"],
         "cached_over_alone": median["cached KD"] / median["student alone"],
         "target_cached_over_alone": 1.10,
-        "teacher": TEACHER, "teacher_params": sum(p.numel() for p in teacher.parameters()),
-        "student": STUDENTS[args.student], "data": "digits 1167 train, batch 64",
-        "rounds": args.rounds, "epochs_per_round": args.epochs,
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
+        "teacher": TEACHER,
+        "teacher_params": sum(p.numel() for p in teacher.parameters()),
+        "student": STUDENTS[args.student],
+        "data": "digits 1167 train, batch 64",
+        "rounds": args.rounds,
+        "epochs_per_round": args.epochs,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
     }
-    print(f"online KD / alone = {result['online_over_alone']:.2f}x; cached KD / alone = {result['cached_over_alone']:.2f}x (target <= 1.10)")
+    print(
+        f"online KD / alone = {result['online_over_alone']:.2f}x; cached KD / alone = {result['cached_over_alone']:.2f}x (target <= 1.10)"
+    )
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     (out / f"teacher_cost_{args.student}.json").write_text(json.dumps(result, indent=2) + "\n")

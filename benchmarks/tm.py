@@ -54,9 +54,9 @@ from rich.console import Console
 import kdforge
 from common import save
 from kdforge.bench import latency_ms
-from kdforge.models import build_model
 from kdforge.families.tm.clause import set_hard
 from kdforge.families.tm.rules import PackedTM, model_rules
+from kdforge.models import build_model
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -93,18 +93,37 @@ def packed(args: argparse.Namespace) -> dict:
                 floats.append(speeds["float"])
                 packs.append(speeds["packed"])
                 ratios.append(speeds["packed"] / speeds["float"])
-        row = {"batch": batch, "identical": identical, "float_samples_per_s": statistics.median(floats), "packed_samples_per_s": statistics.median(packs), "ratio": statistics.median(ratios)}
+        row = {
+            "batch": batch,
+            "identical": identical,
+            "float_samples_per_s": statistics.median(floats),
+            "packed_samples_per_s": statistics.median(packs),
+            "ratio": statistics.median(ratios),
+        }
         rows.append(row)
-        print(f"batch {batch:5d}: float {row['float_samples_per_s']:>10,.0f}/s  packed {row['packed_samples_per_s']:>10,.0f}/s  ratio {row['ratio']:.1f}x  identical {identical}")
+        print(
+            f"batch {batch:5d}: float {row['float_samples_per_s']:>10,.0f}/s  packed {row['packed_samples_per_s']:>10,.0f}/s  ratio {row['ratio']:.1f}x  identical {identical}"
+        )
     return {
-        "layer": {"inputs": 1024, "literals": 2048, "clauses": args.clauses, "outputs": 10, "mean_included_literals": float(layer.sizes.mean())},
+        "layer": {
+            "inputs": 1024,
+            "literals": 2048,
+            "clauses": args.clauses,
+            "outputs": 10,
+            "mean_included_literals": float(layer.sizes.mean()),
+        },
         "threads": torch.get_num_threads(),
         "machine": platform.processor() or platform.machine(),
         "rows": rows,
     }
 
 
-VIT = {"patch_size": 8, "embed_dim": 64, "depth": 2, "heads": 4}  # the ViT teacher and the ViT-TM students share this shape
+VIT = {
+    "patch_size": 8,
+    "embed_dim": 64,
+    "depth": 2,
+    "heads": 4,
+}  # the ViT teacher and the ViT-TM students share this shape
 TEACHERS = {
     "cnn": {"source": "train", "model": {"name": "cnn", "width": 32, "depth": 3}, "train": {"epochs": 30}},
     "vit": {"source": "train", "model": {"name": "vit", **VIT, "mlp_ratio": 2.0}, "train": {"epochs": 60}},
@@ -125,18 +144,24 @@ SETTINGS = {  # (label, teacher, extra student options): alone, KD from each tea
 
 def tm_recipe(student: str, setting: str, seed: int, epochs: int, log_dir: str) -> kdforge.Recipe:
     teacher, extra = SETTINGS[setting]
-    losses = [{"name": "ce"}] if setting == "alone" else [{"name": "ce", "weight": 0.5}, {"name": "kd", "weight": 0.5, "temperature": 4.0}]
-    return kdforge.Recipe.from_dict({
-        "name": f"tm-{student.split()[0]}-{setting.split()[-1]}",
-        "seed": seed,
-        "data": {"name": "digits", "image_size": 32, "batch_size": 64, "augment": {"shift": 2}},
-        "teacher": TEACHERS[teacher],
-        "student": {**STUDENTS[student], **extra},
-        "losses": losses,
-        "optim": {"name": "adamw", "lr": 2e-3, "weight_decay": 0.05, "warmup_epochs": 2, "schedule": "cosine"},
-        "train": {"epochs": epochs, "grad_clip": 1.0, "baseline": False},
-        "log": {"dir": log_dir, "progress": False},
-    })
+    losses = (
+        [{"name": "ce"}]
+        if setting == "alone"
+        else [{"name": "ce", "weight": 0.5}, {"name": "kd", "weight": 0.5, "temperature": 4.0}]
+    )
+    return kdforge.Recipe.from_dict(
+        {
+            "name": f"tm-{student.split()[0]}-{setting.split()[-1]}",
+            "seed": seed,
+            "data": {"name": "digits", "image_size": 32, "batch_size": 64, "augment": {"shift": 2}},
+            "teacher": TEACHERS[teacher],
+            "student": {**STUDENTS[student], **extra},
+            "losses": losses,
+            "optim": {"name": "adamw", "lr": 2e-3, "weight_decay": 0.05, "warmup_epochs": 2, "schedule": "cosine"},
+            "train": {"epochs": epochs, "grad_clip": 1.0, "baseline": False},
+            "log": {"dir": log_dir, "progress": False},
+        }
+    )
 
 
 def accuracy(args: argparse.Namespace) -> dict:
@@ -151,17 +176,35 @@ def accuracy(args: argparse.Namespace) -> dict:
                 continue
             cell = rows.setdefault(student, {}).setdefault(setting, {"test": [], "test_hard": []})
             for seed in args.seeds:
-                result = kdforge.run(tm_recipe(student, setting, seed, args.epochs, log_dir), console=Console(file=io.StringIO()))
+                result = kdforge.run(
+                    tm_recipe(student, setting, seed, args.epochs, log_dir), console=Console(file=io.StringIO())
+                )
                 entry = result.results["student"]
                 cell["test"].append(entry["test"]["accuracy"])
                 cell["test_hard"].append(entry["test_hard"]["accuracy"])
                 teachers.setdefault(teacher, []).append(result.teacher_accuracy)
                 if student not in info:
                     model = kdforge.load_student(result.run_dir)
-                    info[student] = {"params": entry["params"], "latency_ms_b1": latency_ms(model, torch.randn(1, 1, 32, 32)), "latency_ms_b256": latency_ms(model, torch.randn(1, 1, 32, 32), batch_size=256, repeats=10)}
-            print(f"{student:16s} {setting:32s} {_pm(cell['test'])}  hard {_pm(cell['test_hard'])}  ({time.perf_counter() - started:.0f} s)", flush=True)
-    return {"epochs": args.epochs, "seeds": args.seeds, "threads": torch.get_num_threads(), "students": STUDENTS, "teachers": TEACHERS,
-            "teacher_test_accuracy": {k: statistics.mean(v) for k, v in teachers.items()}, "accuracy": rows, "size_and_speed": info, "seconds": time.perf_counter() - started}
+                    info[student] = {
+                        "params": entry["params"],
+                        "latency_ms_b1": latency_ms(model, torch.randn(1, 1, 32, 32)),
+                        "latency_ms_b256": latency_ms(model, torch.randn(1, 1, 32, 32), batch_size=256, repeats=10),
+                    }
+            print(
+                f"{student:16s} {setting:32s} {_pm(cell['test'])}  hard {_pm(cell['test_hard'])}  ({time.perf_counter() - started:.0f} s)",
+                flush=True,
+            )
+    return {
+        "epochs": args.epochs,
+        "seeds": args.seeds,
+        "threads": torch.get_num_threads(),
+        "students": STUDENTS,
+        "teachers": TEACHERS,
+        "teacher_test_accuracy": {k: statistics.mean(v) for k, v in teachers.items()},
+        "accuracy": rows,
+        "size_and_speed": info,
+        "seconds": time.perf_counter() - started,
+    }
 
 
 FEATURES = ("raw", "augmented", "convolutional")
@@ -177,21 +220,43 @@ def features(args: argparse.Namespace) -> dict:
     for preset in FEATURES:
         cell = rows.setdefault(preset, {"test": [], "test_hard": []})
         for seed in args.seeds:
-            result = kdforge.run(kdforge.Recipe.from_dict({
-                "name": f"tm-features-{preset}", "seed": seed,
-                "data": {"name": "digits", "batch_size": 64, "booleanize": {"method": "thermometer", "levels": 3, "features": preset}},
-                "teacher": {"source": "train", "model": {"name": "mlp", "hidden": [16]}, "train": {"epochs": 1}},  # unused: the student trains alone
-                "student": {"model": {"name": "tm_flat", "clauses": 256, "lf": 8}},
-                "losses": [{"name": "ce"}],
-                "optim": {"name": "adamw", "lr": 3e-3, "weight_decay": 0.01, "warmup_epochs": 1, "schedule": "cosine"},
-                "train": {"epochs": args.epochs, "baseline": False},
-                "log": {"dir": log_dir, "progress": False},
-            }), console=Console(file=io.StringIO()))
+            result = kdforge.run(
+                kdforge.Recipe.from_dict(
+                    {
+                        "name": f"tm-features-{preset}",
+                        "seed": seed,
+                        "data": {
+                            "name": "digits",
+                            "batch_size": 64,
+                            "booleanize": {"method": "thermometer", "levels": 3, "features": preset},
+                        },
+                        "teacher": {
+                            "source": "train",
+                            "model": {"name": "mlp", "hidden": [16]},
+                            "train": {"epochs": 1},
+                        },  # unused: the student trains alone
+                        "student": {"model": {"name": "tm_flat", "clauses": 256, "lf": 8}},
+                        "losses": [{"name": "ce"}],
+                        "optim": {
+                            "name": "adamw",
+                            "lr": 3e-3,
+                            "weight_decay": 0.01,
+                            "warmup_epochs": 1,
+                            "schedule": "cosine",
+                        },
+                        "train": {"epochs": args.epochs, "baseline": False},
+                        "log": {"dir": log_dir, "progress": False},
+                    }
+                ),
+                console=Console(file=io.StringIO()),
+            )
             entry = result.results["student"]
             cell["test"].append(entry["test"]["accuracy"])
             cell["test_hard"].append(entry["test_hard"]["accuracy"])
             cell["literals"] = 2 * int(np.prod(kdforge.load_student(result.run_dir).threshold.shape))
-        print(f"{preset:14s} {_pm(cell['test'])}  hard {_pm(cell['test_hard'])}  literals {cell['literals']}", flush=True)
+        print(
+            f"{preset:14s} {_pm(cell['test'])}  hard {_pm(cell['test_hard'])}  literals {cell['literals']}", flush=True
+        )
     data = build_dataset("digits", seed=0, val_fraction=0.15, test_fraction=0.2, image_size=32)
     timing = {}
     for preset in FEATURES:
@@ -206,17 +271,30 @@ def features(args: argparse.Namespace) -> dict:
                 booleanize_bundle(data, cfg)
                 times.append(time.perf_counter() - start)
         timing[preset] = {"computed_s": statistics.median(computed), "cached_s": statistics.median(read)}
-    return {"epochs": args.epochs, "seeds": args.seeds, "threads": torch.get_num_threads(), "accuracy": rows, "booleanize_digits32": timing}
+    return {
+        "epochs": args.epochs,
+        "seeds": args.seeds,
+        "threads": torch.get_num_threads(),
+        "accuracy": rows,
+        "booleanize_digits32": timing,
+    }
 
 
 def features_table(result: dict) -> str:
-    lines = [f"# Booleanised-feature presets: tm_flat (256 clauses, lf 8) alone on digits 8x8, thermometer 3 levels, {result['epochs']} epochs, seeds {result['seeds']}", "",
-             "Test accuracy (%), mean ± std over seeds, best epoch on validation; hard mode is the exported rules. "
-             "Booleanising digits at 32x32 (1,797 images), median of 5: computed, then read back from `data.booleanize.cache`.", "",
-             "| features | literals | test | test (hard) | booleanise 32x32: computed | cached |", "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"# Booleanised-feature presets: tm_flat (256 clauses, lf 8) alone on digits 8x8, thermometer 3 levels, {result['epochs']} epochs, seeds {result['seeds']}",
+        "",
+        "Test accuracy (%), mean ± std over seeds, best epoch on validation; hard mode is the exported rules. "
+        "Booleanising digits at 32x32 (1,797 images), median of 5: computed, then read back from `data.booleanize.cache`.",
+        "",
+        "| features | literals | test | test (hard) | booleanise 32x32: computed | cached |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for preset, cell in result["accuracy"].items():
         t = result["booleanize_digits32"][preset]
-        lines.append(f"| {preset} | {cell['literals']:,} | {_pm(cell['test'])} | {_pm(cell['test_hard'])} | {1000 * t['computed_s']:.0f} ms | {1000 * t['cached_s']:.0f} ms |")
+        lines.append(
+            f"| {preset} | {cell['literals']:,} | {_pm(cell['test'])} | {_pm(cell['test_hard'])} | {1000 * t['computed_s']:.0f} ms | {1000 * t['cached_s']:.0f} ms |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -226,14 +304,26 @@ def _pm(values: list[float]) -> str:
 
 def accuracy_table(result: dict) -> str:
     settings = list(SETTINGS)
-    lines = [f"# TM students on digits 32x32: {result['epochs']} epochs, seeds {result['seeds']}", "",
-             "Test accuracy (%), mean ± std over seeds; best epoch chosen on validation. Hard mode: the exported boolean rules.",
-             "Teachers: " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in result["teacher_test_accuracy"].items()) + ".", "",
-             "| student | params | latency ms b1 / b256 | " + " | ".join(settings) + " |", "|---|---:|---:|" + "---:|" * len(settings)]
+    lines = [
+        f"# TM students on digits 32x32: {result['epochs']} epochs, seeds {result['seeds']}",
+        "",
+        "Test accuracy (%), mean ± std over seeds; best epoch chosen on validation. Hard mode: the exported boolean rules.",
+        "Teachers: " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in result["teacher_test_accuracy"].items()) + ".",
+        "",
+        "| student | params | latency ms b1 / b256 | " + " | ".join(settings) + " |",
+        "|---|---:|---:|" + "---:|" * len(settings),
+    ]
     for student, cells in result["accuracy"].items():
         size = result["size_and_speed"][student]
-        values = [f"{_pm(cells[s]['test'])} (hard {100 * statistics.mean(cells[s]['test_hard']):.2f})" if s in cells else "-" for s in settings]
-        lines.append(f"| {student} | {size['params']:,} | {size['latency_ms_b1']:.2f} / {size['latency_ms_b256']:.1f} | " + " | ".join(values) + " |")
+        values = [
+            f"{_pm(cells[s]['test'])} (hard {100 * statistics.mean(cells[s]['test_hard']):.2f})" if s in cells else "-"
+            for s in settings
+        ]
+        lines.append(
+            f"| {student} | {size['params']:,} | {size['latency_ms_b1']:.2f} / {size['latency_ms_b256']:.1f} | "
+            + " | ".join(values)
+            + " |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -35,9 +35,31 @@ def test_benchmark_reports_every_batch_size():
 
 def test_bench_cli_measures_a_model_by_name_and_writes_json(invoke, tmp_path):
     out = tmp_path / "bench.json"
-    assert invoke("bench", "ssm", "--input-shape", "1,64", "-o", "model_dim=8", "-o", "num_layers=1", "--batch-sizes", "1,4", "--iters", "2", "--warmup", "1", "--output", out) == 0
+    assert (
+        invoke(
+            "bench",
+            "ssm",
+            "--input-shape",
+            "1,64",
+            "-o",
+            "model_dim=8",
+            "-o",
+            "num_layers=1",
+            "--batch-sizes",
+            "1,4",
+            "--iters",
+            "2",
+            "--warmup",
+            "1",
+            "--output",
+            out,
+        )
+        == 0
+    )
     written = json.loads(out.read_text())
-    assert [row["batch"] for row in written["models"]["ssm"]["batches"]] == [1, 4] and written["models"]["ssm"]["flops_per_sample"] > 0
+    assert [row["batch"] for row in written["models"]["ssm"]["batches"]] == [1, 4] and written["models"]["ssm"][
+        "flops_per_sample"
+    ] > 0
     assert invoke("bench", "ssm") == 2  # a model name without --input-shape: a clear error
 
 

@@ -22,8 +22,9 @@ def cached(tiny_recipe, tmp_path):
 
 
 def online_logits(recipe, run_dir):
-    from kdforge.run import Session
     from rich.console import Console
+
+    from kdforge.run import Session
 
     session = Session(recipe, run_dir, Console())
     teacher, _ = session.acquire_teacher(use_cache=False)
@@ -54,7 +55,9 @@ def test_training_from_the_cache_never_runs_the_teacher(cached, monkeypatch):
     monkeypatch.setattr(TEACHER_SOURCES, "get", lambda name: pytest.fail("a teacher source was used"))
     monkeypatch.setattr(Teacher, "forward", lambda self, x: pytest.fail("the teacher ran"))
     result = run(Recipe.from_dict({**raw, "teacher": {**raw["teacher"], "cache": str(path)}}))
-    assert result.results["teacher"]["test"] == manifest["teacher"]["test"] and result.results["teacher"]["cache"] == str(path)
+    assert result.results["teacher"]["test"] == manifest["teacher"]["test"] and result.results["teacher"][
+        "cache"
+    ] == str(path)
     assert 0.1 < result.student_accuracy <= 1.0
 
 
@@ -70,9 +73,10 @@ def test_a_cache_for_other_data_or_teacher_is_refused(cached):
 
 
 def test_augmented_views_are_cached_and_shown_to_the_student_exactly(cached, tmp_path):
+    from rich.console import Console
+
     from kdforge.run import Session
     from kdforge.teachers.cache import fixed_views
-    from rich.console import Console
 
     raw, path, _ = cached
     augmented = {**raw, "data": {**raw["data"], "augment": {"shift": 1, "noise": 0.1}}}
@@ -85,7 +89,9 @@ def test_augmented_views_are_cached_and_shown_to_the_student_exactly(cached, tmp
     for epoch in (0, 1, 4):  # view epoch % 3
         x, y, index = next(iter(session.train.epoch(epoch)))
         assert torch.equal(x, views(session.data.train.x[index], index, epoch))  # the student sees the cached view
-        assert torch.allclose(cache.lookup(index, epoch=epoch)[0], online(x), atol=1e-5)  # and the teacher's output on it
+        assert torch.allclose(
+            cache.lookup(index, epoch=epoch)[0], online(x), atol=1e-5
+        )  # and the teacher's output on it
     first = next(iter(session.train.epoch(0)))[0]
     assert not torch.equal(first, session.data.train.x[next(iter(session.train.epoch(0)))[2]])  # views are augmented
     with pytest.raises(KdforgeError, match="needs data.augment"):
@@ -100,19 +106,28 @@ FEATURE_LOSSES = [
 
 @pytest.fixture
 def feature_recipe(tiny_recipe):
-    return {**tiny_recipe, "student": {"model": {"name": "cnn", "width": 4, "depth": 2}}, "losses": [*tiny_recipe["losses"], *FEATURE_LOSSES],
-            "train": {"epochs": 1, "baseline": False}}
+    return {
+        **tiny_recipe,
+        "student": {"model": {"name": "cnn", "width": 4, "depth": 2}},
+        "losses": [*tiny_recipe["losses"], *FEATURE_LOSSES],
+        "train": {"epochs": 1, "baseline": False},
+    }
 
 
 def test_tapped_teacher_layers_are_cached_and_give_the_online_loss(feature_recipe, tmp_path):
+    from rich.console import Console
+
     from kdforge.distiller import Distiller
     from kdforge.losses import build_losses
     from kdforge.run import Session
-    from rich.console import Console
 
     manifest = build_cache(Recipe.from_dict(feature_recipe), tmp_path / "feats")
-    assert list(manifest["features"]) == ["features.1", "features.0"] and manifest["features"]["features.1"]["shape"] == [16, 2, 2]
-    recipe = Recipe.from_dict({**feature_recipe, "teacher": {**feature_recipe["teacher"], "cache": str(tmp_path / "feats")}})
+    assert list(manifest["features"]) == ["features.1", "features.0"] and manifest["features"]["features.1"][
+        "shape"
+    ] == [16, 2, 2]
+    recipe = Recipe.from_dict(
+        {**feature_recipe, "teacher": {**feature_recipe["teacher"], "cache": str(tmp_path / "feats")}}
+    )
     session = Session(recipe, next((tmp_path / "runs").glob("tiny-cache-*")), Console())
     cache, _ = session.acquire_teacher()
     online, _ = session.acquire_teacher(use_cache=False)
@@ -130,7 +145,9 @@ def test_tapped_teacher_layers_are_cached_and_give_the_online_loss(feature_recip
 def test_training_on_cached_features_never_runs_the_teacher(feature_recipe, tmp_path, monkeypatch):
     build_cache(Recipe.from_dict(feature_recipe), tmp_path / "feats", feature_dtype="float16")
     monkeypatch.setattr(Teacher, "forward", lambda self, x: pytest.fail("the teacher ran"))
-    result = run(Recipe.from_dict({**feature_recipe, "teacher": {**feature_recipe["teacher"], "cache": str(tmp_path / "feats")}}))
+    result = run(
+        Recipe.from_dict({**feature_recipe, "teacher": {**feature_recipe["teacher"], "cache": str(tmp_path / "feats")}})
+    )
     epoch = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()][-1]
     assert {"hint", "cka"} <= epoch["train"].keys() and all(math.isfinite(v) for v in epoch["train"].values())
 
@@ -139,7 +156,9 @@ def test_float16_features_halve_their_size_and_stay_close(feature_recipe, tmp_pa
     full = build_cache(Recipe.from_dict(feature_recipe), tmp_path / "f32")
     half = build_cache(Recipe.from_dict(feature_recipe), tmp_path / "f16", feature_dtype="float16")
     logits_bytes = 10 * 4
-    assert half["bytes_per_sample"] - logits_bytes == pytest.approx((full["bytes_per_sample"] - logits_bytes) / 2, rel=0.05)
+    assert half["bytes_per_sample"] - logits_bytes == pytest.approx(
+        (full["bytes_per_sample"] - logits_bytes) / 2, rel=0.05
+    )
     import numpy as np
 
     a, b = (np.load(tmp_path / d / "feature_0.npy") for d in ("f32", "f16"))
@@ -150,7 +169,25 @@ def test_a_cache_without_the_layers_a_term_reads_is_refused(cached):
     raw, path, _ = cached
     losses = [*raw["losses"], {"name": "hint", "student": "features.0", "teacher": "features.1"}]
     with pytest.raises(KdforgeError, match=r"read teacher layers \['features.1'\].*holds no layers; rebuild it"):
-        run(Recipe.from_dict({**raw, "student": {"model": {"name": "cnn", "width": 8, "depth": 2}}, "losses": losses, "teacher": {**raw["teacher"], "cache": str(path)}}))
+        run(
+            Recipe.from_dict(
+                {
+                    **raw,
+                    "student": {"model": {"name": "cnn", "width": 8, "depth": 2}},
+                    "losses": losses,
+                    "teacher": {**raw["teacher"], "cache": str(path)},
+                }
+            )
+        )
     with pytest.raises(KdforgeError, match="no module named 'features.7'"):
         losses[-1]["teacher"] = "features.7"
-        run(Recipe.from_dict({**raw, "student": {"model": {"name": "cnn", "width": 8, "depth": 2}}, "losses": losses, "teacher": {**raw["teacher"], "cache": str(path)}}))
+        run(
+            Recipe.from_dict(
+                {
+                    **raw,
+                    "student": {"model": {"name": "cnn", "width": 8, "depth": 2}},
+                    "losses": losses,
+                    "teacher": {**raw["teacher"], "cache": str(path)},
+                }
+            )
+        )

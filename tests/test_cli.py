@@ -61,7 +61,15 @@ def test_export_pruned_students_measured_against_the_float_one(invoke, tiny_reci
     from kdforge import load_student
 
     recipe = tmp_path / "tiny.yaml"
-    recipe.write_text(yaml.safe_dump({**tiny_recipe, "student": {"model": {"name": "mlp", "hidden": [32, 16]}}, "train": {"epochs": 1, "baseline": False}}))
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                **tiny_recipe,
+                "student": {"model": {"name": "mlp", "hidden": [32, 16]}},
+                "train": {"epochs": 1, "baseline": False},
+            }
+        )
+    )
     assert invoke("train", recipe) == 0
     run_dir = next((tmp_path / "runs").glob("tiny-*"))
     dense = load_student(run_dir).state_dict()
@@ -70,15 +78,25 @@ def test_export_pruned_students_measured_against_the_float_one(invoke, tiny_reci
     pruned = load_student(run_dir / "student.pruned.safetensors").state_dict()
     weights = [k for k in dense if k.endswith("weight")]
     total = sum(dense[k].numel() for k in weights)
-    assert sum(int((pruned[k] == 0).sum()) for k in weights) == round(0.5 * total)  # global: half of all weights together
+    assert sum(int((pruned[k] == 0).sum()) for k in weights) == round(
+        0.5 * total
+    )  # global: half of all weights together
     assert all(torch.equal(pruned[k][pruned[k] != 0], dense[k][pruned[k] != 0]) for k in weights)  # the rest untouched
     measured = json.loads((run_dir / "student.pruned.measured.json").read_text())
     assert measured["pruned unstructured 0.5"]["nonzero_weights"] < measured["float32"]["nonzero_weights"]
-    assert invoke("export", run_dir, "--prune", "0.25", "--prune-kind", "structured", "--out", tmp_path / "rows.safetensors") == 0
+    assert (
+        invoke(
+            "export", run_dir, "--prune", "0.25", "--prune-kind", "structured", "--out", tmp_path / "rows.safetensors"
+        )
+        == 0
+    )
     rows = load_student(tmp_path / "rows.safetensors").state_dict()
     *hidden, last = weights
     for k in hidden:  # a quarter of each hidden layer's output rows, whole; the output layer spared
         zero_rows = int((rows[k] == 0).all(dim=1).sum())
         assert zero_rows == round(0.25 * rows[k].shape[0])
     assert torch.equal(rows[last], dense[last])
-    assert invoke("export", run_dir, "--prune", "0.5", "--quantize", "int8") == 2 and "give one of" in capsys.readouterr().out
+    assert (
+        invoke("export", run_dir, "--prune", "0.5", "--quantize", "int8") == 2
+        and "give one of" in capsys.readouterr().out
+    )

@@ -35,7 +35,11 @@ def test_typo_in_loss_option_names_the_key_the_fix_and_the_line(tmp_path):
 
 
 def test_typo_in_section_key_and_unknown_names(tmp_path):
-    text = YAML.replace("temprature", "temperature").replace("name: t\n", "name: t\ntrian: {epochs: 3}\n").replace("name: mlp", "name: mpl")
+    text = (
+        YAML.replace("temprature", "temperature")
+        .replace("name: t\n", "name: t\ntrian: {epochs: 3}\n")
+        .replace("name: mlp", "name: mpl")
+    )
     with pytest.raises(ConfigError) as err:
         Recipe.from_yaml(write(tmp_path, text))
     assert "unknown key 'trian' (did you mean 'train'?) [" in str(err.value)
@@ -46,16 +50,22 @@ def test_typo_in_section_key_and_unknown_names(tmp_path):
 
 def test_wrong_type_is_named(tmp_path):
     text = YAML.replace("temprature", "temperature").replace("width: 8", "width: eight")
-    with pytest.raises(ConfigError, match=r"teacher.model.width: Input should be a valid integer \(got 'eight'\) \[.*r.yaml:4\]"):
+    with pytest.raises(
+        ConfigError, match=r"teacher.model.width: Input should be a valid integer \(got 'eight'\) \[.*r.yaml:4\]"
+    ):
         Recipe.from_yaml(write(tmp_path, text))
 
 
 def test_overrides_are_typed_and_named_in_errors(tmp_path):
     path = write(tmp_path, YAML.replace("temprature", "temperature"))
-    recipe = Recipe.from_yaml(path, ["train.epochs=5", "optim.lr=1e-3", "losses.1.temperature=2", "student.model.hidden=[8, 8]"])
+    recipe = Recipe.from_yaml(
+        path, ["train.epochs=5", "optim.lr=1e-3", "losses.1.temperature=2", "student.model.hidden=[8, 8]"]
+    )
     assert recipe.train.epochs == 5 and recipe.optim.lr == 1e-3
     assert recipe.losses[1].options == {"temperature": 2} and recipe.student.model.options["hidden"] == [8, 8]
-    with pytest.raises(ConfigError, match=r"train.epochs: Input should be a valid integer.*\[from override 'train.epochs=abc'\]"):
+    with pytest.raises(
+        ConfigError, match=r"train.epochs: Input should be a valid integer.*\[from override 'train.epochs=abc'\]"
+    ):
         Recipe.from_yaml(path, ["train.epochs=abc"])
     with pytest.raises(ConfigError, match=r"did you mean 'epochs'\?.*override 'train.epoch=3'"):
         Recipe.from_yaml(path, ["train.epoch=3"])

@@ -37,7 +37,11 @@ def test_stage_ends():
 
 
 def test_recipe_checks_stages():
-    base = {"teacher": {"model": {"name": "mlp"}}, "student": {"model": {"name": "mlp"}}, "losses": [{"name": "ce"}, {"name": "kd"}]}
+    base = {
+        "teacher": {"model": {"name": "mlp"}},
+        "student": {"model": {"name": "mlp"}},
+        "losses": [{"name": "ce"}, {"name": "kd"}],
+    }
     with pytest.raises(ConfigError, match="names loss term 'kb'.*did you mean 'kd'"):
         Recipe.from_dict({**base, "stages": [{"epochs": 2, "weights": {"kb": 0.0}}, {}]})
     with pytest.raises(ConfigError, match="stage 0 needs an end"):
@@ -51,15 +55,27 @@ def test_recipe_checks_stages():
 
 
 def test_a_recipe_curriculum_makes_its_stages():
-    base = {"teacher": {"model": {"name": "mlp"}}, "student": {"model": {"name": "mlp"}}, "losses": [{"name": "ce"}, {"name": "kd"}]}
-    curriculum = Curriculum.from_recipe(Recipe.from_dict({**base, "curriculum": {"name": "pocl", "epochs": [2, 3, 1]}, "train": {"epochs": 6}}))
-    assert [s.epochs for s in curriculum.stages] == [2, 3, None] and curriculum.stages[0].data.fraction == pytest.approx(1 / 3)
+    base = {
+        "teacher": {"model": {"name": "mlp"}},
+        "student": {"model": {"name": "mlp"}},
+        "losses": [{"name": "ce"}, {"name": "kd"}],
+    }
+    curriculum = Curriculum.from_recipe(
+        Recipe.from_dict({**base, "curriculum": {"name": "pocl", "epochs": [2, 3, 1]}, "train": {"epochs": 6}})
+    )
+    assert [s.epochs for s in curriculum.stages] == [2, 3, None] and curriculum.stages[
+        0
+    ].data.fraction == pytest.approx(1 / 3)
     assert Curriculum.from_recipe(Recipe.from_dict(base)) is None
 
 
 def test_pocl_stages_split_epochs_and_grow_the_data():
     stages = pocl_stages(CurriculumConfig(partitions=[0.25, 0.5, 1.0]), epochs=10)
-    assert [s.epochs for s in stages] == [4, 3, None] and [s.data.fraction if s.data else 1.0 for s in stages] == [0.25, 0.5, 1.0]
+    assert [s.epochs for s in stages] == [4, 3, None] and [s.data.fraction if s.data else 1.0 for s in stages] == [
+        0.25,
+        0.5,
+        1.0,
+    ]
 
 
 class Perfect(torch.nn.Module):
@@ -114,18 +130,33 @@ def staged_trainer(tmp_path, curriculum, callbacks=(), epochs=4):
     terms = build_losses([{"name": "ce"}, {"name": "kd", "temperature": 4.0}])
     distiller = Distiller(student, teacher, terms, data.train.x[:2])
     train = make_loader(data.train, 50, shuffle=True, seed=1)
-    trainer = Trainer(distiller, OptimConfig(lr=3e-3), TrainConfig(epochs=epochs), steps_per_epoch=len(train), checkpoint_dir=tmp_path, callbacks=callbacks, curriculum=curriculum)
+    trainer = Trainer(
+        distiller,
+        OptimConfig(lr=3e-3),
+        TrainConfig(epochs=epochs),
+        steps_per_epoch=len(train),
+        checkpoint_dir=tmp_path,
+        callbacks=callbacks,
+        curriculum=curriculum,
+    )
     return trainer, train, make_loader(data.val, 512)
 
 
 def test_stages_change_weights_temperatures_and_data(tmp_path):
-    stages = [StageConfig.model_validate({"epochs": 2, "weights": {"kd": 0.0}, "temperatures": {"kd": 1.0}, "data": {"fraction": 0.5}}), StageConfig()]
+    stages = [
+        StageConfig.model_validate(
+            {"epochs": 2, "weights": {"kd": 0.0}, "temperatures": {"kd": 1.0}, "data": {"fraction": 0.5}}
+        ),
+        StageConfig(),
+    ]
     seen = Seen()
     trainer, train, val = staged_trainer(tmp_path, Curriculum(stages), [seen])
     trainer.fit(train, val)
     full = len(train)
     assert [row[0] for row in seen.rows] == [0, 0, 1, 1]
-    assert seen.rows[0][1] == math.ceil(math.ceil(len(train.y) / 2) / 50) and seen.rows[-1][1] == full  # half the data, then all
+    assert (
+        seen.rows[0][1] == math.ceil(math.ceil(len(train.y) / 2) / 50) and seen.rows[-1][1] == full
+    )  # half the data, then all
     assert seen.rows[0][2:] == (0.0, 1.0) and seen.rows[-1][2:] == (1.0, 4.0)  # overrides, then the recipe's values
 
 
@@ -184,33 +215,58 @@ def test_token_level_difficulty_measures_match_their_formulas():
 
 
 def test_pocl_distils_a_language_model(tmp_path):
-    text = " ".join(f"the {w} sat on the mat and the {w} ran." for w in ["cat", "dog", "owl", "fox", "bee", "yak", "eel", "ant"])
+    text = " ".join(
+        f"the {w} sat on the mat and the {w} ran." for w in ["cat", "dog", "owl", "fox", "bee", "yak", "eel", "ant"]
+    )
     (tmp_path / "docs.txt").write_text("\n".join(f"{text} {i}" for i in range(60)))
     lm = {"name": "lm_transformer", "width": 16, "depth": 1, "heads": 2}
     raw = {
-        "name": "pocl-lm", "data": {"name": "text_lm", "files": [str(tmp_path / "docs.txt")], "length": 16, "batch_size": 32},
-        "teacher": {"source": "train", "model": lm, "train": {"epochs": 1}}, "student": {"model": lm},
+        "name": "pocl-lm",
+        "data": {"name": "text_lm", "files": [str(tmp_path / "docs.txt")], "length": 16, "batch_size": 32},
+        "teacher": {"source": "train", "model": lm, "train": {"epochs": 1}},
+        "student": {"model": lm},
         "losses": [{"name": "ce", "weight": 0.5}, {"name": "kd", "weight": 0.5, "temperature": 2.0}],
         "curriculum": {"name": "pocl", "partitions": [0.5, 1.0], "temperatures": [1.0, 2.0]},
-        "train": {"epochs": 2, "baseline": False}, "log": {"dir": str(tmp_path / "runs"), "progress": False},
+        "train": {"epochs": 2, "baseline": False},
+        "log": {"dir": str(tmp_path / "runs"), "progress": False},
     }
     result = run(Recipe.from_dict(raw))
-    assert result.results["student"]["epochs_run"] == 2 and math.isfinite(result.results["student"]["test"]["perplexity"])
-    epochs = [r for r in map(json.loads, (result.run_dir / "metrics.jsonl").read_text().splitlines()) if r["stage"] == "distill" and r["kind"] == "epoch"]
+    assert result.results["student"]["epochs_run"] == 2 and math.isfinite(
+        result.results["student"]["test"]["perplexity"]
+    )
+    epochs = [
+        r
+        for r in map(json.loads, (result.run_dir / "metrics.jsonl").read_text().splitlines())
+        if r["stage"] == "distill" and r["kind"] == "epoch"
+    ]
     assert [r["curriculum_stage"] for r in epochs] == [0, 1]
     first, second = epochs[0]["step"], epochs[1]["step"] - epochs[0]["step"]
     assert first == math.ceil(second / 2) or first == second // 2  # stage 0 trains on the easier half of the windows
 
 
 def test_pocl_partitions_with_the_recipes_own_stage_ends(tiny_recipe):
-    raw = {**tiny_recipe, "train": {"epochs": 6, "baseline": False},
-           "curriculum": {"name": "pocl", "partitions": [0.5, 1.0], "temperatures": [1.0, 4.0]},
-           "stages": [{"loss_plateau": {"window": 2, "eps": 1e9}, "weights": {"ce": 1.0}}, {"weights": {"ce": 0.25}}]}  # eps this large: stage 0 ends after 2 epochs
+    raw = {
+        **tiny_recipe,
+        "train": {"epochs": 6, "baseline": False},
+        "curriculum": {"name": "pocl", "partitions": [0.5, 1.0], "temperatures": [1.0, 4.0]},
+        "stages": [{"loss_plateau": {"window": 2, "eps": 1e9}, "weights": {"ce": 1.0}}, {"weights": {"ce": 0.25}}],
+    }  # eps this large: stage 0 ends after 2 epochs
     curriculum = Curriculum.from_recipe(Recipe.from_dict(raw))
     first, second = curriculum.stages
     assert (first.data.fraction, first.loss_plateau.window, first.weights) == (0.5, 2, {"ce": 1.0})
     assert second.data is None and second.open_ended and second.weights == {"ce": 0.25}
     result = run(Recipe.from_dict(raw))
-    epochs = [r for r in map(json.loads, (result.run_dir / "metrics.jsonl").read_text().splitlines()) if r["stage"] == "distill" and r["kind"] == "epoch"]
-    assert [r["curriculum_stage"] for r in epochs] == [0, 0, 1, 1, 1, 1]  # the plateau ended stage 0, not the curriculum's 3 epochs
+    epochs = [
+        r
+        for r in map(json.loads, (result.run_dir / "metrics.jsonl").read_text().splitlines())
+        if r["stage"] == "distill" and r["kind"] == "epoch"
+    ]
+    assert [r["curriculum_stage"] for r in epochs] == [
+        0,
+        0,
+        1,
+        1,
+        1,
+        1,
+    ]  # the plateau ended stage 0, not the curriculum's 3 epochs
     assert epochs[0]["step"] < epochs[2]["step"] - epochs[1]["step"]  # stage 0 trained on half the data

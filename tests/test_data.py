@@ -59,7 +59,9 @@ def test_batches_cover_each_sample_once_in_a_seeded_order_and_resume_mid_epoch()
     assert [y.tolist() for _, y in loader.epoch(0, start=2)] == epoch0[2:]
     dataset_loader = make_loader(TensorDataset(split.x, split.y), 3, shuffle=True, seed=5)
     assert [y.tolist() for _, y in dataset_loader.epoch(0)] == epoch0  # DataLoader path: same order
-    assert [y.tolist() for _, y in dataset_loader.epoch(1)] == [y.tolist() for _, y in loader.epoch(1)]  # one loader, new order
+    assert [y.tolist() for _, y in dataset_loader.epoch(1)] == [
+        y.tolist() for _, y in loader.epoch(1)
+    ]  # one loader, new order
     assert [y.tolist() for _, y in dataset_loader.epoch(0, start=2)] == epoch0[2:]
 
 
@@ -82,7 +84,13 @@ def test_split_seed_holds_the_split_while_the_recipe_seed_varies():
     from kdforge.data import recipe_data
 
     def split(seed, **data):
-        raw = {"seed": seed, "data": {"name": "digits", **data}, "teacher": {"model": {"name": "cnn"}}, "student": {"model": {"name": "mlp"}}, "losses": [{"name": "ce"}]}
+        raw = {
+            "seed": seed,
+            "data": {"name": "digits", **data},
+            "teacher": {"model": {"name": "cnn"}},
+            "student": {"model": {"name": "mlp"}},
+            "losses": [{"name": "ce"}],
+        }
         return recipe_data(Recipe.from_dict(raw).data, seed).test.y
 
     assert torch.equal(split(0), split(1, split_seed=0))

@@ -15,7 +15,9 @@ from kdforge.trainer import Trainer
 
 def make(hint=True, teacher_dropout=0.5):
     torch.manual_seed(0)
-    teacher = Teacher(build_model("cnn", input_shape=(1, 8, 8), num_classes=10, width=8, depth=2, dropout=teacher_dropout))
+    teacher = Teacher(
+        build_model("cnn", input_shape=(1, 8, 8), num_classes=10, width=8, depth=2, dropout=teacher_dropout)
+    )
     student = build_model("cnn", input_shape=(1, 8, 8), num_classes=10, width=4, depth=2)
     specs = [{"name": "ce"}, {"name": "kd", "temperature": 2.0}]
     if hint:
@@ -43,7 +45,9 @@ def test_teacher_is_bit_identical_and_in_eval_after_training(tmp_path):
     distiller = make()
     before = {k: v.clone() for k, v in distiller.teacher.state_dict().items()}  # includes BN running stats
     train = make_loader(data.train, 64, shuffle=True)
-    trainer = Trainer(distiller, OptimConfig(lr=1e-2), TrainConfig(epochs=1), steps_per_epoch=len(train), checkpoint_dir=tmp_path)
+    trainer = Trainer(
+        distiller, OptimConfig(lr=1e-2), TrainConfig(epochs=1), steps_per_epoch=len(train), checkpoint_dir=tmp_path
+    )
     trainer.fit(train, make_loader(data.val, 256))
     distiller.train()
     assert not distiller.teacher.training and not any(m.training for m in distiller.teacher.modules())
@@ -53,7 +57,10 @@ def test_teacher_is_bit_identical_and_in_eval_after_training(tmp_path):
     x = torch.randn(4, 1, 8, 8)
     assert torch.equal(distiller.teacher(x), distiller.teacher(x))
     # and the student did learn
-    assert any(not torch.equal(a, b) for a, b in zip(make().student.state_dict().values(), distiller.student.state_dict().values()))
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(make().student.state_dict().values(), distiller.student.state_dict().values())
+    )
 
 
 def test_class_count_mismatch_is_caught_at_construction():

@@ -20,26 +20,47 @@ from kdforge.run import RunInterrupted, Session
 
 def torchrun(*args, cwd):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517", "-m", "kdforge", *map(str, args)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        "29517",
+        "-m",
+        "kdforge",
+        *map(str, args),
+    ]
     done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout
 
 
 DDP = {
-    "name": "ddp", "seed": 0,
+    "name": "ddp",
+    "seed": 0,
     "data": {"name": "digits", "batch_size": 64},
     "teacher": {"source": "train", "model": {"name": "mlp", "hidden": [32]}, "train": {"epochs": 2}},
     "student": {"model": {"name": "mlp", "hidden": [16]}},
     "losses": [{"name": "ce", "weight": 0.5}, {"name": "kd", "weight": 0.5, "temperature": 4.0}],
-    "optim": {"lr": 3e-3}, "train": {"epochs": 2, "baseline": False},
+    "optim": {"lr": 3e-3},
+    "train": {"epochs": 2, "baseline": False},
 }
 FSDP = {  # a student with a block list (sharded block by block), a projector outside it, clipped gradients
-    **DDP, "name": "fsdp",
+    **DDP,
+    "name": "fsdp",
     "student": {"model": {"name": "vit", "patch_size": 4, "embed_dim": 16, "depth": 2, "heads": 2}},
-    "losses": [*DDP["losses"], {"name": "hint", "student": "head:input", "teacher": "features.0", "projector": "linear", "weight": 0.1}],
+    "losses": [
+        *DDP["losses"],
+        {"name": "hint", "student": "head:input", "teacher": "features.0", "projector": "linear", "weight": 0.1},
+    ],
     "train": {**DDP["train"], "fsdp": True, "grad_clip": 0.5},
-    "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9},  # AdamW's normalised steps amplify summation-order rounding in a ViT to ~1e-3
+    "optim": {
+        "name": "sgd",
+        "lr": 0.05,
+        "momentum": 0.9,
+    },  # AdamW's normalised steps amplify summation-order rounding in a ViT to ~1e-3
 }
 
 
@@ -54,13 +75,22 @@ def test_two_processes_match_one_and_resume_across_world_sizes(raw, tmp_path, mo
     expected = load_file(single.run_dir / "student.safetensors")
     got = load_file(two / "student.safetensors")
     assert all(torch.allclose(expected[k], got[k], atol=1e-5) for k in expected)  # same global batch, same steps
-    assert (two / "results.json").exists() and len(list((tmp_path / "two").glob(f"{raw['name']}-*"))) == 1  # rank 0 alone writes
+    assert (two / "results.json").exists() and len(
+        list((tmp_path / "two").glob(f"{raw['name']}-*"))
+    ) == 1  # rank 0 alone writes
     if not raw["train"].get("fsdp"):  # a second run reuses that teacher: rank 0 copies it once, and says from where
         torchrun("train", tmp_path / "two.yaml", cwd=tmp_path)
         again = next(p for p in (tmp_path / "two").glob(f"{raw['name']}-*") if p != two)
         reused = json.loads((again / "results.json").read_text())["teacher"]
-        assert reused["cached_from"] == str(two / "teacher") == json.loads((again / "teacher" / "teacher.json").read_text())["teacher"]["cached_from"]
-        assert load_file(again / "teacher" / "teacher.safetensors").keys() == load_file(two / "teacher" / "teacher.safetensors").keys()
+        assert (
+            reused["cached_from"]
+            == str(two / "teacher")
+            == json.loads((again / "teacher" / "teacher.json").read_text())["teacher"]["cached_from"]
+        )
+        assert (
+            load_file(again / "teacher" / "teacher.safetensors").keys()
+            == load_file(two / "teacher" / "teacher.safetensors").keys()
+        )
         assert not list(again.rglob("*.tmp"))
 
     class CtrlC(Callback):  # interrupt a single-process run in its second epoch...

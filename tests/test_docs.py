@@ -45,9 +45,12 @@ def test_a_third_party_family_in_one_file_plugs_in_with_plugin_or_an_entry_point
     code = re.search(r"```python\n(# my_parts.py.*?)```", GUIDE.read_text(), re.S).group(1)
     (tmp_path / "my_parts.py").write_text(code)
     recipe = {
-        "name": "blobs", "data": {"name": "blobs", "n": 300, "batch_size": 32},
+        "name": "blobs",
+        "data": {"name": "blobs", "n": 300, "batch_size": 32},
         "teacher": {"source": "train", "model": {"name": "mlp", "hidden": [16]}, "train": {"epochs": 1}},
-        "student": {"model": {"name": "linear"}}, "losses": [{"name": "ce"}], "train": {"epochs": 1, "baseline": False},
+        "student": {"model": {"name": "linear"}},
+        "losses": [{"name": "ce"}],
+        "train": {"epochs": 1, "baseline": False},
         "log": {"dir": str(tmp_path / "runs"), "progress": False},
     }
     (tmp_path / "blobs.yaml").write_text(yaml.safe_dump(recipe))
@@ -72,9 +75,28 @@ def test_a_third_party_family_in_one_file_plugs_in_with_plugin_or_an_entry_point
 
 
 def test_the_training_page_lists_every_training_field():
-    from kdforge.config import AugmentConfig, EarlyStoppingConfig, LogConfig, OptimConfig, RandAugmentConfig, TrainConfig
+    from kdforge.config import (
+        AugmentConfig,
+        EarlyStoppingConfig,
+        LogConfig,
+        OptimConfig,
+        RandAugmentConfig,
+        TrainConfig,
+    )
 
     page = (GUIDE.parent / "training.md").read_text()
-    sections = {"data.augment": AugmentConfig, "data.augment.randaugment": RandAugmentConfig, "optim": OptimConfig, "train": TrainConfig, "train.early_stopping": EarlyStoppingConfig, "log": LogConfig}
-    missing = [f"{prefix}.{name}" for prefix, model in sections.items() for name in model.model_fields if f"`{prefix}.{name}`" not in page]
+    sections = {
+        "data.augment": AugmentConfig,
+        "data.augment.randaugment": RandAugmentConfig,
+        "optim": OptimConfig,
+        "train": TrainConfig,
+        "train.early_stopping": EarlyStoppingConfig,
+        "log": LogConfig,
+    }
+    missing = [
+        f"{prefix}.{name}"
+        for prefix, model in sections.items()
+        for name in model.model_fields
+        if f"`{prefix}.{name}`" not in page
+    ]
     assert not missing, f"docs/training.md does not list {missing}"

@@ -38,7 +38,9 @@ def test_a_five_stage_curriculum_from_4_to_half():
 def test_distill_loss_compares_similarities_across_widths_and_is_zero_when_they_are_kept():
     torch.manual_seed(0)
     codes = torch.randn(16, 5)
-    teacher = codes @ torch.linalg.qr(torch.randn(1536, 1536))[0][:5]  # a 1536-d teacher whose similarities a 5-d vector can keep
+    teacher = (
+        codes @ torch.linalg.qr(torch.randn(1536, 1536))[0][:5]
+    )  # a 1536-d teacher whose similarities a 5-d vector can keep
     assert distill_loss(codes * 2.0, teacher).item() == pytest.approx(0.0, abs=1e-5)
     student = torch.randn(16, 5, requires_grad=True)
     loss = distill_loss(student, teacher, tau=0.5)
@@ -115,7 +117,15 @@ def test_load_teacher_checkpoint_reads_tensors_and_tables_and_refuses_pickled_co
 
 
 def test_distillation_config_validates_round_trips_and_reads_old_names():
-    config = DistillationConfig(teacher_dim=384, student_dim=16, tau=2.0, alpha=0.7, curriculum=True, curriculum_stages=4, curriculum_tau_schedule=(2.0, 0.5))
+    config = DistillationConfig(
+        teacher_dim=384,
+        student_dim=16,
+        tau=2.0,
+        alpha=0.7,
+        curriculum=True,
+        curriculum_stages=4,
+        curriculum_tau_schedule=(2.0, 0.5),
+    )
     assert DistillationConfig.from_dict(config.to_dict()) == config
     with pytest.warns(DeprecationWarning, match="max_epochs is now epochs"):
         old = DistillationConfig.from_dict({"teacher_dim": 384, "max_epochs": 7, "validation_split": 0.2})
@@ -126,9 +136,18 @@ def test_distillation_config_validates_round_trips_and_reads_old_names():
         DistillationConfig(max_epochs=7, epochs=8)
     with pytest.raises(KdforgeError, match="no field.*save_every.*valid: teacher_checkpoint"):
         DistillationConfig.from_dict({"save_every": 10})
-    for bad in ({"device": "gpu"}, {"alpha": 1.5}, {"tau": 0}, {"curriculum_stages": 0}, {"curriculum_tau_schedule": (1.0, -1.0)}):
+    for bad in (
+        {"device": "gpu"},
+        {"alpha": 1.5},
+        {"tau": 0},
+        {"curriculum_stages": 0},
+        {"curriculum_tau_schedule": (1.0, -1.0)},
+    ):
         with pytest.raises(pydantic.ValidationError):
             DistillationConfig(**bad)
     with pytest.raises(pydantic.ValidationError, match="frozen"):
         FAST_CONFIG.tau = 3.0  # a shared preset cannot be changed by accident
-    assert FAST_CONFIG.model_copy(update={"tau": 3.0}).tau == 3.0 and (FAST_CONFIG.batch_size, FAST_CONFIG.epochs) == (64, 20)
+    assert FAST_CONFIG.model_copy(update={"tau": 3.0}).tau == 3.0 and (FAST_CONFIG.batch_size, FAST_CONFIG.epochs) == (
+        64,
+        20,
+    )

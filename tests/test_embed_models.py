@@ -9,10 +9,10 @@ from kdforge.data import build_dataset
 from kdforge.data.text import decode_bytes, docstring_sentences, encode_bytes, first_sentence, read_texts
 from kdforge.errors import KdforgeError
 from kdforge.export import load_model, read_meta, save_model
-from kdforge.models import build_model
 from kdforge.families.embedding.models import _PRIME, ngram_hashes, word_hashes
-from kdforge.taps import FeatureTap
 from kdforge.families.embedding.teachers import load_sentence_transformer
+from kdforge.models import build_model
+from kdforge.taps import FeatureTap
 
 MODULES = ["json", "collections", "pathlib", "textwrap"]
 
@@ -34,7 +34,10 @@ def test_character_and_word_hashes_match_a_reference():
     words = word_hashes(rows, 997)[0]
     expected = {}
     for word, end in (("Hash", 3), ("me", 6), ("twice", 12), ("me", 15)):
-        expected[end] = sum(v * pow(_PRIME, i, 997) for i, v in enumerate(encode_bytes([word], 8)[0, : len(word)].tolist())) % 997 + 1
+        expected[end] = (
+            sum(v * pow(_PRIME, i, 997) for i, v in enumerate(encode_bytes([word], 8)[0, : len(word)].tolist())) % 997
+            + 1
+        )
     assert {i: int(h) for i, h in enumerate(words) if h} == expected
     assert words[6] == words[15]  # the same word hashes alike wherever it is
 
@@ -63,7 +66,9 @@ def test_hierarchical_levels_are_tapped_apart_and_concatenated():
 
 def test_embed_transformer_ignores_padding_and_refuses_ids_beyond_its_vocabulary():
     torch.manual_seed(0)
-    model = build_model("embed_transformer", input_shape=(12,), num_classes=0, dim=6, vocab_size=100, width=16, depth=1, heads=2).eval()
+    model = build_model(
+        "embed_transformer", input_shape=(12,), num_classes=0, dim=6, vocab_size=100, width=16, depth=1, heads=2
+    ).eval()
     ids = torch.tensor([[5, 6, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0]])
     before = model(ids)
     with torch.no_grad():
@@ -92,7 +97,9 @@ def test_text_corpus_splits_by_seed_and_encodes_bytes_or_tokens():
     assert data.decode(data.val.x) == [t.encode()[:48].decode("utf-8", "ignore") for t in data.texts["val"]]
     other = build_dataset("text_corpus", modules=MODULES, max_length=48, seed=1, val_fraction=0.15, test_fraction=0.2)
     assert other.texts["test"] != data.texts["test"]
-    tokens = build_dataset("text_corpus", modules=MODULES, encoding="tokens", max_length=32, seed=0, val_fraction=0.15, test_fraction=0.2)
+    tokens = build_dataset(
+        "text_corpus", modules=MODULES, encoding="tokens", max_length=32, seed=0, val_fraction=0.15, test_fraction=0.2
+    )
     assert tokens.train.x[:, 0].eq(101).all()  # [CLS] of the MiniLM tokenizer
     assert tokens.decode(tokens.train.x[:1])[0].split()[:2] == tokens.texts["train"][0].lower().split()[:2]
 

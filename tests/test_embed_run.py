@@ -8,8 +8,8 @@ from rich.console import Console
 
 from kdforge import Recipe, run
 from kdforge.errors import KdforgeError
-from kdforge.family import FAMILIES, load_parts
 from kdforge.evaluate import embedding_metrics
+from kdforge.family import FAMILIES, load_parts
 from kdforge.run import Session
 from kdforge.teachers.text import TextTeacher
 
@@ -45,7 +45,9 @@ def test_a_text_student_learns_the_teachers_neighbourhoods_and_is_compared_with_
     assert after["recall_at_10"] > before["recall_at_10"] and after["spearman"] > before["spearman"]
     assert results["teacher"]["test"]["spearman"] == pytest.approx(1.0)
     assert {"pca", "random_projection"} <= set(results) and "student_alone" not in results
-    assert results["pca"]["params"] == 384 * 8 + 384 and results["pca"]["latency_ms"] == results["teacher"]["latency_ms"]
+    assert (
+        results["pca"]["params"] == 384 * 8 + 384 and results["pca"]["latency_ms"] == results["teacher"]["latency_ms"]
+    )
     assert results["teacher"]["latency_ms"] > 1.0  # timed encoding texts, not recalling them
 
 
@@ -77,12 +79,18 @@ def test_stored_vectors_are_compressed_by_embed_proj_against_the_table_itself(tm
     vectors = torch.nn.functional.normalize(codes @ torch.randn(6, 64) + 0.05 * torch.randn(300, 64), dim=1)
     torch.save({"embeddings": vectors}, tmp_path / "table.pt")
     raw = {
-        "name": "table", "seed": 0,
+        "name": "table",
+        "seed": 0,
         "data": {"name": "embedding_table", "path": str(tmp_path / "table.pt"), "batch_size": 64},
         "teacher": {"source": "table"},
         "student": {"model": {"name": "embed_proj", "dim": 6, "hidden": [32]}},
-        "losses": [{"name": "sim_kl", "temperature": {"schedule": "linear", "start": 1.0, "end": 0.1}}, {"name": "proj_mse"}],
-        "optim": {"name": "adamw", "lr": 3e-3}, "train": {"epochs": 15}, "log": {"dir": str(tmp_path / "runs"), "progress": False},
+        "losses": [
+            {"name": "sim_kl", "temperature": {"schedule": "linear", "start": 1.0, "end": 0.1}},
+            {"name": "proj_mse"},
+        ],
+        "optim": {"name": "adamw", "lr": 3e-3},
+        "train": {"epochs": 15},
+        "log": {"dir": str(tmp_path / "runs"), "progress": False},
     }
     results = run(Recipe.model_validate(raw), console=Console(file=io.StringIO())).results
     assert results["student"]["test"]["spearman"] > 0.8  # six true directions: a 6-d code can keep them
@@ -102,19 +110,28 @@ def test_embedding_metrics_against_a_reference():
     teacher = torch.randn(40, 16)
     student = teacher[:, :4] + 0.1 * torch.randn(40, 4)
     metrics = embedding_metrics(student, teacher, neighbours=5)
-    cos = lambda x: torch.nn.functional.normalize(x.double(), dim=1) @ torch.nn.functional.normalize(x.double(), dim=1).T  # noqa: E731
+    cos = lambda x: (
+        torch.nn.functional.normalize(x.double(), dim=1) @ torch.nn.functional.normalize(x.double(), dim=1).T
+    )  # noqa: E731
     iu = torch.triu_indices(40, 40, 1)
-    assert metrics["spearman"] == pytest.approx(spearmanr(cos(student)[iu[0], iu[1]], cos(teacher)[iu[0], iu[1]]).statistic, abs=1e-9)
+    assert metrics["spearman"] == pytest.approx(
+        spearmanr(cos(student)[iu[0], iu[1]], cos(teacher)[iu[0], iu[1]]).statistic, abs=1e-9
+    )
     s, t = cos(student).fill_diagonal_(-2), cos(teacher).fill_diagonal_(-2)
     overlap = [len(set(s[i].topk(5).indices.tolist()) & set(t[i].topk(5).indices.tolist())) / 5 for i in range(40)]
     assert metrics["recall_at_10"] == pytest.approx(sum(overlap) / 40)
-    assert embedding_metrics(teacher * 3, teacher)["spearman"] == pytest.approx(1.0) and embedding_metrics(teacher, teacher)["recall_at_10"] == 1.0
+    assert (
+        embedding_metrics(teacher * 3, teacher)["spearman"] == pytest.approx(1.0)
+        and embedding_metrics(teacher, teacher)["recall_at_10"] == 1.0
+    )
 
 
 def test_stored_vectors_of_a_corpus_equal_what_the_online_teacher_gives(embed_recipe, tmp_path):
     from kdforge.data import build_dataset
 
-    stored = build_dataset("text_corpus", modules=MODULES, encoding="embeddings", seed=0, val_fraction=0.15, test_fraction=0.2)
+    stored = build_dataset(
+        "text_corpus", modules=MODULES, encoding="embeddings", seed=0, val_fraction=0.15, test_fraction=0.2
+    )
     embed_recipe["data"]["max_length"] = 512  # whole sentences: the online teacher reads what the byte rows hold
     with Session(Recipe.model_validate(embed_recipe), tmp_path / "probe", Console(file=io.StringIO())) as session:
         teacher, _ = session.acquire_teacher()

@@ -39,7 +39,7 @@ def fails(invoke, capsys):
         assert code == 2, f"exit code {code}; output: {out}"
         assert "Traceback" not in out and "internal error" not in out, out
         assert "error:" in out, out
-        message = out[out.rindex("error:"):]
+        message = out[out.rindex("error:") :]
         for name in names:
             assert " ".join(str(name).split()) in message, f"{name!r} not in: {message}"
         return message
@@ -88,16 +88,35 @@ class Payload:
 
 RECIPE_CASES = {
     "unknown section": ({"traim": {"epochs": 1}}, ["traim", "did you mean 'train'?"]),
-    "unknown loss option": ({"losses": [{"name": "kd", "temprature": 2.0}]}, ["losses.0.temprature", "did you mean 'temperature'?"]),
+    "unknown loss option": (
+        {"losses": [{"name": "kd", "temprature": 2.0}]},
+        ["losses.0.temprature", "did you mean 'temperature'?"],
+    ),
     "epochs as text": ({"train": {"epochs": "ten"}}, ["train.epochs", "'ten'"]),
     "negative epochs": ({"train": {"epochs": -3}}, ["train.epochs", "greater than 0"]),
     "zero learning rate": ({"optim": {"lr": 0}}, ["optim.lr"]),
     "unknown loss": ({"losses": [{"name": "kdd"}]}, ["losses.0.name", "unknown loss 'kdd'"]),
-    "unknown student model": ({"student": {"model": {"name": "mlpp"}}}, ["student.model.name", "unknown model 'mlpp'", "did you mean 'mlp'?"]),
+    "unknown student model": (
+        {"student": {"model": {"name": "mlpp"}}},
+        ["student.model.name", "unknown model 'mlpp'", "did you mean 'mlp'?"],
+    ),
     "unknown dataset": ({"data": {"name": "digitz"}}, ["data.name", "did you mean 'digits'?"]),
     "unknown teacher source": ({"teacher": {"source": "zoo"}}, ["teacher.source", "'zoo'"]),
-    "one-member ensemble": ({"teacher": {"source": "ensemble", "members": [{"source": "checkpoint", "path": "t.pt"}], "model": None, "train": None}}, ["at least two members"]),
-    "stage names a missing term": ({"stages": [{"epochs": 1, "weights": {"kdd": 1.0}}, {}]}, ["stage 0", "'kdd'", "did you mean 'kd'?"]),
+    "one-member ensemble": (
+        {
+            "teacher": {
+                "source": "ensemble",
+                "members": [{"source": "checkpoint", "path": "t.pt"}],
+                "model": None,
+                "train": None,
+            }
+        },
+        ["at least two members"],
+    ),
+    "stage names a missing term": (
+        {"stages": [{"epochs": 1, "weights": {"kdd": 1.0}}, {}]},
+        ["stage 0", "'kdd'", "did you mean 'kd'?"],
+    ),
     "curriculum partitions": ({"curriculum": {"partitions": [0.5, 0.9]}}, ["curriculum", "exactly 1"]),
     "teacher.lr without trainable": ({"teacher": {"lr": 0.1}}, ["teacher.lr", "trainable: true"]),
     "unknown device": ({"train": {"device": "gpu"}}, ["train.device", "'gpu'"]),
@@ -106,13 +125,34 @@ RECIPE_CASES = {
     "absolute name": ({"name": "/tmp/elsewhere"}, ["name", "'/'"]),
     "name with a backslash": ({"name": "a\\b"}, ["name", "'\\\\'"]),
     "dot-dot name": ({"name": ".."}, ["name", "empty or dot name"]),
-    "fractions leave no training split": ({"data": {"val_fraction": 0.5, "test_fraction": 0.5}}, ["data", "val_fraction + test_fraction is 1"]),
-    "hidden width negative": ({"student": {"model": {"name": "mlp", "hidden": [-4]}}}, ["student.model.hidden.0", "greater than 0"]),
-    "hidden width zero": ({"student": {"model": {"name": "mlp", "hidden": [0]}}}, ["student.model.hidden.0", "greater than 0"]),
-    "teacher width negative": ({"teacher": {"model": {"name": "cnn", "width": -1}}}, ["teacher.model.width", "greater than 0"]),
-    "unknown model option": ({"student": {"model": {"name": "mlp", "widht": 3}}}, ["student.model.widht", "unknown key"]),
-    "model option of the wrong type": ({"student": {"model": {"name": "mlp", "hidden": "big"}}}, ["student.model.hidden", "'big'"]),
-    "missing teacher and a loss typo": ({"teacher": None, "losses": [{"name": "kd", "temprature": 2.0}]}, ["teacher: missing required key", "losses.0.temprature"]),
+    "fractions leave no training split": (
+        {"data": {"val_fraction": 0.5, "test_fraction": 0.5}},
+        ["data", "val_fraction + test_fraction is 1"],
+    ),
+    "hidden width negative": (
+        {"student": {"model": {"name": "mlp", "hidden": [-4]}}},
+        ["student.model.hidden.0", "greater than 0"],
+    ),
+    "hidden width zero": (
+        {"student": {"model": {"name": "mlp", "hidden": [0]}}},
+        ["student.model.hidden.0", "greater than 0"],
+    ),
+    "teacher width negative": (
+        {"teacher": {"model": {"name": "cnn", "width": -1}}},
+        ["teacher.model.width", "greater than 0"],
+    ),
+    "unknown model option": (
+        {"student": {"model": {"name": "mlp", "widht": 3}}},
+        ["student.model.widht", "unknown key"],
+    ),
+    "model option of the wrong type": (
+        {"student": {"model": {"name": "mlp", "hidden": "big"}}},
+        ["student.model.hidden", "'big'"],
+    ),
+    "missing teacher and a loss typo": (
+        {"teacher": None, "losses": [{"name": "kd", "temprature": 2.0}]},
+        ["teacher: missing required key", "losses.0.temprature"],
+    ),
 }
 
 
@@ -123,8 +163,18 @@ def test_recipe_mistakes(case, fails, recipe):
 
 
 def test_every_problem_of_a_recipe_is_reported_at_once(fails, recipe):
-    fails("check", recipe({"teacher": None, "losses": [{"name": "kd", "temprature": 2.0}], "train": {"epochs": "x"}, "student": {"model": {"name": "mlp", "hidden": [-1]}}}),
-          names=["teacher: missing required key", "losses.0.temprature", "train.epochs", "student.model.hidden.0"])
+    fails(
+        "check",
+        recipe(
+            {
+                "teacher": None,
+                "losses": [{"name": "kd", "temprature": 2.0}],
+                "train": {"epochs": "x"},
+                "student": {"model": {"name": "mlp", "hidden": [-1]}},
+            }
+        ),
+        names=["teacher: missing required key", "losses.0.temprature", "train.epochs", "student.model.hidden.0"],
+    )
 
 
 def test_the_location_survives_an_absolute_recipe_path(fails, recipe, tmp_path, monkeypatch):
@@ -182,11 +232,23 @@ def test_override_mistakes(case, fails, recipe):
 
 CLI_ARGUMENT_CASES = {
     "input shape not numbers": (["bench", "mlp", "--input-shape", "a,b"], ["--input-shape", "'a,b'"]),
-    "batch sizes not numbers": (["bench", "mlp", "--input-shape", "1,4", "--batch-sizes", "x"], ["--batch-sizes", "'x'"]),
+    "batch sizes not numbers": (
+        ["bench", "mlp", "--input-shape", "1,4", "--batch-sizes", "x"],
+        ["--batch-sizes", "'x'"],
+    ),
     "lengths not numbers": (["compare", "--models", "digits_kd", "--lengths", "0"], ["--lengths", "'0'"]),
-    "model option negative": (["bench", "mlp", "--input-shape", "1,4", "-o", "hidden=[-1]"], ["model 'mlp'", "hidden.0", "greater than 0"]),
-    "model option unknown": (["bench", "mlp", "--input-shape", "1,4", "-o", "widht=3"], ["model 'mlp'", "unknown option 'widht'"]),
-    "model option without value": (["bench", "mlp", "--input-shape", "1,4", "-o", "hidden"], ["--option takes key=value", "'hidden'"]),
+    "model option negative": (
+        ["bench", "mlp", "--input-shape", "1,4", "-o", "hidden=[-1]"],
+        ["model 'mlp'", "hidden.0", "greater than 0"],
+    ),
+    "model option unknown": (
+        ["bench", "mlp", "--input-shape", "1,4", "-o", "widht=3"],
+        ["model 'mlp'", "unknown option 'widht'"],
+    ),
+    "model option without value": (
+        ["bench", "mlp", "--input-shape", "1,4", "-o", "hidden"],
+        ["--option takes key=value", "'hidden'"],
+    ),
     "model name unknown": (["bench", "mlpp", "--input-shape", "1,4"], ["unknown model 'mlpp'", "did you mean 'mlp'?"]),
     "list of what": (["list", "[red]modles"], ["cannot list '[red]modles'"]),
     "eval of no run": (["eval", "/nonexistent-run"], ["'/nonexistent-run' is not a kdforge run directory"]),
@@ -200,7 +262,11 @@ def test_command_line_arguments(case, fails):
 
 
 def test_model_that_cannot_be_built_says_which(fails, recipe):
-    fails("check", recipe({"student": {"model": {"name": "vit", "embed_dim": 30, "heads": 4}}}), names=["model 'vit'", "embed_dim"])
+    fails(
+        "check",
+        recipe({"student": {"model": {"name": "vit", "embed_dim": 30, "heads": 4}}}),
+        names=["model 'vit'", "embed_dim"],
+    )
 
 
 # ----------------------------------------------------------------------------- teacher files
@@ -209,7 +275,14 @@ def test_model_that_cannot_be_built_says_which(fails, recipe):
 def teacher_file(tmp_path, name, data: bytes):
     path = tmp_path / name
     path.write_bytes(data)
-    return {"teacher": {"source": "checkpoint", "path": str(path), "model": {"name": "cnn", "width": 8, "depth": 2}, "train": None}}
+    return {
+        "teacher": {
+            "source": "checkpoint",
+            "path": str(path),
+            "model": {"name": "cnn", "width": 8, "depth": 2},
+            "train": None,
+        }
+    }
 
 
 def good_safetensors():
@@ -219,13 +292,29 @@ def good_safetensors():
 
 
 TEACHER_FILE_CASES = {
-    "truncated safetensors": ("t.safetensors", lambda: good_safetensors()[:40], ["t.safetensors", "not a valid safetensors file"]),
-    "random bytes safetensors": ("t.safetensors", lambda: np.random.default_rng(0).bytes(500), ["t.safetensors", "not a valid safetensors file"]),
-    "pickle named safetensors": ("t.safetensors", lambda: torch_bytes({"w": torch.ones(2)}), ["t.safetensors", "is a PyTorch pickle file"]),
+    "truncated safetensors": (
+        "t.safetensors",
+        lambda: good_safetensors()[:40],
+        ["t.safetensors", "not a valid safetensors file"],
+    ),
+    "random bytes safetensors": (
+        "t.safetensors",
+        lambda: np.random.default_rng(0).bytes(500),
+        ["t.safetensors", "not a valid safetensors file"],
+    ),
+    "pickle named safetensors": (
+        "t.safetensors",
+        lambda: torch_bytes({"w": torch.ones(2)}),
+        ["t.safetensors", "is a PyTorch pickle file"],
+    ),
     "empty safetensors": ("t.safetensors", lambda: b"", ["t.safetensors", "is empty (0 bytes)"]),
     "truncated pt": ("t.pt", lambda: torch_bytes({"w": torch.ones(100, 100)})[:3000], ["t.pt", "truncated or damaged"]),
     "empty pt": ("t.pt", lambda: b"", ["t.pt", "is empty (0 bytes)"]),
-    "pickled code": ("t.pt", lambda: torch_bytes({"w": torch.ones(2), "hook": Payload()}), ["t.pt", "pickled Python objects", "never loads"]),
+    "pickled code": (
+        "t.pt",
+        lambda: torch_bytes({"w": torch.ones(2), "hook": Payload()}),
+        ["t.pt", "pickled Python objects", "never loads"],
+    ),
     "not a state dict": ("t.pt", lambda: torch_bytes([torch.ones(2)]), ["t.pt", "does not hold a state dict"]),
     "wrong architecture": ("t.pt", lambda: torch_bytes({"w": torch.ones(2)}), ["t.pt", "does not fit", "missing keys"]),
     "random bytes pt": ("t.pt", lambda: np.random.default_rng(1).bytes(2000), ["t.pt", "not a readable PyTorch file"]),
@@ -246,7 +335,20 @@ def test_pickle_named_safetensors_without_a_model_is_not_called_weights(fails, r
 
 
 def test_missing_teacher_file(fails, recipe, tmp_path):
-    fails("check", recipe({"teacher": {"source": "checkpoint", "path": str(tmp_path / "none.pt"), "model": {"name": "cnn"}, "train": None}}), names=["none.pt", "not found"])
+    fails(
+        "check",
+        recipe(
+            {
+                "teacher": {
+                    "source": "checkpoint",
+                    "path": str(tmp_path / "none.pt"),
+                    "model": {"name": "cnn"},
+                    "train": None,
+                }
+            }
+        ),
+        names=["none.pt", "not found"],
+    )
 
 
 # ----------------------------------------------------------------------------- resume and run files
@@ -259,10 +361,13 @@ def finished_run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("finished")
     raw = {
-        "name": "tiny", "data": {"name": "digits", "batch_size": 128},
+        "name": "tiny",
+        "data": {"name": "digits", "batch_size": 128},
         "teacher": {"source": "train", "model": {"name": "cnn", "width": 4, "depth": 1}, "train": {"epochs": 1}},
-        "student": {"model": {"name": "mlp", "hidden": [8]}}, "losses": [{"name": "kd"}],
-        "train": {"epochs": 1, "baseline": False}, "log": {"dir": str(root / "runs"), "progress": False},
+        "student": {"model": {"name": "mlp", "hidden": [8]}},
+        "losses": [{"name": "kd"}],
+        "train": {"epochs": 1, "baseline": False},
+        "log": {"dir": str(root / "runs"), "progress": False},
     }
     return kdforge.run(kdforge.Recipe.from_dict(raw)).run_dir
 
@@ -275,12 +380,28 @@ def run_copy(finished_run, tmp_path):
 
 
 RUN_FILE_CASES = {
-    "random last.pt": ("last.pt", lambda: np.random.default_rng(2).bytes(4000), ["resume", "last.pt", "not a readable PyTorch file"]),
+    "random last.pt": (
+        "last.pt",
+        lambda: np.random.default_rng(2).bytes(4000),
+        ["resume", "last.pt", "not a readable PyTorch file"],
+    ),
     "pickled last.pt": ("last.pt", lambda: torch_bytes({"hook": Payload()}), ["last.pt", "pickled Python objects"]),
     "empty last.pt": ("last.pt", lambda: b"", ["last.pt", "is empty"]),
-    "someone else's last.pt": ("last.pt", lambda: torch_bytes({"model": torch.ones(2)}), ["last.pt", "is not one kdforge wrote"]),
-    "damaged teacher": ("teacher/teacher.safetensors", lambda: good_safetensors()[:30], ["teacher/teacher.safetensors", "not a valid safetensors file"]),
-    "truncated config": ("config.yaml", lambda: b"name: tiny\nteacher: {source: train, model: {name: cnn", ["config.yaml", "not valid YAML"]),
+    "someone else's last.pt": (
+        "last.pt",
+        lambda: torch_bytes({"model": torch.ones(2)}),
+        ["last.pt", "is not one kdforge wrote"],
+    ),
+    "damaged teacher": (
+        "teacher/teacher.safetensors",
+        lambda: good_safetensors()[:30],
+        ["teacher/teacher.safetensors", "not a valid safetensors file"],
+    ),
+    "truncated config": (
+        "config.yaml",
+        lambda: b"name: tiny\nteacher: {source: train, model: {name: cnn",
+        ["config.yaml", "not valid YAML"],
+    ),
 }
 
 
@@ -313,7 +434,10 @@ def test_eval_refuses_a_damaged_student(damage, fails, run_copy):
 
 
 def arrays_recipe(path):
-    return {"data": {"name": "arrays", "path": str(path)}, "teacher": {"source": "train", "model": {"name": "mlp", "hidden": [8]}}}
+    return {
+        "data": {"name": "arrays", "path": str(path)},
+        "teacher": {"source": "train", "model": {"name": "mlp", "hidden": [8]}},
+    }
 
 
 def npy_bytes(array, **options) -> bytes:
@@ -325,9 +449,15 @@ def npy_bytes(array, **options) -> bytes:
 X, Y = np.random.default_rng(0).normal(size=(60, 4)).astype(np.float32), np.arange(60) % 3
 ARRAY_CASES = {
     "empty x.npy": ({"x.npy": b"", "y.npy": npy_bytes(Y)}, ["x.npy", "is empty (0 bytes)"]),
-    "object x.npy": ({"x.npy": npy_bytes(np.array([{"a": 1}] * 60, dtype=object), allow_pickle=True), "y.npy": npy_bytes(Y)}, ["x.npy", "object-dtype array"]),
+    "object x.npy": (
+        {"x.npy": npy_bytes(np.array([{"a": 1}] * 60, dtype=object), allow_pickle=True), "y.npy": npy_bytes(Y)},
+        ["x.npy", "object-dtype array"],
+    ),
     "truncated x.npy": ({"x.npy": npy_bytes(X)[:300], "y.npy": npy_bytes(Y)}, ["x.npy", "truncated or damaged"]),
-    "text x.npy": ({"x.npy": npy_bytes(np.array(["a"] * 60)), "y.npy": npy_bytes(Y)}, ["x in", "<U1 values", "must be numbers"]),
+    "text x.npy": (
+        {"x.npy": npy_bytes(np.array(["a"] * 60)), "y.npy": npy_bytes(Y)},
+        ["x in", "<U1 values", "must be numbers"],
+    ),
     "1-D x.npy": ({"x.npy": npy_bytes(X[:, 0]), "y.npy": npy_bytes(Y)}, ["x in", "shape [60]", "x[:, None]"]),
     "rows differ": ({"x.npy": npy_bytes(X[:50]), "y.npy": npy_bytes(Y)}, ["x in", "50 rows but y has 60"]),
     "no y": ({"x.npy": npy_bytes(X)}, ["must hold 'x' and 'y'"]),
@@ -365,16 +495,32 @@ def test_npz_files(case, fails, recipe, tmp_path):
 
 
 def table_recipe(path):
-    return {"data": {"name": "embedding_table", "path": str(path)}, "teacher": {"source": "table", "model": None, "train": None},
-            "student": {"model": {"name": "embed_proj"}}, "losses": [{"name": "cosine"}]}
+    return {
+        "data": {"name": "embedding_table", "path": str(path)},
+        "teacher": {"source": "table", "model": None, "train": None},
+        "student": {"model": {"name": "embed_proj"}},
+        "losses": [{"name": "cosine"}],
+    }
 
 
 TABLE_CASES = {
     "empty npy table": ("t.npy", lambda: b"", ["t.npy", "is empty"]),
-    "object npy table": ("t.npy", lambda: npy_bytes(np.array([None] * 4, dtype=object), allow_pickle=True), ["t.npy", "object-dtype array"]),
+    "object npy table": (
+        "t.npy",
+        lambda: npy_bytes(np.array([None] * 4, dtype=object), allow_pickle=True),
+        ["t.npy", "object-dtype array"],
+    ),
     "truncated npz table": ("t.npz", lambda: npz_bytes(embeddings=X)[:100], ["t.npz", "truncated or damaged"]),
-    "damaged safetensors table": ("t.safetensors", lambda: good_safetensors()[:20], ["t.safetensors", "not a valid safetensors file"]),
-    "pickled pt table": ("t.pt", lambda: torch_bytes({"embeddings": torch.ones(4, 2), "hook": Payload()}), ["t.pt", "pickled Python objects"]),
+    "damaged safetensors table": (
+        "t.safetensors",
+        lambda: good_safetensors()[:20],
+        ["t.safetensors", "not a valid safetensors file"],
+    ),
+    "pickled pt table": (
+        "t.pt",
+        lambda: torch_bytes({"embeddings": torch.ones(4, 2), "hook": Payload()}),
+        ["t.pt", "pickled Python objects"],
+    ),
     "table without embeddings": ("t.npz", lambda: npz_bytes(vectors=X), ["t.npz", "must hold 'embeddings'"]),
 }
 
@@ -395,24 +541,50 @@ def test_an_embedding_table_with_texts_is_read(tmp_path):
 
 
 def test_arrays_path_missing(fails, recipe, tmp_path):
-    fails("check", recipe(arrays_recipe(tmp_path / "nothing.npz")), names=["nothing.npz", "neither an .npz file nor a directory"])
+    fails(
+        "check",
+        recipe(arrays_recipe(tmp_path / "nothing.npz")),
+        names=["nothing.npz", "neither an .npz file nor a directory"],
+    )
 
 
 def text_recipe(path, dataset="text_corpus", **options):
     if dataset == "text_lm":
-        return {"data": {"name": "text_lm", "files": [str(path)], "length": 16, **options}, "teacher": {"source": "train", "model": {"name": "lm_transformer"}},
-                "student": {"model": {"name": "lm_transformer"}}}
-    return {"data": {"name": "text_corpus", "files": [str(path)], **options}, "teacher": {"source": "table", "model": None, "train": None}, "student": {"model": {"name": "embed_text"}},
-            "losses": [{"name": "cosine"}]}
+        return {
+            "data": {"name": "text_lm", "files": [str(path)], "length": 16, **options},
+            "teacher": {"source": "train", "model": {"name": "lm_transformer"}},
+            "student": {"model": {"name": "lm_transformer"}},
+        }
+    return {
+        "data": {"name": "text_corpus", "files": [str(path)], **options},
+        "teacher": {"source": "table", "model": None, "train": None},
+        "student": {"model": {"name": "embed_text"}},
+        "losses": [{"name": "cosine"}],
+    }
 
 
 TEXT_CASES = {
     "broken jsonl line": ("t.jsonl", '{"text": "one"}\n{"text": "two"\n', {}, ["t.jsonl", "line 2 is not valid JSON"]),
-    "jsonl line without text": ("t.jsonl", '{"text": "one"}\n{"body": "two"}\n', {}, ["t.jsonl", "line 2 has no 'text' field"]),
-    "jsonl line not an object": ("t.jsonl", '{"text": "one"}\n[1, 2]\n', {}, ["t.jsonl", "line 2 is not a JSON object"]),
+    "jsonl line without text": (
+        "t.jsonl",
+        '{"text": "one"}\n{"body": "two"}\n',
+        {},
+        ["t.jsonl", "line 2 has no 'text' field"],
+    ),
+    "jsonl line not an object": (
+        "t.jsonl",
+        '{"text": "one"}\n[1, 2]\n',
+        {},
+        ["t.jsonl", "line 2 is not a JSON object"],
+    ),
     "csv without text column": ("t.csv", "id,body\n1,x\n", {}, ["t.csv", "row 1 has no 'text' field"]),
     "unknown suffix": ("t.md", "# hello\n", {}, ["t.md", ".txt, .jsonl or .csv"]),
-    "unknown encoding name": ("t.txt", "hello\n", {"file_encoding": "klingon"}, ["t.txt", "unknown text encoding 'klingon'"]),
+    "unknown encoding name": (
+        "t.txt",
+        "hello\n",
+        {"file_encoding": "klingon"},
+        ["t.txt", "unknown text encoding 'klingon'"],
+    ),
 }
 
 
@@ -427,7 +599,9 @@ def test_text_files(case, fails, recipe, tmp_path):
 def test_latin1_text_names_the_encoding_option(dataset, fails, recipe, tmp_path):
     path = tmp_path / "t.txt"
     path.write_bytes("caf\xe9 au lait\n".encode("latin-1") * 50)
-    fails("check", recipe(text_recipe(path, dataset)), names=["t.txt", "not utf-8 text", "latin-1", "data.file_encoding"])
+    fails(
+        "check", recipe(text_recipe(path, dataset)), names=["t.txt", "not utf-8 text", "latin-1", "data.file_encoding"]
+    )
 
 
 def test_latin1_text_reads_with_the_option(tmp_path):
@@ -441,13 +615,26 @@ def test_latin1_text_reads_with_the_option(tmp_path):
 def tiny_vit_folder(folder):
     from transformers import ViTConfig, ViTForImageClassification
 
-    config = ViTConfig(image_size=8, patch_size=4, num_channels=1, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, num_labels=10)
+    config = ViTConfig(
+        image_size=8,
+        patch_size=4,
+        num_channels=1,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_labels=10,
+    )
     ViTForImageClassification(config).save_pretrained(folder)
     return folder
 
 
 HF_FOLDER_CASES = {
-    "truncated config.json": ("config.json", lambda p: p.read_bytes()[:50], ["vit", "cannot be read", "never downloads"]),
+    "truncated config.json": (
+        "config.json",
+        lambda p: p.read_bytes()[:50],
+        ["vit", "cannot be read", "never downloads"],
+    ),
     "damaged weights": ("model.safetensors", lambda p: p.read_bytes()[:100], ["vit", "cannot be read"]),
     "no weights": ("model.safetensors", None, ["vit", "cannot be read"]),
 }
@@ -467,14 +654,24 @@ def test_damaged_hugging_face_model_folders(case, fails, recipe, tmp_path):
 def test_a_tokenizer_folder_without_a_tokenizer(fails, recipe, tmp_path):
     (tmp_path / "tok").mkdir()
     (tmp_path / "t.txt").write_text("some text\n" * 50)
-    fails("check", recipe(text_recipe(tmp_path / "t.txt", "text_lm", tokenizer=str(tmp_path / "tok"))), names=["tokenizer", "tok", "cannot be read"])
+    fails(
+        "check",
+        recipe(text_recipe(tmp_path / "t.txt", "text_lm", tokenizer=str(tmp_path / "tok"))),
+        names=["tokenizer", "tok", "cannot be read"],
+    )
 
 
 # ----------------------------------------------------------------------------- caches
 
 
-CACHE_RECIPE = {"name": "tiny", "data": {"name": "digits"}, "teacher": {"source": "train", "model": {"name": "cnn", "width": 4, "depth": 1}, "train": {"epochs": 1}},
-                "student": {"model": {"name": "mlp", "hidden": [8]}}, "losses": [{"name": "kd"}], "log": {"progress": False}}
+CACHE_RECIPE = {
+    "name": "tiny",
+    "data": {"name": "digits"},
+    "teacher": {"source": "train", "model": {"name": "cnn", "width": 4, "depth": 1}, "train": {"epochs": 1}},
+    "student": {"model": {"name": "mlp", "hidden": [8]}},
+    "losses": [{"name": "kd"}],
+    "log": {"progress": False},
+}
 
 
 @pytest.fixture(scope="module")
@@ -483,7 +680,9 @@ def cache_dir(tmp_path_factory):
     from kdforge.run import build_cache
 
     root = tmp_path_factory.mktemp("cache")
-    build_cache(Recipe.from_dict({**CACHE_RECIPE, "log": {"dir": str(root / "runs"), "progress": False}}), root / "cache")
+    build_cache(
+        Recipe.from_dict({**CACHE_RECIPE, "log": {"dir": str(root / "runs"), "progress": False}}), root / "cache"
+    )
     return root
 
 
@@ -499,7 +698,11 @@ def damaged_cache(cache_dir, tmp_path):
             (copy / name).unlink()
         else:
             (copy / name).write_bytes(data(copy / name))
-        raw = {**CACHE_RECIPE, "teacher": {**CACHE_RECIPE["teacher"], "cache": str(copy)}, "log": {"dir": str(tmp_path / "runs"), "progress": False}}
+        raw = {
+            **CACHE_RECIPE,
+            "teacher": {**CACHE_RECIPE["teacher"], "cache": str(copy)},
+            "log": {"dir": str(tmp_path / "runs"), "progress": False},
+        }
         path = tmp_path / "cached.yaml"
         path.write_text(yaml.safe_dump(raw))
         return path
@@ -523,9 +726,17 @@ def shorter_logits(path):
 
 CACHE_CASES = {
     "no manifest": ("manifest.json", None, ["has no manifest.json", "kdforge cache"]),
-    "truncated manifest": ("manifest.json", lambda p: p.read_bytes()[:100], ["manifest.json", "not valid JSON", "line"]),
+    "truncated manifest": (
+        "manifest.json",
+        lambda p: p.read_bytes()[:100],
+        ["manifest.json", "not valid JSON", "line"],
+    ),
     "manifest without views": ("manifest.json", manifest_without("views"), ["manifest.json", "lacks views"]),
-    "object logits": ("logits.npy", lambda p: npy_bytes(np.array([None] * 3, dtype=object), allow_pickle=True), ["logits.npy", "object-dtype array"]),
+    "object logits": (
+        "logits.npy",
+        lambda p: npy_bytes(np.array([None] * 3, dtype=object), allow_pickle=True),
+        ["logits.npy", "object-dtype array"],
+    ),
     "empty logits": ("logits.npy", lambda p: b"", ["logits.npy", "is empty"]),
     "truncated logits": ("logits.npy", lambda p: p.read_bytes()[:1000], ["logits.npy", "truncated or damaged"]),
     "logits of other samples": ("logits.npy", shorter_logits, ["logits.npy", "has shape", "kdforge cache"]),
@@ -543,7 +754,11 @@ def test_damaged_caches(case, fails, damaged_cache):
 
 def test_log_dir_blocked_by_a_file(fails, recipe, tmp_path):
     (tmp_path / "blocked").write_text("a file")
-    fails("train", recipe({"log": {"dir": str(tmp_path / "blocked")}}), names=["log.dir", "blocked", "a file of that name is in the way"])
+    fails(
+        "train",
+        recipe({"log": {"dir": str(tmp_path / "blocked")}}),
+        names=["log.dir", "blocked", "a file of that name is in the way"],
+    )
 
 
 def test_log_dir_below_a_file(fails, recipe, tmp_path):
@@ -552,7 +767,9 @@ def test_log_dir_below_a_file(fails, recipe, tmp_path):
 
 
 def test_log_dir_on_a_pseudo_filesystem(fails, recipe):
-    fails("train", recipe({"log": {"dir": "/proc/kdforge-runs"}}), names=["log.dir", "/proc/kdforge-runs", "not writable"])
+    fails(
+        "train", recipe({"log": {"dir": "/proc/kdforge-runs"}}), names=["log.dir", "/proc/kdforge-runs", "not writable"]
+    )
 
 
 def test_cache_out_blocked_by_a_file(fails, recipe, tmp_path):
@@ -575,8 +792,14 @@ def test_log_dir_is_checked_before_anything_trains(fails, recipe, tmp_path, monk
 
 PLUGIN_CASES = {
     "syntax error": ("x = (\n", ["bad_plugin.py", "SyntaxError at line 1"]),
-    "raises while imported": ("import os\n\nraise RuntimeError('no GPU here')\n", ["bad_plugin.py", "RuntimeError at line 3", "no GPU here"]),
-    "registers a taken name": ("from kdforge.models import MODELS\n\n@MODELS.register('mlp')\nclass Mine:\n    pass\n", ["bad_plugin.py", "already registered"]),
+    "raises while imported": (
+        "import os\n\nraise RuntimeError('no GPU here')\n",
+        ["bad_plugin.py", "RuntimeError at line 3", "no GPU here"],
+    ),
+    "registers a taken name": (
+        "from kdforge.models import MODELS\n\n@MODELS.register('mlp')\nclass Mine:\n    pass\n",
+        ["bad_plugin.py", "already registered"],
+    ),
 }
 
 
@@ -622,8 +845,26 @@ def test_a_bug_in_kdforge_keeps_its_traceback_and_asks_for_a_report(invoke, caps
 
 
 def test_there_are_at_least_sixty_bad_inputs():
-    cases = [RECIPE_CASES, YAML_CASES, OVERRIDE_CASES, CLI_ARGUMENT_CASES, TEACHER_FILE_CASES, RUN_FILE_CASES, ARRAY_CASES, NPZ_CASES, TEXT_CASES, TABLE_CASES, HF_FOLDER_CASES, CACHE_CASES, PLUGIN_CASES]
-    singles = [name for name in globals() if name.startswith("test_") and name not in ("test_there_are_at_least_sixty_bad_inputs",)]
+    cases = [
+        RECIPE_CASES,
+        YAML_CASES,
+        OVERRIDE_CASES,
+        CLI_ARGUMENT_CASES,
+        TEACHER_FILE_CASES,
+        RUN_FILE_CASES,
+        ARRAY_CASES,
+        NPZ_CASES,
+        TEXT_CASES,
+        TABLE_CASES,
+        HF_FOLDER_CASES,
+        CACHE_CASES,
+        PLUGIN_CASES,
+    ]
+    singles = [
+        name
+        for name in globals()
+        if name.startswith("test_") and name not in ("test_there_are_at_least_sixty_bad_inputs",)
+    ]
     assert sum(map(len, cases)) + len(singles) >= 60
 
 
@@ -674,7 +915,10 @@ def test_a_full_disk_while_logging_metrics_is_a_message(tmp_path):
 
     logger = JsonlLogger("/dev/full")  # every write to it fails with ENOSPC
     trainer = SimpleNamespace(stage="distill", pos=SimpleNamespace(step=1))
-    with pytest.raises(files.FileWriteError, match="could not append to '/dev/full': No space left on device; the lines already there are intact"):
+    with pytest.raises(
+        files.FileWriteError,
+        match="could not append to '/dev/full': No space left on device; the lines already there are intact",
+    ):
         logger.on_epoch_end(trainer, {"epoch": 1, "train": {"loss": 1.0}, "val": {"accuracy": 0.5}})
 
 
@@ -682,7 +926,11 @@ def test_a_full_disk_during_training_loses_nothing_and_the_run_resumes(tiny_reci
     import kdforge
     from kdforge.files import FileWriteError
 
-    raw = {**tiny_recipe, "teacher": {**tiny_recipe["teacher"], "train": {"epochs": 1}}, "train": {"epochs": 3, "baseline": False, "checkpoint_interval": 0}}
+    raw = {
+        **tiny_recipe,
+        "teacher": {**tiny_recipe["teacher"], "train": {"epochs": 1}},
+        "train": {"epochs": 3, "baseline": False, "checkpoint_interval": 0},
+    }
     # the disk fills once the student's first last.pt is written (the teacher's files are already there)
     disk = FullDisk(lambda path: path.name == "last.pt.tmp" and path.parent.name.startswith("tiny-"))
     monkeypatch.setattr(files, "_open_tmp", disk)

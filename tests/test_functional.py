@@ -59,7 +59,9 @@ def test_forward_and_reverse_differ_and_gjsd_has_the_right_limits(pair):
     assert lf.kd_loss(s, tt, 2.0, "gjsd", 1.0).item() == pytest.approx(reverse, rel=1e-6)
     assert lf.kd_loss(s, tt, 2.0, "gjsd", 1e-4).item() == pytest.approx(forward, rel=1e-3)  # continuous at the ends
     assert lf.kd_loss(s, tt, 2.0, "gjsd", 1 - 1e-4).item() == pytest.approx(reverse, rel=1e-3)
-    assert lf.kd_loss(s, tt, 2.0, "gjsd", 0.5).item() == pytest.approx(4 * lf.kd_loss(s, tt, 2.0, "jsd").item(), rel=1e-5)
+    assert lf.kd_loss(s, tt, 2.0, "gjsd", 0.5).item() == pytest.approx(
+        4 * lf.kd_loss(s, tt, 2.0, "jsd").item(), rel=1e-5
+    )
     for direction in ("forward", "reverse", "jsd", "gjsd"):
         assert lf.kd_loss(s, s.clone(), 2.0, direction).item() == pytest.approx(0.0, abs=1e-6)
 
@@ -164,7 +166,9 @@ def test_feature_losses_match_reference():
     a, b = rng.normal(size=(4, 3, 5)), rng.normal(size=(4, 3, 5))
     assert lf.feature_loss(t(a), t(b), "mse").item() == pytest.approx(((a - b) ** 2).mean(), rel=1e-5)
     d = np.abs(a - b)
-    assert lf.feature_loss(t(a), t(b), "smooth_l1").item() == pytest.approx(np.where(d < 1, 0.5 * d**2, d - 0.5).mean(), rel=1e-5)
+    assert lf.feature_loss(t(a), t(b), "smooth_l1").item() == pytest.approx(
+        np.where(d < 1, 0.5 * d**2, d - 0.5).mean(), rel=1e-5
+    )
     fa, fb = a.reshape(4, -1), b.reshape(4, -1)
     cos = (fa * fb).sum(1) / np.linalg.norm(fa, axis=1) / np.linalg.norm(fb, axis=1)
     assert lf.feature_loss(t(a), t(b), "cosine").item() == pytest.approx((1 - cos).mean(), rel=1e-5)
@@ -183,7 +187,11 @@ def reference_cka(x, y, debiased):
         def hsic(a, b):
             a, b = a - np.diag(np.diag(a)), b - np.diag(np.diag(b))
             one = np.ones(n)
-            return (np.trace(a @ b) + one @ a @ one * (one @ b @ one) / ((n - 1) * (n - 2)) - 2 / (n - 2) * one @ a @ b @ one) / (n * (n - 3))
+            return (
+                np.trace(a @ b)
+                + one @ a @ one * (one @ b @ one) / ((n - 1) * (n - 2))
+                - 2 / (n - 2) * one @ a @ b @ one
+            ) / (n * (n - 3))
 
     return hsic(k, l) / np.sqrt(hsic(k, k) * hsic(l, l))
 
@@ -191,10 +199,14 @@ def reference_cka(x, y, debiased):
 @pytest.mark.parametrize("debiased", [False, True])
 def test_cka_matches_reference_and_its_invariances(debiased):
     x, y = rng.normal(size=(12, 6)), rng.normal(size=(12, 4)) + rng.normal(size=(12, 1))
-    assert lf.linear_cka(t(x), t(y), debiased).item() == pytest.approx(reference_cka(x, y, debiased), rel=1e-3, abs=1e-5)
+    assert lf.linear_cka(t(x), t(y), debiased).item() == pytest.approx(
+        reference_cka(x, y, debiased), rel=1e-3, abs=1e-5
+    )
     assert lf.linear_cka(t(x), t(x), debiased).item() == pytest.approx(1.0, abs=1e-5)
     q, _ = np.linalg.qr(rng.normal(size=(6, 6)))
-    assert lf.linear_cka(t(x @ q * 3.7), t(y), debiased).item() == pytest.approx(lf.linear_cka(t(x), t(y), debiased).item(), rel=1e-4)
+    assert lf.linear_cka(t(x @ q * 3.7), t(y), debiased).item() == pytest.approx(
+        lf.linear_cka(t(x), t(y), debiased).item(), rel=1e-4
+    )
     assert lf.cka_loss(t(x), t(x * 2), debiased).item() == pytest.approx(0.0, abs=1e-5)
 
 
@@ -209,7 +221,12 @@ def test_attention_transfer_matches_reference():
 def test_relation_logits_and_kl_match_reference():
     q, k = rng.normal(size=(2, 5, 8)), rng.normal(size=(2, 5, 8))
     heads = 2
-    ref = np.einsum("bhnd,bhmd->bhnm", q.reshape(2, 5, 2, 4).transpose(0, 2, 1, 3), k.reshape(2, 5, 2, 4).transpose(0, 2, 1, 3)) / 2.0
+    ref = (
+        np.einsum(
+            "bhnd,bhmd->bhnm", q.reshape(2, 5, 2, 4).transpose(0, 2, 1, 3), k.reshape(2, 5, 2, 4).transpose(0, 2, 1, 3)
+        )
+        / 2.0
+    )
     assert np.allclose(lf.relation_logits(t(q), t(k), heads).numpy(), ref, atol=1e-5)
     other = rng.normal(size=ref.shape)
     expected = kl(softmax(ref), softmax(other)).mean()

@@ -42,7 +42,9 @@ def test_adapter_resizes_repeats_and_renormalises():
     x = torch.randn(2, 1, 8, 8)
     out = adapter(x)
     assert out.shape == (2, 3, 32, 32)
-    raw = torch.nn.functional.interpolate((x * 2.0 + 0.5).expand(-1, 3, -1, -1), size=(32, 32), mode="bilinear", align_corners=False)
+    raw = torch.nn.functional.interpolate(
+        (x * 2.0 + 0.5).expand(-1, 3, -1, -1), size=(32, 32), mode="bilinear", align_corners=False
+    )
     expected = (raw - torch.tensor(ADAPT["mean"]).view(1, 3, 1, 1)) / torch.tensor(ADAPT["std"]).view(1, 3, 1, 1)
     assert torch.allclose(out, expected, atol=1e-5)
     assert InputAdapter((3, 8, 8)).describe() == "none"
@@ -50,8 +52,16 @@ def test_adapter_resizes_repeats_and_renormalises():
         InputAdapter((2, 8, 8), channels=3)
 
 
-def test_timm_pretrained_with_a_new_head_warns_and_finetune_fits_only_the_head(tiny_recipe, tmp_path, imagenet_resnet, capsys):
-    teacher = {"source": "timm", "model": {"name": "test_resnet"}, "pretrained": True, "pretrained_file": str(imagenet_resnet), "adapt": ADAPT}
+def test_timm_pretrained_with_a_new_head_warns_and_finetune_fits_only_the_head(
+    tiny_recipe, tmp_path, imagenet_resnet, capsys
+):
+    teacher = {
+        "source": "timm",
+        "model": {"name": "test_resnet"},
+        "pretrained": True,
+        "pretrained_file": str(imagenet_resnet),
+        "adapt": ADAPT,
+    }
     session, recipe = session_for(tiny_recipe, tmp_path, teacher)
     module, info = load(session, recipe)
     assert info["random_head"] and "randomly initialised classifier" in capsys.readouterr().err
@@ -59,21 +69,37 @@ def test_timm_pretrained_with_a_new_head_warns_and_finetune_fits_only_the_head(t
     body = [k for k in pretrained if not k.startswith(("fc.", "head."))]
     assert all(torch.equal(module.state_dict()[k], pretrained[k]) for k in body)  # the body is the pretrained one
 
-    session, recipe = session_for(tiny_recipe, tmp_path / "ft", {**teacher, "finetune": {"epochs": 1, "head_only": True}})
+    session, recipe = session_for(
+        tiny_recipe, tmp_path / "ft", {**teacher, "finetune": {"epochs": 1, "head_only": True}}
+    )
     tuned, info = load(session, recipe)
     assert not info["random_head"] and info["finetuned"] == "head" and "randomly" not in capsys.readouterr().err
-    assert all(torch.equal(tuned.state_dict()[k], pretrained[k]) for k in body if "running" not in k and "num_batches" not in k)
+    assert all(
+        torch.equal(tuned.state_dict()[k], pretrained[k]) for k in body if "running" not in k and "num_batches" not in k
+    )
     assert (tmp_path / "ft" / "teacher" / "teacher.safetensors").exists()
 
 
 def test_timm_checkpoint_over_pretrained_reads_lightning_files(tiny_recipe, tmp_path, imagenet_resnet):
     torch.manual_seed(1)
     tuned = timm.create_model("test_resnet", num_classes=10)
-    torch.save({"state_dict": {f"model.{k}": v for k, v in tuned.state_dict().items()}, "epoch": 3}, tmp_path / "lightning.ckpt")
-    teacher = {"source": "timm", "model": {"name": "test_resnet"}, "pretrained": True, "pretrained_file": str(imagenet_resnet), "checkpoint": str(tmp_path / "lightning.ckpt"), "adapt": ADAPT}
+    torch.save(
+        {"state_dict": {f"model.{k}": v for k, v in tuned.state_dict().items()}, "epoch": 3},
+        tmp_path / "lightning.ckpt",
+    )
+    teacher = {
+        "source": "timm",
+        "model": {"name": "test_resnet"},
+        "pretrained": True,
+        "pretrained_file": str(imagenet_resnet),
+        "checkpoint": str(tmp_path / "lightning.ckpt"),
+        "adapt": ADAPT,
+    }
     session, recipe = session_for(tiny_recipe, tmp_path, teacher)
     module, info = load(session, recipe)
-    assert not info["random_head"] and all(torch.equal(module.state_dict()[k], v) for k, v in tuned.state_dict().items())
+    assert not info["random_head"] and all(
+        torch.equal(module.state_dict()[k], v) for k, v in tuned.state_dict().items()
+    )
     wrong = {**teacher, "checkpoint": str(tmp_path / "missing.pt")}
     with pytest.raises(KdforgeError, match="not found"):
         load(*session_for(tiny_recipe, tmp_path, wrong))
@@ -83,10 +109,20 @@ def test_torchvision_pretrained_file_and_callable(tiny_recipe, tmp_path):
     torch.manual_seed(0)
     imagenet = torchvision.models.get_model("squeezenet1_1", weights=None, num_classes=1000)
     torch.save(imagenet.state_dict(), tmp_path / "squeeze.pth")
-    teacher = {"source": "torchvision", "model": {"name": "squeezenet1_1"}, "pretrained": True, "pretrained_file": str(tmp_path / "squeeze.pth"), "adapt": ADAPT}
+    teacher = {
+        "source": "torchvision",
+        "model": {"name": "squeezenet1_1"},
+        "pretrained": True,
+        "pretrained_file": str(tmp_path / "squeeze.pth"),
+        "adapt": ADAPT,
+    }
     module, info = load(*session_for(tiny_recipe, tmp_path, teacher))
     assert info["random_head"] and torch.equal(module.features[0].weight, imagenet.features[0].weight)
-    callable_teacher = {"source": "callable", "model": {"name": "torchvision.models:squeezenet1_1", "num_classes": 10}, "adapt": ADAPT}
+    callable_teacher = {
+        "source": "callable",
+        "model": {"name": "torchvision.models:squeezenet1_1", "num_classes": 10},
+        "adapt": ADAPT,
+    }
     module, info = load(*session_for(tiny_recipe, tmp_path, callable_teacher))
     assert module(torch.randn(2, 3, 32, 32)).shape == (2, 10) and not info["random_head"]
 
@@ -110,11 +146,17 @@ def test_check_reports_the_adaptation_and_runs_a_batch(tiny_recipe, tmp_path):
 def test_a_timm_teacher_adapts_to_its_own_pretrained_config_by_default(tiny_recipe, invoke, tmp_path, capsys):
     import yaml
 
-    (tmp_path / "timm.yaml").write_text(yaml.safe_dump({**tiny_recipe, "teacher": {"source": "timm", "model": {"name": "test_resnet"}}}))
+    (tmp_path / "timm.yaml").write_text(
+        yaml.safe_dump({**tiny_recipe, "teacher": {"source": "timm", "model": {"name": "test_resnet"}}})
+    )
     assert invoke("check", tmp_path / "timm.yaml") == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert "input adapted: repeat channels to 3, resize to 160, renormalise" in out  # test_resnet: 3 x 160 x 160, mean = std = 0.5
-    assert invoke("check", tmp_path / "timm.yaml", "teacher.adapt={size: 16, channels: 3}") == 0  # the recipe's adapt wins
+    assert (
+        "input adapted: repeat channels to 3, resize to 160, renormalise" in out
+    )  # test_resnet: 3 x 160 x 160, mean = std = 0.5
+    assert (
+        invoke("check", tmp_path / "timm.yaml", "teacher.adapt={size: 16, channels: 3}") == 0
+    )  # the recipe's adapt wins
     out = " ".join(capsys.readouterr().out.split())
     assert "repeat channels to 3, resize to 16" in out and "renormalise" not in out
 
@@ -124,12 +166,25 @@ def test_hf_image_classifier_from_a_local_directory(tiny_recipe, tmp_path):
 
     from kdforge.taps import block_names
 
-    config = ViTConfig(image_size=8, patch_size=4, num_channels=1, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, num_labels=10)
+    config = ViTConfig(
+        image_size=8,
+        patch_size=4,
+        num_channels=1,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_labels=10,
+    )
     ViTForImageClassification(config).save_pretrained(tmp_path / "vit")
     module, info = load(*session_for(tiny_recipe, tmp_path, {"source": "hf", "model": {"name": str(tmp_path / "vit")}}))
     assert module(torch.randn(2, 1, 8, 8)).shape == (2, 10) and not info["random_head"]
     assert block_names(module, "auto") == ["model.vit.layers.0", "model.vit.layers.1"]  # found nested
-    hidden, _ = load(*session_for(tiny_recipe, tmp_path, {"source": "hf", "model": {"name": str(tmp_path / "vit"), "output": "hidden"}}))
+    hidden, _ = load(
+        *session_for(
+            tiny_recipe, tmp_path, {"source": "hf", "model": {"name": str(tmp_path / "vit"), "output": "hidden"}}
+        )
+    )
     assert hidden(torch.randn(2, 1, 8, 8)).shape == (2, 5, 16)
     ViTForImageClassification(ViTConfig(**{**config.to_dict(), "num_labels": 3})).save_pretrained(tmp_path / "vit3")
     _, info = load(*session_for(tiny_recipe, tmp_path, {"source": "hf", "model": {"name": str(tmp_path / "vit3")}}))
@@ -147,8 +202,12 @@ def test_sentence_transformers_from_the_installed_minilm_package(tiny_recipe, tm
     ids = module.tokenizer(texts, padding=True, return_tensors="pt")["input_ids"]
     reference = SentenceTransformer(info["path"], device="cpu").encode(texts, convert_to_tensor=True)
     assert info["embedding_dim"] == 384 and torch.allclose(module(ids), reference, atol=1e-5)
-    with pytest.raises(KdforgeError, match="neither a local sentence-transformers directory nor an installed model package"):
-        load(*session_for(tiny_recipe, tmp_path, {"source": "sentence-transformers", "model": {"name": "no-such-model"}}))
+    with pytest.raises(
+        KdforgeError, match="neither a local sentence-transformers directory nor an installed model package"
+    ):
+        load(
+            *session_for(tiny_recipe, tmp_path, {"source": "sentence-transformers", "model": {"name": "no-such-model"}})
+        )
 
 
 def test_a_run_with_an_adapted_zoo_teacher(tiny_recipe):
@@ -157,4 +216,9 @@ def test_a_run_with_an_adapted_zoo_teacher(tiny_recipe):
     teacher = {"source": "timm", "model": {"name": "test_resnet"}, "adapt": ADAPT, "finetune": {"epochs": 1}}
     result = run(Recipe.from_dict({**tiny_recipe, "teacher": teacher, "train": {"epochs": 1, "baseline": False}}))
     entry = result.results["teacher"]
-    assert entry["model"] == "test_resnet" and entry["latency_ms"] > 0 and entry["finetuned"] == "all" and not entry["random_head"]
+    assert (
+        entry["model"] == "test_resnet"
+        and entry["latency_ms"] > 0
+        and entry["finetuned"] == "all"
+        and not entry["random_head"]
+    )

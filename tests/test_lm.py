@@ -10,17 +10,16 @@ import torch.nn.functional as F
 from rich.console import Console
 
 from kdforge import Recipe, run
-from kdforge.run import check
-
 from kdforge.data import build_dataset
 from kdforge.data.bundle import PAD_TARGET
-from kdforge.families.lm.data import ByteTokenizer, windows
 from kdforge.distiller import Distiller
 from kdforge.errors import KdforgeError
 from kdforge.evaluate import evaluate, score, score_gain, shown
+from kdforge.families.lm.data import ByteTokenizer, windows
 from kdforge.families.lm.generate import generate
 from kdforge.losses import build_losses
 from kdforge.models import build_model
+from kdforge.run import check
 from kdforge.teachers import Teacher
 
 
@@ -44,7 +43,9 @@ def test_text_lm_splits_by_document_and_decodes_its_windows(tmp_path):
     assert not numbers["train"] & numbers["test"] and not numbers["train"] & numbers["val"]  # no document in two splits
     real = data.train.y[:, :-1] != PAD_TARGET
     assert torch.equal(data.train.x[:, 1:][real], data.train.y[:, :-1][real])
-    assert (data.train.y == PAD_TARGET).any() and (data.train.y[:-1] != PAD_TARGET).all()  # only the last window is padded
+    assert (data.train.y == PAD_TARGET).any() and (
+        data.train.y[:-1] != PAD_TARGET
+    ).all()  # only the last window is padded
     assert ByteTokenizer().decode(ByteTokenizer().encode("naïve ✓")) == "naïve ✓"
 
 
@@ -60,21 +61,29 @@ def test_token_level_kd_and_ce_see_every_position_as_a_sample():
     out = distiller(x, y)
     zs, zt = student(x), teacher_model(x)
     # reference: T² · KL(teacher ‖ student) at T = 2 at each real position, averaged over them
-    kl = [(F.softmax(zt[b, t] / 2, -1) * (F.log_softmax(zt[b, t] / 2, -1) - F.log_softmax(zs[b, t] / 2, -1))).sum() * 4
-          for b in range(3) for t in range(12) if y[b, t] != PAD_TARGET]
+    kl = [
+        (F.softmax(zt[b, t] / 2, -1) * (F.log_softmax(zt[b, t] / 2, -1) - F.log_softmax(zs[b, t] / 2, -1))).sum() * 4
+        for b in range(3)
+        for t in range(12)
+        if y[b, t] != PAD_TARGET
+    ]
     ce = [F.cross_entropy(zs[b, t][None], y[b, t][None]) for b in range(3) for t in range(12) if y[b, t] != PAD_TARGET]
     assert len(kl) == 31
     assert out.parts["kd"].item() == pytest.approx(torch.stack(kl).mean().item(), rel=1e-4)
     assert out.parts["ce"].item() == pytest.approx(torch.stack(ce).mean().item(), rel=1e-4)
 
 
-@pytest.mark.parametrize("term", [
-    {"name": "kd", "temperature": {"learnable": "ctkd", "init": 4.0, "mode": "instance"}},
-    {"name": "kd", "direction": "reverse", "temperature": {"schedule": "cosine", "start": 4.0, "end": 1.0}},
-    {"name": "hint", "student": "blocks", "teacher": "blocks", "mapping": "uniform", "projector": "linear"},
-    {"name": "fdd", "student": "blocks", "teacher": "blocks", "mapping": "uniform"},
-    {"name": "cka", "student": "blocks.1", "teacher": "blocks.1"},
-], ids=lambda term: term["name"] + "-" + str(term.get("direction") or term.get("mapping") or "block"))
+@pytest.mark.parametrize(
+    "term",
+    [
+        {"name": "kd", "temperature": {"learnable": "ctkd", "init": 4.0, "mode": "instance"}},
+        {"name": "kd", "direction": "reverse", "temperature": {"schedule": "cosine", "start": 4.0, "end": 1.0}},
+        {"name": "hint", "student": "blocks", "teacher": "blocks", "mapping": "uniform", "projector": "linear"},
+        {"name": "fdd", "student": "blocks", "teacher": "blocks", "mapping": "uniform"},
+        {"name": "cka", "student": "blocks.1", "teacher": "blocks.1"},
+    ],
+    ids=lambda term: term["name"] + "-" + str(term.get("direction") or term.get("mapping") or "block"),
+)
 def test_methods_library_terms_distil_a_language_model(term):
     torch.manual_seed(0)
     student = build_model("rwkv_spiking", input_shape=(16,), num_classes=40, size="tiny")
@@ -97,12 +106,18 @@ def test_perplexity_is_e_to_the_mean_token_cross_entropy_and_lower_scores_higher
     with torch.no_grad():
         expected = F.cross_entropy(model.eval()(x).flatten(0, 1), y.flatten(), ignore_index=PAD_TARGET)
     assert metrics["perplexity"] == pytest.approx(math.exp(expected.item()), rel=1e-5)
-    assert score({"perplexity": 4.0, "accuracy": 0.1, "loss": 1.0}) > score({"perplexity": 5.0, "accuracy": 0.9, "loss": 1.0})
+    assert score({"perplexity": 4.0, "accuracy": 0.1, "loss": 1.0}) > score(
+        {"perplexity": 5.0, "accuracy": 0.9, "loss": 1.0}
+    )
     assert shown(metrics).startswith("PPL")
-    assert score_gain({"perplexity": 4.0, "accuracy": 0.1, "loss": 1.0}, {"perplexity": 5.0, "accuracy": 0.9, "loss": 1.0}).startswith("+1.000 PPL")
+    assert score_gain(
+        {"perplexity": 4.0, "accuracy": 0.1, "loss": 1.0}, {"perplexity": 5.0, "accuracy": 0.9, "loss": 1.0}
+    ).startswith("+1.000 PPL")
 
 
-@pytest.mark.parametrize("name, options", [("lm_transformer", {"width": 32, "depth": 2, "heads": 4}), ("rwkv_spiking", {"size": "tiny"})])
+@pytest.mark.parametrize(
+    "name, options", [("lm_transformer", {"width": 32, "depth": 2, "heads": 4}), ("rwkv_spiking", {"size": "tiny"})]
+)
 def test_language_models_are_causal(name, options):
     torch.manual_seed(0)
     model = build_model(name, input_shape=(20,), num_classes=30, **options).eval()
@@ -123,20 +138,31 @@ def test_recurrent_generation_is_the_greedy_continuation_of_the_parallel_model()
     with torch.no_grad():
         for _ in range(10):
             context.append(int(model(torch.tensor([context]))[0, -1].argmax()))
-    assert recurrent == context[len(prompt):]
+    assert recurrent == context[len(prompt) :]
     sampled = generate(model, prompt, 10, temperature=1.0, top_k=3, seed=1)
-    assert sampled == generate(model, prompt, 10, temperature=1.0, top_k=3, seed=1) and all(0 <= t < 30 for t in sampled)
+    assert sampled == generate(model, prompt, 10, temperature=1.0, top_k=3, seed=1) and all(
+        0 <= t < 30 for t in sampled
+    )
 
 
 def test_a_tiny_lm_run_reports_perplexities_and_spikes_and_generates(tmp_path, invoke, capsys):
     lines = [f"The function number {i} returns a list of {i % 7} items and never fails." for i in range(150)]
     (tmp_path / "corpus.txt").write_text("\n".join(lines))
     raw = {
-        "name": "lm", "seed": 0,
+        "name": "lm",
+        "seed": 0,
         "data": {"name": "text_lm", "files": [str(tmp_path / "corpus.txt")], "length": 32, "batch_size": 32},
-        "teacher": {"source": "train", "model": {"name": "lm_transformer", "width": 32, "depth": 1, "heads": 2, "dropout": 0.0}, "train": {"epochs": 3}},
+        "teacher": {
+            "source": "train",
+            "model": {"name": "lm_transformer", "width": 32, "depth": 1, "heads": 2, "dropout": 0.0},
+            "train": {"epochs": 3},
+        },
         "student": {"model": {"name": "rwkv_spiking", "size": "tiny", "width": 32, "depth": 1}},
-        "losses": [{"name": "ce", "weight": 0.5}, {"name": "kd", "weight": 0.5, "temperature": 1.0}, {"name": "spike_rate", "weight": 0.1, "target": 0.3}],
+        "losses": [
+            {"name": "ce", "weight": 0.5},
+            {"name": "kd", "weight": 0.5, "temperature": 1.0},
+            {"name": "spike_rate", "weight": 0.1, "target": 0.3},
+        ],
         "optim": {"name": "adamw", "lr": 3e-3},
         "train": {"epochs": 3},
         "log": {"dir": str(tmp_path / "runs"), "progress": False},
@@ -146,7 +172,10 @@ def test_a_tiny_lm_run_reports_perplexities_and_spikes_and_generates(tmp_path, i
         assert 1.0 < result.results[role]["test"]["perplexity"] < 256  # better than uniform over bytes
     data = build_dataset("text_lm", seed=0, files=raw["data"]["files"], length=32)
     untrained = build_model("rwkv_spiking", input_shape=(32,), num_classes=256, size="tiny", width=32, depth=1)
-    assert result.results["student"]["test"]["perplexity"] < 0.5 * evaluate(untrained, [(data.test.x, data.test.y)], task="lm")["perplexity"]
+    assert (
+        result.results["student"]["test"]["perplexity"]
+        < 0.5 * evaluate(untrained, [(data.test.x, data.test.y)], task="lm")["perplexity"]
+    )
     assert 0 < result.results["student"]["spikes"]["density"] < 1
     assert "spikes on test: density" in (result.run_dir / "report.md").read_text()
     assert invoke("generate", result.run_dir, "--prompt", "The function", "--tokens", "20", "--temperature", "0") == 0
@@ -157,10 +186,13 @@ def test_a_hugging_face_causal_lm_teaches_through_a_vocabulary_map_and_its_hidde
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
-    GPT2LMHeadModel(GPT2Config(vocab_size=300, n_positions=64, n_embd=32, n_layer=1, n_head=2)).save_pretrained(tmp_path / "gpt")
+    GPT2LMHeadModel(GPT2Config(vocab_size=300, n_positions=64, n_embd=32, n_layer=1, n_head=2)).save_pretrained(
+        tmp_path / "gpt"
+    )
     (tmp_path / "corpus.txt").write_text("\n".join(f"line {i} of a small corpus" for i in range(80)))
     raw = {
-        "name": "hf-lm", "seed": 0,
+        "name": "hf-lm",
+        "seed": 0,
         "data": {"name": "text_lm", "files": [str(tmp_path / "corpus.txt")], "length": 16, "batch_size": 16},
         "teacher": {"source": "hf", "model": {"name": str(tmp_path / "gpt"), "output": "causal_lm"}},
         "student": {"model": {"name": "rwkv_spiking", "size": "tiny", "width": 16, "depth": 1}},
@@ -174,11 +206,15 @@ def test_a_hugging_face_causal_lm_teaches_through_a_vocabulary_map_and_its_hidde
     (tmp_path / "map.json").write_text(json.dumps(list(range(299, 43, -1))))  # data token i reads teacher logit 299 − i
     raw["teacher"]["model"]["vocab_map"] = str(tmp_path / "map.json")
     assert check(Recipe.from_dict(raw), console=Console(file=io.StringIO()))["loss"] > 0
-    raw["losses"].append({"name": "hint", "student": "blocks.0", "teacher": "model.transformer.h.0", "projector": "linear"})  # its hidden states
+    raw["losses"].append(
+        {"name": "hint", "student": "blocks.0", "teacher": "model.transformer.h.0", "projector": "linear"}
+    )  # its hidden states
     assert check(Recipe.from_dict(raw), console=Console(file=io.StringIO()))["parts"]["hint"] > 0
 
 
-def test_two_stage_distillation_the_second_stage_has_its_own_teacher_and_starts_from_the_first_student(tmp_path, invoke, capsys):
+def test_two_stage_distillation_the_second_stage_has_its_own_teacher_and_starts_from_the_first_student(
+    tmp_path, invoke, capsys
+):
     """SpikeBERT's workflow: stage 1 distils a general teacher on general text; stage 2, with a
     task teacher on task text, starts from stage 1's student (and so does its student alone)."""
     import yaml
@@ -193,12 +229,18 @@ def test_two_stage_distillation_the_second_stage_has_its_own_teacher_and_starts_
 
     def stage(name, corpus, width, extra=None):
         return {
-            "name": name, "seed": 0,
+            "name": name,
+            "seed": 0,
             "data": {"name": "text_lm", "files": [str(tmp_path / corpus)], "length": 32, "batch_size": 32},
-            "teacher": {"source": "train", "model": {"name": "lm_transformer", "width": width, "depth": 1, "heads": 2, "dropout": 0.0}, "train": {"epochs": 2}},
+            "teacher": {
+                "source": "train",
+                "model": {"name": "lm_transformer", "width": width, "depth": 1, "heads": 2, "dropout": 0.0},
+                "train": {"epochs": 2},
+            },
             "student": {**student, **(extra or {})},
             "losses": [{"name": "ce", "weight": 0.5}, {"name": "kd", "weight": 0.5, "temperature": 1.0}],
-            "optim": {"name": "adamw", "lr": 3e-3}, "train": {"epochs": 1},
+            "optim": {"name": "adamw", "lr": 3e-3},
+            "train": {"epochs": 1},
             "log": {"dir": str(tmp_path / "runs"), "progress": False},
         }
 
@@ -232,6 +274,14 @@ def test_init_from_a_student_with_other_classes_keeps_all_but_the_head(tmp_path)
     second = build_model("mlp", input_shape=(1, 8, 8), num_classes=4, hidden=[16])
     report = start_from(second, tmp_path / "student.safetensors")
     assert report["classes"] == [10, 4] and report["new"] == ["head.bias", "head.weight"]
-    assert all(torch.equal(p, first.state_dict()[n]) for n, p in second.state_dict().items() if not n.startswith("head."))
+    assert all(
+        torch.equal(p, first.state_dict()[n]) for n, p in second.state_dict().items() if not n.startswith("head.")
+    )
     with pytest.raises(Exception, match="student.init_from and student.init_from_teacher"):
-        Recipe.from_dict({"student": {"model": {"name": "mlp"}, "init_from": "x", "init_from_teacher": True}, "teacher": {"model": {"name": "mlp"}}, "losses": [{"name": "ce"}]})
+        Recipe.from_dict(
+            {
+                "student": {"model": {"name": "mlp"}, "init_from": "x", "init_from_teacher": True},
+                "teacher": {"model": {"name": "mlp"}},
+                "losses": [{"name": "ce"}],
+            }
+        )

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from kdforge.losses import StepContext, build_loss
-from kdforge.losses.terms import Shapes
 from kdforge.losses import functional as lf
+from kdforge.losses.terms import Shapes
 
 
 def softmax_rows(z, t):
@@ -21,7 +21,11 @@ def softmax_rows(z, t):
 @pytest.fixture
 def logits():
     g = torch.Generator().manual_seed(0)
-    return torch.randn(5, 7, generator=g) * 3, torch.randn(5, 7, generator=g) * 3, torch.randint(0, 7, (5,), generator=g)
+    return (
+        torch.randn(5, 7, generator=g) * 3,
+        torch.randn(5, 7, generator=g) * 3,
+        torch.randint(0, 7, (5,), generator=g),
+    )
 
 
 def test_cross_entropy_matches_formula(logits):
@@ -50,7 +54,9 @@ def test_kd_invariants(logits):
     # a constant shift of all logits changes nothing (softmax invariance)
     assert lf.kd_loss(s + 5.0, t, 2.0).item() == pytest.approx(lf.kd_loss(s, t, 2.0).item(), rel=1e-5)
     # batchmean: duplicating the batch leaves the value unchanged (a per-element mean would not scale with K)
-    assert lf.kd_loss(torch.cat([s, s]), torch.cat([t, t]), 2.0).item() == pytest.approx(lf.kd_loss(s, t, 2.0).item(), rel=1e-5)
+    assert lf.kd_loss(torch.cat([s, s]), torch.cat([t, t]), 2.0).item() == pytest.approx(
+        lf.kd_loss(s, t, 2.0).item(), rel=1e-5
+    )
 
 
 def test_kd_gradient_reaches_student_only(logits):
@@ -81,9 +87,13 @@ def test_hint_matches_formula_through_its_projector():
     fs, ft = torch.randn(4, 6, generator=g), torch.randn(4, 3, generator=g)
     term = resolved({"name": "hint", "student": "a", "teacher": "b", "projector": "linear"})
     term.setup(Shapes(torch.Size([4, 10]), torch.Size([4, 10]), {"a": fs.shape}, {"b": ft.shape}))
-    ctx = StepContext(inputs=fs, targets=None, student_logits=fs, student_features={"a": fs}, teacher_features={"b": ft})
+    ctx = StepContext(
+        inputs=fs, targets=None, student_logits=fs, student_features={"a": fs}, teacher_features={"b": ft}
+    )
     w, bias = term.projectors[0].weight.detach(), term.projectors[0].bias.detach()
-    projected = [[sum(fs[i, j].item() * w[o, j].item() for j in range(6)) + bias[o].item() for o in range(3)] for i in range(4)]
+    projected = [
+        [sum(fs[i, j].item() * w[o, j].item() for j in range(6)) + bias[o].item() for o in range(3)] for i in range(4)
+    ]
     expected = sum((projected[i][o] - ft[i, o].item()) ** 2 for i in range(4) for o in range(3)) / 12
     assert term(ctx).item() == pytest.approx(expected, rel=1e-5)
 

@@ -6,7 +6,14 @@ from kdforge.models import build_model
 
 
 @pytest.mark.parametrize("shape", [(1, 40), (3, 16, 16)])
-@pytest.mark.parametrize("name,options", [("mlp", {"hidden": [8]}), ("cnn", {"width": 4, "depth": 3}), ("vit", {"patch_size": 4, "embed_dim": 16, "depth": 1, "heads": 2})])
+@pytest.mark.parametrize(
+    "name,options",
+    [
+        ("mlp", {"hidden": [8]}),
+        ("cnn", {"width": 4, "depth": 3}),
+        ("vit", {"patch_size": 4, "embed_dim": 16, "depth": 1, "heads": 2}),
+    ],
+)
 def test_models_map_inputs_to_logits_and_learn(name, options, shape):
     model = build_model(name, input_shape=shape, num_classes=7, **options)
     x = torch.randn(4, *shape)

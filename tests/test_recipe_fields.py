@@ -44,8 +44,24 @@ def reads_of_the_whole_suite(request, tmp_path) -> set[tuple[str, str]]:
         return FIELD_READS
     out = tmp_path / "reads.json"
     env = {**os.environ, "KDFORGE_FIELD_READS_OUT": str(out)}
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", str(TESTS), "--deselect", f"{TESTS / FIELD_TEST}::test_every_recipe_field_is_read"],
-                          env=env, capture_output=True, text=True, timeout=1800)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-x",
+            "-p",
+            "no:cacheprovider",
+            str(TESTS),
+            "--deselect",
+            f"{TESTS / FIELD_TEST}::test_every_recipe_field_is_read",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert done.returncode == 0, done.stdout[-3000:]
     return {tuple(pair) for pair in json.loads(out.read_text())}
 
@@ -57,4 +73,10 @@ def test_every_recipe_field_is_read(request, tmp_path):
 
 def test_the_schema_walk_finds_nested_sections():
     fields = schema_fields()
-    assert {("Recipe", "train"), ("TrainConfig", "ema_decay"), ("EarlyStoppingConfig", "patience"), ("ScheduleConfig", "start"), ("RandAugmentConfig", "m")} <= fields
+    assert {
+        ("Recipe", "train"),
+        ("TrainConfig", "ema_decay"),
+        ("EarlyStoppingConfig", "patience"),
+        ("ScheduleConfig", "start"),
+        ("RandAugmentConfig", "m"),
+    } <= fields

@@ -17,12 +17,15 @@ from kdforge.run import check
 def finished(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
     raw = {
-        "name": "tiny", "seed": 0,
+        "name": "tiny",
+        "seed": 0,
         "data": {"name": "digits", "batch_size": 64, "augment": {"shift": 1}},
         "teacher": {"source": "train", "model": {"name": "cnn", "width": 8, "depth": 2}, "train": {"epochs": 2}},
         "student": {"model": {"name": "mlp", "hidden": [16]}},
         "losses": [{"name": "ce", "weight": 0.5}, {"name": "kd", "weight": 0.5, "temperature": 4.0}],
-        "optim": {"lr": 3.0e-3}, "train": {"epochs": 2}, "log": {"dir": str(tmp / "runs"), "progress": False},
+        "optim": {"lr": 3.0e-3},
+        "train": {"epochs": 2},
+        "log": {"dir": str(tmp / "runs"), "progress": False},
     }
     return raw, run(Recipe.from_dict(raw))
 
@@ -30,12 +33,30 @@ def finished(tmp_path_factory):
 def test_run_directory_has_everything(finished):
     _, result = finished
     d = result.run_dir
-    for name in ("config.yaml", "metrics.jsonl", "results.json", "student.safetensors", "student.json", "last.pt", "best.pt", "report.md", "plots/loss.png", "plots/accuracy.png", "teacher/teacher.safetensors", "baseline/best.pt"):
+    for name in (
+        "config.yaml",
+        "metrics.jsonl",
+        "results.json",
+        "student.safetensors",
+        "student.json",
+        "last.pt",
+        "best.pt",
+        "report.md",
+        "plots/loss.png",
+        "plots/accuracy.png",
+        "teacher/teacher.safetensors",
+        "baseline/best.pt",
+    ):
         assert (d / name).exists(), name
     results = json.loads((d / "results.json").read_text())
     for role in ("teacher", "student", "student_alone"):
         entry = results[role]
-        assert entry["params"] > 0 and 0 <= entry["test"]["accuracy"] <= 1 and entry["latency_ms"] > 0 and "accuracy" in entry["val_best"]
+        assert (
+            entry["params"] > 0
+            and 0 <= entry["test"]["accuracy"] <= 1
+            and entry["latency_ms"] > 0
+            and "accuracy" in entry["val_best"]
+        )
     assert results["teacher"]["params"] > results["student"]["params"]
     assert results["kdforge_version"] and set(results["timings"]) >= {"teacher_s", "distill_s", "baseline_s", "total_s"}
     assert "| student + KD |" in (d / "report.md").read_text()
@@ -70,7 +91,9 @@ def test_checkpoint_teacher_loads_and_mismatched_classes_fail(finished, tmp_path
     wrong = build_model("mlp", input_shape=(1, 8, 8), num_classes=5)
     save_model(wrong, tmp_path / "five")
     with pytest.raises(KdforgeError, match="predicts 5 classes but the dataset has 10"):
-        check(Recipe.from_dict({**raw, "teacher": {"source": "checkpoint", "path": str(tmp_path / "five.safetensors")}}))
+        check(
+            Recipe.from_dict({**raw, "teacher": {"source": "checkpoint", "path": str(tmp_path / "five.safetensors")}})
+        )
     torch.save(wrong.state_dict(), tmp_path / "plain.pt")
     spec = {"source": "checkpoint", "path": str(tmp_path / "plain.pt"), "model": {"name": "mlp"}}
     with pytest.raises(KdforgeError, match=r"shape mismatches \(2\): head.bias: checkpoint \[5\] vs model \[10\]"):
@@ -80,14 +103,18 @@ def test_checkpoint_teacher_loads_and_mismatched_classes_fail(finished, tmp_path
 
 
 def test_check_catches_a_wrong_tap_name(tiny_recipe):
-    tiny_recipe["losses"].append({"name": "hint", "student": "features.0", "teacher": "featurs.1", "projector": "linear"})
+    tiny_recipe["losses"].append(
+        {"name": "hint", "student": "features.0", "teacher": "featurs.1", "projector": "linear"}
+    )
     with pytest.raises(KdforgeError, match=r"no module named 'featurs.1' in CNN.*closest: features.1"):
         check(Recipe.from_dict(tiny_recipe))
 
 
 def test_check_runs_a_hint_recipe(tiny_recipe):
     tiny_recipe["student"] = {"model": {"name": "cnn", "width": 4, "depth": 2}}
-    tiny_recipe["losses"].append({"name": "hint", "student": "features.1", "teacher": "features.1", "projector": "conv1x1"})
+    tiny_recipe["losses"].append(
+        {"name": "hint", "student": "features.1", "teacher": "features.1", "projector": "conv1x1"}
+    )
     report = check(Recipe.from_dict(tiny_recipe))
     assert set(report["parts"]) == {"ce", "kd", "hint"} and report["loss"] > 0
 

@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from kdforge.errors import KdforgeError
+from kdforge.families.lm.rwkv import TernarySpike, WKVState, spike_statistics, spiking_layers, wkv_parallel, wkv_step
 from kdforge.losses import StepContext, build_losses
 from kdforge.models import build_model
 from kdforge.schedules import Clock
-from kdforge.families.lm.rwkv import TernarySpike, WKVState, spike_statistics, spiking_layers, wkv_parallel, wkv_step
 
 
 def naive_wkv(k, v, w, u):
@@ -31,7 +31,10 @@ def stepwise(k, v, w, u):
 
 def test_parallel_and_step_forms_match_the_formula_across_chunk_boundaries():
     g = torch.Generator().manual_seed(0)
-    k, v = torch.randn(2, 45, 6, generator=g, dtype=torch.float64), torch.randn(2, 45, 6, generator=g, dtype=torch.float64)
+    k, v = (
+        torch.randn(2, 45, 6, generator=g, dtype=torch.float64),
+        torch.randn(2, 45, 6, generator=g, dtype=torch.float64),
+    )
     w, u = torch.rand(6, generator=g, dtype=torch.float64) + 0.01, torch.randn(6, generator=g, dtype=torch.float64)
     reference = naive_wkv(k, v, w, u)
     parallel, after = wkv_parallel(k.float(), v.float(), w.float(), u.float(), chunk=8)
@@ -71,7 +74,9 @@ def test_spikes_are_ternary_with_a_nonzero_straight_through_gradient():
 def test_spike_statistics_count_dead_and_saturated_channels():
     spike = TernarySpike(4, threshold=0.5)
     model = torch.nn.Sequential(spike)
-    x = torch.tensor([[2.0, 0.0, 2.0, -2.0], [2.0, 0.0, -2.0, 2.0]]).repeat(50, 1)  # channel 1 never fires; 0, 2, 3 always
+    x = torch.tensor([[2.0, 0.0, 2.0, -2.0], [2.0, 0.0, -2.0, 2.0]]).repeat(
+        50, 1
+    )  # channel 1 never fires; 0, 2, 3 always
     stats = spike_statistics(model, [(x[:60],), (x[60:],)])
     assert stats == {"density": pytest.approx(0.75), "dead_channels": 0.25, "saturated_channels": 0.75}
 
@@ -106,7 +111,9 @@ def both_modes(model, tokens):
 @pytest.mark.parametrize("spiking", [True, False])
 def test_the_student_generates_step_by_step_exactly_as_it_trains_in_parallel(spiking):
     torch.manual_seed(0)
-    model = build_model("rwkv_spiking", input_shape=(40,), num_classes=50, size="tiny", spiking=spiking, chunk=16).eval()
+    model = build_model(
+        "rwkv_spiking", input_shape=(40,), num_classes=50, size="tiny", spiking=spiking, chunk=16
+    ).eval()
     tokens = torch.randint(0, 50, (3, 40))
     full, stepped = both_modes(model, tokens)
     assert full.shape == (3, 40, 50)

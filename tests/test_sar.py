@@ -16,7 +16,9 @@ def test_geometry_follows_the_formulas():
     assert g.aperture_pulses == 101  # λR0/(Dv) = 0.5 s at 200 Hz, made odd
     h = g.impulse_response()
     t = (np.arange(101) - 50) / 200.0
-    np.testing.assert_allclose(np.unwrap(np.angle(h)) - np.unwrap(np.angle(h))[50], -math.pi * g.fm_rate * t**2, atol=1e-6)
+    np.testing.assert_allclose(
+        np.unwrap(np.angle(h)) - np.unwrap(np.angle(h))[50], -math.pi * g.fm_rate * t**2, atol=1e-6
+    )
 
 
 def test_point_targets_focus_to_peaks_of_their_amplitude_at_their_positions():
@@ -26,12 +28,16 @@ def test_point_targets_focus_to_peaks_of_their_amplitude_at_their_positions():
         np.testing.assert_array_equal(brightest, where)
         assert ((np.abs(line[where]) > 0.45) & (np.abs(line[where]) < 1.55)).all()  # amplitudes are drawn in [0.5, 1.5]
         # unfocused, a point's energy is spread over the aperture: its raw peak is far lower than its focused one
-        assert np.abs(raw_line).max() / np.sqrt(np.mean(np.abs(raw_line) ** 2)) < np.abs(line).max() / np.sqrt(np.mean(np.abs(line) ** 2))
+        assert np.abs(raw_line).max() / np.sqrt(np.mean(np.abs(raw_line) ** 2)) < np.abs(line).max() / np.sqrt(
+            np.mean(np.abs(line) ** 2)
+        )
 
 
 def test_noise_is_at_the_requested_snr_and_the_seed_fixes_everything():
     noisy, focused, positions = simulate_azimuth_lines(8, 256, snr_db=5.0, seed=7)
-    clean, focused_again, positions_again = simulate_azimuth_lines(8, 256, snr_db=300.0, seed=7)  # same scene, no noise to speak of
+    clean, focused_again, positions_again = simulate_azimuth_lines(
+        8, 256, snr_db=300.0, seed=7
+    )  # same scene, no noise to speak of
     np.testing.assert_array_equal(focused, focused_again)
     assert all(np.array_equal(a, b) for a, b in zip(positions, positions_again))
     snr = 10 * np.log10(np.mean(np.abs(clean) ** 2) / np.mean(np.abs(noisy - clean) ** 2))
@@ -51,7 +57,12 @@ def test_sar_azimuth_is_a_complex_regression_dataset_split_by_the_seed():
 
     data = build_dataset("sar_azimuth", seed=1, val_fraction=0.2, test_fraction=0.2, lines=50, length=160)
     assert (len(data.train), len(data.val), len(data.test)) == (30, 10, 10)
-    assert data.task == "regression" and data.input_shape == (1, 160) and data.train.x.is_complex() and data.train.y.shape == (30, 1, 160)
+    assert (
+        data.task == "regression"
+        and data.input_shape == (1, 160)
+        and data.train.x.is_complex()
+        and data.train.y.shape == (30, 1, 160)
+    )
     again = build_dataset("sar_azimuth", seed=1, val_fraction=0.2, test_fraction=0.2, lines=50, length=160)
     assert np.array_equal(again.test.y.numpy(), data.test.y.numpy())
 
@@ -62,9 +73,16 @@ def test_a_regression_run_distills_an_ssm_reports_psnr_and_exports_int8(tiny_rec
     ssm = {"name": "ssm", "complex": True, "complex_mode": "channels", "pool": "none"}
     tiny_recipe.update(
         data={"name": "sar_azimuth", "lines": 48, "length": 128, "batch_size": 16},
-        teacher={"source": "train", "model": {**ssm, "model_dim": 16, "state_dim": 8, "num_layers": 2, "selectivity": "gate"}, "train": {"epochs": 1}},
+        teacher={
+            "source": "train",
+            "model": {**ssm, "model_dim": 16, "state_dim": 8, "num_layers": 2, "selectivity": "gate"},
+            "train": {"epochs": 1},
+        },
         student={"model": ssm, "preset": "tiny"},
-        losses=[{"name": "reg_task", "kind": "complex_mse", "weight": 0.5}, {"name": "reg_distill", "kind": "mag_phase", "weight": 0.5}],
+        losses=[
+            {"name": "reg_task", "kind": "complex_mse", "weight": 0.5},
+            {"name": "reg_distill", "kind": "mag_phase", "weight": 0.5},
+        ],
         train={"epochs": 1, "baseline": True},
     )
     result = run(Recipe.model_validate(tiny_recipe))
@@ -76,8 +94,12 @@ def test_a_regression_run_distills_an_ssm_reports_psnr_and_exports_int8(tiny_rec
     assert "test PSNR" in report and " dB" in report
     assert invoke("export", result.run_dir, "--quantize", "int8") == 0
     measured = json.loads((result.run_dir / "student.int8.json").read_text())
-    assert measured["quantized_layers"] == ["encoder", "blocks.0.out", "decoder"] and math.isfinite(measured["int8"]["test"]["psnr_db"])
-    assert measured["int8"]["nonzero_weights"] > 0.5 * measured["float32"]["nonzero_weights"]  # int8 weights are counted, not skipped
+    assert measured["quantized_layers"] == ["encoder", "blocks.0.out", "decoder"] and math.isfinite(
+        measured["int8"]["test"]["psnr_db"]
+    )
+    assert (
+        measured["int8"]["nonzero_weights"] > 0.5 * measured["float32"]["nonzero_weights"]
+    )  # int8 weights are counted, not skipped
     from kdforge import load_student
     from kdforge.data import build_dataset
     from kdforge.export import load_quantized, quantize_int8
@@ -85,7 +107,9 @@ def test_a_regression_run_distills_an_ssm_reports_psnr_and_exports_int8(tiny_rec
     x = build_dataset("sar_azimuth", seed=0, val_fraction=0.15, test_fraction=0.2, lines=48, length=128).test.x[:2]
     with torch.no_grad():
         expected = quantize_int8(load_student(result.run_dir))[0](x)
-        assert torch.equal(load_quantized(result.run_dir / "student.int8.pt")(x), expected)  # the saved int8 weights, reloaded
+        assert torch.equal(
+            load_quantized(result.run_dir / "student.int8.pt")(x), expected
+        )  # the saved int8 weights, reloaded
     assert invoke("export", result.run_dir) == 2  # neither --format nor --quantize: a clear error
     out = result.run_dir / "compare.json"
     assert invoke("compare", result.run_dir, "--lengths", "128,512", "--warmup", 0, "--iters", 1, "--output", out) == 0
@@ -104,20 +128,38 @@ def test_arrays_loads_complex_regression_data(tmp_path):
     np.savez(tmp_path / "signals.npz", x=x, y=y)
     data = build_dataset("arrays", seed=0, val_fraction=0.25, test_fraction=0.25, path=str(tmp_path / "signals.npz"))
     assert (len(data.train), len(data.val), len(data.test)) == (20, 10, 10)
-    assert data.task == "regression" and data.train.x.dtype == torch.complex64 and data.num_classes == 1 and data.input_shape == (2, 16)
+    assert (
+        data.task == "regression"
+        and data.train.x.dtype == torch.complex64
+        and data.num_classes == 1
+        and data.input_shape == (2, 16)
+    )
     everything = torch.cat([data.train.x, data.val.x, data.test.x])
-    assert torch.equal(torch.sort(everything.real.flatten())[0], torch.sort(torch.from_numpy(x.astype(np.complex64)).real.flatten())[0])  # a split, nothing lost
+    assert torch.equal(
+        torch.sort(everything.real.flatten())[0], torch.sort(torch.from_numpy(x.astype(np.complex64)).real.flatten())[0]
+    )  # a split, nothing lost
 
 
 def test_a_co_trained_teacher_on_regression_data_learns_with_the_task_loss(tiny_recipe, invoke, tmp_path, capsys):
     import yaml
 
-    ssm = {"name": "ssm", "complex": True, "complex_mode": "channels", "pool": "none", "model_dim": 8, "state_dim": 8, "num_layers": 1}
+    ssm = {
+        "name": "ssm",
+        "complex": True,
+        "complex_mode": "channels",
+        "pool": "none",
+        "model_dim": 8,
+        "state_dim": 8,
+        "num_layers": 1,
+    }
     tiny_recipe.update(
         data={"name": "sar_azimuth", "lines": 32, "length": 128, "batch_size": 16},
         teacher={"source": "train", "model": {**ssm, "selectivity": "gate"}, "train": {"epochs": 1}, "trainable": True},
         student={"model": ssm},
-        losses=[{"name": "reg_task", "kind": "complex_mse", "weight": 0.5}, {"name": "reg_distill", "kind": "complex_mse", "weight": 0.5}],
+        losses=[
+            {"name": "reg_task", "kind": "complex_mse", "weight": 0.5},
+            {"name": "reg_distill", "kind": "complex_mse", "weight": 0.5},
+        ],
         train={"epochs": 1, "baseline": False},
     )
     (tmp_path / "sar.yaml").write_text(yaml.safe_dump(tiny_recipe))
@@ -126,7 +168,11 @@ def test_a_co_trained_teacher_on_regression_data_learns_with_the_task_loss(tiny_
     run_dir = next((tmp_path / "runs").glob("tiny-*"))
     steps = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     epoch = next(s for s in steps if s["stage"] == "distill" and s["kind"] == "epoch")
-    assert "teacher_ce" not in epoch["train"] and math.isfinite(epoch["train"]["teacher_reg_task"]) and epoch["train"]["teacher_reg_task"] > 0
+    assert (
+        "teacher_ce" not in epoch["train"]
+        and math.isfinite(epoch["train"]["teacher_reg_task"])
+        and epoch["train"]["teacher_reg_task"] > 0
+    )
 
 
 def test_a_preset_reads_a_saved_teacher_and_compare_builds_the_preset_student(tiny_recipe, invoke, tmp_path, capsys):
@@ -134,23 +180,63 @@ def test_a_preset_reads_a_saved_teacher_and_compare_builds_the_preset_student(ti
 
     from kdforge import Recipe
     from kdforge.export import save_model
-    from kdforge.models import build_model
     from kdforge.families.ssm.model import compression_preset
+    from kdforge.models import build_model
     from kdforge.run import student_options
 
-    ssm = {"complex": True, "complex_mode": "channels", "pool": "none", "model_dim": 16, "state_dim": 8, "num_layers": 2, "selectivity": "gate"}
+    ssm = {
+        "complex": True,
+        "complex_mode": "channels",
+        "pool": "none",
+        "model_dim": 16,
+        "state_dim": 8,
+        "num_layers": 2,
+        "selectivity": "gate",
+    }
     save_model(build_model("ssm", input_shape=(1, 128), num_classes=1, **ssm), tmp_path / "teacher")
     tiny_recipe.update(
         data={"name": "sar_azimuth", "lines": 32, "length": 128, "batch_size": 16},
-        teacher={"source": "checkpoint", "path": str(tmp_path / "teacher.safetensors")},  # no teacher.model: teacher.json says it
+        teacher={
+            "source": "checkpoint",
+            "path": str(tmp_path / "teacher.safetensors"),
+        },  # no teacher.model: teacher.json says it
         student={"model": {"name": "ssm"}, "preset": "compressed"},
         losses=[{"name": "reg_task", "kind": "complex_mse"}, {"name": "reg_distill", "kind": "complex_mse"}],
     )
     (tmp_path / "sar.yaml").write_text(yaml.safe_dump(tiny_recipe))
     assert invoke("check", tmp_path / "sar.yaml") == 0, capsys.readouterr().out
     options = student_options(Recipe.model_validate(tiny_recipe))
-    assert (options["model_dim"], options["state_dim"], options["num_layers"], options["selectivity"], options["complex"]) == (8, 4, 1, "none", True)
-    assert invoke("compare", "--models", tmp_path / "sar.yaml", "--lengths", "128", "--warmup", 0, "--iters", 1, "--output", tmp_path / "c.json") == 0, capsys.readouterr().out
-    assert [r["model"].split()[0] for r in json.loads((tmp_path / "c.json").read_text())["rows"]] == ["student"]  # a checkpoint teacher is not rebuilt untrained
-    assert {k: compression_preset(k, ssm)["model_dim"] for k in ("fixed_compressed", "fixed_tiny")} == {"fixed_compressed": 32, "fixed_tiny": 24}
-    assert (compression_preset("fixed_tiny", ssm)["state_dim"], compression_preset("fixed_tiny", ssm)["num_layers"]) == (128, 3)
+    assert (
+        options["model_dim"],
+        options["state_dim"],
+        options["num_layers"],
+        options["selectivity"],
+        options["complex"],
+    ) == (8, 4, 1, "none", True)
+    assert (
+        invoke(
+            "compare",
+            "--models",
+            tmp_path / "sar.yaml",
+            "--lengths",
+            "128",
+            "--warmup",
+            0,
+            "--iters",
+            1,
+            "--output",
+            tmp_path / "c.json",
+        )
+        == 0
+    ), capsys.readouterr().out
+    assert [r["model"].split()[0] for r in json.loads((tmp_path / "c.json").read_text())["rows"]] == [
+        "student"
+    ]  # a checkpoint teacher is not rebuilt untrained
+    assert {k: compression_preset(k, ssm)["model_dim"] for k in ("fixed_compressed", "fixed_tiny")} == {
+        "fixed_compressed": 32,
+        "fixed_tiny": 24,
+    }
+    assert (
+        compression_preset("fixed_tiny", ssm)["state_dim"],
+        compression_preset("fixed_tiny", ssm)["num_layers"],
+    ) == (128, 3)

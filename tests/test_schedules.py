@@ -43,16 +43,22 @@ def test_each_schedule_against_its_formula():
 
 def test_clocks_steps_epochs_stages():
     by_epoch = spec(schedule="linear", start=0.0, end=10.0, over="epochs")
-    assert schedule_value(by_epoch, at(progress=0.99, epoch=5, epochs=11)) == pytest.approx(5.0)  # constant within the epoch
+    assert schedule_value(by_epoch, at(progress=0.99, epoch=5, epochs=11)) == pytest.approx(
+        5.0
+    )  # constant within the epoch
     by_stage = spec(schedule="linear", start=1.0, end=4.0, over="stages")
     assert [schedule_value(by_stage, at(stage=s, stages=4)) for s in range(4)] == pytest.approx([1.0, 2.0, 3.0, 4.0])
 
 
 def test_a_schedule_in_stages_holds_each_stage_value():
     five = spec(schedule="linear", start=4.0, end=0.5, stages=5)
-    assert [schedule_value(five, at(x)) for x in (0.0, 0.19, 0.2, 0.5, 0.79, 0.8, 1.0)] == pytest.approx([4.0, 4.0, 3.125, 2.25, 1.375, 0.5, 0.5])
+    assert [schedule_value(five, at(x)) for x in (0.0, 0.19, 0.2, 0.5, 0.79, 0.8, 1.0)] == pytest.approx(
+        [4.0, 4.0, 3.125, 2.25, 1.375, 0.5, 0.5]
+    )
     by_epoch = spec(schedule="exponential", start=4.0, end=0.5, over="epochs", stages=2)
-    assert [schedule_value(by_epoch, at(epoch=e, epochs=10)) for e in (0, 4, 5, 9)] == pytest.approx([4.0, 4.0, 0.5, 0.5])
+    assert [schedule_value(by_epoch, at(epoch=e, epochs=10)) for e in (0, 4, 5, 9)] == pytest.approx(
+        [4.0, 4.0, 0.5, 0.5]
+    )
     with pytest.raises(ValueError):
         spec(schedule="linear", start=1.0, end=0.5, stages=1)
 
@@ -62,7 +68,11 @@ def test_bad_schedules_are_clear():
         spec(schedule="linear")
     with pytest.raises(ValueError, match="one more value than milestones"):
         spec(schedule="step", milestones=[0.5], values=[1.0])
-    raw = {"teacher": {"model": {"name": "mlp"}}, "student": {"model": {"name": "mlp"}}, "losses": [{"name": "kd", "temperature": {"schedule": "cosin", "start": 4.0, "end": 1.0}}]}
+    raw = {
+        "teacher": {"model": {"name": "mlp"}},
+        "student": {"model": {"name": "mlp"}},
+        "losses": [{"name": "kd", "temperature": {"schedule": "cosin", "start": 4.0, "end": 1.0}}],
+    }
     with pytest.raises(ConfigError, match=r"losses\.0\.temperature"):
         Recipe.from_dict(raw)
 
@@ -73,7 +83,11 @@ def test_recipes_accept_scheduled_weights_and_temperatures():
         "student": {"model": {"name": "mlp"}},
         "losses": [
             {"name": "ce", "weight": {"schedule": "cosine", "start": 1.0, "end": 0.1}},
-            {"name": "kd", "weight": 0.9, "temperature": {"schedule": "linear", "start": 1.0, "end": 4.0, "over": "epochs"}},
+            {
+                "name": "kd",
+                "weight": 0.9,
+                "temperature": {"schedule": "linear", "start": 1.0, "end": 4.0, "over": "epochs"},
+            },
             {"name": "dkd", "temperature": {"learnable": "ctkd", "init": 4.0, "lr": 0.01}},
         ],
     }
@@ -180,7 +194,9 @@ def test_ctkd_trains_in_its_own_group_and_is_logged_every_step(tmp_path):
     data = build_dataset("digits")
     teacher = Teacher(build_model("mlp", input_shape=(1, 8, 8), num_classes=10, hidden=[32]))
     student = build_model("mlp", input_shape=(1, 8, 8), num_classes=10, hidden=[16])
-    terms = build_losses([{"name": "ce"}, {"name": "kd", "temperature": {"learnable": "ctkd", "init": 4.0, "lr": 0.05, "ramp": 0.1}}])
+    terms = build_losses(
+        [{"name": "ce"}, {"name": "kd", "temperature": {"learnable": "ctkd", "init": 4.0, "lr": 0.05, "ramp": 0.1}}]
+    )
     distiller = Distiller(student, teacher, terms, data.train.x[:2])
     train = make_loader(data.train, 100, shuffle=True)
     seen = []
@@ -189,7 +205,14 @@ def test_ctkd_trains_in_its_own_group_and_is_logged_every_step(tmp_path):
         def on_step_end(self, trainer, samples):
             seen.append(trainer.losses()["kd.tau"])
 
-    trainer = Trainer(distiller, OptimConfig(lr=1e-3), TrainConfig(epochs=2), steps_per_epoch=len(train), checkpoint_dir=tmp_path, callbacks=[Record()])
+    trainer = Trainer(
+        distiller,
+        OptimConfig(lr=1e-3),
+        TrainConfig(epochs=2),
+        steps_per_epoch=len(train),
+        checkpoint_dir=tmp_path,
+        callbacks=[Record()],
+    )
     groups = trainer.optimizer.param_groups
     theta = terms[1].temperature.theta
     assert any(g["lr"] == pytest.approx(0.05) and any(p is theta for p in g["params"]) for g in groups)

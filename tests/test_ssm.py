@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from kdforge.models import build_model
 from kdforge.families.ssm.model import S4D, GatedS4D, SelectiveSSM, _Recurrence, selective_scan
+from kdforge.models import build_model
 
 
 def run_steps(layer, u):
@@ -18,16 +18,19 @@ def run_steps(layer, u):
     return torch.stack(outputs, 1)
 
 
-@pytest.mark.parametrize(("layer", "complex"), [
-    (lambda: S4D(6, 8), False),
-    (lambda: S4D(6, 8, init="inv"), False),
-    (lambda: S4D(6, 8, complex=True), True),
-    (lambda: GatedS4D(6, 8), False),
-    (lambda: GatedS4D(6, 8, complex=True), True),
-    (lambda: SelectiveSSM(6, 8), False),
-    (lambda: SelectiveSSM(6, 8, init="real"), False),
-    (lambda: SelectiveSSM(6, 8, init="real", scan="chunked", chunk=16), False),
-])
+@pytest.mark.parametrize(
+    ("layer", "complex"),
+    [
+        (lambda: S4D(6, 8), False),
+        (lambda: S4D(6, 8, init="inv"), False),
+        (lambda: S4D(6, 8, complex=True), True),
+        (lambda: GatedS4D(6, 8), False),
+        (lambda: GatedS4D(6, 8, complex=True), True),
+        (lambda: SelectiveSSM(6, 8), False),
+        (lambda: SelectiveSSM(6, 8, init="real"), False),
+        (lambda: SelectiveSSM(6, 8, init="real", scan="chunked", chunk=16), False),
+    ],
+)
 def test_convolution_or_scan_mode_equals_the_recurrent_step_mode(layer, complex):
     torch.manual_seed(0)
     module = layer()
@@ -146,7 +149,17 @@ def test_ssm_model_sequence_outputs_equal_its_step_mode(selectivity, complex_mod
         return
     torch.manual_seed(0)
     complex_options = {"complex": True, "complex_mode": complex_mode} if complex_mode else {}
-    model = build_model("ssm", input_shape=(2, 24), num_classes=3, model_dim=8, state_dim=4, num_layers=2, selectivity=selectivity, pool="none", **complex_options).eval()
+    model = build_model(
+        "ssm",
+        input_shape=(2, 24),
+        num_classes=3,
+        model_dim=8,
+        state_dim=4,
+        num_layers=2,
+        selectivity=selectivity,
+        pool="none",
+        **complex_options,
+    ).eval()
     x = torch.randn(5, 2, 24, dtype=torch.cfloat if complex_mode else torch.float32)
     y = model(x)
     assert y.shape == (5, 3, 24) and y.is_complex() == bool(complex_mode)
@@ -157,7 +170,9 @@ def test_ssm_model_sequence_outputs_equal_its_step_mode(selectivity, complex_mod
 
 def test_ssm_classifier_pools_and_trains():
     torch.manual_seed(0)
-    model = build_model("ssm", input_shape=(1, 40), num_classes=10, model_dim=16, state_dim=8, num_layers=2, selectivity="mamba")
+    model = build_model(
+        "ssm", input_shape=(1, 40), num_classes=10, model_dim=16, state_dim=8, num_layers=2, selectivity="mamba"
+    )
     y = torch.randint(0, 10, (64,))
     t = torch.arange(40.0)
     x = torch.sin((1 + y[:, None]) * 0.15 * t)[:, None] + 0.1 * torch.randn(64, 1, 40)  # the class is the frequency
@@ -179,8 +194,19 @@ def test_compression_presets_size_the_student_from_the_teacher():
 
     teacher = {"model_dim": 64, "state_dim": 16, "num_layers": 4, "selectivity": "mamba", "complex": True}
     assert compression_preset("standard", teacher) == {**teacher, "selectivity": "none"}
-    assert compression_preset("compressed", teacher) == {**teacher, "model_dim": 32, "state_dim": 8, "num_layers": 2, "selectivity": "none"}
-    assert compression_preset("tiny", {"num_layers": 2}) == {"model_dim": 16, "state_dim": 4, "num_layers": 1, "selectivity": "none"}  # ssm defaults fill in
+    assert compression_preset("compressed", teacher) == {
+        **teacher,
+        "model_dim": 32,
+        "state_dim": 8,
+        "num_layers": 2,
+        "selectivity": "none",
+    }
+    assert compression_preset("tiny", {"num_layers": 2}) == {
+        "model_dim": 16,
+        "state_dim": 4,
+        "num_layers": 1,
+        "selectivity": "none",
+    }  # ssm defaults fill in
 
 
 def test_student_preset_in_a_recipe_is_overridable_per_field(tiny_recipe, tmp_path):
@@ -190,7 +216,13 @@ def test_student_preset_in_a_recipe_is_overridable_per_field(tiny_recipe, tmp_pa
     from kdforge.run import Session
 
     tiny_recipe["data"] = {"name": "mnist1d", "batch_size": 64}
-    tiny_recipe["teacher"]["model"] = {"name": "ssm", "model_dim": 32, "state_dim": 8, "num_layers": 4, "selectivity": "mamba"}
+    tiny_recipe["teacher"]["model"] = {
+        "name": "ssm",
+        "model_dim": 32,
+        "state_dim": 8,
+        "num_layers": 4,
+        "selectivity": "mamba",
+    }
     tiny_recipe["student"] = {"model": {"name": "ssm", "model_dim": 12}, "preset": "compressed"}
     recipe = Recipe.model_validate(tiny_recipe)
     student = Session(recipe, tmp_path, Console(quiet=True)).build_student()
@@ -206,7 +238,9 @@ def test_ssm_layers_report_their_gradient_norms(selectivity):
     from kdforge.trainer import layer_grad_norms
 
     torch.manual_seed(0)
-    model = build_model("ssm", input_shape=(1, 32), num_classes=4, model_dim=8, state_dim=4, num_layers=2, selectivity=selectivity)
+    model = build_model(
+        "ssm", input_shape=(1, 32), num_classes=4, model_dim=8, state_dim=4, num_layers=2, selectivity=selectivity
+    )
     torch.nn.functional.cross_entropy(model(torch.randn(6, 1, 32)), torch.arange(6) % 4).backward()
     norms = layer_grad_norms(model.named_parameters())
     for block in ("blocks.0.ssm", "blocks.1.ssm"):
@@ -219,7 +253,16 @@ def test_a_bidirectional_ssm_sees_the_future_and_a_causal_one_does_not():
     later = x.clone()
     later[..., 20:] += 1.0  # change only the last steps
     for bidirectional in (False, True):
-        model = build_model("ssm", input_shape=(1, 30), num_classes=1, model_dim=8, state_dim=4, num_layers=1, pool="none", bidirectional=bidirectional).eval()
+        model = build_model(
+            "ssm",
+            input_shape=(1, 30),
+            num_classes=1,
+            model_dim=8,
+            state_dim=4,
+            num_layers=1,
+            pool="none",
+            bidirectional=bidirectional,
+        ).eval()
         with torch.no_grad():
             early_change = (model(later) - model(x))[..., :20].abs().max()
         assert (early_change > 1e-4) == bidirectional
@@ -243,11 +286,13 @@ def test_feature_matching_on_ssm_blocks_trains_projectors_from_the_first_step_wi
     student = build_model("ssm", model_dim=8, state_dim=8, num_layers=2, **options)
     teacher = build_model("ssm", model_dim=16, state_dim=8, num_layers=4, selectivity="mamba", **options).eval()
     ramp = {"schedule": "linear_warmup", "value": 1.0, "warmup": 0.5}
-    terms = build_losses([
-        {"name": "reg_task", "kind": "complex_mse", "weight": 1.0},
-        {"name": "reg_distill", "kind": "mag_phase", "weight": ramp},
-        {"name": "hint", "student": "blocks", "teacher": "blocks", "mapping": "uniform", "weight": ramp},
-    ])
+    terms = build_losses(
+        [
+            {"name": "reg_task", "kind": "complex_mse", "weight": 1.0},
+            {"name": "reg_distill", "kind": "mag_phase", "weight": ramp},
+            {"name": "hint", "student": "blocks", "teacher": "blocks", "mapping": "uniform", "weight": ramp},
+        ]
+    )
     x, y = torch.randn(8, 1, 32, dtype=torch.cfloat), torch.randn(8, 1, 32, dtype=torch.cfloat)
     distiller = Distiller(student, Teacher(teacher), terms, x[:2])
     hint = terms[2]
@@ -279,13 +324,19 @@ def test_a_standard_student_starts_from_its_gated_teacher_without_the_gates(tiny
     from kdforge import Recipe, run
 
     tiny_recipe["data"] = {"name": "mnist1d", "batch_size": 128}
-    tiny_recipe["teacher"] = {"source": "train", "model": {"name": "ssm", "model_dim": 16, "state_dim": 8, "num_layers": 2, "selectivity": "gate"}, "train": {"epochs": 1}}
+    tiny_recipe["teacher"] = {
+        "source": "train",
+        "model": {"name": "ssm", "model_dim": 16, "state_dim": 8, "num_layers": 2, "selectivity": "gate"},
+        "train": {"epochs": 1},
+    }
     tiny_recipe["student"] = {"model": {"name": "ssm"}, "preset": "standard", "init_from_teacher": True}
     tiny_recipe["train"] = {"epochs": 1, "baseline": False}
     result = run(Recipe.model_validate(tiny_recipe))
     transfer = result.results["student"]["init_from_teacher"]
     student = build_model("ssm", input_shape=(1, 40), num_classes=10, model_dim=16, state_dim=8, num_layers=2)
-    assert sorted(transfer["copied"]) == sorted(student.state_dict())  # everything: only the teacher's gates have no place
+    assert sorted(transfer["copied"]) == sorted(
+        student.state_dict()
+    )  # everything: only the teacher's gates have no place
     assert "feedforward" not in transfer and transfer["not_in_teacher"] == [] and transfer["shape_mismatch"] == {}
 
 

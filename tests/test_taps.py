@@ -61,7 +61,11 @@ def test_policy_for_modules_called_twice():
 
 
 def test_projectors_map_shapes_or_refuse():
-    assert build_projector("linear", torch.Size([2, 5, 8]), torch.Size([2, 5, 16]))(torch.randn(2, 5, 8)).shape == (2, 5, 16)
+    assert build_projector("linear", torch.Size([2, 5, 8]), torch.Size([2, 5, 16]))(torch.randn(2, 5, 8)).shape == (
+        2,
+        5,
+        16,
+    )
     conv = build_projector("conv1x1", torch.Size([2, 4, 8, 8]), torch.Size([2, 16, 4, 4]))
     assert conv(torch.randn(2, 4, 8, 8)).shape == (2, 16, 4, 4)
     with pytest.raises(KdforgeError, match="use projector 'linear' or 'conv1x1'"):

@@ -37,23 +37,45 @@ def test_ensemble_and_ema_sections_are_checked():
     with pytest.raises(ConfigError, match="at least two members"):
         Recipe.from_dict({**base, "teacher": {"source": "ensemble", "members": [{"model": {"name": "mlp"}}]}})
     with pytest.raises(ConfigError, match="combine 'weighted' goes with weights"):
-        Recipe.from_dict({**base, "teacher": {"source": "ensemble", "weights": [1, 2], "members": [{"model": {"name": "mlp"}}, {"model": {"name": "cnn"}}]}})
+        Recipe.from_dict(
+            {
+                **base,
+                "teacher": {
+                    "source": "ensemble",
+                    "weights": [1, 2],
+                    "members": [{"model": {"name": "mlp"}}, {"model": {"name": "cnn"}}],
+                },
+            }
+        )
     with pytest.raises(ConfigError, match="teacher.model is not used with source 'ema'"):
         Recipe.from_dict({**base, "teacher": {"source": "ema", "model": {"name": "mlp"}}})
     with pytest.raises(ConfigError, match=r"teacher\.members\.1\.model\.width: unknown key"):
-        Recipe.from_dict({**base, "teacher": {"source": "ensemble", "members": [{"model": {"name": "mlp"}}, {"model": {"name": "mlp", "width": 3}}]}})
+        Recipe.from_dict(
+            {
+                **base,
+                "teacher": {
+                    "source": "ensemble",
+                    "members": [{"model": {"name": "mlp"}}, {"model": {"name": "mlp", "width": 3}}],
+                },
+            }
+        )
     assert Recipe.from_dict({**base, "teacher": {"source": "ema"}}).teacher.decay == 0.999
 
 
 def test_ema_update_formula_and_buffers():
-    target, source = build_model("cnn", input_shape=(1, 8, 8), num_classes=10, width=4, depth=1), build_model("cnn", input_shape=(1, 8, 8), num_classes=10, width=4, depth=1)
+    target, source = (
+        build_model("cnn", input_shape=(1, 8, 8), num_classes=10, width=4, depth=1),
+        build_model("cnn", input_shape=(1, 8, 8), num_classes=10, width=4, depth=1),
+    )
     source.features[0][1].running_mean.fill_(3.0)
     source.features[0][1].num_batches_tracked.fill_(5)
     expected = [0.9 * t + 0.1 * s for t, s in zip(target.parameters(), source.parameters())]
     ema_update(target, source, 0.9)
     assert all(torch.allclose(t, e) for t, e in zip(target.parameters(), expected))
     assert torch.allclose(target.features[0][1].running_mean, torch.full((4,), 0.3))  # float buffers are averaged too
-    assert torch.equal(target.features[0][1].num_batches_tracked, source.features[0][1].num_batches_tracked)  # counters copied
+    assert torch.equal(
+        target.features[0][1].num_batches_tracked, source.features[0][1].num_batches_tracked
+    )  # counters copied
 
 
 def test_ema_teacher_follows_the_student_without_gradients(tmp_path):
@@ -64,7 +86,9 @@ def test_ema_teacher_follows_the_student_without_gradients(tmp_path):
     distiller = Distiller(student, teacher, build_losses([{"name": "ce"}, {"name": "kd"}]), data.train.x[:2])
     train = make_loader(data.train, 200, shuffle=True)
     before = [p.clone() for p in teacher.module.parameters()]
-    trainer = Trainer(distiller, OptimConfig(lr=1e-2), TrainConfig(epochs=1), steps_per_epoch=len(train), checkpoint_dir=tmp_path)
+    trainer = Trainer(
+        distiller, OptimConfig(lr=1e-2), TrainConfig(epochs=1), steps_per_epoch=len(train), checkpoint_dir=tmp_path
+    )
     trainer.fit(train, make_loader(data.val, 512))
     assert all(p.grad is None and not p.requires_grad for p in teacher.module.parameters())
     moved = [not torch.equal(a, b) for a, b in zip(before, teacher.module.parameters())]
@@ -109,7 +133,10 @@ def test_ensemble_kd_needs_an_ensemble():
 
 
 def test_ensemble_and_ema_recipes_run(tiny_recipe):
-    members = [{"model": {"name": "cnn", "width": 8, "depth": 2}, "train": {"epochs": 1}}, {"model": {"name": "mlp", "hidden": [32]}, "train": {"epochs": 1}}]
+    members = [
+        {"model": {"name": "cnn", "width": 8, "depth": 2}, "train": {"epochs": 1}},
+        {"model": {"name": "mlp", "hidden": [32]}, "train": {"epochs": 1}},
+    ]
     tiny_recipe["teacher"] = {"source": "ensemble", "members": members}
     tiny_recipe["losses"].append({"name": "ensemble_kd", "weight": 0.5})
     tiny_recipe["train"] = {"epochs": 1, "baseline": False}
@@ -121,7 +148,10 @@ def test_ensemble_and_ema_recipes_run(tiny_recipe):
     tiny_recipe["teacher"] = {"source": "ema", "decay": 0.9}
     tiny_recipe["losses"] = tiny_recipe["losses"][:2]
     result = run(Recipe.from_dict(tiny_recipe))
-    assert result.results["teacher"]["source"] == "ema" and result.results["teacher"]["params"] == result.results["student"]["params"]
+    assert (
+        result.results["teacher"]["source"] == "ema"
+        and result.results["teacher"]["params"] == result.results["student"]["params"]
+    )
 
 
 def test_a_term_reads_one_members_logits_and_an_ema_member_alone_follows_the_student(tmp_path):
@@ -131,7 +161,13 @@ def test_a_term_reads_one_members_logits_and_an_ema_member_alone_follows_the_stu
     teacher = Teacher(EnsembleTeacher([fixed, mlp(seed=3)]), ema_decay=0.5, ema_part="members.1")
     teacher.start_ema(student)
     assert all(torch.equal(a, b) for a, b in zip(teacher.module.members[1].parameters(), student.parameters()))
-    terms = build_losses([{"name": "kd", "member": 0, "temperature": 2.0}, {"name": "kd", "member": 1, "temperature": 3.0}, {"name": "kd"}])
+    terms = build_losses(
+        [
+            {"name": "kd", "member": 0, "temperature": 2.0},
+            {"name": "kd", "member": 1, "temperature": 3.0},
+            {"name": "kd"},
+        ]
+    )
     distiller = Distiller(student, teacher, terms, torch.randn(2, 1, 8, 8))
     x, y = torch.randn(8, 1, 8, 8), torch.arange(8)
     out = distiller(x, y)
@@ -148,7 +184,9 @@ def test_a_term_reads_one_members_logits_and_an_ema_member_alone_follows_the_stu
     distiller.after_step()
     assert all(torch.equal(a, b) for a, b in zip(fixed_before, fixed.parameters()))  # the external member never moves
     assert torch.allclose(teacher.module.members[1].head.weight, student.head.weight - 0.5)
-    assert set(distiller.trainable_state_dict()["teacher"]) == set(teacher.module.members[1].state_dict())  # only what changes is checkpointed
+    assert set(distiller.trainable_state_dict()["teacher"]) == set(
+        teacher.module.members[1].state_dict()
+    )  # only what changes is checkpointed
 
 
 def test_member_must_name_an_ensemble_member_of_a_term_that_reads_the_teacher():
@@ -175,7 +213,13 @@ def test_per_token_member_logits_are_flattened_and_unpadded_like_the_combination
             return self.head(self.embed(tokens))
 
     a, b, student = TinyLM(1), TinyLM(2), TinyLM(3)
-    distiller = Distiller(student, Teacher(EnsembleTeacher([a, b])), build_losses([{"name": "kd", "member": 1, "temperature": 1.0}]), torch.randint(0, 11, (2, 5)), per_token=True)
+    distiller = Distiller(
+        student,
+        Teacher(EnsembleTeacher([a, b])),
+        build_losses([{"name": "kd", "member": 1, "temperature": 1.0}]),
+        torch.randint(0, 11, (2, 5)),
+        per_token=True,
+    )
     tokens, targets = torch.randint(0, 11, (3, 5)), torch.randint(0, 11, (3, 5))
     targets[0, 3:] = PAD_TARGET
     real = (targets != PAD_TARGET).flatten()
@@ -183,12 +227,18 @@ def test_per_token_member_logits_are_flattened_and_unpadded_like_the_combination
         expected = kd_loss(student(tokens).flatten(0, 1)[real], b(tokens).flatten(0, 1)[real], 1.0)
     assert torch.allclose(distiller(tokens, targets).parts["kd"], expected, atol=1e-6)
 
-    terms = build_losses([{"name": "dual_head_kd", "temperature": 2.0}, {"name": "diverse_kd", "by": "agreement"}])  # token rows, padding left out, too
-    distiller = Distiller(student, Teacher(EnsembleTeacher([a, b])), terms, torch.randint(0, 11, (2, 5)), per_token=True)
+    terms = build_losses(
+        [{"name": "dual_head_kd", "temperature": 2.0}, {"name": "diverse_kd", "by": "agreement"}]
+    )  # token rows, padding left out, too
+    distiller = Distiller(
+        student, Teacher(EnsembleTeacher([a, b])), terms, torch.randint(0, 11, (2, 5)), per_token=True
+    )
     parts = distiller(tokens, targets).parts
     with torch.no_grad():
         aux = terms[0].aux_head(student.embed(tokens).flatten(0, 1)[real])
-        assert torch.allclose(parts["dual_head_kd"], kd_loss(aux, (a(tokens) + b(tokens)).flatten(0, 1)[real] / 2, 2.0), atol=1e-5)
+        assert torch.allclose(
+            parts["dual_head_kd"], kd_loss(aux, (a(tokens) + b(tokens)).flatten(0, 1)[real] / 2, 2.0), atol=1e-5
+        )
     assert torch.isfinite(parts["diverse_kd"])
 
 
@@ -199,8 +249,15 @@ def test_external_teacher_and_ema_self_distillation_in_one_run(tiny_recipe, invo
 
     import yaml
 
-    tiny_recipe["teacher"] = {"source": "ensemble", "members": [tiny_recipe["teacher"], {"source": "ema", "decay": 0.9}]}
-    tiny_recipe["losses"] = [{"name": "ce", "weight": 0.4}, {"name": "kd", "member": 0, "weight": 0.4}, {"name": "kd", "member": 1, "weight": 0.2, "temperature": 2.0}]
+    tiny_recipe["teacher"] = {
+        "source": "ensemble",
+        "members": [tiny_recipe["teacher"], {"source": "ema", "decay": 0.9}],
+    }
+    tiny_recipe["losses"] = [
+        {"name": "ce", "weight": 0.4},
+        {"name": "kd", "member": 0, "weight": 0.4},
+        {"name": "kd", "member": 1, "weight": 0.2, "temperature": 2.0},
+    ]
     tiny_recipe["train"] = {"epochs": 2, "baseline": False}
     path = tmp_path / "both.yaml"
     path.write_text(yaml.safe_dump(tiny_recipe))
@@ -210,7 +267,9 @@ def test_external_teacher_and_ema_self_distillation_in_one_run(tiny_recipe, invo
     results = json.loads((run_dir / "results.json").read_text())
     assert [m.get("decay") for m in results["teacher"]["members"]] == [None, 0.9]
     last = torch.load(run_dir / "last.pt", weights_only=True)
-    assert set(last["trainable"]["teacher"]) == set(build_model("mlp", input_shape=(1, 8, 8), num_classes=10, hidden=[16]).state_dict())  # the EMA member
+    assert set(last["trainable"]["teacher"]) == set(
+        build_model("mlp", input_shape=(1, 8, 8), num_classes=10, hidden=[16]).state_dict()
+    )  # the EMA member
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert any("kd_2" in str(row) for row in metrics)
 
@@ -221,11 +280,23 @@ def test_ensemble_members_are_checked():
     with pytest.raises(ConfigError, match="at most one 'ema' member"):
         Recipe.from_dict({**base, "teacher": {"source": "ensemble", "members": [ema, ema]}})
     with pytest.raises(ConfigError, match="not 'ensemble'"):
-        Recipe.from_dict({**base, "teacher": {"source": "ensemble", "members": [ema, {"source": "ensemble", "members": [ema, {"model": {"name": "mlp"}}]}]}})
+        Recipe.from_dict(
+            {
+                **base,
+                "teacher": {
+                    "source": "ensemble",
+                    "members": [ema, {"source": "ensemble", "members": [ema, {"model": {"name": "mlp"}}]}],
+                },
+            }
+        )
     with pytest.raises(ConfigError, match="cannot be cached"):
-        Recipe.from_dict({**base, "teacher": {"source": "ensemble", "cache": "c", "members": [ema, {"model": {"name": "mlp"}}]}})
+        Recipe.from_dict(
+            {**base, "teacher": {"source": "ensemble", "cache": "c", "members": [ema, {"model": {"name": "mlp"}}]}}
+        )
     with pytest.raises(ConfigError, match="belong to the ensemble's own section"):
-        Recipe.from_dict({**base, "teacher": {"source": "ensemble", "members": [ema, {"model": {"name": "mlp"}, "trainable": True}]}})
+        Recipe.from_dict(
+            {**base, "teacher": {"source": "ensemble", "members": [ema, {"model": {"name": "mlp"}, "trainable": True}]}}
+        )
     with pytest.raises(ConfigError, match="member"):
         Recipe.from_dict({**base, "teacher": ema, "losses": [{"name": "kd", "member": -1}]})
     recipe = Recipe.from_dict({**base, "teacher": {"source": "ensemble", "members": [{"model": {"name": "mlp"}}, ema]}})
@@ -273,17 +344,28 @@ def test_hidden_states_of_several_teachers_at_once(invoke, tiny_recipe, tmp_path
 
     import yaml
 
-    tiny_recipe["teacher"] = {"source": "ensemble", "members": [
-        {"source": "train", "model": {"name": "mlp", "hidden": [16]}, "train": {"epochs": 1}},
-        {"source": "train", "model": {"name": "cnn", "width": 4, "depth": 1}, "train": {"epochs": 1}},
-    ]}
-    tiny_recipe["losses"] = [{"name": "ce"}, {"name": "kd"}, {"name": "hint", "student": "features.0", "teacher": "members.0.features.0", "projector": "linear"},
-                             {"name": "cka", "student": "features.0", "teacher": "members.1.features.0"}]
+    tiny_recipe["teacher"] = {
+        "source": "ensemble",
+        "members": [
+            {"source": "train", "model": {"name": "mlp", "hidden": [16]}, "train": {"epochs": 1}},
+            {"source": "train", "model": {"name": "cnn", "width": 4, "depth": 1}, "train": {"epochs": 1}},
+        ],
+    }
+    tiny_recipe["losses"] = [
+        {"name": "ce"},
+        {"name": "kd"},
+        {"name": "hint", "student": "features.0", "teacher": "members.0.features.0", "projector": "linear"},
+        {"name": "cka", "student": "features.0", "teacher": "members.1.features.0"},
+    ]
     tiny_recipe["train"] = {"epochs": 1, "baseline": False}
     (tmp_path / "two.yaml").write_text(yaml.safe_dump(tiny_recipe))
     assert invoke("train", tmp_path / "two.yaml") == 0, capsys.readouterr().out
     run_dir = next((tmp_path / "runs").glob("tiny-*"))
-    epoch = next(r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if r["stage"] == "distill" and r["kind"] == "epoch")
+    epoch = next(
+        r
+        for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+        if r["stage"] == "distill" and r["kind"] == "epoch"
+    )
     assert epoch["train"]["hint"] > 0 and 0 < epoch["train"]["cka"] <= 1  # one term per teacher's hidden states
 
 
@@ -305,9 +387,20 @@ def test_diverse_kd_weights_each_sample_towards_the_teachers_that_are_right_abou
     agree = lf.teacher_importance(members, members[1], labels, "agreement", 1.0, 0.0)
     assert (agree[:, 1] > agree[:, 0]).all()  # a student that already follows member 1 weighs it more
     loss = lf.multi_teacher_kd(student, members, weights, 2.0)
-    expected = sum(weights[b, m] * lf.kd_loss(student[b:b + 1], members[m, b:b + 1], 2.0) for b in range(6) for m in range(2)) / 6
+    expected = (
+        sum(
+            weights[b, m] * lf.kd_loss(student[b : b + 1], members[m, b : b + 1], 2.0)
+            for b in range(6)
+            for m in range(2)
+        )
+        / 6
+    )
     assert torch.allclose(loss, expected, atol=1e-5)
-    assert torch.allclose(lf.multi_teacher_kd(student, members, torch.tensor([[1.0, 0.0]]).expand(6, 2), 2.0), lf.kd_loss(student, members[0], 2.0), atol=1e-5)
+    assert torch.allclose(
+        lf.multi_teacher_kd(student, members, torch.tensor([[1.0, 0.0]]).expand(6, 2), 2.0),
+        lf.kd_loss(student, members[0], 2.0),
+        atol=1e-5,
+    )
 
 
 def test_diverse_kd_runs_from_a_recipe_and_logs_each_members_weight(tiny_recipe, invoke, tmp_path):
@@ -315,7 +408,10 @@ def test_diverse_kd_runs_from_a_recipe_and_logs_each_members_weight(tiny_recipe,
 
     import yaml
 
-    members = [{"model": {"name": "cnn", "width": 8, "depth": 2}, "train": {"epochs": 1}}, {"model": {"name": "mlp", "hidden": [32]}, "train": {"epochs": 1}}]
+    members = [
+        {"model": {"name": "cnn", "width": 8, "depth": 2}, "train": {"epochs": 1}},
+        {"model": {"name": "mlp", "hidden": [32]}, "train": {"epochs": 1}},
+    ]
     tiny_recipe["teacher"] = {"source": "ensemble", "members": members}
     tiny_recipe["losses"] = [{"name": "ce", "weight": 0.3}, {"name": "diverse_kd", "weight": 0.7, "min_weight": 0.1}]
     tiny_recipe["train"] = {"epochs": 1, "baseline": False}
@@ -331,7 +427,9 @@ def test_diverse_kd_runs_from_a_recipe_and_logs_each_members_weight(tiny_recipe,
         Distiller(mlp(), Teacher(mlp()), build_losses([{"name": "diverse_kd"}]), torch.randn(2, 1, 8, 8))
 
 
-def test_dual_head_kd_trains_an_auxiliary_head_and_leaves_the_students_own_head_to_the_labels(tiny_recipe, invoke, tmp_path):
+def test_dual_head_kd_trains_an_auxiliary_head_and_leaves_the_students_own_head_to_the_labels(
+    tiny_recipe, invoke, tmp_path
+):
     import yaml
 
     from kdforge.losses.functional import kd_loss
@@ -354,4 +452,6 @@ def test_dual_head_kd_trains_an_auxiliary_head_and_leaves_the_students_own_head_
     assert torch.allclose(out.parts["dual_head_kd"], kd_loss(aux(features["x"]), teacher(x), 3.0), atol=1e-6)
     out.loss.backward()
     assert student.head.weight.grad is None  # the student's own classifier learns from the labels alone
-    assert aux.weight.grad.abs().sum() > 0 and next(student.features.parameters()).grad.abs().sum() > 0  # the auxiliary head and the backbone learn
+    assert (
+        aux.weight.grad.abs().sum() > 0 and next(student.features.parameters()).grad.abs().sum() > 0
+    )  # the auxiliary head and the backbone learn

@@ -35,7 +35,10 @@ EXAMPLES = {
     "fdd": (VIT, "{name: fdd, student: auto, teacher: auto, mapping: uniform}"),
     "cka": (VIT, "{name: cka, student: blocks.1, teacher: blocks.3, debiased: true}"),
     "at": (CNN, "{name: at, student: features.1, teacher: features.2}"),
-    "minilm": (VIT, "{name: minilm, student: blocks, teacher: blocks, mapping: last, submodule: attn.qkv, relation_heads: 2}"),
+    "minilm": (
+        VIT,
+        "{name: minilm, student: blocks, teacher: blocks, mapping: last, submodule: attn.qkv, relation_heads: 2}",
+    ),
     "attn_kl": (VIT, "{name: attn_kl, student: blocks.1, teacher: blocks.3, submodule: attn.qkv, relation_heads: 2}"),
     "rkd": (VIT, "{name: rkd, student: norm, teacher: norm}"),
     "pkt": (VIT, "{name: pkt, student: 'head:input', teacher: 'head:input'}"),
@@ -43,7 +46,10 @@ EXAMPLES = {
     "relational": (VIT, "{name: relational, student: blocks, teacher: blocks, mapping: skip}"),
     "cosine": (VIT, "{name: cosine}"),
     "proj_mse": (VIT, "{name: proj_mse, student: 'head:input', projector: mlp}"),
-    "sim_kl": (VIT, "{name: sim_kl, teacher: 'head:input', temperature: {schedule: exponential, start: 4.0, end: 0.5}}"),
+    "sim_kl": (
+        VIT,
+        "{name: sim_kl, teacher: 'head:input', temperature: {schedule: exponential, start: 4.0, end: 0.5}}",
+    ),
     "infonce": (VIT, "{name: infonce, student: 'head:input', temperature: 0.2, neighbours: 2}"),
     "supcon": (VIT, "{name: supcon, student: 'head:input', temperature: 0.2, dim: 8}"),
     "ensemble_kd": (ENSEMBLE, "{name: ensemble_kd, temperature: 2.0, hidden: 8}"),
@@ -52,7 +58,10 @@ EXAMPLES = {
     "block_ce": (TM, "{name: block_ce, label_smoothing: 0.1}"),
     "clause_reg": (TM, "{name: clause_reg, sparsity: 1.0, budget: 4}"),
     "clause_align": (TM, "{name: clause_align, student: auto, teacher: auto, temperature: 2.0}"),
-    "self_distill": (VIT, "{name: self_distill, layers: [blocks.0, blocks.1], alpha: 0.5, feature: 0.1, layout: tokens}"),
+    "self_distill": (
+        VIT,
+        "{name: self_distill, layers: [blocks.0, blocks.1], alpha: 0.5, feature: 0.1, layout: tokens}",
+    ),
     "reg_task": (SSM, "{name: reg_task, kind: mag_phase, phase_weight: 0.5}"),
     "reg_distill": (SSM, "{name: reg_distill, kind: complex_mse, weight: {schedule: linear, start: 0.0, end: 1.0}}"),
 }
@@ -68,12 +77,24 @@ def models(kind):
         return student, EnsembleTeacher([first, second])
     if kind == TM:
         teacher = build_model("vit", input_shape=(1, 8, 8), num_classes=10, embed_dim=32, depth=4, heads=4)
-        return build_model("vit_tm", input_shape=(1, 8, 8), num_classes=10, embed_dim=16, depth=2, heads=2, clauses=8, diag_heads=True), teacher
+        return build_model(
+            "vit_tm", input_shape=(1, 8, 8), num_classes=10, embed_dim=16, depth=2, heads=2, clauses=8, diag_heads=True
+        ), teacher
     if kind == SSM:
-        options = {"input_shape": (2, 12), "num_classes": 1, "pool": "none", "complex": True, "complex_mode": "channels"}
-        return build_model("ssm", model_dim=8, num_layers=1, **options), build_model("ssm", model_dim=16, num_layers=2, selectivity="mamba", **options)
+        options = {
+            "input_shape": (2, 12),
+            "num_classes": 1,
+            "pool": "none",
+            "complex": True,
+            "complex_mode": "channels",
+        }
+        return build_model("ssm", model_dim=8, num_layers=1, **options), build_model(
+            "ssm", model_dim=16, num_layers=2, selectivity="mamba", **options
+        )
     if kind == LM:
-        return build_model("rwkv_spiking", input_shape=(12,), num_classes=40, size="tiny"), build_model("lm_transformer", input_shape=(12,), num_classes=40, width=32, depth=2, heads=2)
+        return build_model("rwkv_spiking", input_shape=(12,), num_classes=40, size="tiny"), build_model(
+            "lm_transformer", input_shape=(12,), num_classes=40, width=32, depth=2, heads=2
+        )
     if kind == VIT:
         teacher = build_model("vit", input_shape=(1, 8, 8), num_classes=10, embed_dim=32, depth=4, heads=4)
         student = build_model("vit", input_shape=(1, 8, 8), num_classes=10, embed_dim=16, depth=2, heads=2)
@@ -84,7 +105,9 @@ def models(kind):
 
 
 def test_every_registered_term_has_an_example():
-    built_in = {name for name in LOSSES.names() if LOSSES.get(name).__module__.startswith("kdforge.")}  # not test plugins
+    built_in = {
+        name for name in LOSSES.names() if LOSSES.get(name).__module__.startswith("kdforge.")
+    }  # not test plugins
     assert set(EXAMPLES) == built_in
 
 
@@ -132,7 +155,9 @@ def test_block_lists_are_found_and_checked():
     assert block_names(teacher, "blocks", expand=False) == ["blocks"]
     with pytest.raises(KdforgeError, match="no module named 'blocks.9'"):
         block_names(teacher, ["blocks.0", "blocks.9"])
-    terms = build_losses([{"name": "hint", "student": "blocks", "teacher": "blocks", "mapping": "uniform", "submodule": "atn"}])
+    terms = build_losses(
+        [{"name": "hint", "student": "blocks", "teacher": "blocks", "mapping": "uniform", "submodule": "atn"}]
+    )
     with pytest.raises(KdforgeError, match="no module named 'blocks.0.atn'.*closest: blocks.0.attn"):
         Distiller(student, Teacher(teacher), terms, torch.randn(2, 1, 8, 8))
 

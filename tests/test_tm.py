@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kdforge.models import build_model
 from kdforge.families.tm.clause import ClauseLayer, DeepTM, set_hard
 from kdforge.families.tm.rules import PackedTM, export_rules, layer_rules, load_rules, model_rules
+from kdforge.models import build_model
 
 
 def fuzzy_inputs(n=32, features=6, seed=0):
@@ -246,8 +246,18 @@ def test_tm_block_options_all_change_the_model():
     base = dict(input_shape=shape, num_classes=3, clauses=16, embed_dim=32, heads=2, depth=2)
     torch.manual_seed(0)
     x = torch.randn(2, *shape)
-    options = [{"ff_mix": "linear"}, {"ff_mix": "linear_depthwise"}, {"bitwise_mix": True}, {"routing": True}, {"revote": True},
-               {"bypass": 0.5}, {"gating": "geglu"}, {"gating": "swiglu"}, {"learn_tau": True, "tau_ema": 0.9}, {"diag_heads": True}]
+    options = [
+        {"ff_mix": "linear"},
+        {"ff_mix": "linear_depthwise"},
+        {"bitwise_mix": True},
+        {"routing": True},
+        {"revote": True},
+        {"bypass": 0.5},
+        {"gating": "geglu"},
+        {"gating": "swiglu"},
+        {"learn_tau": True, "tau_ema": 0.9},
+        {"diag_heads": True},
+    ]
     plain = sum(p.numel() for p in build_model("vit_tm", **base).parameters())
     for option in options:
         model = build_model("vit_tm", **base, **option)
@@ -302,24 +312,39 @@ def test_tm_options_are_checked_like_any_model_option():
 def test_swin_stage_layout_is_written_in_a_recipe(invoke, tiny_recipe, tmp_path, capsys):
     import yaml
 
-    recipe = {**tiny_recipe, "student": {"model": {"name": "swin_tm", "embed_dim": 8, "depths": [1, 1], "heads": [1, 2], "window": 2, "clauses": 8}}}
+    recipe = {
+        **tiny_recipe,
+        "student": {
+            "model": {"name": "swin_tm", "embed_dim": 8, "depths": [1, 1], "heads": [1, 2], "window": 2, "clauses": 8}
+        },
+    }
     (tmp_path / "swin.yaml").write_text(yaml.safe_dump(recipe))
     assert invoke("check", tmp_path / "swin.yaml") == 0, capsys.readouterr().out
-    assert invoke("check", tmp_path / "swin.yaml", "student.model.depths=[1, 1, 1]", "student.model.heads=[1, 1, 2]") == 0, capsys.readouterr().out
-    assert build_model("swin_tm", input_shape=(1, 8, 8), num_classes=3, depths=[1, 1], heads=[1, 2], window=2).kdforge_spec["options"]["depths"] == [1, 1]
+    assert (
+        invoke("check", tmp_path / "swin.yaml", "student.model.depths=[1, 1, 1]", "student.model.heads=[1, 1, 2]") == 0
+    ), capsys.readouterr().out
+    assert build_model(
+        "swin_tm", input_shape=(1, 8, 8), num_classes=3, depths=[1, 1], heads=[1, 2], window=2
+    ).kdforge_spec["options"]["depths"] == [1, 1]
 
 
 def test_hard_transformer_equals_its_exported_clause_layers():
     """In hard mode every clause layer of a ViT-TM computes exactly what its rules compute."""
     torch.manual_seed(0)
-    model = set_hard(build_model("vit_tm", input_shape=(1, 16, 16), num_classes=3, clauses=16, embed_dim=32, heads=2).eval())
+    model = set_hard(
+        build_model("vit_tm", input_shape=(1, 16, 16), num_classes=3, clauses=16, embed_dim=32, heads=2).eval()
+    )
     rules = model_rules(model)["layers"]
     checked = []
 
     def compare(name):
         def hook(layer, args, out):
-            assert np.array_equal(PackedTM(rules[name])(args[0].reshape(-1, layer.in_features)), out.reshape(-1, layer.out_features).numpy())
+            assert np.array_equal(
+                PackedTM(rules[name])(args[0].reshape(-1, layer.in_features)),
+                out.reshape(-1, layer.out_features).numpy(),
+            )
             checked.append(name)
+
         return hook
 
     for name, module in model.named_modules():
@@ -353,7 +378,9 @@ def test_tm_flat_run_on_booleanized_digits_reports_hard_mode_and_exports_rules(t
     with torch.no_grad():
         assert np.array_equal(PackedTM(rules["layers"]["tm"])(data.test.x), student(data.test.x).numpy())
     assert invoke("explain", result.run_dir, "--samples", 1) == 0
-    assert "x[1," in (result.run_dir / "explain" / "clauses.md").read_text()  # literals name input positions and thresholds
+    assert (
+        "x[1," in (result.run_dir / "explain" / "clauses.md").read_text()
+    )  # literals name input positions and thresholds
 
 
 def test_booleanize_thresholds_come_from_the_training_split():
@@ -367,12 +394,11 @@ def test_booleanize_thresholds_come_from_the_training_split():
     assert fit_thresholds(x, "thresholds", 7).shape == (1, 1)
 
 
-
 def _correlate(image, kernel):
     """Hand-written 'same' correlation with edge replication, one 2-D channel."""
     padded = np.pad(image, 1, mode="edge")
     h, w = image.shape
-    return np.array([[(padded[i:i + 3, j:j + 3] * kernel).sum() for j in range(w)] for i in range(h)])
+    return np.array([[(padded[i : i + 3, j : j + 3] * kernel).sum() for j in range(w)] for i in range(h)])
 
 
 def test_augmented_and_convolutional_features_match_their_filters():
@@ -383,7 +409,14 @@ def test_augmented_and_convolutional_features_match_their_filters():
     sobel = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]]) / 4
     laplacian = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]]) / 4
     conv = feature_maps(x, "convolutional")
-    assert derived_channels("convolutional", 2) == ["input", "sobel_x", "sobel_y", "laplacian", "diagonal", "antidiagonal"] and conv.shape == (2, 12, 5, 6)
+    assert derived_channels("convolutional", 2) == [
+        "input",
+        "sobel_x",
+        "sobel_y",
+        "laplacian",
+        "diagonal",
+        "antidiagonal",
+    ] and conv.shape == (2, 12, 5, 6)
     image = x[1, 1].numpy()
     assert torch.equal(conv[:, :2], x)  # the inputs come first, then one group of channels per filter
     assert np.allclose(conv[1, 3].numpy(), _correlate(image, sobel), atol=1e-5)
@@ -392,15 +425,21 @@ def test_augmented_and_convolutional_features_match_their_filters():
     augmented = feature_maps(x, "augmented")
     assert augmented.shape == (2, 6, 5, 6)
     assert np.allclose(augmented[1, 3].numpy(), image - _correlate(image, np.full((3, 3), 1 / 9)), atol=1e-5)
-    assert np.allclose(augmented[1, 5].numpy(), np.hypot(_correlate(image, sobel), _correlate(image, sobel.T)), atol=1e-5)
+    assert np.allclose(
+        augmented[1, 5].numpy(), np.hypot(_correlate(image, sobel), _correlate(image, sobel.T)), atol=1e-5
+    )
     sequence = torch.arange(8.0).view(1, 1, 8) ** 2
-    assert feature_maps(sequence, "augmented")[0, 2, 1:-1].tolist() == [2.0 * i for i in range(1, 7)]  # |central difference| of i² is 2i
+    assert feature_maps(sequence, "augmented")[0, 2, 1:-1].tolist() == [
+        2.0 * i for i in range(1, 7)
+    ]  # |central difference| of i² is 2i
     assert feature_maps(sequence, "convolutional").shape == (1, 4, 8)
     with pytest.raises(KdforgeError, match="features 'augmented' filters images"):
         feature_maps(torch.randn(3, 10), "augmented")
 
 
-def test_booleanized_features_from_a_recipe_are_cached_reused_and_exported(tiny_recipe, invoke, tmp_path, monkeypatch, capsys):
+def test_booleanized_features_from_a_recipe_are_cached_reused_and_exported(
+    tiny_recipe, invoke, tmp_path, monkeypatch, capsys
+):
     import yaml
 
     from kdforge import load_student
@@ -408,7 +447,12 @@ def test_booleanized_features_from_a_recipe_are_cached_reused_and_exported(tiny_
     from kdforge.data import build_dataset
 
     cache = tmp_path / "bits"
-    tiny_recipe["data"]["booleanize"] = {"method": "thermometer", "levels": 2, "features": "augmented", "cache": str(cache)}
+    tiny_recipe["data"]["booleanize"] = {
+        "method": "thermometer",
+        "levels": 2,
+        "features": "augmented",
+        "cache": str(cache),
+    }
     tiny_recipe["student"] = {"model": {"name": "tm_flat", "clauses": 16, "lf": 4}}
     tiny_recipe["train"] = {"epochs": 1, "baseline": False}
     path = tmp_path / "bits.yaml"
@@ -441,7 +485,15 @@ def test_booleanized_features_from_a_recipe_are_cached_reused_and_exported(tiny_
     assert invoke("train", path) == 2
     said = capsys.readouterr().out.replace("\n", "")
     assert str(stored) in said and "truncated or damaged" in said
-    module.save_npz(stored, {"train": np.zeros(3, np.uint8), "val": np.zeros(3, np.uint8), "test": np.zeros(3, np.uint8), "shape": np.array([6, 8, 8])})
+    module.save_npz(
+        stored,
+        {
+            "train": np.zeros(3, np.uint8),
+            "val": np.zeros(3, np.uint8),
+            "test": np.zeros(3, np.uint8),
+            "shape": np.array([6, 8, 8]),
+        },
+    )
     assert invoke("train", path) == 2
     assert "delete it and it is rebuilt" in capsys.readouterr().out.replace("\n", "")
 
@@ -455,17 +507,27 @@ def tm_distiller(losses, diag_heads=True):
     from kdforge.teachers import Teacher
 
     torch.manual_seed(0)
-    student = build_model("vit_tm", input_shape=(1, 8, 8), num_classes=4, embed_dim=16, depth=2, heads=2, clauses=8, diag_heads=diag_heads)
+    student = build_model(
+        "vit_tm", input_shape=(1, 8, 8), num_classes=4, embed_dim=16, depth=2, heads=2, clauses=8, diag_heads=diag_heads
+    )
     teacher = build_model("cnn", input_shape=(1, 8, 8), num_classes=4, width=8, depth=2)
     x = torch.randn(6, 1, 8, 8)
-    return Distiller(student, Teacher(teacher), build_losses(losses), x[:2]).train(), student, teacher, x, torch.arange(6) % 4
+    return (
+        Distiller(student, Teacher(teacher), build_losses(losses), x[:2]).train(),
+        student,
+        teacher,
+        x,
+        torch.arange(6) % 4,
+    )
 
 
 def test_block_ce_is_the_mean_ce_of_the_block_heads():
     distiller, student, _, x, y = tm_distiller([{"name": "block_ce"}])
     heads = {}
     for name in ("blocks.0.diag_head", "blocks.1.diag_head"):
-        dict(student.named_modules())[name].register_forward_hook(lambda m, a, out, name=name: heads.__setitem__(name, out))
+        dict(student.named_modules())[name].register_forward_hook(
+            lambda m, a, out, name=name: heads.__setitem__(name, out)
+        )
     out = distiller(x, y)
     expected = (F.cross_entropy(heads["blocks.0.diag_head"], y) + F.cross_entropy(heads["blocks.1.diag_head"], y)) / 2
     torch.testing.assert_close(out.parts["block_ce"], expected)
@@ -473,7 +535,9 @@ def test_block_ce_is_the_mean_ce_of_the_block_heads():
 
 
 def test_clause_reg_matches_its_formula_and_logs_usage():
-    distiller, student, _, x, y = tm_distiller([{"name": "clause_reg", "sparsity": 0.5, "budget": 3.0, "budget_weight": 2.0}])
+    distiller, student, _, x, y = tm_distiller(
+        [{"name": "clause_reg", "sparsity": 0.5, "budget": 3.0, "budget_weight": 2.0}]
+    )
     out = distiller(x, y)
     layers = [m for m in student.modules() if isinstance(m, ClauseLayer)]
     expected = []
@@ -487,19 +551,25 @@ def test_clause_reg_matches_its_formula_and_logs_usage():
 
 
 def test_clause_align_is_a_kl_from_projected_teacher_features_to_clause_scores():
-    distiller, student, teacher, x, y = tm_distiller([{"name": "clause_align", "teacher": "features", "temperature": 2.0}])
+    distiller, student, teacher, x, y = tm_distiller(
+        [{"name": "clause_align", "teacher": "features", "temperature": 2.0}]
+    )
     term = distiller.terms[0]
     assert [s for s, _ in term.pairs] == ["blocks.0.ffn.tm.activations", "blocks.1.ffn.tm.activations"]
     seen = {}
     for model, names in ((student, [s for s, _ in term.pairs]), (teacher, [t for _, t in term.pairs])):
         for name in names:
-            dict(model.named_modules())[name].register_forward_hook(lambda m, a, out, name=name: seen.__setitem__(name, out))
+            dict(model.named_modules())[name].register_forward_hook(
+                lambda m, a, out, name=name: seen.__setitem__(name, out)
+            )
     out = distiller(x, y)
     expected = []
     for i, (s_name, t_name) in enumerate(term.pairs):
         s = seen[s_name].mean(1)  # clause scores [B, N, C] averaged over tokens
         t = term.projectors[i](seen[t_name].mean((2, 3)))  # CNN map [B, C, H, W] averaged over positions
-        expected.append((F.softmax(t / 2, -1) * (F.log_softmax(t / 2, -1) - F.log_softmax(s / 2, -1))).sum(-1).mean() * 4)
+        expected.append(
+            (F.softmax(t / 2, -1) * (F.log_softmax(t / 2, -1) - F.log_softmax(s / 2, -1))).sum(-1).mean() * 4
+        )
     torch.testing.assert_close(out.parts["clause_align"], torch.stack(expected).mean())
     out.loss.backward()
     assert all((m.include.grad != 0).any() for m in student.modules() if isinstance(m, ClauseLayer))
@@ -519,7 +589,9 @@ def test_gradient_checkpointing_covers_every_stage_of_swin_tm_and_changes_no_gra
 
     torch.manual_seed(0)
     plain = build_model("swin_tm", input_shape=(1, 16, 16), num_classes=3, embed_dim=16, depths=(1, 2), heads=(2, 2))
-    checkpointed = build_model("swin_tm", input_shape=(1, 16, 16), num_classes=3, embed_dim=16, depths=(1, 2), heads=(2, 2))
+    checkpointed = build_model(
+        "swin_tm", input_shape=(1, 16, 16), num_classes=3, embed_dim=16, depths=(1, 2), heads=(2, 2)
+    )
     checkpointed.load_state_dict(plain.state_dict())
     checkpoint_blocks(checkpointed)
     blocks = [b for stage in checkpointed.stages for b in stage.blocks]
@@ -536,16 +608,26 @@ def test_feature_terms_tap_tm_blocks_by_their_hidden_states(invoke, tiny_recipe,
 
     tiny_recipe.update(
         data={"name": "digits", "image_size": 16, "batch_size": 64},
-        teacher={"source": "train", "model": {"name": "vit", "patch_size": 4, "embed_dim": 16, "depth": 2, "heads": 2}, "train": {"epochs": 1}},
+        teacher={
+            "source": "train",
+            "model": {"name": "vit", "patch_size": 4, "embed_dim": 16, "depth": 2, "heads": 2},
+            "train": {"epochs": 1},
+        },
         student={"model": {"name": "vit_tm_tiny", "patch_size": 4, "clauses": 8}},
-        losses=[{"name": "ce"}, {"name": "hint", "student": "blocks.0", "teacher": "blocks.0", "projector": "linear"},
-                {"name": "cka", "student": "blocks", "teacher": "auto", "mapping": "uniform"}, {"name": "fdd", "student": "blocks", "teacher": "blocks", "mapping": "uniform"}],
+        losses=[
+            {"name": "ce"},
+            {"name": "hint", "student": "blocks.0", "teacher": "blocks.0", "projector": "linear"},
+            {"name": "cka", "student": "blocks", "teacher": "auto", "mapping": "uniform"},
+            {"name": "fdd", "student": "blocks", "teacher": "blocks", "mapping": "uniform"},
+        ],
     )
     (tmp_path / "tm.yaml").write_text(yaml.safe_dump(tiny_recipe))
     assert invoke("check", tmp_path / "tm.yaml") == 0, capsys.readouterr().out
     out = " ".join(capsys.readouterr().out.split())
     assert all(f"{term} = " in out for term in ("hint", "cka", "fdd"))
-    assert invoke("check", tmp_path / "tm.yaml", "losses.2.mapping=explicit") == 2  # 'blocks' itself never runs: said so
+    assert (
+        invoke("check", tmp_path / "tm.yaml", "losses.2.mapping=explicit") == 2
+    )  # 'blocks' itself never runs: said so
     assert "never ran in a forward pass" in capsys.readouterr().out
 
 
@@ -569,12 +651,28 @@ def test_mlp_ratio_sizes_each_tm_feed_forward_from_its_token_width(invoke, tiny_
 
     from kdforge.errors import KdforgeError
 
-    swin = build_model("swin_tm", input_shape=(1, 16, 16), num_classes=3, embed_dim=8, depths=[1, 1], heads=[1, 2], window=2, clauses=8, mlp_ratio=1.5)
+    swin = build_model(
+        "swin_tm",
+        input_shape=(1, 16, 16),
+        num_classes=3,
+        embed_dim=8,
+        depths=[1, 1],
+        heads=[1, 2],
+        window=2,
+        clauses=8,
+        mlp_ratio=1.5,
+    )
     widths = {n: m.out_features for n, m in swin.named_modules() if n.endswith("ffn.proj_in")}
-    assert widths == {"stages.0.blocks.0.ffn.proj_in": 12, "stages.1.blocks.0.ffn.proj_in": 24}  # 1.5 x 8, then 1.5 x 16
+    assert widths == {
+        "stages.0.blocks.0.ffn.proj_in": 12,
+        "stages.1.blocks.0.ffn.proj_in": 24,
+    }  # 1.5 x 8, then 1.5 x 16
     with pytest.raises(KdforgeError, match="literals .* or mlp_ratio .*, not both"):
         build_model("vit_tm", input_shape=(1, 16, 16), num_classes=3, literals=8, mlp_ratio=2.0)
-    recipe = {**tiny_recipe, "student": {"model": {"name": "vit_tm_tiny", "patch_size": 4, "clauses": 8, "mlp_ratio": 2.0}}}
+    recipe = {
+        **tiny_recipe,
+        "student": {"model": {"name": "vit_tm_tiny", "patch_size": 4, "clauses": 8, "mlp_ratio": 2.0}},
+    }
     (tmp_path / "tm.yaml").write_text(yaml.safe_dump(recipe))
     assert invoke("check", tmp_path / "tm.yaml") == 0, capsys.readouterr().out
 
@@ -584,15 +682,46 @@ def test_swin_stage_widths_and_clause_budgets_per_stage_from_a_recipe(invoke, ti
 
     from kdforge.errors import KdforgeError
 
-    model = build_model("swin_tm", input_shape=(1, 16, 16), num_classes=3, embed_dim=[12, 20], depths=[1, 1], heads=[2, 4], window=2, clauses=[8, 16])
+    model = build_model(
+        "swin_tm",
+        input_shape=(1, 16, 16),
+        num_classes=3,
+        embed_dim=[12, 20],
+        depths=[1, 1],
+        heads=[2, 4],
+        window=2,
+        clauses=[8, 16],
+    )
     layers = {n: (m.in_features, m.clauses) for n, m in model.named_modules() if isinstance(m, ClauseLayer)}
-    assert layers == {"stages.0.blocks.0.ffn.tm": (12, 8), "stages.1.blocks.0.ffn.tm": (20, 16)}  # widths that do not double
+    assert layers == {
+        "stages.0.blocks.0.ffn.tm": (12, 8),
+        "stages.1.blocks.0.ffn.tm": (20, 16),
+    }  # widths that do not double
     assert model.stages[0].downsample.reduction.out_features == 20 and model.head.in_features == 20
-    doubled = build_model("swin_tm", input_shape=(1, 16, 16), num_classes=3, embed_dim=8, depths=[1, 1], heads=[1, 2], window=2, clauses=8)
-    assert [m.in_features for m in doubled.modules() if isinstance(m, ClauseLayer)] == [8, 16]  # one number: the width doubles
+    doubled = build_model(
+        "swin_tm", input_shape=(1, 16, 16), num_classes=3, embed_dim=8, depths=[1, 1], heads=[1, 2], window=2, clauses=8
+    )
+    assert [m.in_features for m in doubled.modules() if isinstance(m, ClauseLayer)] == [
+        8,
+        16,
+    ]  # one number: the width doubles
     with pytest.raises(KdforgeError, match="one number or one per stage"):
-        build_model("swin_tm", input_shape=(1, 16, 16), num_classes=3, embed_dim=[8, 16, 32], depths=[1, 1], heads=[1, 2])
-    recipe = {**tiny_recipe, "student": {"model": {"name": "swin_tm", "embed_dim": [8, 12], "clauses": [8, 16], "depths": [1, 1], "heads": [1, 2], "window": 2}}}
+        build_model(
+            "swin_tm", input_shape=(1, 16, 16), num_classes=3, embed_dim=[8, 16, 32], depths=[1, 1], heads=[1, 2]
+        )
+    recipe = {
+        **tiny_recipe,
+        "student": {
+            "model": {
+                "name": "swin_tm",
+                "embed_dim": [8, 12],
+                "clauses": [8, 16],
+                "depths": [1, 1],
+                "heads": [1, 2],
+                "window": 2,
+            }
+        },
+    }
     (tmp_path / "swin.yaml").write_text(yaml.safe_dump(recipe))
     assert invoke("check", tmp_path / "swin.yaml") == 0, capsys.readouterr().out
 

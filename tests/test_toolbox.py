@@ -26,7 +26,14 @@ def fit_student(data, tmp, train_cfg, optim_cfg=None, model=None, callbacks=(), 
     student = model or build_model("mlp", input_shape=(1, 8, 8), num_classes=10, hidden=[16])
     distiller = Distiller(student, None, build_losses(losses or [{"name": "ce"}]), data.train.x[:2])
     train = make_loader(data.train, 100, shuffle=True)
-    trainer = Trainer(distiller, optim_cfg or OptimConfig(lr=1e-2), train_cfg, steps_per_epoch=len(train), checkpoint_dir=tmp, callbacks=callbacks)
+    trainer = Trainer(
+        distiller,
+        optim_cfg or OptimConfig(lr=1e-2),
+        train_cfg,
+        steps_per_epoch=len(train),
+        checkpoint_dir=tmp,
+        callbacks=callbacks,
+    )
     return trainer, trainer.fit(train, make_loader(data.val, 512))
 
 
@@ -44,16 +51,22 @@ def test_student_ema_is_the_hand_computed_average_and_is_what_is_selected(data, 
     snapshots = Snapshots()
     torch.manual_seed(0)
     initial = build_model("mlp", input_shape=(1, 8, 8), num_classes=10, hidden=[16]).state_dict()
-    trainer, result = fit_student(data, tmp_path, TrainConfig(epochs=1, ema_decay=0.9, ema_warmup=False), callbacks=[snapshots])
+    trainer, result = fit_student(
+        data, tmp_path, TrainConfig(epochs=1, ema_decay=0.9, ema_warmup=False), callbacks=[snapshots]
+    )
     expected = {k: v.clone() for k, v in initial.items()}
     for state in snapshots.states:  # e <- 0.9 e + 0.1 w after each of the k steps
         expected = {k: 0.9 * expected[k] + 0.1 * state[k] for k in expected}
     got = trainer.ema.module.state_dict()
     assert len(snapshots.states) == 12 and all(torch.allclose(got[k], expected[k], atol=1e-6) for k in expected)
-    assert not torch.allclose(got["head.weight"], snapshots.states[-1]["head.weight"])  # the average is not the last weights
+    assert not torch.allclose(
+        got["head.weight"], snapshots.states[-1]["head.weight"]
+    )  # the average is not the last weights
     assert result.best_val == trainer.evaluate(make_loader(data.val, 512))  # validation measured the EMA
     trainer.load_best()
-    assert torch.equal(trainer.distiller.student.state_dict()["head.weight"], got["head.weight"])  # and the best is the EMA
+    assert torch.equal(
+        trainer.distiller.student.state_dict()["head.weight"], got["head.weight"]
+    )  # and the best is the EMA
 
 
 def test_ema_warmup_ramps_the_decay():
@@ -78,17 +91,25 @@ def test_a_run_with_ema_exports_the_average_and_says_so(tiny_recipe):
 
 def vit(**options):
     torch.manual_seed(0)
-    return build_model("vit", input_shape=(1, 8, 8), num_classes=10, patch_size=4, embed_dim=16, depth=2, heads=2, **options)
+    return build_model(
+        "vit", input_shape=(1, 8, 8), num_classes=10, patch_size=4, embed_dim=16, depth=2, heads=2, **options
+    )
 
 
 def test_layer_decay_gives_each_depth_its_lr_and_norms_no_decay(data, tmp_path):
     model = vit()
-    trainer, _ = fit_student(data, tmp_path, TrainConfig(epochs=1), OptimConfig(lr=1.0, layer_decay=0.5, schedule="constant"), model=model)
+    trainer, _ = fit_student(
+        data, tmp_path, TrainConfig(epochs=1), OptimConfig(lr=1.0, layer_decay=0.5, schedule="constant"), model=model
+    )
     by_param = {id(p): g for g in trainer.optimizer.param_groups for p in g["params"]}
     named = dict(model.named_parameters())
     lr = {n: by_param[id(p)]["lr"] for n, p in named.items()}
     assert lr["cls_token"] == lr["patch_embed.weight"] == 0.125  # embeddings: 0.5^3
-    assert lr["blocks.0.attn.qkv.weight"] == 0.25 and lr["blocks.1.ffn.0.weight"] == 0.5 and lr["head.weight"] == lr["norm.bias"] == 1.0
+    assert (
+        lr["blocks.0.attn.qkv.weight"] == 0.25
+        and lr["blocks.1.ffn.0.weight"] == 0.5
+        and lr["head.weight"] == lr["norm.bias"] == 1.0
+    )
     decay = {n: by_param[id(p)]["weight_decay"] for n, p in named.items()}
     assert decay["blocks.0.attn.qkv.weight"] == decay["head.weight"] == 0.05
     assert decay["blocks.0.attn.qkv.bias"] == decay["norm.weight"] == decay["pos_embed"] == decay["cls_token"] == 0.0
@@ -103,9 +124,13 @@ def test_cosine_restarts_reset_the_lr_at_each_cycle_boundary():
     from kdforge.optim import lr_factor
 
     cfg = OptimConfig(lr=1.0, min_lr=0.0, lr_cycle_steps=10, lr_cycle_mul=2.0, lr_cycle_decay=0.5, warmup_epochs=1)
-    factors = [lr_factor(1 + s / 5, 1 + (s + 1) / 5, 100, cfg, step=5 + s, steps_per_epoch=5) for s in range(40)]  # after 5 warm-up steps
+    factors = [
+        lr_factor(1 + s / 5, 1 + (s + 1) / 5, 100, cfg, step=5 + s, steps_per_epoch=5) for s in range(40)
+    ]  # after 5 warm-up steps
     assert factors[0] == 1.0 and factors[9] < 0.03  # first cycle: 10 steps
-    assert factors[10] == 0.5 and factors[29] < 0.02 and factors[30] == 0.25  # then 20 steps at half the peak, then 40 at a quarter
+    assert (
+        factors[10] == 0.5 and factors[29] < 0.02 and factors[30] == 0.25
+    )  # then 20 steps at half the peak, then 40 at a quarter
     assert lr_factor(0.2, 0.4, 100, cfg, step=1, steps_per_epoch=5) == pytest.approx(0.4)  # warm-up unchanged
 
 
@@ -116,19 +141,27 @@ def test_gradient_centralisation_removes_each_rows_mean(data, tmp_path):
         def on_before_optimizer_step(self, trainer):
             seen["before"] = trainer.distiller.student.head.weight.grad.clone()
 
-    trainer, _ = fit_student(data, tmp_path, TrainConfig(epochs=1), OptimConfig(grad_centralization=True), callbacks=[Grads()])
+    trainer, _ = fit_student(
+        data, tmp_path, TrainConfig(epochs=1), OptimConfig(grad_centralization=True), callbacks=[Grads()]
+    )
     from kdforge.optim import centralize_gradients
 
     weight, bias = torch.nn.Parameter(torch.zeros(3, 4)), torch.nn.Parameter(torch.zeros(3))
     weight.grad, bias.grad = torch.arange(12.0).view(3, 4), torch.ones(3)
     centralize_gradients([weight, bias])
-    assert torch.allclose(weight.grad, torch.tensor([-1.5, -0.5, 0.5, 1.5]).expand(3, 4)) and torch.equal(bias.grad, torch.ones(3))
-    assert seen["before"].mean(1).abs().max() > 1e-6  # the raw gradient was not centred; the trainer centres it before the step
+    assert torch.allclose(weight.grad, torch.tensor([-1.5, -0.5, 0.5, 1.5]).expand(3, 4)) and torch.equal(
+        bias.grad, torch.ones(3)
+    )
+    assert (
+        seen["before"].mean(1).abs().max() > 1e-6
+    )  # the raw gradient was not centred; the trainer centres it before the step
 
 
 def test_centralised_training_differs_from_plain(data, tmp_path):
     plain, _ = fit_student(data, tmp_path / "a", TrainConfig(epochs=1))
-    centred, _ = fit_student(data, tmp_path / "b", TrainConfig(epochs=1), OptimConfig(lr=1e-2, grad_centralization=True))
+    centred, _ = fit_student(
+        data, tmp_path / "b", TrainConfig(epochs=1), OptimConfig(lr=1e-2, grad_centralization=True)
+    )
     assert not torch.allclose(plain.distiller.student.head.weight, centred.distiller.student.head.weight)
 
 
@@ -143,9 +176,11 @@ def test_drop_path_is_identity_in_eval_and_drops_samples_in_training():
     assert torch.equal(layer(x), x)
     out = layer.train()(x)
     kept = out[:, 0] > 0
-    assert torch.all((out[kept] == 1 / 0.75)) and abs(kept.float().mean() - 0.75) < 0.05
+    assert torch.all(out[kept] == 1 / 0.75) and abs(kept.float().mean() - 0.75) < 0.05
     assert drop_path_rates(0.2, 3) == pytest.approx([0.0, 0.1, 0.2])
-    assert drop_path_rates(0.2, 3, "cosine") == pytest.approx([0.0, 0.1, 0.2]) and drop_path_rates(0.2, 5, "cosine")[1] == pytest.approx(0.2 * (1 - 0.5**0.5) / 2)
+    assert drop_path_rates(0.2, 3, "cosine") == pytest.approx([0.0, 0.1, 0.2]) and drop_path_rates(0.2, 5, "cosine")[
+        1
+    ] == pytest.approx(0.2 * (1 - 0.5**0.5) / 2)
     model = vit(drop_path=0.3, drop_path_schedule="linear").eval()
     assert [b.drop_path.rate for b in model.blocks] == pytest.approx([0.0, 0.3])
     x = torch.randn(4, 1, 8, 8)
@@ -222,17 +257,28 @@ def test_teacher_and_student_see_the_same_mixed_batch(data, tmp_path):
     teacher = build_model("mlp", input_shape=(1, 8, 8), num_classes=10, hidden=[32])
     student = build_model("mlp", input_shape=(1, 8, 8), num_classes=10, hidden=[16])
     for role, model in (("teacher", teacher), ("student", student)):
-        model.register_forward_pre_hook(lambda m, args, role=role: seen[role].append(args[0].clone()) if m.training or role == "teacher" else None)
+        model.register_forward_pre_hook(
+            lambda m, args, role=role: seen[role].append(args[0].clone()) if m.training or role == "teacher" else None
+        )
     distiller = Distiller(student, Teacher(teacher), build_losses([{"name": "ce"}, {"name": "kd"}]), data.train.x[:2])
     seen = {"teacher": [], "student": []}
     train = make_loader(data.train, 100, shuffle=True)
     mixer = Mixer(mix_config(mixup=0.4, cutmix=1.0), 10)
-    trainer = Trainer(distiller, OptimConfig(), TrainConfig(epochs=1), steps_per_epoch=len(train), checkpoint_dir=tmp_path, mixer=mixer)
+    trainer = Trainer(
+        distiller,
+        OptimConfig(),
+        TrainConfig(epochs=1),
+        steps_per_epoch=len(train),
+        checkpoint_dir=tmp_path,
+        mixer=mixer,
+    )
     trainer._train_epoch(train)
     assert len(seen["teacher"]) == len(seen["student"]) == len(train)
     assert all(torch.equal(t, s) for t, s in zip(seen["teacher"], seen["student"]))
     rows = data.train.x.flatten(1)
-    assert not any(bool((torch.cdist(s.flatten(1), rows).min(1).values < 1e-4).all()) for s in seen["student"])  # mixed, not raw rows
+    assert not any(
+        bool((torch.cdist(s.flatten(1), rows).min(1).values < 1e-4).all()) for s in seen["student"]
+    )  # mixed, not raw rows
 
 
 def test_randaugment_changes_images_per_sample_and_checks_their_range():
@@ -270,21 +316,35 @@ def test_mixing_or_randaugment_with_a_teacher_cache_is_refused(tiny_recipe, tmp_
     tiny_recipe["train"] = {"epochs": 1, "baseline": False}
     build_cache(Recipe.from_dict(tiny_recipe), tmp_path / "cache")
     for augment in ({"mixup": 0.2}, {"randaugment": {"n": 1, "m": 5}}):
-        recipe = {**tiny_recipe, "data": {**tiny_recipe["data"], "augment": augment}, "teacher": {**tiny_recipe["teacher"], "cache": str(tmp_path / "cache")}}
+        recipe = {
+            **tiny_recipe,
+            "data": {**tiny_recipe["data"], "augment": augment},
+            "teacher": {**tiny_recipe["teacher"], "cache": str(tmp_path / "cache")},
+        }
         with pytest.raises(KdforgeError, match="teacher.cache holds the teacher's outputs on fixed views only"):
             run(Recipe.from_dict(recipe))
 
 
 def test_a_run_with_randaugment_and_mixing_trains_and_logs_scheduled_strengths(tiny_recipe):
-    tiny_recipe["data"]["augment"] = {"randaugment": {"n": 1, "m": 5}, "mixup": {"schedule": "linear", "start": 0.0, "end": 0.4}, "cutmix": 1.0}
+    tiny_recipe["data"]["augment"] = {
+        "randaugment": {"n": 1, "m": 5},
+        "mixup": {"schedule": "linear", "start": 0.0, "end": 0.4},
+        "cutmix": 1.0,
+    }
     tiny_recipe["losses"] = [{"name": "ce", "weight": 0.5, "label_smoothing": 0.1}, {"name": "dkd", "weight": 0.5}]
     tiny_recipe["train"] = {"epochs": 1, "baseline": False}
     tiny_recipe["log"]["every_steps"] = 5
     result = run(Recipe.from_dict(tiny_recipe))
     assert 0.0 <= result.student_accuracy <= 1.0 and result.results["student"]["val_best"]["loss"] > 0
-    steps = [r for r in map(json.loads, (result.run_dir / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "step" and r["stage"] == "distill"]
+    steps = [
+        r
+        for r in map(json.loads, (result.run_dir / "metrics.jsonl").read_text().splitlines())
+        if r["kind"] == "step" and r["stage"] == "distill"
+    ]
     alphas = [r["mixup.alpha"] for r in steps]
-    assert alphas == sorted(alphas) and 0 < alphas[0] < alphas[-1] < 0.4 and all("cutmix.alpha" not in r for r in steps)  # a constant is not logged
+    assert (
+        alphas == sorted(alphas) and 0 < alphas[0] < alphas[-1] < 0.4 and all("cutmix.alpha" not in r for r in steps)
+    )  # a constant is not logged
 
 
 # ----------------------------------------------------------------------------- stopping, seeds, sweeps
@@ -293,11 +353,15 @@ def test_a_run_with_randaugment_and_mixing_trains_and_logs_scheduled_strengths(t
 def test_early_stopping_stops_after_patience_epochs_without_improvement(data, tmp_path):
     from kdforge.config import EarlyStoppingConfig
 
-    rule = EarlyStoppingConfig(metric="loss", patience=2, min_delta=10.0)  # nothing improves the loss by 10: stop after epoch 3
+    rule = EarlyStoppingConfig(
+        metric="loss", patience=2, min_delta=10.0
+    )  # nothing improves the loss by 10: stop after epoch 3
     trainer, result = fit_student(data, tmp_path, TrainConfig(epochs=20, early_stopping=rule))
     assert result.stopped_early and len(result.history) == 3 and result.history[-1]["stopped_early"]
     assert torch.load(tmp_path / "last.pt", weights_only=True)["position"]["epoch"] == 3
-    trainer, result = fit_student(data, tmp_path / "patient", TrainConfig(epochs=4, early_stopping=EarlyStoppingConfig(patience=10)))
+    trainer, result = fit_student(
+        data, tmp_path / "patient", TrainConfig(epochs=4, early_stopping=EarlyStoppingConfig(patience=10))
+    )
     assert not result.stopped_early and len(result.history) == 4
 
 
@@ -317,7 +381,9 @@ def test_deterministic_runs_repeat_bitwise_and_seeds_matter(tiny_recipe):
         Trainer.fit = original
     other = load_file(run(Recipe.from_dict({**tiny_recipe, "seed": 1})).run_dir / "student.safetensors")
     assert len(seen) >= 3 and all(seen) and not torch.are_deterministic_algorithms_enabled()  # on inside the runs only
-    assert all(torch.equal(first[k], again[k]) for k in first) and not all(torch.equal(first[k], other[k]) for k in first)
+    assert all(torch.equal(first[k], again[k]) for k in first) and not all(
+        torch.equal(first[k], other[k]) for k in first
+    )
 
 
 def test_sweep_aggregates_mean_and_sample_std():
@@ -325,13 +391,27 @@ def test_sweep_aggregates_mean_and_sample_std():
 
     def result(seed, student, alone, last, epoch):
         entry = lambda acc: {"test": {"accuracy": acc}, "test_last": {"accuracy": last}, "best_epoch": epoch}  # noqa: E731
-        return {"seed": seed, "teacher": {"test": {"accuracy": 0.9}}, "student": entry(student), "student_alone": entry(alone)}
+        return {
+            "seed": seed,
+            "teacher": {"test": {"accuracy": 0.9}},
+            "student": entry(student),
+            "student_alone": entry(alone),
+        }
 
-    summary = aggregate([result(0, 0.80, 0.70, 0.75, 4), result(1, 0.90, 0.80, 0.85, 6), result(2, 0.70, 0.75, 0.65, 5)])
+    summary = aggregate(
+        [result(0, 0.80, 0.70, 0.75, 4), result(1, 0.90, 0.80, 0.85, 6), result(2, 0.70, 0.75, 0.65, 5)]
+    )
     student = summary["roles"]["student"]
-    assert student["test_accuracy"]["mean"] == pytest.approx(0.8) and student["test_accuracy"]["std"] == pytest.approx(0.1)
-    assert student["test_accuracy_last"]["mean"] == pytest.approx(0.75) and student["best_epoch"]["mean"] == pytest.approx(5.0)
-    assert summary["kd_gain_points"]["mean"] == pytest.approx((10 + 10 - 5) / 3) and summary["roles"]["teacher"]["test_accuracy"]["std"] == 0.0
+    assert student["test_accuracy"]["mean"] == pytest.approx(0.8) and student["test_accuracy"]["std"] == pytest.approx(
+        0.1
+    )
+    assert student["test_accuracy_last"]["mean"] == pytest.approx(0.75) and student["best_epoch"][
+        "mean"
+    ] == pytest.approx(5.0)
+    assert (
+        summary["kd_gain_points"]["mean"] == pytest.approx((10 + 10 - 5) / 3)
+        and summary["roles"]["teacher"]["test_accuracy"]["std"] == 0.0
+    )
     assert "test_accuracy_last" not in summary["roles"]["teacher"]
 
 
@@ -356,7 +436,9 @@ def test_trackers_write_every_part_lr_temperature_throughput_and_gradient_norms(
     monkeypatch.setenv("WANDB_SILENT", "true")
     tiny_recipe["losses"][1]["temperature"] = {"schedule": "linear", "start": 4.0, "end": 2.0}
     tiny_recipe["train"] = {"epochs": 1, "baseline": False}
-    tiny_recipe["log"].update(tensorboard=True, wandb=True, mlflow=True, grad_stats_every=5, every_steps=5, weight_histograms=True)
+    tiny_recipe["log"].update(
+        tensorboard=True, wandb=True, mlflow=True, grad_stats_every=5, every_steps=5, weight_histograms=True
+    )
     run_dir = run(Recipe.from_dict(tiny_recipe)).run_dir
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -364,7 +446,16 @@ def test_trackers_write_every_part_lr_temperature_throughput_and_gradient_norms(
     events = EventAccumulator(str(run_dir / "tensorboard"))
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    assert {"distill/loss", "distill/ce", "distill/kd", "distill/kd.tau", "distill/lr", "distill/samples_per_s", "distill/epoch/val/accuracy", "teacher/loss"} <= tags
+    assert {
+        "distill/loss",
+        "distill/ce",
+        "distill/kd",
+        "distill/kd.tau",
+        "distill/lr",
+        "distill/samples_per_s",
+        "distill/epoch/val/accuracy",
+        "teacher/loss",
+    } <= tags
     assert {"distill/grad_norm/student.head", "distill/grad_norm/student.features.0.0"} <= tags
     assert {"distill/weights/head.weight", "teacher/weights/head.weight"} <= set(events.Tags()["histograms"])
     (histogram,) = events.Histograms("distill/weights/head.weight")
@@ -394,7 +485,9 @@ def test_layer_gradient_norms_match_the_parameters_gradients():
 
     layer = torch.nn.Linear(3, 2)
     layer.weight.grad, layer.bias.grad = torch.full((2, 3), 2.0), torch.full((2,), 1.0)
-    assert layer_grad_norms([(f"student.fc.{n}", p) for n, p in layer.named_parameters()]) == {"student.fc": pytest.approx((6 * 4 + 2) ** 0.5)}
+    assert layer_grad_norms([(f"student.fc.{n}", p) for n, p in layer.named_parameters()]) == {
+        "student.fc": pytest.approx((6 * 4 + 2) ** 0.5)
+    }
 
 
 def test_dot_keeps_task_and_distillation_momenta_apart_as_written():
@@ -406,7 +499,10 @@ def test_dot_keeps_task_and_distillation_momenta_apart_as_written():
     opt = DistillationOrientedTrainer([shared, projector], lr=0.1, momentum=0.9, delta=0.1, weight_decay=0.01)
     task_buf = distill_buf = proj_buf = None
     expect_shared, expect_proj = shared.detach().clone(), projector.detach().clone()
-    for g_task, g_distill, g_proj in ((torch.tensor([1.0, 2.0]), torch.tensor([0.5, -1.0]), torch.tensor([3.0])), (torch.tensor([-1.0, 0.5]), torch.tensor([2.0, 1.0]), torch.tensor([-1.0]))):
+    for g_task, g_distill, g_proj in (
+        (torch.tensor([1.0, 2.0]), torch.tensor([0.5, -1.0]), torch.tensor([3.0])),
+        (torch.tensor([-1.0, 0.5]), torch.tensor([2.0, 1.0]), torch.tensor([-1.0])),
+    ):
         shared.grad, projector.grad = g_distill.clone(), g_proj.clone()
         opt.stash_distillation_grads()
         assert shared.grad is None and projector.grad is None
@@ -429,7 +525,10 @@ def test_dot_trains_from_a_recipe_and_checkpoints_both_momenta(tiny_recipe, invo
     from kdforge.errors import ConfigError
 
     tiny_recipe["optim"] = {"name": "dot", "lr": 0.05, "weight_decay": 5e-4}
-    tiny_recipe["losses"][1]["temperature"] = {"learnable": "ctkd", "init": 4.0}  # a part only the distillation gradient reaches
+    tiny_recipe["losses"][1]["temperature"] = {
+        "learnable": "ctkd",
+        "init": 4.0,
+    }  # a part only the distillation gradient reaches
     tiny_recipe["train"] = {"epochs": 1, "baseline": False}
     path = tmp_path / "dot.yaml"
     path.write_text(yaml.safe_dump(tiny_recipe))

@@ -34,10 +34,21 @@ def build(seed, terms=None, accumulate=1, epochs=2, tmp=None, callbacks=(), data
     teacher = Teacher(build_model("mlp", input_shape=(1, 8, 8), num_classes=10, hidden=[32]))
     torch.manual_seed(seed)
     student = build_model("mlp", input_shape=(1, 8, 8), num_classes=10, hidden=[16], dropout=0.2)
-    distiller = Distiller(student, teacher, terms or build_losses([{"name": "ce"}, {"name": "kd"}]), torch.randn(2, 1, 8, 8))
+    distiller = Distiller(
+        student, teacher, terms or build_losses([{"name": "ce"}, {"name": "kd"}]), torch.randn(2, 1, 8, 8)
+    )
     train = make_loader(data.train, 50, shuffle=True, seed=3, transform=BatchAugment(shift=1, noise=0.1))
-    cfg = TrainConfig(epochs=epochs, accumulate=accumulate, grad_clip=1.0, ema_decay=0.9 if accumulate > 1 else None)  # with an EMA: it resumes too
-    trainer = Trainer(distiller, OptimConfig(lr=3e-3, warmup_epochs=0.5), cfg, steps_per_epoch=len(train), checkpoint_dir=tmp, callbacks=callbacks)
+    cfg = TrainConfig(
+        epochs=epochs, accumulate=accumulate, grad_clip=1.0, ema_decay=0.9 if accumulate > 1 else None
+    )  # with an EMA: it resumes too
+    trainer = Trainer(
+        distiller,
+        OptimConfig(lr=3e-3, warmup_epochs=0.5),
+        cfg,
+        steps_per_epoch=len(train),
+        checkpoint_dir=tmp,
+        callbacks=callbacks,
+    )
     return distiller, trainer, train, make_loader(data.val, 512)
 
 
@@ -47,7 +58,9 @@ def test_resume_equals_uninterrupted(tmp_path, data, accumulate):
     full = trainer.fit(train, val)
     expected = distiller.student_state_dict()
 
-    distiller, trainer, train, val = build(0, accumulate=accumulate, tmp=tmp_path / "b", callbacks=[StopAtStep(4)], data=data)
+    distiller, trainer, train, val = build(
+        0, accumulate=accumulate, tmp=tmp_path / "b", callbacks=[StopAtStep(4)], data=data
+    )
     stopped = trainer.fit(train, val)
     assert stopped.interrupted and (tmp_path / "b" / "last.pt").exists()
     assert trainer.pos.epoch == 0 and trainer.pos.batch == 4 * accumulate  # stopped mid-epoch
@@ -75,7 +88,10 @@ class BlowsUp(LossTerm):
 def test_nan_loss_names_the_term_and_keeps_the_last_good_checkpoint(tmp_path, data):
     terms = build_losses([{"name": "ce"}]) + [BlowsUp(at_step=30)]  # 24 steps per epoch: epoch 1 completes
     distiller, trainer, train, val = build(0, terms=terms, tmp=tmp_path, data=data)
-    with pytest.raises(NonFiniteLossError, match=r"loss term 'unstable' became nan at epoch 2, step 30; the last good checkpoint is .*last.pt"):
+    with pytest.raises(
+        NonFiniteLossError,
+        match=r"loss term 'unstable' became nan at epoch 2, step 30; the last good checkpoint is .*last.pt",
+    ):
         trainer.fit(train, val)
     state = torch.load(tmp_path / "last.pt", weights_only=True)
     assert state["position"]["epoch"] == 1 and (tmp_path / "best.pt").exists()
@@ -166,7 +182,9 @@ def test_every_loss_term_is_logged_on_validation_too(tiny_recipe):
     from kdforge import Recipe, run
 
     result = run(Recipe.from_dict({**tiny_recipe, "train": {"epochs": 1, "baseline": False}}))
-    epochs = [r for r in map(json.loads, (result.run_dir / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "epoch"]
+    epochs = [
+        r for r in map(json.loads, (result.run_dir / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "epoch"
+    ]
     distill = next(r for r in epochs if r["stage"] == "distill")
     terms = distill["val_terms"]
     assert set(terms) == {"loss", "ce", "kd"} and terms["kd"] > 0
@@ -174,8 +192,18 @@ def test_every_loss_term_is_logged_on_validation_too(tiny_recipe):
     assert terms["loss"] == pytest.approx(0.5 * terms["ce"] + 0.5 * terms["kd"], rel=1e-4)
     teacher = next(r for r in epochs if r["stage"] == "teacher")
     assert teacher["val_terms"]["ce"] == pytest.approx(teacher["val"]["loss"], rel=1e-4)
-    quiet = run(Recipe.from_dict({**tiny_recipe, "train": {"epochs": 1, "baseline": False}, "log": {**tiny_recipe["log"], "val_terms": False}}))
-    assert all("val_terms" not in json.loads(line) for line in (quiet.run_dir / "metrics.jsonl").read_text().splitlines())
+    quiet = run(
+        Recipe.from_dict(
+            {
+                **tiny_recipe,
+                "train": {"epochs": 1, "baseline": False},
+                "log": {**tiny_recipe["log"], "val_terms": False},
+            }
+        )
+    )
+    assert all(
+        "val_terms" not in json.loads(line) for line in (quiet.run_dir / "metrics.jsonl").read_text().splitlines()
+    )
 
 
 def test_a_step_budget_instead_of_epochs(tiny_recipe):
@@ -183,7 +211,15 @@ def test_a_step_budget_instead_of_epochs(tiny_recipe):
 
     from kdforge import Recipe, run
 
-    result = run(Recipe.from_dict({**tiny_recipe, "train": {"epochs": 50, "max_steps": 25, "baseline": True}, "optim": {"lr": 3e-3, "min_lr": 1e-4}}))
+    result = run(
+        Recipe.from_dict(
+            {
+                **tiny_recipe,
+                "train": {"epochs": 50, "max_steps": 25, "baseline": True},
+                "optim": {"lr": 3e-3, "min_lr": 1e-4},
+            }
+        )
+    )
     records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     for stage in ("distill", "baseline"):
         epochs = [r for r in records if r["stage"] == stage and r["kind"] == "epoch"]
@@ -200,11 +236,25 @@ def test_a_student_snapshot_as_each_stage_of_a_temperature_curriculum_ends(tiny_
 
     from kdforge import Recipe, load_student, run
 
-    losses = [{"name": "ce", "weight": 0.5}, {"name": "kd", "weight": 0.5, "temperature": {"schedule": "linear", "start": 4.0, "end": 1.0, "over": "epochs", "stages": 2}}]
-    result = run(Recipe.from_dict({**tiny_recipe, "losses": losses, "train": {"epochs": 4, "baseline": False, "stage_checkpoints": True}}))
+    losses = [
+        {"name": "ce", "weight": 0.5},
+        {
+            "name": "kd",
+            "weight": 0.5,
+            "temperature": {"schedule": "linear", "start": 4.0, "end": 1.0, "over": "epochs", "stages": 2},
+        },
+    ]
+    result = run(
+        Recipe.from_dict(
+            {**tiny_recipe, "losses": losses, "train": {"epochs": 4, "baseline": False, "stage_checkpoints": True}}
+        )
+    )
     stages = result.run_dir / "stages"
     assert sorted(p.name for p in stages.glob("*.safetensors")) == ["stage_1.safetensors", "stage_2.safetensors"]
-    assert [json.loads((stages / f"stage_{i}.json").read_text())["epoch"] for i in (1, 2)] == [2, 4]  # τ 4 for epochs 1-2, then 1
+    assert [json.loads((stages / f"stage_{i}.json").read_text())["epoch"] for i in (1, 2)] == [
+        2,
+        4,
+    ]  # τ 4 for epochs 1-2, then 1
     final = load_student(result.run_dir / "stages" / "stage_2.safetensors").state_dict()
     first = load_student(result.run_dir / "stages" / "stage_1.safetensors").state_dict()
     assert any(not torch.equal(first[k], final[k]) for k in first)  # two moments of training, not one copied twice

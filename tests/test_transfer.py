@@ -8,14 +8,14 @@ import torch
 from timm.models.swin_transformer import SwinTransformer
 from timm.models.vision_transformer import VisionTransformer
 
-from kdforge.families.tm.steering import allocate_clauses, dhondt, diagnose, specialize_heads
 from kdforge.errors import KdforgeError
-from kdforge.models import build_model
-from kdforge.families.tm.convert import mlp_to_tm
-from kdforge.families.tm.clause import set_hard
 from kdforge.families.tm.blocks import TMFeedForward
+from kdforge.families.tm.clause import set_hard
+from kdforge.families.tm.convert import mlp_to_tm
 from kdforge.families.tm.rules import PackedTM, model_rules
+from kdforge.families.tm.steering import allocate_clauses, dhondt, diagnose, specialize_heads
 from kdforge.families.tm.transfer import feedforward_pairs, fit_feedforwards
+from kdforge.models import build_model
 from kdforge.transfer import copy_matching
 
 SHAPE = (1, 32, 32)
@@ -32,10 +32,37 @@ def with_teacher_mlps(student, teacher):
 
 TEACHERS = {
     # timm's ViT uses LayerNorm eps 1e-6 (ours 1e-5) and Swin masks with -100 (ours -1e4): tiny differences
-    "timm vit": (lambda: VisionTransformer(img_size=32, patch_size=4, in_chans=1, num_classes=10, embed_dim=64, depth=2, num_heads=4, mlp_ratio=2), "vit_tm", {}, 2e-2),
-    "timm swin": (lambda: SwinTransformer(img_size=32, patch_size=2, in_chans=1, num_classes=10, embed_dim=32, depths=(2, 2), num_heads=(2, 4), window_size=4, mlp_ratio=2), "swin_tm", {}, 2e-2),
+    "timm vit": (
+        lambda: VisionTransformer(
+            img_size=32, patch_size=4, in_chans=1, num_classes=10, embed_dim=64, depth=2, num_heads=4, mlp_ratio=2
+        ),
+        "vit_tm",
+        {},
+        2e-2,
+    ),
+    "timm swin": (
+        lambda: SwinTransformer(
+            img_size=32,
+            patch_size=2,
+            in_chans=1,
+            num_classes=10,
+            embed_dim=32,
+            depths=(2, 2),
+            num_heads=(2, 4),
+            window_size=4,
+            mlp_ratio=2,
+        ),
+        "swin_tm",
+        {},
+        2e-2,
+    ),
     "our vit": (lambda: build_model("vit", input_shape=SHAPE, num_classes=10, depth=2), "vit_tm", {}, 1e-5),
-    "our vit, mlp_to_tm": (lambda: build_model("vit", input_shape=SHAPE, num_classes=10, depth=2), "mlp_to_tm", {"base": {"name": "vit", "depth": 2}, "clauses": 16}, 1e-5),
+    "our vit, mlp_to_tm": (
+        lambda: build_model("vit", input_shape=SHAPE, num_classes=10, depth=2),
+        "mlp_to_tm",
+        {"base": {"name": "vit", "depth": 2}, "clauses": 16},
+        1e-5,
+    ),
 }
 
 
@@ -47,7 +74,9 @@ def test_transfer_copies_what_it_claims(kind):
     student = build_model(student_name, input_shape=SHAPE, num_classes=10, **options)
     report = copy_matching(student, teacher)
     assert not report.shape_mismatch
-    assert all(".ffn." in name or name.endswith("head_gain") for name in report.not_in_teacher), report.not_in_teacher  # only the TM parts are new
+    assert all(".ffn." in name or name.endswith("head_gain") for name in report.not_in_teacher), (
+        report.not_in_teacher
+    )  # only the TM parts are new
     assert any("attn.qkv" in name for name in report.copied) and any("norm" in name for name in report.copied)
     x = torch.randn(3, *SHAPE)
     with torch.no_grad():
@@ -102,7 +131,9 @@ def test_mlp_to_tm_replaces_every_mlp_of_a_timm_model_and_keeps_shapes():
     model = VisionTransformer(img_size=32, patch_size=4, in_chans=1, num_classes=10, embed_dim=32, depth=3, num_heads=2)
     replaced = mlp_to_tm(model, torch.zeros(2, *SHAPE), clauses=16, ff_mix="linear")
     assert replaced == ["blocks.0.mlp", "blocks.1.mlp", "blocks.2.mlp"]
-    assert isinstance(model.blocks[1].mlp, TMFeedForward) and model.blocks[1].mlp.mix.in_features == 65  # tokens found by a forward pass
+    assert (
+        isinstance(model.blocks[1].mlp, TMFeedForward) and model.blocks[1].mlp.mix.in_features == 65
+    )  # tokens found by a forward pass
     assert model(torch.randn(4, *SHAPE)).shape == (4, 10)
     with pytest.raises(KdforgeError, match="no MLP blocks"):
         mlp_to_tm(build_model("cnn", input_shape=SHAPE, num_classes=10), torch.zeros(1, *SHAPE))
@@ -113,7 +144,9 @@ def test_mlp_to_tm_model_rebuilds_from_its_spec(tmp_path):
     from kdforge.export import save_model
 
     torch.manual_seed(0)
-    model = build_model("mlp_to_tm", input_shape=SHAPE, num_classes=10, base={"name": "vit", "depth": 1}, clauses=8).eval()
+    model = build_model(
+        "mlp_to_tm", input_shape=SHAPE, num_classes=10, base={"name": "vit", "depth": 1}, clauses=8
+    ).eval()
     assert model.kdforge_spec["name"] == "mlp_to_tm"
     reloaded = load_student(save_model(model, tmp_path / "student"))
     x = torch.randn(2, *SHAPE)
@@ -146,7 +179,9 @@ class Batches:
 
 def small_vit_tm(**options):
     torch.manual_seed(0)
-    return build_model("vit_tm", input_shape=(1, 16, 16), num_classes=4, embed_dim=32, depth=2, heads=2, clauses=16, **options)
+    return build_model(
+        "vit_tm", input_shape=(1, 16, 16), num_classes=4, embed_dim=32, depth=2, heads=2, clauses=16, **options
+    )
 
 
 def test_diagnostics_match_the_gradient_of_a_gate_and_leave_parameter_grads_alone():
@@ -166,7 +201,9 @@ def test_diagnostics_match_the_gradient_of_a_gate_and_leave_parameter_grads_alon
     numeric = (loss_with(1 + eps) - loss_with(1 - eps)) / (2 * eps) / len(y)
     loss_with(1.0)
     torch.testing.assert_close(found.heads["blocks.0.attn"][1], numeric.abs(), rtol=2e-2, atol=1e-5)
-    assert set(found.clauses) == {"blocks.0.ffn.tm", "blocks.1.ffn.tm"} and found.clauses["blocks.0.ffn.tm"].shape == (16,)
+    assert set(found.clauses) == {"blocks.0.ffn.tm", "blocks.1.ffn.tm"} and found.clauses["blocks.0.ffn.tm"].shape == (
+        16,
+    )
 
 
 def test_head_gains_scale_head_outputs_and_specialize_keeps_each_blocks_mean():
@@ -206,7 +243,9 @@ def test_auto_clause_masks_the_least_important_clauses_and_the_rules_follow():
         importance = found.clauses[name]
         assert importance[layer.clause_mask].min() >= importance[~layer.clause_mask].max()
     again = diagnose(model, Batches(torch.randn(8, 1, 16, 16), torch.randint(0, 4, (8,))))
-    assert (again.clauses["blocks.0.ffn.tm"][~model.blocks[0].ffn.tm.clause_mask] == 0).all()  # masked clauses are silent
+    assert (
+        again.clauses["blocks.0.ffn.tm"][~model.blocks[0].ffn.tm.clause_mask] == 0
+    ).all()  # masked clauses are silent
     rules = model_rules(model)
     assert [len(rules["layers"][n]["clauses"]) for n in moved["after"]] == list(moved["after"].values())
     tokens = {}
@@ -223,7 +262,11 @@ def test_auto_clause_masks_the_least_important_clauses_and_the_rules_follow():
 def test_a_run_with_transfer_and_steering_records_both_and_explains(tiny_recipe, invoke):
     from kdforge import Recipe, run
 
-    tiny_recipe["teacher"] = {"source": "train", "model": {"name": "vit", "patch_size": 4, "embed_dim": 32, "depth": 2, "heads": 2}, "train": {"epochs": 1}}
+    tiny_recipe["teacher"] = {
+        "source": "train",
+        "model": {"name": "vit", "patch_size": 4, "embed_dim": 32, "depth": 2, "heads": 2},
+        "train": {"epochs": 1},
+    }
     tiny_recipe["student"] = {
         "model": {"name": "vit_tm", "patch_size": 4, "embed_dim": 32, "depth": 2, "heads": 2, "clauses": 16, "lf": 4},
         "init_from_teacher": {"steps": 4},
@@ -255,13 +298,16 @@ def test_a_run_with_transfer_and_steering_records_both_and_explains(tiny_recipe,
 # ----------------------------------------------------------------------------- explain
 
 
-@pytest.mark.parametrize(("name", "options", "shape"), [
-    ("vit_tm", {"pool": "cls"}, (1, 16, 16)),
-    ("vit_tm", {"pool": "mean", "residual_attention": True}, (1, 16, 16)),
-    ("swin_tm", {"window": 3, "patch_size": 2}, (1, 15, 15)),
-    ("resnet_tm", {}, (3, 12, 12)),
-    ("tm_flat", {"clauses": 16}, (1, 8, 8)),
-])
+@pytest.mark.parametrize(
+    ("name", "options", "shape"),
+    [
+        ("vit_tm", {"pool": "cls"}, (1, 16, 16)),
+        ("vit_tm", {"pool": "mean", "residual_attention": True}, (1, 16, 16)),
+        ("swin_tm", {"window": 3, "patch_size": 2}, (1, 15, 15)),
+        ("resnet_tm", {}, (3, 12, 12)),
+        ("tm_flat", {"clauses": 16}, (1, 8, 8)),
+    ],
+)
 def test_explain_maps_of_each_tm_student(name, options, shape):
     from kdforge.families.tm.explain import overlay_maps
 
@@ -303,11 +349,20 @@ def test_check_pairs_tm_blocks_with_teacher_mlps_before_training(tiny_recipe):
     from kdforge import Recipe
     from kdforge.run import check
 
-    tiny_recipe["teacher"] = {"source": "train", "model": {"name": "vit", "patch_size": 4, "embed_dim": 32, "depth": 2, "heads": 2}}
-    tiny_recipe["student"] = {"model": {"name": "vit_tm", "patch_size": 4, "embed_dim": 32, "depth": 2, "heads": 2, "clauses": 16}, "init_from_teacher": True}
+    tiny_recipe["teacher"] = {
+        "source": "train",
+        "model": {"name": "vit", "patch_size": 4, "embed_dim": 32, "depth": 2, "heads": 2},
+    }
+    tiny_recipe["student"] = {
+        "model": {"name": "vit_tm", "patch_size": 4, "embed_dim": 32, "depth": 2, "heads": 2, "clauses": 16},
+        "init_from_teacher": True,
+    }
     out = io.StringIO()
     check(Recipe.model_validate(tiny_recipe), Console(file=out, width=300))
-    assert "2 TM blocks will learn their teacher MLPs: blocks.0.ffn <- blocks.0.ffn, blocks.1.ffn <- blocks.1.ffn" in out.getvalue()
+    assert (
+        "2 TM blocks will learn their teacher MLPs: blocks.0.ffn <- blocks.0.ffn, blocks.1.ffn <- blocks.1.ffn"
+        in out.getvalue()
+    )
     tiny_recipe["teacher"]["model"] = {"name": "cnn", "width": 8}
     with pytest.raises(KdforgeError, match="no TM block of the student has a teacher MLP"):
         check(Recipe.model_validate(tiny_recipe), Console(file=io.StringIO()))
@@ -335,15 +390,25 @@ def test_auto_clause_before_training_on_a_few_validation_batches(tiny_recipe, mo
 
     seen = []
     measured = clause_steering.diagnose
-    monkeypatch.setattr(clause_steering, "diagnose", lambda model, batches, limit=None: seen.append(limit) or measured(model, batches, limit))
-    tiny_recipe["student"] = {"model": {"name": "vit_tm", "patch_size": 4, "embed_dim": 16, "depth": 2, "heads": 2, "clauses": 16, "lf": 4},
-                              "auto_clause": {"warmup_epochs": 0, "batches": 1, "total": 20, "min_clauses": 4}}
+    monkeypatch.setattr(
+        clause_steering,
+        "diagnose",
+        lambda model, batches, limit=None: seen.append(limit) or measured(model, batches, limit),
+    )
+    tiny_recipe["student"] = {
+        "model": {"name": "vit_tm", "patch_size": 4, "embed_dim": 16, "depth": 2, "heads": 2, "clauses": 16, "lf": 4},
+        "auto_clause": {"warmup_epochs": 0, "batches": 1, "total": 20, "min_clauses": 4},
+    }
     tiny_recipe["train"] = {"epochs": 1, "baseline": False}
     result = run(Recipe.model_validate(tiny_recipe))
     applied = result.results["student"]["steering"]["auto_clause"]
-    assert applied["epoch"] == 0 and sum(applied["after"].values()) == 20 and seen == [1]  # once, before training, on one batch
+    assert (
+        applied["epoch"] == 0 and sum(applied["after"].values()) == 20 and seen == [1]
+    )  # once, before training, on one batch
     assert "auto_clause before training" in (result.run_dir / "report.md").read_text()
     from kdforge import load_student
     from kdforge.families.tm.clause import clause_layers
 
-    assert sum(int(layer.clause_mask.sum()) for layer in clause_layers(load_student(result.run_dir))) == 20  # the trained student kept the budget
+    assert (
+        sum(int(layer.clause_mask.sum()) for layer in clause_layers(load_student(result.run_dir))) == 20
+    )  # the trained student kept the budget

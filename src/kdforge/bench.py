@@ -26,7 +26,9 @@ def count_params(model: nn.Module) -> int:
 
 
 @torch.no_grad()
-def forward_times(model: nn.Module, example: torch.Tensor, batch_size: int = 1, warmup: int = 10, repeats: int = 50) -> list[float]:
+def forward_times(
+    model: nn.Module, example: torch.Tensor, batch_size: int = 1, warmup: int = 10, repeats: int = 50
+) -> list[float]:
     """Wall times (s) of ``repeats`` forward passes on ``batch_size`` copies of ``example[:1]``
     in eval mode, after ``warmup`` untimed ones; the model's mode is restored."""
     was_training = model.training
@@ -45,7 +47,9 @@ def forward_times(model: nn.Module, example: torch.Tensor, batch_size: int = 1, 
     return times
 
 
-def latency_ms(model: nn.Module, example: torch.Tensor, batch_size: int = 1, warmup: int = 10, repeats: int = 50) -> float:
+def latency_ms(
+    model: nn.Module, example: torch.Tensor, batch_size: int = 1, warmup: int = 10, repeats: int = 50
+) -> float:
     """Median wall time of one forward pass on ``batch_size`` samples, in milliseconds."""
     return statistics.median(forward_times(model, example, batch_size, warmup, repeats)) * 1e3
 
@@ -91,14 +95,28 @@ def peak_memory_bytes(model: nn.Module, x: torch.Tensor) -> int:
     return max(itertools.accumulate((c for _, c in changes), initial=0))
 
 
-def benchmark(model: nn.Module, example: torch.Tensor, batch_sizes: list[int], warmup: int = 5, iters: int = 20) -> dict[str, Any]:
+def benchmark(
+    model: nn.Module, example: torch.Tensor, batch_sizes: list[int], warmup: int = 5, iters: int = 20
+) -> dict[str, Any]:
     """Measure ``model`` on copies of ``example[:1]`` at each batch size (eval mode, no grad)."""
     was_training = model.training
-    result: dict[str, Any] = {"params": count_params(model), "flops_per_sample": count_flops(model.eval(), example[:1]), "batches": []}
+    result: dict[str, Any] = {
+        "params": count_params(model),
+        "flops_per_sample": count_flops(model.eval(), example[:1]),
+        "batches": [],
+    }
     for batch in batch_sizes:
         times = sorted(forward_times(model, example, batch, warmup, iters))
         median, p90 = statistics.median(times), times[min(len(times) - 1, int(0.9 * len(times)))]
         x = example[:1].expand(batch, *example.shape[1:]).contiguous()
-        result["batches"].append({"batch": batch, "latency_ms": median * 1e3, "latency_p90_ms": p90 * 1e3, "samples_per_s": batch / median, "peak_memory_mb": peak_memory_bytes(model.eval(), x) / 2**20})
+        result["batches"].append(
+            {
+                "batch": batch,
+                "latency_ms": median * 1e3,
+                "latency_p90_ms": p90 * 1e3,
+                "samples_per_s": batch / median,
+                "peak_memory_mb": peak_memory_bytes(model.eval(), x) / 2**20,
+            }
+        )
     model.train(was_training)
     return result

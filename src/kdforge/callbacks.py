@@ -51,9 +51,25 @@ class JsonlLogger(Callback):
 
     def on_step_end(self, trainer: Trainer, samples: int) -> None:
         if trainer.grad_norms:
-            self._write({"stage": trainer.stage, "kind": "grad_norms", "step": trainer.pos.step, "grad_norms": trainer.grad_norms})
+            self._write(
+                {
+                    "stage": trainer.stage,
+                    "kind": "grad_norms",
+                    "step": trainer.pos.step,
+                    "grad_norms": trainer.grad_norms,
+                }
+            )
         if trainer.pos.step % self.every == 0:
-            self._write({"stage": trainer.stage, "kind": "step", "epoch": trainer.pos.epoch + 1, "step": trainer.pos.step, "lr": trainer.step_lr, **trainer.losses()})
+            self._write(
+                {
+                    "stage": trainer.stage,
+                    "kind": "step",
+                    "epoch": trainer.pos.epoch + 1,
+                    "step": trainer.pos.step,
+                    "lr": trainer.step_lr,
+                    **trainer.losses(),
+                }
+            )
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
         self._write({"stage": trainer.stage, "kind": "epoch", "step": trainer.pos.step, **record})
@@ -83,7 +99,9 @@ class ConsoleProgress(Callback):
         )
         self.progress.start()
         total = trainer.cfg.max_steps or trainer.steps_per_epoch * trainer.epochs
-        self.task = self.progress.add_task(self._describe(trainer), total=total, completed=trainer.pos.step, speed="", parts="", val="")
+        self.task = self.progress.add_task(
+            self._describe(trainer), total=total, completed=trainer.pos.step, speed="", parts="", val=""
+        )
         self.started, self.samples = time.perf_counter(), 0
 
     @staticmethod
@@ -91,7 +109,9 @@ class ConsoleProgress(Callback):
         text = f"{trainer.stage} epoch {min(trainer.pos.epoch + 1, trainer.epochs)}/{trainer.epochs}"
         if trainer.curriculum is not None:  # staged training: which stage, by name when it has one
             stage = trainer.curriculum.stages[trainer.pos.stage]
-            text += f" [stage {trainer.pos.stage + 1}/{len(trainer.curriculum)}{': ' + stage.name if stage.name else ''}]"
+            text += (
+                f" [stage {trainer.pos.stage + 1}/{len(trainer.curriculum)}{': ' + stage.name if stage.name else ''}]"
+            )
         return text
 
     def on_step_end(self, trainer: Trainer, samples: int) -> None:
@@ -100,7 +120,10 @@ class ConsoleProgress(Callback):
         fields = {}
         if trainer.pos.step % self.refresh_every == 0:
             rate = self.samples / max(time.perf_counter() - self.started, 1e-9)
-            fields = {"speed": f"{rate:,.0f} samples/s", "parts": " ".join(f"{k} {v:.3f}" for k, v in trainer.losses().items())}
+            fields = {
+                "speed": f"{rate:,.0f} samples/s",
+                "parts": " ".join(f"{k} {v:.3f}" for k, v in trainer.losses().items()),
+            }
         self.progress.update(self.task, advance=1, **fields)
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
@@ -110,7 +133,10 @@ class ConsoleProgress(Callback):
         self.progress.update(self.task, description=self._describe(trainer), val=f"val {shown(val)} ({best})")
         if record.get("stopped_early"):
             rule = trainer.cfg.early_stopping
-            self.console.print(f"  {trainer.stage}: stopped early after epoch {epoch}: val {rule.metric} did not improve for {rule.patience} epochs", highlight=False)
+            self.console.print(
+                f"  {trainer.stage}: stopped early after epoch {epoch}: val {rule.metric} did not improve for {rule.patience} epochs",
+                highlight=False,
+            )
         if epoch == 1 or epoch == epochs or epoch % max(1, epochs // self.lines) == 0:
             self.console.print(
                 f"  {trainer.stage} {epoch:>3}/{epochs}  train loss {record['train']['loss']:.4f}  val {score_name(val)} {shown(val)}  {best}",

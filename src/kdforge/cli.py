@@ -46,12 +46,27 @@ class FeatureDtype(str, enum.Enum):
     float32 = "float32"
     float16 = "float16"
 
-Overrides = Annotated[Optional[list[str]], typer.Argument(help="Overrides [bold]key.path=value[/], e.g. train.epochs=5 losses.1.temperature=2.0", show_default=False)]
+
+Overrides = Annotated[
+    Optional[list[str]],
+    typer.Argument(
+        help="Overrides [bold]key.path=value[/], e.g. train.epochs=5 losses.1.temperature=2.0", show_default=False
+    ),
+]
 
 
 @app.callback()
 def load_plugins(
-    plugin: Annotated[Optional[list[str]], typer.Option("--plugin", "-p", metavar="FILE_OR_MODULE", help="A Python file or module to import first: your own models, losses and datasets register themselves there. Repeatable.", show_default=False)] = None,
+    plugin: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--plugin",
+            "-p",
+            metavar="FILE_OR_MODULE",
+            help="A Python file or module to import first: your own models, losses and datasets register themselves there. Repeatable.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """kdforge: distill a frozen teacher into a smaller student, from a YAML recipe."""
     for name in plugin or []:
@@ -77,12 +92,16 @@ def import_plugin(name: str) -> None:
             raise
         except Exception as err:
             sys.modules.pop(path.stem, None)
-            raise KdforgeError(f"plugin file '{name}' failed while being imported: {_plugin_error(err, path)}") from None
+            raise KdforgeError(
+                f"plugin file '{name}' failed while being imported: {_plugin_error(err, path)}"
+            ) from None
         return
     try:
         importlib.import_module(name)
     except ModuleNotFoundError as err:
-        raise KdforgeError(f"plugin '{name}' cannot be imported ({err}); give a .py file or an importable module") from None
+        raise KdforgeError(
+            f"plugin '{name}' cannot be imported ({err}); give a .py file or an importable module"
+        ) from None
 
 
 def _plugin_error(err: Exception, path: Path) -> str:
@@ -118,7 +137,11 @@ def recipe_path(name: str) -> Path:
 
 
 def shipped_recipes() -> list[str]:
-    return sorted(p.name.removesuffix(".yaml") for p in (resources.files("kdforge") / "recipes").iterdir() if p.name.endswith(".yaml"))
+    return sorted(
+        p.name.removesuffix(".yaml")
+        for p in (resources.files("kdforge") / "recipes").iterdir()
+        if p.name.endswith(".yaml")
+    )
 
 
 @app.command()
@@ -138,9 +161,13 @@ def demo(
 
 @app.command()
 def train(
-    recipe: Annotated[Optional[str], typer.Argument(help="Recipe YAML file or shipped recipe name.", show_default=False)] = None,
+    recipe: Annotated[
+        Optional[str], typer.Argument(help="Recipe YAML file or shipped recipe name.", show_default=False)
+    ] = None,
     overrides: Overrides = None,
-    resume: Annotated[Optional[Path], typer.Option(help="Continue an interrupted run directory (uses its config.yaml).")] = None,
+    resume: Annotated[
+        Optional[Path], typer.Option(help="Continue an interrupted run directory (uses its config.yaml).")
+    ] = None,
 ) -> None:
     """Train: teacher (if needed), distilled student, and the student alone; write the run directory."""
     from kdforge.config import Recipe
@@ -148,7 +175,9 @@ def train(
 
     if resume is not None:
         if recipe or overrides:
-            raise KdforgeError("--resume continues a run with its saved config.yaml; give no recipe or overrides with it")
+            raise KdforgeError(
+                "--resume continues a run with its saved config.yaml; give no recipe or overrides with it"
+            )
         run(load_run_recipe(resume), resume=resume, console=console)
         return
     if recipe is None:
@@ -186,10 +215,22 @@ def check(
 def cache(
     recipe: Annotated[str, typer.Argument(help="Recipe YAML file or shipped recipe name.", show_default=False)],
     overrides: Overrides = None,
-    out: Annotated[Path, typer.Option(help="Folder for the cache (manifest.json and .npy files).")] = Path("teacher-cache"),
-    topk: Annotated[Optional[int], typer.Option(min=1, help="Keep only the top-k log-probabilities per sample (default: dense logits).")] = None,
-    views: Annotated[int, typer.Option(min=1, help="Augmented views per sample (recipes with data.augment); training shows view epoch % views.")] = 1,
-    feature_dtype: Annotated[FeatureDtype, typer.Option(help="How tapped teacher layers are stored: float16 halves their size.")] = FeatureDtype.float32,
+    out: Annotated[Path, typer.Option(help="Folder for the cache (manifest.json and .npy files).")] = Path(
+        "teacher-cache"
+    ),
+    topk: Annotated[
+        Optional[int],
+        typer.Option(min=1, help="Keep only the top-k log-probabilities per sample (default: dense logits)."),
+    ] = None,
+    views: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Augmented views per sample (recipes with data.augment); training shows view epoch % views."
+        ),
+    ] = 1,
+    feature_dtype: Annotated[
+        FeatureDtype, typer.Option(help="How tapped teacher layers are stored: float16 halves their size.")
+    ] = FeatureDtype.float32,
 ) -> None:
     """Run the teacher once over the training split and store its outputs (logits, and the layers the recipe's
     loss terms tap); then train with teacher.cache=OUT."""
@@ -239,11 +280,42 @@ class PruneKind(str, enum.Enum):
 @app.command()
 def export(
     run_dir: Annotated[Path, typer.Argument(help="A finished run directory.", show_default=False)],
-    format: Annotated[Optional[str], typer.Option("--format", help="A format a family adds, e.g. tm-rules: every clause layer of a TM student as boolean rules (JSON).")] = None,
-    quantize: Annotated[Optional[Quantize], typer.Option("--quantize", help="int8: post-training dynamic int8 quantisation of the student's linear layers, measured against the float student.")] = None,
-    prune: Annotated[Optional[float], typer.Option("--prune", min=0.0, max=1.0, help="Prune this fraction of the student's linear and convolution weights (torch.nn.utils.prune), measured against the unpruned student.")] = None,
-    prune_kind: Annotated[PruneKind, typer.Option("--prune-kind", help="unstructured: the smallest weights of all layers together (L1); structured: whole output rows of each layer by L2 norm (not the output layer).")] = PruneKind.unstructured,
-    out: Annotated[Optional[Path], typer.Option(help="Output file (default: RUN_DIR/student.<format>.json, RUN_DIR/student.int8.pt or RUN_DIR/student.pruned.safetensors).")] = None,
+    format: Annotated[
+        Optional[str],
+        typer.Option(
+            "--format",
+            help="A format a family adds, e.g. tm-rules: every clause layer of a TM student as boolean rules (JSON).",
+        ),
+    ] = None,
+    quantize: Annotated[
+        Optional[Quantize],
+        typer.Option(
+            "--quantize",
+            help="int8: post-training dynamic int8 quantisation of the student's linear layers, measured against the float student.",
+        ),
+    ] = None,
+    prune: Annotated[
+        Optional[float],
+        typer.Option(
+            "--prune",
+            min=0.0,
+            max=1.0,
+            help="Prune this fraction of the student's linear and convolution weights (torch.nn.utils.prune), measured against the unpruned student.",
+        ),
+    ] = None,
+    prune_kind: Annotated[
+        PruneKind,
+        typer.Option(
+            "--prune-kind",
+            help="unstructured: the smallest weights of all layers together (L1); structured: whole output rows of each layer by L2 norm (not the output layer).",
+        ),
+    ] = PruneKind.unstructured,
+    out: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Output file (default: RUN_DIR/student.<format>.json, RUN_DIR/student.int8.pt or RUN_DIR/student.pruned.safetensors)."
+        ),
+    ] = None,
 ) -> None:
     """Export a run's student in another form: a format a family adds (tm-rules: boolean rules that kdforge.families.tm.PackedTM evaluates bit-packed), an int8 student, or a pruned student, with its metric and speed next to the float one."""
     if sum(x is not None for x in (format, quantize, prune)) != 1:
@@ -267,7 +339,13 @@ def _export_int8(run_dir: Path, out: Path) -> None:
     student = load_student(run_dir)
     quantized, layers = quantize_int8(student)
     save_torch(quantized.state_dict(), out)
-    _measure_variants(run_dir, {"float32": student, "int8": quantized}, out.with_suffix(".json"), f"dynamic int8 ({len(layers)} linear layers)", {"quantized_layers": layers})
+    _measure_variants(
+        run_dir,
+        {"float32": student, "int8": quantized},
+        out.with_suffix(".json"),
+        f"dynamic int8 ({len(layers)} linear layers)",
+        {"quantized_layers": layers},
+    )
     console.print(f"wrote {escape(str(out))} (load with kdforge.export.load_quantized)")
 
 
@@ -279,9 +357,18 @@ def _export_pruned(run_dir: Path, amount: float, kind: str, out: Path) -> None:
     pruned, layers = prune_student(student, amount, kind)
     stem = out.parent / out.name.removesuffix(".safetensors")
     weights = save_model(pruned, stem, {"pruned": {"amount": amount, "kind": kind, "layers": layers}})
-    _measure_variants(run_dir, {"float32": student, f"pruned {kind} {amount:g}": pruned}, stem.parent / f"{stem.name}.measured.json", f"{kind} pruning of {len(layers)} layers", {"pruned_layers": layers})
-    console.print(f"wrote {weights} (load with kdforge.load_student); zeros stay stored, so dense kernels run at the same speed: "
-                  "the gain is in size once compressed, or with sparse kernels", markup=False)
+    _measure_variants(
+        run_dir,
+        {"float32": student, f"pruned {kind} {amount:g}": pruned},
+        stem.parent / f"{stem.name}.measured.json",
+        f"{kind} pruning of {len(layers)} layers",
+        {"pruned_layers": layers},
+    )
+    console.print(
+        f"wrote {weights} (load with kdforge.load_student); zeros stay stored, so dense kernels run at the same speed: "
+        "the gain is in size once compressed, or with sparse kernels",
+        markup=False,
+    )
 
 
 def _nonzero_weights(model: torch.nn.Module) -> int:
@@ -294,7 +381,9 @@ def _nonzero_weights(model: torch.nn.Module) -> int:
             return [value.dequantize() if value.is_quantized else value]
         return [t for item in value for t in tensors(item)] if isinstance(value, (tuple, list)) else []
 
-    return sum(int(t.count_nonzero()) for value in model.state_dict().values() for t in tensors(value) if t.is_floating_point())
+    return sum(
+        int(t.count_nonzero()) for value in model.state_dict().values() for t in tensors(value) if t.is_floating_point()
+    )
 
 
 def _measure_variants(run_dir: Path, models: dict[str, torch.nn.Module], out: Path, what: str, extra: dict) -> None:
@@ -310,14 +399,26 @@ def _measure_variants(run_dir: Path, models: dict[str, torch.nn.Module], out: Pa
     data = recipe_data(recipe.data, recipe.seed)
     test = make_loader(data.test, recipe.data.eval_batch_size)
     example = data.test.x[:1]
-    rows = {name: {"test": evaluate(model, test, task=data.task), "latency_ms_b1": latency_ms(model, example), "latency_ms_b32": latency_ms(model, example, batch_size=32),
-                   "nonzero_weights": _nonzero_weights(model)}
-            for name, model in models.items()}
+    rows = {
+        name: {
+            "test": evaluate(model, test, task=data.task),
+            "latency_ms_b1": latency_ms(model, example),
+            "latency_ms_b32": latency_ms(model, example, batch_size=32),
+            "nonzero_weights": _nonzero_weights(model),
+        }
+        for name, model in models.items()
+    }
     table = Table(title=escape(f"{run_dir}: student, {what}, test split"))
     for column in ("weights", "test", "latency ms b1", "latency ms b32", "non-zero weights"):
         table.add_column(column)
     for name, row in rows.items():
-        table.add_row(escape(name), shown(row["test"]), f"{row['latency_ms_b1']:.3f}", f"{row['latency_ms_b32']:.3f}", f"{row['nonzero_weights']:,}")
+        table.add_row(
+            escape(name),
+            shown(row["test"]),
+            f"{row['latency_ms_b1']:.3f}",
+            f"{row['latency_ms_b32']:.3f}",
+            f"{row['nonzero_weights']:,}",
+        )
     console.print(table)
     write_json(out, {**extra, **rows})
     console.print(f"wrote {escape(str(out))}")
@@ -325,13 +426,21 @@ def _measure_variants(run_dir: Path, models: dict[str, torch.nn.Module], out: Pa
 
 @app.command()
 def compare(
-    targets: Annotated[list[str], typer.Argument(help="Finished run directories (or, with --models, recipes).", show_default=False)],
-    models: Annotated[bool, typer.Option("--models", help="Compare the recipes' teacher and student architectures, untrained.")] = False,
-    lengths: Annotated[Optional[str], typer.Option(help="Sequence lengths to measure sequence models at, e.g. 256,1024,4096.")] = None,
+    targets: Annotated[
+        list[str], typer.Argument(help="Finished run directories (or, with --models, recipes).", show_default=False)
+    ],
+    models: Annotated[
+        bool, typer.Option("--models", help="Compare the recipes' teacher and student architectures, untrained.")
+    ] = False,
+    lengths: Annotated[
+        Optional[str], typer.Option(help="Sequence lengths to measure sequence models at, e.g. 256,1024,4096.")
+    ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Batch size of the speed measurements.")] = 1,
     warmup: Annotated[int, typer.Option(min=0)] = 3,
     iters: Annotated[int, typer.Option(min=1)] = 10,
-    output: Annotated[Path, typer.Option(help="Where the JSON goes; the plot goes beside it (.png).")] = Path("compare.json"),
+    output: Annotated[Path, typer.Option(help="Where the JSON goes; the plot goes beside it (.png).")] = Path(
+        "compare.json"
+    ),
 ) -> None:
     """Teacher vs students: test score and retention (% of the teacher's), params, measured latency, throughput and peak memory at each sequence length; a table, a JSON and a plot."""
     from kdforge.compare import measure, plot, recipe_models, run_models
@@ -351,7 +460,16 @@ def compare(
     for row in rows:
         for length, speed in row["speed"].items():
             retention = f"{row['retention_pct']:.1f}%" if "retention_pct" in row else "-"
-            table.add_row(escape(row["model"]), shown(row["test"]) if row["test"] else "-", retention, f"{row['params']:,}", length, f"{speed['latency_ms']:.3f}", f"{speed['samples_per_s']:,.0f}", f"{speed['peak_memory_mb']:.2f}")
+            table.add_row(
+                escape(row["model"]),
+                shown(row["test"]) if row["test"] else "-",
+                retention,
+                f"{row['params']:,}",
+                length,
+                f"{speed['latency_ms']:.3f}",
+                f"{speed['samples_per_s']:,.0f}",
+                f"{speed['peak_memory_mb']:.2f}",
+            )
     console.print(table)
     write_json(output, {"batch_size": batch_size, "rows": rows})
     console.print(f"wrote {escape(str(output))} and {escape(str(plot(rows, output.with_suffix('.png'))))}")
@@ -359,14 +477,26 @@ def compare(
 
 @app.command()
 def bench(
-    target: Annotated[str, typer.Argument(help="A run directory (its student, and its teacher when it is a kdforge model) or a registered model name.", show_default=False)],
+    target: Annotated[
+        str,
+        typer.Argument(
+            help="A run directory (its student, and its teacher when it is a kdforge model) or a registered model name.",
+            show_default=False,
+        ),
+    ],
     batch_sizes: Annotated[str, typer.Option("--batch-sizes", help="Comma-separated batch sizes.")] = "1,32",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     warmup: Annotated[int, typer.Option(min=0, help="Untimed forward passes first.")] = 5,
     iters: Annotated[int, typer.Option(min=1, help="Timed forward passes per batch size.")] = 20,
-    input_shape: Annotated[Optional[str], typer.Option("--input-shape", help="A model name needs its input shape without the batch, e.g. 1,40.")] = None,
+    input_shape: Annotated[
+        Optional[str],
+        typer.Option("--input-shape", help="A model name needs its input shape without the batch, e.g. 1,40."),
+    ] = None,
     num_classes: Annotated[int, typer.Option("--num-classes", help="A model name's number of outputs.")] = 10,
-    option: Annotated[Optional[list[str]], typer.Option("--option", "-o", help="A model name's options, key=value (repeatable), e.g. -o model_dim=32.")] = None,
+    option: Annotated[
+        Optional[list[str]],
+        typer.Option("--option", "-o", help="A model name's options, key=value (repeatable), e.g. -o model_dim=32."),
+    ] = None,
     output: Annotated[Optional[Path], typer.Option(help="Also write the measurements as JSON here.")] = None,
 ) -> None:
     """Measure models: latency (median, p90), throughput and peak memory per batch size; parameters and exact FLOPs per sample. Nothing is estimated."""
@@ -379,20 +509,36 @@ def bench(
     sizes = whole_numbers(batch_sizes, "--batch-sizes")
     target_device = resolve_device(device)
     models, example = _bench_models(target, input_shape, num_classes, option or [])
-    results = {name: benchmark(model.to(target_device), example.to(target_device), sizes, warmup, iters) for name, model in models.items()}
+    results = {
+        name: benchmark(model.to(target_device), example.to(target_device), sizes, warmup, iters)
+        for name, model in models.items()
+    }
     table = Table(title=f"kdforge bench: {escape(target)} on {target_device} ({torch.get_num_threads()} CPU threads)")
     for column in ("model", "params", "MFLOPs / sample", "batch", "latency ms (p90)", "samples / s", "peak MB"):
         table.add_column(column, justify="right" if column != "model" else "left")
     for name, result in results.items():
         for row in result["batches"]:
-            table.add_row(name, f"{result['params']:,}", f"{result['flops_per_sample'] / 1e6:,.2f}", str(row["batch"]), f"{row['latency_ms']:.3f} ({row['latency_p90_ms']:.3f})", f"{row['samples_per_s']:,.0f}", f"{row['peak_memory_mb']:.2f}")
+            table.add_row(
+                name,
+                f"{result['params']:,}",
+                f"{result['flops_per_sample'] / 1e6:,.2f}",
+                str(row["batch"]),
+                f"{row['latency_ms']:.3f} ({row['latency_p90_ms']:.3f})",
+                f"{row['samples_per_s']:,.0f}",
+                f"{row['peak_memory_mb']:.2f}",
+            )
     console.print(table)
     if output is not None:
-        write_json(output, {"target": target, "device": str(target_device), "threads": torch.get_num_threads(), "models": results})
+        write_json(
+            output,
+            {"target": target, "device": str(target_device), "threads": torch.get_num_threads(), "models": results},
+        )
         console.print(f"wrote {escape(str(output))}")
 
 
-def _bench_models(target: str, input_shape: str | None, num_classes: int, options: list[str]) -> tuple[dict, torch.Tensor]:
+def _bench_models(
+    target: str, input_shape: str | None, num_classes: int, options: list[str]
+) -> tuple[dict, torch.Tensor]:
     """The models ``kdforge bench`` measures, and an example input."""
     import torch
     import yaml
@@ -409,7 +555,9 @@ def _bench_models(target: str, input_shape: str | None, num_classes: int, option
         models = {**({"teacher": teacher} if teacher is not None else {}), "student": load_student(target)}
         return models, recipe_data(recipe.data, recipe.seed).test.x[:1]
     if input_shape is None:
-        raise KdforgeError(f"'{target}' is not a run directory; to measure a model by name give --input-shape (e.g. --input-shape 1,40)")
+        raise KdforgeError(
+            f"'{target}' is not a run directory; to measure a model by name give --input-shape (e.g. --input-shape 1,40)"
+        )
     shape = tuple(whole_numbers(input_shape, "--input-shape"))
     kwargs = {}
     for item in options:
@@ -420,12 +568,22 @@ def _bench_models(target: str, input_shape: str | None, num_classes: int, option
     return {target: build_model(target, input_shape=shape, num_classes=num_classes, **kwargs)}, torch.randn(1, *shape)
 
 
-LISTABLE = {"models": "kdforge.models:MODELS", "losses": "kdforge.losses:LOSSES", "datasets": "kdforge.data:DATASETS", "teachers": "kdforge.teachers:TEACHER_SOURCES"}
+LISTABLE = {
+    "models": "kdforge.models:MODELS",
+    "losses": "kdforge.losses:LOSSES",
+    "datasets": "kdforge.data:DATASETS",
+    "teachers": "kdforge.teachers:TEACHER_SOURCES",
+}
 
 
 @app.command("list")
 def list_entries(
-    what: Annotated[Optional[str], typer.Argument(help="models, losses, datasets, teachers or recipes; nothing: the families.", show_default=False)] = None,
+    what: Annotated[
+        Optional[str],
+        typer.Argument(
+            help="models, losses, datasets, teachers or recipes; nothing: the families.", show_default=False
+        ),
+    ] = None,
 ) -> None:
     """List the families, or what can be named in a recipe (grouped by family, with one line on each)."""
     from kdforge.family import declared
@@ -465,10 +623,18 @@ def _listing(what: str, registry: Any) -> Table:
     for family, names in groups.items():
         options = {n: list(registry.options_model(n).model_fields) if what != "teachers" else [] for n in names}
         counts = collections.Counter(o for taken in options.values() for o in taken)
-        common = [o for o in dict.fromkeys(o for taken in options.values() for o in taken) if counts[o] > len(names) / 2] if len(names) > 2 else []
+        common = (
+            [o for o in dict.fromkeys(o for taken in options.values() for o in taken) if counts[o] > len(names) / 2]
+            if len(names) > 2
+            else []
+        )
         common = common if len(common) >= 4 else []  # worth a line of its own
         table.add_section()
-        table.add_row(Text(family, style="bold magenta"), Text(f"common: {', '.join(common)}" if common else "", style="dim"), Text("the core" if family == "core" else "", style="dim"))
+        table.add_row(
+            Text(family, style="bold magenta"),
+            Text(f"common: {', '.join(common)}" if common else "", style="dim"),
+            Text("the core" if family == "core" else "", style="dim"),
+        )
         for n in names:
             own = [o for o in options[n] if o not in common]
             missing = [o for o in common if o not in options[n]]
@@ -506,6 +672,10 @@ def main() -> None:
         import traceback
 
         traceback.print_exc()
-        say("internal error: ", "red bold", "this is a bug in kdforge, not a problem with your input. Please report it with the traceback above, "
-            "the command you ran and its recipe.")
+        say(
+            "internal error: ",
+            "red bold",
+            "this is a bug in kdforge, not a problem with your input. Please report it with the traceback above, "
+            "the command you ran and its recipe.",
+        )
         raise SystemExit(1) from None

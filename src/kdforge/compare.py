@@ -29,17 +29,21 @@ from kdforge.run import load_run_recipe, student_options
 def run_models(run_dirs: list[Path]) -> tuple[list[dict[str, Any]], torch.Tensor]:
     """Entries (label, model, test metrics) of the runs' teacher (the first run's) and
     students, and an example input of their data."""
-    
+
     entries = []
     for i, run_dir in enumerate(run_dirs):
         results_file = run_dir / "results.json"
         if not results_file.exists():
-            raise KdforgeError(f"'{run_dir}' has no results.json: compare finished runs (or architectures with --models)")
+            raise KdforgeError(
+                f"'{run_dir}' has no results.json: compare finished runs (or architectures with --models)"
+            )
         results = read_json(results_file, "run results")
         teacher = load_run_teacher(run_dir) if i == 0 else None
         if teacher is not None:
             entries.append({"label": "teacher", "model": teacher, "test": results["teacher"]["test"]})
-        entries.append({"label": f"student ({run_dir.name})", "model": load_student(run_dir), "test": results["student"]["test"]})
+        entries.append(
+            {"label": f"student ({run_dir.name})", "model": load_student(run_dir), "test": results["student"]["test"]}
+        )
     recipe = load_run_recipe(run_dirs[0])
     return entries, recipe_data(recipe.data, recipe.seed).test.x[:1]
 
@@ -52,13 +56,17 @@ def recipe_models(recipes: list[Any]) -> tuple[list[dict[str, Any]], torch.Tenso
         for role, cfg in (("teacher", recipe.teacher.model), ("student", recipe.student.model)):
             if role == "teacher" and (recipe.teacher.source != "train" or cfg is None):
                 continue
-            options = student_options(recipe) if role == "student" else cfg.options  # a preset sizes the student from its teacher
+            options = (
+                student_options(recipe) if role == "student" else cfg.options
+            )  # a preset sizes the student from its teacher
             model = build_model(cfg.name, input_shape=data.input_shape, num_classes=data.num_classes, **options).eval()
             entries.append({"label": f"{role} ({recipe.name})", "model": model, "test": None})
     return entries, data.test.x[:1]
 
 
-def measure(entries: list[dict[str, Any]], example: torch.Tensor, lengths: list[int] | None, batch: int, warmup: int, iters: int) -> list[dict[str, Any]]:
+def measure(
+    entries: list[dict[str, Any]], example: torch.Tensor, lengths: list[int] | None, batch: int, warmup: int, iters: int
+) -> list[dict[str, Any]]:
     """Rows for the table and the JSON: score, retention, params and speed per length."""
     teacher_score = next((score(e["test"]) for e in entries if e["label"] == "teacher" and e["test"]), None)
     rows = []
@@ -99,7 +107,9 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for row in rows:
         lengths = sorted(row["speed"], key=int)
-        ax.plot([int(n) for n in lengths], [row["speed"][n]["latency_ms"] for n in lengths], marker="o", label=row["model"])
+        ax.plot(
+            [int(n) for n in lengths], [row["speed"][n]["latency_ms"] for n in lengths], marker="o", label=row["model"]
+        )
     ax.set_xlabel("sequence length")
     ax.set_ylabel("latency ms (median)")
     ax.set_xscale("log")

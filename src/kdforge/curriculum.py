@@ -43,7 +43,10 @@ def stage_finished(stage: StageConfig, records: list[dict[str, Any]]) -> bool:
         return len(records) >= stage.epochs
     if isinstance(stage.loss_plateau, PlateauConfig):
         window = stage.loss_plateau.window
-        return len(records) >= window and abs(loss_slope([r["train"]["loss"] for r in records[-window:]])) < stage.loss_plateau.eps
+        return (
+            len(records) >= window
+            and abs(loss_slope([r["train"]["loss"] for r in records[-window:]])) < stage.loss_plateau.eps
+        )
     if isinstance(stage.val_plateau, ValPlateauConfig):
         return _epochs_without_gain(records, stage.val_plateau.min_delta) >= stage.val_plateau.patience
     return False
@@ -93,7 +96,9 @@ class Curriculum:
         stage, distiller = self.stages[index], trainer.distiller
         terms = {term.name: term for term in distiller.terms}
         if not self.base:
-            self.base = {name: (t.weight, getattr(getattr(t, "temperature", None), "spec", None)) for name, t in terms.items()}
+            self.base = {
+                name: (t.weight, getattr(getattr(t, "temperature", None), "spec", None)) for name, t in terms.items()
+            }
         every = self.pocl.temperatures[index] if self.pocl is not None and self.pocl.temperatures is not None else None
         for name, term in terms.items():
             weight, temperature = self.base[name]
@@ -101,7 +106,9 @@ class Curriculum:
             if temperature is not None and not term.temperature.learnable:  # a learnable one keeps learning
                 term.temperature.spec = stage.temperatures.get(name, every if every is not None else temperature)
         if self.pocl is not None and self.order_stage != index:  # re-rank on entering each stage
-            self.order = difficulty_order(distiller, train_batches, self.pocl.fusion_k, with_student=trainer.pos.step > 0)
+            self.order = difficulty_order(
+                distiller, train_batches, self.pocl.fusion_k, with_student=trainer.pos.step > 0
+            )
             self.order_stage = index
         return train_batches.subset(self.subset(stage.data, train_batches))
 
@@ -144,7 +151,13 @@ def pocl_stages(cfg: CurriculumConfig, epochs: int) -> list[StageConfig]:
 def _combined(own: StageConfig, made: StageConfig) -> StageConfig:
     """A recipe stage over a curriculum stage: its own end (epochs, loss or validation
     plateau) and data, when it gives them, else the curriculum's."""
-    return own.model_copy(update={"name": own.name or made.name, "data": own.data or made.data, "epochs": made.epochs if own.open_ended else own.epochs})
+    return own.model_copy(
+        update={
+            "name": own.name or made.name,
+            "data": own.data or made.data,
+            "epochs": made.epochs if own.open_ended else own.epochs,
+        }
+    )
 
 
 #: curriculum kinds (``curriculum.name``) -> the stages they make
@@ -195,7 +208,9 @@ def sample_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.T
     (not ``PAD_TARGET``) tokens of token logits [B, T, V]."""
     if logits.dim() == 2:
         return F.cross_entropy(logits, targets, reduction="none")
-    tokens = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none", ignore_index=PAD_TARGET).view(targets.shape)
+    tokens = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none", ignore_index=PAD_TARGET).view(
+        targets.shape
+    )
     real = (targets != PAD_TARGET).sum(1).clamp(min=1)
     return tokens.sum(1) / real
 
@@ -212,5 +227,7 @@ def unigram_f1(predicted: torch.Tensor, reference: torch.Tensor) -> torch.Tensor
         offsets = torch.arange(len(p), device=p.device).unsqueeze(1) * vocab
         count = lambda ids: torch.bincount((ids + offsets)[m], minlength=len(p) * vocab).view(len(p), vocab)  # noqa: E731
         overlap = torch.minimum(count(p), count(r)).sum(1).float()
-        f1[i : i + rows] = overlap / m.sum(1).clamp(min=1)  # both bags hold the real positions, so precision = recall = F1
+        f1[i : i + rows] = overlap / m.sum(1).clamp(
+            min=1
+        )  # both bags hold the real positions, so precision = recall = F1
     return f1

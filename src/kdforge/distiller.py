@@ -45,7 +45,14 @@ class Distiller(nn.Module):
     ``PAD_TARGET`` are left out.
     """
 
-    def __init__(self, student: nn.Module, teacher: Teacher | None, terms: list[LossTerm], example_input: torch.Tensor, per_token: bool = False):
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: Teacher | None,
+        terms: list[LossTerm],
+        example_input: torch.Tensor,
+        per_token: bool = False,
+    ):
         super().__init__()
         self.student, self.teacher, self.per_token = student, teacher, per_token
         self.terms = nn.ModuleList(terms)
@@ -57,16 +64,26 @@ class Distiller(nn.Module):
             raise KdforgeError(f"terms {needing} need a teacher, but none was given")
         self.cached = getattr(teacher, "cached", False)
         for term in terms:
-            term.resolve(student, teacher.module if teacher else None)  # a cached teacher's module is an empty copy of its tree
+            term.resolve(
+                student, teacher.module if teacher else None
+            )  # a cached teacher's module is an empty copy of its tree
         for term in terms:
             if term.member is not None:
                 _check_member(term, teacher)
-        teacher_layers = list(dict.fromkeys([n for t in terms for n in t.teacher_taps] + [_member_tap(t) for t in terms if t.member is not None]))
+        teacher_layers = list(
+            dict.fromkeys(
+                [n for t in terms for n in t.teacher_taps] + [_member_tap(t) for t in terms if t.member is not None]
+            )
+        )
         if self.cached and (missing := [n for n in teacher_layers if n not in teacher.layers]):
-            raise KdforgeError(f"the loss terms read teacher layers {missing}, but teacher.cache '{teacher.path}' holds "
-                               f"{teacher.layers or 'no layers'}; rebuild it with this recipe: kdforge cache RECIPE --out {teacher.path}")
+            raise KdforgeError(
+                f"the loss terms read teacher layers {missing}, but teacher.cache '{teacher.path}' holds "
+                f"{teacher.layers or 'no layers'}; rebuild it with this recipe: kdforge cache RECIPE --out {teacher.path}"
+            )
         self.student_tap = FeatureTap(student, {n: n for t in terms for n in t.student_taps})
-        self.teacher_tap = FeatureTap(teacher.module, {n: n for n in teacher_layers}) if teacher and not self.cached else None
+        self.teacher_tap = (
+            FeatureTap(teacher.module, {n: n for n in teacher_layers}) if teacher and not self.cached else None
+        )
         self.uses_teacher = any(t.uses_teacher for t in terms)
         self._setup_terms(example_input)
 
@@ -77,10 +94,15 @@ class Distiller(nn.Module):
         probe_index = torch.arange(len(example)) if self.cached else None  # the example is the split's first samples
         student_logits, teacher_logits, s_feats, t_feats = self._forward_models(example, probe_index)
         self.student.train(was_training)
-        for role, tapped, wanted in (("student", s_feats, self.student_tap.aliases), ("teacher", t_feats, self.teacher_tap.aliases if self.teacher_tap else [])):
+        for role, tapped, wanted in (
+            ("student", s_feats, self.student_tap.aliases),
+            ("teacher", t_feats, self.teacher_tap.aliases if self.teacher_tap else []),
+        ):
             if silent := [name for name in wanted if name not in tapped]:
-                raise KdforgeError(f"the {role}'s module(s) {', '.join(silent)} never ran in a forward pass, so nothing was captured there: a ModuleList such as "
-                                   "'blocks' is a container (name one block, blocks.0, or give mapping: uniform to pair every block)")
+                raise KdforgeError(
+                    f"the {role}'s module(s) {', '.join(silent)} never ran in a forward pass, so nothing was captured there: a ModuleList such as "
+                    "'blocks' is a container (name one block, blocks.0, or give mapping: uniform to pair every block)"
+                )
         shapes = Shapes(
             student_logits.shape,
             teacher_logits.shape if teacher_logits is not None else None,
@@ -88,10 +110,16 @@ class Distiller(nn.Module):
             {k: v.shape for k, v in t_feats.items()},
         )
         for term in self.terms:
-            term.setup(dataclasses.replace(shapes, teacher_logits=shapes.teacher[_member_tap(term)]) if term.member is not None else shapes)
+            term.setup(
+                dataclasses.replace(shapes, teacher_logits=shapes.teacher[_member_tap(term)])
+                if term.member is not None
+                else shapes
+            )
         self.to(example.device)
 
-    def _forward_models(self, x: torch.Tensor, index: torch.Tensor | None = None, epoch: int = 0) -> tuple[torch.Tensor, torch.Tensor | None, dict, dict]:
+    def _forward_models(
+        self, x: torch.Tensor, index: torch.Tensor | None = None, epoch: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor | None, dict, dict]:
         self.student_tap.clear()
         student_logits = self.student(x)
         teacher_logits, teacher_features = None, {}
@@ -102,13 +130,17 @@ class Distiller(nn.Module):
             teacher_logits = self.teacher(x)
             teacher_features = self.teacher_tap.features
         if isinstance(teacher_logits, TopK):  # a sparse teacher or cache: rebuild dense logits
-            teacher_logits = dense_logits_from_topk(teacher_logits.log_probs, teacher_logits.indices, student_logits.shape[-1])
+            teacher_logits = dense_logits_from_topk(
+                teacher_logits.log_probs, teacher_logits.indices, student_logits.shape[-1]
+            )
         if self.per_token:
             student_logits = student_logits.flatten(0, -2)
             teacher_logits = teacher_logits.flatten(0, -2) if teacher_logits is not None else None
         return student_logits, teacher_logits, self.student_tap.features, teacher_features
 
-    def forward(self, inputs: torch.Tensor, targets: torch.Tensor, clock: Clock | None = None, index: torch.Tensor | None = None) -> StepOutput:
+    def forward(
+        self, inputs: torch.Tensor, targets: torch.Tensor, clock: Clock | None = None, index: torch.Tensor | None = None
+    ) -> StepOutput:
         """One step's loss. ``index``: the samples' positions in the training split, which a
         cached teacher needs to look up its outputs."""
         clock = clock or Clock()
@@ -127,7 +159,9 @@ class Distiller(nn.Module):
         ctx = StepContext(inputs, targets, student_logits, teacher_logits, s_feats, t_feats, clock, token_mask=real)
         teacher_task = None
         if self.teacher is not None and self.teacher.trainable and teacher_logits is not None:
-            teacher_task = self._teacher_task(StepContext(inputs, targets, teacher_logits, clock=clock))  # the teacher learns from the labels only
+            teacher_task = self._teacher_task(
+                StepContext(inputs, targets, teacher_logits, clock=clock)
+            )  # the teacher learns from the labels only
             ctx.teacher_logits = teacher_logits.detach()
             ctx.teacher_features = {k: v.detach() for k, v in t_feats.items()}
         parts = {term.name: term(self._member_view(ctx, term)) for term in self.terms}
@@ -166,7 +200,9 @@ class Distiller(nn.Module):
         parts = [("student", unwrap(self.student)), ("terms", self.terms)]
         if self.teacher is not None and self.teacher.trainable:
             parts.append(("teacher", self.teacher.module))
-        return [(f"{prefix}.{n}", p) for prefix, module in parts for n, p in module.named_parameters() if p.requires_grad]
+        return [
+            (f"{prefix}.{n}", p) for prefix, module in parts for n, p in module.named_parameters() if p.requires_grad
+        ]
 
     def param_groups(self) -> list[dict[str, Any]]:
         """Optimiser groups: the terms' own groups (e.g. a temperature with its own learning
@@ -220,8 +256,12 @@ def _check_member(term: LossTerm, teacher: Teacher | None) -> None:
     members = getattr(teacher.module, "members", None) if teacher is not None else None
     count = len(members) if isinstance(members, nn.ModuleList) else 0
     if not term.uses_teacher:
-        raise KdforgeError(f"loss '{term.name}': member: {term.member} picks the teacher whose logits a term reads, but '{term.name}' reads no teacher; remove member")
+        raise KdforgeError(
+            f"loss '{term.name}': member: {term.member} picks the teacher whose logits a term reads, but '{term.name}' reads no teacher; remove member"
+        )
     if term.member >= count:
         has = f"an ensemble of {count}" if count else "not an ensemble"
-        raise KdforgeError(f"loss '{term.name}': member: {term.member} needs an ensemble teacher with a member {term.member} "
-                           f"(teacher: {{source: ensemble, members: [...]}}, counted from 0); this teacher is {has}")
+        raise KdforgeError(
+            f"loss '{term.name}': member: {term.member} needs an ensemble teacher with a member {term.member} "
+            f"(teacher: {{source: ensemble, members: [...]}}, counted from 0); this teacher is {has}"
+        )

@@ -195,7 +195,9 @@ def optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, is
     return get_optimizer_state_dict(model, optimizer, options=_gather() if is_sharded else None)
 
 
-def load_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any], is_sharded: bool) -> None:
+def load_optimizer_state(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any], is_sharded: bool
+) -> None:
     from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
 
     set_optimizer_state_dict(model, optimizer, state, options=_scatter() if is_sharded else None)

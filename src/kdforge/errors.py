@@ -23,7 +23,9 @@ class RunInterrupted(KdforgeError):
 
     def __init__(self, run_dir: Path, stage: str):
         self.run_dir = run_dir
-        super().__init__(f"interrupted during {stage}; progress saved in {run_dir}. Resume with: kdforge train --resume {run_dir}")
+        super().__init__(
+            f"interrupted during {stage}; progress saved in {run_dir}. Resume with: kdforge train --resume {run_dir}"
+        )
 
 
 class NonFiniteLossError(KdforgeError):

@@ -32,8 +32,12 @@ def is_regression(targets: torch.Tensor) -> bool:
 
 
 @torch.no_grad()
-def evaluate(model: Callable[[torch.Tensor], torch.Tensor], batches: Batches, autocast: contextlib.AbstractContextManager | None = None,
-             task: str | None = None) -> dict[str, float]:
+def evaluate(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    batches: Batches,
+    autocast: contextlib.AbstractContextManager | None = None,
+    task: str | None = None,
+) -> dict[str, float]:
     """The task's metrics over all batches (model in eval mode). ``task: embedding`` compares
     the outputs with the targets (the teacher's embeddings) by :func:`embedding_metrics`; else
     the task is read from the targets."""
@@ -52,8 +56,12 @@ def evaluate(model: Callable[[torch.Tensor], torch.Tensor], batches: Batches, au
             model.train()
 
 
-def _label_metrics(model: Callable[[torch.Tensor], torch.Tensor], batches: Batches, autocast: contextlib.AbstractContextManager | None,
-                   per_token: bool = False) -> dict[str, float]:
+def _label_metrics(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    batches: Batches,
+    autocast: contextlib.AbstractContextManager | None,
+    per_token: bool = False,
+) -> dict[str, float]:
     sums = {"correct": 0.0, "loss": 0.0, "samples": 0, "elements": 0, "peak": 0.0}
     regression = False
     for x, y, *_ in batches:
@@ -78,7 +86,9 @@ def _label_metrics(model: Callable[[torch.Tensor], torch.Tensor], batches: Batch
     return {"accuracy": sums["correct"] / max(sums["samples"], 1), "loss": sums["loss"] / max(sums["samples"], 1)}
 
 
-def embedding_metrics(student: torch.Tensor, teacher: torch.Tensor, neighbours: int = 10, max_rows: int = 2000) -> dict[str, float]:
+def embedding_metrics(
+    student: torch.Tensor, teacher: torch.Tensor, neighbours: int = 10, max_rows: int = 2000
+) -> dict[str, float]:
     """How well student vectors [N, k] keep the teacher's [N, D] relations, over the first
     ``max_rows`` rows: ``spearman``, the rank correlation of all pairwise cosine
     similarities, and ``recall_at_10``, the mean share of each row's ``neighbours`` nearest

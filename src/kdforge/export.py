@@ -26,7 +26,12 @@ def save_model(model: nn.Module, stem: str | Path, info: dict[str, Any] | None =
     model = unwrap(model)
     weights = stem.parent / f"{stem.name}.safetensors"  # a dotted stem (student.pruned) keeps its dots
     save_safetensors(model.state_dict(), weights)
-    meta = {"model": model_spec(model), "class": f"{type(model).__module__}.{type(model).__qualname__}", "kdforge_version": __version__, **(info or {})}
+    meta = {
+        "model": model_spec(model),
+        "class": f"{type(model).__module__}.{type(model).__qualname__}",
+        "kdforge_version": __version__,
+        **(info or {}),
+    }
     write_json(weights.with_suffix(".json"), meta)
     return weights
 
@@ -37,7 +42,9 @@ def read_meta(weights: str | Path) -> dict[str, Any]:
         raise KdforgeError(f"'{meta}' is missing: kdforge needs it beside '{weights}' to know the architecture")
     found = read_json(meta, "model description")
     if not isinstance(found, dict):
-        raise KdforgeError(f"model description '{meta}' is not a JSON object; write it again with kdforge.export.save_model")
+        raise KdforgeError(
+            f"model description '{meta}' is not a JSON object; write it again with kdforge.export.save_model"
+        )
     return found
 
 
@@ -45,8 +52,12 @@ def load_model(weights: str | Path, device: str | torch.device = "cpu") -> nn.Mo
     """Rebuild a model saved by :func:`save_model` and load its weights strictly."""
     spec = read_meta(weights).get("model")
     if not isinstance(spec, dict) or not {"name", "input_shape", "num_classes", "options"} <= set(spec):
-        raise KdforgeError(f"'{Path(weights).with_suffix('.json')}' does not describe a kdforge model (no 'model' entry with name, input_shape, num_classes and options)")
-    model = build_model(spec["name"], input_shape=spec["input_shape"], num_classes=spec["num_classes"], **spec["options"])
+        raise KdforgeError(
+            f"'{Path(weights).with_suffix('.json')}' does not describe a kdforge model (no 'model' entry with name, input_shape, num_classes and options)"
+        )
+    model = build_model(
+        spec["name"], input_shape=spec["input_shape"], num_classes=spec["num_classes"], **spec["options"]
+    )
     load_state_strict(model, load_safetensors(weights), str(weights))
     return model.to(device)
 
@@ -90,10 +101,18 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: 
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    mismatched = [f"{k}: checkpoint {list(state[k].shape)} vs model {list(own[k].shape)}" for k in sorted(set(own) & set(state)) if state[k].shape != own[k].shape]
+    mismatched = [
+        f"{k}: checkpoint {list(state[k].shape)} vs model {list(own[k].shape)}"
+        for k in sorted(set(own) & set(state))
+        if state[k].shape != own[k].shape
+    ]
     if missing or unexpected or mismatched:
         lines = [f"'{source}' does not fit {type(model).__name__}:"]
-        for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
+        for title, items in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches", mismatched),
+        ):
             if items:
                 lines.append(f"  {title} ({len(items)}): " + ", ".join(items[:8]) + (" ..." if len(items) > 8 else ""))
         lines.append("  check that the model section (name and options, class count) matches the checkpoint")
@@ -111,9 +130,13 @@ def quantize_int8(model: nn.Module) -> tuple[nn.Module, list[str]]:
     names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and not m.weight.is_complex()]
     if not names:
         raise KdforgeError(f"{type(model).__name__} has no real-valued linear layers to quantise to int8")
-    with warnings.catch_warnings():  # torch.ao.quantization is deprecated in favour of torchao, which we do not depend on
+    with (
+        warnings.catch_warnings()
+    ):  # torch.ao.quantization is deprecated in favour of torchao, which we do not depend on
         warnings.simplefilter("ignore")
-        quantized = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model).cpu().eval(), set(names), dtype=torch.qint8)
+        quantized = torch.ao.quantization.quantize_dynamic(
+            copy.deepcopy(model).cpu().eval(), set(names), dtype=torch.qint8
+        )
     return quantized, names
 
 
@@ -130,13 +153,22 @@ def prune_student(model: nn.Module, amount: float, kind: str = "unstructured") -
     if not 0 <= amount <= 1:
         raise KdforgeError(f"the pruned fraction must be in [0, 1], got {amount}")
     pruned = copy.deepcopy(model).cpu().eval()
-    layers = [(n, m) for n, m in pruned.named_modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)) and not m.weight.is_complex()]
+    layers = [
+        (n, m)
+        for n, m in pruned.named_modules()
+        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)) and not m.weight.is_complex()
+    ]
     if kind == "structured":
         layers = layers[:-1]
     if not layers:
-        raise KdforgeError(f"{type(model).__name__} has no real-valued linear or convolution layers to prune" + (" besides its output layer" if kind == "structured" else ""))
+        raise KdforgeError(
+            f"{type(model).__name__} has no real-valued linear or convolution layers to prune"
+            + (" besides its output layer" if kind == "structured" else "")
+        )
     if kind == "unstructured":
-        prune.global_unstructured([(m, "weight") for _, m in layers], pruning_method=prune.L1Unstructured, amount=amount)
+        prune.global_unstructured(
+            [(m, "weight") for _, m in layers], pruning_method=prune.L1Unstructured, amount=amount
+        )
     elif kind == "structured":
         for _, m in layers:
             prune.ln_structured(m, "weight", amount=amount, n=2, dim=0)

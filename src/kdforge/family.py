@@ -160,8 +160,13 @@ def family_of(entry: Any) -> str:
         return module.split(".")[2]
     if module.startswith("kdforge.") or module == "kdforge":
         return "core"
-    declared_in = {type(f).__module__: name for name, f in FAMILIES.items()}  # a one-file plug-in: the family registered beside the entry
-    return declared_in.get(module) or next((f.name for f in DECLARED.values() for part in f.parts if module == part or module.startswith(part + ".")), "plug-ins")
+    declared_in = {
+        type(f).__module__: name for name, f in FAMILIES.items()
+    }  # a one-file plug-in: the family registered beside the entry
+    return declared_in.get(module) or next(
+        (f.name for f in DECLARED.values() for part in f.parts if module == part or module.startswith(part + ".")),
+        "plug-ins",
+    )
 
 
 def add_commands(app: Any) -> None:

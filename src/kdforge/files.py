@@ -61,10 +61,15 @@ def read_text(path: str | Path, what: str = "file", encoding: str = "utf-8", opt
         return path.read_bytes().decode(encoding)
     except UnicodeDecodeError as err:
         fix = f"set {option}: latin-1 (or the file's encoding)" if option else "re-save it as UTF-8"
-        raise FileReadError(f"{what} '{path}' is not {encoding} text (byte 0x{err.object[err.start]:02x} at offset {err.start}; "
-                            f"latin-1 or cp1252, perhaps): {fix}") from None
+        raise FileReadError(
+            f"{what} '{path}' is not {encoding} text (byte 0x{err.object[err.start]:02x} at offset {err.start}; "
+            f"latin-1 or cp1252, perhaps): {fix}"
+        ) from None
     except LookupError:
-        raise FileReadError(f"{what} '{path}': unknown text encoding '{encoding}'" + (f"; set {option} to one Python knows, e.g. utf-8 or latin-1" if option else "")) from None
+        raise FileReadError(
+            f"{what} '{path}': unknown text encoding '{encoding}'"
+            + (f"; set {option} to one Python knows, e.g. utf-8 or latin-1" if option else "")
+        ) from None
 
 
 def read_json(path: str | Path, what: str = "JSON file") -> Any:
@@ -74,7 +79,9 @@ def read_json(path: str | Path, what: str = "JSON file") -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
-        raise FileReadError(f"{what} '{path}' is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}): it is truncated or damaged") from None
+        raise FileReadError(
+            f"{what} '{path}' is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}): it is truncated or damaged"
+        ) from None
 
 
 def load_torch(path: str | Path, map_location: str | torch.device = "cpu", what: str = "checkpoint") -> Any:
@@ -86,14 +93,20 @@ def load_torch(path: str | Path, map_location: str | torch.device = "cpu", what:
     except pickle.UnpicklingError as err:
         found = _PICKLE_GLOBAL.search(str(err))
         if found:
-            raise FileReadError(f"{what} '{path}' holds pickled Python objects{f' ({found[1]})' if found else ''}, which kdforge never loads (they can run code); "
-                                "save plain tensors instead: torch.save(model.state_dict(), path), or a .safetensors file") from None
+            raise FileReadError(
+                f"{what} '{path}' holds pickled Python objects{f' ({found[1]})' if found else ''}, which kdforge never loads (they can run code); "
+                "save plain tensors instead: torch.save(model.state_dict(), path), or a .safetensors file"
+            ) from None
         raise FileReadError(f"{what} '{path}' is not a readable PyTorch file: it is truncated or damaged") from None
     except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as err:
-        raise FileReadError(f"{what} '{path}' is not a readable PyTorch file ({_short(err)}): it is truncated or damaged") from None
+        raise FileReadError(
+            f"{what} '{path}' is not a readable PyTorch file ({_short(err)}): it is truncated or damaged"
+        ) from None
 
 
-def load_safetensors(path: str | Path, device: str | torch.device = "cpu", what: str = "weights file") -> dict[str, torch.Tensor]:
+def load_safetensors(
+    path: str | Path, device: str | torch.device = "cpu", what: str = "weights file"
+) -> dict[str, torch.Tensor]:
     """The tensors of a ``.safetensors`` file; a torch pickle under that name, or a damaged
     file, is refused with what it is."""
     from safetensors import SafetensorError
@@ -103,12 +116,16 @@ def load_safetensors(path: str | Path, device: str | torch.device = "cpu", what:
     with path.open("rb") as handle:
         head = handle.read(8)
     if head[:2] == b"PK" or head[:1] == b"\x80":  # a zip (torch.save) or a raw pickle stream
-        raise FileReadError(f"{what} '{path}' is named .safetensors but is a PyTorch pickle file; "
-                            "rename it to .pt (kdforge reads those with weights_only=True) or convert it with safetensors.torch.save_file")
+        raise FileReadError(
+            f"{what} '{path}' is named .safetensors but is a PyTorch pickle file; "
+            "rename it to .pt (kdforge reads those with weights_only=True) or convert it with safetensors.torch.save_file"
+        )
     try:
         return load_file(str(path), device=str(device))
     except (SafetensorError, OSError, ValueError) as err:
-        raise FileReadError(f"{what} '{path}' is not a valid safetensors file ({_short(err)}): it is truncated or damaged") from None
+        raise FileReadError(
+            f"{what} '{path}' is not a valid safetensors file ({_short(err)}): it is truncated or damaged"
+        ) from None
 
 
 def load_npy(path: str | Path, mmap_mode: str | None = None, what: str = "array file") -> np.ndarray:
@@ -139,9 +156,18 @@ def load_local(loader: Callable[..., Any], folder: str | Path, what: str, **opti
 
     try:
         return loader(str(folder), local_files_only=True, **options)
-    except (OSError, ValueError, EOFError, RuntimeError, pickle.UnpicklingError, SafetensorError) as err:  # how missing, damaged and mismatched files surface
-        raise FileReadError(f"{what} '{folder}' cannot be read ({_short(err)}); give a local folder with its config, tokenizer and weight "
-                            "files (kdforge never downloads: save one with model.save_pretrained(folder))") from None
+    except (
+        OSError,
+        ValueError,
+        EOFError,
+        RuntimeError,
+        pickle.UnpicklingError,
+        SafetensorError,
+    ) as err:  # how missing, damaged and mismatched files surface
+        raise FileReadError(
+            f"{what} '{folder}' cannot be read ({_short(err)}); give a local folder with its config, tokenizer and weight "
+            "files (kdforge never downloads: save one with model.save_pretrained(folder))"
+        ) from None
 
 
 def _plain(array: np.ndarray, path: Path, what: str, key: str | None = None) -> np.ndarray:
@@ -159,8 +185,10 @@ def _unreadable(err: BaseException, path: Path, what: str, kind: str) -> FileRea
         start = handle.read(6)
     numpy_or_pickle = start.startswith((b"\x93NUMPY", b"PK", b"\x80"))
     if numpy_or_pickle and isinstance(err, ValueError) and "object" in str(err).lower():
-        return FileReadError(f"{what} '{path}' holds Python objects (an object-dtype array), which kdforge never loads (they can run code); "
-                             "save a numeric array (np.asarray(values, dtype=np.float32))")
+        return FileReadError(
+            f"{what} '{path}' holds Python objects (an object-dtype array), which kdforge never loads (they can run code); "
+            "save a numeric array (np.asarray(values, dtype=np.float32))"
+        )
     return FileReadError(f"{what} '{path}' is not a readable {kind} ({_short(err)}): it is truncated or damaged")
 
 
@@ -245,8 +273,10 @@ def _write_error(path: Path, err: OSError, write: Callable[[IO[bytes]], Any]) ->
         except Exception:  # the size is a courtesy: never hide the real error behind another
             needed = ""
         free = shutil.disk_usage(path.parent).free if path.parent.exists() else 0
-        return FileWriteError(f"could not write '{path}': no space left on device ({needed}{_size(free)} free there); {kept}. "
-                              "Free some space (or set log.dir elsewhere) and run again; kdforge train --resume RUN_DIR continues a run")
+        return FileWriteError(
+            f"could not write '{path}': no space left on device ({needed}{_size(free)} free there); {kept}. "
+            "Free some space (or set log.dir elsewhere) and run again; kdforge train --resume RUN_DIR continues a run"
+        )
     return FileWriteError(f"could not write '{path}': {err.strerror or err}; {kept}")
 
 
@@ -318,8 +348,10 @@ def append_text(path: str | Path, text: str) -> None:
         with open(path, "a", encoding="utf-8") as handle:
             handle.write(text)
     except OSError as err:
-        raise FileWriteError(f"could not append to '{path}': {err.strerror or err}; the lines already there are intact. "
-                             "Free some space (or set log.dir elsewhere); kdforge train --resume RUN_DIR continues the run") from None
+        raise FileWriteError(
+            f"could not append to '{path}': {err.strerror or err}; the lines already there are intact. "
+            "Free some space (or set log.dir elsewhere); kdforge train --resume RUN_DIR continues the run"
+        ) from None
 
 
 def remove_stale_tmp(folder: str | Path) -> list[Path]:
@@ -340,8 +372,12 @@ def check_writable(folder: str | Path, what: str) -> Path:
         write_bytes(probe, b"ok")
         probe.unlink()
     except FileExistsError:
-        raise FileWriteError(f"{what} '{folder}' cannot be made: a file of that name is in the way; remove it or choose another folder") from None
+        raise FileWriteError(
+            f"{what} '{folder}' cannot be made: a file of that name is in the way; remove it or choose another folder"
+        ) from None
     except (OSError, FileWriteError) as err:
         reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-        raise FileWriteError(f"{what} '{folder}' is not writable ({reason}); choose a folder you can write to") from None
+        raise FileWriteError(
+            f"{what} '{folder}' is not writable ({reason}); choose a folder you can write to"
+        ) from None
     return folder

@@ -18,9 +18,13 @@ def build_optimizer(params: list[nn.Parameter] | list[dict[str, Any]], cfg: Opti
     a group's own ``lr`` / ``weight_decay`` override the recipe's)."""
     if cfg.name == "sgd":
         momentum = 0.9 if cfg.momentum is None else cfg.momentum
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=momentum, weight_decay=cfg.weight_decay, nesterov=momentum > 0)
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=momentum, weight_decay=cfg.weight_decay, nesterov=momentum > 0
+        )
     if cfg.name == "dot":
-        return DistillationOrientedTrainer(params, lr=cfg.lr, momentum=cfg.momentum, delta=cfg.dot_delta, weight_decay=cfg.weight_decay)
+        return DistillationOrientedTrainer(
+            params, lr=cfg.lr, momentum=cfg.momentum, delta=cfg.dot_delta, weight_decay=cfg.weight_decay
+        )
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
@@ -47,7 +51,9 @@ class DistillationOrientedTrainer(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is not None:
                     state = self.state[p]
-                    state["distill_grad"] = state["distill_grad"].add_(p.grad) if "distill_grad" in state else p.grad.clone()
+                    state["distill_grad"] = (
+                        state["distill_grad"].add_(p.grad) if "distill_grad" in state else p.grad.clone()
+                    )
                     p.grad = None
 
     @torch.no_grad()
@@ -62,7 +68,10 @@ class DistillationOrientedTrainer(torch.optim.Optimizer):
                     task = task.add(p, alpha=decay)
                 elif decay and distill is not None:
                     distill = distill.add(p, alpha=decay)
-                for key, grad, momentum in (("task_momentum", task, base - delta if both else base), ("distill_momentum", distill, base + delta if both else base)):
+                for key, grad, momentum in (
+                    ("task_momentum", task, base - delta if both else base),
+                    ("distill_momentum", distill, base + delta if both else base),
+                ):
                     if grad is None:
                         continue
                     if key in state:
@@ -126,7 +135,9 @@ def centralize_gradients(params: list[nn.Parameter]) -> None:
             p.grad.sub_(p.grad.mean(dim=tuple(range(1, p.grad.dim())), keepdim=True))
 
 
-def lr_factor(start: float, end: float, epochs: int, cfg: OptimConfig, step: int = 0, steps_per_epoch: int = 1) -> float:
+def lr_factor(
+    start: float, end: float, epochs: int, cfg: OptimConfig, step: int = 0, steps_per_epoch: int = 1
+) -> float:
     """Multiplier of the base LR for an optimiser step that takes training from ``start`` to
     ``end`` (positions in epochs, fractional): linear warm-up over ``warmup_epochs`` (the
     first step already moves), then constant or cosine decay down to ``min_lr`` — over the

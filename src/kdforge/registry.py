@@ -96,7 +96,9 @@ class Registry:
             return self.validate_options(name, options)
         except pydantic.ValidationError as err:
             valid = self.options_model(name).model_fields
-            raise KdforgeError(f"{self.kind} '{name}': " + "; ".join(_problem(e, valid) for e in err.errors())) from None
+            raise KdforgeError(
+                f"{self.kind} '{name}': " + "; ".join(_problem(e, valid) for e in err.errors())
+            ) from None
 
     def build(self, name: str, /, **kwargs: Any) -> Any:
         return self.get(name)(**kwargs)
@@ -117,7 +119,9 @@ class _Options(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", strict=True, arbitrary_types_allowed=True)
 
 
-def _signature_model(model_name: str, factory: Callable[..., Any], injected: frozenset[str], positive_ints: bool) -> type[pydantic.BaseModel]:
+def _signature_model(
+    model_name: str, factory: Callable[..., Any], injected: frozenset[str], positive_ints: bool
+) -> type[pydantic.BaseModel]:
     fields: dict[str, Any] = {}
     hints = _type_hints(factory)
     for param in inspect.signature(factory).parameters.values():

@@ -12,7 +12,13 @@ from kdforge.evaluate import score, score_gain, score_name, shown
 from kdforge.family import families
 from kdforge.files import save_figure, write_json, write_text
 
-ROLES = (("teacher", "teacher"), ("student", "student + KD"), ("student_alone", "student alone"), ("pca", "PCA of the teacher"), ("random_projection", "random projection"))
+ROLES = (
+    ("teacher", "teacher"),
+    ("student", "student + KD"),
+    ("student_alone", "student alone"),
+    ("pca", "PCA of the teacher"),
+    ("random_projection", "random projection"),
+)
 
 
 def write_results(run_dir: Path, results: dict[str, Any]) -> None:
@@ -42,12 +48,21 @@ def summary_table(results: dict[str, Any]) -> Table:
     if gain is not None:
         notes.insert(0, f"KD gain over the student alone: {gain} (test)")
     notes[:0] = family_notes(results)
-    table = Table(title=escape(f"{results['name']} — test split of {results['dataset']}"), caption=escape("\n".join(notes)))
+    table = Table(
+        title=escape(f"{results['name']} — test split of {results['dataset']}"), caption=escape("\n".join(notes))
+    )
     for column in ("model", "arch", f"test {name}", f"val {name}", "params", "latency ms"):
         table.add_column(column, justify="left" if column in ("model", "arch") else "right")
     for label, entry in _rows(results):
         val = entry.get("val_best")
-        table.add_row(label, escape(entry["model"]), shown(entry["test"]), shown(val) if val else "-", f"{entry['params']:,}", f"{entry['latency_ms']:.3f}")
+        table.add_row(
+            label,
+            escape(entry["model"]),
+            shown(entry["test"]),
+            shown(val) if val else "-",
+            f"{entry['params']:,}",
+            f"{entry['latency_ms']:.3f}",
+        )
     return table
 
 
@@ -56,14 +71,31 @@ def transfer_section(entry: dict[str, Any]) -> list[str]:
     transfer = entry.get("init_from_teacher")
     if not transfer:
         return []
-    lines = ["", "## Initialised from the teacher", "", f"Copied {len(transfer['copied'])} tensors: {', '.join(f'`{n}`' for n in transfer['copied'])}.", ""]
+    lines = [
+        "",
+        "## Initialised from the teacher",
+        "",
+        f"Copied {len(transfer['copied'])} tensors: {', '.join(f'`{n}`' for n in transfer['copied'])}.",
+        "",
+    ]
     if transfer["shape_mismatch"]:
-        lines += ["Not copied, shapes differ: " + "; ".join(f"`{n}` ({why})" for n, why in transfer["shape_mismatch"].items()) + ".", ""]
-    return lines + [f"No teacher counterpart ({len(transfer['not_in_teacher'])}): " + ", ".join(f"`{n}`" for n in transfer["not_in_teacher"]) + "."]
+        lines += [
+            "Not copied, shapes differ: "
+            + "; ".join(f"`{n}` ({why})" for n, why in transfer["shape_mismatch"].items())
+            + ".",
+            "",
+        ]
+    return lines + [
+        f"No teacher counterpart ({len(transfer['not_in_teacher'])}): "
+        + ", ".join(f"`{n}`" for n in transfer["not_in_teacher"])
+        + "."
+    ]
 
 
 def write_report(run_dir: Path, results: dict[str, Any], plots: list[str]) -> None:
-    metric = {"acc": "accuracy", "PSNR": "PSNR", "ρ": "Spearman ρ", "PPL": "perplexity"}[score_name(results["student"]["test"])]
+    metric = {"acc": "accuracy", "PSNR": "PSNR", "ρ": "Spearman ρ", "PPL": "perplexity"}[
+        score_name(results["student"]["test"])
+    ]
     lines = [
         f"# {results['name']}",
         "",
@@ -74,7 +106,9 @@ def write_report(run_dir: Path, results: dict[str, Any], plots: list[str]) -> No
     ]
     for label, entry in _rows(results):
         val = entry.get("val_best")
-        lines.append(f"| {label} | {entry['model']} | {shown(entry['test'])} | {shown(val) if val else '-'} | {entry['params']:,} | {entry['latency_ms']:.3f} |")
+        lines.append(
+            f"| {label} | {entry['model']} | {shown(entry['test'])} | {shown(val) if val else '-'} | {entry['params']:,} | {entry['latency_ms']:.3f} |"
+        )
     gain = kd_gain(results)
     if gain is not None:
         lines += ["", f"KD gain over the same student trained alone: **{gain}**."]
@@ -98,8 +132,17 @@ def plot_curves(run_dir: Path, histories: dict[str, list[dict[str, Any]]]) -> li
     out = run_dir / "plots"
     out.mkdir(exist_ok=True)
     curves = {
-        "loss": [("train loss", "-", lambda r: r["train"]["loss"]), ("val cross-entropy", "--", lambda r: r["val"]["loss"])],
-        "accuracy": [("val accuracy (%) / PSNR (dB) / Spearman ρ", "-", lambda r: 100 * r["val"]["accuracy"] if "accuracy" in r["val"] else score(r["val"]))],
+        "loss": [
+            ("train loss", "-", lambda r: r["train"]["loss"]),
+            ("val cross-entropy", "--", lambda r: r["val"]["loss"]),
+        ],
+        "accuracy": [
+            (
+                "val accuracy (%) / PSNR (dB) / Spearman ρ",
+                "-",
+                lambda r: 100 * r["val"]["accuracy"] if "accuracy" in r["val"] else score(r["val"]),
+            )
+        ],
     }
     written = []
     for name, lines in curves.items():

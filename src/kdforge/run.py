@@ -69,9 +69,20 @@ class Session:
         self.data: DataBundle = recipe_data(recipe.data, recipe.seed)
         augment = BatchAugment.from_config(recipe.data.augment, self.data.scaling)
         # channels-last only means something for image batches [B, C, H, W]
-        self.memory_format = torch.channels_last if recipe.train.channels_last and len(self.data.input_shape) == 3 else torch.contiguous_format
+        self.memory_format = (
+            torch.channels_last
+            if recipe.train.channels_last and len(self.data.input_shape) == 3
+            else torch.contiguous_format
+        )
         batches = {"device": self.device, "memory_format": self.memory_format}
-        self.train = make_loader(self.data.train, recipe.data.batch_size, shuffle=True, seed=recipe.seed, transform=augment or None, **batches)
+        self.train = make_loader(
+            self.data.train,
+            recipe.data.batch_size,
+            shuffle=True,
+            seed=recipe.seed,
+            transform=augment or None,
+            **batches,
+        )
         self.train.shard = distributed.setup()  # (rank, world): this process's share of every global batch
         self.val = make_loader(self.data.val, recipe.data.eval_batch_size, **batches)
         self.test = make_loader(self.data.test, recipe.data.eval_batch_size, **batches)
@@ -84,7 +95,10 @@ class Session:
         on rank 0, and closed with the session)."""
         if self.trackers is None:
             self.trackers = build_trackers(self.recipe, self.run_dir) if distributed.is_main() else []
-        callbacks: list[Callback] = [JsonlLogger(self.run_dir / "metrics.jsonl", self.recipe.log.every_steps), *self.trackers]
+        callbacks: list[Callback] = [
+            JsonlLogger(self.run_dir / "metrics.jsonl", self.recipe.log.every_steps),
+            *self.trackers,
+        ]
         if self.recipe.log.progress:
             callbacks.append(ConsoleProgress(self.console))
         return callbacks
@@ -93,7 +107,9 @@ class Session:
         """``batches`` with a transient progress bar (when ``log.progress``): for evaluations."""
         if not self.recipe.log.progress:
             return batches
-        return rich.progress.track(batches, description=description, total=len(batches), console=self.console, transient=True)
+        return rich.progress.track(
+            batches, description=description, total=len(batches), console=self.console, transient=True
+        )
 
     def __enter__(self) -> Session:
         return self
@@ -113,13 +129,28 @@ class Session:
         test = self.evaluate(teacher, self.test, "teacher: test split")
         val = info.get("val_best") or self.evaluate(teacher, self.val, "teacher: validation split")
         extra = {k: v for k, v in info.items() if k not in ("history", "val_best")}
-        name = extra.pop("model", None) or (module.kdforge_spec["name"] if hasattr(module, "kdforge_spec") else type(module).__name__)
-        with getattr(module, "forgetting", contextlib.nullcontext)():  # a teacher that remembers its outputs: time real encoding, not recall
-            return self.entry(teacher, name, test, val, source=self.recipe.teacher.source, **extra)  # latency with its input adapter
+        name = extra.pop("model", None) or (
+            module.kdforge_spec["name"] if hasattr(module, "kdforge_spec") else type(module).__name__
+        )
+        with getattr(
+            module, "forgetting", contextlib.nullcontext
+        )():  # a teacher that remembers its outputs: time real encoding, not recall
+            return self.entry(
+                teacher, name, test, val, source=self.recipe.teacher.source, **extra
+            )  # latency with its input adapter
 
-    def entry(self, model: torch.nn.Module, name: str, test: dict[str, float], val_best: dict[str, float], **extra: Any) -> dict[str, Any]:
+    def entry(
+        self, model: torch.nn.Module, name: str, test: dict[str, float], val_best: dict[str, float], **extra: Any
+    ) -> dict[str, Any]:
         """One row of results.json: what the model is, how good, how big, how fast."""
-        return {"model": name, "params": count_params(model), "test": test, "val_best": val_best, "latency_ms": latency_ms(model, self.example), **extra}
+        return {
+            "model": name,
+            "params": count_params(model),
+            "test": test,
+            "val_best": val_best,
+            "latency_ms": latency_ms(model, self.example),
+            **extra,
+        }
 
     def acquire_teacher(self, use_cache: bool = True) -> tuple[Teacher | CachedTeacher, dict[str, Any]]:
         """The frozen teacher of the recipe (an ``ema`` teacher or member is the student's architecture, whose
@@ -128,8 +159,10 @@ class Session:
         if cfg.cache and use_cache:
             augment = self.recipe.data.augment
             if augment.randaugment is not None or augment.mixes:
-                raise KdforgeError("RandAugment, mixup and CutMix draw new inputs every step, but teacher.cache holds the teacher's outputs on fixed views only; "
-                                   "train with the online teacher (drop teacher.cache) or augment with data.augment.shift/noise views")
+                raise KdforgeError(
+                    "RandAugment, mixup and CutMix draw new inputs every step, but teacher.cache holds the teacher's outputs on fixed views only; "
+                    "train with the online teacher (drop teacher.cache) or augment with data.augment.shift/noise views"
+                )
             teacher = CachedTeacher(cfg.cache, self)
             self.train.indexed = True  # the cache is looked up by sample index...
             self.train.fixed_views = fixed_views(self, teacher.manifest["views"])  # ...and shows the cached views
@@ -140,9 +173,23 @@ class Session:
     def wrap_teacher(self, module: torch.nn.Module) -> Teacher:
         """The recipe's teacher module, frozen (or co-trained: ``trainable``), with its input adapter."""
         cfg = self.recipe.teacher
-        trainable = {"trainable": True, "lr": cfg.lr, "ce_weight": 1.0 if cfg.ce_weight is None else cfg.ce_weight, "task": self.task_term()} if cfg.trainable else {}
+        trainable = (
+            {
+                "trainable": True,
+                "lr": cfg.lr,
+                "ce_weight": 1.0 if cfg.ce_weight is None else cfg.ce_weight,
+                "task": self.task_term(),
+            }
+            if cfg.trainable
+            else {}
+        )
         follows = {"ema_part": cfg.ema_part[0], "ema_decay": cfg.ema_part[1]} if cfg.follows_student else {}
-        return Teacher(module.to(self.device, memory_format=self.memory_format), input_adapter=self.adapter(cfg, module), **trainable, **follows)
+        return Teacher(
+            module.to(self.device, memory_format=self.memory_format),
+            input_adapter=self.adapter(cfg, module),
+            **trainable,
+            **follows,
+        )
 
     def adapter(self, cfg: Any, module: torch.nn.Module | None = None) -> InputAdapter | None:
         """The teacher's input adapter: from ``teacher.adapt``, else from what the teacher says
@@ -150,7 +197,9 @@ class Session:
         a = cfg.adapt if cfg.adapt is not None else expected_input(module)
         if a is None:
             return None
-        return InputAdapter(self.data.input_shape, self.data.scaling, size=a.size, channels=a.channels, mean=a.mean, std=a.std).to(self.device)
+        return InputAdapter(
+            self.data.input_shape, self.data.scaling, size=a.size, channels=a.channels, mean=a.mean, std=a.std
+        ).to(self.device)
 
     def task_term(self, label_smoothing: float | None = None) -> LossTerm:
         """The plain supervised loss of this data: ``ce`` for classes, ``reg_task`` for values
@@ -158,12 +207,21 @@ class Session:
         one; ``label_smoothing`` replaces the recipe's (a trained teacher's own setting)."""
         name = "reg_task" if self.data.task == "regression" else "ce"
         given = next((c.options for c in self.recipe.losses if c.name == name), None)
-        options = dict(given) if given is not None else ({"kind": "complex_mse"} if self.data.train.y.is_complex() else {})
+        options = (
+            dict(given) if given is not None else ({"kind": "complex_mse"} if self.data.train.y.is_complex() else {})
+        )
         if label_smoothing is not None and name == "ce":
             options["label_smoothing"] = label_smoothing
         return build_loss({"name": name, **options})
 
-    def fit_teacher(self, module: torch.nn.Module, fit: Any, out_dir: Path, head: torch.nn.Module | None = None, adapter: torch.nn.Module | None = None) -> dict[str, Any]:
+    def fit_teacher(
+        self,
+        module: torch.nn.Module,
+        fit: Any,
+        out_dir: Path,
+        head: torch.nn.Module | None = None,
+        adapter: torch.nn.Module | None = None,
+    ) -> dict[str, Any]:
         """Fit a teacher on the labels (the task's own loss; ``fit``: epochs, lr, label
         smoothing), selected on validation, resumable from ``out_dir``. With ``head``, only
         that submodule trains; ``adapter`` prepares the batches as the teacher expects."""
@@ -172,42 +230,97 @@ class Session:
             module.requires_grad_(False)
             head.requires_grad_(True)
         trainee = torch.nn.Sequential(adapter, module) if adapter is not None else module  # trains `module` in place
-        distiller = Distiller(trainee, None, [self.task_term(fit.label_smoothing)], self.example, per_token=self.data.task == "lm")
+        distiller = Distiller(
+            trainee, None, [self.task_term(fit.label_smoothing)], self.example, per_token=self.data.task == "lm"
+        )
         optim = recipe.optim.model_copy(update={"lr": fit.lr or recipe.optim.lr})
-        train_cfg = recipe.train.model_copy(update={"epochs": fit.epochs, "max_steps": None, "fsdp": False, "ema_decay": None})  # student-only settings
-        trainer = Trainer(distiller, optim, train_cfg, steps_per_epoch=len(self.train), checkpoint_dir=out_dir, callbacks=self.callbacks(), stage="teacher", task=self.data.task,
-                          grad_stats_every=recipe.log.grad_stats_every, val_terms=recipe.log.val_terms)
+        train_cfg = recipe.train.model_copy(
+            update={"epochs": fit.epochs, "max_steps": None, "fsdp": False, "ema_decay": None}
+        )  # student-only settings
+        trainer = Trainer(
+            distiller,
+            optim,
+            train_cfg,
+            steps_per_epoch=len(self.train),
+            checkpoint_dir=out_dir,
+            callbacks=self.callbacks(),
+            stage="teacher",
+            task=self.data.task,
+            grad_stats_every=recipe.log.grad_stats_every,
+            val_terms=recipe.log.val_terms,
+        )
         result = trainer.fit(self.train, self.val, resume=True)
         if result.interrupted:
             raise RunInterrupted(self.run_dir, "teacher training")
         best = trainer.load_best()
         module.requires_grad_(True)
-        return {"epochs": fit.epochs, "best_epoch": best["epoch"], "val_best": best["val"], "history": result.history, "seconds": result.seconds}
+        return {
+            "epochs": fit.epochs,
+            "best_epoch": best["epoch"],
+            "val_best": best["val"],
+            "history": result.history,
+            "seconds": result.seconds,
+        }
 
     def build_student(self) -> torch.nn.Module:
         """The recipe's student, untrained, on the device."""
         cfg = self.recipe.student.model
-        return build_model(cfg.name, input_shape=self.data.input_shape, num_classes=self.data.num_classes, **student_options(self.recipe)).to(self.device)
+        return build_model(
+            cfg.name,
+            input_shape=self.data.input_shape,
+            num_classes=self.data.num_classes,
+            **student_options(self.recipe),
+        ).to(self.device)
 
-    def train_student(self, stage: str, terms: list[LossTerm], checkpoint_dir: Path, teacher: Teacher | None = None) -> tuple[torch.nn.Module, dict[str, Any], list[dict[str, Any]], Teacher | None]:
+    def train_student(
+        self, stage: str, terms: list[LossTerm], checkpoint_dir: Path, teacher: Teacher | None = None
+    ) -> tuple[torch.nn.Module, dict[str, Any], list[dict[str, Any]], Teacher | None]:
         """Build the student (same seed, same initial weights in every stage) and fit it.
         An EMA teacher (or ensemble member) starts from this student's weights."""
         torch.manual_seed(self.recipe.seed)
         student = self.build_student().to(memory_format=self.memory_format)
-        started_from = start_from(student, self.recipe.student.init_from) if self.recipe.student.init_from else None  # the baseline too: both go on from there
-        transfer = self.init_from_teacher(student, teacher, checkpoint_dir) if stage == "distill" and self.recipe.student.init_from_teacher else None
+        started_from = (
+            start_from(student, self.recipe.student.init_from) if self.recipe.student.init_from else None
+        )  # the baseline too: both go on from there
+        transfer = (
+            self.init_from_teacher(student, teacher, checkpoint_dir)
+            if stage == "distill" and self.recipe.student.init_from_teacher
+            else None
+        )
         if teacher is not None and teacher.ema_decay is not None:
             teacher.start_ema(student)
-        distiller = Distiller(compiled(student) if self.recipe.train.compile else student, teacher, terms, self.example, per_token=self.data.task == "lm")
+        distiller = Distiller(
+            compiled(student) if self.recipe.train.compile else student,
+            teacher,
+            terms,
+            self.example,
+            per_token=self.data.task == "lm",
+        )
         curriculum = Curriculum.from_recipe(self.recipe) if stage == "distill" else None  # the baseline trains plainly
         augment = self.recipe.data.augment
         mixer = Mixer(augment, self.data.num_classes) if augment.mixes else None
-        trainer = Trainer(distiller, self.recipe.optim, self.recipe.train, steps_per_epoch=len(self.train), checkpoint_dir=checkpoint_dir, callbacks=self.callbacks(), stage=stage, curriculum=curriculum, mixer=mixer, task=self.data.task,
-                          grad_stats_every=self.recipe.log.grad_stats_every, steering=steering(self.recipe, student, self.val), val_terms=self.recipe.log.val_terms)
+        trainer = Trainer(
+            distiller,
+            self.recipe.optim,
+            self.recipe.train,
+            steps_per_epoch=len(self.train),
+            checkpoint_dir=checkpoint_dir,
+            callbacks=self.callbacks(),
+            stage=stage,
+            curriculum=curriculum,
+            mixer=mixer,
+            task=self.data.task,
+            grad_stats_every=self.recipe.log.grad_stats_every,
+            steering=steering(self.recipe, student, self.val),
+            val_terms=self.recipe.log.val_terms,
+        )
         result = trainer.fit(self.train, self.val, resume=True)
         if result.interrupted:
             raise RunInterrupted(self.run_dir, stage)
-        last = {"test_last": trainer.evaluate(self.test), "epochs_run": len(result.history)}  # the final weights, for reporting only
+        last = {
+            "test_last": trainer.evaluate(self.test),
+            "epochs_run": len(result.history),
+        }  # the final weights, for reporting only
         if result.stopped_early:
             last["stopped_early"] = True
         best = trainer.load_best()
@@ -222,7 +335,15 @@ class Session:
             last["init_from_teacher"] = transfer
         if started_from is not None:
             last["init_from"] = started_from
-        entry = self.entry(student, self.recipe.student.model.name, self.evaluate(student, self.test, f"{stage}: test split"), best["val"], best_epoch=best["epoch"], **last, **averaged)
+        entry = self.entry(
+            student,
+            self.recipe.student.model.name,
+            self.evaluate(student, self.test, f"{stage}: test split"),
+            best["val"],
+            best_epoch=best["epoch"],
+            **last,
+            **averaged,
+        )
         return student, entry, result.history, teacher
 
     def init_from_teacher(self, student: torch.nn.Module, teacher: Teacher, checkpoint_dir: Path) -> dict[str, Any]:
@@ -255,7 +376,9 @@ def steering(recipe: Recipe, student: torch.nn.Module, val: Any) -> Any | None:
     steerers = [s for family in families() if (s := family.steering(recipe, student, val)) is not None]
     if not steerers:
         return None
-    return lambda trainer, model, epoch: {key: value for steer in steerers for key, value in steer(trainer, model, epoch).items()}
+    return lambda trainer, model, epoch: {
+        key: value for steer in steerers for key, value in steer(trainer, model, epoch).items()
+    }
 
 
 def run(recipe: Recipe, *, resume: str | Path | None = None, console: Console | None = None) -> RunResult:
@@ -264,7 +387,9 @@ def run(recipe: Recipe, *, resume: str | Path | None = None, console: Console | 
         return _run(recipe, resume, console, cleanup)
 
 
-def _run(recipe: Recipe, resume: str | Path | None, console: Console | None, cleanup: contextlib.ExitStack) -> RunResult:
+def _run(
+    recipe: Recipe, resume: str | Path | None, console: Console | None, cleanup: contextlib.ExitStack
+) -> RunResult:
     distributed.setup()  # several processes (torchrun): rank 0 writes, all train
     console = console or Console()
     if not distributed.is_main():
@@ -274,7 +399,9 @@ def _run(recipe: Recipe, resume: str | Path | None, console: Console | None, cle
     run_dir = distributed.broadcast(_prepare_run_dir(recipe, resume) if distributed.is_main() else None)
     seed_everything(recipe.seed)
     session = cleanup.enter_context(Session(recipe, run_dir, console))
-    console.print(f"[bold]kdforge[/] {escape(f'{recipe.name}: {session.data.describe()}; device {session.device}; run dir {run_dir}')}")
+    console.print(
+        f"[bold]kdforge[/] {escape(f'{recipe.name}: {session.data.describe()}; device {session.device}; run dir {run_dir}')}"
+    )
     timings: dict[str, float] = {}
 
     for family in families():
@@ -284,7 +411,12 @@ def _run(recipe: Recipe, resume: str | Path | None, console: Console | None, cle
     for family in families():
         family.prepare_data(session, teacher)
     timings["teacher_s"] = time.perf_counter() - tick
-    results: dict[str, Any] = {"name": recipe.name, "dataset": session.data.name, "device": str(session.device), "seed": recipe.seed}
+    results: dict[str, Any] = {
+        "name": recipe.name,
+        "dataset": session.data.name,
+        "device": str(session.device),
+        "seed": recipe.seed,
+    }
 
     tick = time.perf_counter()
     student, results["student"], student_history, teacher = session.train_student("distill", terms, run_dir, teacher)
@@ -294,12 +426,18 @@ def _run(recipe: Recipe, resume: str | Path | None, console: Console | None, cle
     results["teacher"] = session.teacher_entry(teacher, teacher_info)  # an EMA teacher is measured as it ended
     histories = {"teacher": teacher_info.get("history", []), "student + KD": student_history}
 
-    instead = [found for family in families() if (found := family.baselines(session, student, results)) is not None] if recipe.train.baseline else []
+    instead = (
+        [found for family in families() if (found := family.baselines(session, student, results)) is not None]
+        if recipe.train.baseline
+        else []
+    )
     for found in instead:  # e.g. embeddings, which have no labels to learn alone from
         results.update(found)
     if recipe.train.baseline and not instead:
         tick = time.perf_counter()
-        _, results["student_alone"], histories["student alone"], _ = session.train_student("baseline", [session.task_term()], run_dir / "baseline")
+        _, results["student_alone"], histories["student alone"], _ = session.train_student(
+            "baseline", [session.task_term()], run_dir / "baseline"
+        )
         timings["baseline_s"] = time.perf_counter() - tick
 
     timings["total_s"] = time.perf_counter() - started
@@ -308,7 +446,9 @@ def _run(recipe: Recipe, resume: str | Path | None, console: Console | None, cle
         write_results(run_dir, results)
         write_report(run_dir, results, plot_curves(run_dir, histories))
     console.print(summary_table(results))
-    console.print(f"run directory: [bold]{escape(str(run_dir))}[/] (report.md, results.json, student.safetensors, plots/)")
+    console.print(
+        f"run directory: [bold]{escape(str(run_dir))}[/] (report.md, results.json, student.safetensors, plots/)"
+    )
     return RunResult(run_dir, results)
 
 
@@ -361,18 +501,34 @@ def check(recipe: Recipe, console: Console | None = None) -> dict[str, Any]:
     if teacher.input_adapter is not None:
         teacher_note += f"; input adapted: {teacher.input_adapter.describe()}"
     if recipe.student.init_from_teacher is not None:  # what will be copied and learned, now: a mismatch fails here
-        transfer = copy_matching(session.build_student(), teacher_module)  # into a copy: the checked student stays as built
+        transfer = copy_matching(
+            session.build_student(), teacher_module
+        )  # into a copy: the checked student stays as built
         if not transfer.copied:
-            raise KdforgeError(f"init_from_teacher: no teacher tensor has a student tensor of the same name and shape ({len(transfer.shape_mismatch)} differ in shape); "
-                               "give the student the teacher's architecture (same model, or the standard preset of an ssm teacher), or drop student.init_from_teacher")
+            raise KdforgeError(
+                f"init_from_teacher: no teacher tensor has a student tensor of the same name and shape ({len(transfer.shape_mismatch)} differ in shape); "
+                "give the student the teacher's architecture (same model, or the standard preset of an ssm teacher), or drop student.init_from_teacher"
+            )
         learned = [said for family in families() if (said := family.describe_from_teacher(student, teacher_module))]
-        console.print("; ".join([f"init_from_teacher: {len(transfer.copied)} teacher tensors will be copied ({len(transfer.shape_mismatch)} differ in shape)", *learned]), markup=False)
+        console.print(
+            "; ".join(
+                [
+                    f"init_from_teacher: {len(transfer.copied)} teacher tensors will be copied ({len(transfer.shape_mismatch)} differ in shape)",
+                    *learned,
+                ]
+            ),
+            markup=False,
+        )
     distiller = Distiller(student, teacher, terms, session.example, per_token=data.task == "lm")
     for role, logits in (("teacher", teacher(session.example)), ("student", student(session.example))):
         if data.task == "regression" and logits.shape[1:] != data.train.y.shape[1:]:
-            raise KdforgeError(f"the {role} outputs {list(logits.shape[1:])} per sample but dataset '{data.name}' has targets of shape {list(data.train.y.shape[1:])}")
+            raise KdforgeError(
+                f"the {role} outputs {list(logits.shape[1:])} per sample but dataset '{data.name}' has targets of shape {list(data.train.y.shape[1:])}"
+            )
         if data.task == "classification" and logits.shape[-1] != data.num_classes:
-            raise KdforgeError(f"the {role} outputs {logits.shape[-1]} classes but dataset '{data.name}' has {data.num_classes}")
+            raise KdforgeError(
+                f"the {role} outputs {logits.shape[-1]} classes but dataset '{data.name}' has {data.num_classes}"
+            )
 
     distiller.train()
     x, y = next(iter(session.train.epoch(0)))
@@ -382,7 +538,9 @@ def check(recipe: Recipe, console: Console | None = None) -> dict[str, Any]:
     no_grad = [n for n, p in student.named_parameters() if p.grad is None]
     teacher_grads = [n for n, p in teacher.named_parameters() if p.grad is not None and not recipe.teacher.trainable]
     if teacher_grads or not torch.isfinite(out.loss.detach()):
-        raise KdforgeError(f"one-batch check failed: loss {float(out.loss.detach())}, teacher parameters with gradients: {teacher_grads}")
+        raise KdforgeError(
+            f"one-batch check failed: loss {float(out.loss.detach())}, teacher parameters with gradients: {teacher_grads}"
+        )
 
     table = Table(title=escape(f"kdforge check: {recipe.name}"))
     for column in ("part", "architecture", "params", "trainable", "output", "note"):
@@ -390,19 +548,54 @@ def check(recipe: Recipe, console: Console | None = None) -> dict[str, Any]:
     projector_params = sum(p.numel() for p in distiller.terms.parameters())
     rows = [
         ("data", data.name, "", "", f"x {list(x.shape)}", data.describe()),
-        ("teacher", type(teacher_module).__name__, f"{count_params(teacher_module):,}", "0", str(list(teacher(x).shape)), teacher_note),
-        ("student", type(student).__name__, f"{count_params(student):,}", f"{sum(p.numel() for p in student.parameters() if p.requires_grad):,}", str(list(out.outputs.shape)), ""),
-        ("projectors", "", f"{projector_params:,}", f"{projector_params:,}", "", ", ".join(t.name for t in terms if any(True for _ in t.parameters())) or "none"),
+        (
+            "teacher",
+            type(teacher_module).__name__,
+            f"{count_params(teacher_module):,}",
+            "0",
+            str(list(teacher(x).shape)),
+            teacher_note,
+        ),
+        (
+            "student",
+            type(student).__name__,
+            f"{count_params(student):,}",
+            f"{sum(p.numel() for p in student.parameters() if p.requires_grad):,}",
+            str(list(out.outputs.shape)),
+            "",
+        ),
+        (
+            "projectors",
+            "",
+            f"{projector_params:,}",
+            f"{projector_params:,}",
+            "",
+            ", ".join(t.name for t in terms if any(True for _ in t.parameters())) or "none",
+        ),
     ]
     for row in rows:
         table.add_row(*map(escape, row))
     console.print(table)
     parts = {name: float(value.detach()) for name, value in out.parts.items()}
-    console.print("one batch: " + ", ".join(f"{k} = {v:.4f} (x{t.weight})" for (k, v), t in zip(parts.items(), terms)) + f"; total {float(out.loss.detach()):.4f}", markup=False)
+    console.print(
+        "one batch: "
+        + ", ".join(f"{k} = {v:.4f} (x{t.weight})" for (k, v), t in zip(parts.items(), terms))
+        + f"; total {float(out.loss.detach()):.4f}",
+        markup=False,
+    )
     if no_grad:
-        console.print(f"[yellow]note:[/] student parameters without gradient on this batch: {escape(', '.join(no_grad[:6]))}")
-    console.print("[green]check passed[/]: names, taps, shapes and class counts are consistent; forward and backward run.")
-    return {"parts": parts, "loss": float(out.loss.detach()), "student_params": count_params(student), "teacher_params": count_params(teacher_module)}
+        console.print(
+            f"[yellow]note:[/] student parameters without gradient on this batch: {escape(', '.join(no_grad[:6]))}"
+        )
+    console.print(
+        "[green]check passed[/]: names, taps, shapes and class counts are consistent; forward and backward run."
+    )
+    return {
+        "parts": parts,
+        "loss": float(out.loss.detach()),
+        "student_params": count_params(student),
+        "teacher_params": count_params(teacher_module),
+    }
 
 
 def _checked_teacher(session: Session, cfg: Any, student: torch.nn.Module) -> tuple[torch.nn.Module, str]:
@@ -410,7 +603,9 @@ def _checked_teacher(session: Session, cfg: Any, student: torch.nn.Module) -> tu
     untrained, the others are loaded; plus a note for the summary."""
     data = session.data
     if cfg.source == "train":
-        module = build_model(cfg.model.name, input_shape=data.input_shape, num_classes=data.num_classes, **cfg.model.options)
+        module = build_model(
+            cfg.model.name, input_shape=data.input_shape, num_classes=data.num_classes, **cfg.model.options
+        )
         return module, f"untrained here; `train` fits it for {cfg.train.epochs} epochs"
     if cfg.source == "ensemble":
         members = [_checked_teacher(session, m, student)[0] for m in cfg.members]
@@ -421,7 +616,14 @@ def _checked_teacher(session: Session, cfg: Any, student: torch.nn.Module) -> tu
     return module, note + ("; RANDOM classifier head" if info.get("random_head") else "")
 
 
-def build_cache(recipe: Recipe, out: str | Path, topk: int | None = None, views: int = 1, feature_dtype: str = "float32", console: Console | None = None) -> dict[str, Any]:
+def build_cache(
+    recipe: Recipe,
+    out: str | Path,
+    topk: int | None = None,
+    views: int = 1,
+    feature_dtype: str = "float32",
+    console: Console | None = None,
+) -> dict[str, Any]:
     """``kdforge cache``: get the recipe's teacher (training it if needed), measure it, and
     store its outputs on the training split in ``out``: logits, and the outputs of the
     teacher layers the recipe's loss terms read."""
@@ -429,7 +631,9 @@ def build_cache(recipe: Recipe, out: str | Path, topk: int | None = None, views:
     if recipe.teacher.follows_student:
         raise KdforgeError("an EMA teacher (or ensemble member) changes as the student trains: it cannot be cached")
     if recipe.teacher.trainable:
-        raise KdforgeError("a trainable teacher changes as the student trains: it cannot be cached (set teacher.trainable: false)")
+        raise KdforgeError(
+            "a trainable teacher changes as the student trains: it cannot be cached (set teacher.trainable: false)"
+        )
     terms = build_losses(recipe.losses)
     check_writable(out, "cache folder (--out)")
     seed_everything(recipe.seed)
@@ -440,8 +644,15 @@ def build_cache(recipe: Recipe, out: str | Path, topk: int | None = None, views:
         for term in terms:  # which teacher layers the terms read, as they would find them online
             term.resolve(student, teacher.module)
         layers = list(dict.fromkeys(name for term in terms for name in term.teacher_taps))
-        manifest = write_cache(session, teacher, session.teacher_entry(teacher, info), Path(out), topk, views, layers, feature_dtype)
-    what = f"{manifest['format']}{'' if topk is None else f', top {topk}'}" + (f"; layers {', '.join(layers)} in {feature_dtype}" if layers else "")
-    console.print(f"cached {manifest['samples']:,} x {views} view(s) of training outputs of the teacher ({what}) "
-                  f"in {out}: {manifest['bytes_per_sample']:,.0f} bytes per sample. Train from it with teacher.cache={out}", markup=False)
+        manifest = write_cache(
+            session, teacher, session.teacher_entry(teacher, info), Path(out), topk, views, layers, feature_dtype
+        )
+    what = f"{manifest['format']}{'' if topk is None else f', top {topk}'}" + (
+        f"; layers {', '.join(layers)} in {feature_dtype}" if layers else ""
+    )
+    console.print(
+        f"cached {manifest['samples']:,} x {views} view(s) of training outputs of the teacher ({what}) "
+        f"in {out}: {manifest['bytes_per_sample']:,.0f} bytes per sample. Train from it with teacher.cache={out}",
+        markup=False,
+    )
     return manifest

@@ -54,7 +54,11 @@ class ScheduleConfig(BaseModel):
     milestones: list[float] | None = Field(None, description="step: clock positions where the next value starts")
     values: list[float] | None = Field(None, description="step: one more than milestones; stages: one per stage")
     over: Literal["steps", "epochs", "stages"] = "steps"
-    stages: int | None = Field(None, ge=2, description="hold the value in this many equal stages of the clock (a stepped curriculum: linear 4 -> 0.5 over 5 stages gives 4, 3.125, 2.25, 1.375, 0.5)")
+    stages: int | None = Field(
+        None,
+        ge=2,
+        description="hold the value in this many equal stages of the clock (a stepped curriculum: linear 4 -> 0.5 over 5 stages gives 4, 3.125, 2.25, 1.375, 0.5)",
+    )
 
     @pydantic.model_validator(mode="after")
     def _complete(self) -> ScheduleConfig:
@@ -73,7 +77,9 @@ class ScheduleConfig(BaseModel):
         if self.schedule == "exponential" and (self.start <= 0 or self.end <= 0):
             raise ValueError("an exponential schedule needs positive start and end")
         if self.schedule == "step" and len(self.values) != len(self.milestones) + 1:
-            raise ValueError(f"a step schedule needs one more value than milestones, got {len(self.values)} values and {len(self.milestones)} milestones")
+            raise ValueError(
+                f"a step schedule needs one more value than milestones, got {len(self.values)} values and {len(self.milestones)} milestones"
+            )
         if self.schedule == "stages":
             self.over = "stages"
         return self
@@ -128,10 +134,14 @@ class LearnableTemperatureConfig(BaseModel):
     mode: Literal["global", "instance"] = "global"
     hidden: int = Field(64, gt=0, description="instance mode: width of the MLP on the logits")
     lambda_max: float = Field(1.0, ge=0, description="final strength of the gradient reversal")
-    ramp: float = Field(0.2, gt=0, le=1, description="fraction of training over which λ rises from 0 to lambda_max (cosine)")
+    ramp: float = Field(
+        0.2, gt=0, le=1, description="fraction of training over which λ rises from 0 to lambda_max (cosine)"
+    )
     reg: float = Field(0.0, ge=0, description="anchor regulariser strength: reg · (τ − anchor)²")
     anchor: float | None = Field(None, gt=0, description="defaults to init")
-    lr: float | None = Field(None, gt=0, description="learning rate of the temperature's parameters (default: optim.lr)")
+    lr: float | None = Field(
+        None, gt=0, description="learning rate of the temperature's parameters (default: optim.lr)"
+    )
 
     @pydantic.model_validator(mode="after")
     def _bounds(self) -> LearnableTemperatureConfig:
@@ -181,7 +191,9 @@ class Temperature(nn.Module):
     def regulariser(self) -> torch.Tensor | float:
         return 0.0
 
-    def at(self, clock: Clock, student_logits: torch.Tensor, teacher_logits: torch.Tensor | None) -> float | torch.Tensor:
+    def at(
+        self, clock: Clock, student_logits: torch.Tensor, teacher_logits: torch.Tensor | None
+    ) -> float | torch.Tensor:
         """The temperature for this step (and the batch, for per-instance temperatures)."""
         return schedule_value(self.spec, clock)
 
@@ -213,7 +225,9 @@ class CTKDTemperature(Temperature):
         Called by the term's setup, before the optimiser exists. Its last layer starts at zero,
         so every sample starts at τ = init."""
         if self.spec.mode == "instance":
-            self.mlp = nn.Sequential(nn.Linear(logit_inputs, self.spec.hidden), nn.ReLU(), nn.Linear(self.spec.hidden, 1, bias=False))
+            self.mlp = nn.Sequential(
+                nn.Linear(logit_inputs, self.spec.hidden), nn.ReLU(), nn.Linear(self.spec.hidden, 1, bias=False)
+            )
             nn.init.zeros_(self.mlp[2].weight)
 
     @property
@@ -224,7 +238,9 @@ class CTKDTemperature(Temperature):
         with torch.autocast(student_logits.device.type, enabled=False):
             theta = self.theta
             if self.mlp is not None:
-                pair = [student_logits.detach().float()] + ([teacher_logits.detach().float()] if teacher_logits is not None else [])
+                pair = [student_logits.detach().float()] + (
+                    [teacher_logits.detach().float()] if teacher_logits is not None else []
+                )
                 theta = theta + self.mlp(torch.cat(pair, -1)).squeeze(-1)
             tau = self.low + self.range * torch.sigmoid(theta)
         self._raw = tau

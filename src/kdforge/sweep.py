@@ -50,7 +50,9 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
             role["best_epoch"] = mean_std([float(e["best_epoch"]) for e in entries])
         summary["roles"][key] = role
     if "student_alone" in summary["roles"]:
-        summary["kd_gain_points"] = mean_std([100 * (r["student"]["test"]["accuracy"] - r["student_alone"]["test"]["accuracy"]) for r in runs])
+        summary["kd_gain_points"] = mean_std(
+            [100 * (r["student"]["test"]["accuracy"] - r["student_alone"]["test"]["accuracy"]) for r in runs]
+        )
     return summary
 
 
@@ -62,13 +64,21 @@ def sweep(recipe: Recipe, seeds: int = 5, first_seed: int = 0, console: Console 
     runs = []
     for seed in range(first_seed, first_seed + seeds):
         console.rule(f"[bold]sweep {escape(recipe.name)}: seed {seed} ({seed - first_seed + 1}/{seeds})")
-        seeded = recipe.model_copy(update={"seed": seed, "name": f"{recipe.name}-seed{seed}", "log": recipe.log.model_copy(update={"dir": str(sweep_dir)})})
+        seeded = recipe.model_copy(
+            update={
+                "seed": seed,
+                "name": f"{recipe.name}-seed{seed}",
+                "log": recipe.log.model_copy(update={"dir": str(sweep_dir)}),
+            }
+        )
         runs.append({**run(seeded, console=console).results, "seed": seed})
     summary = {"name": recipe.name, **aggregate(runs), "runs": runs}
     write_json(sweep_dir / "sweep.json", summary)
     write_text(sweep_dir / "sweep.md", sweep_report(summary))
     console.print(sweep_table(summary))
-    console.print(f"sweep directory: [bold]{escape(str(sweep_dir))}[/] (sweep.md, sweep.json, one run directory per seed)")
+    console.print(
+        f"sweep directory: [bold]{escape(str(sweep_dir))}[/] (sweep.md, sweep.json, one run directory per seed)"
+    )
     return SweepResult(sweep_dir, summary)
 
 
@@ -78,13 +88,23 @@ def _pm(stat: dict[str, float] | None, scale: float = 100.0, digits: int = 2) ->
 
 def _role_rows(summary: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     labels = dict(ROLES)
-    return [(labels[key], _pm(role["test_accuracy"]), _pm(role.get("test_accuracy_last")), _pm(role.get("best_epoch"), 1.0, 1)) for key, role in summary["roles"].items()]
+    return [
+        (
+            labels[key],
+            _pm(role["test_accuracy"]),
+            _pm(role.get("test_accuracy_last")),
+            _pm(role.get("best_epoch"), 1.0, 1),
+        )
+        for key, role in summary["roles"].items()
+    ]
 
 
 def sweep_table(summary: dict[str, Any]) -> Table:
     seeds = summary["seeds"]
     gain = summary.get("kd_gain_points")
-    caption = f"{len(seeds)} seeds ({', '.join(map(str, seeds))}); mean ± sample std" + (f"; KD gain {_pm(gain, 1.0)} points" if gain else "")
+    caption = f"{len(seeds)} seeds ({', '.join(map(str, seeds))}); mean ± sample std" + (
+        f"; KD gain {_pm(gain, 1.0)} points" if gain else ""
+    )
     table = Table(title=escape(f"{summary['name']} — test accuracy %, seed sweep"), caption=escape(caption))
     for column in ("model", "best epoch's weights", "last epoch's weights", "best epoch"):
         table.add_column(column, justify="left" if column == "model" else "right")
@@ -95,15 +115,26 @@ def sweep_table(summary: dict[str, Any]) -> Table:
 
 def sweep_report(summary: dict[str, Any]) -> str:
     lines = [
-        f"# {summary['name']}: seed sweep", "",
+        f"# {summary['name']}: seed sweep",
+        "",
         f"Seeds {', '.join(map(str, summary['seeds']))}; mean ± sample standard deviation of test accuracy (%).",
-        "The best epoch is selected on validation; the last epoch's weights are reported beside it.", "",
-        "| model | best epoch's weights | last epoch's weights | best epoch |", "|---|---:|---:|---:|",
+        "The best epoch is selected on validation; the last epoch's weights are reported beside it.",
+        "",
+        "| model | best epoch's weights | last epoch's weights | best epoch |",
+        "|---|---:|---:|---:|",
         *(f"| {' | '.join(row)} |" for row in _role_rows(summary)),
     ]
     if "kd_gain_points" in summary:
         lines += ["", f"KD gain over the same student alone: **{_pm(summary['kd_gain_points'], 1.0)} points**."]
-    lines += ["", "| seed | " + " | ".join(label for key, label in ROLES if key in summary["roles"]) + " |", "|---|" + "---:|" * len(summary["roles"])]
+    lines += [
+        "",
+        "| seed | " + " | ".join(label for key, label in ROLES if key in summary["roles"]) + " |",
+        "|---|" + "---:|" * len(summary["roles"]),
+    ]
     for r in summary["runs"]:
-        lines.append(f"| {r['seed']} | " + " | ".join(f"{100 * r[key]['test']['accuracy']:.2f}" for key in summary["roles"]) + " |")
+        lines.append(
+            f"| {r['seed']} | "
+            + " | ".join(f"{100 * r[key]['test']['accuracy']:.2f}" for key in summary["roles"])
+            + " |"
+        )
     return "\n".join(lines) + "\n"

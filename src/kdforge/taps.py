@@ -68,7 +68,9 @@ class FeatureTap:
             name = module_name(name, modules)
             if name not in modules:
                 hint = closest(name, [n for n in modules if n], n=5)
-                suggestion = f"; closest: {', '.join(hint)}" if hint else f"; some valid names: {', '.join(list(modules)[1:9])}"
+                suggestion = (
+                    f"; closest: {', '.join(hint)}" if hint else f"; some valid names: {', '.join(list(modules)[1:9])}"
+                )
                 raise KdforgeError(f"no module named '{name}' in {type(root).__name__} to tap{suggestion}")
             if where not in ("", "input", "output"):
                 raise KdforgeError(f"tap '{spec}': the part after ':' must be 'input' or 'output'")
@@ -79,7 +81,9 @@ class FeatureTap:
         if isinstance(value, (tuple, list)) and value and isinstance(value[0], torch.Tensor):
             value = value[0]  # a block returning (hidden states, attention scores, ...), as transformer blocks do
         if not isinstance(value, torch.Tensor):
-            raise KdforgeError(f"tap '{alias}' captured a {type(value).__name__}, not a tensor; tap a submodule that returns one")
+            raise KdforgeError(
+                f"tap '{alias}' captured a {type(value).__name__}, not a tensor; tap a submodule that returns one"
+            )
         if alias in self.features:
             if self.policy == "error":
                 raise KdforgeError(f"tapped module '{alias}' ran twice in one forward; choose policy 'first' or 'last'")
@@ -115,7 +119,9 @@ class Conv1x1Projector(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
         if tuple(x.shape[2:]) != self.size:
-            x = nn.functional.interpolate(x, size=self.size, mode="linear" if x.dim() == 3 else "bilinear", align_corners=False)
+            x = nn.functional.interpolate(
+                x, size=self.size, mode="linear" if x.dim() == 3 else "bilinear", align_corners=False
+            )
         return x
 
 
@@ -131,15 +137,21 @@ def build_projector(kind: str, student_shape: torch.Size, teacher_shape: torch.S
     s, t = tuple(student_shape), tuple(teacher_shape)
     if kind == "none":
         if s != t:
-            raise KdforgeError(f"feature shapes differ (student {list(s)}, teacher {list(t)}); use projector 'linear' or 'conv1x1'")
+            raise KdforgeError(
+                f"feature shapes differ (student {list(s)}, teacher {list(t)}); use projector 'linear' or 'conv1x1'"
+            )
         return nn.Identity()
     if kind in ("linear", "mlp"):
         if s[:-1] != t[:-1]:
-            raise KdforgeError(f"projector '{kind}' maps the last dim only, but shapes differ elsewhere (student {list(s)}, teacher {list(t)}); use 'conv1x1' for conv features")
+            raise KdforgeError(
+                f"projector '{kind}' maps the last dim only, but shapes differ elsewhere (student {list(s)}, teacher {list(t)}); use 'conv1x1' for conv features"
+            )
         return nn.Linear(s[-1], t[-1]) if kind == "linear" else MLPProjector(s[-1], t[-1])
     if kind == "conv1x1":
         if len(s) not in (3, 4) or len(s) != len(t):
-            raise KdforgeError(f"projector 'conv1x1' needs [B, C, L] or [B, C, H, W] features of the same rank, got student {list(s)}, teacher {list(t)}")
+            raise KdforgeError(
+                f"projector 'conv1x1' needs [B, C, L] or [B, C, H, W] features of the same rank, got student {list(s)}, teacher {list(t)}"
+            )
         return Conv1x1Projector(student_shape, teacher_shape)
     raise KdforgeError(f"unknown projector '{kind}' (valid: linear, mlp, conv1x1, none)")
 
@@ -147,7 +159,17 @@ def build_projector(kind: str, student_shape: torch.Size, teacher_shape: torch.S
 # ----------------------------------------------------------------------------- layer mapping
 
 #: containers that usually hold a model's blocks, tried in this order by ``auto``
-BLOCK_CONTAINERS = ("blocks", "layers", "encoder.layer", "encoder.layers", "model.layers", "transformer.h", "h", "stages", "features")
+BLOCK_CONTAINERS = (
+    "blocks",
+    "layers",
+    "encoder.layer",
+    "encoder.layers",
+    "model.layers",
+    "transformer.h",
+    "h",
+    "stages",
+    "features",
+)
 
 LayerMapping = Literal["explicit", "uniform", "skip", "last", "learned"]
 
@@ -162,9 +184,13 @@ def block_names(model: nn.Module, spec: str | list[str], expand: bool = True) ->
         names = [strip_wrappers(n) for n in spec]
     elif spec == "auto":
         lists = [n for n, m in modules.items() if isinstance(m, (nn.ModuleList, nn.Sequential))]
-        kind = next((c for c in BLOCK_CONTAINERS if any(n == c or n.endswith("." + c) for n in lists)), None)  # also nested: model.vit.encoder.layer
+        kind = next(
+            (c for c in BLOCK_CONTAINERS if any(n == c or n.endswith("." + c) for n in lists)), None
+        )  # also nested: model.vit.encoder.layer
         if kind is None:
-            raise KdforgeError(f"no block list found in {type(root).__name__} (looked for {', '.join(BLOCK_CONTAINERS)}); name the layers")
+            raise KdforgeError(
+                f"no block list found in {type(root).__name__} (looked for {', '.join(BLOCK_CONTAINERS)}); name the layers"
+            )
         # every list of that kind, in order: one per stage of a hierarchical model (stages.S.blocks)
         found = [n for n in lists if n == kind or n.endswith("." + kind)]
         found = [n for n in found if not any(n.startswith(f + ".") for f in found)]
@@ -176,7 +202,9 @@ def block_names(model: nn.Module, spec: str | list[str], expand: bool = True) ->
     for name in names:
         if module_name(name.partition(":")[0], modules) not in modules:
             hint = closest(name, [n for n in modules if n], n=5)
-            raise KdforgeError(f"no module named '{name}' in {type(root).__name__}{'; closest: ' + ', '.join(hint) if hint else ''}")
+            raise KdforgeError(
+                f"no module named '{name}' in {type(root).__name__}{'; closest: ' + ', '.join(hint) if hint else ''}"
+            )
     return names
 
 
@@ -193,9 +221,13 @@ def map_layers(student: list[str], teacher: list[str], mapping: LayerMapping) ->
     if mapping == "explicit":
         if s == t or t == 1 or s == 1:
             return [(student[min(i, s - 1)], teacher[min(i, t - 1)]) for i in range(max(s, t))]
-        raise KdforgeError(f"explicit mapping pairs layers position by position, but got {s} student and {t} teacher layers; give equal lists or a mapping (uniform, skip, last, learned)")
+        raise KdforgeError(
+            f"explicit mapping pairs layers position by position, but got {s} student and {t} teacher layers; give equal lists or a mapping (uniform, skip, last, learned)"
+        )
     if s > t:
-        raise KdforgeError(f"mapping '{mapping}' needs at least as many teacher layers as student layers, got {s} student and {t} teacher layers")
+        raise KdforgeError(
+            f"mapping '{mapping}' needs at least as many teacher layers as student layers, got {s} student and {t} teacher layers"
+        )
     if mapping in ("uniform", "learned"):
         return [(student[i], teacher[math.ceil((i + 1) * t / s) - 1]) for i in range(s)]
     if mapping == "skip":

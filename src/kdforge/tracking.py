@@ -53,7 +53,9 @@ class Tracker(Callback):
         metrics = {f"grad_norm/{k}": v for k, v in trainer.grad_norms.items()}
         if trainer.pos.step % self.every == 0:
             now = time.perf_counter()
-            metrics.update(trainer.losses(), lr=trainer.step_lr, samples_per_s=self.samples / max(now - self.since, 1e-9))
+            metrics.update(
+                trainer.losses(), lr=trainer.step_lr, samples_per_s=self.samples / max(now - self.since, 1e-9)
+            )
             self.samples, self.since = 0, now
         if metrics:
             self.send({f"{trainer.stage}/{k}": v for k, v in metrics.items()}, trainer.stage, trainer.pos.step)
@@ -62,7 +64,10 @@ class Tracker(Callback):
         epoch = flatten({k: v for k, v in record.items() if k in ("train", "val", "val_terms", "epoch", "diagnostics")})
         self.send({f"{trainer.stage}/epoch/{k}": v for k, v in epoch.items()}, trainer.stage, trainer.pos.step)
         if self.histograms and not trainer.sharded:  # a sharded student's weights would need every rank to gather them
-            weights = {f"{trainer.stage}/weights/{name}": p.detach().float().cpu() for name, p in unwrap(trainer.distiller.student).named_parameters()}
+            weights = {
+                f"{trainer.stage}/weights/{name}": p.detach().float().cpu()
+                for name, p in unwrap(trainer.distiller.student).named_parameters()
+            }
             self.send_histograms(weights, trainer.stage, trainer.pos.step)
 
     def send_histograms(self, tensors: dict[str, torch.Tensor], stage: str, step: int) -> None:
@@ -106,7 +111,13 @@ class WandbTracker(Tracker):
 
         super().__init__(every, histograms)
         self.wandb, self.stages = wandb, set()
-        self.run = wandb.init(project=recipe.log.wandb_project, name=run_dir.name, dir=str(run_dir), mode=recipe.log.wandb_mode, config=recipe.to_dict())
+        self.run = wandb.init(
+            project=recipe.log.wandb_project,
+            name=run_dir.name,
+            dir=str(run_dir),
+            mode=recipe.log.wandb_mode,
+            config=recipe.to_dict(),
+        )
 
     def send(self, metrics: dict[str, float], stage: str, step: int) -> None:
         if stage not in self.stages:
@@ -151,7 +162,12 @@ class MlflowTracker(Tracker):
         self.client.set_terminated(self.run_id)
 
 
-_SUMMARIES = {"mean": torch.mean, "std": lambda t: t.std() if t.numel() > 1 else torch.zeros(()), "min": torch.min, "max": torch.max}
+_SUMMARIES = {
+    "mean": torch.mean,
+    "std": lambda t: t.std() if t.numel() > 1 else torch.zeros(()),
+    "min": torch.min,
+    "max": torch.max,
+}
 
 
 def _flat_recipe(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -165,9 +181,11 @@ def _flat_recipe(tree: Any, prefix: str = "") -> dict[str, Any]:
 def build_trackers(recipe: Recipe, run_dir: Path) -> list[Tracker]:
     """The trackers ``log`` asks for."""
     every, histograms = recipe.log.every_steps, recipe.log.weight_histograms
-    wanted = [(recipe.log.tensorboard, "tensorboard", lambda: TensorBoardTracker(run_dir, every, histograms)),
-              (recipe.log.wandb, "wandb", lambda: WandbTracker(run_dir, every, histograms, recipe)),
-              (recipe.log.mlflow, "mlflow", lambda: MlflowTracker(run_dir, every, histograms, recipe))]
+    wanted = [
+        (recipe.log.tensorboard, "tensorboard", lambda: TensorBoardTracker(run_dir, every, histograms)),
+        (recipe.log.wandb, "wandb", lambda: WandbTracker(run_dir, every, histograms, recipe)),
+        (recipe.log.mlflow, "mlflow", lambda: MlflowTracker(run_dir, every, histograms, recipe)),
+    ]
     trackers: list[Tracker] = []
     for on, package, make in wanted:
         if on:

@@ -159,11 +159,20 @@ class Trainer:
         task: str | None = None,
         val_terms: bool = False,
     ):
-        self.distiller, self.optim_cfg, self.cfg, self.stage, self.curriculum, self.mixer = distiller, optim, train, stage, curriculum, mixer
+        self.distiller, self.optim_cfg, self.cfg, self.stage, self.curriculum, self.mixer = (
+            distiller,
+            optim,
+            train,
+            stage,
+            curriculum,
+            mixer,
+        )
         self.task = task  # "embedding" makes evaluations compare similarities with the teacher's (see kdforge.evaluate)
         self.steering = steering  # may change the student at the end of an epoch (ClauseSteering); what it returns joins the epoch's record
         self.steered_before: dict[str, Any] = {}  # what it changed before the first epoch
-        self.val_terms = val_terms and not distiller.cached  # a cache holds the teacher's outputs on training samples only
+        self.val_terms = (
+            val_terms and not distiller.cached
+        )  # a cache holds the teacher's outputs on training samples only
         self.device = next(distiller.student.parameters()).device
         self.dir = Path(checkpoint_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -186,8 +195,14 @@ class Trainer:
             self.unwrapped_params = [p for p in distiller.trainable_parameters() if id(p) not in student]
         main, *special = distiller.param_groups()
         self.optimizer = build_optimizer([*student_groups(distiller.student, main["params"], optim), *special], optim)
-        self.distill_terms = {t.name for t in distiller.terms if t.uses_teacher}  # DOT's distillation gradient; the others are the task's
-        self.ema = ModelEMA(unwrap(distiller.student), train.ema_decay, train.ema_warmup) if train.ema_decay is not None else None
+        self.distill_terms = {
+            t.name for t in distiller.terms if t.uses_teacher
+        }  # DOT's distillation gradient; the others are the task's
+        self.ema = (
+            ModelEMA(unwrap(distiller.student), train.ema_decay, train.ema_warmup)
+            if train.ema_decay is not None
+            else None
+        )
         self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
         self.autocast = lambda: autocast_for(train.amp, self.device)
         # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none
@@ -231,7 +246,14 @@ class Trainer:
                 self._save_best()
             raise
         self._save_best()
-        result = FitResult(self.pos.best_epoch, self.pos.best_val or {}, self.pos.history, self.should_stop, self.pos.seconds, self.pos.stopped_early)
+        result = FitResult(
+            self.pos.best_epoch,
+            self.pos.best_val or {},
+            self.pos.history,
+            self.should_stop,
+            self.pos.seconds,
+            self.pos.stopped_early,
+        )
         for cb in self.callbacks:
             cb.on_fit_end(self, result)
         return result
@@ -259,7 +281,9 @@ class Trainer:
             with self.autocast():
                 out = self.distiller(x, y, clock, *index)
             if self.mixer is not None:
-                out.logs.update({k: torch.tensor(v, device=out.loss.device) for k, v in self.mixer.scheduled(clock).items()})
+                out.logs.update(
+                    {k: torch.tensor(v, device=out.loss.device) for k, v in self.mixer.scheduled(clock).items()}
+                )
             self.loss_names = self.loss_names or ["loss", *out.parts, *out.logs]
             self._check_finite(out)
             values = torch.stack([out.loss, *out.parts.values(), *out.logs.values()]).detach().float()  # one op
@@ -270,7 +294,14 @@ class Trainer:
             total = values if total is None else total + values
         distributed.average_gradients(self.unwrapped_params)
         self.step_losses = total / len(group) if len(group) > 1 else total
-        factor = lr_factor(start, self.pos.epoch + self.pos.batch / self.micro_per_epoch, self.span, self.optim_cfg, self.pos.step, self.steps_per_epoch)
+        factor = lr_factor(
+            start,
+            self.pos.epoch + self.pos.batch / self.micro_per_epoch,
+            self.span,
+            self.optim_cfg,
+            self.pos.step,
+            self.steps_per_epoch,
+        )
         for param_group, base in zip(self.optimizer.param_groups, self.base_lrs):
             param_group["lr"] = base * factor
         self.step_lr = self.current_lr()
@@ -325,14 +356,30 @@ class Trainer:
 
     def _end_epoch(self, val_batches: Any) -> None:
         # on every rank, before validation and checkpoints, so that both see what it changed
-        steered = self.steering(self, unwrap(self.distiller.student), self.pos.epoch + 1) if self.steering is not None else {}
-        if self.pos.epoch == 0:  # what was applied before training (auto_clause at epoch 0) joins the first epoch's record
+        steered = (
+            self.steering(self, unwrap(self.distiller.student), self.pos.epoch + 1) if self.steering is not None else {}
+        )
+        if (
+            self.pos.epoch == 0
+        ):  # what was applied before training (auto_clause at epoch 0) joins the first epoch's record
             steered = {**self.steered_before, **steered}
         val = self.evaluate(val_batches)
         sums = distributed.all_reduce_sum(self.pos.sums.clone()) / distributed.world_size()  # the ranks' mean
-        train = dict(zip(self.loss_names, (sums / math.ceil(self.pos.batch / self.cfg.accumulate)).tolist()))  # the steps this epoch took
-        finished_stage = self._stage_key(self.pos.epoch + 1 - 1e-9) if self.cfg.stage_checkpoints else None  # what this epoch trained with, at its very end
-        record = {"epoch": self.pos.epoch + 1, "curriculum_stage": self.pos.stage, "train": train, "val": val, "lr": self.current_lr(), "seconds": self.pos.seconds, **steered}
+        train = dict(
+            zip(self.loss_names, (sums / math.ceil(self.pos.batch / self.cfg.accumulate)).tolist())
+        )  # the steps this epoch took
+        finished_stage = (
+            self._stage_key(self.pos.epoch + 1 - 1e-9) if self.cfg.stage_checkpoints else None
+        )  # what this epoch trained with, at its very end
+        record = {
+            "epoch": self.pos.epoch + 1,
+            "curriculum_stage": self.pos.stage,
+            "train": train,
+            "val": val,
+            "lr": self.current_lr(),
+            "seconds": self.pos.seconds,
+            **steered,
+        }
         if self.val_terms:
             record["val_terms"] = self.validation_terms(val_batches)
         self.pos.history.append(record)
@@ -343,13 +390,19 @@ class Trainer:
         self._watch(val)
         if self.pos.stopped_early:
             record["stopped_early"] = True
-        if self.curriculum is not None and self.curriculum.finished(self.pos.stage, self.pos.history[self.pos.stage_start :]):
+        if self.curriculum is not None and self.curriculum.finished(
+            self.pos.stage, self.pos.history[self.pos.stage_start :]
+        ):
             self.pos.stage, self.pos.stage_start = self.pos.stage + 1, self.pos.epoch
             self._enter_stage()
-        if self.cfg.stage_checkpoints and (self.pos.epoch == self.epochs or self._stage_key(self.pos.epoch) != finished_stage):
+        if self.cfg.stage_checkpoints and (
+            self.pos.epoch == self.epochs or self._stage_key(self.pos.epoch) != finished_stage
+        ):
             self._save_snapshot(record)
         due = time.perf_counter() - self.saved_at >= self.cfg.checkpoint_interval
-        if self.pos.epoch == self.epochs or self.pos.stopped_early or distributed.broadcast(due):  # rank 0's clock decides: saving may be collective
+        if (
+            self.pos.epoch == self.epochs or self.pos.stopped_early or distributed.broadcast(due)
+        ):  # rank 0's clock decides: saving may be collective
             self.save_last()
         for cb in self.callbacks:
             cb.on_epoch_end(self, record)
@@ -358,8 +411,12 @@ class Trainer:
         """What makes a stage at ``position`` (in epochs): the curriculum stage, and the value
         of every loss weight or temperature schedule held in ``stages``."""
         clock = self.clock(position)
-        stepped = [spec for term in self.distiller.terms for spec in (term.weight, getattr(getattr(term, "temperature", None), "spec", None))
-                   if isinstance(spec, ScheduleConfig) and spec.stages is not None]
+        stepped = [
+            spec
+            for term in self.distiller.terms
+            for spec in (term.weight, getattr(getattr(term, "temperature", None), "spec", None))
+            if isinstance(spec, ScheduleConfig) and spec.stages is not None
+        ]
         return (self.pos.stage, *(schedule_value(spec, clock) for spec in stepped))
 
     def _save_snapshot(self, record: dict[str, Any]) -> None:
@@ -368,14 +425,20 @@ class Trainer:
         if distributed.is_main() and not self.sharded:
             model = self.ema.module if self.ema is not None else unwrap(self.distiller.student)
             (self.dir / "stages").mkdir(exist_ok=True)
-            save_model(model, self.dir / "stages" / f"stage_{self.pos.snapshots}", {"epoch": record["epoch"], "val": record["val"]})
+            save_model(
+                model,
+                self.dir / "stages" / f"stage_{self.pos.snapshots}",
+                {"epoch": record["epoch"], "val": record["val"]},
+            )
 
     def _watch(self, val: dict[str, float]) -> None:
         """Early stopping: count epochs without an improvement of the watched metric."""
         rule = self.cfg.early_stopping
         if rule is None:
             return
-        value = score(val) if rule.metric == "accuracy" else -val[rule.metric]  # higher is better (a regression's score is its PSNR)
+        value = (
+            score(val) if rule.metric == "accuracy" else -val[rule.metric]
+        )  # higher is better (a regression's score is its PSNR)
         if self.pos.watched is None or value > self.pos.watched + rule.min_delta:
             self.pos.watched, self.pos.stale = value, 0
             return
@@ -384,7 +447,9 @@ class Trainer:
 
     def evaluate(self, batches: Any) -> dict[str, float]:
         """Metrics of the student (its moving average with ``ema_decay``) on ``batches``."""
-        return evaluate(self.ema if self.ema is not None else self.distiller.student, batches, self.autocast(), self.task)
+        return evaluate(
+            self.ema if self.ema is not None else self.distiller.student, batches, self.autocast(), self.task
+        )
 
     @torch.no_grad()
     def validation_terms(self, batches: Any) -> dict[str, float]:
@@ -456,15 +521,21 @@ class Trainer:
     def _load_last(self) -> None:
         path = self.dir / "last.pt"
         state = load_torch(path, self.device, what="resume checkpoint")
-        missing = {"trainable", "optimizer", "scaler", "position", "best", "curriculum", "rng"} - set(state if isinstance(state, dict) else ())
+        missing = {"trainable", "optimizer", "scaler", "position", "best", "curriculum", "rng"} - set(
+            state if isinstance(state, dict) else ()
+        )
         if missing:
-            raise FileReadError(f"resume checkpoint '{path}' is not one kdforge wrote (it lacks {', '.join(sorted(missing))}); "
-                                "move it away to start this stage again, or resume another run")
+            raise FileReadError(
+                f"resume checkpoint '{path}' is not one kdforge wrote (it lacks {', '.join(sorted(missing))}); "
+                "move it away to start this stage again, or resume another run"
+            )
         try:
             self._restore(state)
         except (KeyError, TypeError, ValueError, RuntimeError) as err:  # the right keys, the wrong contents
-            raise FileReadError(f"resume checkpoint '{path}' does not fit this run ({' '.join(str(err).split())[:200]}); "
-                                "was it copied from another run? Move it away to start this stage again") from None
+            raise FileReadError(
+                f"resume checkpoint '{path}' does not fit this run ({' '.join(str(err).split())[:200]}); "
+                "was it copied from another run? Move it away to start this stage again"
+            ) from None
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.distiller.load_trainable_state_dict(state["trainable"])
@@ -481,7 +552,11 @@ class Trainer:
     def load_best(self) -> dict[str, Any]:
         """Put the best validation weights into the student (its EMA's, with ``ema_decay``:
         what was validated is what is tested and exported); returns the checkpoint's info."""
-        state = self.best_state if self.best_state is not None else load_torch(self.dir / "best.pt", self.device, what="best checkpoint")
+        state = (
+            self.best_state
+            if self.best_state is not None
+            else load_torch(self.dir / "best.pt", self.device, what="best checkpoint")
+        )
         self.distiller.load_trainable_state_dict(state)
         if "ema" in state:
             unwrap(self.distiller.student).load_state_dict(state["ema"])

@@ -30,7 +30,10 @@ from kdforge.files import load_safetensors
 RENAMES: list[tuple[str, str | Callable[[re.Match[str]], str]]] = [
     (r"^patch_embed\.proj\.", "patch_embed."),  # timm: the patch conv sits inside PatchEmbed
     (r"^patch_embed\.norm\.", "patch_norm."),
-    (r"^layers\.(\d+)\.downsample\.", lambda m: f"stages.{int(m[1]) - 1}.downsample."),  # timm merges at a stage's start, we at the previous one's end
+    (
+        r"^layers\.(\d+)\.downsample\.",
+        lambda m: f"stages.{int(m[1]) - 1}.downsample.",
+    ),  # timm merges at a stage's start, we at the previous one's end
     (r"^layers\.", "stages."),
     (r"\.attn\.relative_position_bias_table\.$", ".rel_bias."),
     (r"\.mlp\.", ".ffn."),
@@ -80,7 +83,9 @@ def copy_matching(student: nn.Module, teacher: nn.Module) -> TransferReport:
             if origin is None:
                 report.not_in_teacher.append(name)
             elif source[origin].shape != target.shape:
-                report.shape_mismatch[name] = f"teacher {origin} {list(source[origin].shape)} vs student {list(target.shape)}"
+                report.shape_mismatch[name] = (
+                    f"teacher {origin} {list(source[origin].shape)} vs student {list(target.shape)}"
+                )
             else:
                 target.copy_(source[origin])
                 report.copied.append(name)
@@ -95,8 +100,10 @@ def start_from(student: nn.Module, path: str | Path) -> dict[str, Any]:
     weights = Path(path) / "student.safetensors" if Path(path).is_dir() else Path(path)
     theirs, ours = read_meta(weights).get("model") or {}, student.kdforge_spec
     if (theirs.get("name"), theirs.get("options")) != (ours["name"], ours["options"]):
-        raise KdforgeError(f"student.init_from '{weights}' is a '{theirs.get('name')}' with options {theirs.get('options')}, but this recipe's student is "
-                           f"'{ours['name']}' with options {ours['options']}; give student.model the first stage's model section")
+        raise KdforgeError(
+            f"student.init_from '{weights}' is a '{theirs.get('name')}' with options {theirs.get('options')}, but this recipe's student is "
+            f"'{ours['name']}' with options {ours['options']}; give student.model the first stage's model section"
+        )
     state = load_safetensors(weights, what="student.init_from weights")
     if theirs.get("num_classes") == ours["num_classes"]:
         load_state_strict(student, state, str(weights))
@@ -104,4 +111,9 @@ def start_from(student: nn.Module, path: str | Path) -> dict[str, Any]:
     own = student.state_dict()
     kept = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     student.load_state_dict(kept, strict=False)
-    return {"path": str(weights), "loaded": len(kept), "new": sorted(set(own) - set(kept)), "classes": [theirs.get("num_classes"), ours["num_classes"]]}
+    return {
+        "path": str(weights),
+        "loaded": len(kept),
+        "new": sorted(set(own) - set(kept)),
+        "classes": [theirs.get("num_classes"), ours["num_classes"]],
+    }

@@ -18,12 +18,31 @@ def data_seed(cfg: Any, seed: int) -> int:
 
 def recipe_data(cfg: Any, seed: int) -> DataBundle:
     """The dataset a recipe's ``data`` section describes, booleanised if it asks."""
-    data = build_dataset(cfg.name, seed=data_seed(cfg, seed), val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, **cfg.options)
+    data = build_dataset(
+        cfg.name,
+        seed=data_seed(cfg, seed),
+        val_fraction=cfg.val_fraction,
+        test_fraction=cfg.test_fraction,
+        **cfg.options,
+    )
     if cfg.booleanize is None:
         return data
     if cfg.augment.randaugment is not None:
-        raise KdforgeError("data.booleanize makes ±1 bits, which RandAugment's image operations do not apply to; drop one of them")
+        raise KdforgeError(
+            "data.booleanize makes ±1 bits, which RandAugment's image operations do not apply to; drop one of them"
+        )
     return booleanize_bundle(data, cfg.booleanize)
 
 
-__all__ = ["DATASETS", "DataBundle", "Split", "build_dataset", "data_seed", "recipe_data", "TensorBatches", "DatasetBatches", "make_loader", "example_inputs"]
+__all__ = [
+    "DATASETS",
+    "DataBundle",
+    "Split",
+    "build_dataset",
+    "data_seed",
+    "recipe_data",
+    "TensorBatches",
+    "DatasetBatches",
+    "make_loader",
+    "example_inputs",
+]

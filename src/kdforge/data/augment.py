@@ -29,7 +29,9 @@ def shift(x: torch.Tensor, offsets: torch.Tensor, max_shift: int) -> torch.Tenso
         return padded[batch[:, None, None], channels[None, :, None], cols[:, None, :]]
     rows = offsets[:, 0, None] + torch.arange(spatial[0], device=x.device)  # [B, H]
     cols = offsets[:, 1, None] + torch.arange(spatial[1], device=x.device)  # [B, W]
-    return padded[batch[:, None, None, None], channels[None, :, None, None], rows[:, None, :, None], cols[:, None, None, :]]
+    return padded[
+        batch[:, None, None, None], channels[None, :, None, None], rows[:, None, :, None], cols[:, None, None, :]
+    ]
 
 
 def random_shift(x: torch.Tensor, max_shift: int) -> torch.Tensor:
@@ -53,11 +55,15 @@ class RandAugment:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4:
-            raise KdforgeError(f"data.augment.randaugment works on images [B, C, H, W], got a batch of shape {list(x.shape)}")
+            raise KdforgeError(
+                f"data.augment.randaugment works on images [B, C, H, W], got a batch of shape {list(x.shape)}"
+            )
         mean, std = self.scaling
         images = x * std + mean
         if images.min() < -1e-3 or images.max() > 1 + 1e-3:
-            raise KdforgeError(f"data.augment.randaugment needs images in [0, 1] before standardisation, found [{float(images.min()):.3g}, {float(images.max()):.3g}]; scale your data to [0, 1]")
+            raise KdforgeError(
+                f"data.augment.randaugment needs images in [0, 1] before standardisation, found [{float(images.min()):.3g}, {float(images.max()):.3g}]; scale your data to [0, 1]"
+            )
         out = torch.stack([self.transform(image) for image in images.clamp(0, 1)])
         return (out - mean) / std
 
@@ -103,7 +109,11 @@ class Mixer:
 
     def scheduled(self, clock: Clock) -> dict[str, float]:
         """The strengths that follow a schedule, at ``clock`` (``mixup.alpha``, ``cutmix.alpha``): logged with each step."""
-        return {f"{name}.alpha": schedule_value(a, clock) for name, a in (("mixup", self.cfg.mixup), ("cutmix", self.cfg.cutmix)) if isinstance(a, ScheduleConfig)}
+        return {
+            f"{name}.alpha": schedule_value(a, clock)
+            for name, a in (("mixup", self.cfg.mixup), ("cutmix", self.cfg.cutmix))
+            if isinstance(a, ScheduleConfig)
+        }
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, clock: Clock) -> tuple[torch.Tensor, torch.Tensor]:
         """(mixed inputs, soft targets [B, K]); the targets are soft even when not mixed."""
@@ -152,8 +162,12 @@ class FixedViews:
         for v in range(views):
             g = torch.Generator().manual_seed(seed * 1_000_003 + v)
             spatial = len(sample_shape) - 1
-            self.offsets.append(torch.randint(0, 2 * augment.shift + 1, (samples, spatial), generator=g) if augment.shift else None)
-            self.noise.append(augment.noise * torch.randn(samples, *sample_shape, generator=g) if augment.noise else None)
+            self.offsets.append(
+                torch.randint(0, 2 * augment.shift + 1, (samples, spatial), generator=g) if augment.shift else None
+            )
+            self.noise.append(
+                augment.noise * torch.randn(samples, *sample_shape, generator=g) if augment.noise else None
+            )
 
     def __call__(self, x: torch.Tensor, index: torch.Tensor, epoch: int) -> torch.Tensor:
         """The inputs ``x`` of samples ``index`` as seen in view ``epoch % views``."""

@@ -43,7 +43,11 @@ _KERNELS_2D = {
     "diagonal": torch.tensor([[-1.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 1.0]]) / 2,
     "antidiagonal": torch.tensor([[0.0, 0.0, -1.0], [0.0, 0.0, 0.0], [1.0, 0.0, 0.0]]) / 2,
 }
-_KERNELS_1D = {"difference": torch.tensor([-0.5, 0.0, 0.5]), "curvature": torch.tensor([1.0, -2.0, 1.0]) / 2, "local_mean": torch.full((3,), 1 / 3)}
+_KERNELS_1D = {
+    "difference": torch.tensor([-0.5, 0.0, 0.5]),
+    "curvature": torch.tensor([1.0, -2.0, 1.0]) / 2,
+    "local_mean": torch.full((3,), 1 / 3),
+}
 _CHUNK = 4096  # rows filtered at once: intermediates stay small on large splits
 
 
@@ -52,7 +56,9 @@ def derived_channels(features: Features, spatial_dims: int) -> list[str]:
     if features == "raw":
         return ["input"]
     if spatial_dims not in (1, 2):
-        raise KdforgeError(f"data.booleanize.features '{features}' filters images [C, H, W] or sequences [C, L]; these inputs have {spatial_dims} spatial dimension(s): use features: raw")
+        raise KdforgeError(
+            f"data.booleanize.features '{features}' filters images [C, H, W] or sequences [C, L]; these inputs have {spatial_dims} spatial dimension(s): use features: raw"
+        )
     if features == "augmented":
         return ["input", "local_contrast", "gradient_magnitude"]
     return ["input", *(_KERNELS_2D if spatial_dims == 2 else _KERNELS_1D)]
@@ -107,12 +113,24 @@ def booleanize_bundle(data: DataBundle, cfg: Any) -> DataBundle:
         splits, shape = _read_cached(stored, data)
     else:
         thresholds = input_thresholds(data.train.x, cfg)
-        splits = {name: booleanize(feature_maps(getattr(data, name).x, cfg.features), thresholds) for name in ("train", "val", "test")}
+        splits = {
+            name: booleanize(feature_maps(getattr(data, name).x, cfg.features), thresholds)
+            for name in ("train", "val", "test")
+        }
         shape = tuple(splits["train"].shape[1:])
         if stored is not None:
             check_writable(stored.parent, "data.booleanize.cache")
-            save_npz(stored, {name: np.packbits(bits.numpy() > 0, axis=None) for name, bits in splits.items()} | {"shape": np.asarray(shape)})
-    return replace(data, **{name: Split(bits, getattr(data, name).y) for name, bits in splits.items()}, input_shape=shape, scaling=(0.0, 1.0))
+            save_npz(
+                stored,
+                {name: np.packbits(bits.numpy() > 0, axis=None) for name, bits in splits.items()}
+                | {"shape": np.asarray(shape)},
+            )
+    return replace(
+        data,
+        **{name: Split(bits, getattr(data, name).y) for name, bits in splits.items()},
+        input_shape=shape,
+        scaling=(0.0, 1.0),
+    )
 
 
 def input_thresholds(x: torch.Tensor, cfg: Any) -> torch.Tensor:
@@ -128,17 +146,23 @@ def _read_cached(path: Path, data: DataBundle) -> tuple[dict[str, torch.Tensor],
         for name in ("train", "val", "test"):
             rows = len(getattr(data, name))
             if len(arrays[name]) != -(-rows * int(np.prod(shape)) // 8):
-                raise ValueError(f"its {name} split has {len(arrays[name])} bytes of bits, not {rows} rows of {list(shape)}")
+                raise ValueError(
+                    f"its {name} split has {len(arrays[name])} bytes of bits, not {rows} rows of {list(shape)}"
+                )
             bits = np.unpackbits(arrays[name], count=rows * int(np.prod(shape)))
             splits[name] = torch.from_numpy(bits.reshape(rows, *shape).astype(np.float32) * 2 - 1)
     except (KeyError, ValueError) as err:
-        raise KdforgeError(f"booleanized data cache '{path}' does not hold this dataset's splits ({err}); delete it and it is rebuilt") from None
+        raise KdforgeError(
+            f"booleanized data cache '{path}' does not hold this dataset's splits ({err}); delete it and it is rebuilt"
+        ) from None
     return splits, shape
 
 
 def cache_key(data: DataBundle, cfg: Any) -> str:
     """A hash of the booleanisation settings and of every split's inputs."""
-    digest = hashlib.blake2b(json.dumps(cfg.model_dump(mode="json", exclude={"cache"}), sort_keys=True).encode(), digest_size=8)
+    digest = hashlib.blake2b(
+        json.dumps(cfg.model_dump(mode="json", exclude={"cache"}), sort_keys=True).encode(), digest_size=8
+    )
     for split in (data.train, data.val, data.test):
         x = split.x.contiguous()
         digest.update(str((x.dtype, tuple(x.shape))).encode())

@@ -15,7 +15,9 @@ from kdforge.files import load_npy, load_npz
 
 
 @DATASETS.register("digits")
-def digits(*, seed: int, val_fraction: float, test_fraction: float, image_size: int | None = None, channels: int = 1) -> DataBundle:
+def digits(
+    *, seed: int, val_fraction: float, test_fraction: float, image_size: int | None = None, channels: int = 1
+) -> DataBundle:
     """scikit-learn's 8x8 handwritten digits (1,797 images, 10 classes), optionally resized.
 
     ``image_size`` resizes to NxN (bilinear); ``channels`` 1 or 3 (grey repeated).
@@ -62,7 +64,15 @@ def mnist1d(*, seed: int, val_fraction: float, test_fraction: float) -> DataBund
 
 
 @DATASETS.register("arrays")
-def arrays(*, seed: int, val_fraction: float, test_fraction: float, path: str, num_classes: int | None = None, standardize: bool = True) -> DataBundle:
+def arrays(
+    *,
+    seed: int,
+    val_fraction: float,
+    test_fraction: float,
+    path: str,
+    num_classes: int | None = None,
+    standardize: bool = True,
+) -> DataBundle:
     """Your own arrays: an ``.npz`` with ``x`` and ``y`` (or ``x_train``/``y_train`` and
     optionally ``x_val``/``y_val``, ``x_test``/``y_test``), or a directory holding
     ``x.npy`` and ``y.npy``. Missing splits are cut from the training data by the seed.
@@ -74,19 +84,27 @@ def arrays(*, seed: int, val_fraction: float, test_fraction: float, path: str, n
     found = _read_arrays(Path(path))
     x_all, y_all = found.get("x_train", found.get("x")), found.get("y_train", found.get("y"))
     if x_all is None or y_all is None:
-        raise KdforgeError(f"arrays: '{path}' must hold 'x' and 'y' (or 'x_train' and 'y_train'); found {sorted(found)}")
+        raise KdforgeError(
+            f"arrays: '{path}' must hold 'x' and 'y' (or 'x_train' and 'y_train'); found {sorted(found)}"
+        )
     for name, array in (("x", x_all), ("y", y_all)):
         if array.dtype.kind not in "biufc":
-            raise KdforgeError(f"arrays: {name} in '{path}' holds {array.dtype} values; x and y must be numbers (bool, int, float or complex)")
+            raise KdforgeError(
+                f"arrays: {name} in '{path}' holds {array.dtype} values; x and y must be numbers (bool, int, float or complex)"
+            )
     if x_all.ndim < 2:
-        raise KdforgeError(f"arrays: x in '{path}' has shape {list(x_all.shape)}, but kdforge reads one row per sample, [N, features, ...]; "
-                           "a single feature per sample is x[:, None] (shape [N, 1])")
+        raise KdforgeError(
+            f"arrays: x in '{path}' has shape {list(x_all.shape)}, but kdforge reads one row per sample, [N, features, ...]; "
+            "a single feature per sample is x[:, None] (shape [N, 1])"
+        )
     if len(x_all) != len(y_all):
         raise KdforgeError(f"arrays: x in '{path}' has {len(x_all)} rows but y has {len(y_all)}")
     regression = not np.issubdtype(y_all.dtype, np.integer)
     given = {s: (found[f"x_{s}"], found[f"y_{s}"]) for s in ("val", "test") if f"x_{s}" in found}
     cut = tuple(f for s, f in (("val", val_fraction), ("test", test_fraction)) if s not in given)
-    parts = iter(_random_split(len(y_all), cut, seed) if regression else stratified_split(y_all.astype(np.int64), cut, seed))
+    parts = iter(
+        _random_split(len(y_all), cut, seed) if regression else stratified_split(y_all.astype(np.int64), cut, seed)
+    )
     train = next(parts)
     splits = {"train": (x_all[train], y_all[train])}
     for name in ("val", "test"):
@@ -95,12 +113,21 @@ def arrays(*, seed: int, val_fraction: float, test_fraction: float, path: str, n
     scaling = (0.0, 1.0)
     if standardize and not xs[0].is_complex():
         xs, scaling = standardise(*xs)
-    ys = [_tensor(splits[s][1]) if regression else torch.tensor(splits[s][1].astype(np.int64)) for s in ("train", "val", "test")]
+    ys = [
+        _tensor(splits[s][1]) if regression else torch.tensor(splits[s][1].astype(np.int64))
+        for s in ("train", "val", "test")
+    ]
     if regression:
         classes = num_classes or (ys[0].shape[1] if ys[0].dim() > 1 else 1)
     else:
         classes = num_classes or int(max(int(y.max()) for y in ys)) + 1
-    return DataBundle(Path(path).stem, *(Split(x, y) for x, y in zip(xs, ys)), num_classes=classes, input_shape=tuple(xs[0].shape[1:]), scaling=scaling)
+    return DataBundle(
+        Path(path).stem,
+        *(Split(x, y) for x, y in zip(xs, ys)),
+        num_classes=classes,
+        input_shape=tuple(xs[0].shape[1:]),
+        scaling=scaling,
+    )
 
 
 def _tensor(a: np.ndarray) -> torch.Tensor:

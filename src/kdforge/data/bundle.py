@@ -11,7 +11,6 @@ import torch
 
 from kdforge.registry import DATASETS
 
-
 #: A language-model target position that no loss term or metric counts (PyTorch's
 #: ``ignore_index`` convention): the padding after the end of a split's last window.
 PAD_TARGET = -100
@@ -55,11 +54,17 @@ class DataBundle:
     def describe(self) -> str:
         return (
             f"{self.name}: train {len(self.train)}, val {len(self.val)}, test {len(self.test)}; "
-            f"input {list(self.input_shape)}" + {"classification": f", {self.num_classes} classes", "embedding": ", targets: the teacher's embeddings"}.get(self.task, f", targets {list(self.train.y.shape[1:])}")
+            f"input {list(self.input_shape)}"
+            + {
+                "classification": f", {self.num_classes} classes",
+                "embedding": ", targets: the teacher's embeddings",
+            }.get(self.task, f", targets {list(self.train.y.shape[1:])}")
         )
 
 
-def build_dataset(name: str, *, seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.2, **options: Any) -> DataBundle:
+def build_dataset(
+    name: str, *, seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.2, **options: Any
+) -> DataBundle:
     """Build a registered dataset, e.g. ``build_dataset("digits", image_size=32)``."""
     DATASETS.validate_options(name, options)
     return DATASETS.build(name, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction, **options)
@@ -70,7 +75,9 @@ def stratified_split(y: np.ndarray, fractions: tuple[float, ...], seed: int) -> 
 
     ``fractions`` are shares of the whole for all parts but the first, which takes the rest.
     """
-    from sklearn.model_selection import train_test_split  # scikit-learn imports in about a second: only datasets that split pay for it
+    from sklearn.model_selection import (
+        train_test_split,
+    )  # scikit-learn imports in about a second: only datasets that split pay for it
 
     rest = np.arange(len(y))
     parts: list[np.ndarray] = []

@@ -34,7 +34,17 @@ class TensorBatches:
     """Batches of an in-memory :class:`Split`, moved to ``device`` once; optionally of a
     subset of its samples (``indices``, see :meth:`subset`)."""
 
-    def __init__(self, split: Split, batch_size: int, *, shuffle: bool = False, seed: int = 0, device: str | torch.device = "cpu", transform: Transform | None = None, memory_format: torch.memory_format = torch.contiguous_format):
+    def __init__(
+        self,
+        split: Split,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        transform: Transform | None = None,
+        memory_format: torch.memory_format = torch.contiguous_format,
+    ):
         self.x, self.y = split.x.to(device, memory_format=memory_format), split.y.to(device)
         self.batch_size, self.shuffle, self.seed, self.transform = batch_size, shuffle, seed, transform
         self.indices: torch.Tensor | None = None
@@ -91,8 +101,25 @@ class DatasetBatches:
     persistent workers (no restart each epoch), pinned memory on CUDA; same interface as
     TensorBatches."""
 
-    def __init__(self, dataset: Dataset, batch_size: int, *, shuffle: bool = False, seed: int = 0, device: str | torch.device = "cpu", transform: Transform | None = None, num_workers: int | None = None, memory_format: torch.memory_format = torch.contiguous_format):
-        self.dataset, self.batch_size, self.shuffle, self.seed, self.transform = dataset, batch_size, shuffle, seed, transform
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        transform: Transform | None = None,
+        num_workers: int | None = None,
+        memory_format: torch.memory_format = torch.contiguous_format,
+    ):
+        self.dataset, self.batch_size, self.shuffle, self.seed, self.transform = (
+            dataset,
+            batch_size,
+            shuffle,
+            seed,
+            transform,
+        )
         self.memory_format = memory_format
         self.device = torch.device(device)
         workers = default_workers() if num_workers is None else num_workers
@@ -110,7 +137,9 @@ class DatasetBatches:
         return -(-len(self.dataset) // self.batch_size)
 
     def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
-        self.sampler.order = _epoch_order(len(self.dataset), self.seed, epoch, self.shuffle).tolist()[start * self.batch_size :]
+        self.sampler.order = _epoch_order(len(self.dataset), self.seed, epoch, self.shuffle).tolist()[
+            start * self.batch_size :
+        ]
         for x, y in self.loader:
             x = x.to(self.device, non_blocking=True, memory_format=self.memory_format)
             yield (self.transform(x) if self.transform else x), y.to(self.device, non_blocking=True)
@@ -124,12 +153,23 @@ def default_workers() -> int:
     return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
-def make_loader(data: Split | Dataset, batch_size: int, *, shuffle: bool = False, seed: int = 0, device: str | torch.device = "cpu", transform: Transform | None = None, memory_format: torch.memory_format = torch.contiguous_format) -> TensorBatches | DatasetBatches:
+def make_loader(
+    data: Split | Dataset,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    transform: Transform | None = None,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> TensorBatches | DatasetBatches:
     """Index-slicing batches for an in-memory :class:`Split`, a DataLoader otherwise.
     ``transform`` (augmentation) is applied to each batch's inputs on the device;
     ``memory_format`` (channels-last) to the inputs as they reach the device."""
     kind = TensorBatches if isinstance(data, Split) else DatasetBatches
-    return kind(data, batch_size, shuffle=shuffle, seed=seed, device=device, transform=transform, memory_format=memory_format)
+    return kind(
+        data, batch_size, shuffle=shuffle, seed=seed, device=device, transform=transform, memory_format=memory_format
+    )
 
 
 __all__ = ["TensorBatches", "DatasetBatches", "make_loader", "default_workers"]

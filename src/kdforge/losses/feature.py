@@ -25,7 +25,9 @@ class FeatureTerm(LossTerm):
     """Base of feature terms: resolves layer pairs against the models, then averages
     :meth:`pair_loss` over the pairs."""
 
-    def __init__(self, student: Layers, teacher: Layers, mapping: LayerMapping = "explicit", submodule: str | None = None):
+    def __init__(
+        self, student: Layers, teacher: Layers, mapping: LayerMapping = "explicit", submodule: str | None = None
+    ):
         super().__init__()
         self.student_spec, self.teacher_spec, self.mapping, self.submodule = student, teacher, mapping, submodule
         self.pairs: list[tuple[str, str]] = []
@@ -58,7 +60,9 @@ class FeatureTerm(LossTerm):
             return shapes.teacher[self.pairs[index][1]]
         found = {shapes.teacher[name] for name in self.gate_layers}
         if len(found) > 1:
-            raise ValueError(f"mapping 'learned' mixes teacher layers, which must share one shape; got {sorted(map(list, found))}")
+            raise ValueError(
+                f"mapping 'learned' mixes teacher layers, which must share one shape; got {sorted(map(list, found))}"
+            )
         return found.pop()
 
     def features(self, ctx: StepContext) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -98,7 +102,10 @@ class Hint(FeatureTerm):
         self.projectors = nn.ModuleList()
 
     def setup(self, shapes: Shapes) -> None:
-        self.projectors = nn.ModuleList(build_projector(self.projector_kind, shapes.student[s], self.teacher_shape(shapes, i)) for i, (s, _) in enumerate(self.pairs))
+        self.projectors = nn.ModuleList(
+            build_projector(self.projector_kind, shapes.student[s], self.teacher_shape(shapes, i))
+            for i, (s, _) in enumerate(self.pairs)
+        )
 
     def pair_loss(self, index: int, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         return lf.feature_loss(self.projectors[index](student), teacher, self.loss)
@@ -110,7 +117,14 @@ class FeatureDynamics(FeatureTerm):
     the mapped layers (needs two or more pairs). One projector, shared by all student
     layers (they live in one residual stream), maps student features to the teacher's."""
 
-    def __init__(self, student: Layers = "auto", teacher: Layers = "auto", mapping: LayerMapping = "uniform", submodule: str | None = None, projector: Literal["linear", "mlp", "conv1x1", "none"] = "linear"):
+    def __init__(
+        self,
+        student: Layers = "auto",
+        teacher: Layers = "auto",
+        mapping: LayerMapping = "uniform",
+        submodule: str | None = None,
+        projector: Literal["linear", "mlp", "conv1x1", "none"] = "linear",
+    ):
         super().__init__(student, teacher, mapping, submodule)
         self.projector_kind = projector
         self.projector: nn.Module = nn.Identity()
@@ -118,7 +132,9 @@ class FeatureDynamics(FeatureTerm):
     def setup(self, shapes: Shapes) -> None:
         if len(self.pairs) < 2:
             raise ValueError(f"fdd needs at least two mapped layer pairs, got {len(self.pairs)}")
-        self.projector = build_projector(self.projector_kind, shapes.student[self.pairs[0][0]], self.teacher_shape(shapes, 0))
+        self.projector = build_projector(
+            self.projector_kind, shapes.student[self.pairs[0][0]], self.teacher_shape(shapes, 0)
+        )
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
         pairs = self.features(ctx)
@@ -131,7 +147,14 @@ class CKA(FeatureTerm):
     by default the models' outputs).
     ``debiased`` uses the unbiased HSIC estimator (better on small batches)."""
 
-    def __init__(self, student: Layers = OUTPUT, teacher: Layers = OUTPUT, mapping: LayerMapping = "explicit", submodule: str | None = None, debiased: bool = False):
+    def __init__(
+        self,
+        student: Layers = OUTPUT,
+        teacher: Layers = OUTPUT,
+        mapping: LayerMapping = "explicit",
+        submodule: str | None = None,
+        debiased: bool = False,
+    ):
         super().__init__(student, teacher, mapping, submodule)
         self.debiased = debiased
 
@@ -145,7 +168,14 @@ class AttentionTransfer(FeatureTerm):
     mean_c |f|^p of [B, C, H, W] (or [B, C, L]) features; channel counts may differ.
     The paper weights this term by about 1000."""
 
-    def __init__(self, student: Layers, teacher: Layers, mapping: LayerMapping = "explicit", submodule: str | None = None, p: float = 2.0):
+    def __init__(
+        self,
+        student: Layers,
+        teacher: Layers,
+        mapping: LayerMapping = "explicit",
+        submodule: str | None = None,
+        p: float = 2.0,
+    ):
         super().__init__(student, teacher, mapping, submodule)
         self.p = p
 
@@ -166,7 +196,15 @@ class MiniLM(FeatureTerm):
     of ``relation_heads``, so widths and head counts may differ.
     """
 
-    def __init__(self, student: Layers, teacher: Layers, mapping: LayerMapping = "explicit", submodule: str | None = None, relation_heads: int = 4, relations: list[Relation] = ("qk", "vv")):
+    def __init__(
+        self,
+        student: Layers,
+        teacher: Layers,
+        mapping: LayerMapping = "explicit",
+        submodule: str | None = None,
+        relation_heads: int = 4,
+        relations: list[Relation] = ("qk", "vv"),
+    ):
         super().__init__(student, teacher, mapping, submodule)
         self.relation_heads, self.relations = relation_heads, list(relations)
 
@@ -175,7 +213,12 @@ class MiniLM(FeatureTerm):
         losses = []
         for relation in self.relations:
             a, b = "qkv".index(relation[0]), "qkv".index(relation[1])
-            losses.append(lf.relation_kl(lf.relation_logits(s[a], s[b], self.relation_heads), lf.relation_logits(t[a], t[b], self.relation_heads)))
+            losses.append(
+                lf.relation_kl(
+                    lf.relation_logits(s[a], s[b], self.relation_heads),
+                    lf.relation_logits(t[a], t[b], self.relation_heads),
+                )
+            )
         return torch.stack(losses).sum()
 
 
@@ -184,13 +227,22 @@ class AttentionKL(MiniLM):
     """TinyBERT-style attention distillation: KL between the attention distributions
     softmax(q kᵀ / √d) of teacher and student (from fused ``qkv`` taps), per relation head."""
 
-    def __init__(self, student: Layers, teacher: Layers, mapping: LayerMapping = "explicit", submodule: str | None = None, relation_heads: int = 4):
+    def __init__(
+        self,
+        student: Layers,
+        teacher: Layers,
+        mapping: LayerMapping = "explicit",
+        submodule: str | None = None,
+        relation_heads: int = 4,
+    ):
         super().__init__(student, teacher, mapping, submodule, relation_heads, ["qk"])
 
 
 def _split_qkv(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
     if x.dim() != 3 or x.shape[-1] % 3:
-        raise ValueError(f"expected a fused qkv projection [B, N, 3D], got shape {list(x.shape)}; tap the attention's qkv linear layer")
+        raise ValueError(
+            f"expected a fused qkv projection [B, N, 3D], got shape {list(x.shape)}; tap the attention's qkv linear layer"
+        )
     return x.chunk(3, dim=-1)
 
 
@@ -199,7 +251,15 @@ class RKD(FeatureTerm):
     """Relational KD (Park et al.): match the batch's distance (weight ``distance``) and
     angle (weight ``angle``) structure; the paper uses 25 and 50."""
 
-    def __init__(self, student: Layers, teacher: Layers, mapping: LayerMapping = "explicit", submodule: str | None = None, distance: float = 25.0, angle: float = 50.0):
+    def __init__(
+        self,
+        student: Layers,
+        teacher: Layers,
+        mapping: LayerMapping = "explicit",
+        submodule: str | None = None,
+        distance: float = 25.0,
+        angle: float = 50.0,
+    ):
         super().__init__(student, teacher, mapping, submodule)
         self.distance, self.angle = distance, angle
 
@@ -234,8 +294,14 @@ class Relational(FeatureTerm):
     default the models' outputs: embeddings of any two widths) by ``compare``: ``mse``, or
     ``correlation`` (1 − Pearson ρ of the pairs' similarities: only their order and spread count)."""
 
-    def __init__(self, student: Layers = OUTPUT, teacher: Layers = OUTPUT, mapping: LayerMapping = "explicit", submodule: str | None = None,
-                 compare: Literal["mse", "correlation"] = "mse"):
+    def __init__(
+        self,
+        student: Layers = OUTPUT,
+        teacher: Layers = OUTPUT,
+        mapping: LayerMapping = "explicit",
+        submodule: str | None = None,
+        compare: Literal["mse", "correlation"] = "mse",
+    ):
         super().__init__(student, teacher, mapping, submodule)
         if compare not in ("mse", "correlation"):
             raise ValueError(f"relational compare must be 'mse' or 'correlation', got {compare!r}")

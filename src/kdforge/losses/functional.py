@@ -58,7 +58,14 @@ def _scaled_kl(log_p: torch.Tensor, log_q: torch.Tensor, temperature: Temperatur
     return F.kl_div(log_q, log_p, reduction="batchmean", log_target=True) * temperature**2
 
 
-def teacher_importance(member_logits: torch.Tensor, student_logits: torch.Tensor, labels: torch.Tensor, by: str, tau: float, min_weight: float) -> torch.Tensor:
+def teacher_importance(
+    member_logits: torch.Tensor,
+    student_logits: torch.Tensor,
+    labels: torch.Tensor,
+    by: str,
+    tau: float,
+    min_weight: float,
+) -> torch.Tensor:
     """Per-sample weights [B, M] of M teachers (logits [M, B, K]), summing to one per sample:
     softmax over teachers of −d_m / τ, with d_m each teacher's cross-entropy on the label
     (``by="confidence"``: a teacher that is right about a sample counts more) or its KL from
@@ -77,7 +84,9 @@ def teacher_importance(member_logits: torch.Tensor, student_logits: torch.Tensor
     return weights / weights.sum(1, keepdim=True)
 
 
-def multi_teacher_kd(student_logits: torch.Tensor, member_logits: torch.Tensor, weights: torch.Tensor, temperature: float) -> torch.Tensor:
+def multi_teacher_kd(
+    student_logits: torch.Tensor, member_logits: torch.Tensor, weights: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """T² · mean_b Σ_m w_bm KL(p_m ‖ p_s): KD from M teachers (logits [M, B, K]) at once, each
     sample weighting them by ``weights`` [B, M]."""
     log_ps = F.log_softmax(student_logits.float() / temperature, -1)
@@ -167,7 +176,13 @@ def _pearson(a: torch.Tensor, b: torch.Tensor, dim: int, eps: float = 1e-8) -> t
     return (a * b).sum(dim) / (a.norm(dim=dim) * b.norm(dim=dim) + eps)
 
 
-def dist_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: Temperature = 1.0, beta: float = 1.0, gamma: float = 1.0) -> torch.Tensor:
+def dist_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: Temperature = 1.0,
+    beta: float = 1.0,
+    gamma: float = 1.0,
+) -> torch.Tensor:
     """DIST (Huang et al., NeurIPS 2022): match relations instead of exact probabilities.
 
     inter = mean over samples of 1 − Pearson(p_s[b, :], p_t[b, :]);
@@ -231,7 +246,9 @@ def wrapped_phase_difference(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.angle(a * b.conj())
 
 
-def regression_loss(prediction: torch.Tensor, target: torch.Tensor, kind: RegressionKind = "mse", phase_weight: float = 1.0) -> torch.Tensor:
+def regression_loss(
+    prediction: torch.Tensor, target: torch.Tensor, kind: RegressionKind = "mse", phase_weight: float = 1.0
+) -> torch.Tensor:
     """Distance between a prediction and a target of the same shape (a task target, or a
     teacher's output), averaged over every element.
 
@@ -243,7 +260,9 @@ def regression_loss(prediction: torch.Tensor, target: torch.Tensor, kind: Regres
     """
     if kind == "mse":
         if prediction.is_complex() or target.is_complex():
-            raise ValueError("regression loss 'mse' is for real values; use complex_mse or mag_phase for complex outputs")
+            raise ValueError(
+                "regression loss 'mse' is for real values; use complex_mse or mag_phase for complex outputs"
+            )
         return F.mse_loss(prediction.float(), target.float())
     p, t = prediction.to(torch.cfloat), target.to(torch.cfloat)
     if kind == "complex_mse":
@@ -267,7 +286,9 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
     return x.float().reshape(len(x), -1)
 
 
-def feature_loss(student: torch.Tensor, teacher: torch.Tensor, kind: Literal["mse", "cosine", "smooth_l1"] = "mse") -> torch.Tensor:
+def feature_loss(
+    student: torch.Tensor, teacher: torch.Tensor, kind: Literal["mse", "cosine", "smooth_l1"] = "mse"
+) -> torch.Tensor:
     """Distance between same-shaped features (FitNets hints).
 
     ``mse`` and ``smooth_l1``: mean over all elements; ``cosine``: mean over samples of
@@ -281,7 +302,6 @@ def feature_loss(student: torch.Tensor, teacher: torch.Tensor, kind: Literal["ms
     if kind == "cosine":
         return (1 - F.cosine_similarity(_flat(s), _flat(t), dim=1)).mean()
     raise ValueError(f"unknown feature loss '{kind}' (valid: mse, cosine, smooth_l1)")
-
 
 
 def linear_cka(x: torch.Tensor, y: torch.Tensor, debiased: bool = False) -> torch.Tensor:
@@ -404,7 +424,9 @@ def sp_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     return (gs - gt).pow(2).sum() / len(gs) ** 2
 
 
-def relational_loss(student: torch.Tensor, teacher: torch.Tensor, compare: Literal["mse", "correlation"] = "mse") -> torch.Tensor:
+def relational_loss(
+    student: torch.Tensor, teacher: torch.Tensor, compare: Literal["mse", "correlation"] = "mse"
+) -> torch.Tensor:
     """How the batch cosine-similarity matrices differ. ``mse``: mean squared difference.
     ``correlation``: 1 − Pearson correlation of their off-diagonal entries, blind to any
     affine rescaling of the student's similarities. A 5-d space cannot reproduce the narrow
@@ -426,7 +448,9 @@ def feature_dynamics_loss(student: list[torch.Tensor], teacher: list[torch.Tenso
     direction of each step teaches the student the teacher's trajectory, not only its points.
     """
     if len(student) != len(teacher) or len(student) < 2:
-        raise ValueError(f"feature dynamics needs the same number (>= 2) of student and teacher layers, got {len(student)} and {len(teacher)}")
+        raise ValueError(
+            f"feature dynamics needs the same number (>= 2) of student and teacher layers, got {len(student)} and {len(teacher)}"
+        )
     terms = []
     for (s0, s1), (t0, t1) in zip(zip(student, student[1:]), zip(teacher, teacher[1:])):
         terms.append(1 - F.cosine_similarity(_flat(s1 - s0), _flat(t1 - t0), dim=1))
@@ -478,7 +502,9 @@ def similarity_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: Tem
     return _scaled_kl(log_pt, log_ps, temperature)
 
 
-def neighbour_infonce(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 0.1, neighbours: int = 1) -> torch.Tensor:
+def neighbour_infonce(
+    student: torch.Tensor, teacher: torch.Tensor, temperature: float = 0.1, neighbours: int = 1
+) -> torch.Tensor:
     """InfoNCE with the teacher's neighbours as positives: for each sample, its ``neighbours``
     most similar other samples by the teacher's cosine similarity are pulled close in the
     student's space, against every other sample of the batch (:func:`multi_positive_nce`)."""

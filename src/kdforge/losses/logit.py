@@ -43,10 +43,14 @@ class LogitTerm(LossTerm):
 
     def setup(self, shapes: Shapes) -> None:
         if shapes.teacher_logits is not None and shapes.teacher_logits[-1] != shapes.student_logits[-1]:
-            raise KdforgeError(f"{self.name}: the teacher outputs {shapes.teacher_logits[-1]} classes but the student outputs "
-                               f"{shapes.student_logits[-1]}; give both the dataset's class count")
+            raise KdforgeError(
+                f"{self.name}: the teacher outputs {shapes.teacher_logits[-1]} classes but the student outputs "
+                f"{shapes.student_logits[-1]}; give both the dataset's class count"
+            )
         if self.temperature is not None and self.temperature.learnable:
-            self.temperature.setup(shapes.student_logits[-1] + (shapes.teacher_logits[-1] if shapes.teacher_logits else 0))
+            self.temperature.setup(
+                shapes.student_logits[-1] + (shapes.teacher_logits[-1] if shapes.teacher_logits else 0)
+            )
 
     def param_groups(self) -> list[dict[str, Any]]:
         if self.temperature is None or not self.temperature.learnable:
@@ -56,7 +60,9 @@ class LogitTerm(LossTerm):
             group["lr"] = self.temperature.spec.lr
         return [group]
 
-    def prepare(self, ctx: StepContext, teacher_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    def prepare(
+        self, ctx: StepContext, teacher_logits: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, Any]:
         """(student logits, teacher logits, temperature) as this term should compare them;
         ``teacher_logits`` replaces the teacher's output (e.g. a mixture of teachers)."""
         target = ctx.teacher_logits if teacher_logits is None else teacher_logits
@@ -70,7 +76,11 @@ class LogitTerm(LossTerm):
 
     def finish(self, value: torch.Tensor) -> torch.Tensor:
         """Add the temperature's anchor regulariser (learnable temperatures only)."""
-        return value + self.temperature.regulariser() if self.temperature is not None and self.temperature.learnable else value
+        return (
+            value + self.temperature.regulariser()
+            if self.temperature is not None and self.temperature.learnable
+            else value
+        )
 
 
 @LOSSES.register("kd")
@@ -80,7 +90,13 @@ class KD(LogitTerm):
     T²-scaled, batch-averaged. ``temperature``: number, schedule or ``{learnable: ctkd}``.
     """
 
-    def __init__(self, temperature: TemperatureSpec = 4.0, direction: Literal["forward", "reverse", "jsd", "gjsd"] = "forward", beta: float = 0.5, logit_std: bool = False):
+    def __init__(
+        self,
+        temperature: TemperatureSpec = 4.0,
+        direction: Literal["forward", "reverse", "jsd", "gjsd"] = "forward",
+        beta: float = 0.5,
+        logit_std: bool = False,
+    ):
         super().__init__(temperature, logit_std)
         if not 0.0 <= beta <= 1.0:
             raise ValueError(f"beta must be in [0, 1], got {beta}")
@@ -103,7 +119,14 @@ class DualHeadKD(LogitTerm):
     with the student, is saved with the run, and is never exported (the student keeps its
     own head). Use with ``ce``: ``[{name: ce}, {name: dual_head_kd, temperature: 4}]``."""
 
-    def __init__(self, temperature: TemperatureSpec = 4.0, student: str = "head:input", direction: Literal["forward", "reverse", "jsd", "gjsd"] = "forward", beta: float = 0.5, logit_std: bool = False):
+    def __init__(
+        self,
+        temperature: TemperatureSpec = 4.0,
+        student: str = "head:input",
+        direction: Literal["forward", "reverse", "jsd", "gjsd"] = "forward",
+        beta: float = 0.5,
+        logit_std: bool = False,
+    ):
         super().__init__(temperature, logit_std)
         self.student, self.direction, self.beta = student, direction, beta
         self.aux_head: torch.nn.Module = torch.nn.Identity()
@@ -115,11 +138,15 @@ class DualHeadKD(LogitTerm):
     def setup(self, shapes: Shapes) -> None:
         super().setup(shapes)
         feature = shapes.student[self.student]
-        if len(feature) != len(shapes.student_logits):  # [B, D] features for [B, K] logits, [B, T, D] for [B·T, K] tokens
+        if len(feature) != len(
+            shapes.student_logits
+        ):  # [B, D] features for [B, K] logits, [B, T, D] for [B·T, K] tokens
             feature_rows = feature[:-1].numel()
             if feature_rows != shapes.student_logits[:-1].numel():
-                raise KdforgeError(f"{self.name}: '{self.student}' gives features of shape {list(feature)}, which do not line up with the logits "
-                                   f"{list(shapes.student_logits)}; tap the features the student's classifier reads (head:input)")
+                raise KdforgeError(
+                    f"{self.name}: '{self.student}' gives features of shape {list(feature)}, which do not line up with the logits "
+                    f"{list(shapes.student_logits)}; tap the features the student's classifier reads (head:input)"
+                )
         self.aux_head = torch.nn.Linear(feature[-1], shapes.student_logits[-1])
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
@@ -138,7 +165,14 @@ class DKD(LogitTerm):
     ``warmup``: epochs over which the term's strength ramps linearly from 0 to 1.
     """
 
-    def __init__(self, temperature: TemperatureSpec = 4.0, alpha: float = 1.0, beta: float = 8.0, warmup: float = 0.0, logit_std: bool = False):
+    def __init__(
+        self,
+        temperature: TemperatureSpec = 4.0,
+        alpha: float = 1.0,
+        beta: float = 8.0,
+        warmup: float = 0.0,
+        logit_std: bool = False,
+    ):
         super().__init__(temperature, logit_std)
         if warmup < 0:
             raise ValueError(f"warmup must be >= 0 epochs, got {warmup}")
@@ -154,7 +188,9 @@ class DKD(LogitTerm):
 class DIST(LogitTerm):
     """DIST (Huang et al., 2022): inter-class (β) and intra-class (γ) Pearson-correlation matching."""
 
-    def __init__(self, temperature: TemperatureSpec = 1.0, beta: float = 1.0, gamma: float = 1.0, logit_std: bool = False):
+    def __init__(
+        self, temperature: TemperatureSpec = 1.0, beta: float = 1.0, gamma: float = 1.0, logit_std: bool = False
+    ):
         super().__init__(temperature, logit_std)
         self.beta, self.gamma = beta, gamma
 

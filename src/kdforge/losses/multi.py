@@ -50,7 +50,9 @@ class EnsembleKD(LogitTerm):
     def setup(self, shapes: Shapes) -> None:
         super().setup(shapes)
         classes = shapes.student_logits[-1]
-        self.gate = nn.Sequential(nn.Linear(len(self.members) * classes, self.hidden), nn.ReLU(), nn.Linear(self.hidden, len(self.members)))
+        self.gate = nn.Sequential(
+            nn.Linear(len(self.members) * classes, self.hidden), nn.ReLU(), nn.Linear(self.hidden, len(self.members))
+        )
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
         member_logits = torch.stack([ctx.teacher_features[m].float() for m in self.members], 1)  # [B, M, K]
@@ -73,16 +75,26 @@ class DiverseKD(LossTerm):
     member) pairs. Needs ``teacher: {source: ensemble, ...}``.
     """
 
-    def __init__(self, temperature: float = 4.0, by: Literal["confidence", "agreement"] = "confidence", tau: float = 1.0, min_weight: float = 0.0):
+    def __init__(
+        self,
+        temperature: float = 4.0,
+        by: Literal["confidence", "agreement"] = "confidence",
+        tau: float = 1.0,
+        min_weight: float = 0.0,
+    ):
         super().__init__()
         if temperature <= 0 or tau <= 0 or not 0 <= min_weight < 1:
-            raise ValueError(f"diverse_kd needs temperature > 0, tau > 0 and 0 <= min_weight < 1, got {temperature}, {tau}, {min_weight}")
+            raise ValueError(
+                f"diverse_kd needs temperature > 0, tau > 0 and 0 <= min_weight < 1, got {temperature}, {tau}, {min_weight}"
+            )
         self.temperature, self.by, self.tau, self.min_weight = temperature, by, tau, min_weight
         self.members: list[str] = []
 
     def resolve(self, student: nn.Module, teacher: nn.Module | None) -> None:
         if not isinstance(getattr(unwrap(teacher), "members", None), nn.ModuleList):
-            raise KdforgeError("diverse_kd weighs the members of an ensemble teacher: teacher: {source: ensemble, members: [...]}")
+            raise KdforgeError(
+                "diverse_kd weighs the members of an ensemble teacher: teacher: {source: ensemble, members: [...]}"
+            )
         self.members = block_names(teacher, "members")
 
     @property
@@ -113,13 +125,26 @@ class SelfDistill(LossTerm):
 
     uses_teacher = False
 
-    def __init__(self, layers: list[str], temperature: float = 3.0, alpha: float = 0.3, feature: float = 0.0, layout: Literal["conv", "tokens"] = "conv"):
+    def __init__(
+        self,
+        layers: list[str],
+        temperature: float = 3.0,
+        alpha: float = 0.3,
+        feature: float = 0.0,
+        layout: Literal["conv", "tokens"] = "conv",
+    ):
         super().__init__()
         if not layers:
             raise ValueError("self_distill needs at least one layer to put an auxiliary head on")
         if temperature <= 0 or not 0 <= alpha <= 1:
             raise ValueError(f"self_distill needs temperature > 0 and 0 <= alpha <= 1, got {temperature}, {alpha}")
-        self.layers, self.temperature, self.alpha, self.feature, self.layout = list(layers), temperature, alpha, feature, layout
+        self.layers, self.temperature, self.alpha, self.feature, self.layout = (
+            list(layers),
+            temperature,
+            alpha,
+            feature,
+            layout,
+        )
         self.heads = nn.ModuleList()
         self.feature_maps = nn.ModuleList()
 
@@ -145,7 +170,9 @@ class SelfDistill(LossTerm):
         losses = []
         for i, (feature, head) in enumerate(zip(pooled, self.heads)):
             logits = head(feature)
-            loss = (1 - self.alpha) * lf.cross_entropy(logits, ctx.targets) + self.alpha * lf.kd_loss(logits, final, self.temperature)
+            loss = (1 - self.alpha) * lf.cross_entropy(logits, ctx.targets) + self.alpha * lf.kd_loss(
+                logits, final, self.temperature
+            )
             if self.feature and i < len(self.feature_maps):
                 loss = loss + self.feature * lf.feature_loss(self.feature_maps[i](feature), pooled[-1].detach())
             losses.append(loss)

@@ -22,7 +22,6 @@ from kdforge.registry import LOSSES
 from kdforge.schedules import Clock, ScheduleConfig, schedule_value
 
 
-
 @dataclass
 class StepContext:
     """Everything a loss term may read at one training step.

@@ -17,18 +17,25 @@ from kdforge.errors import KdforgeError
 from kdforge.registry import MODELS
 
 
-
 def build_model(name: str, *, input_shape: Sequence[int], num_classes: int, **options: Any) -> nn.Module:
     """Build a registered model; its spec is kept on ``model.kdforge_spec`` for export."""
     MODELS.checked_options(name, options)
     try:
         model = MODELS.build(name, input_shape=tuple(input_shape), num_classes=num_classes, **options)
-    except (ValueError, RuntimeError) as err:  # constructors (and torch) check their shapes; say which model and what to change
+    except (
+        ValueError,
+        RuntimeError,
+    ) as err:  # constructors (and torch) check their shapes; say which model and what to change
         raise KdforgeError(f"model '{name}' {dict(options)}: {err}") from None
     # a model that read outside weights while being built (embed_tokens' init) names the options
     # that rebuild its shape without them: a saved model then loads without those files
     options = getattr(model, "rebuild_options", options)
-    model.kdforge_spec = {"name": name, "input_shape": list(input_shape), "num_classes": num_classes, "options": options}
+    model.kdforge_spec = {
+        "name": name,
+        "input_shape": list(input_shape),
+        "num_classes": num_classes,
+        "options": options,
+    }
     return model
 
 

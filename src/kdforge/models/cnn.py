@@ -22,7 +22,9 @@ class CNN(nn.Module):
     Taps: ``features.N`` (output of stage N), ``pool``, ``head``.
     """
 
-    def __init__(self, input_shape: tuple[int, ...], num_classes: int, width: int = 32, depth: int = 3, dropout: float = 0.0):
+    def __init__(
+        self, input_shape: tuple[int, ...], num_classes: int, width: int = 32, depth: int = 3, dropout: float = 0.0
+    ):
         super().__init__()
         dims = spatial_dims(input_shape, "cnn")
         conv, norm, maxpool, avgpool = _LAYERS[dims]

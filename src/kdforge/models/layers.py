@@ -66,7 +66,15 @@ class TransformerBlock(nn.Module):
     """Pre-norm block: x + attn(norm(x)), then x + ffn(norm(x)), each branch with dropout
     and drop-path. ``ffn`` may be swapped."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float = 2.0, dropout: float = 0.0, ffn: nn.Module | None = None, drop_path: float = 0.0):
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        mlp_ratio: float = 2.0,
+        dropout: float = 0.0,
+        ffn: nn.Module | None = None,
+        drop_path: float = 0.0,
+    ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
         self.attn = Attention(dim, heads, dropout)

@@ -18,7 +18,9 @@ class MLP(nn.Module):
     Taps: ``features.N`` (after block N), ``head``.
     """
 
-    def __init__(self, input_shape: tuple[int, ...], num_classes: int, hidden: Sequence[int] = (256, 256), dropout: float = 0.0):
+    def __init__(
+        self, input_shape: tuple[int, ...], num_classes: int, hidden: Sequence[int] = (256, 256), dropout: float = 0.0
+    ):
         super().__init__()
         widths = [math.prod(input_shape), *hidden]
         self.features = nn.Sequential(

@@ -47,7 +47,9 @@ class ViT(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.randn(1, patches + 1, embed_dim) * 0.02)
         rates = drop_path_rates(drop_path, depth, drop_path_schedule)
-        self.blocks = nn.Sequential(*(TransformerBlock(embed_dim, heads, mlp_ratio, dropout, drop_path=r) for r in rates))
+        self.blocks = nn.Sequential(
+            *(TransformerBlock(embed_dim, heads, mlp_ratio, dropout, drop_path=r) for r in rates)
+        )
         self.norm = nn.LayerNorm(embed_dim)
         self.head = nn.Linear(embed_dim, num_classes)
 

@@ -22,7 +22,12 @@ def expected_input(module: nn.Module | None) -> Any:
         return None
     channels, height, width = found["input_size"]
     mean, std = found.get("mean"), found.get("std")
-    return AdaptConfig(size=height if height == width else None, channels=channels, mean=list(mean) if mean else None, std=list(std) if std else None)
+    return AdaptConfig(
+        size=height if height == width else None,
+        channels=channels,
+        mean=list(mean) if mean else None,
+        std=list(std) if std else None,
+    )
 
 
 class InputAdapter(nn.Module):
@@ -46,7 +51,9 @@ class InputAdapter(nn.Module):
         super().__init__()
         in_channels = input_shape[0]
         if channels is not None and channels != in_channels and in_channels != 1:
-            raise KdforgeError(f"cannot adapt {in_channels} input channels to {channels}: only a single channel can be repeated")
+            raise KdforgeError(
+                f"cannot adapt {in_channels} input channels to {channels}: only a single channel can be repeated"
+            )
         self.channels = channels if channels is not None and channels != in_channels else None
         out_channels = self.channels or in_channels
         self.size = None if size is None or all(s == size for s in input_shape[1:]) else size
@@ -54,8 +61,12 @@ class InputAdapter(nn.Module):
         for name, values, default in (("mean", mean, 0.0), ("std", std, 1.0)):
             values = list(values) if values is not None else [default] * out_channels
             if len(values) not in (1, out_channels):
-                raise KdforgeError(f"adapt.{name} has {len(values)} values but the teacher gets {out_channels} channels")
-            self.register_buffer(name, torch.tensor(values, dtype=torch.float32).reshape(1, -1, *([1] * (len(input_shape) - 1))))
+                raise KdforgeError(
+                    f"adapt.{name} has {len(values)} values but the teacher gets {out_channels} channels"
+                )
+            self.register_buffer(
+                name, torch.tensor(values, dtype=torch.float32).reshape(1, -1, *([1] * (len(input_shape) - 1)))
+            )
         self.data_mean, self.data_std = scaling
         self.spatial_dims = len(input_shape) - 1
 

@@ -71,7 +71,9 @@ def fixed_views(session: Session, views: int) -> FixedViews | None:
     """The augmented views a cache is made of (None without augmentation)."""
     augment = BatchAugment.from_config(session.recipe.data.augment, session.data.scaling)
     if augment.randaugment is not None:
-        raise KdforgeError("a teacher cache stores fixed views drawn from data.augment.shift and noise; RandAugment views are not cached: remove data.augment.randaugment")
+        raise KdforgeError(
+            "a teacher cache stores fixed views drawn from data.augment.shift and noise; RandAugment views are not cached: remove data.augment.randaugment"
+        )
     if not augment:
         return None
     return FixedViews(augment, len(session.data.train), tuple(session.data.input_shape), views, session.recipe.seed)
@@ -98,8 +100,17 @@ def skeleton(tree: list[list[str]]) -> nn.Module:
 
 
 @torch.no_grad()
-def write_cache(session: Session, teacher: Teacher, teacher_entry: dict[str, Any], out: Path, topk: int | None = None, views: int = 1,
-                layers: list[str] = (), feature_dtype: str = "float32", batch_size: int = 512) -> dict[str, Any]:
+def write_cache(
+    session: Session,
+    teacher: Teacher,
+    teacher_entry: dict[str, Any],
+    out: Path,
+    topk: int | None = None,
+    views: int = 1,
+    layers: list[str] = (),
+    feature_dtype: str = "float32",
+    batch_size: int = 512,
+) -> dict[str, Any]:
     """Run ``teacher`` once over every view of the training split and write the cache: its
     logits and the outputs of ``layers`` (module names in the teacher); ``teacher_entry``
     (its results.json row) is kept for the runs that use the cache."""
@@ -116,11 +127,15 @@ def write_cache(session: Session, teacher: Teacher, teacher_entry: dict[str, Any
             index = torch.arange(i, min(i + batch_size, len(x)))
             batch = x[index].to(session.device)
             tap.clear()
-            outputs["logits"][v].append(teacher(batch if augmented is None else augmented(batch, index, v)).float().cpu())
+            outputs["logits"][v].append(
+                teacher(batch if augmented is None else augmented(batch, index, v)).float().cpu()
+            )
             for name in layers:
                 outputs[name][v].append(tap.features[name].to("cpu", getattr(torch, feature_dtype)))
     tap.remove()
-    stacked = {name: torch.stack([torch.cat(chunks) for chunks in per_view]) for name, per_view in outputs.items()}  # [views, N, ...]
+    stacked = {
+        name: torch.stack([torch.cat(chunks) for chunks in per_view]) for name, per_view in outputs.items()
+    }  # [views, N, ...]
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_tmp(out)
     logits = stacked.pop("logits")
@@ -134,8 +149,16 @@ def write_cache(session: Session, teacher: Teacher, teacher_entry: dict[str, Any
     for i, (name, values) in enumerate(stacked.items()):
         save_npy(out / f"feature_{i}.npy", values.numpy())
         features[name] = {"file": f"feature_{i}.npy", "shape": list(values.shape[2:]), "dtype": feature_dtype}
-    manifest = {**expected_manifest(session), "version": FORMAT_VERSION, "format": "dense" if topk is None else "topk", "k": topk, "views": views,
-                "features": features, "modules": module_tree(teacher.module), "teacher": teacher_entry}
+    manifest = {
+        **expected_manifest(session),
+        "version": FORMAT_VERSION,
+        "format": "dense" if topk is None else "topk",
+        "k": topk,
+        "views": views,
+        "features": features,
+        "modules": module_tree(teacher.module),
+        "teacher": teacher_entry,
+    }
     manifest["bytes_per_sample"] = sum(p.stat().st_size for p in out.glob("*.npy")) / len(x)
     write_json(out / "manifest.json", manifest)  # last: a cache without it is incomplete
     return manifest
@@ -154,29 +177,49 @@ class CachedTeacher(nn.Module):
         self.path = Path(path)
         manifest_file = self.path / "manifest.json"
         if not manifest_file.is_file():
-            raise KdforgeError(f"teacher.cache '{self.path}' has no manifest.json; create it with: kdforge cache RECIPE --out {self.path}")
+            raise KdforgeError(
+                f"teacher.cache '{self.path}' has no manifest.json; create it with: kdforge cache RECIPE --out {self.path}"
+            )
         self.manifest = read_json(manifest_file, "teacher cache manifest")
         rebuild = f"rebuild it with: kdforge cache RECIPE --out {self.path}"
         if not isinstance(self.manifest, dict) or self.manifest.get("version") != FORMAT_VERSION:
             found = self.manifest.get("version") if isinstance(self.manifest, dict) else None
-            raise KdforgeError(f"teacher.cache '{self.path}' has format version {found}, this kdforge reads {FORMAT_VERSION}; {rebuild}")
+            raise KdforgeError(
+                f"teacher.cache '{self.path}' has format version {found}, this kdforge reads {FORMAT_VERSION}; {rebuild}"
+            )
         lacking = sorted({"format", "views", "features", "modules", "teacher", "samples"} - set(self.manifest))
         if lacking:
             raise KdforgeError(f"teacher.cache manifest '{manifest_file}' lacks {', '.join(lacking)}; {rebuild}")
         expected = expected_manifest(session)
-        stale = [f"{k}: cache {self.manifest.get(k)!r}, recipe {v!r}" for k, v in expected.items() if self.manifest.get(k) != v]
+        stale = [
+            f"{k}: cache {self.manifest.get(k)!r}, recipe {v!r}"
+            for k, v in expected.items()
+            if self.manifest.get(k) != v
+        ]
         if stale:
-            raise KdforgeError(f"teacher.cache '{self.path}' was made for another teacher or data ({'; '.join(stale)}); {rebuild}")
+            raise KdforgeError(
+                f"teacher.cache '{self.path}' was made for another teacher or data ({'; '.join(stale)}); {rebuild}"
+            )
         self.module = skeleton(self.manifest["modules"])
-        files = {"logits": "logits.npy"} if self.manifest["format"] == "dense" else {"topk_log_probs": "topk_log_probs.npy", "topk_indices": "topk_indices.npy"}
+        files = (
+            {"logits": "logits.npy"}
+            if self.manifest["format"] == "dense"
+            else {"topk_log_probs": "topk_log_probs.npy", "topk_indices": "topk_indices.npy"}
+        )
         files.update({name: f["file"] for name, f in self.manifest["features"].items()})
-        arrays = {name: load_npy(self.path / file, mmap_mode="r", what="teacher cache array") for name, file in files.items()}
+        arrays = {
+            name: load_npy(self.path / file, mmap_mode="r", what="teacher cache array") for name, file in files.items()
+        }
         rows = (self.manifest["views"], self.manifest["samples"])
         for name, array in arrays.items():
             if tuple(array.shape[:2]) != rows:
-                raise KdforgeError(f"teacher cache array '{self.path / files[name]}' has shape {list(array.shape)}, but the manifest promises "
-                                   f"{rows[0]} view(s) of {rows[1]} samples first; {rebuild}")
-        if sum(a.nbytes for a in arrays.values()) <= IN_MEMORY_BYTES:  # small: hold it on the device, index like the data
+                raise KdforgeError(
+                    f"teacher cache array '{self.path / files[name]}' has shape {list(array.shape)}, but the manifest promises "
+                    f"{rows[0]} view(s) of {rows[1]} samples first; {rebuild}"
+                )
+        if (
+            sum(a.nbytes for a in arrays.values()) <= IN_MEMORY_BYTES
+        ):  # small: hold it on the device, index like the data
             self.arrays = {name: torch.from_numpy(np.array(a)).to(session.device) for name, a in arrays.items()}
         else:  # large: rows are read from the memory-mapped files on demand
             self.arrays = arrays
@@ -188,18 +231,29 @@ class CachedTeacher(nn.Module):
 
     def _rows(self, name: str, view: int, index: torch.Tensor, device: torch.device | str) -> torch.Tensor:
         a = self.arrays[name]
-        rows = a[view][index.to(a.device)] if isinstance(a, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(a[view][index.cpu().numpy()]))
+        rows = (
+            a[view][index.to(a.device)]
+            if isinstance(a, torch.Tensor)
+            else torch.from_numpy(np.ascontiguousarray(a[view][index.cpu().numpy()]))
+        )
         return rows.to(device, non_blocking=True)
 
-    def lookup(self, index: torch.Tensor, device: torch.device | str = "cpu", epoch: int = 0) -> tuple[torch.Tensor | TopK, dict[str, torch.Tensor]]:
+    def lookup(
+        self, index: torch.Tensor, device: torch.device | str = "cpu", epoch: int = 0
+    ) -> tuple[torch.Tensor | TopK, dict[str, torch.Tensor]]:
         """The outputs of samples ``index`` in the view training shows at ``epoch``: logits
         (or their top-k form), and each cached layer's output (float32)."""
         view = epoch % self.manifest["views"]
         if self.manifest["format"] == "dense":
             logits = self._rows("logits", view, index, device)
         else:
-            logits = TopK(self._rows("topk_log_probs", view, index, device), self._rows("topk_indices", view, index, device).long())
+            logits = TopK(
+                self._rows("topk_log_probs", view, index, device),
+                self._rows("topk_indices", view, index, device).long(),
+            )
         return logits, {name: self._rows(name, view, index, device).float() for name in self.layers}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        raise KdforgeError("a cached teacher has outputs for training samples only (by index), it cannot run on new inputs")
+        raise KdforgeError(
+            "a cached teacher has outputs for training samples only (by index), it cannot run on new inputs"
+        )

@@ -45,7 +45,11 @@ def timm_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.M
     try:
         module = timm.create_model(name, pretrained=bool(cfg.pretrained), pretrained_cfg_overlay=overlay, **options)
     except (RuntimeError, OSError, ValueError, TypeError) as err:
-        hint = "; offline, give the weights as teacher.pretrained_file" if cfg.pretrained and not cfg.pretrained_file else ""
+        hint = (
+            "; offline, give the weights as teacher.pretrained_file"
+            if cfg.pretrained and not cfg.pretrained_file
+            else ""
+        )
         raise KdforgeError(f"timm could not build '{name}' with {options}: {err}{hint}") from None
     expects = list(module.pretrained_cfg.get("input_size") or ())
     if len(expects) == 3:  # what it was built for: the adapter's default (teacher.adapt overrides)
@@ -72,7 +76,9 @@ def torchvision_source(session: Session, cfg: TeacherConfig, where: Path, studen
     random_head = False
     if cfg.pretrained:
         if not cfg.pretrained_file:
-            raise KdforgeError("torchvision teachers load pretrained weights offline: set teacher.pretrained_file to the saved state dict")
+            raise KdforgeError(
+                "torchvision teachers load pretrained weights offline: set teacher.pretrained_file to the saved state dict"
+            )
         random_head = _load_except_head(module, read_state_dict(cfg.pretrained_file), cfg.pretrained_file)
     return _finish(session, cfg, where, module, _last_linear(module), random_head)
 
@@ -85,7 +91,9 @@ def callable_source(session: Session, cfg: TeacherConfig, where: Path, student: 
     try:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError, ValueError) as err:
-        raise KdforgeError(f"teacher.model.name '{target}' must be 'package.module:function' importable here ({err})") from None
+        raise KdforgeError(
+            f"teacher.model.name '{target}' must be 'package.module:function' importable here ({err})"
+        ) from None
     module = factory(**cfg.model.options)
     if not isinstance(module, nn.Module):
         raise KdforgeError(f"'{target}' returned a {type(module).__name__}, not a torch.nn.Module")
@@ -102,39 +110,69 @@ def hf_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Mod
     ``mean`` (text datasets) embeds each text as the mean of its last hidden states over real tokens;
     ``causal_lm`` (``text_lm`` data) loads an ``AutoModelForCausalLM``: next-token logits
     [B, T, vocab] on the data's token ids (see :func:`vocab_index` for ``vocab_map``)."""
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForImageClassification, AutoModelForSequenceClassification
+    from transformers import (
+        AutoConfig,
+        AutoModel,
+        AutoModelForCausalLM,
+        AutoModelForImageClassification,
+        AutoModelForSequenceClassification,
+    )
 
     options = dict(cfg.model.options)
     output = options.pop("output", "logits")
     input_name = options.pop("input", "input_ids" if output == "causal_lm" else "pixel_values")
     vocab_map = options.pop("vocab_map", None) if output == "causal_lm" else None
-    if options or input_name not in ("pixel_values", "input_ids") or output not in ("logits", "hidden", "pooled", "mean", "causal_lm"):
-        raise KdforgeError("hf teacher options are input (pixel_values | input_ids), output (logits | hidden | pooled | mean | causal_lm) "
-                           f"and, for causal_lm, vocab_map; got {cfg.model.options}")
+    if (
+        options
+        or input_name not in ("pixel_values", "input_ids")
+        or output not in ("logits", "hidden", "pooled", "mean", "causal_lm")
+    ):
+        raise KdforgeError(
+            "hf teacher options are input (pixel_values | input_ids), output (logits | hidden | pooled | mean | causal_lm) "
+            f"and, for causal_lm, vocab_map; got {cfg.model.options}"
+        )
     if not Path(cfg.model.name).is_dir():
-        raise KdforgeError(f"no Hugging Face model at '{cfg.model.name}' on this machine; give a local directory saved with save_pretrained (kdforge never downloads)")
+        raise KdforgeError(
+            f"no Hugging Face model at '{cfg.model.name}' on this machine; give a local directory saved with save_pretrained (kdforge never downloads)"
+        )
     config = load_local(AutoConfig.from_pretrained, cfg.model.name, "Hugging Face model")
     random_head = False
     if output == "logits":
         auto = AutoModelForImageClassification if input_name == "pixel_values" else AutoModelForSequenceClassification
         classes = session.data.num_classes
         random_head = config.num_labels != classes
-        model = load_local(auto.from_pretrained, cfg.model.name, "Hugging Face model", num_labels=classes, ignore_mismatched_sizes=random_head)
+        model = load_local(
+            auto.from_pretrained,
+            cfg.model.name,
+            "Hugging Face model",
+            num_labels=classes,
+            ignore_mismatched_sizes=random_head,
+        )
     elif output == "causal_lm":
         if session.data.task != "lm":
-            raise KdforgeError("hf output 'causal_lm' predicts next tokens: use it with a language-model dataset (text_lm)")
+            raise KdforgeError(
+                "hf output 'causal_lm' predicts next tokens: use it with a language-model dataset (text_lm)"
+            )
         model = load_local(AutoModelForCausalLM.from_pretrained, cfg.model.name, "Hugging Face model")
         index = vocab_index(vocab_map, config.vocab_size, session.data.num_classes)
-        return HFTeacher(model, input_name, output, index).to(session.device).eval(), {"model": cfg.model.name, "vocab_size": config.vocab_size}
+        return HFTeacher(model, input_name, output, index).to(session.device).eval(), {
+            "model": cfg.model.name,
+            "vocab_size": config.vocab_size,
+        }
     else:
         model = load_local(AutoModel.from_pretrained, cfg.model.name, "Hugging Face model")
     if output == "mean":
         if session.data.decode is None:
-            raise KdforgeError("hf output 'mean' pools a text encoder over texts: use it with a text dataset (text_corpus)")
+            raise KdforgeError(
+                "hf output 'mean' pools a text encoder over texts: use it with a text dataset (text_corpus)"
+            )
         from transformers import AutoTokenizer
 
         encode = mean_pooled_encode(model, load_local(AutoTokenizer.from_pretrained, cfg.model.name, "tokenizer"))
-        return TextTeacher(session.data.decode, encode, model).to(session.device).eval(), {"model": cfg.model.name, "embedding_dim": config.hidden_size}
+        return TextTeacher(session.data.decode, encode, model).to(session.device).eval(), {
+            "model": cfg.model.name,
+            "embedding_dim": config.hidden_size,
+        }
     module = HFTeacher(model, input_name, output)
     return _finish(session, cfg, where, module, _last_linear(module) if output == "logits" else None, random_head)
 
@@ -145,23 +183,31 @@ def vocab_index(vocab_map: str | None, teacher_vocab: int, data_vocab: int) -> t
     tokenizer's); a ``.json`` file: a list, entry i = the teacher id of data token i."""
     if vocab_map is None:
         if teacher_vocab != data_vocab:
-            raise KdforgeError(f"the teacher's vocabulary has {teacher_vocab} tokens but the data's tokenizer has {data_vocab}: tokenise the data with the "
-                               "teacher's own tokenizer (data.tokenizer: the model's folder), or give teacher.model.vocab_map: truncate "
-                               "(its first tokens are the data's) or a .json list of the teacher id of each data token")
+            raise KdforgeError(
+                f"the teacher's vocabulary has {teacher_vocab} tokens but the data's tokenizer has {data_vocab}: tokenise the data with the "
+                "teacher's own tokenizer (data.tokenizer: the model's folder), or give teacher.model.vocab_map: truncate "
+                "(its first tokens are the data's) or a .json list of the teacher id of each data token"
+            )
         return None
     if vocab_map == "truncate":
         if teacher_vocab < data_vocab:
-            raise KdforgeError(f"vocab_map truncate keeps the teacher's first {data_vocab} logits, but it has only {teacher_vocab}")
+            raise KdforgeError(
+                f"vocab_map truncate keeps the teacher's first {data_vocab} logits, but it has only {teacher_vocab}"
+            )
         return torch.arange(data_vocab)
     path = Path(vocab_map)
     if path.suffix != ".json" or not path.is_file():
         raise KdforgeError(f"vocab_map must be 'truncate' or an existing .json file, got '{vocab_map}'")
     ids = read_json(path, "vocab_map")
     if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-        raise KdforgeError(f"vocab_map '{path}' must be a JSON list of whole numbers (the teacher id of each data token)")
+        raise KdforgeError(
+            f"vocab_map '{path}' must be a JSON list of whole numbers (the teacher id of each data token)"
+        )
     index = torch.tensor(ids, dtype=torch.long)
     if index.shape != (data_vocab,) or int(index.min()) < 0 or int(index.max()) >= teacher_vocab:
-        raise KdforgeError(f"'{path}' must list {data_vocab} teacher ids (one per data token), each in [0, {teacher_vocab}); got {list(index.shape)} entries")
+        raise KdforgeError(
+            f"'{path}' must list {data_vocab} teacher ids (one per data token), each in [0, {teacher_vocab}); got {list(index.shape)} entries"
+        )
     return index
 
 
@@ -182,7 +228,9 @@ class HFTeacher(nn.Module):
         return out.last_hidden_state if self.output == "hidden" else out.pooler_output
 
 
-def _finish(session: Session, cfg: TeacherConfig, where: Path, module: nn.Module, head: nn.Module | None, random_head: bool) -> Source:
+def _finish(
+    session: Session, cfg: TeacherConfig, where: Path, module: nn.Module, head: nn.Module | None, random_head: bool
+) -> Source:
     """Checkpoint over the pretrained weights, the random-head warning, the optional fine-tune."""
     module = module.to(session.device)
     if cfg.checkpoint:
@@ -192,7 +240,15 @@ def _finish(session: Session, cfg: TeacherConfig, where: Path, module: nn.Module
     if cfg.finetune is not None:
         if cfg.finetune.head_only and head is None:
             raise KdforgeError(f"finetune.head_only: no classifier head found in {type(module).__name__}")
-        module, fitted = cached_fit(session, cfg, where, module, cfg.finetune, head if cfg.finetune.head_only else None, session.adapter(cfg, module))
+        module, fitted = cached_fit(
+            session,
+            cfg,
+            where,
+            module,
+            cfg.finetune,
+            head if cfg.finetune.head_only else None,
+            session.adapter(cfg, module),
+        )
         info.update(fitted, finetuned="head" if cfg.finetune.head_only else "all")
     elif random_head:
         Console(stderr=True).print(

@@ -39,11 +39,21 @@ def train_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.
     selected on val; reuse a teacher trained earlier under ``log.dir`` with the same settings."""
     data = session.data
     torch.manual_seed(session.recipe.seed)
-    module = build_model(cfg.model.name, input_shape=data.input_shape, num_classes=data.num_classes, **cfg.model.options)
+    module = build_model(
+        cfg.model.name, input_shape=data.input_shape, num_classes=data.num_classes, **cfg.model.options
+    )
     return cached_fit(session, cfg, where, module.to(session.device), cfg.train)
 
 
-def cached_fit(session: Session, cfg: TeacherConfig, where: Path, module: nn.Module, fit: Any, head: nn.Module | None = None, adapter: nn.Module | None = None) -> Source:
+def cached_fit(
+    session: Session,
+    cfg: TeacherConfig,
+    where: Path,
+    module: nn.Module,
+    fit: Any,
+    head: nn.Module | None = None,
+    adapter: nn.Module | None = None,
+) -> Source:
     """Fit ``module`` with cross-entropy (``fit``: epochs, lr, label smoothing), selected on
     val, or reuse the weights of an earlier fit with the same settings (this run's
     ``where/teacher.safetensors``, or the newest match under ``log.dir``). With ``head``,
@@ -102,23 +112,33 @@ def teacher_architecture(cfg: TeacherConfig) -> tuple[str, dict[str, Any]]:
         return cfg.model.name, cfg.model.options
     path = checkpoint_file(cfg.path)
     if path.suffix != ".safetensors" or not path.with_suffix(".json").exists():
-        raise KdforgeError(f"teacher '{path}' has no kdforge description beside it ({path.with_suffix('.json').name}); set teacher.model (name and options)")
+        raise KdforgeError(
+            f"teacher '{path}' has no kdforge description beside it ({path.with_suffix('.json').name}); set teacher.model (name and options)"
+        )
     spec = read_meta(path)["model"]
     return spec["name"], spec["options"]
 
 
-def load_checkpoint_model(path: str | Path, model_cfg: Any, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+def load_checkpoint_model(
+    path: str | Path, model_cfg: Any, input_shape: tuple[int, ...], num_classes: int
+) -> nn.Module:
     path = checkpoint_file(path)
     if not path.exists():
-        raise KdforgeError(f"teacher checkpoint '{path}' not found; set teacher.path to a .safetensors/.pt file or a run directory")
+        raise KdforgeError(
+            f"teacher checkpoint '{path}' not found; set teacher.path to a .safetensors/.pt file or a run directory"
+        )
     if path.suffix == ".safetensors" and path.with_suffix(".json").exists():
         spec = read_meta(path)["model"]
         if spec["num_classes"] != num_classes:
-            raise KdforgeError(f"the teacher at '{path}' predicts {spec['num_classes']} classes but the dataset has {num_classes}; use a teacher trained on the same classes")
+            raise KdforgeError(
+                f"the teacher at '{path}' predicts {spec['num_classes']} classes but the dataset has {num_classes}; use a teacher trained on the same classes"
+            )
         return load_model(path)
     if model_cfg is None:
         read_state_dict(path)  # a damaged file, or a pickle under another name, says so first
-        raise KdforgeError(f"'{path}' holds weights only; set teacher.model (name and options) so kdforge can build the architecture")
+        raise KdforgeError(
+            f"'{path}' holds weights only; set teacher.model (name and options) so kdforge can build the architecture"
+        )
     module = build_model(model_cfg.name, input_shape=input_shape, num_classes=num_classes, **model_cfg.options)
     load_state_strict(module, read_state_dict(path), str(path))
     return module
@@ -127,8 +147,16 @@ def load_checkpoint_model(path: str | Path, model_cfg: Any, input_shape: tuple[i
 def teacher_cache_key(recipe: Recipe, cfg: TeacherConfig) -> str:
     """Hash of everything that determines a trained teacher."""
     train = recipe.train.model_dump(exclude={"epochs", "max_steps", "baseline", "device", "checkpoint_interval"})
-    teacher = cfg.model_dump(mode="json", exclude={"cache", "trainable", "lr", "ce_weight"})  # how it is used, not what it is
-    parts = {"teacher": teacher, "data": recipe.data.model_dump(mode="json"), "seed": recipe.seed, "optim": recipe.optim.model_dump(mode="json"), "train": train}
+    teacher = cfg.model_dump(
+        mode="json", exclude={"cache", "trainable", "lr", "ce_weight"}
+    )  # how it is used, not what it is
+    parts = {
+        "teacher": teacher,
+        "data": recipe.data.model_dump(mode="json"),
+        "seed": recipe.seed,
+        "optim": recipe.optim.model_dump(mode="json"),
+        "train": train,
+    }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -140,7 +168,11 @@ def _find_cached(log_dir: Path, key: str) -> Path | None:
             found = read_json(meta, "teacher description")
         except KdforgeError:  # a damaged teacher from another run is not reused, and not our error
             continue
-        if isinstance(found, dict) and isinstance(found.get("teacher"), dict) and found["teacher"].get("cache_key") == key:
+        if (
+            isinstance(found, dict)
+            and isinstance(found.get("teacher"), dict)
+            and found["teacher"].get("cache_key") == key
+        ):
             return meta.with_suffix(".safetensors")
     return None
 
@@ -182,7 +214,12 @@ class EnsembleTeacher(nn.Module):
     (equal weights by default). [B, ...] -> [B, ..., K]. ``adapters`` (one per member, None
     for none) turn the batch into what each member expects."""
 
-    def __init__(self, members: list[nn.Module], weights: list[float] | None = None, adapters: list[nn.Module | None] | None = None):
+    def __init__(
+        self,
+        members: list[nn.Module],
+        weights: list[float] | None = None,
+        adapters: list[nn.Module | None] | None = None,
+    ):
         super().__init__()
         classes = {getattr(m, "kdforge_spec", {}).get("num_classes") for m in members} - {None}
         if len(classes) > 1:

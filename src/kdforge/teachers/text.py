@@ -32,8 +32,15 @@ class TextTeacher(nn.Module):
     ``encode`` maps texts to embeddings (``None``: a table, every text must be in
     ``memory``); ``decode`` maps rows to texts; ``encoder`` is registered for ``.to()``."""
 
-    def __init__(self, decode: Callable[[torch.Tensor], list[str]], encode: Encode | None = None, encoder: nn.Module | None = None,
-                 memory: dict[str, torch.Tensor] | None = None, batch_size: int = 128, remember: bool = True):
+    def __init__(
+        self,
+        decode: Callable[[torch.Tensor], list[str]],
+        encode: Encode | None = None,
+        encoder: nn.Module | None = None,
+        memory: dict[str, torch.Tensor] | None = None,
+        batch_size: int = 128,
+        remember: bool = True,
+    ):
         super().__init__()
         self.decode, self.encode, self.encoder, self.batch_size = decode, encode, encoder, batch_size
         self.memory: dict[str, torch.Tensor] = dict(memory or {})
@@ -56,7 +63,9 @@ class TextTeacher(nn.Module):
         texts = self.decode(x)
         new = sorted(set(texts) - self.memory.keys())
         if new and self.encode is None:
-            raise KdforgeError(f"{len(new)} texts are not in the teacher's table, e.g. {new[0]!r}; the table must hold every text of the dataset")
+            raise KdforgeError(
+                f"{len(new)} texts are not in the teacher's table, e.g. {new[0]!r}; the table must hold every text of the dataset"
+            )
         fresh: dict[str, torch.Tensor] = {}
         for start in range(0, len(new), self.batch_size):
             chunk = new[start : start + self.batch_size]

@@ -8,4 +8,13 @@ from __future__ import annotations
 
 from kdforge.family import declare_family
 
-declare_family("embedding", "compact embedding students: a sentence encoder's vectors in a few dimensions, with their neighbourhoods", parts=("kdforge.families.embedding.hooks",))
+declare_family(
+    "embedding",
+    "compact embedding students: a sentence encoder's vectors in a few dimensions, with their neighbourhoods",
+    parts=(
+        "kdforge.families.embedding.data",
+        "kdforge.families.embedding.models",
+        "kdforge.families.embedding.losses",
+        "kdforge.families.embedding.hooks",
+    ),
+)

@@ -60,7 +60,9 @@ def _reduce(batch_mean: torch.Tensor, batch: int, reduction: Reduction) -> torch
     return batch_mean if reduction == "mean" else batch_mean * batch
 
 
-def distill_loss(student_vec: torch.Tensor, teacher_vec: torch.Tensor, tau: float = 0.1, reduction: Reduction = "mean") -> torch.Tensor:
+def distill_loss(
+    student_vec: torch.Tensor, teacher_vec: torch.Tensor, tau: float = 0.1, reduction: Reduction = "mean"
+) -> torch.Tensor:
     """Distillation loss between student [B, k] and teacher [B, D] embeddings: mean of
     1 − cos(student, teacher) when k = D, else the similarity-distribution KL at ``tau``
     (zero when the student keeps every cosine similarity of the batch). ``sum`` sums over
@@ -72,7 +74,9 @@ def distill_loss(student_vec: torch.Tensor, teacher_vec: torch.Tensor, tau: floa
     return _reduce(value, len(student_vec), reduction)
 
 
-def kl_distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau: float = 1.0, reduction: KLReduction = "mean") -> torch.Tensor:
+def kl_distill_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau: float = 1.0, reduction: KLReduction = "mean"
+) -> torch.Tensor:
     """τ² · KL(softmax(teacher / τ) ‖ softmax(student / τ)) on routing or class logits [B, K],
     summed over classes, then: averaged over samples (``mean`` or ``batchmean``, a scalar),
     summed over samples (``sum``), or one value per sample (``none``, [B])."""
@@ -86,7 +90,13 @@ def kl_distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
     return per_sample if reduction == "none" else per_sample.sum()
 
 
-def combined_distill_loss(student_vec: torch.Tensor, teacher_vec: torch.Tensor, reconstruction_loss: torch.Tensor | None = None, alpha: float = 0.5, tau: float = 0.1) -> torch.Tensor:
+def combined_distill_loss(
+    student_vec: torch.Tensor,
+    teacher_vec: torch.Tensor,
+    reconstruction_loss: torch.Tensor | None = None,
+    alpha: float = 0.5,
+    tau: float = 0.1,
+) -> torch.Tensor:
     """α · :func:`distill_loss` + (1 − α) · ``reconstruction_loss`` (just the distillation
     loss when there is none)."""
     if not 0 <= alpha <= 1:
@@ -95,7 +105,9 @@ def combined_distill_loss(student_vec: torch.Tensor, teacher_vec: torch.Tensor, 
     return distill if reconstruction_loss is None else alpha * distill + (1 - alpha) * reconstruction_loss
 
 
-def create_curriculum_schedule(start_tau: float, end_tau: float, num_stages: int, schedule_type: ScheduleType = "linear") -> Callable[[int], float]:
+def create_curriculum_schedule(
+    start_tau: float, end_tau: float, num_stages: int, schedule_type: ScheduleType = "linear"
+) -> Callable[[int], float]:
     """stage (0-based) -> τ, from ``start_tau`` at stage 0 to ``end_tau`` at the last stage:
     ``linear``, ``exponential`` (geometric) or ``cosine``; the same schedules a recipe's
     ``{schedule: ..., over: stages}`` gives."""
@@ -113,21 +125,36 @@ def create_curriculum_schedule(start_tau: float, end_tau: float, num_stages: int
     return tau_at
 
 
-def curriculum_distill_step(student_vec: torch.Tensor, teacher_vec: torch.Tensor, stage: int, tau_schedule: Callable[[int], float],
-                            alpha: float = 0.5, reconstruction_loss: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+def curriculum_distill_step(
+    student_vec: torch.Tensor,
+    teacher_vec: torch.Tensor,
+    stage: int,
+    tau_schedule: Callable[[int], float],
+    alpha: float = 0.5,
+    reconstruction_loss: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, float]:
     """(loss, τ) at curriculum ``stage``: :func:`combined_distill_loss` at τ = tau_schedule(stage)."""
     tau = tau_schedule(stage)
     return combined_distill_loss(student_vec, teacher_vec, reconstruction_loss, alpha, tau), tau
 
 
-def load_teacher_checkpoint(checkpoint_path: str | Path, device: str = "cpu", map_location: str | None = None) -> dict[str, Any]:
+def load_teacher_checkpoint(
+    checkpoint_path: str | Path, device: str = "cpu", map_location: str | None = None
+) -> dict[str, Any]:
     """A teacher checkpoint as a dict: a torch file read with ``weights_only=True`` (tensors,
     numbers, strings, lists), a ``.safetensors`` file, or a NumPy ``.npy`` (as
     ``{"embeddings": ...}``) or ``.npz`` file. A file that pickles code is refused."""
     path = Path(checkpoint_path)
     if path.suffix in (".npy", ".npz"):
-        found = {"embeddings": load_npy(path, what="checkpoint")} if path.suffix == ".npy" else load_npz(path, what="checkpoint")
-        return {k: torch.from_numpy(np.ascontiguousarray(v)).to(map_location or device) if v.dtype.kind in "biufc" else v for k, v in found.items()}
+        found = (
+            {"embeddings": load_npy(path, what="checkpoint")}
+            if path.suffix == ".npy"
+            else load_npz(path, what="checkpoint")
+        )
+        return {
+            k: torch.from_numpy(np.ascontiguousarray(v)).to(map_location or device) if v.dtype.kind in "biufc" else v
+            for k, v in found.items()
+        }
     state = read_checkpoint(path, map_location or device)
     if not isinstance(state, dict):
         return {"embeddings": state} if isinstance(state, torch.Tensor) else {"checkpoint": state}
@@ -141,7 +168,9 @@ class DistillationConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    teacher_checkpoint: str | None = Field(None, description="teacher embeddings or weights (.pt read weights-only, .safetensors, .npy, .npz)")
+    teacher_checkpoint: str | None = Field(
+        None, description="teacher embeddings or weights (.pt read weights-only, .safetensors, .npy, .npz)"
+    )
     teacher_dim: int = Field(1536, gt=0)
     student_dim: int = Field(5, gt=0)
     tau: float = Field(1.0, gt=0, description="temperature without a curriculum")
@@ -165,7 +194,11 @@ class DistillationConfig(BaseModel):
         clash = [k for k in old if LEGACY_NAMES[k] in values]
         if clash:
             raise ValueError(f"give {clash[0]} or {LEGACY_NAMES[clash[0]]}, not both (they are the same setting)")
-        warnings.warn(f"DistillationConfig: {', '.join(f'{k} is now {LEGACY_NAMES[k]}' for k in old)}; the old names still work", DeprecationWarning, stacklevel=4)
+        warnings.warn(
+            f"DistillationConfig: {', '.join(f'{k} is now {LEGACY_NAMES[k]}' for k in old)}; the old names still work",
+            DeprecationWarning,
+            stacklevel=4,
+        )
         return {LEGACY_NAMES.get(k, k): v for k, v in values.items()}
 
     @pydantic.field_validator("curriculum_tau_schedule")
@@ -179,7 +212,9 @@ class DistillationConfig(BaseModel):
         """τ at curriculum ``stage`` (0-based); ``tau`` when there is no curriculum."""
         if not self.curriculum:
             return self.tau
-        return create_curriculum_schedule(*self.curriculum_tau_schedule, self.curriculum_stages, self.curriculum_schedule_type)(stage)
+        return create_curriculum_schedule(
+            *self.curriculum_tau_schedule, self.curriculum_stages, self.curriculum_schedule_type
+        )(stage)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump()
@@ -190,15 +225,33 @@ class DistillationConfig(BaseModel):
         keys are an error that names the valid ones."""
         unknown = sorted(set(config_dict) - set(cls.model_fields) - set(LEGACY_NAMES))
         if unknown:
-            raise KdforgeError(f"DistillationConfig has no field(s) {', '.join(unknown)}; valid: {', '.join(cls.model_fields)}")
+            raise KdforgeError(
+                f"DistillationConfig has no field(s) {', '.join(unknown)}; valid: {', '.join(cls.model_fields)}"
+            )
         return cls(**config_dict)
 
 
 DEFAULT_OPENAI_CONFIG = DistillationConfig(teacher_dim=1536, student_dim=5, tau=1.0, alpha=0.5)
-CURRICULUM_CONFIG = DistillationConfig(teacher_dim=1536, student_dim=5, tau=2.0, alpha=0.7, curriculum=True, curriculum_stages=5, curriculum_tau_schedule=(4.0, 0.5))
+CURRICULUM_CONFIG = DistillationConfig(
+    teacher_dim=1536,
+    student_dim=5,
+    tau=2.0,
+    alpha=0.7,
+    curriculum=True,
+    curriculum_stages=5,
+    curriculum_tau_schedule=(4.0, 0.5),
+)
 FAST_CONFIG = DistillationConfig(teacher_dim=1536, student_dim=5, tau=0.5, alpha=0.5, batch_size=64, epochs=20)
 
 __all__ = [
-    "CURRICULUM_CONFIG", "DEFAULT_OPENAI_CONFIG", "FAST_CONFIG", "DistillationConfig", "combined_distill_loss", "create_curriculum_schedule",
-    "curriculum_distill_step", "distill_loss", "kl_distill_loss", "load_teacher_checkpoint",
+    "CURRICULUM_CONFIG",
+    "DEFAULT_OPENAI_CONFIG",
+    "FAST_CONFIG",
+    "DistillationConfig",
+    "combined_distill_loss",
+    "create_curriculum_schedule",
+    "curriculum_distill_step",
+    "distill_loss",
+    "kl_distill_loss",
+    "load_teacher_checkpoint",
 ]

@@ -34,9 +34,17 @@ def projection_baselines(session: Session, width: int, teacher_latency_ms: float
     train, val, test = (loader.y.double().cpu() for loader in (session.train, session.val, session.test))
     dim = train.shape[1]
     mean, components = pca_projection(train, width)
-    rows = {"pca": (lambda x: (x - mean) @ components, dim * width + dim), "random_projection": (lambda x: x @ random_projection(dim, width, session.recipe.seed), dim * width)}
+    rows = {
+        "pca": (lambda x: (x - mean) @ components, dim * width + dim),
+        "random_projection": (lambda x: x @ random_projection(dim, width, session.recipe.seed), dim * width),
+    }
     return {
-        name: {"model": f"{name.replace('_', ' ')} of the teacher to {width} dims", "params": params, "test": embedding_metrics(project(test), test),
-               "val_best": embedding_metrics(project(val), val), "latency_ms": teacher_latency_ms}
+        name: {
+            "model": f"{name.replace('_', ' ')} of the teacher to {width} dims",
+            "params": params,
+            "test": embedding_metrics(project(test), test),
+            "val_best": embedding_metrics(project(val), val),
+            "latency_ms": teacher_latency_ms,
+        }
         for name, (project, params) in rows.items()
     }

@@ -7,20 +7,23 @@ from typing import Any
 import torch
 
 from kdforge.errors import KdforgeError
-from kdforge.families.embedding import data as _data, losses as _losses, models as _models  # noqa: F401  (register datasets, terms, models, teachers)
 from kdforge.families.embedding.baselines import projection_baselines
 from kdforge.family import Family, register_family
 
 
 class Embeddings(Family):
     name = "embedding"
-    description = "compact embedding students: a sentence encoder's vectors in a few dimensions, with their neighbourhoods"
+    description = (
+        "compact embedding students: a sentence encoder's vectors in a few dimensions, with their neighbourhoods"
+    )
 
     def check_run(self, session: Any) -> None:
         teacher = session.recipe.teacher
         if session.data.task == "embedding" and (teacher.source in ("train", "ema") or teacher.cache):
-            raise KdforgeError(f"dataset '{session.data.name}' has no labels: its targets are a trained encoder's embeddings. Give teacher.source "
-                               "sentence-transformers, hf (output: mean) or table; text teachers remember their embeddings, so teacher.cache is not needed")
+            raise KdforgeError(
+                f"dataset '{session.data.name}' has no labels: its targets are a trained encoder's embeddings. Give teacher.source "
+                "sentence-transformers, hf (output: mean) or table; text teachers remember their embeddings, so teacher.cache is not needed"
+            )
 
     @torch.no_grad()
     def prepare_data(self, session: Any, teacher: Any) -> None:
@@ -31,7 +34,12 @@ class Embeddings(Family):
         size = session.recipe.data.eval_batch_size
         for name, loader in (("train", session.train), ("val", session.val), ("test", session.test)):
             starts = range(0, len(loader.x), size)
-            loader.y = torch.cat([teacher(loader.x[i : i + size]).float() for i in session.track(starts, f"teacher embeds the {name} split")])
+            loader.y = torch.cat(
+                [
+                    teacher(loader.x[i : i + size]).float()
+                    for i in session.track(starts, f"teacher embeds the {name} split")
+                ]
+            )
 
     def baselines(self, session: Any, student: Any, results: dict[str, Any]) -> dict[str, Any] | None:
         """No labels to learn alone from: what simple projections of the teacher keep instead."""

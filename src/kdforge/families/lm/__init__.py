@@ -7,4 +7,14 @@ from __future__ import annotations
 
 from kdforge.family import declare_family
 
-declare_family("lm", "language-model students: token-level distillation into a ternary-spiking recurrent student", parts=("kdforge.families.lm.hooks",), commands="kdforge.families.lm.commands")
+declare_family(
+    "lm",
+    "language-model students: token-level distillation into a ternary-spiking recurrent student",
+    parts=(
+        "kdforge.families.lm.data",
+        "kdforge.families.lm.transformer",
+        "kdforge.families.lm.losses",
+        "kdforge.families.lm.hooks",
+    ),
+    commands="kdforge.families.lm.commands",
+)

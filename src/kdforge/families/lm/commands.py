@@ -21,32 +21,49 @@ def register(app: typer.Typer) -> None:
 
 
 def generate(
-    run_dir: Annotated[Path, typer.Argument(help="A finished language-model run directory (text_lm data).", show_default=False)],
+    run_dir: Annotated[
+        Path, typer.Argument(help="A finished language-model run directory (text_lm data).", show_default=False)
+    ],
     prompt: Annotated[str, typer.Option(help="The text to continue.")],
     tokens: Annotated[int, typer.Option(min=1, help="How many tokens to write.")] = 200,
     temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature; 0 is greedy.")] = 0.8,
-    top_k: Annotated[Optional[int], typer.Option("--top-k", min=1, help="Sample among the k most likely tokens only.")] = None,
+    top_k: Annotated[
+        Optional[int], typer.Option("--top-k", min=1, help="Sample among the k most likely tokens only.")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the sampler.")] = 0,
-    teacher: Annotated[bool, typer.Option("--teacher", help="Sample from the run's teacher instead of its student.")] = False,
+    teacher: Annotated[
+        bool, typer.Option("--teacher", help="Sample from the run's teacher instead of its student.")
+    ] = False,
 ) -> None:
     """Continue a prompt with a run's student: a recurrent student (rwkv_spiking) reads and
     writes one token at a time, in constant memory."""
     import time
 
-    from kdforge.families.lm.data import load_lm_tokenizer
     from kdforge.export import load_run_teacher, load_student
+    from kdforge.families.lm.data import load_lm_tokenizer
     from kdforge.families.lm.generate import continue_text
     from kdforge.run import load_run_recipe
 
     recipe = load_run_recipe(run_dir)
     if recipe.data.name != "text_lm":
-        raise KdforgeError(f"'{run_dir}' trained on '{recipe.data.name}'; generate needs a language-model run (data: text_lm)")
+        raise KdforgeError(
+            f"'{run_dir}' trained on '{recipe.data.name}'; generate needs a language-model run (data: text_lm)"
+        )
     model = load_run_teacher(run_dir) if teacher else load_student(run_dir)
     if model is None:
         raise KdforgeError(f"'{run_dir}' has no saved kdforge teacher to sample from; drop --teacher")
     tokenizer = load_lm_tokenizer(recipe.data.options.get("tokenizer", "bytes"))
     start = time.perf_counter()
-    text = continue_text(model, tokenizer, prompt, tokens, temperature=temperature, top_k=top_k, seed=seed, window=recipe.data.options.get("length", 128))
+    text = continue_text(
+        model,
+        tokenizer,
+        prompt,
+        tokens,
+        temperature=temperature,
+        top_k=top_k,
+        seed=seed,
+        window=recipe.data.options.get("length", 128),
+    )
     seconds = time.perf_counter() - start
     console.print(Text.assemble((prompt, "bold"), text))
     console.print(f"[dim]{tokens} tokens in {seconds:.2f} s ({tokens / seconds:.0f} tokens/s, prompt included)[/]")

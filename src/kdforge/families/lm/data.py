@@ -69,7 +69,9 @@ def load_lm_tokenizer(name: str) -> Tokenizer:
     return ByteTokenizer() if name == "bytes" else HFTokenizer(name)
 
 
-def lm_documents(files: list[str] | None = None, modules: list[str] | None = None, file_encoding: str = "utf-8") -> list[str]:
+def lm_documents(
+    files: list[str] | None = None, modules: list[str] | None = None, file_encoding: str = "utf-8"
+) -> list[str]:
     """Users' texts (one document per line or row, decoded with ``file_encoding``), or the
     docstrings of ``modules`` (deduplicated, sorted)."""
     if files:
@@ -92,8 +94,18 @@ def windows(ids: list[int], length: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @DATASETS.register("text_lm")
-def text_lm(*, seed: int, val_fraction: float, test_fraction: float, files: list[str] | None = None, modules: list[str] | None = None,
-            length: int = 128, tokenizer: str = "bytes", max_chars: int | None = 2_000_000, file_encoding: str = "utf-8") -> DataBundle:
+def text_lm(
+    *,
+    seed: int,
+    val_fraction: float,
+    test_fraction: float,
+    files: list[str] | None = None,
+    modules: list[str] | None = None,
+    length: int = 128,
+    tokenizer: str = "bytes",
+    max_chars: int | None = 2_000_000,
+    file_encoding: str = "utf-8",
+) -> DataBundle:
     """Next-token windows of ``length`` tokens (see the module docstring). ``max_chars`` keeps
     the first documents (after shuffling) up to that many characters (``null``: all);
     ``file_encoding`` decodes ``files``."""
@@ -106,8 +118,20 @@ def text_lm(*, seed: int, val_fraction: float, test_fraction: float, files: list
     n_val, n_test = max(1, round(val_fraction * len(documents))), max(1, round(test_fraction * len(documents)))
     if len(documents) - n_val - n_test < 1:
         raise KdforgeError(f"text_lm: {len(documents)} documents are too few to split into train/val/test")
-    parts = {"test": documents[:n_test], "val": documents[n_test : n_test + n_val], "train": documents[n_test + n_val :]}
+    parts = {
+        "test": documents[:n_test],
+        "val": documents[n_test : n_test + n_val],
+        "train": documents[n_test + n_val :],
+    }
     tok = load_lm_tokenizer(tokenizer)
     splits = {name: Split(*windows(tok.encode("\n\n".join(docs)), length)) for name, docs in parts.items()}
-    return DataBundle("text_lm", splits["train"], splits["val"], splits["test"], num_classes=tok.vocab_size, input_shape=(length,), kind="lm",
-                      decode=lambda rows: [tok.decode(row.tolist()) for row in rows.cpu()])
+    return DataBundle(
+        "text_lm",
+        splits["train"],
+        splits["val"],
+        splits["test"],
+        num_classes=tok.vocab_size,
+        input_shape=(length,),
+        kind="lm",
+        decode=lambda rows: [tok.decode(row.tolist()) for row in rows.cpu()],
+    )

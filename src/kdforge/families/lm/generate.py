@@ -14,7 +14,9 @@ from torch import nn
 from kdforge.families.lm.data import Tokenizer
 
 
-def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None, generator: torch.Generator) -> torch.Tensor:
+def sample_next(
+    logits: torch.Tensor, temperature: float, top_k: int | None, generator: torch.Generator
+) -> torch.Tensor:
     """[B, V] logits -> [B] token ids: greedy at temperature 0, else sampled from the
     temperature-scaled softmax over the ``top_k`` most likely tokens (all when None)."""
     if temperature == 0:
@@ -27,8 +29,15 @@ def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None, gen
 
 
 @torch.no_grad()
-def generate(model: nn.Module, prompt_ids: list[int], new_tokens: int, temperature: float = 0.8, top_k: int | None = None,
-             seed: int = 0, window: int | None = None) -> list[int]:
+def generate(
+    model: nn.Module,
+    prompt_ids: list[int],
+    new_tokens: int,
+    temperature: float = 0.8,
+    top_k: int | None = None,
+    seed: int = 0,
+    window: int | None = None,
+) -> list[int]:
     """The ids of ``new_tokens`` tokens that continue ``prompt_ids``."""
     if not prompt_ids:
         raise ValueError("the prompt is empty: give at least one token of text to continue")

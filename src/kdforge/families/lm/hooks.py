@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from kdforge.families.lm import data as _data, losses as _losses, transformer as _transformer  # noqa: F401  (register the dataset, term and models)
 from kdforge.families.lm.rwkv import spike_statistics
 from kdforge.family import Family, register_family
 
@@ -21,7 +20,9 @@ class LanguageModels(Family):
         s = entry.get("spikes")
         if not s:
             return []
-        return [f"{label} spikes on test: density {s['density']:.3f}, dead channels {100 * s['dead_channels']:.1f}%, saturated {100 * s['saturated_channels']:.1f}%"]
+        return [
+            f"{label} spikes on test: density {s['density']:.3f}, dead channels {100 * s['dead_channels']:.1f}%, saturated {100 * s['saturated_channels']:.1f}%"
+        ]
 
 
 register_family(LanguageModels())

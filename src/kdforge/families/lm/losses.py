@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from kdforge.errors import KdforgeError
-from kdforge.losses.terms import LOSSES, LossTerm, StepContext
 from kdforge.families.lm.rwkv import TernarySpike, spiking_layers
+from kdforge.losses.terms import LOSSES, LossTerm, StepContext
 from kdforge.taps import unwrap
 
 
@@ -29,7 +29,9 @@ class SpikeRate(LossTerm):
         self.layers: list[TernarySpike] = []
 
     def resolve(self, student: nn.Module, teacher: nn.Module | None) -> None:
-        self.layers = list(spiking_layers(unwrap(student)).values())  # a plain list: the student's modules are not this term's
+        self.layers = list(
+            spiking_layers(unwrap(student)).values()
+        )  # a plain list: the student's modules are not this term's
         if not self.layers:
             raise KdforgeError("spike_rate needs a spiking student (rwkv_spiking with spiking: true)")
 

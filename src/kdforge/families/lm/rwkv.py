@@ -44,7 +44,9 @@ class WKVState(NamedTuple):
         return WKVState(zeros, zeros.clone(), torch.full_like(zeros, -1e38))
 
 
-def wkv_step(k: torch.Tensor, v: torch.Tensor, w: torch.Tensor, u: torch.Tensor, state: WKVState) -> tuple[torch.Tensor, WKVState]:
+def wkv_step(
+    k: torch.Tensor, v: torch.Tensor, w: torch.Tensor, u: torch.Tensor, state: WKVState
+) -> tuple[torch.Tensor, WKVState]:
     """One token: k, v [B, C]; w (decay, > 0), u [C]. Returns wkv [B, C] and the next state."""
     now = u + k
     q = torch.maximum(state.p, now)
@@ -56,8 +58,9 @@ def wkv_step(k: torch.Tensor, v: torch.Tensor, w: torch.Tensor, u: torch.Tensor,
     return out, WKVState(old * state.num + new * v, old * state.den + new, q)
 
 
-def wkv_parallel(k: torch.Tensor, v: torch.Tensor, w: torch.Tensor, u: torch.Tensor, chunk: int = 8,
-                 state: WKVState | None = None) -> tuple[torch.Tensor, WKVState]:
+def wkv_parallel(
+    k: torch.Tensor, v: torch.Tensor, w: torch.Tensor, u: torch.Tensor, chunk: int = 8, state: WKVState | None = None
+) -> tuple[torch.Tensor, WKVState]:
     """A whole sequence: k, v [B, T, C] -> wkv [B, T, C] and the state after it.
 
     Within a chunk of ``chunk`` positions every pairwise term is formed at once ([B, C, n, n]);
@@ -137,7 +140,11 @@ def spike_statistics(model: nn.Module, batches, dead: float = 0.01, saturated: f
         count += len(x)
     model.train(was_training)
     rates = torch.cat([total / count for total in totals.values()])
-    return {"density": float(rates.mean()), "dead_channels": float((rates < dead).float().mean()), "saturated_channels": float((rates > saturated).float().mean())}
+    return {
+        "density": float(rates.mean()),
+        "dead_channels": float((rates < dead).float().mean()),
+        "saturated_channels": float((rates > saturated).float().mean()),
+    }
 
 
 def token_shift(x: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
@@ -198,7 +205,9 @@ class ChannelMix(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, width: int, layer: int, layers: int, spiking: bool, threshold: float, ffn_ratio: float, chunk: int):
+    def __init__(
+        self, width: int, layer: int, layers: int, spiking: bool, threshold: float, ffn_ratio: float, chunk: int
+    ):
         super().__init__()
         self.norm_time, self.norm_channel = nn.LayerNorm(width), nn.LayerNorm(width)
         self.time = TimeMix(width, layer, layers, spiking, threshold, chunk)
@@ -231,8 +240,18 @@ class RWKVSpiking(nn.Module):
     32 on CPU for ``small`` at length 128). Train with :meth:`forward`
     (parallel over the sequence); generate with :meth:`step` (one token, constant memory)."""
 
-    def __init__(self, input_shape: tuple[int, ...], num_classes: int, size: str = "small", width: int | None = None, depth: int | None = None,
-                 spiking: bool = True, threshold: float = 0.5, ffn_ratio: float = 4.0, chunk: int = 8):
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        size: str = "small",
+        width: int | None = None,
+        depth: int | None = None,
+        spiking: bool = True,
+        threshold: float = 0.5,
+        ffn_ratio: float = 4.0,
+        chunk: int = 8,
+    ):
         super().__init__()
         if size not in PRESETS:
             raise ValueError(f"unknown size '{size}'; choose one of {sorted(PRESETS)}")

@@ -27,7 +27,9 @@ class CausalBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, c = x.shape
         q, k, v = self.qkv(self.norm_attn(x)).view(b, t, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-        attended = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
+        attended = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
+        )
         x = x + self.proj(attended.transpose(1, 2).reshape(b, t, c))
         return x + self.mlp(self.norm_mlp(x))
 
@@ -36,8 +38,16 @@ class CausalBlock(nn.Module):
 class LMTransformer(nn.Module):
     """Causal transformer LM; ``num_classes`` is the vocabulary size (from the dataset)."""
 
-    def __init__(self, input_shape: tuple[int, ...], num_classes: int, width: int = 256, depth: int = 4, heads: int = 4,
-                 mlp_ratio: float = 4.0, dropout: float = 0.1):
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        width: int = 256,
+        depth: int = 4,
+        heads: int = 4,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.1,
+    ):
         super().__init__()
         if len(input_shape) != 1:
             raise ValueError(f"lm_transformer reads token rows [T], got input shape {list(input_shape)}")
@@ -54,7 +64,9 @@ class LMTransformer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ids = x.long()
         if ids.shape[1] > self.positions.shape[1]:
-            raise ValueError(f"{ids.shape[1]} tokens exceed the {self.positions.shape[1]} positions this model was built for")
+            raise ValueError(
+                f"{ids.shape[1]} tokens exceed the {self.positions.shape[1]} positions this model was built for"
+            )
         h = self.drop(self.tokens(ids) + self.positions[:, : ids.shape[1]])
         for block in self.blocks:
             h = block(h)

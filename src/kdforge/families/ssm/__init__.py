@@ -6,4 +6,8 @@ from __future__ import annotations
 
 from kdforge.family import declare_family
 
-declare_family("ssm", "state-space students: S4D and selective SSMs distilled into small, fast non-selective ones", parts=("kdforge.families.ssm.hooks",))
+declare_family(
+    "ssm",
+    "state-space students: S4D and selective SSMs distilled into small, fast non-selective ones",
+    parts=("kdforge.families.ssm.sar", "kdforge.families.ssm.hooks"),
+)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from kdforge.errors import KdforgeError
-from kdforge.families.ssm import sar as _sar  # noqa: F401  (registers sar_azimuth)
 from kdforge.families.ssm.model import compression_preset
 from kdforge.family import Family, register_family
 from kdforge.teachers.sources import teacher_architecture
@@ -21,7 +20,9 @@ class StateSpaceModels(Family):
             return options
         name, teacher_options = teacher_architecture(recipe.teacher)
         if name != "ssm":
-            raise KdforgeError(f"student.preset sizes an ssm student from an ssm teacher, but the teacher is '{name}'; drop student.preset")
+            raise KdforgeError(
+                f"student.preset sizes an ssm student from an ssm teacher, but the teacher is '{name}'; drop student.preset"
+            )
         return {**compression_preset(recipe.student.preset, teacher_options), **options}
 
 

@@ -29,7 +29,6 @@ from torch import nn
 
 from kdforge.models import MODELS
 
-
 Init = Literal["lin", "inv", "real"]
 
 
@@ -49,7 +48,15 @@ class S4D(nn.Module):
     ``[B, L, H] -> [B, L, H]`` (real, or complex with ``complex=True``).
     """
 
-    def __init__(self, channels: int, state_dim: int = 16, init: Init = "lin", complex: bool = False, dt_min: float = 1e-3, dt_max: float = 1e-1):
+    def __init__(
+        self,
+        channels: int,
+        state_dim: int = 16,
+        init: Init = "lin",
+        complex: bool = False,
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+    ):
         super().__init__()
         self.complex = complex
         modes = state_dim if complex else state_dim // 2  # a real system keeps conjugate pairs implicit
@@ -60,7 +67,9 @@ class S4D(nn.Module):
         self.a_imag = nn.Parameter(imag.repeat(channels, 1))
         self.c = nn.Parameter(torch.view_as_real(torch.randn(channels, modes, dtype=torch.cfloat) * math.sqrt(0.5)))
         self.log_dt = nn.Parameter(torch.rand(channels) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
-        self.d = nn.Parameter(torch.view_as_real(torch.randn(channels, dtype=torch.cfloat)) if complex else torch.randn(channels))
+        self.d = nn.Parameter(
+            torch.view_as_real(torch.randn(channels, dtype=torch.cfloat)) if complex else torch.randn(channels)
+        )
 
     def discrete(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(ΔA = log Ā, B̄, C) [H, modes] complex, by zero-order hold (B = 1: C absorbs the input scale)."""
@@ -116,7 +125,13 @@ class S4D(nn.Module):
 ScanMethod = Literal["sequential", "chunked"]
 
 
-def selective_scan(log_decay: torch.Tensor, inputs: torch.Tensor, state: torch.Tensor | None = None, method: ScanMethod = "sequential", chunk: int = 32) -> torch.Tensor:
+def selective_scan(
+    log_decay: torch.Tensor,
+    inputs: torch.Tensor,
+    state: torch.Tensor | None = None,
+    method: ScanMethod = "sequential",
+    chunk: int = 32,
+) -> torch.Tensor:
     """h_t = exp(log_decay_t) · h_{t−1} + inputs_t along dim 1 (time), for log_decay <= 0.
 
     ``sequential`` runs the recurrence step by step (:class:`_Recurrence`); every factor is
@@ -159,7 +174,10 @@ class _Recurrence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, decay: torch.Tensor, inputs: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
-        a, x = decay.transpose(0, 1).contiguous(), inputs.transpose(0, 1).contiguous()  # time first: each step is one contiguous slice
+        a, x = (
+            decay.transpose(0, 1).contiguous(),
+            inputs.transpose(0, 1).contiguous(),
+        )  # time first: each step is one contiguous slice
         h = torch.empty_like(x)
         previous = h0
         for t in range(x.shape[0]):
@@ -178,7 +196,9 @@ class _Recurrence(torch.autograd.Function):
         return (g * previous).transpose(0, 1), g.transpose(0, 1), g[0] * a[0]
 
 
-_LOG_ZERO = -1e30  # log 0, finite: a −inf would make logcumsumexp's gradient NaN (−inf − (−inf)); exp of it is 0 all the same
+_LOG_ZERO = (
+    -1e30
+)  # log 0, finite: a −inf would make logcumsumexp's gradient NaN (−inf − (−inf)); exp of it is 0 all the same
 
 
 def _log_or_floor(x: torch.Tensor) -> torch.Tensor:
@@ -194,15 +214,25 @@ class SelectiveSSM(nn.Module):
     ``lin | inv``: N/2 complex modes as in S4D (B_t, C_t complex, y_t = 2·Re(C_t · h_t) + D u_t),
     which can rotate as well as decay. ``[B, L, H] -> [B, L, H]``."""
 
-    def __init__(self, channels: int, state_dim: int = 16, init: Init = "lin", scan: ScanMethod = "sequential", chunk: int = 32,
-                 dt_min: float = 1e-3, dt_max: float = 1e-1):
+    def __init__(
+        self,
+        channels: int,
+        state_dim: int = 16,
+        init: Init = "lin",
+        scan: ScanMethod = "sequential",
+        chunk: int = 32,
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+    ):
         super().__init__()
         self.oscillating = init != "real"
         modes = state_dim // 2 if self.oscillating else state_dim
         if modes < 1:
             raise ValueError(f"state_dim must be >= 2 with init '{init}', got {state_dim}")
         if self.oscillating and scan == "chunked":
-            raise ValueError(f"the chunked scan takes real decays, init '{init}' oscillates: use scan 'sequential', or init 'real'")
+            raise ValueError(
+                f"the chunked scan takes real decays, init '{init}' oscillates: use scan 'sequential', or init 'real'"
+            )
         self.scan, self.chunk, self.modes = scan, chunk, modes
         log_a_real, imag = initial_a(init, state_dim, modes)
         self.log_a_real = nn.Parameter(log_a_real.repeat(channels, 1))
@@ -238,7 +268,9 @@ class SelectiveSSM(nn.Module):
         return self._read(selective_scan(log_decay, inputs, method=self.scan, chunk=self.chunk), c, u)  # h [B, L, H, M]
 
     def initial_state(self, batch: int, device: torch.device | None = None) -> torch.Tensor:
-        return torch.zeros(batch, *self.log_a_real.shape, dtype=torch.cfloat if self.oscillating else torch.float, device=device)
+        return torch.zeros(
+            batch, *self.log_a_real.shape, dtype=torch.cfloat if self.oscillating else torch.float, device=device
+        )
 
     def step(self, u: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One time step: u [B, H], state [B, H, M] -> (y [B, H], new state)."""
@@ -311,7 +343,9 @@ class SSMBlock(nn.Module):
 Selectivity = Literal["none", "gate", "mamba"]
 
 
-def ssm_layer(selectivity: Selectivity, dim: int, state_dim: int, init: Init, complex: bool, scan: ScanMethod, chunk: int) -> nn.Module:
+def ssm_layer(
+    selectivity: Selectivity, dim: int, state_dim: int, init: Init, complex: bool, scan: ScanMethod, chunk: int
+) -> nn.Module:
     if selectivity == "mamba":
         if complex:
             raise ValueError("selectivity 'mamba' is real-valued: with complex inputs use complex_mode: channels")
@@ -367,7 +401,9 @@ class SSM(nn.Module):
         dtype = torch.cfloat if native else None
         self.encoder = nn.Linear(2 * channels if self.split else channels, model_dim, dtype=dtype)
         layer = lambda: ssm_layer(selectivity, model_dim, state_dim, init, native, scan, chunk)  # noqa: E731
-        self.blocks = nn.ModuleList(SSMBlock(model_dim, layer(), dropout, native, layer() if bidirectional else None) for _ in range(num_layers))
+        self.blocks = nn.ModuleList(
+            SSMBlock(model_dim, layer(), dropout, native, layer() if bidirectional else None) for _ in range(num_layers)
+        )
         self.norm = ComplexRMSNorm(model_dim) if native else nn.LayerNorm(model_dim)
         self.decoder = nn.Linear(model_dim, 2 * out if self.split else out, dtype=dtype)
 
@@ -402,7 +438,10 @@ class SSM(nn.Module):
 
 Compression = Literal["standard", "compressed", "tiny", "fixed_compressed", "fixed_tiny"]
 _SHRINK = {"standard": 1, "compressed": 2, "tiny": 4}
-_FIXED = {"fixed_compressed": {"model_dim": 32, "state_dim": 256, "num_layers": 4}, "fixed_tiny": {"model_dim": 24, "state_dim": 128, "num_layers": 3}}
+_FIXED = {
+    "fixed_compressed": {"model_dim": 32, "state_dim": 256, "num_layers": 4},
+    "fixed_tiny": {"model_dim": 24, "state_dim": 128, "num_layers": 3},
+}
 
 
 def compression_preset(preset: Compression, teacher_options: dict) -> dict:
@@ -420,5 +459,9 @@ def compression_preset(preset: Compression, teacher_options: dict) -> dict:
         sizes = _FIXED[preset]
     else:
         shrink = _SHRINK[preset]
-        sizes = {"model_dim": max(8, base["model_dim"] // shrink), "state_dim": max(2, base["state_dim"] // shrink), "num_layers": max(1, base["num_layers"] // shrink)}
+        sizes = {
+            "model_dim": max(8, base["model_dim"] // shrink),
+            "state_dim": max(2, base["state_dim"] // shrink),
+            "num_layers": max(1, base["num_layers"] // shrink),
+        }
     return {**teacher_options, **sizes, "selectivity": "none"}

@@ -69,19 +69,32 @@ def _convolve_same(x: np.ndarray, h: np.ndarray) -> np.ndarray:
     return full[:, start : start + x.shape[1]]
 
 
-def simulate_azimuth_lines(count: int, length: int = 512, targets: tuple[int, int] = (1, 4), snr_db: float = 10.0, clutter_db: float = -20.0,
-                           geometry: SARGeometry = SARGeometry(), seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+def simulate_azimuth_lines(
+    count: int,
+    length: int = 512,
+    targets: tuple[int, int] = (1, 4),
+    snr_db: float = 10.0,
+    clutter_db: float = -20.0,
+    geometry: SARGeometry = SARGeometry(),
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """``count`` lines: (raw echo + noise [count, length] complex64, focused target [count,
     length] complex64, each line's target positions). Same seed, same lines."""
     rng = np.random.default_rng(seed)
     h = geometry.impulse_response()
     margin = len(h) // 2
     if length <= 2 * margin:
-        raise ValueError(f"an azimuth line of {length} samples cannot hold a {len(h)}-pulse aperture; use length > {2 * margin}")
-    scene = np.sqrt(10 ** (clutter_db / 10) / 2) * (rng.standard_normal((count, length)) + 1j * rng.standard_normal((count, length)))
+        raise ValueError(
+            f"an azimuth line of {length} samples cannot hold a {len(h)}-pulse aperture; use length > {2 * margin}"
+        )
+    scene = np.sqrt(10 ** (clutter_db / 10) / 2) * (
+        rng.standard_normal((count, length)) + 1j * rng.standard_normal((count, length))
+    )
     positions = []
     for line in scene:
-        where = rng.choice(np.arange(margin, length - margin), size=rng.integers(targets[0], targets[1] + 1), replace=False)
+        where = rng.choice(
+            np.arange(margin, length - margin), size=rng.integers(targets[0], targets[1] + 1), replace=False
+        )
         line[where] += rng.uniform(0.5, 1.5, len(where)) * np.exp(2j * math.pi * rng.uniform(size=len(where)))
         positions.append(np.sort(where))
     echo = _convolve_same(scene, h)
@@ -92,8 +105,18 @@ def simulate_azimuth_lines(count: int, length: int = 512, targets: tuple[int, in
 
 
 @DATASETS.register("sar_azimuth")
-def sar_azimuth(*, seed: int, val_fraction: float, test_fraction: float, lines: int = 1200, length: int = 512, snr_db: float = 10.0,
-                clutter_db: float = -20.0, min_targets: int = 1, max_targets: int = 4) -> DataBundle:
+def sar_azimuth(
+    *,
+    seed: int,
+    val_fraction: float,
+    test_fraction: float,
+    lines: int = 1200,
+    length: int = 512,
+    snr_db: float = 10.0,
+    clutter_db: float = -20.0,
+    min_targets: int = 1,
+    max_targets: int = 4,
+) -> DataBundle:
     """Simulated range-compressed SAR azimuth lines (complex [1, length]) and their
     matched-filter focused lines as complex regression targets; deterministic from the seed."""
     raw, focused, _ = simulate_azimuth_lines(lines, length, (min_targets, max_targets), snr_db, clutter_db, seed=seed)

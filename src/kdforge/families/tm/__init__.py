@@ -13,12 +13,32 @@ from typing import Any
 
 from kdforge.family import declare_family
 
-declare_family("tm", "Tsetlin-machine students: clause layers trained by gradient, exported to boolean rules that run bit-packed", parts=("kdforge.families.tm.hooks",), commands="kdforge.families.tm.commands")
+declare_family(
+    "tm",
+    "Tsetlin-machine students: clause layers trained by gradient, exported to boolean rules that run bit-packed",
+    parts=(
+        "kdforge.families.tm.transformer",
+        "kdforge.families.tm.convert",
+        "kdforge.families.tm.losses",
+        "kdforge.families.tm.rules",
+        "kdforge.families.tm.hooks",
+    ),
+    commands="kdforge.families.tm.commands",
+)
 
 
 _PUBLIC = {
-    "ClauseLayer": "clause", "DeepTM": "clause", "clause_layers": "clause", "clause_usage": "clause", "hard_mode": "clause", "set_hard": "clause",
-    "mlp_to_tm": "convert", "PackedTM": "rules", "export_rules": "rules", "load_rules": "rules", "model_rules": "rules",
+    "ClauseLayer": "clause",
+    "DeepTM": "clause",
+    "clause_layers": "clause",
+    "clause_usage": "clause",
+    "hard_mode": "clause",
+    "set_hard": "clause",
+    "mlp_to_tm": "convert",
+    "PackedTM": "rules",
+    "export_rules": "rules",
+    "load_rules": "rules",
+    "model_rules": "rules",
 }
 
 

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdforge.models.layers import Attention
 from kdforge.families.tm.clause import ClauseLayer, DeepTM
+from kdforge.models.layers import Attention
 
 Norm = Literal["layer", "rms"]
 
@@ -142,7 +142,9 @@ class TMAttention(Attention):
         self.register_buffer("head_gain", torch.ones(heads))
         self.keep_weights, self.weights = False, None
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None, prev: torch.Tensor | None = None, carry: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, x: torch.Tensor, bias: torch.Tensor | None = None, prev: torch.Tensor | None = None, carry: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``bias``: added to the scores ([H or B, H, N, N]); ``prev``: the carried scores of
         residual attention (``carry`` turns it on). -> (out, scores or None)."""
         b, n, d = x.shape

@@ -121,11 +121,18 @@ class ClauseLayer(nn.Module):
             raise ValueError(f"vote_bits must be in [2, 16], got {vote_bits}")
         self.in_features, self.out_features, self.clauses = in_features, out_features, clauses
         self.lf, self.form, self.kappa = lf, form, kappa
-        self.clause_dropout, self.literal_dropout, self.vote_bits, self.hard = clause_dropout, literal_dropout, vote_bits, hard
+        self.clause_dropout, self.literal_dropout, self.vote_bits, self.hard = (
+            clause_dropout,
+            literal_dropout,
+            vote_bits,
+            hard,
+        )
         self.tau = Temperature(tau, learn_tau, tau_ema)
         self.include = nn.Parameter(_include_init(clauses, in_features, include_init or 2 * lf, tm_prior))
         # the vote magnitude is softplus(votes); its sign is the clause's polarity
-        self.votes = nn.Parameter(torch.full((clauses, out_features), math.log(math.e - 1.0)) + 0.1 * torch.randn(clauses, out_features))
+        self.votes = nn.Parameter(
+            torch.full((clauses, out_features), math.log(math.e - 1.0)) + 0.1 * torch.randn(clauses, out_features)
+        )
         if clause_bias:
             self.bias = nn.Parameter(torch.zeros(out_features))
         else:  # the classic machine: an output is its clauses' votes alone
@@ -270,7 +277,12 @@ def clause_usage(model: nn.Module, batches: Any) -> dict[str, dict[str, float]]:
     usage = {}
     for name, m in layers.items():
         active = int(m.clause_mask.sum())
-        usage[name] = {"clauses": m.clauses, "active": active, "used": int((ever[name] & m.clause_mask.cpu()).sum()), "firing": fired[name] / max(rows[name], 1) / max(active, 1)}
+        usage[name] = {
+            "clauses": m.clauses,
+            "active": active,
+            "used": int((ever[name] & m.clause_mask.cpu()).sum()),
+            "firing": fired[name] / max(rows[name], 1) / max(active, 1),
+        }
     return usage
 
 
@@ -313,7 +325,11 @@ def with_options(*sources: Callable[..., Any]) -> Callable[[type], type]:
     def decorate(cls: Any) -> Any:
         init = cls.__init__ if inspect.isclass(cls) else cls
         keyword = inspect.Parameter.KEYWORD_ONLY
-        params = [p if p.name == "self" else p.replace(kind=keyword) for p in inspect.signature(init).parameters.values() if p.kind != p.VAR_KEYWORD]
+        params = [
+            p if p.name == "self" else p.replace(kind=keyword)
+            for p in inspect.signature(init).parameters.values()
+            if p.kind != p.VAR_KEYWORD
+        ]
         names, hints = {p.name for p in params}, {}
         for source in sources:
             source_hints = typing.get_type_hints(source.__init__ if inspect.isclass(source) else source)

@@ -28,4 +28,6 @@ def explain(
     from kdforge.families.tm.explain import explain_run
 
     folder = explain_run(run_dir, samples, top_k, out)
-    console.print(f"wrote {samples} overlays (sample_NN.png) and the clause report (clauses.md) to {escape(str(folder))}")
+    console.print(
+        f"wrote {samples} overlays (sample_NN.png) and the clause report (clauses.md) to {escape(str(folder))}"
+    )

@@ -14,21 +14,25 @@ import torch
 from torch import nn
 
 from kdforge.errors import KdforgeError
+from kdforge.families.tm.blocks import TMFeedForward
+from kdforge.families.tm.clause import ClauseLayer, with_options
 from kdforge.models import MODELS, build_model
 from kdforge.models.layers import FeedForward
-from kdforge.families.tm.clause import ClauseLayer, with_options
-from kdforge.families.tm.blocks import TMFeedForward
 
 
 def is_mlp(module: nn.Module) -> bool:
     """Our ``FeedForward``, or any module with ``fc1`` and ``fc2`` linear layers (timm's Mlp and its kin)."""
-    return isinstance(module, FeedForward) or (isinstance(getattr(module, "fc1", None), nn.Linear) and isinstance(getattr(module, "fc2", None), nn.Linear))
+    return isinstance(module, FeedForward) or (
+        isinstance(getattr(module, "fc1", None), nn.Linear) and isinstance(getattr(module, "fc2", None), nn.Linear)
+    )
 
 
 def _width(mlp: nn.Module) -> int:
     linears = [m for m in mlp.modules() if isinstance(m, nn.Linear)]
     if linears[0].in_features != linears[-1].out_features:
-        raise KdforgeError(f"mlp_to_tm: an MLP mapping {linears[0].in_features} -> {linears[-1].out_features} features cannot become a TM block (it must keep the width)")
+        raise KdforgeError(
+            f"mlp_to_tm: an MLP mapping {linears[0].in_features} -> {linears[-1].out_features} features cannot become a TM block (it must keep the width)"
+        )
     return linears[0].in_features
 
 
@@ -39,16 +43,27 @@ def mlp_to_tm(model: nn.Module, example: torch.Tensor, **tm_options: Any) -> lis
     replaced module names."""
     mlps = {name: module for name, module in model.named_modules() if name and is_mlp(module)}
     if not mlps:
-        raise KdforgeError(f"mlp_to_tm: {type(model).__name__} has no MLP blocks (modules with fc1/fc2 linear layers, or kdforge FeedForward)")
+        raise KdforgeError(
+            f"mlp_to_tm: {type(model).__name__} has no MLP blocks (modules with fc1/fc2 linear layers, or kdforge FeedForward)"
+        )
     tokens: dict[str, int] = {}
-    hooks = [m.register_forward_hook(lambda m, args, out, name=name: tokens.__setitem__(name, args[0].shape[-2] if args[0].dim() > 2 else 1)) for name, m in mlps.items()]
+    hooks = [
+        m.register_forward_hook(
+            lambda m, args, out, name=name: tokens.__setitem__(name, args[0].shape[-2] if args[0].dim() > 2 else 1)
+        )
+        for name, m in mlps.items()
+    ]
     with torch.no_grad():
         model.eval()(example)
     for hook in hooks:
         hook.remove()
     for name, mlp in mlps.items():
         parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, child, TMFeedForward(_width(mlp), tokens.get(name, 1), **tm_options))
+        setattr(
+            model.get_submodule(parent) if parent else model,
+            child,
+            TMFeedForward(_width(mlp), tokens.get(name, 1), **tm_options),
+        )
     return list(mlps)
 
 

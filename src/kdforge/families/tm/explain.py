@@ -23,10 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdforge.errors import KdforgeError
-from kdforge.files import save_figure, write_text
-from kdforge.families.tm.clause import ClauseLayer, TMFlat, hard_mode
 from kdforge.families.tm.blocks import TMAttention
+from kdforge.families.tm.clause import ClauseLayer, TMFlat, hard_mode
 from kdforge.families.tm.transformer import SwinTM, ViTTM
+from kdforge.files import save_figure, write_text
 
 
 def explain_run(run_dir: str | Path, samples: int = 8, top_k: int = 3, out: str | Path | None = None) -> Path:
@@ -42,7 +42,9 @@ def explain_run(run_dir: str | Path, samples: int = 8, top_k: int = 3, out: str 
         raise KdforgeError(f"{type(model).__name__} has no clause layers: kdforge explain reads TM students")
     data = recipe_data(recipe.data, recipe.seed)
     if len(data.input_shape) != 3:
-        raise KdforgeError(f"kdforge explain draws image overlays; {data.name} inputs have shape {list(data.input_shape)}, not [C, H, W]")
+        raise KdforgeError(
+            f"kdforge explain draws image overlays; {data.name} inputs have shape {list(data.input_shape)}, not [C, H, W]"
+        )
     folder = Path(out) if out is not None else Path(run_dir) / "explain"
     folder.mkdir(parents=True, exist_ok=True)
     x, y = data.test.x[:samples], data.test.y[:samples]
@@ -61,9 +63,15 @@ def overlay_maps(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor | 
     attention = _attention_source(model)
     seen: dict[str, Any] = {}
     scores: list[torch.Tensor] = []  # every clause layer's scores, in call order
-    hooks = [m.activations.register_forward_hook(lambda mod, args, out: scores.append(out)) for m in model.modules() if isinstance(m, ClauseLayer)]
+    hooks = [
+        m.activations.register_forward_hook(lambda mod, args, out: scores.append(out))
+        for m in model.modules()
+        if isinstance(m, ClauseLayer)
+    ]
     if attention is not None:
-        hooks.append(attention[0].register_forward_pre_hook(lambda m, args: seen.__setitem__("map_shape", args[0].shape)))
+        hooks.append(
+            attention[0].register_forward_pre_hook(lambda m, args: seen.__setitem__("map_shape", args[0].shape))
+        )
     maps: dict[str, torch.Tensor | None] = {"attention": None, "clauses": None}
     with torch.no_grad(), _keeping_weights(model):
         maps["probs"] = probs = model.eval()(x).softmax(-1)
@@ -161,7 +169,10 @@ def _draw(path: Path, image: torch.Tensor, label: int, maps: dict[str, Any], i: 
     fig, axes = plt.subplots(1, 4, figsize=(13, 3.4))
     axes[0].imshow(picture, cmap="gray")
     axes[0].set_title(f"input (label {label})")
-    for ax, key, title, cmap in ((axes[1], "attention", "attention", "inferno"), (axes[2], "clauses", "clause activation", "viridis")):
+    for ax, key, title, cmap in (
+        (axes[1], "attention", "attention", "inferno"),
+        (axes[2], "clauses", "clause activation", "viridis"),
+    ):
         ax.imshow(picture, cmap="gray")
         values = maps[key]
         if values is None:
@@ -171,14 +182,24 @@ def _draw(path: Path, image: torch.Tensor, label: int, maps: dict[str, Any], i: 
             diverging = key == "clauses" and bool((values < 0).any())
             limit = float(heat.abs().max()) or 1.0
             heat = heat.numpy()
-            ax.imshow(heat, cmap="bwr" if diverging else cmap, alpha=0.55, vmin=-limit if diverging else None, vmax=limit if diverging else None)
+            ax.imshow(
+                heat,
+                cmap="bwr" if diverging else cmap,
+                alpha=0.55,
+                vmin=-limit if diverging else None,
+                vmax=limit if diverging else None,
+            )
         ax.set_title(title)
     for ax in axes[:3]:
         ax.axis("off")
     probs = maps["probs"][i]
     top = probs.topk(min(top_k, len(probs)))
     names = [f"class {int(c)}" for c in top.indices]
-    axes[3].barh(names[::-1], top.values.flip(0).numpy(), color=["tab:green" if int(c) == label else "tab:gray" for c in top.indices.flip(0)])
+    axes[3].barh(
+        names[::-1],
+        top.values.flip(0).numpy(),
+        color=["tab:green" if int(c) == label else "tab:gray" for c in top.indices.flip(0)],
+    )
     axes[3].set_xlim(0, 1)
     axes[3].set_title(f"top-{len(names)} predictions")
     fig.tight_layout()
@@ -192,24 +213,40 @@ def _draw(path: Path, image: torch.Tensor, label: int, maps: dict[str, Any], i: 
 def clause_report(model: nn.Module, layers: dict[str, ClauseLayer], x: torch.Tensor, top: int = 10) -> str:
     """Markdown: per clause layer, its most used clauses (fired = score > 0 in hard mode)."""
     scores: dict[str, torch.Tensor] = {}
-    hooks = [layer.activations.register_forward_hook(lambda m, args, out, name=name: scores.__setitem__(name, out.flatten(0, -2))) for name, layer in layers.items()]
+    hooks = [
+        layer.activations.register_forward_hook(
+            lambda m, args, out, name=name: scores.__setitem__(name, out.flatten(0, -2))
+        )
+        for name, layer in layers.items()
+    ]
     with torch.no_grad(), hard_mode(model):
         model.eval()(x)
     for hook in hooks:
         hook.remove()
-    lines = ["# Clause report", "", f"Most used clauses on {len(x)} test samples, in hard mode (the exported rules). "
-             "A literal `uI` is input I of the clause layer being true, `¬uI` its being false.", ""]
+    lines = [
+        "# Clause report",
+        "",
+        f"Most used clauses on {len(x)} test samples, in hard mode (the exported rules). "
+        "A literal `uI` is input I of the clause layer being true, `¬uI` its being false.",
+        "",
+    ]
     for name, layer in layers.items():
         fired = (scores[name] > 0).float().mean(0)
         active = int(layer.clause_mask.sum())
-        lines += [f"## `{name}`: {active} of {layer.clauses} clauses active, {layer.in_features} inputs", "",
-                  "| clause | votes | strongest on output | fires | literals |", "|---:|---|---:|---:|---|"]
+        lines += [
+            f"## `{name}`: {active} of {layer.clauses} clauses active, {layer.in_features} inputs",
+            "",
+            "| clause | votes | strongest on output | fires | literals |",
+            "|---:|---|---:|---:|---|",
+        ]
         votes = layer.vote_matrix().detach()
         for j in [j for j in fired.argsort(descending=True).tolist() if layer.clause_mask[j]][:top]:
             literals = literal_names(layer, j, model)
             shown = " ∧ ".join(literals[:12]) + (f" … (+{len(literals) - 12})" if len(literals) > 12 else "")
             side = "for" if layer.polarity[j] > 0 else "against"
-            lines.append(f"| {j} | {side} | {int(votes[j].abs().argmax())} | {100 * float(fired[j]):.1f}% | {shown or '(none: always true)'} |")
+            lines.append(
+                f"| {j} | {side} | {int(votes[j].abs().argmax())} | {100 * float(fired[j]):.1f}% | {shown or '(none: always true)'} |"
+            )
         lines.append("")
     return "\n".join(lines)
 

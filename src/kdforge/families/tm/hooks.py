@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from kdforge.families.tm import losses as _losses, convert as _convert, rules as _rules, transformer as _transformer  # noqa: F401  (register terms, models, the tm-rules export)
 from kdforge.families.tm.clause import clause_layers, clause_usage, hard_mode
 from kdforge.families.tm.steering import ClauseSteering, steering_events
 from kdforge.families.tm.transfer import feedforward_pairs, fit_feedforwards
@@ -13,7 +12,9 @@ from kdforge.family import Family, register_family
 
 class TsetlinMachines(Family):
     name = "tm"
-    description = "Tsetlin-machine students: clause layers trained by gradient, exported to boolean rules that run bit-packed"
+    description = (
+        "Tsetlin-machine students: clause layers trained by gradient, exported to boolean rules that run bit-packed"
+    )
 
     def steering(self, recipe: Any, student: Any, val_batches: Any) -> Any | None:
         return ClauseSteering.wanted(recipe.student, student, val_batches)
@@ -24,12 +25,21 @@ class TsetlinMachines(Family):
             return {}
         cfg = session.recipe.student.init_from_teacher
         fits = fit_feedforwards(pairs, teacher, session.train, session.val, cfg.steps, cfg.lr, session.track)
-        session.console.print("init_from_teacher: TM blocks fitted to the teacher MLPs: " + ", ".join(f"{n} R² {f['r2_val']:.2f}" for n, f in fits.items()), markup=False)
+        session.console.print(
+            "init_from_teacher: TM blocks fitted to the teacher MLPs: "
+            + ", ".join(f"{n} R² {f['r2_val']:.2f}" for n, f in fits.items()),
+            markup=False,
+        )
         return {"feedforward": fits}
 
     def describe_from_teacher(self, student: Any, teacher: Any) -> str:
         pairs = feedforward_pairs(student, teacher)
-        return f"{len(pairs)} TM blocks will learn their teacher MLPs: " + ", ".join(f"{n} <- {origin}" for n, (_, origin, _) in pairs.items()) if pairs else ""
+        return (
+            f"{len(pairs)} TM blocks will learn their teacher MLPs: "
+            + ", ".join(f"{n} <- {origin}" for n, (_, origin, _) in pairs.items())
+            if pairs
+            else ""
+        )
 
     def after_fit(self, session: Any, stage: str, student: Any, history: list[dict[str, Any]]) -> dict[str, Any]:
         found: dict[str, Any] = {}
@@ -52,13 +62,25 @@ class TsetlinMachines(Family):
         lines = []
         fits = (entry.get("init_from_teacher") or {}).get("feedforward")
         if fits:
-            lines += ["", "| TM block | teacher MLP | steps | relative MSE at start | R² on validation after |", "|---|---|---:|---:|---:|"]
-            lines += [f"| {n} | {f['teacher_mlp']} | {f['steps']} | {f['relative_mse_start'] or float('nan'):.3f} | {f['r2_val']:.3f} |" for n, f in fits.items()]
+            lines += [
+                "",
+                "| TM block | teacher MLP | steps | relative MSE at start | R² on validation after |",
+                "|---|---|---:|---:|---:|",
+            ]
+            lines += [
+                f"| {n} | {f['teacher_mlp']} | {f['steps']} | {f['relative_mse_start'] or float('nan'):.3f} | {f['r2_val']:.3f} |"
+                for n, f in fits.items()
+            ]
         steering = entry.get("steering", {})
         if "clause_specialize" in steering:
             s = steering["clause_specialize"]
-            gains = "; ".join(f"`{n}` " + " ".join(f"{g:.2f}" for g in heads.values()) for n, heads in s["gains"].items())
-            lines += ["", f"clause_specialize (strength {s['strength']}) after epoch {s['epoch']}, head gains from validation: {gains}."]
+            gains = "; ".join(
+                f"`{n}` " + " ".join(f"{g:.2f}" for g in heads.values()) for n, heads in s["gains"].items()
+            )
+            lines += [
+                "",
+                f"clause_specialize (strength {s['strength']}) after epoch {s['epoch']}, head gains from validation: {gains}.",
+            ]
         if "auto_clause" in steering:
             a = steering["auto_clause"]
             moves = ", ".join(f"`{n}` {a['before'][n]} → {a['after'][n]}" for n in a["after"])
@@ -68,4 +90,3 @@ class TsetlinMachines(Family):
 
 
 register_family(TsetlinMachines())
-

@@ -10,11 +10,11 @@ import torch
 from torch import nn
 
 from kdforge.errors import KdforgeError
+from kdforge.families.tm.blocks import TMFeedForward
+from kdforge.families.tm.clause import ClauseLayer
 from kdforge.losses import functional as lf
 from kdforge.losses.feature import FeatureTerm, Layers
 from kdforge.losses.terms import LOSSES, LossTerm, Shapes, StepContext
-from kdforge.families.tm.clause import ClauseLayer
-from kdforge.families.tm.blocks import TMFeedForward
 from kdforge.taps import LayerMapping, unwrap
 
 
@@ -24,7 +24,11 @@ def voting_layers(student: nn.Module) -> list[str]:
     root = unwrap(student)
     blocks = [(n, m) for n, m in root.named_modules() if isinstance(m, TMFeedForward)]
     names = {id(m): n for n, m in root.named_modules()}
-    layers = [names[id(m.clause_layer)] for _, m in blocks] if blocks else [n for n, m in root.named_modules() if isinstance(m, ClauseLayer)]
+    layers = (
+        [names[id(m.clause_layer)] for _, m in blocks]
+        if blocks
+        else [n for n, m in root.named_modules() if isinstance(m, ClauseLayer)]
+    )
     if not layers:
         raise KdforgeError(f"{type(root).__name__} has no clause layers: clause-aware losses need a TM student")
     return layers
@@ -107,7 +111,13 @@ class ClauseAlign(FeatureTerm):
     both averaged over positions (tokens [B, N, D], or maps [B, C, H, W]), and P a trained linear projector to the clause
     count. ``student: auto`` takes every TM block's voting clause layer."""
 
-    def __init__(self, student: Layers = "auto", teacher: Layers = "auto", mapping: LayerMapping = "uniform", temperature: float = 1.0):
+    def __init__(
+        self,
+        student: Layers = "auto",
+        teacher: Layers = "auto",
+        mapping: LayerMapping = "uniform",
+        temperature: float = 1.0,
+    ):
         super().__init__(student, teacher, mapping)
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -121,7 +131,10 @@ class ClauseAlign(FeatureTerm):
 
     def setup(self, shapes: Shapes) -> None:
         width = lambda shape: shape[1] if len(shape) == 4 else shape[-1]  # noqa: E731  (what pooled() keeps)
-        self.projectors = nn.ModuleList(nn.Linear(width(self.teacher_shape(shapes, i)), shapes.student[s][-1]) for i, (s, _) in enumerate(self.pairs))
+        self.projectors = nn.ModuleList(
+            nn.Linear(width(self.teacher_shape(shapes, i)), shapes.student[s][-1])
+            for i, (s, _) in enumerate(self.pairs)
+        )
 
     def pair_loss(self, index: int, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         return lf.kd_loss(pooled(student), self.projectors[index](pooled(teacher).float()), self.temperature)

@@ -23,8 +23,8 @@ from torch import nn
 
 from kdforge.errors import KdforgeError
 from kdforge.export import EXPORT_FORMATS, load_student
-from kdforge.files import read_json, write_json
 from kdforge.families.tm.clause import ClauseLayer, TMFlat
+from kdforge.files import read_json, write_json
 
 RULES_FORMAT = 1
 _BIT_SHIFTS = np.arange(8, dtype=np.uint8)[:, None]
@@ -58,10 +58,14 @@ def model_rules(model: nn.Module, input_bits: dict[str, Any] | None = None) -> d
     layers = {}
     for name, module in model.named_modules():
         if isinstance(module, ClauseLayer):
-            thresholds = model.threshold.detach().cpu().tolist() if isinstance(model, TMFlat) and module is model.tm else None
+            thresholds = (
+                model.threshold.detach().cpu().tolist() if isinstance(model, TMFlat) and module is model.tm else None
+            )
             layers[name] = layer_rules(module, thresholds)
     if not layers:
-        raise KdforgeError(f"{type(model).__name__} has no clause layers to export as rules; tm-rules export needs a TM student")
+        raise KdforgeError(
+            f"{type(model).__name__} has no clause layers to export as rules; tm-rules export needs a TM student"
+        )
     rules = {"format": "kdforge-tm-rules", "version": RULES_FORMAT, "layers": layers}
     return rules if input_bits is None else {**rules, "input_bits": input_bits}
 
@@ -78,7 +82,9 @@ def load_rules(path: str | Path) -> dict[str, Any]:
     if not isinstance(rules, dict) or rules.get("format") != "kdforge-tm-rules":
         raise KdforgeError(f"'{path}' is not a kdforge tm-rules file")
     if rules.get("version") != RULES_FORMAT:
-        raise KdforgeError(f"'{path}' has tm-rules version {rules.get('version')}; this kdforge reads version {RULES_FORMAT}")
+        raise KdforgeError(
+            f"'{path}' has tm-rules version {rules.get('version')}; this kdforge reads version {RULES_FORMAT}"
+        )
     return rules
 
 
@@ -104,7 +110,9 @@ class PackedTM:
         # min(|clause|, LF); product: only whether there is one), beyond that they saturate
         limit = min(width, self.lf) if self.form == "capacity" else 0
         if limit > 255:
-            raise KdforgeError(f"PackedTM scores in 8 bits: clauses with more than 255 literals need lf <= 255 (this layer has lf {self.lf})")
+            raise KdforgeError(
+                f"PackedTM scores in 8 bits: clauses with more than 255 literals need lf <= 255 (this layer has lf {self.lf})"
+            )
         self.planes = limit.bit_length()
         votes = np.asarray(rules["votes"], dtype=np.float64).reshape(len(clauses), self.outputs)  # integers
         # integer vote sums are exact in float32 while they stay below 2^24; float64 beyond
@@ -135,8 +143,12 @@ class PackedTM:
         # the packed bytes (B·F/8) are transposed, never the float inputs
         bits = x > self.thresholds
         bits = np.pad(bits, ((0, -len(bits) % 64), (0, 0))).view(np.uint8)  # whole 64-sample words
-        packed = (bits.reshape(-1, 8, self.features) << _BIT_SHIFTS).sum(1, dtype=np.uint8)  # [B/8, F]: bit j of byte i is sample 8i + j
-        true = np.ascontiguousarray(packed.reshape(-1, 8, self.features).transpose(2, 0, 1)).view(np.uint64)[..., 0]  # [F, words], little-endian
+        packed = (bits.reshape(-1, 8, self.features) << _BIT_SHIFTS).sum(
+            1, dtype=np.uint8
+        )  # [B/8, F]: bit j of byte i is sample 8i + j
+        true = np.ascontiguousarray(packed.reshape(-1, 8, self.features).transpose(2, 0, 1)).view(np.uint64)[
+            ..., 0
+        ]  # [F, words], little-endian
         return np.concatenate([true, ~true, np.full((1, true.shape[1]), np.iinfo(np.uint64).max, dtype=np.uint64)])
 
     def violations(self, words: np.ndarray) -> np.ndarray:
@@ -144,7 +156,9 @@ class PackedTM:
         the count exceeds what the score can use: a bit-sliced carry-save counter over the
         clause's literals, 64 samples per word. -> [C, 64 · words] uint8."""
         planes = [np.zeros((len(self.included), words.shape[1]), dtype=np.uint64) for _ in range(self.planes)]
-        saturated = np.zeros_like(planes[0]) if planes else np.zeros((len(self.included), words.shape[1]), dtype=np.uint64)
+        saturated = (
+            np.zeros_like(planes[0]) if planes else np.zeros((len(self.included), words.shape[1]), dtype=np.uint64)
+        )
         for slot in range(self.included.shape[1]):
             carry = ~words[self.included[:, slot]]  # [C, W]: 1 where the literal is false
             for plane in planes[: (slot + 1).bit_length()]:  # slot + 1 literals can count no higher
@@ -169,8 +183,20 @@ def export_run_rules(run_dir: Path, out: Path | None = None) -> str:
     recipe = load_run_recipe(run_dir)
     input_bits = None
     if (b := recipe.data.booleanize) is not None:
-        data = build_dataset(recipe.data.name, seed=data_seed(recipe.data, recipe.seed), val_fraction=recipe.data.val_fraction, test_fraction=recipe.data.test_fraction, **recipe.data.options)
-        input_bits = {"method": b.method, "levels": b.levels, "features": b.features, "channels": derived_channels(b.features, len(data.input_shape) - 1),
-                      "thresholds": input_thresholds(data.train.x, b).tolist(), "bits": "feature_maps(x) > threshold (kdforge.data.booleanize), levels stacked as channels, ±1"}
+        data = build_dataset(
+            recipe.data.name,
+            seed=data_seed(recipe.data, recipe.seed),
+            val_fraction=recipe.data.val_fraction,
+            test_fraction=recipe.data.test_fraction,
+            **recipe.data.options,
+        )
+        input_bits = {
+            "method": b.method,
+            "levels": b.levels,
+            "features": b.features,
+            "channels": derived_channels(b.features, len(data.input_shape) - 1),
+            "thresholds": input_thresholds(data.train.x, b).tolist(),
+            "bits": "feature_maps(x) > threshold (kdforge.data.booleanize), levels stacked as channels, ±1",
+        }
     rules = export_rules(load_student(run_dir), out or Path(run_dir) / "student.tm-rules.json", input_bits)
     return f"wrote {rules}: {rules.stat().st_size:,} bytes. Evaluate with kdforge.families.tm.PackedTM(kdforge.families.tm.load_rules(path)['layers'][NAME])"

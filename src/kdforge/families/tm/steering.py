@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdforge.errors import KdforgeError
-from kdforge.families.tm.clause import ClauseLayer
 from kdforge.families.tm.blocks import TMAttention
+from kdforge.families.tm.clause import ClauseLayer
 
 if TYPE_CHECKING:
     from kdforge.config import StudentConfig
@@ -50,7 +50,9 @@ class Diagnostics:
         """Numbers for metrics.jsonl and the trackers (nested dicts of floats)."""
         layers = dict(model.named_modules())
         return {
-            "head_importance": {name: {f"h{i}": float(v) for i, v in enumerate(values)} for name, values in self.heads.items()},
+            "head_importance": {
+                name: {f"h{i}": float(v) for i, v in enumerate(values)} for name, values in self.heads.items()
+            },
             "clause_importance": {name: float(values.sum()) for name, values in self.clauses.items()},
             "active_clauses": {name: int(layers[name].clause_mask.sum()) for name in self.clauses},
         }
@@ -82,7 +84,12 @@ def diagnose(model: nn.Module, batches: Any, limit: int | None = None) -> Diagno
 
 
 @contextlib.contextmanager
-def _probing(attention: dict[str, TMAttention], heads: dict[str, torch.Tensor], layers: dict[str, ClauseLayer], clauses: dict[str, torch.Tensor]) -> Iterator[None]:
+def _probing(
+    attention: dict[str, TMAttention],
+    heads: dict[str, torch.Tensor],
+    layers: dict[str, ClauseLayer],
+    clauses: dict[str, torch.Tensor],
+) -> Iterator[None]:
     """Gates of 1 on each head's output (before the output projection) and each clause's score."""
 
     def gate_heads(probe: torch.Tensor) -> Any:
@@ -93,7 +100,10 @@ def _probing(attention: dict[str, TMAttention], heads: dict[str, torch.Tensor], 
         return hook
 
     hooks = [m.proj.register_forward_pre_hook(gate_heads(heads[n])) for n, m in attention.items()]
-    hooks += [m.activations.register_forward_hook(lambda mod, args, out, p=clauses[n]: out * p.to(out.dtype)) for n, m in layers.items()]
+    hooks += [
+        m.activations.register_forward_hook(lambda mod, args, out, p=clauses[n]: out * p.to(out.dtype))
+        for n, m in layers.items()
+    ]
     try:
         yield
     finally:
@@ -121,8 +131,10 @@ def allocate_clauses(model: nn.Module, diagnostics: Diagnostics, total: int | No
     budget = sum(before.values()) if total is None else total
     sizes = {name: layer.clauses for name, layer in layers.items()}
     if not min_clauses * len(layers) <= budget <= sum(sizes.values()):
-        raise KdforgeError(f"auto_clause: a total of {budget} clauses cannot be shared by {len(layers)} clause layers of sizes {list(sizes.values())} "
-                           f"with at least {min_clauses} each; set student.auto_clause.total between {min_clauses * len(layers)} and {sum(sizes.values())}")
+        raise KdforgeError(
+            f"auto_clause: a total of {budget} clauses cannot be shared by {len(layers)} clause layers of sizes {list(sizes.values())} "
+            f"with at least {min_clauses} each; set student.auto_clause.total between {min_clauses * len(layers)} and {sum(sizes.values())}"
+        )
     weight = {name: float(values.sum()) for name, values in diagnostics.clauses.items()}
     after = dhondt(weight, budget, {name: min(min_clauses, size) for name, size in sizes.items()}, sizes)
     for name, layer in layers.items():
@@ -156,7 +168,9 @@ class ClauseSteering:
         steers = cfg.diagnostics_every or cfg.clause_specialize is not None or cfg.auto_clause is not None
         has_tm = any(isinstance(m, (ClauseLayer, TMAttention)) for m in model.modules())
         if (cfg.clause_specialize is not None or cfg.auto_clause is not None) and not has_tm:
-            raise KdforgeError(f"student.clause_specialize and student.auto_clause steer TM students; {cfg.model.name} has no clause layers or TM attention")
+            raise KdforgeError(
+                f"student.clause_specialize and student.auto_clause steer TM students; {cfg.model.name} has no clause layers or TM attention"
+            )
         return cls(cfg, val) if steers and has_tm else None
 
     def __call__(self, trainer: Trainer, model: nn.Module, epoch: int) -> dict[str, Any]:
@@ -171,12 +185,24 @@ class ClauseSteering:
         record: dict[str, Any] = {"diagnostics": diagnostics.as_record(model)}
         with torch.no_grad():
             if now_specialize:
-                record["clause_specialize"] = {"epoch": epoch, "strength": specialize.strength, "gains": specialize_heads(model, diagnostics, specialize.strength)}
+                record["clause_specialize"] = {
+                    "epoch": epoch,
+                    "strength": specialize.strength,
+                    "gains": specialize_heads(model, diagnostics, specialize.strength),
+                }
             if now_auto:
-                record["auto_clause"] = {"epoch": epoch, **allocate_clauses(model, diagnostics, auto.total, auto.min_clauses)}
+                record["auto_clause"] = {
+                    "epoch": epoch,
+                    **allocate_clauses(model, diagnostics, auto.total, auto.min_clauses),
+                }
         return record
 
 
 def steering_events(history: list[dict[str, Any]]) -> dict[str, Any]:
     """What was applied when, from a fit's history: for results.json and the report."""
-    return {key: {"epoch": record["epoch"], **record[key]} for record in history for key in ("clause_specialize", "auto_clause") if key in record}
+    return {
+        key: {"epoch": record["epoch"], **record[key]}
+        for record in history
+        for key in ("clause_specialize", "auto_clause")
+        if key in record
+    }

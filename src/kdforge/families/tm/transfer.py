@@ -34,18 +34,29 @@ def feedforward_pairs(student: nn.Module, teacher: nn.Module) -> dict[str, tuple
             mlp = teacher_modules[origin]
             width = next(m for m in mlp.modules() if isinstance(m, nn.Linear)).in_features
             if width != block.proj_in.in_features:
-                raise KdforgeError(f"init_from_teacher: the student's {name} is {block.proj_in.in_features} wide but the teacher's {origin} is {width}; give the student the teacher's embed_dim")
+                raise KdforgeError(
+                    f"init_from_teacher: the student's {name} is {block.proj_in.in_features} wide but the teacher's {origin} is {width}; give the student the teacher's embed_dim"
+                )
             pairs[name] = (block, origin, mlp)
     blocks = [n for n, m in student.named_modules() if isinstance(m, TMFeedForward)]
     if blocks and not pairs:
         mlps = [n for n, m in teacher.named_modules() if is_mlp(m)]
-        raise KdforgeError(f"init_from_teacher: no TM block of the student has a teacher MLP in the same place (student TM blocks {blocks[:6]}, "
-                           f"teacher MLPs {mlps[:6]}); give the student the teacher's architecture (vit -> vit_tm, swin -> swin_tm, or mlp_to_tm with base: the teacher's model)")
+        raise KdforgeError(
+            f"init_from_teacher: no TM block of the student has a teacher MLP in the same place (student TM blocks {blocks[:6]}, "
+            f"teacher MLPs {mlps[:6]}); give the student the teacher's architecture (vit -> vit_tm, swin -> swin_tm, or mlp_to_tm with base: the teacher's model)"
+        )
     return pairs
 
 
-def fit_feedforwards(pairs: dict[str, tuple[TMFeedForward, str, nn.Module]], teacher: Callable[[torch.Tensor], Any], train: Any, val: Any,
-                     steps: int, lr: float, track: Callable[[Any, str], Any] = lambda it, _: it) -> dict[str, dict[str, Any]]:
+def fit_feedforwards(
+    pairs: dict[str, tuple[TMFeedForward, str, nn.Module]],
+    teacher: Callable[[torch.Tensor], Any],
+    train: Any,
+    val: Any,
+    steps: int,
+    lr: float,
+    track: Callable[[Any, str], Any] = lambda it, _: it,
+) -> dict[str, dict[str, Any]]:
     """Train each TM block on its teacher MLP's recorded inputs -> outputs for ``steps`` steps
     of ``train`` batches (Adam, ``lr``); returns per block the relative MSE before and the R²
     on ``val`` after. ``teacher`` is called on inputs; hooks record its MLPs."""
@@ -63,10 +74,15 @@ def fit_feedforwards(pairs: dict[str, tuple[TMFeedForward, str, nn.Module]], tea
             errors = {name: _relative_mse(block(seen[name][0]), seen[name][1]) for name, block in blocks.items()}
             first = first or {name: float(e.detach()) for name, e in errors.items()}
             optimizer.zero_grad(set_to_none=True)
-            torch.stack(list(errors.values())).sum().backward()  # blocks are independent: one sum trains each on its own error
+            torch.stack(
+                list(errors.values())
+            ).sum().backward()  # blocks are independent: one sum trains each on its own error
             optimizer.step()
         fit = _r2(blocks, seen, teacher, val)
-    return {name: {"teacher_mlp": origin, "steps": steps, "relative_mse_start": first.get(name), "r2_val": fit[name]} for name, (_, origin, _) in pairs.items()}
+    return {
+        name: {"teacher_mlp": origin, "steps": steps, "relative_mse_start": first.get(name), "r2_val": fit[name]}
+        for name, (_, origin, _) in pairs.items()
+    }
 
 
 def _forever(batches: Any) -> Iterator[Any]:
@@ -79,10 +95,17 @@ def _relative_mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tenso
 
 
 @contextlib.contextmanager
-def _recording(pairs: dict[str, tuple[TMFeedForward, str, nn.Module]]) -> Iterator[dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+def _recording(
+    pairs: dict[str, tuple[TMFeedForward, str, nn.Module]],
+) -> Iterator[dict[str, tuple[torch.Tensor, torch.Tensor]]]:
     """Forward hooks on the teacher MLPs: ``seen[block] = (input, output)`` of their last call."""
     seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    hooks = [mlp.register_forward_hook(lambda m, args, out, name=name: seen.__setitem__(name, (args[0].detach(), out.detach()))) for name, (_, _, mlp) in pairs.items()]
+    hooks = [
+        mlp.register_forward_hook(
+            lambda m, args, out, name=name: seen.__setitem__(name, (args[0].detach(), out.detach()))
+        )
+        for name, (_, _, mlp) in pairs.items()
+    ]
     try:
         yield seen
     finally:
@@ -91,7 +114,9 @@ def _recording(pairs: dict[str, tuple[TMFeedForward, str, nn.Module]]) -> Iterat
 
 
 @torch.no_grad()
-def _r2(blocks: dict[str, TMFeedForward], seen: dict[str, Any], teacher: Callable[[torch.Tensor], Any], val: Any) -> dict[str, float]:
+def _r2(
+    blocks: dict[str, TMFeedForward], seen: dict[str, Any], teacher: Callable[[torch.Tensor], Any], val: Any
+) -> dict[str, float]:
     """1 − Σ squared error / Σ squared deviation of the teacher MLP outputs, over ``val``."""
     error = {name: 0.0 for name in blocks}
     spread = {name: 0.0 for name in blocks}
@@ -105,5 +130,3 @@ def _r2(blocks: dict[str, TMFeedForward], seen: dict[str, Any], teacher: Callabl
             error[name] += float((block(inputs).float().flatten(0, -2) - target).square().sum())
             spread[name] += float((target - target.mean(0)).square().sum())
     return {name: 1.0 - error[name] / max(spread[name], 1e-12) for name in blocks}
-
-

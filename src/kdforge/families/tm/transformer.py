@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdforge.families.tm.blocks import Norm, TMAttention, TMFeedForward, make_norm
+from kdforge.families.tm.clause import ClauseLayer, with_options
 from kdforge.models import MODELS
 from kdforge.models.layers import DropPath, drop_path_rates, spatial_dims
-from kdforge.families.tm.clause import ClauseLayer, with_options
-from kdforge.families.tm.blocks import Norm, TMAttention, TMFeedForward, make_norm
 
 
 def tm_ffn(dim: int, tokens: int, tm: dict[str, Any]) -> TMFeedForward:
@@ -31,14 +31,25 @@ class TMBlock(nn.Module):
     ``diag_head`` (optional): a linear classifier on the block's mean token, tapped by the
     ``block_ce`` loss for per-block diagnostics."""
 
-    def __init__(self, dim: int, heads: int, ffn: TMFeedForward, norm: Norm, drop_path: float, dropout: float, num_classes: int | None):
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        ffn: TMFeedForward,
+        norm: Norm,
+        drop_path: float,
+        dropout: float,
+        num_classes: int | None,
+    ):
         super().__init__()
         self.norm1, self.attn = make_norm(norm, dim), TMAttention(dim, heads, dropout)
         self.norm2, self.ffn = make_norm(norm, dim), ffn
         self.drop_path = DropPath(drop_path)
         self.diag_head = nn.Linear(dim, num_classes) if num_classes else None
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None, prev: torch.Tensor | None = None, carry: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, x: torch.Tensor, bias: torch.Tensor | None = None, prev: torch.Tensor | None = None, carry: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         attended, scores = self.attn(self.norm1(x), bias, prev, carry)
         x = x + self.drop_path(attended)
         x = x + self.drop_path(self.ffn(self.norm2(x)))
@@ -82,13 +93,18 @@ class ViTTM(nn.Module):
         if any(s % patch_size for s in input_shape[1:]):
             raise ValueError(f"input size {list(input_shape[1:])} is not divisible by patch_size {patch_size}")
         self.pool, self.residual_attention = pool, residual_attention
-        self.patch_embed = (nn.Conv1d if dims == 1 else nn.Conv2d)(input_shape[0], embed_dim, patch_size, stride=patch_size)
+        self.patch_embed = (nn.Conv1d if dims == 1 else nn.Conv2d)(
+            input_shape[0], embed_dim, patch_size, stride=patch_size
+        )
         tokens = math.prod(s // patch_size for s in input_shape[1:]) + (pool == "cls")
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if pool == "cls" else None
         self.pos_embed = nn.Parameter(torch.randn(1, tokens, embed_dim) * 0.02)
         rates = drop_path_rates(drop_path, depth, drop_path_schedule)
         self.blocks = nn.ModuleList(
-            TMBlock(embed_dim, heads, tm_ffn(embed_dim, tokens, tm), norm, r, dropout, num_classes if diag_heads else None) for r in rates
+            TMBlock(
+                embed_dim, heads, tm_ffn(embed_dim, tokens, tm), norm, r, dropout, num_classes if diag_heads else None
+            )
+            for r in rates
         )
         self.norm = make_norm(norm, embed_dim)
         self.head = nn.Linear(embed_dim, num_classes)
@@ -115,11 +131,24 @@ class WindowBlock(TMBlock):
     """A TM block attending within (shifted) windows of a [B, H, W, C] map; sizes that are not
     a multiple of the window are padded, and padding is masked out of attention."""
 
-    def __init__(self, dim: int, heads: int, window: int, shift: bool, ffn: TMFeedForward, norm: Norm, drop_path: float, dropout: float, num_classes: int | None):
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        window: int,
+        shift: bool,
+        ffn: TMFeedForward,
+        norm: Norm,
+        drop_path: float,
+        dropout: float,
+        num_classes: int | None,
+    ):
         super().__init__(dim, heads, ffn, norm, drop_path, dropout, num_classes)
         self.window, self.shift = window, shift
         self.rel_bias = nn.Parameter(torch.zeros((2 * window - 1) ** 2, heads))
-        coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)  # [2, w²]
+        coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(
+            1
+        )  # [2, w²]
         rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + window - 1
         self.register_buffer("rel_index", rel[..., 0] * (2 * window - 1) + rel[..., 1], persistent=False)
 
@@ -222,10 +251,14 @@ class SwinTM(nn.Module):
             raise ValueError("swin_tm takes images [C, H, W]")
         if len(depths) != len(heads):
             raise ValueError(f"depths {list(depths)} and heads {list(heads)} must have one entry per stage")
-        widths = list(embed_dim) if isinstance(embed_dim, (list, tuple)) else [embed_dim * 2**s for s in range(len(depths))]
+        widths = (
+            list(embed_dim) if isinstance(embed_dim, (list, tuple)) else [embed_dim * 2**s for s in range(len(depths))]
+        )
         budgets = list(clauses) if isinstance(clauses, (list, tuple)) else [clauses] * len(depths)
         if len(widths) != len(depths) or len(budgets) != len(depths):
-            raise ValueError(f"embed_dim and clauses take one number or one per stage ({len(depths)} stages), got {embed_dim} and {clauses}")
+            raise ValueError(
+                f"embed_dim and clauses take one number or one per stage ({len(depths)} stages), got {embed_dim} and {clauses}"
+            )
         self.patch_embed = nn.Conv2d(input_shape[0], widths[0], patch_size, stride=patch_size)
         self.patch_norm = make_norm(norm, widths[0]) if patch_norm else nn.Identity()
         size = [-(-s // patch_size) for s in input_shape[1:]]
@@ -236,7 +269,18 @@ class SwinTM(nn.Module):
             tokens = size[0] * size[1]
             ffn = {**tm, "clauses": budgets[s]}
             stage.blocks = nn.ModuleList(
-                WindowBlock(dim, h, window, i % 2 == 1, tm_ffn(dim, tokens, ffn), norm, next(rates), dropout, num_classes if diag_heads else None) for i in range(depth)
+                WindowBlock(
+                    dim,
+                    h,
+                    window,
+                    i % 2 == 1,
+                    tm_ffn(dim, tokens, ffn),
+                    norm,
+                    next(rates),
+                    dropout,
+                    num_classes if diag_heads else None,
+                )
+                for i in range(depth)
             )
             if s < len(depths) - 1:
                 stage.downsample = PatchMerging(dim, norm, widths[s + 1])
@@ -266,10 +310,17 @@ class ConvResidual(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),
-            nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout),
+            nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(),
+            nn.Conv2d(cout, cout, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(cout),
         )
-        self.skip = nn.Identity() if stride == 1 and cin == cout else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        self.skip = (
+            nn.Identity()
+            if stride == 1 and cin == cout
+            else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.body(x) + self.skip(x))
@@ -301,11 +352,21 @@ class ResNetTM(nn.Module):
     Taps: ``stem``, ``stages.N`` ([B, C, H, W]), ``head``.
     """
 
-    def __init__(self, input_shape: tuple[int, ...], num_classes: int, width: int = 16, stages: int = 2, norm: Norm = "layer", **tm: Any):
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        width: int = 16,
+        stages: int = 2,
+        norm: Norm = "layer",
+        **tm: Any,
+    ):
         super().__init__()
         if spatial_dims(input_shape, "resnet_tm") != 2:
             raise ValueError("resnet_tm takes images [C, H, W]")
-        self.stem = nn.Sequential(nn.Conv2d(input_shape[0], width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(input_shape[0], width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
+        )
         h, w = input_shape[1:]
         layers, cin = [], width
         for i in range(stages):
@@ -329,19 +390,45 @@ class PyramidTM(nn.Module):
     votes are the class logits. Taps: ``stem``, ``tm``.
     """
 
-    def __init__(self, input_shape: tuple[int, ...], num_classes: int, width: int = 16, scales: tuple[int, ...] = (1, 2, 4), clauses: int = 256, lf: int = 8,
-                 tau: float = 0.25, clause_dropout: float = 0.0, literal_dropout: float = 0.0, vote_bits: int = 8, hard: bool = False):
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        width: int = 16,
+        scales: tuple[int, ...] = (1, 2, 4),
+        clauses: int = 256,
+        lf: int = 8,
+        tau: float = 0.25,
+        clause_dropout: float = 0.0,
+        literal_dropout: float = 0.0,
+        vote_bits: int = 8,
+        hard: bool = False,
+    ):
         super().__init__()
         if spatial_dims(input_shape, "pyramid_tm") != 2:
             raise ValueError("pyramid_tm takes images [C, H, W]")
         self.scales = scales
         self.stem = nn.Sequential(
-            nn.Conv2d(input_shape[0], width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
-            nn.Conv2d(width, width, 3, 2, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.Conv2d(input_shape[0], width, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 3, 2, 1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
         )
         features = width * sum(s * s for s in scales)
         self.squash = nn.BatchNorm1d(features)
-        self.tm = ClauseLayer(features, num_classes, clauses, lf, tau=tau, clause_dropout=clause_dropout, literal_dropout=literal_dropout, vote_bits=vote_bits, hard=hard)
+        self.tm = ClauseLayer(
+            features,
+            num_classes,
+            clauses,
+            lf,
+            tau=tau,
+            clause_dropout=clause_dropout,
+            literal_dropout=literal_dropout,
+            vote_bits=vote_bits,
+            hard=hard,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         maps = self.stem(x)
