@@ -92,7 +92,8 @@ def quality(args: argparse.Namespace) -> tuple[dict, dict]:
                 else:
                     text_runs[student, k] = run.run_dir
                 print(
-                    f"k={k:2d} seed {seed} {student:10s}: ρ {rows[student]['spearman'][-1]:.3f}, recall@10 {rows[student]['recall_at_10'][-1]:.3f} "
+                    f"k={k:2d} seed {seed} {student:10s}: ρ {rows[student]['spearman'][-1]:.3f}, recall@10 "
+                    f"{rows[student]['recall_at_10'][-1]:.3f} "
                     f"(pca {rows['pca']['spearman'][-1]:.3f} / {rows['pca']['recall_at_10'][-1]:.3f})",
                     flush=True,
                 )
@@ -154,14 +155,16 @@ def markdown(out: dict) -> str:
             r = rows[row]
             params = f"{r['params']:,}" if "params" in r else ""
             lines.append(
-                f"| {k} | {row} | {params} | {mean_std(r['spearman'], 3)} | {mean_std(r['recall_at_10'], 3)} | {needs[row]} |"
+                f"| {k} | {row} | {params} | {mean_std(r['spearman'], 3)} | {mean_std(r['recall_at_10'], 3)} | "
+                f"{needs[row]} |"
             )
     s = out["speed"]
     lines += [
         "",
         f"Encoding throughput on this CPU ({s['texts']} test texts): teacher {s['teacher_texts_per_s']:,.0f} texts/s; "
         + "; ".join(
-            f"{name} k={k} {s[f'{name}_{k}_texts_per_s']:,.0f} texts/s ({s[f'{name}_{k}_texts_per_s'] / s['teacher_texts_per_s']:.0f}×)"
+            f"{name} k={k} {s[f'{name}_{k}_texts_per_s']:,.0f} texts/s "
+            f"({s[f'{name}_{k}_texts_per_s'] / s['teacher_texts_per_s']:.0f}×)"
             for name in TEXT_STUDENTS
             for k in out["ks"]
         )
@@ -171,7 +174,8 @@ def markdown(out: dict) -> str:
         + "; ".join(f"{dim} dims {s[f'retrieval_{dim}_queries_per_s']:,.0f} queries/s" for dim in [384, *out["ks"]])
         + ".",
         "",
-        f"Recipes: `embed_minilm_5d.yaml` (embed_proj) and `embed_minilm_text.yaml` (embed_tokens; embed_text on byte rows, 60 epochs), "
+        "Recipes: `embed_minilm_5d.yaml` (embed_proj) and `embed_minilm_text.yaml` (embed_tokens; embed_text on byte "
+        "rows, 60 epochs), "
         f"with `student.model.dim` = k. {out['minutes']} minutes.",
     ]
     return "\n".join(lines) + "\n"

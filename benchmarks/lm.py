@@ -141,15 +141,18 @@ def markdown(out: dict) -> str:
     seeds = [r for name, r in out["runs"].items() if name.startswith("seed")]
     teacher = statistics.mean(r["teacher"] for r in seeds)
     lines = [
-        f"# Language-model distillation: lm_transformer → rwkv_spiking (docstring corpus, bytes, test split, seeds {out['seeds']})",
+        "# Language-model distillation: lm_transformer → rwkv_spiking (docstring corpus, bytes, test split, seeds "
+        f"{out['seeds']})",
         "",
-        "| run | teacher PPL | student + KD PPL | student alone PPL | KD / teacher | alone / teacher | KD firing density |",
+        "| run | teacher PPL | student + KD PPL | student alone PPL | KD / teacher | alone / teacher | KD firing "
+        "density |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in out["runs"].items():
         density = f"{r['spikes']['density']:.3f}" if r["spikes"] else "—"
         lines.append(
-            f"| {name} | {r['teacher']:.2f} | {r['student']:.2f} | {r['student_alone']:.2f} | {r['student'] / r['teacher']:.2f}× | "
+            f"| {name} | {r['teacher']:.2f} | {r['student']:.2f} | {r['student_alone']:.2f} | "
+            f"{r['student'] / r['teacher']:.2f}× | "
             f"{r['student_alone'] / r['teacher']:.2f}× | {density} |"
         )
     kd, alone = [r["student"] for r in seeds], [r["student_alone"] for r in seeds]
@@ -160,16 +163,20 @@ def markdown(out: dict) -> str:
         f"KD better on {sum(k < a for k, a in zip(kd, alone))} of {len(seeds)} seeds. "
         f"Parameters: teacher {params['teacher']:,}, student {params['student']:,}.",
         "",
-        "Next-token cost at batch 1 on this CPU (teacher: a forward over the whole context; student: one recurrent step):",
+        "Next-token cost at batch 1 on this CPU (teacher: a forward over the whole context; student: one recurrent "
+        "step):",
         "",
-        "| context | teacher tokens/s | student tokens/s | teacher peak memory | student peak memory | teacher KV cache (if cached) | student state |",
+        "| context | teacher tokens/s | student tokens/s | teacher peak memory | student peak memory | teacher KV "
+        "cache (if cached) | student state |",
         "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     c = out["costs"]
     for length, row in c["contexts"].items():
         lines.append(
-            f"| {length} | {row['teacher_tokens_per_s']:,.0f} | {row['student_tokens_per_s']:,.0f} | {row['teacher_peak_bytes'] / 1024:,.0f} KiB | "
-            f"{row['student_peak_bytes'] / 1024:,.0f} KiB | {row['teacher_kv_cache_bytes'] / 1024:,.0f} KiB | {c['student_state_bytes'] / 1024:,.1f} KiB |"
+            f"| {length} | {row['teacher_tokens_per_s']:,.0f} | {row['student_tokens_per_s']:,.0f} | "
+            f"{row['teacher_peak_bytes'] / 1024:,.0f} KiB | "
+            f"{row['student_peak_bytes'] / 1024:,.0f} KiB | {row['teacher_kv_cache_bytes'] / 1024:,.0f} KiB | "
+            f"{c['student_state_bytes'] / 1024:,.1f} KiB |"
         )
     lines += ["", f"Recipe `lm_rwkv_spiking.yaml`; teacher {out['teacher']}. {out['minutes']} minutes."]
     return "\n".join(lines) + "\n"
@@ -181,7 +188,10 @@ def main() -> None:
     parser.add_argument("--contexts", type=int, nargs="+", default=[128, 512, 2048])
     parser.add_argument(
         "--teacher",
-        help="a teacher the recipe trained on the first seed's split (RUN_DIR/teacher/teacher.safetensors): skips training one",
+        help=(
+            "a teacher the recipe trained on the first seed's split (RUN_DIR/teacher/teacher.safetensors): skips "
+            "training one"
+        ),
     )
     args = parser.parse_args()
     started = time.perf_counter()

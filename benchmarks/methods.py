@@ -166,7 +166,8 @@ def main() -> None:
                     teachers.setdefault(dataset, []).append(result.teacher_accuracy)
             accs[:] = accs[-len(args.seeds) :]  # this run's seeds replace earlier numbers
             print(
-                f"{dataset:8s} {method:24s} {100 * statistics.mean(accs):6.2f} ± {100 * statistics.stdev(accs) if len(accs) > 1 else 0:.2f}  ({time.perf_counter() - started:.0f} s)",
+                f"{dataset:8s} {method:24s} {100 * statistics.mean(accs):6.2f} ± "
+                f"{100 * statistics.stdev(accs) if len(accs) > 1 else 0:.2f}  ({time.perf_counter() - started:.0f} s)",
                 flush=True,
             )
     out.mkdir(exist_ok=True)
@@ -181,7 +182,8 @@ def main() -> None:
     }
     (out / f"methods_{args.student}.json").write_text(json.dumps(summary, indent=2) + "\n")
     lines = [
-        f"# Methods benchmark: {args.student} student {STUDENTS[args.student][0]['model']}, {args.epochs} epochs, seeds {args.seeds}",
+        f"# Methods benchmark: {args.student} student {STUDENTS[args.student][0]['model']}, {args.epochs} epochs, "
+        f"seeds {args.seeds}",
         "",
         "Test accuracy (%), mean ± std over seeds; best epoch chosen on validation.",
         "",
@@ -190,7 +192,8 @@ def main() -> None:
     ]
     for method in (m for m in METHODS if all(m in rows[d] for d in args.datasets)):
         cells = [
-            f"{100 * statistics.mean(rows[d][method]):.2f} ± {100 * statistics.stdev(rows[d][method]) if len(args.seeds) > 1 else 0:.2f}"
+            f"{100 * statistics.mean(rows[d][method]):.2f} ± "
+            f"{100 * statistics.stdev(rows[d][method]) if len(args.seeds) > 1 else 0:.2f}"
             for d in args.datasets
         ]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")

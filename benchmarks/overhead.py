@@ -138,7 +138,8 @@ def main() -> None:
         "machine": platform.machine(),
     }
     print(
-        f"median: kdforge {k:.4f} s/epoch, hand-written {h:.4f} s/epoch; median paired ratio {ratio:.3f} (target <= 1.10)"
+        f"median: kdforge {k:.4f} s/epoch, hand-written {h:.4f} s/epoch; median paired ratio {ratio:.3f} (target <= "
+        "1.10)"
     )
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)

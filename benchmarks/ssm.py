@@ -79,7 +79,8 @@ def sar(args: argparse.Namespace) -> dict:
                 result.run_dir,
             )
             print(
-                f"{preset:10s} seed {seed}: teacher {psnr:.2f} dB, student + KD {row['kd'][-1]:.2f} dB, alone {row['alone'][-1]:.2f} dB",
+                f"{preset:10s} seed {seed}: teacher {psnr:.2f} dB, student + KD {row['kd'][-1]:.2f} dB, alone "
+                f"{row['alone'][-1]:.2f} dB",
                 flush=True,
             )
     # latencies last, one model after the other, with no training beside them
@@ -98,15 +99,19 @@ def sar_markdown(out: dict) -> str:
     lines = [
         f"# SSM on sar_azimuth (`{out['recipe']}`, seeds {out['seeds']})",
         "",
-        "| model | params | test PSNR + KD (dB) | alone (dB) | retention | latency b1 L256 / L1024 (ms) | speed-up L256 / L1024 |",
+        "| model | params | test PSNR + KD (dB) | alone (dB) | retention | latency b1 L256 / L1024 (ms) | speed-up "
+        "L256 / L1024 |",
         "|---|---:|---:|---:|---:|---:|---:|",
-        f"| teacher (gate) | {teacher['params']:,} | {mean_std(teacher['psnr'])} | | 100 % | {teacher['latency_ms_b1']['256']:.2f} / {teacher['latency_ms_b1']['1024']:.2f} | 1 / 1 |",
+        f"| teacher (gate) | {teacher['params']:,} | {mean_std(teacher['psnr'])} | | 100 % | "
+        f"{teacher['latency_ms_b1']['256']:.2f} / {teacher['latency_ms_b1']['1024']:.2f} | 1 / 1 |",
     ]
     for preset in ("standard", "compressed", "tiny"):
         r = rows[preset]
         lines.append(
-            f"| {preset} | {r['params']:,} | {mean_std(r['kd'])} | {mean_std(r['alone'])} | {statistics.mean(r['retention_pct']):.1f} % | "
-            f"{r['latency_ms_b1']['256']:.2f} / {r['latency_ms_b1']['1024']:.2f} | {r['speedup']['256']:.1f}× / {r['speedup']['1024']:.1f}× |"
+            f"| {preset} | {r['params']:,} | {mean_std(r['kd'])} | {mean_std(r['alone'])} | "
+            f"{statistics.mean(r['retention_pct']):.1f} % | "
+            f"{r['latency_ms_b1']['256']:.2f} / {r['latency_ms_b1']['1024']:.2f} | {r['speedup']['256']:.1f}× / "
+            f"{r['speedup']['1024']:.1f}× |"
         )
     lines += [
         "",
@@ -147,7 +152,8 @@ def mnist1d(args: argparse.Namespace) -> dict:
             out[key].append(100 * result.results[role]["test"]["accuracy"])
         out["params"] = {"teacher": result.results["teacher"]["params"], "student": result.results["student"]["params"]}
         print(
-            f"seed {seed}: teacher {out['teacher'][-1]:.2f} %, student + KD {out['kd'][-1]:.2f} %, alone {out['alone'][-1]:.2f} %",
+            f"seed {seed}: teacher {out['teacher'][-1]:.2f} %, student + KD {out['kd'][-1]:.2f} %, alone "
+            f"{out['alone'][-1]:.2f} %",
             flush=True,
         )
     return out

@@ -56,7 +56,8 @@ def main() -> None:
         times = [run(argv, env) for _ in range(args.repeats)]
         rows[name] = {"median_s": statistics.median(times), "min_s": min(times), "imports": imported(argv, env)}
         print(
-            f"{args.label:8s} {name:18s} {rows[name]['median_s']:6.2f} s (min {rows[name]['min_s']:.2f})  imports {', '.join(rows[name]['imports']) or 'none of them'}",
+            f"{args.label:8s} {name:18s} {rows[name]['median_s']:6.2f} s (min {rows[name]['min_s']:.2f})  imports "
+            f"{', '.join(rows[name]['imports']) or 'none of them'}",
             flush=True,
         )
     path = RESULTS / "startup.json"

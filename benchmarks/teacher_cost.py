@@ -108,7 +108,8 @@ def main() -> None:
         "machine": platform.machine(),
     }
     print(
-        f"online KD / alone = {result['online_over_alone']:.2f}x; cached KD / alone = {result['cached_over_alone']:.2f}x (target <= 1.10)"
+        f"online KD / alone = {result['online_over_alone']:.2f}x; cached KD / alone = "
+        f"{result['cached_over_alone']:.2f}x (target <= 1.10)"
     )
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)

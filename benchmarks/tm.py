@@ -102,7 +102,8 @@ def packed(args: argparse.Namespace) -> dict:
         }
         rows.append(row)
         print(
-            f"batch {batch:5d}: float {row['float_samples_per_s']:>10,.0f}/s  packed {row['packed_samples_per_s']:>10,.0f}/s  ratio {row['ratio']:.1f}x  identical {identical}"
+            f"batch {batch:5d}: float {row['float_samples_per_s']:>10,.0f}/s  packed "
+            f"{row['packed_samples_per_s']:>10,.0f}/s  ratio {row['ratio']:.1f}x  identical {identical}"
         )
     return {
         "layer": {
@@ -191,7 +192,8 @@ def accuracy(args: argparse.Namespace) -> dict:
                         "latency_ms_b256": latency_ms(model, torch.randn(1, 1, 32, 32), batch_size=256, repeats=10),
                     }
             print(
-                f"{student:16s} {setting:32s} {_pm(cell['test'])}  hard {_pm(cell['test_hard'])}  ({time.perf_counter() - started:.0f} s)",
+                f"{student:16s} {setting:32s} {_pm(cell['test'])}  hard {_pm(cell['test_hard'])}  "
+                f"({time.perf_counter() - started:.0f} s)",
                 flush=True,
             )
     return {
@@ -282,10 +284,12 @@ def features(args: argparse.Namespace) -> dict:
 
 def features_table(result: dict) -> str:
     lines = [
-        f"# Booleanised-feature presets: tm_flat (256 clauses, lf 8) alone on digits 8x8, thermometer 3 levels, {result['epochs']} epochs, seeds {result['seeds']}",
+        "# Booleanised-feature presets: tm_flat (256 clauses, lf 8) alone on digits 8x8, thermometer 3 levels, "
+        f"{result['epochs']} epochs, seeds {result['seeds']}",
         "",
         "Test accuracy (%), mean ± std over seeds, best epoch on validation; hard mode is the exported rules. "
-        "Booleanising digits at 32x32 (1,797 images), median of 5: computed, then read back from `data.booleanize.cache`.",
+        "Booleanising digits at 32x32 (1,797 images), median of 5: computed, then read back from "
+        "`data.booleanize.cache`.",
         "",
         "| features | literals | test | test (hard) | booleanise 32x32: computed | cached |",
         "|---|---:|---:|---:|---:|---:|",
@@ -293,7 +297,8 @@ def features_table(result: dict) -> str:
     for preset, cell in result["accuracy"].items():
         t = result["booleanize_digits32"][preset]
         lines.append(
-            f"| {preset} | {cell['literals']:,} | {_pm(cell['test'])} | {_pm(cell['test_hard'])} | {1000 * t['computed_s']:.0f} ms | {1000 * t['cached_s']:.0f} ms |"
+            f"| {preset} | {cell['literals']:,} | {_pm(cell['test'])} | {_pm(cell['test_hard'])} | "
+            f"{1000 * t['computed_s']:.0f} ms | {1000 * t['cached_s']:.0f} ms |"
         )
     return "\n".join(lines) + "\n"
 
@@ -307,7 +312,8 @@ def accuracy_table(result: dict) -> str:
     lines = [
         f"# TM students on digits 32x32: {result['epochs']} epochs, seeds {result['seeds']}",
         "",
-        "Test accuracy (%), mean ± std over seeds; best epoch chosen on validation. Hard mode: the exported boolean rules.",
+        "Test accuracy (%), mean ± std over seeds; best epoch chosen on validation. Hard mode: the exported boolean "
+        "rules.",
         "Teachers: " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in result["teacher_test_accuracy"].items()) + ".",
         "",
         "| student | params | latency ms b1 / b256 | " + " | ".join(settings) + " |",

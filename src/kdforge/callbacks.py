@@ -134,12 +134,14 @@ class ConsoleProgress(Callback):
         if record.get("stopped_early"):
             rule = trainer.cfg.early_stopping
             self.console.print(
-                f"  {trainer.stage}: stopped early after epoch {epoch}: val {rule.metric} did not improve for {rule.patience} epochs",
+                f"  {trainer.stage}: stopped early after epoch {epoch}: val {rule.metric} did not improve for "
+                f"{rule.patience} epochs",
                 highlight=False,
             )
         if epoch == 1 or epoch == epochs or epoch % max(1, epochs // self.lines) == 0:
             self.console.print(
-                f"  {trainer.stage} {epoch:>3}/{epochs}  train loss {record['train']['loss']:.4f}  val {score_name(val)} {shown(val)}  {best}",
+                f"  {trainer.stage} {epoch:>3}/{epochs}  train loss {record['train']['loss']:.4f}  val "
+                f"{score_name(val)} {shown(val)}  {best}",
                 highlight=False,
             )
 

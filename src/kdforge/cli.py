@@ -63,7 +63,10 @@ def load_plugins(
             "--plugin",
             "-p",
             metavar="FILE_OR_MODULE",
-            help="A Python file or module to import first: your own models, losses and datasets register themselves there. Repeatable.",
+            help=(
+                "A Python file or module to import first: your own models, losses and datasets register themselves "
+                "there. Repeatable."
+            ),
             show_default=False,
         ),
     ] = None,
@@ -291,7 +294,10 @@ def export(
         Optional[Quantize],
         typer.Option(
             "--quantize",
-            help="int8: post-training dynamic int8 quantisation of the student's linear layers, measured against the float student.",
+            help=(
+                "int8: post-training dynamic int8 quantisation of the student's linear layers, measured against the "
+                "float student."
+            ),
         ),
     ] = None,
     prune: Annotated[
@@ -300,20 +306,29 @@ def export(
             "--prune",
             min=0.0,
             max=1.0,
-            help="Prune this fraction of the student's linear and convolution weights (torch.nn.utils.prune), measured against the unpruned student.",
+            help=(
+                "Prune this fraction of the student's linear and convolution weights (torch.nn.utils.prune), "
+                "measured against the unpruned student."
+            ),
         ),
     ] = None,
     prune_kind: Annotated[
         PruneKind,
         typer.Option(
             "--prune-kind",
-            help="unstructured: the smallest weights of all layers together (L1); structured: whole output rows of each layer by L2 norm (not the output layer).",
+            help=(
+                "unstructured: the smallest weights of all layers together (L1); structured: whole output rows of "
+                "each layer by L2 norm (not the output layer)."
+            ),
         ),
     ] = PruneKind.unstructured,
     out: Annotated[
         Optional[Path],
         typer.Option(
-            help="Output file (default: RUN_DIR/student.<format>.json, RUN_DIR/student.int8.pt or RUN_DIR/student.pruned.safetensors)."
+            help=(
+                "Output file (default: RUN_DIR/student.<format>.json, RUN_DIR/student.int8.pt or "
+                "RUN_DIR/student.pruned.safetensors)."
+            )
         ),
     ] = None,
 ) -> None:
@@ -480,7 +495,9 @@ def bench(
     target: Annotated[
         str,
         typer.Argument(
-            help="A run directory (its student, and its teacher when it is a kdforge model) or a registered model name.",
+            help=(
+                "A run directory (its student, and its teacher when it is a kdforge model) or a registered model name."
+            ),
             show_default=False,
         ),
     ],
@@ -556,7 +573,8 @@ def _bench_models(
         return models, recipe_data(recipe.data, recipe.seed).test.x[:1]
     if input_shape is None:
         raise KdforgeError(
-            f"'{target}' is not a run directory; to measure a model by name give --input-shape (e.g. --input-shape 1,40)"
+            f"'{target}' is not a run directory; to measure a model by name give --input-shape (e.g. --input-shape "
+            "1,40)"
         )
     shape = tuple(whole_numbers(input_shape, "--input-shape"))
     kwargs = {}

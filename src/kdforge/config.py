@@ -83,11 +83,16 @@ class BooleanizeConfig(Section):
     levels: int = Field(4, gt=0, le=64)
     features: Literal["raw", "augmented", "convolutional"] = Field(
         "raw",
-        description="what is thresholded: the inputs (raw); plus local contrast and edges (augmented); plus a fixed bank of small filters (convolutional)",
+        description=(
+            "what is thresholded: the inputs (raw); plus local contrast and edges (augmented); plus a fixed "
+            "bank of small filters (convolutional)"
+        ),
     )
     cache: str | None = Field(
         None,
-        description="a folder where the bits are stored packed and reused by runs on the same inputs with the same settings",
+        description=(
+            "a folder where the bits are stored packed and reused by runs on the same inputs with the same settings"
+        ),
     )
 
 
@@ -101,7 +106,10 @@ class DataConfig(Component):
     test_fraction: float = Field(0.2, gt=0, lt=1)
     split_seed: int | None = Field(
         None,
-        description="seed of the dataset and its split; default: the recipe's seed (fix it to vary only the training across seeds)",
+        description=(
+            "seed of the dataset and its split; default: the recipe's seed (fix it to vary only the training "
+            "across seeds)"
+        ),
     )
     augment: AugmentConfig = AugmentConfig()
     booleanize: BooleanizeConfig | None = Field(
@@ -112,7 +120,8 @@ class DataConfig(Component):
     def _leaves_training(self) -> DataConfig:
         if self.val_fraction + self.test_fraction >= 1:
             raise ValueError(
-                f"val_fraction + test_fraction is {self.val_fraction + self.test_fraction:g}: together they must stay below 1 to leave a training split"
+                f"val_fraction + test_fraction is {self.val_fraction + self.test_fraction:g}: together they must stay "
+                "below 1 to leave a training split"
             )
         return self
 
@@ -190,7 +199,10 @@ class TeacherConfig(Section):
     ce_weight: float | None = Field(
         None,
         ge=0,
-        description="trainable teachers: weight of their own loss on the labels (cross-entropy, or the task term of regression data; default 1)",
+        description=(
+            "trainable teachers: weight of their own loss on the labels (cross-entropy, or the task term of "
+            "regression data; default 1)"
+        ),
     )
     train: TeacherTrainConfig | None = Field(None, description="source 'train' only; defaults apply")
     members: list[TeacherConfig] | None = Field(None, description="source 'ensemble': two or more teacher sections")
@@ -240,7 +252,8 @@ class TeacherConfig(Section):
                 raise ValueError("an ensemble needs at least two members")
             if kinds := sorted({m.source for m in self.members} & {"ensemble", "table", "sentence-transformers"}):
                 raise ValueError(
-                    f"ensemble members predict logits from the student's inputs: not {', '.join(repr(k) for k in kinds)}"
+                    "ensemble members predict logits from the student's inputs: not "
+                    f"{', '.join(repr(k) for k in kinds)}"
                 )
             if sum(m.source == "ema" for m in self.members) > 1:
                 raise ValueError("an ensemble holds at most one 'ema' member (the moving average of the student)")
@@ -313,7 +326,10 @@ class AutoClauseConfig(Section):
     warmup_epochs: int = Field(
         2,
         ge=0,
-        description="applied once, at the end of this epoch (0: before training, e.g. on a student initialised from its teacher)",
+        description=(
+            "applied once, at the end of this epoch (0: before training, e.g. on a student initialised from "
+            "its teacher)"
+        ),
     )
     batches: int | None = Field(
         None, gt=0, description="validation batches the clause importance is measured on (default: all)"
@@ -328,16 +344,21 @@ class StudentConfig(Section):
     model: ModelConfig
     preset: Literal["standard", "compressed", "tiny", "fixed_compressed", "fixed_tiny"] | None = Field(
         None,
-        description="an ssm student sized from the ssm teacher (its model section, or the teacher.json beside a checkpoint): standard (same size), compressed (1/2), tiny (1/4), "
-        "fixed_compressed (model_dim 32, state_dim 256, 4 layers), fixed_tiny (24, 128, 3); without selectivity; student.model options override",
+        description="an ssm student sized from the ssm teacher (its model section, or the teacher.json beside a "
+        "checkpoint): standard (same size), compressed (1/2), tiny (1/4), "
+        "fixed_compressed (model_dim 32, state_dim 256, 4 layers), fixed_tiny (24, 128, 3); without selectivity; "
+        "student.model options override",
     )
     init_from_teacher: TransferConfig | None = Field(
         None,
-        description="true, or {steps, lr}: copy matching teacher weights, fit each TM block (if any) to its teacher MLP",
+        description=(
+            "true, or {steps, lr}: copy matching teacher weights, fit each TM block (if any) to its teacher MLP"
+        ),
     )
     init_from: str | None = Field(
         None,
-        description="an earlier run directory (or its student.safetensors) of the same student model: start from its weights, "
+        description="an earlier run directory (or its student.safetensors) of the same student model: start from its "
+        "weights, "
         "with and without the teacher (the second stage of a two-stage distillation)",
     )
     clause_specialize: SpecializeConfig | None = None
@@ -359,7 +380,9 @@ class LossConfig(Component):
     member: int | None = Field(
         None,
         ge=0,
-        description="ensemble teachers: this term reads member i's logits (e.g. the EMA member) instead of the combination",
+        description=(
+            "ensemble teachers: this term reads member i's logits (e.g. the EMA member) instead of the combination"
+        ),
     )
 
     @pydantic.field_validator("weight")
@@ -456,7 +479,10 @@ class CurriculumConfig(Section):
 class OptimConfig(Section):
     name: Literal["adamw", "sgd", "dot"] = Field(
         "adamw",
-        description="adamw or sgd (torch's own), or dot: SGD with separate momenta for the task and distillation gradients (DOT)",
+        description=(
+            "adamw or sgd (torch's own), or dot: SGD with separate momenta for the task and distillation "
+            "gradients (DOT)"
+        ),
     )
     lr: float = Field(1e-3, gt=0, description="peak learning rate")
     weight_decay: float = Field(0.05, ge=0, description="decoupled (AdamW) or L2 (SGD) weight decay")
@@ -465,7 +491,9 @@ class OptimConfig(Section):
         None,
         ge=0,
         lt=1,
-        description="dot only: distillation gradients use momentum + delta, task gradients momentum − delta (default 0.075)",
+        description=(
+            "dot only: distillation gradients use momentum + delta, task gradients momentum − delta (default 0.075)"
+        ),
     )
     warmup_epochs: float = Field(0.0, ge=0, description="linear warm-up from 0 to lr over this many epochs")
     schedule: Literal["cosine", "constant"] = Field(
@@ -481,11 +509,17 @@ class OptimConfig(Section):
         None,
         gt=0,
         le=1,
-        description="layer-wise LR decay: block i of L gets lr · layer_decay^(L + 1 − i); embeddings decay most, the head not at all",
+        description=(
+            "layer-wise LR decay: block i of L gets lr · layer_decay^(L + 1 − i); embeddings decay most, the "
+            "head not at all"
+        ),
     )
     filter_bias_and_bn: bool = Field(
         True,
-        description="no weight decay on biases, norm weights and embeddings (≤1-dim parameters and a model's no_weight_decay() names)",
+        description=(
+            "no weight decay on biases, norm weights and embeddings (≤1-dim parameters and a model's "
+            "no_weight_decay() names)"
+        ),
     )
     grad_centralization: bool = Field(
         False, description="subtract each weight gradient's mean over its input dims before the step"
@@ -525,7 +559,10 @@ class TrainConfig(Section):
     max_steps: int | None = Field(
         None,
         gt=0,
-        description="a budget of optimiser steps instead of epochs: training, the LR schedule and every schedule span it (the last epoch may end early); train.epochs is then not used",
+        description=(
+            "a budget of optimiser steps instead of epochs: training, the LR schedule and every schedule span "
+            "it (the last epoch may end early); train.epochs is then not used"
+        ),
     )
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:N or mps")
     amp: Literal["auto", "bf16", "fp16", "off"] = Field(
@@ -544,34 +581,50 @@ class TrainConfig(Section):
     baseline: bool = Field(True, description="also train the student without distillation")
     stage_checkpoints: bool = Field(
         False,
-        description="save the student as each stage ends (recipe stages, curriculum partitions, and the steps of a schedule held in stages) to <checkpoint dir>/stages/stage_N",
+        description=(
+            "save the student as each stage ends (recipe stages, curriculum partitions, and the steps of a "
+            "schedule held in stages) to <checkpoint dir>/stages/stage_N"
+        ),
     )
     checkpoint_interval: float = Field(
         10.0,
         ge=0,
-        description="seconds between last.pt writes at epoch ends (0: every epoch); always written at the end and on stop",
+        description=(
+            "seconds between last.pt writes at epoch ends (0: every epoch); always written at the end and on stop"
+        ),
     )
     early_stopping: EarlyStoppingConfig | None = Field(
         None, description="stop when validation stops improving (the schedule still spans train.epochs)"
     )
     deterministic: bool = Field(
         False,
-        description="deterministic kernels only (torch.use_deterministic_algorithms): bitwise-repeatable runs, sometimes slower",
+        description=(
+            "deterministic kernels only (torch.use_deterministic_algorithms): bitwise-repeatable runs, sometimes slower"
+        ),
     )
     grad_checkpoint: bool = Field(
         False,
-        description="recompute each student block's activations in backward instead of storing them (less memory, ~1/3 more compute)",
+        description=(
+            "recompute each student block's activations in backward instead of storing them (less memory, "
+            "~1/3 more compute)"
+        ),
     )
     ema_decay: float | None = Field(
         None,
         gt=0,
         lt=1,
-        description="keep a moving average of the student's weights (e.g. 0.999); validation, best-epoch selection, test and export use it",
+        description=(
+            "keep a moving average of the student's weights (e.g. 0.999); validation, best-epoch selection, "
+            "test and export use it"
+        ),
     )
     ema_warmup: bool = Field(True, description="EMA decay ramps up as min(ema_decay, (1 + step) / (10 + step))")
     fsdp: bool = Field(
         False,
-        description="under torchrun: shard the student's parameters, gradients and optimiser state across processes (FSDP2) instead of replicating it (DDP)",
+        description=(
+            "under torchrun: shard the student's parameters, gradients and optimiser state across processes "
+            "(FSDP2) instead of replicating it (DDP)"
+        ),
     )
 
     @pydantic.field_validator("device")
@@ -588,7 +641,10 @@ class LogConfig(Section):
     progress: bool = Field(True, description="live progress bars and epoch lines on the console")
     val_terms: bool = Field(
         True,
-        description="every epoch, also compute each loss term on the validation split (val_terms in metrics.jsonl and the trackers; one more teacher pass over it)",
+        description=(
+            "every epoch, also compute each loss term on the validation split (val_terms in metrics.jsonl and "
+            "the trackers; one more teacher pass over it)"
+        ),
     )
     grad_stats_every: int | None = Field(
         None, gt=0, description="per-layer gradient norms (student, loss-term parts, trainable teacher) every N steps"
@@ -596,7 +652,9 @@ class LogConfig(Section):
     tensorboard: bool = Field(False, description="TensorBoard event files in <run dir>/tensorboard")
     weight_histograms: bool = Field(
         False,
-        description="every epoch, a histogram of each student weight tensor to the trackers (MLflow: mean, std, min, max)",
+        description=(
+            "every epoch, a histogram of each student weight tensor to the trackers (MLflow: mean, std, min, max)"
+        ),
     )
     wandb: bool = Field(False, description="a Weights & Biases run in <run dir>/wandb")
     wandb_project: str = Field("kdforge", description="the W&B project")
@@ -624,7 +682,10 @@ class Recipe(Section):
     )
     curriculum: CurriculumConfig | None = Field(
         None,
-        description="a progressive curriculum (pocl); with stages (one per partition), each stage's own end (epochs, loss_plateau, val_plateau) and settings apply on top",
+        description=(
+            "a progressive curriculum (pocl); with stages (one per partition), each stage's own end (epochs, "
+            "loss_plateau, val_plateau) and settings apply on top"
+        ),
     )
 
     @pydantic.field_validator("name")
@@ -634,7 +695,8 @@ class Recipe(Section):
         if not value.strip() or value in (".", "..") or bad or Path(value).is_absolute():
             shown = ", ".join("NUL" if c == "\0" else repr(c) for c in bad) or "an empty or dot name"
             raise ValueError(
-                f"the name becomes one folder under log.dir, so it cannot contain {shown}; choose a plain name such as 'my-run' (set log.dir for where runs go)"
+                f"the name becomes one folder under log.dir, so it cannot contain {shown}; choose a plain name such "
+                "as 'my-run' (set log.dir for where runs go)"
             )
         return value
 
@@ -646,7 +708,8 @@ class Recipe(Section):
             and len(self.stages) != len(self.curriculum.partitions)
         ):
             raise ValueError(
-                f"stages and a curriculum together: one stage per curriculum partition ({len(self.curriculum.partitions)}), got {len(self.stages)}"
+                "stages and a curriculum together: one stage per curriculum partition "
+                f"({len(self.curriculum.partitions)}), got {len(self.stages)}"
             )
         if (
             self.curriculum is not None
@@ -682,8 +745,10 @@ class Recipe(Section):
             and (self.teacher.model is None or self.teacher.model.name == "ssm")
         ):
             raise ValueError(
-                f"student.preset sizes an ssm student from an ssm teacher; here the student is '{self.student.model.name}' and the teacher "
-                f"'{self.teacher.model.name if self.teacher.model else self.teacher.source}' (set both model names to ssm, or drop student.preset)"
+                "student.preset sizes an ssm student from an ssm teacher; here the student is "
+                f"'{self.student.model.name}' and the teacher "
+                f"'{self.teacher.model.name if self.teacher.model else self.teacher.source}' (set both model names to "
+                "ssm, or drop student.preset)"
             )
         if self.student.init_from_teacher is not None and self.student.init_from is not None:
             raise ValueError(
@@ -693,18 +758,21 @@ class Recipe(Section):
             self.teacher.cache is not None or self.teacher.source in ("ema", "ensemble")
         ):
             raise ValueError(
-                "student.init_from_teacher copies the teacher's own modules: it needs one online teacher (no teacher.cache, not 'ema' or 'ensemble')"
+                "student.init_from_teacher copies the teacher's own modules: it needs one online teacher (no "
+                "teacher.cache, not 'ema' or 'ensemble')"
             )
         if self.optim.name == "dot" and (
             self.train.amp == "fp16" or self.train.grad_clip is not None or self.optim.grad_centralization
         ):
             raise ValueError(
-                "optim.name dot keeps the task and distillation gradients apart until its step, so it takes no gradient scaler, clipping or centralisation: "
+                "optim.name dot keeps the task and distillation gradients apart until its step, so it takes no "
+                "gradient scaler, clipping or centralisation: "
                 "use train.amp bf16 or off, and drop train.grad_clip and optim.grad_centralization"
             )
         if self.train.fsdp and self.teacher.follows_student:
             raise ValueError(
-                "train.fsdp shards the student, which an EMA teacher must copy whole every step; use DDP (train.fsdp: false)"
+                "train.fsdp shards the student, which an EMA teacher must copy whole every step; use DDP (train.fsdp: "
+                "false)"
             )
         return self
 

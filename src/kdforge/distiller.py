@@ -78,7 +78,8 @@ class Distiller(nn.Module):
         if self.cached and (missing := [n for n in teacher_layers if n not in teacher.layers]):
             raise KdforgeError(
                 f"the loss terms read teacher layers {missing}, but teacher.cache '{teacher.path}' holds "
-                f"{teacher.layers or 'no layers'}; rebuild it with this recipe: kdforge cache RECIPE --out {teacher.path}"
+                f"{teacher.layers or 'no layers'}; rebuild it with this recipe: kdforge cache RECIPE --out "
+                f"{teacher.path}"
             )
         self.student_tap = FeatureTap(student, {n: n for t in terms for n in t.student_taps})
         self.teacher_tap = (
@@ -100,7 +101,8 @@ class Distiller(nn.Module):
         ):
             if silent := [name for name in wanted if name not in tapped]:
                 raise KdforgeError(
-                    f"the {role}'s module(s) {', '.join(silent)} never ran in a forward pass, so nothing was captured there: a ModuleList such as "
+                    f"the {role}'s module(s) {', '.join(silent)} never ran in a forward pass, so nothing was captured "
+                    "there: a ModuleList such as "
                     "'blocks' is a container (name one block, blocks.0, or give mapping: uniform to pair every block)"
                 )
         shapes = Shapes(
@@ -257,7 +259,8 @@ def _check_member(term: LossTerm, teacher: Teacher | None) -> None:
     count = len(members) if isinstance(members, nn.ModuleList) else 0
     if not term.uses_teacher:
         raise KdforgeError(
-            f"loss '{term.name}': member: {term.member} picks the teacher whose logits a term reads, but '{term.name}' reads no teacher; remove member"
+            f"loss '{term.name}': member: {term.member} picks the teacher whose logits a term reads, but "
+            f"'{term.name}' reads no teacher; remove member"
         )
     if term.member >= count:
         has = f"an ensemble of {count}" if count else "not an ensemble"

@@ -53,7 +53,8 @@ def load_model(weights: str | Path, device: str | torch.device = "cpu") -> nn.Mo
     spec = read_meta(weights).get("model")
     if not isinstance(spec, dict) or not {"name", "input_shape", "num_classes", "options"} <= set(spec):
         raise KdforgeError(
-            f"'{Path(weights).with_suffix('.json')}' does not describe a kdforge model (no 'model' entry with name, input_shape, num_classes and options)"
+            f"'{Path(weights).with_suffix('.json')}' does not describe a kdforge model (no 'model' entry with name, "
+            "input_shape, num_classes and options)"
         )
     model = build_model(
         spec["name"], input_shape=spec["input_shape"], num_classes=spec["num_classes"], **spec["options"]

@@ -80,7 +80,8 @@ def read_json(path: str | Path, what: str = "JSON file") -> Any:
         return json.loads(text)
     except json.JSONDecodeError as err:
         raise FileReadError(
-            f"{what} '{path}' is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}): it is truncated or damaged"
+            f"{what} '{path}' is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}): it is truncated "
+            "or damaged"
         ) from None
 
 
@@ -94,7 +95,8 @@ def load_torch(path: str | Path, map_location: str | torch.device = "cpu", what:
         found = _PICKLE_GLOBAL.search(str(err))
         if found:
             raise FileReadError(
-                f"{what} '{path}' holds pickled Python objects{f' ({found[1]})' if found else ''}, which kdforge never loads (they can run code); "
+                f"{what} '{path}' holds pickled Python objects{f' ({found[1]})' if found else ''}, which kdforge "
+                "never loads (they can run code); "
                 "save plain tensors instead: torch.save(model.state_dict(), path), or a .safetensors file"
             ) from None
         raise FileReadError(f"{what} '{path}' is not a readable PyTorch file: it is truncated or damaged") from None
@@ -118,7 +120,8 @@ def load_safetensors(
     if head[:2] == b"PK" or head[:1] == b"\x80":  # a zip (torch.save) or a raw pickle stream
         raise FileReadError(
             f"{what} '{path}' is named .safetensors but is a PyTorch pickle file; "
-            "rename it to .pt (kdforge reads those with weights_only=True) or convert it with safetensors.torch.save_file"
+            "rename it to .pt (kdforge reads those with weights_only=True) or convert it with "
+            "safetensors.torch.save_file"
         )
     try:
         return load_file(str(path), device=str(device))
@@ -165,7 +168,8 @@ def load_local(loader: Callable[..., Any], folder: str | Path, what: str, **opti
         SafetensorError,
     ) as err:  # how missing, damaged and mismatched files surface
         raise FileReadError(
-            f"{what} '{folder}' cannot be read ({_short(err)}); give a local folder with its config, tokenizer and weight "
+            f"{what} '{folder}' cannot be read ({_short(err)}); give a local folder with its config, tokenizer and "
+            "weight "
             "files (kdforge never downloads: save one with model.save_pretrained(folder))"
         ) from None
 
@@ -186,7 +190,8 @@ def _unreadable(err: BaseException, path: Path, what: str, kind: str) -> FileRea
     numpy_or_pickle = start.startswith((b"\x93NUMPY", b"PK", b"\x80"))
     if numpy_or_pickle and isinstance(err, ValueError) and "object" in str(err).lower():
         return FileReadError(
-            f"{what} '{path}' holds Python objects (an object-dtype array), which kdforge never loads (they can run code); "
+            f"{what} '{path}' holds Python objects (an object-dtype array), which kdforge never loads (they can run "
+            "code); "
             "save a numeric array (np.asarray(values, dtype=np.float32))"
         )
     return FileReadError(f"{what} '{path}' is not a readable {kind} ({_short(err)}): it is truncated or damaged")

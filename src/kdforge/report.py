@@ -107,7 +107,8 @@ def write_report(run_dir: Path, results: dict[str, Any], plots: list[str]) -> No
     for label, entry in _rows(results):
         val = entry.get("val_best")
         lines.append(
-            f"| {label} | {entry['model']} | {shown(entry['test'])} | {shown(val) if val else '-'} | {entry['params']:,} | {entry['latency_ms']:.3f} |"
+            f"| {label} | {entry['model']} | {shown(entry['test'])} | {shown(val) if val else '-'} | "
+            f"{entry['params']:,} | {entry['latency_ms']:.3f} |"
         )
     gain = kd_gain(results)
     if gain is not None:

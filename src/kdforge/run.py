@@ -160,7 +160,8 @@ class Session:
             augment = self.recipe.data.augment
             if augment.randaugment is not None or augment.mixes:
                 raise KdforgeError(
-                    "RandAugment, mixup and CutMix draw new inputs every step, but teacher.cache holds the teacher's outputs on fixed views only; "
+                    "RandAugment, mixup and CutMix draw new inputs every step, but teacher.cache holds the teacher's "
+                    "outputs on fixed views only; "
                     "train with the online teacher (drop teacher.cache) or augment with data.augment.shift/noise views"
                 )
             teacher = CachedTeacher(cfg.cache, self)
@@ -506,14 +507,17 @@ def check(recipe: Recipe, console: Console | None = None) -> dict[str, Any]:
         )  # into a copy: the checked student stays as built
         if not transfer.copied:
             raise KdforgeError(
-                f"init_from_teacher: no teacher tensor has a student tensor of the same name and shape ({len(transfer.shape_mismatch)} differ in shape); "
-                "give the student the teacher's architecture (same model, or the standard preset of an ssm teacher), or drop student.init_from_teacher"
+                "init_from_teacher: no teacher tensor has a student tensor of the same name and shape "
+                f"({len(transfer.shape_mismatch)} differ in shape); "
+                "give the student the teacher's architecture (same model, or the standard preset of an ssm teacher), "
+                "or drop student.init_from_teacher"
             )
         learned = [said for family in families() if (said := family.describe_from_teacher(student, teacher_module))]
         console.print(
             "; ".join(
                 [
-                    f"init_from_teacher: {len(transfer.copied)} teacher tensors will be copied ({len(transfer.shape_mismatch)} differ in shape)",
+                    f"init_from_teacher: {len(transfer.copied)} teacher tensors will be copied "
+                    f"({len(transfer.shape_mismatch)} differ in shape)",
                     *learned,
                 ]
             ),
@@ -523,7 +527,8 @@ def check(recipe: Recipe, console: Console | None = None) -> dict[str, Any]:
     for role, logits in (("teacher", teacher(session.example)), ("student", student(session.example))):
         if data.task == "regression" and logits.shape[1:] != data.train.y.shape[1:]:
             raise KdforgeError(
-                f"the {role} outputs {list(logits.shape[1:])} per sample but dataset '{data.name}' has targets of shape {list(data.train.y.shape[1:])}"
+                f"the {role} outputs {list(logits.shape[1:])} per sample but dataset '{data.name}' has targets of "
+                f"shape {list(data.train.y.shape[1:])}"
             )
         if data.task == "classification" and logits.shape[-1] != data.num_classes:
             raise KdforgeError(
@@ -539,7 +544,8 @@ def check(recipe: Recipe, console: Console | None = None) -> dict[str, Any]:
     teacher_grads = [n for n, p in teacher.named_parameters() if p.grad is not None and not recipe.teacher.trainable]
     if teacher_grads or not torch.isfinite(out.loss.detach()):
         raise KdforgeError(
-            f"one-batch check failed: loss {float(out.loss.detach())}, teacher parameters with gradients: {teacher_grads}"
+            f"one-batch check failed: loss {float(out.loss.detach())}, teacher parameters with gradients: "
+            f"{teacher_grads}"
         )
 
     table = Table(title=escape(f"kdforge check: {recipe.name}"))

@@ -57,7 +57,10 @@ class ScheduleConfig(BaseModel):
     stages: int | None = Field(
         None,
         ge=2,
-        description="hold the value in this many equal stages of the clock (a stepped curriculum: linear 4 -> 0.5 over 5 stages gives 4, 3.125, 2.25, 1.375, 0.5)",
+        description=(
+            "hold the value in this many equal stages of the clock (a stepped curriculum: linear 4 -> 0.5 "
+            "over 5 stages gives 4, 3.125, 2.25, 1.375, 0.5)"
+        ),
     )
 
     @pydantic.model_validator(mode="after")
@@ -78,7 +81,8 @@ class ScheduleConfig(BaseModel):
             raise ValueError("an exponential schedule needs positive start and end")
         if self.schedule == "step" and len(self.values) != len(self.milestones) + 1:
             raise ValueError(
-                f"a step schedule needs one more value than milestones, got {len(self.values)} values and {len(self.milestones)} milestones"
+                f"a step schedule needs one more value than milestones, got {len(self.values)} values and "
+                f"{len(self.milestones)} milestones"
             )
         if self.schedule == "stages":
             self.over = "stages"

@@ -144,13 +144,15 @@ def build_projector(kind: str, student_shape: torch.Size, teacher_shape: torch.S
     if kind in ("linear", "mlp"):
         if s[:-1] != t[:-1]:
             raise KdforgeError(
-                f"projector '{kind}' maps the last dim only, but shapes differ elsewhere (student {list(s)}, teacher {list(t)}); use 'conv1x1' for conv features"
+                f"projector '{kind}' maps the last dim only, but shapes differ elsewhere (student {list(s)}, teacher "
+                f"{list(t)}); use 'conv1x1' for conv features"
             )
         return nn.Linear(s[-1], t[-1]) if kind == "linear" else MLPProjector(s[-1], t[-1])
     if kind == "conv1x1":
         if len(s) not in (3, 4) or len(s) != len(t):
             raise KdforgeError(
-                f"projector 'conv1x1' needs [B, C, L] or [B, C, H, W] features of the same rank, got student {list(s)}, teacher {list(t)}"
+                "projector 'conv1x1' needs [B, C, L] or [B, C, H, W] features of the same rank, got student "
+                f"{list(s)}, teacher {list(t)}"
             )
         return Conv1x1Projector(student_shape, teacher_shape)
     raise KdforgeError(f"unknown projector '{kind}' (valid: linear, mlp, conv1x1, none)")
@@ -189,7 +191,8 @@ def block_names(model: nn.Module, spec: str | list[str], expand: bool = True) ->
         )  # also nested: model.vit.encoder.layer
         if kind is None:
             raise KdforgeError(
-                f"no block list found in {type(root).__name__} (looked for {', '.join(BLOCK_CONTAINERS)}); name the layers"
+                f"no block list found in {type(root).__name__} (looked for {', '.join(BLOCK_CONTAINERS)}); name the "
+                "layers"
             )
         # every list of that kind, in order: one per stage of a hierarchical model (stages.S.blocks)
         found = [n for n in lists if n == kind or n.endswith("." + kind)]
@@ -222,11 +225,13 @@ def map_layers(student: list[str], teacher: list[str], mapping: LayerMapping) ->
         if s == t or t == 1 or s == 1:
             return [(student[min(i, s - 1)], teacher[min(i, t - 1)]) for i in range(max(s, t))]
         raise KdforgeError(
-            f"explicit mapping pairs layers position by position, but got {s} student and {t} teacher layers; give equal lists or a mapping (uniform, skip, last, learned)"
+            f"explicit mapping pairs layers position by position, but got {s} student and {t} teacher layers; give "
+            "equal lists or a mapping (uniform, skip, last, learned)"
         )
     if s > t:
         raise KdforgeError(
-            f"mapping '{mapping}' needs at least as many teacher layers as student layers, got {s} student and {t} teacher layers"
+            f"mapping '{mapping}' needs at least as many teacher layers as student layers, got {s} student and {t} "
+            "teacher layers"
         )
     if mapping in ("uniform", "learned"):
         return [(student[i], teacher[math.ceil((i + 1) * t / s) - 1]) for i in range(s)]

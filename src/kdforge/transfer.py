@@ -101,7 +101,8 @@ def start_from(student: nn.Module, path: str | Path) -> dict[str, Any]:
     theirs, ours = read_meta(weights).get("model") or {}, student.kdforge_spec
     if (theirs.get("name"), theirs.get("options")) != (ours["name"], ours["options"]):
         raise KdforgeError(
-            f"student.init_from '{weights}' is a '{theirs.get('name')}' with options {theirs.get('options')}, but this recipe's student is "
+            f"student.init_from '{weights}' is a '{theirs.get('name')}' with options {theirs.get('options')}, but "
+            "this recipe's student is "
             f"'{ours['name']}' with options {ours['options']}; give student.model the first stage's model section"
         )
     state = load_safetensors(weights, what="student.init_from weights")

@@ -62,7 +62,8 @@ class RandAugment:
         images = x * std + mean
         if images.min() < -1e-3 or images.max() > 1 + 1e-3:
             raise KdforgeError(
-                f"data.augment.randaugment needs images in [0, 1] before standardisation, found [{float(images.min()):.3g}, {float(images.max()):.3g}]; scale your data to [0, 1]"
+                "data.augment.randaugment needs images in [0, 1] before standardisation, found "
+                f"[{float(images.min()):.3g}, {float(images.max()):.3g}]; scale your data to [0, 1]"
             )
         out = torch.stack([self.transform(image) for image in images.clamp(0, 1)])
         return (out - mean) / std

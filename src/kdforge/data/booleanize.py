@@ -57,7 +57,8 @@ def derived_channels(features: Features, spatial_dims: int) -> list[str]:
         return ["input"]
     if spatial_dims not in (1, 2):
         raise KdforgeError(
-            f"data.booleanize.features '{features}' filters images [C, H, W] or sequences [C, L]; these inputs have {spatial_dims} spatial dimension(s): use features: raw"
+            f"data.booleanize.features '{features}' filters images [C, H, W] or sequences [C, L]; these inputs have "
+            f"{spatial_dims} spatial dimension(s): use features: raw"
         )
     if features == "augmented":
         return ["input", "local_contrast", "gradient_magnitude"]

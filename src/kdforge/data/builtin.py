@@ -90,11 +90,13 @@ def arrays(
     for name, array in (("x", x_all), ("y", y_all)):
         if array.dtype.kind not in "biufc":
             raise KdforgeError(
-                f"arrays: {name} in '{path}' holds {array.dtype} values; x and y must be numbers (bool, int, float or complex)"
+                f"arrays: {name} in '{path}' holds {array.dtype} values; x and y must be numbers (bool, int, float or "
+                "complex)"
             )
     if x_all.ndim < 2:
         raise KdforgeError(
-            f"arrays: x in '{path}' has shape {list(x_all.shape)}, but kdforge reads one row per sample, [N, features, ...]; "
+            f"arrays: x in '{path}' has shape {list(x_all.shape)}, but kdforge reads one row per sample, [N, "
+            "features, ...]; "
             "a single feature per sample is x[:, None] (shape [N, 1])"
         )
     if len(x_all) != len(y_all):

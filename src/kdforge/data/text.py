@@ -128,7 +128,8 @@ def _json_line(line: str, path: Path, index: int) -> dict:
         row = json.loads(line)
     except json.JSONDecodeError as err:
         raise KdforgeError(
-            f"'{path}' line {index + 1} is not valid JSON ({err.msg} at column {err.colno}): each line of a .jsonl file is one JSON object"
+            f"'{path}' line {index + 1} is not valid JSON ({err.msg} at column {err.colno}): each line of a .jsonl "
+            "file is one JSON object"
         ) from None
     if not isinstance(row, dict):
         raise KdforgeError(f"'{path}' line {index + 1} is not a JSON object with a 'text' field")
@@ -138,7 +139,8 @@ def _json_line(line: str, path: Path, index: int) -> dict:
 def _field(row: dict, key: str, path: Path, index: int) -> str:
     if key not in row:
         raise KdforgeError(
-            f"'{path}' {'line' if path.suffix == '.jsonl' else 'row'} {index + 1} has no '{key}' field (it has {', '.join(map(str, row))})"
+            f"'{path}' {'line' if path.suffix == '.jsonl' else 'row'} {index + 1} has no '{key}' field (it has "
+            f"{', '.join(map(str, row))})"
         )
     return str(row[key])
 
@@ -187,7 +189,8 @@ def encode_tokens(texts: list[str], tokenizer: str, max_length: int) -> torch.Te
     tok = load_tokenizer(tokenizer)
     if tok.pad_token_id != 0:
         raise KdforgeError(
-            f"tokenizer '{tokenizer}' pads with id {tok.pad_token_id}; kdforge's token encoding needs padding id 0 (a BERT-style tokenizer)"
+            f"tokenizer '{tokenizer}' pads with id {tok.pad_token_id}; kdforge's token encoding needs padding id 0 (a "
+            "BERT-style tokenizer)"
         )
     return tok(texts, max_length=max_length, truncation=True, padding="max_length", return_tensors="pt")[
         "input_ids"

@@ -241,7 +241,8 @@ class AttentionKL(MiniLM):
 def _split_qkv(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
     if x.dim() != 3 or x.shape[-1] % 3:
         raise ValueError(
-            f"expected a fused qkv projection [B, N, 3D], got shape {list(x.shape)}; tap the attention's qkv linear layer"
+            f"expected a fused qkv projection [B, N, 3D], got shape {list(x.shape)}; tap the attention's qkv linear "
+            "layer"
         )
     return x.chunk(3, dim=-1)
 

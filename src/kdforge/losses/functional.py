@@ -449,7 +449,8 @@ def feature_dynamics_loss(student: list[torch.Tensor], teacher: list[torch.Tenso
     """
     if len(student) != len(teacher) or len(student) < 2:
         raise ValueError(
-            f"feature dynamics needs the same number (>= 2) of student and teacher layers, got {len(student)} and {len(teacher)}"
+            f"feature dynamics needs the same number (>= 2) of student and teacher layers, got {len(student)} and "
+            f"{len(teacher)}"
         )
     terms = []
     for (s0, s1), (t0, t1) in zip(zip(student, student[1:]), zip(teacher, teacher[1:])):

@@ -144,7 +144,8 @@ class DualHeadKD(LogitTerm):
             feature_rows = feature[:-1].numel()
             if feature_rows != shapes.student_logits[:-1].numel():
                 raise KdforgeError(
-                    f"{self.name}: '{self.student}' gives features of shape {list(feature)}, which do not line up with the logits "
+                    f"{self.name}: '{self.student}' gives features of shape {list(feature)}, which do not line up "
+                    "with the logits "
                     f"{list(shapes.student_logits)}; tap the features the student's classifier reads (head:input)"
                 )
         self.aux_head = torch.nn.Linear(feature[-1], shapes.student_logits[-1])

@@ -85,7 +85,8 @@ class DiverseKD(LossTerm):
         super().__init__()
         if temperature <= 0 or tau <= 0 or not 0 <= min_weight < 1:
             raise ValueError(
-                f"diverse_kd needs temperature > 0, tau > 0 and 0 <= min_weight < 1, got {temperature}, {tau}, {min_weight}"
+                f"diverse_kd needs temperature > 0, tau > 0 and 0 <= min_weight < 1, got {temperature}, {tau}, "
+                f"{min_weight}"
             )
         self.temperature, self.by, self.tau, self.min_weight = temperature, by, tau, min_weight
         self.members: list[str] = []

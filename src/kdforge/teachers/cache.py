@@ -72,7 +72,8 @@ def fixed_views(session: Session, views: int) -> FixedViews | None:
     augment = BatchAugment.from_config(session.recipe.data.augment, session.data.scaling)
     if augment.randaugment is not None:
         raise KdforgeError(
-            "a teacher cache stores fixed views drawn from data.augment.shift and noise; RandAugment views are not cached: remove data.augment.randaugment"
+            "a teacher cache stores fixed views drawn from data.augment.shift and noise; RandAugment views are not "
+            "cached: remove data.augment.randaugment"
         )
     if not augment:
         return None
@@ -178,14 +179,16 @@ class CachedTeacher(nn.Module):
         manifest_file = self.path / "manifest.json"
         if not manifest_file.is_file():
             raise KdforgeError(
-                f"teacher.cache '{self.path}' has no manifest.json; create it with: kdforge cache RECIPE --out {self.path}"
+                f"teacher.cache '{self.path}' has no manifest.json; create it with: kdforge cache RECIPE --out "
+                f"{self.path}"
             )
         self.manifest = read_json(manifest_file, "teacher cache manifest")
         rebuild = f"rebuild it with: kdforge cache RECIPE --out {self.path}"
         if not isinstance(self.manifest, dict) or self.manifest.get("version") != FORMAT_VERSION:
             found = self.manifest.get("version") if isinstance(self.manifest, dict) else None
             raise KdforgeError(
-                f"teacher.cache '{self.path}' has format version {found}, this kdforge reads {FORMAT_VERSION}; {rebuild}"
+                f"teacher.cache '{self.path}' has format version {found}, this kdforge reads {FORMAT_VERSION}; "
+                f"{rebuild}"
             )
         lacking = sorted({"format", "views", "features", "modules", "teacher", "samples"} - set(self.manifest))
         if lacking:
@@ -214,7 +217,8 @@ class CachedTeacher(nn.Module):
         for name, array in arrays.items():
             if tuple(array.shape[:2]) != rows:
                 raise KdforgeError(
-                    f"teacher cache array '{self.path / files[name]}' has shape {list(array.shape)}, but the manifest promises "
+                    f"teacher cache array '{self.path / files[name]}' has shape {list(array.shape)}, but the manifest "
+                    "promises "
                     f"{rows[0]} view(s) of {rows[1]} samples first; {rebuild}"
                 )
         if (

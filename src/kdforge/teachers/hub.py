@@ -77,7 +77,8 @@ def torchvision_source(session: Session, cfg: TeacherConfig, where: Path, studen
     if cfg.pretrained:
         if not cfg.pretrained_file:
             raise KdforgeError(
-                "torchvision teachers load pretrained weights offline: set teacher.pretrained_file to the saved state dict"
+                "torchvision teachers load pretrained weights offline: set teacher.pretrained_file to the saved state "
+                "dict"
             )
         random_head = _load_except_head(module, read_state_dict(cfg.pretrained_file), cfg.pretrained_file)
     return _finish(session, cfg, where, module, _last_linear(module), random_head)
@@ -128,12 +129,14 @@ def hf_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Mod
         or output not in ("logits", "hidden", "pooled", "mean", "causal_lm")
     ):
         raise KdforgeError(
-            "hf teacher options are input (pixel_values | input_ids), output (logits | hidden | pooled | mean | causal_lm) "
+            "hf teacher options are input (pixel_values | input_ids), output (logits | hidden | pooled | mean | "
+            "causal_lm) "
             f"and, for causal_lm, vocab_map; got {cfg.model.options}"
         )
     if not Path(cfg.model.name).is_dir():
         raise KdforgeError(
-            f"no Hugging Face model at '{cfg.model.name}' on this machine; give a local directory saved with save_pretrained (kdforge never downloads)"
+            f"no Hugging Face model at '{cfg.model.name}' on this machine; give a local directory saved with "
+            "save_pretrained (kdforge never downloads)"
         )
     config = load_local(AutoConfig.from_pretrained, cfg.model.name, "Hugging Face model")
     random_head = False
@@ -184,8 +187,10 @@ def vocab_index(vocab_map: str | None, teacher_vocab: int, data_vocab: int) -> t
     if vocab_map is None:
         if teacher_vocab != data_vocab:
             raise KdforgeError(
-                f"the teacher's vocabulary has {teacher_vocab} tokens but the data's tokenizer has {data_vocab}: tokenise the data with the "
-                "teacher's own tokenizer (data.tokenizer: the model's folder), or give teacher.model.vocab_map: truncate "
+                f"the teacher's vocabulary has {teacher_vocab} tokens but the data's tokenizer has {data_vocab}: "
+                "tokenise the data with the "
+                "teacher's own tokenizer (data.tokenizer: the model's folder), or give teacher.model.vocab_map: "
+                "truncate "
                 "(its first tokens are the data's) or a .json list of the teacher id of each data token"
             )
         return None
@@ -206,7 +211,8 @@ def vocab_index(vocab_map: str | None, teacher_vocab: int, data_vocab: int) -> t
     index = torch.tensor(ids, dtype=torch.long)
     if index.shape != (data_vocab,) or int(index.min()) < 0 or int(index.max()) >= teacher_vocab:
         raise KdforgeError(
-            f"'{path}' must list {data_vocab} teacher ids (one per data token), each in [0, {teacher_vocab}); got {list(index.shape)} entries"
+            f"'{path}' must list {data_vocab} teacher ids (one per data token), each in [0, {teacher_vocab}); got "
+            f"{list(index.shape)} entries"
         )
     return index
 
@@ -252,7 +258,8 @@ def _finish(
         info.update(fitted, finetuned="head" if cfg.finetune.head_only else "all")
     elif random_head:
         Console(stderr=True).print(
-            f"[bold red]warning:[/] the teacher '{escape(cfg.model.name)}' got a new, randomly initialised classifier for "
+            f"[bold red]warning:[/] the teacher '{escape(cfg.model.name)}' got a new, randomly initialised classifier "
+            "for "
             f"{session.data.num_classes} classes: distilling from it teaches noise. Add teacher.finetune "
             "(e.g. {epochs: 5, head_only: true}) or a fine-tuned teacher.checkpoint."
         )

@@ -113,7 +113,8 @@ def teacher_architecture(cfg: TeacherConfig) -> tuple[str, dict[str, Any]]:
     path = checkpoint_file(cfg.path)
     if path.suffix != ".safetensors" or not path.with_suffix(".json").exists():
         raise KdforgeError(
-            f"teacher '{path}' has no kdforge description beside it ({path.with_suffix('.json').name}); set teacher.model (name and options)"
+            f"teacher '{path}' has no kdforge description beside it ({path.with_suffix('.json').name}); set "
+            "teacher.model (name and options)"
         )
     spec = read_meta(path)["model"]
     return spec["name"], spec["options"]
@@ -131,7 +132,8 @@ def load_checkpoint_model(
         spec = read_meta(path)["model"]
         if spec["num_classes"] != num_classes:
             raise KdforgeError(
-                f"the teacher at '{path}' predicts {spec['num_classes']} classes but the dataset has {num_classes}; use a teacher trained on the same classes"
+                f"the teacher at '{path}' predicts {spec['num_classes']} classes but the dataset has {num_classes}; "
+                "use a teacher trained on the same classes"
             )
         return load_model(path)
     if model_cfg is None:

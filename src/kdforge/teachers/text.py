@@ -64,7 +64,8 @@ class TextTeacher(nn.Module):
         new = sorted(set(texts) - self.memory.keys())
         if new and self.encode is None:
             raise KdforgeError(
-                f"{len(new)} texts are not in the teacher's table, e.g. {new[0]!r}; the table must hold every text of the dataset"
+                f"{len(new)} texts are not in the teacher's table, e.g. {new[0]!r}; the table must hold every text of "
+                "the dataset"
             )
         fresh: dict[str, torch.Tensor] = {}
         for start in range(0, len(new), self.batch_size):

@@ -21,8 +21,10 @@ class Embeddings(Family):
         teacher = session.recipe.teacher
         if session.data.task == "embedding" and (teacher.source in ("train", "ema") or teacher.cache):
             raise KdforgeError(
-                f"dataset '{session.data.name}' has no labels: its targets are a trained encoder's embeddings. Give teacher.source "
-                "sentence-transformers, hf (output: mean) or table; text teachers remember their embeddings, so teacher.cache is not needed"
+                f"dataset '{session.data.name}' has no labels: its targets are a trained encoder's embeddings. Give "
+                "teacher.source "
+                "sentence-transformers, hf (output: mean) or table; text teachers remember their embeddings, so "
+                "teacher.cache is not needed"
             )
 
     @torch.no_grad()

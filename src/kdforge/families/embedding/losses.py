@@ -44,7 +44,8 @@ class Cosine(FeatureTerm):
             if widths[0] != widths[1]:
                 raise ValueError(
                     f"cosine compares vectors of one width, but {s} has {widths[0]} and the teacher's {t} {widths[1]}; "
-                    "use proj_mse (a trained projector), or relational, sim_kl, infonce or cka, which compare similarities"
+                    "use proj_mse (a trained projector), or relational, sim_kl, infonce or cka, which compare "
+                    "similarities"
                 )
 
     def pair_loss(self, index: int, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:

@@ -150,7 +150,8 @@ class EmbedText(nn.Module):
         super().__init__()
         if len(input_shape) != 1:
             raise ValueError(
-                f"embed_text reads byte rows [L] (text_corpus with encoding: bytes), got input shape {list(input_shape)}"
+                "embed_text reads byte rows [L] (text_corpus with encoding: bytes), got input shape "
+                f"{list(input_shape)}"
             )
         if not ngrams and not words:
             raise ValueError("embed_text needs ngrams, words, or both")
@@ -196,7 +197,8 @@ class EmbedTokens(nn.Module):
         super().__init__()
         if len(input_shape) != 1:
             raise ValueError(
-                f"embed_tokens reads token rows [L] (text_corpus with encoding: tokens), got input shape {list(input_shape)}"
+                "embed_tokens reads token rows [L] (text_corpus with encoding: tokens), got input shape "
+                f"{list(input_shape)}"
             )
         if init is None:
             self.table = nn.EmbeddingBag(vocab_size, width, mode="mean", padding_idx=0)
@@ -219,7 +221,8 @@ class EmbedTokens(nn.Module):
         ids = x.long()
         if int(ids.max()) >= self.table.num_embeddings:
             raise ValueError(
-                f"token id {int(ids.max())} is beyond the table's {self.table.num_embeddings} rows: the data's tokenizer is not the one the student was built for"
+                f"token id {int(ids.max())} is beyond the table's {self.table.num_embeddings} rows: the data's "
+                "tokenizer is not the one the student was built for"
             )
         return self.heads(self.trunk(self.table(ids)))
 
@@ -246,7 +249,8 @@ class EmbedTransformer(nn.Module):
         super().__init__()
         if len(input_shape) != 1:
             raise ValueError(
-                f"embed_transformer reads token rows [L] (text_corpus with encoding: tokens), got input shape {list(input_shape)}"
+                "embed_transformer reads token rows [L] (text_corpus with encoding: tokens), got input shape "
+                f"{list(input_shape)}"
             )
         self.vocab_size = vocab_size
         self.tokens = nn.Embedding(vocab_size, width, padding_idx=0)
@@ -265,7 +269,8 @@ class EmbedTransformer(nn.Module):
         ids = x.long()
         if int(ids.max()) >= self.vocab_size:
             raise ValueError(
-                f"token id {int(ids.max())} is beyond vocab_size {self.vocab_size}: set student.model.vocab_size to the tokenizer's vocabulary size"
+                f"token id {int(ids.max())} is beyond vocab_size {self.vocab_size}: set student.model.vocab_size to "
+                "the tokenizer's vocabulary size"
             )
         pad = ids == 0
         h = self.tokens(ids) + self.positions[:, : ids.shape[1]]

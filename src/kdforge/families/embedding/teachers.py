@@ -119,7 +119,8 @@ def table_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.
     if cfg.path is None:
         if session.data.decode is not None:
             raise KdforgeError(
-                "teacher source 'table' without a path returns its inputs, but this dataset holds texts; give teacher.path (a table with texts)"
+                "teacher source 'table' without a path returns its inputs, but this dataset holds texts; give "
+                "teacher.path (a table with texts)"
             )
         return nn.Identity(), {"table": "the dataset's own vectors"}
     if session.data.decode is None:

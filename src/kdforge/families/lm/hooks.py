@@ -21,7 +21,8 @@ class LanguageModels(Family):
         if not s:
             return []
         return [
-            f"{label} spikes on test: density {s['density']:.3f}, dead channels {100 * s['dead_channels']:.1f}%, saturated {100 * s['saturated_channels']:.1f}%"
+            f"{label} spikes on test: density {s['density']:.3f}, dead channels {100 * s['dead_channels']:.1f}%, "
+            f"saturated {100 * s['saturated_channels']:.1f}%"
         ]
 
 

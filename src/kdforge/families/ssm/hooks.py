@@ -21,7 +21,8 @@ class StateSpaceModels(Family):
         name, teacher_options = teacher_architecture(recipe.teacher)
         if name != "ssm":
             raise KdforgeError(
-                f"student.preset sizes an ssm student from an ssm teacher, but the teacher is '{name}'; drop student.preset"
+                f"student.preset sizes an ssm student from an ssm teacher, but the teacher is '{name}'; drop "
+                "student.preset"
             )
         return {**compression_preset(recipe.student.preset, teacher_options), **options}
 

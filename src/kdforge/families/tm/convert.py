@@ -31,7 +31,8 @@ def _width(mlp: nn.Module) -> int:
     linears = [m for m in mlp.modules() if isinstance(m, nn.Linear)]
     if linears[0].in_features != linears[-1].out_features:
         raise KdforgeError(
-            f"mlp_to_tm: an MLP mapping {linears[0].in_features} -> {linears[-1].out_features} features cannot become a TM block (it must keep the width)"
+            f"mlp_to_tm: an MLP mapping {linears[0].in_features} -> {linears[-1].out_features} features cannot become "
+            "a TM block (it must keep the width)"
         )
     return linears[0].in_features
 
@@ -44,7 +45,8 @@ def mlp_to_tm(model: nn.Module, example: torch.Tensor, **tm_options: Any) -> lis
     mlps = {name: module for name, module in model.named_modules() if name and is_mlp(module)}
     if not mlps:
         raise KdforgeError(
-            f"mlp_to_tm: {type(model).__name__} has no MLP blocks (modules with fc1/fc2 linear layers, or kdforge FeedForward)"
+            f"mlp_to_tm: {type(model).__name__} has no MLP blocks (modules with fc1/fc2 linear layers, or kdforge "
+            "FeedForward)"
         )
     tokens: dict[str, int] = {}
     hooks = [

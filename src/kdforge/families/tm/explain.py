@@ -43,7 +43,8 @@ def explain_run(run_dir: str | Path, samples: int = 8, top_k: int = 3, out: str 
     data = recipe_data(recipe.data, recipe.seed)
     if len(data.input_shape) != 3:
         raise KdforgeError(
-            f"kdforge explain draws image overlays; {data.name} inputs have shape {list(data.input_shape)}, not [C, H, W]"
+            f"kdforge explain draws image overlays; {data.name} inputs have shape {list(data.input_shape)}, not [C, "
+            "H, W]"
         )
     folder = Path(out) if out is not None else Path(run_dir) / "explain"
     folder.mkdir(parents=True, exist_ok=True)
@@ -245,7 +246,8 @@ def clause_report(model: nn.Module, layers: dict[str, ClauseLayer], x: torch.Ten
             shown = " ∧ ".join(literals[:12]) + (f" … (+{len(literals) - 12})" if len(literals) > 12 else "")
             side = "for" if layer.polarity[j] > 0 else "against"
             lines.append(
-                f"| {j} | {side} | {int(votes[j].abs().argmax())} | {100 * float(fired[j]):.1f}% | {shown or '(none: always true)'} |"
+                f"| {j} | {side} | {int(votes[j].abs().argmax())} | {100 * float(fired[j]):.1f}% | "
+                f"{shown or '(none: always true)'} |"
             )
         lines.append("")
     return "\n".join(lines)

@@ -68,7 +68,8 @@ class TsetlinMachines(Family):
                 "|---|---|---:|---:|---:|",
             ]
             lines += [
-                f"| {n} | {f['teacher_mlp']} | {f['steps']} | {f['relative_mse_start'] or float('nan'):.3f} | {f['r2_val']:.3f} |"
+                f"| {n} | {f['teacher_mlp']} | {f['steps']} | {f['relative_mse_start'] or float('nan'):.3f} | "
+                f"{f['r2_val']:.3f} |"
                 for n, f in fits.items()
             ]
         steering = entry.get("steering", {})
@@ -79,7 +80,8 @@ class TsetlinMachines(Family):
             )
             lines += [
                 "",
-                f"clause_specialize (strength {s['strength']}) after epoch {s['epoch']}, head gains from validation: {gains}.",
+                f"clause_specialize (strength {s['strength']}) after epoch {s['epoch']}, head gains from validation: "
+                f"{gains}.",
             ]
         if "auto_clause" in steering:
             a = steering["auto_clause"]

@@ -111,7 +111,8 @@ class PackedTM:
         limit = min(width, self.lf) if self.form == "capacity" else 0
         if limit > 255:
             raise KdforgeError(
-                f"PackedTM scores in 8 bits: clauses with more than 255 literals need lf <= 255 (this layer has lf {self.lf})"
+                "PackedTM scores in 8 bits: clauses with more than 255 literals need lf <= 255 (this layer has lf "
+                f"{self.lf})"
             )
         self.planes = limit.bit_length()
         votes = np.asarray(rules["votes"], dtype=np.float64).reshape(len(clauses), self.outputs)  # integers

@@ -132,8 +132,10 @@ def allocate_clauses(model: nn.Module, diagnostics: Diagnostics, total: int | No
     sizes = {name: layer.clauses for name, layer in layers.items()}
     if not min_clauses * len(layers) <= budget <= sum(sizes.values()):
         raise KdforgeError(
-            f"auto_clause: a total of {budget} clauses cannot be shared by {len(layers)} clause layers of sizes {list(sizes.values())} "
-            f"with at least {min_clauses} each; set student.auto_clause.total between {min_clauses * len(layers)} and {sum(sizes.values())}"
+            f"auto_clause: a total of {budget} clauses cannot be shared by {len(layers)} clause layers of sizes "
+            f"{list(sizes.values())} "
+            f"with at least {min_clauses} each; set student.auto_clause.total between {min_clauses * len(layers)} and "
+            f"{sum(sizes.values())}"
         )
     weight = {name: float(values.sum()) for name, values in diagnostics.clauses.items()}
     after = dhondt(weight, budget, {name: min(min_clauses, size) for name, size in sizes.items()}, sizes)
@@ -169,7 +171,8 @@ class ClauseSteering:
         has_tm = any(isinstance(m, (ClauseLayer, TMAttention)) for m in model.modules())
         if (cfg.clause_specialize is not None or cfg.auto_clause is not None) and not has_tm:
             raise KdforgeError(
-                f"student.clause_specialize and student.auto_clause steer TM students; {cfg.model.name} has no clause layers or TM attention"
+                f"student.clause_specialize and student.auto_clause steer TM students; {cfg.model.name} has no clause "
+                "layers or TM attention"
             )
         return cls(cfg, val) if steers and has_tm else None
 

@@ -35,15 +35,18 @@ def feedforward_pairs(student: nn.Module, teacher: nn.Module) -> dict[str, tuple
             width = next(m for m in mlp.modules() if isinstance(m, nn.Linear)).in_features
             if width != block.proj_in.in_features:
                 raise KdforgeError(
-                    f"init_from_teacher: the student's {name} is {block.proj_in.in_features} wide but the teacher's {origin} is {width}; give the student the teacher's embed_dim"
+                    f"init_from_teacher: the student's {name} is {block.proj_in.in_features} wide but the teacher's "
+                    f"{origin} is {width}; give the student the teacher's embed_dim"
                 )
             pairs[name] = (block, origin, mlp)
     blocks = [n for n, m in student.named_modules() if isinstance(m, TMFeedForward)]
     if blocks and not pairs:
         mlps = [n for n, m in teacher.named_modules() if is_mlp(m)]
         raise KdforgeError(
-            f"init_from_teacher: no TM block of the student has a teacher MLP in the same place (student TM blocks {blocks[:6]}, "
-            f"teacher MLPs {mlps[:6]}); give the student the teacher's architecture (vit -> vit_tm, swin -> swin_tm, or mlp_to_tm with base: the teacher's model)"
+            "init_from_teacher: no TM block of the student has a teacher MLP in the same place (student TM blocks "
+            f"{blocks[:6]}, "
+            f"teacher MLPs {mlps[:6]}); give the student the teacher's architecture (vit -> vit_tm, swin -> swin_tm, "
+            "or mlp_to_tm with base: the teacher's model)"
         )
     return pairs
 

@@ -257,7 +257,8 @@ class SwinTM(nn.Module):
         budgets = list(clauses) if isinstance(clauses, (list, tuple)) else [clauses] * len(depths)
         if len(widths) != len(depths) or len(budgets) != len(depths):
             raise ValueError(
-                f"embed_dim and clauses take one number or one per stage ({len(depths)} stages), got {embed_dim} and {clauses}"
+                f"embed_dim and clauses take one number or one per stage ({len(depths)} stages), got {embed_dim} and "
+                f"{clauses}"
             )
         self.patch_embed = nn.Conv2d(input_shape[0], widths[0], patch_size, stride=patch_size)
         self.patch_norm = make_norm(norm, widths[0]) if patch_norm else nn.Identity()
