@@ -20,8 +20,10 @@ demo: sync-core
 test: lint
 	@$(UV) run --no-sync pytest -q
 
-# the import contracts of pyproject.toml: no cycles back up the layers, the core never imports a family
+# ruff (lint and format, pyproject.toml) and the import contracts: no arrow back up the layers, the core never imports a family
 lint: sync-dev
+	@$(UV) run --no-sync ruff check --quiet src tests benchmarks
+	@$(UV) run --no-sync ruff format --check --quiet src tests benchmarks
 	@$(UV) run --no-sync lint-imports --no-cache --no-logo
 
 test-all: sync-dev

@@ -130,14 +130,14 @@ def speeds(text_runs: dict, ks: list[int]) -> dict:
     for (name, k), run_dir in text_runs.items():
         student = kdforge.load_student(run_dir).eval()
         out[f"{name}_{k}_texts_per_s"] = per_second(
-            lambda: student(encode[name]()), len(sample)
+            lambda student=student, name=name: student(encode[name]()), len(sample)
         )  # from raw text, as a user would call it
     database_size, queries = 100_000, 1_000
     for dim in [384, *ks]:
         db = torch.nn.functional.normalize(torch.randn(database_size, dim), dim=1)
         q = torch.nn.functional.normalize(torch.randn(queries, dim), dim=1)
         out[f"retrieval_{dim}_queries_per_s"] = per_second(
-            lambda: [(q[i : i + 100] @ db.T).topk(10, dim=1) for i in range(0, queries, 100)], queries
+            lambda q=q, db=db: [(q[i : i + 100] @ db.T).topk(10, dim=1) for i in range(0, queries, 100)], queries
         )
     return out
 

@@ -6,7 +6,8 @@ Quality, on the test documents (each model at its best validation epoch): perple
 teacher, of the spiking student with KD and alone (the run's baseline: same initial weights,
 same schedule, cross-entropy only), for each seed. The data split is the first seed's in
 every run (``data.split_seed``) and the teacher is trained once, on that split, and loaded by
-the other runs: only the students vary, and no run's test documents were seen by its teacher. Once, the non-spiking student
+the other runs: only the students vary, and no run's test documents were seen by its teacher. Once, the non-spiking
+student
 (``spiking: false``) with and without KD. Firing density and dead / saturated channels of the
 spiking students.
 
@@ -17,7 +18,8 @@ its cost does not depend on its weights); the student takes one recurrent step f
 Tokens/s, peak memory of that computation, and the bytes the model must keep between tokens
 (the student's state; a key-value cache, were the teacher given one).
 
-    uv run python benchmarks/lm.py [--seeds 0 1 2] [--contexts 128 512 2048] [--teacher RUN_DIR/teacher/teacher.safetensors]
+    uv run python benchmarks/lm.py [--seeds 0 1 2] [--contexts 128 512 2048] [--teacher
+    RUN_DIR/teacher/teacher.safetensors]
 
 Writes benchmarks/results/lm.json and .md.
 """

@@ -6,7 +6,8 @@ fixed number of epochs; the best epoch is chosen on validation, accuracy is repo
 test. Nothing here was tuned on the test split: the settings are the library's defaults
 and the shipped recipes' values.
 
-    uv run python benchmarks/methods.py [--student cnn|mlp] [--epochs 60] [--seeds 0 1 2] [--datasets digits mnist1d] [--methods ...]
+    uv run python benchmarks/methods.py [--student cnn|mlp] [--epochs 60] [--seeds 0 1 2] [--datasets digits mnist1d]
+    [--methods ...]
 
 ``--methods`` runs only those; the others keep their numbers from the last run with the same
 epochs, seeds and datasets.

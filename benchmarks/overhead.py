@@ -132,7 +132,8 @@ def main() -> None:
         "target_ratio": 1.10,
         "rounds": args.rounds,
         "epochs_per_round": args.epochs,
-        "setup": "digits 1167 train / 270 val, batch 64, CNN(width 32) teacher -> MLP(64) student, CE+KD, AdamW+cosine, CPU",
+        "setup": "digits 1167 train / 270 val, batch 64, CNN(width 32) teacher -> MLP(64) student, CE+KD, "
+        "AdamW+cosine, CPU",
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),

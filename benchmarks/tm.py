@@ -88,7 +88,7 @@ def packed(args: argparse.Namespace) -> dict:
             identical = bool(np.array_equal(layer(x_np), model(x).numpy()))
             ratios, floats, packs = [], [], []
             for r in range(args.rounds):
-                order = [("float", lambda: model(x)), ("packed", lambda: layer(x_np))]
+                order = [("float", lambda x=x: model(x)), ("packed", lambda x_np=x_np: layer(x_np))]
                 speeds = dict((name, per_second(fn, batch)) for name, fn in (order if r % 2 == 0 else order[::-1]))
                 floats.append(speeds["float"])
                 packs.append(speeds["packed"])

@@ -209,7 +209,8 @@ def test_token_level_difficulty_measures_match_their_formulas():
     expected = torch.stack([token[0, :3].mean(), token[1].mean()])
     assert torch.allclose(sample_cross_entropy(logits, targets), expected, atol=1e-6)
     predicted = torch.tensor([[2, 1, 1, 3], [0, 4, 4, 4]])
-    # row 0: bags {2, 1, 1} vs {1, 2, 3} share 1 and 2 (2 of 3); row 1: {0, 4, 4, 4} vs {0, 0, 4, 4} share 0, 4, 4 (3 of 4)
+    # row 0: bags {2, 1, 1} vs {1, 2, 3} share 1 and 2 (2 of 3); row 1: {0, 4, 4, 4} vs {0, 0, 4, 4} share 0, 4, 4 (3 of
+    # 4)
     assert torch.allclose(unigram_f1(predicted, targets), torch.tensor([2 / 3, 3 / 4]))
     assert torch.equal(unigram_f1(targets.clamp(min=0), targets), torch.ones(2))
 

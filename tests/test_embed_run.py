@@ -110,9 +110,11 @@ def test_embedding_metrics_against_a_reference():
     teacher = torch.randn(40, 16)
     student = teacher[:, :4] + 0.1 * torch.randn(40, 4)
     metrics = embedding_metrics(student, teacher, neighbours=5)
-    cos = lambda x: (
-        torch.nn.functional.normalize(x.double(), dim=1) @ torch.nn.functional.normalize(x.double(), dim=1).T
-    )  # noqa: E731
+
+    def cos(x):
+        unit = torch.nn.functional.normalize(x.double(), dim=1)
+        return unit @ unit.T
+
     iu = torch.triu_indices(40, 40, 1)
     assert metrics["spearman"] == pytest.approx(
         spearmanr(cos(student)[iu[0], iu[1]], cos(teacher)[iu[0], iu[1]]).statistic, abs=1e-9

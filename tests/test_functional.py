@@ -178,7 +178,7 @@ def test_feature_losses_match_reference():
 
 def reference_cka(x, y, debiased):
     n = len(x)
-    k, l = x @ x.T, y @ y.T
+    k, l = x @ x.T, y @ y.T  # noqa: E741  (the paper's K and L)
     if not debiased:
         h = np.eye(n) - 1 / n
         hsic = lambda a, b: np.trace(h @ a @ h @ h @ b @ h)  # noqa: E731

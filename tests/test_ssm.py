@@ -46,9 +46,9 @@ def test_s4d_kernel_matches_the_zero_order_hold_formula():
     a = torch.complex(-torch.exp(layer.log_a_real), layer.a_imag).detach().to(torch.cdouble)
     dt = torch.exp(layer.log_dt).detach().double()[:, None]
     c = torch.view_as_complex(layer.c).detach().to(torch.cdouble)
-    l = torch.arange(5, dtype=torch.double)
+    steps = torch.arange(5, dtype=torch.double)
     a_bar = torch.exp(dt * a)
-    reference = 2 * torch.einsum("hn,hnl->hl", c * (a_bar - 1) / a, a_bar[..., None] ** l).real
+    reference = 2 * torch.einsum("hn,hnl->hl", c * (a_bar - 1) / a, a_bar[..., None] ** steps).real
     torch.testing.assert_close(layer.kernel(5).double(), reference, rtol=1e-5, atol=1e-6)
 
 

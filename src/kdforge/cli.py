@@ -195,7 +195,8 @@ def sweep(
     seeds: Annotated[int, typer.Option(min=1, help="How many seeds to run.")] = 5,
     first_seed: Annotated[int, typer.Option(help="The first seed; the others follow it.")] = 0,
 ) -> None:
-    """Run a recipe under several seeds; write mean ± std of test accuracy (best and last epoch) and the KD gain to sweep.md."""
+    """Run a recipe under several seeds; write mean ± std of test accuracy (best and last epoch) and the KD gain to
+    sweep.md."""
     from kdforge.config import Recipe
     from kdforge.sweep import sweep as run_sweep
 
@@ -332,7 +333,9 @@ def export(
         ),
     ] = None,
 ) -> None:
-    """Export a run's student in another form: a format a family adds (tm-rules: boolean rules that kdforge.families.tm.PackedTM evaluates bit-packed), an int8 student, or a pruned student, with its metric and speed next to the float one."""
+    """Export a run's student in another form: a format a family adds (tm-rules: boolean rules that
+    kdforge.families.tm.PackedTM evaluates bit-packed), an int8 student, or a pruned student, with its metric and
+    speed next to the float one."""
     if sum(x is not None for x in (format, quantize, prune)) != 1:
         raise KdforgeError("give one of --format FORMAT (e.g. tm-rules), --quantize int8 or --prune FRACTION")
     if quantize is not None:
@@ -457,7 +460,8 @@ def compare(
         "compare.json"
     ),
 ) -> None:
-    """Teacher vs students: test score and retention (% of the teacher's), params, measured latency, throughput and peak memory at each sequence length; a table, a JSON and a plot."""
+    """Teacher vs students: test score and retention (% of the teacher's), params, measured latency, throughput and
+    peak memory at each sequence length; a table, a JSON and a plot."""
     from kdforge.compare import measure, plot, recipe_models, run_models
     from kdforge.config import Recipe
     from kdforge.evaluate import shown
@@ -516,7 +520,8 @@ def bench(
     ] = None,
     output: Annotated[Optional[Path], typer.Option(help="Also write the measurements as JSON here.")] = None,
 ) -> None:
-    """Measure models: latency (median, p90), throughput and peak memory per batch size; parameters and exact FLOPs per sample. Nothing is estimated."""
+    """Measure models: latency (median, p90), throughput and peak memory per batch size; parameters and exact FLOPs per
+    sample. Nothing is estimated."""
     import torch
 
     from kdforge.bench import benchmark

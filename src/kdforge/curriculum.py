@@ -225,9 +225,7 @@ def unigram_f1(predicted: torch.Tensor, reference: torch.Tensor) -> torch.Tensor
     for i in range(0, len(reference), rows):
         p, r, m = predicted[i : i + rows], reference[i : i + rows].clamp(min=0), real[i : i + rows]
         offsets = torch.arange(len(p), device=p.device).unsqueeze(1) * vocab
-        count = lambda ids: torch.bincount((ids + offsets)[m], minlength=len(p) * vocab).view(len(p), vocab)  # noqa: E731
-        overlap = torch.minimum(count(p), count(r)).sum(1).float()
-        f1[i : i + rows] = overlap / m.sum(1).clamp(
-            min=1
-        )  # both bags hold the real positions, so precision = recall = F1
+        bags = [torch.bincount((ids + offsets)[m], minlength=len(p) * vocab).view(len(p), vocab) for ids in (p, r)]
+        overlap = torch.minimum(*bags).sum(1).float()
+        f1[i : i + rows] = overlap / m.sum(1).clamp(min=1)  # both bags hold the real positions: precision = recall = F1
     return f1

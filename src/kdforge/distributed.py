@@ -142,7 +142,8 @@ def sharded(module: torch.nn.Module) -> bool:
     return isinstance(module, FSDPModule)
 
 
-# torch.distributed.checkpoint takes about a second to import: only what saves or loads checkpoints imports it, when it does.
+# torch.distributed.checkpoint takes about a second to import: only what saves or loads checkpoints imports it, when it
+# does.
 # Sharded state is gathered whole onto rank 0's CPU to save, and broadcast from rank 0 to load.
 def _gather() -> Any:
     from torch.distributed.checkpoint.state_dict import StateDictOptions

@@ -151,7 +151,8 @@ def score_gain(better: dict[str, float], worse: dict[str, float]) -> str:
     (lower is better, so a gain is the drop: positive when ``better`` is lower)."""
     key = _headline(better)
     if key == "perplexity":
-        return f"{worse['perplexity'] - better['perplexity']:+.3f} PPL (perplexity {worse['perplexity']:.3f} → {better['perplexity']:.3f})"
+        lower = worse["perplexity"] - better["perplexity"]
+        return f"{lower:+.3f} PPL (perplexity {worse['perplexity']:.3f} → {better['perplexity']:.3f})"
     if key == "accuracy":
         return f"{100 * (better['accuracy'] - worse['accuracy']):+.2f} points"
     if key == "spearman":

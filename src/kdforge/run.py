@@ -400,9 +400,8 @@ def _run(
     run_dir = distributed.broadcast(_prepare_run_dir(recipe, resume) if distributed.is_main() else None)
     seed_everything(recipe.seed)
     session = cleanup.enter_context(Session(recipe, run_dir, console))
-    console.print(
-        f"[bold]kdforge[/] {escape(f'{recipe.name}: {session.data.describe()}; device {session.device}; run dir {run_dir}')}"
-    )
+    where = f"{recipe.name}: {session.data.describe()}; device {session.device}; run dir {run_dir}"
+    console.print(f"[bold]kdforge[/] {escape(where)}")
     timings: dict[str, float] = {}
 
     for family in families():

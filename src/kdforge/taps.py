@@ -178,7 +178,8 @@ LayerMapping = Literal["explicit", "uniform", "skip", "last", "learned"]
 
 def block_names(model: nn.Module, spec: str | list[str], expand: bool = True) -> list[str]:
     """Module names of a block list: ``auto`` finds a common container (``blocks``,
-    ``layers``, ``encoder.layer``, ...; in a hierarchical model each stage's, in order); with ``expand``, a container's name gives its
+    ``layers``, ``encoder.layer``, ...; in a hierarchical model each stage's, in order); with ``expand``, a container's
+    name gives its
     children; a list is taken as it is. Every name is checked to exist."""
     root = unwrap(model)
     modules = dict(root.named_modules())

@@ -168,7 +168,8 @@ class Trainer:
             mixer,
         )
         self.task = task  # "embedding" makes evaluations compare similarities with the teacher's (see kdforge.evaluate)
-        self.steering = steering  # may change the student at the end of an epoch (ClauseSteering); what it returns joins the epoch's record
+        # may change the student at the end of an epoch (e.g. clause steering); what it returns joins the epoch's record
+        self.steering = steering
         self.steered_before: dict[str, Any] = {}  # what it changed before the first epoch
         self.val_terms = (
             val_terms and not distiller.cached

@@ -69,7 +69,10 @@ class TransferReport:
         return dataclasses.asdict(self)
 
     def summary(self) -> str:
-        return f"copied {len(self.copied)} tensors from the teacher, {len(self.shape_mismatch)} differ in shape, {len(self.not_in_teacher)} have no teacher counterpart"
+        return (
+            f"copied {len(self.copied)} tensors from the teacher, {len(self.shape_mismatch)} differ in shape, "
+            f"{len(self.not_in_teacher)} have no teacher counterpart"
+        )
 
 
 def copy_matching(student: nn.Module, teacher: nn.Module) -> TransferReport:

@@ -109,7 +109,8 @@ class Mixer:
         self.cfg, self.num_classes = cfg, num_classes
 
     def scheduled(self, clock: Clock) -> dict[str, float]:
-        """The strengths that follow a schedule, at ``clock`` (``mixup.alpha``, ``cutmix.alpha``): logged with each step."""
+        """The strengths that follow a schedule, at ``clock`` (``mixup.alpha``, ``cutmix.alpha``): logged with each
+        step."""
         return {
             f"{name}.alpha": schedule_value(a, clock)
             for name, a in (("mixup", self.cfg.mixup), ("cutmix", self.cfg.cutmix))

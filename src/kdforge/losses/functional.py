@@ -312,9 +312,9 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor, debiased: bool = False) -> torc
     ``debiased`` uses the unbiased HSIC estimator (Song et al., 2012; needs B > 3), which
     removes the upward bias of CKA on small batches.
     """
-    k, l = _gram(_flat(x)), _gram(_flat(y))
+    kx, ky = _gram(_flat(x)), _gram(_flat(y))
     hsic = _hsic_unbiased if debiased else _hsic_biased
-    return hsic(k, l) / (hsic(k, k) * hsic(l, l)).clamp_min(1e-12).sqrt()
+    return hsic(kx, ky) / (hsic(kx, kx) * hsic(ky, ky)).clamp_min(1e-12).sqrt()
 
 
 def _gram(x: torch.Tensor) -> torch.Tensor:
@@ -322,17 +322,17 @@ def _gram(x: torch.Tensor) -> torch.Tensor:
     return x @ x.T
 
 
-def _hsic_biased(k: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
-    return (k * l).sum()  # kernels are already centred: tr(KL) up to a constant that cancels in CKA
+def _hsic_biased(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a * b).sum()  # kernels are already centred: tr(AB) up to a constant that cancels in CKA
 
 
-def _hsic_unbiased(k: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
-    n = k.shape[0]
+def _hsic_unbiased(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    n = a.shape[0]
     if n < 4:
         raise ValueError(f"debiased CKA needs at least 4 samples per batch, got {n}")
-    k, l = k - torch.diag(torch.diag(k)), l - torch.diag(torch.diag(l))
-    kl = k @ l
-    return (torch.trace(kl) + k.sum() * l.sum() / ((n - 1) * (n - 2)) - 2 * kl.sum() / (n - 2)) / (n * (n - 3))
+    a, b = a - torch.diag(torch.diag(a)), b - torch.diag(torch.diag(b))
+    ab = a @ b
+    return (torch.trace(ab) + a.sum() * b.sum() / ((n - 1) * (n - 2)) - 2 * ab.sum() / (n - 2)) / (n * (n - 3))
 
 
 def cka_loss(student: torch.Tensor, teacher: torch.Tensor, debiased: bool = False) -> torch.Tensor:

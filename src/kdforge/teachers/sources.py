@@ -61,7 +61,8 @@ def cached_fit(
     key = teacher_cache_key(session.recipe, cfg)
     stem = where / "teacher"
     own = stem.with_suffix(".safetensors")
-    # rank 0 decides, so that every rank takes the same branch (a rank that saw rank 0's copy land would skip the copy's barrier)
+    # rank 0 decides, so that every rank takes the same branch (a rank that saw rank 0's copy land would skip the copy's
+    # barrier)
     cached = distributed.on_main(lambda: own if own.exists() else _find_cached(Path(session.recipe.log.dir), key))
     if cached is not None:
         meta = dict(read_meta(cached).get("teacher") or {})

@@ -19,7 +19,8 @@ class Teacher(nn.Module):
     training mode); forward runs under ``torch.no_grad()`` (not ``inference_mode``, whose
     tensors cannot be saved for the student's backward pass in every case).
     ``input_adapter`` transforms the student's batch into what the teacher expects (the
-    loss terms name the teacher layers they tap; the Distiller hooks them). With ``ema_decay``, the teacher (or its submodule
+    loss terms name the teacher layers they tap; the Distiller hooks them). With ``ema_decay``, the teacher (or its
+    submodule
     ``ema_part``, e.g. ``members.1`` of an ensemble) is the moving average of a source model (the
     student): :meth:`update` moves it after each optimiser step; no gradient ever changes it.
 

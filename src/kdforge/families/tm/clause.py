@@ -87,7 +87,8 @@ class ClauseLayer(nn.Module):
     ``literal_dropout`` (training only; a dropped literal counts as satisfied),
     ``clause_mask`` (a boolean buffer, all true; false silences a clause: ``auto_clause`` budgets),
     ``tm_prior`` (random | symmetric include templates at initialisation), ``include_init``
-    (expected included literals per clause; default 2·lf, so that clauses start where the capacity is non-linear), ``vote_bits`` (hard mode),
+    (expected included literals per clause; default 2·lf, so that clauses start where the capacity is non-linear),
+    ``vote_bits`` (hard mode),
     ``clause_bias`` (a learned bias added to the votes; false: none, as in the classic machine).
     """
 
@@ -209,7 +210,8 @@ class ClauseLayer(nn.Module):
         return (total * (self.scale * step.double()) + self.bias.double()).to(scores.dtype)
 
     def extra_repr(self) -> str:
-        return f"{self.in_features} -> {self.clauses} clauses -> {self.out_features}, lf={self.lf}, form={self.form}, hard={self.hard}"
+        shape = f"{self.in_features} -> {self.clauses} clauses -> {self.out_features}"
+        return f"{shape}, lf={self.lf}, form={self.form}, hard={self.hard}"
 
 
 def _include_init(clauses: int, features: int, expected: float, prior: str) -> torch.Tensor:

@@ -24,7 +24,8 @@ def explain(
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Predictions shown per image.")] = 3,
     out: Annotated[Optional[Path], typer.Option(help="Output folder (default: RUN_DIR/explain).")] = None,
 ) -> None:
-    """Draw what a TM student looked at (attention and clause-activation maps over the input, top-k predictions) and list its most used clauses with their literals."""
+    """Draw what a TM student looked at (attention and clause-activation maps over the input, top-k predictions) and
+    list its most used clauses with their literals."""
     from kdforge.families.tm.explain import explain_run
 
     folder = explain_run(run_dir, samples, top_k, out)

@@ -108,7 +108,8 @@ class ClauseRegularizer(LossTerm):
 class ClauseAlign(FeatureTerm):
     """Teacher features -> clause-activation distribution: KL(softmax(P t / T) ‖ softmax(s / T)) · T²
     (batch mean), where s are a TM block's clause scores and t the mapped teacher layer,
-    both averaged over positions (tokens [B, N, D], or maps [B, C, H, W]), and P a trained linear projector to the clause
+    both averaged over positions (tokens [B, N, D], or maps [B, C, H, W]), and P a trained linear projector to the
+    clause
     count. ``student: auto`` takes every TM block's voting clause layer."""
 
     def __init__(

@@ -200,4 +200,5 @@ def export_run_rules(run_dir: Path, out: Path | None = None) -> str:
             "bits": "feature_maps(x) > threshold (kdforge.data.booleanize), levels stacked as channels, ±1",
         }
     rules = export_rules(load_student(run_dir), out or Path(run_dir) / "student.tm-rules.json", input_bits)
-    return f"wrote {rules}: {rules.stat().st_size:,} bytes. Evaluate with kdforge.families.tm.PackedTM(kdforge.families.tm.load_rules(path)['layers'][NAME])"
+    evaluate = "kdforge.families.tm.PackedTM(kdforge.families.tm.load_rules(path)['layers'][NAME])"
+    return f"wrote {rules}: {rules.stat().st_size:,} bytes. Evaluate with {evaluate}"

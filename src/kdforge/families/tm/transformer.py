@@ -218,14 +218,16 @@ class PatchMerging(nn.Module):
 class SwinTM(nn.Module):
     """Swin Transformer whose feed-forward blocks are Tsetlin-machine clause layers.
 
-    Patch embedding (normalised, with ``patch_norm``) -> stages of window-attention blocks (every second block shifts its
+    Patch embedding (normalised, with ``patch_norm``) -> stages of window-attention blocks (every second block shifts
+    its
     windows by half a window; relative position bias) with patch merging between stages
     (width doubles) -> norm -> mean pool -> head. Image sizes need not divide by the window
     or by two: maps are padded and padding is masked. ``embed_dim`` and ``clauses`` take one
     number (the width doubles at each merge; every stage has that clause budget) or one per
     stage (``embed_dim: [48, 96]``, ``clauses: [32, 64]``).
 
-    Taps: ``patch_embed``, ``patch_norm``, ``stages.S.blocks.N`` ([B, H, W, C]), ``stages.S.downsample``, ``norm``, ``head``.
+    Taps: ``patch_embed``, ``patch_norm``, ``stages.S.blocks.N`` ([B, H, W, C]), ``stages.S.downsample``, ``norm``,
+    ``head``.
     """
 
     def __init__(
