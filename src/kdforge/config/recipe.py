@@ -1,0 +1,294 @@
+"""The recipe: typed, strict sections (pydantic v2), YAML load/dump, dotted overrides.
+
+YAML holds values only. Every key is checked before anything is built: an unknown key
+fails with the closest valid one, a wrong type names the field, and when the value came
+from a YAML file the message gives the file and line; when it came from an override, the
+override is named.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, get_args, get_origin
+
+import pydantic
+import yaml
+from pydantic import BaseModel, Field
+
+from kdforge._recipe_yaml import Loc, Override, YamlSource, apply_override, describe_issue, load_yaml
+from kdforge.config.sections import (
+    Component,
+    DataConfig,
+    ModelConfig,
+    Section,
+)
+from kdforge.config.student import (
+    CurriculumConfig,
+    LossConfig,
+    StageConfig,
+    StudentConfig,
+)
+from kdforge.config.teacher import TeacherConfig
+from kdforge.config.training import LogConfig, OptimConfig, TrainConfig
+from kdforge.errors import ConfigError, did_you_mean
+from kdforge.files import read_text
+from kdforge.registry import DATASETS, LOSSES, MODELS
+
+
+class Recipe(Section):
+    """A whole distillation job."""
+
+    name: str = Field("kdforge", description="the run directory is log.dir/<name>-<time>: one folder name, no path")
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    teacher: TeacherConfig
+    student: StudentConfig
+    losses: list[LossConfig] = Field(min_length=1)
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig = TrainConfig()
+    log: LogConfig = LogConfig()
+    stages: list[StageConfig] | None = Field(
+        None, description="staged training; each stage changes weights, temperatures, data"
+    )
+    curriculum: CurriculumConfig | None = Field(
+        None,
+        description=(
+            "a progressive curriculum (pocl); with stages (one per partition), each stage's own end (epochs, "
+            "loss_plateau, val_plateau) and settings apply on top"
+        ),
+    )
+
+    @pydantic.field_validator("name")
+    @classmethod
+    def _one_folder_name(cls, value: str) -> str:
+        bad = [c for c in ("/", "\\", "\0") if c in value]
+        if not value.strip() or value in (".", "..") or bad or Path(value).is_absolute():
+            shown = ", ".join("NUL" if c == "\0" else repr(c) for c in bad) or "an empty or dot name"
+            raise ValueError(
+                f"the name becomes one folder under log.dir, so it cannot contain {shown}; choose a plain name such "
+                "as 'my-run' (set log.dir for where runs go)"
+            )
+        return value
+
+    @pydantic.model_validator(mode="after")
+    def _stages_fit(self) -> Recipe:
+        if (
+            self.stages is not None
+            and self.curriculum is not None
+            and len(self.stages) != len(self.curriculum.partitions)
+        ):
+            raise ValueError(
+                "stages and a curriculum together: one stage per curriculum partition "
+                f"({len(self.curriculum.partitions)}), got {len(self.stages)}"
+            )
+        if (
+            self.curriculum is not None
+            and self.curriculum.epochs is not None
+            and sum(self.curriculum.epochs) != self.train.epochs
+        ):
+            raise ValueError(
+                f"curriculum.epochs sum to {sum(self.curriculum.epochs)} but train.epochs is {self.train.epochs}"
+            )
+        names = term_names([c.name for c in self.losses])
+        for i, stage in enumerate(self.stages or []):
+            if (
+                stage.open_ended and i < len(self.stages) - 1 and self.curriculum is None
+            ):  # a curriculum's stages end on their own
+                raise ValueError(
+                    f"stage {i} needs an end (epochs, loss_plateau or val_plateau); only the last stage runs to the end"
+                )
+            for key in (*stage.weights, *stage.temperatures):
+                if key not in names:
+                    raise ValueError(
+                        f"stage {i} names loss term '{key}', which the recipe does not have{did_you_mean(key, names)}"
+                    )
+        if self.train.fsdp and self.train.ema_decay is not None:
+            raise ValueError(
+                "train.ema_decay keeps a whole copy of the student, which train.fsdp shards; use one or the other"
+            )
+        described = (
+            self.teacher.model is not None or self.teacher.source == "checkpoint"
+        )  # a checkpoint may carry its description
+        if self.student.preset is not None and not (
+            self.student.model.name == "ssm"
+            and described
+            and (self.teacher.model is None or self.teacher.model.name == "ssm")
+        ):
+            raise ValueError(
+                "student.preset sizes an ssm student from an ssm teacher; here the student is "
+                f"'{self.student.model.name}' and the teacher "
+                f"'{self.teacher.model.name if self.teacher.model else self.teacher.source}' (set both model names to "
+                "ssm, or drop student.preset)"
+            )
+        if self.student.init_from_teacher is not None and self.student.init_from is not None:
+            raise ValueError(
+                "student.init_from and student.init_from_teacher both give the student its first weights; keep one"
+            )
+        if self.student.init_from_teacher is not None and (
+            self.teacher.cache is not None or self.teacher.source in ("ema", "ensemble")
+        ):
+            raise ValueError(
+                "student.init_from_teacher copies the teacher's own modules: it needs one online teacher (no "
+                "teacher.cache, not 'ema' or 'ensemble')"
+            )
+        if self.optim.name == "dot" and (
+            self.train.amp == "fp16" or self.train.grad_clip is not None or self.optim.grad_centralization
+        ):
+            raise ValueError(
+                "optim.name dot keeps the task and distillation gradients apart until its step, so it takes no "
+                "gradient scaler, clipping or centralisation: "
+                "use train.amp bf16 or off, and drop train.grad_clip and optim.grad_centralization"
+            )
+        if self.train.fsdp and self.teacher.follows_student:
+            raise ValueError(
+                "train.fsdp shards the student, which an EMA teacher must copy whole every step; use DDP (train.fsdp: "
+                "false)"
+            )
+        return self
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"recipe file '{path}' not found")
+        text = read_text(path, "recipe file")
+        return cls.from_dict(load_yaml(text, str(path)), overrides, YamlSource(str(path), text))
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], overrides: Sequence[str] = (), source: YamlSource | None = None) -> Recipe:
+        raw = copy.deepcopy(raw)
+        applied = [apply_override(raw, text) for text in overrides]
+        return validate_recipe(raw, source, applied)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def with_overrides(self, overrides: Sequence[str]) -> Recipe:
+        return Recipe.from_dict(self.to_dict(), overrides)
+
+
+# ---------------------------------------------------------------- validation
+
+
+def validate_recipe(raw: Any, source: YamlSource | None = None, overrides: Sequence[Override] = ()) -> Recipe:
+    """The typed recipe, or one :class:`ConfigError` listing every problem found in ``raw``."""
+    if not isinstance(raw, dict):
+        raise ConfigError("a recipe is a mapping of sections (name, data, teacher, student, losses, ...)")
+    recipe = None
+    try:
+        recipe = Recipe.model_validate(raw)
+    except pydantic.ValidationError as err:
+        issues = [(e["loc"], _message(e)) for e in err.errors()]
+    else:
+        issues = []
+    issues += component_issues(raw)  # also when other sections failed: every problem in one run
+    if issues:
+        lines = [describe_issue(loc, msg, source, overrides) for loc, msg in issues]
+        raise ConfigError("invalid recipe:\n  " + "\n  ".join(lines))
+    return recipe
+
+
+def term_names(kinds: list[str]) -> list[str]:
+    """Names of terms in recipe order: a repeated kind gets a suffix (``hint``, ``hint_2``)."""
+    seen: Counter[str] = Counter()
+    names = []
+    for kind in kinds:
+        seen[kind] += 1
+        names.append(kind if seen[kind] == 1 else f"{kind}_{seen[kind]}")
+    return names
+
+
+def component_issues(raw: dict[str, Any]) -> list[tuple[Loc, str]]:
+    """Check each registry-backed section's options against its entry's signature. Reads the
+    raw recipe, so that it runs even when other sections are invalid; a section that is
+    itself malformed is left to the recipe's own validation."""
+    issues: list[tuple[Loc, str]] = []
+    for loc, kind, registry in _component_sections(raw):
+        try:
+            section = kind.model_validate(_at(raw, loc))
+        except pydantic.ValidationError:
+            continue
+        issues += [(loc + sub, msg) for sub, msg in component_issues_for(section, registry)]
+    return issues
+
+
+def _component_sections(raw: dict[str, Any]) -> Iterable[tuple[Loc, type[Component], Any]]:
+
+    if isinstance(raw.get("data"), dict):
+        yield ("data",), DataConfig, DATASETS
+    teacher = raw.get("teacher")
+    teachers = [(("teacher",), teacher)] if isinstance(teacher, dict) else []
+    members = teacher.get("members") if isinstance(teacher, dict) else None
+    teachers += [
+        (("teacher", "members", i), m)
+        for i, m in enumerate(members if isinstance(members, list) else [])
+        if isinstance(m, dict)
+    ]
+    for loc, section in teachers:
+        if section.get("source", "train") in ("train", "checkpoint") and isinstance(section.get("model"), dict):
+            yield loc + ("model",), ModelConfig, MODELS
+    student = raw.get("student")
+    if isinstance(student, dict) and isinstance(student.get("model"), dict):
+        yield ("student", "model"), ModelConfig, MODELS
+    losses = raw.get("losses")
+    for i, term in enumerate(losses if isinstance(losses, list) else []):
+        if isinstance(term, dict):
+            yield ("losses", i), LossConfig, LOSSES
+
+
+def _at(raw: Any, loc: Loc) -> Any:
+    for key in loc:
+        raw = raw[key]
+    return raw
+
+
+def component_issues_for(section: Component, registry: Any) -> list[tuple[Loc, str]]:
+    """Problems of one registry-backed section: unknown name, unknown or mistyped options."""
+    if section.name not in registry:
+        return [(("name",), f"unknown {registry.kind} '{section.name}'{did_you_mean(section.name, registry.names())}")]
+    try:
+        registry.validate_options(section.name, section.options)
+    except pydantic.ValidationError as err:
+        fields = set(type(section).model_fields) | set(registry.options_model(section.name).model_fields)
+        return [(tuple(e["loc"]), _message(e, fields)) for e in err.errors()]
+    return []
+
+
+def _message(error: Any, fields: Iterable[str] | None = None) -> str:
+    loc = error["loc"]
+    if error["type"] == "extra_forbidden":
+        valid = fields if fields is not None else _fields_at(Recipe, loc[:-1])
+        return f"unknown key '{loc[-1]}'{did_you_mean(str(loc[-1]), valid)}"
+    if error["type"] == "missing":
+        return "missing required key"
+    shown = repr(error.get("input"))
+    shown = shown if len(shown) < 60 else shown[:57] + "..."
+    return f"{error['msg'].removeprefix('Value error, ')} (got {shown})"
+
+
+def _fields_at(model: Any, loc: Loc) -> list[str]:
+    """Field names of the section reached by ``loc`` from ``model``."""
+    for key in loc:
+        if isinstance(key, int):
+            continue
+        annotation = model.model_fields[key].annotation if key in model.model_fields else None
+        model = _section_type(annotation)
+        if model is None:
+            return []
+    return list(model.model_fields)
+
+
+def _section_type(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation) if get_origin(annotation) is not None else ():
+        found = _section_type(arg)
+        if found is not None:
+            return found
+    return None
