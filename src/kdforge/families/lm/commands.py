@@ -17,7 +17,7 @@ console = Console()
 
 def register(app: typer.Typer) -> None:
     """Add the family's commands to ``app``."""
-    app.command()(generate)
+    app.command(rich_help_panel="Families")(generate)
 
 
 def generate(

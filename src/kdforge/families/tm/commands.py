@@ -15,7 +15,7 @@ console = Console()
 
 def register(app: typer.Typer) -> None:
     """Add the family's commands to ``app``."""
-    app.command()(explain)
+    app.command(rich_help_panel="Families")(explain)
 
 
 def explain(

@@ -1,0 +1,150 @@
+"""The ``kdforge`` command itself: its help, its plug-ins, and what every subcommand shares."""
+
+from __future__ import annotations
+
+import enum
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from kdforge.errors import KdforgeError
+
+if TYPE_CHECKING:
+    pass
+
+
+app = typer.Typer(
+    help="kdforge: distill a frozen teacher into a smaller student, from a YAML recipe.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",  # a docstring's lines join into one paragraph, as in Markdown
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    epilog=(
+        "Examples:\n\n"
+        "  kdforge demo\n\n"
+        "  kdforge check digits_kd\n\n"
+        "  kdforge train digits_kd train.epochs=50 losses.1.temperature=2.0\n\n"
+        "  kdforge train --resume runs/digits-kd-20261122-101500\n\n"
+        "  kdforge sweep digits_kd --seeds 5\n\n"
+        "  kdforge explain runs/digits-vit-tm-20261122-101500 --samples 8\n\n"
+        "  kdforge bench ssm --input-shape 1,1024 -o model_dim=32 --batch-sizes 1,32\n\n"
+        "  kdforge compare runs/sar-ssm-a runs/sar-ssm-b --lengths 256,1024,4096\n\n"
+        "  kdforge --plugin my_parts.py train my_recipe.yaml"
+    ),
+)
+console = Console()
+
+
+class FeatureDtype(str, enum.Enum):
+    float32 = "float32"
+    float16 = "float16"
+
+
+Overrides = Annotated[
+    Optional[list[str]],
+    typer.Argument(
+        help="Overrides **key.path=value**, e.g. train.epochs=5 losses.1.temperature=2.0", show_default=False
+    ),
+]
+
+
+@app.callback()
+def load_plugins(
+    plugin: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--plugin",
+            "-p",
+            metavar="FILE_OR_MODULE",
+            help=(
+                "A Python file or module to import first: your own models, losses and datasets register themselves "
+                "there. Repeatable."
+            ),
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """kdforge: distill a frozen teacher into a smaller student, from a YAML recipe."""
+    for name in plugin or []:
+        import_plugin(name)
+
+
+def import_plugin(name: str) -> None:
+    """Import ``my_parts.py`` (a file) or ``package.module`` (importable) for its registrations."""
+    import importlib
+    import importlib.util
+    import sys
+
+    path = Path(name)
+    if path.suffix == ".py":
+        if not path.is_file():
+            raise KdforgeError(f"plugin file '{name}' not found")
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[path.stem] = module
+        try:
+            spec.loader.exec_module(module)
+        except KdforgeError:
+            raise
+        except Exception as err:
+            sys.modules.pop(path.stem, None)
+            raise KdforgeError(
+                f"plugin file '{name}' failed while being imported: {_plugin_error(err, path)}"
+            ) from None
+        return
+    try:
+        importlib.import_module(name)
+    except ModuleNotFoundError as err:
+        raise KdforgeError(
+            f"plugin '{name}' cannot be imported ({err}); give a .py file or an importable module"
+        ) from None
+
+
+def _plugin_error(err: Exception, path: Path) -> str:
+    """What went wrong in a user's plugin file, and where: its own line, not kdforge's frames."""
+    import traceback
+
+    if isinstance(err, SyntaxError):
+        return f"{type(err).__name__} at line {err.lineno}: {err.msg}"
+    lines = [f.lineno for f in traceback.extract_tb(err.__traceback__) if Path(f.filename).resolve() == path.resolve()]
+    return f"{type(err).__name__} at line {lines[-1] if lines else '?'}: {err}"
+
+
+def whole_numbers(text: str, option: str) -> list[int]:
+    """``"1,32"`` -> [1, 32]: a comma-separated option of positive whole numbers."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise KdforgeError(f"{option} takes positive whole numbers separated by commas (e.g. 1,32); got '{text}'")
+    return values
+
+
+def recipe_path(name: str) -> Path:
+    """A recipe file, or the name of a recipe shipped with kdforge (``digits_kd``)."""
+    path = Path(name)
+    if path.exists():
+        return path
+    shipped = resources.files("kdforge") / "recipes" / f"{path.stem}.yaml"
+    if shipped.is_file():
+        return Path(str(shipped))
+    raise KdforgeError(f"recipe '{name}' not found: give a YAML file or one of: {', '.join(shipped_recipes())}")
+
+
+def shipped_recipes() -> list[str]:
+    return sorted(
+        p.name.removesuffix(".yaml")
+        for p in (resources.files("kdforge") / "recipes").iterdir()
+        if p.name.endswith(".yaml")
+    )
+
+
+def say(label: str, style: str, message: object) -> None:
+    """``label`` in ``style``, then ``message`` as plain text: paths, keys and values from the
+    user are never read as rich markup (``[/home/me/x.yaml:3]`` would be a closing tag)."""
+    console.print(Text.assemble((label, style), str(message)), soft_wrap=True)

@@ -1,0 +1,135 @@
+"""Subcommands that train, check and evaluate: demo, train, sweep, check, cache, eval."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from kdforge.cli.app import FeatureDtype, Overrides, console, recipe_path
+from kdforge.errors import KdforgeError
+
+if TYPE_CHECKING:
+    pass
+
+
+def demo(
+    epochs: Annotated[Optional[int], typer.Option(help="Student epochs (default: the recipe's).")] = None,
+    log_dir: Annotated[str, typer.Option("--dir", help="Where the run directory goes.")] = "runs",
+) -> None:
+    """Distill a CNN into a small MLP on the built-in digits data and compare with the MLP trained alone."""
+    from kdforge.config import Recipe
+    from kdforge.run import run
+
+    overrides = [f"log.dir={log_dir}"] + ([f"train.epochs={epochs}"] if epochs else [])
+    recipe = Recipe.from_yaml(recipe_path("digits_kd"), overrides)
+    console.print("[bold]kdforge demo[/]: teacher = CNN trained on digits; student = tiny MLP, with KD and alone.")
+    run(recipe, console=console)
+
+
+def train(
+    recipe: Annotated[
+        Optional[str], typer.Argument(help="Recipe YAML file or shipped recipe name.", show_default=False)
+    ] = None,
+    overrides: Overrides = None,
+    resume: Annotated[
+        Optional[Path], typer.Option(help="Continue an interrupted run directory (uses its config.yaml).")
+    ] = None,
+) -> None:
+    """Train: teacher (if needed), distilled student, and the student alone; write the run directory."""
+    from kdforge.config import Recipe
+    from kdforge.run import load_run_recipe, run
+
+    if resume is not None:
+        if recipe or overrides:
+            raise KdforgeError(
+                "--resume continues a run with its saved config.yaml; give no recipe or overrides with it"
+            )
+        run(load_run_recipe(resume), resume=resume, console=console)
+        return
+    if recipe is None:
+        raise KdforgeError("give a recipe (a YAML file or a shipped name such as digits_kd), or --resume RUN_DIR")
+    run(Recipe.from_yaml(recipe_path(recipe), overrides or []), console=console)
+
+
+def sweep(
+    recipe: Annotated[str, typer.Argument(help="Recipe YAML file or shipped recipe name.", show_default=False)],
+    overrides: Overrides = None,
+    seeds: Annotated[int, typer.Option(min=1, help="How many seeds to run.")] = 5,
+    first_seed: Annotated[int, typer.Option(help="The first seed; the others follow it.")] = 0,
+) -> None:
+    """Run a recipe under several seeds; write mean ± std of test accuracy (best and last epoch) and the KD gain to
+    sweep.md."""
+    from kdforge.config import Recipe
+    from kdforge.sweep import sweep as run_sweep
+
+    run_sweep(Recipe.from_yaml(recipe_path(recipe), overrides or []), seeds, first_seed, console)
+
+
+def check(
+    recipe: Annotated[str, typer.Argument(help="Recipe YAML file or shipped recipe name.", show_default=False)],
+    overrides: Overrides = None,
+) -> None:
+    """Build everything and run one batch forward and backward: names, taps, shapes, class counts. No training."""
+    from kdforge.config import Recipe
+    from kdforge.run import check as run_check
+
+    run_check(Recipe.from_yaml(recipe_path(recipe), overrides or []), console)
+
+
+def cache(
+    recipe: Annotated[str, typer.Argument(help="Recipe YAML file or shipped recipe name.", show_default=False)],
+    overrides: Overrides = None,
+    out: Annotated[Path, typer.Option(help="Folder for the cache (manifest.json and .npy files).")] = Path(
+        "teacher-cache"
+    ),
+    topk: Annotated[
+        Optional[int],
+        typer.Option(min=1, help="Keep only the top-k log-probabilities per sample (default: dense logits)."),
+    ] = None,
+    views: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Augmented views per sample (recipes with data.augment); training shows view epoch % views."
+        ),
+    ] = 1,
+    feature_dtype: Annotated[
+        FeatureDtype, typer.Option(help="How tapped teacher layers are stored: float16 halves their size.")
+    ] = FeatureDtype.float32,
+) -> None:
+    """Run the teacher once over the training split and store its outputs (logits, and the layers the recipe's
+    loss terms tap); then train with teacher.cache=OUT."""
+    from kdforge.config import Recipe
+    from kdforge.run import build_cache
+
+    build_cache(Recipe.from_yaml(recipe_path(recipe), overrides or []), out, topk, views, feature_dtype.value, console)
+
+
+def evaluate_run(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.", show_default=False)],
+    split: Annotated[str, typer.Option(help="Which split to evaluate: test or val.")] = "test",
+) -> None:
+    """Re-evaluate a run's exported student (and its teacher, when saved) on a split."""
+    from kdforge.data import make_loader, recipe_data
+    from kdforge.evaluate import evaluate, shown
+    from kdforge.export import load_run_teacher, load_student
+    from kdforge.run import load_run_recipe
+
+    if split not in ("test", "val"):
+        raise KdforgeError(f"--split must be 'test' or 'val', got '{split}'")
+    recipe = load_run_recipe(run_dir)
+    data = recipe_data(recipe.data, recipe.seed)
+    batches = make_loader(getattr(data, split), recipe.data.eval_batch_size)
+    models = {"student": load_student(run_dir)}
+    if (teacher := load_run_teacher(run_dir)) is not None:
+        models["teacher"] = teacher
+    table = Table(title=f"{escape(str(run_dir))} on {data.name} {split} ({len(getattr(data, split))} samples)")
+    for column in ("model", "score", "loss"):
+        table.add_column(column)
+    for role, model in models.items():
+        metrics = evaluate(model, batches, task=data.task)
+        table.add_row(role, shown(metrics), f"{metrics['loss']:.4f}")
+    console.print(table)
