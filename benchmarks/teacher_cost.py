@@ -30,7 +30,7 @@ from kdforge import Recipe
 from kdforge.distiller import Distiller
 from kdforge.losses import build_losses
 from kdforge.models import build_model
-from kdforge.run import Session
+from kdforge.session import Session
 from kdforge.teachers.cache import CachedTeacher, write_cache
 from kdforge.trainer import Trainer
 

@@ -24,7 +24,7 @@ def cached(tiny_recipe, tmp_path):
 def online_logits(recipe, run_dir):
     from rich.console import Console
 
-    from kdforge.run import Session
+    from kdforge.session import Session
 
     session = Session(recipe, run_dir, Console())
     teacher, _ = session.acquire_teacher(use_cache=False)
@@ -75,7 +75,7 @@ def test_a_cache_for_other_data_or_teacher_is_refused(cached):
 def test_augmented_views_are_cached_and_shown_to_the_student_exactly(cached, tmp_path):
     from rich.console import Console
 
-    from kdforge.run import Session
+    from kdforge.session import Session
     from kdforge.teachers.cache import fixed_views
 
     raw, path, _ = cached
@@ -119,7 +119,7 @@ def test_tapped_teacher_layers_are_cached_and_give_the_online_loss(feature_recip
 
     from kdforge.distiller import Distiller
     from kdforge.losses import build_losses
-    from kdforge.run import Session
+    from kdforge.session import Session
 
     manifest = build_cache(Recipe.from_dict(feature_recipe), tmp_path / "feats")
     assert list(manifest["features"]) == ["features.1", "features.0"] and manifest["features"]["features.1"][

@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 
 from kdforge import Recipe, run
 from kdforge.callbacks import Callback
-from kdforge.run import RunInterrupted, Session
+from kdforge.errors import RunInterrupted
+from kdforge.session import Session
 
 
 def torchrun(*args, cwd):

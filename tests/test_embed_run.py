@@ -10,7 +10,7 @@ from kdforge import Recipe, run
 from kdforge.errors import KdforgeError
 from kdforge.evaluate import embedding_metrics
 from kdforge.family import FAMILIES, load_parts
-from kdforge.run import Session
+from kdforge.session import Session
 from kdforge.teachers.text import TextTeacher
 
 MODULES = ["json", "collections", "pathlib", "textwrap", "argparse"]

@@ -778,7 +778,7 @@ def test_cache_out_blocked_by_a_file(fails, recipe, tmp_path):
 
 
 def test_log_dir_is_checked_before_anything_trains(fails, recipe, tmp_path, monkeypatch):
-    from kdforge.run import Session
+    from kdforge.session import Session
 
     def no_training(*args, **kwargs):
         raise AssertionError("the teacher started training before log.dir was checked")
@@ -837,7 +837,9 @@ def test_a_bug_in_kdforge_keeps_its_traceback_and_asks_for_a_report(invoke, caps
     def broken(*args, **kwargs):
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setattr(sys.modules["kdforge.run"], "check", broken)
+    import kdforge.check
+
+    monkeypatch.setattr(kdforge.check, "check", broken)
     assert invoke("check", "digits_kd") == 1
     captured = capsys.readouterr()
     assert "Traceback" in captured.err and "ZeroDivisionError" in captured.err

@@ -10,9 +10,10 @@ import torchvision
 from rich.console import Console
 
 from kdforge import Recipe
+from kdforge.check import check
 from kdforge.errors import ConfigError, KdforgeError
 from kdforge.export import read_state_dict
-from kdforge.run import Session, check
+from kdforge.session import Session
 from kdforge.teachers import TEACHER_SOURCES
 from kdforge.teachers.adapt import InputAdapter
 

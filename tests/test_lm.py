@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from rich.console import Console
 
 from kdforge import Recipe, run
+from kdforge.check import check
 from kdforge.data import build_dataset
 from kdforge.data.bundle import PAD_TARGET
 from kdforge.distiller import Distiller
@@ -19,7 +20,6 @@ from kdforge.families.lm.data import ByteTokenizer, windows
 from kdforge.families.lm.generate import generate
 from kdforge.losses import build_losses
 from kdforge.models import build_model
-from kdforge.run import check
 from kdforge.teachers import Teacher
 
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from kdforge import Recipe, load_student, run
+from kdforge.check import check
 from kdforge.errors import KdforgeError
 from kdforge.export import save_model
 from kdforge.models import build_model
-from kdforge.run import check
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +123,8 @@ def test_ctrl_c_saves_and_resume_gives_the_uninterrupted_result(tiny_recipe, tmp
     import signal
 
     from kdforge.callbacks import Callback
-    from kdforge.run import RunInterrupted, Session
+    from kdforge.errors import RunInterrupted
+    from kdforge.session import Session
 
     tiny_recipe["train"] = {"epochs": 3, "baseline": False}
     full = run(Recipe.from_dict(tiny_recipe))

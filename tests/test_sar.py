@@ -182,7 +182,7 @@ def test_a_preset_reads_a_saved_teacher_and_compare_builds_the_preset_student(ti
     from kdforge.export import save_model
     from kdforge.families.ssm.model import compression_preset
     from kdforge.models import build_model
-    from kdforge.run import student_options
+    from kdforge.session import student_options
 
     ssm = {
         "complex": True,

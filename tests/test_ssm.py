@@ -213,7 +213,7 @@ def test_student_preset_in_a_recipe_is_overridable_per_field(tiny_recipe, tmp_pa
     from rich.console import Console
 
     from kdforge import Recipe
-    from kdforge.run import Session
+    from kdforge.session import Session
 
     tiny_recipe["data"] = {"name": "mnist1d", "batch_size": 64}
     tiny_recipe["teacher"]["model"] = {
@@ -235,7 +235,7 @@ def test_student_preset_in_a_recipe_is_overridable_per_field(tiny_recipe, tmp_pa
 
 @pytest.mark.parametrize("selectivity", ["none", "mamba"])
 def test_ssm_layers_report_their_gradient_norms(selectivity):
-    from kdforge.trainer import layer_grad_norms
+    from kdforge.machine import layer_grad_norms
 
     torch.manual_seed(0)
     model = build_model(
@@ -346,8 +346,8 @@ def test_init_from_teacher_with_nothing_to_copy_is_a_clear_error(tiny_recipe):
     from rich.console import Console
 
     from kdforge import Recipe
+    from kdforge.check import check
     from kdforge.errors import KdforgeError
-    from kdforge.run import check
 
     tiny_recipe["data"] = {"name": "mnist1d", "batch_size": 128}
     tiny_recipe["teacher"]["model"] = {"name": "ssm", "model_dim": 16, "state_dim": 8, "num_layers": 2}

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from kdforge import Recipe, run
+from kdforge.check import check
 from kdforge.config import OptimConfig, TrainConfig
 from kdforge.data import build_dataset, make_loader
 from kdforge.distiller import Distiller
@@ -11,7 +12,6 @@ from kdforge.ema import ema_update
 from kdforge.errors import ConfigError, KdforgeError
 from kdforge.losses import build_losses
 from kdforge.models import build_model
-from kdforge.run import check
 from kdforge.teachers import Teacher
 from kdforge.teachers.sources import EnsembleTeacher
 from kdforge.trainer import Trainer

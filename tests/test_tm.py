@@ -585,7 +585,7 @@ def test_clause_terms_need_a_tm_student():
 def test_gradient_checkpointing_covers_every_stage_of_swin_tm_and_changes_no_gradient():
     import functools
 
-    from kdforge.trainer import checkpoint_blocks
+    from kdforge.machine import checkpoint_blocks
 
     torch.manual_seed(0)
     plain = build_model("swin_tm", input_shape=(1, 16, 16), num_classes=3, embed_dim=16, depths=(1, 2), heads=(2, 2))

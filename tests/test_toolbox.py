@@ -188,7 +188,7 @@ def test_drop_path_is_identity_in_eval_and_drops_samples_in_training():
 
 
 def test_gradient_checkpointing_recomputes_blocks_and_keeps_the_gradients(data, tmp_path, monkeypatch):
-    from kdforge.trainer import checkpoint_blocks
+    from kdforge.machine import checkpoint_blocks
 
     x, y = data.train.x[:8], data.train.y[:8]
     plain, checkpointed = vit(), vit()
@@ -481,7 +481,7 @@ def test_trackers_write_every_part_lr_temperature_throughput_and_gradient_norms(
 
 
 def test_layer_gradient_norms_match_the_parameters_gradients():
-    from kdforge.trainer import layer_grad_norms
+    from kdforge.machine import layer_grad_norms
 
     layer = torch.nn.Linear(3, 2)
     layer.weight.grad, layer.bias.grad = torch.full((2, 3), 2.0), torch.full((2,), 1.0)

@@ -138,8 +138,8 @@ def test_fp16_with_a_gradient_scaler_and_channels_last_train(tiny_recipe):
 
 
 def test_compiled_student_keeps_its_own_names():
+    from kdforge.machine import compiled
     from kdforge.taps import unwrap
-    from kdforge.trainer import compiled
 
     student = build_model("mlp", input_shape=(1, 8, 8), num_classes=10, hidden=[8])
     wrapped = compiled(student)
@@ -150,7 +150,7 @@ def test_compiled_student_keeps_its_own_names():
 def test_a_backward_graph_that_fails_to_compile_runs_eagerly(monkeypatch):
     import torch._inductor.compile_fx
 
-    from kdforge.trainer import compiled
+    from kdforge.machine import compiled
 
     def broken(*args, **kwargs):
         raise RuntimeError("PassManager::run failed")  # what Triton raised for one backward kernel

@@ -347,7 +347,7 @@ def test_check_pairs_tm_blocks_with_teacher_mlps_before_training(tiny_recipe):
     from rich.console import Console
 
     from kdforge import Recipe
-    from kdforge.run import check
+    from kdforge.check import check
 
     tiny_recipe["teacher"] = {
         "source": "train",

@@ -18,7 +18,8 @@ from kdforge.evaluate import score_name, shown
 from kdforge.files import append_text
 
 if TYPE_CHECKING:
-    from kdforge.trainer import FitResult, Trainer
+    from kdforge.position import FitResult
+    from kdforge.trainer import Trainer
 
 
 class Callback:

@@ -48,7 +48,7 @@ class Family:
     ``description``, override the hooks it needs (each default does nothing), and call
     :func:`register_family` with an instance when the family's module is imported.
 
-    ``session`` is the run's :class:`kdforge.run.Session` (recipe, data, loaders, device,
+    ``session`` is the run's :class:`kdforge.session.Session` (recipe, data, loaders, device,
     console); ``entry`` is one model's row of ``results.json``.
     """
 

@@ -14,22 +14,16 @@ a second Ctrl-C aborts at once.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import math
-import os
-import random
 import signal
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.utils.checkpoint
-from torch.distributed.tensor import DTensor
 
 from kdforge import distributed
 from kdforge.callbacks import Callback
@@ -38,105 +32,15 @@ from kdforge.curriculum import Curriculum
 from kdforge.data.augment import Mixer
 from kdforge.distiller import Distiller, StepOutput
 from kdforge.ema import ModelEMA
-from kdforge.errors import KdforgeError, NonFiniteLossError
+from kdforge.errors import NonFiniteLossError
 from kdforge.evaluate import evaluate, is_better, score
 from kdforge.export import save_model
 from kdforge.files import FileReadError, FileWriteError, load_torch, save_torch
+from kdforge.machine import _rng_state, _set_rng_state, autocast_for, checkpoint_blocks, layer_grad_norms
 from kdforge.optim import DistillationOrientedTrainer, build_optimizer, centralize_gradients, lr_factor, student_groups
+from kdforge.position import FitResult, _Position
 from kdforge.schedules import Clock, ScheduleConfig, schedule_value
-from kdforge.taps import block_names, unwrap
-
-
-@dataclass
-class FitResult:
-    best_epoch: int
-    best_val: dict[str, float]
-    history: list[dict[str, Any]]
-    interrupted: bool = False
-    seconds: float = 0.0
-    stopped_early: bool = False
-
-
-@dataclass
-class _Position:
-    """Where training is: what resume restores besides weights and optimiser."""
-
-    epoch: int = 0
-    batch: int = 0  # micro-batches of the current epoch already consumed
-    step: int = 0  # optimiser steps so far
-    best_epoch: int = -1
-    best_val: dict[str, float] | None = None
-    history: list[dict[str, Any]] = field(default_factory=list)
-    sums: torch.Tensor | None = None  # sums over this epoch's steps of [loss, *parts]
-    stage: int = 0  # curriculum stage
-    stage_start: int = 0  # the epoch it started at
-    seconds: float = 0.0
-    watched: float | None = None  # early stopping: the best value of its metric so far
-    stale: int = 0  # epochs since it last improved
-    stopped_early: bool = False
-    snapshots: int = 0  # student snapshots written at stage ends (train.stage_checkpoints)
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise KdforgeError(f"train.device is '{device}' but CUDA is not available here; use 'auto' or 'cpu'")
-    return torch.device(device)
-
-
-def autocast_for(amp: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """``auto``: bf16 autocast on CUDA, off on CPU; ``bf16`` / ``fp16``: that dtype anywhere;
-    ``off``: full precision. fp16 needs a gradient scaler (the Trainer makes one)."""
-    if amp == "fp16":
-        return torch.autocast(device.type, dtype=torch.float16)
-    if amp == "bf16" or (amp == "auto" and device.type == "cuda"):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def compiled(module: torch.nn.Module) -> torch.nn.Module:
-    """``torch.compile(module)``; where compiling is unsupported the model runs eagerly, with a
-    warning (graphs that fail to compile fall back too, instead of stopping training)."""
-    import warnings
-
-    import torch._dynamo
-    import torch._functorch.config
-
-    torch._dynamo.config.suppress_errors = True
-    # Backward graphs are otherwise compiled at the first backward, outside that fallback: a
-    # kernel the compiler cannot build there (Triton did so for rwkv_spiking on an H100) would
-    # stop training. Compiled with the forward, their failures fall back like any other.
-    torch._functorch.config.force_non_lazy_backward_lowering = True
-    try:
-        return torch.compile(module)
-    except Exception as err:  # noqa: BLE001 - any failure to set up compilation means: run eagerly
-        warnings.warn(f"torch.compile is unavailable here ({err}); training without it", stacklevel=2)
-        return module
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-@contextlib.contextmanager
-def deterministic(enabled: bool) -> Iterator[None]:
-    """With ``enabled``, only deterministic kernels run inside (an op without one raises,
-    naming it) and cuDNN does not autotune; the previous settings come back after."""
-    if not enabled:
-        yield
-        return
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's requirement for repeatable matmuls
-    previous = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
-    torch.use_deterministic_algorithms(True)
-    torch.backends.cudnn.benchmark = False
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(previous[0])
-        torch.backends.cudnn.benchmark = previous[1]
+from kdforge.taps import unwrap
 
 
 class Trainer:
@@ -581,48 +485,6 @@ class Trainer:
             signal.signal(signal.SIGINT, previous)
 
 
-def layer_grad_norms(named: Iterable[tuple[str, torch.nn.Parameter]]) -> dict[str, float]:
-    """L2 norm of the gradient of each layer (the parameters of one module together)."""
-    squares: dict[str, torch.Tensor] = {}
-    for name, p in named:
-        if p.grad is not None:
-            grad = p.grad.full_tensor() if isinstance(p.grad, DTensor) else p.grad
-            layer = name.rpartition(".")[0] or name
-            squares[layer] = squares.get(layer, 0.0) + grad.float().square().sum()
-    return {layer: float(total.sqrt()) for layer, total in squares.items()}  # one sync per layer, every N steps only
-
-
-def checkpoint_blocks(model: torch.nn.Module) -> None:
-    """Gradient checkpointing of each block of ``model``'s block list: in training, a block's
-    activations are recomputed during backward instead of stored. Forward hooks on a block
-    (feature taps) still see its output once."""
-    modules = dict(model.named_modules())
-    for name in block_names(model, "auto"):
-        block = modules[name]
-        block.forward = functools.partial(_checkpointed, block.forward)
-
-
-def _checkpointed(forward: Any, *args: Any, **kwargs: Any) -> Any:
-    if not torch.is_grad_enabled():
-        return forward(*args, **kwargs)
-    return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
-
-
 def _cloned(state: dict[str, Any]) -> dict[str, Any]:
     """A copy of a nested dict of tensors (state dicts), detached from training."""
     return {k: _cloned(v) if isinstance(v, dict) else v.detach().clone() for k, v in state.items()}
-
-
-def _rng_state() -> dict[str, Any]:
-    """Torch RNG only: shuffling uses its own seeded generator, so dropout and other
-    in-model randomness are all that must continue where they stopped."""
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"].cpu())
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])

@@ -98,7 +98,7 @@ def bench(
 
     from kdforge.bench import benchmark
     from kdforge.files import write_json
-    from kdforge.trainer import resolve_device
+    from kdforge.machine import resolve_device
 
     sizes = whole_numbers(batch_sizes, "--batch-sizes")
     target_device = resolve_device(device)

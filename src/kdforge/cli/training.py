@@ -74,8 +74,8 @@ def check(
     overrides: Overrides = None,
 ) -> None:
     """Build everything and run one batch forward and backward: names, taps, shapes, class counts. No training."""
+    from kdforge.check import check as run_check
     from kdforge.config import Recipe
-    from kdforge.run import check as run_check
 
     run_check(Recipe.from_yaml(recipe_path(recipe), overrides or []), console)
 

@@ -33,7 +33,7 @@ from kdforge.taps import FeatureTap
 from kdforge.teachers.sources import teacher_cache_key
 
 if TYPE_CHECKING:
-    from kdforge.run import Session
+    from kdforge.session import Session
     from kdforge.teachers.teacher import Teacher
 
 FORMAT_VERSION = 2  # 2: tapped teacher layers and the module tree

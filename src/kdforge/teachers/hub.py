@@ -27,7 +27,7 @@ from kdforge.teachers.text import TextTeacher, mean_pooled_encode
 
 if TYPE_CHECKING:
     from kdforge.config import TeacherConfig
-    from kdforge.run import Session
+    from kdforge.session import Session
 
 
 @TEACHER_SOURCES.register("timm")

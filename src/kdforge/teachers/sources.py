@@ -28,7 +28,7 @@ from kdforge.taps import unwrap
 
 if TYPE_CHECKING:
     from kdforge.config import Recipe, TeacherConfig
-    from kdforge.run import Session
+    from kdforge.session import Session
 
 Source = tuple[nn.Module, dict[str, Any]]
 

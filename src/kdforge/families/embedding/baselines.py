@@ -13,7 +13,7 @@ import torch
 from kdforge.evaluate import embedding_metrics
 
 if TYPE_CHECKING:
-    from kdforge.run import Session
+    from kdforge.session import Session
 
 
 def pca_projection(train: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -24,7 +24,7 @@ from kdforge.teachers.text import Encode, TextTeacher
 
 if TYPE_CHECKING:
     from kdforge.config import TeacherConfig
-    from kdforge.run import Session
+    from kdforge.session import Session
 
 
 def load_sentence_transformer(name: str, device: str | torch.device = "cpu") -> nn.Module:

@@ -1,0 +1,165 @@
+"""``kdforge check``: build everything a recipe names and run one batch forward and backward,
+without training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.markup import escape
+
+from kdforge.bench import count_params
+from kdforge.config import Recipe
+from kdforge.distiller import Distiller
+from kdforge.errors import KdforgeError
+from kdforge.family import families
+from kdforge.losses import build_losses
+from kdforge.machine import seed_everything
+from kdforge.models import build_model
+from kdforge.session import Session
+from kdforge.teachers import TEACHER_SOURCES
+from kdforge.teachers.sources import ensemble
+from kdforge.transfer import copy_matching, start_from
+
+
+def check(recipe: Recipe, console: Console | None = None) -> dict[str, Any]:
+    """Build everything and run one batch forward and backward, without training.
+
+    Validates names, taps, feature shapes, projectors and class counts; prints a summary.
+    A ``source: train`` teacher is checked as its untrained architecture.
+    """
+    from rich.table import Table
+
+    console = console or Console()
+    terms = build_losses(recipe.losses)
+    seed_everything(recipe.seed)
+    session = Session(recipe, Path(recipe.log.dir), console)
+    data = session.data
+    student = session.build_student()
+    if recipe.student.init_from is not None:  # the first stage's student must fit this one
+        start_from(student, recipe.student.init_from)
+    teacher_module, teacher_note = _checked_teacher(session, recipe.teacher, student)
+    teacher = session.wrap_teacher(teacher_module)
+    if teacher.input_adapter is not None:
+        teacher_note += f"; input adapted: {teacher.input_adapter.describe()}"
+    if recipe.student.init_from_teacher is not None:  # what will be copied and learned, now: a mismatch fails here
+        transfer = copy_matching(
+            session.build_student(), teacher_module
+        )  # into a copy: the checked student stays as built
+        if not transfer.copied:
+            raise KdforgeError(
+                "init_from_teacher: no teacher tensor has a student tensor of the same name and shape "
+                f"({len(transfer.shape_mismatch)} differ in shape); "
+                "give the student the teacher's architecture (same model, or the standard preset of an ssm teacher), "
+                "or drop student.init_from_teacher"
+            )
+        learned = [said for family in families() if (said := family.describe_from_teacher(student, teacher_module))]
+        console.print(
+            "; ".join(
+                [
+                    f"init_from_teacher: {len(transfer.copied)} teacher tensors will be copied "
+                    f"({len(transfer.shape_mismatch)} differ in shape)",
+                    *learned,
+                ]
+            ),
+            markup=False,
+        )
+    distiller = Distiller(student, teacher, terms, session.example, per_token=data.task == "lm")
+    for role, logits in (("teacher", teacher(session.example)), ("student", student(session.example))):
+        if data.task == "regression" and logits.shape[1:] != data.train.y.shape[1:]:
+            raise KdforgeError(
+                f"the {role} outputs {list(logits.shape[1:])} per sample but dataset '{data.name}' has targets of "
+                f"shape {list(data.train.y.shape[1:])}"
+            )
+        if data.task == "classification" and logits.shape[-1] != data.num_classes:
+            raise KdforgeError(
+                f"the {role} outputs {logits.shape[-1]} classes but dataset '{data.name}' has {data.num_classes}"
+            )
+
+    distiller.train()
+    x, y = next(iter(session.train.epoch(0)))
+    with session.autocast():
+        out = distiller(x, y)
+    out.loss.backward()
+    no_grad = [n for n, p in student.named_parameters() if p.grad is None]
+    teacher_grads = [n for n, p in teacher.named_parameters() if p.grad is not None and not recipe.teacher.trainable]
+    if teacher_grads or not torch.isfinite(out.loss.detach()):
+        raise KdforgeError(
+            f"one-batch check failed: loss {float(out.loss.detach())}, teacher parameters with gradients: "
+            f"{teacher_grads}"
+        )
+
+    table = Table(title=escape(f"kdforge check: {recipe.name}"))
+    for column in ("part", "architecture", "params", "trainable", "output", "note"):
+        table.add_column(column)
+    projector_params = sum(p.numel() for p in distiller.terms.parameters())
+    rows = [
+        ("data", data.name, "", "", f"x {list(x.shape)}", data.describe()),
+        (
+            "teacher",
+            type(teacher_module).__name__,
+            f"{count_params(teacher_module):,}",
+            "0",
+            str(list(teacher(x).shape)),
+            teacher_note,
+        ),
+        (
+            "student",
+            type(student).__name__,
+            f"{count_params(student):,}",
+            f"{sum(p.numel() for p in student.parameters() if p.requires_grad):,}",
+            str(list(out.outputs.shape)),
+            "",
+        ),
+        (
+            "projectors",
+            "",
+            f"{projector_params:,}",
+            f"{projector_params:,}",
+            "",
+            ", ".join(t.name for t in terms if any(True for _ in t.parameters())) or "none",
+        ),
+    ]
+    for row in rows:
+        table.add_row(*map(escape, row))
+    console.print(table)
+    parts = {name: float(value.detach()) for name, value in out.parts.items()}
+    console.print(
+        "one batch: "
+        + ", ".join(f"{k} = {v:.4f} (x{t.weight})" for (k, v), t in zip(parts.items(), terms))
+        + f"; total {float(out.loss.detach()):.4f}",
+        markup=False,
+    )
+    if no_grad:
+        console.print(
+            f"[yellow]note:[/] student parameters without gradient on this batch: {escape(', '.join(no_grad[:6]))}"
+        )
+    console.print(
+        "[green]check passed[/]: names, taps, shapes and class counts are consistent; forward and backward run."
+    )
+    return {
+        "parts": parts,
+        "loss": float(out.loss.detach()),
+        "student_params": count_params(student),
+        "teacher_params": count_params(teacher_module),
+    }
+
+
+def _checked_teacher(session: Session, cfg: Any, student: torch.nn.Module) -> tuple[torch.nn.Module, str]:
+    """The teacher as ``check`` sees it: ``train`` teachers (also inside ensembles) are built
+    untrained, the others are loaded; plus a note for the summary."""
+    data = session.data
+    if cfg.source == "train":
+        module = build_model(
+            cfg.model.name, input_shape=data.input_shape, num_classes=data.num_classes, **cfg.model.options
+        )
+        return module, f"untrained here; `train` fits it for {cfg.train.epochs} epochs"
+    if cfg.source == "ensemble":
+        members = [_checked_teacher(session, m, student)[0] for m in cfg.members]
+        return ensemble(session, cfg, members), f"ensemble of {len(members)} ({cfg.combine})"
+    module, info = TEACHER_SOURCES.get(cfg.source)(session, cfg, session.run_dir / "teacher", student)
+    notes = {"ema": f"EMA of the student (decay {cfg.decay})", "checkpoint": f"loaded from {cfg.path}"}
+    note = notes.get(cfg.source, f"{cfg.source} model {cfg.model.name if cfg.model else ''}")
+    return module, note + ("; RANDOM classifier head" if info.get("random_head") else "")

@@ -1,0 +1,123 @@
+"""Where and how a model runs: the device, mixed precision, torch.compile, gradient
+checkpointing, seeds, determinism and the random state a checkpoint carries."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import random
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+import torch.utils.checkpoint
+from torch.distributed.tensor import DTensor
+
+from kdforge.errors import KdforgeError
+from kdforge.taps import block_names
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise KdforgeError(f"train.device is '{device}' but CUDA is not available here; use 'auto' or 'cpu'")
+    return torch.device(device)
+
+
+def autocast_for(amp: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """``auto``: bf16 autocast on CUDA, off on CPU; ``bf16`` / ``fp16``: that dtype anywhere;
+    ``off``: full precision. fp16 needs a gradient scaler (the Trainer makes one)."""
+    if amp == "fp16":
+        return torch.autocast(device.type, dtype=torch.float16)
+    if amp == "bf16" or (amp == "auto" and device.type == "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def compiled(module: torch.nn.Module) -> torch.nn.Module:
+    """``torch.compile(module)``; where compiling is unsupported the model runs eagerly, with a
+    warning (graphs that fail to compile fall back too, instead of stopping training)."""
+    import warnings
+
+    import torch._dynamo
+    import torch._functorch.config
+
+    torch._dynamo.config.suppress_errors = True
+    # Backward graphs are otherwise compiled at the first backward, outside that fallback: a
+    # kernel the compiler cannot build there (Triton did so for rwkv_spiking on an H100) would
+    # stop training. Compiled with the forward, their failures fall back like any other.
+    torch._functorch.config.force_non_lazy_backward_lowering = True
+    try:
+        return torch.compile(module)
+    except Exception as err:  # noqa: BLE001 - any failure to set up compilation means: run eagerly
+        warnings.warn(f"torch.compile is unavailable here ({err}); training without it", stacklevel=2)
+        return module
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def deterministic(enabled: bool) -> Iterator[None]:
+    """With ``enabled``, only deterministic kernels run inside (an op without one raises,
+    naming it) and cuDNN does not autotune; the previous settings come back after."""
+    if not enabled:
+        yield
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's requirement for repeatable matmuls
+    previous = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0])
+        torch.backends.cudnn.benchmark = previous[1]
+
+
+def checkpoint_blocks(model: torch.nn.Module) -> None:
+    """Gradient checkpointing of each block of ``model``'s block list: in training, a block's
+    activations are recomputed during backward instead of stored. Forward hooks on a block
+    (feature taps) still see its output once."""
+    modules = dict(model.named_modules())
+    for name in block_names(model, "auto"):
+        block = modules[name]
+        block.forward = functools.partial(_checkpointed, block.forward)
+
+
+def _checkpointed(forward: Any, *args: Any, **kwargs: Any) -> Any:
+    if not torch.is_grad_enabled():
+        return forward(*args, **kwargs)
+    return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
+
+
+def _rng_state() -> dict[str, Any]:
+    """Torch RNG only: shuffling uses its own seeded generator, so dropout and other
+    in-model randomness are all that must continue where they stopped."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def layer_grad_norms(named: Iterable[tuple[str, torch.nn.Parameter]]) -> dict[str, float]:
+    """L2 norm of the gradient of each layer (the parameters of one module together)."""
+    squares: dict[str, torch.Tensor] = {}
+    for name, p in named:
+        if p.grad is not None:
+            grad = p.grad.full_tensor() if isinstance(p.grad, DTensor) else p.grad
+            layer = name.rpartition(".")[0] or name
+            squares[layer] = squares.get(layer, 0.0) + grad.float().square().sum()
+    return {layer: float(total.sqrt()) for layer, total in squares.items()}  # one sync per layer, every N steps only

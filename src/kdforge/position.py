@@ -1,0 +1,39 @@
+"""Where a fit is (epoch, batch, step, stage, best so far: what resume restores besides the
+weights and the optimiser) and what a fit returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_val: dict[str, float]
+    history: list[dict[str, Any]]
+    interrupted: bool = False
+    seconds: float = 0.0
+    stopped_early: bool = False
+
+
+@dataclass
+class _Position:
+    """Where training is: what resume restores besides weights and optimiser."""
+
+    epoch: int = 0
+    batch: int = 0  # micro-batches of the current epoch already consumed
+    step: int = 0  # optimiser steps so far
+    best_epoch: int = -1
+    best_val: dict[str, float] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    sums: torch.Tensor | None = None  # sums over this epoch's steps of [loss, *parts]
+    stage: int = 0  # curriculum stage
+    stage_start: int = 0  # the epoch it started at
+    seconds: float = 0.0
+    watched: float | None = None  # early stopping: the best value of its metric so far
+    stale: int = 0  # epochs since it last improved
+    stopped_early: bool = False
+    snapshots: int = 0  # student snapshots written at stage ends (train.stage_checkpoints)

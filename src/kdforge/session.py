@@ -1,0 +1,357 @@
+"""What the stages of one run share (:class:`Session`: recipe, data, loaders, device,
+callbacks, trackers) and what it does with them: acquire the teacher, fit a teacher, build,
+fit and measure a student."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import rich.progress
+import torch
+from rich.console import Console
+
+from kdforge import distributed
+from kdforge.bench import count_params, latency_ms
+from kdforge.callbacks import Callback, ConsoleProgress, JsonlLogger
+from kdforge.config import Recipe
+from kdforge.curriculum import Curriculum
+from kdforge.data import DataBundle, example_inputs, make_loader, recipe_data
+from kdforge.data.augment import BatchAugment, Mixer
+from kdforge.distiller import Distiller
+from kdforge.errors import KdforgeError, RunInterrupted
+from kdforge.evaluate import evaluate
+from kdforge.family import families
+from kdforge.files import read_json, write_json
+from kdforge.losses import LossTerm, build_loss
+from kdforge.machine import autocast_for, compiled, resolve_device
+from kdforge.models import build_model
+from kdforge.teachers import TEACHER_SOURCES, Teacher
+from kdforge.teachers.adapt import InputAdapter, expected_input
+from kdforge.teachers.cache import CachedTeacher, fixed_views
+from kdforge.tracking import Tracker, build_trackers
+from kdforge.trainer import Trainer
+from kdforge.transfer import copy_matching, start_from
+
+
+class Session:
+    """What the stages of one run share: recipe, data, loaders, device, callbacks."""
+
+    def __init__(self, recipe: Recipe, run_dir: Path, console: Console):
+        self.recipe, self.run_dir, self.console = recipe, run_dir, console
+        self.device = resolve_device(recipe.train.device)
+        self.data: DataBundle = recipe_data(recipe.data, recipe.seed)
+        augment = BatchAugment.from_config(recipe.data.augment, self.data.scaling)
+        # channels-last only means something for image batches [B, C, H, W]
+        self.memory_format = (
+            torch.channels_last
+            if recipe.train.channels_last and len(self.data.input_shape) == 3
+            else torch.contiguous_format
+        )
+        batches = {"device": self.device, "memory_format": self.memory_format}
+        self.train = make_loader(
+            self.data.train,
+            recipe.data.batch_size,
+            shuffle=True,
+            seed=recipe.seed,
+            transform=augment or None,
+            **batches,
+        )
+        self.train.shard = distributed.setup()  # (rank, world): this process's share of every global batch
+        self.val = make_loader(self.data.val, recipe.data.eval_batch_size, **batches)
+        self.test = make_loader(self.data.test, recipe.data.eval_batch_size, **batches)
+        self.example = example_inputs(self.train)
+        self.autocast = lambda: autocast_for(recipe.train.amp, self.device)
+        self.trackers: list[Tracker] | None = None
+
+    def callbacks(self) -> list[Callback]:
+        """Fresh loggers for one training stage, and the run's trackers (made on first use,
+        on rank 0, and closed with the session)."""
+        if self.trackers is None:
+            self.trackers = build_trackers(self.recipe, self.run_dir) if distributed.is_main() else []
+        callbacks: list[Callback] = [
+            JsonlLogger(self.run_dir / "metrics.jsonl", self.recipe.log.every_steps),
+            *self.trackers,
+        ]
+        if self.recipe.log.progress:
+            callbacks.append(ConsoleProgress(self.console))
+        return callbacks
+
+    def track(self, batches: Any, description: str) -> Any:
+        """``batches`` with a transient progress bar (when ``log.progress``): for evaluations."""
+        if not self.recipe.log.progress:
+            return batches
+        return rich.progress.track(
+            batches, description=description, total=len(batches), console=self.console, transient=True
+        )
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *error: Any) -> None:
+        for tracker in self.trackers or []:
+            tracker.close()
+
+    def evaluate(self, model: Any, batches: Any, description: str) -> dict[str, float]:
+        """The task's metrics of ``model`` over ``batches``, with a progress bar."""
+        return evaluate(model, self.track(batches, description), self.autocast(), self.data.task)
+
+    def teacher_entry(self, teacher: Teacher | CachedTeacher, info: dict[str, Any]) -> dict[str, Any]:
+        if isinstance(teacher, CachedTeacher):  # measured when the cache was written
+            return {**teacher.manifest["teacher"], "cache": str(teacher.path)}
+        module = teacher.module
+        test = self.evaluate(teacher, self.test, "teacher: test split")
+        val = info.get("val_best") or self.evaluate(teacher, self.val, "teacher: validation split")
+        extra = {k: v for k, v in info.items() if k not in ("history", "val_best")}
+        name = extra.pop("model", None) or (
+            module.kdforge_spec["name"] if hasattr(module, "kdforge_spec") else type(module).__name__
+        )
+        with getattr(
+            module, "forgetting", contextlib.nullcontext
+        )():  # a teacher that remembers its outputs: time real encoding, not recall
+            return self.entry(
+                teacher, name, test, val, source=self.recipe.teacher.source, **extra
+            )  # latency with its input adapter
+
+    def entry(
+        self, model: torch.nn.Module, name: str, test: dict[str, float], val_best: dict[str, float], **extra: Any
+    ) -> dict[str, Any]:
+        """One row of results.json: what the model is, how good, how big, how fast."""
+        return {
+            "model": name,
+            "params": count_params(model),
+            "test": test,
+            "val_best": val_best,
+            "latency_ms": latency_ms(model, self.example),
+            **extra,
+        }
+
+    def acquire_teacher(self, use_cache: bool = True) -> tuple[Teacher | CachedTeacher, dict[str, Any]]:
+        """The frozen teacher of the recipe (an ``ema`` teacher or member is the student's architecture, whose
+        weights follow the student once it trains), or its stored outputs (``teacher.cache``)."""
+        cfg = self.recipe.teacher
+        if cfg.cache and use_cache:
+            augment = self.recipe.data.augment
+            if augment.randaugment is not None or augment.mixes:
+                raise KdforgeError(
+                    "RandAugment, mixup and CutMix draw new inputs every step, but teacher.cache holds the teacher's "
+                    "outputs on fixed views only; "
+                    "train with the online teacher (drop teacher.cache) or augment with data.augment.shift/noise views"
+                )
+            teacher = CachedTeacher(cfg.cache, self)
+            self.train.indexed = True  # the cache is looked up by sample index...
+            self.train.fixed_views = fixed_views(self, teacher.manifest["views"])  # ...and shows the cached views
+            return teacher, {}
+        module, info = TEACHER_SOURCES.get(cfg.source)(self, cfg, self.run_dir / "teacher")
+        return self.wrap_teacher(module), info
+
+    def wrap_teacher(self, module: torch.nn.Module) -> Teacher:
+        """The recipe's teacher module, frozen (or co-trained: ``trainable``), with its input adapter."""
+        cfg = self.recipe.teacher
+        trainable = (
+            {
+                "trainable": True,
+                "lr": cfg.lr,
+                "ce_weight": 1.0 if cfg.ce_weight is None else cfg.ce_weight,
+                "task": self.task_term(),
+            }
+            if cfg.trainable
+            else {}
+        )
+        follows = {"ema_part": cfg.ema_part[0], "ema_decay": cfg.ema_part[1]} if cfg.follows_student else {}
+        return Teacher(
+            module.to(self.device, memory_format=self.memory_format),
+            input_adapter=self.adapter(cfg, module),
+            **trainable,
+            **follows,
+        )
+
+    def adapter(self, cfg: Any, module: torch.nn.Module | None = None) -> InputAdapter | None:
+        """The teacher's input adapter: from ``teacher.adapt``, else from what the teacher says
+        it expects (a timm model's pretrained config: size, channels, mean, std)."""
+        a = cfg.adapt if cfg.adapt is not None else expected_input(module)
+        if a is None:
+            return None
+        return InputAdapter(
+            self.data.input_shape, self.data.scaling, size=a.size, channels=a.channels, mean=a.mean, std=a.std
+        ).to(self.device)
+
+    def task_term(self, label_smoothing: float | None = None) -> LossTerm:
+        """The plain supervised loss of this data: ``ce`` for classes, ``reg_task`` for values
+        (complex_mse for complex targets), with the recipe's options for that term if it has
+        one; ``label_smoothing`` replaces the recipe's (a trained teacher's own setting)."""
+        name = "reg_task" if self.data.task == "regression" else "ce"
+        given = next((c.options for c in self.recipe.losses if c.name == name), None)
+        options = (
+            dict(given) if given is not None else ({"kind": "complex_mse"} if self.data.train.y.is_complex() else {})
+        )
+        if label_smoothing is not None and name == "ce":
+            options["label_smoothing"] = label_smoothing
+        return build_loss({"name": name, **options})
+
+    def fit_teacher(
+        self,
+        module: torch.nn.Module,
+        fit: Any,
+        out_dir: Path,
+        head: torch.nn.Module | None = None,
+        adapter: torch.nn.Module | None = None,
+    ) -> dict[str, Any]:
+        """Fit a teacher on the labels (the task's own loss; ``fit``: epochs, lr, label
+        smoothing), selected on validation, resumable from ``out_dir``. With ``head``, only
+        that submodule trains; ``adapter`` prepares the batches as the teacher expects."""
+        recipe = self.recipe
+        if head is not None:  # head-only fine-tuning: everything else stays as loaded
+            module.requires_grad_(False)
+            head.requires_grad_(True)
+        trainee = torch.nn.Sequential(adapter, module) if adapter is not None else module  # trains `module` in place
+        distiller = Distiller(
+            trainee, None, [self.task_term(fit.label_smoothing)], self.example, per_token=self.data.task == "lm"
+        )
+        optim = recipe.optim.model_copy(update={"lr": fit.lr or recipe.optim.lr})
+        train_cfg = recipe.train.model_copy(
+            update={"epochs": fit.epochs, "max_steps": None, "fsdp": False, "ema_decay": None}
+        )  # student-only settings
+        trainer = Trainer(
+            distiller,
+            optim,
+            train_cfg,
+            steps_per_epoch=len(self.train),
+            checkpoint_dir=out_dir,
+            callbacks=self.callbacks(),
+            stage="teacher",
+            task=self.data.task,
+            grad_stats_every=recipe.log.grad_stats_every,
+            val_terms=recipe.log.val_terms,
+        )
+        result = trainer.fit(self.train, self.val, resume=True)
+        if result.interrupted:
+            raise RunInterrupted(self.run_dir, "teacher training")
+        best = trainer.load_best()
+        module.requires_grad_(True)
+        return {
+            "epochs": fit.epochs,
+            "best_epoch": best["epoch"],
+            "val_best": best["val"],
+            "history": result.history,
+            "seconds": result.seconds,
+        }
+
+    def build_student(self) -> torch.nn.Module:
+        """The recipe's student, untrained, on the device."""
+        cfg = self.recipe.student.model
+        return build_model(
+            cfg.name,
+            input_shape=self.data.input_shape,
+            num_classes=self.data.num_classes,
+            **student_options(self.recipe),
+        ).to(self.device)
+
+    def train_student(
+        self, stage: str, terms: list[LossTerm], checkpoint_dir: Path, teacher: Teacher | None = None
+    ) -> tuple[torch.nn.Module, dict[str, Any], list[dict[str, Any]], Teacher | None]:
+        """Build the student (same seed, same initial weights in every stage) and fit it.
+        An EMA teacher (or ensemble member) starts from this student's weights."""
+        torch.manual_seed(self.recipe.seed)
+        student = self.build_student().to(memory_format=self.memory_format)
+        started_from = (
+            start_from(student, self.recipe.student.init_from) if self.recipe.student.init_from else None
+        )  # the baseline too: both go on from there
+        transfer = (
+            self.init_from_teacher(student, teacher, checkpoint_dir)
+            if stage == "distill" and self.recipe.student.init_from_teacher
+            else None
+        )
+        if teacher is not None and teacher.ema_decay is not None:
+            teacher.start_ema(student)
+        distiller = Distiller(
+            compiled(student) if self.recipe.train.compile else student,
+            teacher,
+            terms,
+            self.example,
+            per_token=self.data.task == "lm",
+        )
+        curriculum = Curriculum.from_recipe(self.recipe) if stage == "distill" else None  # the baseline trains plainly
+        augment = self.recipe.data.augment
+        mixer = Mixer(augment, self.data.num_classes) if augment.mixes else None
+        trainer = Trainer(
+            distiller,
+            self.recipe.optim,
+            self.recipe.train,
+            steps_per_epoch=len(self.train),
+            checkpoint_dir=checkpoint_dir,
+            callbacks=self.callbacks(),
+            stage=stage,
+            curriculum=curriculum,
+            mixer=mixer,
+            task=self.data.task,
+            grad_stats_every=self.recipe.log.grad_stats_every,
+            steering=steering(self.recipe, student, self.val),
+            val_terms=self.recipe.log.val_terms,
+        )
+        result = trainer.fit(self.train, self.val, resume=True)
+        if result.interrupted:
+            raise RunInterrupted(self.run_dir, stage)
+        last = {
+            "test_last": trainer.evaluate(self.test),
+            "epochs_run": len(result.history),
+        }  # the final weights, for reporting only
+        if result.stopped_early:
+            last["stopped_early"] = True
+        best = trainer.load_best()
+        if trainer.sharded:  # gather the shards once: testing, timing and export use the whole student
+            weights = distributed.gathered(student)
+            student = self.build_student().to(memory_format=self.memory_format)
+            student.load_state_dict(weights)
+        for family in families():  # what each family measures on its students
+            last.update(family.after_fit(self, stage, student, result.history))
+        averaged = {"weights": f"EMA (decay {self.recipe.train.ema_decay})"} if trainer.ema is not None else {}
+        if transfer is not None:
+            last["init_from_teacher"] = transfer
+        if started_from is not None:
+            last["init_from"] = started_from
+        entry = self.entry(
+            student,
+            self.recipe.student.model.name,
+            self.evaluate(student, self.test, f"{stage}: test split"),
+            best["val"],
+            best_epoch=best["epoch"],
+            **last,
+            **averaged,
+        )
+        return student, entry, result.history, teacher
+
+    def init_from_teacher(self, student: torch.nn.Module, teacher: Teacher, checkpoint_dir: Path) -> dict[str, Any]:
+        """``student.init_from_teacher``: copy the matching teacher tensors, then let each family
+        teach its own blocks (the TM family fits each TM block to its teacher MLP). Done once: a
+        resumed run reads what it did from ``transfer.json``."""
+        record = checkpoint_dir / "transfer.json"
+        if (checkpoint_dir / "last.pt").exists() and record.exists():  # the checkpoint holds the transferred weights
+            return read_json(record, "transfer record")
+        report = copy_matching(student, teacher.module)
+        self.console.print(f"init_from_teacher: {report.summary()}", markup=False)
+        done = report.as_dict()
+        for family in families():
+            done.update(family.from_teacher(self, student, teacher))
+        if distributed.is_main():
+            write_json(record, done, indent=1)
+        return done
+
+
+def student_options(recipe: Recipe) -> dict[str, Any]:
+    """The student's model options, as the families size it (e.g. an ssm preset from its teacher)."""
+    options = recipe.student.model.options
+    for family in families():
+        options = family.student_options(recipe, options)
+    return options
+
+
+def steering(recipe: Recipe, student: torch.nn.Module, val: Any) -> Any | None:
+    """What steers the student between epochs (the families' steerers, in turn), or None."""
+    steerers = [s for family in families() if (s := family.steering(recipe, student, val)) is not None]
+    if not steerers:
+        return None
+    return lambda trainer, model, epoch: {
+        key: value for steer in steerers for key, value in steer(trainer, model, epoch).items()
+    }
