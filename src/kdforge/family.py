@@ -136,11 +136,11 @@ def find_families() -> None:
         point.load()
 
 
-def load_parts() -> None:
-    """Import every declared family's parts, once. Safe to call while a part is being
-    imported (it returns at once then: registries call it on every lookup)."""
+def load_parts() -> bool:
+    """Import every declared family's parts, once; whether they are all loaded. Safe to call
+    while a part is being imported (it returns False at once then)."""
     if _state["parts"] or _state["busy"]:
-        return
+        return _state["parts"]
     _state["busy"] = True
     try:
         find_families()
@@ -150,6 +150,7 @@ def load_parts() -> None:
         _state["parts"] = True
     finally:
         _state["busy"] = False
+    return True
 
 
 def family_of(entry: Any) -> str:

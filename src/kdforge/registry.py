@@ -41,6 +41,7 @@ class Registry:
         self.positive_ints = positive_ints
         self._entries: dict[str, Callable[..., Any]] = {}
         self._models: dict[str, type[pydantic.BaseModel]] = {}
+        self._filled = False
 
     def register(self, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         def add(factory: Callable[..., Any]) -> Callable[..., Any]:
@@ -54,10 +55,13 @@ class Registry:
         return add
 
     def _fill(self) -> None:
-        """Import what registers the entries: the core home module, then the families' parts."""
+        """Import what registers the entries: the core home module, then the families' parts
+        (once: a lookup in a hot loop costs a flag test)."""
+        if self._filled:
+            return
         if self.home is not None:
             importlib.import_module(self.home)
-        load_parts()
+        self._filled = load_parts()
 
     def names(self) -> list[str]:
         self._fill()

@@ -1,4 +1,4 @@
-"""The embedding family's hooks, and the imports that register its parts."""
+"""The embedding family's hooks: what it adds to every run (see :class:`kdforge.family.Family`)."""
 
 from __future__ import annotations
 
