@@ -127,7 +127,7 @@ def apply_override(raw: dict[str, Any], text: str) -> Override:
 def _child(target: Any, part: str | int, loc: Loc, text: str) -> Any:
     if isinstance(target, list):
         _check_index(target, part, text)
-        return target[part]
+        return target[int(part)]
     if not isinstance(target, dict):
         raise ConfigError(f"override '{text}': '{'.'.join(map(str, loc[:-1]))}' is not a section")
     if target.get(part) is None:
@@ -146,6 +146,6 @@ def describe_issue(loc: Loc, msg: str, source: YamlSource | None, overrides: Seq
         if loc[: len(override.loc)] == override.loc or override.loc[: len(loc)] == loc:
             return f"{where}: {msg} [from override '{override.text}']"
     line = source.line_of(loc) if source else None
-    if line is not None:
+    if source is not None and line is not None:
         return f"{where}: {msg} [{source.path}:{line}]"
     return f"{where}: {msg}"

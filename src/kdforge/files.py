@@ -21,7 +21,7 @@ import shutil
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal, cast
 
 import numpy as np
 import torch
@@ -131,7 +131,9 @@ def load_safetensors(
         ) from None
 
 
-def load_npy(path: str | Path, mmap_mode: str | None = None, what: str = "array file") -> np.ndarray:
+def load_npy(
+    path: str | Path, mmap_mode: Literal["r+", "r", "w+", "c"] | None = None, what: str = "array file"
+) -> np.ndarray:
     """A ``.npy`` array of numbers or strings (memory-mapped with ``mmap_mode``); object arrays are refused."""
     path = _existing(path, what)
     try:
@@ -210,7 +212,8 @@ class _Recorder:
     such as torch wrap it in their own error)."""
 
     def __init__(self, handle: IO[bytes]):
-        self.handle, self.error = handle, None
+        self.handle = handle
+        self.error: OSError | None = None
 
     def write(self, data: Any) -> int:
         try:
@@ -254,7 +257,7 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
     try:
         with _open_tmp(tmp) as handle:
             recorder = _Recorder(handle)
-            write(recorder)
+            write(cast(IO[bytes], recorder))  # a file object in all but name
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -273,7 +276,7 @@ def _write_error(path: Path, err: OSError, write: Callable[[IO[bytes]], Any]) ->
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
         counter = _Counter()
         try:
-            write(counter)
+            write(cast(IO[bytes], counter))
             needed = f"it needs {_size(counter.size)}, "
         except Exception:  # the size is a courtesy: never hide the real error behind another
             needed = ""
@@ -338,7 +341,8 @@ def save_npy(path: str | Path, array: np.ndarray) -> Path:
 
 def save_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
     """Several arrays in one uncompressed ``.npz`` archive."""
-    return write_atomic(path, lambda handle: np.savez(handle, **arrays))
+    # numpy's stub reads **kwds as its allow_pickle flag
+    return write_atomic(path, lambda handle: np.savez(handle, **arrays))  # type: ignore[arg-type]
 
 
 def save_figure(fig: Any, path: str | Path, **options: Any) -> Path:

@@ -93,10 +93,9 @@ class Recipe(Section):
                 f"curriculum.epochs sum to {sum(self.curriculum.epochs)} but train.epochs is {self.train.epochs}"
             )
         names = term_names([c.name for c in self.losses])
-        for i, stage in enumerate(self.stages or []):
-            if (
-                stage.open_ended and i < len(self.stages) - 1 and self.curriculum is None
-            ):  # a curriculum's stages end on their own
+        stages = self.stages or []
+        for i, stage in enumerate(stages):
+            if stage.open_ended and i < len(stages) - 1 and self.curriculum is None:  # a curriculum's stages end alone
                 raise ValueError(
                     f"stage {i} needs an end (epochs, loss_plateau or val_plateau); only the last stage runs to the end"
                 )
@@ -180,15 +179,14 @@ def validate_recipe(raw: Any, source: YamlSource | None = None, overrides: Seque
     """The typed recipe, or one :class:`ConfigError` listing every problem found in ``raw``."""
     if not isinstance(raw, dict):
         raise ConfigError("a recipe is a mapping of sections (name, data, teacher, student, losses, ...)")
-    recipe = None
+    recipe: Recipe | None = None
+    issues: list[tuple[Loc, str]] = []
     try:
         recipe = Recipe.model_validate(raw)
     except pydantic.ValidationError as err:
-        issues = [(e["loc"], _message(e)) for e in err.errors()]
-    else:
-        issues = []
+        recipe, issues = None, [(e["loc"], _message(e)) for e in err.errors()]
     issues += component_issues(raw)  # also when other sections failed: every problem in one run
-    if issues:
+    if issues or recipe is None:
         lines = [describe_issue(loc, msg, source, overrides) for loc, msg in issues]
         raise ConfigError("invalid recipe:\n  " + "\n  ".join(lines))
     return recipe
@@ -223,7 +221,7 @@ def _component_sections(raw: dict[str, Any]) -> Iterable[tuple[Loc, type[Compone
     if isinstance(raw.get("data"), dict):
         yield ("data",), DataConfig, DATASETS
     teacher = raw.get("teacher")
-    teachers = [(("teacher",), teacher)] if isinstance(teacher, dict) else []
+    teachers: list[tuple[Loc, Any]] = [(("teacher",), teacher)] if isinstance(teacher, dict) else []
     members = teacher.get("members") if isinstance(teacher, dict) else None
     teachers += [
         (("teacher", "members", i), m)

@@ -12,6 +12,8 @@ from kdforge.config.sections import (
     Section,
 )
 
+EMA_DECAY = 0.999  # an EMA teacher's decay per optimiser step, unless the recipe sets one
+
 
 class TeacherTrainConfig(Section):
     """How a ``source: train`` teacher is trained (cross-entropy, recipe optimiser)."""
@@ -131,16 +133,17 @@ class TeacherConfig(Section):
         if self.source == "train" and self.train is None:
             self.train = TeacherTrainConfig()
         if self.source == "ensemble":
-            if len(self.members) < 2:
+            members = self.members or []  # present: checked above
+            if len(members) < 2:
                 raise ValueError("an ensemble needs at least two members")
-            if kinds := sorted({m.source for m in self.members} & {"ensemble", "table", "sentence-transformers"}):
+            if kinds := sorted({m.source for m in members} & {"ensemble", "table", "sentence-transformers"}):
                 raise ValueError(
                     "ensemble members predict logits from the student's inputs: not "
                     f"{', '.join(repr(k) for k in kinds)}"
                 )
-            if sum(m.source == "ema" for m in self.members) > 1:
+            if sum(m.source == "ema" for m in members) > 1:
                 raise ValueError("an ensemble holds at most one 'ema' member (the moving average of the student)")
-            if any(m.cache is not None or m.trainable for m in self.members):
+            if any(m.cache is not None or m.trainable for m in members):
                 raise ValueError(
                     "teacher.cache and teacher.trainable belong to the ensemble's own section, not to a member"
                 )
@@ -150,9 +153,9 @@ class TeacherConfig(Section):
                     "combine 'weighted' goes with weights (one per member), and weights with combine 'weighted'"
                 )
             if self.weights is not None and (
-                len(self.weights) != len(self.members) or min(self.weights) < 0 or sum(self.weights) <= 0
+                len(self.weights) != len(members) or min(self.weights) < 0 or sum(self.weights) <= 0
             ):
-                raise ValueError(f"weights must be {len(self.members)} non-negative numbers with a positive sum")
+                raise ValueError(f"weights must be {len(members)} non-negative numbers with a positive sum")
         if not self.trainable and (self.lr is not None or self.ce_weight is not None):
             raise ValueError("teacher.lr and teacher.ce_weight are used with trainable: true only")
         if self.trainable and (self.follows_student or self.cache is not None):
@@ -162,7 +165,7 @@ class TeacherConfig(Section):
         if self.follows_student and self.cache is not None:
             raise ValueError("an EMA teacher (or ensemble member) changes as the student trains: it cannot be cached")
         if self.source == "ema" and self.decay is None:
-            self.decay = 0.999
+            self.decay = EMA_DECAY
         return self
 
     @property
@@ -175,6 +178,6 @@ class TeacherConfig(Section):
         """(the submodule that follows the student, its decay): ``""`` for an ``ema`` teacher,
         ``members.<i>`` for an ensemble's ``ema`` member; None when nothing does."""
         if self.source == "ema":
-            return "", self.decay
-        found = [(f"members.{i}", m.decay) for i, m in enumerate(self.members or []) if m.source == "ema"]
+            return "", self.decay or EMA_DECAY
+        found = [(f"members.{i}", m.decay or EMA_DECAY) for i, m in enumerate(self.members or []) if m.source == "ema"]
         return found[0] if found else None
