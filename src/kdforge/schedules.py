@@ -77,16 +77,30 @@ class ScheduleConfig(BaseModel):
         missing = [k for k in needs if getattr(self, k) is None]
         if missing:
             raise ValueError(f"schedule '{self.schedule}' needs {', '.join(missing)}")
-        if self.schedule == "exponential" and (self.start <= 0 or self.end <= 0):
+        if self.schedule == "exponential" and (self.number("start") <= 0 or self.number("end") <= 0):
             raise ValueError("an exponential schedule needs positive start and end")
-        if self.schedule == "step" and len(self.values) != len(self.milestones) + 1:
+        if self.schedule == "step" and len(self.listed("values")) != len(self.listed("milestones")) + 1:
             raise ValueError(
-                f"a step schedule needs one more value than milestones, got {len(self.values)} values and "
-                f"{len(self.milestones)} milestones"
+                f"a step schedule needs one more value than milestones, got {len(self.listed('values'))} values and "
+                f"{len(self.listed('milestones'))} milestones"
             )
         if self.schedule == "stages":
             self.over = "stages"
         return self
+
+    def number(self, key: str) -> float:
+        """A value this kind of schedule requires (the validator made sure it is there)."""
+        value = getattr(self, key)
+        if value is None:
+            raise ValueError(f"schedule '{self.schedule}' needs {key}")
+        return float(value)
+
+    def listed(self, key: str) -> list[float]:
+        """A list this kind of schedule requires (``milestones``, ``values``)."""
+        value = getattr(self, key)
+        if value is None:
+            raise ValueError(f"schedule '{self.schedule}' needs {key}")
+        return list(value)
 
 
 def clock_position(over: str, clock: Clock) -> float:
@@ -106,21 +120,21 @@ def schedule_value(spec: float | ScheduleConfig, clock: Clock) -> float:
     if spec.stages is not None:  # the stage this position falls in, as a position itself
         x = min(int(x * spec.stages), spec.stages - 1) / (spec.stages - 1)
     kind = spec.schedule
-    if kind == "constant":
-        return spec.value
-    if kind == "linear":
-        return spec.start + (spec.end - spec.start) * x
-    if kind == "exponential":
-        return spec.start * (spec.end / spec.start) ** x
-    if kind == "cosine":
-        return spec.end + (spec.start - spec.end) * 0.5 * (1 + math.cos(math.pi * x))
-    if kind == "linear_warmup":
-        return spec.value * min(1.0, x / spec.warmup)
+    if kind in ("constant", "linear_warmup"):
+        return spec.number("value") * (min(1.0, x / spec.warmup) if kind == "linear_warmup" else 1.0)
     if kind == "step":
-        return spec.values[sum(x >= m for m in spec.milestones)]
-    if len(spec.values) < clock.stages:
-        raise ValueError(f"a stages schedule has {len(spec.values)} values but training has {clock.stages} stages")
-    return spec.values[clock.stage]
+        return spec.listed("values")[sum(x >= m for m in spec.listed("milestones"))]
+    if kind == "stages":
+        values = spec.listed("values")
+        if len(values) < clock.stages:
+            raise ValueError(f"a stages schedule has {len(values)} values but training has {clock.stages} stages")
+        return values[clock.stage]
+    start, end = spec.number("start"), spec.number("end")
+    if kind == "linear":
+        return start + (end - start) * x
+    if kind == "exponential":
+        return start * (end / start) ** x
+    return end + (start - end) * 0.5 * (1 + math.cos(math.pi * x))  # cosine
 
 
 # ----------------------------------------------------------------------------- temperatures
@@ -184,6 +198,8 @@ class Temperature(nn.Module):
     """A term's temperature: ``temperature.at(clock, student_logits, teacher_logits)`` returns
     a number (constant or scheduled) or a tensor (learnable: [] global, [B] per instance)."""
 
+    spec: TemperatureSpec
+
     def __init__(self, spec: TemperatureSpec):
         super().__init__()
         self.spec = spec
@@ -199,6 +215,8 @@ class Temperature(nn.Module):
         self, clock: Clock, student_logits: torch.Tensor, teacher_logits: torch.Tensor | None
     ) -> float | torch.Tensor:
         """The temperature for this step (and the batch, for per-instance temperatures)."""
+        if isinstance(self.spec, LearnableTemperatureConfig):  # built by build_temperature: never here
+            raise TypeError("a learnable temperature is a CTKDTemperature")
         return schedule_value(self.spec, clock)
 
 
@@ -216,6 +234,8 @@ class CTKDTemperature(Temperature):
     τ is computed in float32 even under autocast, so its update is never lost to bf16.
     """
 
+    spec: LearnableTemperatureConfig
+
     def __init__(self, spec: LearnableTemperatureConfig):
         super().__init__(spec)
         self.low, self.range = spec.min, spec.max - spec.min
@@ -229,10 +249,9 @@ class CTKDTemperature(Temperature):
         Called by the term's setup, before the optimiser exists. Its last layer starts at zero,
         so every sample starts at τ = init."""
         if self.spec.mode == "instance":
-            self.mlp = nn.Sequential(
-                nn.Linear(logit_inputs, self.spec.hidden), nn.ReLU(), nn.Linear(self.spec.hidden, 1, bias=False)
-            )
-            nn.init.zeros_(self.mlp[2].weight)
+            first, head = nn.Linear(logit_inputs, self.spec.hidden), nn.Linear(self.spec.hidden, 1, bias=False)
+            nn.init.zeros_(head.weight)
+            self.mlp = nn.Sequential(first, nn.ReLU(), head)
 
     @property
     def learnable(self) -> bool:
