@@ -25,6 +25,7 @@ from torch import nn
 from kdforge.errors import KdforgeError
 from kdforge.export import load_state_strict, read_meta
 from kdforge.files import load_safetensors
+from kdforge.models import model_spec
 
 # teacher name -> student name, applied in order to dotted names ending in "."
 RENAMES: list[tuple[str, str | Callable[[re.Match[str]], str]]] = [
@@ -101,7 +102,7 @@ def start_from(student: nn.Module, path: str | Path) -> dict[str, Any]:
     the second stage trains on. With another class count (a task head after a general stage)
     every tensor but the classifier's is loaded and the head starts anew."""
     weights = Path(path) / "student.safetensors" if Path(path).is_dir() else Path(path)
-    theirs, ours = read_meta(weights).get("model") or {}, student.kdforge_spec
+    theirs, ours = read_meta(weights).get("model") or {}, model_spec(student)
     if (theirs.get("name"), theirs.get("options")) != (ours["name"], ours["options"]):
         raise KdforgeError(
             f"student.init_from '{weights}' is a '{theirs.get('name')}' with options {theirs.get('options')}, but "
