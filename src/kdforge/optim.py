@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -22,6 +23,8 @@ def build_optimizer(params: list[nn.Parameter] | list[dict[str, Any]], cfg: Opti
             params, lr=cfg.lr, momentum=momentum, weight_decay=cfg.weight_decay, nesterov=momentum > 0
         )
     if cfg.name == "dot":
+        if cfg.momentum is None or cfg.dot_delta is None:  # the recipe's check fills both for dot
+            raise KdforgeError("optim.name dot needs optim.momentum and optim.dot_delta")
         return DistillationOrientedTrainer(
             params, lr=cfg.lr, momentum=cfg.momentum, delta=cfg.dot_delta, weight_decay=cfg.weight_decay
         )
@@ -57,7 +60,13 @@ class DistillationOrientedTrainer(torch.optim.Optimizer):
                     p.grad = None
 
     @torch.no_grad()
-    def step(self, closure: Any = None) -> None:
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        """One update from the stashed distillation gradients and the present (task) ones;
+        ``closure``, as for any optimiser, recomputes and returns the loss first."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
         for group in self.param_groups:
             base, delta, decay, lr = group["momentum"], group["delta"], group["weight_decay"], group["lr"]
             for p in group["params"]:
@@ -79,6 +88,7 @@ class DistillationOrientedTrainer(torch.optim.Optimizer):
                     else:
                         state[key] = grad.clone()
                     p.add_(state[key], alpha=-lr)
+        return loss
 
 
 def layer_ids(model: nn.Module) -> tuple[dict[str, int], int]:
@@ -102,7 +112,7 @@ def layer_ids(model: nn.Module) -> tuple[dict[str, int], int]:
 def no_decay(model: nn.Module, name: str, param: nn.Parameter) -> bool:
     """Biases, norm weights (≤1-dim) and the names a model lists in ``no_weight_decay()``
     (timm's convention: position embeddings, class tokens)."""
-    listed = getattr(unwrap(model), "no_weight_decay", lambda: set())()
+    listed: set[str] = set(getattr(unwrap(model), "no_weight_decay", lambda: set())())
     return param.ndim <= 1 or name in listed
 
 
@@ -115,7 +125,7 @@ def student_groups(student: nn.Module, params: list[nn.Parameter], cfg: OptimCon
     groups: dict[tuple[int, bool], list[nn.Parameter]] = {}
     for p in params:
         name = names.get(id(p))
-        layer = ids.get(name, deepest)  # not the student's, or not layered: full LR
+        layer = ids.get(name, deepest) if name is not None else deepest  # not the student's, or not layered: full LR
         decays = not (cfg.filter_bias_and_bn and name is not None and no_decay(student, name, p))
         groups.setdefault((layer, decays), []).append(p)
     result = []
@@ -156,13 +166,14 @@ def lr_factor(
     if cfg.lr_cycle_steps is None:
         t, peak = min(1.0, (start - cfg.warmup_epochs) / max(1e-12, epochs - cfg.warmup_epochs)), 1.0
     else:
-        t, peak = _in_cycle(step - cfg.warmup_epochs * steps_per_epoch, cfg)
+        t, peak = _in_cycle(step - cfg.warmup_epochs * steps_per_epoch, cfg.lr_cycle_steps, cfg)
     return min_ratio + (peak - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
-def _in_cycle(steps: float, cfg: OptimConfig) -> tuple[float, float]:
-    """(position in the current cycle in [0, 1), its peak) after ``steps`` post-warm-up steps."""
-    length, cycle = float(cfg.lr_cycle_steps), 0
+def _in_cycle(steps: float, first: int, cfg: OptimConfig) -> tuple[float, float]:
+    """(position in the current cycle in [0, 1), its peak) after ``steps`` post-warm-up steps;
+    the first cycle is ``first`` steps long."""
+    length, cycle = float(first), 0
     while steps >= length:
         steps, length, cycle = steps - length, length * cfg.lr_cycle_mul, cycle + 1
     return steps / length, cfg.lr_cycle_decay**cycle
