@@ -65,6 +65,21 @@ def test_batches_cover_each_sample_once_in_a_seeded_order_and_resume_mid_epoch()
     assert [y.tolist() for _, y in dataset_loader.epoch(0, start=2)] == epoch0[2:]
 
 
+def test_both_batch_sources_shard_each_global_batch_and_carry_indices_alike():
+    split = Split(torch.arange(10).float().unsqueeze(1) * 10, torch.arange(10))
+    for kind in (split, TensorDataset(split.x, split.y)):
+        ranks = []
+        for rank in (0, 1):
+            loader = make_loader(kind, 4, shuffle=True, seed=3)
+            loader.shard, loader.indexed = (rank, 2), True
+            ranks.append([(x.flatten().tolist(), y.tolist(), i.tolist()) for x, y, i in loader.epoch(1)])
+        for (x0, y0, i0), (x1, y1, i1) in zip(*ranks):
+            assert y0 == i0 and y1 == i1  # indices are the samples' own
+            assert x0 == [10.0 * v for v in y0] and x1 == [10.0 * v for v in y1]
+            assert len(y0) + len(y1) <= 4 and not set(y0) & set(y1)  # one global batch split between the ranks
+        assert sorted(v for rank in ranks for _, y, _ in rank for v in y) == list(range(10))
+
+
 def test_random_shift_moves_whole_samples_within_bounds():
     torch.manual_seed(0)
     x = torch.zeros(64, 1, 9, 9)

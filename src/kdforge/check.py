@@ -20,6 +20,7 @@ from kdforge.machine import seed_everything
 from kdforge.models import build_model
 from kdforge.session import Session
 from kdforge.teachers import TEACHER_SOURCES
+from kdforge.teachers.adapt import InputAdapter
 from kdforge.teachers.sources import ensemble
 from kdforge.transfer import copy_matching, start_from
 
@@ -42,7 +43,7 @@ def check(recipe: Recipe, console: Console | None = None) -> dict[str, Any]:
         start_from(student, recipe.student.init_from)
     teacher_module, teacher_note = _checked_teacher(session, recipe.teacher, student)
     teacher = session.wrap_teacher(teacher_module)
-    if teacher.input_adapter is not None:
+    if isinstance(teacher.input_adapter, InputAdapter):
         teacher_note += f"; input adapted: {teacher.input_adapter.describe()}"
     if recipe.student.init_from_teacher is not None:  # what will be copied and learned, now: a mismatch fails here
         transfer = copy_matching(

@@ -7,19 +7,20 @@ import functools
 import operator
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
 from kdforge import distributed
 from kdforge.data.bundle import PAD_TARGET
-from kdforge.errors import KdforgeError
+from kdforge.errors import KdforgeError, required
 from kdforge.losses import functional as lf
 from kdforge.losses.functional import TopK, dense_logits_from_topk
 from kdforge.losses.terms import LossTerm, Shapes, StepContext
 from kdforge.schedules import Clock, ScheduleConfig
 from kdforge.taps import FeatureTap, unwrap
+from kdforge.teachers.cache import CachedTeacher
 from kdforge.teachers.teacher import Teacher
 
 
@@ -48,7 +49,7 @@ class Distiller(nn.Module):
     def __init__(
         self,
         student: nn.Module,
-        teacher: Teacher | None,
+        teacher: Teacher | CachedTeacher | None,
         terms: list[LossTerm],
         example_input: torch.Tensor,
         per_token: bool = False,
@@ -62,28 +63,28 @@ class Distiller(nn.Module):
         if teacher is None and any(t.uses_teacher for t in terms):
             needing = [t.name for t in terms if t.uses_teacher]
             raise KdforgeError(f"terms {needing} need a teacher, but none was given")
-        self.cached = getattr(teacher, "cached", False)
+        self.cache = teacher if isinstance(teacher, CachedTeacher) else None  # outputs looked up, not computed
         for term in terms:
             term.resolve(
                 student, teacher.module if teacher else None
             )  # a cached teacher's module is an empty copy of its tree
         for term in terms:
             if term.member is not None:
-                _check_member(term, teacher)
+                _check_member(term, term.member, teacher)
         teacher_layers = list(
             dict.fromkeys(
                 [n for t in terms for n in t.teacher_taps] + [_member_tap(t) for t in terms if t.member is not None]
             )
         )
-        if self.cached and (missing := [n for n in teacher_layers if n not in teacher.layers]):
+        if self.cache is not None and (missing := [n for n in teacher_layers if n not in self.cache.layers]):
             raise KdforgeError(
-                f"the loss terms read teacher layers {missing}, but teacher.cache '{teacher.path}' holds "
-                f"{teacher.layers or 'no layers'}; rebuild it with this recipe: kdforge cache RECIPE --out "
-                f"{teacher.path}"
+                f"the loss terms read teacher layers {missing}, but teacher.cache '{self.cache.path}' holds "
+                f"{self.cache.layers or 'no layers'}; rebuild it with this recipe: kdforge cache RECIPE --out "
+                f"{self.cache.path}"
             )
         self.student_tap = FeatureTap(student, {n: n for t in terms for n in t.student_taps})
         self.teacher_tap = (
-            FeatureTap(teacher.module, {n: n for n in teacher_layers}) if teacher and not self.cached else None
+            FeatureTap(teacher.module, {n: n for n in teacher_layers}) if isinstance(teacher, Teacher) else None
         )
         self.uses_teacher = any(t.uses_teacher for t in terms)
         self._setup_terms(example_input)
@@ -92,7 +93,8 @@ class Distiller(nn.Module):
     def _setup_terms(self, example: torch.Tensor) -> None:
         was_training = self.student.training
         self.student.eval()
-        probe_index = torch.arange(len(example)) if self.cached else None  # the example is the split's first samples
+        # the example is the split's first samples: a cache looks them up by those indices
+        probe_index = torch.arange(len(example)) if self.cache is not None else None
         student_logits, teacher_logits, s_feats, t_feats = self._forward_models(example, probe_index)
         self.student.train(was_training)
         for role, tapped, wanted in (
@@ -111,7 +113,7 @@ class Distiller(nn.Module):
             {k: v.shape for k, v in s_feats.items()},
             {k: v.shape for k, v in t_feats.items()},
         )
-        for term in self.terms:
+        for term in self.loss_terms:
             term.setup(
                 dataclasses.replace(shapes, teacher_logits=shapes.teacher[_member_tap(term)])
                 if term.member is not None
@@ -124,10 +126,12 @@ class Distiller(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None, dict, dict]:
         self.student_tap.clear()
         student_logits = self.student(x)
-        teacher_logits, teacher_features = None, {}
-        if self.uses_teacher and self.cached:
-            teacher_logits, teacher_features = self.teacher.lookup(index, x.device, epoch)
-        elif self.uses_teacher:
+        teacher_logits: torch.Tensor | TopK | None = None
+        teacher_features: dict[str, torch.Tensor] = {}
+        if self.uses_teacher and self.cache is not None:
+            assert index is not None
+            teacher_logits, teacher_features = self.cache.lookup(index, x.device, epoch)
+        elif self.uses_teacher and self.teacher is not None and self.teacher_tap is not None:
             self.teacher_tap.clear()
             teacher_logits = self.teacher(x)
             teacher_features = self.teacher_tap.features
@@ -146,7 +150,7 @@ class Distiller(nn.Module):
         """One step's loss. ``index``: the samples' positions in the training split, which a
         cached teacher needs to look up its outputs."""
         clock = clock or Clock()
-        if self.cached and index is None:
+        if self.cache is not None and index is None:
             raise KdforgeError("a cached teacher needs the samples' indices: use indexed training batches")
         student_logits, teacher_logits, s_feats, t_feats = self._forward_models(inputs, index, clock.epoch)
         real = None  # the unpadded positions, when some are padded
@@ -160,22 +164,22 @@ class Distiller(nn.Module):
             t_feats = {k: _token_rows(v, real) if _MEMBER.fullmatch(k) else v for k, v in t_feats.items()}
         ctx = StepContext(inputs, targets, student_logits, teacher_logits, s_feats, t_feats, clock, token_mask=real)
         teacher_task = None
-        if self.teacher is not None and self.teacher.trainable and teacher_logits is not None:
+        if (learner := self.learning_teacher) is not None and teacher_logits is not None:
             teacher_task = self._teacher_task(
-                StepContext(inputs, targets, teacher_logits, clock=clock)
+                learner, StepContext(inputs, targets, teacher_logits, clock=clock)
             )  # the teacher learns from the labels only
             ctx.teacher_logits = teacher_logits.detach()
             ctx.teacher_features = {k: v.detach() for k, v in t_feats.items()}
-        parts = {term.name: term(self._member_view(ctx, term)) for term in self.terms}
+        parts = {term.name: term(self._member_view(ctx, term)) for term in self.loss_terms}
         weighted = {}
-        for term in self.terms:
+        for term in self.loss_terms:
             weight = term.weight_at(clock)
             weighted[term.name] = weight * parts[term.name]
             if isinstance(term.weight, ScheduleConfig):
                 ctx.logs[f"{term.name}.weight"] = torch.tensor(weight)
-        if teacher_task is not None:
+        if learner is not None and teacher_task is not None:
             name, value = teacher_task
-            parts[name], weighted[name] = value, self.teacher.ce_weight * value
+            parts[name], weighted[name] = value, learner.ce_weight * value
         return StepOutput(functools.reduce(operator.add, weighted.values()), student_logits, parts, weighted, ctx.logs)
 
     def _member_view(self, ctx: StepContext, term: LossTerm) -> StepContext:
@@ -184,10 +188,26 @@ class Distiller(nn.Module):
             return ctx
         return dataclasses.replace(ctx, teacher_logits=ctx.teacher_features[_member_tap(term)])
 
-    def _teacher_task(self, own: StepContext) -> tuple[str, torch.Tensor]:
+    @property
+    def loss_terms(self) -> list[LossTerm]:
+        return cast(list[LossTerm], list(self.terms))
+
+    @property
+    def learning_teacher(self) -> Teacher | None:
+        """The teacher when it is co-trained with the student (``trainable``), else None."""
+        teacher = self.teacher
+        return teacher if isinstance(teacher, Teacher) and teacher.trainable else None
+
+    @property
+    def evolving_teacher(self) -> nn.Module | None:
+        """What training changes in the teacher (all of a trainable one, an EMA teacher or member), else None."""
+        return self.teacher.evolving if isinstance(self.teacher, Teacher) else None
+
+    @staticmethod
+    def _teacher_task(teacher: Teacher, own: StepContext) -> tuple[str, torch.Tensor]:
         """A co-trained teacher's own loss on the labels, named ``teacher_<term>``: its task
         term (``reg_task`` for regression data), or cross-entropy."""
-        task = self.teacher.task
+        task = cast(LossTerm | None, teacher.task)
         if task is None:
             return "teacher_ce", lf.cross_entropy(own.student_logits, own.targets)
         return f"teacher_{task.name}", task(own)
@@ -200,8 +220,8 @@ class Distiller(nn.Module):
     def named_trainable_parameters(self) -> list[tuple[str, nn.Parameter]]:
         """:meth:`trainable_parameters` with names: ``student.<name>``, ``terms.<name>``, ``teacher.<name>``."""
         parts = [("student", unwrap(self.student)), ("terms", self.terms)]
-        if self.teacher is not None and self.teacher.trainable:
-            parts.append(("teacher", self.teacher.module))
+        if (learner := self.learning_teacher) is not None:
+            parts.append(("teacher", learner.module))
         return [
             (f"{prefix}.{n}", p) for prefix, module in parts for n, p in module.named_parameters() if p.requires_grad
         ]
@@ -209,30 +229,30 @@ class Distiller(nn.Module):
     def param_groups(self) -> list[dict[str, Any]]:
         """Optimiser groups: the terms' own groups (e.g. a temperature with its own learning
         rate) and one main group with every other trainable parameter."""
-        special = [group for term in self.terms for group in term.param_groups()]
-        if self.teacher is not None and self.teacher.trainable:
-            group = {"params": [p for p in self.teacher.module.parameters() if p.requires_grad]}
-            special.append({**group, "lr": self.teacher.lr} if self.teacher.lr is not None else group)
+        special = [group for term in self.loss_terms for group in term.param_groups()]
+        if (learner := self.learning_teacher) is not None:
+            group = {"params": [p for p in learner.module.parameters() if p.requires_grad]}
+            special.append({**group, "lr": learner.lr} if learner.lr is not None else group)
         taken = {id(p) for group in special for p in group["params"]}
         return [{"params": [p for p in self.trainable_parameters() if id(p) not in taken]}, *special]
 
     def after_step(self) -> None:
         """Called after each optimiser step: an EMA teacher follows the student."""
-        if self.teacher is not None and self.teacher.ema_decay is not None:
+        if isinstance(self.teacher, Teacher) and self.teacher.ema_decay is not None:
             self.teacher.update(unwrap(self.student))
 
     def trainable_state_dict(self) -> dict[str, Any]:
         """What training changes: student, term parts, and an EMA teacher's weights."""
         state = {"student": self.student_state_dict(), "terms": self.terms.state_dict()}
-        if self.teacher is not None and self.teacher.evolves:
-            state["teacher"] = self.teacher.evolving.state_dict()  # an ensemble's EMA member, not its fixed members
+        if (evolving := self.evolving_teacher) is not None:
+            state["teacher"] = evolving.state_dict()  # an ensemble's EMA member, not its fixed members
         return state
 
     def load_trainable_state_dict(self, state: dict[str, Any]) -> None:
         distributed.load_model_state(unwrap(self.student), state["student"])
         self.terms.load_state_dict(state["terms"])
         if "teacher" in state:
-            self.teacher.evolving.load_state_dict(state["teacher"])
+            required(self.evolving_teacher, "an evolving teacher").load_state_dict(state["teacher"])
 
     def student_state_dict(self) -> dict[str, torch.Tensor]:
         """The student's own weights: no wrapper prefixes, no teacher, no projectors (a
@@ -253,18 +273,18 @@ def _member_tap(term: LossTerm) -> str:
     return f"members.{term.member}"
 
 
-def _check_member(term: LossTerm, teacher: Teacher | None) -> None:
+def _check_member(term: LossTerm, member: int, teacher: Teacher | CachedTeacher | None) -> None:
     """``member: i`` needs an ensemble teacher with a member i, and a term that reads logits."""
     members = getattr(teacher.module, "members", None) if teacher is not None else None
     count = len(members) if isinstance(members, nn.ModuleList) else 0
     if not term.uses_teacher:
         raise KdforgeError(
-            f"loss '{term.name}': member: {term.member} picks the teacher whose logits a term reads, but "
+            f"loss '{term.name}': member: {member} picks the teacher whose logits a term reads, but "
             f"'{term.name}' reads no teacher; remove member"
         )
-    if term.member >= count:
+    if member >= count:
         has = f"an ensemble of {count}" if count else "not an ensemble"
         raise KdforgeError(
-            f"loss '{term.name}': member: {term.member} needs an ensemble teacher with a member {term.member} "
+            f"loss '{term.name}': member: {member} needs an ensemble teacher with a member {member} "
             f"(teacher: {{source: ensemble, members: [...]}}, counted from 0); this teacher is {has}"
         )

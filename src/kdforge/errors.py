@@ -5,6 +5,9 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class KdforgeError(Exception):
@@ -45,3 +48,10 @@ def did_you_mean(word: str, options: Iterable[str]) -> str:
         return f" (did you mean '{match[0]}'?)"
     shown = ", ".join(options[:12]) + (", ..." if len(options) > 12 else "")
     return f" (valid: {shown})" if options else ""
+
+
+def required(value: T | None, name: str) -> T:
+    """``value``, which the recipe's checks made sure is set (``name`` says which setting, should one slip through)."""
+    if value is None:
+        raise KdforgeError(f"{name} is required here but not set")
+    return value

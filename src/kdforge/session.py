@@ -5,6 +5,7 @@ fit and measure a student."""
 from __future__ import annotations
 
 import contextlib
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -49,18 +50,13 @@ class Session:
             if recipe.train.channels_last and len(self.data.input_shape) == 3
             else torch.contiguous_format
         )
-        batches = {"device": self.device, "memory_format": self.memory_format}
-        self.train = make_loader(
-            self.data.train,
-            recipe.data.batch_size,
-            shuffle=True,
-            seed=recipe.seed,
-            transform=augment or None,
-            **batches,
+        batches = functools.partial(make_loader, device=self.device, memory_format=self.memory_format)
+        self.train = batches(
+            self.data.train, recipe.data.batch_size, shuffle=True, seed=recipe.seed, transform=augment or None
         )
         self.train.shard = distributed.setup()  # (rank, world): this process's share of every global batch
-        self.val = make_loader(self.data.val, recipe.data.eval_batch_size, **batches)
-        self.test = make_loader(self.data.test, recipe.data.eval_batch_size, **batches)
+        self.val = batches(self.data.val, recipe.data.eval_batch_size)
+        self.test = batches(self.data.test, recipe.data.eval_batch_size)
         self.example = example_inputs(self.train)
         self.autocast = lambda: autocast_for(recipe.train.amp, self.device)
         self.trackers: list[Tracker] | None = None
@@ -104,9 +100,8 @@ class Session:
         test = self.evaluate(teacher, self.test, "teacher: test split")
         val = info.get("val_best") or self.evaluate(teacher, self.val, "teacher: validation split")
         extra = {k: v for k, v in info.items() if k not in ("history", "val_best")}
-        name = extra.pop("model", None) or (
-            module.kdforge_spec["name"] if hasattr(module, "kdforge_spec") else type(module).__name__
-        )
+        spec = getattr(module, "kdforge_spec", None)
+        name = extra.pop("model", None) or (spec["name"] if spec else type(module).__name__)
         with getattr(
             module, "forgetting", contextlib.nullcontext
         )():  # a teacher that remembers its outputs: time real encoding, not recall
@@ -149,22 +144,16 @@ class Session:
     def wrap_teacher(self, module: torch.nn.Module) -> Teacher:
         """The recipe's teacher module, frozen (or co-trained: ``trainable``), with its input adapter."""
         cfg = self.recipe.teacher
-        trainable = (
-            {
-                "trainable": True,
-                "lr": cfg.lr,
-                "ce_weight": 1.0 if cfg.ce_weight is None else cfg.ce_weight,
-                "task": self.task_term(),
-            }
-            if cfg.trainable
-            else {}
-        )
-        follows = {"ema_part": cfg.ema_part[0], "ema_decay": cfg.ema_part[1]} if cfg.follows_student else {}
+        ema_part, ema_decay = cfg.ema_part or ("", None)
         return Teacher(
-            module.to(self.device, memory_format=self.memory_format),
+            module.to(self.device).to(memory_format=self.memory_format),
             input_adapter=self.adapter(cfg, module),
-            **trainable,
-            **follows,
+            trainable=cfg.trainable,
+            lr=cfg.lr,
+            ce_weight=1.0 if cfg.ce_weight is None else cfg.ce_weight,
+            task=self.task_term() if cfg.trainable else None,
+            ema_part=ema_part,
+            ema_decay=ema_decay,
         )
 
     def adapter(self, cfg: Any, module: torch.nn.Module | None = None) -> InputAdapter | None:
@@ -183,7 +172,7 @@ class Session:
         one; ``label_smoothing`` replaces the recipe's (a trained teacher's own setting)."""
         name = "reg_task" if self.data.task == "regression" else "ce"
         given = next((c.options for c in self.recipe.losses if c.name == name), None)
-        options = (
+        options: dict[str, Any] = (
             dict(given) if given is not None else ({"kind": "complex_mse"} if self.data.train.y.is_complex() else {})
         )
         if label_smoothing is not None and name == "ce":
@@ -260,7 +249,7 @@ class Session:
         )  # the baseline too: both go on from there
         transfer = (
             self.init_from_teacher(student, teacher, checkpoint_dir)
-            if stage == "distill" and self.recipe.student.init_from_teacher
+            if stage == "distill" and teacher is not None and self.recipe.student.init_from_teacher
             else None
         )
         if teacher is not None and teacher.ema_decay is not None:

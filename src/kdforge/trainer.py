@@ -76,7 +76,7 @@ class Trainer:
         self.steering = steering
         self.steered_before: dict[str, Any] = {}  # what it changed before the first epoch
         self.val_terms = (
-            val_terms and not distiller.cached
+            val_terms and distiller.cache is None
         )  # a cache holds the teacher's outputs on training samples only
         self.device = next(distiller.student.parameters()).device
         self.dir = Path(checkpoint_dir)

@@ -34,8 +34,10 @@ def digits(
     y = torch.tensor(raw.target, dtype=torch.long)
     train, val, test = stratified_split(raw.target, (val_fraction, test_fraction), seed)
     xs, scaling = standardise(x[train], x[val], x[test])
-    splits = [Split(xi, y[idx]) for xi, idx in zip(xs, (train, val, test))]
-    return DataBundle("digits", *splits, num_classes=10, input_shape=tuple(x.shape[1:]), scaling=scaling)
+    train_split, val_split, test_split = (Split(xi, y[idx]) for xi, idx in zip(xs, (train, val, test)))
+    return DataBundle(
+        "digits", train_split, val_split, test_split, num_classes=10, input_shape=tuple(x.shape[1:]), scaling=scaling
+    )
 
 
 @functools.lru_cache(maxsize=1)
@@ -59,8 +61,10 @@ def mnist1d(*, seed: int, val_fraction: float, test_fraction: float) -> DataBund
     as_tensor = lambda a: torch.tensor(a, dtype=torch.float32).unsqueeze(1)  # noqa: E731
     xs, scaling = standardise(as_tensor(x[train]), as_tensor(x[val]), as_tensor(x_test))
     ys = [torch.tensor(v, dtype=torch.long) for v in (y[train], y[val], y_test)]
-    splits = [Split(xi, yi) for xi, yi in zip(xs, ys)]
-    return DataBundle("mnist1d", *splits, num_classes=10, input_shape=(1, 40), scaling=scaling)
+    train_split, val_split, test_split = (Split(xi, yi) for xi, yi in zip(xs, ys))
+    return DataBundle(
+        "mnist1d", train_split, val_split, test_split, num_classes=10, input_shape=(1, 40), scaling=scaling
+    )
 
 
 @DATASETS.register("arrays")
@@ -123,9 +127,12 @@ def arrays(
         classes = num_classes or (ys[0].shape[1] if ys[0].dim() > 1 else 1)
     else:
         classes = num_classes or int(max(int(y.max()) for y in ys)) + 1
+    train_split, val_split, test_split = (Split(x, y) for x, y in zip(xs, ys))
     return DataBundle(
         Path(path).stem,
-        *(Split(x, y) for x, y in zip(xs, ys)),
+        train_split,
+        val_split,
+        test_split,
         num_classes=classes,
         input_shape=tuple(xs[0].shape[1:]),
         scaling=scaling,

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from kdforge.data.bundle import Split
 
-Batch = tuple[torch.Tensor, torch.Tensor]
+Batch = tuple[torch.Tensor, ...]  # (x, y), or (x, y, sample indices) when indexed
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -30,7 +30,43 @@ def _epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> torch.Tensor:
     return torch.randperm(n, generator=generator)
 
 
-class TensorBatches:
+class Batches:
+    """What every batch source shares: the global batch size, the rank's share of each global batch
+    (``shard``), and what a batch carries besides (x, y): its sample indices (``indexed``, for a cached
+    teacher) and per-sample fixed views in place of random augmentation (``fixed_views``)."""
+
+    def __init__(self, batch_size: int, shuffle: bool, seed: int, transform: Transform | None):
+        self.batch_size, self.shuffle, self.seed, self.transform = batch_size, shuffle, seed, transform
+        self.indexed = False  # yield (x, y, sample indices): a cached teacher looks its outputs up by index
+        self.fixed_views: Any = None  # FixedViews: augment with per-sample views instead of randomly
+        self.shard = (0, 1)  # (rank, world): each rank takes every world-th sample of each global batch
+
+    def _batch_indices(self, n: int, epoch: int, start: int, device: torch.device) -> Iterator[torch.Tensor]:
+        """This rank's sample indices of each batch of ``epoch``, from batch ``start`` on."""
+        order = _epoch_order(n, self.seed, epoch, self.shuffle).to(device)
+        rank, world = self.shard
+        for i in range(start * self.batch_size, n, self.batch_size):
+            yield order[i : i + self.batch_size][rank::world]
+
+    def _finish(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, epoch: int) -> Batch:
+        """A batch as the trainer takes it: augmented (or its fixed views), with its indices when asked."""
+        if self.fixed_views is not None:
+            x = self.fixed_views(x, idx, epoch)
+        elif self.transform:
+            x = self.transform(x)
+        return (x, y, idx) if self.indexed else (x, y)
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self.epoch(0)
+
+
+class TensorBatches(Batches):
     """Batches of an in-memory :class:`Split`, moved to ``device`` once; optionally of a
     subset of its samples (``indices``, see :meth:`subset`)."""
 
@@ -45,12 +81,9 @@ class TensorBatches:
         transform: Transform | None = None,
         memory_format: torch.memory_format = torch.contiguous_format,
     ):
+        super().__init__(batch_size, shuffle, seed, transform)
         self.x, self.y = split.x.to(device, memory_format=memory_format), split.y.to(device)
-        self.batch_size, self.shuffle, self.seed, self.transform = batch_size, shuffle, seed, transform
         self.indices: torch.Tensor | None = None
-        self.indexed = False  # yield (x, y, sample indices): a cached teacher looks its outputs up by index
-        self.fixed_views: Any = None  # FixedViews: augment with per-sample views instead of randomly
-        self.shard = (0, 1)  # (rank, world): each rank takes every world-th sample of each global batch
 
     def subset(self, indices: torch.Tensor | None) -> TensorBatches:
         """The same batches over only ``indices`` of the split (all of it with None)."""
@@ -65,38 +98,27 @@ class TensorBatches:
     def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
         """The batches of ``epoch``, skipping the first ``start`` (for mid-epoch resume)."""
         n = len(self.y) if self.indices is None else len(self.indices)
-        order = _epoch_order(n, self.seed, epoch, self.shuffle).to(self.x.device)
-        if self.indices is not None:
-            order = self.indices[order]
-        for i in range(start * self.batch_size, len(order), self.batch_size):
-            rank, world = self.shard
-            idx = order[i : i + self.batch_size][rank::world]
-            x = self.x[idx]
-            if self.fixed_views is not None:
-                x = self.fixed_views(x, idx, epoch)
-            elif self.transform:
-                x = self.transform(x)
-            yield (x, self.y[idx], idx) if self.indexed else (x, self.y[idx])
-
-    def __iter__(self) -> Iterator[Batch]:
-        return self.epoch(0)
+        for idx in self._batch_indices(n, epoch, start, self.x.device):
+            if self.indices is not None:
+                idx = self.indices[idx]
+            yield self._finish(self.x[idx], self.y[idx], idx, epoch)
 
 
-class _EpochOrder:
-    """A sampler whose order is set before each epoch, so one DataLoader (and its
+class _EpochBatches:
+    """A batch sampler whose batches are set before each epoch, so one DataLoader (and its
     persistent workers) serves every epoch."""
 
     def __init__(self) -> None:
-        self.order: list[int] = []
+        self.batches: list[list[int]] = []
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.order)
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
 
     def __len__(self) -> int:
-        return len(self.order)
+        return len(self.batches)
 
 
-class DatasetBatches:
+class DatasetBatches(Batches):
     """Batches of a map-style ``Dataset`` through one DataLoader kept for the whole run:
     persistent workers (no restart each epoch), pinned memory on CUDA; same interface as
     TensorBatches."""
@@ -113,39 +135,27 @@ class DatasetBatches:
         num_workers: int | None = None,
         memory_format: torch.memory_format = torch.contiguous_format,
     ):
-        self.dataset, self.batch_size, self.shuffle, self.seed, self.transform = (
-            dataset,
-            batch_size,
-            shuffle,
-            seed,
-            transform,
-        )
-        self.memory_format = memory_format
-        self.device = torch.device(device)
+        super().__init__(batch_size, shuffle, seed, transform)
+        self.dataset, self.memory_format, self.device = dataset, memory_format, torch.device(device)
         workers = default_workers() if num_workers is None else num_workers
-        self.sampler = _EpochOrder()
+        self.sampler = _EpochBatches()
         self.loader = DataLoader(
             dataset,
-            batch_size=batch_size,
-            sampler=self.sampler,
+            batch_sampler=self.sampler,
             num_workers=workers,
             pin_memory=self.device.type == "cuda",
             persistent_workers=workers > 0,
         )
 
     def __len__(self) -> int:
-        return -(-len(self.dataset) // self.batch_size)
+        return -(-len(self.dataset) // self.batch_size)  # type: ignore[arg-type]
 
     def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
-        self.sampler.order = _epoch_order(len(self.dataset), self.seed, epoch, self.shuffle).tolist()[
-            start * self.batch_size :
-        ]
-        for x, y in self.loader:
+        indices = list(self._batch_indices(len(self.dataset), epoch, start, torch.device("cpu")))  # type: ignore[arg-type]
+        self.sampler.batches = [idx.tolist() for idx in indices]
+        for (x, y), idx in zip(self.loader, indices):
             x = x.to(self.device, non_blocking=True, memory_format=self.memory_format)
-            yield (self.transform(x) if self.transform else x), y.to(self.device, non_blocking=True)
-
-    def __iter__(self) -> Iterator[Batch]:
-        return self.epoch(0)
+            yield self._finish(x, y.to(self.device, non_blocking=True), idx.to(self.device), epoch)
 
 
 def default_workers() -> int:
@@ -162,21 +172,31 @@ def make_loader(
     device: str | torch.device = "cpu",
     transform: Transform | None = None,
     memory_format: torch.memory_format = torch.contiguous_format,
-) -> TensorBatches | DatasetBatches:
+) -> Batches:
     """Index-slicing batches for an in-memory :class:`Split`, a DataLoader otherwise.
     ``transform`` (augmentation) is applied to each batch's inputs on the device;
     ``memory_format`` (channels-last) to the inputs as they reach the device."""
-    kind = TensorBatches if isinstance(data, Split) else DatasetBatches
-    return kind(
+    if isinstance(data, Split):
+        return TensorBatches(
+            data,
+            batch_size,
+            shuffle=shuffle,
+            seed=seed,
+            device=device,
+            transform=transform,
+            memory_format=memory_format,
+        )
+    return DatasetBatches(
         data, batch_size, shuffle=shuffle, seed=seed, device=device, transform=transform, memory_format=memory_format
     )
 
 
-__all__ = ["TensorBatches", "DatasetBatches", "make_loader", "default_workers"]
+__all__ = ["Batches", "TensorBatches", "DatasetBatches", "make_loader", "default_workers"]
 
 
-def example_inputs(batches: TensorBatches | DatasetBatches, n: int = 2) -> torch.Tensor:
+def example_inputs(batches: Batches, n: int = 2) -> torch.Tensor:
     """The split's first ``n`` inputs, un-augmented (for shape probes)."""
     if isinstance(batches, TensorBatches):
         return batches.x[:n]
+    assert isinstance(batches, DatasetBatches)
     return torch.stack([batches.dataset[i][0] for i in range(n)]).to(batches.device)

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from torch import nn
 
-from kdforge.errors import KdforgeError, did_you_mean
+from kdforge.errors import KdforgeError, did_you_mean, required
 from kdforge.export import load_state_strict, read_state_dict
 from kdforge.files import load_local, read_json
 from kdforge.teachers.sources import TEACHER_SOURCES, Source, cached_fit
@@ -36,14 +36,17 @@ def timm_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.M
     defaults to the dataset's; ``img_size``, ``in_chans``, ``drop_rate``, ...). Its inputs are
     adapted to what its pretrained config expects (size, channels, mean, std) unless
     ``teacher.adapt`` says otherwise (``adapt: {}``: none)."""
+    spec = required(cfg.model, "teacher.model")
     import timm
 
-    name, options = cfg.model.name, {"num_classes": session.data.num_classes, **cfg.model.options}
+    name, options = spec.name, {"num_classes": session.data.num_classes, **spec.options}
     if not timm.is_model(name):
         raise KdforgeError(f"timm has no model '{name}'{did_you_mean(name, timm.list_models())}")
     overlay = {"file": cfg.pretrained_file} if cfg.pretrained_file else None
     try:
-        module = timm.create_model(name, pretrained=bool(cfg.pretrained), pretrained_cfg_overlay=overlay, **options)
+        module: Any = timm.create_model(
+            name, pretrained=bool(cfg.pretrained), pretrained_cfg_overlay=overlay, **options
+        )
     except (RuntimeError, OSError, ValueError, TypeError) as err:
         hint = (
             "; offline, give the weights as teacher.pretrained_file"
@@ -67,9 +70,10 @@ def torchvision_source(session: Session, cfg: TeacherConfig, where: Path, studen
     """A torchvision model by name (``torchvision.models.get_model``); ``model`` options go to
     the builder (``num_classes`` defaults to the dataset's). ``pretrained_file`` is a saved
     torchvision state dict; a classifier of another class count is left random."""
+    spec = required(cfg.model, "teacher.model")
     import torchvision
 
-    name, options = cfg.model.name, {"num_classes": session.data.num_classes, **cfg.model.options}
+    name, options = spec.name, {"num_classes": session.data.num_classes, **spec.options}
     if name not in torchvision.models.list_models():
         raise KdforgeError(f"torchvision has no model '{name}'{did_you_mean(name, torchvision.models.list_models())}")
     module = torchvision.models.get_model(name, weights=None, **options)
@@ -87,7 +91,8 @@ def torchvision_source(session: Session, cfg: TeacherConfig, where: Path, studen
 @TEACHER_SOURCES.register("callable")
 def callable_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Module | None = None) -> Source:
     """Any function that returns a module: ``model: {name: "package.module:function", **kwargs}``."""
-    target = cfg.model.name
+    spec = required(cfg.model, "teacher.model")
+    target = spec.name
     module_name, _, attr = target.partition(":")
     try:
         factory = getattr(importlib.import_module(module_name), attr)
@@ -95,7 +100,7 @@ def callable_source(session: Session, cfg: TeacherConfig, where: Path, student: 
         raise KdforgeError(
             f"teacher.model.name '{target}' must be 'package.module:function' importable here ({err})"
         ) from None
-    module = factory(**cfg.model.options)
+    module = factory(**spec.options)
     if not isinstance(module, nn.Module):
         raise KdforgeError(f"'{target}' returned a {type(module).__name__}, not a torch.nn.Module")
     return _finish(session, cfg, where, module, _last_linear(module), random_head=False)
@@ -111,6 +116,7 @@ def hf_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Mod
     ``mean`` (text datasets) embeds each text as the mean of its last hidden states over real tokens;
     ``causal_lm`` (``text_lm`` data) loads an ``AutoModelForCausalLM``: next-token logits
     [B, T, vocab] on the data's token ids (see :func:`vocab_index` for ``vocab_map``)."""
+    spec = required(cfg.model, "teacher.model")
     from transformers import (
         AutoConfig,
         AutoModel,
@@ -119,7 +125,7 @@ def hf_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Mod
         AutoModelForSequenceClassification,
     )
 
-    options = dict(cfg.model.options)
+    options = dict(spec.options)
     output = options.pop("output", "logits")
     input_name = options.pop("input", "input_ids" if output == "causal_lm" else "pixel_values")
     vocab_map = options.pop("vocab_map", None) if output == "causal_lm" else None
@@ -131,14 +137,14 @@ def hf_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Mod
         raise KdforgeError(
             "hf teacher options are input (pixel_values | input_ids), output (logits | hidden | pooled | mean | "
             "causal_lm) "
-            f"and, for causal_lm, vocab_map; got {cfg.model.options}"
+            f"and, for causal_lm, vocab_map; got {spec.options}"
         )
-    if not Path(cfg.model.name).is_dir():
+    if not Path(spec.name).is_dir():
         raise KdforgeError(
-            f"no Hugging Face model at '{cfg.model.name}' on this machine; give a local directory saved with "
+            f"no Hugging Face model at '{spec.name}' on this machine; give a local directory saved with "
             "save_pretrained (kdforge never downloads)"
         )
-    config = load_local(AutoConfig.from_pretrained, cfg.model.name, "Hugging Face model")
+    config = load_local(AutoConfig.from_pretrained, spec.name, "Hugging Face model")
     random_head = False
     if output == "logits":
         auto = AutoModelForImageClassification if input_name == "pixel_values" else AutoModelForSequenceClassification
@@ -146,7 +152,7 @@ def hf_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Mod
         random_head = config.num_labels != classes
         model = load_local(
             auto.from_pretrained,
-            cfg.model.name,
+            spec.name,
             "Hugging Face model",
             num_labels=classes,
             ignore_mismatched_sizes=random_head,
@@ -156,14 +162,14 @@ def hf_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Mod
             raise KdforgeError(
                 "hf output 'causal_lm' predicts next tokens: use it with a language-model dataset (text_lm)"
             )
-        model = load_local(AutoModelForCausalLM.from_pretrained, cfg.model.name, "Hugging Face model")
+        model = load_local(AutoModelForCausalLM.from_pretrained, spec.name, "Hugging Face model")
         index = vocab_index(vocab_map, config.vocab_size, session.data.num_classes)
         return HFTeacher(model, input_name, output, index).to(session.device).eval(), {
-            "model": cfg.model.name,
+            "model": spec.name,
             "vocab_size": config.vocab_size,
         }
     else:
-        model = load_local(AutoModel.from_pretrained, cfg.model.name, "Hugging Face model")
+        model = load_local(AutoModel.from_pretrained, spec.name, "Hugging Face model")
     if output == "mean":
         if session.data.decode is None:
             raise KdforgeError(
@@ -171,9 +177,9 @@ def hf_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Mod
             )
         from transformers import AutoTokenizer
 
-        encode = mean_pooled_encode(model, load_local(AutoTokenizer.from_pretrained, cfg.model.name, "tokenizer"))
+        encode = mean_pooled_encode(model, load_local(AutoTokenizer.from_pretrained, spec.name, "tokenizer"))
         return TextTeacher(session.data.decode, encode, model).to(session.device).eval(), {
-            "model": cfg.model.name,
+            "model": spec.name,
             "embedding_dim": config.hidden_size,
         }
     module = HFTeacher(model, input_name, output)
@@ -238,11 +244,12 @@ def _finish(
     session: Session, cfg: TeacherConfig, where: Path, module: nn.Module, head: nn.Module | None, random_head: bool
 ) -> Source:
     """Checkpoint over the pretrained weights, the random-head warning, the optional fine-tune."""
+    spec = required(cfg.model, "teacher.model")
     module = module.to(session.device)
     if cfg.checkpoint:
         load_state_strict(module, read_state_dict(cfg.checkpoint), cfg.checkpoint)
         random_head = False
-    info: dict[str, Any] = {"model": cfg.model.name, "random_head": random_head and cfg.finetune is None}
+    info: dict[str, Any] = {"model": spec.name, "random_head": random_head and cfg.finetune is None}
     if cfg.finetune is not None:
         if cfg.finetune.head_only and head is None:
             raise KdforgeError(f"finetune.head_only: no classifier head found in {type(module).__name__}")
@@ -258,7 +265,7 @@ def _finish(
         info.update(fitted, finetuned="head" if cfg.finetune.head_only else "all")
     elif random_head:
         Console(stderr=True).print(
-            f"[bold red]warning:[/] the teacher '{escape(cfg.model.name)}' got a new, randomly initialised classifier "
+            f"[bold red]warning:[/] the teacher '{escape(spec.name)}' got a new, randomly initialised classifier "
             "for "
             f"{session.data.num_classes} classes: distilling from it teaches noise. Add teacher.finetune "
             "(e.g. {epochs: 5, head_only: true}) or a fine-tuned teacher.checkpoint."

@@ -12,6 +12,7 @@ import copy
 import hashlib
 import json
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 
 from kdforge import distributed
-from kdforge.errors import KdforgeError
+from kdforge.errors import KdforgeError, required
 from kdforge.export import load_model, load_state_strict, read_meta, read_state_dict, save_model
 from kdforge.files import read_json, save_safetensors, write_atomic, write_json
 from kdforge.models import build_model
@@ -39,9 +40,8 @@ def train_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.
     selected on val; reuse a teacher trained earlier under ``log.dir`` with the same settings."""
     data = session.data
     torch.manual_seed(session.recipe.seed)
-    module = build_model(
-        cfg.model.name, input_shape=data.input_shape, num_classes=data.num_classes, **cfg.model.options
-    )
+    spec = required(cfg.model, "teacher.model")
+    module = build_model(spec.name, input_shape=data.input_shape, num_classes=data.num_classes, **spec.options)
     return cached_fit(session, cfg, where, module.to(session.device), cfg.train)
 
 
@@ -96,7 +96,7 @@ def checkpoint_source(session: Session, cfg: TeacherConfig, where: Path, student
     """Load a saved model: a kdforge ``.safetensors`` (+ ``.json``), a run directory (its
     student), or a plain PyTorch state dict (``.pt``/``.pth``; needs ``teacher.model``)."""
     data = session.data
-    module = load_checkpoint_model(cfg.path, cfg.model, data.input_shape, data.num_classes)
+    module = load_checkpoint_model(required(cfg.path, "teacher.path"), cfg.model, data.input_shape, data.num_classes)
     return module.to(session.device), {"path": str(cfg.path)}
 
 
@@ -111,7 +111,7 @@ def teacher_architecture(cfg: TeacherConfig) -> tuple[str, dict[str, Any]]:
     saved beside a checkpoint (``teacher.json`` next to ``teacher.safetensors``)."""
     if cfg.model is not None:
         return cfg.model.name, cfg.model.options
-    path = checkpoint_file(cfg.path)
+    path = checkpoint_file(required(cfg.path, "teacher.path"))
     if path.suffix != ".safetensors" or not path.with_suffix(".json").exists():
         raise KdforgeError(
             f"teacher '{path}' has no kdforge description beside it ({path.with_suffix('.json').name}); set "
@@ -188,7 +188,7 @@ def ensemble_source(session: Session, cfg: TeacherConfig, where: Path, student: 
     ``members.i`` (its own logits: ``ensemble_kd``'s gate, a term's ``member: i``) and sees the
     batch as it expects (its ``adapt``, or a timm model's own pretrained config)."""
     members, infos = [], []
-    for i, member in enumerate(cfg.members):
+    for i, member in enumerate(required(cfg.members, "teacher.members")):
         module, info = TEACHER_SOURCES.get(member.source)(session, member, where / f"member{i}", student)
         members.append(module)
         infos.append({k: v for k, v in info.items() if k != "history"})
@@ -197,7 +197,8 @@ def ensemble_source(session: Session, cfg: TeacherConfig, where: Path, student: 
 
 def ensemble(session: Session, cfg: TeacherConfig, members: list[nn.Module]) -> EnsembleTeacher:
     """The ensemble of ``members`` (built from ``cfg.members``), each with its input adapter."""
-    adapters = [session.adapter(member_cfg, module) for member_cfg, module in zip(cfg.members, members)]
+    member_cfgs = required(cfg.members, "teacher.members")
+    adapters = [session.adapter(member_cfg, module) for member_cfg, module in zip(member_cfgs, members)]
     return EnsembleTeacher(members, cfg.weights, adapters).to(session.device)
 
 
@@ -221,10 +222,10 @@ class EnsembleTeacher(nn.Module):
         self,
         members: list[nn.Module],
         weights: list[float] | None = None,
-        adapters: list[nn.Module | None] | None = None,
+        adapters: Sequence[nn.Module | None] | None = None,
     ):
         super().__init__()
-        classes = {getattr(m, "kdforge_spec", {}).get("num_classes") for m in members} - {None}
+        classes = {c for m in members if (c := getattr(m, "kdforge_spec", {}).get("num_classes")) is not None}
         if len(classes) > 1:
             raise KdforgeError(f"ensemble members predict different class counts: {sorted(classes)}")
         self.members = nn.ModuleList(members)
