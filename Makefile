@@ -20,11 +20,13 @@ demo: sync-core
 test: lint
 	@$(UV) run --no-sync pytest -q
 
-# ruff (lint and format, pyproject.toml) and the import contracts: no arrow back up the layers, the core never imports a family
+# ruff (lint and format, pyproject.toml), the import contracts (no arrow back up the layers, the core never imports a
+# family) and mypy on the core
 lint: sync-dev
 	@$(UV) run --no-sync ruff check --quiet src tests benchmarks
 	@$(UV) run --no-sync ruff format --check --quiet src tests benchmarks
 	@$(UV) run --no-sync lint-imports --no-cache --no-logo
+	@$(UV) run --no-sync mypy src/kdforge
 
 test-all: sync-dev
 	@$(UV) run --no-sync pytest -q -m ""

@@ -27,7 +27,7 @@ def online_logits(recipe, run_dir):
     from kdforge.session import Session
 
     session = Session(recipe, run_dir, Console())
-    teacher, _ = session.acquire_teacher(use_cache=False)
+    teacher, _ = session.live_teacher()
     return session, teacher(session.data.train.x)
 
 
@@ -84,7 +84,7 @@ def test_augmented_views_are_cached_and_shown_to_the_student_exactly(cached, tmp
     recipe = Recipe.from_dict({**augmented, "teacher": {**raw["teacher"], "cache": str(tmp_path / "views")}})
     session = Session(recipe, tmp_path / "runs", Console())
     cache, _ = session.acquire_teacher()
-    online, _ = session.acquire_teacher(use_cache=False)
+    online, _ = session.live_teacher()
     views = fixed_views(session, 3)
     for epoch in (0, 1, 4):  # view epoch % 3
         x, y, index = next(iter(session.train.epoch(epoch)))
@@ -130,7 +130,7 @@ def test_tapped_teacher_layers_are_cached_and_give_the_online_loss(feature_recip
     )
     session = Session(recipe, next((tmp_path / "runs").glob("tiny-cache-*")), Console())
     cache, _ = session.acquire_teacher()
-    online, _ = session.acquire_teacher(use_cache=False)
+    online, _ = session.live_teacher()
     losses = {}
     for name, teacher in (("cache", cache), ("online", online)):
         torch.manual_seed(0)

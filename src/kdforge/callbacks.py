@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from kdforge.errors import required
 from kdforge.evaluate import score_name, shown
 from kdforge.files import append_text
 
@@ -118,7 +119,7 @@ class ConsoleProgress(Callback):
     def on_step_end(self, trainer: Trainer, samples: int) -> None:
         assert self.progress is not None
         self.samples += samples
-        fields = {}
+        fields: dict[str, Any] = {}
         if trainer.pos.step % self.refresh_every == 0:
             rate = self.samples / max(time.perf_counter() - self.started, 1e-9)
             fields = {
@@ -130,10 +131,10 @@ class ConsoleProgress(Callback):
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
         assert self.progress is not None
         val, epoch, epochs = record["val"], record["epoch"], trainer.epochs
-        best = f"best {shown(trainer.pos.best_val)} @{trainer.pos.best_epoch}"
+        best = f"best {shown(trainer.pos.best_val or val)} @{trainer.pos.best_epoch}"
         self.progress.update(self.task, description=self._describe(trainer), val=f"val {shown(val)} ({best})")
         if record.get("stopped_early"):
-            rule = trainer.cfg.early_stopping
+            rule = required(trainer.cfg.early_stopping, "train.early_stopping")
             self.console.print(
                 f"  {trainer.stage}: stopped early after epoch {epoch}: val {rule.metric} did not improve for "
                 f"{rule.patience} epochs",
@@ -147,9 +148,12 @@ class ConsoleProgress(Callback):
             )
 
     def on_fit_end(self, trainer: Trainer, result: FitResult) -> None:
+        self._stop()
+
+    def on_exception(self, trainer: Trainer, error: BaseException) -> None:
+        self._stop()
+
+    def _stop(self) -> None:
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
-
-    def on_exception(self, trainer: Trainer, error: BaseException) -> None:
-        self.on_fit_end(trainer, None)

@@ -21,8 +21,10 @@ import torch.nn.functional as F
 
 from kdforge.config import CurriculumConfig, PlateauConfig, StageConfig, StageDataConfig, ValPlateauConfig
 from kdforge.data.bundle import PAD_TARGET
-from kdforge.errors import KdforgeError
+from kdforge.errors import KdforgeError, required
 from kdforge.evaluate import score
+from kdforge.losses import LossTerm
+from kdforge.schedules import CTKDTemperature, Temperature
 
 if TYPE_CHECKING:
     from kdforge.distiller import Distiller
@@ -94,17 +96,16 @@ class Curriculum:
     def enter(self, index: int, trainer: Trainer, train_batches: Any) -> Any:
         """Apply stage ``index`` to the trainer's distiller; returns its training batches."""
         stage, distiller = self.stages[index], trainer.distiller
-        terms = {term.name: term for term in distiller.terms}
+        terms = {term.name: term for term in distiller.loss_terms}
         if not self.base:
-            self.base = {
-                name: (t.weight, getattr(getattr(t, "temperature", None), "spec", None)) for name, t in terms.items()
-            }
+            self.base = {name: (t.weight, getattr(_temperature(t), "spec", None)) for name, t in terms.items()}
         every = self.pocl.temperatures[index] if self.pocl is not None and self.pocl.temperatures is not None else None
         for name, term in terms.items():
             weight, temperature = self.base[name]
             term.weight = stage.weights.get(name, weight)
-            if temperature is not None and not term.temperature.learnable:  # a learnable one keeps learning
-                term.temperature.spec = stage.temperatures.get(name, every if every is not None else temperature)
+            fixed = _temperature(term)  # a learnable one keeps learning
+            if temperature is not None and fixed is not None and not isinstance(fixed, CTKDTemperature):
+                fixed.spec = stage.temperatures.get(name, every if every is not None else temperature)
         if self.pocl is not None and self.order_stage != index:  # re-rank on entering each stage
             self.order = difficulty_order(
                 distiller, train_batches, self.pocl.fusion_k, with_student=trainer.pos.step > 0
@@ -120,16 +121,23 @@ class Curriculum:
         n = len(batches.y)
         if data.classes is not None:
             return torch.nonzero(torch.isin(batches.y.cpu(), torch.tensor(data.classes))).flatten()
+        kept = math.ceil(required(data.fraction, "a stage's data.fraction") * n)
         if self.order is not None:
-            return self.order[: math.ceil(data.fraction * n)]
+            return self.order[:kept]
         generator = torch.Generator().manual_seed(self.seed)
-        return torch.randperm(n, generator=generator)[: math.ceil(data.fraction * n)].sort().values
+        return torch.randperm(n, generator=generator)[:kept].sort().values
 
     def state_dict(self) -> dict[str, Any]:
         return {"order": self.order, "order_stage": self.order_stage}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.order, self.order_stage = state["order"], state["order_stage"]
+
+
+def _temperature(term: LossTerm) -> Temperature | None:
+    """A logit term's temperature; None for a term without one."""
+    found = getattr(term, "temperature", None)
+    return found if isinstance(found, Temperature) else None
 
 
 def pocl_stages(cfg: CurriculumConfig, epochs: int) -> list[StageConfig]:
@@ -189,7 +197,8 @@ def difficulty_order(distiller: Distiller, batches: Any, k: float, with_student:
             x, y = batches.x[i : i + 512], batches.y[i : i + 512]
             student = distiller.student(x).float()
             measures["student"].append(sample_cross_entropy(student, y))
-            measures["teacher"].append(sample_cross_entropy(distiller.teacher(x).float(), y))
+            teacher = required(distiller.teacher, "a teacher")
+            measures["teacher"].append(sample_cross_entropy(teacher(x).float(), y))
             if student.dim() == 3:  # token logits [B, T, V]
                 measures["overlap"].append(1 - unigram_f1(student.argmax(-1), y))
     distiller.train(was_training)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -104,14 +104,13 @@ def average_gradients(params: list[torch.nn.Parameter]) -> None:
     temperatures, a trainable teacher) across ranks, in one flat buffer."""
     if not active() or not params:
         return
-    for p in params:  # every rank must send the same buffer: a parameter unused on this rank adds zeros
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-    flat = torch.cat([p.grad.reshape(-1) for p in params]) / dist.get_world_size()
+    # every rank must send the same buffer: a parameter unused on this rank adds zeros
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads]) / dist.get_world_size()
     dist.all_reduce(flat)
     offset = 0
-    for p in params:
-        p.grad.copy_(flat[offset : offset + p.numel()].view_as(p.grad))
+    for p, g in zip(params, grads):
+        p.grad = g.copy_(flat[offset : offset + p.numel()].view_as(g))
         offset += p.numel()
 
 
@@ -164,7 +163,7 @@ def model_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
         return module.state_dict()
     from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
-    return get_model_state_dict(module, options=_gather())
+    return cast(dict[str, torch.Tensor], get_model_state_dict(module, options=_gather()))
 
 
 def load_model_state(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -178,14 +177,14 @@ def load_model_state(module: torch.nn.Module, state: dict[str, torch.Tensor]) ->
     for part in module.modules():  # an eval forward leaves the root's parameters gathered: shard them first
         if isinstance(part, FSDPModule):
             part.reshard()
-    set_model_state_dict(module, state, options=_scatter())
+    set_model_state_dict(module, cast(dict[str, Any], state), options=_scatter())
 
 
 def gathered(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A sharded module's whole weights on every rank (to rebuild it unsharded)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True))
+    return cast(dict[str, torch.Tensor], get_model_state_dict(module, options=StateDictOptions(full_state_dict=True)))
 
 
 def optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, is_sharded: bool) -> dict[str, Any]:

@@ -12,7 +12,8 @@ from torch import nn
 def ema_update(target: nn.Module, source: nn.Module, decay: float) -> None:
     """target ← decay · target + (1 − decay) · source, for parameters and floating-point
     buffers (batch-norm statistics); integer buffers (counters) are copied."""
-    targets, sources = list(target.parameters()), [p.detach() for p in source.parameters()]
+    targets: list[torch.Tensor] = list(target.parameters())
+    sources = [p.detach() for p in source.parameters()]
     if len(targets) != len(sources):
         raise ValueError("EMA target and source have different parameter lists")
     torch._foreach_lerp_(targets, sources, 1.0 - decay)

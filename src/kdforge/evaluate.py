@@ -24,7 +24,7 @@ from torch import nn
 
 from kdforge.data.bundle import PAD_TARGET
 
-Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+Batches = Iterable[tuple[torch.Tensor, ...]]  # (x, y, ...)
 
 
 def is_regression(targets: torch.Tensor) -> bool:
@@ -52,7 +52,7 @@ def evaluate(
         metrics = _label_metrics(model, batches, autocast, per_token=task == "lm")
         return {**metrics, "perplexity": math.exp(min(metrics["loss"], 50.0))} if task == "lm" else metrics
     finally:
-        if was_training:
+        if was_training and isinstance(model, nn.Module):
             model.train()
 
 

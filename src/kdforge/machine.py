@@ -8,7 +8,7 @@ import functools
 import os
 import random
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -51,7 +51,7 @@ def compiled(module: torch.nn.Module) -> torch.nn.Module:
     # stop training. Compiled with the forward, their failures fall back like any other.
     torch._functorch.config.force_non_lazy_backward_lowering = True
     try:
-        return torch.compile(module)
+        return cast(torch.nn.Module, torch.compile(module))
     except Exception as err:  # noqa: BLE001 - any failure to set up compilation means: run eagerly
         warnings.warn(f"torch.compile is unavailable here ({err}); training without it", stacklevel=2)
         return module

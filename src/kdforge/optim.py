@@ -146,7 +146,7 @@ def centralize_gradients(params: list[nn.Parameter]) -> None:
 
 
 def lr_factor(
-    start: float, end: float, epochs: int, cfg: OptimConfig, step: int = 0, steps_per_epoch: int = 1
+    start: float, end: float, epochs: float, cfg: OptimConfig, step: int = 0, steps_per_epoch: int = 1
 ) -> float:
     """Multiplier of the base LR for an optimiser step that takes training from ``start`` to
     ``end`` (positions in epochs, fractional): linear warm-up over ``warmup_epochs`` (the

@@ -83,7 +83,7 @@ def _run(
     }
 
     tick = time.perf_counter()
-    student, results["student"], student_history, teacher = session.train_student("distill", terms, run_dir, teacher)
+    student, results["student"], student_history = session.train_student("distill", terms, run_dir, teacher)
     timings["distill_s"] = time.perf_counter() - tick
     if distributed.is_main():
         save_model(student, run_dir / "student", {"test": results["student"]["test"], "recipe": recipe.name})
@@ -99,7 +99,7 @@ def _run(
         results.update(found)
     if recipe.train.baseline and not instead:
         tick = time.perf_counter()
-        _, results["student_alone"], histories["student alone"], _ = session.train_student(
+        _, results["student_alone"], histories["student alone"] = session.train_student(
             "baseline", [session.task_term()], run_dir / "baseline"
         )
         timings["baseline_s"] = time.perf_counter() - tick
@@ -167,7 +167,7 @@ def build_cache(
     seed_everything(recipe.seed)
     run_dir = _prepare_run_dir(recipe.model_copy(update={"name": f"{recipe.name}-cache"}), None)
     with Session(recipe, run_dir, console) as session:
-        teacher, info = session.acquire_teacher(use_cache=False)
+        teacher, info = session.live_teacher()
         student = session.build_student()
         for term in terms:  # which teacher layers the terms read, as they would find them online
             term.resolve(student, teacher.module)

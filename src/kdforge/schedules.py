@@ -204,10 +204,6 @@ class Temperature(nn.Module):
         super().__init__()
         self.spec = spec
 
-    @property
-    def learnable(self) -> bool:
-        return False
-
     def regulariser(self) -> torch.Tensor | float:
         return 0.0
 
@@ -252,10 +248,6 @@ class CTKDTemperature(Temperature):
             first, head = nn.Linear(logit_inputs, self.spec.hidden), nn.Linear(self.spec.hidden, 1, bias=False)
             nn.init.zeros_(head.weight)
             self.mlp = nn.Sequential(first, nn.ReLU(), head)
-
-    @property
-    def learnable(self) -> bool:
-        return True
 
     def at(self, clock: Clock, student_logits: torch.Tensor, teacher_logits: torch.Tensor | None) -> torch.Tensor:
         with torch.autocast(student_logits.device.type, enabled=False):

@@ -122,11 +122,10 @@ class Session:
             **extra,
         }
 
-    def acquire_teacher(self, use_cache: bool = True) -> tuple[Teacher | CachedTeacher, dict[str, Any]]:
-        """The frozen teacher of the recipe (an ``ema`` teacher or member is the student's architecture, whose
-        weights follow the student once it trains), or its stored outputs (``teacher.cache``)."""
+    def acquire_teacher(self) -> tuple[Teacher | CachedTeacher, dict[str, Any]]:
+        """The recipe's teacher: its stored outputs when it has a ``teacher.cache``, else :meth:`live_teacher`."""
         cfg = self.recipe.teacher
-        if cfg.cache and use_cache:
+        if cfg.cache:
             augment = self.recipe.data.augment
             if augment.randaugment is not None or augment.mixes:
                 raise KdforgeError(
@@ -138,6 +137,12 @@ class Session:
             self.train.indexed = True  # the cache is looked up by sample index...
             self.train.fixed_views = fixed_views(self, teacher.manifest["views"])  # ...and shows the cached views
             return teacher, {}
+        return self.live_teacher()
+
+    def live_teacher(self) -> tuple[Teacher, dict[str, Any]]:
+        """The frozen teacher of the recipe (an ``ema`` teacher or member is the student's architecture, whose
+        weights follow the student once it trains), and what its source says of it."""
+        cfg = self.recipe.teacher
         module, info = TEACHER_SOURCES.get(cfg.source)(self, cfg, self.run_dir / "teacher")
         return self.wrap_teacher(module), info
 
@@ -238,10 +243,11 @@ class Session:
         ).to(self.device)
 
     def train_student(
-        self, stage: str, terms: list[LossTerm], checkpoint_dir: Path, teacher: Teacher | None = None
-    ) -> tuple[torch.nn.Module, dict[str, Any], list[dict[str, Any]], Teacher | None]:
-        """Build the student (same seed, same initial weights in every stage) and fit it.
-        An EMA teacher (or ensemble member) starts from this student's weights."""
+        self, stage: str, terms: list[LossTerm], checkpoint_dir: Path, teacher: Teacher | CachedTeacher | None = None
+    ) -> tuple[torch.nn.Module, dict[str, Any], list[dict[str, Any]]]:
+        """Build the student (same seed, same initial weights in every stage) and fit it: (the student, its
+        results.json entry, its history). An EMA teacher (or ensemble member) starts from this student's weights,
+        and follows it as it trains."""
         torch.manual_seed(self.recipe.seed)
         student = self.build_student().to(memory_format=self.memory_format)
         started_from = (
@@ -252,7 +258,7 @@ class Session:
             if stage == "distill" and teacher is not None and self.recipe.student.init_from_teacher
             else None
         )
-        if teacher is not None and teacher.ema_decay is not None:
+        if isinstance(teacher, Teacher) and teacher.ema_decay is not None:
             teacher.start_ema(student)
         distiller = Distiller(
             compiled(student) if self.recipe.train.compile else student,
@@ -309,9 +315,11 @@ class Session:
             **last,
             **averaged,
         )
-        return student, entry, result.history, teacher
+        return student, entry, result.history
 
-    def init_from_teacher(self, student: torch.nn.Module, teacher: Teacher, checkpoint_dir: Path) -> dict[str, Any]:
+    def init_from_teacher(
+        self, student: torch.nn.Module, teacher: Teacher | CachedTeacher, checkpoint_dir: Path
+    ) -> dict[str, Any]:
         """``student.init_from_teacher``: copy the matching teacher tensors, then let each family
         teach its own blocks (the TM family fits each TM block to its teacher MLP). Done once: a
         resumed run reads what it did from ``transfer.json``."""

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import importlib.util
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from kdforge.callbacks import Callback
@@ -75,7 +77,7 @@ class Tracker(Callback):
         stats = {f"{key}/{name}": float(fn(t)) for key, t in tensors.items() for name, fn in _SUMMARIES.items()}
         self.send(stats, stage, step)
 
-    def send(self, metrics: dict[str, float], stage: str, step: int) -> None:  # pragma: no cover - abstract
+    def send(self, metrics: dict[str, Any], stage: str, step: int) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def close(self) -> None: ...
@@ -90,7 +92,7 @@ class TensorBoardTracker(Tracker):
         super().__init__(every, histograms)
         self.writer = SummaryWriter(str(run_dir / "tensorboard"))
 
-    def send(self, metrics: dict[str, float], stage: str, step: int) -> None:
+    def send(self, metrics: dict[str, Any], stage: str, step: int) -> None:
         for key, value in metrics.items():
             self.writer.add_scalar(key, value, step)
 
@@ -110,7 +112,8 @@ class WandbTracker(Tracker):
         import wandb
 
         super().__init__(every, histograms)
-        self.wandb, self.stages = wandb, set()
+        self.wandb = wandb
+        self.stages: set[str] = set()
         self.run = wandb.init(
             project=recipe.log.wandb_project,
             name=run_dir.name,
@@ -119,7 +122,7 @@ class WandbTracker(Tracker):
             config=recipe.to_dict(),
         )
 
-    def send(self, metrics: dict[str, float], stage: str, step: int) -> None:
+    def send(self, metrics: dict[str, Any], stage: str, step: int) -> None:
         if stage not in self.stages:
             self.stages.add(stage)
             self.run.define_metric(f"{stage}/step")
@@ -127,7 +130,8 @@ class WandbTracker(Tracker):
         self.run.log({**metrics, f"{stage}/step": step})
 
     def send_histograms(self, tensors: dict[str, torch.Tensor], stage: str, step: int) -> None:
-        self.send({key: self.wandb.Histogram(t.numpy()) for key, t in tensors.items()}, stage, step)
+        histogram = lambda t: self.wandb.Histogram(np_histogram=np.histogram(t.numpy(), bins=64))  # noqa: E731
+        self.send({key: histogram(t) for key, t in tensors.items()}, stage, step)
 
     def close(self) -> None:
         self.run.finish()
@@ -152,7 +156,7 @@ class MlflowTracker(Tracker):
         for i in range(0, len(params), 100):  # MLflow takes at most 100 parameters per batch
             self.client.log_batch(self.run_id, params=params[i : i + 100])
 
-    def send(self, metrics: dict[str, float], stage: str, step: int) -> None:
+    def send(self, metrics: dict[str, Any], stage: str, step: int) -> None:
         from mlflow.entities import Metric
 
         stamp = int(time.time() * 1000)
@@ -162,7 +166,7 @@ class MlflowTracker(Tracker):
         self.client.set_terminated(self.run_id)
 
 
-_SUMMARIES = {
+_SUMMARIES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "mean": torch.mean,
     "std": lambda t: t.std() if t.numel() > 1 else torch.zeros(()),
     "min": torch.min,

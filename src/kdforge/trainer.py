@@ -14,8 +14,10 @@ a second Ctrl-C aborts at once.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
+import operator
 import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -32,7 +34,7 @@ from kdforge.curriculum import Curriculum
 from kdforge.data.augment import Mixer
 from kdforge.distiller import Distiller, StepOutput
 from kdforge.ema import ModelEMA
-from kdforge.errors import NonFiniteLossError
+from kdforge.errors import NonFiniteLossError, required
 from kdforge.evaluate import evaluate, is_better, score
 from kdforge.export import save_model
 from kdforge.files import FileReadError, FileWriteError, load_torch, save_torch
@@ -59,7 +61,7 @@ class Trainer:
         curriculum: Curriculum | None = None,
         mixer: Mixer | None = None,
         grad_stats_every: int | None = None,
-        steering: Callable[[Trainer, torch.nn.Module], dict[str, Any]] | None = None,
+        steering: Callable[[Trainer, torch.nn.Module, int], dict[str, Any]] | None = None,
         task: str | None = None,
         val_terms: bool = False,
     ):
@@ -198,6 +200,7 @@ class Trainer:
             self._backward(out, weight)
             total = values if total is None else total + values
         distributed.average_gradients(self.unwrapped_params)
+        assert total is not None  # a step has at least one micro-batch
         self.step_losses = total / len(group) if len(group) > 1 else total
         factor = lr_factor(
             start,
@@ -240,11 +243,11 @@ class Trainer:
         distill = [value for name, value in out.weighted.items() if name in self.distill_terms]
         task = [value for name, value in out.weighted.items() if name not in self.distill_terms]
         if distill:
-            (sum(distill) * weight).backward(retain_graph=bool(task))
+            (functools.reduce(operator.add, distill) * weight).backward(retain_graph=bool(task))
             distributed.average_gradients(self.unwrapped_params)
             self.optimizer.stash_distillation_grads()
         if task:
-            (sum(task) * weight).backward()
+            (functools.reduce(operator.add, task) * weight).backward()
 
     def _check_finite(self, out: StepOutput) -> None:
         """Stop on a NaN/inf loss, naming the terms that went bad (a finite sum means finite parts)."""
@@ -269,7 +272,8 @@ class Trainer:
         ):  # what was applied before training (auto_clause at epoch 0) joins the first epoch's record
             steered = {**self.steered_before, **steered}
         val = self.evaluate(val_batches)
-        sums = distributed.all_reduce_sum(self.pos.sums.clone()) / distributed.world_size()  # the ranks' mean
+        epoch_sums = required(self.pos.sums, "the epoch's step losses")
+        sums = distributed.all_reduce_sum(epoch_sums.clone()) / distributed.world_size()  # the ranks' mean
         train = dict(
             zip(self.loss_names, (sums / math.ceil(self.pos.batch / self.cfg.accumulate)).tolist())
         )  # the steps this epoch took
@@ -388,7 +392,8 @@ class Trainer:
 
     def _enter_stage(self) -> None:
         """Apply the current curriculum stage: its weights, temperatures and training subset."""
-        self.train_batches = self.curriculum.enter(self.pos.stage, self, self.all_train)
+        curriculum = required(self.curriculum, "a curriculum")
+        self.train_batches = curriculum.enter(self.pos.stage, self, self.all_train)
         self.micro_per_epoch = len(self.train_batches)
         self.steps_per_epoch = math.ceil(self.micro_per_epoch / self.cfg.accumulate)
 

@@ -84,6 +84,8 @@ def import_plugin(name: str) -> None:
         if not path.is_file():
             raise KdforgeError(f"plugin file '{name}' not found")
         spec = importlib.util.spec_from_file_location(path.stem, path)
+        if spec is None or spec.loader is None:
+            raise KdforgeError(f"plugin file '{name}' cannot be loaded as a Python module")
         module = importlib.util.module_from_spec(spec)
         sys.modules[path.stem] = module
         try:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from kdforge.cli.app import console
-from kdforge.errors import KdforgeError
+from kdforge.errors import KdforgeError, required
 
 if TYPE_CHECKING:
     import torch
@@ -90,7 +90,7 @@ def export(
         return
     from kdforge.export import EXPORT_FORMATS
 
-    console.print(EXPORT_FORMATS.get(format)(Path(run_dir), out), markup=False)
+    console.print(EXPORT_FORMATS.get(required(format, "--format"))(Path(run_dir), out), markup=False)
 
 
 def _export_int8(run_dir: Path, out: Path) -> None:
@@ -161,7 +161,7 @@ def _measure_variants(run_dir: Path, models: dict[str, torch.nn.Module], out: Pa
     data = recipe_data(recipe.data, recipe.seed)
     test = make_loader(data.test, recipe.data.eval_batch_size)
     example = data.test.x[:1]
-    rows = {
+    rows: dict[str, dict[str, Any]] = {
         name: {
             "test": evaluate(model, test, task=data.task),
             "latency_ms_b1": latency_ms(model, example),

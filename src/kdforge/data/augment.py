@@ -160,7 +160,8 @@ class FixedViews:
 
     def __init__(self, augment: BatchAugment, samples: int, sample_shape: tuple[int, ...], views: int, seed: int):
         self.augment, self.views = augment, views
-        self.offsets, self.noise = [], []
+        self.offsets: list[torch.Tensor | None] = []
+        self.noise: list[torch.Tensor | None] = []
         for v in range(views):
             g = torch.Generator().manual_seed(seed * 1_000_003 + v)
             spatial = len(sample_shape) - 1
@@ -175,8 +176,8 @@ class FixedViews:
         """The inputs ``x`` of samples ``index`` as seen in view ``epoch % views``."""
         v = epoch % self.views
         rows = index.cpu()
-        if self.offsets[v] is not None:
-            x = shift(x, self.offsets[v][rows].to(x.device), self.augment.shift)
-        if self.noise[v] is not None:
-            x = x + self.noise[v][rows].to(x.device)
+        if (offsets := self.offsets[v]) is not None:
+            x = shift(x, offsets[rows].to(x.device), self.augment.shift)
+        if (noise := self.noise[v]) is not None:
+            x = x + noise[rows].to(x.device)
         return x

@@ -128,7 +128,9 @@ def booleanize_bundle(data: DataBundle, cfg: Any) -> DataBundle:
             )
     return replace(
         data,
-        **{name: Split(bits, getattr(data, name).y) for name, bits in splits.items()},
+        train=Split(splits["train"], data.train.y),
+        val=Split(splits["val"], data.val.y),
+        test=Split(splits["test"], data.test.y),
         input_shape=shape,
         scaling=(0.0, 1.0),
     )

@@ -183,7 +183,7 @@ def docstrings(modules: Iterable[str] = DEFAULT_MODULES) -> Iterator[str]:
                 module = importlib.import_module(name)
             except Exception:  # noqa: BLE001 - any import failure means: not available here
                 continue
-            objects = [module]
+            objects: list[object] = [module]
             for obj in _public_members(module, name.split(".")[0]):
                 objects.append(obj)
                 if inspect.isclass(obj):

@@ -9,11 +9,13 @@ or ``auto``) and a ``mapping``: ``uniform``, ``skip``, ``last`` or ``learned`` (
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
 from torch import nn
 
+from kdforge.errors import required
 from kdforge.losses import functional as lf
 from kdforge.losses.terms import LOSSES, LossTerm, Shapes, StepContext
 from kdforge.taps import OUTPUT, LayerGate, LayerMapping, block_names, build_projector, map_layers
@@ -35,6 +37,7 @@ class FeatureTerm(LossTerm):
         self.gate: LayerGate | None = None
 
     def resolve(self, student: nn.Module, teacher: nn.Module | None) -> None:
+        teacher = required(teacher, "a teacher")
         expand = self.mapping != "explicit"
         s_layers = block_names(student, self.student_spec, expand)
         t_layers = block_names(teacher, self.teacher_spec, expand)
@@ -203,7 +206,7 @@ class MiniLM(FeatureTerm):
         mapping: LayerMapping = "explicit",
         submodule: str | None = None,
         relation_heads: int = 4,
-        relations: list[Relation] = ("qk", "vv"),
+        relations: Sequence[Relation] = ("qk", "vv"),
     ):
         super().__init__(student, teacher, mapping, submodule)
         self.relation_heads, self.relations = relation_heads, list(relations)

@@ -11,10 +11,10 @@ from typing import Any, Literal
 
 import torch
 
-from kdforge.errors import KdforgeError
+from kdforge.errors import KdforgeError, required
 from kdforge.losses import functional as lf
 from kdforge.losses.terms import LOSSES, LossTerm, Shapes, StepContext
-from kdforge.schedules import TemperatureSpec, build_temperature
+from kdforge.schedules import CTKDTemperature, TemperatureSpec, build_temperature
 
 
 @LOSSES.register("ce")
@@ -47,13 +47,13 @@ class LogitTerm(LossTerm):
                 f"{self.name}: the teacher outputs {shapes.teacher_logits[-1]} classes but the student outputs "
                 f"{shapes.student_logits[-1]}; give both the dataset's class count"
             )
-        if self.temperature is not None and self.temperature.learnable:
+        if isinstance(self.temperature, CTKDTemperature):
             self.temperature.setup(
                 shapes.student_logits[-1] + (shapes.teacher_logits[-1] if shapes.teacher_logits else 0)
             )
 
     def param_groups(self) -> list[dict[str, Any]]:
-        if self.temperature is None or not self.temperature.learnable:
+        if not isinstance(self.temperature, CTKDTemperature):
             return []
         group: dict[str, Any] = {"params": list(self.temperature.parameters()), "weight_decay": 0.0}
         if self.temperature.spec.lr is not None:
@@ -65,7 +65,7 @@ class LogitTerm(LossTerm):
     ) -> tuple[torch.Tensor, torch.Tensor, Any]:
         """(student logits, teacher logits, temperature) as this term should compare them;
         ``teacher_logits`` replaces the teacher's output (e.g. a mixture of teachers)."""
-        target = ctx.teacher_logits if teacher_logits is None else teacher_logits
+        target = required(ctx.teacher_logits if teacher_logits is None else teacher_logits, "the teacher's logits")
         zs, zt = ctx.student_logits, target
         if self.logit_std:
             zs, zt = lf.standardize_logits(zs), lf.standardize_logits(zt)
@@ -76,11 +76,7 @@ class LogitTerm(LossTerm):
 
     def finish(self, value: torch.Tensor) -> torch.Tensor:
         """Add the temperature's anchor regulariser (learnable temperatures only)."""
-        return (
-            value + self.temperature.regulariser()
-            if self.temperature is not None and self.temperature.learnable
-            else value
-        )
+        return value + self.temperature.regulariser() if isinstance(self.temperature, CTKDTemperature) else value
 
 
 @LOSSES.register("kd")

@@ -38,10 +38,7 @@ class EnsembleKD(LogitTerm):
         self.gate: nn.Module = nn.Identity()
 
     def resolve(self, student: nn.Module, teacher: nn.Module | None) -> None:
-        container = getattr(unwrap(teacher), "members", None) if teacher is not None else None
-        if not isinstance(container, nn.ModuleList):
-            raise KdforgeError("ensemble_kd needs an ensemble teacher: teacher: {source: ensemble, members: [...]}")
-        self.members = block_names(teacher, "members")
+        self.members = _member_names(teacher, "ensemble_kd needs an ensemble teacher")
 
     @property
     def teacher_taps(self) -> list[str]:
@@ -92,11 +89,7 @@ class DiverseKD(LossTerm):
         self.members: list[str] = []
 
     def resolve(self, student: nn.Module, teacher: nn.Module | None) -> None:
-        if not isinstance(getattr(unwrap(teacher), "members", None), nn.ModuleList):
-            raise KdforgeError(
-                "diverse_kd weighs the members of an ensemble teacher: teacher: {source: ensemble, members: [...]}"
-            )
-        self.members = block_names(teacher, "members")
+        self.members = _member_names(teacher, "diverse_kd weighs the members of an ensemble teacher")
 
     @property
     def teacher_taps(self) -> list[str]:
@@ -178,3 +171,10 @@ class SelfDistill(LossTerm):
                 loss = loss + self.feature * lf.feature_loss(self.feature_maps[i](feature), pooled[-1].detach())
             losses.append(loss)
         return torch.stack(losses).mean()
+
+
+def _member_names(teacher: nn.Module | None, needs: str) -> list[str]:
+    """The taps of an ensemble teacher's members (``members.0``, ...); ``needs`` says who asks when it is none."""
+    if teacher is None or not isinstance(getattr(unwrap(teacher), "members", None), nn.ModuleList):
+        raise KdforgeError(f"{needs}: teacher: {{source: ensemble, members: [...]}}")
+    return block_names(teacher, "members")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from kdforge.errors import required
 from kdforge.losses import functional as lf
 from kdforge.losses.terms import LOSSES, LossTerm, StepContext
 
@@ -40,4 +41,4 @@ class RegressionDistill(RegressionTask):
     uses_teacher = True
 
     def reference(self, ctx: StepContext) -> torch.Tensor:
-        return ctx.teacher_logits
+        return required(ctx.teacher_logits, "the teacher's outputs")

@@ -39,6 +39,9 @@ class InputAdapter(nn.Module):
     4. normalise with the teacher's per-channel ``mean`` / ``std`` (e.g. ImageNet's).
     """
 
+    mean: torch.Tensor  # buffers, when renormalising
+    std: torch.Tensor
+
     def __init__(
         self,
         input_shape: Sequence[int],

@@ -18,6 +18,7 @@ student view ``epoch % views``: teacher and student always see the same input, e
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -108,7 +109,7 @@ def write_cache(
     out: Path,
     topk: int | None = None,
     views: int = 1,
-    layers: list[str] = (),
+    layers: Sequence[str] = (),
     feature_dtype: str = "float32",
     batch_size: int = 512,
 ) -> dict[str, Any]:
@@ -170,8 +171,8 @@ class CachedTeacher(nn.Module):
     ([B] training indices -> logits [B, K] or a TopK form, and the cached layers' outputs).
     It has no weights to run; :attr:`module` is an empty copy of the teacher's module tree."""
 
-    cached = True
     trainable, evolves, ema_decay = False, False, None  # a cache never changes
+    arrays: dict[str, torch.Tensor | np.ndarray]  # on the device when small, else memory-mapped
 
     def __init__(self, path: str | Path, session: Session):
         super().__init__()
@@ -210,7 +211,7 @@ class CachedTeacher(nn.Module):
             else {"topk_log_probs": "topk_log_probs.npy", "topk_indices": "topk_indices.npy"}
         )
         files.update({name: f["file"] for name, f in self.manifest["features"].items()})
-        arrays = {
+        arrays: dict[str, torch.Tensor | np.ndarray] = {
             name: load_npy(self.path / file, mmap_mode="r", what="teacher cache array") for name, file in files.items()
         }
         rows = (self.manifest["views"], self.manifest["samples"])
@@ -249,7 +250,7 @@ class CachedTeacher(nn.Module):
         (or their top-k form), and each cached layer's output (float32)."""
         view = epoch % self.manifest["views"]
         if self.manifest["format"] == "dense":
-            logits = self._rows("logits", view, index, device)
+            logits: torch.Tensor | TopK = self._rows("logits", view, index, device)
         else:
             logits = TopK(
                 self._rows("topk_log_probs", view, index, device),

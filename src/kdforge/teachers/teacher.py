@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from kdforge.ema import ema_update
+from kdforge.errors import required
 
 
 class Teacher(nn.Module):
@@ -64,12 +65,12 @@ class Teacher(nn.Module):
 
     def start_ema(self, source: nn.Module) -> None:
         """EMA teachers: start from ``source``'s weights (the student as training begins)."""
-        self.evolving.load_state_dict(source.state_dict())
+        required(self.evolving, "an EMA teacher").load_state_dict(source.state_dict())
 
     def update(self, source: nn.Module) -> None:
         """EMA teachers: one moving-average step towards ``source``."""
         if self.ema_decay is not None:
-            ema_update(self.evolving, source, self.ema_decay)
+            ema_update(required(self.evolving, "an EMA teacher"), source, self.ema_decay)
 
     def train(self, mode: bool = True) -> Teacher:
         return super().train(mode and self.trainable)

@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from kdforge.errors import KdforgeError
-
-if TYPE_CHECKING:
-    pass
 
 Encode = Callable[[list[str]], torch.Tensor]
 
@@ -62,13 +59,13 @@ class TextTeacher(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         texts = self.decode(x)
         new = sorted(set(texts) - self.memory.keys())
-        if new and self.encode is None:
-            raise KdforgeError(
-                f"{len(new)} texts are not in the teacher's table, e.g. {new[0]!r}; the table must hold every text of "
-                "the dataset"
-            )
         fresh: dict[str, torch.Tensor] = {}
         for start in range(0, len(new), self.batch_size):
+            if self.encode is None:
+                raise KdforgeError(
+                    f"{len(new)} texts are not in the teacher's table, e.g. {new[0]!r}; the table must hold every "
+                    "text of the dataset"
+                )
             chunk = new[start : start + self.batch_size]
             fresh.update(zip(chunk, self.encode(chunk).float().cpu()))
         if self.remember:
