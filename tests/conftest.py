@@ -48,30 +48,12 @@ def invoke():
 
 
 # ----------------------------------------------------------------------------- recipe fields read
-# Every recipe field must be really used: while the suite runs, reads of recipe fields (attribute
-# access on the config models; dumps for hashing or saving do not count) are recorded, and
+# Every recipe field must be really used: fieldreads.py records the suite's reads of recipe fields, and
 # test_recipe_fields.py, ordered last, checks that each field of the schema was read.
 
 import json  # noqa: E402
 
-from kdforge import config as _config  # noqa: E402
-from kdforge import schedules as _schedules  # noqa: E402
-
-FIELD_READS: set[tuple[str, str]] = set()
-FIELD_TEST = "test_recipe_fields.py"
-
-
-def _recording(original):
-    def getattribute(self, name):
-        if name in type(self).__pydantic_fields__:
-            FIELD_READS.add((type(self).__name__, name))
-        return original(self, name)
-
-    return getattribute
-
-
-for _model in (_config.Section, _schedules.ScheduleConfig, _schedules.LearnableTemperatureConfig):
-    _model.__getattribute__ = _recording(_model.__getattribute__)
+from fieldreads import FIELD_READS, FIELD_TEST  # noqa: E402
 
 
 def pytest_collection_modifyitems(session, config, items):

@@ -8,7 +8,7 @@ import torch
 
 from kdforge import Recipe, run
 from kdforge.errors import KdforgeError
-from kdforge.run import build_cache
+from kdforge.runner import build_cache
 from kdforge.teachers import TEACHER_SOURCES
 from kdforge.teachers.cache import CachedTeacher
 from kdforge.teachers.teacher import Teacher

@@ -100,3 +100,19 @@ def test_export_pruned_students_measured_against_the_float_one(invoke, tiny_reci
         invoke("export", run_dir, "--prune", "0.5", "--quantize", "int8") == 2
         and "give one of" in capsys.readouterr().out
     )
+
+
+def test_public_names_stay_the_functions_whatever_was_imported_first():
+    """``import kdforge`` is lazy; a public name that were also a submodule's (kdforge.run the function,
+    kdforge/run.py the module) would turn into the module once anything imported it."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    import kdforge
+
+    clashing = [name for name in kdforge._HOMES if importlib.util.find_spec(f"kdforge.{name}") is not None]
+    assert clashing == []
+    code = "import kdforge.runner, kdforge.sweeper, kdforge.cli; from kdforge import run, sweep; print(run, sweep)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "<function run" in out and "<function sweep" in out

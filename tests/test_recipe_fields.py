@@ -1,6 +1,6 @@
 """Every field of the recipe schema is read somewhere: a field nothing uses is a lie to users.
 
-conftest.py records which fields the suite reads; this test runs last. When only part of
+fieldreads.py records which fields the suite reads; this test runs last. When only part of
 the suite ran, it runs the rest in a subprocess to find out.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pydantic
 
-from conftest import FIELD_READS, FIELD_TEST
+from fieldreads import FIELD_READS, FIELD_TEST
 from kdforge.config import Recipe
 
 TESTS = Path(__file__).parent

@@ -311,7 +311,7 @@ def test_soft_targets_with_label_smoothing_match_the_formula():
 
 def test_mixing_or_randaugment_with_a_teacher_cache_is_refused(tiny_recipe, tmp_path):
     from kdforge.errors import KdforgeError
-    from kdforge.run import build_cache
+    from kdforge.runner import build_cache
 
     tiny_recipe["train"] = {"epochs": 1, "baseline": False}
     build_cache(Recipe.from_dict(tiny_recipe), tmp_path / "cache")
@@ -387,7 +387,7 @@ def test_deterministic_runs_repeat_bitwise_and_seeds_matter(tiny_recipe):
 
 
 def test_sweep_aggregates_mean_and_sample_std():
-    from kdforge.sweep import aggregate
+    from kdforge.sweeper import aggregate
 
     def result(seed, student, alone, last, epoch):
         entry = lambda acc: {"test": {"accuracy": acc}, "test_last": {"accuracy": last}, "best_epoch": epoch}  # noqa: E731

@@ -38,10 +38,10 @@ _HOMES = {
     "MODELS": "kdforge.models",
     "build_model": "kdforge.models",
     "Registry": "kdforge.registry",
-    "RunResult": "kdforge.run",
-    "run": "kdforge.run",
-    "SweepResult": "kdforge.sweep",
-    "sweep": "kdforge.sweep",
+    "RunResult": "kdforge.runner",
+    "run": "kdforge.runner",
+    "SweepResult": "kdforge.sweeper",
+    "sweep": "kdforge.sweeper",
     "FeatureTap": "kdforge.taps",
     "TEACHER_SOURCES": "kdforge.teachers",
     "Teacher": "kdforge.teachers",
@@ -58,8 +58,8 @@ if TYPE_CHECKING:
     from kdforge.losses import LOSSES, LossTerm, StepContext, build_loss
     from kdforge.models import MODELS, build_model
     from kdforge.registry import Registry
-    from kdforge.run import RunResult, run
-    from kdforge.sweep import SweepResult, sweep
+    from kdforge.runner import RunResult, run
+    from kdforge.sweeper import SweepResult, sweep
     from kdforge.taps import FeatureTap
     from kdforge.teachers import TEACHER_SOURCES, Teacher
     from kdforge.trainer import Trainer

@@ -23,7 +23,7 @@ from kdforge.evaluate import score
 from kdforge.export import load_run_teacher, load_student
 from kdforge.files import read_json, save_figure
 from kdforge.models import build_model
-from kdforge.run import load_run_recipe
+from kdforge.runner import load_run_recipe
 from kdforge.session import student_options
 
 

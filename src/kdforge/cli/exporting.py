@@ -155,7 +155,7 @@ def _measure_variants(run_dir: Path, models: dict[str, torch.nn.Module], out: Pa
     from kdforge.data import make_loader, recipe_data
     from kdforge.evaluate import evaluate, shown
     from kdforge.files import write_json
-    from kdforge.run import load_run_recipe
+    from kdforge.runner import load_run_recipe
 
     recipe = load_run_recipe(run_dir)
     data = recipe_data(recipe.data, recipe.seed)

@@ -142,7 +142,7 @@ def _bench_models(
     if Path(target).is_dir():
         from kdforge.data import recipe_data
         from kdforge.export import load_run_teacher, load_student
-        from kdforge.run import load_run_recipe
+        from kdforge.runner import load_run_recipe
 
         recipe = load_run_recipe(target)
         teacher = load_run_teacher(target)

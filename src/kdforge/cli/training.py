@@ -22,7 +22,7 @@ def demo(
 ) -> None:
     """Distill a CNN into a small MLP on the built-in digits data and compare with the MLP trained alone."""
     from kdforge.config import Recipe
-    from kdforge.run import run
+    from kdforge.runner import run
 
     overrides = [f"log.dir={log_dir}"] + ([f"train.epochs={epochs}"] if epochs else [])
     recipe = Recipe.from_yaml(recipe_path("digits_kd"), overrides)
@@ -41,7 +41,7 @@ def train(
 ) -> None:
     """Train: teacher (if needed), distilled student, and the student alone; write the run directory."""
     from kdforge.config import Recipe
-    from kdforge.run import load_run_recipe, run
+    from kdforge.runner import load_run_recipe, run
 
     if resume is not None:
         if recipe or overrides:
@@ -64,7 +64,7 @@ def sweep(
     """Run a recipe under several seeds; write mean ± std of test accuracy (best and last epoch) and the KD gain to
     sweep.md."""
     from kdforge.config import Recipe
-    from kdforge.sweep import sweep as run_sweep
+    from kdforge.sweeper import sweep as run_sweep
 
     run_sweep(Recipe.from_yaml(recipe_path(recipe), overrides or []), seeds, first_seed, console)
 
@@ -103,7 +103,7 @@ def cache(
     """Run the teacher once over the training split and store its outputs (logits, and the layers the recipe's
     loss terms tap); then train with teacher.cache=OUT."""
     from kdforge.config import Recipe
-    from kdforge.run import build_cache
+    from kdforge.runner import build_cache
 
     build_cache(Recipe.from_yaml(recipe_path(recipe), overrides or []), out, topk, views, feature_dtype.value, console)
 
@@ -116,7 +116,7 @@ def evaluate_run(
     from kdforge.data import make_loader, recipe_data
     from kdforge.evaluate import evaluate, shown
     from kdforge.export import load_run_teacher, load_student
-    from kdforge.run import load_run_recipe
+    from kdforge.runner import load_run_recipe
 
     if split not in ("test", "val"):
         raise KdforgeError(f"--split must be 'test' or 'val', got '{split}'")

@@ -42,7 +42,7 @@ def generate(
     from kdforge.export import load_run_teacher, load_student
     from kdforge.families.lm.data import load_lm_tokenizer
     from kdforge.families.lm.generate import continue_text
-    from kdforge.run import load_run_recipe
+    from kdforge.runner import load_run_recipe
 
     recipe = load_run_recipe(run_dir)
     if recipe.data.name != "text_lm":

@@ -33,7 +33,7 @@ def explain_run(run_dir: str | Path, samples: int = 8, top_k: int = 3, out: str 
     """Write the overlays and the clause report of a run's student; returns the folder."""
     from kdforge.data import recipe_data
     from kdforge.export import load_student
-    from kdforge.run import load_run_recipe
+    from kdforge.runner import load_run_recipe
 
     recipe = load_run_recipe(run_dir)
     model = load_student(run_dir)

@@ -179,7 +179,7 @@ def export_run_rules(run_dir: Path, out: Path | None = None) -> str:
     from the run's seed) go with them, so the rules read raw inputs."""
     from kdforge.data import build_dataset, data_seed
     from kdforge.data.booleanize import derived_channels, input_thresholds
-    from kdforge.run import load_run_recipe
+    from kdforge.runner import load_run_recipe
 
     recipe = load_run_recipe(run_dir)
     input_bits = None

@@ -21,7 +21,7 @@ from rich.table import Table
 from kdforge.config import Recipe
 from kdforge.files import write_json, write_text
 from kdforge.report import ROLES
-from kdforge.run import run
+from kdforge.runner import run
 
 
 @dataclass

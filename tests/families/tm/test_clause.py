@@ -1,0 +1,208 @@
+"""Tsetlin-machine clause layers: gradients, τ, what they can learn, hard mode, packed rules."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kdforge.families.tm.clause import ClauseLayer, DeepTM, set_hard
+from kdforge.families.tm.rules import PackedTM, export_rules, layer_rules, load_rules, model_rules
+from kdforge.models import build_model
+
+
+def fuzzy_inputs(n=32, features=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, features, generator=g) * 0.98 + 0.01  # strictly inside (0, 1)
+
+
+@pytest.mark.parametrize("form", ["capacity", "product"])
+def test_every_include_logit_gets_a_nonzero_gradient(form):
+    torch.manual_seed(0)
+    layer = ClauseLayer(6, 3, clauses=8, lf=3, form=form)
+    layer(fuzzy_inputs()).pow(2).sum().backward()
+    assert layer.include.grad.shape == (8, 12)
+    assert (layer.include.grad != 0).all(), "a straight-through estimator must not pass zero gradient"
+
+
+def test_include_mask_is_hard_forward_and_sigmoid_backward():
+    layer = ClauseLayer(3, 2, clauses=2, tau=0.5)
+    with torch.no_grad():
+        layer.include.copy_(torch.tensor([[1.0, -1.0, 0.3, -0.2, 2.0, -3.0], [-1.0, 1.0, -0.3, 0.2, -2.0, 3.0]]))
+    mask = layer.include_mask()
+    assert torch.equal(mask, (layer.include > 0).float())
+    mask.sum().backward()
+    s = torch.sigmoid(layer.include.detach() / 0.5)
+    torch.testing.assert_close(layer.include.grad, s * (1 - s) / 0.5)  # d σ(l/τ) / dl
+
+
+def test_tau_changes_the_forward_output_and_the_gradient():
+    torch.manual_seed(0)
+    u = fuzzy_inputs()
+    outputs, grads = [], []
+    for tau in (0.25, 1.0):
+        torch.manual_seed(1)
+        layer = ClauseLayer(6, 3, clauses=8, lf=3, tau=tau)
+        out = layer(u)
+        out.sum().backward()
+        outputs.append(out.detach())
+        grads.append(layer.include.grad)
+    assert not torch.allclose(outputs[0], outputs[1])
+    assert not torch.allclose(grads[0], grads[1])
+
+
+def test_capacity_score_matches_its_formula():
+    torch.manual_seed(0)
+    layer = ClauseLayer(4, 2, clauses=4, lf=2, tau=0.1)
+    u = fuzzy_inputs(8, 4)
+    literals = torch.cat([u, 1 - u], 1)
+    include = (layer.include > 0).float()
+    m = (1 - literals) @ include.t()
+    x = include.sum(1).clamp(max=2) - m
+    torch.testing.assert_close(layer.clause_scores(u), 0.1 * F.softplus(x / 0.1))
+    layer.hard = True
+    bits = (u > 0.5).float()
+    m_hard = (1 - torch.cat([bits, 1 - bits], 1)) @ include.t()
+    torch.testing.assert_close(layer.clause_scores(u), torch.relu(include.sum(1).clamp(max=2) - m_hard))
+
+
+def test_product_form_is_exp_of_violations_and_the_and_when_hard():
+    torch.manual_seed(0)
+    layer = ClauseLayer(4, 2, clauses=4, form="product", kappa=3.0, tau=0.5)
+    u = fuzzy_inputs(8, 4)
+    include = (layer.include > 0).float()
+    m = (1 - torch.cat([u, 1 - u], 1)) @ include.t()
+    torch.testing.assert_close(layer.clause_scores(u), torch.exp(-3.0 * m / (0.5 * 4)))
+    layer.hard = True
+    bits = (u > 0.5).float()
+    fires = ((1 - torch.cat([bits, 1 - bits], 1)) @ include.t() == 0).float()
+    torch.testing.assert_close(layer.clause_scores(u), fires)
+
+
+def test_votes_have_fixed_polarity():
+    layer = ClauseLayer(4, 3, clauses=6)
+    votes = layer.vote_matrix()
+    assert (votes[0::2] > 0).all() and (votes[1::2] < 0).all()
+
+
+def _fit(model, x, y, steps=400, lr=0.05):
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    for _ in range(steps):
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        return (model(x).argmax(1) == y).float().mean().item()
+
+
+@pytest.mark.parametrize("pattern", ["xor", "parity2"])
+def test_clause_layer_learns_what_a_linear_layer_cannot(pattern):
+    """XOR of two bits among distractors; parity of two bits with the others shuffled in."""
+    g = torch.Generator().manual_seed(3)
+    bits = torch.randint(0, 2, (512, 6), generator=g).float()
+    a, b = (0, 1) if pattern == "xor" else (2, 5)
+    y = (bits[:, a] != bits[:, b]).long() if pattern == "xor" else (bits[:, a] == bits[:, b]).long()
+    u = bits * 0.8 + 0.1 + 0.05 * torch.randn(bits.shape, generator=g)
+    torch.manual_seed(0)
+    linear = _fit(torch.nn.Linear(6, 2), u, y)
+    torch.manual_seed(0)
+    layer = ClauseLayer(6, 2, clauses=16, lf=1)
+    soft = _fit(layer, u, y)
+    hard = (set_hard(layer)(u).argmax(1) == y).float().mean().item()
+    assert linear < 0.8, "the task must be out of a linear layer's reach"
+    assert soft > 0.97 and hard > 0.97
+
+
+def test_deeptm_shapes_and_gradients():
+    torch.manual_seed(0)
+    deep = DeepTM(6, 3, hidden=10, depth=3, clauses=8)
+    out = deep(fuzzy_inputs())
+    assert out.shape == (32, 3)
+    out.sum().backward()
+    assert all((layer.include.grad != 0).any() for layer in deep.layers)
+
+
+def test_learnable_tau_with_ema_is_used_in_eval():
+    layer = ClauseLayer(4, 2, clauses=4, learn_tau=True, tau_ema=0.5, tau=0.5)
+    assert [n for n, _ in layer.named_parameters() if "tau" in n] == ["tau.log_tau"]
+    with torch.no_grad():
+        layer.tau.log_tau.fill_(0.0)  # τ = 1 now; the EMA still remembers 0.5
+    layer(fuzzy_inputs(4, 4))
+    assert layer.tau.ema_tau.item() == pytest.approx(0.75)
+    layer.eval()
+    assert layer.tau().item() == pytest.approx(0.75)
+
+
+def test_clause_and_literal_dropout_only_in_training():
+    torch.manual_seed(0)
+    layer = ClauseLayer(6, 3, clauses=8, clause_dropout=0.5, literal_dropout=0.5)
+    u = fuzzy_inputs()
+    layer.eval()
+    assert torch.equal(layer(u), layer(u))
+    layer.train()
+    assert not torch.equal(layer(u), layer(u))
+
+
+def test_symmetric_prior_mirrors_literals_in_pairs():
+    layer = ClauseLayer(5, 2, clauses=6, tm_prior="symmetric")
+    first, second = layer.include[0::2], layer.include[1::2]
+    assert torch.equal(second, torch.cat([first[:, 5:], first[:, :5]], 1))
+
+
+# ----------------------------------------------------------------------------- export and packed inference
+
+
+def trained_looking_tm_flat(seed=0, **options):
+    torch.manual_seed(seed)
+    model = build_model("tm_flat", input_shape=(1, 6, 5), num_classes=4, clauses=32, lf=4, **options)
+    with torch.no_grad():  # spread weights as training would, so that votes and thresholds differ
+        model.threshold.normal_(0, 0.3)
+        model.tm.votes.normal_(0, 2)
+        model.tm.bias.normal_()
+    return set_hard(model.eval())
+
+
+@pytest.mark.parametrize("form", ["capacity", "product"])
+@pytest.mark.parametrize("batch", [1, 63, 200])
+def test_packed_equals_hard_float_exactly(form, batch):
+    model = trained_looking_tm_flat(form=form)
+    x = torch.randn(batch, 1, 6, 5, generator=torch.Generator().manual_seed(batch))
+    with torch.no_grad():
+        expected = model(x).numpy()
+    packed = PackedTM(model_rules(model)["layers"]["tm"])
+    assert np.array_equal(packed(x), expected)
+
+
+def test_packed_clause_layer_on_its_own_inputs():
+    torch.manual_seed(0)
+    layer = set_hard(ClauseLayer(70, 5, clauses=12, lf=3))  # inputs in [0, 1], thresholded at 0.5
+    u = fuzzy_inputs(100, 70)
+    with torch.no_grad():
+        assert np.array_equal(PackedTM(layer_rules(layer))(u), layer(u).numpy())
+
+
+def test_rules_round_trip_through_a_file(tmp_path):
+    model = trained_looking_tm_flat()
+    path = export_rules(model, tmp_path / "rules.json")
+    rules = load_rules(path)
+    assert rules == json.loads(json.dumps(model_rules(model)))
+    layer = rules["layers"]["tm"]
+    assert layer["clauses"][0] == torch.nonzero(model.tm.include[0] > 0).flatten().tolist()
+    assert all(isinstance(v, int) for row in layer["votes"] for v in row)
+    x = torch.randn(50, 1, 6, 5)
+    assert np.array_equal(PackedTM(layer)(x), PackedTM(model_rules(model)["layers"]["tm"])(x))
+
+
+def test_rules_errors_are_clear(tmp_path):
+    from kdforge.errors import KdforgeError
+
+    with pytest.raises(KdforgeError, match="no clause layers"):
+        model_rules(torch.nn.Linear(3, 2))
+    (tmp_path / "x.json").write_text("{}")
+    with pytest.raises(KdforgeError, match="not a kdforge tm-rules file"):
+        load_rules(tmp_path / "x.json")
+    with pytest.raises(KdforgeError, match="expects 30 input features"):
+        PackedTM(model_rules(trained_looking_tm_flat())["layers"]["tm"])(np.zeros((2, 7)))
