@@ -116,3 +116,18 @@ def test_public_names_stay_the_functions_whatever_was_imported_first():
     code = "import kdforge.runner, kdforge.sweeper, kdforge.cli; from kdforge import run, sweep; print(run, sweep)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "<function run" in out and "<function sweep" in out
+
+
+def test_help_imports_neither_torch_nor_the_heavy_libraries():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "sys.argv = ['kdforge', '--help']\n"
+        "from kdforge.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'sklearn', 'timm', 'transformers'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
