@@ -110,3 +110,12 @@ def test_split_seed_holds_the_split_while_the_recipe_seed_varies():
 
     assert torch.equal(split(0), split(1, split_seed=0))
     assert not torch.equal(split(0), split(1))
+
+
+def test_a_split_too_small_for_every_class_is_drawn_at_random_but_seeded():
+    from kdforge.data.bundle import stratified_split
+
+    y = np.array([0] * 10 + [1] * 10 + list(range(2, 12)))  # ten classes with one sample each
+    train, val = stratified_split(y, (0.2,), seed=3)
+    assert len(val) == 6 and sorted(np.concatenate([train, val]).tolist()) == list(range(30))
+    assert all(np.array_equal(a, b) for a, b in zip(stratified_split(y, (0.2,), seed=3), (train, val)))

@@ -72,6 +72,15 @@ def read_text(path: str | Path, what: str = "file", encoding: str = "utf-8", opt
         ) from None
 
 
+def read_bytes(path: str | Path, what: str = "file") -> bytes:
+    """The bytes of ``path``, which must exist and not be empty."""
+    path = _existing(path, what)
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise FileReadError(f"{what} '{path}' cannot be read ({_short(err)})") from None
+
+
 def read_json(path: str | Path, what: str = "JSON file") -> Any:
     """Parsed JSON of ``path``; a truncated or broken file names the line and column."""
     path = _existing(path, what)

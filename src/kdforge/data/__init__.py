@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from kdforge.data import builtin as _builtin  # noqa: F401  (register the built-in datasets)
+from kdforge.data import standard as _standard  # noqa: F401  (CIFAR and MNIST from their files)
 from kdforge.data.booleanize import booleanize_bundle
 from kdforge.data.bundle import DATASETS, DataBundle, Split, build_dataset
 from kdforge.data.loaders import DatasetBatches, TensorBatches, example_inputs, make_loader

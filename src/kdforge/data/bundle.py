@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -73,7 +74,9 @@ def build_dataset(
 def stratified_split(y: np.ndarray, fractions: tuple[float, ...], seed: int) -> list[np.ndarray]:
     """Indices of ``len(fractions) + 1`` disjoint parts, class-stratified and seeded.
 
-    ``fractions`` are shares of the whole for all parts but the first, which takes the rest.
+    ``fractions`` are shares of the whole for all parts but the first, which takes the rest. A part
+    too small to hold every class (or a class with a single sample) cannot be stratified: that part
+    is then drawn at random, seeded all the same.
     """
     from sklearn.model_selection import (
         train_test_split,
@@ -84,7 +87,12 @@ def stratified_split(y: np.ndarray, fractions: tuple[float, ...], seed: int) -> 
     remaining = 1.0
     for fraction in fractions:
         share = fraction / remaining
-        rest, part = train_test_split(rest, test_size=share, random_state=seed, stratify=y[rest])
+        counts = np.unique(y[rest], return_counts=True)[1]
+        n_part = math.ceil(share * len(rest))  # as scikit-learn counts it
+        stratifiable = counts.min() >= 2 and min(n_part, len(rest) - n_part) >= len(counts)
+        rest, part = train_test_split(
+            rest, test_size=share, random_state=seed, stratify=y[rest] if stratifiable else None
+        )
         parts.append(np.sort(part))
         remaining -= fraction
     return [np.sort(rest), *parts]
