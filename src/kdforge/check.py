@@ -69,10 +69,10 @@ def check(recipe: Recipe, console: Console | None = None) -> dict[str, Any]:
         )
     distiller = Distiller(student, teacher, terms, session.example, per_token=data.task == "lm")
     for role, logits in (("teacher", teacher(session.example)), ("student", student(session.example))):
-        if data.task == "regression" and logits.shape[1:] != data.train.y.shape[1:]:
+        if data.task == "regression" and logits.shape[1:] != data.targets_example.shape[1:]:
             raise KdforgeError(
                 f"the {role} outputs {list(logits.shape[1:])} per sample but dataset '{data.name}' has targets of "
-                f"shape {list(data.train.y.shape[1:])}"
+                f"shape {list(data.targets_example.shape[1:])}"
             )
         if data.task == "classification" and logits.shape[-1] != data.num_classes:
             raise KdforgeError(

@@ -46,7 +46,7 @@ def run_models(run_dirs: list[Path]) -> tuple[list[dict[str, Any]], torch.Tensor
             {"label": f"student ({run_dir.name})", "model": load_student(run_dir), "test": results["student"]["test"]}
         )
     recipe = load_run_recipe(run_dirs[0])
-    return entries, recipe_data(recipe.data, recipe.seed).test.x[:1]
+    return entries, recipe_data(recipe.data, recipe.seed).test.first(1)[0]
 
 
 def recipe_models(recipes: list[Any]) -> tuple[list[dict[str, Any]], torch.Tensor]:
@@ -62,7 +62,7 @@ def recipe_models(recipes: list[Any]) -> tuple[list[dict[str, Any]], torch.Tenso
             )  # a preset sizes the student from its teacher
             model = build_model(cfg.name, input_shape=data.input_shape, num_classes=data.num_classes, **options).eval()
             entries.append({"label": f"{role} ({recipe.name})", "model": model, "test": None})
-    return entries, data.test.x[:1]
+    return entries, data.test.first(1)[0]
 
 
 def measure(

@@ -50,7 +50,9 @@ class Session:
             if recipe.train.channels_last and len(self.data.input_shape) == 3
             else torch.contiguous_format
         )
-        batches = functools.partial(make_loader, device=self.device, memory_format=self.memory_format)
+        batches = functools.partial(
+            make_loader, device=self.device, memory_format=self.memory_format, num_workers=recipe.data.workers
+        )
         self.train = batches(
             self.data.train, recipe.data.batch_size, shuffle=True, seed=recipe.seed, transform=augment or None
         )
@@ -178,7 +180,9 @@ class Session:
         name = "reg_task" if self.data.task == "regression" else "ce"
         given = next((c.options for c in self.recipe.losses if c.name == name), None)
         options: dict[str, Any] = (
-            dict(given) if given is not None else ({"kind": "complex_mse"} if self.data.train.y.is_complex() else {})
+            dict(given)
+            if given is not None
+            else ({"kind": "complex_mse"} if self.data.targets_example.is_complex() else {})
         )
         if label_smoothing is not None and name == "ce":
             options["label_smoothing"] = label_smoothing

@@ -160,7 +160,7 @@ def _measure_variants(run_dir: Path, models: dict[str, torch.nn.Module], out: Pa
     recipe = load_run_recipe(run_dir)
     data = recipe_data(recipe.data, recipe.seed)
     test = make_loader(data.test, recipe.data.eval_batch_size)
-    example = data.test.x[:1]
+    example = data.test.first(1)[0]
     rows: dict[str, dict[str, Any]] = {
         name: {
             "test": evaluate(model, test, task=data.task),

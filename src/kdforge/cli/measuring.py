@@ -147,7 +147,7 @@ def _bench_models(
         recipe = load_run_recipe(target)
         teacher = load_run_teacher(target)
         models = {**({"teacher": teacher} if teacher is not None else {}), "student": load_student(target)}
-        return models, recipe_data(recipe.data, recipe.seed).test.x[:1]
+        return models, recipe_data(recipe.data, recipe.seed).test.first(1)[0]
     if input_shape is None:
         raise KdforgeError(
             f"'{target}' is not a run directory; to measure a model by name give --input-shape (e.g. --input-shape "

@@ -95,6 +95,14 @@ class DataConfig(Component):
             "across seeds)"
         ),
     )
+    workers: int | None = Field(
+        None,
+        ge=0,
+        description=(
+            "processes that read samples of datasets read from disk (image_folder, ...); default: one fewer than "
+            "the cores, at most 4; 0: read in the training process"
+        ),
+    )
     augment: AugmentConfig = AugmentConfig()
     booleanize: BooleanizeConfig | None = Field(
         None, description="±1 bits by training-split thresholds, for TM students"

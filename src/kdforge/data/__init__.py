@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from kdforge.data import builtin as _builtin  # noqa: F401  (register the built-in datasets)
+from kdforge.data import folders as _folders  # noqa: F401  (image folders)
 from kdforge.data import standard as _standard  # noqa: F401  (CIFAR and MNIST from their files)
 from kdforge.data.booleanize import booleanize_bundle
-from kdforge.data.bundle import DATASETS, DataBundle, Split, build_dataset
+from kdforge.data.bundle import DATASETS, DataBundle, DatasetSplit, Split, build_dataset
 from kdforge.data.loaders import DatasetBatches, TensorBatches, example_inputs, make_loader
 from kdforge.errors import KdforgeError
 
@@ -39,6 +40,7 @@ __all__ = [
     "DATASETS",
     "DataBundle",
     "Split",
+    "DatasetSplit",
     "build_dataset",
     "data_seed",
     "recipe_data",

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kdforge.data.bundle import DataBundle, Split
+from kdforge.data.bundle import DataBundle, Split, in_memory
 from kdforge.errors import KdforgeError
 from kdforge.files import check_writable, load_npz, save_npz
 
@@ -109,14 +109,15 @@ def booleanize_bundle(data: DataBundle, cfg: Any) -> DataBundle:
     """``data`` as ±1 bits (``cfg``: the recipe's ``data.booleanize``); with ``cfg.cache``, read
     from (or written to) ``<cache>/booleanized-<key>.npz``, ``key`` a hash of the settings and
     of the inputs themselves (a changed dataset is booleanised anew)."""
-    stored = Path(cfg.cache) / f"booleanized-{cache_key(data, cfg)}.npz" if cfg.cache else None
+    held = [in_memory(split, "data.booleanize") for split in (data.train, data.val, data.test)]
+    stored = Path(cfg.cache) / f"booleanized-{cache_key(held, cfg)}.npz" if cfg.cache else None
     if stored is not None and stored.exists():
         splits, shape = _read_cached(stored, data)
     else:
-        thresholds = input_thresholds(data.train.x, cfg)
+        thresholds = input_thresholds(held[0].x, cfg)
         splits = {
-            name: booleanize(feature_maps(getattr(data, name).x, cfg.features), thresholds)
-            for name in ("train", "val", "test")
+            name: booleanize(feature_maps(split.x, cfg.features), thresholds)
+            for name, split in zip(("train", "val", "test"), held)
         }
         shape = tuple(splits["train"].shape[1:])
         if stored is not None:
@@ -128,9 +129,9 @@ def booleanize_bundle(data: DataBundle, cfg: Any) -> DataBundle:
             )
     return replace(
         data,
-        train=Split(splits["train"], data.train.y),
-        val=Split(splits["val"], data.val.y),
-        test=Split(splits["test"], data.test.y),
+        train=Split(splits["train"], held[0].y),
+        val=Split(splits["val"], held[1].y),
+        test=Split(splits["test"], held[2].y),
         input_shape=shape,
         scaling=(0.0, 1.0),
     )
@@ -161,12 +162,12 @@ def _read_cached(path: Path, data: DataBundle) -> tuple[dict[str, torch.Tensor],
     return splits, shape
 
 
-def cache_key(data: DataBundle, cfg: Any) -> str:
+def cache_key(held: list[Split], cfg: Any) -> str:
     """A hash of the booleanisation settings and of every split's inputs."""
     digest = hashlib.blake2b(
         json.dumps(cfg.model_dump(mode="json", exclude={"cache"}), sort_keys=True).encode(), digest_size=8
     )
-    for split in (data.train, data.val, data.test):
+    for split in held:
         x = split.x.contiguous()
         digest.update(str((x.dtype, tuple(x.shape))).encode())
         digest.update(x.numpy().tobytes())

@@ -9,7 +9,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 
+from kdforge.errors import KdforgeError
 from kdforge.registry import DATASETS
 
 #: A language-model target position that no loss term or metric counts (PyTorch's
@@ -27,15 +29,46 @@ class Split:
     def __len__(self) -> int:
         return len(self.y)
 
+    def first(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The inputs and targets of the first ``n`` samples (shape probes, examples)."""
+        return self.x[:n], self.y[:n]
+
+
+@dataclass
+class DatasetSplit:
+    """A split read sample by sample (from disk, in DataLoader workers): ``dataset[i]`` is
+    (input tensor, target). ``labels``: each sample's class, known without reading the sample
+    (for stratified splits and class counts); None when the dataset cannot tell."""
+
+    dataset: Dataset
+    labels: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def first(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        samples = [self.dataset[i] for i in range(min(n, len(self)))]
+        return torch.stack([x for x, _ in samples]), torch.stack([torch.as_tensor(y) for _, y in samples])
+
+
+AnySplit = Split | DatasetSplit
+
+
+def in_memory(split: AnySplit, needs: str) -> Split:
+    """``split`` as an in-memory split, for what reads all of a split at once (``needs`` says what)."""
+    if not isinstance(split, Split):
+        raise KdforgeError(f"{needs} needs a dataset held in memory; this one is read from disk sample by sample")
+    return split
+
 
 @dataclass
 class DataBundle:
     """Train/val/test splits of one dataset, and the shapes models are built from."""
 
     name: str
-    train: Split
-    val: Split
-    test: Split
+    train: AnySplit
+    val: AnySplit
+    test: AnySplit
     num_classes: int
     input_shape: tuple[int, ...]
     scaling: tuple[float, float] = (0.0, 1.0)  # (mean, std) the inputs were standardised with
@@ -49,7 +82,7 @@ class DataBundle:
         complex values, else ``classification``."""
         if self.kind is not None:
             return self.kind
-        y = self.train.y
+        y = self.targets_example
         return "regression" if y.is_floating_point() or y.is_complex() else "classification"
 
     def describe(self) -> str:
@@ -59,8 +92,13 @@ class DataBundle:
             + {
                 "classification": f", {self.num_classes} classes",
                 "embedding": ", targets: the teacher's embeddings",
-            }.get(self.task, f", targets {list(self.train.y.shape[1:])}")
+            }.get(self.task, f", targets {list(self.targets_example.shape[1:])}")
         )
+
+    @property
+    def targets_example(self) -> torch.Tensor:
+        """The first training targets: their dtype and shape say what the task is."""
+        return self.train.first(1)[1]
 
 
 def build_dataset(

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from kdforge.data.bundle import Split
+from kdforge.data.bundle import DatasetSplit, Split
+from kdforge.errors import KdforgeError
 
 Batch = tuple[torch.Tensor, ...]  # (x, y), or (x, y, sample indices) when indexed
 Transform = Callable[[torch.Tensor], torch.Tensor]
@@ -106,22 +107,37 @@ class TensorBatches(Batches):
 
 class _EpochBatches:
     """A batch sampler whose batches are set before each epoch, so one DataLoader (and its
-    persistent workers) serves every epoch."""
+    persistent workers) serves every epoch. Each sample is asked for as (index, epoch)."""
 
     def __init__(self) -> None:
-        self.batches: list[list[int]] = []
+        self.batches: list[list[tuple[int, int]]] = []
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         return iter(self.batches)
 
     def __len__(self) -> int:
         return len(self.batches)
 
 
+class _SeededSamples(Dataset):
+    """``dataset[index]`` with the random number generator seeded by (seed, epoch, index): a sample's
+    random transforms (crops, flips) are the same whichever worker reads it, however many workers there
+    are, and after a resume."""
+
+    def __init__(self, dataset: Dataset, seed: int):
+        self.dataset, self.seed = dataset, seed
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        index, epoch = key
+        with torch.random.fork_rng(devices=[]):  # in-process (no workers): the caller's stream is left as it was
+            torch.manual_seed(((self.seed * 1_000_003 + epoch) * 2_147_483_647 + index) % 2**63)
+            return self.dataset[index]
+
+
 class DatasetBatches(Batches):
     """Batches of a map-style ``Dataset`` through one DataLoader kept for the whole run:
-    persistent workers (no restart each epoch), pinned memory on CUDA; same interface as
-    TensorBatches."""
+    persistent workers (no restart each epoch), prefetching, pinned memory on CUDA; same interface
+    as TensorBatches, and the same batches whatever the number of workers."""
 
     def __init__(
         self,
@@ -140,11 +156,12 @@ class DatasetBatches(Batches):
         workers = default_workers() if num_workers is None else num_workers
         self.sampler = _EpochBatches()
         self.loader = DataLoader(
-            dataset,
+            _SeededSamples(dataset, seed),
             batch_sampler=self.sampler,
             num_workers=workers,
             pin_memory=self.device.type == "cuda",
             persistent_workers=workers > 0,
+            prefetch_factor=4 if workers > 0 else None,
         )
 
     def __len__(self) -> int:
@@ -152,10 +169,22 @@ class DatasetBatches(Batches):
 
     def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
         indices = list(self._batch_indices(len(self.dataset), epoch, start, torch.device("cpu")))  # type: ignore[arg-type]
-        self.sampler.batches = [idx.tolist() for idx in indices]
-        for (x, y), idx in zip(self.loader, indices):
+        self.sampler.batches = [[(i, epoch) for i in idx.tolist()] for idx in indices]
+        for (x, y), idx in zip(_worker_errors_told_plainly(self.loader), indices):
             x = x.to(self.device, non_blocking=True, memory_format=self.memory_format)
             yield self._finish(x, y.to(self.device, non_blocking=True), idx.to(self.device), epoch)
+
+
+def _worker_errors_told_plainly(loader: DataLoader) -> Iterator[Any]:
+    """``loader``'s batches; a kdforge error raised in a worker process (a damaged file) comes back
+    wrapped in the worker's traceback: it is raised again with its own one-line message."""
+    try:
+        yield from loader
+    except KdforgeError as err:
+        text = str(err)
+        if "Original Traceback" not in text:
+            raise
+        raise type(err)(text.rstrip().splitlines()[-1].split(": ", 1)[-1]) from None
 
 
 def default_workers() -> int:
@@ -164,7 +193,7 @@ def default_workers() -> int:
 
 
 def make_loader(
-    data: Split | Dataset,
+    data: Split | DatasetSplit | Dataset,
     batch_size: int,
     *,
     shuffle: bool = False,
@@ -172,10 +201,12 @@ def make_loader(
     device: str | torch.device = "cpu",
     transform: Transform | None = None,
     memory_format: torch.memory_format = torch.contiguous_format,
+    num_workers: int | None = None,
 ) -> Batches:
-    """Index-slicing batches for an in-memory :class:`Split`, a DataLoader otherwise.
-    ``transform`` (augmentation) is applied to each batch's inputs on the device;
-    ``memory_format`` (channels-last) to the inputs as they reach the device."""
+    """Index-slicing batches for an in-memory :class:`Split`, a DataLoader otherwise (``num_workers``
+    processes read the samples; default: :func:`default_workers`). ``transform`` (augmentation) is
+    applied to each batch's inputs on the device; ``memory_format`` (channels-last) to the inputs as
+    they reach the device."""
     if isinstance(data, Split):
         return TensorBatches(
             data,
@@ -187,7 +218,14 @@ def make_loader(
             memory_format=memory_format,
         )
     return DatasetBatches(
-        data, batch_size, shuffle=shuffle, seed=seed, device=device, transform=transform, memory_format=memory_format
+        data.dataset if isinstance(data, DatasetSplit) else data,
+        batch_size,
+        shuffle=shuffle,
+        seed=seed,
+        device=device,
+        transform=transform,
+        memory_format=memory_format,
+        num_workers=num_workers,
     )
 
 

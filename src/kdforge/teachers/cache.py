@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from kdforge.data.augment import BatchAugment, FixedViews
+from kdforge.data.bundle import in_memory
 from kdforge.errors import KdforgeError
 from kdforge.files import load_npy, read_json, remove_stale_tmp, save_npy, write_json
 from kdforge.losses.functional import TopK, topk_log_probs
@@ -57,9 +58,10 @@ def teacher_hash(session: Session) -> str:
 
 def expected_manifest(session: Session) -> dict[str, Any]:
     data = session.data
+    train = in_memory(data.train, "teacher.cache")
     return {
         "teacher_hash": teacher_hash(session),
-        "data_hash": data_hash(data.train.x, data.train.y),
+        "data_hash": data_hash(train.x, train.y),
         "split": "train",
         "samples": len(data.train),
         "num_classes": data.num_classes,
@@ -120,7 +122,7 @@ def write_cache(
     if augmented is None and views != 1:
         raise KdforgeError(f"views={views} needs data.augment: without augmentation every view is the same input")
     tap = FeatureTap(teacher.module, {name: name for name in layers})
-    x = session.data.train.x
+    x = in_memory(session.data.train, "kdforge cache").x
     outputs: dict[str, list[list[torch.Tensor]]] = {name: [] for name in ("logits", *layers)}  # name -> view -> chunks
     for v in range(views):
         for found in outputs.values():

@@ -48,11 +48,11 @@ def explain_run(run_dir: str | Path, samples: int = 8, top_k: int = 3, out: str 
         )
     folder = Path(out) if out is not None else Path(run_dir) / "explain"
     folder.mkdir(parents=True, exist_ok=True)
-    x, y = data.test.x[:samples], data.test.y[:samples]
+    x, y = data.test.first(samples)
     maps = overlay_maps(model, x)
     for i in range(len(x)):
         _draw(folder / f"sample_{i:02d}.png", x[i], int(y[i]), maps, i, top_k)
-    write_text(folder / "clauses.md", clause_report(model, layers, data.test.x[:512]))
+    write_text(folder / "clauses.md", clause_report(model, layers, data.test.first(512)[0]))
     return folder
 
 

@@ -179,6 +179,7 @@ def export_run_rules(run_dir: Path, out: Path | None = None) -> str:
     from the run's seed) go with them, so the rules read raw inputs."""
     from kdforge.data import build_dataset, data_seed
     from kdforge.data.booleanize import derived_channels, input_thresholds
+    from kdforge.data.bundle import in_memory
     from kdforge.runner import load_run_recipe
 
     recipe = load_run_recipe(run_dir)
@@ -196,7 +197,7 @@ def export_run_rules(run_dir: Path, out: Path | None = None) -> str:
             "levels": b.levels,
             "features": b.features,
             "channels": derived_channels(b.features, len(data.input_shape) - 1),
-            "thresholds": input_thresholds(data.train.x, b).tolist(),
+            "thresholds": input_thresholds(in_memory(data.train, "data.booleanize").x, b).tolist(),
             "bits": "feature_maps(x) > threshold (kdforge.data.booleanize), levels stacked as channels, ±1",
         }
     rules = export_rules(load_student(run_dir), out or Path(run_dir) / "student.tm-rules.json", input_bits)
