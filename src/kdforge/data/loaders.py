@@ -129,9 +129,13 @@ class _SeededSamples(Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
         index, epoch = key
-        with torch.random.fork_rng(devices=[]):  # in-process (no workers): the caller's stream is left as it was
-            torch.manual_seed(((self.seed * 1_000_003 + epoch) * 2_147_483_647 + index) % 2**63)
+        generator = torch.default_generator  # what transforms draw from (torch.manual_seed, which also
+        kept = generator.get_state()  # seeds every accelerator, costs ~100x more per sample)
+        generator.manual_seed(((self.seed * 1_000_003 + epoch) * 2_147_483_647 + index) % 2**63)
+        try:
             return self.dataset[index]
+        finally:  # read in the training process (no workers): its own random stream goes on as it was
+            generator.set_state(kept)
 
 
 class DatasetBatches(Batches):

@@ -1,0 +1,257 @@
+"""Does the input pipeline keep training fed? Online KD on a CIFAR-style image folder.
+
+A folder of 32x32 PNGs (10 classes, generated once under --root) is read by kdforge's
+``image_folder`` dataset: decoded in DataLoader workers, resized, randomly cropped and flipped
+(torchvision transforms v2), normalised. Measured on this machine:
+
+1. loader alone: samples/s of one epoch of batches, no training;
+2. training: kdforge's Trainer distilling a CNN teacher into a small CNN student from those
+   batches, with the time the training loop spent waiting for its next batch (the fraction of
+   the epoch; target < 5% on a GPU);
+3. overhead: kdforge's epoch time over a hand-written loop doing the same work (torchvision's
+   ImageFolder, a DataLoader with the same workers and transforms, the same models, CE + KD,
+   AdamW), alternated round by round in one process; the median of the paired ratios (target
+   <= 1.05).
+
+    uv run python benchmarks/data.py [--images-per-class 200] [--rounds 5] [--epochs 2]
+
+Writes benchmarks/results/data.json and data.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from common import save
+from kdforge.config import OptimConfig, TrainConfig
+from kdforge.data import build_dataset, make_loader
+from kdforge.data.loaders import default_workers
+from kdforge.distiller import Distiller
+from kdforge.losses import build_losses
+from kdforge.models import build_model
+from kdforge.teachers import Teacher
+from kdforge.trainer import Trainer
+
+BATCH, LR, T, SIZE = 128, 3e-3, 4.0, 32
+OPTIONS = {"image_size": SIZE, "train_crop": "random_resized", "min_scale": 0.5, "flip": True}
+
+
+def make_folder(root: Path, per_class: int) -> Path:
+    """train/, val/ and test/ class folders of 32x32 PNGs (each class its own mean colour, plus noise)."""
+    folder = root / f"cifar_style_{per_class}"
+    if (folder / "test").is_dir():
+        return folder
+    rng = np.random.default_rng(0)
+    for split, n in (("train", per_class), ("val", max(1, per_class // 5)), ("test", max(1, per_class // 5))):
+        for c in range(10):
+            (folder / split / f"class{c}").mkdir(parents=True, exist_ok=True)
+            colour = rng.integers(40, 216, size=3)
+            for i in range(n):
+                pixels = np.clip(colour + rng.normal(0, 40, size=(SIZE, SIZE, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / split / f"class{c}" / f"{i:05d}.png")
+    return folder
+
+
+def models(seed: int = 0) -> tuple[torch.nn.Module, torch.nn.Module]:
+    torch.manual_seed(seed)
+    teacher = build_model("cnn", input_shape=(3, SIZE, SIZE), num_classes=10, width=32, depth=3)
+    student = build_model("cnn", input_shape=(3, SIZE, SIZE), num_classes=10, width=16, depth=2)
+    return teacher.eval().requires_grad_(False), student
+
+
+class WaitTimer:
+    """Batches whose ``epoch`` counts the time spent waiting for each next batch."""
+
+    def __init__(self, batches: Any):
+        self.batches, self.waited = batches, 0.0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.batches, name)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[Any]:
+        batches = self.batches.epoch(epoch, start)
+        while True:
+            asked = time.perf_counter()
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            self.waited += time.perf_counter() - asked
+            yield batch
+
+
+def loader_rate(data: Any, workers: int) -> float:
+    loader = make_loader(data.train, BATCH, shuffle=True, num_workers=workers)
+    list(loader.epoch(0))  # start the workers
+    start = time.perf_counter()
+    samples = sum(len(y) for _, y in loader.epoch(1))
+    return samples / (time.perf_counter() - start)
+
+
+def kdforge_epochs(data: Any, epochs: int, workers: int, workdir: Path) -> tuple[float, float]:
+    """(seconds per epoch, fraction of it spent waiting for batches)."""
+    teacher, student = models()
+    train = WaitTimer(make_loader(data.train, BATCH, shuffle=True, num_workers=workers))
+    distiller = Distiller(
+        student,
+        Teacher(teacher),
+        build_losses([{"name": "ce", "weight": 0.1}, {"name": "kd", "weight": 0.9, "temperature": T}]),
+        data.train.first(2)[0],
+    )
+    trainer = Trainer(
+        distiller,
+        OptimConfig(lr=LR, schedule="constant", weight_decay=0.01),
+        TrainConfig(epochs=epochs),
+        steps_per_epoch=len(train),
+        checkpoint_dir=workdir,
+    )
+    val = make_loader(data.val, 512, num_workers=workers)
+    start = time.perf_counter()
+    trainer.fit(train, val)
+    seconds = time.perf_counter() - start
+    return seconds / epochs, train.waited / seconds
+
+
+def handwritten_epochs(folder: Path, epochs: int, workers: int) -> float:
+    """The same work by hand: torchvision's ImageFolder and DataLoader, CE + KD, AdamW, a validation pass."""
+    from torchvision.datasets import ImageFolder
+    from torchvision.transforms import v2
+
+    train_tf = v2.Compose(
+        [
+            v2.ToImage(),
+            v2.RandomResizedCrop(SIZE, scale=(0.5, 1.0), antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize([0.45] * 3, [0.225] * 3),
+        ]
+    )
+    eval_tf = v2.Compose(
+        [
+            v2.ToImage(),
+            v2.Resize(SIZE, antialias=True),
+            v2.CenterCrop(SIZE),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize([0.45] * 3, [0.225] * 3),
+        ]
+    )
+    common = {"num_workers": workers, "persistent_workers": workers > 0, "prefetch_factor": 4 if workers else None}
+    train = torch.utils.data.DataLoader(
+        ImageFolder(str(folder / "train"), train_tf), batch_size=BATCH, shuffle=True, **common
+    )
+    val = torch.utils.data.DataLoader(ImageFolder(str(folder / "val"), eval_tf), batch_size=512, **common)
+    teacher, student = models()
+    opt = torch.optim.AdamW(student.parameters(), lr=LR, weight_decay=0.01)
+    start = time.perf_counter()
+    for _ in range(epochs):
+        student.train()
+        for x, y in train:
+            with torch.no_grad():
+                t_logits = teacher(x)
+            s_logits = student(x)
+            kd = F.kl_div(
+                F.log_softmax(s_logits / T, -1), F.log_softmax(t_logits / T, -1), reduction="batchmean", log_target=True
+            )
+            loss = 0.1 * F.cross_entropy(s_logits, y) + 0.9 * kd * T * T
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        student.eval()
+        with torch.no_grad():
+            sum(int((student(x).argmax(-1) == y).sum()) for x, y in val)
+    return (time.perf_counter() - start) / epochs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images-per-class", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--root", type=Path, default=Path(tempfile.gettempdir()) / "kdforge-bench-data")
+    args = parser.parse_args()
+    folder = make_folder(args.root, args.images_per_class)
+    data = build_dataset("image_folder", path=str(folder), **OPTIONS)
+    workers = default_workers()
+    rate = loader_rate(data, workers)
+    print(f"loader alone ({workers} workers): {rate:,.0f} samples/s")
+    kd_times, waits, hand_times = [], [], []
+    for r in range(args.rounds):
+        gc.collect()  # the last round's DataLoaders go before new workers fork (they would inherit them)
+        with tempfile.TemporaryDirectory() as tmp:
+            runs = [
+                lambda: kd_times.append(kdforge_epochs(data, args.epochs, workers, Path(tmp))),
+                lambda: hand_times.append(handwritten_epochs(folder, args.epochs, workers)),
+            ]
+            for run in runs if r % 2 == 0 else runs[::-1]:  # alternate who goes first
+                run()
+        seconds, waited = kd_times[-1]
+        waits.append(waited)
+        print(
+            f"round {r + 1}: kdforge {seconds:.3f} s/epoch (waiting for data {100 * waited:.1f}%), "
+            f"hand-written {hand_times[-1]:.3f} s/epoch"
+        )
+    ratios = [k / h for (k, _), h in zip(kd_times, hand_times)]
+    k_mean = statistics.mean(k for k, _ in kd_times)
+    steps = len(data.train) / BATCH
+    result = {
+        "benchmark": "data",
+        "setup": f"image_folder of {len(data.train)} train / {len(data.val)} val 32x32 PNGs, 10 classes, batch "
+        f"{BATCH}, random resized crop + flip, CNN(32x3) teacher -> CNN(16x2) student, CE+KD, AdamW, CPU",
+        "workers": workers,
+        "loader_samples_per_s": rate,
+        "train_samples_per_s": len(data.train) / k_mean,
+        "kdforge_s_per_epoch": [k for k, _ in kd_times],
+        "handwritten_s_per_epoch": hand_times,
+        "wait_fraction": waits,
+        "paired_ratio_median": statistics.median(ratios),
+        "paired_ratios": ratios,
+        "target_ratio": 1.05,
+        "target_wait_fraction_gpu": 0.05,
+        "steps_per_epoch": steps,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cores": os.cpu_count(),
+        "machine": platform.machine(),
+    }
+    text = "\n".join(
+        [
+            "# Input pipeline: online KD on a CIFAR-style image folder (CPU)",
+            "",
+            f"{result['setup']}; {workers} worker(s), {os.cpu_count()} cores, {args.rounds} rounds of "
+            f"{args.epochs} epochs.",
+            "",
+            "| measure | value |",
+            "|---|---|",
+            f"| loader alone | {rate:,.0f} samples/s |",
+            f"| training (kdforge) | {result['train_samples_per_s']:,.0f} samples/s |",
+            f"| time waiting for data | {100 * statistics.mean(waits):.1f}% ± {100 * statistics.pstdev(waits):.1f}% "
+            "of the epoch |",
+            f"| kdforge / hand-written epoch time | {statistics.median(ratios):.3f} (median of paired rounds; "
+            "target <= 1.05) |",
+            "",
+            "    uv run python benchmarks/data.py",
+            "",
+        ]
+    )
+    save("data", result, text)
+
+
+if __name__ == "__main__":
+    main()
