@@ -56,10 +56,10 @@ def make_folder(root: Path, per_class: int) -> Path:
     if (folder / "test").is_dir():
         return folder
     rng = np.random.default_rng(0)
+    colours = rng.integers(40, 216, size=(10, 3))
     for split, n in (("train", per_class), ("val", max(1, per_class // 5)), ("test", max(1, per_class // 5))):
-        for c in range(10):
+        for c, colour in enumerate(colours):
             (folder / split / f"class{c}").mkdir(parents=True, exist_ok=True)
-            colour = rng.integers(40, 216, size=3)
             for i in range(n):
                 pixels = np.clip(colour + rng.normal(0, 40, size=(SIZE, SIZE, 3)), 0, 255).astype(np.uint8)
                 Image.fromarray(pixels).save(folder / split / f"class{c}" / f"{i:05d}.png")

@@ -1,5 +1,6 @@
 """Language-model students: token windows of a local corpus (:mod:`.data`, the ``text_lm``
-dataset), a small GPT-style teacher (:mod:`.transformer`), the ternary-spiking recurrent
+dataset) or of memory-mapped token shards (:mod:`.shards`, the ``tokens`` dataset), a small
+GPT-style teacher (:mod:`.transformer`), the ternary-spiking recurrent
 student (:mod:`.rwkv`) and its firing statistics and ``spike_rate`` term (:mod:`.losses`),
 generation (:mod:`.generate`)."""
 
@@ -12,6 +13,7 @@ declare_family(
     "language-model students: token-level distillation into a ternary-spiking recurrent student",
     parts=(
         "kdforge.families.lm.data",
+        "kdforge.families.lm.shards",
         "kdforge.families.lm.transformer",
         "kdforge.families.lm.losses",
         "kdforge.families.lm.hooks",
