@@ -13,7 +13,7 @@ A folder of 32x32 PNGs (10 classes, generated once under --root) is read by kdfo
    AdamW), alternated round by round in one process; the median of the paired ratios (target
    <= 1.05).
 
-    uv run python benchmarks/data.py [--images-per-class 200] [--rounds 5] [--epochs 2]
+    uv run python benchmarks/data.py [--images-per-class 200] [--rounds 8] [--epochs 3]
 
 Writes benchmarks/results/data.json and data.md.
 """
@@ -182,8 +182,8 @@ def handwritten_epochs(folder: Path, epochs: int, workers: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images-per-class", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--root", type=Path, default=Path(tempfile.gettempdir()) / "kdforge-bench-data")
     args = parser.parse_args()
     folder = make_folder(args.root, args.images_per_class)
