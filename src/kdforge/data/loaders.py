@@ -10,6 +10,7 @@ whether or not the run was resumed.
 from __future__ import annotations
 
 import copy
+import functools
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -211,26 +212,14 @@ def make_loader(
     processes read the samples; default: :func:`default_workers`). ``transform`` (augmentation) is
     applied to each batch's inputs on the device; ``memory_format`` (channels-last) to the inputs as
     they reach the device."""
-    if isinstance(data, Split):
-        return TensorBatches(
-            data,
-            batch_size,
-            shuffle=shuffle,
-            seed=seed,
-            device=device,
-            transform=transform,
-            memory_format=memory_format,
+    kind: Callable[..., Batches] = (
+        functools.partial(TensorBatches, data)
+        if isinstance(data, Split)
+        else functools.partial(
+            DatasetBatches, data.dataset if isinstance(data, DatasetSplit) else data, num_workers=num_workers
         )
-    return DatasetBatches(
-        data.dataset if isinstance(data, DatasetSplit) else data,
-        batch_size,
-        shuffle=shuffle,
-        seed=seed,
-        device=device,
-        transform=transform,
-        memory_format=memory_format,
-        num_workers=num_workers,
     )
+    return kind(batch_size, shuffle=shuffle, seed=seed, device=device, transform=transform, memory_format=memory_format)
 
 
 __all__ = ["Batches", "TensorBatches", "DatasetBatches", "make_loader", "default_workers"]
