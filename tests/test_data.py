@@ -119,3 +119,30 @@ def test_a_split_too_small_for_every_class_is_drawn_at_random_but_seeded():
     train, val = stratified_split(y, (0.2,), seed=3)
     assert len(val) == 6 and sorted(np.concatenate([train, val]).tolist()) == list(range(30))
     assert all(np.array_equal(a, b) for a, b in zip(stratified_split(y, (0.2,), seed=3), (train, val)))
+
+
+def test_large_npy_inputs_are_memory_mapped_and_read_row_by_row_like_in_memory_ones(tmp_path):
+    import pickle
+
+    from kdforge.data import DatasetSplit
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "x.npy", rng.normal(3.0, 2.0, size=(300, 6)).astype(np.float32))
+    np.save(tmp_path / "y.npy", rng.integers(0, 3, 300))
+    np.save(tmp_path / "x_test.npy", rng.normal(3.0, 2.0, size=(40, 6)).astype(np.float32))
+    np.save(tmp_path / "y_test.npy", rng.integers(0, 3, 40))
+    held = build_dataset("arrays", path=str(tmp_path), memory_map=False, val_fraction=0.2)
+    mapped = build_dataset("arrays", path=str(tmp_path), memory_map=True, val_fraction=0.2)
+    assert isinstance(mapped.train, DatasetSplit) and isinstance(mapped.train.dataset.x, np.memmap)
+    assert np.allclose(mapped.scaling, held.scaling, atol=1e-5)
+    for a, b in ((held.train, mapped.train), (held.val, mapped.val), (held.test, mapped.test)):
+        x, y = b.first(len(b))
+        assert torch.allclose(a.x, x, atol=1e-5) and torch.equal(a.y, y)
+    copy = pickle.loads(pickle.dumps(mapped.train.dataset))  # what a spawned worker gets: the file, reopened
+    assert isinstance(copy.x, np.memmap) and len(pickle.dumps(mapped.train.dataset)) < 10_000
+    assert torch.equal(copy[5][0], mapped.train.dataset[5][0])
+    batches = make_loader(mapped.train, 64, shuffle=True, seed=2, num_workers=1)
+    sizes = [len(y) for _, y in batches.epoch(0)]
+    assert sizes == [64, 64, 64, 48] and len(mapped.train) == 240
+    with pytest.raises(KdforgeError, match="memory_map reads a folder"):
+        build_dataset("arrays", path=str(tmp_path / "x.npy"), memory_map=True)

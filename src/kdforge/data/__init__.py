@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kdforge.data import arrays as _arrays  # noqa: F401  (your own arrays)
 from kdforge.data import builtin as _builtin  # noqa: F401  (register the built-in datasets)
 from kdforge.data import folders as _folders  # noqa: F401  (image folders)
 from kdforge.data import standard as _standard  # noqa: F401  (CIFAR and MNIST from their files)
