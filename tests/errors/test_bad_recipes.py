@@ -247,3 +247,13 @@ def test_a_bug_in_kdforge_keeps_its_traceback_and_asks_for_a_report(invoke, caps
     captured = capsys.readouterr()
     assert "Traceback" in captured.err and "ZeroDivisionError" in captured.err
     assert "bug in kdforge" in captured.out and "report it" in captured.out
+
+
+def test_a_missing_optional_dependency_names_the_extra_that_installs_it(fails, monkeypatch):
+    def needs_timm(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'timm'", name="timm")
+
+    import kdforge.check
+
+    monkeypatch.setattr(kdforge.check, "check", needs_timm)
+    fails("check", "digits_kd", names=["needs timm", "pip install 'kdforge[vision]'"])

@@ -9,6 +9,18 @@ from kdforge.cli.app import app, console, recipe_path, say
 from kdforge.errors import KdforgeError, RunInterrupted
 from kdforge.family import add_commands
 
+#: optional packages (imported where they are used) -> the extra that installs them
+OPTIONAL_PACKAGES = {
+    "timm": "vision",
+    "torchvision": "vision",
+    "transformers": "text",
+    "sentence_transformers": "text",
+    "datasets": "datasets",
+    "tensorboard": "tracking",
+    "wandb": "tracking",
+    "mlflow": "tracking",
+}
+
 # the subcommands, in the order --help shows them
 app.command(rich_help_panel="Distil")(training.demo)
 app.command(rich_help_panel="Distil")(training.train)
@@ -33,6 +45,12 @@ def main() -> None:
         raise SystemExit(130) from None
     except KdforgeError as err:
         say("error: ", "red bold", err)
+        raise SystemExit(2) from None
+    except ModuleNotFoundError as err:
+        extra = OPTIONAL_PACKAGES.get((err.name or "").split(".")[0])
+        if extra is None:
+            raise
+        say("error: ", "red bold", f"this needs {err.name}, an optional dependency: pip install 'kdforge[{extra}]'")
         raise SystemExit(2) from None
     except Exception:
         import traceback

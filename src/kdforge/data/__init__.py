@@ -7,6 +7,7 @@ from typing import Any
 from kdforge.data import arrays as _arrays  # noqa: F401  (your own arrays)
 from kdforge.data import builtin as _builtin  # noqa: F401  (register the built-in datasets)
 from kdforge.data import folders as _folders  # noqa: F401  (image folders)
+from kdforge.data import hf as _hf  # noqa: F401  (Hugging Face datasets on disk)
 from kdforge.data import standard as _standard  # noqa: F401  (CIFAR and MNIST from their files)
 from kdforge.data.booleanize import booleanize_bundle
 from kdforge.data.bundle import DATASETS, DataBundle, DatasetSplit, Split, build_dataset

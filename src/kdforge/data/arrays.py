@@ -10,6 +10,7 @@ on up to :data:`STATISTICS_ROWS` training rows, read in chunks.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -144,7 +145,7 @@ def _mapped_splits(
     x_train, _, train = rows["train"]
     scaling = (0.0, 1.0)
     if standardize and not np.iscomplexobj(x_train):
-        scaling = _chunked_mean_std(x_train, train)
+        scaling = chunked_mean_std(x_train, train)
     splits = [
         DatasetSplit(
             ArrayRows(x, targets[name], index, scaling),
@@ -155,9 +156,10 @@ def _mapped_splits(
     return splits, scaling
 
 
-def _chunked_mean_std(x: np.ndarray, index: np.ndarray, chunk: int = 4096) -> tuple[float, float]:
+def chunked_mean_std(x: Any, index: np.ndarray, chunk: int = 4096) -> tuple[float, float]:
     """Mean and (unbiased) std of ``x``'s rows ``index`` (up to :data:`STATISTICS_ROWS` of them, evenly
-    spaced), read ``chunk`` rows at a time in float64."""
+    spaced), read ``chunk`` rows at a time in float64; ``x`` is anything indexed by an array of rows (a
+    memory-mapped array, a table's column)."""
     rows = np.sort(index)[:: max(1, len(index) // STATISTICS_ROWS)]
     count, total, squares = 0, 0.0, 0.0
     for start in range(0, len(rows), chunk):

@@ -72,10 +72,6 @@ def image_folder(
     root = Path(path)
     if not root.is_dir():
         raise KdforgeError(f"image_folder: '{root}' is not a folder")
-    if channels not in (1, 3):
-        raise KdforgeError(f"image_folder: channels must be 1 or 3, got {channels}")
-    if train_crop not in ("center", "random_resized"):
-        raise KdforgeError(f"image_folder: train_crop must be 'center' or 'random_resized', got '{train_crop}'")
     given = {
         split: folder
         for split, names in SPLIT_FOLDERS.items()
@@ -93,8 +89,7 @@ def image_folder(
     for split, index in zip(["train", *wanted], parts):
         listed[split] = ([files[i] for i in index], labels[index])
     mode = "RGB" if channels == 3 else "L"
-    shaped = _transform(image_size, channels, mean, std, None, False)
-    trained = _transform(image_size, channels, mean, std, min_scale if train_crop == "random_resized" else None, flip)
+    trained, shaped = image_transforms("image_folder", image_size, channels, train_crop, min_scale, flip, mean, std)
     splits = {
         split: DatasetSplit(ImageFiles(f, y, mode, trained if split == "train" else shaped), y)
         for split, (f, y) in listed.items()
@@ -145,10 +140,30 @@ def _images(folder: Path, classes: list[str]) -> tuple[list[Path], np.ndarray]:
     return files, np.asarray(labels, dtype=np.int64)
 
 
+def image_transforms(
+    dataset: str,
+    image_size: int = 32,
+    channels: int = 3,
+    train_crop: str = "center",
+    min_scale: float = 0.08,
+    flip: bool = False,
+    mean: float = 0.45,
+    std: float = 0.225,
+) -> tuple[Callable[[Any], torch.Tensor], Callable[[Any], torch.Tensor]]:
+    """(training, evaluation) transforms of PIL images into normalised tensors [C, size, size], from the image
+    options every image dataset takes (``dataset`` names it in messages)."""
+    if channels not in (1, 3):
+        raise KdforgeError(f"{dataset}: channels must be 1 or 3, got {channels}")
+    if train_crop not in ("center", "random_resized"):
+        raise KdforgeError(f"{dataset}: train_crop must be 'center' or 'random_resized', got '{train_crop}'")
+    train = _transform(image_size, channels, mean, std, min_scale if train_crop == "random_resized" else None, flip)
+    return train, _transform(image_size, channels, mean, std, None, False)
+
+
 def _transform(
     size: int, channels: int, mean: float, std: float, min_scale: float | None, flip: bool
 ) -> Callable[[Any], torch.Tensor]:
-    """PIL image -> normalised float tensor [C, size, size] (torchvision transforms v2)."""
+    """PIL image (or image tensor) -> normalised float tensor [C, size, size] (torchvision transforms v2)."""
     from torchvision.transforms import v2
 
     crop = (

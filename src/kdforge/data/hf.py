@@ -1,0 +1,218 @@
+"""Hugging Face ``datasets`` on disk: the ``hf`` dataset.
+
+``path`` is a folder written by ``save_to_disk`` (a ``Dataset`` or a ``DatasetDict`` of splits),
+or data files — ``.parquet``, ``.arrow``, ``.jsonl``/``.json``, ``.csv`` — one file, a glob or a
+folder of them. Nothing is downloaded. The tables stay memory-mapped Arrow files: rows are read
+(and images decoded) in DataLoader workers as training asks for them, so memory is flat in the
+number of rows.
+
+Splits, the first that applies: the dataset's own (a ``DatasetDict``'s ``train``, ``validation``
+/ ``val`` / ``valid`` / ``dev``, ``test``); ``split_column`` (rows marked ``train``, ``val`` /
+``validation``, ``test``); the ``val`` / ``test`` options (files of their own); a missing split
+is cut from the training rows, stratified by class and seeded.
+
+The ``input`` column is an image (a ``datasets.Image`` feature: resized, cropped, flipped and
+normalised like ``image_folder``, with the ``image`` options) or numbers (a number or a list of
+numbers per row: standardised by the training rows' mean and std). The ``label`` column holds
+classes (a ``ClassLabel`` or whole numbers) or, for a regression, real values.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from kdforge.data.arrays import chunked_mean_std
+from kdforge.data.bundle import DATASETS, DataBundle, DatasetSplit, stratified_split
+from kdforge.data.folders import image_transforms
+from kdforge.errors import KdforgeError
+from kdforge.files import FileReadError
+
+SPLIT_NAMES = {"train": ("train",), "val": ("validation", "val", "valid", "dev"), "test": ("test",)}
+FORMATS = {".parquet": "parquet", ".arrow": "arrow", ".jsonl": "json", ".json": "json", ".csv": "csv"}
+
+
+class HFRows(Dataset):
+    """Rows of a ``datasets.Dataset``: ``[i]`` -> (the input column as a tensor, the label)."""
+
+    def __init__(self, table: Any, input: str, label: str, prepare: Callable[[Any], torch.Tensor]):
+        self.table, self.input, self.label, self.prepare = table, input, label, prepare
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        row = self.table[index]
+        return self.prepare(row[self.input]), torch.tensor(row[self.label])
+
+
+class _Column:
+    """One numeric column, indexed by rows like an array (for :func:`chunked_mean_std`)."""
+
+    def __init__(self, table: Any, name: str):
+        self.table, self.name = table, name
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        return np.asarray(self.table[rows.tolist()][self.name], dtype=np.float64)
+
+
+@DATASETS.register("hf")
+def hf(
+    *,
+    seed: int,
+    val_fraction: float,
+    test_fraction: float,
+    path: str,
+    input: str = "image",
+    label: str = "label",
+    val: str | None = None,
+    test: str | None = None,
+    split_column: str | None = None,
+    image: dict[str, Any] | None = None,
+    standardize: bool = True,
+) -> DataBundle:
+    """A Hugging Face dataset on disk (see the module docstring): ``path`` a ``save_to_disk`` folder or
+    data files; ``input`` and ``label`` the columns; ``val``/``test`` files of their own;
+    ``split_column`` the column that names each row's split; ``image`` the image options of
+    ``image_folder`` (``image_size``, ``channels``, ``train_crop``, ``min_scale``, ``flip``, ``mean``,
+    ``std``) for an image column; ``standardize`` numeric inputs by the training rows."""
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # local files only, whatever the machine can reach
+    tables = _splits(path, val, test, split_column)
+    first = tables["train"]
+    for column in (input, label):
+        if column not in first.column_names:
+            raise KdforgeError(f"hf: '{path}' has no column '{column}'; its columns: {', '.join(first.column_names)}")
+    feature = first.features[label]
+    labels = np.asarray(first[label])
+    regression = labels.dtype.kind == "f"
+    wanted = [s for s in ("val", "test") if s not in tables]
+    if wanted:
+        fractions = {"val": val_fraction, "test": test_fraction}
+        strata = np.zeros(len(labels), dtype=np.int64) if regression else labels  # a regression is drawn at random
+        parts = stratified_split(strata, tuple(fractions[s] for s in wanted), seed)
+        tables = {**tables, **{s: first.select(p) for s, p in zip(["train", *wanted], parts)}}
+    is_image = type(first.features[input]).__name__ == "Image"
+    prepare_train, prepare_eval, shape, scaling = (
+        _image_inputs(image or {}) if is_image else _numeric_inputs(tables["train"], input, standardize)
+    )
+    splits = {
+        name: DatasetSplit(
+            HFRows(table, input, label, prepare_train if name == "train" else prepare_eval),
+            None if regression else np.asarray(table[label]),
+        )
+        for name, table in tables.items()
+    }
+    classes = getattr(feature, "num_classes", None) or (1 if regression else int(labels.max()) + 1)
+    return DataBundle(
+        Path(path).stem or "hf",
+        splits["train"],
+        splits["val"],
+        splits["test"],
+        num_classes=classes,
+        input_shape=shape,
+        scaling=scaling,
+    )
+
+
+def _splits(path: str, val: str | None, test: str | None, split_column: str | None) -> dict[str, Any]:
+    """The splits the data itself gives: {"train": ..., and "val" / "test" where given}."""
+    import datasets
+
+    found = _load(path)
+    if isinstance(found, datasets.DatasetDict):
+        named = {s: next((found[n] for n in names if n in found), None) for s, names in SPLIT_NAMES.items()}
+        if named["train"] is None:
+            raise KdforgeError(f"hf: '{path}' has splits {', '.join(found)} but none named train")
+        tables = {s: t for s, t in named.items() if t is not None}
+    else:
+        tables = {"train": found}
+    if split_column is not None:
+        table = tables["train"]
+        if split_column not in table.column_names:
+            raise KdforgeError(f"hf: '{path}' has no column '{split_column}' (split_column)")
+        marks = np.asarray(table[split_column]).astype(str)
+        tables = {}
+        for split, names in SPLIT_NAMES.items():
+            rows = np.flatnonzero(np.isin(marks, names))
+            if len(rows):
+                tables[split] = table.select(rows)
+        if "train" not in tables:
+            raise KdforgeError(f"hf: no row of '{path}' has {split_column} = train")
+    for split, where in (("val", val), ("test", test)):
+        if where is not None:
+            tables[split] = _load(where)
+    return tables
+
+
+def _load(path: str) -> Any:
+    """A ``save_to_disk`` folder, or data files (a file, a glob or a folder of them) as one table."""
+    import datasets
+
+    folder = Path(path)
+    if (folder / "dataset_dict.json").is_file() or (folder / "dataset_info.json").is_file():
+        try:
+            return datasets.load_from_disk(str(folder))
+        except (OSError, ValueError, FileNotFoundError) as err:
+            raise FileReadError(f"hf: '{folder}' is not a readable save_to_disk folder ({err})") from None
+    files = sorted(folder.iterdir()) if folder.is_dir() else sorted(folder.parent.glob(folder.name))
+    kinds = {FORMATS.get(f.suffix) for f in files} - {None}
+    if not files or len(kinds) != 1:
+        raise KdforgeError(
+            f"hf: '{path}' is neither a save_to_disk folder nor data files of one format "
+            f"({', '.join(sorted(FORMATS))}); found {', '.join(f.name for f in files[:5]) or 'nothing'}"
+        )
+    data_files = [str(f) for f in files if f.suffix in FORMATS]
+    try:
+        return datasets.load_dataset(kinds.pop(), data_files=data_files, split="train")
+    except (OSError, ValueError, datasets.exceptions.DatasetGenerationError) as err:
+        raise FileReadError(f"hf: the data files '{path}' cannot be read ({str(err).splitlines()[0]})") from None
+
+
+class _Picture:
+    """An image cell (a PIL image) in the dataset's colour mode, transformed."""
+
+    def __init__(self, transform: Callable[[Any], torch.Tensor], mode: str):
+        self.transform, self.mode = transform, mode
+
+    def __call__(self, picture: Any) -> torch.Tensor:
+        return self.transform(picture.convert(self.mode))
+
+
+class _Numbers:
+    """A numeric cell (a number or a list of numbers) as a standardised float tensor of ``shape``."""
+
+    def __init__(self, scaling: tuple[float, float], shape: tuple[int, ...]):
+        self.scaling, self.shape = scaling, shape
+
+    def __call__(self, value: Any) -> torch.Tensor:
+        mean, std = self.scaling
+        return (torch.as_tensor(np.asarray(value, dtype=np.float32)).reshape(self.shape) - mean) / std
+
+
+Inputs = tuple[Callable[[Any], torch.Tensor], Callable[[Any], torch.Tensor], tuple[int, ...], tuple[float, float]]
+
+
+def _image_inputs(options: dict[str, Any]) -> Inputs:
+    """(training and evaluation transforms, input shape, scaling) of an image column."""
+    known = {"image_size", "channels", "train_crop", "min_scale", "flip", "mean", "std"}
+    if unknown := sorted(set(options) - known):
+        raise KdforgeError(f"hf: unknown image option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    train, evaluate = image_transforms("hf", **options)
+    channels, size = options.get("channels", 3), options.get("image_size", 32)
+    mode = "RGB" if channels == 3 else "L"
+    scaling = (options.get("mean", 0.45), options.get("std", 0.225))
+    return _Picture(train, mode), _Picture(evaluate, mode), (channels, size, size), scaling
+
+
+def _numeric_inputs(table: Any, input: str, standardize: bool) -> Inputs:
+    """(the same preparation twice, input shape, scaling) of a numeric column."""
+    shape = tuple(np.asarray(table[0][input], dtype=np.float32).shape) or (1,)
+    scaling = chunked_mean_std(_Column(table, input), np.arange(len(table))) if standardize else (0.0, 1.0)
+    prepare = _Numbers(scaling, shape)
+    return prepare, prepare, shape, scaling
