@@ -124,7 +124,7 @@ def _splits(path: str, val: str | None, test: str | None, split_column: str | No
     """The splits the data itself gives: {"train": ..., and "val" / "test" where given}."""
     import datasets
 
-    found = _load(path)
+    found = load_table(path)
     if isinstance(found, datasets.DatasetDict):
         named = {s: next((found[n] for n in names if n in found), None) for s, names in SPLIT_NAMES.items()}
         if named["train"] is None:
@@ -146,11 +146,11 @@ def _splits(path: str, val: str | None, test: str | None, split_column: str | No
             raise KdforgeError(f"hf: no row of '{path}' has {split_column} = train")
     for split, where in (("val", val), ("test", test)):
         if where is not None:
-            tables[split] = _load(where)
+            tables[split] = load_table(where)
     return tables
 
 
-def _load(path: str) -> Any:
+def load_table(path: str) -> Any:
     """A ``save_to_disk`` folder, or data files (a file, a glob or a folder of them) as one table."""
     import datasets
 

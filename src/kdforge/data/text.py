@@ -28,6 +28,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from kdforge.data.hf import load_table
 from kdforge.errors import KdforgeError
 from kdforge.files import load_local, read_text
 
@@ -210,22 +211,36 @@ def _public_members(module: object, package: str) -> list[object]:
     return members
 
 
-def read_texts(path: str | Path, encoding: str = "utf-8") -> list[str]:
-    """Texts of a ``.txt`` (one per non-empty line), ``.jsonl`` (field ``text``) or ``.csv``
-    (column ``text``) file, decoded with ``encoding`` (the datasets' ``file_encoding``)."""
+def read_texts(path: str | Path, encoding: str = "utf-8", column: str = "text") -> list[str]:
+    """Texts of a ``.txt`` (one per non-empty line), ``.jsonl`` (field ``column``) or ``.csv``
+    (column ``column``) file, decoded with ``encoding`` (the datasets' ``file_encoding``), or the
+    ``column`` of a Hugging Face dataset on disk (``.parquet``, ``.arrow``, a ``save_to_disk`` folder)."""
     path = Path(path)
+    if path.suffix in (".parquet", ".arrow") or path.is_dir():
+        return _table_texts(path, column)
     if path.suffix not in (".txt", ".jsonl", ".csv"):
-        raise KdforgeError(f"'{path}': texts are read from .txt, .jsonl or .csv files")
+        raise KdforgeError(
+            f"'{path}': texts are read from .txt, .jsonl, .csv, .parquet or .arrow files, or a save_to_disk folder"
+        )
     text = read_text(path, "text file", encoding, option="data.file_encoding")
     if path.suffix == ".txt":
         return [line.strip() for line in text.splitlines() if line.strip()]
     if path.suffix == ".jsonl":
         return [
-            _field(_json_line(line, path, i), "text", path, i)
+            _field(_json_line(line, path, i), column, path, i)
             for i, line in enumerate(text.splitlines())
             if line.strip()
         ]
-    return [_field(row, "text", path, i) for i, row in enumerate(csv.DictReader(io.StringIO(text, newline="")))]
+    return [_field(row, column, path, i) for i, row in enumerate(csv.DictReader(io.StringIO(text, newline="")))]
+
+
+def _table_texts(path: Path, column: str) -> list[str]:
+    """The ``column`` of a Hugging Face dataset on disk (every split of a saved ``DatasetDict``)."""
+    found = load_table(str(path))
+    tables = list(found.values()) if hasattr(found, "values") else [found]
+    if column not in tables[0].column_names:
+        raise KdforgeError(f"'{path}' has no text column '{column}'; its columns: {', '.join(tables[0].column_names)}")
+    return [str(text) for table in tables for text in table[column] if text]
 
 
 def _json_line(line: str, path: Path, index: int) -> dict:

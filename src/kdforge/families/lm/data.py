@@ -70,12 +70,15 @@ def load_lm_tokenizer(name: str) -> Tokenizer:
 
 
 def lm_documents(
-    files: list[str] | None = None, modules: list[str] | None = None, file_encoding: str = "utf-8"
+    files: list[str] | None = None,
+    modules: list[str] | None = None,
+    file_encoding: str = "utf-8",
+    text_column: str = "text",
 ) -> list[str]:
-    """Users' texts (one document per line or row, decoded with ``file_encoding``), or the
-    docstrings of ``modules`` (deduplicated, sorted)."""
+    """Users' texts (one document per line or row, decoded with ``file_encoding``; ``text_column`` of
+    .jsonl, .csv and Hugging Face data), or the docstrings of ``modules`` (deduplicated, sorted)."""
     if files:
-        return [text for f in files for text in read_texts(f, file_encoding)]
+        return [text for f in files for text in read_texts(f, file_encoding, text_column)]
     return sorted(set(docstrings(modules or DEFAULT_MODULES)))
 
 
@@ -105,11 +108,13 @@ def text_lm(
     tokenizer: str = "bytes",
     max_chars: int | None = 2_000_000,
     file_encoding: str = "utf-8",
+    text_column: str = "text",
 ) -> DataBundle:
     """Next-token windows of ``length`` tokens (see the module docstring). ``max_chars`` keeps
     the first documents (after shuffling) up to that many characters (``null``: all);
-    ``file_encoding`` decodes ``files``."""
-    documents = lm_documents(files, modules, file_encoding)
+    ``file_encoding`` decodes ``files``; ``text_column``: the texts' field in .jsonl, .csv and
+    Hugging Face data (.parquet, .arrow, save_to_disk folders)."""
+    documents = lm_documents(files, modules, file_encoding, text_column)
     order = np.random.default_rng(seed).permutation(len(documents))
     documents = [documents[i] for i in order]
     if max_chars is not None:
