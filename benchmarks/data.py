@@ -16,6 +16,12 @@ A folder of 32x32 PNGs (10 classes, generated once under --root) is read by kdfo
     uv run python benchmarks/data.py [--images-per-class 200] [--rounds 8] [--epochs 3]
 
 Writes benchmarks/results/data.json and data.md.
+
+With ``--memory``: the peak memory of a training run as the data grows 1x, 10x, 100x (token
+shards of 1M, 10M and 100M generated tokens, memory-mapped; a tiny LM self-distilled for 300
+steps, then evaluated on every val and test window), each size in a fresh process, read from
+/proc: peak anonymous memory (what the run allocates) and peak resident set (which also counts
+the shard pages the kernel maps in and may drop). Writes data_memory.json and data_memory.md.
 """
 
 from __future__ import annotations
@@ -179,13 +185,90 @@ def handwritten_epochs(folder: Path, epochs: int, workers: int) -> float:
     return (time.perf_counter() - start) / epochs
 
 
+MEMORY_RUN = """
+import json, sys, threading, time
+from pathlib import Path
+import io
+from rich.console import Console
+import kdforge
+
+peak = {"anon_kb": 0, "hwm_kb": 0}
+def sample():
+    while True:
+        fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+        peak["anon_kb"] = max(peak["anon_kb"], int(fields["RssAnon"].split()[0]))
+        peak["hwm_kb"] = int(fields["VmHWM"].split()[0])
+        time.sleep(0.05)
+threading.Thread(target=sample, daemon=True).start()
+recipe = kdforge.Recipe.from_dict(json.loads(sys.argv[1]))
+started = time.perf_counter()
+kdforge.run(recipe, console=Console(file=io.StringIO()))
+time.sleep(0.2)
+print(json.dumps({**peak, "seconds": time.perf_counter() - started}))
+"""
+
+
+def memory(root: Path) -> None:
+    """Peak memory of a run on 1M, 10M and 100M memory-mapped tokens (see the module docstring)."""
+    import json
+    import subprocess
+    import sys
+
+    rows = []
+    for tokens in (1_000_000, 10_000_000, 100_000_000):
+        shard = root / f"tokens_{tokens}.bin"
+        if not shard.exists():
+            np.random.default_rng(0).integers(0, 256, size=tokens, dtype=np.uint16).tofile(shard)
+        recipe = {
+            "name": "memory",
+            "data": {"name": "tokens", "path": str(shard), "vocab_size": 256, "length": 128, "batch_size": 64},
+            "teacher": {"source": "ema", "decay": 0.99},
+            "student": {"model": {"name": "lm_transformer", "width": 32, "depth": 1, "heads": 2}},
+            "losses": [{"name": "ce", "weight": 0.5}, {"name": "kd", "weight": 0.5, "temperature": 1.0}],
+            "train": {"max_steps": 300, "baseline": False},
+            "log": {"dir": str(root / "runs"), "progress": False},
+        }
+        recipe["data"].update(val_fraction=0.01, test_fraction=0.01, eval_batch_size=64, workers=0)
+        out = subprocess.run(
+            [sys.executable, "-c", MEMORY_RUN, json.dumps(recipe)], capture_output=True, text=True, check=True
+        )
+        found = json.loads(out.stdout.strip().splitlines()[-1])
+        rows.append({"tokens": tokens, "shard_mb": shard.stat().st_size / 2**20, **found})
+        print(rows[-1])
+    text = "\n".join(
+        [
+            "# Peak memory of a training run as the data grows (memory-mapped token shards)",
+            "",
+            "A tiny LM self-distilled (EMA teacher) for 300 steps of 64 windows of 128 tokens, then evaluated,",
+            "64 windows a batch, on every val and test window (1% each); one fresh process per size, read from",
+            "/proc, CPU.",
+            "",
+            "| tokens | shard | peak anonymous memory | peak resident set | run time |",
+            "|---|---|---|---|---|",
+            *(
+                f"| {r['tokens']:,} | {r['shard_mb']:.0f} MB | {r['anon_kb'] / 1024:.0f} MB "
+                f"| {r['hwm_kb'] / 1024:.0f} MB | {r['seconds']:.0f} s |"
+                for r in rows
+            ),
+            "",
+            "    uv run python benchmarks/data.py --memory",
+            "",
+        ]
+    )
+    save("data_memory", {"benchmark": "data_memory", "rows": rows, "torch": torch.__version__}, text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images-per-class", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--root", type=Path, default=Path(tempfile.gettempdir()) / "kdforge-bench-data")
+    parser.add_argument("--memory", action="store_true", help="peak memory as the data grows, instead")
     args = parser.parse_args()
+    if args.memory:
+        args.root.mkdir(parents=True, exist_ok=True)
+        return memory(args.root)
     folder = make_folder(args.root, args.images_per_class)
     data = build_dataset("image_folder", path=str(folder), **OPTIONS)
     workers = default_workers()

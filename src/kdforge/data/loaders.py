@@ -107,17 +107,19 @@ class TensorBatches(Batches):
 
 
 class _EpochBatches:
-    """A batch sampler whose batches are set before each epoch, so one DataLoader (and its
-    persistent workers) serves every epoch. Each sample is asked for as (index, epoch)."""
+    """A batch sampler told before each epoch where its batches come from, so one DataLoader (and
+    its persistent workers) serves every epoch. Each sample is asked for as (index, epoch); the
+    batches are made as the loader asks for them (memory stays flat in the number of samples)."""
 
     def __init__(self) -> None:
-        self.batches: list[list[tuple[int, int]]] = []
+        self.batches: Callable[[], Iterator[torch.Tensor]] = lambda: iter(())
+        self.epoch, self.count = 0, 0
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        return iter(self.batches)
+        return ([(i, self.epoch) for i in idx.tolist()] for idx in self.batches())
 
     def __len__(self) -> int:
-        return len(self.batches)
+        return self.count
 
 
 class _SeededSamples(Dataset):
@@ -173,9 +175,10 @@ class DatasetBatches(Batches):
         return -(-len(self.dataset) // self.batch_size)  # type: ignore[arg-type]
 
     def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
-        indices = list(self._batch_indices(len(self.dataset), epoch, start, torch.device("cpu")))  # type: ignore[arg-type]
-        self.sampler.batches = [[(i, epoch) for i in idx.tolist()] for idx in indices]
-        for (x, y), idx in zip(_worker_errors_told_plainly(self.loader), indices):
+        n = len(self.dataset)  # type: ignore[arg-type]
+        batches = functools.partial(self._batch_indices, n, epoch, start, torch.device("cpu"))
+        self.sampler.batches, self.sampler.epoch, self.sampler.count = batches, epoch, max(0, len(self) - start)
+        for (x, y), idx in zip(_worker_errors_told_plainly(self.loader), batches()):  # the sampler's batches, again
             x = x.to(self.device, non_blocking=True, memory_format=self.memory_format)
             yield self._finish(x, y.to(self.device, non_blocking=True), idx.to(self.device), epoch)
 
