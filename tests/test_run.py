@@ -148,10 +148,71 @@ def test_ctrl_c_saves_and_resume_gives_the_uninterrupted_result(tiny_recipe, tmp
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def image_folder_of(tmp_path):
+    """A three-class folder of 12x12 PNGs in the train/ + test/ layout."""
+    from PIL import Image
+
+    for split, n in (("train", 8), ("test", 3)):
+        for c in range(3):
+            (tmp_path / "images" / split / f"c{c}").mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (12, 12), (80 * c, 40, 200 - 60 * c)).save(
+                    tmp_path / "images" / split / f"c{c}" / f"{i}.png"
+                )
+    return tmp_path / "images"
+
+
+def timm_weights(tmp_path, name, classes):
+    """A timm model's (random) weights saved where a recipe's checkpoint or pretrained_file points."""
+    import timm
+    from safetensors.torch import save_file
+
+    path = tmp_path / f"{name}.safetensors"
+    save_file(timm.create_model(name, num_classes=classes).state_dict(), str(path))
+    return path
+
+
+def data_for_recipe(name, tmp_path):
+    """Overrides that give a shipped recipe which reads the user's own files small files of that kind
+    (and a small model of its teacher's kind in place of its large one)."""
+    import numpy as np
+
+    if name.startswith("cifar10_folder_"):
+        model = "test_vit" if "vit" in name else "test_resnet"
+        weights = timm_weights(tmp_path, model, 3)
+        return [
+            f"data.path={image_folder_of(tmp_path)}",
+            f"teacher.model.name={model}",
+            f"teacher.checkpoint={weights}",
+        ]
+    if name == "imagenet_folder_kd":
+        weights = timm_weights(tmp_path, "test_resnet", 1000)
+        folder = image_folder_of(tmp_path)
+        return [
+            f"data.path={folder}",
+            "data.image_size=32",
+            "data.workers=1",
+            "teacher.model.name=test_resnet",
+            f"teacher.pretrained_file={weights}",
+        ]
+    if name == "lm_tokens_rwkv":
+        text = np.frombuffer(b" ".join(b"tokens from a shard, number %d." % i for i in range(400)), dtype=np.uint8)
+        text.astype(np.uint16).tofile(tmp_path / "train.bin")
+        text[:2000].astype(np.uint16).tofile(tmp_path / "val.bin")
+        return [f"data.path={tmp_path / 'train.bin'}", f"data.val={tmp_path / 'val.bin'}", "data.test_fraction=0.1"]
+    if name == "hf_text_lm":
+        import datasets
+
+        docs = [f"Document {i} of a parquet corpus says {i % 9}." for i in range(200)]
+        datasets.Dataset.from_dict({"text": docs}).to_parquet(str(tmp_path / "train.parquet"))
+        return [f"data.files=[{tmp_path / 'train.parquet'}]"]
+    return ["data.max_texts=300"] if name.startswith("embed_") else []  # the check needs only a few texts encoded
+
+
 @pytest.mark.parametrize("name", sorted(p.stem for p in (Path(__file__).parents[1] / "recipes").glob("*.yaml")))
 def test_shipped_recipes_pass_check(name, tmp_path):
     from kdforge.cli import recipe_path
 
-    smaller = ["data.max_texts=300"] if name.startswith("embed_") else []  # the check needs only a few texts encoded
-    report = check(Recipe.from_yaml(recipe_path(name), [f"log.dir={tmp_path}", "log.progress=false", *smaller]))
+    given = data_for_recipe(name, tmp_path)
+    report = check(Recipe.from_yaml(recipe_path(name), [f"log.dir={tmp_path / 'runs'}", "log.progress=false", *given]))
     assert report["loss"] > 0 and len(report["parts"]) >= 2

@@ -153,7 +153,12 @@ TEXT_CASES = {
         ["t.jsonl", "line 2 is not a JSON object"],
     ),
     "csv without text column": ("t.csv", "id,body\n1,x\n", {}, ["t.csv", "row 1 has no 'text' field"]),
-    "unknown suffix": ("t.md", "# hello\n", {}, ["t.md", ".txt, .jsonl or .csv"]),
+    "unknown suffix": (
+        "t.md",
+        "# hello\n",
+        {},
+        ["t.md", ".txt, .jsonl, .csv, .parquet or .arrow files, or a save_to_disk folder"],
+    ),
     "unknown encoding name": (
         "t.txt",
         "hello\n",
