@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +18,9 @@ from kdforge.registry import DATASETS
 #: A language-model target position that no loss term or metric counts (PyTorch's
 #: ``ignore_index`` convention): the padding after the end of a split's last window.
 PAD_TARGET = -100
+
+#: the names a user's own split goes by (folders, a DatasetDict's keys, a split column's values)
+SPLIT_NAMES = {"train": ("train",), "val": ("validation", "val", "valid", "dev"), "test": ("test",)}
 
 
 @dataclass
@@ -95,9 +99,10 @@ class DataBundle:
             }.get(self.task, f", targets {list(self.targets_example.shape[1:])}")
         )
 
-    @property
+    @functools.cached_property
     def targets_example(self) -> torch.Tensor:
-        """The first training targets: their dtype and shape say what the task is."""
+        """The first training targets: their dtype and shape say what the task is (read once: from disk,
+        a sample costs a decode)."""
         return self.train.first(1)[1]
 
 

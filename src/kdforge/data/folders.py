@@ -1,6 +1,6 @@
 """Image folders: one sub-folder per class, any format Pillow reads, read from disk as training goes.
 
-Two layouts are understood. With ``train/`` (and optionally ``val/`` or ``validation/``, and
+Two layouts are understood. With ``train/`` (and optionally ``val/``, ``validation/``, ``valid/`` or ``dev/``, and
 ``test/``) under ``path``, each holding class folders, those splits are used as they are; a
 missing validation or test split is cut from ``train/`` (stratified, seeded). Without them,
 ``path``'s own sub-folders are the classes and kdforge draws all three splits.
@@ -21,11 +21,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from kdforge.data.bundle import DATASETS, DataBundle, DatasetSplit, stratified_split
+from kdforge.data.bundle import DATASETS, SPLIT_NAMES, DataBundle, DatasetSplit, stratified_split
 from kdforge.errors import KdforgeError
 from kdforge.files import FileReadError
-
-SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "validation"), "test": ("test",)}
 
 
 class ImageFiles(Dataset):
@@ -74,7 +72,7 @@ def image_folder(
         raise KdforgeError(f"image_folder: '{root}' is not a folder")
     given = {
         split: folder
-        for split, names in SPLIT_FOLDERS.items()
+        for split, names in SPLIT_NAMES.items()
         if (folder := next((root / n for n in names if (root / n).is_dir()), None)) is not None
     }
     if given and "train" not in given:

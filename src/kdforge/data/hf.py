@@ -29,12 +29,11 @@ import torch
 from torch.utils.data import Dataset
 
 from kdforge.data.arrays import chunked_mean_std
-from kdforge.data.bundle import DATASETS, DataBundle, DatasetSplit, stratified_split
+from kdforge.data.bundle import DATASETS, SPLIT_NAMES, DataBundle, DatasetSplit, stratified_split
 from kdforge.data.folders import image_transforms
 from kdforge.errors import KdforgeError
 from kdforge.files import FileReadError
 
-SPLIT_NAMES = {"train": ("train",), "val": ("validation", "val", "valid", "dev"), "test": ("test",)}
 FORMATS = {".parquet": "parquet", ".arrow": "arrow", ".jsonl": "json", ".json": "json", ".csv": "csv"}
 
 
@@ -91,12 +90,15 @@ def hf(
     feature = first.features[label]
     labels = np.asarray(first[label])
     regression = labels.dtype.kind == "f"
+    split_labels = {name: np.asarray(table[label]) for name, table in tables.items() if name != "train"}
+    split_labels["train"] = labels
     wanted = [s for s in ("val", "test") if s not in tables]
     if wanted:
         fractions = {"val": val_fraction, "test": test_fraction}
         strata = np.zeros(len(labels), dtype=np.int64) if regression else labels  # a regression is drawn at random
         parts = stratified_split(strata, tuple(fractions[s] for s in wanted), seed)
         tables = {**tables, **{s: first.select(p) for s, p in zip(["train", *wanted], parts)}}
+        split_labels.update({s: labels[p] for s, p in zip(["train", *wanted], parts)})  # read once, not per split
     is_image = type(first.features[input]).__name__ == "Image"
     prepare_train, prepare_eval, shape, scaling = (
         _image_inputs(image or {}) if is_image else _numeric_inputs(tables["train"], input, standardize)
@@ -104,7 +106,7 @@ def hf(
     splits = {
         name: DatasetSplit(
             HFRows(table, input, label, prepare_train if name == "train" else prepare_eval),
-            None if regression else np.asarray(table[label]),
+            None if regression else split_labels[name],
         )
         for name, table in tables.items()
     }

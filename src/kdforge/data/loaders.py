@@ -132,8 +132,10 @@ class _SeededSamples(Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
         index, epoch = key
-        generator = torch.default_generator  # what transforms draw from (torch.manual_seed, which also
-        kept = generator.get_state()  # seeds every accelerator, costs ~100x more per sample)
+        # the CPU generator is what transforms draw from; torch.manual_seed, which also seeds every
+        # accelerator, costs ~100x more per sample
+        generator = torch.default_generator
+        kept = generator.get_state()
         generator.manual_seed(((self.seed * 1_000_003 + epoch) * 2_147_483_647 + index) % 2**63)
         try:
             return self.dataset[index]

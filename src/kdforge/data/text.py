@@ -237,7 +237,7 @@ def read_texts(path: str | Path, encoding: str = "utf-8", column: str = "text") 
 def _table_texts(path: Path, column: str) -> list[str]:
     """The ``column`` of a Hugging Face dataset on disk (every split of a saved ``DatasetDict``)."""
     found = load_table(str(path))
-    tables = list(found.values()) if hasattr(found, "values") else [found]
+    tables = list(found.values()) if isinstance(found, dict) else [found]  # a DatasetDict: every split
     if column not in tables[0].column_names:
         raise KdforgeError(f"'{path}' has no text column '{column}'; its columns: {', '.join(tables[0].column_names)}")
     return [str(text) for table in tables for text in table[column] if text]
