@@ -11,23 +11,28 @@ A folder of 32x32 PNGs (10 classes, generated once under --root) is read by kdfo
 3. overhead: kdforge's epoch time over a hand-written loop doing the same work (torchvision's
    ImageFolder, a DataLoader with the same workers and transforms, the same models, CE + KD,
    AdamW), alternated round by round in one process; the median of the paired ratios (target
-   <= 1.05).
+   <= 1.05);
+4. cached KD: the same student trained from a teacher cache of the folder (``kdforge cache`` with
+   one view per epoch: the crops and flips each epoch shows), over the student trained alone (CE,
+   no teacher) from the same loader, in the same rounds (target <= 1.10).
 
     uv run python benchmarks/data.py [--images-per-class 200] [--rounds 8] [--epochs 3]
 
 Writes benchmarks/results/data.json and data.md.
 
-With ``--memory``: the peak memory of a training run as the data grows 1x, 10x, 100x (token
-shards of 1M, 10M and 100M generated tokens, memory-mapped; a tiny LM self-distilled for 300
-steps, then evaluated on every val and test window), each size in a fresh process, read from
-/proc: peak anonymous memory (what the run allocates) and peak resident set (which also counts
-the shard pages the kernel maps in and may drop). Writes data_memory.json and data_memory.md.
+With ``--memory``: the peak memory of a training run as the data grows 1x, 10x, 100x — token
+shards of 1M, 10M and 100M generated tokens (memory-mapped; a tiny LM self-distilled for 300
+steps) and parquet files of 20k, 200k and 2M rows (streamed; an MLP) — each then evaluated on
+every val and test sample, each size in a fresh process, read from /proc: peak anonymous memory
+(what the run allocates) and peak resident set (which also counts the file pages the kernel maps
+in and may drop). Writes data_memory.json and data_memory.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import io
 import os
 import platform
 import statistics
@@ -41,18 +46,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from rich.console import Console
 
 from common import save
-from kdforge.config import OptimConfig, TrainConfig
+from kdforge.config import OptimConfig, Recipe, TrainConfig
 from kdforge.data import build_dataset, make_loader
-from kdforge.data.loaders import default_workers
+from kdforge.data.loaders import default_workers, example_inputs
 from kdforge.distiller import Distiller
 from kdforge.losses import build_losses
 from kdforge.models import build_model
+from kdforge.runner import build_cache
+from kdforge.session import Session
 from kdforge.teachers import Teacher
 from kdforge.trainer import Trainer
 
 BATCH, LR, T, SIZE = 128, 3e-3, 4.0, 32
+KD = [{"name": "ce", "weight": 0.1}, {"name": "kd", "weight": 0.9, "temperature": T}]
 OPTIONS = {"image_size": SIZE, "train_crop": "random_resized", "min_scale": 0.5, "flip": True}
 
 
@@ -111,16 +120,13 @@ def loader_rate(data: Any, workers: int) -> float:
     return samples / (time.perf_counter() - start)
 
 
-def kdforge_epochs(data: Any, epochs: int, workers: int, workdir: Path) -> tuple[float, float]:
-    """(seconds per epoch, fraction of it spent waiting for batches)."""
-    teacher, student = models()
-    train = WaitTimer(make_loader(data.train, BATCH, shuffle=True, num_workers=workers))
-    distiller = Distiller(
-        student,
-        Teacher(teacher),
-        build_losses([{"name": "ce", "weight": 0.1}, {"name": "kd", "weight": 0.9, "temperature": T}]),
-        data.train.first(2)[0],
-    )
+def kdforge_epochs(
+    train: Any, teacher: Any, losses: list[dict[str, Any]], val: Any, epochs: int, workdir: Path
+) -> tuple[float, float]:
+    """kdforge's Trainer on ``train`` batches: (seconds per epoch, fraction of it spent waiting for batches)."""
+    _, student = models()
+    train = WaitTimer(train)
+    distiller = Distiller(student, teacher, build_losses(losses), example_inputs(train.batches))
     trainer = Trainer(
         distiller,
         OptimConfig(lr=LR, schedule="constant", weight_decay=0.01),
@@ -128,11 +134,27 @@ def kdforge_epochs(data: Any, epochs: int, workers: int, workdir: Path) -> tuple
         steps_per_epoch=len(train),
         checkpoint_dir=workdir,
     )
-    val = make_loader(data.val, 512, num_workers=workers)
     start = time.perf_counter()
     trainer.fit(train, val)
     seconds = time.perf_counter() - start
     return seconds / epochs, train.waited / seconds
+
+
+def cached_teacher(folder: Path, root: Path, views: int, workers: int) -> Any:
+    """A teacher cache of the folder (a CNN teacher trained one epoch, ``views`` crops of every image), as
+    ``teacher.cache`` gives it to a run."""
+    raw = {
+        "name": "bench-cache",
+        "data": {"name": "image_folder", "path": str(folder), **OPTIONS, "batch_size": BATCH, "workers": workers},
+        "teacher": {"source": "train", "model": {"name": "cnn", "width": 32, "depth": 3}, "train": {"epochs": 1}},
+        "student": {"model": {"name": "cnn", "width": 16, "depth": 2}},
+        "losses": KD,
+        "log": {"dir": str(root / "runs"), "progress": False},
+    }
+    quiet = Console(file=io.StringIO())
+    build_cache(Recipe.from_dict(raw), root / "cache", views=views, console=quiet)
+    cached = Recipe.from_dict({**raw, "teacher": {**raw["teacher"], "cache": str(root / "cache")}})
+    return Session(cached, root / "runs" / "cached", quiet).acquire_teacher()[0]
 
 
 def handwritten_epochs(folder: Path, epochs: int, workers: int) -> float:
@@ -208,45 +230,94 @@ print(json.dumps({**peak, "seconds": time.perf_counter() - started}))
 """
 
 
+def token_shard(root: Path, size: int) -> dict[str, Any]:
+    """``size`` memory-mapped tokens and a tiny LM self-distilled on them (EMA teacher)."""
+    shard = root / f"tokens_{size}.bin"
+    if not shard.exists():
+        np.random.default_rng(0).integers(0, 256, size=size, dtype=np.uint16).tofile(shard)
+    return {
+        "data": {"name": "tokens", "path": str(shard), "vocab_size": 256, "length": 128, "val_fraction": 0.01}
+        | {"test_fraction": 0.01},
+        "teacher": {"source": "ema", "decay": 0.99},
+        "student": {"model": {"name": "lm_transformer", "width": 32, "depth": 1, "heads": 2}},
+        "files": [shard],
+    }
+
+
+def parquet_stream(root: Path, size: int) -> dict[str, Any]:
+    """``size`` rows of 32 numbers in parquet files, streamed (val and test: 2,000 rows each); an MLP
+    self-distilled on them (EMA teacher)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = root / f"rows_{size}"
+    if not (folder / "test.parquet").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(0)
+        for name, n in (("train", size), ("val", 2000), ("test", 2000)):
+            with pq.ParquetWriter(
+                folder / f"{name}.parquet.tmp", pa.schema([("x", pa.list_(pa.float32(), 32)), ("y", pa.int64())])
+            ) as out:
+                for start in range(0, n, 100_000):
+                    x = rng.normal(size=(min(100_000, n - start), 32)).astype(np.float32)
+                    rows = pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), 32)
+                    out.write_table(pa.table({"x": rows, "y": pa.array(x[:, :10].argmax(1))}))
+            (folder / f"{name}.parquet.tmp").rename(folder / f"{name}.parquet")
+    return {
+        "data": {"name": "hf", "path": str(folder / "train.parquet"), "val": str(folder / "val.parquet")}
+        | {"test": str(folder / "test.parquet"), "input": "x", "label": "y", "streaming": True},
+        "teacher": {"source": "ema", "decay": 0.99},
+        "student": {"model": {"name": "mlp", "hidden": [64]}},
+        "files": list(folder.glob("*.parquet")),
+    }
+
+
+MEMORY_CASES = {
+    "memory-mapped token shards": (token_shard, "tokens", (1_000_000, 10_000_000, 100_000_000)),
+    "hf parquet rows, streaming": (parquet_stream, "rows", (20_000, 200_000, 2_000_000)),
+}
+
+
 def memory(root: Path) -> None:
-    """Peak memory of a run on 1M, 10M and 100M memory-mapped tokens (see the module docstring)."""
+    """Peak memory of a run as the data grows 1x, 10x, 100x (see the module docstring)."""
     import json
     import subprocess
     import sys
 
     rows = []
-    for tokens in (1_000_000, 10_000_000, 100_000_000):
-        shard = root / f"tokens_{tokens}.bin"
-        if not shard.exists():
-            np.random.default_rng(0).integers(0, 256, size=tokens, dtype=np.uint16).tofile(shard)
-        recipe = {
-            "name": "memory",
-            "data": {"name": "tokens", "path": str(shard), "vocab_size": 256, "length": 128, "batch_size": 64},
-            "teacher": {"source": "ema", "decay": 0.99},
-            "student": {"model": {"name": "lm_transformer", "width": 32, "depth": 1, "heads": 2}},
-            "losses": [{"name": "ce", "weight": 0.5}, {"name": "kd", "weight": 0.5, "temperature": 1.0}],
-            "train": {"max_steps": 300, "baseline": False},
-            "log": {"dir": str(root / "runs"), "progress": False},
-        }
-        recipe["data"].update(val_fraction=0.01, test_fraction=0.01, eval_batch_size=64, workers=0)
-        out = subprocess.run(
-            [sys.executable, "-c", MEMORY_RUN, json.dumps(recipe)], capture_output=True, text=True, check=True
-        )
-        found = json.loads(out.stdout.strip().splitlines()[-1])
-        rows.append({"tokens": tokens, "shard_mb": shard.stat().st_size / 2**20, **found})
-        print(rows[-1])
+    for case, (make, unit, sizes) in MEMORY_CASES.items():
+        for size in sizes:
+            setup = make(root, size)
+            recipe = {
+                "name": "memory",
+                "data": {**setup["data"], "batch_size": 64, "eval_batch_size": 64, "workers": 0},
+                "teacher": setup["teacher"],
+                "student": setup["student"],
+                "losses": [{"name": "ce", "weight": 0.5}, {"name": "kd", "weight": 0.5, "temperature": 1.0}],
+                "train": {"max_steps": 300, "baseline": False},
+                "log": {"dir": str(root / "runs"), "progress": False},
+            }
+            out = subprocess.run(
+                [sys.executable, "-c", MEMORY_RUN, json.dumps(recipe)], capture_output=True, text=True, check=True
+            )
+            found = json.loads(out.stdout.strip().splitlines()[-1])
+            data_mb = sum(f.stat().st_size for f in setup["files"]) / 2**20
+            rows.append({"case": case, "unit": unit, "size": size, "data_mb": data_mb, **found})
+            print(rows[-1])
     text = "\n".join(
         [
-            "# Peak memory of a training run as the data grows (memory-mapped token shards)",
+            "# Peak memory of a training run as the data grows",
             "",
-            "A tiny LM self-distilled (EMA teacher) for 300 steps of 64 windows of 128 tokens, then evaluated,",
-            "64 windows a batch, on every val and test window (1% each); one fresh process per size, read from",
-            "/proc, CPU.",
+            "Each run trains 300 steps of 64 samples (a student self-distilled from its EMA teacher), then evaluates",
+            "on every val and test sample; one fresh process per size, memory read from /proc, CPU. Token shards:",
+            "a tiny LM on 128-token windows, val and test 1% of the tokens each. Parquet rows: an MLP on 32 numbers",
+            "a row, streamed (`hf`, `streaming: true`: one counting pass over the labels, then shuffled through a",
+            "10,000-row buffer), val and test 2,000 rows each.",
             "",
-            "| tokens | shard | peak anonymous memory | peak resident set | run time |",
-            "|---|---|---|---|---|",
+            "| data | size | on disk | peak anonymous memory | peak resident set | run time |",
+            "|---|---|---|---|---|---|",
             *(
-                f"| {r['tokens']:,} | {r['shard_mb']:.0f} MB | {r['anon_kb'] / 1024:.0f} MB "
+                f"| {r['case']} | {r['size']:,} {r['unit']} | {r['data_mb']:.0f} MB | {r['anon_kb'] / 1024:.0f} MB "
                 f"| {r['hwm_kb'] / 1024:.0f} MB | {r['seconds']:.0f} s |"
                 for r in rows
             ),
@@ -274,24 +345,43 @@ def main() -> None:
     workers = default_workers()
     rate = loader_rate(data, workers)
     print(f"loader alone ({workers} workers): {rate:,.0f} samples/s")
-    kd_times, waits, hand_times = [], [], []
-    for r in range(args.rounds):
-        gc.collect()  # the last round's DataLoaders go before new workers fork (they would inherit them)
-        with tempfile.TemporaryDirectory() as tmp:
-            runs = [
-                lambda: kd_times.append(kdforge_epochs(data, args.epochs, workers, Path(tmp))),
-                lambda: hand_times.append(handwritten_epochs(folder, args.epochs, workers)),
-            ]
-            for run in runs if r % 2 == 0 else runs[::-1]:  # alternate who goes first
-                run()
-        seconds, waited = kd_times[-1]
-        waits.append(waited)
-        print(
-            f"round {r + 1}: kdforge {seconds:.3f} s/epoch (waiting for data {100 * waited:.1f}%), "
-            f"hand-written {hand_times[-1]:.3f} s/epoch"
-        )
-    ratios = [k / h for (k, _), h in zip(kd_times, hand_times)]
-    k_mean = statistics.mean(k for k, _ in kd_times)
+    teacher = Teacher(models()[0])
+    val = make_loader(data.val, 512, num_workers=workers)
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = cached_teacher(folder, Path(tmp), args.epochs, workers)
+
+        def train(cached: bool = False) -> Any:
+            """New training batches (new workers, as the hand-written loop starts its own each round)."""
+            batches = make_loader(data.train, BATCH, shuffle=True, num_workers=workers)
+            if cached:  # as teacher.cache sets them: sample indices, and epoch e shows view e % views
+                batches.indexed, batches.cached_views = True, args.epochs
+            return batches
+
+        variants = {
+            "kd": lambda work: kdforge_epochs(train(), teacher, KD, val, args.epochs, work),
+            "hand": lambda work: (handwritten_epochs(folder, args.epochs, workers), 0.0),
+            "alone": lambda work: kdforge_epochs(train(), None, [{"name": "ce"}], val, args.epochs, work),
+            "cached": lambda work: kdforge_epochs(train(cached=True), cache, KD, val, args.epochs, work),
+        }
+        times: dict[str, list[float]] = {name: [] for name in variants}
+        waits = []
+        for r in range(args.rounds):
+            order = list(variants)[r % 4 :] + list(variants)[: r % 4]  # a different one goes first each round
+            for name in order:
+                gc.collect()  # the last DataLoaders go before new workers fork (they would inherit them)
+                seconds, waited = variants[name](Path(tmp) / f"round{r}-{name}")
+                times[name].append(seconds)
+                if name == "kd":
+                    waits.append(waited)
+            print(
+                f"round {r + 1}: kdforge {times['kd'][-1]:.3f} s/epoch (waiting for data {100 * waits[-1]:.1f}%), "
+                f"hand-written {times['hand'][-1]:.3f}; student alone {times['alone'][-1]:.3f}, "
+                f"cached KD {times['cached'][-1]:.3f} s/epoch"
+            )
+    kd_times, hand_times, alone_times, cached_times = (times[k] for k in ("kd", "hand", "alone", "cached"))
+    ratios = [k / h for k, h in zip(kd_times, hand_times)]
+    cached_ratios = [c / a for c, a in zip(cached_times, alone_times)]
+    k_mean = statistics.mean(kd_times)
     steps = len(data.train) / BATCH
     result = {
         "benchmark": "data",
@@ -300,12 +390,17 @@ def main() -> None:
         "workers": workers,
         "loader_samples_per_s": rate,
         "train_samples_per_s": len(data.train) / k_mean,
-        "kdforge_s_per_epoch": [k for k, _ in kd_times],
+        "kdforge_s_per_epoch": kd_times,
         "handwritten_s_per_epoch": hand_times,
         "wait_fraction": waits,
         "paired_ratio_median": statistics.median(ratios),
         "paired_ratios": ratios,
         "target_ratio": 1.05,
+        "alone_s_per_epoch": alone_times,
+        "cached_kd_s_per_epoch": cached_times,
+        "cached_over_alone_median": statistics.median(cached_ratios),
+        "cached_over_alone": cached_ratios,
+        "target_cached_ratio": 1.10,
         "target_wait_fraction_gpu": 0.05,
         "steps_per_epoch": steps,
         "torch": torch.__version__,
@@ -328,6 +423,8 @@ def main() -> None:
             "of the epoch |",
             f"| kdforge / hand-written epoch time | {statistics.median(ratios):.3f} (median of paired rounds; "
             "target <= 1.05) |",
+            f"| cached KD / student alone epoch time | {statistics.median(cached_ratios):.3f} (median of paired "
+            f"rounds; target <= 1.10; {args.epochs} cached views) |",
             "",
             "    uv run python benchmarks/data.py",
             "",

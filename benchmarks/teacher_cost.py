@@ -77,7 +77,7 @@ def main() -> None:
         }
     )
     session = Session(recipe, tmp, Console(file=io.StringIO()))
-    teacher, info = session.acquire_teacher(use_cache=False)
+    teacher, info = session.live_teacher()
     write_cache(session, teacher, {"params": sum(p.numel() for p in teacher.parameters())}, tmp / "cache")
     cached = CachedTeacher(tmp / "cache", session)
     session.train.indexed = True  # the cache is looked up by sample index

@@ -5,23 +5,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+from datafiles import write_images
 from kdforge.data import build_dataset, make_loader
 from kdforge.errors import KdforgeError
-
-COLOURS = {"cat": (200, 30, 30), "dog": (30, 200, 30), "emu": (30, 30, 200)}
-
-
-def write_images(folder, per_class, seed=0, size=(12, 10)):
-    """``per_class`` PNGs of each class, the class's colour plus noise; returns the folder."""
-    rng = np.random.default_rng(seed)
-    for name, colour in COLOURS.items():
-        (folder / name).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            pixels = np.clip(np.array(colour) + rng.integers(-20, 20, size=(*size[::-1], 3)), 0, 255)
-            Image.fromarray(pixels.astype(np.uint8)).save(folder / name / f"{i:03d}.png")
-    return folder
 
 
 def colour_class(x, mean=0.45, std=0.225):

@@ -173,7 +173,15 @@ def build_cache(
             term.resolve(student, teacher.module)
         layers = list(dict.fromkeys(name for term in terms for name in term.teacher_taps))
         manifest = write_cache(
-            session, teacher, session.teacher_entry(teacher, info), Path(out), topk, views, layers, feature_dtype
+            session,
+            teacher,
+            session.teacher_entry(teacher, info),
+            Path(out),
+            topk,
+            views,
+            layers,
+            feature_dtype,
+            batch_size=recipe.data.eval_batch_size,
         )
     what = f"{manifest['format']}{'' if topk is None else f', top {topk}'}" + (
         f"; layers {', '.join(layers)} in {feature_dtype}" if layers else ""

@@ -76,12 +76,17 @@ class Session:
             callbacks.append(ConsoleProgress(self.console))
         return callbacks
 
-    def track(self, batches: Any, description: str) -> Any:
-        """``batches`` with a transient progress bar (when ``log.progress``): for evaluations."""
+    def track(self, batches: Any, description: str, total: int | None = None) -> Any:
+        """``batches`` (``total`` of them, default ``len(batches)``) with a transient progress bar (when
+        ``log.progress``): for evaluations."""
         if not self.recipe.log.progress:
             return batches
         return rich.progress.track(
-            batches, description=description, total=len(batches), console=self.console, transient=True
+            batches,
+            description=description,
+            total=len(batches) if total is None else total,
+            console=self.console,
+            transient=True,
         )
 
     def __enter__(self) -> Session:
@@ -137,7 +142,9 @@ class Session:
                 )
             teacher = CachedTeacher(cfg.cache, self)
             self.train.indexed = True  # the cache is looked up by sample index...
-            self.train.fixed_views = fixed_views(self, teacher.manifest["views"])  # ...and shows the cached views
+            # ...and shows the cached views
+            self.train.fixed_views = fixed_views(self, teacher.manifest["views"])
+            self.train.cached_views = teacher.manifest["views"]
             return teacher, {}
         return self.live_teacher()
 

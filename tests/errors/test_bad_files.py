@@ -228,10 +228,10 @@ def manifest_without(key):
 
 
 def shorter_logits(path):
-    logits = np.load(path)
-    return npy_bytes(logits[:, :-5])
+    return npy_bytes(np.load(path)[:-5])
 
 
+SHARD = "shards/logits-v0-00000.npy"
 CACHE_CASES = {
     "no manifest": ("manifest.json", None, ["has no manifest.json", "kdforge cache"]),
     "truncated manifest": (
@@ -241,13 +241,14 @@ CACHE_CASES = {
     ),
     "manifest without views": ("manifest.json", manifest_without("views"), ["manifest.json", "lacks views"]),
     "object logits": (
-        "logits.npy",
+        SHARD,
         lambda p: npy_bytes(np.array([None] * 3, dtype=object), allow_pickle=True),
-        ["logits.npy", "object-dtype array"],
+        [SHARD, "object-dtype array"],
     ),
-    "empty logits": ("logits.npy", lambda p: b"", ["logits.npy", "is empty"]),
-    "truncated logits": ("logits.npy", lambda p: p.read_bytes()[:1000], ["logits.npy", "truncated or damaged"]),
-    "logits of other samples": ("logits.npy", shorter_logits, ["logits.npy", "has shape", "kdforge cache"]),
+    "empty logits": (SHARD, lambda p: b"", [SHARD, "is empty"]),
+    "truncated logits": (SHARD, lambda p: p.read_bytes()[:1000], [SHARD, "truncated or damaged"]),
+    "logits of other samples": (SHARD, shorter_logits, [SHARD, "holds [1162, 10] float32", "kdforge cache"]),
+    "a missing shard": (SHARD, None, [SHARD, "not found"]),
 }
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -55,7 +55,39 @@ class DatasetSplit:
         return torch.stack([x for x, _ in samples]), torch.stack([torch.as_tensor(y) for _, y in samples])
 
 
-AnySplit = Split | DatasetSplit
+class Stream(Protocol):
+    """What a streamed split reads from: its rows in order, never by index (files larger than memory)."""
+
+    def __len__(self) -> int: ...
+
+    def chunks(self, epoch: int, size: int, shuffle: bool, seed: int) -> Iterator[list[Any]]:
+        """The epoch's rows, raw (undecoded), ``size`` at a time; shuffled (seeded by ``seed`` and ``epoch``)
+        when asked."""
+        ...
+
+    def prepare(self, row: Any) -> tuple[torch.Tensor, Any]:
+        """One raw row as (input tensor, target): decoded and transformed."""
+        ...
+
+
+@dataclass
+class StreamSplit:
+    """A split read as a stream (see :class:`Stream`): batches are consecutive rows of the epoch's order, so a
+    stream has no sample index (no teacher cache, no stratified re-split)."""
+
+    stream: Stream
+    labels: None = None
+
+    def __len__(self) -> int:
+        return len(self.stream)
+
+    def first(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = next(self.stream.chunks(0, n, False, 0))
+        samples = [self.stream.prepare(row) for row in rows]
+        return torch.stack([x for x, _ in samples]), torch.stack([torch.as_tensor(y) for _, y in samples])
+
+
+AnySplit = Split | DatasetSplit | StreamSplit
 
 
 def in_memory(split: AnySplit, needs: str) -> Split:

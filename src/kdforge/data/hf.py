@@ -19,6 +19,7 @@ classes (a ``ClassLabel`` or whole numbers) or, for a regression, real values.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -75,13 +76,20 @@ def hf(
     split_column: str | None = None,
     image: dict[str, Any] | None = None,
     standardize: bool = True,
+    streaming: bool = False,
+    shuffle_buffer: int = 10_000,
 ) -> DataBundle:
     """A Hugging Face dataset on disk (see the module docstring): ``path`` a ``save_to_disk`` folder or
     data files; ``input`` and ``label`` the columns; ``val``/``test`` files of their own;
     ``split_column`` the column that names each row's split; ``image`` the image options of
     ``image_folder`` (``image_size``, ``channels``, ``train_crop``, ``min_scale``, ``flip``, ``mean``,
-    ``std``) for an image column; ``standardize`` numeric inputs by the training rows."""
+    ``std``) for an image column; ``standardize`` numeric inputs by the training rows; ``streaming``
+    reads the splits as streams (:mod:`kdforge.data.hf_stream`), shuffled through ``shuffle_buffer`` rows."""
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # local files only, whatever the machine can reach
+    if streaming:
+        from kdforge.data.hf_stream import streamed
+
+        return streamed(path, input, label, val, test, split_column, image, standardize, shuffle_buffer)
     tables = _splits(path, val, test, split_column)
     first = tables["train"]
     for column in (input, label):
@@ -177,13 +185,28 @@ def load_table(path: str) -> Any:
 
 
 class _Picture:
-    """An image cell (a PIL image) in the dataset's colour mode, transformed."""
+    """An image cell in the dataset's colour mode, transformed: a PIL image, or (a stream's cell, not yet
+    decoded) its encoded bytes or file path."""
 
     def __init__(self, transform: Callable[[Any], torch.Tensor], mode: str):
         self.transform, self.mode = transform, mode
 
     def __call__(self, picture: Any) -> torch.Tensor:
+        if isinstance(picture, dict):
+            picture = _decode(picture)
         return self.transform(picture.convert(self.mode))
+
+
+def _decode(cell: dict[str, Any]) -> Any:
+    from PIL import Image, UnidentifiedImageError
+
+    source = io.BytesIO(cell["bytes"]) if cell.get("bytes") else cell.get("path")
+    try:
+        picture = Image.open(source)  # type: ignore[arg-type]  # a cell with neither is a TypeError below
+        picture.load()
+    except (UnidentifiedImageError, OSError, TypeError) as err:
+        raise FileReadError(f"hf: an image cell ({cell.get('path') or 'bytes'}) cannot be decoded: {err}") from None
+    return picture
 
 
 class _Numbers:

@@ -16,9 +16,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
-from kdforge.data.bundle import DatasetSplit, Split
+from kdforge.data.bundle import DatasetSplit, Split, Stream, StreamSplit
 from kdforge.errors import KdforgeError
 
 Batch = tuple[torch.Tensor, ...]  # (x, y), or (x, y, sample indices) when indexed
@@ -41,6 +41,9 @@ class Batches:
         self.batch_size, self.shuffle, self.seed, self.transform = batch_size, shuffle, seed, transform
         self.indexed = False  # yield (x, y, sample indices): a cached teacher looks its outputs up by index
         self.fixed_views: Any = None  # FixedViews: augment with per-sample views instead of randomly
+        # a teacher cache's number of views: a sample read from disk at epoch e gets the random transforms
+        # of view e % cached_views, the input the cache's teacher saw (0: new transforms every epoch)
+        self.cached_views = 0
         self.shard = (0, 1)  # (rank, world): each rank takes every world-th sample of each global batch
 
     def _batch_indices(self, n: int, epoch: int, start: int, device: torch.device) -> Iterator[torch.Tensor]:
@@ -122,25 +125,30 @@ class _EpochBatches:
         return self.count
 
 
+def _seeded(read: Callable[[], Any], seed: int, epoch: int, index: int) -> Any:
+    """``read()`` with the random number generator seeded by (seed, epoch, index): a sample's random
+    transforms (crops, flips) are the same whichever worker reads it, however many workers there are,
+    and after a resume."""
+    # the CPU generator is what transforms draw from; torch.manual_seed, which also seeds every
+    # accelerator, costs ~100x more per sample
+    generator = torch.default_generator
+    kept = generator.get_state()
+    generator.manual_seed(((seed * 1_000_003 + epoch) * 2_147_483_647 + index) % 2**63)
+    try:
+        return read()
+    finally:  # read in the training process (no workers): its own random stream goes on as it was
+        generator.set_state(kept)
+
+
 class _SeededSamples(Dataset):
-    """``dataset[index]`` with the random number generator seeded by (seed, epoch, index): a sample's
-    random transforms (crops, flips) are the same whichever worker reads it, however many workers there
-    are, and after a resume."""
+    """``dataset[index]`` with its random transforms seeded by (seed, epoch, index) (see :func:`_seeded`)."""
 
     def __init__(self, dataset: Dataset, seed: int):
         self.dataset, self.seed = dataset, seed
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
         index, epoch = key
-        # the CPU generator is what transforms draw from; torch.manual_seed, which also seeds every
-        # accelerator, costs ~100x more per sample
-        generator = torch.default_generator
-        kept = generator.get_state()
-        generator.manual_seed(((self.seed * 1_000_003 + epoch) * 2_147_483_647 + index) % 2**63)
-        try:
-            return self.dataset[index]
-        finally:  # read in the training process (no workers): its own random stream goes on as it was
-            generator.set_state(kept)
+        return _seeded(lambda: self.dataset[index], self.seed, epoch, index)
 
 
 class DatasetBatches(Batches):
@@ -179,10 +187,89 @@ class DatasetBatches(Batches):
     def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
         n = len(self.dataset)  # type: ignore[arg-type]
         batches = functools.partial(self._batch_indices, n, epoch, start, torch.device("cpu"))
-        self.sampler.batches, self.sampler.epoch, self.sampler.count = batches, epoch, max(0, len(self) - start)
+        self.sampler.batches, self.sampler.count = batches, max(0, len(self) - start)
+        self.sampler.epoch = epoch % self.cached_views if self.cached_views else epoch
         for (x, y), idx in zip(_worker_errors_told_plainly(self.loader), batches()):  # the sampler's batches, again
             x = x.to(self.device, non_blocking=True, memory_format=self.memory_format)
             yield self._finish(x, y.to(self.device, non_blocking=True), idx.to(self.device), epoch)
+
+
+class _StreamEpoch(IterableDataset):
+    """One epoch of a stream as global batches of ``batch_size`` consecutive rows, from batch ``start`` on:
+    DataLoader worker w of W makes batches w, w + W, ... (the loader hands them out round-robin, so in
+    order), each the rank's share of the rows. Every worker reads every row; it decodes only its own."""
+
+    def __init__(self, stream: Stream, batch_size: int, shuffle: bool, seed: int):
+        self.stream, self.batch_size, self.shuffle, self.seed = stream, batch_size, shuffle, seed
+        self.epoch, self.start, self.sample_epoch, self.shard = 0, 0, 0, (0, 1)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        rank, world = self.shard
+        chunks = self.stream.chunks(self.epoch, self.batch_size, self.shuffle, self.seed)
+        for b, rows in enumerate(chunks):
+            if b < self.start or (b - self.start) % workers != worker:
+                continue
+            first = b * self.batch_size + rank
+            samples = [
+                _seeded(functools.partial(self.stream.prepare, row), self.seed, self.sample_epoch, first + i * world)
+                for i, row in enumerate(rows[rank::world])
+            ]
+            yield torch.stack([x for x, _ in samples]), torch.stack([torch.as_tensor(y) for _, y in samples])
+
+
+class StreamBatches(Batches):
+    """Batches of a :class:`StreamSplit`: consecutive rows of the epoch's order (shuffled through the
+    stream's buffer, seeded by the epoch), decoded in DataLoader workers. The batches are the same
+    whatever the number of workers; a resume at batch ``start`` reads, without decoding, the rows
+    before it. The workers start again each epoch (they take the epoch with them)."""
+
+    def __init__(
+        self,
+        split: StreamSplit,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        transform: Transform | None = None,
+        num_workers: int | None = None,
+        memory_format: torch.memory_format = torch.contiguous_format,
+    ):
+        super().__init__(batch_size, shuffle, seed, transform)
+        self.split, self.memory_format, self.device = split, memory_format, torch.device(device)
+        self.source = _StreamEpoch(split.stream, batch_size, shuffle, seed)
+        workers = default_workers() if num_workers is None else num_workers
+        self.loader = DataLoader(
+            self.source,
+            batch_size=None,
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            prefetch_factor=4 if workers > 0 else None,
+        )
+
+    def __len__(self) -> int:
+        return -(-len(self.split) // self.batch_size)
+
+    @property
+    def indexed(self) -> bool:
+        return False
+
+    @indexed.setter
+    def indexed(self, wanted: bool) -> None:
+        if wanted:
+            raise KdforgeError(
+                "a streamed split has no sample index, so a teacher cache cannot look its outputs up: train with the "
+                "online teacher, or read the data without streaming"
+            )
+
+    def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
+        self.source.epoch, self.source.start, self.source.shard = epoch, start, self.shard
+        self.source.sample_epoch = epoch % self.cached_views if self.cached_views else epoch
+        for x, y in _worker_errors_told_plainly(self.loader):
+            x = x.to(self.device, non_blocking=True, memory_format=self.memory_format)
+            yield self._finish(x, y.to(self.device, non_blocking=True), torch.empty(0), epoch)
 
 
 def _worker_errors_told_plainly(loader: DataLoader) -> Iterator[Any]:
@@ -203,7 +290,7 @@ def default_workers() -> int:
 
 
 def make_loader(
-    data: Split | DatasetSplit | Dataset,
+    data: Split | DatasetSplit | StreamSplit | Dataset,
     batch_size: int,
     *,
     shuffle: bool = False,
@@ -217,22 +304,25 @@ def make_loader(
     processes read the samples; default: :func:`default_workers`). ``transform`` (augmentation) is
     applied to each batch's inputs on the device; ``memory_format`` (channels-last) to the inputs as
     they reach the device."""
-    kind: Callable[..., Batches] = (
-        functools.partial(TensorBatches, data)
-        if isinstance(data, Split)
-        else functools.partial(
-            DatasetBatches, data.dataset if isinstance(data, DatasetSplit) else data, num_workers=num_workers
-        )
-    )
+    kind: Callable[..., Batches]
+    if isinstance(data, Split):
+        kind = functools.partial(TensorBatches, data)
+    elif isinstance(data, StreamSplit):
+        kind = functools.partial(StreamBatches, data, num_workers=num_workers)
+    else:
+        dataset = data.dataset if isinstance(data, DatasetSplit) else data
+        kind = functools.partial(DatasetBatches, dataset, num_workers=num_workers)
     return kind(batch_size, shuffle=shuffle, seed=seed, device=device, transform=transform, memory_format=memory_format)
 
 
-__all__ = ["Batches", "TensorBatches", "DatasetBatches", "make_loader", "default_workers"]
+__all__ = ["Batches", "TensorBatches", "DatasetBatches", "StreamBatches", "make_loader", "default_workers"]
 
 
 def example_inputs(batches: Batches, n: int = 2) -> torch.Tensor:
     """The split's first ``n`` inputs, un-augmented (for shape probes)."""
     if isinstance(batches, TensorBatches):
         return batches.x[:n]
+    if isinstance(batches, StreamBatches):
+        return batches.split.first(n)[0].to(batches.device)
     assert isinstance(batches, DatasetBatches)
     return torch.stack([batches.dataset[i][0] for i in range(n)]).to(batches.device)

@@ -1,23 +1,27 @@
 """Cached teacher outputs: run the teacher once over the training split, train many times.
 
 ``kdforge cache RECIPE`` writes a folder with the teacher's logits for every training
-sample, dense (``logits.npy``, float32, exact) or top-k compressed (``topk_log_probs.npy``
-+ ``topk_indices.npy``), and the teacher layers the recipe's loss terms tap
-(``feature_<i>.npy``, float32 or float16), memory-mapped when read, beside
-``manifest.json``: the teacher's hash, the training data's hash, shapes, format, and the
-teacher's module names. A recipe with ``teacher.cache: PATH`` then trains without running
-the teacher (feature terms resolve their layer names against an empty copy of the
-teacher's module tree); a manifest that does not match the recipe's teacher or data, or
-that lacks a layer the recipe reads, is refused.
+sample, dense (float32, exact) or top-k compressed (log-probabilities in float16 and class
+indices in int16/int32: a 1.28M-sample, 1000-class cache with top-10 is ~51 MB), and the
+outputs of the teacher layers the recipe's loss terms tap (float32 or float16). The arrays
+are written in shards while the teacher runs (an interrupted ``kdforge cache`` resumes from
+its last finished shard), memory-mapped when read, beside ``manifest.json``: the teacher's
+hash, the training data's hash, shapes, format, and the teacher's module names. A recipe
+with ``teacher.cache: PATH`` then trains without running the teacher (feature terms resolve
+their layer names against an empty copy of the teacher's module tree); a manifest that does
+not match the recipe's teacher or data, or that lacks a layer the recipe reads, is refused.
 
-With ``data.augment``, the cache holds ``views`` fixed augmented versions of every sample
-(:class:`~kdforge.data.augment.FixedViews`, drawn from the seed) and training shows the
-student view ``epoch % views``: teacher and student always see the same input, exactly.
+With ``data.augment`` (in-memory data), the cache holds ``views`` fixed augmented versions of
+every sample (:class:`~kdforge.data.augment.FixedViews`, drawn from the seed); for data read
+from disk, view v is the sample as its dataset's random transforms (crops, flips) draw it at
+epoch v. Training shows the student view ``epoch % views``: teacher and student always see
+the same input, exactly.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,25 +31,38 @@ import torch
 from torch import nn
 
 from kdforge.data.augment import BatchAugment, FixedViews
-from kdforge.data.bundle import in_memory
+from kdforge.data.bundle import Split
+from kdforge.data.loaders import make_loader
 from kdforge.errors import KdforgeError
-from kdforge.files import load_npy, read_json, remove_stale_tmp, save_npy, write_json
+from kdforge.files import read_json, remove_stale_tmp, write_json
 from kdforge.losses.functional import TopK, topk_log_probs
 from kdforge.taps import FeatureTap
+from kdforge.teachers._shards import ShardBuffer, ShardedArray, shard_count, shards_done
 from kdforge.teachers.sources import teacher_cache_key
 
 if TYPE_CHECKING:
     from kdforge.session import Session
     from kdforge.teachers.teacher import Teacher
 
-FORMAT_VERSION = 2  # 2: tapped teacher layers and the module tree
+FORMAT_VERSION = 3  # 3: sharded arrays, top-k in float16
 IN_MEMORY_BYTES = 2**30  # caches up to 1 GiB are loaded whole; larger ones stay memory-mapped
+SHARD_BYTES = 64 * 2**20  # about this much teacher output per shard file
+NOT_DATA = {"batch_size", "eval_batch_size", "workers", "augment"}  # data settings that do not change the samples
 
 
-def data_hash(x: torch.Tensor, y: torch.Tensor) -> str:
-    """Hash of a split's inputs and targets, as the trainer sees them."""
+def data_hash(session: Session) -> str:
+    """Hash of the training split as the teacher sees it: of its inputs and targets when in memory; of
+    the recipe's data section and the labels when read from disk (hashing every decoded sample would
+    cost a pass over the data)."""
+    train = session.data.train
     digest = hashlib.sha256()
-    for t in (x, y):
+    if isinstance(train, Split):
+        tensors = [train.x, train.y]
+    else:
+        data = session.recipe.data.model_dump(mode="json", exclude=NOT_DATA)
+        digest.update(json.dumps([data, len(train)], sort_keys=True).encode())
+        tensors = [] if train.labels is None else [torch.as_tensor(train.labels)]
+    for t in tensors:
         digest.update(t.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
 
@@ -57,21 +74,19 @@ def teacher_hash(session: Session) -> str:
 
 
 def expected_manifest(session: Session) -> dict[str, Any]:
-    data = session.data
-    train = in_memory(data.train, "teacher.cache")
     return {
         "teacher_hash": teacher_hash(session),
-        "data_hash": data_hash(train.x, train.y),
+        "data_hash": data_hash(session),
         "split": "train",
-        "samples": len(data.train),
-        "num_classes": data.num_classes,
-        "augment": session.recipe.data.augment.model_dump(),
+        "samples": len(session.data.train),
+        "num_classes": session.data.num_classes,
+        "augment": session.recipe.data.augment.model_dump(mode="json"),
         "seed": session.recipe.seed,
     }
 
 
 def fixed_views(session: Session, views: int) -> FixedViews | None:
-    """The augmented views a cache is made of (None without augmentation)."""
+    """The augmented views a cache of in-memory data is made of (None without ``data.augment``)."""
     augment = BatchAugment.from_config(session.recipe.data.augment, session.data.scaling)
     if augment.randaugment is not None:
         raise KdforgeError(
@@ -80,6 +95,12 @@ def fixed_views(session: Session, views: int) -> FixedViews | None:
         )
     if not augment:
         return None
+    if not isinstance(session.data.train, Split):
+        raise KdforgeError(
+            "a teacher cache of data read from disk stores the views the dataset's own random transforms draw "
+            "(for images: data.image.train_crop and flip); data.augment views are for data held in memory: "
+            "remove data.augment"
+        )
     return FixedViews(augment, len(session.data.train), tuple(session.data.input_shape), views, session.recipe.seed)
 
 
@@ -103,6 +124,50 @@ def skeleton(tree: list[list[str]]) -> nn.Module:
     return nodes[""]
 
 
+class _Outputs:
+    """What the cache keeps of one batch: the teacher's logits (dense, or top-k in float16 with the
+    smallest integer type that holds a class index) and its tapped layers, as NumPy rows."""
+
+    def __init__(self, teacher: Teacher, layers: Sequence[str], topk: int | None, feature_dtype: str):
+        self.teacher, self.layers, self.topk = teacher, list(layers), topk
+        self.feature_dtype = getattr(torch, feature_dtype)
+        self.tap = FeatureTap(teacher.module, {name: name for name in layers})
+
+    def __call__(self, x: torch.Tensor) -> dict[str, np.ndarray]:
+        self.tap.clear()
+        logits = self.teacher(x).float()
+        if self.topk is None:
+            out = {"logits": logits.cpu().numpy()}
+        else:
+            sparse = topk_log_probs(logits, self.topk)
+            index_type = torch.int16 if logits.shape[-1] <= torch.iinfo(torch.int16).max else torch.int32
+            out = {
+                "topk_log_probs": sparse.log_probs.to(torch.float16).cpu().numpy(),
+                "topk_indices": sparse.indices.to(index_type).cpu().numpy(),
+            }
+        for i, name in enumerate(self.layers):
+            out[f"feature_{i}"] = self.tap.features[name].to("cpu", self.feature_dtype).numpy()
+        return out
+
+
+def _begin(out: Path, plan: dict[str, Any]) -> None:
+    """Start (or resume) writing a cache to ``out``; what is there must be a part of the same cache."""
+    (out / "shards").mkdir(parents=True, exist_ok=True)
+    remove_stale_tmp(out)
+    plan_file = out / "plan.json"
+    if plan_file.is_file():
+        before = read_json(plan_file, "teacher cache plan")
+        changed = [k for k in plan if not isinstance(before, dict) or before.get(k) != plan[k]]
+        if changed:
+            raise KdforgeError(
+                f"'{out}' holds (part of) a teacher cache made with other settings ({', '.join(changed)}); "
+                "remove it or choose another --out"
+            )
+    elif (out / "manifest.json").exists() or any((out / "shards").iterdir()):
+        raise KdforgeError(f"'{out}' holds a teacher cache of an older format; remove it or choose another --out")
+    write_json(plan_file, plan)
+
+
 @torch.no_grad()
 def write_cache(
     session: Session,
@@ -114,58 +179,74 @@ def write_cache(
     layers: Sequence[str] = (),
     feature_dtype: str = "float32",
     batch_size: int = 512,
+    shard_bytes: int | None = None,
 ) -> dict[str, Any]:
     """Run ``teacher`` once over every view of the training split and write the cache: its
-    logits and the outputs of ``layers`` (module names in the teacher); ``teacher_entry``
-    (its results.json row) is kept for the runs that use the cache."""
+    logits and the outputs of ``layers`` (module names in the teacher), shard by shard;
+    shards already in ``out`` from an interrupted run of the same cache are kept.
+    ``teacher_entry`` (its results.json row) is kept for the runs that use the cache. A shard holds
+    about ``shard_bytes`` (default :data:`SHARD_BYTES`) of outputs, in whole batches."""
     augmented = fixed_views(session, views)
-    if augmented is None and views != 1:
+    if augmented is None and views != 1 and isinstance(session.data.train, Split):
         raise KdforgeError(f"views={views} needs data.augment: without augmentation every view is the same input")
-    tap = FeatureTap(teacher.module, {name: name for name in layers})
-    x = in_memory(session.data.train, "kdforge cache").x
-    outputs: dict[str, list[list[torch.Tensor]]] = {name: [] for name in ("logits", *layers)}  # name -> view -> chunks
-    for v in range(views):
-        for found in outputs.values():
-            found.append([])
-        for i in session.track(range(0, len(x), batch_size), f"caching view {v + 1}/{views}"):
-            index = torch.arange(i, min(i + batch_size, len(x)))
-            batch = x[index].to(session.device)
-            tap.clear()
-            outputs["logits"][v].append(
-                teacher(batch if augmented is None else augmented(batch, index, v)).float().cpu()
-            )
-            for name in layers:
-                outputs[name][v].append(tap.features[name].to("cpu", getattr(torch, feature_dtype)))
-    tap.remove()
-    stacked = {
-        name: torch.stack([torch.cat(chunks) for chunks in per_view]) for name, per_view in outputs.items()
-    }  # [views, N, ...]
-    out.mkdir(parents=True, exist_ok=True)
-    remove_stale_tmp(out)
-    logits = stacked.pop("logits")
-    if topk is None:
-        save_npy(out / "logits.npy", logits.numpy())
-    else:
-        sparse = topk_log_probs(logits, topk)
-        save_npy(out / "topk_log_probs.npy", sparse.log_probs.numpy())
-        save_npy(out / "topk_indices.npy", sparse.indices.to(torch.int32).numpy())
-    features = {}
-    for i, (name, values) in enumerate(stacked.items()):
-        save_npy(out / f"feature_{i}.npy", values.numpy())
-        features[name] = {"file": f"feature_{i}.npy", "shape": list(values.shape[2:]), "dtype": feature_dtype}
+    loader = make_loader(session.data.train, batch_size, device=session.device, num_workers=session.recipe.data.workers)
+    loader.indexed, loader.fixed_views, loader.cached_views = True, augmented, views
+    outputs = _Outputs(teacher, layers, topk, feature_dtype)
+    try:
+        probe = outputs(next(iter(loader.epoch(0)))[0])  # the rows' shapes and sizes
+        row_bytes = sum(rows[0].nbytes for rows in probe.values())
+        batches_per_shard = max(1, (shard_bytes or SHARD_BYTES) // (row_bytes * batch_size))
+        plan = {
+            **expected_manifest(session),
+            "version": FORMAT_VERSION,
+            "format": "dense" if topk is None else "topk",
+            "k": topk,
+            "views": views,
+            "arrays": {name: {"shape": list(rows.shape[1:]), "dtype": str(rows.dtype)} for name, rows in probe.items()},
+            "features": {name: f"feature_{i}" for i, name in enumerate(layers)},
+            "shard_samples": batches_per_shard * batch_size,
+        }
+        plan = json.loads(json.dumps(plan))  # as it reads back from plan.json
+        _begin(out, plan)
+        for view in range(views):
+            _write_view(session, loader, outputs, out, plan, view, batches_per_shard)
+    finally:
+        outputs.tap.remove()
+    samples = len(session.data.train)
     manifest = {
-        **expected_manifest(session),
-        "version": FORMAT_VERSION,
-        "format": "dense" if topk is None else "topk",
-        "k": topk,
-        "views": views,
-        "features": features,
+        **plan,
         "modules": module_tree(teacher.module),
         "teacher": teacher_entry,
+        "bytes_per_sample": sum(p.stat().st_size for p in (out / "shards").glob("*.npy")) / samples,
     }
-    manifest["bytes_per_sample"] = sum(p.stat().st_size for p in out.glob("*.npy")) / len(x)
     write_json(out / "manifest.json", manifest)  # last: a cache without it is incomplete
     return manifest
+
+
+def _write_view(
+    session: Session, loader: Any, outputs: _Outputs, out: Path, plan: dict[str, Any], view: int, per_shard: int
+) -> None:
+    """Write the shards of one view that ``out`` does not have yet."""
+    samples, shard_samples = plan["samples"], plan["shard_samples"]
+    total = shard_count(samples, shard_samples)
+    shard = shards_done(out, list(plan["arrays"]), view, samples, shard_samples)
+    if shard == total:
+        return
+    if shard:
+        session.console.print(
+            f"view {view + 1}: {shard} of {total} shards were already written, going on", markup=False
+        )
+    buffer = ShardBuffer()
+    start = shard * per_shard
+    batches = loader.epoch(view, start=start)
+    for x, _, _ in session.track(batches, f"caching view {view + 1}/{plan['views']}", total=len(loader) - start):
+        for name, rows in outputs(x).items():
+            buffer.add(name, rows)
+        if len(buffer) == shard_samples:
+            buffer.flush(out, view, shard)
+            shard += 1
+    if len(buffer):
+        buffer.flush(out, view, shard)
 
 
 class CachedTeacher(nn.Module):
@@ -174,7 +255,7 @@ class CachedTeacher(nn.Module):
     It has no weights to run; :attr:`module` is an empty copy of the teacher's module tree."""
 
     trainable, evolves, ema_decay = False, False, None  # a cache never changes
-    arrays: dict[str, torch.Tensor | np.ndarray]  # on the device when small, else memory-mapped
+    arrays: dict[str, torch.Tensor | ShardedArray]  # on the device when small, else memory-mapped shards
 
     def __init__(self, path: str | Path, session: Session):
         super().__init__()
@@ -182,8 +263,8 @@ class CachedTeacher(nn.Module):
         manifest_file = self.path / "manifest.json"
         if not manifest_file.is_file():
             raise KdforgeError(
-                f"teacher.cache '{self.path}' has no manifest.json; create it with: kdforge cache RECIPE --out "
-                f"{self.path}"
+                f"teacher.cache '{self.path}' has no manifest.json (an unfinished cache: run kdforge cache again to "
+                f"finish it); create it with: kdforge cache RECIPE --out {self.path}"
             )
         self.manifest = read_json(manifest_file, "teacher cache manifest")
         rebuild = f"rebuild it with: kdforge cache RECIPE --out {self.path}"
@@ -193,8 +274,8 @@ class CachedTeacher(nn.Module):
                 f"teacher.cache '{self.path}' has format version {found}, this kdforge reads {FORMAT_VERSION}; "
                 f"{rebuild}"
             )
-        lacking = sorted({"format", "views", "features", "modules", "teacher", "samples"} - set(self.manifest))
-        if lacking:
+        needed = {"format", "views", "features", "modules", "teacher", "samples", "arrays", "shard_samples"}
+        if lacking := sorted(needed - set(self.manifest)):
             raise KdforgeError(f"teacher.cache manifest '{manifest_file}' lacks {', '.join(lacking)}; {rebuild}")
         expected = expected_manifest(session)
         stale = [
@@ -207,29 +288,15 @@ class CachedTeacher(nn.Module):
                 f"teacher.cache '{self.path}' was made for another teacher or data ({'; '.join(stale)}); {rebuild}"
             )
         self.module = skeleton(self.manifest["modules"])
-        files = (
-            {"logits": "logits.npy"}
-            if self.manifest["format"] == "dense"
-            else {"topk_log_probs": "topk_log_probs.npy", "topk_indices": "topk_indices.npy"}
-        )
-        files.update({name: f["file"] for name, f in self.manifest["features"].items()})
-        arrays: dict[str, torch.Tensor | np.ndarray] = {
-            name: load_npy(self.path / file, mmap_mode="r", what="teacher cache array") for name, file in files.items()
+        m = self.manifest
+        sharded = {
+            name: ShardedArray(self.path, name, m["views"], m["samples"], m["shard_samples"], a["shape"], a["dtype"])
+            for name, a in m["arrays"].items()
         }
-        rows = (self.manifest["views"], self.manifest["samples"])
-        for name, array in arrays.items():
-            if tuple(array.shape[:2]) != rows:
-                raise KdforgeError(
-                    f"teacher cache array '{self.path / files[name]}' has shape {list(array.shape)}, but the manifest "
-                    "promises "
-                    f"{rows[0]} view(s) of {rows[1]} samples first; {rebuild}"
-                )
-        if (
-            sum(a.nbytes for a in arrays.values()) <= IN_MEMORY_BYTES
-        ):  # small: hold it on the device, index like the data
-            self.arrays = {name: torch.from_numpy(np.array(a)).to(session.device) for name, a in arrays.items()}
-        else:  # large: rows are read from the memory-mapped files on demand
-            self.arrays = arrays
+        if sum(a.nbytes for a in sharded.values()) <= IN_MEMORY_BYTES:  # small: on the device, indexed like the data
+            self.arrays = {name: torch.from_numpy(a.whole()).to(session.device) for name, a in sharded.items()}
+        else:  # large: rows are read from the memory-mapped shards on demand
+            self.arrays = dict(sharded)
 
     @property
     def layers(self) -> list[str]:
@@ -241,7 +308,7 @@ class CachedTeacher(nn.Module):
         rows = (
             a[view][index.to(a.device)]
             if isinstance(a, torch.Tensor)
-            else torch.from_numpy(np.ascontiguousarray(a[view][index.cpu().numpy()]))
+            else torch.from_numpy(a.rows(view, index.cpu().numpy()))
         )
         return rows.to(device, non_blocking=True)
 
@@ -255,10 +322,11 @@ class CachedTeacher(nn.Module):
             logits: torch.Tensor | TopK = self._rows("logits", view, index, device)
         else:
             logits = TopK(
-                self._rows("topk_log_probs", view, index, device),
+                self._rows("topk_log_probs", view, index, device).float(),
                 self._rows("topk_indices", view, index, device).long(),
             )
-        return logits, {name: self._rows(name, view, index, device).float() for name in self.layers}
+        features = self.manifest["features"]
+        return logits, {name: self._rows(features[name], view, index, device).float() for name in self.layers}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         raise KdforgeError(
