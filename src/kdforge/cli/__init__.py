@@ -16,6 +16,7 @@ OPTIONAL_PACKAGES = {
     "transformers": "text",
     "sentence_transformers": "text",
     "datasets": "datasets",
+    "zarr": "zarr",
     "tensorboard": "tracking",
     "wandb": "tracking",
     "mlflow": "tracking",

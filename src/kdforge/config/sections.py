@@ -95,6 +95,13 @@ class DataConfig(Component):
             "across seeds)"
         ),
     )
+    split_file: str | None = Field(
+        None,
+        description=(
+            "your fixed split: a .json or .npz file of row indices for train, val and test (the splits the dataset "
+            "would draw; a split that comes from the dataset's own files is not in it), used exactly as given"
+        ),
+    )
     workers: int | None = Field(
         None,
         ge=0,

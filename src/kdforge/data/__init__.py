@@ -27,6 +27,7 @@ def recipe_data(cfg: Any, seed: int) -> DataBundle:
         seed=data_seed(cfg, seed),
         val_fraction=cfg.val_fraction,
         test_fraction=cfg.test_fraction,
+        split_file=cfg.split_file,
         **cfg.options,
     )
     if cfg.booleanize is None:

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from kdforge.data.bundle import DATASETS, DataBundle, DatasetSplit, Split, standardise, stratified_split
+from kdforge.data.bundle import DATASETS, DataBundle, DatasetSplit, Split, split_rows, standardise
+from kdforge.data.chunked import chunked_arrays, is_zarr
 from kdforge.errors import KdforgeError
 from kdforge.files import load_npy, load_npz
 
@@ -62,6 +63,8 @@ def arrays(
     num_classes: int | None = None,
     standardize: bool = True,
     memory_map: bool | None = None,
+    window: int | None = None,
+    stride: int | None = None,
 ) -> DataBundle:
     """Your own arrays: an ``.npz`` with ``x`` and ``y`` (or ``x_train``/``y_train`` and
     optionally ``x_val``/``y_val``, ``x_test``/``y_test``), or a directory holding
@@ -72,7 +75,24 @@ def arrays(
     regression (e.g. [N, C, L] target sequences; ``num_classes`` is then their channel
     count). Complex ``x`` stay complex (and are not standardised). ``memory_map``: read the
     ``.npy`` inputs row by row from disk (default: when they exceed 2 GiB).
+
+    A ``.zarr`` store (``x``, ``y``, and the same optional splits) is read lazily, chunk by chunk;
+    ``window`` (and ``stride``) cut its rows into windows along the last axis
+    (:mod:`kdforge.data.chunked`).
     """
+    if is_zarr(Path(path)):
+        return chunked_arrays(
+            Path(path),
+            seed=seed,
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            num_classes=num_classes,
+            standardize=standardize,
+            window=window,
+            stride=stride,
+        )
+    if window is not None or stride is not None:
+        raise KdforgeError(f"arrays: window and stride cut the rows of a zarr store; '{path}' is not one")
     found = _read_arrays(Path(path), memory_map)
     x_all, y_all = found.get("x_train", found.get("x")), found.get("y_train", found.get("y"))
     if x_all is None or y_all is None:
@@ -82,9 +102,11 @@ def arrays(
     _check(path, x_all, y_all)
     regression = not np.issubdtype(y_all.dtype, np.integer)
     given = {s: (found[f"x_{s}"], found[f"y_{s}"]) for s in ("val", "test") if f"x_{s}" in found}
-    cut = tuple(f for s, f in (("val", val_fraction), ("test", test_fraction)) if s not in given)
+    wanted = {s: f for s, f in (("val", val_fraction), ("test", test_fraction)) if s not in given}
     parts = iter(
-        _random_split(len(y_all), cut, seed) if regression else stratified_split(y_all.astype(np.int64), cut, seed)
+        split_rows(y_all, wanted, seed, lambda y, shares, seed: _random_split(len(y), shares, seed))
+        if regression
+        else split_rows(y_all.astype(np.int64), wanted, seed)
     )
     train = next(parts)
     rows = {"train": (x_all, y_all, train)}

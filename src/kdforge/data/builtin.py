@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kdforge.data.bundle import DATASETS, DataBundle, Split, standardise, stratified_split
+from kdforge.data.bundle import DATASETS, DataBundle, Split, split_rows, standardise
 from kdforge.errors import KdforgeError
 
 
@@ -30,7 +30,7 @@ def digits(
         x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
     x = x.repeat(1, channels, 1, 1)
     y = torch.tensor(raw.target, dtype=torch.long)
-    train, val, test = stratified_split(raw.target, (val_fraction, test_fraction), seed)
+    train, val, test = split_rows(raw.target, {"val": val_fraction, "test": test_fraction}, seed)
     xs, scaling = standardise(x[train], x[val], x[test])
     train_split, val_split, test_split = (Split(xi, y[idx]) for xi, idx in zip(xs, (train, val, test)))
     return DataBundle(
@@ -55,7 +55,7 @@ def mnist1d(*, seed: int, val_fraction: float, test_fraction: float) -> DataBund
     """
     del test_fraction  # the package fixes its own test split
     x, y, x_test, y_test = _mnist1d_arrays()
-    train, val = stratified_split(y, (val_fraction,), seed)
+    train, val = split_rows(y, {"val": val_fraction}, seed)
     as_tensor = lambda a: torch.tensor(a, dtype=torch.float32).unsqueeze(1)  # noqa: E731
     xs, scaling = standardise(as_tensor(x[train]), as_tensor(x[val]), as_tensor(x_test))
     ys = [torch.tensor(v, dtype=torch.long) for v in (y[train], y[val], y_test)]

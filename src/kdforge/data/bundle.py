@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import math
 from collections.abc import Callable, Iterator
@@ -139,11 +140,94 @@ class DataBundle:
 
 
 def build_dataset(
-    name: str, *, seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.2, **options: Any
+    name: str,
+    *,
+    seed: int = 0,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.2,
+    split_file: str | None = None,
+    **options: Any,
 ) -> DataBundle:
-    """Build a registered dataset, e.g. ``build_dataset("digits", image_size=32)``."""
+    """Build a registered dataset, e.g. ``build_dataset("digits", image_size=32)``; ``split_file``: the
+    user's own row indices for the splits the dataset would draw (see :func:`split_rows`)."""
     DATASETS.validate_options(name, options)
-    return DATASETS.build(name, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction, **options)
+    given = GivenSplits.read(split_file) if split_file is not None else None
+    token = _GIVEN.set(given)
+    try:
+        data = DATASETS.build(name, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction, **options)
+    finally:
+        _GIVEN.reset(token)
+    if given is not None and not given.used:
+        raise KdforgeError(
+            f"data.split_file '{split_file}': the {name} dataset draws no split (its splits are its own files or "
+            "blocks); remove data.split_file"
+        )
+    return data
+
+
+class GivenSplits:
+    """The user's fixed split: row indices per split name, from a ``.json`` ({"train": [...], "val": [...],
+    "test": [...]}) or ``.npz`` file, into the rows the dataset would otherwise split itself."""
+
+    def __init__(self, path: str, parts: dict[str, Any]):
+        self.path, self.parts, self.used = path, parts, False
+
+    @classmethod
+    def read(cls, path: str) -> GivenSplits:
+        from kdforge.files import load_npz, read_json
+
+        parts = load_npz(path, "split file") if str(path).endswith(".npz") else read_json(path, "split file")
+        if not isinstance(parts, dict) or not parts:
+            raise KdforgeError(f"data.split_file '{path}' must map split names (train, val, test) to row indices")
+        return cls(path, parts)
+
+    def take(self, names: list[str], rows: int) -> list[np.ndarray]:
+        """The indices of ``names`` (train first, each in row order), checked against the ``rows`` being split."""
+        where = f"data.split_file '{self.path}'"
+        if extra := sorted(set(self.parts) - set(names)):
+            raise KdforgeError(
+                f"{where} gives {', '.join(extra)}, but this dataset takes that split from its own files; give "
+                f"only {', '.join(names)}"
+            )
+        if missing := [n for n in names if n not in self.parts]:
+            raise KdforgeError(f"{where} has no {', '.join(missing)} indices; give {', '.join(names)}")
+        taken = []
+        for name in names:
+            index = np.asarray(self.parts[name])
+            if index.ndim != 1 or (len(index) and index.dtype.kind not in "iu"):
+                raise KdforgeError(f"{where}: '{name}' must be a list of whole numbers (row indices)")
+            index = index.astype(np.int64)
+            if len(index) and (index.min() < 0 or index.max() >= rows):
+                raise KdforgeError(
+                    f"{where}: '{name}' holds row {int(index.max() if index.max() >= rows else index.min())}, but "
+                    f"the rows to split are 0 to {rows - 1}"
+                )
+            if name == "train" and not len(index):
+                raise KdforgeError(f"{where}: 'train' is empty")
+            taken.append(np.sort(index))
+        joined = np.concatenate(taken)
+        if len(np.unique(joined)) != len(joined):
+            raise KdforgeError(f"{where}: some rows are in more than one split (or twice in one)")
+        self.used = True
+        return taken
+
+
+_GIVEN: contextvars.ContextVar[GivenSplits | None] = contextvars.ContextVar("given_splits", default=None)
+
+
+def split_rows(
+    labels: np.ndarray,
+    wanted: dict[str, float],
+    seed: int,
+    draw: Callable[[np.ndarray, tuple[float, ...], int], list[np.ndarray]] | None = None,
+) -> list[np.ndarray]:
+    """Indices of the training rows and of each ``wanted`` split (name -> share of the whole), in that
+    order: the user's own (``data.split_file``) when given, else drawn by ``draw`` (default
+    :func:`stratified_split` by ``labels``), seeded."""
+    given = _GIVEN.get()
+    if given is not None:
+        return given.take(["train", *wanted], len(labels))
+    return (draw or stratified_split)(labels, tuple(wanted.values()), seed)
 
 
 def stratified_split(y: np.ndarray, fractions: tuple[float, ...], seed: int) -> list[np.ndarray]:

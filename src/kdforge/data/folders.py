@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from kdforge.data.bundle import DATASETS, SPLIT_NAMES, DataBundle, DatasetSplit, stratified_split
+from kdforge.data.bundle import DATASETS, SPLIT_NAMES, DataBundle, DatasetSplit, split_rows
 from kdforge.errors import KdforgeError
 from kdforge.files import FileReadError
 
@@ -83,7 +83,7 @@ def image_folder(
     files, labels = listed["train"]
     wanted = [s for s in ("val", "test") if s not in listed]
     fractions = {"val": val_fraction, "test": test_fraction}
-    parts = stratified_split(labels, tuple(fractions[s] for s in wanted), seed) if wanted else [np.arange(len(files))]
+    parts = split_rows(labels, {s: fractions[s] for s in wanted}, seed) if wanted else [np.arange(len(files))]
     for split, index in zip(["train", *wanted], parts):
         listed[split] = ([files[i] for i in index], labels[index])
     mode = "RGB" if channels == 3 else "L"

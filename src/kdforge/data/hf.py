@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import Dataset
 
 from kdforge.data.arrays import chunked_mean_std
-from kdforge.data.bundle import DATASETS, SPLIT_NAMES, DataBundle, DatasetSplit, stratified_split
+from kdforge.data.bundle import DATASETS, SPLIT_NAMES, DataBundle, DatasetSplit, split_rows
 from kdforge.data.folders import image_transforms
 from kdforge.errors import KdforgeError
 from kdforge.files import FileReadError
@@ -104,7 +104,7 @@ def hf(
     if wanted:
         fractions = {"val": val_fraction, "test": test_fraction}
         strata = np.zeros(len(labels), dtype=np.int64) if regression else labels  # a regression is drawn at random
-        parts = stratified_split(strata, tuple(fractions[s] for s in wanted), seed)
+        parts = split_rows(strata, {s: fractions[s] for s in wanted}, seed)
         tables = {**tables, **{s: first.select(p) for s, p in zip(["train", *wanted], parts)}}
         split_labels.update({s: labels[p] for s, p in zip(["train", *wanted], parts)})  # read once, not per split
     is_image = type(first.features[input]).__name__ == "Image"

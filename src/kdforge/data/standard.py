@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kdforge.data.bundle import DATASETS, DataBundle, Split, standardise, stratified_split
+from kdforge.data.bundle import DATASETS, DataBundle, Split, split_rows, standardise
 from kdforge.errors import KdforgeError
 from kdforge.files import FileReadError, read_bytes
 
@@ -207,7 +207,7 @@ def _bundle(
 ) -> DataBundle:
     """uint8 images [N, C, H, W] -> float splits in [0, 1], resized and channel-repeated if asked,
     standardised by the training split; validation drawn from the training images, stratified."""
-    train, val = stratified_split(y_train, (val_fraction,), seed)
+    train, val = split_rows(y_train, {"val": val_fraction}, seed)
 
     def floats(images: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(images).float().div_(255.0)
