@@ -46,8 +46,13 @@ def evaluate(
         model.eval()
     try:
         if task == "embedding":
+            pairs, rows = [], 0
             with autocast or contextlib.nullcontext():
-                pairs = [(model(x).float(), y.float()) for x, y, *_ in batches]
+                for x, y, *_ in batches:  # the metrics read the first EMBEDDING_ROWS rows: no more are encoded
+                    pairs.append((model(x).float(), y.float()))
+                    rows += len(y)
+                    if rows >= EMBEDDING_ROWS:
+                        break
             return embedding_metrics(torch.cat([p for p, _ in pairs]), torch.cat([t for _, t in pairs]))
         metrics = _label_metrics(model, batches, autocast, per_token=task == "lm")
         return {**metrics, "perplexity": math.exp(min(metrics["loss"], 50.0))} if task == "lm" else metrics
@@ -86,8 +91,11 @@ def _label_metrics(
     return {"accuracy": sums["correct"] / max(sums["samples"], 1), "loss": sums["loss"] / max(sums["samples"], 1)}
 
 
+EMBEDDING_ROWS = 2000  # the rows whose pairwise similarities the embedding metrics compare
+
+
 def embedding_metrics(
-    student: torch.Tensor, teacher: torch.Tensor, neighbours: int = 10, max_rows: int = 2000
+    student: torch.Tensor, teacher: torch.Tensor, neighbours: int = 10, max_rows: int = EMBEDDING_ROWS
 ) -> dict[str, float]:
     """How well student vectors [N, k] keep the teacher's [N, D] relations, over the first
     ``max_rows`` rows: ``spearman``, the rank correlation of all pairwise cosine

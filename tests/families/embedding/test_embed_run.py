@@ -2,6 +2,7 @@
 
 import io
 
+import numpy as np
 import pytest
 import torch
 from rich.console import Console
@@ -73,15 +74,20 @@ def test_text_teacher_encodes_each_text_once_and_a_table_must_hold_every_text():
         table(torch.tensor([9]))
 
 
-def test_stored_vectors_are_compressed_by_embed_proj_against_the_table_itself(tmp_path):
+@pytest.mark.parametrize("stored", ["torch file", "memory-mapped npy"])
+def test_stored_vectors_are_compressed_by_embed_proj_against_the_table_itself(stored, tmp_path):
     torch.manual_seed(0)
     codes = torch.randn(300, 6)
     vectors = torch.nn.functional.normalize(codes @ torch.randn(6, 64) + 0.05 * torch.randn(300, 64), dim=1)
     torch.save({"embeddings": vectors}, tmp_path / "table.pt")
+    np.save(tmp_path / "table.npy", vectors.numpy())
+    data = {"name": "embedding_table", "path": str(tmp_path / "table.pt"), "batch_size": 64}
+    if stored == "memory-mapped npy":  # rows read from the file as training asks, each its own target
+        data.update(path=str(tmp_path / "table.npy"), memory_map=True, workers=0)
     raw = {
         "name": "table",
         "seed": 0,
-        "data": {"name": "embedding_table", "path": str(tmp_path / "table.pt"), "batch_size": 64},
+        "data": data,
         "teacher": {"source": "table"},
         "student": {"model": {"name": "embed_proj", "dim": 6, "hidden": [32]}},
         "losses": [

@@ -10,10 +10,26 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from kdforge.evaluate import embedding_metrics
+from kdforge.evaluate import EMBEDDING_ROWS, embedding_metrics
 
 if TYPE_CHECKING:
     from kdforge.session import Session
+
+
+PCA_ROWS = 20_000  # the training rows PCA is fitted on (all of them when fewer)
+
+
+def targets(loader: Any, rows: int) -> torch.Tensor:
+    """The first ``rows`` targets of a split's batches (all of an in-memory split's, which it holds)."""
+    if hasattr(loader, "y"):
+        return loader.y[:rows]
+    found, count = [], 0
+    for _, y, *_ in loader.epoch(0):
+        found.append(y)
+        count += len(y)
+        if count >= rows:
+            break
+    return torch.cat(found)[:rows]
 
 
 def pca_projection(train: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,7 +47,10 @@ def random_projection(dim: int, k: int, seed: int) -> torch.Tensor:
 
 def projection_baselines(session: Session, width: int, teacher_latency_ms: float) -> dict[str, dict[str, Any]]:
     """Result rows ``pca`` and ``random_projection`` at the student's output ``width``."""
-    train, val, test = (loader.y.double().cpu() for loader in (session.train, session.val, session.test))
+    train, val, test = (
+        targets(loader, rows).double().cpu()
+        for loader, rows in ((session.train, PCA_ROWS), (session.val, EMBEDDING_ROWS), (session.test, EMBEDDING_ROWS))
+    )
     dim = train.shape[1]
     mean, components = pca_projection(train, width)
     rows = {

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 
-from kdforge.data.bundle import DATASETS, DataBundle, Split
+from kdforge.data.bundle import DATASETS, DataBundle, DatasetSplit, Split
 from kdforge.data.text import (
     DEFAULT_MODULES,
     Encoding,
@@ -24,6 +25,7 @@ from kdforge.data.text import (
 )
 from kdforge.errors import KdforgeError
 from kdforge.families.embedding.teachers import read_table, sentence_embeddings
+from kdforge.files import load_npy
 
 
 @DATASETS.register("text_corpus")
@@ -97,14 +99,71 @@ def _embedding_bundle(
 
 @DATASETS.register("embedding_table")
 def embedding_table(
-    *, seed: int, val_fraction: float, test_fraction: float, path: str, max_rows: int | None = None
+    *,
+    seed: int,
+    val_fraction: float,
+    test_fraction: float,
+    path: str,
+    max_rows: int | None = None,
+    memory_map: bool | None = None,
 ) -> DataBundle:
     """Stored embeddings to compress (an ``embed_proj`` student, ``teacher: {source: table}``):
     ``.npy``, ``.npz``, ``.safetensors`` or a torch file (read weights-only) with
-    ``embeddings`` [N, D] and optionally ``texts``. Shuffled by the seed and split."""
+    ``embeddings`` [N, D] and optionally ``texts``. Shuffled by the seed and split. An ``.npy``
+    over 2 GiB (or any, with ``memory_map: true``) is memory-mapped: rows are read as training
+    asks for them, and each row is its own target (the table is the teacher)."""
+    if path.endswith(".npy") and (memory_map or (memory_map is None and Path(path).stat().st_size > MAP_BYTES)):
+        return _mapped_table(path, seed, val_fraction, test_fraction, max_rows)
     embeddings, texts = read_table(path)
     order = np.random.default_rng(seed).permutation(len(embeddings))[:max_rows]
     kept = [texts[i] for i in order] if texts is not None else None
     return _embedding_bundle(
         Path(path).stem, embeddings[torch.from_numpy(order)].float(), kept, val_fraction, test_fraction
+    )
+
+
+MAP_BYTES = 2**31  # tables larger than this are memory-mapped
+
+
+class TableRows(Dataset):
+    """Rows ``index`` of a memory-mapped table: ``[i]`` -> (row, row) as float32, the row being both the
+    input and the teacher's embedding (the file's name goes to worker processes, not its pages)."""
+
+    def __init__(self, path: str, index: np.ndarray):
+        self.path, self.index, self.table = path, index, load_npy(path, mmap_mode="r", what="embedding table")
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path, "index": self.index}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["path"], state["index"])  # type: ignore[misc]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        row = torch.from_numpy(
+            np.array(self.table[int(self.index[i])], dtype=np.float32)
+        )  # a copy: the map is read-only
+        return row, row
+
+
+def _mapped_table(path: str, seed: int, val_fraction: float, test_fraction: float, max_rows: int | None) -> DataBundle:
+    table = load_npy(path, mmap_mode="r", what="embedding table")
+    if table.ndim != 2 or table.dtype.kind != "f":
+        raise KdforgeError(
+            f"embedding table '{path}' must be a [N, D] array of real numbers; found {table.shape} {table.dtype}"
+        )
+    order = np.random.default_rng(seed).permutation(len(table))[:max_rows]
+    n_val, n_test = round(val_fraction * len(order)), round(test_fraction * len(order))
+    bounds = {"test": (0, n_test), "val": (n_test, n_test + n_val), "train": (n_test + n_val, len(order))}
+    splits = {split: DatasetSplit(TableRows(path, order[a:b])) for split, (a, b) in bounds.items()}
+    return DataBundle(
+        Path(path).stem,
+        splits["train"],
+        splits["val"],
+        splits["test"],
+        num_classes=0,
+        input_shape=(table.shape[1],),
+        kind="embedding",
     )

@@ -35,6 +35,12 @@ class Embeddings(Family):
             return
         size = session.recipe.data.eval_batch_size
         for name, loader in (("train", session.train), ("val", session.val), ("test", session.test)):
+            if not hasattr(loader, "x"):  # a memory-mapped table: each row is its own target
+                if not isinstance(teacher.module, torch.nn.Identity):
+                    raise KdforgeError(
+                        "a memory-mapped embedding table is its own teacher: use teacher: {source: table} (no path)"
+                    )
+                continue
             starts = range(0, len(loader.x), size)
             loader.y = torch.cat(
                 [
