@@ -22,7 +22,8 @@ Writes benchmarks/results/data.json and data.md.
 
 With ``--memory``: the peak memory of a training run as the data grows 1x, 10x, 100x — token
 shards of 1M, 10M and 100M generated tokens (memory-mapped; a tiny LM self-distilled for 300
-steps) and parquet files of 20k, 200k and 2M rows (streamed; an MLP) — each then evaluated on
+steps), parquet files of 20k, 200k and 2M rows (streamed; an MLP) and 1536-d embedding tables of
+10k, 100k and 1M rows (6 GB; memory-mapped; an embed_proj student) — each then evaluated on
 every val and test sample, each size in a fresh process, read from /proc: peak anonymous memory
 (what the run allocates) and peak resident set (which also counts the file pages the kernel maps
 in and may drop). Writes data_memory.json and data_memory.md.
@@ -272,9 +273,33 @@ def parquet_stream(root: Path, size: int) -> dict[str, Any]:
     }
 
 
+def embedding_table(root: Path, size: int) -> dict[str, Any]:
+    """``size`` x 1536 float32 embeddings (an API-sized table) in one memory-mapped .npy, compressed to 64
+    dimensions by an embed_proj student against the table itself."""
+    path = root / f"table_{size}.npy"
+    if not path.exists():
+        table = np.lib.format.open_memmap(path.with_suffix(".tmp.npy"), "w+", np.float32, (size, 1536))
+        rng = np.random.default_rng(0)
+        for start in range(0, size, 50_000):
+            table[start : start + 50_000] = rng.standard_normal((min(50_000, size - start), 1536), np.float32)
+        table.flush()
+        del table
+        path.with_suffix(".tmp.npy").rename(path)
+    return {
+        "data": {"name": "embedding_table", "path": str(path), "memory_map": True, "val_fraction": 0.01}
+        | {"test_fraction": 0.01},
+        "teacher": {"source": "table"},
+        "student": {"model": {"name": "embed_proj", "dim": 64, "hidden": [256]}},
+        "losses": [{"name": "sim_kl", "temperature": 0.1}, {"name": "proj_mse"}],
+        "files": [path],
+    }
+
+
+KD_MEMORY = [{"name": "ce", "weight": 0.5}, {"name": "kd", "weight": 0.5, "temperature": 1.0}]
 MEMORY_CASES = {
     "memory-mapped token shards": (token_shard, "tokens", (1_000_000, 10_000_000, 100_000_000)),
     "hf parquet rows, streaming": (parquet_stream, "rows", (20_000, 200_000, 2_000_000)),
+    "embedding table 1536-d, memory-mapped": (embedding_table, "rows", (10_000, 100_000, 1_000_000)),
 }
 
 
@@ -293,7 +318,7 @@ def memory(root: Path) -> None:
                 "data": {**setup["data"], "batch_size": 64, "eval_batch_size": 64, "workers": 0},
                 "teacher": setup["teacher"],
                 "student": setup["student"],
-                "losses": [{"name": "ce", "weight": 0.5}, {"name": "kd", "weight": 0.5, "temperature": 1.0}],
+                "losses": setup.get("losses", KD_MEMORY),
                 "train": {"max_steps": 300, "baseline": False},
                 "log": {"dir": str(root / "runs"), "progress": False},
             }
@@ -312,7 +337,9 @@ def memory(root: Path) -> None:
             "on every val and test sample; one fresh process per size, memory read from /proc, CPU. Token shards:",
             "a tiny LM on 128-token windows, val and test 1% of the tokens each. Parquet rows: an MLP on 32 numbers",
             "a row, streamed (`hf`, `streaming: true`: one counting pass over the labels, then shuffled through a",
-            "10,000-row buffer), val and test 2,000 rows each.",
+            "10,000-row buffer), val and test 2,000 rows each. Embedding table: 1536-d float32 rows in one .npy,",
+            "memory-mapped, compressed to 64 dimensions by an embed_proj student (the table is the teacher); val and",
+            "test 1% each, of which the metrics read 2,000 rows.",
             "",
             "| data | size | on disk | peak anonymous memory | peak resident set | run time |",
             "|---|---|---|---|---|---|",

@@ -96,3 +96,19 @@ def test_a_run_on_an_image_folder(invoke, tiny_recipe, tmp_path, capsys):
     assert invoke("train", path) == 0
     results = json.loads(next((tmp_path / "runs").glob("tiny-*/results.json")).read_text())
     assert 0.0 <= results["student"]["test"]["accuracy"] <= 1.0
+
+
+def test_images_can_cross_to_the_device_as_bytes_and_be_normalised_there(tmp_path):
+    write_images(tmp_path / "pets", 6, size=(8, 8))  # already the model's size: no resize rounding
+    options = {"path": str(tmp_path / "pets"), "image_size": 8, "train_crop": "random_resized", "flip": True}
+    in_workers = build_dataset("image_folder", **options)
+    on_device = build_dataset("image_folder", **options, normalize_on="device")
+    assert on_device.train.dataset[0][0].dtype == torch.uint8  # what the workers hand over: a quarter of the bytes
+    assert on_device.train.first(2)[0].dtype == torch.float32
+    batches = [
+        list(make_loader(d.train, 4, shuffle=True, seed=2, num_workers=1).epoch(1)) for d in (in_workers, on_device)
+    ]
+    for (a, ya), (b, yb) in zip(*batches):
+        assert b.dtype == torch.float32 and torch.equal(ya, yb) and torch.allclose(a, b, atol=1e-5)
+    with pytest.raises(KdforgeError, match="normalize_on must be 'workers' or 'device'"):
+        build_dataset("image_folder", **options, normalize_on="gpu")

@@ -43,17 +43,21 @@ class Split:
 class DatasetSplit:
     """A split read sample by sample (from disk, in DataLoader workers): ``dataset[i]`` is
     (input tensor, target). ``labels``: each sample's class, known without reading the sample
-    (for stratified splits and class counts); None when the dataset cannot tell."""
+    (for stratified splits and class counts); None when the dataset cannot tell. ``on_device``:
+    what turns a batch of the samples into model inputs once on the device (uint8 images ->
+    normalised floats)."""
 
     dataset: Dataset
     labels: np.ndarray | None = None
+    on_device: Callable[[torch.Tensor], torch.Tensor] | None = None  # applied to each batch on the device
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
     def first(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         samples = [self.dataset[i] for i in range(min(n, len(self)))]
-        return torch.stack([x for x, _ in samples]), torch.stack([torch.as_tensor(y) for _, y in samples])
+        x = torch.stack([x for x, _ in samples])
+        return self.on_device(x) if self.on_device else x, torch.stack([torch.as_tensor(y) for _, y in samples])
 
 
 class Stream(Protocol):

@@ -61,12 +61,14 @@ def image_folder(
     flip: bool = False,
     mean: float = 0.45,
     std: float = 0.225,
+    normalize_on: str = "workers",
 ) -> DataBundle:
     """Class-per-sub-folder images under ``path`` (its own ``train/``, ``val/``, ``test/`` used as given;
     see the module docstring). ``image_size``: the side of the square the images are resized and
     centre-cropped to; ``channels``: 3 (RGB) or 1 (grey); ``train_crop``: ``center`` or
     ``random_resized`` (a random crop of at least ``min_scale`` of the area, as ImageNet training does);
-    ``flip``: random horizontal flips in training; ``mean``/``std``: the normalisation."""
+    ``flip``: random horizontal flips in training; ``mean``/``std``: the normalisation, done in the
+    DataLoader ``workers`` or on the ``device`` (``normalize_on``: uint8 images cross to it)."""
     root = Path(path)
     if not root.is_dir():
         raise KdforgeError(f"image_folder: '{root}' is not a folder")
@@ -87,9 +89,11 @@ def image_folder(
     for split, index in zip(["train", *wanted], parts):
         listed[split] = ([files[i] for i in index], labels[index])
     mode = "RGB" if channels == 3 else "L"
-    trained, shaped = image_transforms("image_folder", image_size, channels, train_crop, min_scale, flip, mean, std)
+    trained, shaped, on_device = image_transforms(
+        "image_folder", image_size, channels, train_crop, min_scale, flip, mean, std, normalize_on
+    )
     splits = {
-        split: DatasetSplit(ImageFiles(f, y, mode, trained if split == "train" else shaped), y)
+        split: DatasetSplit(ImageFiles(f, y, mode, trained if split == "train" else shaped), y, on_device)
         for split, (f, y) in listed.items()
     }
     return DataBundle(
@@ -147,21 +151,39 @@ def image_transforms(
     flip: bool = False,
     mean: float = 0.45,
     std: float = 0.225,
-) -> tuple[Callable[[Any], torch.Tensor], Callable[[Any], torch.Tensor]]:
-    """(training, evaluation) transforms of PIL images into normalised tensors [C, size, size], from the image
-    options every image dataset takes (``dataset`` names it in messages)."""
+    normalize_on: str = "workers",
+) -> tuple[Callable[[Any], torch.Tensor], Callable[[Any], torch.Tensor], Normalize | None]:
+    """(training, evaluation) transforms of PIL images into tensors [C, size, size], from the image options
+    every image dataset takes (``dataset`` names it in messages), and what the loader applies to each batch
+    on the device: with ``normalize_on: device`` the workers hand over uint8 images (a quarter of the bytes
+    to copy to an accelerator) and :class:`Normalize` makes them floats there, in batches."""
     if channels not in (1, 3):
         raise KdforgeError(f"{dataset}: channels must be 1 or 3, got {channels}")
     if train_crop not in ("center", "random_resized"):
         raise KdforgeError(f"{dataset}: train_crop must be 'center' or 'random_resized', got '{train_crop}'")
-    train = _transform(image_size, channels, mean, std, min_scale if train_crop == "random_resized" else None, flip)
-    return train, _transform(image_size, channels, mean, std, None, False)
+    if normalize_on not in ("workers", "device"):
+        raise KdforgeError(f"{dataset}: normalize_on must be 'workers' or 'device', got '{normalize_on}'")
+    normalize = Normalize(mean, std)
+    in_workers = None if normalize_on == "device" else normalize
+    train = _transform(image_size, min_scale if train_crop == "random_resized" else None, flip, in_workers)
+    return train, _transform(image_size, None, False, in_workers), None if in_workers else normalize
+
+
+class Normalize:
+    """uint8 images -> floats in [0, 1], standardised by a scalar ``mean`` and ``std`` (a batch or one image)."""
+
+    def __init__(self, mean: float, std: float):
+        self.mean, self.std = mean, std
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() / 255.0 - self.mean) / self.std
 
 
 def _transform(
-    size: int, channels: int, mean: float, std: float, min_scale: float | None, flip: bool
+    size: int, min_scale: float | None, flip: bool, normalize: Normalize | None
 ) -> Callable[[Any], torch.Tensor]:
-    """PIL image (or image tensor) -> normalised float tensor [C, size, size] (torchvision transforms v2)."""
+    """PIL image (or image tensor) -> tensor [C, size, size] (torchvision transforms v2): uint8, or
+    normalised floats with ``normalize``."""
     from torchvision.transforms import v2
 
     crop = (
@@ -174,7 +196,6 @@ def _transform(
             v2.ToImage(),
             *crop,
             *([v2.RandomHorizontalFlip()] if flip else []),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize([mean] * channels, [std] * channels),
+            *([normalize] if normalize is not None else []),
         ]
     )

@@ -228,7 +228,7 @@ def _image_inputs(options: dict[str, Any]) -> Inputs:
     known = {"image_size", "channels", "train_crop", "min_scale", "flip", "mean", "std"}
     if unknown := sorted(set(options) - known):
         raise KdforgeError(f"hf: unknown image option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    train, evaluate = image_transforms("hf", **options)
+    train, evaluate, _ = image_transforms("hf", **options)
     channels, size = options.get("channels", 3), options.get("image_size", 32)
     mode = "RGB" if channels == 3 else "L"
     scaling = (options.get("mean", 0.45), options.get("std", 0.225))

@@ -167,9 +167,11 @@ class DatasetBatches(Batches):
         transform: Transform | None = None,
         num_workers: int | None = None,
         memory_format: torch.memory_format = torch.contiguous_format,
+        on_device: Transform | None = None,
     ):
         super().__init__(batch_size, shuffle, seed, transform)
         self.dataset, self.memory_format, self.device = dataset, memory_format, torch.device(device)
+        self.on_device = on_device  # what a batch needs once on the device (uint8 images -> floats)
         workers = default_workers() if num_workers is None else num_workers
         self.sampler = _EpochBatches()
         self.loader = DataLoader(
@@ -190,7 +192,8 @@ class DatasetBatches(Batches):
         self.sampler.batches, self.sampler.count = batches, max(0, len(self) - start)
         self.sampler.epoch = epoch % self.cached_views if self.cached_views else epoch
         for (x, y), idx in zip(_worker_errors_told_plainly(self.loader), batches()):  # the sampler's batches, again
-            x = x.to(self.device, non_blocking=True, memory_format=self.memory_format)
+            x = x.to(self.device, non_blocking=True)
+            x = (self.on_device(x) if self.on_device else x).contiguous(memory_format=self.memory_format)
             yield self._finish(x, y.to(self.device, non_blocking=True), idx.to(self.device), epoch)
 
 
@@ -310,8 +313,8 @@ def make_loader(
     elif isinstance(data, StreamSplit):
         kind = functools.partial(StreamBatches, data, num_workers=num_workers)
     else:
-        dataset = data.dataset if isinstance(data, DatasetSplit) else data
-        kind = functools.partial(DatasetBatches, dataset, num_workers=num_workers)
+        dataset, on_device = (data.dataset, data.on_device) if isinstance(data, DatasetSplit) else (data, None)
+        kind = functools.partial(DatasetBatches, dataset, num_workers=num_workers, on_device=on_device)
     return kind(batch_size, shuffle=shuffle, seed=seed, device=device, transform=transform, memory_format=memory_format)
 
 
@@ -325,4 +328,5 @@ def example_inputs(batches: Batches, n: int = 2) -> torch.Tensor:
     if isinstance(batches, StreamBatches):
         return batches.split.first(n)[0].to(batches.device)
     assert isinstance(batches, DatasetBatches)
-    return torch.stack([batches.dataset[i][0] for i in range(n)]).to(batches.device)
+    x = torch.stack([batches.dataset[i][0] for i in range(n)]).to(batches.device)
+    return batches.on_device(x) if batches.on_device else x
