@@ -20,7 +20,6 @@ Writes benchmarks/results/lm_loss.json and .md.
 from __future__ import annotations
 
 import json
-import statistics
 import subprocess
 import sys
 
@@ -101,7 +100,8 @@ def main() -> None:
             "loss and backward; peak memory above the inputs and weights, median time of 3, a fresh process each.",
             "Targets: chunked <= 0.25x the plain memory at <= 1.2x its time.",
             "",
-            "| V | tokens | chunk | plain peak | chunked peak | memory ratio | plain time | chunked time | time ratio |",
+            "| V | tokens | chunk | plain peak | chunked peak | memory ratio | plain time | chunked time "
+            "| time ratio |",
             "|---|---|---|---|---|---|---|---|---|",
             *(
                 f"| {r['vocab']:,} | {r['tokens']:,} | {r['chunk']} | {r['plain_peak_bytes'] / mb:,.0f} MB "
