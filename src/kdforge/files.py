@@ -152,6 +152,18 @@ def load_npy(
     return _plain(array, path, what)
 
 
+def random_access(array: np.ndarray) -> np.ndarray:
+    """``array`` itself; when it is memory-mapped, the kernel is told its pages are read at random (rows
+    drawn by a shuffled order): without the advice each row read pulls ~100 KB of its neighbours into
+    memory with it (a 1M x 1536 table showed 4 GB of resident pages after 19,200 rows)."""
+    import mmap
+
+    mapped = getattr(array, "_mmap", None)
+    if mapped is not None and hasattr(mapped, "madvise") and hasattr(mmap, "MADV_RANDOM"):
+        mapped.madvise(mmap.MADV_RANDOM)
+    return array
+
+
 def load_npz(path: str | Path, what: str = "array file") -> dict[str, np.ndarray]:
     """Every array of an ``.npz`` file, read now (numbers or strings; object arrays are refused)."""
     path = _existing(path, what)

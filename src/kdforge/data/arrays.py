@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from kdforge.data.bundle import DATASETS, DataBundle, DatasetSplit, Split, split_rows, standardise
 from kdforge.data.chunked import chunked_arrays, is_zarr
 from kdforge.errors import KdforgeError
-from kdforge.files import load_npy, load_npz
+from kdforge.files import load_npy, load_npz, random_access
 
 IN_MEMORY_BYTES = 2 * 1024**3  # larger inputs are memory-mapped (memory_map: auto)
 STATISTICS_ROWS = 100_000  # training rows the mean and std of memory-mapped inputs are measured on
@@ -30,7 +30,7 @@ class ArrayRows(Dataset):
     or complex64, standardised by ``scaling``; target)."""
 
     def __init__(self, x: np.ndarray, y: torch.Tensor, index: np.ndarray, scaling: tuple[float, float]):
-        self.x, self.y, self.index, self.scaling = x, y, index, scaling
+        self.x, self.y, self.index, self.scaling = random_access(x), y, index, scaling
 
     def __len__(self) -> int:
         return len(self.index)
@@ -45,7 +45,7 @@ class ArrayRows(Dataset):
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         if isinstance(self.x, str):
-            self.x = np.load(self.x, mmap_mode="r")
+            self.x = random_access(np.load(self.x, mmap_mode="r"))
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         mean, std = self.scaling

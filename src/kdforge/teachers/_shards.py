@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from kdforge.errors import KdforgeError
-from kdforge.files import load_npy, save_npy
+from kdforge.files import load_npy, random_access, save_npy
 
 
 def shard_file(folder: Path, name: str, view: int, shard: int) -> Path:
@@ -64,7 +64,7 @@ class ShardedArray:
             maps = []
             for shard in range(shard_count(samples, shard_samples)):
                 path = shard_file(folder, name, view, shard)
-                array = load_npy(path, mmap_mode="r", what="teacher cache shard")
+                array = random_access(load_npy(path, mmap_mode="r", what="teacher cache shard"))
                 rows = min(shard_samples, samples - shard * shard_samples)
                 if list(array.shape) != [rows, *shape] or array.dtype != np.dtype(dtype):
                     raise KdforgeError(

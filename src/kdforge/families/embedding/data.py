@@ -25,7 +25,7 @@ from kdforge.data.text import (
 )
 from kdforge.errors import KdforgeError
 from kdforge.families.embedding.teachers import read_table, sentence_embeddings
-from kdforge.files import load_npy
+from kdforge.files import load_npy, random_access
 
 
 @DATASETS.register("text_corpus")
@@ -130,7 +130,8 @@ class TableRows(Dataset):
     input and the teacher's embedding (the file's name goes to worker processes, not its pages)."""
 
     def __init__(self, path: str, index: np.ndarray):
-        self.path, self.index, self.table = path, index, load_npy(path, mmap_mode="r", what="embedding table")
+        self.path, self.index = path, index
+        self.table = random_access(load_npy(path, mmap_mode="r", what="embedding table"))
 
     def __len__(self) -> int:
         return len(self.index)

@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 from kdforge.data.bundle import DATASETS, DataBundle, DatasetSplit
 from kdforge.errors import KdforgeError
 from kdforge.families.lm.data import load_lm_tokenizer
-from kdforge.files import FileReadError
+from kdforge.files import FileReadError, random_access
 
 DTYPES = {"uint16": np.uint16, "uint32": np.uint32}
 
@@ -55,7 +55,7 @@ class TokenWindows(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self._maps is None:
-            self._maps = [np.memmap(f, dtype=self.dtype, mode="r") for f in self.files]
+            self._maps = [random_access(np.memmap(f, dtype=self.dtype, mode="r")) for f in self.files]
         window = self.start + index
         shard = int(np.searchsorted(self.ends, window, side="right"))
         first = (window - (int(self.ends[shard - 1]) if shard else 0)) * self.length
