@@ -17,6 +17,7 @@ A folder of 32x32 PNGs (10 classes, generated once under --root) is read by kdfo
    no teacher) from the same loader, in the same rounds (target <= 1.10).
 
     uv run python benchmarks/data.py [--images-per-class 200] [--rounds 8] [--epochs 3]
+    uv run python benchmarks/data.py --memory [--only streaming]
 
 Writes benchmarks/results/data.json and data.md.
 
@@ -303,14 +304,19 @@ MEMORY_CASES = {
 }
 
 
-def memory(root: Path) -> None:
+def memory(root: Path, only: str | None = None) -> None:
     """Peak memory of a run as the data grows 1x, 10x, 100x (see the module docstring)."""
     import json
     import subprocess
     import sys
 
-    rows = []
+    from common import RESULTS
+
+    kept = json.loads((RESULTS / "data_memory.json").read_text())["rows"] if only else []
+    rows = [r for r in kept if only not in r["case"]]  # with --only: the other cases' rows stay as measured
     for case, (make, unit, sizes) in MEMORY_CASES.items():
+        if only and only not in case:
+            continue
         for size in sizes:
             setup = make(root, size)
             recipe = {
@@ -329,6 +335,7 @@ def memory(root: Path) -> None:
             data_mb = sum(f.stat().st_size for f in setup["files"]) / 2**20
             rows.append({"case": case, "unit": unit, "size": size, "data_mb": data_mb, **found})
             print(rows[-1])
+    rows.sort(key=lambda r: list(MEMORY_CASES).index(r["case"]))  # stable: sizes stay in order
     text = "\n".join(
         [
             "# Peak memory of a training run as the data grows",
@@ -365,10 +372,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--root", type=Path, default=Path(tempfile.gettempdir()) / "kdforge-bench-data")
     parser.add_argument("--memory", action="store_true", help="peak memory as the data grows, instead")
+    parser.add_argument("--only", help="with --memory: measure only the cases whose name holds this, keep the rest")
     args = parser.parse_args()
     if args.memory:
         args.root.mkdir(parents=True, exist_ok=True)
-        return memory(args.root)
+        return memory(args.root, args.only)
     folder = make_folder(args.root, args.images_per_class)
     data = build_dataset("image_folder", path=str(folder), **OPTIONS)
     workers = default_workers()

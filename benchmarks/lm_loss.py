@@ -5,8 +5,8 @@ hidden states [N, 512] go through its LM head [V, 512], against a teacher's hidd
 [N, 768] through its head [V, 768], then the backward pass to the hidden states and the head:
 
 - plain: the student's logits [N, V] and the teacher's, then ``kd_loss`` and autograd;
-- chunked: ``chunked_linear_kd`` (a chunk of 2**24 // V tokens), the teacher's logits made chunk by
-  chunk from its hidden states too.
+- chunked: ``chunked_linear_kd`` (its default chunk: 2**22 // V tokens, at least 128), the teacher's
+  logits made chunk by chunk from its hidden states too.
 
 Each variant runs in a fresh process: peak memory is the growth of the resident set over what
 the inputs and weights already take (VmHWM, reset after they are made), the time is the median
@@ -84,7 +84,7 @@ def main() -> None:
         row = {
             "vocab": vocab,
             "tokens": tokens,
-            "chunk": max(1, 2**24 // vocab),
+            "chunk": max(128, 2**22 // vocab),
             **{f"{v}_{k}": found[v][k] for v in found for k in found[v]},
         }
         row["memory_ratio"] = row["chunked_peak_bytes"] / row["plain_peak_bytes"]

@@ -131,25 +131,38 @@ def stream_splits(path: str, val: str | None, test: str | None, split_column: st
 
 
 def _survey(table: Any, input: str, label: str, numeric: bool, where: str) -> dict[str, Any]:
-    """One pass over the label column (and a numeric input's): rows, largest class, real labels, mean, std."""
+    """One pass over the label column (and a numeric input's), read as Arrow columns (no Python objects):
+    rows, largest class, real labels, mean, std."""
     columns = [label, input] if numeric else [label]
     rows, top, real, total, squares, count = 0, -1, False, 0.0, 0.0, 0
     try:
-        for chunk in table.select_columns(columns).iter(batch_size=SURVEY_ROWS):
-            labels = np.asarray(chunk[label])
+        for chunk in table.select_columns(columns).with_format("arrow").iter(batch_size=SURVEY_ROWS):
+            labels = _numbers(chunk.column(label))
             rows += len(labels)
             real = real or labels.dtype.kind == "f"
             top = max(top, int(labels.max())) if len(labels) and not real else top
             if numeric:
-                values = np.asarray(chunk[input], dtype=np.float64)
+                values = _numbers(chunk.column(input)).astype(np.float64)
                 total, squares, count = total + values.sum(), squares + (values**2).sum(), count + values.size
-    except (KeyError, ValueError) as err:
+    except (KeyError, ValueError, TypeError) as err:
         raise FileReadError(f"hf: the rows of '{where}' cannot be read as columns {columns} ({err})") from None
     if rows == 0:
         raise KdforgeError(f"hf: '{where}' has no rows")
     mean = total / max(count, 1)
     std = max(float(np.sqrt(max(squares / max(count, 1) - mean**2, 0.0))), 1e-8)
     return {"rows": rows, "classes": top + 1, "regression": real, "scaling": (float(mean), std)}
+
+
+def _numbers(column: Any) -> np.ndarray:
+    """An Arrow column of numbers, or of lists of numbers (flattened), as one NumPy array."""
+    import pyarrow as pa
+
+    column = column.combine_chunks()
+    while (
+        pa.types.is_list(column.type) or pa.types.is_fixed_size_list(column.type) or pa.types.is_large_list(column.type)
+    ):
+        column = column.flatten()
+    return column.to_numpy(zero_copy_only=False)
 
 
 def streamed(
