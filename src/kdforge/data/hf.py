@@ -164,12 +164,27 @@ def load_table(path: str) -> Any:
     """A ``save_to_disk`` folder, or data files (a file, a glob or a folder of them) as one table."""
     import datasets
 
-    folder = Path(path)
-    if (folder / "dataset_dict.json").is_file() or (folder / "dataset_info.json").is_file():
+    if saved_to_disk(path):
         try:
-            return datasets.load_from_disk(str(folder))
+            return datasets.load_from_disk(path)
         except (OSError, ValueError, FileNotFoundError) as err:
-            raise FileReadError(f"hf: '{folder}' is not a readable save_to_disk folder ({err})") from None
+            raise FileReadError(f"hf: '{path}' is not a readable save_to_disk folder ({err})") from None
+    kind, files = data_files(path)
+    try:
+        return datasets.load_dataset(kind, data_files=files, split="train")
+    except (OSError, ValueError, datasets.exceptions.DatasetGenerationError) as err:
+        raise FileReadError(f"hf: the data files '{path}' cannot be read ({str(err).splitlines()[0]})") from None
+
+
+def saved_to_disk(path: str) -> bool:
+    """Whether ``path`` is a folder written by ``save_to_disk``."""
+    return (Path(path) / "dataset_dict.json").is_file() or (Path(path) / "dataset_info.json").is_file()
+
+
+def data_files(path: str) -> tuple[str, list[str]]:
+    """The format (a ``datasets`` builder name) and the files of data files given as a file, a glob or a
+    folder of them, all of one format."""
+    folder = Path(path)
     files = sorted(folder.iterdir()) if folder.is_dir() else sorted(folder.parent.glob(folder.name))
     kinds = {FORMATS.get(f.suffix) for f in files} - {None}
     if not files or len(kinds) != 1:
@@ -177,11 +192,7 @@ def load_table(path: str) -> Any:
             f"hf: '{path}' is neither a save_to_disk folder nor data files of one format "
             f"({', '.join(sorted(FORMATS))}); found {', '.join(f.name for f in files[:5]) or 'nothing'}"
         )
-    data_files = [str(f) for f in files if f.suffix in FORMATS]
-    try:
-        return datasets.load_dataset(kinds.pop(), data_files=data_files, split="train")
-    except (OSError, ValueError, datasets.exceptions.DatasetGenerationError) as err:
-        raise FileReadError(f"hf: the data files '{path}' cannot be read ({str(err).splitlines()[0]})") from None
+    return kinds.pop(), [str(f) for f in files if f.suffix in FORMATS]
 
 
 class _Picture:

@@ -82,28 +82,19 @@ def stream_of(path: str) -> Any:
     """A ``save_to_disk`` folder's dataset (or its dict of splits) or data files, as streams."""
     import datasets
 
-    from kdforge.data.hf import FORMATS, load_table
+    from kdforge.data.hf import data_files, load_table, saved_to_disk
 
-    folder = Path(path)
-    if (folder / "dataset_dict.json").is_file() or (folder / "dataset_info.json").is_file():
+    if saved_to_disk(path):
         found = load_table(path)
         shards = lambda t: t.to_iterable_dataset(num_shards=max(1, min(len(t) // 1000, 64)))  # noqa: E731
         if isinstance(found, datasets.DatasetDict):
             return {name: shards(table) for name, table in found.items()}
         return shards(found)
-    files = sorted(folder.iterdir()) if folder.is_dir() else sorted(folder.parent.glob(folder.name))
-    kinds = {FORMATS.get(f.suffix) for f in files} - {None}
-    if not files or len(kinds) != 1:
-        raise KdforgeError(
-            f"hf: '{path}' is neither a save_to_disk folder nor data files of one format "
-            f"({', '.join(sorted(FORMATS))}); found {', '.join(f.name for f in files[:5]) or 'nothing'}"
-        )
-    data_files = [str(f) for f in files if f.suffix in FORMATS]
-    kind = kinds.pop()
+    kind, files = data_files(path)
     # parquet is read a row group at a time unless told otherwise: a 100,000-row group of 32 numbers became
     # 300 MB of Python rows; READ_ROWS at a time keeps a stream's memory flat in the file's size
     options = {"batch_size": READ_ROWS} if kind == "parquet" else {}
-    return datasets.load_dataset(kind, data_files=data_files, split="train", streaming=True, **options)
+    return datasets.load_dataset(kind, data_files=files, split="train", streaming=True, **options)
 
 
 def stream_splits(path: str, val: str | None, test: str | None, split_column: str | None) -> dict[str, Any]:
