@@ -186,7 +186,7 @@ def data_files(path: str) -> tuple[str, list[str]]:
     folder of them, all of one format."""
     folder = Path(path)
     files = sorted(folder.iterdir()) if folder.is_dir() else sorted(folder.parent.glob(folder.name))
-    kinds = {FORMATS.get(f.suffix) for f in files} - {None}
+    kinds = {FORMATS[f.suffix] for f in files if f.suffix in FORMATS}
     if not files or len(kinds) != 1:
         raise KdforgeError(
             f"hf: '{path}' is neither a save_to_disk folder nor data files of one format "
