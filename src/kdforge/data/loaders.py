@@ -53,6 +53,10 @@ class Batches:
         for i in range(start * self.batch_size, n, self.batch_size):
             yield order[i : i + self.batch_size][rank::world]
 
+    def _sample_epoch(self, epoch: int) -> int:
+        """The epoch whose random transforms a sample read from disk gets (see ``cached_views``)."""
+        return epoch % self.cached_views if self.cached_views else epoch
+
     def _finish(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, epoch: int) -> Batch:
         """A batch as the trainer takes it: augmented (or its fixed views), with its indices when asked."""
         if self.fixed_views is not None:
@@ -151,7 +155,43 @@ class _SeededSamples(Dataset):
         return _seeded(lambda: self.dataset[index], self.seed, epoch, index)
 
 
-class DatasetBatches(Batches):
+class _WorkerBatches(Batches):
+    """What the batch sources read by DataLoader workers share: the device the batches go to (pinned
+    memory on CUDA), their memory format, what a batch needs once there, and the workers' count."""
+
+    def __init__(
+        self,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        device: str | torch.device,
+        transform: Transform | None,
+        num_workers: int | None,
+        memory_format: torch.memory_format,
+        on_device: Transform | None,
+    ):
+        super().__init__(batch_size, shuffle, seed, transform)
+        self.device, self.memory_format = torch.device(device), memory_format
+        self.on_device = on_device  # what a batch needs once on the device (uint8 images -> floats)
+        self.workers = default_workers() if num_workers is None else num_workers
+
+    def _loader(self, dataset: Dataset, **options: Any) -> DataLoader:
+        return DataLoader(
+            dataset,
+            num_workers=self.workers,
+            pin_memory=self.device.type == "cuda",
+            prefetch_factor=4 if self.workers > 0 else None,
+            **options,
+        )
+
+    def _arrived(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch from the workers, on the device, as the model takes it."""
+        x = x.to(self.device, non_blocking=True)
+        x = (self.on_device(x) if self.on_device else x).contiguous(memory_format=self.memory_format)
+        return x, y.to(self.device, non_blocking=True)
+
+
+class DatasetBatches(_WorkerBatches):
     """Batches of a map-style ``Dataset`` through one DataLoader kept for the whole run:
     persistent workers (no restart each epoch), prefetching, pinned memory on CUDA; same interface
     as TensorBatches, and the same batches whatever the number of workers."""
@@ -169,18 +209,10 @@ class DatasetBatches(Batches):
         memory_format: torch.memory_format = torch.contiguous_format,
         on_device: Transform | None = None,
     ):
-        super().__init__(batch_size, shuffle, seed, transform)
-        self.dataset, self.memory_format, self.device = dataset, memory_format, torch.device(device)
-        self.on_device = on_device  # what a batch needs once on the device (uint8 images -> floats)
-        workers = default_workers() if num_workers is None else num_workers
-        self.sampler = _EpochBatches()
-        self.loader = DataLoader(
-            _SeededSamples(dataset, seed),
-            batch_sampler=self.sampler,
-            num_workers=workers,
-            pin_memory=self.device.type == "cuda",
-            persistent_workers=workers > 0,
-            prefetch_factor=4 if workers > 0 else None,
+        super().__init__(batch_size, shuffle, seed, device, transform, num_workers, memory_format, on_device)
+        self.dataset, self.sampler = dataset, _EpochBatches()
+        self.loader = self._loader(
+            _SeededSamples(dataset, seed), batch_sampler=self.sampler, persistent_workers=self.workers > 0
         )
 
     def __len__(self) -> int:
@@ -190,11 +222,9 @@ class DatasetBatches(Batches):
         n = len(self.dataset)  # type: ignore[arg-type]
         batches = functools.partial(self._batch_indices, n, epoch, start, torch.device("cpu"))
         self.sampler.batches, self.sampler.count = batches, max(0, len(self) - start)
-        self.sampler.epoch = epoch % self.cached_views if self.cached_views else epoch
+        self.sampler.epoch = self._sample_epoch(epoch)
         for (x, y), idx in zip(_worker_errors_told_plainly(self.loader), batches()):  # the sampler's batches, again
-            x = x.to(self.device, non_blocking=True)
-            x = (self.on_device(x) if self.on_device else x).contiguous(memory_format=self.memory_format)
-            yield self._finish(x, y.to(self.device, non_blocking=True), idx.to(self.device), epoch)
+            yield self._finish(*self._arrived(x, y), idx.to(self.device), epoch)
 
 
 class _StreamEpoch(IterableDataset):
@@ -222,7 +252,7 @@ class _StreamEpoch(IterableDataset):
             yield torch.stack([x for x, _ in samples]), torch.stack([torch.as_tensor(y) for _, y in samples])
 
 
-class StreamBatches(Batches):
+class StreamBatches(_WorkerBatches):
     """Batches of a :class:`StreamSplit`: consecutive rows of the epoch's order (shuffled through the
     stream's buffer, seeded by the epoch), decoded in DataLoader workers. The batches are the same
     whatever the number of workers; a resume at batch ``start`` reads, without decoding, the rows
@@ -240,17 +270,9 @@ class StreamBatches(Batches):
         num_workers: int | None = None,
         memory_format: torch.memory_format = torch.contiguous_format,
     ):
-        super().__init__(batch_size, shuffle, seed, transform)
-        self.split, self.memory_format, self.device = split, memory_format, torch.device(device)
-        self.source = _StreamEpoch(split.stream, batch_size, shuffle, seed)
-        workers = default_workers() if num_workers is None else num_workers
-        self.loader = DataLoader(
-            self.source,
-            batch_size=None,
-            num_workers=workers,
-            pin_memory=self.device.type == "cuda",
-            prefetch_factor=4 if workers > 0 else None,
-        )
+        super().__init__(batch_size, shuffle, seed, device, transform, num_workers, memory_format, None)
+        self.split, self.source = split, _StreamEpoch(split.stream, batch_size, shuffle, seed)
+        self.loader = self._loader(self.source, batch_size=None)
 
     def __len__(self) -> int:
         return -(-len(self.split) // self.batch_size)
@@ -269,10 +291,9 @@ class StreamBatches(Batches):
 
     def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
         self.source.epoch, self.source.start, self.source.shard = epoch, start, self.shard
-        self.source.sample_epoch = epoch % self.cached_views if self.cached_views else epoch
+        self.source.sample_epoch = self._sample_epoch(epoch)
         for x, y in _worker_errors_told_plainly(self.loader):
-            x = x.to(self.device, non_blocking=True, memory_format=self.memory_format)
-            yield self._finish(x, y.to(self.device, non_blocking=True), torch.empty(0), epoch)
+            yield self._finish(*self._arrived(x, y), torch.empty(0), epoch)
 
 
 def _worker_errors_told_plainly(loader: DataLoader) -> Iterator[Any]:
