@@ -33,7 +33,7 @@ MEASURE = """
 import json, statistics, sys, time
 from pathlib import Path
 import torch
-from kdforge.losses.chunked import chunked_linear_kd, linear_teacher
+from kdforge.losses.chunked import LMHead, chunked_linear_kd
 from kdforge.losses.functional import kd_loss
 
 torch.set_num_threads(2)
@@ -49,7 +49,7 @@ def step():
             target = teacher_hidden @ teacher_weight.T
         loss = kd_loss(hidden @ weight.T, target, 1.0)
     else:
-        loss = chunked_linear_kd(hidden, weight, linear_teacher(teacher_hidden, teacher_weight))
+        loss = chunked_linear_kd(LMHead(hidden, weight), LMHead(teacher_hidden, teacher_weight).logits)
     loss.backward()
     hidden.grad = weight.grad = None
     return float(loss.detach())

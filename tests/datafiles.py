@@ -26,3 +26,53 @@ def cifar_records(n, classes, seed, label_bytes=1):
     pixels[:, 0] = labels[:, None, None]
     heads = np.stack([labels // 5, labels] if label_bytes == 2 else [labels], 1)  # CIFAR-100: coarse, fine
     return np.concatenate([heads, pixels.reshape(n, -1)], 1).tobytes(), labels
+
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{% if m['role'] == 'assistant' %}<|end|>{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def write_tokenizer(folder, vocab_size=320):
+    """A byte-level BPE tokenizer trained here on the docstrings of installed modules, with a chat template
+    (roles as special tokens, ``<|end|>`` closing each answer), saved as a Hugging Face tokenizer folder."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from kdforge.data.text import DEFAULT_MODULES, docstrings
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    specials = ["<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tokenizer.train_from_iterator(sorted(set(docstrings(DEFAULT_MODULES))), trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|end|>", pad_token="<|end|>")
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(folder)
+    return folder
+
+
+def write_causal_lm(folder, vocab_size, kind="llama", layers=2, width=32, seed=0):
+    """A tiny randomly initialised causal LM of ``kind`` (llama or gpt2), saved with save_pretrained."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    sizes = {
+        "llama": {
+            "hidden_size": width,
+            "num_hidden_layers": layers,
+            "num_attention_heads": 2,
+            "intermediate_size": 2 * width,
+            "max_position_embeddings": 128,
+        },
+        "gpt2": {"n_embd": width, "n_layer": layers, "n_head": 2, "n_positions": 128},
+    }[kind]
+    torch.manual_seed(seed)
+    config = AutoConfig.for_model(kind, vocab_size=vocab_size, bos_token_id=0, eos_token_id=0, **sizes)
+    model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(folder)
+    return folder

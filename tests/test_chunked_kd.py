@@ -1,13 +1,22 @@
-"""chunked_linear_kd: the token-level KD loss from hidden states and LM heads, chunk by chunk, equals the
-plain computation on full logits, in value and in every gradient."""
+"""Chunked token-level losses from hidden states and LM heads equal the plain computation on full logits, in value
+and in every gradient: every divergence, dense or top-k teachers, and cross-entropy."""
 
 import pytest
 import torch
 
-from kdforge.losses.chunked import chunked_linear_kd, linear_teacher
-from kdforge.losses.functional import kd_loss
+from kdforge.losses.chunked import LMHead, chunked_linear_ce, chunked_linear_kd
+from kdforge.losses.divergence import sparse_kd_loss
+from kdforge.losses.functional import cross_entropy, kd_loss, topk_log_probs
 
-CASES = [("forward", 0.5, 1.0), ("reverse", 0.5, 2.0), ("jsd", 0.5, 1.0), ("gjsd", 0.3, 1.5)]
+CASES = [
+    ("forward", 1.0),
+    ("reverse", 2.0),
+    ("jsd", 1.0),
+    ("gjsd", 1.5),
+    ("skew_forward", 1.0),
+    ("skew_reverse", 2.0),
+    ("tvd", 1.0),
+]
 
 
 @pytest.fixture
@@ -19,46 +28,79 @@ def lm():
     layer = torch.randn(8, width, generator=g, requires_grad=True)
     weight = torch.randn(vocab, width, generator=g, requires_grad=True)
     bias = torch.randn(vocab, generator=g, requires_grad=True)
-    teacher_hidden, teacher_weight = torch.randn(tokens, 24, generator=g), torch.randn(vocab, 24, generator=g)
-    return inputs, layer, weight, bias, teacher_hidden, teacher_weight
+    teacher = LMHead(torch.randn(tokens, 24, generator=g), torch.randn(vocab, 24, generator=g))
+    return inputs, layer, weight, bias, teacher
 
 
-@pytest.mark.parametrize(("direction", "beta", "temperature"), CASES)
-def test_chunks_equal_the_plain_loss_and_its_gradients(lm, direction, beta, temperature):
-    inputs, layer, weight, bias, teacher_hidden, teacher_weight = lm
-    options = {"temperature": temperature, "direction": direction, "beta": beta}
-    plain = kd_loss(inputs @ layer @ weight.T + bias, teacher_hidden @ teacher_weight.T, **options)
-    expected = torch.autograd.grad(plain, [layer, weight, bias])
-    teacher = linear_teacher(teacher_hidden, teacher_weight)
-    chunked = chunked_linear_kd(inputs @ layer, weight, teacher, bias=bias, chunk=7, **options)  # 7 does not divide 45
-    found = torch.autograd.grad(chunked, [layer, weight, bias])
-    assert torch.allclose(chunked, plain, rtol=1e-5, atol=1e-6)
+def assert_same(found, expected):
     for a, b in zip(found, expected):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize(("direction", "temperature"), CASES)
+def test_chunks_equal_the_plain_loss_and_its_gradients(lm, direction, temperature):
+    inputs, layer, weight, bias, teacher = lm
+    options = {"temperature": temperature, "direction": direction, "beta": 0.3, "alpha": 0.2}
+    plain = kd_loss(inputs @ layer @ weight.T + bias, teacher.logits(), **options)
+    expected = torch.autograd.grad(plain, [layer, weight, bias])
+    chunked = chunked_linear_kd(LMHead(inputs @ layer, weight, bias), teacher.logits, chunk=7, **options)  # 7 ∤ 45
+    assert torch.allclose(chunked, plain, rtol=1e-5, atol=1e-6)
+    assert_same(torch.autograd.grad(chunked, [layer, weight, bias]), expected)
+
+
+@pytest.mark.parametrize("tail", ["bucket", "renormalise"])
+def test_a_top_k_teacher_in_chunks_equals_the_plain_sparse_loss(lm, tail):
+    inputs, layer, weight, _, teacher = lm
+    top = topk_log_probs(teacher.logits(), 8)
+    options = {"temperature": 2.0, "direction": "jsd", "tail": tail}
+    plain = sparse_kd_loss(inputs @ layer @ weight.T, top.log_probs, top.indices, **options)
+    expected = torch.autograd.grad(plain, [layer, weight])
+    chunked = chunked_linear_kd(LMHead(inputs @ layer, weight), top, chunk=10, **options)
+    assert torch.allclose(chunked, plain, rtol=1e-5, atol=1e-6)
+    assert_same(torch.autograd.grad(chunked, [layer, weight]), expected)
+
+
+def test_chunked_cross_entropy_equals_the_plain_one(lm):
+    inputs, layer, weight, bias, _ = lm
+    targets = torch.randint(0, 50, (45,), generator=torch.Generator().manual_seed(1))
+    plain = cross_entropy(inputs @ layer @ weight.T + bias, targets)
+    expected = torch.autograd.grad(plain, [layer, weight, bias])
+    chunked = chunked_linear_ce(LMHead(inputs @ layer, weight, bias), targets, chunk=16)
+    smoothed = chunked_linear_ce(LMHead(inputs @ layer, weight, bias), targets, 0.1, chunk=16)
+    assert torch.allclose(smoothed, cross_entropy(inputs @ layer @ weight.T + bias, targets, 0.1), rtol=1e-5)
+    assert torch.allclose(chunked, plain, rtol=1e-5, atol=1e-6)
+    assert_same(torch.autograd.grad(chunked, [layer, weight, bias]), expected)
+
+
 def test_teacher_logits_may_be_given_whole_and_the_output_scales_the_gradients(lm):
-    inputs, layer, weight, _, teacher_hidden, teacher_weight = lm
-    logits = teacher_hidden @ teacher_weight.T
-    whole = chunked_linear_kd(inputs @ layer, weight, logits, chunk=10)
-    by_function = chunked_linear_kd(inputs @ layer, weight, linear_teacher(teacher_hidden, teacher_weight), chunk=64)
-    assert torch.allclose(whole, by_function)
+    inputs, layer, weight, _, teacher = lm
+    student = LMHead(inputs @ layer, weight)
+    whole = chunked_linear_kd(student, teacher.logits(), chunk=10)
+    assert torch.allclose(whole, chunked_linear_kd(student, teacher.logits, chunk=64))
     (grad,) = torch.autograd.grad(3.0 * whole, [weight])
-    (plain,) = torch.autograd.grad(3.0 * kd_loss(inputs @ layer @ weight.T, logits, 1.0), [weight])
+    (plain,) = torch.autograd.grad(3.0 * kd_loss(inputs @ layer @ weight.T, teacher.logits(), 1.0), [weight])
     assert torch.allclose(grad, plain, rtol=1e-5, atol=1e-6)
 
 
 def test_a_student_equal_to_its_teacher_has_zero_loss_and_zero_gradient(lm):
-    inputs, layer, weight, _, _, _ = lm
+    inputs, layer, weight, _, _ = lm
     hidden = inputs @ layer
-    loss = chunked_linear_kd(hidden, weight, linear_teacher(hidden.detach(), weight.detach()), chunk=4)
+    loss = chunked_linear_kd(LMHead(hidden, weight), LMHead(hidden.detach(), weight.detach()).logits, chunk=4)
     (grad,) = torch.autograd.grad(loss, [layer])
     assert abs(float(loss.detach())) < 1e-6 and grad.abs().max() < 1e-5
 
 
+def test_the_head_reshapes_and_selects_rows_without_making_logits():
+    head = LMHead(torch.randn(2, 5, 4), torch.randn(9, 4))
+    assert head.shape == (2, 5, 9)
+    keep = torch.tensor([True, False] * 5)
+    rows = head.rows(keep)
+    assert rows.shape == (5, 9) and torch.equal(rows.logits(), head.logits().flatten(0, 1)[keep])
+
+
 def test_bad_shapes_are_refused(lm):
-    inputs, layer, weight, _, _, _ = lm
+    inputs, layer, weight, _, _ = lm
     with pytest.raises(ValueError, match=r"hidden \[N, H\] and weight \[V, H\] expected"):
-        chunked_linear_kd(inputs, weight, torch.zeros(45, 50))
+        chunked_linear_kd(LMHead(inputs, weight), torch.zeros(45, 50))
     with pytest.raises(ValueError, match="chunk must be at least 1"):
-        chunked_linear_kd(inputs @ layer, weight, torch.zeros(45, 50), chunk=0)
+        chunked_linear_kd(LMHead(inputs @ layer, weight), torch.zeros(45, 50), chunk=0)

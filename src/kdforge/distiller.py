@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import operator
@@ -16,6 +17,7 @@ from kdforge import distributed
 from kdforge.data.bundle import PAD_TARGET
 from kdforge.errors import KdforgeError, required
 from kdforge.losses import functional as lf
+from kdforge.losses.chunked import LMHead, can_hand_head, handing_heads
 from kdforge.losses.functional import TopK, dense_logits_from_topk
 from kdforge.losses.terms import LossTerm, Shapes, StepContext
 from kdforge.schedules import Clock, ScheduleConfig
@@ -27,7 +29,7 @@ from kdforge.teachers.teacher import Teacher
 @dataclass
 class StepOutput:
     loss: torch.Tensor  # weighted sum of the parts
-    outputs: torch.Tensor  # student logits [B, K]
+    outputs: torch.Tensor | None  # student logits [B, K] (None: a chunked step that never made them whole)
     parts: dict[str, torch.Tensor]  # raw value of each term
     weighted: dict[str, torch.Tensor]  # weight * raw value
     logs: dict[str, torch.Tensor]  # scalars worth logging: temperatures, scheduled weights
@@ -87,6 +89,12 @@ class Distiller(nn.Module):
             FeatureTap(teacher.module, {n: n for n in teacher_layers}) if isinstance(teacher, Teacher) else None
         )
         self.uses_teacher = any(t.uses_teacher for t in terms)
+        if (chunked := [t.name for t in terms if t.reads_head]) and not can_hand_head(student):
+            raise KdforgeError(
+                f"{', '.join(chunked)}: chunked: true makes the logits from the student's last hidden states and LM "
+                f"head, which {type(unwrap(student)).__name__} does not hand over; use hf_causal_lm or lm_transformer, "
+                "or drop chunked"
+            )
         self._setup_terms(example_input)
 
     @torch.no_grad()
@@ -95,7 +103,7 @@ class Distiller(nn.Module):
         self.student.eval()
         # the example is the split's first samples: a cache looks them up by those indices
         probe_index = torch.arange(len(example)) if self.cache is not None else None
-        student_logits, teacher_logits, s_feats, t_feats = self._forward_models(example, probe_index)
+        student_logits, teacher_logits, s_feats, t_feats = self._dense(example, probe_index)
         self.student.train(was_training)
         for role, tapped, wanted in (
             ("student", s_feats, self.student_tap.aliases),
@@ -122,27 +130,36 @@ class Distiller(nn.Module):
         self.to(example.device)
 
     def _forward_models(
-        self, x: torch.Tensor, index: torch.Tensor | None = None, epoch: int = 0
-    ) -> tuple[torch.Tensor, torch.Tensor | None, dict, dict]:
+        self, x: torch.Tensor, index: torch.Tensor | None = None, epoch: int = 0, heads: bool = False
+    ) -> tuple[Any, Any, dict, dict]:
+        """(student output, teacher output, tapped features of each). Outputs are logits, or with ``heads``
+        :class:`LMHead` from the models that can hand them, and a top-k teacher's :class:`TopK`."""
         self.student_tap.clear()
-        student_logits = self.student(x)
-        teacher_logits: torch.Tensor | TopK | None = None
-        teacher_features: dict[str, torch.Tensor] = {}
-        if self.uses_teacher and self.cache is not None:
-            assert index is not None
-            teacher_logits, teacher_features = self.cache.lookup(index, x.device, epoch)
-        elif self.uses_teacher and self.teacher is not None and self.teacher_tap is not None:
-            self.teacher_tap.clear()
-            teacher_logits = self.teacher(x)
-            teacher_features = self.teacher_tap.features
-        if isinstance(teacher_logits, TopK):  # a sparse teacher or cache: rebuild dense logits
-            teacher_logits = dense_logits_from_topk(
-                teacher_logits.log_probs, teacher_logits.indices, student_logits.shape[-1]
-            )
+        teacher_module = self.teacher.module if isinstance(self.teacher, Teacher) else None
+        with handing_heads(self.student, teacher_module) if heads else contextlib.nullcontext():
+            student_out = self.student(x)
+            teacher_out: torch.Tensor | LMHead | TopK | None = None
+            teacher_features: dict[str, torch.Tensor] = {}
+            if self.uses_teacher and self.cache is not None:
+                assert index is not None
+                teacher_out, teacher_features = self.cache.lookup(index, x.device, epoch)
+            elif self.uses_teacher and self.teacher is not None and self.teacher_tap is not None:
+                self.teacher_tap.clear()
+                teacher_out = self.teacher(x)
+                teacher_features = self.teacher_tap.features
+        return student_out, teacher_out, self.student_tap.features, teacher_features
+
+    def _dense(
+        self, x: torch.Tensor, index: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, dict, dict]:
+        """Every output as whole logits (token rows for language models): what the terms' setup probes."""
+        student_out, teacher_out, s_feats, t_feats = self._forward_models(x, index)
+        if isinstance(teacher_out, TopK):  # a sparse teacher or cache: rebuild dense logits
+            teacher_out = dense_logits_from_topk(teacher_out.log_probs, teacher_out.indices, student_out.shape[-1])
         if self.per_token:
-            student_logits = student_logits.flatten(0, -2)
-            teacher_logits = teacher_logits.flatten(0, -2) if teacher_logits is not None else None
-        return student_logits, teacher_logits, self.student_tap.features, teacher_features
+            student_out = student_out.flatten(0, -2)
+            teacher_out = teacher_out.flatten(0, -2) if teacher_out is not None else None
+        return student_out, teacher_out, s_feats, t_feats
 
     def forward(
         self, inputs: torch.Tensor, targets: torch.Tensor, clock: Clock | None = None, index: torch.Tensor | None = None
@@ -152,17 +169,20 @@ class Distiller(nn.Module):
         clock = clock or Clock()
         if self.cache is not None and index is None:
             raise KdforgeError("a cached teacher needs the samples' indices: use indexed training batches")
-        student_logits, teacher_logits, s_feats, t_feats = self._forward_models(inputs, index, clock.epoch)
+        heads = any(t.reads_head for t in self.loss_terms)
+        student_out, teacher_out, s_feats, t_feats = self._forward_models(inputs, index, clock.epoch, heads)
         real = None  # the unpadded positions, when some are padded
         if self.per_token:
             targets = targets.flatten()
             if not (keep := targets != PAD_TARGET).all():  # padded positions take no part in any logit term
                 real = keep
-                student_logits, targets = student_logits[real], targets[real]
-                teacher_logits = teacher_logits[real] if teacher_logits is not None else None
-        if self.per_token:  # an ensemble member's logits are token rows like the combined ones
+                targets = targets[real]
+            student_out, teacher_out = _token_rows(student_out, real), _token_rows(teacher_out, real)
+            # an ensemble member's logits are token rows like the combined ones
             t_feats = {k: _token_rows(v, real) if _MEMBER.fullmatch(k) else v for k, v in t_feats.items()}
-        ctx = StepContext(inputs, targets, student_logits, teacher_logits, s_feats, t_feats, clock, token_mask=real)
+        ctx = self._context(inputs, targets, student_out, teacher_out, s_feats, t_feats, clock)
+        ctx.token_mask = real
+        student_logits, teacher_logits = ctx.student_logits, ctx.teacher_logits
         teacher_task = None
         if (learner := self.learning_teacher) is not None and teacher_logits is not None:
             teacher_task = self._teacher_task(
@@ -181,6 +201,41 @@ class Distiller(nn.Module):
             name, value = teacher_task
             parts[name], weighted[name] = value, learner.ce_weight * value
         return StepOutput(functools.reduce(operator.add, weighted.values()), student_logits, parts, weighted, ctx.logs)
+
+    def _context(
+        self,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        student: torch.Tensor | LMHead,
+        teacher: torch.Tensor | LMHead | TopK | None,
+        s_feats: dict,
+        t_feats: dict,
+        clock: Clock,
+    ) -> StepContext:
+        """The step as the terms see it. Whole logits are made from an :class:`LMHead`, and a top-k teacher
+        densified, only when a term reads them so."""
+        terms = self.loss_terms
+        ctx = StepContext(inputs, targets, None, None, s_feats, t_feats, clock)
+        if isinstance(student, LMHead):
+            ctx.student_head = student
+            if any(not t.reads_head for t in terms) or self.learning_teacher is not None:
+                ctx.student_logits = student.logits()
+        else:
+            ctx.student_logits = student
+        dense_teacher = self.learning_teacher is not None or any(
+            t.uses_teacher and not (t.reads_head or t.reads_topk) for t in terms
+        )
+        if isinstance(teacher, TopK):
+            ctx.teacher_topk = teacher
+            if dense_teacher:
+                ctx.teacher_logits = dense_logits_from_topk(*teacher, student.shape[-1])
+        elif isinstance(teacher, LMHead):
+            ctx.teacher_head = teacher
+            if dense_teacher or any(t.uses_teacher and not t.reads_head for t in terms):
+                ctx.teacher_logits = teacher.logits()
+        else:
+            ctx.teacher_logits = teacher
+        return ctx
 
     def _member_view(self, ctx: StepContext, term: LossTerm) -> StepContext:
         """The step as ``term`` sees it: with ``member``, that ensemble member's logits are the teacher's."""
@@ -209,7 +264,7 @@ class Distiller(nn.Module):
         term (``reg_task`` for regression data), or cross-entropy."""
         task = cast(LossTerm | None, teacher.task)
         if task is None:
-            return "teacher_ce", lf.cross_entropy(own.student_logits, own.targets)
+            return "teacher_ce", lf.cross_entropy(required(own.student_logits, "the teacher's logits"), own.targets)
         return f"teacher_{task.name}", task(own)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
@@ -260,12 +315,22 @@ class Distiller(nn.Module):
         return distributed.model_state(unwrap(self.student))
 
 
+Output = torch.Tensor | LMHead | TopK | None
 _MEMBER = re.compile(r"members\.\d+")  # an ensemble member's own output (its logits)
 
 
-def _token_rows(logits: torch.Tensor, real: torch.Tensor | None) -> torch.Tensor:
-    """[B, T, V] -> [B·T, V], the padded positions left out (``real``: the kept ones)."""
-    rows = logits.flatten(0, -2)
+def _token_rows(out: Output, real: torch.Tensor | None) -> Output:
+    """[B, T, ...] -> [B·T, ...], the padded positions left out (``real``: the kept ones), for logits, an LM head's
+    hidden states or a top-k teacher."""
+    if isinstance(out, LMHead):
+        return out.rows(real)
+    if isinstance(out, TopK):
+        return TopK(*(_rows(part, real) for part in out))
+    return None if out is None else _rows(out, real)
+
+
+def _rows(tensor: torch.Tensor, real: torch.Tensor | None) -> torch.Tensor:
+    rows = tensor.flatten(0, -2)
     return rows if real is None else rows[real]
 
 

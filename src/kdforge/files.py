@@ -292,6 +292,29 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
     return path
 
 
+def write_folder_atomic(path: str | Path, fill: Callable[[Path], Any]) -> Path:
+    """Call ``fill(folder)`` on an empty ``<path>.tmp`` folder, then put it in place of ``path`` (a folder
+    written by another library, e.g. ``save_pretrained``). If ``fill`` fails, ``path`` is as it was."""
+    path = Path(path)
+    tmp, old = path.with_name(path.name + TMP_SUFFIX), path.with_name(path.name + ".old")
+    for stale in (tmp, old):
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        fill(tmp)
+    except BaseException as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError):
+            raise FileWriteError(f"could not write '{path}': {err.strerror or err}") from None
+        raise
+    if path.exists():
+        os.replace(path, old)  # a folder cannot be renamed over another: the old one steps aside, then goes
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+    _fsync_folder(path.parent)
+    return path
+
+
 def _write_error(path: Path, err: OSError, write: Callable[[IO[bytes]], Any]) -> FileWriteError:
     kept = f"the previous '{path.name}' is intact" if path.exists() else f"no '{path.name}' was written"
     if err.errno in (errno.ENOSPC, errno.EDQUOT):

@@ -166,7 +166,7 @@ def _type_hints(factory: Callable[..., Any]) -> dict[str, Any]:
 
     target = factory.__init__ if inspect.isclass(factory) else factory
     try:
-        return typing.get_type_hints(target)
+        return typing.get_type_hints(target, include_extras=True)  # Annotated constraints (NonNegativeInt) kept
     except Exception:  # unresolvable annotations: fall back to untyped options
         return {}
 

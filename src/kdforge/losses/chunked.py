@@ -13,21 +13,69 @@ another order).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from kdforge.losses.functional import Direction, kd_loss
+from kdforge.losses.divergence import Direction, Tail, sparse_kd_loss
+from kdforge.losses.functional import TopK, kd_loss, topk_log_probs
+from kdforge.taps import unwrap
 
 TeacherLogits = Callable[[slice], torch.Tensor]  # tokens a:b -> the teacher's logits [b - a, V]
+ChunkLoss = Callable[[torch.Tensor, slice], torch.Tensor]  # (a chunk's logits, its tokens a:b) -> its mean loss
 # the default chunk: 2**22 logits (16 MB in fp32), but never under 128 tokens, whose matmuls stay efficient (32-token
 # chunks at V = 128k cost 1.4x the plain time on a CPU; 128-token ones 1.0x, at under a quarter of its memory)
 CHUNK_LOGITS, MIN_CHUNK_TOKENS = 2**22, 128
 
 
-class _ChunkedLinearKD(torch.autograd.Function):
+@dataclass
+class LMHead:
+    """A language model's output before its head: the last hidden states [..., H] and the head (``weight``
+    [V, H], ``bias``) that would make them logits. A model hands this instead of logits when a chunked
+    term will make the logits a chunk at a time (see :func:`chunked_linear_loss`)."""
+
+    hidden: torch.Tensor
+    weight: torch.Tensor
+    bias: torch.Tensor | None = None
+
+    @property
+    def shape(self) -> torch.Size:
+        """The shape the logits would have."""
+        return torch.Size([*self.hidden.shape[:-1], len(self.weight)])
+
+    def rows(self, keep: torch.Tensor | None = None) -> LMHead:
+        """Hidden states as rows [N, H], one per position (only the ``keep`` ones when given)."""
+        hidden = self.hidden.flatten(0, -2)
+        return LMHead(hidden if keep is None else hidden[keep], self.weight, self.bias)
+
+    def logits(self, part: slice = slice(None)) -> torch.Tensor:
+        """The logits of the rows ``part`` (all: every logit at once, what chunking avoids)."""
+        return F.linear(self.hidden[part], self.weight, self.bias)
+
+
+@contextlib.contextmanager
+def handing_heads(*models: torch.nn.Module | None) -> Iterator[None]:
+    """Inside, each of ``models`` that can (it has a ``returns_head`` attribute) returns an :class:`LMHead`
+    from its forward instead of logits."""
+    able = [m for m in (unwrap(m) for m in models if m is not None) if hasattr(m, "returns_head")]
+    for model in able:
+        setattr(model, "returns_head", True)  # noqa: B010 (a flag the module declares, not one of torch's)
+    try:
+        yield
+    finally:
+        for model in able:
+            setattr(model, "returns_head", False)  # noqa: B010
+
+
+def can_hand_head(model: torch.nn.Module) -> bool:
+    return hasattr(unwrap(model), "returns_head")
+
+
+class _ChunkedLinearLoss(torch.autograd.Function):
     """Forward computes the loss and, chunk by chunk, its gradients; backward scales them."""
 
     @staticmethod
@@ -36,10 +84,7 @@ class _ChunkedLinearKD(torch.autograd.Function):
         hidden: torch.Tensor,
         weight: torch.Tensor,
         bias: torch.Tensor | None,
-        teacher: TeacherLogits,
-        temperature: float,
-        direction: Direction,
-        beta: float,
+        loss_of: ChunkLoss,
         chunk: int,
     ) -> torch.Tensor:
         tokens = len(hidden)
@@ -52,10 +97,8 @@ class _ChunkedLinearKD(torch.autograd.Function):
             h = hidden[part].detach()
             with torch.enable_grad():
                 logits = F.linear(h, weight.detach(), None if bias is None else bias.detach()).requires_grad_(True)
-                with torch.no_grad():
-                    target = teacher(part)
-                # kd_loss averages over the chunk's tokens: weight it by its share of all tokens
-                loss = kd_loss(logits, target, temperature, direction, beta) * (len(h) / tokens)
+                # the loss averages over the chunk's tokens: weight it by its share of all tokens
+                loss = loss_of(logits, part) * (len(h) / tokens)
                 (grad_logits,) = torch.autograd.grad(loss, [logits])
             total += loss.detach().float()
             grad_logits = grad_logits.to(weight.dtype)
@@ -72,35 +115,66 @@ class _ChunkedLinearKD(torch.autograd.Function):
         grads = [*ctx.saved_tensors, ctx.grad_bias]
         if not bool(grad_output == 1):  # the loss scaled (by its term's weight): scale the gradients alike
             grads = [g * grad_output if g is not None else None for g in grads]
-        return *grads, None, None, None, None, None
+        return *grads, None, None
 
 
-def chunked_linear_kd(
-    hidden: torch.Tensor,
-    weight: torch.Tensor,
-    teacher: TeacherLogits | torch.Tensor,
-    *,
-    bias: torch.Tensor | None = None,
-    temperature: float = 1.0,
-    direction: Direction = "forward",
-    beta: float = 0.5,
-    chunk: int | None = None,
-) -> torch.Tensor:
-    """Token-level KD (:func:`~kdforge.losses.functional.kd_loss`: T² · the mean over tokens of the
-    divergence) of the student whose logits are ``hidden`` [N, H] @ ``weight`` [V, H]ᵀ (+ ``bias``),
-    ``chunk`` tokens at a time (default: :data:`CHUNK_LOGITS` logits, at least 128 tokens). ``teacher`` gives the
-    teacher's logits of a slice of the tokens (a function, e.g. the teacher's own hidden states through
-    its head, so that its logits are never whole either) or is a [N, V] tensor of them. Gradients reach
-    ``hidden``, ``weight`` and ``bias``."""
+def chunked_linear_loss(head: LMHead, loss_of: ChunkLoss, chunk: int | None = None) -> torch.Tensor:
+    """The mean over tokens of a per-token loss of the logits ``head.hidden`` [N, H] @ ``head.weight`` [V, H]ᵀ
+    (+ ``bias``), made ``chunk`` tokens at a time (default: :data:`CHUNK_LOGITS` logits, at least 128 tokens):
+    ``loss_of(logits, part)`` is the mean loss of the chunk of tokens ``part``. Gradients reach the hidden
+    states, the weight and the bias; no more than one chunk's logits exist at once."""
+    hidden, weight = head.hidden, head.weight
     if hidden.dim() != 2 or weight.dim() != 2 or hidden.shape[1] != weight.shape[1]:
         raise ValueError(f"hidden [N, H] and weight [V, H] expected, got {list(hidden.shape)} and {list(weight.shape)}")
     chunk = max(MIN_CHUNK_TOKENS, CHUNK_LOGITS // len(weight)) if chunk is None else chunk
     if chunk < 1:
         raise ValueError(f"chunk must be at least 1, got {chunk}")
-    lookup: TeacherLogits = teacher.__getitem__ if isinstance(teacher, torch.Tensor) else teacher
-    return _ChunkedLinearKD.apply(hidden, weight, bias, lookup, temperature, direction, beta, chunk)
+    return _ChunkedLinearLoss.apply(hidden, weight, head.bias, loss_of, chunk)
 
 
-def linear_teacher(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> TeacherLogits:
-    """The teacher's logits of a slice of tokens from its last hidden states [N, H] and LM head [V, H]."""
-    return lambda part: F.linear(hidden[part], weight, bias)
+def chunked_linear_kd(
+    head: LMHead,
+    teacher: TeacherLogits | torch.Tensor | TopK,
+    *,
+    temperature: float = 1.0,
+    direction: Direction = "forward",
+    beta: float = 0.5,
+    alpha: float = 0.1,
+    topk: int | None = None,
+    tail: Tail = "bucket",
+    chunk: int | None = None,
+) -> torch.Tensor:
+    """Token-level KD (:func:`~kdforge.losses.functional.kd_loss`: T² · the mean over tokens of the
+    divergence) of the student whose logits ``head`` would make, a chunk of tokens at a time
+    (:func:`chunked_linear_loss`). ``teacher`` gives the teacher's logits of a slice of the tokens (a
+    function, e.g. :meth:`LMHead.logits` of the teacher's own hidden states, so that its logits are never
+    whole either), or is a [N, V] tensor of them, or a top-k teacher (:class:`TopK`, its tail handled as
+    ``tail`` says: :func:`~kdforge.losses.divergence.sparse_rows`); ``topk`` keeps a dense teacher's top k
+    tokens alike, chunk by chunk."""
+    options: dict[str, Any] = {"direction": direction, "beta": beta, "alpha": alpha}
+    if isinstance(teacher, TopK):
+        top, indices = teacher
+        return chunked_linear_loss(
+            head,
+            lambda z, part: sparse_kd_loss(z, top[part], indices[part], temperature, tail=tail, **options),
+            chunk,
+        )
+    logits_of: TeacherLogits = teacher.__getitem__ if isinstance(teacher, torch.Tensor) else teacher
+    if topk is not None:  # the online teacher kept to its top k, a chunk at a time
+        return chunked_linear_loss(
+            head,
+            lambda z, part: sparse_kd_loss(
+                z, *topk_log_probs(logits_of(part), topk), temperature, tail=tail, **options
+            ),
+            chunk,
+        )
+    return chunked_linear_loss(head, lambda z, part: kd_loss(z, logits_of(part), temperature, **options), chunk)
+
+
+def chunked_linear_ce(
+    head: LMHead, targets: torch.Tensor, label_smoothing: float = 0.0, chunk: int | None = None
+) -> torch.Tensor:
+    """Mean next-token cross-entropy against ``targets`` [N], a chunk of tokens at a time."""
+    return chunked_linear_loss(
+        head, lambda z, part: F.cross_entropy(z.float(), targets[part], label_smoothing=label_smoothing), chunk
+    )

@@ -19,8 +19,9 @@ from typing import Literal, NamedTuple
 import torch
 import torch.nn.functional as F
 
+from kdforge.losses.divergence import Direction, divergence_rows, kl_rows
+
 Temperature = float | torch.Tensor
-Direction = Literal["forward", "reverse", "jsd", "gjsd"]
 
 
 # ----------------------------------------------------------------------------- logits
@@ -46,15 +47,10 @@ def _t_squared_batchmean(per_sample: torch.Tensor, temperature: Temperature) -> 
     return (per_sample * scale).mean()
 
 
-def _kl_rows(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
-    """KL(p ‖ q) of each row, from log-probabilities: [B, K] -> [B]."""
-    return F.kl_div(log_q, log_p, reduction="none", log_target=True).sum(-1)
-
-
 def _scaled_kl(log_p: torch.Tensor, log_q: torch.Tensor, temperature: Temperature) -> torch.Tensor:
     """T² · batch-mean KL(p ‖ q); one fused kernel when T is a number (the common, hot case)."""
     if isinstance(temperature, torch.Tensor) and temperature.dim() > 0:
-        return _t_squared_batchmean(_kl_rows(log_p, log_q), temperature)
+        return _t_squared_batchmean(kl_rows(log_p, log_q), temperature)
     return F.kl_div(log_q, log_p, reduction="batchmean", log_target=True) * temperature**2
 
 
@@ -77,7 +73,7 @@ def teacher_importance(
         distance = torch.stack([F.cross_entropy(z, labels, reduction="none") for z in members], 1)  # [B, M]
     else:
         log_ps = F.log_softmax(student_logits.detach().float(), -1)
-        distance = torch.stack([_kl_rows(F.log_softmax(z, -1), log_ps) for z in members], 1)
+        distance = torch.stack([kl_rows(F.log_softmax(z, -1), log_ps) for z in members], 1)
     weights = torch.softmax(-distance / tau, dim=1)
     kept = (weights >= min_weight) | (weights == weights.amax(1, keepdim=True))
     weights = weights * kept
@@ -90,7 +86,7 @@ def multi_teacher_kd(
     """T² · mean_b Σ_m w_bm KL(p_m ‖ p_s): KD from M teachers (logits [M, B, K]) at once, each
     sample weighting them by ``weights`` [B, M]."""
     log_ps = F.log_softmax(student_logits.float() / temperature, -1)
-    kl = torch.stack([_kl_rows(F.log_softmax(z.float() / temperature, -1), log_ps) for z in member_logits], 1)  # [B, M]
+    kl = torch.stack([kl_rows(F.log_softmax(z.float() / temperature, -1), log_ps) for z in member_logits], 1)  # [B, M]
     return (weights * kl).sum(1).mean() * temperature**2
 
 
@@ -100,35 +96,20 @@ def kd_loss(
     temperature: Temperature = 4.0,
     direction: Direction = "forward",
     beta: float = 0.5,
+    alpha: float = 0.1,
 ) -> torch.Tensor:
-    """Logit distillation between ``p_t = softmax(z_t / T)`` and ``p_s = softmax(z_s / T)``.
-
-    - ``forward``: KL(p_t ‖ p_s), Hinton's KD (mass-covering);
-    - ``reverse``: KL(p_s ‖ p_t) (mode-seeking, as in MiniLLM);
-    - ``jsd``: ½ KL(p_t ‖ m) + ½ KL(p_s ‖ m) with m = ½ (p_t + p_s);
-    - ``gjsd``: generalised JSD, [β KL(p_t ‖ m) + (1 − β) KL(p_s ‖ m)] / (β (1 − β)) with
-      m = β p_t + (1 − β) p_s. Normalised so that it tends to the forward KL as β → 0 and
-      to the reverse KL as β → 1 (and is exactly those at β = 0 and 1); at β = ½ it is 4 · jsd.
+    """Logit distillation between ``p_t = softmax(z_t / T)`` and ``p_s = softmax(z_s / T)``:
+    the ``direction`` divergence of :mod:`kdforge.losses.divergence` (forward or reverse KL,
+    JSD, generalised JSD(β), skew KL or skew reverse KL (α), total variation).
 
     Always T²-scaled and batch-averaged.
     """
     t = _per_sample(temperature)
     log_ps = F.log_softmax(student_logits.float() / t, dim=-1)
     log_pt = F.log_softmax(teacher_logits.float() / t, dim=-1)
-    if direction == "gjsd" and not 0.0 <= beta <= 1.0:
-        raise ValueError(f"gjsd needs 0 <= beta <= 1, got {beta}")
-    if direction == "forward" or (direction == "gjsd" and beta == 0.0):
+    if direction == "forward" and not isinstance(t, torch.Tensor):  # the hot path: one fused kernel
         return _scaled_kl(log_pt, log_ps, temperature)
-    if direction == "reverse" or (direction == "gjsd" and beta == 1.0):
-        return _scaled_kl(log_ps, log_pt, temperature)
-    if direction in ("jsd", "gjsd"):
-        b = 0.5 if direction == "jsd" else beta
-        log_m = torch.logaddexp(log_pt + math.log(b), log_ps + math.log(1 - b))
-        per_sample = b * _kl_rows(log_pt, log_m) + (1 - b) * _kl_rows(log_ps, log_m)
-        if direction == "gjsd":
-            per_sample = per_sample / (b * (1 - b))
-        return _t_squared_batchmean(per_sample, temperature)
-    raise ValueError(f"unknown direction '{direction}' (valid: forward, reverse, jsd, gjsd)")
+    return _t_squared_batchmean(divergence_rows(log_pt, log_ps, direction, beta, alpha), temperature)
 
 
 def dkd_loss(
@@ -153,7 +134,7 @@ def dkd_loss(
         total = torch.logsumexp(z, -1)
         return torch.stack([z[target] - total, torch.logsumexp(z.masked_fill(target, -math.inf), -1) - total], -1)
 
-    tckd = _kl_rows(binary_log_probs(zt), binary_log_probs(zs))
+    tckd = kl_rows(binary_log_probs(zt), binary_log_probs(zs))
     log_qs = F.log_softmax(zs.masked_fill(target, -math.inf), -1)
     log_qt = F.log_softmax(zt.masked_fill(target, -math.inf), -1)
     nckd = (log_qt.exp() * (log_qt - log_qs)).masked_fill(target, 0.0).sum(-1)
@@ -375,7 +356,7 @@ def relation_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> t
     scores, summed over that dim and averaged over batch, heads and rows."""
     log_ps = F.log_softmax(student_logits.float(), -1)
     log_pt = F.log_softmax(teacher_logits.float(), -1)
-    return _kl_rows(log_pt, log_ps).mean()
+    return kl_rows(log_pt, log_ps).mean()
 
 
 def _pairwise_distances(x: torch.Tensor) -> torch.Tensor:

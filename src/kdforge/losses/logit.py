@@ -7,30 +7,39 @@ temperature, and ``logit_std: true`` to standardise both models' logits first.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal
+from typing import Any, cast
 
 import torch
 
 from kdforge.errors import KdforgeError, required
 from kdforge.losses import functional as lf
+from kdforge.losses.chunked import chunked_linear_ce, chunked_linear_kd
+from kdforge.losses.divergence import Direction, Tail, sparse_kd_loss
 from kdforge.losses.terms import LOSSES, LossTerm, Shapes, StepContext
 from kdforge.schedules import CTKDTemperature, TemperatureSpec, build_temperature
 
 
 @LOSSES.register("ce")
 class CrossEntropy(LossTerm):
-    """Cross-entropy with the ground-truth labels (optionally label-smoothed)."""
+    """Cross-entropy with the ground-truth labels (optionally label-smoothed). ``chunked: true`` (language
+    models): made from the student's last hidden states and LM head a chunk of tokens at a time, never from
+    the whole logits (``chunk`` tokens, default about 2²² logits)."""
 
     uses_teacher = False
 
-    def __init__(self, label_smoothing: float = 0.0):
+    def __init__(self, label_smoothing: float = 0.0, chunked: bool = False, chunk: int | None = None):
         super().__init__()
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-        self.label_smoothing = label_smoothing
+        if chunk is not None and not chunked:
+            raise ValueError("chunk sets the chunked loss's chunk: add chunked: true")
+        self.label_smoothing, self.reads_head, self.chunk = label_smoothing, chunked, chunk
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
-        return lf.cross_entropy(ctx.student_logits, ctx.targets, self.label_smoothing)
+        if self.reads_head:
+            head = required(ctx.student_head, "the student's LM head (chunked: true)")
+            return chunked_linear_ce(head, ctx.targets, self.label_smoothing, self.chunk)
+        return lf.cross_entropy(required(ctx.student_logits, "the student's logits"), ctx.targets, self.label_smoothing)
 
 
 class LogitTerm(LossTerm):
@@ -66,10 +75,11 @@ class LogitTerm(LossTerm):
         """(student logits, teacher logits, temperature) as this term should compare them;
         ``teacher_logits`` replaces the teacher's output (e.g. a mixture of teachers)."""
         target = required(ctx.teacher_logits if teacher_logits is None else teacher_logits, "the teacher's logits")
-        zs, zt = ctx.student_logits, target
+        student = required(ctx.student_logits, "the student's logits")
+        zs, zt = student, target
         if self.logit_std:
             zs, zt = lf.standardize_logits(zs), lf.standardize_logits(zt)
-        tau = self.temperature.at(ctx.clock, ctx.student_logits, target) if self.temperature is not None else None
+        tau = self.temperature.at(ctx.clock, student, target) if self.temperature is not None else None
         if self.temperature is not None and not isinstance(self.temperature.spec, (int, float)):  # scheduled or learned
             ctx.logs[f"{self.name}.tau"] = tau.detach().mean() if isinstance(tau, torch.Tensor) else torch.tensor(tau)
         return zs, zt, tau
@@ -81,26 +91,75 @@ class LogitTerm(LossTerm):
 
 @LOSSES.register("kd")
 class KD(LogitTerm):
-    """Logit KD at temperature T: Hinton's forward KL, or reverse KL, JSD, generalised JSD (β).
+    """Logit KD at temperature T: Hinton's forward KL, or reverse KL, JSD, generalised JSD (β), skew KL or skew
+    reverse KL (α), total variation (:mod:`kdforge.losses.divergence`). T²-scaled, batch-averaged.
 
-    T²-scaled, batch-averaged. ``temperature``: number, schedule or ``{learnable: ctkd}``.
+    ``temperature``: number, schedule or ``{learnable: ctkd}``. A top-k teacher (a cache written with ``--topk``,
+    or ``topk: k`` here, which keeps the online teacher's top k alike) is compared over its k tokens and ``tail``:
+    ``bucket`` (one outcome for all other tokens, holding each model's leftover mass) or ``renormalise`` (the k
+    tokens only). ``chunked: true`` (language models) never makes the whole [tokens, vocabulary] logits: the
+    student's last hidden states go through its LM head a chunk of tokens at a time, forward and backward
+    (:func:`~kdforge.losses.chunked.chunked_linear_kd`; ``chunk`` tokens, default about 2²² logits).
     """
+
+    reads_topk = True
 
     def __init__(
         self,
         temperature: TemperatureSpec = 4.0,
-        direction: Literal["forward", "reverse", "jsd", "gjsd"] = "forward",
+        direction: Direction = "forward",
         beta: float = 0.5,
+        alpha: float = 0.1,
         logit_std: bool = False,
+        topk: int | None = None,
+        tail: Tail = "bucket",
+        chunked: bool = False,
+        chunk: int | None = None,
     ):
         super().__init__(temperature, logit_std)
         if not 0.0 <= beta <= 1.0:
             raise ValueError(f"beta must be in [0, 1], got {beta}")
-        self.direction, self.beta = direction, beta
+        if not 0.0 <= alpha < 1.0:
+            raise ValueError(f"alpha must be in [0, 1), got {alpha}")
+        if topk is not None and topk < 1:
+            raise ValueError(f"topk must be at least 1, got {topk}")
+        if chunked and (logit_std or not isinstance(temperature, (int, float))):
+            raise ValueError("chunked KD takes a fixed temperature (a number) and no logit_std")
+        if chunk is not None and not chunked:
+            raise ValueError("chunk sets the chunked loss's chunk: add chunked: true")
+        self.direction, self.beta, self.alpha, self.topk, self.tail = direction, beta, alpha, topk, tail
+        self.reads_head, self.chunk = chunked, chunk
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
-        zs, zt, tau = self.prepare(ctx)
-        return self.finish(lf.kd_loss(zs, zt, tau, self.direction, self.beta))
+        options: dict[str, Any] = {"direction": self.direction, "beta": self.beta, "alpha": self.alpha}
+        if self.reads_head:
+            student = required(ctx.student_head, "the student's LM head (chunked: true)")
+            teacher: Any = ctx.teacher_topk  # else the teacher's logits, or its head making them chunk by chunk
+            if teacher is None:
+                teacher = ctx.teacher_head.logits if ctx.teacher_head is not None else ctx.teacher_logits
+            return chunked_linear_kd(
+                student,
+                required(teacher, "the teacher's logits"),
+                temperature=float(cast(float, self.temperature.spec)) if self.temperature is not None else 1.0,
+                topk=self.topk,
+                tail=self.tail,
+                chunk=self.chunk,
+                **options,
+            )
+        sparse = ctx.teacher_topk
+        if sparse is None and self.topk is not None:
+            sparse = lf.topk_log_probs(required(ctx.teacher_logits, "the teacher's logits"), self.topk)
+        if sparse is None:
+            zs, zt, tau = self.prepare(ctx)
+            return self.finish(lf.kd_loss(zs, zt, tau, **options))
+        if self.logit_std:
+            raise KdforgeError(f"{self.name}: a top-k teacher has no logits to standardise; drop logit_std")
+        zs, _, tau = self.prepare(ctx, teacher_logits=sparse.log_probs)
+        if isinstance(tau, torch.Tensor):
+            raise KdforgeError(
+                f"{self.name}: a top-k teacher takes a fixed or scheduled temperature, not a learned one"
+            )
+        return sparse_kd_loss(zs, *sparse, tau, tail=self.tail, **options)
 
 
 LOSSES.register("kl")(KD)  # the name embedding-distillation code gives it (on routing or class logits)
@@ -119,7 +178,7 @@ class DualHeadKD(LogitTerm):
         self,
         temperature: TemperatureSpec = 4.0,
         student: str = "head:input",
-        direction: Literal["forward", "reverse", "jsd", "gjsd"] = "forward",
+        direction: Direction = "forward",
         beta: float = 0.5,
         logit_std: bool = False,
     ):

@@ -12,7 +12,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from kdforge.errors import KdforgeError
+from kdforge.errors import KdforgeError, required
 from kdforge.losses import functional as lf
 from kdforge.losses.logit import LogitTerm
 from kdforge.losses.terms import LOSSES, LossTerm, Shapes, StepContext
@@ -97,11 +97,12 @@ class DiverseKD(LossTerm):
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
         logits = torch.stack([ctx.teacher_features[m] for m in self.members])  # [M, B, K]
-        weights = lf.teacher_importance(logits, ctx.student_logits, ctx.labels, self.by, self.tau, self.min_weight)
+        student = required(ctx.student_logits, "the student's logits")
+        weights = lf.teacher_importance(logits, student, ctx.labels, self.by, self.tau, self.min_weight)
         for m, mean in enumerate(weights.mean(0)):
             ctx.logs[f"{self.name}.w{m}"] = mean
         ctx.logs[f"{self.name}.filtered"] = (weights == 0).float().mean()
-        return lf.multi_teacher_kd(ctx.student_logits, logits, weights, self.temperature)
+        return lf.multi_teacher_kd(student, logits, weights, self.temperature)
 
 
 @LOSSES.register("self_distill")
@@ -160,7 +161,7 @@ class SelfDistill(LossTerm):
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
         pooled = [self._pool(ctx.student_features[name].float()) for name in self.layers]
-        final = ctx.student_logits.detach()
+        final = required(ctx.student_logits, "the student's logits").detach()
         losses = []
         for i, (feature, head) in enumerate(zip(pooled, self.heads)):
             logits = head(feature)

@@ -31,7 +31,9 @@ class RegressionTask(LossTerm):
         return ctx.targets
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
-        return lf.regression_loss(ctx.student_logits, self.reference(ctx), self.kind, self.phase_weight)
+        return lf.regression_loss(
+            required(ctx.student_logits, "the student's outputs"), self.reference(ctx), self.kind, self.phase_weight
+        )
 
 
 @LOSSES.register("reg_distill")

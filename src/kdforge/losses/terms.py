@@ -18,6 +18,8 @@ from torch import nn
 
 from kdforge.config import LossConfig, component_issues_for, term_names
 from kdforge.errors import ConfigError
+from kdforge.losses.chunked import LMHead
+from kdforge.losses.functional import TopK
 from kdforge.registry import LOSSES
 from kdforge.schedules import Clock, ScheduleConfig, schedule_value
 
@@ -32,13 +34,18 @@ class StepContext:
 
     inputs: torch.Tensor
     targets: torch.Tensor  # class indices [B], or class probabilities [B, K] under mixup/CutMix
-    student_logits: torch.Tensor
+    student_logits: torch.Tensor | None
     teacher_logits: torch.Tensor | None = None
     student_features: dict[str, torch.Tensor] = field(default_factory=dict)
     teacher_features: dict[str, torch.Tensor] = field(default_factory=dict)
     clock: Clock = field(default_factory=Clock)
     logs: dict[str, torch.Tensor] = field(default_factory=dict)
     token_mask: torch.Tensor | None = None  # per-token runs: which flattened positions the logits keep (None: all)
+    # language models under a chunked term: the models' outputs before their LM heads (then a logit field is None
+    # when no term reads it); a top-k teacher (a cache, or ``topk``) as it came, before any densifying
+    student_head: LMHead | None = None
+    teacher_head: LMHead | None = None
+    teacher_topk: TopK | None = None
 
     @property
     def labels(self) -> torch.Tensor:
@@ -78,6 +85,11 @@ class LossTerm(nn.Module):
     weight: float | ScheduleConfig = 1.0
     #: an ensemble teacher's member whose logits this term reads instead of the combination
     member: int | None = None
+    #: whether the term reads the models' :class:`~kdforge.losses.chunked.LMHead` (``ctx.student_head``)
+    #: instead of their logits: then no step makes the whole logits unless another term needs them
+    reads_head: bool = False
+    #: whether the term reads a top-k teacher as it is (``ctx.teacher_topk``) rather than densified
+    reads_topk: bool = False
 
     @property
     def student_taps(self) -> list[str]:

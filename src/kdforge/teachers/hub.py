@@ -22,6 +22,7 @@ from torch import nn
 from kdforge.errors import KdforgeError, did_you_mean, required
 from kdforge.export import load_state_strict, read_state_dict
 from kdforge.files import load_local, read_json
+from kdforge.losses.chunked import LMHead
 from kdforge.teachers.sources import TEACHER_SOURCES, Source, cached_fit
 from kdforge.teachers.text import TextTeacher, mean_pooled_encode
 
@@ -223,6 +224,13 @@ def vocab_index(vocab_map: str | None, teacher_vocab: int, data_vocab: int) -> t
     return index
 
 
+def plain_head(config: Any) -> bool:
+    """Whether the model's logits are its LM head applied to its last hidden states, and nothing more (no
+    soft-capping or scaling after the head), so that a chunked loss may apply the head itself."""
+    after = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
+    return all(getattr(config, name, None) in (None, 1, 1.0) for name in after)
+
+
 class HFTeacher(nn.Module):
     """A transformers model called on one tensor: [B, ...] -> logits [B, K] (or [B, T, V]
     for a causal LM, optionally re-indexed to the data's vocabulary), hidden [B, N, D] or
@@ -232,8 +240,17 @@ class HFTeacher(nn.Module):
         super().__init__()
         self.model, self.input_name, self.output = model, input_name, output
         self.register_buffer("vocab", vocab, persistent=False)
+        if output == "causal_lm" and plain_head(model.config):
+            self.returns_head = False  # a chunked loss may ask for its LM head's input instead of its logits
 
     def forward(self, x):
+        if getattr(self, "returns_head", False):
+            base = getattr(self.model, self.model.base_model_prefix)
+            head = self.model.get_output_embeddings()
+            weight, bias = head.weight, getattr(head, "bias", None)
+            if self.vocab is not None:
+                weight, bias = weight[self.vocab], None if bias is None else bias[self.vocab]
+            return LMHead(base(**{self.input_name: x}, use_cache=False).last_hidden_state, weight, bias)
         out = self.model(**{self.input_name: x})
         if self.output in ("logits", "causal_lm"):
             return out.logits if self.vocab is None else out.logits.index_select(-1, self.vocab)

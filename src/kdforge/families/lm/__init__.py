@@ -15,6 +15,7 @@ declare_family(
         "kdforge.families.lm.data",
         "kdforge.families.lm.shards",
         "kdforge.families.lm.transformer",
+        "kdforge.families.lm.hf",
         "kdforge.families.lm.losses",
         "kdforge.families.lm.hooks",
     ),

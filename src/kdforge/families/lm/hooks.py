@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from kdforge import distributed
+from kdforge.families.lm.hf import HFCausalLM, save_hf
 from kdforge.families.lm.rwkv import spike_statistics
 from kdforge.family import Family, register_family
+from kdforge.taps import unwrap
 
 
 class LanguageModels(Family):
@@ -13,6 +16,8 @@ class LanguageModels(Family):
     description = "language-model students: token-level distillation into a ternary-spiking recurrent student"
 
     def after_fit(self, session: Any, stage: str, student: Any, history: list[dict[str, Any]]) -> dict[str, Any]:
+        if stage == "distill" and isinstance(unwrap(student), HFCausalLM) and distributed.is_main():  # for HF tools
+            save_hf(unwrap(student), session.run_dir / "student_hf", session.recipe.data.options.get("tokenizer"))
         spikes = spike_statistics(student, session.test)
         return {"spikes": spikes} if spikes else {}
 

@@ -3,7 +3,8 @@ from a recipe (``teacher.source: train``) on a local corpus, offline.
 
 Token ids [B, T] -> token + learned position embeddings -> ``depth`` pre-norm blocks (causal
 self-attention, GELU MLP) -> final norm -> logits [B, T, vocab] (head tied to the token
-embedding). Blocks are tapped as ``blocks.N`` for hidden-state alignment.
+embedding; under a chunked term, the final hidden states and that head,
+:class:`~kdforge.losses.chunked.LMHead`). Blocks are tapped as ``blocks.N`` for hidden-state alignment.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdforge.losses.chunked import LMHead
 from kdforge.models import MODELS
 
 
@@ -60,8 +62,9 @@ class LMTransformer(nn.Module):
         self.blocks = nn.ModuleList(CausalBlock(width, heads, mlp_ratio, dropout) for _ in range(depth))
         self.norm = nn.LayerNorm(width)
         self.drop = nn.Dropout(dropout)
+        self.returns_head = False  # a chunked loss may ask for the head's input instead of the logits
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | LMHead:
         ids = x.long()
         if ids.shape[1] > self.positions.shape[1]:
             raise ValueError(
@@ -70,4 +73,6 @@ class LMTransformer(nn.Module):
         h = self.drop(self.tokens(ids) + self.positions[:, : ids.shape[1]])
         for block in self.blocks:
             h = block(h)
+        if self.returns_head:
+            return LMHead(self.norm(h), self.tokens.weight)
         return self.norm(h) @ self.tokens.weight.T

@@ -1,0 +1,188 @@
+"""Any Hugging Face causal language model as a student (``hf_causal_lm``).
+
+Three ways to get one, all offline:
+
+- ``path``: a local folder saved with ``save_pretrained`` (config and weights);
+- ``hf_config``: a config built from scratch, ``{model_type: llama, hidden_size: 256, ...}`` (the vocabulary
+  size defaults to the data's);
+- ``path`` and ``layers``: the model at ``path`` shrunk to a subset of its blocks, copied with their weights
+  (layer-drop initialisation, as in DistilBERT and Minitron): ``layers: [0, 2, 4]`` or a slice, ``"::2"``
+  (every other block).
+
+The student reads token ids [B, T] and returns next-token logits [B, T, V], V the data's vocabulary (a model
+whose embedding table is padded past its tokenizer has its extra logits cut off). Under a chunked term it
+hands its last hidden states and LM head instead (:class:`~kdforge.losses.chunked.LMHead`). It is saved like
+every kdforge student (``student.safetensors`` and the config that rebuilds it) and, for the Hugging Face
+ecosystem, as a ``save_pretrained`` folder (``kdforge export RUN --format hf``; a run writes ``student_hf/``).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import NonNegativeInt
+from torch import nn
+
+from kdforge.errors import KdforgeError
+from kdforge.export import EXPORT_FORMATS, load_student
+from kdforge.files import load_local, write_folder_atomic
+from kdforge.losses.chunked import LMHead
+from kdforge.models import MODELS
+from kdforge.teachers.hub import plain_head
+
+
+def decoder_blocks(model: nn.Module, count: int) -> str:
+    """The dotted name of the model's list of ``count`` decoder blocks (``model.layers``, ``transformer.h``, ...):
+    of the module lists that long, the one holding the most parameters."""
+    lists = [
+        (name, sum(p.numel() for p in module.parameters()))
+        for name, module in model.named_modules()
+        if isinstance(module, nn.ModuleList) and len(module) == count
+    ]
+    if not lists:
+        raise KdforgeError(f"{type(model).__name__} has no list of {count} blocks to take layers from")
+    return max(lists, key=lambda item: item[1])[0]
+
+
+def chosen_layers(layers: list[int] | str, count: int) -> list[int]:
+    """Block indices from a list or a Python slice (``"::2"``, ``"0:6"``), checked against ``count`` blocks."""
+    if isinstance(layers, str):
+        if not re.fullmatch(r"-?\d*(:-?\d*){1,2}", layers):
+            raise KdforgeError(f"layers '{layers}' is neither a list of block indices nor a slice such as '::2'")
+        parts = [int(p) if p else None for p in layers.split(":")]
+        layers = list(range(count))[slice(*parts)]
+    if not layers or any(not 0 <= i < count for i in layers) or len(set(layers)) != len(layers):
+        raise KdforgeError(f"layers {layers} must be distinct block indices in [0, {count})")
+    return list(layers)
+
+
+def shrunk(path: str, layers: list[int] | str) -> tuple[Any, dict[str, torch.Tensor]]:
+    """(config, weights) of the model at ``path`` keeping only the blocks ``layers``, renumbered from 0."""
+    from transformers import AutoModelForCausalLM
+
+    full = load_local(AutoModelForCausalLM.from_pretrained, path, "Hugging Face model").float()
+    config = full.config
+    keep = chosen_layers(layers, config.num_hidden_layers)
+    blocks = decoder_blocks(full, config.num_hidden_layers)
+    renumber = {str(old): str(new) for new, old in enumerate(keep)}
+    pattern = re.compile(rf"^{re.escape(blocks)}\.(\d+)\.")
+    state = {}
+    for key, value in full.state_dict().items():
+        match = pattern.match(key)
+        if match is None:
+            state[key] = value
+        elif match[1] in renumber:
+            state[f"{blocks}.{renumber[match[1]]}.{key[match.end() :]}"] = value
+    if isinstance(getattr(config, "layer_types", None), list):  # per-block attention kinds (sliding or full)
+        config.layer_types = [config.layer_types[i] for i in keep]
+    config.num_hidden_layers = len(keep)
+    return config, state
+
+
+@MODELS.register("hf_causal_lm")
+class HFCausalLM(nn.Module):
+    """A Hugging Face causal LM on token ids (see the module docstring); its modules are under ``model.``
+    (``model.model.layers.0`` for taps)."""
+
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        path: str | None = None,
+        hf_config: dict[str, Any] | None = None,
+        layers: list[NonNegativeInt] | str | None = None,
+        gradient_checkpointing: bool = False,
+    ):
+        super().__init__()
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        if (path is None) == (hf_config is None):
+            raise ValueError("give the student either path (a local model folder) or hf_config (a new model's config)")
+        if layers is not None and path is None:
+            raise ValueError("layers picks blocks of the model at path: give path too")
+        state = None
+        if hf_config is not None:
+            options = dict(hf_config)
+            model_type = options.pop("model_type", None)
+            if model_type is None:
+                raise ValueError("hf_config needs model_type (llama, gpt2, qwen2, ...)")
+            options.setdefault("vocab_size", num_classes)
+            try:
+                config = AutoConfig.for_model(model_type, **options)
+            except ValueError as err:
+                raise ValueError(f"hf_config: {err}") from None
+        elif not Path(str(path)).is_dir():
+            raise ValueError(f"no Hugging Face model folder at '{path}' (kdforge never downloads)")
+        elif layers is not None:
+            config, state = shrunk(str(path), layers)
+        else:
+            config = load_local(AutoConfig.from_pretrained, str(path), "Hugging Face model")
+        if config.vocab_size < num_classes:
+            raise ValueError(
+                f"the model's vocabulary has {config.vocab_size} tokens but the data's tokenizer has {num_classes}"
+            )
+        if path is not None and layers is None:
+            self.model = load_local(AutoModelForCausalLM.from_pretrained, str(path), "Hugging Face model").float()
+        else:
+            self.model = AutoModelForCausalLM.from_config(config).float()
+            if state is not None:
+                self.model.load_state_dict(state)
+        if gradient_checkpointing:
+            self.model.gradient_checkpointing_enable()
+        self.vocab = num_classes
+        if plain_head(self.model.config):
+            self.returns_head = False  # the chunked losses may ask for the LM head's input instead of logits
+        self.rebuild_options = {
+            "hf_config": _serialisable(self.model.config),
+            "gradient_checkpointing": gradient_checkpointing,
+        }
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | LMHead:
+        ids = x.long()
+        if self.returns_head:
+            base = getattr(self.model, self.model.base_model_prefix)
+            hidden = base(input_ids=ids, use_cache=False).last_hidden_state
+            head = self.model.get_output_embeddings()
+            bias = head.bias[: self.vocab] if getattr(head, "bias", None) is not None else None
+            return LMHead(hidden, head.weight[: self.vocab], bias)
+        return self.model(input_ids=ids, use_cache=False).logits[..., : self.vocab]
+
+
+def _serialisable(config: Any) -> dict[str, Any]:
+    """The config as the JSON options that rebuild it (model_type first)."""
+    values = config.to_diff_dict()
+    values.pop("transformers_version", None)
+    return {"model_type": config.model_type, **values}
+
+
+def save_hf(model: HFCausalLM, out: Path, tokenizer: str | None = None) -> Path:
+    """``model`` as a Hugging Face folder (``save_pretrained``, safetensors), with the tokenizer at ``tokenizer``
+    (a local folder) beside it: what ``AutoModelForCausalLM`` and ``AutoTokenizer`` load as they are."""
+
+    def fill(folder: Path) -> None:
+        model.model.save_pretrained(folder)
+        if tokenizer and Path(tokenizer).is_dir():
+            from transformers import AutoTokenizer
+
+            load_local(AutoTokenizer.from_pretrained, tokenizer, "tokenizer").save_pretrained(folder)
+
+    return write_folder_atomic(out, fill)
+
+
+@EXPORT_FORMATS.register("hf")
+def export_hf(run_dir: Path, out: Path | None = None) -> str:
+    """A run's ``hf_causal_lm`` student as a Hugging Face model folder (default ``RUN_DIR/student_hf``), with the
+    data's tokenizer when it is a folder."""
+    from kdforge.runner import load_run_recipe
+
+    model = load_student(run_dir)
+    if not isinstance(model, HFCausalLM):
+        raise KdforgeError(
+            f"'{run_dir}' has a {type(model).__name__} student; the hf format saves hf_causal_lm students"
+        )
+    tokenizer = load_run_recipe(run_dir).data.options.get("tokenizer")
+    folder = save_hf(model, out or Path(run_dir) / "student_hf", tokenizer)
+    return f"wrote {folder} (load it with transformers.AutoModelForCausalLM.from_pretrained)"

@@ -1,0 +1,168 @@
+"""Hugging Face causal LMs as students: from a folder, from a config, shrunk from a teacher by layer drop; their
+LM head handed to chunked losses; saved for the Hugging Face ecosystem."""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from datafiles import write_causal_lm
+from kdforge.errors import KdforgeError
+from kdforge.export import load_model, save_model
+from kdforge.losses.chunked import handing_heads
+from kdforge.models import build_model
+
+LLAMA = {"model_type": "llama", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+         "intermediate_size": 64, "max_position_embeddings": 64}  # fmt: skip
+
+
+def ids(vocab=320, length=12, seed=0):
+    return torch.randint(0, vocab, (2, length), generator=torch.Generator().manual_seed(seed))
+
+
+def student(**options):
+    return build_model("hf_causal_lm", input_shape=(12,), num_classes=320, **options).eval()
+
+
+def test_a_student_from_a_config_is_causal_and_rebuilds_from_its_saved_files(tmp_path):
+    torch.manual_seed(0)
+    model = student(hf_config=LLAMA)
+    x = ids()
+    logits = model(x)
+    assert logits.shape == (2, 12, 320) and model.model.config.vocab_size == 320  # the data's vocabulary
+    changed = x.clone()
+    changed[:, 8:] = (changed[:, 8:] + 1) % 320
+    assert torch.allclose(model(changed)[:, :8], logits[:, :8], atol=1e-6)  # no position sees a later token
+    again = load_model(save_model(model, tmp_path / "student")).eval()
+    assert torch.equal(again(x), logits)
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_a_student_from_a_folder_is_that_model(tmp_path, kind):
+    folder = write_causal_lm(tmp_path / kind, 330, kind)  # a vocabulary padded past the data's 320
+    reference = AutoModelForCausalLM.from_pretrained(folder).eval()
+    model = student(path=str(folder))
+    x = ids()
+    assert torch.allclose(model(x), reference(x).logits[..., :320], atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_layer_drop_keeps_the_chosen_blocks_of_the_teacher_with_their_weights(tmp_path, kind):
+    folder = write_causal_lm(tmp_path / kind, 320, kind, layers=4)
+    teacher = AutoModelForCausalLM.from_pretrained(folder).eval()
+    x = ids()
+    assert torch.allclose(student(path=str(folder), layers=[0, 1, 2, 3])(x), teacher(x).logits, atol=1e-6)
+    shrunk = student(path=str(folder), layers="::2")
+    assert shrunk.model.config.num_hidden_layers == 2
+    blocks = teacher.model.layers if kind == "llama" else teacher.transformer.h
+    for block in (blocks[1], blocks[3]):  # the same model with blocks 1 and 3 made identities
+        block.forward = lambda hidden, *args, **kwargs: hidden
+    assert torch.allclose(shrunk(x), teacher(x).logits, atol=1e-5)
+
+
+def test_layer_choices_and_sources_are_checked(tmp_path, tiny_llama):
+    for layers, message in [([0, 9], r"in \[0, 4\)"), ("2-3", "neither a list"), ([1, 1], "distinct")]:
+        with pytest.raises(KdforgeError, match=message):
+            student(path=str(tiny_llama), layers=layers)
+    with pytest.raises(KdforgeError, match="either path"):
+        student()
+    with pytest.raises(KdforgeError, match="needs model_type"):
+        student(hf_config={"hidden_size": 8})
+    with pytest.raises(KdforgeError, match="no Hugging Face model folder"):
+        student(path=str(tmp_path / "absent"))
+    with pytest.raises(KdforgeError, match="has 100 tokens but the data's tokenizer has 320"):
+        student(hf_config={**LLAMA, "vocab_size": 100})
+
+
+@pytest.mark.parametrize("options", [{"hf_config": LLAMA}, {"hf_config": {**LLAMA, "tie_word_embeddings": True}}])
+def test_the_handed_head_makes_the_same_logits(options):
+    model = student(**options)
+    x = ids()
+    with handing_heads(model):
+        head = model(x)
+    assert head.shape == (2, 12, 320) and torch.allclose(head.logits(), model(x), atol=1e-5)
+    assert not model.returns_head  # only inside
+
+
+def test_a_chunked_step_equals_the_plain_one_and_never_makes_the_whole_logits(tiny_llama):
+    from kdforge.data.bundle import PAD_TARGET
+    from kdforge.distiller import Distiller
+    from kdforge.losses.terms import build_losses
+    from kdforge.teachers.hub import HFTeacher
+    from kdforge.teachers.teacher import Teacher
+
+    x, y = ids(), ids(seed=1)
+    y[1, 9:] = PAD_TARGET
+    teacher = Teacher(HFTeacher(AutoModelForCausalLM.from_pretrained(tiny_llama), "input_ids", "causal_lm"))
+    steps = {}
+    for chunked in (False, True):
+        torch.manual_seed(0)
+        model = student(hf_config=LLAMA).train()
+        terms = [
+            {"name": "ce", "label_smoothing": 0.1, "chunked": chunked},
+            {
+                "name": "kd",
+                "temperature": 2.0,
+                "direction": "skew_reverse",
+                "chunked": chunked,
+                **({"chunk": 5} if chunked else {}),
+            },
+        ]
+        distiller = Distiller(model, teacher, build_losses(terms), x, per_token=True)
+        out = distiller(x, y)
+        out.loss.backward()
+        steps[chunked] = out, {n: p.grad for n, p in model.named_parameters()}
+    (plain, plain_grads), (chunked, chunked_grads) = steps[False], steps[True]
+    assert chunked.outputs is None and plain.outputs.shape == (21, 320)  # 24 positions, 3 padded
+    for name in ("ce", "kd"):
+        assert torch.allclose(chunked.parts[name], plain.parts[name], rtol=1e-5, atol=1e-6)
+    for name, grad in plain_grads.items():
+        assert torch.allclose(chunked_grads[name], grad, rtol=1e-4, atol=1e-6), name
+
+
+def test_chunked_terms_need_a_student_that_hands_its_head():
+    from kdforge.distiller import Distiller
+    from kdforge.losses.terms import build_losses
+
+    model = build_model("rwkv_spiking", input_shape=(12,), num_classes=320, size="tiny")
+    with pytest.raises(KdforgeError, match="does not hand over; use hf_causal_lm or lm_transformer"):
+        Distiller(model, None, build_losses([{"name": "ce", "chunked": True}]), ids(), per_token=True)
+
+
+def test_a_run_distils_a_hugging_face_teacher_into_its_shrunk_self_and_exports_it(
+    tmp_path, tiny_llama, lm_tokenizer, invoke
+):
+    import io
+
+    from rich.console import Console
+    from transformers import AutoTokenizer
+
+    from kdforge.config import Recipe
+    from kdforge.export import load_student
+    from kdforge.runner import run
+
+    raw = {
+        "name": "hf-student",
+        "seed": 0,
+        "data": {
+            "name": "text_lm",
+            "tokenizer": str(lm_tokenizer),
+            "length": 32,
+            "batch_size": 16,
+            "max_chars": 40_000,
+        },
+        "teacher": {"source": "hf", "model": {"name": str(tiny_llama), "output": "causal_lm"}},
+        "student": {"model": {"name": "hf_causal_lm", "path": str(tiny_llama), "layers": "::2"}},
+        "losses": [{"name": "ce", "weight": 0.5, "chunked": True}, {"name": "kd", "weight": 0.5, "chunked": True}],
+        "optim": {"name": "adamw", "lr": 3e-3},
+        "train": {"epochs": 1, "baseline": False},
+        "log": {"dir": str(tmp_path / "runs"), "progress": False},
+    }
+    result = run(Recipe.from_dict(raw), console=Console(file=io.StringIO()))
+    assert result.results["student"]["test"]["perplexity"] < 320  # better than uniform
+    folder = result.run_dir / "student_hf"
+    exported = AutoModelForCausalLM.from_pretrained(folder).eval()
+    assert exported.config.num_hidden_layers == 2 and len(AutoTokenizer.from_pretrained(folder)) == 320
+    x = ids()
+    assert torch.allclose(exported(x).logits, load_student(result.run_dir)(x), atol=1e-5)
+    assert invoke("export", result.run_dir, "--format", "hf", "--out", tmp_path / "again") == 0
+    assert (tmp_path / "again" / "config.json").exists()
