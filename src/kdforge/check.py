@@ -111,7 +111,7 @@ def check(recipe: Recipe, console: Console | None = None) -> dict[str, Any]:
             type(student).__name__,
             f"{count_params(student):,}",
             f"{sum(p.numel() for p in student.parameters() if p.requires_grad):,}",
-            str(list(out.outputs.shape)),
+            str(list(out.outputs.shape)) if out.outputs is not None else "LM head input (chunked loss)",
             "",
         ),
         (

@@ -23,6 +23,7 @@ from kdforge.errors import KdforgeError, did_you_mean, required
 from kdforge.export import load_state_strict, read_state_dict
 from kdforge.files import load_local, read_json
 from kdforge.losses.chunked import LMHead
+from kdforge.models.tokens import token_inputs
 from kdforge.teachers.sources import TEACHER_SOURCES, Source, cached_fit
 from kdforge.teachers.text import TextTeacher, mean_pooled_encode
 
@@ -224,6 +225,15 @@ def vocab_index(vocab_map: str | None, teacher_vocab: int, data_vocab: int) -> t
     return index
 
 
+def hf_inputs(x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A causal LM's keyword inputs for token rows: ids, and for packed rows the positions and the
+    block-diagonal causal mask that keep each document to itself (:mod:`kdforge.models.tokens`)."""
+    ids, positions, mask = token_inputs(x)
+    if mask is None or positions is None:
+        return {"input_ids": ids}
+    return {"input_ids": ids, "position_ids": positions, "attention_mask": mask}
+
+
 def plain_head(config: Any) -> bool:
     """Whether the model's logits are its LM head applied to its last hidden states, and nothing more (no
     soft-capping or scaling after the head), so that a chunked loss may apply the head itself."""
@@ -244,14 +254,15 @@ class HFTeacher(nn.Module):
             self.returns_head = False  # a chunked loss may ask for its LM head's input instead of its logits
 
     def forward(self, x):
+        inputs = hf_inputs(x) if self.output == "causal_lm" else {self.input_name: x}
         if getattr(self, "returns_head", False):
             base = getattr(self.model, self.model.base_model_prefix)
             head = self.model.get_output_embeddings()
             weight, bias = head.weight, getattr(head, "bias", None)
             if self.vocab is not None:
                 weight, bias = weight[self.vocab], None if bias is None else bias[self.vocab]
-            return LMHead(base(**{self.input_name: x}, use_cache=False).last_hidden_state, weight, bias)
-        out = self.model(**{self.input_name: x})
+            return LMHead(base(**inputs, use_cache=False).last_hidden_state, weight, bias)
+        out = self.model(**inputs)
         if self.output in ("logits", "causal_lm"):
             return out.logits if self.vocab is None else out.logits.index_select(-1, self.vocab)
         return out.last_hidden_state if self.output == "hidden" else out.pooler_output

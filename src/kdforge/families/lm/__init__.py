@@ -1,8 +1,8 @@
-"""Language-model students: token windows of a local corpus (:mod:`.data`, the ``text_lm``
-dataset) or of memory-mapped token shards (:mod:`.shards`, the ``tokens`` dataset), a small
-GPT-style teacher (:mod:`.transformer`), the ternary-spiking recurrent
-student (:mod:`.rwkv`) and its firing statistics and ``spike_rate`` term (:mod:`.losses`),
-generation (:mod:`.generate`)."""
+"""Language models: token windows of a local corpus (:mod:`.data`, the ``text_lm`` dataset), chat,
+instruction and text examples with prompt masking and packing (:mod:`.chat`, ``chat_lm``) or memory-mapped
+token shards (:mod:`.shards`, ``tokens``); a small GPT-style teacher (:mod:`.transformer`), any Hugging Face
+causal LM as a student (:mod:`.hf`), the ternary-spiking recurrent student (:mod:`.rwkv`) and its firing
+statistics and ``spike_rate`` term (:mod:`.losses`), generation (:mod:`.generate`)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from kdforge.family import declare_family
 
 declare_family(
     "lm",
-    "language-model students: token-level distillation into a ternary-spiking recurrent student",
+    "language models: token-level distillation into Hugging Face causal LMs and a ternary-spiking recurrent student",
     parts=(
         "kdforge.families.lm.data",
+        "kdforge.families.lm.chat",
         "kdforge.families.lm.shards",
         "kdforge.families.lm.transformer",
         "kdforge.families.lm.hf",

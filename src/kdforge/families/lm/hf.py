@@ -31,7 +31,7 @@ from kdforge.export import EXPORT_FORMATS, load_student
 from kdforge.files import load_local, write_folder_atomic
 from kdforge.losses.chunked import LMHead
 from kdforge.models import MODELS
-from kdforge.teachers.hub import plain_head
+from kdforge.teachers.hub import hf_inputs, plain_head
 
 
 def decoder_blocks(model: nn.Module, count: int) -> str:
@@ -141,14 +141,15 @@ class HFCausalLM(nn.Module):
         }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | LMHead:
-        ids = x.long()
+        """Ids [B, T] or packed rows [B, 2, T] (:mod:`kdforge.models.tokens`) -> logits [B, T, V] (or the head)."""
+        inputs = hf_inputs(x)
         if self.returns_head:
             base = getattr(self.model, self.model.base_model_prefix)
-            hidden = base(input_ids=ids, use_cache=False).last_hidden_state
+            hidden = base(**inputs, use_cache=False).last_hidden_state
             head = self.model.get_output_embeddings()
             bias = head.bias[: self.vocab] if getattr(head, "bias", None) is not None else None
             return LMHead(hidden, head.weight[: self.vocab], bias)
-        return self.model(input_ids=ids, use_cache=False).logits[..., : self.vocab]
+        return self.model(**inputs, use_cache=False).logits[..., : self.vocab]
 
 
 def _serialisable(config: Any) -> dict[str, Any]:

@@ -13,7 +13,9 @@ from kdforge.taps import unwrap
 
 class LanguageModels(Family):
     name = "lm"
-    description = "language-model students: token-level distillation into a ternary-spiking recurrent student"
+    description = (
+        "language models: token-level distillation into Hugging Face causal LMs and a ternary-spiking recurrent student"
+    )
 
     def after_fit(self, session: Any, stage: str, student: Any, history: list[dict[str, Any]]) -> dict[str, Any]:
         if stage == "distill" and isinstance(unwrap(student), HFCausalLM) and distributed.is_main():  # for HF tools

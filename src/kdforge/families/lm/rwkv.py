@@ -256,7 +256,10 @@ class RWKVSpiking(nn.Module):
         if size not in PRESETS:
             raise ValueError(f"unknown size '{size}'; choose one of {sorted(PRESETS)}")
         if len(input_shape) != 1:
-            raise ValueError(f"rwkv_spiking reads token rows [T], got input shape {list(input_shape)}")
+            raise ValueError(
+                f"rwkv_spiking reads token rows [T], got input shape {list(input_shape)} (packed rows [2, T] of "
+                "several documents each need an attention model: hf_causal_lm or lm_transformer; or data.pack: false)"
+            )
         if num_classes < 2:
             raise ValueError(f"rwkv_spiking needs the vocabulary size as num_classes, got {num_classes}")
         width, depth = width or PRESETS[size]["width"], depth or PRESETS[size]["depth"]
