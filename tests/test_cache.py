@@ -48,8 +48,8 @@ def test_topk_cache_keeps_the_top_classes_in_float16(cached, tmp_path):
     top = torch.log_softmax(logits[:8], -1).topk(3)
     assert torch.equal(sparse.log_probs, top.values.half().float()) and torch.equal(sparse.indices, top.indices)
     manifest = json.loads((tmp_path / "top3" / "manifest.json").read_text())
-    assert manifest["arrays"]["topk_indices"]["dtype"] == "int16"  # ten classes fit in two bytes
-    assert 3 * (2 + 2) <= manifest["bytes_per_sample"] < 3 * (2 + 2) + 1  # plus the .npy headers
+    assert manifest["id_bits"] == 4 and manifest["arrays"]["topk_ids"] == {"shape": [2], "dtype": "uint8"}
+    assert 3 * 2 + 2 <= manifest["bytes_per_sample"] < 3 * 2 + 2 + 1  # 3 ids of 4 bits in 2 bytes; .npy headers
 
 
 def test_training_from_the_cache_never_runs_the_teacher(cached, monkeypatch):

@@ -19,7 +19,7 @@ from kdforge.teachers.teacher import Teacher
 @pytest.fixture
 def small_shards(monkeypatch):
     """Shards of 5,120 bytes: two batches of 64 dense ten-class logits (digits' 1,167 training samples make
-    10 shards), five of top-4 (4 shards)."""
+    10 shards), eight of top-4 (10 bytes a sample: 4 float16 log-probabilities, 4 ids of 4 bits; 3 shards)."""
     monkeypatch.setattr(cache, "SHARD_BYTES", 2 * 64 * 10 * 4)
 
 
@@ -34,14 +34,14 @@ def test_shards_are_read_as_one_array_in_memory_and_memory_mapped(tiny_recipe, t
     tiny_recipe["train"] = {"epochs": 1, "baseline": False}
     tiny_recipe["data"]["eval_batch_size"] = 64
     manifest = build_cache(Recipe.from_dict(tiny_recipe), tmp_path / "cache", topk=4)
-    assert manifest["shard_samples"] == 320 and len(list((tmp_path / "cache" / "shards").glob("*.npy"))) == 2 * 4
+    assert manifest["shard_samples"] == 512 and len(list((tmp_path / "cache" / "shards").glob("*.npy"))) == 2 * 3
     session = Session(Recipe.from_dict(tiny_recipe), tmp_path / "runs" / "read", Console())
-    index = torch.tensor([1166, 0, 319, 320, 640, 5, 1000])  # across shards, unsorted, the last sample
+    index = torch.tensor([1166, 0, 511, 512, 1024, 5, 1000])  # across shards, unsorted, the last sample
     held = CachedTeacher(tmp_path / "cache", session)
     monkeypatch.setattr(cache, "IN_MEMORY_BYTES", 0)
     mapped = CachedTeacher(tmp_path / "cache", session)
-    assert isinstance(held.arrays["topk_indices"], torch.Tensor)
-    assert isinstance(mapped.arrays["topk_indices"], _shards.ShardedArray)
+    assert isinstance(held.arrays["topk_ids"], torch.Tensor)
+    assert isinstance(mapped.arrays["topk_ids"], _shards.ShardedArray)
     (a, _), (b, _) = held.lookup(index), mapped.lookup(index)
     assert torch.equal(a.log_probs, b.log_probs) and torch.equal(a.indices, b.indices)
     online = torch.log_softmax(session.live_teacher()[0](session.data.train.x[index]), -1).topk(4)

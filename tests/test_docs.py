@@ -79,6 +79,7 @@ def test_the_training_page_lists_every_training_field():
         AugmentConfig,
         EarlyStoppingConfig,
         LogConfig,
+        OnPolicyConfig,
         OptimConfig,
         RandAugmentConfig,
         TrainConfig,
@@ -91,6 +92,7 @@ def test_the_training_page_lists_every_training_field():
         "optim": OptimConfig,
         "train": TrainConfig,
         "train.early_stopping": EarlyStoppingConfig,
+        "train.on_policy": OnPolicyConfig,
         "log": LogConfig,
     }
     missing = [

@@ -60,6 +60,10 @@ def test_run_directory_has_everything(finished):
     assert results["teacher"]["params"] > results["student"]["params"]
     assert results["kdforge_version"] and set(results["timings"]) >= {"teacher_s", "distill_s", "baseline_s", "total_s"}
     assert "| student + KD |" in (d / "report.md").read_text()
+    for role in ("student", "student_alone"):  # fidelity to the teacher on test, with and without KD
+        agreement = results[role]["teacher_agreement"]
+        assert 0 <= agreement["top1_agreement"] <= 1 and agreement["kl_from_teacher"] > 0
+    assert "student alone agrees with the teacher's top-1 on" in (d / "report.md").read_text()
     lines = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
     epochs = [r for r in lines if r["kind"] == "epoch"]
     assert {r["stage"] for r in epochs} == {"teacher", "distill", "baseline"} and len(epochs) == 6

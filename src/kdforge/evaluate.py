@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdforge.data.bundle import PAD_TARGET
+from kdforge.losses.divergence import kl_rows
 
 Batches = Iterable[tuple[torch.Tensor, ...]]  # (x, y, ...)
 
@@ -89,6 +90,36 @@ def _label_metrics(
         mse = sums["loss"] / max(sums["elements"], 1)
         return {"mse": mse, "psnr_db": 10 * math.log10(sums["peak"] ** 2 / max(mse, 1e-20)), "loss": mse}
     return {"accuracy": sums["correct"] / max(sums["samples"], 1), "loss": sums["loss"] / max(sums["samples"], 1)}
+
+
+@torch.no_grad()
+def teacher_agreement(
+    student: nn.Module,
+    teacher: Callable[[torch.Tensor], torch.Tensor],
+    batches: Batches,
+    autocast: contextlib.AbstractContextManager | None = None,
+    per_token: bool = False,
+) -> dict[str, float]:
+    """How closely the student follows its teacher on held-out data (fidelity): ``top1_agreement``, the share
+    of samples (tokens, for language models: the real ones) on which both predict the same class, and
+    ``kl_from_teacher``, the mean KL(p_teacher ‖ p_student) at temperature 1."""
+    was_training = student.training
+    student.eval()
+    agree = kl = 0.0
+    count = 0
+    try:
+        for x, y, *_ in batches:
+            with autocast or contextlib.nullcontext():
+                zs, zt = student(x).float(), teacher(x).float()
+            if per_token:
+                keep = y.flatten() != PAD_TARGET
+                zs, zt = zs.flatten(0, -2)[keep], zt.flatten(0, -2)[keep]
+            agree += float((zs.argmax(-1) == zt.argmax(-1)).sum())
+            kl += float(kl_rows(F.log_softmax(zt, -1), F.log_softmax(zs, -1)).sum())
+            count += len(zs)
+    finally:
+        student.train(was_training)
+    return {"top1_agreement": agree / max(count, 1), "kl_from_teacher": kl / max(count, 1)}
 
 
 EMBEDDING_ROWS = 2000  # the rows whose pairwise similarities the embedding metrics compare

@@ -79,6 +79,11 @@ class Family:
     def prepare_data(self, session: Any, teacher: Any) -> None:
         """Before the student trains: e.g. targets only the teacher can give (its embeddings)."""
 
+    def batch_rewrite(self, session: Any, student: Any, teacher: Any) -> Any | None:
+        """A callable ``(inputs, targets, clock) -> (inputs, targets)`` applied to each distillation batch
+        before the models see it (e.g. sequences the student writes, ``train.on_policy``), or None."""
+        return None
+
     def after_fit(self, session: Any, stage: str, student: Any, history: list[dict[str, Any]]) -> dict[str, Any]:
         """Statistics of a fitted student (on the test split) to add to its results entry."""
         return {}

@@ -36,6 +36,17 @@ def kd_gain(results: dict[str, Any]) -> str | None:
     return score_gain(results["student"]["test"], results["student_alone"]["test"])
 
 
+def agreement_notes(results: dict[str, Any]) -> list[str]:
+    """How closely each student follows the teacher on test (top-1 agreement, KL from the teacher)."""
+    unit = "tokens" if "perplexity" in results["student"]["test"] else "samples"
+    return [
+        f"{label} agrees with the teacher's top-1 on {100 * a['top1_agreement']:.1f}% of test {unit}, "
+        f"KL(teacher ‖ student) {a['kl_from_teacher']:.3f} nats"
+        for label, entry in _rows(results)
+        if (a := entry.get("teacher_agreement"))
+    ]
+
+
 def family_notes(results: dict[str, Any]) -> list[str]:
     """What each family says about each model (e.g. a TM student in hard mode, a spiking one's firing)."""
     return [note for family in families() for label, entry in _rows(results) for note in family.notes(label, entry)]
@@ -47,7 +58,7 @@ def summary_table(results: dict[str, Any]) -> Table:
     gain = kd_gain(results)
     if gain is not None:
         notes.insert(0, f"KD gain over the student alone: {gain} (test)")
-    notes[:0] = family_notes(results)
+    notes[:0] = family_notes(results) + agreement_notes(results)
     table = Table(
         title=escape(f"{results['name']} — test split of {results['dataset']}"), caption=escape("\n".join(notes))
     )
@@ -113,7 +124,7 @@ def write_report(run_dir: Path, results: dict[str, Any], plots: list[str]) -> No
     gain = kd_gain(results)
     if gain is not None:
         lines += ["", f"KD gain over the same student trained alone: **{gain}**."]
-    lines += [f"\n{note}." for note in family_notes(results)]
+    lines += [f"\n{note}." for note in family_notes(results) + agreement_notes(results)]
     lines += transfer_section(results["student"])
     lines += [line for family in families() for line in family.report_sections(results["student"])]
     timings = ", ".join(f"{k} {v:.1f}s" for k, v in results["timings"].items())

@@ -22,6 +22,7 @@ from kdforge import distributed
 from kdforge._version import __version__
 from kdforge.config import Recipe
 from kdforge.errors import KdforgeError
+from kdforge.evaluate import teacher_agreement
 from kdforge.export import save_model
 from kdforge.family import families
 from kdforge.files import check_writable, remove_stale_tmp, write_text
@@ -30,6 +31,7 @@ from kdforge.machine import deterministic, seed_everything
 from kdforge.report import plot_curves, summary_table, write_report, write_results
 from kdforge.session import Session
 from kdforge.teachers.cache import write_cache
+from kdforge.teachers.teacher import Teacher
 
 
 @dataclass
@@ -97,12 +99,19 @@ def _run(
     )
     for found in instead:  # e.g. embeddings, which have no labels to learn alone from
         results.update(found)
+    students = {"student": student}
     if recipe.train.baseline and not instead:
         tick = time.perf_counter()
-        _, results["student_alone"], histories["student alone"] = session.train_student(
+        students["student_alone"], results["student_alone"], histories["student alone"] = session.train_student(
             "baseline", [session.task_term()], run_dir / "baseline"
         )
         timings["baseline_s"] = time.perf_counter() - tick
+    if isinstance(teacher, Teacher) and session.data.task in ("classification", "lm"):
+        for role, model in students.items():  # fidelity: how closely each student follows the teacher
+            results[role]["teacher_agreement"] = teacher_agreement(
+                model, teacher, session.track(session.test, f"{role}: agreement with the teacher"),
+                session.autocast(), per_token=session.data.task == "lm",
+            )  # fmt: skip
 
     timings["total_s"] = time.perf_counter() - started
     results.update(timings=timings, kdforge_version=__version__)
@@ -151,6 +160,7 @@ def build_cache(
     views: int = 1,
     feature_dtype: str = "float32",
     console: Console | None = None,
+    logprob_bits: int = 16,
 ) -> dict[str, Any]:
     """``kdforge cache``: get the recipe's teacher (training it if needed), measure it, and
     store its outputs on the training split in ``out``: logits, and the outputs of the
@@ -182,8 +192,10 @@ def build_cache(
             layers,
             feature_dtype,
             batch_size=recipe.data.eval_batch_size,
+            logprob_bits=logprob_bits,
         )
-    what = f"{manifest['format']}{'' if topk is None else f', top {topk}'}" + (
+    per_token = f", {manifest['bytes_per_token']} bytes per token" if "bytes_per_token" in manifest else ""
+    what = f"{manifest['format']}{'' if topk is None else f', top {topk}'}{per_token}" + (
         f"; layers {', '.join(layers)} in {feature_dtype}" if layers else ""
     )
     console.print(

@@ -253,6 +253,18 @@ class Session:
             **student_options(self.recipe),
         ).to(self.device)
 
+    def batch_rewrite(self, student: torch.nn.Module, teacher: Teacher | CachedTeacher | None) -> Any | None:
+        """The one family change to distillation batches this recipe asks for (``train.on_policy``), or None."""
+        found = [f for family in families() if (f := family.batch_rewrite(self, student, teacher)) is not None]
+        if len(found) > 1:
+            raise KdforgeError("more than one family rewrites the training batches; only one may")
+        if self.recipe.train.on_policy is not None and not found:
+            raise KdforgeError(
+                f"train.on_policy writes sequences with a language model: data '{self.data.name}' is not token rows "
+                "of a family that generates (chat_lm, text_lm, tokens)"
+            )
+        return found[0] if found else None
+
     def train_student(
         self, stage: str, terms: list[LossTerm], checkpoint_dir: Path, teacher: Teacher | CachedTeacher | None = None
     ) -> tuple[torch.nn.Module, dict[str, Any], list[dict[str, Any]]]:
@@ -281,6 +293,7 @@ class Session:
         curriculum = Curriculum.from_recipe(self.recipe) if stage == "distill" else None  # the baseline trains plainly
         augment = self.recipe.data.augment
         mixer = Mixer(augment, self.data.num_classes) if augment.mixes else None
+        rewrite = self.batch_rewrite(student, teacher) if stage == "distill" else None
         trainer = Trainer(
             distiller,
             self.recipe.optim,
@@ -291,6 +304,7 @@ class Session:
             stage=stage,
             curriculum=curriculum,
             mixer=mixer,
+            rewrite=rewrite,
             task=self.data.task,
             grad_stats_every=self.recipe.log.grad_stats_every,
             steering=steering(self.recipe, student, self.val),

@@ -60,6 +60,7 @@ class Trainer:
         stage: str = "distill",
         curriculum: Curriculum | None = None,
         mixer: Mixer | None = None,
+        rewrite: Callable[[torch.Tensor, torch.Tensor, Clock], tuple[torch.Tensor, torch.Tensor]] | None = None,
         grad_stats_every: int | None = None,
         steering: Callable[[Trainer, torch.nn.Module, int], dict[str, Any]] | None = None,
         task: str | None = None,
@@ -73,6 +74,7 @@ class Trainer:
             curriculum,
             mixer,
         )
+        self.rewrite = rewrite  # a family's change to each training batch (e.g. sequences the student writes)
         self.task = task  # "embedding" makes evaluations compare similarities with the teacher's (see kdforge.evaluate)
         # may change the student at the end of an epoch (e.g. clause steering); what it returns joins the epoch's record
         self.steering = steering
@@ -183,6 +185,8 @@ class Trainer:
         clock = self.clock(start)
         total: torch.Tensor | None = None
         for x, y, *index in group:  # (inputs, targets) or (inputs, targets, sample indices)
+            if self.rewrite is not None:
+                x, y = self.rewrite(x, y, clock)
             if self.mixer is not None:  # the teacher sees the mixed batch too: it runs inside the Distiller
                 x, y = self.mixer(x, y, clock)
             with self.autocast():

@@ -99,13 +99,29 @@ def cache(
     feature_dtype: Annotated[
         FeatureDtype, typer.Option(help="How tapped teacher layers are stored: float16 halves their size.")
     ] = FeatureDtype.float32,
+    logprob_bits: Annotated[
+        int,
+        typer.Option(
+            min=8, max=16, help="With --topk: 16 keeps log-probabilities in float16; 8 quantises them (±4 % each)."
+        ),
+    ] = 16,
 ) -> None:
     """Run the teacher once over the training split and store its outputs (logits, and the layers the recipe's
     loss terms tap); then train with teacher.cache=OUT."""
     from kdforge.config import Recipe
     from kdforge.runner import build_cache
 
-    build_cache(Recipe.from_yaml(recipe_path(recipe), overrides or []), out, topk, views, feature_dtype.value, console)
+    if logprob_bits not in (8, 16):
+        raise KdforgeError(f"--logprob-bits is 8 or 16, not {logprob_bits}")
+    build_cache(
+        Recipe.from_yaml(recipe_path(recipe), overrides or []),
+        out,
+        topk,
+        views,
+        feature_dtype.value,
+        console,
+        logprob_bits,
+    )
 
 
 def evaluate_run(

@@ -29,7 +29,7 @@ from kdforge.config.student import (
     ValPlateauConfig,
 )
 from kdforge.config.teacher import AdaptConfig, FinetuneConfig, TeacherConfig, TeacherTrainConfig
-from kdforge.config.training import EarlyStoppingConfig, LogConfig, OptimConfig, TrainConfig
+from kdforge.config.training import EarlyStoppingConfig, LogConfig, OnPolicyConfig, OptimConfig, TrainConfig
 
 __all__ = [
     "AdaptConfig",
@@ -40,6 +40,7 @@ __all__ = [
     "CurriculumConfig",
     "DataConfig",
     "EarlyStoppingConfig",
+    "OnPolicyConfig",
     "FinetuneConfig",
     "LogConfig",
     "LossConfig",

@@ -80,6 +80,25 @@ class OptimConfig(Section):
         return self
 
 
+class OnPolicyConfig(Section):
+    """Sequences written during training (language models): on-policy distillation (GKD) or sequence-level KD."""
+
+    fraction: float = Field(
+        0.5, ge=0, le=1, description="λ: the share of each batch's sequences replaced by generated ones (0: plain KD)"
+    )
+    by: Literal["student", "teacher"] = Field(
+        "student",
+        description="who writes them: student (on-policy, GKD: the teacher scores the student's own samples) or "
+        "teacher (sequence-level KD: the student learns the teacher's samples)",
+    )
+    max_new_tokens: int = Field(64, gt=0, description="tokens written after each prompt (at most to the row's end)")
+    temperature: float = Field(1.0, ge=0, description="sampling temperature; 0 is greedy")
+    top_k: int | None = Field(None, gt=0, description="sample among the k most likely tokens only")
+    prompt_tokens: int = Field(
+        16, gt=0, description="texts without a prompt (no masked tokens first): their first N tokens are the prompt"
+    )
+
+
 class EarlyStoppingConfig(Section):
     """Stop when the validation metric has not improved for ``patience`` epochs."""
 
@@ -156,6 +175,11 @@ class TrainConfig(Section):
         ),
     )
     ema_warmup: bool = Field(True, description="EMA decay ramps up as min(ema_decay, (1 + step) / (10 + step))")
+    on_policy: OnPolicyConfig | None = Field(
+        None,
+        description="language models: a share of each batch's sequences written by the student (GKD) or the "
+        "teacher (sequence-level KD) after their prompts, then distilled on (the baseline trains on the data)",
+    )
     fsdp: bool = Field(
         False,
         description=(

@@ -201,18 +201,19 @@ def topk_log_probs(logits: torch.Tensor, k: int) -> TopK:
 
 
 def dense_logits_from_topk(log_probs: torch.Tensor, indices: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Rebuild [B, K] logits from a top-k form: the k kept classes keep their log-probability;
+    """Rebuild [..., K] logits from a top-k form [..., k]: the k kept classes keep their log-probability;
     the mass left over, 1 − Σ top-k, is spread evenly over the other classes.
 
     Exact when k = K. The result is a valid logit vector (its softmax sums to one), so any
     logit term, at any temperature, can use it in place of the teacher's logits.
     """
-    b, k = log_probs.shape
+    *lead, k = log_probs.shape
     if k >= num_classes:
-        return torch.full((b, num_classes), -math.inf, device=log_probs.device).scatter(1, indices, log_probs.float())
+        empty = torch.full((*lead, num_classes), -math.inf, device=log_probs.device)
+        return empty.scatter(-1, indices, log_probs.float())
     rest = (-torch.logsumexp(log_probs.float(), -1).exp()).log1p().clamp_min(math.log(1e-12))  # log(1 - kept mass)
-    fill = (rest - math.log(num_classes - k)).unsqueeze(-1).expand(b, num_classes).contiguous()
-    return fill.scatter(1, indices, log_probs.float())
+    fill = (rest - math.log(num_classes - k)).unsqueeze(-1).expand(*lead, num_classes).contiguous()
+    return fill.scatter(-1, indices, log_probs.float())
 
 
 # ----------------------------------------------------------------------------- regression

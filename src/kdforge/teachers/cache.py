@@ -1,8 +1,10 @@
 """Cached teacher outputs: run the teacher once over the training split, train many times.
 
 ``kdforge cache RECIPE`` writes a folder with the teacher's logits for every training
-sample, dense (float32, exact) or top-k compressed (log-probabilities in float16 and class
-indices in int16/int32: a 1.28M-sample, 1000-class cache with top-10 is ~51 MB), and the
+sample, dense (float32, exact) or top-k compressed (log-probabilities in float16 or 8 bits,
+class or token ids packed at the bits the vocabulary needs, :mod:`._topk_codec`: a
+1.28M-sample, 1000-class cache with top-10 is ~38 MB; a language model's top 32 of a 128k
+vocabulary takes 132 bytes per token, 100 with 8-bit log-probabilities), and the
 outputs of the teacher layers the recipe's loss terms tap (float32 or float16). The arrays
 are written in shards while the teacher runs (an interrupted ``kdforge cache`` resumes from
 its last finished shard), memory-mapped when read, beside ``manifest.json``: the teacher's
@@ -24,7 +26,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -35,16 +37,18 @@ from kdforge.data.bundle import Split
 from kdforge.data.loaders import make_loader
 from kdforge.errors import KdforgeError
 from kdforge.files import read_json, remove_stale_tmp, write_json
+from kdforge.losses.chunked import CHUNK_LOGITS, LMHead, handing_heads
 from kdforge.losses.functional import TopK, topk_log_probs
 from kdforge.taps import FeatureTap
 from kdforge.teachers._shards import ShardBuffer, ShardedArray, shard_count, shards_done
+from kdforge.teachers._topk_codec import decode_log_probs, encode_log_probs, id_bits, pack_ids, unpack_ids
 from kdforge.teachers.sources import teacher_cache_key
 
 if TYPE_CHECKING:
     from kdforge.session import Session
     from kdforge.teachers.teacher import Teacher
 
-FORMAT_VERSION = 3  # 3: sharded arrays, top-k in float16
+FORMAT_VERSION = 4  # 3: sharded arrays, top-k in float16; 4: top-k ids packed, log-probs in 16 or 8 bits
 IN_MEMORY_BYTES = 2**30  # caches up to 1 GiB are loaded whole; larger ones stay memory-mapped
 SHARD_BYTES = 64 * 2**20  # about this much teacher output per shard file
 NOT_DATA = {"batch_size", "eval_batch_size", "workers", "augment"}  # data settings that do not change the samples
@@ -125,29 +129,47 @@ def skeleton(tree: list[list[str]]) -> nn.Module:
 
 
 class _Outputs:
-    """What the cache keeps of one batch: the teacher's logits (dense, or top-k in float16 with the
-    smallest integer type that holds a class index) and its tapped layers, as NumPy rows."""
+    """What the cache keeps of one batch: the teacher's logits (dense, or top-k: log-probabilities in float16
+    or 8 bits and token ids packed at the bits the vocabulary needs, :mod:`._topk_codec`) and its tapped
+    layers, as NumPy rows. A language-model teacher that hands its LM head has its top k taken a chunk of
+    tokens at a time: its whole logits never exist."""
 
-    def __init__(self, teacher: Teacher, layers: Sequence[str], topk: int | None, feature_dtype: str):
-        self.teacher, self.layers, self.topk = teacher, list(layers), topk
+    def __init__(
+        self, teacher: Teacher, layers: Sequence[str], topk: int | None, feature_dtype: str, logprob_bits: int = 16
+    ):
+        self.teacher, self.layers, self.topk, self.logprob_bits = teacher, list(layers), topk, logprob_bits
         self.feature_dtype = getattr(torch, feature_dtype)
         self.tap = FeatureTap(teacher.module, {name: name for name in layers})
+        self.vocab = 0
 
     def __call__(self, x: torch.Tensor) -> dict[str, np.ndarray]:
         self.tap.clear()
-        logits = self.teacher(x).float()
         if self.topk is None:
-            out = {"logits": logits.cpu().numpy()}
+            out = {"logits": self.teacher(x).float().cpu().numpy()}
         else:
-            sparse = topk_log_probs(logits, self.topk)
-            index_type = torch.int16 if logits.shape[-1] <= torch.iinfo(torch.int16).max else torch.int32
+            sparse = self._top(x)
             out = {
-                "topk_log_probs": sparse.log_probs.to(torch.float16).cpu().numpy(),
-                "topk_indices": sparse.indices.to(index_type).cpu().numpy(),
+                "topk_log_probs": encode_log_probs(sparse.log_probs, self.logprob_bits),
+                "topk_ids": pack_ids(sparse.indices.cpu().numpy(), id_bits(self.vocab)),
             }
         for i, name in enumerate(self.layers):
             out[f"feature_{i}"] = self.tap.features[name].to("cpu", self.feature_dtype).numpy()
         return out
+
+    def _top(self, x: torch.Tensor) -> TopK:
+        topk = cast(int, self.topk)
+        with handing_heads(self.teacher.module):
+            out = self.teacher(x)
+        if not isinstance(out, LMHead):
+            self.vocab = out.shape[-1]
+            return topk_log_probs(out.float(), topk)
+        self.vocab = out.shape[-1]
+        rows, chunk = out.rows(), max(1, CHUNK_LOGITS // self.vocab)
+        parts = [
+            topk_log_probs(rows.logits(slice(a, a + chunk)).float(), topk) for a in range(0, len(rows.hidden), chunk)
+        ]
+        shape = (*out.hidden.shape[:-1], topk)
+        return TopK(*(torch.cat([getattr(p, f) for p in parts]).view(shape) for f in TopK._fields))
 
 
 def _begin(out: Path, plan: dict[str, Any]) -> None:
@@ -180,6 +202,7 @@ def write_cache(
     feature_dtype: str = "float32",
     batch_size: int = 512,
     shard_bytes: int | None = None,
+    logprob_bits: int = 16,
 ) -> dict[str, Any]:
     """Run ``teacher`` once over every view of the training split and write the cache: its
     logits and the outputs of ``layers`` (module names in the teacher), shard by shard;
@@ -191,7 +214,7 @@ def write_cache(
         raise KdforgeError(f"views={views} needs data.augment: without augmentation every view is the same input")
     loader = make_loader(session.data.train, batch_size, device=session.device, num_workers=session.recipe.data.workers)
     loader.indexed, loader.fixed_views, loader.cached_views = True, augmented, views
-    outputs = _Outputs(teacher, layers, topk, feature_dtype)
+    outputs = _Outputs(teacher, layers, topk, feature_dtype, logprob_bits)
     try:
         probe = outputs(next(iter(loader.epoch(0)))[0])  # the rows' shapes and sizes
         row_bytes = sum(rows[0].nbytes for rows in probe.values())
@@ -201,6 +224,7 @@ def write_cache(
             "version": FORMAT_VERSION,
             "format": "dense" if topk is None else "topk",
             "k": topk,
+            **({"id_bits": id_bits(outputs.vocab), "logprob_bits": logprob_bits} if topk is not None else {}),
             "views": views,
             "arrays": {name: {"shape": list(rows.shape[1:]), "dtype": str(rows.dtype)} for name, rows in probe.items()},
             "features": {name: f"feature_{i}" for i, name in enumerate(layers)},
@@ -219,6 +243,10 @@ def write_cache(
         "teacher": teacher_entry,
         "bytes_per_sample": sum(p.stat().st_size for p in (out / "shards").glob("*.npy")) / samples,
     }
+    if topk is not None and session.data.task == "lm":  # per token position: what a corpus of N tokens takes
+        manifest["bytes_per_token"] = sum(
+            np.dtype(a["dtype"]).itemsize * a["shape"][-1] for n, a in plan["arrays"].items() if n.startswith("topk")
+        )
     write_json(out / "manifest.json", manifest)  # last: a cache without it is incomplete
     return manifest
 
@@ -321,9 +349,10 @@ class CachedTeacher(nn.Module):
         if self.manifest["format"] == "dense":
             logits: torch.Tensor | TopK = self._rows("logits", view, index, device)
         else:
+            k, bits = self.manifest["k"], self.manifest["id_bits"]
             logits = TopK(
-                self._rows("topk_log_probs", view, index, device).float(),
-                self._rows("topk_indices", view, index, device).long(),
+                decode_log_probs(self._rows("topk_log_probs", view, index, device)),
+                unpack_ids(self._rows("topk_ids", view, index, device), k, bits),
             )
         features = self.manifest["features"]
         return logits, {name: self._rows(features[name], view, index, device).float() for name in self.layers}

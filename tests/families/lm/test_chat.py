@@ -161,3 +161,36 @@ def test_a_recipe_distils_on_packed_chat_data_and_a_recurrent_student_is_refused
     raw["losses"] = [{"name": "kd"}]
     with pytest.raises(KdforgeError, match="packed rows"):
         check(Recipe.from_dict(raw), console=Console(file=io.StringIO()))
+
+
+def test_a_prompt_after_chat_data_is_a_users_turn(lm_tokenizer):
+    from kdforge.families.lm.chat import as_user_turn
+
+    assert as_user_turn(HFTokenizer(str(lm_tokenizer)), "Name a colour.") == "<|user|>Name a colour.<|assistant|>"
+
+
+def test_a_run_distils_on_policy_on_chat_data(tmp_path, lm_tokenizer, tiny_llama):
+    import io
+
+    from rich.console import Console
+
+    from kdforge.config import Recipe
+    from kdforge.runner import run
+
+    raw = {
+        "name": "gkd",
+        "data": {"name": "chat_lm", "files": [write_jsonl(tmp_path / "chat.jsonl", examples(30))],
+                 "tokenizer": str(lm_tokenizer), "length": 64, "pack": False, "batch_size": 8},
+        "teacher": {"source": "hf", "model": {"name": str(tiny_llama), "output": "causal_lm"}},
+        "student": {"model": {"name": "hf_causal_lm", "path": str(tiny_llama), "layers": [0]}},
+        "losses": [{"name": "kd", "temperature": 1.0, "direction": "gjsd", "beta": 0.5}],
+        "train": {"epochs": 1, "baseline": False, "on_policy": {"fraction": 0.5, "max_new_tokens": 8}},
+        "log": {"dir": str(tmp_path / "runs"), "progress": False},
+    }  # fmt: skip
+    result = run(Recipe.from_dict(raw), console=Console(file=io.StringIO()))
+    assert result.results["student"]["test"]["perplexity"] > 1
+    raw["data"] = {"name": "digits"}
+    raw["student"] = {"model": {"name": "mlp"}}
+    raw["teacher"] = {"source": "train", "model": {"name": "mlp"}, "train": {"epochs": 1}}
+    with pytest.raises(KdforgeError, match="train.on_policy writes sequences with a language model"):
+        run(Recipe.from_dict(raw), console=Console(file=io.StringIO()))

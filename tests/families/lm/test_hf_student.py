@@ -166,3 +166,22 @@ def test_a_run_distils_a_hugging_face_teacher_into_its_shrunk_self_and_exports_i
     assert torch.allclose(exported(x).logits, load_student(result.run_dir)(x), atol=1e-5)
     assert invoke("export", result.run_dir, "--format", "hf", "--out", tmp_path / "again") == 0
     assert (tmp_path / "again" / "config.json").exists()
+    agreement = result.results["student"]["teacher_agreement"]
+    assert 0 < agreement["top1_agreement"] <= 1 and agreement["kl_from_teacher"] > 0
+    report = (result.run_dir / "report.md").read_text()
+    assert "agrees with the teacher's top-1 on" in report and report.count("**→**") == 3  # three samples
+    assert invoke("generate", result.run_dir, "--prompt", "Return the", "--tokens", "6", "--temperature", "0") == 0
+
+
+def test_hugging_face_generation_with_its_kv_cache_is_the_greedy_continuation():
+    from kdforge.families.lm.generate import generate
+
+    torch.manual_seed(0)
+    model = student(hf_config=LLAMA)
+    prompt = [5, 17, 99, 3]
+    context = list(prompt)
+    for _ in range(6):
+        context.append(int(model(torch.tensor([context]))[0, -1].argmax()))
+    assert generate(model, prompt, 6, temperature=0.0) == context[len(prompt) :]
+    sampled = generate(model, prompt, 6, temperature=1.0, seed=3)
+    assert sampled == generate(model, prompt, 6, temperature=1.0, seed=3) and len(sampled) == 6

@@ -123,6 +123,15 @@ class ExampleEncoder:
         return [self.eos] if self.eos is not None else []
 
 
+def as_user_turn(tokenizer: Any, text: str) -> str:
+    """``text`` as a user's turn through the tokenizer's chat template, the assistant's turn opened after it
+    (as is, for a tokenizer without a template)."""
+    inner = getattr(tokenizer, "inner", None)
+    if inner is None or not getattr(inner, "chat_template", None):
+        return text
+    return inner.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
+
+
 def pairs(ids: list[int], trainable: list[bool], max_length: int) -> tuple[list[int], list[int]]:
     """(inputs, next-token targets) of an example cut to ``max_length`` + 1 tokens; untrainable targets are
     ``PAD_TARGET``."""

@@ -13,6 +13,7 @@ from rich.text import Text
 from kdforge.errors import KdforgeError
 
 console = Console()
+LANGUAGE_DATA = ("text_lm", "chat_lm", "tokens")
 
 
 def register(app: typer.Typer) -> None:
@@ -34,25 +35,36 @@ def generate(
     teacher: Annotated[
         bool, typer.Option("--teacher", help="Sample from the run's teacher instead of its student.")
     ] = False,
+    raw: Annotated[
+        bool, typer.Option("--raw", help="chat_lm runs: continue the text as it is, not as a user's turn.")
+    ] = False,
 ) -> None:
     """Continue a prompt with a run's student: a recurrent student (rwkv_spiking) reads and
-    writes one token at a time, in constant memory."""
+    writes one token at a time, in constant memory; a Hugging Face student uses its KV cache. After
+    chat data, the prompt is a user's turn through the chat template, and the student answers it."""
     import time
 
     from kdforge.export import load_run_teacher, load_student
+    from kdforge.families.lm.chat import as_user_turn
     from kdforge.families.lm.data import load_lm_tokenizer
     from kdforge.families.lm.generate import continue_text
     from kdforge.runner import load_run_recipe
 
     recipe = load_run_recipe(run_dir)
-    if recipe.data.name != "text_lm":
+    default = "bytes" if recipe.data.name == "text_lm" else None
+    name = recipe.data.options.get("tokenizer", default) if recipe.data.name in LANGUAGE_DATA else None
+    if name is None:
         raise KdforgeError(
-            f"'{run_dir}' trained on '{recipe.data.name}'; generate needs a language-model run (data: text_lm)"
+            f"'{run_dir}' trained on '{recipe.data.name}'"
+            + (" without a tokenizer" if recipe.data.name in LANGUAGE_DATA else "")
+            + "; generate needs a language-model run with text (data: text_lm, chat_lm, or tokens with a tokenizer)"
         )
     model = load_run_teacher(run_dir) if teacher else load_student(run_dir)
     if model is None:
         raise KdforgeError(f"'{run_dir}' has no saved kdforge teacher to sample from; drop --teacher")
-    tokenizer = load_lm_tokenizer(recipe.data.options.get("tokenizer", "bytes"))
+    tokenizer = load_lm_tokenizer(name)
+    if recipe.data.name == "chat_lm" and not raw:  # what the model learnt to answer: a user turn
+        prompt = as_user_turn(tokenizer, prompt)
     start = time.perf_counter()
     text = continue_text(
         model,

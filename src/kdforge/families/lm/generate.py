@@ -2,8 +2,9 @@
 
 A model with a ``step(token, state)`` method (``rwkv_spiking``) reads the prompt and writes
 its continuation one token at a time in recurrent mode: constant memory, constant time per
-token, whatever the context length. Other causal LMs are run on the last ``window`` tokens
-for each new one.
+token, whatever the context length. A Hugging Face student (``hf_causal_lm``) uses its own
+``generate`` with a KV cache. Other causal LMs are run on the last ``window`` tokens for each
+new one.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from kdforge.data.bundle import PAD_TARGET
 from kdforge.families.lm.data import Tokenizer
+from kdforge.families.lm.hf import HFCausalLM, hf_generate
+from kdforge.teachers.hub import HFTeacher
 
 
 def sample_next(
@@ -42,6 +46,10 @@ def generate(
     if not prompt_ids:
         raise ValueError("the prompt is empty: give at least one token of text to continue")
     model.eval()
+    if isinstance(model, HFCausalLM):
+        return hf_generate(model.model, model.vocab, prompt_ids, new_tokens, temperature, top_k, seed)
+    if isinstance(model, HFTeacher) and model.output == "causal_lm":
+        return hf_generate(model.model, model.model.config.vocab_size, prompt_ids, new_tokens, temperature, top_k, seed)
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     out: list[int] = []
@@ -65,3 +73,23 @@ def generate(
 
 def continue_text(model: nn.Module, tokenizer: Tokenizer, prompt: str, new_tokens: int, **options) -> str:
     return tokenizer.decode(generate(model, tokenizer.encode(prompt), new_tokens, **options))
+
+
+PROMPT_TOKENS, SAMPLE_TOKENS = 16, 32
+
+
+def test_samples(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, tokenizer: Tokenizer, window: int
+) -> list[dict[str, str]]:
+    """Greedy continuations of the first example of each row of ``x`` [N, T] (or packed [N, 2, T]): its prompt
+    (the tokens before its first target, for chat and instruction data; else its first 16 tokens) and what the
+    model writes after it, for the report."""
+    samples = []
+    for row, targets in zip(x.cpu(), y.cpu()):
+        ids = row[0][row[1] == row[1, 0]] if row.dim() == 2 else row
+        trained = (targets[: len(ids)] != PAD_TARGET).nonzero()
+        start = int(trained[0]) + 1 if len(trained) and int(trained[0]) > 0 else min(PROMPT_TOKENS, len(ids))
+        prompt = ids[:start].tolist()
+        written = generate(model, prompt, SAMPLE_TOKENS, temperature=0.0, window=window)
+        samples.append({"prompt": tokenizer.decode(prompt), "continuation": tokenizer.decode(written)})
+    return samples

@@ -152,6 +152,31 @@ class HFCausalLM(nn.Module):
         return self.model(**inputs, use_cache=False).logits[..., : self.vocab]
 
 
+@torch.no_grad()
+def hf_generate(
+    model: Any, vocab: int, prompt_ids: list[int], new_tokens: int, temperature: float, top_k: int | None, seed: int
+) -> list[int]:
+    """``new_tokens`` ids continuing ``prompt_ids``, by a transformers model's own ``generate`` (KV cache), never
+    a token past the data's ``vocab``."""
+    model.eval()
+    device = next(model.parameters()).device
+    torch.manual_seed(seed)
+    out = model.generate(
+        torch.tensor([prompt_ids], device=device),
+        attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long, device=device),
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        do_sample=temperature > 0,
+        temperature=temperature if temperature > 0 else None,
+        top_k=top_k if temperature > 0 else None,
+        top_p=None,
+        suppress_tokens=list(range(vocab, model.config.vocab_size)) or None,
+        use_cache=True,
+        pad_token_id=model.config.eos_token_id or 0,
+    )
+    return out[0, len(prompt_ids) :].tolist()
+
+
 def _serialisable(config: Any) -> dict[str, Any]:
     """The config as the JSON options that rebuild it (model_type first)."""
     values = config.to_diff_dict()

@@ -5,10 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from kdforge import distributed
+from kdforge.families.lm.data import load_lm_tokenizer
+from kdforge.families.lm.generate import test_samples
 from kdforge.families.lm.hf import HFCausalLM, save_hf
+from kdforge.families.lm.policy import on_policy
 from kdforge.families.lm.rwkv import spike_statistics
 from kdforge.family import Family, register_family
 from kdforge.taps import unwrap
+
+SAMPLES = 3  # test prompts the report shows continued
+
+
+def _line(text: str) -> str:
+    """Text on one Markdown line, shown literally."""
+    return "`" + text.replace("`", "'").replace("\n", "⏎") + "`"
 
 
 class LanguageModels(Family):
@@ -17,11 +27,29 @@ class LanguageModels(Family):
         "language models: token-level distillation into Hugging Face causal LMs and a ternary-spiking recurrent student"
     )
 
+    def batch_rewrite(self, session: Any, student: Any, teacher: Any) -> Any | None:
+        return on_policy(session, student, teacher)
+
     def after_fit(self, session: Any, stage: str, student: Any, history: list[dict[str, Any]]) -> dict[str, Any]:
         if stage == "distill" and isinstance(unwrap(student), HFCausalLM) and distributed.is_main():  # for HF tools
             save_hf(unwrap(student), session.run_dir / "student_hf", session.recipe.data.options.get("tokenizer"))
-        spikes = spike_statistics(student, session.test)
-        return {"spikes": spikes} if spikes else {}
+        found: dict[str, Any] = {}
+        tokenizer = session.recipe.data.options.get("tokenizer", "bytes" if session.data.name == "text_lm" else None)
+        if stage == "distill" and session.data.task == "lm" and tokenizer is not None:
+            x, y = session.data.test.first(SAMPLES)
+            window = session.data.input_shape[-1]
+            found["samples"] = test_samples(unwrap(student), x, y, load_lm_tokenizer(tokenizer), window)
+        if spikes := spike_statistics(student, session.test):
+            found["spikes"] = spikes
+        return found
+
+    def report_sections(self, entry: dict[str, Any]) -> list[str]:
+        if not entry.get("samples"):
+            return []
+        lines = ["", "## Samples", "", "Greedy continuations of test prompts by the distilled student:", ""]
+        for sample in entry["samples"]:
+            lines += [f"- {_line(sample['prompt'])} **→** {_line(sample['continuation'])}"]
+        return lines
 
     def notes(self, label: str, entry: dict[str, Any]) -> list[str]:
         s = entry.get("spikes")

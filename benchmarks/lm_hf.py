@@ -1,0 +1,299 @@
+"""Language-model distillation between Hugging Face causal LMs (``hf_causal_lm``), on the built-in docstring
+corpus (UTF-8 bytes, 128-token windows), on this CPU.
+
+Quality (``--quality``): a Llama teacher trained by the recipe, then a Llama student a quarter its width and half
+its depth, distilled with ½ CE + ½ KD at T = 1 in forward KL, reverse KL and JSD, and on-policy (GKD: half of each
+batch's rows written by the student, 32 new tokens, the JSD alone), against the same student trained alone (same
+initial weights, same steps, CE only); seeds 0, 1, 2 on one split, one teacher. Once (seed 0): the forward-KL
+student from a top-32 teacher cache (``kdforge cache --topk 32``, no teacher loaded while training) against the
+same student online, at equal steps. Test perplexity, each student at its best validation epoch, and its top-1
+agreement with the teacher.
+
+Step time (``--step``): kdforge's distillation loop (Trainer + Distiller, CE + KD, AdamW, cosine schedule, a
+validation pass and a checkpoint per epoch) against a hand-written loop doing the same work on the same models and
+batches; the two alternate epoch by epoch (who goes first alternates too), and the ratio is the median of the
+paired per-round ratios.
+
+    uv run python benchmarks/lm_hf.py --quality [--seeds 0 1 2]
+    uv run python benchmarks/lm_hf.py --step [--rounds 6]
+
+Writes benchmarks/results/lm_hf.json / .md (quality) and lm_hf_step.json / .md (step time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import io
+import math
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+
+import kdforge
+from common import mean_std, run_quietly, save
+from kdforge.runner import build_cache
+
+LENGTH, MAX_CHARS = 128, 300_000
+TEACHER = {"model_type": "llama", "hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
+           "intermediate_size": 344, "max_position_embeddings": LENGTH}  # fmt: skip
+STUDENT = {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+           "intermediate_size": 172, "max_position_embeddings": LENGTH}  # fmt: skip
+HALF_CE = {"name": "ce", "weight": 0.5}
+VARIANTS = {
+    "forward KL": {"losses": [HALF_CE, {"name": "kd", "weight": 0.5, "temperature": 1.0}]},
+    "reverse KL": {"losses": [HALF_CE, {"name": "kd", "weight": 0.5, "temperature": 1.0, "direction": "reverse"}]},
+    "JSD": {"losses": [HALF_CE, {"name": "kd", "weight": 0.5, "temperature": 1.0, "direction": "jsd"}]},
+    "on-policy λ = 0.5 (JSD)": {
+        "losses": [{"name": "kd", "temperature": 1.0, "direction": "jsd"}],
+        "on_policy": {"fraction": 0.5, "max_new_tokens": 32, "temperature": 1.0},
+    },
+}
+
+
+def recipe(seed: int, log_dir: str) -> dict:
+    return {
+        "name": "lm-hf",
+        "seed": seed,
+        "data": {"name": "text_lm", "length": LENGTH, "max_chars": MAX_CHARS, "batch_size": 32, "split_seed": 0},
+        "teacher": {"source": "train", "model": {"name": "hf_causal_lm", "hf_config": TEACHER},
+                    "train": {"epochs": 8, "lr": 3.0e-3}},
+        "student": {"model": {"name": "hf_causal_lm", "hf_config": STUDENT}},
+        "optim": {"name": "adamw", "lr": 3.0e-3, "schedule": "cosine"},
+        "train": {"epochs": 4, "baseline": False},
+        "log": {"dir": log_dir, "progress": False},
+    }  # fmt: skip
+
+
+def measured(result: kdforge.RunResult, role: str = "student") -> dict:
+    entry = result.results[role]
+    agreement = entry.get("teacher_agreement") or {}
+    return {"perplexity": entry["test"]["perplexity"], "top1_agreement": agreement.get("top1_agreement")}
+
+
+def quality(seeds: list[int]) -> dict:
+    log_dir = tempfile.mkdtemp(prefix="kdforge-lm-hf-")
+    out: dict = {"seeds": seeds, "runs": {}}
+    teacher_file = None
+    for seed in seeds:
+        base = recipe(seed, log_dir)
+        if teacher_file:
+            base["teacher"] = {"source": "checkpoint", "path": teacher_file}
+        for name, variant in VARIANTS.items():
+            raw = copy.deepcopy(base)
+            raw["losses"] = variant["losses"]
+            raw["train"]["baseline"] = name == "forward KL"  # the student alone, once per seed
+            if "on_policy" in variant:
+                raw["train"]["on_policy"] = variant["on_policy"]
+            started = time.perf_counter()
+            result = run_quietly(raw)
+            runs = out["runs"].setdefault(f"seed {seed}", {})
+            runs[name] = {**measured(result), "minutes": (time.perf_counter() - started) / 60}
+            if raw["train"]["baseline"]:
+                runs["alone"] = measured(result, "student_alone")
+                runs["teacher"] = result.results["teacher"]["test"]["perplexity"]
+                out["params"] = {r: result.results[r]["params"] for r in ("teacher", "student")}
+            teacher_file = teacher_file or str(Path(result.run_dir) / "teacher" / "teacher.safetensors")
+            base["teacher"] = {"source": "checkpoint", "path": teacher_file}
+            print(f"seed {seed}, {name}: {runs[name]}", flush=True)
+    out["cache"] = cache_against_online(seeds[0], teacher_file, log_dir)
+    return out
+
+
+def cache_against_online(seed: int, teacher_file: str | None, log_dir: str) -> dict:
+    """The forward-KL student from a top-32 cache and online, at equal steps (KD only, T = 1)."""
+    raw = recipe(seed, log_dir)
+    raw["teacher"] = {"source": "checkpoint", "path": teacher_file}
+    raw["losses"] = [HALF_CE, {"name": "kd", "weight": 0.5, "temperature": 1.0}]
+    cache_dir = Path(log_dir) / "cache-top32"
+    started = time.perf_counter()
+    manifest = build_cache(kdforge.Recipe.from_dict(raw), cache_dir, topk=32, console=Console(file=io.StringIO()))
+    cache_minutes = (time.perf_counter() - started) / 60
+    online = run_quietly(raw)
+    cached = run_quietly({**raw, "teacher": {**raw["teacher"], "cache": str(cache_dir)}})
+    result = {
+        "online": measured(online),
+        "cache top-32": measured(cached),
+        "bytes_per_token": manifest["bytes_per_token"],
+        "cache_minutes": cache_minutes,
+        "minutes": {
+            "online": online.results["timings"]["distill_s"] / 60,
+            "cache": cached.results["timings"]["distill_s"] / 60,
+        },
+    }
+    print(f"cache against online: {result}", flush=True)
+    return result
+
+
+def quality_markdown(out: dict) -> str:
+    seeds = list(out["runs"].values())
+    names = ["alone", *VARIANTS]
+    lines = [
+        "# Language-model distillation between Hugging Face Llamas (docstring corpus, bytes, test split)",
+        "",
+        f"Teacher {out['params']['teacher']:,} parameters (test perplexity {seeds[0]['teacher']:.2f}), student "
+        f"{out['params']['student']:,}; seeds {out['seeds']}. Test perplexity (lower is better) and the share of "
+        "test tokens where the student's top-1 is the teacher's.",
+        "",
+        "| student | PPL, mean ± std | per seed | KD better than alone | top-1 agreement |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    alone = [s["alone"]["perplexity"] for s in seeds]
+    for name in names:
+        ppl = [s[name]["perplexity"] for s in seeds]
+        agree = [s[name]["top1_agreement"] for s in seeds]
+        wins = "—" if name == "alone" else f"{sum(p < a for p, a in zip(ppl, alone))} of {len(seeds)}"
+        lines.append(
+            f"| {name} | {mean_std(ppl)} | {' / '.join(f'{p:.2f}' for p in ppl)} | {wins} | "
+            f"{100 * statistics.mean(agree):.1f}% |"
+        )
+    c = out["cache"]
+    lines += [
+        "",
+        f"Seed {out['seeds'][0]}, forward KL (½ CE + ½ KD), equal steps: online teacher PPL "
+        f"{c['online']['perplexity']:.3f} ({c['minutes']['online']:.1f} min), top-32 cache "
+        f"{c['cache top-32']['perplexity']:.3f} ({c['minutes']['cache']:.1f} min; the cache took "
+        f"{c['cache_minutes']:.1f} min to write, {c['bytes_per_token']} bytes per token).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def step_models(seed: int = 0):
+    from kdforge.models import build_model
+
+    torch.manual_seed(seed)
+    teacher = build_model("hf_causal_lm", input_shape=(LENGTH,), num_classes=256, hf_config=TEACHER)
+    student = build_model("hf_causal_lm", input_shape=(LENGTH,), num_classes=256, hf_config=STUDENT)
+    return teacher.eval().requires_grad_(False), student
+
+
+def kdforge_epoch(data, workdir: Path) -> float:
+    from kdforge.callbacks import JsonlLogger
+    from kdforge.config import OptimConfig, TrainConfig
+    from kdforge.data import make_loader
+    from kdforge.distiller import Distiller
+    from kdforge.losses import build_losses
+    from kdforge.teachers import Teacher
+    from kdforge.trainer import Trainer
+
+    teacher, student = step_models()
+    terms = build_losses([HALF_CE, {"name": "kd", "weight": 0.5, "temperature": 1.0}])
+    distiller = Distiller(student, Teacher(teacher), terms, data.train.x[:2], per_token=True)
+    train, val = make_loader(data.train, 32, shuffle=True), make_loader(data.val, 128)
+    trainer = Trainer(
+        distiller,
+        OptimConfig(lr=3e-3, weight_decay=0.01),
+        TrainConfig(epochs=1),
+        steps_per_epoch=len(train),
+        checkpoint_dir=workdir,
+        callbacks=[JsonlLogger(workdir / "metrics.jsonl")],
+        task="lm",
+    )
+    start = time.perf_counter()
+    trainer.fit(train, val)
+    return time.perf_counter() - start
+
+
+def handwritten_epoch(data) -> float:
+    """The same work written by hand: batches sliced from the tensors, token-level CE + KD, AdamW, cosine, a
+    validation pass."""
+    teacher, student = step_models()
+    x, y = data.train.x, data.train.y
+    steps = math.ceil(len(y) / 32)
+    opt = torch.optim.AdamW(student.parameters(), lr=3e-3, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+    start = time.perf_counter()
+    student.train()
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    for i in range(0, len(y), 32):
+        idx = order[i : i + 32]
+        xb, yb = x[idx], y[idx].flatten()
+        keep = yb != -100
+        with torch.no_grad():
+            zt = teacher(xb).flatten(0, 1)[keep]
+        zs = student(xb).flatten(0, 1)[keep]
+        kd = F.kl_div(F.log_softmax(zs, -1), F.log_softmax(zt, -1), reduction="batchmean", log_target=True)
+        loss = 0.5 * F.cross_entropy(zs, yb[keep]) + 0.5 * kd
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    student.eval()
+    with torch.no_grad():
+        for i in range(0, len(data.val.y), 128):
+            zs, yv = student(data.val.x[i : i + 128]).flatten(0, 1), data.val.y[i : i + 128].flatten()
+            F.cross_entropy(zs[yv != -100], yv[yv != -100]).item()
+    return time.perf_counter() - start
+
+
+def step_time(rounds: int) -> dict:
+    from kdforge.data import build_dataset
+
+    data = build_dataset("text_lm", seed=0, length=LENGTH, max_chars=100_000)
+    with tempfile.TemporaryDirectory() as tmp:
+        kdforge_epoch(data, Path(tmp))  # warm-up both paths once
+    handwritten_epoch(data)
+    kd_times, hand_times = [], []
+    for r in range(rounds):
+        with tempfile.TemporaryDirectory() as tmp:
+            first_kd = r % 2 == 0
+            for which in ("kdforge", "hand") if first_kd else ("hand", "kdforge"):
+                if which == "kdforge":
+                    kd_times.append(kdforge_epoch(data, Path(tmp)))
+                else:
+                    hand_times.append(handwritten_epoch(data))
+        print(f"round {r + 1}: kdforge {kd_times[-1]:.2f} s, hand-written {hand_times[-1]:.2f} s", flush=True)
+    ratio = statistics.median(a / b for a, b in zip(kd_times, hand_times))
+    return {
+        "kdforge_s_per_epoch": statistics.median(kd_times),
+        "handwritten_s_per_epoch": statistics.median(hand_times),
+        "ratio": ratio,
+        "target_ratio": 1.05,
+        "rounds": rounds,
+        "train_rows": len(data.train),
+        "setup": f"text_lm bytes, {LENGTH}-token rows, batch 32; Llama teacher {TEACHER['hidden_size']}x"
+        f"{TEACHER['num_hidden_layers']} -> Llama student {STUDENT['hidden_size']}x{STUDENT['num_hidden_layers']}, "
+        "1/2 CE + 1/2 KD (T = 1), AdamW + cosine, one epoch with a validation pass, CPU",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+    }
+
+
+def step_markdown(out: dict) -> str:
+    return (
+        "# kdforge's online LM-distillation epoch against a hand-written loop\n\n"
+        f"{out['setup']}; {out['train_rows']} training rows, threads {out['threads']}.\n\n"
+        "| loop | s per epoch (median) |\n|---|---:|\n"
+        f"| kdforge | {out['kdforge_s_per_epoch']:.2f} |\n| hand-written | {out['handwritten_s_per_epoch']:.2f} |\n\n"
+        f"Median paired ratio over {out['rounds']} alternating rounds: **{out['ratio']:.3f}** "
+        f"(target ≤ {out['target_ratio']}).\n"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quality", action="store_true", help="KD against alone, 3 seeds; cache against online")
+    parser.add_argument("--step", action="store_true", help="kdforge's epoch against a hand-written one")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--rounds", type=int, default=6)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    if args.step:
+        out = step_time(args.rounds)
+        save("lm_hf_step", out, step_markdown(out))
+    if args.quality:
+        started = time.perf_counter()
+        out = quality(args.seeds)
+        out["minutes"] = (time.perf_counter() - started) / 60
+        save("lm_hf", out, quality_markdown(out))
+
+
+if __name__ == "__main__":
+    main()

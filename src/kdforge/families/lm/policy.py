@@ -1,0 +1,91 @@
+"""Sequences written during distillation (``train.on_policy``).
+
+On-policy distillation (GKD, Agarwal et al. 2024): in each batch a share λ of the rows is replaced by what
+the student itself writes after their prompts (sampled at a temperature, up to ``max_new_tokens``); the
+teacher then scores those tokens and the chosen divergence trains the student where its own samples go, not
+only where the data goes. λ = 0 is ordinary supervised KD. With ``by: teacher`` the teacher writes them
+instead: sequence-level KD (Kim & Rush, 2016), the student learning the teacher's own outputs.
+
+A row's prompt is its tokens before its first target (the prompt of chat and instruction data, whose prompt
+tokens carry no loss), or its first ``prompt_tokens`` tokens (plain text). The rewritten row is the prompt
+and the written tokens; only the written ones carry targets. Rows and samples are drawn from the run's seed
+and the step, so a resumed run writes the same sequences.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from kdforge.config.training import OnPolicyConfig
+from kdforge.data.bundle import PAD_TARGET
+from kdforge.errors import KdforgeError
+from kdforge.families.lm.generate import generate
+from kdforge.schedules import Clock
+from kdforge.taps import unwrap
+
+
+class WrittenSequences:
+    """The batch rewrite: ``(inputs [B, T], targets [B, T], clock) -> (inputs, targets)``."""
+
+    def __init__(self, cfg: OnPolicyConfig, writer: nn.Module, seed: int, window: int):
+        self.cfg, self.writer, self.seed, self.window = cfg, writer, seed, window
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, clock: Clock) -> tuple[torch.Tensor, torch.Tensor]:
+        if x.dim() != 2:
+            raise KdforgeError("train.on_policy writes one example per row: set data.pack: false")
+        draw = torch.Generator().manual_seed(self.seed * 1_000_003 + clock.step)
+        share = self.cfg.fraction * len(x)
+        count = int(share) + int(torch.rand((), generator=draw) < share - int(share))  # λB rows, on average
+        if count == 0:
+            return x, y
+        rows = torch.randperm(len(x), generator=draw)[:count].tolist()
+        x, y = x.clone(), y.clone()
+        model = unwrap(self.writer)
+        was_training = model.training
+        try:
+            for i, row in enumerate(rows):
+                prompt = self.prompt(x[row], y[row])
+                room = min(self.cfg.max_new_tokens, x.shape[1] + 1 - len(prompt))
+                if room < 1:
+                    continue
+                seed = int(torch.randint(0, 2**31 - 1, (), generator=draw)) + i
+                written = generate(
+                    model, prompt, room, self.cfg.temperature, self.cfg.top_k, seed=seed, window=self.window
+                )
+                x[row], y[row] = written_row(prompt, written, x.shape[1], x.device)
+        finally:
+            model.train(was_training)
+        return x, y
+
+    def prompt(self, inputs: torch.Tensor, targets: torch.Tensor) -> list[int]:
+        trained = (targets != PAD_TARGET).nonzero()
+        first = int(trained[0]) if len(trained) else len(targets)
+        length = first + 1 if first > 0 else self.cfg.prompt_tokens
+        return inputs[: min(length, len(inputs))].tolist()
+
+
+def written_row(prompt: list[int], written: list[int], length: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, targets) of a row of ``length`` holding ``prompt`` then ``written``; targets on ``written`` only."""
+    sequence = torch.tensor(prompt + written, device=device)[: length + 1]
+    inputs = torch.zeros(length, dtype=torch.long, device=device)
+    targets = torch.full((length,), PAD_TARGET, dtype=torch.long, device=device)
+    inputs[: len(sequence) - 1] = sequence[:-1]
+    targets[len(prompt) - 1 : len(sequence) - 1] = sequence[len(prompt) :]
+    return inputs, targets
+
+
+def on_policy(session: Any, student: nn.Module, teacher: Any) -> WrittenSequences | None:
+    """The recipe's ``train.on_policy`` rewrite, its writer checked: the student, or a live teacher that speaks
+    the data's vocabulary."""
+    cfg = session.recipe.train.on_policy
+    if cfg is None or session.data.task != "lm":
+        return None
+    writer = student if cfg.by == "student" else getattr(teacher, "module", None)
+    if writer is None or (cfg.by == "teacher" and getattr(writer, "vocab", None) is not None):
+        raise KdforgeError(
+            "train.on_policy by: teacher needs a live teacher (no cache) that writes the data's tokens (no vocab_map)"
+        )
+    return WrittenSequences(cfg, writer, session.recipe.seed, session.data.input_shape[-1])
