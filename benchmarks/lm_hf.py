@@ -235,7 +235,7 @@ def handwritten_epoch(data) -> float:
 def step_time(rounds: int) -> dict:
     from kdforge.data import build_dataset
 
-    data = build_dataset("text_lm", seed=0, length=LENGTH, max_chars=100_000)
+    data = build_dataset("text_lm", seed=0, length=LENGTH, max_chars=MAX_CHARS)
     with tempfile.TemporaryDirectory() as tmp:
         kdforge_epoch(data, Path(tmp))  # warm-up both paths once
     handwritten_epoch(data)

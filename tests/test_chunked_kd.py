@@ -104,3 +104,15 @@ def test_bad_shapes_are_refused(lm):
         chunked_linear_kd(LMHead(inputs, weight), torch.zeros(45, 50))
     with pytest.raises(ValueError, match="chunk must be at least 1"):
         chunked_linear_kd(LMHead(inputs @ layer, weight), torch.zeros(45, 50), chunk=0)
+
+
+def test_under_bf16_autocast_the_chunked_loss_follows_the_plain_one(lm):
+    inputs, layer, weight, bias, teacher = lm
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        hidden = inputs @ layer
+        plain = kd_loss(hidden @ weight.T + bias, teacher.logits(), 1.0, "jsd")
+        chunked = chunked_linear_kd(LMHead(hidden, weight, bias), teacher.logits, direction="jsd", chunk=8)
+    (plain_grad,) = torch.autograd.grad(plain, [weight])
+    (chunked_grad,) = torch.autograd.grad(chunked, [weight])
+    assert chunked.dtype == torch.float32 and torch.allclose(chunked, plain, rtol=2e-2)
+    assert chunked_grad.dtype == weight.dtype and torch.allclose(chunked_grad, plain_grad, rtol=5e-2, atol=5e-3)

@@ -65,6 +65,38 @@ FSDP = {  # a student with a block list (sharded block by block), a projector ou
 }
 
 
+FSDP_LM = {  # a Hugging Face student sharded block by block, its chunked losses reading the head outside forward
+    **DDP,
+    "name": "fsdp-lm",
+    "data": {"name": "text_lm", "length": 32, "batch_size": 16},  # files: a corpus written by the test
+    "teacher": {"source": "train", "train": {"epochs": 1},
+                "model": {"name": "lm_transformer", "width": 16, "depth": 1, "heads": 2, "dropout": 0.0}},
+    "student": {"model": {"name": "hf_causal_lm", "hf_config": {"model_type": "llama", "hidden_size": 16,
+                "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 32}}},
+    "losses": [{"name": "ce", "weight": 0.5, "chunked": True}, {"name": "kd", "weight": 0.5, "chunked": True}],
+    "train": {**DDP["train"], "fsdp": True},
+    "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
+}  # fmt: skip
+
+
+def test_a_sharded_hugging_face_student_with_chunked_losses_matches_one_process(tmp_path):
+    # the built-in docstring corpus depends on what the process has imported: both runs read this file instead
+    lines = [f"Line {i} says that {i % 7} items are kept and {i % 5} are dropped." for i in range(300)]
+    (tmp_path / "corpus.txt").write_text("\n".join(lines))
+    raw = {
+        **FSDP_LM,
+        "data": {**FSDP_LM["data"], "files": [str(tmp_path / "corpus.txt")]},
+        "log": {"dir": str(tmp_path / "single"), "progress": False},
+    }
+    single = run(Recipe.from_dict(raw))
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump({**raw, "log": {**raw["log"], "dir": str(tmp_path / "two")}}))
+    torchrun("train", tmp_path / "two.yaml", cwd=tmp_path)
+    two = next((tmp_path / "two").glob("fsdp-lm-*"))
+    expected, got = load_file(single.run_dir / "student.safetensors"), load_file(two / "student.safetensors")
+    assert all(torch.allclose(expected[k], got[k], atol=1e-5) for k in expected)
+    assert (two / "student_hf" / "config.json").exists()
+
+
 @pytest.mark.parametrize("raw", [DDP, FSDP], ids=["ddp", "fsdp"])
 def test_two_processes_match_one_and_resume_across_world_sizes(raw, tmp_path, monkeypatch):
     raw = {**raw, "log": {"dir": str(tmp_path / "single"), "progress": False}}

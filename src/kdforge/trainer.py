@@ -32,6 +32,7 @@ from kdforge.callbacks import Callback
 from kdforge.config import OptimConfig, TrainConfig
 from kdforge.curriculum import Curriculum
 from kdforge.data.augment import Mixer
+from kdforge.data.bundle import PAD_TARGET
 from kdforge.distiller import Distiller, StepOutput
 from kdforge.ema import ModelEMA
 from kdforge.errors import NonFiniteLossError, required
@@ -200,7 +201,9 @@ class Trainer:
             values = torch.stack([out.loss, *out.parts.values(), *out.logs.values()]).detach().float()  # one op
             weight = 1.0 / len(group)
             if distributed.active():  # DDP averages over ranks: weight this rank by its share of the global batch
-                weight *= distributed.batch_share(len(y)) * distributed.world_size()
+                # (of its real tokens, for language models: their losses are means over those)
+                local = int((y != PAD_TARGET).sum()) if self.task == "lm" else len(y)
+                weight *= distributed.batch_share(local) * distributed.world_size()
             self._backward(out, weight)
             total = values if total is None else total + values
         distributed.average_gradients(self.unwrapped_params)

@@ -103,7 +103,7 @@ class _ChunkedLinearLoss(torch.autograd.Function):
             total += loss.detach().float()
             grad_logits = grad_logits.to(weight.dtype)
             grad_hidden[part] = grad_logits @ weight.detach()
-            grad_weight.addmm_(grad_logits.T, h)  # in place: no second [V, H] buffer per chunk
+            grad_weight.addmm_(grad_logits.T, h.to(weight.dtype))  # in place: no second [V, H] buffer per chunk
             if grad_bias is not None:
                 grad_bias += grad_logits.sum(0)
         ctx.save_for_backward(grad_hidden, grad_weight)

@@ -189,7 +189,15 @@ def save_hf(model: HFCausalLM, out: Path, tokenizer: str | None = None) -> Path:
     (a local folder) beside it: what ``AutoModelForCausalLM`` and ``AutoTokenizer`` load as they are."""
 
     def fill(folder: Path) -> None:
-        model.model.save_pretrained(folder)
+        from transformers.utils import logging
+
+        shown = logging.is_progress_bar_enabled()
+        logging.disable_progress_bar()  # a run's summary, not a bar per file written
+        try:
+            model.model.save_pretrained(folder)
+        finally:
+            if shown:
+                logging.enable_progress_bar()
         if tokenizer and Path(tokenizer).is_dir():
             from transformers import AutoTokenizer
 
