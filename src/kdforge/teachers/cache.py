@@ -160,10 +160,9 @@ class _Outputs:
         topk = cast(int, self.topk)
         with handing_heads(self.teacher.module):
             out = self.teacher(x)
-        if not isinstance(out, LMHead):
-            self.vocab = out.shape[-1]
-            return topk_log_probs(out.float(), topk)
         self.vocab = out.shape[-1]
+        if not isinstance(out, LMHead):
+            return topk_log_probs(out.float(), topk)
         rows, chunk = out.rows(), max(1, CHUNK_LOGITS // self.vocab)
         parts = [
             topk_log_probs(rows.logits(slice(a, a + chunk)).float(), topk) for a in range(0, len(rows.hidden), chunk)
