@@ -89,6 +89,7 @@ class Distiller(nn.Module):
             FeatureTap(teacher.module, {n: n for n in teacher_layers}) if isinstance(teacher, Teacher) else None
         )
         self.uses_teacher = any(t.uses_teacher for t in terms)
+        self.heads = any(t.reads_head for t in terms)  # models hand their LM head in training steps
         if (chunked := [t.name for t in terms if t.reads_head]) and not can_hand_head(student):
             raise KdforgeError(
                 f"{', '.join(chunked)}: chunked: true makes the logits from the student's last hidden states and LM "
@@ -169,8 +170,7 @@ class Distiller(nn.Module):
         clock = clock or Clock()
         if self.cache is not None and index is None:
             raise KdforgeError("a cached teacher needs the samples' indices: use indexed training batches")
-        heads = any(t.reads_head for t in self.loss_terms)
-        student_out, teacher_out, s_feats, t_feats = self._forward_models(inputs, index, clock.epoch, heads)
+        student_out, teacher_out, s_feats, t_feats = self._forward_models(inputs, index, clock.epoch, self.heads)
         real = None  # the unpadded positions, when some are padded
         if self.per_token:
             targets = targets.flatten()

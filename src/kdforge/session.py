@@ -260,8 +260,8 @@ class Session:
             raise KdforgeError("more than one family rewrites the training batches; only one may")
         if self.recipe.train.on_policy is not None and not found:
             raise KdforgeError(
-                f"train.on_policy writes sequences with a language model: data '{self.data.name}' is not token rows "
-                "of a family that generates (chat_lm, text_lm, tokens)"
+                f"train.on_policy writes sequences with a language model: no family generates for data "
+                f"'{self.data.name}'; use language-model data (see kdforge list datasets) or drop train.on_policy"
             )
         return found[0] if found else None
 

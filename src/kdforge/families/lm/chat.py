@@ -68,7 +68,9 @@ def example_format(row: dict[str, Any], wanted: Format) -> str:
     kind = found if wanted == "auto" else wanted
     if kind is None or not all(f in row for f in FIELDS[kind]):
         expected = " or ".join("+".join(f) for f in FIELDS.values()) if wanted == "auto" else "+".join(FIELDS[kind])
-        raise KdforgeError(f"chat_lm: an example has fields {sorted(row)}; expected {expected}")
+        raise KdforgeError(
+            f"chat_lm: an example has fields {sorted(row)}; expected {expected} (data.files, data.format: {wanted})"
+        )
     return kind
 
 
