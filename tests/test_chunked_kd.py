@@ -4,9 +4,9 @@ and in every gradient: every divergence, dense or top-k teachers, and cross-entr
 import pytest
 import torch
 
-from kdforge.losses.chunked import LMHead, chunked_linear_ce, chunked_linear_kd
+from kdforge.losses.chunked import LMHead, chunked_linear_ce, chunked_linear_kd, chunked_linear_uld
 from kdforge.losses.divergence import sparse_kd_loss
-from kdforge.losses.functional import cross_entropy, kd_loss, topk_log_probs
+from kdforge.losses.functional import cross_entropy, kd_loss, topk_log_probs, uld_loss
 
 CASES = [
     ("forward", 1.0),
@@ -68,6 +68,17 @@ def test_chunked_cross_entropy_equals_the_plain_one(lm):
     chunked = chunked_linear_ce(LMHead(inputs @ layer, weight, bias), targets, chunk=16)
     smoothed = chunked_linear_ce(LMHead(inputs @ layer, weight, bias), targets, 0.1, chunk=16)
     assert torch.allclose(smoothed, cross_entropy(inputs @ layer @ weight.T + bias, targets, 0.1), rtol=1e-5)
+    assert torch.allclose(chunked, plain, rtol=1e-5, atol=1e-6)
+    assert_same(torch.autograd.grad(chunked, [layer, weight, bias]), expected)
+
+
+def test_chunked_uld_equals_the_plain_one_with_a_teacher_of_another_vocabulary(lm):
+    inputs, layer, weight, bias, _ = lm
+    g = torch.Generator().manual_seed(2)
+    teacher = LMHead(torch.randn(45, 24, generator=g), torch.randn(70, 24, generator=g))  # 70 tokens, not 50
+    plain = uld_loss(inputs @ layer @ weight.T + bias, teacher.logits(), 2.0)
+    expected = torch.autograd.grad(plain, [layer, weight, bias])
+    chunked = chunked_linear_uld(LMHead(inputs @ layer, weight, bias), teacher.logits, 2.0, chunk=7)
     assert torch.allclose(chunked, plain, rtol=1e-5, atol=1e-6)
     assert_same(torch.autograd.grad(chunked, [layer, weight, bias]), expected)
 

@@ -27,6 +27,7 @@ EXAMPLES = {
     "ce": (VIT, "{name: ce, label_smoothing: 0.1}"),
     "kd": (VIT, "{name: kd, temperature: {learnable: ctkd, init: 4.0, mode: instance}, direction: jsd}"),
     "kl": (VIT, "{name: kl, temperature: 2.0}"),
+    "uld": (LM, "{name: uld, temperature: 2.0}"),
     "spike_rate": (LM, "{name: spike_rate, target: 0.2}"),
     "dkd": (VIT, "{name: dkd, temperature: 4.0, alpha: 1.0, beta: 8.0, warmup: 2, logit_std: true}"),
     "dist": (VIT, "{name: dist, temperature: {schedule: linear, start: 1.0, end: 4.0}}"),

@@ -222,16 +222,14 @@ class Distiller(nn.Module):
                 ctx.student_logits = student.logits()
         else:
             ctx.student_logits = student
-        dense_teacher = self.learning_teacher is not None or any(
-            t.uses_teacher and not (t.reads_head or t.reads_topk) for t in terms
-        )
+        learning = self.learning_teacher is not None  # its own task reads its whole logits
         if isinstance(teacher, TopK):
             ctx.teacher_topk = teacher
-            if dense_teacher:
+            if learning or any(t.uses_teacher and not t.reads_topk for t in terms):
                 ctx.teacher_logits = dense_logits_from_topk(*teacher, student.shape[-1])
         elif isinstance(teacher, LMHead):
             ctx.teacher_head = teacher
-            if dense_teacher or any(t.uses_teacher and not t.reads_head for t in terms):
+            if learning or any(t.uses_teacher and not t.reads_head for t in terms):
                 ctx.teacher_logits = teacher.logits()
         else:
             ctx.teacher_logits = teacher

@@ -172,7 +172,10 @@ def _headline(metrics: dict[str, float]) -> str:
 
 
 def shown(metrics: dict[str, float]) -> str:
-    """The headline metric for people: '97.41%', '23.52 dB', 'ρ 0.812, R@10 0.431' or 'PPL 4.21'."""
+    """The headline metric for people: '97.41%', '23.52 dB', 'ρ 0.812, R@10 0.431' or 'PPL 4.21'; '-' when there
+    is none (a teacher that predicts its own tokens is not scored on the data's)."""
+    if not metrics:
+        return "-"
     key = _headline(metrics)
     if key == "spearman":
         return f"ρ {metrics['spearman']:.3f}, R@10 {metrics['recall_at_10']:.3f}"

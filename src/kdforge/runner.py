@@ -106,7 +106,11 @@ def _run(
             "baseline", [session.task_term()], run_dir / "baseline"
         )
         timings["baseline_s"] = time.perf_counter() - tick
-    if isinstance(teacher, Teacher) and session.data.task in ("classification", "lm"):
+    if (
+        isinstance(teacher, Teacher)
+        and session.data.task in ("classification", "lm")
+        and not getattr(teacher.module, "own_tokens", False)
+    ):
         for role, model in students.items():  # fidelity: how closely each student follows the teacher
             results[role]["teacher_agreement"] = teacher_agreement(
                 model, teacher, session.track(session.test, f"{role}: agreement with the teacher"),

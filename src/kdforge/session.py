@@ -104,8 +104,11 @@ class Session:
         if isinstance(teacher, CachedTeacher):  # measured when the cache was written
             return {**teacher.manifest["teacher"], "cache": str(teacher.path)}
         module = teacher.module
-        test = self.evaluate(teacher, self.test, "teacher: test split")
-        val = info.get("val_best") or self.evaluate(teacher, self.val, "teacher: validation split")
+        test: dict[str, float] = {}
+        val: dict[str, float] = {}
+        if not getattr(module, "own_tokens", False):  # one that predicts its own tokens has no score on the data's
+            test = self.evaluate(teacher, self.test, "teacher: test split")
+            val = info.get("val_best") or self.evaluate(teacher, self.val, "teacher: validation split")
         extra = {k: v for k, v in info.items() if k not in ("history", "val_best")}
         spec = getattr(module, "kdforge_spec", None)
         name = extra.pop("model", None) or (spec["name"] if spec else type(module).__name__)

@@ -116,6 +116,8 @@ class DataBundle:
     kind: str | None = None  # "embedding": no labels; the teacher's embeddings become the targets
     texts: dict[str, list[str]] | None = None  # split -> the texts its rows encode (text datasets)
     decode: Callable[[torch.Tensor], list[str]] | None = None  # input rows -> texts (text datasets)
+    # token rows -> each token's share of the text (language models: a teacher with its own tokenizer aligns on it)
+    token_texts: Callable[[torch.Tensor], list[list[str]]] | None = None
 
     @property
     def task(self) -> str:

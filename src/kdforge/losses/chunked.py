@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from kdforge.losses.divergence import Direction, Tail, sparse_kd_loss
-from kdforge.losses.functional import TopK, kd_loss, topk_log_probs
+from kdforge.losses.functional import TopK, kd_loss, topk_log_probs, uld_loss
 from kdforge.taps import unwrap
 
 TeacherLogits = Callable[[slice], torch.Tensor]  # tokens a:b -> the teacher's logits [b - a, V]
@@ -159,7 +159,7 @@ def chunked_linear_kd(
             lambda z, part: sparse_kd_loss(z, top[part], indices[part], temperature, tail=tail, **options),
             chunk,
         )
-    logits_of: TeacherLogits = teacher.__getitem__ if isinstance(teacher, torch.Tensor) else teacher
+    logits_of = _teacher_rows(teacher)
     if topk is not None:  # the online teacher kept to its top k, a chunk at a time
         return chunked_linear_loss(
             head,
@@ -169,6 +169,19 @@ def chunked_linear_kd(
             chunk,
         )
     return chunked_linear_loss(head, lambda z, part: kd_loss(z, logits_of(part), temperature, **options), chunk)
+
+
+def chunked_linear_uld(
+    head: LMHead, teacher: TeacherLogits | torch.Tensor, temperature: float = 1.0, chunk: int | None = None
+) -> torch.Tensor:
+    """Universal logit distillation (:func:`~kdforge.losses.functional.uld_loss`) a chunk of tokens at a time;
+    ``teacher`` as in :func:`chunked_linear_kd` (its vocabulary may differ from the student's)."""
+    logits_of = _teacher_rows(teacher)
+    return chunked_linear_loss(head, lambda z, part: uld_loss(z, logits_of(part), temperature), chunk)
+
+
+def _teacher_rows(teacher: TeacherLogits | torch.Tensor) -> TeacherLogits:
+    return teacher.__getitem__ if isinstance(teacher, torch.Tensor) else teacher
 
 
 def chunked_linear_ce(

@@ -186,6 +186,18 @@ def mse_logits(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> to
     return F.mse_loss(student_logits.float(), teacher_logits.float())
 
 
+def uld_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Universal logit distillation (Boizard et al., 2024): the L1 distance between the two models'
+    probabilities at temperature T, each sorted in decreasing order (the shorter vector padded with zeros),
+    averaged over rows. It is the 1-Wasserstein distance between the distributions when every token is as far
+    from every other; blind to which token is which, it compares models whose vocabularies differ."""
+    p = F.softmax(student_logits.float() / temperature, -1).sort(-1, descending=True).values
+    q = F.softmax(teacher_logits.float() / temperature, -1).sort(-1, descending=True).values
+    size = max(p.shape[-1], q.shape[-1])
+    p, q = F.pad(p, (0, size - p.shape[-1])), F.pad(q, (0, size - q.shape[-1]))
+    return (p - q).abs().sum(-1).mean()
+
+
 class TopK(NamedTuple):
     """A teacher's output kept sparse: log-probabilities [B, k] of its top k classes and
     their indices [B, k]. A teacher (or a cache) may return this instead of logits."""

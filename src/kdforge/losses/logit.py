@@ -13,7 +13,7 @@ import torch
 
 from kdforge.errors import KdforgeError, required
 from kdforge.losses import functional as lf
-from kdforge.losses.chunked import chunked_linear_ce, chunked_linear_kd
+from kdforge.losses.chunked import chunked_linear_ce, chunked_linear_kd, chunked_linear_uld
 from kdforge.losses.divergence import Direction, Tail, sparse_kd_loss
 from kdforge.losses.terms import LOSSES, LossTerm, Shapes, StepContext
 from kdforge.schedules import CTKDTemperature, TemperatureSpec, build_temperature
@@ -54,7 +54,8 @@ class LogitTerm(LossTerm):
         if shapes.teacher_logits is not None and shapes.teacher_logits[-1] != shapes.student_logits[-1]:
             raise KdforgeError(
                 f"{self.name}: the teacher outputs {shapes.teacher_logits[-1]} classes but the student outputs "
-                f"{shapes.student_logits[-1]}; give both the dataset's class count"
+                f"{shapes.student_logits[-1]}; give both the dataset's class count (a language model with "
+                "another vocabulary is distilled with uld)"
             )
         if isinstance(self.temperature, CTKDTemperature):
             self.temperature.setup(
@@ -134,12 +135,9 @@ class KD(LogitTerm):
         options: dict[str, Any] = {"direction": self.direction, "beta": self.beta, "alpha": self.alpha}
         if self.reads_head:
             student = required(ctx.student_head, "the student's LM head (chunked: true)")
-            teacher: Any = ctx.teacher_topk  # else the teacher's logits, or its head making them chunk by chunk
-            if teacher is None:
-                teacher = ctx.teacher_head.logits if ctx.teacher_head is not None else ctx.teacher_logits
             return chunked_linear_kd(
                 student,
-                required(teacher, "the teacher's logits"),
+                ctx.teacher_topk or _teacher_chunks(ctx),
                 temperature=float(cast(float, self.temperature.spec)) if self.temperature is not None else 1.0,
                 topk=self.topk,
                 tail=self.tail,
@@ -163,6 +161,38 @@ class KD(LogitTerm):
 
 
 LOSSES.register("kl")(KD)  # the name embedding-distillation code gives it (on routing or class logits)
+
+
+def _teacher_chunks(ctx: StepContext) -> Any:
+    """What a chunked term reads of the teacher: its head, which makes its logits a chunk at a time, or them."""
+    if ctx.teacher_head is not None:
+        return ctx.teacher_head.logits
+    return required(ctx.teacher_logits, "the teacher's logits")
+
+
+@LOSSES.register("uld")
+class ULD(LossTerm):
+    """Universal logit distillation (Boizard et al., 2024), for a teacher whose vocabulary is not the student's:
+    the L1 distance between the two models' next-token probabilities sorted in decreasing order
+    (:func:`~kdforge.losses.functional.uld_loss`), which needs no token of one to name a token of the other.
+    Use it with a teacher that reads the data in its own tokens (an ``hf`` teacher's ``tokenizer`` option) and
+    with ``ce``, as the paper does: it matches how sure the teacher is, the labels say of what. ``chunked: true``
+    works as for ``kd``."""
+
+    def __init__(self, temperature: float = 1.0, chunked: bool = False, chunk: int | None = None):
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        if chunk is not None and not chunked:
+            raise ValueError("chunk sets the chunked loss's chunk: add chunked: true")
+        self.temperature, self.reads_head, self.chunk = temperature, chunked, chunk
+
+    def forward(self, ctx: StepContext) -> torch.Tensor:
+        if self.reads_head:
+            head = required(ctx.student_head, "the student's LM head (chunked: true)")
+            return chunked_linear_uld(head, _teacher_chunks(ctx), self.temperature, self.chunk)
+        student = required(ctx.student_logits, "the student's logits")
+        return lf.uld_loss(student, required(ctx.teacher_logits, "the teacher's logits"), self.temperature)
 
 
 @LOSSES.register("dual_head_kd")

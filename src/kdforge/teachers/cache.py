@@ -208,6 +208,11 @@ def write_cache(
     shards already in ``out`` from an interrupted run of the same cache are kept.
     ``teacher_entry`` (its results.json row) is kept for the runs that use the cache. A shard holds
     about ``shard_bytes`` (default :data:`SHARD_BYTES`) of outputs, in whole batches."""
+    if getattr(teacher.module, "own_tokens", False):
+        raise KdforgeError(
+            "this teacher reads the data in its own tokens: its outputs name no token of the data's, and it is "
+            "distilled online (drop the cache)"
+        )
     augmented = fixed_views(session, views)
     if augmented is None and views != 1 and isinstance(session.data.train, Split):
         raise KdforgeError(f"views={views} needs data.augment: without augmentation every view is the same input")

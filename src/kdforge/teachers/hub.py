@@ -24,6 +24,7 @@ from kdforge.export import load_state_strict, read_state_dict
 from kdforge.files import load_local, read_json
 from kdforge.losses.chunked import LMHead
 from kdforge.models.tokens import token_inputs
+from kdforge.teachers.retokenize import OwnTokens
 from kdforge.teachers.sources import TEACHER_SOURCES, Source, cached_fit
 from kdforge.teachers.text import TextTeacher, mean_pooled_encode
 
@@ -117,7 +118,9 @@ def hf_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Mod
     ``hidden`` / ``pooled`` load the bare encoder and return its last hidden state / pooled output;
     ``mean`` (text datasets) embeds each text as the mean of its last hidden states over real tokens;
     ``causal_lm`` (``text_lm`` data) loads an ``AutoModelForCausalLM``: next-token logits
-    [B, T, vocab] on the data's token ids (see :func:`vocab_index` for ``vocab_map``)."""
+    [B, T, vocab] on the data's token ids (see :func:`vocab_index` for ``vocab_map``), or with
+    ``tokenizer`` (its own tokenizer's folder) on the data's text in its own tokens, at the data's
+    positions and over its own vocabulary (:class:`~kdforge.teachers.retokenize.OwnTokens`: for ``uld``)."""
     spec = required(cfg.model, "teacher.model")
     from transformers import (
         AutoConfig,
@@ -131,6 +134,7 @@ def hf_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Mod
     output = options.pop("output", "logits")
     input_name = options.pop("input", "input_ids" if output == "causal_lm" else "pixel_values")
     vocab_map = options.pop("vocab_map", None) if output == "causal_lm" else None
+    own_tokenizer = options.pop("tokenizer", None) if output == "causal_lm" else None
     if (
         options
         or input_name not in ("pixel_values", "input_ids")
@@ -139,7 +143,7 @@ def hf_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Mod
         raise KdforgeError(
             "hf teacher options are input (pixel_values | input_ids), output (logits | hidden | pooled | mean | "
             "causal_lm) "
-            f"and, for causal_lm, vocab_map; got {spec.options}"
+            f"and, for causal_lm, vocab_map or tokenizer; got {spec.options}"
         )
     if not Path(spec.name).is_dir():
         raise KdforgeError(
@@ -165,11 +169,12 @@ def hf_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Mod
                 "hf output 'causal_lm' predicts next tokens: use it with a language-model dataset (text_lm)"
             )
         model = load_local(AutoModelForCausalLM.from_pretrained, spec.name, "Hugging Face model")
+        info = {"model": spec.name, "vocab_size": config.vocab_size}
+        if own_tokenizer is not None:
+            teacher = own_tokens(session, HFTeacher(model, input_name, output), own_tokenizer, vocab_map, config)
+            return teacher.to(session.device).eval(), {**info, "tokenizer": own_tokenizer}
         index = vocab_index(vocab_map, config.vocab_size, session.data.num_classes)
-        return HFTeacher(model, input_name, output, index).to(session.device).eval(), {
-            "model": spec.name,
-            "vocab_size": config.vocab_size,
-        }
+        return HFTeacher(model, input_name, output, index).to(session.device).eval(), info
     else:
         model = load_local(AutoModel.from_pretrained, spec.name, "Hugging Face model")
     if output == "mean":
@@ -198,8 +203,9 @@ def vocab_index(vocab_map: str | None, teacher_vocab: int, data_vocab: int) -> t
                 f"the teacher's vocabulary has {teacher_vocab} tokens but the data's tokenizer has {data_vocab}: "
                 "tokenise the data with the "
                 "teacher's own tokenizer (data.tokenizer: the model's folder), or give teacher.model.vocab_map: "
-                "truncate "
-                "(its first tokens are the data's) or a .json list of the teacher id of each data token"
+                "truncate (its first tokens are the data's) or a .json list of the teacher id of each data token, "
+                "or give teacher.model.tokenizer (its tokenizer's folder: it reads the data's text in its own "
+                "tokens) and distil with the uld loss, which compares distributions over different vocabularies"
             )
         return None
     if vocab_map == "truncate":
@@ -223,6 +229,30 @@ def vocab_index(vocab_map: str | None, teacher_vocab: int, data_vocab: int) -> t
             f"{list(index.shape)} entries"
         )
     return index
+
+
+def own_tokens(session: Session, teacher: HFTeacher, tokenizer: str, vocab_map: Any, config: Any) -> OwnTokens:
+    """The causal LM ``teacher`` reading the data's text with the tokenizer in the folder ``tokenizer``."""
+    from transformers import AutoTokenizer
+
+    if vocab_map is not None:
+        raise KdforgeError(
+            "teacher.model: vocab_map maps the data's token ids and tokenizer re-tokenises the text; give one"
+        )
+    if session.data.token_texts is None:
+        raise KdforgeError(
+            f"the {session.data.name} data has no tokenizer to turn its rows back into text for the teacher's "
+            "tokenizer: give the dataset its tokenizer"
+        )
+    if not Path(tokenizer).is_dir():
+        raise KdforgeError(f"teacher.model.tokenizer '{tokenizer}' is not a local tokenizer folder")
+    loaded = load_local(AutoTokenizer.from_pretrained, tokenizer, "tokenizer")
+    if not loaded.is_fast:
+        raise KdforgeError(
+            f"the tokenizer in '{tokenizer}' is not a fast tokenizer, which the alignment by text offsets needs: "
+            "save it with a tokenizer.json"
+        )
+    return OwnTokens(teacher, loaded, session.data.token_texts, getattr(config, "max_position_embeddings", None))
 
 
 def hf_inputs(x: torch.Tensor) -> dict[str, torch.Tensor]:

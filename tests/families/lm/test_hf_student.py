@@ -106,6 +106,7 @@ def test_a_chunked_step_equals_the_plain_one_and_never_makes_the_whole_logits(ti
                 "chunked": chunked,
                 **({"chunk": 5} if chunked else {}),
             },
+            {"name": "uld", "temperature": 1.5, "chunked": chunked},
         ]
         distiller = Distiller(model, teacher, build_losses(terms), x, per_token=True)
         out = distiller(x, y)
@@ -113,10 +114,36 @@ def test_a_chunked_step_equals_the_plain_one_and_never_makes_the_whole_logits(ti
         steps[chunked] = out, {n: p.grad for n, p in model.named_parameters()}
     (plain, plain_grads), (chunked, chunked_grads) = steps[False], steps[True]
     assert chunked.outputs is None and plain.outputs.shape == (21, 320)  # 24 positions, 3 padded
-    for name in ("ce", "kd"):
+    for name in ("ce", "kd", "uld"):
         assert torch.allclose(chunked.parts[name], plain.parts[name], rtol=1e-5, atol=1e-6)
     for name, grad in plain_grads.items():
         assert torch.allclose(chunked_grads[name], grad, rtol=1e-4, atol=1e-6), name
+
+
+def test_a_chunked_term_that_reads_no_top_k_gets_a_sparse_teachers_logits(tiny_llama):
+    from kdforge.distiller import Distiller
+    from kdforge.losses.functional import topk_log_probs, uld_loss
+    from kdforge.losses.terms import build_losses
+    from kdforge.teachers.hub import HFTeacher
+    from kdforge.teachers.teacher import Teacher
+
+    dense = HFTeacher(AutoModelForCausalLM.from_pretrained(tiny_llama), "input_ids", "causal_lm").eval()
+
+    class Sparse(torch.nn.Module):  # a teacher kept to its top k = V tokens (as a cache gives them): exact
+        def __init__(self):
+            super().__init__()
+            self.inner = dense
+
+        def forward(self, x):
+            return topk_log_probs(self.inner(x), 320)
+
+    x = ids()
+    distiller = Distiller(student(hf_config=LLAMA), Teacher(Sparse()), build_losses([{"name": "uld", "chunked": True}]),
+                          x, per_token=True)  # fmt: skip
+    out = distiller(x, ids(seed=1))
+    with torch.no_grad():
+        expected = uld_loss(distiller.student(x).flatten(0, 1), dense(x).flatten(0, 1))
+    assert torch.allclose(out.parts["uld"], expected, rtol=1e-5, atol=1e-6)
 
 
 def test_chunked_terms_need_a_student_that_hands_its_head():

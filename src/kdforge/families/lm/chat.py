@@ -19,6 +19,7 @@ ids and document numbers, so that models restart positions and attention at each
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,7 +31,7 @@ import torch
 from kdforge.data.bundle import DATASETS, PAD_TARGET, DataBundle, Split, split_rows
 from kdforge.data.hf import load_table
 from kdforge.errors import KdforgeError
-from kdforge.families.lm.data import HFTokenizer
+from kdforge.families.lm.data import HFTokenizer, text_readers, token_pieces
 from kdforge.files import read_text
 
 Format = Literal["auto", "chat", "instruction", "text"]
@@ -204,5 +205,5 @@ def chat_lm(
         num_classes=len(tok),
         input_shape=(2, length) if pack else (length,),
         kind="lm",
-        decode=lambda rows: [tok.decode((r[0] if r.dim() == 2 else r).tolist()) for r in rows.cpu()],
+        **text_readers(tok.decode, functools.partial(token_pieces, tok)),
     )

@@ -14,9 +14,10 @@ Hugging Face tokenizer folder (the teacher's own).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import codecs
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -34,6 +35,11 @@ class Tokenizer(Protocol):
 
     def decode(self, ids: Iterable[int]) -> str: ...
 
+    def pieces(self, ids: Iterable[int]) -> list[str]:
+        """Each token's share of the text: joined, the row's text (a token that ends inside a character adds
+        nothing; the character goes to the token that completes it)."""
+        ...
+
 
 class ByteTokenizer:
     """UTF-8 bytes as token ids 0-255."""
@@ -45,6 +51,10 @@ class ByteTokenizer:
 
     def decode(self, ids: Iterable[int]) -> str:
         return bytes(int(i) for i in ids).decode("utf-8", errors="replace")
+
+    def pieces(self, ids: Iterable[int]) -> list[str]:
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        return [decoder.decode(bytes([int(i)])) for i in ids]
 
 
 class HFTokenizer:
@@ -63,6 +73,34 @@ class HFTokenizer:
 
     def decode(self, ids: Iterable[int]) -> str:
         return self.inner.decode([int(i) for i in ids])
+
+    def pieces(self, ids: Iterable[int]) -> list[str]:
+        return token_pieces(self.inner, ids)
+
+
+def token_pieces(tokenizer: Any, ids: Iterable[int]) -> list[str]:
+    """Each token's share of the text, decoded as a stream (spaces and characters split across tokens come out
+    where a whole decode puts them), by a Hugging Face fast tokenizer."""
+    from tokenizers.decoders import DecodeStream
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise KdforgeError(f"{type(tokenizer).__name__} is not a fast tokenizer: save the folder with a tokenizer.json")
+    stream = DecodeStream(skip_special_tokens=False)
+    return [stream.step(backend, int(i)) or "" for i in ids]
+
+
+def text_readers(decode: Callable[[list[int]], str], pieces: Callable[[list[int]], list[str]]) -> dict[str, Any]:
+    """A language-model bundle's ``decode`` (token rows -> texts) and ``token_texts`` (token rows -> each
+    token's text); packed rows [B, 2, T] are read by their ids."""
+
+    def ids(rows: torch.Tensor) -> list[list[int]]:
+        return [(row[0] if row.dim() == 2 else row).tolist() for row in rows.cpu()]
+
+    return {
+        "decode": lambda rows: [decode(row) for row in ids(rows)],
+        "token_texts": lambda rows: [pieces(row) for row in ids(rows)],
+    }
 
 
 def load_lm_tokenizer(name: str) -> Tokenizer:
@@ -138,5 +176,5 @@ def text_lm(
         num_classes=tok.vocab_size,
         input_shape=(length,),
         kind="lm",
-        decode=lambda rows: [tok.decode(row.tolist()) for row in rows.cpu()],
+        **text_readers(tok.decode, tok.pieces),
     )

@@ -84,8 +84,10 @@ def on_policy(session: Any, student: nn.Module, teacher: Any) -> WrittenSequence
     if cfg is None or session.data.task != "lm":
         return None
     writer = student if cfg.by == "student" else getattr(teacher, "module", None)
-    if writer is None or (cfg.by == "teacher" and getattr(writer, "vocab", None) is not None):
+    foreign = getattr(writer, "vocab", None) is not None or getattr(writer, "own_tokens", False)
+    if writer is None or (cfg.by == "teacher" and foreign):
         raise KdforgeError(
-            "train.on_policy by: teacher needs a live teacher (no cache) that writes the data's tokens (no vocab_map)"
+            "train.on_policy by: teacher needs a live teacher (no cache) that writes the data's tokens (no vocab_map "
+            "or tokenizer of its own)"
         )
     return WrittenSequences(cfg, writer, session.recipe.seed, session.data.input_shape[-1])

@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 
 from kdforge.data.bundle import DATASETS, DataBundle, DatasetSplit
 from kdforge.errors import KdforgeError
-from kdforge.families.lm.data import load_lm_tokenizer
+from kdforge.families.lm.data import load_lm_tokenizer, text_readers
 from kdforge.files import FileReadError, random_access
 
 DTYPES = {"uint16": np.uint16, "uint32": np.uint32}
@@ -145,5 +145,5 @@ def tokens(
         num_classes=vocab,
         input_shape=(length,),
         kind="lm",
-        decode=(lambda rows: [tok.decode(row.tolist()) for row in rows.cpu()]) if tok is not None else None,
+        **(text_readers(tok.decode, tok.pieces) if tok is not None else {}),
     )
