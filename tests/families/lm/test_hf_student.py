@@ -212,3 +212,13 @@ def test_hugging_face_generation_with_its_kv_cache_is_the_greedy_continuation():
     assert generate(model, prompt, 6, temperature=0.0) == context[len(prompt) :]
     sampled = generate(model, prompt, 6, temperature=1.0, seed=3)
     assert sampled == generate(model, prompt, 6, temperature=1.0, seed=3) and len(sampled) == 6
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_prompts_of_different_lengths_written_in_one_batch_get_their_own_greedy_continuations(tmp_path, kind):
+    from kdforge.families.lm.generate import generate, generate_batch
+
+    model = student(path=str(write_causal_lm(tmp_path / kind, 320, kind)))
+    prompts = [[5, 17, 99, 3], [42], [7, 7, 8, 250, 11, 2, 19]]  # padded on the left to 7 tokens
+    alone = [generate(model, prompt, 5, temperature=0.0) for prompt in prompts]
+    assert generate_batch(model, prompts, 5, temperature=0.0) == alone

@@ -46,10 +46,8 @@ def generate(
     if not prompt_ids:
         raise ValueError("the prompt is empty: give at least one token of text to continue")
     model.eval()
-    if isinstance(model, HFCausalLM):
-        return hf_generate(model.model, model.vocab, prompt_ids, new_tokens, temperature, top_k, seed)
-    if isinstance(model, HFTeacher) and model.output == "causal_lm":
-        return hf_generate(model.model, model.model.config.vocab_size, prompt_ids, new_tokens, temperature, top_k, seed)
+    if (hf := _transformers_model(model)) is not None:
+        return hf_generate(*hf, [prompt_ids], new_tokens, temperature, top_k, seed)[0]
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     out: list[int] = []
@@ -69,6 +67,33 @@ def generate(
         out.append(token)
         context.append(token)
     return out
+
+
+@torch.no_grad()
+def generate_batch(
+    model: nn.Module,
+    prompts: list[list[int]],
+    new_tokens: int,
+    temperature: float = 0.8,
+    top_k: int | None = None,
+    seed: int = 0,
+    window: int | None = None,
+) -> list[list[int]]:
+    """``new_tokens`` ids continuing each of ``prompts``: a Hugging Face model writes them all in one batch,
+    another model one prompt at a time (prompt i sampled with seed ``seed + i``)."""
+    if (hf := _transformers_model(model)) is not None and all(prompts):
+        model.eval()
+        return hf_generate(*hf, prompts, new_tokens, temperature, top_k, seed)
+    return [generate(model, p, new_tokens, temperature, top_k, seed + i, window) for i, p in enumerate(prompts)]
+
+
+def _transformers_model(model: nn.Module) -> tuple[nn.Module, int] | None:
+    """A transformers causal LM inside ``model`` and the vocabulary it may write, when it has one."""
+    if isinstance(model, HFCausalLM):
+        return model.model, model.vocab
+    if isinstance(model, HFTeacher) and model.output == "causal_lm":
+        return model.model, model.model.config.vocab_size
+    return None
 
 
 def continue_text(model: nn.Module, tokenizer: Tokenizer, prompt: str, new_tokens: int, **options) -> str:

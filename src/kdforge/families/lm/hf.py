@@ -154,16 +154,28 @@ class HFCausalLM(nn.Module):
 
 @torch.no_grad()
 def hf_generate(
-    model: Any, vocab: int, prompt_ids: list[int], new_tokens: int, temperature: float, top_k: int | None, seed: int
-) -> list[int]:
-    """``new_tokens`` ids continuing ``prompt_ids``, by a transformers model's own ``generate`` (KV cache), never
-    a token past the data's ``vocab``."""
+    model: Any,
+    vocab: int,
+    prompts: list[list[int]],
+    new_tokens: int,
+    temperature: float,
+    top_k: int | None,
+    seed: int,
+) -> list[list[int]]:
+    """``new_tokens`` ids continuing each of ``prompts``, by a transformers model's own ``generate`` (KV cache) in
+    one batch (prompts of different lengths padded on the left, the padding masked out), never a token past the
+    data's ``vocab``."""
     model.eval()
     device = next(model.parameters()).device
+    width = max(map(len, prompts))
+    ids = torch.zeros(len(prompts), width, dtype=torch.long)
+    mask = torch.zeros(len(prompts), width, dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt) :], mask[row, width - len(prompt) :] = torch.tensor(prompt), 1
     torch.manual_seed(seed)
     out = model.generate(
-        torch.tensor([prompt_ids], device=device),
-        attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long, device=device),
+        ids.to(device),
+        attention_mask=mask.to(device),
         max_new_tokens=new_tokens,
         min_new_tokens=new_tokens,
         do_sample=temperature > 0,
@@ -174,7 +186,7 @@ def hf_generate(
         use_cache=True,
         pad_token_id=model.config.eos_token_id or 0,
     )
-    return out[0, len(prompt_ids) :].tolist()
+    return out[:, width:].tolist()
 
 
 def _serialisable(config: Any) -> dict[str, Any]:

@@ -8,8 +8,9 @@ instead: sequence-level KD (Kim & Rush, 2016), the student learning the teacher'
 
 A row's prompt is its tokens before its first target (the prompt of chat and instruction data, whose prompt
 tokens carry no loss), or its first ``prompt_tokens`` tokens (plain text). The rewritten row is the prompt
-and the written tokens; only the written ones carry targets. Rows and samples are drawn from the run's seed
-and the step, so a resumed run writes the same sequences.
+and the written tokens; only the written ones carry targets. A Hugging Face writer writes a batch's rows
+together (its ``generate``, prompts padded on the left). Rows and samples are drawn from the run's seed and
+the step, so a resumed run writes the same sequences.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from torch import nn
 from kdforge.config.training import OnPolicyConfig
 from kdforge.data.bundle import PAD_TARGET
 from kdforge.errors import KdforgeError
-from kdforge.families.lm.generate import generate
+from kdforge.families.lm.generate import generate_batch
 from kdforge.schedules import Clock
 from kdforge.taps import unwrap
 
@@ -39,25 +40,25 @@ class WrittenSequences:
         draw = torch.Generator().manual_seed(self.seed * 1_000_003 + clock.step)
         share = self.cfg.fraction * len(x)
         count = int(share) + int(torch.rand((), generator=draw) < share - int(share))  # λB rows, on average
-        if count == 0:
+        chosen = torch.randperm(len(x), generator=draw)[:count].tolist()
+        prompts = {row: self.prompt(x[row], y[row]) for row in chosen}
+        room = {row: min(self.cfg.max_new_tokens, x.shape[1] + 1 - len(p)) for row, p in prompts.items()}
+        rows = [row for row in chosen if room[row] > 0]  # a prompt that fills its row leaves it as it is
+        if not rows:
             return x, y
-        rows = torch.randperm(len(x), generator=draw)[:count].tolist()
-        x, y = x.clone(), y.clone()
+        seed = int(torch.randint(0, 2**31 - 1, (), generator=draw))
         model = unwrap(self.writer)
         was_training = model.training
-        try:
-            for i, row in enumerate(rows):
-                prompt = self.prompt(x[row], y[row])
-                room = min(self.cfg.max_new_tokens, x.shape[1] + 1 - len(prompt))
-                if room < 1:
-                    continue
-                seed = int(torch.randint(0, 2**31 - 1, (), generator=draw)) + i
-                written = generate(
-                    model, prompt, room, self.cfg.temperature, self.cfg.top_k, seed=seed, window=self.window
-                )
-                x[row], y[row] = written_row(prompt, written, x.shape[1], x.device)
+        try:  # the rows in one batch, each written as long as the longest may be, then cut to its own room
+            written = generate_batch(
+                model, [prompts[row] for row in rows], max(room[row] for row in rows), self.cfg.temperature,
+                self.cfg.top_k, seed, self.window,
+            )  # fmt: skip
         finally:
             model.train(was_training)
+        x, y = x.clone(), y.clone()
+        for row, tokens in zip(rows, written):
+            x[row], y[row] = written_row(prompts[row], tokens[: room[row]], x.shape[1], x.device)
         return x, y
 
     def prompt(self, inputs: torch.Tensor, targets: torch.Tensor) -> list[int]:
