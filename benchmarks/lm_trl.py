@@ -23,26 +23,20 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import io
 import json
 import os
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rich.console import Console
 
-import kdforge
-from common import save
-from kdforge.callbacks import Callback
+from common import Intervals, run_quietly, run_timed, save
 from kdforge.data.text import DEFAULT_MODULES
 from kdforge.export import load_model
 from kdforge.losses.functional import kd_loss
-from kdforge.session import Session
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 TRAIN, VAL, TEST, BATCH, LENGTH, NEW_TOKENS, LR, BETA = 256, 32, 64, 8, 64, 16, 1e-3, 0.5
@@ -100,19 +94,19 @@ def prepare(workdir: Path) -> dict:
     split = workdir / "split.npz"
     np.savez(split, train=np.arange(TRAIN), val=np.arange(TRAIN, TRAIN + VAL), test=np.arange(TRAIN + VAL, len(rows)))
     tokenizer = write_tokenizer(workdir / "tokenizer", [m["content"] for r in rows for m in r["messages"]])
-    base = kdforge_recipe(workdir, data, split, tokenizer, teacher=None)
-    base["teacher"] = {"source": "train", "model": {"name": "hf_causal_lm", "hf_config": TEACHER},
-                       "train": {"epochs": 12, "lr": 3e-3}}  # fmt: skip
-    base["losses"] = [{"name": "ce"}]
-    base["train"]["epochs"] = 1
-    result = kdforge.run(kdforge.Recipe.from_dict(base), console=Console(file=io.StringIO()))
-    teacher = workdir / "teacher"
-    load_model(Path(result.run_dir) / "teacher" / "teacher.safetensors").model.save_pretrained(teacher)
     from transformers import AutoConfig, AutoModelForCausalLM
 
     torch.manual_seed(0)
     student = workdir / "student"
     AutoModelForCausalLM.from_config(AutoConfig.for_model(vocab_size=512, **STUDENT)).save_pretrained(student)
+    base = kdforge_recipe(workdir, data, split, tokenizer, teacher=None)
+    base["teacher"] = {"source": "train", "model": {"name": "hf_causal_lm", "hf_config": TEACHER},
+                       "train": {"epochs": 30, "lr": 3e-3}}  # fmt: skip
+    base["losses"] = [{"name": "ce"}]
+    base["train"]["epochs"] = 1
+    result = run_quietly(base)
+    teacher = workdir / "teacher"
+    load_model(Path(result.run_dir) / "teacher" / "teacher.safetensors").model.save_pretrained(teacher)
     return {"rows": rows, "data": data, "split": split, "tokenizer": tokenizer, "teacher": teacher,
             "student": student, "teacher_test_perplexity": result.results["teacher"]["test"]["perplexity"]}  # fmt: skip
 
@@ -132,48 +126,13 @@ def kdforge_recipe(workdir: Path, data: Path, split: Path, tokenizer: Path, teac
     }  # fmt: skip
 
 
-class Intervals:
-    """Step times as the intervals between consecutive step ends within an epoch: the whole step, the batch's
-    loading and collation included, for both frameworks alike."""
-
-    def __init__(self):
-        self.times: list[float] = []
-        self.last: float | None = None
-
-    def tick(self) -> None:
-        now = time.perf_counter()
-        if self.last is not None:
-            self.times.append(now - self.last)
-        self.last = now
-
-    def reset(self) -> None:
-        self.last = None  # an epoch's end (a validation pass) is no step
-
-
-class KdforgeTimer(Callback):
-    def __init__(self, intervals: Intervals):
-        self.intervals = intervals
-
-    def on_step_end(self, trainer, samples) -> None:
-        self.intervals.tick()
-
-    def on_epoch_end(self, trainer, record) -> None:
-        self.intervals.reset()
-
-
 def run_kdforge(prep: dict, workdir: Path, lmbda: float, epochs: int, seed: int) -> tuple[list[float], Path]:
     raw = kdforge_recipe(workdir, prep["data"], prep["split"], prep["tokenizer"], prep["teacher"])
     raw["seed"], raw["train"]["epochs"] = seed, epochs
     if lmbda:
         raw["train"]["on_policy"] = {"fraction": lmbda, "max_new_tokens": NEW_TOKENS, "temperature": 1.0}
-    intervals = Intervals()
-    callbacks = Session.callbacks
-    Session.callbacks = lambda self: [*callbacks(self), KdforgeTimer(intervals)]  # type: ignore[method-assign]
-    try:
-        result = kdforge.run(kdforge.Recipe.from_dict(raw), console=Console(file=io.StringIO()))
-    finally:
-        Session.callbacks = callbacks  # type: ignore[method-assign]
-    return intervals.times, Path(result.run_dir) / "student_hf"
+    result, times = run_timed(raw)
+    return times, Path(result.run_dir) / "student_hf"
 
 
 def run_trl(prep: dict, workdir: Path, lmbda: float, epochs: int, seed: int) -> tuple[list[float], Path]:
@@ -193,7 +152,7 @@ def run_trl(prep: dict, workdir: Path, lmbda: float, epochs: int, seed: int) -> 
     out = workdir / f"trl-{lmbda}-{seed}"
     args = GKDConfig(
         output_dir=str(out), per_device_train_batch_size=BATCH, num_train_epochs=epochs, learning_rate=LR,
-        lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=None, lmbda=lmbda, beta=BETA,
+        lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=0.0, lmbda=lmbda, beta=BETA,
         temperature=1.0, max_new_tokens=NEW_TOKENS, max_length=LENGTH, use_cpu=True, save_strategy="no",
         report_to=[], logging_steps=10, seed=seed, disable_tqdm=True, dataloader_num_workers=0,
     )  # fmt: skip
@@ -218,10 +177,15 @@ def held_out(prep: dict, student_folder: Path) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(prep["tokenizer"])
     student = AutoModelForCausalLM.from_pretrained(student_folder).eval()
     teacher = AutoModelForCausalLM.from_pretrained(prep["teacher"]).eval()
+
+    def encode(messages: list[dict], **options) -> list[int]:
+        text = tokenizer.apply_chat_template(messages, tokenize=False, **options)
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
     jsd = nll = count = 0.0
     for row in prep["rows"][TRAIN + VAL :]:
-        prompt = tokenizer.apply_chat_template(row["messages"][:1], add_generation_prompt=True)
-        full = tokenizer.apply_chat_template(row["messages"])[:LENGTH]
+        prompt = encode(row["messages"][:1], add_generation_prompt=True)
+        full = encode(row["messages"])[:LENGTH]
         ids = torch.tensor([full])
         zs, zt = student(ids).logits[0, len(prompt) - 1 : -1], teacher(ids).logits[0, len(prompt) - 1 : -1]
         jsd += float(kd_loss(zs, zt, 1.0, "gjsd", BETA)) * BETA * (1 - BETA) * len(zs)
@@ -236,13 +200,14 @@ def parity() -> float:
 
     g = torch.Generator().manual_seed(0)
     zs, zt = torch.randn(6, 9, 50, generator=g) * 3, torch.randn(6, 9, 50, generator=g) * 3
+    labels = torch.zeros(6, 9, dtype=torch.long)  # every position counts: TRL then averages over tokens
     gaps = []
     for beta in (0.1, 0.5, 0.9):
-        theirs = GKDTrainer.generalized_jsd_loss(zs, zt, beta=beta)
+        theirs = GKDTrainer.generalized_jsd_loss(zs, zt, labels, beta=beta)
         ours = kd_loss(zs.flatten(0, 1), zt.flatten(0, 1), 1.0, "gjsd", beta) * beta * (1 - beta)
         gaps.append(abs(float(theirs - ours)))
     for beta, direction in ((0.0, "forward"), (1.0, "reverse")):
-        theirs = GKDTrainer.generalized_jsd_loss(zs, zt, beta=beta)
+        theirs = GKDTrainer.generalized_jsd_loss(zs, zt, labels, beta=beta)
         gaps.append(abs(float(theirs - kd_loss(zs.flatten(0, 1), zt.flatten(0, 1), 1.0, direction))))
     return max(gaps)
 

@@ -15,19 +15,17 @@ from __future__ import annotations
 
 import csv
 import functools
-import importlib
-import inspect
 import io
 import json
 import re
-import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
 
+from kdforge.data._docstrings import docstring_corpus
 from kdforge.data.hf import load_table
 from kdforge.errors import KdforgeError
 from kdforge.files import load_local, read_text
@@ -174,41 +172,11 @@ def docstring_sentences(modules: Iterable[str] = DEFAULT_MODULES, min_words: int
     return sorted(found.values())
 
 
-def docstrings(modules: Iterable[str] = DEFAULT_MODULES) -> Iterator[str]:
+def docstrings(modules: Iterable[str] = DEFAULT_MODULES) -> list[str]:
     """The docstrings (``inspect.getdoc``) of ``modules``, their public classes, functions and
-    methods, in a fixed order; modules that are not installed are skipped."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # deprecated attributes warn when read
-        for name in modules:
-            try:
-                module = importlib.import_module(name)
-            except Exception:  # noqa: BLE001 - any import failure means: not available here
-                continue
-            objects: list[object] = [module]
-            for obj in _public_members(module, name.split(".")[0]):
-                objects.append(obj)
-                if inspect.isclass(obj):
-                    objects += [
-                        getattr(obj, attribute, None)
-                        for attribute in sorted(vars(obj))
-                        if not attribute.startswith("_")
-                    ]
-            yield from (doc for doc in map(inspect.getdoc, objects) if doc)
-
-
-def _public_members(module: object, package: str) -> list[object]:
-    """Public attributes of ``module`` defined in ``package`` (not re-exported from elsewhere)."""
-    members = []
-    for attribute in sorted(dir(module)):
-        if attribute.startswith("_"):
-            continue
-        try:
-            obj = getattr(module, attribute)
-        except Exception:  # noqa: BLE001 - lazy attributes may fail to load
-            continue
-        if not inspect.ismodule(obj) and str(getattr(obj, "__module__", "") or "").startswith(package):
-            members.append(obj)
-    return members
+    methods, in a fixed order; modules that are not installed are skipped. The same in every process
+    whatever it has imported: collected once in a fresh one and cached (:mod:`kdforge.data._docstrings`)."""
+    return docstring_corpus(tuple(modules))
 
 
 def read_texts(path: str | Path, encoding: str = "utf-8", column: str = "text") -> list[str]:

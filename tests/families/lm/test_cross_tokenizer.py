@@ -31,6 +31,8 @@ def test_token_pieces_join_into_the_decoded_text(lm_tokenizer):
     for tok in (ByteTokenizer(), HFTokenizer(str(lm_tokenizer))):
         ids = tok.encode(text)
         assert "".join(tok.pieces(ids)) == text == tok.decode(ids)
+    special = tok.inner.convert_tokens_to_ids("<|user|>")  # roles and padding stand for no text
+    assert tok.pieces([special, *ids, 0]) == ["", *tok.pieces(ids), ""]
 
 
 def rows_of(tok, length):

@@ -80,13 +80,14 @@ class HFTokenizer:
 
 def token_pieces(tokenizer: Any, ids: Iterable[int]) -> list[str]:
     """Each token's share of the text, decoded as a stream (spaces and characters split across tokens come out
-    where a whole decode puts them), by a Hugging Face fast tokenizer."""
+    where a whole decode puts them), by a Hugging Face fast tokenizer. Special tokens (padding, a chat template's
+    roles) add no text: they stand for nothing another tokenizer could read."""
     from tokenizers.decoders import DecodeStream
 
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         raise KdforgeError(f"{type(tokenizer).__name__} is not a fast tokenizer: save the folder with a tokenizer.json")
-    stream = DecodeStream(skip_special_tokens=False)
+    stream = DecodeStream(skip_special_tokens=True)
     return [stream.step(backend, int(i)) or "" for i in ids]
 
 

@@ -1,0 +1,142 @@
+"""Online LM distillation at scale on one GPU: tokens/s and peak memory, a ~100M-parameter Llama teacher into a
+~30M Llama student at 1k context.
+
+Both models are built from configs (random weights: speed and memory do not depend on them) on a 32,000-token
+vocabulary; the data are token shards of random ids written here (``tokens`` dataset, 1,024-token rows, batches of
+8). Each variant is a kdforge recipe (½ CE + ½ forward KL at T = 1, AdamW) run for one short epoch; reported: the
+median time of its training steps (whole steps, batch loading included, the first of the epoch left out) as
+tokens/s, and the peak GPU memory. Variants: bf16 autocast with the plain losses, with chunked losses (the whole
+[tokens, vocabulary] logits never made), and chunked with gradient checkpointing; fp32 with the plain losses.
+
+    uv run python benchmarks/lm_gpu.py [--steps 40]       # needs a CUDA GPU
+    uv run python benchmarks/lm_gpu.py --tiny              # a CPU smoke test of the same code, tiny models
+
+Writes benchmarks/results/lm_gpu.json / .md (not with --tiny).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common import run_timed, save
+
+SIZES = {
+    "full": {
+        "vocab": 32_000, "length": 1024, "batch": 8,
+        "teacher": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+                    "intermediate_size": 2048},
+        "student": {"hidden_size": 512, "num_hidden_layers": 6, "num_attention_heads": 8,
+                    "intermediate_size": 1376},
+    },
+    "tiny": {
+        "vocab": 512, "length": 64, "batch": 4,
+        "teacher": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128},
+        "student": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64},
+    },
+}  # fmt: skip
+VARIANTS = {
+    "bf16, plain losses": {"amp": "bf16", "chunked": False, "checkpointing": False},
+    "bf16, chunked losses": {"amp": "bf16", "chunked": True, "checkpointing": False},
+    "bf16, chunked + gradient checkpointing": {"amp": "bf16", "chunked": True, "checkpointing": True},
+    "fp32, plain losses": {"amp": "off", "chunked": False, "checkpointing": False},
+}
+
+
+def llama(size: dict, part: str) -> dict:
+    return {"model_type": "llama", "vocab_size": size["vocab"], "max_position_embeddings": size["length"],
+            "tie_word_embeddings": True, **size[part]}  # fmt: skip
+
+
+def prepare(workdir: Path, size: dict, steps: int) -> dict:
+    """Token shards of random ids (train: ``steps`` batches; val and test: one) and the teacher's folder."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    rng = np.random.default_rng(0)
+    shards = {}
+    for split, batches in (("train", steps), ("val", 1), ("test", 1)):
+        tokens = batches * size["batch"] * size["length"] + 1
+        shards[split] = workdir / f"{split}.bin"
+        rng.integers(0, size["vocab"], tokens, dtype=np.uint16).tofile(shards[split])
+    teacher = AutoModelForCausalLM.from_config(AutoConfig.for_model(**llama(size, "teacher")))
+    teacher.save_pretrained(workdir / "teacher")
+    return {"shards": shards, "teacher": workdir / "teacher", "teacher_params": teacher.num_parameters()}
+
+
+def recipe(workdir: Path, size: dict, prep: dict, variant: dict) -> dict:
+    chunked = {"chunked": True} if variant["chunked"] else {}
+    return {
+        "name": "lm-gpu",
+        "data": {"name": "tokens", "path": str(prep["shards"]["train"]), "val": str(prep["shards"]["val"]),
+                 "test": str(prep["shards"]["test"]), "dtype": "uint16", "vocab_size": size["vocab"],
+                 "length": size["length"], "batch_size": size["batch"]},
+        "teacher": {"source": "hf", "model": {"name": str(prep["teacher"]), "output": "causal_lm"}},
+        "student": {"model": {"name": "hf_causal_lm", "hf_config": llama(size, "student"),
+                              "gradient_checkpointing": variant["checkpointing"]}},
+        "losses": [{"name": "ce", "weight": 0.5, **chunked},
+                   {"name": "kd", "weight": 0.5, "temperature": 1.0, **chunked}],
+        "optim": {"name": "adamw", "lr": 3e-4},
+        "train": {"epochs": 1, "baseline": False, "amp": variant["amp"]},
+        "log": {"dir": str(workdir / "runs"), "progress": False},
+    }  # fmt: skip
+
+
+def measure(size_name: str, steps: int) -> dict:
+    size = SIZES[size_name]
+    workdir = Path(tempfile.mkdtemp(prefix="kdforge-lm-gpu-"))
+    prep = prepare(workdir, size, steps)
+    out: dict = {"size": size_name, "steps": steps, "teacher_params": prep["teacher_params"], "variants": {}}
+    if torch.cuda.is_available():
+        out["device"] = torch.cuda.get_device_name()
+    for name, variant in VARIANTS.items():
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        result, times = run_timed(recipe(workdir, size, prep, variant))
+        step = statistics.median(times)
+        out["student_params"] = result.results["student"]["params"]
+        out["variants"][name] = {
+            "tokens_per_s": size["batch"] * size["length"] / step,
+            "step_ms": 1000 * step,
+            "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
+        }
+        print(f"{name}: {out['variants'][name]}", flush=True)
+    return out
+
+
+def markdown(out: dict) -> str:
+    size = SIZES[out["size"]]
+    lines = [
+        f"# Online LM distillation on {out.get('device', 'CPU')}: tokens/s and peak memory",
+        "",
+        f"Teacher {out['teacher_params'] / 1e6:.0f}M parameters, student {out['student_params'] / 1e6:.0f}M (Llama, "
+        f"vocabulary {size['vocab']:,}); rows of {size['length']} tokens, batches of {size['batch']}; ½ CE + ½ "
+        f"forward KL; median of {out['steps'] - 1} steps.",
+        "",
+        "| variant | tokens/s | ms per step | peak memory (GiB) |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, v in out["variants"].items():
+        peak = f"{v['peak_gib']:.2f}" if v["peak_gib"] is not None else "-"
+        lines.append(f"| {name} | {v['tokens_per_s']:,.0f} | {v['step_ms']:.1f} | {peak} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=40, help="training steps per variant")
+    parser.add_argument("--tiny", action="store_true", help="tiny models on the CPU: a check that the code runs")
+    args = parser.parse_args()
+    out = measure("tiny" if args.tiny else "full", args.steps)
+    if args.tiny:
+        print(markdown(out))
+    else:
+        save("lm_gpu", out, markdown(out))
+
+
+if __name__ == "__main__":
+    main()
