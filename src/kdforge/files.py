@@ -29,6 +29,7 @@ import torch
 from kdforge.errors import KdforgeError
 
 TMP_SUFFIX = ".tmp"
+ALIASES = "kdforge.aliases"  # safetensors metadata: {name: the name whose tensor it shares}
 _PICKLE_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
 
@@ -120,7 +121,7 @@ def load_safetensors(
 ) -> dict[str, torch.Tensor]:
     """The tensors of a ``.safetensors`` file; a torch pickle under that name, or a damaged
     file, is refused with what it is."""
-    from safetensors import SafetensorError
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
     path = _existing(path, what)
@@ -133,8 +134,11 @@ def load_safetensors(
             "safetensors.torch.save_file"
         )
     try:
-        return load_file(str(path), device=str(device))
-    except (SafetensorError, OSError, ValueError) as err:
+        tensors = load_file(str(path), device=str(device))
+        with safe_open(str(path), "pt") as opened:
+            aliases = json.loads((opened.metadata() or {}).get(ALIASES, "{}"))
+        return {**tensors, **{alias: tensors[name] for alias, name in aliases.items()}}
+    except (SafetensorError, OSError, ValueError, KeyError) as err:
         raise FileReadError(
             f"{what} '{path}' is not a valid safetensors file ({_short(err)}): it is truncated or damaged"
         ) from None
@@ -372,11 +376,22 @@ def save_torch(value: Any, path: str | Path) -> Path:
 
 
 def save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path) -> Path:
-    """A ``.safetensors`` file of ``tensors`` (moved to CPU, made contiguous), atomically."""
+    """A ``.safetensors`` file of ``tensors`` (moved to CPU, made contiguous), atomically. A tensor stored under
+    two names (tied weights: a language model's embedding and head) is written once, the other name recorded
+    as its alias, which :func:`load_safetensors` gives back."""
     from safetensors.torch import save
 
-    data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()})
-    return write_bytes(path, data)
+    first: dict[tuple, str] = {}
+    aliases: dict[str, str] = {}
+    for name, tensor in tensors.items():
+        storage = tensor.untyped_storage().data_ptr()
+        view = (storage, tensor.storage_offset(), tensor.shape, tensor.stride(), tensor.dtype)
+        if tensor.numel() and view in first:
+            aliases[name] = first[view]
+        else:
+            first.setdefault(view, name)
+    kept = {k: v.detach().contiguous().cpu() for k, v in tensors.items() if k not in aliases}
+    return write_bytes(path, save(kept, metadata={ALIASES: json.dumps(aliases)} if aliases else None))
 
 
 def save_npy(path: str | Path, array: np.ndarray) -> Path:

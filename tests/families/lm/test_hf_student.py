@@ -222,3 +222,29 @@ def test_prompts_of_different_lengths_written_in_one_batch_get_their_own_greedy_
     prompts = [[5, 17, 99, 3], [42], [7, 7, 8, 250, 11, 2, 19]]  # padded on the left to 7 tokens
     alone = [generate(model, prompt, 5, temperature=0.0) for prompt in prompts]
     assert generate_batch(model, prompts, 5, temperature=0.0) == alone
+
+
+def test_a_student_with_tied_embeddings_is_saved_once_and_loads_tied(tmp_path):
+    folder = write_causal_lm(tmp_path / "gpt2", 320, "gpt2")  # GPT-2 ties its LM head to its embedding
+    model = student(path=str(folder))
+    x = ids()
+    saved = save_model(model, tmp_path / "student")
+    again = load_model(saved).eval()
+    assert torch.equal(again(x), model(x))
+    head, embedding = again.model.get_output_embeddings().weight, again.model.get_input_embeddings().weight
+    assert head.data_ptr() == embedding.data_ptr()  # still one tensor
+    assert saved.stat().st_size < 1.5 * 320 * 32 * 4 + sum(  # the 320 x 32 table once, not twice
+        p.numel() * 4 for n, p in model.named_parameters() if "wte" not in n
+    )
+
+
+def test_gradient_checkpointing_recomputes_blocks_and_gives_the_same_gradients():
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = student(hf_config=LLAMA, gradient_checkpointing=checkpointing).train()
+        model(ids()).logsumexp(-1).mean().backward()
+        grads.append({n: p.grad for n, p in model.named_parameters()})
+    assert student(hf_config=LLAMA, gradient_checkpointing=True).model.is_activation_checkpointing
+    for name, grad in grads[0].items():
+        assert torch.allclose(grads[1][name], grad, atol=1e-6), name

@@ -130,8 +130,9 @@ class HFCausalLM(nn.Module):
             self.model = AutoModelForCausalLM.from_config(config).float()
             if state is not None:
                 self.model.load_state_dict(state)
-        if gradient_checkpointing:
-            self.model.gradient_checkpointing_enable()
+        if gradient_checkpointing:  # the name transformers 5 gives it, else the older one
+            enable = getattr(self.model, "activation_checkpointing_enable", None)
+            (enable or self.model.gradient_checkpointing_enable)()
         self.vocab = num_classes
         if plain_head(self.model.config):
             self.returns_head = False  # the chunked losses may ask for the LM head's input instead of logits
