@@ -31,8 +31,7 @@ class CrossEntropy(LossTerm):
         super().__init__()
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-        if chunk is not None and not chunked:
-            raise ValueError("chunk sets the chunked loss's chunk: add chunked: true")
+        _check_chunk(chunked, chunk)
         self.label_smoothing, self.reads_head, self.chunk = label_smoothing, chunked, chunk
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
@@ -40,6 +39,11 @@ class CrossEntropy(LossTerm):
             head = required(ctx.student_head, "the student's LM head (chunked: true)")
             return chunked_linear_ce(head, ctx.targets, self.label_smoothing, self.chunk)
         return lf.cross_entropy(required(ctx.student_logits, "the student's logits"), ctx.targets, self.label_smoothing)
+
+
+def _check_chunk(chunked: bool, chunk: int | None) -> None:
+    if chunk is not None and not chunked:
+        raise ValueError("chunk sets the chunked loss's chunk: add chunked: true")
 
 
 class LogitTerm(LossTerm):
@@ -126,8 +130,7 @@ class KD(LogitTerm):
             raise ValueError(f"topk must be at least 1, got {topk}")
         if chunked and (logit_std or not isinstance(temperature, (int, float))):
             raise ValueError("chunked KD takes a fixed temperature (a number) and no logit_std")
-        if chunk is not None and not chunked:
-            raise ValueError("chunk sets the chunked loss's chunk: add chunked: true")
+        _check_chunk(chunked, chunk)
         self.direction, self.beta, self.alpha, self.topk, self.tail = direction, beta, alpha, topk, tail
         self.reads_head, self.chunk = chunked, chunk
 
@@ -183,8 +186,7 @@ class ULD(LossTerm):
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
-        if chunk is not None and not chunked:
-            raise ValueError("chunk sets the chunked loss's chunk: add chunked: true")
+        _check_chunk(chunked, chunk)
         self.temperature, self.reads_head, self.chunk = temperature, chunked, chunk
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
