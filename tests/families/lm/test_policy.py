@@ -1,5 +1,5 @@
 """train.on_policy: a share of each batch rewritten with what the student (GKD) or the teacher (sequence-level
-KD) writes after each row's prompt; targets on the written tokens only."""
+KD) writes after each row's prompt; the prompt keeps its own targets, the written tokens carry theirs."""
 
 import pytest
 import torch
@@ -77,6 +77,9 @@ def test_text_rows_take_their_first_tokens_as_prompt_and_packed_rows_are_refused
     x, y = batch
     y = torch.cat([x[:, 1:], x[:, :1]], 1)  # plain text: every target trained
     new_x, new_y = rewrite(student(), prompt_tokens=3)(x, y, Clock(step=0))
-    assert torch.equal(new_x[:, :3], x[:, :3]) and bool((new_y[:, :2] == PAD_TARGET).all())
+    assert torch.equal(new_x[:, :3], x[:, :3])
+    assert torch.equal(new_y[:, :2], y[:, :2])  # the prompt's own next tokens stay trained
+    assert torch.equal(new_y[:, 2:9], new_x[:, 3:10])  # the eight written ones follow it (the last a target only)
+    assert bool((new_y[:, 10:] == PAD_TARGET).all())  # and nothing past them
     with pytest.raises(KdforgeError, match="data.pack: false"):
         rewrite(student())(torch.zeros(2, 2, 16, dtype=torch.long), y[:2], Clock(step=0))

@@ -8,7 +8,8 @@ instead: sequence-level KD (Kim & Rush, 2016), the student learning the teacher'
 
 A row's prompt is its tokens before its first target (the prompt of chat and instruction data, whose prompt
 tokens carry no loss), or its first ``prompt_tokens`` tokens (plain text). The rewritten row is the prompt
-and the written tokens; only the written ones carry targets. A Hugging Face writer writes a batch's rows
+and the written tokens; the prompt keeps its own targets (none for a masked prompt, the text's next tokens for
+plain text, so a long prompt leaves most of a row's data trained on) and the written tokens carry theirs. A Hugging Face writer writes a batch's rows
 together (its ``generate``, prompts padded on the left). Rows and samples are drawn from the run's seed and
 the step, so a resumed run writes the same sequences.
 """
@@ -58,7 +59,7 @@ class WrittenSequences:
             model.train(was_training)
         x, y = x.clone(), y.clone()
         for row, tokens in zip(rows, written):
-            x[row], y[row] = written_row(prompts[row], tokens[: room[row]], x.shape[1], x.device)
+            x[row], y[row] = written_row(prompts[row], tokens[: room[row]], y[row], x.device)
         return x, y
 
     def prompt(self, inputs: torch.Tensor, targets: torch.Tensor) -> list[int]:
@@ -68,14 +69,19 @@ class WrittenSequences:
         return inputs[: min(length, len(inputs))].tolist()
 
 
-def written_row(prompt: list[int], written: list[int], length: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """(inputs, targets) of a row of ``length`` holding ``prompt`` then ``written``; targets on ``written`` only."""
+def written_row(
+    prompt: list[int], written: list[int], targets: torch.Tensor, device: Any
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, targets) of a row holding ``prompt`` then ``written``: the row's own ``targets`` within the
+    prompt, the written tokens after it, nothing past them."""
+    length = len(targets)
     sequence = torch.tensor(prompt + written, device=device)[: length + 1]
     inputs = torch.zeros(length, dtype=torch.long, device=device)
-    targets = torch.full((length,), PAD_TARGET, dtype=torch.long, device=device)
+    kept = targets.clone()
+    kept[len(prompt) - 1 :] = PAD_TARGET
     inputs[: len(sequence) - 1] = sequence[:-1]
-    targets[len(prompt) - 1 : len(sequence) - 1] = sequence[len(prompt) :]
-    return inputs, targets
+    kept[len(prompt) - 1 : len(sequence) - 1] = sequence[len(prompt) :]
+    return inputs, kept
 
 
 def on_policy(session: Any, student: nn.Module, teacher: Any) -> WrittenSequences | None:
