@@ -7,11 +7,11 @@ only where the data goes. λ = 0 is ordinary supervised KD. With ``by: teacher``
 instead: sequence-level KD (Kim & Rush, 2016), the student learning the teacher's own outputs.
 
 A row's prompt is its tokens before its first target (the prompt of chat and instruction data, whose prompt
-tokens carry no loss), or its first ``prompt_tokens`` tokens (plain text). The rewritten row is the prompt
-and the written tokens; the prompt keeps its own targets (none for a masked prompt, the text's next tokens for
-plain text, so a long prompt leaves most of a row's data trained on) and the written tokens carry theirs. A Hugging Face writer writes a batch's rows
-together (its ``generate``, prompts padded on the left). Rows and samples are drawn from the run's seed and
-the step, so a resumed run writes the same sequences.
+tokens carry no loss), or its first ``prompt_tokens`` tokens (plain text). The rewritten row is the prompt and
+the written tokens; the prompt keeps its own targets (none for a masked prompt, the text's next tokens for
+plain text, so a long prompt leaves most of a row's data trained on) and the written tokens carry theirs. A
+Hugging Face writer writes a batch's rows together (its ``generate``, prompts padded on the left). Rows and
+samples are drawn from the run's seed and the step, so a resumed run writes the same sequences.
 """
 
 from __future__ import annotations
