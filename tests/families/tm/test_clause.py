@@ -206,3 +206,83 @@ def test_rules_errors_are_clear(tmp_path):
         load_rules(tmp_path / "x.json")
     with pytest.raises(KdforgeError, match="expects 30 input features"):
         PackedTM(model_rules(trained_looking_tm_flat())["layers"]["tm"])(np.zeros((2, 7)))
+
+
+# ----------------------------------------------------------------------------- rules that say what they compute
+
+
+def spread_clause_layer(seed=0, features=10, **options):
+    """A clause layer whose clauses hold from none to most of the 2F literals, some contradictory."""
+    torch.manual_seed(seed)
+    layer = ClauseLayer(features, 3, clauses=16, lf=3, **options)
+    with torch.no_grad():
+        density = torch.linspace(-2.5, 1.5, 16)[:, None]  # few included literals in clause 0, many in 15
+        layer.include.copy_(density + torch.randn(16, 2 * features))
+    return set_hard(layer.eval())
+
+
+def count_rule(rules, u):
+    """Fires per clause, by the JSON alone: at least min_true of its included literals hold. -> [C, B]."""
+    bits = np.asarray(u) > np.asarray(rules["thresholds"])
+    literals = np.concatenate([bits, ~bits], axis=1)  # [B, 2F]
+    return np.stack([literals[:, c].sum(1) >= k for c, k in zip(rules["clauses"], rules["min_true"])])
+
+
+@pytest.mark.parametrize("options", [{}, {"form": "product"}, {"strict": True}, {"exclusive_literals": True}])
+def test_rules_json_packed_evaluator_and_hard_layer_agree_on_every_clause(options):
+    layer = spread_clause_layer(**options)
+    u = fuzzy_inputs(300, 10)
+    rules = layer_rules(layer)
+    with torch.no_grad():
+        hard = (layer.clause_scores(u) > 0).numpy().T  # [C, B]
+    packed = PackedTM(rules).clause_scores(u) > 0
+    assert np.array_equal(packed, hard) and np.array_equal(count_rule(rules, u), hard)
+    assert 0.05 < hard.mean() < 0.95  # the rules really fire and really fail
+    sizes = [len(c) for c in rules["clauses"]]
+    if options.get("form") == "product":
+        assert rules["min_true"] == sizes  # every clause an AND (an empty one always fires)
+    elif options.get("strict"):
+        assert rules["min_true"] == [max(n, 1) for n in sizes]  # every clause an AND (an empty one never fires)
+    elif not options:  # the capacity form: a threshold, an OR when the clause has at most LF literals
+        assert rules["min_true"] == [max(n - 3, 0) + 1 for n in sizes]
+        assert any(1 < k < n for k, n in zip(rules["min_true"], sizes))
+
+
+def test_contradictory_clauses_are_counted_or_prevented():
+    counted, prevented = spread_clause_layer(), spread_clause_layer(exclusive_literals=True)
+    assert (
+        counted.contradictory().sum() > 0 and layer_rules(counted)["contradictory"] == counted.contradictory().tolist()
+    )
+    assert not prevented.contradictory().any()
+    both = counted.included()[:, :10] & counted.included()[:, 10:]
+    keeps = prevented.included()
+    positive_wins = prevented.include[:, :10] >= prevented.include[:, 10:]
+    assert torch.equal(keeps[:, :10][both], positive_wins[both]) and torch.equal(
+        keeps[:, 10:][both], ~positive_wins[both]
+    )
+    with torch.no_grad():
+        assert torch.equal(prevented.include_mask(), keeps.float())  # the forward uses what the rules export
+
+
+def test_rule_text_says_and_or_or_threshold():
+    from kdforge.families.tm.explain import rule_text
+
+    assert rule_text(["u1", "¬u2"], 2, "capacity") == "u1 ∧ ¬u2"
+    assert rule_text(["u1", "¬u2", "u4"], 1, "capacity") == "u1 ∨ ¬u2 ∨ u4"
+    assert rule_text(["u1", "¬u2", "u4"], 2, "capacity") == "≥ 2 of 3: u1, ¬u2, u4"
+    assert rule_text([], 1, "capacity") == "(no literals: never fires)"
+    assert rule_text([], 0, "product") == "(no literals: always fires)"
+
+
+def test_clause_report_prints_each_clause_as_its_rule():
+    from kdforge.families.tm.explain import clause_report, literal_names, rule_text
+
+    model = trained_looking_tm_flat()
+    with torch.no_grad():
+        model.tm.include.copy_(torch.randn_like(model.tm.include) + 0.6)  # many literals: thresholds, contradictions
+    report = clause_report(model, {"tm": model.tm}, torch.randn(64, 1, 6, 5), top=32)
+    rules = model_rules(model)["layers"]["tm"]
+    for j, k in enumerate(rules["min_true"]):
+        assert rule_text(literal_names(model.tm, j, model), k, "capacity") in report
+    assert f"{sum(rules['contradictory'])} of the active clauses include a literal and its negation" in report
+    assert "≥ " in report and "⚠" in report

@@ -7,8 +7,17 @@ forward pass (logit > 0) and, in the backward pass, carries the gradient of σ(l
 clause's violation count is m_j = Σ_i include_ji · (1 − literal_i); its score is
 
 * ``capacity`` (default): max(0, min(|included_j|, LF) − m_j), the fuzzy-pattern score:
-  up to LF points, one lost per violated literal;
-* ``product``: exp(−κ · m_j / (τ · F)), a soft AND that is 1 when nothing is violated.
+  up to LF points, one lost per violated literal. As a rule it is a *threshold* clause: with n
+  included literals it fires when at least k = n − min(n, LF) + 1 of them hold (k = n, an AND,
+  only when n ≤ 1 or LF = 1; k = 1, an OR, whenever n ≤ LF). ``strict`` sets LF = 1, so that
+  every clause is a true conjunction;
+* ``product``: exp(−κ · m_j / (τ · F)), a soft AND that is 1 when nothing is violated (in hard
+  mode, the AND itself).
+
+A clause may include a literal and its negation; exactly one of the two holds, so under the
+capacity form the pair is one literal that always holds (a clause that can never fire under an
+AND). ``exclusive_literals`` keeps only the larger-logit literal of such a pair in the include
+mask, so clauses never contradict themselves.
 
 Outputs are the scores voted through a learned matrix whose sign is each clause's fixed
 polarity (half the clauses vote for, half against), plus a learned bias (``clause_bias``).
@@ -82,7 +91,8 @@ class ClauseLayer(nn.Module):
     the identity module ``activations``: tap ``<layer>.activations`` to read them (the
     clause-aware losses and diagnostics do).
 
-    Options: ``lf`` (the capacity's literal budget), ``form`` (capacity | product),
+    Options: ``lf`` (the capacity's literal budget), ``strict`` (LF = 1: every clause an AND),
+    ``exclusive_literals`` (never a literal and its negation in one clause), ``form`` (capacity | product),
     ``kappa`` (product form), ``tau`` / ``learn_tau`` / ``tau_ema``, ``clause_dropout`` and
     ``literal_dropout`` (training only; a dropped literal counts as satisfied),
     ``clause_mask`` (a boolean buffer, all true; false silences a clause: ``auto_clause`` budgets),
@@ -98,6 +108,8 @@ class ClauseLayer(nn.Module):
         out_features: int,
         clauses: int = 64,
         lf: int = 8,
+        strict: bool = False,
+        exclusive_literals: bool = False,
         form: Literal["capacity", "product"] = "capacity",
         kappa: float = 4.0,
         tau: float = 0.25,
@@ -116,12 +128,17 @@ class ClauseLayer(nn.Module):
             raise ValueError(f"clauses must be an even number >= 2 (half vote for, half against), got {clauses}")
         if lf < 1:
             raise ValueError(f"lf must be >= 1, got {lf}")
+        if strict and form != "capacity":
+            raise ValueError(
+                "strict is an option of the capacity form (the product form is already an AND in hard mode)"
+            )
+        lf = 1 if strict else lf
         if not (0.0 <= clause_dropout < 1.0 and 0.0 <= literal_dropout < 1.0):
             raise ValueError("clause_dropout and literal_dropout must be in [0, 1)")
         if not 2 <= vote_bits <= 16:
             raise ValueError(f"vote_bits must be in [2, 16], got {vote_bits}")
         self.in_features, self.out_features, self.clauses = in_features, out_features, clauses
-        self.lf, self.form, self.kappa = lf, form, kappa
+        self.lf, self.form, self.kappa, self.exclusive_literals = lf, form, kappa, exclusive_literals
         self.clause_dropout, self.literal_dropout, self.vote_bits, self.hard = (
             clause_dropout,
             literal_dropout,
@@ -145,10 +162,31 @@ class ClauseLayer(nn.Module):
         self.register_buffer("clause_mask", torch.ones(clauses, dtype=torch.bool))
 
     # ------------------------------------------------------------------ parts also used by export
+    def included(self) -> torch.Tensor:
+        """[C, 2F] boolean: the literals each clause includes (logit > 0; with ``exclusive_literals``, of a
+        literal and its negation only the one with the larger logit, the literal itself on a tie)."""
+        include = self.include.detach()
+        chosen = include > 0
+        if self.exclusive_literals:
+            positive, negative = include.chunk(2, dim=1)
+            chosen &= torch.cat([positive >= negative, negative > positive], dim=1)
+        return chosen
+
     def include_mask(self, tau: torch.Tensor | None = None) -> torch.Tensor:
-        """[C, 2F] include mask: hard forward, gradient of σ(logit / τ)."""
+        """[C, 2F] include mask: hard forward (:meth:`included`), gradient of σ(logit / τ)."""
         tau = self.tau.value() if tau is None else tau
-        return straight_through((self.include > 0).to(self.include.dtype), torch.sigmoid(self.include / tau))
+        return straight_through(self.included().to(self.include.dtype), torch.sigmoid(self.include / tau))
+
+    def min_true(self) -> torch.Tensor:
+        """[C] integers: how many of its included literals must hold for each clause to fire (score > 0) in hard
+        mode: n − min(n, LF) + 1 in the capacity form, all n in the product form (its hard form is an AND)."""
+        n = self.included().sum(1)
+        return n - n.clamp(max=self.lf) + 1 if self.form == "capacity" else n
+
+    def contradictory(self) -> torch.Tensor:
+        """[C] boolean: clauses that include some literal and its negation."""
+        positive, negative = self.included().chunk(2, dim=1)
+        return (positive & negative).any(1)
 
     def vote_matrix(self) -> torch.Tensor:
         """[C, K] signed votes (real-valued; see :meth:`quantised_votes` for hard mode)."""
@@ -211,7 +249,8 @@ class ClauseLayer(nn.Module):
 
     def extra_repr(self) -> str:
         shape = f"{self.in_features} -> {self.clauses} clauses -> {self.out_features}"
-        return f"{shape}, lf={self.lf}, form={self.form}, hard={self.hard}"
+        exclusive = ", exclusive_literals=True" if self.exclusive_literals else ""
+        return f"{shape}, lf={self.lf}, form={self.form}{exclusive}, hard={self.hard}"
 
 
 def _include_init(clauses: int, features: int, expected: float, prior: str) -> torch.Tensor:

@@ -153,7 +153,7 @@ def _literal_map(model: TMFlat, x: torch.Tensor, predicted: torch.Tensor) -> tor
         scores = layer.clause_scores(u) * layer.clause_mask.to(u.dtype)
         contribution = scores * layer.vote_matrix()[:, predicted].T  # [B, C]
         best = contribution.argmax(1)
-        include = (layer.include[best] > 0).float()  # [B, 2F]
+        include = layer.included()[best].float()  # [B, 2F]
     f = layer.in_features
     pattern = include[:, :f] - include[:, f:]
     return pattern.reshape(len(x), *x.shape[1:]).sum(1)
@@ -228,35 +228,67 @@ def clause_report(model: nn.Module, layers: dict[str, ClauseLayer], x: torch.Ten
         "# Clause report",
         "",
         f"Most used clauses on {len(x)} test samples, in hard mode (the exported rules). "
-        "A literal `uI` is input I of the clause layer being true, `¬uI` its being false.",
+        "A literal `uI` is input I of the clause layer being true, `¬uI` its being false. "
+        "Each rule is written as what it computes: `a ∧ b` fires when all its literals hold, `a ∨ b` when any "
+        "does, `≥ k of n: …` when at least k of its n literals hold.",
         "",
     ]
     for name, layer in layers.items():
         fired = (scores[name] > 0).float().mean(0)
-        active = int(layer.clause_mask.sum())
+        active = layer.clause_mask.cpu()
+        min_true, contradictory = layer.min_true().cpu(), layer.contradictory().cpu()
         lines += [
-            f"## `{name}`: {active} of {layer.clauses} clauses active, {layer.in_features} inputs",
+            f"## `{name}`: {int(active.sum())} of {layer.clauses} clauses active, {layer.in_features} inputs",
             "",
-            "| clause | votes | strongest on output | fires | literals |",
+            form_note(layer),
+            f"{int((contradictory & active).sum())} of the active clauses include a literal and its negation "
+            "(marked ⚠: one of the two always holds).",
+            "",
+            "| clause | votes | strongest on output | fires | rule |",
             "|---:|---|---:|---:|---|",
         ]
         votes = layer.vote_matrix().detach()
-        for j in [j for j in fired.argsort(descending=True).tolist() if layer.clause_mask[j]][:top]:
-            literals = literal_names(layer, j, model)
-            shown = " ∧ ".join(literals[:12]) + (f" … (+{len(literals) - 12})" if len(literals) > 12 else "")
+        for j in [j for j in fired.argsort(descending=True).tolist() if active[j]][:top]:
+            rule = rule_text(literal_names(layer, j, model), int(min_true[j]), layer.form)
             side = "for" if layer.polarity[j] > 0 else "against"
+            warn = "⚠ " if contradictory[j] else ""
             lines.append(
-                f"| {j} | {side} | {int(votes[j].abs().argmax())} | {100 * float(fired[j]):.1f}% | "
-                f"{shown or '(none: always true)'} |"
+                f"| {j} | {side} | {int(votes[j].abs().argmax())} | {100 * float(fired[j]):.1f}% | {warn}{rule} |"
             )
         lines.append("")
     return "\n".join(lines)
 
 
+def form_note(layer: ClauseLayer) -> str:
+    """How a layer's clauses score, in one sentence."""
+    if layer.form == "product":
+        return (
+            "Product form: trained as the soft score exp(−κ·m/(τ·F)) of its m failing literals; in hard mode (the "
+            "rules) a clause is the AND of its literals and scores 1 when it fires."
+        )
+    return (
+        f"Capacity form, LF = {layer.lf}: a clause of n literals scores min(n, LF) minus its failing literals (at "
+        "least 0), so it fires when at least n − min(n, LF) + 1 of them hold."
+    )
+
+
+def rule_text(literals: list[str], min_true: int, form: str, shown: int = 12) -> str:
+    """A clause's rule: ``a ∧ b`` (all must hold), ``a ∨ b`` (any), or ``≥ k of n: a, b, …``."""
+    n = len(literals)
+    if n == 0:
+        return "(no literals: always fires)" if form == "product" else "(no literals: never fires)"
+    more = f" … (+{n - shown})" if n > shown else ""
+    if min_true >= n:
+        return " ∧ ".join(literals[:shown]) + more
+    if min_true <= 1:
+        return " ∨ ".join(literals[:shown]) + more
+    return f"≥ {min_true} of {n}: " + ", ".join(literals[:shown]) + more
+
+
 def literal_names(layer: ClauseLayer, clause: int, model: nn.Module) -> list[str]:
     """The clause's included literals; a ``tm_flat`` layer names input positions and thresholds."""
     f = layer.in_features
-    included = torch.nonzero(layer.include[clause] > 0).flatten().tolist()
+    included = torch.nonzero(layer.included()[clause]).flatten().tolist()
     flat = isinstance(model, TMFlat) and layer is model.tm
     shape = model.kdforge_spec["input_shape"] if flat else None
 

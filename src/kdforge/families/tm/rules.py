@@ -2,8 +2,10 @@
 
 ``export_rules(model, path)`` writes every clause layer of a trained model as JSON: per
 clause the indices of its included literals (literal i < F is "input i is true", F + i is
-"input i is false"), the literal budget LF, the integer votes with their per-output step,
-the output scale and bias, and the thresholds that turn the layer's inputs into bits.
+"input i is false") and how many of them must hold for it to fire (``min_true``: all of them
+for an AND, fewer for a capacity clause's threshold), which clauses include a literal and its
+negation (``contradictory``), the literal budget LF, the integer votes with their per-output
+step, the output scale and bias, and the thresholds that turn the layer's inputs into bits.
 
 :class:`PackedTM` evaluates one exported layer with integer and bit operations only:
 inputs are thresholded into bits and packed 64 samples to a uint64 word per literal; a
@@ -26,7 +28,7 @@ from kdforge.export import EXPORT_FORMATS, load_student
 from kdforge.families.tm.clause import ClauseLayer, TMFlat
 from kdforge.files import read_json, write_json
 
-RULES_FORMAT = 1
+RULES_FORMAT = 2  # 2: min_true and contradictory per clause
 _BIT_SHIFTS = np.arange(8, dtype=np.uint8)[:, None]
 
 
@@ -36,11 +38,13 @@ def layer_rules(layer: ClauseLayer, thresholds: list[float] | None = None) -> di
     with torch.no_grad():
         votes, step = layer.quantised_votes()
         active = layer.clause_mask.cpu()  # clauses switched off by a budget are left out
-        includes = (layer.include > 0).cpu()[active]
+        includes = layer.included().cpu()[active]
     return {
         "in_features": layer.in_features,
         "out_features": layer.out_features,
         "clauses": [torch.nonzero(row).flatten().tolist() for row in includes],
+        "min_true": layer.min_true().cpu()[active].tolist(),
+        "contradictory": layer.contradictory().cpu()[active].tolist(),
         "lf": layer.lf,
         "form": layer.form,
         "votes": votes.to(torch.int64).cpu()[active].tolist(),
@@ -123,6 +127,12 @@ class PackedTM:
         self.bias = np.asarray(rules["bias"], dtype=np.float32).astype(np.float64)
 
     def __call__(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
+        scores = self.clause_scores(x)
+        total = self.votes_t @ scores.astype(self.votes_t.dtype)  # [K, B] integer sums, exact
+        return (total.T.astype(np.float64) * self.factor + self.bias).astype(np.float32)
+
+    def clause_scores(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
+        """[B, F] inputs -> [C, B] uint8 integer clause scores (a clause fires where its score is > 0)."""
         x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
         x = x.reshape(len(x), -1)
         if x.shape[1] != self.features:
@@ -130,11 +140,8 @@ class PackedTM:
         violations = self.violations(self.literal_words(x))[:, : len(x)]  # [C, B] uint8
         if self.form == "capacity":  # max(0, min(|clause|, LF) − violations), without leaving uint8
             cap = np.minimum(self.sizes, self.lf).astype(np.uint8)[:, None]
-            scores = cap - np.minimum(violations, cap)
-        else:
-            scores = (violations == 0).view(np.uint8)
-        total = self.votes_t @ scores.astype(self.votes_t.dtype)  # [K, B] integer sums, exact
-        return (total.T.astype(np.float64) * self.factor + self.bias).astype(np.float32)
+            return cap - np.minimum(violations, cap)
+        return (violations == 0).view(np.uint8)
 
     def literal_words(self, x: np.ndarray) -> np.ndarray:
         """[B, F] inputs -> [2F + 1, ceil(B / 64)] uint64: bit b of word w is literal's value
