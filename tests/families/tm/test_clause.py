@@ -165,23 +165,27 @@ def trained_looking_tm_flat(seed=0, **options):
     return set_hard(model.eval())
 
 
+@pytest.mark.parametrize("layout", ["bytes", "slices"])
 @pytest.mark.parametrize("form", ["capacity", "product"])
 @pytest.mark.parametrize("batch", [1, 63, 200])
-def test_packed_equals_hard_float_exactly(form, batch):
+def test_packed_equals_hard_float_exactly(form, batch, layout):
     model = trained_looking_tm_flat(form=form)
     x = torch.randn(batch, 1, 6, 5, generator=torch.Generator().manual_seed(batch))
     with torch.no_grad():
         expected = model(x).numpy()
-    packed = PackedTM(model_rules(model)["layers"]["tm"])
+    packed = PackedTM(model_rules(model)["layers"]["tm"], layout)
     assert np.array_equal(packed(x), expected)
 
 
-def test_packed_clause_layer_on_its_own_inputs():
+@pytest.mark.parametrize("lf", [3, 40])  # byte tables in uint8, and in uint16 (9 chunks of up to 40 violations)
+@pytest.mark.parametrize("layout", ["bytes", "slices"])
+def test_packed_clause_layer_on_its_own_inputs(layout, lf):
     torch.manual_seed(0)
-    layer = set_hard(ClauseLayer(70, 5, clauses=12, lf=3))  # inputs in [0, 1], thresholded at 0.5
+    layer = set_hard(ClauseLayer(70, 5, clauses=12, lf=lf))  # inputs in [0, 1], thresholded at 0.5
     u = fuzzy_inputs(100, 70)
     with torch.no_grad():
-        assert np.array_equal(PackedTM(layer_rules(layer))(u), layer(u).numpy())
+        assert np.array_equal(PackedTM(layer_rules(layer), layout)(u), layer(u).numpy())
+    assert PackedTM(layer_rules(layer)).layout == "bytes"  # narrow: the byte tables by default
 
 
 def test_rules_round_trip_through_a_file(tmp_path):
@@ -228,14 +232,15 @@ def count_rule(rules, u):
     return np.stack([literals[:, c].sum(1) >= k for c, k in zip(rules["clauses"], rules["min_true"])])
 
 
+@pytest.mark.parametrize("layout", ["bytes", "slices"])
 @pytest.mark.parametrize("options", [{}, {"form": "product"}, {"strict": True}, {"exclusive_literals": True}])
-def test_rules_json_packed_evaluator_and_hard_layer_agree_on_every_clause(options):
+def test_rules_json_packed_evaluator_and_hard_layer_agree_on_every_clause(options, layout):
     layer = spread_clause_layer(**options)
     u = fuzzy_inputs(300, 10)
     rules = layer_rules(layer)
     with torch.no_grad():
         hard = (layer.clause_scores(u) > 0).numpy().T  # [C, B]
-    packed = PackedTM(rules).clause_scores(u) > 0
+    packed = (PackedTM(rules, layout).clause_scores(u) > 0).T
     assert np.array_equal(packed, hard) and np.array_equal(count_rule(rules, u), hard)
     assert 0.05 < hard.mean() < 0.95  # the rules really fire and really fail
     sizes = [len(c) for c in rules["clauses"]]

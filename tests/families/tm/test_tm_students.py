@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from kdforge.families.tm.clause import ClauseLayer, set_hard
+from kdforge.families.tm.clause import ClauseLayer, clause_layers, set_hard
 from kdforge.families.tm.rules import PackedTM, load_rules, model_rules
 from kdforge.models import build_model
 
@@ -66,6 +66,38 @@ def test_tm_block_options_all_change_the_model():
         model = build_model("vit_tm", **base, **option)
         assert model(x).shape == (2, 3)
         assert sum(p.numel() for p in model.parameters()) > plain, option
+
+
+@pytest.mark.parametrize("name", ["vit_tm", "swin_tm_tiny", "resnet_tm_tiny"])
+def test_feed_forward_ablations_replace_every_tm_block(name):
+    """feed_forward: mlp swaps each TM block for an MLP of about its size; none for nothing at all."""
+    from kdforge.families.tm.blocks import TMFeedForward
+    from kdforge.families.tm.transformer import NoFeedForward
+    from kdforge.models.layers import FeedForward
+
+    shape, sizes = (1, 16, 16), {}
+    for kind, block in [("tm", TMFeedForward), ("mlp", FeedForward), ("none", NoFeedForward)]:
+        torch.manual_seed(0)
+        model = build_model(name, input_shape=shape, num_classes=3, feed_forward=kind)
+        assert model(torch.randn(2, *shape)).shape == (2, 3)
+        blocks = [m for m in model.modules() if isinstance(m, (TMFeedForward, FeedForward, NoFeedForward))]
+        assert blocks and all(isinstance(m, block) for m in blocks)
+        sizes[kind] = sum(p.numel() for p in model.parameters())
+    assert abs(sizes["mlp"] - sizes["tm"]) < 0.02 * sizes["tm"] and sizes["none"] < 0.9 * sizes["tm"]
+    assert not clause_layers(build_model(name, input_shape=shape, num_classes=3, feed_forward="none"))
+
+
+def test_literal_gain_sharpens_the_clause_inputs():
+    from kdforge.families.tm.blocks import TMFeedForward
+
+    torch.manual_seed(0)
+    block = TMFeedForward(16, 5, clauses=8)
+    x = torch.randn(2, 5, 16)
+    plain = block.literals(x)
+    block.literal_gain = 4.0
+    sharp = block.literals(x)
+    assert torch.allclose(sharp, torch.sigmoid(4.0 * torch.logit(plain)), atol=1e-5)
+    assert (sharp - 0.5).abs().mean() > 2 * (plain - 0.5).abs().mean()
 
 
 def test_swin_window_mask_keeps_regions_and_padding_apart():

@@ -38,6 +38,7 @@ class TMFeedForward(nn.Module):
     * ``gating``: ``geglu`` / ``swiglu`` multiplies the TM output by GELU / SiLU of a
       linear gate of the tokens.
     * ``backend``: ``ste`` (one clause layer) or ``deeptm`` (``deep_depth`` stacked layers).
+    * ``literal_gain``: u = σ(gain · projection); a larger gain spreads the clause inputs towards 0 and 1.
     * ``literals``: the clause layer's input width (default: the token width); or
       ``mlp_ratio``: that width as a multiple of the token width, like a transformer MLP's
       hidden ratio (so it follows each stage's width in a Swin-TM).
@@ -48,6 +49,7 @@ class TMFeedForward(nn.Module):
         dim: int,
         tokens: int,
         literals: int | None = None,
+        literal_gain: float = 1.0,
         mlp_ratio: float | None = None,
         clauses: int = 64,
         backend: Literal["ste", "deeptm"] = "ste",
@@ -61,7 +63,7 @@ class TMFeedForward(nn.Module):
         **clause_options: Any,
     ):
         super().__init__()
-        self.ff_mix, self.gating, self.bypass_scale = ff_mix, gating, bypass
+        self.ff_mix, self.gating, self.bypass_scale, self.literal_gain = ff_mix, gating, bypass, literal_gain
         if literals is not None and mlp_ratio is not None:
             raise ValueError("give literals (a width) or mlp_ratio (a multiple of the token width), not both")
         if mlp_ratio is not None and mlp_ratio <= 0:
@@ -103,7 +105,7 @@ class TMFeedForward(nn.Module):
         """[B, N, D] tokens -> [B, N, F] clause inputs in [0, 1]."""
         if self.ff_mix != "none":  # both mixes act along the tokens of [B, D, N]
             x = x + self.mix(x.transpose(1, 2)).transpose(1, 2)
-        u = torch.sigmoid(self.proj_in(x))
+        u = torch.sigmoid(self.literal_gain * self.proj_in(x))
         if self.negate is not None:
             a = torch.sigmoid(self.negate)
             u = a * u + (1.0 - a) * (1.0 - u)

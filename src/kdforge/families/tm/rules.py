@@ -7,17 +7,21 @@ for an AND, fewer for a capacity clause's threshold), which clauses include a li
 negation (``contradictory``), the literal budget LF, the integer votes with their per-output
 step, the output scale and bias, and the thresholds that turn the layer's inputs into bits.
 
-:class:`PackedTM` evaluates one exported layer with integer and bit operations only:
-inputs are thresholded into bits and packed 64 samples to a uint64 word per literal; a
-clause's violation count is a bit-sliced popcount over its included literals (a
-carry-save counter, so the cost follows the clause's few literals, not all 2F); scores and
-votes are integers. Its outputs equal the hard-mode float layer's exactly.
+:class:`PackedTM` evaluates one exported layer with integer and bit operations only, in one
+of two layouts. For a narrow layer (the clause blocks of the TM transformers: tens of
+inputs), each input row is packed into bytes and every byte looks up, in a table made once,
+how many of each clause's literals it violates (``bytes``: one gather per 8 inputs for all
+clauses at once). For a wide one (``tm_flat``: a thousand inputs), inputs are packed 64
+samples to a uint64 word per literal and a clause's violation count is a bit-sliced popcount
+over its included literals (``slices``: a carry-save counter, so the cost follows the
+clause's few literals, not all 2F). Scores and votes are integers either way; the outputs
+equal the hard-mode float layer's exactly.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -99,7 +103,11 @@ class PackedTM:
     float32 outputs.
     """
 
-    def __init__(self, rules: dict[str, Any]):
+    TABLE_ENTRIES = 1 << 22  # the byte tables' size limit: above it (wide layers) the sliced layout is used
+
+    def __init__(self, rules: dict[str, Any], layout: Literal["bytes", "slices"] | None = None):
+        """``layout``: ``bytes`` or ``slices`` (see the module docstring); by default ``bytes`` while its tables stay
+        small (narrow layers), else ``slices``."""
         self.features, self.outputs = rules["in_features"], rules["out_features"]
         self.form, self.lf = rules["form"], rules["lf"]
         self.thresholds = np.asarray(rules["thresholds"], dtype=np.float32)
@@ -125,22 +133,59 @@ class PackedTM:
         self.votes_t = np.ascontiguousarray(votes.T).astype(np.float32 if largest < 2**24 else np.float64)  # [K, C]
         self.factor = rules["scale"] * np.asarray(rules["vote_step"], dtype=np.float64)
         self.bias = np.asarray(rules["bias"], dtype=np.float32).astype(np.float64)
+        chunks = -(-self.features // 8)
+        self.layout = layout or ("bytes" if chunks * 256 * len(clauses) <= self.TABLE_ENTRIES else "slices")
+        if self.layout == "bytes":
+            self.tables = self.byte_tables(chunks)
+
+    def byte_tables(self, chunks: int) -> np.ndarray:
+        """[chunks, 256, C]: how many of each clause's literals over inputs 8k..8k+7 a byte value of those inputs
+        violates, counted no further than a score can tell apart (see ``limits``), in the smallest integer type that
+        holds their sum over the chunks."""
+        include = np.zeros((len(self.sizes), 2, chunks * 8), dtype=np.int64)  # [C, (true, false), inputs]
+        for j, row in enumerate(self.included):
+            literals = row[row < 2 * self.features]
+            include[j, literals // self.features, literals % self.features] = 1
+        bits = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="little").astype(np.int64)
+        tables = np.stack(
+            [
+                (1 - bits) @ include[:, 0, 8 * k : 8 * k + 8].T + bits @ include[:, 1, 8 * k : 8 * k + 8].T
+                for k in range(chunks)
+            ]
+        )  # [chunks, 256, C]: a true literal is violated where its input's bit is 0, a negated one where it is 1
+        limits = self.limits()
+        dtype = np.uint8 if chunks * int(limits.max(initial=0)) <= 255 else np.uint16
+        return np.minimum(tables, limits).astype(dtype)  # clipped sums still reach the limit iff the true ones do
+
+    def limits(self) -> np.ndarray:
+        """[C]: the violation count beyond which a clause's score no longer changes (capacity: min(|clause|, LF);
+        product: 1, whether there is one)."""
+        return np.minimum(self.sizes, self.lf) if self.form == "capacity" else np.ones_like(self.sizes)
 
     def __call__(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
-        scores = self.clause_scores(x)
-        total = self.votes_t @ scores.astype(self.votes_t.dtype)  # [K, B] integer sums, exact
-        return (total.T.astype(np.float64) * self.factor + self.bias).astype(np.float32)
+        return self.vote(self.clause_scores(x))
+
+    def vote(self, scores: np.ndarray) -> np.ndarray:
+        """[B, C] integer clause scores -> [B, K] float32 outputs, as the hard-mode layer votes them."""
+        total = scores.astype(self.votes_t.dtype) @ self.votes_t.T  # [B, K] integer sums, exact
+        return (total.astype(np.float64) * self.factor + self.bias).astype(np.float32)
 
     def clause_scores(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
-        """[B, F] inputs -> [C, B] uint8 integer clause scores (a clause fires where its score is > 0)."""
+        """[B, F] inputs -> [B, C] integer clause scores (a clause fires where its score is > 0)."""
         x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
         x = x.reshape(len(x), -1)
         if x.shape[1] != self.features:
             raise KdforgeError(f"PackedTM expects {self.features} input features, got {x.shape[1]}")
-        violations = self.violations(self.literal_words(x))[:, : len(x)]  # [C, B] uint8
-        if self.form == "capacity":  # max(0, min(|clause|, LF) − violations), without leaving uint8
-            cap = np.minimum(self.sizes, self.lf).astype(np.uint8)[:, None]
-            return cap - np.minimum(violations, cap)
+        if self.layout == "bytes":
+            packed = np.packbits(x > self.thresholds, axis=1, bitorder="little")  # [B, chunks]
+            violations = self.tables[0][packed[:, 0]]
+            for k in range(1, len(self.tables)):
+                violations += self.tables[k][packed[:, k]]
+        else:
+            violations = self.violations(self.literal_words(x))[:, : len(x)].T  # [B, C] uint8
+        limits = self.limits().astype(violations.dtype)
+        if self.form == "capacity":  # max(0, min(|clause|, LF) − violations), without leaving the integer type
+            return limits - np.minimum(violations, limits)
         return (violations == 0).view(np.uint8)
 
     def literal_words(self, x: np.ndarray) -> np.ndarray:

@@ -19,11 +19,33 @@ from torch import nn
 from kdforge.families.tm.blocks import Norm, TMAttention, TMFeedForward, make_norm
 from kdforge.families.tm.clause import ClauseLayer, with_options
 from kdforge.models import MODELS
-from kdforge.models.layers import DropPath, drop_path_rates, spatial_dims
+from kdforge.models.layers import DropPath, FeedForward, drop_path_rates, spatial_dims
 
 
-def tm_ffn(dim: int, tokens: int, tm: dict[str, Any]) -> TMFeedForward:
-    return TMFeedForward(dim, tokens, **tm)
+class NoFeedForward(nn.Module):
+    """A feed-forward block that adds nothing (the ``feed_forward: none`` ablation)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x)
+
+
+def tm_ffn(dim: int, tokens: int, tm: dict[str, Any]) -> nn.Module:
+    """A TM student's feed-forward block: its TM block, or for ablations (``feed_forward``) an MLP of about that
+    block's parameter count (GELU, one hidden layer) or none at all."""
+    options = dict(tm)
+    kind = options.pop("feed_forward", "tm")
+    block = TMFeedForward(dim, tokens, **options)
+    if kind == "tm":
+        return block
+    if kind == "none":
+        return NoFeedForward()
+    params = sum(p.numel() for p in block.parameters())
+    return FeedForward(dim, max(1, round((params - dim) / (2 * dim + 1))))
+
+
+def feed_forward_option(feed_forward: Literal["tm", "mlp", "none"] = "tm") -> None:
+    """The ``feed_forward`` option of the TM transformers: ``tm`` (the clause block), or, to measure what the clauses
+    carry, ``mlp`` (an MLP of about the TM block's parameter count) or ``none`` (no feed-forward block)."""
 
 
 class TMBlock(nn.Module):
@@ -35,7 +57,7 @@ class TMBlock(nn.Module):
         self,
         dim: int,
         heads: int,
-        ffn: TMFeedForward,
+        ffn: nn.Module,
         norm: Norm,
         drop_path: float,
         dropout: float,
@@ -59,7 +81,7 @@ class TMBlock(nn.Module):
 
 
 @MODELS.register("vit_tm")
-@with_options(ClauseLayer, TMFeedForward)
+@with_options(ClauseLayer, TMFeedForward, feed_forward_option)
 class ViTTM(nn.Module):
     """Vision Transformer whose feed-forward blocks are Tsetlin-machine clause layers.
 
@@ -137,7 +159,7 @@ class WindowBlock(TMBlock):
         heads: int,
         window: int,
         shift: bool,
-        ffn: TMFeedForward,
+        ffn: nn.Module,
         norm: Norm,
         drop_path: float,
         dropout: float,
@@ -214,7 +236,7 @@ class PatchMerging(nn.Module):
 
 
 @MODELS.register("swin_tm")
-@with_options(ClauseLayer, TMFeedForward)
+@with_options(ClauseLayer, TMFeedForward, feed_forward_option)
 class SwinTM(nn.Module):
     """Swin Transformer whose feed-forward blocks are Tsetlin-machine clause layers.
 
@@ -347,7 +369,7 @@ class ConvTMStage(nn.Module):
 
 
 @MODELS.register("resnet_tm")
-@with_options(ClauseLayer, TMFeedForward)
+@with_options(ClauseLayer, TMFeedForward, feed_forward_option)
 class ResNetTM(nn.Module):
     """Conv stem and residual stages, each followed by a TM feed-forward block on its pixels.
 
