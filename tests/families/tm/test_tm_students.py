@@ -331,3 +331,34 @@ def test_booleanized_features_from_a_recipe_are_cached_reused_and_exported(
     )
     assert invoke("train", path) == 2
     assert "delete it and it is rebuilt" in capsys.readouterr().out.replace("\n", "")
+
+
+@pytest.mark.parametrize(
+    "name,options",
+    [
+        ("vit_tm", {"embed_dim": 32, "heads": 2, "clauses": 16}),
+        ("vit_tm", {"embed_dim": 32, "heads": 2, "clauses": 16, "routing": True, "backend": "deeptm"}),
+        ("swin_tm_tiny", {}),
+        ("tm_flat", {"clauses": 32}),
+    ],
+)
+def test_packed_model_gives_the_hard_mode_logits(name, options):
+    """A trained-looking student with its clause layers bit-packed computes exactly its hard-mode logits."""
+    from kdforge.families.tm.packed import PackedClauseLayer, packed_model
+
+    torch.manual_seed(0)
+    model = build_model(name, input_shape=(1, 16, 16), num_classes=5, **options).eval()
+    with torch.no_grad():
+        for layer in clause_layers(model):
+            layer.votes.normal_(0, 2)
+            layer.include.add_(torch.randn_like(layer.include))
+        for m in model.modules():
+            if hasattr(m, "route") and m.route is not None:
+                m.route.weight.normal_()
+    x = torch.randn(33, 1, 16, 16)
+    packed = packed_model(model)
+    assert not clause_layers(packed) and any(isinstance(m, PackedClauseLayer) for m in packed.modules())
+    with torch.inference_mode():
+        expected = set_hard(model)(x)
+        assert torch.equal(packed(x), expected)
+        assert torch.equal(packed(x[:1]), set_hard(model)(x[:1]))

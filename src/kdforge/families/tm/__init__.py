@@ -2,8 +2,8 @@
 feed-forward block (:mod:`.blocks`), ViT-TM / Swin-TM / ResNet-TM / pyramid students
 (:mod:`.transformer`), any model's MLPs as TM blocks (:mod:`.convert`), clause-aware loss
 terms (:mod:`.losses`), steering from validation (:mod:`.steering`), starting from the
-teacher's MLPs (:mod:`.transfer`), boolean rules and bit-packed inference (:mod:`.rules`)
-and pictures of what a student looks at (:mod:`.explain`).
+teacher's MLPs (:mod:`.transfer`), boolean rules and bit-packed inference (:mod:`.rules`,
+:mod:`.packed`) and pictures of what a student looks at (:mod:`.explain`).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ _PUBLIC = {
     "set_hard": "clause",
     "mlp_to_tm": "convert",
     "PackedTM": "rules",
+    "packed_model": "packed",
     "export_rules": "rules",
     "load_rules": "rules",
     "model_rules": "rules",

@@ -112,7 +112,8 @@ class TMFeedForward(nn.Module):
         return u
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.tm(self.literals(x), modulate=lambda s: self.modulate(s, x))
+        modulates = self.route is not None or self.revote_gain is not None
+        out = self.tm(self.literals(x), modulate=(lambda s: self.modulate(s, x)) if modulates else None)
         if self.gate is not None:
             out = out * (F.gelu if self.gating == "geglu" else F.silu)(self.gate(x))
         if self.bypass_scale > 0:

@@ -427,5 +427,5 @@ class TMFlat(nn.Module):
         return self.tm(u)
 
     @property
-    def hard(self) -> bool:
-        return clause_layers(self)[0].hard
+    def hard(self) -> bool:  # as its clause layer (or the packed one in its place) is
+        return next(m.hard for m in self.tm.modules() if hasattr(m, "hard"))

@@ -1,0 +1,58 @@
+"""TM models whose clause layers run bit-packed: :func:`packed_model`.
+
+Every :class:`ClauseLayer` of a trained model is replaced by a :class:`PackedClauseLayer`,
+which evaluates the layer's exported rules with :class:`PackedTM` (integer and bit operations)
+and leaves everything else (attention, norms, embeddings) in PyTorch. The result computes
+exactly what the model computes in hard mode (the same logits, so the same predictions); it is
+for inference on the CPU: no gradients, no clause-score taps.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from torch import nn
+
+from kdforge.families.tm.clause import ClauseLayer
+from kdforge.families.tm.rules import PackedTM, layer_rules
+
+
+class PackedClauseLayer(nn.Module):
+    """A hard-mode clause layer evaluated by :class:`PackedTM`: ``[*, F] -> [*, K]``."""
+
+    hard = True  # what it computes, for the models that ask their clause layers
+
+    def __init__(self, layer: ClauseLayer):
+        super().__init__()
+        self.packed = PackedTM(layer_rules(layer))
+        self.clauses, self.in_features, self.out_features = layer.clauses, layer.in_features, layer.out_features
+        self.register_buffer("active", layer.clause_mask.detach().cpu().clone())
+        with torch.no_grad():  # for modulated (routed) scores, voted in float64 as hard mode votes them
+            votes, step = layer.quantised_votes()
+            self.register_buffer("votes", votes.double().cpu())
+            self.register_buffer("factor", (layer.scale * step.double()).cpu())
+            self.register_buffer("bias", layer.bias.detach().double().cpu())
+
+    def forward(self, u: torch.Tensor, modulate=None) -> torch.Tensor:
+        lead = u.shape[:-1]
+        scores = self.packed.clause_scores(u.detach().reshape(-1, self.in_features).cpu().numpy())  # [N, active]
+        if modulate is None:  # integer scores voted by integer arithmetic
+            return torch.from_numpy(self.packed.vote(scores)).view(*lead, self.out_features).to(u.device)
+        full = np.zeros((len(scores), self.clauses), dtype=np.float32)  # the routing gate reads every clause
+        full[:, self.active.numpy()] = scores
+        modulated = modulate(torch.from_numpy(full).view(*lead, self.clauses).to(u.device, u.dtype))
+        total = modulated.double() @ self.votes.to(u.device)
+        return (total * self.factor.to(u.device) + self.bias.to(u.device)).to(u.dtype)
+
+
+def packed_model(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` (in eval mode) with every clause layer bit-packed; its outputs equal ``model``'s in hard
+    mode. A model without clause layers is returned as a copy, unchanged."""
+    packed = copy.deepcopy(model).eval().requires_grad_(False)
+    for name, module in list(packed.named_modules()):
+        if isinstance(module, ClauseLayer):
+            parent, _, attr = name.rpartition(".")
+            setattr(packed.get_submodule(parent) if parent else packed, attr, PackedClauseLayer(module))
+    return packed
