@@ -25,6 +25,17 @@ votes), since speed and exactness do not depend on what was learned.
 
 Writes benchmarks/results/tm_packed.json.
 
+``blocks``: the shipped TM students with their clause blocks bit-packed (:func:`kdforge.families.tm.packed_model`:
+the attention and everything else stays float) against the same students in hard mode in PyTorch: every clause
+block on its own inputs (captured from digits 32x32 test images; ``tm_flat`` on booleanised 8x8 digits), and the
+whole student end to end (float soft mode, float hard mode, packed), at batch 1 and 256. Weights are spread as
+training spreads them. The logits must be identical to hard mode; ratios are medians of paired rounds in which the
+variants alternate.
+
+    uv run python benchmarks/tm.py blocks [--rounds 7]
+
+Writes benchmarks/results/tm_blocks.json and .md.
+
 ``features``: the booleanised-feature presets (``data.booleanize.features``: raw, augmented,
 convolutional; thermometer with 3 levels) for a ``tm_flat`` student on digits trained alone
 (cross-entropy), 3 seeds: test accuracy (best epoch on validation) in hard mode, literals
@@ -39,6 +50,7 @@ Writes benchmarks/results/tm_features.json and .md.
 from __future__ import annotations
 
 import argparse
+import copy
 import io
 import json
 import platform
@@ -209,6 +221,146 @@ def accuracy(args: argparse.Namespace) -> dict:
     }
 
 
+PACKED_STUDENTS = {  # the shipped presets and recipes' students, on the inputs they are made for
+    "vit_tm_tiny (patch 8)": ("vit_tm_tiny", {"patch_size": 8, "lf": 4}, (1, 32, 32)),
+    "vit_tm_tiny (patch 4)": ("vit_tm_tiny", {"patch_size": 4, "lf": 4}, (1, 32, 32)),
+    "vit_tm_small (patch 4)": ("vit_tm_small", {"patch_size": 4, "lf": 4}, (1, 32, 32)),
+    "swin_tm_tiny": ("swin_tm_tiny", {"lf": 4}, (1, 32, 32)),
+    "tm_flat (digits 8x8, 3 levels)": ("tm_flat", {"clauses": 256, "lf": 4}, (3, 8, 8)),
+}
+
+
+def trained_looking(name: str, options: dict, shape: tuple[int, ...]) -> torch.nn.Module:
+    """A student whose include logits and votes are spread as training spreads them."""
+    from kdforge.families.tm.clause import clause_layers
+
+    torch.manual_seed(0)
+    model = build_model(name, input_shape=shape, num_classes=10, **options).eval()
+    with torch.no_grad():
+        for layer in clause_layers(model):
+            layer.votes.normal_(0, 2)
+    return model
+
+
+def paired(variants: dict, batch: int, rounds: int) -> dict[str, float]:
+    """Median samples/s of each variant, and the median per-round ratio of each to the first, in alternating order."""
+    speeds: dict[str, list[float]] = {name: [] for name in variants}
+    for r in range(rounds):
+        for name, fn in list(variants.items())[:: 1 if r % 2 == 0 else -1]:
+            speeds[name].append(per_second(fn, batch, min_time=0.2))
+    first = next(iter(variants))
+    out = {f"{name}_samples_per_s": statistics.median(v) for name, v in speeds.items()}
+    for name in list(variants)[1:]:
+        out[f"{name}_over_{first}"] = statistics.median(a / b for a, b in zip(speeds[name], speeds[first]))
+    return out
+
+
+def blocks(args: argparse.Namespace) -> dict:
+    rows = {}
+    for label, (name, options, shape) in PACKED_STUDENTS.items():
+        model = trained_looking(name, options, shape)
+        row: dict = {"params": sum(p.numel() for p in model.parameters())}
+        for batch in (1, 256):
+            row[f"batch {batch}"] = packed_against_float(model, digits_like(shape, batch), batch, args.rounds)
+            row["identical"] = row.get("identical", True) and row[f"batch {batch}"].pop("identical")
+            row["clause_layers"] = row[f"batch {batch}"].pop("clause_layers")
+            b = row[f"batch {batch}"]
+            print(
+                f"{label:32s} b{batch:<4d} blocks packed/float {b['clause_blocks']['packed_over_float_hard']:.1f}x  "
+                f"student packed/float-hard {b['student']['packed_over_float_hard']:.2f}x"
+                f"  identical {row['identical']}",
+                flush=True,
+            )
+        rows[label] = row
+    return {
+        "threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+        "rounds": args.rounds,
+        "students": rows,
+    }
+
+
+@torch.inference_mode()
+def packed_against_float(model: torch.nn.Module, x: torch.Tensor, batch: int, rounds: int) -> dict:
+    """The clause blocks on their captured inputs, and the whole student, packed against float (hard and soft)."""
+    from kdforge.families.tm.clause import clause_layers
+    from kdforge.families.tm.packed import PackedClauseLayer, packed_model
+
+    packed = packed_model(model)
+    hard, soft = set_hard(copy.deepcopy(model), True), set_hard(copy.deepcopy(model), False)
+    floats = clause_layers(hard)
+    packs = [m for m in packed.modules() if isinstance(m, PackedClauseLayer)]
+    captured: list[torch.Tensor] = []
+    hooks = [layer.register_forward_pre_hook(lambda m, a: captured.append(a[0])) for layer in floats]
+    expected = hard(x)
+    for hook in hooks:
+        hook.remove()
+    pairs = list(zip(captured, floats, packs))
+    blocks = paired(
+        {
+            "float_hard": lambda: [layer(u) for u, layer, _ in pairs],
+            "packed": lambda: [layer(u) for u, _, layer in pairs],
+        },
+        batch,
+        rounds,
+    )
+    student = paired(
+        {"float_hard": lambda: hard(x), "packed": lambda: packed(x), "float_soft": lambda: soft(x)}, batch, rounds
+    )
+    tokens = captured[0].numel() // captured[0].shape[-1] // batch
+    return {
+        "identical": bool(torch.equal(packed(x), expected)),
+        "clause_layers": len(floats),
+        "tokens_per_sample": tokens,
+        "clause_blocks": blocks,
+        "student": student,
+    }
+
+
+def digits_like(shape: tuple[int, ...], batch: int) -> torch.Tensor:
+    """``batch`` standardised digits at ``shape`` (32x32 resized; 3x8x8: thermometer bits as ±1)."""
+    from kdforge.data import build_dataset
+
+    if shape == (1, 32, 32):
+        data = build_dataset("digits", seed=0, val_fraction=0.15, test_fraction=0.2, image_size=32)
+        x = data.test.first(512)[0]
+    else:
+        data = build_dataset("digits", seed=0, val_fraction=0.15, test_fraction=0.2)
+        x8 = data.test.first(512)[0]
+        x = torch.cat([(x8 > t).float() * 2 - 1 for t in (-0.5, 0.0, 0.5)], dim=1)
+    return x[torch.arange(batch) % len(x)].contiguous()
+
+
+def blocks_table(result: dict) -> str:
+    lines = [
+        "# Packed clause blocks: shipped TM students, bit-packed against hard mode in PyTorch",
+        "",
+        f"CPU, {result['threads']} threads, {result['rounds']} paired rounds (median). Clause blocks: every clause "
+        "layer of the student on its own captured inputs. Student: the whole forward pass, samples per second in "
+        "float soft mode / float hard mode / packed. Ratios: packed over float hard mode (higher is faster).",
+        "",
+        "| student | clause layers | tokens | identical logits | blocks b1 | blocks b256 | student b1 | student b256 |",
+        "|---|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    for label, row in result["students"].items():
+        b1, b256 = row["batch 1"], row["batch 256"]
+
+        def whole(b: dict) -> str:
+            s = b["student"]
+            return (
+                f"{s['float_soft_samples_per_s']:,.0f} / {s['float_hard_samples_per_s']:,.0f} / "
+                f"{s['packed_samples_per_s']:,.0f} ({s['packed_over_float_hard']:.2f}x)"
+            )
+
+        lines.append(
+            f"| {label} | {row['clause_layers']} | {b1['tokens_per_sample']} | {row['identical']} | "
+            f"{b1['clause_blocks']['packed_over_float_hard']:.1f}x | "
+            f"{b256['clause_blocks']['packed_over_float_hard']:.1f}x | "
+            f"{whole(b1)} | {whole(b256)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 FEATURES = ("raw", "augmented", "convolutional")
 
 
@@ -335,7 +487,7 @@ def accuracy_table(result: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["accuracy", "packed", "features"])
+    parser.add_argument("what", choices=["accuracy", "packed", "blocks", "features"])
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--rounds", type=int, default=7)
@@ -343,7 +495,11 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=lambda s: [int(v) for v in s.split(",")], default=[1, 64, 256, 1024])
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
-    tabled = {"accuracy": (accuracy, accuracy_table), "features": (features, features_table)}
+    tabled = {
+        "accuracy": (accuracy, accuracy_table),
+        "features": (features, features_table),
+        "blocks": (blocks, blocks_table),
+    }
     if args.what in tabled:
         measure, table = tabled[args.what]
         result = measure(args)
