@@ -2,9 +2,10 @@
 corpus (UTF-8 bytes, 128-token windows), on this CPU.
 
 Quality (``--quality``): a Llama teacher trained by the recipe, then a Llama student a quarter its width and half
-its depth, distilled with ½ CE + ½ KD at T = 1 in forward KL, reverse KL and JSD, and on-policy (GKD: half of each
-batch's rows written by the student, 32 new tokens, the JSD alone), against the same student trained alone (same
-initial weights, same steps, CE only); seeds 0, 1, 2 on one split, one teacher. Once (seed 0): the forward-KL
+its depth, distilled at T = 1 with ½ CE + ½ KD in forward KL, reverse KL and JSD, with 0.8 CE + 0.2 reverse KL, and
+on-policy (half of each batch's rows continued by the student for 32 tokens after a 96-token prompt: the JSD alone
+as in GKD, and ½ CE + ½ forward KL), against the same student trained alone (same initial weights, same steps, CE
+only); seeds 0, 1, 2 on one split, one teacher. Once (seed 0): the forward-KL
 student from a top-32 teacher cache (``kdforge cache --topk 32``, no teacher loaded while training) against the
 same student online, at equal steps. Test perplexity, each student at its best validation epoch, and its top-1
 agreement with the teacher.
@@ -46,13 +47,24 @@ TEACHER = {"model_type": "llama", "hidden_size": 128, "num_hidden_layers": 4, "n
 STUDENT = {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
            "intermediate_size": 172, "max_position_embeddings": LENGTH}  # fmt: skip
 HALF_CE = {"name": "ce", "weight": 0.5}
+ON_POLICY = {"fraction": 0.5, "max_new_tokens": 32, "temperature": 1.0, "prompt_tokens": 96}
 VARIANTS = {
     "forward KL": {"losses": [HALF_CE, {"name": "kd", "weight": 0.5, "temperature": 1.0}]},
-    "reverse KL": {"losses": [HALF_CE, {"name": "kd", "weight": 0.5, "temperature": 1.0, "direction": "reverse"}]},
+    "reverse KL, ½": {"losses": [HALF_CE, {"name": "kd", "weight": 0.5, "temperature": 1.0, "direction": "reverse"}]},
+    "reverse KL, 0.2": {
+        "losses": [
+            {"name": "ce", "weight": 0.8},
+            {"name": "kd", "weight": 0.2, "temperature": 1.0, "direction": "reverse"},
+        ]
+    },
     "JSD": {"losses": [HALF_CE, {"name": "kd", "weight": 0.5, "temperature": 1.0, "direction": "jsd"}]},
-    "on-policy λ = 0.5 (JSD)": {
+    "on-policy λ = 0.5, JSD alone (GKD)": {
         "losses": [{"name": "kd", "temperature": 1.0, "direction": "jsd"}],
-        "on_policy": {"fraction": 0.5, "max_new_tokens": 32, "temperature": 1.0},
+        "on_policy": ON_POLICY,
+    },
+    "on-policy λ = 0.5, forward KL": {
+        "losses": [HALF_CE, {"name": "kd", "weight": 0.5, "temperature": 1.0}],
+        "on_policy": ON_POLICY,
     },
 }
 
