@@ -126,8 +126,10 @@ def load_safetensors(
 
     path = _existing(path, what)
     with path.open("rb") as handle:
-        head = handle.read(8)
-    if head[:2] == b"PK" or head[:1] == b"\x80":  # a zip (torch.save) or a raw pickle stream
+        head = handle.read(9)
+    # a zip (torch.save) or a raw pickle stream; a safetensors file starts with its header's length (whose first byte
+    # may be 0x80 too) and then the header's "{"
+    if head[:2] == b"PK" or (head[:1] == b"\x80" and head[8:9] != b"{"):
         raise FileReadError(
             f"{what} '{path}' is named .safetensors but is a PyTorch pickle file; "
             "rename it to .pt (kdforge reads those with weights_only=True) or convert it with "

@@ -73,6 +73,19 @@ def test_pickle_named_safetensors_without_a_model_is_not_called_weights(fails, r
     assert "holds weights only" not in out
 
 
+def test_safetensors_whose_header_length_starts_like_a_pickle_loads(tmp_path):
+    """The first byte of a safetensors file is its header's length mod 256: 0x80 there is not a pickle."""
+    from safetensors.torch import save_file
+
+    path = tmp_path / "w.safetensors"
+    for pad in range(256):  # metadata of growing length until the header's length ends in 0x80
+        save_file({"w": torch.ones(2)}, str(path), metadata={"pad": "x" * pad})
+        if path.read_bytes()[0] == 0x80:
+            break
+    assert path.read_bytes()[0] == 0x80
+    assert torch.equal(files.load_safetensors(path)["w"], torch.ones(2))
+
+
 def test_missing_teacher_file(fails, recipe, tmp_path):
     fails(
         "check",
