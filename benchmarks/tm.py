@@ -36,6 +36,21 @@ variants alternate.
 
 Writes benchmarks/results/tm_blocks.json and .md.
 
+``ablation``: do the clause layers carry the model? On generated tasks where a feed-forward block matters (a 4 x 4
+grid of tokens, each six noisy ±1 bits; a token's class needs a non-linear function of its own bits, which attention
+alone computes poorly: the parity of four bits, and "exactly two of four bits"; the label is how many tokens hold
+it, in 5 bins), ``vit_tm_tiny`` with its TM feed-forward (``literal_gain`` 1 and 4, and ``strict``) and a one-stage
+``swin_tm`` with the TM feed-forward, each against the same student with an MLP of about the same size
+(``feed_forward: mlp``) and with none (``feed_forward: none``, which is also the TM retrained with its output forced
+to zero); each trained alone and distilled (½ CE + ½ KD, T = 4) from a ViT with MLPs trained by the recipe, 3
+seeds. For the TM students trained alone, the test accuracy with each TM block's output replaced by its mean over
+the training split. The share of the none -> MLP gap a TM variant recovers is (TM − none) / (MLP − none). Runs go
+``--workers`` at a time, one thread each.
+
+    uv run python benchmarks/tm.py ablation [--epochs 15] [--seeds 0 1 2] [--workers 2]
+
+Writes benchmarks/results/tm_ablation.json and .md.
+
 ``features``: the booleanised-feature presets (``data.booleanize.features``: raw, augmented,
 convolutional; thermometer with 3 levels) for a ``tm_flat`` student on digits trained alone
 (cross-entropy), 3 seeds: test accuracy (best epoch on validation) in hard mode, literals
@@ -53,10 +68,12 @@ import argparse
 import copy
 import io
 import json
+import multiprocessing
 import platform
 import statistics
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -219,6 +236,192 @@ def accuracy(args: argparse.Namespace) -> dict:
         "size_and_speed": info,
         "seconds": time.perf_counter() - started,
     }
+
+
+ABLATION_TASKS = {  # per token: a boolean function of its first four channels' bits
+    "token parity": lambda bits: bits[:, :4].sum(1) % 2,
+    "two of four": lambda bits: bits[:, :4].sum(1) == 2,
+}
+ABLATION_VARIANTS = {
+    "TM, literal_gain 1": {"literal_gain": 1.0},
+    "TM, literal_gain 4": {"literal_gain": 4.0},
+    "TM strict, literal_gain 4": {"literal_gain": 4.0, "strict": True},
+    "MLP": {"feed_forward": "mlp"},
+    "none": {"feed_forward": "none"},
+}
+ABLATION_STUDENTS = {  # name: (model, options, variants), on a 4 x 4 grid of tokens, one token per position
+    "vit_tm_tiny": (
+        "vit_tm_tiny",
+        {"patch_size": 1},
+        ["TM, literal_gain 1", "TM, literal_gain 4", "TM strict, literal_gain 4", "MLP", "none"],
+    ),
+    # one stage whose window covers the grid: merging the 4 x 4 tokens into 2 x 2 leaves the clauses unused
+    "swin_tm (one stage, dim 64)": (
+        "swin_tm_tiny",
+        {"patch_size": 1, "depths": [2], "heads": [4], "embed_dim": 64},
+        ["TM, literal_gain 4", "MLP", "none"],
+    ),
+}
+TOKEN_TEACHER = {"name": "vit", "patch_size": 1, "embed_dim": 64, "depth": 2, "heads": 4, "mlp_ratio": 2.0}
+
+
+def token_task(path: Path, rule, side: int = 4, channels: int = 6, noise: float = 0.25) -> Path:
+    """An ``arrays`` dataset (.npz) of images [channels, side, side]: noisy ±1 bits; the label is how many positions
+    satisfy ``rule`` on their bits, in 5 bins of about equal size (train 8,000, test 2,000)."""
+    splits = {}
+    for split, (n, seed) in {"train": (8000, 0), "test": (2000, 1)}.items():
+        rng = np.random.default_rng(seed)
+        bits = rng.integers(0, 2, (n, channels, side, side))
+        splits[f"x_{split}"] = (2.0 * bits - 1.0 + noise * rng.standard_normal(bits.shape)).astype(np.float32)
+        splits[f"count_{split}"] = np.asarray(rule(bits)).sum((1, 2))
+    edges = np.quantile(splits["count_train"], [0.2, 0.4, 0.6, 0.8])
+    np.savez(
+        path, **{f"y_{s}": np.digitize(splits.pop(f"count_{s}"), edges).astype(np.int64) for s in ("train", "test")},
+        **splits,
+    )  # fmt: skip
+    return path
+
+
+def ablation_recipe(
+    task: Path, student: str, variant: str, distilled: bool, seed: int, epochs: int, log_dir: str
+) -> kdforge.Recipe:
+    model, options, _ = ABLATION_STUDENTS[student]
+    losses = (
+        [{"name": "ce", "weight": 0.5}, {"name": "kd", "weight": 0.5, "temperature": 4.0}]
+        if distilled
+        else [{"name": "ce"}]
+    )
+    return kdforge.Recipe.from_dict(
+        {
+            "name": f"tm-ablation-{task.stem}",
+            "seed": seed,
+            "data": {"name": "arrays", "path": str(task), "batch_size": 64},
+            "teacher": {"source": "train", "model": TOKEN_TEACHER, "train": {"epochs": 30}},
+            "student": {"model": {"name": model, **options, "lf": 4, **ABLATION_VARIANTS[variant]}},
+            "losses": losses,
+            "optim": {"name": "adamw", "lr": 2e-3, "weight_decay": 0.05, "warmup_epochs": 2, "schedule": "cosine"},
+            "train": {"epochs": epochs, "grad_clip": 1.0, "baseline": False},
+            "log": {"dir": log_dir, "progress": False},
+        }
+    )
+
+
+@torch.inference_mode()
+def mean_replaced_accuracy(result: kdforge.RunResult) -> float:
+    """Test accuracy with each TM block's output replaced by its mean over the training split."""
+    from kdforge.data import build_dataset, data_seed
+    from kdforge.families.tm.blocks import TMFeedForward
+    from kdforge.runner import load_run_recipe
+
+    model = kdforge.load_student(result.run_dir).eval()
+    recipe = load_run_recipe(result.run_dir)
+    cfg = recipe.data
+    data = build_dataset(cfg.name, seed=data_seed(cfg, recipe.seed), val_fraction=cfg.val_fraction,
+                         test_fraction=cfg.test_fraction, **cfg.options)  # fmt: skip
+    blocks = [m for m in model.modules() if isinstance(m, TMFeedForward)]
+    outputs: dict[int, list[torch.Tensor]] = {i: [] for i in range(len(blocks))}
+    hooks = [b.register_forward_hook(lambda m, a, out, i=i: outputs[i].append(out.flatten(0, -2)))
+             for i, b in enumerate(blocks)]  # fmt: skip
+    model(data.train.first(10**9)[0])
+    for hook in hooks:
+        hook.remove()
+    for i, b in enumerate(blocks):  # every token of every training input, one mean vector per block
+        mean = torch.cat(outputs[i]).mean(0)
+        b.register_forward_hook(lambda m, a, out, mean=mean: mean.expand_as(out))
+    x, y = data.test.first(10**9)[:2]
+    return float((model(x).argmax(-1) == y).float().mean())
+
+
+def ablation_run(job: tuple) -> dict:
+    """One run of the ablation (a worker's job): its test accuracies and, for a TM student alone, the mean-replaced
+    one."""
+    task, student, variant, mode, seed, epochs, log_dir = job
+    recipe = ablation_recipe(task, student, variant, mode == "distilled", seed, epochs, log_dir)
+    result = kdforge.run(recipe, console=Console(file=io.StringIO()))
+    entry = result.results["student"]
+    replaced = mean_replaced_accuracy(result) if variant.startswith("TM") and mode == "alone" else None
+    test_hard = (entry.get("test_hard") or entry["test"])["accuracy"]
+    return {"test": entry["test"]["accuracy"], "test_hard": test_hard, "mean_replaced": replaced,
+            "params": entry["params"], "teacher": result.teacher_accuracy}  # fmt: skip
+
+
+def ablation(args: argparse.Namespace) -> dict:
+    """Every run of the ablation, ``args.workers`` at a time (one thread each). The first run of each task and seed,
+    distilled, trains that seed's teacher before any other run that uses it starts."""
+    log_dir = tempfile.mkdtemp(prefix="kdforge-tm-ablation-")
+    tasks = {name: token_task(Path(log_dir) / f"{name.replace(' ', '-')}.npz", rule)
+             for name, rule in ABLATION_TASKS.items()}  # fmt: skip
+    jobs = [
+        (name, student, variant, mode, seed)
+        for name in tasks
+        for student, (_, _, variants) in ABLATION_STUDENTS.items()
+        for variant in variants
+        for mode in ("distilled", "alone")
+        for seed in args.seeds
+    ]
+    first: dict[tuple, tuple] = {}  # (task, seed): the run that trains that teacher
+    for job in jobs:
+        first.setdefault((job[0], job[4]), job)
+    phases = [list(first.values()), [job for job in jobs if job not in first.values()]]
+    outcome: dict[tuple, dict] = {}
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(args.workers, context, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        for phase in phases:
+            runs = [(tasks[name], student, variant, mode, seed, args.epochs, log_dir)
+                    for name, student, variant, mode, seed in phase]  # fmt: skip
+            for job, out in zip(phase, pool.map(ablation_run, runs)):
+                outcome[job] = out
+                print(f"{' / '.join(map(str, job))}: test {100 * out['test']:.2f}, hard {100 * out['test_hard']:.2f}"
+                      + (f", mean-replaced {100 * out['mean_replaced']:.2f}" if out["mean_replaced"] else ""),
+                      flush=True)  # fmt: skip
+    cells: dict = {}
+    for (name, student, variant, mode, _), out in sorted(outcome.items(), key=lambda item: jobs.index(item[0])):
+        cell = cells.setdefault(name, {}).setdefault(student, {}).setdefault(variant, {})
+        cell = cell.setdefault(mode, {"test": [], "test_hard": [], "mean_replaced": []})
+        for key in ("test", "test_hard", "mean_replaced"):
+            if out[key] is not None:
+                cell[key].append(out[key])
+        cell["params"] = out["params"]
+        cells[name]["teacher"] = out["teacher"]
+    return {"epochs": args.epochs, "seeds": args.seeds, "workers": args.workers, "tasks": cells}
+
+
+def ablation_table(result: dict) -> str:
+    lines = [
+        f"# Do the clause layers carry the model? Token tasks, {result['epochs']} epochs, seeds {result['seeds']}",
+        "",
+        "Test accuracy (%), mean ± std over seeds, best epoch on validation (hard mode, the exported rules, in "
+        "brackets). Gap recovered: (variant − none) / (MLP − none), none being the student with no feed-forward "
+        "block, which is also the TM student retrained with its output forced to zero. Mean-replaced: trained alone, "
+        "each TM block's output replaced by its mean over the training split at test time.",
+        "",
+    ]
+    for task, students in result["tasks"].items():
+        lines += [f"## {task} (teacher {100 * students['teacher']:.2f}%)", ""]
+        lines += [
+            "| student | feed-forward | params | alone | gap recovered | distilled | gap recovered | "
+            "mean-replaced (alone) |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for student, rows in ((k, v) for k, v in students.items() if k != "teacher"):
+            mean = {k: {m: statistics.mean(v[m]["test"]) for m in ("alone", "distilled")} for k, v in rows.items()}
+            for variant, cell in rows.items():
+                recovered = [_recovered(mean, variant, m) for m in ("alone", "distilled")]
+                replaced = cell["alone"]["mean_replaced"]
+                lines.append(
+                    f"| {student} | {variant} | {cell['alone']['params']:,} | {_pm(cell['alone']['test'])} "
+                    f"({100 * statistics.mean(cell['alone']['test_hard']):.2f}) | {recovered[0]} | "
+                    f"{_pm(cell['distilled']['test'])} ({100 * statistics.mean(cell['distilled']['test_hard']):.2f})"
+                    f" | {recovered[1]} | {_pm(replaced) if replaced else '-'} |"
+                )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _recovered(mean: dict, variant: str, mode: str) -> str:
+    """The share of the none -> MLP gap that ``variant`` recovers, as a percentage ("-" when there is no gap)."""
+    gap = mean["MLP"][mode] - mean["none"][mode]
+    return f"{100 * (mean[variant][mode] - mean['none'][mode]) / gap:.0f}%" if gap > 0 else "-"
 
 
 PACKED_STUDENTS = {  # the shipped presets and recipes' students, on the inputs they are made for
@@ -487,10 +690,11 @@ def accuracy_table(result: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["accuracy", "packed", "blocks", "features"])
+    parser.add_argument("what", choices=["accuracy", "packed", "blocks", "ablation", "features"])
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--workers", type=int, default=2, help="ablation: runs at once, one thread each")
     parser.add_argument("--clauses", type=int, default=256)
     parser.add_argument("--batch-sizes", type=lambda s: [int(v) for v in s.split(",")], default=[1, 64, 256, 1024])
     args = parser.parse_args()
@@ -499,6 +703,7 @@ def main() -> None:
         "accuracy": (accuracy, accuracy_table),
         "features": (features, features_table),
         "blocks": (blocks, blocks_table),
+        "ablation": (ablation, ablation_table),
     }
     if args.what in tabled:
         measure, table = tabled[args.what]
