@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -37,12 +36,12 @@ class PackedClauseLayer(nn.Module):
 
     def forward(self, u: torch.Tensor, modulate=None) -> torch.Tensor:
         lead = u.shape[:-1]
-        scores = self.packed.clause_scores(u.detach().reshape(-1, self.in_features).cpu().numpy())  # [N, active]
+        scores = self.packed.scores(u.reshape(-1, self.in_features))  # [N, active clauses]
         if modulate is None:  # integer scores voted by integer arithmetic
-            return torch.from_numpy(self.packed.vote(scores)).view(*lead, self.out_features).to(u.device)
-        full = np.zeros((len(scores), self.clauses), dtype=np.float32)  # the routing gate reads every clause
-        full[:, self.active.numpy()] = scores
-        modulated = modulate(torch.from_numpy(full).view(*lead, self.clauses).to(u.device, u.dtype))
+            return self.packed.vote(scores).view(*lead, self.out_features).to(u.device)
+        full = scores.new_zeros(len(scores), self.clauses)  # the routing gate reads every clause
+        full[:, self.active] = scores
+        modulated = modulate(full.view(*lead, self.clauses).to(u.device, u.dtype))
         total = modulated.double() @ self.votes.to(u.device)
         return (total * self.factor.to(u.device) + self.bias.to(u.device)).to(u.dtype)
 

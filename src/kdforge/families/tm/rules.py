@@ -10,12 +10,13 @@ step, the output scale and bias, and the thresholds that turn the layer's inputs
 :class:`PackedTM` evaluates one exported layer with integer and bit operations only, in one
 of two layouts. For a narrow layer (the clause blocks of the TM transformers: tens of
 inputs), each input row is packed into bytes and every byte looks up, in a table made once,
-how many of each clause's literals it violates (``bytes``: one gather per 8 inputs for all
-clauses at once). For a wide one (``tm_flat``: a thousand inputs), inputs are packed 64
-samples to a uint64 word per literal and a clause's violation count is a bit-sliced popcount
-over its included literals (``slices``: a carry-save counter, so the cost follows the
-clause's few literals, not all 2F). Scores and votes are integers either way; the outputs
-equal the hard-mode float layer's exactly.
+how many of each clause's literals it violates (``bytes``: one table row per 8 inputs for all
+clauses at once, the rows summed by an embedding bag). For a wide one (``tm_flat``: a thousand
+inputs), inputs are packed 64 samples to a uint64 word per literal and a clause's violation
+count is a bit-sliced popcount over its included literals (``slices``: a carry-save counter,
+so the cost follows the clause's few literals, not all 2F). Scores and votes are integers
+either way (held exactly in float32 where a float kernel is fastest); the outputs equal the
+hard-mode float layer's exactly.
 """
 
 from __future__ import annotations
@@ -128,20 +129,29 @@ class PackedTM:
             )
         self.planes = limit.bit_length()
         votes = np.asarray(rules["votes"], dtype=np.float64).reshape(len(clauses), self.outputs)  # integers
-        # integer vote sums are exact in float32 while they stay below 2^24; float64 beyond
         largest = float(np.abs(votes).sum(0).max(initial=0.0)) * (self.lf if self.form == "capacity" else 1)
-        self.votes_t = np.ascontiguousarray(votes.T).astype(np.float32 if largest < 2**24 else np.float64)  # [K, C]
-        self.factor = rules["scale"] * np.asarray(rules["vote_step"], dtype=np.float64)
-        self.bias = np.asarray(rules["bias"], dtype=np.float32).astype(np.float64)
+        # integer vote sums are exact in float32 while they stay below 2^24; float64 beyond
+        votes_t = torch.from_numpy(np.ascontiguousarray(votes.T))  # [K, C]
+        self.votes_t = votes_t.float() if largest < 2**24 else votes_t
+        self.factor = torch.from_numpy(rules["scale"] * np.asarray(rules["vote_step"], dtype=np.float64))
+        self.bias = torch.tensor(rules["bias"], dtype=torch.float32).double()
         chunks = -(-self.features // 8)
         self.layout = layout or ("bytes" if chunks * 256 * len(clauses) <= self.TABLE_ENTRIES else "slices")
         if self.layout == "bytes":
-            self.tables = self.byte_tables(chunks)
+            # one row per (input byte k, its value v), at 256 k + v; counts are small integers, exact in float32,
+            # where an embedding bag sums them fastest
+            self.table = torch.from_numpy(self.byte_tables(chunks).reshape(chunks * 256, -1).astype(np.float32))
+            # packing an input row into its table rows is one product: input i adds 2^(i mod 8) to byte i // 8,
+            # whose rows start at 256 (i // 8)
+            inputs = torch.arange(self.features)
+            self.packer = torch.zeros(self.features, chunks)
+            self.packer[inputs, inputs // 8] = 2.0 ** (inputs % 8).float()
+            self.offsets = torch.arange(chunks) * 256.0
+            self.thresholds_t = torch.from_numpy(self.thresholds)
 
     def byte_tables(self, chunks: int) -> np.ndarray:
         """[chunks, 256, C]: how many of each clause's literals over inputs 8k..8k+7 a byte value of those inputs
-        violates, counted no further than a score can tell apart (see ``limits``), in the smallest integer type that
-        holds their sum over the chunks."""
+        violates, counted no further than a score can tell apart (see ``limits``)."""
         include = np.zeros((len(self.sizes), 2, chunks * 8), dtype=np.int64)  # [C, (true, false), inputs]
         for j, row in enumerate(self.included):
             literals = row[row < 2 * self.features]
@@ -153,9 +163,7 @@ class PackedTM:
                 for k in range(chunks)
             ]
         )  # [chunks, 256, C]: a true literal is violated where its input's bit is 0, a negated one where it is 1
-        limits = self.limits()
-        dtype = np.uint8 if chunks * int(limits.max(initial=0)) <= 255 else np.uint16
-        return np.minimum(tables, limits).astype(dtype)  # clipped sums still reach the limit iff the true ones do
+        return np.minimum(tables, self.limits())  # clipped sums still reach the limit iff the true ones do
 
     def limits(self) -> np.ndarray:
         """[C]: the violation count beyond which a clause's score no longer changes (capacity: min(|clause|, LF);
@@ -163,30 +171,33 @@ class PackedTM:
         return np.minimum(self.sizes, self.lf) if self.form == "capacity" else np.ones_like(self.sizes)
 
     def __call__(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
-        return self.vote(self.clause_scores(x))
+        """[B, F] inputs -> [B, K] float32 outputs."""
+        return self.vote(self.scores(torch.as_tensor(x))).numpy()
 
-    def vote(self, scores: np.ndarray) -> np.ndarray:
+    def vote(self, scores: torch.Tensor) -> torch.Tensor:
         """[B, C] integer clause scores -> [B, K] float32 outputs, as the hard-mode layer votes them."""
-        total = scores.astype(self.votes_t.dtype) @ self.votes_t.T  # [B, K] integer sums, exact
-        return (total.astype(np.float64) * self.factor + self.bias).astype(np.float32)
+        total = scores.to(self.votes_t.dtype) @ self.votes_t.T  # [B, K] integer sums, exact
+        return torch.addcmul(self.bias, total.double(), self.factor).float()
 
     def clause_scores(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
         """[B, F] inputs -> [B, C] integer clause scores (a clause fires where its score is > 0)."""
-        x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-        x = x.reshape(len(x), -1)
+        return self.scores(torch.as_tensor(x)).numpy()
+
+    @torch.inference_mode()
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, F] inputs -> [B, C] clause scores, integers in float32."""
+        x = x.detach().cpu().reshape(len(x), -1)
         if x.shape[1] != self.features:
             raise KdforgeError(f"PackedTM expects {self.features} input features, got {x.shape[1]}")
         if self.layout == "bytes":
-            packed = np.packbits(x > self.thresholds, axis=1, bitorder="little")  # [B, chunks]
-            violations = self.tables[0][packed[:, 0]]
-            for k in range(1, len(self.tables)):
-                violations += self.tables[k][packed[:, k]]
+            rows = torch.addmm(self.offsets, (x > self.thresholds_t).float(), self.packer).long()  # [B, chunks]
+            violations = torch.nn.functional.embedding_bag(rows, self.table, mode="sum")
         else:
-            violations = self.violations(self.literal_words(x))[:, : len(x)].T  # [B, C] uint8
-        limits = self.limits().astype(violations.dtype)
-        if self.form == "capacity":  # max(0, min(|clause|, LF) − violations), without leaving the integer type
-            return limits - np.minimum(violations, limits)
-        return (violations == 0).view(np.uint8)
+            violations = torch.from_numpy(self.violations(self.literal_words(x.numpy()))[:, : len(x)].T).float()
+        limits = torch.from_numpy(self.limits()).to(violations.dtype)
+        if self.form == "capacity":  # max(0, min(|clause|, LF) − violations)
+            return limits - torch.minimum(violations, limits)
+        return (violations == 0).float()
 
     def literal_words(self, x: np.ndarray) -> np.ndarray:
         """[B, F] inputs -> [2F + 1, ceil(B / 64)] uint64: bit b of word w is literal's value
