@@ -220,3 +220,24 @@ def test_shipped_recipes_pass_check(name, tmp_path):
     given = data_for_recipe(name, tmp_path)
     report = check(Recipe.from_yaml(recipe_path(name), [f"log.dir={tmp_path / 'runs'}", "log.progress=false", *given]))
     assert report["loss"] > 0 and len(report["parts"]) >= 2
+
+
+def test_runs_started_in_the_same_second_get_their_own_folders(tiny_recipe, tmp_path, monkeypatch):
+    """Parallel runs of one recipe (a sweep's workers) claim their folders by mkdir, never sharing one."""
+    from concurrent.futures import ThreadPoolExecutor
+    from datetime import datetime
+
+    from kdforge import runner
+
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime(2026, 1, 1, 12, 0, 0)
+
+    monkeypatch.setattr(runner, "datetime", Frozen)
+    recipe = Recipe.from_dict({**tiny_recipe, "log": {"dir": str(tmp_path)}})
+    with ThreadPoolExecutor(8) as pool:
+        folders = list(pool.map(lambda _: runner._prepare_run_dir(recipe, None), range(8)))
+    assert len(set(folders)) == 8
+    assert sorted(f.name for f in folders)[0] == f"{recipe.name}-20260101-120000"
+    assert all((f / "config.yaml").exists() for f in folders)

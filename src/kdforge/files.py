@@ -18,6 +18,7 @@ import os
 import pickle
 import re
 import shutil
+import uuid
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -438,7 +439,7 @@ def check_writable(folder: str | Path, what: str) -> Path:
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".kdforge-write-check-{os.getpid()}{TMP_SUFFIX}"
+        probe = folder / f".kdforge-write-check-{uuid.uuid4().hex}{TMP_SUFFIX}"  # one per caller, even in threads
         write_bytes(probe, b"ok")
         probe.unlink()
     except FileExistsError:

@@ -141,10 +141,13 @@ def _prepare_run_dir(recipe: Recipe, resume: str | Path | None) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     base = log_dir / f"{recipe.name}-{stamp}"
     run_dir, n = base, 1
-    while run_dir.exists():
-        n += 1
-        run_dir = base.with_name(f"{base.name}-{n}")
-    run_dir.mkdir(parents=True)
+    while True:  # mkdir is the claim: two runs of one recipe started in the same second never share a folder
+        try:
+            run_dir.mkdir(parents=True)
+            break
+        except FileExistsError:
+            n += 1
+            run_dir = base.with_name(f"{base.name}-{n}")
     write_text(run_dir / "config.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
     return run_dir
 
