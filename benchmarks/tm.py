@@ -51,6 +51,14 @@ the training split. The share of the none -> MLP gap a TM variant recovers is (T
 
 Writes benchmarks/results/tm_ablation.json and .md.
 
+``transfer``: the shipped one-to-one recipes, ``digits_vit_tm_transfer`` and ``digits_swin_tm_transfer`` (a teacher
+with MLP blocks -> the same shape with TM blocks, ``init_from_teacher``, then CE + KD), 15 epochs, 3 seeds: test
+accuracy in soft and hard mode, and each student's seconds per epoch.
+
+    uv run python benchmarks/tm.py transfer --epochs 15
+
+Writes benchmarks/results/tm_transfer.json and .md.
+
 ``features``: the booleanised-feature presets (``data.booleanize.features``: raw, augmented,
 convolutional; thermometer with 3 levels) for a ``tm_flat`` student on digits trained alone
 (cross-entropy), 3 seeds: test accuracy (best epoch on validation) in hard mode, literals
@@ -567,6 +575,57 @@ def blocks_table(result: dict) -> str:
 FEATURES = ("raw", "augmented", "convolutional")
 
 
+TRANSFER_RECIPES = {"vit_tm_tiny": "digits_vit_tm_transfer.yaml", "swin_tm_tiny": "digits_swin_tm_transfer.yaml"}
+
+
+def transfer(args: argparse.Namespace) -> dict:
+    """The shipped one-to-one recipes (teacher with MLPs -> the same shape with TM blocks, ``init_from_teacher``,
+    then CE + KD), ``args.epochs`` epochs, seeds alternating between the students: test accuracy (soft and hard
+    mode) and the student's seconds per training epoch."""
+    log_dir = tempfile.mkdtemp(prefix="kdforge-tm-transfer-")
+    cells = {name: {"test": [], "test_hard": [], "epoch_seconds": [], "teacher": []} for name in TRANSFER_RECIPES}
+    for seed in args.seeds:
+        for name, file in TRANSFER_RECIPES.items():
+            raw = kdforge.Recipe.from_yaml(Path(__file__).parent.parent / "recipes" / file).to_dict()
+            raw.update(seed=seed, log={"dir": log_dir, "progress": False})
+            raw["train"].update(epochs=args.epochs, baseline=False)
+            result = kdforge.run(kdforge.Recipe.from_dict(raw), console=Console(file=io.StringIO()))
+            entry, cell = result.results["student"], cells[name]
+            epochs = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+            epochs = [e for e in epochs if e.get("kind") == "epoch" and e.get("stage") == "distill"]
+            cell["test"].append(entry["test"]["accuracy"])
+            cell["test_hard"].append(entry["test_hard"]["accuracy"])
+            cell["epoch_seconds"].append(epochs[-1]["seconds"] / len(epochs))
+            cell["teacher"].append(result.teacher_accuracy)
+            print(f"{name} seed {seed}: test {_pm(cell['test'][-1:])}, hard {_pm(cell['test_hard'][-1:])}, "
+                  f"{cell['epoch_seconds'][-1]:.2f} s per epoch", flush=True)  # fmt: skip
+    return {"epochs": args.epochs, "seeds": args.seeds, "threads": torch.get_num_threads(), "students": cells}
+
+
+def transfer_table(result: dict) -> str:
+    cells = result["students"]
+    vit_seconds = statistics.mean(cells["vit_tm_tiny"]["epoch_seconds"])
+    lines = [
+        f"# One-to-one transfer recipes on digits 32x32, {result['epochs']} epochs, seeds {result['seeds']}",
+        "",
+        f"CPU, {result['threads']} threads. Test accuracy (%), mean ± std over seeds, best epoch on validation; hard "
+        "mode: the exported rules. Epoch: the student's seconds per training epoch (KD with the teacher online), "
+        "and as a multiple of ViT-TM tiny's.",
+        "",
+        "| student | recipe | teacher | test | hard mode | hard − soft | epoch s | × ViT-TM |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, cell in cells.items():
+        seconds = statistics.mean(cell["epoch_seconds"])
+        gap = 100 * (statistics.mean(cell["test_hard"]) - statistics.mean(cell["test"]))
+        lines.append(
+            f"| {name} | `{TRANSFER_RECIPES[name]}` | {100 * statistics.mean(cell['teacher']):.2f} | "
+            f"{_pm(cell['test'])} | {_pm(cell['test_hard'])} | {gap:+.2f} | {seconds:.2f} | "
+            f"{seconds / vit_seconds:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def features(args: argparse.Namespace) -> dict:
     from kdforge.config import BooleanizeConfig
     from kdforge.data import build_dataset
@@ -690,7 +749,7 @@ def accuracy_table(result: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["accuracy", "packed", "blocks", "ablation", "features"])
+    parser.add_argument("what", choices=["accuracy", "packed", "blocks", "ablation", "transfer", "features"])
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--rounds", type=int, default=7)
@@ -704,6 +763,7 @@ def main() -> None:
         "features": (features, features_table),
         "blocks": (blocks, blocks_table),
         "ablation": (ablation, ablation_table),
+        "transfer": (transfer, transfer_table),
     }
     if args.what in tabled:
         measure, table = tabled[args.what]
