@@ -91,7 +91,7 @@ def test_literal_gain_sharpens_the_clause_inputs():
     from kdforge.families.tm.blocks import TMFeedForward
 
     torch.manual_seed(0)
-    block = TMFeedForward(16, 5, clauses=8)
+    block = TMFeedForward(16, 5, clauses=8, literal_gain=1.0)
     x = torch.randn(2, 5, 16)
     plain = block.literals(x)
     block.literal_gain = 4.0
