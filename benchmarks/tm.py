@@ -437,7 +437,8 @@ PACKED_STUDENTS = {  # the shipped presets and recipes' students, on the inputs 
     "vit_tm_tiny (patch 8)": ("vit_tm_tiny", {"patch_size": 8, "lf": 4}, (1, 32, 32)),
     "vit_tm_tiny (patch 4)": ("vit_tm_tiny", {"patch_size": 4, "lf": 4}, (1, 32, 32)),
     "vit_tm_small (patch 4)": ("vit_tm_small", {"patch_size": 4, "lf": 4}, (1, 32, 32)),
-    "swin_tm_tiny": ("swin_tm_tiny", {"lf": 4}, (1, 32, 32)),
+    "swin_tm_tiny (patch 2)": ("swin_tm_tiny", {"lf": 4}, (1, 32, 32)),
+    "swin_tm_tiny (patch 4)": ("swin_tm_tiny", {"patch_size": 4, "lf": 4}, (1, 32, 32)),
     "tm_flat (digits 8x8, 3 levels)": ("tm_flat", {"clauses": 256, "lf": 4}, (3, 8, 8)),
 }
 
