@@ -148,6 +148,7 @@ class PackedTM:
             self.packer[inputs, inputs // 8] = 2.0 ** (inputs % 8).float()
             self.offsets = torch.arange(chunks) * 256.0
             self.thresholds_t = torch.from_numpy(self.thresholds)
+        self.limits_t = torch.from_numpy(self.limits()).float()
 
     def byte_tables(self, chunks: int) -> np.ndarray:
         """[chunks, 256, C]: how many of each clause's literals over inputs 8k..8k+7 a byte value of those inputs
@@ -194,9 +195,8 @@ class PackedTM:
             violations = torch.nn.functional.embedding_bag(rows, self.table, mode="sum")
         else:
             violations = torch.from_numpy(self.violations(self.literal_words(x.numpy()))[:, : len(x)].T).float()
-        limits = torch.from_numpy(self.limits()).to(violations.dtype)
         if self.form == "capacity":  # max(0, min(|clause|, LF) − violations)
-            return limits - torch.minimum(violations, limits)
+            return self.limits_t - torch.minimum(violations, self.limits_t)
         return (violations == 0).float()
 
     def literal_words(self, x: np.ndarray) -> np.ndarray:
