@@ -103,16 +103,19 @@ def start_from(student: nn.Module, path: str | Path) -> dict[str, Any]:
     every tensor but the classifier's is loaded and the head starts anew."""
     weights = Path(path) / "student.safetensors" if Path(path).is_dir() else Path(path)
     theirs, ours = read_meta(weights).get("model") or {}, model_spec(student)
-    if (theirs.get("name"), theirs.get("options")) != (ours["name"], ours["options"]):
+    state = load_safetensors(weights, what="student.init_from weights")
+    same_model = (theirs.get("name"), theirs.get("options")) == (ours["name"], ours["options"])
+    # options that leave every tensor as it is (a TM student's hard mode, a temperature) may change between stages
+    if not same_model and not _same_tensors(student, state):
         raise KdforgeError(
             f"student.init_from '{weights}' is a '{theirs.get('name')}' with options {theirs.get('options')}, but "
             "this recipe's student is "
             f"'{ours['name']}' with options {ours['options']}; give student.model the first stage's model section"
         )
-    state = load_safetensors(weights, what="student.init_from weights")
     if theirs.get("num_classes") == ours["num_classes"]:
         load_state_strict(student, state, str(weights))
-        return {"path": str(weights), "loaded": len(state)}
+        changed = {} if same_model else {"options_before": theirs.get("options"), "options_now": ours["options"]}
+        return {"path": str(weights), "loaded": len(state), **changed}
     own = student.state_dict()
     kept = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     student.load_state_dict(kept, strict=False)
@@ -122,3 +125,9 @@ def start_from(student: nn.Module, path: str | Path) -> dict[str, Any]:
         "new": sorted(set(own) - set(kept)),
         "classes": [theirs.get("num_classes"), ours["num_classes"]],
     }
+
+
+def _same_tensors(model: nn.Module, state: dict[str, torch.Tensor]) -> bool:
+    """Whether ``state`` has exactly ``model``'s tensor names and shapes."""
+    own = model.state_dict()
+    return own.keys() == state.keys() and all(own[k].shape == v.shape for k, v in state.items())

@@ -156,6 +156,27 @@ def test_mlp_to_tm_model_rebuilds_from_its_spec(tmp_path):
         build_model("mlp_to_tm", input_shape=SHAPE, num_classes=10, base={"name": "vti"})
 
 
+def test_a_second_stage_may_switch_a_tm_student_to_hard_mode_but_not_change_its_shape(tmp_path):
+    """init_from accepts options that leave every tensor as it is (finishing in hard mode), and names both option
+    sets; an option that changes a tensor's shape is still refused."""
+    from kdforge.export import save_model
+    from kdforge.transfer import start_from
+
+    torch.manual_seed(0)
+    options = {"patch_size": 8, "clauses": 8, "lf": 4}
+    first = build_model("vit_tm_tiny", input_shape=SHAPE, num_classes=10, **options).eval()
+    save_model(first, tmp_path / "student")
+    hard = build_model("vit_tm_tiny", input_shape=SHAPE, num_classes=10, **options, hard=True).eval()
+    report = start_from(hard, tmp_path / "student.safetensors")
+    assert report["options_now"] == {**report["options_before"], "hard": True}
+    x = torch.randn(4, *SHAPE)
+    with torch.no_grad():
+        torch.testing.assert_close(hard(x), set_hard(first, True)(x))
+    wider = build_model("vit_tm_tiny", input_shape=SHAPE, num_classes=10, **{**options, "clauses": 16})
+    with pytest.raises(KdforgeError, match="give student.model the first stage's model section"):
+        start_from(wider, tmp_path / "student.safetensors")
+
+
 def test_init_from_teacher_accepts_true_and_refuses_a_cached_teacher(tiny_recipe):
     from kdforge import Recipe
 
