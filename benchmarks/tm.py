@@ -52,6 +52,14 @@ of the none -> MLP gap a TM variant recovers is (TM − none) / (MLP − none). 
 
 Writes benchmarks/results/tm_ablation.json and .md.
 
+``hard_finish``: the ablation's token-parity runs whose exported rules lost most to the float student (the one-stage
+Swin-TM alone, the strict ViT-TM distilled), each followed by a second stage of 3 epochs in hard mode (``init_from``
+the first run, ``hard: true``, lr 2e-4): test accuracy soft, hard, and hard after finishing.
+
+    uv run python benchmarks/tm.py hard_finish --epochs 15
+
+Writes benchmarks/results/tm_hard_finish.json and .md.
+
 ``transfer``: the shipped one-to-one recipes, ``digits_vit_tm_transfer`` and ``digits_swin_tm_transfer`` (a teacher
 with MLP blocks -> the same shape with TM blocks, ``init_from_teacher``, then CE + KD), 15 epochs, 3 seeds: test
 accuracy in soft and hard mode, and each student's seconds per epoch.
@@ -434,6 +442,65 @@ def _recovered(mean: dict, variant: str, mode: str) -> str:
     return f"{100 * (mean[variant][mode] - mean['none'][mode]) / gap:.0f}%" if gap > 0 else "-"
 
 
+HARD_FINISH_CASES = [  # (student, variant, mode): the ablation's students whose exported rules lost most
+    ("swin_tm (one stage, dim 64)", "TM, literal_gain 4", "alone"),
+    ("vit_tm_tiny", "TM strict, literal_gain 4", "distilled"),
+]
+
+
+def hard_finish_run(job: tuple) -> dict:
+    """One case and seed (a worker's job): the ablation's run on token parity, then a second stage from it in hard
+    mode (``init_from``, ``hard: true``, a few epochs at a lower learning rate)."""
+    task, student, variant, mode, seed, epochs, finish_epochs, log_dir = job
+    recipe = ablation_recipe(task, student, variant, mode == "distilled", seed, epochs, log_dir)
+    first = kdforge.run(recipe, console=Console(file=io.StringIO()))
+    raw = recipe.to_dict()
+    raw["student"]["model"]["hard"] = True
+    raw["student"]["init_from"] = str(first.run_dir)
+    raw["train"]["epochs"] = finish_epochs
+    raw["optim"].update(lr=2e-4, warmup_epochs=0)
+    second = kdforge.run(kdforge.Recipe.from_dict(raw), console=Console(file=io.StringIO()))
+    before, after = first.results["student"], second.results["student"]
+    return {"soft": before["test"]["accuracy"], "hard": before["test_hard"]["accuracy"],
+            "finished": after["test_hard"]["accuracy"]}  # fmt: skip
+
+
+def hard_finish(args: argparse.Namespace) -> dict:
+    """The ablation's token-parity runs of ``HARD_FINISH_CASES``, each followed by 3 epochs in hard mode."""
+    log_dir = tempfile.mkdtemp(prefix="kdforge-tm-hard-finish-")
+    task = token_task(Path(log_dir) / "token-parity.npz", ABLATION_TASKS["token parity"])
+    jobs = [(task, *case, seed, args.epochs, 3, log_dir) for case in HARD_FINISH_CASES for seed in args.seeds]
+    cases: dict = {}
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(args.workers, context, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        for job, out in zip(jobs, pool.map(hard_finish_run, jobs)):
+            cell = cases.setdefault(f"{job[1]}, {job[2]}, {job[3]}", {"soft": [], "hard": [], "finished": []})
+            for key, value in out.items():
+                cell[key].append(value)
+            print(f"{' / '.join(map(str, job[1:5]))}: {out}", flush=True)
+    return {"epochs": args.epochs, "finish_epochs": 3, "seeds": args.seeds, "cases": cases}
+
+
+def hard_finish_table(result: dict) -> str:
+    lines = [
+        f"# Finishing in hard mode: token parity, {result['epochs']} epochs then {result['finish_epochs']} in hard "
+        f"mode, seeds {result['seeds']}",
+        "",
+        "Test accuracy (%), mean ± std over seeds (per seed in brackets). Second stage: `init_from` the first run, "
+        "`hard: true`, lr 2e-4, no warm-up; its best epoch on validation.",
+        "",
+        "| student | soft | hard | hard after finishing | finished − soft |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for case, cell in result["cases"].items():
+        seeds = " / ".join(f"{100 * v:.2f}" for v in cell["finished"])
+        gap = 100 * (statistics.mean(cell["finished"]) - statistics.mean(cell["soft"]))
+        lines.append(
+            f"| {case} | {_pm(cell['soft'])} | {_pm(cell['hard'])} | {_pm(cell['finished'])} ({seeds}) | {gap:+.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 PACKED_STUDENTS = {  # the shipped presets and recipes' students, on the inputs they are made for
     "vit_tm_tiny (patch 8)": ("vit_tm_tiny", {"patch_size": 8, "lf": 4}, (1, 32, 32)),
     "vit_tm_tiny (patch 4)": ("vit_tm_tiny", {"patch_size": 4, "lf": 4}, (1, 32, 32)),
@@ -752,11 +819,13 @@ def accuracy_table(result: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["accuracy", "packed", "blocks", "ablation", "transfer", "features"])
+    parser.add_argument(
+        "what", choices=["accuracy", "packed", "blocks", "ablation", "hard_finish", "transfer", "features"]
+    )
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--workers", type=int, default=2, help="ablation: runs at once, one thread each")
+    parser.add_argument("--workers", type=int, default=2, help="ablation, hard_finish: runs at once, one thread each")
     parser.add_argument("--clauses", type=int, default=256)
     parser.add_argument("--batch-sizes", type=lambda s: [int(v) for v in s.split(",")], default=[1, 64, 256, 1024])
     args = parser.parse_args()
@@ -766,6 +835,7 @@ def main() -> None:
         "features": (features, features_table),
         "blocks": (blocks, blocks_table),
         "ablation": (ablation, ablation_table),
+        "hard_finish": (hard_finish, hard_finish_table),
         "transfer": (transfer, transfer_table),
     }
     if args.what in tabled:
