@@ -37,7 +37,7 @@ TEACHERS = {
             img_size=32, patch_size=4, in_chans=1, num_classes=10, embed_dim=64, depth=2, num_heads=4, mlp_ratio=2
         ),
         "vit_tm",
-        {},
+        {"patch_norm": False},
         2e-2,
     ),
     "timm swin": (
@@ -56,7 +56,12 @@ TEACHERS = {
         {},
         2e-2,
     ),
-    "our vit": (lambda: build_model("vit", input_shape=SHAPE, num_classes=10, depth=2), "vit_tm", {}, 1e-5),
+    "our vit": (
+        lambda: build_model("vit", input_shape=SHAPE, num_classes=10, depth=2),
+        "vit_tm",
+        {"patch_norm": False},
+        1e-5,
+    ),
     "our vit, mlp_to_tm": (
         lambda: build_model("vit", input_shape=SHAPE, num_classes=10, depth=2),
         "mlp_to_tm",
@@ -88,7 +93,9 @@ def test_transfer_copies_what_it_claims(kind):
 def test_copied_tensors_equal_the_teachers_and_mismatches_are_reported():
     torch.manual_seed(0)
     teacher = build_model("vit", input_shape=SHAPE, num_classes=10, depth=2, embed_dim=64)
-    student = build_model("vit_tm", input_shape=SHAPE, num_classes=10, depth=2, embed_dim=64, patch_size=8)
+    student = build_model(
+        "vit_tm", input_shape=SHAPE, num_classes=10, depth=2, embed_dim=64, patch_size=8, patch_norm=False
+    )
     report = copy_matching(student, teacher)
     assert report.shape_mismatch["pos_embed"] == "teacher pos_embed [1, 65, 64] vs student [1, 17, 64]"
     assert "patch_embed.weight" in report.shape_mismatch and "pos_embed" not in report.copied
@@ -106,7 +113,7 @@ def test_module_wise_fit_teaches_tm_blocks_the_teacher_mlps():
     fits = {}
     for steps in (0, 80):
         torch.manual_seed(1)
-        student = build_model("vit_tm", input_shape=SHAPE, num_classes=10, depth=2, clauses=64)
+        student = build_model("vit_tm", input_shape=SHAPE, num_classes=10, depth=2, clauses=64, patch_norm=False)
         copy_matching(student, teacher)
         fits[steps] = fit_feedforwards(feedforward_pairs(student, teacher), teacher, batches, batches, steps, 3e-3)
     for name in fits[80]:
@@ -125,6 +132,15 @@ def test_a_student_without_counterparts_is_a_clear_error():
     student = build_model("vit_tm", input_shape=SHAPE, num_classes=10)
     with pytest.raises(KdforgeError, match="no TM block of the student has a teacher MLP"):
         feedforward_pairs(student, teacher)
+
+
+def test_a_student_normalising_patches_its_teacher_does_not_is_a_clear_error():
+    teacher = build_model("vit", input_shape=SHAPE, num_classes=10, depth=2)
+    student = build_model("vit_tm", input_shape=SHAPE, num_classes=10, depth=2)  # patch_norm: on by default
+    with pytest.raises(KdforgeError, match="give the student patch_norm: false"):
+        feedforward_pairs(student, teacher)
+    without = build_model("vit_tm", input_shape=SHAPE, num_classes=10, depth=2, patch_norm=False)
+    assert feedforward_pairs(without, teacher)
 
 
 def test_mlp_to_tm_replaces_every_mlp_of_a_timm_model_and_keeps_shapes():
@@ -289,7 +305,16 @@ def test_a_run_with_transfer_and_steering_records_both_and_explains(tiny_recipe,
         "train": {"epochs": 1},
     }
     tiny_recipe["student"] = {
-        "model": {"name": "vit_tm", "patch_size": 4, "embed_dim": 32, "depth": 2, "heads": 2, "clauses": 16, "lf": 4},
+        "model": {
+            "name": "vit_tm",
+            "patch_size": 4,
+            "embed_dim": 32,
+            "depth": 2,
+            "heads": 2,
+            "clauses": 16,
+            "lf": 4,
+            "patch_norm": False,
+        },
         "init_from_teacher": {"steps": 4},
         "clause_specialize": {"strength": 0.5, "warmup_epochs": 1},
         "auto_clause": {"warmup_epochs": 2, "min_clauses": 4},
@@ -378,6 +403,9 @@ def test_check_pairs_tm_blocks_with_teacher_mlps_before_training(tiny_recipe):
         "model": {"name": "vit_tm", "patch_size": 4, "embed_dim": 32, "depth": 2, "heads": 2, "clauses": 16},
         "init_from_teacher": True,
     }
+    with pytest.raises(KdforgeError, match="give the student patch_norm: false"):  # found before any training
+        check(Recipe.model_validate(tiny_recipe), Console(file=io.StringIO()))
+    tiny_recipe["student"]["model"]["patch_norm"] = False
     out = io.StringIO()
     check(Recipe.model_validate(tiny_recipe), Console(file=out, width=300))
     assert (

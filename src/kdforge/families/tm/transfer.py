@@ -48,6 +48,13 @@ def feedforward_pairs(student: nn.Module, teacher: nn.Module) -> dict[str, tuple
             f"teacher MLPs {mlps[:6]}); give the student the teacher's architecture (vit -> vit_tm, swin -> swin_tm, "
             "or mlp_to_tm with base: the teacher's model)"
         )
+    teacher_tensors = counterparts(name for name, _ in teacher.named_parameters())
+    if any(name.startswith("patch_norm.") and name not in teacher_tensors for name, _ in student.named_parameters()):
+        raise KdforgeError(
+            "init_from_teacher: the student normalises its patch embedding (patch_norm, on by default in vit_tm) but "
+            "the teacher has no such norm, so the copied blocks would see other inputs; give the student "
+            "patch_norm: false"
+        )
     return pairs
 
 

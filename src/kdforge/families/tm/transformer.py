@@ -85,12 +85,14 @@ class TMBlock(nn.Module):
 class ViTTM(nn.Module):
     """Vision Transformer whose feed-forward blocks are Tsetlin-machine clause layers.
 
-    Patch embedding + learned positions (+ class token with ``pool: cls``) -> ``depth``
-    pre-norm blocks (SDPA attention, TM feed-forward) -> norm -> head on the class token or
+    Patch embedding (normalised, with ``patch_norm``) + learned positions (+ class token with ``pool: cls``) ->
+    ``depth`` pre-norm blocks (SDPA attention, TM feed-forward) -> norm -> head on the class token or
     the mean token. ``residual_attention``: each block adds the previous block's attention
     scores to its own. ``diag_heads``: per-block classifiers for the ``block_ce`` loss.
+    ``patch_norm`` is on by default: with it the clause blocks carry far more of the model
+    (``benchmarks/tm.py ablation``); a teacher without it (``init_from_teacher`` from a plain ViT) needs it off.
 
-    Taps: ``patch_embed``, ``blocks.N`` ([B, tokens, embed_dim]), ``blocks.N.ffn``, ``norm``, ``head``.
+    Taps: ``patch_embed``, ``patch_norm``, ``blocks.N`` ([B, tokens, embed_dim]), ``blocks.N.ffn``, ``norm``, ``head``.
     """
 
     def __init__(
@@ -108,6 +110,7 @@ class ViTTM(nn.Module):
         drop_path_schedule: Literal["linear", "cosine"] = "linear",
         residual_attention: bool = False,
         diag_heads: bool = False,
+        patch_norm: bool = True,
         **tm: Any,
     ):
         super().__init__()
@@ -118,6 +121,7 @@ class ViTTM(nn.Module):
         self.patch_embed = (nn.Conv1d if dims == 1 else nn.Conv2d)(
             input_shape[0], embed_dim, patch_size, stride=patch_size
         )
+        self.patch_norm = make_norm(norm, embed_dim) if patch_norm else nn.Identity()
         tokens = math.prod(s // patch_size for s in input_shape[1:]) + (pool == "cls")
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if pool == "cls" else None
         self.pos_embed = nn.Parameter(torch.randn(1, tokens, embed_dim) * 0.02)
@@ -136,7 +140,7 @@ class ViTTM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[B, C, L] or [B, C, H, W] -> logits [B, num_classes]."""
-        tokens = self.patch_embed(x).flatten(2).transpose(1, 2)
+        tokens = self.patch_norm(self.patch_embed(x).flatten(2).transpose(1, 2))
         if self.cls_token is not None:
             tokens = torch.cat([self.cls_token.expand(len(x), -1, -1), tokens], dim=1)
         tokens, scores = tokens + self.pos_embed, None
