@@ -123,7 +123,7 @@ def test_dkd_with_alpha_beta_one_equals_kd_when_target_probabilities_agree():
 def test_logit_standardisation(pair):
     s = t(pair[0])
     z = lf.standardize_logits(s)
-    ref = (pair[0] - pair[0].mean(1, keepdims=True)) / pair[0].std(1, keepdims=True)
+    ref = (pair[0] - pair[0].mean(1, keepdims=True)) / pair[0].std(1, ddof=1, keepdims=True)  # the authors' std
     assert np.allclose(z.numpy(), ref, atol=1e-5)
     assert torch.allclose(lf.standardize_logits(3 * s + 7), z, atol=1e-5)  # shift and scale free
 
@@ -238,10 +238,9 @@ def test_rkd_matches_reference_and_is_zero_for_similar_geometry():
     s, tt = rng.normal(size=(5, 4)), rng.normal(size=(5, 3))
     huber = lambda a, b: (lambda d: np.where(d < 1, 0.5 * d**2, d - 0.5).mean())(np.abs(a - b))  # noqa: E731
 
-    def dist(x):
+    def dist(x):  # every entry, the zero diagonal too, over the mean off-diagonal distance
         d = np.linalg.norm(x[:, None] - x[None], axis=2)
-        off = ~np.eye(len(x), dtype=bool)
-        return d[off] / d[off].mean()
+        return d / d[~np.eye(len(x), dtype=bool)].mean()
 
     def angle(x):
         e = x[None, :, :] - x[:, None, :]
@@ -266,7 +265,7 @@ def test_pkt_sp_relational_match_reference_and_vanish_on_scaled_copies():
 
     ps, pt = (cosm(s) + 1) / 2, (cosm(tt) + 1) / 2
     ps, pt = ps / ps.sum(1, keepdims=True), pt / pt.sum(1, keepdims=True)
-    assert lf.pkt_loss(t(s), t(tt)).item() == pytest.approx(kl(pt, ps).mean(), rel=1e-3)
+    assert lf.pkt_loss(t(s), t(tt)).item() == pytest.approx(kl(pt, ps).mean() / len(s), rel=1e-3)  # over B² entries
     gs, gt = s @ s.T, tt @ tt.T
     gs, gt = gs / np.linalg.norm(gs, axis=1, keepdims=True), gt / np.linalg.norm(gt, axis=1, keepdims=True)
     assert lf.sp_loss(t(s), t(tt)).item() == pytest.approx(((gs - gt) ** 2).sum() / 36, rel=1e-4)

@@ -41,6 +41,10 @@ EXAMPLES = {
         "{name: minilm, student: blocks, teacher: blocks, mapping: last, submodule: attn.qkv, relation_heads: 2}",
     ),
     "attn_kl": (VIT, "{name: attn_kl, student: blocks.1, teacher: blocks.3, submodule: attn.qkv, relation_heads: 2}"),
+    "attn_mse": (
+        VIT,
+        "{name: attn_mse, student: blocks.1, teacher: blocks.3, submodule: attn.qkv, relation_heads: 2}",
+    ),
     "rkd": (VIT, "{name: rkd, student: norm, teacher: norm}"),
     "pkt": (VIT, "{name: pkt, student: 'head:input', teacher: 'head:input'}"),
     "sp": (CNN, "{name: sp, student: features.1, teacher: features.2}"),

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from kdforge.errors import required
@@ -227,8 +228,9 @@ class MiniLM(FeatureTerm):
 
 @LOSSES.register("attn_kl")
 class AttentionKL(MiniLM):
-    """TinyBERT-style attention distillation: KL between the attention distributions
-    softmax(q kᵀ / √d) of teacher and student (from fused ``qkv`` taps), per relation head."""
+    """Attention-distribution KL (MiniLM's ``qk`` relation alone): KL(teacher ‖ student) between the attention
+    distributions softmax(q kᵀ / √d) (from fused ``qkv`` taps), per relation head, averaged over heads and rows.
+    TinyBERT's attention term is ``attn_mse``."""
 
     def __init__(
         self,
@@ -239,6 +241,19 @@ class AttentionKL(MiniLM):
         relation_heads: int = 4,
     ):
         super().__init__(student, teacher, mapping, submodule, relation_heads, ["qk"])
+
+
+@LOSSES.register("attn_mse")
+class AttentionMSE(AttentionKL):
+    """TinyBERT's attention term (Jiao et al., 2020): mean squared difference of the attention *scores*
+    q kᵀ / √d before the softmax (from fused ``qkv`` taps), per relation head. Both models need the same number of
+    tokens; their widths and head counts may differ (both are split into ``relation_heads``)."""
+
+    def pair_loss(self, index: int, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        (qs, ks, _), (qt, kt, _) = _split_qkv(student), _split_qkv(teacher)
+        return F.mse_loss(
+            lf.relation_logits(qs, ks, self.relation_heads), lf.relation_logits(qt, kt, self.relation_heads)
+        )
 
 
 def _split_qkv(x: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -145,10 +145,12 @@ def standardize_logits(logits: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     """Logit standardisation (Sun et al., CVPR 2024): per sample, (z − mean z) / std z.
 
     Removes the logits' shift and scale, so the student matches the teacher's logit
-    *relations* rather than their magnitude. Use with a base temperature (about 2).
+    *relations* rather than their magnitude. Use with a base temperature (about 2). The
+    standard deviation is the sample one (1/(K − 1)), as in the authors' code, so that their
+    temperatures mean the same here.
     """
     z = logits.float()
-    return (z - z.mean(-1, keepdim=True)) / (z.std(-1, keepdim=True, unbiased=False) + eps)
+    return (z - z.mean(-1, keepdim=True)) / (z.std(-1, keepdim=True) + eps)
 
 
 def _pearson(a: torch.Tensor, b: torch.Tensor, dim: int, eps: float = 1e-8) -> torch.Tensor:
@@ -379,11 +381,13 @@ def _pairwise_distances(x: torch.Tensor) -> torch.Tensor:
 
 def rkd_distance_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """RKD distance (Park et al., CVPR 2019): Huber loss between the pairwise distance matrices
-    of the batch, each divided by its mean off-diagonal distance."""
+    of the batch, each divided by its mean off-diagonal distance. The Huber loss is averaged over
+    all B² entries, the zero diagonal included, as in the authors' code (so their weight of 25 means the
+    same here)."""
     s, t = _flat(student), _flat(teacher)
     ds, dt = _pairwise_distances(s), _pairwise_distances(t)
     off = ~torch.eye(len(s), dtype=torch.bool, device=s.device)
-    return F.smooth_l1_loss(ds[off] / ds[off].mean(), dt[off] / dt[off].mean())
+    return F.smooth_l1_loss(ds / ds[off].mean(), dt / dt[off].mean())
 
 
 def rkd_angle_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -403,11 +407,13 @@ def _cosine_matrix(x: torch.Tensor) -> torch.Tensor:
 
 def pkt_loss(student: torch.Tensor, teacher: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     """Probabilistic knowledge transfer (Passalis & Tefas, ECCV 2018): cosine similarities
-    mapped to [0, 1], normalised per row into conditional distributions; batch-mean KL(teacher ‖ student)."""
+    mapped to [0, 1], normalised per row into conditional distributions; the KL(teacher ‖ student) terms
+    averaged over all B² entries, as in the authors' code (so a published weight means the same here; the mean
+    of the rows' KL divergences is B times larger)."""
     ps = (_cosine_matrix(student) + 1) / 2
     pt = (_cosine_matrix(teacher) + 1) / 2
     ps, pt = ps / ps.sum(1, keepdim=True), pt / pt.sum(1, keepdim=True)
-    return (pt * ((pt + eps).log() - (ps + eps).log())).sum(1).mean()
+    return (pt * ((pt + eps).log() - (ps + eps).log())).mean()
 
 
 def sp_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:

@@ -79,6 +79,11 @@ def test_combined_and_curriculum_steps_weigh_distillation_by_alpha():
     d = distill_loss(s, t, tau=0.1)
     assert combined_distill_loss(s, t, recon, alpha=0.7).item() == pytest.approx(0.7 * d.item() + 0.3 * 0.3, rel=1e-5)
     assert combined_distill_loss(s, t).item() == pytest.approx(d.item(), rel=1e-6)
+    assert combined_distill_loss(s, t, recon).item() == pytest.approx(0.5 * d.item() + 0.5 * 0.3, rel=1e-5)
+    with pytest.raises(ValueError, match="alpha=0.7 weighs .* but none was passed"):
+        combined_distill_loss(s, t, alpha=0.7)  # α without a reconstruction loss would weigh nothing
+    with pytest.raises(ValueError, match="but none was passed"):
+        curriculum_distill_step(s, t, 0, create_curriculum_schedule(0.2, 0.05, 3), alpha=0.7)
     with pytest.raises(ValueError, match="alpha"):
         combined_distill_loss(s, t, recon, alpha=1.5)
     schedule = create_curriculum_schedule(4.0, 0.5, 5)

@@ -94,11 +94,17 @@ def combined_distill_loss(
     student_vec: torch.Tensor,
     teacher_vec: torch.Tensor,
     reconstruction_loss: torch.Tensor | None = None,
-    alpha: float = 0.5,
+    alpha: float | None = None,
     tau: float = 0.1,
 ) -> torch.Tensor:
-    """α · :func:`distill_loss` + (1 − α) · ``reconstruction_loss`` (just the distillation
-    loss when there is none)."""
+    """α · :func:`distill_loss` + (1 − α) · ``reconstruction_loss`` (α 0.5 unless given); just the distillation
+    loss when there is no reconstruction loss, and then α, which would weigh nothing, is refused."""
+    if alpha is not None and reconstruction_loss is None:
+        raise ValueError(
+            f"alpha={alpha} weighs the distillation loss against a reconstruction loss, but none was passed: pass "
+            "reconstruction_loss, or leave alpha out (the loss is then the distillation loss alone)"
+        )
+    alpha = 0.5 if alpha is None else alpha
     if not 0 <= alpha <= 1:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     distill = distill_loss(student_vec, teacher_vec, tau)
@@ -130,10 +136,11 @@ def curriculum_distill_step(
     teacher_vec: torch.Tensor,
     stage: int,
     tau_schedule: Callable[[int], float],
-    alpha: float = 0.5,
+    alpha: float | None = None,
     reconstruction_loss: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, float]:
-    """(loss, τ) at curriculum ``stage``: :func:`combined_distill_loss` at τ = tau_schedule(stage)."""
+    """(loss, τ) at curriculum ``stage``: :func:`combined_distill_loss` at τ = tau_schedule(stage) (``alpha`` only
+    with a ``reconstruction_loss``)."""
     tau = tau_schedule(stage)
     return combined_distill_loss(student_vec, teacher_vec, reconstruction_loss, alpha, tau), tau
 
