@@ -60,6 +60,7 @@ EXAMPLES = {
     "ensemble_kd": (ENSEMBLE, "{name: ensemble_kd, temperature: 2.0, hidden: 8}"),
     "diverse_kd": (ENSEMBLE, "{name: diverse_kd, temperature: 2.0, min_weight: 0.1}"),
     "dual_head_kd": (CNN, "{name: dual_head_kd, temperature: 3.0}"),
+    "crd": (CNN, "{name: crd, weight: 0.8, negatives: 32, dim: 16}"),
     "block_ce": (TM, "{name: block_ce, label_smoothing: 0.1}"),
     "clause_reg": (TM, "{name: clause_reg, sparsity: 1.0, budget: 4}"),
     "clause_align": (TM, "{name: clause_align, student: auto, teacher: auto, temperature: 2.0}"),
@@ -126,13 +127,14 @@ def test_term_builds_from_yaml_runs_and_trains_its_parts(name):
         x, y = torch.randn(16, 2, 12, dtype=torch.cfloat), torch.randn(16, 1, 12, dtype=torch.cfloat)
     if kind == LM:
         x, y = torch.randint(0, 40, (16, 12)), torch.randint(0, 40, (16, 12))
-    distiller = Distiller(student, Teacher(teacher_module), terms, x[:2], per_token=kind == LM)
+    distiller = Distiller(student, Teacher(teacher_module), terms, x[:2], per_token=kind == LM, train_samples=64)
+    index = [torch.arange(16)] if distiller.reads_index else []  # crd's memory bank: 64 training samples
     optimizer = build_optimizer(distiller.param_groups(), OptimConfig())  # built after setup, as the Trainer does
     in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
     term_params = list(terms[0].parameters())
     assert {id(p) for p in term_params} <= in_optimizer
     distiller.train()
-    out = distiller(x, y, Clock(step=50, epoch=5, epochs=10, progress=0.5))  # past warm-ups and ramps
+    out = distiller(x, y, Clock(step=50, epoch=5, epochs=10, progress=0.5), *index)  # past warm-ups and ramps
     assert torch.isfinite(out.loss) and out.loss.item() > 0
     out.loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())

@@ -67,7 +67,9 @@ def check(recipe: Recipe, console: Console | None = None) -> dict[str, Any]:
             ),
             markup=False,
         )
-    distiller = Distiller(student, teacher, terms, session.example, per_token=data.task == "lm")
+    distiller = Distiller(
+        student, teacher, terms, session.example, per_token=data.task == "lm", train_samples=len(data.train)
+    )
     for role, logits in (("teacher", teacher(session.example)), ("student", student(session.example))):
         if data.task == "regression" and logits.shape[1:] != data.targets_example.shape[1:]:
             raise KdforgeError(
@@ -80,9 +82,11 @@ def check(recipe: Recipe, console: Console | None = None) -> dict[str, Any]:
             )
 
     distiller.train()
-    x, y = next(iter(session.train.epoch(0)))
+    if distiller.reads_index:
+        session.index_training_batches([t.name for t in terms if t.reads_index])
+    x, y, *index = next(iter(session.train.epoch(0)))
     with session.autocast():
-        out = distiller(x, y)
+        out = distiller(x, y, None, *index)
     out.loss.backward()
     no_grad = [n for n, p in student.named_parameters() if p.grad is None]
     teacher_grads = [n for n, p in teacher.named_parameters() if p.grad is not None and not recipe.teacher.trainable]

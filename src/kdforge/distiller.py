@@ -55,6 +55,7 @@ class Distiller(nn.Module):
         terms: list[LossTerm],
         example_input: torch.Tensor,
         per_token: bool = False,
+        train_samples: int | None = None,
     ):
         super().__init__()
         self.student, self.teacher, self.per_token = student, teacher, per_token
@@ -90,6 +91,8 @@ class Distiller(nn.Module):
         )
         self.uses_teacher = any(t.uses_teacher for t in terms)
         self.heads = any(t.reads_head for t in terms)  # models hand their LM head in training steps
+        self.reads_index = any(t.reads_index for t in terms)  # training batches must carry their sample indices
+        self.train_samples = train_samples
         if (chunked := [t.name for t in terms if t.reads_head]) and not can_hand_head(student):
             raise KdforgeError(
                 f"{', '.join(chunked)}: chunked: true makes the logits from the student's last hidden states and LM "
@@ -121,6 +124,7 @@ class Distiller(nn.Module):
             teacher_logits.shape if teacher_logits is not None else None,
             {k: v.shape for k, v in s_feats.items()},
             {k: v.shape for k, v in t_feats.items()},
+            self.train_samples,
         )
         for term in self.loss_terms:
             term.setup(
@@ -168,8 +172,9 @@ class Distiller(nn.Module):
         """One step's loss. ``index``: the samples' positions in the training split, which a
         cached teacher needs to look up its outputs."""
         clock = clock or Clock()
-        if self.cache is not None and index is None:
-            raise KdforgeError("a cached teacher needs the samples' indices: use indexed training batches")
+        if (self.cache is not None or self.reads_index) and index is None:
+            reader = "a cached teacher" if self.cache is not None else "a term that keeps a memory per sample"
+            raise KdforgeError(f"{reader} needs the samples' indices: use indexed training batches")
         student_out, teacher_out, s_feats, t_feats = self._forward_models(inputs, index, clock.epoch, self.heads)
         real = None  # the unpadded positions, when some are padded
         if self.per_token:
@@ -181,7 +186,7 @@ class Distiller(nn.Module):
             # an ensemble member's logits are token rows like the combined ones
             t_feats = {k: _token_rows(v, real) if _MEMBER.fullmatch(k) else v for k, v in t_feats.items()}
         ctx = self._context(inputs, targets, student_out, teacher_out, s_feats, t_feats, clock)
-        ctx.token_mask = real
+        ctx.token_mask, ctx.index = real, index
         student_logits, teacher_logits = ctx.student_logits, ctx.teacher_logits
         teacher_task = None
         if (learner := self.learning_teacher) is not None and teacher_logits is not None:

@@ -151,6 +151,16 @@ class Session:
             return teacher, {}
         return self.live_teacher()
 
+    def index_training_batches(self, readers: list[str]) -> None:
+        """Training batches carry their sample indices, which ``readers`` (terms) look their memory up by."""
+        try:
+            self.train.indexed = True
+        except KdforgeError as error:
+            raise KdforgeError(
+                f"{', '.join(readers)} keep a memory per training sample, looked up by its index, which a streamed "
+                "split does not have: read the data without streaming"
+            ) from error
+
     def live_teacher(self) -> tuple[Teacher, dict[str, Any]]:
         """The frozen teacher of the recipe (an ``ema`` teacher or member is the student's architecture, whose
         weights follow the student once it trains), and what its source says of it."""
@@ -292,7 +302,10 @@ class Session:
             terms,
             self.example,
             per_token=self.data.task == "lm",
+            train_samples=len(self.data.train),
         )
+        if distiller.reads_index:
+            self.index_training_batches([t.name for t in terms if t.reads_index])
         curriculum = Curriculum.from_recipe(self.recipe) if stage == "distill" else None  # the baseline trains plainly
         augment = self.recipe.data.augment
         mixer = Mixer(augment, self.data.num_classes) if augment.mixes else None

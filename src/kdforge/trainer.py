@@ -80,9 +80,8 @@ class Trainer:
         # may change the student at the end of an epoch (e.g. clause steering); what it returns joins the epoch's record
         self.steering = steering
         self.steered_before: dict[str, Any] = {}  # what it changed before the first epoch
-        self.val_terms = (
-            val_terms and distiller.cache is None
-        )  # a cache holds the teacher's outputs on training samples only
+        # a cache holds the teacher's outputs on training samples only; a term's per-sample memory is indexed by them
+        self.val_terms = val_terms and distiller.cache is None and not distiller.reads_index
         self.device = next(distiller.student.parameters()).device
         self.dir = Path(checkpoint_dir)
         self.dir.mkdir(parents=True, exist_ok=True)

@@ -41,6 +41,7 @@ class StepContext:
     clock: Clock = field(default_factory=Clock)
     logs: dict[str, torch.Tensor] = field(default_factory=dict)
     token_mask: torch.Tensor | None = None  # per-token runs: which flattened positions the logits keep (None: all)
+    index: torch.Tensor | None = None  # the samples' positions in the training split, for terms that read them
     # language models under a chunked term: the models' outputs before their LM heads (then a logit field is None
     # when no term reads it); a top-k teacher (a cache, or ``topk``) as it came, before any densifying
     student_head: LMHead | None = None
@@ -74,6 +75,7 @@ class Shapes:
     teacher_logits: torch.Size | None
     student: dict[str, torch.Size] = field(default_factory=dict)
     teacher: dict[str, torch.Size] = field(default_factory=dict)
+    train_samples: int | None = None  # the training split's size (None: not known, e.g. a streamed split)
 
 
 class LossTerm(nn.Module):
@@ -90,6 +92,8 @@ class LossTerm(nn.Module):
     reads_head: bool = False
     #: whether the term reads a top-k teacher as it is (``ctx.teacher_topk``) rather than densified
     reads_topk: bool = False
+    #: whether the term reads the samples' training indices (``ctx.index``): then training batches carry them
+    reads_index: bool = False
 
     @property
     def student_taps(self) -> list[str]:
