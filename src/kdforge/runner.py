@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ from rich.markup import escape
 
 from kdforge import distributed
 from kdforge._version import __version__
+from kdforge.callbacks import Callback
 from kdforge.config import Recipe
 from kdforge.errors import KdforgeError
 from kdforge.evaluate import teacher_agreement
@@ -48,14 +50,25 @@ class RunResult:
         return self.results["teacher"]["test"]["accuracy"]
 
 
-def run(recipe: Recipe, *, resume: str | Path | None = None, console: Console | None = None) -> RunResult:
-    """Run a recipe end to end; with ``resume``, continue that run directory."""
+def run(
+    recipe: Recipe,
+    *,
+    resume: str | Path | None = None,
+    console: Console | None = None,
+    callbacks: Sequence[Callback] = (),
+) -> RunResult:
+    """Run a recipe end to end; with ``resume``, continue that run directory. ``callbacks`` join every training
+    stage's own (e.g. a search that prunes a trial on its validation curve)."""
     with deterministic(recipe.train.deterministic), contextlib.ExitStack() as cleanup:
-        return _run(recipe, resume, console, cleanup)
+        return _run(recipe, resume, console, cleanup, callbacks)
 
 
 def _run(
-    recipe: Recipe, resume: str | Path | None, console: Console | None, cleanup: contextlib.ExitStack
+    recipe: Recipe,
+    resume: str | Path | None,
+    console: Console | None,
+    cleanup: contextlib.ExitStack,
+    callbacks: Sequence[Callback] = (),
 ) -> RunResult:
     distributed.setup()  # several processes (torchrun): rank 0 writes, all train
     console = console or Console()
@@ -65,7 +78,7 @@ def _run(
     terms = build_losses(recipe.losses)  # bad loss options fail before anything heavy is built
     run_dir = distributed.broadcast(_prepare_run_dir(recipe, resume) if distributed.is_main() else None)
     seed_everything(recipe.seed)
-    session = cleanup.enter_context(Session(recipe, run_dir, console))
+    session = cleanup.enter_context(Session(recipe, run_dir, console, callbacks))
     where = f"{recipe.name}: {session.data.describe()}; device {session.device}; run dir {run_dir}"
     console.print(f"[bold]kdforge[/] {escape(where)}")
     timings: dict[str, float] = {}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +40,9 @@ from kdforge.transfer import copy_matching, start_from
 class Session:
     """What the stages of one run share: recipe, data, loaders, device, callbacks."""
 
-    def __init__(self, recipe: Recipe, run_dir: Path, console: Console):
+    def __init__(self, recipe: Recipe, run_dir: Path, console: Console, callbacks: Sequence[Callback] = ()):
         self.recipe, self.run_dir, self.console = recipe, run_dir, console
+        self.extra_callbacks = list(callbacks)  # the caller's, in every stage
         self.device = resolve_device(recipe.train.device)
         self.data: DataBundle = recipe_data(recipe.data, recipe.seed)
         augment = BatchAugment.from_config(recipe.data.augment, self.data.scaling)
@@ -74,7 +76,7 @@ class Session:
         ]
         if self.recipe.log.progress:
             callbacks.append(ConsoleProgress(self.console))
-        return callbacks
+        return callbacks + self.extra_callbacks
 
     def track(self, batches: Any, description: str, total: int | None = None) -> Any:
         """``batches`` (``total`` of them, default ``len(batches)``) with a transient progress bar (when

@@ -26,6 +26,7 @@ OPTIONAL_PACKAGES = {
 app.command(rich_help_panel="Distil")(training.demo)
 app.command(rich_help_panel="Distil")(training.train)
 app.command(rich_help_panel="Distil")(training.sweep)
+app.command(rich_help_panel="Distil")(training.tune)
 app.command(rich_help_panel="Distil")(training.check)
 app.command(rich_help_panel="Distil")(training.cache)
 app.command("eval", rich_help_panel="Distil")(training.evaluate_run)

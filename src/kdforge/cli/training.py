@@ -1,4 +1,4 @@
-"""Subcommands that train, check and evaluate: demo, train, sweep, check, cache, eval."""
+"""Subcommands that train, check and evaluate: demo, train, sweep, tune, check, cache, eval."""
 
 from __future__ import annotations
 
@@ -67,6 +67,46 @@ def sweep(
     from kdforge.sweeper import sweep as run_sweep
 
     run_sweep(Recipe.from_yaml(recipe_path(recipe), overrides or []), seeds, first_seed, console)
+
+
+def tune(
+    recipe: Annotated[str, typer.Argument(help="Recipe YAML file or shipped recipe name.", show_default=False)],
+    overrides: Overrides = None,
+    trials: Annotated[int, typer.Option(min=1, help="Finished trials the study should have (resumes count).")] = 30,
+    space: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            help="A searched key, **key={low: 1, high: 8}** (also log, step), **key={factor: 5}** or "
+            "**key={choice: [...]}**; repeat it. Default: the recipe's tune.space, else each term's own.",
+            show_default=False,
+        ),
+    ] = None,
+    jobs: Annotated[int, typer.Option(min=1, help="Trial processes on this machine; they share its cores.")] = 1,
+    storage: Annotated[
+        Optional[str],
+        typer.Option(help="Optuna storage: an RDB URL or a journal file (default: study.journal in the tune folder)."),
+    ] = None,
+    pruner: Annotated[str, typer.Option(help="median, halving (successive halving) or none.")] = "median",
+    seeds: Annotated[
+        int, typer.Option(min=0, help="Seeds to train the best recipe over, beside the student alone (0: none).")
+    ] = 3,
+) -> None:
+    """Search a recipe's hyper-parameters with Optuna on the validation split (pruning poor trials); write tune.md,
+    plots and best.yaml; train the best recipe over seeds beside the student alone. Interrupted: run it again."""
+    from kdforge.config import Recipe
+    from kdforge.tuner import parse_space
+    from kdforge.tuner import tune as run_tune
+
+    run_tune(
+        Recipe.from_yaml(recipe_path(recipe), overrides or []),
+        trials,
+        space=parse_space(space or []),
+        jobs=jobs,
+        storage=storage,
+        pruner=pruner,
+        seeds=seeds,
+        console=console,
+    )
 
 
 def check(

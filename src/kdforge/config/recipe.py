@@ -33,6 +33,7 @@ from kdforge.config.student import (
 )
 from kdforge.config.teacher import TeacherConfig
 from kdforge.config.training import LogConfig, OptimConfig, TrainConfig
+from kdforge.config.tune import TuneConfig
 from kdforge.errors import ConfigError, did_you_mean
 from kdforge.files import read_text
 from kdforge.registry import DATASETS, LOSSES, MODELS
@@ -53,6 +54,7 @@ class Recipe(Section):
     stages: list[StageConfig] | None = Field(
         None, description="staged training; each stage changes weights, temperatures, data"
     )
+    tune: TuneConfig | None = Field(None, description="what kdforge tune searches (default: each term's own space)")
     curriculum: CurriculumConfig | None = Field(
         None,
         description=(

@@ -7,7 +7,7 @@ temperature, and ``logit_std: true`` to standardise both models' logits first.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import torch
 
@@ -24,6 +24,8 @@ class CrossEntropy(LossTerm):
     """Cross-entropy with the ground-truth labels (optionally label-smoothed). ``chunked: true`` (language
     models): made from the student's last hidden states and LM head a chunk of tokens at a time, never from
     the whole logits (``chunk`` tokens, default about 2²² logits)."""
+
+    search_space: ClassVar[dict[str, dict[str, Any]]] = {}  # the task term: its weight sets the scale
 
     uses_teacher = False
 
@@ -48,6 +50,11 @@ def _check_chunk(chunked: bool, chunk: int | None) -> None:
 
 class LogitTerm(LossTerm):
     """Shared by logit terms: optional standardisation, then a temperature of any kind."""
+
+    search_space: ClassVar[dict[str, dict[str, Any]]] = {
+        "weight": {"low": 0.1, "high": 1.0},
+        "temperature": {"low": 1.0, "high": 8.0},
+    }
 
     def __init__(self, temperature: TemperatureSpec | None = None, logit_std: bool = False):
         super().__init__()
@@ -253,6 +260,11 @@ class DKD(LogitTerm):
     ``warmup``: epochs over which the term's strength ramps linearly from 0 to 1.
     """
 
+    search_space: ClassVar[dict[str, dict[str, Any]]] = {
+        "beta": {"low": 1.0, "high": 8.0, "log": True},
+        "temperature": {"low": 1.0, "high": 8.0},
+    }
+
     def __init__(
         self,
         temperature: TemperatureSpec = 4.0,
@@ -276,6 +288,12 @@ class DKD(LogitTerm):
 class DIST(LogitTerm):
     """DIST (Huang et al., 2022): inter-class (β) and intra-class (γ) Pearson-correlation matching."""
 
+    search_space: ClassVar[dict[str, dict[str, Any]]] = {
+        "temperature": {"low": 1.0, "high": 8.0},
+        "beta": {"low": 0.25, "high": 4.0, "log": True},
+        "gamma": {"low": 0.25, "high": 4.0, "log": True},
+    }
+
     def __init__(
         self, temperature: TemperatureSpec = 1.0, beta: float = 1.0, gamma: float = 1.0, logit_std: bool = False
     ):
@@ -290,6 +308,8 @@ class DIST(LogitTerm):
 @LOSSES.register("mse_logits")
 class MSELogits(LogitTerm):
     """Mean squared error between student and teacher logits (optionally standardised)."""
+
+    search_space: ClassVar[dict[str, dict[str, Any]]] = {"weight": {"factor": 4.0}}
 
     def __init__(self, logit_std: bool = False):
         super().__init__(None, logit_std)

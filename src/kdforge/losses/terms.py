@@ -10,7 +10,7 @@ tapped shapes before the optimiser exists.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import pydantic
 import torch
@@ -94,6 +94,9 @@ class LossTerm(nn.Module):
     reads_topk: bool = False
     #: whether the term reads the samples' training indices (``ctx.index``): then training batches carry them
     reads_index: bool = False
+    #: what ``kdforge tune`` searches for this term by default: option -> {low, high[, log]} or {factor} (a log
+    #: scale around the recipe's value)
+    search_space: ClassVar[dict[str, dict[str, Any]]] = {"weight": {"factor": 4.0}}
 
     @property
     def student_taps(self) -> list[str]:

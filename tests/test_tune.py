@@ -1,0 +1,97 @@
+"""kdforge tune: search spaces, what a trial's recipe holds, the objective (validation only), resuming, the report."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import optuna
+import pydantic
+import pytest
+
+from kdforge import Recipe
+from kdforge.config.tune import ParamSpec
+from kdforge.errors import ConfigError
+from kdforge.tuner import default_space, parse_space, recipe_space, suggest, tune
+
+
+def test_specs_take_exactly_one_form_and_integers_stay_integers():
+    assert ParamSpec.model_validate({"low": 1, "high": 8}).integer
+    assert not ParamSpec.model_validate({"low": 1.0, "high": 8.0}).integer
+    for bad in ({"low": 1}, {"low": 2, "high": 1}, {"low": 0, "high": 1, "log": True}, {"factor": 2, "choice": [1]},
+                {}, {"factor": 0.5}):  # fmt: skip
+        with pytest.raises(pydantic.ValidationError):
+            ParamSpec.model_validate(bad)
+    assert parse_space(["optim.lr={low: 1.0e-4, high: 1.0e-2, log: true}"])["optim.lr"].log
+    with pytest.raises(ConfigError, match="--space 'optim.lr=oops'"):
+        parse_space(["optim.lr=oops"])
+
+
+def test_each_method_ships_a_default_space(tiny_recipe):
+    space = default_space(tiny_recipe)
+    assert set(space) == {"optim.lr", "losses.1.weight", "losses.1.temperature"}  # ce has none: it sets the scale
+    recipe = Recipe.model_validate({**tiny_recipe, "tune": {"space": {"optim.lr": {"factor": 3}}}})
+    assert set(recipe_space(recipe, {})) == {"optim.lr"}  # a declared space replaces the defaults
+    assert set(recipe_space(recipe, parse_space(["train.epochs={low: 2, high: 4}"]))) == {"optim.lr", "train.epochs"}
+
+
+def test_a_trial_sets_each_searched_key_and_a_chosen_method_brings_its_own_space(tiny_recipe):
+    space = parse_space(
+        [
+            "optim.lr={factor: 10}",
+            "train.epochs={low: 2, high: 6}",
+            "losses={choice: [[{name: ce}], [{name: ce, weight: 0.5}, {name: dkd}]]}",
+        ]
+    )
+    params = {"optim.lr": 0.03, "train.epochs": 5, "losses": "ce+dkd", "ce+dkd:losses.1.beta": 4.0,
+              "ce+dkd:losses.1.temperature": 2.0}  # fmt: skip
+    raw = suggest(optuna.trial.FixedTrial(params), tiny_recipe, space)
+    assert raw["optim"]["lr"] == 0.03 and raw["train"]["epochs"] == 5
+    assert raw["losses"] == [{"name": "ce", "weight": 0.5}, {"name": "dkd", "beta": 4.0, "temperature": 2.0}]
+    assert tiny_recipe["losses"][1]["name"] == "kd"  # the base recipe is left as it was
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    trial = study.ask()
+    suggest(trial, tiny_recipe, space)
+    assert 3e-4 <= trial.params["optim.lr"] <= 3e-2  # factor 10 around the recipe's 3e-3
+    assert isinstance(trial.params["train.epochs"], int)
+    with pytest.raises(ConfigError, match="'optim.nothing', which the recipe does not have"):
+        suggest(trial, tiny_recipe, parse_space(["optim.nothing={low: 1, high: 2}"]))
+
+
+def test_tune_searches_on_validation_resumes_and_reports(tiny_recipe, tmp_path):
+    tiny_recipe["train"]["epochs"] = 3
+    recipe = Recipe.model_validate(tiny_recipe)
+    first = tune(recipe, 3, seeds=0, pruner="none")
+    tune_dir = first.tune_dir
+    study = optuna.load_study(study_name="tiny", storage=_journal(tune_dir))
+    assert len(study.trials) == 3
+    for trial in study.trials:  # the objective is the best validation accuracy of the distilled student's epochs
+        records = [json.loads(line) for line in open(f"{trial.user_attrs['run_dir']}/metrics.jsonl")]
+        val = [r["val"]["accuracy"] for r in records if r["stage"] == "distill" and r["kind"] == "epoch"]
+        assert trial.value == max(val) and len(val) == 3
+    assert first.best_value == max(t.value for t in study.trials)
+    assert Recipe.from_yaml(tune_dir / "best.yaml").optim.lr == first.best_params["optim.lr"]
+    text = (tune_dir / "tune.md").read_text()
+    assert f"**Best trial: {study.best_trial.number}**" in text and "## Parameter importances" in text
+    assert all((tune_dir / "plots" / f"{name}.png").stat().st_size > 1000 for name in ("history", "importances"))
+    again = tune(recipe, 4, seeds=0, pruner="none")  # the same study goes on: one more trial
+    study = optuna.load_study(study_name="tiny", storage=_journal(tune_dir))
+    assert len(study.trials) == 4 and again.tune_dir == tune_dir
+
+
+def _journal(tune_dir):
+    from kdforge.tuner import open_storage
+
+    return open_storage(str(tune_dir / "study.journal"))
+
+
+@pytest.mark.slow
+def test_parallel_trials_share_the_study_and_the_cores(tiny_recipe):
+    tiny_recipe["train"]["epochs"] = 2
+    result = tune(Recipe.model_validate(tiny_recipe), 4, jobs=2, seeds=0, pruner="none")
+    study = optuna.load_study(study_name="tiny", storage=_journal(result.tune_dir))
+    finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert 4 <= len(finished) <= 5  # the two processes may each start a last trial
+    assert len({t.user_attrs["run_dir"] for t in finished}) == len(finished)
+    after_first = [t for t in finished if t.number > 0]  # the first trial runs alone, with every thread
+    assert all(t.user_attrs["threads"] == max(1, (os.cpu_count() or 1) // 2) for t in after_first)
