@@ -136,7 +136,7 @@ def test_a_student_without_counterparts_is_a_clear_error():
 
 def test_a_student_normalising_patches_its_teacher_does_not_is_a_clear_error():
     teacher = build_model("vit", input_shape=SHAPE, num_classes=10, depth=2)
-    student = build_model("vit_tm", input_shape=SHAPE, num_classes=10, depth=2)  # patch_norm: on by default
+    student = build_model("vit_tm", input_shape=SHAPE, num_classes=10, depth=2, patch_norm=True)
     with pytest.raises(KdforgeError, match="give the student patch_norm: false"):
         feedforward_pairs(student, teacher)
     without = build_model("vit_tm", input_shape=SHAPE, num_classes=10, depth=2, patch_norm=False)
@@ -403,6 +403,7 @@ def test_check_pairs_tm_blocks_with_teacher_mlps_before_training(tiny_recipe):
         "model": {"name": "vit_tm", "patch_size": 4, "embed_dim": 32, "depth": 2, "heads": 2, "clauses": 16},
         "init_from_teacher": True,
     }
+    tiny_recipe["student"]["model"]["patch_norm"] = True
     with pytest.raises(KdforgeError, match="give the student patch_norm: false"):  # found before any training
         check(Recipe.model_validate(tiny_recipe), Console(file=io.StringIO()))
     tiny_recipe["student"]["model"]["patch_norm"] = False

@@ -51,7 +51,7 @@ def feedforward_pairs(student: nn.Module, teacher: nn.Module) -> dict[str, tuple
     teacher_tensors = counterparts(name for name, _ in teacher.named_parameters())
     if any(name.startswith("patch_norm.") and name not in teacher_tensors for name, _ in student.named_parameters()):
         raise KdforgeError(
-            "init_from_teacher: the student normalises its patch embedding (patch_norm, on by default in vit_tm) but "
+            "init_from_teacher: the student normalises its patch embedding (patch_norm) but "
             "the teacher has no such norm, so the copied blocks would see other inputs; give the student "
             "patch_norm: false"
         )

@@ -89,8 +89,8 @@ class ViTTM(nn.Module):
     ``depth`` pre-norm blocks (SDPA attention, TM feed-forward) -> norm -> head on the class token or
     the mean token. ``residual_attention``: each block adds the previous block's attention
     scores to its own. ``diag_heads``: per-block classifiers for the ``block_ce`` loss.
-    ``patch_norm`` is on by default: with it the clause blocks carry far more of the model
-    (``benchmarks/tm.py ablation``); a teacher without it (``init_from_teacher`` from a plain ViT) needs it off.
+    ``patch_norm`` (off by default): on the ablation's token parity it makes the clause blocks carry far more of
+    the model, on digits and on "two of four" it costs accuracy (``benchmarks/tm.py ablation`` and ``patch_norm``).
 
     Taps: ``patch_embed``, ``patch_norm``, ``blocks.N`` ([B, tokens, embed_dim]), ``blocks.N.ffn``, ``norm``, ``head``.
     """
@@ -110,7 +110,7 @@ class ViTTM(nn.Module):
         drop_path_schedule: Literal["linear", "cosine"] = "linear",
         residual_attention: bool = False,
         diag_heads: bool = False,
-        patch_norm: bool = True,
+        patch_norm: bool = False,
         **tm: Any,
     ):
         super().__init__()
