@@ -447,12 +447,18 @@ def _plots(study: optuna.Study, folder: Path, importances: dict[str, float]) -> 
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     folder.mkdir(parents=True, exist_ok=True)
-    wanted = {"history": views.plot_optimization_history, "intermediate": views.plot_intermediate_values}
+    wanted = {  # plot, and the axes' names in our words (x, y)
+        "history": (views.plot_optimization_history, ("trial", "best validation score")),
+        "intermediate": (views.plot_intermediate_values, ("epoch", "validation score")),
+    }
     if importances:
-        wanted["importances"] = views.plot_param_importances
+        wanted["importances"] = (views.plot_param_importances, ("importance", "parameter"))
     made = []
-    for name, plot in wanted.items():
-        figure = plot(study).get_figure()
+    for name, (plot, (x, y)) in wanted.items():
+        axes = plot(study)
+        axes.set_xlabel(x)
+        axes.set_ylabel(y)
+        figure = axes.get_figure()
         save_figure(figure, folder / f"{name}.png", dpi=120, bbox_inches="tight")
         plt.close(figure)  # type: ignore[arg-type]
         made.append(f"plots/{name}.png")
