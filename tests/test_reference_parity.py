@@ -156,3 +156,33 @@ def test_attn_mse_is_tinybert_and_attn_kl_is_the_attention_distribution_kl():
     expected = (pt * (pt.log() - ps.log())).sum(-1).mean()  # KL(teacher ‖ student), averaged over batch, heads, rows
     kl = AttentionKL(student="blocks.0", teacher="blocks.0", relation_heads=4)
     torch.testing.assert_close(kl.pair_loss(0, s, t), expected, rtol=1e-5, atol=1e-7)
+
+
+def reference_cka(x, y, debiased=False):
+    # Kornblith et al.'s notebook: linear Gram matrices, centred (with the unbiased centring for the debiased
+    # estimator: zero diagonal, column means over n − 2, corrected), then <Gx, Gy> / (‖Gx‖ ‖Gy‖)
+    def centre(gram):
+        gram = gram.clone()
+        n = gram.shape[0]
+        if debiased:
+            gram.fill_diagonal_(0)
+            means = gram.sum(0) / (n - 2)
+            means -= means.sum() / (2 * (n - 1))
+        else:
+            means = gram.mean(0)
+            means -= means.mean() / 2
+        gram -= means[:, None]
+        gram -= means[None, :]
+        if debiased:
+            gram.fill_diagonal_(0)
+        return gram
+
+    gx, gy = centre(x @ x.T), centre(y @ y.T)
+    return (gx.ravel() @ gy.ravel()) / (gx.norm() * gy.norm())
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+def test_linear_cka_equals_the_authors_notebook(features, debiased):
+    s, t = features
+    expected = reference_cka(s.double(), t.double(), debiased).float()
+    torch.testing.assert_close(lf.linear_cka(s, t, debiased), expected, rtol=1e-4, atol=1e-6)
