@@ -43,6 +43,7 @@ METHODS: dict[str, dict] = {
         "losses": [CE, KD, {"name": "cka", "student": "head:input", "teacher": "head:input", "debiased": True}]
     },
     "RKD + KD": {"losses": [CE, KD, {"name": "rkd", "student": "head:input", "teacher": "head:input"}]},
+    "CRD + KD": {"losses": [CE, KD, {"name": "crd", "weight": 0.8, "negatives": 1024}]},  # K below the split sizes
     "EMA self-distillation": {
         "teacher": {"source": "ema", "decay": 0.99},
         "losses": [{"name": "ce", "weight": 0.5}, {"name": "kd", "weight": 0.5, "temperature": 2.0}],
