@@ -361,8 +361,8 @@ def _parallel(job: dict[str, Any], jobs: int, threads: int, progress: Any, stora
                 worker.join(timeout=2.0)
             progress(load_study(job["name"], storage, job["seed"], job["pruner"], tuple(job["startup"])), None)
     finally:
-        for worker in workers:
-            worker.terminate() if worker.is_alive() else None
+        for worker in (w for w in workers if w.is_alive()):  # interrupted: no trial process outlives the command
+            worker.terminate()
     if failed := [w.exitcode for w in workers if w.exitcode]:
         raise KdforgeError(f"tune: {len(failed)} of {jobs} trial processes ended with an error (exit codes {failed})")
 
