@@ -8,17 +8,22 @@ the sweep directory gets ``sweep.json`` and ``sweep.md``.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import statistics
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import torch
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from kdforge.config import Recipe
+from kdforge.errors import KdforgeError
 from kdforge.files import write_json, write_text
 from kdforge.report import ROLES
 from kdforge.runner import run
@@ -56,22 +61,33 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
-def sweep(recipe: Recipe, seeds: int = 5, first_seed: int = 0, console: Console | None = None) -> SweepResult:
-    """Run ``recipe`` with seeds ``first_seed .. first_seed + seeds - 1`` and summarise."""
+def sweep(
+    recipe: Recipe, seeds: int = 5, first_seed: int = 0, console: Console | None = None, jobs: int = 1
+) -> SweepResult:
+    """Run ``recipe`` with seeds ``first_seed .. first_seed + seeds - 1`` and summarise; ``jobs`` > 1 runs the
+    seeds in that many processes, each with its share of the cores."""
     console = console or Console()
+    if jobs < 1:
+        raise KdforgeError(f"sweep: --jobs must be at least 1, got {jobs}")
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     sweep_dir = Path(recipe.log.dir) / f"{recipe.name}-sweep-{stamp}"
-    runs = []
-    for seed in range(first_seed, first_seed + seeds):
-        console.rule(f"[bold]sweep {escape(recipe.name)}: seed {seed} ({seed - first_seed + 1}/{seeds})")
-        seeded = recipe.model_copy(
+    seeded = [
+        recipe.model_copy(
             update={
                 "seed": seed,
                 "name": f"{recipe.name}-seed{seed}",
                 "log": recipe.log.model_copy(update={"dir": str(sweep_dir)}),
             }
         )
-        runs.append({**run(seeded, console=console).results, "seed": seed})
+        for seed in range(first_seed, first_seed + seeds)
+    ]
+    if jobs > 1:  # each seed has its own split and teacher: nothing to share between them but the cores
+        runs = _in_processes(seeded, jobs, console)
+    else:
+        runs = []
+        for i, one in enumerate(seeded):
+            console.rule(f"[bold]sweep {escape(recipe.name)}: seed {one.seed} ({i + 1}/{seeds})")
+            runs.append({**run(one, console=console).results, "seed": one.seed})
     summary = {"name": recipe.name, **aggregate(runs), "runs": runs}
     write_json(sweep_dir / "sweep.json", summary)
     write_text(sweep_dir / "sweep.md", sweep_report(summary))
@@ -80,6 +96,25 @@ def sweep(recipe: Recipe, seeds: int = 5, first_seed: int = 0, console: Console 
         f"sweep directory: [bold]{escape(str(sweep_dir))}[/] (sweep.md, sweep.json, one run directory per seed)"
     )
     return SweepResult(sweep_dir, summary)
+
+
+def _seed_results(recipe: Recipe, threads: int) -> dict[str, Any]:
+    torch.set_num_threads(threads)
+    return {**run(recipe, console=Console(quiet=True)).results, "seed": recipe.seed}
+
+
+def _in_processes(recipes: list[Recipe], jobs: int, console: Console) -> list[dict[str, Any]]:
+    """The seeds' runs in ``jobs`` processes whose thread counts add up to the cores (more threads each would
+    only make their pools fight over the cores), in seed order."""
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    console.rule(f"[bold]seeds {', '.join(str(r.seed) for r in recipes)}: {jobs} processes × {threads} threads")
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(jobs, mp_context=context) as pool:
+        futures = [pool.submit(_seed_results, recipe, threads) for recipe in recipes]
+        for future in as_completed(futures):
+            found = future.result()
+            console.print(f"seed {found['seed']}: student {100 * found['student']['test']['accuracy']:.2f}% on test")
+    return [future.result() for future in futures]
 
 
 def _pm(stat: dict[str, float] | None, scale: float = 100.0, digits: int = 2) -> str:

@@ -60,13 +60,17 @@ def sweep(
     overrides: Overrides = None,
     seeds: Annotated[int, typer.Option(min=1, help="How many seeds to run.")] = 5,
     first_seed: Annotated[int, typer.Option(help="The first seed; the others follow it.")] = 0,
+    jobs: Annotated[
+        int,
+        typer.Option(min=1, help="Processes running seeds at once, each with cores / jobs threads."),
+    ] = 1,
 ) -> None:
     """Run a recipe under several seeds; write mean ± std of test accuracy (best and last epoch) and the KD gain to
     sweep.md."""
     from kdforge.config import Recipe
     from kdforge.sweeper import sweep as run_sweep
 
-    run_sweep(Recipe.from_yaml(recipe_path(recipe), overrides or []), seeds, first_seed, console)
+    run_sweep(Recipe.from_yaml(recipe_path(recipe), overrides or []), seeds, first_seed, console, jobs)
 
 
 def tune(
