@@ -79,6 +79,19 @@ def test_tune_searches_on_validation_resumes_and_reports(tiny_recipe, tmp_path):
     assert len(study.trials) == 4 and again.tune_dir == tune_dir
 
 
+def test_a_trial_on_several_seeds_scores_their_mean_validation(tiny_recipe):
+    tiny_recipe["train"]["epochs"] = 2
+    result = tune(Recipe.model_validate(tiny_recipe), 2, seeds=0, pruner="none", trial_seeds=2)
+    study = optuna.load_study(study_name="tiny", storage=_journal(result.tune_dir))
+    for trial in study.trials:
+        bests = []
+        for run_dir in trial.user_attrs["run_dirs"]:
+            records = [json.loads(line) for line in open(f"{run_dir}/metrics.jsonl")]
+            bests.append(max(r["val"]["accuracy"] for r in records if r["stage"] == "distill" and r["kind"] == "epoch"))
+        seeds = {json.loads(open(f"{d}/results.json").read())["seed"] for d in trial.user_attrs["run_dirs"]}
+        assert seeds == {0, 1} and trial.value == pytest.approx(sum(bests) / 2)
+
+
 def _journal(tune_dir):
     from kdforge.tuner import open_storage
 

@@ -174,8 +174,8 @@ def _value(trial: optuna.Trial | optuna.trial.FixedTrial, key: str, spec: ParamS
 class PruneOnValidation(Callback):
     """Reports the distilled student's validation score after each epoch; stops the trial when the pruner says so."""
 
-    def __init__(self, trial: optuna.Trial):
-        self.trial, self.best = trial, -math.inf
+    def __init__(self, trial: optuna.Trial, report: bool = True):
+        self.trial, self.best, self.report = trial, -math.inf, report
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
         import optuna
@@ -184,6 +184,8 @@ class PruneOnValidation(Callback):
             return
         value = score(record["val"])
         self.best = max(self.best, value)
+        if not self.report:
+            return
         self.trial.report(value, record["epoch"])
         if self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {record['epoch']} (val {value:.4f})")
@@ -198,16 +200,25 @@ def trial_recipe(raw: dict[str, Any], tune_dir: Path, number: int) -> Recipe:
     return Recipe.from_dict(raw)
 
 
-def objective(trial: optuna.Trial, base: dict[str, Any], space: Space, tune_dir: Path) -> float:
+def objective(trial: optuna.Trial, base: dict[str, Any], space: Space, tune_dir: Path, trial_seeds: int = 1) -> float:
+    """The mean over ``trial_seeds`` seeds (each its own split: a small validation split is a noisy judge) of the
+    distilled student's best validation score; the first seed's curve is the one the pruner watches."""
     from kdforge.runner import run
 
     recipe = trial_recipe(suggest(trial, base, space), tune_dir, trial.number)
-    reporter = PruneOnValidation(trial)
-    result = run(recipe, console=Console(quiet=True), callbacks=[reporter])
-    trial.set_user_attr("run_dir", str(result.run_dir))
+    bests, run_dirs = [], []
+    for offset in range(trial_seeds):
+        seeded = recipe.model_copy(update={"seed": recipe.seed + offset, "name": f"{recipe.name}-seed{offset}"})
+        reporter = PruneOnValidation(trial, report=offset == 0)
+        result = run(seeded if trial_seeds > 1 else recipe, console=Console(quiet=True), callbacks=[reporter])
+        bests.append(reporter.best)
+        run_dirs.append(str(result.run_dir))
+    trial.set_user_attr("run_dir", run_dirs[0])
+    trial.set_user_attr("run_dirs", run_dirs)
+    trial.set_user_attr("seed_values", bests)
     trial.set_user_attr("best_epoch", result.results["student"].get("best_epoch"))
     trial.set_user_attr("threads", torch.get_num_threads())
-    return reporter.best
+    return sum(bests) / len(bests)
 
 
 def open_storage(spec: str) -> Any:
@@ -268,7 +279,7 @@ def work(job: dict[str, Any]) -> None:
         return
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     study.optimize(
-        lambda trial: objective(trial, job["base"], space, Path(job["tune_dir"])),
+        lambda trial: objective(trial, job["base"], space, Path(job["tune_dir"]), job.get("trial_seeds", 1)),
         callbacks=[MaxTrialsCallback(job["trials"], states=states), job.get("progress") or (lambda s, t: None)],
         catch=(KdforgeError,),  # a trial that fails (e.g. its loss turns NaN) is recorded as failed; the study goes on
     )
@@ -286,13 +297,15 @@ def tune(
     storage: str | None = None,
     pruner: str = "median",
     seeds: int = 3,
+    trial_seeds: int = 1,
     console: Console | None = None,
 ) -> TuneResult:
-    """Search ``recipe``'s space for ``trials`` finished trials, report, and train the best recipe over ``seeds``
-    seeds beside the student alone (``seeds`` 0: no final training)."""
+    """Search ``recipe``'s space for ``trials`` finished trials, each scored by the mean best validation score over
+    ``trial_seeds`` seeds; report, and train the best recipe over ``seeds`` seeds beside the student alone
+    (``seeds`` 0: no final training)."""
     console = console or Console()
-    if trials < 1 or jobs < 1 or seeds < 0:
-        raise KdforgeError("tune needs --trials >= 1, --jobs >= 1 and --seeds >= 0")
+    if trials < 1 or jobs < 1 or seeds < 0 or trial_seeds < 1:
+        raise KdforgeError("tune needs --trials >= 1, --jobs >= 1, --seeds >= 0 and --trial-seeds >= 1")
     make_pruner(pruner, 0)  # a bad name fails before anything runs
     searched = recipe_space(recipe, space or {})
     tune_dir = Path(recipe.log.dir) / f"{recipe.name}-tune"
@@ -313,6 +326,7 @@ def tune(
         "space": {k: v.model_dump() for k, v in searched.items()},
         "base": base,
         "tune_dir": str(tune_dir),
+        "trial_seeds": trial_seeds,
     }
     done = finished(load_study(recipe.name, storage, recipe.seed, pruner, startup))
     console.print(

@@ -94,6 +94,12 @@ def tune(
     seeds: Annotated[
         int, typer.Option(min=0, help="Seeds to train the best recipe over, beside the student alone (0: none).")
     ] = 3,
+    trial_seeds: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Seeds (splits) each trial is trained on; its score is their mean (for small validation sets)."
+        ),
+    ] = 1,
 ) -> None:
     """Search a recipe's hyper-parameters with Optuna on the validation split (pruning poor trials); write tune.md,
     plots and best.yaml; train the best recipe over seeds beside the student alone. Interrupted: run it again."""
@@ -109,6 +115,7 @@ def tune(
         storage=storage,
         pruner=pruner,
         seeds=seeds,
+        trial_seeds=trial_seeds,
         console=console,
     )
 
