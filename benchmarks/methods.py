@@ -1,18 +1,27 @@
-"""Student test accuracy of the distillation methods, on mnist1d and digits, 3 seeds each.
+"""The distillation suite: on each teacher/student pair, does distilling pay over training the student alone?
 
-Every method trains the same student (same initial weights per seed) from the same
-teacher (trained once per dataset and seed, then reused from the cache) for the same
-fixed number of epochs; the best epoch is chosen on validation, accuracy is reported on
-test. Nothing here was tuned on the test split: the settings are the library's defaults
-and the shipped recipes' values.
+Nine pairs: digits 8×8, digits 32×32 and MNIST-1D, each with a CNN teacher (width 32) and MLP, CNN and ViT
+students of 1k-50k parameters; 60 epochs, 3 seeds. On every pair:
 
-    uv run python benchmarks/methods.py [--student cnn|mlp] [--epochs 60] [--seeds 0 1 2] [--datasets digits mnist1d]
-    [--methods ...]
+- **alone**: the student trained with cross-entropy only;
+- **default**: the shipped ``digits_kd`` recipe with only the data, the student and the epochs swapped (when a
+  method's recipe is that same recipe, as DIST's is, their runs are the same runs);
+- **tuned**: ``kdforge tune`` of the default recipe (its default space, validation of seed 0 only), then the
+  best recipe trained over the seeds;
+- every method of ``METHODS``; the **best single method** is the one with the best mean *validation* accuracy.
 
-``--methods`` runs only those; the others keep their numbers from the last run with the same
-epochs, seeds and datasets.
+The best epoch of every run is chosen on validation and its test accuracy reported. Gains are paired by seed
+(a seed fixes the split and the student's initial weights): mean ± std of the per-seed differences; a gain
+*pays* when its mean is positive and at least its std.
 
-Writes benchmarks/results/methods_<student>.json and .md.
+    uv run python benchmarks/methods.py run [--pairs ...] [--methods ...] [--jobs 2]
+    uv run python benchmarks/methods.py tune [--pairs ...] [--trials 30] [--jobs 2]
+    uv run python benchmarks/methods.py report
+
+``run`` and ``tune`` keep the numbers of the pairs and methods they do not run (results/methods.json, written
+after every finished job) and rewrite results/methods.md and the table in docs/choosing.md. Teachers are
+trained once per dataset and seed and reused from ``--runs`` (default: a folder in the temporary directory,
+kept between invocations).
 """
 
 from __future__ import annotations
@@ -20,21 +29,35 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
+from typing import Any
 
+import torch
 from rich.console import Console
 
 import kdforge
 
+RESULTS = Path(__file__).parent / "results"
+CHOOSING = Path(__file__).parents[1] / "docs" / "choosing.md"  # its main table is the suite's
+TABLE_MARKS = ("<!-- suite table: benchmarks/results/methods.md -->", "<!-- end of suite table -->")
+DEFAULT_RECIPE = Path(kdforge.__file__).parent / "recipes" / "digits_kd.yaml"
+EPOCHS = 60
+ALONE, DEFAULT, TUNED = "alone", "default recipe", "tuned"
+
 KD = {"name": "kd", "weight": 0.9, "temperature": 4.0}
 CE = {"name": "ce", "weight": 0.1}
-METHODS: dict[str, dict] = {
-    "CE only": {"losses": [{"name": "ce"}]},
+# Each method overrides sections of the pair's default recipe; "teacher" may wrap the pair's teacher.
+METHODS: dict[str, dict[str, Any]] = {
+    ALONE: {"losses": [{"name": "ce"}]},
     "KD": {"losses": [CE, KD]},
     "DKD": {"losses": [{"name": "ce"}, {"name": "dkd", "temperature": 4.0, "alpha": 1.0, "beta": 8.0, "warmup": 5}]},
+    "DIST": {"losses": [{"name": "ce"}, {"name": "dist", "temperature": 4.0, "beta": 2.0, "gamma": 2.0}]},
     "CTKD": {"losses": [CE, {**KD, "temperature": {"learnable": "ctkd", "init": 4.0, "ramp": 0.2, "reg": 0.01}}]},
     "hint + KD": {
         "losses": [CE, KD, {"name": "hint", "weight": {"schedule": "cosine", "start": 1.0, "end": 0.0}}]
@@ -45,17 +68,12 @@ METHODS: dict[str, dict] = {
     "RKD + KD": {"losses": [CE, KD, {"name": "rkd", "student": "head:input", "teacher": "head:input"}]},
     "CRD + KD": {"losses": [CE, KD, {"name": "crd", "weight": 0.8, "negatives": 1024}]},  # K below the split sizes
     "EMA self-distillation": {
-        "teacher": {"source": "ema", "decay": 0.99},
+        "teacher": lambda t: {"source": "ema", "decay": 0.99},
         "losses": [{"name": "ce", "weight": 0.5}, {"name": "kd", "weight": 0.5, "temperature": 2.0}],
     },
     "POCL": {
         "losses": [CE, KD],
         "curriculum": {"name": "pocl", "partitions": [0.33, 0.66, 1.0], "temperatures": [1.0, 2.0, 4.0]},
-    },
-    "KD, SGD (DOT with Δ = 0)": {
-        "losses": [CE, KD],
-        "optim": {"name": "dot", "lr": 0.05, "weight_decay": 5e-4, "warmup_epochs": 1, "dot_delta": 0.0},
-        "train": {"grad_clip": None},
     },
     "KD, DOT optimiser": {
         "losses": [CE, KD],
@@ -71,141 +89,291 @@ METHODS: dict[str, dict] = {
             {"name": "kd", "weight": 0.3, "temperature": 2.0, "member": 1},
         ],
     },
-    "diverse_kd (CNN + MLP teachers)": {
-        "teacher": lambda t: {
-            "source": "ensemble",
-            "members": [t, {"source": "train", "model": {"name": "mlp", "hidden": [256]}, "train": {"epochs": 30}}],
-        },
-        "losses": [CE, {"name": "diverse_kd", "weight": 0.9, "temperature": 4.0}],
-    },
 }
-DATASETS = {
-    "digits": {
-        "data": {"name": "digits", "batch_size": 64},
-        "teacher": {"model": {"name": "cnn", "width": 32, "depth": 3}, "train": {"epochs": 20}},
-    },
-    "mnist1d": {
-        "data": {"name": "mnist1d", "batch_size": 128},
-        "teacher": {"model": {"name": "cnn", "width": 32, "depth": 3}, "train": {"epochs": 30}},
-    },
+
+CNN_TEACHER = {"name": "cnn", "width": 32, "depth": 3}
+DATASETS = {  # data section, teacher epochs
+    "digits": ({"name": "digits", "batch_size": 64}, 20),
+    "digits32": ({"name": "digits", "batch_size": 64, "image_size": 32}, 20),
+    "mnist1d": ({"name": "mnist1d", "batch_size": 128}, 30),
 }
-STUDENTS = {  # the student, and where its hint is taken: every CNN stage, or the MLP's penultimate features
-    "cnn": (
-        {"model": {"name": "cnn", "width": 8, "depth": 3}},
-        {"student": "features", "teacher": "features", "mapping": "uniform", "projector": "conv1x1"},
+# where a hint is taken: every CNN stage, or the penultimate features of the others
+CNN_HINT = {"student": "features", "teacher": "features", "mapping": "uniform", "projector": "conv1x1"}
+FLAT_HINT = {"student": "head:input", "teacher": "head:input", "projector": "linear"}
+PAIRS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
+    "digits-mlp64": ("digits", {"name": "mlp", "hidden": [64]}, FLAT_HINT),
+    "digits-mlp16": ("digits", {"name": "mlp", "hidden": [16]}, FLAT_HINT),
+    "digits-cnn4": ("digits", {"name": "cnn", "width": 4, "depth": 3}, CNN_HINT),
+    "digits32-cnn8": ("digits32", {"name": "cnn", "width": 8, "depth": 3}, CNN_HINT),
+    "digits32-mlp32": ("digits32", {"name": "mlp", "hidden": [32]}, FLAT_HINT),
+    "digits32-vit": (
+        "digits32",
+        {"name": "vit", "patch_size": 8, "embed_dim": 32, "depth": 2, "heads": 2, "mlp_ratio": 2.0},
+        FLAT_HINT,
     ),
-    "mlp": (
-        {"model": {"name": "mlp", "hidden": [64]}},
-        {"student": "head:input", "teacher": "head:input", "projector": "linear"},
-    ),
+    "mnist1d-mlp64": ("mnist1d", {"name": "mlp", "hidden": [64]}, FLAT_HINT),
+    "mnist1d-mlp32": ("mnist1d", {"name": "mlp", "hidden": [32]}, FLAT_HINT),
+    "mnist1d-cnn8": ("mnist1d", {"name": "cnn", "width": 8, "depth": 3}, CNN_HINT),
 }
 
 
-def recipe(dataset: str, method: str, student: str, seed: int, epochs: int, log_dir: str) -> kdforge.Recipe:
-    base, spec = DATASETS[dataset], METHODS[method]
-    model, hint_layers = STUDENTS[student]
-    losses = [{**term, **hint_layers} if term["name"] == "hint" else term for term in spec["losses"]]
-    teacher = {"source": "train", **base["teacher"]}
-    teacher = (
-        spec["teacher"](teacher) if "teacher" in spec else teacher
-    )  # a method may wrap the dataset's teacher (an ensemble)
-    return kdforge.Recipe.from_dict(
-        {
-            "name": f"{dataset}-{method.replace(' ', '')}",
-            "seed": seed,
-            "data": base["data"],
-            "teacher": teacher,
-            "student": model,
-            "losses": losses,
-            **({"curriculum": spec["curriculum"]} if "curriculum" in spec else {}),
-            "optim": spec.get("optim", {"name": "adamw", "lr": 3e-3, "weight_decay": 0.01, "warmup_epochs": 1}),
-            "train": {"epochs": epochs, "grad_clip": 1.0, "baseline": False, **spec.get("train", {})},
-            "log": {"dir": log_dir, "progress": False},
-        }
-    )
+# ------------------------------------------------------------------ recipes
+
+
+def default_recipe(pair: str, seed: int, runs: str) -> dict[str, Any]:
+    """The shipped default recipe with the pair's data, teacher and student, at the suite's budget."""
+    dataset, student, _ = PAIRS[pair]
+    data, teacher_epochs = DATASETS[dataset]
+    raw = kdforge.Recipe.from_yaml(DEFAULT_RECIPE).to_dict()
+    raw["name"] = pair
+    raw["seed"] = seed
+    raw["data"] = {**raw["data"], **data}
+    raw["teacher"] = {"source": "train", "model": CNN_TEACHER, "train": {"epochs": teacher_epochs}}
+    raw["student"] = {**raw["student"], "model": student}
+    raw["train"] = {**raw["train"], "epochs": EPOCHS, "baseline": False}
+    raw["log"] = {**raw["log"], "dir": runs, "progress": False}
+    return raw
+
+
+def method_recipe(pair: str, method: str, seed: int, runs: str) -> dict[str, Any]:
+    raw = default_recipe(pair, seed, runs)
+    spec = METHODS[method]
+    hint = PAIRS[pair][2]
+    raw["name"] += "-" + method.replace(" ", "").replace(",", "")
+    raw["losses"] = [{**term, **hint} if term["name"] == "hint" else term for term in spec["losses"]]
+    if "teacher" in spec:
+        raw["teacher"] = spec["teacher"](raw["teacher"])
+    for section in ("optim", "train"):
+        raw[section] = {**raw[section], **spec.get(section, {})}
+    if "curriculum" in spec:
+        raw["curriculum"] = spec["curriculum"]
+    return raw
+
+
+def default_twin(pair: str) -> str | None:
+    """The method whose recipe is the default recipe (names aside): its runs are the default recipe's runs."""
+
+    def normal(raw: dict[str, Any]) -> dict[str, Any]:  # every option spelled out, the run's name left out
+        return {**kdforge.Recipe.from_dict(raw).to_dict(), "name": None}
+
+    default = normal(default_recipe(pair, 0, "runs"))
+    return next((m for m in METHODS if normal(method_recipe(pair, m, 0, "runs")) == default), None)
+
+
+def scores(raw: dict[str, Any]) -> dict[str, float]:
+    """Train a recipe quietly: the student's test accuracy at its best validation epoch, and that validation."""
+    result = kdforge.run(kdforge.Recipe.from_dict(raw), console=Console(file=io.StringIO()))
+    student, teacher = result.results["student"], result.results.get("teacher", {})
+    return {
+        "test": student["test"]["accuracy"],
+        "val": student["val_best"]["accuracy"],
+        "params": student["params"],
+        **({"teacher": teacher["test"]["accuracy"]} if "test" in teacher else {}),
+    }
+
+
+# ------------------------------------------------------------------ jobs (one process each)
+
+
+def _threads(jobs: int) -> int:
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
+def method_job(pair: str, method: str, seeds: list[int], runs: str, threads: int) -> list[dict[str, float]]:
+    torch.set_num_threads(threads)
+    return [scores(method_recipe(pair, method, seed, runs)) for seed in seeds]
+
+
+def default_job(pair: str, _: str, seeds: list[int], runs: str, threads: int) -> list[dict[str, float]]:
+    torch.set_num_threads(threads)
+    return [scores(default_recipe(pair, seed, runs)) for seed in seeds]
+
+
+def tune_job(pair: str, trials: int, seeds: list[int], runs: str, threads: int) -> dict[str, Any]:
+    """Search the default recipe on the first seed's validation, then train the best recipe over every seed."""
+    from kdforge.tuner import tune
+
+    torch.set_num_threads(threads)
+    base = kdforge.Recipe.from_dict(default_recipe(pair, seeds[0], runs))
+    found = tune(base, trials, seeds=0, console=Console(file=io.StringIO()))
+    best = found.best_recipe.to_dict()
+    alone = {**best, "losses": METHODS[ALONE]["losses"]}  # alone at the tuned optimiser and budget: no free gain
+    return {
+        "params": found.best_params,
+        "seeds": [scores({**best, "seed": seed, "name": f"{pair}-tuned"}) for seed in seeds],
+        ALONE: [scores({**alone, "seed": seed, "name": f"{pair}-tuned-alone"}) for seed in seeds],
+    }
+
+
+# ------------------------------------------------------------------ results
+
+
+def load() -> dict[str, Any]:
+    path = RESULTS / "methods.json"
+    return json.loads(path.read_text()) if path.exists() else {"epochs": EPOCHS, "pairs": {}}
+
+
+def merged(results: dict[str, Any], new: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """``results`` with the pairs' entries measured anew in place of the old ones."""
+    for pair, entry in new.items():
+        old = results["pairs"].setdefault(pair, {})
+        old.update({k: v for k, v in entry.items() if k != "methods"})
+        old.setdefault("methods", {}).update(entry.get("methods", {}))
+    return results
+
+
+def save(results: dict[str, Any]) -> None:
+    """methods.json and methods.md; and the main table in docs/choosing.md, between its markers."""
+    RESULTS.mkdir(exist_ok=True)
+    text = markdown(results)
+    _write(RESULTS / "methods.json", json.dumps(results, indent=2) + "\n")
+    _write(RESULTS / "methods.md", text)
+    table = "\n".join(line for line in text.split("## Every method")[0].splitlines() if line.startswith("|"))
+    doc = CHOOSING.read_text()
+    start, end = doc.index(TABLE_MARKS[0]) + len(TABLE_MARKS[0]), doc.index(TABLE_MARKS[1])
+    _write(CHOOSING, doc[:start] + "\n" + table + "\n" + doc[end:])
+
+
+def _write(path: Path, text: str) -> None:
+    part = path.with_name(f".{path.name}.part")
+    part.write_text(text)
+    part.replace(path)
+
+
+def _values(runs: list[dict[str, float]], split: str = "test") -> list[float]:
+    return [100 * r[split] for r in runs]
+
+
+def _mean_std(values: list[float]) -> str:
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values) if len(values) > 1 else 0:.2f}"
+
+
+def gain(runs: list[dict[str, float]], alone: list[dict[str, float]]) -> tuple[float, float]:
+    """Mean and std of the per-seed test-accuracy differences (points)."""
+    diffs = [a - b for a, b in zip(_values(runs), _values(alone), strict=True)]
+    return statistics.mean(diffs), statistics.stdev(diffs) if len(diffs) > 1 else 0.0
+
+
+def _gain_cell(runs: list[dict[str, float]], alone: list[dict[str, float]]) -> str:
+    mean, std = gain(runs, alone)
+    mark = " ✓" if mean > 0 and mean >= std else ""
+    return f"{_mean_std(_values(runs))} ({mean:+.2f} ± {std:.2f}{mark})"
+
+
+def _tuned_cell(tuned: dict[str, Any] | None) -> str:
+    """The tuned recipe against the student alone trained with the tuned optimiser and budget."""
+    return _gain_cell(tuned["seeds"], tuned[ALONE]) if tuned else "—"
+
+
+def best_method(methods: dict[str, list[dict[str, float]]]) -> str | None:
+    """The distillation method with the best mean validation accuracy; the student alone is no method, and a
+    method with its own optimiser is not compared with a student alone trained with AdamW."""
+    candidates = [m for m in methods if m != ALONE and "optim" not in METHODS.get(m, {"optim": None})]
+    return max(candidates, key=lambda m: statistics.mean(_values(methods[m], "val"))) if candidates else None
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = [
+        f"# Distillation suite: {results['epochs']} epochs, 3 seeds",
+        "",
+        "Test accuracy (%) at the best validation epoch, mean ± std over seeds; in brackets the gain over the same "
+        "student alone, paired by seed (mean ± std of the per-seed differences), ✓ where its mean is positive "
+        "and at least its std; the tuned recipe is compared with the student alone trained at the tuned learning "
+        "rate. The best single method is chosen on mean validation accuracy. "
+        "`uv run python benchmarks/methods.py run` and `... tune --trials 30`.",
+        "",
+        f"| pair | params | teacher | {ALONE} | {DEFAULT} | {TUNED} | best single method |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for pair, found in results["pairs"].items():
+        methods, alone = found.get("methods", {}), found.get("methods", {}).get(ALONE)
+        if alone is None:
+            continue
+
+        twin = default_twin(pair)
+        default = found.get(DEFAULT) or (methods.get(twin) if twin else None)
+
+        def cell(runs: list[dict[str, float]] | None, alone: list[dict[str, float]] = alone) -> str:
+            return _gain_cell(runs, alone) if runs else "—"
+
+        best = best_method(methods)
+        teacher = [100 * r["teacher"] for r in methods.get("KD", []) if "teacher" in r]  # others may wrap it
+        lines.append(
+            f"| {pair} | {alone[0]['params']:,} | {f'{statistics.mean(teacher):.2f}' if teacher else '—'} | "
+            f"{_mean_std(_values(alone))} | "
+            f"{cell(default)} | {_tuned_cell(found.get('tuned'))} | "
+            + (f"{best}: {cell(methods[best])}" if best else "—")
+            + " |"
+        )
+    lines += ["", "## Every method", ""]
+    pairs = [p for p in results["pairs"] if results["pairs"][p].get("methods")]
+    lines += ["| method | " + " | ".join(pairs) + " |", "|---|" + "---:|" * len(pairs)]
+    for method in METHODS:
+        row = [results["pairs"][p]["methods"].get(method) for p in pairs]
+        lines.append(f"| {method} | " + " | ".join(_mean_std(_values(r)) if r else "—" for r in row) + " |")
+    tuned = {p: f["tuned"]["params"] for p, f in results["pairs"].items() if "tuned" in f}
+    if tuned:
+        lines += ["", "## Tuned settings", ""]
+        lines += [
+            f"- {p}: "
+            + ", ".join(f"`{k}` = {v:.3g}" if isinstance(v, float) else f"`{k}` = {v}" for k, v in params.items())
+            for p, params in tuned.items()
+        ]
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------ the commands
+
+
+def _pool(jobs: list[tuple[Callable[..., Any], tuple[Any, ...]]], workers: int, done: Callable[..., None]) -> None:
+    started = time.perf_counter()
+    with ProcessPoolExecutor(workers) as pool:
+        futures = {pool.submit(fn, *args): args for fn, args in jobs}
+        for future in as_completed(futures):
+            done(futures[future], future.result())
+            print(f"  {futures[future][:2]} done ({time.perf_counter() - started:.0f} s)", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--student", choices=list(STUDENTS), default="cnn")
-    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("command", choices=["run", "tune", "report"])
+    parser.add_argument("--pairs", nargs="+", choices=list(PAIRS), default=list(PAIRS))
+    parser.add_argument("--methods", nargs="+", choices=[*METHODS, DEFAULT], default=[*METHODS, DEFAULT])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
-    parser.add_argument(
-        "--methods",
-        nargs="+",
-        choices=list(METHODS),
-        default=list(METHODS),
-        help="run these; the others keep their numbers from the last run with the same settings",
-    )
+    parser.add_argument("--trials", type=int, default=30)
+    parser.add_argument("--jobs", type=int, default=2, help="processes; each gets cores / jobs threads")
+    parser.add_argument("--runs", default=str(Path(tempfile.gettempdir()) / "kdforge-methods"))
     args = parser.parse_args()
-    out = Path(__file__).parent / "results"
-    log_dir = tempfile.mkdtemp(prefix="kdforge-methods-")
-    rows: dict[str, dict[str, list[float]]] = {}
-    teachers: dict[str, list[float]] = {}
-    earlier = out / f"methods_{args.student}.json"
-    if earlier.exists() and set(args.methods) != set(METHODS):
-        last = json.loads(earlier.read_text())
-        if (last["epochs"], last["seeds"], sorted(last["student_test_accuracy"])) == (
-            args.epochs,
-            args.seeds,
-            sorted(args.datasets),
-        ):
-            rows, teachers = last["student_test_accuracy"], {d: [v] for d, v in last["teacher_test_accuracy"].items()}
-    started = time.perf_counter()
-    for dataset in args.datasets:
-        for method in args.methods:
-            accs = rows.setdefault(dataset, {}).setdefault(method, [])
-            if method == "KD":  # the teacher's accuracy is read off the KD runs
-                teachers[dataset] = []
-            for seed in args.seeds:
-                result = kdforge.run(
-                    recipe(dataset, method, args.student, seed, args.epochs, log_dir),
-                    console=Console(file=io.StringIO()),
+    threads = _threads(args.jobs)
+    mine: dict[str, dict[str, Any]] = {}  # what this invocation measured, merged into the file after each job
+
+    def record(job: tuple[Any, ...], found: Any) -> None:
+        pair, what = job[0], job[1]
+        entry = mine.setdefault(pair, {})
+        if args.command == "tune":
+            entry["tuned"] = found
+        elif what == DEFAULT:
+            entry[DEFAULT] = found
+        else:
+            entry.setdefault("methods", {})[what] = found
+        save(merged(load(), mine))  # read again: a run and a tune may be writing the file at the same time
+
+    if args.command == "run":
+        jobs: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        for pair in args.pairs:
+            twin = default_twin(pair)  # the default recipe is also a method's recipe: run it once
+            for method in (m for m in args.methods if not (m == DEFAULT and twin in args.methods)):
+                jobs.append(
+                    (default_job if method == DEFAULT else method_job, (pair, method, args.seeds, args.runs, threads))
                 )
-                accs.append(result.student_accuracy)
-                if method == "KD":
-                    teachers.setdefault(dataset, []).append(result.teacher_accuracy)
-            accs[:] = accs[-len(args.seeds) :]  # this run's seeds replace earlier numbers
-            print(
-                f"{dataset:8s} {method:24s} {100 * statistics.mean(accs):6.2f} ± "
-                f"{100 * statistics.stdev(accs) if len(accs) > 1 else 0:.2f}  ({time.perf_counter() - started:.0f} s)",
-                flush=True,
-            )
-    out.mkdir(exist_ok=True)
-    summary = {
-        "benchmark": "methods",
-        "epochs": args.epochs,
-        "seeds": args.seeds,
-        "student": STUDENTS[args.student][0],
-        "teacher_test_accuracy": {d: statistics.mean(v) for d, v in teachers.items()},
-        "student_test_accuracy": rows,
-        "seconds": time.perf_counter() - started,
-    }
-    (out / f"methods_{args.student}.json").write_text(json.dumps(summary, indent=2) + "\n")
-    lines = [
-        f"# Methods benchmark: {args.student} student {STUDENTS[args.student][0]['model']}, {args.epochs} epochs, "
-        f"seeds {args.seeds}",
-        "",
-        "Test accuracy (%), mean ± std over seeds; best epoch chosen on validation.",
-        "",
-        "| method | " + " | ".join(args.datasets) + " |",
-        "|---|" + "---:|" * len(args.datasets),
-    ]
-    for method in (m for m in METHODS if all(m in rows[d] for d in args.datasets)):
-        cells = [
-            f"{100 * statistics.mean(rows[d][method]):.2f} ± "
-            f"{100 * statistics.stdev(rows[d][method]) if len(args.seeds) > 1 else 0:.2f}"
-            for d in args.datasets
-        ]
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    lines.append(
-        "| *teacher (CNN width 32)* | "
-        + " | ".join(f"{100 * summary['teacher_test_accuracy'][d]:.2f}" for d in args.datasets)
-        + " |"
-    )
-    (out / f"methods_{args.student}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+        _pool(jobs, args.jobs, record)
+    elif args.command == "tune":
+        _pool(
+            [(tune_job, (pair, args.trials, args.seeds, args.runs, threads)) for pair in args.pairs], args.jobs, record
+        )
+    results = merged(load(), mine)
+    save(results)
+    print(markdown(results))
 
 
 if __name__ == "__main__":
