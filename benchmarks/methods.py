@@ -297,7 +297,8 @@ def markdown(results: dict[str, Any]) -> str:
             return _gain_cell(runs, alone) if runs else "—"
 
         best = best_method(methods)
-        teacher = [100 * r["teacher"] for r in methods.get("KD", []) if "teacher" in r]  # others may wrap it
+        plain = [m for m in methods if "teacher" not in METHODS.get(m, {})]  # the others wrap the teacher
+        teacher = next(([100 * r["teacher"] for r in methods[m]] for m in plain if "teacher" in methods[m][0]), [])
         lines.append(
             f"| {pair} | {alone[0]['params']:,} | {f'{statistics.mean(teacher):.2f}' if teacher else '—'} | "
             f"{_mean_std(_values(alone))} | "
