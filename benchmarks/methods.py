@@ -58,6 +58,9 @@ METHODS: dict[str, dict[str, Any]] = {
     "KD": {"losses": [CE, KD]},
     "DKD": {"losses": [{"name": "ce"}, {"name": "dkd", "temperature": 4.0, "alpha": 1.0, "beta": 8.0, "warmup": 5}]},
     "DIST": {"losses": [{"name": "ce"}, {"name": "dist", "temperature": 4.0, "beta": 2.0, "gamma": 2.0}]},
+    "DIST, β 3.5 γ 0.6": {
+        "losses": [{"name": "ce"}, {"name": "dist", "temperature": 4.0, "beta": 3.5, "gamma": 0.6}]
+    },  # where the tunes of the 8×8 MLPs landed
     "CTKD": {"losses": [CE, {**KD, "temperature": {"learnable": "ctkd", "init": 4.0, "ramp": 0.2, "reg": 0.01}}]},
     "hint + KD": {
         "losses": [CE, KD, {"name": "hint", "weight": {"schedule": "cosine", "start": 1.0, "end": 0.0}}]
