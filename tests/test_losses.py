@@ -124,3 +124,28 @@ def test_bad_loss_options_are_clear():
         build_loss({"name": "kd", "temprature": 2.0})
     with pytest.raises(ConfigError, match="unknown loss 'kdd'.*did you mean 'kd'"):
         build_loss({"name": "kdd"})
+
+
+@pytest.mark.parametrize("kind", ["mse", "complex_mse", "mag_phase"])
+def test_the_regression_task_term_skips_unlabelled_samples_and_the_distillation_term_does_not(kind):
+    torch.manual_seed(0)
+    dtype = torch.float32 if kind == "mse" else torch.cfloat
+    student = torch.randn(6, 1, 16, dtype=dtype, requires_grad=True)
+    targets = torch.randn(6, 1, 16, dtype=dtype)
+    targets[[1, 4]] = float("nan")  # two unlabelled samples
+    task = build_loss({"name": "reg_task", "kind": kind})
+    labelled = [0, 2, 3, 5]
+    expected = build_loss({"name": "reg_task", "kind": kind})(
+        StepContext(inputs=student, targets=targets[labelled], student_logits=student[labelled])
+    )
+    loss = task(StepContext(inputs=student, targets=targets, student_logits=student))
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert student.grad is not None and student.grad[[1, 4]].abs().sum() == 0 and student.grad[labelled].abs().sum() > 0
+    student.grad = None
+    nothing = task(StepContext(inputs=student, targets=torch.full_like(targets, float("nan")), student_logits=student))
+    assert nothing.item() == 0
+    nothing.backward()
+    assert student.grad is not None and student.grad.abs().sum() == 0  # a batch of unlabelled samples only
+    distill = build_loss({"name": "reg_distill", "kind": kind})
+    assert distill(StepContext(inputs=student, targets=targets, student_logits=student, teacher_logits=targets)).isnan()

@@ -55,10 +55,21 @@ class Session:
         batches = functools.partial(
             make_loader, device=self.device, memory_format=self.memory_format, num_workers=recipe.data.workers
         )
-        self.train = batches(
-            self.data.train, recipe.data.batch_size, shuffle=True, seed=recipe.seed, transform=augment or None
-        )
-        self.train.shard = distributed.setup()  # (rank, world): this process's share of every global batch
+        shard = distributed.setup()  # (rank, world): this process's share of every global batch
+
+        def training(data: DataBundle) -> Any:
+            loader = batches(
+                data.train, recipe.data.batch_size, shuffle=True, seed=recipe.seed, transform=augment or None
+            )
+            loader.shard = shard
+            return loader
+
+        # the teacher and the student alone learn from the labelled samples; the distilled student also from the
+        # unlabelled ones, if the data has any (self.data then counts them in its training split)
+        self.labelled = self.train = training(self.data)
+        if self.data.unlabelled is not None:
+            self.data = self.data.with_unlabelled()
+            self.train = training(self.data)
         self.val = batches(self.data.val, recipe.data.eval_batch_size)
         self.test = batches(self.data.test, recipe.data.eval_batch_size)
         self.example = example_inputs(self.train)
@@ -237,7 +248,7 @@ class Session:
             distiller,
             optim,
             train_cfg,
-            steps_per_epoch=len(self.train),
+            steps_per_epoch=len(self.labelled),
             checkpoint_dir=out_dir,
             callbacks=self.callbacks(),
             stage="teacher",
@@ -245,7 +256,7 @@ class Session:
             grad_stats_every=recipe.log.grad_stats_every,
             val_terms=recipe.log.val_terms,
         )
-        result = trainer.fit(self.train, self.val, resume=True)
+        result = trainer.fit(self.labelled, self.val, resume=True)
         if result.interrupted:
             raise RunInterrupted(self.run_dir, "teacher training")
         best = trainer.load_best()
@@ -312,11 +323,12 @@ class Session:
         augment = self.recipe.data.augment
         mixer = Mixer(augment, self.data.num_classes) if augment.mixes else None
         rewrite = self.batch_rewrite(student, teacher) if stage == "distill" else None
+        batches = self.train if stage == "distill" else self.labelled
         trainer = Trainer(
             distiller,
             self.recipe.optim,
             self.recipe.train,
-            steps_per_epoch=len(self.train),
+            steps_per_epoch=len(batches),
             checkpoint_dir=checkpoint_dir,
             callbacks=self.callbacks(),
             stage=stage,
@@ -328,7 +340,7 @@ class Session:
             steering=steering(self.recipe, student, self.val),
             val_terms=self.recipe.log.val_terms,
         )
-        result = trainer.fit(self.train, self.val, resume=True)
+        result = trainer.fit(batches, self.val, resume=True)
         if result.interrupted:
             raise RunInterrupted(self.run_dir, stage)
         last = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import functools
 import math
 from collections.abc import Callable, Iterator
@@ -118,6 +119,10 @@ class DataBundle:
     decode: Callable[[torch.Tensor], list[str]] | None = None  # input rows -> texts (text datasets)
     # token rows -> each token's share of the text (language models: a teacher with its own tokenizer aligns on it)
     token_texts: Callable[[torch.Tensor], list[list[str]]] | None = None
+    # inputs without targets (regression: NaN targets) that only the distilled student trains on, with the
+    # teacher's outputs as its only reference: the teacher and the student alone never see them. A dataset's
+    # options that set them are named unlabelled_* (a trained teacher is reused whatever their values)
+    unlabelled: Split | None = None
 
     @property
     def task(self) -> str:
@@ -130,13 +135,23 @@ class DataBundle:
 
     def describe(self) -> str:
         return (
-            f"{self.name}: train {len(self.train)}, val {len(self.val)}, test {len(self.test)}; "
+            f"{self.name}: train {len(self.train)}, val {len(self.val)}, test {len(self.test)}"
+            + (f", unlabelled {len(self.unlabelled)} (distillation only)" if self.unlabelled is not None else "")
+            + "; "
             f"input {list(self.input_shape)}"
             + {
                 "classification": f", {self.num_classes} classes",
                 "embedding": ", targets: the teacher's embeddings",
             }.get(self.task, f", targets {list(self.targets_example.shape[1:])}")
         )
+
+    def with_unlabelled(self) -> DataBundle:
+        """This bundle with its unlabelled inputs appended to the training split (the distillation set)."""
+        if self.unlabelled is None:
+            return self
+        train = in_memory(self.train, "unlabelled inputs")
+        both = Split(torch.cat([train.x, self.unlabelled.x]), torch.cat([train.y, self.unlabelled.y]))
+        return dataclasses.replace(self, train=both, unlabelled=None)
 
     @functools.cached_property
     def targets_example(self) -> torch.Tensor:

@@ -17,7 +17,8 @@ from kdforge.losses.terms import LOSSES, LossTerm, StepContext
 
 @LOSSES.register("reg_task")
 class RegressionTask(LossTerm):
-    """The student's output against the regression targets."""
+    """The student's output against the regression targets, over the samples that have them (a NaN
+    target marks an unlabelled sample, which only the distillation terms learn from)."""
 
     uses_teacher = False
 
@@ -31,9 +32,15 @@ class RegressionTask(LossTerm):
         return ctx.targets
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
-        return lf.regression_loss(
-            required(ctx.student_logits, "the student's outputs"), self.reference(ctx), self.kind, self.phase_weight
-        )
+        prediction, reference = required(ctx.student_logits, "the student's outputs"), self.reference(ctx)
+        if self.uses_teacher:  # a teacher's outputs are all there (NaN in them is a failure the trainer reports)
+            return lf.regression_loss(prediction, reference, self.kind, self.phase_weight)
+        # unlabelled values (NaN targets) count as predicted exactly, and the mean is rescaled to the labelled
+        # ones: the same loss as over the labelled values alone, with no host synchronisation to find them
+        known = ~reference.isnan()
+        reference = torch.where(known, reference, prediction.detach().to(reference.dtype))
+        share = known.float().mean().clamp_min(1.0 / known.numel())
+        return lf.regression_loss(prediction, reference, self.kind, self.phase_weight) / share
 
 
 @LOSSES.register("reg_distill")

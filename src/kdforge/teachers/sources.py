@@ -155,7 +155,8 @@ def teacher_cache_key(recipe: Recipe, cfg: TeacherConfig) -> str:
     )  # how it is used, not what it is
     parts = {
         "teacher": teacher,
-        "data": recipe.data.model_dump(mode="json"),
+        # a dataset's unlabelled_* options only add inputs the teacher never trains on (DataBundle.unlabelled)
+        "data": {k: v for k, v in recipe.data.model_dump(mode="json").items() if not k.startswith("unlabelled")},
         "seed": recipe.seed,
         "optim": recipe.optim.model_dump(mode="json"),
         "train": train,

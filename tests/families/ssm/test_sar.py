@@ -240,3 +240,48 @@ def test_a_preset_reads_a_saved_teacher_and_compare_builds_the_preset_student(ti
         compression_preset("fixed_tiny", ssm)["state_dim"],
         compression_preset("fixed_tiny", ssm)["num_layers"],
     ) == (128, 3)
+
+
+def test_unlabelled_lines_come_without_targets_and_leave_the_labelled_splits_as_they_were():
+    from kdforge.data import build_dataset
+
+    options = {"seed": 1, "val_fraction": 0.2, "test_fraction": 0.2, "lines": 50, "length": 160}
+    plain = build_dataset("sar_azimuth", **options)
+    data = build_dataset("sar_azimuth", **options, unlabelled_lines=20)
+    for split in ("train", "val", "test"):
+        assert torch.equal(getattr(data, split).x, getattr(plain, split).x)
+    assert data.unlabelled is not None and data.unlabelled.x.shape == (20, 1, 160)
+    assert data.unlabelled.y.isnan().all() and not data.unlabelled.x.isnan().any()
+    assert not any(torch.equal(data.unlabelled.x[0], row) for row in plain.train.x)  # lines of their own
+    assert "unlabelled 20 (distillation only)" in data.describe()
+    both = data.with_unlabelled()
+    assert len(both.train) == 50 and both.unlabelled is None and both.test is data.test
+
+
+def test_unlabelled_lines_train_the_distilled_student_only(tiny_recipe):
+    """The teacher and the student alone see the labelled lines; the distilled student those and the
+    unlabelled ones, against the teacher's outputs alone (its task term skips them)."""
+    from kdforge import Recipe, run
+    from kdforge.callbacks import Callback
+
+    seen: dict[str, int] = {}
+
+    class Count(Callback):
+        def on_step_end(self, trainer, samples):
+            seen[trainer.stage] = seen.get(trainer.stage, 0) + samples
+
+    ssm = {"name": "ssm", "complex": True, "complex_mode": "channels", "pool": "none"}
+    tiny_recipe.update(
+        data={"name": "sar_azimuth", "lines": 40, "length": 128, "batch_size": 16, "unlabelled_lines": 24},
+        teacher={"source": "train", "model": {**ssm, "model_dim": 8, "state_dim": 4}, "train": {"epochs": 1}},
+        student={"model": {**ssm, "model_dim": 8, "state_dim": 4}},
+        losses=[
+            {"name": "reg_task", "kind": "complex_mse", "weight": 0.5},
+            {"name": "reg_distill", "kind": "complex_mse", "weight": 0.5},
+        ],
+        train={"epochs": 1, "baseline": True},
+    )
+    result = run(Recipe.model_validate(tiny_recipe), callbacks=[Count()])
+    labelled = 40 - round(0.15 * 40) - round(0.2 * 40)  # the default validation and test fractions
+    assert seen == {"teacher": labelled, "distill": labelled + 24, "baseline": labelled}
+    assert all(math.isfinite(result.results[role]["test"]["psnr_db"]) for role in ("student", "student_alone"))

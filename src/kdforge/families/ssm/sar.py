@@ -104,6 +104,9 @@ def simulate_azimuth_lines(
     return (echo + noise).astype(np.complex64), focused.astype(np.complex64), positions
 
 
+UNLABELLED_STREAM = 1_000_003  # the unlabelled lines' seed offset: a stream apart from every labelled seed
+
+
 @DATASETS.register("sar_azimuth")
 def sar_azimuth(
     *,
@@ -116,12 +119,24 @@ def sar_azimuth(
     clutter_db: float = -20.0,
     min_targets: int = 1,
     max_targets: int = 4,
+    unlabelled_lines: int = 0,
 ) -> DataBundle:
     """Simulated range-compressed SAR azimuth lines (complex [1, length]) and their
-    matched-filter focused lines as complex regression targets; deterministic from the seed."""
-    raw, focused, _ = simulate_azimuth_lines(lines, length, (min_targets, max_targets), snr_db, clutter_db, seed=seed)
+    matched-filter focused lines as complex regression targets; deterministic from the seed.
+    ``unlabelled_lines`` more raw lines come without their focused lines (NaN targets): as a
+    radar gives plenty of raw data and few references, only the distilled student trains on
+    them, against the teacher's outputs. The labelled lines do not depend on their number."""
+    shape = (min_targets, max_targets)
+    raw, focused, _ = simulate_azimuth_lines(lines, length, shape, snr_db, clutter_db, seed=seed)
     order = np.random.default_rng(seed).permutation(lines)
     n_val, n_test = int(round(val_fraction * lines)), int(round(test_fraction * lines))
     parts = (order[n_val + n_test :], order[:n_val], order[n_val : n_val + n_test])
     splits = [Split(torch.from_numpy(raw[idx])[:, None], torch.from_numpy(focused[idx])[:, None]) for idx in parts]
-    return DataBundle("sar_azimuth", *splits, num_classes=1, input_shape=(1, length))
+    unlabelled = None
+    if unlabelled_lines > 0:
+        extra, _, _ = simulate_azimuth_lines(
+            unlabelled_lines, length, shape, snr_db, clutter_db, seed=UNLABELLED_STREAM + seed
+        )
+        inputs = torch.from_numpy(extra)[:, None]
+        unlabelled = Split(inputs, torch.full_like(inputs, complex(math.nan, math.nan)))
+    return DataBundle("sar_azimuth", *splits, num_classes=1, input_shape=(1, length), unlabelled=unlabelled)
