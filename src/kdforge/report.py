@@ -17,6 +17,7 @@ ROLES = (
     ("student", "student + KD"),
     ("student_alone", "student alone"),
     ("pca", "PCA of the teacher"),
+    ("uncentred_svd", "uncentred SVD of the teacher"),
     ("random_projection", "random projection"),
 )
 

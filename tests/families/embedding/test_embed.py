@@ -156,3 +156,19 @@ def test_distillation_config_validates_round_trips_and_reads_old_names():
         64,
         20,
     )
+
+
+def test_the_uncentred_svd_keeps_the_direction_every_vector_shares_and_pca_drops_it():
+    from kdforge.families.embedding.baselines import pca_projection
+
+    torch.manual_seed(0)
+    shared = torch.nn.functional.normalize(torch.cat([torch.zeros(3), torch.randn(13)]), dim=0)
+    spread = torch.tensor([2.0] * 3 + [0.1] * 13)  # the vectors differ along the first three axes...
+    x = 5 * shared + spread * torch.randn(400, 16)  # ...and all lean one way, as sentence embeddings do
+    mean, components = pca_projection(x, 3)
+    zero, singular = pca_projection(x, 3, centred=False)
+    assert torch.equal(zero, torch.zeros(16, dtype=torch.float64))
+    assert abs(float(singular[:, 0] @ shared.double())) > 0.99  # the first singular vector is the shared lean
+    assert (components.T @ shared.double()).abs().max() < 0.1  # centring removed it
+    torch.testing.assert_close(singular.T @ singular, torch.eye(3, dtype=torch.float64))
+    torch.testing.assert_close(mean, x.double().mean(0))

@@ -45,10 +45,11 @@ def test_a_text_student_learns_the_teachers_neighbourhoods_and_is_compared_with_
     after = results["student"]["test"]
     assert after["recall_at_10"] > before["recall_at_10"] and after["spearman"] > before["spearman"]
     assert results["teacher"]["test"]["spearman"] == pytest.approx(1.0)
-    assert {"pca", "random_projection"} <= set(results) and "student_alone" not in results
+    assert {"pca", "uncentred_svd", "random_projection"} <= set(results) and "student_alone" not in results
     assert (
         results["pca"]["params"] == 384 * 8 + 384 and results["pca"]["latency_ms"] == results["teacher"]["latency_ms"]
     )
+    assert results["uncentred_svd"]["test"] != results["pca"]["test"]  # its own projection
     assert results["teacher"]["latency_ms"] > 1.0  # timed encoding texts, not recalling them
 
 

@@ -1,7 +1,7 @@
 """What simple projections of the teacher's embeddings keep, next to an embedding student:
-PCA to the student's width (fitted on the training split's teacher embeddings) and a seeded
-Gaussian random projection. Both need the teacher at inference; a distilled student must
-beat them to be worth having."""
+PCA to the student's width (fitted on the training split's teacher embeddings), the same
+without centring (an uncentred SVD) and a seeded Gaussian random projection. All need the
+teacher at inference; a distilled student must beat them to be worth having."""
 
 from __future__ import annotations
 
@@ -32,9 +32,11 @@ def targets(loader: Any, rows: int) -> torch.Tensor:
     return torch.cat(found)[:rows]
 
 
-def pca_projection(train: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean [D], components [D, k]) of the top-k principal directions of ``train`` [N, D]."""
-    mean = train.double().mean(0)
+def pca_projection(train: torch.Tensor, k: int, centred: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean [D], components [D, k]) of the top-k principal directions of ``train`` [N, D]; not ``centred``:
+    the top-k right singular vectors of ``train`` itself (mean zero), which keep the direction all the vectors
+    share — cosines between them depend on it."""
+    mean = train.double().mean(0) if centred else torch.zeros(train.shape[1], dtype=torch.float64)
     _, _, vh = torch.linalg.svd(train.double() - mean, full_matrices=False)
     return mean, vh[:k].T
 
@@ -46,15 +48,17 @@ def random_projection(dim: int, k: int, seed: int) -> torch.Tensor:
 
 
 def projection_baselines(session: Session, width: int, teacher_latency_ms: float) -> dict[str, dict[str, Any]]:
-    """Result rows ``pca`` and ``random_projection`` at the student's output ``width``."""
+    """Result rows ``pca``, ``uncentred_svd`` and ``random_projection`` at the student's output ``width``."""
     train, val, test = (
         targets(loader, rows).double().cpu()
         for loader, rows in ((session.train, PCA_ROWS), (session.val, EMBEDDING_ROWS), (session.test, EMBEDDING_ROWS))
     )
     dim = train.shape[1]
     mean, components = pca_projection(train, width)
+    _, singular = pca_projection(train, width, centred=False)
     rows = {
         "pca": (lambda x: (x - mean) @ components, dim * width + dim),
+        "uncentred_svd": (lambda x: x @ singular, dim * width),
         "random_projection": (lambda x: x @ random_projection(dim, width, session.recipe.seed), dim * width),
     }
     return {
