@@ -123,6 +123,7 @@ class DataBundle:
     # teacher's outputs as its only reference: the teacher and the student alone never see them. A dataset's
     # options that set them are named unlabelled_* (a trained teacher is reused whatever their values)
     unlabelled: Split | None = None
+    labelled: int | None = None  # after with_unlabelled(): the training samples before the unlabelled ones
 
     @property
     def task(self) -> str:
@@ -135,9 +136,7 @@ class DataBundle:
 
     def describe(self) -> str:
         return (
-            f"{self.name}: train {len(self.train)}, val {len(self.val)}, test {len(self.test)}"
-            + (f", unlabelled {len(self.unlabelled)} (distillation only)" if self.unlabelled is not None else "")
-            + "; "
+            f"{self.name}: train {self._train_count()}, val {len(self.val)}, test {len(self.test)}; "
             f"input {list(self.input_shape)}"
             + {
                 "classification": f", {self.num_classes} classes",
@@ -145,13 +144,21 @@ class DataBundle:
             }.get(self.task, f", targets {list(self.targets_example.shape[1:])}")
         )
 
+    def _train_count(self) -> str:
+        """How many training samples, and how many of them come without targets."""
+        if self.unlabelled is not None:
+            return f"{len(self.train)} + {len(self.unlabelled)} unlabelled"
+        if self.labelled is not None:
+            return f"{self.labelled} + {len(self.train) - self.labelled} unlabelled"
+        return str(len(self.train))
+
     def with_unlabelled(self) -> DataBundle:
         """This bundle with its unlabelled inputs appended to the training split (the distillation set)."""
         if self.unlabelled is None:
             return self
         train = in_memory(self.train, "unlabelled inputs")
         both = Split(torch.cat([train.x, self.unlabelled.x]), torch.cat([train.y, self.unlabelled.y]))
-        return dataclasses.replace(self, train=both, unlabelled=None)
+        return dataclasses.replace(self, train=both, unlabelled=None, labelled=len(train))
 
     @functools.cached_property
     def targets_example(self) -> torch.Tensor:

@@ -253,9 +253,10 @@ def test_unlabelled_lines_come_without_targets_and_leave_the_labelled_splits_as_
     assert data.unlabelled is not None and data.unlabelled.x.shape == (20, 1, 160)
     assert data.unlabelled.y.isnan().all() and not data.unlabelled.x.isnan().any()
     assert not any(torch.equal(data.unlabelled.x[0], row) for row in plain.train.x)  # lines of their own
-    assert "unlabelled 20 (distillation only)" in data.describe()
+    assert "train 30 + 20 unlabelled, val 10" in data.describe()
     both = data.with_unlabelled()
     assert len(both.train) == 50 and both.unlabelled is None and both.test is data.test
+    assert both.labelled == 30 and both.describe() == data.describe()
 
 
 def test_unlabelled_lines_train_the_distilled_student_only(tiny_recipe):
