@@ -12,7 +12,7 @@ sync-core: uv
 	@$(UV) sync --locked --no-dev --inexact --quiet
 
 sync-dev: uv
-	@$(UV) sync --locked --quiet
+	@$(UV) sync --locked --group dev --quiet
 
 demo: sync-core
 	@$(UV) run --no-sync kdforge demo
