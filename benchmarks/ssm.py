@@ -2,13 +2,19 @@
 
 ``sar``: the shipped recipe ``recipes/sar_ssm.yaml`` (a selective, gated, bidirectional SSM
 teacher trained by the recipe on simulated SAR azimuth lines) with each compression preset
-(``standard``, ``compressed``, ``tiny``), each student trained with distillation and alone
-(the recipe's baseline; the distilled ``standard`` student starts from the teacher's weights,
-``init_from_teacher``), seeds 0-2: test PSNR (epoch chosen on validation), retention
-(% of the teacher's PSNR), params, and measured latency at batch 1 for sequence lengths 256
-and 1024 (teacher / student ratio = speed-up). The teacher is trained once per seed (cached).
+(``standard``, ``compressed``, ``tiny``), each student trained with distillation (on the
+labelled and the recipe's unlabelled lines) and alone (the recipe's baseline, labelled lines
+only; the distilled ``standard`` student starts from the teacher's weights,
+``init_from_teacher``), seeds 0-2: test PSNR (epoch chosen on validation), the gain paired by
+seed, retention (% of the teacher's PSNR), params, and measured latency at batch 1 for
+sequence lengths 256 and 1024 (teacher / student ratio = speed-up). The teacher is trained
+once per seed and reused from ``--runs``; seeds run in ``--jobs`` processes.
 
-    uv run python benchmarks/ssm.py sar [--seeds 0 1 2]
+    uv run python benchmarks/ssm.py sar [--seeds 0 1 2] [--presets compressed tiny] [--jobs 2]
+
+It ends with a control: each student alone for as many optimiser steps as the distilled one
+takes over labelled and unlabelled lines (is the gain the teacher's, or only more steps?);
+``sar-control`` runs only that, into the committed results.
 
 ``mnist1d``: an SSM teacher (gated, 4 layers of width 64) and a small SSM student
 (``compressed`` preset) on mnist1d as sequence classification, with KD (CE + KD, T = 1:
@@ -22,17 +28,24 @@ Each writes benchmarks/results/ssm_<name>.json and .md.
 from __future__ import annotations
 
 import argparse
+import functools
+import json
+import math
+import multiprocessing
+import os
 import statistics
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
 import yaml
 
 import kdforge
-from common import mean_std, run_quietly, save
+from common import RESULTS, mean_std, run_quietly, save
 from kdforge.bench import latency_ms
+from kdforge.data import recipe_data
 from kdforge.export import load_run_teacher
 
 SAR_RECIPE = Path(__file__).parents[1] / "src" / "kdforge" / "recipes" / "sar_ssm.yaml"
@@ -44,6 +57,7 @@ def latencies(model: torch.nn.Module, dtype: torch.dtype) -> dict[str, float]:
 
 
 # the standard student has the teacher's shapes: it starts from the teacher's weights (all but the gates)
+PRESETS = ("standard", "compressed", "tiny")
 START = {
     "standard": {"preset": "standard", "init_from_teacher": True},
     "compressed": {"preset": "compressed"},
@@ -51,46 +65,114 @@ START = {
 }
 
 
-def sar(args: argparse.Namespace) -> dict:
+def sar_seed(seed: int, presets: list[str], runs: str, threads: int) -> dict[str, dict]:
+    """One seed of every preset (one process: the seed's teacher is trained by its first run, then reused)."""
+    torch.set_num_threads(threads)
     base = yaml.safe_load(SAR_RECIPE.read_text())
-    log_dir = tempfile.mkdtemp(prefix="kdforge-ssm-")
-    teacher: dict = {"psnr": []}
+    found = {}
+    for preset in presets:
+        raw = {
+            **base,
+            "seed": seed,
+            "student": {**base["student"], **START[preset]},
+            "log": {"dir": runs, "progress": False},
+        }
+        run = run_quietly(raw)
+        result = run.results
+        found[preset] = {
+            "teacher": result["teacher"]["test"]["psnr_db"],
+            "teacher_params": result["teacher"]["params"],
+            "kd": result["student"]["test"]["psnr_db"],
+            "alone": result["student_alone"]["test"]["psnr_db"],
+            "params": result["student"]["params"],
+            "run_dir": str(run.run_dir),
+        }
+        print(
+            f"{preset:10s} seed {seed}: teacher {found[preset]['teacher']:.2f} dB, student + KD "
+            f"{found[preset]['kd']:.2f} dB, alone {found[preset]['alone']:.2f} dB",
+            flush=True,
+        )
+    return found
+
+
+def sar(args: argparse.Namespace) -> dict:
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        per_seed = list(
+            pool.map(functools.partial(sar_seed, presets=args.presets, runs=args.runs, threads=threads), args.seeds)
+        )
+    teacher: dict = {"psnr": [r[args.presets[0]]["teacher"] for r in per_seed]}
     rows: dict[str, dict] = {"teacher": teacher}
-    run_dirs: dict[str, Path] = {}
-    for preset in ("standard", "compressed", "tiny"):
-        row = rows.setdefault(preset, {"kd": [], "alone": [], "retention_pct": []})
-        for seed in args.seeds:
-            raw = {
-                **base,
-                "seed": seed,
-                "student": {**base["student"], **START[preset]},
-                "log": {"dir": log_dir, "progress": False},
-            }
-            result = run_quietly(raw)
-            psnr = result.results["teacher"]["test"]["psnr_db"]  # one teacher per seed, trained once (cached)
-            if preset == "standard":
-                teacher["psnr"].append(psnr)
-            row["kd"].append(result.results["student"]["test"]["psnr_db"])
-            row["alone"].append(result.results["student_alone"]["test"]["psnr_db"])
-            row["retention_pct"].append(100 * row["kd"][-1] / psnr)
-            teacher["params"], row["params"], run_dirs[preset] = (
-                result.results["teacher"]["params"],
-                result.results["student"]["params"],
-                result.run_dir,
-            )
-            print(
-                f"{preset:10s} seed {seed}: teacher {psnr:.2f} dB, student + KD {row['kd'][-1]:.2f} dB, alone "
-                f"{row['alone'][-1]:.2f} dB",
-                flush=True,
-            )
-    # latencies last, one model after the other, with no training beside them
-    teacher["latency_ms_b1"] = latencies(load_run_teacher(run_dirs["standard"]), torch.cfloat)
-    for preset, run_dir in run_dirs.items():
-        rows[preset]["latency_ms_b1"] = latencies(kdforge.load_student(run_dir), torch.cfloat)
+    for preset in args.presets:
+        runs = [r[preset] for r in per_seed]
+        teacher["params"] = runs[0]["teacher_params"]
+        rows[preset] = {
+            "params": runs[0]["params"],
+            "kd": [r["kd"] for r in runs],
+            "alone": [r["alone"] for r in runs],
+            "gain": [r["kd"] - r["alone"] for r in runs],
+            "retention_pct": [100 * r["kd"] / r["teacher"] for r in runs],
+        }
+    add_control(args, rows, threads)
+    # latencies last, one model after the other, with no training beside them (the first seed's models)
+    first = per_seed[0]
+    teacher["latency_ms_b1"] = latencies(load_run_teacher(Path(first[args.presets[0]]["run_dir"])), torch.cfloat)
+    for preset in args.presets:
+        rows[preset]["latency_ms_b1"] = latencies(kdforge.load_student(Path(first[preset]["run_dir"])), torch.cfloat)
         rows[preset]["speedup"] = {
             n: teacher["latency_ms_b1"][n] / rows[preset]["latency_ms_b1"][n] for n in teacher["latency_ms_b1"]
         }
     return {"recipe": str(SAR_RECIPE.relative_to(SAR_RECIPE.parents[3])), "seeds": args.seeds, "rows": rows}
+
+
+def as_many_steps_seed(seed: int, presets: list[str], runs: str, threads: int) -> dict[str, float]:
+    """The student alone trained for as many optimiser steps as the distilled student takes over the labelled
+    and unlabelled lines: is the gain the teacher's, or only more steps?"""
+    torch.set_num_threads(threads)
+    base = yaml.safe_load(SAR_RECIPE.read_text())
+    data = recipe_data(kdforge.Recipe.from_dict(base).data, seed)
+    labelled, everything = len(data.train), len(data.train) + (len(data.unlabelled) if data.unlabelled else 0)
+    batch = base["data"]["batch_size"]
+    epochs = round(base["train"]["epochs"] * math.ceil(everything / batch) / math.ceil(labelled / batch))
+    found = {}
+    for preset in presets:
+        raw = {
+            **base,
+            "seed": seed,
+            "student": {**base["student"], **START[preset]},
+            "losses": [loss for loss in base["losses"] if loss["name"] == "reg_task"],
+            "train": {**base["train"], "epochs": epochs, "baseline": False},
+            "log": {"dir": runs, "progress": False},
+        }
+        found[preset] = run_quietly(raw).results["student"]["test"]["psnr_db"]
+        print(f"{preset:10s} seed {seed}: alone for {epochs} epochs {found[preset]:.2f} dB", flush=True)
+    return {"epochs": epochs, **found}
+
+
+def add_control(args: argparse.Namespace, rows: dict[str, dict], threads: int) -> None:
+    """Each preset's row gains ``alone_same_steps`` (per seed) and ``same_steps_epochs``."""
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        found = list(
+            pool.map(
+                functools.partial(as_many_steps_seed, presets=args.presets, runs=args.runs, threads=threads), args.seeds
+            )
+        )
+    for preset in args.presets:
+        rows[preset]["alone_same_steps"] = [f[preset] for f in found]
+        rows[preset]["same_steps_epochs"] = found[0]["epochs"]
+
+
+def sar_control(args: argparse.Namespace) -> dict:
+    """Only the as-many-steps control, added to the committed sar results (same seeds)."""
+    out = json.loads((RESULTS / "ssm_sar.json").read_text())
+    add_control(args, out["rows"], max(1, (os.cpu_count() or 1) // args.jobs))
+    return out
+
+
+def _control_cell(row: dict, seeds: list[int]) -> str:
+    measured = row["alone_same_steps"]
+    fewer = f", seeds {', '.join(map(str, seeds[: len(measured)]))}" if len(measured) < len(seeds) else ""
+    return f"{mean_std(measured)} ({row['same_steps_epochs']} epochs{fewer})"
 
 
 def sar_markdown(out: dict) -> str:
@@ -99,24 +181,30 @@ def sar_markdown(out: dict) -> str:
     lines = [
         f"# SSM on sar_azimuth (`{out['recipe']}`, seeds {out['seeds']})",
         "",
-        "| model | params | test PSNR + KD (dB) | alone (dB) | retention | latency b1 L256 / L1024 (ms) | speed-up "
-        "L256 / L1024 |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-        f"| teacher (gate) | {teacher['params']:,} | {mean_std(teacher['psnr'])} | | 100 % | "
+        "| model | params | test PSNR + KD (dB) | alone (dB) | gain (dB, paired) | alone, as many steps (dB) | "
+        "retention | latency b1 L256 / L1024 (ms) | speed-up L256 / L1024 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| teacher (gate) | {teacher['params']:,} | {mean_std(teacher['psnr'])} | | | | 100 % | "
         f"{teacher['latency_ms_b1']['256']:.2f} / {teacher['latency_ms_b1']['1024']:.2f} | 1 / 1 |",
     ]
-    for preset in ("standard", "compressed", "tiny"):
+    for preset in (p for p in PRESETS if p in rows):
         r = rows[preset]
+        pays = statistics.mean(r["gain"]) > max(statistics.stdev(r["gain"]), statistics.stdev(r["alone"]))
         lines.append(
             f"| {preset} | {r['params']:,} | {mean_std(r['kd'])} | {mean_std(r['alone'])} | "
-            f"{statistics.mean(r['retention_pct']):.1f} % | "
+            f"{mean_std(r['gain'])}{' ✓' if pays else ''} | "
+            + (_control_cell(r, out["seeds"]) if "alone_same_steps" in r else "")
+            + f" | {statistics.mean(r['retention_pct']):.1f} % | "
             f"{r['latency_ms_b1']['256']:.2f} / {r['latency_ms_b1']['1024']:.2f} | {r['speedup']['256']:.1f}× / "
             f"{r['speedup']['1024']:.1f}× |"
         )
     lines += [
         "",
-        "The distilled `standard` student starts from the teacher's weights (`init_from_teacher`: all but the gates); "
-        "latency is measured at batch 1 after all training, one model after the other.",
+        "Gains are paired by seed (mean ± std of the per-seed differences), ✓ where the mean exceeds both that std "
+        "and the spread of the student alone over seeds. The distilled student also trains on the recipe's "
+        "unlabelled lines, against the teacher's outputs; the teacher and the student alone see the labelled lines "
+        "only. A distilled `standard` student starts from the teacher's weights (`init_from_teacher`: all but the "
+        "gates); latency is measured at batch 1 after all training, one model after the other.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -178,13 +266,19 @@ def mnist1d_markdown(out: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("benchmark", choices=["sar", "mnist1d"])
+    parser.add_argument("benchmark", choices=["sar", "sar-control", "mnist1d"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--presets", nargs="+", choices=PRESETS, default=list(PRESETS), help="sar: the students")
+    parser.add_argument("--jobs", type=int, default=2, help="sar: seeds run in this many processes")
+    parser.add_argument(
+        "--runs", default=str(Path(tempfile.gettempdir()) / "kdforge-ssm"), help="sar: run folder (teachers reused)"
+    )
     args = parser.parse_args()
     started = time.perf_counter()
-    out = sar(args) if args.benchmark == "sar" else mnist1d(args)
-    out["minutes"] = round((time.perf_counter() - started) / 60, 1)
-    save(f"ssm_{args.benchmark}", out, (sar_markdown if args.benchmark == "sar" else mnist1d_markdown)(out))
+    out = {"sar": sar, "sar-control": sar_control, "mnist1d": mnist1d}[args.benchmark](args)
+    out["minutes"] = out.get("minutes", 0) + round((time.perf_counter() - started) / 60, 1)
+    name = "mnist1d" if args.benchmark == "mnist1d" else "sar"
+    save(f"ssm_{name}", out, (sar_markdown if name == "sar" else mnist1d_markdown)(out))
 
 
 if __name__ == "__main__":
