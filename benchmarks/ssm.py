@@ -96,7 +96,7 @@ def sar_seed(seed: int, presets: list[str], runs: str, threads: int) -> dict[str
 
 
 def sar(args: argparse.Namespace) -> dict:
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    threads = _threads(args.jobs)
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         per_seed = list(
             pool.map(functools.partial(sar_seed, presets=args.presets, runs=args.runs, threads=threads), args.seeds)
@@ -113,7 +113,7 @@ def sar(args: argparse.Namespace) -> dict:
             "gain": [r["kd"] - r["alone"] for r in runs],
             "retention_pct": [100 * r["kd"] / r["teacher"] for r in runs],
         }
-    add_control(args, rows, threads)
+    add_control(args, rows)
     # latencies last, one model after the other, with no training beside them (the first seed's models)
     first = per_seed[0]
     teacher["latency_ms_b1"] = latencies(load_run_teacher(Path(first[args.presets[0]]["run_dir"])), torch.cfloat)
@@ -149,8 +149,14 @@ def as_many_steps_seed(seed: int, presets: list[str], runs: str, threads: int) -
     return {"epochs": epochs, **found}
 
 
-def add_control(args: argparse.Namespace, rows: dict[str, dict], threads: int) -> None:
+def _threads(jobs: int) -> int:
+    """Each of ``jobs`` processes gets its share of the cores: their thread pools must not fight."""
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
+def add_control(args: argparse.Namespace, rows: dict[str, dict]) -> None:
     """Each preset's row gains ``alone_same_steps`` (per seed) and ``same_steps_epochs``."""
+    threads = _threads(args.jobs)
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         found = list(
             pool.map(
@@ -165,7 +171,7 @@ def add_control(args: argparse.Namespace, rows: dict[str, dict], threads: int) -
 def sar_control(args: argparse.Namespace) -> dict:
     """Only the as-many-steps control, added to the committed sar results (same seeds)."""
     out = json.loads((RESULTS / "ssm_sar.json").read_text())
-    add_control(args, out["rows"], max(1, (os.cpu_count() or 1) // args.jobs))
+    add_control(args, out["rows"])
     return out
 
 
