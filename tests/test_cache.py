@@ -192,3 +192,39 @@ def test_a_cache_without_the_layers_a_term_reads_is_refused(cached):
                 }
             )
         )
+
+
+def test_a_cache_serves_recipes_that_differ_only_in_how_the_student_trains(cached):
+    raw, path, _ = cached
+    teacher = {**raw["teacher"], "cache": str(path)}
+    student_only = {
+        "optim": {"name": "adamw", "lr": 1e-3},  # the teacher trained at optim.lr ...
+        "teacher": {**teacher, "train": {**raw["teacher"]["train"], "lr": 3.0e-3}},  # ... which it now names itself
+        "train": {"epochs": 1, "baseline": False, "channels_last": True, "checkpoint_interval": 0},
+    }
+    result = run(Recipe.from_dict({**raw, **student_only}))
+    assert result.results["teacher"]["cache"] == str(path)
+    with pytest.raises(KdforgeError, match="teacher_hash"):  # a teacher trained with clipped gradients is another
+        run(Recipe.from_dict({**raw, "teacher": teacher, "train": {**raw["train"], "grad_clip": 1.0}}))
+
+
+def test_a_loaded_teachers_outputs_key_is_its_section_and_weights_file(tiny_recipe, tmp_path):
+    from kdforge.teachers.sources import teacher_outputs_key
+
+    weights = tmp_path / "teacher.pt"
+    torch.save({"w": torch.zeros(1)}, weights)
+    loaded = {**tiny_recipe, "teacher": {"source": "checkpoint", "path": str(weights), "model": {"name": "cnn"}}}
+
+    def key(**changes):
+        recipe = Recipe.from_dict({**loaded, **changes})
+        return teacher_outputs_key(recipe, recipe.teacher)
+
+    same = key(
+        optim={"name": "sgd", "lr": 0.1},
+        train={"epochs": 9, "grad_clip": 1.0, "channels_last": True},
+        data={"name": "digits", "batch_size": 7},
+        seed=3,
+    )
+    assert same == key()
+    torch.save({"w": torch.ones(3)}, weights)  # new weights under the same name
+    assert key() != same

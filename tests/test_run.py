@@ -241,3 +241,27 @@ def test_runs_started_in_the_same_second_get_their_own_folders(tiny_recipe, tmp_
     assert len(set(folders)) == 8
     assert sorted(f.name for f in folders)[0] == f"{recipe.name}-20260101-120000"
     assert all((f / "config.yaml").exists() for f in folders)
+
+
+def test_check_and_train_say_that_a_trained_teacher_is_reused(finished, tmp_path):
+    import io
+
+    from rich.console import Console
+
+    raw, first = finished
+    student_only = {  # what the teacher did not train with: the student's learning rate and memory layout
+        **raw,
+        "optim": {**raw["optim"], "lr": 1e-3},
+        "teacher": {**raw["teacher"], "train": {**raw["teacher"]["train"], "lr": raw["optim"]["lr"]}},
+        "train": {"epochs": 1, "baseline": False, "channels_last": True},
+    }
+    said = io.StringIO()
+    check(Recipe.from_dict(student_only), console=Console(file=said, width=300))
+    assert f"reuses the one trained with the same settings in {first.run_dir / 'teacher'}" in said.getvalue()
+    said = io.StringIO()
+    again = run(Recipe.from_dict(student_only), console=Console(file=said, width=300))
+    assert again.results["teacher"]["cached_from"] == str(first.run_dir / "teacher")
+    assert f"teacher: reusing the one trained with the same settings in {first.run_dir / 'teacher'}" in said.getvalue()
+    said = io.StringIO()
+    check(Recipe.from_dict({**raw, "seed": 5}), console=Console(file=said, width=300))
+    assert "untrained here; `train` fits it for 2 epochs" in said.getvalue()

@@ -21,7 +21,8 @@ from kdforge.models import build_model
 from kdforge.session import Session
 from kdforge.teachers import TEACHER_SOURCES
 from kdforge.teachers.adapt import InputAdapter
-from kdforge.teachers.sources import ensemble
+from kdforge.teachers.cache import CachedTeacher
+from kdforge.teachers.sources import ensemble, trained_teacher
 from kdforge.transfer import copy_matching, start_from
 
 
@@ -42,6 +43,8 @@ def check(recipe: Recipe, console: Console | None = None) -> dict[str, Any]:
     if recipe.student.init_from is not None:  # the first stage's student must fit this one
         start_from(student, recipe.student.init_from)
     teacher_module, teacher_note = _checked_teacher(session, recipe.teacher, student)
+    if recipe.teacher.cache:  # a stale cache is refused here, before anything trains
+        teacher_note = f"`train` reads {CachedTeacher(recipe.teacher.cache, session).describe()}"
     teacher = session.wrap_teacher(teacher_module)
     if isinstance(teacher.input_adapter, InputAdapter):
         teacher_note += f"; input adapted: {teacher.input_adapter.describe()}"
@@ -97,39 +100,29 @@ def check(recipe: Recipe, console: Console | None = None) -> dict[str, Any]:
         )
 
     table = Table(title=escape(f"kdforge check: {recipe.name}"))
-    for column in ("part", "architecture", "params", "trainable", "output", "note"):
-        table.add_column(column)
+    for column in ("part", "architecture", "params", "trainable", "output"):
+        table.add_column(column, no_wrap=column != "architecture")
     projector_params = sum(p.numel() for p in distiller.terms.parameters())
+    student_output = str(list(out.outputs.shape)) if out.outputs is not None else "LM head input (chunked loss)"
+    trainable = sum(p.numel() for p in student.parameters() if p.requires_grad)
     rows = [
-        ("data", data.name, "", "", f"x {list(x.shape)}", data.describe()),
+        ("data", data.name, "", "", f"x {list(x.shape)}"),
         (
             "teacher",
             type(teacher_module).__name__,
             f"{count_params(teacher_module):,}",
             "0",
             str(list(teacher(x).shape)),
-            teacher_note,
         ),
-        (
-            "student",
-            type(student).__name__,
-            f"{count_params(student):,}",
-            f"{sum(p.numel() for p in student.parameters() if p.requires_grad):,}",
-            str(list(out.outputs.shape)) if out.outputs is not None else "LM head input (chunked loss)",
-            "",
-        ),
-        (
-            "projectors",
-            "",
-            f"{projector_params:,}",
-            f"{projector_params:,}",
-            "",
-            ", ".join(t.name for t in terms if any(True for _ in t.parameters())) or "none",
-        ),
+        ("student", type(student).__name__, f"{count_params(student):,}", f"{trainable:,}", student_output),
+        ("projectors", "", f"{projector_params:,}", f"{projector_params:,}", ""),
     ]
     for row in rows:
         table.add_row(*map(escape, row))
     console.print(table)
+    projectors = ", ".join(t.name for t in terms if any(True for _ in t.parameters())) or "none"
+    for part, note in (("data", data.describe()), ("teacher", teacher_note), ("projectors", projectors)):
+        console.print(f"{part}: {note}", markup=False)
     parts = {name: float(value.detach()) for name, value in out.parts.items()}
     console.print(
         "one batch: "
@@ -160,7 +153,13 @@ def _checked_teacher(session: Session, cfg: Any, student: torch.nn.Module) -> tu
         module = build_model(
             cfg.model.name, input_shape=data.input_shape, num_classes=data.num_classes, **cfg.model.options
         )
-        return module, f"untrained here; `train` fits it for {cfg.train.epochs} epochs"
+        found = trained_teacher(session.recipe, cfg)
+        if found is not None:
+            return module, f"checked untrained; `train` reuses the one trained with the same settings in {found}"
+        return module, (
+            f"untrained here; `train` fits it for {cfg.train.epochs} epochs (none trained with these settings under "
+            f"{session.recipe.log.dir})"
+        )
     if cfg.source == "ensemble":
         members = [_checked_teacher(session, m, student)[0] for m in cfg.members]
         return ensemble(session, cfg, members), f"ensemble of {len(members)} ({cfg.combine})"

@@ -157,6 +157,7 @@ class Session:
                     "train with the online teacher (drop teacher.cache) or augment with data.augment.shift/noise views"
                 )
             teacher = CachedTeacher(cfg.cache, self)
+            self.console.print(f"teacher: {teacher.describe()}", markup=False)
             self.train.indexed = True  # the cache is looked up by sample index...
             # ...and shows the cached views
             self.train.fixed_views = fixed_views(self, teacher.manifest["views"])

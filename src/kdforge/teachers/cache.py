@@ -42,7 +42,7 @@ from kdforge.losses.functional import TopK, topk_log_probs
 from kdforge.taps import FeatureTap
 from kdforge.teachers._shards import ShardBuffer, ShardedArray, shard_count, shards_done
 from kdforge.teachers._topk_codec import decode_log_probs, encode_log_probs, id_bits, pack_ids, unpack_ids
-from kdforge.teachers.sources import teacher_cache_key
+from kdforge.teachers.sources import teacher_outputs_key
 
 if TYPE_CHECKING:
     from kdforge.session import Session
@@ -72,12 +72,14 @@ def data_hash(session: Session) -> str:
 
 
 def teacher_hash(session: Session) -> str:
-    """Identity of the recipe's teacher: its section, and for a trained teacher everything
-    that determines its training (the same key that reuses trained teachers)."""
-    return teacher_cache_key(session.recipe, session.recipe.teacher)
+    """Identity of the recipe's teacher: what determines its outputs (:func:`teacher_outputs_key`)."""
+    return teacher_outputs_key(session.recipe, session.recipe.teacher)
 
 
 def expected_manifest(session: Session) -> dict[str, Any]:
+    """What a cache must say of itself to serve this recipe; the seed only where it draws the cached views."""
+    augment = session.recipe.data.augment
+    random_views = bool(augment.shift or augment.noise) or not isinstance(session.data.train, Split)
     return {
         "teacher_hash": teacher_hash(session),
         "data_hash": data_hash(session),
@@ -85,7 +87,7 @@ def expected_manifest(session: Session) -> dict[str, Any]:
         "samples": len(session.data.train),
         "num_classes": session.data.num_classes,
         "augment": session.recipe.data.augment.model_dump(mode="json"),
-        "seed": session.recipe.seed,
+        **({"seed": session.recipe.seed} if random_views else {}),
     }
 
 
@@ -329,6 +331,10 @@ class CachedTeacher(nn.Module):
             self.arrays = {name: torch.from_numpy(a.whole()).to(session.device) for name, a in sharded.items()}
         else:  # large: rows are read from the memory-mapped shards on demand
             self.arrays = dict(sharded)
+
+    def describe(self) -> str:
+        m = self.manifest
+        return f"its outputs read from the cache {self.path} ({m['samples']:,} samples x {m['views']} view(s))"
 
     @property
     def layers(self) -> list[str]:

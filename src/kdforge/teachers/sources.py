@@ -66,11 +66,17 @@ def cached_fit(
     cached = distributed.on_main(lambda: own if own.exists() else _find_cached(Path(session.recipe.log.dir), key))
     if cached is not None:
         meta = dict(read_meta(cached).get("teacher") or {})
-        origin = meta.get("cached_from", str(cached.parent))  # a copy names where its teacher was trained
+        origin = _origin(cached)
         if cached != own:
             distributed.on_main(lambda: _copy_teacher(cached, stem, {**meta, "cached_from": origin}))
         load_state_strict(module, read_state_dict(cached), str(cached))
+        session.console.print(f"teacher: reusing the one trained with the same settings in {origin}", markup=False)
         return module.eval(), {**meta, "cached_from": origin}
+    session.console.print(
+        f"teacher: training it for {fit.epochs} epochs (none trained with these settings under "
+        f"{session.recipe.log.dir})",
+        markup=False,
+    )
     info = session.fit_teacher(module, fit, where, head, adapter)  # the run trains it: teachers sit below the trainer
     meta = {"teacher": {**info, "cache_key": key}}
     if not distributed.is_main():  # every rank holds the same fitted weights; rank 0 writes them
@@ -147,21 +153,70 @@ def load_checkpoint_model(
     return module
 
 
+# What a trained teacher's fit reads from the recipe's train section (Session.fit_teacher); the rest is about speed,
+# placement or the student only (channels_last, compile, device, checkpointing, EMA, FSDP, on-policy batches).
+TEACHER_FIT_SETTINGS = {"amp", "grad_clip", "accumulate", "early_stopping", "val_every"}
+
+
 def teacher_cache_key(recipe: Recipe, cfg: TeacherConfig) -> str:
-    """Hash of everything that determines a trained teacher."""
-    train = recipe.train.model_dump(exclude={"epochs", "max_steps", "baseline", "device", "checkpoint_interval"})
-    teacher = cfg.model_dump(
-        mode="json", exclude={"cache", "trainable", "lr", "ce_weight"}
-    )  # how it is used, not what it is
+    """Hash of everything that determines a teacher kdforge trains (``source: train``, or a ``finetune``)."""
+    fit_key = "train" if cfg.source == "train" else "finetune"
+    teacher = _what_it_is(cfg)
+    optim = recipe.optim.model_dump(mode="json")
+    if teacher.get(fit_key):  # the learning rate the fit uses: its own, else the recipe's
+        optim["lr"] = teacher[fit_key].pop("lr") or optim["lr"]
     parts = {
         "teacher": teacher,
         # a dataset's unlabelled_* options only add inputs the teacher never trains on (DataBundle.unlabelled)
-        "data": {k: v for k, v in recipe.data.model_dump(mode="json").items() if not k.startswith("unlabelled")},
+        "data": {
+            k: v
+            for k, v in recipe.data.model_dump(mode="json").items()
+            if not k.startswith("unlabelled") and k not in ("eval_batch_size", "workers")
+        },
         "seed": recipe.seed,
-        "optim": recipe.optim.model_dump(mode="json"),
-        "train": train,
+        "optim": optim,
+        "train": recipe.train.model_dump(mode="json", include=TEACHER_FIT_SETTINGS),
     }
+    return _digest(parts)
+
+
+def teacher_outputs_key(recipe: Recipe, cfg: TeacherConfig) -> str:
+    """Hash of what determines a teacher's outputs on given inputs: a teacher kdforge trains is its
+    :func:`teacher_cache_key`; a loaded one is its section (and the checkpoint file's size and time), whatever
+    the student's optimiser, batch size or memory layout."""
+    if _trains(cfg):
+        return teacher_cache_key(recipe, cfg)
+    files = [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in _weight_files(cfg) if f.is_file()]
+    return _digest({"teacher": _what_it_is(cfg), "files": files})
+
+
+def _weight_files(cfg: TeacherConfig) -> list[Path]:
+    own = [checkpoint_file(f) for f in (cfg.path, cfg.checkpoint, cfg.pretrained_file) if f]
+    return own + [f for member in cfg.members or [] for f in _weight_files(member)]
+
+
+def _trains(cfg: TeacherConfig) -> bool:
+    return cfg.source == "train" or cfg.finetune is not None or any(_trains(m) for m in cfg.members or [])
+
+
+def _what_it_is(cfg: TeacherConfig) -> dict[str, Any]:
+    """The teacher section without how it is used (cached, co-trained, its learning rate and task weight)."""
+    return cfg.model_dump(mode="json", exclude={"cache", "trainable", "lr", "ce_weight"})
+
+
+def _digest(parts: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def trained_teacher(recipe: Recipe, cfg: TeacherConfig) -> str | None:
+    """Where the teacher that ``train`` will reuse for ``cfg`` was trained (None: ``train`` trains one)."""
+    found = _find_cached(Path(recipe.log.dir), teacher_cache_key(recipe, cfg))
+    return None if found is None else _origin(found)
+
+
+def _origin(weights: Path) -> str:
+    """The folder a saved teacher was trained in: its own, or the one its copy names."""
+    return str(read_meta(weights).get("teacher", {}).get("cached_from", weights.parent))
 
 
 def _find_cached(log_dir: Path, key: str) -> Path | None:
