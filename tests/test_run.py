@@ -265,3 +265,32 @@ def test_check_and_train_say_that_a_trained_teacher_is_reused(finished, tmp_path
     said = io.StringIO()
     check(Recipe.from_dict({**raw, "seed": 5}), console=Console(file=said, width=300))
     assert "untrained here; `train` fits it for 2 epochs" in said.getvalue()
+
+
+@pytest.mark.parametrize(
+    "val, expected",
+    [
+        ({"accuracy": 0.9, "loss": 0.3}, {"loss": "train loss, val cross-entropy", "accuracy": "val accuracy (%)"}),
+        ({"psnr_db": 30.0, "mse": 1e-3, "loss": 1e-3}, {"loss": "train loss, val MSE", "psnr_db": "val PSNR (dB)"}),
+        (
+            {"spearman": 0.8, "recall_at_10": 0.4, "loss": 0.2},
+            {
+                "loss": "train loss, val 1 − ρ",
+                "spearman": "val Spearman ρ of similarities",
+                "recall_at_10": "val neighbour recall@10",
+            },
+        ),  # fmt: skip
+        ({"perplexity": 9.0, "accuracy": 0.3, "loss": 2.2}, {"perplexity": "val perplexity"}),
+    ],
+)
+def test_one_plot_per_metric_with_its_name_on_the_axis(tmp_path, monkeypatch, val, expected):
+    from kdforge import report
+
+    drawn = {}
+    monkeypatch.setattr(report, "save_figure", lambda fig, path, dpi: drawn.update({path.stem: fig.axes[0]}))
+    history = [{"epoch": e, "train": {"loss": 1.0 / e}, **({"val": val} if e % 2 == 0 else {})} for e in range(1, 6)]
+    written = report.plot_curves(tmp_path, {"student + KD": history, "student alone": history})
+    assert written == [f"plots/{name}.png" for name in drawn] and set(drawn) >= set(expected)
+    assert {name: drawn[name].get_ylabel() for name in expected} == expected
+    validated = drawn[next(iter(set(drawn) - {"loss"}))].get_lines()[0]
+    assert list(validated.get_xdata()) == [2, 4]  # epochs without validation are left out

@@ -1,5 +1,7 @@
 """Resume gives the uninterrupted result; NaN stops with the term's name; checkpoints kept."""
 
+import json
+
 import pytest
 import torch
 
@@ -258,3 +260,28 @@ def test_a_student_snapshot_as_each_stage_of_a_temperature_curriculum_ends(tiny_
     final = load_student(result.run_dir / "stages" / "stage_2.safetensors").state_dict()
     first = load_student(result.run_dir / "stages" / "stage_1.safetensors").state_dict()
     assert any(not torch.equal(first[k], final[k]) for k in first)  # two moments of training, not one copied twice
+
+
+def test_validation_every_n_epochs_selects_among_the_validated_ones(tiny_recipe):
+    from kdforge import Recipe, run
+
+    tiny_recipe["train"] = {"epochs": 5, "val_every": 2, "baseline": False}
+    result = run(Recipe.from_dict(tiny_recipe))
+    history = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    distilled = [r for r in history if r["kind"] == "epoch" and r["stage"] == "distill"]
+    assert [r["epoch"] for r in distilled if "val" in r] == [2, 4, 5]  # every second epoch, and the last
+    assert len(distilled) == 5 and all("loss" in r["train"] for r in distilled)
+    assert result.results["student"]["best_epoch"] in (2, 4, 5)
+
+
+def test_early_stopping_patience_counts_epochs_when_validating_every_n(tiny_recipe):
+    from kdforge import Recipe, run
+
+    tiny_recipe["train"] = {
+        "epochs": 40,
+        "val_every": 3,
+        "baseline": False,
+        "early_stopping": {"patience": 6, "min_delta": 1.0},
+    }  # fmt: skip  (never improves by 1)
+    result = run(Recipe.from_dict(tiny_recipe))
+    assert result.results["student"]["epochs_run"] == 9  # validated at 3 (first), 6 and 9: 6 epochs without gain

@@ -130,7 +130,10 @@ class ConsoleProgress(Callback):
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
         assert self.progress is not None
-        val, epoch, epochs = record["val"], record["epoch"], trainer.epochs
+        val, epoch, epochs = record.get("val"), record["epoch"], trainer.epochs
+        if val is None:  # not a validated epoch (train.val_every)
+            self.progress.update(self.task, description=self._describe(trainer))
+            return
         best = f"best {shown(trainer.pos.best_val or val)} @{trainer.pos.best_epoch}"
         self.progress.update(self.task, description=self._describe(trainer), val=f"val {shown(val)} ({best})")
         if record.get("stopped_early"):

@@ -56,7 +56,7 @@ def stage_finished(stage: StageConfig, records: list[dict[str, Any]]) -> bool:
 
 def _epochs_without_gain(records: list[dict[str, Any]], min_delta: float) -> int:
     best, since = None, 0
-    for record in records:
+    for record in (r for r in records if "val" in r):  # validated epochs only (train.val_every)
         value = score(record["val"])
         if best is None or value > best + min_delta:
             best, since = value, 0

@@ -8,7 +8,7 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from kdforge.evaluate import score, score_gain, score_name, shown
+from kdforge.evaluate import score_gain, score_name, shown
 from kdforge.family import families
 from kdforge.files import save_figure, write_json, write_text
 
@@ -134,9 +134,27 @@ def write_report(run_dir: Path, results: dict[str, Any], plots: list[str]) -> No
     write_text(run_dir / "report.md", "\n".join(lines) + "\n")
 
 
+# The validation metrics a run's records can hold, each with its plot's axis label and scale for people.
+METRIC_AXES = {
+    "accuracy": ("val accuracy (%)", 100.0),
+    "psnr_db": ("val PSNR (dB)", 1.0),
+    "spearman": ("val Spearman ρ of similarities", 1.0),
+    "recall_at_10": ("val neighbour recall@10", 1.0),
+    "perplexity": ("val perplexity", 1.0),
+}
+# What a validation "loss" is, by the headline metric beside it (kdforge.evaluate)
+VAL_LOSS = {
+    "accuracy": "val cross-entropy",
+    "psnr_db": "val MSE",
+    "spearman": "val 1 − ρ",
+    "perplexity": "val nats/token",
+}
+
+
 def plot_curves(run_dir: Path, histories: dict[str, list[dict[str, Any]]]) -> list[str]:
-    """``plots/loss.png`` (train loss and validation cross-entropy per epoch, log scale) and
-    ``plots/accuracy.png`` (validation accuracy per epoch), one colour per stage."""
+    """``plots/loss.png`` (train loss and validation loss per epoch, log scale) and one plot per
+    validation metric the records hold (``plots/accuracy.png``, ``psnr_db.png``, ``spearman.png``, ...),
+    one colour per stage; epochs without validation (``train.val_every``) are left out of the latter."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -144,31 +162,23 @@ def plot_curves(run_dir: Path, histories: dict[str, list[dict[str, Any]]]) -> li
 
     out = run_dir / "plots"
     out.mkdir(exist_ok=True)
-    curves = {
-        "loss": [
-            ("train loss", "-", lambda r: r["train"]["loss"]),
-            ("val cross-entropy", "--", lambda r: r["val"]["loss"]),
-        ],
-        "accuracy": [
-            (
-                "val accuracy (%) / PSNR (dB) / Spearman ρ",
-                "-",
-                lambda r: 100 * r["val"]["accuracy"] if "accuracy" in r["val"] else score(r["val"]),
-            )
-        ],
-    }
+    staged = [(stage, history) for stage, history in histories.items() if history]
+    validated = [r["val"] for _, history in staged for r in history if "val" in r]
+    metrics = [m for m in METRIC_AXES if any(m in val for val in validated)]
+    val_loss = next((VAL_LOSS[m] for m in VAL_LOSS if m in metrics), "val loss")
     written = []
-    for name, lines in curves.items():
+    for name in ["loss", *metrics]:
         fig, ax = plt.subplots(figsize=(6.5, 4))
-        for colour, (stage, history) in enumerate((s, h) for s, h in histories.items() if h):
-            epochs = [r["epoch"] for r in history]
-            for label, style, pick in lines:
-                suffix = f" ({label.split()[0]})" if len(lines) > 1 else ""
-                ax.plot(epochs, [pick(r) for r in history], style, color=f"C{colour}", label=stage + suffix)
+        for colour, (stage, history) in enumerate(staged):
+            if name == "loss":
+                _curve(ax, history, ("train", "loss"), "-", colour, f"{stage} (train)")
+                _curve(ax, history, ("val", "loss"), "--", colour, f"{stage} ({val_loss})")
+            else:
+                _curve(ax, history, ("val", name), "-", colour, stage, METRIC_AXES[name][1])
         if name == "loss":
             ax.set_yscale("log")
         ax.set_xlabel("epoch")
-        ax.set_ylabel(" / ".join(label for label, _, _ in lines))
+        ax.set_ylabel(f"train loss, {val_loss}" if name == "loss" else METRIC_AXES[name][0])
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
         fig.tight_layout()
@@ -176,3 +186,13 @@ def plot_curves(run_dir: Path, histories: dict[str, list[dict[str, Any]]]) -> li
         plt.close(fig)
         written.append(f"plots/{name}.png")
     return written
+
+
+def _curve(
+    ax: Any, history: list[dict[str, Any]], key: tuple[str, str], style: str, colour: int, label: str, scale: float = 1
+) -> None:
+    """One line: ``record[part][metric]`` per epoch, for the epochs that have it (validation: ``train.val_every``)."""
+    part, metric = key
+    points = [(r["epoch"], scale * r[part][metric]) for r in history if metric in r.get(part, {})]
+    if points:
+        ax.plot(*zip(*points), style, color=f"C{colour}", label=label)

@@ -277,7 +277,8 @@ class Trainer:
             self.pos.epoch == 0
         ):  # what was applied before training (auto_clause at epoch 0) joins the first epoch's record
             steered = {**self.steered_before, **steered}
-        val = self.evaluate(val_batches)
+        validated = (self.pos.epoch + 1) % self.cfg.val_every == 0 or self.pos.epoch + 1 == self.epochs
+        val = self.evaluate(val_batches) if validated else None
         epoch_sums = required(self.pos.sums, "the epoch's step losses")
         sums = distributed.all_reduce_sum(epoch_sums.clone()) / distributed.world_size()  # the ranks' mean
         train = dict(
@@ -290,19 +291,20 @@ class Trainer:
             "epoch": self.pos.epoch + 1,
             "curriculum_stage": self.pos.stage,
             "train": train,
-            "val": val,
+            **({"val": val} if val is not None else {}),
             "lr": self.current_lr(),
             "seconds": self.pos.seconds,
             **steered,
         }
-        if self.val_terms:
+        if self.val_terms and val is not None:
             record["val_terms"] = self.validation_terms(val_batches)
         self.pos.history.append(record)
-        if is_better(val, self.pos.best_val):
+        if val is not None and is_better(val, self.pos.best_val):
             self.pos.best_epoch, self.pos.best_val = self.pos.epoch + 1, val
             self.best_state = {**_cloned(self.weights()), "epoch": self.pos.epoch + 1, "val": val}
         self.pos.epoch, self.pos.batch, self.pos.sums = self.pos.epoch + 1, 0, None
-        self._watch(val)
+        if val is not None:
+            self._watch(val)
         if self.pos.stopped_early:
             record["stopped_early"] = True
         if self.curriculum is not None and self.curriculum.finished(
@@ -343,11 +345,11 @@ class Trainer:
             save_model(
                 model,
                 self.dir / "stages" / f"stage_{self.pos.snapshots}",
-                {"epoch": record["epoch"], "val": record["val"]},
+                {"epoch": record["epoch"], "val": record.get("val")},
             )
 
     def _watch(self, val: dict[str, float]) -> None:
-        """Early stopping: count epochs without an improvement of the watched metric."""
+        """Early stopping (at a validated epoch): count epochs without an improvement of the watched metric."""
         rule = self.cfg.early_stopping
         if rule is None:
             return
@@ -357,7 +359,7 @@ class Trainer:
         if self.pos.watched is None or value > self.pos.watched + rule.min_delta:
             self.pos.watched, self.pos.stale = value, 0
             return
-        self.pos.stale += 1
+        self.pos.stale += self.cfg.val_every  # epochs since the last improvement
         self.pos.stopped_early = self.pos.stale >= rule.patience and self.pos.epoch < self.epochs
 
     def evaluate(self, batches: Any) -> dict[str, float]:

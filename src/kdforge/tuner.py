@@ -180,7 +180,7 @@ class PruneOnValidation(Callback):
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
         import optuna
 
-        if trainer.stage != "distill":
+        if trainer.stage != "distill" or "val" not in record:  # another stage, or an epoch not validated
             return
         value = score(record["val"])
         self.best = max(self.best, value)

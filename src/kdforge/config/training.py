@@ -149,6 +149,14 @@ class TrainConfig(Section):
             "seconds between last.pt writes at epoch ends (0: every epoch); always written at the end and on stop"
         ),
     )
+    val_every: int = Field(
+        1,
+        gt=0,
+        description=(
+            "validate every N epochs (and after the last): best-epoch selection, early stopping and tune "
+            "pruning see the validated epochs only"
+        ),
+    )
     early_stopping: EarlyStoppingConfig | None = Field(
         None, description="stop when validation stops improving (the schedule still spans train.epochs)"
     )
