@@ -32,8 +32,11 @@ def test_train_eval_resume_and_errors(invoke, tiny_recipe, tmp_path, capsys):
     assert invoke("train", recipe, "train.epochs=1", "train.baseline=false") == 0
     out = capsys.readouterr().out
     assert "student + KD" in out and "teacher" in out
+    assert "\n\n" not in out  # no blank remains of progress bars when the output is not a terminal
     run_dir = next((tmp_path / "runs").glob("tiny-*"))
-    assert invoke("eval", run_dir) == 0 and "student" in capsys.readouterr().out
+    assert invoke("eval", run_dir) == 0
+    out = capsys.readouterr().out
+    assert "student" in out and f"{run_dir} on digits test" in out  # the path whole, whatever the width
     # resuming a finished run retrains nothing and reports the same numbers
     assert invoke("train", "--resume", run_dir) == 0
     # errors: one message, exit code 2, no traceback

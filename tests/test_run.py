@@ -294,3 +294,13 @@ def test_one_plot_per_metric_with_its_name_on_the_axis(tmp_path, monkeypatch, va
     assert {name: drawn[name].get_ylabel() for name in expected} == expected
     validated = drawn[next(iter(set(drawn) - {"loss"}))].get_lines()[0]
     assert list(validated.get_xdata()) == [2, 4]  # epochs without validation are left out
+
+
+def test_a_quiet_run_prints_nothing_and_returns_its_results(tiny_recipe, capfd):
+    tiny_recipe["log"]["progress"] = True  # quiet turns the bars off too
+    tiny_recipe["train"] = {"epochs": 1}
+    result = run(Recipe.from_dict(tiny_recipe), quiet=True)
+    printed = capfd.readouterr()
+    assert printed.out == "" and printed.err == ""
+    assert 0 < result.student_accuracy <= 1 and "student_alone" in result.results
+    assert (result.run_dir / "results.json").exists()

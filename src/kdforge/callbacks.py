@@ -98,6 +98,7 @@ class ConsoleProgress(Callback):
             TextColumn("{task.fields[val]}"),
             console=self.console,
             transient=True,
+            disable=not self.console.is_terminal,  # a log file gets the epoch lines, not a bar's blank remains
         )
         self.progress.start()
         total = trainer.cfg.max_steps or trainer.steps_per_epoch * trainer.epochs

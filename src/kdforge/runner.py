@@ -56,9 +56,15 @@ def run(
     resume: str | Path | None = None,
     console: Console | None = None,
     callbacks: Sequence[Callback] = (),
+    quiet: bool = False,
 ) -> RunResult:
     """Run a recipe end to end; with ``resume``, continue that run directory. ``callbacks`` join every training
-    stage's own (e.g. a search that prunes a trial on its validation curve)."""
+    stage's own (e.g. a search that prunes a trial on its validation curve). ``quiet``: print nothing and draw
+    no progress bars (notebooks, pipelines); the results come back in the :class:`RunResult` and the run
+    directory as always."""
+    if quiet:
+        console = Console(quiet=True)
+        recipe = recipe.model_copy(update={"log": recipe.log.model_copy(update={"progress": False})})
     with deterministic(recipe.train.deterministic), contextlib.ExitStack() as cleanup:
         return _run(recipe, resume, console, cleanup, callbacks)
 

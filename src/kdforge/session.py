@@ -100,6 +100,7 @@ class Session:
             total=len(batches) if total is None else total,
             console=self.console,
             transient=True,
+            disable=not self.console.is_terminal,
         )
 
     def __enter__(self) -> Session:

@@ -146,6 +146,12 @@ def shipped_recipes() -> list[str]:
     )
 
 
+def heading(text: str) -> None:
+    """A table's heading when it holds a path: on its own line, left to the terminal to wrap (a table title
+    would be broken at the table's width, mid-path)."""
+    console.print(Text(text, style="italic"), soft_wrap=True)
+
+
 def say(label: str, style: str, message: object) -> None:
     """``label`` in ``style``, then ``message`` as plain text: paths, keys and values from the
     user are never read as rich markup (``[/home/me/x.yaml:3]`` would be a closing tag)."""

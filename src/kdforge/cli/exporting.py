@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from kdforge.cli.app import console
+from kdforge.cli.app import console, heading
 from kdforge.errors import KdforgeError, required
 
 if TYPE_CHECKING:
@@ -170,7 +170,8 @@ def _measure_variants(run_dir: Path, models: dict[str, torch.nn.Module], out: Pa
         }
         for name, model in models.items()
     }
-    table = Table(title=escape(f"{run_dir}: student, {what}, test split"))
+    heading(f"{run_dir}: student, {what}, test split")
+    table = Table()
     for column in ("weights", "test", "latency ms b1", "latency ms b32", "non-zero weights"):
         table.add_column(column)
     for name, row in rows.items():

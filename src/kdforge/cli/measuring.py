@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from kdforge.cli.app import console, recipe_path, whole_numbers
+from kdforge.cli.app import console, heading, recipe_path, whole_numbers
 from kdforge.errors import KdforgeError
 
 if TYPE_CHECKING:
@@ -107,7 +107,8 @@ def bench(
         name: benchmark(model.to(target_device), example.to(target_device), sizes, warmup, iters)
         for name, model in models.items()
     }
-    table = Table(title=f"kdforge bench: {escape(target)} on {target_device} ({torch.get_num_threads()} CPU threads)")
+    heading(f"kdforge bench: {target} on {target_device} ({torch.get_num_threads()} CPU threads)")
+    table = Table()
     for column in ("model", "params", "MFLOPs / sample", "batch", "latency ms (p90)", "samples / s", "peak MB"):
         table.add_column(column, justify="right" if column != "model" else "left")
     for name, result in results.items():

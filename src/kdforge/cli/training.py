@@ -6,10 +6,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from kdforge.cli.app import FeatureDtype, Overrides, console, recipe_path
+from kdforge.cli.app import FeatureDtype, Overrides, console, heading, recipe_path
 from kdforge.errors import KdforgeError
 
 if TYPE_CHECKING:
@@ -193,7 +192,8 @@ def evaluate_run(
     models = {"student": load_student(run_dir)}
     if (teacher := load_run_teacher(run_dir)) is not None:
         models["teacher"] = teacher
-    table = Table(title=f"{escape(str(run_dir))} on {data.name} {split} ({len(getattr(data, split))} samples)")
+    heading(f"{run_dir} on {data.name} {split} ({len(getattr(data, split))} samples)")
+    table = Table()
     for column in ("model", "score", "loss"):
         table.add_column(column)
     for role, model in models.items():
