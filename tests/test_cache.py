@@ -200,7 +200,7 @@ def test_a_cache_serves_recipes_that_differ_only_in_how_the_student_trains(cache
     student_only = {
         "optim": {"name": "adamw", "lr": 1e-3},  # the teacher trained at optim.lr ...
         "teacher": {**teacher, "train": {**raw["teacher"]["train"], "lr": 3.0e-3}},  # ... which it now names itself
-        "train": {"epochs": 1, "baseline": False, "channels_last": True, "checkpoint_interval": 0},
+        "train": {"epochs": 1, "baseline": False, "channels_last": False, "checkpoint_interval": 0},
     }
     result = run(Recipe.from_dict({**raw, **student_only}))
     assert result.results["teacher"]["cache"] == str(path)
@@ -221,7 +221,7 @@ def test_a_loaded_teachers_outputs_key_is_its_section_and_weights_file(tiny_reci
 
     same = key(
         optim={"name": "sgd", "lr": 0.1},
-        train={"epochs": 9, "grad_clip": 1.0, "channels_last": True},
+        train={"epochs": 9, "grad_clip": 1.0, "channels_last": False},
         data={"name": "digits", "batch_size": 7},
         seed=3,
     )

@@ -253,7 +253,7 @@ def test_check_and_train_say_that_a_trained_teacher_is_reused(finished, tmp_path
         **raw,
         "optim": {**raw["optim"], "lr": 1e-3},
         "teacher": {**raw["teacher"], "train": {**raw["teacher"]["train"], "lr": raw["optim"]["lr"]}},
-        "train": {"epochs": 1, "baseline": False, "channels_last": True},
+        "train": {"epochs": 1, "baseline": False, "channels_last": False},
     }
     said = io.StringIO()
     check(Recipe.from_dict(student_only), console=Console(file=said, width=300))

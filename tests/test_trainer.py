@@ -285,3 +285,35 @@ def test_early_stopping_patience_counts_epochs_when_validating_every_n(tiny_reci
     }  # fmt: skip  (never improves by 1)
     result = run(Recipe.from_dict(tiny_recipe))
     assert result.results["student"]["epochs_run"] == 9  # validated at 3 (first), 6 and 9: 6 epochs without gain
+
+
+@pytest.mark.parametrize(
+    "student, teacher, asked, expected",
+    [
+        ({"name": "cnn", "width": 4}, {"name": "mlp"}, "auto", torch.channels_last),  # the student convolves
+        ({"name": "mlp"}, {"name": "cnn", "width": 4}, "auto", torch.channels_last),  # the teacher does
+        ({"name": "mlp"}, {"name": "mlp"}, "auto", torch.contiguous_format),  # nothing convolves
+        ({"name": "cnn", "width": 4}, {"name": "cnn", "width": 4}, False, torch.contiguous_format),
+        ({"name": "mlp"}, {"name": "mlp"}, True, torch.channels_last),
+    ],
+)
+def test_channels_last_by_default_where_something_convolves_images(tiny_recipe, student, teacher, asked, expected):
+    from kdforge import Recipe
+    from kdforge.data import recipe_data
+    from kdforge.session import memory_format
+
+    tiny_recipe.update(student={"model": student}, teacher={"source": "train", "model": teacher})
+    tiny_recipe["train"]["channels_last"] = asked
+    recipe = Recipe.from_dict(tiny_recipe)
+    assert memory_format(recipe, recipe_data(recipe.data, 0)) == expected
+    sequences = Recipe.from_dict({**tiny_recipe, "data": {"name": "mnist1d"}})  # [B, C, L]: no image layout
+    assert memory_format(sequences, recipe_data(sequences.data, 0)) == torch.contiguous_format
+
+
+def test_batches_already_channels_last_are_not_converted_back():
+    from kdforge.data.loaders import in_layout
+
+    fast = torch.randn(4, 3, 8, 8).contiguous(memory_format=torch.channels_last)
+    assert in_layout(fast, torch.contiguous_format) is fast
+    assert in_layout(fast.transpose(2, 3), torch.contiguous_format).is_contiguous()  # a strided view is made dense
+    assert in_layout(torch.randn(4, 3, 8, 8), torch.channels_last).is_contiguous(memory_format=torch.channels_last)

@@ -18,7 +18,7 @@ from kdforge.family import families
 from kdforge.losses import build_losses
 from kdforge.machine import seed_everything
 from kdforge.models import build_model
-from kdforge.session import Session
+from kdforge.session import Session, describe_layout
 from kdforge.teachers import TEACHER_SOURCES
 from kdforge.teachers.adapt import InputAdapter
 from kdforge.teachers.cache import CachedTeacher
@@ -123,6 +123,8 @@ def check(recipe: Recipe, console: Console | None = None) -> dict[str, Any]:
     projectors = ", ".join(t.name for t in terms if any(True for _ in t.parameters())) or "none"
     for part, note in (("data", data.describe()), ("teacher", teacher_note), ("projectors", projectors)):
         console.print(f"{part}: {note}", markup=False)
+    if len(data.input_shape) == 3:
+        console.print(f"memory layout: {describe_layout(recipe, session.memory_format)}", markup=False)
     parts = {name: float(value.detach()) for name, value in out.parts.items()}
     console.print(
         "one batch: "

@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from rich.console import Console
 from rich.markup import escape
@@ -85,7 +86,8 @@ def _run(
     run_dir = distributed.broadcast(_prepare_run_dir(recipe, resume) if distributed.is_main() else None)
     seed_everything(recipe.seed)
     session = cleanup.enter_context(Session(recipe, run_dir, console, callbacks))
-    where = f"{recipe.name}: {session.data.describe()}; device {session.device}; run dir {run_dir}"
+    layout = "; channels-last" if session.memory_format == torch.channels_last else ""
+    where = f"{recipe.name}: {session.data.describe()}; device {session.device}{layout}; run dir {run_dir}"
     console.print(f"[bold]kdforge[/] {escape(where)}")
     timings: dict[str, float] = {}
 

@@ -46,12 +46,7 @@ class Session:
         self.device = resolve_device(recipe.train.device)
         self.data: DataBundle = recipe_data(recipe.data, recipe.seed)
         augment = BatchAugment.from_config(recipe.data.augment, self.data.scaling)
-        # channels-last only means something for image batches [B, C, H, W]
-        self.memory_format = (
-            torch.channels_last
-            if recipe.train.channels_last and len(self.data.input_shape) == 3
-            else torch.contiguous_format
-        )
+        self.memory_format = memory_format(recipe, self.data)
         batches = functools.partial(
             make_loader, device=self.device, memory_format=self.memory_format, num_workers=recipe.data.workers
         )
@@ -391,6 +386,52 @@ class Session:
         if distributed.is_main():
             write_json(record, done, indent=1)
         return done
+
+
+def memory_format(recipe: Recipe, data: DataBundle) -> torch.memory_format:
+    """Channels-last for image batches [B, C, H, W] when ``train.channels_last`` says so, or (auto) when the student
+    or the teacher convolves them; else the batches' own layout."""
+    choice = recipe.train.channels_last
+    if len(data.input_shape) != 3 or choice is False:
+        return torch.contiguous_format
+    if choice is True or convolutional(recipe, data):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def describe_layout(recipe: Recipe, chosen: torch.memory_format) -> str:
+    """The image batches' memory layout and why, for people."""
+    if chosen == torch.channels_last:
+        why = "as asked" if recipe.train.channels_last is True else "the student or the teacher convolves the images"
+        return f"channels-last ({why}; train.channels_last=false keeps the batches' own layout)"
+    why = "as asked" if recipe.train.channels_last is False else "no 2-D convolution in the student or the teacher"
+    return f"the batches' own (NCHW; {why})"
+
+
+def convolutional(recipe: Recipe, data: DataBundle) -> bool:
+    """Whether the student or the teacher has a 2-D convolution, seen from their architectures alone (built on the
+    meta device: no memory, no weights read). A zoo image teacher (timm, torchvision) counts as one."""
+    from kdforge.teachers.sources import teacher_architecture
+
+    def has_conv(name: str, options: dict[str, Any]) -> bool:
+        try:
+            with torch.device("meta"):
+                model = build_model(name, input_shape=data.input_shape, num_classes=data.num_classes, **options)
+        except Exception:  # an architecture that cannot be built without data: keep the batches' layout
+            return False
+        return any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+
+    def teacher_convolves(cfg: Any) -> bool:
+        if cfg.source in ("timm", "torchvision"):
+            return True
+        if cfg.source == "ensemble":
+            return any(teacher_convolves(m) for m in cfg.members or [])
+        if cfg.source in ("train", "checkpoint"):
+            with contextlib.suppress(KdforgeError):  # a plain state dict without its architecture: unknown
+                return has_conv(*teacher_architecture(cfg))
+        return False
+
+    return has_conv(recipe.student.model.name, student_options(recipe)) or teacher_convolves(recipe.teacher)
 
 
 def student_options(recipe: Recipe) -> dict[str, Any]:

@@ -124,8 +124,12 @@ class TrainConfig(Section):
     amp: Literal["auto", "bf16", "fp16", "off"] = Field(
         "auto", description="auto: bf16 on CUDA, off on CPU; fp16 uses a gradient scaler"
     )
-    channels_last: bool = Field(
-        False, description="channels-last memory format for image models and batches (faster convolutions on GPUs)"
+    channels_last: bool | Literal["auto"] = Field(
+        "auto",
+        description=(
+            "channels-last memory format for image models and batches; auto: on when the student or the teacher "
+            "has 2-D convolutions (1.4-1.5x faster convolution steps on CPU)"
+        ),
     )
     compile: bool = Field(
         False, description="torch.compile the student (falls back to eager, with a warning, where unsupported)"

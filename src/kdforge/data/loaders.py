@@ -32,6 +32,16 @@ def _epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> torch.Tensor:
     return torch.randperm(n, generator=generator)
 
 
+def in_layout(x: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
+    """``x`` in channels-last when asked; else as it is when it is already dense in either layout (converting
+    a channels-last batch back would slow the convolutions that read it), made contiguous otherwise."""
+    if memory_format == torch.channels_last:
+        return x.contiguous(memory_format=torch.channels_last)
+    if x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last):
+        return x
+    return x.contiguous()
+
+
 class Batches:
     """What every batch source shares: the global batch size, the rank's share of each global batch
     (``shard``), and what a batch carries besides (x, y): its sample indices (``indexed``, for a cached
@@ -91,7 +101,7 @@ class TensorBatches(Batches):
         memory_format: torch.memory_format = torch.contiguous_format,
     ):
         super().__init__(batch_size, shuffle, seed, transform)
-        self.x, self.y = split.x.to(device, memory_format=memory_format), split.y.to(device)
+        self.x, self.y = in_layout(split.x.to(device), memory_format), split.y.to(device)
         self.indices: torch.Tensor | None = None
 
     def subset(self, indices: torch.Tensor | None) -> TensorBatches:
@@ -187,7 +197,7 @@ class _WorkerBatches(Batches):
     def _arrived(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A batch from the workers, on the device, as the model takes it."""
         x = x.to(self.device, non_blocking=True)
-        x = (self.on_device(x) if self.on_device else x).contiguous(memory_format=self.memory_format)
+        x = in_layout(self.on_device(x) if self.on_device else x, self.memory_format)
         return x, y.to(self.device, non_blocking=True)
 
 
