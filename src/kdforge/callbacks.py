@@ -6,6 +6,7 @@ Loggers are callbacks: :class:`JsonlLogger` writes ``metrics.jsonl``;
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from kdforge.errors import required
 from kdforge.evaluate import score_name, shown
-from kdforge.files import append_text
+from kdforge.files import FileWriteError, append_text
 
 if TYPE_CHECKING:
     from kdforge.position import FitResult
@@ -43,13 +44,31 @@ class Callback:
 
 
 class JsonlLogger(Callback):
-    """Appends one JSON line every ``every`` optimiser steps and one per epoch."""
+    """Appends one JSON line every ``every`` optimiser steps and one per epoch. Step lines are
+    written with the epoch's line, or after ``flush_seconds`` in a long epoch, and when fit ends
+    however it ends: opening the file for each would cost the loop more than the line."""
 
-    def __init__(self, path: str | Path, every: int = 10):
-        self.path, self.every = Path(path), every
+    def __init__(self, path: str | Path, every: int = 10, flush_seconds: float = 30.0):
+        self.path, self.every, self.flush_seconds = Path(path), every, flush_seconds
+        self.pending: list[str] = []
+        self.flushed = time.perf_counter()
 
-    def _write(self, record: dict[str, Any]) -> None:
-        append_text(self.path, json.dumps(record) + "\n")
+    def _write(self, record: dict[str, Any], now: bool = True) -> None:
+        self.pending.append(json.dumps(record) + "\n")
+        if now or time.perf_counter() - self.flushed >= self.flush_seconds:
+            self._flush()
+
+    def _flush(self) -> None:
+        lines, self.pending, self.flushed = "".join(self.pending), [], time.perf_counter()
+        if lines:
+            append_text(self.path, lines)
+
+    def on_fit_end(self, trainer: Trainer, result: FitResult) -> None:
+        self._flush()
+
+    def on_exception(self, trainer: Trainer, error: BaseException) -> None:
+        with contextlib.suppress(FileWriteError):  # the error being raised is the one to report
+            self._flush()
 
     def on_step_end(self, trainer: Trainer, samples: int) -> None:
         if trainer.grad_norms:
@@ -59,7 +78,8 @@ class JsonlLogger(Callback):
                     "kind": "grad_norms",
                     "step": trainer.pos.step,
                     "grad_norms": trainer.grad_norms,
-                }
+                },
+                now=False,
             )
         if trainer.pos.step % self.every == 0:
             self._write(
@@ -70,7 +90,8 @@ class JsonlLogger(Callback):
                     "step": trainer.pos.step,
                     "lr": trainer.step_lr,
                     **trainer.losses(),
-                }
+                },
+                now=False,
             )
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
@@ -119,6 +140,8 @@ class ConsoleProgress(Callback):
 
     def on_step_end(self, trainer: Trainer, samples: int) -> None:
         assert self.progress is not None
+        if self.progress.disable:  # no bar to draw (the output is not a terminal): nothing to do each step
+            return
         self.samples += samples
         fields: dict[str, Any] = {}
         if trainer.pos.step % self.refresh_every == 0:

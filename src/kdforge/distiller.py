@@ -60,6 +60,7 @@ class Distiller(nn.Module):
         super().__init__()
         self.student, self.teacher, self.per_token = student, teacher, per_token
         self.terms = nn.ModuleList(terms)
+        self.loss_terms: list[LossTerm] = list(terms)  # the same, as a plain list: read several times a step
         names = [t.name for t in terms]
         if len(set(names)) != len(names):
             raise KdforgeError(f"loss term names must be unique, got {names}")
@@ -140,7 +141,7 @@ class Distiller(nn.Module):
         """(student output, teacher output, tapped features of each). Outputs are logits, or with ``heads``
         :class:`LMHead` from the models that can hand them, and a top-k teacher's :class:`TopK`."""
         self.student_tap.clear()
-        teacher_module = self.teacher.module if isinstance(self.teacher, Teacher) else None
+        teacher_module = self.teacher.module if heads and isinstance(self.teacher, Teacher) else None
         with handing_heads(self.student, teacher_module) if heads else contextlib.nullcontext():
             student_out = self.student(x)
             teacher_out: torch.Tensor | LMHead | TopK | None = None
@@ -245,10 +246,6 @@ class Distiller(nn.Module):
         if term.member is None:
             return ctx
         return dataclasses.replace(ctx, teacher_logits=ctx.teacher_features[_member_tap(term)])
-
-    @property
-    def loss_terms(self) -> list[LossTerm]:
-        return cast(list[LossTerm], list(self.terms))
 
     @property
     def learning_teacher(self) -> Teacher | None:

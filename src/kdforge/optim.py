@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from kdforge import distributed
 from kdforge.config import OptimConfig
 from kdforge.errors import KdforgeError
 from kdforge.taps import block_names, unwrap
@@ -28,7 +29,17 @@ def build_optimizer(params: list[nn.Parameter] | list[dict[str, Any]], cfg: Opti
         return DistillationOrientedTrainer(
             params, lr=cfg.lr, momentum=cfg.momentum, delta=cfg.dot_delta, weight_decay=cfg.weight_decay
         )
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=_fusable(params))
+
+
+def _fusable(params: list[nn.Parameter] | list[dict[str, Any]]) -> bool:
+    """Whether AdamW can update all of ``params`` in one fused kernel per group (CPU or CUDA floating tensors,
+    one process): about twice as fast as its loop over tensors on a small model's CPU step, same update."""
+    tensors = [p for group in params for p in (group["params"] if isinstance(group, dict) else [group])]
+    return not distributed.active() and all(
+        p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+        for p in tensors
+    )
 
 
 class DistillationOrientedTrainer(torch.optim.Optimizer):

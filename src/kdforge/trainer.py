@@ -45,6 +45,8 @@ from kdforge.position import FitResult, _Position
 from kdforge.schedules import Clock, ScheduleConfig, schedule_value
 from kdforge.taps import unwrap
 
+FINITE_EVERY = 32  # optimiser steps between checks that the losses are finite (each waits for the device)
+
 
 class Trainer:
     """Fits a :class:`Distiller`'s trainable parts; checkpoints into ``checkpoint_dir``."""
@@ -86,6 +88,7 @@ class Trainer:
         self.dir = Path(checkpoint_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.callbacks = list(callbacks) if distributed.is_main() else []  # only rank 0 logs
+        self.hooked: dict[str, list[Callback]] = {}  # the callbacks with work to do at each step: see fit
         self.micro_per_epoch = steps_per_epoch
         self.steps_per_epoch = math.ceil(steps_per_epoch / train.accumulate)
         # the length of training, in epochs: train.epochs, or a step budget (the last epoch may end early)
@@ -114,8 +117,10 @@ class Trainer:
         )
         self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
         self.autocast = lambda: autocast_for(train.amp, self.device)
+        self.casting = not isinstance(self.autocast(), contextlib.nullcontext)
         # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=train.amp == "fp16")
+        self.scaling = train.amp == "fp16"
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.scaling)
         self.pos = _Position()
         self.best_state: dict[str, Any] | None = None  # a copy of the best weights, with epoch and val
         self.loss_names: list[str] = []  # "loss", each part, each logged scalar: set by the first step
@@ -124,6 +129,7 @@ class Trainer:
         self.grad_stats_every = grad_stats_every
         self.grad_norms: dict[str, float] = {}  # per-layer gradient norms of the last step, when measured
         self.should_stop = False  # set by Ctrl-C or a callback: stop at the next optimiser step
+        self.finite_until = 0  # the losses were finite up to this step
         self.saved_at = -math.inf  # when last.pt was last written (perf_counter seconds)
 
     # ------------------------------------------------------------------ loop
@@ -131,6 +137,12 @@ class Trainer:
     def fit(self, train_batches: Any, val_batches: Any, resume: bool = False) -> FitResult:
         if resume and (self.dir / "last.pt").exists():
             self._load_last()
+        self.finite_until = self.pos.step
+        # calling the callbacks that do nothing at each step would only cost time
+        self.hooked = {
+            hook: [cb for cb in self.callbacks if getattr(type(cb), hook, None) is not getattr(Callback, hook)]
+            for hook in ("on_before_optimizer_step", "on_step_end")
+        }
         self.all_train, self.train_batches = train_batches, train_batches
         if self.steering is not None and self.pos.step == 0 and self.pos.epoch == 0:
             self.steered_before = self.steering(self, unwrap(self.distiller.student), 0)
@@ -147,6 +159,7 @@ class Trainer:
                     if not self.should_stop:
                         self._end_epoch(val_batches)
             if self.should_stop:
+                self._check_finite()
                 self.save_last()
         except BaseException as error:
             for cb in self.callbacks:
@@ -189,15 +202,15 @@ class Trainer:
                 x, y = self.rewrite(x, y, clock)
             if self.mixer is not None:  # the teacher sees the mixed batch too: it runs inside the Distiller
                 x, y = self.mixer(x, y, clock)
-            with self.autocast():
+            with self.autocast() if self.casting else contextlib.nullcontext():
                 out = self.distiller(x, y, clock, *index)
             if self.mixer is not None:
                 out.logs.update(
                     {k: torch.tensor(v, device=out.loss.device) for k, v in self.mixer.scheduled(clock).items()}
                 )
             self.loss_names = self.loss_names or ["loss", *out.parts, *out.logs]
-            self._check_finite(out)
-            values = torch.stack([out.loss, *out.parts.values(), *out.logs.values()]).detach().float()  # one op
+            with torch.no_grad():  # for the logs: no autograd node
+                values = torch.stack([out.loss, *out.parts.values(), *out.logs.values()]).float()
             weight = 1.0 / len(group)
             if distributed.active():  # DDP averages over ranks: weight this rank by its share of the global batch
                 # (of its real tokens, for language models: their losses are means over those)
@@ -219,32 +232,40 @@ class Trainer:
         for param_group, base in zip(self.optimizer.param_groups, self.base_lrs):
             param_group["lr"] = base * factor
         self.step_lr = self.current_lr()
-        self.scaler.unscale_(self.optimizer)  # from here on the true gradients (no-op without fp16)
+        if self.scaling:
+            self.scaler.unscale_(self.optimizer)  # from here on the true gradients
         due = self.grad_stats_every is not None and self.pos.step % self.grad_stats_every == 0
         self.grad_norms = layer_grad_norms(self.distiller.named_trainable_parameters()) if due else {}
-        for cb in self.callbacks:
+        for cb in self.hooked["on_before_optimizer_step"]:
             cb.on_before_optimizer_step(self)
         if self.optim_cfg.grad_centralization:
             centralize_gradients(self.distiller.trainable_parameters())
         if self.cfg.grad_clip is not None:
             distributed.clip_grad_norm(self.distiller.trainable_parameters(), self.cfg.grad_clip)
-        self.scaler.step(self.optimizer)  # skips the step when fp16 gradients overflowed
-        self.scaler.update()
+        if self.scaling:
+            self.scaler.step(self.optimizer)  # skips the step when fp16 gradients overflowed
+            self.scaler.update()
+        else:
+            self.optimizer.step()
         self.distiller.after_step()
         if self.ema is not None:
             self.ema.update(unwrap(self.distiller.student), self.pos.step)
         self.optimizer.zero_grad(set_to_none=True)
         self.pos.step += 1
         self.pos.sums = self.step_losses if self.pos.sums is None else self.pos.sums + self.step_losses
-        samples = sum(len(batch[1]) for batch in group)
-        for cb in self.callbacks:
-            cb.on_step_end(self, samples)
+        if self.pos.step % FINITE_EVERY == 0:
+            self._check_finite()
+        if self.hooked["on_step_end"]:
+            samples = sum(len(batch[1]) for batch in group)
+            for cb in self.hooked["on_step_end"]:
+                cb.on_step_end(self, samples)
 
     def _backward(self, out: StepOutput, weight: float) -> None:
         """Gradients of one micro-batch's loss. DOT keeps two: the distillation terms' (the
         terms that read the teacher) are moved aside before the task terms' arrive."""
         if not isinstance(self.optimizer, DistillationOrientedTrainer):
-            self.scaler.scale(out.loss * weight if weight != 1.0 else out.loss).backward()
+            loss = out.loss * weight if weight != 1.0 else out.loss
+            (self.scaler.scale(loss) if self.scaling else loss).backward()
             return
         distill = [value for name, value in out.weighted.items() if name in self.distill_terms]
         task = [value for name, value in out.weighted.items() if name not in self.distill_terms]
@@ -255,20 +276,28 @@ class Trainer:
         if task:
             (functools.reduce(operator.add, task) * weight).backward()
 
-    def _check_finite(self, out: StepOutput) -> None:
-        """Stop on a NaN/inf loss, naming the terms that went bad (a finite sum means finite parts)."""
-        if math.isfinite(float(out.loss.detach())):
+    def _check_finite(self) -> None:
+        """Stop on a NaN/inf loss since the last check, naming the terms that went bad. Checked every
+        ``FINITE_EVERY`` steps and before anything is validated or saved, not every step: a check waits for the
+        device (a NaN stays NaN, so the epoch's running sums show any step that went bad)."""
+        sums = self.pos.sums
+        if sums is None or bool(torch.isfinite(sums).all()):
+            self.finite_until = self.pos.step
             return
-        bad = {name: float(v.detach()) for name, v in out.parts.items() if not math.isfinite(float(v.detach()))}
+        values = dict(zip(self.loss_names, sums.tolist()))
+        bad = {name: v for name, v in values.items() if name != "loss" and not math.isfinite(v)}
         last = self.dir / "last.pt"
         kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
+        steps = f"step {self.pos.step}" if self.pos.step == self.finite_until + 1 else (
+            f"between steps {self.finite_until + 1} and {self.pos.step}")  # fmt: skip
         raise NonFiniteLossError(
             f"[{self.stage}] loss term {', '.join(map(repr, bad)) or 'sum'} became "
-            f"{', '.join(map(str, bad.values())) or float(out.loss.detach())} at epoch {self.pos.epoch + 1}, "
-            f"step {self.pos.step}; {kept}. Lower optim.lr, set train.grad_clip, or check that term's inputs."
+            f"{', '.join(map(str, bad.values())) or values['loss']} in epoch {self.pos.epoch + 1}, {steps}; "
+            f"{kept}. Lower optim.lr, set train.grad_clip, or check that term's inputs."
         )
 
     def _end_epoch(self, val_batches: Any) -> None:
+        self._check_finite()  # before the weights are validated, selected or saved
         # on every rank, before validation and checkpoints, so that both see what it changed
         steered = (
             self.steering(self, unwrap(self.distiller.student), self.pos.epoch + 1) if self.steering is not None else {}
