@@ -88,7 +88,7 @@ class Trainer:
         self.dir = Path(checkpoint_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.callbacks = list(callbacks) if distributed.is_main() else []  # only rank 0 logs
-        self.hooked: dict[str, list[Callback]] = {}  # the callbacks with work to do at each step: see fit
+        self.hooked = self._per_step_callbacks()
         self.micro_per_epoch = steps_per_epoch
         self.steps_per_epoch = math.ceil(steps_per_epoch / train.accumulate)
         # the length of training, in epochs: train.epochs, or a step budget (the last epoch may end early)
@@ -138,11 +138,7 @@ class Trainer:
         if resume and (self.dir / "last.pt").exists():
             self._load_last()
         self.finite_until = self.pos.step
-        # calling the callbacks that do nothing at each step would only cost time
-        self.hooked = {
-            hook: [cb for cb in self.callbacks if getattr(type(cb), hook, None) is not getattr(Callback, hook)]
-            for hook in ("on_before_optimizer_step", "on_step_end")
-        }
+        self.hooked = self._per_step_callbacks()  # again: callbacks may have been added since
         self.all_train, self.train_batches = train_batches, train_batches
         if self.steering is not None and self.pos.step == 0 and self.pos.epoch == 0:
             self.steered_before = self.steering(self, unwrap(self.distiller.student), 0)
@@ -179,6 +175,13 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_fit_end(self, result)
         return result
+
+    def _per_step_callbacks(self) -> dict[str, list[Callback]]:
+        """The callbacks with work to do at each step, by hook: calling the others would only cost time."""
+        return {
+            hook: [cb for cb in self.callbacks if getattr(type(cb), hook, None) is not getattr(Callback, hook)]
+            for hook in ("on_before_optimizer_step", "on_step_end")
+        }
 
     def _train_epoch(self, batches: Any) -> None:
         self.distiller.train()
