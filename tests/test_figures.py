@@ -1,0 +1,35 @@
+"""The figures quoted in README.md and docs/ match the committed benchmark results (benchmarks/figures.py)."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).parent.parent / "benchmarks" / "figures.py"
+
+
+def load():
+    spec = importlib.util.spec_from_file_location("figures", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["figures"] = module  # its dataclass looks its module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_registered_figure_matches_its_results_file():
+    assert load().problems() == []
+
+
+def test_a_figure_that_no_longer_matches_its_results_is_found(tmp_path, monkeypatch):
+    figures = load()
+    doc = tmp_path / "doc.md"
+    doc.write_text("the student gains 1.23 points, 45.6 % of the time\n")
+    (tmp_path / figures.RESULTS).mkdir(parents=True)
+    (tmp_path / figures.RESULTS / "lm.md").write_text("| gain | 1.2349 | share | 0.456 |\n")
+    (tmp_path / "benchmarks" / "lm.py").write_text("")
+    monkeypatch.setattr(figures, "ROOT", tmp_path)
+    monkeypatch.setattr(figures, "FIGURES", [figures.Figure("doc.md", "gains 1.23 points, 45.6 %", "lm.md")])
+    assert figures.problems() == []  # 1.2349 rounds to 1.23; 0.456 is 45.6 %
+    (tmp_path / figures.RESULTS / "lm.md").write_text("| gain | 1.31 | share | 0.456 |\n")  # a re-run moved it
+    assert figures.problems() == [
+        "doc.md: 'gains 1.23 points, 45.6 %': 1.23 not in lm.md (regenerate: uv run python benchmarks/lm.py)"
+    ]
