@@ -92,7 +92,8 @@ def test_nan_loss_names_the_term_and_keeps_the_last_good_checkpoint(tmp_path, da
     distiller, trainer, train, val = build(0, terms=terms, tmp=tmp_path, data=data)
     with pytest.raises(
         NonFiniteLossError,
-        match=r"loss term 'unstable' became nan in epoch 2, between steps 25 and 32; the last good checkpoint is .*last.pt",
+        match=r"loss term 'unstable' became nan in epoch 2, between steps 25 and 32; "
+        r"the last good checkpoint is .*last.pt",
     ):
         trainer.fit(train, val)
     state = torch.load(tmp_path / "last.pt", weights_only=True)
