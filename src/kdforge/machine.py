@@ -13,7 +13,6 @@ from typing import Any, cast
 import numpy as np
 import torch
 import torch.utils.checkpoint
-from torch.distributed.tensor import DTensor
 
 from kdforge.errors import KdforgeError
 from kdforge.taps import block_names
@@ -117,7 +116,8 @@ def layer_grad_norms(named: Iterable[tuple[str, torch.nn.Parameter]]) -> dict[st
     squares: dict[str, torch.Tensor] = {}
     for name, p in named:
         if p.grad is not None:
-            grad = p.grad.full_tensor() if isinstance(p.grad, DTensor) else p.grad
+            whole = getattr(p.grad, "full_tensor", None)  # a sharded (DTensor) gradient; importing the class costs ~1 s
+            grad = whole() if whole is not None else p.grad
             layer = name.rpartition(".")[0] or name
             squares[layer] = squares.get(layer, 0.0) + grad.float().square().sum()
     return {layer: float(total.sqrt()) for layer, total in squares.items()}  # one sync per layer, every N steps only
