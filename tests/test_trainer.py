@@ -11,6 +11,7 @@ from kdforge.data import build_dataset, make_loader
 from kdforge.data.augment import BatchAugment
 from kdforge.distiller import Distiller
 from kdforge.errors import NonFiniteLossError
+from kdforge.evaluate import is_better
 from kdforge.losses import LossTerm, build_losses
 from kdforge.models import build_model
 from kdforge.teachers import Teacher
@@ -31,7 +32,7 @@ def data():
     return build_dataset("digits")
 
 
-def build(seed, terms=None, accumulate=1, epochs=2, tmp=None, callbacks=(), data=None):
+def build(seed, terms=None, accumulate=1, epochs=2, tmp=None, callbacks=(), data=None, **train_options):
     torch.manual_seed(99)  # the teacher is not in last.pt: its source gives the same weights again
     teacher = Teacher(build_model("mlp", input_shape=(1, 8, 8), num_classes=10, hidden=[32]))
     torch.manual_seed(seed)
@@ -40,8 +41,14 @@ def build(seed, terms=None, accumulate=1, epochs=2, tmp=None, callbacks=(), data
         student, teacher, terms or build_losses([{"name": "ce"}, {"name": "kd"}]), torch.randn(2, 1, 8, 8)
     )
     train = make_loader(data.train, 50, shuffle=True, seed=3, transform=BatchAugment(shift=1, noise=0.1))
-    cfg = TrainConfig(
-        epochs=epochs, accumulate=accumulate, grad_clip=1.0, ema_decay=0.9 if accumulate > 1 else None
+    cfg = TrainConfig.model_validate(
+        {
+            "epochs": epochs,
+            "accumulate": accumulate,
+            "grad_clip": 1.0,
+            "ema_decay": 0.9 if accumulate > 1 else None,
+            **train_options,
+        }
     )  # with an EMA: it resumes too
     trainer = Trainer(
         distiller,
@@ -275,6 +282,22 @@ def test_validation_every_n_epochs_selects_among_the_validated_ones(tiny_recipe)
     assert result.results["student"]["best_epoch"] in (2, 4, 5)
 
 
+def test_a_run_validating_by_steps_logs_each_validation_and_reports_its_step(tiny_recipe):
+    from kdforge import Recipe, run
+
+    tiny_recipe["train"] = {"epochs": 2, "val_every": {"steps": 6}, "baseline": False}
+    result = run(Recipe.from_dict(tiny_recipe))
+    lines = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    validations = [r for r in lines if r["kind"] == "val" and r["stage"] == "distill"]
+    last = [r["step"] for r in lines if r["kind"] == "epoch" and r["stage"] == "distill"][-1]
+    assert [r["step"] for r in validations] == list(range(6, last, 6))  # the last step is validated with the end
+    assert all("accuracy" in r["val"] for r in validations)
+    assert result.results["student"]["best_step"] in {r["step"] for r in validations} | {last}
+    assert (result.run_dir / "plots" / "accuracy.png").exists()
+    with pytest.raises(Exception, match=r"train.val_every: give a number of epochs .* \{steps: N\}"):
+        Recipe.from_dict(tiny_recipe, ["train.val_every={step: 6}"])
+
+
 def test_early_stopping_patience_counts_epochs_when_validating_every_n(tiny_recipe):
     from kdforge import Recipe, run
 
@@ -318,3 +341,62 @@ def test_batches_already_channels_last_are_not_converted_back():
     assert in_layout(fast, torch.contiguous_format) is fast
     assert in_layout(fast.transpose(2, 3), torch.contiguous_format).is_contiguous()  # a strided view is made dense
     assert in_layout(torch.randn(4, 3, 8, 8), torch.channels_last).is_contiguous(memory_format=torch.channels_last)
+
+
+class Validations(Callback):
+    """What each validation between epoch ends saw, and the student's weights then."""
+
+    def __init__(self):
+        self.records, self.weights = [], []
+
+    def on_validation(self, trainer, record):
+        self.records.append(record)
+        self.weights.append({k: v.clone() for k, v in trainer.distiller.student_state_dict().items()})
+
+
+def test_validation_every_n_steps_selects_among_them(tmp_path, data):
+    seen = Validations()
+    distiller, trainer, train, val = build(0, tmp=tmp_path, callbacks=[seen], data=data, val_every={"steps": 7})
+    result = trainer.fit(train, val)
+    last = 2 * len(train)
+    inside = list(range(7, last, 7))  # the last step is validated as training ends
+    assert [r["step"] for r in seen.records] == inside
+    steps = [v["step"] for r in result.history for v in r.get("validations", [])]
+    assert steps == [*inside, last]
+    assert all(v["epoch"] == pytest.approx(v["step"] / len(train), abs=1e-4) for r in result.history
+               for v in r["validations"])  # fmt: skip
+    expected = None
+    for v in (v for r in result.history for v in r["validations"]):
+        if expected is None or is_better(v["val"], expected["val"]):
+            expected = v
+    best = trainer.load_best()
+    assert (best["step"], best["val"]) == (expected["step"], expected["val"])
+    if best["step"] != last:  # the selected weights are those validated at that step, not the last ones
+        chosen = seen.weights[inside.index(best["step"])]
+        got = distiller.student_state_dict()
+        assert all(torch.equal(chosen[k], got[k]) for k in chosen)
+    assert result.history[0]["val"] == result.history[0]["validations"][-1]["val"]  # the epoch's latest score
+
+
+def test_early_stopping_by_steps_counts_fractions_of_an_epoch(tmp_path, data):
+    distiller, trainer, train, val = build(
+        0, epochs=4, tmp=tmp_path, data=data, val_every={"steps": 5}, early_stopping={"patience": 0.5, "min_delta": 1}
+    )  # never improves by 1: stops once half an epoch has passed since the first validation
+    result = trainer.fit(train, val)
+    per_epoch = len(train)
+    expected = 5 * (1 + next(k for k in range(1, 100) if k * 5 / per_epoch >= 0.5))
+    assert result.stopped_early and trainer.pos.step == expected
+    assert len(result.history) == 1 + (expected - 1) // per_epoch  # the epoch it stopped in is recorded
+
+
+def test_resume_mid_epoch_keeps_the_validations_by_steps(tmp_path, data):
+    def fit(folder, callbacks=(), resume=False):
+        _, trainer, train, val = build(0, tmp=tmp_path / folder, callbacks=callbacks, data=data, val_every={"steps": 4})
+        return trainer.fit(train, val, resume=resume), trainer.load_best()
+
+    full, full_best = fit("a")
+    stopped, _ = fit("b", callbacks=[StopAtStep(10)])
+    assert stopped.interrupted and not stopped.history  # stopped mid-epoch, after the validations at steps 4 and 8
+    resumed, resumed_best = fit("b", resume=True)
+    assert [r["validations"] for r in resumed.history] == [r["validations"] for r in full.history]
+    assert (resumed_best["step"], resumed_best["val"]) == (full_best["step"], full_best["val"])

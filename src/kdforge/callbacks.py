@@ -35,6 +35,10 @@ class Callback:
 
     def on_step_end(self, trainer: Trainer, samples: int) -> None: ...
 
+    def on_validation(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        """A validation between epoch ends (``train.val_every: {steps: N}``): ``record`` has its ``epoch``
+        (fractional), ``step`` and ``val``. Validations at an epoch's end come in that epoch's record."""
+
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None: ...
 
     def on_fit_end(self, trainer: Trainer, result: FitResult) -> None: ...
@@ -94,6 +98,9 @@ class JsonlLogger(Callback):
                 now=False,
             )
 
+    def on_validation(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        self._write({"stage": trainer.stage, "kind": "val", **record})
+
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
         self._write({"stage": trainer.stage, "kind": "epoch", "step": trainer.pos.step, **record})
 
@@ -151,6 +158,17 @@ class ConsoleProgress(Callback):
                 "parts": " ".join(f"{k} {v:.3f}" for k, v in trainer.losses().items()),
             }
         self.progress.update(self.task, advance=1, **fields)
+
+    def on_validation(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        assert self.progress is not None
+        val = record["val"]
+        best = f"best {shown(trainer.pos.best_val or val)} @{trainer.pos.best_epoch}"
+        self.progress.update(self.task, val=f"val {shown(val)} ({best})")
+        self.console.print(
+            f"  {trainer.stage} step {record['step']} (epoch {record['epoch']:.2f})  val {score_name(val)} "
+            f"{shown(val)}  {best}",
+            highlight=False,
+        )
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
         assert self.progress is not None

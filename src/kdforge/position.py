@@ -34,6 +34,9 @@ class _Position:
     stage_start: int = 0  # the epoch it started at
     seconds: float = 0.0
     watched: float | None = None  # early stopping: the best value of its metric so far
-    stale: int = 0  # epochs since it last improved
+    stale: float = 0.0  # epochs since it last improved
+    validated_at: float = 0.0  # where (in epochs) and at which step the student was last validated
+    validated_step: int = -1
+    validations: list[dict[str, Any]] = field(default_factory=list)  # this epoch's, before its end (steps)
     stopped_early: bool = False
     snapshots: int = 0  # student snapshots written at stage ends (train.stage_checkpoints)

@@ -191,8 +191,17 @@ def plot_curves(run_dir: Path, histories: dict[str, list[dict[str, Any]]]) -> li
 def _curve(
     ax: Any, history: list[dict[str, Any]], key: tuple[str, str], style: str, colour: int, label: str, scale: float = 1
 ) -> None:
-    """One line: ``record[part][metric]`` per epoch, for the epochs that have it (validation: ``train.val_every``)."""
+    """One line: ``record[part][metric]`` per epoch, for the epochs that have it (validation: ``train.val_every``;
+    by steps, each of the epoch's validations where it was taken)."""
     part, metric = key
-    points = [(r["epoch"], scale * r[part][metric]) for r in history if metric in r.get(part, {})]
+    records = history
+    if part == "val" and _by_steps(history):
+        records = [v for r in history for v in r.get("validations", [])]
+    points = [(r["epoch"], scale * r[part][metric]) for r in records if metric in r.get(part, {})]
     if points:
         ax.plot(*zip(*points), style, color=f"C{colour}", label=label)
+
+
+def _by_steps(history: list[dict[str, Any]]) -> bool:
+    """Whether a fit validated by steps (``val_every: {steps: N}``): its epoch records list their validations."""
+    return any("validations" in r for r in history)

@@ -364,6 +364,7 @@ class Session:
             self.evaluate(student, self.test, f"{stage}: test split"),
             best["val"],
             best_epoch=best["epoch"],
+            **({"best_step": best["step"]} if not isinstance(self.recipe.train.val_every, int) else {}),
             **last,
             **averaged,
         )

@@ -62,6 +62,9 @@ class Tracker(Callback):
         if metrics:
             self.send({f"{trainer.stage}/{k}": v for k, v in metrics.items()}, trainer.stage, trainer.pos.step)
 
+    def on_validation(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        self.send({f"{trainer.stage}/val/{k}": v for k, v in record["val"].items()}, trainer.stage, trainer.pos.step)
+
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
         epoch = flatten({k: v for k, v in record.items() if k in ("train", "val", "val_terms", "epoch", "diagnostics")})
         self.send({f"{trainer.stage}/epoch/{k}": v for k, v in epoch.items()}, trainer.stage, trainer.pos.step)

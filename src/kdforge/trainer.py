@@ -139,7 +139,7 @@ class Trainer:
             self._load_last()
         self.finite_until = self.pos.step
         self.hooked = self._per_step_callbacks()  # again: callbacks may have been added since
-        self.all_train, self.train_batches = train_batches, train_batches
+        self.all_train, self.train_batches, self.val_batches = train_batches, train_batches, val_batches
         if self.steering is not None and self.pos.step == 0 and self.pos.epoch == 0:
             self.steered_before = self.steering(self, unwrap(self.distiller.student), 0)
         if self.curriculum is not None:
@@ -192,7 +192,9 @@ class Trainer:
             if len(group) == self.cfg.accumulate or self.pos.batch == self.micro_per_epoch:
                 self._step(group)
                 group = []
-                if self.should_stop or self.pos.step == self.cfg.max_steps:
+                if self._validates_step():
+                    self._validate_within_epoch(self.val_batches)
+                if self.should_stop or self.pos.stopped_early or self.pos.step == self.cfg.max_steps:
                     return
 
     def _step(self, group: list[tuple[torch.Tensor, ...]]) -> None:
@@ -309,8 +311,7 @@ class Trainer:
             self.pos.epoch == 0
         ):  # what was applied before training (auto_clause at epoch 0) joins the first epoch's record
             steered = {**self.steered_before, **steered}
-        validated = (self.pos.epoch + 1) % self.cfg.val_every == 0 or self.pos.epoch + 1 == self.epochs
-        val = self.evaluate(val_batches) if validated else None
+        val = self._validate(val_batches, at_epoch_end=True) if self._validates_epoch_end() else None
         epoch_sums = required(self.pos.sums, "the epoch's step losses")
         sums = distributed.all_reduce_sum(epoch_sums.clone()) / distributed.world_size()  # the ranks' mean
         train = dict(
@@ -319,11 +320,15 @@ class Trainer:
         finished_stage = (
             self._stage_key(self.pos.epoch + 1 - 1e-9) if self.cfg.stage_checkpoints else None
         )  # what this epoch trained with, at its very end
+        within = self.pos.validations  # by steps (val_every: {steps: N}): this epoch's validations
+        if val is None and within:
+            val = within[-1]["val"]  # the epoch's latest score: what curricula and epoch lines read
         record = {
             "epoch": self.pos.epoch + 1,
             "curriculum_stage": self.pos.stage,
             "train": train,
             **({"val": val} if val is not None else {}),
+            **({"validations": within} if within else {}),
             "lr": self.current_lr(),
             "seconds": self.pos.seconds,
             **steered,
@@ -331,12 +336,7 @@ class Trainer:
         if self.val_terms and val is not None:
             record["val_terms"] = self.validation_terms(val_batches)
         self.pos.history.append(record)
-        if val is not None and is_better(val, self.pos.best_val):
-            self.pos.best_epoch, self.pos.best_val = self.pos.epoch + 1, val
-            self.best_state = {**_cloned(self.weights()), "epoch": self.pos.epoch + 1, "val": val}
-        self.pos.epoch, self.pos.batch, self.pos.sums = self.pos.epoch + 1, 0, None
-        if val is not None:
-            self._watch(val)
+        self.pos.epoch, self.pos.batch, self.pos.sums, self.pos.validations = self.pos.epoch + 1, 0, None, []
         if self.pos.stopped_early:
             record["stopped_early"] = True
         if self.curriculum is not None and self.curriculum.finished(
@@ -380,8 +380,59 @@ class Trainer:
                 {"epoch": record["epoch"], "val": record.get("val")},
             )
 
-    def _watch(self, val: dict[str, float]) -> None:
-        """Early stopping (at a validated epoch): count epochs without an improvement of the watched metric."""
+    def _validates_epoch_end(self) -> bool:
+        """Whether this epoch's end is validated: every ``val_every`` epochs, or by steps only when training
+        ends (and its last step was not just validated)."""
+        every = self.cfg.val_every
+        last = self._ends() or self.pos.stopped_early
+        if isinstance(every, int):
+            return last or (self.pos.epoch + 1) % every == 0
+        return last and self.pos.validated_step != self.pos.step
+
+    def _validates_step(self) -> bool:
+        """Whether to validate after this step (``val_every: {steps: N}``); the last step is validated with
+        the epoch's end."""
+        every = self.cfg.val_every
+        if isinstance(every, int) or self.pos.step % every.steps:
+            return False
+        ends_training = self.pos.step == self.cfg.max_steps or (
+            self.pos.epoch + 1 == self.epochs and self.pos.batch == self.micro_per_epoch
+        )
+        return not ends_training
+
+    def _validate(self, val_batches: Any, at_epoch_end: bool) -> dict[str, float]:
+        """Validate the student now; the best weights so far and early stopping follow the score."""
+        self._check_finite()  # never select weights that went bad
+        val = self.evaluate(val_batches)
+        if is_better(val, self.pos.best_val):
+            self.pos.best_epoch, self.pos.best_val = self.pos.epoch + 1, val
+            self.best_state = {
+                **_cloned(self.weights()),
+                "epoch": self.pos.epoch + 1,
+                "step": self.pos.step,
+                "val": val,
+            }
+        position = self.pos.epoch + self.pos.batch / self.micro_per_epoch  # in epochs
+        self._watch(val, position - self.pos.validated_at, more_to_come=not at_epoch_end or not self._ends())
+        self.pos.validated_at, self.pos.validated_step = position, self.pos.step
+        if not isinstance(self.cfg.val_every, int):  # by steps: every validation is kept with its step
+            self.pos.validations.append({"epoch": round(position, 4), "step": self.pos.step, "val": val})
+        return val
+
+    def _ends(self) -> bool:
+        """Whether training ends with this epoch."""
+        return self.pos.epoch + 1 == self.epochs or self.pos.step == self.cfg.max_steps
+
+    def _validate_within_epoch(self, val_batches: Any) -> None:
+        """A validation between epoch ends (``val_every: {steps: N}``): kept in the epoch's record and told to
+        the callbacks as it happens."""
+        self._validate(val_batches, at_epoch_end=False)
+        for cb in self.callbacks:
+            cb.on_validation(self, self.pos.validations[-1])
+
+    def _watch(self, val: dict[str, float], since: float, more_to_come: bool) -> None:
+        """Early stopping: count the epochs (``since`` the last validation) without an improvement of the
+        watched metric; stop when they reach the patience and training has more to come."""
         rule = self.cfg.early_stopping
         if rule is None:
             return
@@ -389,10 +440,10 @@ class Trainer:
             score(val) if rule.metric == "accuracy" else -val[rule.metric]
         )  # higher is better (a regression's score is its PSNR)
         if self.pos.watched is None or value > self.pos.watched + rule.min_delta:
-            self.pos.watched, self.pos.stale = value, 0
+            self.pos.watched, self.pos.stale = value, 0.0
             return
-        self.pos.stale += self.cfg.val_every  # epochs since the last improvement
-        self.pos.stopped_early = self.pos.stale >= rule.patience and self.pos.epoch < self.epochs
+        self.pos.stale += since
+        self.pos.stopped_early = self.pos.stale >= rule.patience - 1e-9 and more_to_come
 
     def evaluate(self, batches: Any) -> dict[str, float]:
         """Metrics of the student (its moving average with ``ema_decay``) on ``batches``."""
@@ -510,7 +561,8 @@ class Trainer:
         self.distiller.load_trainable_state_dict(state)
         if "ema" in state:
             unwrap(self.distiller.student).load_state_dict(state["ema"])
-        return {"epoch": state["epoch"], "val": state["val"]}
+        # a best.pt written before steps were recorded has none
+        return {"epoch": state["epoch"], "step": state.get("step"), "val": state["val"]}
 
     @contextlib.contextmanager
     def _stop_on_sigint(self) -> Iterator[None]:

@@ -106,8 +106,20 @@ class EarlyStoppingConfig(Section):
         "accuracy",
         description="validation metric watched (accuracy, or PSNR for a regression: higher is better; loss: lower)",
     )
-    patience: int = Field(10, gt=0, description="epochs without improvement before stopping")
+    patience: float = Field(
+        10, gt=0, description="epochs without improvement before stopping (fractions of one with val_every: {steps: N})"
+    )
     min_delta: float = Field(0.0, ge=0, description="smallest change that counts as an improvement")
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+class StepsConfig(Section):
+    """An interval in optimiser steps: ``{steps: 500}``."""
+
+    steps: int = Field(gt=0, description="optimiser steps")
 
 
 class TrainConfig(Section):
@@ -153,12 +165,12 @@ class TrainConfig(Section):
             "seconds between last.pt writes at epoch ends (0: every epoch); always written at the end and on stop"
         ),
     )
-    val_every: int = Field(
+    val_every: int | StepsConfig = Field(
         1,
-        gt=0,
         description=(
-            "validate every N epochs (and after the last): best-epoch selection, early stopping and tune "
-            "pruning see the validated epochs only"
+            "validate every N epochs, or every N optimiser steps with {steps: N} (for epochs too long to wait "
+            "for), and when training ends: the selected weights, early stopping and tune pruning see these "
+            "validations only"
         ),
     )
     early_stopping: EarlyStoppingConfig | None = Field(
@@ -199,6 +211,15 @@ class TrainConfig(Section):
             "(FSDP2) instead of replicating it (DDP)"
         ),
     )
+
+    @pydantic.field_validator("val_every", mode="before")
+    @classmethod
+    def _interval(cls, value: object) -> object:
+        """One message for any wrong interval (a union would report each of its branches)."""
+        steps = isinstance(value, dict) and value.keys() == {"steps"} and _positive_int(value["steps"])
+        if _positive_int(value) or steps or isinstance(value, StepsConfig):
+            return value
+        raise ValueError("give a number of epochs (1 or more), or {steps: N} to validate every N optimiser steps")
 
     @pydantic.field_validator("device")
     @classmethod
