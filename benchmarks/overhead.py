@@ -6,7 +6,8 @@ teacher, with CE + Hinton KD, AdamW and a cosine schedule over the same number o
 validate after every epoch. kdforge runs as a user runs it: its Session's loaders (and memory
 layout), the Trainer with a run's callbacks (metrics log, console lines) and its default
 checkpointing; the hand loop slices tensors held in memory in the fastest layout (channels-last for
-convolutions), steps a fused AdamW (one kernel per step, as kdforge's) and does nothing else.
+convolutions), steps a fused AdamW with kdforge's update (no weight decay on biases and norms: one
+kernel per parameter group, as kdforge's) and does nothing else.
 
 The two are interleaved epoch by epoch in one process: a callback at the end of each kdforge epoch
 runs one hand-written epoch, so each pair ran back to back and a shared machine's drift cancels
@@ -89,7 +90,12 @@ class HandLoop:
         self.teacher, self.student = teacher.to(memory_format=fmt), student.to(memory_format=fmt)
         self.batch = session.recipe.data.batch_size
         steps = math.ceil(len(self.y) / self.batch) * epochs
-        self.opt = torch.optim.AdamW(self.student.parameters(), lr=LR, weight_decay=0.01, fused=True)
+        # the same update as kdforge's: no weight decay on biases and norms (optim.filter_bias_and_bn)
+        groups = [
+            {"params": [p for p in self.student.parameters() if p.ndim > 1]},
+            {"params": [p for p in self.student.parameters() if p.ndim <= 1], "weight_decay": 0.0},
+        ]
+        self.opt = torch.optim.AdamW(groups, lr=LR, weight_decay=0.01, fused=True)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
         self.epoch = 0
 
