@@ -292,7 +292,9 @@ def test_a_run_validating_by_steps_logs_each_validation_and_reports_its_step(tin
     last = [r["step"] for r in lines if r["kind"] == "epoch" and r["stage"] == "distill"][-1]
     assert [r["step"] for r in validations] == list(range(6, last, 6))  # the last step is validated with the end
     assert all("accuracy" in r["val"] for r in validations)
-    assert result.results["student"]["best_step"] in {r["step"] for r in validations} | {last}
+    best_step = result.results["student"]["best_step"]
+    assert best_step in {r["step"] for r in validations} | {last}
+    assert "best step chosen on validation" in (result.run_dir / "report.md").read_text()
     assert (result.run_dir / "plots" / "accuracy.png").exists()
     with pytest.raises(Exception, match=r"train.val_every: give a number of epochs .* \{steps: N\}"):
         Recipe.from_dict(tiny_recipe, ["train.val_every={step: 6}"])

@@ -53,9 +53,14 @@ def family_notes(results: dict[str, Any]) -> list[str]:
     return [note for family in families() for label, entry in _rows(results) for note in family.notes(label, entry)]
 
 
+def _selected(results: dict[str, Any]) -> str:
+    """What validation selected: each model's epoch, or its step when validating by steps."""
+    return "step" if "best_step" in results["student"] else "epoch"
+
+
 def summary_table(results: dict[str, Any]) -> Table:
     name = score_name(results["student"]["test"])
-    notes = [f"val {name}: the selected epoch; latency: batch of 1, median"]
+    notes = [f"val {name}: the selected {_selected(results)}; latency: batch of 1, median"]
     gain = kd_gain(results)
     if gain is not None:
         notes.insert(0, f"KD gain over the student alone: {gain} (test)")
@@ -111,7 +116,7 @@ def write_report(run_dir: Path, results: dict[str, Any], plots: list[str]) -> No
     lines = [
         f"# {results['name']}",
         "",
-        f"Dataset `{results['dataset']}`; best epoch chosen on validation, {metric} reported on test.",
+        f"Dataset `{results['dataset']}`; best {_selected(results)} chosen on validation, {metric} reported on test.",
         "",
         f"| model | architecture | test {metric} | val {metric} (selected) | params | latency ms (batch 1) |",
         "|---|---|---:|---:|---:|---:|",
