@@ -54,6 +54,8 @@ class Family:
 
     name: str = ""
     description: str = ""
+    # (results key, label) of the baselines :meth:`baselines` adds, in the order the report shows them
+    roles: tuple[tuple[str, str], ...] = ()
 
     def student_options(self, recipe: Any, options: dict[str, Any]) -> dict[str, Any]:
         """The student's model options, before it is built (e.g. sized from the teacher)."""

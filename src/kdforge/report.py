@@ -12,14 +12,13 @@ from kdforge.evaluate import score_gain, score_name, shown
 from kdforge.family import families
 from kdforge.files import save_figure, write_json, write_text
 
-ROLES = (
-    ("teacher", "teacher"),
-    ("student", "student + KD"),
-    ("student_alone", "student alone"),
-    ("pca", "PCA of the teacher"),
-    ("uncentred_svd", "uncentred SVD of the teacher"),
-    ("random_projection", "random projection"),
-)
+ROLES = (("teacher", "teacher"), ("student", "student + KD"), ("student_alone", "student alone"))
+
+
+def roles() -> list[tuple[str, str]]:
+    """(results key, label) of every model a run can report, in table order: the core's, then the baselines
+    each family adds (:attr:`kdforge.family.Family.roles`)."""
+    return [*ROLES, *(role for family in families() for role in family.roles)]
 
 
 def write_results(run_dir: Path, results: dict[str, Any]) -> None:
@@ -27,7 +26,7 @@ def write_results(run_dir: Path, results: dict[str, Any]) -> None:
 
 
 def _rows(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    return [(label, results[key]) for key, label in ROLES if key in results]
+    return [(label, results[key]) for key, label in roles() if key in results]
 
 
 def kd_gain(results: dict[str, Any]) -> str | None:

@@ -25,7 +25,7 @@ from rich.table import Table
 from kdforge.config import Recipe
 from kdforge.errors import KdforgeError
 from kdforge.files import write_json, write_text
-from kdforge.report import ROLES
+from kdforge.report import roles
 from kdforge.runner import run
 
 
@@ -44,7 +44,7 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Per role (teacher, student, student alone): test accuracy of the selected (best
     validation) epoch and of the last epoch, the best epoch; and the KD gain in points."""
     summary: dict[str, Any] = {"seeds": [r["seed"] for r in runs], "roles": {}}
-    for key, _ in ROLES:
+    for key, _ in roles():
         entries = [r[key] for r in runs if key in r]
         if len(entries) != len(runs):
             continue
@@ -122,7 +122,7 @@ def _pm(stat: dict[str, float] | None, scale: float = 100.0, digits: int = 2) ->
 
 
 def _role_rows(summary: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    labels = dict(ROLES)
+    labels = dict(roles())
     return [
         (
             labels[key],
@@ -163,7 +163,7 @@ def sweep_report(summary: dict[str, Any]) -> str:
         lines += ["", f"KD gain over the same student alone: **{_pm(summary['kd_gain_points'], 1.0)} points**."]
     lines += [
         "",
-        "| seed | " + " | ".join(label for key, label in ROLES if key in summary["roles"]) + " |",
+        "| seed | " + " | ".join(label for key, label in roles() if key in summary["roles"]) + " |",
         "|---|" + "---:|" * len(summary["roles"]),
     ]
     for r in summary["runs"]:

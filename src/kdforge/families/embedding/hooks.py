@@ -16,6 +16,11 @@ class Embeddings(Family):
     description = (
         "compact embedding students: a sentence encoder's vectors in a few dimensions, with their neighbourhoods"
     )
+    roles = (
+        ("pca", "PCA of the teacher"),
+        ("uncentred_svd", "uncentred SVD of the teacher"),
+        ("random_projection", "random projection"),
+    )
 
     def check_run(self, session: Any) -> None:
         teacher = session.recipe.teacher
