@@ -41,7 +41,10 @@ def test_a_text_student_learns_the_teachers_neighbourhoods_and_is_compared_with_
         torch.manual_seed(recipe.seed)  # the run's student starts from these weights
         before = session.evaluate(session.build_student(), session.test, "untrained")
         assert session.test.y.shape[1] == 384 and torch.allclose(session.test.y.norm(dim=1), torch.ones(1), atol=1e-4)
-    results = run(recipe, console=Console(file=io.StringIO())).results
+    done = run(recipe, console=Console(file=io.StringIO()))
+    results = done.results
+    report = (done.run_dir / "report.md").read_text()
+    assert all(label in report for label in ("PCA of the teacher", "uncentred SVD of the teacher", "random projection"))
     after = results["student"]["test"]
     assert after["recall_at_10"] > before["recall_at_10"] and after["spearman"] > before["spearman"]
     assert results["teacher"]["test"]["spearman"] == pytest.approx(1.0)
