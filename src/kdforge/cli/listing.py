@@ -78,11 +78,12 @@ def _listing(what: str, registry: Any) -> Table:
         )
         common = common if len(common) >= 4 else []  # worth a line of its own
         table.add_section()
-        table.add_row(
-            Text(family, style="bold magenta"),
-            Text(f"common: {', '.join(common)}" if common else "", style="dim"),
-            Text("the core" if family == "core" else "", style="dim"),
-        )
+        if len(groups) > 1 or common:  # a heading only where it tells entries apart or lists what they share
+            table.add_row(
+                Text(family, style="bold magenta"),
+                Text(f"common: {', '.join(common)}" if common else "", style="dim"),
+                Text("kdforge's core" if family == "core" else f"the {family} family", style="dim"),
+            )
         for n in names:
             own = [o for o in options[n] if o not in common]
             missing = [o for o in common if o not in options[n]]
