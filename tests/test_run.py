@@ -114,6 +114,26 @@ def test_check_catches_a_wrong_tap_name(tiny_recipe):
         check(Recipe.from_dict(tiny_recipe))
 
 
+@pytest.mark.parametrize(
+    "train, expected",
+    [
+        ({"epochs": 200, "early_stopping": {"patience": 30}}, "200 epochs, validated after every epoch (the weights of "
+         "the best validation are kept); stops early after 30 epochs without a better val accuracy; the student "
+         "alone is trained the same way"),
+        ({"epochs": 9, "val_every": 3, "baseline": False}, "9 epochs, validated every 3 epochs and at the end (the "
+         "weights of the best validation are kept)"),
+        ({"max_steps": 20000, "val_every": {"steps": 1000}, "early_stopping": {"patience": 0.5, "metric": "loss"},
+          "baseline": False}, "20,000 optimiser steps, validated every 1,000 steps and at the end (the weights of the "
+         "best validation are kept); stops early after 0.5 epochs without a better val loss"),
+    ],
+)  # fmt: skip
+def test_check_says_how_long_the_student_trains_and_when_it_is_validated(train, expected):
+    from kdforge.check import describe_schedule
+    from kdforge.config import TrainConfig
+
+    assert describe_schedule(TrainConfig.model_validate(train)) == expected
+
+
 def test_check_runs_a_hint_recipe(tiny_recipe):
     tiny_recipe["student"] = {"model": {"name": "cnn", "width": 4, "depth": 2}}
     tiny_recipe["losses"].append(

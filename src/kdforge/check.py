@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from kdforge.bench import count_params
-from kdforge.config import Recipe
+from kdforge.config import Recipe, TrainConfig
 from kdforge.distiller import Distiller
 from kdforge.errors import KdforgeError
 from kdforge.family import families
@@ -125,6 +125,7 @@ def check(recipe: Recipe, console: Console | None = None) -> dict[str, Any]:
         console.print(f"{part}: {note}", markup=False)
     if len(data.input_shape) == 3:
         console.print(f"memory layout: {describe_layout(recipe, session.memory_format)}", markup=False)
+    console.print(f"training: {describe_schedule(recipe.train)}", markup=False)
     parts = {name: float(value.detach()) for name, value in out.parts.items()}
     console.print(
         "one batch: "
@@ -169,3 +170,20 @@ def _checked_teacher(session: Session, cfg: Any, student: torch.nn.Module) -> tu
     notes = {"ema": f"EMA of the student (decay {cfg.decay})", "checkpoint": f"loaded from {cfg.path}"}
     note = notes.get(cfg.source, f"{cfg.source} model {cfg.model.name if cfg.model else ''}")
     return module, note + ("; RANDOM classifier head" if info.get("random_head") else "")
+
+
+def describe_schedule(train: TrainConfig) -> str:
+    """How long the student trains, when it is validated, and when it stops early: one line."""
+    length = f"{train.max_steps:,} optimiser steps" if train.max_steps is not None else f"{train.epochs} epochs"
+    every = train.val_every
+    if every == 1:
+        validated = "validated after every epoch"
+    else:
+        interval = f"{every} epochs" if isinstance(every, int) else f"{every.steps:,} steps"
+        validated = f"validated every {interval} and at the end"
+    rule = train.early_stopping
+    stops = (
+        f"; stops early after {rule.patience:g} epochs without a better val {rule.metric}" if rule is not None else ""
+    )
+    baseline = "; the student alone is trained the same way" if train.baseline else ""
+    return f"{length}, {validated} (the weights of the best validation are kept){stops}{baseline}"
