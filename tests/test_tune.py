@@ -108,3 +108,49 @@ def test_parallel_trials_share_the_study_and_the_cores(tiny_recipe):
     assert len({t.user_attrs["run_dir"] for t in finished}) == len(finished)
     after_first = [t for t in finished if t.number > 0]  # the first trial runs alone, with every thread
     assert all(t.user_attrs["threads"] == max(1, (os.cpu_count() or 1) // 2) for t in after_first)
+
+
+class _Told:
+    """What a trial is told: (step, value) of each report; never prunes."""
+
+    def __init__(self):
+        self.reports = []
+
+    def report(self, value, step):
+        self.reports.append((step, value))
+
+    def should_prune(self):
+        return False
+
+
+def test_trials_validated_by_steps_are_scored_and_pruned_on_every_validation(tmp_path):
+    import torch
+
+    from kdforge.config import OptimConfig, TrainConfig
+    from kdforge.data import build_dataset, make_loader
+    from kdforge.distiller import Distiller
+    from kdforge.evaluate import score
+    from kdforge.losses import build_losses
+    from kdforge.models import build_model
+    from kdforge.trainer import Trainer
+    from kdforge.tuner import PruneOnValidation
+
+    data = build_dataset("digits")
+    torch.manual_seed(0)
+    student = build_model("mlp", input_shape=(1, 8, 8), num_classes=10, hidden=[16])
+    distiller = Distiller(student, None, build_losses([{"name": "ce"}]), torch.randn(2, 1, 8, 8))
+    train = make_loader(data.train, 64, shuffle=True, seed=0)
+    told = _Told()
+    reporter = PruneOnValidation(told)
+    trainer = Trainer(
+        distiller,
+        OptimConfig(lr=3e-3),
+        TrainConfig.model_validate({"epochs": 2, "val_every": {"steps": 5}}),
+        steps_per_epoch=len(train),
+        checkpoint_dir=tmp_path,
+        callbacks=[reporter],
+    )
+    result = trainer.fit(train, make_loader(data.val, 512))
+    validations = [v for record in result.history for v in record["validations"]]
+    assert [step for step, _ in told.reports] == [v["step"] for v in validations]  # each once, the last included
+    assert reporter.best == max(score(v["val"]) for v in validations)

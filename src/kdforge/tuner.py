@@ -172,23 +172,38 @@ def _value(trial: optuna.Trial | optuna.trial.FixedTrial, key: str, spec: ParamS
 
 
 class PruneOnValidation(Callback):
-    """Reports the distilled student's validation score after each epoch; stops the trial when the pruner says so."""
+    """Reports the distilled student's validation score at each validation (the Optuna step is the epoch, or the
+    optimiser step when validating by steps); stops the trial when the pruner says so."""
 
     def __init__(self, trial: optuna.Trial, report: bool = True):
         self.trial, self.best, self.report = trial, -math.inf, report
+        self.reported_step = -1  # by steps: the last optimiser step reported
+
+    def on_validation(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        self._take(trainer, record["val"], record["step"], f"step {record['step']}")
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        if "val" not in record:  # an epoch not validated
+            return
+        if "validations" in record:  # by steps: only a validation at the epoch's end is new here
+            last = record["validations"][-1]
+            if last["step"] != self.reported_step:
+                self._take(trainer, last["val"], last["step"], f"step {last['step']}")
+            return
+        self._take(trainer, record["val"], record["epoch"], f"epoch {record['epoch']}")
+
+    def _take(self, trainer: Trainer, val: dict[str, float], step: int, when: str) -> None:
         import optuna
 
-        if trainer.stage != "distill" or "val" not in record:  # another stage, or an epoch not validated
+        if trainer.stage != "distill":  # the teacher's or the baseline's fit
             return
-        value = score(record["val"])
-        self.best = max(self.best, value)
+        value = score(val)
+        self.best, self.reported_step = max(self.best, value), step
         if not self.report:
             return
-        self.trial.report(value, record["epoch"])
+        self.trial.report(value, step)
         if self.trial.should_prune():
-            raise optuna.TrialPruned(f"pruned after epoch {record['epoch']} (val {value:.4f})")
+            raise optuna.TrialPruned(f"pruned after {when} (val {value:.4f})")
 
 
 def trial_recipe(raw: dict[str, Any], tune_dir: Path, number: int) -> Recipe:
