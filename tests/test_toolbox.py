@@ -449,7 +449,7 @@ def test_a_sweep_in_two_processes_gives_each_seed_its_run(tiny_recipe, tmp_path)
 def test_trackers_write_every_part_lr_temperature_throughput_and_gradient_norms(tiny_recipe, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     tiny_recipe["losses"][1]["temperature"] = {"schedule": "linear", "start": 4.0, "end": 2.0}
-    tiny_recipe["train"] = {"epochs": 1, "baseline": False}
+    tiny_recipe["train"] = {"epochs": 1, "baseline": False, "val_every": {"steps": 7}}
     tiny_recipe["log"].update(
         tensorboard=True, wandb=True, mlflow=True, grad_stats_every=5, every_steps=5, weight_histograms=True
     )
@@ -474,6 +474,7 @@ def test_trackers_write_every_part_lr_temperature_throughput_and_gradient_norms(
     assert {"distill/weights/head.weight", "teacher/weights/head.weight"} <= set(events.Tags()["histograms"])
     (histogram,) = events.Histograms("distill/weights/head.weight")
     assert histogram.histogram_value.num == 10 * 16  # every weight of the [10, 16] head, counted once
+    assert [e.step for e in events.Scalars("distill/val/accuracy")] == [7, 14]  # validations within the epoch
     taus = [e.value for e in events.Scalars("distill/kd.tau")]
     assert taus[0] > taus[-1]  # the scheduled temperature moved
 
