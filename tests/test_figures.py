@@ -33,3 +33,19 @@ def test_a_figure_that_no_longer_matches_its_results_is_found(tmp_path, monkeypa
     assert figures.problems() == [
         "doc.md: 'gains 1.23 points, 45.6 %': 1.23 not in lm.md (regenerate: uv run python benchmarks/lm.py)"
     ]
+
+
+def test_every_row_of_a_registered_table_is_checked_whole_numbers_too(tmp_path, monkeypatch):
+    figures = load()
+    (tmp_path / "doc.md").write_text(
+        "Intro.\n\n| model | params | acc |\n|---|---:|---:|\n| a | 1,234 | 98.5 |\n| b | 56 | 97.1 |\n"
+    )
+    (tmp_path / figures.RESULTS).mkdir(parents=True)
+    (tmp_path / figures.RESULTS / "lm.md").write_text("a 1234 0.985; b 57 0.971\n")
+    (tmp_path / "benchmarks" / "lm.py").write_text("")
+    monkeypatch.setattr(figures, "ROOT", tmp_path)
+    monkeypatch.setattr(figures, "FIGURES", figures.table("doc.md", "| a |", "lm.md"))
+    (problem,) = figures.problems()  # row a matches (1,234 is 1234); row b's whole number 56 does not
+    assert problem.startswith("doc.md: '| b | 56 | 97.1 |': 56 not in lm.md")
+    monkeypatch.setattr(figures, "FIGURES", figures.table("doc.md", "| c |", "lm.md"))
+    assert "no longer in the document" in figures.problems()[0]
