@@ -63,7 +63,10 @@ class Family:
 
     def steering(self, recipe: Any, student: Any, val_batches: Any) -> Any | None:
         """A callable ``(trainer, student, epoch) -> dict`` run at each epoch's end before
-        validation (it may change the student; what it returns joins the epoch's record)."""
+        validation (it may change the student; what it returns joins the epoch's record, but a
+        true ``"restart_selection"`` makes the best weights be chosen from that validation on).
+        Its optional ``restore(trainer, student)`` re-applies, when a run resumes, what it
+        changed that the weights do not hold."""
         return None
 
     def from_teacher(self, session: Any, student: Any, teacher: Any) -> dict[str, Any]:

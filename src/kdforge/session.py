@@ -443,11 +443,22 @@ def student_options(recipe: Recipe) -> dict[str, Any]:
     return options
 
 
-def steering(recipe: Recipe, student: torch.nn.Module, val: Any) -> Any | None:
+def steering(recipe: Recipe, student: torch.nn.Module, val: Any) -> Steering | None:
     """What steers the student between epochs (the families' steerers, in turn), or None."""
     steerers = [s for family in families() if (s := family.steering(recipe, student, val)) is not None]
-    if not steerers:
-        return None
-    return lambda trainer, model, epoch: {
-        key: value for steer in steerers for key, value in steer(trainer, model, epoch).items()
-    }
+    return Steering(steerers) if steerers else None
+
+
+class Steering:
+    """The families' steerers as one (see :meth:`kdforge.family.Family.steering`)."""
+
+    def __init__(self, steerers: list[Any]):
+        self.steerers = steerers
+
+    def __call__(self, trainer: Any, model: torch.nn.Module, epoch: int) -> dict[str, Any]:
+        return {key: value for steer in self.steerers for key, value in steer(trainer, model, epoch).items()}
+
+    def restore(self, trainer: Any, model: torch.nn.Module) -> None:
+        for steer in self.steerers:
+            if hasattr(steer, "restore"):
+                steer.restore(trainer, model)

@@ -79,7 +79,9 @@ class Trainer:
         )
         self.rewrite = rewrite  # a family's change to each training batch (e.g. sequences the student writes)
         self.task = task  # "embedding" makes evaluations compare similarities with the teacher's (see kdforge.evaluate)
-        # may change the student at the end of an epoch (e.g. clause steering); what it returns joins the epoch's record
+        # may change the student at the end of an epoch (e.g. clause steering); what it returns joins the epoch's
+        # record, but "restart_selection": true restarts the choice of the best weights there; its optional
+        # restore(trainer, student) re-applies on resume what the weights do not hold
         self.steering = steering
         self.steered_before: dict[str, Any] = {}  # what it changed before the first epoch
         # a cache holds the teacher's outputs on training samples only; a term's per-sample memory is indexed by them
@@ -142,6 +144,8 @@ class Trainer:
         self.all_train, self.train_batches, self.val_batches = train_batches, train_batches, val_batches
         if self.steering is not None and self.pos.step == 0 and self.pos.epoch == 0:
             self.steered_before = self.steering(self, unwrap(self.distiller.student), 0)
+        elif resume and (restore := getattr(self.steering, "restore", None)) is not None:
+            restore(self, unwrap(self.distiller.student))  # what it changed that the weights do not hold
         if self.curriculum is not None:
             self._enter_stage()
         for cb in self.callbacks:
@@ -311,6 +315,9 @@ class Trainer:
             self.pos.epoch == 0
         ):  # what was applied before training (auto_clause at epoch 0) joins the first epoch's record
             steered = {**self.steered_before, **steered}
+        if steered.pop("restart_selection", False):  # the student now computes something else: select anew
+            self.pos.best_epoch, self.pos.best_val, self.best_state = -1, None, None
+            self.pos.watched, self.pos.stale = None, 0.0
         val = self._validate(val_batches, at_epoch_end=True) if self._validates_epoch_end() else None
         epoch_sums = required(self.pos.sums, "the epoch's step losses")
         sums = distributed.all_reduce_sum(epoch_sums.clone()) / distributed.world_size()  # the ranks' mean

@@ -84,6 +84,12 @@ class StudentConfig(Section):
     diagnostics_every: int = Field(
         0, ge=0, description="TM students: log head and clause importance on validation every N epochs (0: off)"
     )
+    hard_finish: int = Field(
+        0,
+        ge=0,
+        description="TM students: train the last N epochs in hard mode (boolean literals, integer votes: what the "
+        "exported rules compute); the best weights are chosen among those epochs only (0: off)",
+    )
 
     @pydantic.field_validator("init_from_teacher", mode="before")
     @classmethod

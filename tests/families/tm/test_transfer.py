@@ -462,3 +462,82 @@ def test_auto_clause_before_training_on_a_few_validation_batches(tiny_recipe, mo
     assert (
         sum(int(layer.clause_mask.sum()) for layer in clause_layers(load_student(result.run_dir))) == 20
     )  # the trained student kept the budget
+
+
+def hard_finish_recipe(tiny_recipe, epochs=3, finish=1):
+    tiny_recipe["student"] = {
+        "model": {"name": "vit_tm", "patch_size": 4, "embed_dim": 16, "depth": 1, "heads": 2, "clauses": 16, "lf": 4},
+        "hard_finish": finish,
+    }
+    tiny_recipe["train"] = {"epochs": epochs, "baseline": False}
+    return tiny_recipe
+
+
+def test_hard_finish_trains_the_last_epochs_hard_and_selects_among_them_only(tiny_recipe, monkeypatch):
+    from kdforge import Recipe, load_student, run, trainer
+    from kdforge.families.tm.clause import clause_layers
+
+    seen = []  # per validation of the student: was every clause layer hard?
+    evaluate = trainer.Trainer.evaluate
+
+    def spied(self, batches):
+        if self.stage == "distill":
+            seen.append(all(c.hard for c in clause_layers(self.distiller.student)))
+        return evaluate(self, batches)
+
+    monkeypatch.setattr(trainer.Trainer, "evaluate", spied)
+    # the first score ever seen stays the best: only a restarted selection can choose a later epoch
+    monkeypatch.setattr(trainer, "is_better", lambda val, best: best is None)
+    result = run(Recipe.model_validate(hard_finish_recipe(tiny_recipe, epochs=4, finish=2)))
+    entry = result.results["student"]
+    # epoch 2 trained soft and is validated hard (its rules, as the switch comes before its validation)
+    assert seen[:4] == [False, True, True, True]
+    finish = entry["steering"]["hard_finish"]
+    assert finish["epoch"] == 2 and finish["soft_best_epoch"] == 1 and entry["best_epoch"] == 2
+    assert "test_hard" not in entry  # its test score is already its rules'
+    assert all(c.hard for c in clause_layers(load_student(result.run_dir)))
+    assert "trained its last 2 epochs in hard mode" in (result.run_dir / "report.md").read_text()
+
+
+def test_hard_finish_resumes_hard_and_matches_the_uninterrupted_run(tiny_recipe, monkeypatch):
+    import signal
+
+    from kdforge import Recipe, load_student, run
+    from kdforge.callbacks import Callback
+    from kdforge.errors import RunInterrupted
+    from kdforge.session import Session
+
+    recipe = hard_finish_recipe(tiny_recipe)
+    full = run(Recipe.model_validate(recipe))
+
+    class CtrlC(Callback):
+        def on_step_end(self, trainer, samples):
+            if trainer.stage == "distill" and trainer.pos.epoch == 2 and trainer.pos.batch == 3:  # in the hard epoch
+                signal.raise_signal(signal.SIGINT)
+
+    callbacks = Session.callbacks
+    monkeypatch.setattr(Session, "callbacks", lambda self: [*callbacks(self), CtrlC()])
+    with pytest.raises(RunInterrupted) as stopped:
+        run(Recipe.model_validate(recipe))
+    monkeypatch.setattr(Session, "callbacks", callbacks)
+    resumed = run(Recipe.model_validate(recipe), resume=stopped.value.run_dir)
+    assert resumed.results["student"]["test"] == full.results["student"]["test"]
+    a, b = load_student(full.run_dir).state_dict(), load_student(stopped.value.run_dir).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"train": {"epochs": 2, "baseline": False, "early_stopping": {"patience": 1}}}, "early stopping would skip"),
+        ({"train": {"epochs": 1, "baseline": False}}, r"hard_finish \(1\) must be below the number of epochs \(1\)"),
+        ({"student": {"model": {"name": "mlp", "hidden": [8]}, "hard_finish": 1}}, "mlp has none"),
+    ],
+)
+def test_hard_finish_refuses_what_would_skip_it_or_has_no_clauses(tiny_recipe, change, message):
+    from kdforge import Recipe, run
+    from kdforge.errors import KdforgeError
+
+    recipe = {**hard_finish_recipe(tiny_recipe), **change}
+    with pytest.raises(KdforgeError, match=message):
+        run(Recipe.model_validate(recipe))

@@ -54,9 +54,22 @@ class TsetlinMachines(Family):
         return found
 
     def notes(self, label: str, entry: dict[str, Any]) -> list[str]:
-        if "test_hard" not in entry:
-            return []
-        return [f"{label} in hard mode (its boolean rules): {100 * entry['test_hard']['accuracy']:.2f}% test"]
+        lines = []
+        if "test_hard" in entry:
+            lines.append(f"{label} in hard mode (its boolean rules): {100 * entry['test_hard']['accuracy']:.2f}% test")
+        if finish := entry.get("steering", {}).get("hard_finish"):
+            soft = finish.get("soft_best_val") or {}
+            before = (
+                f"; its best soft epoch ({finish['soft_best_epoch']}) scored {100 * soft['accuracy']:.2f}% on "
+                "validation"
+                if "accuracy" in soft
+                else ""
+            )
+            lines.append(
+                f"{label} trained its last {finish['epochs']} epochs in hard mode: its scores are its boolean rules'"
+                + before
+            )
+        return lines
 
     def report_sections(self, entry: dict[str, Any]) -> list[str]:
         lines = []

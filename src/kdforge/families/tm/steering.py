@@ -16,6 +16,11 @@ al. (2017). Only the validation split is read; decisions never look at the test 
 
 Both are applied once, at the end of their warm-up epoch and before that epoch's
 validation, so checkpoints, best-epoch selection and resumed runs all see them.
+
+* ``hard_finish`` (N epochs): the last N epochs train in hard mode, the form the exported
+  rules compute (a soft-trained student loses up to a few points when its rules are read
+  hard). The switch comes at the end of epoch ``epochs − N``, before its validation, and
+  restarts the selection there: a soft epoch's score says nothing of its rules.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from torch import nn
 
 from kdforge.errors import KdforgeError
 from kdforge.families.tm.blocks import TMAttention
-from kdforge.families.tm.clause import ClauseLayer
+from kdforge.families.tm.clause import ClauseLayer, clause_layers, set_hard
 
 if TYPE_CHECKING:
     from kdforge.config import StudentConfig
@@ -174,10 +179,51 @@ class ClauseSteering:
                 f"student.clause_specialize and student.auto_clause steer TM students; {cfg.model.name} has no clause "
                 "layers or TM attention"
             )
-        return cls(cfg, val) if steers and has_tm else None
+        if cfg.hard_finish and not clause_layers(model):
+            raise KdforgeError(f"student.hard_finish trains clause layers in hard mode; {cfg.model.name} has none")
+        return cls(cfg, val) if (steers and has_tm) or cfg.hard_finish else None
+
+    def switch_epoch(self, trainer: Trainer) -> int:
+        """The epoch at whose end the student turns hard (``hard_finish``)."""
+        if trainer.cfg.early_stopping is not None:
+            raise KdforgeError(
+                "student.hard_finish trains the last epochs in hard mode, which early stopping would skip: remove "
+                "train.early_stopping, or set student.hard_finish to 0"
+            )
+        if self.cfg.hard_finish >= trainer.epochs:
+            raise KdforgeError(
+                f"student.hard_finish ({self.cfg.hard_finish}) must be below the number of epochs ({trainer.epochs}): "
+                "the student first trains in soft mode, then finishes in hard mode"
+            )
+        return trainer.epochs - self.cfg.hard_finish
+
+    def restore(self, trainer: Trainer, model: nn.Module) -> None:
+        """On resume: what the weights do not hold (hard mode is a switch, not a tensor)."""
+        if self.cfg.hard_finish and trainer.pos.epoch >= self.switch_epoch(trainer):
+            self.harden(trainer, model)
+
+    @staticmethod
+    def harden(trainer: Trainer, model: nn.Module) -> None:
+        """Hard mode for the student, its moving average (validated in its place) and its saved spec (what
+        :func:`kdforge.load_student` rebuilds: every TM model takes ``hard``)."""
+        for module in (model, trainer.ema.module if trainer.ema is not None else None):
+            if module is not None:
+                set_hard(module)
+        if (spec := getattr(model, "kdforge_spec", None)) is not None:
+            model.kdforge_spec = {**spec, "options": {**spec["options"], "hard": True}}
 
     def __call__(self, trainer: Trainer, model: nn.Module, epoch: int) -> dict[str, Any]:
         """Steer after ``epoch`` epochs of training (0: before the first)."""
+        record = self.steer(model, epoch)
+        if self.cfg.hard_finish and epoch == self.switch_epoch(trainer):
+            self.harden(trainer, model)
+            soft = {"soft_best_epoch": trainer.pos.best_epoch, "soft_best_val": trainer.pos.best_val}
+            record |= {"hard_finish": {"epoch": epoch, "epochs": self.cfg.hard_finish, **soft}}
+            record["restart_selection"] = True
+        return record
+
+    def steer(self, model: nn.Module, epoch: int) -> dict[str, Any]:
+        """clause_specialize, auto_clause and the diagnostics."""
         specialize, auto = self.cfg.clause_specialize, self.cfg.auto_clause
         now_specialize = specialize is not None and epoch == specialize.warmup_epochs
         now_auto = auto is not None and epoch == auto.warmup_epochs
@@ -206,6 +252,6 @@ def steering_events(history: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         key: {"epoch": record["epoch"], **record[key]}
         for record in history
-        for key in ("clause_specialize", "auto_clause")
+        for key in ("clause_specialize", "auto_clause", "hard_finish")
         if key in record
     }
