@@ -21,11 +21,23 @@ the teacher. Then, once, measured side by side in this process on the CPU: encod
     uv run python benchmarks/embed.py [--seeds 0 1 2] [--ks 5 16 32]
 
 Writes benchmarks/results/embed.json and .md.
+
+``heads``: projection heads on stored vectors (``embed_proj``) trained with the shipped recipe's losses against the
+same head trained with one loss at a time (``sim_kl`` at τ 0.05 and 0.1, ``relational`` by MSE and by correlation,
+``proj_mse``: reconstructing the teacher's vector through a trained decoder), beside PCA and the uncentred SVD, on
+two corpora: kdforge's docstring corpus, and a second one of 20,000 sentences from the full docstrings of
+scientific and deep-learning libraries (numpy, scipy, scikit-learn, torch, pandas, sympy, ...; built once, written
+to a text file). Test split, each run's epoch chosen on validation, seeds 0-2.
+
+    uv run python benchmarks/embed.py heads [--seeds 0 1 2] [--ks 5 16 32]
+
+Writes benchmarks/results/embed_heads.json and .md.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -35,7 +47,7 @@ import yaml
 
 import kdforge
 from common import mean_std, run_quietly, save
-from kdforge.data.text import encode_bytes, encode_tokens
+from kdforge.data.text import docstring_sentences, encode_bytes, encode_tokens
 from kdforge.families.embedding.data import text_corpus
 from kdforge.families.embedding.teachers import load_sentence_transformer, sentence_transformer_encode
 
@@ -182,11 +194,102 @@ def markdown(out: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+HEADS = {  # row -> the losses that replace the shipped recipe's (None: keep them)
+    "embed_proj (shipped recipe)": None,
+    "sim_kl τ 0.05": [{"name": "sim_kl", "temperature": 0.05}],
+    "sim_kl τ 0.1": [{"name": "sim_kl", "temperature": 0.1}],
+    "relational (mse)": [{"name": "relational"}],
+    "relational (correlation)": [{"name": "relational", "compare": "correlation"}],
+    "proj_mse": [{"name": "proj_mse"}],
+}
+HEAD_BASELINES = ("pca", "uncentred_svd")
+LIBRARIES = (  # the second corpus: documentation of libraries kdforge's corpus does not read
+    *("numpy", "numpy.linalg", "numpy.fft", "numpy.random"),
+    *(f"scipy.{m}" for m in ("stats", "linalg", "signal", "optimize", "special", "sparse", "interpolate", "integrate")),
+    *(f"sklearn.{m}" for m in ("linear_model", "ensemble", "preprocessing", "metrics", "decomposition", "cluster")),
+    *(f"sklearn.{m}" for m in ("model_selection", "neighbors", "svm", "tree")),
+    *("torch", "torch.nn", "torch.nn.functional", "torch.optim", "torch.utils.data", "torch.linalg"),
+    *("torch.distributions", "pandas", "sympy", "matplotlib.pyplot", "matplotlib.axes", "optuna", "pydantic"),
+    *("rich.console", "PIL.Image"),
+)
+
+
+def library_corpus(path: Path, size: int = 20_000) -> Path:
+    """Every clean sentence (4-40 words) of the libraries' docstrings, deduplicated, ``size`` of them drawn at
+    random (seed 0), one per line."""
+    sentences = docstring_sentences(LIBRARIES, every_sentence=True)
+    if len(sentences) < size:
+        raise SystemExit(f"the libraries' docstrings give {len(sentences)} sentences, fewer than {size}")
+    drawn = torch.randperm(len(sentences), generator=torch.Generator().manual_seed(0))[:size]
+    path.write_text("\n".join(sentences[i] for i in sorted(drawn.tolist())) + "\n")
+    return path
+
+
+def heads(args: argparse.Namespace) -> dict:
+    """{corpus: {k: {row: {metric: [per seed]}}}}."""
+    log_dir = Path(tempfile.mkdtemp(prefix="kdforge-embed-heads-"))
+    library = library_corpus(log_dir / "library-docs.txt")
+    corpora = {"docstrings": {}, "library docs": {"files": [str(library)]}}
+    table: dict = {}
+    for corpus, data in corpora.items():
+        for k in args.ks:
+            rows = table.setdefault(corpus, {}).setdefault(
+                str(k), {row: {m: [] for m in METRICS} for row in (*HEADS, *HEAD_BASELINES)}
+            )
+            for seed in args.seeds:
+                for row, losses in HEADS.items():
+                    raw = yaml.safe_load((RECIPES / "embed_minilm_5d.yaml").read_text())
+                    raw["data"].update(data)
+                    raw["student"]["model"]["dim"] = k
+                    raw.update(seed=seed, log={"dir": str(log_dir), "progress": False})
+                    if losses is not None:
+                        raw["losses"] = losses
+                    result = run_quietly(raw).results
+                    for name in (row, *HEAD_BASELINES) if losses is None else (row,):
+                        for m in METRICS:
+                            rows[name][m].append(result["student" if name == row else name]["test"][m])
+                    print(
+                        f"{corpus} k={k:2d} seed {seed} {row:28s}: ρ {rows[row]['spearman'][-1]:.3f}, recall@10 "
+                        f"{rows[row]['recall_at_10'][-1]:.3f}",
+                        flush=True,
+                    )
+    sizes = {"docstrings": len(docstring_sentences()), "library docs": len(library.read_text().splitlines())}
+    return {"seeds": args.seeds, "ks": args.ks, "quality": table, "corpus_sizes": sizes}
+
+
+def heads_markdown(out: dict) -> str:
+    lines = [
+        f"# Projection heads on stored MiniLM-L6 vectors: the shipped recipe against single losses (test split, seeds "
+        f"{out['seeds']})",
+        "",
+        "Corpora: " + ", ".join(f"{name} {n:,} sentences" for name, n in out["corpus_sizes"].items()) + ".",
+        "",
+        "Spearman ρ of all pairwise cosines / recall@10 of the teacher's neighbours, mean ± std over seeds. Bold: the "
+        "best of the column's trained heads and baselines.",
+    ]
+    for corpus, by_k in out["quality"].items():
+        lines += ["", f"## {corpus}", "", "| k | head | Spearman ρ | recall@10 |", "|---:|---|---:|---:|"]
+        for k, rows in by_k.items():
+            best = {m: max(statistics.mean(r[m]) for r in rows.values()) for m in METRICS}
+            for row, r in rows.items():
+                cells = [
+                    f"**{mean_std(r[m], 3)}**" if statistics.mean(r[m]) == best[m] else mean_std(r[m], 3)
+                    for m in METRICS
+                ]
+                lines.append(f"| {k} | {row} | {' | '.join(cells)} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", nargs="?", default="students", choices=["students", "heads"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--ks", type=int, nargs="+", default=[5, 16, 32])
     args = parser.parse_args()
+    if args.what == "heads":
+        out = heads(args)
+        save("embed_heads", out, heads_markdown(out))
+        return
     started = time.perf_counter()
     table, text_runs = quality(args)
     out = {"seeds": args.seeds, "ks": args.ks, "quality": table, "speed": speeds(text_runs, args.ks)}

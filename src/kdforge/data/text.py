@@ -160,16 +160,28 @@ def first_sentence(doc: str) -> str | None:
     return found[1] if found else None
 
 
-def docstring_sentences(modules: Iterable[str] = DEFAULT_MODULES, min_words: int = 4, max_words: int = 40) -> list[str]:
-    """Clean first sentences of the docstrings of ``modules`` and of their public classes,
-    functions and methods; deduplicated (case-insensitively) and sorted. Modules that are not
-    installed are skipped."""
+def docstring_sentences(
+    modules: Iterable[str] = DEFAULT_MODULES, min_words: int = 4, max_words: int = 40, every_sentence: bool = False
+) -> list[str]:
+    """Clean first sentences (``every_sentence``: all sentences) of the docstrings of ``modules``
+    and of their public classes, functions and methods; deduplicated (case-insensitively) and
+    sorted. Modules that are not installed are skipped."""
     found: dict[str, str] = {}
     for doc in docstrings(modules):
-        sentence = first_sentence(doc)
-        if sentence and min_words <= len(sentence.split()) <= max_words and _CLEAN.fullmatch(sentence):
-            found.setdefault(sentence.lower(), sentence)
+        for sentence in all_sentences(doc) if every_sentence else [first_sentence(doc)]:
+            if sentence and min_words <= len(sentence.split()) <= max_words and _CLEAN.fullmatch(sentence):
+                found.setdefault(sentence.lower(), sentence)
     return sorted(found.values())
+
+
+def all_sentences(doc: str) -> list[str]:
+    """Every sentence of a docstring, paragraph by paragraph, whitespace collapsed (a sentence ends at . ! or ?
+    followed by a capital)."""
+    return [
+        sentence
+        for paragraph in re.split(r"\n\s*\n", doc)
+        for sentence in re.split(r"(?<=[.!?])\s+(?=[A-Z])", " ".join(paragraph.split()))
+    ]
 
 
 def docstrings(modules: Iterable[str] = DEFAULT_MODULES) -> list[str]:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from kdforge.data import build_dataset
-from kdforge.data.text import decode_bytes, docstring_sentences, encode_bytes, first_sentence, read_texts
+from kdforge.data.text import all_sentences, decode_bytes, docstring_sentences, encode_bytes, first_sentence, read_texts
 from kdforge.errors import KdforgeError
 from kdforge.export import load_model, read_meta, save_model
 from kdforge.families.embedding.models import _PRIME, ngram_hashes, word_hashes
@@ -87,6 +87,13 @@ def test_docstring_corpus_is_clean_deduplicated_and_deterministic():
     assert len({t.lower() for t in texts}) == len(texts)
     assert all(t[0].isupper() and t[-1] in ".!?" and 4 <= len(t.split()) <= 40 and ">>>" not in t for t in texts)
     assert first_sentence("Do this. Then that.\n\nMore.") == "Do this."
+    assert all_sentences("Do this. Then that,\n  e.g. twice.\n\nMore.") == [
+        "Do this.",
+        "Then that, e.g. twice.",
+        "More.",
+    ]
+    every = docstring_sentences(MODULES, every_sentence=True)
+    assert set(texts) < set(every) and all(t[0].isupper() and t[-1] in ".!?" for t in every)
 
 
 def test_text_corpus_splits_by_seed_and_encodes_bytes_or_tokens():

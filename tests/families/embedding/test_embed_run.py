@@ -138,6 +138,29 @@ def test_embedding_metrics_against_a_reference():
     )
 
 
+def test_stored_vectors_are_encoded_once_for_every_seed():
+    from kdforge.data import build_dataset
+    from kdforge.families.embedding.teachers import sentence_embeddings
+
+    sentence_embeddings.cache_clear()
+    splits = [
+        build_dataset(
+            "text_corpus", modules=MODULES, encoding="embeddings", seed=s, val_fraction=0.15, test_fraction=0.2
+        )
+        for s in (0, 1)
+    ]
+    assert sentence_embeddings.cache_info().misses == 1  # the second seed shuffles the first's vectors
+    assert splits[0].texts["test"] != splits[1].texts["test"]
+    vector = {
+        t: v
+        for t, v in zip(
+            splits[0].texts["test"] + splits[0].texts["val"], torch.cat([splits[0].test.x, splits[0].val.x])
+        )
+    }
+    shared = [(t, v) for t, v in zip(splits[1].texts["test"], splits[1].test.x) if t in vector]
+    assert shared and all(torch.equal(vector[t], v) for t, v in shared)  # each text keeps its own vector
+
+
 def test_stored_vectors_of_a_corpus_equal_what_the_online_teacher_gives(embed_recipe, tmp_path):
     from kdforge.data import build_dataset
 

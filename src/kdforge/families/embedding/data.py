@@ -52,17 +52,20 @@ def text_corpus(
     compress); ``file_encoding`` decodes the files; ``text_column``: the texts' field in .jsonl,
     .csv and Hugging Face data (.parquet, .arrow, save_to_disk folders). Targets are filled with the
     teacher's embeddings by the run."""
-    texts = (
+    every = (
         sorted({t for f in files for t in read_texts(f, file_encoding, text_column)})
         if files
         else docstring_sentences(modules or DEFAULT_MODULES)
     )
-    order = np.random.default_rng(seed).permutation(len(texts))[:max_texts]
-    texts = [texts[i] for i in order]
+    order = np.random.default_rng(seed).permutation(len(every))[:max_texts]
+    texts = [every[i] for i in order]
     if encoding == "embeddings":  # vectors to compress (embed_proj, teacher: {source: table})
-        return _embedding_bundle(
-            "text_corpus", sentence_embeddings(encoder, tuple(texts)), texts, val_fraction, test_fraction
+        vectors = (  # every text: encoded once per process whatever the seed (a sweep's seeds share them)
+            sentence_embeddings(encoder, tuple(every))[torch.from_numpy(order)]
+            if max_texts is None
+            else sentence_embeddings(encoder, tuple(texts))
         )
+        return _embedding_bundle("text_corpus", vectors, texts, val_fraction, test_fraction)
     x = encode_bytes(texts, max_length) if encoding == "bytes" else encode_tokens(texts, tokenizer, max_length)
     return _embedding_bundle("text_corpus", x, texts, val_fraction, test_fraction, decoder(encoding, tokenizer))
 
