@@ -49,6 +49,7 @@ COMMANDS = {
     "tm_hard_finish.json": "uv run python benchmarks/tm.py hard_finish",
     "tm_hard_finish.md": "uv run python benchmarks/tm.py hard_finish",
     "tm_patch_norm.md": "uv run python benchmarks/tm.py patch_norm",
+    "tm_accuracy_finish.md": "uv run python benchmarks/tm.py accuracy_finish",
 }
 
 
@@ -163,6 +164,7 @@ FIGURES = [
     *table("docs/tm.md", "| tm_flat | 527,882", "tm_accuracy.md"),
     *table("docs/tm.md", "| vit_tm_tiny (patch 8)", "tm_blocks.md"),
     *table("docs/tm.md", "| token parity | ViT-TM", "tm_ablation.md"),
+    *table("docs/tm.md", "| swin_tm, alone |", "tm_accuracy_finish.md"),
     *table("docs/lm.md", "| alone (CE) |", "lm_hf.md"),
     *table("docs/lm.md", "| 0 (supervised) |", "lm_trl.md"),
     *table("docs/embedding.md", "| 5 | **", "embed.md"),
