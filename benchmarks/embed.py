@@ -204,6 +204,19 @@ HEADS = {  # row -> the losses that replace the shipped recipe's (None: keep the
     "relational (correlation)": [{"name": "relational", "compare": "correlation"}],
     "proj_mse": [{"name": "proj_mse"}],
 }
+RELATIONAL = {"name": "relational", "compare": "correlation"}
+LISTWISE = {"name": "sim_kl", "temperature": 0.05}
+MIXES = {  # candidates for the shipped recipe: the best single losses on each metric, together
+    **{f"relational + sim_kl τ 0.05 × {w}": [RELATIONAL, {**LISTWISE, "weight": w}] for w in (10, 30, 100, 300)},
+    **{
+        f"shipped + sim_kl τ 0.05 × {w}": [
+            {"name": "infonce", "temperature": 0.1, "neighbours": 10},
+            {**RELATIONAL, "weight": 3.0},
+            {**LISTWISE, "weight": w},
+        ]
+        for w in (30, 100)
+    },
+}
 HEAD_BASELINES = ("pca", "uncentred_svd")
 SPLITS = {"test": "test", "val": "val_best"}  # what is reported, and what a recipe is chosen on
 LIBRARIES = (  # the second corpus: documentation of libraries kdforge's corpus does not read
@@ -235,10 +248,11 @@ def head_run(job: tuple) -> dict:
     raw["data"].update(data)
     raw["student"]["model"]["dim"] = k
     raw.update(seed=seed, log={"dir": log_dir, "progress": False})
-    if HEADS[row] is not None:
-        raw["losses"] = HEADS[row]
+    losses = {**HEADS, **MIXES}[row]
+    if losses is not None:
+        raw["losses"] = losses
     result = run_quietly(raw).results
-    names = (row, *HEAD_BASELINES) if HEADS[row] is None else (row,)
+    names = (row, *HEAD_BASELINES) if losses is None else (row,)
     return {
         name: {split: result["student" if name == row else name][key] for split, key in SPLITS.items()}
         for name in names
@@ -250,11 +264,11 @@ def heads(args: argparse.Namespace) -> dict:
     log_dir = Path(tempfile.mkdtemp(prefix="kdforge-embed-heads-"))
     library = library_corpus(log_dir / "library-docs.txt")
     corpora = {"docstrings": {}, "library docs": {"files": [str(library)]}}
-    jobs = [(corpus, k, seed, row) for corpus in corpora for k in args.ks for seed in args.seeds for row in HEADS]
+    jobs = [(corpus, k, seed, row) for corpus in corpora for k in args.ks for seed in args.seeds for row in args.rows]
+    rows = [*args.rows, *(HEAD_BASELINES if None in ({**HEADS, **MIXES}[r] for r in args.rows) else ())]
     table: dict = {  # split -> corpus -> k -> row -> metric -> per seed
         split: {
-            corpus: {str(k): {row: {m: [] for m in METRICS} for row in (*HEADS, *HEAD_BASELINES)} for k in args.ks}
-            for corpus in corpora
+            corpus: {str(k): {row: {m: [] for m in METRICS} for row in rows} for k in args.ks} for corpus in corpora
         }
         for split in SPLITS
     }
@@ -278,9 +292,10 @@ def heads(args: argparse.Namespace) -> dict:
             "minutes": round((time.perf_counter() - started) / 60, 1)}  # fmt: skip
 
 
-def heads_markdown(out: dict) -> str:
+def heads_markdown(out: dict, on: str = "test") -> str:
+    split = "test split" if on == "test" else "validation split, each run's best epoch"
     lines = [
-        f"# Projection heads on stored MiniLM-L6 vectors: the shipped recipe against single losses (test split, seeds "
+        f"# Projection heads on stored MiniLM-L6 vectors: the shipped recipe against single losses ({split}, seeds "
         f"{out['seeds']})",
         "",
         "Corpora: " + ", ".join(f"{name} {n:,} sentences" for name, n in out["corpus_sizes"].items()) + ".",
@@ -289,7 +304,7 @@ def heads_markdown(out: dict) -> str:
         f"best of the column's trained heads and baselines. Heads: `embed_proj` (hidden 256) as in "
         f"`embed_minilm_5d.yaml` with `dim` = k, 60 epochs. {out['minutes']} minutes, 2 processes of one thread.",
     ]
-    for corpus, by_k in out["quality"].items():
+    for corpus, by_k in out["quality" if on == "test" else "validation"].items():
         lines += ["", f"## {corpus}", "", "| k | head | Spearman ρ | recall@10 |", "|---:|---|---:|---:|"]
         for k, rows in by_k.items():
             best = {m: max(statistics.mean(r[m]) for r in rows.values()) for m in METRICS}
@@ -308,10 +323,17 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--ks", type=int, nargs="+", default=[5, 16, 32])
     parser.add_argument("--workers", type=int, default=2, help="heads: runs at once, one thread each")
+    parser.add_argument(
+        "--rows", nargs="+", default=list(HEADS), choices=[*HEADS, *MIXES], help="heads: which heads (default: all)"
+    )
+    parser.add_argument("--out", default="embed_heads", help="heads: results name (benchmarks/results/NAME.json)")
+    parser.add_argument(
+        "--on", choices=["test", "val"], default="test", help="heads: the split the table shows (val: to choose on)"
+    )
     args = parser.parse_args()
     if args.what == "heads":
         out = heads(args)
-        save("embed_heads", out, heads_markdown(out))
+        save(args.out, out, heads_markdown(out, args.on))
         return
     started = time.perf_counter()
     table, text_runs = quality(args)

