@@ -350,6 +350,26 @@ def test_similarity_kl_vanishes_when_similarities_are_kept_and_tau_changes_more_
     assert per_tau[0] > per_tau[1] > per_tau[2]  # sharper rows differ more
 
 
+def test_standardized_similarity_kl_matches_reference_and_ignores_each_rows_shift_and_scale():
+    s, tt, tau = rng.normal(size=(7, 5)), rng.normal(size=(7, 384)), 0.2
+    z = lambda row: (row - row.mean()) / row.std(ddof=1)  # noqa: E731
+    expected = []
+    for i in range(7):
+        others = [j for j in range(7) if j != i]
+        rows = [softmax(z(cosine_matrix(x)[i, others]) / tau) for x in (tt, s)]
+        expected.append(kl(*rows))
+    got = lf.similarity_kl(t(s), t(tt), tau, standardize=True).item()
+    assert got == pytest.approx(tau**2 * np.mean(expected), rel=1e-4)
+    assert got != pytest.approx(lf.similarity_kl(t(s), t(tt), tau).item(), rel=1e-2)
+    # unit vectors beside a shared offset: every cosine becomes (a² cos + c²) / (a² + c²), an affine map of the
+    # teacher's that narrows each row's spread; the plain form charges for it, the standardised one does not
+    teacher = rng.normal(size=(6, 3))
+    teacher /= np.linalg.norm(teacher, axis=1, keepdims=True)
+    squeezed = np.hstack([0.5 * teacher, np.ones((6, 1))])
+    assert lf.similarity_kl(t(squeezed), t(teacher), tau, standardize=True).item() == pytest.approx(0.0, abs=1e-5)
+    assert lf.similarity_kl(t(squeezed), t(teacher), tau).item() > 1e-3
+
+
 def test_neighbour_infonce_matches_reference_with_teacher_neighbours_as_positives():
     s, tt, tau, k = rng.normal(size=(6, 4)), rng.normal(size=(6, 30)), 0.3, 2
     ts, ss = cosine_matrix(tt), cosine_matrix(s) / tau

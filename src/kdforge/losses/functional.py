@@ -490,17 +490,23 @@ def _off_diagonal(m: torch.Tensor) -> torch.Tensor:
     return m.masked_select(~torch.eye(n, dtype=torch.bool, device=m.device)).view(n, n - 1)
 
 
-def similarity_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: Temperature = 1.0) -> torch.Tensor:
+def similarity_kl(
+    student: torch.Tensor, teacher: torch.Tensor, temperature: Temperature = 1.0, standardize: bool = False
+) -> torch.Tensor:
     """sim_kl: each sample's distribution over the *other* samples of the batch,
     softmax_j(cos(x_i, x_j) / τ), for teacher and student; T²-scaled batch-mean
     KL(teacher ‖ student). Widths may differ (a 5-d student against a 384-d teacher).
 
     τ decides what is kept: a small τ concentrates each row on its nearest neighbours, a
     large one spreads it over the whole similarity profile (so a curriculum from high to
-    low τ moves from global structure to neighbourhoods)."""
-    log_ps = F.log_softmax(_off_diagonal(_cosine_matrix(student)) / temperature, dim=1)
-    log_pt = F.log_softmax(_off_diagonal(_cosine_matrix(teacher)) / temperature, dim=1)
-    return _scaled_kl(log_pt, log_ps, temperature)
+    low τ moves from global structure to neighbourhoods). ``standardize`` z-scores each row of
+    cosines first (:func:`standardize_logits`), so the student need not reproduce the teacher's
+    spread of cosines, only their order and relative gaps: a narrow space keeps its neighbours
+    without squeezing every other pair to match the teacher's scale."""
+    s, t = _off_diagonal(_cosine_matrix(student)), _off_diagonal(_cosine_matrix(teacher))
+    if standardize:
+        s, t = standardize_logits(s), standardize_logits(t)
+    return _scaled_kl(F.log_softmax(t / temperature, dim=1), F.log_softmax(s / temperature, dim=1), temperature)
 
 
 def neighbour_infonce(

@@ -109,11 +109,13 @@ class SimilarityKL(SimilarityTerm):
         mapping: LayerMapping = "explicit",
         submodule: str | None = None,
         temperature: float | ScheduleConfig = 1.0,
+        standardize: bool = False,
     ):
         super().__init__(student, teacher, mapping, submodule, temperature)
+        self.standardize = standardize
 
     def similarity_loss(self, student: torch.Tensor, teacher: torch.Tensor, tau: float) -> torch.Tensor:
-        return lf.similarity_kl(student, teacher, tau)
+        return lf.similarity_kl(student, teacher, tau, self.standardize)
 
 
 @LOSSES.register("infonce")
