@@ -195,3 +195,24 @@ def test_stored_vectors_of_a_corpus_equal_what_the_online_teacher_gives(embed_re
         FAMILIES["embedding"].prepare_data(session, teacher)
         assert stored.texts["test"] == session.data.texts["test"]
         torch.testing.assert_close(stored.test.x, session.test.y, atol=1e-5, rtol=1e-4)
+
+
+def test_the_teachers_vectors_of_a_text_corpus_are_read_from_the_cache_by_the_next_run(
+    embed_recipe, tmp_path, monkeypatch
+):
+    from kdforge.families.embedding import teachers
+
+    monkeypatch.setenv("KDFORGE_CACHE", str(tmp_path / "cache"))
+
+    def targets(where: str) -> torch.Tensor:
+        with Session(Recipe.model_validate(embed_recipe), tmp_path / where, Console(file=io.StringIO())) as session:
+            teacher, _ = session.acquire_teacher()
+            load_parts()
+            FAMILIES["embedding"].prepare_data(session, teacher)
+            return torch.cat([session.train.y, session.val.y, session.test.y])
+
+    first = targets("first")
+    assert len(list((tmp_path / "cache").glob("sentence-embeddings-*.safetensors"))) == 1
+    encode_nothing = lambda encoder: lambda texts: pytest.fail(f"encoded {len(texts)} texts again")  # noqa: E731
+    monkeypatch.setattr(teachers, "sentence_transformer_encode", encode_nothing)
+    torch.testing.assert_close(targets("second"), first)

@@ -27,6 +27,7 @@ from kdforge.teachers.text import Encode, TextTeacher
 
 if TYPE_CHECKING:
     from kdforge.config import TeacherConfig
+    from kdforge.data.bundle import DataBundle
     from kdforge.session import Session
 
 
@@ -65,9 +66,16 @@ def model_path(name: str) -> Path:
 
 @functools.lru_cache(maxsize=4)
 def sentence_embeddings(name: str, texts: tuple[str, ...]) -> torch.Tensor:
-    """[N, D] embeddings of ``texts`` by the sentence encoder ``name`` on the CPU, computed once and kept in
-    kdforge's cache folder (``$KDFORGE_CACHE``, else ``~/.cache/kdforge``) under a digest of the texts, the model's
-    files and the library versions: the stored vectors of a corpus are encoded once for every run that reads them."""
+    """[N, D] embeddings of ``texts`` by the sentence encoder ``name`` on the CPU (:func:`stored_embeddings`),
+    also kept in memory for the process's next dataset (a sweep's seeds)."""
+    return stored_embeddings(name, texts)
+
+
+def stored_embeddings(name: str, texts: tuple[str, ...], encoder: nn.Module | None = None) -> torch.Tensor:
+    """[N, D] embeddings of ``texts`` by the sentence encoder ``name`` (``encoder``, already loaded, or loaded on
+    the CPU), computed once and kept in kdforge's cache folder (``$KDFORGE_CACHE``, else ``~/.cache/kdforge``) under
+    a digest of the texts, the model's files and the library versions: a corpus is encoded once for every run and
+    seed that reads it."""
     path = cache_folder() / f"sentence-embeddings-{_digest(name, texts)}.safetensors"
     if path.exists():
         try:
@@ -75,7 +83,7 @@ def sentence_embeddings(name: str, texts: tuple[str, ...]) -> torch.Tensor:
         except (FileReadError, KeyError) as err:
             why = err if isinstance(err, FileReadError) else f"cached sentence embeddings '{path}' hold no 'embeddings'"
             raise FileReadError(f"{why}; delete it to encode the texts again") from None
-    encoder = load_sentence_transformer(name)
+    encoder = encoder if encoder is not None else load_sentence_transformer(name)
     teacher = TextTeacher(
         lambda rows: [texts[i] for i in rows.tolist()], sentence_transformer_encode(encoder), encoder, remember=False
     )
@@ -127,10 +135,23 @@ def sentence_transformers_source(
     encoder = load_sentence_transformer(name, session.device)
     info = {"model": name, "path": encoder.kdforge_path, "embedding_dim": encoder.get_embedding_dimension()}
     if session.data.decode is not None:  # a text dataset: read its rows as texts, encode each once
-        return TextTeacher(session.data.decode, sentence_transformer_encode(encoder), encoder).to(
+        memory = corpus_vectors(session.data, name, encoder)
+        return TextTeacher(session.data.decode, sentence_transformer_encode(encoder), encoder, memory).to(
             session.device
         ).eval(), info
     return SentenceEncoder(encoder).to(session.device).eval(), info
+
+
+def corpus_vectors(data: DataBundle, name: str, encoder: nn.Module) -> dict[str, torch.Tensor]:
+    """text -> the encoder's vector, for every text of an in-memory text dataset, read from kdforge's cache
+    folder or encoded and stored there (:func:`stored_embeddings`): the teacher's outputs on a corpus, which the
+    run needs for every split, are computed once for all runs and seeds. Empty for data read from disk as
+    training goes (encoded as it comes)."""
+    rows = [getattr(split, "x", None) for split in (data.train, data.val, data.test)]
+    if not all(isinstance(r, torch.Tensor) for r in rows):
+        return {}
+    texts = sorted({text for r in rows for text in data.decode(r)})
+    return dict(zip(texts, stored_embeddings(name, tuple(texts), encoder)))
 
 
 class SentenceEncoder(nn.Module):
