@@ -507,6 +507,18 @@ def hard_finish(args: argparse.Namespace) -> dict:
     return {"epochs": args.epochs, "finish_epochs": 3, "seeds": args.seeds, "cases": cases}
 
 
+def finish_rows(cases: dict) -> list[str]:
+    """The finishing tables' header and one row per case: soft, hard, finished (with each seed's), the gain."""
+    lines = ["| student | soft | hard | hard after finishing | finished − soft |", "|---|---:|---:|---:|---:|"]
+    for case, cell in cases.items():
+        seeds = " / ".join(f"{100 * v:.2f}" for v in cell["finished"])
+        gap = 100 * (statistics.mean(cell["finished"]) - statistics.mean(cell["soft"]))
+        lines.append(
+            f"| {case} | {_pm(cell['soft'])} | {_pm(cell['hard'])} | {_pm(cell['finished'])} ({seeds}) | {gap:+.2f} |"
+        )
+    return lines
+
+
 def hard_finish_table(result: dict) -> str:
     lines = [
         f"# Finishing in hard mode: token parity, {result['epochs']} epochs then {result['finish_epochs']} in hard "
@@ -515,16 +527,8 @@ def hard_finish_table(result: dict) -> str:
         "Test accuracy (%), mean ± std over seeds (per seed in brackets). Second stage: `init_from` the first run, "
         "`hard: true`, lr 2e-4, no warm-up; its best epoch on validation.",
         "",
-        "| student | soft | hard | hard after finishing | finished − soft |",
-        "|---|---:|---:|---:|---:|",
     ]
-    for case, cell in result["cases"].items():
-        seeds = " / ".join(f"{100 * v:.2f}" for v in cell["finished"])
-        gap = 100 * (statistics.mean(cell["finished"]) - statistics.mean(cell["soft"]))
-        lines.append(
-            f"| {case} | {_pm(cell['soft'])} | {_pm(cell['hard'])} | {_pm(cell['finished'])} ({seeds}) | {gap:+.2f} |"
-        )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + finish_rows(result["cases"])) + "\n"
 
 
 FINISH_CASES = [  # (student, setting): the accuracy table's students whose rules lost over 0.5 points
@@ -580,16 +584,8 @@ def accuracy_finish_table(result: dict) -> str:
         f"the finished run trains {epochs} epochs in soft mode and its last {finish} in hard mode, and chooses its "
         "best epoch on validation among the hard ones.",
         "",
-        "| student | soft | hard | hard after finishing | finished − soft |",
-        "|---|---:|---:|---:|---:|",
     ]
-    for case, cell in result["cases"].items():
-        seeds = " / ".join(f"{100 * v:.2f}" for v in cell["finished"])
-        gap = 100 * (statistics.mean(cell["finished"]) - statistics.mean(cell["soft"]))
-        lines.append(
-            f"| {case} | {_pm(cell['soft'])} | {_pm(cell['hard'])} | {_pm(cell['finished'])} ({seeds}) | {gap:+.2f} |"
-        )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + finish_rows(result["cases"])) + "\n"
 
 
 PACKED_STUDENTS = {  # the shipped presets and recipes' students, on the inputs they are made for
