@@ -1,8 +1,9 @@
 """Embedding distillation: all-MiniLM-L6-v2 (384-d, the built-in offline teacher) on the
 built-in docstring corpus, compressed to k ∈ {5, 16, 32} dimensions.
 
-Three students, each trained with the shipped recipes' loss (InfoNCE with each text's 10
-teacher neighbours as positives + ``relational`` with ``compare: correlation``):
+Three students, each trained with its shipped recipe's losses (``embed_proj``: ``relational`` with
+``compare: correlation`` + ``sim_kl`` on z-scored rows at τ 0.3; the text students: InfoNCE with
+each text's 10 teacher neighbours as positives + ``relational`` with ``compare: correlation``):
 
 * ``embed_proj`` (``recipes/embed_minilm_5d.yaml``): an MLP from the teacher's vectors, for
   compressing stored embeddings; it needs the teacher's vectors at inference, as PCA does.
