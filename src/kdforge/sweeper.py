@@ -11,7 +11,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import statistics
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +24,7 @@ from rich.table import Table
 from kdforge.config import Recipe
 from kdforge.errors import KdforgeError
 from kdforge.files import write_json, write_text
+from kdforge.processes import exit_on_sigterm
 from kdforge.report import roles
 from kdforge.runner import run
 
@@ -98,23 +98,24 @@ def sweep(
     return SweepResult(sweep_dir, summary)
 
 
-def _seed_results(recipe: Recipe, threads: int) -> dict[str, Any]:
+def _seed_results(job: tuple[Recipe, int]) -> dict[str, Any]:
+    recipe, threads = job
     torch.set_num_threads(threads)
     return {**run(recipe, console=Console(quiet=True)).results, "seed": recipe.seed}
 
 
 def _in_processes(recipes: list[Recipe], jobs: int, console: Console) -> list[dict[str, Any]]:
     """The seeds' runs in ``jobs`` processes whose thread counts add up to the cores (more threads each would
-    only make their pools fight over the cores), in seed order."""
+    only make their pools fight over the cores), in seed order. Leaving the pool's block for any reason (an
+    error, Ctrl-C, SIGTERM) terminates its processes: no seed keeps training after the command ends."""
     threads = max(1, (os.cpu_count() or 1) // jobs)
     console.rule(f"[bold]seeds {', '.join(str(r.seed) for r in recipes)}: {jobs} processes × {threads} threads")
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(jobs, mp_context=context) as pool:
-        futures = [pool.submit(_seed_results, recipe, threads) for recipe in recipes]
-        for future in as_completed(futures):
-            found = future.result()
-            console.print(f"seed {found['seed']}: student {100 * found['student']['test']['accuracy']:.2f}% on test")
-    return [future.result() for future in futures]
+    found: dict[int, dict[str, Any]] = {}
+    with exit_on_sigterm(), multiprocessing.get_context("spawn").Pool(jobs) as pool:
+        for results in pool.imap_unordered(_seed_results, [(recipe, threads) for recipe in recipes]):
+            found[seed := results["seed"]] = results
+            console.print(f"seed {seed}: student {100 * results['student']['test']['accuracy']:.2f}% on test")
+    return [found[recipe.seed] for recipe in recipes]
 
 
 def _pm(stat: dict[str, float] | None, scale: float = 100.0, digits: int = 2) -> str:

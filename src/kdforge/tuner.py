@@ -43,6 +43,7 @@ from kdforge.config.tune import ParamSpec
 from kdforge.errors import ConfigError, KdforgeError
 from kdforge.evaluate import score
 from kdforge.files import save_figure, write_text
+from kdforge.processes import exit_on_sigterm
 from kdforge.registry import LOSSES
 
 if TYPE_CHECKING:
@@ -382,16 +383,17 @@ def _parallel(job: dict[str, Any], jobs: int, threads: int, progress: Any, stora
     """``jobs`` processes share the study through its storage; this one follows their progress."""
     context = multiprocessing.get_context("spawn")
     workers = [context.Process(target=work, args=({**job, "threads": threads, "worker": w},)) for w in range(jobs)]
-    for worker in workers:
-        worker.start()
-    try:
-        while any(worker.is_alive() for worker in workers):
-            for worker in workers:
-                worker.join(timeout=2.0)
-            progress(load_study(job["name"], storage, job["seed"], job["pruner"], tuple(job["startup"])), None)
-    finally:
-        for worker in (w for w in workers if w.is_alive()):  # interrupted: no trial process outlives the command
-            worker.terminate()
+    with exit_on_sigterm():  # a SIGTERM unwinds through the finally below too
+        for worker in workers:
+            worker.start()
+        try:
+            while any(worker.is_alive() for worker in workers):
+                for worker in workers:
+                    worker.join(timeout=2.0)
+                progress(load_study(job["name"], storage, job["seed"], job["pruner"], tuple(job["startup"])), None)
+        finally:
+            for worker in (w for w in workers if w.is_alive()):  # interrupted: no trial process outlives the command
+                worker.terminate()
     if failed := [w.exitcode for w in workers if w.exitcode]:
         raise KdforgeError(f"tune: {len(failed)} of {jobs} trial processes ended with an error (exit codes {failed})")
 
