@@ -27,7 +27,6 @@ import argparse
 import cProfile
 import io
 import json
-import math
 import platform
 import pstats
 import statistics
@@ -37,9 +36,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from rich.console import Console
 
+from common import HandLoop
 from kdforge.callbacks import Callback
 from kdforge.config import Recipe
 from kdforge.distiller import Distiller
@@ -80,50 +79,6 @@ def recipe(setup: str, epochs: int, log_dir: str) -> Recipe:
     )
 
 
-class HandLoop:
-    """The fastest loop written by hand: tensors in memory, in the layout the models run fastest in."""
-
-    def __init__(self, session: Session, teacher: torch.nn.Module, student: torch.nn.Module, epochs: int):
-        fmt = session.memory_format
-        self.x, self.y = session.data.train.x.contiguous(memory_format=fmt), session.data.train.y
-        self.val_x, self.val_y = session.data.val.x.contiguous(memory_format=fmt), session.data.val.y
-        self.teacher, self.student = teacher.to(memory_format=fmt), student.to(memory_format=fmt)
-        self.batch = session.recipe.data.batch_size
-        steps = math.ceil(len(self.y) / self.batch) * epochs
-        # the same update as kdforge's: no weight decay on biases and norms (optim.filter_bias_and_bn)
-        groups = [
-            {"params": [p for p in self.student.parameters() if p.ndim > 1]},
-            {"params": [p for p in self.student.parameters() if p.ndim <= 1], "weight_decay": 0.0},
-        ]
-        self.opt = torch.optim.AdamW(groups, lr=LR, weight_decay=0.01, fused=True)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
-        self.epoch = 0
-
-    def run_epoch(self) -> float:
-        start = time.perf_counter()
-        self.student.train()
-        order = torch.randperm(len(self.y), generator=torch.Generator().manual_seed(self.epoch))
-        for i in range(0, len(self.y), self.batch):
-            idx = order[i : i + self.batch]
-            xb, yb = self.x[idx], self.y[idx]
-            with torch.no_grad():
-                t_logits = self.teacher(xb)
-            s_logits = self.student(xb)
-            kd = F.kl_div(
-                F.log_softmax(s_logits / T, -1), F.log_softmax(t_logits / T, -1), reduction="batchmean", log_target=True
-            )
-            loss = 0.1 * F.cross_entropy(s_logits, yb) + 0.9 * kd * T * T
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
-            self.sched.step()
-        self.student.eval()
-        with torch.no_grad():
-            (self.student(self.val_x).argmax(-1) == self.val_y).float().mean().item()
-        self.epoch += 1
-        return time.perf_counter() - start
-
-
 class Interleave(Callback):
     """After each kdforge epoch, one hand-written epoch; the time of each, paired."""
 
@@ -159,7 +114,8 @@ def one_fit(
         student = session.build_student().to(memory_format=session.memory_format)
         hand_student = session.build_student()
         hand_student.load_state_dict(student.state_dict())
-        hand = HandLoop(session, hand_teacher.eval().requires_grad_(False), hand_student, epochs)
+        hand_teacher = hand_teacher.eval().requires_grad_(False).to(memory_format=session.memory_format)
+        hand = HandLoop(session, hand_student, lambda x, _: hand_teacher(x), epochs, temperature=T)
         pairing = Interleave(hand)
         teacher = session.wrap_teacher(teacher_net)
         distiller = Distiller(student, teacher, build_losses([c.model_dump() for c in r.losses]), session.example)
