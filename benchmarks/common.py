@@ -4,12 +4,15 @@ table people read)."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
+import multiprocessing
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -18,6 +21,7 @@ from rich.console import Console
 
 import kdforge
 from kdforge.callbacks import Callback
+from kdforge.processes import exit_on_sigterm
 from kdforge.session import Session
 
 RESULTS = Path(__file__).parent / "results"
@@ -81,6 +85,29 @@ class HandLoop:
             (self.student(self.val_x).argmax(-1) == self.val_y).float().mean().item()
         self.epoch += 1
         return time.perf_counter() - start
+
+
+@contextlib.contextmanager
+def worker_pool(workers: int, one_thread: bool = False) -> Iterator[ProcessPoolExecutor]:
+    """Spawned worker processes that do not outlive the benchmark: when it is stopped (Ctrl-C, ``kill``, a
+    scheduler's SIGTERM) the running workers are terminated, not waited for, and the queued runs dropped. With
+    ``one_thread`` each worker runs PyTorch on one thread, so that ``workers`` of them share the cores."""
+    pool = ProcessPoolExecutor(
+        workers,
+        multiprocessing.get_context("spawn"),
+        initializer=torch.set_num_threads if one_thread else None,
+        initargs=(1,) if one_thread else (),
+    )
+    with exit_on_sigterm():
+        try:
+            yield pool
+        except BaseException:
+            workers_now = list((getattr(pool, "_processes", None) or {}).values())  # no public handle on them
+            pool.shutdown(wait=False, cancel_futures=True)
+            for process in workers_now:
+                process.terminate()
+            raise
+        pool.shutdown()
 
 
 def run_quietly(raw: dict) -> kdforge.RunResult:

@@ -38,18 +38,16 @@ Writes benchmarks/results/embed_heads.json and .md.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import statistics
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
 import yaml
 
 import kdforge
-from common import mean_std, run_quietly, save
+from common import mean_std, run_quietly, save, worker_pool
 from kdforge.data.text import docstring_sentences, encode_bytes, encode_tokens
 from kdforge.families.embedding.data import text_corpus
 from kdforge.families.embedding.teachers import load_sentence_transformer, sentence_transformer_encode
@@ -274,8 +272,7 @@ def heads(args: argparse.Namespace) -> dict:
         for split in SPLITS
     }
     started = time.perf_counter()
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(args.workers, context, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+    with worker_pool(args.workers, one_thread=True) as pool:
         work = [(row, corpora[corpus], k, seed, str(log_dir)) for corpus, k, seed, row in jobs]
         for (corpus, k, seed, row), out in zip(jobs, pool.map(head_run, work)):
             for name, by_split in out.items():

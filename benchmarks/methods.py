@@ -34,7 +34,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ import torch
 from rich.console import Console
 
 import kdforge
+from common import worker_pool
 
 RESULTS = Path(__file__).parent / "results"
 CHOOSING = Path(__file__).parents[1] / "docs" / "choosing.md"  # its main table is the suite's
@@ -331,7 +332,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 def _pool(jobs: list[tuple[Callable[..., Any], tuple[Any, ...]]], workers: int, done: Callable[..., None]) -> None:
     started = time.perf_counter()
-    with ProcessPoolExecutor(workers) as pool:
+    with worker_pool(workers) as pool:
         futures = {pool.submit(fn, *args): args for fn, args in jobs}
         for future in as_completed(futures):
             done(futures[future], future.result())

@@ -31,19 +31,17 @@ import argparse
 import functools
 import json
 import math
-import multiprocessing
 import os
 import statistics
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
 import yaml
 
 import kdforge
-from common import RESULTS, mean_std, run_quietly, save
+from common import RESULTS, mean_std, run_quietly, save, worker_pool
 from kdforge.bench import latency_ms
 from kdforge.data import recipe_data
 from kdforge.export import load_run_teacher
@@ -97,7 +95,7 @@ def sar_seed(seed: int, presets: list[str], runs: str, threads: int) -> dict[str
 
 def sar(args: argparse.Namespace) -> dict:
     threads = _threads(args.jobs)
-    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with worker_pool(args.jobs) as pool:
         per_seed = list(
             pool.map(functools.partial(sar_seed, presets=args.presets, runs=args.runs, threads=threads), args.seeds)
         )
@@ -157,7 +155,7 @@ def _threads(jobs: int) -> int:
 def add_control(args: argparse.Namespace, rows: dict[str, dict]) -> None:
     """Each preset's row gains ``alone_same_steps`` (per seed) and ``same_steps_epochs``."""
     threads = _threads(args.jobs)
-    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with worker_pool(args.jobs) as pool:
         found = list(
             pool.map(
                 functools.partial(as_many_steps_seed, presets=args.presets, runs=args.runs, threads=threads), args.seeds

@@ -102,12 +102,10 @@ import argparse
 import copy
 import io
 import json
-import multiprocessing
 import platform
 import statistics
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -115,7 +113,7 @@ import torch
 from rich.console import Console
 
 import kdforge
-from common import save
+from common import save, worker_pool
 from kdforge.bench import latency_ms
 from kdforge.families.tm.clause import set_hard
 from kdforge.families.tm.rules import PackedTM, model_rules
@@ -407,8 +405,7 @@ def ablation(args: argparse.Namespace) -> dict:
         first.setdefault((job[0], job[4]), job)
     phases = [list(first.values()), [job for job in jobs if job not in first.values()]]
     outcome: dict[tuple, dict] = {}
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(args.workers, context, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+    with worker_pool(args.workers, one_thread=True) as pool:
         for phase in phases:
             runs = [(tasks[name], student, variant, mode, seed, args.epochs, log_dir)
                     for name, student, variant, mode, seed in phase]  # fmt: skip
@@ -497,8 +494,7 @@ def hard_finish(args: argparse.Namespace) -> dict:
     task = token_task(Path(log_dir) / "token-parity.npz", ABLATION_TASKS["token parity"])
     jobs = [(task, *case, seed, args.epochs, 3, log_dir) for case in HARD_FINISH_CASES for seed in args.seeds]
     cases: dict = {}
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(args.workers, context, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+    with worker_pool(args.workers, one_thread=True) as pool:
         for job, out in zip(jobs, pool.map(hard_finish_run, jobs)):
             cell = cases.setdefault(f"{job[1]}, {job[2]}, {job[3]}", {"soft": [], "hard": [], "finished": []})
             for key, value in out.items():
@@ -563,8 +559,7 @@ def accuracy_finish(args: argparse.Namespace) -> dict:
     jobs = [(*case, seed, args.epochs, 3, log_dir) for case in FINISH_CASES for seed in args.seeds]
     cases: dict = {}
     started = time.perf_counter()
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(args.workers, context, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+    with worker_pool(args.workers, one_thread=True) as pool:
         for job, out in zip(jobs, pool.map(accuracy_finish_run, jobs)):
             cell = cases.setdefault(f"{job[0]}, {job[1]}", {key: [] for key in out})
             for key, value in out.items():
