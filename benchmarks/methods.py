@@ -6,8 +6,9 @@ students of 1k-50k parameters; 60 epochs, 3 seeds. On every pair:
 - **alone**: the student trained with cross-entropy only;
 - **default**: the shipped ``digits_kd`` recipe with only the data, the student and the epochs swapped (when a
   method's recipe is that same recipe, as DIST's is, their runs are the same runs);
-- **tuned**: ``kdforge tune`` of the default recipe (its default space, validation of seed 0 only), then the
-  best recipe trained over the seeds;
+- **tuned**: ``kdforge tune`` of the default recipe (its default space; each trial scored by its mean
+  validation accuracy over ``--trial-seeds`` seeds, each its own split), then the best recipe trained over the
+  seeds;
 - every method of ``METHODS``; the **best single method** is the one with the best mean *validation* accuracy.
 
 The best epoch of every run is chosen on validation and its test accuracy reported. Gains are paired by seed
@@ -15,7 +16,7 @@ The best epoch of every run is chosen on validation and its test accuracy report
 *pays* when its mean is positive and at least its std.
 
     uv run python benchmarks/methods.py run [--pairs ...] [--methods ...] [--jobs 2]
-    uv run python benchmarks/methods.py tune [--pairs ...] [--trials 30] [--jobs 2]
+    uv run python benchmarks/methods.py tune [--pairs ...] [--trials 30] [--trial-seeds 2] [--jobs 2]
     uv run python benchmarks/methods.py report
 
 ``run`` and ``tune`` keep the numbers of the pairs and methods they do not run (results/methods.json, written
@@ -193,17 +194,19 @@ def default_job(pair: str, _: str, seeds: list[int], runs: str, threads: int) ->
     return [scores(default_recipe(pair, seed, runs)) for seed in seeds]
 
 
-def tune_job(pair: str, trials: int, seeds: list[int], runs: str, threads: int) -> dict[str, Any]:
-    """Search the default recipe on the first seed's validation, then train the best recipe over every seed."""
+def tune_job(pair: str, trials: int, seeds: list[int], runs: str, threads: int, trial_seeds: int) -> dict[str, Any]:
+    """Search the default recipe on the validation splits of ``trial_seeds`` seeds from the first one, then train the
+    best recipe over every seed."""
     from kdforge.tuner import tune
 
     torch.set_num_threads(threads)
     base = kdforge.Recipe.from_dict(default_recipe(pair, seeds[0], runs))
-    found = tune(base, trials, seeds=0, console=Console(file=io.StringIO()))
+    found = tune(base, trials, seeds=0, trial_seeds=trial_seeds, console=Console(file=io.StringIO()))
     best = found.best_recipe.to_dict()
     alone = {**best, "losses": METHODS[ALONE]["losses"]}  # alone at the tuned optimiser and budget: no free gain
     return {
         "params": found.best_params,
+        "trial_seeds": trial_seeds,
         "seeds": [scores({**best, "seed": seed, "name": f"{pair}-tuned"}) for seed in seeds],
         ALONE: [scores({**alone, "seed": seed, "name": f"{pair}-tuned-alone"}) for seed in seeds],
     }
@@ -316,13 +319,15 @@ def markdown(results: dict[str, Any]) -> str:
     for method in METHODS:
         row = [results["pairs"][p]["methods"].get(method) for p in pairs]
         lines.append(f"| {method} | " + " | ".join(_mean_std(_values(r)) if r else "—" for r in row) + " |")
-    tuned = {p: f["tuned"]["params"] for p, f in results["pairs"].items() if "tuned" in f}
+    tuned = {p: f["tuned"] for p, f in results["pairs"].items() if "tuned" in f}
     if tuned:
         lines += ["", "## Tuned settings", ""]
         lines += [
-            f"- {p}: "
-            + ", ".join(f"`{k}` = {v:.3g}" if isinstance(v, float) else f"`{k}` = {v}" for k, v in params.items())
-            for p, params in tuned.items()
+            f"- {p} (trials scored on {found.get('trial_seeds', 1)} seed(s)): "
+            + ", ".join(
+                f"`{k}` = {v:.3g}" if isinstance(v, float) else f"`{k}` = {v}" for k, v in found["params"].items()
+            )
+            for p, found in tuned.items()
         ]
     return "\n".join(lines) + "\n"
 
@@ -346,6 +351,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", choices=[*METHODS, DEFAULT], default=[*METHODS, DEFAULT])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--trials", type=int, default=30)
+    parser.add_argument("--trial-seeds", type=int, default=2, help="seeds (splits) each tune trial is scored on")
     parser.add_argument("--jobs", type=int, default=2, help="processes; each gets cores / jobs threads")
     parser.add_argument("--runs", default=str(Path(tempfile.gettempdir()) / "kdforge-methods"))
     args = parser.parse_args()
@@ -374,7 +380,9 @@ def main() -> None:
         _pool(jobs, args.jobs, record)
     elif args.command == "tune":
         _pool(
-            [(tune_job, (pair, args.trials, args.seeds, args.runs, threads)) for pair in args.pairs], args.jobs, record
+            [(tune_job, (pair, args.trials, args.seeds, args.runs, threads, args.trial_seeds)) for pair in args.pairs],
+            args.jobs,
+            record,
         )
     results = merged(load(), mine)
     save(results)
