@@ -177,14 +177,20 @@ def test_packed_equals_hard_float_exactly(form, batch, layout):
     assert np.array_equal(packed(x), expected)
 
 
-@pytest.mark.parametrize("lf", [3, 40])  # byte tables in uint8, and in uint16 (9 chunks of up to 40 violations)
+@pytest.mark.parametrize(
+    "features,lf,vote_bits",  # int8 votes and scores; then votes, scores too big for int8 (summed in float)
+    [(70, 3, 8), (70, 40, 8), (70, 3, 12), (150, 200, 8)],
+)
 @pytest.mark.parametrize("layout", ["bytes", "slices"])
-def test_packed_clause_layer_on_its_own_inputs(layout, lf):
+def test_packed_clause_layer_on_its_own_inputs(layout, features, lf, vote_bits):
     torch.manual_seed(0)
-    layer = set_hard(ClauseLayer(70, 5, clauses=12, lf=lf))  # inputs in [0, 1], thresholded at 0.5
-    u = fuzzy_inputs(100, 70)
-    with torch.no_grad():
-        assert np.array_equal(PackedTM(layer_rules(layer), layout)(u), layer(u).numpy())
+    layer = set_hard(ClauseLayer(features, 5, clauses=12, lf=lf, vote_bits=vote_bits, include_init=features))
+    u = fuzzy_inputs(PackedTM.INT8_ROWS + 50, features)  # inputs in [0, 1], cut at 0.5
+    packed = PackedTM(layer_rules(layer), layout)
+    assert (packed.int8_votes is None) == (vote_bits > 8 or lf > 127)
+    with torch.no_grad():  # few rows voted in float32, many in int8 where the votes allow it
+        assert np.array_equal(packed(u[:100]), layer(u[:100]).numpy())
+        assert np.array_equal(packed(u), layer(u).numpy())
     assert PackedTM(layer_rules(layer)).layout == "bytes"  # narrow: the byte tables by default
 
 

@@ -243,14 +243,36 @@ class ClauseLayer(nn.Module):
         if not self.hard:
             return self.scale * (scores @ self.vote_matrix()) + self.bias
         votes, step = self.quantised_votes()
-        # integer scores times integer votes, summed in float64: exact, as in PackedTM
-        total = scores.double() @ votes.double()
-        return (total * (self.scale * step.double()) + self.bias.double()).to(scores.dtype)
+        return integer_vote(scores, votes, vote_factor(self.scale, step), self.bias, self.sum_dtype)
+
+    @property
+    def sum_dtype(self) -> torch.dtype:
+        """A dtype that holds every hard-mode vote sum exactly: float32 while the largest possible one (top score ×
+        top vote × clauses) stays below 2^24, float64 beyond."""
+        top_score = self.lf if self.form == "capacity" else 1
+        largest = top_score * (2 ** (self.vote_bits - 1) - 1) * self.clauses
+        return torch.float32 if largest < 2**24 else torch.float64
 
     def extra_repr(self) -> str:
         shape = f"{self.in_features} -> {self.clauses} clauses -> {self.out_features}"
         exclusive = ", exclusive_literals=True" if self.exclusive_literals else ""
         return f"{shape}, lf={self.lf}, form={self.form}{exclusive}, hard={self.hard}"
+
+
+def vote_factor(scale: float, step: torch.Tensor) -> torch.Tensor:
+    """[K] float32: what one unit of each output's integer vote sum is worth (the layer's scale times the output's
+    vote step, rounded once from float64)."""
+    return (scale * step.double()).float()
+
+
+def integer_vote(
+    scores: torch.Tensor, votes: torch.Tensor, factor: torch.Tensor, bias: torch.Tensor, exact: torch.dtype
+) -> torch.Tensor:
+    """Hard mode's outputs: clause scores [*, C] times integer votes [C, K], summed in ``exact`` (a dtype that holds
+    every sum of integer scores exactly, so that the order of the sum cannot matter), then ``bias + total · factor``
+    in float32. The packed evaluator votes the same way, so the two agree to the bit."""
+    total = (scores.to(exact) @ votes.to(exact)).to(bias.dtype)
+    return torch.addcmul(bias, total, factor)
 
 
 def _include_init(clauses: int, features: int, expected: float, prior: str) -> torch.Tensor:

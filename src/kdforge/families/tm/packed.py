@@ -14,7 +14,7 @@ import copy
 import torch
 from torch import nn
 
-from kdforge.families.tm.clause import ClauseLayer
+from kdforge.families.tm.clause import ClauseLayer, integer_vote, vote_factor
 from kdforge.families.tm.rules import PackedTM, layer_rules
 
 
@@ -28,11 +28,12 @@ class PackedClauseLayer(nn.Module):
         self.packed = PackedTM(layer_rules(layer))
         self.clauses, self.in_features, self.out_features = layer.clauses, layer.in_features, layer.out_features
         self.register_buffer("active", layer.clause_mask.detach().cpu().clone())
-        with torch.no_grad():  # for modulated (routed) scores, voted in float64 as hard mode votes them
+        self.sum_dtype = layer.sum_dtype
+        with torch.no_grad():  # for modulated (routed) scores, voted as the hard-mode layer votes them
             votes, step = layer.quantised_votes()
-            self.register_buffer("votes", votes.double().cpu())
-            self.register_buffer("factor", (layer.scale * step.double()).cpu())
-            self.register_buffer("bias", layer.bias.detach().double().cpu())
+            self.register_buffer("votes", votes.cpu())
+            self.register_buffer("factor", vote_factor(layer.scale, step).cpu())
+            self.register_buffer("bias", layer.bias.detach().float().cpu())
 
     def forward(self, u: torch.Tensor, modulate=None) -> torch.Tensor:
         lead = u.shape[:-1]
@@ -42,8 +43,7 @@ class PackedClauseLayer(nn.Module):
         full = scores.new_zeros(len(scores), self.clauses)  # the routing gate reads every clause
         full[:, self.active] = scores
         modulated = modulate(full.view(*lead, self.clauses).to(u.device, u.dtype))
-        total = modulated.double() @ self.votes.to(u.device)
-        return (total * self.factor.to(u.device) + self.bias.to(u.device)).to(u.dtype)
+        return integer_vote(modulated, self.votes, self.factor, self.bias, self.sum_dtype).to(u.dtype)
 
 
 def packed_model(model: nn.Module) -> nn.Module:
