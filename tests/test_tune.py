@@ -65,10 +65,11 @@ def test_tune_searches_on_validation_resumes_and_reports(tiny_recipe, tmp_path):
     tune_dir = first.tune_dir
     study = optuna.load_study(study_name="tiny", storage=_journal(tune_dir))
     assert len(study.trials) == 3
-    for trial in study.trials:  # the objective is the best validation accuracy of the distilled student's epochs
+    for trial in study.trials:  # the objective: the best validation accuracy of the distilled student's epochs
         records = [json.loads(line) for line in open(f"{trial.user_attrs['run_dir']}/metrics.jsonl")]
-        val = [r["val"]["accuracy"] for r in records if r["stage"] == "distill" and r["kind"] == "epoch"]
-        assert trial.value == max(val) and len(val) == 3
+        val = [r["val"] for r in records if r["stage"] == "distill" and r["kind"] == "epoch"]
+        best = max(val, key=lambda v: (v["accuracy"], -v["loss"]))  # equal accuracies: the lower loss
+        assert trial.value == best["accuracy"] - 1e-9 * best["loss"] and len(val) == 3
     assert first.best_value == max(t.value for t in study.trials)
     assert Recipe.from_yaml(tune_dir / "best.yaml").optim.lr == first.best_params["optim.lr"]
     text = (tune_dir / "tune.md").read_text()
@@ -129,7 +130,7 @@ def test_trials_validated_by_steps_are_scored_and_pruned_on_every_validation(tmp
     from kdforge.config import OptimConfig, TrainConfig
     from kdforge.data import build_dataset, make_loader
     from kdforge.distiller import Distiller
-    from kdforge.evaluate import score
+    from kdforge.evaluate import selection_value
     from kdforge.losses import build_losses
     from kdforge.models import build_model
     from kdforge.trainer import Trainer
@@ -153,4 +154,20 @@ def test_trials_validated_by_steps_are_scored_and_pruned_on_every_validation(tmp
     result = trainer.fit(train, make_loader(data.val, 512))
     validations = [v for record in result.history for v in record["validations"]]
     assert [step for step, _ in told.reports] == [v["step"] for v in validations]  # each once, the last included
-    assert reporter.best == max(score(v["val"]) for v in validations)
+    assert reporter.best == max(selection_value(v["val"]) for v in validations)
+
+
+def test_trials_with_equal_validation_scores_go_to_the_lower_validation_loss():
+    from kdforge.evaluate import is_better, selection_value
+
+    epochs = [
+        {"accuracy": 1.0, "loss": 0.30},
+        {"accuracy": 1.0, "loss": 0.05},  # the same accuracy, surer: chosen
+        {"accuracy": 1.0 - 1e-6, "loss": 0.0},  # one sample worse on a million, however sure
+        {"accuracy": 0.5, "loss": 100.0},
+    ]
+    best = None
+    for metrics in epochs:
+        best = metrics if is_better(metrics, best) else best
+    assert max(epochs, key=selection_value) is best is epochs[1]
+    assert selection_value({"psnr_db": 20.0, "loss": 0.01}) == pytest.approx(20.0)

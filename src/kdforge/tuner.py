@@ -7,13 +7,13 @@ or, when neither gives one, from the defaults: the learning rate (``factor`` 5) 
 (:attr:`~kdforge.losses.terms.LossTerm.search_space`); the loss terms of a chosen list get theirs too.
 
 Each trial is a run of the recipe with the trial's values, without the student-alone baseline, its objective the
-distilled student's best *validation* score (test scores never choose or prune a trial), reported epoch by
-epoch so that a trial whose curve falls below the others' is pruned (median, or successive halving). The study lives
-in a storage (a journal file in the tune directory by default, or any RDB URL): trials of several processes
-(``--jobs``, with threads per process so that their sum is the core count) or machines (the same ``--storage``) share
-it, and a study that is interrupted resumes where it stopped; ``--trials`` counts its finished trials. At the end:
-``tune.md`` (the best trial, every trial, parameter importances), Optuna's plots as PNG, ``best.yaml``, and the best
-recipe trained over ``--seeds`` seeds beside the same student trained alone (a sweep).
+distilled student's best *validation* score (test scores never choose or prune a trial; equal scores go to the lower
+validation loss), reported epoch by epoch so that a trial whose curve falls below the others' is pruned (median, or
+successive halving). The study lives in a storage (a journal file in the tune directory by default, or any RDB URL):
+trials of several processes (``--jobs``, with threads per process so that their sum is the core count) or machines (the
+same ``--storage``) share it, and a study that is interrupted resumes where it stopped; ``--trials`` counts its finished
+trials. At the end: ``tune.md`` (the best trial, every trial, parameter importances), Optuna's plots as PNG,
+``best.yaml``, and the best recipe trained over ``--seeds`` seeds beside the same student trained alone (a sweep).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from kdforge.callbacks import Callback
 from kdforge.config import Recipe
 from kdforge.config.tune import ParamSpec
 from kdforge.errors import ConfigError, KdforgeError
-from kdforge.evaluate import score
+from kdforge.evaluate import selection_value
 from kdforge.files import save_figure, write_text
 from kdforge.processes import exit_on_sigterm
 from kdforge.registry import LOSSES
@@ -198,7 +198,7 @@ class PruneOnValidation(Callback):
 
         if trainer.stage != "distill":  # the teacher's or the baseline's fit
             return
-        value = score(val)
+        value = selection_value(val)
         self.best, self.reported_step = max(self.best, value), step
         if not self.report:
             return
