@@ -46,8 +46,9 @@ COMMANDS = {
     "tm_packed.json": "uv run python benchmarks/tm.py packed",
     "tm_features.md": "uv run python benchmarks/tm.py features",
     "tm_ablation.md": "uv run python benchmarks/tm.py ablation --epochs 15",
-    "tm_ablation_30ep.md": "uv run python benchmarks/tm.py ablation --epochs 30 --variants 'TM, literal_gain 4' "
-    "'TM strict, literal_gain 4'",
+    "tm_ablation_30ep.md": "uv run python benchmarks/tm.py ablation --epochs 30 --tasks 'token parity' 'two of four' "
+    "--variants 'TM, literal_gain 4' 'TM strict, literal_gain 4'; uv run python benchmarks/tm.py ablation --epochs 30 "
+    "--tasks 'parity of six' --variants 'TM, literal_gain 4'",
     "tm_transfer.md": "uv run python benchmarks/tm.py transfer",
     "tm_hard_finish.json": "uv run python benchmarks/tm.py hard_finish",
     "tm_hard_finish.md": "uv run python benchmarks/tm.py hard_finish",

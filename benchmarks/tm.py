@@ -45,23 +45,23 @@ variants alternate.
 
 Writes benchmarks/results/tm_blocks.json and .md.
 
-``ablation``: do the clause layers carry the model? On generated tasks where a feed-forward block matters (a 4 x 4
-grid of tokens, each six noisy ±1 bits; a token's class needs a non-linear function of its own bits, which attention
-alone computes poorly: the parity of four bits, and "exactly two of four bits"; the label is how many tokens hold
-it, in 5 bins), ``vit_tm_tiny`` with its TM feed-forward (``literal_gain`` 1 and 4, ``strict``, with a norm after the
-patch embedding (``patch_norm``) and once without it) and a one-stage
-``swin_tm`` with the TM feed-forward, each against the same student with an MLP of about the same size
-(``feed_forward: mlp``) and with none (``feed_forward: none``, which is also the TM retrained with its output forced
-to zero); each trained alone and distilled (½ CE + ½ KD, T = 1; at T = 4, distilled ViT-TMs scored 67-88% on
-token parity against 83-97% alone) from a ViT with MLPs trained by the recipe, 3 seeds. For the TM students
-trained alone, the test accuracy with each TM block's output replaced by its mean over the training split. The share
-of the none -> MLP gap a TM variant recovers is (TM − none) / (MLP − none). Runs go
+``ablation``: do the clause layers carry the model? On generated tasks where a feed-forward block matters (a 4 x 4 grid
+of tokens, each six noisy ±1 bits; a token's class needs a non-linear function of its own bits, which attention alone
+computes poorly: the parity of four bits, "exactly two of four bits", the parity of all six; the label is how many
+tokens hold it, in 5 bins), ``vit_tm_tiny`` with its TM feed-forward (``literal_gain`` 1 and 4, ``strict``, with a norm
+after the patch embedding (``patch_norm``) and once without it) and a one-stage ``swin_tm`` with the TM feed-forward,
+each against the same student with an MLP of about the same size (``feed_forward: mlp``) and with none (``feed_forward:
+none``, which is also the TM retrained with its output forced to zero); each trained alone and distilled (½ CE + ½ KD, T
+= 1; at T = 4, distilled ViT-TMs scored 67-88% on token parity against 83-97% alone) from a ViT with MLPs trained by the
+recipe, 3 seeds. For the TM students trained alone, the test accuracy with each TM block's output replaced by its mean
+over the training split. The share of the none -> MLP gap a TM variant recovers is (TM − none) / (MLP − none). Runs go
 ``--workers`` at a time, one thread each.
 
-    uv run python benchmarks/tm.py ablation [--epochs 15] [--seeds 0 1 2] [--workers 2] [--variants ...]
+    uv run python benchmarks/tm.py ablation [--epochs 15] [--seeds 0 1 2] [--workers 2] [--variants ...] [--tasks ...]
 
 Writes benchmarks/results/tm_ablation.json and .md (at another budget, tm_ablation_<epochs>ep.json and .md);
-``--variants`` keeps only those TM rows (MLP and none always run).
+``--variants`` keeps only those TM rows (MLP and none always run); ``--tasks`` runs only those tasks and keeps the
+others' results of the same budget.
 
 ``hard_finish``: the ablation's token-parity runs whose exported rules lost more than 0.5 points to the float student
 (the one-stage Swin-TM alone and distilled, the ViT-TM alone), each followed by a second stage of 3 epochs in hard mode
@@ -272,9 +272,10 @@ def accuracy(args: argparse.Namespace) -> dict:
     }
 
 
-ABLATION_TASKS = {  # per token: a boolean function of its first four channels' bits
-    "token parity": lambda bits: bits[:, :4].sum(1) % 2,
+ABLATION_TASKS = {  # per token: a boolean function of its bits
+    "token parity": lambda bits: bits[:, :4].sum(1) % 2,  # of the first four channels
     "two of four": lambda bits: bits[:, :4].sum(1) == 2,
+    "parity of six": lambda bits: bits.sum(1) % 2,  # of all six: attention alone is near chance
 }
 ABLATION_VARIANTS = {
     "TM, literal_gain 1": {"literal_gain": 1.0},
@@ -391,8 +392,8 @@ def ablation(args: argparse.Namespace) -> dict:
     """Every run of the ablation, ``args.workers`` at a time (one thread each). The first run of each task and seed,
     distilled, trains that seed's teacher before any other run that uses it starts."""
     log_dir = tempfile.mkdtemp(prefix="kdforge-tm-ablation-")
-    tasks = {name: token_task(Path(log_dir) / f"{name.replace(' ', '-')}.npz", rule)
-             for name, rule in ABLATION_TASKS.items()}  # fmt: skip
+    tasks = {name: token_task(Path(log_dir) / f"{name.replace(' ', '-')}.npz", ABLATION_TASKS[name])
+             for name in args.tasks or ABLATION_TASKS}  # fmt: skip
     jobs = [
         (name, student, variant, mode, seed)
         for name in tasks
@@ -425,7 +426,15 @@ def ablation(args: argparse.Namespace) -> dict:
                 cell[key].append(out[key])
         cell["params"] = out["params"]
         cells[name]["teacher"] = out["teacher"]
-    return {"epochs": args.epochs, "seeds": args.seeds, "workers": args.workers, "tasks": cells}
+    kept = {}  # with --tasks: the other tasks' numbers of the same budget, as they were
+    if args.tasks and (earlier := RESULTS / f"{ablation_name(args.epochs)}.json").exists():
+        kept = {k: v for k, v in json.loads(earlier.read_text())["tasks"].items() if k not in cells}
+    return {"epochs": args.epochs, "seeds": args.seeds, "workers": args.workers, "tasks": {**kept, **cells}}
+
+
+def ablation_name(epochs: int) -> str:
+    """The results' name: ``tm_ablation`` at the committed budget of 15 epochs, ``tm_ablation_<epochs>ep`` beside it."""
+    return "tm_ablation" if epochs == 15 else f"tm_ablation_{epochs}ep"
 
 
 def ablation_table(result: dict) -> str:
@@ -953,6 +962,9 @@ def main() -> None:
     parser.add_argument(
         "--variants", nargs="+", choices=list(ABLATION_VARIANTS), help="ablation: these TM variants (MLP, none always)"
     )
+    parser.add_argument(
+        "--tasks", nargs="+", choices=list(ABLATION_TASKS), help="ablation: these tasks (the others' results are kept)"
+    )
     parser.add_argument("--batch-sizes", type=lambda s: [int(v) for v in s.split(",")], default=[1, 64, 256, 1024])
     args = parser.parse_args()
     if args.epochs is None:  # the budgets the committed results were taken at
@@ -971,8 +983,7 @@ def main() -> None:
     if args.what in tabled:
         measure, table = tabled[args.what]
         result = measure(args)
-        other_budget = args.what == "ablation" and args.epochs != 15  # beside the 15-epoch results, not over them
-        save(f"tm_{args.what}" + (f"_{args.epochs}ep" if other_budget else ""), result, table(result))
+        save(ablation_name(args.epochs) if args.what == "ablation" else f"tm_{args.what}", result, table(result))
         return
     result = packed(args)
     (RESULTS / "tm_packed.json").write_text(json.dumps(result, indent=2))
