@@ -126,7 +126,9 @@ class PackedTM:
         small (narrow layers), else ``slices``."""
         self.features, self.outputs = rules["in_features"], rules["out_features"]
         self.form, self.lf = rules["form"], rules["lf"]
-        self.thresholds = np.asarray(rules["thresholds"], dtype=np.float32)
+        thresholds = np.asarray(rules["thresholds"], dtype=np.float32)
+        # one threshold for every input (the TM blocks' 0.5) is compared as a scalar, ~4x faster
+        self.threshold = float(thresholds[0]) if len(set(thresholds.tolist())) == 1 else thresholds
         clauses = rules["clauses"]
         width = max(1, max(len(c) for c in clauses))
         # pad every clause to the same length with the literal 2F, which is always true
@@ -163,10 +165,6 @@ class PackedTM:
             table[0] += self.limits()
             self.table = torch.from_numpy(table.reshape(chunks * 256, -1).astype(np.float32))
             self.offsets = np.arange(chunks, dtype=np.uint64) * np.uint64(256)
-            # one threshold for every input (the TM blocks' 0.5) is compared as a scalar, ~4x faster
-            self.threshold: float | np.ndarray = (
-                float(self.thresholds[0]) if np.all(self.thresholds == self.thresholds[0]) else self.thresholds
-            )
 
     def byte_tables(self, chunks: int) -> np.ndarray:
         """[chunks, 256, C]: how many of each clause's literals over inputs 8k..8k+7 a byte value of those inputs
@@ -239,7 +237,7 @@ class PackedTM:
         # compare in the inputs' own layout and pack along the samples, 8 rows into a byte by
         # shifts and a sum over a middle axis (np.packbits along axis 0 is ~7x slower); only
         # the packed bytes (B·F/8) are transposed, never the float inputs
-        bits = x > self.thresholds
+        bits = x > self.threshold
         bits = np.pad(bits, ((0, -len(bits) % 64), (0, 0))).view(np.uint8)  # whole 64-sample words
         packed = (bits.reshape(-1, 8, self.features) << _BIT_SHIFTS).sum(
             1, dtype=np.uint8
