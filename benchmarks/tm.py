@@ -51,11 +51,11 @@ computes poorly: the parity of four bits, "exactly two of four bits", the parity
 tokens hold it, in 5 bins), ``vit_tm_tiny`` with its TM feed-forward (``literal_gain`` 1 and 4, ``strict``, with a norm
 after the patch embedding (``patch_norm``) and once without it) and a one-stage ``swin_tm`` with the TM feed-forward,
 each against the same student with an MLP of about the same size (``feed_forward: mlp``) and with none (``feed_forward:
-none``, which is also the TM retrained with its output forced to zero); each trained alone and distilled (½ CE + ½ KD, T
-= 1; at T = 4, distilled ViT-TMs scored 67-88% on token parity against 83-97% alone) from a ViT with MLPs trained by the
-recipe, 3 seeds. For the TM students trained alone, the test accuracy with each TM block's output replaced by its mean
-over the training split. The share of the none -> MLP gap a TM variant recovers is (TM − none) / (MLP − none). Runs go
-``--workers`` at a time, one thread each.
+none``, which is also the TM retrained with its output forced to zero); each trained alone and distilled (½ CE + ½ KD,
+T = 1; at T = 4, distilled ViT-TMs scored 67-88% on token parity against 83-97% alone) from a ViT with MLPs trained by
+the recipe, 3 seeds. For the TM students trained alone, the test accuracy with each TM block's output replaced by its
+mean over the training split. The share of the none -> MLP gap a TM variant recovers is (TM − none) / (MLP − none). Runs
+go ``--workers`` at a time, one thread each.
 
     uv run python benchmarks/tm.py ablation [--epochs 15] [--seeds 0 1 2] [--workers 2] [--variants ...] [--tasks ...]
 
