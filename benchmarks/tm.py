@@ -21,10 +21,10 @@ exported rules stay from soft mode, before and after finishing.
 
 Writes benchmarks/results/tm_accuracy_finish.json and .md.
 
-``packed``: an exported clause layer evaluated bit-packed (:class:`kdforge.families.tm.PackedTM`)
+``packed``: an exported clause layer evaluated in integers (:class:`kdforge.families.tm.PackedTM`)
 against the same layer in hard mode in PyTorch (float, ``inference_mode``): outputs must be
-identical; throughput ratio at several batch sizes (target >= 10x on CPU). The two
-alternate in one process, several rounds, median per-round ratio.
+identical; throughput ratio at several batch sizes (target >= 10x on CPU). The two take
+turns in 10 ms slices in one process, several rounds, median per-round ratio.
 
 The layer is the clause layer of a ``tm_flat`` student on 32x32 digits (1,024 inputs,
 2,048 literals); its weights are spread as training spreads them (random thresholds and
@@ -34,12 +34,12 @@ votes), since speed and exactness do not depend on what was learned.
 
 Writes benchmarks/results/tm_packed.json.
 
-``blocks``: the shipped TM students with their clause blocks bit-packed (:func:`kdforge.families.tm.packed_model`:
+``blocks``: the shipped TM students with their clause blocks in integers (:func:`kdforge.families.tm.packed_model`:
 the attention and everything else stays float) against the same students in hard mode in PyTorch: every clause
 block on its own inputs (captured from digits 32x32 test images; ``tm_flat`` on booleanised 8x8 digits), and the
 whole student end to end (float soft mode, float hard mode, packed), at batch 1 and 256. Weights are spread as
 training spreads them. The logits must be identical to hard mode; ratios are medians of paired rounds in which the
-variants alternate.
+variants take turns in 10 ms slices.
 
     uv run python benchmarks/tm.py blocks [--rounds 7]
 
@@ -123,16 +123,6 @@ from kdforge.models import build_model
 RESULTS = Path(__file__).parent / "results"
 
 
-def per_second(fn, batch: int, min_time: float = 0.3) -> float:
-    """Samples per second of ``fn()`` on ``batch`` samples, timed over >= ``min_time`` s."""
-    fn()
-    runs, start = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < min_time:
-        fn()
-        runs += 1
-    return runs * batch / elapsed
-
-
 def packed(args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     model = build_model("tm_flat", input_shape=(1, 32, 32), num_classes=10, clauses=args.clauses, lf=8)
@@ -148,19 +138,15 @@ def packed(args: argparse.Namespace) -> dict:
         x_np = x.numpy()
         with torch.inference_mode():
             identical = bool(np.array_equal(layer(x_np), model(x).numpy()))
-            ratios, floats, packs = [], [], []
-            for r in range(args.rounds):
-                order = [("float", lambda x=x: model(x)), ("packed", lambda x_np=x_np: layer(x_np))]
-                speeds = dict((name, per_second(fn, batch)) for name, fn in (order if r % 2 == 0 else order[::-1]))
-                floats.append(speeds["float"])
-                packs.append(speeds["packed"])
-                ratios.append(speeds["packed"] / speeds["float"])
+            speeds = paired(
+                {"float": lambda x=x: model(x), "packed": lambda x_np=x_np: layer(x_np)}, batch, args.rounds
+            )
         row = {
             "batch": batch,
             "identical": identical,
-            "float_samples_per_s": statistics.median(floats),
-            "packed_samples_per_s": statistics.median(packs),
-            "ratio": statistics.median(ratios),
+            "float_samples_per_s": speeds["float_samples_per_s"],
+            "packed_samples_per_s": speeds["packed_samples_per_s"],
+            "ratio": speeds["packed_over_float"],
         }
         rows.append(row)
         print(
@@ -616,12 +602,25 @@ def trained_looking(name: str, options: dict, shape: tuple[int, ...]) -> torch.n
     return model
 
 
-def paired(variants: dict, batch: int, rounds: int) -> dict[str, float]:
-    """Median samples/s of each variant, and the median per-round ratio of each to the first, in alternating order."""
+def paired(variants: dict, batch: int, rounds: int, seconds: float = 0.2, slice_s: float = 0.01) -> dict[str, float]:
+    """Median samples/s of each variant, and the median per-round ratio of each to the first. Within a round the
+    variants take turns in slices of ``slice_s`` until each has run ``seconds``, so that a burst of load on this
+    shared machine falls on all of them alike; the order of the turns alternates from round to round."""
     speeds: dict[str, list[float]] = {name: [] for name in variants}
+    for fn in variants.values():
+        fn()  # warm-up
     for r in range(rounds):
-        for name, fn in list(variants.items())[:: 1 if r % 2 == 0 else -1]:
-            speeds[name].append(per_second(fn, batch, min_time=0.2))
+        names = list(variants)[:: 1 if r % 2 == 0 else -1]
+        spent, runs = dict.fromkeys(names, 0.0), dict.fromkeys(names, 0)
+        while min(spent.values()) < seconds:
+            for name in names:
+                start = time.perf_counter()
+                while (elapsed := time.perf_counter() - start) < slice_s:
+                    variants[name]()
+                    runs[name] += 1
+                spent[name] += elapsed
+        for name in names:
+            speeds[name].append(runs[name] * batch / spent[name])
     first = next(iter(variants))
     out = {f"{name}_samples_per_s": statistics.median(v) for name, v in speeds.items()}
     for name in list(variants)[1:]:
@@ -707,7 +706,7 @@ def digits_like(shape: tuple[int, ...], batch: int) -> torch.Tensor:
 
 def blocks_table(result: dict) -> str:
     lines = [
-        "# Packed clause blocks: shipped TM students, bit-packed against hard mode in PyTorch",
+        "# Packed clause blocks: shipped TM students, clause layers in integers against hard mode in PyTorch",
         "",
         f"CPU, {result['threads']} threads, {result['rounds']} paired rounds (median). Clause blocks: every clause "
         "layer of the student on its own captured inputs. Student: the whole forward pass, samples per second in "

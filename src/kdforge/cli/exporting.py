@@ -78,7 +78,7 @@ def export(
     ] = None,
 ) -> None:
     """Export a run's student in another form: a format a family adds (tm-rules: boolean rules that
-    kdforge.families.tm.PackedTM evaluates bit-packed), an int8 student, or a pruned student, with its metric and
+    kdforge.families.tm.PackedTM evaluates in integers), an int8 student, or a pruned student, with its metric and
     speed next to the float one."""
     if sum(x is not None for x in (format, quantize, prune)) != 1:
         raise KdforgeError("give one of --format FORMAT (e.g. tm-rules), --quantize int8 or --prune FRACTION")

@@ -2,7 +2,7 @@
 feed-forward block (:mod:`.blocks`), ViT-TM / Swin-TM / ResNet-TM / pyramid students
 (:mod:`.transformer`), any model's MLPs as TM blocks (:mod:`.convert`), clause-aware loss
 terms (:mod:`.losses`), steering from validation (:mod:`.steering`), starting from the
-teacher's MLPs (:mod:`.transfer`), boolean rules and bit-packed inference (:mod:`.rules`,
+teacher's MLPs (:mod:`.transfer`), boolean rules and integer inference (:mod:`.rules`,
 :mod:`.packed`) and pictures of what a student looks at (:mod:`.explain`).
 """
 
@@ -15,7 +15,7 @@ from kdforge.family import declare_family
 
 declare_family(
     "tm",
-    "Tsetlin-machine students: clause layers trained by gradient, exported to boolean rules that run bit-packed",
+    "Tsetlin-machine students: clause layers trained by gradient, exported to boolean rules run in int8",
     parts=(
         "kdforge.families.tm.transformer",
         "kdforge.families.tm.convert",

@@ -1,7 +1,7 @@
-"""TM models whose clause layers run bit-packed: :func:`packed_model`.
+"""TM models whose clause layers run on integers: :func:`packed_model`.
 
 Every :class:`ClauseLayer` of a trained model is replaced by a :class:`PackedClauseLayer`,
-which evaluates the layer's exported rules with :class:`PackedTM` (integer and bit operations)
+which evaluates the layer's exported rules with :class:`PackedTM` (integer arithmetic)
 and leaves everything else (attention, norms, embeddings) in PyTorch. The result computes
 exactly what the model computes in hard mode (the same logits, so the same predictions); it is
 for inference on the CPU: no gradients, no clause-score taps.
@@ -39,7 +39,8 @@ class PackedClauseLayer(nn.Module):
         lead = u.shape[:-1]
         scores = self.packed.scores(u.reshape(-1, self.in_features))  # [N, active clauses]
         if modulate is None:  # integer scores voted by integer arithmetic
-            return self.packed.vote(scores).view(*lead, self.out_features).to(u.device)
+            out = self.packed.vote(scores).view(*lead, self.out_features)
+            return out if u.device.type == "cpu" else out.to(u.device)
         full = scores.new_zeros(len(scores), self.clauses)  # the routing gate reads every clause
         full[:, self.active] = scores
         modulated = modulate(full.view(*lead, self.clauses).to(u.device, u.dtype))
@@ -47,8 +48,8 @@ class PackedClauseLayer(nn.Module):
 
 
 def packed_model(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` (in eval mode) with every clause layer bit-packed; its outputs equal ``model``'s in hard
-    mode. A model without clause layers is returned as a copy, unchanged."""
+    """A copy of ``model`` (in eval mode) with every clause layer evaluated by :class:`PackedTM`; its outputs equal
+    ``model``'s in hard mode. A model without clause layers is returned as a copy, unchanged."""
     packed = copy.deepcopy(model).eval().requires_grad_(False)
     for name, module in list(packed.named_modules()):
         if isinstance(module, ClauseLayer):
