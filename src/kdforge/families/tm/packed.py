@@ -37,10 +37,10 @@ class PackedClauseLayer(nn.Module):
 
     def forward(self, u: torch.Tensor, modulate=None) -> torch.Tensor:
         lead = u.shape[:-1]
-        scores = self.packed.scores(u.reshape(-1, self.in_features))  # [N, active clauses]
         if modulate is None:  # integer scores voted by integer arithmetic
-            out = self.packed.vote(scores).view(*lead, self.out_features)
+            out = self.packed.evaluate(u.reshape(-1, self.in_features)).view(*lead, self.out_features)
             return out if u.device.type == "cpu" else out.to(u.device)
+        scores = self.packed.scores(u.reshape(-1, self.in_features))  # [N, active clauses]
         full = scores.new_zeros(len(scores), self.clauses)  # the routing gate reads every clause
         full[:, self.active] = scores
         modulated = modulate(full.view(*lead, self.clauses).to(u.device, u.dtype))
