@@ -63,13 +63,14 @@ Writes benchmarks/results/tm_ablation.json and .md (at another budget, tm_ablati
 ``--variants`` keeps only those TM rows (MLP and none always run); ``--tasks`` runs only those tasks and keeps the
 others' results of the same budget.
 
-``hard_finish``: the ablation's token-parity runs whose exported rules lost more than 0.5 points to the float student
-(the one-stage Swin-TM alone and distilled, the ViT-TM alone), each followed by a second stage of 3 epochs in hard mode
-(``init_from`` the first run, ``hard: true``, lr 2e-4): test accuracy soft, hard, and hard after finishing.
+``hard_finish``: the ablation's runs whose exported rules lost more than 0.5 points to the float student (at 15
+epochs: on token parity, the one-stage Swin-TM alone and distilled, the ViT-TM alone; at 30: the strict ViT-TM on token
+parity and two of four, and both students on the parity of six), each followed by a second stage of 3 epochs in hard
+mode (``init_from`` the first run, ``hard: true``, lr 2e-4): test accuracy soft, hard, and hard after finishing.
 
-    uv run python benchmarks/tm.py hard_finish --epochs 15
+    uv run python benchmarks/tm.py hard_finish [--epochs 15 | --epochs 30]
 
-Writes benchmarks/results/tm_hard_finish.json and .md.
+Writes benchmarks/results/tm_hard_finish.json and .md (at 30 epochs, tm_hard_finish_30ep.json and .md).
 
 ``patch_norm``: ``vit_tm_tiny`` (patch 8) on digits at 32 x 32 trained alone, with and without a norm after its patch
 embedding, seeds interleaved, 2 threads: test accuracy.
@@ -461,15 +462,27 @@ def _recovered(mean: dict, variant: str, mode: str) -> str:
     return f"{100 * (mean[variant][mode] - mean['none'][mode]) / gap:.0f}%" if gap > 0 else "-"
 
 
-HARD_FINISH_CASES = [  # (student, variant, mode): the ablation's token-parity runs whose rules lost over 0.5
-    ("swin_tm (one stage, dim 64)", "TM, literal_gain 4", "alone"),
-    ("swin_tm (one stage, dim 64)", "TM, literal_gain 4", "distilled"),
-    ("vit_tm_tiny", "TM, literal_gain 4", "alone"),
-]
+HARD_FINISH_CASES = {  # epochs: the (task, student, variant, mode) of the ablation at that budget whose rules lost
+    # more than 0.5 points to the float student
+    15: [
+        ("token parity", "swin_tm (one stage, dim 64)", "TM, literal_gain 4", "alone"),
+        ("token parity", "swin_tm (one stage, dim 64)", "TM, literal_gain 4", "distilled"),
+        ("token parity", "vit_tm_tiny", "TM, literal_gain 4", "alone"),
+    ],
+    30: [
+        ("token parity", "vit_tm_tiny", "TM strict, literal_gain 4", "alone"),
+        ("two of four", "vit_tm_tiny", "TM strict, literal_gain 4", "alone"),
+        ("two of four", "vit_tm_tiny", "TM strict, literal_gain 4", "distilled"),
+        ("parity of six", "vit_tm_tiny", "TM, literal_gain 4", "alone"),
+        ("parity of six", "vit_tm_tiny", "TM, literal_gain 4", "distilled"),
+        ("parity of six", "swin_tm (one stage, dim 64)", "TM, literal_gain 4", "alone"),
+        ("parity of six", "swin_tm (one stage, dim 64)", "TM, literal_gain 4", "distilled"),
+    ],
+}
 
 
 def hard_finish_run(job: tuple) -> dict:
-    """One case and seed (a worker's job): the ablation's run on token parity, then a second stage from it in hard
+    """One case and seed (a worker's job): the ablation's run on its token task, then a second stage from it in hard
     mode (``init_from``, ``hard: true``, a few epochs at a lower learning rate)."""
     task, student, variant, mode, seed, epochs, finish_epochs, log_dir = job
     recipe = ablation_recipe(task, student, variant, mode == "distilled", seed, epochs, log_dir)
@@ -486,18 +499,26 @@ def hard_finish_run(job: tuple) -> dict:
 
 
 def hard_finish(args: argparse.Namespace) -> dict:
-    """The ablation's token-parity runs of ``HARD_FINISH_CASES``, each followed by 3 epochs in hard mode."""
+    """The ablation's runs of ``HARD_FINISH_CASES`` at ``args.epochs``, each followed by 3 epochs in hard mode. The
+    first job of each task and seed trains that seed's teacher before the others start."""
     log_dir = tempfile.mkdtemp(prefix="kdforge-tm-hard-finish-")
-    task = token_task(Path(log_dir) / "token-parity.npz", ABLATION_TASKS["token parity"])
-    jobs = [(task, *case, seed, args.epochs, 3, log_dir) for case in HARD_FINISH_CASES for seed in args.seeds]
-    cases: dict = {}
+    cases = HARD_FINISH_CASES[args.epochs]
+    tasks = {name: token_task(Path(log_dir) / f"{name.replace(' ', '-')}.npz", ABLATION_TASKS[name])
+             for name in dict.fromkeys(case[0] for case in cases)}  # fmt: skip
+    jobs = [(tasks[task], *case, seed, args.epochs, 3, log_dir) for task, *case in cases for seed in args.seeds]
+    first = list({(job[0], job[4]): job for job in reversed(jobs)}.values())  # one job per task and seed
+    cells: dict = {}
     with worker_pool(args.workers, one_thread=True) as pool:
-        for job, out in zip(jobs, pool.map(hard_finish_run, jobs)):
-            cell = cases.setdefault(f"{job[1]}, {job[2]}, {job[3]}", {"soft": [], "hard": [], "finished": []})
-            for key, value in out.items():
-                cell[key].append(value)
-            print(f"{' / '.join(map(str, job[1:5]))}: {out}", flush=True)
-    return {"epochs": args.epochs, "finish_epochs": 3, "seeds": args.seeds, "cases": cases}
+        for phase in (first, [job for job in jobs if job not in first]):
+            for job, out in zip(phase, pool.map(hard_finish_run, phase)):
+                label = f"{job[0].stem.replace('-', ' ')}: {job[1]}, {job[2]}, {job[3]}"
+                cell = cells.setdefault(label, {"soft": [], "hard": [], "finished": []})
+                for key, value in out.items():
+                    cell[key].append(value)
+                print(f"{label}, seed {job[4]}: {out}", flush=True)
+    order = [f"{task}: {student}, {variant}, {mode}" for task, student, variant, mode in cases]
+    return {"epochs": args.epochs, "finish_epochs": 3, "seeds": args.seeds,
+            "cases": {label: cells[label] for label in order}}  # fmt: skip
 
 
 def finish_rows(cases: dict) -> list[str]:
@@ -514,8 +535,8 @@ def finish_rows(cases: dict) -> list[str]:
 
 def hard_finish_table(result: dict) -> str:
     lines = [
-        f"# Finishing in hard mode: token parity, {result['epochs']} epochs then {result['finish_epochs']} in hard "
-        f"mode, seeds {result['seeds']}",
+        f"# Finishing in hard mode: the ablation's token tasks, {result['epochs']} epochs then "
+        f"{result['finish_epochs']} in hard mode, seeds {result['seeds']}",
         "",
         "Test accuracy (%), mean ± std over seeds (per seed in brackets). Second stage: `init_from` the first run, "
         "`hard: true`, lr 2e-4, no warm-up; its best epoch on validation.",
@@ -968,6 +989,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.epochs is None:  # the budgets the committed results were taken at
         args.epochs = {"ablation": 15, "hard_finish": 15, "patch_norm": 15, "accuracy_finish": 20}.get(args.what, 30)
+    if args.what == "hard_finish" and args.epochs not in HARD_FINISH_CASES:
+        parser.error(f"hard_finish has cases for --epochs {' or '.join(map(str, HARD_FINISH_CASES))}")
     RESULTS.mkdir(exist_ok=True)
     tabled = {
         "accuracy": (accuracy, accuracy_table),
@@ -982,7 +1005,8 @@ def main() -> None:
     if args.what in tabled:
         measure, table = tabled[args.what]
         result = measure(args)
-        save(ablation_name(args.epochs) if args.what == "ablation" else f"tm_{args.what}", result, table(result))
+        name = f"tm_{args.what}" + (f"_{args.epochs}ep" if args.what == "hard_finish" and args.epochs != 15 else "")
+        save(ablation_name(args.epochs) if args.what == "ablation" else name, result, table(result))
         return
     result = packed(args)
     (RESULTS / "tm_packed.json").write_text(json.dumps(result, indent=2))
