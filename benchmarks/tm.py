@@ -35,9 +35,10 @@ votes), since speed and exactness do not depend on what was learned.
 Writes benchmarks/results/tm_packed.json.
 
 ``blocks``: the shipped TM students with their clause blocks in integers (:func:`kdforge.families.tm.packed_model`:
-the attention and everything else stays float) against the same students in hard mode in PyTorch: every clause
-block on its own inputs (captured from digits 32x32 test images; ``tm_flat`` on booleanised 8x8 digits), and the
-whole student end to end (float soft mode, float hard mode, packed), at batch 1 and 256. Weights are spread as
+the attention and everything else stays float) against the same students in hard mode in PyTorch, on digits 32x32
+test images (``tm_flat`` on booleanised 8x8 digits) at batch 1 and 256: every clause block on its own captured
+inputs, one after the other; the whole student end to end (float soft mode, float hard mode, packed); and the time
+spent inside its clause blocks during those forward passes (a hook before and after each). Weights are spread as
 training spreads them. The logits must be identical to hard mode; ratios are medians of paired rounds in which the
 variants take turns in 10 ms slices.
 
@@ -623,16 +624,40 @@ def trained_looking(name: str, options: dict, shape: tuple[int, ...]) -> torch.n
     return model
 
 
-def paired(variants: dict, batch: int, rounds: int, seconds: float = 0.2, slice_s: float = 0.01) -> dict[str, float]:
+class ClauseTime:
+    """Seconds a model spends inside its clause layers (a hook before and after each) while it runs."""
+
+    def __init__(self, layers: list[torch.nn.Module]):
+        self.seconds = self.started = 0.0
+        for layer in layers:
+            layer.register_forward_pre_hook(self.start)
+            layer.register_forward_hook(self.stop)
+
+    def start(self, *_: object) -> None:
+        self.started = time.perf_counter()
+
+    def stop(self, *_: object) -> None:
+        self.seconds += time.perf_counter() - self.started
+
+
+def paired(
+    variants: dict, batch: int, rounds: int, seconds: float = 0.2, slice_s: float = 0.01, timers: dict | None = None
+) -> dict[str, float]:
     """Median samples/s of each variant, and the median per-round ratio of each to the first. Within a round the
     variants take turns in slices of ``slice_s`` until each has run ``seconds``, so that a burst of load on this
-    shared machine falls on all of them alike; the order of the turns alternates from round to round."""
+    shared machine falls on all of them alike; the order of the turns alternates from round to round. ``timers``
+    (variant: :class:`ClauseTime`): also the milliseconds per call spent in each variant's clause layers, and the
+    median per-round ratio of that time to the first variant's."""
+    timers = timers or {}
     speeds: dict[str, list[float]] = {name: [] for name in variants}
+    inner: dict[str, list[float]] = {name: [] for name in timers}
     for fn in variants.values():
         fn()  # warm-up
     for r in range(rounds):
         names = list(variants)[:: 1 if r % 2 == 0 else -1]
         spent, runs = dict.fromkeys(names, 0.0), dict.fromkeys(names, 0)
+        for timer in timers.values():
+            timer.seconds = 0.0
         while min(spent.values()) < seconds:
             for name in names:
                 start = time.perf_counter()
@@ -642,10 +667,15 @@ def paired(variants: dict, batch: int, rounds: int, seconds: float = 0.2, slice_
                 spent[name] += elapsed
         for name in names:
             speeds[name].append(runs[name] * batch / spent[name])
+        for name, timer in timers.items():
+            inner[name].append(timer.seconds / runs[name])
     first = next(iter(variants))
     out = {f"{name}_samples_per_s": statistics.median(v) for name, v in speeds.items()}
     for name in list(variants)[1:]:
         out[f"{name}_over_{first}"] = statistics.median(a / b for a, b in zip(speeds[name], speeds[first]))
+    for name, times in inner.items():
+        out[f"{name}_clause_ms"] = 1e3 * statistics.median(times)
+        out[f"{name}_clause_over_{first}"] = statistics.median(a / b for a, b in zip(inner[first], times))
     return out
 
 
@@ -676,7 +706,8 @@ def blocks(args: argparse.Namespace) -> dict:
 
 @torch.inference_mode()
 def packed_against_float(model: torch.nn.Module, x: torch.Tensor, batch: int, rounds: int) -> dict:
-    """The clause blocks on their captured inputs, and the whole student, packed against float (hard and soft)."""
+    """The clause blocks on their captured inputs and inside the student's forward passes, and the whole student,
+    packed against float (hard and soft)."""
     from kdforge.families.tm.clause import clause_layers
     from kdforge.families.tm.packed import PackedClauseLayer, packed_model
 
@@ -698,15 +729,30 @@ def packed_against_float(model: torch.nn.Module, x: torch.Tensor, batch: int, ro
             layers[which](u)
 
     blocks = paired({"float_hard": lambda: run_blocks(0), "packed": lambda: run_blocks(1)}, batch, rounds)
+    # the same blocks timed where they run, inside each student's forward passes, between the ops around them; the
+    # soft student is timed too, so that all three pay the hooks
+    timers = {"float_hard": ClauseTime(floats), "packed": ClauseTime(packs)}
+    timers["float_soft"] = ClauseTime(clause_layers(soft))
     student = paired(
-        {"float_hard": lambda: hard(x), "packed": lambda: packed(x), "float_soft": lambda: soft(x)}, batch, rounds
+        {"float_hard": lambda: hard(x), "packed": lambda: packed(x), "float_soft": lambda: soft(x)},
+        batch,
+        rounds,
+        timers=timers,
     )
+    in_model = {
+        "float_hard_ms": student.pop("float_hard_clause_ms"),
+        "packed_ms": student.pop("packed_clause_ms"),
+        "packed_over_float_hard": student.pop("packed_clause_over_float_hard"),
+    }
+    for key in [key for key in student if "_clause_" in key]:  # the soft student's: not reported
+        del student[key]
     tokens = captured[0].numel() // captured[0].shape[-1] // batch
     return {
         "identical": bool(torch.equal(packed(x), expected)),
         "clause_layers": len(floats),
         "tokens_per_sample": tokens,
         "clause_blocks": blocks,
+        "clause_blocks_in_model": in_model,
         "student": student,
     }
 
@@ -729,12 +775,14 @@ def blocks_table(result: dict) -> str:
     lines = [
         "# Packed clause blocks: shipped TM students, clause layers in integers against hard mode in PyTorch",
         "",
-        f"CPU, {result['threads']} threads, {result['rounds']} paired rounds (median). Clause blocks: every clause "
-        "layer of the student on its own captured inputs. Student: the whole forward pass, samples per second in "
+        f"CPU, {result['threads']} threads, {result['rounds']} paired rounds (median). Blocks: every clause layer of "
+        "the student on its own captured inputs, one after the other. In model: the time spent inside the clause "
+        "layers during the student's own forward passes. Student: the whole forward pass, samples per second in "
         "float soft mode / float hard mode / packed. Ratios: packed over float hard mode (higher is faster).",
         "",
-        "| student | clause layers | tokens | identical logits | blocks b1 | blocks b256 | student b1 | student b256 |",
-        "|---|---:|---:|---|---:|---:|---:|---:|",
+        "| student | clause layers | tokens | identical logits | blocks b1 | blocks b256 | in model b1 | in model b256 "
+        "| student b1 | student b256 |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for label, row in result["students"].items():
         b1, b256 = row["batch 1"], row["batch 256"]
@@ -750,6 +798,8 @@ def blocks_table(result: dict) -> str:
             f"| {label} | {row['clause_layers']} | {b1['tokens_per_sample']} | {row['identical']} | "
             f"{b1['clause_blocks']['packed_over_float_hard']:.1f}x | "
             f"{b256['clause_blocks']['packed_over_float_hard']:.1f}x | "
+            f"{b1['clause_blocks_in_model']['packed_over_float_hard']:.1f}x | "
+            f"{b256['clause_blocks_in_model']['packed_over_float_hard']:.1f}x | "
             f"{whole(b1)} | {whole(b256)} |"
         )
     return "\n".join(lines) + "\n"
