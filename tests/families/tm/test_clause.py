@@ -192,7 +192,7 @@ def test_packed_clause_layer_on_its_own_inputs(features, lf, vote_bits):
     with torch.no_grad():
         assert np.array_equal(packed(u[:1]), layer(u[:1]).numpy())
         assert np.array_equal(packed(u), layer(u).numpy())
-        packed.BLOCK_ROWS = 64  # big batches in blocks, the int8 and the float votes alike
+        packed.BLOCK_ROWS = 256  # big batches in blocks (of 200 rows: int8 products), int8 and float votes alike
         assert np.array_equal(packed(u), layer(u).numpy())
 
 

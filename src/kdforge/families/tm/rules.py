@@ -15,8 +15,8 @@ and a second one of the int8 scores with the integer votes gives every output, s
 hard-mode layer scales it: the outputs equal its outputs to the bit. On the CPU's int8 dot
 products this beat the bit-packed forms kdforge used before on every layer measured (byte
 tables summed by an embedding bag; bit-sliced popcounts over 64 samples a word): see
-``benchmarks/tm.py blocks`` and docs/tm.md. Without PyTorch's int8 CPU kernel the same
-products run in float32, still exactly.
+``benchmarks/tm.py blocks`` and docs/tm.md. On a few rows (``INT8_ROWS``), or without
+PyTorch's int8 CPU kernel, the same products run in float32, still exactly.
 """
 
 from __future__ import annotations
@@ -116,6 +116,9 @@ class PackedTM:
     """
 
     BLOCK_ROWS = 16384  # big batches go in blocks of at most this many rows, so that the scores stay in cache
+    # int8 products from this many rows on; on fewer, a few float32 calls in PyTorch alone are faster, most of all
+    # inside a model, where each call right after the attention's multi-threaded work costs more
+    INT8_ROWS = 32
 
     def __init__(self, rules: dict[str, Any]):
         self.features, self.outputs = rules["in_features"], rules["out_features"]
@@ -123,6 +126,7 @@ class PackedTM:
         thresholds = np.asarray(rules["thresholds"], dtype=np.float32)
         # one threshold for every input (the TM blocks' 0.5) is compared as a scalar, ~4x faster
         self.threshold = float(thresholds[0]) if len(set(thresholds.tolist())) == 1 else thresholds
+        self.threshold_t = torch.as_tensor(self.threshold)
         clauses = rules["clauses"]
         self.sizes = np.array([len(c) for c in clauses], dtype=np.int64)
         true, negated = (np.zeros((self.features, len(clauses)), dtype=np.int64) for _ in range(2))
@@ -134,9 +138,10 @@ class PackedTM:
         # bits b, so one matrix product of the bits with the signs t − n (a literal and its negation cancel) plus
         # an offset per clause gives every clause's score before the relu
         self.int8 = has_int8_kernel()
-        self.signs = torch.from_numpy((true - negated).astype(np.int8 if self.int8 else np.float32))
-        offsets = torch.from_numpy(self.limits() - true.sum(0))
-        self.offsets = offsets.to(torch.int32 if self.int8 else torch.float32)
+        self.signs = torch.from_numpy((true - negated).astype(np.float32))
+        self.offsets = torch.from_numpy((self.limits() - true.sum(0)).astype(np.float32))
+        if self.int8:
+            self.signs_int8, self.offsets_int32 = self.signs.to(torch.int8), self.offsets.to(torch.int32)
         votes = np.asarray(rules["votes"], dtype=np.float64).reshape(len(clauses), self.outputs)  # integers
         top_score = int(self.limits().max(initial=0))
         # integer vote sums are exact in float32 while they stay below 2^24; float64 beyond
@@ -170,7 +175,7 @@ class PackedTM:
     def vote(self, scores: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """[B, C] integer clause scores -> [B, K] float32 outputs (in ``out`` if given), as the hard-mode layer votes
         them."""
-        if self.int8_votes is None:
+        if self.int8_votes is None or scores.dtype != torch.int32:  # float32 scores: a few rows, voted in float
             outputs = integer_vote(scores, self.votes, self.factor, self.bias, self.sum_dtype)
             return outputs if out is None else out.copy_(outputs)
         # int8 scores times int8 votes, summed in int32: the same exact sums, 2-4x faster than a float32 product
@@ -182,16 +187,17 @@ class PackedTM:
         return self.scores(torch.as_tensor(x)).numpy()
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
-        """[B, F] inputs -> [B, C] clause scores: int32 (float32 where PyTorch has no int8 CPU product)."""
-        inputs = x.reshape(len(x), -1).float().numpy(force=True)
-        if inputs.shape[1] != self.features:
-            raise KdforgeError(f"PackedTM expects {self.features} input features, got {inputs.shape[1]}")
-        bits = torch.from_numpy((inputs > self.threshold).view(np.int8))  # one byte per input
-        if self.int8:
-            sums = torch._int_mm(bits, self.signs)
-        else:  # small integers: exact in float32
-            sums = bits.float() @ self.signs
-        return sums.add_(self.offsets).clamp_min_(0)
+        """[B, F] inputs -> [B, C] clause scores: int32 from ``INT8_ROWS`` rows on, else (or where PyTorch has no int8
+        CPU product) float32, integers either way."""
+        x = x.detach().reshape(len(x), -1)
+        if x.shape[1] != self.features:
+            raise KdforgeError(f"PackedTM expects {self.features} input features, got {x.shape[1]}")
+        if self.int8 and len(x) >= self.INT8_ROWS:
+            inputs = x.float().numpy(force=True)  # NumPy compares big arrays several times faster than PyTorch
+            bits = torch.from_numpy((inputs > self.threshold).view(np.int8))  # one byte per input
+            return torch._int_mm(bits, self.signs_int8).add_(self.offsets_int32).clamp_min_(0)
+        bits = torch.gt(x.to("cpu", torch.float32), self.threshold_t).float()
+        return torch.addmm(self.offsets, bits, self.signs).clamp_min_(0)  # small integers: exact in float32
 
 
 @EXPORT_FORMATS.register("tm-rules")
