@@ -724,7 +724,7 @@ def packed_against_float(model: torch.nn.Module, x: torch.Tensor, batch: int, ro
 
     def run_blocks(which: int) -> None:
         # each output is dropped before the next block runs, as in the model: kept all alive, their memory is given
-        # back to the system and faulted in again on every call, which costs the light packed blocks up to 1.8x
+        # back to the system and faulted in again on every call, which costs the light packed blocks far more
         for u, *layers in pairs:
             layers[which](u)
 

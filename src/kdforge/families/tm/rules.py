@@ -162,8 +162,8 @@ class PackedTM:
         return self.evaluate(torch.as_tensor(x)).numpy()
 
     def evaluate(self, x: torch.Tensor) -> torch.Tensor:
-        """[B, F] inputs -> [B, K] float32 outputs, in blocks of at most ``BLOCK_ROWS`` rows (1.3x faster at 65,536
-        rows of a Swin-TM's first stage, where the int32 scores would be 16 MiB)."""
+        """[B, F] inputs -> [B, K] float32 outputs, in blocks of at most ``BLOCK_ROWS`` rows (faster on the 65,536
+        rows of a Swin-TM's first stage at batch 256, where the int32 scores would be 16 MiB)."""
         blocks = -(-len(x) // self.BLOCK_ROWS)
         if blocks <= 1:
             return self.vote(self.scores(x))
