@@ -32,7 +32,7 @@ votes), since speed and exactness do not depend on what was learned.
 
     uv run python benchmarks/tm.py packed [--rounds 7] [--clauses 256]
 
-Writes benchmarks/results/tm_packed.json.
+Writes benchmarks/results/tm_packed_vnni.json on a CPU with int8 dot products (VNNI), else tm_packed_no_vnni.json.
 
 ``blocks``: the shipped TM students with their clause blocks in integers (:func:`kdforge.families.tm.packed_model`:
 the attention and everything else stays float) against the same students in hard mode in PyTorch, on digits 32x32
@@ -44,7 +44,7 @@ variants take turns in 10 ms slices.
 
     uv run python benchmarks/tm.py blocks [--rounds 7]
 
-Writes benchmarks/results/tm_blocks.json and .md.
+Writes benchmarks/results/tm_blocks_vnni.json and .md on a CPU with int8 dot products (VNNI), else tm_blocks_no_vnni.
 
 ``ablation``: do the clause layers carry the model? On generated tasks where a feed-forward block matters (a 4 x 4 grid
 of tokens, each six noisy ±1 bits; a token's class needs a non-linear function of its own bits, which attention alone
@@ -119,10 +119,56 @@ import kdforge
 from common import save, worker_pool
 from kdforge.bench import latency_ms
 from kdforge.families.tm.clause import set_hard
-from kdforge.families.tm.rules import PackedTM, model_rules
+from kdforge.families.tm.rules import PackedTM, fast_int8, has_int_linear, model_rules
 from kdforge.models import build_model
 
 RESULTS = Path(__file__).parent / "results"
+
+
+def cpu_class() -> str:
+    """The packed results are named by it: "vnni" where ``PackedTM`` multiplies in int8 (CPUs with int8 dot products),
+    else "no_vnni" (oneDNN's int8 layers on many rows, float32 on few)."""
+    return "vnni" if fast_int8() else "no_vnni"
+
+
+def machine() -> dict:
+    """The CPU the speeds were measured on: its name, and how ``PackedTM`` multiplies on it."""
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            name = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):  # not Linux: the platform's name
+        pass
+    if fast_int8():
+        products = f"int8 from {PackedTM.INT8_ROWS} rows, float32 below"
+    elif has_int_linear():
+        products = f"oneDNN's int8 layers from {PackedTM.INT_LINEAR_ROWS:,} rows, float32 below"
+    else:
+        products = "float32"
+    return {"cpu": name, "capability": torch.backends.cpu.get_cpu_capability(), "products": products}
+
+
+def int8_against_float32(rounds: int) -> dict[str, float]:
+    """Speed of PyTorch's int8 matrix product (int32 sums) over a float32 one on the same 64 x 64 layer, at 16 and 256
+    rows: what :func:`fast_int8` decides on (without VNNI the int8 kernel is a plain loop). Empty where PyTorch has
+    no int8 CPU kernel."""
+    try:
+        torch._int_mm(torch.zeros(1, 8, dtype=torch.int8), torch.zeros(8, 8, dtype=torch.int8))
+    except (RuntimeError, AttributeError):
+        return {}
+    ratios = {}
+    for rows in (16, 256):
+        bits, signs = (
+            torch.randint(0, 2, (rows, 64), dtype=torch.int8),
+            torch.randint(-1, 2, (64, 64), dtype=torch.int8),
+        )
+        variants = {
+            "float32": lambda a=bits.float(), b=signs.float(): a @ b,
+            "int8": lambda a=bits, b=signs: torch._int_mm(a, b),
+        }
+        speeds = paired(variants, rows, rounds, 0.1)
+        ratios[f"rows {rows}"] = speeds["int8_over_float32"]
+    return ratios
 
 
 def packed(args: argparse.Namespace) -> dict:
@@ -135,6 +181,7 @@ def packed(args: argparse.Namespace) -> dict:
     set_hard(model.eval())
     layer = PackedTM(model_rules(model)["layers"]["tm"])
     rows = []
+    print(", ".join(f"{k}: {v}" for k, v in machine().items()))
     for batch in args.batch_sizes:
         x = torch.randn(batch, 1, 32, 32)
         x_np = x.numpy()
@@ -156,6 +203,7 @@ def packed(args: argparse.Namespace) -> dict:
             f"{row['packed_samples_per_s']:>10,.0f}/s  ratio {row['ratio']:.1f}x  identical {identical}"
         )
     return {
+        "int8_over_float32_products": int8_against_float32(args.rounds),
         "layer": {
             "inputs": 1024,
             "literals": 2048,
@@ -164,7 +212,7 @@ def packed(args: argparse.Namespace) -> dict:
             "mean_included_literals": float(layer.sizes.mean()),
         },
         "threads": torch.get_num_threads(),
-        "machine": platform.processor() or platform.machine(),
+        **machine(),
         "rows": rows,
     }
 
@@ -698,7 +746,7 @@ def blocks(args: argparse.Namespace) -> dict:
         rows[label] = row
     return {
         "threads": torch.get_num_threads(),
-        "machine": platform.processor() or platform.machine(),
+        **machine(),
         "rounds": args.rounds,
         "students": rows,
     }
@@ -775,7 +823,8 @@ def blocks_table(result: dict) -> str:
     lines = [
         "# Packed clause blocks: shipped TM students, clause layers in integers against hard mode in PyTorch",
         "",
-        f"CPU, {result['threads']} threads, {result['rounds']} paired rounds (median). Blocks: every clause layer of "
+        f"CPU: {result['cpu']} ({result['capability']}; PackedTM multiplies in {result['products']}), "
+        f"{result['threads']} threads, {result['rounds']} paired rounds (median). Blocks: every clause layer of "
         "the student on its own captured inputs, one after the other. In model: the time spent inside the clause "
         "layers during the student's own forward passes. Student: the whole forward pass, samples per second in "
         "float soft mode / float hard mode / packed. Ratios: packed over float hard mode (higher is faster).",
@@ -1056,11 +1105,13 @@ def main() -> None:
         measure, table = tabled[args.what]
         result = measure(args)
         name = f"tm_{args.what}" + (f"_{args.epochs}ep" if args.what == "hard_finish" and args.epochs != 15 else "")
+        name += f"_{cpu_class()}" if args.what == "blocks" else ""
         save(ablation_name(args.epochs) if args.what == "ablation" else name, result, table(result))
         return
     result = packed(args)
-    (RESULTS / "tm_packed.json").write_text(json.dumps(result, indent=2))
-    print(f"wrote {RESULTS / 'tm_packed.json'}")
+    path = RESULTS / f"tm_packed_{cpu_class()}.json"
+    path.write_text(json.dumps(result, indent=2))
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -9,8 +9,10 @@ import torch.nn.functional as F
 
 from kdforge.families.tm import rules as rules_module
 from kdforge.families.tm.clause import ClauseLayer, DeepTM, set_hard
-from kdforge.families.tm.rules import PackedTM, export_rules, layer_rules, load_rules, model_rules
+from kdforge.families.tm.rules import PackedTM, export_rules, has_int_linear, layer_rules, load_rules, model_rules
 from kdforge.models import build_model
+
+needs_int_linear = pytest.mark.skipif(not has_int_linear(), reason="this PyTorch has no oneDNN int8 linear (not x86)")
 
 
 def fuzzy_inputs(n=32, features=6, seed=0):
@@ -36,6 +38,21 @@ def test_include_mask_is_hard_forward_and_sigmoid_backward():
     mask.sum().backward()
     s = torch.sigmoid(layer.include.detach() / 0.5)
     torch.testing.assert_close(layer.include.grad, s * (1 - s) / 0.5)  # d σ(l/τ) / dl
+
+
+@pytest.mark.parametrize("form", ["capacity", "product"])
+def test_hard_mode_without_gradients_skips_the_surrogates_and_computes_the_same(form, monkeypatch):
+    torch.manual_seed(0)
+    layer = set_hard(ClauseLayer(6, 3, clauses=8, lf=2, form=form)).eval()
+    u = torch.rand(5, 6)
+    expected = layer(u)  # gradients recorded: hard values plus (surrogate − surrogate)
+    calls = []
+    monkeypatch.setattr(torch, "sigmoid", lambda *a: calls.append(a) or F.sigmoid(*a))
+    with torch.no_grad():
+        assert torch.equal(layer(u), expected)
+    assert not calls  # no σ(include / τ) in inference
+    layer(u).sum().backward()
+    assert calls and layer.include.grad.abs().sum() > 0
 
 
 def test_tau_changes_the_forward_output_and_the_gradient():
@@ -166,29 +183,45 @@ def trained_looking_tm_flat(seed=0, **options):
     return set_hard(model.eval())
 
 
-@pytest.mark.parametrize("int8", [True, False])  # False: PyTorch without the int8 CPU kernel, products in float32
+def use_products(kind: str, monkeypatch) -> None:
+    """Make PackedTM multiply as on a CPU with VNNI ("int8"), one without it ("int_linear": oneDNN's int8 layers, from
+    the first row on here) or where neither pays ("float32")."""
+    monkeypatch.setattr(rules_module, "fast_int8", lambda: kind == "int8")
+    monkeypatch.setattr(rules_module, "has_int_linear", lambda: kind == "int_linear")
+    monkeypatch.setattr(PackedTM, "INT_LINEAR_ROWS", 1)
+
+
+PRODUCTS = ["int8", pytest.param("int_linear", marks=needs_int_linear), "float32"]
+
+
+@pytest.mark.parametrize("products", PRODUCTS)
 @pytest.mark.parametrize("form", ["capacity", "product"])
 @pytest.mark.parametrize("batch", [1, 63, 200])
-def test_packed_equals_hard_float_exactly(form, batch, int8, monkeypatch):
-    monkeypatch.setattr(rules_module, "has_int8_kernel", lambda: int8)
+def test_packed_equals_hard_float_exactly(form, batch, products, monkeypatch):
+    use_products(products, monkeypatch)
     model = trained_looking_tm_flat(form=form)
     x = torch.randn(batch, 1, 6, 5, generator=torch.Generator().manual_seed(batch))
     with torch.no_grad():
         expected = model(x).numpy()
     packed = PackedTM(model_rules(model)["layers"]["tm"])
-    assert packed.int8 == int8 and np.array_equal(packed(x), expected)
+    assert packed.int8 == (products == "int8") and (packed.int_linear is not None) == (products == "int_linear")
+    assert np.array_equal(packed(x), expected)
 
 
 @pytest.mark.parametrize(
     "features,lf,vote_bits",  # int8 votes and scores; then votes, scores too big for int8 (summed in float)
     [(70, 3, 8), (70, 40, 8), (70, 3, 12), (150, 200, 8)],
 )
-def test_packed_clause_layer_on_its_own_inputs(features, lf, vote_bits):
+@pytest.mark.parametrize("products", PRODUCTS)
+def test_packed_clause_layer_on_its_own_inputs(features, lf, vote_bits, products, monkeypatch):
+    use_products(products, monkeypatch)
     torch.manual_seed(0)
     layer = set_hard(ClauseLayer(features, 5, clauses=12, lf=lf, vote_bits=vote_bits, include_init=features))
     u = fuzzy_inputs(600, features)  # inputs in [0, 1], cut at 0.5
     packed = PackedTM(layer_rules(layer))
-    assert (packed.int8_votes is None) == (vote_bits > 8 or lf > 127)
+    too_big = vote_bits > 8 or lf > 127  # for int8: float32 products instead
+    assert (packed.int8_votes is None) == (products != "int8" or too_big)
+    assert (packed.int_linear is None) == (products != "int_linear" or too_big)
     with torch.no_grad():
         assert np.array_equal(packed(u[:1]), layer(u[:1]).numpy())
         assert np.array_equal(packed(u), layer(u).numpy())

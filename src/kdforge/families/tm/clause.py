@@ -47,9 +47,13 @@ from torch import nn
 from kdforge.models import MODELS
 
 
-def straight_through(hard: torch.Tensor, surrogate: torch.Tensor) -> torch.Tensor:
-    """Forward value ``hard`` exactly; gradient of ``surrogate``."""
-    return hard + (surrogate - surrogate.detach())
+def straight_through(hard: torch.Tensor, surrogate: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """Forward value ``hard`` exactly; gradient of ``surrogate()``, which is not even computed where no gradient is
+    recorded (``no_grad``, inference): hard mode at inference is the hard values alone."""
+    if not torch.is_grad_enabled():
+        return hard
+    soft = surrogate()
+    return hard + (soft - soft.detach())
 
 
 class Temperature(nn.Module):
@@ -175,7 +179,7 @@ class ClauseLayer(nn.Module):
     def include_mask(self, tau: torch.Tensor | None = None) -> torch.Tensor:
         """[C, 2F] include mask: hard forward (:meth:`included`), gradient of σ(logit / τ)."""
         tau = self.tau.value() if tau is None else tau
-        return straight_through(self.included().to(self.include.dtype), torch.sigmoid(self.include / tau))
+        return straight_through(self.included().to(self.include.dtype), lambda: torch.sigmoid(self.include / tau))
 
     def min_true(self) -> torch.Tensor:
         """[C] integers: how many of its included literals must hold for each clause to fire (score > 0) in hard
@@ -197,7 +201,7 @@ class ClauseLayer(nn.Module):
         votes = self.vote_matrix()
         levels = 2 ** (self.vote_bits - 1) - 1
         step = (votes.detach().abs().amax(0) / levels).clamp_min(torch.finfo(votes.dtype).tiny)
-        return straight_through(torch.round(votes.detach() / step), votes / step), step
+        return straight_through(torch.round(votes.detach() / step), lambda: votes / step), step
 
     def include_probability(self) -> torch.Tensor:
         """[C, 2F] σ(logit / τ): the soft include mask that sparsity penalties shrink."""
@@ -208,7 +212,7 @@ class ClauseLayer(nn.Module):
         """[*, F] inputs -> [*, 2F] literals [u, 1 − u] in [0, 1] (boolean in hard mode)."""
         u = u.clamp(0.0, 1.0)
         if self.hard:
-            u = straight_through((u > 0.5).to(u.dtype), u)
+            u = straight_through((u > 0.5).to(u.dtype), lambda: u)
         return torch.cat([u, 1.0 - u], dim=-1)
 
     def clause_scores(self, u: torch.Tensor, tau: torch.Tensor | None = None) -> torch.Tensor:
@@ -225,8 +229,10 @@ class ClauseLayer(nn.Module):
         return torch.relu(x) if self.hard else tau * F.softplus(x / tau)
 
     def _product(self, m: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
-        soft = torch.exp(-self.kappa * m / (tau * self.in_features))
-        return straight_through((m < 0.5).to(m.dtype), soft) if self.hard else soft
+        def soft() -> torch.Tensor:
+            return torch.exp(-self.kappa * m / (tau * self.in_features))
+
+        return straight_through((m < 0.5).to(m.dtype), soft) if self.hard else soft()
 
     def forward(self, u: torch.Tensor, modulate: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
         """``modulate``: an optional function of the clause scores applied before voting
@@ -443,10 +449,9 @@ class TMFlat(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[B, *input_shape] -> logits [B, num_classes]."""
         x = x.flatten(1) - self.threshold
-        u = torch.sigmoid(self.sharpness * x)
         if self.hard:  # decide on x > t itself, as the exported rules do (σ rounds to 0.5 near t)
-            u = straight_through((x > 0).to(u.dtype), u)
-        return self.tm(u)
+            return self.tm(straight_through((x > 0).to(x.dtype), lambda: torch.sigmoid(self.sharpness * x)))
+        return self.tm(torch.sigmoid(self.sharpness * x))
 
     @property
     def hard(self) -> bool:  # as its clause layer (or the packed one in its place) is

@@ -12,11 +12,13 @@ bits (one byte each), and a clause's score before its relu, limit − violations
 them: a true literal is violated where its bit is 0, a negated one where it is 1. So one int8
 matrix product (int32 sums) of the bits with each clause's literal signs gives every score,
 and a second one of the int8 scores with the integer votes gives every output, scaled as the
-hard-mode layer scales it: the outputs equal its outputs to the bit. On the CPU's int8 dot
-products this beat the bit-packed forms kdforge used before on every layer measured (byte
+hard-mode layer scales it: the outputs equal its outputs to the bit. On a CPU with int8 dot
+products (VNNI) this beat the bit-packed forms kdforge used before on every layer measured (byte
 tables summed by an embedding bag; bit-sliced popcounts over 64 samples a word): see
-``benchmarks/tm.py blocks`` and docs/tm.md. On a few rows (``INT8_ROWS``), or without
-PyTorch's int8 CPU kernel, the same products run in float32, still exactly.
+``benchmarks/tm.py blocks`` and docs/tm.md. Without VNNI (:func:`fast_int8`) PyTorch's int8
+product is a plain loop, so many rows go through oneDNN's int8 linear layers instead
+(:class:`IntLinear`, on AVX2's int8 multiply-adds); on a few rows, or where neither pays, the
+same products run in float32. Every path is exact.
 """
 
 from __future__ import annotations
@@ -98,14 +100,47 @@ def load_rules(path: str | Path) -> dict[str, Any]:
 
 
 @functools.cache
-def has_int8_kernel() -> bool:
-    """Whether this PyTorch multiplies int8 matrices on the CPU (``torch._int_mm``, int32 sums; not every build
-    has the kernel)."""
+def fast_int8() -> bool:
+    """Whether int8 matrix products pay on this CPU: PyTorch has the kernel (``torch._int_mm``, int32 sums; not every
+    build does) and the CPU has int8 dot-product instructions (VNNI). Without them the kernel is a plain loop, many
+    times slower than a float32 product (``benchmarks/tm.py packed`` measures both on the CPU it runs on)."""
+    has_vnni = getattr(torch.cpu, "_is_vnni_supported", lambda: False)
+    if not has_vnni():
+        return False
     try:
         torch._int_mm(torch.zeros(1, 8, dtype=torch.int8), torch.zeros(8, 8, dtype=torch.int8))
     except (RuntimeError, AttributeError):
         return False
     return True
+
+
+class IntLinear:
+    """oneDNN's int8 linear layer (``torch.ops.onednn.qlinear_pointwise``, in x86 builds of PyTorch): uint8 inputs
+    [N, in] times int8 ``weight`` [in, out], int32 sums, every scale 1 and zero point 0, so that the outputs are the
+    exact integer sums (in float32 below 2^24). On a CPU without VNNI it runs on AVX2's int8 multiply-adds."""
+
+    def __init__(self, weight: torch.Tensor):
+        self.packed = torch.ops.onednn.qlinear_prepack(weight.t().contiguous().to(torch.int8), None)
+        self.scale, self.zero = torch.ones(weight.size(1)), torch.zeros(weight.size(1), dtype=torch.long)
+
+    def __call__(self, x: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype, relu: bool) -> torch.Tensor:
+        """``x @ weight + bias`` (relu'd if asked) as ``dtype``; uint8 saturates at 255."""
+        post = "relu" if relu else "none"
+        return torch.ops.onednn.qlinear_pointwise(
+            x, 1.0, 0, self.packed, self.scale, self.zero, bias, 1.0, 0, dtype, post, [], ""
+        )
+
+
+@functools.cache
+def has_int_linear() -> bool:
+    """Whether :class:`IntLinear` runs in this PyTorch, and sums exactly."""
+    try:
+        sums = IntLinear(torch.tensor([[127], [-127]]))(
+            torch.tensor([[127, 126]], dtype=torch.uint8), None, torch.float32, False
+        )
+    except (RuntimeError, AttributeError, NotImplementedError):
+        return False
+    return sums.tolist() == [[127.0]]
 
 
 class PackedTM:
@@ -119,6 +154,7 @@ class PackedTM:
     # int8 products from this many rows on; on fewer, a few float32 calls in PyTorch alone are faster, most of all
     # inside a model, where each call right after the attention's multi-threaded work costs more
     INT8_ROWS = 32
+    INT_LINEAR_ROWS = 4096  # oneDNN's int8 layers (no VNNI) from this many rows on: each call costs ~65 us
 
     def __init__(self, rules: dict[str, Any]):
         self.features, self.outputs = rules["in_features"], rules["out_features"]
@@ -137,7 +173,7 @@ class PackedTM:
         # limit − violations = limit − Σ t_i (1 − b_i) − Σ n_i b_i = (limit − Σ t_i) + b · (t − n): linear in the
         # bits b, so one matrix product of the bits with the signs t − n (a literal and its negation cancel) plus
         # an offset per clause gives every clause's score before the relu
-        self.int8 = has_int8_kernel()
+        self.int8 = fast_int8()
         self.signs = torch.from_numpy((true - negated).astype(np.float32))
         self.offsets = torch.from_numpy((self.limits() - true.sum(0)).astype(np.float32))
         if self.int8:
@@ -148,8 +184,12 @@ class PackedTM:
         largest = float(np.abs(votes).sum(0).max(initial=0.0)) * top_score
         self.sum_dtype = torch.float32 if largest < 2**24 else torch.float64
         self.votes = torch.from_numpy(votes).to(self.sum_dtype)
-        fits = self.int8 and top_score <= 127 and np.abs(votes).max(initial=0) <= 127 and len(votes) > 0
-        self.int8_votes = torch.from_numpy(votes.astype(np.int8)) if fits else None
+        fits = top_score <= 127 and np.abs(votes).max(initial=0) <= 127 and len(votes) > 0  # int8 scores and votes
+        self.int8_votes = torch.from_numpy(votes.astype(np.int8)) if self.int8 and fits else None
+        # without VNNI, oneDNN's int8 layers (AVX2's int8 multiply-adds) beat float32 on many rows
+        self.int_linear = None
+        if not self.int8 and fits and self.sum_dtype == torch.float32 and has_int_linear():
+            self.int_linear = (IntLinear(self.signs), IntLinear(torch.from_numpy(votes)))
         self.factor = vote_factor(rules["scale"], torch.tensor(rules["vote_step"], dtype=torch.float64))
         self.bias = torch.tensor(rules["bias"], dtype=torch.float32)
 
@@ -164,13 +204,22 @@ class PackedTM:
     def evaluate(self, x: torch.Tensor) -> torch.Tensor:
         """[B, F] inputs -> [B, K] float32 outputs, in blocks of at most ``BLOCK_ROWS`` rows (faster on the 65,536
         rows of a Swin-TM's first stage at batch 256, where the int32 scores would be 16 MiB)."""
+        x = self.inputs(x)
         blocks = -(-len(x) // self.BLOCK_ROWS)
         if blocks <= 1:
-            return self.vote(self.scores(x))
+            return self.outputs_of(x)
         out = torch.empty(len(x), self.outputs)
         for part, rows in zip(x.chunk(blocks), out.chunk(blocks)):
-            self.vote(self.scores(part), out=rows)
+            self.outputs_of(part, out=rows)
         return out
+
+    def outputs_of(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, F] inputs (at most ``BLOCK_ROWS``) -> [B, K] outputs (in ``out`` if given)."""
+        if self.int_linear is None or len(x) < self.INT_LINEAR_ROWS:
+            return self.vote(self.scores_of(x), out)
+        scores_of, votes_of = self.int_linear
+        scores = scores_of(self.bits(x).view(torch.uint8), self.offsets, torch.uint8, relu=True)
+        return torch.addcmul(self.bias, votes_of(scores, None, torch.float32, relu=False), self.factor, out=out)
 
     def vote(self, scores: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """[B, C] integer clause scores -> [B, K] float32 outputs (in ``out`` if given), as the hard-mode layer votes
@@ -187,17 +236,28 @@ class PackedTM:
         return self.scores(torch.as_tensor(x)).numpy()
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
-        """[B, F] inputs -> [B, C] clause scores: int32 from ``INT8_ROWS`` rows on, else (or where PyTorch has no int8
-        CPU product) float32, integers either way."""
+        """[B, F] inputs -> [B, C] clause scores: int32 from ``INT8_ROWS`` rows on where int8 products pay
+        (:func:`fast_int8`), else float32; integers either way."""
+        return self.scores_of(self.inputs(x))
+
+    def scores_of(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`scores` of inputs already [B, F]."""
+        if self.int8 and len(x) >= self.INT8_ROWS:
+            return torch._int_mm(self.bits(x), self.signs_int8).add_(self.offsets_int32).clamp_min_(0)
+        bits = torch.gt(x.to("cpu", torch.float32), self.threshold_t, out=torch.empty(x.shape))  # 0.0 or 1.0
+        return torch.addmm(self.offsets, bits, self.signs).clamp_min_(0)  # small integers: exact in float32
+
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Any [B, ...] inputs as [B, F], refused with a clear message when F is not the layer's."""
         x = x.detach().reshape(len(x), -1)
         if x.shape[1] != self.features:
             raise KdforgeError(f"PackedTM expects {self.features} input features, got {x.shape[1]}")
-        if self.int8 and len(x) >= self.INT8_ROWS:
-            inputs = x.float().numpy(force=True)  # NumPy compares big arrays several times faster than PyTorch
-            bits = torch.from_numpy((inputs > self.threshold).view(np.int8))  # one byte per input
-            return torch._int_mm(bits, self.signs_int8).add_(self.offsets_int32).clamp_min_(0)
-        bits = torch.gt(x.to("cpu", torch.float32), self.threshold_t).float()
-        return torch.addmm(self.offsets, bits, self.signs).clamp_min_(0)  # small integers: exact in float32
+        return x
+
+    def bits(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, F] inputs -> [B, F] int8 bits, one byte each (NumPy compares big arrays several times faster than
+        PyTorch)."""
+        return torch.from_numpy((x.float().numpy(force=True) > self.threshold).view(np.int8))
 
 
 @EXPORT_FORMATS.register("tm-rules")
