@@ -277,8 +277,14 @@ def integer_vote(
     """Hard mode's outputs: clause scores [*, C] times integer votes [C, K], summed in ``exact`` (a dtype that holds
     every sum of integer scores exactly, so that the order of the sum cannot matter), then ``bias + total · factor``
     in float32. The packed evaluator votes the same way, so the two agree to the bit."""
-    total = (scores.to(exact) @ votes.to(exact)).to(bias.dtype)
-    return torch.addcmul(bias, total, factor)
+    total = as_dtype(scores, exact) @ as_dtype(votes, exact)
+    return torch.addcmul(bias, as_dtype(total, bias.dtype), factor)
+
+
+def as_dtype(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``t.to(dtype)``, without the call where ``t`` already is ``dtype`` (even a no-op ``.to`` costs a few µs, which
+    counts in a small layer)."""
+    return t if t.dtype == dtype else t.to(dtype)
 
 
 def _include_init(clauses: int, features: int, expected: float, prior: str) -> torch.Tensor:
