@@ -119,7 +119,7 @@ import kdforge
 from common import save, worker_pool
 from kdforge.bench import latency_ms
 from kdforge.families.tm.clause import set_hard
-from kdforge.families.tm.rules import PackedTM, fast_int8, has_int_linear, model_rules
+from kdforge.families.tm.rules import PackedTM, fast_int8, model_rules
 from kdforge.models import build_model
 
 RESULTS = Path(__file__).parent / "results"
@@ -139,13 +139,7 @@ def machine() -> dict:
             name = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
     except (OSError, StopIteration):  # not Linux: the platform's name
         pass
-    if fast_int8():
-        products = f"int8 from {PackedTM.INT8_ROWS} rows, float32 below"
-    elif has_int_linear():
-        products = f"oneDNN's int8 layers from {PackedTM.INT_LINEAR_ROWS:,} rows, float32 below"
-    else:
-        products = "float32"
-    return {"cpu": name, "capability": torch.backends.cpu.get_cpu_capability(), "products": products}
+    return {"cpu": name, "capability": torch.backends.cpu.get_cpu_capability(), "products": PackedTM.products()}
 
 
 def int8_against_float32(rounds: int) -> dict[str, float]:
@@ -823,7 +817,7 @@ def blocks_table(result: dict) -> str:
     lines = [
         "# Packed clause blocks: shipped TM students, clause layers in integers against hard mode in PyTorch",
         "",
-        f"CPU: {result['cpu']} ({result['capability']}; PackedTM multiplies in {result['products']}), "
+        f"CPU: {result['cpu']} ({result['capability']}; PackedTM multiplies with {result['products']}), "
         f"{result['threads']} threads, {result['rounds']} paired rounds (median). Blocks: every clause layer of "
         "the student on its own captured inputs, one after the other. In model: the time spent inside the clause "
         "layers during the student's own forward passes. Student: the whole forward pass, samples per second in "

@@ -208,6 +208,12 @@ def test_packed_equals_hard_float_exactly(form, batch, products, monkeypatch):
     assert np.array_equal(packed(x), expected)
 
 
+@pytest.mark.parametrize("products,says", [("int8", "int8 products"), ("int_linear", "oneDNN"), ("float32", "float32")])
+def test_packed_says_how_it_multiplies_on_this_cpu(products, says, monkeypatch):
+    use_products(products, monkeypatch)
+    assert says in PackedTM.products()
+
+
 @pytest.mark.parametrize(
     "features,lf,vote_bits",  # int8 votes and scores; then votes, scores too big for int8 (summed in float)
     [(70, 3, 8), (70, 40, 8), (70, 3, 12), (150, 200, 8)],

@@ -193,6 +193,15 @@ class PackedTM:
         self.factor = vote_factor(rules["scale"], torch.tensor(rules["vote_step"], dtype=torch.float64))
         self.bias = torch.tensor(rules["bias"], dtype=torch.float32)
 
+    @classmethod
+    def products(cls) -> str:
+        """How PackedTM multiplies on this CPU, in words."""
+        if fast_int8():
+            return f"int8 products from {cls.INT8_ROWS} rows on (the CPU has VNNI), float32 below"
+        if has_int_linear():
+            return f"oneDNN's int8 layers from {cls.INT_LINEAR_ROWS:,} rows on (no VNNI), float32 below"
+        return "float32 products (no int8 kernel that pays here)"
+
     def limits(self) -> np.ndarray:
         """[C]: the score of a clause that no included literal violates (capacity: min(|clause|, LF); product: 1)."""
         return np.minimum(self.sizes, self.lf) if self.form == "capacity" else np.ones_like(self.sizes)
@@ -295,4 +304,7 @@ def export_run_rules(run_dir: Path, out: Path | None = None) -> str:
         }
     rules = export_rules(load_student(run_dir), out or Path(run_dir) / "student.tm-rules.json", input_bits)
     evaluate = "kdforge.families.tm.PackedTM(kdforge.families.tm.load_rules(path)['layers'][NAME])"
-    return f"wrote {rules}: {rules.stat().st_size:,} bytes. Evaluate with {evaluate}"
+    return (
+        f"wrote {rules}: {rules.stat().st_size:,} bytes. Evaluate with {evaluate}; on this CPU it multiplies with "
+        f"{PackedTM.products()}"
+    )
