@@ -118,14 +118,14 @@ FIGURES = [
     Figure("docs/choosing.md", "the 32×32 CNN-8 (+0.46 ± 1.25) and ViT (+0.37 ± 1.16)", "methods.md"),
     Figure(
         "docs/tm.md",
-        "identical outputs: 13.0× at batch 1, 4.2× at 64, 4.4× at 256, 4.3× at 1,024",
+        "identical outputs: 13.5× at batch 1, 4.4× at 64, 3.1× at 256, 4.1× at 1,024",
         "tm_packed_no_vnni.json",
-        ("13.0", "4.2", "4.4", "4.3"),
+        ("13.5", "4.4", "3.1", "4.1"),
     ),
     Figure(
         "docs/tm.md",
-        "2.9–7.7× faster than hard mode on their own inputs, two of the twelve cells at the 5× we aim at; inside the "
-        "model\n2.5–6.8×, three of twelve; the packed student is 1.2–4.2× faster",
+        "2.9–8.0× faster than hard mode on their own inputs, two of the twelve cells at the 5× we aim at; inside the "
+        "model\n2.4–7.2×, one of twelve; the packed student is 1.2–4.5× faster",
         "tm_blocks_no_vnni.md",
     ),
     Figure(
