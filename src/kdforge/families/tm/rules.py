@@ -102,7 +102,7 @@ def load_rules(path: str | Path) -> dict[str, Any]:
 @functools.cache
 def fast_int8() -> bool:
     """Whether int8 matrix products pay on this CPU: PyTorch has the kernel (``torch._int_mm``, int32 sums; not every
-    build does) and the CPU has int8 dot-product instructions (VNNI). Without them the kernel is a plain loop, many
+    build does) and the CPU has int8 dot-product instructions (VNNI). Without them the kernel is a slow fallback, many
     times slower than a float32 product (``benchmarks/tm.py packed`` measures both on the CPU it runs on)."""
     has_vnni = getattr(torch.cpu, "_is_vnni_supported", lambda: False)
     if not has_vnni():
@@ -154,7 +154,7 @@ class PackedTM:
     # int8 products from this many rows on; on fewer, a few float32 calls in PyTorch alone are faster, most of all
     # inside a model, where each call right after the attention's multi-threaded work costs more
     INT8_ROWS = 32
-    INT_LINEAR_ROWS = 4096  # oneDNN's int8 layers (no VNNI) from this many rows on: each call costs ~65 us
+    INT_LINEAR_ROWS = 4096  # oneDNN's int8 layers (no VNNI) from this many rows on: each call has a large fixed cost
 
     def __init__(self, rules: dict[str, Any]):
         self.features, self.outputs = rules["in_features"], rules["out_features"]
@@ -260,7 +260,7 @@ class PackedTM:
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
         """Any [B, ...] inputs as [B, F], refused with a clear message when F is not the layer's."""
-        if x.dim() != 2:  # (each call skipped here is ~2% of a small layer's time)
+        if x.dim() != 2:  # calls that would change nothing are skipped: each costs a few µs in a small layer
             x = x.reshape(len(x), -1)
         if x.requires_grad:
             x = x.detach()
