@@ -144,7 +144,7 @@ def machine() -> dict:
 
 def int8_against_float32(rounds: int) -> dict[str, float]:
     """Speed of PyTorch's int8 matrix product (int32 sums) over a float32 one on the same 64 x 64 layer, at 16 and 256
-    rows: what :func:`fast_int8` decides on (without VNNI the int8 kernel is a plain loop). Empty where PyTorch has
+    rows: what :func:`fast_int8` decides on (without VNNI the int8 kernel is a slow fallback). Empty where PyTorch has
     no int8 CPU kernel."""
     try:
         torch._int_mm(torch.zeros(1, 8, dtype=torch.int8), torch.zeros(8, 8, dtype=torch.int8))

@@ -16,7 +16,7 @@ hard-mode layer scales it: the outputs equal its outputs to the bit. On a CPU wi
 products (VNNI) this beat the bit-packed forms kdforge used before on every layer measured (byte
 tables summed by an embedding bag; bit-sliced popcounts over 64 samples a word): see
 ``benchmarks/tm.py blocks`` and docs/tm.md. Without VNNI (:func:`fast_int8`) PyTorch's int8
-product is a plain loop, so many rows go through oneDNN's int8 linear layers instead
+product is a slow fallback, so many rows go through oneDNN's int8 linear layers instead
 (:class:`IntLinear`, on AVX2's int8 multiply-adds); on a few rows, or where neither pays, the
 same products run in float32. Every path is exact.
 """
