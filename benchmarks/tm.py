@@ -119,7 +119,7 @@ import kdforge
 from common import save, worker_pool
 from kdforge.bench import latency_ms
 from kdforge.families.tm.clause import set_hard
-from kdforge.families.tm.rules import PackedTM, fast_int8, model_rules
+from kdforge.families.tm.rules import PackedTM, fast_int8, has_int8_kernel, model_rules
 from kdforge.models import build_model
 
 RESULTS = Path(__file__).parent / "results"
@@ -146,9 +146,7 @@ def int8_against_float32(rounds: int) -> dict[str, float]:
     """Speed of PyTorch's int8 matrix product (int32 sums) over a float32 one on the same 64 x 64 layer, at 16 and 256
     rows: what :func:`fast_int8` decides on (without VNNI the int8 kernel is a slow fallback). Empty where PyTorch has
     no int8 CPU kernel."""
-    try:
-        torch._int_mm(torch.zeros(1, 8, dtype=torch.int8), torch.zeros(8, 8, dtype=torch.int8))
-    except (RuntimeError, AttributeError):
+    if not has_int8_kernel():
         return {}
     ratios = {}
     for rows in (16, 256):

@@ -101,12 +101,17 @@ def load_rules(path: str | Path) -> dict[str, Any]:
 
 @functools.cache
 def fast_int8() -> bool:
-    """Whether int8 matrix products pay on this CPU: PyTorch has the kernel (``torch._int_mm``, int32 sums; not every
-    build does) and the CPU has int8 dot-product instructions (VNNI). Without them the kernel is a slow fallback, many
-    times slower than a float32 product (``benchmarks/tm.py packed`` measures both on the CPU it runs on)."""
+    """Whether int8 matrix products pay on this CPU: PyTorch has the kernel and the CPU has int8 dot-product
+    instructions (VNNI). Without them the kernel is a slow fallback, many times slower than a float32 product
+    (``benchmarks/tm.py packed`` measures both on the CPU it runs on)."""
     has_vnni = getattr(torch.cpu, "_is_vnni_supported", lambda: False)
-    if not has_vnni():
-        return False
+    return has_vnni() and has_int8_kernel()
+
+
+@functools.cache
+def has_int8_kernel() -> bool:
+    """Whether this PyTorch multiplies int8 matrices on the CPU (``torch._int_mm``, int32 sums; not every build
+    has the kernel)."""
     try:
         torch._int_mm(torch.zeros(1, 8, dtype=torch.int8), torch.zeros(8, 8, dtype=torch.int8))
     except (RuntimeError, AttributeError):
