@@ -231,7 +231,7 @@ def test_packed_clause_layer_on_its_own_inputs(features, lf, vote_bits, products
     with torch.no_grad():
         assert np.array_equal(packed(u[:1]), layer(u[:1]).numpy())
         assert np.array_equal(packed(u), layer(u).numpy())
-        packed.BLOCK_ROWS = 256  # big batches in blocks (of 200 rows: int8 products), int8 and float votes alike
+        packed.BLOCK_ROWS = 256  # big batches in blocks (of 200 rows), on every path, int8 and float votes alike
         assert np.array_equal(packed(u), layer(u).numpy())
 
 

@@ -343,7 +343,7 @@ def test_booleanized_features_from_a_recipe_are_cached_reused_and_exported(
     ],
 )
 def test_packed_model_gives_the_hard_mode_logits(name, options):
-    """A trained-looking student with its clause layers bit-packed computes exactly its hard-mode logits."""
+    """A trained-looking student with its clause layers packed computes exactly its hard-mode logits."""
     from kdforge.families.tm.packed import PackedClauseLayer, packed_model
 
     torch.manual_seed(0)

@@ -15,7 +15,7 @@ from kdforge.family import declare_family
 
 declare_family(
     "tm",
-    "Tsetlin-machine students: clause layers trained by gradient, exported to boolean rules run in int8",
+    "Tsetlin-machine students: clause layers trained by gradient, exported to boolean rules evaluated in integers",
     parts=(
         "kdforge.families.tm.transformer",
         "kdforge.families.tm.convert",

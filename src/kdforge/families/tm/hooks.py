@@ -12,7 +12,9 @@ from kdforge.family import Family, register_family
 
 class TsetlinMachines(Family):
     name = "tm"
-    description = "Tsetlin-machine students: clause layers trained by gradient, exported to boolean rules run in int8"
+    description = (
+        "Tsetlin-machine students: clause layers trained by gradient, exported to boolean rules evaluated in integers"
+    )
 
     def steering(self, recipe: Any, student: Any, val_batches: Any) -> Any | None:
         return ClauseSteering.wanted(recipe.student, student, val_batches)
