@@ -94,6 +94,39 @@ class BlowsUp(LossTerm):
         return value + (float("nan") if ctx.step >= self.at_step else 0.0)
 
 
+class StepNumber(LossTerm):
+    uses_teacher = False
+
+    def __init__(self):
+        super().__init__()
+        self.name = "step_number"
+
+    def forward(self, ctx):
+        return ctx.student_logits.sum() * 0 + ctx.step
+
+
+class LastStep(Callback):
+    def on_step_end(self, trainer, samples):
+        self.losses = trainer.losses()
+
+
+@pytest.mark.parametrize("accumulate", [1, 5])
+def test_epoch_losses_are_the_mean_over_its_steps(tmp_path, data, accumulate):
+    # 24 micro-batches an epoch: one step each (the losses are summed at step 32, mid-epoch 2), or steps of 5, 5, 5,
+    # 5 and 4 micro-batches, each step's loss the mean over its micro-batches
+    last = LastStep()
+    _, trainer, train, val = build(0, [StepNumber()], accumulate, tmp=tmp_path, callbacks=[last], data=data)
+    assert trainer.losses() == {}
+    result = trainer.fit(train, val)
+    steps = 24 // accumulate + (24 % accumulate > 0)
+    for epoch, record in enumerate(result.history):
+        assert record["train"] == {
+            "loss": pytest.approx(steps * epoch + (steps - 1) / 2),
+            "step_number": pytest.approx(steps * epoch + (steps - 1) / 2),
+        }
+    assert last.losses == {"loss": 2 * steps - 1, "step_number": 2 * steps - 1}
+
+
 def test_nan_loss_names_the_term_and_keeps_the_last_good_checkpoint(tmp_path, data):
     terms = build_losses([{"name": "ce"}]) + [BlowsUp(at_step=30)]  # 24 steps per epoch: epoch 1 completes
     distiller, trainer, train, val = build(0, terms=terms, tmp=tmp_path, data=data)

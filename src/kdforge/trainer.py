@@ -98,9 +98,10 @@ class Trainer:
         self.epochs = math.ceil(self.span)
         if train.grad_checkpoint:
             checkpoint_blocks(unwrap(distiller.student))
-        self.sharded = train.fsdp and distributed.active()
+        self.ranks = distributed.active()  # several processes (asked once: each step would pay the call)
+        self.sharded = train.fsdp and self.ranks
         self.unwrapped_params: list[torch.nn.Parameter] = []  # several processes: trainable parts outside DDP / FSDP
-        if distributed.active():
+        if self.ranks:
             if self.sharded:
                 distributed.shard(unwrap(distiller.student))  # replaces the parameters: before the optimiser
             else:
@@ -126,7 +127,10 @@ class Trainer:
         self.pos = _Position()
         self.best_state: dict[str, Any] | None = None  # a copy of the best weights, with epoch and val
         self.loss_names: list[str] = []  # "loss", each part, each logged scalar: set by the first step
-        self.step_losses = torch.zeros(0)  # their values at the last step
+        # their values at each micro-batch since the last check, with its weight in its step (1 / micro-batches):
+        # stacked and summed into the epoch's sums only at the check, not every step (see _check_finite)
+        self.unsummed: list[tuple[list[torch.Tensor], float]] = []
+        self.last_step: list[tuple[list[torch.Tensor], float]] = []  # the last step's
         self.step_lr = optim.lr
         self.grad_stats_every = grad_stats_every
         self.grad_norms: dict[str, float] = {}  # per-layer gradient norms of the last step, when measured
@@ -205,31 +209,34 @@ class Trainer:
         """One optimiser step over ``group`` micro-batches (gradient accumulation)."""
         start = self.pos.epoch + (self.pos.batch - len(group)) / self.micro_per_epoch  # in epochs
         clock = self.clock(start)
-        total: torch.Tensor | None = None
+        step: list[tuple[list[torch.Tensor], float]] = []  # each micro-batch's loss values, and its weight
         for x, y, *index in group:  # (inputs, targets) or (inputs, targets, sample indices)
             if self.rewrite is not None:
                 x, y = self.rewrite(x, y, clock)
             if self.mixer is not None:  # the teacher sees the mixed batch too: it runs inside the Distiller
                 x, y = self.mixer(x, y, clock)
-            with self.autocast() if self.casting else contextlib.nullcontext():
+            if self.casting:
+                with self.autocast():
+                    out = self.distiller(x, y, clock, *index)
+            else:
                 out = self.distiller(x, y, clock, *index)
             if self.mixer is not None:
                 out.logs.update(
                     {k: torch.tensor(v, device=out.loss.device) for k, v in self.mixer.scheduled(clock).items()}
                 )
             self.loss_names = self.loss_names or ["loss", *out.parts, *out.logs]
-            with torch.no_grad():  # for the logs: no autograd node
-                values = torch.stack([out.loss, *out.parts.values(), *out.logs.values()]).float()
             weight = 1.0 / len(group)
-            if distributed.active():  # DDP averages over ranks: weight this rank by its share of the global batch
+            # detached: the step's graph (and what its nodes hold) must not outlive the step
+            step.append(([t.detach() for t in (out.loss, *out.parts.values(), *out.logs.values())], weight))
+            if self.ranks:  # DDP averages over ranks: weight this rank by its share of the global batch
                 # (of its real tokens, for language models: their losses are means over those)
                 local = int((y != PAD_TARGET).sum()) if self.task == "lm" else len(y)
                 weight *= distributed.batch_share(local) * distributed.world_size()
             self._backward(out, weight)
-            total = values if total is None else total + values
-        distributed.average_gradients(self.unwrapped_params)
-        assert total is not None  # a step has at least one micro-batch
-        self.step_losses = total / len(group) if len(group) > 1 else total
+        if self.ranks:
+            distributed.average_gradients(self.unwrapped_params)
+        self.unsummed += step
+        self.last_step = step
         factor = lr_factor(
             start,
             self.pos.epoch + self.pos.batch / self.micro_per_epoch,
@@ -261,7 +268,6 @@ class Trainer:
             self.ema.update(unwrap(self.distiller.student), self.pos.step)
         self.optimizer.zero_grad(set_to_none=True)
         self.pos.step += 1
-        self.pos.sums = self.step_losses if self.pos.sums is None else self.pos.sums + self.step_losses
         if self.pos.step % FINITE_EVERY == 0:
             self._check_finite()
         if self.hooked["on_step_end"]:
@@ -288,8 +294,10 @@ class Trainer:
     def _check_finite(self) -> None:
         """Stop on a NaN/inf loss since the last check, naming the terms that went bad. Checked every
         ``FINITE_EVERY`` steps and before anything is validated or saved, not every step: a check waits for the
-        device (a NaN stays NaN, so the epoch's running sums show any step that went bad)."""
-        sums = self.pos.sums
+        device (a NaN stays NaN, so the epoch's running sums show any step that went bad). The steps' losses since
+        the last check join the epoch's sums here: one stack for them all instead of a few small operations a
+        step."""
+        sums = self._sum_steps()
         if sums is None or bool(torch.isfinite(sums).all()):
             self.finite_until = self.pos.step
             return
@@ -497,7 +505,15 @@ class Trainer:
 
     def losses(self) -> dict[str, float]:
         """The last optimiser step's loss and parts, by name (synchronises with the device)."""
-        return dict(zip(self.loss_names, self.step_losses.tolist()))
+        return dict(zip(self.loss_names, weighted_sum(self.last_step).tolist())) if self.last_step else {}
+
+    def _sum_steps(self) -> torch.Tensor | None:
+        """The epoch's sums of the step losses, with the steps not yet summed added."""
+        if self.unsummed:
+            total = weighted_sum(self.unsummed)
+            self.pos.sums = total if self.pos.sums is None else self.pos.sums + total
+            self.unsummed = []
+        return self.pos.sums
 
     def current_lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
@@ -592,3 +608,9 @@ class Trainer:
 def _cloned(state: dict[str, Any]) -> dict[str, Any]:
     """A copy of a nested dict of tensors (state dicts), detached from training."""
     return {k: _cloned(v) if isinstance(v, dict) else v.detach().clone() for k, v in state.items()}
+
+
+def weighted_sum(values: list[tuple[list[torch.Tensor], float]]) -> torch.Tensor:
+    """Σ weight · losses over micro-batches' (loss values, weight), one float32 vector, in a few operations."""
+    stacked = torch.stack([v for losses, _ in values for v in losses]).float().view(len(values), -1)
+    return stacked.new_tensor([weight for _, weight in values]) @ stacked
