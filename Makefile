@@ -17,8 +17,11 @@ sync-dev: uv
 demo: sync-core
 	@$(UV) run --no-sync kdforge demo
 
+# in parallel, a worker per core (pytest-xdist; the torchrun tests share one worker, one after the other)
+PYTEST := pytest -q -n auto --maxprocesses 4 --dist loadgroup
+
 test: lint
-	@$(UV) run --no-sync pytest -q
+	@$(UV) run --no-sync $(PYTEST)
 
 # ruff (lint and format, pyproject.toml), the import contracts (no arrow back up the layers, the core never imports a
 # family) and mypy on the core
@@ -29,7 +32,7 @@ lint: sync-dev
 	@$(UV) run --no-sync mypy src/kdforge
 
 test-all: sync-dev
-	@$(UV) run --no-sync pytest -q -m ""
+	@$(UV) run --no-sync $(PYTEST) -m ""
 
 bench: sync-dev
 	@$(UV) run --no-sync python benchmarks/overhead.py

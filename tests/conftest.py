@@ -7,7 +7,9 @@ os.environ.setdefault("COLUMNS", "200")  # rich wraps at 80 columns otherwise; k
 # the Python processes that tests start (torchrun ranks, a writer to kill) may cache bytecode: with
 # PYTHONDONTWRITEBYTECODE set, as on our machines, each of them compiles torch and kdforge from source again
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# under pytest-xdist the workers share the cores: one thread each (two pools that each take every core slow each
+# other down many times over)
+torch.set_num_threads(1 if "PYTEST_XDIST_WORKER" in os.environ else max(1, min(2, os.cpu_count() or 1)))
 
 
 @pytest.fixture
@@ -52,13 +54,26 @@ def invoke():
 # test_recipe_fields.py, ordered last, checks that each field of the schema was read.
 
 import json  # noqa: E402
+from pathlib import Path  # noqa: E402
 
-from fieldreads import FIELD_READS, FIELD_TEST  # noqa: E402
+from fieldreads import FIELD_READS, FIELD_TEST, schema_fields  # noqa: E402
+
+FIELD_CHECK = "test_every_recipe_field_is_read"
+WORKERS_SAW_ALL: list[bool] = []  # xdist controller: whether each worker's session ran the whole suite
 
 
 def pytest_collection_modifyitems(session, config, items):
     items.sort(key=lambda item: item.path.name == FIELD_TEST)  # stable: the field check runs last
     session.kdforge_files = {item.path.name for item in items}
+    if hasattr(config, "workerinput"):  # an xdist worker sees its share of the reads: the controller checks
+        check = [item for item in items if item.name == FIELD_CHECK]
+        items[:] = [item for item in items if item.name != FIELD_CHECK]
+        config.hook.pytest_deselected(items=check)
+
+
+def whole_suite(session) -> bool:
+    everything = {p.name for p in Path(__file__).parent.glob("test_*.py")}
+    return getattr(session, "kdforge_files", set()) >= everything and not session.config.option.keyword
 
 
 def pytest_sessionfinish(session):
@@ -66,3 +81,20 @@ def pytest_sessionfinish(session):
     if out:  # a suite run on behalf of test_recipe_fields.py: hand over what was read
         with open(out, "w") as f:
             json.dump(sorted(FIELD_READS), f)
+    if hasattr(session.config, "workeroutput"):  # an xdist worker: what it read goes to the controller
+        session.config.workeroutput["field_reads"] = sorted(FIELD_READS)
+        session.config.workeroutput["whole_suite"] = whole_suite(session)
+    elif WORKERS_SAW_ALL and all(WORKERS_SAW_ALL):  # the xdist controller, after a whole suite
+        if unread := sorted(schema_fields() - FIELD_READS):
+            report = session.config.pluginmanager.get_plugin("terminalreporter")
+            report.ensure_newline()
+            report.write_sep("=", f"FAILED {FIELD_TEST}::{FIELD_CHECK} (on every worker's reads)", red=True)
+            report.write_line(f"recipe fields that no code path of the suite reads: {unread}")
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """xdist controller: one worker's reads of recipe fields."""
+    FIELD_READS.update(tuple(pair) for pair in node.workeroutput.get("field_reads", []))
+    WORKERS_SAW_ALL.append(node.workeroutput.get("whole_suite", False))

@@ -18,6 +18,9 @@ from kdforge.callbacks import Callback
 from kdforge.errors import RunInterrupted
 from kdforge.session import Session
 
+# under pytest-xdist these run one after the other, in one worker: each takes both cores for its two processes
+pytestmark = pytest.mark.xdist_group("torchrun")
+
 
 def torchrun(*args, cwd):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
@@ -25,10 +28,9 @@ def torchrun(*args, cwd):
         sys.executable,
         "-m",
         "torch.distributed.run",
+        "--standalone",  # a free port of its own
         "--nproc-per-node",
         "2",
-        "--master-port",
-        "29517",
         "-m",
         "kdforge",
         *map(str, args),

@@ -1,40 +1,19 @@
 """Every field of the recipe schema is read somewhere: a field nothing uses is a lie to users.
 
 fieldreads.py records which fields the suite reads; this test runs last. When only part of
-the suite ran, it runs the rest in a subprocess to find out.
+the suite ran, it runs the rest in a subprocess to find out. Under pytest-xdist (``make test``) no
+worker sees what the others read: the controller checks their union instead (conftest.py).
 """
 
 import json
 import os
 import subprocess
 import sys
-import typing
 from pathlib import Path
 
-import pydantic
-
-from fieldreads import FIELD_READS, FIELD_TEST
-from kdforge.config import Recipe
+from fieldreads import FIELD_READS, FIELD_TEST, schema_fields
 
 TESTS = Path(__file__).parent
-
-
-def schema_fields(model: type[pydantic.BaseModel] = Recipe, seen: set | None = None) -> set[tuple[str, str]]:
-    """(model name, field name) for every field reachable from the recipe."""
-    seen = set() if seen is None else seen
-    if model in seen:
-        return set()
-    seen.add(model)
-    fields = set()
-    for name, info in model.model_fields.items():
-        fields.add((model.__name__, name))
-        stack = [info.annotation]
-        while stack:
-            t = stack.pop()
-            stack.extend(typing.get_args(t))
-            if isinstance(t, type) and issubclass(t, pydantic.BaseModel):
-                fields |= schema_fields(t, seen)
-    return fields
 
 
 def reads_of_the_whole_suite(request, tmp_path) -> set[tuple[str, str]]:
