@@ -91,6 +91,7 @@ class Distiller(nn.Module):
             FeatureTap(teacher.module, {n: n for n in teacher_layers}) if isinstance(teacher, Teacher) else None
         )
         self.uses_teacher = any(t.uses_teacher for t in terms)
+        self.teacher_follows = isinstance(teacher, Teacher) and teacher.ema_decay is not None  # an EMA teacher
         self.heads = any(t.reads_head for t in terms)  # models hand their LM head in training steps
         self.reads_index = any(t.reads_index for t in terms)  # training batches must carry their sample indices
         self.train_samples = train_samples
@@ -293,8 +294,8 @@ class Distiller(nn.Module):
 
     def after_step(self) -> None:
         """Called after each optimiser step: an EMA teacher follows the student."""
-        if isinstance(self.teacher, Teacher) and self.teacher.ema_decay is not None:
-            self.teacher.update(unwrap(self.student))
+        if self.teacher_follows:  # asked once, not every step
+            cast(Teacher, self.teacher).update(unwrap(self.student))
 
     def trainable_state_dict(self) -> dict[str, Any]:
         """What training changes: student, term parts, and an EMA teacher's weights."""

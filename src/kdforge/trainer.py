@@ -266,7 +266,9 @@ class Trainer:
         self.distiller.after_step()
         if self.ema is not None:
             self.ema.update(unwrap(self.distiller.student), self.pos.step)
-        self.optimizer.zero_grad(set_to_none=True)
+        for param_group in self.optimizer.param_groups:  # zero_grad(set_to_none=True) without its profiler record:
+            for p in param_group["params"]:  # ~15 µs a step, which counts on a small model
+                p.grad = None
         self.pos.step += 1
         if self.pos.step % FINITE_EVERY == 0:
             self._check_finite()

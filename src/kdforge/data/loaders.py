@@ -61,7 +61,8 @@ class Batches:
         order = _epoch_order(n, self.seed, epoch, self.shuffle).to(device)
         rank, world = self.shard
         for i in range(start * self.batch_size, n, self.batch_size):
-            yield order[i : i + self.batch_size][rank::world]
+            batch = order[i : i + self.batch_size]
+            yield batch[rank::world] if world > 1 else batch
 
     def _sample_epoch(self, epoch: int) -> int:
         """The epoch whose random transforms a sample read from disk gets (see ``cached_views``)."""
