@@ -163,34 +163,42 @@ class ConsoleProgress(Callback):
         assert self.progress is not None
         val = record["val"]
         best = f"best {shown(trainer.pos.best_val or val)} @{trainer.pos.best_epoch}"
-        self.progress.update(self.task, val=f"val {shown(val)} ({best})")
-        self.console.print(
+        self._update(val=f"val {shown(val)} ({best})")
+        self._say(
             f"  {trainer.stage} step {record['step']} (epoch {record['epoch']:.2f})  val {score_name(val)} "
-            f"{shown(val)}  {best}",
-            highlight=False,
+            f"{shown(val)}  {best}"
         )
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
         assert self.progress is not None
         val, epoch, epochs = record.get("val"), record["epoch"], trainer.epochs
         if val is None:  # not a validated epoch (train.val_every)
-            self.progress.update(self.task, description=self._describe(trainer))
+            self._update(description=self._describe(trainer))
             return
         best = f"best {shown(trainer.pos.best_val or val)} @{trainer.pos.best_epoch}"
-        self.progress.update(self.task, description=self._describe(trainer), val=f"val {shown(val)} ({best})")
+        self._update(description=self._describe(trainer), val=f"val {shown(val)} ({best})")
         if record.get("stopped_early"):
             rule = required(trainer.cfg.early_stopping, "train.early_stopping")
-            self.console.print(
+            self._say(
                 f"  {trainer.stage}: stopped early after epoch {epoch}: val {rule.metric} did not improve for "
-                f"{rule.patience} epochs",
-                highlight=False,
+                f"{rule.patience} epochs"
             )
         if epoch == 1 or epoch == epochs or epoch % max(1, epochs // self.lines) == 0:
-            self.console.print(
+            self._say(
                 f"  {trainer.stage} {epoch:>3}/{epochs}  train loss {record['train']['loss']:.4f}  val "
-                f"{score_name(val)} {shown(val)}  {best}",
-                highlight=False,
+                f"{score_name(val)} {shown(val)}  {best}"
             )
+
+    def _update(self, **fields: Any) -> None:
+        """The bar's fields, where there is a bar."""
+        assert self.progress is not None
+        if not self.progress.disable:
+            self.progress.update(self.task, **fields)
+
+    def _say(self, line: str) -> None:
+        """A line of the run's log, as plain text (no markup); in a file, never wrapped (one line per event, and
+        about half the cost of a wrapped one)."""
+        self.console.print(line, highlight=False, markup=False, soft_wrap=not self.console.is_terminal)
 
     def on_fit_end(self, trainer: Trainer, result: FitResult) -> None:
         self._stop()

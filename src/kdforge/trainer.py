@@ -299,6 +299,8 @@ class Trainer:
         device (a NaN stays NaN, so the epoch's running sums show any step that went bad). The steps' losses since
         the last check join the epoch's sums here: one stack for them all instead of a few small operations a
         step."""
+        if self.finite_until == self.pos.step and not self.unsummed:  # no step since the last check
+            return
         sums = self._sum_steps()
         if sums is None or bool(torch.isfinite(sums).all()):
             self.finite_until = self.pos.step
