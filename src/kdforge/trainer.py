@@ -98,10 +98,10 @@ class Trainer:
         self.epochs = math.ceil(self.span)
         if train.grad_checkpoint:
             checkpoint_blocks(unwrap(distiller.student))
-        self.ranks = distributed.active()  # several processes (asked once: each step would pay the call)
-        self.sharded = train.fsdp and self.ranks
+        self.several_ranks = distributed.active()  # several processes (asked once: each step would pay the call)
+        self.sharded = train.fsdp and self.several_ranks
         self.unwrapped_params: list[torch.nn.Parameter] = []  # several processes: trainable parts outside DDP / FSDP
-        if self.ranks:
+        if self.several_ranks:
             if self.sharded:
                 distributed.shard(unwrap(distiller.student))  # replaces the parameters: before the optimiser
             else:
@@ -228,12 +228,12 @@ class Trainer:
             weight = 1.0 / len(group)
             # detached: the step's graph (and what its nodes hold) must not outlive the step
             step.append(([t.detach() for t in (out.loss, *out.parts.values(), *out.logs.values())], weight))
-            if self.ranks:  # DDP averages over ranks: weight this rank by its share of the global batch
+            if self.several_ranks:  # DDP averages over ranks: weight this rank by its share of the global batch
                 # (of its real tokens, for language models: their losses are means over those)
                 local = int((y != PAD_TARGET).sum()) if self.task == "lm" else len(y)
                 weight *= distributed.batch_share(local) * distributed.world_size()
             self._backward(out, weight)
-        if self.ranks:
+        if self.several_ranks:
             distributed.average_gradients(self.unwrapped_params)
         self.unsummed += step
         self.last_step = step
