@@ -63,7 +63,9 @@ WORKERS_SAW_ALL: list[bool] = []  # xdist controller: whether each worker's sess
 
 
 def pytest_collection_modifyitems(session, config, items):
-    items.sort(key=lambda item: item.path.name == FIELD_TEST)  # stable: the field check runs last
+    # stable: the field check runs last; the longest tests (torchrun's, one worker's share under xdist) first, so that
+    # the other workers are not left idle at the end
+    items.sort(key=lambda item: (item.path.name == FIELD_TEST, item.path.name != "test_distributed.py"))
     session.kdforge_files = {item.path.name for item in items}
     if hasattr(config, "workerinput"):  # an xdist worker sees its share of the reads: the controller checks
         check = [item for item in items if item.name == FIELD_CHECK]
