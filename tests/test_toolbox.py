@@ -1,13 +1,15 @@
 """The training recipe toolbox: each knob changes what it should."""
 
+import io
 import json
 
 import pytest
 import torch
+from rich.console import Console
 from safetensors.torch import load_file
 
 from kdforge import Recipe, run
-from kdforge.callbacks import Callback
+from kdforge.callbacks import Callback, ConsoleProgress
 from kdforge.config import OptimConfig, TrainConfig
 from kdforge.data import build_dataset, make_loader
 from kdforge.distiller import Distiller
@@ -356,8 +358,13 @@ def test_early_stopping_stops_after_patience_epochs_without_improvement(data, tm
     rule = EarlyStoppingConfig(
         metric="loss", patience=2, min_delta=10.0
     )  # nothing improves the loss by 10: stop after epoch 3
-    trainer, result = fit_student(data, tmp_path, TrainConfig(epochs=20, early_stopping=rule))
+    console = ConsoleProgress(Console(file=io.StringIO(), width=200))
+    trainer, result = fit_student(data, tmp_path, TrainConfig(epochs=20, early_stopping=rule), callbacks=[console])
     assert result.stopped_early and len(result.history) == 3 and result.history[-1]["stopped_early"]
+    *_, last, stop = console.console.file.getvalue().splitlines()  # the last epoch's line (3 is not one of every
+    # 2nd), then why training stopped
+    assert last.startswith("  distill   3/20  train loss")
+    assert stop == "  distill: stopped early after epoch 3: val loss did not improve for 2 epochs"
     assert torch.load(tmp_path / "last.pt", weights_only=True)["position"]["epoch"] == 3
     trainer, result = fit_student(
         data, tmp_path / "patient", TrainConfig(epochs=4, early_stopping=EarlyStoppingConfig(patience=10))

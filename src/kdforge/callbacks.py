@@ -177,16 +177,17 @@ class ConsoleProgress(Callback):
             return
         best = f"best {shown(trainer.pos.best_val or val)} @{trainer.pos.best_epoch}"
         self._update(description=self._describe(trainer), val=f"val {shown(val)} ({best})")
-        if record.get("stopped_early"):
-            rule = required(trainer.cfg.early_stopping, "train.early_stopping")
-            self._say(
-                f"  {trainer.stage}: stopped early after epoch {epoch}: val {rule.metric} did not improve for "
-                f"{rule.patience} epochs"
-            )
-        if epoch == 1 or epoch == epochs or epoch % max(1, epochs // self.lines) == 0:
+        stopped = record.get("stopped_early", False)
+        if epoch == 1 or epoch == epochs or epoch % max(1, epochs // self.lines) == 0 or stopped:  # and the last
             self._say(
                 f"  {trainer.stage} {epoch:>3}/{epochs}  train loss {record['train']['loss']:.4f}  val "
                 f"{score_name(val)} {shown(val)}  {best}"
+            )
+        if stopped:
+            rule = required(trainer.cfg.early_stopping, "train.early_stopping")
+            self._say(
+                f"  {trainer.stage}: stopped early after epoch {epoch}: val {rule.metric} did not improve for "
+                f"{rule.patience:g} epochs"
             )
 
     def _update(self, **fields: Any) -> None:
