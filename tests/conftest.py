@@ -54,9 +54,8 @@ def invoke():
 # test_recipe_fields.py, ordered last, checks that each field of the schema was read.
 
 import json  # noqa: E402
-from pathlib import Path  # noqa: E402
 
-from fieldreads import FIELD_READS, FIELD_TEST, schema_fields  # noqa: E402
+from fieldreads import FIELD_READS, FIELD_TEST, schema_fields, whole_suite  # noqa: E402
 
 FIELD_CHECK = "test_every_recipe_field_is_read"
 WORKERS_SAW_ALL: list[bool] = []  # xdist controller: whether each worker's session ran the whole suite
@@ -71,11 +70,6 @@ def pytest_collection_modifyitems(session, config, items):
         check = [item for item in items if item.name == FIELD_CHECK]
         items[:] = [item for item in items if item.name != FIELD_CHECK]
         config.hook.pytest_deselected(items=check)
-
-
-def whole_suite(session) -> bool:
-    everything = {p.name for p in Path(__file__).parent.glob("test_*.py")}
-    return getattr(session, "kdforge_files", set()) >= everything and not session.config.option.keyword
 
 
 def pytest_sessionfinish(session):

@@ -2,6 +2,7 @@
 hashing or saving do not count). Installed by conftest.py on import; read by test_recipe_fields.py."""
 
 import typing
+from pathlib import Path
 
 import pydantic
 
@@ -42,3 +43,9 @@ def schema_fields(model: type[pydantic.BaseModel] = Recipe, seen: set | None = N
             if isinstance(t, type) and issubclass(t, pydantic.BaseModel):
                 fields |= schema_fields(t, seen)
     return fields
+
+
+def whole_suite(session) -> bool:
+    """Whether ``session`` ran every test file, unfiltered (its reads are then the whole suite's)."""
+    everything = {p.name for p in Path(__file__).parent.glob("test_*.py")}
+    return getattr(session, "kdforge_files", set()) >= everything and not session.config.option.keyword

@@ -11,15 +11,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fieldreads import FIELD_READS, FIELD_TEST, schema_fields
+from fieldreads import FIELD_READS, FIELD_TEST, schema_fields, whole_suite
 
 TESTS = Path(__file__).parent
 
 
 def reads_of_the_whole_suite(request, tmp_path) -> set[tuple[str, str]]:
-    ran = getattr(request.session, "kdforge_files", set())
-    everything = {p.name for p in TESTS.glob("test_*.py")}
-    if ran >= everything and not request.config.option.keyword:
+    if whole_suite(request.session):
         return FIELD_READS
     out = tmp_path / "reads.json"
     env = {**os.environ, "KDFORGE_FIELD_READS_OUT": str(out)}
