@@ -12,7 +12,7 @@ import pytest
 from kdforge import Recipe
 from kdforge.config.tune import ParamSpec
 from kdforge.errors import ConfigError
-from kdforge.tuner import default_space, parse_space, recipe_space, suggest, tune
+from kdforge.tuner import default_space, parse_space, recipe_params, recipe_space, suggest, tune
 
 
 def test_specs_take_exactly_one_form_and_integers_stay_integers():
@@ -58,6 +58,32 @@ def test_a_trial_sets_each_searched_key_and_a_chosen_method_brings_its_own_space
         suggest(trial, tiny_recipe, parse_space(["optim.nothing={low: 1, high: 2}"]))
 
 
+def test_the_first_trial_gives_back_the_recipe_where_the_space_holds_it(tiny_recipe):
+    raw = Recipe.model_validate(tiny_recipe).to_dict()
+    space = default_space(raw)
+    params = recipe_params(raw, space)
+    assert params == {"optim.lr": 3e-3, "losses.1.weight": 0.5, "losses.1.temperature": 4.0}
+    assert suggest(optuna.trial.FixedTrial(params), raw, space) == raw
+    methods = parse_space(["losses={choice: [[{name: ce}], [{name: ce, weight: 0.5}, {name: kd, weight: 0.5}]]}"])
+    params = recipe_params(raw, methods)  # the recipe's list is the second choice, its options at their values
+    assert params == {"losses": "ce+kd", "ce+kd:losses.1.weight": 0.5, "ce+kd:losses.1.temperature": 4.0}
+    assert Recipe.from_dict(suggest(optuna.trial.FixedTrial(params), raw, methods)).to_dict() == raw
+    assert recipe_params(raw, parse_space(["train.epochs={low: 0, high: 8, step: 2}"])) == {"train.epochs": 2}
+    outside = [
+        "optim.lr={low: 0.01, high: 0.1}",
+        "train.epochs={low: 1, high: 9, step: 4}",
+        "losses={choice: [[{name: ce}], [{name: ce}, {name: dkd}]]}",
+        "optim.name={choice: [sgd]}",
+    ]
+    for text in outside:
+        assert recipe_params(raw, parse_space([text])) is None, text
+    ramp = {"schedule": "linear", "start": 4, "end": 1}
+    scheduled = Recipe.model_validate(
+        {**tiny_recipe, "losses": [{"name": "ce"}, {"name": "kd", "temperature": ramp}]}
+    ).to_dict()
+    assert recipe_params(scheduled, default_space(scheduled)) == {"optim.lr": 3e-3, "losses.1.weight": 1.0}
+
+
 def test_tune_searches_on_validation_resumes_and_reports(tiny_recipe, tmp_path):
     tiny_recipe["train"]["epochs"] = 3
     recipe = Recipe.model_validate(tiny_recipe)
@@ -65,6 +91,9 @@ def test_tune_searches_on_validation_resumes_and_reports(tiny_recipe, tmp_path):
     tune_dir = first.tune_dir
     study = optuna.load_study(study_name="tiny", storage=_journal(tune_dir))
     assert len(study.trials) == 3
+    first_trial = study.trials[0]  # the recipe as written
+    assert first_trial.params == {"optim.lr": 3e-3, "losses.1.weight": 0.5, "losses.1.temperature": 4.0}
+    assert Recipe.from_yaml(f"{first_trial.user_attrs['run_dir']}/config.yaml").optim.lr == 3e-3
     for trial in study.trials:  # the objective: the best validation accuracy of the distilled student's epochs
         records = [json.loads(line) for line in open(f"{trial.user_attrs['run_dir']}/metrics.jsonl")]
         val = [r["val"] for r in records if r["stage"] == "distill" and r["kind"] == "epoch"]
@@ -74,6 +103,7 @@ def test_tune_searches_on_validation_resumes_and_reports(tiny_recipe, tmp_path):
     assert Recipe.from_yaml(tune_dir / "best.yaml").optim.lr == first.best_params["optim.lr"]
     text = (tune_dir / "tune.md").read_text()
     assert f"**Best trial: {study.best_trial.number}**" in text and "## Parameter importances" in text
+    assert "| 0 (the recipe) | complete |" in text
     assert all((tune_dir / "plots" / f"{name}.png").stat().st_size > 1000 for name in ("history", "importances"))
     again = tune(recipe, 4, seeds=0, pruner="none")  # the same study goes on: one more trial
     study = optuna.load_study(study_name="tiny", storage=_journal(tune_dir))

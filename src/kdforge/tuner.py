@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 
 Space = dict[str, ParamSpec]
 DEFAULT_LR_FACTOR = 5.0
+RECIPE_ITSELF = "recipe_as_written"  # the user attribute of the trial that runs the recipe's own values
 PRUNERS = ("median", "halving", "none")
 
 
@@ -117,9 +118,9 @@ def _current(raw: dict[str, Any], key: str) -> Any:
     if len(parts) == 3 and parts[0] == "losses" and parts[1].isdigit():  # an option left at the term's default
         if parts[2] == "weight":
             return 1.0
-        found = inspect.signature(LOSSES.get(raw["losses"][int(parts[1])]["name"])).parameters.get(parts[2])
-        if found is not None and found.default is not inspect.Parameter.empty:
-            return found.default
+        defaults = _term_defaults(raw["losses"][int(parts[1])]["name"])
+        if parts[2] in defaults:
+            return defaults[parts[2]]
     raise ConfigError(f"tune: the search space names '{key}', which the recipe does not have")
 
 
@@ -151,11 +152,15 @@ def suggest(trial: optuna.Trial | optuna.trial.FixedTrial, raw: dict[str, Any], 
     return raw
 
 
+def _labels(choices: list[Any]) -> list[str]:
+    """The names Optuna knows a choice's values by (numbered where two would read the same)."""
+    labels = [_label(c) for c in choices]
+    return labels if len(set(labels)) == len(labels) else [f"{i}: {label}" for i, label in enumerate(labels)]
+
+
 def _value(trial: optuna.Trial | optuna.trial.FixedTrial, key: str, spec: ParamSpec, current: Any) -> Any:
     if spec.choice is not None:
-        labels = [_label(c) for c in spec.choice]
-        if len(set(labels)) != len(labels):
-            labels = [f"{i}: {label}" for i, label in enumerate(labels)]
+        labels = _labels(spec.choice)
         return spec.choice[labels.index(trial.suggest_categorical(key, labels))]
     if spec.factor is not None:
         if not isinstance(current, (int, float)) or current <= 0:
@@ -167,6 +172,67 @@ def _value(trial: optuna.Trial | optuna.trial.FixedTrial, key: str, spec: ParamS
     if spec.integer:
         return trial.suggest_int(key, int(spec.low), int(spec.high), step=int(spec.step or 1), log=spec.log)
     return trial.suggest_float(key, spec.low, spec.high, log=spec.log, step=spec.step)
+
+
+def recipe_params(raw: dict[str, Any], space: Space) -> dict[str, Any] | None:
+    """The trial values that give back the recipe ``raw`` as written, or None when one of its searched values lies
+    outside the space (a range that leaves it out, a choice that does not list it). The study's first trial has
+    them: the search starts from the user's recipe, and its best trial is never one that scored below it."""
+    params: dict[str, Any] = {}
+    for key, spec in space.items():
+        current = _current(raw, key.split(":", 1)[-1])
+        if spec.choice is not None:
+            chosen = next((i for i, c in enumerate(spec.choice) if _same_choice(raw, key, c, current)), None)
+            if chosen is None:
+                return None
+            params[key] = _labels(spec.choice)[chosen]
+            if key == "losses":  # the chosen terms' own options, as suggest() adds them
+                options = default_space(raw, f"{_label(spec.choice[chosen])}:")
+                found = recipe_params(raw, {k: v for k, v in options.items() if k not in space})
+                if found is None:
+                    return None
+                params.update(found)
+        elif isinstance(current, dict):  # a schedule or a learnable temperature: suggest() leaves it as it is
+            continue
+        elif _within(spec, current):
+            params[key] = current
+        else:
+            return None
+    return params
+
+
+def _same_choice(raw: dict[str, Any], key: str, choice: Any, current: Any) -> bool:
+    """Whether ``choice`` is the recipe's value at ``key``; loss lists compared with every option spelled out."""
+    if key != "losses" or not isinstance(choice, list):
+        return bool(choice == current)
+    try:
+        chosen = Recipe.from_dict({**raw, "losses": choice}).to_dict()["losses"]
+    except ConfigError:
+        return False
+    return _spelled_out(chosen) == _spelled_out(current)
+
+
+def _spelled_out(terms: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Loss terms with the options they leave out at the terms' defaults."""
+    return [{**_term_defaults(term["name"]), **term} for term in terms]
+
+
+def _term_defaults(name: str) -> dict[str, Any]:
+    """A loss term's options that have a default, with it."""
+    parameters = inspect.signature(LOSSES.get(name)).parameters.values()
+    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
+
+
+def _within(spec: ParamSpec, value: Any) -> bool:
+    """Whether a number lies in a range (on its grid, if it has a step), or may be scaled by a factor."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if spec.factor is not None:
+        return value > 0
+    assert spec.low is not None and spec.high is not None
+    if not spec.low <= value <= spec.high or (spec.integer and value != int(value)):
+        return False
+    return spec.step is None or math.isclose((value - spec.low) / spec.step, round((value - spec.low) / spec.step))
 
 
 # ------------------------------------------------------------------ trials
@@ -344,11 +410,22 @@ def tune(
         "tune_dir": str(tune_dir),
         "trial_seeds": trial_seeds,
     }
-    done = finished(load_study(recipe.name, storage, recipe.seed, pruner, startup))
+    study = load_study(recipe.name, storage, recipe.seed, pruner, startup)
+    done = finished(study)
     console.print(
         f"[bold]kdforge tune[/] {escape(recipe.name)}: {len(searched)} parameters, {trials} trials "
         f"({done} finished already), {jobs} process(es) × {max(1, cores // jobs)} threads; storage {escape(storage)}"
     )
+    if not study.trials:  # a new study starts from the recipe as written, where the space holds it
+        start = recipe_params(base, searched)
+        if start is not None:
+            study.enqueue_trial(start, user_attrs={RECIPE_ITSELF: True})
+        console.print(
+            "trial 0 is the recipe as written"
+            if start is not None
+            else "the recipe's own values lie outside the space: every trial is drawn from it",
+            markup=False,
+        )
     with _progress(console, trials, done) as progress:
         if done == 0 and jobs > 1:  # the first trial alone, so that the processes share its trained teacher
             work({**job, "trials": 1, "threads": torch.get_num_threads(), "worker": 0, "progress": progress})
@@ -502,7 +579,8 @@ def _trial_rows(study: optuna.Study) -> list[list[str]]:
         epochs = max(t.intermediate_values) if t.intermediate_values else "-"
         params = ", ".join(f"{k} = {_shown(v)}" for k, v in t.params.items())
         value = f"{t.value:.4f}" if t.value is not None else "-"
-        rows.append([str(t.number), t.state.name.lower(), value, str(epochs), params])
+        number = f"{t.number} (the recipe)" if t.user_attrs.get(RECIPE_ITSELF) else str(t.number)
+        rows.append([number, t.state.name.lower(), value, str(epochs), params])
     return rows
 
 
@@ -524,7 +602,9 @@ def tune_markdown(
         "Objective: the distilled student's best validation score (higher is better; a perplexity enters negated). "
         "Only validation scores chose and pruned the trials; the test figures come from the final runs over seeds.",
         "",
-        f"**Best trial: {best.number}**, validation {best.value:.4f}, "
+        f"**Best trial: {best.number}**"
+        + (" (the recipe as written: no trial scored higher)" if best.user_attrs.get(RECIPE_ITSELF) else "")
+        + f", validation {best.value:.4f}, "
         + ", ".join(f"`{k}` = {_shown(v)}" for k, v in best.params.items())
         + " (recipe: `best.yaml`).",
         "",
@@ -548,5 +628,5 @@ def tune_table(study: optuna.Study, best: optuna.trial.FrozenTrial) -> Table:
     for column in ("trial", "state", "validation", "epochs", "parameters"):
         table.add_column(column, justify="right" if column in ("trial", "validation", "epochs") else "left")
     for row in _trial_rows(study):
-        table.add_row(*map(escape, row), style="bold" if row[0] == str(best.number) else None)
+        table.add_row(*map(escape, row), style="bold" if row[0].partition(" ")[0] == str(best.number) else None)
     return table
