@@ -207,9 +207,24 @@ def tune_job(pair: str, trials: int, seeds: list[int], runs: str, threads: int, 
     return {
         "params": found.best_params,
         "trial_seeds": trial_seeds,
+        "recipe_trial": recipe_trial_rank(found.tune_dir, base.name),
         "seeds": [scores({**best, "seed": seed, "name": f"{pair}-tuned"}) for seed in seeds],
         ALONE: [scores({**alone, "seed": seed, "name": f"{pair}-tuned-alone"}) for seed in seeds],
     }
+
+
+def recipe_trial_rank(tune_dir: Path, name: str) -> dict[str, Any] | None:
+    """Where the study's first trial, the default recipe itself, ranked on validation among the finished trials."""
+    import optuna
+
+    from kdforge.tuner import RECIPE_ITSELF, open_storage
+
+    study = optuna.load_study(study_name=name, storage=open_storage(str(tune_dir / "study.journal")))
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    recipe = next((t for t in complete if t.user_attrs.get(RECIPE_ITSELF)), None)
+    if recipe is None:
+        return None
+    return {"rank": 1 + sum(t.value > recipe.value for t in complete), "of": len(complete), "value": recipe.value}
 
 
 # ------------------------------------------------------------------ results
@@ -327,9 +342,17 @@ def markdown(results: dict[str, Any]) -> str:
             + ", ".join(
                 f"`{k}` = {v:.3g}" if isinstance(v, float) else f"`{k}` = {v}" for k, v in found["params"].items()
             )
+            + _recipe_trial_note(found.get("recipe_trial"))
             for p, found in tuned.items()
         ]
     return "\n".join(lines) + "\n"
+
+
+def _recipe_trial_note(rank: dict[str, Any] | None) -> str:
+    """Where the default recipe ranked among the trials, for a search that started from it (older ones did not)."""
+    if rank is None:
+        return " (an earlier search, which did not start from the default recipe)"
+    return f"; the default recipe, trial 0, ranked {rank['rank']} of {rank['of']} finished trials on validation"
 
 
 # ------------------------------------------------------------------ the commands
