@@ -116,7 +116,7 @@ FIGURES = [
     Figure(
         "docs/choosing.md",
         "the 8×8 MLP-64 (+1.11 ± 0.56) and CNN-4\n  (+0.93 ± 0.16, where the default loses), the MNIST-1D MLP-64 "
-        "(+1.60 ± 1.30) and CNN-8\n  (+0.93 ± 0.25)",
+        "(+1.60 ± 1.30) and CNN-8\n  (+0.80 ± 0.52)",
         "methods.md",
     ),
     Figure(
