@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import optuna
 import pydantic
@@ -108,6 +109,32 @@ def test_tune_searches_on_validation_resumes_and_reports(tiny_recipe, tmp_path):
     again = tune(recipe, 4, seeds=0, pruner="none")  # the same study goes on: one more trial
     study = optuna.load_study(study_name="tiny", storage=_journal(tune_dir))
     assert len(study.trials) == 4 and again.tune_dir == tune_dir
+
+
+def test_a_resumed_tune_fails_the_trials_its_interrupted_processes_left_running(tiny_recipe):
+    import socket
+    import subprocess
+
+    from kdforge.tuner import RECIPE_ITSELF, RUN_BY, load_study
+
+    tiny_recipe["train"]["epochs"] = 2
+    recipe = Recipe.model_validate(tiny_recipe)
+    tune_dir = Path(recipe.log.dir) / f"{recipe.name}-tune"
+    tune_dir.mkdir(parents=True)
+    study = load_study(recipe.name, str(tune_dir / "study.journal"), 0, "none", (2, 1))
+    study.enqueue_trial(recipe_params(recipe.to_dict(), recipe_space(recipe, {})), user_attrs={RECIPE_ITSELF: True})
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a process of this machine that no longer exists
+    interrupted, elsewhere = study.ask(), study.ask()  # the recipe's trial, and one of another machine
+    interrupted.set_user_attr(RUN_BY, f"{socket.gethostname()}:{gone.pid}")
+    elsewhere.set_user_attr(RUN_BY, f"not-{socket.gethostname()}:{gone.pid}")
+    tune(recipe, 2, seeds=0, pruner="none")
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states[0] == optuna.trial.TrialState.FAIL and states[1] == optuna.trial.TrialState.RUNNING
+    again = [t for t in study.get_trials() if t.number > 1 and t.user_attrs.get(RECIPE_ITSELF)]
+    assert len(again) == 1 and again[0].state == optuna.trial.TrialState.COMPLETE  # the recipe ran after all
+    assert again[0].params == {"optim.lr": 3e-3, "losses.1.weight": 0.5, "losses.1.temperature": 4.0}
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.get_trials()) == 2
 
 
 def test_a_trial_on_several_seeds_scores_their_mean_validation(tiny_recipe):

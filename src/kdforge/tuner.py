@@ -11,9 +11,10 @@ distilled student's best *validation* score (test scores never choose or prune a
 validation loss), reported epoch by epoch so that a trial whose curve falls below the others' is pruned (median, or
 successive halving). The study lives in a storage (a journal file in the tune directory by default, or any RDB URL):
 trials of several processes (``--jobs``, with threads per process so that their sum is the core count) or machines (the
-same ``--storage``) share it, and a study that is interrupted resumes where it stopped; ``--trials`` counts its finished
-trials. At the end: ``tune.md`` (the best trial, every trial, parameter importances), Optuna's plots as PNG,
-``best.yaml``, and the best recipe trained over ``--seeds`` seeds beside the same student trained alone (a sweep).
+same ``--storage``) share it, and a study that is interrupted resumes where it stopped (the trials its processes left
+running marked failed); ``--trials`` counts its finished trials. At the end: ``tune.md`` (the best trial, every
+trial, parameter importances), Optuna's plots as PNG, ``best.yaml``, and the best recipe trained over ``--seeds`` seeds
+beside the same student trained alone (a sweep).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import json
 import math
 import multiprocessing
 import os
+import socket
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
 Space = dict[str, ParamSpec]
 DEFAULT_LR_FACTOR = 5.0
 RECIPE_ITSELF = "recipe_as_written"  # the user attribute of the trial that runs the recipe's own values
+RUN_BY = "run_by"  # the user attribute naming the process that runs a trial: "host:pid"
 PRUNERS = ("median", "halving", "none")
 
 
@@ -287,6 +290,7 @@ def objective(trial: optuna.Trial, base: dict[str, Any], space: Space, tune_dir:
     distilled student's best validation score; the first seed's curve is the one the pruner watches."""
     from kdforge.runner import run
 
+    trial.set_user_attr(RUN_BY, f"{socket.gethostname()}:{os.getpid()}")
     recipe = trial_recipe(suggest(trial, base, space), tune_dir, trial.number)
     bests, run_dirs = [], []
     for offset in range(trial_seeds):
@@ -347,6 +351,30 @@ def finished(study: optuna.Study) -> int:
 
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     return len(study.get_trials(deepcopy=False, states=states))
+
+
+def fail_abandoned(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Mark failed the trials still running in the storage whose process, on this machine, is gone (an interrupted
+    tune): otherwise they would stay "running" in the study for ever. Trials of other machines are left alone."""
+    import optuna
+
+    abandoned = []
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        host, _, pid = str(trial.user_attrs.get(RUN_BY, "")).rpartition(":")
+        if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+            abandoned.append(trial)
+    return abandoned
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
 
 
 def work(job: dict[str, Any]) -> None:
@@ -416,12 +444,20 @@ def tune(
         f"[bold]kdforge tune[/] {escape(recipe.name)}: {len(searched)} parameters, {trials} trials "
         f"({done} finished already), {jobs} process(es) × {max(1, cores // jobs)} threads; storage {escape(storage)}"
     )
-    if not study.trials:  # a new study starts from the recipe as written, where the space holds it
+    abandoned = fail_abandoned(study)
+    if abandoned:
+        console.print(
+            f"trial(s) {', '.join(str(t.number) for t in abandoned)} of an interrupted tune marked failed (their "
+            "process is gone); new trials take their place",
+            markup=False,
+        )
+    recipe_lost = any(t.user_attrs.get(RECIPE_ITSELF) for t in abandoned)
+    if not study.trials or recipe_lost:  # a study starts from the recipe as written, where the space holds it
         start = recipe_params(base, searched)
         if start is not None:
             study.enqueue_trial(start, user_attrs={RECIPE_ITSELF: True})
         console.print(
-            "trial 0 is the recipe as written"
+            ("the recipe as written runs first" if recipe_lost else "trial 0 is the recipe as written")
             if start is not None
             else "the recipe's own values lie outside the space: every trial is drawn from it",
             markup=False,
