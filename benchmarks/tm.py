@@ -73,6 +73,15 @@ mode (``init_from`` the first run, ``hard: true``, lr 2e-4): test accuracy soft,
 
 Writes benchmarks/results/tm_hard_finish.json and .md (at 30 epochs, tm_hard_finish_30ep.json and .md).
 
+``hard_literals``: the same cases trained with ``hard_literals: 0.8`` (80% of each clause layer's inputs, drawn afresh
+each step, read in training as the booleans hard mode reads), beside the same recipes and seeds without it (from
+``hard_finish``'s results at that budget): test accuracy soft and of the rules, and the rules' gain paired by seed.
+
+    uv run python benchmarks/tm.py hard_literals [--epochs 30] [--tasks ...]
+
+Writes benchmarks/results/tm_hard_literals_30ep.json and .md; ``--tasks`` runs only those tasks' cases and keeps the
+others'.
+
 ``patch_norm``: ``vit_tm_tiny`` (patch 8) on digits at 32 x 32 trained alone, with and without a norm after its patch
 embedding, seeds interleaved, 2 threads: test accuracy.
 
@@ -503,6 +512,8 @@ def _recovered(mean: dict, variant: str, mode: str) -> str:
     return f"{100 * (mean[variant][mode] - mean['none'][mode]) / gap:.0f}%" if gap > 0 else "-"
 
 
+FINISH_EPOCHS = 3  # hard_finish: epochs of the second stage, in hard mode
+HARD_LITERALS = 0.8  # hard_literals: the fraction of clause inputs read as booleans in training
 HARD_FINISH_CASES = {  # epochs: the (task, student, variant, mode) of the ablation at that budget whose rules lost
     # more than 0.5 points to the float student
     15: [
@@ -525,13 +536,13 @@ HARD_FINISH_CASES = {  # epochs: the (task, student, variant, mode) of the ablat
 def hard_finish_run(job: tuple) -> dict:
     """One case and seed (a worker's job): the ablation's run on its token task, then a second stage from it in hard
     mode (``init_from``, ``hard: true``, a few epochs at a lower learning rate)."""
-    task, student, variant, mode, seed, epochs, finish_epochs, log_dir = job
+    task, student, variant, mode, seed, epochs, log_dir = job
     recipe = ablation_recipe(task, student, variant, mode == "distilled", seed, epochs, log_dir)
     first = kdforge.run(recipe, console=Console(file=io.StringIO()))
     raw = recipe.to_dict()
     raw["student"]["model"]["hard"] = True
     raw["student"]["init_from"] = str(first.run_dir)
-    raw["train"]["epochs"] = finish_epochs
+    raw["train"]["epochs"] = FINISH_EPOCHS
     raw["optim"].update(lr=2e-4, warmup_epochs=0)
     second = kdforge.run(kdforge.Recipe.from_dict(raw), console=Console(file=io.StringIO()))
     before, after = first.results["student"], second.results["student"]  # a student in hard mode has one test
@@ -539,27 +550,87 @@ def hard_finish_run(job: tuple) -> dict:
             "finished": after["test"]["accuracy"]}  # fmt: skip
 
 
-def hard_finish(args: argparse.Namespace) -> dict:
-    """The ablation's runs of ``HARD_FINISH_CASES`` at ``args.epochs``, each followed by 3 epochs in hard mode. The
-    first job of each task and seed trains that seed's teacher before the others start."""
-    log_dir = tempfile.mkdtemp(prefix="kdforge-tm-hard-finish-")
-    cases = HARD_FINISH_CASES[args.epochs]
-    tasks = {name: token_task(Path(log_dir) / f"{name.replace(' ', '-')}.npz", ABLATION_TASKS[name])
+def hard_literals_run(job: tuple) -> dict:
+    """One case and seed (a worker's job): the ablation's run with ``hard_literals`` on its clause layers."""
+    task, student, variant, mode, seed, epochs, log_dir = job
+    raw = ablation_recipe(task, student, variant, mode == "distilled", seed, epochs, log_dir).to_dict()
+    raw["student"]["model"]["hard_literals"] = HARD_LITERALS
+    result = kdforge.run(kdforge.Recipe.from_dict(raw), console=Console(file=io.StringIO())).results["student"]
+    return {"soft": result["test"]["accuracy"], "hard": result["test_hard"]["accuracy"]}
+
+
+def case_runs(args: argparse.Namespace, run, prefix: str, tasks: list[str] | None = None) -> dict:
+    """``run`` on each of ``HARD_FINISH_CASES`` at ``args.epochs`` (those of ``tasks`` if given) and seed:
+    {case: {key: [per seed]}}. The first job of each task and seed trains that seed's teacher before the others."""
+    log_dir = tempfile.mkdtemp(prefix=f"kdforge-tm-{prefix}-")
+    cases = [case for case in HARD_FINISH_CASES[args.epochs] if not tasks or case[0] in tasks]
+    paths = {name: token_task(Path(log_dir) / f"{name.replace(' ', '-')}.npz", ABLATION_TASKS[name])
              for name in dict.fromkeys(case[0] for case in cases)}  # fmt: skip
-    jobs = [(tasks[task], *case, seed, args.epochs, 3, log_dir) for task, *case in cases for seed in args.seeds]
+    jobs = [(paths[task], *case, seed, args.epochs, log_dir) for task, *case in cases for seed in args.seeds]
     first = list({(job[0], job[4]): job for job in reversed(jobs)}.values())  # one job per task and seed
     cells: dict = {}
     with worker_pool(args.workers, one_thread=True) as pool:
         for phase in (first, [job for job in jobs if job not in first]):
-            for job, out in zip(phase, pool.map(hard_finish_run, phase)):
-                label = f"{job[0].stem.replace('-', ' ')}: {job[1]}, {job[2]}, {job[3]}"
-                cell = cells.setdefault(label, {"soft": [], "hard": [], "finished": []})
+            for job, out in zip(phase, pool.map(run, phase)):
+                cell = cells.setdefault(case_label(job[0].stem.replace("-", " "), *job[1:4]), {k: [] for k in out})
                 for key, value in out.items():
                     cell[key].append(value)
-                print(f"{label}, seed {job[4]}: {out}", flush=True)
-    order = [f"{task}: {student}, {variant}, {mode}" for task, student, variant, mode in cases]
-    return {"epochs": args.epochs, "finish_epochs": 3, "seeds": args.seeds,
-            "cases": {label: cells[label] for label in order}}  # fmt: skip
+                print(f"{case_label(job[0].stem.replace('-', ' '), *job[1:4])}, seed {job[4]}: {out}", flush=True)
+    return {label: cells[label] for label in (case_label(*case) for case in cases)}
+
+
+def case_label(task: str, student: str, variant: str, mode: str) -> str:
+    return f"{task}: {student}, {variant}, {mode}"
+
+
+def hard_finish(args: argparse.Namespace) -> dict:
+    """The ablation's runs of ``HARD_FINISH_CASES`` at ``args.epochs``, each followed by 3 epochs in hard mode."""
+    return {"epochs": args.epochs, "finish_epochs": FINISH_EPOCHS, "seeds": args.seeds,
+            "cases": case_runs(args, hard_finish_run, "hard-finish")}  # fmt: skip
+
+
+def hard_literals(args: argparse.Namespace) -> dict:
+    """The ablation's runs of ``HARD_FINISH_CASES`` at ``args.epochs`` trained with ``hard_literals``, beside the same
+    runs without it (``tm_hard_finish`` at that budget: the same recipes and seeds). With ``--tasks``, the other
+    tasks' cases of an earlier result are kept."""
+    plain = json.loads((RESULTS / f"{hard_finish_name(args.epochs)}.json").read_text())
+    if plain["seeds"] != args.seeds:
+        raise SystemExit(f"the runs without hard_literals are of seeds {plain['seeds']}: use --seeds the same")
+    cases = case_runs(args, hard_literals_run, "hard-literals", args.tasks)
+    earlier = RESULTS / f"tm_hard_literals_{args.epochs}ep.json"
+    kept = json.loads(earlier.read_text())["cases"] if args.tasks and earlier.exists() else {}
+    merged = {label: cases.get(label) or kept[label] for label in plain["cases"] if label in cases or label in kept}
+    return {"epochs": args.epochs, "seeds": args.seeds, "hard_literals": HARD_LITERALS, "cases": merged,
+            "plain": {label: plain["cases"][label] for label in merged}}  # fmt: skip
+
+
+def hard_finish_name(epochs: int) -> str:
+    return "tm_hard_finish" + (f"_{epochs}ep" if epochs != 15 else "")
+
+
+def hard_literals_table(result: dict) -> str:
+    lines = [
+        f"# Clauses trained on boolean literals: the ablation's token tasks, {result['epochs']} epochs, "
+        f"`hard_literals: {result['hard_literals']}`, seeds {result['seeds']}",
+        "",
+        f"Test accuracy (%), mean ± std over seeds; best epoch on validation (soft mode). With `hard_literals`, a "
+        f"fraction {result['hard_literals']} of each clause layer's inputs, drawn afresh each step, is read as the "
+        "booleans of hard mode during training. Without: the same recipes and seeds "
+        f"(`{hard_finish_name(result['epochs'])}.json`). Rules: the exported boolean rules (hard mode). Gain: rules "
+        "with the option minus rules without, paired by seed.",
+        "",
+        "| case | soft, without | rules, without | soft, with | rules, with | rules − soft, with | rules gain |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for case, cell in result["cases"].items():
+        plain = result["plain"][case]
+        gap = 100 * (statistics.mean(cell["hard"]) - statistics.mean(cell["soft"]))
+        gains = [with_ - without for with_, without in zip(cell["hard"], plain["hard"])]
+        lines.append(
+            f"| {case} | {_pm(plain['soft'])} | {_pm(plain['hard'])} | {_pm(cell['soft'])} | {_pm(cell['hard'])} "
+            f"| {gap:+.2f} | {_pm(gains)} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def finish_rows(cases: dict) -> list[str]:
@@ -1056,6 +1127,7 @@ def main() -> None:
             "blocks",
             "ablation",
             "hard_finish",
+            "hard_literals",
             "patch_norm",
             "transfer",
             "features",
@@ -1067,21 +1139,27 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument(
-        "--workers", type=int, default=2, help="ablation, hard_finish, accuracy_finish: runs at once, one thread each"
+        "--workers",
+        type=int,
+        default=2,
+        help="ablation, hard_finish, hard_literals, accuracy_finish: runs at once, one thread each",
     )
     parser.add_argument("--clauses", type=int, default=256)
     parser.add_argument(
         "--variants", nargs="+", choices=list(ABLATION_VARIANTS), help="ablation: these TM variants (MLP, none always)"
     )
     parser.add_argument(
-        "--tasks", nargs="+", choices=list(ABLATION_TASKS), help="ablation: these tasks (the others' results are kept)"
+        "--tasks",
+        nargs="+",
+        choices=list(ABLATION_TASKS),
+        help="ablation, hard_literals: these tasks (the others' results are kept)",
     )
     parser.add_argument("--batch-sizes", type=lambda s: [int(v) for v in s.split(",")], default=[1, 64, 256, 1024])
     args = parser.parse_args()
     if args.epochs is None:  # the budgets the committed results were taken at
         args.epochs = {"ablation": 15, "hard_finish": 15, "patch_norm": 15, "accuracy_finish": 20}.get(args.what, 30)
-    if args.what == "hard_finish" and args.epochs not in HARD_FINISH_CASES:
-        parser.error(f"hard_finish has cases for --epochs {' or '.join(map(str, HARD_FINISH_CASES))}")
+    if args.what in ("hard_finish", "hard_literals") and args.epochs not in HARD_FINISH_CASES:
+        parser.error(f"{args.what} has cases for --epochs {' or '.join(map(str, HARD_FINISH_CASES))}")
     RESULTS.mkdir(exist_ok=True)
     tabled = {
         "accuracy": (accuracy, accuracy_table),
@@ -1089,6 +1167,7 @@ def main() -> None:
         "blocks": (blocks, blocks_table),
         "ablation": (ablation, ablation_table),
         "hard_finish": (hard_finish, hard_finish_table),
+        "hard_literals": (hard_literals, hard_literals_table),
         "accuracy_finish": (accuracy_finish, accuracy_finish_table),
         "patch_norm": (patch_norm, patch_norm_table),
         "transfer": (transfer, transfer_table),
@@ -1096,7 +1175,8 @@ def main() -> None:
     if args.what in tabled:
         measure, table = tabled[args.what]
         result = measure(args)
-        name = f"tm_{args.what}" + (f"_{args.epochs}ep" if args.what == "hard_finish" and args.epochs != 15 else "")
+        name = hard_finish_name(args.epochs) if args.what == "hard_finish" else f"tm_{args.what}"
+        name += f"_{args.epochs}ep" if args.what == "hard_literals" else ""
         name += f"_{cpu_class()}" if args.what == "blocks" else ""
         save(ablation_name(args.epochs) if args.what == "ablation" else name, result, table(result))
         return

@@ -164,6 +164,28 @@ def test_clause_and_literal_dropout_only_in_training():
     assert not torch.equal(layer(u), layer(u))
 
 
+def test_hard_literals_read_a_fraction_of_the_inputs_as_booleans_in_training_with_their_gradient():
+    torch.manual_seed(0)
+    u = fuzzy_inputs().requires_grad_()
+    layer = ClauseLayer(u.shape[-1], 3, clauses=8, hard_literals=1.0)
+    same = ClauseLayer(u.shape[-1], 3, clauses=8)
+    same.load_state_dict(layer.state_dict())
+    layer.train(), same.train()
+    assert torch.allclose(layer(u), same((u > 0.5).float()))  # every literal read as hard mode reads it
+    layer(u).sum().backward()
+    assert u.grad is not None and u.grad.abs().sum() > 0  # straight through: the gradient of u reaches the inputs
+    layer.eval()
+    assert torch.equal(layer(u), same.eval()(u))  # at evaluation the soft literals, as without the option
+    some = ClauseLayer(u.shape[-1], 3, clauses=8, hard_literals=0.5)
+    some.load_state_dict(layer.state_dict())
+    some.train()
+    literals = some.literals(u)[..., : u.shape[-1]]
+    booleans = (literals == 0) | (literals == 1)
+    assert 0 < (booleans & (literals != u)).float().mean() < 1  # some inputs thresholded, not all
+    with pytest.raises(ValueError, match="hard_literals"):
+        ClauseLayer(4, 2, hard_literals=1.5)
+
+
 def test_symmetric_prior_mirrors_literals_in_pairs():
     layer = ClauseLayer(5, 2, clauses=6, tm_prior="symmetric")
     first, second = layer.include[0::2], layer.include[1::2]

@@ -99,6 +99,8 @@ class ClauseLayer(nn.Module):
     ``exclusive_literals`` (never a literal and its negation in one clause), ``form`` (capacity | product),
     ``kappa`` (product form), ``tau`` / ``learn_tau`` / ``tau_ema``, ``clause_dropout`` and
     ``literal_dropout`` (training only; a dropped literal counts as satisfied),
+    ``hard_literals`` (training only: this fraction of the literal inputs, drawn afresh each step, is read as the
+    booleans hard mode reads, u > 0.5, with the gradient of u: the clauses learn on the inputs their rules will see),
     ``clause_mask`` (a boolean buffer, all true; false silences a clause: ``auto_clause`` budgets),
     ``tm_prior`` (random | symmetric include templates at initialisation), ``include_init``
     (expected included literals per clause; default 2·lf, so that clauses start where the capacity is non-linear),
@@ -121,6 +123,7 @@ class ClauseLayer(nn.Module):
         tau_ema: float | None = None,
         clause_dropout: float = 0.0,
         literal_dropout: float = 0.0,
+        hard_literals: float = 0.0,
         tm_prior: Literal["random", "symmetric"] = "random",
         include_init: float | None = None,
         vote_bits: int = 8,
@@ -139,10 +142,13 @@ class ClauseLayer(nn.Module):
         lf = 1 if strict else lf
         if not (0.0 <= clause_dropout < 1.0 and 0.0 <= literal_dropout < 1.0):
             raise ValueError("clause_dropout and literal_dropout must be in [0, 1)")
+        if not 0.0 <= hard_literals <= 1.0:
+            raise ValueError(f"hard_literals must be in [0, 1], got {hard_literals}")
         if not 2 <= vote_bits <= 16:
             raise ValueError(f"vote_bits must be in [2, 16], got {vote_bits}")
         self.in_features, self.out_features, self.clauses = in_features, out_features, clauses
         self.lf, self.form, self.kappa, self.exclusive_literals = lf, form, kappa, exclusive_literals
+        self.hard_literals = hard_literals
         self.clause_dropout, self.literal_dropout, self.vote_bits, self.hard = (
             clause_dropout,
             literal_dropout,
@@ -213,6 +219,9 @@ class ClauseLayer(nn.Module):
         u = u.clamp(0.0, 1.0)
         if self.hard:
             u = straight_through((u > 0.5).to(u.dtype), lambda: u)
+        elif self.training and self.hard_literals:
+            chosen = torch.rand_like(u) < self.hard_literals
+            u = torch.where(chosen, straight_through((u > 0.5).to(u.dtype), lambda: u), u)
         return torch.cat([u, 1.0 - u], dim=-1)
 
     def clause_scores(self, u: torch.Tensor, tau: torch.Tensor | None = None) -> torch.Tensor:
