@@ -368,12 +368,14 @@ def fail_abandoned(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 
 def _alive(pid: int) -> bool:
+    if os.name == "nt":  # there os.kill would end the process rather than ask after it
+        return True
     try:
         os.kill(pid, 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
         return False
     except PermissionError:  # it exists, under another user
-        return True
+        pass
     return True
 
 
