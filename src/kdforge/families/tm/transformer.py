@@ -411,6 +411,7 @@ class ResNetTM(nn.Module):
 
 
 @MODELS.register("pyramid_tm")
+@with_options(ClauseLayer)
 class PyramidTM(nn.Module):
     """Multi-scale pooled features voted by one clause layer.
 
@@ -427,11 +428,7 @@ class PyramidTM(nn.Module):
         scales: tuple[int, ...] = (1, 2, 4),
         clauses: int = 256,
         lf: int = 8,
-        tau: float = 0.25,
-        clause_dropout: float = 0.0,
-        literal_dropout: float = 0.0,
-        vote_bits: int = 8,
-        hard: bool = False,
+        **clause_options: Any,
     ):
         super().__init__()
         if spatial_dims(input_shape, "pyramid_tm") != 2:
@@ -447,17 +444,7 @@ class PyramidTM(nn.Module):
         )
         features = width * sum(s * s for s in scales)
         self.squash = nn.BatchNorm1d(features)
-        self.tm = ClauseLayer(
-            features,
-            num_classes,
-            clauses,
-            lf,
-            tau=tau,
-            clause_dropout=clause_dropout,
-            literal_dropout=literal_dropout,
-            vote_bits=vote_bits,
-            hard=hard,
-        )
+        self.tm = ClauseLayer(features, num_classes, clauses, lf, **clause_options)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         maps = self.stem(x)
