@@ -572,10 +572,11 @@ def case_runs(args: argparse.Namespace, run, prefix: str, tasks: list[str] | Non
     with worker_pool(args.workers, one_thread=True) as pool:
         for phase in (first, [job for job in jobs if job not in first]):
             for job, out in zip(phase, pool.map(run, phase)):
-                cell = cells.setdefault(case_label(job[0].stem.replace("-", " "), *job[1:4]), {k: [] for k in out})
+                label = case_label(job[0].stem.replace("-", " "), *job[1:4])
+                cell = cells.setdefault(label, {key: [] for key in out})
                 for key, value in out.items():
                     cell[key].append(value)
-                print(f"{case_label(job[0].stem.replace('-', ' '), *job[1:4])}, seed {job[4]}: {out}", flush=True)
+                print(f"{label}, seed {job[4]}: {out}", flush=True)
     return {label: cells[label] for label in (case_label(*case) for case in cases)}
 
 
@@ -595,7 +596,8 @@ def hard_literals(args: argparse.Namespace) -> dict:
     tasks' cases of an earlier result are kept."""
     plain = json.loads((RESULTS / f"{hard_finish_name(args.epochs)}.json").read_text())
     if plain["seeds"] != args.seeds:
-        raise SystemExit(f"the runs without hard_literals are of seeds {plain['seeds']}: use --seeds the same")
+        seeds = " ".join(map(str, plain["seeds"]))
+        raise SystemExit(f"the runs without hard_literals are of seeds {seeds}: run with --seeds {seeds}")
     cases = case_runs(args, hard_literals_run, "hard-literals", args.tasks)
     earlier = RESULTS / f"tm_hard_literals_{args.epochs}ep.json"
     kept = json.loads(earlier.read_text())["cases"] if args.tasks and earlier.exists() else {}
