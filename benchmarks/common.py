@@ -117,13 +117,18 @@ def run_quietly(raw: dict) -> kdforge.RunResult:
 
 class Intervals:
     """Step times as the intervals between consecutive step ends within an epoch: whole steps, the batch's
-    loading included; an epoch's end (its validation pass) is no step."""
+    loading included (on a GPU, until the device has done them); an epoch's end (its validation pass) is no
+    step."""
 
     def __init__(self):
         self.times: list[float] = []
         self.last: float | None = None
+        self.peak_bytes = 0  # on a GPU: the most memory allocated up to a step's end (evaluations after excluded)
 
     def tick(self) -> None:
+        if torch.cuda.is_initialized():  # the device's work is asynchronous: a step ends when it is done
+            torch.cuda.synchronize()
+            self.peak_bytes = max(self.peak_bytes, torch.cuda.max_memory_allocated())
         now = time.perf_counter()
         if self.last is not None:
             self.times.append(now - self.last)
@@ -144,13 +149,13 @@ class _Ticking(Callback):
         self.intervals.reset()
 
 
-def run_timed(raw: dict) -> tuple[kdforge.RunResult, list[float]]:
-    """:func:`run_quietly`, and the time of each training step after the first of each epoch."""
+def run_timed(raw: dict) -> tuple[kdforge.RunResult, Intervals]:
+    """:func:`run_quietly`, and the time of each training step after the first of each epoch (``.times``)."""
     intervals = Intervals()
     callbacks = Session.callbacks
     Session.callbacks = lambda self: [*callbacks(self), _Ticking(intervals)]  # type: ignore[method-assign]
     try:
-        return run_quietly(raw), intervals.times
+        return run_quietly(raw), intervals
     finally:
         Session.callbacks = callbacks  # type: ignore[method-assign]
 

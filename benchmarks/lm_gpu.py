@@ -1,12 +1,15 @@
 """Online LM distillation at scale on one GPU: tokens/s and peak memory, a ~100M-parameter Llama teacher into a
-~30M Llama student at 1k context.
+~30M Llama student at 1k context, and the chunk size at which chunked losses pay there.
 
 Both models are built from configs (random weights: speed and memory do not depend on them) on a 32,000-token
 vocabulary; the data are token shards of random ids written here (``tokens`` dataset, 1,024-token rows, batches of
 8). Each variant is a kdforge recipe (½ CE + ½ forward KL at T = 1, AdamW) run for one short epoch; reported: the
 median time of its training steps (whole steps, batch loading included, the first of the epoch left out) as
-tokens/s, and the peak GPU memory. Variants: bf16 autocast with the plain losses, with chunked losses (the whole
-[tokens, vocabulary] logits never made), and chunked with gradient checkpointing; fp32 with the plain losses.
+tokens/s, and the peak GPU memory of training (the most allocated at any step's end: the model loading before and
+the evaluations after are below it or left out). Variants: bf16 autocast with the plain losses, with chunked losses
+(the whole [tokens, vocabulary] logits never made) at their default chunk and at chunks of 131 (the CPU's default
+at this vocabulary) to 8,192 tokens (the whole batch), and chunked with gradient checkpointing; fp32 with the plain
+losses.
 
     uv run python benchmarks/lm_gpu.py [--steps 40]       # needs a CUDA GPU
     uv run python benchmarks/lm_gpu.py --tiny              # a CPU smoke test of the same code, tiny models
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 from pathlib import Path
 
@@ -25,6 +29,7 @@ import numpy as np
 import torch
 
 from common import run_timed, save
+from kdforge.losses.chunked import default_chunk
 
 SIZES = {
     "full": {
@@ -40,12 +45,18 @@ SIZES = {
         "student": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64},
     },
 }  # fmt: skip
-VARIANTS = {
+VARIANTS = {  # chunk: tokens per chunk of a chunked loss (None: the default for the device)
     "bf16, plain losses": {"amp": "bf16", "chunked": False, "checkpointing": False},
     "bf16, chunked losses": {"amp": "bf16", "chunked": True, "checkpointing": False},
+    "bf16, chunked losses, 131-token chunks": {"amp": "bf16", "chunked": True, "chunk": 131, "checkpointing": False},
+    "bf16, chunked losses, 512-token chunks": {"amp": "bf16", "chunked": True, "chunk": 512, "checkpointing": False},
+    "bf16, chunked losses, 2,048-token chunks": {"amp": "bf16", "chunked": True, "chunk": 2048,
+                                                 "checkpointing": False},
+    "bf16, chunked losses, one 8,192-token chunk": {"amp": "bf16", "chunked": True, "chunk": 8192,
+                                                    "checkpointing": False},
     "bf16, chunked + gradient checkpointing": {"amp": "bf16", "chunked": True, "checkpointing": True},
     "fp32, plain losses": {"amp": "off", "chunked": False, "checkpointing": False},
-}
+}  # fmt: skip
 
 
 def llama(size: dict, part: str) -> dict:
@@ -70,6 +81,8 @@ def prepare(workdir: Path, size: dict, steps: int) -> dict:
 
 def recipe(workdir: Path, size: dict, prep: dict, variant: dict) -> dict:
     chunked = {"chunked": True} if variant["chunked"] else {}
+    if variant.get("chunk"):
+        chunked["chunk"] = variant["chunk"]
     return {
         "name": "lm-gpu",
         "data": {"name": "tokens", "path": str(prep["shards"]["train"]), "val": str(prep["shards"]["val"]),
@@ -86,23 +99,24 @@ def recipe(workdir: Path, size: dict, prep: dict, variant: dict) -> dict:
     }  # fmt: skip
 
 
-def measure(size_name: str, steps: int) -> dict:
+def measure(size_name: str, steps: int, variants: list[str]) -> dict:
     size = SIZES[size_name]
     workdir = Path(tempfile.mkdtemp(prefix="kdforge-lm-gpu-"))
     prep = prepare(workdir, size, steps)
     out: dict = {"size": size_name, "steps": steps, "teacher_params": prep["teacher_params"], "variants": {}}
     if torch.cuda.is_available():
         out["device"] = torch.cuda.get_device_name()
-    for name, variant in VARIANTS.items():
+    for name in variants:
+        variant = VARIANTS[name]
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
-        result, times = run_timed(recipe(workdir, size, prep, variant))
-        step = statistics.median(times)
+        result, intervals = run_timed(recipe(workdir, size, prep, variant))
+        step = statistics.median(intervals.times)
         out["student_params"] = result.results["student"]["params"]
         out["variants"][name] = {
             "tokens_per_s": size["batch"] * size["length"] / step,
             "step_ms": 1000 * step,
-            "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
+            "peak_gib": intervals.peak_bytes / 2**30 if torch.cuda.is_available() else None,
         }
         print(f"{name}: {out['variants'][name]}", flush=True)
     return out
@@ -115,14 +129,18 @@ def markdown(out: dict) -> str:
         "",
         f"Teacher {out['teacher_params'] / 1e6:.0f}M parameters, student {out['student_params'] / 1e6:.0f}M (Llama, "
         f"vocabulary {size['vocab']:,}); rows of {size['length']} tokens, batches of {size['batch']}; ½ CE + ½ "
-        f"forward KL; median of {out['steps'] - 1} steps.",
+        f"forward KL; median of {out['steps'] - 1} steps (the device synchronised at each step's end); peak memory "
+        f"of the training steps. The default chunk on a GPU: {default_chunk(size['vocab'], torch.device('cuda')):,} "
+        "tokens at this vocabulary.",
         "",
-        "| variant | tokens/s | ms per step | peak memory (GiB) |",
+        "| variant | tokens/s | ms per step | peak training memory (GiB) |",
         "|---|---:|---:|---:|",
     ]
     for name, v in out["variants"].items():
         peak = f"{v['peak_gib']:.2f}" if v["peak_gib"] is not None else "-"
         lines.append(f"| {name} | {v['tokens_per_s']:,.0f} | {v['step_ms']:.1f} | {peak} |")
+    lines += ["", f"    {out['command']}"] if "command" in out else []
+    lines += ["", out["note"]] if "note" in out else []
     return "\n".join(lines) + "\n"
 
 
@@ -130,12 +148,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=40, help="training steps per variant")
     parser.add_argument("--tiny", action="store_true", help="tiny models on the CPU: a check that the code runs")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), metavar="VARIANT")
+    parser.add_argument("--name", default="lm_gpu", help="results file name (benchmarks/results/NAME.json / .md)")
     args = parser.parse_args()
-    out = measure("tiny" if args.tiny else "full", args.steps)
+    out = measure("tiny" if args.tiny else "full", args.steps, args.variants)
+    out["command"] = "uv run python benchmarks/lm_gpu.py " + " ".join(sys.argv[1:])
     if args.tiny:
         print(markdown(out))
     else:
-        save("lm_gpu", out, markdown(out))
+        save(args.name, out, markdown(out))
 
 
 if __name__ == "__main__":

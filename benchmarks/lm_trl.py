@@ -131,8 +131,8 @@ def run_kdforge(prep: dict, workdir: Path, lmbda: float, epochs: int, seed: int)
     raw["seed"], raw["train"]["epochs"] = seed, epochs
     if lmbda:
         raw["train"]["on_policy"] = {"fraction": lmbda, "max_new_tokens": NEW_TOKENS, "temperature": 1.0}
-    result, times = run_timed(raw)
-    return times, Path(result.run_dir) / "student_hf"
+    result, intervals = run_timed(raw)
+    return intervals.times, Path(result.run_dir) / "student_hf"
 
 
 def run_trl(prep: dict, workdir: Path, lmbda: float, epochs: int, seed: int) -> tuple[list[float], Path]:

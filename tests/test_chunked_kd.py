@@ -4,7 +4,7 @@ and in every gradient: every divergence, dense or top-k teachers, and cross-entr
 import pytest
 import torch
 
-from kdforge.losses.chunked import LMHead, chunked_linear_ce, chunked_linear_kd, chunked_linear_uld
+from kdforge.losses.chunked import LMHead, chunked_linear_ce, chunked_linear_kd, chunked_linear_uld, default_chunk
 from kdforge.losses.divergence import sparse_kd_loss
 from kdforge.losses.functional import cross_entropy, kd_loss, topk_log_probs, uld_loss
 
@@ -127,3 +127,10 @@ def test_under_bf16_autocast_the_chunked_loss_follows_the_plain_one(lm):
     (chunked_grad,) = torch.autograd.grad(chunked, [weight])
     assert chunked.dtype == torch.float32 and torch.allclose(chunked, plain, rtol=2e-2)
     assert chunked_grad.dtype == weight.dtype and torch.allclose(chunked_grad, plain_grad, rtol=5e-2, atol=5e-3)
+
+
+def test_the_default_chunk_is_larger_on_a_gpu_and_never_under_128_tokens():
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")  # a device name needs no GPU
+    assert default_chunk(32_000, cpu) == 2**22 // 32_000 == 131
+    assert default_chunk(32_000, gpu) == 2**25 // 32_000 == 1048  # launches, not arithmetic, cost on a GPU
+    assert default_chunk(2**20, cpu) == default_chunk(2**20, gpu) == 128

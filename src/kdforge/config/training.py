@@ -140,7 +140,8 @@ class TrainConfig(Section):
         "auto",
         description=(
             "channels-last memory format for image models and batches; auto: on when the student or the teacher "
-            "has 2-D convolutions (1.4-1.5x faster convolution steps on CPU)"
+            "has 2-D convolutions (1.4-1.5x faster convolution steps on CPU, 1.6-1.7x for a ResNet-50 teacher on a "
+            "GPU)"
         ),
     )
     compile: bool = Field(

@@ -28,8 +28,15 @@ from kdforge.taps import unwrap
 TeacherLogits = Callable[[slice], torch.Tensor]  # tokens a:b -> the teacher's logits [b - a, V]
 ChunkLoss = Callable[[torch.Tensor, slice], torch.Tensor]  # (a chunk's logits, its tokens a:b) -> its mean loss
 # the default chunk: 2**22 logits (16 MB in fp32), but never under 128 tokens, whose matmuls stay efficient (32-token
-# chunks at V = 128k cost 1.4x the plain time on a CPU; 128-token ones 1.0x, at under a quarter of its memory)
-CHUNK_LOGITS, MIN_CHUNK_TOKENS = 2**22, 128
+# chunks at V = 128k cost 1.4x the plain time on a CPU; 128-token ones 1.0x, at under a quarter of its memory). On a
+# GPU each chunk's kernel launches and autograd call cost more than its arithmetic: 2**25 logits (128 MB in fp32)
+CHUNK_LOGITS, GPU_CHUNK_LOGITS, MIN_CHUNK_TOKENS = 2**22, 2**25, 128
+
+
+def default_chunk(vocab: int, device: torch.device) -> int:
+    """Tokens per chunk when none is given: the device's budget of logits, at least MIN_CHUNK_TOKENS tokens."""
+    budget = GPU_CHUNK_LOGITS if device.type == "cuda" else CHUNK_LOGITS
+    return max(MIN_CHUNK_TOKENS, budget // vocab)
 
 
 @dataclass
@@ -120,13 +127,13 @@ class _ChunkedLinearLoss(torch.autograd.Function):
 
 def chunked_linear_loss(head: LMHead, loss_of: ChunkLoss, chunk: int | None = None) -> torch.Tensor:
     """The mean over tokens of a per-token loss of the logits ``head.hidden`` [N, H] @ ``head.weight`` [V, H]ᵀ
-    (+ ``bias``), made ``chunk`` tokens at a time (default: :data:`CHUNK_LOGITS` logits, at least 128 tokens):
+    (+ ``bias``), made ``chunk`` tokens at a time (default: :func:`default_chunk`):
     ``loss_of(logits, part)`` is the mean loss of the chunk of tokens ``part``. Gradients reach the hidden
     states, the weight and the bias; no more than one chunk's logits exist at once."""
     hidden, weight = head.hidden, head.weight
     if hidden.dim() != 2 or weight.dim() != 2 or hidden.shape[1] != weight.shape[1]:
         raise ValueError(f"hidden [N, H] and weight [V, H] expected, got {list(hidden.shape)} and {list(weight.shape)}")
-    chunk = max(MIN_CHUNK_TOKENS, CHUNK_LOGITS // len(weight)) if chunk is None else chunk
+    chunk = default_chunk(len(weight), hidden.device) if chunk is None else chunk
     if chunk < 1:
         raise ValueError(f"chunk must be at least 1, got {chunk}")
     return _ChunkedLinearLoss.apply(hidden, weight, head.bias, loss_of, chunk)

@@ -23,7 +23,7 @@ from kdforge.schedules import CTKDTemperature, TemperatureSpec, build_temperatur
 class CrossEntropy(LossTerm):
     """Cross-entropy with the ground-truth labels (optionally label-smoothed). ``chunked: true`` (language
     models): made from the student's last hidden states and LM head a chunk of tokens at a time, never from
-    the whole logits (``chunk`` tokens, default about 2²² logits)."""
+    the whole logits (``chunk`` tokens, default 2²² logits on a CPU, 2²⁵ on a GPU)."""
 
     search_space: ClassVar[dict[str, dict[str, Any]]] = {}  # the task term: its weight sets the scale
 
@@ -111,7 +111,7 @@ class KD(LogitTerm):
     ``bucket`` (one outcome for all other tokens, holding each model's leftover mass) or ``renormalise`` (the k
     tokens only). ``chunked: true`` (language models) never makes the whole [tokens, vocabulary] logits: the
     student's last hidden states go through its LM head a chunk of tokens at a time, forward and backward
-    (:func:`~kdforge.losses.chunked.chunked_linear_kd`; ``chunk`` tokens, default about 2²² logits).
+    (:func:`~kdforge.losses.chunked.chunked_linear_kd`; ``chunk`` tokens, default 2²² logits on a CPU, 2²⁵ on a GPU).
     """
 
     reads_topk = True

@@ -37,7 +37,7 @@ from kdforge.data.bundle import Split
 from kdforge.data.loaders import make_loader
 from kdforge.errors import KdforgeError
 from kdforge.files import read_json, remove_stale_tmp, write_json
-from kdforge.losses.chunked import CHUNK_LOGITS, LMHead, handing_heads
+from kdforge.losses.chunked import LMHead, default_chunk, handing_heads
 from kdforge.losses.functional import TopK, topk_log_probs
 from kdforge.taps import FeatureTap
 from kdforge.teachers._shards import ShardBuffer, ShardedArray, shard_count, shards_done
@@ -165,7 +165,8 @@ class _Outputs:
         self.vocab = out.shape[-1]
         if not isinstance(out, LMHead):
             return topk_log_probs(out.float(), topk)
-        rows, chunk = out.rows(), max(1, CHUNK_LOGITS // self.vocab)
+        rows = out.rows()
+        chunk = default_chunk(self.vocab, rows.hidden.device)
         parts = [
             topk_log_probs(rows.logits(slice(a, a + chunk)).float(), topk) for a in range(0, len(rows.hidden), chunk)
         ]
