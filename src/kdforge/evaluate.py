@@ -6,7 +6,8 @@ target|², ``psnr_db``: 10·log10(max|target|² / mse) over the split, ``loss`` 
 ``embedding`` task (named by the caller) compares the outputs' similarity structure with the
 targets' (the teacher's embeddings): ``spearman`` and ``recall_at_10``. An ``lm`` task
 (next-token targets [N, T]) scores every position: token ``accuracy``, mean ``loss`` per
-token (nats) and ``perplexity`` = e^loss.
+token (nats) and ``perplexity`` = e^loss; a model that can hand over its LM head has its
+logits made a chunk of tokens at a time, never for the whole batch at once.
 Each task has one headline **score**, higher is better: accuracy, PSNR in dB, Spearman ρ,
 or minus the perplexity.
 Best-epoch selection, early stopping, reports and KD gains all read it.
@@ -16,13 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from kdforge.data.bundle import PAD_TARGET
+from kdforge.losses.chunked import LMHead, default_chunk, handing_heads
 from kdforge.losses.divergence import kl_rows
 
 Batches = Iterable[tuple[torch.Tensor, ...]]  # (x, y, ...)
@@ -71,11 +73,16 @@ def _label_metrics(
     sums = {"correct": 0.0, "loss": 0.0, "samples": 0, "elements": 0, "peak": 0.0}
     regression = False
     for x, y, *_ in batches:
+        if per_token:  # language models: every real (unpadded) position is a sample
+            logits_of, targets, chunk = token_logits(model, x, y, autocast)
+            for part in _slices(len(targets), chunk):
+                logits = logits_of(part)
+                sums["loss"] += float(F.cross_entropy(logits, targets[part], reduction="sum"))
+                sums["correct"] += int((logits.argmax(-1) == targets[part]).sum())
+            sums["samples"] += len(targets)
+            continue
         with autocast or contextlib.nullcontext():
             out = model(x)
-        if per_token:  # language models: every real (unpadded) position is a sample
-            out, y = out.flatten(0, -2), y.flatten()
-            out, y = out[y != PAD_TARGET], y[y != PAD_TARGET]
         regression = is_regression(y)
         if regression:
             sums["loss"] += float((out - y).abs().float().square().sum())
@@ -90,6 +97,36 @@ def _label_metrics(
         mse = sums["loss"] / max(sums["elements"], 1)
         return {"mse": mse, "psnr_db": 10 * math.log10(sums["peak"] ** 2 / max(mse, 1e-20)), "loss": mse}
     return {"accuracy": sums["correct"] / max(sums["samples"], 1), "loss": sums["loss"] / max(sums["samples"], 1)}
+
+
+def token_logits(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    autocast: contextlib.AbstractContextManager | None,
+) -> tuple[Callable[[slice], torch.Tensor], torch.Tensor, int]:
+    """A language model's fp32 logits of a batch's real (unpadded) tokens, a slice of those tokens at a time, their
+    targets, and the tokens a slice should hold. A model that can hand over its LM head makes each slice's logits
+    alone (:func:`~kdforge.losses.chunked.default_chunk` tokens: never the whole [tokens, vocabulary] logits, which
+    would set a chunked run's peak memory); another makes them all at once."""
+    keep = y.flatten() != PAD_TARGET
+    targets = y.flatten()[keep]
+    with autocast or contextlib.nullcontext(), handing_heads(model if isinstance(model, nn.Module) else None):
+        out = model(x)
+    if not isinstance(out, LMHead):
+        whole = out.flatten(0, -2)[keep].float()
+        return whole.__getitem__, targets, max(len(targets), 1)
+    rows = out.rows(keep)
+
+    def logits_of(part: slice) -> torch.Tensor:
+        with autocast or contextlib.nullcontext():  # the head's weight may be fp32 and the hidden states bf16
+            return rows.logits(part).float()
+
+    return logits_of, targets, default_chunk(len(rows.weight), rows.hidden.device)
+
+
+def _slices(n: int, chunk: int) -> Iterator[slice]:
+    return (slice(start, start + chunk) for start in range(0, n, chunk))
 
 
 @torch.no_grad()
@@ -109,14 +146,20 @@ def teacher_agreement(
     count = 0
     try:
         for x, y, *_ in batches:
-            with autocast or contextlib.nullcontext():
-                zs, zt = student(x).float(), teacher(x).float()
-            if per_token:
-                keep = y.flatten() != PAD_TARGET
-                zs, zt = zs.flatten(0, -2)[keep], zt.flatten(0, -2)[keep]
-            agree += float((zs.argmax(-1) == zt.argmax(-1)).sum())
-            kl += float(kl_rows(F.log_softmax(zt, -1), F.log_softmax(zs, -1)).sum())
-            count += len(zs)
+            if per_token:  # a chunk of tokens at a time (see token_logits)
+                student_of, targets, chunk = token_logits(student, x, y, autocast)
+                teacher_of, _, teacher_chunk = token_logits(teacher, x, y, autocast)
+                chunk = min(chunk, teacher_chunk)
+                parts: Iterable[tuple[torch.Tensor, torch.Tensor]] = (
+                    (student_of(part), teacher_of(part)) for part in _slices(len(targets), chunk)
+                )
+            else:
+                with autocast or contextlib.nullcontext():
+                    parts = [(student(x).float(), teacher(x).float())]
+            for zs, zt in parts:
+                agree += float((zs.argmax(-1) == zt.argmax(-1)).sum())
+                kl += float(kl_rows(F.log_softmax(zt, -1), F.log_softmax(zs, -1)).sum())
+                count += len(zs)
     finally:
         student.train(was_training)
     return {"top1_agreement": agree / max(count, 1), "kl_from_teacher": kl / max(count, 1)}

@@ -115,6 +115,35 @@ def test_perplexity_is_e_to_the_mean_token_cross_entropy_and_lower_scores_higher
     ).startswith("+1.000 PPL")
 
 
+def test_evaluation_makes_the_logits_a_chunk_of_tokens_at_a_time_with_the_same_metrics(monkeypatch):
+    from kdforge import evaluate as evaluation
+    from kdforge.losses.chunked import LMHead
+
+    torch.manual_seed(0)
+    options = {"input_shape": (8,), "num_classes": 20, "heads": 2}
+    student = build_model("lm_transformer", width=16, depth=1, **options).eval()
+    teacher = build_model("lm_transformer", width=32, depth=1, **options).eval()
+    x = torch.randint(0, 20, (5, 8))
+    y = x.roll(-1, 1)
+    y[4, 5:] = PAD_TARGET
+    keep = y.flatten() != PAD_TARGET
+    with torch.no_grad():
+        zs, zt = student(x).flatten(0, 1)[keep], teacher(x).flatten(0, 1)[keep]
+    made = []
+    logits = LMHead.logits
+    monkeypatch.setattr(LMHead, "logits", lambda head, part=slice(None): made.append(part) or logits(head, part))
+    monkeypatch.setattr(evaluation, "default_chunk", lambda vocab, device: 4)
+    batches = [(x[:3], y[:3]), (x[3:], y[3:])]
+    metrics = evaluate(student, batches, task="lm")
+    agreement = evaluation.teacher_agreement(student, Teacher(teacher), batches, per_token=True)
+    assert made and all(part.stop - part.start == 4 for part in made)  # 37 tokens: never more than 4 at once
+    assert metrics["loss"] == pytest.approx(F.cross_entropy(zs, y.flatten()[keep]).item(), rel=1e-5)
+    assert metrics["accuracy"] == pytest.approx((zs.argmax(-1) == y.flatten()[keep]).float().mean().item())
+    expected_kl = F.kl_div(F.log_softmax(zs, -1), F.log_softmax(zt, -1), log_target=True, reduction="batchmean")
+    assert agreement["kl_from_teacher"] == pytest.approx(expected_kl.item(), rel=1e-5)
+    assert agreement["top1_agreement"] == pytest.approx((zs.argmax(-1) == zt.argmax(-1)).float().mean().item())
+
+
 @pytest.mark.parametrize(
     "name, options", [("lm_transformer", {"width": 32, "depth": 2, "heads": 4}), ("rwkv_spiking", {"size": "tiny"})]
 )
