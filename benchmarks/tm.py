@@ -568,16 +568,16 @@ def case_runs(args: argparse.Namespace, run, prefix: str, tasks: list[str] | Non
              for name in dict.fromkeys(case[0] for case in cases)}  # fmt: skip
     jobs = [(paths[task], *case, seed, args.epochs, log_dir) for task, *case in cases for seed in args.seeds]
     first = list({(job[0], job[4]): job for job in reversed(jobs)}.values())  # one job per task and seed
-    cells: dict = {}
+    runs: dict = {}  # (label, seed) -> out
     with worker_pool(args.workers, one_thread=True) as pool:
         for phase in (first, [job for job in jobs if job not in first]):
             for job, out in zip(phase, pool.map(run, phase)):
                 label = case_label(job[0].stem.replace("-", " "), *job[1:4])
-                cell = cells.setdefault(label, {key: [] for key in out})
-                for key, value in out.items():
-                    cell[key].append(value)
+                runs[label, job[4]] = out
                 print(f"{label}, seed {job[4]}: {out}", flush=True)
-    return {label: cells[label] for label in (case_label(*case) for case in cases)}
+    labels = [case_label(*case) for case in cases]  # values in the order of args.seeds
+    return {label: {key: [runs[label, seed][key] for seed in args.seeds] for key in runs[label, args.seeds[0]]}
+            for label in labels}  # fmt: skip
 
 
 def case_label(task: str, student: str, variant: str, mode: str) -> str:
