@@ -1,20 +1,20 @@
-"""Online LM distillation at scale on one GPU: tokens/s and peak memory, a ~100M-parameter Llama teacher into a
-~30M Llama student at 1k context, and the chunk size at which chunked losses pay there.
+"""Online LM distillation at scale on one GPU: tokens/s and peak memory, a 110M-parameter Llama teacher into a
+35M Llama student at 1k context, and the chunk size at which chunked losses pay there.
 
 Both models are built from configs (random weights: speed and memory do not depend on them) on a 32,000-token
 vocabulary; the data are token shards of random ids written here (``tokens`` dataset, 1,024-token rows, batches of
 8). Each variant is a kdforge recipe (½ CE + ½ forward KL at T = 1, AdamW) run for one short epoch; reported: the
 median time of its training steps (whole steps, batch loading included, the first of the epoch left out) as
-tokens/s, and the peak GPU memory of training (the most allocated at any step's end: the model loading before and
-the evaluations after are below it or left out). Variants: bf16 autocast with the plain losses, with chunked losses
-(the whole [tokens, vocabulary] logits never made) at their default chunk and at chunks of 131 (the CPU's default
-at this vocabulary) to 8,192 tokens (the whole batch), and chunked with gradient checkpointing; fp32 with the plain
-losses.
+tokens/s, and the peak GPU memory of training (the most allocated up to the last step's end, loading the models
+included: the evaluations after training are left out). Variants: bf16 autocast with the plain losses, with
+chunked losses (the whole [tokens, vocabulary] logits never made) at their default chunk and at chunks of 131 (the
+CPU's default at this vocabulary) to 8,192 tokens (the whole batch), and chunked with gradient checkpointing; fp32
+with the plain losses.
 
-    uv run python benchmarks/lm_gpu.py [--steps 40]       # needs a CUDA GPU
+    uv run python benchmarks/lm_gpu.py [--steps 40] [--variants ...] [--name lm_gpu]   # needs a CUDA GPU
     uv run python benchmarks/lm_gpu.py --tiny              # a CPU smoke test of the same code, tiny models
 
-Writes benchmarks/results/lm_gpu.json / .md (not with --tiny).
+Writes benchmarks/results/<name>.json / .md (not with --tiny).
 """
 
 from __future__ import annotations
