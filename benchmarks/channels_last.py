@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import shlex
 import statistics
 import sys
 import tempfile
@@ -153,7 +154,7 @@ def main() -> None:
     rows = [measure(case, amp, args.rounds, args.steps, device) for case in args.cases for amp in amps]
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({platform.processor() or 'x86-64'}, " \
         f"{torch.get_num_threads()} threads)"  # fmt: skip
-    command = "uv run python benchmarks/channels_last.py " + " ".join(sys.argv[1:])
+    command = "uv run python benchmarks/channels_last.py " + shlex.join(sys.argv[1:])
     out = {"device": name, "torch": torch.__version__, "rounds": args.rounds, "steps": args.steps, "rows": rows,
            "command": command}  # fmt: skip
     save(f"channels_last_{device.type}", out, markdown(out))

@@ -16,10 +16,11 @@ A folder of 32x32 PNGs (10 classes, generated once under --root) is read by kdfo
    one view per epoch: the crops and flips each epoch shows), over the student trained alone (CE,
    no teacher) from the same loader, in the same rounds (target <= 1.10).
 
-    uv run python benchmarks/data.py [--images-per-class 200] [--rounds 8] [--epochs 3]
+    uv run python benchmarks/data.py [--images-per-class 200] [--rounds 8] [--epochs 3] [--device cuda]
     uv run python benchmarks/data.py --memory [--only streaming]
 
-Writes benchmarks/results/data.json and data.md.
+Writes benchmarks/results/data.json and data.md (with ``--device cuda``: the models train on the GPU, under bf16
+autocast as kdforge's default there, the samples still decoded by CPU workers; data_cuda.json and .md).
 
 With ``--memory``: the peak memory of a training run as the data grows 1x, 10x, 100x — token
 shards of 1M, 10M and 100M generated tokens (memory-mapped; a tiny LM self-distilled for 300
@@ -33,6 +34,7 @@ in and may drop). Writes data_memory.json and data_memory.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import io
 import os
@@ -83,11 +85,11 @@ def make_folder(root: Path, per_class: int) -> Path:
     return folder
 
 
-def models(seed: int = 0) -> tuple[torch.nn.Module, torch.nn.Module]:
+def models(device: torch.device, seed: int = 0) -> tuple[torch.nn.Module, torch.nn.Module]:
     torch.manual_seed(seed)
     teacher = build_model("cnn", input_shape=(3, SIZE, SIZE), num_classes=10, width=32, depth=3)
     student = build_model("cnn", input_shape=(3, SIZE, SIZE), num_classes=10, width=16, depth=2)
-    return teacher.eval().requires_grad_(False), student
+    return teacher.eval().requires_grad_(False).to(device), student.to(device)
 
 
 class WaitTimer:
@@ -126,13 +128,13 @@ def kdforge_epochs(
     train: Any, teacher: Any, losses: list[dict[str, Any]], val: Any, epochs: int, workdir: Path
 ) -> tuple[float, float]:
     """kdforge's Trainer on ``train`` batches: (seconds per epoch, fraction of it spent waiting for batches)."""
-    _, student = models()
+    _, student = models(train.device)
     train = WaitTimer(train)
     distiller = Distiller(student, teacher, build_losses(losses), example_inputs(train.batches))
     trainer = Trainer(
         distiller,
         OptimConfig(lr=LR, schedule="constant", weight_decay=0.01),
-        TrainConfig(epochs=epochs),
+        TrainConfig(epochs=epochs, device=str(train.device)),
         steps_per_epoch=len(train),
         checkpoint_dir=workdir,
     )
@@ -142,7 +144,7 @@ def kdforge_epochs(
     return seconds / epochs, train.waited / seconds
 
 
-def cached_teacher(folder: Path, root: Path, views: int, workers: int) -> Any:
+def cached_teacher(folder: Path, root: Path, views: int, workers: int, device: torch.device) -> Any:
     """A teacher cache of the folder (a CNN teacher trained one epoch, ``views`` crops of every image), as
     ``teacher.cache`` gives it to a run."""
     raw = {
@@ -151,6 +153,7 @@ def cached_teacher(folder: Path, root: Path, views: int, workers: int) -> Any:
         "teacher": {"source": "train", "model": {"name": "cnn", "width": 32, "depth": 3}, "train": {"epochs": 1}},
         "student": {"model": {"name": "cnn", "width": 16, "depth": 2}},
         "losses": KD,
+        "train": {"device": str(device)},
         "log": {"dir": str(root / "runs"), "progress": False},
     }
     quiet = Console(file=io.StringIO())
@@ -159,8 +162,9 @@ def cached_teacher(folder: Path, root: Path, views: int, workers: int) -> Any:
     return Session(cached, root / "runs" / "cached", quiet).acquire_teacher()[0]
 
 
-def handwritten_epochs(folder: Path, epochs: int, workers: int) -> float:
-    """The same work by hand: torchvision's ImageFolder and DataLoader, CE + KD, AdamW, a validation pass."""
+def handwritten_epochs(folder: Path, epochs: int, workers: int, device: torch.device) -> float:
+    """The same work by hand: torchvision's ImageFolder and DataLoader (pinned memory on a GPU), CE + KD, AdamW (under
+    bf16 autocast on a GPU, as kdforge's default there), a validation pass."""
     from torchvision.datasets import ImageFolder
     from torchvision.transforms import v2
 
@@ -182,30 +186,37 @@ def handwritten_epochs(folder: Path, epochs: int, workers: int) -> float:
             v2.Normalize([0.45] * 3, [0.225] * 3),
         ]
     )
-    common = {"num_workers": workers, "persistent_workers": workers > 0, "prefetch_factor": 4 if workers else None}
+    common = {"num_workers": workers, "persistent_workers": workers > 0, "prefetch_factor": 4 if workers else None,
+              "pin_memory": device.type == "cuda"}  # fmt: skip
     train = torch.utils.data.DataLoader(
         ImageFolder(str(folder / "train"), train_tf), batch_size=BATCH, shuffle=True, **common
     )
     val = torch.utils.data.DataLoader(ImageFolder(str(folder / "val"), eval_tf), batch_size=512, **common)
-    teacher, student = models()
+    teacher, student = models(device)
     opt = torch.optim.AdamW(student.parameters(), lr=LR, weight_decay=0.01)
+    autocast = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     start = time.perf_counter()
     for _ in range(epochs):
         student.train()
         for x, y in train:
-            with torch.no_grad():
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with torch.no_grad(), autocast:
                 t_logits = teacher(x)
-            s_logits = student(x)
+            with autocast:
+                s_logits = student(x)
             kd = F.kl_div(
-                F.log_softmax(s_logits / T, -1), F.log_softmax(t_logits / T, -1), reduction="batchmean", log_target=True
+                F.log_softmax(s_logits.float() / T, -1),
+                F.log_softmax(t_logits.float() / T, -1),
+                reduction="batchmean",
+                log_target=True,
             )
-            loss = 0.1 * F.cross_entropy(s_logits, y) + 0.9 * kd * T * T
+            loss = 0.1 * F.cross_entropy(s_logits.float(), y) + 0.9 * kd * T * T
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
         student.eval()
-        with torch.no_grad():
-            sum(int((student(x).argmax(-1) == y).sum()) for x, y in val)
+        with torch.no_grad(), autocast:
+            sum(int((student(x.to(device)).argmax(-1) == y.to(device)).sum()) for x, y in val)
     return (time.perf_counter() - start) / epochs
 
 
@@ -373,30 +384,31 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=Path(tempfile.gettempdir()) / "kdforge-bench-data")
     parser.add_argument("--memory", action="store_true", help="peak memory as the data grows, instead")
     parser.add_argument("--only", help="with --memory: measure only the cases whose name holds this, keep the rest")
+    parser.add_argument("--device", default="cpu", help="where the models train: cpu or cuda (results: data_cuda)")
     args = parser.parse_args()
     if args.memory:
         args.root.mkdir(parents=True, exist_ok=True)
         return memory(args.root, args.only)
     folder = make_folder(args.root, args.images_per_class)
     data = build_dataset("image_folder", path=str(folder), **OPTIONS)
-    workers = default_workers()
+    workers, device = default_workers(), torch.device(args.device)
     rate = loader_rate(data, workers)
     print(f"loader alone ({workers} workers): {rate:,.0f} samples/s")
-    teacher = Teacher(models()[0])
-    val = make_loader(data.val, 512, num_workers=workers)
+    teacher = Teacher(models(device)[0])
+    val = make_loader(data.val, 512, num_workers=workers, device=device)
     with tempfile.TemporaryDirectory() as tmp:
-        cache = cached_teacher(folder, Path(tmp), args.epochs, workers)
+        cache = cached_teacher(folder, Path(tmp), args.epochs, workers, device)
 
         def train(cached: bool = False) -> Any:
             """New training batches (new workers, as the hand-written loop starts its own each round)."""
-            batches = make_loader(data.train, BATCH, shuffle=True, num_workers=workers)
+            batches = make_loader(data.train, BATCH, shuffle=True, num_workers=workers, device=device)
             if cached:  # as teacher.cache sets them: sample indices, and epoch e shows view e % views
                 batches.indexed, batches.cached_views = True, args.epochs
             return batches
 
         variants = {
             "kd": lambda work: kdforge_epochs(train(), teacher, KD, val, args.epochs, work),
-            "hand": lambda work: (handwritten_epochs(folder, args.epochs, workers), 0.0),
+            "hand": lambda work: (handwritten_epochs(folder, args.epochs, workers, device), 0.0),
             "alone": lambda work: kdforge_epochs(train(), None, [{"name": "ce"}], val, args.epochs, work),
             "cached": lambda work: kdforge_epochs(train(cached=True), cache, KD, val, args.epochs, work),
         }
@@ -416,6 +428,7 @@ def main() -> None:
                 f"cached KD {times['cached'][-1]:.3f} s/epoch"
             )
     kd_times, hand_times, alone_times, cached_times = (times[k] for k in ("kd", "hand", "alone", "cached"))
+    where = "CPU" if device.type == "cpu" else f"{torch.cuda.get_device_name(device)}, bf16 autocast"
     ratios = [k / h for k, h in zip(kd_times, hand_times)]
     cached_ratios = [c / a for c, a in zip(cached_times, alone_times)]
     k_mean = statistics.mean(kd_times)
@@ -423,7 +436,7 @@ def main() -> None:
     result = {
         "benchmark": "data",
         "setup": f"image_folder of {len(data.train)} train / {len(data.val)} val 32x32 PNGs, 10 classes, batch "
-        f"{BATCH}, random resized crop + flip, CNN(32x3) teacher -> CNN(16x2) student, CE+KD, AdamW, CPU",
+        f"{BATCH}, random resized crop + flip, CNN(32x3) teacher -> CNN(16x2) student, CE+KD, AdamW, {where}",
         "workers": workers,
         "loader_samples_per_s": rate,
         "train_samples_per_s": len(data.train) / k_mean,
@@ -447,7 +460,7 @@ def main() -> None:
     }
     text = "\n".join(
         [
-            "# Input pipeline: online KD on a CIFAR-style image folder (CPU)",
+            f"# Input pipeline: online KD on a CIFAR-style image folder ({where})",
             "",
             f"{result['setup']}; {workers} worker(s), {os.cpu_count()} cores, {args.rounds} rounds of "
             f"{args.epochs} epochs.",
@@ -467,7 +480,7 @@ def main() -> None:
             "",
         ]
     )
-    save("data", result, text)
+    save("data" if device.type == "cpu" else f"data_{device.type}", result, text)
 
 
 if __name__ == "__main__":

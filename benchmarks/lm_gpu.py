@@ -8,7 +8,8 @@ median time of its training steps (whole steps, batch loading included, the firs
 tokens/s, and the peak GPU memory of training (the most allocated up to the last step's end, loading the models
 included: the evaluations after training are left out). Variants: bf16 autocast with the plain losses, with
 chunked losses (the whole [tokens, vocabulary] logits never made) at their default chunk and at chunks of 131 (the
-CPU's default at this vocabulary) to 8,192 tokens (the whole batch), and chunked with gradient checkpointing; fp32
+CPU's default at this vocabulary) to 8,192 tokens (the whole batch), and chunked with gradient checkpointing; the
+plain losses with the student compiled (``train.compile``; the median leaves out the few steps that compile); fp32
 with the plain losses.
 
     uv run python benchmarks/lm_gpu.py [--steps 40] [--variants ...] [--name lm_gpu]   # needs a CUDA GPU
@@ -20,6 +21,7 @@ Writes benchmarks/results/<name>.json / .md (not with --tiny).
 from __future__ import annotations
 
 import argparse
+import shlex
 import statistics
 import sys
 import tempfile
@@ -55,6 +57,8 @@ VARIANTS = {  # chunk: tokens per chunk of a chunked loss (None: the default for
     "bf16, chunked losses, one 8,192-token chunk": {"amp": "bf16", "chunked": True, "chunk": 8192,
                                                     "checkpointing": False},
     "bf16, chunked + gradient checkpointing": {"amp": "bf16", "chunked": True, "checkpointing": True},
+    "bf16, plain losses, compiled student": {"amp": "bf16", "chunked": False, "checkpointing": False,
+                                             "compile": True},
     "fp32, plain losses": {"amp": "off", "chunked": False, "checkpointing": False},
 }  # fmt: skip
 
@@ -94,7 +98,7 @@ def recipe(workdir: Path, size: dict, prep: dict, variant: dict) -> dict:
         "losses": [{"name": "ce", "weight": 0.5, **chunked},
                    {"name": "kd", "weight": 0.5, "temperature": 1.0, **chunked}],
         "optim": {"name": "adamw", "lr": 3e-4},
-        "train": {"epochs": 1, "baseline": False, "amp": variant["amp"]},
+        "train": {"epochs": 1, "baseline": False, "amp": variant["amp"], "compile": variant.get("compile", False)},
         "log": {"dir": str(workdir / "runs"), "progress": False},
     }  # fmt: skip
 
@@ -152,7 +156,7 @@ def main() -> None:
     parser.add_argument("--name", default="lm_gpu", help="results file name (benchmarks/results/NAME.json / .md)")
     args = parser.parse_args()
     out = measure("tiny" if args.tiny else "full", args.steps, args.variants)
-    out["command"] = "uv run python benchmarks/lm_gpu.py " + " ".join(sys.argv[1:])
+    out["command"] = "uv run python benchmarks/lm_gpu.py " + shlex.join(sys.argv[1:])
     if args.tiny:
         print(markdown(out))
     else:
