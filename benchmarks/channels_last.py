@@ -23,13 +23,11 @@ import shlex
 import statistics
 import sys
 import tempfile
-import time
 from typing import Any
 
 import torch
 
-from common import save
-from kdforge.callbacks import Callback
+from common import Intervals, Ticking, save
 from kdforge.config.training import OptimConfig, TrainConfig
 from kdforge.data.bundle import Split
 from kdforge.data.loaders import make_loader
@@ -47,21 +45,6 @@ CASES = {  # what it is, input shape, batch, teacher (a kdforge model or "timm:<
 }  # fmt: skip
 LAYOUTS = {"NCHW": torch.contiguous_format, "channels-last": torch.channels_last}
 SKIPPED_STEPS = 3  # the first steps of a fit: allocator, kernel selection
-
-
-class StepTimes(Callback):
-    """Each step's time, the device synchronised at its end so that the time is the device's too."""
-
-    def __init__(self, device: torch.device):
-        self.device, self.times, self.last = device, [], None
-
-    def on_step_end(self, trainer: Trainer, samples: int) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        now = time.perf_counter()
-        if self.last is not None:
-            self.times.append(now - self.last)
-        self.last = now
 
 
 def build(spec: dict, shape: tuple[int, ...], seed: int) -> torch.nn.Module:
@@ -84,7 +67,7 @@ def one_fit(case: str, layout: str, amp: str, steps: int, data: Split, device: t
     val = make_loader(Split(data.x[:batch], data.y[:batch]), batch, device=device, memory_format=fmt)
     terms = build_losses([{"name": "ce", "weight": 0.1}, {"name": "kd", "weight": 0.9, "temperature": 4.0}])
     distiller = Distiller(student, teacher, terms, data.x[:2].to(device).contiguous(memory_format=fmt)).to(device)
-    timer = StepTimes(device)
+    timer = Ticking(Intervals())  # the device synchronised at each step's end
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(
             distiller,
@@ -95,7 +78,7 @@ def one_fit(case: str, layout: str, amp: str, steps: int, data: Split, device: t
             callbacks=[timer],
         )
         trainer.fit(train, val)
-    return statistics.median(timer.times[SKIPPED_STEPS:])
+    return statistics.median(timer.intervals.times[SKIPPED_STEPS:])
 
 
 def measure(case: str, amp: str, rounds: int, steps: int, device: torch.device) -> dict[str, Any]:

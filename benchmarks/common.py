@@ -138,7 +138,9 @@ class Intervals:
         self.last = None
 
 
-class _Ticking(Callback):
+class Ticking(Callback):
+    """Ticks ``intervals`` at each step's end; a new epoch starts a new run of intervals."""
+
     def __init__(self, intervals: Intervals):
         self.intervals = intervals
 
@@ -153,7 +155,7 @@ def run_timed(raw: dict) -> tuple[kdforge.RunResult, Intervals]:
     """:func:`run_quietly`, and the time of each training step after the first of each epoch (``.times``)."""
     intervals = Intervals()
     callbacks = Session.callbacks
-    Session.callbacks = lambda self: [*callbacks(self), _Ticking(intervals)]  # type: ignore[method-assign]
+    Session.callbacks = lambda self: [*callbacks(self), Ticking(intervals)]  # type: ignore[method-assign]
     try:
         return run_quietly(raw), intervals
     finally:
