@@ -73,18 +73,22 @@ def test_log_dt_learns_and_changes_the_output():
 
 
 @pytest.mark.parametrize("complex", [False, True])
-def test_inference_reuses_the_kernel_until_a_parameter_or_the_length_changes(complex):
+@pytest.mark.parametrize("fused", [False, True])
+def test_inference_reuses_the_kernel_until_a_parameter_or_the_length_changes(complex, fused):
     torch.manual_seed(0)
     layer = S4D(3, 8, complex=complex).eval()
-    optimiser = torch.optim.SGD(layer.parameters(), lr=0.1)
+    # CPU fused AdamW leaves the parameters' versions as they were: the mode switch of a validation must still tell
+    optimiser = torch.optim.AdamW(layer.parameters(), lr=0.1, fused=fused)
     u = torch.randn(2, 30, 3, dtype=torch.cfloat if complex else torch.float32)
     with torch.no_grad():
         first = layer(u)
         assert layer.kernel_spectrum(30) is layer.kernel_spectrum(30)
         assert layer.kernel_spectrum(31) is not layer.kernel_spectrum(30)
     torch.testing.assert_close(first, layer(u).detach())  # the cached path equals the autograd one
+    layer.train()
     layer(u).abs().square().sum().backward()
     optimiser.step()
+    layer.eval()
     with torch.no_grad():
         after_step = layer(u)
     torch.testing.assert_close(after_step, layer(u).detach())  # the step invalidated the cache

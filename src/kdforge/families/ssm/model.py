@@ -70,6 +70,7 @@ class S4D(nn.Module):
         self.d = nn.Parameter(
             torch.view_as_real(torch.randn(channels, dtype=torch.cfloat)) if complex else torch.randn(channels)
         )
+        self._cached: tuple[tuple[object, ...], torch.Tensor] | None = None  # (key, spectrum): see kernel_spectrum
 
     def discrete(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(ΔA = log Ā, B̄, C) [H, modes] complex, by zero-order hold (B = 1: C absorbs the input scale)."""
@@ -89,15 +90,22 @@ class S4D(nn.Module):
 
     def kernel_spectrum(self, length: int) -> torch.Tensor:
         """FFT of K over 2L samples. Building K costs more than the convolution at small
-        batches, so without autograd (inference) the spectrum is kept until the length or a
-        parameter changes (an optimiser step or a load bumps the parameter's version)."""
+        batches, so without autograd (inference) the spectrum is kept until the length changes,
+        a parameter's version changes (an in-place edit, a load) or the module's mode is set
+        (``train()`` / ``eval()``): CPU fused AdamW updates parameters without bumping their
+        versions, so a model stepped by it must pass through ``eval()`` before inference, as
+        every validation does."""
         fft = torch.fft.fft if self.complex else torch.fft.rfft
         if torch.is_grad_enabled():
             return fft(self.kernel(length), n=2 * length)
         key = (length, *((p.data_ptr(), p._version) for p in (self.log_a_real, self.a_imag, self.c, self.log_dt)))
-        if getattr(self, "_cached", (None,))[0] != key:
+        if self._cached is None or self._cached[0] != key:
             self._cached = (key, fft(self.kernel(length), n=2 * length))
         return self._cached[1]
+
+    def train(self, mode: bool = True) -> S4D:
+        self._cached = None  # the weights may have changed since the spectrum was built: see kernel_spectrum
+        return super().train(mode)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         """Convolution mode: y = K * u (causal) + D u, by FFT of length 2L."""
