@@ -181,7 +181,8 @@ def sar_control(args: argparse.Namespace) -> dict:
 def _control_cell(row: dict, seeds: list[int]) -> str:
     measured = row["alone_same_steps"]
     fewer = f", seeds {', '.join(map(str, seeds[: len(measured)]))}" if len(measured) < len(seeds) else ""
-    return f"{mean_std(measured)} ({row['same_steps_epochs']} epochs{fewer})"
+    kd_minus = [kd - alone for kd, alone in zip(row["kd"], measured)]
+    return f"{mean_std(measured)} ({row['same_steps_epochs']} epochs{fewer}; KD − it, paired: {mean_std(kd_minus)})"
 
 
 def sar_markdown(out: dict) -> str:
@@ -213,7 +214,9 @@ def sar_markdown(out: dict) -> str:
         "and the spread of the student alone over seeds. The distilled student also trains on the recipe's "
         "unlabelled lines, against the teacher's outputs; the teacher and the student alone see the labelled lines "
         "only. A distilled `standard` student starts from the teacher's weights (`init_from_teacher`: all but the "
-        "gates); latency is measured at batch 1 after all training, one model after the other.",
+        "gates); latency is measured at batch 1 after all training, one model after the other. The control column: "
+        "the student alone, task loss only, on the labelled lines for as many optimiser steps as the distilled "
+        "student takes over labelled and unlabelled lines (`sar-control`).",
     ]
     return "\n".join(lines) + "\n"
 
