@@ -74,6 +74,9 @@ def sar_seed(seed: int, presets: list[str], runs: str, threads: int) -> dict[str
             **base,
             "seed": seed,
             "student": {**base["student"], **START[preset]},
+            # the alone column at the recipe's epochs; the control trains it for as many steps as the distilled
+            # student, as the recipe's own baseline does (train.baseline_budget: steps)
+            "train": {**base["train"], "baseline_budget": "epochs"},
             "log": {"dir": runs, "progress": False},
         }
         run = run_quietly(raw)

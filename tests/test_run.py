@@ -134,6 +134,14 @@ def test_check_says_how_long_the_student_trains_and_when_it_is_validated(train, 
     assert describe_schedule(TrainConfig.model_validate(train)) == expected
 
 
+def test_check_says_when_the_student_alone_takes_as_many_steps_as_the_distilled_one():
+    from kdforge.check import describe_schedule
+    from kdforge.config import TrainConfig
+
+    matched = describe_schedule(TrainConfig.model_validate({"epochs": 5}), alone_steps=40)
+    assert matched.endswith("; the student alone for as many optimiser steps (40), on the labelled data only")
+
+
 def test_check_runs_a_hint_recipe(tiny_recipe):
     tiny_recipe["student"] = {"model": {"name": "cnn", "width": 4, "depth": 2}}
     tiny_recipe["losses"].append(

@@ -125,7 +125,7 @@ def check(recipe: Recipe, console: Console | None = None) -> dict[str, Any]:
         console.print(f"{part}: {note}", markup=False)
     if len(data.input_shape) == 3:
         console.print(f"memory layout: {describe_layout(recipe, session.memory_format)}", markup=False)
-    console.print(f"training: {describe_schedule(recipe.train)}", markup=False)
+    console.print(f"training: {describe_schedule(recipe.train, session.baseline_train().max_steps)}", markup=False)
     parts = {name: float(value.detach()) for name, value in out.parts.items()}
     console.print(
         "one batch: "
@@ -172,8 +172,9 @@ def _checked_teacher(session: Session, cfg: Any, student: torch.nn.Module) -> tu
     return module, note + ("; RANDOM classifier head" if info.get("random_head") else "")
 
 
-def describe_schedule(train: TrainConfig) -> str:
-    """How long the student trains, when it is validated, and when it stops early: one line."""
+def describe_schedule(train: TrainConfig, alone_steps: int | None = None) -> str:
+    """How long the student trains, when it is validated, and when it stops early: one line. ``alone_steps``: the
+    student alone's step budget, when it differs from the recipe's (matched to the distilled student's)."""
     length = f"{train.max_steps:,} optimiser steps" if train.max_steps is not None else f"{train.epochs} epochs"
     every = train.val_every
     if every == 1:
@@ -186,4 +187,6 @@ def describe_schedule(train: TrainConfig) -> str:
         f"; stops early after {rule.patience:g} epochs without a better val {rule.metric}" if rule is not None else ""
     )
     baseline = "; the student alone is trained the same way" if train.baseline else ""
+    if train.baseline and alone_steps != train.max_steps:
+        baseline = f"; the student alone for as many optimiser steps ({alone_steps:,}), on the labelled data only"
     return f"{length}, {validated} (the weights of the best validation are kept){stops}{baseline}"

@@ -36,6 +36,12 @@ def kd_gain(results: dict[str, Any]) -> str | None:
     return score_gain(results["student"]["test"], results["student_alone"]["test"])
 
 
+def alone_budget(results: dict[str, Any]) -> str:
+    """How long the student alone trained, when it was matched to the distilled student's steps."""
+    steps = results["student_alone"].get("steps_as_distilled")
+    return f" (as many optimiser steps, {steps:,}, on the labelled data only)" if steps else ""
+
+
 def agreement_notes(results: dict[str, Any]) -> list[str]:
     """How closely each student follows the teacher on test (top-1 agreement, KL from the teacher)."""
     unit = "tokens" if "perplexity" in results["student"]["test"] else "samples"
@@ -62,7 +68,7 @@ def summary_table(results: dict[str, Any]) -> Table:
     notes = [f"val {name}: the selected {_selected(results)}; latency: batch of 1, median"]
     gain = kd_gain(results)
     if gain is not None:
-        notes.insert(0, f"KD gain over the student alone: {gain} (test)")
+        notes.insert(0, f"KD gain over the student alone{alone_budget(results)}: {gain} (test)")
     notes[:0] = family_notes(results) + agreement_notes(results)
     table = Table(
         title=escape(f"{results['name']} — test split of {results['dataset']}"), caption=escape("\n".join(notes))
@@ -128,7 +134,7 @@ def write_report(run_dir: Path, results: dict[str, Any], plots: list[str]) -> No
         )
     gain = kd_gain(results)
     if gain is not None:
-        lines += ["", f"KD gain over the same student trained alone: **{gain}**."]
+        lines += ["", f"KD gain over the same student trained alone{alone_budget(results)}: **{gain}**."]
     lines += [f"\n{note}." for note in family_notes(results) + agreement_notes(results)]
     lines += transfer_section(results["student"])
     lines += [line for family in families() for line in family.report_sections(results["student"])]

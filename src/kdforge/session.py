@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from rich.console import Console
 from kdforge import distributed
 from kdforge.bench import count_params, latency_ms
 from kdforge.callbacks import Callback, ConsoleProgress, JsonlLogger
-from kdforge.config import Recipe
+from kdforge.config import Recipe, TrainConfig
 from kdforge.curriculum import Curriculum
 from kdforge.data import DataBundle, example_inputs, make_loader, recipe_data
 from kdforge.data.augment import BatchAugment, Mixer
@@ -321,10 +322,11 @@ class Session:
         mixer = Mixer(augment, self.data.num_classes) if augment.mixes else None
         rewrite = self.batch_rewrite(student, teacher) if stage == "distill" else None
         batches = self.train if stage == "distill" else self.labelled
+        train = self.baseline_train() if stage == "baseline" else self.recipe.train
         trainer = Trainer(
             distiller,
             self.recipe.optim,
-            self.recipe.train,
+            train,
             steps_per_epoch=len(batches),
             checkpoint_dir=checkpoint_dir,
             callbacks=self.callbacks(),
@@ -358,6 +360,8 @@ class Session:
             last["init_from_teacher"] = transfer
         if started_from is not None:
             last["init_from"] = started_from
+        if train is not self.recipe.train:
+            last["steps_as_distilled"] = train.max_steps
         entry = self.entry(
             student,
             self.recipe.student.model.name,
@@ -369,6 +373,14 @@ class Session:
             **averaged,
         )
         return student, entry, result.history
+
+    def baseline_train(self) -> TrainConfig:
+        """The student alone's training settings: the recipe's, or (``train.baseline_budget: steps``, when the
+        distilled student also learns from unlabelled inputs) a budget of as many optimiser steps as it takes."""
+        cfg = self.recipe.train
+        if cfg.baseline_budget == "epochs" or cfg.max_steps is not None or len(self.train) <= len(self.labelled):
+            return cfg
+        return cfg.model_copy(update={"max_steps": cfg.epochs * math.ceil(len(self.train) / cfg.accumulate)})
 
     def init_from_teacher(
         self, student: torch.nn.Module, teacher: Teacher | CachedTeacher, checkpoint_dir: Path

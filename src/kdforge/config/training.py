@@ -152,6 +152,14 @@ class TrainConfig(Section):
     )
     accumulate: int = Field(1, gt=0, description="micro-batches per optimiser step")
     baseline: bool = Field(True, description="also train the student without distillation")
+    baseline_budget: Literal["steps", "epochs"] = Field(
+        "steps",
+        description=(
+            "the baseline's length when the distilled student also trains on unlabelled inputs: steps, as many "
+            "optimiser steps as the distilled student takes (more epochs of the labelled data: a gain is then the "
+            "teacher's, not a longer schedule's); epochs, train.epochs of the labelled data"
+        ),
+    )
     stage_checkpoints: bool = Field(
         False,
         description=(

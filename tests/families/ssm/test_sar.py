@@ -259,17 +259,21 @@ def test_unlabelled_lines_come_without_targets_and_leave_the_labelled_splits_as_
     assert both.labelled == 30 and both.describe() == data.describe()
 
 
-def test_unlabelled_lines_train_the_distilled_student_only(tiny_recipe):
+@pytest.mark.parametrize("budget", ["steps", "epochs"])
+def test_unlabelled_lines_train_the_distilled_student_only(tiny_recipe, budget):
     """The teacher and the student alone see the labelled lines; the distilled student those and the
-    unlabelled ones, against the teacher's outputs alone (its task term skips them)."""
+    unlabelled ones, against the teacher's outputs alone (its task term skips them). The student alone takes
+    as many optimiser steps as the distilled one (more epochs of the labelled lines) unless its budget is epochs."""
     from kdforge import Recipe, run
     from kdforge.callbacks import Callback
 
     seen: dict[str, int] = {}
+    steps: dict[str, int] = {}
 
     class Count(Callback):
         def on_step_end(self, trainer, samples):
             seen[trainer.stage] = seen.get(trainer.stage, 0) + samples
+            steps[trainer.stage] = steps.get(trainer.stage, 0) + 1
 
     ssm = {"name": "ssm", "complex": True, "complex_mode": "channels", "pool": "none"}
     tiny_recipe.update(
@@ -280,9 +284,18 @@ def test_unlabelled_lines_train_the_distilled_student_only(tiny_recipe):
             {"name": "reg_task", "kind": "complex_mse", "weight": 0.5},
             {"name": "reg_distill", "kind": "complex_mse", "weight": 0.5},
         ],
-        train={"epochs": 1, "baseline": True},
+        train={"epochs": 1, "baseline": True, "baseline_budget": budget},
     )
     result = run(Recipe.model_validate(tiny_recipe), callbacks=[Count()])
-    labelled = 40 - round(0.15 * 40) - round(0.2 * 40)  # the default validation and test fractions
-    assert seen == {"teacher": labelled, "distill": labelled + 24, "baseline": labelled}
+    labelled = 40 - round(0.15 * 40) - round(0.2 * 40)  # the default validation and test fractions: 26 lines
+    assert steps["distill"] == 4 and seen["distill"] == labelled + 24  # 50 lines in batches of 16
+    assert seen["teacher"] == labelled and steps["teacher"] == 2
+    alone = result.results["student_alone"]
+    report = (result.run_dir / "report.md").read_text()
+    if budget == "steps":  # two epochs of the labelled lines' two batches
+        assert steps["baseline"] == 4 and seen["baseline"] == 2 * labelled and alone["steps_as_distilled"] == 4
+        assert "trained alone (as many optimiser steps, 4, on the labelled data only)" in report
+    else:
+        assert steps["baseline"] == 2 and seen["baseline"] == labelled and "steps_as_distilled" not in alone
+        assert "trained alone:" in report
     assert all(math.isfinite(result.results[role]["test"]["psnr_db"]) for role in ("student", "student_alone"))
