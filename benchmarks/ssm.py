@@ -146,6 +146,12 @@ def sar_few(args: argparse.Namespace) -> dict:
     return {"recipe": recipe, "data": FEW_LABELLED, "seeds": args.seeds, "rows": seed_rows(per_seed, args.presets)}
 
 
+def _pays(row: dict) -> str:
+    """A check mark where the paired gain's mean exceeds both its std and the spread of the student alone over seeds."""
+    pays = statistics.mean(row["gain"]) > max(statistics.stdev(row["gain"]), statistics.stdev(row["alone"]))
+    return " ✓" if pays else ""
+
+
 def few_markdown(out: dict) -> str:
     rows = out["rows"]
     lines = [
@@ -157,10 +163,9 @@ def few_markdown(out: dict) -> str:
     ]
     for preset in (p for p in PRESETS if p in rows):
         r = rows[preset]
-        pays = statistics.mean(r["gain"]) > max(statistics.stdev(r["gain"]), statistics.stdev(r["alone"]))
         lines.append(
             f"| {preset} | {r['params']:,} | {mean_std(r['kd'])} | {mean_std(r['alone'])} | "
-            f"{mean_std(r['gain'])}{' ✓' if pays else ''} | {statistics.mean(r['retention_pct']):.1f} % |"
+            f"{mean_std(r['gain'])}{_pays(r)} | {statistics.mean(r['retention_pct']):.1f} % |"
         )
     lines += [
         "",
@@ -267,10 +272,9 @@ def sar_markdown(out: dict) -> str:
     ]
     for preset in (p for p in PRESETS if p in rows):
         r = rows[preset]
-        pays = statistics.mean(r["gain"]) > max(statistics.stdev(r["gain"]), statistics.stdev(r["alone"]))
         lines.append(
             f"| {preset} | {r['params']:,} | {mean_std(r['kd'])} | {mean_std(r['alone'])} | "
-            f"{mean_std(r['gain'])}{' ✓' if pays else ''} | "
+            f"{mean_std(r['gain'])}{_pays(r)} | "
             + (_control_cell(r, out["seeds"]) if "alone_same_steps" in r else "")
             + f" | {statistics.mean(r['retention_pct']):.1f} % | "
             f"{r['latency_ms_b1']['256']:.2f} / {r['latency_ms_b1']['1024']:.2f} | {r['speedup']['256']:.1f}× / "
