@@ -376,11 +376,17 @@ class Session:
 
     def baseline_train(self) -> TrainConfig:
         """The student alone's training settings: the recipe's, or (``train.baseline_budget: steps``, when the
-        distilled student also learns from unlabelled inputs) a budget of as many optimiser steps as it takes."""
+        distilled student also learns from unlabelled inputs) a budget of as many optimiser steps as it takes, and
+        an early-stopping patience as long in steps (its epochs of the labelled data alone are shorter)."""
         cfg = self.recipe.train
         if cfg.baseline_budget == "epochs" or cfg.max_steps is not None or len(self.train) <= len(self.labelled):
             return cfg
-        return cfg.model_copy(update={"max_steps": cfg.epochs * math.ceil(len(self.train) / cfg.accumulate)})
+        steps, own_steps = (math.ceil(len(batches) / cfg.accumulate) for batches in (self.train, self.labelled))
+        update: dict[str, Any] = {"max_steps": cfg.epochs * steps}
+        if cfg.early_stopping is not None:
+            patience = cfg.early_stopping.patience * steps / own_steps
+            update["early_stopping"] = cfg.early_stopping.model_copy(update={"patience": patience})
+        return cfg.model_copy(update=update)
 
     def init_from_teacher(
         self, student: torch.nn.Module, teacher: Teacher | CachedTeacher, checkpoint_dir: Path

@@ -156,8 +156,9 @@ class TrainConfig(Section):
         "steps",
         description=(
             "the baseline's length when the distilled student also trains on unlabelled inputs: steps, as many "
-            "optimiser steps as the distilled student takes (more epochs of the labelled data: a gain is then the "
-            "teacher's, not a longer schedule's); epochs, train.epochs of the labelled data"
+            "optimiser steps as the distilled student takes (more epochs of the labelled data, early stopping's "
+            "patience as long in steps: a gain is then the teacher's, not a longer schedule's); epochs, train.epochs "
+            "of the labelled data"
         ),
     )
     stage_checkpoints: bool = Field(

@@ -259,6 +259,28 @@ def test_unlabelled_lines_come_without_targets_and_leave_the_labelled_splits_as_
     assert both.labelled == 30 and both.describe() == data.describe()
 
 
+def test_a_step_matched_student_alone_keeps_the_patience_in_steps(tiny_recipe, tmp_path):
+    from rich.console import Console
+
+    from kdforge import Recipe
+    from kdforge.session import Session
+
+    ssm = {"name": "ssm", "complex": True, "complex_mode": "channels", "pool": "none", "model_dim": 8, "state_dim": 4}
+    tiny_recipe.update(
+        data={"name": "sar_azimuth", "lines": 40, "length": 128, "batch_size": 16, "unlabelled_lines": 24},
+        teacher={"source": "train", "model": ssm},
+        student={"model": ssm},
+        losses=[{"name": "reg_task", "kind": "complex_mse"}],
+        train={"epochs": 3, "early_stopping": {"patience": 5, "metric": "loss"}},
+    )
+    alone = Session(Recipe.model_validate(tiny_recipe), tmp_path, Console()).baseline_train()
+    # 4 distillation batches an epoch, 2 labelled ones: 12 steps, and 5 epochs of 4 steps are 10 of 2
+    assert alone.max_steps == 12 and alone.early_stopping.patience == 10 and alone.early_stopping.metric == "loss"
+    tiny_recipe["train"]["baseline_budget"] = "epochs"
+    same = Session(Recipe.model_validate(tiny_recipe), tmp_path, Console()).baseline_train()
+    assert same.max_steps is None and same.early_stopping.patience == 5
+
+
 @pytest.mark.parametrize("budget", ["steps", "epochs"])
 def test_unlabelled_lines_train_the_distilled_student_only(tiny_recipe, budget):
     """The teacher and the student alone see the labelled lines; the distilled student those and the
