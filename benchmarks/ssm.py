@@ -41,7 +41,9 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
@@ -54,6 +56,7 @@ from kdforge.export import load_run_teacher
 from kdforge.families.ssm.model import compression_preset
 
 SAR_RECIPE = Path(__file__).parents[1] / "src" / "kdforge" / "recipes" / "sar_ssm.yaml"
+SHOWN_RECIPE = str(SAR_RECIPE.relative_to(SAR_RECIPE.parents[3]))  # as the results name it
 LENGTHS = (256, 1024)
 
 
@@ -132,18 +135,13 @@ FEW_LABELLED = {"lines": 300, "val_fraction": 0.3, "test_fraction": 0.3}
 def sar_few(args: argparse.Namespace) -> dict:
     """The recipe with few labelled lines, the student alone trained as the recipe's baseline is (as many optimiser
     steps as the distilled student): does the teacher pay where labels are scarce?"""
-    with worker_pool(args.jobs) as pool:
-        job = functools.partial(
-            sar_seed,
-            presets=args.presets,
-            runs=args.runs,
-            threads=_threads(args.jobs),
-            data=FEW_LABELLED,
-            budget="steps",
-        )
-        per_seed = list(pool.map(job, args.seeds))
-    recipe = str(SAR_RECIPE.relative_to(SAR_RECIPE.parents[3]))
-    return {"recipe": recipe, "data": FEW_LABELLED, "seeds": args.seeds, "rows": seed_rows(per_seed, args.presets)}
+    per_seed = over_seeds(sar_seed, args, data=FEW_LABELLED, budget="steps")
+    return {
+        "recipe": SHOWN_RECIPE,
+        "data": FEW_LABELLED,
+        "seeds": args.seeds,
+        "rows": seed_rows(per_seed, args.presets),
+    }
 
 
 def _pays(row: dict) -> str:
@@ -178,11 +176,7 @@ def few_markdown(out: dict) -> str:
 
 
 def sar(args: argparse.Namespace) -> dict:
-    threads = _threads(args.jobs)
-    with worker_pool(args.jobs) as pool:
-        per_seed = list(
-            pool.map(functools.partial(sar_seed, presets=args.presets, runs=args.runs, threads=threads), args.seeds)
-        )
+    per_seed = over_seeds(sar_seed, args)
     rows = seed_rows(per_seed, args.presets)
     teacher = rows["teacher"]
     add_control(args, rows)
@@ -194,7 +188,7 @@ def sar(args: argparse.Namespace) -> dict:
         rows[preset]["speedup"] = {
             n: teacher["latency_ms_b1"][n] / rows[preset]["latency_ms_b1"][n] for n in teacher["latency_ms_b1"]
         }
-    return {"recipe": str(SAR_RECIPE.relative_to(SAR_RECIPE.parents[3])), "seeds": args.seeds, "rows": rows}
+    return {"recipe": SHOWN_RECIPE, "seeds": args.seeds, "rows": rows}
 
 
 def as_many_steps_seed(seed: int, presets: list[str], runs: str, threads: int) -> dict[str, float]:
@@ -225,6 +219,13 @@ def as_many_steps_seed(seed: int, presets: list[str], runs: str, threads: int) -
     return {"epochs": epochs, **found}
 
 
+def over_seeds(job: Callable[..., Any], args: argparse.Namespace, **options: Any) -> list[Any]:
+    """``job`` for each of ``args.seeds`` (with the presets and run folder asked for) in ``args.jobs`` processes."""
+    with worker_pool(args.jobs) as pool:
+        work = functools.partial(job, presets=args.presets, runs=args.runs, threads=_threads(args.jobs), **options)
+        return list(pool.map(work, args.seeds))
+
+
 def _threads(jobs: int) -> int:
     """Each of ``jobs`` processes gets its share of the cores: their thread pools must not fight."""
     return max(1, (os.cpu_count() or 1) // jobs)
@@ -232,13 +233,7 @@ def _threads(jobs: int) -> int:
 
 def add_control(args: argparse.Namespace, rows: dict[str, dict]) -> None:
     """Each preset's row gains ``alone_same_steps`` (per seed) and ``same_steps_epochs``."""
-    threads = _threads(args.jobs)
-    with worker_pool(args.jobs) as pool:
-        found = list(
-            pool.map(
-                functools.partial(as_many_steps_seed, presets=args.presets, runs=args.runs, threads=threads), args.seeds
-            )
-        )
+    found = over_seeds(as_many_steps_seed, args)
     for preset in args.presets:
         rows[preset]["alone_same_steps"] = [f[preset] for f in found]
         rows[preset]["same_steps_epochs"] = found[0]["epochs"]
