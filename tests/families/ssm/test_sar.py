@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from kdforge.families.ssm.sar import SARGeometry, simulate_azimuth_lines
+from kdforge.families.ssm.sar import SARGeometry, line_geometries, simulate_azimuth_lines
 
 
 def test_geometry_follows_the_formulas():
@@ -45,6 +45,28 @@ def test_noise_is_at_the_requested_snr_and_the_seed_fixes_everything():
     other, _, _ = simulate_azimuth_lines(8, 256, snr_db=5.0, seed=8)
     assert not np.allclose(other, noisy)
     assert noisy.dtype == np.complex64 and noisy.shape == (8, 256)
+
+
+def test_a_range_spread_gives_each_line_its_own_slant_range_and_focusing_filter():
+    kwargs = {"targets": (1, 3), "snr_db": 300.0, "clutter_db": -60.0, "seed": 5}
+    plain = simulate_azimuth_lines(6, 384, **kwargs)
+    assert all(
+        np.array_equal(a, b) for a, b in zip(plain[:2], simulate_azimuth_lines(6, 384, **kwargs, range_spread=0.0))
+    )
+    raw, focused, positions = simulate_azimuth_lines(6, 384, **kwargs, range_spread=0.3)
+    ranges = [g.slant_range for g in line_geometries(6, SARGeometry(), 0.3, seed=5)]
+    assert len(set(ranges)) == 6 and all(1400.0 <= r <= 2600.0 for r in ranges)
+    for line, raw_line, where, r in zip(focused, raw, positions, ranges):
+        np.testing.assert_array_equal(np.sort(np.argsort(-np.abs(line))[: len(where)]), where)
+        own, nominal = SARGeometry(slant_range=r).impulse_response(), SARGeometry().impulse_response()
+        assert focus_peak(raw_line, own) > focus_peak(raw_line, nominal)  # its own filter focuses it better
+    with pytest.raises(ValueError, match="range_spread must be in"):
+        simulate_azimuth_lines(2, 384, range_spread=1.0)
+
+
+def focus_peak(line: np.ndarray, h: np.ndarray) -> float:
+    """The brightest sample of ``line`` focused by the matched filter of ``h``."""
+    return float(np.abs(np.correlate(line, h, "same")).max() / np.sum(np.abs(h) ** 2))
 
 
 def test_a_line_too_short_for_the_aperture_is_a_clear_error():

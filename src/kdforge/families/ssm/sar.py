@@ -23,6 +23,7 @@ complex [1, length] sequences, split into train/val/test by the seed.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -69,6 +70,18 @@ def _convolve_same(x: np.ndarray, h: np.ndarray) -> np.ndarray:
     return full[:, start : start + x.shape[1]]
 
 
+def line_geometries(count: int, geometry: SARGeometry, range_spread: float, seed: int) -> list[SARGeometry]:
+    """Each line's geometry: ``geometry`` for all when ``range_spread`` is 0, else its slant range drawn uniformly
+    within ± ``range_spread`` of ``geometry``'s (each range bin of a swath has its own: a farther bin has a slower
+    chirp heard over a longer aperture), from a random stream of its own."""
+    if not 0.0 <= range_spread < 1.0:
+        raise ValueError(f"range_spread must be in [0, 1), got {range_spread}")
+    if range_spread == 0.0:
+        return [geometry] * count
+    factors = np.random.default_rng([seed, 1]).uniform(1.0 - range_spread, 1.0 + range_spread, count)
+    return [dataclasses.replace(geometry, slant_range=geometry.slant_range * f) for f in factors]
+
+
 def simulate_azimuth_lines(
     count: int,
     length: int = 512,
@@ -77,15 +90,19 @@ def simulate_azimuth_lines(
     clutter_db: float = -20.0,
     geometry: SARGeometry = SARGeometry(),
     seed: int = 0,
+    range_spread: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """``count`` lines: (raw echo + noise [count, length] complex64, focused target [count,
-    length] complex64, each line's target positions). Same seed, same lines."""
+    length] complex64, each line's target positions). Same seed, same lines. ``range_spread`` > 0 gives each line
+    its own slant range (:func:`line_geometries`), so each needs its own focusing filter."""
     rng = np.random.default_rng(seed)
-    h = geometry.impulse_response()
-    margin = len(h) // 2
+    geometries = line_geometries(count, geometry, range_spread, seed)
+    responses = [g.impulse_response() for g in geometries]
+    longest = max(len(h) for h in responses)
+    margin = longest // 2
     if length <= 2 * margin:
         raise ValueError(
-            f"an azimuth line of {length} samples cannot hold a {len(h)}-pulse aperture; use length > {2 * margin}"
+            f"an azimuth line of {length} samples cannot hold a {longest}-pulse aperture; use length > {2 * margin}"
         )
     scene = np.sqrt(10 ** (clutter_db / 10) / 2) * (
         rng.standard_normal((count, length)) + 1j * rng.standard_normal((count, length))
@@ -97,11 +114,24 @@ def simulate_azimuth_lines(
         )
         line[where] += rng.uniform(0.5, 1.5, len(where)) * np.exp(2j * math.pi * rng.uniform(size=len(where)))
         positions.append(np.sort(where))
-    echo = _convolve_same(scene, h)
+    echo = np.empty_like(scene)
+    focused = np.empty_like(scene)
+    for group in _same_response(geometries):  # one convolution per distinct geometry (all lines, without a spread)
+        h = responses[group[0]]
+        echo[group] = _convolve_same(scene[group], h)
+        # matched filter: correlation with h
+        focused[group] = _convolve_same(echo[group], np.conj(h[::-1])) / np.sum(np.abs(h) ** 2)
     noise_power = np.mean(np.abs(echo) ** 2) / 10 ** (snr_db / 10)
     noise = np.sqrt(noise_power / 2) * (rng.standard_normal(echo.shape) + 1j * rng.standard_normal(echo.shape))
-    focused = _convolve_same(echo, np.conj(h[::-1])) / np.sum(np.abs(h) ** 2)  # matched filter: correlation with h
     return (echo + noise).astype(np.complex64), focused.astype(np.complex64), positions
+
+
+def _same_response(geometries: list[SARGeometry]) -> list[list[int]]:
+    """Indices of the lines grouped by geometry, in order of first appearance."""
+    groups: dict[SARGeometry, list[int]] = {}
+    for i, g in enumerate(geometries):
+        groups.setdefault(g, []).append(i)
+    return list(groups.values())
 
 
 UNLABELLED_STREAM = 1_000_003  # the unlabelled lines' seed offset: a stream apart from every labelled seed
@@ -120,14 +150,18 @@ def sar_azimuth(
     min_targets: int = 1,
     max_targets: int = 4,
     unlabelled_lines: int = 0,
+    range_spread: float = 0.0,
 ) -> DataBundle:
     """Simulated range-compressed SAR azimuth lines (complex [1, length]) and their
     matched-filter focused lines as complex regression targets; deterministic from the seed.
     ``unlabelled_lines`` more raw lines come without their focused lines (NaN targets): as a
     radar gives plenty of raw data and few references, only the distilled student trains on
-    them, against the teacher's outputs. The labelled lines do not depend on their number."""
+    them, against the teacher's outputs. The labelled lines do not depend on their number. ``range_spread`` > 0: each
+    line from its own slant range, within ± that fraction of 2 km (so each needs its own focusing filter)."""
     shape = (min_targets, max_targets)
-    raw, focused, _ = simulate_azimuth_lines(lines, length, shape, snr_db, clutter_db, seed=seed)
+    raw, focused, _ = simulate_azimuth_lines(
+        lines, length, shape, snr_db, clutter_db, seed=seed, range_spread=range_spread
+    )
     order = np.random.default_rng(seed).permutation(lines)
     n_val, n_test = int(round(val_fraction * lines)), int(round(test_fraction * lines))
     parts = (order[n_val + n_test :], order[:n_val], order[n_val : n_val + n_test])
@@ -135,7 +169,13 @@ def sar_azimuth(
     unlabelled = None
     if unlabelled_lines > 0:
         extra, _, _ = simulate_azimuth_lines(
-            unlabelled_lines, length, shape, snr_db, clutter_db, seed=UNLABELLED_STREAM + seed
+            unlabelled_lines,
+            length,
+            shape,
+            snr_db,
+            clutter_db,
+            seed=UNLABELLED_STREAM + seed,
+            range_spread=range_spread,
         )
         inputs = torch.from_numpy(extra)[:, None]
         unlabelled = Split(inputs, torch.full_like(inputs, complex(math.nan, math.nan)))
