@@ -3,16 +3,19 @@
 
 Both models are built from configs (random weights: speed and memory do not depend on them) on a 32,000-token
 vocabulary; the data are token shards of random ids written here (``tokens`` dataset, 1,024-token rows, batches of
-8). Each variant is a kdforge recipe (½ CE + ½ forward KL at T = 1, AdamW) run for one short epoch; reported: the
+8). Each variant is a kdforge recipe (½ CE + ½ forward KL at T = 1, AdamW) run for one short epoch; the variants
+run in turn, round after round (``--rounds``; each round starts one variant later, so none always runs first on a
+warm or a cold device), and each variant's speed is compared with the first variant's in the same round: paired
+ratios, so that a device whose clock drifts between rounds moves both sides of a ratio. Reported per variant: the
 median time of its training steps (whole steps, batch loading included, the first of the epoch left out) as
-tokens/s, and the peak GPU memory of training (the most allocated up to the last step's end, loading the models
-included: the evaluations after training are left out). Variants: bf16 autocast with the plain losses, with
-chunked losses (the whole [tokens, vocabulary] logits never made) at their default chunk and at chunks of 131 (the
-CPU's default at this vocabulary) to 8,192 tokens (the whole batch), and chunked with gradient checkpointing; the
-plain losses with the student compiled (``train.compile``; the median leaves out the few steps that compile); fp32
-with the plain losses.
+tokens/s, its median and mean ± std paired ratio of tokens/s to the first variant's, and the peak GPU memory of
+training (the most allocated up to the last step's end, loading the models included: the evaluations after training
+are left out). Variants: bf16 autocast with the plain losses, with chunked losses (the whole [tokens, vocabulary]
+logits never made) at their default chunk and at chunks of 131 (the CPU's default at this vocabulary) to 8,192
+tokens (the whole batch), and chunked with gradient checkpointing; the plain losses with the student compiled
+(``train.compile``; the median leaves out the few steps that compile); fp32 with the plain losses.
 
-    uv run python benchmarks/lm_gpu.py [--steps 40] [--variants ...] [--name lm_gpu]   # needs a CUDA GPU
+    uv run python benchmarks/lm_gpu.py [--steps 40] [--rounds 3] [--variants ...] [--name lm_gpu]   # a CUDA GPU
     uv run python benchmarks/lm_gpu.py --tiny              # a CPU smoke test of the same code, tiny models
 
 Writes benchmarks/results/<name>.json / .md (not with --tiny).
@@ -103,46 +106,84 @@ def recipe(workdir: Path, size: dict, prep: dict, variant: dict) -> dict:
     }  # fmt: skip
 
 
-def measure(size_name: str, steps: int, variants: list[str]) -> dict:
+def measure(size_name: str, steps: int, variants: list[str], rounds: int) -> dict:
     size = SIZES[size_name]
     workdir = Path(tempfile.mkdtemp(prefix="kdforge-lm-gpu-"))
     prep = prepare(workdir, size, steps)
-    out: dict = {"size": size_name, "steps": steps, "teacher_params": prep["teacher_params"], "variants": {}}
+    out: dict = {"size": size_name, "steps": steps, "rounds": rounds, "teacher_params": prep["teacher_params"]}
     if torch.cuda.is_available():
         out["device"] = torch.cuda.get_device_name()
-    for name in variants:
-        variant = VARIANTS[name]
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-        result, intervals = run_timed(recipe(workdir, size, prep, variant))
-        step = statistics.median(intervals.times)
-        out["student_params"] = result.results["student"]["params"]
-        out["variants"][name] = {
-            "tokens_per_s": size["batch"] * size["length"] / step,
-            "step_ms": 1000 * step,
-            "peak_gib": intervals.peak_bytes / 2**30 if torch.cuda.is_available() else None,
-        }
-        print(f"{name}: {out['variants'][name]}", flush=True)
+    runs: dict[str, list[dict]] = {name: [] for name in variants}
+    for r in range(rounds):
+        for name in variants[r % len(variants) :] + variants[: r % len(variants)]:
+            run = one_run(workdir, size, prep, VARIANTS[name])
+            out["student_params"] = run.pop("student_params")
+            runs[name].append(run)
+            print(f"round {r + 1}/{rounds}, {name}: {run}", flush=True)
+    first = runs[variants[0]]
+    out["variants"] = {name: summary(runs[name], first) for name in variants}
     return out
+
+
+def one_run(workdir: Path, size: dict, prep: dict, variant: dict) -> dict:
+    """One short run of ``variant``: its median step time, tokens/s and peak training memory."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # the previous run's blocks, so that its peak is not this one's
+        torch.cuda.reset_peak_memory_stats()
+    result, intervals = run_timed(recipe(workdir, size, prep, variant))
+    step = statistics.median(intervals.times)
+    return {
+        "tokens_per_s": size["batch"] * size["length"] / step,
+        "step_ms": 1000 * step,
+        "peak_gib": intervals.peak_bytes / 2**30 if torch.cuda.is_available() else None,
+        "student_params": result.results["student"]["params"],
+    }
+
+
+def summary(runs: list[dict], first: list[dict]) -> dict:
+    """A variant's medians over its rounds, and its tokens/s over the first variant's in each round (paired)."""
+    ratios = [run["tokens_per_s"] / base["tokens_per_s"] for run, base in zip(runs, first)]
+    peaks = [run["peak_gib"] for run in runs if run["peak_gib"] is not None]
+    return {
+        "tokens_per_s": statistics.median(run["tokens_per_s"] for run in runs),
+        "step_ms": statistics.median(run["step_ms"] for run in runs),
+        "peak_gib": max(peaks) if peaks else None,
+        "ratio": statistics.median(ratios),
+        "ratio_mean": statistics.mean(ratios),
+        "ratio_std": statistics.stdev(ratios) if len(ratios) > 1 else 0.0,
+        "rounds": runs,
+    }
 
 
 def markdown(out: dict) -> str:
     size = SIZES[out["size"]]
+    paired = "rounds" in out  # results from before the rounds have one run per variant and no ratios
+    names = list(out["variants"])
+    how = (
+        f"{out['rounds']} rounds of every variant in turn; per variant the medians over the rounds of its step "
+        f"time (each the median of {out['steps'] - 1} steps) and its tokens/s relative to the first variant's "
+        f"({names[0]}) in the same round"
+        if paired
+        else f"median of {out['steps'] - 1} steps"
+    )
     lines = [
         f"# Online LM distillation on {out.get('device', 'CPU')}: tokens/s and peak memory",
         "",
         f"Teacher {out['teacher_params'] / 1e6:.0f}M parameters, student {out['student_params'] / 1e6:.0f}M (Llama, "
         f"vocabulary {size['vocab']:,}); rows of {size['length']} tokens, batches of {size['batch']}; ½ CE + ½ "
-        f"forward KL; median of {out['steps'] - 1} steps (the device synchronised at each step's end); peak memory "
+        f"forward KL; {how} (the device synchronised at each step's end); peak memory "
         f"of the training steps. The default chunk on a GPU: {default_chunk(size['vocab'], torch.device('cuda')):,} "
         "tokens at this vocabulary.",
         "",
-        "| variant | tokens/s | ms per step | peak training memory (GiB) |",
-        "|---|---:|---:|---:|",
+        "| variant | tokens/s | ms per step | paired ratio, median | mean ± std | peak training memory (GiB) |"
+        if paired
+        else "| variant | tokens/s | ms per step | peak training memory (GiB) |",
+        "|---|---:|---:|---:|---:|---:|" if paired else "|---|---:|---:|---:|",
     ]
     for name, v in out["variants"].items():
         peak = f"{v['peak_gib']:.2f}" if v["peak_gib"] is not None else "-"
-        lines.append(f"| {name} | {v['tokens_per_s']:,.0f} | {v['step_ms']:.1f} | {peak} |")
+        ratio = f" {v['ratio']:.3f} | {v['ratio_mean']:.3f} ± {v['ratio_std']:.3f} |" if paired else ""
+        lines.append(f"| {name} | {v['tokens_per_s']:,.0f} | {v['step_ms']:.1f} |{ratio} {peak} |")
     lines += ["", f"    {out['command']}"] if "command" in out else []
     lines += ["", out["note"]] if "note" in out else []
     return "\n".join(lines) + "\n"
@@ -151,11 +192,12 @@ def markdown(out: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=40, help="training steps per variant")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of every variant, in turn")
     parser.add_argument("--tiny", action="store_true", help="tiny models on the CPU: a check that the code runs")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), metavar="VARIANT")
     parser.add_argument("--name", default="lm_gpu", help="results file name (benchmarks/results/NAME.json / .md)")
     args = parser.parse_args()
-    out = measure("tiny" if args.tiny else "full", args.steps, args.variants)
+    out = measure("tiny" if args.tiny else "full", args.steps, args.variants, args.rounds)
     out["command"] = "uv run python benchmarks/lm_gpu.py " + shlex.join(sys.argv[1:])
     if args.tiny:
         print(markdown(out))
