@@ -139,7 +139,9 @@ def test_check_says_when_the_student_alone_takes_as_many_steps_as_the_distilled_
     from kdforge.config import TrainConfig
 
     matched = describe_schedule(TrainConfig.model_validate({"epochs": 5}), alone_steps=40)
-    assert matched.endswith("; the student alone for as many optimiser steps (40), on the labelled data only")
+    assert matched.endswith(
+        "; the student alone for as many optimiser steps (40), on the labelled data only, validated as many steps apart"
+    )
 
 
 def test_check_runs_a_hint_recipe(tiny_recipe):

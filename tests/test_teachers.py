@@ -455,3 +455,58 @@ def test_dual_head_kd_trains_an_auxiliary_head_and_leaves_the_students_own_head_
     assert (
         aux.weight.grad.abs().sum() > 0 and next(student.features.parameters()).grad.abs().sum() > 0
     )  # the auxiliary head and the backbone learn
+
+
+def arrays_file(path, samples, seed, shape=(1, 8, 8)):
+    """An ``arrays`` dataset of ``samples`` random images with 3 classes, written at ``path``."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    np.savez(path, x=rng.standard_normal((samples, *shape)).astype("float32"), y=rng.integers(0, 3, samples))
+    return str(path)
+
+
+def test_a_teacher_learns_from_data_of_its_own_and_is_scored_on_the_runs(tiny_recipe, tmp_path):
+    """teacher.train.data: the teacher trains and is selected on another dataset (here another file, twice the size),
+    the students on the run's; its cache key follows its own data, not the students'."""
+    from kdforge.callbacks import Callback
+    from kdforge.teachers.sources import teacher_cache_key, trained_teacher
+
+    seen: dict[str, int] = {}
+
+    class Count(Callback):
+        def on_step_end(self, trainer, samples):
+            seen[trainer.stage] = seen.get(trainer.stage, 0) + samples
+
+    mine, theirs = arrays_file(tmp_path / "mine.npz", 60, 0), arrays_file(tmp_path / "theirs.npz", 120, 1)
+    tiny_recipe.update(
+        data={"name": "arrays", "path": mine, "batch_size": 16, "val_fraction": 0.25, "test_fraction": 0.25},
+        teacher={**tiny_recipe["teacher"], "train": {"epochs": 1, "data": {"path": theirs}}},
+        train={"epochs": 1, "baseline": False},
+    )
+    recipe = Recipe.model_validate(tiny_recipe)
+    result = run(recipe, callbacks=[Count()])
+    assert seen == {"teacher": 60, "distill": 30}  # half of each file is its training split
+    teacher = result.results["teacher"]
+    assert teacher["own_data"] == {"path": theirs} and "val_own" in teacher
+    plain = Recipe.model_validate({**tiny_recipe, "teacher": {**tiny_recipe["teacher"], "train": {"epochs": 1}}})
+    assert teacher_cache_key(recipe, recipe.teacher) != teacher_cache_key(plain, plain.teacher)
+    other = Recipe.model_validate({**tiny_recipe, "data": {**tiny_recipe["data"], "path": arrays_file(
+        tmp_path / "other.npz", 40, 2)}})  # fmt: skip
+    assert trained_teacher(other, other.teacher) is not None  # other student data, the same teacher: reused
+
+
+def test_a_teachers_own_data_is_checked_before_anything_trains(tiny_recipe, tmp_path, invoke, capsys):
+    import yaml
+
+    tiny_recipe["data"] = {"name": "arrays", "path": arrays_file(tmp_path / "mine.npz", 40, 0)}
+    tiny_recipe["teacher"]["train"]["data"] = {"path": arrays_file(tmp_path / "wide.npz", 40, 1, shape=(1, 8, 9))}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(tiny_recipe))
+    assert invoke("check", tmp_path / "r.yaml") != 0
+    said = capsys.readouterr().out
+    assert "the teacher's own data (wide: train 26" in said and "input [1, 8, 9]" in said
+    for wrong, said in (({"batch_size": 0}, "teacher.train.data.batch_size: Input should be greater than 0"),
+                        ({"colour": 1}, "teacher.train.data.colour: unknown key 'colour'")):  # fmt: skip
+        tiny_recipe["teacher"]["train"]["data"] = wrong
+        with pytest.raises(ConfigError, match=said):
+            Recipe.from_dict(tiny_recipe)

@@ -159,9 +159,13 @@ def _checked_teacher(session: Session, cfg: Any, student: torch.nn.Module) -> tu
         found = trained_teacher(session.recipe, cfg)
         if found is not None:
             return module, f"checked untrained; `train` reuses the one trained with the same settings in {found}"
+        own = ""
+        if cfg.train.data is not None:  # built now: data that cannot feed this teacher fails here
+            session.teacher_batches(cfg.train)
+            own = " on its own data (" + ", ".join(f"{k}: {v}" for k, v in cfg.train.data.items()) + ")"
         return module, (
-            f"untrained here; `train` fits it for {cfg.train.epochs} epochs (none trained with these settings under "
-            f"{session.recipe.log.dir})"
+            f"untrained here; `train` fits it for {cfg.train.epochs} epochs{own} (none trained with these settings "
+            f"under {session.recipe.log.dir})"
         )
     if cfg.source == "ensemble":
         members = [_checked_teacher(session, m, student)[0] for m in cfg.members]
@@ -188,5 +192,8 @@ def describe_schedule(train: TrainConfig, alone_steps: int | None = None) -> str
     )
     baseline = "; the student alone is trained the same way" if train.baseline else ""
     if train.baseline and alone_steps != train.max_steps:
-        baseline = f"; the student alone for as many optimiser steps ({alone_steps:,}), on the labelled data only"
+        baseline = (
+            f"; the student alone for as many optimiser steps ({alone_steps:,}), on the labelled data only, "
+            "validated as many steps apart"
+        )
     return f"{length}, {validated} (the weights of the best validation are kept){stops}{baseline}"

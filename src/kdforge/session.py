@@ -18,7 +18,9 @@ from rich.console import Console
 from kdforge import distributed
 from kdforge.bench import count_params, latency_ms
 from kdforge.callbacks import Callback, ConsoleProgress, JsonlLogger
-from kdforge.config import Recipe, TrainConfig
+from kdforge.config import DataConfig, Recipe, TrainConfig
+from kdforge.config.recipe import teacher_data
+from kdforge.config.training import StepsConfig
 from kdforge.curriculum import Curriculum
 from kdforge.data import DataBundle, example_inputs, make_loader, recipe_data
 from kdforge.data.augment import BatchAugment, Mixer
@@ -46,31 +48,50 @@ class Session:
         self.extra_callbacks = list(callbacks)  # the caller's, in every stage
         self.device = resolve_device(recipe.train.device)
         self.data: DataBundle = recipe_data(recipe.data, recipe.seed)
-        augment = BatchAugment.from_config(recipe.data.augment, self.data.scaling)
         self.memory_format = memory_format(recipe, self.data)
-        batches = functools.partial(
+        self.batches = functools.partial(
             make_loader, device=self.device, memory_format=self.memory_format, num_workers=recipe.data.workers
         )
-        shard = distributed.setup()  # (rank, world): this process's share of every global batch
-
-        def training(data: DataBundle) -> Any:
-            loader = batches(
-                data.train, recipe.data.batch_size, shuffle=True, seed=recipe.seed, transform=augment or None
-            )
-            loader.shard = shard
-            return loader
-
+        self.shard = distributed.setup()  # (rank, world): this process's share of every global batch
         # the teacher and the student alone learn from the labelled samples; the distilled student also from the
         # unlabelled ones, if the data has any (self.data then counts them in its training split)
-        self.labelled = self.train = training(self.data)
+        self.labelled = self.train = self.training_batches(self.data, recipe.data)
         if self.data.unlabelled is not None:
             self.data = self.data.with_unlabelled()
-            self.train = training(self.data)
-        self.val = batches(self.data.val, recipe.data.eval_batch_size)
-        self.test = batches(self.data.test, recipe.data.eval_batch_size)
+            self.train = self.training_batches(self.data, recipe.data)
+        self.val = self.batches(self.data.val, recipe.data.eval_batch_size)
+        self.test = self.batches(self.data.test, recipe.data.eval_batch_size)
         self.example = example_inputs(self.train)
         self.autocast = lambda: autocast_for(recipe.train.amp, self.device)
         self.trackers: list[Tracker] | None = None
+
+    def training_batches(self, data: DataBundle, cfg: DataConfig) -> Any:
+        """Shuffled, augmented batches of ``data``'s training split (this process's share of each)."""
+        augment = BatchAugment.from_config(cfg.augment, data.scaling)
+        loader = self.batches(
+            data.train, cfg.batch_size, shuffle=True, seed=self.recipe.seed, transform=augment or None
+        )
+        loader.shard = self.shard
+        return loader
+
+    def teacher_batches(self, fit: Any) -> tuple[Any, Any]:
+        """The training and validation batches a teacher's fit learns from: the run's labelled ones, or those of
+        the data its ``data`` names (:func:`teacher_data`), which must give the student's inputs and targets."""
+        if fit.data is None:
+            return self.labelled, self.val
+        cfg = teacher_data(self.recipe.data, fit)
+        data = recipe_data(cfg, self.recipe.seed)
+        if (data.input_shape, data.num_classes, data.task) != (
+            self.data.input_shape,
+            self.data.num_classes,
+            self.data.task,
+        ):
+            raise KdforgeError(
+                f"the teacher's own data ({data.describe()}) must give the same inputs and targets as the run's "
+                f"({self.data.describe()}): the teacher reads the student's batches"
+            )
+        self.console.print(f"teacher: learns from its own data: {data.describe()}", markup=False)
+        return self.training_batches(data, cfg), self.batches(data.val, cfg.eval_batch_size)
 
     def callbacks(self) -> list[Callback]:
         """Fresh loggers for one training stage, and the run's trackers (made on first use,
@@ -242,11 +263,12 @@ class Session:
         train_cfg = recipe.train.model_copy(
             update={"epochs": fit.epochs, "max_steps": None, "fsdp": False, "ema_decay": None}
         )  # student-only settings
+        labelled, val = self.teacher_batches(fit)
         trainer = Trainer(
             distiller,
             optim,
             train_cfg,
-            steps_per_epoch=len(self.labelled),
+            steps_per_epoch=len(labelled),
             checkpoint_dir=out_dir,
             callbacks=self.callbacks(),
             stage="teacher",
@@ -254,7 +276,7 @@ class Session:
             grad_stats_every=recipe.log.grad_stats_every,
             val_terms=recipe.log.val_terms,
         )
-        result = trainer.fit(self.labelled, self.val, resume=True)
+        result = trainer.fit(labelled, val, resume=True)
         if result.interrupted:
             raise RunInterrupted(self.run_dir, "teacher training")
         best = trainer.load_best()
@@ -262,7 +284,8 @@ class Session:
         return {
             "epochs": fit.epochs,
             "best_epoch": best["epoch"],
-            "val_best": best["val"],
+            # on its own data, its best validation is on a split of its own: the run scores it on the run's
+            **({"val_best": best["val"]} if fit.data is None else {"own_data": fit.data, "val_own": best["val"]}),
             "history": result.history,
             "seconds": result.seconds,
         }
@@ -368,7 +391,7 @@ class Session:
             self.evaluate(student, self.test, f"{stage}: test split"),
             best["val"],
             best_epoch=best["epoch"],
-            **({"best_step": best["step"]} if not isinstance(self.recipe.train.val_every, int) else {}),
+            **({"best_step": best["step"]} if not isinstance(train.val_every, int) else {}),
             **last,
             **averaged,
         )
@@ -376,13 +399,16 @@ class Session:
 
     def baseline_train(self) -> TrainConfig:
         """The student alone's training settings: the recipe's, or (``train.baseline_budget: steps``, when the
-        distilled student also learns from unlabelled inputs) a budget of as many optimiser steps as it takes, and
-        an early-stopping patience as long in steps (its epochs of the labelled data alone are shorter)."""
+        distilled student also learns from unlabelled inputs) a budget of as many optimiser steps as it takes,
+        validations as many steps apart, and an early-stopping patience as long in steps (its epochs of the labelled
+        data alone are shorter: validated after each, it would be selected among many more validations)."""
         cfg = self.recipe.train
         if cfg.baseline_budget == "epochs" or cfg.max_steps is not None or len(self.train) <= len(self.labelled):
             return cfg
         steps, own_steps = (math.ceil(len(batches) / cfg.accumulate) for batches in (self.train, self.labelled))
         update: dict[str, Any] = {"max_steps": cfg.epochs * steps}
+        if isinstance(cfg.val_every, int):  # every N epochs of the distilled student's
+            update["val_every"] = StepsConfig(steps=cfg.val_every * steps)
         if cfg.early_stopping is not None:
             patience = cfg.early_stopping.patience * steps / own_steps
             update["early_stopping"] = cfg.early_stopping.model_copy(update={"patience": patience})

@@ -194,6 +194,14 @@ def validate_recipe(raw: Any, source: YamlSource | None = None, overrides: Seque
     return recipe
 
 
+def teacher_data(data: DataConfig, fit: Any) -> DataConfig:
+    """The data a teacher's fit (``teacher.train`` or ``teacher.finetune``) learns from: the recipe's ``data``, with
+    the keys of the fit's own ``data`` changed."""
+    if fit is None or fit.data is None:
+        return data
+    return DataConfig.model_validate({**data.model_dump(mode="json"), **fit.data})
+
+
 def term_names(kinds: list[str]) -> list[str]:
     """Names of terms in recipe order: a repeated kind gets a suffix (``hint``, ``hint_2``)."""
     seen: Counter[str] = Counter()
@@ -215,6 +223,32 @@ def component_issues(raw: dict[str, Any]) -> list[tuple[Loc, str]]:
         except pydantic.ValidationError:
             continue
         issues += [(loc + sub, msg) for sub, msg in component_issues_for(section, registry)]
+    return issues + _teacher_data_issues(raw)
+
+
+def _teacher_data_issues(raw: dict[str, Any]) -> list[tuple[Loc, str]]:
+    """Problems of the data a teacher's fit names (``teacher.train.data``): the recipe's data section with those
+    keys changed must be a data section too. Left alone while the recipe's own data section is invalid."""
+    teacher, data = raw.get("teacher"), raw.get("data", {})
+    if not isinstance(teacher, dict) or not isinstance(data, dict):
+        return []
+    try:
+        DataConfig.model_validate(data)
+    except pydantic.ValidationError:
+        return []
+    issues: list[tuple[Loc, str]] = []
+    for fit_key in ("train", "finetune"):
+        fit = teacher.get(fit_key)
+        own = fit.get("data") if isinstance(fit, dict) else None
+        if not isinstance(own, dict):
+            continue
+        loc: Loc = ("teacher", fit_key, "data")
+        try:
+            section = DataConfig.model_validate({**data, **own})
+        except pydantic.ValidationError as err:
+            issues += [(loc + tuple(e["loc"]), _message(e, DataConfig.model_fields)) for e in err.errors()]
+            continue
+        issues += [(loc + sub, msg) for sub, msg in component_issues_for(section, DATASETS)]
     return issues
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import pydantic
 from pydantic import Field
@@ -21,6 +21,14 @@ class TeacherTrainConfig(Section):
     epochs: int = Field(20, gt=0)
     lr: float | None = Field(None, gt=0, description="defaults to optim.lr")
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    data: dict[str, Any] | None = Field(
+        None,
+        description=(
+            "the teacher learns from the recipe's data section with these keys changed (e.g. {lines: 600, "
+            "split_seed: 1000}): a teacher that saw more, or other, labelled data than the student gets; it is "
+            "selected on its own validation split and tested on the recipe's test split"
+        ),
+    )
 
 
 class FinetuneConfig(TeacherTrainConfig):

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from kdforge import distributed
+from kdforge.config.recipe import teacher_data
 from kdforge.errors import KdforgeError, required
 from kdforge.export import load_model, load_state_strict, read_meta, read_state_dict, save_model
 from kdforge.files import read_json, save_safetensors, write_atomic, write_json
@@ -170,7 +171,7 @@ def teacher_cache_key(recipe: Recipe, cfg: TeacherConfig) -> str:
         # a dataset's unlabelled_* options only add inputs the teacher never trains on (DataBundle.unlabelled)
         "data": {
             k: v
-            for k, v in recipe.data.model_dump(mode="json").items()
+            for k, v in teacher_data(recipe.data, getattr(cfg, fit_key)).model_dump(mode="json").items()
             if not k.startswith("unlabelled") and k not in ("eval_batch_size", "workers")
         },
         "seed": recipe.seed,

@@ -298,9 +298,10 @@ def test_a_step_matched_student_alone_keeps_the_patience_in_steps(tiny_recipe, t
     alone = Session(Recipe.model_validate(tiny_recipe), tmp_path, Console()).baseline_train()
     # 4 distillation batches an epoch, 2 labelled ones: 12 steps, and 5 epochs of 4 steps are 10 of 2
     assert alone.max_steps == 12 and alone.early_stopping.patience == 10 and alone.early_stopping.metric == "loss"
+    assert alone.val_every.steps == 4  # validated after every 4 steps, as the distilled student is (not every 2)
     tiny_recipe["train"]["baseline_budget"] = "epochs"
     same = Session(Recipe.model_validate(tiny_recipe), tmp_path, Console()).baseline_train()
-    assert same.max_steps is None and same.early_stopping.patience == 5
+    assert same.max_steps is None and same.early_stopping.patience == 5 and same.val_every == 1
 
 
 @pytest.mark.parametrize("budget", ["steps", "epochs"])
