@@ -20,6 +20,7 @@ from kdforge.bench import count_params, latency_ms
 from kdforge.callbacks import Callback, ConsoleProgress, JsonlLogger
 from kdforge.config import DataConfig, Recipe, TrainConfig
 from kdforge.config.recipe import teacher_data
+from kdforge.config.teacher import TeacherTrainConfig
 from kdforge.config.training import StepsConfig
 from kdforge.curriculum import Curriculum
 from kdforge.data import DataBundle, example_inputs, make_loader, recipe_data
@@ -74,7 +75,7 @@ class Session:
         loader.shard = self.shard
         return loader
 
-    def teacher_batches(self, fit: Any) -> tuple[Any, Any]:
+    def teacher_batches(self, fit: TeacherTrainConfig) -> tuple[Any, Any]:
         """The training and validation batches a teacher's fit learns from: the run's labelled ones, or those of
         the data its ``data`` names (:func:`teacher_data`), which must give the student's inputs and targets."""
         if fit.data is None:

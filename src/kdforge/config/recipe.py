@@ -31,7 +31,7 @@ from kdforge.config.student import (
     StageConfig,
     StudentConfig,
 )
-from kdforge.config.teacher import TeacherConfig
+from kdforge.config.teacher import TeacherConfig, TeacherTrainConfig
 from kdforge.config.training import LogConfig, OptimConfig, TrainConfig
 from kdforge.config.tune import TuneConfig
 from kdforge.errors import ConfigError, did_you_mean
@@ -194,7 +194,7 @@ def validate_recipe(raw: Any, source: YamlSource | None = None, overrides: Seque
     return recipe
 
 
-def teacher_data(data: DataConfig, fit: Any) -> DataConfig:
+def teacher_data(data: DataConfig, fit: TeacherTrainConfig | None) -> DataConfig:
     """The data a teacher's fit (``teacher.train`` or ``teacher.finetune``) learns from: the recipe's ``data``, with
     the keys of the fit's own ``data`` changed."""
     if fit is None or fit.data is None:
