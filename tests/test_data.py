@@ -146,3 +146,31 @@ def test_large_npy_inputs_are_memory_mapped_and_read_row_by_row_like_in_memory_o
     assert sizes == [64, 64, 64, 48] and len(mapped.train) == 240
     with pytest.raises(KdforgeError, match="memory_map reads a folder"):
         build_dataset("arrays", path=str(tmp_path / "x.npy"), memory_map=True)
+
+
+@pytest.mark.parametrize("finished", [True, False])
+def test_a_loaders_workers_stop_as_soon_as_it_is_let_go_or_closed(finished):
+    """A batch source in no reference cycle is freed at once, its workers with it; left to the cyclic garbage
+    collector, the loader's shutdown waited 5 s for each worker before killing it."""
+    import gc
+
+    data = TensorDataset(torch.arange(64.0).view(32, 2), torch.zeros(32, dtype=torch.long))
+
+    def started() -> tuple:
+        batches = make_loader(data, 4, shuffle=True, num_workers=1)
+        for epoch in range(2):
+            for i, _ in enumerate(batches.epoch(epoch)):
+                if not finished and i == 2:
+                    break
+        return batches, batches.loader._iterator._workers[0]
+
+    gc.disable()
+    try:
+        batches, worker = started()
+        del batches
+        assert not worker.is_alive()
+        batches, worker = started()
+        batches.close()
+        assert not worker.is_alive()
+    finally:
+        gc.enable()

@@ -32,12 +32,16 @@ def check(recipe: Recipe, console: Console | None = None) -> dict[str, Any]:
     Validates names, taps, feature shapes, projectors and class counts; prints a summary.
     A ``source: train`` teacher is checked as its untrained architecture.
     """
-    from rich.table import Table
-
     console = console or Console()
     terms = build_losses(recipe.losses)
     seed_everything(recipe.seed)
-    session = Session(recipe, Path(recipe.log.dir), console)
+    with Session(recipe, Path(recipe.log.dir), console) as session:  # its data loaders' workers stop at the end
+        return _check(recipe, console, terms, session)
+
+
+def _check(recipe: Recipe, console: Console, terms: list[Any], session: Session) -> dict[str, Any]:
+    from rich.table import Table
+
     data = session.data
     student = session.build_student()
     if recipe.student.init_from is not None:  # the first stage's student must fit this one

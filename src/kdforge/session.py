@@ -5,7 +5,6 @@ fit and measure a student."""
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -50,9 +49,7 @@ class Session:
         self.device = resolve_device(recipe.train.device)
         self.data: DataBundle = recipe_data(recipe.data, recipe.seed)
         self.memory_format = memory_format(recipe, self.data)
-        self.batches = functools.partial(
-            make_loader, device=self.device, memory_format=self.memory_format, num_workers=recipe.data.workers
-        )
+        self.made: list[Any] = []  # every batch source made here: closed with the session (their workers stop)
         self.shard = distributed.setup()  # (rank, world): this process's share of every global batch
         # the teacher and the student alone learn from the labelled samples; the distilled student also from the
         # unlabelled ones, if the data has any (self.data then counts them in its training split)
@@ -65,6 +62,19 @@ class Session:
         self.example = example_inputs(self.train)
         self.autocast = lambda: autocast_for(recipe.train.amp, self.device)
         self.trackers: list[Tracker] | None = None
+
+    def batches(self, data: Any, batch_size: int, **options: Any) -> Any:
+        """A batch source of ``data`` on the run's device, in its memory layout (see :func:`make_loader`)."""
+        made = make_loader(
+            data,
+            batch_size,
+            device=self.device,
+            memory_format=self.memory_format,
+            num_workers=self.recipe.data.workers,
+            **options,
+        )
+        self.made.append(made)
+        return made
 
     def training_batches(self, data: DataBundle, cfg: DataConfig) -> Any:
         """Shuffled, augmented batches of ``data``'s training split (this process's share of each)."""
@@ -127,6 +137,8 @@ class Session:
     def __exit__(self, *error: Any) -> None:
         for tracker in self.trackers or []:
             tracker.close()
+        for made in self.made:
+            made.close()
 
     def evaluate(self, model: Any, batches: Any, description: str) -> dict[str, float]:
         """The task's metrics of ``model`` over ``batches``, with a progress bar."""

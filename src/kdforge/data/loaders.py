@@ -32,6 +32,14 @@ def _epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> torch.Tensor:
     return torch.randperm(n, generator=generator)
 
 
+def _rank_batches(order: torch.Tensor, start: int, batch_size: int, shard: tuple[int, int]) -> Iterator[torch.Tensor]:
+    """The rank's share of each batch of ``batch_size`` consecutive samples of ``order``, from batch ``start`` on."""
+    rank, world = shard
+    for i in range(start * batch_size, len(order), batch_size):
+        batch = order[i : i + batch_size]
+        yield batch[rank::world] if world > 1 else batch
+
+
 def in_layout(x: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
     """``x`` in channels-last when asked; else as it is when it is already dense in either layout (converting
     a channels-last batch back would slow the convolutions that read it), made contiguous otherwise."""
@@ -59,10 +67,7 @@ class Batches:
     def _batch_indices(self, n: int, epoch: int, start: int, device: torch.device) -> Iterator[torch.Tensor]:
         """This rank's sample indices of each batch of ``epoch``, from batch ``start`` on."""
         order = _epoch_order(n, self.seed, epoch, self.shuffle).to(device)
-        rank, world = self.shard
-        for i in range(start * self.batch_size, n, self.batch_size):
-            batch = order[i : i + self.batch_size]
-            yield batch[rank::world] if world > 1 else batch
+        return _rank_batches(order, start, self.batch_size, self.shard)
 
     def _sample_epoch(self, epoch: int) -> int:
         """The epoch whose random transforms a sample read from disk gets (see ``cached_views``)."""
@@ -84,6 +89,9 @@ class Batches:
 
     def __iter__(self) -> Iterator[Batch]:
         return self.epoch(0)
+
+    def close(self) -> None:
+        """Stop the processes that read the batches, if any (the batches are not read after)."""
 
 
 class TensorBatches(Batches):
@@ -195,6 +203,11 @@ class _WorkerBatches(Batches):
             **options,
         )
 
+    def close(self) -> None:
+        # the loader's workers stop as it is freed: at once here, rather than when the cyclic garbage collector
+        # finds it, which waits for each worker in vain (5 s each) before it kills it
+        vars(self).pop("loader", None)
+
     def _arrived(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A batch from the workers, on the device, as the model takes it."""
         x = x.to(self.device, non_blocking=True)
@@ -230,8 +243,10 @@ class DatasetBatches(_WorkerBatches):
         return -(-len(self.dataset) // self.batch_size)  # type: ignore[arg-type]
 
     def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
-        n = len(self.dataset)  # type: ignore[arg-type]
-        batches = functools.partial(self._batch_indices, n, epoch, start, torch.device("cpu"))
+        order = _epoch_order(len(self.dataset), self.seed, epoch, self.shuffle)  # type: ignore[arg-type]
+        # what the sampler keeps (the loader's iterator holds it between epochs) must not refer to self: in that
+        # cycle self would wait for the cyclic garbage collector, whose freeing of the loader waits 5 s per worker
+        batches = functools.partial(_rank_batches, order, start, self.batch_size, self.shard)
         self.sampler.batches, self.sampler.count = batches, max(0, len(self) - start)
         self.sampler.epoch = self._sample_epoch(epoch)
         for (x, y), idx in zip(_worker_errors_told_plainly(self.loader), batches()):  # the sampler's batches, again

@@ -34,7 +34,6 @@ from torch import nn
 
 from kdforge.data.augment import BatchAugment, FixedViews
 from kdforge.data.bundle import Split
-from kdforge.data.loaders import make_loader
 from kdforge.errors import KdforgeError
 from kdforge.files import read_json, remove_stale_tmp, write_json
 from kdforge.losses.chunked import LMHead, default_chunk, handing_heads
@@ -219,7 +218,7 @@ def write_cache(
     augmented = fixed_views(session, views)
     if augmented is None and views != 1 and isinstance(session.data.train, Split):
         raise KdforgeError(f"views={views} needs data.augment: without augmentation every view is the same input")
-    loader = make_loader(session.data.train, batch_size, device=session.device, num_workers=session.recipe.data.workers)
+    loader = session.batches(session.data.train, batch_size)  # closed with the session
     loader.indexed, loader.fixed_views, loader.cached_views = True, augmented, views
     outputs = _Outputs(teacher, layers, topk, feature_dtype, logprob_bits)
     try:
