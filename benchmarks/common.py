@@ -21,6 +21,7 @@ from rich.console import Console
 
 import kdforge
 from kdforge.callbacks import Callback
+from kdforge.files import write_atomic
 from kdforge.processes import exit_on_sigterm
 from kdforge.session import Session
 
@@ -170,8 +171,8 @@ def mean_std(values: list[float], digits: int = 2) -> str:
 
 
 def save(name: str, out: dict, text: str) -> None:
-    """Write ``out`` as <name>.json and ``text`` as <name>.md, and print the text."""
+    """Write ``out`` as <name>.json and ``text`` as <name>.md (each atomically), and print the text."""
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(out, indent=2))
-    (RESULTS / f"{name}.md").write_text(text)
+    for path, content in ((RESULTS / f"{name}.json", json.dumps(out, indent=2)), (RESULTS / f"{name}.md", text)):
+        write_atomic(path, lambda handle, content=content: handle.write(content.encode()))
     print(text)

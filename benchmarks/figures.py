@@ -40,9 +40,7 @@ COMMANDS = {
     "embed_heads.md": "uv run python benchmarks/embed.py heads",
     "lm.md": "uv run python benchmarks/lm.py",
     "lm_loss.md": "uv run python benchmarks/lm_loss.py",
-    "lm_gpu.md": "uv run python benchmarks/lm_gpu.py --steps 40 (on a GPU)",
-    "lm_gpu_checkpointing.md": "uv run python benchmarks/lm_gpu.py --steps 40 --name lm_gpu_checkpointing --variants "
-    "'bf16, plain losses' 'bf16, chunked + gradient checkpointing' 'fp32, plain losses' (on a GPU)",
+    "lm_gpu.md": "uv run python benchmarks/lm_gpu.py --steps 40 --rounds 3 (on a GPU)",
     "channels_last_cpu.md": "uv run python benchmarks/channels_last.py --cases cnn32 --rounds 5 --steps 30",
     "channels_last_cuda.md": "uv run python benchmarks/channels_last.py --rounds 5 --steps 30 (on a GPU)",
     "lm_hf_step.md": "uv run python benchmarks/lm_hf.py --step",
@@ -235,26 +233,23 @@ FIGURES = [
     *table("docs/tm.md", "| token parity | ViT-TM | TM, `literal_gain` 4 |", "tm_ablation_30ep.md"),
     *table("docs/tm.md", "| swin_tm, alone |", "tm_accuracy_finish.md"),
     *table("docs/lm.md", "| alone (CE) |", "lm_hf.md"),
-    *table("docs/lm.md", "| bf16, plain losses | 154,605 |", "lm_gpu.md"),
+    *table("docs/lm.md", "| bf16, plain losses | 160,896 |", "lm_gpu.md"),
     Figure(
-        "docs/lm.md",
-        "On the second machine (its plain bf16 step 47.8 ms): chunked losses with gradient\ncheckpointing 87.0 ms at "
-        "2.71 GiB; fp32 with the plain losses 116.3 ms at 12.23 GiB.",
-        "lm_gpu_checkpointing.md",
+        "docs/lm.md", "chunked losses give up a third of the tokens/s (0.666×) for\n3.31 GiB against 9.12", "lm_gpu.md"
     ),
-    Figure("docs/lm.md", "the CPU's chunk (131\ntokens here) took 163.9 ms a step", "lm_gpu.md"),
     Figure(
         "docs/training.md",
-        "took 47.8 ms a step in bf16 and 116.3 ms in fp32, whose peak memory was 12.23 GiB against 9.12.",
-        "lm_gpu_checkpointing.md",
+        "stepped at 0.419× bf16's tokens/s in fp32, whose peak memory was 10.63 GiB against 9.12; the student\n"
+        "   compiled (`train.compile`) at 1.200×.",
+        "lm_gpu.md",
     ),
     Figure("docs/training.md", "224×224 images the step ran 1.69× faster in bf16", "channels_last_cuda.md"),
     Figure(
         "docs/training.md",
-        "step's peak from 9.12 GiB to 3.93 GiB at 79.2 ms against 53.0 ms",
+        "step's peak from 9.12 GiB to 3.31 GiB at 0.666× the tokens/s, and with the student's\n"
+        "   `gradient_checkpointing: true` (an `hf_causal_lm` option) to 2.10 GiB at 0.593×",
         "lm_gpu.md",
     ),
-    Figure("docs/training.md", "(an `hf_causal_lm` option) to 2.71 GiB", "lm_gpu_checkpointing.md"),
     Figure(
         "docs/training.md",
         "runs 1.45× faster than in NCHW ([channels_last_cpu.md](../benchmarks/results/channels_last_cpu.md))",

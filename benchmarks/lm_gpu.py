@@ -3,16 +3,16 @@
 
 Both models are built from configs (random weights: speed and memory do not depend on them) on a 32,000-token
 vocabulary; the data are token shards of random ids written here (``tokens`` dataset, 1,024-token rows, batches of
-8). Each variant is a kdforge recipe (½ CE + ½ forward KL at T = 1, AdamW) run for one short epoch; the variants
-run in turn, round after round (``--rounds``; each round starts one variant later, so none always runs first on a
-warm or a cold device), and each variant's speed is compared with the first variant's in the same round: paired
-ratios, so that a device whose clock drifts between rounds moves both sides of a ratio. Reported per variant: the
-median time of its training steps (whole steps, batch loading included, the first of the epoch left out) as
-tokens/s, its median and mean ± std paired ratio of tokens/s to the first variant's, and the peak GPU memory of
-training (the most allocated up to the last step's end, loading the models included: the evaluations after training
-are left out). Variants: bf16 autocast with the plain losses, with chunked losses (the whole [tokens, vocabulary]
-logits never made) at their default chunk and at chunks of 131 (the CPU's default at this vocabulary) to 8,192
-tokens (the whole batch), and chunked with gradient checkpointing; the plain losses with the student compiled
+8). Each variant is a kdforge recipe (½ CE + ½ forward KL at T = 1, AdamW) run for one short epoch; the variants run
+in turn, round after round (``--rounds``; each round starts one variant later, so none always runs first on a warm
+or a cold device), and each variant's speed is compared with the first variant's in the same round: paired ratios,
+so that a device whose clock drifts between rounds moves both sides of a ratio. Reported per variant: the median
+time of its training steps (whole steps, batch loading included, the first of the epoch left out) as tokens/s, its
+median and mean ± std paired ratio of tokens/s to the first variant's, and the peak GPU memory of training (the most
+allocated up to the last step's end, loading the models included, less what earlier runs still held: the evaluations
+after training are left out). Variants: bf16 autocast with the plain losses, with chunked losses (the whole [tokens,
+vocabulary] logits never made) at their default chunk and at chunks of 131 (the CPU's default at this vocabulary) to
+8,192 tokens (the whole batch), and chunked with gradient checkpointing; the plain losses with the student compiled
 (``train.compile``; the median leaves out the few steps that compile); fp32 with the plain losses.
 
     uv run python benchmarks/lm_gpu.py [--steps 40] [--rounds 3] [--variants ...] [--name lm_gpu]   # a CUDA GPU
@@ -24,10 +24,12 @@ Writes benchmarks/results/<name>.json / .md (not with --tiny).
 from __future__ import annotations
 
 import argparse
+import gc
 import shlex
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -106,36 +108,46 @@ def recipe(workdir: Path, size: dict, prep: dict, variant: dict) -> dict:
     }  # fmt: skip
 
 
-def measure(size_name: str, steps: int, variants: list[str], rounds: int) -> dict:
+def measure(size_name: str, steps: int, variants: list[str], rounds: int, on_round=None) -> dict:
+    """Every variant in turn, ``rounds`` times; ``on_round(out)`` after each round with the rounds so far (so a run
+    stopped by a time limit keeps what it measured)."""
     size = SIZES[size_name]
     workdir = Path(tempfile.mkdtemp(prefix="kdforge-lm-gpu-"))
     prep = prepare(workdir, size, steps)
-    out: dict = {"size": size_name, "steps": steps, "rounds": rounds, "teacher_params": prep["teacher_params"]}
+    out: dict = {"size": size_name, "steps": steps, "teacher_params": prep["teacher_params"]}
     if torch.cuda.is_available():
         out["device"] = torch.cuda.get_device_name()
     runs: dict[str, list[dict]] = {name: [] for name in variants}
     for r in range(rounds):
         for name in variants[r % len(variants) :] + variants[: r % len(variants)]:
+            started = time.perf_counter()
             run = one_run(workdir, size, prep, VARIANTS[name])
+            run["wall_s"] = time.perf_counter() - started
             out["student_params"] = run.pop("student_params")
             runs[name].append(run)
             print(f"round {r + 1}/{rounds}, {name}: {run}", flush=True)
-    first = runs[variants[0]]
-    out["variants"] = {name: summary(runs[name], first) for name in variants}
+        out["rounds"] = r + 1
+        out["variants"] = {name: summary(runs[name], runs[variants[0]]) for name in variants}
+        if on_round:
+            on_round(out)
     return out
 
 
 def one_run(workdir: Path, size: dict, prep: dict, variant: dict) -> dict:
     """One short run of ``variant``: its median step time, tokens/s and peak training memory."""
+    held = 0  # what earlier runs still hold: not this run's
     if torch.cuda.is_available():
-        torch.cuda.empty_cache()  # the previous run's blocks, so that its peak is not this one's
+        gc.collect()  # the previous run's models sit in reference cycles: freed now, not during this run
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
+        held = torch.cuda.memory_allocated()
     result, intervals = run_timed(recipe(workdir, size, prep, variant))
     step = statistics.median(intervals.times)
     return {
         "tokens_per_s": size["batch"] * size["length"] / step,
         "step_ms": 1000 * step,
-        "peak_gib": intervals.peak_bytes / 2**30 if torch.cuda.is_available() else None,
+        "peak_gib": (intervals.peak_bytes - held) / 2**30 if torch.cuda.is_available() else None,
+        "held_before_gib": held / 2**30,
         "student_params": result.results["student"]["params"],
     }
 
@@ -197,12 +209,16 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), metavar="VARIANT")
     parser.add_argument("--name", default="lm_gpu", help="results file name (benchmarks/results/NAME.json / .md)")
     args = parser.parse_args()
-    out = measure("tiny" if args.tiny else "full", args.steps, args.variants, args.rounds)
-    out["command"] = "uv run python benchmarks/lm_gpu.py " + shlex.join(sys.argv[1:])
-    if args.tiny:
-        print(markdown(out))
-    else:
-        save(args.name, out, markdown(out))
+    command = "uv run python benchmarks/lm_gpu.py " + shlex.join(sys.argv[1:])
+
+    def report(out: dict) -> None:
+        out["command"] = command
+        if args.tiny:
+            print(markdown(out))
+        else:
+            save(args.name, out, markdown(out))
+
+    measure("tiny" if args.tiny else "full", args.steps, args.variants, args.rounds, on_round=report)
 
 
 if __name__ == "__main__":
