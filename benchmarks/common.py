@@ -170,9 +170,14 @@ def mean_std(values: list[float], digits: int = 2) -> str:
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
+def write_text(path: Path, text: str) -> None:
+    """``text`` as the whole of ``path``, written atomically: a run stopped mid-write leaves the old file whole."""
+    write_atomic(path, lambda handle: handle.write(text.encode()))
+
+
 def save(name: str, out: dict, text: str) -> None:
     """Write ``out`` as <name>.json and ``text`` as <name>.md (each atomically), and print the text."""
     RESULTS.mkdir(exist_ok=True)
-    for path, content in ((RESULTS / f"{name}.json", json.dumps(out, indent=2)), (RESULTS / f"{name}.md", text)):
-        write_atomic(path, lambda handle, content=content: handle.write(content.encode()))
+    write_text(RESULTS / f"{name}.json", json.dumps(out, indent=2))
+    write_text(RESULTS / f"{name}.md", text)
     print(text)

@@ -47,7 +47,7 @@ import torch
 import yaml
 
 import kdforge
-from common import mean_std, run_quietly, save, worker_pool
+from common import mean_std, run_quietly, save, worker_pool, write_text
 from kdforge.data.text import docstring_sentences, encode_bytes, encode_tokens
 from kdforge.families.embedding.data import text_corpus
 from kdforge.families.embedding.teachers import load_sentence_transformer, sentence_transformer_encode
@@ -236,7 +236,7 @@ def library_corpus(path: Path, size: int = 20_000) -> Path:
     if len(sentences) < size:
         raise SystemExit(f"the libraries' docstrings give {len(sentences)} sentences, fewer than {size}")
     drawn = torch.randperm(len(sentences), generator=torch.Generator().manual_seed(0))[:size]
-    path.write_text("\n".join(sentences[i] for i in sorted(drawn.tolist())) + "\n")
+    write_text(path, "\n".join(sentences[i] for i in sorted(drawn.tolist())) + "\n")
     return path
 
 

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common import Intervals, run_quietly, run_timed, save
+from common import Intervals, run_quietly, run_timed, save, write_text
 from kdforge.data.text import DEFAULT_MODULES
 from kdforge.export import load_model
 from kdforge.losses.functional import kd_loss
@@ -90,7 +90,7 @@ def prepare(workdir: Path) -> dict:
     """The data file, its split, the tokenizer, the trained teacher and the initial student, as folders."""
     rows = examples()
     data = workdir / "chat.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_text(data, "".join(json.dumps(r) + "\n" for r in rows))
     split = workdir / "split.npz"
     np.savez(split, train=np.arange(TRAIN), val=np.arange(TRAIN, TRAIN + VAL), test=np.arange(TRAIN + VAL, len(rows)))
     tokenizer = write_tokenizer(workdir / "tokenizer", [m["content"] for r in rows for m in r["messages"]])

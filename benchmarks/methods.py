@@ -43,7 +43,7 @@ import torch
 from rich.console import Console
 
 import kdforge
-from common import worker_pool
+from common import worker_pool, write_text
 
 RESULTS = Path(__file__).parent / "results"
 CHOOSING = Path(__file__).parents[1] / "docs" / "choosing.md"  # its main table is the suite's
@@ -248,18 +248,12 @@ def save(results: dict[str, Any]) -> None:
     """methods.json and methods.md; and the main table in docs/choosing.md, between its markers."""
     RESULTS.mkdir(exist_ok=True)
     text = markdown(results)
-    _write(RESULTS / "methods.json", json.dumps(results, indent=2) + "\n")
-    _write(RESULTS / "methods.md", text)
+    write_text(RESULTS / "methods.json", json.dumps(results, indent=2) + "\n")
+    write_text(RESULTS / "methods.md", text)
     table = "\n".join(line for line in text.split("## Every method")[0].splitlines() if line.startswith("|"))
     doc = CHOOSING.read_text()
     start, end = doc.index(TABLE_MARKS[0]) + len(TABLE_MARKS[0]), doc.index(TABLE_MARKS[1])
-    _write(CHOOSING, doc[:start] + "\n" + table + "\n" + doc[end:])
-
-
-def _write(path: Path, text: str) -> None:
-    part = path.with_name(f".{path.name}.part")
-    part.write_text(text)
-    part.replace(path)
+    write_text(CHOOSING, doc[:start] + "\n" + table + "\n" + doc[end:])
 
 
 def _values(runs: list[dict[str, float]], split: str = "test") -> list[float]:

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from common import HandLoop
+from common import HandLoop, write_text
 from kdforge.callbacks import Callback
 from kdforge.config import Recipe
 from kdforge.distiller import Distiller
@@ -222,8 +222,8 @@ def main() -> None:
     text = markdown(results)
     print(text)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "overhead.json").write_text(json.dumps(results, indent=2) + "\n")
-    (RESULTS / "overhead.md").write_text(text)
+    write_text(RESULTS / "overhead.json", json.dumps(results, indent=2) + "\n")
+    write_text(RESULTS / "overhead.md", text)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from common import write_text
+
 RESULTS = Path(__file__).parent / "results"
 COMMANDS = {"--help": ["--help"], "list models": ["list", "models"], "check digits_kd": ["check", "digits_kd"]}
 HEAVY = ("torch", "sklearn", "timm", "transformers", "torch.distributed.checkpoint", "scipy", "matplotlib")
@@ -63,7 +65,7 @@ def main() -> None:
     path = RESULTS / "startup.json"
     found = json.loads(path.read_text()) if path.exists() else {}
     found[args.label] = {"repeats": args.repeats, "python": sys.version.split()[0], "commands": rows}
-    path.write_text(json.dumps(found, indent=2) + "\n")
+    write_text(path, json.dumps(found, indent=2) + "\n")
     lines = [
         "# Start-up: whole-process wall time (median of runs, bytecode cached)",
         "",
@@ -82,7 +84,7 @@ def main() -> None:
             f"- {label}: "
             + "; ".join(f"`{name}`: {', '.join(row['imports']) or 'none'}" for name, row in entry["commands"].items())
         ]
-    (RESULTS / "startup.md").write_text("\n".join(lines) + "\n")
+    write_text(RESULTS / "startup.md", "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from common import HandLoop
+from common import HandLoop, write_text
 from kdforge import Recipe
 from kdforge.distiller import Distiller
 from kdforge.losses import build_losses
@@ -156,7 +156,7 @@ def main() -> None:
     )
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
-    (out / f"teacher_cost_{args.student}.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_text(out / f"teacher_cost_{args.student}.json", json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -125,7 +125,7 @@ import torch
 from rich.console import Console
 
 import kdforge
-from common import save, worker_pool
+from common import save, worker_pool, write_text
 from kdforge.bench import latency_ms
 from kdforge.families.tm.clause import set_hard
 from kdforge.families.tm.rules import PackedTM, fast_int8, has_int8_kernel, model_rules
@@ -1184,7 +1184,7 @@ def main() -> None:
         return
     result = packed(args)
     path = RESULTS / f"tm_packed_{cpu_class()}.json"
-    path.write_text(json.dumps(result, indent=2))
+    write_text(path, json.dumps(result, indent=2))
     print(f"wrote {path}")
 
 
