@@ -24,7 +24,6 @@ Writes benchmarks/results/<name>.json / .md (not with --tiny).
 from __future__ import annotations
 
 import argparse
-import gc
 import shlex
 import statistics
 import sys
@@ -137,8 +136,7 @@ def one_run(workdir: Path, size: dict, prep: dict, variant: dict) -> dict:
     """One short run of ``variant``: its median step time, tokens/s and peak training memory."""
     held = 0  # what earlier runs still hold: not this run's
     if torch.cuda.is_available():
-        gc.collect()  # the previous run's models sit in reference cycles: freed now, not during this run
-        torch.cuda.empty_cache()
+        torch.cuda.empty_cache()  # the previous run's blocks (kdforge.run frees its models as it returns)
         torch.cuda.reset_peak_memory_stats()
         held = torch.cuda.memory_allocated()
     result, intervals = run_timed(recipe(workdir, size, prep, variant))

@@ -334,3 +334,23 @@ def test_a_quiet_run_prints_nothing_and_returns_its_results(tiny_recipe, capfd):
     assert printed.out == "" and printed.err == ""
     assert 0 < result.student_accuracy <= 1 and "student_alone" in result.results
     assert (result.run_dir / "results.json").exists()
+
+
+def test_a_run_frees_its_models_when_it_returns(tiny_recipe):
+    """The run's session, models and loaders refer to one another; the run frees them before it returns, so that a
+    next run in the same process (a notebook, a search) does not find the device still holding them."""
+    import gc
+
+    from kdforge.session import Session
+
+    def alive() -> dict[int, object]:
+        return {id(o): o for o in gc.get_objects() if issubclass(type(o), (Session, torch.nn.Module))}
+
+    gc.collect()
+    gc.disable()
+    try:
+        before = alive()  # what other tests keep
+        run(Recipe.from_dict(tiny_recipe), quiet=True)
+        assert not [o for key, o in alive().items() if key not in before]
+    finally:
+        gc.enable()

@@ -8,6 +8,7 @@ trained without distillation (``baseline/``) for an honest comparison.
 from __future__ import annotations
 
 import contextlib
+import gc
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -66,8 +67,13 @@ def run(
     if quiet:
         console = Console(quiet=True)
         recipe = recipe.model_copy(update={"log": recipe.log.model_copy(update={"progress": False})})
-    with deterministic(recipe.train.deterministic), contextlib.ExitStack() as cleanup:
-        return _run(recipe, resume, console, cleanup, callbacks)
+    try:
+        with deterministic(recipe.train.deterministic), contextlib.ExitStack() as cleanup:
+            return _run(recipe, resume, console, cleanup, callbacks)
+    finally:
+        # the run's models, optimisers and loaders refer to one another: freed now, not whenever the cyclic
+        # collector next runs (a notebook's or a search's next run would otherwise find the device still holding them)
+        gc.collect()
 
 
 def _run(
