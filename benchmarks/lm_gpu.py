@@ -165,6 +165,17 @@ def summary(runs: list[dict], first: list[dict]) -> dict:
     }
 
 
+def held(out: dict) -> str:
+    """What the peaks leave out: the memory earlier runs still held when a run began (results that record it)."""
+    before = [
+        run["held_before_gib"]
+        for v in out["variants"].values()
+        for run in v.get("rounds", [])
+        if "held_before_gib" in run
+    ]
+    return f", beyond what was allocated before the run (at most {max(before):.2f} GiB)" if before else ""
+
+
 def markdown(out: dict) -> str:
     size = SIZES[out["size"]]
     paired = "rounds" in out  # results from before the rounds have one run per variant and no ratios
@@ -182,7 +193,8 @@ def markdown(out: dict) -> str:
         f"Teacher {out['teacher_params'] / 1e6:.0f}M parameters, student {out['student_params'] / 1e6:.0f}M (Llama, "
         f"vocabulary {size['vocab']:,}); rows of {size['length']} tokens, batches of {size['batch']}; ½ CE + ½ "
         f"forward KL; {how} (the device synchronised at each step's end); peak memory "
-        f"of the training steps. The default chunk on a GPU: {default_chunk(size['vocab'], torch.device('cuda')):,} "
+        f"of the training steps{held(out)}. The default chunk on a GPU: "
+        f"{default_chunk(size['vocab'], torch.device('cuda')):,} "
         "tokens at this vocabulary.",
         "",
         "| variant | tokens/s | ms per step | paired ratio, median | mean ± std | peak training memory (GiB) |"
