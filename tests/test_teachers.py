@@ -510,3 +510,28 @@ def test_a_teachers_own_data_is_checked_before_anything_trains(tiny_recipe, tmp_
         tiny_recipe["teacher"]["train"]["data"] = wrong
         with pytest.raises(ConfigError, match=said):
             Recipe.from_dict(tiny_recipe)
+
+
+def test_a_teacher_whose_own_data_keeps_the_runs_split_file_is_told_so(tiny_recipe, tmp_path, invoke, capsys):
+    """The run's split_file carries over to the teacher's own data (its rows must not be the run's test rows when
+    both read the same samples): check says so, and says how to give it another."""
+    import json
+
+    import yaml
+
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": list(range(30)), "val": list(range(30, 45)), "test": list(range(45, 60))}))
+    tiny_recipe["data"] = {
+        "name": "arrays",
+        "path": arrays_file(tmp_path / "mine.npz", 60, 0),
+        "split_file": str(split),
+    }
+    tiny_recipe["teacher"]["train"]["data"] = {"path": arrays_file(tmp_path / "theirs.npz", 120, 1)}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(tiny_recipe))
+    assert invoke("check", tmp_path / "r.yaml") == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert f"split by the run's split_file {split}" in said
+    tiny_recipe["teacher"]["train"]["data"]["split_file"] = str(split)
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(tiny_recipe))
+    assert invoke("check", tmp_path / "r.yaml") == 0
+    assert "split by the run's split_file" not in " ".join(capsys.readouterr().out.split())

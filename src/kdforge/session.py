@@ -101,7 +101,13 @@ class Session:
                 f"the teacher's own data ({data.describe()}) must give the same inputs and targets as the run's "
                 f"({self.data.describe()}): the teacher reads the student's batches"
             )
-        self.console.print(f"teacher: learns from its own data: {data.describe()}", markup=False)
+        inherited = cfg.split_file is not None and "split_file" not in fit.data
+        split = (
+            f"; split by the run's split_file {cfg.split_file} (give its data a split_file of its own to change that)"
+        )
+        self.console.print(
+            f"teacher: learns from its own data: {data.describe()}{split if inherited else ''}", markup=False
+        )
         return self.training_batches(data, cfg), self.batches(data.val, cfg.eval_batch_size)
 
     def callbacks(self) -> list[Callback]:
