@@ -29,6 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -107,7 +108,9 @@ def recipe(workdir: Path, size: dict, prep: dict, variant: dict) -> dict:
     }  # fmt: skip
 
 
-def measure(size_name: str, steps: int, variants: list[str], rounds: int, on_round=None) -> dict:
+def measure(
+    size_name: str, steps: int, variants: list[str], rounds: int, on_round: Callable[[dict], None] | None = None
+) -> dict:
     """Every variant in turn, ``rounds`` times; ``on_round(out)`` after each round with the rounds so far (so a run
     stopped by a time limit keeps what it measured)."""
     size = SIZES[size_name]
