@@ -42,9 +42,11 @@ spent inside its clause blocks during those forward passes (a hook before and af
 training spreads them. The logits must be identical to hard mode; ratios are medians of paired rounds in which the
 variants take turns in 10 ms slices.
 
-    uv run python benchmarks/tm.py blocks [--rounds 7]
+    uv run python benchmarks/tm.py blocks [--rounds 7] [--levels 4]
 
-Writes benchmarks/results/tm_blocks_vnni.json and .md on a CPU with int8 dot products (VNNI), else tm_blocks_no_vnni.
+Writes benchmarks/results/tm_blocks_vnni.json and .md on a CPU with int8 dot products (VNNI), else tm_blocks_no_vnni;
+with ``--levels`` L > 1 (every clause layer's literals read at L levels; ``tm_flat``, whose inputs are booleans, left
+out) ``tm_blocks_<cpu>_levels<L>``.
 
 ``ablation``: do the clause layers carry the model? On generated tasks where a feed-forward block matters (a 4 x 4 grid
 of tokens, each six noisy ±1 bits; a token's class needs a non-linear function of its own bits, which attention alone
@@ -81,6 +83,15 @@ each step, read in training as the booleans hard mode reads), beside the same re
 
 Writes benchmarks/results/tm_hard_literals_30ep.json and .md; ``--tasks`` runs only those tasks' cases and keeps the
 others'.
+
+``levels``: every case whose exported rules lost more than 0.5 points to the float student (the token tasks' cases of
+``hard_finish`` at 30 epochs, and the digits 32x32 students of ``accuracy_finish`` at 20), trained once as there and
+read in hard mode with each literal at 1, 2, 3 and 4 levels (``set_levels``; soft training does not depend on them):
+validation and test accuracy, soft and at each level.
+
+    uv run python benchmarks/tm.py levels
+
+Writes benchmarks/results/tm_levels.json and .md.
 
 ``patch_norm``: ``vit_tm_tiny`` (patch 8) on digits at 32 x 32 trained alone, with and without a norm after its patch
 embedding, seeds interleaved, 2 threads: test accuracy.
@@ -715,6 +726,104 @@ def accuracy_finish_table(result: dict) -> str:
     return "\n".join(lines + finish_rows(result["cases"])) + "\n"
 
 
+LEVELS = [1, 2, 3, 4]  # levels: the hard-mode readings of each literal evaluated
+
+
+@torch.inference_mode()
+def levels_accuracy(run_dir: Path) -> dict[str, dict[str, float]]:
+    """A trained run's student on its validation and test splits: accuracy in soft mode and in hard mode at each of
+    ``LEVELS`` (soft training does not depend on them)."""
+    from kdforge.data import build_dataset, data_seed
+    from kdforge.families.tm.clause import clause_layers, set_levels
+    from kdforge.runner import load_run_recipe
+
+    model = kdforge.load_student(run_dir).eval()
+    recipe = load_run_recipe(run_dir)
+    cfg = recipe.data
+    data = build_dataset(cfg.name, seed=data_seed(cfg, recipe.seed), val_fraction=cfg.val_fraction,
+                         test_fraction=cfg.test_fraction, **cfg.options)  # fmt: skip
+    strict = any(layer.lf == 1 for layer in clause_layers(model))  # ANDs of booleans: one level only
+    out = {}
+    for split in ("val", "test"):
+        x, y = getattr(data, split).first(10**9)[:2]
+        row = {"soft": float((set_hard(model, False)(x).argmax(-1) == y).float().mean())}
+        for levels in LEVELS[:1] if strict else LEVELS:
+            row[str(levels)] = float((set_hard(set_levels(model, levels))(x).argmax(-1) == y).float().mean())
+        out[split] = row
+    return out
+
+
+def levels_run(job: tuple) -> dict:
+    """One case and seed (a worker's job): a token task's ablation run or a digits run of the accuracy table, then
+    its student read at each of ``LEVELS``."""
+    kind, *rest = job
+    if kind == "token":
+        task, student, variant, mode, seed, epochs, log_dir = rest
+        recipe = ablation_recipe(task, student, variant, mode == "distilled", seed, epochs, log_dir)
+    else:
+        student, setting, seed, epochs, log_dir = rest
+        recipe = tm_recipe(student, setting, seed, epochs, log_dir)
+    return levels_accuracy(kdforge.run(recipe, console=Console(file=io.StringIO())).run_dir)
+
+
+def levels(args: argparse.Namespace) -> dict:
+    """The cases whose rules lost more than 0.5 points to their float student: the token tasks' at 30 epochs
+    (``HARD_FINISH_CASES``) and the digits students' at 20 (``FINISH_CASES``), soft and in hard mode at each of
+    ``LEVELS``. The first run of each token task and seed, and one run per digits teacher, train the teachers
+    before the others start."""
+    log_dir = tempfile.mkdtemp(prefix="kdforge-tm-levels-")
+    tokens = HARD_FINISH_CASES[30]
+    paths = {name: token_task(Path(log_dir) / f"{name.replace(' ', '-')}.npz", ABLATION_TASKS[name])
+             for name in dict.fromkeys(case[0] for case in tokens)}  # fmt: skip
+    token_jobs = [("token", paths[task], *case, seed, 30, log_dir) for task, *case in tokens for seed in args.seeds]
+    first = list({(job[1], job[5]): job for job in reversed(token_jobs)}.values())  # one per task and seed
+    digit_jobs = [("digits", *case, seed, 20, log_dir) for case in FINISH_CASES for seed in args.seeds]
+    for student, setting in {SETTINGS[setting][0]: (student, setting) for student, setting in FINISH_CASES}.values():
+        kdforge.run(tm_recipe(student, setting, 0, 1, log_dir), console=Console(file=io.StringIO()))
+    runs: dict = {}
+    started = time.perf_counter()
+    with worker_pool(args.workers, one_thread=True) as pool:
+        for phase in (first, [job for job in token_jobs + digit_jobs if job not in first]):
+            for job, out in zip(phase, pool.map(levels_run, phase)):
+                label = (case_label(job[1].stem.replace("-", " "), *job[2:5]) if job[0] == "token"
+                         else f"digits 32x32: {job[1]}, {job[2]}")  # fmt: skip
+                runs[label, job[-3]] = out
+                print(f"{label}, seed {job[-3]}: {out} ({time.perf_counter() - started:.0f} s)", flush=True)
+    labels = dict.fromkeys(label for label, _ in runs)
+    cases = {label: {split: {key: [runs[label, seed][split][key] for seed in args.seeds]
+                             for key in runs[label, args.seeds[0]][split]} for split in ("val", "test")}
+             for label in labels}  # fmt: skip
+    return {"seeds": args.seeds, "levels": LEVELS, "cases": cases, "seconds": time.perf_counter() - started}
+
+
+def levels_table(result: dict) -> str:
+    heads = " | ".join(f"{n} level{'s' if n > 1 else ''}" for n in result["levels"])
+    lines = [
+        f"# Literals read at several levels in hard mode: the cases whose rules lost over 0.5 points, seeds "
+        f"{result['seeds']}",
+        "",
+        "Test accuracy (%), mean ± std over seeds, of each run's student (best epoch on validation, soft mode) in "
+        "soft mode and in hard mode with each literal read at L levels (`levels`: L = 1 is one boolean, u > 0.5; L "
+        "levels read u as k / L, where k of the thresholds (2j − 1) / 2L lie below it). The same trained student in "
+        "every column: soft training does not depend on the levels. Token tasks: the ablation's recipes, 30 epochs; "
+        "digits 32x32: the recipes of `benchmarks/tm.py accuracy`, 20 epochs. A `strict` student's clauses are ANDs of "
+        "booleans, read at one level only. Last column: the fewest levels whose "
+        "mean on *validation* is within 0.5 points of soft mode there, and its test gap.",
+        "",
+        f"| case | soft | {heads} | levels chosen on validation: test − soft |",
+        "|---|---:|" + "---:|" * len(result["levels"]) + "---|",
+    ]
+    for case, cell in result["cases"].items():
+        val, test = cell["val"], cell["test"]
+        read = [n for n in result["levels"] if str(n) in val]  # a strict student: one level only
+        within = [n for n in read if statistics.mean(val[str(n)]) >= statistics.mean(val["soft"]) - 0.005]
+        chosen = within[0] if within else read[-1]
+        gap = 100 * (statistics.mean(test[str(chosen)]) - statistics.mean(test["soft"]))
+        cells = " | ".join(_pm(test[str(n)]) if str(n) in test else "-" for n in result["levels"])
+        lines.append(f"| {case} | {_pm(test['soft'])} | {cells} | {chosen}: {gap:+.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 PACKED_STUDENTS = {  # the shipped presets and recipes' students, on the inputs they are made for
     "vit_tm_tiny (patch 8)": ("vit_tm_tiny", {"patch_size": 8, "lf": 4}, (1, 32, 32)),
     "vit_tm_tiny (patch 4)": ("vit_tm_tiny", {"patch_size": 4, "lf": 4}, (1, 32, 32)),
@@ -795,7 +904,9 @@ def paired(
 def blocks(args: argparse.Namespace) -> dict:
     rows = {}
     for label, (name, options, shape) in PACKED_STUDENTS.items():
-        model = trained_looking(name, options, shape)
+        if args.levels > 1 and name == "tm_flat":  # its inputs are booleans already: one level only
+            continue
+        model = trained_looking(name, {**options, "levels": args.levels}, shape)
         row: dict = {"params": sum(p.numel() for p in model.parameters())}
         for batch in (1, 256):
             row[f"batch {batch}"] = packed_against_float(model, digits_like(shape, batch), batch, args.rounds)
@@ -813,6 +924,7 @@ def blocks(args: argparse.Namespace) -> dict:
         "threads": torch.get_num_threads(),
         **machine(),
         "rounds": args.rounds,
+        "levels": args.levels,
         "students": rows,
     }
 
@@ -886,7 +998,8 @@ def digits_like(shape: tuple[int, ...], batch: int) -> torch.Tensor:
 
 def blocks_table(result: dict) -> str:
     lines = [
-        "# Packed clause blocks: shipped TM students, clause layers in integers against hard mode in PyTorch",
+        "# Packed clause blocks: shipped TM students, clause layers in integers against hard mode in PyTorch"
+        + (f", literals read at {result['levels']} levels" if result.get("levels", 1) > 1 else ""),
         "",
         f"CPU: {result['cpu']} ({result['capability']}; PackedTM multiplies with {result['products']}), "
         f"{result['threads']} threads, {result['rounds']} paired rounds (median). Blocks: every clause layer of "
@@ -1130,6 +1243,7 @@ def main() -> None:
             "ablation",
             "hard_finish",
             "hard_literals",
+            "levels",
             "patch_norm",
             "transfer",
             "features",
@@ -1147,6 +1261,7 @@ def main() -> None:
         help="ablation, hard_finish, hard_literals, accuracy_finish: runs at once, one thread each",
     )
     parser.add_argument("--clauses", type=int, default=256)
+    parser.add_argument("--levels", type=int, default=1, help="blocks: the clause layers' levels")
     parser.add_argument(
         "--variants", nargs="+", choices=list(ABLATION_VARIANTS), help="ablation: these TM variants (MLP, none always)"
     )
@@ -1170,6 +1285,7 @@ def main() -> None:
         "ablation": (ablation, ablation_table),
         "hard_finish": (hard_finish, hard_finish_table),
         "hard_literals": (hard_literals, hard_literals_table),
+        "levels": (levels, levels_table),
         "accuracy_finish": (accuracy_finish, accuracy_finish_table),
         "patch_norm": (patch_norm, patch_norm_table),
         "transfer": (transfer, transfer_table),
@@ -1180,6 +1296,7 @@ def main() -> None:
         name = hard_finish_name(args.epochs) if args.what == "hard_finish" else f"tm_{args.what}"
         name += f"_{args.epochs}ep" if args.what == "hard_literals" else ""
         name += f"_{cpu_class()}" if args.what == "blocks" else ""
+        name += f"_levels{args.levels}" if args.what == "blocks" and args.levels > 1 else ""
         save(ablation_name(args.epochs) if args.what == "ablation" else name, result, table(result))
         return
     result = packed(args)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from kdforge.families.tm import rules as rules_module
-from kdforge.families.tm.clause import ClauseLayer, DeepTM, set_hard
+from kdforge.families.tm.clause import ClauseLayer, DeepTM, set_hard, set_levels
 from kdforge.families.tm.rules import PackedTM, export_rules, has_int_linear, layer_rules, load_rules, model_rules
 from kdforge.models import build_model
 
@@ -237,17 +237,18 @@ def test_packed_says_how_it_multiplies_on_this_cpu(products, says, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "features,lf,vote_bits",  # int8 votes and scores; then votes, scores too big for int8 (summed in float)
-    [(70, 3, 8), (70, 40, 8), (70, 3, 12), (150, 200, 8)],
+    "features,lf,vote_bits,levels",  # int8 votes and scores; then votes, scores too big for int8 (summed in float)
+    [(70, 3, 8, 1), (70, 3, 8, 3), (70, 40, 8, 1), (70, 40, 8, 4), (70, 3, 12, 1), (150, 200, 8, 1)],
 )
 @pytest.mark.parametrize("products", PRODUCTS)
-def test_packed_clause_layer_on_its_own_inputs(features, lf, vote_bits, products, monkeypatch):
+def test_packed_clause_layer_on_its_own_inputs(features, lf, vote_bits, levels, products, monkeypatch):
     use_products(products, monkeypatch)
     torch.manual_seed(0)
-    layer = set_hard(ClauseLayer(features, 5, clauses=12, lf=lf, vote_bits=vote_bits, include_init=features))
-    u = fuzzy_inputs(600, features)  # inputs in [0, 1], cut at 0.5
+    layer = ClauseLayer(features, 5, clauses=12, lf=lf, vote_bits=vote_bits, include_init=features, levels=levels)
+    set_hard(layer)
+    u = fuzzy_inputs(600, features)  # inputs in [0, 1], cut at 0.5 (or at each level's threshold)
     packed = PackedTM(layer_rules(layer))
-    too_big = vote_bits > 8 or lf > 127  # for int8: float32 products instead
+    too_big = vote_bits > 8 or levels * lf > 127  # for int8: float32 products instead
     assert (packed.int8_votes is None) == (products != "int8" or too_big)
     assert (packed.int_linear is None) == (products != "int_linear" or too_big)
     with torch.no_grad():
@@ -295,13 +296,17 @@ def spread_clause_layer(seed=0, features=10, **options):
 
 
 def count_rule(rules, u):
-    """Fires per clause, by the JSON alone: at least min_true of its included literals hold. -> [C, B]."""
-    bits = np.asarray(u) > np.asarray(rules["thresholds"])
-    literals = np.concatenate([bits, ~bits], axis=1)  # [B, 2F]
-    return np.stack([literals[:, c].sum(1) >= k for c, k in zip(rules["clauses"], rules["min_true"])])
+    """Fires per clause, by the JSON alone: at least min_true of its included literals' level tests hold (one test
+    per literal at one level). -> [C, B]."""
+    tests = np.asarray(u)[:, :, None] > np.asarray(rules["thresholds"])[None]  # [B, F, levels]
+    held = np.concatenate([tests.sum(2), (~tests).sum(2)], axis=1)  # [B, 2F]: the tests each literal passes
+    return np.stack([held[:, c].sum(1) >= k for c, k in zip(rules["clauses"], rules["min_true"])])
 
 
-@pytest.mark.parametrize("options", [{}, {"form": "product"}, {"strict": True}, {"exclusive_literals": True}])
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"form": "product"}, {"strict": True}, {"exclusive_literals": True}, {"levels": 2}, {"levels": 3}],
+)
 def test_rules_json_packed_evaluator_and_hard_layer_agree_on_every_clause(options):
     layer = spread_clause_layer(**options)
     u = fuzzy_inputs(300, 10)
@@ -319,6 +324,67 @@ def test_rules_json_packed_evaluator_and_hard_layer_agree_on_every_clause(option
     elif not options:  # the capacity form: a threshold, an OR when the clause has at most LF literals
         assert rules["min_true"] == [max(n - 3, 0) + 1 for n in sizes]
         assert any(1 < k < n for k, n in zip(rules["min_true"], sizes))
+    elif levels := options.get("levels"):  # the same threshold over the clause's n·L level tests
+        assert rules["min_true"] == [levels * max(n - 3, 0) + 1 for n in sizes]
+        assert rules["thresholds"][0] == pytest.approx([(2 * j + 1) / (2 * levels) for j in range(levels)])
+
+
+@pytest.mark.parametrize("levels", [2, 3, 4])
+def test_levels_read_each_literal_as_its_nearest_multiple_and_bring_hard_mode_closer_to_soft(levels):
+    torch.manual_seed(0)
+    layer = ClauseLayer(40, 5, clauses=16, lf=4, include_init=20, levels=levels).eval()
+    u = fuzzy_inputs(400, 40)
+    with torch.no_grad():
+        layer.votes.normal_(0, 2)
+        soft = layer(u)
+        expected = torch.round(u * levels) / levels  # no input lies on a tie (k + ½) / L
+        assert torch.equal(set_hard(layer).literals(u)[:, :40], expected)
+        assert torch.equal(layer.clause_scores(u), torch.round(layer.clause_scores(u) * levels) / levels)
+        closer = (layer(u) - soft).abs().mean()
+        set_levels(layer, 1)
+        assert torch.equal(layer.literals(u)[:, :40], (u > 0.5).float())
+        assert closer < 0.5 * (layer(u) - soft).abs().mean()
+        layer.hard = False
+        assert torch.equal(layer(u), soft)  # soft mode does not depend on the levels
+
+
+def test_levels_keep_the_straight_through_gradient_of_soft_mode():
+    torch.manual_seed(0)
+    layer = set_hard(ClauseLayer(6, 3, clauses=8, lf=3, levels=3))
+    u = fuzzy_inputs(16).requires_grad_()
+    layer(u).pow(2).sum().backward()
+    assert u.grad.abs().sum() > 0 and layer.include.grad.abs().sum() > 0 and layer.votes.grad.abs().sum() > 0
+
+
+def test_levels_are_refused_where_a_clause_is_an_and_of_booleans():
+    from kdforge.errors import KdforgeError
+
+    for options in ({"strict": True}, {"form": "product"}, {"lf": 1}):
+        with pytest.raises(ValueError, match="levels: 1"):
+            ClauseLayer(6, 3, levels=2, **options)
+        with pytest.raises(ValueError, match="levels: 1"):
+            set_levels(ClauseLayer(6, 3, **options), 2)
+    with pytest.raises(KdforgeError, match="tm_flat reads each input as one boolean"):
+        build_model("tm_flat", input_shape=(1, 6, 5), num_classes=4, levels=2)
+    with pytest.raises(ValueError, match="tm_flat reads each input as one boolean"):
+        set_levels(trained_looking_tm_flat(), 2)
+    with pytest.raises(ValueError, match=r"levels must be in \[1, 8\]"):
+        ClauseLayer(6, 3, levels=9)
+
+
+def test_rules_of_version_2_still_load_and_evaluate_the_same(tmp_path):
+    model = trained_looking_tm_flat()
+    rules = model_rules(model)
+    old = json.loads(json.dumps(rules))  # as version 2 wrote it: one threshold per input, no levels
+    old["version"] = 2
+    for layer in old["layers"].values():
+        del layer["levels"]
+        layer["thresholds"] = [t for (t,) in layer["thresholds"]]
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    x = torch.randn(40, 1, 6, 5)
+    assert np.array_equal(
+        PackedTM(load_rules(tmp_path / "old.json")["layers"]["tm"])(x), PackedTM(rules["layers"]["tm"])(x)
+    )
 
 
 def test_contradictory_clauses_are_counted_or_prevented():
@@ -345,6 +411,7 @@ def test_rule_text_says_and_or_or_threshold():
     assert rule_text(["u1", "¬u2", "u4"], 2, "capacity") == "≥ 2 of 3: u1, ¬u2, u4"
     assert rule_text([], 1, "capacity") == "(no literals: never fires)"
     assert rule_text([], 0, "product") == "(no literals: always fires)"
+    assert rule_text(["u1", "¬u2"], 4, "capacity", levels=3) == "≥ 4 of 3·2 level tests: u1, ¬u2"
 
 
 def test_clause_report_prints_each_clause_as_its_rule():
@@ -359,3 +426,16 @@ def test_clause_report_prints_each_clause_as_its_rule():
         assert rule_text(literal_names(model.tm, j, model), k, "capacity") in report
     assert f"{sum(rules['contradictory'])} of the active clauses include a literal and its negation" in report
     assert "≥ " in report and "⚠" in report
+
+
+def test_clause_report_of_leveled_literals_counts_their_level_tests():
+    from kdforge.families.tm.explain import clause_report
+
+    layer = spread_clause_layer(levels=2)
+    report = clause_report(layer, {"layer": layer}, fuzzy_inputs(64, 10), top=16)
+    assert "2 levels: each literal is read as 2 tests (`uI` above 0.25, 0.75" in report
+    assert "at least 2·(n − min(n, LF)) + 1 of its 2·n tests hold" in report
+    assert any(
+        f"≥ {k} of 2·{len(c)} level tests" in report
+        for c, k in zip(*map(layer_rules(layer).get, ("clauses", "min_true")))
+    )

@@ -338,7 +338,10 @@ def test_booleanized_features_from_a_recipe_are_cached_reused_and_exported(
     [
         ("vit_tm", {"embed_dim": 32, "heads": 2, "clauses": 16}),
         ("vit_tm", {"embed_dim": 32, "heads": 2, "clauses": 16, "routing": True, "backend": "deeptm"}),
+        ("vit_tm", {"embed_dim": 32, "heads": 2, "clauses": 16, "levels": 3}),
+        ("vit_tm", {"embed_dim": 32, "heads": 2, "clauses": 16, "routing": True, "levels": 4}),
         ("swin_tm_tiny", {}),
+        ("swin_tm_tiny", {"levels": 2}),
         ("tm_flat", {"clauses": 32}),
     ],
 )
@@ -362,3 +365,14 @@ def test_packed_model_gives_the_hard_mode_logits(name, options):
         expected = set_hard(model)(x)
         assert torch.equal(packed(x), expected)
         assert torch.equal(packed(x[:1]), set_hard(model)(x[:1]))
+
+
+def test_a_run_says_when_its_rules_lose_to_its_soft_mode_and_what_to_do():
+    from kdforge.families.tm.hooks import TsetlinMachines
+
+    notes = TsetlinMachines().notes
+    lose = {"test": {"accuracy": 0.97}, "test_hard": {"accuracy": 0.95}}
+    assert "rules lose 2.00 points" in notes("student", lose)[-1] and "`levels: 4`" in notes("student", lose)[-1]
+    leveled = notes("student", {**lose, "levels": 4})[-1]
+    assert "rules lose 2.00 points" in leveled and "levels" not in leveled and "hard_finish" in leveled
+    assert len(notes("student", {"test": {"accuracy": 0.97}, "test_hard": {"accuracy": 0.966}})) == 1

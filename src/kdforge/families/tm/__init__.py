@@ -34,6 +34,7 @@ _PUBLIC = {
     "clause_usage": "clause",
     "hard_mode": "clause",
     "set_hard": "clause",
+    "set_levels": "clause",
     "mlp_to_tm": "convert",
     "PackedTM": "rules",
     "packed_model": "packed",

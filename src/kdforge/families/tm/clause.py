@@ -29,6 +29,12 @@ exact boolean form that :mod:`kdforge.families.tm.rules` exports: literals are t
 scores are integers (``product`` becomes the plain AND: 1 iff m_j = 0), and votes are
 quantised to ``vote_bits``-bit integers; every step keeps a straight-through gradient,
 so a model can also be trained in hard mode.
+
+With ``levels`` L > 1, hard mode reads each literal at L levels instead of one: u counts as k/L, where k of the L
+thresholds (2j − 1)/(2L), j = 1..L, lie below it (u rounded to the nearest multiple of 1/L). Each level is one
+boolean test of the input, so a clause stays a threshold over booleans (it fires when at least
+L·(n − min(n, LF)) + 1 of its n·L level tests hold), and the scores are multiples of 1/L: a literal near its
+threshold counts as partly true, as it does in soft mode, instead of flipping to 0 or 1.
 """
 
 from __future__ import annotations
@@ -104,7 +110,8 @@ class ClauseLayer(nn.Module):
     ``clause_mask`` (a boolean buffer, all true; false silences a clause: ``auto_clause`` budgets),
     ``tm_prior`` (random | symmetric include templates at initialisation), ``include_init``
     (expected included literals per clause; default 2·lf, so that clauses start where the capacity is non-linear),
-    ``vote_bits`` (hard mode),
+    ``vote_bits`` (hard mode), ``levels`` (hard mode: each literal read at this many levels, not one boolean;
+    capacity form, not ``strict``),
     ``clause_bias`` (a learned bias added to the votes; false: none, as in the classic machine).
     """
 
@@ -127,6 +134,7 @@ class ClauseLayer(nn.Module):
         tm_prior: Literal["random", "symmetric"] = "random",
         include_init: float | None = None,
         vote_bits: int = 8,
+        levels: int = 1,
         clause_bias: bool = True,
         hard: bool = False,
     ):
@@ -146,9 +154,18 @@ class ClauseLayer(nn.Module):
             raise ValueError(f"hard_literals must be in [0, 1], got {hard_literals}")
         if not 2 <= vote_bits <= 16:
             raise ValueError(f"vote_bits must be in [2, 16], got {vote_bits}")
+        if not 1 <= levels <= 8:
+            raise ValueError(f"levels must be in [1, 8], got {levels}")
+        if levels > 1 and (lf == 1 or form != "capacity"):
+            raise ValueError(
+                "levels > 1 grades the literals of capacity clauses; a strict (LF = 1) or product-form clause is an "
+                "AND of booleans: give it levels: 1"
+            )
         self.in_features, self.out_features, self.clauses = in_features, out_features, clauses
         self.lf, self.form, self.kappa, self.exclusive_literals = lf, form, kappa, exclusive_literals
-        self.hard_literals = hard_literals
+        self.hard_literals, self.levels = hard_literals, levels
+        # the thresholds of the literal's levels, (2j − 1) / 2L: k of them below u reads u as k / L
+        self.register_buffer("level_thresholds", (torch.arange(levels) + 0.5) / levels, persistent=False)
         self.clause_dropout, self.literal_dropout, self.vote_bits, self.hard = (
             clause_dropout,
             literal_dropout,
@@ -189,9 +206,10 @@ class ClauseLayer(nn.Module):
 
     def min_true(self) -> torch.Tensor:
         """[C] integers: how many of its included literals must hold for each clause to fire (score > 0) in hard
-        mode: n − min(n, LF) + 1 in the capacity form, all n in the product form (its hard form is an AND)."""
+        mode: n − min(n, LF) + 1 in the capacity form, all n in the product form (its hard form is an AND). With
+        ``levels`` L, how many of the clause's n·L level tests: L·(n − min(n, LF)) + 1."""
         n = self.included().sum(1)
-        return n - n.clamp(max=self.lf) + 1 if self.form == "capacity" else n
+        return self.levels * (n - n.clamp(max=self.lf)) + 1 if self.form == "capacity" else n
 
     def contradictory(self) -> torch.Tensor:
         """[C] boolean: clauses that include some literal and its negation."""
@@ -215,14 +233,22 @@ class ClauseLayer(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def literals(self, u: torch.Tensor) -> torch.Tensor:
-        """[*, F] inputs -> [*, 2F] literals [u, 1 − u] in [0, 1] (boolean in hard mode)."""
+        """[*, F] inputs -> [*, 2F] literals [u, 1 − u] in [0, 1] (boolean in hard mode, or multiples of 1/L with
+        ``levels`` L)."""
         u = u.clamp(0.0, 1.0)
         if self.hard:
-            u = straight_through((u > 0.5).to(u.dtype), lambda: u)
+            u = straight_through(self.leveled(u), lambda: u)
         elif self.training and self.hard_literals:
             chosen = torch.rand_like(u) < self.hard_literals
-            u = torch.where(chosen, straight_through((u > 0.5).to(u.dtype), lambda: u), u)
+            u = torch.where(chosen, straight_through(self.leveled(u), lambda: u), u)
         return torch.cat([u, 1.0 - u], dim=-1)
+
+    def leveled(self, u: torch.Tensor) -> torch.Tensor:
+        """Hard mode's reading of inputs u in [0, 1]: u > 0.5 as 0 or 1; with ``levels`` L, k / L where k counts the
+        level thresholds below u."""
+        if self.levels == 1:
+            return (u > 0.5).to(u.dtype)
+        return torch.bucketize(u, self.level_thresholds.to(u.dtype)).to(u.dtype) / self.levels
 
     def clause_scores(self, u: torch.Tensor, tau: torch.Tensor | None = None) -> torch.Tensor:
         """[*, F] -> [*, C] clause scores."""
@@ -235,7 +261,12 @@ class ClauseLayer(nn.Module):
         if self.form == "product":
             return self._product(m, tau)
         x = torch.clamp(mask.sum(1), max=self.lf) - m
-        return torch.relu(x) if self.hard else tau * F.softplus(x / tau)
+        if not self.hard:
+            return tau * F.softplus(x / tau)
+        if self.levels == 1:
+            return torch.relu(x)
+        # multiples of 1/L, snapped to the float nearest each, as the packed evaluator's integers divided by L are
+        return straight_through(torch.round(torch.relu(x) * self.levels) / self.levels, lambda: torch.relu(x))
 
     def _product(self, m: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
         def soft() -> torch.Tensor:
@@ -254,24 +285,28 @@ class ClauseLayer(nn.Module):
         return self.vote(self.activations(scores))
 
     def vote(self, scores: torch.Tensor) -> torch.Tensor:
-        """[*, C] clause scores -> [*, K] outputs."""
+        """[*, C] clause scores -> [*, K] outputs. In hard mode with ``levels`` L, the scores (routed ones too) are
+        voted as whole multiples of 1/L: the integers L·score, each worth 1/L."""
         if not self.hard:
             return self.scale * (scores @ self.vote_matrix()) + self.bias
         votes, step = self.quantised_votes()
-        return integer_vote(scores, votes, vote_factor(self.scale, step), self.bias, self.sum_dtype)
+        if self.levels > 1:
+            scores = straight_through(torch.round(scores * self.levels), lambda: scores * self.levels)
+        return integer_vote(scores, votes, vote_factor(self.scale / self.levels, step), self.bias, self.sum_dtype)
 
     @property
     def sum_dtype(self) -> torch.dtype:
         """A dtype that holds every hard-mode vote sum exactly: float32 while the largest possible one (top score ×
         top vote × clauses) stays below 2^24, float64 beyond."""
-        top_score = self.lf if self.form == "capacity" else 1
+        top_score = self.levels * self.lf if self.form == "capacity" else 1
         largest = top_score * (2 ** (self.vote_bits - 1) - 1) * self.clauses
         return torch.float32 if largest < 2**24 else torch.float64
 
     def extra_repr(self) -> str:
         shape = f"{self.in_features} -> {self.clauses} clauses -> {self.out_features}"
         exclusive = ", exclusive_literals=True" if self.exclusive_literals else ""
-        return f"{shape}, lf={self.lf}, form={self.form}{exclusive}, hard={self.hard}"
+        levels = f", levels={self.levels}" if self.levels > 1 else ""
+        return f"{shape}, lf={self.lf}, form={self.form}{exclusive}{levels}, hard={self.hard}"
 
 
 def vote_factor(scale: float, step: torch.Tensor) -> torch.Tensor:
@@ -377,6 +412,17 @@ def set_hard(model: nn.Module, hard: bool = True) -> nn.Module:
     return model
 
 
+def set_levels(model: nn.Module, levels: int) -> nn.Module:
+    """Read every clause layer's literals at ``levels`` levels in hard mode (and in the rules exported from it). Soft
+    mode does not depend on it, so a student trained in soft mode may choose its levels afterwards."""
+    if isinstance(model, TMFlat) and levels != 1:
+        raise ValueError("tm_flat reads each input as one boolean, x > t, in hard mode: give it levels: 1")
+    for layer in clause_layers(model):
+        fresh = ClauseLayer(1, 1, clauses=2, lf=layer.lf, form=layer.form, levels=levels)  # checks the combination
+        layer.levels, layer.level_thresholds = levels, fresh.level_thresholds.to(layer.level_thresholds.device)
+    return model
+
+
 class DeepTM(nn.Module):
     """Stacked clause layers: each hidden layer's votes, plus a linear residual projection of
     its input, are normalised and squashed back into [0, 1] for the next layer.
@@ -453,6 +499,8 @@ class TMFlat(nn.Module):
         **clause_options: Any,
     ):
         super().__init__()
+        if clause_options.get("levels", 1) != 1:
+            raise ValueError("tm_flat reads each input as one boolean, x > t, in hard mode: give it levels: 1")
         features = math.prod(input_shape)
         self.sharpness = sharpness
         self.threshold = nn.Parameter(torch.zeros(features))

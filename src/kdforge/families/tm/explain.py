@@ -249,7 +249,7 @@ def clause_report(model: nn.Module, layers: dict[str, ClauseLayer], x: torch.Ten
         ]
         votes = layer.vote_matrix().detach()
         for j in [j for j in fired.argsort(descending=True).tolist() if active[j]][:top]:
-            rule = rule_text(literal_names(layer, j, model), int(min_true[j]), layer.form)
+            rule = rule_text(literal_names(layer, j, model), int(min_true[j]), layer.form, layer.levels)
             side = "for" if layer.polarity[j] > 0 else "against"
             warn = "⚠ " if contradictory[j] else ""
             lines.append(
@@ -266,18 +266,29 @@ def form_note(layer: ClauseLayer) -> str:
             "Product form: trained as the soft score exp(−κ·m/(τ·F)) of its m failing literals; in hard mode (the "
             "rules) a clause is the AND of its literals and scores 1 when it fires."
         )
+    if layer.levels > 1:
+        thresholds = ", ".join(f"{t:.3g}" for t in layer.level_thresholds.tolist())
+        return (
+            f"Capacity form, LF = {layer.lf}, {layer.levels} levels: each literal is read as {layer.levels} tests "
+            f"(`uI` above {thresholds}; `¬uI` below them), each holding test worth 1/{layer.levels} of the literal. "
+            f"A clause of n literals scores min(n, LF) minus what its literals fail (at least 0), so it fires when "
+            f"at least {layer.levels}·(n − min(n, LF)) + 1 of its {layer.levels}·n tests hold."
+        )
     return (
         f"Capacity form, LF = {layer.lf}: a clause of n literals scores min(n, LF) minus its failing literals (at "
         "least 0), so it fires when at least n − min(n, LF) + 1 of them hold."
     )
 
 
-def rule_text(literals: list[str], min_true: int, form: str, shown: int = 12) -> str:
-    """A clause's rule: ``a ∧ b`` (all must hold), ``a ∨ b`` (any), or ``≥ k of n: a, b, …``."""
+def rule_text(literals: list[str], min_true: int, form: str, levels: int = 1, shown: int = 12) -> str:
+    """A clause's rule: ``a ∧ b`` (all must hold), ``a ∨ b`` (any), or ``≥ k of n: a, b, …``; with ``levels`` L,
+    ``≥ k of L·n level tests: a, b, …``."""
     n = len(literals)
     if n == 0:
         return "(no literals: always fires)" if form == "product" else "(no literals: never fires)"
     more = f" … (+{n - shown})" if n > shown else ""
+    if levels > 1:
+        return f"≥ {min_true} of {levels}·{n} level tests: " + ", ".join(literals[:shown]) + more
     if min_true >= n:
         return " ∧ ".join(literals[:shown]) + more
     if min_true <= 1:

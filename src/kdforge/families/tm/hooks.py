@@ -47,6 +47,7 @@ class TsetlinMachines(Family):
         if layers and not all(layer.hard for layer in layers):
             with hard_mode(student):  # what the exported boolean rules will score
                 found["test_hard"] = session.evaluate(student, session.test, f"{stage}: test split, hard mode")
+            found["levels"] = max(layer.levels for layer in layers)
         if usage := clause_usage(student, session.test):
             found["clause_usage"] = usage
         if steered := steering_events(history):
@@ -56,7 +57,18 @@ class TsetlinMachines(Family):
     def notes(self, label: str, entry: dict[str, Any]) -> list[str]:
         lines = []
         if "test_hard" in entry:
-            lines.append(f"{label} in hard mode (its boolean rules): {100 * entry['test_hard']['accuracy']:.2f}% test")
+            hard = 100 * entry["test_hard"]["accuracy"]
+            lines.append(f"{label} in hard mode (its boolean rules): {hard:.2f}% test")
+            if (lost := 100 * entry["test"]["accuracy"] - hard) > 0.5:
+                levels = (
+                    "read its literals at several levels (`levels: 4`, no retraining) or "
+                    if entry.get("levels", 1) == 1
+                    else ""
+                )
+                lines.append(
+                    f"{label}'s rules lose {lost:.2f} points to its soft mode: {levels}finish in hard mode "
+                    "(`student.hard_finish: 3`); see docs/tm.md, Hard mode"
+                )
         if finish := entry.get("steering", {}).get("hard_finish"):
             soft = finish.get("soft_best_val") or {}
             before = (

@@ -27,12 +27,13 @@ class PackedClauseLayer(nn.Module):
         super().__init__()
         self.packed = PackedTM(layer_rules(layer))
         self.clauses, self.in_features, self.out_features = layer.clauses, layer.in_features, layer.out_features
+        self.levels = layer.levels
         self.register_buffer("active", layer.clause_mask.detach().cpu().clone())
         self.sum_dtype = layer.sum_dtype
         with torch.no_grad():  # for modulated (routed) scores, voted as the hard-mode layer votes them
             votes, step = layer.quantised_votes()
             self.register_buffer("votes", votes.cpu())
-            self.register_buffer("factor", vote_factor(layer.scale, step).cpu())
+            self.register_buffer("factor", vote_factor(layer.scale / layer.levels, step).cpu())
             self.register_buffer("bias", layer.bias.detach().float().cpu())
 
     def forward(self, u: torch.Tensor, modulate=None) -> torch.Tensor:
@@ -40,10 +41,12 @@ class PackedClauseLayer(nn.Module):
         if modulate is None:  # integer scores voted by integer arithmetic
             out = self.packed.evaluate(u.reshape(-1, self.in_features)).view(*lead, self.out_features)
             return out if u.device.type == "cpu" else out.to(u.device)
-        scores = self.packed.scores(u.reshape(-1, self.in_features))  # [N, active clauses]
+        scores = self.packed.scores(u.reshape(-1, self.in_features)) / self.levels  # [N, active clauses]
         full = scores.new_zeros(len(scores), self.clauses)  # the routing gate reads every clause
         full[:, self.active] = scores
         modulated = modulate(full.view(*lead, self.clauses).to(u.device, u.dtype))
+        if self.levels > 1:  # voted as whole multiples of 1/L, as the hard-mode layer votes them
+            modulated = torch.round(modulated * self.levels)
         return integer_vote(modulated, self.votes, self.factor, self.bias, self.sum_dtype).to(u.dtype)
 
 

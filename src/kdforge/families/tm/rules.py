@@ -5,7 +5,8 @@ clause the indices of its included literals (literal i < F is "input i is true",
 "input i is false") and how many of them must hold for it to fire (``min_true``: all of them
 for an AND, fewer for a capacity clause's threshold), which clauses include a literal and its
 negation (``contradictory``), the literal budget LF, the integer votes with their per-output
-step, the output scale and bias, and the thresholds that turn the layer's inputs into bits.
+step, the output scale and bias, and the thresholds that turn the layer's inputs into bits (with ``levels`` L, L
+thresholds per input: the clause then counts the level tests its literals pass, and ``min_true`` is in those).
 
 :class:`PackedTM` evaluates one exported layer with integer arithmetic only. The inputs become
 bits (one byte each), and a clause's score before its relu, limit − violations, is linear in
@@ -36,12 +37,13 @@ from kdforge.export import EXPORT_FORMATS, load_student
 from kdforge.families.tm.clause import ClauseLayer, TMFlat, integer_vote, vote_factor
 from kdforge.files import read_json, write_json
 
-RULES_FORMAT = 2  # 2: min_true and contradictory per clause
+RULES_FORMAT = 3  # 2: min_true and contradictory per clause; 3: levels, and a list of thresholds per input
 
 
 def layer_rules(layer: ClauseLayer, thresholds: list[float] | None = None) -> dict[str, Any]:
     """One clause layer as plain data. ``thresholds``: per input, the value above which the
-    input is true (default 0.5: the layer's own inputs in [0, 1])."""
+    input is true (default 0.5: the layer's own inputs in [0, 1]); with ``levels`` L, each input has the L
+    thresholds of its levels (2j − 1) / 2L."""
     with torch.no_grad():
         votes, step = layer.quantised_votes()
         active = layer.clause_mask.cpu()  # clauses switched off by a budget are left out
@@ -58,7 +60,10 @@ def layer_rules(layer: ClauseLayer, thresholds: list[float] | None = None) -> di
         "vote_step": [float(v) for v in step.cpu()],
         "scale": layer.scale,
         "bias": [float(v) for v in layer.bias.detach().cpu()],
-        "thresholds": thresholds if thresholds is not None else [0.5] * layer.in_features,
+        "levels": layer.levels,
+        "thresholds": [[t] for t in thresholds]
+        if thresholds is not None
+        else [layer.level_thresholds.tolist()] * layer.in_features,
     }
 
 
@@ -92,9 +97,13 @@ def load_rules(path: str | Path) -> dict[str, Any]:
     rules = read_json(path, "rules file")
     if not isinstance(rules, dict) or rules.get("format") != "kdforge-tm-rules":
         raise KdforgeError(f"'{path}' is not a kdforge tm-rules file")
+    if rules.get("version") == 2:  # one boolean per input: version 3 with levels 1
+        for layer in rules.get("layers", {}).values():
+            layer["levels"], layer["thresholds"] = 1, [[t] for t in layer["thresholds"]]
+        rules["version"] = RULES_FORMAT
     if rules.get("version") != RULES_FORMAT:
         raise KdforgeError(
-            f"'{path}' has tm-rules version {rules.get('version')}; this kdforge reads version {RULES_FORMAT}"
+            f"'{path}' has tm-rules version {rules.get('version')}; this kdforge reads versions 2 and {RULES_FORMAT}"
         )
     return rules
 
@@ -163,11 +172,15 @@ class PackedTM:
 
     def __init__(self, rules: dict[str, Any]):
         self.features, self.outputs = rules["in_features"], rules["out_features"]
-        self.form, self.lf = rules["form"], rules["lf"]
-        thresholds = np.asarray(rules["thresholds"], dtype=np.float32)
+        self.form, self.lf, self.levels = rules["form"], rules["lf"], rules["levels"]
+        thresholds = np.asarray(rules["thresholds"], dtype=np.float32).reshape(self.features, self.levels)
+        shared = bool((thresholds == thresholds[:1]).all())
+        if self.levels > 1 and not shared:
+            raise KdforgeError("PackedTM reads inputs at several levels only where every input has the same thresholds")
         # one threshold for every input (the TM blocks' 0.5) is compared as a scalar, ~4x faster
-        self.threshold = float(thresholds[0]) if len(set(thresholds.tolist())) == 1 else thresholds
+        self.threshold = float(thresholds[0, 0]) if shared else thresholds[:, 0]
         self.threshold_t = torch.as_tensor(self.threshold)
+        self.level_thresholds = torch.from_numpy(thresholds[0])
         clauses = rules["clauses"]
         self.sizes = np.array([len(c) for c in clauses], dtype=np.int64)
         true, negated = (np.zeros((self.features, len(clauses)), dtype=np.int64) for _ in range(2))
@@ -177,14 +190,15 @@ class PackedTM:
             negated[literals[literals >= self.features] - self.features, j] = 1
         # limit − violations = limit − Σ t_i (1 − b_i) − Σ n_i b_i = (limit − Σ t_i) + b · (t − n): linear in the
         # bits b, so one matrix product of the bits with the signs t − n (a literal and its negation cancel) plus
-        # an offset per clause gives every clause's score before the relu
+        # an offset per clause gives every clause's score before the relu. With L levels the same holds in units of
+        # 1/L, with b_i the number of input i's levels that hold (0..L) and the limits times L
         self.int8 = fast_int8()
         self.signs = torch.from_numpy((true - negated).astype(np.float32))
-        self.offsets = torch.from_numpy((self.limits() - true.sum(0)).astype(np.float32))
+        self.offsets = torch.from_numpy((self.levels * (self.limits() - true.sum(0))).astype(np.float32))
         if self.int8:
             self.signs_int8, self.offsets_int32 = self.signs.to(torch.int8), self.offsets.to(torch.int32)
         votes = np.asarray(rules["votes"], dtype=np.float64).reshape(len(clauses), self.outputs)  # integers
-        top_score = int(self.limits().max(initial=0))
+        top_score = self.levels * int(self.limits().max(initial=0))
         # integer vote sums are exact in float32 while they stay below 2^24; float64 beyond
         largest = float(np.abs(votes).sum(0).max(initial=0.0)) * top_score
         self.sum_dtype = torch.float32 if largest < 2**24 else torch.float64
@@ -195,7 +209,8 @@ class PackedTM:
         self.int_linear = None
         if not self.int8 and fits and self.sum_dtype == torch.float32 and has_int_linear():
             self.int_linear = (IntLinear(self.signs), IntLinear(torch.from_numpy(votes)))
-        self.factor = vote_factor(rules["scale"], torch.tensor(rules["vote_step"], dtype=torch.float64))
+        # one unit of an integer score is worth 1/L of a clause's score
+        self.factor = vote_factor(rules["scale"] / self.levels, torch.tensor(rules["vote_step"], dtype=torch.float64))
         self.bias = torch.tensor(rules["bias"], dtype=torch.float32)
 
     @classmethod
@@ -246,7 +261,8 @@ class PackedTM:
         return torch.addcmul(self.bias, total, self.factor, out=out)  # total read as float32, exactly
 
     def clause_scores(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
-        """[B, F] inputs -> [B, C] integer clause scores (a clause fires where its score is > 0)."""
+        """[B, F] inputs -> [B, C] integer clause scores (a clause fires where its score is > 0), in units of 1/L
+        with ``levels`` L."""
         return self.scores(torch.as_tensor(x)).numpy()
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
@@ -260,7 +276,10 @@ class PackedTM:
             return torch._int_mm(self.bits(x), self.signs_int8).add_(self.offsets_int32).clamp_min_(0)
         if x.dtype != torch.float32 or x.device.type != "cpu":
             x = x.to("cpu", torch.float32)
-        bits = torch.gt(x, self.threshold_t).float()
+        if self.levels == 1:
+            bits = torch.gt(x, self.threshold_t).float()
+        else:
+            bits = torch.bucketize(x, self.level_thresholds).float()
         return torch.addmm(self.offsets, bits, self.signs).clamp_min_(0)  # small integers: exact in float32
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
@@ -275,7 +294,9 @@ class PackedTM:
 
     def bits(self, x: torch.Tensor) -> torch.Tensor:
         """[B, F] inputs -> [B, F] int8 bits, one byte each (NumPy compares big arrays several times faster than
-        PyTorch)."""
+        PyTorch); with ``levels`` L, how many of each input's levels hold, 0..L."""
+        if self.levels > 1:
+            return torch.bucketize(x.float().cpu(), self.level_thresholds).to(torch.int8)
         return torch.from_numpy((x.float().numpy(force=True) > self.threshold).view(np.int8))
 
 
