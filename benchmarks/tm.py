@@ -86,7 +86,7 @@ others'.
 
 ``levels``: every case whose exported rules lost more than 0.5 points to the float student (the token tasks' cases of
 ``hard_finish`` at 30 epochs, and the digits 32x32 students of ``accuracy_finish`` at 20), trained once as there and
-read in hard mode with each literal at 1, 2, 3 and 4 levels (``set_levels``; soft training does not depend on them):
+read in hard mode with each literal at 1, 2, 3, 4 and 8 levels (``set_levels``; soft training does not depend on them):
 validation and test accuracy, soft and at each level.
 
     uv run python benchmarks/tm.py levels
@@ -726,7 +726,7 @@ def accuracy_finish_table(result: dict) -> str:
     return "\n".join(lines + finish_rows(result["cases"])) + "\n"
 
 
-LEVELS = [1, 2, 3, 4]  # levels: the hard-mode readings of each literal evaluated
+LEVELS = [1, 2, 3, 4, 8]  # levels: the hard-mode readings of each literal evaluated
 
 
 @torch.inference_mode()

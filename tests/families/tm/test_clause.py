@@ -339,6 +339,9 @@ def test_levels_read_each_literal_as_its_nearest_multiple_and_bring_hard_mode_cl
         soft = layer(u)
         expected = torch.round(u * levels) / levels  # no input lies on a tie (k + ½) / L
         assert torch.equal(set_hard(layer).literals(u)[:, :40], expected)
+        many = fuzzy_inputs(2000, 40, seed=1)  # counted by comparisons rather than one bucketize
+        assert torch.equal(layer.leveled(many), torch.round(many * levels) / levels)
+        assert np.array_equal(PackedTM(layer_rules(layer))(many), layer(many).numpy())
         assert torch.equal(layer.clause_scores(u), torch.round(layer.clause_scores(u) * levels) / levels)
         closer = (layer(u) - soft).abs().mean()
         set_levels(layer, 1)

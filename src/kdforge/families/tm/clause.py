@@ -248,7 +248,13 @@ class ClauseLayer(nn.Module):
         level thresholds below u."""
         if self.levels == 1:
             return (u > 0.5).to(u.dtype)
-        return torch.bucketize(u, self.level_thresholds.to(u.dtype)).to(u.dtype) / self.levels
+        if u.numel() < 2**16:  # one call: the fastest on a few rows
+            return torch.bucketize(u, self.level_thresholds.to(u.dtype)).to(u.dtype) / self.levels
+        first, *others = self.level_thresholds.tolist()  # on many rows, L comparisons summed are ~2x faster
+        counts = (u > first).to(u.dtype)
+        for threshold in others:
+            counts += u > threshold
+        return counts / self.levels
 
     def clause_scores(self, u: torch.Tensor, tau: torch.Tensor | None = None) -> torch.Tensor:
         """[*, F] -> [*, C] clause scores."""

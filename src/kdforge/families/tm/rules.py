@@ -180,7 +180,7 @@ class PackedTM:
         # one threshold for every input (the TM blocks' 0.5) is compared as a scalar, ~4x faster
         self.threshold = float(thresholds[0, 0]) if shared else thresholds[:, 0]
         self.threshold_t = torch.as_tensor(self.threshold)
-        self.level_thresholds = torch.from_numpy(thresholds[0])
+        self.level_thresholds = thresholds[0].tolist()
         clauses = rules["clauses"]
         self.sizes = np.array([len(c) for c in clauses], dtype=np.int64)
         true, negated = (np.zeros((self.features, len(clauses)), dtype=np.int64) for _ in range(2))
@@ -276,10 +276,7 @@ class PackedTM:
             return torch._int_mm(self.bits(x), self.signs_int8).add_(self.offsets_int32).clamp_min_(0)
         if x.dtype != torch.float32 or x.device.type != "cpu":
             x = x.to("cpu", torch.float32)
-        if self.levels == 1:
-            bits = torch.gt(x, self.threshold_t).float()
-        else:
-            bits = torch.bucketize(x, self.level_thresholds).float()
+        bits = torch.gt(x, self.threshold_t).float() if self.levels == 1 else self.bits(x).float()
         return torch.addmm(self.offsets, bits, self.signs).clamp_min_(0)  # small integers: exact in float32
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
@@ -294,10 +291,16 @@ class PackedTM:
 
     def bits(self, x: torch.Tensor) -> torch.Tensor:
         """[B, F] inputs -> [B, F] int8 bits, one byte each (NumPy compares big arrays several times faster than
-        PyTorch); with ``levels`` L, how many of each input's levels hold, 0..L."""
-        if self.levels > 1:
-            return torch.bucketize(x.float().cpu(), self.level_thresholds).to(torch.int8)
-        return torch.from_numpy((x.float().numpy(force=True) > self.threshold).view(np.int8))
+        PyTorch); with ``levels`` L, how many of each input's levels hold, 0..L (L comparisons summed: ~10x faster
+        than one ``torch.bucketize`` on a Swin-TM's rows)."""
+        x = x.float().numpy(force=True)
+        if self.levels == 1:
+            return torch.from_numpy((x > self.threshold).view(np.int8))
+        first, *others = self.level_thresholds
+        counts = (x > first).view(np.int8).copy()
+        for threshold in others:
+            counts += (x > threshold).view(np.int8)
+        return torch.from_numpy(counts)
 
 
 @EXPORT_FORMATS.register("tm-rules")
