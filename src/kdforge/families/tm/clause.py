@@ -154,18 +154,11 @@ class ClauseLayer(nn.Module):
             raise ValueError(f"hard_literals must be in [0, 1], got {hard_literals}")
         if not 2 <= vote_bits <= 16:
             raise ValueError(f"vote_bits must be in [2, 16], got {vote_bits}")
-        if not 1 <= levels <= 8:
-            raise ValueError(f"levels must be in [1, 8], got {levels}")
-        if levels > 1 and (lf == 1 or form != "capacity"):
-            raise ValueError(
-                "levels > 1 grades the literals of capacity clauses; a strict (LF = 1) or product-form clause is an "
-                "AND of booleans: give it levels: 1"
-            )
+        check_levels(levels, lf, form)
         self.in_features, self.out_features, self.clauses = in_features, out_features, clauses
         self.lf, self.form, self.kappa, self.exclusive_literals = lf, form, kappa, exclusive_literals
         self.hard_literals, self.levels = hard_literals, levels
-        # the thresholds of the literal's levels, (2j − 1) / 2L: k of them below u reads u as k / L
-        self.register_buffer("level_thresholds", (torch.arange(levels) + 0.5) / levels, persistent=False)
+        self.register_buffer("level_thresholds", level_thresholds(levels), persistent=False)
         self.clause_dropout, self.literal_dropout, self.vote_bits, self.hard = (
             clause_dropout,
             literal_dropout,
@@ -315,6 +308,22 @@ class ClauseLayer(nn.Module):
         return f"{shape}, lf={self.lf}, form={self.form}{exclusive}{levels}, hard={self.hard}"
 
 
+def check_levels(levels: int, lf: int, form: str) -> None:
+    """Refuse ``levels`` that a clause layer cannot read its literals at."""
+    if not 1 <= levels <= 8:
+        raise ValueError(f"levels must be in [1, 8], got {levels}")
+    if levels > 1 and (lf == 1 or form != "capacity"):
+        raise ValueError(
+            "levels > 1 grades the literals of capacity clauses; a strict (LF = 1) or product-form clause is an "
+            "AND of booleans: give it levels: 1"
+        )
+
+
+def level_thresholds(levels: int) -> torch.Tensor:
+    """[L] the thresholds of a literal's levels, (2j − 1) / 2L: k of them below u reads u as k / L."""
+    return (torch.arange(levels) + 0.5) / levels
+
+
 def vote_factor(scale: float, step: torch.Tensor) -> torch.Tensor:
     """[K] float32: what one unit of each output's integer vote sum is worth (the layer's scale times the output's
     vote step, rounded once from float64)."""
@@ -424,8 +433,8 @@ def set_levels(model: nn.Module, levels: int) -> nn.Module:
     if isinstance(model, TMFlat) and levels != 1:
         raise ValueError("tm_flat reads each input as one boolean, x > t, in hard mode: give it levels: 1")
     for layer in clause_layers(model):
-        fresh = ClauseLayer(1, 1, clauses=2, lf=layer.lf, form=layer.form, levels=levels)  # checks the combination
-        layer.levels, layer.level_thresholds = levels, fresh.level_thresholds.to(layer.level_thresholds.device)
+        check_levels(levels, layer.lf, layer.form)
+        layer.levels, layer.level_thresholds = levels, level_thresholds(levels).to(layer.level_thresholds.device)
     return model
 
 

@@ -59,9 +59,11 @@ class TsetlinMachines(Family):
         if "test_hard" in entry:
             hard = 100 * entry["test_hard"]["accuracy"]
             lines.append(f"{label} in hard mode (its boolean rules): {hard:.2f}% test")
-            if (lost := 100 * entry["test"]["accuracy"] - hard) > 0.5:
+            soft = (entry.get("test") or {}).get("accuracy")
+            if soft is not None and (lost := 100 * soft - hard) > 0.5:
                 levels = (
-                    "read its literals at several levels (`levels: 4`, no retraining) or "
+                    "read its literals at several levels (model option `levels: 4`; on a trained student, "
+                    "`kdforge.families.tm.set_levels`) or "
                     if entry.get("levels", 1) == 1
                     else ""
                 )
