@@ -372,7 +372,7 @@ def test_a_run_says_when_its_rules_lose_to_its_soft_mode_and_what_to_do():
 
     notes = TsetlinMachines().notes
     lose = {"test": {"accuracy": 0.97}, "test_hard": {"accuracy": 0.95}}
-    assert "rules lose 2.00 points" in notes("student", lose)[-1] and "`levels: 4`" in notes("student", lose)[-1]
+    assert "rules lose 2.00 points" in notes("student", lose)[-1] and "`levels: 8`" in notes("student", lose)[-1]
     leveled = notes("student", {**lose, "levels": 4})[-1]
     assert "rules lose 2.00 points" in leveled and "levels" not in leveled and "hard_finish" in leveled
     assert len(notes("student", {"test": {"accuracy": 0.97}, "test_hard": {"accuracy": 0.966}})) == 1

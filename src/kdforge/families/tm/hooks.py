@@ -62,7 +62,7 @@ class TsetlinMachines(Family):
             soft = (entry.get("test") or {}).get("accuracy")
             if soft is not None and (lost := 100 * soft - hard) > 0.5:
                 levels = (
-                    "read its literals at several levels (model option `levels: 4`; on a trained student, "
+                    "read its literals at several levels (model option `levels: 8`; on a trained student, "
                     "`kdforge.families.tm.set_levels`) or "
                     if entry.get("levels", 1) == 1
                     else ""
