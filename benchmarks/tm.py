@@ -130,6 +130,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -397,18 +398,24 @@ def ablation_recipe(
     )
 
 
-@torch.inference_mode()
-def mean_replaced_accuracy(result: kdforge.RunResult) -> float:
-    """Test accuracy with each TM block's output replaced by its mean over the training split."""
+def run_student_and_data(run_dir: Path) -> tuple[torch.nn.Module, Any]:
+    """A run's student (eval mode) and its dataset, split as the run split it."""
     from kdforge.data import build_dataset, data_seed
-    from kdforge.families.tm.blocks import TMFeedForward
     from kdforge.runner import load_run_recipe
 
-    model = kdforge.load_student(result.run_dir).eval()
-    recipe = load_run_recipe(result.run_dir)
+    recipe = load_run_recipe(run_dir)
     cfg = recipe.data
     data = build_dataset(cfg.name, seed=data_seed(cfg, recipe.seed), val_fraction=cfg.val_fraction,
                          test_fraction=cfg.test_fraction, **cfg.options)  # fmt: skip
+    return kdforge.load_student(run_dir).eval(), data
+
+
+@torch.inference_mode()
+def mean_replaced_accuracy(result: kdforge.RunResult) -> float:
+    """Test accuracy with each TM block's output replaced by its mean over the training split."""
+    from kdforge.families.tm.blocks import TMFeedForward
+
+    model, data = run_student_and_data(result.run_dir)
     blocks = [m for m in model.modules() if isinstance(m, TMFeedForward)]
     outputs: dict[int, list[torch.Tensor]] = {i: [] for i in range(len(blocks))}
     hooks = [b.register_forward_hook(lambda m, a, out, i=i: outputs[i].append(out.flatten(0, -2)))
@@ -733,15 +740,9 @@ LEVELS = [1, 2, 3, 4, 8]  # levels: the hard-mode readings of each literal evalu
 def levels_accuracy(run_dir: Path) -> dict[str, dict[str, float]]:
     """A trained run's student on its validation and test splits: accuracy in soft mode and in hard mode at each of
     ``LEVELS`` (soft training does not depend on them)."""
-    from kdforge.data import build_dataset, data_seed
     from kdforge.families.tm.clause import clause_layers, set_levels
-    from kdforge.runner import load_run_recipe
 
-    model = kdforge.load_student(run_dir).eval()
-    recipe = load_run_recipe(run_dir)
-    cfg = recipe.data
-    data = build_dataset(cfg.name, seed=data_seed(cfg, recipe.seed), val_fraction=cfg.val_fraction,
-                         test_fraction=cfg.test_fraction, **cfg.options)  # fmt: skip
+    model, data = run_student_and_data(run_dir)
     strict = any(layer.lf == 1 for layer in clause_layers(model))  # ANDs of booleans: one level only
     out = {}
     for split in ("val", "test"):
