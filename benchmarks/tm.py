@@ -42,7 +42,7 @@ spent inside its clause blocks during those forward passes (a hook before and af
 training spreads them. The logits must be identical to hard mode; ratios are medians of paired rounds in which the
 variants take turns in 10 ms slices.
 
-    uv run python benchmarks/tm.py blocks [--rounds 7] [--levels 4]
+    uv run python benchmarks/tm.py blocks [--rounds 7] [--levels 8]
 
 Writes benchmarks/results/tm_blocks_vnni.json and .md on a CPU with int8 dot products (VNNI), else tm_blocks_no_vnni;
 with ``--levels`` L > 1 (every clause layer's literals read at L levels; ``tm_flat``, whose inputs are booleans, left
@@ -685,6 +685,14 @@ FINISH_CASES = [  # (student, setting): the accuracy table's students whose rule
 ]
 
 
+def train_finish_teachers(log_dir: str) -> None:
+    """Train each teacher of ``FINISH_CASES`` once (a one-epoch student run trains and caches it in ``log_dir``), so
+    that the workers reuse them rather than train them side by side."""
+    one_per_teacher = {SETTINGS[setting][0]: (student, setting) for student, setting in FINISH_CASES}
+    for student, setting in one_per_teacher.values():
+        kdforge.run(tm_recipe(student, setting, 0, 1, log_dir), console=Console(file=io.StringIO()))
+
+
 def accuracy_finish_run(job: tuple) -> dict:
     """One case and seed (a worker's job): the accuracy table's recipe, then the same with ``student.hard_finish``
     (its epochs plus the finishing ones)."""
@@ -703,9 +711,7 @@ def accuracy_finish_run(job: tuple) -> dict:
 def accuracy_finish(args: argparse.Namespace) -> dict:
     """``FINISH_CASES`` trained as in the accuracy table, and with ``student.hard_finish: 3``."""
     log_dir = tempfile.mkdtemp(prefix="kdforge-tm-accuracy-finish-")
-    one_per_teacher = {SETTINGS[setting][0]: (student, setting) for student, setting in FINISH_CASES}
-    for student, setting in one_per_teacher.values():  # each teacher trained once, then reused by the workers
-        kdforge.run(tm_recipe(student, setting, 0, 1, log_dir), console=Console(file=io.StringIO()))
+    train_finish_teachers(log_dir)
     jobs = [(*case, seed, args.epochs, 3, log_dir) for case in FINISH_CASES for seed in args.seeds]
     cases: dict = {}
     started = time.perf_counter()
@@ -779,8 +785,7 @@ def levels(args: argparse.Namespace) -> dict:
     token_jobs = [("token", paths[task], *case, seed, 30, log_dir) for task, *case in tokens for seed in args.seeds]
     first = list({(job[1], job[5]): job for job in reversed(token_jobs)}.values())  # one per task and seed
     digit_jobs = [("digits", *case, seed, 20, log_dir) for case in FINISH_CASES for seed in args.seeds]
-    for student, setting in {SETTINGS[setting][0]: (student, setting) for student, setting in FINISH_CASES}.values():
-        kdforge.run(tm_recipe(student, setting, 0, 1, log_dir), console=Console(file=io.StringIO()))
+    train_finish_teachers(log_dir)
     runs: dict = {}
     started = time.perf_counter()
     with worker_pool(args.workers, one_thread=True) as pool:
