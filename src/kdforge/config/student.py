@@ -90,6 +90,12 @@ class StudentConfig(Section):
         description="TM students: train the last N epochs in hard mode (boolean literals, integer votes: what the "
         "exported rules compute); the best weights are chosen among those epochs only (0: off)",
     )
+    choose_levels: bool = Field(
+        True,
+        description="TM students whose model sets no `levels`: after training, read the literals of hard mode and "
+        "the exported rules at the fewest of 1, 2, 3, 4 or 8 levels that scores within 0.25 points of the soft "
+        "student on validation (the best of them if none does)",
+    )
 
     @pydantic.field_validator("init_from_teacher", mode="before")
     @classmethod

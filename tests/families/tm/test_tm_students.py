@@ -371,8 +371,88 @@ def test_a_run_says_when_its_rules_lose_to_its_soft_mode_and_what_to_do():
     from kdforge.families.tm.hooks import TsetlinMachines
 
     notes = TsetlinMachines().notes
-    lose = {"test": {"accuracy": 0.97}, "test_hard": {"accuracy": 0.95}}
+    lose = {"test": {"accuracy": 0.97}, "test_hard": {"accuracy": 0.95}, "levels": 1, "gradable": True}
     assert "rules lose 2.00 points" in notes("student", lose)[-1] and "`levels: 8`" in notes("student", lose)[-1]
+    for at_most_one in ({"gradable": False}, {"levels_chosen": {"levels": 1, "val_soft": 0.9, "val_hard": {"1": 0.8}}}):
+        assert "levels" not in notes("student", {**lose, **at_most_one})[-1]  # strict, or one level chosen already
     leveled = notes("student", {**lose, "levels": 4})[-1]
     assert "rules lose 2.00 points" in leveled and "levels" not in leveled and "hard_finish" in leveled
     assert len(notes("student", {"test": {"accuracy": 0.97}, "test_hard": {"accuracy": 0.966}})) == 1
+
+
+class LevelSession:
+    """What ``choose_levels`` reads of a session: the recipe's student section, a validation split, and an evaluate
+    whose accuracy depends only on the student's mode and levels (``hard``: level -> accuracy)."""
+
+    def __init__(self, student: dict, soft: float, hard: dict[int, float]):
+        from kdforge.config.student import StudentConfig
+
+        self.recipe = type("Recipe", (), {"student": StudentConfig.model_validate(student)})()
+        self.val, self.soft, self.hard, self.asked = object(), soft, hard, []
+
+    def evaluate(self, model, batches, description):
+        assert batches is self.val  # chosen on validation, never on test
+        (layer, *_) = clause_layers(model)
+        self.asked.append(layer.levels if layer.hard else "soft")
+        return {"accuracy": self.hard[layer.levels] if layer.hard else self.soft}
+
+
+def tiny_vit_tm(**options):
+    torch.manual_seed(0)
+    return build_model("vit_tm", input_shape=(1, 8, 8), num_classes=5, embed_dim=16, heads=2, clauses=8, **options)
+
+
+@pytest.mark.parametrize(
+    "hard,chosen,asked",
+    [
+        ({1: 0.880, 2: 0.898, 3: 0.899, 4: 0.9, 8: 0.9}, 2, ["soft", 1, 2]),  # 2: the first within 0.25 points
+        ({1: 0.90, 2: 0.5, 3: 0.5, 4: 0.5, 8: 0.5}, 1, ["soft", 1]),
+        ({1: 0.80, 2: 0.85, 3: 0.86, 4: 0.86, 8: 0.84}, 3, ["soft", 1, 2, 3, 4, 8]),  # none within: the best, fewest
+    ],
+)
+def test_a_run_reads_its_literals_at_the_fewest_levels_that_keep_its_validation_score(hard, chosen, asked, tmp_path):
+    from kdforge.export import load_model, save_model
+    from kdforge.families.tm.hooks import choose_levels
+
+    model, session = tiny_vit_tm(), LevelSession({"model": {"name": "vit_tm"}}, 0.9, hard)
+    found = choose_levels(session, "distill", model)
+    assert found == {"levels": chosen, "val_soft": 0.9, "val_hard": {str(n): hard[n] for n in asked[1:]}}
+    assert session.asked == asked and {layer.levels for layer in clause_layers(model)} == {chosen}
+    assert not any(layer.hard for layer in clause_layers(model))  # back in soft mode
+    # the choice goes with the saved student
+    loaded = load_model(save_model(model, tmp_path / "student"))
+    assert {layer.levels for layer in clause_layers(loaded)} == {chosen}
+
+
+@pytest.mark.parametrize(
+    "student,model",
+    [
+        ({"model": {"name": "vit_tm"}, "choose_levels": False}, lambda: tiny_vit_tm()),
+        ({"model": {"name": "vit_tm", "levels": 1}}, lambda: tiny_vit_tm(levels=1)),  # the user's own choice
+        ({"model": {"name": "vit_tm", "strict": True}}, lambda: tiny_vit_tm(strict=True)),  # ANDs of booleans
+        ({"model": {"name": "tm_flat"}}, lambda: build_model("tm_flat", input_shape=(8,), num_classes=3, clauses=8)),
+        ({"model": {"name": "mlp"}}, lambda: build_model("mlp", input_shape=(8,), num_classes=3)),
+    ],
+)
+def test_levels_are_not_chosen_where_there_is_nothing_to_choose(student, model):
+    from kdforge.families.tm.hooks import choose_levels
+
+    session = LevelSession(student, 0.9, dict.fromkeys((1, 2, 3, 4, 8), 0.5))
+    assert choose_levels(session, "distill", model()) is None and session.asked == []
+
+
+def test_a_run_saves_and_reports_the_levels_it_chose(tiny_recipe, monkeypatch):
+    from kdforge import Recipe, load_student, run
+    from kdforge.families.tm import hooks
+
+    monkeypatch.setattr(hooks, "LEVEL_CHOICES", (1, 3))
+    monkeypatch.setattr(hooks, "LEVEL_TOLERANCE", -1.0)  # no level keeps the soft score: the better of the two
+    tiny_recipe["student"] = {"model": {"name": "vit_tm", "patch_size": 4, "embed_dim": 16, "heads": 2, "clauses": 8}}
+    tiny_recipe["train"]["baseline"] = False
+    result = run(Recipe.model_validate(tiny_recipe))
+    entry = result.results["student"]
+    chosen = entry["levels_chosen"]
+    assert set(chosen["val_hard"]) == {"1", "3"} and entry["levels"] == chosen["levels"]
+    assert chosen["levels"] == max((1, 3), key=lambda n: chosen["val_hard"][str(n)])
+    assert {layer.levels for layer in clause_layers(load_student(result.run_dir))} == {chosen["levels"]}
+    assert f"hard at 1: {100 * chosen['val_hard']['1']:.2f}%" in (result.run_dir / "report.md").read_text()

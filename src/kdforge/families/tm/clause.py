@@ -435,7 +435,17 @@ def set_levels(model: nn.Module, levels: int) -> nn.Module:
     for layer in clause_layers(model):
         check_levels(levels, layer.lf, layer.form)
         layer.levels, layer.level_thresholds = levels, level_thresholds(levels).to(layer.level_thresholds.device)
+    if (spec := getattr(model, "kdforge_spec", None)) is not None:  # a saved copy rebuilds at these levels
+        spec["options"] = {**spec["options"], "levels": levels}
     return model
+
+
+def gradable(model: nn.Module) -> bool:
+    """Whether ``model`` has clause layers and every one can read its literals at several levels (capacity form, LF > 1,
+    not ``tm_flat``, whose inputs are booleans already)."""
+    layers = clause_layers(model)
+    graded = all(layer.form == "capacity" and layer.lf > 1 for layer in layers)
+    return bool(layers) and graded and not isinstance(model, TMFlat)
 
 
 class DeepTM(nn.Module):

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from kdforge.families.tm.clause import clause_layers, clause_usage, hard_mode
+from kdforge.families.tm.clause import clause_layers, clause_usage, gradable, hard_mode, set_levels
 from kdforge.families.tm.steering import ClauseSteering, steering_events
 from kdforge.families.tm.transfer import feedforward_pairs, fit_feedforwards
 from kdforge.family import Family, register_family
+
+LEVEL_CHOICES = (1, 2, 3, 4, 8)
+# of validation accuracy: 0.25 points. Chosen per run within 0.5 on validation, two of the eleven cases of
+# benchmarks/results/tm_levels.md lost 0.55 on test; within 0.25, every capacity-form case stays within 0.5
+LEVEL_TOLERANCE = 0.0025
 
 
 class TsetlinMachines(Family):
@@ -45,9 +50,12 @@ class TsetlinMachines(Family):
         found: dict[str, Any] = {}
         layers = clause_layers(student)
         if layers and not all(layer.hard for layer in layers):
+            if chosen := choose_levels(session, stage, student):
+                found["levels_chosen"] = chosen
             with hard_mode(student):  # what the exported boolean rules will score
                 found["test_hard"] = session.evaluate(student, session.test, f"{stage}: test split, hard mode")
             found["levels"] = max(layer.levels for layer in layers)
+            found["gradable"] = gradable(student)  # whether its literals could be read at several levels
         if usage := clause_usage(student, session.test):
             found["clause_usage"] = usage
         if steered := steering_events(history):
@@ -56,19 +64,28 @@ class TsetlinMachines(Family):
 
     def notes(self, label: str, entry: dict[str, Any]) -> list[str]:
         lines = []
+        chosen = entry.get("levels_chosen")
+        if chosen and len(chosen["val_hard"]) > 1:  # with one level tried, there is nothing to say
+            tried = ", ".join(f"{n}: {100 * a:.2f}%" for n, a in chosen["val_hard"].items())
+            lines.append(
+                f"{label}'s levels, chosen on validation (soft {100 * chosen['val_soft']:.2f}%, hard at {tried}): "
+                f"{chosen['levels']}; `student.choose_levels: false` keeps one boolean per literal"
+            )
         if "test_hard" in entry:
             hard = 100 * entry["test_hard"]["accuracy"]
-            lines.append(f"{label} in hard mode (its boolean rules): {hard:.2f}% test")
+            levels = entry.get("levels", 1)
+            at = f", literals read at {levels} levels" if levels > 1 else ""
+            lines.append(f"{label} in hard mode (its boolean rules{at}): {hard:.2f}% test")
             soft = (entry.get("test") or {}).get("accuracy")
             if soft is not None and (lost := 100 * soft - hard) > 0.5:
-                levels = (
+                more_levels = (  # where they can be read at several levels and none were chosen
                     "read its literals at several levels (model option `levels: 8`; on a trained student, "
                     "`kdforge.families.tm.set_levels`) or "
-                    if entry.get("levels", 1) == 1
+                    if levels == 1 and entry.get("gradable") and not chosen
                     else ""
                 )
                 lines.append(
-                    f"{label}'s rules lose {lost:.2f} points to its soft mode: {levels}finish in hard mode "
+                    f"{label}'s rules lose {lost:.2f} points to its soft mode: {more_levels}finish in hard mode "
                     "(`student.hard_finish: 3`); see docs/tm.md, Hard mode"
                 )
         if finish := entry.get("steering", {}).get("hard_finish"):
@@ -116,6 +133,30 @@ class TsetlinMachines(Family):
             when = f"after epoch {a['epoch']}" if a["epoch"] else "before training"
             lines += ["", f"auto_clause {when}: {a['total']} active clauses shared by validation importance: {moves}."]
         return lines
+
+
+def choose_levels(session: Any, stage: str, student: Any) -> dict[str, Any] | None:
+    """Read ``student``'s literals at the fewest of ``LEVEL_CHOICES`` levels whose hard mode scores within
+    ``LEVEL_TOLERANCE`` of its soft mode on validation (the best of them if none does): what was measured, or None
+    where there is nothing to choose (``student.choose_levels`` off, levels set in the model, clause layers that read
+    one boolean only, a task without accuracy)."""
+    cfg = session.recipe.student
+    if not cfg.choose_levels or "levels" in cfg.model.options or not gradable(student):
+        return None
+    soft = session.evaluate(student, session.val, f"{stage}: validation split, soft mode").get("accuracy")
+    if soft is None:
+        return None
+    hard: dict[int, float] = {}
+    with hard_mode(student):
+        for levels in LEVEL_CHOICES:
+            set_levels(student, levels)
+            description = f"{stage}: validation split, hard mode at {levels} level{'s' * (levels > 1)}"
+            hard[levels] = session.evaluate(student, session.val, description)["accuracy"]
+            if hard[levels] >= soft - LEVEL_TOLERANCE:
+                break
+    chosen = levels if hard[levels] >= soft - LEVEL_TOLERANCE else max(hard, key=lambda n: hard[n])  # ties: fewest
+    set_levels(student, chosen)
+    return {"levels": chosen, "val_soft": soft, "val_hard": {str(n): a for n, a in hard.items()}}
 
 
 register_family(TsetlinMachines())
