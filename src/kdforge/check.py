@@ -130,6 +130,8 @@ def _check(recipe: Recipe, console: Console, terms: list[Any], session: Session)
     if len(data.input_shape) == 3:
         console.print(f"memory layout: {describe_layout(recipe, session.memory_format)}", markup=False)
     console.print(f"training: {describe_schedule(recipe.train, session.baseline_train().max_steps)}", markup=False)
+    for said in (said for family in families() if (said := family.describe_after_fit(recipe, student))):
+        console.print(f"after training: {said}", markup=False)
     parts = {name: float(value.detach()) for name, value in out.parts.items()}
     console.print(
         "one batch: "

@@ -93,6 +93,10 @@ class Family:
         """Statistics of a fitted student (on the test split) to add to its results entry."""
         return {}
 
+    def describe_after_fit(self, recipe: Any, student: Any) -> str:
+        """For ``kdforge check``: what :meth:`after_fit` will do to this student, in words ("" for nothing)."""
+        return ""
+
     def baselines(self, session: Any, student: Any, results: dict[str, Any]) -> dict[str, Any] | None:
         """Baselines to report instead of the student trained alone (None: train it alone)."""
         return None

@@ -456,3 +456,29 @@ def test_a_run_saves_and_reports_the_levels_it_chose(tiny_recipe, monkeypatch):
     assert chosen["levels"] == max((1, 3), key=lambda n: chosen["val_hard"][str(n)])
     assert {layer.levels for layer in clause_layers(load_student(result.run_dir))} == {chosen["levels"]}
     assert f"hard at 1: {100 * chosen['val_hard']['1']:.2f}%" in (result.run_dir / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "student,says",
+    [
+        ({}, True),
+        ({"choose_levels": False}, False),
+        ({"hard_finish": 1}, False),  # ends in hard mode at its own levels
+    ],
+)
+def test_check_says_when_a_run_will_choose_its_levels(tiny_recipe, student, says):
+    import io
+
+    from rich.console import Console
+
+    from kdforge import Recipe
+    from kdforge.check import check
+
+    tiny_recipe["student"] = {
+        "model": {"name": "vit_tm", "patch_size": 4, "embed_dim": 16, "heads": 2, "clauses": 8},
+        **student,
+    }
+    out = io.StringIO()
+    check(Recipe.model_validate(tiny_recipe), Console(file=out, width=300))
+    said = "after training: its rules' levels are chosen on validation (the fewest of 1, 2, 3, 4, 8 within 0.25 points"
+    assert (said in out.getvalue()) is says

@@ -46,6 +46,16 @@ class TsetlinMachines(Family):
             else ""
         )
 
+    def describe_after_fit(self, recipe: Any, student: Any) -> str:
+        hard = recipe.student.hard_finish or all(layer.hard for layer in clause_layers(student))
+        if hard or not levels_to_choose(recipe.student, student):  # a student that ends hard keeps its levels
+            return ""
+        return (
+            "its rules' levels are chosen on validation (the fewest of "
+            f"{', '.join(map(str, LEVEL_CHOICES))} within {100 * LEVEL_TOLERANCE:g} points of soft mode; "
+            "student.choose_levels)"
+        )
+
     def after_fit(self, session: Any, stage: str, student: Any, history: list[dict[str, Any]]) -> dict[str, Any]:
         found: dict[str, Any] = {}
         layers = clause_layers(student)
@@ -135,13 +145,18 @@ class TsetlinMachines(Family):
         return lines
 
 
+def levels_to_choose(cfg: Any, student: Any) -> bool:
+    """Whether a run chooses ``student``'s levels: ``student.choose_levels`` on (``cfg``: the recipe's student
+    section), no levels set in the model, clause layers that can be read at several levels."""
+    return cfg.choose_levels and "levels" not in cfg.model.options and gradable(student)
+
+
 def choose_levels(session: Any, stage: str, student: Any) -> dict[str, Any] | None:
     """Read ``student``'s literals at the fewest of ``LEVEL_CHOICES`` levels whose hard mode scores within
     ``LEVEL_TOLERANCE`` of its soft mode on validation (the best of them if none does): what was measured, or None
     where there is nothing to choose (``student.choose_levels`` off, levels set in the model, clause layers that read
     one boolean only, a task without accuracy)."""
-    cfg = session.recipe.student
-    if not cfg.choose_levels or "levels" in cfg.model.options or not gradable(student):
+    if not levels_to_choose(session.recipe.student, student):
         return None
     soft = session.evaluate(student, session.val, f"{stage}: validation split, soft mode").get("accuracy")
     if soft is None:
