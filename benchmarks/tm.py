@@ -611,17 +611,12 @@ def strict_finish(args: argparse.Namespace) -> dict:
 
 
 def strict_finish_table(result: dict) -> str:
-    epochs, finish = result["epochs"], result["finish_epochs"]
-    lines = [
-        f"# Finishing in hard mode, built in: the `strict` students of the token tasks, {epochs} epochs, or "
-        f"{epochs + finish} with `student.hard_finish: {finish}`, seeds {result['seeds']}",
-        "",
-        "Test accuracy (%), mean ± std over seeds (per seed in brackets). The ablation's recipes; the finished run "
-        f"trains {epochs} epochs in soft mode and its last {finish} in hard mode, and chooses its best epoch on "
-        "validation among the hard ones. A `strict` clause is an AND of booleans: its literals are read at one level.",
-        "",
-    ]
-    return "\n".join(lines + finish_rows(result["cases"])) + "\n"
+    return builtin_finish_table(
+        result,
+        "the `strict` students of the token tasks",
+        "The ablation's recipes; the finished run",
+        " A `strict` clause is an AND of booleans: its literals are read at one level.",
+    )
 
 
 def hard_literals_run(job: tuple) -> dict:
@@ -781,14 +776,18 @@ def accuracy_finish(args: argparse.Namespace) -> dict:
 
 
 def accuracy_finish_table(result: dict) -> str:
+    return builtin_finish_table(result, "digits 32x32", "The recipes of `benchmarks/tm.py accuracy`; the finished run")
+
+
+def builtin_finish_table(result: dict, students: str, recipes: str, note: str = "") -> str:
+    """The table of a run finished with ``student.hard_finish`` beside the same recipe without it."""
     epochs, finish = result["epochs"], result["finish_epochs"]
     lines = [
-        f"# Finishing in hard mode, built in: digits 32x32, {epochs} epochs, or {epochs + finish} with "
+        f"# Finishing in hard mode, built in: {students}, {epochs} epochs, or {epochs + finish} with "
         f"`student.hard_finish: {finish}`, seeds {result['seeds']}",
         "",
-        "Test accuracy (%), mean ± std over seeds (per seed in brackets). The recipes of `benchmarks/tm.py accuracy`; "
-        f"the finished run trains {epochs} epochs in soft mode and its last {finish} in hard mode, and chooses its "
-        "best epoch on validation among the hard ones.",
+        f"Test accuracy (%), mean ± std over seeds (per seed in brackets). {recipes} trains {epochs} epochs in soft "
+        f"mode and its last {finish} in hard mode, and chooses its best epoch on validation among the hard ones.{note}",
         "",
     ]
     return "\n".join(lines + finish_rows(result["cases"])) + "\n"
