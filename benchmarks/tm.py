@@ -48,6 +48,15 @@ Writes benchmarks/results/tm_blocks_vnni.json and .md on a CPU with int8 dot pro
 with ``--levels`` L > 1 (every clause layer's literals read at L levels; ``tm_flat``, whose inputs are booleans, left
 out) ``tm_blocks_<cpu>_levels<L>``.
 
+``paths``: every way :class:`kdforge.families.tm.PackedTM` can multiply on this CPU (float32; PyTorch's int8 products
+where the CPU has VNNI; oneDNN's int8 layers in x86 builds), each forced in turn on every clause-layer shape of the
+same students at batch 1 and 256, against the layer in hard mode, paired; and the way it takes by default. Its
+thresholds are chosen from these tables.
+
+    uv run python benchmarks/tm.py paths [--rounds 7]
+
+Writes benchmarks/results/tm_paths_vnni.json and .md, or tm_paths_no_vnni.
+
 ``ablation``: do the clause layers carry the model? On generated tasks where a feed-forward block matters (a 4 x 4 grid
 of tokens, each six noisy ±1 bits; a token's class needs a non-linear function of its own bits, which attention alone
 computes poorly: the parity of four bits, "exactly two of four bits", the parity of all six; the label is how many
@@ -1099,6 +1108,85 @@ def blocks_table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def paths(args: argparse.Namespace) -> dict:
+    """Every way PackedTM can multiply on this CPU, per clause-layer shape of the shipped students, against the layer
+    in hard mode: what its thresholds (``INT8_VALUES``, ``INT_LINEAR_VALUES``, ``INT_LINEAR_VALUES_VNNI``) are chosen
+    from."""
+    from kdforge.families.tm.clause import clause_layers
+    from kdforge.families.tm.rules import layer_rules
+
+    rows = []
+    for label, (name, options, shape) in PACKED_STUDENTS.items():
+        hard = set_hard(trained_looking(name, options, shape), True)
+        for batch in (1, 256):
+            captured: list[torch.Tensor] = []
+            layers = clause_layers(hard)
+            hooks = [layer.register_forward_pre_hook(lambda m, a, c=captured: c.append(a[0])) for layer in layers]
+            with torch.inference_mode():
+                hard(digits_like(shape, batch))
+            for hook in hooks:
+                hook.remove()
+            seen = set()
+            for u, layer in zip(captured, layers):
+                x = u.reshape(-1, u.shape[-1])
+                if x.shape in seen:  # layers of one shape run alike: the first stands for them
+                    continue
+                seen.add(x.shape)
+                packed = PackedTM(layer_rules(layer))
+                row = {"student": label, "batch": batch, "rows": len(x), "features": x.shape[1]}
+                row |= {"clauses": len(packed.sizes), "chosen": packed.way(x.numel())}
+                row |= path_speeds(layer, packed, u, x, args.rounds)
+                rows.append(row)
+                print(f"{label:32s} b{batch:<4d} {len(x):6d} x {x.shape[1]:3d}  {row}", flush=True)
+    return {"threads": torch.get_num_threads(), **machine(), "rounds": args.rounds, "layers": rows}
+
+
+def forced(packed: PackedTM, path: str) -> PackedTM:
+    """A copy of ``packed`` that multiplies only one way: "float32", "int8" (PyTorch's int8 products) or "oneDNN"."""
+    copy_ = copy.copy(packed)
+    copy_.int8 = path == "int8"
+    copy_.INT8_VALUES = copy_.INT_LINEAR_VALUES = copy_.INT_LINEAR_VALUES_VNNI = 0
+    copy_.int_linear = packed.int_linear if path == "oneDNN" else None
+    return copy_
+
+
+@torch.inference_mode()
+def path_speeds(layer: torch.nn.Module, packed: PackedTM, u: torch.Tensor, x: torch.Tensor, rounds: int) -> dict:
+    """µs per call of the hard-mode layer, and each path's speed over it, paired; every path's outputs checked equal."""
+    expected = layer(u).reshape(len(x), -1)
+    variants = {"hard": lambda: layer(u)}
+    available = ["float32"] + ["int8"] * packed.int8 + ["oneDNN"] * (packed.int_linear is not None)
+    for path in available:
+        one_way = forced(packed, path)
+        if not torch.equal(one_way.evaluate(x), expected):
+            raise AssertionError(f"PackedTM's {path} path differs from hard mode")
+        variants[path] = lambda one_way=one_way: one_way.evaluate(x)
+    speeds = paired(variants, 1, rounds, seconds=0.1)
+    return {"hard_us": 1e6 / speeds["hard_samples_per_s"]} | {path: speeds[f"{path}_over_hard"] for path in available}
+
+
+def paths_table(result: dict) -> str:
+    lines = [
+        "# PackedTM's ways of multiplying, per clause layer of the shipped TM students",
+        "",
+        f"CPU: {result['cpu']} ({result['capability']}; by default PackedTM multiplies with {result['products']}), "
+        f"{result['threads']} threads, {result['rounds']} paired rounds (median). One row per clause-layer shape "
+        "(rows = tokens × batch); each way's speed over the same layer in hard mode in PyTorch (higher is faster), "
+        "outputs equal; — where this CPU lacks the way; chosen: the way PackedTM takes by default.",
+        "",
+        "| student | batch | rows × features → clauses | hard mode µs | float32 | int8 products | oneDNN int8 layers "
+        "| chosen |",
+        "|---|---:|---|---:|---:|---:|---:|---|",
+    ]
+    for r in result["layers"]:
+        cells = " | ".join(f"{r[path]:.1f}x" if path in r else "—" for path in ("float32", "int8", "oneDNN"))
+        lines.append(
+            f"| {r['student']} | {r['batch']} | {r['rows']:,} × {r['features']} → {r['clauses']} | "
+            f"{r['hard_us']:,.0f} | {cells} | {r['chosen']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 FEATURES = ("raw", "augmented", "convolutional")
 
 
@@ -1308,6 +1396,7 @@ def main() -> None:
             "accuracy_finish",
             "packed",
             "blocks",
+            "paths",
             "ablation",
             "hard_finish",
             "hard_literals",
@@ -1352,6 +1441,7 @@ def main() -> None:
         "accuracy": (accuracy, accuracy_table),
         "features": (features, features_table),
         "blocks": (blocks, blocks_table),
+        "paths": (paths, paths_table),
         "ablation": (ablation, ablation_table),
         "hard_finish": (hard_finish, hard_finish_table),
         "hard_literals": (hard_literals, hard_literals_table),
@@ -1366,7 +1456,7 @@ def main() -> None:
         result = measure(args)
         name = hard_finish_name(args.epochs) if args.what == "hard_finish" else f"tm_{args.what}"
         name += f"_{args.epochs}ep" if args.what == "hard_literals" else ""
-        name += f"_{cpu_class()}" if args.what == "blocks" else ""
+        name += f"_{cpu_class()}" if args.what in ("blocks", "paths") else ""
         name += f"_levels{args.levels}" if args.what == "blocks" and args.levels > 1 else ""
         save(ablation_name(args.epochs) if args.what == "ablation" else name, result, table(result))
         return

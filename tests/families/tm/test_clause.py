@@ -206,14 +206,22 @@ def trained_looking_tm_flat(seed=0, **options):
 
 
 def use_products(kind: str, monkeypatch) -> None:
-    """Make PackedTM multiply as on a CPU with VNNI ("int8"), one without it ("int_linear": oneDNN's int8 layers, from
-    the first row on here) or where neither pays ("float32")."""
-    monkeypatch.setattr(rules_module, "fast_int8", lambda: kind == "int8")
-    monkeypatch.setattr(rules_module, "has_int_linear", lambda: kind == "int_linear")
-    monkeypatch.setattr(PackedTM, "INT_LINEAR_ROWS", 1)
+    """Make PackedTM multiply as on a CPU with VNNI but no oneDNN ("int8", from the first value on here), one without
+    VNNI ("int_linear": oneDNN's int8 layers, from the first value on here), one with both ("both": int8 products
+    below 3,000 input values, oneDNN's layers from there on) or where none pays ("float32")."""
+    monkeypatch.setattr(rules_module, "fast_int8", lambda: kind in ("int8", "both"))
+    monkeypatch.setattr(rules_module, "has_int_linear", lambda: kind in ("int_linear", "both"))
+    monkeypatch.setattr(PackedTM, "INT8_VALUES", 1)
+    monkeypatch.setattr(PackedTM, "INT_LINEAR_VALUES", 1)
+    monkeypatch.setattr(PackedTM, "INT_LINEAR_VALUES_VNNI", 3000)
 
 
-PRODUCTS = ["int8", pytest.param("int_linear", marks=needs_int_linear), "float32"]
+PRODUCTS = [
+    "int8",
+    pytest.param("int_linear", marks=needs_int_linear),
+    pytest.param("both", marks=needs_int_linear),
+    "float32",
+]
 
 
 @pytest.mark.parametrize("products", PRODUCTS)
@@ -226,14 +234,19 @@ def test_packed_equals_hard_float_exactly(form, batch, products, monkeypatch):
     with torch.no_grad():
         expected = model(x).numpy()
     packed = PackedTM(model_rules(model)["layers"]["tm"])
-    assert packed.int8 == (products == "int8") and (packed.int_linear is not None) == (products == "int_linear")
+    assert packed.int8 == (products in ("int8", "both"))
+    assert (packed.int_linear is not None) == (products in ("int_linear", "both"))
     assert np.array_equal(packed(x), expected)
 
 
-@pytest.mark.parametrize("products,says", [("int8", "int8 products"), ("int_linear", "oneDNN"), ("float32", "float32")])
+@pytest.mark.parametrize(
+    "products,says",
+    [("int8", ["int8 products"]), ("int_linear", ["oneDNN"]), ("both", ["int8 products", "oneDNN"]), ("float32", [])],
+)
 def test_packed_says_how_it_multiplies_on_this_cpu(products, says, monkeypatch):
     use_products(products, monkeypatch)
-    assert says in PackedTM.products()
+    text = PackedTM.products()
+    assert [part for part in ("int8 products", "oneDNN") if part in text] == says and "float32" in text
 
 
 @pytest.mark.parametrize(
@@ -249,8 +262,8 @@ def test_packed_clause_layer_on_its_own_inputs(features, lf, vote_bits, levels, 
     u = fuzzy_inputs(600, features)  # inputs in [0, 1], cut at 0.5 (or at each level's threshold)
     packed = PackedTM(layer_rules(layer))
     too_big = vote_bits > 8 or levels * lf > 127  # for int8: float32 products instead
-    assert (packed.int8_votes is None) == (products != "int8" or too_big)
-    assert (packed.int_linear is None) == (products != "int_linear" or too_big)
+    assert (packed.int8_votes is None) == (products not in ("int8", "both") or too_big)
+    assert (packed.int_linear is None) == (products not in ("int_linear", "both") or too_big)
     with torch.no_grad():
         assert np.array_equal(packed(u[:1]), layer(u[:1]).numpy())
         assert np.array_equal(packed(u), layer(u).numpy())

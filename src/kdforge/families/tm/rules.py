@@ -165,10 +165,15 @@ class PackedTM:
     """
 
     BLOCK_ROWS = 16384  # big batches go in blocks of at most this many rows, so that the scores stay in cache
-    # int8 products from this many rows on; on fewer, a few float32 calls in PyTorch alone are faster, most of all
-    # inside a model, where each call right after the attention's multi-threaded work costs more
-    INT8_ROWS = 32
-    INT_LINEAR_ROWS = 4096  # oneDNN's int8 layers (no VNNI) from this many rows on: each call has a large fixed cost
+    # with VNNI, int8 products from this many input values (rows × features) on; on fewer, a few float32 calls in
+    # PyTorch alone are faster, most of all inside a model, where each call right after the attention's
+    # multi-threaded work costs more
+    INT8_VALUES = 4096
+    # oneDNN's int8 layers from this many input values on: each call has a large fixed cost. Without VNNI they beat
+    # float32 from here; with VNNI, where the relu and the uint8 scores come out of their first product, they beat
+    # PyTorch's two int8 products from the second (``benchmarks/tm.py paths`` measures every way on the CPU it runs on)
+    INT_LINEAR_VALUES = 32768
+    INT_LINEAR_VALUES_VNNI = 131072
 
     def __init__(self, rules: dict[str, Any]):
         self.features, self.outputs = rules["in_features"], rules["out_features"]
@@ -205,9 +210,9 @@ class PackedTM:
         self.votes = torch.from_numpy(votes).to(self.sum_dtype)
         fits = top_score <= 127 and np.abs(votes).max(initial=0) <= 127 and len(votes) > 0  # int8 scores and votes
         self.int8_votes = torch.from_numpy(votes.astype(np.int8)) if self.int8 and fits else None
-        # without VNNI, oneDNN's int8 layers (AVX2's int8 multiply-adds) beat float32 on many rows
+        # on many rows oneDNN's int8 layers beat float32 (AVX2's int8 multiply-adds) and PyTorch's int8 product (VNNI)
         self.int_linear = None
-        if not self.int8 and fits and self.sum_dtype == torch.float32 and has_int_linear():
+        if fits and self.sum_dtype == torch.float32 and has_int_linear():
             self.int_linear = (IntLinear(self.signs), IntLinear(torch.from_numpy(votes)))
         # one unit of an integer score is worth 1/L of a clause's score
         self.factor = vote_factor(rules["scale"] / self.levels, torch.tensor(rules["vote_step"], dtype=torch.float64))
@@ -216,11 +221,23 @@ class PackedTM:
     @classmethod
     def products(cls) -> str:
         """How PackedTM multiplies on this CPU, in words."""
+        values = "input values (rows × features)"
         if fast_int8():
-            return f"int8 products from {cls.INT8_ROWS} rows on (the CPU has VNNI), float32 below"
+            products = f"int8 products from {cls.INT8_VALUES:,} {values} on"
+            if has_int_linear():
+                products += f", oneDNN's int8 layers from {cls.INT_LINEAR_VALUES_VNNI:,} on"
+            return f"{products} (the CPU has VNNI), float32 below"
         if has_int_linear():
-            return f"oneDNN's int8 layers from {cls.INT_LINEAR_ROWS:,} rows on (no VNNI), float32 below"
+            return f"oneDNN's int8 layers from {cls.INT_LINEAR_VALUES:,} {values} on (no VNNI), float32 below"
         return "float32 products (no int8 kernel that pays here)"
+
+    def way(self, values: int) -> str:
+        """How inputs of this many values (rows × features) are multiplied: "oneDNN" (its int8 layers), "int8"
+        (PyTorch's int8 products) or "float32"."""
+        if self.int_linear is not None:
+            if values >= (self.INT_LINEAR_VALUES_VNNI if self.int8 else self.INT_LINEAR_VALUES):
+                return "oneDNN"
+        return "int8" if self.int8 and values >= self.INT8_VALUES else "float32"
 
     def limits(self) -> np.ndarray:
         """[C]: the score of a clause that no included literal violates (capacity: min(|clause|, LF); product: 1)."""
@@ -244,7 +261,7 @@ class PackedTM:
 
     def outputs_of(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """[B, F] inputs (at most ``BLOCK_ROWS``) -> [B, K] outputs (in ``out`` if given)."""
-        if self.int_linear is None or len(x) < self.INT_LINEAR_ROWS:
+        if self.way(x.numel()) != "oneDNN":
             return self.vote(self.scores_of(x), out)
         scores_of, votes_of = self.int_linear
         scores = scores_of(self.bits(x).view(torch.uint8), self.offsets, torch.uint8, relu=True)
@@ -266,13 +283,13 @@ class PackedTM:
         return self.scores(torch.as_tensor(x)).numpy()
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
-        """[B, F] inputs -> [B, C] clause scores: int32 from ``INT8_ROWS`` rows on where int8 products pay
-        (:func:`fast_int8`), else float32; integers either way."""
+        """[B, F] inputs -> [B, C] clause scores: int32 from ``INT8_VALUES`` input values on where int8 products
+        pay (:func:`fast_int8`), else float32; integers either way."""
         return self.scores_of(self.inputs(x))
 
     def scores_of(self, x: torch.Tensor) -> torch.Tensor:
         """:meth:`scores` of inputs already [B, F]."""
-        if self.int8 and len(x) >= self.INT8_ROWS:
+        if self.int8 and x.numel() >= self.INT8_VALUES:
             return torch._int_mm(self.bits(x), self.signs_int8).add_(self.offsets_int32).clamp_min_(0)
         if x.dtype != torch.float32 or x.device.type != "cpu":
             x = x.to("cpu", torch.float32)
