@@ -39,7 +39,10 @@ class PackedClauseLayer(nn.Module):
     def forward(self, u: torch.Tensor, modulate=None) -> torch.Tensor:
         lead = u.shape[:-1]
         if modulate is None:  # integer scores voted by integer arithmetic
-            out = self.packed.evaluate(u.reshape(-1, self.in_features)).view(*lead, self.out_features)
+            if self.packed.way(u.numel()) == "float32":  # on the tokens as they come: no reshapes
+                out = self.packed.vote(self.packed.float_scores(u))
+            else:
+                out = self.packed.evaluate(u.reshape(-1, self.in_features)).view(*lead, self.out_features)
             return out if u.device.type == "cpu" else out.to(u.device)
         scores = self.packed.scores(u.reshape(-1, self.in_features)) / self.levels  # [N, active clauses]
         full = scores.new_zeros(len(scores), self.clauses)  # the routing gate reads every clause

@@ -291,10 +291,18 @@ class PackedTM:
         """:meth:`scores` of inputs already [B, F]."""
         if self.int8 and x.numel() >= self.INT8_VALUES:
             return torch._int_mm(self.bits(x), self.signs_int8).add_(self.offsets_int32).clamp_min_(0)
+        return self.float_scores(x)
+
+    def float_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """[*, F] inputs, any leading dimensions -> [*, C] clause scores in float32 (small integers: exact), by float32
+        calls alone: the fastest way on a few values, where reshaping the inputs and outputs to two dimensions would
+        cost as much as a call."""
         if x.dtype != torch.float32 or x.device.type != "cpu":
             x = x.to("cpu", torch.float32)
         bits = torch.gt(x, self.threshold_t).float() if self.levels == 1 else self.bits(x).float()
-        return torch.addmm(self.offsets, bits, self.signs).clamp_min_(0)  # small integers: exact in float32
+        if bits.dim() == 2:
+            return torch.addmm(self.offsets, bits, self.signs).clamp_min_(0)
+        return torch.matmul(bits, self.signs).add_(self.offsets).clamp_min_(0)
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
         """Any [B, ...] inputs as [B, F], refused with a clear message when F is not the layer's."""
