@@ -271,6 +271,35 @@ def test_packed_clause_layer_on_its_own_inputs(features, lf, vote_bits, levels, 
         assert np.array_equal(packed(u), layer(u).numpy())
 
 
+def test_the_float32_way_fills_scratch_arrays_that_no_output_shares():
+    """Few values: bits, scores and sums go into per-thread scratch arrays, made so that calls in and out of inference
+    mode may fill them; an output never aliases them, and threads never share them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    torch.manual_seed(0)
+    layer = set_hard(ClauseLayer(20, 5, clauses=12, lf=3, include_init=20))
+    packed = PackedTM(layer_rules(layer))
+    u, v = fuzzy_inputs(3 * 7, 20).view(3, 7, 20), fuzzy_inputs(3 * 7, 20, seed=1).view(3, 7, 20)
+    assert packed.way(u.numel()) == "float32"
+    with torch.no_grad():
+        expected_u, expected_v = layer(u), layer(v)
+    with torch.inference_mode():
+        first = packed.few_outputs(u)
+    second = packed.few_outputs(v.requires_grad_())  # outside inference mode, inputs that require a gradient
+    assert torch.equal(first, expected_u) and torch.equal(second, expected_v)  # the first kept its values
+    assert rules_module.scratch(u.shape, 12, 5)[0] is rules_module.scratch(u.shape, 12, 5)[0]
+    big = torch.Size([rules_module.SCRATCH_VALUES + 1, 1])
+    assert rules_module.scratch(big, 12, 5)[0] is not rules_module.scratch(big, 12, 5)[0]  # not kept
+
+    inputs = [fuzzy_inputs(3 * 7, 20, seed=s).view(3, 7, 20) for s in range(8)]
+    with torch.no_grad():
+        wanted = [layer(x) for x in inputs]
+    with ThreadPoolExecutor(4) as pool:  # each thread its own arrays: no call sees another's bits
+        for _ in range(20):
+            got = list(pool.map(lambda x: packed.few_outputs(x), inputs))
+            assert all(torch.equal(g, w) for g, w in zip(got, wanted))
+
+
 def test_rules_round_trip_through_a_file(tmp_path):
     model = trained_looking_tm_flat()
     path = export_rules(model, tmp_path / "rules.json")

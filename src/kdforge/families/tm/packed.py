@@ -40,7 +40,7 @@ class PackedClauseLayer(nn.Module):
         lead = u.shape[:-1]
         if modulate is None:  # integer scores voted by integer arithmetic
             if self.packed.way(u.numel()) == "float32":  # on the tokens as they come: no reshapes
-                out = self.packed.vote(self.packed.float_scores(u))
+                out = self.packed.few_outputs(u)
             else:
                 out = self.packed.evaluate(u.reshape(-1, self.in_features)).view(*lead, self.out_features)
             return out if u.device.type == "cpu" else out.to(u.device)

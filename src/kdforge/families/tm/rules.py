@@ -25,6 +25,7 @@ same products run in float32. Every path is exact.
 from __future__ import annotations
 
 import functools
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,11 @@ from kdforge.families.tm.clause import ClauseLayer, TMFlat, integer_vote, vote_f
 from kdforge.files import read_json, write_json
 
 RULES_FORMAT = 3  # 2: min_true and contradictory per clause; 3: levels, and a list of thresholds per input
+# float32 arrays that the float32 way of :class:`PackedTM` fills in place, per thread (calls in one thread run one
+# after the other, so layers of the same shapes can share them), by (input shape, clauses, outputs)
+_SCRATCH = threading.local()
+SCRATCH_SHAPES = 64  # kept at most, per thread
+SCRATCH_VALUES = 65536  # kept only for inputs of at most this many values: on more a fresh array costs little
 
 
 def layer_rules(layer: ClauseLayer, thresholds: list[float] | None = None) -> dict[str, Any]:
@@ -261,16 +267,37 @@ class PackedTM:
 
     def outputs_of(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """[B, F] inputs (at most ``BLOCK_ROWS``) -> [B, K] outputs (in ``out`` if given)."""
-        if self.way(x.numel()) != "oneDNN":
+        way = self.way(x.numel())
+        if way == "float32":
+            return self.few_outputs(x, out)
+        if way == "int8":
             return self.vote(self.scores_of(x), out)
         scores_of, votes_of = self.int_linear
         scores = scores_of(self.bits(x).view(torch.uint8), self.offsets, torch.uint8, relu=True)
         return torch.addcmul(self.bias, votes_of(scores, None, torch.float32, relu=False), self.factor, out=out)
 
+    def few_outputs(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """[*, F] inputs, any leading dimensions -> [*, K] outputs (in ``out`` if given) by float32 calls alone: the
+        fastest way on a few values (and the only one where no int8 way pays). The bits, scores and vote sums go into
+        scratch arrays: on a few values a fresh array costs as much as the call that fills it, and so do reshapes to
+        two dimensions."""
+        if x.dtype != torch.float32 or x.device.type != "cpu" or x.requires_grad:
+            x = x.detach().to("cpu", torch.float32)
+        bits, scores, total = scratch(x.shape, len(self.sizes), self.outputs)
+        if self.levels == 1:
+            torch.gt(x, self.threshold_t, out=bits)
+        else:
+            bits.copy_(self.bits(x))
+        torch.matmul(bits, self.signs, out=scores).add_(self.offsets).clamp_min_(0)  # small integers: exact
+        if self.sum_dtype != torch.float32:  # vote sums too wide for float32
+            outputs = integer_vote(scores, self.votes, self.factor, self.bias, self.sum_dtype)
+            return outputs if out is None else out.copy_(outputs)
+        return torch.addcmul(self.bias, torch.matmul(scores, self.votes, out=total), self.factor, out=out)
+
     def vote(self, scores: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """[B, C] integer clause scores -> [B, K] float32 outputs (in ``out`` if given), as the hard-mode layer votes
         them."""
-        if self.int8_votes is None or scores.dtype != torch.int32:  # float32 scores: a few rows, voted in float
+        if self.int8_votes is None or scores.dtype != torch.int32:  # votes or scores too wide for int8
             outputs = integer_vote(scores, self.votes, self.factor, self.bias, self.sum_dtype)
             return outputs if out is None else out.copy_(outputs)
         # int8 scores times int8 votes, summed in int32: the same exact sums, 2-4x faster than a float32 product
@@ -291,18 +318,10 @@ class PackedTM:
         """:meth:`scores` of inputs already [B, F]."""
         if self.int8 and x.numel() >= self.INT8_VALUES:
             return torch._int_mm(self.bits(x), self.signs_int8).add_(self.offsets_int32).clamp_min_(0)
-        return self.float_scores(x)
-
-    def float_scores(self, x: torch.Tensor) -> torch.Tensor:
-        """[*, F] inputs, any leading dimensions -> [*, C] clause scores in float32 (small integers: exact), by float32
-        calls alone: the fastest way on a few values, where reshaping the inputs and outputs to two dimensions would
-        cost as much as a call."""
         if x.dtype != torch.float32 or x.device.type != "cpu":
             x = x.to("cpu", torch.float32)
         bits = torch.gt(x, self.threshold_t).float() if self.levels == 1 else self.bits(x).float()
-        if bits.dim() == 2:
-            return torch.addmm(self.offsets, bits, self.signs).clamp_min_(0)
-        return torch.matmul(bits, self.signs).add_(self.offsets).clamp_min_(0)
+        return torch.addmm(self.offsets, bits, self.signs).clamp_min_(0)
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
         """Any [B, ...] inputs as [B, F], refused with a clear message when F is not the layer's."""
@@ -326,6 +345,24 @@ class PackedTM:
         for threshold in others:
             counts += (x > threshold).view(np.int8)
         return torch.from_numpy(counts)
+
+
+def scratch(shape: torch.Size, clauses: int, outputs: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """This thread's float32 scratch arrays for inputs of ``shape``: bits [*, F], scores [*, C], vote sums [*, K]
+    (fresh ones for inputs of more than ``SCRATCH_VALUES``). Made outside inference mode, so that calls in and out of
+    it may fill them."""
+    lead = shape[:-1]
+    if shape.numel() > SCRATCH_VALUES:
+        return torch.empty(shape), torch.empty(*lead, clauses), torch.empty(*lead, outputs)
+    arrays: dict = getattr(_SCRATCH, "arrays", None) or {}
+    key = (tuple(shape), clauses, outputs)
+    if key not in arrays:
+        if len(arrays) >= SCRATCH_SHAPES:  # inputs of ever new shapes (lengths): start afresh
+            arrays.clear()
+        with torch.inference_mode(False):
+            arrays[key] = (torch.empty(shape), torch.empty(*lead, clauses), torch.empty(*lead, outputs))
+        _SCRATCH.arrays = arrays
+    return arrays[key]
 
 
 @EXPORT_FORMATS.register("tm-rules")
