@@ -281,18 +281,24 @@ class PackedTM:
         fastest way on a few values (and the only one where no int8 way pays). The bits, scores and vote sums go into
         scratch arrays: on a few values a fresh array costs as much as the call that fills it, and so do reshapes to
         two dimensions."""
+        scores = self.few_scores(x)
+        if self.sum_dtype != torch.float32:  # vote sums too wide for float32
+            outputs = integer_vote(scores, self.votes, self.factor, self.bias, self.sum_dtype)
+            return outputs if out is None else out.copy_(outputs)
+        total = scratch(x.shape, len(self.sizes), self.outputs)[2]
+        return torch.addcmul(self.bias, torch.matmul(scores, self.votes, out=total), self.factor, out=out)
+
+    def few_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """[*, F] inputs -> [*, C] clause scores in float32 (small integers: exact), in this thread's scratch array
+        (overwritten by its next call)."""
         if x.dtype != torch.float32 or x.device.type != "cpu" or x.requires_grad:
             x = x.detach().to("cpu", torch.float32)
-        bits, scores, total = scratch(x.shape, len(self.sizes), self.outputs)
+        bits, scores, _ = scratch(x.shape, len(self.sizes), self.outputs)
         if self.levels == 1:
             torch.gt(x, self.threshold_t, out=bits)
         else:
             bits.copy_(self.bits(x))
-        torch.matmul(bits, self.signs, out=scores).add_(self.offsets).clamp_min_(0)  # small integers: exact
-        if self.sum_dtype != torch.float32:  # vote sums too wide for float32
-            outputs = integer_vote(scores, self.votes, self.factor, self.bias, self.sum_dtype)
-            return outputs if out is None else out.copy_(outputs)
-        return torch.addcmul(self.bias, torch.matmul(scores, self.votes, out=total), self.factor, out=out)
+        return torch.matmul(bits, self.signs, out=scores).add_(self.offsets).clamp_min_(0)
 
     def vote(self, scores: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """[B, C] integer clause scores -> [B, K] float32 outputs (in ``out`` if given), as the hard-mode layer votes
@@ -318,10 +324,7 @@ class PackedTM:
         """:meth:`scores` of inputs already [B, F]."""
         if self.int8 and x.numel() >= self.INT8_VALUES:
             return torch._int_mm(self.bits(x), self.signs_int8).add_(self.offsets_int32).clamp_min_(0)
-        if x.dtype != torch.float32 or x.device.type != "cpu":
-            x = x.to("cpu", torch.float32)
-        bits = torch.gt(x, self.threshold_t).float() if self.levels == 1 else self.bits(x).float()
-        return torch.addmm(self.offsets, bits, self.signs).clamp_min_(0)
+        return self.few_scores(x).clone()  # the caller's own
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
         """Any [B, ...] inputs as [B, F], refused with a clear message when F is not the layer's."""
