@@ -1016,11 +1016,7 @@ def packed_against_float(model: torch.nn.Module, x: torch.Tensor, batch: int, ro
     hard, soft = set_hard(copy.deepcopy(model), True), set_hard(copy.deepcopy(model), False)
     floats = clause_layers(hard)
     packs = [m for m in packed.modules() if isinstance(m, PackedClauseLayer)]
-    captured: list[torch.Tensor] = []
-    hooks = [layer.register_forward_pre_hook(lambda m, a: captured.append(a[0])) for layer in floats]
-    expected = hard(x)
-    for hook in hooks:
-        hook.remove()
+    captured, expected = clause_inputs(hard, x)
     pairs = list(zip(captured, floats, packs))
 
     def run_blocks(which: int) -> None:
@@ -1056,6 +1052,19 @@ def packed_against_float(model: torch.nn.Module, x: torch.Tensor, batch: int, ro
         "clause_blocks_in_model": in_model,
         "student": student,
     }
+
+
+def clause_inputs(model: torch.nn.Module, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The inputs each clause layer of ``model`` receives while it runs on ``x`` (in order), and its outputs."""
+    from kdforge.families.tm.clause import clause_layers
+
+    captured: list[torch.Tensor] = []
+    hooks = [layer.register_forward_pre_hook(lambda m, a: captured.append(a[0])) for layer in clause_layers(model)]
+    try:
+        return captured, model(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 def digits_like(shape: tuple[int, ...], batch: int) -> torch.Tensor:
@@ -1119,15 +1128,10 @@ def paths(args: argparse.Namespace) -> dict:
     for label, (name, options, shape) in PACKED_STUDENTS.items():
         hard = set_hard(trained_looking(name, options, shape), True)
         for batch in (1, 256):
-            captured: list[torch.Tensor] = []
-            layers = clause_layers(hard)
-            hooks = [layer.register_forward_pre_hook(lambda m, a, c=captured: c.append(a[0])) for layer in layers]
             with torch.inference_mode():
-                hard(digits_like(shape, batch))
-            for hook in hooks:
-                hook.remove()
+                captured, _ = clause_inputs(hard, digits_like(shape, batch))
             seen = set()
-            for u, layer in zip(captured, layers):
+            for u, layer in zip(captured, clause_layers(hard)):
                 x = u.reshape(-1, u.shape[-1])
                 if x.shape in seen:  # layers of one shape run alike: the first stands for them
                     continue

@@ -16,10 +16,11 @@ and a second one of the int8 scores with the integer votes gives every output, s
 hard-mode layer scales it: the outputs equal its outputs to the bit. On a CPU with int8 dot
 products (VNNI) this beat the bit-packed forms kdforge used before on every layer measured (byte
 tables summed by an embedding bag; bit-sliced popcounts over 64 samples a word): see
-``benchmarks/tm.py blocks`` and docs/tm.md. Without VNNI (:func:`fast_int8`) PyTorch's int8
-product is a slow fallback, so many rows go through oneDNN's int8 linear layers instead
-(:class:`IntLinear`, on AVX2's int8 multiply-adds); on a few rows, or where neither pays, the
-same products run in float32. Every path is exact.
+``benchmarks/tm.py blocks`` and docs/tm.md. On many values oneDNN's int8 linear layers
+(:class:`IntLinear`) beat both: without VNNI (:func:`fast_int8`) PyTorch's int8 product is a slow
+fallback and oneDNN runs on AVX2's int8 multiply-adds. On a few values, or where no int8 way pays,
+the same products run in float32. :meth:`PackedTM.way` says which; ``benchmarks/tm.py paths`` times
+each. Every path is exact.
 """
 
 from __future__ import annotations
