@@ -312,7 +312,7 @@ def test_the_float32_way_fills_scratch_arrays_that_no_output_shares():
         wanted = [layer(x) for x in inputs]
     with ThreadPoolExecutor(4) as pool:  # each thread its own arrays: no call sees another's bits
         for _ in range(20):
-            got = list(pool.map(lambda x: packed.few_outputs(x), inputs))
+            got = list(pool.map(packed.few_outputs, inputs))
             assert all(torch.equal(g, w) for g, w in zip(got, wanted))
 
 
