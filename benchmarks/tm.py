@@ -161,6 +161,7 @@ import kdforge
 from common import save, worker_pool, write_text
 from kdforge.bench import latency_ms
 from kdforge.families.tm.clause import set_hard
+from kdforge.families.tm.hooks import level_choice
 from kdforge.families.tm.rules import PackedTM, fast_int8, has_int8_kernel, model_rules
 from kdforge.models import build_model
 
@@ -886,18 +887,11 @@ def levels_table(result: dict) -> str:
     for case, cell in result["cases"].items():
         val, test = cell["val"], cell["test"]
         read = [n for n in result["levels"] if str(n) in val]  # a strict student: one level only
-        chosen = [chosen_levels({n: val[str(n)][i] for n in read}, val["soft"][i]) for i in range(len(val["soft"]))]
+        chosen = [level_choice({n: val[str(n)][i] for n in read}, val["soft"][i]) for i in range(len(val["soft"]))]
         gap = 100 * statistics.mean(test[str(n)][i] - test["soft"][i] for i, n in enumerate(chosen))
         cells = " | ".join(_pm(test[str(n)]) if str(n) in test else "-" for n in result["levels"])
         lines.append(f"| {case} | {_pm(test['soft'])} | {cells} | {' / '.join(map(str, chosen))}: {gap:+.2f} |")
     return "\n".join(lines) + "\n"
-
-
-def chosen_levels(hard: dict[int, float], soft: float) -> int:
-    """The levels ``student.choose_levels`` picks given each one's validation accuracy in hard mode and the soft one."""
-    from kdforge.families.tm.hooks import LEVEL_TOLERANCE
-
-    return next((n for n, a in hard.items() if a >= soft - LEVEL_TOLERANCE), max(hard, key=lambda n: hard[n]))
 
 
 PACKED_STUDENTS = {  # the shipped presets and recipes' students, on the inputs they are made for

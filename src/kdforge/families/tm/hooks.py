@@ -169,9 +169,15 @@ def choose_levels(session: Any, stage: str, student: Any) -> dict[str, Any] | No
             hard[levels] = session.evaluate(student, session.val, description)["accuracy"]
             if hard[levels] >= soft - LEVEL_TOLERANCE:
                 break
-    chosen = levels if hard[levels] >= soft - LEVEL_TOLERANCE else max(hard, key=lambda n: hard[n])  # ties: fewest
+    chosen = level_choice(hard, soft)
     set_levels(student, chosen)
     return {"levels": chosen, "val_soft": soft, "val_hard": {str(n): a for n, a in hard.items()}}
+
+
+def level_choice(hard: dict[int, float], soft: float) -> int:
+    """The levels chosen given hard mode's validation accuracy at each level tried (fewest first) and soft mode's: the
+    first within ``LEVEL_TOLERANCE``, else the best (ties: the fewest)."""
+    return next((n for n, a in hard.items() if a >= soft - LEVEL_TOLERANCE), max(hard, key=lambda n: hard[n]))
 
 
 register_family(TsetlinMachines())
