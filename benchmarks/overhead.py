@@ -15,7 +15,7 @@ within it. Reported per setup and thread count: the median and mean ± std of th
 ratios, and the whole-fit ratio (Trainer.fit's wall time, start-up and end included, over the same
 number of hand epochs). Target: <= 1.05.
 
-    uv run python benchmarks/overhead.py [--rounds 6] [--epochs 8] [--threads 1 2]
+    uv run python benchmarks/overhead.py [--rounds 12] [--epochs 8] [--threads 1 2]
     uv run python benchmarks/overhead.py --profile     # cProfile of kdforge's epochs (printed)
 
 Writes benchmarks/results/overhead.json and overhead.md.
@@ -199,7 +199,7 @@ def profile(setup: str, epochs: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--setups", nargs="+", choices=list(SETUPS), default=list(SETUPS))

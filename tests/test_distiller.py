@@ -56,6 +56,9 @@ def test_teacher_is_bit_identical_and_in_eval_after_training(tmp_path):
     # eval-locked: dropout 0.5 in the teacher does not make its outputs random
     x = torch.randn(4, 1, 8, 8)
     assert torch.equal(distiller.teacher(x), distiller.teacher(x))
+    distiller.teacher.module.features.train()  # turned on behind its back: the next epoch turns it off again
+    distiller.train()
+    assert not any(m.training for m in distiller.teacher.modules()) and distiller.student.training
     # and the student did learn
     assert any(
         not torch.equal(a, b)

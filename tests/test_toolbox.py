@@ -450,6 +450,52 @@ def test_a_sweep_in_two_processes_gives_each_seed_its_run(tiny_recipe, tmp_path)
     )  # the same seed in a process of its own trains the same student
 
 
+# ----------------------------------------------------------------------------- logging
+
+
+def test_metrics_lines_are_held_at_most_flush_seconds_and_all_written_when_fit_ends(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from kdforge import callbacks
+
+    now = [0.0]
+    monkeypatch.setattr(callbacks, "time", SimpleNamespace(perf_counter=lambda: now[0]))
+    path = tmp_path / "metrics.jsonl"
+    logger = callbacks.JsonlLogger(path, flush_seconds=5.0)
+    trainer = SimpleNamespace(stage="distill", pos=SimpleNamespace(step=1))
+
+    def epochs() -> list[int]:
+        return [json.loads(line)["epoch"] for line in path.read_text().splitlines()] if path.exists() else []
+
+    logger.on_epoch_end(trainer, {"epoch": 1})
+    assert epochs() == []  # a short epoch: its line waits
+    now[0] = 5.0
+    logger.on_epoch_end(trainer, {"epoch": 2})
+    assert epochs() == [1, 2]
+    logger.on_epoch_end(trainer, {"epoch": 3})
+    logger.on_fit_end(trainer, None)
+    assert epochs() == [1, 2, 3]
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_console_lines_are_plain_in_a_file_and_the_bar_is_drawn_only_on_a_terminal(data, tmp_path, terminal):
+    out = io.StringIO()
+    console = ConsoleProgress(Console(file=out, width=200, force_terminal=terminal, color_system=None))
+    steps = []
+    console.on_step_end = lambda trainer, samples: steps.append(samples)  # what the trainer calls each step
+    trainer, _ = fit_student(data, tmp_path, TrainConfig(epochs=2), callbacks=[console])
+    assert (console in trainer.hooked["on_step_end"]) == terminal
+    assert len(steps) == (2 * len(trainer.train_batches) if terminal else 0)
+    lines = [line for line in out.getvalue().splitlines() if "train loss" in line]
+    assert len(lines) == 2 and all("  distill   " in line and "val acc" in line for line in lines)
+    assert all(line.startswith("  distill") for line in lines) != terminal  # a terminal's lines clear the bar first
+    quiet = io.StringIO()
+    fit_student(
+        data, tmp_path / "q", TrainConfig(epochs=1), callbacks=[ConsoleProgress(Console(file=quiet, quiet=True))]
+    )
+    assert quiet.getvalue() == ""
+
+
 # ----------------------------------------------------------------------------- tracking
 
 

@@ -46,20 +46,26 @@ class Callback:
     def on_exception(self, trainer: Trainer, error: BaseException) -> None:
         """Fit is ending with ``error`` (a NaN loss, a second Ctrl-C, a bug): release resources."""
 
+    def has_work(self, hook: str) -> bool:
+        """Whether the per-step ``hook`` does anything, asked after ``on_fit_start``: the trainer calls only
+        those that do (on a small model a call that does nothing is a cost of its own)."""
+        return getattr(type(self), hook) is not getattr(Callback, hook)
+
 
 class JsonlLogger(Callback):
-    """Appends one JSON line every ``every`` optimiser steps and one per epoch. Step lines are
-    written with the epoch's line, or after ``flush_seconds`` in a long epoch, and when fit ends
-    however it ends: opening the file for each would cost the loop more than the line."""
+    """Appends one JSON line every ``every`` optimiser steps and one per epoch. The lines are written
+    ``flush_seconds`` apart at most (an epoch longer than that writes its line when it ends), and when
+    fit ends however it ends: opening the file for each line would cost a short epoch more than the
+    line."""
 
-    def __init__(self, path: str | Path, every: int = 10, flush_seconds: float = 30.0):
+    def __init__(self, path: str | Path, every: int = 10, flush_seconds: float = 5.0):
         self.path, self.every, self.flush_seconds = Path(path), every, flush_seconds
         self.pending: list[str] = []
         self.flushed = time.perf_counter()
 
-    def _write(self, record: dict[str, Any], now: bool = True) -> None:
+    def _write(self, record: dict[str, Any]) -> None:
         self.pending.append(json.dumps(record) + "\n")
-        if now or time.perf_counter() - self.flushed >= self.flush_seconds:
+        if time.perf_counter() - self.flushed >= self.flush_seconds:
             self._flush()
 
     def _flush(self) -> None:
@@ -82,8 +88,7 @@ class JsonlLogger(Callback):
                     "kind": "grad_norms",
                     "step": trainer.pos.step,
                     "grad_norms": trainer.grad_norms,
-                },
-                now=False,
+                }
             )
         if trainer.pos.step % self.every == 0:
             self._write(
@@ -94,8 +99,7 @@ class JsonlLogger(Callback):
                     "step": trainer.pos.step,
                     "lr": trainer.step_lr,
                     **trainer.losses(),
-                },
-                now=False,
+                }
             )
 
     def on_validation(self, trainer: Trainer, record: dict[str, Any]) -> None:
@@ -145,10 +149,12 @@ class ConsoleProgress(Callback):
             )
         return text
 
+    def has_work(self, hook: str) -> bool:
+        """A step has work only where there is a bar to draw (the output is a terminal)."""
+        return hook != "on_step_end" or (self.progress is not None and not self.progress.disable)
+
     def on_step_end(self, trainer: Trainer, samples: int) -> None:
         assert self.progress is not None
-        if self.progress.disable:  # no bar to draw (the output is not a terminal): nothing to do each step
-            return
         self.samples += samples
         fields: dict[str, Any] = {}
         if trainer.pos.step % self.refresh_every == 0:
@@ -197,9 +203,12 @@ class ConsoleProgress(Callback):
             self.progress.update(self.task, **fields)
 
     def _say(self, line: str) -> None:
-        """A line of the run's log, as plain text (no markup); in a file, never wrapped (one line per event, and
-        about half the cost of a wrapped one)."""
-        self.console.print(line, highlight=False, markup=False, soft_wrap=not self.console.is_terminal)
+        """A line of the run's log, as plain text (no markup); in a file, never wrapped (one line per event),
+        and written as it is: rich's rendering would cost a short epoch more than the line."""
+        if self.console.is_terminal or self.console.record:
+            self.console.print(line, highlight=False, markup=False)
+        elif not self.console.quiet:
+            self.console.file.write(line + "\n")
 
     def on_fit_end(self, trainer: Trainer, result: FitResult) -> None:
         self._stop()

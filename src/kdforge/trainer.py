@@ -45,6 +45,7 @@ from kdforge.position import FitResult, _Position
 from kdforge.schedules import Clock, ScheduleConfig, schedule_value
 from kdforge.taps import unwrap
 
+PER_STEP_HOOKS = ("on_before_optimizer_step", "on_step_end")  # the hooks called at every optimiser step
 FINITE_EVERY = 32  # optimiser steps between checks that the losses are finite (each waits for the device)
 
 
@@ -144,7 +145,6 @@ class Trainer:
         if resume and (self.dir / "last.pt").exists():
             self._load_last()
         self.finite_until = self.pos.step
-        self.hooked = self._per_step_callbacks()  # again: callbacks may have been added since
         self.all_train, self.train_batches, self.val_batches = train_batches, train_batches, val_batches
         if self.steering is not None and self.pos.step == 0 and self.pos.epoch == 0:
             self.steered_before = self.steering(self, unwrap(self.distiller.student), 0)
@@ -154,6 +154,7 @@ class Trainer:
             self._enter_stage()
         for cb in self.callbacks:
             cb.on_fit_start(self)
+        self.hooked = self._per_step_callbacks()  # again: callbacks may have been added, or started, since
         try:
             with self._stop_on_sigint():
                 while self.pos.epoch < self.epochs and not (self.should_stop or self.pos.stopped_early):
@@ -186,10 +187,7 @@ class Trainer:
 
     def _per_step_callbacks(self) -> dict[str, list[Callback]]:
         """The callbacks with work to do at each step, by hook: calling the others would only cost time."""
-        return {
-            hook: [cb for cb in self.callbacks if getattr(type(cb), hook, None) is not getattr(Callback, hook)]
-            for hook in ("on_before_optimizer_step", "on_step_end")
-        }
+        return {hook: [cb for cb in self.callbacks if cb.has_work(hook)] for hook in PER_STEP_HOOKS}
 
     def _train_epoch(self, batches: Any) -> None:
         self.distiller.train()
@@ -302,10 +300,10 @@ class Trainer:
         if self.finite_until == self.pos.step and not self.unsummed:  # no step since the last check
             return
         sums = self._sum_steps()
-        if sums is None or bool(torch.isfinite(sums).all()):
+        values = dict(zip(self.loss_names, sums.tolist())) if sums is not None else {}
+        if all(map(math.isfinite, values.values())):
             self.finite_until = self.pos.step
             return
-        values = dict(zip(self.loss_names, sums.tolist()))
         bad = {name: v for name, v in values.items() if name != "loss" and not math.isfinite(v)}
         last = self.dir / "last.pt"
         kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"

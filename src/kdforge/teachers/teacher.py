@@ -73,6 +73,8 @@ class Teacher(nn.Module):
             ema_update(required(self.evolving, "an EMA teacher"), source, self.ema_decay)
 
     def train(self, mode: bool = True) -> Teacher:
+        if not self.trainable and not any(m.training for m in self.modules()):
+            return self  # frozen and in eval throughout: reading the flags costs a third of setting them again
         return super().train(mode and self.trainable)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
