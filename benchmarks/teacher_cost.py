@@ -14,7 +14,7 @@ what the KD loss's own arithmetic costs, the floor of kdforge's. With a student 
 takes well under 1 ms (the MLP), that arithmetic (some twenty tensor operations on a 64 x 10 batch)
 is a large share of the step.
 
-    uv run python benchmarks/teacher_cost.py [--student cnn|mlp] [--epochs 25] [--online-epochs 2]
+    uv run python benchmarks/teacher_cost.py [--student cnn|mlp] [--epochs 61] [--online-epochs 2]
 
 Writes benchmarks/results/teacher_cost_<student>.json.
 """
@@ -87,7 +87,7 @@ def paired(times: dict[str, list[float]], name: str, alone: str = "student alone
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=25, help="epochs of each loop (the first one untimed)")
+    parser.add_argument("--epochs", type=int, default=61, help="epochs of each loop (the first one untimed)")
     parser.add_argument("--online-epochs", type=int, default=2, help="timed epochs of online KD (~50x slower)")
     parser.add_argument("--student", choices=list(STUDENTS), default="cnn")
     args = parser.parse_args()
