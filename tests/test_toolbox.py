@@ -484,7 +484,9 @@ def test_console_lines_are_plain_in_a_file_and_the_bar_is_drawn_only_on_a_termin
     steps = []
     console.on_step_end = lambda trainer, samples: steps.append(samples)  # what the trainer calls each step
     trainer, _ = fit_student(data, tmp_path, TrainConfig(epochs=2), callbacks=[console])
-    assert (console in trainer.hooked["on_step_end"]) == terminal
+    assert (console in trainer.hooked["on_step_end"]) == terminal and console not in trainer.hooked[
+        "on_before_optimizer_step"
+    ]
     assert len(steps) == (2 * len(trainer.train_batches) if terminal else 0)
     lines = [line for line in out.getvalue().splitlines() if "train loss" in line]
     assert len(lines) == 2 and all("  distill   " in line and "val acc" in line for line in lines)

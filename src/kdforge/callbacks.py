@@ -151,7 +151,8 @@ class ConsoleProgress(Callback):
 
     def has_work(self, hook: str) -> bool:
         """A step has work only where there is a bar to draw (the output is a terminal)."""
-        return hook != "on_step_end" or (self.progress is not None and not self.progress.disable)
+        drawn = self.progress is not None and not self.progress.disable
+        return super().has_work(hook) and (hook != "on_step_end" or drawn)
 
     def on_step_end(self, trainer: Trainer, samples: int) -> None:
         assert self.progress is not None
