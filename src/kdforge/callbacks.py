@@ -206,7 +206,7 @@ class ConsoleProgress(Callback):
     def _say(self, line: str) -> None:
         """A line of the run's log, as plain text (no markup); in a file, never wrapped (one line per event),
         and written as it is: rich's rendering would cost a short epoch more than the line."""
-        if self.console.is_terminal or self.console.record:
+        if self.console.is_terminal or self.console.is_jupyter or self.console.record:
             self.console.print(line, highlight=False, markup=False)
         elif not self.console.quiet:
             self.console.file.write(line + "\n")
