@@ -179,23 +179,25 @@ FIGURES = [
     Figure("docs/tm.md", "float32 one (2.8–4.0× here)", "tm_blocks_no_vnni.md"),
     Figure(
         "docs/tm.md",
-        "There packed blocks are 3.8–8.1× faster than hard mode on their own inputs, nine of the twelve cells at 5×; "
-        "inside\nthe model 2.5–7.7×, five of twelve; the packed student 1.3–5.1× end to end. Three cells stay below 5×:"
-        " the patch-4\nViT-TM at batch 1 (4.7×) and the patch-8 one at batch 256 (4.7×)",
+        "There packed blocks are 4.5–9.6× faster than hard mode on their own inputs, ten of the twelve cells at 5×; "
+        "inside the\nmodel 3.5–10.1×, six of twelve; the packed student 1.3–5.9× end to end. Two cells stay below 5×: "
+        "the patch-8 ViT-TM at\nbatch 256 (4.5×)",
         "tm_blocks_vnni.md",
     ),
+    Figure("docs/tm.md", "and the patch-2 Swin-TM at batch 1 (4.7×)", "tm_blocks_vnni.md"),
+    Figure("docs/tm.md", "whose 4,352 × 64 layers run 5.2× called directly", "tm_paths_vnni.md", ("5.2",)),
     Figure(
         "docs/tm.md",
-        "whose layers run 5.7× and 4.5× called directly\n([paths](../benchmarks/results/tm_paths_vnni.md)), and the "
-        "patch-2 Swin-TM at batch 1 (3.8×), whose first stage's\n256 × 32 layers gain 4.2× at best",
+        "256 × 32 layers gain 6.1× called directly",
         "tm_paths_vnni.md",
-        ("5.7", "4.5", "4.2"),
+        ("6.1",),
     ),
+    Figure("docs/tm.md", "(256 × 32: 6.1× against 4.6×)", "tm_paths_vnni.md", ("6.1", "4.6")),
     Figure(
         "docs/tm.md",
-        "PyTorch's two int8 products run 3.3–4.4× faster than hard mode, oneDNN's 4.5–6.4×",
+        "PyTorch's two int8 products run 3.2–4.2× faster than hard mode, oneDNN's\n5.2–6.5×",
         "tm_paths_vnni.md",
-        ("3.3", "4.4", "4.5", "6.4"),
+        ("3.2", "4.2", "5.2", "6.5"),
     ),
     Figure(
         "docs/tm.md",
@@ -262,7 +264,7 @@ FIGURES = [
     ),
     *table("docs/tm.md", "| tm_flat | 527,882", "tm_accuracy.md"),
     *table("docs/tm.md", "| vit_tm_tiny (patch 8) | 6.2× |", "tm_blocks_no_vnni.md"),
-    *table("docs/tm.md", "| vit_tm_tiny (patch 8) | 5.8× |", "tm_blocks_vnni.md"),
+    *table("docs/tm.md", "| vit_tm_tiny (patch 8) | 6.6× |", "tm_blocks_vnni.md"),
     *table("docs/tm.md", "| token parity | ViT-TM | TM, `literal_gain` 1", "tm_ablation.md"),
     *table("docs/tm.md", "| token parity | ViT-TM | TM, `literal_gain` 4 |", "tm_ablation_30ep.md"),
     *table("docs/tm.md", "| swin_tm, alone |", "tm_accuracy_finish.md"),

@@ -240,7 +240,7 @@ def test_packed_equals_hard_float_exactly(form, batch, products, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "products,ways",  # the way taken at 1, 4,095, 4,096, 32,768 and 131,072 input values, at the shipped thresholds
+    "products,ways",  # the way taken at 1, 16,383, 16,384, 32,768 and 131,072 input values, at the shipped thresholds
     [
         ("int8", ["float32", "float32", "int8", "int8", "int8"]),
         pytest.param("int_linear", ["float32", "float32", "float32", "oneDNN", "oneDNN"], marks=needs_int_linear),
@@ -252,7 +252,7 @@ def test_packed_takes_its_way_by_the_number_of_input_values(products, ways, monk
     monkeypatch.setattr(rules_module, "fast_int8", lambda: products in ("int8", "both"))
     monkeypatch.setattr(rules_module, "has_int_linear", lambda: products in ("int_linear", "both"))
     packed = PackedTM(layer_rules(set_hard(ClauseLayer(8, 3, clauses=4, lf=3))))
-    assert [packed.way(values) for values in (1, 4095, 4096, 32768, 131072)] == ways
+    assert [packed.way(values) for values in (1, 16383, 16384, 32768, 131072)] == ways
 
 
 @pytest.mark.parametrize(

@@ -173,9 +173,9 @@ class PackedTM:
 
     BLOCK_ROWS = 16384  # big batches go in blocks of at most this many rows, so that the scores stay in cache
     # with VNNI, int8 products from this many input values (rows × features) on; on fewer, a few float32 calls in
-    # PyTorch alone are faster, most of all inside a model, where each call right after the attention's
-    # multi-threaded work costs more
-    INT8_VALUES = 4096
+    # PyTorch are as fast or faster (``benchmarks/results/tm_paths_vnni.md``: 65 × 128 level, 256 × 32 and 64 × 64
+    # 1.2-1.3x faster), most of all inside a model, where each call right after the attention's threads costs more
+    INT8_VALUES = 16384
     # oneDNN's int8 layers from this many input values on: each call has a large fixed cost. Without VNNI they beat
     # float32 from here; with VNNI, where the relu and the uint8 scores come out of their first product, they beat
     # PyTorch's two int8 products from the second (``benchmarks/tm.py paths`` measures every way on the CPU it runs on)
