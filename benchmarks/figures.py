@@ -335,11 +335,12 @@ FIGURES = [
     Figure("docs/embedding.md", "(at 32\ndims ρ 0.891 against 0.907, recall@10 0.675 against 0.634)", "embed.md"),
     Figure(
         "docs/embedding.md",
-        "the teacher encodes 290 texts/s, `embed_tokens` 9,059–9,907 (31–34×:\nMiniLM's tokenizer alone, which both "
-        "run first, manages 10,554) and `embed_text`, which needs no tokenizer,\n40,368–42,329 (139–146×)",
+        "the teacher encodes 280 texts/s,\n`embed_tokens` 25,350–27,407 (90–97×; MiniLM's tokenizer alone, "
+        "called on its Rust core, manages 31,666) and\n`embed_text`, which needs no tokenizer, "
+        "39,373–41,612 (142–150×)",
         "embed.md",
     ),
-    Figure("docs/embedding.md", "against 100,000 vectors at 2,947 queries/s,\nthe 384-d one at 1,045", "embed.md"),
+    Figure("docs/embedding.md", "100,000 vectors at 3,116 queries/s, the 384-d one at 1,087", "embed.md"),
 ]
 
 

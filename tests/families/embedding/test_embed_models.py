@@ -140,6 +140,18 @@ def test_users_text_files_are_read_and_a_missing_field_is_named(tmp_path):
     assert decode_bytes(encode_bytes(["héllo wörld"], 32)) == ["héllo wörld"]
 
 
+def test_token_encoding_gives_the_transformers_ids_truncated_and_padded():
+    from kdforge.data.text import encode_tokens, load_tokenizer
+
+    texts = ["Return the sum.", "word " * 100, "", "Ünïcode and  spaces\tand tabs"]
+    expected = load_tokenizer("minilm")(texts, max_length=16, truncation=True, padding="max_length")["input_ids"]
+    ids = encode_tokens(texts, "minilm", 16)
+    assert ids.dtype == torch.int64 and ids.shape == (4, 16)
+    assert ids.tolist() == expected
+    assert ids[1, -1] == 102 and ids[2, 2:].eq(0).all()  # truncated to end in [SEP]; padded with 0
+    assert encode_tokens([], "minilm", 16).shape == (0, 16)
+
+
 def test_embed_tokens_averages_real_tokens_and_starts_from_the_encoders_word_vectors(tmp_path):
     torch.manual_seed(0)
     model = build_model("embed_tokens", input_shape=(8,), num_classes=0, dim=4, vocab_size=50, width=8, hidden=[])
