@@ -335,12 +335,12 @@ FIGURES = [
     Figure("docs/embedding.md", "(at 32\ndims ρ 0.891 against 0.907, recall@10 0.675 against 0.634)", "embed.md"),
     Figure(
         "docs/embedding.md",
-        "the teacher encodes 280 texts/s,\n`embed_tokens` 25,350–27,407 (90–97×; MiniLM's tokenizer alone, "
-        "called on its Rust core, manages 31,666) and\n`embed_text`, which needs no tokenizer, "
-        "39,373–41,612 (142–150×)",
+        "the teacher encodes 269 texts/s,\n`embed_tokens` 26,917–30,593 (100–115×; MiniLM's tokenizer alone, "
+        "called on its Rust core, manages 33,530) and\n`embed_text`, which needs no tokenizer, "
+        "38,424–40,239 (147–151×)",
         "embed.md",
     ),
-    Figure("docs/embedding.md", "100,000 vectors at 3,116 queries/s, the 384-d one at 1,087", "embed.md"),
+    Figure("docs/embedding.md", "100,000 vectors at 2,906 queries/s, the 384-d one at 1,038", "embed.md"),
 ]
 
 

@@ -17,6 +17,7 @@ import copy
 import csv
 import functools
 import io
+import itertools
 import json
 import re
 from collections.abc import Callable, Iterable
@@ -297,19 +298,23 @@ def encode_tokens(texts: list[str], tokenizer: str, max_length: int) -> torch.Te
         return tok(texts, max_length=max_length, truncation=True, padding="max_length", return_tensors="pt")[
             "input_ids"
         ].long()
-    ids = [encoded.ids for encoded in fixed_length(tokenizer, max_length).encode_batch(texts)]
-    return torch.from_numpy(np.array(ids, dtype=np.int64).reshape(len(texts), max_length))
+    rows = [encoded.ids for encoded in truncating(tokenizer, max_length).encode_batch(texts)]
+    lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+    ids = np.zeros((len(rows), max_length), dtype=np.int64)  # padded here: only the real tokens pass through Python
+    ids[np.arange(max_length) < lengths[:, None]] = np.fromiter(
+        itertools.chain.from_iterable(rows), dtype=np.int64, count=int(lengths.sum())
+    )
+    return torch.from_numpy(ids)
 
 
 @functools.lru_cache(maxsize=8)
-def fixed_length(tokenizer: str, max_length: int):  # noqa: ANN201 - a tokenizers.Tokenizer
-    """A copy of a fast tokenizer's Rust core that truncates and pads every text to ``max_length``: the same ids as
-    the transformers call, ~3x faster on short texts (it builds no attention masks or Python objects per text), which
-    is most of what a bag-of-tokens student costs from raw text."""
-    tok = load_tokenizer(tokenizer)
-    core = copy.deepcopy(tok.backend_tokenizer)
+def truncating(tokenizer: str, max_length: int):  # noqa: ANN201 - a tokenizers.Tokenizer
+    """A copy of a fast tokenizer's Rust core that cuts every text to ``max_length`` tokens: with the padding added
+    in NumPy, the same ids as the transformers call, ~4x faster on short texts (no attention masks, no Python objects
+    for the padding), which is most of what a bag-of-tokens student costs from raw text."""
+    core = copy.deepcopy(load_tokenizer(tokenizer).backend_tokenizer)
     core.enable_truncation(max_length)
-    core.enable_padding(length=max_length, pad_id=0, pad_token=tok.pad_token)
+    core.no_padding()
     return core
 
 
