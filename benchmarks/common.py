@@ -163,6 +163,45 @@ def run_timed(raw: dict) -> tuple[kdforge.RunResult, Intervals]:
         Session.callbacks = callbacks  # type: ignore[method-assign]
 
 
+def paired(
+    variants: dict, batch: int, rounds: int, seconds: float = 0.2, slice_s: float = 0.01, timers: dict | None = None
+) -> dict[str, float]:
+    """Median samples/s of each variant, and the median per-round ratio of each to the first. Within a round the
+    variants take turns in slices of ``slice_s`` until each has run ``seconds``, so that a burst of load on this
+    shared machine falls on all of them alike; the order of the turns alternates from round to round. ``timers``
+    (variant: an object whose ``seconds`` a variant's calls add to, as ``tm.py``'s ``ClauseTime``): also the
+    milliseconds per call those add, and the median per-round ratio of that time to the first variant's."""
+    timers = timers or {}
+    speeds: dict[str, list[float]] = {name: [] for name in variants}
+    inner: dict[str, list[float]] = {name: [] for name in timers}
+    for fn in variants.values():
+        fn()  # warm-up
+    for r in range(rounds):
+        names = list(variants)[:: 1 if r % 2 == 0 else -1]
+        spent, runs = dict.fromkeys(names, 0.0), dict.fromkeys(names, 0)
+        for timer in timers.values():
+            timer.seconds = 0.0
+        while min(spent.values()) < seconds:
+            for name in names:
+                start = time.perf_counter()
+                while (elapsed := time.perf_counter() - start) < slice_s:
+                    variants[name]()
+                    runs[name] += 1
+                spent[name] += elapsed
+        for name in names:
+            speeds[name].append(runs[name] * batch / spent[name])
+        for name, timer in timers.items():
+            inner[name].append(timer.seconds / runs[name])
+    first = next(iter(variants))
+    out = {f"{name}_samples_per_s": statistics.median(v) for name, v in speeds.items()}
+    for name in list(variants)[1:]:
+        out[f"{name}_over_{first}"] = statistics.median(a / b for a, b in zip(speeds[name], speeds[first]))
+    for name, times in inner.items():
+        out[f"{name}_clause_ms"] = 1e3 * statistics.median(times)
+        out[f"{name}_clause_over_{first}"] = statistics.median(a / b for a, b in zip(inner[first], times))
+    return out
+
+
 def mean_std(values: list[float], digits: int = 2) -> str:
     """'mean ± std' over seeds (the value alone for one seed)."""
     if len(values) == 1:

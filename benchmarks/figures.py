@@ -335,12 +335,12 @@ FIGURES = [
     Figure("docs/embedding.md", "(at 32\ndims ρ 0.891 against 0.907, recall@10 0.675 against 0.634)", "embed.md"),
     Figure(
         "docs/embedding.md",
-        "the teacher encodes 269 texts/s,\n`embed_tokens` 26,917–30,593 (100–115×; MiniLM's tokenizer alone, "
-        "called on its Rust core, manages 33,530) and\n`embed_text`, which needs no tokenizer, "
-        "38,424–40,239 (147–151×)",
+        "the teacher encodes 263 texts/s,\n`embed_tokens` 27,759–29,396 (105–116×; MiniLM's tokenizer alone, "
+        "called on its Rust core, manages 34,313) and\n`embed_text`, which needs no tokenizer, "
+        "37,994–39,194 (143–146×)",
         "embed.md",
     ),
-    Figure("docs/embedding.md", "100,000 vectors at 2,906 queries/s, the 384-d one at 1,038", "embed.md"),
+    Figure("docs/embedding.md", "100,000 vectors at 2,915 queries/s, the 384-d one at 1,091", "embed.md"),
 ]
 
 
