@@ -152,6 +152,23 @@ def test_token_encoding_gives_the_transformers_ids_truncated_and_padded():
     assert encode_tokens([], "minilm", 16).shape == (0, 16)
 
 
+def test_a_tokenizer_without_a_rust_core_encodes_the_same_ids_through_its_own_call(monkeypatch):
+    import kdforge.data.text as text
+
+    texts = ["Return the sum.", "word " * 100, ""]
+    fast = text.encode_tokens(texts, "minilm", 16)
+    real = text.load_tokenizer("minilm")
+
+    class PythonOnly:  # a tokenizer with no Rust core (transformers' Python backend): only its call is used
+        is_fast, pad_token_id = False, real.pad_token_id
+
+        def __call__(self, *args, **kwargs):
+            return real(*args, **kwargs)
+
+    monkeypatch.setattr(text, "load_tokenizer", lambda name: PythonOnly())
+    assert torch.equal(text.encode_tokens(texts, "minilm", 16), fast)
+
+
 def test_embed_tokens_averages_real_tokens_and_starts_from_the_encoders_word_vectors(tmp_path):
     torch.manual_seed(0)
     model = build_model("embed_tokens", input_shape=(8,), num_classes=0, dim=4, vocab_size=50, width=8, hidden=[])
