@@ -288,8 +288,9 @@ def test_packed_clause_layer_on_its_own_inputs(features, lf, vote_bits, levels, 
 
 
 def test_the_float32_way_fills_scratch_arrays_that_no_output_shares():
-    """Few values: bits, scores and sums go into per-thread scratch arrays, made so that calls in and out of inference
-    mode may fill them; an output never aliases them, and threads never share them."""
+    """Few values: bits, scores and sums go into per-thread scratch arrays (a plan per layer and input shape), made so
+    that calls in and out of inference mode may fill them; an output never aliases them, threads never share them, and
+    a layer never takes the plan of another that had its id."""
     from concurrent.futures import ThreadPoolExecutor
 
     torch.manual_seed(0)
@@ -306,6 +307,12 @@ def test_the_float32_way_fills_scratch_arrays_that_no_output_shares():
     assert rules_module.scratch(u.shape, 12, 5)[0] is rules_module.scratch(u.shape, 12, 5)[0]
     big = torch.Size([rules_module.SCRATCH_VALUES + 1, 1])
     assert rules_module.scratch(big, 12, 5)[0] is not rules_module.scratch(big, 12, 5)[0]  # not kept
+    assert packed.plan(u.shape) is packed.plan(u.shape) and packed.plan(big) is not packed.plan(big)
+    other = PackedTM(layer_rules(set_hard(ClauseLayer(20, 5, clauses=12, lf=3, include_init=3))))
+    rules_module._SCRATCH.plans[(id(packed), u.shape)] = other.plan(u.shape)  # as if ``other`` had had its id
+    assert packed.plan(u.shape).owner() is packed and torch.equal(packed.few_outputs(u), expected_u)
+    with torch.no_grad():  # inputs of another dtype: the general float32 calls, the same outputs
+        assert torch.equal(packed.few_outputs(u.double()), expected_u)
 
     inputs = [fuzzy_inputs(3 * 7, 20, seed=s).view(3, 7, 20) for s in range(8)]
     with torch.no_grad():

@@ -37,13 +37,14 @@ class PackedClauseLayer(nn.Module):
             self.register_buffer("bias", layer.bias.detach().float().cpu())
 
     def forward(self, u: torch.Tensor, modulate=None) -> torch.Tensor:
-        lead = u.shape[:-1]
         if modulate is None:  # integer scores voted by integer arithmetic
-            if self.packed.way(u.numel()) == "float32":  # on the tokens as they come: no reshapes
-                out = self.packed.few_outputs(u)
+            packed = self.packed
+            if packed.way(u.numel()) == "float32":  # on the tokens as they come: no reshapes
+                out = packed.few_outputs(u)
             else:
-                out = self.packed.evaluate(u.reshape(-1, self.in_features)).view(*lead, self.out_features)
-            return out if u.device.type == "cpu" else out.to(u.device)
+                out = packed.evaluate(u.reshape(-1, self.in_features)).view(*u.shape[:-1], self.out_features)
+            return out if u.is_cpu else out.to(u.device)
+        lead = u.shape[:-1]
         scores = self.packed.scores(u.reshape(-1, self.in_features)) / self.levels  # [N, active clauses]
         full = scores.new_zeros(len(scores), self.clauses)  # the routing gate reads every clause
         full[:, self.active] = scores
