@@ -11,15 +11,16 @@ student
 (``spiking: false``) with and without KD. Firing density and dead / saturated channels of the
 spiking students.
 
-Cost of the next token at context lengths 128 to 2,048, batch 1, measured side by side in this
-process on the CPU: the teacher runs over the whole context (its positions are learned, so for
-contexts beyond its trained 128 an untrained ``lm_transformer`` of the same shape stands in:
-its cost does not depend on its weights); the student takes one recurrent step from its state.
-Tokens/s, peak memory of that computation, and the bytes the model must keep between tokens
-(the student's state; a key-value cache, were the teacher given one).
+Cost of the next token at context lengths 128 to 2,048, batch 1, on the CPU: the teacher read two ways, over the whole
+context (a plain forward) and one step from its key-value cache (``lm_transformer.step``, the cache holding the
+context), against the student's one recurrent step from its state; the three take turns in 10 ms slices, 7 rounds
+(``common.paired``). Their cost does not depend on their weights, so both are built by the recipe untrained, at
+positions for the longest context. Tokens/s, peak memory of that computation, and the bytes each must keep between
+tokens (the key-value cache; the student's state).
 
     uv run python benchmarks/lm.py [--seeds 0 1 2] [--contexts 128 512 2048] [--teacher
     RUN_DIR/teacher/teacher.safetensors]
+    uv run python benchmarks/lm.py --costs-only      # the next-token costs again; the committed quality runs kept
 
 Writes benchmarks/results/lm.json and .md.
 """
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import statistics
 import tempfile
 import time
@@ -36,9 +38,8 @@ from pathlib import Path
 import torch
 import yaml
 
-import kdforge
-from common import mean_std, run_quietly, save
-from kdforge.bench import latency_ms, peak_memory_bytes
+from common import RESULTS, mean_std, paired, run_quietly, save
+from kdforge.bench import peak_memory_bytes
 from kdforge.models import build_model
 
 RECIPE = Path(__file__).parents[1] / "src" / "kdforge" / "recipes" / "lm_rwkv_spiking.yaml"
@@ -61,9 +62,8 @@ def summary(result: dict) -> dict:
     return out
 
 
-def quality(seeds: list[int], teacher_file: str | None) -> tuple[dict, str, str]:
-    """Per seed and for the non-spiking variant: perplexities and spike statistics; the first
-    run's directory (its student) and the teacher's file."""
+def quality(seeds: list[int], teacher_file: str | None) -> dict:
+    """Per seed and for the non-spiking variant: perplexities and spike statistics."""
     base = yaml.safe_load(RECIPE.read_text())
     base["data"]["split_seed"] = seeds[0]
     log_dir = tempfile.mkdtemp(prefix="kdforge-lm-")
@@ -83,55 +83,76 @@ def quality(seeds: list[int], teacher_file: str | None) -> tuple[dict, str, str]
     plain["student"]["model"]["spiking"] = False
     runs["non-spiking"] = summary(train({**plain, "seed": seeds[0], "teacher": teacher}, log_dir))
     print(f"non-spiking: {runs['non-spiking']}", flush=True)
-    return runs, first["run_dir"], teacher["path"]
+    return runs
 
 
 class Step(torch.nn.Module):
-    """One recurrent step of a student from a state it keeps: token [1] -> logits."""
+    """One step of a model from a state it keeps, token [1] -> logits: the student's recurrent state, or the
+    teacher's key-value cache, set back to the context's length before each step (every step reads the same
+    context)."""
 
-    def __init__(self, student: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, context: int):
         super().__init__()
-        self.student, self.state = student, student.empty_state(1)
+        self.model, self.state = model, model.empty_state(1)
+        for token in torch.randint(1, 256, (context,)):  # a state that has read the context
+            self.state = model.step(token[None], self.state)[1]
+        self.length = getattr(self.state, "length", None)
 
     def forward(self, token: torch.Tensor) -> torch.Tensor:
-        logits, self.state = self.student.step(token, self.state)
+        if self.length is not None:
+            self.state.length = self.length
+        logits, self.state = self.model.step(token, self.state)
         return logits
 
 
+def recipe_models(longest: int) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The recipe's teacher (with positions for ``longest`` tokens) and student, untrained, in eval mode."""
+    raw = yaml.safe_load(RECIPE.read_text())
+    teacher = build_model(
+        "lm_transformer",
+        input_shape=(longest,),
+        num_classes=256,
+        **{k: v for k, v in raw["teacher"]["model"].items() if k != "name"},
+    )
+    student_options = raw["student"]["model"]
+    student = build_model(
+        student_options["name"],
+        input_shape=(raw["data"]["length"],),
+        num_classes=256,
+        **{k: v for k, v in student_options.items() if k != "name"},
+    )
+    return teacher.eval(), student.eval()
+
+
 @torch.no_grad()
-def costs(run_dir: str, teacher_file: str, contexts: list[int]) -> dict:
-    teacher = kdforge.load_student(teacher_file)
-    student = kdforge.load_student(run_dir)
+def costs(contexts: list[int], rounds: int = 7) -> dict:
+    teacher, student = recipe_models(max(contexts))
     options = yaml.safe_load(RECIPE.read_text())["teacher"]["model"]
     width, depth = options["width"], options["depth"]
-    step = Step(student).eval()
-    for token in torch.randint(1, 256, (64,)):  # a state that has read some text
-        step(token[None])
+    token = torch.tensor([65])
+    step = Step(student, 64)  # its cost is the same after any number of tokens
     state_bytes = sum(
         t.numel() * t.element_size()
         for block in step.state
         for t in (block.time_input, block.channel_input, *block.wkv)
     )
-    token = torch.tensor([65])
-    out = {"student_state_bytes": state_bytes, "contexts": {}}
+    out: dict = {"student_state_bytes": state_bytes, "contexts": {}}
     for length in contexts:
-        model = (
-            teacher
-            if length <= teacher.positions.shape[1]
-            else build_model(
-                "lm_transformer",
-                input_shape=(length,),
-                num_classes=256,
-                **{k: v for k, v in options.items() if k != "name"},
-            ).eval()
-        )
-        x = torch.randint(1, 256, (1, length))
-        teacher_ms = latency_ms(model, x, warmup=3, repeats=max(5, 2048 // length))
-        student_ms = latency_ms(step, token, warmup=50, repeats=300)
+        whole, cached = torch.randint(1, 256, (1, length)), Step(teacher, length - 1)
+        variants = {
+            "student": lambda: step(token),
+            "teacher": lambda whole=whole: teacher(whole),
+            "teacher_cached": lambda cached=cached: cached(token),
+        }
+        speeds = paired(variants, 1, rounds)
         out["contexts"][length] = {
-            "teacher_tokens_per_s": 1000 / teacher_ms,
-            "student_tokens_per_s": 1000 / student_ms,
-            "teacher_peak_bytes": peak_memory_bytes(model, x),
+            "teacher_tokens_per_s": speeds["teacher_samples_per_s"],
+            "teacher_cached_tokens_per_s": speeds["teacher_cached_samples_per_s"],
+            "student_tokens_per_s": speeds["student_samples_per_s"],
+            # the median of 7 per-round ratios, inverted: the median of the inverted ratios
+            "student_over_teacher_cached": 1 / speeds["teacher_cached_over_student"],
+            "teacher_peak_bytes": peak_memory_bytes(teacher, whole),
+            "teacher_cached_peak_bytes": peak_memory_bytes(cached, token),
             "student_peak_bytes": peak_memory_bytes(step, token),
             "teacher_kv_cache_bytes": 2 * depth * length * width * 4,
         }
@@ -165,22 +186,26 @@ def markdown(out: dict) -> str:
         f"KD better on {sum(k < a for k, a in zip(kd, alone))} of {len(seeds)} seeds. "
         f"Parameters: teacher {params['teacher']:,}, student {params['student']:,}.",
         "",
-        "Next-token cost at batch 1 on this CPU (teacher: a forward over the whole context; student: one recurrent "
-        "step):",
+        "Next-token cost at batch 1 on this CPU, the three taking turns (teacher: a forward over the whole context, "
+        "or one step from its key-value cache holding the context; student: one recurrent step from its state):",
         "",
-        "| context | teacher tokens/s | student tokens/s | teacher peak memory | student peak memory | teacher KV "
-        "cache (if cached) | student state |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| context | teacher tokens/s, whole context | teacher tokens/s, KV cache | student tokens/s | teacher peak "
+        "memory, whole / cached | student peak memory | teacher KV cache | student state |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     c = out["costs"]
     for length, row in c["contexts"].items():
         lines.append(
-            f"| {length} | {row['teacher_tokens_per_s']:,.0f} | {row['student_tokens_per_s']:,.0f} | "
-            f"{row['teacher_peak_bytes'] / 1024:,.0f} KiB | "
-            f"{row['student_peak_bytes'] / 1024:,.0f} KiB | {row['teacher_kv_cache_bytes'] / 1024:,.0f} KiB | "
-            f"{c['student_state_bytes'] / 1024:,.1f} KiB |"
+            f"| {length} | {row['teacher_tokens_per_s']:,.0f} | {row['teacher_cached_tokens_per_s']:,.0f} | "
+            f"{row['student_tokens_per_s']:,.0f} | {row['teacher_peak_bytes'] / 1024:,.0f} / "
+            f"{row['teacher_cached_peak_bytes'] / 1024:,.0f} KiB | {row['student_peak_bytes'] / 1024:,.0f} KiB | "
+            f"{row['teacher_kv_cache_bytes'] / 1024:,.0f} KiB | {c['student_state_bytes'] / 1024:,.1f} KiB |"
         )
-    lines += ["", f"Recipe `lm_rwkv_spiking.yaml`; teacher {out['teacher']}. {out['minutes']} minutes."]
+    ratios = ", ".join(
+        f"{row['student_over_teacher_cached']:.1f}× at {length}" for length, row in c["contexts"].items()
+    )
+    lines += ["", f"The student's tokens/s over the teacher's with its cache (median of the rounds' ratios): {ratios}."]
+    lines += ["", f"Recipe `lm_rwkv_spiking.yaml`; teacher {out['teacher']}. {out['minutes']} minutes (quality runs)."]
     return "\n".join(lines) + "\n"
 
 
@@ -195,18 +220,27 @@ def main() -> None:
             "training one"
         ),
     )
+    parser.add_argument(
+        "--costs-only",
+        action="store_true",
+        help="measure the next-token costs again and keep the committed quality runs",
+    )
     args = parser.parse_args()
+    if args.costs_only:
+        out = json.loads((RESULTS / "lm.json").read_text())
+        out["costs"] = costs(args.contexts)
+        save("lm", out, markdown(out))
+        return
     started = time.perf_counter()
-    runs, first, teacher = quality(args.seeds, args.teacher)
     out = {
         "seeds": args.seeds,
-        "runs": runs,
-        "costs": costs(first, teacher, args.contexts),
+        "runs": quality(args.seeds, args.teacher),
         "teacher": "trained beforehand by the recipe on the first seed's split (--teacher)"
         if args.teacher
         else "trained by the first seed's run",
     }
     out["minutes"] = round((time.perf_counter() - started) / 60, 1)
+    out["costs"] = costs(args.contexts)
     save("lm", out, markdown(out))
 
 

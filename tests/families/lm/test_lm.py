@@ -17,7 +17,7 @@ from kdforge.distiller import Distiller
 from kdforge.errors import KdforgeError
 from kdforge.evaluate import evaluate, score, score_gain, shown
 from kdforge.families.lm.data import ByteTokenizer, windows
-from kdforge.families.lm.generate import generate
+from kdforge.families.lm.generate import generate, generate_batch
 from kdforge.losses import build_losses
 from kdforge.models import build_model
 from kdforge.teachers import Teacher
@@ -158,9 +158,25 @@ def test_language_models_are_causal(name, options):
     assert torch.allclose(a[:, :12], b[:, :12], atol=1e-5) and not torch.allclose(a[:, 12:], b[:, 12:])
 
 
-def test_recurrent_generation_is_the_greedy_continuation_of_the_parallel_model():
+STEPPING = [("rwkv_spiking", {"size": "tiny"}), ("lm_transformer", {"width": 32, "depth": 2, "heads": 4})]
+
+
+def test_a_transformer_step_from_its_key_value_cache_gives_the_parallel_logits():
     torch.manual_seed(0)
-    model = build_model("rwkv_spiking", input_shape=(32,), num_classes=30, size="tiny").eval()
+    model = build_model("lm_transformer", input_shape=(12,), num_classes=30, width=32, depth=2, heads=4).eval()
+    x = torch.randint(0, 30, (3, 12))
+    state = model.empty_state(3)
+    with torch.no_grad():
+        stepped = torch.stack([model.step(x[:, t], state)[0] for t in range(12)], 1)
+        assert torch.allclose(stepped, model(x), atol=1e-5) and state.length == 12
+        with pytest.raises(ValueError, match="at most 12 tokens"):
+            model.step(x[:, 0], state)
+
+
+@pytest.mark.parametrize("name,options", STEPPING)
+def test_stepped_generation_is_the_greedy_continuation_of_the_parallel_model(name, options):
+    torch.manual_seed(0)
+    model = build_model(name, input_shape=(32,), num_classes=30, **options).eval()
     prompt = [3, 1, 4, 1, 5]
     recurrent = generate(model, prompt, 10, temperature=0)
     context = list(prompt)
@@ -172,6 +188,29 @@ def test_recurrent_generation_is_the_greedy_continuation_of_the_parallel_model()
     assert sampled == generate(model, prompt, 10, temperature=1.0, top_k=3, seed=1) and all(
         0 <= t < 30 for t in sampled
     )
+
+
+@pytest.mark.parametrize("name,options", STEPPING)
+def test_a_batch_of_prompts_steps_together_as_each_prompt_would_alone(name, options):
+    torch.manual_seed(0)
+    model = build_model(name, input_shape=(32,), num_classes=30, **options).eval()
+    prompts = [[3, 1, 4, 1, 5, 9, 2], [7], [2, 7, 1]]
+    for temperature in (0.0, 1.0):
+        together = generate_batch(model, prompts, 6, temperature=temperature, top_k=5, seed=4)
+        alone = [generate(model, p, 6, temperature=temperature, top_k=5, seed=4 + i) for i, p in enumerate(prompts)]
+        assert together == alone and [len(w) for w in together] == [6, 6, 6]
+
+
+def test_past_its_positions_a_transformer_writes_from_the_last_window():
+    torch.manual_seed(0)
+    model = build_model("lm_transformer", input_shape=(8,), num_classes=30, width=32, depth=2, heads=4).eval()
+    prompt = [3, 1, 4, 1, 5]
+    context = list(prompt)
+    with torch.no_grad():
+        for _ in range(7):  # the sequence outgrows the 8 positions: each token from the last 8
+            context.append(int(model(torch.tensor([context[-8:]]))[0, -1].argmax()))
+    assert generate(model, prompt, 7, temperature=0, window=8) == context[len(prompt) :]
+    assert generate(model, prompt, 4, temperature=0, window=8) == context[len(prompt) : len(prompt) + 4]  # stepped
 
 
 def test_a_tiny_lm_run_reports_perplexities_and_spikes_and_generates(tmp_path, invoke, capsys):

@@ -1,10 +1,11 @@
 """Sampling text from a language-model student (or teacher).
 
-A model with a ``step(token, state)`` method (``rwkv_spiking``) reads the prompt and writes
-its continuation one token at a time in recurrent mode: constant memory, constant time per
-token, whatever the context length. A Hugging Face student (``hf_causal_lm``) uses its own
-``generate`` with a KV cache. Other causal LMs are run on the last ``window`` tokens for each
-new one.
+A model with a ``step(token, state)`` method reads the prompt and writes its continuation one token at a time:
+``rwkv_spiking`` in recurrent mode (constant memory, constant time per token, whatever the context length),
+``lm_transformer`` from its key-value cache (as long as the sequence fits its positions). A batch of prompts steps
+together, each row reading its prompt and then writing. A Hugging Face student (``hf_causal_lm``) uses its own
+``generate`` with its KV cache. Other causal LMs, and sequences longer than a model's positions, are run on the last
+``window`` tokens for each new one.
 """
 
 from __future__ import annotations
@@ -48,18 +49,11 @@ def generate(
     model.eval()
     if (hf := _transformers_model(model)) is not None:
         return hf_generate(*hf, [prompt_ids], new_tokens, temperature, top_k, seed)[0]
+    if steps_through(model, len(prompt_ids) + new_tokens - 1, window):
+        return stepped(model, [prompt_ids], new_tokens, temperature, top_k, seed)[0]
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     out: list[int] = []
-    if hasattr(model, "step"):
-        state = model.empty_state(1, device)
-        for token in prompt_ids:
-            logits, state = model.step(torch.tensor([token], device=device), state)
-        for _ in range(new_tokens):
-            token = int(sample_next(logits, temperature, top_k, generator))
-            out.append(token)
-            logits, state = model.step(torch.tensor([token], device=device), state)
-        return out
     context = list(prompt_ids)
     for _ in range(new_tokens):
         ids = torch.tensor([context[-window:] if window else context], device=device)
@@ -79,12 +73,48 @@ def generate_batch(
     seed: int = 0,
     window: int | None = None,
 ) -> list[list[int]]:
-    """``new_tokens`` ids continuing each of ``prompts``: a Hugging Face model writes them all in one batch,
-    another model one prompt at a time (prompt i sampled with seed ``seed + i``)."""
+    """``new_tokens`` ids continuing each of ``prompts``: a Hugging Face model writes them all in one batch, so does
+    a model that steps (its rows stepping together) where every sequence fits it, another model one prompt at a
+    time (prompt i sampled with seed ``seed + i``, in a batch too)."""
     if (hf := _transformers_model(model)) is not None and all(prompts):
         model.eval()
         return hf_generate(*hf, prompts, new_tokens, temperature, top_k, seed)
+    longest = max(map(len, prompts), default=0)
+    if all(prompts) and steps_through(model, longest + new_tokens - 1, window):
+        return stepped(model, prompts, new_tokens, temperature, top_k, seed)
     return [generate(model, p, new_tokens, temperature, top_k, seed + i, window) for i, p in enumerate(prompts)]
+
+
+def steps_through(model: nn.Module, tokens: int, window: int | None) -> bool:
+    """Whether ``model`` reads ``tokens`` tokens of a sequence one at a time, as it would read them at once: it
+    steps, and the sequence fits its positions (``max_tokens``, where it has a limit) and the ``window``."""
+    if not hasattr(model, "step"):
+        return False
+    limit = getattr(model, "max_tokens", None)
+    return limit is None or tokens <= min(limit, window or limit)
+
+
+@torch.no_grad()
+def stepped(
+    model: nn.Module, prompts: list[list[int]], new_tokens: int, temperature: float, top_k: int | None, seed: int
+) -> list[list[int]]:
+    """``new_tokens`` ids after each prompt, the rows stepping together: at each step a row reads the next token of
+    its prompt, or the one it wrote last; row i samples with its own generator, seeded ``seed + i``."""
+    model.eval()
+    device = next(model.parameters()).device
+    generators = [torch.Generator().manual_seed(seed + i) for i in range(len(prompts))]
+    written: list[list[int]] = [[] for _ in prompts]
+    state = model.empty_state(len(prompts), device)
+    tokens = [p[0] for p in prompts]
+    for position in range(max(map(len, prompts)) + new_tokens - 1):
+        logits, state = model.step(torch.tensor(tokens, device=device), state)
+        for row, prompt in enumerate(prompts):
+            if position + 1 < len(prompt):
+                tokens[row] = prompt[position + 1]
+            elif len(written[row]) < new_tokens:  # a row that has written all its tokens steps on, unread
+                tokens[row] = int(sample_next(logits[row : row + 1], temperature, top_k, generators[row]))
+                written[row].append(tokens[row])
+    return written
 
 
 def _transformers_model(model: nn.Module) -> tuple[nn.Module, int] | None:
