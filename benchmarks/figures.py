@@ -300,8 +300,8 @@ FIGURES = [
     ),
     Figure(
         "docs/tm.md",
-        "run 3.3–4.1× faster than hard mode in\nPyTorch at batch 1 and 4.3–5.0× at batch 256, inside the model "
-        "2.6–3.4× and 3.5–7.4×, with identical logits; the\npacked student is 1.33–2.30×",
+        "run 5.0–6.4× faster than hard mode in\nPyTorch at batch 1 and 5.8–7.2× at batch 256, inside the model "
+        "4.0–5.1× and 5.1–10.0×, with identical logits; the\npacked student is 1.45–2.25×",
         "tm_blocks_no_vnni_levels8.md",
     ),
     Figure(

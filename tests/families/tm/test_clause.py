@@ -323,6 +323,24 @@ def test_the_float32_way_fills_scratch_arrays_that_no_output_shares():
             assert all(torch.equal(g, w) for g, w in zip(got, wanted))
 
 
+@pytest.mark.parametrize("levels", [2, 3, 4, 8])
+def test_packed_levels_count_the_thresholds_below_each_input_exactly(levels):
+    """At L levels the float32 way counts the thresholds below each input by arithmetic (L a power of two) or by a
+    search: either way as hard mode, on inputs at, just above and just below every threshold and beyond [0, 1]."""
+    torch.manual_seed(0)
+    layer = set_hard(ClauseLayer(6, 4, clauses=10, lf=3, include_init=6, levels=levels))
+    edges = torch.tensor([0.0, 1.0, -1.0, 3.0, 1e30, -1e30, *layer.level_thresholds.tolist()])
+    near = torch.cat([edges, torch.nextafter(edges, edges + 1), torch.nextafter(edges, edges - 1)])
+    values = torch.cat([near, torch.rand(6 * 12)])
+    u = values[: len(values) // 6 * 6].view(-1, 6)  # every edge value, then random ones
+    packed = PackedTM(layer_rules(layer))
+    assert packed.way(u.numel()) == "float32" and packed.levels_by_arithmetic == (levels in (2, 4, 8))
+    with torch.no_grad():
+        assert torch.equal(packed.few_outputs(u), layer(u))
+        expected_counts = torch.bucketize(u, layer.level_thresholds).to(torch.int8)
+        assert torch.equal(packed.bits(u), expected_counts)  # the bits the int8 ways multiply
+
+
 def test_rules_round_trip_through_a_file(tmp_path):
     model = trained_looking_tm_flat()
     path = export_rules(model, tmp_path / "rules.json")
