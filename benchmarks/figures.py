@@ -186,12 +186,12 @@ FIGURES = [
     ),
     Figure(
         "docs/tm.md",
-        "2.7–13.3× faster than hard mode on their own inputs, six of the twelve cells at the 5× we aim at: every "
-        "student at\nbatch 1 (the patch-2 Swin-TM at the edge, 5.0×), none at batch 256; inside the model 2.3–10.0×, "
-        "five of twelve; the\npacked student is 1.2–5.0× faster",
+        "2.8–14.2× faster than hard mode on their own inputs, six of the twelve cells at the 5× we aim at: every "
+        "student at\nbatch 1 (6.1–14.2×), none at batch 256; inside the model 2.7–10.2×, four of twelve; the packed "
+        "student is\n1.23–5.15× faster",
         "tm_blocks_no_vnni.md",
     ),
-    Figure("docs/tm.md", "float32 one (2.7–3.5× here)", "tm_blocks_no_vnni.md"),
+    Figure("docs/tm.md", "float32 one (2.8–3.8× here)", "tm_blocks_no_vnni.md"),
     Figure("docs/tm.md", "float32 and oneDNN's layers are level, 3.1× both", "tm_paths_no_vnni.md"),
     Figure(
         "docs/tm.md",
@@ -279,7 +279,7 @@ FIGURES = [
         ("95.37", "0.70", "91.20", "2.85"),
     ),
     *table("docs/tm.md", "| tm_flat | 527,882", "tm_accuracy.md"),
-    *table("docs/tm.md", "| vit_tm_tiny (patch 8) | 8.6× |", "tm_blocks_no_vnni.md"),
+    *table("docs/tm.md", "| vit_tm_tiny (patch 8) | 8.0× |", "tm_blocks_no_vnni.md"),
     *table("docs/tm.md", "| vit_tm_tiny (patch 8) | 6.6× |", "tm_blocks_vnni.md"),
     *table("docs/tm.md", "| token parity | ViT-TM | TM, `literal_gain` 1", "tm_ablation.md"),
     *table("docs/tm.md", "| token parity | ViT-TM | TM, `literal_gain` 4 |", "tm_ablation_30ep.md"),
@@ -300,15 +300,15 @@ FIGURES = [
     ),
     Figure(
         "docs/tm.md",
-        "run 5.0–6.4× faster than hard mode in\nPyTorch at batch 1 and 5.8–7.2× at batch 256, inside the model "
-        "4.0–5.1× and 5.1–10.0×, with identical logits; the\npacked student is 1.45–2.25×",
+        "run 5.1–6.5× faster than hard mode in\nPyTorch at batch 1 and 5.9–9.9× at batch 256, inside the model "
+        "4.3–5.0× and 5.1–11.5×, with identical logits; the\npacked student is 1.45–2.36×",
         "tm_blocks_no_vnni_levels8.md",
     ),
     Figure(
         "docs/tm.md",
-        "students' blocks run 5.0–8.6× faster at batch 1 and 2.7–3.5× at batch 256",
+        "students' blocks run 6.1–8.2× faster at batch 1 and 2.8–3.8× at batch 256",
         "tm_blocks_no_vnni.md",
-        ("5.0", "8.6", "2.7", "3.5"),
+        ("6.1", "8.2", "2.8", "3.8"),
     ),
     *table("docs/lm.md", "| alone (CE) |", "lm_hf.md"),
     *table("docs/lm.md", "| bf16, plain losses | 160,896 |", "lm_gpu.md"),

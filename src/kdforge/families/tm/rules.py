@@ -383,8 +383,8 @@ class PackedTM:
 
 
 class FloatPlan:
-    """:class:`PackedTM`'s float32 way for inputs of one shape: the layer's tensors bound and its scratch arrays made
-    once (per layer, shape and thread), so that a call is five PyTorch calls (a few more with levels) and little else.
+    """:class:`PackedTM`'s float32 way for inputs of one shape: the layer's tensors and scratch arrays bound once (per
+    layer, shape and thread), so that a call is five PyTorch calls (a few more with levels) and little else.
     On the few values of a batch-1 layer (a few dozen µs) the Python around the calls, a µs or two a step, was a third
     of the time. The scores come from one ``addmm`` (offsets + bits · signs: small integers, exact in float32). With
     ``levels`` L, the bits count the level thresholds below each input, as hard mode reads them: by arithmetic where L
@@ -395,12 +395,12 @@ class FloatPlan:
         rows = shape[:-1].numel()
         self.level_thresholds = packed.level_thresholds_t if packed.levels > 1 else None
         self.level_count, self.by_arithmetic = packed.levels, packed.levels_by_arithmetic
+        # the thread's scratch arrays for this shape, which layers of the same sizes share (they run one at a time)
+        self.bits, scores, self.shaped_total = scratch(shape, len(packed.sizes), packed.outputs)
         with torch.inference_mode(False):  # so that calls in and out of inference mode may fill them
             self.counts = torch.empty(shape, dtype=torch.int32) if self.level_thresholds is not None else None
-            self.bits = torch.empty(shape)
             self.flat_bits = self.bits.view(rows, shape[-1])
-            self.scores, self.total = torch.empty(rows, len(packed.sizes)), torch.empty(rows, packed.outputs)
-            self.shaped_total = self.total.view(*shape[:-1], packed.outputs)  # the outputs' shape: no view per call
+            self.scores, self.total = scores.view(rows, -1), self.shaped_total.view(rows, -1)
         self.threshold, self.signs, self.offsets = packed.threshold_t, packed.signs, packed.offsets
         self.votes, self.factor, self.bias = packed.votes, packed.factor, packed.bias
 
