@@ -312,6 +312,7 @@ def test_the_float32_way_fills_scratch_arrays_that_no_output_shares():
     rules_module._SCRATCH.plans[(id(packed), u.shape)] = other.plan(u.shape)  # as if ``other`` had had its id
     assert packed.plan(u.shape).owner() is packed and torch.equal(packed.few_outputs(u), expected_u)
     assert other.plan(u.shape).bits is packed.plan(u.shape).bits  # layers of the same sizes share the arrays
+    assert packed.few_outputs(u[:0]).shape == (0, 7, 5) and packed(np.zeros((0, 20))).shape == (0, 5)  # no rows
     with torch.no_grad():  # inputs of another dtype: the general float32 calls, the same outputs
         assert torch.equal(packed.few_outputs(u.double()), expected_u)
 

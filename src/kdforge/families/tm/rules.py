@@ -400,7 +400,7 @@ class FloatPlan:
         with torch.inference_mode(False):  # so that calls in and out of inference mode may fill them
             self.counts = torch.empty(shape, dtype=torch.int32) if self.level_thresholds is not None else None
             self.flat_bits = self.bits.view(rows, shape[-1])
-            self.scores, self.total = scores.view(rows, -1), self.shaped_total.view(rows, -1)
+            self.scores, self.total = scores.view(rows, len(packed.sizes)), self.shaped_total.view(rows, packed.outputs)
         self.threshold, self.signs, self.offsets = packed.threshold_t, packed.signs, packed.offsets
         self.votes, self.factor, self.bias = packed.votes, packed.factor, packed.bias
 
