@@ -341,6 +341,8 @@ def test_packed_levels_count_the_thresholds_below_each_input_exactly(levels):
         assert torch.equal(packed.few_outputs(u), layer(u))
         expected_counts = torch.bucketize(u, layer.level_thresholds).to(torch.int8)
         assert torch.equal(packed.bits(u), expected_counts)  # the bits the int8 ways multiply
+        many = torch.cat([u, torch.rand(rules_module.SEARCHED_VALUES // 6, 6)])  # counted, not searched, here
+        assert torch.equal(packed.few_outputs(many), layer(many))
 
 
 def test_rules_round_trip_through_a_file(tmp_path):

@@ -47,6 +47,7 @@ _SCRATCH = threading.local()
 SCRATCH_SHAPES = 64  # kept at most, per thread
 SCRATCH_VALUES = 65536  # kept only for inputs of at most this many values: on more a fresh array costs little
 PLANS = 256  # float32 plans (a layer and an input shape each) kept at most, per thread
+SEARCHED_VALUES = 2**16  # levels that are no power of two: a search per value below this many values, as hard mode
 
 
 def layer_rules(layer: ClauseLayer, thresholds: list[float] | None = None) -> dict[str, Any]:
@@ -222,7 +223,6 @@ class PackedTM:
         # integer vote sums are exact in float32 while they stay below 2^24; float64 beyond
         largest = float(np.abs(votes).sum(0).max(initial=0.0)) * top_score
         self.sum_dtype = torch.float32 if largest < 2**24 else torch.float64
-        self.plannable = self.sum_dtype == torch.float32  # what a FloatPlan computes
         self.votes = torch.from_numpy(votes).to(self.sum_dtype)
         fits = top_score <= 127 and np.abs(votes).max(initial=0) <= 127 and len(votes) > 0  # int8 scores and votes
         self.int8_votes = torch.from_numpy(votes.astype(np.int8)) if self.int8 and fits else None
@@ -288,17 +288,14 @@ class PackedTM:
 
     def few_outputs(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """[*, F] inputs, any leading dimensions -> [*, K] outputs (in ``out`` if given) by float32 calls alone: the
-        fastest way on a few values (and the only one where no int8 way pays). The bits, scores and vote sums go into
-        scratch arrays: on a few values a fresh array costs as much as the call that fills it, and so do reshapes to
-        two dimensions. Float32 inputs on the CPU go through this layer's :class:`FloatPlan` for their shape."""
-        if self.plannable and x.dtype is torch.float32 and x.is_cpu and not x.requires_grad:
-            return self.plan(x.shape)(x, out)
-        scores = self.few_scores(x)
+        fastest way on a few values (and the only one where no int8 way pays), through this layer's
+        :class:`FloatPlan` for the inputs' shape."""
+        x = _float32_cpu(x)
+        plan = self.plan(x.shape)
         if self.sum_dtype != torch.float32:  # vote sums too wide for float32
-            outputs = integer_vote(scores, self.votes, self.factor, self.bias, self.sum_dtype)
+            outputs = integer_vote(plan.scores_of(x), self.votes, self.factor, self.bias, self.sum_dtype)
             return outputs if out is None else out.copy_(outputs)
-        total = scratch(x.shape, len(self.sizes), self.outputs)[2]
-        return torch.addcmul(self.bias, torch.matmul(scores, self.votes, out=total), self.factor, out=out)
+        return plan(x, out)
 
     def plan(self, shape: torch.Size) -> FloatPlan:
         """This thread's :class:`FloatPlan` of this layer for inputs of ``shape`` (a fresh one for more than
@@ -319,14 +316,8 @@ class PackedTM:
     def few_scores(self, x: torch.Tensor) -> torch.Tensor:
         """[*, F] inputs -> [*, C] clause scores in float32 (small integers: exact), in this thread's scratch array
         (overwritten by its next call)."""
-        if x.dtype != torch.float32 or x.device.type != "cpu" or x.requires_grad:
-            x = x.detach().to("cpu", torch.float32)
-        bits, scores, _ = scratch(x.shape, len(self.sizes), self.outputs)
-        if self.levels == 1:
-            torch.gt(x, self.threshold_t, out=bits)
-        else:
-            bits.copy_(self.bits(x))
-        return torch.matmul(bits, self.signs, out=scores).add_(self.offsets).clamp_min_(0)
+        x = _float32_cpu(x)
+        return self.plan(x.shape).scores_of(x)
 
     def vote(self, scores: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """[B, C] integer clause scores -> [B, K] float32 outputs (in ``out`` if given), as the hard-mode layer votes
@@ -388,7 +379,8 @@ class FloatPlan:
     On the few values of a batch-1 layer (a few dozen µs) the Python around the calls, a µs or two a step, was a third
     of the time. The scores come from one ``addmm`` (offsets + bits · signs: small integers, exact in float32). With
     ``levels`` L, the bits count the level thresholds below each input, as hard mode reads them: by arithmetic where L
-    is a power of two, else by ``bucketize`` (a search per value, several times slower)."""
+    is a power of two, else by ``bucketize`` on a few values (a search per value, several times slower) and by L
+    comparisons on many."""
 
     def __init__(self, packed: PackedTM, shape: torch.Size):
         self.owner = weakref.ref(packed)
@@ -396,27 +388,45 @@ class FloatPlan:
         self.level_thresholds = packed.level_thresholds_t if packed.levels > 1 else None
         self.level_count, self.by_arithmetic = packed.levels, packed.levels_by_arithmetic
         # the thread's scratch arrays for this shape, which layers of the same sizes share (they run one at a time)
-        self.bits, scores, self.shaped_total = scratch(shape, len(packed.sizes), packed.outputs)
+        self.bits, self.shaped_scores, self.shaped_total = scratch(shape, len(packed.sizes), packed.outputs)
         with torch.inference_mode(False):  # so that calls in and out of inference mode may fill them
-            self.counts = torch.empty(shape, dtype=torch.int32) if self.level_thresholds is not None else None
+            searched = self.level_thresholds is not None and not self.by_arithmetic and shape.numel() < SEARCHED_VALUES
+            self.counts = torch.empty(shape, dtype=torch.int32) if searched else None
             self.flat_bits = self.bits.view(rows, shape[-1])
-            self.scores, self.total = scores.view(rows, len(packed.sizes)), self.shaped_total.view(rows, packed.outputs)
+            self.scores = self.shaped_scores.view(rows, len(packed.sizes))
+            self.total = self.shaped_total.view(rows, packed.outputs)
         self.threshold, self.signs, self.offsets = packed.threshold_t, packed.signs, packed.offsets
         self.votes, self.factor, self.bias = packed.votes, packed.factor, packed.bias
 
-    def __call__(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        """[*, F] float32 inputs of the plan's shape -> [*, K] outputs: fresh, or written into ``out`` [B, K]."""
+    def scores_of(self, x: torch.Tensor) -> torch.Tensor:
+        """[*, F] float32 inputs of the plan's shape -> [*, C] clause scores, in the scratch array."""
         if self.level_thresholds is None:
             torch.gt(x, self.threshold, out=self.bits)
         elif self.by_arithmetic:
             torch.mul(x, self.level_count, out=self.bits).sub_(0.5).ceil_().clamp_(0, self.level_count)
-        else:
+        elif self.counts is not None:  # a search per value on a few values, as hard mode reads them
             self.bits.copy_(torch.bucketize(x, self.level_thresholds, out_int32=True, out=self.counts))
+        else:  # L comparisons on many (``PackedTM.bits``)
+            self.bits.copy_(self.owner().bits(x))
         torch.addmm(self.offsets, self.flat_bits, self.signs, out=self.scores).clamp_min_(0)
+        return self.shaped_scores
+
+    def __call__(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """[*, F] float32 inputs of the plan's shape -> [*, K] outputs: fresh, or written into ``out`` [B, K]
+        (vote sums in float32)."""
+        self.scores_of(x)
         torch.mm(self.scores, self.votes, out=self.total)
         if out is None:
             return torch.addcmul(self.bias, self.shaped_total, self.factor)
         return torch.addcmul(self.bias, self.total, self.factor, out=out)
+
+
+def _float32_cpu(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as float32 on the CPU, outside autograd; itself where it is so already (on a few values each call
+    costs)."""
+    if x.dtype is not torch.float32 or not x.is_cpu or x.requires_grad:
+        return x.detach().to("cpu", torch.float32)
+    return x
 
 
 def scratch(shape: torch.Size, clauses: int, outputs: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
