@@ -149,7 +149,7 @@ def costs(contexts: list[int], rounds: int = 7) -> dict:
             "teacher_tokens_per_s": speeds["teacher_samples_per_s"],
             "teacher_cached_tokens_per_s": speeds["teacher_cached_samples_per_s"],
             "student_tokens_per_s": speeds["student_samples_per_s"],
-            # the median of 7 per-round ratios, inverted: the median of the inverted ratios
+            # the median per-round ratio inverted: with an odd number of rounds, the median of the inverted ratios
             "student_over_teacher_cached": 1 / speeds["teacher_cached_over_student"],
             "teacher_peak_bytes": peak_memory_bytes(teacher, whole),
             "teacher_cached_peak_bytes": peak_memory_bytes(cached, token),
