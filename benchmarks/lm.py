@@ -108,20 +108,12 @@ class Step(torch.nn.Module):
 def recipe_models(longest: int) -> tuple[torch.nn.Module, torch.nn.Module]:
     """The recipe's teacher (with positions for ``longest`` tokens) and student, untrained, in eval mode."""
     raw = yaml.safe_load(RECIPE.read_text())
-    teacher = build_model(
-        "lm_transformer",
-        input_shape=(longest,),
-        num_classes=256,
-        **{k: v for k, v in raw["teacher"]["model"].items() if k != "name"},
-    )
-    student_options = raw["student"]["model"]
-    student = build_model(
-        student_options["name"],
-        input_shape=(raw["data"]["length"],),
-        num_classes=256,
-        **{k: v for k, v in student_options.items() if k != "name"},
-    )
-    return teacher.eval(), student.eval()
+
+    def built(spec: dict, length: int) -> torch.nn.Module:
+        options = {k: v for k, v in spec.items() if k != "name"}
+        return build_model(spec["name"], input_shape=(length,), num_classes=256, **options).eval()
+
+    return built(raw["teacher"]["model"], longest), built(raw["student"]["model"], raw["data"]["length"])
 
 
 @torch.no_grad()
