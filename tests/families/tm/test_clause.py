@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from kdforge.families.tm import clause as clause_module
 from kdforge.families.tm import rules as rules_module
 from kdforge.families.tm.clause import ClauseLayer, DeepTM, set_hard, set_levels
 from kdforge.families.tm.rules import PackedTM, export_rules, has_int_linear, layer_rules, load_rules, model_rules
@@ -341,8 +342,15 @@ def test_packed_levels_count_the_thresholds_below_each_input_exactly(levels):
         assert torch.equal(packed.few_outputs(u), layer(u))
         expected_counts = torch.bucketize(u, layer.level_thresholds).to(torch.int8)
         assert torch.equal(packed.bits(u), expected_counts)  # the bits the int8 ways multiply
-        many = torch.cat([u, torch.rand(rules_module.SEARCHED_VALUES // 6, 6)])  # counted, not searched, here
+        many = torch.cat(
+            [u, torch.rand(rules_module.SEARCHED_VALUES_PER_LEVEL * levels // 6, 6)]
+        )  # counted, not searched, here
         assert torch.equal(packed.few_outputs(many), layer(many))
+        more = torch.cat(
+            [many, torch.rand(clause_module.SEARCHED_VALUES_PER_LEVEL * levels // 6, 6)]
+        )  # hard mode counts them too
+        assert torch.equal(layer.leveled(more), torch.bucketize(more, layer.level_thresholds) / levels)
+        assert torch.equal(packed.few_outputs(more), layer(more))
 
 
 def test_rules_round_trip_through_a_file(tmp_path):

@@ -52,6 +52,11 @@ from torch import nn
 
 from kdforge.models import MODELS
 
+# hard mode reads the levels by one search per value (``bucketize``) below this many values per level and by L
+# comparisons summed from there on (2 threads: L = 3 level at ~16,000 values, the search 1.4x slower at 32,768 and
+# 2.4x at 65,536; L = 8 level at ~45,000; 1 thread: the comparisons pay from fewer)
+SEARCHED_VALUES_PER_LEVEL = 6144
+
 
 def straight_through(hard: torch.Tensor, surrogate: Callable[[], torch.Tensor]) -> torch.Tensor:
     """Forward value ``hard`` exactly; gradient of ``surrogate()``, which is not even computed where no gradient is
@@ -241,9 +246,9 @@ class ClauseLayer(nn.Module):
         level thresholds below u."""
         if self.levels == 1:
             return (u > 0.5).to(u.dtype)
-        if u.numel() < 2**16:  # one call: the fastest on a few rows
+        if u.numel() < SEARCHED_VALUES_PER_LEVEL * self.levels:  # one call: the fastest on a few rows
             return torch.bucketize(u, self.level_thresholds.to(u.dtype)).to(u.dtype) / self.levels
-        first, *others = self.level_thresholds.tolist()  # on many rows, L comparisons summed are ~2x faster
+        first, *others = self.level_thresholds.tolist()  # on more, L comparisons summed (a search per value is slow)
         counts = (u > first).to(u.dtype)
         for threshold in others:
             counts += u > threshold
