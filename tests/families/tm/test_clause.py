@@ -343,7 +343,7 @@ def test_packed_levels_count_the_thresholds_below_each_input_exactly(levels):
         expected_counts = torch.bucketize(u, layer.level_thresholds).to(torch.int8)
         assert torch.equal(packed.bits(u), expected_counts)  # the bits the int8 ways multiply
         many = torch.cat(
-            [u, torch.rand(rules_module.SEARCHED_VALUES_PER_LEVEL * levels // 6, 6)]
+            [u, torch.rand(rules_module.PACKED_SEARCHED_PER_LEVEL * levels // 6, 6)]
         )  # counted, not searched, here
         assert torch.equal(packed.few_outputs(many), layer(many))
         more = torch.cat(

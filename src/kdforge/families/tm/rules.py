@@ -49,7 +49,7 @@ SCRATCH_VALUES = 65536  # kept only for inputs of at most this many values: on m
 PLANS = 256  # float32 plans (a layer and an input shape each) kept at most, per thread
 # levels that are no power of two: a search per value below this many values per level, L comparisons in NumPy from
 # there on (3 levels, 2 threads: level at 4,096 values, the comparisons ~1.4x faster at 6,144 and ~5x at 16,384)
-SEARCHED_VALUES_PER_LEVEL = 1024
+PACKED_SEARCHED_PER_LEVEL = 1024
 
 
 def layer_rules(layer: ClauseLayer, thresholds: list[float] | None = None) -> dict[str, Any]:
@@ -395,7 +395,7 @@ class FloatPlan:
             searched = (
                 self.level_thresholds is not None
                 and not self.by_arithmetic
-                and shape.numel() < SEARCHED_VALUES_PER_LEVEL * packed.levels
+                and shape.numel() < PACKED_SEARCHED_PER_LEVEL * packed.levels
             )
             self.counts = torch.empty(shape, dtype=torch.int32) if searched else None
             self.flat_bits = self.bits.view(rows, shape[-1])
