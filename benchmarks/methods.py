@@ -18,6 +18,11 @@ The best epoch of every run is chosen on validation and its test accuracy report
     uv run python benchmarks/methods.py run [--pairs ...] [--methods ...] [--jobs 2]
     uv run python benchmarks/methods.py tune [--pairs ...] [--trials 30] [--trial-seeds 2] [--jobs 2]
     uv run python benchmarks/methods.py report
+    uv run python benchmarks/methods.py seeds [--pairs ...] [--seeds 0 ... 9] [--lrs 0.003 0.01]
+
+``seeds`` asks what three seeds cannot tell: over more seeds (ten by default), the student alone and the default
+recipe at each learning rate of ``--lrs``, the mean gain with its standard error, and how many of the triples of
+those seeds would pass the suite's test (results/methods_seeds.json and .md; pairs not run keep their numbers).
 
 ``run`` and ``tune`` keep the numbers of the pairs and methods they do not run (results/methods.json, written
 after every finished job) and rewrite results/methods.md and the table in docs/choosing.md. Teachers are
@@ -29,7 +34,9 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import json
+import math
 import os
 import statistics
 import tempfile
@@ -213,6 +220,17 @@ def tune_job(pair: str, trials: int, seeds: list[int], runs: str, threads: int, 
     }
 
 
+def seeds_job(pair: str, which: str, lr: float, seeds: list[int], runs: str, threads: int) -> list[dict[str, float]]:
+    """The student alone or the default recipe (``which``) at learning rate ``lr``, over ``seeds``."""
+    torch.set_num_threads(threads)
+
+    def recipe(seed: int) -> dict[str, Any]:
+        raw = method_recipe(pair, ALONE, seed, runs) if which == ALONE else default_recipe(pair, seed, runs)
+        return {**raw, "name": f"{raw['name']}-lr{lr:g}", "optim": {**raw["optim"], "lr": lr}}
+
+    return [scores(recipe(seed)) for seed in seeds]
+
+
 def recipe_trial_rank(tune_dir: Path, name: str) -> dict[str, Any] | None:
     """Where the study's first trial, the default recipe itself, ranked on validation among the finished trials."""
     import optuna
@@ -260,6 +278,12 @@ def _values(runs: list[dict[str, float]], split: str = "test") -> list[float]:
     return [100 * r[split] for r in runs]
 
 
+def pays(diffs: list[float]) -> bool:
+    """The suite's test of a gain: its mean is positive and at least the std of the per-seed differences."""
+    mean = statistics.mean(diffs)
+    return mean > 0 and mean >= statistics.stdev(diffs)
+
+
 def _mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values) if len(values) > 1 else 0:.2f}"
 
@@ -272,7 +296,7 @@ def gain(runs: list[dict[str, float]], alone: list[dict[str, float]]) -> tuple[f
 
 def _gain_cell(runs: list[dict[str, float]], alone: list[dict[str, float]]) -> str:
     mean, std = gain(runs, alone)
-    mark = " ✓" if mean > 0 and mean >= std else ""
+    mark = " ✓" if len(runs) > 1 and pays([a - b for a, b in zip(_values(runs), _values(alone))]) else ""
     return f"{_mean_std(_values(runs))} ({mean:+.2f} ± {std:.2f}{mark})"
 
 
@@ -342,6 +366,39 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def seeds_markdown(found: dict[str, Any]) -> str:
+    """Per pair and learning rate: alone, the default recipe, the gain over all seeds, and the share of the seeds'
+    triples on which the suite's three-seed test passes."""
+    seeds = found["seeds"]
+    lines = [
+        f"# Distillation suite over {len(seeds)} seeds: is the default recipe's gain real, can three seeds show it?",
+        "",
+        f"The student alone and the default recipe (`digits_kd`'s losses at the suite's {found['epochs']} epochs), "
+        f"seeds {seeds[0]}–{seeds[-1]} (each its own split and initial weights), at each learning rate; test accuracy "
+        "(%) at the best validation epoch, mean ± std. Gain: the per-seed differences, mean ± std and the standard "
+        "error of the mean (std / √n). Triples: of the "
+        f"{math.comb(len(seeds), 3)} sets of three of these seeds, how many pass the suite's test (mean gain positive "
+        "and at least its std). `uv run python benchmarks/methods.py seeds`.",
+        "",
+        "| pair | learning rate | alone | default recipe | gain | standard error | triples that pass |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for pair, by_lr in found["pairs"].items():
+        for lr, runs in by_lr.items():
+            if ALONE not in runs or DEFAULT not in runs:  # not measured (yet)
+                continue
+            alone, default = _values(runs[ALONE]), _values(runs[DEFAULT])
+            diffs = [a - b for a, b in zip(default, alone, strict=True)]
+            triples = list(itertools.combinations(diffs, 3))
+            lines.append(
+                f"| {pair} | {float(lr):g} | {_mean_std(alone)} | {_mean_std(default)} | "
+                f"{statistics.mean(diffs):+.2f} ± {statistics.stdev(diffs):.2f} | "
+                f"{statistics.stdev(diffs) / math.sqrt(len(diffs)):.2f} | "
+                f"{sum(map(pays, triples))} of {len(triples)} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def _recipe_trial_note(rank: dict[str, Any] | None) -> str:
     """Where the default recipe ranked among the trials, for a search that started from it (older ones did not)."""
     if rank is None:
@@ -363,16 +420,21 @@ def _pool(jobs: list[tuple[Callable[..., Any], tuple[Any, ...]]], workers: int, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["run", "tune", "report"])
+    parser.add_argument("command", choices=["run", "tune", "report", "seeds"])
     parser.add_argument("--pairs", nargs="+", choices=list(PAIRS), default=list(PAIRS))
     parser.add_argument("--methods", nargs="+", choices=[*METHODS, DEFAULT], default=[*METHODS, DEFAULT])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", help="default: 0 1 2 (seeds: 0 to 9)")
+    parser.add_argument("--lrs", type=float, nargs="+", default=[3e-3, 1e-2], help="seeds: the learning rates")
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--trial-seeds", type=int, default=2, help="seeds (splits) each tune trial is scored on")
     parser.add_argument("--jobs", type=int, default=2, help="processes; each gets cores / jobs threads")
     parser.add_argument("--runs", default=str(Path(tempfile.gettempdir()) / "kdforge-methods"))
     args = parser.parse_args()
     threads = _threads(args.jobs)
+    if args.command == "seeds":
+        over_seeds(args, threads)
+        return
+    args.seeds = args.seeds or [0, 1, 2]
     mine: dict[str, dict[str, Any]] = {}  # what this invocation measured, merged into the file after each job
 
     def record(job: tuple[Any, ...], found: Any) -> None:
@@ -404,6 +466,34 @@ def main() -> None:
     results = merged(load(), mine)
     save(results)
     print(markdown(results))
+
+
+def over_seeds(args: argparse.Namespace, threads: int) -> None:
+    """The ``seeds`` command: alone and the default recipe per pair and learning rate, over many seeds."""
+    seeds = args.seeds or list(range(10))
+    path = RESULTS / "methods_seeds.json"
+    found: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    if (found.get("epochs"), found.get("seeds")) != (EPOCHS, seeds):  # other runs: start afresh
+        found = {"epochs": EPOCHS, "seeds": seeds, "pairs": {}}
+    for pair in args.pairs:  # in the order of the table
+        for lr in args.lrs:
+            found["pairs"].setdefault(pair, {})[str(lr)] = {}  # the pairs not run now keep their numbers
+
+    def record(job: tuple[Any, ...], runs: list[dict[str, float]]) -> None:
+        pair, which, lr = job[:3]
+        found["pairs"][pair][str(lr)][which] = runs
+        write_text(path, json.dumps(found, indent=2) + "\n")
+
+    jobs = [
+        (seeds_job, (p, w, lr, seeds, args.runs, threads))
+        for p in args.pairs
+        for lr in args.lrs
+        for w in (ALONE, DEFAULT)
+    ]
+    _pool(jobs, args.jobs, record)
+    text = seeds_markdown(found)
+    write_text(RESULTS / "methods_seeds.md", text)
+    print(text)
 
 
 if __name__ == "__main__":
