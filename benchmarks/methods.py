@@ -288,15 +288,20 @@ def _mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values) if len(values) > 1 else 0:.2f}"
 
 
+def _diffs(runs: list[dict[str, float]], alone: list[dict[str, float]]) -> list[float]:
+    """The per-seed test-accuracy differences (points)."""
+    return [a - b for a, b in zip(_values(runs), _values(alone), strict=True)]
+
+
 def gain(runs: list[dict[str, float]], alone: list[dict[str, float]]) -> tuple[float, float]:
     """Mean and std of the per-seed test-accuracy differences (points)."""
-    diffs = [a - b for a, b in zip(_values(runs), _values(alone), strict=True)]
+    diffs = _diffs(runs, alone)
     return statistics.mean(diffs), statistics.stdev(diffs) if len(diffs) > 1 else 0.0
 
 
 def _gain_cell(runs: list[dict[str, float]], alone: list[dict[str, float]]) -> str:
     mean, std = gain(runs, alone)
-    mark = " ✓" if len(runs) > 1 and pays([a - b for a, b in zip(_values(runs), _values(alone))]) else ""
+    mark = " ✓" if len(runs) > 1 and pays(_diffs(runs, alone)) else ""
     return f"{_mean_std(_values(runs))} ({mean:+.2f} ± {std:.2f}{mark})"
 
 
@@ -387,11 +392,10 @@ def seeds_markdown(found: dict[str, Any]) -> str:
         for lr, runs in by_lr.items():
             if ALONE not in runs or DEFAULT not in runs:  # not measured (yet)
                 continue
-            alone, default = _values(runs[ALONE]), _values(runs[DEFAULT])
-            diffs = [a - b for a, b in zip(default, alone, strict=True)]
+            diffs = _diffs(runs[DEFAULT], runs[ALONE])
             triples = list(itertools.combinations(diffs, 3))
             lines.append(
-                f"| {pair} | {float(lr):g} | {_mean_std(alone)} | {_mean_std(default)} | "
+                f"| {pair} | {float(lr):g} | {_mean_std(_values(runs[ALONE]))} | {_mean_std(_values(runs[DEFAULT]))} | "
                 f"{statistics.mean(diffs):+.2f} ± {statistics.stdev(diffs):.2f} | "
                 f"{statistics.stdev(diffs) / math.sqrt(len(diffs)):.2f} | "
                 f"{sum(map(pays, triples))} of {len(triples)} |"
@@ -475,9 +479,9 @@ def over_seeds(args: argparse.Namespace, threads: int) -> None:
     found: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     if (found.get("epochs"), found.get("seeds")) != (EPOCHS, seeds):  # other runs: start afresh
         found = {"epochs": EPOCHS, "seeds": seeds, "pairs": {}}
-    for pair in args.pairs:  # in the order of the table
+    for pair in args.pairs:  # entries made now, emptied if run before: the table keeps this order, other pairs stay
         for lr in args.lrs:
-            found["pairs"].setdefault(pair, {})[str(lr)] = {}  # the pairs not run now keep their numbers
+            found["pairs"].setdefault(pair, {})[str(lr)] = {}
 
     def record(job: tuple[Any, ...], runs: list[dict[str, float]]) -> None:
         pair, which, lr = job[:3]
