@@ -18,11 +18,12 @@ The best epoch of every run is chosen on validation and its test accuracy report
     uv run python benchmarks/methods.py run [--pairs ...] [--methods ...] [--jobs 2]
     uv run python benchmarks/methods.py tune [--pairs ...] [--trials 30] [--trial-seeds 2] [--jobs 2]
     uv run python benchmarks/methods.py report
-    uv run python benchmarks/methods.py seeds [--pairs ...] [--seeds 0 ... 9] [--lrs 0.003 0.01]
+    uv run python benchmarks/methods.py seeds [--pairs ...] [--seeds 0 ... 9] [--lrs 0.003 0.01 | --tuned]
 
-``seeds`` asks what three seeds cannot tell: over more seeds (ten by default), the student alone and the default
-recipe at each learning rate of ``--lrs``, the mean gain with its standard error, and how many of the triples of
-those seeds would pass the suite's test (results/methods_seeds.json and .md; pairs not run keep their numbers).
+``seeds`` asks what three seeds cannot tell: over more seeds (ten by default), the student alone and distilled by
+the default recipe at each learning rate of ``--lrs`` (or, ``--tuned``, by the pair's tuned recipe), the mean gain
+with its standard error, and how many of the triples of those seeds would pass the suite's test
+(results/methods_seeds.json and .md; what is not run keeps its numbers).
 
 ``run`` and ``tune`` keep the numbers of the pairs and methods they do not run (results/methods.json, written
 after every finished job) and rewrite results/methods.md and the table in docs/choosing.md. Teachers are
@@ -220,15 +221,23 @@ def tune_job(pair: str, trials: int, seeds: list[int], runs: str, threads: int, 
     }
 
 
-def seeds_job(pair: str, which: str, lr: float, seeds: list[int], runs: str, threads: int) -> list[dict[str, float]]:
-    """The student alone or the default recipe (``which``) at learning rate ``lr``, over ``seeds``."""
+def seeds_job(pair: str, which: str, recipe: str, seeds: list[int], runs: str, threads: int) -> list[dict[str, float]]:
+    """The student alone or distilled (``which``: ``ALONE`` or ``recipe``'s kind) over ``seeds``: the default recipe
+    at learning rate ``recipe``, or the pair's tuned recipe (``TUNED``: its settings from results/methods.json; the
+    student alone at its learning rate)."""
     torch.set_num_threads(threads)
+    settings = load()["pairs"][pair][TUNED]["params"] if recipe == TUNED else {"optim.lr": float(recipe)}
+    if which == ALONE:  # the student alone takes the learning rate; the other settings are the losses'
+        settings = {"optim.lr": settings["optim.lr"]}
 
-    def recipe(seed: int) -> dict[str, Any]:
-        raw = method_recipe(pair, ALONE, seed, runs) if which == ALONE else default_recipe(pair, seed, runs)
-        return {**raw, "name": f"{raw['name']}-lr{lr:g}", "optim": {**raw["optim"], "lr": lr}}
+    def raw(seed: int) -> dict[str, Any]:
+        base = default_recipe(pair, seed, runs)
+        if which == ALONE:
+            base["losses"] = METHODS[ALONE]["losses"]
+        made = kdforge.Recipe.from_dict(base, overrides=[f"{key}={value}" for key, value in settings.items()])
+        return {**made.to_dict(), "name": f"{pair}-{which}-{recipe}".replace(" ", "")}
 
-    return [scores(recipe(seed)) for seed in seeds]
+    return [scores(raw(seed)) for seed in seeds]
 
 
 def recipe_trial_rank(tune_dir: Path, name: str) -> dict[str, Any] | None:
@@ -372,30 +381,34 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def seeds_markdown(found: dict[str, Any]) -> str:
-    """Per pair and learning rate: alone, the default recipe, the gain over all seeds, and the share of the seeds'
-    triples on which the suite's three-seed test passes."""
+    """Per pair and recipe: alone, distilled, the gain over all seeds, and the share of the seeds' triples on which
+    the suite's three-seed test passes."""
     seeds = found["seeds"]
     lines = [
-        f"# Distillation suite over {len(seeds)} seeds: is the default recipe's gain real, can three seeds show it?",
+        f"# Distillation suite over {len(seeds)} seeds: is the gain real, can three seeds show it?",
         "",
-        f"The student alone and the default recipe (`digits_kd`'s losses at the suite's {found['epochs']} epochs), "
-        f"seeds {seeds[0]}–{seeds[-1]} (each its own split and initial weights), at each learning rate; test accuracy "
-        "(%) at the best validation epoch, mean ± std. Gain: the per-seed differences, mean ± std and the standard "
-        "error of the mean (std / √n). Triples: of the "
-        f"{math.comb(len(seeds), 3)} sets of three of these seeds, how many pass the suite's test (mean gain positive "
-        "and at least its std). `uv run python benchmarks/methods.py seeds`.",
+        f"The student alone and distilled at the suite's {found['epochs']} epochs, seeds {seeds[0]}–{seeds[-1]} "
+        "(each its own split and initial weights), by the default recipe at each learning rate and by the pair's "
+        "tuned recipe (the student alone at the tuned learning rate); test accuracy (%) at the best validation "
+        "epoch, mean ± std. Gain: the per-seed differences, mean ± std and the standard error of the mean (std / "
+        f"√n). Triples: of the {math.comb(len(seeds), 3)} sets of three of these seeds, how many pass the suite's "
+        "test (mean gain positive and at least its std). `uv run python benchmarks/methods.py seeds` and `... seeds "
+        "--tuned`.",
         "",
-        "| pair | learning rate | alone | default recipe | gain | standard error | triples that pass |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| pair | recipe | alone | distilled | gain | standard error | triples that pass |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
-    for pair, by_lr in found["pairs"].items():
-        for lr, runs in by_lr.items():
-            if ALONE not in runs or DEFAULT not in runs:  # not measured (yet)
+    for pair, configs in found["pairs"].items():
+        for config, runs in configs.items():
+            kind = TUNED if config == TUNED else DEFAULT
+            if ALONE not in runs or kind not in runs:  # not measured (yet)
                 continue
-            diffs = _diffs(runs[DEFAULT], runs[ALONE])
+            diffs = _diffs(runs[kind], runs[ALONE])
             triples = list(itertools.combinations(diffs, 3))
+            lr = runs["lr"] if kind == TUNED else float(config)
+            alone, distilled = _mean_std(_values(runs[ALONE])), _mean_std(_values(runs[kind]))
             lines.append(
-                f"| {pair} | {float(lr):g} | {_mean_std(_values(runs[ALONE]))} | {_mean_std(_values(runs[DEFAULT]))} | "
+                f"| {pair} | {kind}, lr {lr:.2g} | {alone} | {distilled} | "
                 f"{statistics.mean(diffs):+.2f} ± {statistics.stdev(diffs):.2f} | "
                 f"{statistics.stdev(diffs) / math.sqrt(len(diffs)):.2f} | "
                 f"{sum(map(pays, triples))} of {len(triples)} |"
@@ -429,6 +442,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", choices=[*METHODS, DEFAULT], default=[*METHODS, DEFAULT])
     parser.add_argument("--seeds", type=int, nargs="+", help="default: 0 1 2 (seeds: 0 to 9)")
     parser.add_argument("--lrs", type=float, nargs="+", default=[3e-3, 1e-2], help="seeds: the learning rates")
+    parser.add_argument("--tuned", action="store_true", help="seeds: each pair's tuned recipe instead")
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--trial-seeds", type=int, default=2, help="seeds (splits) each tune trial is scored on")
     parser.add_argument("--jobs", type=int, default=2, help="processes; each gets cores / jobs threads")
@@ -479,20 +493,23 @@ def over_seeds(args: argparse.Namespace, threads: int) -> None:
     found: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     if (found.get("epochs"), found.get("seeds")) != (EPOCHS, seeds):  # other runs: start afresh
         found = {"epochs": EPOCHS, "seeds": seeds, "pairs": {}}
+    configs = [TUNED] if args.tuned else [str(lr) for lr in args.lrs]
     for pair in args.pairs:  # entries made now, emptied if run before: the table keeps this order, other pairs stay
-        for lr in args.lrs:
-            found["pairs"].setdefault(pair, {})[str(lr)] = {}
+        for config in configs:
+            found["pairs"].setdefault(pair, {})[config] = (
+                {"lr": load()["pairs"][pair][TUNED]["params"]["optim.lr"]} if config == TUNED else {}
+            )
 
     def record(job: tuple[Any, ...], runs: list[dict[str, float]]) -> None:
-        pair, which, lr = job[:3]
-        found["pairs"][pair][str(lr)][which] = runs
+        pair, which, config = job[:3]
+        found["pairs"][pair][config][which] = runs
         write_text(path, json.dumps(found, indent=2) + "\n")
 
     jobs = [
-        (seeds_job, (p, w, lr, seeds, args.runs, threads))
+        (seeds_job, (p, w, config, seeds, args.runs, threads))
         for p in args.pairs
-        for lr in args.lrs
-        for w in (ALONE, DEFAULT)
+        for config in configs
+        for w in (ALONE, TUNED if config == TUNED else DEFAULT)
     ]
     _pool(jobs, args.jobs, record)
     text = seeds_markdown(found)
