@@ -380,6 +380,11 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _distilled(config: str) -> str:
+    """The name a ``seeds`` configuration keeps its distilled runs under: the tuned recipe's, or the default's."""
+    return TUNED if config == TUNED else DEFAULT
+
+
 def seeds_markdown(found: dict[str, Any]) -> str:
     """Per pair and recipe: alone, distilled, the gain over all seeds, and the share of the seeds' triples on which
     the suite's three-seed test passes."""
@@ -400,7 +405,7 @@ def seeds_markdown(found: dict[str, Any]) -> str:
     ]
     for pair, configs in found["pairs"].items():
         for config, runs in configs.items():
-            kind = TUNED if config == TUNED else DEFAULT
+            kind = _distilled(config)
             if ALONE not in runs or kind not in runs:  # not measured (yet)
                 continue
             diffs = _diffs(runs[kind], runs[ALONE])
@@ -487,17 +492,19 @@ def main() -> None:
 
 
 def over_seeds(args: argparse.Namespace, threads: int) -> None:
-    """The ``seeds`` command: alone and the default recipe per pair and learning rate, over many seeds."""
+    """The ``seeds`` command: alone and distilled per pair, by the default recipe at each learning rate or by the
+    tuned recipe, over many seeds."""
     seeds = args.seeds or list(range(10))
     path = RESULTS / "methods_seeds.json"
     found: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     if (found.get("epochs"), found.get("seeds")) != (EPOCHS, seeds):  # other runs: start afresh
         found = {"epochs": EPOCHS, "seeds": seeds, "pairs": {}}
     configs = [TUNED] if args.tuned else [str(lr) for lr in args.lrs]
+    tuned = load()["pairs"] if args.tuned else {}
     for pair in args.pairs:  # entries made now, emptied if run before: the table keeps this order, other pairs stay
         for config in configs:
             found["pairs"].setdefault(pair, {})[config] = (
-                {"lr": load()["pairs"][pair][TUNED]["params"]["optim.lr"]} if config == TUNED else {}
+                {"lr": tuned[pair][TUNED]["params"]["optim.lr"]} if config == TUNED else {}
             )
 
     def record(job: tuple[Any, ...], runs: list[dict[str, float]]) -> None:
@@ -509,7 +516,7 @@ def over_seeds(args: argparse.Namespace, threads: int) -> None:
         (seeds_job, (p, w, config, seeds, args.runs, threads))
         for p in args.pairs
         for config in configs
-        for w in (ALONE, TUNED if config == TUNED else DEFAULT)
+        for w in (ALONE, _distilled(config))
     ]
     _pool(jobs, args.jobs, record)
     text = seeds_markdown(found)
