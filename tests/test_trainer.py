@@ -435,3 +435,18 @@ def test_resume_mid_epoch_keeps_the_validations_by_steps(tmp_path, data):
     resumed, resumed_best = fit("b", resume=True)
     assert [r["validations"] for r in resumed.history] == [r["validations"] for r in full.history]
     assert (resumed_best["step"], resumed_best["val"]) == (full_best["step"], full_best["val"])
+
+
+def test_evaluate_sums_every_batch(data):
+    """Accuracy and mean cross-entropy over several batches (the last one short) equal those of the whole split
+    at once: each batch counts by its samples."""
+    from kdforge.evaluate import evaluate
+
+    torch.manual_seed(0)
+    model = build_model("mlp", input_shape=(1, 8, 8), num_classes=10, hidden=[16], dropout=0.5).train()
+    metrics = evaluate(model, make_loader(data.val, batch_size=64))
+    assert model.training  # the model is handed back in the mode it came in
+    with torch.no_grad():
+        logits = model.eval()(data.val.x)
+    assert metrics["accuracy"] == pytest.approx((logits.argmax(-1) == data.val.y).float().mean().item())
+    assert metrics["loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, data.val.y).item(), rel=1e-5)

@@ -70,33 +70,39 @@ def _label_metrics(
     autocast: contextlib.AbstractContextManager | None,
     per_token: bool = False,
 ) -> dict[str, float]:
-    sums = {"correct": 0.0, "loss": 0.0, "samples": 0, "elements": 0, "peak": 0.0}
+    # each batch's sums stay on the device and are read once at the end: no wait for the device per batch
+    losses: list[torch.Tensor] = []  # summed cross-entropy, or summed squared error for a regression
+    correct: list[torch.Tensor] = []  # correct predictions
+    peaks: list[torch.Tensor] = []  # a regression's largest |target|
+    samples = elements = 0
     regression = False
     for x, y, *_ in batches:
         if per_token:  # language models: every real (unpadded) position is a sample
             logits_of, targets, chunk = token_logits(model, x, y, autocast)
             for part in _slices(len(targets), chunk):
                 logits = logits_of(part)
-                sums["loss"] += float(F.cross_entropy(logits, targets[part], reduction="sum"))
-                sums["correct"] += int((logits.argmax(-1) == targets[part]).sum())
-            sums["samples"] += len(targets)
+                losses.append(F.cross_entropy(logits, targets[part], reduction="sum"))
+                correct.append((logits.argmax(-1) == targets[part]).sum())
+            samples += len(targets)
             continue
         with autocast or contextlib.nullcontext():
             out = model(x)
         regression = is_regression(y)
         if regression:
-            sums["loss"] += float((out - y).abs().float().square().sum())
-            sums["elements"] += y.numel()
-            sums["peak"] = max(sums["peak"], float(y.abs().max()))
+            losses.append((out - y).abs().float().square().sum())
+            peaks.append(y.abs().max().float())
+            elements += y.numel()
         else:
             logits = out.float()
-            sums["loss"] += float(F.cross_entropy(logits, y, reduction="sum"))
-            sums["correct"] += int((logits.argmax(-1) == y).sum())
-        sums["samples"] += len(y)
+            losses.append(F.cross_entropy(logits, y, reduction="sum"))
+            correct.append((logits.argmax(-1) == y).sum())
+        samples += len(y)
+    loss = float(torch.stack(losses).cpu().double().sum()) if losses else 0.0  # float64: the sums can be large
     if regression:
-        mse = sums["loss"] / max(sums["elements"], 1)
-        return {"mse": mse, "psnr_db": 10 * math.log10(sums["peak"] ** 2 / max(mse, 1e-20)), "loss": mse}
-    return {"accuracy": sums["correct"] / max(sums["samples"], 1), "loss": sums["loss"] / max(sums["samples"], 1)}
+        mse, peak = loss / max(elements, 1), float(torch.stack(peaks).max())
+        return {"mse": mse, "psnr_db": 10 * math.log10(peak**2 / max(mse, 1e-20)), "loss": mse}
+    hits = int(torch.stack(correct).sum()) if correct else 0
+    return {"accuracy": hits / max(samples, 1), "loss": loss / max(samples, 1)}
 
 
 def token_logits(
@@ -142,7 +148,7 @@ def teacher_agreement(
     ``kl_from_teacher``, the mean KL(p_teacher ‖ p_student) at temperature 1."""
     was_training = student.training
     student.eval()
-    agree = kl = 0.0
+    sums: list[torch.Tensor] = []  # each part's [agreements, summed KL], read once at the end (as in evaluate)
     count = 0
     try:
         for x, y, *_ in batches:
@@ -157,11 +163,12 @@ def teacher_agreement(
                 with autocast or contextlib.nullcontext():
                     parts = [(student(x).float(), teacher(x).float())]
             for zs, zt in parts:
-                agree += float((zs.argmax(-1) == zt.argmax(-1)).sum())
-                kl += float(kl_rows(F.log_softmax(zt, -1), F.log_softmax(zs, -1)).sum())
+                same = (zs.argmax(-1) == zt.argmax(-1)).sum().float()
+                sums.append(torch.stack([same, kl_rows(F.log_softmax(zt, -1), F.log_softmax(zs, -1)).sum()]))
                 count += len(zs)
     finally:
         student.train(was_training)
+    agree, kl = torch.stack(sums).cpu().double().sum(0).tolist() if sums else [0.0, 0.0]
     return {"top1_agreement": agree / max(count, 1), "kl_from_teacher": kl / max(count, 1)}
 
 
