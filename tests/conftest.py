@@ -24,7 +24,7 @@ def tiny_recipe(tmp_path):
         "losses": [{"name": "ce", "weight": 0.5}, {"name": "kd", "weight": 0.5, "temperature": 4.0}],
         "optim": {"name": "adamw", "lr": 3.0e-3},
         "train": {"epochs": 2, "baseline": True},
-        "log": {"dir": str(tmp_path / "runs"), "progress": False},
+        "log": {"dir": str(tmp_path / "runs"), "progress": False, "every_steps": 10},  # step lines in 2 epochs
     }
 
 

@@ -25,7 +25,7 @@ def finished(tmp_path_factory):
         "losses": [{"name": "ce", "weight": 0.5}, {"name": "kd", "weight": 0.5, "temperature": 4.0}],
         "optim": {"lr": 3.0e-3},
         "train": {"epochs": 2},
-        "log": {"dir": str(tmp / "runs"), "progress": False},
+        "log": {"dir": str(tmp / "runs"), "progress": False, "every_steps": 10},
     }
     return raw, run(Recipe.from_dict(raw))
 

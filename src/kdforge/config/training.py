@@ -241,7 +241,14 @@ class TrainConfig(Section):
 
 class LogConfig(Section):
     dir: str = Field("runs", description="where run directories are made")
-    every_steps: int = Field(10, gt=0, description="metrics.jsonl line (and tracker update) every N optimiser steps")
+    every_steps: int = Field(
+        50,
+        gt=0,
+        description=(
+            "metrics.jsonl line (and tracker update) every N optimiser steps; each reads the losses back from the "
+            "device"
+        ),
+    )
     progress: bool = Field(True, description="live progress bars and epoch lines on the console")
     val_terms: bool = Field(
         True,
