@@ -17,7 +17,7 @@ trial, parameter importances), Optuna's plots as PNG, ``best.yaml``, and the bes
 beside the same student trained alone (a sweep).
 
 Here the command itself, its processes and its progress bar; the search space in ``space``, a trial and the study's
-storage in ``trials``, what the tune leaves in ``report``.
+storage in ``trials``, what the tune leaves in ``reporting``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from rich.markup import escape
 from kdforge.config import Recipe
 from kdforge.errors import KdforgeError
 from kdforge.processes import exit_on_sigterm
-from kdforge.tuner.report import TuneResult, report
+from kdforge.tuner.reporting import TuneResult, report
 from kdforge.tuner.space import Space, default_space, parse_space, recipe_params, recipe_space, suggest
 from kdforge.tuner.trials import (
     RECIPE_ITSELF,
