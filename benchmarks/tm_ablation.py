@@ -24,10 +24,10 @@ from tm_students import (
     FINISH_CASES,
     FINISH_EPOCHS,
     ONE_LEVEL,
-    _pm,
     builtin_finish_table,
     finish_rows,
     plain_and_finished,
+    pm,
     tm_recipe,
     train_finish_teachers,
 )
@@ -232,10 +232,10 @@ def ablation_table(result: dict) -> str:
                 recovered = [_recovered(mean, variant, m) for m in ("alone", "distilled")]
                 replaced = cell["alone"]["mean_replaced"]
                 lines.append(
-                    f"| {student} | {variant} | {cell['alone']['params']:,} | {_pm(cell['alone']['test'])} "
+                    f"| {student} | {variant} | {cell['alone']['params']:,} | {pm(cell['alone']['test'])} "
                     f"({100 * statistics.mean(cell['alone']['test_hard']):.2f}) | {recovered[0]} | "
-                    f"{_pm(cell['distilled']['test'])} ({100 * statistics.mean(cell['distilled']['test_hard']):.2f})"
-                    f" | {recovered[1]} | {_pm(replaced) if replaced else '-'} |"
+                    f"{pm(cell['distilled']['test'])} ({100 * statistics.mean(cell['distilled']['test_hard']):.2f})"
+                    f" | {recovered[1]} | {pm(replaced) if replaced else '-'} |"
                 )
         lines.append("")
     return "\n".join(lines)
@@ -394,8 +394,8 @@ def hard_literals_table(result: dict) -> str:
         gap = 100 * (statistics.mean(cell["hard"]) - statistics.mean(cell["soft"]))
         gains = [with_ - without for with_, without in zip(cell["hard"], plain["hard"])]
         lines.append(
-            f"| {case} | {_pm(plain['soft'])} | {_pm(plain['hard'])} | {_pm(cell['soft'])} | {_pm(cell['hard'])} "
-            f"| {gap:+.2f} | {_pm(gains)} |"
+            f"| {case} | {pm(plain['soft'])} | {pm(plain['hard'])} | {pm(cell['soft'])} | {pm(cell['hard'])} "
+            f"| {gap:+.2f} | {pm(gains)} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -498,6 +498,6 @@ def levels_table(result: dict) -> str:
         read = [n for n in result["levels"] if str(n) in val]  # a strict student: one level only
         chosen = [level_choice({n: val[str(n)][i] for n in read}, val["soft"][i]) for i in range(len(val["soft"]))]
         gap = 100 * statistics.mean(test[str(n)][i] - test["soft"][i] for i, n in enumerate(chosen))
-        cells = " | ".join(_pm(test[str(n)]) if str(n) in test else "-" for n in result["levels"])
-        lines.append(f"| {case} | {_pm(test['soft'])} | {cells} | {' / '.join(map(str, chosen))}: {gap:+.2f} |")
+        cells = " | ".join(pm(test[str(n)]) if str(n) in test else "-" for n in result["levels"])
+        lines.append(f"| {case} | {pm(test['soft'])} | {cells} | {' / '.join(map(str, chosen))}: {gap:+.2f} |")
     return "\n".join(lines) + "\n"

@@ -105,7 +105,7 @@ def accuracy(args: argparse.Namespace) -> dict:
                         "latency_ms_b256": latency_ms(model, torch.randn(1, 1, 32, 32), batch_size=256, repeats=10),
                     }
             print(
-                f"{student:16s} {setting:32s} {_pm(cell['test'])}  hard {_pm(cell['test_hard'])}  "
+                f"{student:16s} {setting:32s} {pm(cell['test'])}  hard {pm(cell['test_hard'])}  "
                 f"({time.perf_counter() - started:.0f} s)",
                 flush=True,
             )
@@ -145,7 +145,7 @@ def finish_rows(cases: dict) -> list[str]:
         seeds = " / ".join(f"{100 * v:.2f}" for v in cell["finished"])
         gap = 100 * (statistics.mean(cell["finished"]) - statistics.mean(cell["soft"]))
         lines.append(
-            f"| {case} | {_pm(cell['soft'])} | {_pm(cell['hard'])} | {_pm(cell['finished'])} ({seeds}) | {gap:+.2f} |"
+            f"| {case} | {pm(cell['soft'])} | {pm(cell['hard'])} | {pm(cell['finished'])} ({seeds}) | {gap:+.2f} |"
         )
     return lines
 
@@ -234,7 +234,7 @@ def transfer(args: argparse.Namespace) -> dict:
             cell["test_hard"].append(entry["test_hard"]["accuracy"])
             cell["epoch_seconds"].append(epochs[-1]["seconds"] / len(epochs))
             cell["teacher"].append(result.teacher_accuracy)
-            print(f"{name} seed {seed}: test {_pm(cell['test'][-1:])}, hard {_pm(cell['test_hard'][-1:])}, "
+            print(f"{name} seed {seed}: test {pm(cell['test'][-1:])}, hard {pm(cell['test_hard'][-1:])}, "
                   f"{cell['epoch_seconds'][-1]:.2f} s per epoch", flush=True)  # fmt: skip
     return {"epochs": args.epochs, "seeds": args.seeds, "threads": torch.get_num_threads(), "students": cells}
 
@@ -257,7 +257,7 @@ def transfer_table(result: dict) -> str:
         gap = 100 * (statistics.mean(cell["test_hard"]) - statistics.mean(cell["test"]))
         lines.append(
             f"| {name} | `{TRANSFER_RECIPES[name]}` | {100 * statistics.mean(cell['teacher']):.2f} | "
-            f"{_pm(cell['test'])} | {_pm(cell['test_hard'])} | {gap:+.2f} | {seconds:.2f} | "
+            f"{pm(cell['test'])} | {pm(cell['test_hard'])} | {gap:+.2f} | {seconds:.2f} | "
             f"{seconds / vit_seconds:.2f} |"
         )
     return "\n".join(lines) + "\n"
@@ -307,9 +307,7 @@ def features(args: argparse.Namespace) -> dict:
             cell["test"].append(entry["test"]["accuracy"])
             cell["test_hard"].append(entry["test_hard"]["accuracy"])
             cell["literals"] = 2 * int(np.prod(kdforge.load_student(result.run_dir).threshold.shape))
-        print(
-            f"{preset:14s} {_pm(cell['test'])}  hard {_pm(cell['test_hard'])}  literals {cell['literals']}", flush=True
-        )
+        print(f"{preset:14s} {pm(cell['test'])}  hard {pm(cell['test_hard'])}  literals {cell['literals']}", flush=True)
     data = build_dataset("digits", seed=0, val_fraction=0.15, test_fraction=0.2, image_size=32)
     timing = {}
     for preset in FEATURES:
@@ -348,13 +346,14 @@ def features_table(result: dict) -> str:
     for preset, cell in result["accuracy"].items():
         t = result["booleanize_digits32"][preset]
         lines.append(
-            f"| {preset} | {cell['literals']:,} | {_pm(cell['test'])} | {_pm(cell['test_hard'])} | "
+            f"| {preset} | {cell['literals']:,} | {pm(cell['test'])} | {pm(cell['test_hard'])} | "
             f"{1000 * t['computed_s']:.0f} ms | {1000 * t['cached_s']:.0f} ms |"
         )
     return "\n".join(lines) + "\n"
 
 
-def _pm(values: list[float]) -> str:
+def pm(values: list[float]) -> str:
+    """Fractions over seeds as 'mean ± std' in percent, the mean padded to the tables' width."""
     return f"{100 * statistics.mean(values):6.2f} ± {100 * statistics.stdev(values) if len(values) > 1 else 0.0:.2f}"
 
 
@@ -373,7 +372,7 @@ def accuracy_table(result: dict) -> str:
     for student, cells in result["accuracy"].items():
         size = result["size_and_speed"][student]
         values = [
-            f"{_pm(cells[s]['test'])} (hard {100 * statistics.mean(cells[s]['test_hard']):.2f})" if s in cells else "-"
+            f"{pm(cells[s]['test'])} (hard {100 * statistics.mean(cells[s]['test_hard']):.2f})" if s in cells else "-"
             for s in settings
         ]
         lines.append(
@@ -399,7 +398,7 @@ def patch_norm(args: argparse.Namespace) -> dict:
 
 
 def patch_norm_table(result: dict) -> str:
-    rows = [f"| {key} | {_pm(values)} | {' / '.join(f'{100 * v:.2f}' for v in values)} |"
+    rows = [f"| {key} | {pm(values)} | {' / '.join(f'{100 * v:.2f}' for v in values)} |"
             for key, values in result["test_accuracy"].items()]  # fmt: skip
     return "\n".join([
         f"# ViT-TM tiny on digits 32 x 32, alone, {result['epochs']} epochs: patch_norm on and off",
