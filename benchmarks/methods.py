@@ -17,7 +17,7 @@ The best epoch of every run is chosen on validation and its test accuracy report
 
     uv run python benchmarks/methods.py run [--pairs ...] [--methods ...] [--jobs 2]
     uv run python benchmarks/methods.py tune [--pairs ...] [--trials 30] [--trial-seeds 2] [--jobs 2]
-    uv run python benchmarks/methods.py report
+    uv run python benchmarks/methods.py report     # both tables again from their JSON
     uv run python benchmarks/methods.py seeds [--pairs ...] [--seeds 0 ... 9] [--lrs 0.003 0.01 | --tuned]
 
 ``seeds`` asks what three seeds cannot tell: over more seeds (ten by default), the student alone and distilled by
@@ -418,7 +418,39 @@ def seeds_markdown(found: dict[str, Any]) -> str:
                 f"{statistics.stdev(diffs) / math.sqrt(len(diffs)):.2f} | "
                 f"{sum(map(pays, triples))} of {len(triples)} |"
             )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _same_triples(found)) + "\n"
+
+
+def _same_triples(found: dict[str, Any]) -> list[str]:
+    """Per recipe measured on every pair: on each set of three seeds, how many pairs pass the suite's test, the
+    same three seeds for all of them (as when the suite is run once)."""
+    pairs = found["pairs"].values()
+    configs = [c for c in next(iter(pairs), {}) if all(_distilled(c) in p.get(c, {}) for p in pairs)]
+    if not configs:
+        return []
+    lines = [
+        "",
+        "## One run of the suite: the same three seeds on every pair",
+        "",
+        f"For each set of three of the seeds, the number of the {len(pairs)} pairs whose gain passes the test on "
+        "those seeds.",
+        "",
+        "| recipe | fewest pairs | median | most | triples that pass on every pair |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for config in configs:
+        kind = _distilled(config)
+        diffs = [_diffs(p[config][kind], p[config][ALONE]) for p in pairs]
+        counts = [
+            sum(pays([d[i] for i in triple]) for d in diffs)
+            for triple in itertools.combinations(range(len(found["seeds"])), 3)
+        ]
+        name = "tuned" if kind == TUNED else f"default recipe, lr {float(config):.2g}"
+        lines.append(
+            f"| {name} | {min(counts)} | {statistics.median(counts):g} | {max(counts)} | "
+            f"{counts.count(len(diffs))} of {len(counts)} |"
+        )
+    return lines
 
 
 def _recipe_trial_note(rank: dict[str, Any] | None) -> str:
@@ -489,6 +521,8 @@ def main() -> None:
     results = merged(load(), mine)
     save(results)
     print(markdown(results))
+    if args.command == "report" and (seeds := RESULTS / "methods_seeds.json").exists():
+        print(write_seeds_table(json.loads(seeds.read_text())))
 
 
 def over_seeds(args: argparse.Namespace, threads: int) -> None:
@@ -519,9 +553,13 @@ def over_seeds(args: argparse.Namespace, threads: int) -> None:
         for w in (ALONE, _distilled(config))
     ]
     _pool(jobs, args.jobs, record)
+    print(write_seeds_table(found))
+
+
+def write_seeds_table(found: dict[str, Any]) -> str:
     text = seeds_markdown(found)
     write_text(RESULTS / "methods_seeds.md", text)
-    print(text)
+    return text
 
 
 if __name__ == "__main__":
