@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +35,9 @@ class HandLoop:
     with kdforge's update (no weight decay on biases and norms: one kernel per parameter group) under a cosine
     schedule; validation after every epoch; nothing else. ``teacher(x, index)`` gives the teacher's logits for a
     batch (a frozen model, or a table of cached outputs); then the loss is 0.1 · CE + 0.9 · Hinton KD at
-    ``temperature``, otherwise CE alone."""
+    ``temperature``, otherwise CE alone. ``term="product"`` puts the cheapest term that can read the teacher in
+    KD's place, the sum of the student's logits times the teacher's (one product, one sum): what any extra loss
+    term costs at the least."""
 
     def __init__(
         self,
@@ -43,11 +46,13 @@ class HandLoop:
         teacher: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None,
         epochs: int,
         temperature: float = 4.0,
+        term: Literal["kd", "product"] = "kd",
     ):
         fmt, optim = session.memory_format, session.recipe.optim
         self.x, self.y = session.data.train.x.contiguous(memory_format=fmt), session.data.train.y
         self.val_x, self.val_y = session.data.val.x.contiguous(memory_format=fmt), session.data.val.y
-        self.student, self.teacher, self.temperature = student.to(memory_format=fmt), teacher, temperature
+        self.student, self.teacher = student.to(memory_format=fmt), teacher
+        self.temperature, self.term = temperature, term
         self.batch = session.recipe.data.batch_size
         steps = math.ceil(len(self.y) / self.batch) * epochs
         groups = [
@@ -64,6 +69,8 @@ class HandLoop:
             return F.cross_entropy(s_logits, yb)
         with torch.no_grad():
             t_logits = self.teacher(xb, idx).float()
+        if self.term == "product":
+            return F.cross_entropy(s_logits, yb) + (s_logits * t_logits).sum()
         t = self.temperature
         kd = F.kl_div(F.log_softmax(s_logits / t, -1), F.log_softmax(t_logits / t, -1), reduction="batchmean",
                       log_target=True)  # fmt: skip
