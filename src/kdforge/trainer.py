@@ -4,9 +4,10 @@ One epoch is the loop in :meth:`Trainer._train_epoch`; one optimiser step is
 :meth:`Trainer._step`. Checkpoints: ``last.pt`` (everything needed to resume exactly:
 trainable weights, optimiser, RNG, position in the epoch, and the best weights
 so far) at the end of an epoch once ``train.checkpoint_interval`` seconds have passed since
-the last write (every epoch with 0), after the last epoch, and when stopped; ``best.pt`` (the best trainable weights on
-validation) when fit ends, however it ends. Keeping the best weights inside ``last.pt``
-costs one file write per epoch instead of two, and the two can never disagree.
+the last write or the start of the fit (every epoch with 0), after the last epoch, and when
+stopped; ``best.pt`` (the best trainable weights on validation) when fit ends, however it
+ends. Keeping the best weights inside ``last.pt`` costs one file write per save instead of
+two, and the two can never disagree.
 Ctrl-C asks the loop to stop at the next optimiser step, save ``last.pt`` and return;
 a second Ctrl-C aborts at once.
 """
@@ -137,7 +138,7 @@ class Trainer:
         self.grad_norms: dict[str, float] = {}  # per-layer gradient norms of the last step, when measured
         self.should_stop = False  # set by Ctrl-C or a callback: stop at the next optimiser step
         self.finite_until = 0  # the losses were finite up to this step
-        self.saved_at = -math.inf  # when last.pt was last written (perf_counter seconds)
+        self.saved_at = -math.inf  # when last.pt was last written, or fit started (perf_counter seconds)
 
     # ------------------------------------------------------------------ loop
 
@@ -145,6 +146,7 @@ class Trainer:
         if resume and (self.dir / "last.pt").exists():
             self._load_last()
         self.finite_until = self.pos.step
+        self.saved_at = time.perf_counter()  # the first last.pt one interval into the fit, not after epoch 1
         self.all_train, self.train_batches, self.val_batches = train_batches, train_batches, val_batches
         if self.steering is not None and self.pos.step == 0 and self.pos.epoch == 0:
             self.steered_before = self.steering(self, unwrap(self.distiller.student), 0)

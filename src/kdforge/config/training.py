@@ -172,7 +172,8 @@ class TrainConfig(Section):
         10.0,
         ge=0,
         description=(
-            "seconds between last.pt writes at epoch ends (0: every epoch); always written at the end and on stop"
+            "seconds between last.pt writes at epoch ends, the first one that long into training (0: every "
+            "epoch); always written at the end and on stop"
         ),
     )
     val_every: int | StepsConfig = Field(
