@@ -360,7 +360,7 @@ def test_early_stopping_patience_counts_epochs_when_validating_every_n(tiny_reci
 def test_channels_last_by_default_where_something_convolves_images(tiny_recipe, student, teacher, asked, expected):
     from kdforge import Recipe
     from kdforge.data import recipe_data
-    from kdforge.session import memory_format
+    from kdforge.layout import memory_format
 
     tiny_recipe.update(student={"model": student}, teacher={"source": "train", "model": teacher})
     tiny_recipe["train"]["channels_last"] = asked

@@ -15,10 +15,11 @@ from kdforge.config import Recipe, TrainConfig
 from kdforge.distiller import Distiller
 from kdforge.errors import KdforgeError
 from kdforge.family import families
+from kdforge.layout import describe_layout
 from kdforge.losses import build_losses
 from kdforge.machine import seed_everything
 from kdforge.models import build_model
-from kdforge.session import Session, describe_layout
+from kdforge.session import Session
 from kdforge.teachers import TEACHER_SOURCES
 from kdforge.teachers.adapt import InputAdapter
 from kdforge.teachers.cache import CachedTeacher

@@ -21,10 +21,10 @@ from kdforge.data import recipe_data
 from kdforge.errors import KdforgeError
 from kdforge.evaluate import score
 from kdforge.export import load_run_teacher, load_student
+from kdforge.family import student_options
 from kdforge.files import read_json, save_figure
 from kdforge.models import build_model
 from kdforge.runner import load_run_recipe
-from kdforge.session import student_options
 
 
 def run_models(run_dirs: list[Path]) -> tuple[list[dict[str, Any]], torch.Tensor]:

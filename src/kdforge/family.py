@@ -189,3 +189,32 @@ def add_commands(app: Any) -> None:
     for family in declared():
         if family.commands:
             importlib.import_module(family.commands).register(app)
+
+
+def student_options(recipe: Any) -> dict[str, Any]:
+    """The student's model options, as the families size it (e.g. an ssm preset from its teacher)."""
+    options = recipe.student.model.options
+    for family in families():
+        options = family.student_options(recipe, options)
+    return options
+
+
+def steering(recipe: Any, student: Any, val: Any) -> Steering | None:
+    """What steers the student between epochs (the families' steerers, in turn), or None."""
+    steerers = [s for family in families() if (s := family.steering(recipe, student, val)) is not None]
+    return Steering(steerers) if steerers else None
+
+
+class Steering:
+    """The families' steerers as one (see :meth:`kdforge.family.Family.steering`)."""
+
+    def __init__(self, steerers: list[Any]):
+        self.steerers = steerers
+
+    def __call__(self, trainer: Any, model: Any, epoch: int) -> dict[str, Any]:
+        return {key: value for steer in self.steerers for key, value in steer(trainer, model, epoch).items()}
+
+    def restore(self, trainer: Any, model: Any) -> None:
+        for steer in self.steerers:
+            if hasattr(steer, "restore"):
+                steer.restore(trainer, model)

@@ -27,8 +27,9 @@ from kdforge.data.augment import BatchAugment, Mixer
 from kdforge.distiller import Distiller
 from kdforge.errors import KdforgeError, RunInterrupted
 from kdforge.evaluate import evaluate
-from kdforge.family import families
+from kdforge.family import families, steering, student_options
 from kdforge.files import read_json, write_json
+from kdforge.layout import memory_format
 from kdforge.losses import LossTerm, build_loss
 from kdforge.machine import autocast_for, compiled, resolve_device
 from kdforge.models import build_model
@@ -450,78 +451,3 @@ class Session:
         if distributed.is_main():
             write_json(record, done, indent=1)
         return done
-
-
-def memory_format(recipe: Recipe, data: DataBundle) -> torch.memory_format:
-    """Channels-last for image batches [B, C, H, W] when ``train.channels_last`` says so, or (auto) when the student
-    or the teacher convolves them; else the batches' own layout."""
-    choice = recipe.train.channels_last
-    if len(data.input_shape) != 3 or choice is False:
-        return torch.contiguous_format
-    if choice is True or convolutional(recipe, data):
-        return torch.channels_last
-    return torch.contiguous_format
-
-
-def describe_layout(recipe: Recipe, chosen: torch.memory_format) -> str:
-    """The image batches' memory layout and why, for people."""
-    if chosen == torch.channels_last:
-        why = "as asked" if recipe.train.channels_last is True else "the student or the teacher convolves the images"
-        return f"channels-last ({why}; train.channels_last=false keeps the batches' own layout)"
-    why = "as asked" if recipe.train.channels_last is False else "no 2-D convolution in the student or the teacher"
-    return f"the batches' own (NCHW; {why})"
-
-
-def convolutional(recipe: Recipe, data: DataBundle) -> bool:
-    """Whether the student or the teacher has a 2-D convolution, seen from their architectures alone (built on the
-    meta device: no memory, no weights read). A zoo image teacher (timm, torchvision) counts as one."""
-    from kdforge.teachers.sources import teacher_architecture
-
-    def has_conv(name: str, options: dict[str, Any]) -> bool:
-        try:
-            with torch.device("meta"):
-                model = build_model(name, input_shape=data.input_shape, num_classes=data.num_classes, **options)
-        except Exception:  # an architecture that cannot be built without data: keep the batches' layout
-            return False
-        return any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
-
-    def teacher_convolves(cfg: Any) -> bool:
-        if cfg.source in ("timm", "torchvision"):
-            return True
-        if cfg.source == "ensemble":
-            return any(teacher_convolves(m) for m in cfg.members or [])
-        if cfg.source in ("train", "checkpoint"):
-            with contextlib.suppress(KdforgeError):  # a plain state dict without its architecture: unknown
-                return has_conv(*teacher_architecture(cfg))
-        return False
-
-    return has_conv(recipe.student.model.name, student_options(recipe)) or teacher_convolves(recipe.teacher)
-
-
-def student_options(recipe: Recipe) -> dict[str, Any]:
-    """The student's model options, as the families size it (e.g. an ssm preset from its teacher)."""
-    options = recipe.student.model.options
-    for family in families():
-        options = family.student_options(recipe, options)
-    return options
-
-
-def steering(recipe: Recipe, student: torch.nn.Module, val: Any) -> Steering | None:
-    """What steers the student between epochs (the families' steerers, in turn), or None."""
-    steerers = [s for family in families() if (s := family.steering(recipe, student, val)) is not None]
-    return Steering(steerers) if steerers else None
-
-
-class Steering:
-    """The families' steerers as one (see :meth:`kdforge.family.Family.steering`)."""
-
-    def __init__(self, steerers: list[Any]):
-        self.steerers = steerers
-
-    def __call__(self, trainer: Any, model: torch.nn.Module, epoch: int) -> dict[str, Any]:
-        return {key: value for steer in self.steerers for key, value in steer(trainer, model, epoch).items()}
-
-    def restore(self, trainer: Any, model: torch.nn.Module) -> None:
-        for steer in self.steerers:
-            if hasattr(steer, "restore"):
-                steer.restore(trainer, model)

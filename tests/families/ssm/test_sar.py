@@ -203,8 +203,8 @@ def test_a_preset_reads_a_saved_teacher_and_compare_builds_the_preset_student(ti
     from kdforge import Recipe
     from kdforge.export import save_model
     from kdforge.families.ssm.model import compression_preset
+    from kdforge.family import student_options
     from kdforge.models import build_model
-    from kdforge.session import student_options
 
     ssm = {
         "complex": True,
