@@ -445,7 +445,7 @@ def _same_triples(found: dict[str, Any]) -> list[str]:
             sum(pays([d[i] for i in triple]) for d in diffs)
             for triple in itertools.combinations(range(len(found["seeds"])), 3)
         ]
-        name = "tuned" if kind == TUNED else f"default recipe, lr {float(config):.2g}"
+        name = TUNED if kind == TUNED else f"default recipe, lr {float(config):.2g}"
         lines.append(
             f"| {name} | {min(counts)} | {statistics.median(counts):g} | {max(counts)} | "
             f"{counts.count(len(diffs))} of {len(counts)} |"
