@@ -37,7 +37,8 @@ class HandLoop:
     batch (a frozen model, or a table of cached outputs); then the loss is 0.1 · CE + 0.9 · Hinton KD at
     ``temperature``, otherwise CE alone. ``term="product"`` puts the cheapest term that can read the teacher in
     KD's place, the sum of the student's logits times the teacher's (one product, one sum): what any extra loss
-    term costs at the least."""
+    term costs at the least. ``compiled``: the student's forward and the loss compiled together
+    (``torch.compile``), so that the loss's operations fuse with the student's."""
 
     def __init__(
         self,
@@ -47,12 +48,14 @@ class HandLoop:
         epochs: int,
         temperature: float = 4.0,
         term: Literal["kd", "product"] = "kd",
+        compiled: bool = False,
     ):
         fmt, optim = session.memory_format, session.recipe.optim
         self.x, self.y = session.data.train.x.contiguous(memory_format=fmt), session.data.train.y
         self.val_x, self.val_y = session.data.val.x.contiguous(memory_format=fmt), session.data.val.y
         self.student, self.teacher = student.to(memory_format=fmt), teacher
         self.temperature, self.term = temperature, term
+        self.step_loss = torch.compile(self.loss) if compiled else self.loss
         self.batch = session.recipe.data.batch_size
         steps = math.ceil(len(self.y) / self.batch) * epochs
         groups = [
@@ -83,7 +86,7 @@ class HandLoop:
         order = torch.randperm(len(self.y), generator=torch.Generator().manual_seed(self.epoch))
         for i in range(0, len(self.y), self.batch):
             idx = order[i : i + self.batch]
-            loss = self.loss(self.x[idx], self.y[idx], idx)
+            loss = self.step_loss(self.x[idx], self.y[idx], idx)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()

@@ -14,9 +14,11 @@ what the KD loss's own arithmetic costs, the floor of kdforge's. With a student 
 takes well under 1 ms (the MLP), that arithmetic (some twenty tensor operations on a 64 x 10 batch)
 is a large share of the step. A third hand loop puts the cheapest term that can read the cached outputs
 in KD's place (the sum of the student's logits times the teacher's: one product, one sum, and their
-backward): what any extra term costs, whatever its formula.
+backward): what any extra term costs, whatever its formula. With ``--compiled``, two more hand loops:
+the student alone and cached KD with the student's forward and the loss compiled together
+(``torch.compile``, which fuses KD's operations into the student's).
 
-    uv run python benchmarks/teacher_cost.py [--student cnn|mlp] [--epochs 61] [--online-epochs 2]
+    uv run python benchmarks/teacher_cost.py [--student cnn|mlp] [--epochs 61] [--online-epochs 2] [--compiled]
 
 Writes benchmarks/results/teacher_cost_<student>.json.
 """
@@ -92,6 +94,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=61, help="epochs of each loop (the first one untimed)")
     parser.add_argument("--online-epochs", type=int, default=2, help="timed epochs of online KD (~50x slower)")
     parser.add_argument("--student", choices=list(STUDENTS), default="cnn")
+    parser.add_argument("--compiled", action="store_true", help="also the hand loops compiled (torch.compile)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="kdforge-teacher-cost-"))
     recipe = Recipe.from_dict(
@@ -122,12 +125,13 @@ def main() -> None:
     def rows(_: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         return table[0][idx]
 
-    for name, teacher_rows, term in (
-        ("hand alone", None, "kd"),
-        ("hand cached KD", rows, "kd"),
-        ("hand cached, one product", rows, "product"),
-    ):
-        loops[name] = HandLoop(session, student(session, STUDENTS[args.student]), teacher_rows, args.epochs, term=term)
+    hand = [("hand alone", None, "kd", False), ("hand cached KD", rows, "kd", False)]
+    hand += [("hand cached, one product", rows, "product", False)]
+    if args.compiled:
+        hand += [("hand alone, compiled", None, "kd", True), ("hand cached KD, compiled", rows, "kd", True)]
+    for name, teacher_rows, term, compiled in hand:
+        model = student(session, STUDENTS[args.student])
+        loops[name] = HandLoop(session, model, teacher_rows, args.epochs, term=term, compiled=compiled)
     for loop in loops.values():  # a first epoch each, not timed: first calls, allocator, kernels
         one_epoch(loop, session)
     times: dict[str, list[float]] = {name: [] for name in loops}
@@ -146,6 +150,17 @@ def main() -> None:
         "cached_over_alone": paired(times, "cached KD"),
         "hand_cached_over_hand_alone": paired(times, "hand cached KD", "hand alone"),
         "hand_product_over_hand_alone": paired(times, "hand cached, one product", "hand alone"),
+        **(
+            {
+                "compiled_cached_over_compiled_alone": paired(
+                    times, "hand cached KD, compiled", "hand alone, compiled"
+                ),
+                "compiled_cached_over_hand_alone": paired(times, "hand cached KD, compiled", "hand alone"),
+                "compiled_alone_over_hand_alone": paired(times, "hand alone, compiled", "hand alone"),
+            }
+            if args.compiled
+            else {}
+        ),
         "alone_over_hand_alone": paired(times, "student alone", "hand alone"),
         "target_cached_over_alone": 1.10,
         "teacher": TEACHER,
@@ -166,6 +181,9 @@ def main() -> None:
         f"{result['hand_cached_over_hand_alone']['mean']:.3f} ± {result['hand_cached_over_hand_alone']['std']:.3f}; "
         f"the cheapest extra term by hand: {result['hand_product_over_hand_alone']['median']:.3f}x median"
     )
+    for key in ("compiled_cached_over_compiled_alone", "compiled_cached_over_hand_alone"):
+        if key in result:
+            print(f"{key.replace('_', ' ')}: {result[key]['median']:.3f}x median")
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     write_text(out / f"teacher_cost_{args.student}.json", json.dumps(result, indent=2) + "\n")
