@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from kdforge.losses import functional as lf
+from kdforge.losses import representation as rep
 
 rng = np.random.default_rng(0)
 
@@ -164,16 +165,16 @@ def test_topk_form_is_exact_at_full_k_and_keeps_the_top_classes():
 
 def test_feature_losses_match_reference():
     a, b = rng.normal(size=(4, 3, 5)), rng.normal(size=(4, 3, 5))
-    assert lf.feature_loss(t(a), t(b), "mse").item() == pytest.approx(((a - b) ** 2).mean(), rel=1e-5)
+    assert rep.feature_loss(t(a), t(b), "mse").item() == pytest.approx(((a - b) ** 2).mean(), rel=1e-5)
     d = np.abs(a - b)
-    assert lf.feature_loss(t(a), t(b), "smooth_l1").item() == pytest.approx(
+    assert rep.feature_loss(t(a), t(b), "smooth_l1").item() == pytest.approx(
         np.where(d < 1, 0.5 * d**2, d - 0.5).mean(), rel=1e-5
     )
     fa, fb = a.reshape(4, -1), b.reshape(4, -1)
     cos = (fa * fb).sum(1) / np.linalg.norm(fa, axis=1) / np.linalg.norm(fb, axis=1)
-    assert lf.feature_loss(t(a), t(b), "cosine").item() == pytest.approx((1 - cos).mean(), rel=1e-5)
+    assert rep.feature_loss(t(a), t(b), "cosine").item() == pytest.approx((1 - cos).mean(), rel=1e-5)
     for kind in ("mse", "smooth_l1", "cosine"):
-        assert lf.feature_loss(t(a), t(a), kind).item() == pytest.approx(0.0, abs=1e-6)
+        assert rep.feature_loss(t(a), t(a), kind).item() == pytest.approx(0.0, abs=1e-6)
 
 
 def reference_cka(x, y, debiased):
@@ -199,23 +200,23 @@ def reference_cka(x, y, debiased):
 @pytest.mark.parametrize("debiased", [False, True])
 def test_cka_matches_reference_and_its_invariances(debiased):
     x, y = rng.normal(size=(12, 6)), rng.normal(size=(12, 4)) + rng.normal(size=(12, 1))
-    assert lf.linear_cka(t(x), t(y), debiased).item() == pytest.approx(
+    assert rep.linear_cka(t(x), t(y), debiased).item() == pytest.approx(
         reference_cka(x, y, debiased), rel=1e-3, abs=1e-5
     )
-    assert lf.linear_cka(t(x), t(x), debiased).item() == pytest.approx(1.0, abs=1e-5)
+    assert rep.linear_cka(t(x), t(x), debiased).item() == pytest.approx(1.0, abs=1e-5)
     q, _ = np.linalg.qr(rng.normal(size=(6, 6)))
-    assert lf.linear_cka(t(x @ q * 3.7), t(y), debiased).item() == pytest.approx(
-        lf.linear_cka(t(x), t(y), debiased).item(), rel=1e-4
+    assert rep.linear_cka(t(x @ q * 3.7), t(y), debiased).item() == pytest.approx(
+        rep.linear_cka(t(x), t(y), debiased).item(), rel=1e-4
     )
-    assert lf.cka_loss(t(x), t(x * 2), debiased).item() == pytest.approx(0.0, abs=1e-5)
+    assert rep.cka_loss(t(x), t(x * 2), debiased).item() == pytest.approx(0.0, abs=1e-5)
 
 
 def test_attention_transfer_matches_reference():
     a, b = rng.normal(size=(2, 4, 3, 3)), rng.normal(size=(2, 6, 3, 3))
     at = lambda f: (lambda m: m / np.linalg.norm(m, axis=1, keepdims=True))((f**2).mean(1).reshape(2, -1))  # noqa: E731
-    assert lf.at_loss(t(a), t(b)).item() == pytest.approx(((at(a) - at(b)) ** 2).mean(), rel=1e-5)
-    assert lf.at_loss(t(a), t(a * 5)).item() == pytest.approx(0.0, abs=1e-7)
-    assert lf.at_loss(t(rng.normal(size=(2, 4, 6, 6))), t(b)).item() > 0  # resized to the teacher's 3x3
+    assert rep.at_loss(t(a), t(b)).item() == pytest.approx(((at(a) - at(b)) ** 2).mean(), rel=1e-5)
+    assert rep.at_loss(t(a), t(a * 5)).item() == pytest.approx(0.0, abs=1e-7)
+    assert rep.at_loss(t(rng.normal(size=(2, 4, 6, 6))), t(b)).item() > 0  # resized to the teacher's 3x3
 
 
 def test_relation_logits_and_kl_match_reference():
@@ -227,11 +228,11 @@ def test_relation_logits_and_kl_match_reference():
         )
         / 2.0
     )
-    assert np.allclose(lf.relation_logits(t(q), t(k), heads).numpy(), ref, atol=1e-5)
+    assert np.allclose(rep.relation_logits(t(q), t(k), heads).numpy(), ref, atol=1e-5)
     other = rng.normal(size=ref.shape)
     expected = kl(softmax(ref), softmax(other)).mean()
-    assert lf.relation_kl(t(other), t(ref)).item() == pytest.approx(expected, rel=1e-4)
-    assert lf.relation_kl(t(ref), t(ref)).item() == pytest.approx(0.0, abs=1e-6)
+    assert rep.relation_kl(t(other), t(ref)).item() == pytest.approx(expected, rel=1e-4)
+    assert rep.relation_kl(t(ref), t(ref)).item() == pytest.approx(0.0, abs=1e-6)
 
 
 def test_rkd_matches_reference_and_is_zero_for_similar_geometry():
@@ -248,12 +249,12 @@ def test_rkd_matches_reference_and_is_zero_for_similar_geometry():
         e = np.divide(e, n, out=np.zeros_like(e), where=n > 0)
         return np.einsum("jid,jkd->jik", e, e).reshape(-1)
 
-    assert lf.rkd_distance_loss(t(s), t(tt)).item() == pytest.approx(huber(dist(s), dist(tt)), rel=1e-4)
-    assert lf.rkd_angle_loss(t(s), t(tt)).item() == pytest.approx(huber(angle(s), angle(tt)), rel=1e-4)
+    assert rep.rkd_distance_loss(t(s), t(tt)).item() == pytest.approx(huber(dist(s), dist(tt)), rel=1e-4)
+    assert rep.rkd_angle_loss(t(s), t(tt)).item() == pytest.approx(huber(angle(s), angle(tt)), rel=1e-4)
     q, _ = np.linalg.qr(rng.normal(size=(4, 4)))
     similar = s @ q * 2.5 + 1.0  # rotated, scaled, shifted: same relational structure
-    assert lf.rkd_distance_loss(t(s), t(similar)).item() == pytest.approx(0.0, abs=1e-6)
-    assert lf.rkd_angle_loss(t(s), t(similar)).item() == pytest.approx(0.0, abs=1e-6)
+    assert rep.rkd_distance_loss(t(s), t(similar)).item() == pytest.approx(0.0, abs=1e-6)
+    assert rep.rkd_angle_loss(t(s), t(similar)).item() == pytest.approx(0.0, abs=1e-6)
 
 
 def test_pkt_sp_relational_match_reference_and_vanish_on_scaled_copies():
@@ -265,12 +266,12 @@ def test_pkt_sp_relational_match_reference_and_vanish_on_scaled_copies():
 
     ps, pt = (cosm(s) + 1) / 2, (cosm(tt) + 1) / 2
     ps, pt = ps / ps.sum(1, keepdims=True), pt / pt.sum(1, keepdims=True)
-    assert lf.pkt_loss(t(s), t(tt)).item() == pytest.approx(kl(pt, ps).mean() / len(s), rel=1e-3)  # over B² entries
+    assert rep.pkt_loss(t(s), t(tt)).item() == pytest.approx(kl(pt, ps).mean() / len(s), rel=1e-3)  # over B² entries
     gs, gt = s @ s.T, tt @ tt.T
     gs, gt = gs / np.linalg.norm(gs, axis=1, keepdims=True), gt / np.linalg.norm(gt, axis=1, keepdims=True)
-    assert lf.sp_loss(t(s), t(tt)).item() == pytest.approx(((gs - gt) ** 2).sum() / 36, rel=1e-4)
-    assert lf.relational_loss(t(s), t(tt)).item() == pytest.approx(((cosm(s) - cosm(tt)) ** 2).mean(), rel=1e-4)
-    for fn in (lf.pkt_loss, lf.sp_loss, lf.relational_loss):
+    assert rep.sp_loss(t(s), t(tt)).item() == pytest.approx(((gs - gt) ** 2).sum() / 36, rel=1e-4)
+    assert rep.relational_loss(t(s), t(tt)).item() == pytest.approx(((cosm(s) - cosm(tt)) ** 2).mean(), rel=1e-4)
+    for fn in (rep.pkt_loss, rep.sp_loss, rep.relational_loss):
         assert fn(t(s), t(s * 3)).item() == pytest.approx(0.0, abs=1e-5)
 
 
@@ -283,15 +284,15 @@ def test_relational_correlation_is_one_minus_pearson_of_the_off_diagonal_similar
         return (x @ x.T)[off]
 
     expected = 1 - np.corrcoef(cosm(s), cosm(tt))[0, 1]
-    assert lf.relational_loss(t(s), t(tt), "correlation").item() == pytest.approx(expected, rel=1e-4)
-    assert lf.relational_loss(t(s), t(s * 3), "correlation").item() == pytest.approx(0.0, abs=1e-5)
+    assert rep.relational_loss(t(s), t(tt), "correlation").item() == pytest.approx(expected, rel=1e-4)
+    assert rep.relational_loss(t(s), t(s * 3), "correlation").item() == pytest.approx(0.0, abs=1e-5)
     # a student whose cosines are an affine map of the teacher's is perfect by correlation,
     # not by MSE: unit vectors [cos θ, sin θ] against [cos θ, sin θ, 1], whose cosines are (cos + 1) / 2
     angles = rng.uniform(0, np.pi / 3, size=7)
     flat = np.stack([np.cos(angles), np.sin(angles)], axis=1)
     lifted = np.concatenate([flat, np.ones((7, 1))], axis=1)  # cos' = (cos + 1) / 2: affine
-    assert lf.relational_loss(t(flat), t(lifted), "correlation").item() == pytest.approx(0.0, abs=1e-5)
-    assert lf.relational_loss(t(flat), t(lifted)).item() > 1e-3
+    assert rep.relational_loss(t(flat), t(lifted), "correlation").item() == pytest.approx(0.0, abs=1e-5)
+    assert rep.relational_loss(t(flat), t(lifted)).item() > 1e-3
 
 
 def test_feature_dynamics_matches_reference():
@@ -299,9 +300,9 @@ def test_feature_dynamics_matches_reference():
     tt = [rng.normal(size=(3, 4)) for _ in range(3)]
     cos = lambda a, b: (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)  # noqa: E731
     expected = np.mean([(1 - cos(s[i + 1] - s[i], tt[i + 1] - tt[i])).mean() for i in range(2)])
-    assert lf.feature_dynamics_loss([t(a) for a in s], [t(b) for b in tt]).item() == pytest.approx(expected, rel=1e-4)
+    assert rep.feature_dynamics_loss([t(a) for a in s], [t(b) for b in tt]).item() == pytest.approx(expected, rel=1e-4)
     scaled = [t(b * 2 + 1) for b in s]  # same steps in direction: zero
-    assert lf.feature_dynamics_loss([t(a) for a in s], scaled).item() == pytest.approx(0.0, abs=1e-6)
+    assert rep.feature_dynamics_loss([t(a) for a in s], scaled).item() == pytest.approx(0.0, abs=1e-6)
 
 
 def test_supcon_matches_reference():
@@ -317,9 +318,9 @@ def test_supcon_matches_reference():
             continue
         denom = np.log(np.exp(sim[i, others]).sum())
         losses.append(-np.mean([sim[i, p] - denom for p in positives]))
-    assert lf.supcon_loss(t(z), torch.tensor(y), temp).item() == pytest.approx(np.mean(losses), rel=1e-4)
-    assert lf.supcon_loss(t(z), torch.arange(6), temp).item() == 0.0  # no positives: nothing to learn
-    assert math.isfinite(lf.supcon_loss(t(z), torch.tensor(y), 0.05).item())
+    assert rep.supcon_loss(t(z), torch.tensor(y), temp).item() == pytest.approx(np.mean(losses), rel=1e-4)
+    assert rep.supcon_loss(t(z), torch.arange(6), temp).item() == 0.0  # no positives: nothing to learn
+    assert math.isfinite(rep.supcon_loss(t(z), torch.tensor(y), 0.05).item())
 
 
 # ----------------------------------------------------------------------------- embeddings
@@ -337,15 +338,15 @@ def test_similarity_kl_matches_reference_for_a_5d_student_and_a_384d_teacher():
         for i in range(7):
             others = [j for j in range(7) if j != i]
             expected.append(kl(softmax(cosine_matrix(tt)[i, others] / tau), softmax(cosine_matrix(s)[i, others] / tau)))
-        assert lf.similarity_kl(t(s), t(tt), tau).item() == pytest.approx(tau**2 * np.mean(expected), rel=1e-4)
+        assert rep.similarity_kl(t(s), t(tt), tau).item() == pytest.approx(tau**2 * np.mean(expected), rel=1e-4)
 
 
 def test_similarity_kl_vanishes_when_similarities_are_kept_and_tau_changes_more_than_its_scale():
     teacher = rng.normal(size=(8, 384))
     rotation = np.linalg.qr(rng.normal(size=(384, 384)))[0]
-    assert lf.similarity_kl(t(teacher @ rotation * 3.0), t(teacher), 0.5).item() == pytest.approx(0.0, abs=1e-5)
+    assert rep.similarity_kl(t(teacher @ rotation * 3.0), t(teacher), 0.5).item() == pytest.approx(0.0, abs=1e-5)
     student = rng.normal(size=(8, 5))
-    per_tau = [lf.similarity_kl(t(student), t(teacher), tau).item() / tau**2 for tau in (0.1, 1.0, 4.0)]
+    per_tau = [rep.similarity_kl(t(student), t(teacher), tau).item() / tau**2 for tau in (0.1, 1.0, 4.0)]
     assert len({round(v, 6) for v in per_tau}) == 3  # the distributions themselves change with τ
     assert per_tau[0] > per_tau[1] > per_tau[2]  # sharper rows differ more
 
@@ -358,16 +359,16 @@ def test_standardized_similarity_kl_matches_reference_and_ignores_each_rows_shif
         others = [j for j in range(7) if j != i]
         rows = [softmax(z(cosine_matrix(x)[i, others]) / tau) for x in (tt, s)]
         expected.append(kl(*rows))
-    got = lf.similarity_kl(t(s), t(tt), tau, standardize=True).item()
+    got = rep.similarity_kl(t(s), t(tt), tau, standardize=True).item()
     assert got == pytest.approx(tau**2 * np.mean(expected), rel=1e-4)
-    assert got != pytest.approx(lf.similarity_kl(t(s), t(tt), tau).item(), rel=1e-2)
+    assert got != pytest.approx(rep.similarity_kl(t(s), t(tt), tau).item(), rel=1e-2)
     # unit vectors beside a shared offset: every cosine becomes (a² cos + c²) / (a² + c²), an affine map of the
     # teacher's that narrows each row's spread; the plain form charges for it, the standardised one does not
     teacher = rng.normal(size=(6, 3))
     teacher /= np.linalg.norm(teacher, axis=1, keepdims=True)
     squeezed = np.hstack([0.5 * teacher, np.ones((6, 1))])
-    assert lf.similarity_kl(t(squeezed), t(teacher), tau, standardize=True).item() == pytest.approx(0.0, abs=1e-5)
-    assert lf.similarity_kl(t(squeezed), t(teacher), tau).item() > 1e-3
+    assert rep.similarity_kl(t(squeezed), t(teacher), tau, standardize=True).item() == pytest.approx(0.0, abs=1e-5)
+    assert rep.similarity_kl(t(squeezed), t(teacher), tau).item() > 1e-3
 
 
 def test_neighbour_infonce_matches_reference_with_teacher_neighbours_as_positives():
@@ -379,17 +380,17 @@ def test_neighbour_infonce_matches_reference_with_teacher_neighbours_as_positive
         positives = sorted(others, key=lambda j: -ts[i, j])[:k]
         denom = np.log(np.exp(ss[i, others]).sum())
         losses.append(-np.mean([ss[i, p] - denom for p in positives]))
-    assert lf.neighbour_infonce(t(s), t(tt), tau, k).item() == pytest.approx(np.mean(losses), rel=1e-4)
+    assert rep.neighbour_infonce(t(s), t(tt), tau, k).item() == pytest.approx(np.mean(losses), rel=1e-4)
     with pytest.raises(ValueError, match="neighbours must be in"):
-        lf.neighbour_infonce(t(s), t(tt), tau, 6)
+        rep.neighbour_infonce(t(s), t(tt), tau, 6)
 
 
 def test_neighbour_infonce_is_lower_for_a_student_that_keeps_the_neighbourhoods():
     teacher = t(rng.normal(size=(16, 64)))
     rotated = teacher @ torch.linalg.qr(torch.randn(64, 64))[0]  # same similarities
     unrelated = t(rng.normal(size=(16, 64)))
-    assert lf.neighbour_infonce(rotated, teacher, 0.1, 1) < lf.neighbour_infonce(unrelated, teacher, 0.1, 1)
-    assert torch.isfinite(lf.neighbour_infonce(unrelated, teacher, 0.01, 3))
+    assert rep.neighbour_infonce(rotated, teacher, 0.1, 1) < rep.neighbour_infonce(unrelated, teacher, 0.1, 1)
+    assert torch.isfinite(rep.neighbour_infonce(unrelated, teacher, 0.01, 3))
 
 
 # ----------------------------------------------------------------------------- regression

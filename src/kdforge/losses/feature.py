@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdforge.errors import required
-from kdforge.losses import functional as lf
+from kdforge.losses import representation as rep
 from kdforge.losses.terms import LOSSES, LossTerm, Shapes, StepContext
 from kdforge.taps import OUTPUT, LayerGate, LayerMapping, block_names, build_projector, map_layers
 
@@ -112,7 +112,7 @@ class Hint(FeatureTerm):
         )
 
     def pair_loss(self, index: int, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-        return lf.feature_loss(self.projectors[index](student), teacher, self.loss)
+        return rep.feature_loss(self.projectors[index](student), teacher, self.loss)
 
 
 @LOSSES.register("fdd")
@@ -142,7 +142,7 @@ class FeatureDynamics(FeatureTerm):
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
         pairs = self.features(ctx)
-        return lf.feature_dynamics_loss([self.projector(s) for s, _ in pairs], [t for _, t in pairs])
+        return rep.feature_dynamics_loss([self.projector(s) for s, _ in pairs], [t for _, t in pairs])
 
 
 @LOSSES.register("cka")
@@ -163,7 +163,7 @@ class CKA(FeatureTerm):
         self.debiased = debiased
 
     def pair_loss(self, index: int, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-        return lf.cka_loss(student, teacher, self.debiased)
+        return rep.cka_loss(student, teacher, self.debiased)
 
 
 @LOSSES.register("at")
@@ -184,7 +184,7 @@ class AttentionTransfer(FeatureTerm):
         self.p = p
 
     def pair_loss(self, index: int, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-        return lf.at_loss(student, teacher, self.p)
+        return rep.at_loss(student, teacher, self.p)
 
 
 Relation = Literal["qk", "qq", "kk", "vv"]
@@ -218,9 +218,9 @@ class MiniLM(FeatureTerm):
         for relation in self.relations:
             a, b = "qkv".index(relation[0]), "qkv".index(relation[1])
             losses.append(
-                lf.relation_kl(
-                    lf.relation_logits(s[a], s[b], self.relation_heads),
-                    lf.relation_logits(t[a], t[b], self.relation_heads),
+                rep.relation_kl(
+                    rep.relation_logits(s[a], s[b], self.relation_heads),
+                    rep.relation_logits(t[a], t[b], self.relation_heads),
                 )
             )
         return torch.stack(losses).sum()
@@ -252,7 +252,7 @@ class AttentionMSE(AttentionKL):
     def pair_loss(self, index: int, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         (qs, ks, _), (qt, kt, _) = _split_qkv(student), _split_qkv(teacher)
         return F.mse_loss(
-            lf.relation_logits(qs, ks, self.relation_heads), lf.relation_logits(qt, kt, self.relation_heads)
+            rep.relation_logits(qs, ks, self.relation_heads), rep.relation_logits(qt, kt, self.relation_heads)
         )
 
 
@@ -285,9 +285,9 @@ class RKD(FeatureTerm):
     def pair_loss(self, index: int, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         loss = student.new_zeros((), dtype=torch.float32)
         if self.distance:
-            loss = loss + self.distance * lf.rkd_distance_loss(student, teacher)
+            loss = loss + self.distance * rep.rkd_distance_loss(student, teacher)
         if self.angle:
-            loss = loss + self.angle * lf.rkd_angle_loss(student, teacher)
+            loss = loss + self.angle * rep.rkd_angle_loss(student, teacher)
         return loss
 
 
@@ -296,7 +296,7 @@ class PKT(FeatureTerm):
     """Probabilistic knowledge transfer: KL between the batch's cosine-similarity distributions."""
 
     def pair_loss(self, index: int, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-        return lf.pkt_loss(student, teacher)
+        return rep.pkt_loss(student, teacher)
 
 
 @LOSSES.register("sp")
@@ -304,7 +304,7 @@ class SimilarityPreserving(FeatureTerm):
     """Similarity-preserving KD: match the row-normalised batch Gram matrices."""
 
     def pair_loss(self, index: int, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-        return lf.sp_loss(student, teacher)
+        return rep.sp_loss(student, teacher)
 
 
 @LOSSES.register("relational")
@@ -327,7 +327,7 @@ class Relational(FeatureTerm):
         self.compare = compare
 
     def pair_loss(self, index: int, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-        return lf.relational_loss(student, teacher, self.compare)
+        return rep.relational_loss(student, teacher, self.compare)
 
 
 @LOSSES.register("supcon")
@@ -353,4 +353,4 @@ class SupCon(LossTerm):
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, self.dim))
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
-        return lf.supcon_loss(self.head(ctx.student_features[self.student]), ctx.labels, self.temperature)
+        return rep.supcon_loss(self.head(ctx.student_features[self.student]), ctx.labels, self.temperature)

@@ -14,6 +14,7 @@ from torch import nn
 
 from kdforge.errors import KdforgeError, required
 from kdforge.losses import functional as lf
+from kdforge.losses import representation as rep
 from kdforge.losses.logit import LogitTerm
 from kdforge.losses.terms import LOSSES, LossTerm, Shapes, StepContext
 from kdforge.schedules import TemperatureSpec
@@ -169,7 +170,7 @@ class SelfDistill(LossTerm):
                 logits, final, self.temperature
             )
             if self.feature and i < len(self.feature_maps):
-                loss = loss + self.feature * lf.feature_loss(self.feature_maps[i](feature), pooled[-1].detach())
+                loss = loss + self.feature * rep.feature_loss(self.feature_maps[i](feature), pooled[-1].detach())
             losses.append(loss)
         return torch.stack(losses).mean()
 

@@ -46,6 +46,7 @@ from kdforge.errors import KdforgeError
 from kdforge.export import read_checkpoint
 from kdforge.files import load_npy, load_npz
 from kdforge.losses import functional as lf
+from kdforge.losses import representation as rep
 from kdforge.schedules import Clock, ScheduleConfig, schedule_value
 
 Reduction = Literal["mean", "sum"]
@@ -68,9 +69,9 @@ def distill_loss(
     (zero when the student keeps every cosine similarity of the batch). ``sum`` sums over
     samples instead of averaging."""
     if student_vec.shape[-1] == teacher_vec.shape[-1]:
-        value = lf.feature_loss(student_vec, teacher_vec, "cosine")
+        value = rep.feature_loss(student_vec, teacher_vec, "cosine")
     else:
-        value = lf.similarity_kl(student_vec, teacher_vec, tau)
+        value = rep.similarity_kl(student_vec, teacher_vec, tau)
     return _reduce(value, len(student_vec), reduction)
 
 

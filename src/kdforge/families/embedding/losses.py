@@ -18,7 +18,7 @@ from typing import Literal
 
 import torch
 
-from kdforge.losses import functional as lf
+from kdforge.losses import representation as rep
 from kdforge.losses.feature import FeatureTerm, Hint, Layers
 from kdforge.losses.terms import LOSSES, Shapes, StepContext
 from kdforge.schedules import ScheduleConfig, schedule_value
@@ -49,7 +49,7 @@ class Cosine(FeatureTerm):
                 )
 
     def pair_loss(self, index: int, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-        return lf.feature_loss(student, teacher, "cosine")
+        return rep.feature_loss(student, teacher, "cosine")
 
 
 @LOSSES.register("proj_mse")
@@ -115,7 +115,7 @@ class SimilarityKL(SimilarityTerm):
         self.standardize = standardize
 
     def similarity_loss(self, student: torch.Tensor, teacher: torch.Tensor, tau: float) -> torch.Tensor:
-        return lf.similarity_kl(student, teacher, tau, self.standardize)
+        return rep.similarity_kl(student, teacher, tau, self.standardize)
 
 
 @LOSSES.register("infonce")
@@ -138,4 +138,4 @@ class NeighbourInfoNCE(SimilarityTerm):
         self.neighbours = neighbours
 
     def similarity_loss(self, student: torch.Tensor, teacher: torch.Tensor, tau: float) -> torch.Tensor:
-        return lf.neighbour_infonce(student, teacher, tau, self.neighbours)
+        return rep.neighbour_infonce(student, teacher, tau, self.neighbours)
