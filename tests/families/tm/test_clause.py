@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from kdforge.families.tm import clause as clause_module
 from kdforge.families.tm import rules as rules_module
-from kdforge.families.tm.clause import ClauseLayer, DeepTM, set_hard, set_levels
+from kdforge.families.tm.clause import ClauseLayer, set_hard, set_levels
+from kdforge.families.tm.flat import DeepTM
 from kdforge.families.tm.rules import PackedTM, export_rules, has_int_linear, layer_rules, load_rules, model_rules
 from kdforge.models import build_model
 

@@ -1,4 +1,4 @@
-"""Tsetlin-machine students: clause layers that learn by gradient (:mod:`.clause`), the TM
+"""Tsetlin-machine students: clause layers that learn by gradient (:mod:`.clause`), ``tm_flat`` (:mod:`.flat`), the TM
 feed-forward block (:mod:`.blocks`), ViT-TM / Swin-TM / ResNet-TM / pyramid students
 (:mod:`.transformer`), any model's MLPs as TM blocks (:mod:`.convert`), clause-aware loss
 terms (:mod:`.losses`), steering from validation (:mod:`.steering`), starting from the
@@ -17,6 +17,7 @@ declare_family(
     "tm",
     "Tsetlin-machine students: clause layers trained by gradient, exported to boolean rules evaluated in integers",
     parts=(
+        "kdforge.families.tm.flat",
         "kdforge.families.tm.transformer",
         "kdforge.families.tm.convert",
         "kdforge.families.tm.losses",
@@ -29,7 +30,7 @@ declare_family(
 
 _PUBLIC = {
     "ClauseLayer": "clause",
-    "DeepTM": "clause",
+    "DeepTM": "flat",
     "clause_layers": "clause",
     "clause_usage": "clause",
     "hard_mode": "clause",

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdforge.families.tm.clause import ClauseLayer, DeepTM
+from kdforge.families.tm.clause import ClauseLayer
+from kdforge.families.tm.flat import DeepTM
 from kdforge.models.layers import Attention
 
 Norm = Literal["layer", "rms"]

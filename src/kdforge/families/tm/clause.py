@@ -1,4 +1,4 @@
-"""Tsetlin-machine clause layers that learn by gradient, and the ``tm_flat`` student.
+"""Tsetlin-machine clause layers that learn by gradient (the students made of them alone: :mod:`.flat`).
 
 A clause is an AND over *literals*: the F inputs u ∈ [0, 1] and their negations 1 − u.
 Each clause j has include logits over the 2F literals; the include mask is hard in the
@@ -49,8 +49,6 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from kdforge.models import MODELS
 
 # hard mode reads the levels by one search per value (``bucketize``) below this many values per level and by L
 # comparisons summed from there on (2 threads: L = 3 level at ~16,000 values, the search 1.4x slower at 32,768 and
@@ -435,7 +433,7 @@ def set_hard(model: nn.Module, hard: bool = True) -> nn.Module:
 def set_levels(model: nn.Module, levels: int) -> nn.Module:
     """Read every clause layer's literals at ``levels`` levels in hard mode (and in the rules exported from it). Soft
     mode does not depend on it, so a student trained in soft mode may choose its levels afterwards."""
-    if isinstance(model, TMFlat) and levels != 1:
+    if getattr(model, "reads_booleans", False) and levels != 1:
         raise ValueError("tm_flat reads each input as one boolean, x > t, in hard mode: give it levels: 1")
     for layer in clause_layers(model):
         check_levels(levels, layer.lf, layer.form)
@@ -450,31 +448,7 @@ def gradable(model: nn.Module) -> bool:
     not ``tm_flat``, whose inputs are booleans already)."""
     layers = clause_layers(model)
     graded = all(layer.form == "capacity" and layer.lf > 1 for layer in layers)
-    return bool(layers) and graded and not isinstance(model, TMFlat)
-
-
-class DeepTM(nn.Module):
-    """Stacked clause layers: each hidden layer's votes, plus a linear residual projection of
-    its input, are normalised and squashed back into [0, 1] for the next layer.
-
-    ``[*, F] -> [*, out_features]``; ``depth`` clause layers, hidden width ``hidden``.
-    """
-
-    def __init__(self, in_features: int, out_features: int, hidden: int = 64, depth: int = 2, **clause_options):
-        super().__init__()
-        if depth < 1:
-            raise ValueError(f"DeepTM depth must be >= 1, got {depth}")
-        widths = [in_features] + [hidden] * (depth - 1) + [out_features]
-        self.layers = nn.ModuleList(ClauseLayer(a, b, **clause_options) for a, b in zip(widths, widths[1:]))
-        self.residuals = nn.ModuleList(nn.Linear(a, b, bias=False) for a, b in zip(widths, widths[1:]))
-        self.norms = nn.ModuleList(nn.LayerNorm(b) for b in widths[1:-1])
-
-    def forward(self, u: torch.Tensor, modulate: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
-        for i, (layer, residual) in enumerate(zip(self.layers, self.residuals)):
-            out = layer(u, modulate if i == len(self.layers) - 1 else None) + residual(u)
-            if i < len(self.norms):
-                u = torch.sigmoid(self.norms[i](out))
-        return out
+    return bool(layers) and graded and not getattr(model, "reads_booleans", False)
 
 
 def with_options(*sources: Callable[..., Any]) -> Callable[[type], type]:
@@ -503,49 +477,3 @@ def with_options(*sources: Callable[..., Any]) -> Callable[[type], type]:
         return cls
 
     return decorate
-
-
-@MODELS.register("tm_flat")
-@with_options(ClauseLayer)
-class TMFlat(nn.Module):
-    """One clause layer over the flattened input: the classic Tsetlin machine, trained by gradient.
-
-    Each input feature x_i becomes the fuzzy literal σ(sharpness · (x_i − t_i)) with a learned
-    threshold t_i (0 at start: standardised data, and ±1 booleanised data from
-    ``data.booleanize``, are centred there); hard mode and the exported rules use x_i > t_i.
-    ``backend: deeptm`` stacks ``depth`` clause layers (width ``hidden``) instead of one.
-    Every :class:`ClauseLayer` option is an option here too.
-    """
-
-    def __init__(
-        self,
-        input_shape: tuple[int, ...],
-        num_classes: int,
-        clauses: int = 256,
-        sharpness: float = 4.0,
-        backend: Literal["ste", "deeptm"] = "ste",
-        hidden: int = 128,
-        depth: int = 2,
-        **clause_options: Any,
-    ):
-        super().__init__()
-        if clause_options.get("levels", 1) != 1:
-            raise ValueError("tm_flat reads each input as one boolean, x > t, in hard mode: give it levels: 1")
-        features = math.prod(input_shape)
-        self.sharpness = sharpness
-        self.threshold = nn.Parameter(torch.zeros(features))
-        if backend == "ste":
-            self.tm = ClauseLayer(features, num_classes, clauses, **clause_options)
-        else:
-            self.tm = DeepTM(features, num_classes, hidden, depth, clauses=clauses, **clause_options)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """[B, *input_shape] -> logits [B, num_classes]."""
-        x = x.flatten(1) - self.threshold
-        if self.hard:  # decide on x > t itself, as the exported rules do (σ rounds to 0.5 near t)
-            return self.tm(straight_through((x > 0).to(x.dtype), lambda: torch.sigmoid(self.sharpness * x)))
-        return self.tm(torch.sigmoid(self.sharpness * x))
-
-    @property
-    def hard(self) -> bool:  # as its clause layer (or the packed one in its place) is
-        return next(m.hard for m in self.tm.modules() if hasattr(m, "hard"))

@@ -24,7 +24,8 @@ from torch import nn
 
 from kdforge.errors import KdforgeError
 from kdforge.families.tm.blocks import TMAttention
-from kdforge.families.tm.clause import ClauseLayer, TMFlat, hard_mode
+from kdforge.families.tm.clause import ClauseLayer, hard_mode
+from kdforge.families.tm.flat import TMFlat
 from kdforge.families.tm.transformer import SwinTM, ViTTM
 from kdforge.files import save_figure, write_text
 

@@ -37,7 +37,8 @@ from torch import nn
 
 from kdforge.errors import KdforgeError
 from kdforge.export import EXPORT_FORMATS, load_student
-from kdforge.families.tm.clause import ClauseLayer, TMFlat, integer_vote, level_thresholds, vote_factor
+from kdforge.families.tm.clause import ClauseLayer, integer_vote, level_thresholds, vote_factor
+from kdforge.families.tm.flat import TMFlat
 from kdforge.files import read_json, write_json
 
 RULES_FORMAT = 3  # 2: min_true and contradictory per clause; 3: levels, and a list of thresholds per input
