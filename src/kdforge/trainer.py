@@ -1,13 +1,13 @@
 """The training loop: fit on train, select on val, checkpoint, resume.
 
 One epoch is the loop in :meth:`Trainer._train_epoch`; one optimiser step is
-:meth:`Trainer._step`. Checkpoints: ``last.pt`` (everything needed to resume exactly:
-trainable weights, optimiser, RNG, position in the epoch, and the best weights
-so far) at the end of an epoch once ``train.checkpoint_interval`` seconds have passed since
-the last write or the start of the fit (every epoch with 0), after the last epoch, and when
-stopped; ``best.pt`` (the best trainable weights on validation) when fit ends, however it
-ends. Keeping the best weights inside ``last.pt`` costs one file write per save instead of
-two, and the two can never disagree.
+:meth:`Trainer._step`. Checkpoints (the files: :mod:`kdforge._checkpoints`): ``last.pt``
+(everything needed to resume exactly: trainable weights, optimiser, RNG, position in the epoch,
+and the best weights so far) at the end of an epoch once ``train.checkpoint_interval`` seconds
+have passed since the last write or the start of the fit (every epoch with 0), after the last
+epoch, and when stopped; ``best.pt`` (the best trainable weights on validation) when fit ends,
+however it ends. Keeping the best weights inside ``last.pt`` costs one file write per save
+instead of two, and the two can never disagree.
 Ctrl-C asks the loop to stop at the next optimiser step, save ``last.pt`` and return;
 a second Ctrl-C aborts at once.
 """
@@ -29,6 +29,7 @@ import torch
 import torch.utils.checkpoint
 
 from kdforge import distributed
+from kdforge._checkpoints import CheckpointFiles
 from kdforge.callbacks import Callback
 from kdforge.config import OptimConfig, TrainConfig
 from kdforge.curriculum import Curriculum
@@ -38,8 +39,7 @@ from kdforge.distiller import Distiller, StepOutput
 from kdforge.ema import ModelEMA
 from kdforge.errors import NonFiniteLossError, required
 from kdforge.evaluate import evaluate, is_better, score
-from kdforge.export import save_model
-from kdforge.files import FileReadError, FileWriteError, load_torch, save_torch
+from kdforge.files import FileWriteError
 from kdforge.machine import _rng_state, _set_rng_state, autocast_for, checkpoint_blocks, layer_grad_norms
 from kdforge.optim import DistillationOrientedTrainer, build_optimizer, centralize_gradients, lr_factor, student_groups
 from kdforge.position import FitResult, _Position
@@ -89,8 +89,7 @@ class Trainer:
         # a cache holds the teacher's outputs on training samples only; a term's per-sample memory is indexed by them
         self.val_terms = val_terms and distiller.cache is None and not distiller.reads_index
         self.device = next(distiller.student.parameters()).device
-        self.dir = Path(checkpoint_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.files = CheckpointFiles(checkpoint_dir)
         self.callbacks = list(callbacks) if distributed.is_main() else []  # only rank 0 logs
         self.hooked = self._per_step_callbacks()
         self.micro_per_epoch = steps_per_epoch
@@ -138,15 +137,14 @@ class Trainer:
         self.grad_norms: dict[str, float] = {}  # per-layer gradient norms of the last step, when measured
         self.should_stop = False  # set by Ctrl-C or a callback: stop at the next optimiser step
         self.finite_until = 0  # the losses were finite up to this step
-        self.saved_at = -math.inf  # when last.pt was last written, or fit started (perf_counter seconds)
 
     # ------------------------------------------------------------------ loop
 
     def fit(self, train_batches: Any, val_batches: Any, resume: bool = False) -> FitResult:
-        if resume and (self.dir / "last.pt").exists():
+        if resume and self.files.last.exists():
             self._load_last()
         self.finite_until = self.pos.step
-        self.saved_at = time.perf_counter()  # the first last.pt one interval into the fit, not after epoch 1
+        self.files.start()
         self.all_train, self.train_batches, self.val_batches = train_batches, train_batches, val_batches
         if self.steering is not None and self.pos.step == 0 and self.pos.epoch == 0:
             self.steered_before = self.steering(self, unwrap(self.distiller.student), 0)
@@ -307,14 +305,12 @@ class Trainer:
             self.finite_until = self.pos.step
             return
         bad = {name: v for name, v in values.items() if name != "loss" and not math.isfinite(v)}
-        last = self.dir / "last.pt"
-        kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
         steps = f"step {self.pos.step}" if self.pos.step == self.finite_until + 1 else (
             f"between steps {self.finite_until + 1} and {self.pos.step}")  # fmt: skip
         raise NonFiniteLossError(
             f"[{self.stage}] loss term {', '.join(map(repr, bad)) or 'sum'} became "
             f"{', '.join(map(str, bad.values())) or values['loss']} in epoch {self.pos.epoch + 1}, {steps}; "
-            f"{kept}. Lower optim.lr, set train.grad_clip, or check that term's inputs."
+            f"{self.files.kept()}. Lower optim.lr, set train.grad_clip, or check that term's inputs."
         )
 
     def _end_epoch(self, val_batches: Any) -> None:
@@ -367,7 +363,7 @@ class Trainer:
             self.pos.epoch == self.epochs or self._stage_key(self.pos.epoch) != finished_stage
         ):
             self._save_snapshot(record)
-        due = time.perf_counter() - self.saved_at >= self.cfg.checkpoint_interval
+        due = self.files.due(self.cfg.checkpoint_interval)
         if (
             self.pos.epoch == self.epochs or self.pos.stopped_early or distributed.broadcast(due)
         ):  # rank 0's clock decides: saving may be collective
@@ -392,12 +388,7 @@ class Trainer:
         self.pos.snapshots += 1
         if distributed.is_main() and not self.sharded:
             model = self.ema.module if self.ema is not None else unwrap(self.distiller.student)
-            (self.dir / "stages").mkdir(exist_ok=True)
-            save_model(
-                model,
-                self.dir / "stages" / f"stage_{self.pos.snapshots}",
-                {"epoch": record["epoch"], "val": record.get("val")},
-            )
+            self.files.write_stage(model, self.pos.snapshots, {"epoch": record["epoch"], "val": record.get("val")})
 
     def _validates_epoch_end(self) -> bool:
         """Whether this epoch's end is validated: every ``val_every`` epochs, or by steps only when training
@@ -539,31 +530,16 @@ class Trainer:
         }
         if not distributed.is_main():
             return
-        save_torch(state, self.dir / "last.pt")  # atomic: an interrupted or failed save never corrupts last.pt
-        self.saved_at = time.perf_counter()
+        self.files.write_last(state)
 
     def _save_best(self) -> None:
         if self.best_state is not None and distributed.is_main():
-            save_torch(self.best_state, self.dir / "best.pt")
+            self.files.write_best(self.best_state)
 
     def _load_last(self) -> None:
-        path = self.dir / "last.pt"
-        state = load_torch(path, self.device, what="resume checkpoint")
-        missing = {"trainable", "optimizer", "scaler", "position", "best", "curriculum", "rng"} - set(
-            state if isinstance(state, dict) else ()
-        )
-        if missing:
-            raise FileReadError(
-                f"resume checkpoint '{path}' is not one kdforge wrote (it lacks {', '.join(sorted(missing))}); "
-                "move it away to start this stage again, or resume another run"
-            )
-        try:
+        state = self.files.read_last(self.device)
+        with self.files.restoring():
             self._restore(state)
-        except (KeyError, TypeError, ValueError, RuntimeError) as err:  # the right keys, the wrong contents
-            raise FileReadError(
-                f"resume checkpoint '{path}' does not fit this run ({' '.join(str(err).split())[:200]}); "
-                "was it copied from another run? Move it away to start this stage again"
-            ) from None
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.distiller.load_trainable_state_dict(state["trainable"])
@@ -580,11 +556,7 @@ class Trainer:
     def load_best(self) -> dict[str, Any]:
         """Put the best validation weights into the student (its EMA's, with ``ema_decay``:
         what was validated is what is tested and exported); returns the checkpoint's info."""
-        state = (
-            self.best_state
-            if self.best_state is not None
-            else load_torch(self.dir / "best.pt", self.device, what="best checkpoint")
-        )
+        state = self.best_state if self.best_state is not None else self.files.read_best(self.device)
         self.distiller.load_trainable_state_dict(state)
         if "ema" in state:
             unwrap(self.distiller.student).load_state_dict(state["ema"])
