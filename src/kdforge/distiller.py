@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import operator
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -291,6 +292,25 @@ class Distiller(nn.Module):
             special.append({**group, "lr": learner.lr} if learner.lr is not None else group)
         taken = {id(p) for group in special for p in group["params"]}
         return [{"params": [p for p in self.trainable_parameters() if id(p) not in taken]}, *special]
+
+    @torch.no_grad()
+    def held_out_terms(
+        self, batches: Any, clock: Clock, autocast: Callable[[], contextlib.AbstractContextManager]
+    ) -> dict[str, float]:
+        """Each loss term, and their weighted sum ``loss``, on ``batches`` (the student in eval mode, ``clock``'s
+        weights and temperatures): does what the student learnt from the teacher hold on data it did not train on?"""
+        was_training = self.training
+        self.eval()
+        sums: dict[str, torch.Tensor] = {}
+        count = 0
+        for x, y, *_ in batches:
+            with autocast():
+                out = self(x, y, clock)
+            for name, value in {"loss": out.loss, **out.parts}.items():
+                sums[name] = sums.get(name, 0.0) + value.detach().float() * len(y)
+            count += len(y)
+        self.train(was_training)
+        return {name: float(total) / count for name, total in sums.items()}
 
     def after_step(self) -> None:
         """Called after each optimiser step: an EMA teacher follows the student."""

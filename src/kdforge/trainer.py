@@ -349,7 +349,7 @@ class Trainer:
             **steered,
         }
         if self.val_terms and val is not None:
-            record["val_terms"] = self.validation_terms(val_batches)
+            record["val_terms"] = self.distiller.held_out_terms(val_batches, self.clock(self.pos.epoch), self.autocast)
         self.pos.history.append(record)
         self.pos.epoch, self.pos.batch, self.pos.sums, self.pos.validations = self.pos.epoch + 1, 0, None, []
         if self.pos.stopped_early:
@@ -460,24 +460,6 @@ class Trainer:
         return evaluate(
             self.ema if self.ema is not None else self.distiller.student, batches, self.autocast(), self.task
         )
-
-    @torch.no_grad()
-    def validation_terms(self, batches: Any) -> dict[str, float]:
-        """Each loss term, and their weighted sum ``loss``, on ``batches`` (the student in eval
-        mode, the epoch's weights and temperatures): does what the student learnt from the
-        teacher hold on data it did not train on?"""
-        was_training = self.distiller.training
-        self.distiller.eval()
-        sums: dict[str, torch.Tensor] = {}
-        count = 0
-        for x, y, *_ in batches:
-            with self.autocast():
-                out = self.distiller(x, y, self.clock(self.pos.epoch))
-            for name, value in {"loss": out.loss, **out.parts}.items():
-                sums[name] = sums.get(name, 0.0) + value.detach().float() * len(y)
-            count += len(y)
-        self.distiller.train(was_training)
-        return {name: float(total) / count for name, total in sums.items()}
 
     def weights(self) -> dict[str, Any]:
         """What training changes (see :meth:`Distiller.trainable_state_dict`), and the EMA."""
