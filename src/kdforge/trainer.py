@@ -19,9 +19,8 @@ import functools
 import json
 import math
 import operator
-import signal
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +42,7 @@ from kdforge.files import FileWriteError
 from kdforge.machine import _rng_state, _set_rng_state, autocast_for, checkpoint_blocks, layer_grad_norms
 from kdforge.optim import DistillationOrientedTrainer, build_optimizer, centralize_gradients, lr_factor, student_groups
 from kdforge.position import FitResult, _Position
+from kdforge.processes import stop_on_interrupt
 from kdforge.schedules import Clock, ScheduleConfig, schedule_value
 from kdforge.taps import unwrap
 
@@ -156,7 +156,7 @@ class Trainer:
             cb.on_fit_start(self)
         self.hooked = self._per_step_callbacks()  # again: callbacks may have been added, or started, since
         try:
-            with self._stop_on_sigint():
+            with stop_on_interrupt(self):
                 while self.pos.epoch < self.epochs and not (self.should_stop or self.pos.stopped_early):
                     started = time.perf_counter()
                     self._train_epoch(self.train_batches)
@@ -544,23 +544,6 @@ class Trainer:
             unwrap(self.distiller.student).load_state_dict(state["ema"])
         # a best.pt written before steps were recorded has none
         return {"epoch": state["epoch"], "step": state.get("step"), "val": state["val"]}
-
-    @contextlib.contextmanager
-    def _stop_on_sigint(self) -> Iterator[None]:
-        def request_stop(signum: int, frame: Any) -> None:
-            if self.should_stop:  # second Ctrl-C: abort now
-                raise KeyboardInterrupt
-            self.should_stop = True
-
-        try:
-            previous = signal.signal(signal.SIGINT, request_stop)
-        except ValueError:  # not the main thread: leave Ctrl-C alone
-            yield
-            return
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, previous)
 
 
 def _cloned(state: dict[str, Any]) -> dict[str, Any]:
