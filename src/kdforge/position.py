@@ -1,12 +1,15 @@
-"""Where a fit is (epoch, batch, step, stage, best so far: what resume restores besides the
-weights and the optimiser) and what a fit returns."""
+"""Where a fit is (epoch, batch, step, stage, best so far, early stopping's count: what resume restores besides
+the weights and the optimiser) and what a fit returns."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from kdforge.config.training import EarlyStoppingConfig
 
 
 @dataclass
@@ -40,3 +43,13 @@ class _Position:
     validations: list[dict[str, Any]] = field(default_factory=list)  # this epoch's, before its end (steps)
     stopped_early: bool = False
     snapshots: int = 0  # student snapshots written at stage ends (train.stage_checkpoints)
+
+    def watch(self, value: float, since: float, rule: EarlyStoppingConfig, more_to_come: bool) -> None:
+        """Early stopping: the watched metric's ``value`` (higher is better), ``since`` epochs after the last one.
+        Counts the epochs without an improvement; stops when they reach the patience and training has more to
+        come."""
+        if self.watched is None or value > self.watched + rule.min_delta:
+            self.watched, self.stale = value, 0.0
+            return
+        self.stale += since
+        self.stopped_early = self.stale >= rule.patience - 1e-9 and more_to_come

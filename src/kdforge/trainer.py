@@ -441,19 +441,10 @@ class Trainer:
             cb.on_validation(self, self.pos.validations[-1])
 
     def _watch(self, val: dict[str, float], since: float, more_to_come: bool) -> None:
-        """Early stopping: count the epochs (``since`` the last validation) without an improvement of the
-        watched metric; stop when they reach the patience and training has more to come."""
+        """Early stopping on the watched metric of ``val``, ``since`` epochs after the last validation."""
         rule = self.cfg.early_stopping
-        if rule is None:
-            return
-        value = (
-            score(val) if rule.metric == "accuracy" else -val[rule.metric]
-        )  # higher is better (a regression's score is its PSNR)
-        if self.pos.watched is None or value > self.pos.watched + rule.min_delta:
-            self.pos.watched, self.pos.stale = value, 0.0
-            return
-        self.pos.stale += since
-        self.pos.stopped_early = self.pos.stale >= rule.patience - 1e-9 and more_to_come
+        if rule is not None:  # higher is better (a regression's score is its PSNR)
+            self.pos.watch(score(val) if rule.metric == "accuracy" else -val[rule.metric], since, rule, more_to_come)
 
     def evaluate(self, batches: Any) -> dict[str, float]:
         """Metrics of the student (its moving average with ``ema_decay``) on ``batches``."""
