@@ -1,5 +1,7 @@
 """Small data files in the formats kdforge reads, written by the tests."""
 
+import gzip
+
 import numpy as np
 from PIL import Image
 
@@ -26,6 +28,23 @@ def cifar_records(n, classes, seed, label_bytes=1):
     pixels[:, 0] = labels[:, None, None]
     heads = np.stack([labels // 5, labels] if label_bytes == 2 else [labels], 1)  # CIFAR-100: coarse, fine
     return np.concatenate([heads, pixels.reshape(n, -1)], 1).tobytes(), labels
+
+
+def write_idx(path, array, compress=False):
+    """``array`` (uint8) as an idx file (gzipped with ``compress``), the format of MNIST's files."""
+    header = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, dtype=">i4").tobytes()
+    raw = header + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(raw) if compress else raw)
+
+
+def write_mnist(folder, train_labels, test_labels, seed=0):
+    """MNIST's four idx files in ``folder``, with random 28x28 images for the labels given; returns it."""
+    rng = np.random.default_rng(seed)
+    for part, labels in (("train", train_labels), ("t10k", test_labels)):
+        labels = np.asarray(labels, dtype=np.uint8)
+        write_idx(folder / f"{part}-images-idx3-ubyte", rng.integers(0, 256, size=(len(labels), 28, 28)))
+        write_idx(folder / f"{part}-labels-idx1-ubyte", labels)
+    return folder
 
 
 CHAT_TEMPLATE = (

@@ -110,5 +110,5 @@ def test_images_can_cross_to_the_device_as_bytes_and_be_normalised_there(tmp_pat
     ]
     for (a, ya), (b, yb) in zip(*batches):
         assert b.dtype == torch.float32 and torch.equal(ya, yb) and torch.allclose(a, b, atol=1e-5)
-    with pytest.raises(KdforgeError, match="normalize_on must be 'workers' or 'device'"):
+    with pytest.raises(KdforgeError, match="normalize_on: Input should be 'workers' or 'device'"):
         build_dataset("image_folder", **options, normalize_on="gpu")

@@ -1,13 +1,12 @@
 """CIFAR-10/100 and MNIST-style datasets read from files written here in their official formats."""
 
-import gzip
 import pickle
 
 import numpy as np
 import pytest
 import torch
 
-from datafiles import cifar_records
+from datafiles import cifar_records, write_idx
 from kdforge.data import build_dataset
 from kdforge.errors import KdforgeError
 
@@ -68,13 +67,6 @@ def test_cifar_files_that_are_not_cifar(cifar10_bin):
         build_dataset("cifar", path=str(cifar10_bin))
     with pytest.raises(KdforgeError, match="holds no CIFAR binary files"):
         build_dataset("cifar", path=str(cifar10_bin.parent))
-
-
-def write_idx(path, array, compress):
-    codes = {np.dtype(np.uint8): 0x08}
-    header = bytes([0, 0, codes[array.dtype], array.ndim]) + np.asarray(array.shape, dtype=">i4").tobytes()
-    raw = header + array.tobytes()
-    path.write_bytes(gzip.compress(raw) if compress else raw)
 
 
 @pytest.mark.parametrize("compress", [False, True])

@@ -397,7 +397,9 @@ def test_sweep_aggregates_mean_and_sample_std():
     from kdforge.sweeper import aggregate
 
     def result(seed, student, alone, last, epoch):
-        entry = lambda acc: {"test": {"accuracy": acc}, "test_last": {"accuracy": last}, "best_epoch": epoch}  # noqa: E731
+        def entry(acc):
+            return {"test": {"accuracy": acc}, "test_last": {"accuracy": last}, "best_epoch": epoch}
+
         return {
             "seed": seed,
             "teacher": {"test": {"accuracy": 0.9}},

@@ -171,6 +171,22 @@ def random_access(array: np.ndarray) -> np.ndarray:
     return array
 
 
+def check_finite(array: Any, where: str, rows: int = 4096) -> None:
+    """Refuse an array of real or complex numbers holding a NaN or an infinity, naming ``where`` it came from
+    and the first row that holds one. Read ``rows`` rows at a time, so a memory-mapped array (or a zarr
+    store) stays on disk; one pass over it."""
+    if np.dtype(array.dtype).kind not in "fc":
+        return
+    for start in range(0, array.shape[0], rows):
+        bad = ~np.isfinite(np.asarray(array[start : start + rows]))
+        if bad.any():
+            row = start + int(np.flatnonzero(bad.reshape(len(bad), -1).any(axis=1))[0])
+            raise FileReadError(
+                f"{where} holds NaN or infinite values (the first in row {row}); a model cannot learn from them: "
+                "clean or drop those rows"
+            )
+
+
 def load_npz(path: str | Path, what: str = "array file") -> dict[str, np.ndarray]:
     """Every array of an ``.npz`` file, read now (numbers or strings; object arrays are refused)."""
     path = _existing(path, what)

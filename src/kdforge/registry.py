@@ -22,6 +22,7 @@ from typing import Any
 
 import pydantic
 
+from kdforge.bounds import Rule
 from kdforge.errors import KdforgeError, did_you_mean
 from kdforge.family import load_parts
 
@@ -41,14 +42,19 @@ class Registry:
         self.positive_ints = positive_ints
         self._entries: dict[str, Callable[..., Any]] = {}
         self._models: dict[str, type[pydantic.BaseModel]] = {}
+        self._rules: dict[str, tuple[Rule, ...]] = {}
         self._filled = False
 
-    def register(self, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def register(self, name: str, rules: Iterable[Rule] = ()) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Add the decorated factory as ``name``; ``rules`` (:mod:`kdforge.bounds`) say which option values go
+        together, checked with the rest of the options."""
+
         def add(factory: Callable[..., Any]) -> Callable[..., Any]:
             known = self._entries.get(name)
             if known is not None and _origin(known) != _origin(factory):
                 raise ValueError(f"{self.kind} '{name}' is already registered by {_origin(known)}; choose another name")
             self._entries[name] = factory  # the same definition again (a re-run notebook cell) replaces it
+            self._rules[name] = tuple(rules)
             self._models.pop(name, None)
             return factory
 
@@ -85,7 +91,9 @@ class Registry:
     def options_model(self, name: str) -> type[pydantic.BaseModel]:
         """A strict pydantic model of the options ``name`` accepts (its keyword args)."""
         if name not in self._models:
-            self._models[name] = _signature_model(f"{name}_options", self.get(name), self.injected, self.positive_ints)
+            self._models[name] = _signature_model(
+                f"{name}_options", self.get(name), self.injected, self.positive_ints, self._rules.get(name, ())
+            )
         return self._models[name]
 
     def validate_options(self, name: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -124,7 +132,7 @@ class _Options(pydantic.BaseModel):
 
 
 def _signature_model(
-    model_name: str, factory: Callable[..., Any], injected: frozenset[str], positive_ints: bool
+    model_name: str, factory: Callable[..., Any], injected: frozenset[str], positive_ints: bool, rules: tuple[Rule, ...]
 ) -> type[pydantic.BaseModel]:
     fields: dict[str, Any] = {}
     hints = _type_hints(factory)
@@ -135,7 +143,14 @@ def _signature_model(
         annotation = _lists_as_tuples(_positive(annotation) if positive_ints else annotation)
         default = ... if param.default is inspect.Parameter.empty else param.default
         fields[param.name] = (annotation, default)
-    return pydantic.create_model(model_name, __base__=_Options, **fields)
+
+    def follow_rules(options: Any) -> Any:
+        if problems := [p for rule in rules if (p := rule(options)) is not None]:
+            raise ValueError("; ".join(problems))
+        return options
+
+    validators: Any = {"rules": pydantic.model_validator(mode="after")(follow_rules)} if rules else None
+    return pydantic.create_model(model_name, __base__=_Options, __validators__=validators, **fields)
 
 
 def _positive(annotation: Any) -> Any:

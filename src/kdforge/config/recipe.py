@@ -301,9 +301,12 @@ def _message(error: Any, fields: Iterable[str] | None = None) -> str:
         return f"unknown key '{loc[-1]}'{did_you_mean(str(loc[-1]), valid)}"
     if error["type"] == "missing":
         return "missing required key"
+    message = error["msg"].removeprefix("Value error, ")
+    if isinstance(error.get("input"), dict):  # a rule of the whole section: the file:line says where it is
+        return message
     shown = repr(error.get("input"))
     shown = shown if len(shown) < 60 else shown[:57] + "..."
-    return f"{error['msg'].removeprefix('Value error, ')} (got {shown})"
+    return f"{message} (got {shown})"
 
 
 def _fields_at(model: Any, loc: Loc) -> list[str]:

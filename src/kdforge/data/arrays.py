@@ -16,10 +16,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from kdforge.bounds import AtLeastOne, needs
 from kdforge.data.bundle import DATASETS, DataBundle, DatasetSplit, Split, split_rows, standardise
 from kdforge.data.chunked import chunked_arrays, is_zarr
 from kdforge.errors import KdforgeError
-from kdforge.files import load_npy, load_npz, random_access
+from kdforge.files import check_finite, load_npy, load_npz, random_access
 
 IN_MEMORY_BYTES = 2 * 1024**3  # larger inputs are memory-mapped (memory_map: auto)
 STATISTICS_ROWS = 100_000  # training rows the mean and std of memory-mapped inputs are measured on
@@ -53,18 +54,18 @@ class ArrayRows(Dataset):
         return (row - mean) / std if (mean, std) != (0.0, 1.0) else row, self.y[int(self.index[i])]
 
 
-@DATASETS.register("arrays")
+@DATASETS.register("arrays", rules=[needs("stride", "window", "is the step between windows")])
 def arrays(
     *,
     seed: int,
     val_fraction: float,
     test_fraction: float,
     path: str,
-    num_classes: int | None = None,
+    num_classes: AtLeastOne | None = None,
     standardize: bool = True,
     memory_map: bool | None = None,
-    window: int | None = None,
-    stride: int | None = None,
+    window: AtLeastOne | None = None,
+    stride: AtLeastOne | None = None,
 ) -> DataBundle:
     """Your own arrays: an ``.npz`` with ``x`` and ``y`` (or ``x_train``/``y_train`` and
     optionally ``x_val``/``y_val``, ``x_test``/``y_test``), or a directory holding
@@ -100,6 +101,9 @@ def arrays(
             f"arrays: '{path}' must hold 'x' and 'y' (or 'x_train' and 'y_train'); found {sorted(found)}"
         )
     _check(path, x_all, y_all)
+    for name in sorted(found):
+        if name.startswith("x"):
+            check_finite(found[name], f"arrays: {name} in '{path}'")
     regression = not np.issubdtype(y_all.dtype, np.integer)
     given = {s: (found[f"x_{s}"], found[f"y_{s}"]) for s in ("val", "test") if f"x_{s}" in found}
     wanted = {s: f for s, f in (("val", val_fraction), ("test", test_fraction)) if s not in given}

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import functools
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from kdforge.bounds import AtLeastOne
 from kdforge.data.bundle import DATASETS, DataBundle, Split, split_rows, standardise
-from kdforge.errors import KdforgeError
 
 
 @DATASETS.register("digits")
 def digits(
-    *, seed: int, val_fraction: float, test_fraction: float, image_size: int | None = None, channels: int = 1
+    *,
+    seed: int,
+    val_fraction: float,
+    test_fraction: float,
+    image_size: AtLeastOne | None = None,
+    channels: Literal[1, 3] = 1,
 ) -> DataBundle:
     """scikit-learn's 8x8 handwritten digits (1,797 images, 10 classes), optionally resized.
 
@@ -22,8 +28,6 @@ def digits(
     """
     from sklearn.datasets import load_digits
 
-    if channels not in (1, 3):
-        raise KdforgeError(f"digits: channels must be 1 or 3, got {channels}")
     raw = load_digits()
     x = torch.tensor(raw.images, dtype=torch.float32).unsqueeze(1) / 16.0  # [N, 1, 8, 8]
     if image_size is not None and image_size != 8:

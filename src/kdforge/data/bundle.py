@@ -178,7 +178,7 @@ def build_dataset(
 ) -> DataBundle:
     """Build a registered dataset, e.g. ``build_dataset("digits", image_size=32)``; ``split_file``: the
     user's own row indices for the splits the dataset would draw (see :func:`split_rows`)."""
-    DATASETS.validate_options(name, options)
+    DATASETS.checked_options(name, options)
     given = GivenSplits.read(split_file) if split_file is not None else None
     token = _GIVEN.set(given)
     try:

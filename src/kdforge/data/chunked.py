@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from kdforge.data.bundle import DataBundle, DatasetSplit, split_rows
 from kdforge.errors import KdforgeError
-from kdforge.files import FileReadError
+from kdforge.files import FileReadError, check_finite
 
 
 def is_zarr(path: Path) -> bool:
@@ -102,6 +102,9 @@ def chunked_arrays(
         )
     if window is not None and window > x_all.shape[-1]:
         raise KdforgeError(f"arrays: window {window} is longer than the rows of '{path}' ({x_all.shape[-1]} values)")
+    for name in sorted(found):
+        if name.startswith("x"):
+            check_finite(found[name], f"arrays: {name} in '{path}'")
     regression = y_all.dtype.kind in "fc"
     given = {s: (found[f"x_{s}"], found[f"y_{s}"]) for s in ("val", "test") if f"x_{s}" in found}
     for x, y in [(x_all, y_all), *given.values()]:

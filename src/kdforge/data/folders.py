@@ -15,15 +15,42 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+import pydantic
 import torch
 from torch.utils.data import Dataset
 
+from kdforge.bounds import AtLeastOne, Positive, Share, needs
 from kdforge.data.bundle import DATASETS, SPLIT_NAMES, DataBundle, DatasetSplit, split_rows
 from kdforge.errors import KdforgeError
 from kdforge.files import FileReadError
+
+_CROP_SCALE = needs("min_scale", "train_crop", "is the least area a random crop keeps", "random_resized")
+Channels = Literal[1, 3]
+TrainCrop = Literal["center", "random_resized"]
+NormalizeOn = Literal["workers", "device"]
+
+
+class ImageOptions(pydantic.BaseModel):
+    """The image options every image dataset takes (:func:`image_folder` says what each does), but where
+    the images are normalised."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", strict=True)
+    image_size: AtLeastOne = 32
+    channels: Channels = 3
+    train_crop: TrainCrop = "center"
+    min_scale: Share = 0.08
+    flip: bool = False
+    mean: float = 0.45
+    std: Positive = 0.225
+
+    @pydantic.model_validator(mode="after")
+    def _follow_rules(self) -> ImageOptions:
+        if problem := _CROP_SCALE(self):
+            raise ValueError(problem)
+        return self
 
 
 class ImageFiles(Dataset):
@@ -47,21 +74,21 @@ class ImageFiles(Dataset):
         return self.transform(picture), torch.tensor(int(self.labels[index]))
 
 
-@DATASETS.register("image_folder")
+@DATASETS.register("image_folder", rules=[_CROP_SCALE])
 def image_folder(
     *,
     seed: int,
     val_fraction: float,
     test_fraction: float,
     path: str,
-    image_size: int = 32,
-    channels: int = 3,
-    train_crop: str = "center",
-    min_scale: float = 0.08,
+    image_size: AtLeastOne = 32,
+    channels: Channels = 3,
+    train_crop: TrainCrop = "center",
+    min_scale: Share = 0.08,
     flip: bool = False,
     mean: float = 0.45,
-    std: float = 0.225,
-    normalize_on: str = "workers",
+    std: Positive = 0.225,
+    normalize_on: NormalizeOn = "workers",
 ) -> DataBundle:
     """Class-per-sub-folder images under ``path`` (its own ``train/``, ``val/``, ``test/`` used as given;
     see the module docstring). ``image_size``: the side of the square the images are resized and
@@ -83,6 +110,11 @@ def image_folder(
     classes = _classes(given.get("train", root))
     listed = {split: _images(folder, classes) for split, folder in given.items()} or {"train": _images(root, classes)}
     files, labels = listed["train"]
+    if empty := [name for label, name in enumerate(classes) if not np.any(labels == label)]:
+        raise KdforgeError(
+            f"image_folder: the class folder(s) {', '.join(empty)} under '{given.get('train', root)}' hold no images, "
+            "so those classes could never be learnt: add their images or remove the folders"
+        )
     wanted = [s for s in ("val", "test") if s not in listed]
     fractions = {"val": val_fraction, "test": test_fraction}
     parts = split_rows(labels, {s: fractions[s] for s in wanted}, seed) if wanted else [np.arange(len(files))]
@@ -90,7 +122,16 @@ def image_folder(
         listed[split] = ([files[i] for i in index], labels[index])
     mode = "RGB" if channels == 3 else "L"
     trained, shaped, on_device = image_transforms(
-        "image_folder", image_size, channels, train_crop, min_scale, flip, mean, std, normalize_on
+        ImageOptions.model_construct(  # checked with the recipe
+            image_size=image_size,
+            channels=channels,
+            train_crop=train_crop,
+            min_scale=min_scale,
+            flip=flip,
+            mean=mean,
+            std=std,
+        ),
+        normalize_on,
     )
     splits = {
         split: DatasetSplit(ImageFiles(f, y, mode, trained if split == "train" else shaped), y, on_device)
@@ -143,30 +184,16 @@ def _images(folder: Path, classes: list[str]) -> tuple[list[Path], np.ndarray]:
 
 
 def image_transforms(
-    dataset: str,
-    image_size: int = 32,
-    channels: int = 3,
-    train_crop: str = "center",
-    min_scale: float = 0.08,
-    flip: bool = False,
-    mean: float = 0.45,
-    std: float = 0.225,
-    normalize_on: str = "workers",
+    options: ImageOptions, normalize_on: NormalizeOn = "workers"
 ) -> tuple[Callable[[Any], torch.Tensor], Callable[[Any], torch.Tensor], Normalize | None]:
-    """(training, evaluation) transforms of PIL images into tensors [C, size, size], from the image options
-    every image dataset takes (``dataset`` names it in messages), and what the loader applies to each batch
-    on the device: with ``normalize_on: device`` the workers hand over uint8 images (a quarter of the bytes
-    to copy to an accelerator) and :class:`Normalize` makes them floats there, in batches."""
-    if channels not in (1, 3):
-        raise KdforgeError(f"{dataset}: channels must be 1 or 3, got {channels}")
-    if train_crop not in ("center", "random_resized"):
-        raise KdforgeError(f"{dataset}: train_crop must be 'center' or 'random_resized', got '{train_crop}'")
-    if normalize_on not in ("workers", "device"):
-        raise KdforgeError(f"{dataset}: normalize_on must be 'workers' or 'device', got '{normalize_on}'")
-    normalize = Normalize(mean, std)
+    """(training, evaluation) transforms of PIL images into tensors [C, size, size], and what the loader
+    applies to each batch on the device: with ``normalize_on: device`` the workers hand over uint8 images (a
+    quarter of the bytes to copy to an accelerator) and :class:`Normalize` makes them floats there, in batches."""
+    normalize = Normalize(options.mean, options.std)
     in_workers = None if normalize_on == "device" else normalize
-    train = _transform(image_size, min_scale if train_crop == "random_resized" else None, flip, in_workers)
-    return train, _transform(image_size, None, False, in_workers), None if in_workers else normalize
+    size, random_crop = options.image_size, options.train_crop == "random_resized"
+    train = _transform(size, options.min_scale if random_crop else None, options.flip, in_workers)
+    return train, _transform(size, None, False, in_workers), None if in_workers else normalize
 
 
 class Normalize:

@@ -19,7 +19,6 @@ classes (a ``ClassLabel`` or whole numbers) or, for a regression, real values.
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -29,13 +28,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from kdforge.bounds import AtLeastOne, needs
 from kdforge.data.arrays import chunked_mean_std
 from kdforge.data.bundle import DATASETS, SPLIT_NAMES, DataBundle, DatasetSplit, split_rows
-from kdforge.data.folders import image_transforms
+from kdforge.data.folders import ImageOptions
+from kdforge.data.hf_stream import streamed
+from kdforge.data.hf_tables import Inputs, Numbers, image_inputs, load_table
 from kdforge.errors import KdforgeError
-from kdforge.files import FileReadError
-
-FORMATS = {".parquet": "parquet", ".arrow": "arrow", ".jsonl": "json", ".json": "json", ".csv": "csv"}
 
 
 class HFRows(Dataset):
@@ -62,7 +61,7 @@ class _Column:
         return np.asarray(self.table[rows.tolist()][self.name], dtype=np.float64)
 
 
-@DATASETS.register("hf")
+@DATASETS.register("hf", rules=[needs("shuffle_buffer", "streaming", "is how many streamed rows are shuffled")])
 def hf(
     *,
     seed: int,
@@ -74,10 +73,10 @@ def hf(
     val: str | None = None,
     test: str | None = None,
     split_column: str | None = None,
-    image: dict[str, Any] | None = None,
+    image: ImageOptions | None = None,
     standardize: bool = True,
     streaming: bool = False,
-    shuffle_buffer: int = 10_000,
+    shuffle_buffer: AtLeastOne = 10_000,
 ) -> DataBundle:
     """A Hugging Face dataset on disk (see the module docstring): ``path`` a ``save_to_disk`` folder or
     data files; ``input`` and ``label`` the columns; ``val``/``test`` files of their own;
@@ -87,8 +86,6 @@ def hf(
     reads the splits as streams (:mod:`kdforge.data.hf_stream`), shuffled through ``shuffle_buffer`` rows."""
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # local files only, whatever the machine can reach
     if streaming:
-        from kdforge.data.hf_stream import streamed
-
         return streamed(path, input, label, val, test, split_column, image, standardize, shuffle_buffer)
     tables = _splits(path, val, test, split_column)
     first = tables["train"]
@@ -109,7 +106,7 @@ def hf(
         split_labels.update({s: labels[p] for s, p in zip(["train", *wanted], parts)})  # read once, not per split
     is_image = type(first.features[input]).__name__ == "Image"
     prepare_train, prepare_eval, shape, scaling = (
-        _image_inputs(image or {}) if is_image else _numeric_inputs(tables["train"], input, standardize)
+        image_inputs(image) if is_image else _numeric_inputs(tables["train"], input, standardize)
     )
     splits = {
         name: DatasetSplit(
@@ -160,95 +157,9 @@ def _splits(path: str, val: str | None, test: str | None, split_column: str | No
     return tables
 
 
-def load_table(path: str) -> Any:
-    """A ``save_to_disk`` folder, or data files (a file, a glob or a folder of them) as one table."""
-    import datasets
-
-    if saved_to_disk(path):
-        try:
-            return datasets.load_from_disk(path)
-        except (OSError, ValueError, FileNotFoundError) as err:
-            raise FileReadError(f"hf: '{path}' is not a readable save_to_disk folder ({err})") from None
-    kind, files = data_files(path)
-    try:
-        return datasets.load_dataset(kind, data_files=files, split="train")
-    except (OSError, ValueError, datasets.exceptions.DatasetGenerationError) as err:
-        raise FileReadError(f"hf: the data files '{path}' cannot be read ({str(err).splitlines()[0]})") from None
-
-
-def saved_to_disk(path: str) -> bool:
-    """Whether ``path`` is a folder written by ``save_to_disk``."""
-    return (Path(path) / "dataset_dict.json").is_file() or (Path(path) / "dataset_info.json").is_file()
-
-
-def data_files(path: str) -> tuple[str, list[str]]:
-    """The format (a ``datasets`` builder name) and the files of data files given as a file, a glob or a
-    folder of them, all of one format."""
-    folder = Path(path)
-    files = sorted(folder.iterdir()) if folder.is_dir() else sorted(folder.parent.glob(folder.name))
-    kinds = {FORMATS[f.suffix] for f in files if f.suffix in FORMATS}
-    if not files or len(kinds) != 1:
-        raise KdforgeError(
-            f"hf: '{path}' is neither a save_to_disk folder nor data files of one format "
-            f"({', '.join(sorted(FORMATS))}); found {', '.join(f.name for f in files[:5]) or 'nothing'}"
-        )
-    return kinds.pop(), [str(f) for f in files if f.suffix in FORMATS]
-
-
-class _Picture:
-    """An image cell in the dataset's colour mode, transformed: a PIL image, or (a stream's cell, not yet
-    decoded) its encoded bytes or file path."""
-
-    def __init__(self, transform: Callable[[Any], torch.Tensor], mode: str):
-        self.transform, self.mode = transform, mode
-
-    def __call__(self, picture: Any) -> torch.Tensor:
-        if isinstance(picture, dict):
-            picture = _decode(picture)
-        return self.transform(picture.convert(self.mode))
-
-
-def _decode(cell: dict[str, Any]) -> Any:
-    from PIL import Image, UnidentifiedImageError
-
-    source = io.BytesIO(cell["bytes"]) if cell.get("bytes") else cell.get("path")
-    try:
-        picture = Image.open(source)  # type: ignore[arg-type]  # a cell with neither is a TypeError below
-        picture.load()
-    except (UnidentifiedImageError, OSError, TypeError) as err:
-        raise FileReadError(f"hf: an image cell ({cell.get('path') or 'bytes'}) cannot be decoded: {err}") from None
-    return picture
-
-
-class _Numbers:
-    """A numeric cell (a number or a list of numbers) as a standardised float tensor of ``shape``."""
-
-    def __init__(self, scaling: tuple[float, float], shape: tuple[int, ...]):
-        self.scaling, self.shape = scaling, shape
-
-    def __call__(self, value: Any) -> torch.Tensor:
-        mean, std = self.scaling
-        return (torch.as_tensor(np.asarray(value, dtype=np.float32)).reshape(self.shape) - mean) / std
-
-
-Inputs = tuple[Callable[[Any], torch.Tensor], Callable[[Any], torch.Tensor], tuple[int, ...], tuple[float, float]]
-
-
-def _image_inputs(options: dict[str, Any]) -> Inputs:
-    """(training and evaluation transforms, input shape, scaling) of an image column."""
-    known = {"image_size", "channels", "train_crop", "min_scale", "flip", "mean", "std"}
-    if unknown := sorted(set(options) - known):
-        raise KdforgeError(f"hf: unknown image option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    train, evaluate, _ = image_transforms("hf", **options)
-    channels, size = options.get("channels", 3), options.get("image_size", 32)
-    mode = "RGB" if channels == 3 else "L"
-    scaling = (options.get("mean", 0.45), options.get("std", 0.225))
-    return _Picture(train, mode), _Picture(evaluate, mode), (channels, size, size), scaling
-
-
 def _numeric_inputs(table: Any, input: str, standardize: bool) -> Inputs:
     """(the same preparation twice, input shape, scaling) of a numeric column."""
     shape = tuple(np.asarray(table[0][input], dtype=np.float32).shape) or (1,)
     scaling = chunked_mean_std(_Column(table, input), np.arange(len(table))) if standardize else (0.0, 1.0)
-    prepare = _Numbers(scaling, shape)
+    prepare = Numbers(scaling, shape)
     return prepare, prepare, shape, scaling

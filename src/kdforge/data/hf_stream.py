@@ -21,6 +21,8 @@ import numpy as np
 import torch
 
 from kdforge.data.bundle import SPLIT_NAMES, DataBundle, StreamSplit
+from kdforge.data.folders import ImageOptions
+from kdforge.data.hf_tables import Numbers, data_files, image_inputs, load_table, saved_to_disk
 from kdforge.errors import KdforgeError
 from kdforge.files import FileReadError
 
@@ -81,8 +83,6 @@ class _InSplit:
 def stream_of(path: str) -> Any:
     """A ``save_to_disk`` folder's dataset (or its dict of splits) or data files, as streams."""
     import datasets
-
-    from kdforge.data.hf import data_files, load_table, saved_to_disk
 
     if saved_to_disk(path):
         found = load_table(path)
@@ -168,14 +168,12 @@ def streamed(
     val: str | None,
     test: str | None,
     split_column: str | None,
-    image: dict[str, Any] | None,
+    image: ImageOptions | dict[str, Any] | None,
     standardize: bool,
     buffer: int,
 ) -> DataBundle:
     """The ``hf`` dataset with ``streaming: true`` (see the module docstring)."""
     import datasets
-
-    from kdforge.data.hf import _image_inputs, _Numbers
 
     tables = stream_splits(path, val, test, split_column)
     first = next(tables["train"].iter(batch_size=1), None)
@@ -190,11 +188,11 @@ def streamed(
         tables = {s: t.cast_column(input, datasets.Image(decode=False)) for s, t in tables.items()}
     survey = _survey(tables["train"], input, label, not is_image and standardize, path)
     if is_image:
-        prepare_train, prepare_eval, shape, scaling = _image_inputs(image or {})
+        prepare_train, prepare_eval, shape, scaling = image_inputs(image)
     else:
         shape = tuple(np.asarray(first[input][0], dtype=np.float32).shape) or (1,)
         scaling = survey["scaling"] if standardize else (0.0, 1.0)
-        prepare_train = prepare_eval = _Numbers(scaling, shape)
+        prepare_train = prepare_eval = Numbers(scaling, shape)
     rows = {"train": survey["rows"]}
     for split in ("val", "test"):
         rows[split] = _survey(tables[split], input, label, False, f"{path} ({split})")["rows"]

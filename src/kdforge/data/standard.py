@@ -10,11 +10,13 @@ from __future__ import annotations
 import gzip
 import pickle
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from kdforge.bounds import AtLeastOne
 from kdforge.data.bundle import DATASETS, DataBundle, Split, split_rows, standardise
 from kdforge.errors import KdforgeError
 from kdforge.files import FileReadError, read_bytes
@@ -28,15 +30,21 @@ CIFAR_BINARY = {
 CIFAR_PICKLED = {10: ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"]), 100: (["train"], ["test"])}
 
 
-@DATASETS.register("cifar")
+def _coarse_needs_cifar100(options: Any) -> str | None:
+    if options.labels == "coarse" and options.classes == 10:
+        return "labels: coarse are CIFAR-100's 20 superclasses; CIFAR-10 has only its 10 classes: drop labels"
+    return None
+
+
+@DATASETS.register("cifar", rules=[_coarse_needs_cifar100])
 def cifar(
     *,
     seed: int,
     val_fraction: float,
     test_fraction: float,
     path: str,
-    classes: int | None = None,
-    labels: str = "fine",
+    classes: Literal[10, 100] | None = None,
+    labels: Literal["fine", "coarse"] = "fine",
     allow_pickle: bool = False,
 ) -> DataBundle:
     """CIFAR-10 or CIFAR-100 from the folder of its binary version (``cifar-10-batches-bin``:
@@ -48,9 +56,11 @@ def cifar(
     folder = Path(path)
     if not folder.is_dir():
         raise KdforgeError(f"cifar: '{folder}' is not a folder; give the folder that holds the CIFAR files")
-    if labels not in ("fine", "coarse"):
-        raise KdforgeError(f"cifar: labels must be 'fine' or 'coarse', got '{labels}'")
     kind = _cifar_kind(folder, classes, allow_pickle)
+    if kind == 10 and labels == "coarse":
+        raise KdforgeError(
+            f"cifar: '{folder}' holds CIFAR-10, which has no coarse labels (CIFAR-100's 20 superclasses): drop labels"
+        )
     read = _cifar_pickled if allow_pickle else _cifar_binary
     x_train, y_train = read(folder, kind, "train", labels)
     x_test, y_test = read(folder, kind, "test", labels)
@@ -60,8 +70,6 @@ def cifar(
 
 def _cifar_kind(folder: Path, classes: int | None, allow_pickle: bool) -> int:
     """10 or 100: ``classes`` when given, else the version whose files are in ``folder``."""
-    if classes is not None and classes not in (10, 100):
-        raise KdforgeError(f"cifar: classes must be 10 or 100, got {classes}")
     names = CIFAR_PICKLED if allow_pickle else {k: v[:2] for k, v in CIFAR_BINARY.items()}
     present = [k for k, (train, test) in names.items() if all((folder / f[0]).is_file() for f in (train, test))]
     if classes is not None:
@@ -132,8 +140,8 @@ def mnist(
     val_fraction: float,
     test_fraction: float,
     path: str,
-    image_size: int | None = None,
-    channels: int = 1,
+    image_size: AtLeastOne | None = None,
+    channels: Literal[1, 3] = 1,
 ) -> DataBundle:
     """MNIST, Fashion-MNIST or KMNIST from the folder of their four idx files
     (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``,
@@ -143,8 +151,6 @@ def mnist(
     folder = Path(path)
     if not folder.is_dir():
         raise KdforgeError(f"mnist: '{folder}' is not a folder; give the folder that holds the four idx files")
-    if channels not in (1, 3):
-        raise KdforgeError(f"mnist: channels must be 1 or 3, got {channels}")
     arrays = {}
     for part, (images, labels) in IDX_FILES.items():
         x, y = read_idx(_idx_file(folder, images)), read_idx(_idx_file(folder, labels))
@@ -155,6 +161,13 @@ def mnist(
         arrays[part] = (x[:, None], y.astype(np.int64))
     (x_train, y_train), (x_test, y_test) = arrays["train"], arrays["test"]
     classes = int(max(y_train.max(), y_test.max())) + 1
+    if missing := sorted(set(range(classes)) - set(np.unique(y_train).tolist())):
+        shown = ", ".join(map(str, missing[:8])) + (", ..." if len(missing) > 8 else "")
+        raise FileReadError(
+            f"mnist: the labels in '{folder}' run up to {classes - 1}, but classes {shown} have no training image: "
+            f"a damaged or foreign labels file ({_idx_file(folder, IDX_FILES['train'][1]).name} or "
+            f"{_idx_file(folder, IDX_FILES['test'][1]).name})"
+        )
     return _bundle(folder.name, x_train, y_train, x_test, y_test, classes, val_fraction, seed, image_size, channels)
 
 

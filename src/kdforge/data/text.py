@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from kdforge.data._docstrings import docstring_corpus
-from kdforge.data.hf import load_table
+from kdforge.data.hf_tables import load_table
 from kdforge.errors import KdforgeError
 from kdforge.files import load_local, read_text
 

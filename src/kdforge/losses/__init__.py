@@ -4,7 +4,8 @@ Add a loss in one file: subclass :class:`LossTerm`, decorate it with
 ``@LOSSES.register("name")``, and import the file below.
 """
 
-from kdforge.losses import contrastive, feature, logit, multi, regression  # noqa: E402,F401  (register the built-in terms)
+# importing the files registers the built-in terms
+from kdforge.losses import contrastive, feature, logit, multi, regression  # noqa: F401
 from kdforge.losses.terms import LOSSES, LossTerm, StepContext, build_loss, build_losses
 
 __all__ = ["LOSSES", "LossTerm", "StepContext", "build_loss", "build_losses"]

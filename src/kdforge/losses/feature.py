@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdforge.bounds import AtLeastOne, Positive
 from kdforge.errors import required
 from kdforge.losses import representation as rep
 from kdforge.losses.terms import LOSSES, LossTerm, Shapes, StepContext
@@ -322,8 +323,6 @@ class Relational(FeatureTerm):
         compare: Literal["mse", "correlation"] = "mse",
     ):
         super().__init__(student, teacher, mapping, submodule)
-        if compare not in ("mse", "correlation"):
-            raise ValueError(f"relational compare must be 'mse' or 'correlation', got {compare!r}")
         self.compare = compare
 
     def pair_loss(self, index: int, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -337,10 +336,8 @@ class SupCon(LossTerm):
 
     uses_teacher = False
 
-    def __init__(self, student: str = "head:input", temperature: float = 0.1, dim: int = 128):
+    def __init__(self, student: str = "head:input", temperature: Positive = 0.1, dim: AtLeastOne = 128):
         super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
         self.student, self.temperature, self.dim = student, temperature, dim
         self.head: nn.Module = nn.Identity()
 

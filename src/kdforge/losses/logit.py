@@ -11,6 +11,7 @@ from typing import Any, ClassVar, cast
 
 import torch
 
+from kdforge.bounds import AtLeastOne, BelowOne, NonNegative, Positive, Probability, needs
 from kdforge.errors import KdforgeError, required
 from kdforge.losses import functional as lf
 from kdforge.losses.chunked import chunked_linear_ce, chunked_linear_kd, chunked_linear_uld
@@ -18,8 +19,16 @@ from kdforge.losses.divergence import Direction, Tail, sparse_kd_loss
 from kdforge.losses.terms import LOSSES, LossTerm, Shapes, StepContext
 from kdforge.schedules import CTKDTemperature, TemperatureSpec, build_temperature
 
+_CHUNK = needs("chunk", "chunked", "is the chunked loss's chunk of tokens")
 
-@LOSSES.register("ce")
+
+def _fixed_when_chunked(options: Any) -> str | None:
+    if options.chunked and (options.logit_std or not isinstance(options.temperature, (int, float))):
+        return "chunked: true takes a fixed temperature (a number) and no logit_std"
+    return None
+
+
+@LOSSES.register("ce", rules=[_CHUNK])
 class CrossEntropy(LossTerm):
     """Cross-entropy with the ground-truth labels (optionally label-smoothed). ``chunked: true`` (language
     models): made from the student's last hidden states and LM head a chunk of tokens at a time, never from
@@ -29,11 +38,8 @@ class CrossEntropy(LossTerm):
 
     uses_teacher = False
 
-    def __init__(self, label_smoothing: float = 0.0, chunked: bool = False, chunk: int | None = None):
+    def __init__(self, label_smoothing: BelowOne = 0.0, chunked: bool = False, chunk: AtLeastOne | None = None):
         super().__init__()
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-        _check_chunk(chunked, chunk)
         self.label_smoothing, self.reads_head, self.chunk = label_smoothing, chunked, chunk
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
@@ -41,11 +47,6 @@ class CrossEntropy(LossTerm):
             head = required(ctx.student_head, "the student's LM head (chunked: true)")
             return chunked_linear_ce(head, ctx.targets, self.label_smoothing, self.chunk)
         return lf.cross_entropy(required(ctx.student_logits, "the student's logits"), ctx.targets, self.label_smoothing)
-
-
-def _check_chunk(chunked: bool, chunk: int | None) -> None:
-    if chunk is not None and not chunked:
-        raise ValueError("chunk sets the chunked loss's chunk: add chunked: true")
 
 
 class LogitTerm(LossTerm):
@@ -101,7 +102,7 @@ class LogitTerm(LossTerm):
         return value + self.temperature.regulariser() if isinstance(self.temperature, CTKDTemperature) else value
 
 
-@LOSSES.register("kd")
+@LOSSES.register("kd", rules=[_CHUNK, _fixed_when_chunked])
 class KD(LogitTerm):
     """Logit KD at temperature T: Hinton's forward KL, or reverse KL, JSD, generalised JSD (β), skew KL or skew
     reverse KL (α), total variation (:mod:`kdforge.losses.divergence`). T²-scaled, batch-averaged.
@@ -120,24 +121,15 @@ class KD(LogitTerm):
         self,
         temperature: TemperatureSpec = 4.0,
         direction: Direction = "forward",
-        beta: float = 0.5,
-        alpha: float = 0.1,
+        beta: Probability = 0.5,
+        alpha: BelowOne = 0.1,
         logit_std: bool = False,
-        topk: int | None = None,
+        topk: AtLeastOne | None = None,
         tail: Tail = "bucket",
         chunked: bool = False,
-        chunk: int | None = None,
+        chunk: AtLeastOne | None = None,
     ):
         super().__init__(temperature, logit_std)
-        if not 0.0 <= beta <= 1.0:
-            raise ValueError(f"beta must be in [0, 1], got {beta}")
-        if not 0.0 <= alpha < 1.0:
-            raise ValueError(f"alpha must be in [0, 1), got {alpha}")
-        if topk is not None and topk < 1:
-            raise ValueError(f"topk must be at least 1, got {topk}")
-        if chunked and (logit_std or not isinstance(temperature, (int, float))):
-            raise ValueError("chunked KD takes a fixed temperature (a number) and no logit_std")
-        _check_chunk(chunked, chunk)
         self.direction, self.beta, self.alpha, self.topk, self.tail = direction, beta, alpha, topk, tail
         self.reads_head, self.chunk = chunked, chunk
 
@@ -170,7 +162,8 @@ class KD(LogitTerm):
         return sparse_kd_loss(zs, *sparse, tau, tail=self.tail, **options)
 
 
-LOSSES.register("kl")(KD)  # the name embedding-distillation code gives it (on routing or class logits)
+# "kl": the name embedding-distillation code gives it (on routing or class logits)
+LOSSES.register("kl", rules=[_CHUNK, _fixed_when_chunked])(KD)
 
 
 def _teacher_chunks(ctx: StepContext) -> Any:
@@ -180,7 +173,7 @@ def _teacher_chunks(ctx: StepContext) -> Any:
     return required(ctx.teacher_logits, "the teacher's logits")
 
 
-@LOSSES.register("uld")
+@LOSSES.register("uld", rules=[_CHUNK])
 class ULD(LossTerm):
     """Universal logit distillation (Boizard et al., 2024), for a teacher whose vocabulary is not the student's:
     the L1 distance between the two models' next-token probabilities sorted in decreasing order
@@ -189,11 +182,8 @@ class ULD(LossTerm):
     with ``ce``, as the paper does: it matches how sure the teacher is, the labels say of what. ``chunked: true``
     works as for ``kd``."""
 
-    def __init__(self, temperature: float = 1.0, chunked: bool = False, chunk: int | None = None):
+    def __init__(self, temperature: Positive = 1.0, chunked: bool = False, chunk: AtLeastOne | None = None):
         super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
-        _check_chunk(chunked, chunk)
         self.temperature, self.reads_head, self.chunk = temperature, chunked, chunk
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
@@ -218,7 +208,7 @@ class DualHeadKD(LogitTerm):
         temperature: TemperatureSpec = 4.0,
         student: str = "head:input",
         direction: Direction = "forward",
-        beta: float = 0.5,
+        beta: Probability = 0.5,
         logit_std: bool = False,
     ):
         super().__init__(temperature, logit_std)
@@ -270,12 +260,10 @@ class DKD(LogitTerm):
         temperature: TemperatureSpec = 4.0,
         alpha: float = 1.0,
         beta: float = 8.0,
-        warmup: float = 0.0,
+        warmup: NonNegative = 0.0,
         logit_std: bool = False,
     ):
         super().__init__(temperature, logit_std)
-        if warmup < 0:
-            raise ValueError(f"warmup must be >= 0 epochs, got {warmup}")
         self.alpha, self.beta, self.warmup = alpha, beta, warmup
 
     def forward(self, ctx: StepContext) -> torch.Tensor:

@@ -7,11 +7,13 @@ with an ordinary ``kd`` term.)
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
+from kdforge.bounds import BelowOne, NonNegative, Positive, Probability
 from kdforge.errors import KdforgeError, required
 from kdforge.losses import functional as lf
 from kdforge.losses import representation as rep
@@ -75,17 +77,12 @@ class DiverseKD(LossTerm):
 
     def __init__(
         self,
-        temperature: float = 4.0,
+        temperature: Positive = 4.0,
         by: Literal["confidence", "agreement"] = "confidence",
-        tau: float = 1.0,
-        min_weight: float = 0.0,
+        tau: Positive = 1.0,
+        min_weight: BelowOne = 0.0,
     ):
         super().__init__()
-        if temperature <= 0 or tau <= 0 or not 0 <= min_weight < 1:
-            raise ValueError(
-                f"diverse_kd needs temperature > 0, tau > 0 and 0 <= min_weight < 1, got {temperature}, {tau}, "
-                f"{min_weight}"
-            )
         self.temperature, self.by, self.tau, self.min_weight = temperature, by, tau, min_weight
         self.members: list[str] = []
 
@@ -123,17 +120,13 @@ class SelfDistill(LossTerm):
 
     def __init__(
         self,
-        layers: list[str],
-        temperature: float = 3.0,
-        alpha: float = 0.3,
-        feature: float = 0.0,
+        layers: Annotated[list[str], Field(min_length=1)],
+        temperature: Positive = 3.0,
+        alpha: Probability = 0.3,
+        feature: NonNegative = 0.0,
         layout: Literal["conv", "tokens"] = "conv",
     ):
         super().__init__()
-        if not layers:
-            raise ValueError("self_distill needs at least one layer to put an auxiliary head on")
-        if temperature <= 0 or not 0 <= alpha <= 1:
-            raise ValueError(f"self_distill needs temperature > 0 and 0 <= alpha <= 1, got {temperature}, {alpha}")
         self.layers, self.temperature, self.alpha, self.feature, self.layout = (
             list(layers),
             temperature,

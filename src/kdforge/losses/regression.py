@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from kdforge.bounds import NonNegative
 from kdforge.errors import required
 from kdforge.losses import functional as lf
 from kdforge.losses.terms import LOSSES, LossTerm, StepContext
@@ -22,10 +23,8 @@ class RegressionTask(LossTerm):
 
     uses_teacher = False
 
-    def __init__(self, kind: lf.RegressionKind = "mse", phase_weight: float = 1.0):
+    def __init__(self, kind: lf.RegressionKind = "mse", phase_weight: NonNegative = 1.0):
         super().__init__()
-        if phase_weight < 0:
-            raise ValueError(f"phase_weight must be >= 0, got {phase_weight}")
         self.kind, self.phase_weight = kind, phase_weight
 
     def reference(self, ctx: StepContext) -> torch.Tensor:

@@ -25,7 +25,7 @@ from kdforge.data.text import (
 )
 from kdforge.errors import KdforgeError
 from kdforge.families.embedding.teachers import read_table, sentence_embeddings
-from kdforge.files import load_npy, random_access
+from kdforge.files import check_finite, load_npy, random_access
 
 
 @DATASETS.register("text_corpus")
@@ -146,6 +146,7 @@ def embedding_table(
     if path.endswith(".npy") and (memory_map or (memory_map is None and Path(path).stat().st_size > MAP_BYTES)):
         return _mapped_table(path, seed, val_fraction, test_fraction, max_rows)
     embeddings, texts = read_table(path)
+    check_finite(embeddings.float().numpy(), f"embedding table '{path}'")
     order = np.random.default_rng(seed).permutation(len(embeddings))[:max_rows]
     kept = [texts[i] for i in order] if texts is not None else None
     return _embedding_bundle(
@@ -186,6 +187,7 @@ def _mapped_table(path: str, seed: int, val_fraction: float, test_fraction: floa
         raise KdforgeError(
             f"embedding table '{path}' must be a [N, D] array of real numbers; found {table.shape} {table.dtype}"
         )
+    check_finite(table, f"embedding table '{path}'")
     order = np.random.default_rng(seed).permutation(len(table))[:max_rows]
     n_val, n_test = round(val_fraction * len(order)), round(test_fraction * len(order))
     bounds = {"test": (0, n_test), "val": (n_test, n_test + n_val), "train": (n_test + n_val, len(order))}

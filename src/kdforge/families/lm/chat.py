@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from kdforge.data.bundle import DATASETS, PAD_TARGET, DataBundle, Split, split_rows
-from kdforge.data.hf import load_table
+from kdforge.data.hf_tables import load_table
 from kdforge.errors import KdforgeError
 from kdforge.families.lm.data import HFTokenizer, text_readers, token_pieces
 from kdforge.files import read_text

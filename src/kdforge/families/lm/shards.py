@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from kdforge.bounds import AtLeastOne
 from kdforge.data.bundle import DATASETS, DataBundle, DatasetSplit
 from kdforge.errors import KdforgeError
 from kdforge.families.lm.data import load_lm_tokenizer, text_readers
@@ -107,8 +108,8 @@ def tokens(
     val: str | list[str] | None = None,
     test: str | list[str] | None = None,
     dtype: str = "uint16",
-    length: int = 128,
-    vocab_size: int | None = None,
+    length: AtLeastOne = 128,
+    vocab_size: AtLeastOne | None = None,
     tokenizer: str | None = None,
 ) -> DataBundle:
     """Language-model windows of ``length`` tokens from memory-mapped token shards (see the module

@@ -1,0 +1,106 @@
+"""Hugging Face tables on disk, and their cells as tensors: what the ``hf`` dataset reads whether it maps its
+tables (:mod:`kdforge.data.hf`) or streams them (:mod:`kdforge.data.hf_stream`), and the text datasets too.
+
+A table is a ``save_to_disk`` folder or data files (``.parquet``, ``.arrow``, ``.jsonl``/``.json``, ``.csv``: one
+file, a glob or a folder of them). An image cell becomes a tensor like an ``image_folder`` image; a numeric cell
+(a number or a list of numbers) a standardised float tensor.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from kdforge.data.folders import ImageOptions, image_transforms
+from kdforge.errors import KdforgeError
+from kdforge.files import FileReadError
+
+FORMATS = {".parquet": "parquet", ".arrow": "arrow", ".jsonl": "json", ".json": "json", ".csv": "csv"}
+
+
+def load_table(path: str) -> Any:
+    """A ``save_to_disk`` folder, or data files (a file, a glob or a folder of them) as one table."""
+    import datasets
+
+    if saved_to_disk(path):
+        try:
+            return datasets.load_from_disk(path)
+        except (OSError, ValueError, FileNotFoundError) as err:
+            raise FileReadError(f"hf: '{path}' is not a readable save_to_disk folder ({err})") from None
+    kind, files = data_files(path)
+    try:
+        return datasets.load_dataset(kind, data_files=files, split="train")
+    except (OSError, ValueError, datasets.exceptions.DatasetGenerationError) as err:
+        raise FileReadError(f"hf: the data files '{path}' cannot be read ({str(err).splitlines()[0]})") from None
+
+
+def saved_to_disk(path: str) -> bool:
+    """Whether ``path`` is a folder written by ``save_to_disk``."""
+    return (Path(path) / "dataset_dict.json").is_file() or (Path(path) / "dataset_info.json").is_file()
+
+
+def data_files(path: str) -> tuple[str, list[str]]:
+    """The format (a ``datasets`` builder name) and the files of data files given as a file, a glob or a
+    folder of them, all of one format."""
+    folder = Path(path)
+    files = sorted(folder.iterdir()) if folder.is_dir() else sorted(folder.parent.glob(folder.name))
+    kinds = {FORMATS[f.suffix] for f in files if f.suffix in FORMATS}
+    if not files or len(kinds) != 1:
+        raise KdforgeError(
+            f"hf: '{path}' is neither a save_to_disk folder nor data files of one format "
+            f"({', '.join(sorted(FORMATS))}); found {', '.join(f.name for f in files[:5]) or 'nothing'}"
+        )
+    return kinds.pop(), [str(f) for f in files if f.suffix in FORMATS]
+
+
+class Picture:
+    """An image cell in the dataset's colour mode, transformed: a PIL image, or (a stream's cell, not yet
+    decoded) its encoded bytes or file path."""
+
+    def __init__(self, transform: Callable[[Any], torch.Tensor], mode: str):
+        self.transform, self.mode = transform, mode
+
+    def __call__(self, picture: Any) -> torch.Tensor:
+        if isinstance(picture, dict):
+            picture = decode(picture)
+        return self.transform(picture.convert(self.mode))
+
+
+def decode(cell: dict[str, Any]) -> Any:
+    from PIL import Image, UnidentifiedImageError
+
+    source = io.BytesIO(cell["bytes"]) if cell.get("bytes") else cell.get("path")
+    try:
+        picture = Image.open(source)  # type: ignore[arg-type]  # a cell with neither is a TypeError below
+        picture.load()
+    except (UnidentifiedImageError, OSError, TypeError) as err:
+        raise FileReadError(f"hf: an image cell ({cell.get('path') or 'bytes'}) cannot be decoded: {err}") from None
+    return picture
+
+
+class Numbers:
+    """A numeric cell (a number or a list of numbers) as a standardised float tensor of ``shape``."""
+
+    def __init__(self, scaling: tuple[float, float], shape: tuple[int, ...]):
+        self.scaling, self.shape = scaling, shape
+
+    def __call__(self, value: Any) -> torch.Tensor:
+        mean, std = self.scaling
+        return (torch.as_tensor(np.asarray(value, dtype=np.float32)).reshape(self.shape) - mean) / std
+
+
+Inputs = tuple[Callable[[Any], torch.Tensor], Callable[[Any], torch.Tensor], tuple[int, ...], tuple[float, float]]
+
+
+def image_inputs(given: ImageOptions | dict[str, Any] | None) -> Inputs:
+    """(training and evaluation transforms, input shape, scaling) of an image column."""
+    options = ImageOptions.model_validate(given or {})
+    train, evaluate, _ = image_transforms(options)
+    channels, size = options.channels, options.image_size
+    mode = "RGB" if channels == 3 else "L"
+    return Picture(train, mode), Picture(evaluate, mode), (channels, size, size), (options.mean, options.std)
