@@ -56,6 +56,13 @@ class Family:
     description: str = ""
     # (results key, label) of the baselines :meth:`baselines` adds, in the order the report shows them
     roles: tuple[tuple[str, str], ...] = ()
+    # the datasets whose batches :meth:`batch_rewrite` can rewrite (``train.on_policy``)
+    rewrites_data: tuple[str, ...] = ()
+
+    def recipe_problems(self, recipe: Any) -> list[tuple[str, str]]:
+        """Problems of the recipe alone that this family's parts know of, as (dotted key, what to change):
+        checked with the rest of the recipe, before anything is loaded."""
+        return []
 
     def student_options(self, recipe: Any, options: dict[str, Any]) -> dict[str, Any]:
         """The student's model options, before it is built (e.g. sized from the teacher)."""
@@ -189,6 +196,22 @@ def add_commands(app: Any) -> None:
     for family in declared():
         if family.commands:
             importlib.import_module(family.commands).register(app)
+
+
+def recipe_problems(recipe: Any) -> list[tuple[str, str]]:
+    """What the families find wrong with ``recipe`` (see :meth:`Family.recipe_problems`), and an on-policy
+    recipe whose data no family writes sequences for."""
+    found = [problem for family in families() for problem in family.recipe_problems(recipe)]
+    writers = sorted({name for family in families() for name in family.rewrites_data})
+    if recipe.train.on_policy is not None and recipe.data.name not in writers:
+        found.append(
+            (
+                "train.on_policy",
+                f"writes sequences with a language model, and data '{recipe.data.name}' is not language-model data "
+                f"({', '.join(writers) or 'no family writes any'}): use such data or drop train.on_policy",
+            )
+        )
+    return found
 
 
 def student_options(recipe: Any) -> dict[str, Any]:

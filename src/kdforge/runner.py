@@ -211,6 +211,12 @@ def build_cache(
     seed_everything(recipe.seed)
     run_dir = _prepare_run_dir(recipe.model_copy(update={"name": f"{recipe.name}-cache"}), None)
     with Session(recipe, run_dir, console) as session:
+        classes = session.data.num_classes
+        if topk is not None and topk > classes:
+            raise KdforgeError(
+                f"--topk {topk} is more than the {classes} classes (or tokens) the teacher scores on "
+                f"{session.data.describe()}: give at most {classes}, or leave --topk out to keep every logit"
+            )
         teacher, info = session.live_teacher()
         student = session.build_student()
         for term in terms:  # which teacher layers the terms read, as they would find them online

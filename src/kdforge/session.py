@@ -325,11 +325,6 @@ class Session:
         found = [f for family in families() if (f := family.batch_rewrite(self, student, teacher)) is not None]
         if len(found) > 1:
             raise KdforgeError("more than one family rewrites the training batches; only one may")
-        if self.recipe.train.on_policy is not None and not found:
-            raise KdforgeError(
-                f"train.on_policy writes sequences with a language model: no family generates for data "
-                f"'{self.data.name}'; use language-model data (see kdforge list datasets) or drop train.on_policy"
-            )
         return found[0] if found else None
 
     def train_student(

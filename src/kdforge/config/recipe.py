@@ -35,6 +35,7 @@ from kdforge.config.teacher import TeacherConfig, TeacherTrainConfig
 from kdforge.config.training import LogConfig, OptimConfig, TrainConfig
 from kdforge.config.tune import TuneConfig
 from kdforge.errors import ConfigError, did_you_mean
+from kdforge.family import recipe_problems
 from kdforge.files import read_text
 from kdforge.registry import DATASETS, LOSSES, MODELS
 
@@ -186,12 +187,18 @@ def validate_recipe(raw: Any, source: YamlSource | None = None, overrides: Seque
     try:
         recipe = Recipe.model_validate(raw)
     except pydantic.ValidationError as err:
-        recipe, issues = None, [(e["loc"], _message(e)) for e in err.errors()]
+        recipe, issues = None, [(e["loc"], pydantic_message(e)) for e in err.errors()]
     issues += component_issues(raw)  # also when other sections failed: every problem in one run
+    if recipe is not None and not issues:  # what the families see in a recipe that is otherwise whole
+        issues = [(_loc(key), message) for key, message in recipe_problems(recipe)]
     if issues or recipe is None:
         lines = [describe_issue(loc, msg, source, overrides) for loc, msg in issues]
         raise ConfigError("invalid recipe:\n  " + "\n  ".join(lines))
     return recipe
+
+
+def _loc(key: str) -> Loc:
+    return tuple(int(part) if part.isdigit() else part for part in key.split("."))
 
 
 def teacher_data(data: DataConfig, fit: TeacherTrainConfig | None) -> DataConfig:
@@ -246,7 +253,7 @@ def _teacher_data_issues(raw: dict[str, Any]) -> list[tuple[Loc, str]]:
         try:
             section = DataConfig.model_validate({**data, **own})
         except pydantic.ValidationError as err:
-            issues += [(loc + tuple(e["loc"]), _message(e, DataConfig.model_fields)) for e in err.errors()]
+            issues += [(loc + tuple(e["loc"]), pydantic_message(e, DataConfig.model_fields)) for e in err.errors()]
             continue
         issues += [(loc + sub, msg) for sub, msg in component_issues_for(section, DATASETS)]
     return issues
@@ -290,11 +297,12 @@ def component_issues_for(section: Component, registry: Any) -> list[tuple[Loc, s
         registry.validate_options(section.name, section.options)
     except pydantic.ValidationError as err:
         fields = set(type(section).model_fields) | set(registry.options_model(section.name).model_fields)
-        return [(tuple(e["loc"]), _message(e, fields)) for e in err.errors()]
+        return [(tuple(e["loc"]), pydantic_message(e, fields)) for e in err.errors()]
     return []
 
 
-def _message(error: Any, fields: Iterable[str] | None = None) -> str:
+def pydantic_message(error: Any, fields: Iterable[str] | None = None) -> str:
+    """One of pydantic's errors in plain words (an unknown key with the closest valid one), without its URL."""
     loc = error["loc"]
     if error["type"] == "extra_forbidden":
         valid = fields if fields is not None else _fields_at(Recipe, loc[:-1])

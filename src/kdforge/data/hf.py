@@ -33,7 +33,7 @@ from kdforge.data.arrays import chunked_mean_std
 from kdforge.data.bundle import DATASETS, SPLIT_NAMES, DataBundle, DatasetSplit, split_rows
 from kdforge.data.folders import ImageOptions
 from kdforge.data.hf_stream import streamed
-from kdforge.data.hf_tables import Inputs, Numbers, image_inputs, load_table
+from kdforge.data.hf_tables import Inputs, Numbers, check_split_marks, image_inputs, load_table
 from kdforge.errors import KdforgeError
 
 
@@ -144,6 +144,7 @@ def _splits(path: str, val: str | None, test: str | None, split_column: str | No
         if split_column not in table.column_names:
             raise KdforgeError(f"hf: '{path}' has no column '{split_column}' (split_column)")
         marks = np.asarray(table[split_column]).astype(str)
+        check_split_marks(set(np.unique(marks).tolist()), split_column, path)
         tables = {}
         for split, names in SPLIT_NAMES.items():
             rows = np.flatnonzero(np.isin(marks, names))

@@ -22,7 +22,7 @@ import torch
 
 from kdforge.data.bundle import SPLIT_NAMES, DataBundle, StreamSplit
 from kdforge.data.folders import ImageOptions
-from kdforge.data.hf_tables import Numbers, data_files, image_inputs, load_table, saved_to_disk
+from kdforge.data.hf_tables import Numbers, check_split_marks, data_files, image_inputs, load_table, saved_to_disk
 from kdforge.errors import KdforgeError
 from kdforge.files import FileReadError
 
@@ -113,6 +113,7 @@ def stream_splits(path: str, val: str | None, test: str | None, split_column: st
     if train is None:
         raise KdforgeError(f"hf: '{path}' has splits {', '.join(found)} but none named train")
     if split_column is not None:
+        check_split_marks(_distinct(train, split_column, path), split_column, path)
         tables = {s: train.filter(_InSplit(split_column, names)) for s, names in SPLIT_NAMES.items()}
     for split, where in (("val", val), ("test", test)):
         if where is not None:
@@ -124,6 +125,17 @@ def stream_splits(path: str, val: str | None, test: str | None, split_column: st
             "reading it all"
         )
     return tables
+
+
+def _distinct(table: Any, column: str, path: str) -> set[str]:
+    """The distinct values of one column of a stream, read as Arrow columns in one pass."""
+    found: set[str] = set()
+    try:
+        for chunk in table.select_columns([column]).with_format("arrow").iter(batch_size=SURVEY_ROWS):
+            found.update(map(str, chunk.column(column).unique().to_pylist()))
+    except (KeyError, ValueError, TypeError) as err:
+        raise FileReadError(f"hf: '{path}' has no readable column '{column}' (split_column): {err}") from None
+    return found
 
 
 def _survey(table: Any, input: str, label: str, numeric: bool, where: str) -> dict[str, Any]:

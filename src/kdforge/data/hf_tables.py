@@ -16,11 +16,23 @@ from typing import Any
 import numpy as np
 import torch
 
+from kdforge.data.bundle import SPLIT_NAMES
 from kdforge.data.folders import ImageOptions, image_transforms
 from kdforge.errors import KdforgeError
 from kdforge.files import FileReadError
 
 FORMATS = {".parquet": "parquet", ".arrow": "arrow", ".jsonl": "json", ".json": "json", ".csv": "csv"}
+
+
+def check_split_marks(marks: set[str], column: str, path: str) -> None:
+    """Refuse values of the ``split_column`` that name no split (their rows would be dropped unseen)."""
+    known = {name for names in SPLIT_NAMES.values() for name in names}
+    if unknown := sorted(marks - known):
+        shown = ", ".join(repr(m) for m in unknown[:6]) + (", ..." if len(unknown) > 6 else "")
+        raise KdforgeError(
+            f"hf: the split_column '{column}' of '{path}' holds {shown}, which name(s) no split; its values must be "
+            f"{', '.join(sorted(known))}: rename those rows' splits or drop the rows"
+        )
 
 
 def load_table(path: str) -> Any:

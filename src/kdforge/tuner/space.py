@@ -10,12 +10,14 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import pydantic
 import yaml
 
 from kdforge._recipe_yaml import apply_override
 from kdforge.config import Recipe
+from kdforge.config.recipe import pydantic_message
 from kdforge.config.tune import ParamSpec
-from kdforge.errors import ConfigError
+from kdforge.errors import ConfigError, did_you_mean
 from kdforge.registry import LOSSES
 
 if TYPE_CHECKING:
@@ -40,8 +42,12 @@ def parse_space(texts: Sequence[str]) -> Space:
 def _spec(raw: Any, where: str) -> ParamSpec:
     try:
         return ParamSpec.model_validate(raw)
-    except Exception as error:  # pydantic's message, named by where the spec came from
-        raise ConfigError(f"{where}: {error}") from None
+    except pydantic.ValidationError as error:
+        problems = [
+            ".".join(map(str, e["loc"])) + ": " * bool(e["loc"]) + pydantic_message(e, ParamSpec.model_fields)
+            for e in error.errors()
+        ]
+        raise ConfigError(f"{where}: {'; '.join(problems)}") from None
 
 
 def default_space(raw: dict[str, Any], prefix: str = "") -> Space:
@@ -78,7 +84,22 @@ def _current(raw: dict[str, Any], key: str) -> Any:
         defaults = _term_defaults(raw["losses"][int(parts[1])]["name"])
         if parts[2] in defaults:
             return defaults[parts[2]]
-    raise ConfigError(f"tune: the search space names '{key}', which the recipe does not have")
+    raise ConfigError(
+        f"tune: the search space names '{key}', which the recipe does not have{did_you_mean(key, _keys(raw))}"
+    )
+
+
+def _keys(raw: Any, prefix: str = "") -> list[str]:
+    """Every dotted key of the recipe ``raw``, and each loss term's options it leaves at their defaults."""
+    if isinstance(raw, dict):
+        items = list(raw.items())
+        if "name" in raw and prefix.startswith("losses.") and raw["name"] in LOSSES:
+            items += [(k, v) for k, v in {"weight": 1.0, **_term_defaults(raw["name"])}.items() if k not in raw]
+    elif isinstance(raw, list):
+        items = list(enumerate(raw))
+    else:
+        return [prefix.removesuffix(".")]
+    return [key for name, value in items for key in _keys(value, f"{prefix}{name}.")]
 
 
 def _label(choice: Any) -> str:

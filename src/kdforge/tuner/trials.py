@@ -98,14 +98,29 @@ def objective(trial: optuna.Trial, base: dict[str, Any], space: Space, tune_dir:
 
 
 def open_storage(spec: str) -> Any:
-    """An RDB URL as it is (sqlite:///..., postgresql://...); a file path: an Optuna journal file there."""
+    """The study's storage: an RDB URL (sqlite:///..., postgresql://...), or a file path for an Optuna journal
+    file there. One that cannot be opened is one message naming ``--storage``, its value and why."""
     import optuna
 
-    if "://" in spec:
-        return spec
-    from optuna.storages.journal import JournalFileBackend
+    if "://" not in spec:
+        from optuna.storages.journal import JournalFileBackend
 
-    return optuna.storages.JournalStorage(JournalFileBackend(spec))
+        if not Path(spec).parent.is_dir():
+            raise KdforgeError(f"--storage '{spec}': the folder '{Path(spec).parent}' does not exist; create it first")
+        return optuna.storages.JournalStorage(JournalFileBackend(spec))
+    import sqlalchemy.exc
+
+    try:
+        return optuna.storages.RDBStorage(spec)
+    except sqlalchemy.exc.NoSuchModuleError:
+        scheme = spec.partition("://")[0]
+        raise KdforgeError(
+            f"--storage '{spec}': '{scheme}' is no database SQLAlchemy knows (sqlite:///file.db, postgresql://..., "
+            "mysql://...); or give a file path for a journal file"
+        ) from None
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as err:
+        reason = str(getattr(err, "orig", None) or err).splitlines()[0]
+        raise KdforgeError(f"--storage '{spec}' cannot be opened: {reason}") from None
 
 
 def make_pruner(kind: str, startup_trials: int, warmup_epochs: int = 1) -> optuna.pruners.BasePruner:

@@ -192,5 +192,5 @@ def test_a_run_distils_on_policy_on_chat_data(tmp_path, lm_tokenizer, tiny_llama
     raw["data"] = {"name": "digits"}
     raw["student"] = {"model": {"name": "mlp"}}
     raw["teacher"] = {"source": "train", "model": {"name": "mlp"}, "train": {"epochs": 1}}
-    with pytest.raises(KdforgeError, match="train.on_policy writes sequences with a language model"):
+    with pytest.raises(KdforgeError, match="train.on_policy: writes sequences with a language model"):
         run(Recipe.from_dict(raw), console=Console(file=io.StringIO()))

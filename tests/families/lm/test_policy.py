@@ -7,7 +7,6 @@ from transformers import AutoModelForCausalLM
 
 from kdforge.config.training import OnPolicyConfig
 from kdforge.data.bundle import PAD_TARGET
-from kdforge.errors import KdforgeError
 from kdforge.families.lm.generate import generate
 from kdforge.families.lm.policy import WrittenSequences
 from kdforge.models import build_model
@@ -73,7 +72,8 @@ def test_the_teacher_writes_for_sequence_level_kd(batch, tiny_llama):
     assert new_y[0, 4:12].tolist() == generate(teacher, prompt, 8, temperature=0.0)
 
 
-def test_text_rows_take_their_first_tokens_as_prompt_and_packed_rows_are_refused(batch):
+def test_text_rows_take_their_first_tokens_as_prompt(batch):
+    """(Packed rows are refused with the recipe: tests/errors/test_bad_commands.py.)"""
     x, y = batch
     y = torch.cat([x[:, 1:], x[:, :1]], 1)  # plain text: every target trained
     new_x, new_y = rewrite(student(), prompt_tokens=3)(x, y, Clock(step=0))
@@ -81,5 +81,3 @@ def test_text_rows_take_their_first_tokens_as_prompt_and_packed_rows_are_refused
     assert torch.equal(new_y[:, :2], y[:, :2])  # the prompt's own next tokens stay trained
     assert torch.equal(new_y[:, 2:9], new_x[:, 3:10])  # the eight written ones follow it (the last a target only)
     assert bool((new_y[:, 10:] == PAD_TARGET).all())  # and nothing past them
-    with pytest.raises(KdforgeError, match="data.pack: false"):
-        rewrite(student())(torch.zeros(2, 2, 16, dtype=torch.long), y[:2], Clock(step=0))

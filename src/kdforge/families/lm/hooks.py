@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from kdforge import distributed
+from kdforge.families.lm.commands import LANGUAGE_DATA
 from kdforge.families.lm.data import load_lm_tokenizer
 from kdforge.families.lm.generate import test_samples
 from kdforge.families.lm.hf import HFCausalLM, save_hf
@@ -26,6 +27,19 @@ class LanguageModels(Family):
     description = (
         "language models: token-level distillation into Hugging Face causal LMs and a ternary-spiking recurrent student"
     )
+
+    rewrites_data = LANGUAGE_DATA
+
+    def recipe_problems(self, recipe: Any) -> list[tuple[str, str]]:
+        policy = recipe.train.on_policy
+        if policy is None or recipe.data.name not in LANGUAGE_DATA:
+            return []
+        found = []
+        if recipe.data.name == "chat_lm" and recipe.data.options.get("pack", True):
+            found.append(("data.pack", "train.on_policy writes one example per row: set data.pack: false"))
+        if policy.by == "teacher" and recipe.teacher.cache is not None:
+            found.append(("train.on_policy.by", "by: teacher needs a live teacher to write, not teacher.cache"))
+        return found
 
     def batch_rewrite(self, session: Any, student: Any, teacher: Any) -> Any | None:
         return on_policy(session, student, teacher)

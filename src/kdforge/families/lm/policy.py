@@ -36,8 +36,6 @@ class WrittenSequences:
         self.cfg, self.writer, self.seed, self.window = cfg, writer, seed, window
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, clock: Clock) -> tuple[torch.Tensor, torch.Tensor]:
-        if x.dim() != 2:
-            raise KdforgeError("train.on_policy writes one example per row: set data.pack: false")
         draw = torch.Generator().manual_seed(self.seed * 1_000_003 + clock.step)
         share = self.cfg.fraction * len(x)
         count = int(share) + int(torch.rand((), generator=draw) < share - int(share))  # λB rows, on average
