@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import sysconfig
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TypeVar
@@ -29,6 +30,53 @@ class RunInterrupted(KdforgeError):
         super().__init__(
             f"interrupted during {stage}; progress saved in {run_dir}. Resume with: kdforge train --resume {run_dir}"
         )
+
+
+class PluginError(KdforgeError):
+    """A user's plug-in (a ``--plugin`` file or module, an installed family, a family's part) failed to import: the
+    user's code, named with its own file and line."""
+
+    @classmethod
+    def of(cls, what: str, err: BaseException, module: str = "") -> PluginError:
+        """``what`` (e.g. "plugin file 'my_parts.py'") failed with ``err`` while ``module`` was imported, told
+        where in the user's code."""
+        if isinstance(err, SyntaxError):
+            return cls(f"{what} failed while being imported: SyntaxError at {err.filename}:{err.lineno}: {err.msg}")
+        missing = getattr(err, "name", None) if isinstance(err, ModuleNotFoundError) else None
+        if missing and (module == missing or module.startswith(missing + ".")):
+            return cls(f"{what} cannot be imported: there is no module '{missing}' (is it installed, or on the path?)")
+        import traceback
+
+        frames = traceback.extract_tb(err.__traceback__)
+        root = _source_root(module)
+        own = [f for f in frames if root is not None and f.filename.startswith(root)]
+        others = [f for f in frames if not f.filename.startswith(_NOT_THE_USERS) and "importlib" not in f.filename]
+        found = (own or others)[-1:]
+        where = f" at {found[0].filename}:{found[0].lineno}" if found else ""
+        return cls(f"{what} failed while being imported: {type(err).__name__}{where}: {err}")
+
+
+#: where frames are kdforge's or Python's own, not a plug-in's
+_NOT_THE_USERS = ("<frozen", str(Path(__file__).resolve().parent), sysconfig.get_paths()["stdlib"])
+
+
+def _source_root(module: str) -> str | None:
+    """The file of ``module``, or the folder of the top-level package it belongs to (None: not found)."""
+    import importlib.util
+
+    if not module:
+        return None
+    if module.endswith(".py"):
+        return str(Path(module).resolve())
+    try:
+        spec = importlib.util.find_spec(module.split(".")[0])
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    if spec.submodule_search_locations:
+        return str(Path(next(iter(spec.submodule_search_locations))).resolve())
+    return str(Path(spec.origin).resolve()) if spec.origin else None
 
 
 class NonFiniteLossError(KdforgeError):

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
+from kdforge.errors import KdforgeError, PluginError
+
 
 @dataclass(frozen=True)
 class Declared:
@@ -154,7 +156,12 @@ def find_families() -> None:
     for found in pkgutil.iter_modules(builtin.__path__, f"{builtin.__name__}."):
         importlib.import_module(found.name)
     for point in metadata.entry_points(group="kdforge.families"):
-        point.load()
+        try:
+            point.load()
+        except KdforgeError:
+            raise
+        except Exception as err:  # the installed package's code, not kdforge's
+            raise PluginError.of(f"the installed family '{point.name}' ({point.value})", err, point.module) from None
 
 
 def load_parts() -> bool:
@@ -167,11 +174,25 @@ def load_parts() -> bool:
         find_families()
         for family in list(DECLARED.values()):
             for part in family.parts:
-                importlib.import_module(part)
+                _import_part(family.name, part)
         _state["parts"] = True
     finally:
         _state["busy"] = False
     return True
+
+
+def _import_part(family: str, part: str) -> None:
+    """Import one of a family's parts; a plug-in's part that fails is the plug-in's error, named with its line
+    (a built-in family's is a bug in kdforge, and keeps its traceback)."""
+    if part.startswith("kdforge."):
+        importlib.import_module(part)
+        return
+    try:
+        importlib.import_module(part)
+    except KdforgeError:
+        raise
+    except Exception as err:
+        raise PluginError.of(f"the plug-in family '{family}' (its part '{part}')", err, part) from None
 
 
 def family_of(entry: Any) -> str:

@@ -104,17 +104,39 @@ def load_torch(path: str | Path, map_location: str | torch.device = "cpu", what:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         found = _PICKLE_GLOBAL.search(str(err))
-        if found:
+        names = [found[1]] if found else _pickled_globals(path)
+        if names is not None:
+            shown = f" ({', '.join(names[:3])})" if names else ""
             raise FileReadError(
-                f"{what} '{path}' holds pickled Python objects{f' ({found[1]})' if found else ''}, which kdforge "
-                "never loads (they can run code); "
+                f"{what} '{path}' holds pickled Python objects{shown}, "
+                "which kdforge never loads (they can run code); "
                 "save plain tensors instead: torch.save(model.state_dict(), path), or a .safetensors file"
             ) from None
         raise FileReadError(f"{what} '{path}' is not a readable PyTorch file: it is truncated or damaged") from None
-    except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as err:
+    except (RuntimeError, OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as err:  # KeyError: no pickle
         raise FileReadError(
             f"{what} '{path}' is not a readable PyTorch file ({_short(err)}): it is truncated or damaged"
         ) from None
+
+
+def _pickled_globals(path: Path) -> list[str] | None:
+    """The Python names a plain pickle file (not a torch archive) would import, read from its opcodes without
+    running any; None when the file is no whole pickle."""
+    import pickletools
+
+    strings: list[str] = []
+    names: list[str] = []
+    try:
+        for opcode, arg, _ in pickletools.genops(path.read_bytes()):
+            if opcode.name == "GLOBAL":
+                names.append(str(arg).replace(" ", "."))
+            elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                names.append(".".join(strings[-2:]))
+            elif isinstance(arg, str):
+                strings.append(arg)
+    except (ValueError, EOFError):
+        return None
+    return list(dict.fromkeys(names))
 
 
 def load_safetensors(

@@ -239,3 +239,39 @@ def test_a_tokenizer_folder_without_a_tokenizer(fails, recipe, tmp_path):
         recipe(text_recipe(tmp_path / "t.txt", "text_lm", tokenizer=str(tmp_path / "tok"))),
         names=["tokenizer", "tok", "cannot be read"],
     )
+
+
+def shards_recipe(path, **options):
+    model = {"name": "lm_transformer", "width": 16, "depth": 1, "heads": 2}
+    return {
+        "data": {"name": "tokens", "path": str(path), "vocab_size": 64, "length": 16, **options},
+        "teacher": {"source": "train", "model": model, "train": {"epochs": 1}},
+        "student": {"model": model},
+        "losses": [{"name": "ce"}],
+    }
+
+
+SHARD_CASES = {
+    "empty training shard": ({"train.bin": 0}, {}, ["train.bin", "hold 0 tokens", "fewer than the 17"]),
+    "short training shard": ({"train.bin": 10}, {}, ["train.bin", "hold 10 tokens", "data.length 16"]),
+    "short val shard": (
+        {"train.bin": 2000, "val.bin": 5},
+        {"val": "val.bin"},
+        ["val.bin", "hold 5 tokens", "fewer than the 17"],
+    ),
+    "too few windows, val given": (
+        {"train.bin": 20, "val.bin": 200},
+        {"val": "val.bin"},
+        ["train.bin", "too few to cut test from", "or test shards of their own"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", SHARD_CASES, ids=list(SHARD_CASES))
+def test_token_shards_too_short_are_named(case, fails, recipe, tmp_path):
+    sizes, options, names = SHARD_CASES[case]
+    for name, size in sizes.items():
+        (np.arange(size) % 64).astype(np.uint16).tofile(tmp_path / name)
+    given = {key: str(tmp_path / value) for key, value in options.items()}
+    message = fails("check", recipe(shards_recipe(tmp_path / "train.bin", **given)), names=names)
+    assert "val shards" not in message or "val" not in options

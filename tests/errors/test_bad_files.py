@@ -3,7 +3,9 @@ with one message naming the file."""
 
 from __future__ import annotations
 
+import collections
 import json
+import pickle
 import shutil
 
 import numpy as np
@@ -138,6 +140,16 @@ RUN_FILE_CASES = {
         ["resume", "last.pt", "not a readable PyTorch file"],
     ),
     "pickled last.pt": ("last.pt", lambda: torch_bytes({"hook": Payload()}), ["last.pt", "pickled Python objects"]),
+    "last.pt pickled without torch": (
+        "last.pt",
+        lambda: pickle.dumps({"epoch": 3, "hook": Payload()}),
+        ["last.pt", "pickled Python objects (posix.system)", "never loads"],
+    ),
+    "last.pt pickled at protocol 0": (
+        "last.pt",
+        lambda: pickle.dumps({"state": collections.OrderedDict(a=1)}, protocol=0),
+        ["last.pt", "pickled Python objects (collections.OrderedDict)"],
+    ),
     "empty last.pt": ("last.pt", lambda: b"", ["last.pt", "is empty"]),
     "someone else's last.pt": (
         "last.pt",

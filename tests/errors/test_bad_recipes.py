@@ -194,10 +194,14 @@ def test_model_that_cannot_be_built_says_which(fails, recipe):
 # ----------------------------------------------------------------------------- plugins
 
 PLUGIN_CASES = {
-    "syntax error": ("x = (\n", ["bad_plugin.py", "SyntaxError at line 1"]),
+    "syntax error": ("x = (\n", ["plugin file", "SyntaxError at", "bad_plugin.py:1"]),
     "raises while imported": (
         "import os\n\nraise RuntimeError('no GPU here')\n",
-        ["bad_plugin.py", "RuntimeError at line 3", "no GPU here"],
+        ["plugin file", "RuntimeError at", "bad_plugin.py:3", "no GPU here"],
+    ),
+    "imports what is not installed": (
+        "import not_installed_xyz\n",
+        ["bad_plugin.py:1", "ModuleNotFoundError", "not_installed_xyz"],
     ),
     "registers a taken name": (
         "from kdforge.models import MODELS\n\n@MODELS.register('mlp')\nclass Mine:\n    pass\n",
@@ -218,7 +222,52 @@ def test_plugin_not_found(fails, tmp_path):
 
 
 def test_plugin_module_not_importable(fails):
-    fails("--plugin", "no_such_module_xyz", "list", names=["plugin 'no_such_module_xyz' cannot be imported"])
+    fails("--plugin", "no_such_module_xyz", "list", names=["plugin 'no_such_module_xyz'", "cannot be imported"])
+
+
+@pytest.fixture
+def fresh_families(monkeypatch, tmp_path):
+    """The families as they are, restored after the test, with their parts to be imported again (a plug-in's
+    declared in the test among them); ``tmp_path`` on the import path."""
+    from kdforge import family, registry
+
+    monkeypatch.setattr(family, "FAMILIES", dict(family.FAMILIES))
+    monkeypatch.setattr(family, "DECLARED", dict(family.DECLARED))
+    monkeypatch.setitem(family._state, "parts", False)
+    for entries in (registry.MODELS, registry.LOSSES, registry.DATASETS, registry.TEACHER_SOURCES):
+        monkeypatch.setattr(entries, "_filled", False)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return family
+
+
+PART_CASES = {
+    "a part that does not exist": (None, ["plug-in family 'broken'", "'broken_part_xyz'", "no module"]),
+    "a part that raises": ("x = 1\nraise ValueError('bad weights')\n", ["ValueError at", "broken_part_xyz.py:2"]),
+    "a part that imports what is missing": ("import torch\nimport absent_dep_xyz\n", ["broken_part_xyz.py:2"]),
+}
+
+
+@pytest.mark.parametrize("case", PART_CASES, ids=list(PART_CASES))
+def test_a_plugin_familys_parts_that_fail_are_the_plugins_error(case, fails, fresh_families, tmp_path):
+    text, names = PART_CASES[case]
+    if text is not None:
+        (tmp_path / "broken_part_xyz.py").write_text(text)
+    (tmp_path / "fam.py").write_text(
+        "from kdforge.family import declare_family\n\n"
+        "declare_family('broken', 'a family', parts=('broken_part_xyz',))\n"
+    )
+    message = fails("--plugin", tmp_path / "fam.py", "list", "models", names=names)
+    assert "bug in kdforge" not in message
+
+
+def test_an_installed_family_that_fails_is_named(fails, fresh_families, monkeypatch, tmp_path):
+    from importlib import metadata
+
+    (tmp_path / "installed_fam_xyz.py").write_text("import json\n\njson.loads('{')\n")
+    point = metadata.EntryPoint(name="installed", value="installed_fam_xyz", group="kdforge.families")
+    monkeypatch.setitem(fresh_families._state, "found", False)
+    monkeypatch.setattr(fresh_families.metadata, "entry_points", lambda group: [point])
+    fails("list", "models", names=["installed family 'installed'", "JSONDecodeError at", "installed_fam_xyz.py:3"])
 
 
 # ----------------------------------------------------------------------------- the Python API and bugs

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from kdforge.errors import KdforgeError
+from kdforge.errors import KdforgeError, PluginError
 
 if TYPE_CHECKING:
     pass
@@ -94,26 +94,14 @@ def import_plugin(name: str) -> None:
             raise
         except Exception as err:
             sys.modules.pop(path.stem, None)
-            raise KdforgeError(
-                f"plugin file '{name}' failed while being imported: {_plugin_error(err, path)}"
-            ) from None
+            raise PluginError.of(f"plugin file '{name}'", err, str(path)) from None
         return
     try:
         importlib.import_module(name)
-    except ModuleNotFoundError as err:
-        raise KdforgeError(
-            f"plugin '{name}' cannot be imported ({err}); give a .py file or an importable module"
-        ) from None
-
-
-def _plugin_error(err: Exception, path: Path) -> str:
-    """What went wrong in a user's plugin file, and where: its own line, not kdforge's frames."""
-    import traceback
-
-    if isinstance(err, SyntaxError):
-        return f"{type(err).__name__} at line {err.lineno}: {err.msg}"
-    lines = [f.lineno for f in traceback.extract_tb(err.__traceback__) if Path(f.filename).resolve() == path.resolve()]
-    return f"{type(err).__name__} at line {lines[-1] if lines else '?'}: {err}"
+    except KdforgeError:
+        raise
+    except Exception as err:
+        raise PluginError.of(f"plugin '{name}' (give a .py file or an importable module)", err, name) from None
 
 
 def whole_numbers(text: str, option: str) -> list[int]:

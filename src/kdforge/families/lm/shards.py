@@ -17,6 +17,7 @@ between splits.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -37,7 +38,13 @@ class TokenWindows(Dataset):
 
     def __init__(self, files: list[Path], dtype: str, length: int, vocab_size: int, start: int = 0, stop: int = -1):
         self.files, self.dtype, self.length, self.vocab_size = files, np.dtype(DTYPES[dtype]), length, vocab_size
-        counts = [max(0, (shard_tokens(f, self.dtype) - 1) // length) for f in files]
+        tokens = [shard_tokens(f, self.dtype) for f in files]
+        if max(tokens) < length + 1:  # a short shard among longer ones only gives no window, like every tail
+            raise FileReadError(
+                f"token shard(s) {_named(files)} hold {max(tokens)} tokens at most, fewer than the {length + 1} one "
+                f"window needs (data.length {length}, plus the next token): give more tokens, or a shorter length"
+            )
+        counts = [(n - 1) // length for n in tokens]
         self.ends = np.cumsum(counts)  # window index where each shard's windows end
         self.start, self.stop = start, int(self.ends[-1]) if stop < 0 else stop
         self._maps: list[np.memmap] | None = None
@@ -82,6 +89,11 @@ def shard_tokens(file: Path, dtype: np.dtype) -> int:
     return size // dtype.itemsize
 
 
+def _named(files: list[Path]) -> str:
+    shown = ", ".join(f"'{f}'" for f in files[:3])
+    return shown + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+
+
 def shard_files(where: str | list[str], what: str) -> list[Path]:
     """The shards ``where`` names: files, or folders of ``*.bin`` files (sorted)."""
     found: list[Path] = []
@@ -107,7 +119,7 @@ def tokens(
     path: str | list[str],
     val: str | list[str] | None = None,
     test: str | list[str] | None = None,
-    dtype: str = "uint16",
+    dtype: Literal["uint16", "uint32"] = "uint16",
     length: AtLeastOne = 128,
     vocab_size: AtLeastOne | None = None,
     tokenizer: str | None = None,
@@ -117,8 +129,6 @@ def tokens(
     held-out shards; ``dtype`` ``uint16`` or ``uint32``; the vocabulary from ``vocab_size`` or a local
     ``tokenizer`` folder (``bytes``: UTF-8 bytes), which also lets ``kdforge generate`` print text."""
     del seed  # the windows keep the corpus order; training shuffles them
-    if dtype not in DTYPES:
-        raise KdforgeError(f"tokens: dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
     tok = load_lm_tokenizer(tokenizer) if tokenizer is not None else None
     vocab = vocab_size or (tok.vocab_size if tok is not None else None)
     if vocab is None:
@@ -133,9 +143,11 @@ def tokens(
         parts[name] = corpus.part(end - max(1, sizes[name]), end)
         end -= len(parts[name])
     if end < 1 or any(len(p) == 0 for p in parts.values()):
+        shards = " and ".join(f"{name} shards" for name in cut)
         raise KdforgeError(
-            f"tokens: {len(corpus)} windows of {length + 1} tokens are too few to split into train, val and test; "
-            "give more tokens, a shorter length, or val/test shards"
+            f"tokens: the {len(corpus)} windows of {length + 1} tokens in {_named(corpus.files)} are too few to cut "
+            f"{' and '.join(cut)} from and keep a training split; give more tokens, a shorter length"
+            + (f", or {shards} of their own" if shards else "")
         )
     splits = {"train": corpus.part(0, end), **parts}
     return DataBundle(
