@@ -17,7 +17,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from kdforge.errors import required
 from kdforge.evaluate import score_name, shown
-from kdforge.files import FileWriteError, append_text
+from kdforge.files import FileWriteError, append_text, read_text, write_text
 
 if TYPE_CHECKING:
     from kdforge.position import FitResult
@@ -43,6 +43,10 @@ class Callback:
 
     def on_fit_end(self, trainer: Trainer, result: FitResult) -> None: ...
 
+    def on_checkpoint(self, trainer: Trainer) -> None:
+        """``last.pt`` is about to be written: what the callback has kept of the fit so far must be on disk, so that
+        a run killed after the write resumes with a log that agrees with it."""
+
     def on_exception(self, trainer: Trainer, error: BaseException) -> None:
         """Fit is ending with ``error`` (a NaN loss, a second Ctrl-C, a bug): release resources."""
 
@@ -54,9 +58,10 @@ class Callback:
 
 class JsonlLogger(Callback):
     """Appends one JSON line every ``every`` optimiser steps and one per epoch. The lines are written
-    ``flush_seconds`` apart at most (an epoch longer than that writes its line when it ends), and when
-    fit ends however it ends: opening the file for each line would cost a short epoch more than the
-    line."""
+    ``flush_seconds`` apart at most (an epoch longer than that writes its line when it ends), before each
+    ``last.pt``, and when fit ends however it ends: opening the file for each line would cost a short epoch more
+    than the line. A resumed fit first drops the lines a killed run wrote after its ``last.pt`` (and a line the
+    kill cut short): they are written again as the fit goes on, so each step has its one line."""
 
     def __init__(self, path: str | Path, every: int = 10, flush_seconds: float = 5.0):
         self.path, self.every, self.flush_seconds = Path(path), every, flush_seconds
@@ -72,6 +77,16 @@ class JsonlLogger(Callback):
         lines, self.pending, self.flushed = "".join(self.pending), [], time.perf_counter()
         if lines:
             append_text(self.path, lines)
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        if trainer.pos.step > 0 and self.path.is_file():
+            lines = read_text(self.path, "metrics log").splitlines(keepends=True)
+            kept = [line for line in lines if not _after(line, trainer.stage, trainer.pos.step)]
+            if len(kept) < len(lines):
+                write_text(self.path, "".join(kept))
+
+    def on_checkpoint(self, trainer: Trainer) -> None:
+        self._flush()
 
     def on_fit_end(self, trainer: Trainer, result: FitResult) -> None:
         self._flush()
@@ -107,6 +122,15 @@ class JsonlLogger(Callback):
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
         self._write({"stage": trainer.stage, "kind": "epoch", "step": trainer.pos.step, **record})
+
+
+def _after(line: str, stage: str, step: int) -> bool:
+    """Whether a ``metrics.jsonl`` line is of ``stage`` past ``step`` (or no whole line: cut short by a kill)."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return True
+    return not line.endswith("\n") or (record.get("stage") == stage and record.get("step", 0) > step)
 
 
 class ConsoleProgress(Callback):

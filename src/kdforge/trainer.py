@@ -363,13 +363,13 @@ class Trainer:
             self.pos.epoch == self.epochs or self._stage_key(self.pos.epoch) != finished_stage
         ):
             self._save_snapshot(record)
+        for cb in self.callbacks:
+            cb.on_epoch_end(self, record)
         due = self.files.due(self.cfg.checkpoint_interval)
         if (
             self.pos.epoch == self.epochs or self.pos.stopped_early or distributed.broadcast(due)
         ):  # rank 0's clock decides: saving may be collective
             self.save_last()
-        for cb in self.callbacks:
-            cb.on_epoch_end(self, record)
 
     def _stage_key(self, position: float) -> tuple[float, ...]:
         """What makes a stage at ``position`` (in epochs): the curriculum stage, and the value
@@ -503,6 +503,8 @@ class Trainer:
         }
         if not distributed.is_main():
             return
+        for cb in self.callbacks:
+            cb.on_checkpoint(self)
         self.files.write_last(state)
 
     def _save_best(self) -> None:
