@@ -228,3 +228,20 @@ def test_trials_with_equal_validation_scores_go_to_the_lower_validation_loss():
         best = metrics if is_better(metrics, best) else best
     assert max(epochs, key=selection_value) is best is epochs[1]
     assert selection_value({"psnr_db": 20.0, "loss": 0.01}) == pytest.approx(20.0)
+
+
+def test_a_resumed_tune_continues_the_search_as_if_never_stopped(tiny_recipe, tmp_path):
+    """A study stopped after two trials and resumed to four samples the four an uninterrupted study samples,
+    none twice (a sampler seeded once per process would replay its first draws)."""
+    tiny_recipe["train"]["epochs"] = 1
+
+    def params(where, *stops):
+        recipe = Recipe.model_validate({**tiny_recipe, "log": {**tiny_recipe["log"], "dir": str(tmp_path / where)}})
+        for trials in stops:
+            result = tune(recipe, trials, seeds=0, pruner="none")
+        study = optuna.load_study(study_name="tiny", storage=_journal(result.tune_dir))
+        return [t.params for t in sorted(study.trials, key=lambda t: t.number)]
+
+    whole, resumed = params("whole", 4), params("resumed", 2, 4)
+    assert resumed == whole
+    assert len({json.dumps(p, sort_keys=True) for p in resumed}) == 4

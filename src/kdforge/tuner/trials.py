@@ -141,14 +141,25 @@ def load_study(name: str, storage: str, seed: int, pruner: str, startup: tuple[i
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.create_study(
+    study = optuna.create_study(
         study_name=name,
         storage=open_storage(storage),
         direction="maximize",  # every score is higher-is-better (a perplexity enters negated)
-        sampler=optuna.samplers.TPESampler(seed=seed),
         pruner=make_pruner(pruner, *startup),
         load_if_exists=True,
     )
+    reseed(study, seed)
+    return study
+
+
+def reseed(study: optuna.Study, seed: int) -> None:
+    """Give ``study`` a sampler seeded by ``seed`` and the trials it has finished, before each trial: the next
+    trial's random draws then depend on how far the search is, not on when this process started, so a resumed
+    study goes on where it stopped (and samples what it would have without the interruption) instead of
+    replaying its first draws."""
+    import optuna
+
+    study.sampler = optuna.samplers.TPESampler(seed=(seed * 1_000_003 + finished(study)) % 2**32)
 
 
 def finished(study: optuna.Study) -> int:
@@ -191,12 +202,17 @@ def work(job: dict[str, Any]) -> None:
 
     torch.set_num_threads(job["threads"])
     space = {k: ParamSpec.model_validate(v) for k, v in job["space"].items()}
-    study = load_study(job["name"], job["storage"], job["seed"] + job["worker"], job["pruner"], tuple(job["startup"]))
+    seed = job["seed"] + job["worker"]
+    study = load_study(job["name"], job["storage"], seed, job["pruner"], tuple(job["startup"]))
     if finished(study) >= job["trials"]:
         return
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     study.optimize(
         lambda trial: objective(trial, job["base"], space, Path(job["tune_dir"]), job.get("trial_seeds", 1)),
-        callbacks=[MaxTrialsCallback(job["trials"], states=states), job.get("progress") or (lambda s, t: None)],
+        callbacks=[
+            MaxTrialsCallback(job["trials"], states=states),
+            lambda study, trial: reseed(study, seed),
+            job.get("progress") or (lambda s, t: None),
+        ],
         catch=(KdforgeError,),  # a trial that fails (e.g. its loss turns NaN) is recorded as failed; the study goes on
     )
