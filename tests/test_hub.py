@@ -223,3 +223,36 @@ def test_a_run_with_an_adapted_zoo_teacher(tiny_recipe):
         and entry["finetuned"] == "all"
         and not entry["random_head"]
     )
+
+
+def test_a_timm_teacher_built_for_one_channel_gets_grey_inputs_by_default(tiny_recipe, tmp_path, imagenet_resnet):
+    """A teacher fine-tuned on MNIST (in_chans: 1) checks and trains as its users write it: the default adapter
+    follows the model's one channel, with ImageNet's mean and std averaged into one grey value."""
+    teacher = {
+        "source": "timm",
+        "model": {"name": "test_resnet", "in_chans": 1},
+        "pretrained": True,
+        "pretrained_file": str(imagenet_resnet),
+    }
+    recipe = Recipe.from_dict({**tiny_recipe, "teacher": teacher, "train": {"epochs": 1, "baseline": False}})
+    check(recipe, Console(file=io.StringIO()))
+    session, _ = session_for(tiny_recipe, tmp_path, teacher)
+    module, _ = load(session, recipe)
+    module.pretrained_cfg = {**module.pretrained_cfg, "mean": ADAPT["mean"], "std": ADAPT["std"]}  # ImageNet's
+    adapter = session.adapter(recipe.teacher, module)
+    assert adapter.channels is None and adapter.mean.flatten().tolist() == pytest.approx([0.449], abs=1e-3)
+    assert adapter.std.flatten().tolist() == pytest.approx([0.226], abs=1e-3)
+    assert adapter(torch.randn(2, 1, 8, 8)).shape == (2, 1, 160, 160)
+
+
+def test_an_adapter_that_cannot_be_made_says_where_its_settings_came_from(tiny_recipe, tmp_path):
+    teacher = {"source": "timm", "model": {"name": "test_resnet"}}
+    tiny_recipe["data"] = {"name": "digits", "channels": 3, "batch_size": 64}
+    tiny_recipe["teacher"] = {**teacher, "model": {"name": "test_resnet", "in_chans": 2}}
+    session, recipe = session_for(tiny_recipe, tmp_path, tiny_recipe["teacher"])
+    module, _ = load(session, recipe)
+    with pytest.raises(KdforgeError, match="3 input channels to 2.*default adaptation.*teacher.adapt: {} for none"):
+        session.adapter(recipe.teacher, module)
+    given = Recipe.from_dict({**tiny_recipe, "teacher": {**tiny_recipe["teacher"], "adapt": {"mean": [0.1, 0.2]}}})
+    with pytest.raises(KdforgeError, match=r"adapt.mean has 2 values but the teacher gets 3 channels \(from teacher"):
+        session.adapter(given.teacher, module)

@@ -34,7 +34,7 @@ from kdforge.losses import LossTerm, build_loss
 from kdforge.machine import autocast_for, compiled, resolve_device
 from kdforge.models import build_model
 from kdforge.teachers import TEACHER_SOURCES, Teacher
-from kdforge.teachers.adapt import InputAdapter, expected_input
+from kdforge.teachers.adapt import DEFAULT_ADAPT, InputAdapter, expected_input
 from kdforge.teachers.cache import CachedTeacher, fixed_views
 from kdforge.tracking import Tracker, build_trackers
 from kdforge.trainer import Trainer
@@ -241,9 +241,13 @@ class Session:
         a = cfg.adapt if cfg.adapt is not None else expected_input(module)
         if a is None:
             return None
-        return InputAdapter(
-            self.data.input_shape, self.data.scaling, size=a.size, channels=a.channels, mean=a.mean, std=a.std
-        ).to(self.device)
+        try:
+            made = InputAdapter(
+                self.data.input_shape, self.data.scaling, size=a.size, channels=a.channels, mean=a.mean, std=a.std
+            )
+        except KdforgeError as err:
+            raise KdforgeError(f"{err} ({'from teacher.adapt' if cfg.adapt is not None else DEFAULT_ADAPT})") from None
+        return made.to(self.device)
 
     def task_term(self, label_smoothing: float | None = None) -> LossTerm:
         """The plain supervised loss of this data: ``ce`` for classes, ``reg_task`` for values

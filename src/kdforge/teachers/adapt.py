@@ -13,21 +13,34 @@ from torch import nn
 from kdforge.config import AdaptConfig
 from kdforge.errors import KdforgeError
 
+#: where the adapter's default comes from, and how to change it: the end of any message about it
+DEFAULT_ADAPT = (
+    "the default adaptation, from the teacher's pretrained config (input_size, mean, std); set teacher.adapt "
+    "to change it, or teacher.adapt: {} for none"
+)
+
 
 def expected_input(module: nn.Module | None) -> Any:
     """What a model says it expects, as ``teacher.adapt`` would: a timm model's pretrained
-    config (``input_size`` (C, H, W), ``mean``, ``std``); None when it says nothing."""
+    config (``input_size`` (C, H, W), ``mean``, ``std``); None when it says nothing. A model built
+    with other input channels than its config's statistics (``in_chans: 1`` on ImageNet's three
+    means) takes the statistics' average on every channel, as a grey image of them."""
     found = getattr(module, "pretrained_cfg", None)
     if not isinstance(found, dict) or len(found.get("input_size") or ()) != 3:
         return None
     channels, height, width = found["input_size"]
-    mean, std = found.get("mean"), found.get("std")
     return AdaptConfig(
         size=height if height == width else None,
         channels=channels,
-        mean=list(mean) if mean else None,
-        std=list(std) if std else None,
+        mean=_per_channel(found.get("mean"), channels),
+        std=_per_channel(found.get("std"), channels),
     )
+
+
+def _per_channel(values: Sequence[float] | None, channels: int) -> list[float] | None:
+    if not values:
+        return None
+    return list(values) if len(values) == channels else [sum(values) / len(values)]
 
 
 class InputAdapter(nn.Module):
