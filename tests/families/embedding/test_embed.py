@@ -80,10 +80,6 @@ def test_combined_and_curriculum_steps_weigh_distillation_by_alpha():
     assert combined_distill_loss(s, t, recon, alpha=0.7).item() == pytest.approx(0.7 * d.item() + 0.3 * 0.3, rel=1e-5)
     assert combined_distill_loss(s, t).item() == pytest.approx(d.item(), rel=1e-6)
     assert combined_distill_loss(s, t, recon).item() == pytest.approx(0.5 * d.item() + 0.5 * 0.3, rel=1e-5)
-    with pytest.raises(ValueError, match="alpha=0.7 weighs .* but none was passed"):
-        combined_distill_loss(s, t, alpha=0.7)  # α without a reconstruction loss would weigh nothing
-    with pytest.raises(ValueError, match="but none was passed"):
-        curriculum_distill_step(s, t, 0, create_curriculum_schedule(0.2, 0.05, 3), alpha=0.7)
     with pytest.raises(ValueError, match="alpha"):
         combined_distill_loss(s, t, recon, alpha=1.5)
     schedule = create_curriculum_schedule(4.0, 0.5, 5)
@@ -91,6 +87,50 @@ def test_combined_and_curriculum_steps_weigh_distillation_by_alpha():
     assert [tau for _, tau in steps] == pytest.approx([4.0, 3.125, 2.25, 1.375, 0.5])
     assert steps[0][0].item() == pytest.approx(combined_distill_loss(s, t, recon, 0.7, tau=4.0).item(), rel=1e-6)
     assert len({round(loss.item(), 6) for loss, _ in steps}) == 5  # the curriculum changes the loss
+
+
+def test_the_original_guides_examples_run_as_written(tmp_path, monkeypatch):
+    """The original API's guide passes alpha without a reconstruction loss, in its curriculum loop and its full
+    training example: the loss is the distillation loss alone, and the alpha that weighs nothing is said once."""
+    import warnings
+
+    from kdforge.families.embedding import api
+
+    monkeypatch.setattr(api, "_WARNED_ALPHA", [])
+    schedule = create_curriculum_schedule(start_tau=4.0, end_tau=0.5, num_stages=5, schedule_type="linear")
+    student, teacher = torch.randn(32, 5), torch.randn(32, 1536)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        steps = [
+            curriculum_distill_step(
+                student_vec=student, teacher_vec=teacher, stage=stage, tau_schedule=schedule, alpha=0.7
+            )
+            for stage in range(5)
+        ]
+    assert len([w for w in said if "alpha=0.7" in str(w.message)]) == 1
+    assert steps[2][0].item() == pytest.approx(distill_loss(student, teacher, tau=2.25).item(), rel=1e-6)
+
+    # the full training example: a checkpoint of teacher embeddings, a linear student, stages of epochs
+    torch.save({"embeddings": torch.randn(64, 1536)}, tmp_path / "teacher_1536d.pt")
+    config = DistillationConfig(
+        teacher_checkpoint=str(tmp_path / "teacher_1536d.pt"), teacher_dim=1536, student_dim=5, device="cpu",
+        curriculum=True, curriculum_stages=3, curriculum_tau_schedule=(4.0, 0.5), alpha=0.7, batch_size=32,
+        learning_rate=1e-2,
+    )  # fmt: skip
+    embeddings = load_teacher_checkpoint(config.teacher_checkpoint, device=config.device)["embeddings"]
+    model = torch.nn.Linear(config.teacher_dim, config.student_dim)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    schedule = create_curriculum_schedule(*config.curriculum_tau_schedule, num_stages=config.curriculum_stages)
+    losses = []
+    for stage in range(config.curriculum_stages):
+        for start in range(0, len(embeddings), config.batch_size):
+            batch = embeddings[start : start + config.batch_size]
+            loss, tau = curriculum_distill_step(model(batch), batch, stage, schedule, alpha=config.alpha)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+    assert tau == 0.5 and all(np.isfinite(losses))
 
 
 class Payload:

@@ -99,17 +99,24 @@ def combined_distill_loss(
     tau: float = 0.1,
 ) -> torch.Tensor:
     """α · :func:`distill_loss` + (1 − α) · ``reconstruction_loss`` (α 0.5 unless given); just the distillation
-    loss when there is no reconstruction loss, and then α, which would weigh nothing, is refused."""
-    if alpha is not None and reconstruction_loss is None:
-        raise ValueError(
-            f"alpha={alpha} weighs the distillation loss against a reconstruction loss, but none was passed: pass "
-            "reconstruction_loss, or leave alpha out (the loss is then the distillation loss alone)"
+    loss when there is no reconstruction loss, and then an α, which weighs nothing, is said once (a warning) and
+    left alone, as code written for the original API passes it."""
+    if alpha is not None and reconstruction_loss is None and not _WARNED_ALPHA:
+        _WARNED_ALPHA.append(alpha)
+        warnings.warn(
+            f"alpha={alpha} weighs the distillation loss against a reconstruction loss, and none was passed: the loss "
+            "is the distillation loss alone (pass reconstruction_loss for alpha to count; said once)",
+            UserWarning,
+            stacklevel=3,
         )
     alpha = 0.5 if alpha is None else alpha
     if not 0 <= alpha <= 1:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     distill = distill_loss(student_vec, teacher_vec, tau)
     return distill if reconstruction_loss is None else alpha * distill + (1 - alpha) * reconstruction_loss
+
+
+_WARNED_ALPHA: list[float] = []  # the alpha-without-reconstruction warning is given once per process
 
 
 def create_curriculum_schedule(
