@@ -279,19 +279,25 @@ def test_a_step_budget_instead_of_epochs(tiny_recipe):
     assert len(teacher) == tiny_recipe["teacher"]["train"]["epochs"]  # the teacher keeps its own epochs
 
 
-def test_a_student_snapshot_as_each_stage_of_a_temperature_curriculum_ends(tiny_recipe):
+IN_TWO_STAGES = {"schedule": "linear", "start": 4.0, "end": 1.0, "over": "epochs", "stages": 2}
+
+
+@pytest.mark.parametrize(
+    "term",
+    [
+        {"name": "kd", "weight": 0.5, "temperature": IN_TWO_STAGES},
+        {"name": "sim_kl", "weight": 0.5, "temperature": IN_TWO_STAGES},  # an embedding term's curriculum
+        {"name": "kd", "weight": IN_TWO_STAGES},
+    ],
+    ids=["kd temperature", "sim_kl temperature", "kd weight"],
+)
+def test_a_student_snapshot_as_each_stage_of_a_scheduled_term_ends(term, tiny_recipe):
+    """One rule for every term: a weight or temperature held in stages gives one snapshot per stage."""
     import json
 
     from kdforge import Recipe, load_student, run
 
-    losses = [
-        {"name": "ce", "weight": 0.5},
-        {
-            "name": "kd",
-            "weight": 0.5,
-            "temperature": {"schedule": "linear", "start": 4.0, "end": 1.0, "over": "epochs", "stages": 2},
-        },
-    ]
+    losses = [{"name": "ce", "weight": 0.5}, term]
     result = run(
         Recipe.from_dict(
             {**tiny_recipe, "losses": losses, "train": {"epochs": 4, "baseline": False, "stage_checkpoints": True}}

@@ -378,7 +378,7 @@ class Trainer:
         stepped = [
             spec
             for term in self.distiller.terms
-            for spec in (term.weight, getattr(getattr(term, "temperature", None), "spec", None))
+            for spec in term.scheduled()
             if isinstance(spec, ScheduleConfig) and spec.stages is not None
         ]
         return (self.pos.stage, *(schedule_value(spec, clock) for spec in stepped))

@@ -120,6 +120,12 @@ class LossTerm(nn.Module):
     def weight_at(self, clock: Clock) -> float:
         return schedule_value(self.weight, clock)
 
+    def scheduled(self) -> list[Any]:
+        """The term's weight and temperature as the recipe gives them (a number, a schedule, a learnable
+        temperature's settings): what the stages of a run are told apart by, for every term alike."""
+        temperature = getattr(self, "temperature", None)
+        return [self.weight, getattr(temperature, "spec", temperature)]
+
     def forward(self, ctx: StepContext) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
