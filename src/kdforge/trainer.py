@@ -377,7 +377,7 @@ class Trainer:
         clock = self.clock(position)
         stepped = [
             spec
-            for term in self.distiller.terms
+            for term in self.distiller.loss_terms
             for spec in term.scheduled()
             if isinstance(spec, ScheduleConfig) and spec.stages is not None
         ]
