@@ -265,3 +265,30 @@ def test_the_rule_tools_old_import_path_still_works():
     import kdforge.tm as old
 
     assert old.PackedTM is family.PackedTM and old.load_rules is family.load_rules
+
+
+def test_the_seed_options_clause_bias_as_a_number_and_mlp_ratio_per_stage(invoke, tiny_recipe, tmp_path, capsys):
+    """As the original Swin-TM writes them: ``clause_bias: 0.05`` (where the learned bias starts) and one
+    ``mlp_ratio`` per stage; a recipe check takes both."""
+    import yaml
+
+    layer = ClauseLayer(6, 3, clauses=4, clause_bias=0.05)
+    assert layer.bias.requires_grad and torch.allclose(layer.bias, torch.full((3,), 0.05))
+    assert layer.bias.requires_grad and not ClauseLayer(6, 3, clauses=4, clause_bias=False).bias.requires_grad
+    assert torch.equal(ClauseLayer(6, 3, clauses=4).bias, torch.zeros(3))
+    model = build_model(
+        "swin_tm", input_shape=(1, 16, 16), num_classes=3, embed_dim=8, depths=[1, 1], heads=[1, 2], window=2,
+        clauses=8, mlp_ratio=[3.0, 1.5], clause_bias=0.05,
+    )  # fmt: skip
+    assert [m.in_features for m in model.modules() if isinstance(m, ClauseLayer)] == [24, 24]  # 3·8, 1.5·16
+    recipe = {
+        **tiny_recipe,
+        "data": {"name": "digits", "image_size": 16, "batch_size": 64},
+        "student": {"model": {"name": "swin_tm_tiny", "mlp_ratio": [3.0, 3.0], "clause_bias": 0.05}},
+    }
+    (tmp_path / "tm.yaml").write_text(yaml.safe_dump(recipe))
+    assert invoke("check", tmp_path / "tm.yaml") == 0, capsys.readouterr().out
+    recipe["student"]["model"]["mlp_ratio"] = [3.0, 3.0, 3.0]
+    (tmp_path / "tm.yaml").write_text(yaml.safe_dump(recipe))
+    assert invoke("check", tmp_path / "tm.yaml") == 2
+    assert "mlp_ratio take one number or one per stage (2 stages)" in " ".join(capsys.readouterr().out.split())

@@ -115,7 +115,8 @@ class ClauseLayer(nn.Module):
     (expected included literals per clause; default 2·lf, so that clauses start where the capacity is non-linear),
     ``vote_bits`` (hard mode), ``levels`` (hard mode: each literal read at this many levels, not one boolean;
     capacity form, not ``strict``),
-    ``clause_bias`` (a learned bias added to the votes; false: none, as in the classic machine).
+    ``clause_bias`` (a learned bias added to the votes, from 0 with true or from the number given, e.g. 0.05;
+    false: none, as in the classic machine).
     """
 
     def __init__(
@@ -138,7 +139,7 @@ class ClauseLayer(nn.Module):
         include_init: float | None = None,
         vote_bits: int = 8,
         levels: int = 1,
-        clause_bias: bool = True,
+        clause_bias: bool | float = True,
         hard: bool = False,
     ):
         super().__init__()
@@ -174,8 +175,8 @@ class ClauseLayer(nn.Module):
         self.votes = nn.Parameter(
             torch.full((clauses, out_features), math.log(math.e - 1.0)) + 0.1 * torch.randn(clauses, out_features)
         )
-        if clause_bias:
-            self.bias = nn.Parameter(torch.zeros(out_features))
+        if clause_bias is not False:  # a number is where the learned bias starts
+            self.bias = nn.Parameter(torch.full((out_features,), 0.0 if clause_bias is True else float(clause_bias)))
         else:  # the classic machine: an output is its clauses' votes alone
             self.register_buffer("bias", torch.zeros(out_features))
         self.register_buffer("polarity", torch.tensor([1.0, -1.0]).repeat(clauses // 2), persistent=False)

@@ -245,12 +245,11 @@ class SwinTM(nn.Module):
     """Swin Transformer whose feed-forward blocks are Tsetlin-machine clause layers.
 
     Patch embedding (normalised, with ``patch_norm``) -> stages of window-attention blocks (every second block shifts
-    its
-    windows by half a window; relative position bias) with patch merging between stages
+    its windows by half a window; relative position bias) with patch merging between stages
     (width doubles) -> norm -> mean pool -> head. Image sizes need not divide by the window
-    or by two: maps are padded and padding is masked. ``embed_dim`` and ``clauses`` take one
-    number (the width doubles at each merge; every stage has that clause budget) or one per
-    stage (``embed_dim: [48, 96]``, ``clauses: [32, 64]``).
+    or by two: maps are padded and padding is masked. ``embed_dim``, ``clauses`` and ``mlp_ratio`` take one
+    number (the width doubles at each merge; every stage has that clause budget and ratio) or one per
+    stage (``embed_dim: [48, 96]``, ``clauses: [32, 64]``, ``mlp_ratio: [3.0, 3.0]``).
 
     Taps: ``patch_embed``, ``patch_norm``, ``stages.S.blocks.N`` ([B, H, W, C]), ``stages.S.downsample``, ``norm``,
     ``head``.
@@ -265,6 +264,7 @@ class SwinTM(nn.Module):
         depths: tuple[int, ...] = (2, 2),
         heads: tuple[int, ...] = (2, 4),
         clauses: int | tuple[int, ...] = 64,
+        mlp_ratio: float | tuple[float, ...] | None = None,
         window: int = 4,
         norm: Norm = "layer",
         patch_norm: bool = True,
@@ -283,10 +283,11 @@ class SwinTM(nn.Module):
             list(embed_dim) if isinstance(embed_dim, (list, tuple)) else [embed_dim * 2**s for s in range(len(depths))]
         )
         budgets = list(clauses) if isinstance(clauses, (list, tuple)) else [clauses] * len(depths)
-        if len(widths) != len(depths) or len(budgets) != len(depths):
+        ratios = list(mlp_ratio) if isinstance(mlp_ratio, (list, tuple)) else [mlp_ratio] * len(depths)
+        if len(widths) != len(depths) or len(budgets) != len(depths) or len(ratios) != len(depths):
             raise ValueError(
-                f"embed_dim and clauses take one number or one per stage ({len(depths)} stages), got {embed_dim} and "
-                f"{clauses}"
+                f"embed_dim, clauses and mlp_ratio take one number or one per stage ({len(depths)} stages), got "
+                f"{embed_dim}, {clauses} and {mlp_ratio}"
             )
         self.patch_embed = nn.Conv2d(input_shape[0], widths[0], patch_size, stride=patch_size)
         self.patch_norm = make_norm(norm, widths[0]) if patch_norm else nn.Identity()
@@ -296,7 +297,7 @@ class SwinTM(nn.Module):
         for s, (depth, h, dim) in enumerate(zip(depths, heads, widths)):
             stage = nn.Module()
             tokens = size[0] * size[1]
-            ffn = {**tm, "clauses": budgets[s]}
+            ffn = {**tm, "clauses": budgets[s], "mlp_ratio": ratios[s]}
             stage.blocks = nn.ModuleList(
                 WindowBlock(
                     dim,
