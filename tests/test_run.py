@@ -354,3 +354,25 @@ def test_a_run_frees_its_models_when_it_returns(tiny_recipe):
         assert not [o for key, o in alive().items() if key not in before]
     finally:
         gc.enable()
+
+
+def test_epoch_test_metrics_are_logged_and_choose_nothing(tiny_recipe):
+    """log.epoch_test: every student epoch's line holds its test metrics; the run's best epoch and results are
+    those of the same run without them (the test split reports, validation chooses)."""
+    import json
+
+    from kdforge import Recipe, run
+
+    tiny_recipe["train"] = {"epochs": 3, "baseline": True}
+    plain = run(Recipe.from_dict(tiny_recipe))
+    tiny_recipe["log"] = {**tiny_recipe["log"], "epoch_test": True}
+    logged = run(Recipe.from_dict(tiny_recipe))
+    lines = [json.loads(line) for line in (logged.run_dir / "metrics.jsonl").read_text().splitlines()]
+    epochs = {(r["stage"], r["epoch"]): r for r in lines if r["kind"] == "epoch"}
+    assert all("accuracy" in epochs[(stage, e)]["test"] for stage in ("distill", "baseline") for e in (1, 2, 3))
+    assert all("test" not in r for (stage, _), r in epochs.items() if stage == "teacher")
+    best = logged.results["student"]["best_epoch"]
+    assert epochs[("distill", best)]["test"]["accuracy"] == pytest.approx(logged.results["student"]["test"]["accuracy"])
+    for role in ("student", "student_alone"):
+        assert logged.results[role]["best_epoch"] == plain.results[role]["best_epoch"]
+        assert logged.results[role]["test"] == plain.results[role]["test"]

@@ -133,6 +133,18 @@ def _after(line: str, stage: str, step: int) -> bool:
     return not line.endswith("\n") or (record.get("stage") == stage and record.get("step", 0) > step)
 
 
+class EpochTest(Callback):
+    """The test metrics after every epoch, in the epoch's record as ``test`` (``log.epoch_test``), for the log and
+    the trackers to report. The trainer has chosen its best weights and its early stop from validation before the
+    callbacks run, and nothing reads ``test`` back: reporting only."""
+
+    def __init__(self, batches: Any):
+        self.batches = batches
+
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        record["test"] = trainer.evaluate(self.batches)
+
+
 class ConsoleProgress(Callback):
     """One live bar per stage (epoch, ETA, samples/s, loss parts, validation score) and
     about ``lines`` printed epoch summaries per stage, so long schedules stay readable."""

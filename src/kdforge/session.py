@@ -16,7 +16,7 @@ from rich.console import Console
 
 from kdforge import distributed
 from kdforge.bench import count_params, latency_ms
-from kdforge.callbacks import Callback, ConsoleProgress, JsonlLogger
+from kdforge.callbacks import Callback, ConsoleProgress, EpochTest, JsonlLogger
 from kdforge.config import DataConfig, Recipe, TrainConfig
 from kdforge.config.recipe import teacher_data
 from kdforge.config.teacher import TeacherTrainConfig
@@ -371,7 +371,7 @@ class Session:
             train,
             steps_per_epoch=len(batches),
             checkpoint_dir=checkpoint_dir,
-            callbacks=self.callbacks(),
+            callbacks=[*([EpochTest(self.test)] if self.recipe.log.epoch_test else []), *self.callbacks()],
             stage=stage,
             curriculum=curriculum,
             mixer=mixer,

@@ -258,6 +258,13 @@ class LogConfig(Section):
             "the trackers; one more teacher pass over it)"
         ),
     )
+    epoch_test: bool = Field(
+        False,
+        description=(
+            "after every epoch of the student, also its test metrics, as test in metrics.jsonl and the trackers: "
+            "for reporting only (selection, early stopping and tuning read validation alone)"
+        ),
+    )
     grad_stats_every: int | None = Field(
         None, gt=0, description="per-layer gradient norms (student, loss-term parts, trainable teacher) every N steps"
     )
