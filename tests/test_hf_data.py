@@ -93,3 +93,53 @@ def test_labels_are_tensors_of_the_right_kind(tmp_path):
     data = build_dataset("hf", path=str(tmp_path / "saved"), input="img", label="cls", val_fraction=0.34)
     _, y = data.train.first(2)
     assert y.dtype == torch.int64
+
+
+SPECIES = ["setosa", "versicolor", "virginica"]
+
+
+def write_species_csv(path, rows=60, extra=()):
+    """A CSV table with a numeric input and string labels, as users' tables have them."""
+    lines = ["size,width,species"] + [f"{i % 3},{i % 5},{SPECIES[i % 3]}" for i in range(rows)]  # size: the class
+    path.write_text("\n".join([*lines, *extra]) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_string_labels_become_sorted_classes(streaming, tmp_path):
+    train = write_species_csv(tmp_path / "train.csv")
+    held = {
+        "val": str(write_species_csv(tmp_path / "val.csv", 9)),
+        "test": str(write_species_csv(tmp_path / "t.csv", 9)),
+    }
+    options = {"streaming": True, **held} if streaming else {}
+    data = build_dataset("hf", path=str(train), input="size", label="species", standardize=False, **options)
+    assert data.task == "classification" and data.num_classes == 3 and data.class_names == SPECIES
+    for split in (data.train, data.val, data.test):
+        x, y = zip(*make_loader(split, 64, shuffle=False, seed=0).epoch(0))
+        x, y = torch.cat(x), torch.cat(y)
+        assert y.dtype == torch.int64 and torch.equal(x.flatten().long(), y) and set(y.tolist()) == {0, 1, 2}
+
+
+def test_string_labels_that_cannot_be_mapped_are_named(tmp_path):
+    train = write_species_csv(tmp_path / "train.csv")
+    (tmp_path / "val.csv").write_text("size,width,species\n1,2,setosa\n3,4,daisy\n")
+    with pytest.raises(KdforgeError, match="val split .* label\\(s\\) 'daisy' .* no training row has"):
+        build_dataset("hf", path=str(train), input="size", label="species", val=str(tmp_path / "val.csv"))
+    holed = write_species_csv(tmp_path / "holed.csv", extra=["2.0,1,"])
+    with pytest.raises(KdforgeError, match="holed.csv.*row 60 holds None: give every row a class name"):
+        build_dataset("hf", path=str(holed), input="size", label="species")
+
+
+def test_string_labels_are_recorded_in_the_results_and_the_exported_student(tiny_recipe, tmp_path):
+    import kdforge
+    from kdforge.export import read_meta
+
+    train = write_species_csv(tmp_path / "train.csv", rows=90)
+    tiny_recipe["data"] = {"name": "hf", "path": str(train), "input": "size", "label": "species", "batch_size": 16}
+    tiny_recipe["teacher"] = {"source": "train", "model": {"name": "mlp", "hidden": [8]}, "train": {"epochs": 1}}
+    tiny_recipe["train"] = {"epochs": 1, "baseline": False}
+    result = kdforge.run(kdforge.Recipe.from_dict(tiny_recipe))
+    assert result.results["classes"] == SPECIES
+    assert read_meta(result.run_dir / "student.safetensors")["classes"] == SPECIES
+    assert json.loads((result.run_dir / "results.json").read_text())["classes"] == SPECIES

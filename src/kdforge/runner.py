@@ -110,12 +110,14 @@ def _run(
         "device": str(session.device),
         "seed": recipe.seed,
     }
+    named = {"classes": session.data.class_names} if session.data.class_names else {}  # class index -> name
+    results.update(named)
 
     tick = time.perf_counter()
     student, results["student"], student_history = session.train_student("distill", terms, run_dir, teacher)
     timings["distill_s"] = time.perf_counter() - tick
     if distributed.is_main():
-        save_model(student, run_dir / "student", {"test": results["student"]["test"], "recipe": recipe.name})
+        save_model(student, run_dir / "student", {"test": results["student"]["test"], "recipe": recipe.name, **named})
     results["teacher"] = session.teacher_entry(teacher, teacher_info)  # an EMA teacher is measured as it ended
     histories = {"teacher": teacher_info.get("history", []), "student + KD": student_history}
 

@@ -124,6 +124,7 @@ class DataBundle:
     # options that set them are named unlabelled_* (a trained teacher is reused whatever their values)
     unlabelled: Split | None = None
     labelled: int | None = None  # after with_unlabelled(): the training samples before the unlabelled ones
+    class_names: list[str] | None = None  # each class's name, by index, where the data names them
 
     @property
     def task(self) -> str:

@@ -14,7 +14,8 @@ is cut from the training rows, stratified by class and seeded.
 The ``input`` column is an image (a ``datasets.Image`` feature: resized, cropped, flipped and
 normalised like ``image_folder``, with the ``image`` options) or numbers (a number or a list of
 numbers per row: standardised by the training rows' mean and std). The ``label`` column holds
-classes (a ``ClassLabel`` or whole numbers) or, for a regression, real values.
+classes (a ``ClassLabel``, whole numbers, or names: strings, numbered in sorted order and recorded as the data's
+``class_names``) or, for a regression, real values.
 """
 
 from __future__ import annotations
@@ -33,22 +34,31 @@ from kdforge.data.arrays import chunked_mean_std
 from kdforge.data.bundle import DATASETS, SPLIT_NAMES, DataBundle, DatasetSplit, split_rows
 from kdforge.data.folders import ImageOptions
 from kdforge.data.hf_stream import streamed
-from kdforge.data.hf_tables import Inputs, Numbers, check_split_marks, image_inputs, load_table
+from kdforge.data.hf_tables import (
+    Inputs,
+    Labels,
+    Numbers,
+    check_known_names,
+    check_split_marks,
+    class_names,
+    image_inputs,
+    load_table,
+)
 from kdforge.errors import KdforgeError
 
 
 class HFRows(Dataset):
     """Rows of a ``datasets.Dataset``: ``[i]`` -> (the input column as a tensor, the label)."""
 
-    def __init__(self, table: Any, input: str, label: str, prepare: Callable[[Any], torch.Tensor]):
-        self.table, self.input, self.label, self.prepare = table, input, label, prepare
+    def __init__(self, table: Any, input: str, label: str, prepare: Callable[[Any], torch.Tensor], labels: Labels):
+        self.table, self.input, self.label, self.prepare, self.labels = table, input, label, prepare, labels
 
     def __len__(self) -> int:
         return len(self.table)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         row = self.table[index]
-        return self.prepare(row[self.input]), torch.tensor(row[self.label])
+        return self.prepare(row[self.input]), self.labels(row[self.label])
 
 
 class _Column:
@@ -96,6 +106,13 @@ def hf(
     labels = np.asarray(first[label])
     regression = labels.dtype.kind == "f"
     split_labels = {name: np.asarray(table[label]) for name, table in tables.items() if name != "train"}
+    names = class_names(labels, label, path)
+    for name, held in split_labels.items():
+        if names is not None:
+            check_known_names(names, set(held.tolist()), name, label, path)
+    mapping = Labels(names)
+    labels = mapping.indices(labels)
+    split_labels = {name: mapping.indices(held) for name, held in split_labels.items()}
     split_labels["train"] = labels
     wanted = [s for s in ("val", "test") if s not in tables]
     if wanted:
@@ -110,12 +127,13 @@ def hf(
     )
     splits = {
         name: DatasetSplit(
-            HFRows(table, input, label, prepare_train if name == "train" else prepare_eval),
+            HFRows(table, input, label, prepare_train if name == "train" else prepare_eval, mapping),
             None if regression else split_labels[name],
         )
         for name, table in tables.items()
     }
-    classes = getattr(feature, "num_classes", None) or (1 if regression else int(labels.max()) + 1)
+    names = names or getattr(feature, "names", None)  # a ClassLabel's own names
+    classes = len(names) if names else (1 if regression else int(labels.max()) + 1)
     return DataBundle(
         Path(path).stem or "hf",
         splits["train"],
@@ -124,6 +142,7 @@ def hf(
         num_classes=classes,
         input_shape=shape,
         scaling=scaling,
+        class_names=list(names) if names else None,
     )
 
 

@@ -22,7 +22,17 @@ import torch
 
 from kdforge.data.bundle import SPLIT_NAMES, DataBundle, StreamSplit
 from kdforge.data.folders import ImageOptions
-from kdforge.data.hf_tables import Numbers, check_split_marks, data_files, image_inputs, load_table, saved_to_disk
+from kdforge.data.hf_tables import (
+    Labels,
+    Numbers,
+    check_known_names,
+    check_split_marks,
+    class_names,
+    data_files,
+    image_inputs,
+    load_table,
+    saved_to_disk,
+)
 from kdforge.errors import KdforgeError
 from kdforge.files import FileReadError
 
@@ -33,9 +43,9 @@ READ_ROWS = 1024  # rows per chunk read from the stream
 class HFStream:
     """A split of a ``datasets.IterableDataset`` as a :class:`~kdforge.data.bundle.Stream`."""
 
-    def __init__(self, table: Any, rows: int, input: str, label: str, prepare: Any, buffer: int):
+    def __init__(self, table: Any, rows: int, input: str, label: str, prepare: Any, buffer: int, labels: Labels):
         self.table, self.rows, self.input, self.label = table, rows, input, label
-        self.prepare_input, self.buffer = prepare, buffer
+        self.prepare_input, self.buffer, self.labels = prepare, buffer, labels
 
     def __len__(self) -> int:
         return self.rows
@@ -67,7 +77,7 @@ class HFStream:
         yield from (buffer[i] for i in rng.permutation(len(buffer)))
 
     def prepare(self, row: Any) -> tuple[torch.Tensor, Any]:
-        return self.prepare_input(row[self.input]), torch.tensor(row[self.label])
+        return self.prepare_input(row[self.input]), self.labels(row[self.label])
 
 
 class _InSplit:
@@ -140,15 +150,22 @@ def _distinct(table: Any, column: str, path: str) -> set[str]:
 
 def _survey(table: Any, input: str, label: str, numeric: bool, where: str) -> dict[str, Any]:
     """One pass over the label column (and a numeric input's), read as Arrow columns (no Python objects):
-    rows, largest class, real labels, mean, std."""
+    rows, largest class, real labels, class names (labels that are strings), mean, std."""
+    import pyarrow as pa
+
     columns = [label, input] if numeric else [label]
     rows, top, real, total, squares, count = 0, -1, False, 0.0, 0.0, 0
+    names: set[Any] = set()
     try:
         for chunk in table.select_columns(columns).with_format("arrow").iter(batch_size=SURVEY_ROWS):
-            labels = _numbers(chunk.column(label))
-            rows += len(labels)
-            real = real or labels.dtype.kind == "f"
-            top = max(top, int(labels.max())) if len(labels) and not real else top
+            marks = chunk.column(label)
+            rows += len(marks)
+            if pa.types.is_string(marks.type) or pa.types.is_large_string(marks.type):
+                names.update(marks.unique().to_pylist())
+            else:
+                labels = _numbers(marks)
+                real = real or labels.dtype.kind == "f"
+                top = max(top, int(labels.max())) if len(labels) and not real else top
             if numeric:
                 values = _numbers(chunk.column(input)).astype(np.float64)
                 total, squares, count = total + values.sum(), squares + (values**2).sum(), count + values.size
@@ -158,7 +175,8 @@ def _survey(table: Any, input: str, label: str, numeric: bool, where: str) -> di
         raise KdforgeError(f"hf: '{where}' has no rows")
     mean = total / max(count, 1)
     std = max(float(np.sqrt(max(squares / max(count, 1) - mean**2, 0.0))), 1e-8)
-    return {"rows": rows, "classes": top + 1, "regression": real, "scaling": (float(mean), std)}
+    found = class_names(np.array(sorted(names, key=str), dtype=object), label, where) if names else None
+    return {"rows": rows, "classes": top + 1, "regression": real, "scaling": (float(mean), std), "names": found}
 
 
 def _numbers(column: Any) -> np.ndarray:
@@ -205,15 +223,22 @@ def streamed(
         shape = tuple(np.asarray(first[input][0], dtype=np.float32).shape) or (1,)
         scaling = survey["scaling"] if standardize else (0.0, 1.0)
         prepare_train = prepare_eval = Numbers(scaling, shape)
-    rows = {"train": survey["rows"]}
+    rows, names = {"train": survey["rows"]}, survey["names"]
     for split in ("val", "test"):
-        rows[split] = _survey(tables[split], input, label, False, f"{path} ({split})")["rows"]
+        held = _survey(tables[split], input, label, False, f"{path} ({split})")
+        rows[split] = held["rows"]
+        if names is not None:
+            check_known_names(names, set(held["names"] or ()), split, label, path)
+    labels = Labels(names)
     splits = {
-        s: StreamSplit(HFStream(t, rows[s], input, label, prepare_train if s == "train" else prepare_eval, buffer))
+        s: StreamSplit(
+            HFStream(t, rows[s], input, label, prepare_train if s == "train" else prepare_eval, buffer, labels)
+        )
         for s, t in tables.items()
     }
     feature = features.get(label) if features is not None else None
-    classes = getattr(feature, "num_classes", None) or (1 if survey["regression"] else survey["classes"])
+    names = names or getattr(feature, "names", None)
+    classes = len(names) if names else (1 if survey["regression"] else survey["classes"])
     return DataBundle(
         Path(path).stem or "hf",
         splits["train"],
@@ -222,4 +247,5 @@ def streamed(
         num_classes=classes,
         input_shape=shape,
         scaling=scaling,
+        class_names=list(names) if names else None,
     )

@@ -24,6 +24,48 @@ from kdforge.files import FileReadError
 FORMATS = {".parquet": "parquet", ".arrow": "arrow", ".jsonl": "json", ".json": "json", ".csv": "csv"}
 
 
+class Labels:
+    """A label cell as a tensor: a number as it is; a class name as its index among ``names`` (sorted, as a
+    ``datasets.ClassLabel`` numbers them)."""
+
+    def __init__(self, names: list[str] | None = None):
+        self.index = {name: i for i, name in enumerate(names)} if names is not None else None
+
+    def __call__(self, value: Any) -> torch.Tensor:
+        return torch.tensor(self.index[value] if self.index is not None else value)
+
+    def indices(self, column: np.ndarray) -> np.ndarray:
+        """A whole column of labels as class indices (numbers pass as they are)."""
+        if self.index is None:
+            return column
+        return np.fromiter((self.index[v] for v in column.tolist()), dtype=np.int64, count=len(column))
+
+
+def class_names(labels: np.ndarray, column: str, path: str) -> list[str] | None:
+    """The sorted class names of a column of string labels (None: the labels are numbers); a label that is no
+    name (empty, missing, a number among names) is refused, naming its row."""
+    if labels.dtype.kind not in "UO":
+        return None
+    bad = next((i for i, v in enumerate(labels.tolist()) if not isinstance(v, str) or not v.strip()), None)
+    if bad is not None:
+        raise KdforgeError(
+            f"hf: the label column '{column}' of '{path}' holds class names, but row {bad} holds "
+            f"{labels[bad]!r}: give every row a class name (or drop it)"
+        )
+    return sorted(set(labels.tolist()))
+
+
+def check_known_names(names: list[str], found: set[str], split: str, column: str, path: str) -> None:
+    """Refuse a held-out split's class names that the training split does not have (no model could predict them)."""
+    if unknown := sorted(found - set(names)):
+        shown = ", ".join(repr(n) for n in unknown[:6]) + (", ..." if len(unknown) > 6 else "")
+        raise KdforgeError(
+            f"hf: the {split} split of '{path}' has label(s) {shown} in '{column}' that no training row has; the "
+            f"classes are those of the training rows ({len(names)}: {', '.join(names[:8])}"
+            f"{', ...' if len(names) > 8 else ''})"
+        )
+
+
 def check_split_marks(marks: set[str], column: str, path: str) -> None:
     """Refuse values of the ``split_column`` that name no split (their rows would be dropped unseen)."""
     known = {name for names in SPLIT_NAMES.values() for name in names}
