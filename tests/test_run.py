@@ -376,3 +376,30 @@ def test_epoch_test_metrics_are_logged_and_choose_nothing(tiny_recipe):
     for role in ("student", "student_alone"):
         assert logged.results[role]["best_epoch"] == plain.results[role]["best_epoch"]
         assert logged.results[role]["test"] == plain.results[role]["test"]
+
+
+def test_a_recipe_without_a_teacher_trains_the_student_alone(tiny_recipe, invoke, capsys, tmp_path):
+    """The TM guide's first example trains a TM transformer alone: no teacher section, a task loss. check and
+    train take it, and the run folder is the one a distillation writes, without the teacher's rows."""
+    import json
+
+    import yaml
+
+    from kdforge import load_student
+
+    recipe = {k: v for k, v in tiny_recipe.items() if k != "teacher"}
+    recipe["data"] = {"name": "digits", "image_size": 8, "batch_size": 64}
+    recipe["student"] = {"model": {"name": "vit_tm_tiny", "clauses": 8}}
+    recipe["losses"] = [{"name": "ce"}]
+    recipe["train"] = {"epochs": 1}
+    (tmp_path / "alone.yaml").write_text(yaml.safe_dump(recipe))
+    assert invoke("check", tmp_path / "alone.yaml") == 0
+    assert "teacher: none: the student trains alone" in " ".join(capsys.readouterr().out.split())
+    assert invoke("train", tmp_path / "alone.yaml") == 0
+    out = capsys.readouterr().out
+    (run_dir,) = (tmp_path / "runs").glob("tiny-*")
+    results = json.loads((run_dir / "results.json").read_text())
+    assert "teacher" not in results and "student_alone" not in results and results["student"]["test"]["accuracy"] > 0
+    assert not (run_dir / "teacher").exists() and not (run_dir / "baseline").exists()
+    assert "| student | vit_tm_tiny |" in (run_dir / "report.md").read_text() and "student + KD" not in out
+    assert load_student(run_dir).__class__.__name__ == "ViTTM"

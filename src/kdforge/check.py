@@ -24,6 +24,7 @@ from kdforge.teachers import TEACHER_SOURCES
 from kdforge.teachers.adapt import InputAdapter
 from kdforge.teachers.cache import CachedTeacher
 from kdforge.teachers.sources import ensemble, trained_teacher
+from kdforge.teachers.teacher import Teacher
 from kdforge.transfer import copy_matching, start_from
 
 
@@ -47,9 +48,99 @@ def _check(recipe: Recipe, console: Console, terms: list[Any], session: Session)
     student = session.build_student()
     if recipe.student.init_from is not None:  # the first stage's student must fit this one
         start_from(student, recipe.student.init_from)
-    teacher_module, teacher_note = _checked_teacher(session, recipe.teacher, student)
-    if recipe.teacher.cache:  # a stale cache is refused here, before anything trains
-        teacher_note = f"`train` reads {CachedTeacher(recipe.teacher.cache, session).describe()}"
+    teacher_module: torch.nn.Module | None = None
+    teacher: Teacher | None = None
+    teacher_note = "none: the student trains alone on its task"
+    if recipe.teacher is not None:
+        teacher_module, teacher, teacher_note = _teacher_part(recipe, recipe.teacher, session, student, console)
+    distiller = Distiller(
+        student, teacher, terms, session.example, per_token=data.task == "lm", train_samples=len(data.train)
+    )
+    models = {"student": student, **({"teacher": teacher} if teacher is not None else {})}
+    for role, model in models.items():
+        logits = model(session.example)
+        if data.task == "regression" and logits.shape[1:] != data.targets_example.shape[1:]:
+            raise KdforgeError(
+                f"the {role} outputs {list(logits.shape[1:])} per sample but dataset '{data.name}' has targets of "
+                f"shape {list(data.targets_example.shape[1:])}"
+            )
+        if data.task == "classification" and logits.shape[-1] != data.num_classes:
+            raise KdforgeError(
+                f"the {role} outputs {logits.shape[-1]} classes but dataset '{data.name}' has {data.num_classes}"
+            )
+
+    distiller.train()
+    if distiller.reads_index:
+        session.index_training_batches([t.name for t in terms if t.reads_index])
+    x, y, *index = next(iter(session.train.epoch(0)))
+    with session.autocast():
+        out = distiller(x, y, None, *index)
+    out.loss.backward()
+    no_grad = [n for n, p in student.named_parameters() if p.grad is None]
+    frozen = teacher is not None and recipe.teacher is not None and not recipe.teacher.trainable
+    teacher_grads = [n for n, p in teacher.named_parameters() if p.grad is not None] if frozen and teacher else []
+    if teacher_grads or not torch.isfinite(out.loss.detach()):
+        raise KdforgeError(
+            f"one-batch check failed: loss {float(out.loss.detach())}, teacher parameters with gradients: "
+            f"{teacher_grads}"
+        )
+
+    table = Table(title=escape(f"kdforge check: {recipe.name}"))
+    for column in ("part", "architecture", "params", "trainable", "output"):
+        table.add_column(column, no_wrap=column != "architecture")
+    projector_params = sum(p.numel() for p in distiller.terms.parameters())
+    student_output = str(list(out.outputs.shape)) if out.outputs is not None else "LM head input (chunked loss)"
+    trainable = sum(p.numel() for p in student.parameters() if p.requires_grad)
+    rows = [("data", data.name, "", "", f"x {list(x.shape)}")]
+    if teacher is not None and teacher_module is not None:
+        shown = str(list(teacher(x).shape))
+        rows.append(("teacher", type(teacher_module).__name__, f"{count_params(teacher_module):,}", "0", shown))
+    rows += [
+        ("student", type(student).__name__, f"{count_params(student):,}", f"{trainable:,}", student_output),
+        ("projectors", "", f"{projector_params:,}", f"{projector_params:,}", ""),
+    ]
+    for row in rows:
+        table.add_row(*map(escape, row))
+    console.print(table)
+    projectors = ", ".join(t.name for t in terms if any(True for _ in t.parameters())) or "none"
+    for part, note in (("data", data.describe()), ("teacher", teacher_note), ("projectors", projectors)):
+        console.print(f"{part}: {note}", markup=False)
+    if len(data.input_shape) == 3:
+        console.print(f"memory layout: {describe_layout(recipe, session.memory_format)}", markup=False)
+    schedule = recipe.train if recipe.teacher is not None else recipe.train.model_copy(update={"baseline": False})
+    console.print(f"training: {describe_schedule(schedule, session.baseline_train().max_steps)}", markup=False)
+    for said in (said for family in families() if (said := family.describe_after_fit(recipe, student))):
+        console.print(f"after training: {said}", markup=False)
+    parts = {name: float(value.detach()) for name, value in out.parts.items()}
+    console.print(
+        "one batch: "
+        + ", ".join(f"{k} = {v:.4f} (x{t.weight})" for (k, v), t in zip(parts.items(), terms))
+        + f"; total {float(out.loss.detach()):.4f}",
+        markup=False,
+    )
+    if no_grad:
+        console.print(
+            f"[yellow]note:[/] student parameters without gradient on this batch: {escape(', '.join(no_grad[:6]))}"
+        )
+    console.print(
+        "[green]check passed[/]: names, taps, shapes and class counts are consistent; forward and backward run."
+    )
+    return {
+        "parts": parts,
+        "loss": float(out.loss.detach()),
+        "student_params": count_params(student),
+        "teacher_params": count_params(teacher_module) if teacher_module is not None else 0,
+    }
+
+
+def _teacher_part(
+    recipe: Recipe, cfg: Any, session: Session, student: torch.nn.Module, console: Console
+) -> tuple[torch.nn.Module, Teacher, str]:
+    """The recipe's teacher as ``check`` builds it (module, wrapped teacher, a note), and what the student will
+    copy and learn from it (``student.init_from_teacher``), checked now: a mismatch fails here."""
+    teacher_module, teacher_note = _checked_teacher(session, cfg, student)
+    if cfg.cache:  # a stale cache is refused here, before anything trains
+        teacher_note = f"`train` reads {CachedTeacher(cfg.cache, session).describe()}"
     teacher = session.wrap_teacher(teacher_module)
     if isinstance(teacher.input_adapter, InputAdapter):
         teacher_note += f"; input adapted: {teacher.input_adapter.describe()}"
@@ -75,84 +166,7 @@ def _check(recipe: Recipe, console: Console, terms: list[Any], session: Session)
             ),
             markup=False,
         )
-    distiller = Distiller(
-        student, teacher, terms, session.example, per_token=data.task == "lm", train_samples=len(data.train)
-    )
-    for role, logits in (("teacher", teacher(session.example)), ("student", student(session.example))):
-        if data.task == "regression" and logits.shape[1:] != data.targets_example.shape[1:]:
-            raise KdforgeError(
-                f"the {role} outputs {list(logits.shape[1:])} per sample but dataset '{data.name}' has targets of "
-                f"shape {list(data.targets_example.shape[1:])}"
-            )
-        if data.task == "classification" and logits.shape[-1] != data.num_classes:
-            raise KdforgeError(
-                f"the {role} outputs {logits.shape[-1]} classes but dataset '{data.name}' has {data.num_classes}"
-            )
-
-    distiller.train()
-    if distiller.reads_index:
-        session.index_training_batches([t.name for t in terms if t.reads_index])
-    x, y, *index = next(iter(session.train.epoch(0)))
-    with session.autocast():
-        out = distiller(x, y, None, *index)
-    out.loss.backward()
-    no_grad = [n for n, p in student.named_parameters() if p.grad is None]
-    teacher_grads = [n for n, p in teacher.named_parameters() if p.grad is not None and not recipe.teacher.trainable]
-    if teacher_grads or not torch.isfinite(out.loss.detach()):
-        raise KdforgeError(
-            f"one-batch check failed: loss {float(out.loss.detach())}, teacher parameters with gradients: "
-            f"{teacher_grads}"
-        )
-
-    table = Table(title=escape(f"kdforge check: {recipe.name}"))
-    for column in ("part", "architecture", "params", "trainable", "output"):
-        table.add_column(column, no_wrap=column != "architecture")
-    projector_params = sum(p.numel() for p in distiller.terms.parameters())
-    student_output = str(list(out.outputs.shape)) if out.outputs is not None else "LM head input (chunked loss)"
-    trainable = sum(p.numel() for p in student.parameters() if p.requires_grad)
-    rows = [
-        ("data", data.name, "", "", f"x {list(x.shape)}"),
-        (
-            "teacher",
-            type(teacher_module).__name__,
-            f"{count_params(teacher_module):,}",
-            "0",
-            str(list(teacher(x).shape)),
-        ),
-        ("student", type(student).__name__, f"{count_params(student):,}", f"{trainable:,}", student_output),
-        ("projectors", "", f"{projector_params:,}", f"{projector_params:,}", ""),
-    ]
-    for row in rows:
-        table.add_row(*map(escape, row))
-    console.print(table)
-    projectors = ", ".join(t.name for t in terms if any(True for _ in t.parameters())) or "none"
-    for part, note in (("data", data.describe()), ("teacher", teacher_note), ("projectors", projectors)):
-        console.print(f"{part}: {note}", markup=False)
-    if len(data.input_shape) == 3:
-        console.print(f"memory layout: {describe_layout(recipe, session.memory_format)}", markup=False)
-    console.print(f"training: {describe_schedule(recipe.train, session.baseline_train().max_steps)}", markup=False)
-    for said in (said for family in families() if (said := family.describe_after_fit(recipe, student))):
-        console.print(f"after training: {said}", markup=False)
-    parts = {name: float(value.detach()) for name, value in out.parts.items()}
-    console.print(
-        "one batch: "
-        + ", ".join(f"{k} = {v:.4f} (x{t.weight})" for (k, v), t in zip(parts.items(), terms))
-        + f"; total {float(out.loss.detach()):.4f}",
-        markup=False,
-    )
-    if no_grad:
-        console.print(
-            f"[yellow]note:[/] student parameters without gradient on this batch: {escape(', '.join(no_grad[:6]))}"
-        )
-    console.print(
-        "[green]check passed[/]: names, taps, shapes and class counts are consistent; forward and backward run."
-    )
-    return {
-        "parts": parts,
-        "loss": float(out.loss.detach()),
-        "student_params": count_params(student),
-        "teacher_params": count_params(teacher_module),
-    }
+    return teacher_module, teacher, teacher_note
 
 
 def _checked_teacher(session: Session, cfg: Any, student: torch.nn.Module) -> tuple[torch.nn.Module, str]:

@@ -54,8 +54,10 @@ def recipe_models(recipes: list[Any]) -> tuple[list[dict[str, Any]], torch.Tenso
     data = recipe_data(recipes[0].data, recipes[0].seed)
     entries = []
     for recipe in recipes:
-        for role, cfg in (("teacher", recipe.teacher.model), ("student", recipe.student.model)):
-            if role == "teacher" and (recipe.teacher.source != "train" or cfg is None):
+        teacher = recipe.teacher
+        built = teacher.model if teacher is not None and teacher.source == "train" else None
+        for role, cfg in (("teacher", built), ("student", recipe.student.model)):
+            if cfg is None:
                 continue
             options = (
                 student_options(recipe) if role == "student" else cfg.options

@@ -58,4 +58,5 @@ def convolutional(recipe: Recipe, data: DataBundle) -> bool:
                 return has_conv(*teacher_architecture(cfg))
         return False
 
-    return has_conv(recipe.student.model.name, student_options(recipe)) or teacher_convolves(recipe.teacher)
+    teacher_conv = recipe.teacher is not None and teacher_convolves(recipe.teacher)
+    return has_conv(recipe.student.model.name, student_options(recipe)) or teacher_conv

@@ -26,7 +26,10 @@ def write_results(run_dir: Path, results: dict[str, Any]) -> None:
 
 
 def _rows(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    return [(label, results[key]) for key, label in roles() if key in results]
+    alone = "teacher" not in results  # a recipe without a teacher: its one student trained alone
+    return [
+        ("student" if alone and key == "student" else label, results[key]) for key, label in roles() if key in results
+    ]
 
 
 def kd_gain(results: dict[str, Any]) -> str | None:

@@ -100,10 +100,11 @@ def _run(
     for family in families():
         family.check_run(session)
     tick = time.perf_counter()
-    teacher, teacher_info = session.acquire_teacher()
+    teacher, teacher_info = session.acquire_teacher() if recipe.teacher is not None else (None, {})
     for family in families():
         family.prepare_data(session, teacher)
-    timings["teacher_s"] = time.perf_counter() - tick
+    if teacher is not None:
+        timings["teacher_s"] = time.perf_counter() - tick
     results: dict[str, Any] = {
         "name": recipe.name,
         "dataset": session.data.name,
@@ -118,18 +119,21 @@ def _run(
     timings["distill_s"] = time.perf_counter() - tick
     if distributed.is_main():
         save_model(student, run_dir / "student", {"test": results["student"]["test"], "recipe": recipe.name, **named})
-    results["teacher"] = session.teacher_entry(teacher, teacher_info)  # an EMA teacher is measured as it ended
-    histories = {"teacher": teacher_info.get("history", []), "student + KD": student_history}
+    histories = {"student + KD" if teacher is not None else "student": student_history}
+    if teacher is not None:  # an EMA teacher is measured as it ended
+        results["teacher"] = session.teacher_entry(teacher, teacher_info)
+        histories = {"teacher": teacher_info.get("history", []), **histories}
 
+    alone = recipe.train.baseline and teacher is not None  # without a teacher, the student was trained alone
     instead = (
         [found for family in families() if (found := family.baselines(session, student, results)) is not None]
-        if recipe.train.baseline
+        if alone
         else []
     )
     for found in instead:  # e.g. embeddings, which have no labels to learn alone from
         results.update(found)
     students = {"student": student}
-    if recipe.train.baseline and not instead:
+    if alone and not instead:
         tick = time.perf_counter()
         students["student_alone"], results["student_alone"], histories["student alone"] = session.train_student(
             "baseline", [session.task_term()], run_dir / "baseline"
@@ -202,6 +206,8 @@ def build_cache(
     store its outputs on the training split in ``out``: logits, and the outputs of the
     teacher layers the recipe's loss terms read."""
     console = console or Console()
+    if recipe.teacher is None:
+        raise KdforgeError("kdforge cache stores a teacher's outputs, and the recipe has no teacher section")
     if recipe.teacher.follows_student:
         raise KdforgeError("an EMA teacher (or ensemble member) changes as the student trains: it cannot be cached")
     if recipe.teacher.trainable:

@@ -19,13 +19,13 @@ from kdforge.bench import count_params, latency_ms
 from kdforge.callbacks import Callback, ConsoleProgress, EpochTest, JsonlLogger
 from kdforge.config import DataConfig, Recipe, TrainConfig
 from kdforge.config.recipe import teacher_data
-from kdforge.config.teacher import TeacherTrainConfig
+from kdforge.config.teacher import TeacherConfig, TeacherTrainConfig
 from kdforge.config.training import StepsConfig
 from kdforge.curriculum import Curriculum
 from kdforge.data import DataBundle, example_inputs, make_loader, recipe_data
 from kdforge.data.augment import BatchAugment, Mixer
 from kdforge.distiller import Distiller
-from kdforge.errors import KdforgeError, RunInterrupted
+from kdforge.errors import KdforgeError, RunInterrupted, required
 from kdforge.evaluate import evaluate
 from kdforge.family import families, steering, student_options
 from kdforge.files import read_json, write_json
@@ -151,6 +151,11 @@ class Session:
         """The task's metrics of ``model`` over ``batches``, with a progress bar."""
         return evaluate(model, self.track(batches, description), self.autocast(), self.data.task)
 
+    @property
+    def teacher_config(self) -> TeacherConfig:
+        """The recipe's teacher section (asked for only where a recipe has one)."""
+        return required(self.recipe.teacher, "the recipe's teacher section")
+
     def teacher_entry(self, teacher: Teacher | CachedTeacher, info: dict[str, Any]) -> dict[str, Any]:
         if isinstance(teacher, CachedTeacher):  # measured when the cache was written
             return {**teacher.manifest["teacher"], "cache": str(teacher.path)}
@@ -167,7 +172,7 @@ class Session:
             module, "forgetting", contextlib.nullcontext
         )():  # a teacher that remembers its outputs: time real encoding, not recall
             return self.entry(
-                teacher, name, test, val, source=self.recipe.teacher.source, **extra
+                teacher, name, test, val, source=self.teacher_config.source, **extra
             )  # latency with its input adapter
 
     def entry(
@@ -185,7 +190,7 @@ class Session:
 
     def acquire_teacher(self) -> tuple[Teacher | CachedTeacher, dict[str, Any]]:
         """The recipe's teacher: its stored outputs when it has a ``teacher.cache``, else :meth:`live_teacher`."""
-        cfg = self.recipe.teacher
+        cfg = self.teacher_config
         if cfg.cache:
             augment = self.recipe.data.augment
             if augment.randaugment is not None or augment.mixes:
@@ -216,13 +221,13 @@ class Session:
     def live_teacher(self) -> tuple[Teacher, dict[str, Any]]:
         """The frozen teacher of the recipe (an ``ema`` teacher or member is the student's architecture, whose
         weights follow the student once it trains), and what its source says of it."""
-        cfg = self.recipe.teacher
+        cfg = self.teacher_config
         module, info = TEACHER_SOURCES.get(cfg.source)(self, cfg, self.run_dir / "teacher")
         return self.wrap_teacher(module), info
 
     def wrap_teacher(self, module: torch.nn.Module) -> Teacher:
         """The recipe's teacher module, frozen (or co-trained: ``trainable``), with its input adapter."""
-        cfg = self.recipe.teacher
+        cfg = self.teacher_config
         ema_part, ema_decay = cfg.ema_part or ("", None)
         return Teacher(
             module.to(self.device).to(memory_format=self.memory_format),

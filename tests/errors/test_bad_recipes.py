@@ -71,9 +71,17 @@ RECIPE_CASES = {
         {"student": {"model": {"name": "mlp", "hidden": "big"}}},
         ["student.model.hidden", "'big'"],
     ),
-    "missing teacher and a loss typo": (
+    "no teacher, and a loss typo": (
         {"teacher": None, "losses": [{"name": "kd", "temprature": 2.0}]},
-        ["teacher: missing required key", "losses.0.temprature"],
+        ["losses.0.temprature", "did you mean 'temperature'?"],
+    ),
+    "no teacher for a term that reads one": (
+        {"teacher": None},
+        ["losses.1.name", "'kd' learns from a teacher", "no teacher section", "my.yaml:"],
+    ),
+    "no teacher to start the student from": (
+        {"teacher": None, "losses": [{"name": "ce"}], "student": {"model": {"name": "mlp"}, "init_from_teacher": {}}},
+        ["init_from_teacher"],
     ),
 }
 
@@ -89,13 +97,13 @@ def test_every_problem_of_a_recipe_is_reported_at_once(fails, recipe):
         "check",
         recipe(
             {
-                "teacher": None,
+                "seed": "x",
                 "losses": [{"name": "kd", "temprature": 2.0}],
                 "train": {"epochs": "x"},
                 "student": {"model": {"name": "mlp", "hidden": [-1]}},
             }
         ),
-        names=["teacher: missing required key", "losses.0.temprature", "train.epochs", "student.model.hidden.0"],
+        names=["seed:", "losses.0.temprature", "train.epochs", "student.model.hidden.0"],
     )
 
 

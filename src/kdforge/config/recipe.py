@@ -46,7 +46,13 @@ class Recipe(Section):
     name: str = Field("kdforge", description="the run directory is log.dir/<name>-<time>: one folder name, no path")
     seed: int = 0
     data: DataConfig = DataConfig()
-    teacher: TeacherConfig
+    teacher: TeacherConfig | None = Field(
+        None,
+        description=(
+            "where the frozen teacher comes from; without one the student trains alone on its task (its terms must "
+            "learn from the data: ce, reg_task, ...) and the run folder is the same, without the teacher's rows"
+        ),
+    )
     student: StudentConfig
     losses: list[LossConfig] = Field(min_length=1)
     optim: OptimConfig = OptimConfig()
@@ -111,26 +117,27 @@ class Recipe(Section):
             raise ValueError(
                 "train.ema_decay keeps a whole copy of the student, which train.fsdp shards; use one or the other"
             )
-        described = (
-            self.teacher.model is not None or self.teacher.source == "checkpoint"
+        teacher = self.teacher
+        described = teacher is not None and (
+            teacher.model is not None or teacher.source == "checkpoint"
         )  # a checkpoint may carry its description
         if self.student.preset is not None and not (
             self.student.model.name == "ssm"
             and described
-            and (self.teacher.model is None or self.teacher.model.name == "ssm")
+            and (teacher is None or teacher.model is None or teacher.model.name == "ssm")
         ):
+            named = "none" if teacher is None else f"'{teacher.model.name if teacher.model else teacher.source}'"
             raise ValueError(
                 "student.preset sizes an ssm student from an ssm teacher; here the student is "
-                f"'{self.student.model.name}' and the teacher "
-                f"'{self.teacher.model.name if self.teacher.model else self.teacher.source}' (set both model names to "
-                "ssm, or drop student.preset)"
+                f"'{self.student.model.name}' and the teacher {named} (set both model names to ssm, or drop "
+                "student.preset)"
             )
         if self.student.init_from_teacher is not None and self.student.init_from is not None:
             raise ValueError(
                 "student.init_from and student.init_from_teacher both give the student its first weights; keep one"
             )
         if self.student.init_from_teacher is not None and (
-            self.teacher.cache is not None or self.teacher.source in ("ema", "ensemble")
+            teacher is None or teacher.cache is not None or teacher.source in ("ema", "ensemble")
         ):
             raise ValueError(
                 "student.init_from_teacher copies the teacher's own modules: it needs one online teacher (no "
@@ -144,7 +151,7 @@ class Recipe(Section):
                 "gradient scaler, clipping or centralisation: "
                 "use train.amp bf16 or off, and drop train.grad_clip and optim.grad_centralization"
             )
-        if self.train.fsdp and self.teacher.follows_student:
+        if self.train.fsdp and teacher is not None and teacher.follows_student:
             raise ValueError(
                 "train.fsdp shards the student, which an EMA teacher must copy whole every step; use DDP (train.fsdp: "
                 "false)"
@@ -190,11 +197,26 @@ def validate_recipe(raw: Any, source: YamlSource | None = None, overrides: Seque
         recipe, issues = None, [(e["loc"], pydantic_message(e)) for e in err.errors()]
     issues += component_issues(raw)  # also when other sections failed: every problem in one run
     if recipe is not None and not issues:  # what the families see in a recipe that is otherwise whole
-        issues = [(_loc(key), message) for key, message in recipe_problems(recipe)]
+        issues = [(_loc(key), message) for key, message in recipe_problems(recipe)] + _without_teacher(recipe)
     if issues or recipe is None:
         lines = [describe_issue(loc, msg, source, overrides) for loc, msg in issues]
         raise ConfigError("invalid recipe:\n  " + "\n  ".join(lines))
     return recipe
+
+
+def _without_teacher(recipe: Recipe) -> list[tuple[Loc, str]]:
+    """A recipe without a teacher trains the student alone: a term that reads a teacher has none to read."""
+    if recipe.teacher is not None:
+        return []
+    return [
+        (
+            ("losses", i, "name"),
+            f"'{term.name}' learns from a teacher, and the recipe has no teacher section: add one, or keep the terms "
+            "that learn from the data alone (ce, reg_task, ...)",
+        )
+        for i, term in enumerate(recipe.losses)
+        if getattr(LOSSES.get(term.name), "uses_teacher", True)
+    ]
 
 
 def _loc(key: str) -> Loc:

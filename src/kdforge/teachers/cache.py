@@ -72,7 +72,7 @@ def data_hash(session: Session) -> str:
 
 def teacher_hash(session: Session) -> str:
     """Identity of the recipe's teacher: what determines its outputs (:func:`teacher_outputs_key`)."""
-    return teacher_outputs_key(session.recipe, session.recipe.teacher)
+    return teacher_outputs_key(session.recipe, session.teacher_config)
 
 
 def expected_manifest(session: Session) -> dict[str, Any]:

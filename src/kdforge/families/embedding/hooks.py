@@ -24,7 +24,9 @@ class Embeddings(Family):
 
     def check_run(self, session: Any) -> None:
         teacher = session.recipe.teacher
-        if session.data.task == "embedding" and (teacher.source in ("train", "ema") or teacher.cache):
+        if session.data.task == "embedding" and (
+            teacher is None or teacher.source in ("train", "ema") or teacher.cache
+        ):
             raise KdforgeError(
                 f"dataset '{session.data.name}' has no labels: its targets are a trained encoder's embeddings. Give "
                 "teacher.source "

@@ -37,8 +37,10 @@ class LanguageModels(Family):
         found = []
         if recipe.data.name == "chat_lm" and recipe.data.options.get("pack", True):
             found.append(("data.pack", "train.on_policy writes one example per row: set data.pack: false"))
-        if policy.by == "teacher" and recipe.teacher.cache is not None:
-            found.append(("train.on_policy.by", "by: teacher needs a live teacher to write, not teacher.cache"))
+        if policy.by == "teacher" and (recipe.teacher is None or recipe.teacher.cache is not None):
+            found.append(
+                ("train.on_policy.by", "by: teacher needs a live teacher to write (a teacher section, no cache)")
+            )
         return found
 
     def batch_rewrite(self, session: Any, student: Any, teacher: Any) -> Any | None:
