@@ -254,3 +254,35 @@ def test_non_finite_rows_in_an_embedding_table(memory_map, fails, recipe, tmp_pa
         "losses": [{"name": "cosine"}],
     }
     fails("check", recipe(changes), names=["t.npy", "NaN or infinite", "row 33"])
+
+
+# ----------------------------------------------------------------------------- the families' options
+
+TM_STUDENT = {"name": "vit_tm_tiny"}
+FAMILY_CASES = {
+    "odd clause count": (
+        {"student": {"model": {**TM_STUDENT, "clauses": 7}}},
+        ["student.model.clauses", "multiple of 2"],
+    ),
+    "vote_bits 20": ({"student": {"model": {**TM_STUDENT, "vote_bits": 20}}}, ["student.model.vote_bits"]),
+    "clause_dropout 1": (
+        {"student": {"model": {**TM_STUDENT, "clause_dropout": 1.0}}},
+        ["student.model.clause_dropout"],
+    ),
+    "levels 9": ({"student": {"model": {**TM_STUDENT, "levels": 9}}}, ["student.model.levels"]),
+    "negative mlp_ratio": ({"student": {"model": {**TM_STUDENT, "mlp_ratio": -1.0}}}, ["student.model.mlp_ratio"]),
+    "a zero mlp_ratio for one stage": (
+        {"student": {"model": {"name": "swin_tm_tiny", "mlp_ratio": [0.0, 2.0]}}},
+        ["student.model.mlp_ratio"],
+    ),
+    "clause_reg budget 0": ({"losses": [{"name": "clause_reg", "budget": 0}]}, ["losses.0.budget", "greater than 0"]),
+    "spike_rate target 1": ({"losses": [{"name": "spike_rate", "target": 1.0}]}, ["losses.0.target", "less than 1"]),
+    "infonce neighbours 0": ({"losses": [{"name": "infonce", "neighbours": 0}]}, ["losses.0.neighbours"]),
+    "sim_kl temperature 0": ({"losses": [{"name": "sim_kl", "temperature": 0}]}, ["losses.0.temperature"]),
+}
+
+
+@pytest.mark.parametrize("case", FAMILY_CASES, ids=list(FAMILY_CASES))
+def test_family_option_values_out_of_range(case, fails, recipe):
+    changes, names = FAMILY_CASES[case]
+    fails("check", recipe(changes), names=[*names, "my.yaml:"])

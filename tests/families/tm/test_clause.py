@@ -184,8 +184,11 @@ def test_hard_literals_read_a_fraction_of_the_inputs_as_booleans_in_training_wit
     literals = some.literals(u)[..., : u.shape[-1]]
     booleans = (literals == 0) | (literals == 1)
     assert 0 < (booleans & (literals != u)).float().mean() < 1  # some inputs thresholded, not all
-    with pytest.raises(ValueError, match="hard_literals"):
-        ClauseLayer(4, 2, hard_literals=1.5)
+    from kdforge.errors import KdforgeError
+    from kdforge.models import build_model
+
+    with pytest.raises(KdforgeError, match="hard_literals: Input should be less than or equal to 1"):
+        build_model("tm_flat", input_shape=(1, 4, 4), num_classes=2, hard_literals=1.5)  # checked as an option
 
 
 def test_symmetric_prior_mirrors_literals_in_pairs():

@@ -18,6 +18,7 @@ from typing import Literal
 
 import torch
 
+from kdforge.bounds import AtLeastOne, Positive
 from kdforge.losses import representation as rep
 from kdforge.losses.feature import FeatureTerm, Hint, Layers
 from kdforge.losses.terms import LOSSES, Shapes, StepContext
@@ -81,8 +82,6 @@ class SimilarityTerm(FeatureTerm):
         temperature: float | ScheduleConfig,
     ):
         super().__init__(student, teacher, mapping, submodule)
-        if not isinstance(temperature, ScheduleConfig) and temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
         self.temperature = temperature
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
@@ -108,7 +107,7 @@ class SimilarityKL(SimilarityTerm):
         teacher: Layers = OUTPUT,
         mapping: LayerMapping = "explicit",
         submodule: str | None = None,
-        temperature: float | ScheduleConfig = 1.0,
+        temperature: Positive | ScheduleConfig = 1.0,
         standardize: bool = False,
     ):
         super().__init__(student, teacher, mapping, submodule, temperature)
@@ -129,12 +128,10 @@ class NeighbourInfoNCE(SimilarityTerm):
         teacher: Layers = OUTPUT,
         mapping: LayerMapping = "explicit",
         submodule: str | None = None,
-        temperature: float | ScheduleConfig = 0.1,
-        neighbours: int = 1,
+        temperature: Positive | ScheduleConfig = 0.1,
+        neighbours: AtLeastOne = 1,
     ):
         super().__init__(student, teacher, mapping, submodule, temperature)
-        if neighbours < 1:
-            raise ValueError(f"neighbours must be >= 1, got {neighbours}")
         self.neighbours = neighbours
 
     def similarity_loss(self, student: torch.Tensor, teacher: torch.Tensor, tau: float) -> torch.Tensor:

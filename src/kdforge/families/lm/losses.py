@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
+from pydantic import Field
 from torch import nn
 
 from kdforge.errors import KdforgeError
@@ -21,10 +24,8 @@ class SpikeRate(LossTerm):
 
     uses_teacher = False
 
-    def __init__(self, target: float = 0.3):
+    def __init__(self, target: Annotated[float, Field(gt=0, lt=1)] = 0.3):
         super().__init__()
-        if not 0.0 < target < 1.0:
-            raise ValueError(f"target firing rate must be in (0, 1), got {target}")
         self.target = target
         self.layers: list[TernarySpike] = []
 

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdforge.families.tm.clause import ClauseLayer
+from kdforge.bounds import Positive
+from kdforge.families.tm.clause import ClauseLayer, Clauses
 from kdforge.families.tm.flat import DeepTM
 from kdforge.models.layers import Attention
 
@@ -53,8 +54,8 @@ class TMFeedForward(nn.Module):
         tokens: int,
         literals: int | None = None,
         literal_gain: float = 4.0,
-        mlp_ratio: float | None = None,
-        clauses: int = 64,
+        mlp_ratio: Positive | None = None,
+        clauses: Clauses = 64,
         backend: Literal["ste", "deeptm"] = "ste",
         deep_depth: int = 2,
         ff_mix: Literal["none", "linear", "linear_depthwise"] = "none",
@@ -69,8 +70,6 @@ class TMFeedForward(nn.Module):
         self.ff_mix, self.gating, self.bypass_scale, self.literal_gain = ff_mix, gating, bypass, literal_gain
         if literals is not None and mlp_ratio is not None:
             raise ValueError("give literals (a width) or mlp_ratio (a multiple of the token width), not both")
-        if mlp_ratio is not None and mlp_ratio <= 0:
-            raise ValueError(f"mlp_ratio must be > 0, got {mlp_ratio}")
         if mlp_ratio is not None:
             literals = max(1, round(mlp_ratio * dim))
         literals = literals or dim

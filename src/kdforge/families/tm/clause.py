@@ -44,16 +44,21 @@ import inspect
 import math
 import typing
 from collections.abc import Callable, Iterator
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
+
+from kdforge.bounds import AtLeastOne, BelowOne, Positive, Probability
 
 # hard mode reads the levels by one search per value (``bucketize``) below this many values per level and by L
 # comparisons summed from there on (2 threads: L = 3 level at ~16,000 values, the search 1.4x slower at 32,768 and
 # 2.4x at 65,536; L = 8 level at ~45,000; 1 thread: the comparisons pay from fewer)
 SEARCHED_VALUES_PER_LEVEL = 6144
+#: a clause count: even, half vote for a class and half against
+Clauses = Annotated[int, Field(ge=2, multiple_of=2)]
 
 
 def straight_through(hard: torch.Tensor, surrogate: Callable[[], torch.Tensor]) -> torch.Tensor:
@@ -123,41 +128,31 @@ class ClauseLayer(nn.Module):
         self,
         in_features: int,
         out_features: int,
-        clauses: int = 64,
-        lf: int = 8,
+        clauses: Clauses = 64,
+        lf: AtLeastOne = 8,
         strict: bool = False,
         exclusive_literals: bool = False,
         form: Literal["capacity", "product"] = "capacity",
         kappa: float = 4.0,
-        tau: float = 0.25,
+        tau: Positive = 0.25,
         learn_tau: bool = False,
         tau_ema: float | None = None,
-        clause_dropout: float = 0.0,
-        literal_dropout: float = 0.0,
-        hard_literals: float = 0.0,
+        clause_dropout: BelowOne = 0.0,
+        literal_dropout: BelowOne = 0.0,
+        hard_literals: Probability = 0.0,
         tm_prior: Literal["random", "symmetric"] = "random",
-        include_init: float | None = None,
-        vote_bits: int = 8,
-        levels: int = 1,
+        include_init: Positive | None = None,
+        vote_bits: Annotated[int, Field(ge=2, le=16)] = 8,
+        levels: Annotated[int, Field(ge=1, le=8)] = 1,
         clause_bias: bool | float = True,
         hard: bool = False,
     ):
         super().__init__()
-        if clauses < 2 or clauses % 2:
-            raise ValueError(f"clauses must be an even number >= 2 (half vote for, half against), got {clauses}")
-        if lf < 1:
-            raise ValueError(f"lf must be >= 1, got {lf}")
         if strict and form != "capacity":
             raise ValueError(
                 "strict is an option of the capacity form (the product form is already an AND in hard mode)"
             )
         lf = 1 if strict else lf
-        if not (0.0 <= clause_dropout < 1.0 and 0.0 <= literal_dropout < 1.0):
-            raise ValueError("clause_dropout and literal_dropout must be in [0, 1)")
-        if not 0.0 <= hard_literals <= 1.0:
-            raise ValueError(f"hard_literals must be in [0, 1], got {hard_literals}")
-        if not 2 <= vote_bits <= 16:
-            raise ValueError(f"vote_bits must be in [2, 16], got {vote_bits}")
         check_levels(levels, lf, form)
         self.in_features, self.out_features, self.clauses = in_features, out_features, clauses
         self.lf, self.form, self.kappa, self.exclusive_literals = lf, form, kappa, exclusive_literals
@@ -467,14 +462,16 @@ def with_options(*sources: Callable[..., Any]) -> Callable[[type], type]:
         ]
         names, hints = {p.name for p in params}, {}
         for source in sources:
-            source_hints = typing.get_type_hints(source.__init__ if inspect.isclass(source) else source)
+            source_hints = typing.get_type_hints(
+                source.__init__ if inspect.isclass(source) else source, include_extras=True
+            )
             for p in inspect.signature(source).parameters.values():
                 if p.name not in names and p.default is not p.empty and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
                     params.append(p.replace(kind=keyword))
                     names.add(p.name)
                     hints[p.name] = source_hints.get(p.name, Any)
         init.__signature__ = inspect.Signature(params)
-        init.__annotations__ = {**hints, **typing.get_type_hints(init)}
+        init.__annotations__ = {**hints, **typing.get_type_hints(init, include_extras=True)}
         return cls
 
     return decorate

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from kdforge.families.tm.clause import ClauseLayer, straight_through, with_options
+from kdforge.families.tm.clause import ClauseLayer, Clauses, straight_through, with_options
 from kdforge.models import MODELS
 
 
@@ -56,7 +56,7 @@ class TMFlat(nn.Module):
         self,
         input_shape: tuple[int, ...],
         num_classes: int,
-        clauses: int = 256,
+        clauses: Clauses = 256,
         sharpness: float = 4.0,
         backend: Literal["ste", "deeptm"] = "ste",
         hidden: int = 128,

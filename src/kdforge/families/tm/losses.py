@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from kdforge.bounds import NonNegative, Positive
 from kdforge.errors import KdforgeError
 from kdforge.families.tm.blocks import TMFeedForward
 from kdforge.families.tm.clause import ClauseLayer
@@ -71,10 +72,8 @@ class ClauseRegularizer(LossTerm):
 
     uses_teacher = False
 
-    def __init__(self, sparsity: float = 1.0, budget: float | None = None, budget_weight: float = 1.0):
+    def __init__(self, sparsity: NonNegative = 1.0, budget: Positive | None = None, budget_weight: NonNegative = 1.0):
         super().__init__()
-        if sparsity < 0 or budget_weight < 0 or (budget is not None and budget <= 0):
-            raise ValueError("sparsity and budget_weight must be >= 0 and budget > 0")
         self.sparsity, self.budget, self.budget_weight = sparsity, budget, budget_weight
         self.layers: list[ClauseLayer] = []
         self.names: list[str] = []
@@ -117,11 +116,9 @@ class ClauseAlign(FeatureTerm):
         student: Layers = "auto",
         teacher: Layers = "auto",
         mapping: LayerMapping = "uniform",
-        temperature: float = 1.0,
+        temperature: Positive = 1.0,
     ):
         super().__init__(student, teacher, mapping)
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
         self.temperature = temperature
         self.projectors = nn.ModuleList()
 

@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdforge.bounds import Positive
 from kdforge.families.tm.blocks import Norm, TMAttention, TMFeedForward, make_norm
-from kdforge.families.tm.clause import ClauseLayer, with_options
+from kdforge.families.tm.clause import ClauseLayer, Clauses, with_options
 from kdforge.models import MODELS
 from kdforge.models.layers import DropPath, FeedForward, drop_path_rates, spatial_dims
 
@@ -263,8 +264,8 @@ class SwinTM(nn.Module):
         embed_dim: int | tuple[int, ...] = 32,
         depths: tuple[int, ...] = (2, 2),
         heads: tuple[int, ...] = (2, 4),
-        clauses: int | tuple[int, ...] = 64,
-        mlp_ratio: float | tuple[float, ...] | None = None,
+        clauses: Clauses | tuple[Clauses, ...] = 64,
+        mlp_ratio: Positive | tuple[Positive, ...] | None = None,
         window: int = 4,
         norm: Norm = "layer",
         patch_norm: bool = True,
@@ -427,7 +428,7 @@ class PyramidTM(nn.Module):
         num_classes: int,
         width: int = 16,
         scales: tuple[int, ...] = (1, 2, 4),
-        clauses: int = 256,
+        clauses: Clauses = 256,
         lf: int = 8,
         **clause_options: Any,
     ):
@@ -466,7 +467,7 @@ def register_preset(name: str, base: str, **defaults: Any) -> None:
         return cls(**{**defaults, **options})
 
     preset.__signature__ = signature.replace(parameters=params)
-    preset.__annotations__ = typing.get_type_hints(cls.__init__)
+    preset.__annotations__ = typing.get_type_hints(cls.__init__, include_extras=True)
     preset.__doc__ = f"{base} preset: " + ", ".join(f"{k}={v}" for k, v in defaults.items()) + "."
     preset.__qualname__ = preset.__name__ = name
     MODELS.register(name)(preset)
