@@ -245,3 +245,17 @@ def test_a_resumed_tune_continues_the_search_as_if_never_stopped(tiny_recipe, tm
     whole, resumed = params("whole", 4), params("resumed", 2, 4)
     assert resumed == whole
     assert len({json.dumps(p, sort_keys=True) for p in resumed}) == 4
+
+
+def test_a_study_whose_trials_all_fail_stops_with_their_error(tiny_recipe, tmp_path):
+    """Trials that fail where the up-front check cannot see (here the data is gone) stop the study after a few,
+    with the error they share, instead of drawing failed trials for ever."""
+    from kdforge.errors import KdforgeError
+    from kdforge.tuner.trials import FAILURES_IN_A_ROW
+
+    tiny_recipe["data"] = {"name": "arrays", "path": str(tmp_path / "gone.npz")}
+    tiny_recipe["teacher"] = {"source": "train", "model": {"name": "mlp", "hidden": [8]}}
+    with pytest.raises(KdforgeError, match=f"the last {FAILURES_IN_A_ROW} trials failed.*gone.npz"):
+        tune(Recipe.model_validate(tiny_recipe), 3, seeds=0, pruner="none")
+    study = optuna.load_study(study_name="tiny", storage=_journal(Path(tiny_recipe["log"]["dir"]) / "tiny-tune"))
+    assert len(study.trials) == FAILURES_IN_A_ROW

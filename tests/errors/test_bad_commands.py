@@ -30,6 +30,14 @@ SPACE_CASES = {
     "misspelled recipe key": ("losses.1.temprature={low: 1, high: 3}", ["did you mean 'losses.1.temperature'?"]),
     "misspelled section": ("optimm.lr={factor: 3}", ["'optimm.lr'", "did you mean 'optim.lr'?"]),
     "loss option at its default": ("losses.1.tempreature={low: 1, high: 3}", ["losses.1.temperature"]),
+    "a range no term can take": (
+        "losses.1.temperature={low: -3, high: -1}",
+        ["the search space gives recipes that fail", "temperature must be positive"],
+    ),
+    "a last choice no recipe can take": (
+        "data.batch_size={choice: [32, 0]}",
+        ["highest value, last choice", "data.batch_size"],
+    ),
 }
 
 

@@ -34,14 +34,17 @@ from rich.markup import escape
 
 from kdforge.config import Recipe
 from kdforge.errors import KdforgeError
+from kdforge.losses import build_losses
 from kdforge.processes import exit_on_sigterm
 from kdforge.tuner.reporting import TuneResult, report
 from kdforge.tuner.space import Space, default_space, parse_space, recipe_params, recipe_space, suggest
 from kdforge.tuner.trials import (
+    FAILURES_IN_A_ROW,
     RECIPE_ITSELF,
     RUN_BY,
     PruneOnValidation,
     fail_abandoned,
+    failing,
     finished,
     load_study,
     make_pruner,
@@ -141,26 +144,42 @@ def tune(
         else:
             _parallel(job, jobs, max(1, cores // jobs), progress, storage)
     study = load_study(recipe.name, storage, recipe.seed, pruner, startup)
+    if finished(study) < trials and (error := failing(study)) is not None:
+        raise KdforgeError(
+            f"tune stopped: the last {FAILURES_IN_A_ROW} trials failed, the last one with: {error}. Change the search "
+            "space (or the recipe), then run the command again: the study goes on"
+        )
     return report(study, recipe, searched, tune_dir, seeds, console)
 
 
 def suggest_check(base: dict[str, Any], space: Space) -> None:
-    """Every searched key exists in the recipe, and a trial's recipe is valid (with the lowest value of each range
-    and the first of each choice), before any trial runs."""
-    trial_recipe(suggest(_FirstValues(), base, space), Path("."), 0)  # type: ignore[arg-type]
+    """Every searched key exists in the recipe, and a trial's recipe is valid, its loss terms built, at both ends of
+    the space (the lowest value of each range with the first of each choice, the highest with the last), before any
+    trial runs: a space that can only give recipes that fail is one message, not a study of failed trials."""
+    for end in (0, -1):
+        raw = suggest(_EndValues(end), base, space)  # type: ignore[arg-type]  # a key the recipe lacks: its message
+        try:
+            build_losses(trial_recipe(raw, Path("."), 0).losses)
+        except KdforgeError as err:
+            side = "lowest value of each range, first choice" if end == 0 else "highest value, last choice"
+            raise KdforgeError(f"tune: the search space gives recipes that fail ({side}): {err}") from None
 
 
-class _FirstValues:
-    """A stand-in for a trial that suggests the lowest value of every range and the first of every choice."""
+class _EndValues:
+    """A stand-in for a trial that suggests one end of every range and choice (``end`` 0: the lowest and the
+    first; -1: the highest and the last)."""
+
+    def __init__(self, end: int):
+        self.end = end
 
     def suggest_float(self, name: str, low: float, high: float, **_: Any) -> float:
-        return low
+        return (low, high)[self.end]
 
     def suggest_int(self, name: str, low: int, high: int, **_: Any) -> int:
-        return low
+        return (low, high)[self.end]
 
     def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
-        return choices[0]
+        return choices[self.end]
 
 
 def _parallel(job: dict[str, Any], jobs: int, threads: int, progress: Any, storage: str) -> None:

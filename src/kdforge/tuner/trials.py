@@ -86,7 +86,11 @@ def objective(trial: optuna.Trial, base: dict[str, Any], space: Space, tune_dir:
     for offset in range(trial_seeds):
         seeded = recipe.model_copy(update={"seed": recipe.seed + offset, "name": f"{recipe.name}-seed{offset}"})
         reporter = PruneOnValidation(trial, report=offset == 0)
-        result = run(seeded if trial_seeds > 1 else recipe, console=Console(quiet=True), callbacks=[reporter])
+        try:
+            result = run(seeded if trial_seeds > 1 else recipe, console=Console(quiet=True), callbacks=[reporter])
+        except KdforgeError as err:  # the study goes on; the error stays with the trial, for the report
+            trial.set_user_attr(ERROR, str(err))
+            raise
         bests.append(reporter.best)
         run_dirs.append(str(result.run_dir))
     trial.set_user_attr("run_dir", run_dirs[0])
@@ -95,6 +99,20 @@ def objective(trial: optuna.Trial, base: dict[str, Any], space: Space, tune_dir:
     trial.set_user_attr("best_epoch", result.results["student"].get("best_epoch"))
     trial.set_user_attr("threads", torch.get_num_threads())
     return sum(bests) / len(bests)
+
+
+ERROR = "error"  # a failed trial's message
+FAILURES_IN_A_ROW = 5  # failed trials in a row that stop a study: then something in every recipe it draws is wrong
+
+
+def failing(study: optuna.Study) -> str | None:
+    """The last trial's error when the study's last :data:`FAILURES_IN_A_ROW` trials all failed, else None."""
+    import optuna
+
+    recent = study.get_trials(deepcopy=False)[-FAILURES_IN_A_ROW:]
+    if len(recent) < FAILURES_IN_A_ROW or any(t.state != optuna.trial.TrialState.FAIL for t in recent):
+        return None
+    return str(recent[-1].user_attrs.get(ERROR, "see the trial runs' folders"))
 
 
 def open_storage(spec: str) -> Any:
@@ -211,6 +229,7 @@ def work(job: dict[str, Any]) -> None:
         lambda trial: objective(trial, job["base"], space, Path(job["tune_dir"]), job.get("trial_seeds", 1)),
         callbacks=[
             MaxTrialsCallback(job["trials"], states=states),
+            lambda study, trial: study.stop() if failing(study) is not None else None,
             lambda study, trial: reseed(study, seed),
             job.get("progress") or (lambda s, t: None),
         ],
