@@ -186,13 +186,19 @@ def _import_part(family: str, part: str) -> None:
     (a built-in family's is a bug in kdforge, and keeps its traceback)."""
     if part.startswith("kdforge."):
         importlib.import_module(part)
-        return
+    else:
+        import_user_module(part, f"the plug-in family '{family}' (its part '{part}')")
+
+
+def import_user_module(module: str, what: str) -> None:
+    """Import a user's module (a plug-in or one of its parts): its failure is a :class:`PluginError` that names
+    ``what`` and the user's own file and line."""
     try:
-        importlib.import_module(part)
+        importlib.import_module(module)
     except KdforgeError:
         raise
     except Exception as err:
-        raise PluginError.of(f"the plug-in family '{family}' (its part '{part}')", err, part) from None
+        raise PluginError.of(what, err, module) from None
 
 
 def family_of(entry: Any) -> str:

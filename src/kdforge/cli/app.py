@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.text import Text
 
 from kdforge.errors import KdforgeError, PluginError
+from kdforge.family import import_user_module
 
 if TYPE_CHECKING:
     pass
@@ -96,12 +97,7 @@ def import_plugin(name: str) -> None:
             sys.modules.pop(path.stem, None)
             raise PluginError.of(f"plugin file '{name}'", err, str(path)) from None
         return
-    try:
-        importlib.import_module(name)
-    except KdforgeError:
-        raise
-    except Exception as err:
-        raise PluginError.of(f"plugin '{name}' (give a .py file or an importable module)", err, name) from None
+    import_user_module(name, f"plugin '{name}' (give a .py file or an importable module)")
 
 
 def whole_numbers(text: str, option: str) -> list[int]:
