@@ -48,11 +48,10 @@ def _check(recipe: Recipe, console: Console, terms: list[Any], session: Session)
     student = session.build_student()
     if recipe.student.init_from is not None:  # the first stage's student must fit this one
         start_from(student, recipe.student.init_from)
-    teacher_module: torch.nn.Module | None = None
     teacher: Teacher | None = None
     teacher_note = "none: the student trains alone on its task"
     if recipe.teacher is not None:
-        teacher_module, teacher, teacher_note = _teacher_part(recipe, recipe.teacher, session, student, console)
+        teacher, teacher_note = _teacher_part(recipe, recipe.teacher, session, student, console)
     distiller = Distiller(
         student, teacher, terms, session.example, per_token=data.task == "lm", train_samples=len(data.train)
     )
@@ -77,7 +76,7 @@ def _check(recipe: Recipe, console: Console, terms: list[Any], session: Session)
         out = distiller(x, y, None, *index)
     out.loss.backward()
     no_grad = [n for n, p in student.named_parameters() if p.grad is None]
-    frozen = teacher is not None and recipe.teacher is not None and not recipe.teacher.trainable
+    frozen = teacher is not None and not teacher.trainable
     teacher_grads = [n for n, p in teacher.named_parameters() if p.grad is not None] if frozen and teacher else []
     if teacher_grads or not torch.isfinite(out.loss.detach()):
         raise KdforgeError(
@@ -92,9 +91,9 @@ def _check(recipe: Recipe, console: Console, terms: list[Any], session: Session)
     student_output = str(list(out.outputs.shape)) if out.outputs is not None else "LM head input (chunked loss)"
     trainable = sum(p.numel() for p in student.parameters() if p.requires_grad)
     rows = [("data", data.name, "", "", f"x {list(x.shape)}")]
-    if teacher is not None and teacher_module is not None:
-        shown = str(list(teacher(x).shape))
-        rows.append(("teacher", type(teacher_module).__name__, f"{count_params(teacher_module):,}", "0", shown))
+    if teacher is not None:
+        module, shown = teacher.module, str(list(teacher(x).shape))
+        rows.append(("teacher", type(module).__name__, f"{count_params(module):,}", "0", shown))
     rows += [
         ("student", type(student).__name__, f"{count_params(student):,}", f"{trainable:,}", student_output),
         ("projectors", "", f"{projector_params:,}", f"{projector_params:,}", ""),
@@ -129,14 +128,14 @@ def _check(recipe: Recipe, console: Console, terms: list[Any], session: Session)
         "parts": parts,
         "loss": float(out.loss.detach()),
         "student_params": count_params(student),
-        "teacher_params": count_params(teacher_module) if teacher_module is not None else 0,
+        "teacher_params": count_params(teacher.module) if teacher is not None else 0,
     }
 
 
 def _teacher_part(
     recipe: Recipe, cfg: Any, session: Session, student: torch.nn.Module, console: Console
-) -> tuple[torch.nn.Module, Teacher, str]:
-    """The recipe's teacher as ``check`` builds it (module, wrapped teacher, a note), and what the student will
+) -> tuple[Teacher, str]:
+    """The recipe's teacher as ``check`` builds it (wrapped, with a note), and what the student will
     copy and learn from it (``student.init_from_teacher``), checked now: a mismatch fails here."""
     teacher_module, teacher_note = _checked_teacher(session, cfg, student)
     if cfg.cache:  # a stale cache is refused here, before anything trains
@@ -166,7 +165,7 @@ def _teacher_part(
             ),
             markup=False,
         )
-    return teacher_module, teacher, teacher_note
+    return teacher, teacher_note
 
 
 def _checked_teacher(session: Session, cfg: Any, student: torch.nn.Module) -> tuple[torch.nn.Module, str]:

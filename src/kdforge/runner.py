@@ -119,10 +119,10 @@ def _run(
     timings["distill_s"] = time.perf_counter() - tick
     if distributed.is_main():
         save_model(student, run_dir / "student", {"test": results["student"]["test"], "recipe": recipe.name, **named})
-    histories = {"student + KD" if teacher is not None else "student": student_history}
+    histories = {"teacher": teacher_info.get("history", [])} if teacher is not None else {}
+    histories["student + KD" if teacher is not None else "student"] = student_history
     if teacher is not None:  # an EMA teacher is measured as it ended
         results["teacher"] = session.teacher_entry(teacher, teacher_info)
-        histories = {"teacher": teacher_info.get("history", []), **histories}
 
     alone = recipe.train.baseline and teacher is not None  # without a teacher, the student was trained alone
     instead = (

@@ -107,8 +107,8 @@ def hf(
     regression = labels.dtype.kind == "f"
     split_labels = {name: np.asarray(table[label]) for name, table in tables.items() if name != "train"}
     names = class_names(labels, label, path)
-    for name, held in split_labels.items():
-        if names is not None:
+    if names is not None:
+        for name, held in split_labels.items():
             check_known_names(names, set(held.tolist()), name, label, path)
     mapping = Labels(names)
     labels = mapping.indices(labels)
