@@ -10,6 +10,7 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from rich.console import Console
 
@@ -163,21 +164,31 @@ def load_study(name: str, storage: str, seed: int, pruner: str, startup: tuple[i
         study_name=name,
         storage=open_storage(storage),
         direction="maximize",  # every score is higher-is-better (a perplexity enters negated)
+        sampler=optuna.samplers.TPESampler(seed=seed),
         pruner=make_pruner(pruner, *startup),
         load_if_exists=True,
     )
-    reseed(study, seed)
+    saved = study.user_attrs.get(f"{SAMPLER_STATE}{seed}")
+    if saved is not None:  # a resumed study draws on from where its sampler stopped, not from its first draws
+        for rng, state in zip(_random_states(study.sampler), saved):
+            rng.set_state((state[0], np.asarray(state[1], dtype=np.uint32), *state[2:]))
     return study
 
 
-def reseed(study: optuna.Study, seed: int) -> None:
-    """Give ``study`` a sampler seeded by ``seed`` and the trials it has finished, before each trial: the next
-    trial's random draws then depend on how far the search is, not on when this process started, so a resumed
-    study goes on where it stopped (and samples what it would have without the interruption) instead of
-    replaying its first draws."""
-    import optuna
+#: study attribute (+ the sampler's seed) holding its random state after the last trial (JSON: storages need it)
+SAMPLER_STATE = "kdforge.sampler_state."
 
-    study.sampler = optuna.samplers.TPESampler(seed=(seed * 1_000_003 + finished(study)) % 2**32)
+
+def keep_sampler_state(study: optuna.Study, seed: int) -> None:
+    """Store the sampler's random state in the study after each trial: an interrupted study, run again, restores
+    it and samples what it would have sampled without the interruption (the trial that was running is drawn again).
+    The state is TPE's own NumPy generators (``optuna`` is pinned in uv.lock)."""
+    states: list[Any] = [rng.get_state() for rng in _random_states(study.sampler)]
+    study.set_user_attr(f"{SAMPLER_STATE}{seed}", [[s[0], s[1].tolist(), *s[2:]] for s in states])
+
+
+def _random_states(sampler: Any) -> list[np.random.RandomState]:
+    return [sampler._rng.rng, sampler._random_sampler._rng.rng]
 
 
 def finished(study: optuna.Study) -> int:
@@ -230,7 +241,7 @@ def work(job: dict[str, Any]) -> None:
         callbacks=[
             MaxTrialsCallback(job["trials"], states=states),
             lambda study, trial: study.stop() if failing(study) is not None else None,
-            lambda study, trial: reseed(study, seed),
+            lambda study, trial: keep_sampler_state(study, seed),
             job.get("progress") or (lambda s, t: None),
         ],
         catch=(KdforgeError,),  # a trial that fails (e.g. its loss turns NaN) is recorded as failed; the study goes on
