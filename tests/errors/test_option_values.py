@@ -286,3 +286,52 @@ FAMILY_CASES = {
 def test_family_option_values_out_of_range(case, fails, recipe):
     changes, names = FAMILY_CASES[case]
     fails("check", recipe(changes), names=[*names, "my.yaml:"])
+
+
+# ----------------------------------------------------------------------------- teacher sources' options
+
+# "train": None clears the tiny recipe's teacher.train, which a loaded teacher does not take
+HF_TEACHER = {"source": "hf", "model": {"name": "no/such/folder"}, "train": None}
+TEACHER_CASES = {
+    "hf output unknown": ({"model": {"name": "m", "output": "probs"}}, ["teacher.model.output", "causal_lm"]),
+    "hf input unknown": ({"model": {"name": "m", "input": "tokens"}}, ["teacher.model.input", "input_ids"]),
+    "hf option misspelled": ({"model": {"name": "m", "outptu": "hidden"}}, ["teacher.model.outptu", "output"]),
+    "hf vocab_map without causal_lm": (
+        {"model": {"name": "m", "vocab_map": "truncate"}},
+        ["teacher.model", "vocab_map", "output: causal_lm"],
+    ),
+    "hf tokenizer with pooled output": (
+        {"model": {"name": "m", "output": "pooled", "tokenizer": "tok"}},
+        ["teacher.model", "tokenizer", "output: causal_lm"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TEACHER_CASES))
+def test_hf_teacher_options_are_checked_with_the_recipe(case, fails, recipe):
+    """The folder is never read: the options alone are wrong, and the message names the recipe's line."""
+    changes, names = TEACHER_CASES[case]
+    message = fails("check", recipe({"teacher": {**HF_TEACHER, **changes}}), names=[*names, "my.yaml:"])
+    assert message.count("[") == 1, message  # this problem alone
+
+
+def test_an_ensemble_members_hf_options_are_named_by_member(fails, recipe):
+    member = {"source": "hf", "model": {"name": "m", "output": "probs"}}
+    members = [{"source": "train", "model": {"name": "mlp"}}, member]
+    teacher = {"source": "ensemble", "members": members, "model": None, "train": None}
+    message = fails("check", recipe({"teacher": teacher}), names=["teacher.members.1.model.output", "my.yaml:"])
+    assert message.count("[") == 1, message
+
+
+@pytest.mark.parametrize(
+    "teacher",
+    [
+        {"source": "torchvision", "model": {"name": "resnet18", "widht": 3}, "train": None},
+        {"source": "callable", "model": {"name": "torch.nn:Linear", "in_feature": 64}, "train": None},
+    ],
+    ids=["torchvision", "callable"],
+)
+def test_a_constructor_refusing_the_teachers_options_names_them(teacher, fails, recipe):
+    """A zoo's constructor takes any keyword: what it refuses is told as the recipe's ``teacher.model`` options."""
+    unknown = [key for key in teacher["model"] if key != "name"][0]
+    fails("check", recipe({"teacher": teacher}), names=["teacher.model", "could not build", unknown])

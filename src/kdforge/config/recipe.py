@@ -31,7 +31,7 @@ from kdforge.config.student import (
     StageConfig,
     StudentConfig,
 )
-from kdforge.config.teacher import TeacherConfig, TeacherTrainConfig
+from kdforge.config.teacher import HFModelOptions, TeacherConfig, TeacherTrainConfig
 from kdforge.config.training import LogConfig, OptimConfig, TrainConfig
 from kdforge.config.tune import TuneConfig
 from kdforge.errors import ConfigError, did_you_mean
@@ -252,7 +252,33 @@ def component_issues(raw: dict[str, Any]) -> list[tuple[Loc, str]]:
         except pydantic.ValidationError:
             continue
         issues += [(loc + sub, msg) for sub, msg in component_issues_for(section, registry)]
-    return issues + _teacher_data_issues(raw)
+    return issues + _teacher_data_issues(raw) + _hf_model_issues(raw)
+
+
+def _hf_model_issues(raw: dict[str, Any]) -> list[tuple[Loc, str]]:
+    """Problems of the options of ``source: hf`` teachers' models (the model's folder is read when it is built)."""
+    issues: list[tuple[Loc, str]] = []
+    for loc, section in _teacher_sections(raw):
+        model = section.get("model")
+        if section.get("source") != "hf" or not isinstance(model, dict):
+            continue
+        try:
+            HFModelOptions.model_validate({k: v for k, v in model.items() if k != "name"})
+        except pydantic.ValidationError as err:
+            fields = {"name", *HFModelOptions.model_fields}
+            issues += [(loc + ("model", *e["loc"]), pydantic_message(e, fields)) for e in err.errors()]
+    return issues
+
+
+def _teacher_sections(raw: dict[str, Any]) -> list[tuple[Loc, dict[str, Any]]]:
+    """The recipe's teacher section and its ensemble members, where each is a mapping."""
+    teacher = raw.get("teacher")
+    if not isinstance(teacher, dict):
+        return []
+    members = teacher.get("members")
+    members = members if isinstance(members, list) else []
+    found = [(("teacher", "members", i), m) for i, m in enumerate(members) if isinstance(m, dict)]
+    return [(("teacher",), teacher), *found]
 
 
 def _teacher_data_issues(raw: dict[str, Any]) -> list[tuple[Loc, str]]:
@@ -285,15 +311,7 @@ def _component_sections(raw: dict[str, Any]) -> Iterable[tuple[Loc, type[Compone
 
     if isinstance(raw.get("data"), dict):
         yield ("data",), DataConfig, DATASETS
-    teacher = raw.get("teacher")
-    teachers: list[tuple[Loc, Any]] = [(("teacher",), teacher)] if isinstance(teacher, dict) else []
-    members = teacher.get("members") if isinstance(teacher, dict) else None
-    teachers += [
-        (("teacher", "members", i), m)
-        for i, m in enumerate(members if isinstance(members, list) else [])
-        if isinstance(m, dict)
-    ]
-    for loc, section in teachers:
+    for loc, section in _teacher_sections(raw):
         if section.get("source", "train") in ("train", "checkpoint") and isinstance(section.get("model"), dict):
             yield loc + ("model",), ModelConfig, MODELS
     student = raw.get("student")

@@ -7,6 +7,7 @@ from typing import Any, Literal
 import pydantic
 from pydantic import Field
 
+from kdforge.bounds import needs
 from kdforge.config.sections import (
     ModelConfig,
     Section,
@@ -46,6 +47,30 @@ class AdaptConfig(Section):
     channels: int | None = Field(None, gt=0, description="repeat a single channel to this many")
     mean: list[float] | None = Field(None, description="the teacher's per-channel normalisation mean, e.g. ImageNet's")
     std: list[float] | None = Field(None, description="the teacher's per-channel normalisation std")
+
+
+class HFModelOptions(Section):
+    """The options of a ``source: hf`` teacher's ``model`` (besides its ``name``, the model's folder): which input
+    it reads and which output it gives (see :func:`kdforge.teachers.hub.hf_source`)."""
+
+    input: Literal["pixel_values", "input_ids"] | None = Field(
+        None, description="what the model reads (default: input_ids for causal_lm, else pixel_values)"
+    )
+    output: Literal["logits", "hidden", "pooled", "mean", "causal_lm"] = "logits"
+    vocab_map: str | None = Field(None, description="causal_lm: 'truncate' or a .json list (data id -> teacher id)")
+    tokenizer: str | None = Field(None, description="causal_lm: the teacher's own tokenizer folder")
+
+    @pydantic.model_validator(mode="after")
+    def _causal_lm_only(self) -> HFModelOptions:
+        for key, what in (("vocab_map", "maps the data's tokens"), ("tokenizer", "retokenizes the data's text")):
+            problem = needs(key, "output", f"{what} to the teacher's next-token logits", "causal_lm")(self)
+            if problem:
+                raise ValueError(problem)
+        return self
+
+    @property
+    def reads(self) -> str:
+        return self.input or ("input_ids" if self.output == "causal_lm" else "pixel_values")
 
 
 class TeacherConfig(Section):

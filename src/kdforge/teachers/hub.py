@@ -11,6 +11,7 @@ class count, the head is random: kdforge says so loudly, and ``finetune`` fits t
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from torch import nn
 
+from kdforge.config.teacher import HFModelOptions
 from kdforge.errors import KdforgeError, did_you_mean, required
 from kdforge.export import load_state_strict, read_state_dict
 from kdforge.files import load_local, read_json
@@ -79,7 +81,7 @@ def torchvision_source(session: Session, cfg: TeacherConfig, where: Path, studen
     name, options = spec.name, {"num_classes": session.data.num_classes, **spec.options}
     if name not in torchvision.models.list_models():
         raise KdforgeError(f"torchvision has no model '{name}'{did_you_mean(name, torchvision.models.list_models())}")
-    module = torchvision.models.get_model(name, weights=None, **options)
+    module = built("torchvision", name, lambda: torchvision.models.get_model(name, weights=None, **options), options)
     random_head = False
     if cfg.pretrained:
         if not cfg.pretrained_file:
@@ -89,6 +91,15 @@ def torchvision_source(session: Session, cfg: TeacherConfig, where: Path, studen
             )
         random_head = _load_except_head(module, read_state_dict(cfg.pretrained_file), cfg.pretrained_file)
     return _finish(session, cfg, where, module, _last_linear(module), random_head)
+
+
+def built(zoo: str, name: str, build: Callable[[], Any], options: dict[str, Any]) -> Any:
+    """What ``build`` returns; a constructor that refuses the recipe's ``teacher.model`` options (a misspelled or
+    unknown keyword, a value out of range) is the recipe's problem, told as such."""
+    try:
+        return build()
+    except (TypeError, ValueError) as err:
+        raise KdforgeError(f"teacher.model: {zoo} could not build '{name}' with options {options}: {err}") from None
 
 
 @TEACHER_SOURCES.register("callable")
@@ -103,7 +114,7 @@ def callable_source(session: Session, cfg: TeacherConfig, where: Path, student: 
         raise KdforgeError(
             f"teacher.model.name '{target}' must be 'package.module:function' importable here ({err})"
         ) from None
-    module = factory(**spec.options)
+    module = built("callable", target, lambda: factory(**spec.options), spec.options)
     if not isinstance(module, nn.Module):
         raise KdforgeError(f"'{target}' returned a {type(module).__name__}, not a torch.nn.Module")
     return _finish(session, cfg, where, module, _last_linear(module), random_head=False)
@@ -130,21 +141,8 @@ def hf_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Mod
         AutoModelForSequenceClassification,
     )
 
-    options = dict(spec.options)
-    output = options.pop("output", "logits")
-    input_name = options.pop("input", "input_ids" if output == "causal_lm" else "pixel_values")
-    vocab_map = options.pop("vocab_map", None) if output == "causal_lm" else None
-    own_tokenizer = options.pop("tokenizer", None) if output == "causal_lm" else None
-    if (
-        options
-        or input_name not in ("pixel_values", "input_ids")
-        or output not in ("logits", "hidden", "pooled", "mean", "causal_lm")
-    ):
-        raise KdforgeError(
-            "hf teacher options are input (pixel_values | input_ids), output (logits | hidden | pooled | mean | "
-            "causal_lm) "
-            f"and, for causal_lm, vocab_map or tokenizer; got {spec.options}"
-        )
+    hf = HFModelOptions.model_validate(spec.options)  # checked with the recipe: its problems named there
+    output, input_name, vocab_map, own_tokenizer = hf.output, hf.reads, hf.vocab_map, hf.tokenizer
     if not Path(spec.name).is_dir():
         raise KdforgeError(
             f"no Hugging Face model at '{spec.name}' on this machine; give a local directory saved with "
