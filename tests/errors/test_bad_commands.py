@@ -20,7 +20,7 @@ STORAGE_CASES = {
 def test_tune_storage_that_cannot_be_opened(case, fails, recipe, tmp_path):
     storage, names = STORAGE_CASES[case]
     message = fails("tune", recipe(), "--trials", "1", "--storage", storage.format(tmp=tmp_path), names=names)
-    assert "sqlalche.me" not in message and not (tmp_path / "runs" / "tiny-tune" / "study.journal").exists()
+    assert "sqlalche.me" not in message and not (tmp_path / "runs" / "tiny-tune").exists()
 
 
 SPACE_CASES = {

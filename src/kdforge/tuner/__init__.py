@@ -92,11 +92,12 @@ def tune(
         raise KdforgeError("tune needs --trials >= 1, --jobs >= 1, --seeds >= 0 and --trial-seeds >= 1")
     make_pruner(pruner, 0)  # a bad name fails before anything runs
     searched = recipe_space(recipe, space or {})
-    tune_dir = Path(recipe.log.dir) / f"{recipe.name}-tune"
-    tune_dir.mkdir(parents=True, exist_ok=True)
-    storage = storage or str(tune_dir / "study.journal")
     base = recipe.to_dict()
     suggest_check(base, searched)
+    tune_dir = Path(recipe.log.dir) / f"{recipe.name}-tune"
+    if storage is None:  # the default journal file lives in the tune folder
+        tune_dir.mkdir(parents=True, exist_ok=True)
+    storage = storage or str(tune_dir / "study.journal")
     cores = os.cpu_count() or 1
     # trials before the pruner judges, and epochs of each (a quarter of the budget)
     startup = (max(2, min(5, trials // 4)), max(1, (recipe.train.epochs or 4) // 4))
@@ -112,7 +113,8 @@ def tune(
         "tune_dir": str(tune_dir),
         "trial_seeds": trial_seeds,
     }
-    study = load_study(recipe.name, storage, recipe.seed, pruner, startup)
+    study = load_study(recipe.name, storage, recipe.seed, pruner, startup)  # a bad --storage stops here
+    tune_dir.mkdir(parents=True, exist_ok=True)  # ... before any folder is made
     done = finished(study)
     console.print(
         f"[bold]kdforge tune[/] {escape(recipe.name)}: {len(searched)} parameters, {trials} trials "
