@@ -470,8 +470,10 @@ def test_levels_are_refused_where_a_clause_is_an_and_of_booleans():
         build_model("tm_flat", input_shape=(1, 6, 5), num_classes=4, levels=2)
     with pytest.raises(ValueError, match="tm_flat reads each input as one boolean"):
         set_levels(trained_looking_tm_flat(), 2)
-    with pytest.raises(ValueError, match=r"levels must be in \[1, 8\]"):
+    with pytest.raises(ValueError, match=r"levels\n.*less than or equal to 8"):
         ClauseLayer(6, 3, levels=9)
+    with pytest.raises(ValueError, match=r"levels must be in \[1, 8\]"):
+        set_levels(ClauseLayer(6, 3), 9)
 
 
 def test_rules_of_version_2_still_load_and_evaluate_the_same(tmp_path):
@@ -541,3 +543,14 @@ def test_clause_report_of_leveled_literals_counts_their_level_tests():
         f"≥ {k} of 2·{len(c)} level tests" in report
         for c, k in zip(*map(layer_rules(layer).get, ("clauses", "min_true")))
     )
+
+
+@pytest.mark.parametrize(
+    "options,named",
+    [({"clauses": 7}, "clauses"), ({"tau": 0.0}, "tau"), ({"clause_dropout": 1.0}, "clause_dropout")],
+)
+def test_a_clause_layer_built_directly_checks_its_options_as_a_recipe_does(options, named):
+    """Odd clauses used to fail deep inside PyTorch at the first forward: the constructor names the option."""
+    with pytest.raises(ValueError, match=named):
+        ClauseLayer(8, 3, **options)
+    assert ClauseLayer(8, 3, clauses=8, clause_bias=0.05).bias.detach().tolist() == pytest.approx([0.05] * 3)

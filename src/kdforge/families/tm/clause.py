@@ -48,7 +48,7 @@ from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, validate_call
 from torch import nn
 
 from kdforge.bounds import AtLeastOne, BelowOne, Positive, Probability
@@ -124,6 +124,7 @@ class ClauseLayer(nn.Module):
     false: none, as in the classic machine).
     """
 
+    @validate_call  # built directly (not from a recipe), its option values are checked all the same
     def __init__(
         self,
         in_features: int,
