@@ -179,14 +179,26 @@ def test_distillation_config_validates_round_trips_and_reads_old_names():
         assert DistillationConfig(max_epochs=7, validation_split=0.2) == old.model_copy(update={"teacher_dim": 1536})
     with pytest.raises(pydantic.ValidationError, match="give max_epochs or epochs, not both"):
         DistillationConfig(max_epochs=7, epochs=8)
-    with pytest.raises(KdforgeError, match="no field.*save_every.*valid: teacher_checkpoint"):
-        DistillationConfig.from_dict({"save_every": 10})
+    with pytest.raises(KdforgeError, match="no field.*save_evry.*valid: teacher_checkpoint"):
+        DistillationConfig.from_dict({"save_evry": 10})
+    # every field of the original's config (src/atlas/training/configs.py) is accepted, as the original names it
+    original = {
+        "teacher_checkpoint": None, "teacher_dim": 1536, "student_dim": 5, "tau": 1.0, "alpha": 0.5,
+        "loss_type": "kl", "device": "cpu", "curriculum": False, "curriculum_stages": 3,
+        "curriculum_tau_schedule": (3.0, 0.5), "batch_size": 32, "learning_rate": 1e-4, "max_epochs": 100,
+        "save_dir": "checkpoints", "save_every": 10, "validation_split": 0.1, "early_stopping_patience": 5,
+    }  # fmt: skip
+    with pytest.warns(DeprecationWarning):
+        moved = DistillationConfig.from_dict(original)
+    assert (moved.loss_type, moved.save_every, moved.early_stopping_patience) == ("kl", 10, 5)
     for bad in (
         {"device": "gpu"},
         {"alpha": 1.5},
         {"tau": 0},
         {"curriculum_stages": 0},
         {"curriculum_tau_schedule": (1.0, -1.0)},
+        {"loss_type": "mse"},
+        {"save_every": 0},
     ):
         with pytest.raises(pydantic.ValidationError):
             DistillationConfig(**bad)

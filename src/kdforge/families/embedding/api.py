@@ -190,6 +190,9 @@ class DistillationConfig(BaseModel):
     student_dim: int = Field(5, gt=0)
     tau: float = Field(1.0, gt=0, description="temperature without a curriculum")
     alpha: float = Field(0.5, ge=0, le=1, description="weight of distillation; 1 − alpha weighs reconstruction")
+    loss_type: Literal["cosine", "kl"] = Field(
+        "cosine", description="the distillation loss a loop uses: distill_loss (cosine) or kl_distill_loss (kl)"
+    )
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     curriculum: bool = False
     curriculum_stages: int = Field(3, ge=1)
@@ -199,6 +202,9 @@ class DistillationConfig(BaseModel):
     learning_rate: float = Field(1e-4, gt=0)
     epochs: int = Field(100, gt=0)
     validation: float = Field(0.1, ge=0, lt=1, description="held-out fraction for model selection")
+    early_stopping_patience: int = Field(5, gt=0, description="epochs without a better validation score")
+    save_dir: str = Field("checkpoints", description="where a loop saves its checkpoints")
+    save_every: int = Field(10, gt=0, description="save a checkpoint every this many epochs")
 
     @pydantic.model_validator(mode="before")
     @classmethod
