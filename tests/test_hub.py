@@ -190,7 +190,7 @@ def test_hf_image_classifier_from_a_local_directory(tiny_recipe, tmp_path):
     ViTForImageClassification(ViTConfig(**{**config.to_dict(), "num_labels": 3})).save_pretrained(tmp_path / "vit3")
     _, info = load(*session_for(tiny_recipe, tmp_path, {"source": "hf", "model": {"name": str(tmp_path / "vit3")}}))
     assert info["random_head"]
-    with pytest.raises(KdforgeError, match="no Hugging Face model at"):
+    with pytest.raises(KdforgeError, match="neither a folder on this machine nor a hub id"):
         load(*session_for(tiny_recipe, tmp_path, {"source": "hf", "model": {"name": str(tmp_path / "nope")}}))
 
 

@@ -220,28 +220,6 @@ def load_npz(path: str | Path, what: str = "array file") -> dict[str, np.ndarray
     return {key: _plain(array, path, what, key) for key, array in arrays.items()}
 
 
-def load_local(loader: Callable[..., Any], folder: str | Path, what: str, **options: Any) -> Any:
-    """``loader(folder, local_files_only=True, **options)`` (a Hugging Face ``from_pretrained``):
-    a missing, incomplete or damaged model folder is one message naming it; nothing is downloaded."""
-    from safetensors import SafetensorError
-
-    try:
-        return loader(str(folder), local_files_only=True, **options)
-    except (
-        OSError,
-        ValueError,
-        EOFError,
-        RuntimeError,
-        pickle.UnpicklingError,
-        SafetensorError,
-    ) as err:  # how missing, damaged and mismatched files surface
-        raise FileReadError(
-            f"{what} '{folder}' cannot be read ({_short(err)}); give a local folder with its config, tokenizer and "
-            "weight "
-            "files (kdforge never downloads: save one with model.save_pretrained(folder))"
-        ) from None
-
-
 def _plain(array: np.ndarray, path: Path, what: str, key: str | None = None) -> np.ndarray:
     """Numbers or strings: what an array can hold without pickling."""
     if array.dtype.kind not in "biufcUS":

@@ -213,7 +213,7 @@ HF_FOLDER_CASES = {
     "truncated config.json": (
         "config.json",
         lambda p: p.read_bytes()[:50],
-        ["vit", "cannot be read", "never downloads"],
+        ["vit", "cannot be read", "save_pretrained"],
     ),
     "damaged weights": ("model.safetensors", lambda p: p.read_bytes()[:100], ["vit", "cannot be read"]),
     "no weights": ("model.safetensors", None, ["vit", "cannot be read"]),

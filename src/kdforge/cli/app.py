@@ -68,8 +68,22 @@ def load_plugins(
             show_default=False,
         ),
     ] = None,
+    offline: Annotated[
+        bool,
+        typer.Option(
+            "--offline",
+            help=(
+                "Download nothing: models, tokenizers and datasets named by hub id are read from the Hugging Face "
+                "cache (as HF_HUB_OFFLINE=1 does); a name not there is an error that names it."
+            ),
+        ),
+    ] = False,
 ) -> None:
     """kdforge: distill a frozen teacher into a smaller student, from a YAML recipe."""
+    if offline:  # read by huggingface_hub and datasets when first imported, which is after this
+        import os
+
+        os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     for name in plugin or []:
         import_plugin(name)
 

@@ -50,15 +50,21 @@ class AdaptConfig(Section):
 
 
 class HFModelOptions(Section):
-    """The options of a ``source: hf`` teacher's ``model`` (besides its ``name``, the model's folder): which input
-    it reads and which output it gives (see :func:`kdforge.teachers.hub.hf_source`)."""
+    """The options of a ``source: hf`` teacher's ``model`` (besides its ``name``: a folder or a hub id): which input
+    it reads, which output it gives, which version of it and how it loads (see
+    :func:`kdforge.teachers.hub.hf_source`)."""
 
     input: Literal["pixel_values", "input_ids"] | None = Field(
         None, description="what the model reads (default: input_ids for causal_lm, else pixel_values)"
     )
     output: Literal["logits", "hidden", "pooled", "mean", "causal_lm"] = "logits"
     vocab_map: str | None = Field(None, description="causal_lm: 'truncate' or a .json list (data id -> teacher id)")
-    tokenizer: str | None = Field(None, description="causal_lm: the teacher's own tokenizer folder")
+    tokenizer: str | None = Field(None, description="causal_lm: the teacher's own tokenizer (a folder or a hub id)")
+    revision: str | None = Field(None, description="a hub id's branch, tag or commit (default: main)")
+    trust_remote_code: bool = Field(False, description="run the model code its repository ships (only if you trust it)")
+    dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
+        None, description="the weights' type when loaded (bfloat16 halves a large teacher's memory; default float32)"
+    )
 
     @pydantic.model_validator(mode="after")
     def _causal_lm_only(self) -> HFModelOptions:

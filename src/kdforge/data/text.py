@@ -30,7 +30,8 @@ import torch
 from kdforge.data._docstrings import docstring_corpus
 from kdforge.data.hf_tables import load_table
 from kdforge.errors import KdforgeError
-from kdforge.files import load_local, read_text
+from kdforge.files import read_text
+from kdforge.pretrained import load_pretrained
 
 DEFAULT_MODULES = (
     "builtins",
@@ -278,12 +279,7 @@ def tokenizer_path(name: str) -> str:
 def load_tokenizer(name: str):  # noqa: ANN201 - a transformers tokenizer (loaded once: encoding calls it per batch)
     from transformers import AutoTokenizer
 
-    path = tokenizer_path(name)
-    if not Path(path).is_dir():
-        raise KdforgeError(
-            f"tokenizer '{name}' is not a local directory; give the folder holding tokenizer.json (or 'minilm')"
-        )
-    return load_local(AutoTokenizer.from_pretrained, path, "tokenizer")
+    return load_pretrained(AutoTokenizer.from_pretrained, tokenizer_path(name), "tokenizer")
 
 
 def encode_tokens(texts: list[str], tokenizer: str, max_length: int) -> torch.Tensor:

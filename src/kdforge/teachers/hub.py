@@ -1,11 +1,11 @@
-"""Teachers from model zoos: timm and torchvision by name, Hugging Face models from local
-directories, or any function returning a module.
+"""Teachers from model zoos: timm and torchvision by name, Hugging Face models by hub id or from local
+folders, or any function returning a module.
 
-Everything loads offline: pretrained weights come from ``pretrained_file`` (the zoo's own
-weights file, e.g. ImageNet), and ``checkpoint`` (your fine-tuned weights, loaded strictly
-after them) overrides them. When the classifier had to be rebuilt for the dataset's
-class count, the head is random: kdforge says so loudly, and ``finetune`` fits the teacher
-(head only or whole) on the training split before distillation.
+A Hugging Face id is downloaded into the Hugging Face cache and read from it offline (:mod:`kdforge.pretrained`).
+timm and torchvision weights load offline from ``pretrained_file`` (the zoo's own weights file, e.g. ImageNet),
+and ``checkpoint`` (your fine-tuned weights, loaded strictly after them) overrides them. When the classifier had
+to be rebuilt for the dataset's class count, the head is random: kdforge says so loudly, and ``finetune`` fits
+the teacher (head only or whole) on the training split before distillation.
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ from torch import nn
 from kdforge.config.teacher import HFModelOptions
 from kdforge.errors import KdforgeError, did_you_mean, required
 from kdforge.export import load_state_strict, read_state_dict
-from kdforge.files import load_local, read_json
+from kdforge.files import read_json
 from kdforge.losses.chunked import LMHead
 from kdforge.models.tokens import token_inputs
+from kdforge.pretrained import hub_source, load_pretrained
 from kdforge.teachers.retokenize import OwnTokens
 from kdforge.teachers.sources import TEACHER_SOURCES, Source, cached_fit
 from kdforge.teachers.text import TextTeacher, mean_pooled_encode
@@ -122,16 +123,16 @@ def callable_source(session: Session, cfg: TeacherConfig, where: Path, student: 
 
 @TEACHER_SOURCES.register("hf")
 def hf_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Module | None = None) -> Source:
-    """A Hugging Face transformers model from a local directory (nothing is downloaded):
-    ``model: {name: path/to/model, input: pixel_values | input_ids, output: logits | hidden | pooled}``.
-    ``logits`` loads the image (``pixel_values``) or sequence (``input_ids``) classification
-    model with the dataset's class count (a head of another size is rebuilt: random);
-    ``hidden`` / ``pooled`` load the bare encoder and return its last hidden state / pooled output;
-    ``mean`` (text datasets) embeds each text as the mean of its last hidden states over real tokens;
-    ``causal_lm`` (``text_lm`` data) loads an ``AutoModelForCausalLM``: next-token logits
-    [B, T, vocab] on the data's token ids (see :func:`vocab_index` for ``vocab_map``), or with
-    ``tokenizer`` (its own tokenizer's folder) on the data's text in its own tokens, at the data's
-    positions and over its own vocabulary (:class:`~kdforge.teachers.retokenize.OwnTokens`: for ``uld``)."""
+    """A Hugging Face transformers model, ``model: {name, input, output, revision, trust_remote_code, dtype}``:
+    ``name`` is a local folder or a hub id (``org/name``, downloaded at ``revision`` into the Hugging Face cache, or
+    read from it offline; its resolved commit is recorded). ``logits`` loads the image (``pixel_values``) or
+    sequence (``input_ids``) classification model with the dataset's class count (a head of another size is
+    rebuilt: random); ``hidden`` / ``pooled`` load the bare encoder and return its last hidden state / pooled
+    output; ``mean`` (text datasets) embeds each text as the mean of its last hidden states over real tokens;
+    ``causal_lm`` (``text_lm`` data) loads an ``AutoModelForCausalLM``: next-token logits [B, T, vocab] on the
+    data's token ids (see :func:`vocab_index` for ``vocab_map``), or with ``tokenizer`` (its own tokenizer) on the
+    data's text in its own tokens, at the data's positions and over its own vocabulary
+    (:class:`~kdforge.teachers.retokenize.OwnTokens`: for ``uld``)."""
     spec = required(cfg.model, "teacher.model")
     from transformers import (
         AutoConfig,
@@ -142,39 +143,37 @@ def hf_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Mod
     )
 
     hf = HFModelOptions.model_validate(spec.options)  # checked with the recipe: its problems named there
-    output, input_name, vocab_map, own_tokenizer = hf.output, hf.reads, hf.vocab_map, hf.tokenizer
-    if not Path(spec.name).is_dir():
-        raise KdforgeError(
-            f"no Hugging Face model at '{spec.name}' on this machine; give a local directory saved with "
-            "save_pretrained (kdforge never downloads)"
+    output, input_name = hf.output, hf.reads
+
+    def load(auto: Any, **options: Any) -> Any:
+        """``auto.from_pretrained`` on the named model, at its revision, in its dtype."""
+        dtype = {"dtype": getattr(torch, hf.dtype)} if hf.dtype and auto is not AutoConfig else {}
+        return load_pretrained(
+            auto.from_pretrained, spec.name, "Hugging Face model", hf.revision, hf.trust_remote_code, **dtype, **options
         )
-    config = load_local(AutoConfig.from_pretrained, spec.name, "Hugging Face model")
+
+    config = load(AutoConfig)
     random_head = False
+    info: dict[str, Any] = {"model": spec.name, **({"hub": hub} if (hub := hub_source(spec.name, hf.revision)) else {})}
     if output == "logits":
         auto = AutoModelForImageClassification if input_name == "pixel_values" else AutoModelForSequenceClassification
         classes = session.data.num_classes
         random_head = config.num_labels != classes
-        model = load_local(
-            auto.from_pretrained,
-            spec.name,
-            "Hugging Face model",
-            num_labels=classes,
-            ignore_mismatched_sizes=random_head,
-        )
+        model = load(auto, num_labels=classes, ignore_mismatched_sizes=random_head)
     elif output == "causal_lm":
         if session.data.task != "lm":
             raise KdforgeError(
                 "hf output 'causal_lm' predicts next tokens: use it with a language-model dataset (text_lm)"
             )
-        model = load_local(AutoModelForCausalLM.from_pretrained, spec.name, "Hugging Face model")
-        info = {"model": spec.name, "vocab_size": config.vocab_size}
-        if own_tokenizer is not None:
-            teacher = own_tokens(session, HFTeacher(model, input_name, output), own_tokenizer, vocab_map, config)
-            return teacher.to(session.device).eval(), {**info, "tokenizer": own_tokenizer}
-        index = vocab_index(vocab_map, config.vocab_size, session.data.num_classes)
+        model = load(AutoModelForCausalLM)
+        info["vocab_size"] = config.vocab_size
+        if hf.tokenizer is not None:
+            retokenized = own_tokens(session, HFTeacher(model, input_name, output), hf.tokenizer, hf.vocab_map, config)
+            return retokenized.to(session.device).eval(), {**info, "tokenizer": hf.tokenizer}
+        index = vocab_index(hf.vocab_map, config.vocab_size, session.data.num_classes)
         return HFTeacher(model, input_name, output, index).to(session.device).eval(), info
     else:
-        model = load_local(AutoModel.from_pretrained, spec.name, "Hugging Face model")
+        model = load(AutoModel)
     if output == "mean":
         if session.data.decode is None:
             raise KdforgeError(
@@ -182,13 +181,16 @@ def hf_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Mod
             )
         from transformers import AutoTokenizer
 
-        encode = mean_pooled_encode(model, load_local(AutoTokenizer.from_pretrained, spec.name, "tokenizer"))
+        tokenizer = load_pretrained(AutoTokenizer.from_pretrained, spec.name, "tokenizer", hf.revision)
+        encode = mean_pooled_encode(model, tokenizer)
         return TextTeacher(session.data.decode, encode, model).to(session.device).eval(), {
-            "model": spec.name,
+            **info,
             "embedding_dim": config.hidden_size,
         }
     module = HFTeacher(model, input_name, output)
-    return _finish(session, cfg, where, module, _last_linear(module) if output == "logits" else None, random_head)
+    head = _last_linear(module) if output == "logits" else None
+    finished, more = _finish(session, cfg, where, module, head, random_head)
+    return finished, {**info, **more}
 
 
 def vocab_index(vocab_map: str | None, teacher_vocab: int, data_vocab: int) -> torch.Tensor | None:
@@ -242,9 +244,7 @@ def own_tokens(session: Session, teacher: HFTeacher, tokenizer: str, vocab_map: 
             f"the {session.data.name} data has no tokenizer to turn its rows back into text for the teacher's "
             "tokenizer: give the dataset its tokenizer"
         )
-    if not Path(tokenizer).is_dir():
-        raise KdforgeError(f"teacher.model.tokenizer '{tokenizer}' is not a local tokenizer folder")
-    loaded = load_local(AutoTokenizer.from_pretrained, tokenizer, "tokenizer")
+    loaded = load_pretrained(AutoTokenizer.from_pretrained, tokenizer, "tokenizer")
     if not loaded.is_fast:
         raise KdforgeError(
             f"the tokenizer in '{tokenizer}' is not a fast tokenizer, which the alignment by text offsets needs: "

@@ -67,7 +67,7 @@ def test_layer_choices_and_sources_are_checked(tmp_path, tiny_llama):
         student()
     with pytest.raises(KdforgeError, match="needs model_type"):
         student(hf_config={"hidden_size": 8})
-    with pytest.raises(KdforgeError, match="no Hugging Face model folder"):
+    with pytest.raises(KdforgeError, match="neither a folder on this machine nor a hub id"):
         student(path=str(tmp_path / "absent"))
     with pytest.raises(KdforgeError, match="has 100 tokens but the data's tokenizer has 320"):
         student(hf_config={**LLAMA, "vocab_size": 100})

@@ -21,7 +21,8 @@ from torch import nn
 from kdforge.data._docstrings import cache_folder
 from kdforge.errors import KdforgeError
 from kdforge.families.embedding.api import load_teacher_checkpoint
-from kdforge.files import FileReadError, load_local, load_safetensors, save_safetensors
+from kdforge.files import FileReadError, load_safetensors, save_safetensors
+from kdforge.pretrained import load_pretrained
 from kdforge.teachers.sources import TEACHER_SOURCES, Source
 from kdforge.teachers.text import Encode, TextTeacher
 
@@ -40,7 +41,7 @@ def load_sentence_transformer(name: str, device: str | torch.device = "cpu") -> 
     from sentence_transformers import SentenceTransformer
 
     path = model_path(name)
-    encoder = load_local(
+    encoder = load_pretrained(
         lambda folder, **options: SentenceTransformer(folder, device=str(device), **options),
         path,
         "sentence-transformers model",

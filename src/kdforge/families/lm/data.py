@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import codecs
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -25,7 +24,7 @@ import torch
 from kdforge.data.bundle import DATASETS, PAD_TARGET, DataBundle, Split
 from kdforge.data.text import DEFAULT_MODULES, docstrings, read_texts
 from kdforge.errors import KdforgeError
-from kdforge.files import load_local
+from kdforge.pretrained import load_pretrained
 
 
 class Tokenizer(Protocol):
@@ -58,14 +57,12 @@ class ByteTokenizer:
 
 
 class HFTokenizer:
-    """A Hugging Face tokenizer read from a local folder (no special tokens added)."""
+    """A Hugging Face tokenizer from a local folder or a hub id (no special tokens added)."""
 
     def __init__(self, path: str):
         from transformers import AutoTokenizer
 
-        if not Path(path).is_dir():
-            raise KdforgeError(f"tokenizer '{path}' is neither 'bytes' nor a local tokenizer folder")
-        self.inner = load_local(AutoTokenizer.from_pretrained, path, "tokenizer")
+        self.inner = load_pretrained(AutoTokenizer.from_pretrained, path, "tokenizer")
         self.vocab_size = len(self.inner)
 
     def encode(self, text: str) -> list[int]:

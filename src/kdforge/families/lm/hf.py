@@ -1,8 +1,9 @@
 """Any Hugging Face causal language model as a student (``hf_causal_lm``).
 
-Three ways to get one, all offline:
+Three ways to get one:
 
-- ``path``: a local folder saved with ``save_pretrained`` (config and weights);
+- ``path``: a local folder saved with ``save_pretrained`` (config and weights), or a hub id (``org/name``, at
+  ``revision``), downloaded into the Hugging Face cache and read from it offline (:mod:`kdforge.pretrained`);
 - ``hf_config``: a config built from scratch, ``{model_type: llama, hidden_size: 256, ...}`` (the vocabulary
   size defaults to the data's);
 - ``path`` and ``layers``: the model at ``path`` shrunk to a subset of its blocks, copied with their weights
@@ -28,9 +29,10 @@ from torch import nn
 
 from kdforge.errors import KdforgeError
 from kdforge.export import EXPORT_FORMATS, load_student
-from kdforge.files import load_local, write_folder_atomic
+from kdforge.files import write_folder_atomic
 from kdforge.losses.chunked import LMHead
 from kdforge.models import MODELS
+from kdforge.pretrained import load_pretrained
 from kdforge.teachers.hub import hf_inputs, plain_head
 
 
@@ -59,11 +61,8 @@ def chosen_layers(layers: list[int] | str, count: int) -> list[int]:
     return list(layers)
 
 
-def shrunk(path: str, layers: list[int] | str) -> tuple[Any, dict[str, torch.Tensor]]:
-    """(config, weights) of the model at ``path`` keeping only the blocks ``layers``, renumbered from 0."""
-    from transformers import AutoModelForCausalLM
-
-    full = load_local(AutoModelForCausalLM.from_pretrained, path, "Hugging Face model").float()
+def shrunk(full: nn.Module, layers: list[int] | str) -> tuple[Any, dict[str, torch.Tensor]]:
+    """(config, weights) of the causal LM ``full`` keeping only the blocks ``layers``, renumbered from 0."""
     config = full.config
     keep = chosen_layers(layers, config.num_hidden_layers)
     blocks = decoder_blocks(full, config.num_hidden_layers)
@@ -95,15 +94,17 @@ class HFCausalLM(nn.Module):
         hf_config: dict[str, Any] | None = None,
         layers: list[NonNegativeInt] | str | None = None,
         gradient_checkpointing: bool = False,
+        revision: str | None = None,
+        trust_remote_code: bool = False,
     ):
         super().__init__()
         from transformers import AutoConfig, AutoModelForCausalLM
 
         if (path is None) == (hf_config is None):
-            raise ValueError("give the student either path (a local model folder) or hf_config (a new model's config)")
-        if layers is not None and path is None:
-            raise ValueError("layers picks blocks of the model at path: give path too")
-        state = None
+            raise ValueError("give the student either path (a model folder or hub id) or hf_config (a new model)")
+        if path is None and (layers is not None or revision is not None or trust_remote_code):
+            raise ValueError("layers, revision and trust_remote_code are about the model at path: give path too")
+        state, loaded = None, None
         if hf_config is not None:
             options = dict(hf_config)
             model_type = options.pop("model_type", None)
@@ -114,18 +115,16 @@ class HFCausalLM(nn.Module):
                 config = AutoConfig.for_model(model_type, **options)
             except ValueError as err:
                 raise ValueError(f"hf_config: {err}") from None
-        elif not Path(str(path)).is_dir():
-            raise ValueError(f"no Hugging Face model folder at '{path}' (kdforge never downloads)")
-        elif layers is not None:
-            config, state = shrunk(str(path), layers)
         else:
-            config = load_local(AutoConfig.from_pretrained, str(path), "Hugging Face model")
+            named = {"revision": revision, "trust_remote_code": trust_remote_code}
+            loaded = load_pretrained(AutoModelForCausalLM.from_pretrained, path, "Hugging Face model", **named).float()
+            config, state = shrunk(loaded, layers) if layers is not None else (loaded.config, None)
         if config.vocab_size < num_classes:
             raise ValueError(
                 f"the model's vocabulary has {config.vocab_size} tokens but the data's tokenizer has {num_classes}"
             )
-        if path is not None and layers is None:
-            self.model = load_local(AutoModelForCausalLM.from_pretrained, str(path), "Hugging Face model").float()
+        if loaded is not None and layers is None:
+            self.model = loaded
         else:
             self.model = AutoModelForCausalLM.from_config(config).float()
             if state is not None:
@@ -198,8 +197,8 @@ def _serialisable(config: Any) -> dict[str, Any]:
 
 
 def save_hf(model: HFCausalLM, out: Path, tokenizer: str | None = None) -> Path:
-    """``model`` as a Hugging Face folder (``save_pretrained``, safetensors), with the tokenizer at ``tokenizer``
-    (a local folder) beside it: what ``AutoModelForCausalLM`` and ``AutoTokenizer`` load as they are."""
+    """``model`` as a Hugging Face folder (``save_pretrained``, safetensors), with the tokenizer ``tokenizer`` (a
+    folder or a hub id) beside it: what ``AutoModelForCausalLM`` and ``AutoTokenizer`` load as they are."""
 
     def fill(folder: Path) -> None:
         from transformers.utils import logging
@@ -211,10 +210,10 @@ def save_hf(model: HFCausalLM, out: Path, tokenizer: str | None = None) -> Path:
         finally:
             if shown:
                 logging.enable_progress_bar()
-        if tokenizer and Path(tokenizer).is_dir():
+        if tokenizer not in (None, "bytes"):  # a folder or a hub id: the byte tokenizer is kdforge's own
             from transformers import AutoTokenizer
 
-            load_local(AutoTokenizer.from_pretrained, tokenizer, "tokenizer").save_pretrained(folder)
+            load_pretrained(AutoTokenizer.from_pretrained, tokenizer, "tokenizer").save_pretrained(folder)
 
     return write_folder_atomic(out, fill)
 

@@ -1,0 +1,127 @@
+"""Models and tokenizers named the way the Hugging Face ecosystem names them: a local folder, or a hub id
+(``org/name``, at an optional ``revision``: a branch, a tag or a commit) that transformers downloads into its own
+cache (``HF_HOME``, with its own progress bars and resumable downloads) and reads from there offline
+(``HF_HUB_OFFLINE=1``). kdforge keeps no cache of its own.
+
+Every failure is one message that names the model and says what to do: a misspelled, private or gated id, a
+revision that does not exist, a name missing from the cache when offline, a network failure, a model that runs its
+own code without ``trust_remote_code: true``, a damaged file.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kdforge.errors import KdforgeError
+
+#: what the Hub accepts as a repository id: ``name`` or ``org/name``
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[\w.-]{1,96})?")
+
+
+class HubError(KdforgeError):
+    """A model named by a hub id could not be had: its message says which and what to do."""
+
+
+def is_local(name: str | Path) -> bool:
+    """Whether ``name`` is something on this machine (a folder or file) rather than a hub id."""
+    return Path(str(name)).expanduser().exists()
+
+
+def load_pretrained(
+    loader: Callable[..., Any],
+    name: str | Path,
+    what: str,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    **options: Any,
+) -> Any:
+    """``loader`` (a transformers ``from_pretrained``) on ``name``: a local folder is read as it is (nothing is
+    downloaded); a hub id is downloaded at ``revision`` into the Hugging Face cache, or read from it offline.
+    ``what`` names the thing in messages ("Hugging Face model", "tokenizer")."""
+    from safetensors import SafetensorError
+
+    local = is_local(name)
+    where = str(Path(str(name)).expanduser()) if local else str(name)
+    if local and revision is not None:
+        raise KdforgeError(f"{what} '{name}' is a local folder: revision names a version of a hub id only")
+    if not local and not HUB_ID.fullmatch(where):
+        raise KdforgeError(
+            f"{what} '{name}' is neither a folder on this machine nor a hub id (org/name); check the path"
+        )
+    found = {"local_files_only": True} if local else {"revision": revision}
+    try:
+        return loader(where, trust_remote_code=trust_remote_code, **found, **options)
+    except (OSError, ValueError, EOFError, RuntimeError, pickle.UnpicklingError, SafetensorError) as err:
+        raise hub_problem(err, where, what, revision, local) from None
+
+
+def hub_problem(err: BaseException, name: str, what: str, revision: str | None, local: bool) -> KdforgeError:
+    """What went wrong loading ``name``, told from the Hugging Face errors behind ``err``."""
+    from huggingface_hub import constants, errors
+
+    causes = list(_chain(err))
+    if any("trust_remote_code" in str(cause) for cause in causes):
+        return HubError(
+            f"{what} '{name}' runs its own code (model classes in its repository): kdforge loads it only with "
+            "trust_remote_code: true beside its name in the recipe, if you trust that code"
+        )
+    if local:
+        return HubError(
+            f"{what} '{name}' cannot be read ({_short(err)}); give a folder saved with save_pretrained (config, "
+            "tokenizer and weight files), or a hub id"
+        )
+    kind = next((c for c in causes if isinstance(c, errors.HfHubHTTPError | errors.LocalEntryNotFoundError)), None)
+    at = f" at revision '{revision}'" if revision else ""
+    if isinstance(kind, errors.GatedRepoError):
+        return HubError(
+            f"{what} '{name}' is gated: accept its terms on its hub page, then log in (hf auth login, or HF_TOKEN)"
+        )
+    if isinstance(kind, errors.RepositoryNotFoundError):
+        return HubError(
+            f"{what} '{name}' is neither a folder on this machine nor a repository on {constants.ENDPOINT} (check "
+            "the path or the id; a private repository needs a login: hf auth login, or HF_TOKEN)"
+        )
+    if isinstance(kind, errors.RevisionNotFoundError):
+        return HubError(f"{what} '{name}' has no revision '{revision}' (a branch, tag or commit of the repository)")
+    if isinstance(kind, errors.LocalEntryNotFoundError) or constants.HF_HUB_OFFLINE:
+        return HubError(
+            f"{what} '{name}'{at} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}), and downloads are "
+            "off (HF_HUB_OFFLINE) or the hub cannot be reached: run the command once where there is a network, "
+            "with the same HF_HOME, to download it"
+        )
+    if isinstance(kind, errors.HfHubHTTPError):
+        return HubError(f"downloading {what} '{name}'{at} failed ({_short(kind)}); run the command again to resume")
+    return HubError(f"{what} '{name}'{at} cannot be read ({_short(err)})")
+
+
+def _chain(err: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = err
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def _short(err: BaseException) -> str:
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    return lines[0][:300] if lines else type(err).__name__
+
+
+def hub_source(name: str | Path, revision: str | None = None) -> dict[str, str] | None:
+    """Where a model came from, for ``results.json``: its hub id, the revision asked for and the commit it resolved
+    to in the Hugging Face cache (None for a local folder)."""
+    if is_local(name):
+        return None
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    asked = revision or "main"
+    repo = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=str(name), repo_type="model")
+    ref = repo / "refs" / asked
+    commit = ref.read_text().strip() if ref.is_file() else asked
+    return {"id": str(name), "revision": asked, "commit": commit}

@@ -1,0 +1,119 @@
+"""A stand-in for the Hugging Face Hub on 127.0.0.1, for tests: it serves repositories that a test writes, in the
+Hub's URL layout (``/{repo}/resolve/{revision}/{file}``) and with the Hub's headers (``X-Repo-Commit``, ``ETag``,
+``X-Error-Code``), so that huggingface_hub and transformers download through their own clients, over real HTTP,
+into their own cache. Point ``HF_ENDPOINT`` at :attr:`Hub.url`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+
+class Hub:
+    """Repositories by id: each commit a folder of files; branches and tags name commits."""
+
+    def __init__(self) -> None:
+        self.commits: dict[str, dict[str, Path]] = {}  # repo id -> commit -> folder
+        self.refs: dict[str, dict[str, str]] = {}  # repo id -> branch or tag -> commit
+        self.gated: set[str] = set()
+        self.requests: list[str] = []
+        handler = type("Handler", (_Handler,), {"hub": self})
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def add(self, repo: str, folder: Path, ref: str = "main") -> str:
+        """Publish ``folder`` as a new commit of ``repo``, on branch or tag ``ref``; returns the commit hash."""
+        digest = hashlib.sha1(repo.encode())
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                digest.update(str(path.relative_to(folder)).encode() + path.read_bytes())
+        commit = digest.hexdigest()
+        self.commits.setdefault(repo, {})[commit] = folder
+        self.refs.setdefault(repo, {})[ref] = commit
+        return commit
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    hub: Hub
+
+    def log_message(self, *args: object) -> None:  # quiet: the test reads hub.requests
+        pass
+
+    def do_HEAD(self) -> None:
+        self._answer(body=False)
+
+    def do_GET(self) -> None:
+        self._answer(body=True)
+
+    def _answer(self, body: bool) -> None:
+        path = unquote(urlparse(self.path).path).strip("/")
+        self.hub.requests.append(f"{self.command} /{path}")
+        parts = path.split("/")
+        api = parts[:2] == ["api", "models"]
+        if api:  # /api/models/{repo}[/revision/{revision}] or /api/models/{repo}/tree/{revision}/{folder}
+            parts = parts[2:]
+            verb = next((i for i, part in enumerate(parts) if part in ("revision", "tree")), len(parts))
+        else:  # /{repo}/resolve/{revision}/{file}
+            verb = parts.index("resolve") if "resolve" in parts[1:3] else len(parts)
+        repo, revision, name = (
+            "/".join(parts[:verb]),
+            "/".join(parts[verb + 1 : verb + 2]) or "main",
+            "/".join(parts[verb + 2 :]),
+        )
+        if repo not in self.hub.commits:
+            return self._error(401, "RepoNotFound", body)
+        if repo in self.hub.gated:
+            return self._error(403, "GatedRepo", body)
+        commit = self.hub.refs[repo].get(revision, revision)
+        if commit not in self.hub.commits[repo]:
+            return self._error(404, "RevisionNotFound", body)
+        folder = self.hub.commits[repo][commit]
+        if api:
+            return self._listing(repo, commit, folder, name if parts[verb : verb + 1] == ["tree"] else None, body)
+        file = folder / name
+        if not file.is_file():
+            return self._error(404, "EntryNotFound", body, commit)
+        self._send(file.read_bytes(), commit, "application/octet-stream", body)
+
+    def _listing(self, repo: str, commit: str, folder: Path, tree: str | None, body: bool) -> None:
+        """The repository's description (``/api/models/{repo}``), or the files under ``tree``."""
+        files = sorted(p for p in folder.rglob("*") if p.is_file())
+        if tree is None:
+            siblings = [{"rfilename": str(p.relative_to(folder))} for p in files]
+            info = {"id": repo, "modelId": repo, "sha": commit, "private": False, "siblings": siblings, "tags": []}
+            return self._send(json.dumps(info).encode(), commit, "application/json", body)
+        inside = [p for p in files if str(p.relative_to(folder)).startswith(tree.rstrip("/") + "/") or not tree]
+        entries = [{"type": "file", "path": str(p.relative_to(folder)), "size": p.stat().st_size} for p in inside]
+        self._send(json.dumps(entries).encode(), commit, "application/json", body)
+
+    def _send(self, data: bytes, commit: str, kind: str, body: bool) -> None:
+        self.send_response(200)
+        self.send_header("X-Repo-Commit", commit)
+        self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Content-Type", kind)
+        self.end_headers()
+        if body:
+            self.wfile.write(data)
+
+    def _error(self, status: int, code: str, body: bool, commit: str | None = None) -> None:
+        message = json.dumps({"error": code}).encode()
+        self.send_response(status)
+        self.send_header("X-Error-Code", code)
+        if commit:
+            self.send_header("X-Repo-Commit", commit)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(message)))
+        self.end_headers()
+        if body:
+            self.wfile.write(message)

@@ -1,0 +1,114 @@
+"""Models named by hub id: transformers downloads them over real HTTP from a stand-in hub on 127.0.0.1
+(:mod:`hubserver`) into the Hugging Face cache of ``HF_HOME``, and the same recipe then runs offline from that cache.
+kdforge runs as users run it, a command with ``HF_ENDPOINT`` and ``HF_HOME`` in its environment; nothing reaches the
+internet."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from datafiles import write_causal_lm, write_tokenizer
+from hubserver import Hub
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    """The stand-in hub, serving ``org/tiny-llama``: a 2-block Llama with its tokenizer (trained here)."""
+    served = Hub()
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    write_tokenizer(folder)
+    write_causal_lm(folder, 320, "llama", layers=2)
+    served.commit = served.add("org/tiny-llama", folder)
+    yield served
+    served.close()
+
+
+def kdforge(*args, hub, home, offline=False, flag=False):
+    """``kdforge ARGS`` in a process whose hub is the stand-in one and whose cache is ``home``."""
+    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(home), "HF_HUB_DISABLE_TELEMETRY": "1"}
+    env.pop("HF_HUB_OFFLINE", None)
+    if offline:
+        env["HF_HUB_OFFLINE"] = "1"
+    command = [sys.executable, "-m", "kdforge", *(["--offline"] if flag else []), *map(str, args)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    return done.returncode, " ".join((done.stdout + done.stderr).split())
+
+
+def lm_recipe(tmp_path, teacher="org/tiny-llama", **model):
+    """A tiny language-model distillation whose tokenizer, teacher and student all come from the hub."""
+    recipe = {
+        "name": "hub-lm",
+        "seed": 0,
+        "data": {"name": "text_lm", "tokenizer": "org/tiny-llama", "length": 32, "batch_size": 16, "max_chars": 20_000},
+        "teacher": {"source": "hf", "model": {"name": teacher, "output": "causal_lm", **model}},
+        "student": {"model": {"name": "hf_causal_lm", "path": "org/tiny-llama", "layers": [0]}},
+        "losses": [{"name": "ce", "weight": 0.5}, {"name": "kd", "weight": 0.5}],
+        "train": {"epochs": 1, "baseline": False},
+        "log": {"dir": str(tmp_path / "runs"), "progress": False},
+    }
+    path = tmp_path / "hub.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def test_models_named_by_hub_id_download_into_the_hf_cache_then_run_offline(hub, tmp_path):
+    home = tmp_path / "hf"
+    code, out = kdforge("train", lm_recipe(tmp_path), hub=hub, home=home)
+    assert code == 0, out
+    cached = home / "hub" / "models--org--tiny-llama"
+    assert (cached / "refs" / "main").read_text() == hub.commit and (cached / "snapshots" / hub.commit).is_dir()
+    assert any(r.startswith("GET /org/tiny-llama/resolve/") for r in hub.requests)  # really downloaded over HTTP
+    (run_dir,) = (tmp_path / "runs").glob("hub-lm-*")
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["teacher"]["hub"] == {"id": "org/tiny-llama", "revision": "main", "commit": hub.commit}
+
+    asked = len(hub.requests)
+    for how in ({"offline": True}, {"flag": True}):  # HF_HUB_OFFLINE=1, or kdforge --offline
+        code, out = kdforge("check", lm_recipe(tmp_path), hub=hub, home=home, **how)
+        assert code == 0 and "check passed" in out, out
+    assert len(hub.requests) == asked  # offline: the cache alone
+
+
+def test_a_revision_pins_the_commit_and_a_missing_one_is_named(hub, tmp_path):
+    home = tmp_path / "hf"
+    code, out = kdforge("check", lm_recipe(tmp_path, revision=hub.commit), hub=hub, home=home)
+    assert code == 0, out
+    code, out = kdforge("check", lm_recipe(tmp_path, revision="v9"), hub=hub, home=home)
+    assert code == 2 and "Traceback" not in out, out
+    assert "'org/tiny-llama' has no revision 'v9'" in out
+
+
+@pytest.mark.parametrize(
+    "teacher,offline,names",
+    [
+        (
+            "org/no-such-model",
+            False,
+            ["'org/no-such-model' is neither a folder on this machine nor a repository", "hf auth login"],
+        ),
+        ("org/no-such-model", True, ["'org/tiny-llama' is not in the Hugging Face cache", "HF_HUB_OFFLINE"]),
+        ("not a valid id!", False, ["neither a folder on this machine nor a hub id"]),
+    ],
+    ids=["unknown id", "offline miss", "not an id"],
+)
+def test_a_name_that_cannot_be_had_is_one_message(hub, tmp_path, teacher, offline, names):
+    """(Offline with an empty cache, the first name read, the data's tokenizer, is the one missing.)"""
+    code, out = kdforge("check", lm_recipe(tmp_path, teacher=teacher), hub=hub, home=tmp_path / "hf", offline=offline)
+    assert code == 2 and "Traceback" not in out, out
+    for name in names:
+        assert name in out, out
+
+
+def test_a_gated_model_says_how_to_get_access(hub, tmp_path, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("gated")
+    write_causal_lm(folder, 320, "llama", layers=1)
+    hub.add("org/gated", folder)
+    hub.gated.add("org/gated")
+    code, out = kdforge("check", lm_recipe(tmp_path, teacher="org/gated"), hub=hub, home=tmp_path / "hf")
+    assert code == 2 and "'org/gated' is gated" in out and "HF_TOKEN" in out, out
