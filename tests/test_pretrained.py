@@ -66,13 +66,24 @@ def test_models_named_by_hub_id_download_into_the_hf_cache_then_run_offline(hub,
     assert any(r.startswith("GET /org/tiny-llama/resolve/") for r in hub.requests)  # really downloaded over HTTP
     (run_dir,) = (tmp_path / "runs").glob("hub-lm-*")
     results = json.loads((run_dir / "results.json").read_text())
-    assert results["teacher"]["hub"] == {"id": "org/tiny-llama", "revision": "main", "commit": hub.commit}
+    resolved = {"id": "org/tiny-llama", "revision": "main", "commit": hub.commit}
+    assert results["hub"] == [{**resolved, "what": what} for what in ("tokenizer", "Hugging Face model")]
 
     asked = len(hub.requests)
     for how in ({"offline": True}, {"flag": True}):  # HF_HUB_OFFLINE=1, or kdforge --offline
         code, out = kdforge("check", lm_recipe(tmp_path), hub=hub, home=home, **how)
         assert code == 0 and "check passed" in out, out
     assert len(hub.requests) == asked  # offline: the cache alone
+
+
+def test_fetch_downloads_what_a_recipe_names_so_that_the_job_runs_offline(hub, tmp_path):
+    home = tmp_path / "hf"
+    code, out = kdforge("fetch", lm_recipe(tmp_path), hub=hub, home=home)
+    assert code == 0, out
+    assert "org/tiny-llama" in out and hub.commit[:12] in out and "tokenizer" in out and "MiB" in out
+    assert not (tmp_path / "runs").exists()  # nothing ran
+    code, out = kdforge("check", lm_recipe(tmp_path), hub=hub, home=home, flag=True)
+    assert code == 0 and "check passed" in out, out
 
 
 def test_a_revision_pins_the_commit_and_a_missing_one_is_named(hub, tmp_path):
@@ -103,6 +114,17 @@ def test_a_name_that_cannot_be_had_is_one_message(hub, tmp_path, teacher, offlin
     assert code == 2 and "Traceback" not in out, out
     for name in names:
         assert name in out, out
+
+
+def test_a_model_that_ships_its_own_code_needs_trust_remote_code(hub, tmp_path, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("custom")
+    auto_map = {"AutoConfig": "configuration_kd.KdConfig", "AutoModelForCausalLM": "modeling_kd.KdModel"}
+    (folder / "config.json").write_text(json.dumps({"model_type": "kd-custom", "auto_map": auto_map}))
+    (folder / "configuration_kd.py").write_text("raise SystemExit('this code must not run')\n")
+    hub.add("org/custom", folder)
+    code, out = kdforge("check", lm_recipe(tmp_path, teacher="org/custom"), hub=hub, home=tmp_path / "hf")
+    assert code == 2 and "Traceback" not in out and "must not run" not in out, out
+    assert "'org/custom' runs its own code" in out and "trust_remote_code: true" in out
 
 
 def test_a_gated_model_says_how_to_get_access(hub, tmp_path, tmp_path_factory):

@@ -19,6 +19,7 @@ from kdforge.layout import describe_layout
 from kdforge.losses import build_losses
 from kdforge.machine import seed_everything
 from kdforge.models import build_model
+from kdforge.pretrained import recording
 from kdforge.session import Session
 from kdforge.teachers import TEACHER_SOURCES
 from kdforge.teachers.adapt import InputAdapter
@@ -39,6 +40,18 @@ def check(recipe: Recipe, console: Console | None = None) -> dict[str, Any]:
     seed_everything(recipe.seed)
     with Session(recipe, Path(recipe.log.dir), console) as session:  # its data loaders' workers stop at the end
         return _check(recipe, console, terms, session)
+
+
+def fetch(recipe: Recipe, console: Console | None = None) -> list[dict[str, str]]:
+    """Build what ``recipe`` names (its data, student and teacher), without running or training anything, so that
+    each model and tokenizer it names by hub id is downloaded into the Hugging Face cache: what a cluster user runs
+    on a login node before an offline job. Returns those (:func:`kdforge.pretrained.recording`)."""
+    console = console or Console()
+    with recording() as loaded, Session(recipe, Path(recipe.log.dir), console) as session:
+        student = session.build_student()
+        if recipe.teacher is not None:
+            _teacher_part(recipe, recipe.teacher, session, student, console)
+    return loaded
 
 
 def _check(recipe: Recipe, console: Console, terms: list[Any], session: Session) -> dict[str, Any]:

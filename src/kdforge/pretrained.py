@@ -10,9 +10,11 @@ own code without ``trust_remote_code: true``, a damaged file.
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,23 @@ HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[\w.-]{1,96})?")
 
 class HubError(KdforgeError):
     """A model named by a hub id could not be had: its message says which and what to do."""
+
+
+#: what was loaded from a hub inside the innermost :func:`recording` block (None: nothing records)
+_LOADED: ContextVar[list[dict[str, str]] | None] = ContextVar("kdforge_hub_loaded", default=None)
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[list[dict[str, str]]]:
+    """Collect, in the list it yields, every model and tokenizer loaded from a hub inside the block (once each):
+    its id, the revision asked for, the commit it resolved to and what it was (a run writes them to
+    ``results.json``, so that it can be repeated exactly)."""
+    loaded: list[dict[str, str]] = []
+    token = _LOADED.set(loaded)
+    try:
+        yield loaded
+    finally:
+        _LOADED.reset(token)
 
 
 def is_local(name: str | Path) -> bool:
@@ -54,9 +73,13 @@ def load_pretrained(
         )
     found = {"local_files_only": True} if local else {"revision": revision}
     try:
-        return loader(where, trust_remote_code=trust_remote_code, **found, **options)
+        loaded = loader(where, trust_remote_code=trust_remote_code, **found, **options)
     except (OSError, ValueError, EOFError, RuntimeError, pickle.UnpicklingError, SafetensorError) as err:
         raise hub_problem(err, where, what, revision, local) from None
+    record, source = _LOADED.get(), hub_source(where, revision)
+    if record is not None and source is not None and {**source, "what": what} not in record:
+        record.append({**source, "what": what})
+    return loaded
 
 
 def hub_problem(err: BaseException, name: str, what: str, revision: str | None, local: bool) -> KdforgeError:
@@ -125,3 +148,13 @@ def hub_source(name: str | Path, revision: str | None = None) -> dict[str, str] 
     ref = repo / "refs" / asked
     commit = ref.read_text().strip() if ref.is_file() else asked
     return {"id": str(name), "revision": asked, "commit": commit}
+
+
+def cached_size(source: dict[str, str]) -> int:
+    """Bytes on disk of the files of ``source`` (a :func:`hub_source`) in the Hugging Face cache, at its commit."""
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    repo = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=source["id"], repo_type="model")
+    snapshot = repo / "snapshots" / source["commit"]
+    return sum(path.stat().st_size for path in snapshot.rglob("*") if path.is_file())

@@ -32,6 +32,7 @@ from kdforge.family import families
 from kdforge.files import check_writable, remove_stale_tmp, write_text
 from kdforge.losses import build_losses
 from kdforge.machine import deterministic, seed_everything
+from kdforge.pretrained import recording
 from kdforge.report import plot_curves, summary_table, write_report, write_results
 from kdforge.session import Session
 from kdforge.teachers.cache import write_cache
@@ -88,6 +89,7 @@ def _run(
     if not distributed.is_main():
         console = Console(quiet=True)
     started = time.perf_counter()
+    from_hub = cleanup.enter_context(recording())  # the models and tokenizers a hub id named, as resolved
     terms = build_losses(recipe.losses)  # bad loss options fail before anything heavy is built
     run_dir = distributed.broadcast(_prepare_run_dir(recipe, resume) if distributed.is_main() else None)
     seed_everything(recipe.seed)
@@ -151,7 +153,7 @@ def _run(
             )  # fmt: skip
 
     timings["total_s"] = time.perf_counter() - started
-    results.update(timings=timings, kdforge_version=__version__)
+    results.update(timings=timings, kdforge_version=__version__, **({"hub": from_hub} if from_hub else {}))
     if distributed.is_main():
         write_results(run_dir, results)
         write_report(run_dir, results, plot_curves(run_dir, histories))

@@ -130,6 +130,32 @@ def check(
     run_check(Recipe.from_yaml(recipe_path(recipe), overrides or []), console)
 
 
+def fetch(
+    recipe: Annotated[str, typer.Argument(help="Recipe YAML file or shipped recipe name.", show_default=False)],
+    overrides: Overrides = None,
+) -> None:
+    """Download everything the recipe names by hub id (models, tokenizers) into the Hugging Face cache, and list
+    each with its size and resolved commit: run it where there is a network, then the job offline
+    (HF_HUB_OFFLINE=1 or kdforge --offline) with the same HF_HOME."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from kdforge.check import fetch as run_fetch
+    from kdforge.config import Recipe
+    from kdforge.pretrained import cached_size
+
+    loaded = run_fetch(Recipe.from_yaml(recipe_path(recipe), overrides or []), console)
+    if not loaded:
+        console.print("the recipe names nothing by hub id: nothing to fetch")
+        return
+    table = Table("hub id", "as", "revision", "commit", "size", title="in the Hugging Face cache")
+    for source in loaded:
+        size = f"{cached_size(source) / 2**20:,.1f} MiB"
+        cells = (source["id"], source["what"], source["revision"], source["commit"][:12], size)
+        table.add_row(*map(Text, cells))  # names as they are, never read as markup
+    console.print(table)
+
+
 def cache(
     recipe: Annotated[str, typer.Argument(help="Recipe YAML file or shipped recipe name.", show_default=False)],
     overrides: Overrides = None,

@@ -26,7 +26,7 @@ from kdforge.export import load_state_strict, read_state_dict
 from kdforge.files import read_json
 from kdforge.losses.chunked import LMHead
 from kdforge.models.tokens import token_inputs
-from kdforge.pretrained import hub_source, load_pretrained
+from kdforge.pretrained import load_pretrained
 from kdforge.teachers.retokenize import OwnTokens
 from kdforge.teachers.sources import TEACHER_SOURCES, Source, cached_fit
 from kdforge.teachers.text import TextTeacher, mean_pooled_encode
@@ -154,7 +154,7 @@ def hf_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Mod
 
     config = load(AutoConfig)
     random_head = False
-    info: dict[str, Any] = {"model": spec.name, **({"hub": hub} if (hub := hub_source(spec.name, hf.revision)) else {})}
+    info: dict[str, Any] = {"model": spec.name}
     if output == "logits":
         auto = AutoModelForImageClassification if input_name == "pixel_values" else AutoModelForSequenceClassification
         classes = session.data.num_classes
