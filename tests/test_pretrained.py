@@ -134,3 +134,34 @@ def test_a_gated_model_says_how_to_get_access(hub, tmp_path, tmp_path_factory):
     hub.gated.add("org/gated")
     code, out = kdforge("check", lm_recipe(tmp_path, teacher="org/gated"), hub=hub, home=tmp_path / "hf")
     assert code == 2 and "'org/gated' is gated" in out and "HF_TOKEN" in out, out
+
+
+def test_a_timm_teacher_downloads_its_pretrained_weights_through_the_hub(hub, tmp_path, tmp_path_factory):
+    """timm fetches ``timm/<model>.<tag>`` from the hub (here the stand-in one) into the Hugging Face cache."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    folder = tmp_path_factory.mktemp("timm")
+    torch.manual_seed(0)
+    weights = timm.create_model("test_resnet.r160_in1k", pretrained=False).state_dict()
+    save_file({k: v.contiguous() for k, v in weights.items()}, folder / "model.safetensors")
+    commit = hub.add("timm/test_resnet.r160_in1k", folder)
+    recipe = {
+        "name": "timm-hub",
+        "data": {"name": "digits", "batch_size": 64},
+        "teacher": {"source": "timm", "model": {"name": "test_resnet.r160_in1k"}, "pretrained": True},
+        "student": {"model": {"name": "mlp", "hidden": [16]}},
+        "losses": [{"name": "kd"}],
+        "log": {"dir": str(tmp_path / "runs"), "progress": False},
+    }
+    path = tmp_path / "timm.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    home = tmp_path / "hf"
+    code, out = kdforge("fetch", path, hub=hub, home=home)
+    assert code == 0 and "timm/test_resnet.r160_in1k" in out and commit[:12] in out, out
+    assert (home / "hub" / "models--timm--test_resnet.r160_in1k" / "snapshots" / commit / "model.safetensors").exists()
+    code, out = kdforge("check", path, hub=hub, home=home, flag=True)
+    assert code == 0 and "RANDOM classifier head" in out, out  # a 1000-class head rebuilt for 10 digits
+    code, out = kdforge("check", path, hub=hub, home=tmp_path / "empty", flag=True)
+    assert code == 2 and "'timm/test_resnet.r160_in1k' is not in the Hugging Face cache" in out, out

@@ -76,10 +76,16 @@ def load_pretrained(
         loaded = loader(where, trust_remote_code=trust_remote_code, **found, **options)
     except (OSError, ValueError, EOFError, RuntimeError, pickle.UnpicklingError, SafetensorError) as err:
         raise hub_problem(err, where, what, revision, local) from None
-    record, source = _LOADED.get(), hub_source(where, revision)
+    if not local:
+        note_loaded(where, revision, what)
+    return loaded
+
+
+def note_loaded(name: str, revision: str | None, what: str) -> None:
+    """Record that hub id ``name`` was just loaded (for :func:`recording`), with the commit it resolved to."""
+    record, source = _LOADED.get(), hub_source(name, revision)
     if record is not None and source is not None and {**source, "what": what} not in record:
         record.append({**source, "what": what})
-    return loaded
 
 
 def hub_problem(err: BaseException, name: str, what: str, revision: str | None, local: bool) -> KdforgeError:
@@ -119,6 +125,14 @@ def hub_problem(err: BaseException, name: str, what: str, revision: str | None, 
     if isinstance(kind, errors.HfHubHTTPError):
         return HubError(f"downloading {what} '{name}'{at} failed ({_short(kind)}); run the command again to resume")
     return HubError(f"{what} '{name}'{at} cannot be read ({_short(err)})")
+
+
+def from_hub(err: BaseException) -> bool:
+    """Whether ``err`` came from talking to a hub (or from not being allowed to, offline)."""
+    from huggingface_hub import errors
+
+    kinds = (errors.HfHubHTTPError, errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled)
+    return any(isinstance(cause, kinds) for cause in _chain(err))
 
 
 def _chain(err: BaseException) -> list[BaseException]:

@@ -26,7 +26,7 @@ from kdforge.export import load_state_strict, read_state_dict
 from kdforge.files import read_json
 from kdforge.losses.chunked import LMHead
 from kdforge.models.tokens import token_inputs
-from kdforge.pretrained import load_pretrained
+from kdforge.pretrained import from_hub, hub_problem, load_pretrained, note_loaded
 from kdforge.teachers.retokenize import OwnTokens
 from kdforge.teachers.sources import TEACHER_SOURCES, Source, cached_fit
 from kdforge.teachers.text import TextTeacher, mean_pooled_encode
@@ -39,9 +39,10 @@ if TYPE_CHECKING:
 @TEACHER_SOURCES.register("timm")
 def timm_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Module | None = None) -> Source:
     """A timm model by name; ``model`` options go to ``timm.create_model`` (``num_classes``
-    defaults to the dataset's; ``img_size``, ``in_chans``, ``drop_rate``, ...). Its inputs are
-    adapted to what its pretrained config expects (size, channels, mean, std) unless
-    ``teacher.adapt`` says otherwise (``adapt: {}``: none)."""
+    defaults to the dataset's; ``img_size``, ``in_chans``, ``drop_rate``, ...). ``pretrained: true``
+    without ``pretrained_file`` has timm download its weights from the hub into the Hugging Face cache
+    (read from it offline). Its inputs are adapted to what its pretrained config expects (size,
+    channels, mean, std) unless ``teacher.adapt`` says otherwise (``adapt: {}``: none)."""
     spec = required(cfg.model, "teacher.model")
     import timm
 
@@ -49,17 +50,18 @@ def timm_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.M
     if not timm.is_model(name):
         raise KdforgeError(f"timm has no model '{name}'{did_you_mean(name, timm.list_models())}")
     overlay = {"file": cfg.pretrained_file} if cfg.pretrained_file else None
+    downloads = bool(cfg.pretrained) and not cfg.pretrained_file
+    weights = timm.models.get_pretrained_cfg_value(name, "hf_hub_id") if downloads else None
     try:
         module: Any = timm.create_model(
             name, pretrained=bool(cfg.pretrained), pretrained_cfg_overlay=overlay, **options
         )
     except (RuntimeError, OSError, ValueError, TypeError) as err:
-        hint = (
-            "; offline, give the weights as teacher.pretrained_file"
-            if cfg.pretrained and not cfg.pretrained_file
-            else ""
-        )
-        raise KdforgeError(f"timm could not build '{name}' with {options}: {err}{hint}") from None
+        if weights and from_hub(err):
+            raise hub_problem(err, weights, "timm weights", None, local=False) from None
+        raise KdforgeError(f"timm could not build '{name}' with {options}: {err}") from None
+    if weights:  # downloaded by timm into the Hugging Face cache, or read from it
+        note_loaded(weights, None, "timm weights")
     expects = list(module.pretrained_cfg.get("input_size") or ())
     if len(expects) == 3:  # what it was built for: the adapter's default (teacher.adapt overrides)
         expects[0] = options.get("in_chans", expects[0])
