@@ -30,8 +30,10 @@ def hub(tmp_path_factory):
 
 
 def kdforge(*args, hub, home, offline=False, flag=False):
-    """``kdforge ARGS`` in a process whose hub is the stand-in one and whose cache is ``home``."""
+    """``kdforge ARGS`` in a process whose hub is the stand-in one and whose caches (Hugging Face's, torch's) are in
+    ``home``."""
     env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(home), "HF_HUB_DISABLE_TELEMETRY": "1"}
+    env["TORCH_HOME"] = str(home / "torch")
     env.pop("HF_HUB_OFFLINE", None)
     if offline:
         env["HF_HUB_OFFLINE"] = "1"
@@ -165,3 +167,37 @@ def test_a_timm_teacher_downloads_its_pretrained_weights_through_the_hub(hub, tm
     assert code == 0 and "RANDOM classifier head" in out, out  # a 1000-class head rebuilt for 10 digits
     code, out = kdforge("check", path, hub=hub, home=tmp_path / "empty", flag=True)
     assert code == 2 and "'timm/test_resnet.r160_in1k' is not in the Hugging Face cache" in out, out
+
+
+def test_torchvision_weights_by_name_are_read_from_the_torch_cache(hub, tmp_path):
+    """torchvision's download server is not served here: its cache is filled as torchvision fills it (the file
+    named as its URL names it, under TORCH_HOME/hub/checkpoints), and the weights resolve from there."""
+    import torch
+    import torchvision
+
+    home = tmp_path / "cache"
+    checkpoints = home / "torch" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(torchvision.models.squeezenet1_1().state_dict(), checkpoints / "squeezenet1_1-b8a52dc0.pth")
+    teacher = {"source": "torchvision", "model": {"name": "squeezenet1_1", "weights": "IMAGENET1K_V1"}}
+    recipe = {
+        "name": "tv",
+        "data": {"name": "digits", "batch_size": 64},
+        "teacher": {**teacher, "pretrained": True, "adapt": {"size": 64, "channels": 3}},
+        "student": {"model": {"name": "mlp", "hidden": [16]}},
+        "losses": [{"name": "kd"}],
+        "log": {"dir": str(tmp_path / "runs"), "progress": False},
+    }
+    path = tmp_path / "tv.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    code, out = kdforge("fetch", path, hub=hub, home=home, flag=True)
+    assert code == 0 and "torchvision/squeezenet1_1" in out and "IMAGENET1K_V1" in out and "b8a52dc0" in out, out
+    code, out = kdforge("check", path, hub=hub, home=home, flag=True)
+    assert code == 0 and "RANDOM classifier head" in out, out  # ImageNet's 1000 classes, rebuilt for 10
+    code, out = kdforge("check", path, hub=hub, home=tmp_path / "empty", flag=True)
+    assert code == 2 and "squeezenet1_1.IMAGENET1K_V1 are not in the torch cache" in out, out
+    recipe["teacher"]["model"]["weights"] = "IMAGENET1K_V9"
+    path.write_text(yaml.safe_dump(recipe))
+    code, out = kdforge("check", path, hub=hub, home=home, flag=True)
+    assert code == 2 and "no weights 'IMAGENET1K_V9'" in out and "IMAGENET1K_V1" in out, out

@@ -11,14 +11,17 @@ own code without ``trust_remote_code: true``, a damaged file.
 from __future__ import annotations
 
 import contextlib
+import os
 import pickle
 import re
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
+from urllib.error import URLError
+from urllib.parse import urlparse
 
-from kdforge.errors import KdforgeError
+from kdforge.errors import KdforgeError, did_you_mean
 
 #: what the Hub accepts as a repository id: ``name`` or ``org/name``
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[\w.-]{1,96})?")
@@ -83,9 +86,54 @@ def load_pretrained(
 
 def note_loaded(name: str, revision: str | None, what: str) -> None:
     """Record that hub id ``name`` was just loaded (for :func:`recording`), with the commit it resolved to."""
-    record, source = _LOADED.get(), hub_source(name, revision)
-    if record is not None and source is not None and {**source, "what": what} not in record:
-        record.append({**source, "what": what})
+    source = hub_source(name, revision)
+    if source is not None:
+        _note({**source, "what": what})
+
+
+def _note(entry: dict[str, str]) -> None:
+    record = _LOADED.get()
+    if record is not None and entry not in record:
+        record.append(entry)
+
+
+def offline() -> bool:
+    """Whether downloads are off (``HF_HUB_OFFLINE``, which ``kdforge --offline`` sets), for every zoo."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def torchvision_weights(model: str, weights: str) -> tuple[dict[str, Any], str]:
+    """The state dict of torchvision's ``weights`` for ``model`` (a member of its weights enum: ``DEFAULT``,
+    ``IMAGENET1K_V2``, ...), downloaded by torchvision into the torch cache (``TORCH_HOME``) with its checksum
+    checked, or read from there; and that file."""
+    import torchvision
+    from torch.hub import get_dir
+
+    try:
+        choices = torchvision.models.get_model_weights(model)
+    except (ValueError, KeyError):
+        raise KdforgeError(f"torchvision has no pretrained weights for '{model}'") from None
+    if weights not in choices.__members__:
+        raise KdforgeError(
+            f"torchvision's '{model}' has no weights '{weights}'{did_you_mean(weights, list(choices.__members__))}"
+        )
+    chosen = choices[weights]
+    file = Path(get_dir()) / "checkpoints" / Path(urlparse(chosen.url).path).name
+    if not file.is_file() and offline():
+        raise HubError(
+            f"torchvision weights {model}.{chosen.name} are not in the torch cache ({file.parent}), and downloads "
+            "are off (HF_HUB_OFFLINE): run the command once where there is a network, with the same TORCH_HOME"
+        )
+    try:
+        state = chosen.get_state_dict(progress=True, check_hash=True)
+    except (URLError, OSError) as err:
+        raise HubError(f"downloading torchvision weights {chosen.url} failed ({_short(err)}); run again") from None
+    except RuntimeError as err:  # torch.hub checks the file's SHA-256 against the prefix in its name
+        raise HubError(f"torchvision weights {chosen.url}: {_short(err)}; nothing was kept, run again") from None
+    checksum = file.stem.rpartition("-")[2]  # the SHA-256 prefix torchvision names its files by, and checks
+    entry = {"id": f"torchvision/{model}", "what": "torchvision weights", "revision": chosen.name}
+    _note({**entry, "url": chosen.url, "sha256": checksum})
+    return state, str(file)
 
 
 def hub_problem(err: BaseException, name: str, what: str, revision: str | None, local: bool) -> KdforgeError:
@@ -165,10 +213,15 @@ def hub_source(name: str | Path, revision: str | None = None) -> dict[str, str] 
 
 
 def cached_size(source: dict[str, str]) -> int:
-    """Bytes on disk of the files of ``source`` (a :func:`hub_source`) in the Hugging Face cache, at its commit."""
+    """Bytes on disk of what ``source`` (an entry of :func:`recording`) downloaded: its files in the Hugging Face
+    cache at its commit, or its file in the torch cache."""
     from huggingface_hub import constants
     from huggingface_hub.file_download import repo_folder_name
 
+    if "url" in source:
+        from torch.hub import get_dir
+
+        return (Path(get_dir()) / "checkpoints" / Path(urlparse(source["url"]).path).name).stat().st_size
     repo = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=source["id"], repo_type="model")
     snapshot = repo / "snapshots" / source["commit"]
     return sum(path.stat().st_size for path in snapshot.rglob("*") if path.is_file())

@@ -148,10 +148,16 @@ def fetch(
     if not loaded:
         console.print("the recipe names nothing by hub id: nothing to fetch")
         return
-    table = Table("hub id", "as", "revision", "commit", "size", title="in the Hugging Face cache")
+    table = Table("name", "as", "revision", "commit / checksum", "size", title="downloaded, or found in the caches")
     for source in loaded:
         size = f"{cached_size(source) / 2**20:,.1f} MiB"
-        cells = (source["id"], source["what"], source["revision"], source["commit"][:12], size)
+        cells = (
+            source["id"],
+            source["what"],
+            source["revision"],
+            source.get("commit", source.get("sha256", ""))[:12],
+            size,
+        )
         table.add_row(*map(Text, cells))  # names as they are, never read as markup
     console.print(table)
 

@@ -103,7 +103,7 @@ class TeacherConfig(Section):
     model: ModelConfig | None = None
     path: str | None = None
     pretrained: bool | None = Field(
-        None, description="timm/torchvision: start from pretrained weights (offline: give pretrained_file)"
+        None, description="timm/torchvision: start from pretrained weights (downloaded, or pretrained_file)"
     )
     pretrained_file: str | None = Field(None, description="timm/torchvision: local file with the pretrained weights")
     checkpoint: str | None = Field(

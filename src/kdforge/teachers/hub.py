@@ -26,7 +26,7 @@ from kdforge.export import load_state_strict, read_state_dict
 from kdforge.files import read_json
 from kdforge.losses.chunked import LMHead
 from kdforge.models.tokens import token_inputs
-from kdforge.pretrained import from_hub, hub_problem, load_pretrained, note_loaded
+from kdforge.pretrained import from_hub, hub_problem, load_pretrained, note_loaded, torchvision_weights
 from kdforge.teachers.retokenize import OwnTokens
 from kdforge.teachers.sources import TEACHER_SOURCES, Source, cached_fit
 from kdforge.teachers.text import TextTeacher, mean_pooled_encode
@@ -76,23 +76,26 @@ def timm_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.M
 @TEACHER_SOURCES.register("torchvision")
 def torchvision_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Module | None = None) -> Source:
     """A torchvision model by name (``torchvision.models.get_model``); ``model`` options go to
-    the builder (``num_classes`` defaults to the dataset's). ``pretrained_file`` is a saved
-    torchvision state dict; a classifier of another class count is left random."""
+    the builder (``num_classes`` defaults to the dataset's), except ``weights``: with
+    ``pretrained: true``, the member of the model's weights enum to load (default ``DEFAULT``;
+    ``IMAGENET1K_V2``, ...), downloaded by torchvision into the torch cache, or
+    ``pretrained_file``, a saved state dict. A classifier of another class count is left random."""
     spec = required(cfg.model, "teacher.model")
     import torchvision
 
     name, options = spec.name, {"num_classes": session.data.num_classes, **spec.options}
+    weights = options.pop("weights", "DEFAULT")
     if name not in torchvision.models.list_models():
         raise KdforgeError(f"torchvision has no model '{name}'{did_you_mean(name, torchvision.models.list_models())}")
     module = built("torchvision", name, lambda: torchvision.models.get_model(name, weights=None, **options), options)
     random_head = False
     if cfg.pretrained:
-        if not cfg.pretrained_file:
-            raise KdforgeError(
-                "torchvision teachers load pretrained weights offline: set teacher.pretrained_file to the saved state "
-                "dict"
-            )
-        random_head = _load_except_head(module, read_state_dict(cfg.pretrained_file), cfg.pretrained_file)
+        state, source = (
+            (read_state_dict(cfg.pretrained_file), cfg.pretrained_file)
+            if cfg.pretrained_file
+            else torchvision_weights(name, str(weights))
+        )
+        random_head = _load_except_head(module, state, source)
     return _finish(session, cfg, where, module, _last_linear(module), random_head)
 
 
