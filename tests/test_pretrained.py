@@ -68,8 +68,9 @@ def test_models_named_by_hub_id_download_into_the_hf_cache_then_run_offline(hub,
     assert any(r.startswith("GET /org/tiny-llama/resolve/") for r in hub.requests)  # really downloaded over HTTP
     (run_dir,) = (tmp_path / "runs").glob("hub-lm-*")
     results = json.loads((run_dir / "results.json").read_text())
-    resolved = {"id": "org/tiny-llama", "revision": "main", "commit": hub.commit}
-    assert results["hub"] == [{**resolved, "what": what} for what in ("tokenizer", "Hugging Face model")]
+    snapshot = str(home / "hub" / "models--org--tiny-llama" / "snapshots" / hub.commit)
+    resolved = {"id": "org/tiny-llama", "revision": "main", "commit": hub.commit, "path": snapshot}
+    assert results["sources"] == [{**resolved, "what": what} for what in ("tokenizer", "Hugging Face model")]
 
     asked = len(hub.requests)
     for how in ({"offline": True}, {"flag": True}):  # HF_HUB_OFFLINE=1, or kdforge --offline

@@ -88,10 +88,11 @@ def note_loaded(name: str, revision: str | None, what: str) -> None:
     """Record that hub id ``name`` was just loaded (for :func:`recording`), with the commit it resolved to."""
     source = hub_source(name, revision)
     if source is not None:
-        _note({**source, "what": what})
+        note({**source, "what": what})
 
 
-def _note(entry: dict[str, str]) -> None:
+def note(entry: dict[str, str]) -> None:
+    """Record ``entry`` (``id``, ``what``, where it came from and ``path``, where it lies) for :func:`recording`."""
     record = _LOADED.get()
     if record is not None and entry not in record:
         record.append(entry)
@@ -132,7 +133,7 @@ def torchvision_weights(model: str, weights: str) -> tuple[dict[str, Any], str]:
         raise HubError(f"torchvision weights {chosen.url}: {_short(err)}; nothing was kept, run again") from None
     checksum = file.stem.rpartition("-")[2]  # the SHA-256 prefix torchvision names its files by, and checks
     entry = {"id": f"torchvision/{model}", "what": "torchvision weights", "revision": chosen.name}
-    _note({**entry, "url": chosen.url, "sha256": checksum})
+    note({**entry, "url": chosen.url, "sha256": checksum, "path": str(file)})
     return state, str(file)
 
 
@@ -209,19 +210,10 @@ def hub_source(name: str | Path, revision: str | None = None) -> dict[str, str] 
     repo = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=str(name), repo_type="model")
     ref = repo / "refs" / asked
     commit = ref.read_text().strip() if ref.is_file() else asked
-    return {"id": str(name), "revision": asked, "commit": commit}
+    return {"id": str(name), "revision": asked, "commit": commit, "path": str(repo / "snapshots" / commit)}
 
 
-def cached_size(source: dict[str, str]) -> int:
-    """Bytes on disk of what ``source`` (an entry of :func:`recording`) downloaded: its files in the Hugging Face
-    cache at its commit, or its file in the torch cache."""
-    from huggingface_hub import constants
-    from huggingface_hub.file_download import repo_folder_name
-
-    if "url" in source:
-        from torch.hub import get_dir
-
-        return (Path(get_dir()) / "checkpoints" / Path(urlparse(source["url"]).path).name).stat().st_size
-    repo = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=source["id"], repo_type="model")
-    snapshot = repo / "snapshots" / source["commit"]
-    return sum(path.stat().st_size for path in snapshot.rglob("*") if path.is_file())
+def cached_size(entry: dict[str, str]) -> int:
+    """Bytes on disk of what ``entry`` (of :func:`recording`) names: its file, or the files of its folder."""
+    path = Path(entry["path"])
+    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

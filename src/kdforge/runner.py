@@ -89,7 +89,7 @@ def _run(
     if not distributed.is_main():
         console = Console(quiet=True)
     started = time.perf_counter()
-    from_hub = cleanup.enter_context(recording())  # the models and tokenizers a hub id named, as resolved
+    sources = cleanup.enter_context(recording())  # what was named by hub id or downloaded, as resolved
     terms = build_losses(recipe.losses)  # bad loss options fail before anything heavy is built
     run_dir = distributed.broadcast(_prepare_run_dir(recipe, resume) if distributed.is_main() else None)
     seed_everything(recipe.seed)
@@ -153,7 +153,7 @@ def _run(
             )  # fmt: skip
 
     timings["total_s"] = time.perf_counter() - started
-    results.update(timings=timings, kdforge_version=__version__, **({"hub": from_hub} if from_hub else {}))
+    results.update(timings=timings, kdforge_version=__version__, **({"sources": sources} if sources else {}))
     if distributed.is_main():
         write_results(run_dir, results)
         write_report(run_dir, results, plot_curves(run_dir, histories))

@@ -1,8 +1,8 @@
 """The standard image benchmarks from their official distribution files: CIFAR-10/100 (binary version)
-and MNIST-style idx files (MNIST, Fashion-MNIST, KMNIST). Nothing is downloaded: point ``path`` at
-the files. Both fit in memory (as float32: CIFAR about 0.7 GB, MNIST about 0.2 GB) and are held there,
-standardised like the other built-in image sets; their official test split is the test split, and
-validation is drawn from the training files by the seed.
+and MNIST-style idx files (MNIST, Fashion-MNIST, KMNIST). Point ``path`` at the files, or give
+``download: true`` to fetch them there, checksummed. Both fit in memory (as float32: CIFAR about 0.7 GB,
+MNIST about 0.2 GB) and are held there, standardised like the other built-in image sets; their official
+test split is the test split, and validation is drawn from the training files by the seed.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kdforge.bounds import AtLeastOne
+from kdforge.bounds import AtLeastOne, needs
 from kdforge.data.bundle import DATASETS, DataBundle, Split, split_rows, standardise
+from kdforge.data.download import fetch_dataset
 from kdforge.errors import KdforgeError
 from kdforge.files import FileReadError, read_bytes
 
@@ -36,7 +37,13 @@ def _coarse_needs_cifar100(options: Any) -> str | None:
     return None
 
 
-@DATASETS.register("cifar", rules=[_coarse_needs_cifar100])
+def _download_is_binary(options: Any) -> str | None:
+    if options.download and options.allow_pickle:
+        return "download fetches CIFAR's binary version, which needs no pickle: drop allow_pickle"
+    return None
+
+
+@DATASETS.register("cifar", rules=[_coarse_needs_cifar100, _download_is_binary])
 def cifar(
     *,
     seed: int,
@@ -46,14 +53,19 @@ def cifar(
     classes: Literal[10, 100] | None = None,
     labels: Literal["fine", "coarse"] = "fine",
     allow_pickle: bool = False,
+    download: bool = False,
 ) -> DataBundle:
     """CIFAR-10 or CIFAR-100 from the folder of its binary version (``cifar-10-batches-bin``:
     ``data_batch_1.bin`` ... ``test_batch.bin``; ``cifar-100-binary``: ``train.bin``, ``test.bin``).
     ``classes`` (10 or 100) is found from the files when not given; ``labels``: ``fine`` (100 classes) or
-    ``coarse`` (the 20 superclasses) for CIFAR-100. ``allow_pickle: true`` reads the "python version"
-    instead, which runs Python's pickle on the files: only for files you trust."""
+    ``coarse`` (the 20 superclasses) for CIFAR-100. ``download: true`` fetches the official binary archive
+    (of ``classes``, default 10) into ``path`` when its files are not there, checksummed
+    (:mod:`kdforge.data.download`). ``allow_pickle: true`` reads the "python version" instead, which runs
+    Python's pickle on the files: only for files you trust."""
     del test_fraction  # the official test files are the test split
-    folder = Path(path)
+    folder = Path(path).expanduser()
+    if download:
+        fetch_dataset(f"cifar{classes or 10}", folder)
     if not folder.is_dir():
         raise KdforgeError(f"cifar: '{folder}' is not a folder; give the folder that holds the CIFAR files")
     kind = _cifar_kind(folder, classes, allow_pickle)
@@ -133,7 +145,7 @@ IDX_FILES = {
 }
 
 
-@DATASETS.register("mnist")
+@DATASETS.register("mnist", rules=[needs("variant", "download", "names the files to download")])
 def mnist(
     *,
     seed: int,
@@ -142,13 +154,19 @@ def mnist(
     path: str,
     image_size: AtLeastOne | None = None,
     channels: Literal[1, 3] = 1,
+    download: bool = False,
+    variant: Literal["mnist", "fashion_mnist", "kmnist"] | None = None,
 ) -> DataBundle:
     """MNIST, Fashion-MNIST or KMNIST from the folder of their four idx files
     (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``,
     ``t10k-labels-idx1-ubyte``, each gzipped (``.gz``) or not). ``image_size`` resizes the 28×28 images
-    (bilinear); ``channels`` 1 or 3 (grey repeated)."""
+    (bilinear); ``channels`` 1 or 3 (grey repeated). ``download: true`` fetches the official files of
+    ``variant`` (default ``mnist``) into ``path`` when they are not there, checksummed
+    (:mod:`kdforge.data.download`)."""
     del test_fraction  # the official t10k files are the test split
-    folder = Path(path)
+    folder = Path(path).expanduser()
+    if download:
+        fetch_dataset(variant or "mnist", folder)
     if not folder.is_dir():
         raise KdforgeError(f"mnist: '{folder}' is not a folder; give the folder that holds the four idx files")
     arrays = {}
