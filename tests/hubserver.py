@@ -43,6 +43,12 @@ class Hub:
         self.server.server_close()
 
 
+def _oid(path: Path) -> str:
+    """A file's git blob id, as the hub lists it."""
+    data = path.read_bytes()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
 class _Handler(BaseHTTPRequestHandler):
     hub: Hub
 
@@ -59,12 +65,12 @@ class _Handler(BaseHTTPRequestHandler):
         path = unquote(urlparse(self.path).path).strip("/")
         self.hub.requests.append(f"{self.command} /{path}")
         parts = path.split("/")
-        api = parts[:2] == ["api", "models"]
-        if api:  # /api/models/{repo}[/revision/{revision}] or /api/models/{repo}/tree/{revision}/{folder}
-            parts = parts[2:]
-            verb = next((i for i, part in enumerate(parts) if part in ("revision", "tree")), len(parts))
-        else:  # /{repo}/resolve/{revision}/{file}
-            verb = parts.index("resolve") if "resolve" in parts[1:3] else len(parts)
+        api = parts[0] == "api" and parts[1:2] in (["models"], ["datasets"])
+        if api:  # /api/{models|datasets}/{repo}[/revision/{revision}] or .../tree/{revision}/{folder}
+            parts = parts[2:] if parts[1] == "models" else ["datasets", *parts[2:]]
+            verb = next((i for i, part in enumerate(parts) if part in ("revision", "tree", "paths-info")), len(parts))
+        else:  # /[datasets/]{repo}/resolve/{revision}/{file}
+            verb = parts.index("resolve") if "resolve" in parts[1:4] else len(parts)
         repo, revision, name = (
             "/".join(parts[:verb]),
             "/".join(parts[verb + 1 : verb + 2]) or "main",
@@ -87,13 +93,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _listing(self, repo: str, commit: str, folder: Path, tree: str | None, body: bool) -> None:
         """The repository's description (``/api/models/{repo}``), or the files under ``tree``."""
-        files = sorted(p for p in folder.rglob("*") if p.is_file())
         if tree is None:
+            files = sorted(p for p in folder.rglob("*") if p.is_file())
             siblings = [{"rfilename": str(p.relative_to(folder))} for p in files]
             info = {"id": repo, "modelId": repo, "sha": commit, "private": False, "siblings": siblings, "tags": []}
             return self._send(json.dumps(info).encode(), commit, "application/json", body)
-        inside = [p for p in files if str(p.relative_to(folder)).startswith(tree.rstrip("/") + "/") or not tree]
-        entries = [{"type": "file", "path": str(p.relative_to(folder)), "size": p.stat().st_size} for p in inside]
+        base = folder / tree
+        recursive = "recursive=true" in self.path.lower()
+        inside = sorted(base.rglob("*") if recursive else base.glob("*"))
+        entries = [
+            {"type": "file", "path": str(p.relative_to(folder)), "size": p.stat().st_size, "oid": _oid(p)}
+            if p.is_file()
+            else {"type": "directory", "path": str(p.relative_to(folder)), "oid": commit}
+            for p in inside
+        ]
         self._send(json.dumps(entries).encode(), commit, "application/json", body)
 
     def _send(self, data: bytes, commit: str, kind: str, body: bool) -> None:

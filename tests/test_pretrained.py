@@ -202,3 +202,62 @@ def test_torchvision_weights_by_name_are_read_from_the_torch_cache(hub, tmp_path
     path.write_text(yaml.safe_dump(recipe))
     code, out = kdforge("check", path, hub=hub, home=home, flag=True)
     assert code == 2 and "no weights 'IMAGENET1K_V9'" in out and "IMAGENET1K_V1" in out, out
+
+
+@pytest.fixture(scope="module")
+def numbers(hub, tmp_path_factory):
+    """``org/numbers`` on the stand-in hub: a dataset repository with train, validation and test parquet files, as
+    the hub lays them out (``data/train-00000-of-00001.parquet``); returns its commit."""
+    import datasets
+
+    folder = tmp_path_factory.mktemp("numbers")
+    (folder / "data").mkdir()
+    rows = datasets.Dataset.from_dict(
+        {"x": [[i / 60, (i % 3) / 3] for i in range(60)], "y": [i % 3 for i in range(60)]}
+    )
+    rows.to_parquet(str(folder / "data" / "train-00000-of-00001.parquet"))
+    rows.select(range(15)).to_parquet(str(folder / "data" / "validation-00000-of-00001.parquet"))
+    rows.select(range(15, 30)).to_parquet(str(folder / "data" / "test-00000-of-00001.parquet"))
+    return hub.add("datasets/org/numbers", folder)
+
+
+def numbers_recipe(tmp_path, **data):
+    recipe = {
+        "name": "hub-data",
+        "data": {"name": "hf", "path": "org/numbers", "input": "x", "label": "y", "batch_size": 16, **data},
+        "teacher": {"source": "train", "model": {"name": "mlp", "hidden": [8]}, "train": {"epochs": 1}},
+        "student": {"model": {"name": "mlp", "hidden": [4]}},
+        "losses": [{"name": "kd"}],
+        "log": {"dir": str(tmp_path / "runs"), "progress": False},
+    }
+    path = tmp_path / "data.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def test_a_hub_dataset_by_id_is_prepared_in_the_datasets_cache_then_read_offline(hub, numbers, tmp_path):
+    home = tmp_path / "hf"
+    code, out = kdforge("fetch", numbers_recipe(tmp_path), hub=hub, home=home)
+    assert code == 0 and "org/numbers" in out and numbers[:12] in out and "Hugging Face dataset" in out, out
+    asked = len(hub.requests)
+    code, out = kdforge("check", numbers_recipe(tmp_path), hub=hub, home=home, flag=True)
+    assert code == 0 and "check passed" in out and len(hub.requests) == asked, out
+    code, out = kdforge("check", numbers_recipe(tmp_path, streaming=True), hub=hub, home=tmp_path / "empty")
+    assert code == 0 and "check passed" in out, out  # streamed from the hub, nothing prepared first
+    assert not (tmp_path / "empty" / "datasets").exists() or not any((tmp_path / "empty" / "datasets").rglob("*.arrow"))
+
+
+@pytest.mark.parametrize(
+    "data,offline,names",
+    [
+        ({"path": "org/no-such-data"}, False, ["'org/no-such-data' is neither a folder on this machine nor"]),
+        ({"path": "org/no-such-data"}, True, ["'org/no-such-data'", "not in the Hugging Face cache"]),
+        ({"revision": "v9"}, False, ["'org/numbers' has no revision 'v9'"]),
+    ],
+    ids=["unknown id", "offline miss", "unknown revision"],
+)
+def test_a_hub_dataset_that_cannot_be_had_is_one_message(hub, numbers, tmp_path, data, offline, names):
+    code, out = kdforge("check", numbers_recipe(tmp_path, **data), hub=hub, home=tmp_path / "hf", offline=offline)
+    assert code == 2 and "Traceback" not in out, out
+    for name in names:
+        assert name in out, out

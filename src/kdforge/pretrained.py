@@ -137,8 +137,11 @@ def torchvision_weights(model: str, weights: str) -> tuple[dict[str, Any], str]:
     return state, str(file)
 
 
-def hub_problem(err: BaseException, name: str, what: str, revision: str | None, local: bool) -> KdforgeError:
-    """What went wrong loading ``name``, told from the Hugging Face errors behind ``err``."""
+def hub_problem(
+    err: BaseException, name: str, what: str, revision: str | None, local: bool, missing: bool = False
+) -> KdforgeError:
+    """What went wrong loading ``name``, told from the Hugging Face errors behind ``err`` (``missing``: the
+    library found no such repository, online or in its cache)."""
     from huggingface_hub import constants, errors
 
     causes = list(_chain(err))
@@ -158,14 +161,14 @@ def hub_problem(err: BaseException, name: str, what: str, revision: str | None, 
         return HubError(
             f"{what} '{name}' is gated: accept its terms on its hub page, then log in (hf auth login, or HF_TOKEN)"
         )
-    if isinstance(kind, errors.RepositoryNotFoundError):
+    if isinstance(kind, errors.RepositoryNotFoundError) or (missing and kind is None and not offline()):
         return HubError(
             f"{what} '{name}' is neither a folder on this machine nor a repository on {constants.ENDPOINT} (check "
             "the path or the id; a private repository needs a login: hf auth login, or HF_TOKEN)"
         )
     if isinstance(kind, errors.RevisionNotFoundError):
         return HubError(f"{what} '{name}' has no revision '{revision}' (a branch, tag or commit of the repository)")
-    if isinstance(kind, errors.LocalEntryNotFoundError) or constants.HF_HUB_OFFLINE:
+    if isinstance(kind, errors.LocalEntryNotFoundError) or constants.HF_HUB_OFFLINE or offline():
         return HubError(
             f"{what} '{name}'{at} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}), and downloads are "
             "off (HF_HUB_OFFLINE) or the hub cannot be reached: run the command once where there is a network, "

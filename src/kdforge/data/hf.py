@@ -1,8 +1,9 @@
-"""Hugging Face ``datasets`` on disk: the ``hf`` dataset.
+"""Hugging Face ``datasets``: the ``hf`` dataset.
 
-``path`` is a folder written by ``save_to_disk`` (a ``Dataset`` or a ``DatasetDict`` of splits),
-or data files — ``.parquet``, ``.arrow``, ``.jsonl``/``.json``, ``.csv`` — one file, a glob or a
-folder of them. Nothing is downloaded. The tables stay memory-mapped Arrow files: rows are read
+``path`` is a hub id (``ylecun/mnist``, at ``revision``, subset ``config``: prepared by ``datasets`` in its
+cache and read from there offline), a folder written by ``save_to_disk`` (a ``Dataset`` or a ``DatasetDict``
+of splits), or data files — ``.parquet``, ``.arrow``, ``.jsonl``/``.json``, ``.csv`` — one file, a glob or a
+folder of them. The tables stay memory-mapped Arrow files: rows are read
 (and images decoded) in DataLoader workers as training asks for them, so memory is flat in the
 number of rows.
 
@@ -20,7 +21,6 @@ classes (a ``ClassLabel``, whole numbers, or names: strings, numbered in sorted 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from kdforge.data.bundle import DATASETS, SPLIT_NAMES, DataBundle, DatasetSplit,
 from kdforge.data.folders import ImageOptions
 from kdforge.data.hf_stream import streamed
 from kdforge.data.hf_tables import (
+    HubDataset,
     Inputs,
     Labels,
     Numbers,
@@ -87,17 +88,20 @@ def hf(
     standardize: bool = True,
     streaming: bool = False,
     shuffle_buffer: AtLeastOne = 10_000,
+    config: str | None = None,
+    revision: str | None = None,
 ) -> DataBundle:
-    """A Hugging Face dataset on disk (see the module docstring): ``path`` a ``save_to_disk`` folder or
-    data files; ``input`` and ``label`` the columns; ``val``/``test`` files of their own;
-    ``split_column`` the column that names each row's split; ``image`` the image options of
-    ``image_folder`` (``image_size``, ``channels``, ``train_crop``, ``min_scale``, ``flip``, ``mean``,
-    ``std``) for an image column; ``standardize`` numeric inputs by the training rows; ``streaming``
-    reads the splits as streams (:mod:`kdforge.data.hf_stream`), shuffled through ``shuffle_buffer`` rows."""
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # local files only, whatever the machine can reach
+    """A Hugging Face dataset (see the module docstring): ``path`` a hub id (``config`` and ``revision``
+    choose its subset and version), a ``save_to_disk`` folder or data files; ``input`` and ``label`` the
+    columns; ``val``/``test`` files of their own; ``split_column`` the column that names each row's split;
+    ``image`` the image options of ``image_folder`` (``image_size``, ``channels``, ``train_crop``,
+    ``min_scale``, ``flip``, ``mean``, ``std``) for an image column; ``standardize`` numeric inputs by the
+    training rows; ``streaming`` reads the splits as streams (:mod:`kdforge.data.hf_stream`; a hub dataset
+    from the hub, with no local copy), shuffled through ``shuffle_buffer`` rows."""
+    hub = HubDataset(config, revision)
     if streaming:
-        return streamed(path, input, label, val, test, split_column, image, standardize, shuffle_buffer)
-    tables = _splits(path, val, test, split_column)
+        return streamed(path, hub, input, label, val, test, split_column, image, standardize, shuffle_buffer)
+    tables = _splits(path, hub, val, test, split_column)
     first = tables["train"]
     for column in (input, label):
         if column not in first.column_names:
@@ -146,11 +150,11 @@ def hf(
     )
 
 
-def _splits(path: str, val: str | None, test: str | None, split_column: str | None) -> dict[str, Any]:
+def _splits(path: str, hub: HubDataset, val: str | None, test: str | None, split_column: str | None) -> dict[str, Any]:
     """The splits the data itself gives: {"train": ..., and "val" / "test" where given}."""
     import datasets
 
-    found = load_table(path)
+    found = load_table(path, hub)
     if isinstance(found, datasets.DatasetDict):
         named = {s: next((found[n] for n in names if n in found), None) for s, names in SPLIT_NAMES.items()}
         if named["train"] is None:

@@ -23,18 +23,21 @@ import torch
 from kdforge.data.bundle import SPLIT_NAMES, DataBundle, StreamSplit
 from kdforge.data.folders import ImageOptions
 from kdforge.data.hf_tables import (
+    HubDataset,
     Labels,
     Numbers,
     check_known_names,
     check_split_marks,
     class_names,
     data_files,
+    hub_dataset,
     image_inputs,
     load_table,
     saved_to_disk,
 )
 from kdforge.errors import KdforgeError
 from kdforge.files import FileReadError
+from kdforge.pretrained import HUB_ID, is_local
 
 SURVEY_ROWS = 4096  # rows per chunk of the counting pass
 READ_ROWS = 1024  # rows per chunk read from the stream
@@ -90,10 +93,13 @@ class _InSplit:
         return str(row[self.column]) in self.names
 
 
-def stream_of(path: str) -> Any:
-    """A ``save_to_disk`` folder's dataset (or its dict of splits) or data files, as streams."""
+def stream_of(path: str, hub: HubDataset | None = None) -> Any:
+    """A hub dataset's splits, a ``save_to_disk`` folder's dataset (or its dict of splits) or data files, as
+    streams."""
     import datasets
 
+    if not is_local(path) and HUB_ID.fullmatch(path):
+        return hub_dataset(path, hub or HubDataset(), streaming=True)
     if saved_to_disk(path):
         found = load_table(path)
         shards = lambda t: t.to_iterable_dataset(num_shards=max(1, min(len(t) // 1000, 64)))  # noqa: E731
@@ -112,9 +118,11 @@ def stream_of(path: str) -> Any:
     return datasets.load_dataset(kind, data_files=files, split="train", streaming=True, **options)
 
 
-def stream_splits(path: str, val: str | None, test: str | None, split_column: str | None) -> dict[str, Any]:
+def stream_splits(
+    path: str, hub: HubDataset, val: str | None, test: str | None, split_column: str | None
+) -> dict[str, Any]:
     """{"train", "val", "test"} -> the stream of each, from the data's own splits."""
-    found = stream_of(path)
+    found = stream_of(path, hub)
     if isinstance(found, dict):
         tables = {s: next((found[n] for n in names if n in found), None) for s, names in SPLIT_NAMES.items()}
     else:
@@ -193,6 +201,7 @@ def _numbers(column: Any) -> np.ndarray:
 
 def streamed(
     path: str,
+    hub: HubDataset,
     input: str,
     label: str,
     val: str | None,
@@ -205,7 +214,7 @@ def streamed(
     """The ``hf`` dataset with ``streaming: true`` (see the module docstring)."""
     import datasets
 
-    tables = stream_splits(path, val, test, split_column)
+    tables = stream_splits(path, hub, val, test, split_column)
     first = next(tables["train"].iter(batch_size=1), None)
     if first is None:
         raise KdforgeError(f"hf: '{path}' has no training rows")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from kdforge.data.bundle import SPLIT_NAMES
 from kdforge.data.folders import ImageOptions, image_transforms
 from kdforge.errors import KdforgeError
 from kdforge.files import FileReadError
+from kdforge.pretrained import HUB_ID, hub_problem, is_local, note
 
 FORMATS = {".parquet": "parquet", ".arrow": "arrow", ".jsonl": "json", ".json": "json", ".csv": "csv"}
 
@@ -77,10 +79,48 @@ def check_split_marks(marks: set[str], column: str, path: str) -> None:
         )
 
 
-def load_table(path: str) -> Any:
-    """A ``save_to_disk`` folder, or data files (a file, a glob or a folder of them) as one table."""
+@dataclass(frozen=True)
+class HubDataset:
+    """Which version of a hub dataset: its configuration (a subset: ``name`` in ``load_dataset``) and revision."""
+
+    config: str | None = None
+    revision: str | None = None
+
+
+def hub_dataset(path: str, hub: HubDataset, streaming: bool = False) -> Any:
+    """The splits of the hub dataset ``path`` (a dict of them): prepared as memory-mapped Arrow files in the
+    ``datasets`` cache (read from there offline), or with ``streaming`` read from the hub as streams. Recorded
+    (for ``results.json``) with the commit it resolved to."""
     import datasets
 
+    what = "Hugging Face dataset"
+    try:
+        builder = datasets.load_dataset_builder(path, name=hub.config, revision=hub.revision)
+        if streaming:
+            found = builder.as_streaming_dataset()
+        else:
+            builder.download_and_prepare()
+            found = builder.as_dataset()
+    except datasets.exceptions.DatasetNotFoundError as err:
+        raise hub_problem(err, path, what, hub.revision, local=False, missing=True) from None
+    except (OSError, ValueError, ConnectionError, datasets.exceptions.DatasetGenerationError) as err:
+        raise hub_problem(err, path, what, hub.revision, local=False) from None
+    config = {"config": hub.config} if hub.config else {}
+    commit = builder.hash or hub.revision or "main"
+    note({"id": path, "what": what, **config, "revision": hub.revision or "main", "commit": commit,
+          "path": str(builder.cache_dir)})  # fmt: skip
+    return found
+
+
+def load_table(path: str, hub: HubDataset | None = None) -> Any:
+    """A ``save_to_disk`` folder, data files (a file, a glob or a folder of them) as one table, or a hub dataset's
+    splits (``path`` an id, ``hub`` its configuration and revision)."""
+    import datasets
+
+    if not is_local(path) and HUB_ID.fullmatch(path):
+        return hub_dataset(path, hub or HubDataset())
+    if hub is not None and hub != HubDataset():
+        raise KdforgeError(f"hf: config and revision choose a version of a hub dataset; '{path}' is on this machine")
     if saved_to_disk(path):
         try:
             return datasets.load_from_disk(path)
