@@ -15,6 +15,7 @@ import yaml
 
 from datafiles import write_causal_lm, write_tokenizer
 from hubserver import Hub
+from kdforge.errors import KdforgeError
 
 
 @pytest.fixture(scope="module")
@@ -107,9 +108,8 @@ def test_a_revision_pins_the_commit_and_a_missing_one_is_named(hub, tmp_path):
             ["'org/no-such-model' is neither a folder on this machine nor a repository", "hf auth login"],
         ),
         ("org/no-such-model", True, ["'org/tiny-llama' is not in the Hugging Face cache", "HF_HUB_OFFLINE"]),
-        ("not a valid id!", False, ["neither a folder on this machine nor a hub id"]),
     ],
-    ids=["unknown id", "offline miss", "not an id"],
+    ids=["unknown id", "offline miss"],
 )
 def test_a_name_that_cannot_be_had_is_one_message(hub, tmp_path, teacher, offline, names):
     """(Offline with an empty cache, the first name read, the data's tokenizer, is the one missing.)"""
@@ -117,6 +117,15 @@ def test_a_name_that_cannot_be_had_is_one_message(hub, tmp_path, teacher, offlin
     assert code == 2 and "Traceback" not in out, out
     for name in names:
         assert name in out, out
+
+
+def test_a_name_that_is_neither_a_folder_nor_a_hub_id_is_refused_before_any_request():
+    from transformers import AutoConfig
+
+    from kdforge.pretrained import load_pretrained
+
+    with pytest.raises(KdforgeError, match="'not a valid id!' is neither a folder on this machine nor a hub id"):
+        load_pretrained(AutoConfig.from_pretrained, "not a valid id!", "Hugging Face model")
 
 
 def test_a_model_that_ships_its_own_code_needs_trust_remote_code(hub, tmp_path, tmp_path_factory):
@@ -166,8 +175,6 @@ def test_a_timm_teacher_downloads_its_pretrained_weights_through_the_hub(hub, tm
     assert (home / "hub" / "models--timm--test_resnet.r160_in1k" / "snapshots" / commit / "model.safetensors").exists()
     code, out = kdforge("check", path, hub=hub, home=home, flag=True)
     assert code == 0 and "RANDOM classifier head" in out, out  # a 1000-class head rebuilt for 10 digits
-    code, out = kdforge("check", path, hub=hub, home=tmp_path / "empty", flag=True)
-    assert code == 2 and "'timm/test_resnet.r160_in1k' is not in the Hugging Face cache" in out, out
 
 
 def test_torchvision_weights_by_name_are_read_from_the_torch_cache(hub, tmp_path):
@@ -192,16 +199,22 @@ def test_torchvision_weights_by_name_are_read_from_the_torch_cache(hub, tmp_path
     }
     path = tmp_path / "tv.yaml"
     path.write_text(yaml.safe_dump(recipe))
-    code, out = kdforge("fetch", path, hub=hub, home=home, flag=True)
+    code, out = kdforge("fetch", path, hub=hub, home=home, flag=True)  # offline: from the cache alone
     assert code == 0 and "torchvision/squeezenet1_1" in out and "IMAGENET1K_V1" in out and "b8a52dc0" in out, out
-    code, out = kdforge("check", path, hub=hub, home=home, flag=True)
-    assert code == 0 and "RANDOM classifier head" in out, out  # ImageNet's 1000 classes, rebuilt for 10
-    code, out = kdforge("check", path, hub=hub, home=tmp_path / "empty", flag=True)
-    assert code == 2 and "squeezenet1_1.IMAGENET1K_V1 are not in the torch cache" in out, out
-    recipe["teacher"]["model"]["weights"] = "IMAGENET1K_V9"
-    path.write_text(yaml.safe_dump(recipe))
-    code, out = kdforge("check", path, hub=hub, home=home, flag=True)
-    assert code == 2 and "no weights 'IMAGENET1K_V9'" in out and "IMAGENET1K_V1" in out, out
+    assert "randomly initialised classifier" in out  # ImageNet's 1000 classes, rebuilt for 10
+
+
+def test_torchvision_weights_missing_offline_or_misnamed_are_one_message(tmp_path, monkeypatch):
+    from kdforge.pretrained import torchvision_weights
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(KdforgeError, match=r"squeezenet1_1.IMAGENET1K_V1 are not in the torch cache .*TORCH_HOME"):
+        torchvision_weights("squeezenet1_1", "DEFAULT")
+    with pytest.raises(
+        KdforgeError, match=r"'squeezenet1_1' has no weights 'IMAGENET1K_V9' \(did you mean 'IMAGENET1K_V1'\?\)"
+    ):
+        torchvision_weights("squeezenet1_1", "IMAGENET1K_V9")
 
 
 @pytest.fixture(scope="module")
