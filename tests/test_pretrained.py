@@ -72,6 +72,13 @@ def test_models_named_by_hub_id_download_into_the_hf_cache_then_run_offline(hub,
     snapshot = str(home / "hub" / "models--org--tiny-llama" / "snapshots" / hub.commit)
     resolved = {"id": "org/tiny-llama", "revision": "main", "commit": hub.commit, "path": snapshot}
     assert results["sources"] == [{**resolved, "what": what} for what in ("tokenizer", "Hugging Face model")]
+    from huggingface_hub import ModelCard  # the Hub's own reader of model cards
+
+    for folder, library in ((run_dir, "kdforge"), (run_dir / "student_hf", "transformers")):
+        card = ModelCard.load(folder / "README.md")
+        assert card.data.library_name == library and card.data.base_model == "org/tiny-llama"
+        assert "knowledge-distillation" in card.data.tags and card.data.pipeline_tag == "text-generation"
+        assert "| student + KD |" in card.text and "name: hub-lm" in card.text
 
     asked = len(hub.requests)
     for how in ({"offline": True}, {"flag": True}):  # HF_HUB_OFFLINE=1, or kdforge --offline

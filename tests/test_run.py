@@ -42,6 +42,7 @@ def test_run_directory_has_everything(finished):
         "last.pt",
         "best.pt",
         "report.md",
+        "README.md",
         "plots/loss.png",
         "plots/accuracy.png",
         "teacher/teacher.safetensors",
@@ -64,6 +65,12 @@ def test_run_directory_has_everything(finished):
         agreement = results[role]["teacher_agreement"]
         assert 0 <= agreement["top1_agreement"] <= 1 and agreement["kl_from_teacher"] > 0
     assert "student alone agrees with the teacher's top-1 on" in (d / "report.md").read_text()
+    from huggingface_hub import ModelCard  # the Hub's own reader: the run folder uploads as a model repository
+
+    card = ModelCard.load(d / "README.md")
+    assert card.data.library_name == "kdforge" and card.data.metrics == ["accuracy"]
+    assert card.data.base_model is None  # a teacher trained here, not one from the hub
+    assert "| student + KD | mlp |" in card.text and "kdforge.load_student" in card.text and "KD gain" in card.text
     lines = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
     epochs = [r for r in lines if r["kind"] == "epoch"]
     assert {r["stage"] for r in epochs} == {"teacher", "distill", "baseline"} and len(epochs) == 6

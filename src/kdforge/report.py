@@ -117,15 +117,15 @@ def transfer_section(entry: dict[str, Any]) -> list[str]:
     ]
 
 
-def write_report(run_dir: Path, results: dict[str, Any], plots: list[str]) -> None:
-    metric = {"acc": "accuracy", "PSNR": "PSNR", "ρ": "Spearman ρ", "PPL": "perplexity"}[
-        score_name(results["student"]["test"])
-    ]
+#: a run's headline metric: (its name in words, its id among the Hub's metrics)
+METRICS = {"acc": ("accuracy", "accuracy"), "PSNR": ("PSNR", "psnr"), "ρ": ("Spearman ρ", "spearmanr")}
+METRICS["PPL"] = ("perplexity", "perplexity")
+
+
+def _comparison(results: dict[str, Any]) -> list[str]:
+    """The Markdown table of every model's scores, size and latency, and the KD gain under it."""
+    metric = METRICS[score_name(results["student"]["test"])][0]
     lines = [
-        f"# {results['name']}",
-        "",
-        f"Dataset `{results['dataset']}`; best {_selected(results)} chosen on validation, {metric} reported on test.",
-        "",
         f"| model | architecture | test {metric} | val {metric} (selected) | params | latency ms (batch 1) |",
         "|---|---|---:|---:|---:|---:|",
     ]
@@ -138,6 +138,18 @@ def write_report(run_dir: Path, results: dict[str, Any], plots: list[str]) -> No
     gain = kd_gain(results)
     if gain is not None:
         lines += ["", f"KD gain over the same student trained alone{alone_budget(results)}: **{gain}**."]
+    return lines
+
+
+def write_report(run_dir: Path, results: dict[str, Any], plots: list[str]) -> None:
+    metric = METRICS[score_name(results["student"]["test"])][0]
+    lines = [
+        f"# {results['name']}",
+        "",
+        f"Dataset `{results['dataset']}`; best {_selected(results)} chosen on validation, {metric} reported on test.",
+        "",
+        *_comparison(results),
+    ]
     lines += [f"\n{note}." for note in family_notes(results) + agreement_notes(results)]
     lines += transfer_section(results["student"])
     lines += [line for family in families() for line in family.report_sections(results["student"])]
@@ -218,3 +230,59 @@ def _curve(
 def _by_steps(history: list[dict[str, Any]]) -> bool:
     """Whether a fit validated by steps (``val_every: {steps: N}``): its epoch records list their validations."""
     return any("validations" in r for r in history)
+
+
+def model_card(results: dict[str, Any], recipe: str, library: str = "kdforge") -> str:
+    """The distilled student's model card, in the Hugging Face Hub's format: YAML front matter (``library_name``,
+    ``base_model`` = the teacher when it came from the hub, ``datasets`` from the hub, ``metrics``, ``tags``), then
+    the teacher, the data, the table of teacher / student + KD / student alone with the KD gain, size and latency,
+    how to load it, and the recipe. ``library``: ``transformers`` for a ``save_pretrained`` folder, else kdforge."""
+    import yaml
+
+    sources = results.get("sources", [])
+    teacher = results.get("teacher", {}).get("model")
+    models = [s["id"] for s in sources if s["what"] in ("Hugging Face model", "timm weights")]
+    base = next((found for found in models if teacher is not None and found in (teacher, f"timm/{teacher}")), None)
+    meta: dict[str, Any] = {"library_name": library, **({"base_model": base} if base else {})}
+    hub_data = [s["id"] for s in sources if s["what"] == "Hugging Face dataset"]
+    meta |= {"datasets": hub_data} if hub_data else {}
+    meta |= {
+        "metrics": [METRICS[score_name(results["student"]["test"])][1]],
+        "tags": ["knowledge-distillation", "kdforge"],
+    }
+    if "perplexity" in results["student"]["test"]:
+        meta["pipeline_tag"] = "text-generation"
+    student = results["student"]["model"]
+    origin = f" from the teacher `{teacher}`" if teacher else ""
+    load = (
+        "from transformers import AutoModelForCausalLM\n"
+        'model = AutoModelForCausalLM.from_pretrained("path/to/this/folder")'
+        if library == "transformers"
+        else 'import kdforge\nmodel = kdforge.load_student("path/to/this/folder")  # student.safetensors + student.json'
+    )
+    lines = [
+        "---",
+        yaml.safe_dump(meta, sort_keys=False).strip(),
+        "---",
+        "",
+        f"# {results['name']}",
+        "",
+        f"A `{student}` student distilled{origin} with kdforge on "
+        f"`{results['dataset']}`: chosen on the validation split, scored on the test split.",
+        "",
+        *_comparison(results),
+        "",
+        "## Use",
+        "",
+        "```python",
+        load,
+        "```",
+        "",
+        "## Recipe",
+        "",
+        "```yaml",
+        recipe.strip(),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)

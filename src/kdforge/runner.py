@@ -8,6 +8,7 @@ trained without distillation (``baseline/``) for an honest comparison.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import time
 from collections.abc import Sequence
@@ -33,7 +34,7 @@ from kdforge.files import check_writable, remove_stale_tmp, write_text
 from kdforge.losses import build_losses
 from kdforge.machine import deterministic, seed_everything
 from kdforge.pretrained import recording
-from kdforge.report import plot_curves, summary_table, write_report, write_results
+from kdforge.report import model_card, plot_curves, summary_table, write_report, write_results
 from kdforge.session import Session
 from kdforge.teachers.cache import write_cache
 from kdforge.teachers.teacher import Teacher
@@ -157,6 +158,10 @@ def _run(
     if distributed.is_main():
         write_results(run_dir, results)
         write_report(run_dir, results, plot_curves(run_dir, histories))
+        card = functools.partial(model_card, results, recipe.to_yaml())
+        write_text(run_dir / "README.md", card("kdforge"))  # the Hub's model card, beside student.safetensors
+        for family in families():
+            family.after_run(run_dir, results, card)
     console.print(summary_table(results))
     console.print(
         f"run directory: [bold]{escape(str(run_dir))}[/] (report.md, results.json, student.safetensors, plots/)"

@@ -29,10 +29,11 @@ from torch import nn
 
 from kdforge.errors import KdforgeError
 from kdforge.export import EXPORT_FORMATS, load_student
-from kdforge.files import write_folder_atomic
+from kdforge.files import read_json, write_folder_atomic, write_text
 from kdforge.losses.chunked import LMHead
 from kdforge.models import MODELS
 from kdforge.pretrained import load_pretrained
+from kdforge.report import model_card
 from kdforge.teachers.hub import hf_inputs, plain_head
 
 
@@ -229,6 +230,9 @@ def export_hf(run_dir: Path, out: Path | None = None) -> str:
         raise KdforgeError(
             f"'{run_dir}' has a {type(model).__name__} student; the hf format saves hf_causal_lm students"
         )
-    tokenizer = load_run_recipe(run_dir).data.options.get("tokenizer")
-    folder = save_hf(model, out or Path(run_dir) / "student_hf", tokenizer)
+    recipe = load_run_recipe(run_dir)
+    folder = save_hf(model, out or Path(run_dir) / "student_hf", recipe.data.options.get("tokenizer"))
+    if (Path(run_dir) / "results.json").is_file():  # a finished run: its model card, for the Hub
+        results = read_json(Path(run_dir) / "results.json", "run results")
+        write_text(folder / "README.md", model_card(results, recipe.to_yaml(), "transformers"))
     return f"wrote {folder} (load it with transformers.AutoModelForCausalLM.from_pretrained)"
