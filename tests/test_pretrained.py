@@ -281,3 +281,28 @@ def test_a_hub_dataset_that_cannot_be_had_is_one_message(hub, numbers, tmp_path,
     assert code == 2 and "Traceback" not in out, out
     for name in names:
         assert name in out, out
+
+
+def test_text_datasets_read_a_hub_datasets_text_column(hub, tmp_path, tmp_path_factory):
+    import datasets
+
+    from kdforge.data.text import docstrings
+
+    folder = tmp_path_factory.mktemp("texts")
+    (folder / "data").mkdir()
+    texts = sorted(set(docstrings(["json", "csv"])))[:60]
+    datasets.Dataset.from_dict({"text": texts}).to_parquet(str(folder / "data" / "train-00000-of-00001.parquet"))
+    commit = hub.add("datasets/org/texts", folder)
+    model = {"name": "lm_transformer", "width": 16, "depth": 1, "heads": 2}
+    recipe = {
+        "name": "hub-texts",
+        "data": {"name": "text_lm", "files": [{"path": "org/texts", "revision": commit}], "length": 32},
+        "teacher": {"source": "train", "model": model, "train": {"epochs": 1}},
+        "student": {"model": model},
+        "losses": [{"name": "ce"}],
+        "log": {"dir": str(tmp_path / "runs"), "progress": False},
+    }
+    path = tmp_path / "texts.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    code, out = kdforge("fetch", path, hub=hub, home=tmp_path / "hf")
+    assert code == 0 and "org/texts" in out and commit[:12] in out, out

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydantic
 import torch
 
 from kdforge.data.bundle import SPLIT_NAMES
@@ -85,6 +86,31 @@ class HubDataset:
 
     config: str | None = None
     revision: str | None = None
+
+
+class DatasetName(pydantic.BaseModel):
+    """A hub dataset among a text dataset's ``files``, with its subset and version:
+    ``{path: Salesforce/wikitext, config: wikitext-2-raw-v1, revision: main}``."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+    path: str
+    config: str | None = None
+    revision: str | None = None
+
+
+#: one of a text dataset's ``files``: a file, a folder, or a hub dataset (its id, or a :class:`DatasetName`)
+DataFile = str | DatasetName
+
+
+def named_table(entry: str | Path | DatasetName | dict[str, Any]) -> tuple[str, HubDataset] | None:
+    """(hub id, version) when ``entry`` of ``files`` names a hub dataset rather than a file on this machine."""
+    if isinstance(entry, DatasetName | dict):
+        name = DatasetName.model_validate(entry)
+        return name.path, HubDataset(name.config, name.revision)
+    path = str(entry)
+    if Path(path).suffix in (*FORMATS, ".txt") or is_local(path) or not HUB_ID.fullmatch(path):
+        return None
+    return path, HubDataset()
 
 
 def hub_dataset(path: str, hub: HubDataset, streaming: bool = False) -> Any:

@@ -22,13 +22,13 @@ import json
 import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from kdforge.data._docstrings import docstring_corpus
-from kdforge.data.hf_tables import load_table
+from kdforge.data.hf_tables import HubDataset, load_table, named_table
 from kdforge.errors import KdforgeError
 from kdforge.files import read_text
 from kdforge.pretrained import load_pretrained
@@ -194,13 +194,16 @@ def docstrings(modules: Iterable[str] = DEFAULT_MODULES) -> list[str]:
     return docstring_corpus(tuple(modules))
 
 
-def read_texts(path: str | Path, encoding: str = "utf-8", column: str = "text") -> list[str]:
+def read_texts(path: str | Path | dict[str, Any], encoding: str = "utf-8", column: str = "text") -> list[str]:
     """Texts of a ``.txt`` (one per non-empty line), ``.jsonl`` (field ``column``) or ``.csv``
     (column ``column``) file, decoded with ``encoding`` (the datasets' ``file_encoding``), or the
-    ``column`` of a Hugging Face dataset on disk (``.parquet``, ``.arrow``, a ``save_to_disk`` folder)."""
-    path = Path(path)
+    ``column`` of a Hugging Face dataset: on disk (``.parquet``, ``.arrow``, a ``save_to_disk`` folder) or a hub
+    id (every split; a :class:`~kdforge.data.hf_tables.DatasetName` gives its subset and revision)."""
+    if (hub := named_table(path)) is not None:
+        return _table_texts(*hub, column)
+    path = Path(str(path))
     if path.suffix in (".parquet", ".arrow") or path.is_dir():
-        return _table_texts(path, column)
+        return _table_texts(str(path), None, column)
     if path.suffix not in (".txt", ".jsonl", ".csv"):
         raise KdforgeError(
             f"'{path}': texts are read from .txt, .jsonl, .csv, .parquet or .arrow files, or a save_to_disk folder"
@@ -217,9 +220,9 @@ def read_texts(path: str | Path, encoding: str = "utf-8", column: str = "text") 
     return [_field(row, column, path, i) for i, row in enumerate(csv.DictReader(io.StringIO(text, newline="")))]
 
 
-def _table_texts(path: Path, column: str) -> list[str]:
-    """The ``column`` of a Hugging Face dataset on disk (every split of a saved ``DatasetDict``)."""
-    found = load_table(str(path))
+def _table_texts(path: str, hub: HubDataset | None, column: str) -> list[str]:
+    """The ``column`` of a Hugging Face dataset (every split of a ``DatasetDict``)."""
+    found = load_table(path, hub)
     tables = list(found.values()) if isinstance(found, dict) else [found]  # a DatasetDict: every split
     if column not in tables[0].column_names:
         raise KdforgeError(f"'{path}' has no text column '{column}'; its columns: {', '.join(tables[0].column_names)}")

