@@ -204,7 +204,7 @@ def test_sentence_transformers_from_the_installed_minilm_package(tiny_recipe, tm
     reference = SentenceTransformer(info["path"], device="cpu").encode(texts, convert_to_tensor=True)
     assert info["embedding_dim"] == 384 and torch.allclose(module(ids), reference, atol=1e-5)
     with pytest.raises(
-        KdforgeError, match="neither a local sentence-transformers directory nor an installed model package"
+        KdforgeError, match="sentence-transformers model .no-such-model. is not in the Hugging Face cache"
     ):
         load(
             *session_for(tiny_recipe, tmp_path, {"source": "sentence-transformers", "model": {"name": "no-such-model"}})

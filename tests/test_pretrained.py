@@ -60,17 +60,31 @@ def lm_recipe(tmp_path, teacher="org/tiny-llama", **model):
     return path
 
 
-def test_models_named_by_hub_id_download_into_the_hf_cache_then_run_offline(hub, tmp_path):
+def test_models_named_by_hub_id_are_fetched_into_the_hf_cache_then_a_run_is_offline(hub, tmp_path):
+    """The cluster's way: ``kdforge fetch`` where there is a network, then the job with ``--offline``."""
     home = tmp_path / "hf"
-    code, out = kdforge("train", lm_recipe(tmp_path), hub=hub, home=home)
+    code, out = kdforge("fetch", lm_recipe(tmp_path), hub=hub, home=home)
     assert code == 0, out
+    assert "org/tiny-llama" in out and hub.commit[:12] in out and "tokenizer" in out and "MiB" in out
+    assert not (tmp_path / "runs").exists()  # nothing ran
     cached = home / "hub" / "models--org--tiny-llama"
     assert (cached / "refs" / "main").read_text() == hub.commit and (cached / "snapshots" / hub.commit).is_dir()
     assert any(r.startswith("GET /org/tiny-llama/resolve/") for r in hub.requests)  # really downloaded over HTTP
+
+    asked = len(hub.requests)
+    code, out = kdforge("train", lm_recipe(tmp_path), hub=hub, home=home, flag=True)
+    assert code == 0, out
+    code, out = kdforge("check", lm_recipe(tmp_path), hub=hub, home=home, offline=True)  # HF_HUB_OFFLINE=1
+    assert code == 0 and "check passed" in out, out
+    assert len(hub.requests) == asked  # offline: the cache alone
     (run_dir,) = (tmp_path / "runs").glob("hub-lm-*")
     results = json.loads((run_dir / "results.json").read_text())
-    snapshot = str(home / "hub" / "models--org--tiny-llama" / "snapshots" / hub.commit)
-    resolved = {"id": "org/tiny-llama", "revision": "main", "commit": hub.commit, "path": snapshot}
+    resolved = {
+        "id": "org/tiny-llama",
+        "revision": "main",
+        "commit": hub.commit,
+        "path": str(cached / "snapshots" / hub.commit),
+    }
     assert results["sources"] == [{**resolved, "what": what} for what in ("tokenizer", "Hugging Face model")]
     from huggingface_hub import ModelCard  # the Hub's own reader of model cards
 
@@ -79,22 +93,6 @@ def test_models_named_by_hub_id_download_into_the_hf_cache_then_run_offline(hub,
         assert card.data.library_name == library and card.data.base_model == "org/tiny-llama"
         assert "knowledge-distillation" in card.data.tags and card.data.pipeline_tag == "text-generation"
         assert "| student + KD |" in card.text and "name: hub-lm" in card.text
-
-    asked = len(hub.requests)
-    for how in ({"offline": True}, {"flag": True}):  # HF_HUB_OFFLINE=1, or kdforge --offline
-        code, out = kdforge("check", lm_recipe(tmp_path), hub=hub, home=home, **how)
-        assert code == 0 and "check passed" in out, out
-    assert len(hub.requests) == asked  # offline: the cache alone
-
-
-def test_fetch_downloads_what_a_recipe_names_so_that_the_job_runs_offline(hub, tmp_path):
-    home = tmp_path / "hf"
-    code, out = kdforge("fetch", lm_recipe(tmp_path), hub=hub, home=home)
-    assert code == 0, out
-    assert "org/tiny-llama" in out and hub.commit[:12] in out and "tokenizer" in out and "MiB" in out
-    assert not (tmp_path / "runs").exists()  # nothing ran
-    code, out = kdforge("check", lm_recipe(tmp_path), hub=hub, home=home, flag=True)
-    assert code == 0 and "check passed" in out, out
 
 
 def test_a_revision_pins_the_commit_and_a_missing_one_is_named(hub, tmp_path):
@@ -306,3 +304,41 @@ def test_text_datasets_read_a_hub_datasets_text_column(hub, tmp_path, tmp_path_f
     path.write_text(yaml.safe_dump(recipe))
     code, out = kdforge("fetch", path, hub=hub, home=tmp_path / "hf")
     assert code == 0 and "org/texts" in out and commit[:12] in out, out
+
+
+def test_a_sentence_transformers_teacher_by_hub_id(hub, tmp_path, tmp_path_factory):
+    """A tiny sentence encoder (a config-built BERT, the packaged MiniLM's tokenizer, mean pooling) published as
+    ``org/tiny-encoder``, distilled into a small embedding student from its id."""
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from kdforge.data.text import tokenizer_path
+
+    bert = tmp_path_factory.mktemp("bert")
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path("minilm"))
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=64)  # fmt: skip
+    BertModel(config).save_pretrained(bert)
+    tokenizer.save_pretrained(bert)
+    encoder = tmp_path_factory.mktemp("encoder")
+    word = models.Transformer(str(bert), max_seq_length=32)
+    SentenceTransformer(modules=[word, models.Pooling(16, "mean")]).save(str(encoder))
+    commit = hub.add("org/tiny-encoder", encoder)
+    recipe = {
+        "name": "hub-encoder",
+        "data": {
+            "name": "text_corpus",
+            "max_texts": 200,
+            "encoding": "tokens",
+            "tokenizer": "minilm",
+            "max_length": 32,
+        },
+        "teacher": {"source": "sentence-transformers", "model": {"name": "org/tiny-encoder"}},
+        "student": {"model": {"name": "embed_tokens", "dim": 8}},
+        "losses": [{"name": "cosine"}],
+        "log": {"dir": str(tmp_path / "runs"), "progress": False},
+    }
+    path = tmp_path / "encoder.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    code, out = kdforge("fetch", path, hub=hub, home=tmp_path / "hf")
+    assert code == 0 and "org/tiny-encoder" in out and commit[:12] in out, out

