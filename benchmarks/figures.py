@@ -97,7 +97,7 @@ def table(doc: str, first: str, source: str) -> list[Figure]:
 FIGURES = [
     Figure(
         "README.md",
-        "KD gain of 1.57 ± 0.16\npoints (distilled 98.98 ± 0.80%, alone 97.41 ± 0.64%, teacher 99.17 ± 0.28%)",
+        "KD gain of 1.57 ± 0.16 points (distilled 98.98 ± 0.80%, alone 97.41 ± 0.64%, teacher 99.17 ± 0.28%)",
         "digits_kd_sweep.md",
     ),
     # the demo's table is seed 0 of the sweep (its latencies are the machine's, not checked)
@@ -109,25 +109,25 @@ FIGURES = [
     Figure("README.md", "with a spread of ±0.13 to ±0.52", "overhead.json"),
     Figure(
         "README.md",
-        "online KD 84x the CNN-16\n  student alone, cached KD 1.09x (median; 1.10 ± 0.06x), a hand-written loop on "
-        "the same cache\n  1.08x (1.07 ± 0.06x)",
+        "online KD 84x the CNN-16 student alone, cached KD 1.09x (median; 1.10 ± 0.06x), a hand-written loop on "
+        "the same cache 1.08x (1.07 ± 0.06x)",
         "teacher_cost_cnn.json",
         ("84", "1.09", "1.10", "0.06", "1.08", "1.07", "0.06"),
     ),
     Figure(
         "README.md",
-        "cached KD 1.37x (1.42 ± 0.17x), by\n  hand 1.37x (1.38 ± 0.12x): the KD loss's own arithmetic; even the "
-        "cheapest extra term, one product and one\n  sum, costs 1.13x there; compiled together with the student "
-        "(`--compiled`) KD's arithmetic is nearly free,\n  1.01x a compiled student alone, but this student's "
+        "cached KD 1.37x (1.42 ± 0.17x), by hand 1.37x (1.38 ± 0.12x): the KD loss's own arithmetic; even the "
+        "cheapest extra term, one product and one sum, costs 1.13x there; compiled together with the student "
+        "(`--compiled`) KD's arithmetic is nearly free, 1.01x a compiled student alone, but this student's "
         "compiled step is 1.13x its eager one",
         "teacher_cost_mlp.json",
         ("1.37", "1.42", "0.17", "1.37", "1.38", "0.12", "1.13", "1.01", "1.13"),
     ),
-    Figure("README.md", "32 dims ρ\n  0.891 against 0.833, recall@10 0.675 against 0.631", "embed.md"),
-    Figure("README.md", "test perplexity 5.14 with KD\n  against 5.29 alone, the teacher 4.13", "lm.md"),
+    Figure("README.md", "32 dims ρ 0.891 against 0.833, recall@10 0.675 against 0.631", "embed.md"),
+    Figure("README.md", "test perplexity 5.14 with KD against 5.29 alone, the teacher 4.13", "lm.md"),
     Figure(
         "README.md",
-        "621–708 tokens/s in 6 KiB at any context, the teacher with its\n  key-value cache 507 at 128 tokens and 334 "
+        "621–708 tokens/s in 6 KiB at any context, the teacher with its key-value cache 507 at 128 tokens and 334 "
         "at 2,048",
         "lm.md",
         ("621", "708", "507", "334"),
@@ -183,7 +183,7 @@ FIGURES = [
         "lm_loss.md",
     ),
     Figure("README.md", "online-KD epoch 0.98x a hand-written loop", "lm_hf_step.md"),
-    Figure("README.md", "0.18x its time per step\n  supervised, 0.37x on-policy", "lm_trl.md"),
+    Figure("README.md", "0.18x its time per step supervised, 0.37x on-policy", "lm_trl.md"),
     Figure(
         "docs/ssm.md",
         "| compressed | 9,042 | 32.12 ± 0.07 | 30.85 ± 0.23 | +1.27 ± 0.16 | 32.11 ± 0.17 |",

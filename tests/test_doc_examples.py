@@ -29,7 +29,7 @@ BASE = {
 
 def examples() -> list[tuple[str, str]]:
     found = []
-    for doc in sorted(DOCS.glob("*.md")):
+    for doc in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]:
         text = doc.read_text()
         for block in re.finditer(r"```yaml\n(.*?)```", text, re.S):
             found.append((f"{doc.name}:{text[: block.start()].count(chr(10)) + 2}", block.group(1)))
