@@ -43,6 +43,13 @@ def kdforge(*args, hub, home, offline=False, flag=False):
     return done.returncode, " ".join((done.stdout + done.stderr).split())
 
 
+def written(tmp_path, recipe):
+    """``recipe`` (its runs under ``tmp_path``) as a YAML file; returns its path."""
+    path = tmp_path / f"{recipe['name']}.yaml"
+    path.write_text(yaml.safe_dump({**recipe, "log": {"dir": str(tmp_path / "runs"), "progress": False}}))
+    return path
+
+
 def lm_recipe(tmp_path, teacher="org/tiny-llama", **model):
     """A tiny language-model distillation whose tokenizer, teacher and student all come from the hub."""
     recipe = {
@@ -53,11 +60,8 @@ def lm_recipe(tmp_path, teacher="org/tiny-llama", **model):
         "student": {"model": {"name": "hf_causal_lm", "path": "org/tiny-llama", "layers": [0]}},
         "losses": [{"name": "ce", "weight": 0.5}, {"name": "kd", "weight": 0.5}],
         "train": {"epochs": 1, "baseline": False},
-        "log": {"dir": str(tmp_path / "runs"), "progress": False},
     }
-    path = tmp_path / "hub.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    return path
+    return written(tmp_path, recipe)
 
 
 def test_models_named_by_hub_id_are_fetched_into_the_hf_cache_then_a_run_is_offline(hub, tmp_path):
@@ -170,10 +174,8 @@ def test_a_timm_teacher_downloads_its_pretrained_weights_through_the_hub(hub, tm
         "teacher": {"source": "timm", "model": {"name": "test_resnet.r160_in1k"}, "pretrained": True},
         "student": {"model": {"name": "mlp", "hidden": [16]}},
         "losses": [{"name": "kd"}],
-        "log": {"dir": str(tmp_path / "runs"), "progress": False},
     }
-    path = tmp_path / "timm.yaml"
-    path.write_text(yaml.safe_dump(recipe))
+    path = written(tmp_path, recipe)
     home = tmp_path / "hf"
     code, out = kdforge("fetch", path, hub=hub, home=home)
     assert code == 0 and "timm/test_resnet.r160_in1k" in out and commit[:12] in out, out
@@ -200,10 +202,8 @@ def test_torchvision_weights_by_name_are_read_from_the_torch_cache(hub, tmp_path
         "teacher": {**teacher, "pretrained": True, "adapt": {"size": 64, "channels": 3}},
         "student": {"model": {"name": "mlp", "hidden": [16]}},
         "losses": [{"name": "kd"}],
-        "log": {"dir": str(tmp_path / "runs"), "progress": False},
     }
-    path = tmp_path / "tv.yaml"
-    path.write_text(yaml.safe_dump(recipe))
+    path = written(tmp_path, recipe)
     code, out = kdforge("fetch", path, hub=hub, home=home, flag=True)  # offline: from the cache alone
     assert code == 0 and "torchvision/squeezenet1_1" in out and "IMAGENET1K_V1" in out and "b8a52dc0" in out, out
     assert "randomly initialised classifier" in out  # ImageNet's 1000 classes, rebuilt for 10
@@ -246,11 +246,8 @@ def numbers_recipe(tmp_path, **data):
         "teacher": {"source": "train", "model": {"name": "mlp", "hidden": [8]}, "train": {"epochs": 1}},
         "student": {"model": {"name": "mlp", "hidden": [4]}},
         "losses": [{"name": "kd"}],
-        "log": {"dir": str(tmp_path / "runs"), "progress": False},
     }
-    path = tmp_path / "data.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    return path
+    return written(tmp_path, recipe)
 
 
 def test_a_hub_dataset_by_id_is_prepared_in_the_datasets_cache_then_read_offline(hub, numbers, tmp_path):
@@ -298,10 +295,8 @@ def test_text_datasets_read_a_hub_datasets_text_column(hub, tmp_path, tmp_path_f
         "teacher": {"source": "train", "model": model, "train": {"epochs": 1}},
         "student": {"model": model},
         "losses": [{"name": "ce"}],
-        "log": {"dir": str(tmp_path / "runs"), "progress": False},
     }
-    path = tmp_path / "texts.yaml"
-    path.write_text(yaml.safe_dump(recipe))
+    path = written(tmp_path, recipe)
     code, out = kdforge("fetch", path, hub=hub, home=tmp_path / "hf")
     assert code == 0 and "org/texts" in out and commit[:12] in out, out
 
@@ -336,9 +331,7 @@ def test_a_sentence_transformers_teacher_by_hub_id(hub, tmp_path, tmp_path_facto
         "teacher": {"source": "sentence-transformers", "model": {"name": "org/tiny-encoder"}},
         "student": {"model": {"name": "embed_tokens", "dim": 8}},
         "losses": [{"name": "cosine"}],
-        "log": {"dir": str(tmp_path / "runs"), "progress": False},
     }
-    path = tmp_path / "encoder.yaml"
-    path.write_text(yaml.safe_dump(recipe))
+    path = written(tmp_path, recipe)
     code, out = kdforge("fetch", path, hub=hub, home=tmp_path / "hf")
     assert code == 0 and "org/tiny-encoder" in out and commit[:12] in out, out
