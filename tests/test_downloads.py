@@ -131,3 +131,49 @@ def test_an_unreachable_server_is_one_message(tmp_path, monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     with pytest.raises(KdforgeError, match="downloading http://127.0.0.1:9/train-images-idx3-ubyte.gz failed"):
         build_dataset("mnist", path=str(tmp_path / "m"), download=True, seed=0)
+
+
+class Cut(Quiet):
+    """Sends a file's headers and half of it, then hangs up: a connection lost midway."""
+
+    def do_GET(self):
+        data = (self.server.served / self.path.lstrip("/")).read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data[: len(data) // 2])
+        self.wfile.flush()
+        self.close_connection = True
+
+
+def test_a_download_cut_off_midway_is_one_message_and_leaves_nothing(tmp_path, monkeypatch):
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "cifar-10-binary.tar.gz").write_bytes(cifar10_archive())
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Cut)
+    server.served = served
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv(downloads.MIRROR, f"http://127.0.0.1:{server.server_address[1]}")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    folder = tmp_path / "c10"
+    try:
+        with pytest.raises(KdforgeError, match="downloading http://127.0.0.1:.*/cifar-10-binary.tar.gz failed"):
+            build_dataset("cifar", path=str(folder), download=True, seed=0)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert list(folder.iterdir()) == []
+
+
+def test_what_a_killed_download_left_is_never_trusted(mirror, tmp_path):
+    """A kill during a download leaves ``.part`` (or, from elsewhere, a damaged archive): neither is read."""
+    served, requests, publish = mirror
+    archive = cifar10_archive()
+    publish("cifar10", 0, archive)
+    folder = tmp_path / "c10"
+    folder.mkdir()
+    (folder / "cifar-10-binary.tar.gz.part").write_bytes(archive[:1000])  # where a killed download stopped
+    (folder / "cifar-10-binary.tar.gz").write_bytes(archive[:5000])  # a damaged archive in its place
+    bundle = build_dataset("cifar", path=str(folder), download=True, seed=0)
+    assert requests == ["/cifar-10-binary.tar.gz"] and len(bundle.test) == 20  # fetched again, checked, read
+    assert not (folder / "cifar-10-binary.tar.gz.part").exists()

@@ -11,6 +11,7 @@ or the tests' local server); the file names stay the official ones.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import tarfile
 import urllib.request
@@ -141,15 +142,19 @@ def download(remote: Remote, target: Path) -> None:
     try:
         with urllib.request.urlopen(urllib.request.Request(source, headers={"User-Agent": "kdforge"})) as response:
             size = int(response.headers.get("Content-Length") or 0) or None
+            received = 0
             with part.open("wb") as out, _bar() as bar:
                 task = bar.add_task(f"downloading {remote.name}", total=size)
                 while chunk := response.read(CHUNK):
                     out.write(chunk)
                     digest.update(chunk)
+                    received += len(chunk)
                     bar.advance(task, len(chunk))
-    except (URLError, OSError) as err:
+            if size is not None and received < size:
+                raise http.client.IncompleteRead(b"", size - received)
+    except (URLError, OSError, http.client.HTTPException) as err:  # refused, unreachable, or cut off midway
         part.unlink(missing_ok=True)
-        raise KdforgeError(f"downloading {source} failed ({err}); run the command again") from None
+        raise KdforgeError(f"downloading {source} failed ({err!r}); run the command again") from None
     except BaseException:  # Ctrl-C or a kill: nothing half-written stays to be trusted
         part.unlink(missing_ok=True)
         raise
