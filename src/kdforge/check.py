@@ -44,8 +44,8 @@ def check(recipe: Recipe, console: Console | None = None) -> dict[str, Any]:
 
 def fetch(recipe: Recipe, console: Console | None = None) -> list[dict[str, str]]:
     """Build what ``recipe`` names (its data, student and teacher), without running or training anything, so that
-    each model and tokenizer it names by hub id is downloaded into the Hugging Face cache: what a cluster user runs
-    on a login node before an offline job. Returns those (:func:`kdforge.pretrained.recording`)."""
+    everything it names by hub id or downloads lands in its library's cache: what a cluster user runs on a login
+    node before an offline job. Returns those (:func:`kdforge.pretrained.recording`)."""
     console = console or Console()
     with recording() as loaded, Session(recipe, Path(recipe.log.dir), console) as session:
         student = session.build_student()

@@ -134,9 +134,10 @@ def fetch(
     recipe: Annotated[str, typer.Argument(help="Recipe YAML file or shipped recipe name.", show_default=False)],
     overrides: Overrides = None,
 ) -> None:
-    """Download everything the recipe names by hub id (models, tokenizers) into the Hugging Face cache, and list
-    each with its size and resolved commit: run it where there is a network, then the job offline
-    (HF_HUB_OFFLINE=1 or kdforge --offline) with the same HF_HOME."""
+    """Download everything the recipe names (models, tokenizers and datasets by hub id, timm and torchvision
+    weights, files of download: true datasets) into their libraries' caches without training, and list each with
+    its size and resolved commit or checksum: run it where there is a network, then the job offline
+    (HF_HUB_OFFLINE=1 or kdforge --offline) with the same HF_HOME and TORCH_HOME."""
     from rich.table import Table
     from rich.text import Text
 
