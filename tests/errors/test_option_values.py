@@ -54,7 +54,7 @@ def data_recipe(data, places):
     if kind is None:
         return changes
     if kind == "lm":
-        model = {"name": "lm_transformer", "dim": 16, "depth": 1, "heads": 2}
+        model = {"name": "lm_transformer", "width": 16, "depth": 1, "heads": 2}
         return changes | {
             "teacher": {"source": "train", "model": model, "train": {"epochs": 1}},
             "student": {"model": model},
