@@ -266,7 +266,7 @@ def test_a_hub_dataset_by_id_is_prepared_in_the_datasets_cache_then_read_offline
     "data,offline,names",
     [
         ({"path": "org/no-such-data"}, False, ["'org/no-such-data' is neither a folder on this machine nor"]),
-        ({"path": "org/no-such-data"}, True, ["'org/no-such-data'", "not in the Hugging Face cache"]),
+        ({"path": "org/no-such-data"}, True, ["'org/no-such-data'", "not in the Hugging Face cache", "hf/datasets"]),
         ({"revision": "v9"}, False, ["'org/numbers' has no revision 'v9'"]),
     ],
     ids=["unknown id", "offline miss", "unknown revision"],

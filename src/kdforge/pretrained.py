@@ -138,10 +138,16 @@ def torchvision_weights(model: str, weights: str) -> tuple[dict[str, Any], str]:
 
 
 def hub_problem(
-    err: BaseException, name: str, what: str, revision: str | None, local: bool, missing: bool = False
+    err: BaseException,
+    name: str,
+    what: str,
+    revision: str | None,
+    local: bool,
+    missing: bool = False,
+    cache: str | None = None,
 ) -> KdforgeError:
     """What went wrong loading ``name``, told from the Hugging Face errors behind ``err`` (``missing``: the
-    library found no such repository, online or in its cache)."""
+    library found no such repository, online or in its cache; ``cache``: where it looked, when not the hub's)."""
     from huggingface_hub import constants, errors
 
     causes = list(_chain(err))
@@ -170,9 +176,9 @@ def hub_problem(
         return HubError(f"{what} '{name}' has no revision '{revision}' (a branch, tag or commit of the repository)")
     if isinstance(kind, errors.LocalEntryNotFoundError) or constants.HF_HUB_OFFLINE or offline():
         return HubError(
-            f"{what} '{name}'{at} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}), and downloads are "
-            "off (HF_HUB_OFFLINE) or the hub cannot be reached: run the command once where there is a network, "
-            "with the same HF_HOME, to download it"
+            f"{what} '{name}'{at} is not in the Hugging Face cache ({cache or constants.HF_HUB_CACHE}), and "
+            "downloads are off (HF_HUB_OFFLINE) or the hub cannot be reached: run the command once where there is "
+            "a network, with the same HF_HOME, to download it"
         )
     if isinstance(kind, errors.HfHubHTTPError):
         return HubError(f"downloading {what} '{name}'{at} failed ({_short(kind)}); run the command again to resume")

@@ -118,8 +118,10 @@ def hub_dataset(path: str, hub: HubDataset, streaming: bool = False) -> Any:
     ``datasets`` cache (read from there offline), or with ``streaming`` read from the hub as streams. Recorded
     (for ``results.json``) with the commit it resolved to."""
     import datasets
+    from huggingface_hub import constants
 
     what = "Hugging Face dataset"
+    cache = f"{datasets.config.HF_DATASETS_CACHE}, its files in {constants.HF_HUB_CACHE}"
     try:
         builder = datasets.load_dataset_builder(path, name=hub.config, revision=hub.revision)
         if streaming:
@@ -128,9 +130,9 @@ def hub_dataset(path: str, hub: HubDataset, streaming: bool = False) -> Any:
             builder.download_and_prepare()
             found = builder.as_dataset()
     except datasets.exceptions.DatasetNotFoundError as err:
-        raise hub_problem(err, path, what, hub.revision, local=False, missing=True) from None
+        raise hub_problem(err, path, what, hub.revision, local=False, missing=True, cache=cache) from None
     except (OSError, ValueError, ConnectionError, datasets.exceptions.DatasetGenerationError) as err:
-        raise hub_problem(err, path, what, hub.revision, local=False) from None
+        raise hub_problem(err, path, what, hub.revision, local=False, cache=cache) from None
     config = {"config": hub.config} if hub.config else {}
     commit = builder.hash or hub.revision or "main"
     note({"id": path, "what": what, **config, "revision": hub.revision or "main", "commit": commit,
