@@ -80,7 +80,7 @@ def read_bytes(path: str | Path, what: str = "file") -> bytes:
     try:
         return path.read_bytes()
     except OSError as err:
-        raise FileReadError(f"{what} '{path}' cannot be read ({_short(err)})") from None
+        raise FileReadError(f"{what} '{path}' cannot be read ({short_reason(err)})") from None
 
 
 def read_json(path: str | Path, what: str = "JSON file") -> Any:
@@ -115,7 +115,7 @@ def load_torch(path: str | Path, map_location: str | torch.device = "cpu", what:
         raise FileReadError(f"{what} '{path}' is not a readable PyTorch file: it is truncated or damaged") from None
     except (RuntimeError, OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as err:  # KeyError: no pickle
         raise FileReadError(
-            f"{what} '{path}' is not a readable PyTorch file ({_short(err)}): it is truncated or damaged"
+            f"{what} '{path}' is not a readable PyTorch file ({short_reason(err)}): it is truncated or damaged"
         ) from None
 
 
@@ -165,7 +165,7 @@ def load_safetensors(
         return {**tensors, **{alias: tensors[name] for alias, name in aliases.items()}}
     except (SafetensorError, OSError, ValueError, KeyError) as err:
         raise FileReadError(
-            f"{what} '{path}' is not a valid safetensors file ({_short(err)}): it is truncated or damaged"
+            f"{what} '{path}' is not a valid safetensors file ({short_reason(err)}): it is truncated or damaged"
         ) from None
 
 
@@ -240,10 +240,11 @@ def _unreadable(err: BaseException, path: Path, what: str, kind: str) -> FileRea
             "code); "
             "save a numeric array (np.asarray(values, dtype=np.float32))"
         )
-    return FileReadError(f"{what} '{path}' is not a readable {kind} ({_short(err)}): it is truncated or damaged")
+    return FileReadError(f"{what} '{path}' is not a readable {kind} ({short_reason(err)}): it is truncated or damaged")
 
 
-def _short(err: BaseException) -> str:
+def short_reason(err: BaseException) -> str:
+    """An error's text on one line, cut to a length a message can quote."""
     text = " ".join(str(err).split()) or type(err).__name__
     return text if len(text) <= 120 else text[:117] + "..."
 

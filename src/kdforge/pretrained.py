@@ -22,6 +22,7 @@ from urllib.error import URLError
 from urllib.parse import urlparse
 
 from kdforge.errors import KdforgeError, did_you_mean
+from kdforge.files import short_reason
 
 #: what the Hub accepts as a repository id: ``name`` or ``org/name``
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[\w.-]{1,96})?")
@@ -37,9 +38,9 @@ _LOADED: ContextVar[list[dict[str, str]] | None] = ContextVar("kdforge_hub_loade
 
 @contextlib.contextmanager
 def recording() -> Iterator[list[dict[str, str]]]:
-    """Collect, in the list it yields, every model and tokenizer loaded from a hub inside the block (once each):
-    its id, the revision asked for, the commit it resolved to and what it was (a run writes them to
-    ``results.json``, so that it can be repeated exactly)."""
+    """Collect, in the list it yields, everything named by hub id or downloaded inside the block (once each): what
+    it was, its id, and the revision and commit (hub) or URL and checksum (a download) it resolved to (a run
+    writes them to ``results.json``, so that it can be repeated exactly)."""
     loaded: list[dict[str, str]] = []
     token = _LOADED.set(loaded)
     try:
@@ -128,9 +129,11 @@ def torchvision_weights(model: str, weights: str) -> tuple[dict[str, Any], str]:
     try:
         state = chosen.get_state_dict(progress=True, check_hash=True)
     except (URLError, OSError) as err:
-        raise HubError(f"downloading torchvision weights {chosen.url} failed ({_short(err)}); run again") from None
+        raise HubError(
+            f"downloading torchvision weights {chosen.url} failed ({short_reason(err)}); run again"
+        ) from None
     except RuntimeError as err:  # torch.hub checks the file's SHA-256 against the prefix in its name
-        raise HubError(f"torchvision weights {chosen.url}: {_short(err)}; nothing was kept, run again") from None
+        raise HubError(f"torchvision weights {chosen.url}: {short_reason(err)}; nothing was kept, run again") from None
     checksum = file.stem.rpartition("-")[2]  # the SHA-256 prefix torchvision names its files by, and checks
     entry = {"id": f"torchvision/{model}", "what": "torchvision weights", "revision": chosen.name}
     note({**entry, "url": chosen.url, "sha256": checksum, "path": str(file)})
@@ -158,10 +161,10 @@ def hub_problem(
         )
     if local:
         return HubError(
-            f"{what} '{name}' cannot be read ({_short(err)}); give a folder saved with save_pretrained (config, "
+            f"{what} '{name}' cannot be read ({short_reason(err)}); give a folder saved with save_pretrained (config, "
             "tokenizer and weight files), or a hub id"
         )
-    kind = next((c for c in causes if isinstance(c, errors.HfHubHTTPError | errors.LocalEntryNotFoundError)), None)
+    kind = _hub_cause(err)
     at = f" at revision '{revision}'" if revision else ""
     if isinstance(kind, errors.GatedRepoError):
         return HubError(
@@ -174,23 +177,30 @@ def hub_problem(
         )
     if isinstance(kind, errors.RevisionNotFoundError):
         return HubError(f"{what} '{name}' has no revision '{revision}' (a branch, tag or commit of the repository)")
-    if isinstance(kind, errors.LocalEntryNotFoundError) or constants.HF_HUB_OFFLINE or offline():
+    if isinstance(kind, errors.LocalEntryNotFoundError | errors.OfflineModeIsEnabled) or offline():
         return HubError(
             f"{what} '{name}'{at} is not in the Hugging Face cache ({cache or constants.HF_HUB_CACHE}), and "
             "downloads are off (HF_HUB_OFFLINE) or the hub cannot be reached: run the command once where there is "
             "a network, with the same HF_HOME, to download it"
         )
     if isinstance(kind, errors.HfHubHTTPError):
-        return HubError(f"downloading {what} '{name}'{at} failed ({_short(kind)}); run the command again to resume")
-    return HubError(f"{what} '{name}'{at} cannot be read ({_short(err)})")
+        return HubError(
+            f"downloading {what} '{name}'{at} failed ({short_reason(kind)}); run the command again to resume"
+        )
+    return HubError(f"{what} '{name}'{at} cannot be read ({short_reason(err)})")
 
 
 def from_hub(err: BaseException) -> bool:
     """Whether ``err`` came from talking to a hub (or from not being allowed to, offline)."""
+    return _hub_cause(err) is not None
+
+
+def _hub_cause(err: BaseException) -> BaseException | None:
+    """The huggingface_hub error behind ``err``, if any."""
     from huggingface_hub import errors
 
     kinds = (errors.HfHubHTTPError, errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled)
-    return any(isinstance(cause, kinds) for cause in _chain(err))
+    return next((cause for cause in _chain(err) if isinstance(cause, kinds)), None)
 
 
 def _chain(err: BaseException) -> list[BaseException]:
@@ -200,11 +210,6 @@ def _chain(err: BaseException) -> list[BaseException]:
         seen.append(current)
         current = current.__cause__ or current.__context__
     return seen
-
-
-def _short(err: BaseException) -> str:
-    lines = [line for line in str(err).splitlines() if line.strip()]
-    return lines[0][:300] if lines else type(err).__name__
 
 
 def hub_source(name: str | Path, revision: str | None = None) -> dict[str, str] | None:

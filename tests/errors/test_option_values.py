@@ -335,3 +335,8 @@ def test_a_constructor_refusing_the_teachers_options_names_them(teacher, fails, 
     """A zoo's constructor takes any keyword: what it refuses is told as the recipe's ``teacher.model`` options."""
     unknown = [key for key in teacher["model"] if key != "name"][0]
     fails("check", recipe({"teacher": teacher}), names=["teacher.model", "could not build", unknown])
+
+
+def test_torchvision_weights_without_pretrained_are_not_ignored(fails, recipe):
+    teacher = {"source": "torchvision", "model": {"name": "resnet18", "weights": "IMAGENET1K_V1"}, "train": None}
+    fails("check", recipe({"teacher": teacher}), names=["teacher.model.weights", "teacher.pretrained: true"])

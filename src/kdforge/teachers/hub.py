@@ -1,9 +1,10 @@
 """Teachers from model zoos: timm and torchvision by name, Hugging Face models by hub id or from local
 folders, or any function returning a module.
 
-A Hugging Face id is downloaded into the Hugging Face cache and read from it offline (:mod:`kdforge.pretrained`).
-timm and torchvision weights load offline from ``pretrained_file`` (the zoo's own weights file, e.g. ImageNet),
-and ``checkpoint`` (your fine-tuned weights, loaded strictly after them) overrides them. When the classifier had
+Names resolve as the zoos resolve them (:mod:`kdforge.pretrained`): a Hugging Face id, and timm's pretrained
+weights, are downloaded into the Hugging Face cache, torchvision's into the torch cache, and read from there
+offline; ``pretrained_file`` gives the zoo's weights as a file instead, and ``checkpoint`` (your fine-tuned
+weights, loaded strictly after them) overrides them. When the classifier had
 to be rebuilt for the dataset's class count, the head is random: kdforge says so loudly, and ``finetune`` fits
 the teacher (head only or whole) on the training split before distillation.
 """
@@ -84,7 +85,12 @@ def torchvision_source(session: Session, cfg: TeacherConfig, where: Path, studen
     import torchvision
 
     name, options = spec.name, {"num_classes": session.data.num_classes, **spec.options}
-    weights = options.pop("weights", "DEFAULT")
+    weights = options.pop("weights", None)
+    if weights is not None and not (cfg.pretrained and not cfg.pretrained_file):
+        raise KdforgeError(
+            "teacher.model.weights picks the pretrained weights torchvision downloads: set teacher.pretrained: true "
+            "(and no pretrained_file), or drop weights"
+        )
     if name not in torchvision.models.list_models():
         raise KdforgeError(f"torchvision has no model '{name}'{did_you_mean(name, torchvision.models.list_models())}")
     module = built("torchvision", name, lambda: torchvision.models.get_model(name, weights=None, **options), options)
@@ -93,7 +99,7 @@ def torchvision_source(session: Session, cfg: TeacherConfig, where: Path, studen
         state, source = (
             (read_state_dict(cfg.pretrained_file), cfg.pretrained_file)
             if cfg.pretrained_file
-            else torchvision_weights(name, str(weights))
+            else torchvision_weights(name, str(weights or "DEFAULT"))
         )
         random_head = _load_except_head(module, state, source)
     return _finish(session, cfg, where, module, _last_linear(module), random_head)
