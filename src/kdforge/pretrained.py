@@ -54,6 +54,11 @@ def is_local(name: str | Path) -> bool:
     return Path(str(name)).expanduser().exists()
 
 
+def is_hub_id(name: str | Path) -> bool:
+    """Whether ``name`` names something on a hub: not on this machine, and shaped as a hub id."""
+    return not is_local(name) and HUB_ID.fullmatch(str(name)) is not None
+
+
 def load_pretrained(
     loader: Callable[..., Any],
     name: str | Path,

@@ -37,7 +37,7 @@ from kdforge.data.hf_tables import (
 )
 from kdforge.errors import KdforgeError
 from kdforge.files import FileReadError
-from kdforge.pretrained import HUB_ID, is_local
+from kdforge.pretrained import is_hub_id
 
 SURVEY_ROWS = 4096  # rows per chunk of the counting pass
 READ_ROWS = 1024  # rows per chunk read from the stream
@@ -98,7 +98,7 @@ def stream_of(path: str, hub: HubDataset | None = None) -> Any:
     streams."""
     import datasets
 
-    if not is_local(path) and HUB_ID.fullmatch(path):
+    if is_hub_id(path):
         return hub_dataset(path, hub or HubDataset(), streaming=True)
     if saved_to_disk(path):
         found = load_table(path)

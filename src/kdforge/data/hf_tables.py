@@ -22,7 +22,7 @@ from kdforge.data.bundle import SPLIT_NAMES
 from kdforge.data.folders import ImageOptions, image_transforms
 from kdforge.errors import KdforgeError
 from kdforge.files import FileReadError
-from kdforge.pretrained import HUB_ID, hub_problem, is_local, note
+from kdforge.pretrained import hub_problem, is_hub_id, note
 
 FORMATS = {".parquet": "parquet", ".arrow": "arrow", ".jsonl": "json", ".json": "json", ".csv": "csv"}
 
@@ -108,7 +108,7 @@ def named_table(entry: str | Path | DatasetName | dict[str, Any]) -> tuple[str, 
         name = DatasetName.model_validate(entry)
         return name.path, HubDataset(name.config, name.revision)
     path = str(entry)
-    if Path(path).suffix in (*FORMATS, ".txt") or is_local(path) or not HUB_ID.fullmatch(path):
+    if Path(path).suffix in (*FORMATS, ".txt") or not is_hub_id(path):
         return None
     return path, HubDataset()
 
@@ -145,7 +145,7 @@ def load_table(path: str, hub: HubDataset | None = None) -> Any:
     splits (``path`` an id, ``hub`` its configuration and revision)."""
     import datasets
 
-    if not is_local(path) and HUB_ID.fullmatch(path):
+    if is_hub_id(path):
         return hub_dataset(path, hub or HubDataset())
     if hub is not None and hub != HubDataset():
         raise KdforgeError(f"hf: config and revision choose a version of a hub dataset; '{path}' is on this machine")

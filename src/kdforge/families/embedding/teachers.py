@@ -64,8 +64,11 @@ def local_model(name: str) -> Path | None:
 def model_path(name: str) -> Path:
     """Where the files of the sentence-transformers model ``name`` are: its folder, or (a hub id, loaded) its
     snapshot in the Hugging Face cache."""
+    local = local_model(name)
+    if local is not None:
+        return local
     source = hub_source(name)
-    return local_model(name) or Path(source["path"] if source else name)
+    return Path(source["path"] if source else name)
 
 
 @functools.lru_cache(maxsize=4)
