@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,6 +22,7 @@ class Hub:
         self.commits: dict[str, dict[str, Path]] = {}  # repo id -> commit -> folder
         self.refs: dict[str, dict[str, str]] = {}  # repo id -> branch or tag -> commit
         self.gated: set[str] = set()
+        self.cut: set[str] = set()  # "repo/file": half of it is sent, then the network fails until removed
         self.requests: list[str] = []
         handler = type("Handler", (_Handler,), {"hub": self})
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -41,6 +43,11 @@ class Hub:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def _range_start(header: str | None) -> int:
+    """Where ``Range: bytes=N-`` asks a file to start (0 without one)."""
+    return int(header.removeprefix("bytes=").split("-")[0]) if header and header.startswith("bytes=") else 0
 
 
 def _oid(path: Path) -> str:
@@ -89,6 +96,8 @@ class _Handler(BaseHTTPRequestHandler):
         file = folder / name
         if not file.is_file():
             return self._error(404, "EntryNotFound", body, commit)
+        if f"{repo}/{name}" in self.hub.cut:
+            return self._cut_off(file.read_bytes(), commit, body)
         self._send(file.read_bytes(), commit, "application/octet-stream", body)
 
     def _listing(self, repo: str, commit: str, folder: Path, tree: str | None, body: bool) -> None:
@@ -110,14 +119,32 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(json.dumps(entries).encode(), commit, "application/json", body)
 
     def _send(self, data: bytes, commit: str, kind: str, body: bool) -> None:
-        self.send_response(200)
+        start = _range_start(self.headers.get("Range"))  # a resumed download asks for the rest only
+        self.send_response(206 if start else 200)
         self.send_header("X-Repo-Commit", commit)
         self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
-        self.send_header("Content-Length", str(len(data)))
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.send_header("Content-Length", str(len(data) - start))
         self.send_header("Content-Type", kind)
         self.end_headers()
         if body:
-            self.wfile.write(data)
+            self.wfile.write(data[start:])
+
+    def _cut_off(self, data: bytes, commit: str, body: bool) -> None:
+        """The network failing midway: the first GET gets half of ``data`` before the connection drops, every later
+        one is dropped before an answer (a HEAD still gets the file's size and commit)."""
+        if not body:
+            return self._send(data, commit, "application/octet-stream", body)
+        if self.hub.requests.count(self.hub.requests[-1]) == 1:
+            self.send_response(200)
+            self.send_header("X-Repo-Commit", commit)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+        self.close_connection = True
+        self.connection.shutdown(socket.SHUT_RDWR)
 
     def _error(self, status: int, code: str, body: bool, commit: str | None = None) -> None:
         message = json.dumps({"error": code}).encode()

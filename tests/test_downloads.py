@@ -9,6 +9,7 @@ import functools
 import gzip
 import hashlib
 import io
+import resource
 import tarfile
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -162,6 +163,24 @@ def test_a_download_cut_off_midway_is_one_message_and_leaves_nothing(tmp_path, m
     finally:
         server.shutdown()
         server.server_close()
+    assert list(folder.iterdir()) == []
+
+
+def test_a_full_disk_is_one_message_and_leaves_nothing(mirror, tmp_path):
+    """The disk runs out of room midway (here: the process's file size limit, which fails a write as a full disk
+    does)."""
+    archive = cifar10_archive()
+    mirror[2]("cifar10", 0, archive)
+    folder = tmp_path / "c10"
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (len(archive) // 2, hard))  # Python ignores SIGXFSZ: writes fail
+    try:
+        with pytest.raises(
+            KdforgeError, match=r"no room left to write '.*cifar-10-binary\.tar\.gz\.part' \(.*too large"
+        ):
+            build_dataset("cifar", path=str(folder), download=True, seed=0)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     assert list(folder.iterdir()) == []
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 
@@ -30,16 +31,17 @@ def hub(tmp_path_factory):
     served.close()
 
 
-def kdforge(*args, hub, home, offline=False, flag=False):
+def kdforge(*args, hub, home, offline=False, flag=False, largest_file=None):
     """``kdforge ARGS`` in a process whose hub is the stand-in one and whose caches (Hugging Face's, torch's) are in
-    ``home``."""
+    ``home`` (``largest_file``: the bytes a file may grow to before a write fails, as on a full disk)."""
     env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(home), "HF_HUB_DISABLE_TELEMETRY": "1"}
     env["TORCH_HOME"] = str(home / "torch")
     env.pop("HF_HUB_OFFLINE", None)
     if offline:
         env["HF_HUB_OFFLINE"] = "1"
     command = [sys.executable, "-m", "kdforge", *(["--offline"] if flag else []), *map(str, args)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    limit = None if largest_file is None else lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (largest_file,) * 2)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, preexec_fn=limit)
     return done.returncode, " ".join((done.stdout + done.stderr).split())
 
 
@@ -50,12 +52,12 @@ def written(tmp_path, recipe):
     return path
 
 
-def lm_recipe(tmp_path, teacher="org/tiny-llama", **model):
+def lm_recipe(tmp_path, teacher="org/tiny-llama", tokenizer="org/tiny-llama", **model):
     """A tiny language-model distillation whose tokenizer, teacher and student all come from the hub."""
     recipe = {
         "name": "hub-lm",
         "seed": 0,
-        "data": {"name": "text_lm", "tokenizer": "org/tiny-llama", "length": 32, "batch_size": 16, "max_chars": 20_000},
+        "data": {"name": "text_lm", "tokenizer": tokenizer, "length": 32, "batch_size": 16, "max_chars": 20_000},
         "teacher": {"source": "hf", "model": {"name": teacher, "output": "causal_lm", **model}},
         "student": {"model": {"name": "hf_causal_lm", "path": "org/tiny-llama", "layers": [0]}},
         "losses": [{"name": "ce", "weight": 0.5}, {"name": "kd", "weight": 0.5}],
@@ -100,12 +102,42 @@ def test_models_named_by_hub_id_are_fetched_into_the_hf_cache_then_a_run_is_offl
 
 
 def test_a_revision_pins_the_commit_and_a_missing_one_is_named(hub, tmp_path):
+    """A model takes ``revision:``; a tokenizer, named where only a name fits, takes it after ``@``."""
     home = tmp_path / "hf"
-    code, out = kdforge("check", lm_recipe(tmp_path, revision=hub.commit), hub=hub, home=home)
-    assert code == 0, out
-    code, out = kdforge("check", lm_recipe(tmp_path, revision="v9"), hub=hub, home=home)
+    pinned = f"org/tiny-llama@{hub.commit}"
+    code, out = kdforge("fetch", lm_recipe(tmp_path, tokenizer=pinned, revision=hub.commit), hub=hub, home=home)
+    assert code == 0 and f"│ tokenizer │ {hub.commit} │ {hub.commit[:12]} │" in out, out
+    for tokenizer, model, missing in (
+        ("org/tiny-llama", "v9", "Hugging Face model"),
+        ("org/tiny-llama@v9", None, "tokenizer"),
+    ):
+        code, out = kdforge("check", lm_recipe(tmp_path, tokenizer=tokenizer, revision=model), hub=hub, home=home)
+        assert code == 2 and "Traceback" not in out, out
+        assert f"{missing} 'org/tiny-llama' has no revision 'v9'" in out
+
+
+def test_a_download_cut_off_midway_is_one_message_and_the_next_run_completes_it(hub, tmp_path):
+    home = tmp_path / "hf"
+    hub.cut.add("org/tiny-llama/model.safetensors")  # half of it comes, then the network fails
+    try:
+        code, out = kdforge("fetch", lm_recipe(tmp_path), hub=hub, home=home)
+    finally:
+        hub.cut.clear()
     assert code == 2 and "Traceback" not in out, out
-    assert "'org/tiny-llama' has no revision 'v9'" in out
+    assert f"downloading Hugging Face model 'org/tiny-llama' from {hub.url} failed (" in out
+    assert "run the command again: the files already downloaded are kept" in out
+    snapshot = home / "hub" / "models--org--tiny-llama" / "snapshots" / hub.commit
+    assert (snapshot / "tokenizer.json").is_file() and not (snapshot / "model.safetensors").exists()
+    code, out = kdforge("fetch", lm_recipe(tmp_path), hub=hub, home=home)
+    assert code == 0 and (snapshot / "model.safetensors").is_file(), out
+
+
+def test_a_full_cache_disk_is_one_message(hub, tmp_path):
+    """The weights (166 kB) do not fit; the tokenizer (10 kB) did."""
+    code, out = kdforge("fetch", lm_recipe(tmp_path), hub=hub, home=tmp_path / "hf", largest_file=100_000)
+    assert code == 2 and "Traceback" not in out, out
+    assert f"no room left in the Hugging Face cache ({tmp_path / 'hf' / 'hub'}) for Hugging Face model" in out
+    assert "File too large" in out and "set HF_HOME to a larger disk" in out
 
 
 @pytest.mark.parametrize(
@@ -141,11 +173,17 @@ def test_a_model_that_ships_its_own_code_needs_trust_remote_code(hub, tmp_path, 
     folder = tmp_path_factory.mktemp("custom")
     auto_map = {"AutoConfig": "configuration_kd.KdConfig", "AutoModelForCausalLM": "modeling_kd.KdModel"}
     (folder / "config.json").write_text(json.dumps({"model_type": "kd-custom", "auto_map": auto_map}))
-    (folder / "configuration_kd.py").write_text("raise SystemExit('this code must not run')\n")
+    tokenizer = {"auto_map": {"AutoTokenizer": ["tokenization_kd.KdTokenizer", None]}}
+    (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer))
+    for module in ("configuration_kd", "tokenization_kd"):
+        (folder / f"{module}.py").write_text("raise SystemExit('this code must not run')\n")
     hub.add("org/custom", folder)
     code, out = kdforge("check", lm_recipe(tmp_path, teacher="org/custom"), hub=hub, home=tmp_path / "hf")
     assert code == 2 and "Traceback" not in out and "must not run" not in out, out
     assert "'org/custom' runs its own code" in out and "trust_remote_code: true" in out
+    code, out = kdforge("check", lm_recipe(tmp_path, tokenizer="org/custom"), hub=hub, home=tmp_path / "hf")
+    assert code == 2 and "Traceback" not in out and "must not run" not in out, out
+    assert "tokenizer 'org/custom' runs its own code" in out and "save it with save_pretrained" in out
 
 
 def test_a_gated_model_says_how_to_get_access(hub, tmp_path, tmp_path_factory):

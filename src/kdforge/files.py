@@ -249,6 +249,19 @@ def short_reason(err: BaseException) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
+def out_of_room(err: BaseException) -> bool:
+    """Whether ``err`` (or an error behind it) is a disk with no room left: full, over quota, or over the file size
+    limit."""
+    current: BaseException | None = err
+    for _ in range(16):  # libraries wrap the OSError in their own errors; the chain is short
+        if current is None:
+            return False
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 # ---------------------------------------------------------------- writing
 
 
@@ -341,7 +354,7 @@ def write_folder_atomic(path: str | Path, fill: Callable[[Path], Any]) -> Path:
 
 def _write_error(path: Path, err: OSError, write: Callable[[IO[bytes]], Any]) -> FileWriteError:
     kept = f"the previous '{path.name}' is intact" if path.exists() else f"no '{path.name}' was written"
-    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+    if out_of_room(err):
         counter = _Counter()
         try:
             write(cast(IO[bytes], counter))
@@ -349,8 +362,9 @@ def _write_error(path: Path, err: OSError, write: Callable[[IO[bytes]], Any]) ->
         except Exception:  # the size is a courtesy: never hide the real error behind another
             needed = ""
         free = shutil.disk_usage(path.parent).free if path.parent.exists() else 0
+        reason = (err.strerror or "no space left on device").lower()
         return FileWriteError(
-            f"could not write '{path}': no space left on device ({needed}{_size(free)} free there); {kept}. "
+            f"could not write '{path}': {reason} ({needed}{_size(free)} free there); {kept}. "
             "Free some space (or set log.dir elsewhere) and run again; kdforge train --resume RUN_DIR continues a run"
         )
     return FileWriteError(f"could not write '{path}': {err.strerror or err}; {kept}")

@@ -22,10 +22,12 @@ from urllib.error import URLError
 from urllib.parse import urlparse
 
 from kdforge.errors import KdforgeError, did_you_mean
-from kdforge.files import short_reason
+from kdforge.files import out_of_room, short_reason
 
 #: what the Hub accepts as a repository id: ``name`` or ``org/name``
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[\w.-]{1,96})?")
+#: a hub id pinned where only a name fits (a tokenizer named apart from its model): ``org/name@revision``
+PINNED_ID = re.compile(rf"(?P<id>{HUB_ID.pattern})@(?P<revision>[\w./-]+)")
 
 
 class HubError(KdforgeError):
@@ -55,8 +57,9 @@ def is_local(name: str | Path) -> bool:
 
 
 def is_hub_id(name: str | Path) -> bool:
-    """Whether ``name`` names something on a hub: not on this machine, and shaped as a hub id."""
-    return not is_local(name) and HUB_ID.fullmatch(str(name)) is not None
+    """Whether ``name`` names something on a hub: not on this machine, and shaped as a hub id (or a pinned one,
+    ``org/name@revision``)."""
+    return not is_local(name) and any(form.fullmatch(str(name)) for form in (HUB_ID, PINNED_ID))
 
 
 def load_pretrained(
@@ -74,6 +77,8 @@ def load_pretrained(
 
     local = is_local(name)
     where = str(Path(str(name)).expanduser()) if local else str(name)
+    if not local:
+        where, revision = unpinned(where, revision, what)
     if local and revision is not None:
         raise KdforgeError(f"{what} '{name}' is a local folder: revision names a version of a hub id only")
     if not local and not HUB_ID.fullmatch(where):
@@ -88,6 +93,16 @@ def load_pretrained(
     if not local:
         note_loaded(where, revision, what)
     return loaded
+
+
+def unpinned(name: str, revision: str | None, what: str) -> tuple[str, str | None]:
+    """(hub id, revision) of ``name``, which may carry its revision as ``org/name@revision``."""
+    pinned = PINNED_ID.fullmatch(name)
+    if pinned is None:
+        return name, revision
+    if revision is not None:
+        raise KdforgeError(f"{what} '{name}' is given a revision twice: after '@' and as revision: '{revision}'")
+    return pinned["id"], pinned["revision"]
 
 
 def note_loaded(name: str, revision: str | None, what: str) -> None:
@@ -159,6 +174,12 @@ def hub_problem(
     from huggingface_hub import constants, errors
 
     causes = list(_chain(err))
+    if any("trust_remote_code" in str(cause) for cause in causes) and what == "tokenizer":
+        return HubError(
+            f"tokenizer '{name}' runs its own code (classes in its repository), which kdforge never runs for a "
+            "tokenizer: load it once with trust_remote_code=True in Python, save it with save_pretrained, and name "
+            "that folder"
+        )
     if any("trust_remote_code" in str(cause) for cause in causes):
         return HubError(
             f"{what} '{name}' runs its own code (model classes in its repository): kdforge loads it only with "
@@ -188,9 +209,16 @@ def hub_problem(
             "downloads are off (HF_HUB_OFFLINE) or the hub cannot be reached: run the command once where there is "
             "a network, with the same HF_HOME, to download it"
         )
-    if isinstance(kind, errors.HfHubHTTPError):
+    if out_of_room(err):
         return HubError(
-            f"downloading {what} '{name}'{at} failed ({short_reason(kind)}); run the command again to resume"
+            f"no room left in the Hugging Face cache ({cache or constants.HF_HUB_CACHE}) for {what} '{name}'{at} "
+            f"({short_reason(err)}): free space there, or set HF_HOME to a larger disk, and run the command again"
+        )
+    broken = kind or next((cause for cause in causes if _network(cause)), None)
+    if broken is not None:
+        return HubError(
+            f"downloading {what} '{name}'{at} from {constants.ENDPOINT} failed ({short_reason(broken)}); run the "
+            "command again: the files already downloaded are kept in the cache"
         )
     return HubError(f"{what} '{name}'{at} cannot be read ({short_reason(err)})")
 
@@ -206,6 +234,12 @@ def _hub_cause(err: BaseException) -> BaseException | None:
 
     kinds = (errors.HfHubHTTPError, errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled)
     return next((cause for cause in _chain(err) if isinstance(cause, kinds)), None)
+
+
+def _network(err: BaseException) -> bool:
+    """Whether ``err`` is the network failing (refused, cut off, timed out), whichever HTTP client raised it."""
+    client = type(err).__module__.partition(".")[0]
+    return isinstance(err, ConnectionError | TimeoutError) or client in ("httpx", "httpx2", "httpcore", "urllib3")
 
 
 def _chain(err: BaseException) -> list[BaseException]:

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from kdforge.errors import KdforgeError
-from kdforge.files import FileReadError
+from kdforge.files import FileReadError, out_of_room, short_reason
 from kdforge.pretrained import note, offline
 
 MIRROR = "KDFORGE_DATA_MIRROR"
@@ -154,6 +154,11 @@ def download(remote: Remote, target: Path) -> None:
                 raise http.client.IncompleteRead(b"", size - received)
     except (URLError, OSError, http.client.HTTPException) as err:  # refused, unreachable, or cut off midway
         part.unlink(missing_ok=True)
+        if out_of_room(err):
+            raise KdforgeError(
+                f"no room left to write '{part}' ({short_reason(err)}): free space on that disk, or give a path on "
+                "another, and run the command again"
+            ) from None
         raise KdforgeError(f"downloading {source} failed ({err!r}); run the command again") from None
     except BaseException:  # Ctrl-C or a kill: nothing half-written stays to be trusted
         part.unlink(missing_ok=True)

@@ -22,7 +22,7 @@ from kdforge.data.bundle import SPLIT_NAMES
 from kdforge.data.folders import ImageOptions, image_transforms
 from kdforge.errors import KdforgeError
 from kdforge.files import FileReadError
-from kdforge.pretrained import hub_problem, is_hub_id, note
+from kdforge.pretrained import hub_problem, is_hub_id, note, unpinned
 
 FORMATS = {".parquet": "parquet", ".arrow": "arrow", ".jsonl": "json", ".json": "json", ".csv": "csv"}
 
@@ -121,6 +121,8 @@ def hub_dataset(path: str, hub: HubDataset, streaming: bool = False) -> Any:
     from huggingface_hub import constants
 
     what = "Hugging Face dataset"
+    path, revision = unpinned(path, hub.revision, what)
+    hub = HubDataset(hub.config, revision)
     cache = f"{datasets.config.HF_DATASETS_CACHE}, its files in {constants.HF_HUB_CACHE}"
     try:
         builder = datasets.load_dataset_builder(path, name=hub.config, revision=hub.revision)

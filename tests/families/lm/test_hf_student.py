@@ -248,3 +248,35 @@ def test_gradient_checkpointing_recomputes_blocks_and_gives_the_same_gradients()
     assert student(hf_config=LLAMA, gradient_checkpointing=True).model.is_activation_checkpointing
     for name, grad in grads[0].items():
         assert torch.allclose(grads[1][name], grad, atol=1e-6), name
+
+
+def test_a_teacher_loaded_in_bfloat16_holds_bfloat16_weights_and_gives_its_logits(tmp_path, tiny_llama, lm_tokenizer):
+    """``dtype: bfloat16`` loads the weights in that dtype (half the memory of float32) and the logits stay those of
+    the float32 model to bfloat16's precision."""
+    import io
+
+    from rich.console import Console
+
+    from kdforge.config import Recipe
+    from kdforge.session import Session
+    from kdforge.teachers import TEACHER_SOURCES
+
+    def teacher(**options):
+        recipe = Recipe.from_dict({
+            "name": "bf16", "data": {"name": "text_lm", "tokenizer": str(lm_tokenizer), "length": 12,
+                                     "max_chars": 4_000},
+            "teacher": {"source": "hf", "model": {"name": str(tiny_llama), "output": "causal_lm", **options}},
+            "student": {"model": {"name": "hf_causal_lm", "path": str(tiny_llama), "layers": [0]}},
+            "losses": [{"name": "kd"}], "log": {"dir": str(tmp_path / "runs")},
+        })  # fmt: skip
+        session = Session(recipe, tmp_path / "run", Console(file=io.StringIO()))
+        module, _ = TEACHER_SOURCES.get("hf")(session, recipe.teacher, tmp_path / "teacher")
+        return module
+
+    half, full = teacher(dtype="bfloat16"), teacher()
+    assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in full.parameters()} == {torch.float32}
+    x = ids()
+    with torch.no_grad():
+        low, high = half(x), full(x)
+    assert low.dtype == torch.bfloat16 and torch.allclose(low.float(), high, atol=0.05, rtol=0.05)
