@@ -7,6 +7,9 @@ os.environ.setdefault("COLUMNS", "200")  # rich wraps at 80 columns otherwise; k
 # the Python processes that tests start (torchrun ranks, a writer to kill) may cache bytecode: with
 # PYTHONDONTWRITEBYTECODE set, as on our machines, each of them compiles torch and kdforge from source again
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+# no test reaches the internet: those that download do it from a server of their own on 127.0.0.1, in a process
+# whose environment turns downloads back on (set before huggingface_hub is imported, which reads it once)
+os.environ["HF_HUB_OFFLINE"] = "1"
 # under pytest-xdist the workers share the cores: one thread each (two pools that each take every core slow each
 # other down many times over)
 torch.set_num_threads(1 if "PYTEST_XDIST_WORKER" in os.environ else max(1, min(2, os.cpu_count() or 1)))
