@@ -76,7 +76,7 @@ def write_tokenizer(folder, vocab_size=320):
 
 
 def write_causal_lm(folder, vocab_size, kind="llama", layers=2, width=32, seed=0):
-    """A tiny randomly initialised causal LM of ``kind`` (llama or gpt2), saved with save_pretrained."""
+    """A tiny randomly initialised causal LM of ``kind`` (llama, qwen2 or gpt2), saved with save_pretrained."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -89,7 +89,9 @@ def write_causal_lm(folder, vocab_size, kind="llama", layers=2, width=32, seed=0
             "max_position_embeddings": 128,
         },
         "gpt2": {"n_embd": width, "n_layer": layers, "n_head": 2, "n_positions": 128},
-    }[kind]
+    }
+    sizes["qwen2"] = {**sizes["llama"], "num_key_value_heads": 2, "max_position_embeddings": 512}
+    sizes = sizes[kind]
     torch.manual_seed(seed)
     config = AutoConfig.for_model(kind, vocab_size=vocab_size, bos_token_id=0, eos_token_id=0, **sizes)
     model = AutoModelForCausalLM.from_config(config)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -17,6 +18,8 @@ import yaml
 from datafiles import write_causal_lm, write_tokenizer
 from hubserver import Hub
 from kdforge.errors import KdforgeError
+
+README = os.path.join(os.path.dirname(__file__), os.pardir, "README.md")
 
 
 @pytest.fixture(scope="module")
@@ -373,3 +376,40 @@ def test_a_sentence_transformers_teacher_by_hub_id(hub, tmp_path, tmp_path_facto
     path = written(tmp_path, recipe)
     code, out = kdforge("fetch", path, hub=hub, home=tmp_path / "hf")
     assert code == 0 and "org/tiny-encoder" in out and commit[:12] in out, out
+
+
+def test_the_readme_hub_lm_example_runs_as_written(hub, tmp_path, tmp_path_factory):
+    """The README's recipe that names a hub LM and a hub dataset, word for word, trains: the repositories it names
+    are stood in for by tiny ones of the same names and layout (a 2-block Qwen2 with a tokenizer trained here,
+    wikitext's ``wikitext-2-raw-v1`` subset as parquet files, declared in its card)."""
+    import datasets
+
+    from kdforge.data.text import docstrings
+
+    (recipe,) = [
+        found
+        for block in re.findall(r"```yaml\n(.*?)```", open(README).read(), re.S)
+        if (found := yaml.safe_load(block)).get("teacher", {}).get("source") == "hf"
+    ]
+    qwen = tmp_path_factory.mktemp("qwen")
+    write_tokenizer(qwen)
+    write_causal_lm(qwen, 384, "qwen2", layers=2)  # its vocabulary padded past its tokenizer's 321 tokens, as Qwen's
+    hub.add("Qwen/Qwen2.5-0.5B", qwen)
+    wikitext = tmp_path_factory.mktemp("wikitext")
+    (wikitext / "wikitext-2-raw-v1").mkdir()
+    texts = sorted(set(docstrings(["json", "csv", "argparse", "email", "logging"])))  # 144 texts, 48k characters
+    for split, rows in (("train", texts[40:]), ("validation", texts[:20]), ("test", texts[20:40])):
+        table = datasets.Dataset.from_dict({"text": rows})
+        table.to_parquet(str(wikitext / "wikitext-2-raw-v1" / f"{split}-00000-of-00001.parquet"))
+    splits = "".join(
+        f"  - split: {name}\n    path: wikitext-2-raw-v1/{name}-*\n" for name in ("train", "validation", "test")
+    )
+    card = f"---\nconfigs:\n- config_name: wikitext-2-raw-v1\n  data_files:\n{splits}---\n"  # the hub's subsets
+    (wikitext / "README.md").write_text(card)
+    hub.add("datasets/Salesforce/wikitext", wikitext)
+    code, out = kdforge("train", written(tmp_path, recipe), hub=hub, home=tmp_path / "hf")
+    assert code == 0, out
+    (run_dir,) = (tmp_path / "runs").glob(f"{recipe['name']}-*")
+    results = json.loads((run_dir / "results.json").read_text())
+    assert {source["id"] for source in results["sources"]} == {"Qwen/Qwen2.5-0.5B", "Salesforce/wikitext"}
+    assert results["student"]["test"]["perplexity"] < 320  # better than a uniform guess

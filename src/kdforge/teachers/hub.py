@@ -27,7 +27,14 @@ from kdforge.export import load_state_strict, read_state_dict
 from kdforge.files import read_json
 from kdforge.losses.chunked import LMHead
 from kdforge.models.tokens import token_inputs
-from kdforge.pretrained import from_hub, hub_problem, load_pretrained, note_loaded, torchvision_weights
+from kdforge.pretrained import (
+    from_hub,
+    hub_problem,
+    load_pretrained,
+    note_loaded,
+    torchvision_weights,
+    unpinned,
+)
 from kdforge.teachers.retokenize import OwnTokens
 from kdforge.teachers.sources import TEACHER_SOURCES, Source, cached_fit
 from kdforge.teachers.text import TextTeacher, mean_pooled_encode
@@ -181,7 +188,9 @@ def hf_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Mod
         if hf.tokenizer is not None:
             retokenized = own_tokens(session, HFTeacher(model, input_name, output), hf.tokenizer, hf.vocab_map, config)
             return retokenized.to(session.device).eval(), {**info, "tokenizer": hf.tokenizer}
-        index = vocab_index(hf.vocab_map, config.vocab_size, session.data.num_classes)
+        data_vocab, data_tokenizer = session.data.num_classes, session.recipe.data.options.get("tokenizer")
+        vocab_map = hf.vocab_map or padded(spec.name, data_tokenizer, config.vocab_size, data_vocab)
+        index = vocab_index(vocab_map, config.vocab_size, data_vocab)
         return HFTeacher(model, input_name, output, index).to(session.device).eval(), info
     else:
         model = load(AutoModel)
@@ -202,6 +211,14 @@ def hf_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Mod
     head = _last_linear(module) if output == "logits" else None
     finished, more = _finish(session, cfg, where, module, head, random_head)
     return finished, {**info, **more}
+
+
+def padded(model: str, data_tokenizer: Any, teacher_vocab: int, data_vocab: int) -> str | None:
+    """``truncate`` when the data is tokenised by the teacher's own tokenizer (the same folder or hub id) and the
+    teacher has more logits than it has tokens: those past its last token are padding (Qwen, GPT-NeoX and others
+    round their vocabulary up for faster matrix products), never a token of the data."""
+    same = isinstance(data_tokenizer, str) and unpinned(data_tokenizer, None, "tokenizer")[0] == model
+    return "truncate" if same and teacher_vocab > data_vocab else None
 
 
 def vocab_index(vocab_map: str | None, teacher_vocab: int, data_vocab: int) -> torch.Tensor | None:
@@ -288,6 +305,9 @@ class HFTeacher(nn.Module):
     def __init__(self, model: nn.Module, input_name: str, output: str, vocab: torch.Tensor | None = None):
         super().__init__()
         self.model, self.input_name, self.output = model, input_name, output
+        self.prefix: int | None = None
+        if vocab is not None and torch.equal(vocab, torch.arange(len(vocab))):
+            self.prefix, vocab = len(vocab), None  # the first logits: read through views, nothing copied
         self.register_buffer("vocab", vocab, persistent=False)
         if output == "causal_lm" and plain_head(model.config):
             self.returns_head = False  # a chunked loss may ask for its LM head's input instead of its logits
@@ -298,12 +318,15 @@ class HFTeacher(nn.Module):
             base = getattr(self.model, self.model.base_model_prefix)
             head = self.model.get_output_embeddings()
             weight, bias = head.weight, getattr(head, "bias", None)
-            if self.vocab is not None:
-                weight, bias = weight[self.vocab], None if bias is None else bias[self.vocab]
-            return LMHead(base(**inputs, use_cache=False).last_hidden_state, weight, bias)
+            rows = self.vocab if self.vocab is not None else slice(self.prefix)
+            return LMHead(
+                base(**inputs, use_cache=False).last_hidden_state, weight[rows], bias if bias is None else bias[rows]
+            )
         out = self.model(**inputs)
         if self.output in ("logits", "causal_lm"):
-            return out.logits if self.vocab is None else out.logits.index_select(-1, self.vocab)
+            if self.vocab is not None:
+                return out.logits.index_select(-1, self.vocab)
+            return out.logits if self.prefix is None else out.logits[..., : self.prefix]
         return out.last_hidden_state if self.output == "hidden" else out.pooler_output
 
 

@@ -250,9 +250,8 @@ def test_gradient_checkpointing_recomputes_blocks_and_gives_the_same_gradients()
         assert torch.allclose(grads[1][name], grad, atol=1e-6), name
 
 
-def test_a_teacher_loaded_in_bfloat16_holds_bfloat16_weights_and_gives_its_logits(tmp_path, tiny_llama, lm_tokenizer):
-    """``dtype: bfloat16`` loads the weights in that dtype (half the memory of float32) and the logits stay those of
-    the float32 model to bfloat16's precision."""
+def hf_teacher(tmp_path, tokenizer, model, **options):
+    """The ``hf`` causal-LM teacher ``model`` as a run builds it, on ``text_lm`` data tokenised by ``tokenizer``."""
     import io
 
     from rich.console import Console
@@ -261,22 +260,50 @@ def test_a_teacher_loaded_in_bfloat16_holds_bfloat16_weights_and_gives_its_logit
     from kdforge.session import Session
     from kdforge.teachers import TEACHER_SOURCES
 
-    def teacher(**options):
-        recipe = Recipe.from_dict({
-            "name": "bf16", "data": {"name": "text_lm", "tokenizer": str(lm_tokenizer), "length": 12,
-                                     "max_chars": 4_000},
-            "teacher": {"source": "hf", "model": {"name": str(tiny_llama), "output": "causal_lm", **options}},
-            "student": {"model": {"name": "hf_causal_lm", "path": str(tiny_llama), "layers": [0]}},
-            "losses": [{"name": "kd"}], "log": {"dir": str(tmp_path / "runs")},
-        })  # fmt: skip
-        session = Session(recipe, tmp_path / "run", Console(file=io.StringIO()))
-        module, _ = TEACHER_SOURCES.get("hf")(session, recipe.teacher, tmp_path / "teacher")
-        return module
+    recipe = Recipe.from_dict({
+        "name": "hf-teacher",
+        "data": {"name": "text_lm", "tokenizer": str(tokenizer), "length": 12, "max_chars": 4_000},
+        "teacher": {"source": "hf", "model": {"name": str(model), "output": "causal_lm", **options}},
+        "student": {"model": {"name": "mlp"}}, "losses": [{"name": "kd"}], "log": {"dir": str(tmp_path / "runs")},
+    })  # fmt: skip
+    session = Session(recipe, tmp_path / "run", Console(file=io.StringIO()))
+    module, _ = TEACHER_SOURCES.get("hf")(session, recipe.teacher, tmp_path / "teacher")
+    return module
 
-    half, full = teacher(dtype="bfloat16"), teacher()
+
+def test_a_teacher_loaded_in_bfloat16_holds_bfloat16_weights_and_gives_its_logits(tmp_path, tiny_llama, lm_tokenizer):
+    """``dtype: bfloat16`` loads the weights in that dtype (half the memory of float32) and the logits stay those of
+    the float32 model to bfloat16's precision."""
+    half, full = (
+        hf_teacher(tmp_path, lm_tokenizer, tiny_llama, dtype="bfloat16"),
+        hf_teacher(tmp_path, lm_tokenizer, tiny_llama),
+    )
     assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
     assert {p.dtype for p in full.parameters()} == {torch.float32}
     x = ids()
     with torch.no_grad():
         low, high = half(x), full(x)
     assert low.dtype == torch.bfloat16 and torch.allclose(low.float(), high, atol=0.05, rtol=0.05)
+
+
+def test_a_teacher_whose_vocabulary_is_padded_past_its_own_tokenizer_reads_the_tokenizers_logits(
+    tmp_path, lm_tokenizer
+):
+    """Qwen's way: 336 logits for a 320-token tokenizer. On data tokenised by the teacher's own tokenizer the padding
+    logits are dropped (views, no copy), in the plain and the chunked form; on another tokenizer's data it is an
+    error that says what to do."""
+    import shutil
+
+    from kdforge.losses.chunked import handing_heads
+
+    folder = write_causal_lm(shutil.copytree(lm_tokenizer, tmp_path / "padded"), 336, "llama")
+    teacher, model = hf_teacher(tmp_path, folder, folder), AutoModelForCausalLM.from_pretrained(folder).eval()
+    x = ids()
+    with torch.no_grad():
+        assert torch.equal(teacher(x), model(x).logits[..., :320])
+        with handing_heads(teacher):
+            head = teacher(x)
+        assert len(head.weight) == 320 and head.weight.data_ptr() == teacher.model.lm_head.weight.data_ptr()  # a view
+        assert torch.allclose(head.hidden @ head.weight.T, model(x).logits[..., :320], atol=1e-5)
+    with pytest.raises(KdforgeError, match="the teacher's vocabulary has 336 tokens but the data's tokenizer has 320"):
+        hf_teacher(tmp_path, lm_tokenizer, folder)
