@@ -169,6 +169,22 @@ def test_a_prompt_after_chat_data_is_a_users_turn(lm_tokenizer):
     assert as_user_turn(HFTokenizer(str(lm_tokenizer)), "Name a colour.") == "<|user|>Name a colour.<|assistant|>"
 
 
+def test_writing_after_chat_data_stops_at_the_end_of_turn_token_or_at_the_stop_asked_for(lm_tokenizer, tmp_path):
+    from kdforge.config.sections import DataConfig
+    from kdforge.families.lm.chat import data_stops, end_of_turn
+
+    tokenizer = HFTokenizer(str(lm_tokenizer))
+    closing = tokenizer.inner.convert_tokens_to_ids("<|end|>")  # the template closes each answer with it
+    assert end_of_turn(tokenizer) == closing and tokenizer.end_of_text == closing
+    chat = {"name": "chat_lm", "tokenizer": str(lm_tokenizer), "files": []}
+    assert data_stops(DataConfig.model_validate(chat))[1] == [closing]
+    asked = data_stops(DataConfig.model_validate({**chat, "stop": ["<|user|>", "<|end|>"]}))[1]
+    assert asked == [tokenizer.inner.convert_tokens_to_ids("<|user|>"), closing]
+    assert data_stops(DataConfig.model_validate({"name": "text_lm"}))[1] == []  # bytes: no end-of-text token
+    with pytest.raises(KdforgeError, match=r"data.stop: 'the end' is \d+ tokens of this tokenizer, not one"):
+        data_stops(DataConfig.model_validate({**chat, "stop": ["the end"]}))
+
+
 def test_a_run_distils_on_policy_on_chat_data(tmp_path, lm_tokenizer, tiny_llama):
     import io
 

@@ -156,7 +156,7 @@ def test_chunked_terms_need_a_student_that_hands_its_head():
 
 
 def test_a_run_distils_a_hugging_face_teacher_into_its_shrunk_self_and_exports_it(
-    tmp_path, tiny_llama, lm_tokenizer, invoke
+    tmp_path, tiny_llama, lm_tokenizer, invoke, capsys
 ):
     import io
 
@@ -198,6 +198,11 @@ def test_a_run_distils_a_hugging_face_teacher_into_its_shrunk_self_and_exports_i
     report = (result.run_dir / "report.md").read_text()
     assert "agrees with the teacher's top-1 on" in report and report.count("**→**") == 3  # three samples
     assert invoke("generate", result.run_dir, "--prompt", "Return the", "--tokens", "6", "--temperature", "0") == 0
+    end = AutoTokenizer.from_pretrained(lm_tokenizer).eos_token_id  # the samples stop at the end-of-text token
+    assert result.results["student"]["sampling"] == {"temperature": 0.0, "max_new_tokens": 32, "stop": [end]}
+    stop = ["--stop", "no such token"]
+    assert invoke("generate", result.run_dir, "--prompt", "Return the", *stop) == 2
+    assert "--stop: 'no such token' is" in capsys.readouterr().out.replace("\n", "")
 
 
 def test_hugging_face_generation_with_its_kv_cache_is_the_greedy_continuation():
@@ -222,6 +227,9 @@ def test_prompts_of_different_lengths_written_in_one_batch_get_their_own_greedy_
     prompts = [[5, 17, 99, 3], [42], [7, 7, 8, 250, 11, 2, 19]]  # padded on the left to 7 tokens
     alone = [generate(model, prompt, 5, temperature=0.0) for prompt in prompts]
     assert generate_batch(model, prompts, 5, temperature=0.0) == alone
+    stop = {alone[0][1], alone[2][3]}  # the first row stops after at most 2 tokens, the last after at most 4
+    ended = [w[: next((at + 1 for at, t in enumerate(w) if t in stop), len(w))] for w in alone]
+    assert generate_batch(model, prompts, 5, temperature=0.0, stop=stop) == ended and len(ended[0]) <= 2
 
 
 def test_a_student_with_tied_embeddings_is_saved_once_and_loads_tied(tmp_path):

@@ -201,6 +201,22 @@ def test_a_batch_of_prompts_steps_together_as_each_prompt_would_alone(name, opti
         assert together == alone and [len(w) for w in together] == [6, 6, 6]
 
 
+@pytest.mark.parametrize("name,options", STEPPING)
+def test_writing_ends_at_a_stop_token(name, options):
+    """Stepped, batched and (past its positions) windowed writing all end a row at its first stop token, kept as
+    its last; the tokens before it are those written without a stop."""
+    torch.manual_seed(0)
+    model = build_model(name, input_shape=(32,), num_classes=30, **options).eval()
+    prompts = [[3, 1, 4, 1, 5, 9, 2], [7], [2, 7, 1]]
+    free = generate_batch(model, prompts, 6, temperature=0.0)
+    stop = {free[0][2], free[1][4]}
+    ended = [w[: next((at + 1 for at, t in enumerate(w) if t in stop), len(w))] for w in free]
+    assert generate_batch(model, prompts, 6, temperature=0.0, stop=stop) == ended
+    assert [generate(model, p, 6, temperature=0.0, stop=stop, window=4) for p in prompts] == [
+        generate(model, p, 6, temperature=0.0, window=4)[: len(e)] for p, e in zip(prompts, ended)
+    ]
+
+
 def test_past_its_positions_a_transformer_writes_from_the_last_window():
     torch.manual_seed(0)
     model = build_model("lm_transformer", input_shape=(8,), num_classes=30, width=32, depth=2, heads=4).eval()

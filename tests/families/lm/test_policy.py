@@ -32,9 +32,9 @@ def student():
     return build_model("hf_causal_lm", input_shape=(16,), num_classes=320, hf_config=LLAMA).train()
 
 
-def rewrite(writer, fraction=1.0, temperature=0.0, **options):
+def rewrite(writer, fraction=1.0, temperature=0.0, stop=(), **options):
     cfg = OnPolicyConfig(fraction=fraction, max_new_tokens=8, temperature=temperature, **options)
-    return WrittenSequences(cfg, writer, seed=0, window=16)
+    return WrittenSequences(cfg, writer, seed=0, window=16, stop=list(stop))
 
 
 def test_every_row_becomes_its_prompt_and_the_students_greedy_continuation(batch):
@@ -49,6 +49,21 @@ def test_every_row_becomes_its_prompt_and_the_students_greedy_continuation(batch
         assert new_x[row, :12].tolist() == (prompt + written)[:12] and bool((new_x[row, 12:] == 0).all())
         assert bool((new_y[row, :4] == PAD_TARGET).all()) and new_y[row, 4:12].tolist() == written
         assert bool((new_y[row, 12:] == PAD_TARGET).all())
+
+
+def test_a_written_row_ends_at_its_stop_token_and_so_do_its_targets(batch):
+    """Each row stops at the third token it writes (made its stop token): the row holds the prompt and those three
+    tokens, the stop token the last target; nothing after it is read or trained on."""
+    x, y = batch
+    model = student()
+    free = rewrite(model)(x, y, Clock(step=3))[1]
+    stops = {int(free[row, 6]) for row in range(8)}  # each row's third written token
+    new_x, new_y = rewrite(model, stop=stops)(x, y, Clock(step=3))
+    for row in range(8):
+        written = free[row, 4:12].tolist()
+        end = next(at for at, token in enumerate(written) if token in stops) + 1  # at most 3
+        assert new_y[row, 4 : 4 + end].tolist() == written[:end] and new_y[row, 4 + end - 1].item() in stops
+        assert bool((new_y[row, 4 + end :] == PAD_TARGET).all()) and bool((new_x[row, 4 + end :] == 0).all())
 
 
 def test_lambda_picks_that_share_of_rows_and_zero_changes_nothing(batch):

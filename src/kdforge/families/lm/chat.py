@@ -31,7 +31,14 @@ import torch
 from kdforge.data.bundle import DATASETS, PAD_TARGET, DataBundle, Split, split_rows
 from kdforge.data.hf_tables import DataFile, load_table, named_table
 from kdforge.errors import KdforgeError
-from kdforge.families.lm.data import HFTokenizer, text_readers, token_pieces
+from kdforge.families.lm.data import (
+    HFTokenizer,
+    Tokenizer,
+    load_lm_tokenizer,
+    stop_ids,
+    text_readers,
+    token_pieces,
+)
 from kdforge.files import read_text
 
 Format = Literal["auto", "chat", "instruction", "text"]
@@ -128,6 +135,29 @@ class ExampleEncoder:
         return [self.eos] if self.eos is not None else []
 
 
+def end_of_turn(tokenizer: Any) -> int | None:
+    """The special token the chat template closes an assistant's answer with (``<|im_end|>``, ``<|eot_id|>``),
+    found by rendering a short answer; None without a template."""
+    inner = getattr(tokenizer, "inner", None)
+    if inner is None or not getattr(inner, "chat_template", None):
+        return None
+    encoder = ExampleEncoder(tokenizer)
+    question = [{"role": "user", "content": "Say yes."}]
+    start = len(encoder._ids(encoder._render(question, True)))
+    answered = encoder._ids(encoder._render([*question, {"role": "assistant", "content": "Yes."}], False))
+    special = set(inner.all_special_ids) | {i for i, token in inner.added_tokens_decoder.items() if token.special}
+    return next((i for i in answered[start:] if i in special), None)
+
+
+def data_stops(data: Any) -> tuple[Tokenizer, list[int]]:
+    """The tokenizer of a recipe's language-model ``data`` section and the ids that end what is written after it
+    (``data.stop``, by default the end-of-text token and, for chat data, the end-of-turn token)."""
+    name = data.options.get("tokenizer", "bytes")
+    tokenizer = load_lm_tokenizer(name)
+    turn = end_of_turn(tokenizer) if data.name == "chat_lm" else None
+    return tokenizer, stop_ids(tokenizer, data.options.get("stop"), turn)
+
+
 def as_user_turn(tokenizer: Any, text: str) -> str:
     """``text`` as a user's turn through the tokenizer's chat template, the assistant's turn opened after it
     (as is, for a tokenizer without a template)."""
@@ -185,16 +215,20 @@ def chat_lm(
     max_length: int | None = None,
     pack: bool = True,
     file_encoding: str = "utf-8",
+    stop: list[str] | None = None,
 ) -> DataBundle:
     """Chat, instruction or text examples (see the module docstring) as rows of ``length`` tokens;
     ``tokenizer``: a local Hugging Face tokenizer folder (the teacher's); ``max_length``: tokens kept per
-    example (default ``length``); ``pack``: several examples per row, each attending only to itself."""
+    example (default ``length``); ``pack``: several examples per row, each attending only to itself; ``stop``: the
+    tokens that end what a model writes after this data (default: the end-of-text and end-of-turn tokens)."""
     max_length = length if max_length is None else max_length
     if not 1 <= max_length <= length:
         raise KdforgeError(f"chat_lm: max_length must be in [1, length = {length}], got {max_length}")
     rows = read_examples(files, file_encoding)
     kind = example_format(rows[0], format)
-    encoder = ExampleEncoder(HFTokenizer(tokenizer))
+    words = HFTokenizer(tokenizer)
+    stop_ids(words, stop)  # checked now: each a token of the vocabulary
+    encoder = ExampleEncoder(words)
     examples = [pairs(*encoder.encode(row, example_format(row, kind)), max_length) for row in rows]
     if not any(t != PAD_TARGET for _, targets in examples for t in targets):
         raise KdforgeError("chat_lm: no example has a token to learn (every completion is empty or cut off)")

@@ -30,6 +30,7 @@ from kdforge.pretrained import load_pretrained
 
 class Tokenizer(Protocol):
     vocab_size: int
+    end_of_text: int | None  # the id that ends a document, if the tokenizer has one
 
     def encode(self, text: str) -> list[int]: ...
 
@@ -45,6 +46,7 @@ class ByteTokenizer:
     """UTF-8 bytes as token ids 0-255."""
 
     vocab_size = 256
+    end_of_text = None
 
     def encode(self, text: str) -> list[int]:
         return list(text.encode("utf-8"))
@@ -64,7 +66,7 @@ class HFTokenizer:
         from transformers import AutoTokenizer
 
         self.inner = load_pretrained(AutoTokenizer.from_pretrained, path, "tokenizer")
-        self.vocab_size = len(self.inner)
+        self.vocab_size, self.end_of_text = len(self.inner), self.inner.eos_token_id
 
     def encode(self, text: str) -> list[int]:
         return self.inner.encode(text, add_special_tokens=False)
@@ -104,6 +106,25 @@ def text_readers(decode: Callable[[list[int]], str], pieces: Callable[[list[int]
 
 def load_lm_tokenizer(name: str) -> Tokenizer:
     return ByteTokenizer() if name == "bytes" else HFTokenizer(name)
+
+
+def stop_ids(
+    tokenizer: Tokenizer, stop: list[str] | None, end_of_turn: int | None = None, key: str = "data.stop"
+) -> list[int]:
+    """The token ids at which written text ends: those of ``stop`` (each the text of one token of the vocabulary,
+    such as ``<|im_end|>``), by default the tokenizer's end-of-text token and ``end_of_turn`` (chat data's)."""
+    if stop is None:
+        return sorted({i for i in (tokenizer.end_of_text, end_of_turn) if i is not None})
+    ids = []
+    for text in stop:
+        encoded = tokenizer.encode(text)
+        if len(encoded) != 1:
+            raise KdforgeError(
+                f"{key}: '{text}' is {len(encoded)} tokens of this tokenizer, not one; give the text of a single "
+                "token (an end-of-text or end-of-turn token, such as <|im_end|>)"
+            )
+        ids.append(encoded[0])
+    return ids
 
 
 def lm_documents(
@@ -146,11 +167,13 @@ def text_lm(
     max_chars: int | None = 2_000_000,
     file_encoding: str = "utf-8",
     text_column: str = "text",
+    stop: list[str] | None = None,
 ) -> DataBundle:
     """Next-token windows of ``length`` tokens (see the module docstring). ``max_chars`` keeps
     the first documents (after shuffling) up to that many characters (``null``: all);
     ``file_encoding`` decodes ``files``; ``text_column``: the texts' field in .jsonl, .csv and
-    Hugging Face data (.parquet, .arrow, save_to_disk folders)."""
+    Hugging Face data (.parquet, .arrow, save_to_disk folders); ``stop``: the tokens that end what a model writes
+    after this data (default: the tokenizer's end-of-text token)."""
     documents = lm_documents(files, modules, file_encoding, text_column)
     order = np.random.default_rng(seed).permutation(len(documents))
     documents = [documents[i] for i in order]
@@ -166,6 +189,7 @@ def text_lm(
         "train": documents[n_test + n_val :],
     }
     tok = load_lm_tokenizer(tokenizer)
+    stop_ids(tok, stop)  # checked now: each a token of the vocabulary
     splits = {name: Split(*windows(tok.encode("\n\n".join(docs)), length)) for name, docs in parts.items()}
     return DataBundle(
         "text_lm",

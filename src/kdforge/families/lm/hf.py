@@ -20,6 +20,7 @@ ecosystem, as a ``save_pretrained`` folder (``kdforge export RUN --format hf``; 
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -162,10 +163,12 @@ def hf_generate(
     temperature: float,
     top_k: int | None,
     seed: int,
+    stop: Collection[int] = (),
 ) -> list[list[int]]:
-    """``new_tokens`` ids continuing each of ``prompts``, by a transformers model's own ``generate`` (KV cache) in
-    one batch (prompts of different lengths padded on the left, the padding masked out), never a token past the
-    data's ``vocab``."""
+    """Up to ``new_tokens`` ids continuing each of ``prompts``, by a transformers model's own ``generate`` (KV
+    cache) in one batch (prompts of different lengths padded on the left, the padding masked out), never a token
+    past the data's ``vocab``; a row ends at its first ``stop`` token (none: exactly ``new_tokens``, whatever the
+    model's own end-of-text token)."""
     model.eval()
     device = next(model.parameters()).device
     width = max(map(len, prompts))
@@ -178,7 +181,8 @@ def hf_generate(
         ids.to(device),
         attention_mask=mask.to(device),
         max_new_tokens=new_tokens,
-        min_new_tokens=new_tokens,
+        min_new_tokens=None if stop else new_tokens,
+        eos_token_id=sorted(stop) or None,
         do_sample=temperature > 0,
         temperature=temperature if temperature > 0 else None,
         top_k=top_k if temperature > 0 else None,
@@ -187,7 +191,13 @@ def hf_generate(
         use_cache=True,
         pad_token_id=model.config.eos_token_id or 0,
     )
-    return out[:, width:].tolist()
+    return [until_stop(row, stop) for row in out[:, width:].tolist()]
+
+
+def until_stop(ids: list[int], stop: Collection[int]) -> list[int]:
+    """``ids`` up to and with its first ``stop`` token (what follows it is padding)."""
+    end = next((at + 1 for at, token in enumerate(ids) if token in stop), len(ids))
+    return ids[:end]
 
 
 def _serialisable(config: Any) -> dict[str, Any]:

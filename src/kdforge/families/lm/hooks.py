@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from kdforge import distributed
+from kdforge.families.lm.chat import data_stops
 from kdforge.families.lm.commands import LANGUAGE_DATA
-from kdforge.families.lm.data import load_lm_tokenizer
-from kdforge.families.lm.generate import test_samples
+from kdforge.families.lm.generate import SAMPLE_TOKENS, test_samples
 from kdforge.families.lm.hf import HFCausalLM, save_hf
 from kdforge.families.lm.policy import on_policy
 from kdforge.families.lm.rwkv import spike_statistics
@@ -57,11 +57,12 @@ class LanguageModels(Family):
         if stage == "distill" and isinstance(unwrap(student), HFCausalLM) and distributed.is_main():  # for HF tools
             save_hf(unwrap(student), session.run_dir / "student_hf", session.recipe.data.options.get("tokenizer"))
         found: dict[str, Any] = {}
-        tokenizer = session.recipe.data.options.get("tokenizer", "bytes" if session.data.name == "text_lm" else None)
-        if stage == "distill" and session.data.task == "lm" and tokenizer is not None:
+        named = session.data.name == "text_lm" or "tokenizer" in session.recipe.data.options
+        if stage == "distill" and session.data.task == "lm" and named:
             x, y = session.data.test.first(SAMPLES)
-            window = session.data.input_shape[-1]
-            found["samples"] = test_samples(unwrap(student), x, y, load_lm_tokenizer(tokenizer), window)
+            tokenizer, stop = data_stops(session.recipe.data)
+            found["samples"] = test_samples(unwrap(student), x, y, tokenizer, session.data.input_shape[-1], stop)
+            found["sampling"] = {"temperature": 0.0, "max_new_tokens": SAMPLE_TOKENS, "stop": stop}
         if spikes := spike_statistics(student, session.test):
             found["spikes"] = spikes
         return found

@@ -1,7 +1,8 @@
 """Sequences written during distillation (``train.on_policy``).
 
 On-policy distillation (GKD, Agarwal et al. 2024): in each batch a share λ of the rows is replaced by what
-the student itself writes after their prompts (sampled at a temperature, up to ``max_new_tokens``); the
+the student itself writes after their prompts (sampled at a temperature, up to ``max_new_tokens`` or the data's
+stop token: the end of text or of a turn, which ends the row and its targets); the
 teacher then scores those tokens and the chosen divergence trains the student where its own samples go, not
 only where the data goes. λ = 0 is ordinary supervised KD. With ``by: teacher`` the teacher writes them
 instead: sequence-level KD (Kim & Rush, 2016), the student learning the teacher's own outputs.
@@ -24,6 +25,7 @@ from torch import nn
 from kdforge.config.training import OnPolicyConfig
 from kdforge.data.bundle import PAD_TARGET
 from kdforge.errors import KdforgeError
+from kdforge.families.lm.chat import data_stops
 from kdforge.families.lm.generate import generate_batch
 from kdforge.schedules import Clock
 from kdforge.taps import unwrap
@@ -32,8 +34,8 @@ from kdforge.taps import unwrap
 class WrittenSequences:
     """The batch rewrite: ``(inputs [B, T], targets [B, T], clock) -> (inputs, targets)``."""
 
-    def __init__(self, cfg: OnPolicyConfig, writer: nn.Module, seed: int, window: int):
-        self.cfg, self.writer, self.seed, self.window = cfg, writer, seed, window
+    def __init__(self, cfg: OnPolicyConfig, writer: nn.Module, seed: int, window: int, stop: list[int]):
+        self.cfg, self.writer, self.seed, self.window, self.stop = cfg, writer, seed, window, stop
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, clock: Clock) -> tuple[torch.Tensor, torch.Tensor]:
         draw = torch.Generator().manual_seed(self.seed * 1_000_003 + clock.step)
@@ -51,7 +53,7 @@ class WrittenSequences:
         try:  # the rows in one batch, each written as long as the longest may be, then cut to its own room
             written = generate_batch(
                 model, [prompts[row] for row in rows], max(room[row] for row in rows), self.cfg.temperature,
-                self.cfg.top_k, seed, self.window,
+                self.cfg.top_k, seed, self.window, self.stop,
             )  # fmt: skip
         finally:
             model.train(was_training)
@@ -95,4 +97,5 @@ def on_policy(session: Any, student: nn.Module, teacher: Any) -> WrittenSequence
             "train.on_policy by: teacher needs a live teacher (no cache) that writes the data's tokens (no vocab_map "
             "or tokenizer of its own)"
         )
-    return WrittenSequences(cfg, writer, session.recipe.seed, session.data.input_shape[-1])
+    _, stop = data_stops(session.recipe.data)
+    return WrittenSequences(cfg, writer, session.recipe.seed, session.data.input_shape[-1], stop)
