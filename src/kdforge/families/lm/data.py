@@ -2,14 +2,15 @@
 
 Documents (the full docstrings of installed modules, built offline and deterministically, or
 users' .txt / .jsonl / .csv texts, one document per line or row) are shuffled by the seed and
-split *by document* into train / val / test, so no text leaks between splits. Each split's
-documents are joined (a blank line between) into one token stream, cut into windows of
+split *by document* into train / val / test, so no text leaks between splits (or split as the user's
+``data.split_file`` says, by document index; or val / test read from files of their own). Each split's
+documents are joined (the tokenizer's end-of-text token between) into one token stream, cut into windows of
 ``length + 1`` tokens that overlap by one: inputs are a window's first ``length`` tokens,
 targets its last ``length`` (the next token at every position); the last window is padded,
 its padded targets marked ``PAD_TARGET`` so that they count nowhere.
 
-Tokenizers: ``bytes`` (UTF-8 bytes, ids 0-255: any text, no vocabulary file) or a local
-Hugging Face tokenizer folder (the teacher's own).
+Tokenizers: ``bytes`` (UTF-8 bytes, ids 0-255: any text, no vocabulary file, no end-of-text token: a blank line
+joins its documents) or a Hugging Face tokenizer, a folder or a hub id (the teacher's own).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from kdforge.data.bundle import DATASETS, PAD_TARGET, DataBundle, Split
+from kdforge.data.bundle import DATASETS, PAD_TARGET, DataBundle, Split, split_rows
 from kdforge.data.hf_tables import DataFile
 from kdforge.data.text import DEFAULT_MODULES, docstrings, read_texts
 from kdforge.errors import KdforgeError
@@ -33,6 +34,8 @@ class Tokenizer(Protocol):
     end_of_text: int | None  # the id that ends a document, if the tokenizer has one
 
     def encode(self, text: str) -> list[int]: ...
+
+    def encode_all(self, texts: list[str]) -> list[list[int]]: ...
 
     def decode(self, ids: Iterable[int]) -> str: ...
 
@@ -50,6 +53,9 @@ class ByteTokenizer:
 
     def encode(self, text: str) -> list[int]:
         return list(text.encode("utf-8"))
+
+    def encode_all(self, texts: list[str]) -> list[list[int]]:
+        return [list(text.encode("utf-8")) for text in texts]
 
     def decode(self, ids: Iterable[int]) -> str:
         return bytes(int(i) for i in ids).decode("utf-8", errors="replace")
@@ -70,6 +76,9 @@ class HFTokenizer:
 
     def encode(self, text: str) -> list[int]:
         return self.inner.encode(text, add_special_tokens=False)
+
+    def encode_all(self, texts: list[str]) -> list[list[int]]:  # in one call: a fast tokenizer's Rust batch
+        return self.inner(texts, add_special_tokens=False)["input_ids"] if texts else []
 
     def decode(self, ids: Iterable[int]) -> str:
         return self.inner.decode([int(i) for i in ids])
@@ -140,6 +149,49 @@ def lm_documents(
     return sorted(set(docstrings(modules or DEFAULT_MODULES)))
 
 
+def drawn_documents(
+    documents: list[str],
+    fixed: dict[str, list[str]],
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    max_chars: int | None,
+) -> dict[str, list[str]]:
+    """The splits drawn from ``documents`` (train, and val / test unless ``fixed``): the user's document indices
+    (``data.split_file``, used as given), or shuffled by ``seed``, cut to ``max_chars``, test first, then val."""
+    wanted = {name: share for name, share in (("val", val_fraction), ("test", test_fraction)) if name not in fixed}
+
+    def shuffled(_: np.ndarray, shares: tuple[float, ...], seed: int) -> list[np.ndarray]:
+        order = np.random.default_rng(seed).permutation(len(documents))
+        if max_chars is not None:
+            sizes = np.cumsum([len(documents[i]) + 2 for i in order])
+            order = order[: max(int(np.searchsorted(sizes, max_chars)), len(shares) + 1)]
+        counts = [max(1, round(share * len(order))) for share in shares]
+        if len(order) - sum(counts) < 1:
+            raise KdforgeError(f"text_lm: {len(order)} documents are too few to split into train/val/test")
+        at, held = 0, {}
+        for part in reversed(range(len(shares))):  # test comes first in the order, then val
+            held[part], at = order[at : at + counts[part]], at + counts[part]
+        return [order[at:], *(held[part] for part in range(len(shares)))]
+
+    index = split_rows(np.zeros(len(documents)), wanted, seed, draw=shuffled)
+    return {name: [documents[i] for i in rows] for name, rows in zip(["train", *wanted], index)}
+
+
+def joined(tokenizer: Tokenizer, documents: list[str], separator: str | None) -> list[int]:
+    """One token stream of ``documents``, ``separator`` between each two: the tokenizer's end-of-text token by
+    default (a blank line for a tokenizer without one), else that text's tokens."""
+    if separator is None and tokenizer.end_of_text is not None:
+        between = [tokenizer.end_of_text]
+    else:
+        between = tokenizer.encode("\n\n" if separator is None else separator)
+    stream: list[int] = []
+    for at, ids in enumerate(tokenizer.encode_all(documents)):
+        stream.extend(between if at else [])
+        stream.extend(ids)
+    return stream
+
+
 def windows(ids: list[int], length: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(inputs, next tokens), each [N, length], from consecutive windows of a token stream.
     The last window keeps the stream's tail: past its end, inputs are 0 and targets
@@ -162,35 +214,30 @@ def text_lm(
     test_fraction: float,
     files: list[DataFile] | None = None,
     modules: list[str] | None = None,
+    val_files: list[DataFile] | None = None,
+    test_files: list[DataFile] | None = None,
     length: int = 128,
     tokenizer: str = "bytes",
     max_chars: int | None = 2_000_000,
     file_encoding: str = "utf-8",
     text_column: str = "text",
+    separator: str | None = None,
     stop: list[str] | None = None,
 ) -> DataBundle:
-    """Next-token windows of ``length`` tokens (see the module docstring). ``max_chars`` keeps
-    the first documents (after shuffling) up to that many characters (``null``: all);
-    ``file_encoding`` decodes ``files``; ``text_column``: the texts' field in .jsonl, .csv and
-    Hugging Face data (.parquet, .arrow, save_to_disk folders); ``stop``: the tokens that end what a model writes
-    after this data (default: the tokenizer's end-of-text token)."""
-    documents = lm_documents(files, modules, file_encoding, text_column)
-    order = np.random.default_rng(seed).permutation(len(documents))
-    documents = [documents[i] for i in order]
-    if max_chars is not None:
-        sizes = np.cumsum([len(d) + 2 for d in documents])
-        documents = documents[: max(int(np.searchsorted(sizes, max_chars)), 3)]
-    n_val, n_test = max(1, round(val_fraction * len(documents))), max(1, round(test_fraction * len(documents)))
-    if len(documents) - n_val - n_test < 1:
-        raise KdforgeError(f"text_lm: {len(documents)} documents are too few to split into train/val/test")
-    parts = {
-        "test": documents[:n_test],
-        "val": documents[n_test : n_test + n_val],
-        "train": documents[n_test + n_val :],
-    }
+    """Next-token windows of ``length`` tokens (see the module docstring). ``val_files`` / ``test_files``: fixed
+    validation / test documents (the other splits are drawn from ``files``); ``max_chars`` keeps the first drawn
+    documents (after shuffling) up to that many characters (``null``: all); ``file_encoding`` decodes the files;
+    ``text_column``: the texts' field in .jsonl, .csv and Hugging Face data (.parquet, .arrow, save_to_disk
+    folders); ``separator``: the text between two documents of a split (default: the tokenizer's end-of-text token,
+    or a blank line for a tokenizer without one); ``stop``: the tokens that end what a model writes after this data
+    (default: the tokenizer's end-of-text token)."""
+    read = lambda given: lm_documents(given, None, file_encoding, text_column)  # noqa: E731
+    fixed = {name: read(given) for name, given in (("val", val_files), ("test", test_files)) if given}
+    parts = {**drawn_documents(lm_documents(files, modules, file_encoding, text_column), fixed, val_fraction,
+                               test_fraction, seed, max_chars), **fixed}  # fmt: skip
     tok = load_lm_tokenizer(tokenizer)
     stop_ids(tok, stop)  # checked now: each a token of the vocabulary
-    splits = {name: Split(*windows(tok.encode("\n\n".join(docs)), length)) for name, docs in parts.items()}
+    splits = {name: Split(*windows(joined(tok, docs, separator), length)) for name, docs in parts.items()}
     return DataBundle(
         "text_lm",
         splits["train"],
