@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from kdforge import distributed
+from kdforge.adapters import adapter_state, is_adapted, load_adapters
 from kdforge.data.bundle import PAD_TARGET
 from kdforge.errors import KdforgeError, required
 from kdforge.losses import functional as lf
@@ -325,15 +326,21 @@ class Distiller(nn.Module):
         return state
 
     def load_trainable_state_dict(self, state: dict[str, Any]) -> None:
-        distributed.load_model_state(unwrap(self.student), state["student"])
+        student = unwrap(self.student)
+        if is_adapted(student):
+            load_adapters(student, state["student"])
+        else:
+            distributed.load_model_state(student, state["student"])
         self.terms.load_state_dict(state["terms"])
         if "teacher" in state:
             required(self.evolving_teacher, "an evolving teacher").load_state_dict(state["teacher"])
 
     def student_state_dict(self) -> dict[str, torch.Tensor]:
         """The student's own weights: no wrapper prefixes, no teacher, no projectors (a
-        sharded student's are gathered on rank 0)."""
-        return distributed.model_state(unwrap(self.student))
+        sharded student's are gathered on rank 0); an adapted student's adapters alone, which are all that train."""
+        student = unwrap(self.student)
+        state = distributed.model_state(student)
+        return adapter_state(state) if is_adapted(student) else state
 
 
 Output = torch.Tensor | LMHead | TopK | None

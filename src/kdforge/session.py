@@ -15,6 +15,7 @@ import torch
 from rich.console import Console
 
 from kdforge import distributed
+from kdforge.adapters import adapt, adapter_state, is_adapted, merge
 from kdforge.bench import count_params, latency_ms
 from kdforge.callbacks import Callback, ConsoleProgress, EpochTest, JsonlLogger
 from kdforge.config import DataConfig, Recipe, TrainConfig
@@ -28,7 +29,7 @@ from kdforge.distiller import Distiller
 from kdforge.errors import KdforgeError, RunInterrupted, required
 from kdforge.evaluate import evaluate
 from kdforge.family import families, steering, student_options
-from kdforge.files import read_json, write_json
+from kdforge.files import read_json, save_safetensors, write_json
 from kdforge.layout import memory_format
 from kdforge.losses import LossTerm, build_loss
 from kdforge.machine import autocast_for, compiled, resolve_device
@@ -319,15 +320,18 @@ class Session:
             "seconds": result.seconds,
         }
 
-    def build_student(self) -> torch.nn.Module:
-        """The recipe's student, untrained, on the device."""
+    def build_student(self, adapted: bool = True) -> torch.nn.Module:
+        """The recipe's student, untrained, on the device; with its adapters (``student.peft``) unless not
+        ``adapted``."""
         cfg = self.recipe.student.model
-        return build_model(
+        student = build_model(
             cfg.name,
             input_shape=self.data.input_shape,
             num_classes=self.data.num_classes,
             **student_options(self.recipe),
         ).to(self.device)
+        peft = self.recipe.student.peft
+        return adapt(student, peft) if adapted and peft is not None else student
 
     def batch_rewrite(self, student: torch.nn.Module, teacher: Teacher | CachedTeacher | None) -> Any | None:
         """The one family change to distillation batches this recipe asks for (``train.on_policy``), or None."""
@@ -343,7 +347,7 @@ class Session:
         results.json entry, its history). An EMA teacher (or ensemble member) starts from this student's weights,
         and follows it as it trains."""
         torch.manual_seed(self.recipe.seed)
-        student = self.build_student().to(memory_format=self.memory_format)
+        student = self.build_student(adapted=False).to(memory_format=self.memory_format)
         started_from = (
             start_from(student, self.recipe.student.init_from) if self.recipe.student.init_from else None
         )  # the baseline too: both go on from there
@@ -352,6 +356,8 @@ class Session:
             if stage == "distill" and teacher is not None and self.recipe.student.init_from_teacher
             else None
         )
+        if self.recipe.student.peft is not None:  # on the weights it starts from: those stay, the adapters train
+            adapt(student, self.recipe.student.peft)
         if isinstance(teacher, Teacher) and teacher.ema_decay is not None:
             teacher.start_ema(student)
         distiller = Distiller(
@@ -400,6 +406,10 @@ class Session:
             weights = distributed.gathered(student)
             student = self.build_student().to(memory_format=self.memory_format)
             student.load_state_dict(weights)
+        if is_adapted(student):  # the adapters kept apart, then merged: a plain student of its own class
+            if stage == "distill" and distributed.is_main():
+                save_safetensors(adapter_state(student.state_dict()), self.run_dir / "student_adapter.safetensors")
+            student = merge(student)
         for family in families():  # what each family measures on its students
             last.update(family.after_fit(self, stage, student, result.history))
         averaged = {"weights": f"EMA (decay {self.recipe.train.ema_decay})"} if trainer.ema is not None else {}

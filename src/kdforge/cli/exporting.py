@@ -67,6 +67,13 @@ def export(
             ),
         ),
     ] = PruneKind.unstructured,
+    merge: Annotated[
+        bool,
+        typer.Option(
+            "--merge",
+            help="--format hf on a LoRA student (student.peft): the model with its adapters merged, not the adapters.",
+        ),
+    ] = False,
     out: Annotated[
         Optional[Path],
         typer.Option(
@@ -82,15 +89,22 @@ def export(
     speed next to the float one."""
     if sum(x is not None for x in (format, quantize, prune)) != 1:
         raise KdforgeError("give one of --format FORMAT (e.g. tm-rules), --quantize int8 or --prune FRACTION")
+    if merge and format is None:
+        raise KdforgeError("--merge goes with --format hf (a LoRA student's adapters merged into its model)")
     if quantize is not None:
         _export_int8(run_dir, out or Path(run_dir) / "student.int8.pt")
         return
     if prune is not None:
         _export_pruned(run_dir, prune, prune_kind.value, out or Path(run_dir) / "student.pruned.safetensors")
         return
+    import inspect
+
     from kdforge.export import EXPORT_FORMATS
 
-    console.print(EXPORT_FORMATS.get(required(format, "--format"))(Path(run_dir), out), markup=False)
+    exporter = EXPORT_FORMATS.get(required(format, "--format"))
+    if merge and "merge" not in inspect.signature(exporter).parameters:
+        raise KdforgeError(f"--format {format} has nothing to merge: drop --merge")
+    console.print(exporter(Path(run_dir), out, **({"merge": True} if merge else {})), markup=False)
 
 
 def _export_int8(run_dir: Path, out: Path) -> None:

@@ -117,6 +117,11 @@ class Recipe(Section):
             raise ValueError(
                 "train.ema_decay keeps a whole copy of the student, which train.fsdp shards; use one or the other"
             )
+        if self.train.fsdp and self.student.peft is not None:
+            raise ValueError(
+                "student.peft trains adapters only: its frozen weights are replicated under torchrun (DDP), not "
+                "sharded; drop train.fsdp"
+            )
         teacher = self.teacher
         described = teacher is not None and (
             teacher.model is not None or teacher.source == "checkpoint"

@@ -58,8 +58,26 @@ class AutoClauseConfig(Section):
     min_clauses: int = Field(2, ge=1, description="no layer keeps fewer")
 
 
+class PeftConfig(Section):
+    """``student.peft``: low-rank adapters (LoRA, Hu et al. 2021) on the student's linear layers; only the adapters
+    train, the student's own weights stay as built (a pretrained model, a layer-dropped teacher)."""
+
+    method: Literal["lora"] = "lora"
+    r: int = Field(16, ge=1, description="the adapters' rank")
+    alpha: int = Field(32, ge=1, description="their scale: a layer's update is alpha / r times B·A")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on an adapted layer's input to its adapter")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear",
+        description="the linear layers adapted: names (q_proj, v_proj, ...; a layer whose name ends so) or all-linear "
+        "(every linear layer but the output head)",
+    )
+
+
 class StudentConfig(Section):
     model: ModelConfig
+    peft: PeftConfig | None = Field(
+        None, description="{method: lora, r, alpha, dropout, target_modules}: train low-rank adapters only"
+    )
     preset: Literal["standard", "compressed", "tiny", "fixed_compressed", "fixed_tiny"] | None = Field(
         None,
         description="an ssm student sized from the ssm teacher (its model section, or the teacher.json beside a "

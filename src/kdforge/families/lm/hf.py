@@ -30,7 +30,7 @@ from torch import nn
 
 from kdforge.errors import KdforgeError
 from kdforge.export import EXPORT_FORMATS, load_student
-from kdforge.files import read_json, write_folder_atomic, write_text
+from kdforge.files import load_safetensors, read_json, save_safetensors, write_folder_atomic, write_text
 from kdforge.losses.chunked import LMHead
 from kdforge.models import MODELS
 from kdforge.pretrained import load_pretrained
@@ -229,10 +229,39 @@ def save_hf(model: HFCausalLM, out: Path, tokenizer: str | None = None) -> Path:
     return write_folder_atomic(out, fill)
 
 
+def save_adapters(adapters: Path, recipe: Any, out: Path) -> Path:
+    """A run's LoRA adapters (``student_adapter.safetensors``) as the adapter folder ``peft`` writes and reads
+    (``adapter_config.json``, ``adapter_model.safetensors``), its base the student's ``path``."""
+    from peft import LoraConfig
+
+    options, peft = recipe.student.model.options, recipe.student.peft
+    if options.get("layers") is not None or options.get("path") is None:
+        raise KdforgeError(
+            "this student's adapters sit on a model built by the run (layers dropped, or from hf_config), which no "
+            "hub or folder holds: export it with --merge"
+        )
+    state = load_safetensors(adapters, what="LoRA adapters")
+    # kdforge's names (model.<transformers name>.lora_A.default.weight) -> peft's (base_model.model.<...>.lora_A.weight)
+    renamed = {"base_model." + key.replace(".default.", "."): value for key, value in state.items()}
+    adapted = sorted({key.split(".lora_")[0].removeprefix("model.") for key in state})
+    config = LoraConfig(
+        r=peft.r, lora_alpha=peft.alpha, lora_dropout=peft.dropout, target_modules=adapted, task_type="CAUSAL_LM",
+        base_model_name_or_path=options["path"], revision=options.get("revision"),
+    )  # fmt: skip
+
+    def fill(folder: Path) -> None:
+        config.save_pretrained(folder)
+        save_safetensors(renamed, folder / "adapter_model.safetensors")
+
+    return write_folder_atomic(out, fill)
+
+
 @EXPORT_FORMATS.register("hf")
-def export_hf(run_dir: Path, out: Path | None = None) -> str:
+def export_hf(run_dir: Path, out: Path | None = None, merge: bool = False) -> str:
     """A run's ``hf_causal_lm`` student as a Hugging Face model folder (default ``RUN_DIR/student_hf``), with the
-    data's tokenizer when it is a folder."""
+    data's tokenizer when it is a folder. A LoRA student (``student.peft``) leaves as its adapter folder (default
+    ``RUN_DIR/student_adapter``, for ``peft.PeftModel.from_pretrained`` on its base model), or with ``merge`` as
+    the model with its adapters merged."""
     from kdforge.runner import load_run_recipe
 
     model = load_student(run_dir)
@@ -241,6 +270,12 @@ def export_hf(run_dir: Path, out: Path | None = None) -> str:
             f"'{run_dir}' has a {type(model).__name__} student; the hf format saves hf_causal_lm students"
         )
     recipe = load_run_recipe(run_dir)
+    adapters = Path(run_dir) / "student_adapter.safetensors"
+    if merge and not adapters.is_file():
+        raise KdforgeError(f"--merge merges a LoRA student's adapters; '{run_dir}' trained no adapters: drop --merge")
+    if adapters.is_file() and not merge:
+        folder = save_adapters(adapters, recipe, out or Path(run_dir) / "student_adapter")
+        return f"wrote {folder} (load it with peft.PeftModel.from_pretrained on its base model; --merge: one model)"
     folder = save_hf(model, out or Path(run_dir) / "student_hf", recipe.data.options.get("tokenizer"))
     if (Path(run_dir) / "results.json").is_file():  # a finished run: its model card, for the Hub
         results = read_json(Path(run_dir) / "results.json", "run results")
