@@ -2,7 +2,7 @@
 once, not twice (no float32 copy beside the bfloat16 one, no state dict beside the model).
 
 A 270M-parameter Llama (1.1 GB in float32) is written with ``save_pretrained`` (safetensors), then loaded as kdforge
-loads an ``hf`` teacher (``teacher: {source: hf, model: {name: FOLDER, output: causal_lm, dtype: ...}}``) in a fresh
+loads an ``hf`` teacher (``teacher: {source: hf, dtype: ..., model: {name: FOLDER, output: causal_lm}}``) in a fresh
 process per dtype. A thread samples the process's anonymous memory (``RssAnon``: what the process owns; the
 weights file's pages that the kernel maps in are ``RssFile``, reclaimable, and reported apart) every 2 ms; the
 figure ("copies held") is its peak rise during the load over the bytes the loaded weights take. After one forward,
@@ -57,7 +57,7 @@ def load(folder: str, dtype: str) -> dict[str, float]:
 
     recipe = Recipe.from_dict({
         "name": "memory", "data": {"name": "text_lm", "tokenizer": "bytes", "length": 16, "max_chars": 2_000},
-        "teacher": {"source": "hf", "model": {"name": folder, "output": "causal_lm", "dtype": dtype}},
+        "teacher": {"source": "hf", "dtype": dtype, "model": {"name": folder, "output": "causal_lm"}},
         "student": {"model": {"name": "mlp"}}, "losses": [{"name": "kd"}],
         "log": {"dir": tempfile.mkdtemp()},
     })  # fmt: skip

@@ -256,3 +256,20 @@ def test_an_adapter_that_cannot_be_made_says_where_its_settings_came_from(tiny_r
     given = Recipe.from_dict({**tiny_recipe, "teacher": {**tiny_recipe["teacher"], "adapt": {"mean": [0.1, 0.2]}}})
     with pytest.raises(KdforgeError, match=r"adapt.mean has 2 values but the teacher gets 3 channels \(from teacher"):
         session.adapter(given.teacher, module)
+
+
+def test_a_teacher_in_bfloat16_reads_and_returns_float32_and_float16_on_a_cpu_is_refused(tiny_recipe, tmp_path):
+    """``teacher.dtype``: the weights in that type, the student's float32 batch cast to it, the outputs cast back;
+    its features still feed a hint term."""
+    teacher = {"source": "timm", "model": {"name": "test_resnet"}, "adapt": ADAPT}
+    torch.manual_seed(0)
+    full, _ = session_for(tiny_recipe, tmp_path, teacher)[0].live_teacher()
+    torch.manual_seed(0)
+    half, _ = session_for(tiny_recipe, tmp_path, {**teacher, "dtype": "bfloat16"})[0].live_teacher()
+    assert {p.dtype for p in half.module.parameters()} == {torch.bfloat16}
+    x = torch.randn(4, 1, 8, 8)
+    assert half(x).dtype == torch.float32 and torch.allclose(half(x), full(x), atol=0.1, rtol=0.05)
+    with pytest.raises(KdforgeError, match="teacher.dtype: float16 weights run on GPUs; on the CPU give bfloat16"):
+        session_for(tiny_recipe, tmp_path, {**teacher, "dtype": "float16"})[0].live_teacher()
+    with pytest.raises(ConfigError, match="teacher.dtype sets a loaded, frozen teacher's weights' type: not a 'train'"):
+        Recipe.from_dict({**tiny_recipe, "teacher": {**tiny_recipe["teacher"], "dtype": "bfloat16"}})

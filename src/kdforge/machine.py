@@ -36,6 +36,15 @@ def autocast_for(amp: str, device: torch.device) -> contextlib.AbstractContextMa
     return contextlib.nullcontext()
 
 
+def check_dtype(dtype: str, device: torch.device, key: str) -> None:
+    """Refuse weights of ``dtype`` that ``device`` cannot run (float16 on a CPU; bfloat16 on a GPU older than
+    Ampere), naming ``key``."""
+    if dtype == "float16" and device.type == "cpu":
+        raise KdforgeError(f"{key}: float16 weights run on GPUs; on the CPU give bfloat16 (or float32)")
+    if dtype == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise KdforgeError(f"{key}: this GPU ({torch.cuda.get_device_name(device)}) has no bfloat16; give float16")
+
+
 def compiled(module: torch.nn.Module) -> torch.nn.Module:
     """``torch.compile(module)``; where compiling is unsupported the model runs eagerly, with a
     warning (graphs that fail to compile fall back too, instead of stopping training)."""

@@ -32,7 +32,7 @@ from kdforge.family import families, steering, student_options
 from kdforge.files import read_json, save_safetensors, write_json
 from kdforge.layout import memory_format
 from kdforge.losses import LossTerm, build_loss
-from kdforge.machine import autocast_for, compiled, resolve_device
+from kdforge.machine import autocast_for, check_dtype, compiled, resolve_device
 from kdforge.models import build_model
 from kdforge.teachers import TEACHER_SOURCES, Teacher
 from kdforge.teachers.adapt import DEFAULT_ADAPT, InputAdapter, expected_input
@@ -223,6 +223,8 @@ class Session:
         """The frozen teacher of the recipe (an ``ema`` teacher or member is the student's architecture, whose
         weights follow the student once it trains), and what its source says of it."""
         cfg = self.teacher_config
+        if cfg.dtype is not None:
+            check_dtype(cfg.dtype, self.device, "teacher.dtype")
         module, info = TEACHER_SOURCES.get(cfg.source)(self, cfg, self.run_dir / "teacher")
         return self.wrap_teacher(module), info
 
@@ -230,8 +232,11 @@ class Session:
         """The recipe's teacher module, frozen (or co-trained: ``trainable``), with its input adapter."""
         cfg = self.teacher_config
         ema_part, ema_decay = cfg.ema_part or ("", None)
+        dtype = None if cfg.dtype is None else getattr(torch, cfg.dtype)
+        module = module.to(self.device).to(memory_format=self.memory_format)
         return Teacher(
-            module.to(self.device).to(memory_format=self.memory_format),
+            module if dtype is None else module.to(dtype),
+            dtype=dtype,
             input_adapter=self.adapter(cfg, module),
             trainable=cfg.trainable,
             lr=cfg.lr,

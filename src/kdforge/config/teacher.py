@@ -62,9 +62,6 @@ class HFModelOptions(Section):
     tokenizer: str | None = Field(None, description="causal_lm: the teacher's own tokenizer (a folder or a hub id)")
     revision: str | None = Field(None, description="a hub id's branch, tag or commit (default: main)")
     trust_remote_code: bool = Field(False, description="run the model code its repository ships (only if you trust it)")
-    dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
-        None, description="the weights' type when loaded (bfloat16 halves a large teacher's memory; default float32)"
-    )
 
     @pydantic.model_validator(mode="after")
     def _causal_lm_only(self) -> HFModelOptions:
@@ -115,6 +112,11 @@ class TeacherConfig(Section):
     )
     cache: str | None = Field(
         None, description="a folder written by `kdforge cache`: train from the teacher's stored outputs"
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
+        None,
+        description="the teacher's weights' type (bfloat16 halves a large teacher's memory; a Hugging Face model is "
+        "loaded in it, with no float32 copy first); default float32",
     )
     trainable: bool = Field(
         False, description="online distillation: co-train the teacher with its own CE term and optimiser group"
@@ -169,6 +171,12 @@ class TeacherConfig(Section):
         for key in ("model", "path", "train", "members", "combine", "weights", "decay", *sorted(hub - {"model"})):
             if getattr(self, key) is not None and key not in allowed:
                 raise ValueError(f"teacher.{key} is not used with source '{self.source}'; remove it")
+        if self.dtype is not None and (self.source in ("train", "ema", "table", "ensemble") or self.trainable):
+            raise ValueError(
+                f"teacher.dtype sets a loaded, frozen teacher's weights' type: not a '{self.source}'"
+                + (" trainable" if self.trainable else "")
+                + " teacher (an ensemble's members take their own)"
+            )
         if self.source == "train" and self.train is None:
             self.train = TeacherTrainConfig()
         if self.source == "ensemble":

@@ -141,7 +141,8 @@ def callable_source(session: Session, cfg: TeacherConfig, where: Path, student: 
 
 @TEACHER_SOURCES.register("hf")
 def hf_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Module | None = None) -> Source:
-    """A Hugging Face transformers model, ``model: {name, input, output, revision, trust_remote_code, dtype}``:
+    """A Hugging Face transformers model, ``model: {name, input, output, revision, trust_remote_code}``, loaded in
+    ``teacher.dtype``:
     ``name`` is a local folder or a hub id (``org/name``, downloaded at ``revision`` into the Hugging Face cache, or
     read from it offline; its resolved commit is recorded). ``logits`` loads the image (``pixel_values``) or
     sequence (``input_ids``) classification model with the dataset's class count (a head of another size is
@@ -165,7 +166,7 @@ def hf_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Mod
 
     def load(auto: Any, **options: Any) -> Any:
         """``auto.from_pretrained`` on the named model, at its revision, in its dtype."""
-        dtype = {"dtype": getattr(torch, hf.dtype)} if hf.dtype and auto is not AutoConfig else {}
+        dtype = {"dtype": getattr(torch, cfg.dtype)} if cfg.dtype and auto is not AutoConfig else {}
         return load_pretrained(
             auto.from_pretrained, spec.name, "Hugging Face model", hf.revision, hf.trust_remote_code, **dtype, **options
         )

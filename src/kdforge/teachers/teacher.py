@@ -25,6 +25,9 @@ class Teacher(nn.Module):
     ``ema_part``, e.g. ``members.1`` of an ensemble) is the moving average of a source model (the
     student): :meth:`update` moves it after each optimiser step; no gradient ever changes it.
 
+    With ``dtype`` (a frozen teacher's weights in bfloat16 or float16), floating inputs are cast to it and its
+    output comes back in float32, the students' and the losses' type.
+
     ``trainable=True`` (opt-in) is online distillation: the teacher trains alongside the
     student, in its own optimiser group (``lr``), on the labels: ``task`` (a loss term such as
     ``reg_task`` for regression data; default cross-entropy), weighted ``ce_weight``; the
@@ -41,8 +44,10 @@ class Teacher(nn.Module):
         ce_weight: float = 1.0,
         task: nn.Module | None = None,
         ema_part: str = "",
+        dtype: torch.dtype | None = None,
     ):
         super().__init__()
+        self.dtype = dtype
         self.trainable, self.lr, self.ce_weight, self.task = trainable, lr, ce_weight, task
         self.module = module.requires_grad_(trainable)
         if not trainable:
@@ -81,4 +86,7 @@ class Teacher(nn.Module):
         with contextlib.nullcontext() if self.trainable else torch.no_grad():
             if self.input_adapter is not None:
                 x = self.input_adapter(x)
-            return self.module(x)
+            if self.dtype is None:
+                return self.module(x)
+            out = self.module(x.to(self.dtype) if x.is_floating_point() else x)
+            return out.float() if isinstance(out, torch.Tensor) and out.is_floating_point() else out

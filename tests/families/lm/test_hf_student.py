@@ -258,7 +258,7 @@ def test_gradient_checkpointing_recomputes_blocks_and_gives_the_same_gradients()
         assert torch.allclose(grads[1][name], grad, atol=1e-6), name
 
 
-def hf_teacher(tmp_path, tokenizer, model, **options):
+def hf_teacher(tmp_path, tokenizer, model, dtype=None):
     """The ``hf`` causal-LM teacher ``model`` as a run builds it, on ``text_lm`` data tokenised by ``tokenizer``."""
     import io
 
@@ -271,7 +271,7 @@ def hf_teacher(tmp_path, tokenizer, model, **options):
     recipe = Recipe.from_dict({
         "name": "hf-teacher",
         "data": {"name": "text_lm", "tokenizer": str(tokenizer), "length": 12, "max_chars": 4_000},
-        "teacher": {"source": "hf", "model": {"name": str(model), "output": "causal_lm", **options}},
+        "teacher": {"source": "hf", "dtype": dtype, "model": {"name": str(model), "output": "causal_lm"}},
         "student": {"model": {"name": "mlp"}}, "losses": [{"name": "kd"}], "log": {"dir": str(tmp_path / "runs")},
     })  # fmt: skip
     session = Session(recipe, tmp_path / "run", Console(file=io.StringIO()))
