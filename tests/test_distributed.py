@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from kdforge import Recipe, run
 from kdforge.callbacks import Callback
-from kdforge.errors import RunInterrupted
+from kdforge.errors import KdforgeError, RunInterrupted
 from kdforge.session import Session
 
 # under pytest-xdist these run one after the other, in one worker: each takes both cores for its two processes
@@ -70,9 +70,8 @@ FSDP = {  # a student with a block list (sharded block by block), a projector ou
 FSDP_LM = {  # a Hugging Face student sharded block by block, its chunked losses reading the head outside forward
     **DDP,
     "name": "fsdp-lm",
-    "data": {"name": "text_lm", "length": 32, "batch_size": 16},  # files: a corpus written by the test
-    "teacher": {"source": "train", "train": {"epochs": 1},
-                "model": {"name": "lm_transformer", "width": 16, "depth": 1, "heads": 2, "dropout": 0.0}},
+    "data": {"name": "text_lm", "length": 32, "batch_size": 16},  # files, tokenizer: written by the test
+    "teacher": {"source": "hf", "model": {"output": "causal_lm"}},  # name: a Llama written by the test
     "student": {"model": {"name": "hf_causal_lm", "hf_config": {"model_type": "llama", "hidden_size": 16,
                 "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 32}}},
     "losses": [{"name": "ce", "weight": 0.5, "chunked": True}, {"name": "kd", "weight": 0.5, "chunked": True}],
@@ -81,22 +80,35 @@ FSDP_LM = {  # a Hugging Face student sharded block by block, its chunked losses
 }  # fmt: skip
 
 
-def test_a_sharded_hugging_face_student_with_chunked_losses_matches_one_process(tmp_path):
+def test_a_sharded_student_and_a_sharded_teacher_on_two_processes_match_one_process_with_both_whole(tmp_path):
+    """A Hugging Face student (FSDP, its chunked losses reading the head outside forward) and a Hugging Face
+    teacher (teacher.shard: each process holds half of it, a block gathered at a time), against one process."""
+    from datafiles import write_causal_lm, write_tokenizer
+
     # the built-in docstring corpus depends on what the process has imported: both runs read this file instead
     lines = [f"Line {i} says that {i % 7} items are kept and {i % 5} are dropped." for i in range(300)]
     (tmp_path / "corpus.txt").write_text("\n".join(lines))
+    llama = write_causal_lm(write_tokenizer(tmp_path / "llama"), 320, "llama", layers=2)
     raw = {
         **FSDP_LM,
-        "data": {**FSDP_LM["data"], "files": [str(tmp_path / "corpus.txt")]},
+        "data": {**FSDP_LM["data"], "files": [str(tmp_path / "corpus.txt")], "tokenizer": str(llama)},
+        "teacher": {**FSDP_LM["teacher"], "model": {**FSDP_LM["teacher"]["model"], "name": str(llama)}},
         "log": {"dir": str(tmp_path / "single"), "progress": False},
     }
     single = run(Recipe.from_dict(raw))
-    (tmp_path / "two.yaml").write_text(yaml.safe_dump({**raw, "log": {**raw["log"], "dir": str(tmp_path / "two")}}))
+    sharded = {**raw, "teacher": {**raw["teacher"], "shard": True}, "log": {**raw["log"], "dir": str(tmp_path / "two")}}
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump(sharded))
     torchrun("train", tmp_path / "two.yaml", cwd=tmp_path)
     two = next((tmp_path / "two").glob("fsdp-lm-*"))
     expected, got = load_file(single.run_dir / "student.safetensors"), load_file(two / "student.safetensors")
     assert all(torch.allclose(expected[k], got[k], atol=1e-5) for k in expected)
     assert (two / "student_hf" / "config.json").exists()
+    teacher = json.loads((two / "results.json").read_text())["teacher"]
+    assert (
+        teacher["sharded_over"] == 2 and abs(teacher["test"]["loss"] - single.results["teacher"]["test"]["loss"]) < 1e-6
+    )
+    with pytest.raises(KdforgeError, match="teacher.shard shards the teacher across torchrun's processes"):
+        run(Recipe.from_dict(sharded))  # one process: nothing to shard over
 
 
 @pytest.mark.parametrize("raw", [DDP, FSDP], ids=["ddp", "fsdp"])
@@ -140,3 +152,14 @@ def test_two_processes_match_one_and_resume_across_world_sizes(raw, tmp_path, mo
     torchrun("train", "--resume", stopped.value.run_dir, cwd=tmp_path)  # ...and finish it on two processes
     resumed = load_file(stopped.value.run_dir / "student.safetensors")
     assert all(torch.allclose(expected[k], resumed[k], atol=1e-5) for k in expected)
+
+
+def test_a_teacher_that_cannot_be_sharded_is_one_message():
+    from kdforge.distributed import shard_teacher
+    from kdforge.errors import ConfigError
+
+    with pytest.raises(KdforgeError, match="teacher.shard shards a teacher block by block, but this one has no block"):
+        shard_teacher(torch.nn.Linear(4, 2))  # refused before any process group is needed
+    for wrong in ({"trainable": True}, {"cache": "teacher-cache"}):
+        with pytest.raises(ConfigError, match="teacher.shard shards a frozen teacher that runs live"):
+            Recipe.from_dict({**DDP, "teacher": {**DDP["teacher"], "shard": True, **wrong}})

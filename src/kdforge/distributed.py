@@ -1,6 +1,6 @@
 """Data-parallel training on torch.distributed (``torchrun --nproc-per-node N -m kdforge train``).
 
-Every process holds the whole student, teacher and data; each optimiser step takes one
+Every process holds the whole student, teacher and data (unless sharded, below); each optimiser step takes one
 global batch and every rank computes on its share of it. The trained model is wrapped in
 torch's DistributedDataParallel (never a frozen teacher); the other trainable parts
 (projectors, temperatures, a trainable teacher) are averaged after backward. Each rank's
@@ -12,7 +12,8 @@ batches). Only rank 0 logs and writes files. NCCL on GPUs, gloo on CPUs.
 With ``train.fsdp`` the student is sharded instead of replicated (FSDP2 ``fully_shard``,
 each block then the whole model): every rank holds 1/N of its parameters, gradients and
 optimiser state. Checkpoints then hold the whole, gathered weights and optimiser state
-(keyed by parameter name), so they resume on any world size, with or without FSDP.
+(keyed by parameter name), so they resume on any world size, with or without FSDP. With
+``teacher.shard`` the frozen teacher is sharded the same way (:func:`shard_teacher`).
 """
 
 from __future__ import annotations
@@ -131,6 +132,29 @@ def shard(module: torch.nn.Module) -> None:
     for name in blocks:
         fully_shard(modules[name])
     fully_shard(module)
+
+
+def shard_teacher(module: torch.nn.Module) -> None:
+    """Shard a frozen teacher in place across the ranks (FSDP2 on each block of its block list, then the whole
+    model): each rank holds 1/N of its weights; a forward gathers one block's at a time and frees them after it,
+    the whole model's (embeddings, head) included, since no backward will need them. Every rank must run the
+    teacher's forwards together."""
+    try:
+        blocks = block_names(module, "auto")
+    except KdforgeError:
+        raise KdforgeError(
+            "teacher.shard shards a teacher block by block, but this one has no block list (a ModuleList of its "
+            "layers); drop teacher.shard"
+        ) from None
+    from torch.distributed.fsdp import FSDPModule, fully_shard
+
+    modules = dict(module.named_modules())
+    for name in blocks:
+        fully_shard(modules[name])
+    fully_shard(module)
+    module.register_forward_hook(lambda root, inputs, output: cast(FSDPModule, root).reshard())
+    if hasattr(module, "sharded"):
+        setattr(module, "sharded", True)  # noqa: B010 (its own flag: a teacher handing its head hands a copy)
 
 
 def sharded(module: torch.nn.Module) -> bool:

@@ -225,7 +225,14 @@ class Session:
         cfg = self.teacher_config
         if cfg.dtype is not None:
             check_dtype(cfg.dtype, self.device, "teacher.dtype")
+        if cfg.shard and not distributed.active():
+            raise KdforgeError(
+                "teacher.shard shards the teacher across torchrun's processes: launch with torchrun --nproc-per-node "
+                "N -m kdforge train ... (or drop teacher.shard)"
+            )
         module, info = TEACHER_SOURCES.get(cfg.source)(self, cfg, self.run_dir / "teacher")
+        if cfg.shard:  # results.json says over how many processes it was spread
+            info = {**info, "sharded_over": distributed.world_size()}
         return self.wrap_teacher(module), info
 
     def wrap_teacher(self, module: torch.nn.Module) -> Teacher:
@@ -234,8 +241,11 @@ class Session:
         ema_part, ema_decay = cfg.ema_part or ("", None)
         dtype = None if cfg.dtype is None else getattr(torch, cfg.dtype)
         module = module.to(self.device).to(memory_format=self.memory_format)
+        module = module if dtype is None else module.to(dtype)
+        if cfg.shard:
+            distributed.shard_teacher(module)
         return Teacher(
-            module if dtype is None else module.to(dtype),
+            module,
             dtype=dtype,
             input_adapter=self.adapter(cfg, module),
             trainable=cfg.trainable,

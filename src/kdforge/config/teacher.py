@@ -113,6 +113,11 @@ class TeacherConfig(Section):
     cache: str | None = Field(
         None, description="a folder written by `kdforge cache`: train from the teacher's stored outputs"
     )
+    shard: bool = Field(
+        False,
+        description="under torchrun: shard the frozen teacher across the processes (FSDP2, block by block): each "
+        "holds 1/N of its weights and gathers one block at a time for its forward",
+    )
     dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
         None,
         description="the teacher's weights' type (bfloat16 halves a large teacher's memory; a Hugging Face model is "
@@ -171,6 +176,11 @@ class TeacherConfig(Section):
         for key in ("model", "path", "train", "members", "combine", "weights", "decay", *sorted(hub - {"model"})):
             if getattr(self, key) is not None and key not in allowed:
                 raise ValueError(f"teacher.{key} is not used with source '{self.source}'; remove it")
+        if self.shard and (self.source in ("ema", "table", "ensemble") or self.trainable or self.cache is not None):
+            raise ValueError(
+                "teacher.shard shards a frozen teacher that runs live: not a trainable, ema, table, ensemble or "
+                "cached one"
+            )
         if self.dtype is not None and (self.source in ("train", "ema", "table", "ensemble") or self.trainable):
             raise ValueError(
                 f"teacher.dtype sets a loaded, frozen teacher's weights' type: not a '{self.source}'"

@@ -306,6 +306,7 @@ class HFTeacher(nn.Module):
     def __init__(self, model: nn.Module, input_name: str, output: str, vocab: torch.Tensor | None = None):
         super().__init__()
         self.model, self.input_name, self.output = model, input_name, output
+        self.sharded = False  # teacher.shard: set once its weights are spread over the processes
         self.prefix: int | None = None
         if vocab is not None and torch.equal(vocab, torch.arange(len(vocab))):
             self.prefix, vocab = len(vocab), None  # the first logits: read through views, nothing copied
@@ -320,9 +321,10 @@ class HFTeacher(nn.Module):
             head = self.model.get_output_embeddings()
             weight, bias = head.weight, getattr(head, "bias", None)
             rows = self.vocab if self.vocab is not None else slice(self.prefix)
-            return LMHead(
-                base(**inputs, use_cache=False).last_hidden_state, weight[rows], bias if bias is None else bias[rows]
-            )
+            weight, bias = weight[rows], bias if bias is None else bias[rows]
+            if self.sharded:  # its weights are freed once its forward ends, before the loss reads the head: a copy
+                weight, bias = weight.clone(), bias if bias is None else bias.clone()
+            return LMHead(base(**inputs, use_cache=False).last_hidden_state, weight, bias)
         out = self.model(**inputs)
         if self.output in ("logits", "causal_lm"):
             if self.vocab is not None:
