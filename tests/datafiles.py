@@ -1,6 +1,7 @@
 """Small data files in the formats kdforge reads, written by the tests."""
 
 import gzip
+import json
 
 import numpy as np
 from PIL import Image
@@ -97,3 +98,21 @@ def write_causal_lm(folder, vocab_size, kind="llama", layers=2, width=32, seed=0
     model = AutoModelForCausalLM.from_config(config)
     model.save_pretrained(folder)
     return folder
+
+
+def hf_llm_stand_ins(name, tmp_path):
+    """A 2-block Qwen2 teacher (its vocabulary padded past its tokenizer's, as Qwen's), a 1-block one as the
+    smaller student where the recipe names one, and texts or chat examples, in place of the hub's."""
+    import datasets
+
+    teacher = write_causal_lm(write_tokenizer(tmp_path / "teacher"), 384, "qwen2", layers=2)
+    student = teacher if name == "hf_llm_kd" else write_causal_lm(tmp_path / "student", 384, "qwen2", layers=1, seed=1)
+    given = [f"data.tokenizer={teacher}", f"teacher.model.name={teacher}", f"student.model.path={student}"]
+    given += ["data.length=64", "data.batch_size=4"]
+    if name.startswith("hf_chat_") or "gkd" in name:
+        rows = [{"prompt": f"What is {i} plus {i}?", "completion": f"It is {2 * i}."} for i in range(40)]
+        (tmp_path / "chats.jsonl").write_text("\n".join(json.dumps(row) for row in rows))
+        return [*given, f"data.files=[{tmp_path / 'chats.jsonl'}]", "data.max_length=32"]
+    docs = [f"Document {i} of a parquet corpus says {i % 9} and {i % 4}." for i in range(200)]
+    datasets.Dataset.from_dict({"text": docs}).to_parquet(str(tmp_path / "texts.parquet"))
+    return [*given, f"data.files=[{tmp_path / 'texts.parquet'}]"]

@@ -68,3 +68,20 @@ def test_a_student_trains_from_the_lm_cache_with_no_teacher_loaded(recipe, tmp_p
     result = run(Recipe.from_dict(raw), console=Console(file=io.StringIO()))
     assert result.results["teacher"]["cache"] == str(tmp_path / "cache")
     assert 1 < result.results["student"]["test"]["perplexity"] < 400  # the teacher is untrained: near uniform
+
+
+def test_the_shipped_cache_recipe_runs_its_two_commands_the_second_with_no_teacher_at_all(tmp_path, invoke):
+    """``hf_llm_cache`` as its comment says: ``kdforge cache``, then ``kdforge train`` from the store; the teacher's
+    weights are gone by then, and the student is still evaluated."""
+    import json
+
+    from datafiles import hf_llm_stand_ins
+
+    given = [*hf_llm_stand_ins("hf_llm_cache", tmp_path), f"log.dir={tmp_path / 'runs'}", "log.progress=false"]
+    assert invoke("cache", "hf_llm_cache", *given, "--topk", "8", "--out", tmp_path / "store") == 0
+    (tmp_path / "teacher" / "model.safetensors").unlink()  # no teacher left to load
+    assert invoke("train", "hf_llm_cache", *given, f"teacher.cache={tmp_path / 'store'}", "train.epochs=1") == 0
+    (run_dir,) = (tmp_path / "runs").glob("hf-llm-cache-2*")
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["teacher"]["cache"] == str(tmp_path / "store") and results["teacher"]["test"]["perplexity"] > 1
+    assert results["student"]["test"]["perplexity"] > 1 and results["student_alone"]["test"]["perplexity"] > 1
