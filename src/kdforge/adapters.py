@@ -1,4 +1,5 @@
-"""Low-rank adapters on a student (``student.peft``): LoRA (Hu et al. 2021) through the ``peft`` library.
+"""Low-rank adapters on a student (``student.peft``): LoRA (Hu et al. 2021) or DoRA (Liu et al. 2024) through the
+``peft`` library.
 
 The student is built as the recipe says (a pretrained model, its layer-dropped teacher, a new model), then each
 chosen linear layer gets a pair of low-rank matrices beside its weight (``peft.inject_adapter_in_model``, on any
@@ -44,7 +45,9 @@ def adapt(model: nn.Module, cfg: PeftConfig) -> nn.Module:
             )
     if not targets:
         raise ConfigError("student.peft: the student has no linear layer to adapt but its output head")
-    config = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets)
+    config = LoraConfig(
+        r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets, use_dora=cfg.method == "dora"
+    )
     inject_adapter_in_model(config, model)
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(ADAPTER in name)

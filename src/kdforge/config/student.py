@@ -59,10 +59,11 @@ class AutoClauseConfig(Section):
 
 
 class PeftConfig(Section):
-    """``student.peft``: low-rank adapters (LoRA, Hu et al. 2021) on the student's linear layers; only the adapters
-    train, the student's own weights stay as built (a pretrained model, a layer-dropped teacher)."""
+    """``student.peft``: low-rank adapters (LoRA, Hu et al. 2021; DoRA, Liu et al. 2024, which learns each weight
+    row's magnitude apart from its direction) on the student's linear layers; only the adapters train, the
+    student's own weights stay as built (a pretrained model, a layer-dropped teacher)."""
 
-    method: Literal["lora"] = "lora"
+    method: Literal["lora", "dora"] = "lora"
     r: int = Field(16, ge=1, description="the adapters' rank")
     alpha: int = Field(32, ge=1, description="their scale: a layer's update is alpha / r times B·A")
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout on an adapted layer's input to its adapter")

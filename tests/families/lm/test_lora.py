@@ -32,10 +32,13 @@ def adapted_student(path, **peft):
     return adapt(model, PeftConfig(**peft))
 
 
-def test_only_the_adapters_learn_and_merged_they_compute_the_same(tiny_llama):
-    model = adapted_student(tiny_llama, r=4, target_modules=["q_proj", "v_proj"])
+@pytest.mark.parametrize("method", ["lora", "dora"])
+def test_only_the_adapters_learn_and_merged_they_compute_the_same(tiny_llama, method):
+    model = adapted_student(tiny_llama, method=method, r=4, target_modules=["q_proj", "v_proj"])
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
-    assert trainable and all(".lora_A." in name or ".lora_B." in name for name in trainable)
+    kinds = {"lora_A", "lora_B", *(["lora_magnitude_vector"] if method == "dora" else [])}
+    found = {next(part for part in name.split(".") if part.startswith("lora_")) for name in trainable}
+    assert trainable and found == kinds
     assert {name.split(".lora_")[0].rpartition(".")[2] for name in trainable} == {"q_proj", "v_proj"}
     for parameter in model.parameters():  # B starts at zero: give it weights, so that merging has work to do
         if parameter.requires_grad:

@@ -246,6 +246,7 @@ def save_adapters(adapters: Path, recipe: Any, out: Path) -> Path:
     adapted = sorted({key.split(".lora_")[0].removeprefix("model.") for key in state})
     config = LoraConfig(
         r=peft.r, lora_alpha=peft.alpha, lora_dropout=peft.dropout, target_modules=adapted, task_type="CAUSAL_LM",
+        use_dora=peft.method == "dora",
         base_model_name_or_path=options["path"], revision=options.get("revision"),
     )  # fmt: skip
 
