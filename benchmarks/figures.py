@@ -27,6 +27,7 @@ NUMBER = re.compile(r"(?<![\w.])[-−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
 COMMANDS = {
     "overhead.json": "uv run python benchmarks/overhead.py",
     "teacher_memory.json": "uv run python benchmarks/teacher_memory.py",
+    "teacher_shard.json": "uv run python benchmarks/teacher_shard.py",
     "digits_kd_sweep.md": "uv run kdforge sweep digits_kd --seeds 3 (then copy its sweep.md and sweep.json here)",
     "digits_kd_sweep.json": "uv run kdforge sweep digits_kd --seeds 3 (then copy its sweep.md and sweep.json here)",
     "teacher_cost_cnn.json": "uv run python benchmarks/teacher_cost.py --student cnn --epochs 61",
@@ -96,6 +97,12 @@ def table(doc: str, first: str, source: str) -> list[Figure]:
 
 
 FIGURES = [
+    Figure("docs/lm.md", "each process holds 0.811 GB of it (whole: 1.621 GB),", "teacher_shard.json"),
+    Figure(
+        "docs/lm.md",
+        "and peaks at 1.191 GB while building it (whole: 1.765 GB) and 1.398 GB while running it (whole: 1.953 GB).",
+        "teacher_shard.json",
+    ),
     Figure(
         "docs/guide.md",
         "teacher loaded in bfloat16 peaks at 0.68 GB of the process's own memory for 0.54 GB of weights;",

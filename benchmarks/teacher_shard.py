@@ -1,13 +1,15 @@
 """Memory per process of a teacher sharded across processes (``teacher.shard: true``) against the whole teacher
 on every process, measured as kdforge builds and runs it under torchrun: 2 gloo processes on this CPU.
 
-The teacher is a 16-block Llama (hidden 1024, 133M parameters, 0.53 GB in float32) written with
-``save_pretrained``; each process builds it from the recipe (``teacher: {source: hf, shard: ...}``), runs it on
-four batches of its share of the data, and reports the bytes of teacher weights it holds at rest (its shard, or
-the whole) and the peak of its own memory (``RssAnon``, sampled every 2 ms) above what it held before the
-teacher was built::
+The teacher is a 16-block Llama (hidden 2048, 0.81B parameters: 1.6 GB in bfloat16) written with ``save_pretrained``
+(float32, one file); each process
+builds it from the recipe (``teacher: {source: hf, dtype: bfloat16, shard: ...}``: loaded in bfloat16, so that its
+weights are the process's own memory, not pages of the mapped file), runs it on four batches, and reports the
+bytes of teacher weights it then holds (its shard, or the whole) and the peaks of its own memory (``RssAnon``,
+sampled every 2 ms, glibc set to return freed tensors at once) above what it held before the teacher was built:
+while building it, and while running it::
 
-    uv run python benchmarks/teacher_shard.py      # ~1 min on 2 CPU cores; writes results/teacher_shard.{json,md}
+    uv run python benchmarks/teacher_shard.py      # ~3 min on 2 CPU cores; writes results/teacher_shard.{json,md}
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
-LLAMA = {"model_type": "llama", "vocab_size": 256, "hidden_size": 1024, "num_hidden_layers": 16,
-         "num_attention_heads": 16, "intermediate_size": 2048, "max_position_embeddings": 256}  # fmt: skip
+LLAMA = {"model_type": "llama", "vocab_size": 256, "hidden_size": 2048, "num_hidden_layers": 16,
+         "num_attention_heads": 16, "intermediate_size": 5504, "max_position_embeddings": 256}  # fmt: skip
 
 
 def own_memory() -> int:
@@ -47,28 +49,31 @@ def rank_job(folder: str, shard: bool, out: str) -> None:
     recipe = Recipe.from_dict({
         "name": "shard", "data": {"name": "text_lm", "tokenizer": "bytes", "length": 128, "batch_size": 8,
                                   "max_chars": 50_000},
-        "teacher": {"source": "hf", "shard": shard, "model": {"name": folder, "output": "causal_lm"}},
+        "teacher": {"source": "hf", "shard": shard, "dtype": "bfloat16", "model": {"name": folder,
+                    "output": "causal_lm"}},
         "student": {"model": {"name": "mlp"}}, "losses": [{"name": "kd"}], "log": {"dir": tempfile.mkdtemp()},
     })  # fmt: skip
     session = Session(recipe, Path(tempfile.mkdtemp()), Console(file=io.StringIO()))
-    before, peak, done = own_memory(), [0], threading.Event()
+    before, peaks, done = own_memory(), {"build": 0, "run": 0}, threading.Event()
+    phase = ["build"]
 
     def sample() -> None:
         while not done.is_set():
-            peak[0] = max(peak[0], own_memory())
+            peaks[phase[0]] = max(peaks[phase[0]], own_memory())
             time.sleep(0.002)
 
     sampler = threading.Thread(target=sample)
     sampler.start()
     teacher, _ = session.live_teacher()
-    x = session.data.train.x[: 4 * 8]
+    phase[0] = "run"
     with torch.no_grad():
-        for batch in x.split(8):
+        for batch in session.data.train.x[: 4 * 8].split(8):
             teacher(batch)
     done.set()
     sampler.join()
     local = sum(getattr(p, "_local_tensor", p).numel() * p.element_size() for p in teacher.module.parameters())
-    found = {"rank": dist.get_rank(), "weights_gb": local / 1e9, "peak_gb": (peak[0] - before) / 1e9}
+    found = {"rank": dist.get_rank(), "weights_gb": local / 1e9,
+             **{f"peak_{name}_gb": (peak - before) / 1e9 for name, peak in peaks.items()}}  # fmt: skip
     gathered: list = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, found)
     if dist.get_rank() == 0:
@@ -87,21 +92,26 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**LLAMA))
-        whole_gb = sum(p.numel() for p in model.parameters()) * 4 / 1e9
+        whole_gb = sum(p.numel() for p in model.parameters()) * 2 / 1e9
         model.save_pretrained(tmp)
         for shard in (False, True):
             out = Path(tmp) / f"ranks-{shard}.json"
             command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                        __file__, "--rank-job", tmp, str(shard), str(out)]  # fmt: skip
-            env = {**os.environ, "OMP_NUM_THREADS": "1"}
+            # glibc keeps freed blocks for reuse, and would show its high-water mark: a fixed mmap threshold gives every
+            # large tensor its own mapping, returned as soon as it is freed, so the process's memory is what it uses
+            env = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": "131072"}
             subprocess.run(command, check=True, env=env, capture_output=True, text=True)
             for entry in json.loads(out.read_text()):
                 rows.append({"teacher": "sharded" if shard else "whole", **entry})
-    table = Table(title=f"A {whole_gb:.2f} GB float32 teacher on 2 processes (gloo, CPU)")
-    for column in ("teacher", "process", "weights held", "peak own memory while it runs"):
+    table = Table(title=f"A {whole_gb:.2f} GB bfloat16 teacher on 2 processes (gloo, CPU)")
+    for column in ("teacher", "process", "weights held", "peak own memory building it", "peak running it"):
         table.add_column(column, justify="right")
     for row in rows:
-        table.add_row(row["teacher"], str(row["rank"]), f"{row['weights_gb']:.3f} GB", f"{row['peak_gb']:.3f} GB")
+        table.add_row(
+            row["teacher"], str(row["rank"]), *(f"{row[key]:.3f} GB" for key in ("weights_gb", "peak_build_gb",
+                                                                                  "peak_run_gb"))
+        )  # fmt: skip
     console = Console(record=True, width=110)
     console.print(table)
     write_json(RESULTS / "teacher_shard.json", {"whole_gb": whole_gb, "rows": rows})

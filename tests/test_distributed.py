@@ -82,13 +82,15 @@ FSDP_LM = {  # a Hugging Face student sharded block by block, its chunked losses
 
 def test_a_sharded_student_and_a_sharded_teacher_on_two_processes_match_one_process_with_both_whole(tmp_path):
     """A Hugging Face student (FSDP, its chunked losses reading the head outside forward) and a Hugging Face
-    teacher (teacher.shard: each process holds half of it, a block gathered at a time), against one process."""
+    teacher (teacher.shard: built empty, each process loading half of it from the weight file and gathering a block
+    at a time), against one process."""
     from datafiles import write_causal_lm, write_tokenizer
 
     # the built-in docstring corpus depends on what the process has imported: both runs read this file instead
     lines = [f"Line {i} says that {i % 7} items are kept and {i % 5} are dropped." for i in range(300)]
     (tmp_path / "corpus.txt").write_text("\n".join(lines))
-    llama = write_causal_lm(write_tokenizer(tmp_path / "llama"), 320, "llama", layers=2)
+    # GPT-2 ties its head to its embeddings: stored once, loaded by each process into both, its own shard of them
+    llama = write_causal_lm(write_tokenizer(tmp_path / "llama"), 320, "gpt2", layers=2)
     raw = {
         **FSDP_LM,
         "data": {**FSDP_LM["data"], "files": [str(tmp_path / "corpus.txt")], "tokenizer": str(llama)},
@@ -159,7 +161,7 @@ def test_a_teacher_that_cannot_be_sharded_is_one_message():
     from kdforge.errors import ConfigError
 
     with pytest.raises(KdforgeError, match="teacher.shard shards a teacher block by block, but this one has no block"):
-        shard_teacher(torch.nn.Linear(4, 2))  # refused before any process group is needed
+        shard_teacher(torch.nn.Linear(4, 2), torch.device("cpu"))  # refused before any process group is needed
     for wrong in ({"trainable": True}, {"cache": "teacher-cache"}):
         with pytest.raises(ConfigError, match="teacher.shard shards a frozen teacher that runs live"):
             Recipe.from_dict({**DDP, "teacher": {**DDP["teacher"], "shard": True, **wrong}})

@@ -19,7 +19,7 @@ optimiser state. Checkpoints then hold the whole, gathered weights and optimiser
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 import torch
@@ -134,11 +134,15 @@ def shard(module: torch.nn.Module) -> None:
     fully_shard(module)
 
 
-def shard_teacher(module: torch.nn.Module) -> None:
+def shard_teacher(
+    module: torch.nn.Module, device: torch.device, weights: Iterable[dict[str, torch.Tensor]] | None = None
+) -> None:
     """Shard a frozen teacher in place across the ranks (FSDP2 on each block of its block list, then the whole
-    model): each rank holds 1/N of its weights; a forward gathers one block's at a time and frees them after it,
-    the whole model's (embeddings, head) included, since no backward will need them. Every rank must run the
-    teacher's forwards together."""
+    model) and put it on ``device``: each rank holds 1/N of its weights; a forward gathers one block's at a time and
+    frees them after it, the whole model's (embeddings, head) included, since no backward will need them. Every
+    rank must run the teacher's forwards together. A module built with its parameters on the meta device (nothing
+    allocated) takes its ``weights`` part by part (whole tensors, one weight file at a time): each rank keeps its
+    own shard of each, so no rank ever holds the whole teacher."""
     try:
         blocks = block_names(module, "auto")
     except KdforgeError:
@@ -151,10 +155,28 @@ def shard_teacher(module: torch.nn.Module) -> None:
     modules = dict(module.named_modules())
     for name in blocks:
         fully_shard(modules[name])
-    fully_shard(module)
+    fully_shard(module)  # each rank's shards go to the device; its buffers follow
+    for part in module.modules():
+        part._buffers = {name: None if b is None else b.to(device) for name, b in part._buffers.items()}
+    if weights is not None:
+        _load_shards(module, weights)
     module.register_forward_hook(lambda root, inputs, output: cast(FSDPModule, root).reshard())
     if hasattr(module, "sharded"):
         setattr(module, "sharded", True)  # noqa: B010 (its own flag: a teacher handing its head hands a copy)
+
+
+def _load_shards(module: torch.nn.Module, weights: Iterable[dict[str, torch.Tensor]]) -> None:
+    """Fill a sharded module's meta parameters from whole tensors, each rank keeping its shard."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    for part in weights:
+        set_model_state_dict(
+            module, cast(dict[str, Any], part), options=StateDictOptions(full_state_dict=True, strict=False)
+        )
+    if missing := [name for name, parameter in module.named_parameters() if parameter.is_meta]:
+        raise KdforgeError(
+            f"the teacher's weight files hold no {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}"
+        )
 
 
 def sharded(module: torch.nn.Module) -> bool:

@@ -240,10 +240,11 @@ class Session:
         cfg = self.teacher_config
         ema_part, ema_decay = cfg.ema_part or ("", None)
         dtype = None if cfg.dtype is None else getattr(torch, cfg.dtype)
-        module = module.to(self.device).to(memory_format=self.memory_format)
-        module = module if dtype is None else module.to(dtype)
-        if cfg.shard:
-            distributed.shard_teacher(module)
+        if not cfg.shard:
+            module = module.to(self.device).to(memory_format=self.memory_format)
+            module = module if dtype is None else module.to(dtype)
+        elif not distributed.sharded(module):  # loaded whole: each process moves its shard alone to the device
+            distributed.shard_teacher(module if dtype is None else module.to(dtype), self.device)
         return Teacher(
             module,
             dtype=dtype,

@@ -12,7 +12,7 @@ the teacher (head only or whole) on the training split before distillation.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from torch import nn
 
+from kdforge import distributed
 from kdforge.config.teacher import HFModelOptions
 from kdforge.errors import KdforgeError, did_you_mean, required
 from kdforge.export import load_state_strict, read_state_dict
@@ -30,6 +31,7 @@ from kdforge.models.tokens import token_inputs
 from kdforge.pretrained import (
     from_hub,
     hub_problem,
+    is_local,
     load_pretrained,
     note_loaded,
     torchvision_weights,
@@ -184,7 +186,8 @@ def hf_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Mod
             raise KdforgeError(
                 "hf output 'causal_lm' predicts next tokens: use it with a language-model dataset (text_lm)"
             )
-        model = load(AutoModelForCausalLM)
+        sharded = cfg.shard and hf.tokenizer is None  # built empty: each process then loads its shard alone
+        model = empty_model(AutoModelForCausalLM, config, cfg.dtype) if sharded else load(AutoModelForCausalLM)
         info["vocab_size"] = config.vocab_size
         if hf.tokenizer is not None:
             retokenized = own_tokens(session, HFTeacher(model, input_name, output), hf.tokenizer, hf.vocab_map, config)
@@ -192,7 +195,12 @@ def hf_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Mod
         data_vocab, data_tokenizer = session.data.num_classes, session.recipe.data.options.get("tokenizer")
         vocab_map = hf.vocab_map or padded(spec.name, data_tokenizer, config.vocab_size, data_vocab)
         index = vocab_index(vocab_map, config.vocab_size, data_vocab)
-        return HFTeacher(model, input_name, output, index).to(session.device).eval(), info
+        teacher = HFTeacher(model, input_name, output, index)
+        if sharded:
+            files = weight_files(spec.name, hf.revision)
+            distributed.shard_teacher(teacher, session.device, whole_weights(files, model, cfg.dtype, "model."))
+            return teacher.eval(), info
+        return teacher.to(session.device).eval(), info
     else:
         model = load(AutoModel)
     if output == "mean":
@@ -212,6 +220,68 @@ def hf_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Mod
     head = _last_linear(module) if output == "logits" else None
     finished, more = _finish(session, cfg, where, module, head, random_head)
     return finished, {**info, **more}
+
+
+def empty_model(auto: Any, config: Any, dtype: str | None) -> nn.Module:
+    """``auto.from_config(config)`` with its parameters on the meta device: nothing allocated for them (buffers, such
+    as rotary frequencies, are made as usual)."""
+    register = nn.Module.register_parameter
+
+    def on_meta(module: nn.Module, name: str, parameter: nn.Parameter | None) -> None:
+        if parameter is not None and not parameter.is_meta:  # one already there is kept as is: ties stay ties
+            parameter = nn.Parameter(parameter.to("meta"), False)
+        register(module, name, parameter)
+
+    nn.Module.register_parameter = on_meta  # type: ignore[method-assign,assignment]
+    try:
+        return auto.from_config(config, **({"dtype": getattr(torch, dtype)} if dtype else {}))
+    finally:
+        nn.Module.register_parameter = register  # type: ignore[method-assign]
+
+
+def weight_files(name: str, revision: str | None) -> list[Path]:
+    """The safetensors files of the model ``name``: in its folder, or downloaded from the hub into the Hugging Face
+    cache (read from there offline)."""
+    if is_local(name):
+        files = sorted(Path(name).expanduser().glob("*.safetensors"))
+    else:
+        from huggingface_hub import snapshot_download
+
+        try:
+            folder = snapshot_download(name, revision=revision, allow_patterns=["*.safetensors"])
+        except (OSError, ValueError) as err:
+            raise hub_problem(err, name, "Hugging Face model", revision, local=False) from None
+        files = sorted(Path(folder).glob("*.safetensors"))
+    if not files:
+        raise KdforgeError(f"teacher.shard loads a model's weights from .safetensors files: '{name}' has none")
+    return files
+
+
+def whole_weights(
+    files: list[Path], model: nn.Module, dtype: str | None, prefix: str, part_bytes: int = 1 << 28
+) -> Iterator[dict[str, Any]]:
+    """The weights of ``files`` in parts of about ``part_bytes`` (read a tensor at a time, in ``dtype``), named as in
+    the module holding ``model`` under ``prefix``; a tensor the model uses under two names (a head tied to the
+    embeddings, stored once) under both."""
+    from safetensors import safe_open
+
+    first = {id(p): n for n, p in reversed(list(model.named_parameters(remove_duplicate=False)))}
+    aliases: dict[str, list[str]] = {}
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        aliases.setdefault(first[id(parameter)], []).append(name)
+    also = {name: names for names in aliases.values() for name in names}  # every name of each tensor
+    part: dict[str, torch.Tensor] = {}
+    for file in files:
+        with safe_open(str(file), "pt") as stored:
+            for name in stored.keys():  # noqa: SIM118 (a safetensors file is not a dict)
+                value = stored.get_tensor(name)
+                value = value.to(getattr(torch, dtype)) if dtype else value
+                part.update({prefix + alias: value for alias in also.get(name, [name])})
+                if sum(t.numel() * t.element_size() for t in part.values()) >= part_bytes:
+                    yield part
+                    part = {}
+    if part:
+        yield part
 
 
 def padded(model: str, data_tokenizer: Any, teacher_vocab: int, data_vocab: int) -> str | None:
