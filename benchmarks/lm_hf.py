@@ -10,15 +10,22 @@ student from a top-32 teacher cache (``kdforge cache --topk 32``, no teacher loa
 same student online, at equal steps. Test perplexity, each student at its best validation epoch, and its top-1
 agreement with the teacher.
 
+Pretrained students (``--students``): the teacher's every other block kept with its weights (layer-drop, as
+``hf_llm_kd`` does), trained whole or through LoRA adapters (r = 8 on every linear layer; ``student.peft``), each
+distilled in forward KL and JSD (½ CE + ½ KD), on-policy (λ = 0.5, forward KL) and from a top-32 teacher cache,
+against the same student trained alone (CE); seeds 0, 1, 2. Test perplexity and top-1 agreement with the teacher.
+
 Step time (``--step``): kdforge's distillation loop (Trainer + Distiller, CE + KD, AdamW, cosine schedule, a
 validation pass and a checkpoint per epoch) against a hand-written loop doing the same work on the same models and
 batches; the two alternate epoch by epoch (who goes first alternates too), and the ratio is the median of the
 paired per-round ratios.
 
     uv run python benchmarks/lm_hf.py --quality [--seeds 0 1 2]
+    uv run python benchmarks/lm_hf.py --students [--seeds 0 1 2]
     uv run python benchmarks/lm_hf.py --step [--rounds 6]
 
-Writes benchmarks/results/lm_hf.json / .md (quality) and lm_hf_step.json / .md (step time).
+Writes benchmarks/results/lm_hf.json / .md (quality), lm_hf_students.json / .md and lm_hf_step.json / .md (step
+time).
 """
 
 from __future__ import annotations
@@ -141,6 +148,82 @@ def cache_against_online(seed: int, teacher_file: str | None, log_dir: str) -> d
     }
     print(f"cache against online: {result}", flush=True)
     return result
+
+
+KD = [HALF_CE, {"name": "kd", "weight": 0.5, "temperature": 1.0}]
+STUDENT_METHODS = {
+    "alone": {"losses": [{"name": "ce"}]},
+    "forward KL": {"losses": KD},
+    "JSD": {"losses": [HALF_CE, {"name": "kd", "weight": 0.5, "temperature": 1.0, "direction": "jsd"}]},
+    "on-policy λ = 0.5, forward KL": {"losses": KD, "on_policy": ON_POLICY},
+    "top-32 cache, forward KL": {"losses": KD, "cache": True},
+}
+PRETRAINED = {
+    "layer-drop": {"optim": {"name": "adamw", "lr": 1.0e-3, "schedule": "cosine"}},
+    "layer-drop + LoRA": {
+        "peft": {"r": 8, "alpha": 16, "target_modules": "all-linear"},
+        "optim": {"name": "adamw", "lr": 1.0e-2, "schedule": "cosine"},
+    },
+}
+
+
+def students(seeds: list[int]) -> dict:
+    """Layer-dropped students of the trained teacher, whole or LoRA, each method against alone."""
+    from kdforge.export import load_model
+
+    log_dir = tempfile.mkdtemp(prefix="kdforge-lm-students-")
+    base = recipe(0, log_dir)
+    base["losses"], base["train"] = [{"name": "ce"}], {**base["train"], "epochs": 1}
+    trained = run_quietly(base)  # the teacher, trained by the recipe (the student of this run is not used)
+    teacher_file = str(Path(trained.run_dir) / "teacher" / "teacher.safetensors")
+    folder = Path(log_dir) / "teacher_hf"
+    load_model(teacher_file).model.save_pretrained(folder)
+    out: dict = {"seeds": seeds, "teacher": trained.results["teacher"]["test"]["perplexity"], "runs": {}}
+    teacher = {"source": "hf", "model": {"name": str(folder), "output": "causal_lm"}}
+    cache_dir = Path(log_dir) / "cache-top32"
+    build_cache(kdforge.Recipe.from_dict({**base, "teacher": teacher}), cache_dir, topk=32,
+                console=Console(file=io.StringIO()))  # fmt: skip
+    for kind, setting in PRETRAINED.items():
+        for seed in seeds:
+            for method, variant in STUDENT_METHODS.items():
+                raw = {**recipe(seed, log_dir), "teacher": teacher, "optim": setting["optim"],
+                       "losses": variant["losses"]}  # fmt: skip
+                raw["student"] = {"model": {"name": "hf_causal_lm", "path": str(folder), "layers": "::2"},
+                                  **({"peft": setting["peft"]} if "peft" in setting else {})}  # fmt: skip
+                if "on_policy" in variant:
+                    raw["train"] = {**raw["train"], "on_policy": variant["on_policy"]}
+                if variant.get("cache"):
+                    raw["teacher"] = {**teacher, "cache": str(cache_dir)}
+                result = run_quietly(raw)
+                entry = measured(result)  # from the cache: no top-1 agreement (no live teacher to compare with)
+                out["runs"].setdefault(kind, {}).setdefault(method, []).append(entry)
+                out.setdefault("params", {})[kind] = result.results["student"]["params"]
+                print(f"{kind}, seed {seed}, {method}: {entry}", flush=True)
+    return out
+
+
+def students_markdown(out: dict) -> str:
+    lines = [
+        "# Pretrained Hugging Face students: layer-drop, whole or LoRA (docstring corpus, bytes, test split)",
+        "",
+        f"The teacher (test perplexity {out['teacher']:.2f}) with every other block kept; seeds {out['seeds']}. "
+        "Test perplexity (lower is better) and the share of test tokens where the student's top-1 is the "
+        "teacher's (— from the cache: no live teacher to compare with).",
+        "",
+        "| student | method | PPL, mean ± std | per seed | KD better than alone | top-1 agreement |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for kind, methods in out["runs"].items():
+        alone = [e["perplexity"] for e in methods["alone"]]
+        for method, entries in methods.items():
+            ppl = [e["perplexity"] for e in entries]
+            agree = [e["top1_agreement"] for e in entries if e["top1_agreement"] is not None]
+            wins = "—" if method == "alone" else f"{sum(p < a for p, a in zip(ppl, alone))} of {len(ppl)}"
+            shown = f"{100 * statistics.mean(agree):.1f}%" if agree else "—"
+            lines.append(
+                f"| {kind} | {method} | {mean_std(ppl)} | {' / '.join(f'{p:.2f}' for p in ppl)} | {wins} | {shown} |"
+            )
+    return "\n".join(lines) + "\n"
 
 
 def quality_markdown(out: dict) -> str:
@@ -293,6 +376,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quality", action="store_true", help="KD against alone, 3 seeds; cache against online")
     parser.add_argument("--step", action="store_true", help="kdforge's epoch against a hand-written one")
+    parser.add_argument("--students", action="store_true", help="layer-drop students, whole or LoRA, against alone")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--rounds", type=int, default=6)
     args = parser.parse_args()
@@ -300,6 +384,11 @@ def main() -> None:
     if args.step:
         out = step_time(args.rounds)
         save("lm_hf_step", out, step_markdown(out))
+    if args.students:
+        started = time.perf_counter()
+        out = students(args.seeds)
+        out["minutes"] = (time.perf_counter() - started) / 60
+        save("lm_hf_students", out, students_markdown(out))
     if args.quality:
         started = time.perf_counter()
         out = quality(args.seeds)
