@@ -96,3 +96,23 @@ def test_text_rows_take_their_first_tokens_as_prompt(batch):
     assert torch.equal(new_y[:, :2], y[:, :2])  # the prompt's own next tokens stay trained
     assert torch.equal(new_y[:, 2:9], new_x[:, 3:10])  # the eight written ones follow it (the last a target only)
     assert bool((new_y[:, 10:] == PAD_TARGET).all())  # and nothing past them
+
+
+def test_a_sharded_writer_is_refused(tmp_path):
+    from kdforge.config import Recipe
+    from kdforge.errors import ConfigError
+
+    raw = {
+        "name": "gkd",
+        "data": {"name": "text_lm", "length": 16},
+        "teacher": {"source": "train", "model": {"name": "lm_transformer", "width": 16, "depth": 1, "heads": 2}},
+        "student": {"model": {"name": "hf_causal_lm", "hf_config": LLAMA}},
+        "losses": [{"name": "kd"}],
+        "train": {"on_policy": {"fraction": 0.5}, "fsdp": True},
+    }
+    with pytest.raises(ConfigError, match="train.on_policy writes with the student, which train.fsdp shards"):
+        Recipe.from_dict(raw)
+    raw["teacher"] = {"source": "hf", "shard": True, "model": {"name": "org/llm", "output": "causal_lm"}}
+    raw["train"] = {"on_policy": {"fraction": 0.5, "by": "teacher"}}
+    with pytest.raises(ConfigError, match="train.on_policy writes with the teacher, which teacher.shard shards"):
+        Recipe.from_dict(raw)

@@ -44,6 +44,13 @@ class LanguageModels(Family):
             found.append(
                 ("train.on_policy.by", "by: teacher needs a live teacher to write (a teacher section, no cache)")
             )
+        sharded = recipe.train.fsdp if policy.by == "student" else recipe.teacher and recipe.teacher.shard
+        if sharded:  # each process writes its own rows, for as long as they take: a sharded writer's steps would part
+            key = "train.fsdp" if policy.by == "student" else "teacher.shard"
+            found.append(
+                (key, f"train.on_policy writes with the {policy.by}, which {key} shards across processes that write "
+                      "rows of different lengths; drop one of them")
+            )  # fmt: skip
         return found
 
     def batch_rewrite(self, session: Any, student: Any, teacher: Any) -> Any | None:
