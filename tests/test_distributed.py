@@ -71,10 +71,11 @@ FSDP_LM = {  # a Hugging Face student sharded block by block, its chunked losses
     **DDP,
     "name": "fsdp-lm",
     "data": {"name": "text_lm", "length": 32, "batch_size": 16},  # files, tokenizer: written by the test
-    "teacher": {"source": "hf", "model": {"output": "causal_lm"}},  # name: a Llama written by the test
+    "teacher": {"source": "hf", "model": {"output": "causal_lm"}},  # name: a GPT-2 written by the test
     "student": {"model": {"name": "hf_causal_lm", "hf_config": {"model_type": "llama", "hidden_size": 16,
                 "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 32}}},
-    "losses": [{"name": "ce", "weight": 0.5, "chunked": True}, {"name": "kd", "weight": 0.5, "chunked": True}],
+    "losses": [{"name": "ce", "weight": 0.5, "chunked": True},
+               {"name": "kd", "weight": 0.5, "chunked": True, "topk": 8}],  # the teacher's top-8 targets
     "train": {**DDP["train"], "fsdp": True},
     "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
 }  # fmt: skip
@@ -90,11 +91,11 @@ def test_a_sharded_student_and_a_sharded_teacher_on_two_processes_match_one_proc
     lines = [f"Line {i} says that {i % 7} items are kept and {i % 5} are dropped." for i in range(300)]
     (tmp_path / "corpus.txt").write_text("\n".join(lines))
     # GPT-2 ties its head to its embeddings: stored once, loaded by each process into both, its own shard of them
-    llama = write_causal_lm(write_tokenizer(tmp_path / "llama"), 320, "gpt2", layers=2)
+    gpt2 = write_causal_lm(write_tokenizer(tmp_path / "gpt2"), 320, "gpt2", layers=2)
     raw = {
         **FSDP_LM,
-        "data": {**FSDP_LM["data"], "files": [str(tmp_path / "corpus.txt")], "tokenizer": str(llama)},
-        "teacher": {**FSDP_LM["teacher"], "model": {**FSDP_LM["teacher"]["model"], "name": str(llama)}},
+        "data": {**FSDP_LM["data"], "files": [str(tmp_path / "corpus.txt")], "tokenizer": str(gpt2)},
+        "teacher": {**FSDP_LM["teacher"], "model": {**FSDP_LM["teacher"]["model"], "name": str(gpt2)}},
         "log": {"dir": str(tmp_path / "single"), "progress": False},
     }
     single = run(Recipe.from_dict(raw))
