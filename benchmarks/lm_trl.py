@@ -9,6 +9,11 @@ half the rows (kdforge: of each batch; TRL: each batch with probability ½) writ
 sampled at temperature 1. TRL's loss is β KL(p_t‖m) + (1 − β) KL(p_s‖m) without kdforge's 1 / (β(1 − β)), so
 kdforge's term has weight β(1 − β): the same loss, checked on seeded tensors first.
 
+Like for like: both sides template and tokenise the examples once, before training (TRL is given the tokenised
+rows, with their completion masks, and its collator pads every batch to the same 64 tokens kdforge's rows have);
+both keep the weights of the last epoch (kdforge validates at the end only, so the last epoch is the one it
+selects); both write on-policy rows until the end-of-turn token or 16 tokens.
+
 Reported per λ: training time per optimiser step (the median over the steps, each framework measured by a callback
 of its own around its step; runs of the two alternate) and, for both final students, the GKD loss and the
 perplexity of the completions on held-out examples, computed by one function for both.
@@ -126,9 +131,46 @@ def kdforge_recipe(workdir: Path, data: Path, split: Path, tokenizer: Path, teac
     }  # fmt: skip
 
 
+def tokenised(rows: list[dict], tokenizer_folder: Path) -> list[dict]:
+    """Each example as TRL's collator takes it ready-made: its ids (the chat template rendered once) and which of
+    them are the answer's, cut to LENGTH tokens as kdforge cuts them."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder)
+
+    def ids(messages: list[dict], prompt: bool) -> list[int]:
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=prompt)
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    made = []
+    for row in rows:
+        full, prompt = ids(row["messages"], False)[:LENGTH], ids(row["messages"][:1], True)
+        made.append({"input_ids": full, "completion_mask": [int(i >= len(prompt)) for i in range(len(full))]})
+    return made
+
+
+def padded_collator(tokenizer):  # noqa: ANN201 - TRL's ChatML collator, its batches padded to LENGTH
+    """TRL's own collator, each batch then padded on its side (the left) to LENGTH tokens, kdforge's row width."""
+    from trl.experimental.utils import DataCollatorForChatML
+
+    collate = DataCollatorForChatML(tokenizer=tokenizer, max_length=LENGTH)
+    fill = {"input_ids": tokenizer.pad_token_id, "attention_mask": 0, "labels": -100}
+
+    def call(examples: list[dict]) -> dict:
+        batch = collate(examples)
+        for key, value in fill.items():
+            short = LENGTH - batch[key].shape[1]
+            batch[key] = F.pad(batch[key], (short, 0), value=value)
+        batch.pop("byte_offsets", None)  # ULD's, of the unpadded width
+        return batch
+
+    return call
+
+
 def run_kdforge(prep: dict, workdir: Path, lmbda: float, epochs: int, seed: int) -> tuple[list[float], Path]:
     raw = kdforge_recipe(workdir, prep["data"], prep["split"], prep["tokenizer"], prep["teacher"])
     raw["seed"], raw["train"]["epochs"] = seed, epochs
+    raw["train"]["val_every"] = epochs  # validated at the end only: the last epoch is the one kept, as TRL keeps it
     if lmbda:
         raw["train"]["on_policy"] = {"fraction": lmbda, "max_new_tokens": NEW_TOKENS, "temperature": 1.0}
     result, intervals = run_timed(raw)
@@ -156,12 +198,14 @@ def run_trl(prep: dict, workdir: Path, lmbda: float, epochs: int, seed: int) -> 
         temperature=1.0, max_new_tokens=NEW_TOKENS, max_length=LENGTH, use_cpu=True, save_strategy="no",
         report_to=[], logging_steps=10, seed=seed, disable_tqdm=True, dataloader_num_workers=0,
     )  # fmt: skip
+    tokenizer = AutoTokenizer.from_pretrained(prep["tokenizer"])
     trainer = GKDTrainer(
         model=AutoModelForCausalLM.from_pretrained(prep["student"]),
         teacher_model=AutoModelForCausalLM.from_pretrained(prep["teacher"]),
         args=args,
-        train_dataset=Dataset.from_list(prep["rows"][:TRAIN]),
-        processing_class=AutoTokenizer.from_pretrained(prep["tokenizer"]),
+        train_dataset=Dataset.from_list(tokenised(prep["rows"][:TRAIN], prep["tokenizer"])),
+        processing_class=tokenizer,
+        data_collator=padded_collator(tokenizer),
         callbacks=[Timer()],
     )
     trainer.train()
