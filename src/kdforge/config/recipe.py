@@ -117,6 +117,11 @@ class Recipe(Section):
             raise ValueError(
                 "train.ema_decay keeps a whole copy of the student, which train.fsdp shards; use one or the other"
             )
+        if self.student.peft is not None and self.teacher is not None and self.teacher.follows_student:
+            raise ValueError(
+                "student.peft trains adapters on a frozen model, but an ema teacher is the moving average of the whole "
+                "student; use one or the other"
+            )
         if self.train.fsdp and self.student.peft is not None:
             raise ValueError(
                 "student.peft trains adapters only: its frozen weights are replicated under torchrun (DDP), not "

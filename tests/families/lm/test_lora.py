@@ -135,3 +135,15 @@ def test_lora_with_fsdp_or_without_peft_is_one_message(tmp_path, lm_tokenizer, t
     monkeypatch.setitem(__import__("sys").modules, "peft", None)  # as if it were not installed
     with pytest.raises(KdforgeError, match=r"student.peft needs the peft library: pip install 'kdforge\[peft\]'"):
         adapted_student(tiny_llama)
+
+
+def test_lora_with_an_ema_teacher_is_refused():
+    raw = {
+        "name": "lora-ema",
+        "data": {"name": "digits"},
+        "teacher": {"source": "ema", "decay": 0.99},
+        "student": {"model": {"name": "mlp"}, "peft": {"r": 2}},
+        "losses": [{"name": "kd"}],
+    }
+    with pytest.raises(ConfigError, match="an ema teacher is the moving average of the whole student"):
+        Recipe.from_dict(raw)
