@@ -138,14 +138,17 @@ def tokenised(rows: list[dict], tokenizer_folder: Path) -> list[dict]:
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder)
 
-    def ids(messages: list[dict], prompt: bool) -> list[int]:
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=prompt)
-        return tokenizer(text, add_special_tokens=False)["input_ids"]
+    def render(messages: list[dict], prompt: bool) -> str:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=prompt)
 
     made = []
     for row in rows:
-        full, prompt = ids(row["messages"], False)[:LENGTH], ids(row["messages"][:1], True)
-        made.append({"input_ids": full, "completion_mask": [int(i >= len(prompt)) for i in range(len(full))]})
+        prompt = render(row["messages"][:1], True)  # the collator reads it, then goes by the completion mask
+        full = tokenizer(render(row["messages"], False), add_special_tokens=False)["input_ids"][:LENGTH]
+        start = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        made.append(
+            {"prompt": prompt, "input_ids": full, "completion_mask": [int(i >= start) for i in range(len(full))]}
+        )
     return made
 
 
