@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -222,6 +222,13 @@ def mean_std(values: list[float], digits: int = 2) -> str:
 def write_text(path: Path, text: str) -> None:
     """``text`` as the whole of ``path``, written atomically: a run stopped mid-write leaves the old file whole."""
     write_atomic(path, lambda handle: handle.write(text.encode()))
+
+
+def rendered(table: Any, command: str) -> str:
+    """A rich table as a results file shows it: its plain text in a code block, then the command that made it."""
+    console = Console(record=True, width=110, file=io.StringIO())
+    console.print(table)
+    return f"```\n{console.export_text()}```\n\n`{command}`\n"
 
 
 def save(name: str, out: dict, text: str) -> None:

@@ -22,7 +22,9 @@ import threading
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
+from common import rendered, save
+
+COMMAND = "uv run python benchmarks/teacher_memory.py"
 LLAMA = {"model_type": "llama", "vocab_size": 256, "hidden_size": 1024, "num_hidden_layers": 16,
          "num_attention_heads": 16, "intermediate_size": 4096, "max_position_embeddings": 256}  # fmt: skip
 DTYPES = ("float32", "bfloat16")
@@ -94,10 +96,7 @@ def load(folder: str, dtype: str) -> dict[str, float]:
 
 
 def main() -> None:
-    from rich.console import Console
     from rich.table import Table
-
-    from kdforge.files import write_json, write_text
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -121,11 +120,7 @@ def main() -> None:
             f"{row['copies']:.2f}",
             f"{row['after_forward_own_gb']:.2f} + {row['after_forward_mapped_gb']:.2f} GB",
         )
-    console = Console(record=True, width=110)
-    console.print(table)
-    write_json(RESULTS / "teacher_memory.json", {"file_gb": file_gb, "rows": rows})
-    text = console.export_text()
-    write_text(RESULTS / "teacher_memory.md", f"```\n{text}```\n\n`uv run python benchmarks/teacher_memory.py`\n")
+    save("teacher_memory", {"file_gb": file_gb, "rows": rows}, rendered(table, COMMAND))
 
 
 if __name__ == "__main__":

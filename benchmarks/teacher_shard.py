@@ -24,7 +24,9 @@ import threading
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
+from common import rendered, save
+
+COMMAND = "uv run python benchmarks/teacher_shard.py"
 LLAMA = {"model_type": "llama", "vocab_size": 256, "hidden_size": 2048, "num_hidden_layers": 16,
          "num_attention_heads": 16, "intermediate_size": 5504, "max_position_embeddings": 256}  # fmt: skip
 
@@ -82,11 +84,8 @@ def rank_job(folder: str, shard: bool, out: str) -> None:
 
 def main() -> None:
     import torch
-    from rich.console import Console
     from rich.table import Table
     from transformers import AutoConfig, AutoModelForCausalLM
-
-    from kdforge.files import write_json, write_text
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -112,11 +111,7 @@ def main() -> None:
             row["teacher"], str(row["rank"]), *(f"{row[key]:.3f} GB" for key in ("weights_gb", "peak_build_gb",
                                                                                   "peak_run_gb"))
         )  # fmt: skip
-    console = Console(record=True, width=110)
-    console.print(table)
-    write_json(RESULTS / "teacher_shard.json", {"whole_gb": whole_gb, "rows": rows})
-    text = console.export_text()
-    write_text(RESULTS / "teacher_shard.md", f"```\n{text}```\n\n`uv run python benchmarks/teacher_shard.py`\n")
+    save("teacher_shard", {"whole_gb": whole_gb, "rows": rows}, rendered(table, COMMAND))
 
 
 if __name__ == "__main__":
