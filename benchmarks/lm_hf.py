@@ -21,7 +21,7 @@ batches; the two alternate epoch by epoch (who goes first alternates too), and t
 paired per-round ratios.
 
     uv run python benchmarks/lm_hf.py --quality [--seeds 0 1 2]
-    uv run python benchmarks/lm_hf.py --students [--seeds 0 1 2]
+    uv run python benchmarks/lm_hf.py --students [--seeds 0 1 2] [--teacher-epochs 8]
     uv run python benchmarks/lm_hf.py --step [--rounds 6]
 
 Writes benchmarks/results/lm_hf.json / .md (quality), lm_hf_students.json / .md and lm_hf_step.json / .md (step
@@ -167,18 +167,21 @@ PRETRAINED = {
 }
 
 
-def students(seeds: list[int]) -> dict:
-    """Layer-dropped students of the trained teacher, whole or LoRA, each method against alone."""
+def students(seeds: list[int], teacher_epochs: int) -> dict:
+    """Layer-dropped students of the teacher trained for ``teacher_epochs``, whole or LoRA, each method against
+    alone."""
     from kdforge.export import load_model
 
     log_dir = tempfile.mkdtemp(prefix="kdforge-lm-students-")
     base = recipe(0, log_dir)
     base["losses"], base["train"] = [{"name": "ce"}], {**base["train"], "epochs": 1}
+    base["teacher"]["train"] = {**base["teacher"]["train"], "epochs": teacher_epochs}
     trained = run_quietly(base)  # the teacher, trained by the recipe (the student of this run is not used)
     teacher_file = str(Path(trained.run_dir) / "teacher" / "teacher.safetensors")
     folder = Path(log_dir) / "teacher_hf"
     load_model(teacher_file).model.save_pretrained(folder)
-    out: dict = {"seeds": seeds, "teacher": trained.results["teacher"]["test"]["perplexity"], "runs": {}}
+    out: dict = {"seeds": seeds, "teacher": trained.results["teacher"]["test"]["perplexity"], "runs": {},
+                 "teacher_epochs": teacher_epochs}  # fmt: skip
     teacher = {"source": "hf", "model": {"name": str(folder), "output": "causal_lm"}}
     cache_dir = Path(log_dir) / "cache-top32"
     build_cache(kdforge.Recipe.from_dict({**base, "teacher": teacher}), cache_dir, topk=32,
@@ -206,7 +209,8 @@ def students_markdown(out: dict) -> str:
     lines = [
         "# Pretrained Hugging Face students: layer-drop, whole or LoRA (docstring corpus, bytes, test split)",
         "",
-        f"The teacher (test perplexity {out['teacher']:.2f}) with every other block kept; seeds {out['seeds']}. "
+        f"The teacher ({out['teacher_epochs']} epochs; test perplexity {out['teacher']:.2f}) with every other block "
+        f"kept; seeds {out['seeds']}. "
         "Test perplexity (lower is better) and the share of test tokens where the student's top-1 is the "
         "teacher's (— from the cache: no live teacher to compare with).",
         "",
@@ -377,6 +381,7 @@ def main() -> None:
     parser.add_argument("--quality", action="store_true", help="KD against alone, 3 seeds; cache against online")
     parser.add_argument("--step", action="store_true", help="kdforge's epoch against a hand-written one")
     parser.add_argument("--students", action="store_true", help="layer-drop students, whole or LoRA, against alone")
+    parser.add_argument("--teacher-epochs", type=int, default=8, help="--students: the teacher's training epochs")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--rounds", type=int, default=6)
     args = parser.parse_args()
@@ -386,9 +391,10 @@ def main() -> None:
         save("lm_hf_step", out, step_markdown(out))
     if args.students:
         started = time.perf_counter()
-        out = students(args.seeds)
+        out = students(args.seeds, args.teacher_epochs)
         out["minutes"] = (time.perf_counter() - started) / 60
-        save("lm_hf_students", out, students_markdown(out))
+        name = "lm_hf_students" if args.teacher_epochs == 8 else f"lm_hf_students_{args.teacher_epochs}"
+        save(name, out, students_markdown(out))
     if args.quality:
         started = time.perf_counter()
         out = quality(args.seeds)
