@@ -24,6 +24,7 @@ from kdforge.session import Session
 from kdforge.teachers import TEACHER_SOURCES
 from kdforge.teachers.adapt import InputAdapter
 from kdforge.teachers.cache import CachedTeacher
+from kdforge.teachers.hub import download_hf
 from kdforge.teachers.sources import ensemble, trained_teacher
 from kdforge.teachers.teacher import Teacher
 from kdforge.transfer import copy_matching, start_from
@@ -47,9 +48,14 @@ def fetch(recipe: Recipe, console: Console | None = None) -> list[dict[str, str]
     everything it names by hub id or downloads lands in its library's cache: what a cluster user runs on a login
     node before an offline job. Returns those (:func:`kdforge.pretrained.recording`)."""
     console = console or Console()
+    teacher = recipe.teacher
+    if teacher is not None and teacher.shard:  # one process here, nothing to shard over: the files are what it needs
+        recipe = recipe.model_copy(update={"teacher": teacher.model_copy(update={"shard": False})})
     with recording() as loaded, Session(recipe, Path(recipe.log.dir), console) as session:
         student = session.build_student()
-        if recipe.teacher is not None:
+        if teacher is not None and teacher.shard and teacher.source == "hf":
+            download_hf(teacher)  # never built: a teacher sharded for its size may not fit this machine whole
+        elif recipe.teacher is not None:
             _teacher_part(recipe, recipe.teacher, session, student, console)
     return loaded
 

@@ -222,6 +222,19 @@ def hf_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Mod
     return finished, {**info, **more}
 
 
+def download_hf(cfg: TeacherConfig) -> None:
+    """An ``hf`` teacher's config, tokenizer and weight files, downloaded into the Hugging Face cache (and recorded)
+    without building the model: what ``kdforge fetch`` does for a teacher too large to hold whole."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    spec = required(cfg.model, "teacher.model")
+    hf = HFModelOptions.model_validate(spec.options)
+    load_pretrained(AutoConfig.from_pretrained, spec.name, "Hugging Face model", hf.revision, hf.trust_remote_code)
+    if hf.tokenizer is not None:
+        load_pretrained(AutoTokenizer.from_pretrained, hf.tokenizer, "tokenizer")
+    weight_files(spec.name, hf.revision)
+
+
 def empty_model(auto: Any, config: Any, dtype: str | None) -> nn.Module:
     """``auto.from_config(config)`` with its parameters on the meta device: nothing allocated for them (buffers, such
     as rotary frequencies, are made as usual)."""
