@@ -29,10 +29,14 @@ from kdforge.errors import KdforgeError
 from kdforge.taps import block_names
 
 
+def launched_world() -> int:
+    """How many processes ``torchrun`` started with this one (1 without torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def setup() -> tuple[int, int]:
     """(rank, world size); joins the process group that ``torchrun`` describes, if any."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
+    if launched_world() == 1:
         return 0, 1
     if not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"

@@ -48,6 +48,11 @@ class Session:
     def __init__(self, recipe: Recipe, run_dir: Path, console: Console, callbacks: Sequence[Callback] = ()):
         self.recipe, self.run_dir, self.console = recipe, run_dir, console
         self.extra_callbacks = list(callbacks)  # the caller's, in every stage
+        if recipe.teacher is not None and recipe.teacher.shard and distributed.launched_world() == 1:
+            raise KdforgeError(  # before anything is read or loaded
+                "teacher.shard shards the teacher across torchrun's processes: launch with torchrun --nproc-per-node "
+                "N -m kdforge train ... (or drop teacher.shard)"
+            )
         self.device = resolve_device(recipe.train.device)
         self.data: DataBundle = recipe_data(recipe.data, recipe.seed)
         self.memory_format = memory_format(recipe, self.data)
@@ -225,11 +230,6 @@ class Session:
         cfg = self.teacher_config
         if cfg.dtype is not None:
             check_dtype(cfg.dtype, self.device, "teacher.dtype")
-        if cfg.shard and not distributed.active():
-            raise KdforgeError(
-                "teacher.shard shards the teacher across torchrun's processes: launch with torchrun --nproc-per-node "
-                "N -m kdforge train ... (or drop teacher.shard)"
-            )
         module, info = TEACHER_SOURCES.get(cfg.source)(self, cfg, self.run_dir / "teacher")
         if cfg.shard:  # results.json says over how many processes it was spread
             info = {**info, "sharded_over": distributed.world_size()}
