@@ -249,17 +249,22 @@ def short_reason(err: BaseException) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
+def causes(err: BaseException) -> list[BaseException]:
+    """``err`` and the errors behind it (its cause, or the error it was raised while handling), in order: libraries
+    wrap the error that tells what happened in their own."""
+    seen: list[BaseException] = []
+    current: BaseException | None = err
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
 def out_of_room(err: BaseException) -> bool:
     """Whether ``err`` (or an error behind it) is a disk with no room left: full, over quota, or over the file size
     limit."""
-    current: BaseException | None = err
-    for _ in range(16):  # libraries wrap the OSError in their own errors; the chain is short
-        if current is None:
-            return False
-        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
+    room = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+    return any(isinstance(cause, OSError) and cause.errno in room for cause in causes(err))
 
 
 # ---------------------------------------------------------------- writing

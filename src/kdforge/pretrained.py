@@ -22,7 +22,7 @@ from urllib.error import URLError
 from urllib.parse import urlparse
 
 from kdforge.errors import KdforgeError, did_you_mean
-from kdforge.files import out_of_room, short_reason
+from kdforge.files import causes, out_of_room, short_reason
 
 #: what the Hub accepts as a repository id: ``name`` or ``org/name``
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[\w.-]{1,96})?")
@@ -173,14 +173,14 @@ def hub_problem(
     library found no such repository, online or in its cache; ``cache``: where it looked, when not the hub's)."""
     from huggingface_hub import constants, errors
 
-    causes = list(_chain(err))
-    if any("trust_remote_code" in str(cause) for cause in causes) and what == "tokenizer":
-        return HubError(
-            f"tokenizer '{name}' runs its own code (classes in its repository), which kdforge never runs for a "
-            "tokenizer: load it once with trust_remote_code=True in Python, save it with save_pretrained, and name "
-            "that folder"
-        )
-    if any("trust_remote_code" in str(cause) for cause in causes):
+    chain = causes(err)
+    if any("trust_remote_code" in str(cause) for cause in chain):
+        if what == "tokenizer":
+            return HubError(
+                f"tokenizer '{name}' runs its own code (classes in its repository), which kdforge never runs for a "
+                "tokenizer: load it once with trust_remote_code=True in Python, save it with save_pretrained, and "
+                "name that folder"
+            )
         return HubError(
             f"{what} '{name}' runs its own code (model classes in its repository): kdforge loads it only with "
             "trust_remote_code: true beside its name in the recipe, if you trust that code"
@@ -214,7 +214,7 @@ def hub_problem(
             f"no room left in the Hugging Face cache ({cache or constants.HF_HUB_CACHE}) for {what} '{name}'{at} "
             f"({short_reason(err)}): free space there, or set HF_HOME to a larger disk, and run the command again"
         )
-    broken = kind or next((cause for cause in causes if _network(cause)), None)
+    broken = kind or next((cause for cause in chain if _network(cause)), None)
     if broken is not None:
         return HubError(
             f"downloading {what} '{name}'{at} from {constants.ENDPOINT} failed ({short_reason(broken)}); run the "
@@ -233,22 +233,13 @@ def _hub_cause(err: BaseException) -> BaseException | None:
     from huggingface_hub import errors
 
     kinds = (errors.HfHubHTTPError, errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled)
-    return next((cause for cause in _chain(err) if isinstance(cause, kinds)), None)
+    return next((cause for cause in causes(err) if isinstance(cause, kinds)), None)
 
 
 def _network(err: BaseException) -> bool:
     """Whether ``err`` is the network failing (refused, cut off, timed out), whichever HTTP client raised it."""
     client = type(err).__module__.partition(".")[0]
     return isinstance(err, ConnectionError | TimeoutError) or client in ("httpx", "httpx2", "httpcore", "urllib3")
-
-
-def _chain(err: BaseException) -> list[BaseException]:
-    seen: list[BaseException] = []
-    current: BaseException | None = err
-    while current is not None and current not in seen:
-        seen.append(current)
-        current = current.__cause__ or current.__context__
-    return seen
 
 
 def hub_source(name: str | Path, revision: str | None = None) -> dict[str, str] | None:

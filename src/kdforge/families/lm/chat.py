@@ -123,6 +123,17 @@ class ExampleEncoder:
             trainable[start:end] = [True] * (end - start)
         return ids, trainable
 
+    def end_of_turn(self) -> int | None:
+        """The first special token after a short answer's text, found by rendering one (None without a template)."""
+        if not self.has_template:
+            return None
+        question = [{"role": "user", "content": "Say yes."}]
+        start = len(self._ids(self._render(question, True)))
+        answered = self._ids(self._render([*question, {"role": "assistant", "content": "Yes."}], False))
+        tokens = self.inner.added_tokens_decoder
+        special = set(self.inner.all_special_ids) | {i for i, token in tokens.items() if token.special}
+        return next((i for i in answered[start:] if i in special), None)
+
     def _render(self, messages: list[dict[str, Any]], generation_prompt: bool) -> str:
         if not messages:
             return ""
@@ -136,17 +147,9 @@ class ExampleEncoder:
 
 
 def end_of_turn(tokenizer: Any) -> int | None:
-    """The special token the chat template closes an assistant's answer with (``<|im_end|>``, ``<|eot_id|>``),
-    found by rendering a short answer; None without a template."""
-    inner = getattr(tokenizer, "inner", None)
-    if inner is None or not getattr(inner, "chat_template", None):
-        return None
-    encoder = ExampleEncoder(tokenizer)
-    question = [{"role": "user", "content": "Say yes."}]
-    start = len(encoder._ids(encoder._render(question, True)))
-    answered = encoder._ids(encoder._render([*question, {"role": "assistant", "content": "Yes."}], False))
-    special = set(inner.all_special_ids) | {i for i, token in inner.added_tokens_decoder.items() if token.special}
-    return next((i for i in answered[start:] if i in special), None)
+    """The special token the chat template closes an assistant's answer with (``<|im_end|>``, ``<|eot_id|>``);
+    None for a tokenizer without a template."""
+    return ExampleEncoder(tokenizer).end_of_turn() if isinstance(tokenizer, HFTokenizer) else None
 
 
 def data_stops(data: Any) -> tuple[Tokenizer, list[int]]:
