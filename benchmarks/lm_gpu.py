@@ -13,7 +13,8 @@ allocated up to the last step's end, loading the models included, less what earl
 after training are left out). Variants: bf16 autocast with the plain losses, with chunked losses (the whole [tokens,
 vocabulary] logits never made) at their default chunk and at chunks of 131 (the CPU's default at this vocabulary) to
 8,192 tokens (the whole batch), and chunked with gradient checkpointing; the plain losses with the student compiled
-(``train.compile``; the median leaves out the few steps that compile); fp32 with the plain losses.
+(``train.compile``; the median leaves out the few steps that compile), and the chunked losses compiled alike
+(``train.compile`` compiles their chunk step too); fp32 with the plain losses.
 
     uv run python benchmarks/lm_gpu.py [--steps 40] [--rounds 3] [--variants ...] [--name lm_gpu]   # a CUDA GPU
     uv run python benchmarks/lm_gpu.py --tiny              # a CPU smoke test of the same code, tiny models
@@ -64,6 +65,8 @@ VARIANTS = {  # chunk: tokens per chunk of a chunked loss (None: the default for
     "bf16, chunked + gradient checkpointing": {"amp": "bf16", "chunked": True, "checkpointing": True},
     "bf16, plain losses, compiled student": {"amp": "bf16", "chunked": False, "checkpointing": False,
                                              "compile": True},
+    "bf16, chunked losses, compiled (student and chunk step)": {"amp": "bf16", "chunked": True,
+                                                                "checkpointing": False, "compile": True},
     "fp32, plain losses": {"amp": "off", "chunked": False, "checkpointing": False},
 }  # fmt: skip
 

@@ -3,8 +3,19 @@ and in every gradient: every divergence, dense or top-k teachers, and cross-entr
 
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
-from kdforge.losses.chunked import LMHead, chunked_linear_ce, chunked_linear_kd, chunked_linear_uld, default_chunk
+from kdforge.losses.chunked import (
+    LMHead,
+    ce_chunks,
+    chunked_linear_ce,
+    chunked_linear_kd,
+    chunked_linear_losses,
+    chunked_linear_uld,
+    default_chunk,
+    kd_chunks,
+    uld_chunks,
+)
 from kdforge.losses.divergence import sparse_kd_loss
 from kdforge.losses.functional import cross_entropy, kd_loss, topk_log_probs, uld_loss
 
@@ -134,3 +145,51 @@ def test_the_default_chunk_is_larger_on_a_gpu_and_never_under_128_tokens():
     assert default_chunk(32_000, cpu) == 2**22 // 32_000 == 131
     assert default_chunk(32_000, gpu) == 2**25 // 32_000 == 1048  # launches, not arithmetic, cost on a GPU
     assert default_chunk(2**20, cpu) == default_chunk(2**20, gpu) == 128
+
+
+def every_term(lm):
+    """Every kind of chunked term on the fixture, with the plain loss each equals: (its ChunkTerm, its plain loss
+    of whole logits)."""
+    _, _, _, _, teacher = lm
+    targets = torch.randint(0, 50, (45,), generator=torch.Generator().manual_seed(1))
+    top = topk_log_probs(teacher.logits(), 8)
+    terms = []
+    for direction, temperature in CASES:
+        options = {"temperature": temperature, "direction": direction, "beta": 0.3, "alpha": 0.2}
+        terms.append((kd_chunks(teacher.logits, **options), lambda z, o=options: kd_loss(z, teacher.logits(), **o)))
+    for tail in ("bucket", "renormalise"):
+        options = {"temperature": 2.0, "direction": "jsd", "tail": tail}
+        terms.append((kd_chunks(top, **options), lambda z, o=options: sparse_kd_loss(z, *top, **o)))
+    terms.append((kd_chunks(teacher.logits, topk=8), lambda z: sparse_kd_loss(z, *top)))
+    terms.append((ce_chunks(targets, 0.1), lambda z: cross_entropy(z, targets, 0.1)))
+    terms.append((uld_chunks(teacher.logits, 2.0), lambda z: uld_loss(z, teacher.logits(), 2.0)))
+    return terms
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_every_term_in_one_pass_equals_its_plain_loss_eager_and_compiled(lm, compiled):
+    """One pass makes each chunk's logits once for all terms; compiled (train.compile), the terms' chunk step is one
+    fused graph. Each term's value, and the gradients of their weighted sum, equal the plain losses' to 1e-5."""
+    inputs, layer, weight, bias, _ = lm
+    terms = every_term(lm)
+    weights = torch.linspace(0.2, 1.2, len(terms))
+    logits = inputs @ layer @ weight.T + bias
+    plain = torch.stack([loss(logits) for _, loss in terms])
+    expected = torch.autograd.grad((plain * weights).sum(), [layer, weight, bias])
+    head = LMHead(inputs @ layer, weight, bias)
+    counters.clear()
+    total, values = chunked_linear_losses(head, [t for t, _ in terms], weights.tolist(), chunk=15, compiled=compiled)
+    # compiled: one graph for every term, no break, nothing fallen back to eager
+    graphs, breaks = counters["stats"]["unique_graphs"], sum(counters["graph_break"].values())
+    assert (graphs, breaks) == ((1, 0) if compiled else (0, 0))
+    assert torch.allclose(values, plain.detach(), rtol=1e-5, atol=1e-6) and not values.requires_grad
+    assert torch.allclose(total, (plain * weights).sum(), rtol=1e-5, atol=1e-6)
+    assert_same(torch.autograd.grad(total, [layer, weight, bias]), expected)
+
+
+def test_without_gradients_the_pass_only_measures(lm):
+    inputs, layer, weight, bias, teacher = lm
+    head = LMHead(inputs @ layer, weight, bias)
+    with torch.no_grad():
+        total, values = chunked_linear_losses(head, [kd_chunks(teacher.logits)], chunk=16)
+    assert not total.requires_grad and torch.allclose(values[0], chunked_linear_kd(head, teacher.logits).detach())

@@ -81,10 +81,8 @@ FSDP_LM = {  # a Hugging Face student sharded block by block, its chunked losses
 }  # fmt: skip
 
 
-def test_a_sharded_student_and_a_sharded_teacher_on_two_processes_match_one_process_with_both_whole(tmp_path):
-    """A Hugging Face student (FSDP, its chunked losses reading the head outside forward) and a Hugging Face
-    teacher (teacher.shard: built empty, each process loading half of it from the weight file and gathering a block
-    at a time), against one process."""
+def gpt2_run(tmp_path):
+    """FSDP_LM on a corpus file and a GPT-2 teacher written here, which both processes read alike."""
     from datafiles import write_causal_lm, write_tokenizer
 
     # the built-in docstring corpus depends on what the process has imported: both runs read this file instead
@@ -92,12 +90,19 @@ def test_a_sharded_student_and_a_sharded_teacher_on_two_processes_match_one_proc
     (tmp_path / "corpus.txt").write_text("\n".join(lines))
     # GPT-2 ties its head to its embeddings: stored once, loaded by each process into both, its own shard of them
     gpt2 = write_causal_lm(write_tokenizer(tmp_path / "gpt2"), 320, "gpt2", layers=2)
-    raw = {
+    return {
         **FSDP_LM,
         "data": {**FSDP_LM["data"], "files": [str(tmp_path / "corpus.txt")], "tokenizer": str(gpt2)},
         "teacher": {**FSDP_LM["teacher"], "model": {**FSDP_LM["teacher"]["model"], "name": str(gpt2)}},
         "log": {"dir": str(tmp_path / "single"), "progress": False},
     }
+
+
+def test_a_sharded_student_and_a_sharded_teacher_on_two_processes_match_one_process_with_both_whole(tmp_path):
+    """A Hugging Face student (FSDP, its chunked losses reading the head outside forward) and a Hugging Face
+    teacher (teacher.shard: built empty, each process loading half of it from the weight file and gathering a block
+    at a time), against one process."""
+    raw = gpt2_run(tmp_path)
     single = run(Recipe.from_dict(raw))
     sharded = {**raw, "teacher": {**raw["teacher"], "shard": True}, "log": {**raw["log"], "dir": str(tmp_path / "two")}}
     (tmp_path / "two.yaml").write_text(yaml.safe_dump(sharded))
@@ -112,6 +117,22 @@ def test_a_sharded_student_and_a_sharded_teacher_on_two_processes_match_one_proc
     )
     with pytest.raises(KdforgeError, match="teacher.shard shards the teacher across torchrun's processes"):
         run(Recipe.from_dict(sharded))  # one process: nothing to shard over
+
+
+def test_a_sharded_teacher_gives_the_top_k_targets_of_the_students_own_rows_as_a_whole_one_does(tmp_path):
+    """GKD with teacher.shard: each process's student writes its rows (greedy, every row: a row is the same whichever
+    process writes it, and its length its own), and the teacher, sharded over the two processes, gives their top-8
+    targets. Two processes match one whose teacher is whole."""
+    on_policy = {"fraction": 1.0, "temperature": 0.0, "max_new_tokens": 8, "prompt_tokens": 8}
+    raw = gpt2_run(tmp_path)
+    raw["train"] = {**raw["train"], "fsdp": False, "epochs": 1, "on_policy": on_policy}
+    single = run(Recipe.from_dict(raw))
+    sharded = {**raw, "teacher": {**raw["teacher"], "shard": True}, "log": {**raw["log"], "dir": str(tmp_path / "two")}}
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump(sharded))
+    torchrun("train", tmp_path / "two.yaml", cwd=tmp_path)
+    two = next((tmp_path / "two").glob("fsdp-lm-*"))
+    expected, got = load_file(single.run_dir / "student.safetensors"), load_file(two / "student.safetensors")
+    assert all(torch.allclose(expected[k], got[k], atol=1e-5) for k in expected)
 
 
 @pytest.mark.parametrize("raw", [DDP, FSDP], ids=["ddp", "fsdp"])

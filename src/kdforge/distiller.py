@@ -19,7 +19,7 @@ from kdforge.adapters import adapter_state, is_adapted, load_adapters
 from kdforge.data.bundle import PAD_TARGET
 from kdforge.errors import KdforgeError, required
 from kdforge.losses import functional as lf
-from kdforge.losses.chunked import LMHead, can_hand_head, handing_heads
+from kdforge.losses.chunked import LMHead, can_hand_head, chunked_linear_losses, handing_heads
 from kdforge.losses.functional import TopK, dense_logits_from_topk
 from kdforge.losses.terms import LossTerm, Shapes, StepContext
 from kdforge.schedules import Clock, ScheduleConfig
@@ -58,6 +58,8 @@ class Distiller(nn.Module):
         example_input: torch.Tensor,
         per_token: bool = False,
         train_samples: int | None = None,
+        one_head_pass: bool = True,
+        compile_chunks: bool = False,
     ):
         super().__init__()
         self.student, self.teacher, self.per_token = student, teacher, per_token
@@ -95,6 +97,9 @@ class Distiller(nn.Module):
         self.uses_teacher = any(t.uses_teacher for t in terms)
         self.teacher_follows = isinstance(teacher, Teacher) and teacher.ema_decay is not None  # an EMA teacher
         self.heads = any(t.reads_head for t in terms)  # models hand their LM head in training steps
+        # the terms that read the student's head make its chunks of logits once for all (not with DOT, which takes
+        # the gradients of its distillation and task terms apart); compiled, each term's chunk loss runs fused
+        self.one_head_pass, self.compile_chunks = one_head_pass, compile_chunks
         self.reads_index = any(t.reads_index for t in terms)  # training batches must carry their sample indices
         self.train_samples = train_samples
         if (chunked := [t.name for t in terms if t.reads_head]) and not can_hand_head(student):
@@ -199,17 +204,36 @@ class Distiller(nn.Module):
             )  # the teacher learns from the labels only
             ctx.teacher_logits = teacher_logits.detach()
             ctx.teacher_features = {k: v.detach() for k, v in t_feats.items()}
-        parts = {term.name: term(self._member_view(ctx, term)) for term in self.loss_terms}
-        weighted = {}
+        weights = {term.name: term.weight_at(clock) for term in self.loss_terms}
         for term in self.loss_terms:
-            weight = term.weight_at(clock)
-            weighted[term.name] = weight * parts[term.name]
             if isinstance(term.weight, ScheduleConfig):
-                ctx.logs[f"{term.name}.weight"] = torch.tensor(weight)
+                ctx.logs[f"{term.name}.weight"] = torch.tensor(weights[term.name])
+        together, summed = self._head_pass(ctx, weights)
+        parts = {
+            t.name: together[t.name] if t.name in together else t(self._member_view(ctx, t)) for t in self.loss_terms
+        }
+        weighted = {name: weights[name] * value for name, value in parts.items()}
         if learner is not None and teacher_task is not None:
             name, value = teacher_task
             parts[name], weighted[name] = value, learner.ce_weight * value
-        return StepOutput(functools.reduce(operator.add, weighted.values()), student_logits, parts, weighted, ctx.logs)
+        alone = [value for name, value in weighted.items() if name not in together]
+        return StepOutput(functools.reduce(operator.add, alone, summed), student_logits, parts, weighted, ctx.logs)
+
+    def _head_pass(self, ctx: StepContext, weights: dict[str, float]) -> tuple[dict[str, torch.Tensor], Any]:
+        """The terms that read the student's head, in one pass over its chunks of logits: ({term: its loss,
+        detached}, their weighted sum, whose gradients reach the student), or ({}, 0) when there are none."""
+        terms = [t for t in self.loss_terms if t.reads_head and t.member is None]
+        if not (terms and self.one_head_pass and ctx.student_head is not None):
+            return {}, 0
+        chunks = [t.chunk for t in terms if t.chunk is not None]
+        summed, values = chunked_linear_losses(
+            ctx.student_head,
+            [t.chunks(ctx) for t in terms],
+            [weights[t.name] for t in terms],
+            min(chunks, default=None),  # the smallest any term asks for
+            self.compile_chunks,
+        )
+        return dict(zip([t.name for t in terms], values)), summed
 
     def _context(
         self,

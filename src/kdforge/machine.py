@@ -7,8 +7,8 @@ import contextlib
 import functools
 import os
 import random
-from collections.abc import Iterable, Iterator
-from typing import Any, cast
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import torch
@@ -16,6 +16,8 @@ import torch.utils.checkpoint
 
 from kdforge.errors import KdforgeError
 from kdforge.taps import block_names
+
+Compilable = TypeVar("Compilable", bound=Callable[..., Any])
 
 
 def resolve_device(device: str) -> torch.device:
@@ -45,8 +47,8 @@ def check_dtype(dtype: str, device: torch.device, key: str) -> None:
         raise KdforgeError(f"{key}: this GPU ({torch.cuda.get_device_name(device)}) has no bfloat16; give float16")
 
 
-def compiled(module: torch.nn.Module) -> torch.nn.Module:
-    """``torch.compile(module)``; where compiling is unsupported the model runs eagerly, with a
+def compiled(module: Compilable) -> Compilable:
+    """``torch.compile(module)`` (a module or a function); where compiling is unsupported it runs eagerly, with a
     warning (graphs that fail to compile fall back too, instead of stopping training)."""
     import warnings
 
@@ -59,7 +61,7 @@ def compiled(module: torch.nn.Module) -> torch.nn.Module:
     # stop training. Compiled with the forward, their failures fall back like any other.
     torch._functorch.config.force_non_lazy_backward_lowering = True
     try:
-        return cast(torch.nn.Module, torch.compile(module))
+        return cast(Compilable, torch.compile(module))
     except Exception as err:  # noqa: BLE001 - any failure to set up compilation means: run eagerly
         warnings.warn(f"torch.compile is unavailable here ({err}); training without it", stacklevel=2)
         return module

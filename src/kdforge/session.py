@@ -383,6 +383,8 @@ class Session:
             self.example,
             per_token=self.data.task == "lm",
             train_samples=len(self.data.train),
+            one_head_pass=self.recipe.optim.name != "dot",
+            compile_chunks=self.recipe.train.compile,
         )
         if distiller.reads_index:
             self.index_training_batches([t.name for t in terms if t.reads_index])

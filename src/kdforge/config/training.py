@@ -145,7 +145,11 @@ class TrainConfig(Section):
         ),
     )
     compile: bool = Field(
-        False, description="torch.compile the student (falls back to eager, with a warning, where unsupported)"
+        False,
+        description=(
+            "torch.compile the student and the chunk step of chunked losses (falls back to eager, with a warning, "
+            "where unsupported)"
+        ),
     )
     grad_clip: float | None = Field(
         None, gt=0, description="clip the global gradient norm (student, loss-term parts, trainable teacher) to this"

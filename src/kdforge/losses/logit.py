@@ -14,7 +14,7 @@ import torch
 from kdforge.bounds import AtLeastOne, BelowOne, NonNegative, Positive, Probability, needs
 from kdforge.errors import KdforgeError, required
 from kdforge.losses import functional as lf
-from kdforge.losses.chunked import chunked_linear_ce, chunked_linear_kd, chunked_linear_uld
+from kdforge.losses.chunked import ChunkTerm, ce_chunks, kd_chunks, uld_chunks
 from kdforge.losses.divergence import Direction, Tail, sparse_kd_loss
 from kdforge.losses.terms import LOSSES, LossTerm, Shapes, StepContext
 from kdforge.schedules import CTKDTemperature, TemperatureSpec, build_temperature
@@ -44,9 +44,11 @@ class CrossEntropy(LossTerm):
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
         if self.reads_head:
-            head = required(ctx.student_head, "the student's LM head (chunked: true)")
-            return chunked_linear_ce(head, ctx.targets, self.label_smoothing, self.chunk)
+            return self.chunked(ctx)
         return lf.cross_entropy(required(ctx.student_logits, "the student's logits"), ctx.targets, self.label_smoothing)
+
+    def chunks(self, ctx: StepContext) -> ChunkTerm:
+        return ce_chunks(ctx.targets, self.label_smoothing)
 
 
 class LogitTerm(LossTerm):
@@ -134,18 +136,9 @@ class KD(LogitTerm):
         self.reads_head, self.chunk = chunked, chunk
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
-        options: dict[str, Any] = {"direction": self.direction, "beta": self.beta, "alpha": self.alpha}
         if self.reads_head:
-            student = required(ctx.student_head, "the student's LM head (chunked: true)")
-            return chunked_linear_kd(
-                student,
-                ctx.teacher_topk or _teacher_chunks(ctx),
-                temperature=float(cast(float, self.temperature.spec)) if self.temperature is not None else 1.0,
-                topk=self.topk,
-                tail=self.tail,
-                chunk=self.chunk,
-                **options,
-            )
+            return self.chunked(ctx)
+        options: dict[str, Any] = {"direction": self.direction, "beta": self.beta, "alpha": self.alpha}
         sparse = ctx.teacher_topk
         if sparse is None and self.topk is not None:
             sparse = lf.topk_log_probs(required(ctx.teacher_logits, "the teacher's logits"), self.topk)
@@ -160,6 +153,17 @@ class KD(LogitTerm):
                 f"{self.name}: a top-k teacher takes a fixed or scheduled temperature, not a learned one"
             )
         return sparse_kd_loss(zs, *sparse, tau, tail=self.tail, **options)
+
+    def chunks(self, ctx: StepContext) -> ChunkTerm:
+        return kd_chunks(
+            ctx.teacher_topk or _teacher_chunks(ctx),
+            temperature=float(cast(float, self.temperature.spec)) if self.temperature is not None else 1.0,
+            direction=self.direction,
+            beta=self.beta,
+            alpha=self.alpha,
+            topk=self.topk,
+            tail=self.tail,
+        )
 
 
 # "kl": the name embedding-distillation code gives it (on routing or class logits)
@@ -188,10 +192,12 @@ class ULD(LossTerm):
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
         if self.reads_head:
-            head = required(ctx.student_head, "the student's LM head (chunked: true)")
-            return chunked_linear_uld(head, _teacher_chunks(ctx), self.temperature, self.chunk)
+            return self.chunked(ctx)
         student = required(ctx.student_logits, "the student's logits")
         return lf.uld_loss(student, required(ctx.teacher_logits, "the teacher's logits"), self.temperature)
+
+    def chunks(self, ctx: StepContext) -> ChunkTerm:
+        return uld_chunks(_teacher_chunks(ctx), self.temperature)
 
 
 @LOSSES.register("dual_head_kd")

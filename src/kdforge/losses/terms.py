@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from kdforge.config import LossConfig, component_issues_for, term_names
-from kdforge.errors import ConfigError
-from kdforge.losses.chunked import LMHead
+from kdforge.errors import ConfigError, required
+from kdforge.losses.chunked import ChunkTerm, LMHead, chunked_linear_loss
 from kdforge.losses.functional import TopK
 from kdforge.registry import LOSSES
 from kdforge.schedules import Clock, ScheduleConfig, schedule_value
@@ -90,6 +90,8 @@ class LossTerm(nn.Module):
     #: whether the term reads the models' :class:`~kdforge.losses.chunked.LMHead` (``ctx.student_head``)
     #: instead of their logits: then no step makes the whole logits unless another term needs them
     reads_head: bool = False
+    #: such a term's tokens per chunk (None: :func:`~kdforge.losses.chunked.default_chunk`)
+    chunk: int | None = None
     #: whether the term reads a top-k teacher as it is (``ctx.teacher_topk``) rather than densified
     reads_topk: bool = False
     #: whether the term reads the samples' training indices (``ctx.index``): then training batches carry them
@@ -128,6 +130,16 @@ class LossTerm(nn.Module):
 
     def forward(self, ctx: StepContext) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def chunks(self, ctx: StepContext) -> ChunkTerm:  # pragma: no cover - abstract
+        """A term that reads the head: its loss of a chunk of the student's logits. The distiller makes every such
+        term's chunks in one pass over the student's head (:func:`~kdforge.losses.chunked.chunked_linear_losses`)."""
+        raise NotImplementedError
+
+    def chunked(self, ctx: StepContext) -> torch.Tensor:
+        """This term alone, a chunk of the student's logits at a time."""
+        head = required(ctx.student_head, "the student's LM head (chunked: true)")
+        return chunked_linear_loss(head, self.chunks(ctx), self.chunk)
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, weight={self.weight}"
