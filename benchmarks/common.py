@@ -9,7 +9,11 @@ import io
 import json
 import math
 import multiprocessing
+import os
+import shlex
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -26,7 +30,9 @@ from kdforge.files import write_atomic
 from kdforge.processes import exit_on_sigterm
 from kdforge.session import Session
 
-RESULTS = Path(__file__).parent / "results"
+# where results are written: the committed folder, or a scratch one (benchmarks/reproduce.py re-runs into one)
+RESULTS = Path(os.environ.get("KDFORGE_RESULTS_DIR") or Path(__file__).parent / "results")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class HandLoop:
@@ -232,8 +238,41 @@ def rendered(table: Any, command: str) -> str:
 
 
 def save(name: str, out: dict, text: str) -> None:
-    """Write ``out`` as <name>.json and ``text`` as <name>.md (each atomically), and print the text."""
-    RESULTS.mkdir(exist_ok=True)
-    write_text(RESULTS / f"{name}.json", json.dumps(out, indent=2))
+    """Write ``out`` as <name>.json (with where it was measured: :func:`measured_on`) and ``text`` as <name>.md
+    (each atomically), and print the text."""
+    write_json(RESULTS / f"{name}.json", out)
     write_text(RESULTS / f"{name}.md", text)
     print(text)
+
+
+def write_json(path: Path, out: dict) -> None:
+    """``out`` as the JSON file ``path`` (atomically), with ``measured_on``: every results file says where it was
+    measured and by which command, which ``benchmarks/reproduce.py`` re-runs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text(path, json.dumps({**out, "measured_on": measured_on()}, indent=2) + "\n")
+
+
+def measured_on() -> dict:
+    """This machine and libraries (:func:`kdforge.machine.where_measured`), the commit and the command."""
+    from kdforge.machine import where_measured
+
+    script = Path(sys.argv[0]).resolve()
+    where = script.relative_to(ROOT) if script.is_relative_to(ROOT) else script
+    return {
+        **where_measured(),
+        "commit": commit(),
+        "command": shlex.join(["uv", "run", "python", str(where), *sys.argv[1:]]),
+    }
+
+
+def commit() -> str:
+    """The checkout's commit, marked when its tracked files differ from it (results files aside)."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    head = git("rev-parse", "HEAD") or "unknown (not a git checkout)"
+    changed = [line for line in git("status", "--porcelain", "--untracked-files=no").splitlines()
+               if "benchmarks/results/" not in line]  # fmt: skip
+    return f"{head} with uncommitted changes" if changed else head

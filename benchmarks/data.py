@@ -381,11 +381,19 @@ def main() -> None:
     parser.add_argument("--images-per-class", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--root", type=Path, default=Path(tempfile.gettempdir()) / "kdforge-bench-data")
+    parser.add_argument("--root", type=Path, help="where the data are written (default: a new temporary folder)")
     parser.add_argument("--memory", action="store_true", help="peak memory as the data grows, instead")
     parser.add_argument("--only", help="with --memory: measure only the cases whose name holds this, keep the rest")
     parser.add_argument("--device", default="cpu", help="where the models train: cpu or cuda (results: data_cuda)")
     args = parser.parse_args()
+    if args.root is None:  # this invocation's own folder, removed after: no other run's files, none left behind
+        with tempfile.TemporaryDirectory(prefix="kdforge-bench-data-") as root:
+            args.root = Path(root)
+            return measure(args)
+    return measure(args)
+
+
+def measure(args: argparse.Namespace) -> None:
     if args.memory:
         args.root.mkdir(parents=True, exist_ok=True)
         return memory(args.root, args.only)

@@ -51,13 +51,13 @@ import torch
 from rich.console import Console
 
 import kdforge
-from common import worker_pool, write_text
+from common import RESULTS, worker_pool, write_json, write_text
 
-RESULTS = Path(__file__).parent / "results"
 CHOOSING = Path(__file__).parents[1] / "docs" / "choosing.md"  # its main table is the suite's
 TABLE_MARKS = ("<!-- suite table: benchmarks/results/methods.md -->", "<!-- end of suite table -->")
 DEFAULT_RECIPE = Path(kdforge.__file__).parent / "recipes" / "digits_kd.yaml"
 EPOCHS = 60
+SEEDS = list(range(10))  # the seeds command's committed results
 ALONE, DEFAULT, TUNED = "alone", "default recipe", "tuned"
 
 KD = {"name": "kd", "weight": 0.9, "temperature": 4.0}
@@ -273,9 +273,8 @@ def merged(results: dict[str, Any], new: dict[str, dict[str, Any]]) -> dict[str,
 
 def save(results: dict[str, Any]) -> None:
     """methods.json and methods.md; and the main table in docs/choosing.md, between its markers."""
-    RESULTS.mkdir(exist_ok=True)
     text = markdown(results)
-    write_text(RESULTS / "methods.json", json.dumps(results, indent=2) + "\n")
+    write_json(RESULTS / "methods.json", results)
     write_text(RESULTS / "methods.md", text)
     table = "\n".join(line for line in text.split("## Every method")[0].splitlines() if line.startswith("|"))
     doc = CHOOSING.read_text()
@@ -483,8 +482,16 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--trial-seeds", type=int, default=2, help="seeds (splits) each tune trial is scored on")
     parser.add_argument("--jobs", type=int, default=2, help="processes; each gets cores / jobs threads")
-    parser.add_argument("--runs", default=str(Path(tempfile.gettempdir()) / "kdforge-methods"))
+    parser.add_argument("--runs", help="where the runs go (default: a new temporary folder, this invocation's own)")
     args = parser.parse_args()
+    if args.runs is None:  # this invocation's own folder, removed after: no other run's teachers, none left behind
+        with tempfile.TemporaryDirectory(prefix="kdforge-methods-") as runs:
+            args.runs = runs
+            return measure(args)
+    return measure(args)
+
+
+def measure(args: argparse.Namespace) -> None:
     threads = _threads(args.jobs)
     if args.command == "seeds":
         over_seeds(args, threads)
@@ -528,8 +535,8 @@ def main() -> None:
 def over_seeds(args: argparse.Namespace, threads: int) -> None:
     """The ``seeds`` command: alone and distilled per pair, by the default recipe at each learning rate or by the
     tuned recipe, over many seeds."""
-    seeds = args.seeds or list(range(10))
-    path = RESULTS / "methods_seeds.json"
+    seeds = args.seeds or SEEDS
+    path = RESULTS / f"{seeds_name(seeds)}.json"  # fewer seeds than the committed file's write beside it
     found: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     if (found.get("epochs"), found.get("seeds")) != (EPOCHS, seeds):  # other runs: start afresh
         found = {"epochs": EPOCHS, "seeds": seeds, "pairs": {}}
@@ -544,7 +551,7 @@ def over_seeds(args: argparse.Namespace, threads: int) -> None:
     def record(job: tuple[Any, ...], runs: list[dict[str, float]]) -> None:
         pair, which, config = job[:3]
         found["pairs"][pair][config][which] = runs
-        write_text(path, json.dumps(found, indent=2) + "\n")
+        write_json(path, found)
 
     jobs = [
         (seeds_job, (p, w, config, seeds, args.runs, threads))
@@ -556,9 +563,14 @@ def over_seeds(args: argparse.Namespace, threads: int) -> None:
     print(write_seeds_table(found))
 
 
+def seeds_name(seeds: list[int]) -> str:
+    """The ten seeds' results are methods_seeds; a run on other seeds is named for them, and leaves those alone."""
+    return "methods_seeds" if seeds == SEEDS else f"methods_seeds_{'_'.join(map(str, seeds))}"
+
+
 def write_seeds_table(found: dict[str, Any]) -> str:
     text = seeds_markdown(found)
-    write_text(RESULTS / "methods_seeds.md", text)
+    write_text(RESULTS / f"{seeds_name(found['seeds'])}.md", text)
     return text
 
 

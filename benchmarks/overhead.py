@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
-import json
 import platform
 import pstats
 import statistics
@@ -38,7 +37,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from common import HandLoop, write_text
+from common import RESULTS, HandLoop, write_json, write_text
 from kdforge.callbacks import Callback
 from kdforge.config import Recipe
 from kdforge.distiller import Distiller
@@ -48,7 +47,6 @@ from kdforge.session import Session
 from kdforge.trainer import Trainer
 
 LR, T = 3e-3, 4.0
-RESULTS = Path(__file__).parent / "results"
 SETUPS = {  # data section, teacher, student
     "mlp": (
         {"name": "digits", "batch_size": 64},
@@ -221,8 +219,7 @@ def main() -> None:
     }
     text = markdown(results)
     print(text)
-    RESULTS.mkdir(exist_ok=True)
-    write_text(RESULTS / "overhead.json", json.dumps(results, indent=2) + "\n")
+    write_json(RESULTS / "overhead.json", results)
     write_text(RESULTS / "overhead.md", text)
 
 

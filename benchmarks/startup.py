@@ -18,11 +18,9 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-from common import write_text
+from common import RESULTS, write_json, write_text
 
-RESULTS = Path(__file__).parent / "results"
 COMMANDS = {"--help": ["--help"], "list models": ["list", "models"], "check digits_kd": ["check", "digits_kd"]}
 HEAVY = ("torch", "sklearn", "timm", "transformers", "torch.distributed.checkpoint", "scipy", "matplotlib")
 
@@ -65,7 +63,7 @@ def main() -> None:
     path = RESULTS / "startup.json"
     found = json.loads(path.read_text()) if path.exists() else {}
     found[args.label] = {"repeats": args.repeats, "python": sys.version.split()[0], "commands": rows}
-    write_text(path, json.dumps(found, indent=2) + "\n")
+    write_json(path, found)
     lines = [
         "# Start-up: whole-process wall time (median of runs, bytecode cached)",
         "",

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import platform
 import statistics
 import tempfile
@@ -37,7 +36,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from common import HandLoop, write_text
+from common import RESULTS, HandLoop, write_json
 from kdforge import Recipe
 from kdforge.distiller import Distiller
 from kdforge.losses import build_losses
@@ -184,9 +183,7 @@ def main() -> None:
     for key in ("compiled_cached_over_compiled_alone", "compiled_cached_over_hand_alone"):
         if key in result:
             print(f"{key.replace('_', ' ')}: {result[key]['median']:.3f}x median")
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    write_text(out / f"teacher_cost_{args.student}.json", json.dumps(result, indent=2) + "\n")
+    write_json(RESULTS / f"teacher_cost_{args.student}.json", result)
 
 
 if __name__ == "__main__":

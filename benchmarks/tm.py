@@ -143,9 +143,8 @@ Writes benchmarks/results/tm_features.json and .md.
 from __future__ import annotations
 
 import argparse
-import json
 
-from common import RESULTS, save, write_text
+from common import RESULTS, save, write_json
 from tm_ablation import (
     ABLATION_TASKS,
     ABLATION_VARIANTS,
@@ -253,7 +252,7 @@ def main() -> None:
         return
     result = packed(args)
     path = RESULTS / f"tm_packed_{cpu_class()}.json"
-    write_text(path, json.dumps(result, indent=2))
+    write_json(path, result)
     print(f"wrote {path}")
 
 

@@ -67,6 +67,35 @@ def compiled(module: Compilable) -> Compilable:
         return module
 
 
+def where_measured() -> dict[str, Any]:
+    """The machine and libraries a result was measured with: what decides whether another run can reproduce it
+    exactly (the same CPU capability, thread count, GPU and versions) or only within its spread. ``machine_class``
+    names the kernels float results depend on: PyTorch's CPU capability (the instruction set its kernels use) and
+    the GPU."""
+    import platform
+
+    capability = torch.backends.cpu.get_cpu_capability()
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    return {
+        "machine_class": f"{capability}, {torch.get_num_threads()} threads" + (f", {gpu}" if gpu else ""),
+        "cpu": _cpu_model() or platform.processor() or platform.machine(),
+        "cpu_capability": capability,
+        "threads": torch.get_num_threads(),
+        "gpu": gpu,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def _cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo") as info:  # Linux; elsewhere platform's answer
+            return next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), None)
+    except OSError:
+        return None
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)

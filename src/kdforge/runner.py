@@ -32,7 +32,7 @@ from kdforge.export import save_model
 from kdforge.family import families
 from kdforge.files import check_writable, remove_stale_tmp, write_text
 from kdforge.losses import build_losses
-from kdforge.machine import deterministic, seed_everything
+from kdforge.machine import deterministic, seed_everything, where_measured
 from kdforge.pretrained import recording
 from kdforge.report import model_card, plot_curves, summary_table, write_report, write_results
 from kdforge.session import Session
@@ -155,6 +155,7 @@ def _run(
 
     timings["total_s"] = time.perf_counter() - started
     results.update(timings=timings, kdforge_version=__version__, **({"sources": sources} if sources else {}))
+    results["measured_on"] = where_measured()
     if distributed.is_main():
         write_results(run_dir, results)
         write_report(run_dir, results, plot_curves(run_dir, histories))

@@ -24,6 +24,7 @@ from rich.table import Table
 from kdforge.config import Recipe
 from kdforge.errors import KdforgeError
 from kdforge.files import write_json, write_text
+from kdforge.machine import where_measured
 from kdforge.processes import exit_on_sigterm
 from kdforge.report import roles
 from kdforge.runner import run
@@ -88,7 +89,8 @@ def sweep(
         for i, one in enumerate(seeded):
             console.rule(f"[bold]sweep {escape(recipe.name)}: seed {one.seed} ({i + 1}/{seeds})")
             runs.append({**run(one, console=console).results, "seed": one.seed})
-    summary = {"name": recipe.name, **aggregate(runs), "runs": runs}
+    # each run records its own machine and threads (a worker process's under jobs); the sweep, how it ran them
+    summary = {"name": recipe.name, **aggregate(runs), "runs": runs, "measured_on": {**where_measured(), "jobs": jobs}}
     write_json(sweep_dir / "sweep.json", summary)
     write_text(sweep_dir / "sweep.md", sweep_report(summary))
     console.print(sweep_table(summary))

@@ -1,0 +1,211 @@
+"""Re-run the command that wrote a results file, from a clean checkout, and compare the two cell by cell.
+
+The command comes from the file (``measured_on.command``, which every results file records) or, for files written
+before that, from ``benchmarks/figures.py``'s list. It runs in a clean checkout of ``--at`` (default: HEAD; the
+committed code, not the working tree's changes) with its results written to a scratch folder, never over the
+committed file. Then every number of the committed file is compared with the re-run's:
+
+- **exact** where both were measured on the same machine class (PyTorch's CPU capability, thread count and GPU:
+  ``measured_on.machine_class``): on one machine class the runs are deterministic, so any difference is a change;
+- **within the spread the file states** otherwise: a value with a standard deviation beside it (``x`` and
+  ``x_std``, ``mean`` and ``std``) may move by that much, and a list of per-seed values may move its mean by their
+  standard deviation; a value without a spread is not compared, and the summary says how many.
+
+Times, memory and rates (``*_s``, ``*seconds*``, ``*ratio*``, ``*peak*``, ``*per_s*`` ...) move from run to run on
+any machine: they are compared within their spread where one is stated, never exactly.
+
+    uv run python benchmarks/reproduce.py benchmarks/results/methods_seeds.json [--at COMMIT] [--keep]
+
+Exit status 1 when a compared cell differs, 2 when the file cannot be re-run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+# keys whose values are measured times, memory or rates: never deterministic
+TIMED = re.compile(r"(^|_)(s|ms|seconds?|time|times|wall|per_s|peak|bytes|gib|mb|rate|ratio|speed|throughput)(_|$)")
+Path_ = tuple[str | int, ...]
+
+
+@dataclass
+class Comparison:
+    """The outcome, cell by cell."""
+
+    exact: bool  # same machine class: deterministic cells must be equal
+    equal: list[str] = field(default_factory=list)
+    within: list[str] = field(default_factory=list)
+    differ: list[str] = field(default_factory=list)
+    uncompared: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        how = (
+            "exactly (same machine class)"
+            if self.exact
+            else "within each value's stated spread (another machine class)"
+        )
+        lines = [
+            f"compared {how}: {len(self.equal)} equal, {len(self.within)} within their spread, "
+            f"{len(self.differ)} differ; {len(self.uncompared)} not compared (no spread stated)"
+        ]
+        lines += [f"  differs: {cell}" for cell in self.differ]
+        return "\n".join(lines)
+
+
+def numbers(obj: Any, path: Path_ = ()) -> Iterator[tuple[Path_, Any]]:
+    """Every number of a results file and every list of numbers, with its path (``measured_on`` left out)."""
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if key != "measured_on":
+                yield from numbers(value, (*path, key))
+    elif isinstance(obj, list):
+        if len(obj) > 1 and all(_is_number(v) for v in obj):
+            yield path, obj
+        else:
+            for i, value in enumerate(obj):
+                yield from numbers(value, (*path, i))
+    elif _is_number(obj):
+        yield path, obj
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def stated_spread(committed: dict, path: Path_) -> float | None:
+    """The standard deviation the file states for the value at ``path``: ``x_std`` beside ``x`` or ``x_mean``, or
+    ``std`` beside ``mean``."""
+    if not path or not isinstance(path[-1], str):
+        return None
+    parent: Any = committed
+    for key in path[:-1]:
+        parent = parent[key]
+    key = path[-1]
+    for name in (f"{key}_std", f"{key.removesuffix('_mean')}_std", "std" if key == "mean" else ""):
+        if name and _is_number(parent.get(name)):
+            return float(parent[name])
+    return None
+
+
+def compare(committed: dict, rerun: dict) -> Comparison:
+    mine, theirs = committed.get("measured_on", {}), rerun.get("measured_on", {})
+    same = bool(mine.get("machine_class")) and mine.get("machine_class") == theirs.get("machine_class")
+    out = Comparison(exact=same)
+    found = dict(numbers(rerun))
+    for path, old in numbers(committed):
+        name = "/".join(map(str, path))
+        new = found.get(path)
+        if new is None or isinstance(new, list) != isinstance(old, list):
+            out.differ.append(f"{name}: {old} committed, {'nothing' if new is None else new} re-run")
+            continue
+        timed = any(isinstance(k, str) and TIMED.search(k.lower()) for k in path)
+        if same and not timed:
+            (out.equal if new == old else out.differ).append(f"{name}: {old} committed, {new} re-run")
+            continue
+        if isinstance(old, list):  # per-seed values: the mean may move by their standard deviation
+            spread, old, new = statistics.stdev(old), statistics.mean(old), statistics.mean(new)
+        else:
+            spread = stated_spread(committed, path)
+        if spread is None:
+            out.uncompared.append(name)
+        elif math.isclose(old, new) or abs(new - old) <= spread:
+            out.within.append(f"{name}: {old:.6g} committed, {new:.6g} re-run, spread {spread:.3g}")
+        else:
+            out.differ.append(f"{name}: {old:.6g} committed, {new:.6g} re-run, beyond its spread {spread:.3g}")
+    return out
+
+
+def command_of(path: Path, committed: dict) -> list[str]:
+    """The command that wrote ``path``, as arguments for this interpreter."""
+    text = committed.get("measured_on", {}).get("command")
+    if text is None:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from figures import COMMANDS
+
+        text = COMMANDS.get(path.name) or COMMANDS.get(path.with_suffix(".md").name)
+    words = shlex.split(text or "")
+    if words[:3] != ["uv", "run", "python"] or "(" in (text or ""):
+        raise Unreproducible(f"{path}: no command that re-runs it here ({text or 'none recorded'}); run it by hand")
+    return [sys.executable, *words[3:]]
+
+
+class Unreproducible(Exception):
+    """A results file that cannot be re-run or read: one message, naming it."""
+
+
+def rerun(path: Path, at: str, scratch: Path, repo: Path = ROOT) -> dict:
+    """Run the file's command in a clean checkout of ``repo`` at ``at`` under ``scratch``; the re-written file."""
+    committed = read_json(path)
+    command = command_of(path, committed)
+    checkout, results = scratch / "checkout", scratch / "results"
+    added = subprocess.run(
+        ["git", "worktree", "add", "--detach", "--quiet", str(checkout), at], cwd=repo, capture_output=True, text=True
+    )
+    if added.returncode:
+        raise Unreproducible(f"no clean checkout of {at}: {added.stderr.strip()}")
+    try:
+        env = {
+            **os.environ,
+            "KDFORGE_RESULTS_DIR": str(results),
+            "PYTHONPATH": os.pathsep.join([str(checkout / "src"), str(checkout / "benchmarks")]),
+        }
+        print(f"re-running in a clean checkout of {at}: {shlex.join(command[1:])}", flush=True)
+        if subprocess.run(command, cwd=checkout, env=env).returncode:
+            raise Unreproducible(f"{path}: its command failed in the clean checkout: {shlex.join(command[1:])}")
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(checkout)], cwd=repo, capture_output=True)
+    written = results / path.name
+    if not written.exists():
+        wrote = sorted(p.name for p in results.glob("*")) if results.is_dir() else []
+        raise Unreproducible(f"{path}: its command ran but wrote no {path.name} (it wrote {wrote or 'nothing'})")
+    return read_json(written)
+
+
+def read_json(path: Path) -> dict:
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise Unreproducible(f"{path}: not a results file that can be read ({err})") from None
+    if not isinstance(found, dict):
+        raise Unreproducible(f"{path}: not a results file (a JSON object expected)")
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("file", type=Path, help="a results file, benchmarks/results/<name>.json")
+    parser.add_argument("--at", default="HEAD", help="the commit whose code re-runs it (default: HEAD)")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch folder (its path is printed)")
+    args = parser.parse_args()
+    scratch = Path(tempfile.mkdtemp(prefix="kdforge-reproduce-"))
+    try:
+        result = compare(read_json(args.file), rerun(args.file.resolve(), args.at, scratch))
+    except Unreproducible as err:
+        print(err, file=sys.stderr)
+        sys.exit(2)
+    finally:
+        if args.keep:
+            print(f"scratch folder kept: {scratch}")
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+    print(result.summary())
+    sys.exit(1 if result.differ else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""benchmarks/reproduce.py: a results file re-run from a clean checkout and compared cell by cell, exactly on the
+machine class that wrote it, within the spread it states elsewhere; and every results file says where it was
+measured (benchmarks/common.py's write_json)."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def reproduce():
+    return load("reproduce")
+
+
+def on(machine_class, **cells):
+    return {**cells, "measured_on": {"machine_class": machine_class, "command": "uv run python benchmarks/x.py"}}
+
+
+def test_on_the_same_machine_class_every_deterministic_cell_must_be_equal(reproduce):
+    gain = {"mean": 1.5, "std": 0.2}
+    committed = on("AVX2, 2 threads", accuracy=[90.1, 91.2, 89.9], gain=gain, step_s=0.51)
+    same = reproduce.compare(committed, on("AVX2, 2 threads", accuracy=[90.1, 91.2, 89.9], gain=gain, step_s=0.58))
+    assert same.exact and not same.differ and len(same.equal) == 3  # the time is no cell to match exactly
+    moved = reproduce.compare(committed, on("AVX2, 2 threads", accuracy=[90.1, 91.3, 89.9], gain=gain, step_s=0.51))
+    assert moved.differ == ["accuracy: [90.1, 91.2, 89.9] committed, [90.1, 91.3, 89.9] re-run"]
+
+
+def test_elsewhere_values_may_move_within_the_spread_they_state(reproduce):
+    committed = on("AVX512, 2 threads", accuracy=[90.0, 92.0, 91.0], gain={"mean": 1.5, "std": 0.2}, loss=0.3)
+    rerun = on("AVX2, 2 threads", accuracy=[91.5, 91.0, 91.5], gain={"mean": 1.6, "std": 0.1}, loss=0.31)
+    near = reproduce.compare(committed, rerun)
+    assert not near.exact and not near.differ and len(near.within) == 2 and near.uncompared == ["gain/std", "loss"]
+    rerun = on("AVX2, 2 threads", accuracy=[93.0, 94.0, 93.5], gain={"mean": 1.1, "std": 0.1}, loss=0.31)
+    far = reproduce.compare(committed, rerun)
+    assert [cell.split(":")[0] for cell in far.differ] == ["accuracy", "gain/mean"]
+    assert "compared within each value's stated spread (another machine class): 0 equal" in far.summary()
+
+
+def test_a_cell_the_rerun_lacks_differs(reproduce):
+    found = reproduce.compare(on("AVX2, 1 threads", a=1, b=2), on("AVX2, 1 threads", a=1))
+    assert found.differ == ["b: 2 committed, nothing re-run"]
+
+
+def test_a_file_is_rerun_from_a_clean_checkout_into_a_scratch_folder(reproduce, tmp_path):
+    """The command recorded in the file runs on the committed code (not the working tree's change) and writes into
+    the scratch folder, never over the committed file."""
+    repo = tmp_path / "repo"
+    (repo / "benchmarks" / "results").mkdir(parents=True)
+    script = repo / "benchmarks" / "count.py"
+    script.write_text(
+        "import json, os, sys\n"
+        "from pathlib import Path\n"
+        "out = Path(os.environ['KDFORGE_RESULTS_DIR']); out.mkdir(parents=True, exist_ok=True)\n"
+        "n = int(sys.argv[2])\n"
+        "cells = {'values': [i * 0.5 for i in range(n)], 'measured_on': {'machine_class': 'here'}}\n"
+        "(out / 'count.json').write_text(json.dumps(cells))\n"
+    )
+    committed = repo / "benchmarks" / "results" / "count.json"
+    record = {"machine_class": "here", "command": "uv run python benchmarks/count.py --n 3"}
+    committed.write_text(json.dumps({"values": [0.0, 0.5, 1.0], "measured_on": record}))
+    for args in (["init", "-q"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c"]):
+        subprocess.run(["git", *args], cwd=repo, check=True)
+    script.write_text("raise SystemExit('the working tree, not the commit')\n")  # uncommitted: not what re-runs
+    found = reproduce.compare(
+        json.loads(committed.read_text()), reproduce.rerun(committed, "HEAD", tmp_path / "s", repo)
+    )
+    assert found.exact and found.equal == ["values: [0.0, 0.5, 1.0] committed, [0.0, 0.5, 1.0] re-run"]
+    assert json.loads(committed.read_text())["values"] == [0.0, 0.5, 1.0] and not (tmp_path / "s" / "checkout").exists()
+    record["command"] = "uv run python benchmarks/count.py --n 4"  # another command: one more value, a changed cell
+    committed.write_text(json.dumps({"values": [0.0, 0.5, 1.0], "measured_on": record}))
+    rerun = reproduce.rerun(committed, "HEAD", tmp_path / "t", repo)
+    assert reproduce.compare(json.loads(committed.read_text()), rerun).differ
+    record["command"] = "uv run kdforge sweep digits_kd (then copy its sweep.json here)"
+    committed.write_text(json.dumps({"values": [0.0], "measured_on": record}))
+    with pytest.raises(reproduce.Unreproducible, match="no command that re-runs it here"):
+        reproduce.rerun(committed, "HEAD", tmp_path / "u", repo)
+
+
+def test_every_results_file_written_says_where_and_how_it_was_measured(tmp_path, monkeypatch):
+    monkeypatch.setenv("KDFORGE_RESULTS_DIR", str(tmp_path))
+    monkeypatch.setitem(sys.modules, "common", None)  # put back as it was after the test
+    common = load("common")
+    monkeypatch.setattr(sys, "argv", [str(BENCHMARKS / "lm_loss.py"), "--rounds", "1"])
+    common.save("x", {"cells": [1, 2]}, "text")
+    written = json.loads((tmp_path / "x.json").read_text())["measured_on"]
+    assert written["command"] == "uv run python benchmarks/lm_loss.py --rounds 1"
+    assert {"machine_class", "cpu", "cpu_capability", "threads", "gpu", "torch", "numpy", "commit"} <= set(written)
+    assert written["machine_class"].startswith(written["cpu_capability"]) and len(written["commit"]) >= 40
