@@ -186,7 +186,8 @@ def main() -> None:
         if value != default
     )
     table = first_table(rows, args.rounds) if variants == ["plain", "chunked"] else table_of(rows, variants, args)
-    out = {"benchmark": "lm_loss", "rounds": args.rounds, "terms": args.terms, "rows": rows, "torch": torch.__version__,
+    out = {"benchmark": "lm_loss", "rounds": args.rounds, "terms": args.terms, "rows": rows, "timings": ["pairs"],
+           "torch": torch.__version__,
            "device": torch.cuda.get_device_name() if args.device == "cuda" else "CPU"}  # fmt: skip
     save(args.name, out, "\n".join([*table, "", command, ""]))
 

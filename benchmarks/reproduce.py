@@ -11,8 +11,9 @@ committed file. Then every number of the committed file is compared with the re-
   ``x_std``, ``mean`` and ``std``) may move by that much, and a list of per-seed values may move its mean by their
   standard deviation; a value without a spread is not compared, and the summary says how many.
 
-Times, memory and rates (``*_s``, ``*seconds*``, ``*ratio*``, ``*peak*``, ``*per_s*`` ...) move from run to run on
-any machine: they are compared within their spread where one is stated, never exactly.
+Times, memory and rates (``*_s``, ``*seconds*``, ``*ratio*``, ``*peak*``, ``*per_s*`` ..., and whatever the file
+lists under ``timings``) move from run to run on any machine: they are compared within their spread where one is
+stated, never exactly.
 
     uv run python benchmarks/reproduce.py benchmarks/results/methods_seeds.json [--at COMMIT] [--keep]
 
@@ -71,7 +72,7 @@ def numbers(obj: Any, path: Path_ = ()) -> Iterator[tuple[Path_, Any]]:
     """Every number of a results file and every list of numbers, with its path (``measured_on`` left out)."""
     if isinstance(obj, dict):
         for key, value in obj.items():
-            if key != "measured_on":
+            if key not in ("measured_on", "timings"):
                 yield from numbers(value, (*path, key))
     elif isinstance(obj, list):
         if len(obj) > 1 and all(_is_number(v) for v in obj):
@@ -107,13 +108,14 @@ def compare(committed: dict, rerun: dict) -> Comparison:
     same = bool(mine.get("machine_class")) and mine.get("machine_class") == theirs.get("machine_class")
     out = Comparison(exact=same)
     found = dict(numbers(rerun))
+    listed = set(committed.get("timings", []))  # keys the file names as measured times, whatever their names
     for path, old in numbers(committed):
         name = "/".join(map(str, path))
         new = found.get(path)
         if new is None or isinstance(new, list) != isinstance(old, list):
             out.differ.append(f"{name}: {old} committed, {'nothing' if new is None else new} re-run")
             continue
-        timed = any(isinstance(k, str) and TIMED.search(k.lower()) for k in path)
+        timed = any(isinstance(k, str) and (k in listed or TIMED.search(k.lower())) for k in path)
         if same and not timed:
             (out.equal if new == old else out.differ).append(f"{name}: {old} committed, {new} re-run")
             continue

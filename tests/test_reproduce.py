@@ -50,6 +50,12 @@ def test_elsewhere_values_may_move_within_the_spread_they_state(reproduce):
     assert "compared within each value's stated spread (another machine class): 0 equal" in far.summary()
 
 
+def test_a_file_may_name_the_keys_that_hold_times(reproduce):
+    committed = {**on("AVX2, 1 threads", pairs=[{"plain": 0.2}], loss=1.0), "timings": ["pairs"]}
+    found = reproduce.compare(committed, on("AVX2, 1 threads", pairs=[{"plain": 0.3}], loss=1.0))
+    assert not found.differ and found.uncompared == ["pairs/0/plain"] and len(found.equal) == 1
+
+
 def test_a_cell_the_rerun_lacks_differs(reproduce):
     found = reproduce.compare(on("AVX2, 1 threads", a=1, b=2), on("AVX2, 1 threads", a=1))
     assert found.differ == ["b: 2 committed, nothing re-run"]
