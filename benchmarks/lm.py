@@ -21,8 +21,11 @@ tokens (the key-value cache; the student's state).
     uv run python benchmarks/lm.py [--seeds 0 1 2] [--contexts 128 512 2048] [--teacher
     RUN_DIR/teacher/teacher.safetensors]
     uv run python benchmarks/lm.py --costs-only      # the next-token costs again; the committed quality runs kept
+    uv run python benchmarks/lm.py --spike-rate 0 0.1 1 10   # seed 0's KD student with a spike_rate term (target
+                                                             # 0.3) of each weight: firing density and perplexity
 
-Writes benchmarks/results/lm.json and .md.
+Writes benchmarks/results/lm.json and .md (--spike-rate: lm_spike_rate.json and .md).
+
 """
 
 from __future__ import annotations
@@ -84,6 +87,47 @@ def quality(seeds: list[int], teacher_file: str | None) -> dict:
     runs["non-spiking"] = summary(train({**plain, "seed": seeds[0], "teacher": teacher}, log_dir))
     print(f"non-spiking: {runs['non-spiking']}", flush=True)
     return runs
+
+
+def spike_rates(weights: list[float], teacher_file: str | None) -> dict:
+    """Seed 0's distilled student (its split, its teacher: trained once here unless given) with a ``spike_rate``
+    term of target 0.3 at each weight (0: the recipe as it is): firing density, validation and test perplexity."""
+    base = yaml.safe_load(RECIPE.read_text())
+    base["data"]["split_seed"], base["seed"] = 0, 0
+    base["train"]["baseline"] = False
+    log_dir = tempfile.mkdtemp(prefix="kdforge-lm-spikes-")
+    if teacher_file:
+        base["teacher"] = {"source": "checkpoint", "path": teacher_file}
+    rows = {}
+    for weight in weights:
+        raw = copy.deepcopy(base)
+        if weight:
+            raw["losses"].append({"name": "spike_rate", "target": 0.3, "weight": weight})
+        result = train(raw, log_dir)
+        if "path" not in base["teacher"]:  # the first run trained it: the others read it
+            trained = Path(result["run_dir"]) / "teacher" / "teacher.safetensors"
+            base["teacher"] = {"source": "checkpoint", "path": str(trained)}
+        student = result["student"]
+        rows[str(weight)] = {
+            "density": student["spikes"]["density"],
+            "val_perplexity": student["val_best"]["perplexity"],
+            "test_perplexity": student["test"]["perplexity"],
+        }
+        print(f"spike_rate weight {weight}: {rows[str(weight)]}", flush=True)
+    return {"seed": 0, "target": 0.3, "rows": rows}
+
+
+def spike_rate_markdown(out: dict) -> str:
+    lines = [
+        f"# The spiking student with a spike_rate term (target {out['target']}), seed {out['seed']}",
+        "",
+        "| `spike_rate` weight | density | validation PPL | test PPL |",
+        "|---:|---:|---:|---:|",
+    ]
+    for weight, r in out["rows"].items():
+        shown = "—" if float(weight) == 0 else f"{float(weight):g}"
+        lines.append(f"| {shown} | {r['density']:.3f} | {r['val_perplexity']:.3f} | {r['test_perplexity']:.3f} |")
+    return "\n".join([*lines, "", "    uv run python benchmarks/lm.py --spike-rate 0 0.1 1 10", ""])
 
 
 class Step(torch.nn.Module):
@@ -217,7 +261,12 @@ def main() -> None:
         action="store_true",
         help="measure the next-token costs again and keep the committed quality runs",
     )
+    parser.add_argument("--spike-rate", type=float, nargs="+", help="weights of a spike_rate term (0: none) instead")
     args = parser.parse_args()
+    if args.spike_rate:
+        out = spike_rates(args.spike_rate, args.teacher)
+        save("lm_spike_rate", out, spike_rate_markdown(out))
+        return
     if args.costs_only:
         out = json.loads((RESULTS / "lm.json").read_text())
         out["costs"] = costs(args.contexts)
