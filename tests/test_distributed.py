@@ -98,11 +98,9 @@ def gpt2_run(tmp_path):
     }
 
 
-def test_a_sharded_student_and_a_sharded_teacher_on_two_processes_match_one_process_with_both_whole(tmp_path):
-    """A Hugging Face student (FSDP, its chunked losses reading the head outside forward) and a Hugging Face
-    teacher (teacher.shard: built empty, each process loading half of it from the weight file and gathering a block
-    at a time), against one process."""
-    raw = gpt2_run(tmp_path)
+def whole_then_sharded(raw, tmp_path):
+    """``raw`` run in one process with its teacher whole, then on two with it sharded: both train the same student
+    (to 1e-5). (The single run, the two processes' run folder, the sharded recipe.)"""
     single = run(Recipe.from_dict(raw))
     sharded = {**raw, "teacher": {**raw["teacher"], "shard": True}, "log": {**raw["log"], "dir": str(tmp_path / "two")}}
     (tmp_path / "two.yaml").write_text(yaml.safe_dump(sharded))
@@ -110,6 +108,15 @@ def test_a_sharded_student_and_a_sharded_teacher_on_two_processes_match_one_proc
     two = next((tmp_path / "two").glob("fsdp-lm-*"))
     expected, got = load_file(single.run_dir / "student.safetensors"), load_file(two / "student.safetensors")
     assert all(torch.allclose(expected[k], got[k], atol=1e-5) for k in expected)
+    return single, two, sharded
+
+
+def test_a_sharded_student_and_a_sharded_teacher_on_two_processes_match_one_process_with_both_whole(tmp_path):
+    """A Hugging Face student (FSDP, its chunked losses reading the head outside forward) and a Hugging Face
+    teacher (teacher.shard: built empty, each process loading half of it from the weight file and gathering a block
+    at a time), against one process."""
+    raw = gpt2_run(tmp_path)
+    single, two, sharded = whole_then_sharded(raw, tmp_path)
     assert (two / "student_hf" / "config.json").exists()
     teacher = json.loads((two / "results.json").read_text())["teacher"]
     assert (
@@ -126,13 +133,7 @@ def test_a_sharded_teacher_gives_the_top_k_targets_of_the_students_own_rows_as_a
     on_policy = {"fraction": 1.0, "temperature": 0.0, "max_new_tokens": 8, "prompt_tokens": 8}
     raw = gpt2_run(tmp_path)
     raw["train"] = {**raw["train"], "fsdp": False, "epochs": 1, "on_policy": on_policy}
-    single = run(Recipe.from_dict(raw))
-    sharded = {**raw, "teacher": {**raw["teacher"], "shard": True}, "log": {**raw["log"], "dir": str(tmp_path / "two")}}
-    (tmp_path / "two.yaml").write_text(yaml.safe_dump(sharded))
-    torchrun("train", tmp_path / "two.yaml", cwd=tmp_path)
-    two = next((tmp_path / "two").glob("fsdp-lm-*"))
-    expected, got = load_file(single.run_dir / "student.safetensors"), load_file(two / "student.safetensors")
-    assert all(torch.allclose(expected[k], got[k], atol=1e-5) for k in expected)
+    whole_then_sharded(raw, tmp_path)
 
 
 @pytest.mark.parametrize("raw", [DDP, FSDP], ids=["ddp", "fsdp"])
