@@ -48,6 +48,7 @@ COMMANDS = {
     "embed_heads.md": "uv run python benchmarks/embed.py heads",
     "lm.md": "uv run python benchmarks/lm.py",
     "lm.json": "uv run python benchmarks/lm.py",
+    "lm_spike_rate.md": "uv run python benchmarks/lm.py --spike-rate 0 0.1 1 10",
     "lm_hf_students.json": "uv run python benchmarks/lm_hf.py --students",
     "lm_loss.md": "uv run python benchmarks/lm_loss.py",
     "lm_loss_fused.md": "uv run python benchmarks/lm_loss.py --terms ce+kd --variants plain separate chunked compiled "
@@ -245,6 +246,8 @@ FIGURES = [
     Figure("README.md", "one pass for all its terms, 0.52–0.78x the plain time compiled", "lm_loss_fused.md"),
     Figure("README.md", "online-KD epoch 0.98x a hand-written loop", "lm_hf_step.md"),
     Figure("docs/ssm.md", "seed by seed 83.8 / 83.4 / 84.0 against 84.1 / 82.0 / 82.7", "ssm_mnist1d.json"),
+    *table("docs/lm.md", "| — | 0.697 |", "lm_spike_rate.md"),
+    Figure("docs/lm.md", "fires on half its positions for 5.216 test perplexity against 5.127", "lm_spike_rate.md"),
     Figure("README.md", "0.73x its time per step supervised, 1.01x on-policy", "lm_trl.md"),
     Figure(
         "docs/ssm.md",
