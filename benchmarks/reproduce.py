@@ -132,6 +132,22 @@ def compare(committed: dict, rerun: dict) -> Comparison:
     return out
 
 
+def seed_agrees(committed: dict, values: list[float], seed: int, value: float) -> str | None:
+    """One seed re-run here against ``values``, a committed file's per-seed list: None when it agrees under the rule
+    (equal where the file was measured on this machine class, else within the seeds' standard deviation), else
+    what differs and by which comparison."""
+    from kdforge.machine import where_measured
+
+    here = where_measured()["machine_class"]
+    old = values[seed]
+    if committed.get("measured_on", {}).get("machine_class") == here:
+        return None if value == old else f"{value} here against {old} committed, on the same machine class ({here})"
+    spread = statistics.stdev(values)
+    if abs(value - old) <= spread:
+        return None
+    return f"{value} here against {old} committed, beyond the seeds' spread {spread:.3g} (another machine class)"
+
+
 def command_of(path: Path, committed: dict) -> list[str]:
     """The command that wrote ``path``, as arguments for this interpreter."""
     text = committed.get("measured_on", {}).get("command")

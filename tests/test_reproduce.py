@@ -106,3 +106,15 @@ def test_every_results_file_written_says_where_and_how_it_was_measured(tmp_path,
     assert written["command"] == "uv run python benchmarks/lm_loss.py --rounds 1"
     assert {"machine_class", "cpu", "cpu_capability", "threads", "gpu", "torch", "numpy", "commit"} <= set(written)
     assert written["machine_class"].startswith(written["cpu_capability"]) and len(written["commit"]) >= 40
+
+
+def test_one_seed_rerun_here_agrees_exactly_on_this_machine_class_else_within_the_seeds_spread(reproduce):
+    from kdforge.machine import where_measured
+
+    values = [0.90, 0.92, 0.94]
+    here = {"measured_on": where_measured()}
+    assert reproduce.seed_agrees(here, values, 1, 0.92) is None
+    assert "on the same machine class" in reproduce.seed_agrees(here, values, 1, 0.921)
+    elsewhere = {"measured_on": {"machine_class": "another"}}
+    assert reproduce.seed_agrees(elsewhere, values, 1, 0.935) is None  # the seeds' spread is 0.02
+    assert "beyond the seeds' spread" in reproduce.seed_agrees(elsewhere, values, 1, 0.95)
