@@ -1,7 +1,8 @@
 """Re-run the command that wrote a results file, from a clean checkout, and compare the two cell by cell.
 
-The command comes from the file (``measured_on.command``, which every results file records) or, for files written
-before that, from ``benchmarks/figures.py``'s list. It runs in a clean checkout of ``--at`` (default: HEAD; the
+The command comes from the file (``measured_on.command``, which every results file records) or, for files
+written before that and for a ``kdforge sweep``'s ``sweep.json`` copied here, from ``benchmarks/figures.py``'s
+list. It runs in a clean checkout of ``--at`` (default: HEAD; the
 committed code, not the working tree's changes) with its results written to a scratch folder, never over the
 committed file. Then every number of the committed file is compared with the re-run's:
 
@@ -148,18 +149,36 @@ def seed_agrees(committed: dict, values: list[float], seed: int, value: float) -
     return f"{value} here against {old} committed, beyond the seeds' spread {spread:.3g} (another machine class)"
 
 
-def command_of(path: Path, committed: dict) -> list[str]:
-    """The command that wrote ``path``, as arguments for this interpreter."""
+@dataclass
+class Command:
+    """How to re-run a results file here: the arguments for this interpreter, the environment it sets, and whether
+    it is a ``kdforge sweep`` (whose ``sweep.json`` is the results file)."""
+
+    args: list[str]
+    env: dict[str, str]
+    sweep: bool = False
+
+
+def command_of(path: Path, committed: dict) -> Command:
+    """The command that wrote ``path``: a benchmark script, or a ``kdforge sweep`` whose sweep.json was copied here
+    (with the environment either sets first, e.g. ``ATEN_CPU_CAPABILITY=avx2``)."""
     text = committed.get("measured_on", {}).get("command")
     if text is None:
         sys.path.insert(0, str(ROOT / "benchmarks"))
         from figures import COMMANDS
 
         text = COMMANDS.get(path.name) or COMMANDS.get(path.with_suffix(".md").name)
-    words = shlex.split(text or "")
-    if words[:3] != ["uv", "run", "python"] or "(" in (text or ""):
-        raise Unreproducible(f"{path}: no command that re-runs it here ({text or 'none recorded'}); run it by hand")
-    return [sys.executable, *words[3:]]
+    command, _, note = (text or "").partition(" (")  # a note: what to do by hand, or where it must run
+    words = shlex.split(command)
+    env = {}
+    while words and re.fullmatch(r"[A-Z_]+=\S*", words[0]):
+        key, value = words.pop(0).split("=", 1)
+        env[key] = value
+    if words[:3] == ["uv", "run", "python"] and not note and ";" not in command:
+        return Command([sys.executable, *words[3:]], env)
+    if words[:4] == ["uv", "run", "kdforge", "sweep"]:  # its note says to copy the sweep's files here
+        return Command([sys.executable, "-m", "kdforge", *words[3:]], env, sweep=True)
+    raise Unreproducible(f"{path}: no command that re-runs it here ({text or 'none recorded'}); run it by hand")
 
 
 class Unreproducible(Exception):
@@ -176,19 +195,21 @@ def rerun(path: Path, at: str, scratch: Path, repo: Path = ROOT) -> dict:
     )
     if added.returncode:
         raise Unreproducible(f"no clean checkout of {at}: {added.stderr.strip()}")
+    args = [*command.args, f"log.dir={results}"] if command.sweep else command.args
     try:
         env = {
             **os.environ,
+            **command.env,
             "KDFORGE_RESULTS_DIR": str(results),
             "PYTHONPATH": os.pathsep.join([str(checkout / "src"), str(checkout / "benchmarks")]),
         }
-        print(f"re-running in a clean checkout of {at}: {shlex.join(command[1:])}", flush=True)
-        if subprocess.run(command, cwd=checkout, env=env).returncode:
-            raise Unreproducible(f"{path}: its command failed in the clean checkout: {shlex.join(command[1:])}")
+        print(f"re-running in a clean checkout of {at}: {shlex.join(args[1:])}", flush=True)
+        if subprocess.run(args, cwd=checkout, env=env).returncode:
+            raise Unreproducible(f"{path}: its command failed in the clean checkout: {shlex.join(args[1:])}")
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(checkout)], cwd=repo, capture_output=True)
-    written = results / path.name
-    if not written.exists():
+    written = next(results.glob("*-sweep-*/sweep.json"), results) if command.sweep else results / path.name
+    if not written.is_file():
         wrote = sorted(p.name for p in results.glob("*")) if results.is_dir() else []
         raise Unreproducible(f"{path}: its command ran but wrote no {path.name} (it wrote {wrote or 'nothing'})")
     return read_json(written)

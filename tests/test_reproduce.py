@@ -90,7 +90,7 @@ def test_a_file_is_rerun_from_a_clean_checkout_into_a_scratch_folder(reproduce, 
     committed.write_text(json.dumps({"values": [0.0, 0.5, 1.0], "measured_on": record}))
     rerun = reproduce.rerun(committed, "HEAD", tmp_path / "t", repo)
     assert reproduce.compare(json.loads(committed.read_text()), rerun).differ
-    record["command"] = "uv run kdforge sweep digits_kd (then copy its sweep.json here)"
+    record["command"] = "uv run python benchmarks/count.py --n 3 (on a GPU)"
     committed.write_text(json.dumps({"values": [0.0], "measured_on": record}))
     with pytest.raises(reproduce.Unreproducible, match="no command that re-runs it here"):
         reproduce.rerun(committed, "HEAD", tmp_path / "u", repo)
@@ -118,3 +118,14 @@ def test_one_seed_rerun_here_agrees_exactly_on_this_machine_class_else_within_th
     elsewhere = {"measured_on": {"machine_class": "another"}}
     assert reproduce.seed_agrees(elsewhere, values, 1, 0.935) is None  # the seeds' spread is 0.02
     assert "beyond the seeds' spread" in reproduce.seed_agrees(elsewhere, values, 1, 0.95)
+
+
+def test_a_sweeps_command_and_the_environment_it_needs_come_from_the_figures_list(reproduce):
+    """sweep.json files are written by kdforge sweep and copied here: figures.py's list says how, ATEN_CPU_CAPABILITY
+    included; a line of several commands, or one that must run elsewhere, is left to be run by hand."""
+    command = reproduce.command_of(Path("digits_kd_sweep_avx2.json"), {})
+    assert command.sweep and command.env == {"ATEN_CPU_CAPABILITY": "avx2"}
+    assert command.args[1:] == ["-m", "kdforge", "sweep", "digits_kd", "--seeds", "10"]
+    for name in ("methods.md", "lm_gpu.md"):
+        with pytest.raises(reproduce.Unreproducible, match="run it by hand"):
+            reproduce.command_of(Path(name), {})
