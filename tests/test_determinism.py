@@ -44,11 +44,10 @@ def test_a_run_is_the_same_after_other_runs_in_its_process_in_another_process_an
     assert json.loads((elsewhere / "results.json").read_text())["student"]["test"] == first.results["student"]["test"]
 
 
-def test_a_seed_gives_the_same_result_alone_or_in_a_sweep_of_one_process_or_two(tiny_recipe, tmp_path):
+def test_a_seed_gives_the_same_result_run_alone_or_in_a_sweep_of_two_processes(tiny_recipe, tmp_path):
     tiny_recipe["train"] = {"epochs": 1, "baseline": False}
     quiet = Console(file=io.StringIO())
-    alone = run(Recipe.from_dict({**tiny_recipe, "seed": 1}), console=quiet).results["student"]["test"]
-    for jobs in (1, 2):
-        recipe = Recipe.from_dict({**tiny_recipe, "log": {**tiny_recipe["log"], "dir": str(tmp_path / f"jobs{jobs}")}})
-        runs = sweep(recipe, seeds=2, console=quiet, jobs=jobs).summary["runs"]
-        assert next(r for r in runs if r["seed"] == 1)["student"]["test"] == alone, jobs
+    alone = run(Recipe.from_dict({**tiny_recipe, "seed": 4}), console=quiet).results["student"]["test"]
+    parallel = sweep(Recipe.from_dict(tiny_recipe), seeds=2, first_seed=3, console=quiet, jobs=2).summary
+    assert parallel["seeds"] == [3, 4] and [r["seed"] for r in parallel["runs"]] == [3, 4]
+    assert parallel["runs"][0]["student"]["test"] != alone and parallel["runs"][1]["student"]["test"] == alone
