@@ -49,3 +49,10 @@ def test_every_row_of_a_registered_table_is_checked_whole_numbers_too(tmp_path, 
     assert problem.startswith("doc.md: '| b | 56 | 97.1 |': 56 not in lm.md")
     monkeypatch.setattr(figures, "FIGURES", figures.table("doc.md", "| c |", "lm.md"))
     assert "no longer in the document" in figures.problems()[0]
+
+
+def test_the_audit_lists_prose_decimals_no_passage_checks():
+    figures = load()
+    doc = "A checked gain of 1.5 points.\nAn unchecked one of 2.5.\n```\nlr: 0.003\n```\nWhole 12 items.\n"
+    registered = [figures.Figure("d.md", "checked gain of 1.5 points", "x.md")]
+    assert figures.unregistered({"d.md": doc}, registered) == ["d.md:2: An unchecked one of 2.5."]
