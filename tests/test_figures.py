@@ -53,6 +53,6 @@ def test_every_row_of_a_registered_table_is_checked_whole_numbers_too(tmp_path, 
 
 def test_the_audit_lists_prose_decimals_no_passage_checks():
     figures = load()
-    doc = "A checked gain of 1.5 points.\nAn unchecked one of 2.5.\n```\nlr: 0.003\n```\nWhole 12 items.\n"
+    doc = "A checked gain of 1.5 points.\nAn unchecked one of 2.5.\n```\nlr: 0.003\n```\n| `lr` | 0.001 |\nWhole 12.\n"
     registered = [figures.Figure("d.md", "checked gain of 1.5 points", "x.md")]
     assert figures.unregistered({"d.md": doc}, registered) == ["d.md:2: An unchecked one of 2.5."]
