@@ -2,24 +2,14 @@
 under benchmarks/reproduce.py's rule (equal where the file was measured on this machine class, else within the
 spread of its seeds). A change that moves a committed figure must regenerate that file in the same commit."""
 
-import importlib.util
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
-
-
-def load(name):
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(name, module)
-    spec.loader.exec_module(module)
-    return module
+from benchscripts import BENCHMARKS, load
 
 
 def committed(name):

@@ -1,18 +1,10 @@
 """The figures quoted in README.md and docs/ match the committed benchmark results (benchmarks/figures.py)."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
-SCRIPT = Path(__file__).parent.parent / "benchmarks" / "figures.py"
+import benchscripts
 
 
 def load():
-    spec = importlib.util.spec_from_file_location("figures", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["figures"] = module  # its dataclass looks its module up there
-    spec.loader.exec_module(module)
-    return module
+    return benchscripts.load("figures")
 
 
 def test_every_registered_figure_matches_its_results_file():

@@ -2,7 +2,6 @@
 machine class that wrote it, within the spread it states elsewhere; and every results file says where it was
 measured (benchmarks/common.py's write_json)."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -10,15 +9,7 @@ from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
-
-
-def load(name):
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+from benchscripts import BENCHMARKS, load
 
 
 @pytest.fixture(scope="module")
