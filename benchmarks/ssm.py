@@ -27,7 +27,10 @@ learnt from more focused lines pay where the student's are scarce?
 (``compressed`` preset) on mnist1d as sequence classification, with KD (CE + KD, T = 1:
 chosen on validation, where T = 2 and 4 did worse) and alone, seeds 0-2: test accuracy.
 
-    uv run python benchmarks/ssm.py mnist1d [--seeds 0 1 2]
+    uv run python benchmarks/ssm.py mnist1d [--seeds 0 1 2] [--epochs 2]
+
+At ``--epochs`` E (teacher and students; ssm_mnist1d_<E>ep.json), a budget small enough for the test suite to re-run
+a seed of it: ``--epochs 2`` is the SSM family's drift check (tests/test_drift.py).
 
 Each writes benchmarks/results/ssm_<name>.json and .md (``sar-few``: ssm_sar_few).
 """
@@ -310,14 +313,32 @@ MNIST1D = {
 }
 
 
+def mnist1d_recipe(epochs: int | None) -> dict:
+    """The mnist1d recipe; at ``epochs`` (the teacher's and the students'), a smaller budget than its 30 and 100."""
+    if epochs is None:
+        return MNIST1D
+    return {**MNIST1D, "teacher": {**MNIST1D["teacher"], "train": {"epochs": epochs}},
+            "train": {**MNIST1D["train"], "epochs": epochs}}  # fmt: skip
+
+
+def mnist1d_seed(recipe: dict, seed: int, log_dir: str) -> dict:
+    """One seed: {teacher, kd, alone: test accuracy (%), params}."""
+    result = run_quietly({**recipe, "seed": seed, "log": {"dir": log_dir, "progress": False}})
+    found = {key: 100 * result.results[role]["test"]["accuracy"]
+             for key, role in (("teacher", "teacher"), ("kd", "student"), ("alone", "student_alone"))}  # fmt: skip
+    found["params"] = {"teacher": result.results["teacher"]["params"], "student": result.results["student"]["params"]}
+    return found
+
+
 def mnist1d(args: argparse.Namespace) -> dict:
     log_dir = tempfile.mkdtemp(prefix="kdforge-ssm-")
-    out: dict = {"recipe": MNIST1D, "seeds": args.seeds, "teacher": [], "kd": [], "alone": []}
+    recipe = mnist1d_recipe(args.epochs)
+    out: dict = {"recipe": recipe, "seeds": args.seeds, "teacher": [], "kd": [], "alone": []}
     for seed in args.seeds:
-        result = run_quietly({**MNIST1D, "seed": seed, "log": {"dir": log_dir, "progress": False}})
-        for key, role in (("teacher", "teacher"), ("kd", "student"), ("alone", "student_alone")):
-            out[key].append(100 * result.results[role]["test"]["accuracy"])
-        out["params"] = {"teacher": result.results["teacher"]["params"], "student": result.results["student"]["params"]}
+        found = mnist1d_seed(recipe, seed, log_dir)
+        for key in ("teacher", "kd", "alone"):
+            out[key].append(found[key])
+        out["params"] = found["params"]
         print(
             f"seed {seed}: teacher {out['teacher'][-1]:.2f} %, student + KD {out['kd'][-1]:.2f} %, alone "
             f"{out['alone'][-1]:.2f} %",
@@ -330,7 +351,8 @@ def mnist1d_markdown(out: dict) -> str:
     return (
         "\n".join(
             [
-                f"# SSM on mnist1d (seeds {out['seeds']})",
+                f"# SSM on mnist1d (seeds {out['seeds']}; epochs: teacher "
+                f"{out['recipe']['teacher']['train']['epochs']}, students {out['recipe']['train']['epochs']})",
                 "",
                 "| model | params | test accuracy (%) |",
                 "|---|---:|---:|",
@@ -350,6 +372,9 @@ def main() -> None:
     parser.add_argument("--presets", nargs="+", choices=PRESETS, default=list(PRESETS), help="sar: the students")
     parser.add_argument("--jobs", type=int, default=2, help="sar: seeds run in this many processes")
     parser.add_argument(
+        "--epochs", type=int, help="mnist1d: the teacher's and the students' epochs (default: 30 and 100)"
+    )
+    parser.add_argument(
         "--runs", default=str(Path(tempfile.gettempdir()) / "kdforge-ssm"), help="sar: run folder (teachers reused)"
     )
     args = parser.parse_args()
@@ -360,7 +385,7 @@ def main() -> None:
         "mnist1d": ("mnist1d", mnist1d_markdown),
         "sar-few": ("sar_few", few_markdown),
     }.get(args.benchmark, ("sar", sar_markdown))
-    save(f"ssm_{name}", out, markdown(out))
+    save(f"ssm_{name}" + (f"_{args.epochs}ep" if args.epochs else ""), out, markdown(out))
 
 
 if __name__ == "__main__":

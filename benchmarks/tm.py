@@ -70,10 +70,12 @@ mean over the training split. The share of the none -> MLP gap a TM variant reco
 go ``--workers`` at a time, one thread each.
 
     uv run python benchmarks/tm.py ablation [--epochs 15] [--seeds 0 1 2] [--workers 2] [--variants ...] [--tasks ...]
+        [--modes alone distilled]
 
 Writes benchmarks/results/tm_ablation.json and .md (at another budget, tm_ablation_<epochs>ep.json and .md);
 ``--variants`` keeps only those TM rows (MLP and none always run); ``--tasks`` runs only those tasks and keeps the
-others' results of the same budget.
+others' results of the same budget; ``--modes alone`` trains the students alone only, and seeds other than 0-2 write
+beside the committed file (e.g. tm_ablation_30ep_alone_seeds0-7.json).
 
 ``hard_finish``: the ablation's runs whose exported rules lost more than 0.5 points to the float student (at 15
 epochs: on token parity, the one-stage Swin-TM alone and distilled, the ViT-TM alone; at 30: the strict ViT-TM on token
@@ -220,6 +222,13 @@ def main() -> None:
         choices=list(ABLATION_TASKS),
         help="ablation, hard_literals: these tasks (the others' results are kept)",
     )
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        choices=["alone", "distilled"],
+        default=["alone", "distilled"],
+        help="ablation: train the students these ways (one alone writes beside the committed results)",
+    )
     parser.add_argument("--batch-sizes", type=lambda s: [int(v) for v in s.split(",")], default=[1, 64, 256, 1024])
     args = parser.parse_args()
     if args.epochs is None:  # the budgets the committed results were taken at
@@ -248,7 +257,7 @@ def main() -> None:
         name += f"_{args.epochs}ep" if args.what == "hard_literals" else ""
         name += f"_{cpu_class()}" if args.what in ("blocks", "paths") else ""
         name += f"_levels{args.levels}" if args.what == "blocks" and args.levels > 1 else ""
-        save(ablation_name(args.epochs) if args.what == "ablation" else name, result, table(result))
+        save(ablation_name(args) if args.what == "ablation" else name, result, table(result))
         return
     result = packed(args)
     path = RESULTS / f"tm_packed_{cpu_class()}.json"

@@ -173,6 +173,7 @@ def ablation(args: argparse.Namespace) -> dict:
         for variant in variants
         if variant in (args.variants or variants) or variant in ("MLP", "none")
         for mode in ("distilled", "alone")
+        if mode in args.modes
         for seed in args.seeds
     ]
     first: dict[tuple, tuple] = {}  # (task, seed): the run that trains that teacher
@@ -199,14 +200,22 @@ def ablation(args: argparse.Namespace) -> dict:
         cell["params"] = out["params"]
         cells[name]["teacher"] = out["teacher"]
     kept = {}  # with --tasks: the other tasks' numbers of the same budget, as they were
-    if args.tasks and (earlier := RESULTS / f"{ablation_name(args.epochs)}.json").exists():
+    if args.tasks and (earlier := RESULTS / f"{ablation_name(args)}.json").exists():
         kept = {k: v for k, v in json.loads(earlier.read_text())["tasks"].items() if k not in cells}
-    return {"epochs": args.epochs, "seeds": args.seeds, "workers": args.workers, "tasks": {**kept, **cells}}
+    return {"epochs": args.epochs, "seeds": args.seeds, "modes": args.modes, "workers": args.workers,
+            "tasks": {**kept, **cells}}  # fmt: skip
 
 
-def ablation_name(epochs: int) -> str:
-    """The results' name: ``tm_ablation`` at the committed budget of 15 epochs, ``tm_ablation_<epochs>ep`` beside it."""
-    return "tm_ablation" if epochs == 15 else f"tm_ablation_{epochs}ep"
+def ablation_name(args: argparse.Namespace) -> str:
+    """The results' name: ``tm_ablation`` at the committed budget of 15 epochs, ``tm_ablation_<epochs>ep`` beside it;
+    a run of one mode or of other seeds than 0-2 writes beside those (``_alone``, ``_seeds0-7``), never over them."""
+    name = "tm_ablation" if args.epochs == 15 else f"tm_ablation_{args.epochs}ep"
+    if len(args.modes) == 1:
+        name += f"_{args.modes[0]}"
+    if args.seeds != [0, 1, 2]:
+        consecutive = args.seeds == list(range(args.seeds[0], args.seeds[-1] + 1))
+        name += f"_seeds{args.seeds[0]}-{args.seeds[-1]}" if consecutive else "_seeds" + "_".join(map(str, args.seeds))
+    return name
 
 
 def ablation_table(result: dict) -> str:
@@ -221,22 +230,23 @@ def ablation_table(result: dict) -> str:
     ]
     for task, students in result["tasks"].items():
         lines += [f"## {task} (teacher {100 * students['teacher']:.2f}%)", ""]
+        modes = [m for m in ("alone", "distilled") if m in result.get("modes", ("alone", "distilled"))]
         lines += [
-            "| student | feed-forward | params | alone | gap recovered | distilled | gap recovered | "
-            "mean-replaced (alone) |",
-            "|---|---|---:|---:|---:|---:|---:|---:|",
-        ]
+            "| student | feed-forward | params | " + "".join(f"{m} | gap recovered | " for m in modes)
+            + "mean-replaced (alone) |",
+            "|---|---|---:|" + "---:|---:|" * len(modes) + "---:|",
+        ]  # fmt: skip
         for student, rows in ((k, v) for k, v in students.items() if k != "teacher"):
-            mean = {k: {m: statistics.mean(v[m]["test"]) for m in ("alone", "distilled")} for k, v in rows.items()}
+            mean = {k: {m: statistics.mean(v[m]["test"]) for m in modes} for k, v in rows.items()}
             for variant, cell in rows.items():
-                recovered = [_recovered(mean, variant, m) for m in ("alone", "distilled")]
-                replaced = cell["alone"]["mean_replaced"]
-                lines.append(
-                    f"| {student} | {variant} | {cell['alone']['params']:,} | {pm(cell['alone']['test'])} "
-                    f"({100 * statistics.mean(cell['alone']['test_hard']):.2f}) | {recovered[0]} | "
-                    f"{pm(cell['distilled']['test'])} ({100 * statistics.mean(cell['distilled']['test_hard']):.2f})"
-                    f" | {recovered[1]} | {pm(replaced) if replaced else '-'} |"
+                columns = "".join(
+                    f"{pm(cell[m]['test'])} ({100 * statistics.mean(cell[m]['test_hard']):.2f}) | "
+                    f"{_recovered(mean, variant, m)} | "
+                    for m in modes
                 )
+                replaced = cell.get("alone", {}).get("mean_replaced")
+                params = cell[modes[0]]["params"]
+                lines.append(f"| {student} | {variant} | {params:,} | {columns}{pm(replaced) if replaced else '-'} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -263,6 +263,29 @@ def transfer_table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def features_run(preset: str, seed: int, epochs: int, log_dir: str) -> dict:
+    """One seed of one preset: a ``tm_flat`` trained alone on booleanised digits ({test, test_hard, literals})."""
+    recipe = {
+        "name": f"tm-features-{preset}",
+        "seed": seed,
+        "data": {
+            "name": "digits",
+            "batch_size": 64,
+            "booleanize": {"method": "thermometer", "levels": 3, "features": preset},
+        },
+        "teacher": {"source": "train", "model": {"name": "mlp", "hidden": [16]}, "train": {"epochs": 1}},  # unused
+        "student": {"model": {"name": "tm_flat", "clauses": 256, "lf": 8}},
+        "losses": [{"name": "ce"}],
+        "optim": {"name": "adamw", "lr": 3e-3, "weight_decay": 0.01, "warmup_epochs": 1, "schedule": "cosine"},
+        "train": {"epochs": epochs, "baseline": False},
+        "log": {"dir": log_dir, "progress": False},
+    }
+    result = kdforge.run(kdforge.Recipe.from_dict(recipe), console=Console(file=io.StringIO()))
+    entry = result.results["student"]
+    literals = 2 * int(np.prod(kdforge.load_student(result.run_dir).threshold.shape))
+    return {"test": entry["test"]["accuracy"], "test_hard": entry["test_hard"]["accuracy"], "literals": literals}
+
+
 def features(args: argparse.Namespace) -> dict:
     from kdforge.config import BooleanizeConfig
     from kdforge.data import build_dataset
@@ -273,40 +296,10 @@ def features(args: argparse.Namespace) -> dict:
     for preset in FEATURES:
         cell = rows.setdefault(preset, {"test": [], "test_hard": []})
         for seed in args.seeds:
-            result = kdforge.run(
-                kdforge.Recipe.from_dict(
-                    {
-                        "name": f"tm-features-{preset}",
-                        "seed": seed,
-                        "data": {
-                            "name": "digits",
-                            "batch_size": 64,
-                            "booleanize": {"method": "thermometer", "levels": 3, "features": preset},
-                        },
-                        "teacher": {
-                            "source": "train",
-                            "model": {"name": "mlp", "hidden": [16]},
-                            "train": {"epochs": 1},
-                        },  # unused: the student trains alone
-                        "student": {"model": {"name": "tm_flat", "clauses": 256, "lf": 8}},
-                        "losses": [{"name": "ce"}],
-                        "optim": {
-                            "name": "adamw",
-                            "lr": 3e-3,
-                            "weight_decay": 0.01,
-                            "warmup_epochs": 1,
-                            "schedule": "cosine",
-                        },
-                        "train": {"epochs": args.epochs, "baseline": False},
-                        "log": {"dir": log_dir, "progress": False},
-                    }
-                ),
-                console=Console(file=io.StringIO()),
-            )
-            entry = result.results["student"]
-            cell["test"].append(entry["test"]["accuracy"])
-            cell["test_hard"].append(entry["test_hard"]["accuracy"])
-            cell["literals"] = 2 * int(np.prod(kdforge.load_student(result.run_dir).threshold.shape))
+            found = features_run(preset, seed, args.epochs, log_dir)
+            cell["test"].append(found["test"])
+            cell["test_hard"].append(found["test_hard"])
+            cell["literals"] = found["literals"]
         print(f"{preset:14s} {pm(cell['test'])}  hard {pm(cell['test_hard'])}  literals {cell['literals']}", flush=True)
     data = build_dataset("digits", seed=0, val_fraction=0.15, test_fraction=0.2, image_size=32)
     timing = {}
