@@ -5,6 +5,7 @@ spread of its seeds). A change that moves a committed figure must regenerate tha
 import json
 import subprocess
 import sys
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -21,13 +22,61 @@ def benchmarks_importable(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))  # the scripts import their neighbours
 
 
+def measured_threads(results):
+    """The thread count ``results`` was measured with (this process's when it does not say): run at it, the cell is
+    compared exactly wherever the CPU kind is the same too."""
+    return results.get("measured_on", {}).get("threads", torch.get_num_threads())
+
+
+@contextmanager
+def at_threads_of(results):
+    before = torch.get_num_threads()
+    torch.set_num_threads(measured_threads(results))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def agrees(results, values, found, seed=0):
+    return load("reproduce").seed_agrees(results, values, seed, found)
+
+
 def test_methods_a_students_seed_matches_methods_seeds(tmp_path):
     """The MLP-16 on 8×8 digits alone, seed 0, at the default recipe's 60 epochs (methods_seeds.json)."""
-    methods, reproduce = load("methods"), load("reproduce")
-    found = methods.seeds_job("digits-mlp16", methods.ALONE, "0.003", [0], str(tmp_path), torch.get_num_threads())
-    results = committed("methods_seeds.json")
+    methods, results = load("methods"), committed("methods_seeds.json")
+    threads = measured_threads(results)
+    found = methods.seeds_job("digits-mlp16", methods.ALONE, "0.003", [0], str(tmp_path), threads)
     values = [run["test"] for run in results["pairs"]["digits-mlp16"]["0.003"]["alone"]]
-    assert reproduce.seed_agrees(results, values, 0, found[0]["test"]) is None
+    assert agrees(results, values, found[0]["test"]) is None
+
+
+def test_tm_a_booleanised_tm_flat_seed_matches_tm_features(tmp_path):
+    """``tm_flat`` alone on raw booleanised 8×8 digits, seed 0, 30 epochs (tm_features.json)."""
+    results = committed("tm_features.json")
+    with at_threads_of(results):
+        found = load("tm_students").features_run("raw", 0, results["epochs"], str(tmp_path))
+    cell = results["accuracy"]["raw"]
+    assert agrees(results, cell["test"], found["test"]) is None
+    assert agrees(results, cell["test_hard"], found["test_hard"]) is None
+
+
+def test_ssm_a_seed_of_mnist1d_at_one_epoch_matches_ssm_mnist1d_1ep(tmp_path):
+    """The SSM teacher, its student with KD and alone on mnist1d, seed 0, one epoch each (ssm_mnist1d_1ep.json)."""
+    results = committed("ssm_mnist1d_1ep.json")
+    with at_threads_of(results):
+        found = load("ssm").mnist1d_seed(results["recipe"], 0, str(tmp_path))
+    for key in ("teacher", "kd", "alone"):
+        assert agrees(results, results[key], found[key]) is None, key
+
+
+def test_embedding_the_projection_heads_seed_matches_embed(tmp_path):
+    """``embed_proj`` on MiniLM's vectors of the docstring corpus at 5 dimensions, seed 0 (embed.json)."""
+    results = committed("embed.json")
+    with at_threads_of(results):
+        found = load("embed").train("embed_proj", 5, 0, str(tmp_path)).results["student"]["test"]
+    cell = results["quality"]["5"]["embed_proj"]
+    assert agrees(results, cell["spearman"], found["spearman"]) is None
 
 
 def test_lm_the_plain_losses_value_matches_lm_loss_fused():

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 import yaml
 
 
@@ -30,8 +29,23 @@ def train(recipe_path, *extra):
     )
 
 
-@pytest.mark.parametrize("epochs_before_kill", [1, 3])
-def test_a_killed_and_resumed_run_logs_each_epoch_once(epochs_before_kill, tiny_recipe, tmp_path):
+def kill_after(process, run_dir_glob, epochs):
+    """SIGKILL ``process`` once the student's last.pt has been written ``epochs`` times (each version seen by its
+    mtime), wherever in the next epoch it then is."""
+    seen: set[int] = set()
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None and len(seen) < epochs:
+        for last in run_dir_glob():
+            with contextlib.suppress(FileNotFoundError):
+                seen.add(last.stat().st_mtime_ns)
+        time.sleep(0.005)
+    assert process.poll() is None, "the run ended before the kill: give it more epochs"
+    process.send_signal(signal.SIGKILL)
+    process.wait(60)
+
+
+def test_a_run_killed_twice_and_resumed_logs_each_epoch_once(tiny_recipe, tmp_path):
+    """Killed after its first epoch, resumed, killed again two epochs later, resumed to the end."""
     recipe = {
         **tiny_recipe,
         "teacher": {**tiny_recipe["teacher"], "train": {"epochs": 1}},
@@ -41,17 +55,9 @@ def test_a_killed_and_resumed_run_logs_each_epoch_once(epochs_before_kill, tiny_
     assert train(tmp_path / "r.yaml", f"log.dir={tmp_path / 'whole'}").wait(300) == 0
     (whole,) = (tmp_path / "whole").glob("tiny-*")
 
-    process = train(tmp_path / "r.yaml", f"log.dir={tmp_path / 'killed'}")
-    seen: set[int] = set()  # the student's last.pt, each version by its mtime: one per epoch
-    deadline = time.time() + 240
-    while time.time() < deadline and process.poll() is None and len(seen) < epochs_before_kill:
-        for last in (tmp_path / "killed").glob("tiny-*/last.pt"):
-            with contextlib.suppress(FileNotFoundError):
-                seen.add(last.stat().st_mtime_ns)
-        time.sleep(0.005)
-    assert process.poll() is None, "the run ended before the kill: give it more epochs"
-    process.send_signal(signal.SIGKILL)
-    process.wait(60)
+    kill_after(train(tmp_path / "r.yaml", f"log.dir={tmp_path / 'killed'}"),
+               lambda: (tmp_path / "killed").glob("tiny-*/last.pt"), epochs=1)  # fmt: skip
     (killed,) = (tmp_path / "killed").glob("tiny-*")
+    kill_after(train("--resume", killed), lambda: [killed / "last.pt"], epochs=3)  # the first seen is the old one
     assert train("--resume", killed).wait(300) == 0
     assert epoch_lines(killed) == epoch_lines(whole)
