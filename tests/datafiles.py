@@ -116,3 +116,45 @@ def hf_llm_stand_ins(name, tmp_path):
     docs = [f"Document {i} of a parquet corpus says {i % 9} and {i % 4}." for i in range(200)]
     datasets.Dataset.from_dict({"text": docs}).to_parquet(str(tmp_path / "texts.parquet"))
     return [*given, f"data.files=[{tmp_path / 'texts.parquet'}]"]
+
+
+def write_wordpiece(folder, vocab_size=400):
+    """A BERT-style WordPiece tokenizer (lower-cased; [PAD] is id 0) trained here on the docstrings of installed
+    modules, saved as a Hugging Face tokenizer folder."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertTokenizerFast
+
+    from kdforge.data.text import DEFAULT_MODULES, docstrings
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials)
+    tokenizer.train_from_iterator(sorted(set(docstrings(DEFAULT_MODULES))), trainer)
+    cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
+    fast = BertTokenizerFast(tokenizer_object=tokenizer, model_max_length=64)
+    fast.save_pretrained(folder)
+    return folder
+
+
+def write_bert(folder, vocab_size, labels=3, layers=4, width=32, head="sequence", seed=0):
+    """A tiny randomly initialised BERT with a classification head (``sequence`` or ``token``), saved with
+    save_pretrained."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertForTokenClassification
+
+    sizes = {
+        "hidden_size": width,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 2,
+        "intermediate_size": 2 * width,
+    }
+    config = BertConfig(vocab_size=vocab_size, **sizes, max_position_embeddings=64, num_labels=labels, pad_token_id=0)
+    torch.manual_seed(seed)
+    model = (BertForTokenClassification if head == "token" else BertForSequenceClassification)(config)
+    model.save_pretrained(folder)
+    return folder

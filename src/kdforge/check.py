@@ -12,6 +12,7 @@ from rich.markup import escape
 
 from kdforge.bench import count_params
 from kdforge.config import Recipe, TrainConfig
+from kdforge.data.bundle import PER_TOKEN_TASKS
 from kdforge.distiller import Distiller
 from kdforge.errors import KdforgeError
 from kdforge.family import families
@@ -72,7 +73,7 @@ def _check(recipe: Recipe, console: Console, terms: list[Any], session: Session)
     if recipe.teacher is not None:
         teacher, teacher_note = _teacher_part(recipe, recipe.teacher, session, student, console)
     distiller = Distiller(
-        student, teacher, terms, session.example, per_token=data.task == "lm", train_samples=len(data.train)
+        student, teacher, terms, session.example, per_token=data.task in PER_TOKEN_TASKS, train_samples=len(data.train)
     )
     models = {"student": student, **({"teacher": teacher} if teacher is not None else {})}
     for role, model in models.items():

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdforge.data.bundle import PAD_TARGET
+from kdforge.data.bundle import PAD_TARGET, PER_TOKEN_TASKS
 from kdforge.losses.chunked import LMHead, default_chunk, handing_heads
 from kdforge.losses.divergence import kl_rows
 
@@ -57,7 +57,7 @@ def evaluate(
                     if rows >= EMBEDDING_ROWS:
                         break
             return embedding_metrics(torch.cat([p for p, _ in pairs]), torch.cat([t for _, t in pairs]))
-        metrics = _label_metrics(model, batches, autocast, per_token=task == "lm")
+        metrics = _label_metrics(model, batches, autocast, per_token=task in PER_TOKEN_TASKS)
         return {**metrics, "perplexity": math.exp(min(metrics["loss"], 50.0))} if task == "lm" else metrics
     finally:
         if was_training and isinstance(model, nn.Module):

@@ -26,6 +26,7 @@ from kdforge import distributed
 from kdforge._version import __version__
 from kdforge.callbacks import Callback
 from kdforge.config import Recipe
+from kdforge.data.bundle import PER_TOKEN_TASKS
 from kdforge.errors import KdforgeError
 from kdforge.evaluate import teacher_agreement
 from kdforge.export import save_model
@@ -144,13 +145,13 @@ def _run(
         timings["baseline_s"] = time.perf_counter() - tick
     if (
         isinstance(teacher, Teacher)
-        and session.data.task in ("classification", "lm")
+        and session.data.task in ("classification", *PER_TOKEN_TASKS)
         and not getattr(teacher.module, "own_tokens", False)
     ):
         for role, model in students.items():  # fidelity: how closely each student follows the teacher
             results[role]["teacher_agreement"] = teacher_agreement(
                 model, teacher, session.track(session.test, f"{role}: agreement with the teacher"),
-                session.autocast(), per_token=session.data.task == "lm",
+                session.autocast(), per_token=session.data.task in PER_TOKEN_TASKS,
             )  # fmt: skip
 
     timings["total_s"] = time.perf_counter() - started

@@ -25,6 +25,7 @@ from kdforge.config.training import StepsConfig
 from kdforge.curriculum import Curriculum
 from kdforge.data import DataBundle, example_inputs, make_loader, recipe_data
 from kdforge.data.augment import BatchAugment, Mixer
+from kdforge.data.bundle import PER_TOKEN_TASKS
 from kdforge.distiller import Distiller
 from kdforge.errors import KdforgeError, RunInterrupted, required
 from kdforge.evaluate import evaluate
@@ -303,7 +304,11 @@ class Session:
             head.requires_grad_(True)
         trainee = torch.nn.Sequential(adapter, module) if adapter is not None else module  # trains `module` in place
         distiller = Distiller(
-            trainee, None, [self.task_term(fit.label_smoothing)], self.example, per_token=self.data.task == "lm"
+            trainee,
+            None,
+            [self.task_term(fit.label_smoothing)],
+            self.example,
+            per_token=self.data.task in PER_TOKEN_TASKS,
         )
         optim = recipe.optim.model_copy(update={"lr": fit.lr or recipe.optim.lr})
         train_cfg = recipe.train.model_copy(
@@ -381,7 +386,7 @@ class Session:
             teacher,
             terms,
             self.example,
-            per_token=self.data.task == "lm",
+            per_token=self.data.task in PER_TOKEN_TASKS,
             train_samples=len(self.data.train),
             one_head_pass=self.recipe.optim.name != "dot",
             compile_chunks=self.recipe.train.compile,

@@ -33,7 +33,7 @@ from kdforge.callbacks import Callback
 from kdforge.config import OptimConfig, TrainConfig
 from kdforge.curriculum import Curriculum
 from kdforge.data.augment import Mixer
-from kdforge.data.bundle import PAD_TARGET
+from kdforge.data.bundle import PAD_TARGET, PER_TOKEN_TASKS
 from kdforge.distiller import Distiller, StepOutput
 from kdforge.ema import ModelEMA
 from kdforge.errors import NonFiniteLossError, required
@@ -228,7 +228,7 @@ class Trainer:
             step.append(([t.detach() for t in (out.loss, *out.parts.values(), *out.logs.values())], weight))
             if self.several_ranks:  # DDP averages over ranks: weight this rank by its share of the global batch
                 # (of its real tokens, for language models: their losses are means over those)
-                local = int((y != PAD_TARGET).sum()) if self.task == "lm" else len(y)
+                local = int((y != PAD_TARGET).sum()) if self.task in PER_TOKEN_TASKS else len(y)
                 weight *= distributed.batch_share(local) * distributed.world_size()
             self._backward(out, weight)
         if self.several_ranks:

@@ -21,16 +21,23 @@ from kdforge.registry import DATASETS
 #: ``ignore_index`` convention): the padding after the end of a split's last window.
 PAD_TARGET = -100
 
+#: tasks whose targets are a class per position, [N, T] with PAD_TARGET where a position has none: their losses
+#: and metrics count every real position (language modelling, and token classification: a tag per word)
+PER_TOKEN_TASKS = ("lm", "token_classification")
+
 #: the names a user's own split goes by (folders, a DatasetDict's keys, a split column's values)
 SPLIT_NAMES = {"train": ("train",), "val": ("validation", "val", "valid", "dev"), "test": ("test",)}
 
 
 @dataclass
 class Split:
-    """An in-memory split: inputs ``x`` [N, ...] and targets ``y`` [N]."""
+    """An in-memory split: inputs ``x`` [N, ...] and targets ``y`` [N] (or [N, T], a target per position).
+    ``pad``: ``x`` holds rows of token ids padded at their end with this id, and each batch is cut to its longest
+    row (dynamic padding: a batch of short texts is short), with its per-position targets."""
 
     x: torch.Tensor
     y: torch.Tensor
+    pad: int | None = None
 
     def __len__(self) -> int:
         return len(self.y)

@@ -101,7 +101,7 @@ def hf(
     hub = HubDataset(config, revision)
     if streaming:
         return streamed(path, hub, input, label, val, test, split_column, image, standardize, shuffle_buffer)
-    tables = _splits(path, hub, val, test, split_column)
+    tables = table_splits(path, hub, val, test, split_column)
     first = tables["train"]
     for column in (input, label):
         if column not in first.column_names:
@@ -150,22 +150,25 @@ def hf(
     )
 
 
-def _splits(path: str, hub: HubDataset, val: str | None, test: str | None, split_column: str | None) -> dict[str, Any]:
-    """The splits the data itself gives: {"train": ..., and "val" / "test" where given}."""
+def table_splits(
+    path: str, hub: HubDataset, val: str | None, test: str | None, split_column: str | None, dataset: str = "hf"
+) -> dict[str, Any]:
+    """The splits the data itself gives: {"train": ..., and "val" / "test" where given} (``dataset``: whose
+    messages name the problems)."""
     import datasets
 
     found = load_table(path, hub)
     if isinstance(found, datasets.DatasetDict):
         named = {s: next((found[n] for n in names if n in found), None) for s, names in SPLIT_NAMES.items()}
         if named["train"] is None:
-            raise KdforgeError(f"hf: '{path}' has splits {', '.join(found)} but none named train")
+            raise KdforgeError(f"{dataset}: '{path}' has splits {', '.join(found)} but none named train")
         tables = {s: t for s, t in named.items() if t is not None}
     else:
         tables = {"train": found}
     if split_column is not None:
         table = tables["train"]
         if split_column not in table.column_names:
-            raise KdforgeError(f"hf: '{path}' has no column '{split_column}' (split_column)")
+            raise KdforgeError(f"{dataset}: '{path}' has no column '{split_column}' (split_column)")
         marks = np.asarray(table[split_column]).astype(str)
         check_split_marks(set(np.unique(marks).tolist()), split_column, path)
         tables = {}
@@ -174,7 +177,7 @@ def _splits(path: str, hub: HubDataset, val: str | None, test: str | None, split
             if len(rows):
                 tables[split] = table.select(rows)
         if "train" not in tables:
-            raise KdforgeError(f"hf: no row of '{path}' has {split_column} = train")
+            raise KdforgeError(f"{dataset}: no row of '{path}' has {split_column} = train")
     for split, where in (("val", val), ("test", test)):
         if where is not None:
             tables[split] = load_table(where)

@@ -112,11 +112,14 @@ class TensorBatches(Batches):
         super().__init__(batch_size, shuffle, seed, transform)
         self.x, self.y = in_layout(split.x.to(device), memory_format), split.y.to(device)
         self.indices: torch.Tensor | None = None
+        # a padded split's row lengths, on the host: each batch's width is known there, with no wait for the device
+        self.lengths = None if split.pad is None else (split.x != split.pad).cumsum(1).argmax(1).cpu() + 1
+        self.index_device = self.x.device if self.lengths is None else torch.device("cpu")
 
     def subset(self, indices: torch.Tensor | None) -> TensorBatches:
         """The same batches over only ``indices`` of the split (all of it with None)."""
         view = copy.copy(self)
-        view.indices = None if indices is None else indices.to(self.x.device)
+        view.indices = None if indices is None else indices.to(self.index_device)
         return view
 
     def __len__(self) -> int:
@@ -126,10 +129,16 @@ class TensorBatches(Batches):
     def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
         """The batches of ``epoch``, skipping the first ``start`` (for mid-epoch resume)."""
         n = len(self.y) if self.indices is None else len(self.indices)
-        for idx in self._batch_indices(n, epoch, start, self.x.device):
+        for idx in self._batch_indices(n, epoch, start, self.index_device):
             if self.indices is not None:
                 idx = self.indices[idx]
-            yield self._finish(self.x[idx], self.y[idx], idx, epoch)
+            if self.lengths is None:
+                yield self._finish(self.x[idx], self.y[idx], idx, epoch)
+                continue
+            width = int(self.lengths[idx].max())
+            idx = idx.to(self.x.device, non_blocking=True)
+            x, y = self.x[idx, :width], self.y[idx]
+            yield self._finish(x, y[:, :width] if y.dim() == 2 and y.shape[1] == self.x.shape[1] else y, idx, epoch)
 
 
 class _EpochBatches:

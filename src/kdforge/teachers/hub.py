@@ -161,10 +161,11 @@ def hf_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Mod
         AutoModelForCausalLM,
         AutoModelForImageClassification,
         AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
     )
 
     hf = HFModelOptions.model_validate(spec.options)  # checked with the recipe: its problems named there
-    output, input_name = hf.output, hf.reads
+    output, input_name = hf.output, hf.input or ("input_ids" if session.data.decode is not None else hf.reads)
 
     def load(auto: Any, **options: Any) -> Any:
         """``auto.from_pretrained`` on the named model, at its revision, in its dtype."""
@@ -177,7 +178,13 @@ def hf_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Mod
     random_head = False
     info: dict[str, Any] = {"model": spec.name}
     if output == "logits":
-        auto = AutoModelForImageClassification if input_name == "pixel_values" else AutoModelForSequenceClassification
+        auto = (
+            AutoModelForImageClassification
+            if input_name == "pixel_values"
+            else AutoModelForTokenClassification
+            if session.data.task == "token_classification"
+            else AutoModelForSequenceClassification
+        )
         classes = session.data.num_classes
         random_head = config.num_labels != classes
         model = load(auto, num_labels=classes, ignore_mismatched_sizes=random_head)
@@ -374,6 +381,18 @@ def hf_inputs(x: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "position_ids": positions, "attention_mask": mask}
 
 
+def encoder_inputs(x: torch.Tensor, pad: int | None) -> dict[str, torch.Tensor]:
+    """A text encoder's keyword inputs for rows of token ids padded at their end with ``pad``: ids [B, T], or
+    ids and segments [B, 2, T] (sentence pairs, ``token_type_ids``); the attention mask hides the padding."""
+    ids, segments = (x[:, 0], x[:, 1]) if x.dim() == 3 else (x, None)
+    inputs = {"input_ids": ids}
+    if pad is not None:
+        inputs["attention_mask"] = (ids != pad).long()
+    if segments is not None:
+        inputs["token_type_ids"] = segments
+    return inputs
+
+
 def plain_head(config: Any) -> bool:
     """Whether the model's logits are its LM head applied to its last hidden states, and nothing more (no
     soft-capping or scaling after the head), so that a chunked loss may apply the head itself."""
@@ -389,6 +408,7 @@ class HFTeacher(nn.Module):
     def __init__(self, model: nn.Module, input_name: str, output: str, vocab: torch.Tensor | None = None):
         super().__init__()
         self.model, self.input_name, self.output = model, input_name, output
+        self.pad = getattr(model.config, "pad_token_id", None)  # token rows: the padding the attention mask hides
         self.sharded = False  # teacher.shard: set once its weights are spread over the processes
         self.prefix: int | None = None
         if vocab is not None and torch.equal(vocab, torch.arange(len(vocab))):
@@ -398,7 +418,10 @@ class HFTeacher(nn.Module):
             self.returns_head = False  # a chunked loss may ask for its LM head's input instead of its logits
 
     def forward(self, x):
-        inputs = hf_inputs(x) if self.output == "causal_lm" else {self.input_name: x}
+        if self.output == "causal_lm":
+            inputs = hf_inputs(x)
+        else:
+            inputs = encoder_inputs(x, self.pad) if self.input_name == "input_ids" else {self.input_name: x}
         if getattr(self, "returns_head", False):
             base = getattr(self.model, self.model.base_model_prefix)
             head = self.model.get_output_embeddings()

@@ -19,7 +19,6 @@ ecosystem, as a ``save_pretrained`` folder (``kdforge export RUN --format hf``; 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -33,54 +32,10 @@ from kdforge.export import EXPORT_FORMATS, load_student
 from kdforge.files import load_safetensors, read_json, save_safetensors, write_folder_atomic, write_text
 from kdforge.losses.chunked import LMHead
 from kdforge.models import MODELS
+from kdforge.models.hf_blocks import config_options, shrunk
 from kdforge.pretrained import load_pretrained
 from kdforge.report import model_card
 from kdforge.teachers.hub import hf_inputs, plain_head
-
-
-def decoder_blocks(model: nn.Module, count: int) -> str:
-    """The dotted name of the model's list of ``count`` decoder blocks (``model.layers``, ``transformer.h``, ...):
-    of the module lists that long, the one holding the most parameters."""
-    lists = [
-        (name, sum(p.numel() for p in module.parameters()))
-        for name, module in model.named_modules()
-        if isinstance(module, nn.ModuleList) and len(module) == count
-    ]
-    if not lists:
-        raise KdforgeError(f"{type(model).__name__} has no list of {count} blocks to take layers from")
-    return max(lists, key=lambda item: item[1])[0]
-
-
-def chosen_layers(layers: list[int] | str, count: int) -> list[int]:
-    """Block indices from a list or a Python slice (``"::2"``, ``"0:6"``), checked against ``count`` blocks."""
-    if isinstance(layers, str):
-        if not re.fullmatch(r"-?\d*(:-?\d*){1,2}", layers):
-            raise KdforgeError(f"layers '{layers}' is neither a list of block indices nor a slice such as '::2'")
-        parts = [int(p) if p else None for p in layers.split(":")]
-        layers = list(range(count))[slice(*parts)]
-    if not layers or any(not 0 <= i < count for i in layers) or len(set(layers)) != len(layers):
-        raise KdforgeError(f"layers {layers} must be distinct block indices in [0, {count})")
-    return list(layers)
-
-
-def shrunk(full: nn.Module, layers: list[int] | str) -> tuple[Any, dict[str, torch.Tensor]]:
-    """(config, weights) of the causal LM ``full`` keeping only the blocks ``layers``, renumbered from 0."""
-    config = full.config
-    keep = chosen_layers(layers, config.num_hidden_layers)
-    blocks = decoder_blocks(full, config.num_hidden_layers)
-    renumber = {str(old): str(new) for new, old in enumerate(keep)}
-    pattern = re.compile(rf"^{re.escape(blocks)}\.(\d+)\.")
-    state = {}
-    for key, value in full.state_dict().items():
-        match = pattern.match(key)
-        if match is None:
-            state[key] = value
-        elif match[1] in renumber:
-            state[f"{blocks}.{renumber[match[1]]}.{key[match.end() :]}"] = value
-    if isinstance(getattr(config, "layer_types", None), list):  # per-block attention kinds (sliding or full)
-        config.layer_types = [config.layer_types[i] for i in keep]
-    config.num_hidden_layers = len(keep)
-    return config, state
 
 
 @MODELS.register("hf_causal_lm")
@@ -138,7 +93,7 @@ class HFCausalLM(nn.Module):
         if plain_head(self.model.config):
             self.returns_head = False  # the chunked losses may ask for the LM head's input instead of logits
         self.rebuild_options = {
-            "hf_config": _serialisable(self.model.config),
+            "hf_config": config_options(self.model.config),
             "gradient_checkpointing": gradient_checkpointing,
         }
 
@@ -198,13 +153,6 @@ def until_stop(ids: list[int], stop: Collection[int]) -> list[int]:
     """``ids`` up to and with its first ``stop`` token (what follows it is padding)."""
     end = next((at + 1 for at, token in enumerate(ids) if token in stop), len(ids))
     return ids[:end]
-
-
-def _serialisable(config: Any) -> dict[str, Any]:
-    """The config as the JSON options that rebuild it (model_type first)."""
-    values = config.to_diff_dict()
-    values.pop("transformers_version", None)
-    return {"model_type": config.model_type, **values}
 
 
 def save_hf(model: HFCausalLM, out: Path, tokenizer: str | None = None) -> Path:

@@ -1,0 +1,260 @@
+"""Labelled text for encoders: ``text_classification`` (a text, or a pair of texts, and its class or score) and
+``token_classification`` (words and a tag per word, as CoNLL data has them).
+
+Both read a table: data files (``.csv``, ``.jsonl``, ``.parquet``, ``.arrow``: a file, a glob or a folder of them),
+a ``save_to_disk`` folder or a hub dataset by id (prepared in the ``datasets`` cache, read from there offline), with
+the splits it gives (a DatasetDict's, files of their own, a split column) and the others drawn, seeded. Each text
+is tokenized once, by ``tokenizer`` (a folder or hub id; ``minilm``: the installed all-MiniLM-L6-v2's), cut to
+``max_length`` tokens, and held as rows of token ids padded at their end: every batch is cut to its longest row
+(dynamic padding, :class:`~kdforge.data.bundle.Split`), so a batch of short texts costs a short forward.
+Sentence pairs are rows [2, T]: the ids and each token's segment (``token_type_ids``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import PositiveInt
+
+from kdforge.data.bundle import PAD_TARGET, DataBundle, Split, split_rows
+from kdforge.data.hf import table_splits
+from kdforge.data.hf_tables import HubDataset, Labels, check_known_names, class_names
+from kdforge.data.text import load_tokenizer
+from kdforge.errors import KdforgeError
+from kdforge.registry import DATASETS
+
+
+def encoder_tokenizer(name: str, dataset: str) -> Any:
+    """A fast tokenizer that pads (its pad id ends every short row)."""
+    tok = load_tokenizer(name)
+    if not tok.is_fast:
+        raise KdforgeError(f"{dataset}: tokenizer '{name}' is not a fast tokenizer; save it with a tokenizer.json")
+    if tok.pad_token_id is None:
+        raise KdforgeError(f"{dataset}: tokenizer '{name}' has no padding token; give one that pads (BERT-style)")
+    return tok
+
+
+def columns_present(table: Any, wanted: dict[str, str | None], dataset: str, path: str, split: str) -> None:
+    """Refuse a table without one of the ``wanted`` columns (option -> column), naming the columns it has."""
+    for option, column in wanted.items():
+        if column is not None and column not in table.column_names:
+            raise KdforgeError(
+                f"{dataset}: the {split} split of '{path}' has no column '{column}' (data.{option}); its columns: "
+                f"{', '.join(table.column_names)}"
+            )
+    if len(table) == 0:
+        raise KdforgeError(f"{dataset}: the {split} split of '{path}' is empty")
+
+
+def column_texts(table: Any, column: str, dataset: str, path: str, split: str) -> list[str]:
+    """A text column as strings; a cell that holds no text (empty in a CSV, a number) is refused, naming its row."""
+    values = list(table[column])
+    if (bad := next((i for i, v in enumerate(values) if not isinstance(v, str)), None)) is not None:
+        raise KdforgeError(
+            f"{dataset}: row {bad} of the {split} split of '{path}' holds {values[bad]!r} in '{column}', not a text"
+        )
+    return values
+
+
+def too_long(encoded: dict[str, list[list[int]]], tok: Any, max_length: int | None, dataset: str) -> None:
+    """Without ``max_length``, refuse rows (each split's ids) that the tokenizer's model cannot read whole, saying
+    how many."""
+    limit = tok.model_max_length
+    over = {split: sum(len(row) > limit for row in rows) for split, rows in encoded.items()}
+    if max_length is None and limit < 1_000_000 and (count := sum(over.values())):
+        longest = max(len(row) for rows in encoded.values() for row in rows)
+        where = ", ".join(f"{split} {n}" for split, n in over.items() if n)
+        raise KdforgeError(
+            f"{dataset}: {count} row(s) are longer than the tokenizer's maximum of {limit} tokens ({where}; the "
+            f"longest {longest}); set data.max_length ({limit} or less) to cut them"
+        )
+
+
+def padded(rows: list[list[int]], pad: int, width: int) -> np.ndarray:
+    """Rows of ids as one [N, width] array, each padded at its end with ``pad``."""
+    out = np.full((len(rows), width), pad, dtype=np.int64)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    return out
+
+
+def labelled(
+    tables: dict[str, Any], column: str, seed: int, fractions: dict[str, float], path: str, dataset: str
+) -> tuple[dict[str, Any], dict[str, np.ndarray], list[str] | None, bool]:
+    """(tables with every split, each split's labels as class indices or scores, the class names, regression)."""
+    first = tables["train"]
+    labels = np.asarray(first[column])
+    regression = labels.dtype.kind == "f"
+    names = class_names(labels, column, path)
+    held = {name: np.asarray(table[column]) for name, table in tables.items() if name != "train"}
+    if names is not None:
+        for name, values in held.items():
+            check_known_names(names, set(values.tolist()), name, column, path)
+    mapping = Labels(names)
+    found = {"train": mapping.indices(labels), **{name: mapping.indices(values) for name, values in held.items()}}
+    if wanted := [s for s in ("val", "test") if s not in tables]:
+        strata = np.zeros(len(labels), dtype=np.int64) if regression else found["train"]  # scores: drawn at random
+        parts = split_rows(strata, {s: fractions[s] for s in wanted}, seed)
+        tables = {**tables, **{s: first.select(p) for s, p in zip(["train", *wanted], parts)}}
+        found.update({s: found["train"][p] for s, p in zip(["train", *wanted], parts)})
+    feature = getattr(first.features[column], "names", None)  # a ClassLabel's own names
+    return tables, found, names or feature, regression
+
+
+@DATASETS.register("text_classification")
+def text_classification(
+    *,
+    seed: int,
+    val_fraction: float,
+    test_fraction: float,
+    path: str,
+    tokenizer: str,
+    text: str = "text",
+    text_pair: str | None = None,
+    label: str = "label",
+    max_length: PositiveInt | None = None,
+    val: str | None = None,
+    test: str | None = None,
+    split_column: str | None = None,
+    config: str | None = None,
+    revision: str | None = None,
+) -> DataBundle:
+    """Texts (``text``, and ``text_pair`` for pairs, as NLI and paraphrase tasks have) and their ``label``: class
+    indices or class names (sorted, recorded as the classes' names), or real scores (a regression, as STS-B's).
+    See the module docstring for ``path``, ``tokenizer`` and ``max_length``; ``val``/``test``: files of their
+    own; ``split_column``: the column naming each row's split; ``config``/``revision``: a hub dataset's subset
+    and version."""
+    name = "text_classification"
+    tables = table_splits(path, HubDataset(config, revision), val, test, split_column)
+    for split, table in tables.items():
+        columns_present(table, {"text": text, "text_pair": text_pair, "label": label}, name, path, split)
+    fractions = {"val": val_fraction, "test": test_fraction}
+    tables, labels, names, regression = labelled(tables, label, seed, fractions, path, name)
+    tok = encoder_tokenizer(tokenizer, name)
+    encoded = {}
+    for split, table in tables.items():
+        pairs = column_texts(table, text_pair, name, path, split) if text_pair is not None else None
+        out = tok(column_texts(table, text, name, path, split), pairs, truncation=max_length is not None,
+                  max_length=max_length)  # fmt: skip
+        encoded[split] = out
+    too_long({split: out["input_ids"] for split, out in encoded.items()}, tok, max_length, name)
+    width = max(len(row) for out in encoded.values() for row in out["input_ids"])
+    splits = {}
+    for split, out in encoded.items():
+        x = torch.from_numpy(padded(out["input_ids"], tok.pad_token_id, width))
+        if text_pair is not None and "token_type_ids" in out:  # each token's segment: 0 for the text, 1 the pair
+            x = torch.stack([x, torch.from_numpy(padded(out["token_type_ids"], 0, width))], 1)
+        y = torch.from_numpy(labels[split])
+        y = y.float().view(-1, 1) if regression else y.long()
+        splits[split] = Split(x, y, pad=tok.pad_token_id)
+    decode = lambda rows: tok.batch_decode((rows[:, 0] if rows.dim() == 3 else rows).cpu(), skip_special_tokens=True)  # noqa: E731
+    classes = 1 if regression else len(names) if names else int(labels["train"].max()) + 1
+    return DataBundle(
+        name,
+        splits["train"],
+        splits["val"],
+        splits["test"],
+        num_classes=classes,
+        input_shape=tuple(splits["train"].x.shape[1:]),
+        decode=decode,
+        class_names=list(names) if names and not regression else None,
+    )
+
+
+def aligned_tags(tags: list[list[int]], word_ids: list[list[int | None]]) -> list[list[int]]:
+    """Each token's tag: its word's for the first sub-word of a word, ``PAD_TARGET`` for the word's other sub-words
+    and for special tokens (neither the loss nor the metric counts them)."""
+    rows = []
+    for row, ids in enumerate(word_ids):
+        previous, out = None, []
+        for word in ids:
+            out.append(tags[row][word] if word is not None and word != previous else PAD_TARGET)
+            previous = word
+        rows.append(out)
+    return rows
+
+
+@DATASETS.register("token_classification")
+def token_classification(
+    *,
+    seed: int,
+    val_fraction: float,
+    test_fraction: float,
+    path: str,
+    tokenizer: str,
+    tokens: str = "tokens",
+    tags: str = "ner_tags",
+    max_length: PositiveInt | None = None,
+    val: str | None = None,
+    test: str | None = None,
+    split_column: str | None = None,
+    config: str | None = None,
+    revision: str | None = None,
+) -> DataBundle:
+    """Rows of words (``tokens``, a list of strings) and a tag per word (``tags``: indices, or names such as
+    ``B-PER``, sorted), as CoNLL-2003 has them. Each word's tag goes to its first sub-word; the loss and the metrics
+    ignore the others. Options as :func:`text_classification`'s."""
+    name = "token_classification"
+    tables = table_splits(path, HubDataset(config, revision), val, test, split_column)
+    for split, table in tables.items():
+        columns_present(table, {"tokens": tokens, "tags": tags}, name, path, split)
+        for row, (w, t) in enumerate(zip(table[tokens], table[tags])):  # the rows as the file has them
+            if len(w) != len(t):
+                raise KdforgeError(
+                    f"{name}: row {row} of the {split} split of '{path}' has {len(w)} words in '{tokens}' but "
+                    f"{len(t)} tags in '{tags}'; give each word one tag"
+                )
+    tag_names = tag_vocabulary(tables, tags, path, name)
+    if "val" not in tables or "test" not in tables:
+        wanted = {s: f for s, f in (("val", val_fraction), ("test", test_fraction)) if s not in tables}
+        first = tables["train"]
+        parts = split_rows(np.zeros(len(first), dtype=np.int64), wanted, seed)  # rows drawn at random
+        tables = {**tables, **{s: first.select(p) for s, p in zip(["train", *wanted], parts)}}
+    tok = encoder_tokenizer(tokenizer, name)
+    index = {tag: i for i, tag in enumerate(tag_names)}
+    encoded = {}
+    for split, table in tables.items():
+        words, row_tags = list(table[tokens]), list(table[tags])
+        out = tok(words, is_split_into_words=True, truncation=max_length is not None, max_length=max_length)
+        numbered = [[index[v] if isinstance(v, str) else int(v) for v in t] for t in row_tags]
+        encoded[split] = (out["input_ids"], aligned_tags(numbered, [out.word_ids(i) for i in range(len(words))]))
+    too_long({split: ids for split, (ids, _) in encoded.items()}, tok, max_length, name)
+    width = max(len(row) for ids, _ in encoded.values() for row in ids)
+    splits = {
+        split: Split(
+            torch.from_numpy(padded(ids, tok.pad_token_id, width)),
+            torch.from_numpy(padded(targets, PAD_TARGET, width)),
+            pad=tok.pad_token_id,
+        )  # fmt: skip
+        for split, (ids, targets) in encoded.items()
+    }
+    return DataBundle(
+        name,
+        splits["train"],
+        splits["val"],
+        splits["test"],
+        num_classes=len(tag_names),
+        input_shape=(width,),
+        kind="token_classification",
+        decode=lambda rows: tok.batch_decode(rows.cpu(), skip_special_tokens=True),
+        class_names=tag_names,
+    )
+
+
+def tag_vocabulary(tables: dict[str, Any], column: str, path: str, dataset: str) -> list[str]:
+    """The tags' names: a ``Sequence(ClassLabel)``'s own, the sorted names the rows use, or for tags given as
+    indices without names, the indices as names."""
+    feature = getattr(tables["train"].features[column], "feature", None)
+    if names := getattr(feature, "names", None):
+        return list(names)
+    seen = {tag for table in tables.values() for row in table[column] for tag in row}
+    if all(isinstance(tag, str) for tag in seen):
+        return sorted(seen)
+    if all(isinstance(tag, int) and tag >= 0 for tag in seen):
+        return [str(i) for i in range(max(seen) + 1)]
+    raise KdforgeError(
+        f"{dataset}: the tags in '{column}' of '{path}' mix names and numbers (or hold negative numbers); give each "
+        "word a tag name or a tag index"
+    )

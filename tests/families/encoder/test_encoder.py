@@ -1,0 +1,216 @@
+"""Encoder distillation on a tiny BERT built from a config, with a WordPiece tokenizer trained here: labelled text
+and tagged words tokenized once and padded per batch, the ``hf_encoder`` student (from a folder, a config, the
+teacher's blocks), a whole run, its Hugging Face export, and bad input."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from datafiles import write_bert, write_wordpiece
+from kdforge import Recipe, run
+from kdforge.data import build_dataset, make_loader
+from kdforge.data.bundle import PAD_TARGET
+from kdforge.errors import KdforgeError
+from kdforge.models import build_model
+
+WORDS = ["array", "tensor", "file", "model", "shape", "value", "index", "string", "list", "return"]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """(tokenizer folder, a 4-block BERT classifier of 3 labels, the same with a token head of 4 tags)."""
+    root = tmp_path_factory.mktemp("encoder")
+    tokenizer = write_wordpiece(root / "tokenizer")
+    return tokenizer, write_bert(root / "bert", 400), write_bert(root / "bert-tags", 400, labels=4, head="token")
+
+
+def texts(n, seed=0):
+    """``n`` short sentences of 2 to 12 words, and a label that depends on their words."""
+    rng = np.random.default_rng(seed)
+    rows = [" ".join(rng.choice(WORDS, rng.integers(2, 13))) for _ in range(n)]
+    labels = [["low", "mid", "high"][sum(w in ("array", "tensor") for w in row.split()) % 3] for row in rows]
+    return rows, labels
+
+
+def write_csv(path, n=120, seed=0, pair=False):
+    import pandas as pd
+
+    rows, labels = texts(n, seed)
+    frame = {"sentence": rows, "label": labels}
+    if pair:
+        frame["other"] = texts(n, seed + 1)[0]
+    pd.DataFrame(frame).to_csv(path, index=False)
+    return path
+
+
+def test_texts_are_tokenized_once_with_string_labels_as_sorted_classes_and_pairs_with_their_segments(models, tmp_path):
+    tokenizer, _, _ = models
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer)
+    path = write_csv(tmp_path / "pairs.csv", pair=True)
+    data = build_dataset("text_classification", path=str(path), tokenizer=str(tokenizer), text="sentence",
+                         text_pair="other")  # fmt: skip
+    assert data.class_names == ["high", "low", "mid"] and data.num_classes == 3 and data.task == "classification"
+    assert len(data.train) + len(data.val) + len(data.test) == 120
+    x = data.train.x
+    assert x.dim() == 3 and x.shape[1] == 2  # ids and segments
+    text, pair = data.decode(x[:1])[0], None
+    import pandas as pd
+
+    frame = pd.read_csv(path)
+    row = frame[frame.sentence.str.lower() + " " + frame.other.str.lower() == text].iloc[0]
+    pair = tok(row.sentence, row.other)
+    length = len(pair["input_ids"])
+    assert x[0, 0, :length].tolist() == pair["input_ids"] and x[0, 1, :length].tolist() == pair["token_type_ids"]
+    assert (x[0, 0, length:] == tok.pad_token_id).all()
+
+
+def test_a_batch_is_cut_to_its_longest_row_and_padding_never_changes_a_rows_logits(models, tmp_path):
+    tokenizer, bert, _ = models
+    data = build_dataset("text_classification", path=str(write_csv(tmp_path / "t.csv")), tokenizer=str(tokenizer),
+                         text="sentence")  # fmt: skip
+    width = data.train.x.shape[1]
+    student = build_model("hf_encoder", input_shape=(width,), num_classes=3, path=str(bert)).eval()
+    batches = list(make_loader(data.train, 8, shuffle=True, seed=1).epoch(0))
+    lengths = (data.train.x != 0).sum(1)
+    assert any(b[0].shape[1] < width for b in batches)  # short batches are short
+    for x, _ in batches:
+        assert (x[:, -1] != 0).any()  # the longest row of the batch fills it
+        with torch.no_grad():
+            together = student(x)
+            alone = torch.cat([student(row[None, : int((row != 0).sum())]) for row in x])
+        assert torch.allclose(together, alone, atol=1e-5)
+    assert sum(len(y) for _, y in batches) == len(data.train) and int(lengths.max()) == width
+
+
+def test_tags_go_to_the_first_sub_word_of_each_word_and_a_row_whose_tags_do_not_match_its_words_is_named(
+    models, tmp_path
+):
+    tokenizer, _, _ = models
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer)
+    rows = [{"tokens": ["Return", "arrays", "of", "tensors"], "ner_tags": ["O", "B-OBJ", "O", "B-OBJ"]},
+            {"tokens": ["index", "files"], "ner_tags": ["B-OBJ", "I-OBJ"]}] * 10  # fmt: skip
+    path = tmp_path / "tags.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    data = build_dataset("token_classification", path=str(path), tokenizer=str(tokenizer))
+    assert data.task == "token_classification" and data.class_names == ["B-OBJ", "I-OBJ", "O"]
+    for x, y in zip(data.train.x, data.train.y):
+        tokens = tok.convert_ids_to_tokens(x[x != 0].tolist())
+        tags = [data.class_names[t] for t in y[: len(tokens)].tolist() if t != PAD_TARGET]
+        first = [i for i, t in enumerate(tokens) if t not in ("[CLS]", "[SEP]") and not t.startswith("##")]
+        assert [i for i, t in enumerate(y[: len(tokens)].tolist()) if t != PAD_TARGET] == first
+        assert tags in (rows[0]["ner_tags"], rows[1]["ner_tags"])
+        assert (y[len(tokens) :] == PAD_TARGET).all()
+    rows[3] = {"tokens": ["index", "files"], "ner_tags": ["B-OBJ"]}
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    with pytest.raises(KdforgeError, match=r"row 3 of the train split .* has 2 words in 'tokens' but 1 tags"):
+        build_dataset("token_classification", path=str(path), tokenizer=str(tokenizer))
+
+
+def test_layer_drop_copies_the_chosen_blocks_and_a_config_builds_a_new_encoder(models):
+    _, bert, _ = models
+    teacher = AutoModelForSequenceClassification.from_pretrained(bert)
+    student = build_model("hf_encoder", input_shape=(16,), num_classes=3, path=str(bert), layers="1::2")
+    assert student.model.config.num_hidden_layers == 2
+    blocks = teacher.bert.encoder.layer
+    for new, old in enumerate([1, 3]):
+        for (name, p), (_, q) in zip(student.model.bert.encoder.layer[new].named_parameters(),
+                                     blocks[old].named_parameters()):  # fmt: skip
+            assert torch.equal(p, q), name
+    assert torch.equal(student.model.classifier.weight, teacher.classifier.weight)
+    fresh = build_model("hf_encoder", input_shape=(16,), num_classes=1,
+                        hf_config={"model_type": "bert", "vocab_size": 400, "hidden_size": 16, "num_hidden_layers": 1,
+                                   "num_attention_heads": 2, "intermediate_size": 32})  # fmt: skip
+    assert fresh(torch.tensor([[2, 30, 40, 3, 0]])).shape == (1, 1) and fresh.model.config.problem_type == "regression"
+
+
+def recipe(tmp_path, data, teacher, student, losses=None):
+    return {
+        "name": "enc",
+        "seed": 0,
+        "data": {"batch_size": 16, **data},
+        "teacher": {"source": "hf", "model": {"name": str(teacher)}},
+        "student": {"model": {"name": "hf_encoder", **student}},
+        "losses": losses or [{"name": "ce", "weight": 0.5}, {"name": "kd", "weight": 0.5, "temperature": 2.0}],
+        "optim": {"name": "adamw", "lr": 1e-3},
+        "train": {"epochs": 2, "baseline": False},
+        "log": {"dir": str(tmp_path / "runs"), "progress": False},
+    }
+
+
+def test_a_run_distils_a_bert_into_its_first_block_and_exports_a_folder_transformers_loads(models, tmp_path):
+    tokenizer, bert, _ = models
+    data = {"name": "text_classification", "path": str(write_csv(tmp_path / "t.csv")), "tokenizer": str(tokenizer),
+            "text": "sentence"}  # fmt: skip
+    result = run(Recipe.from_dict(recipe(tmp_path, data, bert, {"path": str(bert), "layers": [0]})))
+    metrics = result.results["student"]["test_metrics"]
+    assert set(metrics) == {"f1_macro", "mcc"} and -1 <= metrics["mcc"] <= 1
+    exported = result.run_dir / "student_hf"
+    loaded = AutoModelForSequenceClassification.from_pretrained(exported).eval()
+    from kdforge import load_student
+
+    student = load_student(result.run_dir).eval()
+    x = torch.tensor([[2, 40, 50, 60, 3, 0, 0]])
+    with torch.no_grad():
+        assert torch.allclose(loaded(input_ids=x, attention_mask=(x != 0).long()).logits, student(x), atol=1e-5)
+    assert (exported / "tokenizer.json").is_file() and loaded.config.num_hidden_layers == 1
+
+
+def test_a_token_classification_run_reports_entity_f1(models, tmp_path):
+    tokenizer, _, tagger = models
+    rows = [{"tokens": ["Return", "arrays", "of", "tensors"], "ner_tags": ["O", "B-OBJ", "O", "B-VAL"]},
+            {"tokens": ["index", "files", "now"], "ner_tags": ["B-OBJ", "I-OBJ", "O"]}] * 20  # fmt: skip
+    path = tmp_path / "tags.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    data = {"name": "token_classification", "path": str(path), "tokenizer": str(tokenizer)}
+    result = run(Recipe.from_dict(recipe(tmp_path, data, tagger, {"path": str(tagger), "layers": "::2"})))
+    metrics = result.results["student"]["test_metrics"]
+    assert {"entity_f1", "f1_macro", "mcc"} <= set(metrics)
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"text": "body"}, r"has no column 'body' \(data.text\); its columns: sentence, label"),
+        ({"label": "class"}, r"has no column 'class' \(data.label\)"),
+        ({"long": True}, r"2 row\(s\) are longer than the tokenizer's maximum of 64 tokens \(.*; the longest 102\)"),
+    ],
+    ids=["text column", "label column", "too long"],
+)
+def test_bad_text_data_is_one_message(models, tmp_path, change, message):
+    import pandas as pd
+
+    tokenizer, _, _ = models
+    rows, labels = texts(40)
+    if change.pop("long", False):
+        rows[0] = rows[1] = " ".join(["array"] * 100)
+    pd.DataFrame({"sentence": rows, "label": labels}).to_csv(tmp_path / "t.csv", index=False)
+    options = {"path": str(tmp_path / "t.csv"), "tokenizer": str(tokenizer), "text": "sentence", **change}
+    with pytest.raises(KdforgeError, match=message):
+        build_dataset("text_classification", **options)
+    if "long" in message:  # with max_length the rows are cut
+        data = build_dataset("text_classification", **options, max_length=32)
+        assert data.train.x.shape[1] <= 32
+
+
+def test_a_teacher_whose_head_or_vocabulary_does_not_match_the_data_is_one_message(models, tmp_path):
+    tokenizer, bert, _ = models
+    import pandas as pd
+
+    rows, labels = texts(60)
+    pd.DataFrame({"sentence": rows, "label": [str(i % 5) for i in range(60)]}).to_csv(tmp_path / "t.csv")
+    data = {"name": "text_classification", "path": str(tmp_path / "t.csv"), "tokenizer": str(tokenizer),
+            "text": "sentence"}  # fmt: skip
+    raw = recipe(tmp_path, data, bert, {"path": str(bert), "layers": [0]})
+    with pytest.raises(KdforgeError, match="fine-tuned for 3 labels but the data has 5 classes"):
+        run(Recipe.from_dict(raw))
+    small = write_bert(tmp_path / "small-vocab", 100)
+    raw = recipe(tmp_path, {**data, "path": str(write_csv(tmp_path / "three.csv"))}, small, {"path": str(bert)})
+    with pytest.raises(KdforgeError, match=r"data.tokenizer .* \(400 tokens, padding id 0\) does not match"):
+        run(Recipe.from_dict(raw))
