@@ -141,9 +141,9 @@ def write_wordpiece(folder, vocab_size=400):
     return folder
 
 
-def write_bert(folder, vocab_size, labels=3, layers=4, width=32, head="sequence", seed=0):
+def write_bert(folder, vocab_size, labels=3, layers=4, width=32, head="sequence", seed=0, **config):
     """A tiny randomly initialised BERT with a classification head (``sequence`` or ``token``), saved with
-    save_pretrained."""
+    save_pretrained (``config``: more of its config, e.g. ``initializer_range``)."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertForTokenClassification
 
@@ -153,7 +153,9 @@ def write_bert(folder, vocab_size, labels=3, layers=4, width=32, head="sequence"
         "num_attention_heads": 2,
         "intermediate_size": 2 * width,
     }
-    config = BertConfig(vocab_size=vocab_size, **sizes, max_position_embeddings=64, num_labels=labels, pad_token_id=0)
+    config = BertConfig(
+        vocab_size=vocab_size, **sizes, max_position_embeddings=64, num_labels=labels, pad_token_id=0, **config
+    )
     torch.manual_seed(seed)
     model = (BertForTokenClassification if head == "token" else BertForSequenceClassification)(config)
     model.save_pretrained(folder)

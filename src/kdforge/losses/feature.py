@@ -194,7 +194,9 @@ Relation = Literal["qk", "qq", "kk", "vv"]
 @LOSSES.register("minilm")
 class MiniLM(FeatureTerm):
     """MiniLM: KL between self-attention relations of teacher and student, from tapped fused
-    ``qkv`` projections ([B, N, 3D], e.g. ``submodule: attn.qkv``).
+    ``qkv`` projections ([B, N, 3D], e.g. ``submodule: attn.qkv``), or, in models with three projections (BERT and
+    the Hugging Face encoders), from ``qkv``: their three names inside each block, e.g. ``[attention.self.query,
+    attention.self.key, attention.self.value]``.
 
     ``relations``: ``qk`` (attention distributions), ``vv`` (value relation) — MiniLM's
     pair — or ``qq``/``kk``/``vv`` (MiniLMv2). Both sides are split into the same number
@@ -209,9 +211,42 @@ class MiniLM(FeatureTerm):
         submodule: str | None = None,
         relation_heads: int = 4,
         relations: Sequence[Relation] = ("qk", "vv"),
+        qkv: list[str] | None = None,
     ):
+        if qkv is not None and (submodule is not None or len(qkv) != 3 or mapping == "learned"):
+            raise ValueError(
+                "qkv names the query, key and value projections inside each block (three names), in place of a "
+                "fused submodule, with a mapping other than learned"
+            )
         super().__init__(student, teacher, mapping, submodule)
-        self.relation_heads, self.relations = relation_heads, list(relations)
+        self.relation_heads, self.relations, self.qkv = relation_heads, list(relations), qkv
+
+    def resolve(self, student: nn.Module, teacher: nn.Module | None) -> None:
+        super().resolve(student, teacher)
+        if self.qkv is not None:  # every projection exists in every mapped block
+            block_names(student, [n for s, _ in self.pairs for n in self._projections(s)])
+            block_names(required(teacher, "a teacher"), [n for _, t in self.pairs for n in self._projections(t)])
+
+    def _projections(self, block: str) -> list[str]:
+        return [f"{block}.{name}" for name in self.qkv or []]
+
+    @property
+    def student_taps(self) -> list[str]:
+        if self.qkv is None:
+            return super().student_taps
+        return list(dict.fromkeys(n for s, _ in self.pairs for n in self._projections(s)))
+
+    @property
+    def teacher_taps(self) -> list[str]:
+        if self.qkv is None:
+            return super().teacher_taps
+        return list(dict.fromkeys(n for _, t in self.pairs for n in self._projections(t)))
+
+    def features(self, ctx: StepContext) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        if self.qkv is None:
+            return super().features(ctx)
+        fused = lambda found, block: torch.cat([found[n] for n in self._projections(block)], -1)  # noqa: E731
+        return [(fused(ctx.student_features, s), fused(ctx.teacher_features, t)) for s, t in self.pairs]
 
     def pair_loss(self, index: int, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         s, t = _split_qkv(student), _split_qkv(teacher)
@@ -240,8 +275,9 @@ class AttentionKL(MiniLM):
         mapping: LayerMapping = "explicit",
         submodule: str | None = None,
         relation_heads: int = 4,
+        qkv: list[str] | None = None,
     ):
-        super().__init__(student, teacher, mapping, submodule, relation_heads, ["qk"])
+        super().__init__(student, teacher, mapping, submodule, relation_heads, ["qk"], qkv)
 
 
 @LOSSES.register("attn_mse")
