@@ -160,3 +160,20 @@ def write_bert(folder, vocab_size, labels=3, layers=4, width=32, head="sequence"
     model = (BertForTokenClassification if head == "token" else BertForSequenceClassification)(config)
     model.save_pretrained(folder)
     return folder
+
+
+def encoder_stand_ins(name, tmp_path):
+    """A tiny BERT (tokenizer trained here) and a few labelled sentences (or tagged words) in place of the hub's."""
+    tokenizer = write_wordpiece(tmp_path / "tokenizer")
+    tags = name == "conll_ner_kd"
+    head = {"labels": 3, "head": "token"} if tags else {"labels": 2, "width": 48}  # 48: 12 relation heads
+    teacher = write_bert(tmp_path / "teacher", 400, layers=2, **head)
+    given = [f"data.tokenizer={tokenizer}", f"teacher.model.name={teacher}", f"student.model.path={teacher}",
+             "data.max_length=32", "data.batch_size=8"]  # fmt: skip
+    if tags:
+        rows = [{"tokens": ["Ada", "moved", "to", "Paris"], "ner_tags": ["B-PER", "O", "O", "B-LOC"]}] * 30
+        (tmp_path / "tags.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+        return [*given, f"data.path={tmp_path / 'tags.jsonl'}", "data.config=null"]
+    rows = [{"sentence": f"a {'good' if i % 2 else 'bad'} film, number {i}", "label": i % 2} for i in range(60)]
+    (tmp_path / "sst2.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    return [*given, f"data.path={tmp_path / 'sst2.jsonl'}", "data.config=null", "data.drop_splits=null"]

@@ -251,6 +251,12 @@ def data_for_recipe(name, tmp_path):
         from datafiles import hf_llm_stand_ins
 
         return hf_llm_stand_ins(name, tmp_path)
+    if name in ("glue_sst2_kd", "conll_ner_kd"):
+        from datafiles import encoder_stand_ins
+
+        return encoder_stand_ins(name, tmp_path)
+    if name == "text_cls_kd":
+        return ["data.per_package=6", "teacher.finetune.epochs=1"]  # a check, not a fit: a few texts, one pass
     return ["data.max_texts=300"] if name.startswith("embed_") else []  # the check needs only a few texts encoded
 
 

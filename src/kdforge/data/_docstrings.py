@@ -20,8 +20,9 @@ import os
 import subprocess
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from kdforge.errors import KdforgeError
 from kdforge.files import FileWriteError, read_json, write_json
@@ -31,15 +32,37 @@ FORMAT = 1  # the collection's rules: a change here builds a new corpus
 
 def docstring_corpus(modules: Sequence[str]) -> list[str]:
     """The docstrings of ``modules`` (see the module docstring), from the cache or collected afresh."""
-    path = cache_folder() / f"docstrings-{_key(modules)}.json"
+    return _cached(f"docstrings-{_key(modules)}.json", modules, _is_corpus)
+
+
+def docstring_groups(groups: Sequence[Sequence[str]]) -> list[list[str]]:
+    """The docstrings of each group of modules (e.g. one group per library), collected in one fresh process and
+    cached as :func:`docstring_corpus` is."""
+    modules = [name for group in groups for name in group]
+    key = _key([json.dumps([list(group) for group in groups]), *modules])
+    return _cached(f"docstring-groups-{key}.json", [list(group) for group in groups], _is_groups)
+
+
+def _is_corpus(found: object) -> bool:
+    return isinstance(found, list) and all(isinstance(doc, str) for doc in found)
+
+
+def _is_groups(found: object) -> bool:
+    return isinstance(found, list) and all(_is_corpus(group) for group in found)
+
+
+def _cached(name: str, wanted: Sequence[object], valid: Callable[[object], bool]) -> Any:
+    """What the fresh process collects for ``wanted`` (modules, or groups of them), read from the cache file
+    ``name`` when it holds it."""
+    path = cache_folder() / name
     if path.is_file():
         try:
             cached = read_json(path, "docstring corpus cache")
-            if isinstance(cached, list) and all(isinstance(doc, str) for doc in cached):
+            if valid(cached):
                 return cached
         except KdforgeError:
             pass  # damaged: collected again and rewritten below
-    docs = _collect_in_fresh_process(modules)
+    docs = _collect_in_fresh_process(wanted)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, docs, indent=None)
@@ -65,14 +88,17 @@ def _key(modules: Sequence[str]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _collect_in_fresh_process(modules: Sequence[str]) -> list[str]:
+def _collect_in_fresh_process(wanted: Sequence[object]) -> Any:
+    """:func:`collect` of ``wanted`` modules, or of each group of them (a list of lists), in a fresh process."""
     script = (
         "import json, sys\n"
         "from kdforge.data._docstrings import collect\n"
-        "json.dump(collect(json.loads(sys.argv[1])), sys.stdout)\n"
+        "wanted = json.loads(sys.argv[1])\n"
+        "grouped = all(isinstance(group, list) for group in wanted)\n"
+        "json.dump([collect(group) for group in wanted] if grouped else collect(wanted), sys.stdout)\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", script, json.dumps(list(modules))],
+        [sys.executable, "-c", script, json.dumps(list(wanted))],
         env={**os.environ, "PYTHONHASHSEED": "0"},
         capture_output=True,
         text=True,

@@ -169,8 +169,16 @@ def docstring_sentences(
     """Clean first sentences (``every_sentence``: all sentences) of the docstrings of ``modules``
     and of their public classes, functions and methods; deduplicated (case-insensitively) and
     sorted. Modules that are not installed are skipped."""
+    return clean_sentences(docstrings(modules), min_words, max_words, every_sentence)
+
+
+def clean_sentences(
+    docs: Iterable[str], min_words: int = 4, max_words: int = 40, every_sentence: bool = False
+) -> list[str]:
+    """The clean first sentences (``every_sentence``: all sentences) of ``docs``, of ``min_words`` to ``max_words``
+    words, deduplicated (case-insensitively) and sorted."""
     found: dict[str, str] = {}
-    for doc in docstrings(modules):
+    for doc in docs:
         for sentence in all_sentences(doc) if every_sentence else [first_sentence(doc)]:
             if sentence and min_words <= len(sentence.split()) <= max_words and _CLEAN.fullmatch(sentence):
                 found.setdefault(sentence.lower(), sentence)

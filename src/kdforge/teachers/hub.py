@@ -223,7 +223,8 @@ def hf_source(session: Session, cfg: TeacherConfig, where: Path, student: nn.Mod
             **info,
             "embedding_dim": config.hidden_size,
         }
-    module = HFTeacher(model, input_name, output)
+    order = label_order(config, session.data.class_names) if output == "logits" and not random_head else None
+    module = HFTeacher(model, input_name, output, order)
     head = _last_linear(module) if output == "logits" else None
     finished, more = _finish(session, cfg, where, module, head, random_head)
     return finished, {**info, **more}
@@ -381,6 +382,16 @@ def hf_inputs(x: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "position_ids": positions, "attention_mask": mask}
 
 
+def label_order(config: Any, names: list[str] | None) -> torch.Tensor | None:
+    """The teacher's output index of each of the data's classes, where the teacher names its labels (its config's
+    ``id2label``) as the data names its classes but in another order (a NER teacher's tags, say); else None."""
+    given = getattr(config, "id2label", None) or {}
+    labels = [given[i] for i in sorted(given)]
+    if names is None or labels == list(names) or sorted(labels) != sorted(names):
+        return None
+    return torch.tensor([labels.index(name) for name in names])
+
+
 def encoder_inputs(x: torch.Tensor, pad: int | None) -> dict[str, torch.Tensor]:
     """A text encoder's keyword inputs for rows of token ids padded at their end with ``pad``: ids [B, T], or
     ids and segments [B, 2, T] (sentence pairs, ``token_type_ids``); the attention mask hides the padding."""
@@ -402,8 +413,9 @@ def plain_head(config: Any) -> bool:
 
 class HFTeacher(nn.Module):
     """A transformers model called on one tensor: [B, ...] -> logits [B, K] (or [B, T, V]
-    for a causal LM, optionally re-indexed to the data's vocabulary), hidden [B, N, D] or
-    pooled [B, D]. Its modules are under ``model.`` for taps (``model.vit.layers.0``)."""
+    for a causal LM, optionally re-indexed to the data's vocabulary; a classifier's re-indexed to the data's
+    class order, see :func:`label_order`), hidden [B, N, D] or pooled [B, D]. Its modules are under ``model.``
+    for taps (``model.vit.layers.0``)."""
 
     def __init__(self, model: nn.Module, input_name: str, output: str, vocab: torch.Tensor | None = None):
         super().__init__()

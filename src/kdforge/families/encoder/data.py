@@ -12,17 +12,22 @@ Sentence pairs are rows [2, T]: the ids and each token's segment (``token_type_i
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from typing import Any
 
 import numpy as np
 import torch
 from pydantic import PositiveInt
 
-from kdforge.data.bundle import PAD_TARGET, DataBundle, Split, split_rows
+from kdforge.data._docstrings import cache_folder, docstring_groups
+from kdforge.data.bundle import PAD_TARGET, SPLIT_NAMES, DataBundle, Split, split_rows
 from kdforge.data.hf import table_splits
 from kdforge.data.hf_tables import HubDataset, Labels, check_known_names, class_names
-from kdforge.data.text import load_tokenizer
+from kdforge.data.text import clean_sentences, load_tokenizer
 from kdforge.errors import KdforgeError
+from kdforge.files import write_text
 from kdforge.registry import DATASETS
 
 
@@ -80,6 +85,19 @@ def padded(rows: list[list[int]], pad: int, width: int) -> np.ndarray:
     return out
 
 
+def read_splits(
+    path: str, hub: HubDataset, given: dict[str, str | None], drop: list[str], dataset: str
+) -> dict[str, Any]:
+    """The splits the data gives (``given``: val, test and split_column), less those named in ``drop``."""
+    tables = table_splits(path, hub, given["val"], given["test"], given["split_column"], dataset)
+    for name in drop:
+        key = next((k for k, names in SPLIT_NAMES.items() if name in names), None)
+        if key is None or key == "train":
+            raise KdforgeError(f"{dataset}: data.drop_splits names '{name}'; give validation or test")
+        tables.pop(key, None)
+    return tables
+
+
 def labelled(
     tables: dict[str, Any], column: str, seed: int, fractions: dict[str, float], path: str, dataset: str
 ) -> tuple[dict[str, Any], dict[str, np.ndarray], list[str] | None, bool]:
@@ -87,6 +105,13 @@ def labelled(
     first = tables["train"]
     labels = np.asarray(first[column])
     regression = labels.dtype.kind == "f"
+    for name, table in tables.items():
+        if not regression and (values := np.asarray(table[column])).dtype.kind in "iu" and (values < 0).any():
+            raise KdforgeError(
+                f"{dataset}: {int((values < 0).sum())} row(s) of the {name} split of '{path}' have a negative label "
+                f"in '{column}' (no label, as GLUE's test splits have): add data.drop_splits: [{name}] to draw that "
+                "split from the training rows"
+            )
     names = class_names(labels, column, path)
     held = {name: np.asarray(table[column]) for name, table in tables.items() if name != "train"}
     if names is not None:
@@ -118,16 +143,19 @@ def text_classification(
     val: str | None = None,
     test: str | None = None,
     split_column: str | None = None,
+    drop_splits: list[str] | None = None,
     config: str | None = None,
     revision: str | None = None,
 ) -> DataBundle:
     """Texts (``text``, and ``text_pair`` for pairs, as NLI and paraphrase tasks have) and their ``label``: class
     indices or class names (sorted, recorded as the classes' names), or real scores (a regression, as STS-B's).
     See the module docstring for ``path``, ``tokenizer`` and ``max_length``; ``val``/``test``: files of their
-    own; ``split_column``: the column naming each row's split; ``config``/``revision``: a hub dataset's subset
-    and version."""
+    own; ``split_column``: the column naming each row's split; ``drop_splits``: the data's own splits to leave out
+    and draw from the training rows instead (``[test]`` for GLUE, whose test labels are hidden); ``config`` /
+    ``revision``: a hub dataset's subset and version."""
     name = "text_classification"
-    tables = table_splits(path, HubDataset(config, revision), val, test, split_column)
+    given = {"val": val, "test": test, "split_column": split_column}
+    tables = read_splits(path, HubDataset(config, revision), given, drop_splits or [], name)
     for split, table in tables.items():
         columns_present(table, {"text": text, "text_pair": text_pair, "label": label}, name, path, split)
     fractions = {"val": val_fraction, "test": test_fraction}
@@ -149,7 +177,10 @@ def text_classification(
         y = torch.from_numpy(labels[split])
         y = y.float().view(-1, 1) if regression else y.long()
         splits[split] = Split(x, y, pad=tok.pad_token_id)
-    decode = lambda rows: tok.batch_decode((rows[:, 0] if rows.dim() == 3 else rows).cpu(), skip_special_tokens=True)  # noqa: E731
+
+    def decode(rows: torch.Tensor) -> list[str]:  # a pair's row: its ids, without the segments
+        return tok.batch_decode((rows[:, 0] if rows.dim() == 3 else rows).cpu(), skip_special_tokens=True)
+
     classes = 1 if regression else len(names) if names else int(labels["train"].max()) + 1
     return DataBundle(
         name,
@@ -190,6 +221,7 @@ def token_classification(
     val: str | None = None,
     test: str | None = None,
     split_column: str | None = None,
+    drop_splits: list[str] | None = None,
     config: str | None = None,
     revision: str | None = None,
 ) -> DataBundle:
@@ -197,7 +229,8 @@ def token_classification(
     ``B-PER``, sorted), as CoNLL-2003 has them. Each word's tag goes to its first sub-word; the loss and the metrics
     ignore the others. Options as :func:`text_classification`'s."""
     name = "token_classification"
-    tables = table_splits(path, HubDataset(config, revision), val, test, split_column)
+    given = {"val": val, "test": test, "split_column": split_column}
+    tables = read_splits(path, HubDataset(config, revision), given, drop_splits or [], name)
     for split, table in tables.items():
         columns_present(table, {"tokens": tokens, "tags": tags}, name, path, split)
         for row, (w, t) in enumerate(zip(table[tokens], table[tags])):  # the rows as the file has them
@@ -258,3 +291,86 @@ def tag_vocabulary(tables: dict[str, Any], column: str, path: str, dataset: str)
         f"{dataset}: the tags in '{column}' of '{path}' mix names and numbers (or hold negative numbers); give each "
         "word a tag name or a tag index"
     )
+
+
+#: package_docstrings' classes: the modules whose docstrings each library's texts come from (the standard library,
+#: and libraries kdforge itself installs)
+PACKAGES = {
+    "numpy": ("numpy", "numpy.linalg", "numpy.random", "numpy.fft", "numpy.ma", "numpy.polynomial"),
+    "torch": ("torch", "torch.nn", "torch.nn.functional", "torch.optim", "torch.utils.data", "torch.linalg",
+              "torch.distributions"),
+    "scikit-learn": tuple(f"sklearn.{m}" for m in ("linear_model", "ensemble", "preprocessing", "metrics",
+                                                   "decomposition", "cluster", "model_selection", "neighbors", "svm",
+                                                   "tree")),
+    "matplotlib": ("matplotlib.pyplot", "matplotlib.axes", "matplotlib.figure", "matplotlib.colors"),
+    "pydantic": ("pydantic", "pydantic.fields", "pydantic.main", "pydantic.types"),
+    "rich": ("rich.console", "rich.table", "rich.progress", "rich.text", "rich.panel"),
+    "asyncio": ("asyncio",),
+    "logging": ("logging", "logging.handlers"),
+    "http and urllib": ("http.client", "http.server", "http.cookiejar", "urllib.request", "urllib.parse"),
+    "os, shutil and pathlib": ("os", "os.path", "shutil", "pathlib", "tempfile"),
+    "xml": ("xml.etree.ElementTree", "xml.dom.minidom", "xml.sax"),
+    "unittest": ("unittest", "unittest.mock"),
+}  # fmt: skip
+
+
+def package_sentences(per_package: int) -> dict[str, list[str]]:
+    """Up to ``per_package`` first sentences of each library's docstrings (drawn with a fixed seed: the same texts
+    for every run), none that two libraries share."""
+    found = [clean_sentences(docs) for docs in docstring_groups(list(PACKAGES.values()))]
+    count: dict[str, int] = {}
+    for sentences in found:
+        for sentence in sentences:
+            count[sentence.lower()] = count.get(sentence.lower(), 0) + 1
+    rng = np.random.default_rng(0)
+    drawn = {}
+    for name, sentences in zip(PACKAGES, found):
+        own = [s for s in sentences if count[s.lower()] == 1]
+        drawn[name] = [own[i] for i in sorted(rng.permutation(len(own))[:per_package])]
+    return drawn
+
+
+def package_rows(per_package: int, pairs: bool) -> list[dict[str, str]]:
+    """The table's rows: a sentence and its library, or (``pairs``) two sentences and whether one library wrote
+    both (each sentence with another from its own library or from another, half and half, drawn with a fixed
+    seed)."""
+    drawn = package_sentences(per_package)
+    rows = [{"text": text, "label": name} for name, texts in drawn.items() for text in texts]
+    if not pairs:
+        return rows
+    rng = np.random.default_rng(1)
+    names = list(drawn)
+    paired = []
+    for row in rows:
+        same = bool(rng.random() < 0.5)
+        other = row["label"] if same else names[(names.index(row["label"]) + rng.integers(1, len(names))) % len(names)]
+        candidates = [t for t in drawn[other] if t != row["text"]]
+        paired.append({"text": row["text"], "text_pair": candidates[rng.integers(len(candidates))],
+                       "label": "same library" if same else "different libraries"})  # fmt: skip
+    return paired
+
+
+@DATASETS.register("package_docstrings")
+def package_docstrings(
+    *,
+    seed: int,
+    val_fraction: float,
+    test_fraction: float,
+    tokenizer: str = "minilm",
+    max_length: PositiveInt = 64,
+    per_package: PositiveInt = 250,
+    pairs: bool = False,
+) -> DataBundle:
+    """A real text-classification task built offline: which library (one of 12, see ``PACKAGES``) the first sentence
+    of a docstring comes from, or with ``pairs`` whether two sentences come from the same library. The texts are
+    those of the libraries installed here (the same wherever their versions are), written once as a JSONL table in
+    kdforge's cache folder and read by :func:`text_classification`, whose other options these are."""
+    rows = package_rows(per_package, pairs)
+    text = "\n".join(json.dumps(row) for row in rows) + "\n"
+    path = cache_folder() / f"package-docstrings-{hashlib.sha256(text.encode()).hexdigest()[:16]}.jsonl"
+    if not path.is_file():
+        write_text(path, text)
+    pair = "text_pair" if pairs else None
+    data = text_classification(seed=seed, val_fraction=val_fraction, test_fraction=test_fraction, path=str(path),
+                               tokenizer=tokenizer, text_pair=pair, max_length=max_length)  # fmt: skip
+    return dataclasses.replace(data, name="package_docstrings")
