@@ -265,9 +265,10 @@ def test_an_installed_model_package_is_found_by_its_name():
 
 
 def test_package_docstrings_is_a_real_task_of_twelve_libraries_and_its_pairs_carry_segments():
-    single = build_dataset("package_docstrings", per_package=30)
+    single = build_dataset("package_docstrings", per_package=30, tokenizer="minilm")
     assert single.num_classes == 12 and "torch" in single.class_names and single.name == "package_docstrings"
     assert len(set(single.decode(single.train.x))) == len(single.train)  # no sentence twice
-    pairs = build_dataset("package_docstrings", per_package=30, pairs=True)
+    pairs = build_dataset("package_docstrings", per_package=30, pairs=True, tokenizer="minilm")
     assert pairs.class_names == ["different libraries", "same library"] and pairs.train.x.shape[1] == 2
     assert (pairs.train.x[:, 1] == 1).any(1).all()  # every row's second sentence is segment 1
+

@@ -356,7 +356,7 @@ def package_docstrings(
     seed: int,
     val_fraction: float,
     test_fraction: float,
-    tokenizer: str = "minilm",
+    tokenizer: str,
     max_length: PositiveInt = 64,
     per_package: PositiveInt = 250,
     pairs: bool = False,
@@ -364,7 +364,8 @@ def package_docstrings(
     """A real text-classification task built offline: which library (one of 12, see ``PACKAGES``) the first sentence
     of a docstring comes from, or with ``pairs`` whether two sentences come from the same library. The texts are
     those of the libraries installed here (the same wherever their versions are), written once as a JSONL table in
-    kdforge's cache folder and read by :func:`text_classification`, whose other options these are."""
+    kdforge's cache folder and read by :func:`text_classification`, whose other options these are (``tokenizer:
+    minilm``, the teacher's own, for all-MiniLM-L6-v2)."""
     rows = package_rows(per_package, pairs)
     text = "\n".join(json.dumps(row) for row in rows) + "\n"
     path = cache_folder() / f"package-docstrings-{hashlib.sha256(text.encode()).hexdigest()[:16]}.jsonl"

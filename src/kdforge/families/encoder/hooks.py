@@ -16,8 +16,13 @@ from kdforge.family import Family, register_family
 from kdforge.files import write_text
 from kdforge.pretrained import load_pretrained
 
-DATASETS = ("text_classification", "token_classification")
+TASKS = ("classification", "regression", "token_classification")  # of text data (it decodes its rows)
 HEADS = ("ForSequenceClassification", "ForTokenClassification")
+
+
+def labelled_text(data: Any) -> bool:
+    """Whether the run's data are texts with classes, scores or tags (the tasks this family measures)."""
+    return data.decode is not None and data.task in TASKS
 
 
 def unwrap(model: Any) -> Any:
@@ -37,7 +42,7 @@ class Encoders(Family):
         """The teacher reads the data's tokens and predicts its classes: its vocabulary holds the tokenizer's, it
         pads as the tokenizer does, and a classification head it was fine-tuned with has the data's class count."""
         recipe, data = session.recipe, session.data
-        if recipe.data.name not in DATASETS or recipe.teacher is None or recipe.teacher.source != "hf":
+        if not labelled_text(data) or recipe.teacher is None or recipe.teacher.source != "hf":
             return
         from transformers import AutoConfig
 
@@ -63,7 +68,7 @@ class Encoders(Family):
 
     def after_fit(self, session: Any, stage: str, student: Any, history: list[dict[str, Any]]) -> dict[str, Any]:
         data = session.data
-        if session.recipe.data.name not in DATASETS:
+        if not labelled_text(data):
             return {}
         model = unwrap(student)
         if stage == "distill" and isinstance(model, HFEncoder) and distributed.is_main():

