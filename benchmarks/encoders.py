@@ -6,7 +6,8 @@ which of 12 libraries the first sentence of a docstring comes from (2,253 senten
 
 * ``3 blocks``, ``2 blocks``, ``1 block``: the teacher's blocks 0, 2, 4 / 0, 3 / 0, copied with their weights (and
   its embeddings: DistilBERT's initialisation);
-* ``narrow``: a new 3-block BERT of width 192 (4 heads), from scratch.
+* ``narrow``: the 3 blocks at half the width (192, its first 6 heads of 32), each weight starting as the leading
+  slice of the teacher's (``shrink``, weight selection).
 
 Each is trained three ways at the recipe's budget: alone (cross-entropy), with KD on the logits (½ CE + ½ KD, T 2:
 the recipe's losses) and with KD and the intermediate layers as TinyBERT adds them (hidden states on uniformly mapped
@@ -38,9 +39,8 @@ STUDENTS = {
     "3 blocks": {"layers": [0, 2, 4]},
     "2 blocks": {"layers": [0, 3]},
     "1 block": {"layers": [0]},
-    "narrow": {"hf_config": {"model_type": "bert", "vocab_size": 30522, "hidden_size": 192, "num_hidden_layers": 3,
-                             "num_attention_heads": 4, "intermediate_size": 768}},
-}  # fmt: skip
+    "narrow": {"layers": [0, 2, 4], "shrink": {"hidden_size": 192, "intermediate_size": 768, "num_attention_heads": 6}},
+}
 BLOCKS = "model.bert.encoder.layer"
 INTERMEDIATE = [
     {"name": "hint", "student": BLOCKS, "teacher": BLOCKS, "mapping": "uniform", "projector": "linear", "weight": 1.0},

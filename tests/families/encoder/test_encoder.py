@@ -130,6 +130,21 @@ def test_layer_drop_copies_the_chosen_blocks_and_a_config_builds_a_new_encoder(m
     assert fresh(torch.tensor([[2, 30, 40, 3, 0]])).shape == (1, 1) and fresh.model.config.problem_type == "regression"
 
 
+def test_a_narrower_student_starts_from_the_leading_slices_of_the_teachers_weights(models):
+    _, bert, _ = models
+    teacher = AutoModelForSequenceClassification.from_pretrained(bert)
+    shrink = {"hidden_size": 16, "intermediate_size": 32, "num_attention_heads": 1}  # the head width kept: 16
+    student = build_model("hf_encoder", input_shape=(16,), num_classes=3, path=str(bert), layers=[0, 2],
+                          shrink=shrink)  # fmt: skip
+    config = student.model.config
+    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads) == (16, 2, 1)
+    big = teacher.state_dict()
+    for name, tensor in student.model.state_dict().items():
+        source = big[name.replace("layer.1.", "layer.2.")]
+        assert torch.equal(tensor, source[tuple(slice(0, n) for n in tensor.shape)]), name
+    assert student(torch.tensor([[2, 30, 40, 3]])).shape == (1, 3)
+
+
 def recipe(tmp_path, data, teacher, student, losses=None):
     return {
         "name": "enc",
@@ -271,4 +286,3 @@ def test_package_docstrings_is_a_real_task_of_twelve_libraries_and_its_pairs_car
     pairs = build_dataset("package_docstrings", per_package=30, pairs=True, tokenizer="minilm")
     assert pairs.class_names == ["different libraries", "same library"] and pairs.train.x.shape[1] == 2
     assert (pairs.train.x[:, 1] == 1).any(1).all()  # every row's second sentence is segment 1
-

@@ -8,7 +8,10 @@ Three ways to get one, as ``hf_causal_lm`` has:
 - ``hf_config``: a config built from scratch, ``{model_type: bert, hidden_size: 128, ...}`` (the vocabulary size
   defaults to the tokenizer's);
 - ``path`` and ``layers``: the model at ``path`` (typically the teacher) with only some of its blocks, copied with
-  their weights: ``layers: "::2"`` (every other block, DistilBERT's initialisation), ``[0, 5]`` or ``"0:3"``.
+  their weights: ``layers: "::2"`` (every other block, DistilBERT's initialisation), ``[0, 5]`` or ``"0:3"``;
+- ``path`` and ``shrink``: narrower too, ``shrink: {hidden_size: 192, intermediate_size: 768,
+  num_attention_heads: 6}`` (keep the head width: the leading heads are kept whole), each weight starting as the
+  leading slice of the model's (weight selection, Xu et al. 2023), a new one where no slice fits.
 
 The head follows the data: a sequence-classification head (one output per text, or one score for a regression) or,
 for ``token_classification`` data, a token-classification head (one output per token). The student reads token rows
@@ -54,6 +57,7 @@ class HFEncoder(nn.Module):
         path: str | None = None,
         hf_config: dict[str, Any] | None = None,
         layers: list[NonNegativeInt] | str | None = None,
+        shrink: dict[str, Any] | None = None,
         head: Head = "sequence",
         revision: str | None = None,
         trust_remote_code: bool = False,
@@ -63,8 +67,10 @@ class HFEncoder(nn.Module):
 
         if (path is None) == (hf_config is None):
             raise ValueError("give the student either path (a model folder or hub id) or hf_config (a new model)")
-        if path is None and (layers is not None or revision is not None or trust_remote_code):
-            raise ValueError("layers, revision and trust_remote_code are about the model at path: give path too")
+        if path is None and (layers is not None or shrink or revision is not None or trust_remote_code):
+            raise ValueError(
+                "layers, shrink, revision and trust_remote_code are about the model at path: give path too"
+            )
         auto = auto_class(head)
         labels = {"num_labels": num_classes}
         if num_classes == 1 and head == "sequence":
@@ -83,12 +89,13 @@ class HFEncoder(nn.Module):
             named = {"revision": revision, "trust_remote_code": trust_remote_code}
             loaded = load_pretrained(auto.from_pretrained, path, "Hugging Face model", **named, **labels,
                                      ignore_mismatched_sizes=True).float()  # fmt: skip
-            if layers is None:
+            if layers is None and not shrink:
                 self.model = loaded
             else:
-                config, state = shrunk(loaded, layers)
+                config, state = shrunk(loaded, layers) if layers is not None else (loaded.config, loaded.state_dict())
+                config.update(shrink or {})
                 self.model = auto.from_config(config)
-                self.model.load_state_dict(state)
+                self.model.load_state_dict(leading_slices(state, self.model.state_dict()))
         self.model.float()
         self.pad = self.model.config.pad_token_id
         self.rebuild_options = {"hf_config": config_options(self.model.config), "head": head}
@@ -96,6 +103,21 @@ class HFEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Token rows [B, T] (or pairs [B, 2, T]) -> logits [B, classes] (a token head: [B, T, classes])."""
         return self.model(**encoder_inputs(x, self.pad)).logits
+
+
+def leading_slices(given: dict[str, torch.Tensor], wanted: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``wanted``'s tensors, each replaced by the leading slice of ``given``'s of the same name where it is at
+    least as large along every dimension (the same shape: the tensor itself)."""
+    out = {}
+    for name, tensor in wanted.items():
+        source = given.get(name)
+        fits = (
+            source is not None
+            and source.dim() == tensor.dim()
+            and all(a >= b for a, b in zip(source.shape, tensor.shape))
+        )
+        out[name] = source[tuple(slice(0, n) for n in tensor.shape)].clone() if fits else tensor
+    return out
 
 
 def save_encoder(model: HFEncoder, out: Path, tokenizer: str | None) -> Path:
