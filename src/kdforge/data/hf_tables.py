@@ -160,7 +160,8 @@ def load_table(path: str, hub: HubDataset | None = None) -> Any:
     try:
         return datasets.load_dataset(kind, data_files=files, split="train")
     except (OSError, ValueError, datasets.exceptions.DatasetGenerationError) as err:
-        raise FileReadError(f"hf: the data files '{path}' cannot be read ({str(err).splitlines()[0]})") from None
+        reason = "they hold no rows" if "corresponds to no data" in str(err) else str(err).splitlines()[0]
+        raise FileReadError(f"hf: the data files '{path}' cannot be read ({reason})") from None
 
 
 def saved_to_disk(path: str) -> bool:

@@ -286,3 +286,40 @@ def test_package_docstrings_is_a_real_task_of_twelve_libraries_and_its_pairs_car
     pairs = build_dataset("package_docstrings", per_package=30, pairs=True, tokenizer="minilm")
     assert pairs.class_names == ["different libraries", "same library"] and pairs.train.x.shape[1] == 2
     assert (pairs.train.x[:, 1] == 1).any(1).all()  # every row's second sentence is segment 1
+
+
+def test_scores_are_a_regression_reported_with_their_correlations(models, tmp_path):
+    """STS-B-style: a real score per sentence pair, one output, Pearson and Spearman on test."""
+    import pandas as pd
+
+    tokenizer, _, _ = models
+    rows, _ = texts(80)
+    others, _ = texts(80, seed=3)
+    scores = [float(len(a.split()) - len(b.split())) / 10 for a, b in zip(rows, others)]
+    pd.DataFrame({"text": rows, "other": others, "score": scores}).to_csv(tmp_path / "sts.csv", index=False)
+    teacher = write_bert(tmp_path / "sts-teacher", 400, labels=1, layers=2)
+    data = {"name": "text_classification", "path": str(tmp_path / "sts.csv"), "tokenizer": str(tokenizer),
+            "text_pair": "other", "label": "score"}  # fmt: skip
+    built = build_dataset(**{k: v for k, v in data.items() if k != "name"}, name="text_classification")
+    assert built.task == "regression" and built.num_classes == 1 and built.train.y.shape[1:] == (1,)
+    result = run(Recipe.from_dict(recipe(tmp_path, data, teacher, {"path": str(teacher), "layers": [0]},
+                                         losses=[{"name": "reg_task"}, {"name": "reg_distill"}])))  # fmt: skip
+    metrics = result.results["student"]["test_metrics"]
+    assert set(metrics) == {"pearson", "spearman"} and all(-1 <= v <= 1 for v in metrics.values())
+
+
+def test_an_empty_split_is_one_message(models, tmp_path):
+    tokenizer, _, _ = models
+    write_csv(tmp_path / "train.csv")
+    (tmp_path / "val.csv").write_text("sentence,label\n")
+    with pytest.raises(KdforgeError, match=r"the data files '.*val.csv' cannot be read \(they hold no rows\)"):
+        build_dataset("text_classification", path=str(tmp_path / "train.csv"), tokenizer=str(tokenizer),
+                      text="sentence", val=str(tmp_path / "val.csv"))  # fmt: skip
+    import datasets
+
+    rows, labels = texts(30)
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"sentence": rows, "label": labels}),
+                          "validation": datasets.Dataset.from_dict({"sentence": [], "label": []})}
+                         ).save_to_disk(str(tmp_path / "saved"))  # fmt: skip
+    with pytest.raises(KdforgeError, match=r"the val split of '.*saved' is empty"):
+        build_dataset("text_classification", path=str(tmp_path / "saved"), tokenizer=str(tokenizer), text="sentence")
