@@ -160,8 +160,24 @@ def load_table(path: str, hub: HubDataset | None = None) -> Any:
     try:
         return datasets.load_dataset(kind, data_files=files, split="train")
     except (OSError, ValueError, datasets.exceptions.DatasetGenerationError) as err:
-        reason = "they hold no rows" if "corresponds to no data" in str(err) else str(err).splitlines()[0]
+        reason = "they hold no rows" if no_rows(kind, files) else str(err).splitlines()[0]
         raise FileReadError(f"hf: the data files '{path}' cannot be read ({reason})") from None
+
+
+def no_rows(kind: str, files: list[str]) -> bool:
+    """Whether data files hold no rows at all (``datasets`` fails on them with a message that does not say so)."""
+    import pyarrow.parquet as pq
+
+    def rows(file: str) -> int:
+        if kind == "parquet":
+            return pq.ParquetFile(file).metadata.num_rows
+        lines = [line for line in Path(file).read_text(errors="replace").splitlines() if line.strip()]
+        return len(lines) - (kind == "csv")  # a CSV's first line names its columns
+
+    try:
+        return all(rows(file) <= 0 for file in files)
+    except (OSError, ValueError):  # unreadable: the error that brought us here says more
+        return False
 
 
 def saved_to_disk(path: str) -> bool:
