@@ -323,3 +323,15 @@ def test_an_empty_split_is_one_message(models, tmp_path):
     with pytest.raises(KdforgeError, match=r"the data files '.*val.parquet' cannot be read \(they hold no rows\)"):
         build_dataset("text_classification", path=str(tmp_path / "train.csv"), tokenizer=str(tokenizer),
                       text="sentence", val=str(tmp_path / "val.parquet"))  # fmt: skip
+
+
+def test_tags_are_not_distilled_from_a_teacher_cache(models, tmp_path):
+    """A cache holds each row's outputs at full width; tag batches are cut to their longest row."""
+    tokenizer, _, tagger = models
+    rows = [{"tokens": ["index", "files"], "ner_tags": ["B-OBJ", "I-OBJ"]}] * 20
+    (tmp_path / "tags.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    data = {"name": "token_classification", "path": str(tmp_path / "tags.jsonl"), "tokenizer": str(tokenizer)}
+    raw = recipe(tmp_path, data, tagger, {"path": str(tagger)})
+    raw["teacher"]["cache"] = str(tmp_path / "cache")
+    with pytest.raises(KdforgeError, match="token_classification batches are cut to their longest row"):
+        run(Recipe.from_dict(raw))

@@ -42,6 +42,11 @@ class Encoders(Family):
         """The teacher reads the data's tokens and predicts its classes: its vocabulary holds the tokenizer's, it
         pads as the tokenizer does, and a classification head it was fine-tuned with has the data's class count."""
         recipe, data = session.recipe, session.data
+        if data.task == "token_classification" and recipe.teacher is not None and recipe.teacher.cache is not None:
+            raise KdforgeError(  # the cache holds each row's outputs at full width; batches are cut to their rows
+                "teacher.cache stores a teacher's outputs per row, but token_classification batches are cut to their "
+                "longest row: distil tags from the live teacher (drop teacher.cache)"
+            )
         if not labelled_text(data) or recipe.teacher is None or recipe.teacher.source != "hf":
             return
         from transformers import AutoConfig
