@@ -210,10 +210,13 @@ def _checked_teacher(session: Session, cfg: Any, student: torch.nn.Module) -> tu
     if cfg.source == "ensemble":
         members = [_checked_teacher(session, m, student)[0] for m in cfg.members]
         return ensemble(session, cfg, members), f"ensemble of {len(members)} ({cfg.combine})"
-    module, info = TEACHER_SOURCES.get(cfg.source)(session, cfg, session.run_dir / "teacher", student)
+    finetune = getattr(cfg, "finetune", None)  # a check loads the teacher; `train` fits it (minutes, not seconds)
+    loaded = cfg.model_copy(update={"finetune": None}) if finetune is not None else cfg
+    module, info = TEACHER_SOURCES.get(cfg.source)(session, loaded, session.run_dir / "teacher", student)
     notes = {"ema": f"EMA of the student (decay {cfg.decay})", "checkpoint": f"loaded from {cfg.path}"}
     note = notes.get(cfg.source, f"{cfg.source} model {cfg.model.name if cfg.model else ''}")
-    return module, note + ("; RANDOM classifier head" if info.get("random_head") else "")
+    note += "; RANDOM classifier head" if info.get("random_head") else ""
+    return module, note + (f"; `train` fine-tunes it first ({finetune.epochs} epochs)" if finetune is not None else "")
 
 
 def describe_schedule(train: TrainConfig, alone_steps: int | None = None) -> str:
