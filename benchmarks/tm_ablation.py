@@ -229,7 +229,8 @@ def ablation_table(result: dict) -> str:
         "",
     ]
     for task, students in result["tasks"].items():
-        lines += [f"## {task} (teacher {100 * students['teacher']:.2f}%)", ""]
+        teacher = f"teacher {100 * students['teacher']:.2f}%" if students.get("teacher") is not None else "no teacher"
+        lines += [f"## {task} ({teacher})", ""]
         modes = [m for m in ("alone", "distilled") if m in result.get("modes", ("alone", "distilled"))]
         lines += [
             "| student | feed-forward | params | " + "".join(f"{m} | gap recovered | " for m in modes)
@@ -248,7 +249,45 @@ def ablation_table(result: dict) -> str:
                 params = cell[modes[0]]["params"]
                 lines.append(f"| {student} | {variant} | {params:,} | {columns}{pm(replaced) if replaced else '-'} |")
         lines.append("")
-    return "\n".join(lines)
+    return "\n".join([*lines, *paired_summary(result)])
+
+
+def paired_summary(result: dict) -> list[str]:
+    """What the conclusions rest on, with their uncertainty: per task and student, each TM variant's share of the
+    none -> MLP gap (the ratio of the seeds' means, ± its standard error from 2,000 resamplings of the seeds, the
+    same seeds for the three rows) and what replacing its blocks by their mean costs (paired by seed, ± the
+    standard error of the mean)."""
+    modes = [m for m in ("alone", "distilled") if m in result.get("modes", ("alone", "distilled"))]
+    lines = [
+        "## The conclusions, with their standard errors",
+        "",
+        "Gap recovered: ratio of the seeds' means, ± standard error over 2,000 resamplings of the seeds. "
+        "Mean-replacing costs: test accuracy alone minus mean-replaced, paired by seed, ± standard error.",
+        "",
+        "| task | student | feed-forward | "
+        + "".join(f"gap recovered ({m}) | " for m in modes)
+        + "mean-replacing costs |",
+        "|---|---|---|" + "---:|" * len(modes) + "---:|",
+    ]
+    rng = np.random.default_rng(0)
+    for task, students in result["tasks"].items():
+        for student, rows in ((k, v) for k, v in students.items() if k != "teacher"):
+            for variant, cell in ((k, v) for k, v in rows.items() if k.startswith("TM")):
+                shares = []
+                for m in modes:
+                    runs = np.array([rows[k][m]["test"] for k in (variant, "none", "MLP")])  # [3, seeds]
+                    draws = rng.integers(0, runs.shape[1], (2000, runs.shape[1]))
+                    tm, none, mlp = runs.mean(1)
+                    sampled = runs[:, draws].mean(2)  # [3, 2000]
+                    spread = np.std((sampled[0] - sampled[1]) / (sampled[2] - sampled[1]), ddof=1)
+                    shares.append(f"{100 * (tm - none) / (mlp - none):.0f}% ± {100 * spread:.0f}")
+                replaced = cell.get("alone", {}).get("mean_replaced") or []
+                cost = [100 * (a - r) for a, r in zip(cell["alone"]["test"], replaced)] if replaced else []
+                costs = (
+                    f"{np.mean(cost):.1f} ± {np.std(cost, ddof=1) / np.sqrt(len(cost)):.1f}" if len(cost) > 1 else "-"
+                )
+                lines.append(f"| {task} | {student} | {variant} | {' | '.join(shares)} | {costs} |")
+    return [*lines, ""]
 
 
 def _recovered(mean: dict, variant: str, mode: str) -> str:
