@@ -23,7 +23,7 @@ from kdforge import distributed
 from kdforge.config.recipe import teacher_data
 from kdforge.errors import KdforgeError, required
 from kdforge.export import load_model, load_state_strict, read_meta, read_state_dict, save_model
-from kdforge.files import read_json, save_safetensors, write_atomic, write_json
+from kdforge.files import load_safetensors, read_json, save_safetensors, write_atomic, write_json
 from kdforge.models import build_model
 from kdforge.registry import TEACHER_SOURCES
 from kdforge.taps import unwrap
@@ -70,7 +70,9 @@ def cached_fit(
         origin = _origin(cached)
         if cached != own:
             distributed.on_main(lambda: _copy_teacher(cached, stem, {**meta, "cached_from": origin}))
-        load_state_strict(module, read_state_dict(cached), str(cached))
+        # the file kdforge wrote, read as it is: a module whose names all start with "model." (a Hugging Face teacher)
+        # is no Lightning checkpoint to unwrap
+        load_state_strict(module, load_safetensors(cached, what="trained teacher"), str(cached))
         session.console.print(f"teacher: reusing the one trained with the same settings in {origin}", markup=False)
         return module.eval(), {**meta, "cached_from": origin}
     session.console.print(

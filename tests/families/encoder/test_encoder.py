@@ -335,3 +335,17 @@ def test_tags_are_not_distilled_from_a_teacher_cache(models, tmp_path):
     raw["teacher"]["cache"] = str(tmp_path / "cache")
     with pytest.raises(KdforgeError, match="token_classification batches are cut to their longest row"):
         run(Recipe.from_dict(raw))
+
+
+def test_a_fine_tuned_hub_teacher_is_reused_by_the_next_run(models, tmp_path):
+    """Its weights are all named model.*: read back as written, not unwrapped as a Lightning checkpoint's."""
+    tokenizer, bert, _ = models
+    data = {"name": "text_classification", "path": str(write_csv(tmp_path / "t.csv")), "tokenizer": str(tokenizer),
+            "text": "sentence"}  # fmt: skip
+    raw = recipe(tmp_path, data, bert, {"path": str(bert), "layers": [0]})
+    raw["teacher"]["finetune"] = {"epochs": 1}
+    raw["train"]["epochs"] = 1
+    first = run(Recipe.from_dict(raw))
+    again = run(Recipe.from_dict(raw))
+    assert again.results["teacher"]["cached_from"] == str(first.run_dir / "teacher")
+    assert again.results["teacher"]["test"] == first.results["teacher"]["test"]
