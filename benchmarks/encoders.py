@@ -17,7 +17,7 @@ the gain of each distilled student over the same student alone (paired by seed),
 as the run measures it). Runs go ``--workers`` at a time, one thread each; each seed's teacher is fine-tuned once
 and reused by the other runs of that seed.
 
-    uv run python benchmarks/encoders.py [--seeds 0 1 2] [--students 3 2 1 narrow] [--workers 2]
+    uv run python benchmarks/encoders.py [--seeds 0 1 2] [--students 3 2 1 narrow] [--workers 2] [--runs DIR]
 
 Writes benchmarks/results/encoders.json and .md (other seeds or students: encoders_<seeds>_<students>.json beside).
 """
@@ -78,7 +78,7 @@ def one_run(job: tuple) -> dict:
 
 
 def measure(args: argparse.Namespace) -> dict:
-    runs = tempfile.mkdtemp(prefix="kdforge-encoders-")
+    runs = args.runs or tempfile.mkdtemp(prefix="kdforge-encoders-")
     jobs = [(s, w, seed, f"{runs}/seed{seed}") for seed in args.seeds for s in args.students for w in WAYS]
     first = {}  # each seed's first run fine-tunes its teacher, before the others that reuse it start
     for job in jobs:
@@ -134,6 +134,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--students", nargs="+", choices=list(STUDENTS), default=list(STUDENTS))
     parser.add_argument("--workers", type=int, default=2, help="runs at once, one thread each")
+    parser.add_argument(
+        "--runs", help="where the runs go (default: a new temporary folder); its fine-tuned teachers are reused"
+    )
     args = parser.parse_args()
     out = measure(args)
     name = "encoders"
