@@ -70,7 +70,7 @@ mean over the training split. The share of the none -> MLP gap a TM variant reco
 go ``--workers`` at a time, one thread each.
 
     uv run python benchmarks/tm.py ablation [--epochs 15] [--seeds 0 1 2] [--workers 2] [--variants ...] [--tasks ...]
-        [--modes alone distilled]
+        [--modes alone distilled] [--runs DIR]
 
 Writes benchmarks/results/tm_ablation.json and .md (at another budget, tm_ablation_<epochs>ep.json and .md);
 ``--variants`` keeps only those TM rows (MLP and none always run); ``--tasks`` runs only those tasks and keeps the
@@ -221,6 +221,9 @@ def main() -> None:
         nargs="+",
         choices=list(ABLATION_TASKS),
         help="ablation, hard_literals: these tasks (the others' results are kept)",
+    )
+    parser.add_argument(
+        "--runs", help="ablation: the runs' folder (default: a new temporary one); a stopped ablation's resumes there"
     )
     parser.add_argument(
         "--modes",

@@ -152,7 +152,7 @@ def ablation_run(job: tuple) -> dict:
     one."""
     task, student, variant, mode, seed, epochs, log_dir = job
     recipe = ablation_recipe(task, student, variant, mode == "distilled", seed, epochs, log_dir)
-    result = kdforge.run(recipe, console=Console(file=io.StringIO()))
+    result = finished_run(recipe) or kdforge.run(recipe, console=Console(file=io.StringIO()))
     entry = result.results["student"]
     replaced = mean_replaced_accuracy(result) if variant.startswith("TM") and mode == "alone" else None
     test_hard = (entry.get("test_hard") or entry["test"])["accuracy"]
@@ -160,12 +160,26 @@ def ablation_run(job: tuple) -> dict:
             "params": entry["params"], "teacher": result.teacher_accuracy}  # fmt: skip
 
 
+def finished_run(recipe: kdforge.Recipe) -> kdforge.RunResult | None:
+    """A finished run of ``recipe`` in its log folder (a stopped ablation given that folder again resumes there)."""
+    from kdforge.files import read_json
+    from kdforge.runner import load_run_recipe
+
+    for run_dir in sorted(Path(recipe.log.dir).glob(f"{recipe.name}-*")):
+        if (run_dir / "results.json").is_file() and load_run_recipe(run_dir).to_dict() == recipe.to_dict():
+            return kdforge.RunResult(run_dir, read_json(run_dir / "results.json", "run results"))
+    return None
+
+
 def ablation(args: argparse.Namespace) -> dict:
-    """Every run of the ablation, ``args.workers`` at a time (one thread each). The first run of each task and seed,
-    distilled, trains that seed's teacher before any other run that uses it starts."""
-    log_dir = tempfile.mkdtemp(prefix="kdforge-tm-ablation-")
-    tasks = {name: token_task(Path(log_dir) / f"{name.replace(' ', '-')}.npz", ABLATION_TASKS[name])
-             for name in args.tasks or ABLATION_TASKS}  # fmt: skip
+    """Every run of the ablation, ``args.workers`` at a time (one thread each), in ``args.runs`` (a new temporary
+    folder by default; a folder of a stopped ablation: its finished runs are taken as they are). The first run of each
+    task and seed, distilled, trains that seed's teacher before any other run that uses it starts."""
+    log_dir = args.runs or tempfile.mkdtemp(prefix="kdforge-tm-ablation-")
+    tasks = {name: Path(log_dir) / f"{name.replace(' ', '-')}.npz" for name in args.tasks or ABLATION_TASKS}
+    for name, path in tasks.items():
+        if not path.is_file():
+            token_task(path, ABLATION_TASKS[name])
     jobs = [
         (name, student, variant, mode, seed)
         for name in tasks
