@@ -176,6 +176,7 @@ def ablation(args: argparse.Namespace) -> dict:
     folder by default; a folder of a stopped ablation: its finished runs are taken as they are). The first run of each
     task and seed, distilled, trains that seed's teacher before any other run that uses it starts."""
     log_dir = args.runs or tempfile.mkdtemp(prefix="kdforge-tm-ablation-")
+    Path(log_dir).mkdir(parents=True, exist_ok=True)
     tasks = {name: Path(log_dir) / f"{name.replace(' ', '-')}.npz" for name in args.tasks or ABLATION_TASKS}
     for name, path in tasks.items():
         if not path.is_file():
