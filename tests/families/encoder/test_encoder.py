@@ -154,7 +154,7 @@ def recipe(tmp_path, data, teacher, student, losses=None):
         "student": {"model": {"name": "hf_encoder", **student}},
         "losses": losses or [{"name": "ce", "weight": 0.5}, {"name": "kd", "weight": 0.5, "temperature": 2.0}],
         "optim": {"name": "adamw", "lr": 1e-3},
-        "train": {"epochs": 2, "baseline": False},
+        "train": {"epochs": 1, "baseline": False},
         "log": {"dir": str(tmp_path / "runs"), "progress": False},
     }
 
