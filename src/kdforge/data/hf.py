@@ -22,6 +22,7 @@ classes (a ``ClassLabel``, whole numbers, or names: strings, numbered in sorted 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -106,48 +107,74 @@ def hf(
     for column in (input, label):
         if column not in first.column_names:
             raise KdforgeError(f"hf: '{path}' has no column '{column}'; its columns: {', '.join(first.column_names)}")
-    feature = first.features[label]
-    labels = np.asarray(first[label])
-    regression = labels.dtype.kind == "f"
-    split_labels = {name: np.asarray(table[label]) for name, table in tables.items() if name != "train"}
-    names = class_names(labels, label, path)
-    if names is not None:
-        for name, held in split_labels.items():
-            check_known_names(names, set(held.tolist()), name, label, path)
-    mapping = Labels(names)
-    labels = mapping.indices(labels)
-    split_labels = {name: mapping.indices(held) for name, held in split_labels.items()}
-    split_labels["train"] = labels
-    wanted = [s for s in ("val", "test") if s not in tables]
-    if wanted:
-        fractions = {"val": val_fraction, "test": test_fraction}
-        strata = np.zeros(len(labels), dtype=np.int64) if regression else labels  # a regression is drawn at random
-        parts = split_rows(strata, {s: fractions[s] for s in wanted}, seed)
-        tables = {**tables, **{s: first.select(p) for s, p in zip(["train", *wanted], parts)}}
-        split_labels.update({s: labels[p] for s, p in zip(["train", *wanted], parts)})  # read once, not per split
+    found = labelled_splits(tables, {n: np.asarray(t[label]) for n, t in tables.items()}, label, path, seed,
+                            {"val": val_fraction, "test": test_fraction})  # fmt: skip
+    tables, regression = found.tables, found.regression
     is_image = type(first.features[input]).__name__ == "Image"
     prepare_train, prepare_eval, shape, scaling = (
         image_inputs(image) if is_image else _numeric_inputs(tables["train"], input, standardize)
     )
     splits = {
         name: DatasetSplit(
-            HFRows(table, input, label, prepare_train if name == "train" else prepare_eval, mapping),
-            None if regression else split_labels[name],
+            HFRows(table, input, label, prepare_train if name == "train" else prepare_eval, found.mapping),
+            None if regression else found.labels[name],
         )
         for name, table in tables.items()
     }
-    names = names or getattr(feature, "names", None)  # a ClassLabel's own names
-    classes = len(names) if names else (1 if regression else int(labels.max()) + 1)
     return DataBundle(
         Path(path).stem or "hf",
         splits["train"],
         splits["val"],
         splits["test"],
-        num_classes=classes,
+        num_classes=found.classes,
         input_shape=shape,
         scaling=scaling,
-        class_names=list(names) if names else None,
+        class_names=found.names,
     )
+
+
+@dataclass
+class LabelledSplits:
+    """Every split of a table and its labels (class indices, or scores for a regression)."""
+
+    tables: dict[str, Any]
+    labels: dict[str, np.ndarray]
+    mapping: Labels  # a label cell -> its class index
+    names: list[str] | None  # the classes' names: the labels' own, or a ClassLabel's
+    classes: int  # 1 for a regression
+    regression: bool
+
+
+def labelled_splits(
+    tables: dict[str, Any],
+    read: dict[str, np.ndarray],
+    column: str,
+    path: str,
+    seed: int,
+    fractions: dict[str, float],
+) -> LabelledSplits:
+    """The splits the data gives (``tables``, their label columns ``read``), with class names mapped to indices
+    (a held-out split's checked against the training split's), and those it does not give drawn from the training
+    rows (``fractions`` of the whole: stratified by class; a regression's at random)."""
+    first = tables["train"]
+    labels = read["train"]
+    regression = labels.dtype.kind == "f"
+    names = class_names(labels, column, path)
+    if names is not None:
+        for name, held in read.items():
+            if name != "train":
+                check_known_names(names, set(held.tolist()), name, column, path)
+    mapping = Labels(names)
+    found = {name: mapping.indices(held) for name, held in read.items()}
+    every = found["train"]  # all the training rows', before any are drawn for val or test
+    if wanted := [s for s in ("val", "test") if s not in tables]:
+        strata = np.zeros(len(labels), dtype=np.int64) if regression else every  # scores: drawn at random
+        parts = split_rows(strata, {s: fractions[s] for s in wanted}, seed)
+        tables = {**tables, **{s: first.select(p) for s, p in zip(["train", *wanted], parts)}}
+        found.update({s: every[p] for s, p in zip(["train", *wanted], parts)})  # read once, not per split
+    names = names or getattr(first.features[column], "names", None)  # a ClassLabel's own names
+    classes = len(names) if names else (1 if regression else int(every.max()) + 1)
+    return LabelledSplits(tables, found, mapping, list(names) if names else None, classes, regression)
 
 
 def table_splits(

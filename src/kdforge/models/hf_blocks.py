@@ -63,3 +63,18 @@ def config_options(config: Any) -> dict[str, Any]:
     values = config.to_diff_dict()
     values.pop("transformers_version", None)
     return {"model_type": config.model_type, **values}
+
+
+def new_config(hf_config: dict[str, Any], kinds: str, **defaults: Any) -> Any:
+    """A transformers config built from options (``model_type`` and its fields; ``defaults`` where they are not
+    given); ``kinds`` names a few model types for the message when ``model_type`` is missing."""
+    from transformers import AutoConfig
+
+    options = {**defaults, **hf_config}
+    model_type = options.pop("model_type", None)
+    if model_type is None:
+        raise ValueError(f"hf_config needs model_type ({kinds}, ...)")
+    try:
+        return AutoConfig.for_model(model_type, **options)
+    except ValueError as err:
+        raise ValueError(f"hf_config: {err}") from None

@@ -23,8 +23,8 @@ from pydantic import PositiveInt
 
 from kdforge.data._docstrings import cache_folder, docstring_groups
 from kdforge.data.bundle import PAD_TARGET, SPLIT_NAMES, DataBundle, Split, split_rows
-from kdforge.data.hf import table_splits
-from kdforge.data.hf_tables import HubDataset, Labels, check_known_names, class_names
+from kdforge.data.hf import labelled_splits, table_splits
+from kdforge.data.hf_tables import HubDataset
 from kdforge.data.text import clean_sentences, load_tokenizer
 from kdforge.errors import KdforgeError
 from kdforge.files import write_text
@@ -67,8 +67,10 @@ def too_long(encoded: dict[str, list[list[int]]], tok: Any, max_length: int | No
     """Without ``max_length``, refuse rows (each split's ids) that the tokenizer's model cannot read whole, saying
     how many."""
     limit = tok.model_max_length
+    if max_length is not None or limit >= 1_000_000:  # cut to max_length, or a tokenizer that states no maximum
+        return
     over = {split: sum(len(row) > limit for row in rows) for split, rows in encoded.items()}
-    if max_length is None and limit < 1_000_000 and (count := sum(over.values())):
+    if count := sum(over.values()):
         longest = max(len(row) for rows in encoded.values() for row in rows)
         where = ", ".join(f"{split} {n}" for split, n in over.items() if n)
         raise KdforgeError(
@@ -98,34 +100,15 @@ def read_splits(
     return tables
 
 
-def labelled(
-    tables: dict[str, Any], column: str, seed: int, fractions: dict[str, float], path: str, dataset: str
-) -> tuple[dict[str, Any], dict[str, np.ndarray], list[str] | None, bool]:
-    """(tables with every split, each split's labels as class indices or scores, the class names, regression)."""
-    first = tables["train"]
-    labels = np.asarray(first[column])
-    regression = labels.dtype.kind == "f"
-    for name, table in tables.items():
-        if not regression and (values := np.asarray(table[column])).dtype.kind in "iu" and (values < 0).any():
+def no_hidden_labels(read: dict[str, np.ndarray], column: str, path: str, dataset: str) -> None:
+    """Refuse negative class indices: the labels a hub dataset hides (GLUE's test splits), which no loss can read."""
+    for name, values in read.items():
+        if values.dtype.kind in "iu" and (values < 0).any():
             raise KdforgeError(
                 f"{dataset}: {int((values < 0).sum())} row(s) of the {name} split of '{path}' have a negative label "
                 f"in '{column}' (no label, as GLUE's test splits have): add data.drop_splits: [{name}] to draw that "
                 "split from the training rows"
             )
-    names = class_names(labels, column, path)
-    held = {name: np.asarray(table[column]) for name, table in tables.items() if name != "train"}
-    if names is not None:
-        for name, values in held.items():
-            check_known_names(names, set(values.tolist()), name, column, path)
-    mapping = Labels(names)
-    found = {"train": mapping.indices(labels), **{name: mapping.indices(values) for name, values in held.items()}}
-    if wanted := [s for s in ("val", "test") if s not in tables]:
-        strata = np.zeros(len(labels), dtype=np.int64) if regression else found["train"]  # scores: drawn at random
-        parts = split_rows(strata, {s: fractions[s] for s in wanted}, seed)
-        tables = {**tables, **{s: first.select(p) for s, p in zip(["train", *wanted], parts)}}
-        found.update({s: found["train"][p] for s, p in zip(["train", *wanted], parts)})
-    feature = getattr(first.features[column], "names", None)  # a ClassLabel's own names
-    return tables, found, names or feature, regression
 
 
 @DATASETS.register("text_classification")
@@ -158,8 +141,10 @@ def text_classification(
     tables = read_splits(path, HubDataset(config, revision), given, drop_splits or [], name)
     for split, table in tables.items():
         columns_present(table, {"text": text, "text_pair": text_pair, "label": label}, name, path, split)
-    fractions = {"val": val_fraction, "test": test_fraction}
-    tables, labels, names, regression = labelled(tables, label, seed, fractions, path, name)
+    read = {split: np.asarray(table[label]) for split, table in tables.items()}
+    no_hidden_labels(read, label, path, name)
+    found = labelled_splits(tables, read, label, path, seed, {"val": val_fraction, "test": test_fraction})
+    tables, labels, regression = found.tables, found.labels, found.regression
     tok = encoder_tokenizer(tokenizer, name)
     encoded = {}
     for split, table in tables.items():
@@ -181,16 +166,15 @@ def text_classification(
     def decode(rows: torch.Tensor) -> list[str]:  # a pair's row: its ids, without the segments
         return tok.batch_decode((rows[:, 0] if rows.dim() == 3 else rows).cpu(), skip_special_tokens=True)
 
-    classes = 1 if regression else len(names) if names else int(labels["train"].max()) + 1
     return DataBundle(
         name,
         splits["train"],
         splits["val"],
         splits["test"],
-        num_classes=classes,
+        num_classes=found.classes,
         input_shape=tuple(splits["train"].x.shape[1:]),
         decode=decode,
-        class_names=list(names) if names and not regression else None,
+        class_names=None if regression else found.names,
     )
 
 

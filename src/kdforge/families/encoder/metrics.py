@@ -79,7 +79,8 @@ def encoder_metrics(model: torch.nn.Module, batches: Iterable, task: str, classe
         for x, y, *_ in batches:
             with autocast:
                 out = model(x).float()
-            outputs.append(out.cpu()), targets.append(y.cpu())
+            outputs.append(out.cpu())
+            targets.append(y.cpu())
     finally:
         model.train(was_training)
     if task == "regression":

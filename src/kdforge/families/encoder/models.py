@@ -32,7 +32,7 @@ from torch import nn
 
 from kdforge.files import write_folder_atomic
 from kdforge.models import MODELS
-from kdforge.models.hf_blocks import config_options, shrunk
+from kdforge.models.hf_blocks import config_options, new_config, shrunk
 from kdforge.pretrained import load_pretrained
 from kdforge.teachers.hub import encoder_inputs
 
@@ -63,7 +63,6 @@ class HFEncoder(nn.Module):
         trust_remote_code: bool = False,
     ):
         super().__init__()
-        from transformers import AutoConfig
 
         if (path is None) == (hf_config is None):
             raise ValueError("give the student either path (a model folder or hub id) or hf_config (a new model)")
@@ -76,15 +75,7 @@ class HFEncoder(nn.Module):
         if num_classes == 1 and head == "sequence":
             labels["problem_type"] = "regression"
         if hf_config is not None:
-            options = dict(hf_config)
-            model_type = options.pop("model_type", None)
-            if model_type is None:
-                raise ValueError("hf_config needs model_type (bert, roberta, deberta-v2, ...)")
-            try:
-                config = AutoConfig.for_model(model_type, **options, **labels)
-            except ValueError as err:
-                raise ValueError(f"hf_config: {err}") from None
-            self.model = auto.from_config(config)
+            self.model = auto.from_config(new_config({**hf_config, **labels}, "bert, roberta, deberta-v2"))
         else:
             named = {"revision": revision, "trust_remote_code": trust_remote_code}
             loaded = load_pretrained(auto.from_pretrained, path, "Hugging Face model", **named, **labels,

@@ -32,7 +32,7 @@ from kdforge.export import EXPORT_FORMATS, load_student
 from kdforge.files import load_safetensors, read_json, save_safetensors, write_folder_atomic, write_text
 from kdforge.losses.chunked import LMHead
 from kdforge.models import MODELS
-from kdforge.models.hf_blocks import config_options, shrunk
+from kdforge.models.hf_blocks import config_options, new_config, shrunk
 from kdforge.pretrained import load_pretrained
 from kdforge.report import model_card
 from kdforge.teachers.hub import hf_inputs, plain_head
@@ -55,7 +55,7 @@ class HFCausalLM(nn.Module):
         trust_remote_code: bool = False,
     ):
         super().__init__()
-        from transformers import AutoConfig, AutoModelForCausalLM
+        from transformers import AutoModelForCausalLM
 
         if (path is None) == (hf_config is None):
             raise ValueError("give the student either path (a model folder or hub id) or hf_config (a new model)")
@@ -63,15 +63,7 @@ class HFCausalLM(nn.Module):
             raise ValueError("layers, revision and trust_remote_code are about the model at path: give path too")
         state, loaded = None, None
         if hf_config is not None:
-            options = dict(hf_config)
-            model_type = options.pop("model_type", None)
-            if model_type is None:
-                raise ValueError("hf_config needs model_type (llama, gpt2, qwen2, ...)")
-            options.setdefault("vocab_size", num_classes)
-            try:
-                config = AutoConfig.for_model(model_type, **options)
-            except ValueError as err:
-                raise ValueError(f"hf_config: {err}") from None
+            config = new_config(hf_config, "llama, gpt2, qwen2", vocab_size=num_classes)
         else:
             named = {"revision": revision, "trust_remote_code": trust_remote_code}
             loaded = load_pretrained(AutoModelForCausalLM.from_pretrained, path, "Hugging Face model", **named).float()
