@@ -266,14 +266,13 @@ def measured_on() -> dict:
 
 
 def commit() -> str:
-    """The checkout's commit, marked when its tracked files differ from it (results files aside). A copy of the
-    tree without its history (a lent GPU machine gets one) takes it from ``KDFORGE_COMMIT``, set where it was copied."""
+    """The checkout's commit, marked when its tracked files differ from it (results files aside)."""
 
     def git(*args: str) -> str:
         done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
         return done.stdout.strip() if done.returncode == 0 else ""
 
-    head = git("rev-parse", "HEAD") or os.environ.get("KDFORGE_COMMIT") or "unknown (not a git checkout)"
+    head = git("rev-parse", "HEAD") or "unknown (not a git checkout)"
     changed = [line for line in git("status", "--porcelain", "--untracked-files=no").splitlines()
                if "benchmarks/results/" not in line]  # fmt: skip
     return f"{head} with uncommitted changes" if changed else head
