@@ -187,7 +187,8 @@ def markdown(out: dict) -> str:
     paired = "rounds" in out  # results from before the rounds have one run per variant and no ratios
     names = list(out["variants"])
     how = (
-        f"{out['rounds']} rounds of every variant in turn; per variant the medians over the rounds of its step "
+        f"{out['rounds']} round{'s' if out['rounds'] != 1 else ''} of every variant in turn; per variant the medians "
+        "over the rounds of its step "
         f"time (each the median of {out['steps'] - 1} steps) and its tokens/s relative to the first variant's "
         f"({names[0]}) in the same round"
         if paired

@@ -22,7 +22,7 @@ float32 weights, peak memory from the allocator).
     uv run python benchmarks/lm_loss.py --terms ce+kd --variants plain separate chunked compiled \
         --shapes 32768x1024 32768x4096 131072x1024 131072x2048 --name lm_loss_fused
     uv run python benchmarks/lm_loss.py --device cuda --terms ce+kd --variants plain chunked compiled \
-        --shapes 32768x1024 32768x8192 131072x1024 131072x8192 --name lm_loss_gpu    # a GPU
+        --shapes 32768x1024 32768x8192 131072x1024 --name lm_loss_gpu    # a GPU
 
 Writes benchmarks/results/<name>.json and .md (default name: lm_loss).
 """
@@ -185,10 +185,11 @@ def main() -> None:
         )
         if value != default
     )
-    table = first_table(rows, args.rounds) if variants == ["plain", "chunked"] else table_of(rows, variants, args)
+    device = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
+    first = variants == ["plain", "chunked"]
+    table = first_table(rows, args.rounds) if first else table_of(rows, variants, args, device)
     out = {"benchmark": "lm_loss", "rounds": args.rounds, "terms": args.terms, "rows": rows, "timings": ["pairs"],
-           "torch": torch.__version__,
-           "device": torch.cuda.get_device_name() if args.device == "cuda" else "CPU"}  # fmt: skip
+           "torch": torch.__version__, "device": device}  # fmt: skip
     save(args.name, out, "\n".join([*table, "", command, ""]))
 
 
@@ -208,18 +209,23 @@ def first_table(rows: list[dict], rounds: int) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|",
         *(
             f"| {r['vocab']:,} | {r['tokens']:,} | {r['chunk']} | {r['plain_peak_bytes'] / mb:,.0f} MB "
-            f"| {r['chunked_peak_bytes'] / mb:,.0f} MB | {r['memory_ratio']:.3f} | {r['plain_seconds']:.2f} s "
-            f"| {r['chunked_seconds']:.2f} s | {r['time_ratio']:.2f} "
+            f"| {r['chunked_peak_bytes'] / mb:,.0f} MB | {r['memory_ratio']:.3f} | {duration(r['plain_seconds'])} "
+            f"| {duration(r['chunked_seconds'])} | {r['time_ratio']:.2f} "
             f"| {r['time_ratio_mean']:.2f} ± {r['time_ratio_std']:.2f} |"
             for r in rows
         ),
     ]
 
 
-def table_of(rows: list[dict], variants: list[str], args: argparse.Namespace) -> list[str]:
+def duration(seconds: float) -> str:
+    """A step's time, in milliseconds below a second (a GPU's steps)."""
+    return f"{seconds:.2f} s" if seconds >= 1 else f"{1000 * seconds:.1f} ms"
+
+
+def table_of(rows: list[dict], variants: list[str], args: argparse.Namespace, device: str) -> list[str]:
     mb = 2**20
     loss = "½ CE + ½ forward KL" if args.terms == "ce+kd" else "Forward KL"
-    where = f"{torch.cuda.get_device_name()}, bf16 autocast" if args.device == "cuda" else "CPU, fp32"
+    where = f"{device}, bf16 autocast" if args.device == "cuda" else "CPU, fp32"
     lines = [
         f"# Token-level KD without the whole vocabulary: {', '.join(variants)} ({where})",
         "",
@@ -244,7 +250,7 @@ def table_of(rows: list[dict], variants: list[str], args: argparse.Namespace) ->
                 measured = f"{r[f'{v}_time_ratio']:.2f} | {mean:.2f} ± {std:.2f}"
             lines.append(
                 f"| {r['vocab']:,} | {r['tokens']:,} | {v} | {r[f'{v}_peak_bytes'] / mb:,.0f} MB | {memory:.3f} "
-                f"| {r[f'{v}_seconds']:.2f} s | {measured} |"
+                f"| {duration(r[f'{v}_seconds'])} | {measured} |"
             )
     return lines
 
