@@ -127,9 +127,22 @@ def worker_pool(workers: int, one_thread: bool = False) -> Iterator[ProcessPoolE
         pool.shutdown()
 
 
-def run_quietly(raw: dict) -> kdforge.RunResult:
-    """Run a recipe given as a dict, its console output discarded."""
-    return kdforge.run(kdforge.Recipe.from_dict(raw), console=Console(file=io.StringIO()))
+def run_quietly(raw: dict | kdforge.Recipe, resume: bool = False) -> kdforge.RunResult:
+    """Run a recipe (a dict, or one built), its console output discarded; with ``resume``, a finished run of the same
+    recipe in its log folder is taken as it is (a stopped benchmark given that folder again goes on there)."""
+    recipe = raw if isinstance(raw, kdforge.Recipe) else kdforge.Recipe.from_dict(raw)
+    return (resume and finished_run(recipe)) or kdforge.run(recipe, console=Console(file=io.StringIO()))
+
+
+def finished_run(recipe: kdforge.Recipe) -> kdforge.RunResult | None:
+    """A finished run of ``recipe`` in its log folder."""
+    from kdforge.files import read_json
+    from kdforge.runner import load_run_recipe
+
+    for run_dir in sorted(Path(recipe.log.dir).glob(f"{recipe.name}-*")):
+        if (run_dir / "results.json").is_file() and load_run_recipe(run_dir).to_dict() == recipe.to_dict():
+            return kdforge.RunResult(run_dir, read_json(run_dir / "results.json", "run results"))
+    return None
 
 
 class Intervals:

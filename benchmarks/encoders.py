@@ -15,7 +15,7 @@ blocks, through a linear projection, and attention scores, ``attn_mse`` on the q
 Test accuracy and macro F1 (epoch chosen on validation), seeds 0-2, the share of the teacher's accuracy each keeps,
 the gain of each distilled student over the same student alone (paired by seed), size and latency (batch 1, median,
 as the run measures it). Runs go ``--workers`` at a time, one thread each; each seed's teacher is fine-tuned once
-and reused by the other runs of that seed.
+and reused by the other runs of that seed; given the ``--runs`` folder of a stopped benchmark, it goes on there.
 
     uv run python benchmarks/encoders.py [--seeds 0 1 2] [--students 3 2 1 narrow] [--workers 2] [--runs DIR]
 
@@ -66,7 +66,7 @@ def recipe(student: str, way: str, seed: int, runs: str) -> dict:
 def one_run(job: tuple) -> dict:
     """One student, way and seed (a worker's job): what the run measured of each model."""
     student, way, seed, runs = job
-    result = run_quietly(recipe(student, way, seed, runs)).results
+    result = run_quietly(recipe(student, way, seed, runs), resume=True).results
     found = {}
     for role in ("teacher", "student", "student_alone"):
         if role in result:
@@ -135,7 +135,9 @@ def main() -> None:
     parser.add_argument("--students", nargs="+", choices=list(STUDENTS), default=list(STUDENTS))
     parser.add_argument("--workers", type=int, default=2, help="runs at once, one thread each")
     parser.add_argument(
-        "--runs", help="where the runs go (default: a new temporary folder); its fine-tuned teachers are reused"
+        "--runs",
+        help="where the runs go (default: a new temporary folder); in the folder of a stopped benchmark its fine-tuned "
+        "teachers and finished runs are taken as they are",
     )
     args = parser.parse_args()
     out = measure(args)

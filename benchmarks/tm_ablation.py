@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import statistics
 import tempfile
@@ -14,10 +13,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.console import Console
 
 import kdforge
-from common import RESULTS, worker_pool
+from common import RESULTS, run_quietly, worker_pool
 from kdforge.families.tm.clause import set_hard
 from kdforge.families.tm.hooks import level_choice
 from tm_students import (
@@ -152,23 +150,12 @@ def ablation_run(job: tuple) -> dict:
     one."""
     task, student, variant, mode, seed, epochs, log_dir = job
     recipe = ablation_recipe(task, student, variant, mode == "distilled", seed, epochs, log_dir)
-    result = finished_run(recipe) or kdforge.run(recipe, console=Console(file=io.StringIO()))
+    result = run_quietly(recipe, resume=True)
     entry = result.results["student"]
     replaced = mean_replaced_accuracy(result) if variant.startswith("TM") and mode == "alone" else None
     test_hard = (entry.get("test_hard") or entry["test"])["accuracy"]
     return {"test": entry["test"]["accuracy"], "test_hard": test_hard, "mean_replaced": replaced,
             "params": entry["params"], "teacher": result.teacher_accuracy}  # fmt: skip
-
-
-def finished_run(recipe: kdforge.Recipe) -> kdforge.RunResult | None:
-    """A finished run of ``recipe`` in its log folder (a stopped ablation given that folder again resumes there)."""
-    from kdforge.files import read_json
-    from kdforge.runner import load_run_recipe
-
-    for run_dir in sorted(Path(recipe.log.dir).glob(f"{recipe.name}-*")):
-        if (run_dir / "results.json").is_file() and load_run_recipe(run_dir).to_dict() == recipe.to_dict():
-            return kdforge.RunResult(run_dir, read_json(run_dir / "results.json", "run results"))
-    return None
 
 
 def ablation(args: argparse.Namespace) -> dict:
@@ -338,13 +325,13 @@ def hard_finish_run(job: tuple) -> dict:
     mode (``init_from``, ``hard: true``, a few epochs at a lower learning rate)."""
     task, student, variant, mode, seed, epochs, log_dir = job
     recipe = ablation_recipe(task, student, variant, mode == "distilled", seed, epochs, log_dir)
-    first = kdforge.run(recipe, console=Console(file=io.StringIO()))
+    first = run_quietly(recipe)
     raw = recipe.to_dict()
     raw["student"]["model"]["hard"] = True
     raw["student"]["init_from"] = str(first.run_dir)
     raw["train"]["epochs"] = FINISH_EPOCHS
     raw["optim"].update(lr=2e-4, warmup_epochs=0)
-    second = kdforge.run(kdforge.Recipe.from_dict(raw), console=Console(file=io.StringIO()))
+    second = run_quietly(raw)
     before, after = first.results["student"], second.results["student"]  # a student in hard mode has one test
     return {"soft": before["test"]["accuracy"], "hard": before["test_hard"]["accuracy"],
             "finished": after["test"]["accuracy"]}  # fmt: skip
@@ -377,7 +364,7 @@ def hard_literals_run(job: tuple) -> dict:
     task, student, variant, mode, seed, epochs, log_dir = job
     raw = ablation_recipe(task, student, variant, mode == "distilled", seed, epochs, log_dir).to_dict()
     raw["student"]["model"]["hard_literals"] = HARD_LITERALS
-    result = kdforge.run(kdforge.Recipe.from_dict(raw), console=Console(file=io.StringIO())).results["student"]
+    result = run_quietly(raw).results["student"]
     return {"soft": result["test"]["accuracy"], "hard": result["test_hard"]["accuracy"]}
 
 
@@ -507,7 +494,7 @@ def levels_run(job: tuple) -> dict:
     else:
         student, setting, seed, epochs, log_dir = rest
         recipe = tm_recipe(student, setting, seed, epochs, log_dir)
-    return levels_accuracy(kdforge.run(recipe, console=Console(file=io.StringIO())).run_dir)
+    return levels_accuracy(run_quietly(recipe).run_dir)
 
 
 def levels(args: argparse.Namespace) -> dict:

@@ -120,3 +120,15 @@ def test_a_sweeps_command_and_the_environment_it_needs_come_from_the_figures_lis
     for name in ("methods.md", "lm_gpu.md"):
         with pytest.raises(reproduce.Unreproducible, match="run it by hand"):
             reproduce.command_of(Path(name), {})
+
+
+def test_a_stopped_benchmark_resumes_from_its_finished_runs_and_reruns_any_other_recipe(tiny_recipe, monkeypatch):
+    monkeypatch.setitem(sys.modules, "common", None)
+    common = load("common")
+    tiny_recipe["train"] = {"epochs": 1, "baseline": False}
+    first = common.run_quietly(tiny_recipe, resume=True)
+    again = common.run_quietly(tiny_recipe, resume=True)
+    assert again.run_dir == first.run_dir and again.results == first.results
+    other = common.run_quietly({**tiny_recipe, "seed": 1}, resume=True)
+    assert other.run_dir != first.run_dir
+    assert common.run_quietly(tiny_recipe).run_dir not in (first.run_dir, other.run_dir)  # without resume: a new run
