@@ -60,9 +60,11 @@ class Distiller(nn.Module):
         train_samples: int | None = None,
         one_head_pass: bool = True,
         compile_chunks: bool = False,
+        pad: int | None = None,
     ):
         super().__init__()
         self.student, self.teacher, self.per_token = student, teacher, per_token
+        self.pad = pad  # inputs are token rows padded with this id: the terms that can leave the padding out do
         self.terms = nn.ModuleList(terms)
         self.loss_terms: list[LossTerm] = list(terms)  # the same, as a plain list: read several times a step
         names = [t.name for t in terms]
@@ -195,7 +197,7 @@ class Distiller(nn.Module):
             # an ensemble member's logits are token rows like the combined ones
             t_feats = {k: _token_rows(v, real) if _MEMBER.fullmatch(k) else v for k, v in t_feats.items()}
         ctx = self._context(inputs, targets, student_out, teacher_out, s_feats, t_feats, clock)
-        ctx.token_mask, ctx.index = real, index
+        ctx.token_mask, ctx.index, ctx.real_tokens = real, index, self._real_tokens(inputs)
         student_logits, teacher_logits = ctx.student_logits, ctx.teacher_logits
         teacher_task = None
         if (learner := self.learning_teacher) is not None and teacher_logits is not None:
@@ -234,6 +236,14 @@ class Distiller(nn.Module):
             self.compile_chunks,
         )
         return dict(zip([t.name for t in terms], values)), summed
+
+    def _real_tokens(self, inputs: torch.Tensor) -> torch.Tensor | None:
+        """[B, T]: True at the real tokens of padded token rows (ids [B, T], or a pair's ids and segments
+        [B, 2, T]); None where nothing is padded."""
+        if self.pad is None:
+            return None
+        real = (inputs[:, 0] if inputs.dim() == 3 else inputs) != self.pad
+        return None if bool(real.all()) else real
 
     def _context(
         self,

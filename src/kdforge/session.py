@@ -25,7 +25,7 @@ from kdforge.config.training import StepsConfig
 from kdforge.curriculum import Curriculum
 from kdforge.data import DataBundle, example_inputs, make_loader, recipe_data
 from kdforge.data.augment import BatchAugment, Mixer
-from kdforge.data.bundle import PER_TOKEN_TASKS
+from kdforge.data.bundle import PER_TOKEN_TASKS, Split
 from kdforge.distiller import Distiller
 from kdforge.errors import KdforgeError, RunInterrupted, required
 from kdforge.evaluate import evaluate
@@ -390,6 +390,7 @@ class Session:
             train_samples=len(self.data.train),
             one_head_pass=self.recipe.optim.name != "dot",
             compile_chunks=self.recipe.train.compile,
+            pad=self.data.train.pad if isinstance(self.data.train, Split) else None,
         )
         if distiller.reads_index:
             self.index_training_batches([t.name for t in terms if t.reads_index])

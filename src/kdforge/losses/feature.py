@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from kdforge.bounds import AtLeastOne, Positive
@@ -84,8 +83,29 @@ class FeatureTerm(LossTerm):
         raise NotImplementedError
 
 
+class TokenFeatureTerm(FeatureTerm):
+    """A feature term that leaves padding out: on token features [B, T, ...] of padded rows (dynamic padding), its
+    :meth:`pair_loss` takes ``real``, the real positions, and the loss is what it would be without the padding."""
+
+    def forward(self, ctx: StepContext) -> torch.Tensor:
+        real = ctx.real_tokens
+        pairs = enumerate(self.features(ctx))
+        losses = [self.pair_loss(i, s, t, real if _per_position(s, real) else None) for i, (s, t) in pairs]
+        return torch.stack(losses).mean()
+
+    def pair_loss(
+        self, index: int, student: torch.Tensor, teacher: torch.Tensor, real: torch.Tensor | None = None
+    ) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+
+def _per_position(feature: torch.Tensor, real: torch.Tensor | None) -> bool:
+    """Whether ``feature`` has a value per position of the token rows ``real`` describes ([B, T, ...])."""
+    return real is not None and feature.dim() >= 3 and feature.shape[:2] == real.shape
+
+
 @LOSSES.register("hint")
-class Hint(FeatureTerm):
+class Hint(TokenFeatureTerm):
     """FitNets hint: distance between a projected student feature and a teacher feature.
 
     ``loss``: ``mse``, ``cosine`` or ``smooth_l1``. ``projector`` maps each student feature
@@ -112,8 +132,10 @@ class Hint(FeatureTerm):
             for i, (s, _) in enumerate(self.pairs)
         )
 
-    def pair_loss(self, index: int, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-        return rep.feature_loss(self.projectors[index](student), teacher, self.loss)
+    def pair_loss(
+        self, index: int, student: torch.Tensor, teacher: torch.Tensor, real: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return rep.feature_loss(self.projectors[index](student), teacher, self.loss, real)
 
 
 @LOSSES.register("fdd")
@@ -192,7 +214,7 @@ Relation = Literal["qk", "qq", "kk", "vv"]
 
 
 @LOSSES.register("minilm")
-class MiniLM(FeatureTerm):
+class MiniLM(TokenFeatureTerm):
     """MiniLM: KL between self-attention relations of teacher and student, from tapped fused
     ``qkv`` projections ([B, N, 3D], e.g. ``submodule: attn.qkv``), or, in models with three projections (BERT and
     the Hugging Face encoders), from ``qkv``: their three names inside each block, e.g. ``[attention.self.query,
@@ -248,7 +270,9 @@ class MiniLM(FeatureTerm):
         fused = lambda found, block: torch.cat([found[n] for n in self._projections(block)], -1)  # noqa: E731
         return [(fused(ctx.student_features, s), fused(ctx.teacher_features, t)) for s, t in self.pairs]
 
-    def pair_loss(self, index: int, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    def pair_loss(
+        self, index: int, student: torch.Tensor, teacher: torch.Tensor, real: torch.Tensor | None = None
+    ) -> torch.Tensor:
         s, t = _split_qkv(student), _split_qkv(teacher)
         losses = []
         for relation in self.relations:
@@ -257,6 +281,7 @@ class MiniLM(FeatureTerm):
                 rep.relation_kl(
                     rep.relation_logits(s[a], s[b], self.relation_heads),
                     rep.relation_logits(t[a], t[b], self.relation_heads),
+                    real,
                 )
             )
         return torch.stack(losses).sum()
@@ -286,11 +311,12 @@ class AttentionMSE(AttentionKL):
     q kᵀ / √d before the softmax (from fused ``qkv`` taps), per relation head. Both models need the same number of
     tokens; their widths and head counts may differ (both are split into ``relation_heads``)."""
 
-    def pair_loss(self, index: int, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    def pair_loss(
+        self, index: int, student: torch.Tensor, teacher: torch.Tensor, real: torch.Tensor | None = None
+    ) -> torch.Tensor:
         (qs, ks, _), (qt, kt, _) = _split_qkv(student), _split_qkv(teacher)
-        return F.mse_loss(
-            rep.relation_logits(qs, ks, self.relation_heads), rep.relation_logits(qt, kt, self.relation_heads)
-        )
+        heads = self.relation_heads
+        return rep.relation_mse(rep.relation_logits(qs, ks, heads), rep.relation_logits(qt, kt, heads), real)
 
 
 def _split_qkv(x: torch.Tensor) -> tuple[torch.Tensor, ...]:

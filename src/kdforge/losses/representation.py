@@ -20,18 +20,26 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
 
 
 def feature_loss(
-    student: torch.Tensor, teacher: torch.Tensor, kind: Literal["mse", "cosine", "smooth_l1"] = "mse"
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    kind: Literal["mse", "cosine", "smooth_l1"] = "mse",
+    real: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Distance between same-shaped features (FitNets hints).
 
     ``mse`` and ``smooth_l1``: mean over all elements; ``cosine``: mean over samples of
-    1 − cos(student, teacher), each sample's feature flattened to one vector.
+    1 − cos(student, teacher), each sample's feature flattened to one vector. ``real`` ([B, N] booleans, for token
+    features [B, N, ...]): only those positions count, as if the padding were not there.
     """
     s, t = student.float(), teacher.float()
+    if real is not None:  # padding zeroed on both sides adds nothing; the means count the real elements only
+        keep = real.reshape(*real.shape, *[1] * (s.dim() - 2)).to(s.dtype)
+        s, t = s * keep, t * keep
+    share = 1.0 if real is None else s.numel() / (real.sum() * s[0, 0].numel()).clamp_min(1)
     if kind == "mse":
-        return F.mse_loss(s, t)
+        return F.mse_loss(s, t) * share
     if kind == "smooth_l1":
-        return F.smooth_l1_loss(s, t)
+        return F.smooth_l1_loss(s, t) * share
     if kind == "cosine":
         return (1 - F.cosine_similarity(_flat(s), _flat(t), dim=1)).mean()
     raise ValueError(f"unknown feature loss '{kind}' (valid: mse, cosine, smooth_l1)")
@@ -103,12 +111,34 @@ def relation_logits(a: torch.Tensor, b: torch.Tensor, heads: int) -> torch.Tenso
     return qa @ qb.transpose(-1, -2) / math.sqrt(d // heads)
 
 
-def relation_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+def relation_kl(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, real: torch.Tensor | None = None
+) -> torch.Tensor:
     """KL(softmax(teacher) ‖ softmax(student)) over the last dim of [B, R, N, N] relation
-    scores, summed over that dim and averaged over batch, heads and rows."""
-    log_ps = F.log_softmax(student_logits.float(), -1)
-    log_pt = F.log_softmax(teacher_logits.float(), -1)
-    return kl_rows(log_pt, log_ps).mean()
+    scores, summed over that dim and averaged over batch, heads and rows. ``real`` ([B, N] booleans): padded
+    positions are neither rows nor columns, as the models' attention masks leave them out."""
+    if real is None:
+        return kl_rows(F.log_softmax(teacher_logits.float(), -1), F.log_softmax(student_logits.float(), -1)).mean()
+    keys = real[:, None, None, :]
+    log_ps = F.log_softmax(student_logits.float().masked_fill(~keys, -torch.inf), -1)
+    log_pt = F.log_softmax(teacher_logits.float().masked_fill(~keys, -torch.inf), -1)
+    rows = kl_rows(log_pt.masked_fill(~keys, 0), log_ps.masked_fill(~keys, 0))  # [B, R, N]
+    return _mean_over(rows, real[:, None, :].expand_as(rows))
+
+
+def relation_mse(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, real: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean squared difference of [B, R, N, N] relation scores (TinyBERT's attention term); ``real`` ([B, N]
+    booleans): only pairs of real positions count."""
+    if real is None:
+        return F.mse_loss(student_logits.float(), teacher_logits.float())
+    pairs = (real[:, :, None] & real[:, None, :])[:, None].expand_as(student_logits)
+    return _mean_over((student_logits.float() - teacher_logits.float()) ** 2, pairs)
+
+
+def _mean_over(values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    return values[keep].sum() / keep.sum().clamp_min(1)
 
 
 def _pairwise_distances(x: torch.Tensor) -> torch.Tensor:

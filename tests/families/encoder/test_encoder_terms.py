@@ -47,9 +47,9 @@ def scores(q, k, heads):
     return q @ k.transpose(-1, -2) / math.sqrt(d // heads)
 
 
-def term_value(student, teacher, spec, x):
+def term_value(student, teacher, spec, x, pad=None):
     terms = build_losses([spec])
-    distiller = Distiller(student, Teacher(teacher), terms, x[:2])
+    distiller = Distiller(student, Teacher(teacher), terms, x[:2], pad=pad)
     distiller.eval()
     with torch.no_grad():
         return distiller(x, torch.zeros(len(x), dtype=torch.long), Clock(step=0, epoch=0, epochs=1, progress=0)).loss
@@ -96,3 +96,43 @@ def test_hidden_state_and_embedding_hints_reach_the_student_and_its_projector(pa
     out.loss.backward()
     assert student.model.bert.encoder.layer[0].attention.self.query.weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in teacher.parameters())
+
+
+BLOCKS = "model.bert.encoder.layer"
+TERMS = {
+    "hint": {"name": "hint", "student": BLOCKS, "teacher": BLOCKS, "mapping": "uniform", "projector": "none"},
+    **{name: {"name": name, "student": BLOCKS, "teacher": BLOCKS, "mapping": "uniform", "qkv": QKV,
+              "relation_heads": 2} for name in ("attn_mse", "attn_kl", "minilm")},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(TERMS))
+def test_the_intermediate_terms_leave_the_padding_out_so_more_of_it_changes_nothing(pair, name):
+    """Batches are padded to their longest row: with the data's padding id, a term sees the real tokens only, so
+    padding a batch further leaves it as it was (without the id, the padded positions count)."""
+    student, teacher, x = pair
+    longer = torch.cat([x, torch.zeros(len(x), 5, dtype=x.dtype)], 1)
+    masked = term_value(student, teacher, TERMS[name], x, pad=0)
+    assert term_value(student, teacher, TERMS[name], longer, pad=0).item() == pytest.approx(masked.item(), rel=1e-5)
+    assert term_value(student, teacher, TERMS[name], longer).item() != pytest.approx(masked.item(), rel=1e-4)
+
+
+def test_attention_scores_and_hidden_states_of_real_tokens_alone_against_references(pair):
+    student, teacher, x = pair
+    real = x != 0
+    pairs = [(0, 1), (1, 3)]
+    s = captured(student, [f"{BLOCKS}.{i}{p}" for i, _ in pairs for p in ("", *(f".{q}" for q in QKV[:2]))], x)
+    t = captured(teacher, [f"{BLOCKS}.{j}{p}" for _, j in pairs for p in ("", *(f".{q}" for q in QKV[:2]))], x)
+    first = lambda value: value[0] if isinstance(value, tuple) else value  # noqa: E731
+    both = real[:, None, :, None] & real[:, None, None, :]  # [B, 1, N, N]: pairs of real tokens
+    attention, hidden = [], []
+    for i, j in pairs:
+        ss = scores(s[f"{BLOCKS}.{i}.{QKV[0]}"], s[f"{BLOCKS}.{i}.{QKV[1]}"], 2)
+        ts = scores(t[f"{BLOCKS}.{j}.{QKV[0]}"], t[f"{BLOCKS}.{j}.{QKV[1]}"], 2)
+        attention.append(((ss - ts) ** 2 * both).sum() / (both.sum() * 2))  # 2 relation heads
+        squared = (first(s[f"{BLOCKS}.{i}"]) - first(t[f"{BLOCKS}.{j}"])) ** 2  # [B, N, D]
+        hidden.append(squared[real].mean())
+    got = term_value(student, teacher, TERMS["attn_mse"], x, pad=0)
+    assert got.item() == pytest.approx(torch.stack(attention).mean().item(), rel=1e-5)
+    got = term_value(student, teacher, TERMS["hint"], x, pad=0)
+    assert got.item() == pytest.approx(torch.stack(hidden).mean().item(), rel=1e-5)
