@@ -141,29 +141,28 @@ def test_two_processes_match_one_and_resume_across_world_sizes(raw, tmp_path, mo
     raw = {**raw, "log": {"dir": str(tmp_path / "single"), "progress": False}}
     single = run(Recipe.from_dict(raw))
 
-    (tmp_path / "two.yaml").write_text(yaml.safe_dump({**raw, "log": {**raw["log"], "dir": str(tmp_path / "two")}}))
+    # DDP: the two processes run in the single run's folder and reuse its teacher: rank 0 copies it once, and says
+    # from where (a teacher reused trains the same student as one trained)
+    log_dir = tmp_path / ("two" if raw["train"].get("fsdp") else "single")
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump({**raw, "log": {**raw["log"], "dir": str(log_dir)}}))
     torchrun("train", tmp_path / "two.yaml", cwd=tmp_path)
-    two = next((tmp_path / "two").glob(f"{raw['name']}-*"))
+    (two,) = [p for p in log_dir.glob(f"{raw['name']}-*") if p != single.run_dir]  # rank 0 alone writes
     expected = load_file(single.run_dir / "student.safetensors")
     got = load_file(two / "student.safetensors")
     assert all(torch.allclose(expected[k], got[k], atol=1e-5) for k in expected)  # same global batch, same steps
-    assert (two / "results.json").exists() and len(
-        list((tmp_path / "two").glob(f"{raw['name']}-*"))
-    ) == 1  # rank 0 alone writes
-    if not raw["train"].get("fsdp"):  # a second run reuses that teacher: rank 0 copies it once, and says from where
-        torchrun("train", tmp_path / "two.yaml", cwd=tmp_path)
-        again = next(p for p in (tmp_path / "two").glob(f"{raw['name']}-*") if p != two)
-        reused = json.loads((again / "results.json").read_text())["teacher"]
+    assert (two / "results.json").exists()
+    if not raw["train"].get("fsdp"):
+        reused = json.loads((two / "results.json").read_text())["teacher"]
         assert (
             reused["cached_from"]
-            == str(two / "teacher")
-            == json.loads((again / "teacher" / "teacher.json").read_text())["teacher"]["cached_from"]
+            == str(single.run_dir / "teacher")
+            == json.loads((two / "teacher" / "teacher.json").read_text())["teacher"]["cached_from"]
         )
         assert (
-            load_file(again / "teacher" / "teacher.safetensors").keys()
-            == load_file(two / "teacher" / "teacher.safetensors").keys()
+            load_file(two / "teacher" / "teacher.safetensors").keys()
+            == load_file(single.run_dir / "teacher" / "teacher.safetensors").keys()
         )
-        assert not list(again.rglob("*.tmp"))
+        assert not list(two.rglob("*.tmp"))
 
     class CtrlC(Callback):  # interrupt a single-process run in its second epoch...
         def on_step_end(self, trainer, samples):

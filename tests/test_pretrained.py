@@ -105,17 +105,15 @@ def test_models_named_by_hub_id_are_fetched_into_the_hf_cache_then_a_run_is_offl
 
 
 def test_a_teacher_sharded_for_its_size_is_fetched_without_being_built(hub, tmp_path, monkeypatch):
-    """On a login node (one process) ``kdforge fetch`` downloads a ``teacher.shard`` teacher's files and never
-    builds it, so it need not fit there; then a run finds them offline."""
+    """On a login node (one process) ``kdforge fetch`` downloads a ``teacher.shard`` teacher's files, as it does a
+    whole one's (which a run then finds offline: the first test), and never builds it, so it need not fit there."""
     home = tmp_path / "hf"
     recipe = yaml.safe_load(lm_recipe(tmp_path).read_text())
     recipe["teacher"]["shard"] = True
     code, out = kdforge("fetch", written(tmp_path, recipe), hub=hub, home=home)
     assert code == 0 and "Hugging Face model" in out and "torchrun" not in out, out
     snapshot = home / "hub" / "models--org--tiny-llama" / "snapshots" / hub.commit
-    assert (snapshot / "model.safetensors").is_file() and (snapshot / "config.json").is_file()
-    code, out = kdforge("check", lm_recipe(tmp_path), hub=hub, home=home, offline=True)
-    assert code == 0, out
+    assert {"model.safetensors", "config.json", "tokenizer.json"} <= {f.name for f in snapshot.iterdir()}
 
 
 def test_a_revision_pins_the_commit_and_a_missing_one_is_named(hub, tmp_path):

@@ -14,6 +14,8 @@ import time
 
 import yaml
 
+from kdforge import Recipe, run
+
 
 def epoch_lines(run_dir):
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -52,8 +54,7 @@ def test_a_run_killed_twice_and_resumed_logs_each_epoch_once(tiny_recipe, tmp_pa
         "train": {"epochs": 6, "baseline": False, "checkpoint_interval": 0},
     }
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
-    assert train(tmp_path / "r.yaml", f"log.dir={tmp_path / 'whole'}").wait(300) == 0
-    (whole,) = (tmp_path / "whole").glob("tiny-*")
+    whole = run(Recipe.from_dict({**recipe, "log": {**recipe["log"], "dir": str(tmp_path / "whole")}})).run_dir
 
     kill_after(train(tmp_path / "r.yaml", f"log.dir={tmp_path / 'killed'}"),
                lambda: (tmp_path / "killed").glob("tiny-*/last.pt"), epochs=1)  # fmt: skip
