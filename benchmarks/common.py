@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Literal
 
@@ -125,6 +125,26 @@ def worker_pool(workers: int, one_thread: bool = False) -> Iterator[ProcessPoolE
                 process.terminate()
             raise
         pool.shutdown()
+
+
+def teacher_first(
+    pool: Executor, work: Callable[[Any], Any], jobs: list, key: Callable[[Any], Any]
+) -> Iterator[tuple[Any, Any]]:
+    """``work(job)`` for every job in ``pool``, yielding (job, result) as each finishes. The first job of each key (a
+    seed, say) trains the teacher the others of that key reuse, so it runs before them, and they are queued as soon
+    as it is done: the other keys' first jobs keep the workers busy meanwhile, with no barrier between them."""
+    firsts: dict[Any, int] = {}
+    for at, job in enumerate(jobs):
+        firsts.setdefault(key(job), at)
+    pending = {pool.submit(work, jobs[at]): at for at in firsts.values()}
+    while pending:
+        done, _ = wait(pending, return_when=FIRST_COMPLETED)
+        for future in done:
+            at = pending.pop(future)
+            if firsts[key(jobs[at])] == at:  # its teacher is there: the rest of its key
+                others = [i for i, job in enumerate(jobs) if key(job) == key(jobs[at]) and i != at]
+                pending.update({pool.submit(work, jobs[i]): i for i in others})
+            yield jobs[at], future.result()
 
 
 def run_quietly(raw: dict | kdforge.Recipe, resume: bool = False) -> kdforge.RunResult:

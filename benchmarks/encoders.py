@@ -32,7 +32,7 @@ from pathlib import Path
 
 import yaml
 
-from common import mean_std, run_quietly, save, worker_pool
+from common import mean_std, run_quietly, save, teacher_first, worker_pool
 
 RECIPE = Path(__file__).parents[1] / "src" / "kdforge" / "recipes" / "text_cls_kd.yaml"
 STUDENTS = {
@@ -80,24 +80,21 @@ def one_run(job: tuple) -> dict:
 def measure(args: argparse.Namespace) -> dict:
     runs = args.runs or tempfile.mkdtemp(prefix="kdforge-encoders-")
     jobs = [(s, w, seed, f"{runs}/seed{seed}") for seed in args.seeds for s in args.students for w in WAYS]
-    first = {}  # each seed's first run fine-tunes its teacher, before the others that reuse it start
-    for job in jobs:
-        first.setdefault(job[2], job)
-    out: dict = {"recipe": str(RECIPE.relative_to(RECIPE.parents[3])), "seeds": args.seeds, "students": {}}
+    out: dict = {"recipe": str(RECIPE.relative_to(RECIPE.parents[3])), "seeds": args.seeds,
+                 "students": {s: {} for s in args.students}}  # fmt: skip
     started = time.perf_counter()
-    with worker_pool(args.workers, one_thread=True) as pool:
-        for phase in (list(first.values()), [j for j in jobs if j not in first.values()]):
-            for (student, way, seed, _), found in zip(phase, pool.map(one_run, phase)):
-                cell = out["students"].setdefault(student, {})
-                out["teacher"] = out.get("teacher") or {"params": found["teacher"]["params"], "test": {}}
-                out["teacher"]["test"][str(seed)] = found["teacher"]["test"]
-                out["teacher"]["latency_ms"] = found["teacher"]["latency_ms"]
-                for name, role in ((way, "student"), ("alone", "student_alone")):
-                    if role in found:
-                        cell.setdefault(name, {})[str(seed)] = found[role]
-                print(f"seed {seed} {student} {way}: test {100 * found['student']['test']:.2f}"
-                      + (f", alone {100 * found['student_alone']['test']:.2f}" if "student_alone" in found else ""),
-                      flush=True)  # fmt: skip
+    with worker_pool(args.workers, one_thread=True) as pool:  # each seed's first run fine-tunes its teacher
+        for (student, way, seed, _), found in teacher_first(pool, one_run, jobs, key=lambda job: job[2]):
+            cell = out["students"][student]
+            out["teacher"] = out.get("teacher") or {"params": found["teacher"]["params"], "test": {}}
+            out["teacher"]["test"][str(seed)] = found["teacher"]["test"]
+            out["teacher"]["latency_ms"] = found["teacher"]["latency_ms"]
+            for name, role in ((way, "student"), ("alone", "student_alone")):
+                if role in found:
+                    cell.setdefault(name, {})[str(seed)] = found[role]
+            print(f"seed {seed} {student} {way}: test {100 * found['student']['test']:.2f}"
+                  + (f", alone {100 * found['student_alone']['test']:.2f}" if "student_alone" in found else ""),
+                  flush=True)  # fmt: skip
     out["minutes"] = round((time.perf_counter() - started) / 60, 1)
     return out
 

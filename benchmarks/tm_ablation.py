@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 import kdforge
-from common import RESULTS, run_quietly, worker_pool
+from common import RESULTS, run_quietly, teacher_first, worker_pool
 from kdforge.families.tm.clause import set_hard
 from kdforge.families.tm.hooks import level_choice
 from tm_students import (
@@ -178,20 +178,16 @@ def ablation(args: argparse.Namespace) -> dict:
         if mode in args.modes
         for seed in args.seeds
     ]
-    first: dict[tuple, tuple] = {}  # (task, seed): the run that trains that teacher
-    for job in jobs:
-        first.setdefault((job[0], job[4]), job)
-    phases = [list(first.values()), [job for job in jobs if job not in first.values()]]
+    runs = [(tasks[name], student, variant, mode, seed, args.epochs, log_dir)
+            for name, student, variant, mode, seed in jobs]  # fmt: skip
     outcome: dict[tuple, dict] = {}
-    with worker_pool(args.workers, one_thread=True) as pool:
-        for phase in phases:
-            runs = [(tasks[name], student, variant, mode, seed, args.epochs, log_dir)
-                    for name, student, variant, mode, seed in phase]  # fmt: skip
-            for job, out in zip(phase, pool.map(ablation_run, runs)):
-                outcome[job] = out
-                print(f"{' / '.join(map(str, job))}: test {100 * out['test']:.2f}, hard {100 * out['test_hard']:.2f}"
-                      + (f", mean-replaced {100 * out['mean_replaced']:.2f}" if out["mean_replaced"] else ""),
-                      flush=True)  # fmt: skip
+    with worker_pool(args.workers, one_thread=True) as pool:  # a task's and seed's first run trains its teacher
+        for run, out in teacher_first(pool, ablation_run, runs, key=lambda run: (run[0], run[4])):
+            job = jobs[runs.index(run)]
+            outcome[job] = out
+            print(f"{' / '.join(map(str, job))}: test {100 * out['test']:.2f}, hard {100 * out['test_hard']:.2f}"
+                  + (f", mean-replaced {100 * out['mean_replaced']:.2f}" if out["mean_replaced"] else ""),
+                  flush=True)  # fmt: skip
     cells: dict = {}
     for (name, student, variant, mode, _), out in sorted(outcome.items(), key=lambda item: jobs.index(item[0])):
         cell = cells.setdefault(name, {}).setdefault(student, {}).setdefault(variant, {})

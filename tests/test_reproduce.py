@@ -132,3 +132,30 @@ def test_a_stopped_benchmark_resumes_from_its_finished_runs_and_reruns_any_other
     other = common.run_quietly({**tiny_recipe, "seed": 1}, resume=True)
     assert other.run_dir != first.run_dir
     assert common.run_quietly(tiny_recipe).run_dir not in (first.run_dir, other.run_dir)  # without resume: a new run
+
+
+def test_each_keys_first_job_runs_before_the_others_of_its_key_and_no_worker_waits_for_another_key(monkeypatch):
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setitem(sys.modules, "common", None)
+    common = load("common")
+    events, lock = [], threading.Lock()
+
+    def work(job):
+        with lock:
+            events.append(("start", job))
+        time.sleep(0.2 if job == ("b", 0) else 0.02)  # b's teacher takes long: a's other jobs must not wait for it
+        with lock:
+            events.append(("end", job))
+        return job[1] * 10
+
+    jobs = [(key, i) for key in "ab" for i in range(3)]
+    with ThreadPoolExecutor(2) as pool:
+        done = dict(common.teacher_first(pool, work, jobs, key=lambda job: job[0]))
+    assert done == {job: job[1] * 10 for job in jobs}
+    for key in "ab":
+        first_end = events.index(("end", (key, 0)))
+        assert all(events.index(("start", (key, i))) > first_end for i in (1, 2))
+    assert events.index(("start", ("a", 2))) < events.index(("end", ("b", 0)))
