@@ -14,7 +14,7 @@ from torch import nn
 
 from kdforge._version import __version__
 from kdforge.errors import KdforgeError
-from kdforge.files import load_safetensors, load_torch, read_json, save_safetensors, write_json
+from kdforge.files import load_safetensors, load_torch, read_json, save_safetensors, write_folder_atomic, write_json
 from kdforge.models import build_model, model_spec
 from kdforge.registry import EXPORT_FORMATS  # noqa: F401  (its home: re-exported for the families)
 from kdforge.taps import unwrap
@@ -34,6 +34,28 @@ def save_model(model: nn.Module, stem: str | Path, info: dict[str, Any] | None =
     }
     write_json(weights.with_suffix(".json"), meta)
     return weights
+
+
+def save_transformers(module: nn.Module, out: str | Path, tokenizer: str | None) -> Path:
+    """A transformers model as the folder its ``save_pretrained`` writes (safetensors), written atomically, with the
+    tokenizer ``tokenizer`` (a folder, a hub id or ``minilm``; kdforge's own ``bytes`` has none) beside it: what the
+    Auto classes and ``AutoTokenizer`` load as they are."""
+    from transformers.utils import logging
+
+    from kdforge.data.text import load_tokenizer
+
+    def fill(folder: Path) -> None:
+        shown = logging.is_progress_bar_enabled()
+        logging.disable_progress_bar()  # a run's summary, not a bar per file written
+        try:
+            module.save_pretrained(folder)  # type: ignore[operator]
+        finally:
+            if shown:
+                logging.enable_progress_bar()
+        if tokenizer not in (None, "bytes"):
+            load_tokenizer(tokenizer).save_pretrained(folder)
+
+    return write_folder_atomic(out, fill)
 
 
 def read_meta(weights: str | Path) -> dict[str, Any]:

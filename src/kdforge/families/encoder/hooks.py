@@ -10,8 +10,9 @@ from typing import Any
 
 from kdforge import distributed
 from kdforge.errors import KdforgeError
+from kdforge.export import save_transformers
 from kdforge.families.encoder.metrics import encoder_metrics
-from kdforge.families.encoder.models import HFEncoder, save_encoder
+from kdforge.families.encoder.models import HFEncoder
 from kdforge.family import Family, register_family
 from kdforge.files import write_text
 from kdforge.pretrained import load_pretrained
@@ -77,7 +78,7 @@ class Encoders(Family):
             return {}
         model = unwrap(student)
         if stage == "distill" and isinstance(model, HFEncoder) and distributed.is_main():
-            save_encoder(model, session.run_dir / "student_hf", session.recipe.data.options.get("tokenizer"))
+            save_transformers(model.model, session.run_dir / "student_hf", session.recipe.data.options.get("tokenizer"))
         test = session.track(session.test, f"{stage}: {data.name} metrics")
         return {"test_metrics": encoder_metrics(student, test, data.task, data.num_classes, data.class_names,
                                                 session.autocast())}  # fmt: skip

@@ -23,14 +23,12 @@ A run saves it as every kdforge student and, for the Hugging Face ecosystem, as 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from pydantic import NonNegativeInt
 from torch import nn
 
-from kdforge.files import write_folder_atomic
 from kdforge.models import MODELS
 from kdforge.models.hf_blocks import config_options, new_config, shrunk
 from kdforge.pretrained import load_pretrained
@@ -109,16 +107,3 @@ def leading_slices(given: dict[str, torch.Tensor], wanted: dict[str, torch.Tenso
         )
         out[name] = source[tuple(slice(0, n) for n in tensor.shape)].clone() if fits else tensor
     return out
-
-
-def save_encoder(model: HFEncoder, out: Path, tokenizer: str | None) -> Path:
-    """``model`` as a Hugging Face folder (``save_pretrained``, safetensors) with the tokenizer ``tokenizer`` (a
-    folder, a hub id, or ``minilm``) beside it."""
-    from kdforge.data.text import load_tokenizer
-
-    def fill(folder: Path) -> None:
-        model.model.save_pretrained(folder)
-        if tokenizer is not None:
-            load_tokenizer(tokenizer).save_pretrained(folder)
-
-    return write_folder_atomic(out, fill)

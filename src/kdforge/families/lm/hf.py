@@ -28,7 +28,7 @@ from pydantic import NonNegativeInt
 from torch import nn
 
 from kdforge.errors import KdforgeError
-from kdforge.export import EXPORT_FORMATS, load_student
+from kdforge.export import EXPORT_FORMATS, load_student, save_transformers
 from kdforge.files import load_safetensors, read_json, save_safetensors, write_folder_atomic, write_text
 from kdforge.losses.chunked import LMHead
 from kdforge.models import MODELS
@@ -147,28 +147,6 @@ def until_stop(ids: list[int], stop: Collection[int]) -> list[int]:
     return ids[:end]
 
 
-def save_hf(model: HFCausalLM, out: Path, tokenizer: str | None = None) -> Path:
-    """``model`` as a Hugging Face folder (``save_pretrained``, safetensors), with the tokenizer ``tokenizer`` (a
-    folder or a hub id) beside it: what ``AutoModelForCausalLM`` and ``AutoTokenizer`` load as they are."""
-
-    def fill(folder: Path) -> None:
-        from transformers.utils import logging
-
-        shown = logging.is_progress_bar_enabled()
-        logging.disable_progress_bar()  # a run's summary, not a bar per file written
-        try:
-            model.model.save_pretrained(folder)
-        finally:
-            if shown:
-                logging.enable_progress_bar()
-        if tokenizer not in (None, "bytes"):  # a folder or a hub id: the byte tokenizer is kdforge's own
-            from transformers import AutoTokenizer
-
-            load_pretrained(AutoTokenizer.from_pretrained, tokenizer, "tokenizer").save_pretrained(folder)
-
-    return write_folder_atomic(out, fill)
-
-
 def save_adapters(adapters: Path, recipe: Any, out: Path) -> Path:
     """A run's LoRA adapters (``student_adapter.safetensors``) as the adapter folder ``peft`` writes and reads
     (``adapter_config.json``, ``adapter_model.safetensors``), its base the student's ``path``."""
@@ -217,7 +195,7 @@ def export_hf(run_dir: Path, out: Path | None = None, merge: bool = False) -> st
     if adapters.is_file() and not merge:
         folder = save_adapters(adapters, recipe, out or Path(run_dir) / "student_adapter")
         return f"wrote {folder} (load it with peft.PeftModel.from_pretrained on its base model; --merge: one model)"
-    folder = save_hf(model, out or Path(run_dir) / "student_hf", recipe.data.options.get("tokenizer"))
+    folder = save_transformers(model.model, out or Path(run_dir) / "student_hf", recipe.data.options.get("tokenizer"))
     if (Path(run_dir) / "results.json").is_file():  # a finished run: its model card, for the Hub
         results = read_json(Path(run_dir) / "results.json", "run results")
         write_text(folder / "README.md", model_card(results, recipe.to_yaml(), "transformers"))

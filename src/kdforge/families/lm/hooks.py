@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from kdforge import distributed
+from kdforge.export import save_transformers
 from kdforge.families.lm.chat import data_stops
 from kdforge.families.lm.commands import LANGUAGE_DATA
 from kdforge.families.lm.generate import SAMPLE_TOKENS, test_samples
-from kdforge.families.lm.hf import HFCausalLM, save_hf
+from kdforge.families.lm.hf import HFCausalLM
 from kdforge.families.lm.policy import on_policy
 from kdforge.families.lm.rwkv import spike_statistics
 from kdforge.family import Family, register_family
@@ -62,7 +63,8 @@ class LanguageModels(Family):
 
     def after_fit(self, session: Any, stage: str, student: Any, history: list[dict[str, Any]]) -> dict[str, Any]:
         if stage == "distill" and isinstance(unwrap(student), HFCausalLM) and distributed.is_main():  # for HF tools
-            save_hf(unwrap(student), session.run_dir / "student_hf", session.recipe.data.options.get("tokenizer"))
+            tokenizer = session.recipe.data.options.get("tokenizer")
+            save_transformers(unwrap(student).model, session.run_dir / "student_hf", tokenizer)
         found: dict[str, Any] = {}
         named = session.data.name == "text_lm" or "tokenizer" in session.recipe.data.options
         if stage == "distill" and session.data.task == "lm" and named:
