@@ -36,6 +36,10 @@ def save_model(model: nn.Module, stem: str | Path, info: dict[str, Any] | None =
     return weights
 
 
+#: a run's folder of its student as transformers loads it, for the families whose students are transformers models
+TRANSFORMERS_FOLDER = "student_hf"
+
+
 def save_transformers(module: nn.Module, out: str | Path, tokenizer: str | None) -> Path:
     """A transformers model as the folder its ``save_pretrained`` writes (safetensors), written atomically, with the
     tokenizer ``tokenizer`` (a folder, a hub id or ``minilm``; kdforge's own ``bytes`` has none) beside it: what the

@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 from kdforge.errors import KdforgeError, PluginError
@@ -119,10 +117,6 @@ class Family:
     def report_sections(self, entry: dict[str, Any]) -> list[str]:
         """Markdown lines for report.md about the distilled student's entry."""
         return []
-
-    def after_run(self, run_dir: Path, results: dict[str, Any], card: Callable[[str], str]) -> None:
-        """The run's results are written: e.g. put the model card (``card(library)``, Markdown) in a folder of the
-        family's own."""
 
 
 def declare_family(name: str, description: str, parts: tuple[str, ...] = (), commands: str | None = None) -> Declared:

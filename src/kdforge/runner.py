@@ -29,7 +29,7 @@ from kdforge.config import Recipe
 from kdforge.data.bundle import PER_TOKEN_TASKS
 from kdforge.errors import KdforgeError
 from kdforge.evaluate import teacher_agreement
-from kdforge.export import save_model
+from kdforge.export import TRANSFORMERS_FOLDER, save_model
 from kdforge.family import families
 from kdforge.files import check_writable, remove_stale_tmp, write_text
 from kdforge.losses import build_losses
@@ -162,8 +162,8 @@ def _run(
         write_report(run_dir, results, plot_curves(run_dir, histories))
         card = functools.partial(model_card, results, recipe.to_yaml())
         write_text(run_dir / "README.md", card("kdforge"))  # the Hub's model card, beside student.safetensors
-        for family in families():
-            family.after_run(run_dir, results, card)
+        if (transformers := run_dir / TRANSFORMERS_FOLDER).is_dir():  # the card the Hub shows for that folder
+            write_text(transformers / "README.md", card("transformers"))
     console.print(summary_table(results))
     console.print(
         f"run directory: [bold]{escape(str(run_dir))}[/] (report.md, results.json, student.safetensors, plots/)"

@@ -4,17 +4,14 @@ Hugging Face folder."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from kdforge import distributed
 from kdforge.errors import KdforgeError
-from kdforge.export import save_transformers
+from kdforge.export import TRANSFORMERS_FOLDER, save_transformers
 from kdforge.families.encoder.metrics import encoder_metrics
 from kdforge.families.encoder.models import HFEncoder
 from kdforge.family import Family, register_family
-from kdforge.files import write_text
 from kdforge.pretrained import load_pretrained
 
 TASKS = ("classification", "regression", "token_classification")  # of text data (it decodes its rows)
@@ -78,7 +75,8 @@ class Encoders(Family):
             return {}
         model = unwrap(student)
         if stage == "distill" and isinstance(model, HFEncoder) and distributed.is_main():
-            save_transformers(model.model, session.run_dir / "student_hf", session.recipe.data.options.get("tokenizer"))
+            tokenizer = session.recipe.data.options.get("tokenizer")
+            save_transformers(model.model, session.run_dir / TRANSFORMERS_FOLDER, tokenizer)
         test = session.track(session.test, f"{stage}: {data.name} metrics")
         return {"test_metrics": encoder_metrics(student, test, data.task, data.num_classes, data.class_names,
                                                 session.autocast())}  # fmt: skip
@@ -88,10 +86,6 @@ class Encoders(Family):
         if not found:
             return []
         return [f"{label} on test: " + ", ".join(f"{k} {v:.4f}" for k, v in found.items())]
-
-    def after_run(self, run_dir: Path, results: dict[str, Any], card: Callable[[str], str]) -> None:
-        if (run_dir / "student_hf").is_dir() and (run_dir / "student_hf" / "config.json").is_file():
-            write_text(run_dir / "student_hf" / "README.md", card("transformers"))
 
 
 register_family(Encoders())

@@ -28,7 +28,7 @@ from pydantic import NonNegativeInt
 from torch import nn
 
 from kdforge.errors import KdforgeError
-from kdforge.export import EXPORT_FORMATS, load_student, save_transformers
+from kdforge.export import EXPORT_FORMATS, TRANSFORMERS_FOLDER, load_student, save_transformers
 from kdforge.files import load_safetensors, read_json, save_safetensors, write_folder_atomic, write_text
 from kdforge.losses.chunked import LMHead
 from kdforge.models import MODELS
@@ -195,7 +195,8 @@ def export_hf(run_dir: Path, out: Path | None = None, merge: bool = False) -> st
     if adapters.is_file() and not merge:
         folder = save_adapters(adapters, recipe, out or Path(run_dir) / "student_adapter")
         return f"wrote {folder} (load it with peft.PeftModel.from_pretrained on its base model; --merge: one model)"
-    folder = save_transformers(model.model, out or Path(run_dir) / "student_hf", recipe.data.options.get("tokenizer"))
+    tokenizer = recipe.data.options.get("tokenizer")
+    folder = save_transformers(model.model, out or Path(run_dir) / TRANSFORMERS_FOLDER, tokenizer)
     if (Path(run_dir) / "results.json").is_file():  # a finished run: its model card, for the Hub
         results = read_json(Path(run_dir) / "results.json", "run results")
         write_text(folder / "README.md", model_card(results, recipe.to_yaml(), "transformers"))

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from kdforge import distributed
-from kdforge.export import save_transformers
+from kdforge.export import TRANSFORMERS_FOLDER, save_transformers
 from kdforge.families.lm.chat import data_stops
 from kdforge.families.lm.commands import LANGUAGE_DATA
 from kdforge.families.lm.generate import SAMPLE_TOKENS, test_samples
@@ -15,7 +13,6 @@ from kdforge.families.lm.hf import HFCausalLM
 from kdforge.families.lm.policy import on_policy
 from kdforge.families.lm.rwkv import spike_statistics
 from kdforge.family import Family, register_family
-from kdforge.files import write_text
 from kdforge.taps import unwrap
 
 SAMPLES = 3  # test prompts the report shows continued
@@ -57,14 +54,10 @@ class LanguageModels(Family):
     def batch_rewrite(self, session: Any, student: Any, teacher: Any) -> Any | None:
         return on_policy(session, student, teacher)
 
-    def after_run(self, run_dir: Path, results: dict[str, Any], card: Callable[[str], str]) -> None:
-        if (run_dir / "student_hf").is_dir():  # the card the Hub shows for the folder, uploaded as it is
-            write_text(run_dir / "student_hf" / "README.md", card("transformers"))
-
     def after_fit(self, session: Any, stage: str, student: Any, history: list[dict[str, Any]]) -> dict[str, Any]:
         if stage == "distill" and isinstance(unwrap(student), HFCausalLM) and distributed.is_main():  # for HF tools
             tokenizer = session.recipe.data.options.get("tokenizer")
-            save_transformers(unwrap(student).model, session.run_dir / "student_hf", tokenizer)
+            save_transformers(unwrap(student).model, session.run_dir / TRANSFORMERS_FOLDER, tokenizer)
         found: dict[str, Any] = {}
         named = session.data.name == "text_lm" or "tokenizer" in session.recipe.data.options
         if stage == "distill" and session.data.task == "lm" and named:
