@@ -272,7 +272,11 @@ def rendered(table: Any, command: str) -> str:
 
 def save(name: str, out: dict, text: str) -> None:
     """Write ``out`` as <name>.json (with where it was measured: :func:`measured_on`) and ``text`` as <name>.md
-    (each atomically), and print the text."""
+    (each atomically), and print the text. With kernels forced by ``ATEN_CPU_CAPABILITY`` (``avx2``, say), the
+    files are <name>_avx2.json and .md, beside those of the machine's own kernels, never over them."""
+    forced = os.environ.get("ATEN_CPU_CAPABILITY", "").lower()
+    if forced and not name.endswith(f"_{forced}"):
+        name += f"_{forced}"
     write_json(RESULTS / f"{name}.json", out)
     write_text(RESULTS / f"{name}.md", text)
     print(text)

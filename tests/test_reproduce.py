@@ -159,3 +159,16 @@ def test_each_keys_first_job_runs_before_the_others_of_its_key_and_no_worker_wai
         first_end = events.index(("end", (key, 0)))
         assert all(events.index(("start", (key, i))) > first_end for i in (1, 2))
     assert events.index(("start", ("a", 2))) < events.index(("end", ("b", 0)))
+
+
+def test_results_measured_with_forced_kernels_are_written_beside_the_machines_own(tmp_path, monkeypatch):
+    monkeypatch.setenv("KDFORGE_RESULTS_DIR", str(tmp_path))
+    monkeypatch.setitem(sys.modules, "common", None)
+    common = load("common")
+    monkeypatch.setattr(sys, "argv", [str(BENCHMARKS / "tm.py"), "ablation"])
+    common.save("x", {"cells": [1]}, "own")
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "AVX2")
+    common.save("x", {"cells": [2]}, "forced")
+    assert json.loads((tmp_path / "x.json").read_text())["cells"] == [1]
+    assert json.loads((tmp_path / "x_avx2.json").read_text())["cells"] == [2]
+    assert (tmp_path / "x_avx2.md").read_text() == "forced"
