@@ -24,7 +24,7 @@ def pair(tmp_path_factory):
     attention is far from uniform)."""
     folder = write_bert(tmp_path_factory.mktemp("bert") / "bert", 400, initializer_range=0.3)
     teacher = build_model("hf_encoder", input_shape=(10,), num_classes=3, path=str(folder)).eval()
-    student = build_model("hf_encoder", input_shape=(10,), num_classes=3, path=str(folder), layers="1::2")
+    student = build_model("hf_encoder", input_shape=(10,), num_classes=3, path=str(folder), layers="1::2").eval()
     x = torch.randint(5, 400, (6, 10), generator=torch.Generator().manual_seed(0))
     x[:, 0], x[3:, 7:] = 2, 0  # [CLS] first; the last rows padded
     return student, teacher, x
