@@ -67,7 +67,7 @@ def one_run(job: tuple) -> dict:
     """One student, way and seed (a worker's job): what the run measured of each model."""
     student, way, seed, runs = job
     result = run_quietly(recipe(student, way, seed, runs), resume=True).results
-    found = {}
+    found: dict = {"minutes": result["timings"]["total_s"] / 60}
     for role in ("teacher", "student", "student_alone"):
         if role in result:
             entry = result[role]
@@ -82,9 +82,10 @@ def measure(args: argparse.Namespace) -> dict:
     jobs = [(s, w, seed, f"{runs}/seed{seed}") for seed in args.seeds for s in args.students for w in WAYS]
     out: dict = {"recipe": str(RECIPE.relative_to(RECIPE.parents[3])), "seeds": args.seeds,
                  "students": {s: {} for s in args.students}}  # fmt: skip
-    started = time.perf_counter()
+    started, run_minutes = time.perf_counter(), 0.0
     with worker_pool(args.workers, one_thread=True) as pool:  # each seed's first run fine-tunes its teacher
         for (student, way, seed, _), found in teacher_first(pool, one_run, jobs, key=lambda job: job[2]):
+            run_minutes += found["minutes"]
             cell = out["students"][student]
             out["teacher"] = out.get("teacher") or {"params": found["teacher"]["params"], "test": {}}
             out["teacher"]["test"][str(seed)] = found["teacher"]["test"]
@@ -95,7 +96,8 @@ def measure(args: argparse.Namespace) -> dict:
             print(f"seed {seed} {student} {way}: test {100 * found['student']['test']:.2f}"
                   + (f", alone {100 * found['student_alone']['test']:.2f}" if "student_alone" in found else ""),
                   flush=True)  # fmt: skip
-    out["minutes"] = round((time.perf_counter() - started) / 60, 1)
+    out["minutes"] = round((time.perf_counter() - started) / 60, 1)  # this command's; resumed runs took none of it
+    out["run_minutes"] = round(run_minutes, 1)  # the runs' own, one thread each, resumed ones included
     return out
 
 
