@@ -9,9 +9,10 @@ which of 12 libraries the first sentence of a docstring comes from (2,253 senten
 * ``narrow``: the 3 blocks at half the width (192, its first 6 heads of 32), each weight starting as the leading
   slice of the teacher's (``shrink``, weight selection).
 
-Each is trained three ways at the recipe's budget: alone (cross-entropy), with KD on the logits (½ CE + ½ KD, T 2:
-the recipe's losses) and with KD and the intermediate layers as TinyBERT adds them (hidden states on uniformly mapped
-blocks, through a linear projection, and attention scores, ``attn_mse`` on the query and key projections).
+Each is trained four ways at the recipe's budget: alone (cross-entropy), with KD on the logits (½ CE + ½ KD, T 2:
+the recipe's losses), with KD and the intermediate layers as TinyBERT adds them (hidden states on uniformly mapped
+blocks, through a linear projection, and attention scores, ``attn_mse`` on the query and key projections) from the
+first step, and in TinyBERT's order: those layers alone for 5 epochs, then the predictions (``stages``).
 Test accuracy and macro F1 (epoch chosen on validation), seeds 0-2, the share of the teacher's accuracy each keeps,
 the gain of each distilled student over the same student alone (paired by seed), size and latency (batch 1, median,
 as the run measures it). Runs go ``--workers`` at a time, one thread each; each seed's teacher is fine-tuned once
@@ -47,7 +48,12 @@ INTERMEDIATE = [
     {"name": "attn_mse", "student": BLOCKS, "teacher": BLOCKS, "mapping": "uniform", "relation_heads": 12,
      "qkv": ["attention.self.query", "attention.self.key", "attention.self.value"], "weight": 1.0},
 ]  # fmt: skip
-WAYS = ("KD (logits)", "KD + intermediate layers")
+# TinyBERT's task distillation: the intermediate layers alone first, then the predictions (the same 15 epochs)
+TWO_STAGES = [
+    {"name": "layers", "epochs": 5, "weights": {"ce": 0.0, "kd": 0.0, "hint": 1.0, "attn_mse": 1.0}},
+    {"name": "predictions", "weights": {"ce": 0.5, "kd": 0.5, "hint": 0.0, "attn_mse": 0.0}},
+]
+WAYS = ("KD (logits)", "KD + intermediate layers", "intermediate layers, then KD")
 
 
 def recipe(student: str, way: str, seed: int, runs: str) -> dict:
@@ -57,8 +63,10 @@ def recipe(student: str, way: str, seed: int, runs: str) -> dict:
     if "layers" in model:
         model["path"] = raw["student"]["model"]["path"]
     raw["student"]["model"] = model
-    if way == WAYS[1]:
+    if way != WAYS[0]:
         raw["losses"] = [*raw["losses"], *INTERMEDIATE]
+    if way == WAYS[2]:
+        raw["stages"] = TWO_STAGES
     raw["train"] = {**raw.get("train", {}), "baseline": way == WAYS[0]}
     return {**raw, "seed": seed, "log": {"dir": runs, "progress": False}}
 
