@@ -18,9 +18,11 @@ the gain of each distilled student over the same student alone (paired by seed),
 as the run measures it). Runs go ``--workers`` at a time, one thread each; each seed's teacher is fine-tuned once
 and reused by the other runs of that seed; given the ``--runs`` folder of a stopped benchmark, it goes on there.
 
-    uv run python benchmarks/encoders.py [--seeds 0 1 2] [--students 3 2 1 narrow] [--workers 2] [--runs DIR]
+    uv run python benchmarks/encoders.py [--seeds 0 1 2] [--students 3 2 1 narrow] [--ways kd layers stages]
+        [--workers 2] [--runs DIR]
 
-Writes benchmarks/results/encoders.json and .md (other seeds or students: encoders_<seeds>_<students>.json beside).
+Writes benchmarks/results/encoders.json and .md (other seeds, students or ways: encoders_<seeds>_<students>_<ways>.json
+beside).
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ TWO_STAGES = [
     {"name": "layers", "epochs": 5, "weights": {"ce": 0.0, "kd": 0.0, "hint": 1.0, "attn_mse": 1.0}},
     {"name": "predictions", "weights": {"ce": 0.5, "kd": 0.5, "hint": 0.0, "attn_mse": 0.0}},
 ]
-WAYS = ("KD (logits)", "KD + intermediate layers", "intermediate layers, then KD")
+# the ways a student is distilled, by their --ways key; the logits' run also trains the student alone
+WAYS = {"kd": "KD (logits)", "layers": "KD + intermediate layers", "stages": "intermediate layers, then KD"}
 
 
 def recipe(student: str, way: str, seed: int, runs: str) -> dict:
@@ -63,11 +66,11 @@ def recipe(student: str, way: str, seed: int, runs: str) -> dict:
     if "layers" in model:
         model["path"] = raw["student"]["model"]["path"]
     raw["student"]["model"] = model
-    if way != WAYS[0]:
+    if way != WAYS["kd"]:
         raw["losses"] = [*raw["losses"], *INTERMEDIATE]
-    if way == WAYS[2]:
+    if way == WAYS["stages"]:
         raw["stages"] = TWO_STAGES
-    raw["train"] = {**raw.get("train", {}), "baseline": way == WAYS[0]}
+    raw["train"] = {**raw.get("train", {}), "baseline": way == WAYS["kd"]}
     return {**raw, "seed": seed, "log": {"dir": runs, "progress": False}}
 
 
@@ -87,8 +90,9 @@ def one_run(job: tuple) -> dict:
 
 def measure(args: argparse.Namespace) -> dict:
     runs = args.runs or tempfile.mkdtemp(prefix="kdforge-encoders-")
-    jobs = [(s, w, seed, f"{runs}/seed{seed}") for seed in args.seeds for s in args.students for w in WAYS]
-    out: dict = {"recipe": str(RECIPE.relative_to(RECIPE.parents[3])), "seeds": args.seeds,
+    ways = [WAYS[key] for key in WAYS if key == "kd" or key in args.ways]
+    jobs = [(s, w, seed, f"{runs}/seed{seed}") for seed in args.seeds for s in args.students for w in ways]
+    out: dict = {"recipe": str(RECIPE.relative_to(RECIPE.parents[3])), "seeds": args.seeds, "ways": ways,
                  "students": {s: {} for s in args.students}}  # fmt: skip
     started, run_minutes = time.perf_counter(), 0.0
     with worker_pool(args.workers, one_thread=True) as pool:  # each seed's first run fine-tunes its teacher
@@ -124,7 +128,7 @@ def markdown(out: dict) -> str:
     ]
     for student, cell in out["students"].items():
         alone = [100 * cell["alone"][s]["test"] for s in seeds]
-        for way in ("alone", *WAYS):
+        for way in ("alone", *out["ways"]):
             runs = [cell[way][s] for s in seeds]
             acc = [100 * r["test"] for r in runs]
             kept = statistics.mean(a / t for a, t in zip(acc, teacher))
@@ -140,6 +144,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--students", nargs="+", choices=list(STUDENTS), default=list(STUDENTS))
+    parser.add_argument(
+        "--ways", nargs="+", choices=list(WAYS), default=list(WAYS),
+        help="how the students are distilled: kd (logits; its run trains the student alone too, so it always runs), "
+        "layers (KD + intermediate layers), stages (intermediate layers, then KD)",
+    )  # fmt: skip
     parser.add_argument("--workers", type=int, default=2, help="runs at once, one thread each")
     parser.add_argument(
         "--runs",
@@ -151,6 +160,8 @@ def main() -> None:
     name = "encoders"
     if args.seeds != [0, 1, 2] or args.students != list(STUDENTS):  # a partial run writes beside the committed one
         name += "_seeds" + "_".join(map(str, args.seeds)) + "_" + "_".join(s.split()[0] for s in args.students)
+    if set(args.ways) != set(WAYS):
+        name += "_" + "_".join(key for key in WAYS if key == "kd" or key in args.ways)
     save(name, out, markdown(out))
 
 
