@@ -63,8 +63,8 @@ COMMANDS = {
     "channels_last_cuda.md": "uv run python benchmarks/channels_last.py --rounds 5 --steps 30 (on a GPU)",
     "lm_hf_step.md": "uv run python benchmarks/lm_hf.py --step",
     "lm_trl.md": "uv run python benchmarks/lm_trl.py",
-    "encoders_seeds0_3_2_1_narrow.md": "uv run python benchmarks/encoders.py --seeds 0 --workers 2 --runs "
-    "/work/main/runs/encoders",
+    "encoders_seeds0_3_2_1_narrow_kd_layers.md": "uv run python benchmarks/encoders.py --seeds 0 --ways kd layers "
+    "--workers 2 --runs /work/main/runs/encoders",
     "lm_hf.md": "uv run python benchmarks/lm_hf.py --quality",
     "tm_accuracy.md": "uv run python benchmarks/tm.py accuracy",
     "tm_blocks_no_vnni.md": "uv run python benchmarks/tm.py blocks (on a CPU without VNNI)",
@@ -578,18 +578,18 @@ FIGURES = [
     ),
     Figure("docs/embedding.md", "100,000 vectors at 2,915 queries/s, the 384-d one at 1,091", "embed.md"),
     Figure("docs/choosing.md", "reaches 53 % where the CNN\n  has 97 %", "methods.md", ("53", "97")),
-    *table("docs/encoders.md", "| 3 blocks | 17,394,444 |", "encoders_seeds0_3_2_1_narrow.md"),
+    *table("docs/encoders.md", "| 3 blocks | 17,394,444 |", "encoders_seeds0_3_2_1_narrow_kd_layers.md"),
     Figure(
         "docs/encoders.md",
         "The teacher (6 blocks, width 384, 22.7 M parameters, 19.3 ms a sentence on one\nthread) scores 88.25 %",
-        "encoders_seeds0_3_2_1_narrow.md",
+        "encoders_seeds0_3_2_1_narrow_kd_layers.md",
         ("19.3", "88.25"),
     ),
     Figure(
         "docs/encoders.md",
         "blocks (+2.22 and +0.44 points with the logits, +2.22 and +1.55 with the intermediate layers as\n"
         "well) and not below: the 1-block student loses 0.44 and 1.33, the narrow one 1.55 and 13.97,",
-        "encoders_seeds0_3_2_1_narrow.md",
+        "encoders_seeds0_3_2_1_narrow_kd_layers.md",
     ),
 ]
 
