@@ -599,7 +599,7 @@ FIGURES = [
     Figure(
         "docs/encoders.md",
         "blocks (+2.22 and +0.44 points with the logits, +2.22 and +1.55 with the intermediate layers as\n"
-        "well) and not below: the 1-block student loses 0.44 and 1.33, the narrow one 1.55 and 13.97,",
+        "well) and not below: the 1-block student loses 0.44 and 1.33, the narrow one 1.55 and 13.97.",
         "encoders_seeds0_3_2_1_narrow_kd_layers.md",
     ),
 ]
