@@ -185,8 +185,8 @@ FIGURES = [
     Figure("docs/guide.md", "`ssm.py mnist1d` 33", "ssm_mnist1d.json", ("33",)),
     Figure("docs/guide.md", "`embed.py` 74", "embed.json", ("74",)),
     Figure("docs/guide.md", "`ssm.py sar` 102", "ssm_sar.json", ("102",)),
-    Figure("README.md", "1.00–1.01x for a CNN student, 1.05–1.07x for an MLP student", "overhead.json"),
-    Figure("README.md", "with a spread of ±0.13 to ±0.52", "overhead.json"),
+    Figure("README.md", "1.01x for a CNN student, 1.06–1.07x for an MLP student", "overhead.json"),
+    Figure("README.md", "with a spread of ±0.02 to ±0.12", "overhead.json"),
     Figure(
         "README.md",
         "online KD 84x the CNN-16 student alone, cached KD 1.09x (median; 1.10 ± 0.06x), a hand-written loop on "
