@@ -62,7 +62,7 @@ COMMANDS = {
     "channels_last_cpu.md": "uv run python benchmarks/channels_last.py --cases cnn32 --rounds 20 --steps 30",
     "channels_last_cuda.md": "uv run python benchmarks/channels_last.py --rounds 5 --steps 30 (on a GPU)",
     "lm_hf_step.md": "uv run python benchmarks/lm_hf.py --step",
-    "lm_trl.md": "uv run python benchmarks/lm_trl.py",
+    "lm_trl.md": "uv run --with trl==1.16.0 --with accelerate python benchmarks/lm_trl.py",
     "encoders_seeds0_3_2_1_narrow_kd_layers.md": "uv run python benchmarks/encoders.py --seeds 0 --ways kd layers "
     "--workers 2 --runs /work/main/runs/encoders",
     "encoders_seeds0_3_2_1_narrow_kd_layers.json": "uv run python benchmarks/encoders.py --seeds 0 --ways kd layers "
