@@ -239,10 +239,11 @@ class Distiller(nn.Module):
 
     def _real_tokens(self, inputs: torch.Tensor) -> torch.Tensor | None:
         """[B, T]: True at the real tokens of padded token rows (ids [B, T], or a pair's ids and segments
-        [B, 2, T]); None for inputs that are not. (No check that some are padded: that would wait on the device.)"""
+        [B, 2, T]); None where nothing is padded."""
         if self.pad is None:
             return None
-        return (inputs[:, 0] if inputs.dim() == 3 else inputs) != self.pad
+        real = (inputs[:, 0] if inputs.dim() == 3 else inputs) != self.pad
+        return None if bool(real.all()) else real
 
     def _context(
         self,

@@ -41,7 +41,7 @@ class StepContext:
     clock: Clock = field(default_factory=Clock)
     logs: dict[str, torch.Tensor] = field(default_factory=dict)
     token_mask: torch.Tensor | None = None  # per-token runs: which flattened positions the logits keep (None: all)
-    real_tokens: torch.Tensor | None = None  # padded token rows: [B, T], True at real tokens (None: not token rows)
+    real_tokens: torch.Tensor | None = None  # padded token rows: [B, T], True at real tokens (None: nothing padded)
     index: torch.Tensor | None = None  # the samples' positions in the training split, for terms that read them
     # language models under a chunked term: the models' outputs before their LM heads (then a logit field is None
     # when no term reads it); a top-k teacher (a cache, or ``topk``) as it came, before any densifying
