@@ -28,7 +28,8 @@ steps), parquet files of 20k, 200k and 2M rows (streamed; an MLP) and 1536-d emb
 10k, 100k and 1M rows (6 GB; memory-mapped; an embed_proj student) — each then evaluated on
 every val and test sample, each size in a fresh process, read from /proc: peak anonymous memory
 (what the run allocates) and peak resident set (which also counts the file pages the kernel maps
-in and may drop). Writes data_memory.json and data_memory.md.
+in and may drop), and the student's test metrics (exact on one machine class: the drift check re-runs the
+smallest streamed case). Writes data_memory.json and data_memory.md.
 """
 
 from __future__ import annotations
@@ -237,9 +238,9 @@ def sample():
 threading.Thread(target=sample, daemon=True).start()
 recipe = kdforge.Recipe.from_dict(json.loads(sys.argv[1]))
 started = time.perf_counter()
-kdforge.run(recipe, console=Console(file=io.StringIO()))
+result = kdforge.run(recipe, console=Console(file=io.StringIO()))
 time.sleep(0.2)
-print(json.dumps({**peak, "seconds": time.perf_counter() - started}))
+print(json.dumps({**peak, "seconds": time.perf_counter() - started, "test": result.results["student"]["test"]}))
 """
 
 
@@ -315,6 +316,20 @@ MEMORY_CASES = {
 }
 
 
+def memory_recipe(setup: dict[str, Any], root: Path) -> dict[str, Any]:
+    """The recipe of one memory run: 300 steps of 64 samples on ``setup``'s data (a :data:`MEMORY_CASES` maker's),
+    then every val and test sample; its run directory under ``root``."""
+    return {
+        "name": "memory",
+        "data": {**setup["data"], "batch_size": 64, "eval_batch_size": 64, "workers": 0},
+        "teacher": setup["teacher"],
+        "student": setup["student"],
+        "losses": setup.get("losses", KD_MEMORY),
+        "train": {"max_steps": 300, "baseline": False},
+        "log": {"dir": str(root / "runs"), "progress": False},
+    }
+
+
 def memory(root: Path, only: str | None = None) -> None:
     """Peak memory of a run as the data grows 1x, 10x, 100x (see the module docstring)."""
     import json
@@ -330,17 +345,11 @@ def memory(root: Path, only: str | None = None) -> None:
             continue
         for size in sizes:
             setup = make(root, size)
-            recipe = {
-                "name": "memory",
-                "data": {**setup["data"], "batch_size": 64, "eval_batch_size": 64, "workers": 0},
-                "teacher": setup["teacher"],
-                "student": setup["student"],
-                "losses": setup.get("losses", KD_MEMORY),
-                "train": {"max_steps": 300, "baseline": False},
-                "log": {"dir": str(root / "runs"), "progress": False},
-            }
             out = subprocess.run(
-                [sys.executable, "-c", MEMORY_RUN, json.dumps(recipe)], capture_output=True, text=True, check=True
+                [sys.executable, "-c", MEMORY_RUN, json.dumps(memory_recipe(setup, root))],
+                capture_output=True,
+                text=True,
+                check=True,
             )
             found = json.loads(out.stdout.strip().splitlines()[-1])
             data_mb = sum(f.stat().st_size for f in setup["files"]) / 2**20
@@ -359,7 +368,8 @@ def memory(root: Path, only: str | None = None) -> None:
             "memory-mapped, compressed to 64 dimensions by an embed_proj student (the table is the teacher); val and",
             "test 20% each, of which the metrics compare 2,000 rows. The peak resident set also counts the file's",
             "pages mapped in (the table was just written, so it sits in the page cache and each row read maps its",
-            "cached neighbours too): shared, clean pages the kernel drops when memory is wanted.",
+            "cached neighbours too): shared, clean pages the kernel drops when memory is wanted. data_memory.json also",
+            "holds each run's test metrics.",
             "",
             "| data | size | on disk | peak anonymous memory | peak resident set | run time |",
             "|---|---|---|---|---|---|",

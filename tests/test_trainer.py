@@ -15,7 +15,7 @@ from kdforge.evaluate import is_better
 from kdforge.losses import LossTerm, build_losses
 from kdforge.models import build_model
 from kdforge.teachers import Teacher
-from kdforge.trainer import Trainer
+from kdforge.trainer import FINITE_EVERY, Trainer, _StepLosses, weighted_sum
 
 
 class StopAtStep(Callback):
@@ -461,3 +461,19 @@ def test_evaluate_sums_every_batch(data):
         logits = model.eval()(data.val.x)
     assert metrics["accuracy"] == pytest.approx((logits.argmax(-1) == data.val.y).float().mean().item())
     assert metrics["loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, data.val.y).item(), rel=1e-5)
+
+
+def test_step_losses_sum_as_the_stacked_steps_do_across_buffer_growth():
+    """The steps' loss values written row by row into a buffer that grows past its first FINITE_EVERY rows sum to
+    exactly what stacking them all at once gives, and a sum taken starts the next one empty."""
+    gen = torch.Generator().manual_seed(0)
+    steps = [
+        ([torch.rand((), generator=gen) * 10 for _ in range(3)], 1.0 / (1 + i % 4)) for i in range(3 * FINITE_EVERY)
+    ]
+    pending = _StepLosses()
+    for values, weight in steps:
+        pending.add(values, weight)
+    assert torch.equal(pending.take_sum(), weighted_sum(steps))
+    assert not pending and pending.take_sum() is None
+    pending.add(*steps[5])
+    assert torch.equal(pending.take_sum(), weighted_sum(steps[5:6]))

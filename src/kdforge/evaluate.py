@@ -70,10 +70,7 @@ def _label_metrics(
     autocast: contextlib.AbstractContextManager | None,
     per_token: bool = False,
 ) -> dict[str, float]:
-    # each batch's sums stay on the device and are read once at the end: no wait for the device per batch
-    losses: list[torch.Tensor] = []  # summed cross-entropy, or summed squared error for a regression
-    correct: list[torch.Tensor] = []  # correct predictions
-    peaks: list[torch.Tensor] = []  # a regression's largest |target|
+    loss = hits = peak = None  # summed cross-entropy (or squared error), correct predictions, a regression's max |y|
     samples = elements = 0
     regression = False
     for x, y, *_ in batches:
@@ -81,28 +78,36 @@ def _label_metrics(
             logits_of, targets, chunk = token_logits(model, x, y, autocast)
             for part in _slices(len(targets), chunk):
                 logits = logits_of(part)
-                losses.append(F.cross_entropy(logits, targets[part], reduction="sum"))
-                correct.append((logits.argmax(-1) == targets[part]).sum())
+                loss = _running_sum(loss, F.cross_entropy(logits, targets[part], reduction="sum"))
+                hits = _running_sum(hits, (logits.argmax(-1) == targets[part]).sum())
             samples += len(targets)
             continue
         with autocast or contextlib.nullcontext():
             out = model(x)
         regression = is_regression(y)
         if regression:
-            losses.append((out - y).abs().float().square().sum())
-            peaks.append(y.abs().max().float())
+            loss = _running_sum(loss, (out - y).abs().float().square().sum())
+            largest = y.abs().max().float()
+            peak = largest if peak is None else torch.maximum(peak, largest, out=peak)
             elements += y.numel()
         else:
             logits = out.float()
-            losses.append(F.cross_entropy(logits, y, reduction="sum"))
-            correct.append((logits.argmax(-1) == y).sum())
+            loss = _running_sum(loss, F.cross_entropy(logits, y, reduction="sum"))
+            hits = _running_sum(hits, (logits.argmax(-1) == y).sum())
         samples += len(y)
-    loss = float(torch.stack(losses).cpu().double().sum()) if losses else 0.0  # float64: the sums can be large
-    if regression:
-        mse, peak = loss / max(elements, 1), float(torch.stack(peaks).max())
-        return {"mse": mse, "psnr_db": 10 * math.log10(peak**2 / max(mse, 1e-20)), "loss": mse}
-    hits = int(torch.stack(correct).sum()) if correct else 0
-    return {"accuracy": hits / max(samples, 1), "loss": loss / max(samples, 1)}
+    summed = float(loss) if loss is not None else 0.0
+    if regression and peak is not None:
+        mse = summed / max(elements, 1)
+        return {"mse": mse, "psnr_db": 10 * math.log10(float(peak) ** 2 / max(mse, 1e-20)), "loss": mse}
+    return {"accuracy": int(hits or 0) / max(samples, 1), "loss": summed / max(samples, 1)}
+
+
+def _running_sum(total: torch.Tensor | None, value: torch.Tensor) -> torch.Tensor:
+    """``total + value``, added in place in float64 (the sums can be large), on the device: read once at the end, so
+    that no batch waits for an accelerator. In place, because a tensor kept per batch would pin the allocator's heap
+    above each batch's freed logits: an evaluation's memory then grows with the split (1.3 GB over 7,800 windows of
+    a 256-token vocabulary)."""
+    return value.double() if total is None else total.add_(value)
 
 
 def token_logits(
@@ -148,7 +153,7 @@ def teacher_agreement(
     ``kl_from_teacher``, the mean KL(p_teacher ‖ p_student) at temperature 1."""
     was_training = student.training
     student.eval()
-    sums: list[torch.Tensor] = []  # each part's [agreements, summed KL], read once at the end (as in evaluate)
+    sums = None  # [agreements, summed KL], read once at the end (as in evaluate)
     count = 0
     try:
         for x, y, *_ in batches:
@@ -164,11 +169,13 @@ def teacher_agreement(
                     parts = [(student(x).float(), teacher(x).float())]
             for zs, zt in parts:
                 same = (zs.argmax(-1) == zt.argmax(-1)).sum().float()
-                sums.append(torch.stack([same, kl_rows(F.log_softmax(zt, -1), F.log_softmax(zs, -1)).sum()]))
+                sums = _running_sum(
+                    sums, torch.stack([same, kl_rows(F.log_softmax(zt, -1), F.log_softmax(zs, -1)).sum()])
+                )
                 count += len(zs)
     finally:
         student.train(was_training)
-    agree, kl = torch.stack(sums).cpu().double().sum(0).tolist() if sums else [0.0, 0.0]
+    agree, kl = sums.tolist() if sums is not None else [0.0, 0.0]
     return {"top1_agreement": agree / max(count, 1), "kl_from_teacher": kl / max(count, 1)}
 
 

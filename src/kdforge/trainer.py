@@ -129,8 +129,8 @@ class Trainer:
         self.best_state: dict[str, Any] | None = None  # a copy of the best weights, with epoch and val
         self.loss_names: list[str] = []  # "loss", each part, each logged scalar: set by the first step
         # their values at each micro-batch since the last check, with its weight in its step (1 / micro-batches):
-        # stacked and summed into the epoch's sums only at the check, not every step (see _check_finite)
-        self.unsummed: list[tuple[list[torch.Tensor], float]] = []
+        # summed into the epoch's sums only at the check, not every step (see _check_finite)
+        self.unsummed = _StepLosses()
         self.last_step: list[tuple[list[torch.Tensor], float]] = []  # the last step's
         self.step_lr = optim.lr
         self.grad_stats_every = grad_stats_every
@@ -233,7 +233,8 @@ class Trainer:
             self._backward(out, weight)
         if self.several_ranks:
             distributed.average_gradients(self.unwrapped_params)
-        self.unsummed += step
+        for values, weight in step:
+            self.unsummed.add(values, weight)
         self.last_step = step
         factor = lr_factor(
             start,
@@ -477,10 +478,8 @@ class Trainer:
 
     def _sum_steps(self) -> torch.Tensor | None:
         """The epoch's sums of the step losses, with the steps not yet summed added."""
-        if self.unsummed:
-            total = weighted_sum(self.unsummed)
+        if (total := self.unsummed.take_sum()) is not None:
             self.pos.sums = total if self.pos.sums is None else self.pos.sums + total
-            self.unsummed = []
         return self.pos.sums
 
     def current_lr(self) -> float:
@@ -542,6 +541,37 @@ class Trainer:
 def _cloned(state: dict[str, Any]) -> dict[str, Any]:
     """A copy of a nested dict of tensors (state dicts), detached from training."""
     return {k: _cloned(v) if isinstance(v, dict) else v.detach().clone() for k, v in state.items()}
+
+
+class _StepLosses:
+    """Micro-batches' loss values and weights, written into the rows of one buffer as they come and summed at a
+    check: no tensor per step is kept alive until then, as each would pin the CPU allocator's heap above that step's
+    freed activations (a tiny LM's run peaked 250 MB higher). The sum equals :func:`weighted_sum`'s."""
+
+    def __init__(self) -> None:
+        self.rows: torch.Tensor | None = None
+        self.weights: list[float] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.weights)
+
+    def add(self, values: list[torch.Tensor], weight: float) -> None:
+        n = len(self.weights)
+        if self.rows is None or n == len(self.rows):  # room for twice as many rows: few allocations, all early
+            grown = values[0].new_empty((max(2 * n, FINITE_EVERY), len(values)), dtype=torch.float32)
+            if self.rows is not None:
+                grown[:n] = self.rows
+            self.rows = grown
+        torch.stack(values, out=self.rows[n])
+        self.weights.append(weight)
+
+    def take_sum(self) -> torch.Tensor | None:
+        """Σ weight · values over the rows written since the last call (None when there are none)."""
+        if not self.weights:
+            return None
+        rows, weights = required(self.rows, "the step losses")[: len(self.weights)], self.weights
+        self.weights = []
+        return rows.new_tensor(weights) @ rows
 
 
 def weighted_sum(values: list[tuple[list[torch.Tensor], float]]) -> torch.Tensor:
