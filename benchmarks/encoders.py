@@ -14,9 +14,11 @@ the recipe's losses), with KD and the intermediate layers as TinyBERT adds them 
 blocks, through a linear projection, and attention scores, ``attn_mse`` on the query and key projections) from the
 first step, and in TinyBERT's order: those layers alone for 5 epochs, then the predictions (``stages``).
 Test accuracy and macro F1 (epoch chosen on validation), seeds 0-2, the share of the teacher's accuracy each keeps,
-the gain of each distilled student over the same student alone (paired by seed), size and latency (batch 1, median,
-as the run measures it). Runs go ``--workers`` at a time, one thread each; each seed's teacher is fine-tuned once
-and reused by the other runs of that seed; given the ``--runs`` folder of a stopped benchmark, it goes on there.
+the gain of each distilled student over the same student alone (paired by seed), size, and latency: ms a sentence
+at batch 1 on one thread, the teacher and the students timed side by side in this process once the runs are done
+(:func:`latencies`), and each student's speed-up. Runs go ``--workers`` at a time, one thread each; each seed's
+teacher is fine-tuned once and reused by the other runs of that seed; given the ``--runs`` folder of a stopped
+benchmark, it goes on there.
 
     uv run python benchmarks/encoders.py [--seeds 0 1 2] [--students 3 2 1 narrow] [--ways kd layers stages]
         [--workers 2] [--runs DIR]
@@ -28,6 +30,7 @@ beside).
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import tempfile
 import time
@@ -35,7 +38,7 @@ from pathlib import Path
 
 import yaml
 
-from common import mean_std, run_quietly, save, teacher_first, worker_pool
+from common import mean_std, paired, run_quietly, save, teacher_first, worker_pool
 
 RECIPE = Path(__file__).parents[1] / "src" / "kdforge" / "recipes" / "text_cls_kd.yaml"
 STUDENTS = {
@@ -83,7 +86,6 @@ def one_run(job: tuple) -> dict:
         if role in result:
             entry = result[role]
             found[role] = {"test": entry["test"]["accuracy"], "params": entry["params"],
-                           "latency_ms": entry.get("latency_ms"),
                            "f1_macro": entry.get("test_metrics", {}).get("f1_macro")}  # fmt: skip
     return found
 
@@ -101,16 +103,51 @@ def measure(args: argparse.Namespace) -> dict:
             cell = out["students"][student]
             out["teacher"] = out.get("teacher") or {"params": found["teacher"]["params"], "test": {}}
             out["teacher"]["test"][str(seed)] = found["teacher"]["test"]
-            out["teacher"]["latency_ms"] = found["teacher"]["latency_ms"]
             for name, role in ((way, "student"), ("alone", "student_alone")):
                 if role in found:
                     cell.setdefault(name, {})[str(seed)] = found[role]
             print(f"seed {seed} {student} {way}: test {100 * found['student']['test']:.2f}"
                   + (f", alone {100 * found['student_alone']['test']:.2f}" if "student_alone" in found else ""),
                   flush=True)  # fmt: skip
+    out["latency"] = latencies(runs, args.seeds[0], args.students)
     out["minutes"] = round((time.perf_counter() - started) / 60, 1)  # this command's; resumed runs took none of it
     out["run_minutes"] = round(run_minutes, 1)  # the runs' own, one thread each, resumed ones included
     return out
+
+
+def latencies(runs: str, seed: int, students: list[str], rounds: int = 7) -> dict:
+    """Milliseconds a sentence at batch 1 on one thread, the teacher and each student measured side by side
+    (``common.paired``: they take turns in 10 ms slices, ``rounds`` rounds, so that the machine's load falls on all
+    alike), on the test sentence of median length, and each student's speed-up over the teacher (the median of the
+    rounds' ratios). The students are ``seed``'s distilled by KD; the teacher is their encoder with all six blocks
+    (a forward pass costs the same whatever the weights)."""
+    import torch
+
+    import kdforge
+    from kdforge.data import recipe_data
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each run measured its models
+    try:
+        raw = yaml.safe_load(RECIPE.read_text())
+        models = {"teacher": kdforge.build_model("hf_encoder", input_shape=[raw["data"]["max_length"]], num_classes=12,
+                                                 path=raw["student"]["model"]["path"]).eval()}  # fmt: skip
+        for student in students:
+            done = run_quietly(recipe(student, WAYS["kd"], seed, f"{runs}/seed{seed}"), resume=True)
+            models[student] = kdforge.load_student(done.run_dir)
+        test = recipe_data(kdforge.Recipe.from_dict(recipe(students[0], WAYS["kd"], seed, runs)).data, seed).test
+        lengths = (test.x != test.pad).sum(1)
+        median = int(lengths.sort().indices[len(lengths) // 2])
+        sentence = test.x[median : median + 1, : int(lengths[median])]
+        with torch.no_grad():
+            speeds = paired({name: functools.partial(model, sentence) for name, model in models.items()}, 1, rounds)
+    finally:
+        torch.set_num_threads(threads)
+    return {"tokens": sentence.shape[1], "rounds": rounds} | {
+        name: {"ms": 1e3 / speeds[f"{name}_samples_per_s"]}
+        | ({"speedup": speeds[f"{name}_over_teacher"]} if name != "teacher" else {})
+        for name in models
+    }
 
 
 def markdown(out: dict) -> str:
@@ -120,22 +157,25 @@ def markdown(out: dict) -> str:
         f"# Encoder distillation: MiniLM-L6 fine-tuned on package_docstrings (seeds {out['seeds']})",
         "",
         f"Recipe `{out['recipe']}`; teacher {mean_std(teacher)} % test accuracy, {out['teacher']['params']:,} params, "
-        f"{out['teacher']['latency_ms']:.1f} ms. Test accuracy (%) and macro F1, mean ± std over seeds (epoch chosen "
-        "on validation); kept: the share of the teacher's accuracy; gain: over the same student alone, paired by seed.",
+        f"{out['latency']['teacher']['ms']:.1f} ms a sentence. Test accuracy (%) and macro F1, mean ± std over seeds "
+        "(epoch chosen on validation); kept: the share of the teacher's accuracy; gain: over the same student alone, "
+        f"paired by seed. Latency: batch 1, one thread, a {out['latency']['tokens']}-token test sentence (the median "
+        f"length), the teacher and the students timed side by side ({out['latency']['rounds']} rounds); speed-up: the "
+        "median of the rounds' teacher / student time.",
         "",
-        "| student | params | latency ms | trained | test accuracy | macro F1 | kept | gain |",
-        "|---|---:|---:|---|---:|---:|---:|---:|",
+        "| student | params | ms | speed-up | trained | test accuracy | macro F1 | kept | gain |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     for student, cell in out["students"].items():
-        alone = [100 * cell["alone"][s]["test"] for s in seeds]
+        alone, speed = [100 * cell["alone"][s]["test"] for s in seeds], out["latency"][student]
         for way in ("alone", *out["ways"]):
             runs = [cell[way][s] for s in seeds]
             acc = [100 * r["test"] for r in runs]
             kept = statistics.mean(a / t for a, t in zip(acc, teacher))
             gain = "" if way == "alone" else mean_std([a - b for a, b in zip(acc, alone)])
             lines.append(
-                f"| {student} | {runs[0]['params']:,} | {runs[0]['latency_ms']:.1f} | {way} | {mean_std(acc)} | "
-                f"{mean_std([r['f1_macro'] for r in runs], 3)} | {100 * kept:.0f}% | {gain} |"
+                f"| {student} | {runs[0]['params']:,} | {speed['ms']:.1f} | {speed['speedup']:.2f}x | {way} | "
+                f"{mean_std(acc)} | {mean_std([r['f1_macro'] for r in runs], 3)} | {100 * kept:.0f}% | {gain} |"
             )
     return "\n".join(lines) + "\n"
 
