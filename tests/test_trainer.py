@@ -463,6 +463,25 @@ def test_evaluate_sums_every_batch(data):
     assert metrics["loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, data.val.y).item(), rel=1e-5)
 
 
+def test_evaluate_sums_a_regression_over_batches():
+    """A regression's mean squared error and PSNR over several batches (the last one short, the largest |target| in
+    it) equal those of the whole split at once."""
+    import math
+
+    from kdforge.data.bundle import Split
+    from kdforge.evaluate import evaluate
+
+    torch.manual_seed(0)
+    x, y = torch.randn(150, 4), torch.randn(150, 3)
+    y[140, 1] = 9.0
+    model = torch.nn.Linear(4, 3)
+    metrics = evaluate(model, make_loader(Split(x, y), batch_size=64))
+    with torch.no_grad():
+        mse = float((model(x) - y).square().mean())
+    assert metrics["mse"] == pytest.approx(mse, rel=1e-5)
+    assert metrics["psnr_db"] == pytest.approx(10 * math.log10(81.0 / mse), rel=1e-5)
+
+
 def test_step_losses_sum_as_the_stacked_steps_do_across_buffer_growth():
     """The steps' loss values written row by row into a buffer that grows past its first FINITE_EVERY rows sum to
     exactly what stacking them all at once gives, and a sum taken starts the next one empty."""
