@@ -129,13 +129,15 @@ def latencies(runs: str, seed: int, students: list[str], rounds: int = 7) -> dic
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each run measured its models
     try:
-        raw = yaml.safe_load(RECIPE.read_text())
-        models = {"teacher": kdforge.build_model("hf_encoder", input_shape=[raw["data"]["max_length"]], num_classes=12,
-                                                 path=raw["student"]["model"]["path"]).eval()}  # fmt: skip
+        shipped = kdforge.Recipe.from_yaml(RECIPE)
+        data = recipe_data(shipped.data, seed)
+        teacher = kdforge.build_model("hf_encoder", input_shape=data.input_shape, num_classes=data.num_classes,
+                                      path=shipped.student.model.options["path"])  # fmt: skip
+        models = {"teacher": teacher.eval()}
         for student in students:
             done = run_quietly(recipe(student, WAYS["kd"], seed, f"{runs}/seed{seed}"), resume=True)
             models[student] = kdforge.load_student(done.run_dir)
-        test = recipe_data(kdforge.Recipe.from_dict(recipe(students[0], WAYS["kd"], seed, runs)).data, seed).test
+        test = data.test
         lengths = (test.x != test.pad).sum(1)
         median = int(lengths.sort().indices[len(lengths) // 2])
         sentence = test.x[median : median + 1, : int(lengths[median])]

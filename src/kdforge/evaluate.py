@@ -99,7 +99,7 @@ def _label_metrics(
     if regression and peak is not None:
         mse = summed / max(elements, 1)
         return {"mse": mse, "psnr_db": 10 * math.log10(float(peak) ** 2 / max(mse, 1e-20)), "loss": mse}
-    return {"accuracy": int(hits or 0) / max(samples, 1), "loss": summed / max(samples, 1)}
+    return {"accuracy": (int(hits) if hits is not None else 0) / max(samples, 1), "loss": summed / max(samples, 1)}
 
 
 def _running_sum(total: torch.Tensor | None, value: torch.Tensor) -> torch.Tensor:
