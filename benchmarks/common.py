@@ -149,20 +149,27 @@ def teacher_first(
 
 def run_quietly(raw: dict | kdforge.Recipe, resume: bool = False) -> kdforge.RunResult:
     """Run a recipe (a dict, or one built), its console output discarded; with ``resume``, a finished run of the same
-    recipe in its log folder is taken as it is (a stopped benchmark given that folder again goes on there)."""
+    recipe in its log folder is taken as it is and a stopped one continued from its last.pt (a stopped benchmark
+    given that folder again goes on where each run stopped)."""
     recipe = raw if isinstance(raw, kdforge.Recipe) else kdforge.Recipe.from_dict(raw)
-    return (resume and finished_run(recipe)) or kdforge.run(recipe, console=Console(file=io.StringIO()))
+    finished, stopped = earlier_runs(recipe) if resume else (None, None)
+    return finished or kdforge.run(recipe, resume=stopped, console=Console(file=io.StringIO()))
 
 
-def finished_run(recipe: kdforge.Recipe) -> kdforge.RunResult | None:
-    """A finished run of ``recipe`` in its log folder."""
+def earlier_runs(recipe: kdforge.Recipe) -> tuple[kdforge.RunResult | None, Path | None]:
+    """A finished run of ``recipe`` in its log folder, else the folder of a stopped one that saved a last.pt."""
     from kdforge.files import read_json
     from kdforge.runner import load_run_recipe
 
+    stopped = None
     for run_dir in sorted(Path(recipe.log.dir).glob(f"{recipe.name}-*")):
-        if (run_dir / "results.json").is_file() and load_run_recipe(run_dir).to_dict() == recipe.to_dict():
-            return kdforge.RunResult(run_dir, read_json(run_dir / "results.json", "run results"))
-    return None
+        if not (run_dir / "config.yaml").is_file() or load_run_recipe(run_dir).to_dict() != recipe.to_dict():
+            continue
+        if (run_dir / "results.json").is_file():
+            return kdforge.RunResult(run_dir, read_json(run_dir / "results.json", "run results")), None
+        if (run_dir / "last.pt").is_file():
+            stopped = run_dir
+    return None, stopped
 
 
 class Intervals:

@@ -134,6 +134,35 @@ def test_a_stopped_benchmark_resumes_from_its_finished_runs_and_reruns_any_other
     assert common.run_quietly(tiny_recipe).run_dir not in (first.run_dir, other.run_dir)  # without resume: a new run
 
 
+def test_a_run_the_benchmark_was_stopped_in_goes_on_from_its_last_checkpoint_to_the_uninterrupted_result(
+    tiny_recipe, tmp_path, monkeypatch
+):
+    import signal
+
+    from kdforge.callbacks import Callback
+    from kdforge.errors import RunInterrupted
+    from kdforge.session import Session
+
+    monkeypatch.setitem(sys.modules, "common", None)
+    common = load("common")
+    tiny_recipe["train"] = {"epochs": 2, "baseline": False}
+    whole = common.run_quietly({**tiny_recipe, "log": {**tiny_recipe["log"], "dir": str(tmp_path / "whole")}})
+
+    class CtrlC(Callback):
+        def on_step_end(self, trainer, samples):
+            if trainer.stage == "distill" and trainer.pos.step == 20:  # in its second epoch
+                signal.raise_signal(signal.SIGINT)
+
+    callbacks = Session.callbacks
+    monkeypatch.setattr(Session, "callbacks", lambda self: [*callbacks(self), CtrlC()])
+    with pytest.raises(RunInterrupted) as stopped:
+        common.run_quietly(tiny_recipe, resume=True)
+    monkeypatch.setattr(Session, "callbacks", callbacks)
+    resumed = common.run_quietly(tiny_recipe, resume=True)
+    assert resumed.run_dir == stopped.value.run_dir  # continued there, not started again beside it
+    assert resumed.results["student"]["test"] == whole.results["student"]["test"]
+
+
 def test_each_keys_first_job_runs_before_the_others_of_its_key_and_no_worker_waits_for_another_key(monkeypatch):
     import threading
     import time
