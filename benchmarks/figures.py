@@ -494,6 +494,83 @@ FIGURES = [
     ),
     Figure(
         "docs/tm.md",
+        "soft mode on average (−0.33 to\n+0.46), without retraining: the parity of six's, which one boolean per "
+        "literal left 2.8–3.0 points below",
+        "tm_levels.md",
+        ("−0.33", "+0.46", "2.8", "3.0"),
+    ),
+    Figure("docs/tm.md", "the patch-2 Swin-TM's on digits (2.1–4.9 points\nbelow)", "tm_levels.md"),
+    Figure("docs/tm.md", "are within 0.5 points alone and 0.90 below distilled on two of four", "tm_levels.md"),
+    Figure(
+        "docs/tm.md",
+        "ends below the rules it started from (two of four 95.00% → 93.67%; parity of\n"
+        "six 81.95% → 77.98% and 82.18% → 80.30%)",
+        "tm_hard_finish_30ep.md",
+    ),
+    Figure("docs/tm.md", "from that task's 60.55% teacher", "tm_ablation_30ep.md"),
+    Figure("docs/tm.md", "The rules still lose\n0.7–2.1 points to soft on every case", "tm_hard_literals_30ep.md"),
+    Figure(
+        "docs/tm.md",
+        "the MLP beats no feed-forward block by 4.9–13.9 points on the first two",
+        "tm_ablation_30ep.md",
+        ("4.9", "13.9"),
+    ),
+    Figure("docs/tm.md", "reaches only 60.55%", "tm_ablation_30ep.md"),
+    Figure(
+        "docs/tm.md",
+        "trained alone for 30\n  epochs: 99.05% against 99.22% on token parity, 95.60% against 96.92% on two of four",
+        "tm_ablation_30ep.md",
+    ),
+    Figure(
+        "docs/tm.md",
+        "the students lose 6.9–40.7 points, except the ViT-TM alone on token parity, 4.3 points: with 30 epochs its\n"
+        "attention alone reaches 94.9% there, and the MLP beats none by only 4.9 points",
+        "tm_ablation_30ep.md",
+        ("6.9", "40.7", "4.3", "94.9", "4.9"),
+    ),
+    Figure(
+        "docs/tm.md",
+        "capacity form on the first two tasks (−0.03 to −0.37), not on the parity of six (−1.3 to −3.3) nor with "
+        "`strict`\n(up to −2.5 points alone)",
+        "tm_ablation_30ep.md",
+    ),
+    Figure(
+        "docs/tm.md",
+        "within 0.5 for both transfer recipes (ViT-TM −0.28, Swin-TM −0.19)",
+        "tm_transfer.md",
+        ("−0.28", "−0.19"),
+    ),
+    Figure(
+        "docs/tm.md",
+        "the ablation on two of four (hard mode is 0.21–0.48 *above*), on token parity for the distilled\n"
+        "ViT-TM with patch norm (−0.17), the strict ViT-TM (−0.18 alone, −0.27 distilled) and the ViT-TM without "
+        "patch\nnorm (−0.18, −0.05)",
+        "tm_ablation.md",
+    ),
+    Figure(
+        "docs/tm.md",
+        "on token parity the ViT-TM with patch norm alone (−0.53) and the one-stage Swin-TM (−0.82\n"
+        "alone, −0.65 distilled)",
+        "tm_ablation.md",
+    ),
+    Figure(
+        "docs/tm.md",
+        "ViT-TM with `init_from_teacher` in the accuracy table (−0.56), and the\n"
+        "patch-2 Swin-TM trained from scratch (−2.8 to −6.7)",
+        "tm_accuracy.md",
+    ),
+    Figure("docs/tm.md", "(per seed −0.28 to +5.0 points; the ViT-TM −0.56 to +0.56)", "tm_accuracy_finish.md"),
+    Figure("docs/tm.md", "stays within 0.6 points for `tm_flat` and ViT-TM", "tm_accuracy.md"),
+    Figure("docs/tm.md", "reaches 97.96% and loses 0.19 points in hard mode", "tm_transfer.md"),
+    Figure("docs/tm.md", "level with the ViT teacher's 98.43%", "tm_accuracy.md"),
+    Figure(
+        "docs/tm.md",
+        "token-parity students within 0.5 (−0.12, −0.50, +0.65)",
+        "tm_hard_finish.md",
+        ("−0.12", "−0.50", "+0.65"),
+    ),
+    Figure(
+        "docs/tm.md",
         "(−0.37 to +2.28; the\ndistilled one on two of four is 0.40 above)",
         "tm_strict_finish.md",
     ),

@@ -24,6 +24,7 @@ from tm_students import (
     ONE_LEVEL,
     builtin_finish_table,
     finish_rows,
+    hard_and_gap,
     plain_and_finished,
     pm,
     tm_recipe,
@@ -220,10 +221,11 @@ def ablation_table(result: dict) -> str:
     lines = [
         f"# Do the clause layers carry the model? Token tasks, {result['epochs']} epochs, seeds {result['seeds']}",
         "",
-        "Test accuracy (%), mean ± std over seeds, best epoch on validation (hard mode, the exported rules, in "
-        "brackets). Gap recovered: (variant − none) / (MLP − none), none being the student with no feed-forward "
-        "block, which is also the TM student retrained with its output forced to zero. Mean-replaced: trained alone, "
-        "each TM block's output replaced by its mean over the training split at test time.",
+        "Test accuracy (%), mean ± std over seeds, best epoch on validation (in brackets, hard mode, the exported "
+        "rules, and its difference from soft mode). Gap recovered: (variant − none) / (MLP − none), none being the "
+        "student with no feed-forward block, which is also the TM student retrained with its output forced to zero. "
+        "Mean-replaced: trained alone, each TM block's output replaced by its mean over the training split at test "
+        "time.",
         "",
     ]
     for task, students in result["tasks"].items():
@@ -239,8 +241,7 @@ def ablation_table(result: dict) -> str:
             mean = {k: {m: statistics.mean(v[m]["test"]) for m in modes} for k, v in rows.items()}
             for variant, cell in rows.items():
                 columns = "".join(
-                    f"{pm(cell[m]['test'])} ({100 * statistics.mean(cell[m]['test_hard']):.2f}) | "
-                    f"{_recovered(mean, variant, m)} | "
+                    f"{pm(cell[m]['test'])} ({hard_and_gap(cell[m])}) | {_recovered(mean, variant, m)} | "
                     for m in modes
                 )
                 replaced = cell.get("alone", {}).get("mean_replaced")
@@ -259,8 +260,9 @@ def paired_summary(result: dict) -> list[str]:
     lines = [
         "## The conclusions, with their standard errors",
         "",
-        "Gap recovered: ratio of the seeds' means, ± standard error over 2,000 resamplings of the seeds. "
-        "Mean-replacing costs: test accuracy alone minus mean-replaced, paired by seed, ± standard error.",
+        "Gap recovered: ratio of the seeds' means, ± standard error over 2,000 resamplings of the seeds; in "
+        "brackets, variant − none and MLP − none in points (the seeds' means). Mean-replacing costs: test accuracy "
+        "alone minus mean-replaced, paired by seed, ± standard error.",
         "",
         "| task | student | feed-forward | "
         + "".join(f"gap recovered ({m}) | " for m in modes)
@@ -278,7 +280,10 @@ def paired_summary(result: dict) -> list[str]:
                     tm, none, mlp = runs.mean(1)
                     sampled = runs[:, draws].mean(2)  # [3, 2000]
                     spread = np.std((sampled[0] - sampled[1]) / (sampled[2] - sampled[1]), ddof=1)
-                    shares.append(f"{100 * (tm - none) / (mlp - none):.0f}% ± {100 * spread:.0f}")
+                    shares.append(
+                        f"{100 * (tm - none) / (mlp - none):.0f}% ± {100 * spread:.0f} "
+                        f"({100 * (tm - none):.2f} / {100 * (mlp - none):.2f})"
+                    )
                 replaced = cell.get("alone", {}).get("mean_replaced") or []
                 cost = [100 * (a - r) for a, r in zip(cell["alone"]["test"], replaced)] if replaced else []
                 costs = (
@@ -533,9 +538,10 @@ def levels_table(result: dict) -> str:
         "levels read u as k / L, where k of the thresholds (2j − 1) / 2L lie below it). The same trained student in "
         "every column: soft training does not depend on the levels. Token tasks: the ablation's recipes, 30 epochs; "
         "digits 32x32: the recipes of `benchmarks/tm.py accuracy`, 20 epochs. A `strict` student's clauses are ANDs of "
-        "booleans, read at one level only. Last column: what `student.choose_levels` (on by default) picks in each "
-        "run, the fewest levels within 0.25 points of soft mode on that run's *validation* split (the best if none "
-        "is), per seed, and the mean test gap of the rules so read.",
+        "booleans, read at one level only. In brackets: hard mode − soft mode. Last column: what "
+        "`student.choose_levels` (on by default) picks in each run, the fewest levels within 0.25 points of soft "
+        "mode on that run's *validation* split (the best if none is), per seed, and the mean test gap of the rules so "
+        "read.",
         "",
         f"| case | soft | {heads} | levels chosen per run on validation: test − soft |",
         "|---|---:|" + "---:|" * len(result["levels"]) + "---|",
@@ -545,6 +551,10 @@ def levels_table(result: dict) -> str:
         read = [n for n in result["levels"] if str(n) in val]  # a strict student: one level only
         chosen = [level_choice({n: val[str(n)][i] for n in read}, val["soft"][i]) for i in range(len(val["soft"]))]
         gap = 100 * statistics.mean(test[str(n)][i] - test["soft"][i] for i, n in enumerate(chosen))
-        cells = " | ".join(pm(test[str(n)]) if str(n) in test else "-" for n in result["levels"])
+        soft = statistics.mean(test["soft"])
+        cells = " | ".join(
+            f"{pm(test[str(n)])} ({100 * (statistics.mean(test[str(n)]) - soft):+.2f})" if str(n) in test else "-"
+            for n in result["levels"]
+        )
         lines.append(f"| {case} | {pm(test['soft'])} | {cells} | {' / '.join(map(str, chosen))}: {gap:+.2f} |")
     return "\n".join(lines) + "\n"

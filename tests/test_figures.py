@@ -48,3 +48,34 @@ def test_the_audit_lists_prose_decimals_no_passage_checks():
     doc = "A checked gain of 1.5 points.\nAn unchecked one of 2.5.\n```\nlr: 0.003\n```\n| `lr` | 0.001 |\nWhole 12.\n"
     registered = [figures.Figure("d.md", "checked gain of 1.5 points", "x.md")]
     assert figures.unregistered({"d.md": doc}, registered) == ["d.md:2: An unchecked one of 2.5."]
+
+
+TM_TABLES = {  # a results file: the function of benchmarks/tm*.py that writes its .md from its .json
+    "tm_ablation": "tm_ablation.ablation_table",
+    "tm_ablation_30ep": "tm_ablation.ablation_table",
+    "tm_ablation_30ep_alone_seeds0-5": "tm_ablation.ablation_table",
+    "tm_ablation_30ep_alone_seeds0-5_avx2": "tm_ablation.ablation_table",
+    "tm_levels": "tm_ablation.levels_table",
+    "tm_hard_literals_30ep": "tm_ablation.hard_literals_table",
+    "tm_hard_finish": "tm_ablation.hard_finish_table",
+    "tm_hard_finish_30ep": "tm_ablation.hard_finish_table",
+    "tm_strict_finish": "tm_ablation.strict_finish_table",
+    "tm_accuracy": "tm_students.accuracy_table",
+    "tm_accuracy_finish": "tm_students.accuracy_finish_table",
+    "tm_transfer": "tm_students.transfer_table",
+    "tm_patch_norm": "tm_students.patch_norm_table",
+}
+
+
+def test_the_tm_tables_are_what_their_json_gives_so_each_derived_figure_comes_from_the_measured_cells(monkeypatch):
+    """The docs quote differences (hard − soft, variant − none) that the tables compute from the JSON's cells: a
+    table edited by hand, or one its renderer no longer writes, is found here."""
+    import json
+
+    monkeypatch.syspath_prepend(str(benchscripts.BENCHMARKS))  # the scripts import their neighbours
+
+    for name, function in TM_TABLES.items():
+        module, table = function.split(".")
+        results = benchscripts.BENCHMARKS / "results"
+        written = getattr(benchscripts.load(module), table)(json.loads((results / f"{name}.json").read_text()))
+        assert written == (results / f"{name}.md").read_text(), name
