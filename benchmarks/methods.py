@@ -296,9 +296,9 @@ def _mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values) if len(values) > 1 else 0:.2f}"
 
 
-def _diffs(runs: list[dict[str, float]], alone: list[dict[str, float]]) -> list[float]:
-    """The per-seed test-accuracy differences (points)."""
-    return [a - b for a, b in zip(_values(runs), _values(alone), strict=True)]
+def _diffs(runs: list[dict[str, float]], alone: list[dict[str, float]], split: str = "test") -> list[float]:
+    """The per-seed accuracy differences on ``split`` (points)."""
+    return [a - b for a, b in zip(_values(runs, split), _values(alone, split), strict=True)]
 
 
 def gain(runs: list[dict[str, float]], alone: list[dict[str, float]]) -> tuple[float, float]:
@@ -365,6 +365,17 @@ def markdown(results: dict[str, Any]) -> str:
     for method in METHODS:
         row = [results["pairs"][p]["methods"].get(method) for p in pairs]
         lines.append(f"| {method} | " + " | ".join(_mean_std(_values(r)) if r else "—" for r in row) + " |")
+    lines += [
+        "",
+        "## Every method's gain on validation",
+        "",
+        "The mean gain over the student alone on the validation splits (where methods are chosen), paired by seed.",
+        "",
+    ]
+    lines += ["| method | " + " | ".join(pairs) + " |", "|---|" + "---:|" * len(pairs)]
+    for method in (m for m in METHODS if m != ALONE):
+        row = [results["pairs"][p]["methods"] for p in pairs]
+        lines.append(f"| {method} | " + " | ".join(_val_gain(r.get(method), r[ALONE]) for r in row) + " |")
     tuned = {p: f["tuned"] for p, f in results["pairs"].items() if "tuned" in f}
     if tuned:
         lines += ["", "## Tuned settings", ""]
@@ -377,6 +388,10 @@ def markdown(results: dict[str, Any]) -> str:
             for p, found in tuned.items()
         ]
     return "\n".join(lines) + "\n"
+
+
+def _val_gain(runs: list[dict[str, float]] | None, alone: list[dict[str, float]]) -> str:
+    return f"{round(statistics.mean(_diffs(runs, alone, 'val')), 2) + 0.0:+.2f}" if runs else "—"  # no "-0.00"
 
 
 def _distilled(config: str) -> str:
