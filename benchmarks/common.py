@@ -277,15 +277,19 @@ def rendered(table: Any, command: str) -> str:
     return f"```\n{console.export_text()}```\n\n`{command}`\n"
 
 
+def results_path(name: str, suffix: str) -> Path:
+    """The results file <name><suffix>; with kernels forced by ``ATEN_CPU_CAPABILITY`` (``avx2``, say),
+    <name>_avx2<suffix>: what a run so measured writes, and reads back to go on, lies beside the results of the
+    machine's own kernels, never over them."""
+    forced = os.environ.get("ATEN_CPU_CAPABILITY", "").lower()
+    return RESULTS / (f"{name}_{forced}{suffix}" if forced and not name.endswith(f"_{forced}") else f"{name}{suffix}")
+
+
 def save(name: str, out: dict, text: str) -> None:
     """Write ``out`` as <name>.json (with where it was measured: :func:`measured_on`) and ``text`` as <name>.md
-    (each atomically), and print the text. With kernels forced by ``ATEN_CPU_CAPABILITY`` (``avx2``, say), the
-    files are <name>_avx2.json and .md, beside those of the machine's own kernels, never over them."""
-    forced = os.environ.get("ATEN_CPU_CAPABILITY", "").lower()
-    if forced and not name.endswith(f"_{forced}"):
-        name += f"_{forced}"
-    write_json(RESULTS / f"{name}.json", out)
-    write_text(RESULTS / f"{name}.md", text)
+    (each atomically, named by :func:`results_path`), and print the text."""
+    write_json(results_path(name, ".json"), out)
+    write_text(results_path(name, ".md"), text)
     print(text)
 
 

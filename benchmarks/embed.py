@@ -50,7 +50,7 @@ import torch
 import yaml
 
 import kdforge
-from common import RESULTS, mean_std, paired, run_quietly, save, worker_pool, write_text
+from common import mean_std, paired, results_path, run_quietly, save, worker_pool, write_text
 from kdforge.data.text import docstring_sentences, encode_bytes, encode_tokens
 from kdforge.families.embedding.data import text_corpus
 from kdforge.families.embedding.teachers import load_sentence_transformer
@@ -366,7 +366,7 @@ def main() -> None:
         save(args.out, out, heads_markdown(out, args.on))
         return
     if args.what == "speed":
-        out = json.loads((RESULTS / "embed.json").read_text())
+        out = json.loads(results_path("embed", ".json").read_text())
         out["speed"] = speeds(out["ks"])
         save("embed", out, markdown(out))
         return

@@ -18,7 +18,7 @@ the gain of each distilled student over the same student alone (paired by seed),
 at batch 1 on one thread, the teacher and the students timed side by side in this process once the runs are done
 (:func:`latencies`), and each student's speed-up. Runs go ``--workers`` at a time, one thread each; each seed's
 teacher is fine-tuned once and reused by the other runs of that seed; given the ``--runs`` folder of a stopped
-benchmark, it goes on there.
+benchmark, it goes on there (a stopped run from its last checkpoint).
 
     uv run python benchmarks/encoders.py [--seeds 0 1 2] [--students 3 2 1 narrow] [--ways kd layers stages]
         [--workers 2] [--runs DIR]
@@ -195,7 +195,7 @@ def main() -> None:
     parser.add_argument(
         "--runs",
         help="where the runs go (default: a new temporary folder); in the folder of a stopped benchmark its fine-tuned "
-        "teachers and finished runs are taken as they are",
+        "teachers and finished runs are taken as they are, and a stopped run goes on from its last checkpoint",
     )
     args = parser.parse_args()
     out = measure(args)

@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from common import RESULTS, mean_std, paired, run_quietly, save
+from common import mean_std, paired, results_path, run_quietly, save
 from kdforge.bench import peak_memory_bytes
 from kdforge.models import build_model
 
@@ -268,7 +268,7 @@ def main() -> None:
         save("lm_spike_rate", out, spike_rate_markdown(out))
         return
     if args.costs_only:
-        out = json.loads((RESULTS / "lm.json").read_text())
+        out = json.loads(results_path("lm", ".json").read_text())
         out["costs"] = costs(args.contexts)
         save("lm", out, markdown(out))
         return

@@ -51,7 +51,7 @@ import torch
 from rich.console import Console
 
 import kdforge
-from common import RESULTS, worker_pool, write_json, write_text
+from common import RESULTS, results_path, worker_pool, write_json, write_text
 
 CHOOSING = Path(__file__).parents[1] / "docs" / "choosing.md"  # its main table is the suite's
 TABLE_MARKS = ("<!-- suite table: benchmarks/results/methods.md -->", "<!-- end of suite table -->")
@@ -226,7 +226,7 @@ def seeds_job(pair: str, which: str, recipe: str, seeds: list[int], runs: str, t
     at learning rate ``recipe``, or the pair's tuned recipe (``TUNED``: its settings from results/methods.json; the
     student alone at its learning rate)."""
     torch.set_num_threads(threads)
-    settings = load()["pairs"][pair][TUNED]["params"] if recipe == TUNED else {"optim.lr": float(recipe)}
+    settings = tunes()[pair][TUNED]["params"] if recipe == TUNED else {"optim.lr": float(recipe)}
     if which == ALONE:  # the student alone takes the learning rate; the other settings are the losses'
         settings = {"optim.lr": settings["optim.lr"]}
 
@@ -257,9 +257,15 @@ def recipe_trial_rank(tune_dir: Path, name: str) -> dict[str, Any] | None:
 # ------------------------------------------------------------------ results
 
 
-def load() -> dict[str, Any]:
-    path = RESULTS / "methods.json"
+def load(path: Path | None = None) -> dict[str, Any]:
+    """The suite's results (by default this run's file: :func:`common.results_path`)."""
+    path = path or results_path("methods", ".json")
     return json.loads(path.read_text()) if path.exists() else {"epochs": EPOCHS, "pairs": {}}
+
+
+def tunes() -> dict[str, Any]:
+    """Each pair's tuned settings, as the machine's own tune found them (whatever kernels this run forces)."""
+    return load(RESULTS / "methods.json")["pairs"]
 
 
 def merged(results: dict[str, Any], new: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -272,10 +278,13 @@ def merged(results: dict[str, Any], new: dict[str, dict[str, Any]]) -> dict[str,
 
 
 def save(results: dict[str, Any]) -> None:
-    """methods.json and methods.md; and the main table in docs/choosing.md, between its markers."""
+    """methods.json and methods.md; and the main table in docs/choosing.md, between its markers (not for a run
+    with forced kernels, whose files lie beside: :func:`common.results_path`)."""
     text = markdown(results)
-    write_json(RESULTS / "methods.json", results)
-    write_text(RESULTS / "methods.md", text)
+    write_json(results_path("methods", ".json"), results)
+    write_text(results_path("methods", ".md"), text)
+    if results_path("methods", ".md").name != "methods.md":
+        return
     table = "\n".join(line for line in text.split("## Every method")[0].splitlines() if line.startswith("|"))
     doc = CHOOSING.read_text()
     start, end = doc.index(TABLE_MARKS[0]) + len(TABLE_MARKS[0]), doc.index(TABLE_MARKS[1])
@@ -551,12 +560,12 @@ def over_seeds(args: argparse.Namespace, threads: int) -> None:
     """The ``seeds`` command: alone and distilled per pair, by the default recipe at each learning rate or by the
     tuned recipe, over many seeds."""
     seeds = args.seeds or SEEDS
-    path = RESULTS / f"{seeds_name(seeds)}.json"  # fewer seeds than the committed file's write beside it
+    path = results_path(seeds_name(seeds), ".json")  # fewer seeds than the committed file's write beside it
     found: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     if (found.get("epochs"), found.get("seeds")) != (EPOCHS, seeds):  # other runs: start afresh
         found = {"epochs": EPOCHS, "seeds": seeds, "pairs": {}}
     configs = [TUNED] if args.tuned else [str(lr) for lr in args.lrs]
-    tuned = load()["pairs"] if args.tuned else {}
+    tuned = tunes() if args.tuned else {}
     for pair in args.pairs:  # entries made now, emptied if run before: the table keeps this order, other pairs stay
         for config in configs:
             found["pairs"].setdefault(pair, {})[config] = (
@@ -585,7 +594,7 @@ def seeds_name(seeds: list[int]) -> str:
 
 def write_seeds_table(found: dict[str, Any]) -> str:
     text = seeds_markdown(found)
-    write_text(RESULTS / f"{seeds_name(found['seeds'])}.md", text)
+    write_text(results_path(seeds_name(found["seeds"]), ".md"), text)
     return text
 
 

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from common import RESULTS, HandLoop, write_json, write_text
+from common import HandLoop, results_path, write_json, write_text
 from kdforge.callbacks import Callback
 from kdforge.config import Recipe
 from kdforge.distiller import Distiller
@@ -219,8 +219,8 @@ def main() -> None:
     }
     text = markdown(results)
     print(text)
-    write_json(RESULTS / "overhead.json", results)
-    write_text(RESULTS / "overhead.md", text)
+    write_json(results_path("overhead", ".json"), results)
+    write_text(results_path("overhead", ".md"), text)
 
 
 if __name__ == "__main__":

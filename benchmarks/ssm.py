@@ -53,7 +53,7 @@ import torch
 import yaml
 
 import kdforge
-from common import RESULTS, mean_std, run_quietly, save, worker_pool
+from common import mean_std, results_path, run_quietly, save, worker_pool
 from kdforge.bench import latency_ms
 from kdforge.data import recipe_data
 from kdforge.export import load_run_teacher
@@ -244,7 +244,7 @@ def add_control(args: argparse.Namespace, rows: dict[str, dict]) -> None:
 
 def sar_control(args: argparse.Namespace) -> dict:
     """Only the as-many-steps control, added to the committed sar results (same seeds)."""
-    out = json.loads((RESULTS / "ssm_sar.json").read_text())
+    out = json.loads(results_path("ssm_sar", ".json").read_text())
     add_control(args, out["rows"])
     return out
 

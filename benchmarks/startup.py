@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 
-from common import RESULTS, write_json, write_text
+from common import results_path, write_json, write_text
 
 COMMANDS = {"--help": ["--help"], "list models": ["list", "models"], "check digits_kd": ["check", "digits_kd"]}
 HEAVY = ("torch", "sklearn", "timm", "transformers", "torch.distributed.checkpoint", "scipy", "matplotlib")
@@ -60,7 +60,7 @@ def main() -> None:
             f"{', '.join(rows[name]['imports']) or 'none of them'}",
             flush=True,
         )
-    path = RESULTS / "startup.json"
+    path = results_path("startup", ".json")
     found = json.loads(path.read_text()) if path.exists() else {}
     found[args.label] = {"repeats": args.repeats, "python": sys.version.split()[0], "commands": rows}
     write_json(path, found)
@@ -82,7 +82,7 @@ def main() -> None:
             f"- {label}: "
             + "; ".join(f"`{name}`: {', '.join(row['imports']) or 'none'}" for name, row in entry["commands"].items())
         ]
-    write_text(RESULTS / "startup.md", "\n".join(lines) + "\n")
+    write_text(results_path("startup", ".md"), "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from common import RESULTS, HandLoop, write_json
+from common import HandLoop, results_path, write_json
 from kdforge import Recipe
 from kdforge.distiller import Distiller
 from kdforge.losses import build_losses
@@ -183,7 +183,7 @@ def main() -> None:
     for key in ("compiled_cached_over_compiled_alone", "compiled_cached_over_hand_alone"):
         if key in result:
             print(f"{key.replace('_', ' ')}: {result[key]['median']:.3f}x median")
-    write_json(RESULTS / f"teacher_cost_{args.student}.json", result)
+    write_json(results_path(f"teacher_cost_{args.student}", ".json"), result)
 
 
 if __name__ == "__main__":

@@ -146,7 +146,7 @@ from __future__ import annotations
 
 import argparse
 
-from common import RESULTS, save, write_json
+from common import RESULTS, results_path, save, write_json
 from tm_ablation import (
     ABLATION_TASKS,
     ABLATION_VARIANTS,
@@ -263,7 +263,7 @@ def main() -> None:
         save(ablation_name(args) if args.what == "ablation" else name, result, table(result))
         return
     result = packed(args)
-    path = RESULTS / f"tm_packed_{cpu_class()}.json"
+    path = results_path(f"tm_packed_{cpu_class()}", ".json")
     write_json(path, result)
     print(f"wrote {path}")
 

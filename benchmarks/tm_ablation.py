@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 import kdforge
-from common import RESULTS, run_quietly, teacher_first, worker_pool
+from common import results_path, run_quietly, teacher_first, worker_pool
 from kdforge.families.tm.clause import set_hard
 from kdforge.families.tm.hooks import level_choice
 from tm_students import (
@@ -199,7 +199,7 @@ def ablation(args: argparse.Namespace) -> dict:
         cell["params"] = out["params"]
         cells[name]["teacher"] = out["teacher"]
     kept = {}  # with --tasks: the other tasks' numbers of the same budget, as they were
-    if args.tasks and (earlier := RESULTS / f"{ablation_name(args)}.json").exists():
+    if args.tasks and (earlier := results_path(ablation_name(args), ".json")).exists():
         kept = {k: v for k, v in json.loads(earlier.read_text())["tasks"].items() if k not in cells}
     return {"epochs": args.epochs, "seeds": args.seeds, "modes": args.modes, "workers": args.workers,
             "tasks": {**kept, **cells}}  # fmt: skip
@@ -411,12 +411,12 @@ def hard_literals(args: argparse.Namespace) -> dict:
     """The ablation's runs of ``HARD_FINISH_CASES`` at ``args.epochs`` trained with ``hard_literals``, beside the same
     runs without it (``tm_hard_finish`` at that budget: the same recipes and seeds). With ``--tasks``, the other
     tasks' cases of an earlier result are kept."""
-    plain = json.loads((RESULTS / f"{hard_finish_name(args.epochs)}.json").read_text())
+    plain = json.loads(results_path(hard_finish_name(args.epochs), ".json").read_text())
     if plain["seeds"] != args.seeds:
         seeds = " ".join(map(str, plain["seeds"]))
         raise SystemExit(f"the runs without hard_literals are of seeds {seeds}: run with --seeds {seeds}")
     cases = case_runs(args, hard_literals_run, "hard-literals", args.tasks)
-    earlier = RESULTS / f"tm_hard_literals_{args.epochs}ep.json"
+    earlier = results_path(f"tm_hard_literals_{args.epochs}ep", ".json")
     kept = json.loads(earlier.read_text())["cases"] if args.tasks and earlier.exists() else {}
     merged = {label: cases.get(label) or kept[label] for label in plain["cases"] if label in cases or label in kept}
     return {"epochs": args.epochs, "seeds": args.seeds, "hard_literals": HARD_LITERALS, "cases": merged,

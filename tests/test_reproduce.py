@@ -190,6 +190,26 @@ def test_each_keys_first_job_runs_before_the_others_of_its_key_and_no_worker_wai
     assert events.index(("start", ("a", 2))) < events.index(("end", ("b", 0)))
 
 
+def test_the_suite_measured_with_forced_kernels_writes_and_resumes_beside_the_machines_own_files(tmp_path, monkeypatch):
+    """methods.py writes its files itself (and reads them back to go on, and rewrites docs/choosing.md's table):
+    under ATEN_CPU_CAPABILITY each goes beside the machine's own, and the docs stay as the machine's files say."""
+    monkeypatch.setenv("KDFORGE_RESULTS_DIR", str(tmp_path))
+    monkeypatch.setitem(sys.modules, "common", None)
+    load("common")
+    methods = load("methods")
+    choosing = tmp_path / "docs" / "choosing.md"  # a copy: a failing check must not rewrite the real page
+    choosing.parent.mkdir()
+    choosing.write_text(methods.CHOOSING.read_text())
+    monkeypatch.setattr(methods, "CHOOSING", choosing)
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "AVX2")
+    methods.save({"epochs": methods.EPOCHS, "pairs": {}})
+    assert sorted(p.name for p in tmp_path.glob("*.*")) == ["methods_avx2.json", "methods_avx2.md"]
+    assert choosing.read_text() == (BENCHMARKS.parent / "docs" / "choosing.md").read_text()
+    assert "measured_on" in methods.load()  # read back from the file beside, as a stopped run's resume reads it
+    seeds = methods.results_path(methods.seeds_name(methods.SEEDS), ".json")
+    assert seeds == tmp_path / "methods_seeds_avx2.json"
+
+
 def test_results_measured_with_forced_kernels_are_written_beside_the_machines_own(tmp_path, monkeypatch):
     monkeypatch.setenv("KDFORGE_RESULTS_DIR", str(tmp_path))
     monkeypatch.setitem(sys.modules, "common", None)
