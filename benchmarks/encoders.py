@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import statistics
 import tempfile
 import time
@@ -161,7 +162,8 @@ def markdown(out: dict) -> str:
         f"Recipe `{out['recipe']}`; teacher {mean_std(teacher)} % test accuracy, {out['teacher']['params']:,} params, "
         f"{out['latency']['teacher']['ms']:.1f} ms a sentence. Test accuracy (%) and macro F1, mean ± std over seeds "
         "(epoch chosen on validation); kept: the share of the teacher's accuracy; gain: over the same student alone, "
-        f"paired by seed. Latency: batch 1, one thread, a {out['latency']['tokens']}-token test sentence (the median "
+        "paired by seed, mean ± std of the differences (and its standard error, std / √seeds). Latency: batch 1, "
+        f"one thread, a {out['latency']['tokens']}-token test sentence (the median "
         f"length), the teacher and the students timed side by side ({out['latency']['rounds']} rounds); speed-up: the "
         "median of the rounds' teacher / student time.",
         "",
@@ -174,12 +176,20 @@ def markdown(out: dict) -> str:
             runs = [cell[way][s] for s in seeds]
             acc = [100 * r["test"] for r in runs]
             kept = statistics.mean(a / t for a, t in zip(acc, teacher))
-            gain = "" if way == "alone" else mean_std([a - b for a, b in zip(acc, alone)])
+            gain = "" if way == "alone" else paired_gain([a - b for a, b in zip(acc, alone)])
             lines.append(
                 f"| {student} | {runs[0]['params']:,} | {speed['ms']:.1f} | {speed['speedup']:.2f}x | {way} | "
                 f"{mean_std(acc)} | {mean_std([r['f1_macro'] for r in runs], 3)} | {100 * kept:.0f}% | {gain} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def paired_gain(diffs: list[float]) -> str:
+    """The paired differences' 'mean ± std (SE standard error)': a gain is clear of the seeds' noise when its mean
+    is more than twice its standard error."""
+    if len(diffs) == 1:
+        return mean_std(diffs)
+    return f"{mean_std(diffs)} (SE {statistics.stdev(diffs) / math.sqrt(len(diffs)):.2f})"
 
 
 def main() -> None:
