@@ -306,10 +306,11 @@ def measured_on() -> dict:
 
     script = Path(sys.argv[0]).resolve()
     where = script.relative_to(ROOT) if script.is_relative_to(ROOT) else script
+    forced = [f"ATEN_CPU_CAPABILITY={os.environ['ATEN_CPU_CAPABILITY']}"] if "ATEN_CPU_CAPABILITY" in os.environ else []
     return {
         **where_measured(),
         "commit": commit(),
-        "command": shlex.join(["uv", "run", "python", str(where), *sys.argv[1:]]),
+        "command": " ".join([*forced, shlex.join(["uv", "run", "python", str(where), *sys.argv[1:]])]),
     }
 
 

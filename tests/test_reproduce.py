@@ -221,3 +221,6 @@ def test_results_measured_with_forced_kernels_are_written_beside_the_machines_ow
     assert json.loads((tmp_path / "x.json").read_text())["cells"] == [1]
     assert json.loads((tmp_path / "x_avx2.json").read_text())["cells"] == [2]
     assert (tmp_path / "x_avx2.md").read_text() == "forced"
+    forced = json.loads((tmp_path / "x_avx2.json").read_text())
+    assert forced["measured_on"]["command"].startswith("ATEN_CPU_CAPABILITY=AVX2 uv run python benchmarks/tm.py")
+    assert load("reproduce").command_of(tmp_path / "x_avx2.json", forced).env == {"ATEN_CPU_CAPABILITY": "AVX2"}
