@@ -52,6 +52,7 @@ def test_the_audit_lists_prose_decimals_no_passage_checks():
 
 RENDERED = {  # a results file: the function of a benchmark script that writes its .md from its .json
     "methods": "methods.markdown",
+    "encoders": "encoders.markdown",
     "tm_ablation": "tm_ablation.ablation_table",
     "tm_ablation_30ep": "tm_ablation.ablation_table",
     "tm_ablation_30ep_alone_seeds0-5": "tm_ablation.ablation_table",
