@@ -10,9 +10,10 @@ which of 12 libraries the first sentence of a docstring comes from (2,253 senten
   slice of the teacher's (``shrink``, weight selection).
 
 Each is trained four ways at the recipe's budget: alone (cross-entropy), with KD on the logits (½ CE + ½ KD, T 2:
-the recipe's losses), with KD and the intermediate layers as TinyBERT adds them (hidden states on uniformly mapped
-blocks, through a linear projection, and attention scores, ``attn_mse`` on the query and key projections) from the
-first step, and in TinyBERT's order: those layers alone for 5 epochs, then the predictions (``stages``).
+the recipe's logit terms), with KD and the intermediate layers as TinyBERT adds them (hidden states on uniformly
+mapped blocks, through a linear projection, and attention scores, ``attn_mse`` on the query and key projections)
+from the first step, and in TinyBERT's order, as the recipe ships: those layers alone for 5 epochs, then the
+predictions (its ``stages``).
 Test accuracy and macro F1 (epoch chosen on validation), seeds 0-2, the share of the teacher's accuracy each keeps,
 the gain of each distilled student over the same student alone (paired by seed), size, and latency: ms a sentence
 at batch 1 on one thread, the teacher and the students timed side by side in this process once the runs are done
@@ -48,32 +49,23 @@ STUDENTS = {
     "1 block": {"layers": [0]},
     "narrow": {"layers": [0, 2, 4], "shrink": {"hidden_size": 192, "intermediate_size": 768, "num_attention_heads": 6}},
 }
-BLOCKS = "model.bert.encoder.layer"
-INTERMEDIATE = [
-    {"name": "hint", "student": BLOCKS, "teacher": BLOCKS, "mapping": "uniform", "projector": "linear", "weight": 1.0},
-    {"name": "attn_mse", "student": BLOCKS, "teacher": BLOCKS, "mapping": "uniform", "relation_heads": 12,
-     "qkv": ["attention.self.query", "attention.self.key", "attention.self.value"], "weight": 1.0},
-]  # fmt: skip
-# TinyBERT's task distillation: the intermediate layers alone first, then the predictions (the same 15 epochs)
-TWO_STAGES = [
-    {"name": "layers", "epochs": 5, "weights": {"ce": 0.0, "kd": 0.0, "hint": 1.0, "attn_mse": 1.0}},
-    {"name": "predictions", "weights": {"ce": 0.5, "kd": 0.5, "hint": 0.0, "attn_mse": 0.0}},
-]
 # the ways a student is distilled, by their --ways key; the logits' run also trains the student alone
 WAYS = {"kd": "KD (logits)", "layers": "KD + intermediate layers", "stages": "intermediate layers, then KD"}
 
 
 def recipe(student: str, way: str, seed: int, runs: str) -> dict:
-    """The shipped recipe with ``student``, distilled ``way`` (the logits' run also trains the student alone)."""
+    """The shipped recipe (TinyBERT's order: the intermediate layers, then the predictions) with ``student``,
+    distilled ``way``: its logit terms alone, all its terms from the first step, or in its two stages (the logits'
+    run also trains the student alone)."""
     raw = yaml.safe_load(RECIPE.read_text())
     model = {"name": "hf_encoder", **STUDENTS[student]}
     if "layers" in model:
         model["path"] = raw["student"]["model"]["path"]
     raw["student"]["model"] = model
-    if way != WAYS["kd"]:
-        raw["losses"] = [*raw["losses"], *INTERMEDIATE]
-    if way == WAYS["stages"]:
-        raw["stages"] = TWO_STAGES
+    if way == WAYS["kd"]:
+        raw["losses"] = [term for term in raw["losses"] if term["name"] in ("ce", "kd")]
+    if way != WAYS["stages"]:
+        del raw["stages"]
     raw["train"] = {**raw.get("train", {}), "baseline": way == WAYS["kd"]}
     return {**raw, "seed": seed, "log": {"dir": runs, "progress": False}}
 

@@ -81,3 +81,18 @@ def test_the_tables_are_what_their_json_gives_so_each_derived_figure_comes_from_
         results = benchscripts.BENCHMARKS / "results"
         written = getattr(benchscripts.load(module), table)(json.loads((results / f"{name}.json").read_text()))
         assert written == (results / f"{name}.md").read_text(), name
+
+
+def test_the_gain_text_cls_kd_quotes_is_the_benchmarks_run_of_that_recipe(monkeypatch):
+    """The shipped recipe is the encoder benchmark's 3-block student in TinyBERT's order: the same terms, stages and
+    budget, so the gain its comment quotes (checked against encoders.md above) is that recipe's."""
+    import yaml
+
+    monkeypatch.syspath_prepend(str(benchscripts.BENCHMARKS))
+    encoders = benchscripts.load("encoders")
+    shipped = yaml.safe_load(encoders.RECIPE.read_text())
+    benchmarked = encoders.recipe("3 blocks", encoders.WAYS["stages"], 0, "runs")
+    assert benchmarked["student"]["model"]["layers"] == list(range(6))[slice(None, None, 2)]  # the recipe's "::2"
+    for key in ("data", "teacher", "losses", "stages", "optim"):
+        assert benchmarked[key] == shipped[key], key
+    assert benchmarked["train"]["epochs"] == shipped["train"]["epochs"]
