@@ -185,6 +185,23 @@ class Unreproducible(Exception):
     """A results file that cannot be re-run or read: one message, naming it."""
 
 
+RUN_FOLDERS = ("--runs", "--root")  # where a benchmark keeps its runs, and finds them again to go on
+
+
+def in_scratch(args: list[str], scratch: Path) -> list[str]:
+    """``args`` with each folder of runs the command names moved under ``scratch``: given the recorded folder, a
+    re-run on the machine that wrote the file would take its finished runs as they are, and re-run nothing."""
+    moved = []
+    for before, arg in zip(["", *args], args):
+        option, equals, _ = arg.partition("=")
+        if before in RUN_FOLDERS:
+            arg = str(scratch / before.lstrip("-"))
+        elif option in RUN_FOLDERS and equals:
+            arg = f"{option}={scratch / option.lstrip('-')}"
+        moved.append(arg)
+    return moved
+
+
 def rerun(path: Path, at: str, scratch: Path, repo: Path = ROOT) -> dict:
     """Run the file's command in a clean checkout of ``repo`` at ``at`` under ``scratch``; the re-written file."""
     committed = read_json(path)
@@ -195,7 +212,7 @@ def rerun(path: Path, at: str, scratch: Path, repo: Path = ROOT) -> dict:
     )
     if added.returncode:
         raise Unreproducible(f"no clean checkout of {at}: {added.stderr.strip()}")
-    args = [*command.args, f"log.dir={results}"] if command.sweep else command.args
+    args = [*command.args, f"log.dir={results}"] if command.sweep else in_scratch(command.args, scratch)
     try:
         env = {
             **os.environ,

@@ -111,6 +111,14 @@ def test_one_seed_rerun_here_agrees_exactly_on_this_machine_class_else_within_th
     assert "beyond the seeds' spread" in reproduce.seed_agrees(elsewhere, values, 1, 0.95)
 
 
+def test_a_rerun_keeps_its_runs_in_the_scratch_folder_not_in_the_recorded_one_it_would_resume_from(reproduce):
+    scratch = Path("/scratch")
+    args = ["python", "benchmarks/encoders.py", "--runs", "/work/runs/encoders", "--seeds", "0", "--root=/data"]
+    assert reproduce.in_scratch(args, scratch) == [
+        "python", "benchmarks/encoders.py", "--runs", "/scratch/runs", "--seeds", "0", "--root=/scratch/root"
+    ]  # fmt: skip
+
+
 def test_a_sweeps_command_and_the_environment_it_needs_come_from_the_figures_list(reproduce):
     """sweep.json files are written by kdforge sweep and copied here: figures.py's list says how, ATEN_CPU_CAPABILITY
     included; a line of several commands, or one that must run elsewhere, is left to be run by hand."""
