@@ -104,11 +104,25 @@ class HandLoop:
         return time.perf_counter() - start
 
 
+# the thread count of the measured runs where they run in worker processes with their own (worker_pool's one thread,
+# job_threads's share of the cores): measured_on records theirs, which a re-run must use to be exact
+RUN_THREADS: dict[str, int] = {}
+
+
+def job_threads(jobs: int) -> int:
+    """The threads each of ``jobs`` runs at once gets (the cores shared out between them), recorded for
+    :func:`measured_on`."""
+    RUN_THREADS["threads"] = max(1, (os.cpu_count() or 1) // jobs)
+    return RUN_THREADS["threads"]
+
+
 @contextlib.contextmanager
 def worker_pool(workers: int, one_thread: bool = False) -> Iterator[ProcessPoolExecutor]:
     """Spawned worker processes that do not outlive the benchmark: when it is stopped (Ctrl-C, ``kill``, a
     scheduler's SIGTERM) the running workers are terminated, not waited for, and the queued runs dropped. With
     ``one_thread`` each worker runs PyTorch on one thread, so that ``workers`` of them share the cores."""
+    if one_thread:
+        RUN_THREADS["threads"] = 1
     pool = ProcessPoolExecutor(
         workers,
         multiprocessing.get_context("spawn"),
@@ -308,7 +322,7 @@ def measured_on() -> dict:
     where = script.relative_to(ROOT) if script.is_relative_to(ROOT) else script
     forced = [f"ATEN_CPU_CAPABILITY={os.environ['ATEN_CPU_CAPABILITY']}"] if "ATEN_CPU_CAPABILITY" in os.environ else []
     return {
-        **where_measured(),
+        **where_measured(RUN_THREADS.get("threads")),
         "commit": commit(),
         "command": " ".join([*forced, shlex.join(["uv", "run", "python", str(where), *sys.argv[1:]])]),
     }

@@ -38,7 +38,6 @@ import io
 import itertools
 import json
 import math
-import os
 import statistics
 import tempfile
 import time
@@ -51,7 +50,7 @@ import torch
 from rich.console import Console
 
 import kdforge
-from common import RESULTS, results_path, worker_pool, write_json, write_text
+from common import RESULTS, job_threads, results_path, worker_pool, write_json, write_text
 
 CHOOSING = Path(__file__).parents[1] / "docs" / "choosing.md"  # its main table is the suite's
 TABLE_MARKS = ("<!-- suite table: benchmarks/results/methods.md -->", "<!-- end of suite table -->")
@@ -186,10 +185,6 @@ def scores(raw: dict[str, Any]) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------ jobs (one process each)
-
-
-def _threads(jobs: int) -> int:
-    return max(1, (os.cpu_count() or 1) // jobs)
 
 
 def method_job(pair: str, method: str, seeds: list[int], runs: str, threads: int) -> list[dict[str, float]]:
@@ -516,7 +511,7 @@ def main() -> None:
 
 
 def measure(args: argparse.Namespace) -> None:
-    threads = _threads(args.jobs)
+    threads = job_threads(args.jobs)
     if args.command == "seeds":
         over_seeds(args, threads)
         return

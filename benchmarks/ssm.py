@@ -41,7 +41,6 @@ import argparse
 import functools
 import json
 import math
-import os
 import statistics
 import tempfile
 import time
@@ -53,7 +52,7 @@ import torch
 import yaml
 
 import kdforge
-from common import mean_std, results_path, run_quietly, save, worker_pool
+from common import job_threads, mean_std, results_path, run_quietly, save, worker_pool
 from kdforge.bench import latency_ms
 from kdforge.data import recipe_data
 from kdforge.export import load_run_teacher
@@ -225,13 +224,8 @@ def as_many_steps_seed(seed: int, presets: list[str], runs: str, threads: int) -
 def over_seeds(job: Callable[..., Any], args: argparse.Namespace, **options: Any) -> list[Any]:
     """``job`` for each of ``args.seeds`` (with the presets and run folder asked for) in ``args.jobs`` processes."""
     with worker_pool(args.jobs) as pool:
-        work = functools.partial(job, presets=args.presets, runs=args.runs, threads=_threads(args.jobs), **options)
+        work = functools.partial(job, presets=args.presets, runs=args.runs, threads=job_threads(args.jobs), **options)
         return list(pool.map(work, args.seeds))
-
-
-def _threads(jobs: int) -> int:
-    """Each of ``jobs`` processes gets its share of the cores: their thread pools must not fight."""
-    return max(1, (os.cpu_count() or 1) // jobs)
 
 
 def add_control(args: argparse.Namespace, rows: dict[str, dict]) -> None:

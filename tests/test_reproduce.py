@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from benchscripts import BENCHMARKS, load
 
@@ -109,6 +110,20 @@ def test_one_seed_rerun_here_agrees_exactly_on_this_machine_class_else_within_th
     elsewhere = {"measured_on": {"machine_class": "another"}}
     assert reproduce.seed_agrees(elsewhere, values, 1, 0.935) is None  # the seeds' spread is 0.02
     assert "beyond the seeds' spread" in reproduce.seed_agrees(elsewhere, values, 1, 0.95)
+
+
+def test_a_file_whose_runs_ran_in_workers_records_their_thread_count_not_the_main_processs(monkeypatch):
+    """The drift tests and reproduce.py re-run a cell at the thread count the file records: runs in one-thread
+    workers (or the cores shared out between jobs) must be recorded as such to be compared exactly."""
+    import os
+
+    monkeypatch.setitem(sys.modules, "common", None)
+    common = load("common")
+    assert common.measured_on()["threads"] == torch.get_num_threads()
+    with common.worker_pool(1, one_thread=True):
+        pass
+    assert common.measured_on()["threads"] == 1 and common.measured_on()["machine_class"].split(", ")[1] == "1 threads"
+    assert common.job_threads(1) == (os.cpu_count() or 1) == common.measured_on()["threads"]
 
 
 def test_a_rerun_keeps_its_runs_in_the_scratch_folder_not_in_the_recorded_one_it_would_resume_from(reproduce):

@@ -67,20 +67,21 @@ def compiled(module: Compilable) -> Compilable:
         return module
 
 
-def where_measured() -> dict[str, Any]:
+def where_measured(threads: int | None = None) -> dict[str, Any]:
     """The machine and libraries a result was measured with: what decides whether another run can reproduce it
     exactly (the same CPU capability, thread count, GPU and versions) or only within its spread. ``machine_class``
     names the kernels float results depend on: PyTorch's CPU capability (the instruction set its kernels use) and
-    the GPU."""
+    the GPU. ``threads``: the runs' own thread count where they ran in other processes (default: this one's)."""
     import platform
 
     capability = torch.backends.cpu.get_cpu_capability()
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    threads = threads or torch.get_num_threads()
     return {
-        "machine_class": f"{capability}, {torch.get_num_threads()} threads" + (f", {gpu}" if gpu else ""),
+        "machine_class": f"{capability}, {threads} threads" + (f", {gpu}" if gpu else ""),
         "cpu": _cpu_model() or platform.processor() or platform.machine(),
         "cpu_capability": capability,
-        "threads": torch.get_num_threads(),
+        "threads": threads,
         "gpu": gpu,
         "python": platform.python_version(),
         "torch": torch.__version__,
