@@ -299,6 +299,15 @@ def results_path(name: str, suffix: str) -> Path:
     return RESULTS / (f"{name}_{forced}{suffix}" if forced and not name.endswith(f"_{forced}") else f"{name}{suffix}")
 
 
+def earlier_results(name: str, to_do: str) -> dict:
+    """The results file ``name`` (:func:`results_path`) that a partial run adds to, or one message saying which
+    run must come first: with forced kernels, that file's own run with them."""
+    path = results_path(name, ".json")
+    if not path.is_file():
+        raise SystemExit(f"{path} does not exist: {to_do} adds to it, so run the benchmark whole first")
+    return json.loads(path.read_text())
+
+
 def save(name: str, out: dict, text: str) -> None:
     """Write ``out`` as <name>.json (with where it was measured: :func:`measured_on`) and ``text`` as <name>.md
     (each atomically, named by :func:`results_path`), and print the text."""

@@ -336,9 +336,9 @@ def memory(root: Path, only: str | None = None) -> None:
     import subprocess
     import sys
 
-    from common import results_path
+    from common import earlier_results
 
-    kept = json.loads(results_path("data_memory", ".json").read_text())["rows"] if only else []
+    kept = earlier_results("data_memory", "--only")["rows"] if only else []
     rows = [r for r in kept if only not in r["case"]]  # with --only: the other cases' rows stay as measured
     for case, (make, unit, sizes) in MEMORY_CASES.items():
         if only and only not in case:

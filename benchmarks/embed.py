@@ -40,7 +40,6 @@ Writes benchmarks/results/embed_heads.json and .md.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -50,7 +49,7 @@ import torch
 import yaml
 
 import kdforge
-from common import mean_std, paired, results_path, run_quietly, save, worker_pool, write_text
+from common import earlier_results, mean_std, paired, run_quietly, save, worker_pool, write_text
 from kdforge.data.text import docstring_sentences, encode_bytes, encode_tokens
 from kdforge.families.embedding.data import text_corpus
 from kdforge.families.embedding.teachers import load_sentence_transformer
@@ -366,7 +365,7 @@ def main() -> None:
         save(args.out, out, heads_markdown(out, args.on))
         return
     if args.what == "speed":
-        out = json.loads(results_path("embed", ".json").read_text())
+        out = earlier_results("embed", "speed")
         out["speed"] = speeds(out["ks"])
         save("embed", out, markdown(out))
         return

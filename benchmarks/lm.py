@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import statistics
 import tempfile
 import time
@@ -41,7 +40,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from common import mean_std, paired, results_path, run_quietly, save
+from common import earlier_results, mean_std, paired, run_quietly, save
 from kdforge.bench import peak_memory_bytes
 from kdforge.models import build_model
 
@@ -268,7 +267,7 @@ def main() -> None:
         save("lm_spike_rate", out, spike_rate_markdown(out))
         return
     if args.costs_only:
-        out = json.loads(results_path("lm", ".json").read_text())
+        out = earlier_results("lm", "--costs-only")
         out["costs"] = costs(args.contexts)
         save("lm", out, markdown(out))
         return

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import math
 import statistics
 import tempfile
@@ -52,7 +51,7 @@ import torch
 import yaml
 
 import kdforge
-from common import job_threads, mean_std, results_path, run_quietly, save, worker_pool
+from common import earlier_results, job_threads, mean_std, run_quietly, save, worker_pool
 from kdforge.bench import latency_ms
 from kdforge.data import recipe_data
 from kdforge.export import load_run_teacher
@@ -238,7 +237,7 @@ def add_control(args: argparse.Namespace, rows: dict[str, dict]) -> None:
 
 def sar_control(args: argparse.Namespace) -> dict:
     """Only the as-many-steps control, added to the committed sar results (same seeds)."""
-    out = json.loads(results_path("ssm_sar", ".json").read_text())
+    out = earlier_results("ssm_sar", "sar-control")
     add_control(args, out["rows"])
     return out
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 import kdforge
-from common import results_path, run_quietly, teacher_first, worker_pool
+from common import earlier_results, results_path, run_quietly, teacher_first, worker_pool
 from kdforge.families.tm.clause import set_hard
 from kdforge.families.tm.hooks import level_choice
 from tm_students import (
@@ -411,7 +411,7 @@ def hard_literals(args: argparse.Namespace) -> dict:
     """The ablation's runs of ``HARD_FINISH_CASES`` at ``args.epochs`` trained with ``hard_literals``, beside the same
     runs without it (``tm_hard_finish`` at that budget: the same recipes and seeds). With ``--tasks``, the other
     tasks' cases of an earlier result are kept."""
-    plain = json.loads(results_path(hard_finish_name(args.epochs), ".json").read_text())
+    plain = earlier_results(hard_finish_name(args.epochs), "hard_literals")
     if plain["seeds"] != args.seeds:
         seeds = " ".join(map(str, plain["seeds"]))
         raise SystemExit(f"the runs without hard_literals are of seeds {seeds}: run with --seeds {seeds}")

@@ -244,6 +244,9 @@ def test_results_measured_with_forced_kernels_are_written_beside_the_machines_ow
     assert json.loads((tmp_path / "x.json").read_text())["cells"] == [1]
     assert json.loads((tmp_path / "x_avx2.json").read_text())["cells"] == [2]
     assert (tmp_path / "x_avx2.md").read_text() == "forced"
+    assert common.earlier_results("x", "a partial run")["cells"] == [2]  # a partial run adds to its own kernels' file
+    with pytest.raises(SystemExit, match=r"lm_avx2.json does not exist: --costs-only adds to it"):
+        common.earlier_results("lm", "--costs-only")
     forced = json.loads((tmp_path / "x_avx2.json").read_text())
     assert forced["measured_on"]["command"].startswith("ATEN_CPU_CAPABILITY=AVX2 uv run python benchmarks/tm.py")
     assert load("reproduce").command_of(tmp_path / "x_avx2.json", forced).env == {"ATEN_CPU_CAPABILITY": "AVX2"}
