@@ -295,8 +295,13 @@ def results_path(name: str, suffix: str) -> Path:
     """The results file <name><suffix>; with kernels forced by ``ATEN_CPU_CAPABILITY`` (``avx2``, say),
     <name>_avx2<suffix>: what a run so measured writes, and reads back to go on, lies beside the results of the
     machine's own kernels, never over them."""
-    forced = os.environ.get("ATEN_CPU_CAPABILITY", "").lower()
+    forced = forced_kernels()
     return RESULTS / (f"{name}_{forced}{suffix}" if forced and not name.endswith(f"_{forced}") else f"{name}{suffix}")
+
+
+def forced_kernels() -> str:
+    """The CPU kernels ``ATEN_CPU_CAPABILITY`` forces (``avx2``, say), or "" for the machine's own."""
+    return os.environ.get("ATEN_CPU_CAPABILITY", "").lower()
 
 
 def earlier_results(name: str, to_do: str) -> dict:

@@ -50,7 +50,7 @@ import torch
 from rich.console import Console
 
 import kdforge
-from common import RESULTS, job_threads, results_path, worker_pool, write_json, write_text
+from common import RESULTS, forced_kernels, job_threads, results_path, worker_pool, write_json, write_text
 
 CHOOSING = Path(__file__).parents[1] / "docs" / "choosing.md"  # its main table is the suite's
 TABLE_MARKS = ("<!-- suite table: benchmarks/results/methods.md -->", "<!-- end of suite table -->")
@@ -278,7 +278,7 @@ def save(results: dict[str, Any]) -> None:
     text = markdown(results)
     write_json(results_path("methods", ".json"), results)
     write_text(results_path("methods", ".md"), text)
-    if results_path("methods", ".md").name != "methods.md":
+    if forced_kernels():
         return
     table = "\n".join(line for line in text.split("## Every method")[0].splitlines() if line.startswith("|"))
     doc = CHOOSING.read_text()
