@@ -40,7 +40,9 @@ import gc
 import io
 import os
 import platform
+import shlex
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -494,7 +496,7 @@ def measure(args: argparse.Namespace) -> None:
             f"| cached KD / student alone epoch time | {statistics.median(cached_ratios):.3f} (median of paired "
             f"rounds; target <= 1.10; {args.epochs} cached views) |",
             "",
-            "    uv run python benchmarks/data.py",
+            "    " + shlex.join(["uv", "run", "python", "benchmarks/data.py", *sys.argv[1:]]),
             "",
         ]
     )
