@@ -13,7 +13,10 @@ Each is trained four ways at the recipe's budget: alone (cross-entropy), with KD
 the recipe's logit terms), with KD and the intermediate layers as TinyBERT adds them (hidden states on uniformly
 mapped blocks, through a linear projection, and attention scores, ``attn_mse`` on the query and key projections)
 from the first step, and in TinyBERT's order, as the recipe ships: those layers alone for 5 epochs, then the
-predictions (its ``stages``).
+predictions (its ``stages``). With ``--ways transfer``, also TinyBERT's order with a transfer set: every sentence of
+the 12 libraries beyond the labelled ones (1,224), without its label, that only the distilled student learns from
+(``data.unlabelled_per_package``); its gain is over the student alone for as many optimiser steps, which that run
+also trains.
 Test accuracy and macro F1 (epoch chosen on validation), seeds 0-2, the share of the teacher's accuracy each keeps,
 the gain of each distilled student over the same student alone (paired by seed), size, and latency: ms a sentence
 at batch 1 on one thread, the teacher and the students timed side by side in this process once the runs are done
@@ -49,8 +52,13 @@ STUDENTS = {
     "1 block": {"layers": [0]},
     "narrow": {"layers": [0, 2, 4], "shrink": {"hidden_size": 192, "intermediate_size": 768, "num_attention_heads": 6}},
 }
-# the ways a student is distilled, by their --ways key; the logits' run also trains the student alone
-WAYS = {"kd": "KD (logits)", "layers": "KD + intermediate layers", "stages": "intermediate layers, then KD"}
+# the ways a student is distilled, by their --ways key; the logits' run also trains the student alone, and the
+# transfer set's run the student alone for as many optimiser steps
+WAYS = {"kd": "KD (logits)", "layers": "KD + intermediate layers", "stages": "intermediate layers, then KD",
+        "transfer": "intermediate layers, then KD, + unlabelled sentences"}  # fmt: skip
+ALONE = {WAYS["kd"]: "alone", WAYS["transfer"]: "alone, as many steps"}  # the baseline each way's run trains
+TRANSFER = 1000  # unlabelled sentences per library (data.unlabelled_per_package): every one beyond the labelled
+DEFAULT_WAYS = ["kd", "layers", "stages"]
 
 
 def recipe(student: str, way: str, seed: int, runs: str) -> dict:
@@ -64,9 +72,11 @@ def recipe(student: str, way: str, seed: int, runs: str) -> dict:
     raw["student"]["model"] = model
     if way == WAYS["kd"]:
         raw["losses"] = [term for term in raw["losses"] if term["name"] in ("ce", "kd")]
-    if way != WAYS["stages"]:
+    if way not in (WAYS["stages"], WAYS["transfer"]):
         del raw["stages"]
-    raw["train"] = {**raw.get("train", {}), "baseline": way == WAYS["kd"]}
+    if way == WAYS["transfer"]:
+        raw["data"]["unlabelled_per_package"] = TRANSFER
+    raw["train"] = {**raw.get("train", {}), "baseline": way in ALONE}
     return {**raw, "seed": seed, "log": {"dir": runs, "progress": False}}
 
 
@@ -87,7 +97,8 @@ def measure(args: argparse.Namespace) -> dict:
     runs = args.runs or tempfile.mkdtemp(prefix="kdforge-encoders-")
     ways = [WAYS[key] for key in WAYS if key == "kd" or key in args.ways]
     jobs = [(s, w, seed, f"{runs}/seed{seed}") for seed in args.seeds for s in args.students for w in ways]
-    out: dict = {"recipe": str(RECIPE.relative_to(RECIPE.parents[3])), "seeds": args.seeds, "ways": ways,
+    rows = [name for way in ways for name in ((ALONE[way], way) if way == WAYS["transfer"] else (way,))]
+    out: dict = {"recipe": str(RECIPE.relative_to(RECIPE.parents[3])), "seeds": args.seeds, "ways": rows,
                  "students": {s: {} for s in args.students}}  # fmt: skip
     started, run_minutes = time.perf_counter(), 0.0
     with worker_pool(args.workers, one_thread=True) as pool:  # each seed's first run fine-tunes its teacher
@@ -96,7 +107,7 @@ def measure(args: argparse.Namespace) -> dict:
             cell = out["students"][student]
             out["teacher"] = out.get("teacher") or {"params": found["teacher"]["params"], "test": {}}
             out["teacher"]["test"][str(seed)] = found["teacher"]["test"]
-            for name, role in ((way, "student"), ("alone", "student_alone")):
+            for name, role in ((way, "student"), (ALONE.get(way), "student_alone")):
                 if role in found:
                     cell.setdefault(name, {})[str(seed)] = found[role]
             print(f"seed {seed} {student} {way}: test {100 * found['student']['test']:.2f}"
@@ -148,13 +159,16 @@ def latencies(runs: str, seed: int, students: list[str], rounds: int = 7) -> dic
 def markdown(out: dict) -> str:
     seeds = [str(s) for s in out["seeds"]]
     teacher = [100 * out["teacher"]["test"][s] for s in seeds]
+    transfer = WAYS["transfer"] in out["ways"]
     lines = [
         f"# Encoder distillation: MiniLM-L6 fine-tuned on package_docstrings (seeds {out['seeds']})",
         "",
         f"Recipe `{out['recipe']}`; teacher {mean_std(teacher)} % test accuracy, {out['teacher']['params']:,} params, "
         f"{out['latency']['teacher']['ms']:.1f} ms a sentence. Test accuracy (%) and macro F1, mean ± std over seeds "
         "(epoch chosen on validation); kept: the share of the teacher's accuracy; gain: over the same student alone, "
-        "paired by seed, mean ± std of the differences (and its standard error, std / √seeds). Latency: batch 1, "
+        "paired by seed, mean ± std of the differences (and its standard error, std / √seeds"
+        + ("; with unlabelled sentences, over the student alone for as many optimiser steps" if transfer else "")
+        + "). Latency: batch 1, "
         f"one thread, a {out['latency']['tokens']}-token test sentence (the median "
         f"length), the teacher and the students timed side by side ({out['latency']['rounds']} rounds); speed-up: the "
         "median of the rounds' teacher / student time.",
@@ -163,11 +177,13 @@ def markdown(out: dict) -> str:
         "|---|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     for student, cell in out["students"].items():
-        alone, speed = [100 * cell["alone"][s]["test"] for s in seeds], out["latency"][student]
+        speed = out["latency"][student]
         for way in ("alone", *out["ways"]):
             runs = [cell[way][s] for s in seeds]
             acc = [100 * r["test"] for r in runs]
             kept = statistics.mean(a / t for a, t in zip(acc, teacher))
+            base = ALONE[WAYS["transfer"]] if way == WAYS["transfer"] else "alone"  # a transfer set's: as many steps
+            alone = [100 * cell[base][s]["test"] for s in seeds]
             gain = "" if way == "alone" else paired_gain([a - b for a, b in zip(acc, alone)])
             lines.append(
                 f"| {student} | {runs[0]['params']:,} | {speed['ms']:.1f} | {speed['speedup']:.2f}x | {way} | "
@@ -189,9 +205,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--students", nargs="+", choices=list(STUDENTS), default=list(STUDENTS))
     parser.add_argument(
-        "--ways", nargs="+", choices=list(WAYS), default=list(WAYS),
+        "--ways", nargs="+", choices=list(WAYS), default=DEFAULT_WAYS,
         help="how the students are distilled: kd (logits; its run trains the student alone too, so it always runs), "
-        "layers (KD + intermediate layers), stages (intermediate layers, then KD)",
+        "layers (KD + intermediate layers), stages (intermediate layers, then KD), transfer (stages, with the "
+        "library sentences beyond the labelled ones as unlabelled text that only the distilled student learns from; "
+        "its run also trains the student alone for as many optimiser steps)",
     )  # fmt: skip
     parser.add_argument("--workers", type=int, default=2, help="runs at once, one thread each")
     parser.add_argument(
@@ -204,7 +222,7 @@ def main() -> None:
     name = "encoders"
     if args.seeds != [0, 1, 2] or args.students != list(STUDENTS):  # a partial run writes beside the committed one
         name += "_seeds" + "_".join(map(str, args.seeds)) + "_" + "_".join(s.split()[0] for s in args.students)
-    if set(args.ways) != set(WAYS):
+    if set(args.ways) != set(DEFAULT_WAYS):
         name += "_" + "_".join(key for key in WAYS if key == "kd" or key in args.ways)
     save(name, out, markdown(out))
 

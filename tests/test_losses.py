@@ -126,6 +126,34 @@ def test_bad_loss_options_are_clear():
         build_loss({"name": "kdd"})
 
 
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_cross_entropy_on_data_with_unlabelled_samples_is_the_mean_over_the_labelled_ones(smoothing):
+    """Class index -100 (PAD_TARGET) marks a sample without a label: CE set up for such data averages over the
+    labelled samples only, and a batch of unlabelled samples alone gives 0 and no gradient (not NaN)."""
+    torch.manual_seed(0)
+    logits = torch.randn(6, 5, requires_grad=True)
+    targets = torch.tensor([3, -100, 0, 4, -100, 1])
+    labelled = [0, 2, 3, 5]
+    ce = build_loss({"name": "ce", "label_smoothing": smoothing})
+    ce.setup(Shapes(torch.Size([6, 5]), None, unlabelled=True))
+    loss = ce(StepContext(inputs=logits, targets=targets, student_logits=logits))
+    smooth = torch.full((4, 5), smoothing / 5)
+    smooth[torch.arange(4), targets[labelled]] += 1 - smoothing
+    expected = -(smooth * torch.log_softmax(logits[labelled].detach(), 1)).sum(1).mean()
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert logits.grad is not None and logits.grad[[1, 4]].abs().sum() == 0 and logits.grad[labelled].abs().sum() > 0
+    logits.grad = None
+    nothing = ce(StepContext(inputs=logits, targets=torch.full((6,), -100), student_logits=logits))
+    assert nothing.item() == 0
+    nothing.backward()
+    assert logits.grad is not None and logits.grad.abs().sum() == 0
+    plain = build_loss({"name": "ce"})  # on data that has labels everywhere: PyTorch's mean, as before
+    full = torch.tensor([3, 2, 0, 4, 1, 1])
+    assert torch.equal(plain(StepContext(inputs=logits, targets=full, student_logits=logits)),
+                       torch.nn.functional.cross_entropy(logits, full))  # fmt: skip
+
+
 @pytest.mark.parametrize("kind", ["mse", "complex_mse", "mag_phase"])
 def test_the_regression_task_term_skips_unlabelled_samples_and_the_distillation_term_does_not(kind):
     torch.manual_seed(0)

@@ -73,7 +73,13 @@ def _check(recipe: Recipe, console: Console, terms: list[Any], session: Session)
     if recipe.teacher is not None:
         teacher, teacher_note = _teacher_part(recipe, recipe.teacher, session, student, console)
     distiller = Distiller(
-        student, teacher, terms, session.example, per_token=data.task in PER_TOKEN_TASKS, train_samples=len(data.train)
+        student,
+        teacher,
+        terms,
+        session.example,
+        per_token=data.task in PER_TOKEN_TASKS,
+        train_samples=len(data.train),
+        unlabelled=data.labelled is not None,
     )
     models = {"student": student, **({"teacher": teacher} if teacher is not None else {})}
     for role, model in models.items():

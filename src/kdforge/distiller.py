@@ -61,6 +61,7 @@ class Distiller(nn.Module):
         one_head_pass: bool = True,
         compile_chunks: bool = False,
         pad: int | None = None,
+        unlabelled: bool = False,
     ):
         super().__init__()
         self.student, self.teacher, self.per_token = student, teacher, per_token
@@ -73,6 +74,12 @@ class Distiller(nn.Module):
         if teacher is None and any(t.uses_teacher for t in terms):
             needing = [t.name for t in terms if t.uses_teacher]
             raise KdforgeError(f"terms {needing} need a teacher, but none was given")
+        if unlabelled and (labelled_only := [t.name for t in terms if t.reads_labels]):
+            raise KdforgeError(
+                f"{', '.join(labelled_only)} read(s) every training sample's label, but the data adds samples "
+                "without one (its unlabelled_* options): drop those options or those terms (ce leaves them out)"
+            )
+        self.unlabelled = unlabelled  # some training samples have no label (PAD_TARGET): CE leaves them out
         self.cache = teacher if isinstance(teacher, CachedTeacher) else None  # outputs looked up, not computed
         for term in terms:
             term.resolve(
@@ -136,6 +143,7 @@ class Distiller(nn.Module):
             {k: v.shape for k, v in s_feats.items()},
             {k: v.shape for k, v in t_feats.items()},
             self.train_samples,
+            self.unlabelled,
         )
         for term in self.loss_terms:
             term.setup(
@@ -295,13 +303,13 @@ class Distiller(nn.Module):
         """What training changes in the teacher (all of a trainable one, an EMA teacher or member), else None."""
         return self.teacher.evolving if isinstance(self.teacher, Teacher) else None
 
-    @staticmethod
-    def _teacher_task(teacher: Teacher, own: StepContext) -> tuple[str, torch.Tensor]:
+    def _teacher_task(self, teacher: Teacher, own: StepContext) -> tuple[str, torch.Tensor]:
         """A co-trained teacher's own loss on the labels, named ``teacher_<term>``: its task
         term (``reg_task`` for regression data), or cross-entropy."""
         task = cast(LossTerm | None, teacher.task)
         if task is None:
-            return "teacher_ce", lf.cross_entropy(required(own.student_logits, "the teacher's logits"), own.targets)
+            logits = required(own.student_logits, "the teacher's logits")
+            return "teacher_ce", lf.cross_entropy(logits, own.targets, unlabelled=self.unlabelled)
         return f"teacher_{task.name}", task(own)
 
     def trainable_parameters(self) -> list[nn.Parameter]:

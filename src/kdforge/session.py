@@ -391,6 +391,7 @@ class Session:
             one_head_pass=self.recipe.optim.name != "dot",
             compile_chunks=self.recipe.train.compile,
             pad=self.data.train.pad if isinstance(self.data.train, Split) else None,
+            unlabelled=stage == "distill" and self.data.labelled is not None,
         )
         if distiller.reads_index:
             self.index_training_batches([t.name for t in terms if t.reads_index])

@@ -165,7 +165,7 @@ class DataBundle:
         if self.unlabelled is None:
             return self
         train = in_memory(self.train, "unlabelled inputs")
-        both = Split(torch.cat([train.x, self.unlabelled.x]), torch.cat([train.y, self.unlabelled.y]))
+        both = Split(torch.cat([train.x, self.unlabelled.x]), torch.cat([train.y, self.unlabelled.y]), train.pad)
         return dataclasses.replace(self, train=both, unlabelled=None, labelled=len(train))
 
     @functools.cached_property

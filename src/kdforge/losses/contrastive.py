@@ -69,6 +69,7 @@ class CRD(LossTerm):
             )
         self.student, self.teacher, self.dim, self.negatives = student, teacher, dim, negatives
         self.temperature, self.momentum, self.sampling = temperature, momentum, sampling
+        self.reads_labels = sampling == "other_class"
         self.embed_student: nn.Module = nn.Identity()
         self.embed_teacher: nn.Module = nn.Identity()
         self.normalised = False

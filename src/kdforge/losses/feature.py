@@ -397,6 +397,7 @@ class SupCon(LossTerm):
     a small projection head (Linear -> ReLU -> Linear to ``dim``) that trains with the student."""
 
     uses_teacher = False
+    reads_labels = True
 
     def __init__(self, student: str = "head:input", temperature: Positive = 0.1, dim: AtLeastOne = 128):
         super().__init__()

@@ -27,10 +27,17 @@ Temperature = float | torch.Tensor
 # ----------------------------------------------------------------------------- logits
 
 
-def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+def cross_entropy(
+    logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0, unlabelled: bool = False
+) -> torch.Tensor:
     """Mean cross-entropy of [B, K] logits against [B] class indices or [B, K] class
-    probabilities (mixed targets); smoothing mixes the targets with the uniform distribution."""
-    return F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing)
+    probabilities (mixed targets); smoothing mixes the targets with the uniform distribution.
+    ``unlabelled``: some class indices are -100 (``PAD_TARGET``: samples without a label), and the mean is over
+    the labelled samples, 0 in a batch that has none (not NaN; found with no host synchronisation)."""
+    if not unlabelled:
+        return F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing)
+    labelled = (targets != -100).sum().clamp_min(1)  # -100 is F.cross_entropy's ignore_index too
+    return F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing, reduction="sum") / labelled
 
 
 def _per_sample(temperature: Temperature) -> Temperature:

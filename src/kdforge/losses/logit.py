@@ -41,11 +41,16 @@ class CrossEntropy(LossTerm):
     def __init__(self, label_smoothing: BelowOne = 0.0, chunked: bool = False, chunk: AtLeastOne | None = None):
         super().__init__()
         self.label_smoothing, self.reads_head, self.chunk = label_smoothing, chunked, chunk
+        self.unlabelled = False  # set in setup: some training samples have no label, and the mean leaves them out
+
+    def setup(self, shapes: Shapes) -> None:
+        self.unlabelled = shapes.unlabelled
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
         if self.reads_head:
             return self.chunked(ctx)
-        return lf.cross_entropy(required(ctx.student_logits, "the student's logits"), ctx.targets, self.label_smoothing)
+        logits = required(ctx.student_logits, "the student's logits")
+        return lf.cross_entropy(logits, ctx.targets, self.label_smoothing, self.unlabelled)
 
     def chunks(self, ctx: StepContext) -> ChunkTerm:
         return ce_chunks(ctx.targets, self.label_smoothing)
@@ -260,6 +265,7 @@ class DKD(LogitTerm):
         "beta": {"low": 1.0, "high": 8.0, "log": True},
         "temperature": {"low": 1.0, "high": 8.0},
     }
+    reads_labels = True  # the target class splits the KD in two
 
     def __init__(
         self,

@@ -34,6 +34,8 @@ class EnsembleKD(LogitTerm):
     Needs ``teacher: {source: ensemble, ...}``.
     """
 
+    reads_labels = True  # the gate's cross-entropy
+
     def __init__(self, temperature: TemperatureSpec = 4.0, hidden: int = 32, logit_std: bool = False):
         super().__init__(temperature, logit_std)
         self.hidden = hidden
@@ -84,6 +86,7 @@ class DiverseKD(LossTerm):
     ):
         super().__init__()
         self.temperature, self.by, self.tau, self.min_weight = temperature, by, tau, min_weight
+        self.reads_labels = by == "confidence"  # each member's cross-entropy on the label
         self.members: list[str] = []
 
     def resolve(self, student: nn.Module, teacher: nn.Module | None) -> None:
@@ -117,6 +120,7 @@ class SelfDistill(LossTerm):
     """
 
     uses_teacher = False
+    reads_labels = True
 
     def __init__(
         self,

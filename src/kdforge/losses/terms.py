@@ -77,6 +77,7 @@ class Shapes:
     student: dict[str, torch.Size] = field(default_factory=dict)
     teacher: dict[str, torch.Size] = field(default_factory=dict)
     train_samples: int | None = None  # the training split's size (None: not known, e.g. a streamed split)
+    unlabelled: bool = False  # some training samples have no label (class index PAD_TARGET): only CE skips them
 
 
 class LossTerm(nn.Module):
@@ -97,6 +98,8 @@ class LossTerm(nn.Module):
     reads_topk: bool = False
     #: whether the term reads the samples' training indices (``ctx.index``): then training batches carry them
     reads_index: bool = False
+    #: whether the term reads every sample's label (``ctx.labels``): it cannot train on unlabelled samples
+    reads_labels: bool = False
     #: what ``kdforge tune`` searches for this term by default: option -> {low, high[, log]} or {factor} (a log
     #: scale around the recipe's value)
     search_space: ClassVar[dict[str, dict[str, Any]]] = {"weight": {"factor": 4.0}}

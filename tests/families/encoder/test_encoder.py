@@ -3,6 +3,7 @@ and tagged words tokenized once and padded per batch, the ``hf_encoder`` student
 teacher's blocks), a whole run, its Hugging Face export, and bad input."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -177,6 +178,43 @@ def test_a_run_distils_a_bert_into_its_first_block_and_exports_a_folder_transfor
     assert (exported / "tokenizer.json").is_file() and loaded.config.num_hidden_layers == 1
 
 
+def test_unlabelled_texts_train_the_distilled_student_only_and_terms_that_need_every_label_are_refused(
+    models, tmp_path
+):
+    """A transfer set: texts without labels that the distilled student learns from (CE leaves them out), while
+    the student alone sees the labelled rows only, for as many optimiser steps."""
+    from kdforge.callbacks import Callback
+
+    tokenizer, bert, _ = models
+    more = tmp_path / "more.jsonl"
+    more.write_text("".join(json.dumps({"sentence": text, "source": "web"}) + "\n" for text in texts(40, seed=5)[0]))
+    data = {"name": "text_classification", "path": str(write_csv(tmp_path / "t.csv")), "tokenizer": str(tokenizer),
+            "text": "sentence", "unlabelled_path": str(more)}  # fmt: skip
+    bundle = build_dataset(**data)
+    assert "train 77 + 40 unlabelled, val 18, test 25" in bundle.describe() and bundle.unlabelled is not None
+    assert (bundle.unlabelled.y == PAD_TARGET).all() and bundle.decode(bundle.unlabelled.x[:1])[0] in texts(40, 5)[0]
+    seen: dict[str, int] = {}
+    steps: dict[str, int] = {}
+
+    class Count(Callback):
+        def on_step_end(self, trainer, samples):
+            seen[trainer.stage] = seen.get(trainer.stage, 0) + samples
+            steps[trainer.stage] = steps.get(trainer.stage, 0) + 1
+
+    raw = recipe(tmp_path, data, bert, {"path": str(bert), "layers": [0]})
+    raw["train"]["baseline"] = True
+    result = run(Recipe.from_dict(raw), callbacks=[Count()])
+    assert seen["distill"] == 77 + 40 and steps["distill"] == 8  # 117 rows in batches of 16
+    assert steps["baseline"] == 8 and seen["baseline"] == 77 + 48  # the 77 in 5 batches, then 3 more
+    assert all(math.isfinite(v) for v in result.results["student"]["test_metrics"].values())
+    raw["losses"] = [{"name": "ce"}, {"name": "dkd"}]
+    with pytest.raises(KdforgeError, match=r"dkd read\(s\) every training sample's label, but the data adds"):
+        run(Recipe.from_dict(raw))
+    more.write_text(json.dumps({"body": "no sentence column"}) + "\n")
+    with pytest.raises(KdforgeError, match=r"the train split of '.*more.jsonl' has no column 'sentence'"):
+        build_dataset(**data)
+
+
 def test_a_token_classification_run_reports_entity_f1(models, tmp_path):
     tokenizer, _, tagger = models
     rows = [{"tokens": ["Return", "arrays", "of", "tensors"], "ner_tags": ["O", "B-OBJ", "O", "B-VAL"]},
@@ -286,6 +324,13 @@ def test_package_docstrings_is_a_real_task_of_twelve_libraries_and_its_pairs_car
     pairs = build_dataset("package_docstrings", per_package=30, pairs=True, tokenizer="minilm")
     assert pairs.class_names == ["different libraries", "same library"] and pairs.train.x.shape[1] == 2
     assert (pairs.train.x[:, 1] == 1).any(1).all()  # every row's second sentence is segment 1
+    more = build_dataset("package_docstrings", per_package=30, tokenizer="minilm", unlabelled_per_package=10)
+    assert torch.equal(more.train.y, single.train.y) and more.unlabelled is not None  # the labelled rows as they were
+    width = single.train.x.shape[1]
+    assert torch.equal(more.train.x[:, :width], single.train.x) and (more.train.x[:, width:] == 0).all()
+    assert len(more.unlabelled) == 120 and (more.unlabelled.y == PAD_TARGET).all()  # 10 of each of the 12
+    labelled = {*single.decode(single.train.x), *single.decode(single.val.x), *single.decode(single.test.x)}
+    assert not labelled & set(more.decode(more.unlabelled.x))  # sentences drawn after the labelled ones
 
 
 def test_scores_are_a_regression_reported_with_their_correlations(models, tmp_path):

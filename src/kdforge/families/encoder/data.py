@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import PositiveInt
+from pydantic import NonNegativeInt, PositiveInt
 
 from kdforge.data._docstrings import cache_folder, docstring_groups
 from kdforge.data.bundle import PAD_TARGET, SPLIT_NAMES, DataBundle, Split, split_rows
@@ -129,13 +129,17 @@ def text_classification(
     drop_splits: list[str] | None = None,
     config: str | None = None,
     revision: str | None = None,
+    unlabelled_path: str | None = None,
 ) -> DataBundle:
     """Texts (``text``, and ``text_pair`` for pairs, as NLI and paraphrase tasks have) and their ``label``: class
     indices or class names (sorted, recorded as the classes' names), or real scores (a regression, as STS-B's).
     See the module docstring for ``path``, ``tokenizer`` and ``max_length``; ``val``/``test``: files of their
     own; ``split_column``: the column naming each row's split; ``drop_splits``: the data's own splits to leave out
     and draw from the training rows instead (``[test]`` for GLUE, whose test labels are hidden); ``config`` /
-    ``revision``: a hub dataset's subset and version."""
+    ``revision``: a hub dataset's subset and version. ``unlabelled_path``: more texts, without labels (files or
+    a hub dataset's training split, with the same text columns; a label column there is ignored): a transfer set
+    that only the distilled student learns from, from the teacher's outputs (the teacher and the student alone
+    never see it; CE leaves its rows out)."""
     name = "text_classification"
     given = {"val": val, "test": test, "split_column": split_column}
     tables = read_splits(path, HubDataset(config, revision), given, drop_splits or [], name)
@@ -145,22 +149,31 @@ def text_classification(
     no_hidden_labels(read, label, path, name)
     found = labelled_splits(tables, read, label, path, seed, {"val": val_fraction, "test": test_fraction})
     tables, labels, regression = found.tables, found.labels, found.regression
+    sources = {split: (table, path) for split, table in tables.items()}
+    if unlabelled_path is not None:
+        extra = read_splits(unlabelled_path, HubDataset(), {"val": None, "test": None, "split_column": None}, [],
+                            name)["train"]  # fmt: skip
+        columns_present(extra, {"text": text, "text_pair": text_pair}, name, unlabelled_path, "train")
+        sources["unlabelled"] = (extra, unlabelled_path)
     tok = encoder_tokenizer(tokenizer, name)
     encoded = {}
-    for split, table in tables.items():
-        pairs = column_texts(table, text_pair, name, path, split) if text_pair is not None else None
-        out = tok(column_texts(table, text, name, path, split), pairs, truncation=max_length is not None,
+    for split, (table, where) in sources.items():
+        pairs = column_texts(table, text_pair, name, where, split) if text_pair is not None else None
+        out = tok(column_texts(table, text, name, where, split), pairs, truncation=max_length is not None,
                   max_length=max_length)  # fmt: skip
         encoded[split] = out
     too_long({split: out["input_ids"] for split, out in encoded.items()}, tok, max_length, name)
-    width = max(len(row) for out in encoded.values() for row in out["input_ids"])
+    width = max(len(row) for out in encoded.values() for row in out["input_ids"])  # one width: splits join
     splits = {}
     for split, out in encoded.items():
         x = torch.from_numpy(padded(out["input_ids"], tok.pad_token_id, width))
         if text_pair is not None and "token_type_ids" in out:  # each token's segment: 0 for the text, 1 the pair
             x = torch.stack([x, torch.from_numpy(padded(out["token_type_ids"], 0, width))], 1)
-        y = torch.from_numpy(labels[split])
-        y = y.float().view(-1, 1) if regression else y.long()
+        if split == "unlabelled":  # no label: PAD_TARGET, which CE leaves out (a NaN score for a regression)
+            y = torch.full((len(x), 1), float("nan")) if regression else torch.full((len(x),), PAD_TARGET)
+        else:
+            y = torch.from_numpy(labels[split])
+            y = y.float().view(-1, 1) if regression else y.long()
         splits[split] = Split(x, y, pad=tok.pad_token_id)
 
     def decode(rows: torch.Tensor) -> list[str]:  # a pair's row: its ids, without the segments
@@ -175,6 +188,7 @@ def text_classification(
         input_shape=tuple(splits["train"].x.shape[1:]),
         decode=decode,
         class_names=None if regression else found.names,
+        unlabelled=splits.get("unlabelled"),
     )
 
 
@@ -298,27 +312,29 @@ PACKAGES = {
 }  # fmt: skip
 
 
-def package_sentences(per_package: int) -> dict[str, list[str]]:
+def package_sentences(per_package: int, extra: int = 0) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
     """Up to ``per_package`` first sentences of each library's docstrings (drawn with a fixed seed: the same texts
-    for every run), none that two libraries share."""
+    for every run), none that two libraries share; and up to ``extra`` more of each library's, drawn next (none of
+    the first: the unlabelled ones)."""
     found = [clean_sentences(docs) for docs in docstring_groups(list(PACKAGES.values()))]
     count: dict[str, int] = {}
     for sentences in found:
         for sentence in sentences:
             count[sentence.lower()] = count.get(sentence.lower(), 0) + 1
     rng = np.random.default_rng(0)
-    drawn = {}
+    drawn, more = {}, {}
     for name, sentences in zip(PACKAGES, found):
         own = [s for s in sentences if count[s.lower()] == 1]
-        drawn[name] = [own[i] for i in sorted(rng.permutation(len(own))[:per_package])]
-    return drawn
+        order = rng.permutation(len(own))
+        drawn[name] = [own[i] for i in sorted(order[:per_package])]
+        more[name] = [own[i] for i in sorted(order[per_package : per_package + extra])]
+    return drawn, more
 
 
-def package_rows(per_package: int, pairs: bool) -> list[dict[str, str]]:
-    """The table's rows: a sentence and its library, or (``pairs``) two sentences and whether one library wrote
-    both (each sentence with another from its own library or from another, half and half, drawn with a fixed
-    seed)."""
-    drawn = package_sentences(per_package)
+def package_rows(drawn: dict[str, list[str]], pairs: bool) -> list[dict[str, str]]:
+    """The table's rows from each library's ``drawn`` sentences: a sentence and its library, or (``pairs``) two
+    sentences and whether one library wrote both (each sentence with another from its own library or from another,
+    half and half, drawn with a fixed seed)."""
     rows = [{"text": text, "label": name} for name, texts in drawn.items() for text in texts]
     if not pairs:
         return rows
@@ -334,6 +350,26 @@ def package_rows(per_package: int, pairs: bool) -> list[dict[str, str]]:
     return paired
 
 
+def unlabelled_rows(more: dict[str, list[str]], pairs: bool) -> list[dict[str, str]]:
+    """Rows without a label from each library's ``more`` sentences: a sentence, or (``pairs``) a sentence and
+    another of them drawn with a fixed seed."""
+    texts = [text for texts in more.values() for text in texts]
+    if not pairs:
+        return [{"text": text} for text in texts]
+    rng = np.random.default_rng(2)
+    return [{"text": text, "text_pair": texts[(i + rng.integers(1, len(texts))) % len(texts)]}
+            for i, text in enumerate(texts)]  # fmt: skip
+
+
+def cached_table(rows: list[dict[str, str]]) -> str:
+    """``rows`` as a JSONL table in kdforge's cache folder, named by its contents (written once)."""
+    text = "\n".join(json.dumps(row) for row in rows) + "\n"
+    path = cache_folder() / f"package-docstrings-{hashlib.sha256(text.encode()).hexdigest()[:16]}.jsonl"
+    if not path.is_file():
+        write_text(path, text)
+    return str(path)
+
+
 @DATASETS.register("package_docstrings")
 def package_docstrings(
     *,
@@ -344,18 +380,26 @@ def package_docstrings(
     max_length: PositiveInt = 64,
     per_package: PositiveInt = 250,
     pairs: bool = False,
+    unlabelled_per_package: NonNegativeInt = 0,
 ) -> DataBundle:
     """A real text-classification task built offline: which library (one of 12, see ``PACKAGES``) the first sentence
     of a docstring comes from, or with ``pairs`` whether two sentences come from the same library. The texts are
     those of the libraries installed here (the same wherever their versions are), written once as a JSONL table in
     kdforge's cache folder and read by :func:`text_classification`, whose other options these are (``tokenizer:
-    minilm``, the teacher's own, for all-MiniLM-L6-v2)."""
-    rows = package_rows(per_package, pairs)
-    text = "\n".join(json.dumps(row) for row in rows) + "\n"
-    path = cache_folder() / f"package-docstrings-{hashlib.sha256(text.encode()).hexdigest()[:16]}.jsonl"
-    if not path.is_file():
-        write_text(path, text)
-    pair = "text_pair" if pairs else None
-    data = text_classification(seed=seed, val_fraction=val_fraction, test_fraction=test_fraction, path=str(path),
-                               tokenizer=tokenizer, text_pair=pair, max_length=max_length)  # fmt: skip
+    minilm``, the teacher's own, for all-MiniLM-L6-v2). ``unlabelled_per_package``: up to that many more sentences
+    of each library (fewer where a library has no more), without their library: a transfer set only the distilled
+    student learns from (``unlabelled_path`` of :func:`text_classification`)."""
+    drawn, more = package_sentences(per_package, unlabelled_per_package)
+    unlabelled = None
+    if unlabelled_per_package:
+        if sum(len(texts) for texts in more.values()) < 2:
+            raise KdforgeError(
+                f"package_docstrings: no library has sentences beyond the {per_package} of data.per_package to leave "
+                "unlabelled; lower data.per_package or drop data.unlabelled_per_package"
+            )
+        unlabelled = cached_table(unlabelled_rows(more, pairs))
+    data = text_classification(seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
+                               path=cached_table(package_rows(drawn, pairs)), tokenizer=tokenizer,
+                               text_pair="text_pair" if pairs else None, max_length=max_length,
+                               unlabelled_path=unlabelled)  # fmt: skip
     return dataclasses.replace(data, name="package_docstrings")

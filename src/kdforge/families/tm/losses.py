@@ -41,6 +41,7 @@ class BlockCE(LossTerm):
     ``diag_heads: true``), averaged over blocks; each head's CE is logged."""
 
     uses_teacher = False
+    reads_labels = True
 
     def __init__(self, label_smoothing: float = 0.0):
         super().__init__()
