@@ -19,6 +19,7 @@ def test_a_figure_that_no_longer_matches_its_results_is_found(tmp_path, monkeypa
     (tmp_path / figures.RESULTS / "lm.md").write_text("| gain | 1.2349 | share | 0.456 |\n")
     (tmp_path / "benchmarks" / "lm.py").write_text("")
     monkeypatch.setattr(figures, "ROOT", tmp_path)
+    monkeypatch.setattr(figures, "NOT_FIGURES", {})
     monkeypatch.setattr(figures, "FIGURES", [figures.Figure("doc.md", "gains 1.23 points, 45.6 %", "lm.md")])
     assert figures.problems() == []  # 1.2349 rounds to 1.23; 0.456 is 45.6 %
     (tmp_path / figures.RESULTS / "lm.md").write_text("| gain | 1.31 | share | 0.456 |\n")  # a re-run moved it
@@ -36,6 +37,7 @@ def test_every_row_of_a_registered_table_is_checked_whole_numbers_too(tmp_path, 
     (tmp_path / figures.RESULTS / "lm.md").write_text("a 1234 0.985; b 57 0.971\n")
     (tmp_path / "benchmarks" / "lm.py").write_text("")
     monkeypatch.setattr(figures, "ROOT", tmp_path)
+    monkeypatch.setattr(figures, "NOT_FIGURES", {})
     monkeypatch.setattr(figures, "FIGURES", figures.table("doc.md", "| a |", "lm.md"))
     (problem,) = figures.problems()  # row a matches (1,234 is 1234); row b's whole number 56 does not
     assert problem.startswith("doc.md: '| b | 56 | 97.1 |': 56 not in lm.md")
@@ -47,7 +49,24 @@ def test_the_audit_lists_prose_decimals_no_passage_checks():
     figures = load()
     doc = "A checked gain of 1.5 points.\nAn unchecked one of 2.5.\n```\nlr: 0.003\n```\n| `lr` | 0.001 |\nWhole 12.\n"
     registered = [figures.Figure("d.md", "checked gain of 1.5 points", "x.md")]
-    assert figures.unregistered({"d.md": doc}, registered) == ["d.md:2: An unchecked one of 2.5."]
+    assert figures.unregistered({"d.md": doc}, registered, {}) == ["d.md:2: An unchecked one of 2.5."]
+    assert figures.unregistered({"d.md": doc}, registered, {"d.md": ("An unchecked one of 2.5.",)}) == []
+
+
+def test_a_prose_decimal_neither_checked_nor_declared_fails_and_so_does_a_declaration_whose_line_went(
+    tmp_path, monkeypatch
+):
+    figures = load()
+    (tmp_path / "README.md").write_text("Distilled, it gains 2.5 points.\nAt lr 0.003.\n")
+    monkeypatch.setattr(figures, "ROOT", tmp_path)
+    monkeypatch.setattr(figures, "FIGURES", [])
+    monkeypatch.setattr(figures, "NOT_FIGURES", {"README.md": ("At lr 0.003.", "At T = 0.5.")})
+    assert figures.problems() == [
+        "README.md:1: Distilled, it gains 2.5 points.: a decimal no passage checks (register it in FIGURES with its "
+        "results file; a setting, target or arithmetic in NOT_FIGURES)",
+        "README.md: NOT_FIGURES' line 'At T = 0.5.' is no longer in the document (update NOT_FIGURES in "
+        "benchmarks/figures.py)",
+    ]
 
 
 RENDERED = {  # a results file: the function of a benchmark script that writes its .md from its .json
