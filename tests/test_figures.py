@@ -45,12 +45,15 @@ def test_every_row_of_a_registered_table_is_checked_whole_numbers_too(tmp_path, 
     assert "no longer in the document" in figures.problems()[0]
 
 
-def test_the_audit_lists_prose_decimals_no_passage_checks():
+def test_the_audit_lists_prose_figures_no_passage_checks_decimals_and_whole_numbers_with_a_unit():
     figures = load()
     doc = "A checked gain of 1.5 points.\nAn unchecked one of 2.5.\n```\nlr: 0.003\n```\n| `lr` | 0.001 |\nWhole 12.\n"
+    doc += "It gains 13–21 points,\nkeeps 74 %,\nruns 3× faster.\nOn 8×8 digits, 15 epochs.\n"
     registered = [figures.Figure("d.md", "checked gain of 1.5 points", "x.md")]
-    assert figures.unregistered({"d.md": doc}, registered, {}) == ["d.md:2: An unchecked one of 2.5."]
-    assert figures.unregistered({"d.md": doc}, registered, {"d.md": ("An unchecked one of 2.5.",)}) == []
+    whole = ["d.md:8: It gains 13–21 points,", "d.md:9: keeps 74 %,", "d.md:10: runs 3× faster."]
+    assert figures.unregistered({"d.md": doc}, registered, {}) == ["d.md:2: An unchecked one of 2.5.", *whole]
+    declared = {"d.md": ("An unchecked one of 2.5.", "It gains 13–21 points,", "keeps 74 %,", "runs 3× faster.")}
+    assert figures.unregistered({"d.md": doc}, registered, declared) == []
 
 
 def test_a_prose_decimal_neither_checked_nor_declared_fails_and_so_does_a_declaration_whose_line_went(
@@ -62,7 +65,7 @@ def test_a_prose_decimal_neither_checked_nor_declared_fails_and_so_does_a_declar
     monkeypatch.setattr(figures, "FIGURES", [])
     monkeypatch.setattr(figures, "NOT_FIGURES", {"README.md": ("At lr 0.003.", "At T = 0.5.")})
     assert figures.problems() == [
-        "README.md:1: Distilled, it gains 2.5 points.: a decimal no passage checks (register it in FIGURES with its "
+        "README.md:1: Distilled, it gains 2.5 points.: a figure no passage checks (register it in FIGURES with its "
         "results file; a setting, target or arithmetic in NOT_FIGURES)",
         "README.md: NOT_FIGURES' line 'At T = 0.5.' is no longer in the document (update NOT_FIGURES in "
         "benchmarks/figures.py)",
