@@ -15,6 +15,7 @@ from kdforge.models import build_model
 from kdforge.teachers import Teacher
 from kdforge.teachers.sources import EnsembleTeacher
 from kdforge.trainer import Trainer
+from stagecount import StageCounts
 
 
 def mlp(hidden=16, seed=0):
@@ -469,14 +470,7 @@ def arrays_file(path, samples, seed, shape=(1, 8, 8)):
 def test_a_teacher_learns_from_data_of_its_own_and_is_scored_on_the_runs(tiny_recipe, tmp_path):
     """teacher.train.data: the teacher trains and is selected on another dataset (here another file, twice the size),
     the students on the run's; its cache key follows its own data, not the students'."""
-    from kdforge.callbacks import Callback
     from kdforge.teachers.sources import teacher_cache_key, trained_teacher
-
-    seen: dict[str, int] = {}
-
-    class Count(Callback):
-        def on_step_end(self, trainer, samples):
-            seen[trainer.stage] = seen.get(trainer.stage, 0) + samples
 
     mine, theirs = arrays_file(tmp_path / "mine.npz", 60, 0), arrays_file(tmp_path / "theirs.npz", 120, 1)
     tiny_recipe.update(
@@ -485,8 +479,9 @@ def test_a_teacher_learns_from_data_of_its_own_and_is_scored_on_the_runs(tiny_re
         train={"epochs": 1, "baseline": False},
     )
     recipe = Recipe.model_validate(tiny_recipe)
-    result = run(recipe, callbacks=[Count()])
-    assert seen == {"teacher": 60, "distill": 30}  # half of each file is its training split
+    counts = StageCounts()
+    result = run(recipe, callbacks=[counts])
+    assert counts.samples == {"teacher": 60, "distill": 30}  # half of each file is its training split
     teacher = result.results["teacher"]
     assert teacher["own_data"] == {"path": theirs} and "val_own" in teacher
     plain = Recipe.model_validate({**tiny_recipe, "teacher": {**tiny_recipe["teacher"], "train": {"epochs": 1}}})

@@ -16,6 +16,7 @@ from kdforge.data import build_dataset, make_loader
 from kdforge.data.bundle import PAD_TARGET
 from kdforge.errors import KdforgeError
 from kdforge.models import build_model
+from stagecount import StageCounts
 
 WORDS = ["array", "tensor", "file", "model", "shape", "value", "index", "string", "list", "return"]
 
@@ -183,8 +184,6 @@ def test_unlabelled_texts_train_the_distilled_student_only_and_terms_that_need_e
 ):
     """A transfer set: texts without labels that the distilled student learns from (CE leaves them out), while
     the student alone sees the labelled rows only, for as many optimiser steps."""
-    from kdforge.callbacks import Callback
-
     tokenizer, bert, _ = models
     more = tmp_path / "more.jsonl"
     more.write_text("".join(json.dumps({"sentence": text, "source": "web"}) + "\n" for text in texts(40, seed=5)[0]))
@@ -193,19 +192,12 @@ def test_unlabelled_texts_train_the_distilled_student_only_and_terms_that_need_e
     bundle = build_dataset(**data)
     assert "train 77 + 40 unlabelled, val 18, test 25" in bundle.describe() and bundle.unlabelled is not None
     assert (bundle.unlabelled.y == PAD_TARGET).all() and bundle.decode(bundle.unlabelled.x[:1])[0] in texts(40, 5)[0]
-    seen: dict[str, int] = {}
-    steps: dict[str, int] = {}
-
-    class Count(Callback):
-        def on_step_end(self, trainer, samples):
-            seen[trainer.stage] = seen.get(trainer.stage, 0) + samples
-            steps[trainer.stage] = steps.get(trainer.stage, 0) + 1
-
     raw = recipe(tmp_path, data, bert, {"path": str(bert), "layers": [0]})
     raw["train"]["baseline"] = True
-    result = run(Recipe.from_dict(raw), callbacks=[Count()])
-    assert seen["distill"] == 77 + 40 and steps["distill"] == 8  # 117 rows in batches of 16
-    assert steps["baseline"] == 8 and seen["baseline"] == 77 + 48  # the 77 in 5 batches, then 3 more
+    counts = StageCounts()
+    result = run(Recipe.from_dict(raw), callbacks=[counts])
+    assert counts.samples["distill"] == 77 + 40 and counts.steps["distill"] == 8  # 117 rows in batches of 16
+    assert counts.steps["baseline"] == 8 and counts.samples["baseline"] == 77 + 48  # the 77 in 5 batches, 3 more
     assert all(math.isfinite(v) for v in result.results["student"]["test_metrics"].values())
     raw["losses"] = [{"name": "ce"}, {"name": "dkd"}]
     with pytest.raises(KdforgeError, match=r"dkd read\(s\) every training sample's label, but the data adds"):

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from kdforge.families.ssm.sar import SARGeometry, line_geometries, simulate_azimuth_lines
+from stagecount import StageCounts
 
 
 def test_geometry_follows_the_formulas():
@@ -310,15 +311,6 @@ def test_unlabelled_lines_train_the_distilled_student_only(tiny_recipe, budget):
     unlabelled ones, against the teacher's outputs alone (its task term skips them). The student alone takes
     as many optimiser steps as the distilled one (more epochs of the labelled lines) unless its budget is epochs."""
     from kdforge import Recipe, run
-    from kdforge.callbacks import Callback
-
-    seen: dict[str, int] = {}
-    steps: dict[str, int] = {}
-
-    class Count(Callback):
-        def on_step_end(self, trainer, samples):
-            seen[trainer.stage] = seen.get(trainer.stage, 0) + samples
-            steps[trainer.stage] = steps.get(trainer.stage, 0) + 1
 
     ssm = {"name": "ssm", "complex": True, "complex_mode": "channels", "pool": "none"}
     tiny_recipe.update(
@@ -331,7 +323,9 @@ def test_unlabelled_lines_train_the_distilled_student_only(tiny_recipe, budget):
         ],
         train={"epochs": 1, "baseline": True, "baseline_budget": budget},
     )
-    result = run(Recipe.model_validate(tiny_recipe), callbacks=[Count()])
+    counts = StageCounts()
+    result = run(Recipe.model_validate(tiny_recipe), callbacks=[counts])
+    seen, steps = counts.samples, counts.steps
     labelled = 40 - round(0.15 * 40) - round(0.2 * 40)  # the default validation and test fractions: 26 lines
     assert steps["distill"] == 4 and seen["distill"] == labelled + 24  # 50 lines in batches of 16
     assert seen["teacher"] == labelled and steps["teacher"] == 2
