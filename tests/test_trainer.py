@@ -496,3 +496,51 @@ def test_step_losses_sum_as_the_stacked_steps_do_across_buffer_growth():
     assert not pending and pending.take_sum() is None
     pending.add(*steps[5])
     assert torch.equal(pending.take_sum(), weighted_sum(steps[5:6]))
+
+
+def test_the_trainer_takes_the_steps_a_plain_pytorch_loop_takes(data, tmp_path):
+    """Two epochs of ½ CE + ½ KD (T = 4) with AdamW (weight decay on the weights only, a constant rate): the student
+    after every optimiser step is what a hand-written loop over the same batches makes of it. A leaner or faster
+    step (fused optimisers, fewer device waits, logging written later) must not change what is learnt."""
+    import copy
+
+    import torch.nn.functional as F
+
+    states = []
+
+    class AfterEachStep(Callback):
+        def on_step_end(self, trainer, samples):
+            states.append({k: v.clone() for k, v in trainer.distiller.student.state_dict().items()})
+
+    torch.manual_seed(99)
+    teacher = build_model("mlp", input_shape=(1, 8, 8), num_classes=10, hidden=[32]).eval()
+    torch.manual_seed(0)
+    student = build_model("mlp", input_shape=(1, 8, 8), num_classes=10, hidden=[16])
+    hand = copy.deepcopy(student)
+    terms = build_losses([{"name": "ce", "weight": 0.5}, {"name": "kd", "weight": 0.5, "temperature": 4.0}])
+    distiller = Distiller(student, Teacher(copy.deepcopy(teacher)), terms, torch.randn(2, 1, 8, 8))
+    optim = OptimConfig(lr=3e-3, weight_decay=0.01, schedule="constant")
+    train = make_loader(data.train, 50, shuffle=True, seed=3)
+    cfg = TrainConfig(epochs=2)
+    trainer = Trainer(
+        distiller, optim, cfg, steps_per_epoch=len(train), checkpoint_dir=tmp_path, callbacks=[AfterEachStep()]
+    )
+    trainer.fit(train, make_loader(data.val, 512))
+
+    decay = [p for p in hand.parameters() if p.dim() > 1]
+    rest = [p for p in hand.parameters() if p.dim() <= 1]
+    adamw = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": rest, "weight_decay": 0.0}], lr=3e-3)
+    batches = make_loader(data.train, 50, shuffle=True, seed=3)
+    step = 0
+    for epoch in range(2):
+        for x, y in batches.epoch(epoch):  # each epoch's own order, as the trainer reads it
+            s, t = hand(x), teacher(x).detach()
+            kd = F.kl_div(F.log_softmax(s / 4, 1), F.softmax(t / 4, 1), reduction="batchmean") * 16
+            loss = 0.5 * F.cross_entropy(s, y) + 0.5 * kd
+            adamw.zero_grad()
+            loss.backward()
+            adamw.step()
+            for name, value in hand.state_dict().items():
+                torch.testing.assert_close(states[step][name], value, rtol=1e-5, atol=1e-6, msg=f"step {step} {name}")
+            step += 1
+    assert step == len(states) == 2 * len(train)
