@@ -323,6 +323,10 @@ def test_package_docstrings_is_a_real_task_of_twelve_libraries_and_its_pairs_car
     assert len(more.unlabelled) == 120 and (more.unlabelled.y == PAD_TARGET).all()  # 10 of each of the 12
     labelled = {*single.decode(single.train.x), *single.decode(single.val.x), *single.decode(single.test.x)}
     assert not labelled & set(more.decode(more.unlabelled.x))  # sentences drawn after the labelled ones
+    paired = build_dataset("package_docstrings", per_package=30, pairs=True, tokenizer="minilm",
+                           unlabelled_per_package=5)  # fmt: skip
+    assert paired.unlabelled is not None and paired.unlabelled.x.shape[:2] == (60, 2)
+    assert (paired.unlabelled.x[:, 1] == 1).any(1).all()  # each unlabelled pair's second sentence is segment 1
 
 
 def test_scores_are_a_regression_reported_with_their_correlations(models, tmp_path):
