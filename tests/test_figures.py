@@ -75,6 +75,7 @@ def test_a_prose_decimal_neither_checked_nor_declared_fails_and_so_does_a_declar
 RENDERED = {  # a results file: the function of a benchmark script that writes its .md from its .json
     "methods": "methods.markdown",
     "encoders": "encoders.markdown",
+    "encoders_seeds0_1_2_1_narrow_kd_transfer": "encoders.markdown",
     "tm_ablation": "tm_ablation.ablation_table",
     "tm_ablation_30ep": "tm_ablation.ablation_table",
     "tm_ablation_30ep_alone_seeds0-5": "tm_ablation.ablation_table",
