@@ -200,7 +200,7 @@ def test_unlabelled_texts_train_the_distilled_student_only_and_terms_that_need_e
     assert counts.steps["baseline"] == 8 and counts.samples["baseline"] == 77 + 48  # the 77 in 5 batches, 3 more
     assert all(math.isfinite(v) for v in result.results["student"]["test_metrics"].values())
     raw["losses"] = [{"name": "ce"}, {"name": "dkd"}]
-    with pytest.raises(KdforgeError, match=r"dkd read\(s\) every training sample's label, but the data adds"):
+    with pytest.raises(KdforgeError, match=r"need every training sample's label: dkd; but the data adds samples"):
         run(Recipe.from_dict(raw))
     more.write_text(json.dumps({"body": "no sentence column"}) + "\n")
     with pytest.raises(KdforgeError, match=r"the train split of '.*more.jsonl' has no column 'sentence'"):
