@@ -327,6 +327,8 @@ def test_package_docstrings_is_a_real_task_of_twelve_libraries_and_its_pairs_car
                            unlabelled_per_package=5)  # fmt: skip
     assert paired.unlabelled is not None and paired.unlabelled.x.shape[:2] == (60, 2)
     assert (paired.unlabelled.x[:, 1] == 1).any(1).all()  # each unlabelled pair's second sentence is segment 1
+    with pytest.raises(KdforgeError, match="no library has sentences beyond the 5000 of data.per_package"):
+        build_dataset("package_docstrings", per_package=5000, tokenizer="minilm", unlabelled_per_package=5)
 
 
 def test_scores_are_a_regression_reported_with_their_correlations(models, tmp_path):
