@@ -332,14 +332,15 @@ def measured_on() -> dict:
     """This machine and libraries (:func:`kdforge.machine.where_measured`), the commit and the command."""
     from kdforge.machine import where_measured
 
+    return {**where_measured(RUN_THREADS.get("threads")), "commit": commit(), "command": command()}
+
+
+def command() -> str:
+    """The command this process runs, as a user types it (with any ``ATEN_CPU_CAPABILITY`` it runs under)."""
     script = Path(sys.argv[0]).resolve()
     where = script.relative_to(ROOT) if script.is_relative_to(ROOT) else script
     forced = [f"ATEN_CPU_CAPABILITY={os.environ['ATEN_CPU_CAPABILITY']}"] if "ATEN_CPU_CAPABILITY" in os.environ else []
-    return {
-        **where_measured(RUN_THREADS.get("threads")),
-        "commit": commit(),
-        "command": " ".join([*forced, shlex.join(["uv", "run", "python", str(where), *sys.argv[1:]])]),
-    }
+    return " ".join([*forced, shlex.join(["uv", "run", "python", str(where), *sys.argv[1:]])])
 
 
 def commit() -> str:

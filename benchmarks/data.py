@@ -40,9 +40,7 @@ import gc
 import io
 import os
 import platform
-import shlex
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -55,7 +53,7 @@ import torch.nn.functional as F
 from PIL import Image
 from rich.console import Console
 
-from common import save
+from common import command, save
 from kdforge.config import OptimConfig, Recipe, TrainConfig
 from kdforge.data import build_dataset, make_loader
 from kdforge.data.loaders import default_workers, example_inputs
@@ -496,7 +494,7 @@ def measure(args: argparse.Namespace) -> None:
             f"| cached KD / student alone epoch time | {statistics.median(cached_ratios):.3f} (median of paired "
             f"rounds; target <= 1.10; {args.epochs} cached views) |",
             "",
-            "    " + shlex.join(["uv", "run", "python", "benchmarks/data.py", *sys.argv[1:]]),
+            "    " + command(),
             "",
         ]
     )

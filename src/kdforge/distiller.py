@@ -77,8 +77,8 @@ class Distiller(nn.Module):
         if unlabelled and (labelled_only := [t.name for t in terms if t.reads_labels]):
             raise KdforgeError(
                 f"loss terms that need every training sample's label: {', '.join(labelled_only)}; but the data adds "
-                "samples without one (its unlabelled_* options): drop those options or those terms (ce leaves such "
-                "samples out)"
+                "samples without one (its data.unlabelled_* options): drop those options or those terms (ce leaves "
+                "such samples out)"
             )
         self.unlabelled = unlabelled  # some training samples have no label (PAD_TARGET): CE leaves them out
         self.cache = teacher if isinstance(teacher, CachedTeacher) else None  # outputs looked up, not computed

@@ -151,8 +151,7 @@ def text_classification(
     tables, labels, regression = found.tables, found.labels, found.regression
     sources = {split: (table, path) for split, table in tables.items()}
     if unlabelled_path is not None:
-        extra = read_splits(unlabelled_path, HubDataset(), {"val": None, "test": None, "split_column": None}, [],
-                            name)["train"]  # fmt: skip
+        extra = table_splits(unlabelled_path, HubDataset(), None, None, None, name)["train"]
         columns_present(extra, {"text": text, "text_pair": text_pair}, name, unlabelled_path, "train")
         sources["unlabelled"] = (extra, unlabelled_path)
     tok = encoder_tokenizer(tokenizer, name)
