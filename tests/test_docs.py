@@ -82,6 +82,7 @@ def test_the_training_page_lists_every_training_field():
         OnPolicyConfig,
         OptimConfig,
         RandAugmentConfig,
+        TokensAugmentConfig,
         TrainConfig,
     )
 
@@ -89,6 +90,7 @@ def test_the_training_page_lists_every_training_field():
     sections = {
         "data.augment": AugmentConfig,
         "data.augment.randaugment": RandAugmentConfig,
+        "data.augment.tokens": TokensAugmentConfig,
         "optim": OptimConfig,
         "train": TrainConfig,
         "train.early_stopping": EarlyStoppingConfig,

@@ -301,6 +301,57 @@ def test_randaugment_changes_images_per_sample_and_checks_their_range():
         ra(torch.rand(4, 1, 40))
 
 
+def token_rows(n=64, length=40, vocab=100):
+    """Rows of [CLS]=1, words from ids 10..10+vocab, [SEP]=2, then padding 0 (mask token 3)."""
+    g = torch.Generator().manual_seed(0)
+    rows = torch.zeros(n, length, dtype=torch.long)
+    rows[:, 0], rows[:, 1:30], rows[:, 30] = 1, torch.randint(10, 10 + vocab, (n, 29), generator=g), 2
+    return rows
+
+
+def test_token_changes_spare_padding_and_special_tokens_mask_their_share_and_draw_the_rest_from_the_batch():
+    from kdforge.data.augment import TokenAugment
+    from kdforge.data.bundle import TokenIds
+
+    ids = TokenIds(special=(0, 1, 2, 3), mask=3)
+    rows = token_rows()
+    torch.manual_seed(0)
+    out = TokenAugment(0.3, 0.5, ids)(rows)
+    spared = torch.ones_like(rows, dtype=torch.bool)
+    spared[:, 1:30] = False
+    assert torch.equal(out[spared], rows[spared]) and out.dtype == rows.dtype
+    words = ~spared
+    masked = (out == 3) & words
+    replaced = (out != rows) & (out != 3) & words
+    assert abs(masked.float().mean() / words.float().mean() - 0.15) < 0.03  # p × mask
+    assert abs(replaced.float().mean() / words.float().mean() - 0.15) < 0.03  # p × (1 − mask), 1 % drawn unchanged
+    assert set(out[replaced].tolist()) <= set(rows[words].tolist())  # the batch's own words
+    assert not (TokenAugment(0.3, 0.0, ids)(rows) == 3).any()
+    everything = TokenAugment(1.0, 1.0, ids)(rows)
+    assert (everything[words] == 3).all() and torch.equal(everything[spared], rows[spared])
+
+
+def test_token_changes_leave_a_pairs_segments_alone_and_need_a_mask_token_to_mask():
+    from kdforge.data.augment import BatchAugment, TokenAugment
+    from kdforge.data.bundle import TokenIds
+    from kdforge.errors import KdforgeError
+
+    rows = token_rows(8)
+    segments = (torch.arange(40) >= 15).long().expand(8, 40)
+    pairs = torch.stack([rows, segments], 1)
+    torch.manual_seed(0)
+    out = TokenAugment(0.5, 0.5, TokenIds(special=(0, 1, 2, 3), mask=3))(pairs)
+    assert out.shape == pairs.shape and torch.equal(out[:, 1], segments) and not torch.equal(out[:, 0], rows)
+    with pytest.raises(KdforgeError, match="this tokenizer has no mask token; set mask: 0"):
+        TokenAugment(0.5, 0.5, TokenIds(special=(0,), mask=None))
+    assert TokenAugment(0.5, 0.0, TokenIds(special=(0,), mask=None))(rows).shape == rows.shape
+    from kdforge.config import AugmentConfig
+
+    config = AugmentConfig.model_validate({"tokens": {"p": 0.2}})
+    with pytest.raises(KdforgeError, match="this dataset's inputs are not rows of token ids"):
+        BatchAugment.from_config(config, (0.0, 1.0), None)
+
+
 def test_soft_targets_with_label_smoothing_match_the_formula():
     from kdforge.losses import functional as lf
 

@@ -86,7 +86,7 @@ class Session:
 
     def training_batches(self, data: DataBundle, cfg: DataConfig) -> Any:
         """Shuffled, augmented batches of ``data``'s training split (this process's share of each)."""
-        augment = BatchAugment.from_config(cfg.augment, data.scaling)
+        augment = BatchAugment.from_config(cfg.augment, data.scaling, data.token_ids)
         loader = self.batches(
             data.train, cfg.batch_size, shuffle=True, seed=self.recipe.seed, transform=augment or None
         )
@@ -200,9 +200,10 @@ class Session:
         cfg = self.teacher_config
         if cfg.cache:
             augment = self.recipe.data.augment
-            if augment.randaugment is not None or augment.mixes:
+            if augment.randaugment is not None or augment.mixes or augment.tokens is not None:
                 raise KdforgeError(
-                    "RandAugment, mixup and CutMix draw new inputs every step, but teacher.cache holds the teacher's "
+                    "RandAugment, mixup, CutMix and token changes draw new inputs every step, but teacher.cache holds "
+                    "the teacher's "
                     "outputs on fixed views only; "
                     "train with the online teacher (drop teacher.cache) or augment with data.augment.shift/noise views"
                 )

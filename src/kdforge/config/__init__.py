@@ -15,6 +15,7 @@ from kdforge.config.sections import (
     ModelConfig,
     RandAugmentConfig,
     Section,
+    TokensAugmentConfig,
 )
 from kdforge.config.student import (
     AutoClauseConfig,
@@ -48,6 +49,7 @@ __all__ = [
     "OptimConfig",
     "PlateauConfig",
     "RandAugmentConfig",
+    "TokensAugmentConfig",
     "Recipe",
     "Section",
     "SpecializeConfig",

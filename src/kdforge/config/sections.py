@@ -38,6 +38,17 @@ class RandAugmentConfig(Section):
     m: int = Field(9, ge=0, le=30, description="magnitude (0-30)")
 
 
+class TokensAugmentConfig(Section):
+    """Change some tokens of each training row (rows of token ids: text datasets): teacher and student see the
+    same changed row, new inputs for the teacher to label (TinyBERT's augmented transfer set, drawn each step)."""
+
+    p: float = Field(gt=0, le=1, description="chance that a token (not padding, not a special token) is changed")
+    mask: float = Field(
+        0.5, ge=0, le=1, description="of the changed tokens, the share set to the mask token, the rest to a token "
+        "drawn from the batch's own",
+    )  # fmt: skip
+
+
 class AugmentConfig(Section):
     """Training-batch augmentation; teacher and student see the same augmented batch."""
 
@@ -52,6 +63,7 @@ class AugmentConfig(Section):
     cutmix: float | ScheduleConfig = Field(0.0, description="CutMix strength α; 0: off; a schedule ramps it")
     mix_prob: float = Field(1.0, ge=0, le=1, description="chance that a batch is mixed at all")
     switch_prob: float = Field(0.5, ge=0, le=1, description="with mixup and CutMix both on: chance a batch uses CutMix")
+    tokens: TokensAugmentConfig | None = Field(None, description="token changes, for rows of token ids (text)")
 
     @property
     def mixes(self) -> bool:

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from kdforge.data.bundle import TokenIds
 from kdforge.errors import KdforgeError
 from kdforge.schedules import Clock, ScheduleConfig, schedule_value
 
@@ -69,20 +70,63 @@ class RandAugment:
         return (out - mean) / std
 
 
-class BatchAugment:
-    """RandAugment (optional), random shift, then additive Gaussian noise (std ``noise``, in
-    standardised units)."""
+class TokenAugment:
+    """Change a share ``p`` of each row's tokens (never padding or a special token): a share ``mask`` of them to
+    the mask token, the others to a token drawn from the batch's own (so from the text's vocabulary and its
+    frequencies, as word replacement does). Rows are [B, L] ids, or [B, 2, L] ids and segments (a pair of texts:
+    only the ids change). On a teacher's predictions the changed rows are new inputs to match it on (TinyBERT's
+    augmented transfer set, drawn afresh each step)."""
 
-    def __init__(self, shift: int = 0, noise: float = 0.0, randaugment: RandAugment | None = None):
-        self.shift, self.noise, self.randaugment = shift, noise, randaugment
-
-    @classmethod
-    def from_config(cls, cfg: Any, scaling: tuple[float, float]) -> BatchAugment:
-        """From ``data.augment`` (mixing is :class:`Mixer`'s) and the dataset's scaling."""
-        ra = RandAugment(cfg.randaugment.n, cfg.randaugment.m, scaling) if cfg.randaugment is not None else None
-        return cls(cfg.shift, cfg.noise, ra)
+    def __init__(self, p: float, mask: float, ids: TokenIds):
+        if mask > 0 and ids.mask is None:
+            raise KdforgeError("data.augment.tokens.mask: this tokenizer has no mask token; set mask: 0")
+        self.p, self.mask, self.ids = p, mask, ids
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        ids = x[:, 0] if x.dim() == 3 else x
+        free = ~torch.isin(ids, torch.tensor(self.ids.special, device=ids.device))
+        change = free & (torch.rand(ids.shape, device=ids.device) < self.p)
+        # positions drawn among the batch's free ones (the epsilon keeps a batch with none valid: nothing changes)
+        drawn = torch.multinomial(free.flatten().float() + 1e-12, ids.numel(), replacement=True)
+        changed = ids.flatten()[drawn].view_as(ids)
+        if self.mask > 0:
+            masked = torch.rand(ids.shape, device=ids.device) < self.mask
+            changed = torch.where(masked, torch.full_like(ids, self.ids.mask or 0), changed)
+        out = torch.where(change, changed, ids)
+        return torch.stack([out, x[:, 1]], 1) if x.dim() == 3 else out
+
+
+class BatchAugment:
+    """Token changes (rows of token ids), or RandAugment (optional), random shift, then additive Gaussian noise
+    (std ``noise``, in standardised units)."""
+
+    def __init__(
+        self,
+        shift: int = 0,
+        noise: float = 0.0,
+        randaugment: RandAugment | None = None,
+        tokens: TokenAugment | None = None,
+    ):
+        self.shift, self.noise, self.randaugment, self.tokens = shift, noise, randaugment, tokens
+
+    @classmethod
+    def from_config(cls, cfg: Any, scaling: tuple[float, float], token_ids: TokenIds | None = None) -> BatchAugment:
+        """From ``data.augment`` (mixing is :class:`Mixer`'s), the dataset's scaling and, for rows of token ids,
+        its tokenizer's special ids."""
+        ra = RandAugment(cfg.randaugment.n, cfg.randaugment.m, scaling) if cfg.randaugment is not None else None
+        tokens = None
+        if cfg.tokens is not None:
+            if token_ids is None:
+                raise KdforgeError(
+                    "data.augment.tokens changes token ids; this dataset's inputs are not rows of token ids "
+                    "(text_classification, package_docstrings and token_classification give them)"
+                )
+            tokens = TokenAugment(cfg.tokens.p, cfg.tokens.mask, token_ids)
+        return cls(cfg.shift, cfg.noise, ra, tokens)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.tokens is not None:
+            return self.tokens(x)
         if self.randaugment is not None:
             x = self.randaugment(x)
         x = random_shift(x, self.shift)
@@ -91,7 +135,7 @@ class BatchAugment:
         return x
 
     def __bool__(self) -> bool:
-        return self.shift > 0 or self.noise > 0 or self.randaugment is not None
+        return self.shift > 0 or self.noise > 0 or self.randaugment is not None or self.tokens is not None
 
 
 class Mixer:

@@ -110,6 +110,15 @@ def in_memory(split: AnySplit, needs: str) -> Split:
     return split
 
 
+@dataclass(frozen=True)
+class TokenIds:
+    """What token augmentation needs of a tokenizer: the ids it must never change (padding, [CLS], [SEP] and
+    the other special tokens) and its mask token's id (None: it has none)."""
+
+    special: tuple[int, ...]
+    mask: int | None
+
+
 @dataclass
 class DataBundle:
     """Train/val/test splits of one dataset, and the shapes models are built from."""
@@ -132,6 +141,7 @@ class DataBundle:
     unlabelled: Split | None = None
     labelled: int | None = None  # after with_unlabelled(): the training samples before the unlabelled ones
     class_names: list[str] | None = None  # each class's name, by index, where the data names them
+    token_ids: TokenIds | None = None  # inputs that are rows of token ids: their tokenizer's special ids
 
     @property
     def task(self) -> str:

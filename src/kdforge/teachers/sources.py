@@ -168,6 +168,8 @@ def teacher_cache_key(recipe: Recipe, cfg: TeacherConfig) -> str:
     optim = recipe.optim.model_dump(mode="json")
     if teacher.get(fit_key):  # the learning rate the fit uses: its own, else the recipe's
         optim["lr"] = teacher[fit_key].pop("lr") or optim["lr"]
+        # the data it fits on counts as resolved below: the same data, however its keys are spelled, is one teacher
+        teacher[fit_key].pop("data", None)
     parts = {
         "teacher": teacher,
         # a dataset's unlabelled_* options only add inputs the teacher never trains on (DataBundle.unlabelled)

@@ -2,6 +2,7 @@
 and tagged words tokenized once and padded per batch, the ``hf_encoder`` student (from a folder, a config, the
 teacher's blocks), a whole run, its Hugging Face export, and bad input."""
 
+import functools
 import json
 import math
 
@@ -12,6 +13,7 @@ from transformers import AutoModelForSequenceClassification
 
 from datafiles import write_bert, write_wordpiece
 from kdforge import Recipe, run
+from kdforge.callbacks import Callback
 from kdforge.data import build_dataset, make_loader
 from kdforge.data.bundle import PAD_TARGET
 from kdforge.errors import KdforgeError
@@ -392,3 +394,30 @@ def test_a_fine_tuned_hub_teacher_is_reused_by_the_next_run(models, tmp_path):
     again = run(Recipe.from_dict(raw))
     assert again.results["teacher"]["cached_from"] == str(first.run_dir / "teacher")
     assert again.results["teacher"]["test"] == first.results["teacher"]["test"]
+    # changed tokens for the distillation only: the teacher fitted on the data as it is is the same teacher
+    raw["data"]["augment"] = {"tokens": {"p": 0.3}}
+    raw["teacher"]["finetune"]["data"] = {"augment": {}}
+    seen = DistilledInputs()
+    changed = run(Recipe.from_dict(raw), callbacks=[seen])
+    assert changed.results["teacher"]["cached_from"] == str(first.run_dir / "teacher")
+    assert len(seen.rows["student"]) == 5 and all(map(torch.equal, seen.rows["teacher"], seen.rows["student"]))
+    stored = {tuple(row) for row in build_dataset(**data).train.x.tolist()}
+    shown = [tuple(row) for batch in seen.rows["student"] for row in batch.tolist()]
+    assert 0 < sum(row not in stored for row in shown) < len(shown) and len(shown) == 77
+
+
+class DistilledInputs(Callback):
+    """The batches the teacher and the student read in the distillation's training steps (not its validation)."""
+
+    def __init__(self):
+        self.rows: dict[str, list[torch.Tensor]] = {"teacher": [], "student": []}
+
+    def on_fit_start(self, trainer):
+        if trainer.stage == "distill":
+            student = trainer.distiller.student
+            for role, model in (("student", student), ("teacher", trainer.distiller.teacher.module)):
+                model.register_forward_pre_hook(functools.partial(self.record, role, student))
+
+    def record(self, role, student, module, args):
+        if student.training:
+            self.rows[role].append(args[0].clone())

@@ -22,7 +22,7 @@ import torch
 from pydantic import NonNegativeInt, PositiveInt
 
 from kdforge.data._docstrings import cache_folder, docstring_groups
-from kdforge.data.bundle import PAD_TARGET, SPLIT_NAMES, DataBundle, Split, split_rows
+from kdforge.data.bundle import PAD_TARGET, SPLIT_NAMES, DataBundle, Split, TokenIds, split_rows
 from kdforge.data.hf import labelled_splits, table_splits
 from kdforge.data.hf_tables import HubDataset
 from kdforge.data.text import clean_sentences, load_tokenizer
@@ -39,6 +39,11 @@ def encoder_tokenizer(name: str, dataset: str) -> Any:
     if tok.pad_token_id is None:
         raise KdforgeError(f"{dataset}: tokenizer '{name}' has no padding token; give one that pads (BERT-style)")
     return tok
+
+
+def special_ids(tok: Any) -> TokenIds:
+    """The ids token augmentation leaves alone (padding among them) and the mask token's."""
+    return TokenIds(tuple(sorted({*tok.all_special_ids, tok.pad_token_id})), tok.mask_token_id)
 
 
 def columns_present(table: Any, wanted: dict[str, str | None], dataset: str, path: str, split: str) -> None:
@@ -188,6 +193,7 @@ def text_classification(
         decode=decode,
         class_names=None if regression else found.names,
         unlabelled=splits.get("unlabelled"),
+        token_ids=special_ids(tok),
     )
 
 
@@ -270,6 +276,7 @@ def token_classification(
         kind="token_classification",
         decode=lambda rows: tok.batch_decode(rows.cpu(), skip_special_tokens=True),
         class_names=tag_names,
+        token_ids=special_ids(tok),
     )
 
 
