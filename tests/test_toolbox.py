@@ -329,6 +329,8 @@ def test_token_changes_spare_padding_and_special_tokens_mask_their_share_and_dra
     assert not (TokenAugment(0.3, 0.0, ids)(rows) == 3).any()
     everything = TokenAugment(1.0, 1.0, ids)(rows)
     assert (everything[words] == 3).all() and torch.equal(everything[spared], rows[spared])
+    only_special = torch.tensor([[1, 2, 0, 0], [1, 2, 0, 0]])
+    assert torch.equal(TokenAugment(1.0, 0.0, ids)(only_special), only_special)  # nothing to draw from or change
 
 
 def test_token_changes_leave_a_pairs_segments_alone_and_need_a_mask_token_to_mask():

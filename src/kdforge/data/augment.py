@@ -86,8 +86,9 @@ class TokenAugment:
         ids = x[:, 0] if x.dim() == 3 else x
         free = ~torch.isin(ids, torch.tensor(self.ids.special, device=ids.device))
         change = free & (torch.rand(ids.shape, device=ids.device) < self.p)
-        # positions drawn among the batch's free ones (the epsilon keeps a batch with none valid: nothing changes)
-        drawn = torch.multinomial(free.flatten().float() + 1e-12, ids.numel(), replacement=True)
+        # positions drawn among the batch's free ones; a batch with none changes nothing, so any draw will do there
+        weights = torch.where(free.any(), free.flatten().float(), 1.0)
+        drawn = torch.multinomial(weights, ids.numel(), replacement=True)
         changed = ids.flatten()[drawn].view_as(ids)
         if self.mask > 0:
             masked = torch.rand(ids.shape, device=ids.device) < self.mask
