@@ -16,7 +16,9 @@ from the first step, and in TinyBERT's order, as the recipe ships: those layers 
 predictions (its ``stages``). With ``--ways transfer``, also TinyBERT's order with a transfer set: every sentence of
 the 12 libraries beyond the labelled ones (1,224), without its label, that only the distilled student learns from
 (``data.unlabelled_per_package``); its gain is over the student alone for as many optimiser steps, which that run
-also trains.
+also trains. With ``--ways tokens``, logit KD on changed tokens: in each training row 30 % of the tokens change (half to
+[MASK], half to a token drawn from the batch, ``data.augment.tokens``), teacher and student reading the same changed
+row, the teacher fine-tuned on the rows as they are; its gain is over the student alone on the same changed rows.
 Test accuracy and macro F1 (epoch chosen on validation), seeds 0-2, the share of the teacher's accuracy each keeps,
 the gain of each distilled student over the same student alone (paired by seed), size, and latency: ms a sentence
 at batch 1 on one thread, the teacher and the students timed side by side in this process once the runs are done
@@ -24,7 +26,8 @@ at batch 1 on one thread, the teacher and the students timed side by side in thi
 teacher is fine-tuned once and reused by the other runs of that seed; given the ``--runs`` folder of a stopped
 benchmark, it goes on there (a stopped run from its last checkpoint).
 
-    uv run python benchmarks/encoders.py [--seeds 0 1 2] [--students 3 2 1 narrow] [--ways kd layers stages]
+    uv run python benchmarks/encoders.py [--seeds 0 1 2] [--students 3 2 1 narrow] [--ways kd layers stages
+        transfer tokens]
         [--workers 2] [--runs DIR]
 
 Writes benchmarks/results/encoders.json and .md (other seeds, students or ways: encoders_<seeds>_<students>_<ways>.json
@@ -52,11 +55,13 @@ STUDENTS = {
     "1 block": {"layers": [0]},
     "narrow": {"layers": [0, 2, 4], "shrink": {"hidden_size": 192, "intermediate_size": 768, "num_attention_heads": 6}},
 }
-# the ways a student is distilled, by their --ways key; the logits' run also trains the student alone, and the
-# transfer set's run the student alone for as many optimiser steps
+# the ways a student is distilled, by their --ways key; the logits' run also trains the student alone, the
+# transfer set's run the student alone for as many optimiser steps, the changed tokens' run the student alone on them
 WAYS = {"kd": "KD (logits)", "layers": "KD + intermediate layers", "stages": "intermediate layers, then KD",
-        "transfer": "intermediate layers, then KD, + unlabelled sentences"}  # fmt: skip
-ALONE = {WAYS["kd"]: "alone", WAYS["transfer"]: "alone, as many steps"}  # the baseline each way's run trains
+        "transfer": "intermediate layers, then KD, + unlabelled sentences",
+        "tokens": "KD (logits), changed tokens"}  # fmt: skip
+ALONE = {WAYS["kd"]: "alone", WAYS["transfer"]: "alone, as many steps", WAYS["tokens"]: "alone, changed tokens"}
+TOKENS = {"p": 0.3, "mask": 0.5}  # data.augment.tokens of the changed tokens' way
 TRANSFER = 1000  # unlabelled sentences per library (data.unlabelled_per_package): every one beyond the labelled
 DEFAULT_WAYS = ["kd", "layers", "stages"]
 
@@ -70,12 +75,15 @@ def recipe(student: str, way: str, seed: int, runs: str) -> dict:
     if "layers" in model:
         model["path"] = raw["student"]["model"]["path"]
     raw["student"]["model"] = model
-    if way == WAYS["kd"]:
+    if way in (WAYS["kd"], WAYS["tokens"]):
         raw["losses"] = [term for term in raw["losses"] if term["name"] in ("ce", "kd")]
     if way not in (WAYS["stages"], WAYS["transfer"]):
         del raw["stages"]
     if way == WAYS["transfer"]:
         raw["data"]["unlabelled_per_package"] = TRANSFER
+    if way == WAYS["tokens"]:  # the teacher is fine-tuned on the data as it is, as the other ways' is
+        raw["data"]["augment"] = {"tokens": TOKENS}
+        raw["teacher"]["finetune"]["data"] = {"augment": {}}
     raw["train"] = {**raw.get("train", {}), "baseline": way in ALONE}
     return {**raw, "seed": seed, "log": {"dir": runs, "progress": False}}
 
@@ -97,7 +105,7 @@ def measure(args: argparse.Namespace) -> dict:
     runs = args.runs or tempfile.mkdtemp(prefix="kdforge-encoders-")
     ways = [WAYS[key] for key in WAYS if key == "kd" or key in args.ways]
     jobs = [(s, w, seed, f"{runs}/seed{seed}") for seed in args.seeds for s in args.students for w in ways]
-    rows = [name for way in ways for name in ((ALONE[way], way) if way == WAYS["transfer"] else (way,))]
+    rows = [name for way in ways for name in ((ALONE[way], way) if way in ALONE and way != WAYS["kd"] else (way,))]
     out: dict = {"recipe": str(RECIPE.relative_to(RECIPE.parents[3])), "seeds": args.seeds, "ways": rows,
                  "students": {s: {} for s in args.students}}  # fmt: skip
     started, run_minutes = time.perf_counter(), 0.0
@@ -182,7 +190,7 @@ def markdown(out: dict) -> str:
             runs = [cell[way][s] for s in seeds]
             acc = [100 * r["test"] for r in runs]
             kept = statistics.mean(a / t for a, t in zip(acc, teacher))
-            base = ALONE[WAYS["transfer"]] if way == WAYS["transfer"] else "alone"  # a transfer set's: as many steps
+            base = ALONE.get(way, "alone")  # a transfer set's: as many steps; changed tokens': on them too
             alone = [100 * cell[base][s]["test"] for s in seeds]
             gain = "" if way == "alone" else paired_gain([a - b for a, b in zip(acc, alone)])
             lines.append(
@@ -209,7 +217,8 @@ def main() -> None:
         help="how the students are distilled: kd (logits; its run trains the student alone too, so it always runs), "
         "layers (KD + intermediate layers), stages (intermediate layers, then KD), transfer (stages, with the "
         "library sentences beyond the labelled ones as unlabelled text that only the distilled student learns from; "
-        "its run also trains the student alone for as many optimiser steps)",
+        "its run also trains the student alone for as many optimiser steps), tokens (logit KD on rows with 30 %% of "
+        "their tokens changed each step; its run also trains the student alone on them)",
     )  # fmt: skip
     parser.add_argument("--workers", type=int, default=2, help="runs at once, one thread each")
     parser.add_argument(
