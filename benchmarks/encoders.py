@@ -167,7 +167,7 @@ def latencies(runs: str, seed: int, students: list[str], rounds: int = 7) -> dic
 def markdown(out: dict) -> str:
     seeds = [str(s) for s in out["seeds"]]
     teacher = [100 * out["teacher"]["test"][s] for s in seeds]
-    transfer = WAYS["transfer"] in out["ways"]
+    transfer, tokens = WAYS["transfer"] in out["ways"], WAYS["tokens"] in out["ways"]
     lines = [
         f"# Encoder distillation: MiniLM-L6 fine-tuned on package_docstrings (seeds {out['seeds']})",
         "",
@@ -176,6 +176,7 @@ def markdown(out: dict) -> str:
         "(epoch chosen on validation); kept: the share of the teacher's accuracy; gain: over the same student alone, "
         "paired by seed, mean ± std of the differences (and its standard error, std / √seeds"
         + ("; with unlabelled sentences, over the student alone for as many optimiser steps" if transfer else "")
+        + ("; on changed tokens, over the student alone on the same changed rows" if tokens else "")
         + "). Latency: batch 1, "
         f"one thread, a {out['latency']['tokens']}-token test sentence (the median "
         f"length), the teacher and the students timed side by side ({out['latency']['rounds']} rounds); speed-up: the "
