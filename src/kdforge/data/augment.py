@@ -120,7 +120,8 @@ class BatchAugment:
             if token_ids is None:
                 raise KdforgeError(
                     "data.augment.tokens changes token ids; this dataset's inputs are not rows of token ids "
-                    "(text_classification, package_docstrings and token_classification give them)"
+                    "(text_classification, package_docstrings and token_classification give them): drop "
+                    "data.augment.tokens"
                 )
             tokens = TokenAugment(cfg.tokens.p, cfg.tokens.mask, token_ids)
         return cls(cfg.shift, cfg.noise, ra, tokens)
