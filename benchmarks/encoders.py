@@ -19,6 +19,8 @@ the 12 libraries beyond the labelled ones (1,224), without its label, that only 
 also trains. With ``--ways tokens``, logit KD on changed tokens: in each training row 30 % of the tokens change (half to
 [MASK], half to a token drawn from the batch, ``data.augment.tokens``), teacher and student reading the same changed
 row, the teacher fine-tuned on the rows as they are; its gain is over the student alone on the same changed rows.
+With ``--ways tokens_teacher``, the same with a teacher fine-tuned on such changed rows too (its own fit, once a seed),
+so that it has learnt to label them.
 Test accuracy and macro F1 (epoch chosen on validation), seeds 0-2, the share of the teacher's accuracy each keeps,
 the gain of each distilled student over the same student alone (paired by seed), size, and latency: ms a sentence
 at batch 1 on one thread, the teacher and the students timed side by side in this process once the runs are done
@@ -27,7 +29,7 @@ teacher is fine-tuned once and reused by the other runs of that seed; given the 
 benchmark, it goes on there (a stopped run from its last checkpoint).
 
     uv run python benchmarks/encoders.py [--seeds 0 1 2] [--students 3 2 1 narrow] [--ways kd layers stages
-        transfer tokens]
+        transfer tokens tokens_teacher]
         [--workers 2] [--runs DIR]
 
 Writes benchmarks/results/encoders.json and .md (other seeds, students or ways: encoders_<seeds>_<students>_<ways>.json
@@ -59,8 +61,11 @@ STUDENTS = {
 # transfer set's run the student alone for as many optimiser steps, the changed tokens' run the student alone on them
 WAYS = {"kd": "KD (logits)", "layers": "KD + intermediate layers", "stages": "intermediate layers, then KD",
         "transfer": "intermediate layers, then KD, + unlabelled sentences",
-        "tokens": "KD (logits), changed tokens"}  # fmt: skip
-ALONE = {WAYS["kd"]: "alone", WAYS["transfer"]: "alone, as many steps", WAYS["tokens"]: "alone, changed tokens"}
+        "tokens": "KD (logits), changed tokens",
+        "tokens_teacher": "KD (logits), changed tokens, teacher fit on them"}  # fmt: skip
+ALONE = {WAYS["kd"]: "alone", WAYS["transfer"]: "alone, as many steps", WAYS["tokens"]: "alone, changed tokens",
+         WAYS["tokens_teacher"]: "alone, changed tokens"}  # fmt: skip
+OWN_TEACHER = {WAYS["tokens_teacher"]: "teacher, fit on changed tokens"}  # ways whose teacher is not the others' one
 TOKENS = {"p": 0.3, "mask": 0.5}  # data.augment.tokens of the changed tokens' way
 TRANSFER = 1000  # unlabelled sentences per library (data.unlabelled_per_package): every one beyond the labelled
 DEFAULT_WAYS = ["kd", "layers", "stages"]
@@ -75,14 +80,15 @@ def recipe(student: str, way: str, seed: int, runs: str) -> dict:
     if "layers" in model:
         model["path"] = raw["student"]["model"]["path"]
     raw["student"]["model"] = model
-    if way in (WAYS["kd"], WAYS["tokens"]):
+    if way in (WAYS["kd"], WAYS["tokens"], WAYS["tokens_teacher"]):
         raw["losses"] = [term for term in raw["losses"] if term["name"] in ("ce", "kd")]
     if way not in (WAYS["stages"], WAYS["transfer"]):
         del raw["stages"]
     if way == WAYS["transfer"]:
         raw["data"]["unlabelled_per_package"] = TRANSFER
-    if way == WAYS["tokens"]:  # the teacher is fine-tuned on the data as it is, as the other ways' is
+    if way in (WAYS["tokens"], WAYS["tokens_teacher"]):
         raw["data"]["augment"] = {"tokens": TOKENS}
+    if way == WAYS["tokens"]:  # the teacher is fine-tuned on the data as it is, as the other ways' is
         raw["teacher"]["finetune"]["data"] = {"augment": {}}
     raw["train"] = {**raw.get("train", {}), "baseline": way in ALONE}
     return {**raw, "seed": seed, "log": {"dir": runs, "progress": False}}
@@ -106,15 +112,17 @@ def measure(args: argparse.Namespace) -> dict:
     ways = [WAYS[key] for key in WAYS if key == "kd" or key in args.ways]
     jobs = [(s, w, seed, f"{runs}/seed{seed}") for seed in args.seeds for s in args.students for w in ways]
     rows = [name for way in ways for name in ((ALONE[way], way) if way in ALONE and way != WAYS["kd"] else (way,))]
+    rows = list(dict.fromkeys(rows))  # two ways on changed tokens share their student alone
     out: dict = {"recipe": str(RECIPE.relative_to(RECIPE.parents[3])), "seeds": args.seeds, "ways": rows,
                  "students": {s: {} for s in args.students}}  # fmt: skip
     started, run_minutes = time.perf_counter(), 0.0
-    with worker_pool(args.workers, one_thread=True) as pool:  # each seed's first run fine-tunes its teacher
-        for (student, way, seed, _), found in teacher_first(pool, one_run, jobs, key=lambda job: job[2]):
+    with worker_pool(args.workers, one_thread=True) as pool:  # each seed's first run fine-tunes its teacher(s)
+        for (student, way, seed, _), found in teacher_first(pool, one_run, jobs, key=teacher_of):
             run_minutes += found["minutes"]
             cell = out["students"][student]
-            out["teacher"] = out.get("teacher") or {"params": found["teacher"]["params"], "test": {}}
-            out["teacher"]["test"][str(seed)] = found["teacher"]["test"]
+            teacher = OWN_TEACHER.get(way, "teacher")
+            out[teacher] = out.get(teacher) or {"params": found["teacher"]["params"], "test": {}}
+            out[teacher]["test"][str(seed)] = found["teacher"]["test"]
             for name, role in ((way, "student"), (ALONE.get(way), "student_alone")):
                 if role in found:
                     cell.setdefault(name, {})[str(seed)] = found[role]
@@ -125,6 +133,11 @@ def measure(args: argparse.Namespace) -> dict:
     out["minutes"] = round((time.perf_counter() - started) / 60, 1)  # this command's; resumed runs took none of it
     out["run_minutes"] = round(run_minutes, 1)  # the runs' own, one thread each, resumed ones included
     return out
+
+
+def teacher_of(job: tuple) -> tuple:
+    """What a job's teacher is: its seed's, fine-tuned on the rows as they are or by its way's own fit."""
+    return job[2], OWN_TEACHER.get(job[1], "teacher")
 
 
 def latencies(runs: str, seed: int, students: list[str], rounds: int = 7) -> dict:
@@ -167,13 +180,20 @@ def latencies(runs: str, seed: int, students: list[str], rounds: int = 7) -> dic
 def markdown(out: dict) -> str:
     seeds = [str(s) for s in out["seeds"]]
     teacher = [100 * out["teacher"]["test"][s] for s in seeds]
-    transfer, tokens = WAYS["transfer"] in out["ways"], WAYS["tokens"] in out["ways"]
+    transfer = WAYS["transfer"] in out["ways"]
+    tokens = WAYS["tokens"] in out["ways"] or WAYS["tokens_teacher"] in out["ways"]
+    own = "".join(
+        f"; {name}: {mean_std([100 * out[name]['test'][s] for s in seeds])} %" for name in OWN_TEACHER.values()
+        if name in out
+    )  # fmt: skip
     lines = [
         f"# Encoder distillation: MiniLM-L6 fine-tuned on package_docstrings (seeds {out['seeds']})",
         "",
         f"Recipe `{out['recipe']}`; teacher {mean_std(teacher)} % test accuracy, {out['teacher']['params']:,} params, "
-        f"{out['latency']['teacher']['ms']:.1f} ms a sentence. Test accuracy (%) and macro F1, mean ± std over seeds "
-        "(epoch chosen on validation); kept: the share of the teacher's accuracy; gain: over the same student alone, "
+        f"{out['latency']['teacher']['ms']:.1f} ms a sentence{own}. Test accuracy (%) and macro F1, mean ± std over "
+        "seeds (epoch chosen on validation); kept: the share of the teacher's accuracy"
+        + (" (the teacher fine-tuned on the rows as they are, for every row)" if own else "")
+        + "; gain: over the same student alone, "
         "paired by seed, mean ± std of the differences (and its standard error, std / √seeds"
         + ("; with unlabelled sentences, over the student alone for as many optimiser steps" if transfer else "")
         + ("; on changed tokens, over the student alone on the same changed rows" if tokens else "")
@@ -219,7 +239,8 @@ def main() -> None:
         "layers (KD + intermediate layers), stages (intermediate layers, then KD), transfer (stages, with the "
         "library sentences beyond the labelled ones as unlabelled text that only the distilled student learns from; "
         "its run also trains the student alone for as many optimiser steps), tokens (logit KD on rows with 30 %% of "
-        "their tokens changed each step; its run also trains the student alone on them)",
+        "their tokens changed each step; its run also trains the student alone on them), tokens_teacher (the same, "
+        "the teacher fine-tuned on such changed rows too)",
     )  # fmt: skip
     parser.add_argument("--workers", type=int, default=2, help="runs at once, one thread each")
     parser.add_argument(
