@@ -20,7 +20,8 @@ also trains. With ``--ways tokens``, logit KD on changed tokens: in each trainin
 [MASK], half to a token drawn from the batch, ``data.augment.tokens``), teacher and student reading the same changed
 row, the teacher fine-tuned on the rows as they are; its gain is over the student alone on the same changed rows.
 With ``--ways tokens_teacher``, the same with a teacher fine-tuned on such changed rows too (its own fit, once a seed),
-so that it has learnt to label them.
+so that it has learnt to label them. With either, each seed's teacher is also asked about the rows they train on:
+its validation accuracy on the rows as they are and with their tokens changed as a training row's are.
 Test accuracy and macro F1 (epoch chosen on validation), seeds 0-2, the share of the teacher's accuracy each keeps,
 the gain of each distilled student over the same student alone (paired by seed), size, and latency: ms a sentence
 at batch 1 on one thread, the teacher and the students timed side by side in this process once the runs are done
@@ -45,6 +46,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -130,9 +132,68 @@ def measure(args: argparse.Namespace) -> dict:
                   + (f", alone {100 * found['student_alone']['test']:.2f}" if "student_alone" in found else ""),
                   flush=True)  # fmt: skip
     out["latency"] = latencies(runs, args.seeds[0], args.students)
+    if {WAYS["tokens"], WAYS["tokens_teacher"]} & set(ways):
+        out["teachers_on_changed_rows"] = teachers_on_changed_rows(runs, args.seeds, ways)
     out["minutes"] = round((time.perf_counter() - started) / 60, 1)  # this command's; resumed runs took none of it
     out["run_minutes"] = round(run_minutes, 1)  # the runs' own, one thread each, resumed ones included
     return out
+
+
+def teachers_on_changed_rows(runs: str, seeds: list[int], ways: list[str], draws: int = 5) -> dict:
+    """How well each seed's teacher labels the rows the changed tokens' ways ask it about: its accuracy on the
+    validation split as it is and with its tokens changed as those ways change a training row (in batches of the
+    recipe's size, each cut to its longest row; the mean of ``draws`` draws), one thread. The teachers are the
+    runs' own fits, read back from ``runs``."""
+    import torch
+
+    from kdforge.data.augment import TokenAugment
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    found: dict = {"draws": draws}
+    try:
+        for seed in seeds:
+            for way in [w for w in ways if w in (WAYS["tokens"], WAYS["tokens_teacher"])]:
+                teacher, data, size = fitted_teacher(way, seed, f"{runs}/seed{seed}")
+                val = data.val
+                batches = [(val.x[i : i + size], val.y[i : i + size]) for i in range(0, len(val.x), size)]
+                batches = [(x[:, : int((x != val.pad).sum(1).max())], y) for x, y in batches]
+                change = TokenAugment(TOKENS["p"], TOKENS["mask"], data.token_ids)
+                cell = found.setdefault(OWN_TEACHER.get(way, "teacher"), {"as they are": {}, "changed": {}})
+                cell["as they are"][str(seed)] = accuracy(teacher, batches)
+                changed = [accuracy(teacher, batches, change, 1000 * seed + draw) for draw in range(draws)]
+                cell["changed"][str(seed)] = statistics.mean(changed)
+    finally:
+        torch.set_num_threads(threads)
+    return found
+
+
+def fitted_teacher(way: str, seed: int, runs: str) -> tuple:
+    """The teacher the 1-block student of ``way`` and ``seed`` learnt from (its fit read back from ``runs``), the
+    data and the batch size."""
+    import safetensors.torch
+
+    import kdforge
+    from kdforge.data import recipe_data
+    from kdforge.teachers.sources import trained_teacher
+
+    shipped = kdforge.Recipe.from_dict(recipe("1 block", way, seed, runs))
+    data = recipe_data(shipped.data, seed)
+    teacher = kdforge.build_model("hf_encoder", input_shape=data.input_shape, num_classes=data.num_classes,
+                                  path=shipped.teacher.model.name)  # fmt: skip
+    fitted = Path(str(trained_teacher(shipped, shipped.teacher))) / "teacher.safetensors"
+    teacher.load_state_dict(safetensors.torch.load_file(fitted))
+    return teacher.eval(), data, shipped.data.batch_size
+
+
+def accuracy(model: Any, batches: list, change: Any = None, draw: int = 0) -> float:
+    """``model``'s accuracy on ``batches`` of (token ids, labels), each changed by ``change`` (seeded by ``draw``)."""
+    import torch
+
+    torch.manual_seed(draw)
+    with torch.no_grad():
+        right = sum(int((model(change(x) if change else x).argmax(1) == y).sum()) for x, y in batches)
+    return right / sum(len(y) for _, y in batches)
 
 
 def teacher_of(job: tuple) -> tuple:
@@ -218,6 +279,15 @@ def markdown(out: dict) -> str:
                 f"| {student} | {runs[0]['params']:,} | {speed['ms']:.1f} | {speed['speedup']:.2f}x | {way} | "
                 f"{mean_std(acc)} | {mean_std([r['f1_macro'] for r in runs], 3)} | {100 * kept:.0f}% | {gain} |"
             )
+    if "teachers_on_changed_rows" in out:
+        probe = out["teachers_on_changed_rows"]
+        lines += ["", f"Validation accuracy (%) of the teachers, on the rows as they are and with their tokens changed "
+                  f"as a training row's are (mean of {probe['draws']} draws), mean ± std over seeds:", "",
+                  "| teacher | rows as they are | changed rows |", "|---|---:|---:|"]  # fmt: skip
+        for name, cell in probe.items():
+            if name != "draws":
+                clean, changed = ([100 * cell[kind][s] for s in seeds] for kind in ("as they are", "changed"))
+                lines.append(f"| {name} | {mean_std(clean)} | {mean_std(changed)} |")
     return "\n".join(lines) + "\n"
 
 
