@@ -20,8 +20,10 @@ also trains. With ``--ways tokens``, logit KD on changed tokens: in each trainin
 [MASK], half to a token drawn from the batch, ``data.augment.tokens``), teacher and student reading the same changed
 row, the teacher fine-tuned on the rows as they are; its gain is over the student alone on the same changed rows.
 With ``--ways tokens_teacher``, the same with a teacher fine-tuned on such changed rows too (its own fit, once a seed),
-so that it has learnt to label them. With either, each seed's teacher is also asked about the rows they train on:
-its validation accuracy on the rows as they are and with their tokens changed as a training row's are.
+so that it has learnt to label them. With ``--ways noisy``, the changes are the student's alone (Noisy Student,
+``data.augment.tokens.teacher: original``): the teacher, fine-tuned on the rows as they are, reads each row as it is.
+With any of them, each seed's teacher is also asked about the rows they train on: its validation accuracy on the
+rows as they are and with their tokens changed as a training row's are.
 Test accuracy and macro F1 (epoch chosen on validation), seeds 0-2, the share of the teacher's accuracy each keeps,
 the gain of each distilled student over the same student alone (paired by seed), size, and latency: ms a sentence
 at batch 1 on one thread, the teacher and the students timed side by side in this process once the runs are done
@@ -30,7 +32,7 @@ teacher is fine-tuned once and reused by the other runs of that seed; given the 
 benchmark, it goes on there (a stopped run from its last checkpoint).
 
     uv run python benchmarks/encoders.py [--seeds 0 1 2] [--students 3 2 1 narrow] [--ways kd layers stages
-        transfer tokens tokens_teacher]
+        transfer tokens tokens_teacher noisy]
         [--workers 2] [--runs DIR]
 
 Writes benchmarks/results/encoders.json and .md (other seeds, students or ways: encoders_<seeds>_<students>_<ways>.json
@@ -64,9 +66,12 @@ STUDENTS = {
 WAYS = {"kd": "KD (logits)", "layers": "KD + intermediate layers", "stages": "intermediate layers, then KD",
         "transfer": "intermediate layers, then KD, + unlabelled sentences",
         "tokens": "KD (logits), changed tokens",
-        "tokens_teacher": "KD (logits), changed tokens, teacher fit on them"}  # fmt: skip
-ALONE = {WAYS["kd"]: "alone", WAYS["transfer"]: "alone, as many steps", WAYS["tokens"]: "alone, changed tokens",
-         WAYS["tokens_teacher"]: "alone, changed tokens"}  # fmt: skip
+        "tokens_teacher": "KD (logits), changed tokens, teacher fit on them",
+        "noisy": "KD (logits), changed tokens for the student only"}  # fmt: skip
+CHANGED = (WAYS["tokens"], WAYS["tokens_teacher"], WAYS["noisy"])  # the ways on changed tokens
+ALONE = {WAYS["kd"]: "alone", WAYS["transfer"]: "alone, as many steps"} | {
+    way: "alone, changed tokens" for way in CHANGED
+}
 OWN_TEACHER = {WAYS["tokens_teacher"]: "teacher, fit on changed tokens"}  # ways whose teacher is not the others' one
 TOKENS = {"p": 0.3, "mask": 0.5}  # data.augment.tokens of the changed tokens' way
 TRANSFER = 1000  # unlabelled sentences per library (data.unlabelled_per_package): every one beyond the labelled
@@ -82,14 +87,14 @@ def recipe(student: str, way: str, seed: int, runs: str) -> dict:
     if "layers" in model:
         model["path"] = raw["student"]["model"]["path"]
     raw["student"]["model"] = model
-    if way in (WAYS["kd"], WAYS["tokens"], WAYS["tokens_teacher"]):
+    if way == WAYS["kd"] or way in CHANGED:
         raw["losses"] = [term for term in raw["losses"] if term["name"] in ("ce", "kd")]
     if way not in (WAYS["stages"], WAYS["transfer"]):
         del raw["stages"]
     if way == WAYS["transfer"]:
         raw["data"]["unlabelled_per_package"] = TRANSFER
-    if way in (WAYS["tokens"], WAYS["tokens_teacher"]):
-        raw["data"]["augment"] = {"tokens": TOKENS}
+    if way in CHANGED:
+        raw["data"]["augment"] = {"tokens": TOKENS | ({"teacher": "original"} if way == WAYS["noisy"] else {})}
     if way == WAYS["tokens"]:  # the teacher is fine-tuned on the data as it is, as the other ways' is
         raw["teacher"]["finetune"]["data"] = {"augment": {}}
     raw["train"] = {**raw.get("train", {}), "baseline": way in ALONE}
@@ -132,7 +137,7 @@ def measure(args: argparse.Namespace) -> dict:
                   + (f", alone {100 * found['student_alone']['test']:.2f}" if "student_alone" in found else ""),
                   flush=True)  # fmt: skip
     out["latency"] = latencies(runs, args.seeds[0], args.students)
-    if {WAYS["tokens"], WAYS["tokens_teacher"]} & set(ways):
+    if set(CHANGED) & set(ways):
         out["teachers_on_changed_rows"] = teachers_on_changed_rows(runs, args.seeds, ways)
     out["minutes"] = round((time.perf_counter() - started) / 60, 1)  # this command's; resumed runs took none of it
     out["run_minutes"] = round(run_minutes, 1)  # the runs' own, one thread each, resumed ones included
@@ -153,7 +158,7 @@ def teachers_on_changed_rows(runs: str, seeds: list[int], ways: list[str], draws
     found: dict = {"draws": draws}
     try:
         for seed in seeds:
-            for way in [w for w in ways if w in (WAYS["tokens"], WAYS["tokens_teacher"])]:
+            for way in {OWN_TEACHER.get(w, "teacher"): w for w in ways if w in CHANGED}.values():  # one a teacher
                 teacher, data, size = fitted_teacher(way, seed, f"{runs}/seed{seed}")
                 val = data.val
                 batches = [(val.x[i : i + size], val.y[i : i + size]) for i in range(0, len(val.x), size)]
@@ -242,7 +247,7 @@ def markdown(out: dict) -> str:
     seeds = [str(s) for s in out["seeds"]]
     teacher = [100 * out["teacher"]["test"][s] for s in seeds]
     transfer = WAYS["transfer"] in out["ways"]
-    tokens = WAYS["tokens"] in out["ways"] or WAYS["tokens_teacher"] in out["ways"]
+    tokens = any(way in out["ways"] for way in CHANGED)
     own = "".join(
         f"; {name}: {mean_std([100 * out[name]['test'][s] for s in seeds])} %" for name in OWN_TEACHER.values()
         if name in out
@@ -310,7 +315,8 @@ def main() -> None:
         "library sentences beyond the labelled ones as unlabelled text that only the distilled student learns from; "
         "its run also trains the student alone for as many optimiser steps), tokens (logit KD on rows with 30 %% of "
         "their tokens changed each step; its run also trains the student alone on them), tokens_teacher (the same, "
-        "the teacher fine-tuned on such changed rows too)",
+        "the teacher fine-tuned on such changed rows too), noisy (the same changes for the student only: the teacher "
+        "reads the rows as they are)",
     )  # fmt: skip
     parser.add_argument("--workers", type=int, default=2, help="runs at once, one thread each")
     parser.add_argument(

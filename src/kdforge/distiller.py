@@ -155,10 +155,16 @@ class Distiller(nn.Module):
         self.to(example.device)
 
     def _forward_models(
-        self, x: torch.Tensor, index: torch.Tensor | None = None, epoch: int = 0, heads: bool = False
+        self,
+        x: torch.Tensor,
+        index: torch.Tensor | None = None,
+        epoch: int = 0,
+        heads: bool = False,
+        teacher_x: torch.Tensor | None = None,
     ) -> tuple[Any, Any, dict, dict]:
         """(student output, teacher output, tapped features of each). Outputs are logits, or with ``heads``
-        :class:`LMHead` from the models that can hand them, and a top-k teacher's :class:`TopK`."""
+        :class:`LMHead` from the models that can hand them, and a top-k teacher's :class:`TopK`. The teacher reads
+        ``teacher_x`` where given (the batch before the student's own changes), else ``x``."""
         self.student_tap.clear()
         teacher_module = self.teacher.module if heads and isinstance(self.teacher, Teacher) else None
         with handing_heads(self.student, teacher_module) if heads else contextlib.nullcontext():
@@ -170,7 +176,7 @@ class Distiller(nn.Module):
                 teacher_out, teacher_features = self.cache.lookup(index, x.device, epoch)
             elif self.uses_teacher and self.teacher is not None and self.teacher_tap is not None:
                 self.teacher_tap.clear()
-                teacher_out = self.teacher(x)
+                teacher_out = self.teacher(x if teacher_x is None else teacher_x)
                 teacher_features = self.teacher_tap.features
         return student_out, teacher_out, self.student_tap.features, teacher_features
 
@@ -187,15 +193,23 @@ class Distiller(nn.Module):
         return student_out, teacher_out, s_feats, t_feats
 
     def forward(
-        self, inputs: torch.Tensor, targets: torch.Tensor, clock: Clock | None = None, index: torch.Tensor | None = None
+        self,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        clock: Clock | None = None,
+        index: torch.Tensor | None = None,
+        teacher_inputs: torch.Tensor | None = None,
     ) -> StepOutput:
         """One step's loss. ``index``: the samples' positions in the training split, which a
-        cached teacher needs to look up its outputs."""
+        cached teacher needs to look up its outputs; ``teacher_inputs``: what the teacher reads in place of
+        ``inputs`` (the same rows before the student's own changes)."""
         clock = clock or Clock()
         if (self.cache is not None or self.reads_index) and index is None:
             reader = "a cached teacher" if self.cache is not None else "a term that keeps a memory per sample"
             raise KdforgeError(f"{reader} needs the samples' indices: use indexed training batches")
-        student_out, teacher_out, s_feats, t_feats = self._forward_models(inputs, index, clock.epoch, self.heads)
+        student_out, teacher_out, s_feats, t_feats = self._forward_models(
+            inputs, index, clock.epoch, self.heads, teacher_inputs
+        )
         real = None  # the unpadded positions, when some are padded
         if self.per_token:
             targets = targets.flatten()

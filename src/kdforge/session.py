@@ -24,7 +24,7 @@ from kdforge.config.teacher import TeacherConfig, TeacherTrainConfig
 from kdforge.config.training import StepsConfig
 from kdforge.curriculum import Curriculum
 from kdforge.data import DataBundle, example_inputs, make_loader, recipe_data
-from kdforge.data.augment import BatchAugment, Mixer
+from kdforge.data.augment import BatchAugment, Mixer, TokenAugment, student_only
 from kdforge.data.bundle import PER_TOKEN_TASKS, Split
 from kdforge.distiller import Distiller
 from kdforge.errors import KdforgeError, RunInterrupted, required
@@ -85,13 +85,24 @@ class Session:
         return made
 
     def training_batches(self, data: DataBundle, cfg: DataConfig) -> Any:
-        """Shuffled, augmented batches of ``data``'s training split (this process's share of each)."""
+        """Shuffled, augmented batches of ``data``'s training split (this process's share of each); token changes
+        that the student alone reads are not the batches' (:meth:`student_view`)."""
         augment = BatchAugment.from_config(cfg.augment, data.scaling, data.token_ids)
+        if student_only(cfg.augment):
+            augment.tokens = None
         loader = self.batches(
             data.train, cfg.batch_size, shuffle=True, seed=self.recipe.seed, transform=augment or None
         )
         loader.shard = self.shard
         return loader
+
+    def student_view(self) -> TokenAugment | None:
+        """The token changes that the student alone reads (``data.augment.tokens.teacher: original``): the teacher
+        reads each row as it is, the student the same row changed (made in the training step, after the batch)."""
+        augment = self.recipe.data.augment
+        if not student_only(augment):
+            return None
+        return BatchAugment.from_config(augment, self.data.scaling, self.data.token_ids).tokens
 
     def teacher_batches(self, fit: TeacherTrainConfig) -> tuple[Any, Any]:
         """The training and validation batches a teacher's fit learns from: the run's labelled ones, or those of
@@ -413,6 +424,7 @@ class Session:
             curriculum=curriculum,
             mixer=mixer,
             rewrite=rewrite,
+            student_view=self.student_view(),
             task=self.data.task,
             grad_stats_every=self.recipe.log.grad_stats_every,
             steering=steering(self.recipe, student, self.val),

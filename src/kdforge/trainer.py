@@ -66,6 +66,7 @@ class Trainer:
         curriculum: Curriculum | None = None,
         mixer: Mixer | None = None,
         rewrite: Callable[[torch.Tensor, torch.Tensor, Clock], tuple[torch.Tensor, torch.Tensor]] | None = None,
+        student_view: Callable[[torch.Tensor], torch.Tensor] | None = None,
         grad_stats_every: int | None = None,
         steering: Callable[[Trainer, torch.nn.Module, int], dict[str, Any]] | None = None,
         task: str | None = None,
@@ -80,6 +81,7 @@ class Trainer:
             mixer,
         )
         self.rewrite = rewrite  # a family's change to each training batch (e.g. sequences the student writes)
+        self.student_view = student_view  # a change to each batch that the student reads and the teacher does not
         self.task = task  # "embedding" makes evaluations compare similarities with the teacher's (see kdforge.evaluate)
         # may change the student at the end of an epoch (e.g. clause steering); what it returns joins the epoch's
         # record, but "restart_selection": true restarts the choice of the best weights there; its optional
@@ -213,11 +215,14 @@ class Trainer:
                 x, y = self.rewrite(x, y, clock)
             if self.mixer is not None:  # the teacher sees the mixed batch too: it runs inside the Distiller
                 x, y = self.mixer(x, y, clock)
+            seen: dict[str, torch.Tensor] = {}
+            if self.student_view is not None:  # the teacher reads the batch as it is
+                seen["teacher_inputs"], x = x, self.student_view(x)
             if self.casting:
                 with self.autocast():
-                    out = self.distiller(x, y, clock, *index)
+                    out = self.distiller(x, y, clock, *index, **seen)
             else:
-                out = self.distiller(x, y, clock, *index)
+                out = self.distiller(x, y, clock, *index, **seen)
             if self.mixer is not None:
                 out.logs.update(
                     {k: torch.tensor(v, device=out.loss.device) for k, v in self.mixer.scheduled(clock).items()}

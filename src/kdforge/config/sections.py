@@ -40,12 +40,18 @@ class RandAugmentConfig(Section):
 
 class TokensAugmentConfig(Section):
     """Change some tokens of each training row (rows of token ids: text datasets): teacher and student see the
-    same changed row, new inputs for the teacher to label (TinyBERT's augmented transfer set, drawn each step)."""
+    same changed row, new inputs for the teacher to label (TinyBERT's augmented transfer set, drawn each step), or
+    (``teacher: original``) the teacher reads the row as it is and the student learns its answer from the changed
+    one (Noisy Student)."""
 
     p: float = Field(gt=0, le=1, description="chance that a token (not padding, not a special token) is changed")
     mask: float = Field(
         0.5, ge=0, le=1, description="of the changed tokens, the share set to the mask token, the rest to a token "
         "drawn from the batch's own",
+    )  # fmt: skip
+    teacher: Literal["changed", "original"] = Field(
+        "changed", description="what the teacher reads: the same changed row as the student, or the row as it is "
+        "(its fit, too, reads the rows as they are)",
     )  # fmt: skip
 
 

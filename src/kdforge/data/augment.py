@@ -97,6 +97,12 @@ class TokenAugment:
         return torch.stack([out, x[:, 1]], 1) if x.dim() == 3 else out
 
 
+def student_only(cfg: Any) -> bool:
+    """Whether ``data.augment``'s token changes are the student's alone (``tokens.teacher: original``): the teacher
+    reads each row as it is."""
+    return cfg.tokens is not None and cfg.tokens.teacher == "original"
+
+
 class BatchAugment:
     """Token changes (rows of token ids), or RandAugment (optional), random shift, then additive Gaussian noise
     (std ``noise``, in standardised units)."""

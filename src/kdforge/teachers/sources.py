@@ -21,6 +21,7 @@ from torch import nn
 
 from kdforge import distributed
 from kdforge.config.recipe import teacher_data
+from kdforge.data.augment import student_only
 from kdforge.errors import KdforgeError, required
 from kdforge.export import load_model, load_state_strict, read_meta, read_state_dict, save_model
 from kdforge.files import load_safetensors, read_json, save_safetensors, write_atomic, write_json
@@ -170,12 +171,15 @@ def teacher_cache_key(recipe: Recipe, cfg: TeacherConfig) -> str:
         optim["lr"] = teacher[fit_key].pop("lr") or optim["lr"]
         # the data it fits on counts as resolved below: the same data, however its keys are spelled, is one teacher
         teacher[fit_key].pop("data", None)
+    data = teacher_data(recipe.data, getattr(cfg, fit_key))
+    if student_only(data.augment):  # token changes its fit never reads
+        data = data.model_copy(update={"augment": data.augment.model_copy(update={"tokens": None})})
     parts = {
         "teacher": teacher,
         # a dataset's unlabelled_* options only add inputs the teacher never trains on (DataBundle.unlabelled)
         "data": {
             k: v
-            for k, v in teacher_data(recipe.data, getattr(cfg, fit_key)).model_dump(mode="json").items()
+            for k, v in data.model_dump(mode="json").items()
             if not k.startswith("unlabelled") and k not in ("eval_batch_size", "workers")
         },
         "seed": recipe.seed,

@@ -400,10 +400,28 @@ def test_a_fine_tuned_hub_teacher_is_reused_by_the_next_run(models, tmp_path):
     seen = DistilledInputs()
     changed = run(Recipe.from_dict(raw), callbacks=[seen])
     assert changed.results["teacher"]["cached_from"] == str(first.run_dir / "teacher")
-    assert len(seen.rows["student"]) == 5 and all(map(torch.equal, seen.rows["teacher"], seen.rows["student"]))
-    stored = {tuple(row) for row in build_dataset(**data).train.x.tolist()}
-    shown = [tuple(row) for batch in seen.rows["student"] for row in batch.tolist()]
+    assert len(seen.rows["student"]) == len(seen.rows["teacher"]) == 5
+    assert all(map(torch.equal, seen.rows["teacher"], seen.rows["student"]))
+    train = build_dataset(**data).train
+    stored = {unpadded(row, train.pad) for row in train.x}
+    shown = [unpadded(row, train.pad) for batch in seen.rows["student"] for row in batch]
     assert 0 < sum(row not in stored for row in shown) < len(shown) and len(shown) == 77
+    # the student's changes alone (Noisy Student): the teacher, still the same one, reads the rows as they are
+    raw["data"]["augment"] = {"tokens": {"p": 0.3, "teacher": "original"}}
+    del raw["teacher"]["finetune"]["data"]
+    seen = DistilledInputs()
+    noisy = run(Recipe.from_dict(raw), callbacks=[seen])
+    assert noisy.results["teacher"]["cached_from"] == str(first.run_dir / "teacher")
+    read = {role: [unpadded(row, train.pad) for batch in seen.rows[role] for row in batch] for role in seen.rows}
+    assert len(read["teacher"]) == len(read["student"]) == 77 and all(row in stored for row in read["teacher"])
+    assert 0 < sum(row not in stored for row in read["student"]) < 77
+    kept = [torch.tensor(t) == torch.tensor(s) for t, s in zip(read["teacher"], read["student"])]
+    assert 0.5 < torch.cat(kept).float().mean() < 1  # the same rows, some of their tokens changed
+
+
+def unpadded(row, pad):
+    """A row of token ids without the padding after it (a batch is cut to its longest row, a split is not)."""
+    return tuple(row[: int((row != pad).sum())].tolist())
 
 
 class DistilledInputs(Callback):
@@ -415,8 +433,14 @@ class DistilledInputs(Callback):
     def on_fit_start(self, trainer):
         if trainer.stage == "distill":
             student = trainer.distiller.student
-            for role, model in (("student", student), ("teacher", trainer.distiller.teacher.module)):
+            self.hooks = [
                 model.register_forward_pre_hook(functools.partial(self.record, role, student))
+                for role, model in (("student", student), ("teacher", trainer.distiller.teacher.module))
+            ]
+
+    def on_fit_end(self, trainer, result):  # what is timed after the fit is no training step
+        for hook in getattr(self, "hooks", []):
+            hook.remove()
 
     def record(self, role, student, module, args):
         if student.training:
