@@ -174,19 +174,19 @@ def teachers_on_changed_rows(runs: str, seeds: list[int], ways: list[str], draws
 
 
 def fitted_teacher(way: str, seed: int, runs: str) -> tuple:
-    """The teacher the 1-block student of ``way`` and ``seed`` learnt from (its fit read back from ``runs``), the
-    data and the batch size."""
+    """The teacher the 1-block student of ``way`` and ``seed`` learnt from (the weights its finished run in ``runs``
+    kept), the data and the batch size."""
     import safetensors.torch
 
     import kdforge
     from kdforge.data import recipe_data
-    from kdforge.teachers.sources import trained_teacher
 
-    shipped = kdforge.Recipe.from_dict(recipe("1 block", way, seed, runs))
+    raw = recipe("1 block", way, seed, runs)
+    shipped = kdforge.Recipe.from_dict(raw)
     data = recipe_data(shipped.data, seed)
     teacher = kdforge.build_model("hf_encoder", input_shape=data.input_shape, num_classes=data.num_classes,
                                   path=shipped.teacher.model.name)  # fmt: skip
-    fitted = Path(str(trained_teacher(shipped, shipped.teacher))) / "teacher.safetensors"
+    fitted = run_quietly(raw, resume=True).run_dir / "teacher" / "teacher.safetensors"
     teacher.load_state_dict(safetensors.torch.load_file(fitted))
     return teacher.eval(), data, shipped.data.batch_size
 
