@@ -22,6 +22,9 @@ row, the teacher fine-tuned on the rows as they are; its gain is over the studen
 With ``--ways tokens_teacher``, the same with a teacher fine-tuned on such changed rows too (its own fit, once a seed),
 so that it has learnt to label them. With ``--ways noisy``, the changes are the student's alone (Noisy Student,
 ``data.augment.tokens.teacher: original``): the teacher, fine-tuned on the rows as they are, reads each row as it is.
+With ``--ways neighbours``, logit KD on rows with 30 % of their tokens changed to one of the 15 closest to each in the
+teacher's token-embedding table (TinyBERT's replacement by close words, ``data.augment.tokens.neighbours``), the
+teacher fine-tuned on the rows as they are; its gain is over the student alone on the same kind of changed rows.
 With any of them, each seed's teacher is also asked about the rows they train on: its validation accuracy on the
 rows as they are and with their tokens changed as a training row's are.
 Test accuracy and macro F1 (epoch chosen on validation), seeds 0-2, the share of the teacher's accuracy each keeps,
@@ -32,7 +35,7 @@ teacher is fine-tuned once and reused by the other runs of that seed; given the 
 benchmark, it goes on there (a stopped run from its last checkpoint).
 
     uv run python benchmarks/encoders.py [--seeds 0 1 2] [--students 3 2 1 narrow] [--ways kd layers stages
-        transfer tokens tokens_teacher noisy]
+        transfer tokens tokens_teacher noisy neighbours]
         [--workers 2] [--runs DIR]
 
 Writes benchmarks/results/encoders.json and .md (other seeds, students or ways: encoders_<seeds>_<students>_<ways>.json
@@ -67,13 +70,18 @@ WAYS = {"kd": "KD (logits)", "layers": "KD + intermediate layers", "stages": "in
         "transfer": "intermediate layers, then KD, + unlabelled sentences",
         "tokens": "KD (logits), changed tokens",
         "tokens_teacher": "KD (logits), changed tokens, teacher fit on them",
-        "noisy": "KD (logits), changed tokens for the student only"}  # fmt: skip
-CHANGED = (WAYS["tokens"], WAYS["tokens_teacher"], WAYS["noisy"])  # the ways on changed tokens
+        "noisy": "KD (logits), changed tokens for the student only",
+        "neighbours": "KD (logits), tokens changed to close ones"}  # fmt: skip
+TOKENS = {"p": 0.3, "mask": 0.5}  # data.augment.tokens of the changed tokens' ways
+CLOSE = {"p": 0.3, "mask": 0.0, "neighbours": 15}  # of the close tokens' way: TinyBERT's K 15, no mask
+# the ways on changed tokens, and how each changes a training row
+CHANGES = {WAYS["tokens"]: TOKENS, WAYS["tokens_teacher"]: TOKENS, WAYS["noisy"]: TOKENS | {"teacher": "original"},
+           WAYS["neighbours"]: CLOSE}  # fmt: skip
+CHANGED = tuple(CHANGES)
 ALONE = {WAYS["kd"]: "alone", WAYS["transfer"]: "alone, as many steps"} | {
-    way: "alone, changed tokens" for way in CHANGED
+    way: "alone, close tokens" if way == WAYS["neighbours"] else "alone, changed tokens" for way in CHANGED
 }
 OWN_TEACHER = {WAYS["tokens_teacher"]: "teacher, fit on changed tokens"}  # ways whose teacher is not the others' one
-TOKENS = {"p": 0.3, "mask": 0.5}  # data.augment.tokens of the changed tokens' way
 TRANSFER = 1000  # unlabelled sentences per library (data.unlabelled_per_package): every one beyond the labelled
 DEFAULT_WAYS = ["kd", "layers", "stages"]
 
@@ -94,8 +102,8 @@ def recipe(student: str, way: str, seed: int, runs: str) -> dict:
     if way == WAYS["transfer"]:
         raw["data"]["unlabelled_per_package"] = TRANSFER
     if way in CHANGED:
-        raw["data"]["augment"] = {"tokens": TOKENS | ({"teacher": "original"} if way == WAYS["noisy"] else {})}
-    if way == WAYS["tokens"]:  # the teacher is fine-tuned on the data as it is, as the other ways' is
+        raw["data"]["augment"] = {"tokens": CHANGES[way]}
+    if way in (WAYS["tokens"], WAYS["neighbours"]):  # the teacher is fine-tuned on the data as it is, as others' is
         raw["teacher"]["finetune"]["data"] = {"augment": {}}
     raw["train"] = {**raw.get("train", {}), "baseline": way in ALONE}
     return {**raw, "seed": seed, "log": {"dir": runs, "progress": False}}
@@ -151,26 +159,35 @@ def teachers_on_changed_rows(runs: str, seeds: list[int], ways: list[str], draws
     runs' own fits, read back from ``runs``."""
     import torch
 
-    from kdforge.data.augment import TokenAugment
+    from kdforge.data.augment import TokenAugment, closest_tokens, token_table
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     found: dict = {"draws": draws}
     try:
         for seed in seeds:
-            for way in {OWN_TEACHER.get(w, "teacher"): w for w in ways if w in CHANGED}.values():  # one a teacher
+            asked = {(OWN_TEACHER.get(w, "teacher"), changes_of(w)): w for w in ways if w in CHANGED}
+            for (name, changes), way in asked.items():  # one way a teacher and a kind of change
                 teacher, data, size = fitted_teacher(way, seed, f"{runs}/seed{seed}")
                 val = data.val
                 batches = [(val.x[i : i + size], val.y[i : i + size]) for i in range(0, len(val.x), size)]
                 batches = [(x[:, : int((x != val.pad).sum(1).max())], y) for x, y in batches]
-                change = TokenAugment(TOKENS["p"], TOKENS["mask"], data.token_ids)
-                cell = found.setdefault(OWN_TEACHER.get(way, "teacher"), {"as they are": {}, "changed": {}})
+                settings = CHANGES[way]
+                change = TokenAugment(settings["p"], settings["mask"], data.token_ids, settings.get("neighbours", 0))
+                if change.neighbours:
+                    change.close = closest_tokens(token_table(teacher), change.neighbours, data.token_ids.special)
+                cell = found.setdefault(name, {"as they are": {}})
                 cell["as they are"][str(seed)] = accuracy(teacher, batches)
                 changed = [accuracy(teacher, batches, change, 1000 * seed + draw) for draw in range(draws)]
-                cell["changed"][str(seed)] = statistics.mean(changed)
+                cell.setdefault(changes, {})[str(seed)] = statistics.mean(changed)
     finally:
         torch.set_num_threads(threads)
     return found
+
+
+def changes_of(way: str) -> str:
+    """How ``way`` changes the rows its teacher labels, as the probe's column names it."""
+    return "close tokens" if "neighbours" in CHANGES[way] else "changed"
 
 
 def fitted_teacher(way: str, seed: int, runs: str) -> tuple:
@@ -285,14 +302,20 @@ def markdown(out: dict) -> str:
                 f"{mean_std(acc)} | {mean_std([r['f1_macro'] for r in runs], 3)} | {100 * kept:.0f}% | {gain} |"
             )
     if "teachers_on_changed_rows" in out:
-        probe = out["teachers_on_changed_rows"]
+        probe = {name: cell for name, cell in out["teachers_on_changed_rows"].items() if name != "draws"}
+        kinds = {
+            "as they are": "rows as they are",
+            "changed": "changed rows",
+            "close tokens": "tokens changed to close ones",
+        }
+        kinds = {k: v for k, v in kinds.items() if any(k in cell for cell in probe.values())}
         lines += ["", f"Validation accuracy (%) of the teachers, on the rows as they are and with their tokens changed "
-                  f"as a training row's are (mean of {probe['draws']} draws), mean ± std over seeds:", "",
-                  "| teacher | rows as they are | changed rows |", "|---|---:|---:|"]  # fmt: skip
+                  f"as a training row's are (mean of {out['teachers_on_changed_rows']['draws']} draws), mean ± std "
+                  "over seeds:", "", "| teacher | " + " | ".join(kinds.values()) + " |",
+                  "|---|" + "---:|" * len(kinds)]  # fmt: skip
         for name, cell in probe.items():
-            if name != "draws":
-                clean, changed = ([100 * cell[kind][s] for s in seeds] for kind in ("as they are", "changed"))
-                lines.append(f"| {name} | {mean_std(clean)} | {mean_std(changed)} |")
+            shown = [mean_std([100 * cell[k][s] for s in seeds]) if k in cell else "" for k in kinds]
+            lines.append(f"| {name} | " + " | ".join(shown) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -316,7 +339,8 @@ def main() -> None:
         "its run also trains the student alone for as many optimiser steps), tokens (logit KD on rows with 30 %% of "
         "their tokens changed each step; its run also trains the student alone on them), tokens_teacher (the same, "
         "the teacher fine-tuned on such changed rows too), noisy (the same changes for the student only: the teacher "
-        "reads the rows as they are)",
+        "reads the rows as they are), neighbours (logit KD on rows with 30 %% of their tokens changed each step to one "
+        "of the 15 closest in the teacher's token-embedding table; its run also trains the student alone on them)",
     )  # fmt: skip
     parser.add_argument("--workers", type=int, default=2, help="runs at once, one thread each")
     parser.add_argument(

@@ -333,6 +333,62 @@ def test_token_changes_spare_padding_and_special_tokens_mask_their_share_and_dra
     assert torch.equal(TokenAugment(1.0, 0.0, ids)(only_special), only_special)  # nothing to draw from or change
 
 
+def test_close_tokens_are_each_tokens_nearest_by_cosine_and_changes_draw_from_them_alone():
+    from kdforge.data.augment import TokenAugment, closest_tokens, token_table
+    from kdforge.data.bundle import TokenIds
+    from kdforge.errors import KdforgeError
+
+    torch.manual_seed(0)
+    words = torch.nn.Embedding(110, 16)
+    model = torch.nn.Sequential(torch.nn.Embedding(40, 16), words, torch.nn.Embedding(2, 16))
+    table = words.weight.detach()
+    assert token_table(model) is words.weight  # the largest table: the vocabulary's, not positions' or segments'
+    special = (0, 1, 2, 3)
+    close = closest_tokens(token_table(model), 4, special, chunk=7)  # chunks that do not divide the vocabulary
+    by_hand = torch.tensor(
+        [
+            sorted((j for j in range(110) if j != i and j not in special), key=lambda j: -float(
+                torch.cosine_similarity(table[i], table[j], 0)
+            ))[:4]
+            for i in range(110)
+        ]
+    )  # fmt: skip
+    assert torch.equal(close, by_hand)
+    change = TokenAugment(0.3, 0.0, TokenIds(special=special, mask=3), neighbours=4)
+    rows = token_rows()
+    with pytest.raises(KdforgeError, match="the close tokens come from the teacher once it is ready"):
+        change(rows)
+    change.close = close
+    out = change(rows)
+    moved = out != rows
+    assert abs(moved.float().mean() / (~torch.isin(rows, torch.tensor(special))).float().mean() - 0.3) < 0.03
+    assert (close[rows[moved]] == out[moved, None]).any(1).all()  # one of the token's 4 closest, never itself
+    drawn = close[rows[moved]] == out[moved, None]
+    assert (drawn.float().mean(0) > 0.15).all()  # each of the 4 drawn about as often
+    with pytest.raises(KdforgeError, match="has no nn.Embedding"):
+        token_table(torch.nn.Linear(2, 2))
+    with pytest.raises(KdforgeError, match="108 close tokens asked of a vocabulary of 110 tokens"):
+        closest_tokens(words.weight, 108, special)
+
+
+def test_close_tokens_need_a_teacher_whose_own_fit_reads_no_rows_changed_that_way():
+    from kdforge import Recipe
+    from kdforge.errors import ConfigError
+
+    close = {"tokens": {"p": 0.3, "neighbours": 5}}
+    data = {"name": "text_classification", "path": "t.csv", "tokenizer": "tok", "augment": close}
+    raw = {"data": data, "student": {"model": {"name": "hf_encoder", "path": "s"}}, "losses": [{"name": "ce"}]}
+    with pytest.raises(ConfigError, match="it needs a teacher"):
+        Recipe.from_dict(raw)
+    raw["teacher"] = {"source": "hf", "model": {"name": "t"}, "finetune": {"epochs": 1}}
+    with pytest.raises(ConfigError, match=r"its own fit cannot read rows changed that way"):
+        Recipe.from_dict(raw)
+    Recipe.from_dict(raw, ["teacher.finetune.data={augment: {}}"])  # fit on the rows as they are
+    Recipe.from_dict(raw, ["data.augment.tokens.teacher=original"])  # the changes are the student's alone
+    del raw["teacher"]["finetune"]
+    Recipe.from_dict(raw)  # a teacher loaded as it is: nothing fits it
+
+
 def test_token_changes_leave_a_pairs_segments_alone_and_need_a_mask_token_to_mask():
     from kdforge.data.augment import BatchAugment, TokenAugment
     from kdforge.data.bundle import TokenIds

@@ -24,7 +24,7 @@ from kdforge.config.teacher import TeacherConfig, TeacherTrainConfig
 from kdforge.config.training import StepsConfig
 from kdforge.curriculum import Curriculum
 from kdforge.data import DataBundle, example_inputs, make_loader, recipe_data
-from kdforge.data.augment import BatchAugment, Mixer, TokenAugment, student_only
+from kdforge.data.augment import BatchAugment, Mixer, TokenAugment, closest_tokens, student_only, token_table
 from kdforge.data.bundle import PER_TOKEN_TASKS, Split
 from kdforge.distiller import Distiller
 from kdforge.errors import KdforgeError, RunInterrupted, required
@@ -59,6 +59,9 @@ class Session:
         self.memory_format = memory_format(recipe, self.data)
         self.made: list[Any] = []  # every batch source made here: closed with the session (their workers stop)
         self.shard = distributed.setup()  # (rank, world): this process's share of every global batch
+        # token changes made here, and the close tokens they draw from (tokens.neighbours), known with the teacher
+        self.token_changes: list[TokenAugment] = []
+        self.close_tokens: torch.Tensor | None = None
         # the teacher and the student alone learn from the labelled samples; the distilled student also from the
         # unlabelled ones, if the data has any (self.data then counts them in its training split)
         self.labelled = self.train = self.training_batches(self.data, recipe.data)
@@ -87,7 +90,7 @@ class Session:
     def training_batches(self, data: DataBundle, cfg: DataConfig) -> Any:
         """Shuffled, augmented batches of ``data``'s training split (this process's share of each); token changes
         that the student alone reads are not the batches' (:meth:`student_view`)."""
-        augment = BatchAugment.from_config(cfg.augment, data.scaling, data.token_ids)
+        augment = self.with_close_tokens(BatchAugment.from_config(cfg.augment, data.scaling, data.token_ids))
         if student_only(cfg.augment):
             augment.tokens = None
         loader = self.batches(
@@ -102,7 +105,25 @@ class Session:
         augment = self.recipe.data.augment
         if not student_only(augment):
             return None
-        return BatchAugment.from_config(augment, self.data.scaling, self.data.token_ids).tokens
+        return self.with_close_tokens(BatchAugment.from_config(augment, self.data.scaling, self.data.token_ids)).tokens
+
+    def with_close_tokens(self, augment: BatchAugment) -> BatchAugment:
+        """``augment``, whose token changes draw from the teacher's close tokens once they are known
+        (:meth:`learn_close_tokens`)."""
+        if augment.tokens is not None:
+            augment.tokens.close = self.close_tokens
+            self.token_changes.append(augment.tokens)
+        return augment
+
+    def learn_close_tokens(self, teacher: torch.nn.Module) -> None:
+        """With ``data.augment.tokens.neighbours``: each token's closest in the ready ``teacher``'s token-embedding
+        table, for every token change (the same table whether the teacher was fitted now or reused)."""
+        tokens = self.recipe.data.augment.tokens
+        if tokens is None or not tokens.neighbours or self.data.token_ids is None:
+            return
+        self.close_tokens = closest_tokens(token_table(teacher), tokens.neighbours, self.data.token_ids.special)
+        for change in self.token_changes:
+            change.close = self.close_tokens
 
     def teacher_batches(self, fit: TeacherTrainConfig) -> tuple[Any, Any]:
         """The training and validation batches a teacher's fit learns from: the run's labelled ones, or those of
@@ -225,7 +246,9 @@ class Session:
             self.train.fixed_views = fixed_views(self, teacher.manifest["views"])
             self.train.cached_views = teacher.manifest["views"]
             return teacher, {}
-        return self.live_teacher()
+        live, info = self.live_teacher()
+        self.learn_close_tokens(live.module)
+        return live, info
 
     def index_training_batches(self, readers: list[str]) -> None:
         """Training batches carry their sample indices, which ``readers`` (terms) look their memory up by."""

@@ -166,7 +166,29 @@ class Recipe(Section):
                 "train.fsdp shards the student, which an EMA teacher must copy whole every step; use DDP (train.fsdp: "
                 "false)"
             )
+        self._close_tokens_known()
         return self
+
+    def _close_tokens_known(self) -> None:
+        """``data.augment.tokens.neighbours`` draws from the teacher's token-embedding table once the teacher is
+        ready: it needs a teacher, whose own fit reads no rows changed that way."""
+        tokens = self.data.augment.tokens
+        if tokens is None or not tokens.neighbours:
+            return
+        teacher = self.teacher
+        if teacher is None:
+            raise ValueError(
+                "data.augment.tokens.neighbours finds close tokens in the teacher's token-embedding table: it needs a "
+                "teacher (or set neighbours: 0)"
+            )
+        fit = (teacher.train or TeacherTrainConfig()) if teacher.source == "train" else teacher.finetune
+        own = teacher_data(self.data, fit).augment.tokens if fit is not None else None
+        if own is not None and own.neighbours and own.teacher == "changed":
+            raise ValueError(
+                "data.augment.tokens.neighbours: the close tokens come from the teacher once it is fitted, so its own "
+                "fit cannot read rows changed that way: give its fit rows as they are (teacher.finetune.data: "
+                "{augment: {}}) or change the student's rows only (tokens.teacher: original)"
+            )
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: Sequence[str] = ()) -> Recipe:

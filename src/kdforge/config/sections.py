@@ -47,7 +47,12 @@ class TokensAugmentConfig(Section):
     p: float = Field(gt=0, le=1, description="chance that a token (not padding, not a special token) is changed")
     mask: float = Field(
         0.5, ge=0, le=1, description="of the changed tokens, the share set to the mask token, the rest to a token "
-        "drawn from the batch's own",
+        "drawn from the batch's own (or a close one: neighbours)",
+    )  # fmt: skip
+    neighbours: int = Field(
+        0, ge=0, description="k > 0: a changed token that is not masked becomes one of the k tokens closest to it in "
+        "the teacher's token-embedding table (cosine; TinyBERT's word replacement by close words), which the teacher "
+        "has once it is ready, so its own fit cannot read such rows; 0: a token drawn from the batch",
     )  # fmt: skip
     teacher: Literal["changed", "original"] = Field(
         "changed", description="what the teacher reads: the same changed row as the student, or the row as it is "

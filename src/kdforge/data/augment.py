@@ -73,28 +73,79 @@ class RandAugment:
 class TokenAugment:
     """Change a share ``p`` of each row's tokens (never padding or a special token): a share ``mask`` of them to
     the mask token, the others to a token drawn from the batch's own (so from the text's vocabulary and its
-    frequencies, as word replacement does). Rows are [B, L] ids, or [B, 2, L] ids and segments (a pair of texts:
-    only the ids change). On a teacher's predictions the changed rows are new inputs to match it on (TinyBERT's
-    augmented transfer set, drawn afresh each step)."""
+    frequencies, as word replacement does) or, with ``neighbours`` k > 0, to one of the k tokens closest to it in
+    the teacher's token-embedding table (:attr:`close`, set once the teacher is ready: TinyBERT's replacement by
+    close words). Rows are [B, L] ids, or [B, 2, L] ids and segments (a pair of texts: only the ids change). On a
+    teacher's predictions the changed rows are new inputs to match it on (TinyBERT's augmented transfer set, drawn
+    afresh each step)."""
 
-    def __init__(self, p: float, mask: float, ids: TokenIds):
+    def __init__(self, p: float, mask: float, ids: TokenIds, neighbours: int = 0):
         if mask > 0 and ids.mask is None:
             raise KdforgeError("data.augment.tokens.mask: this tokenizer has no mask token; set mask: 0")
-        self.p, self.mask, self.ids = p, mask, ids
+        self.p, self.mask, self.ids, self.neighbours = p, mask, ids, neighbours
+        self.close: torch.Tensor | None = None  # [vocabulary, neighbours]: each token's closest (closest_tokens)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         ids = x[:, 0] if x.dim() == 3 else x
         free = ~torch.isin(ids, torch.tensor(self.ids.special, device=ids.device))
         change = free & (torch.rand(ids.shape, device=ids.device) < self.p)
-        # positions drawn among the batch's free ones; a batch with none changes nothing, so any draw will do there
-        weights = torch.where(free.any(), free.flatten().float(), 1.0)
-        drawn = torch.multinomial(weights, ids.numel(), replacement=True)
-        changed = ids.flatten()[drawn].view_as(ids)
+        changed = self.close_to(ids) if self.neighbours else self.drawn_from(ids, free)
         if self.mask > 0:
             masked = torch.rand(ids.shape, device=ids.device) < self.mask
             changed = torch.where(masked, torch.full_like(ids, self.ids.mask or 0), changed)
         out = torch.where(change, changed, ids)
         return torch.stack([out, x[:, 1]], 1) if x.dim() == 3 else out
+
+    @staticmethod
+    def drawn_from(ids: torch.Tensor, free: torch.Tensor) -> torch.Tensor:
+        """A token for each position, drawn among the batch's ``free`` ones (a batch with none changes nothing, so
+        any draw will do there)."""
+        weights = torch.where(free.any(), free.flatten().float(), 1.0)
+        drawn = torch.multinomial(weights, ids.numel(), replacement=True)
+        return ids.flatten()[drawn].view_as(ids)
+
+    def close_to(self, ids: torch.Tensor) -> torch.Tensor:
+        """For each position, one of its token's ``neighbours`` closest tokens, drawn uniformly."""
+        if self.close is None:
+            raise KdforgeError(
+                "data.augment.tokens.neighbours: the close tokens come from the teacher once it is ready, so rows "
+                "changed that way cannot be read before (by the teacher's own fit): give its fit rows as they are "
+                "(teacher.finetune.data: {augment: {}}) or change the student's rows only (tokens.teacher: original)"
+            )
+        self.close = self.close.to(ids.device)
+        return self.close[ids, torch.randint(self.neighbours, ids.shape, device=ids.device)]
+
+
+def token_table(model: torch.nn.Module) -> torch.Tensor:
+    """``model``'s token-embedding table: the weight of its largest ``nn.Embedding`` (positions and segments have
+    fewer rows than a vocabulary)."""
+    tables = [m.weight for m in model.modules() if isinstance(m, torch.nn.Embedding)]
+    if not tables:
+        raise KdforgeError(
+            "data.augment.tokens.neighbours finds close tokens in the teacher's token-embedding table, and this "
+            f"teacher ({type(model).__name__}) has no nn.Embedding: set neighbours: 0"
+        )
+    return max(tables, key=len)
+
+
+def closest_tokens(table: torch.Tensor, k: int, special: tuple[int, ...], chunk: int = 1024) -> torch.Tensor:
+    """[vocabulary, k]: for each row of the token-embedding ``table``, the ``k`` others closest to it by cosine,
+    closest first, never a ``special`` token; computed ``chunk`` rows at a time (never vocabulary × vocabulary)."""
+    if k >= len(table) - len(special):
+        raise KdforgeError(
+            f"data.augment.tokens.neighbours: {k} close tokens asked of a vocabulary of {len(table)} tokens "
+            f"({len(special)} of them special)"
+        )
+    unit = F.normalize(table.detach().float(), dim=1)
+    barred = torch.tensor([i for i in special if i < len(unit)], dtype=torch.long, device=unit.device)
+    found = []
+    for start in range(0, len(unit), chunk):
+        rows = torch.arange(start, min(start + chunk, len(unit)), device=unit.device)
+        similar = unit[rows] @ unit.T
+        similar[:, barred] = -torch.inf
+        similar[rows - start, rows] = -torch.inf  # a token is not its own neighbour
+        found.append(similar.topk(k, dim=1).indices)
+    return torch.cat(found)
 
 
 def student_only(cfg: Any) -> bool:
@@ -129,7 +180,7 @@ class BatchAugment:
                     "(text_classification, package_docstrings and token_classification give them): drop "
                     "data.augment.tokens"
                 )
-            tokens = TokenAugment(cfg.tokens.p, cfg.tokens.mask, token_ids)
+            tokens = TokenAugment(cfg.tokens.p, cfg.tokens.mask, token_ids, cfg.tokens.neighbours)
         return cls(cfg.shift, cfg.noise, ra, tokens)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

@@ -417,6 +417,22 @@ def test_a_fine_tuned_hub_teacher_is_reused_by_the_next_run(models, tmp_path):
     assert 0 < sum(row not in stored for row in read["student"]) < 77
     kept = [torch.tensor(t) == torch.tensor(s) for t, s in zip(read["teacher"], read["student"])]
     assert 0.5 < torch.cat(kept).float().mean() < 1  # the same rows, some of their tokens changed
+    # tokens changed to close ones: each to one of the 3 closest to it in the (same, fitted) teacher's token table
+    raw["data"]["augment"] = {"tokens": {"p": 0.3, "mask": 0, "neighbours": 3, "teacher": "original"}}
+    seen = DistilledInputs()
+    close = run(Recipe.from_dict(raw), callbacks=[seen])
+    assert close.results["teacher"]["cached_from"] == str(first.run_dir / "teacher")
+    table = seen.teacher.model.bert.embeddings.word_embeddings.weight
+    unit = torch.nn.functional.normalize(table.detach(), dim=1)
+    similar = unit @ unit.T
+    similar.fill_diagonal_(-2)
+    special = list(build_dataset(**data).token_ids.special)
+    similar[:, special] = -2
+    closest = similar.topk(3, dim=1).indices
+    before, after = (torch.cat([batch.flatten() for batch in seen.rows[role]]) for role in ("teacher", "student"))
+    moved, free = before != after, ~torch.isin(before, torch.tensor(special))
+    assert 0.2 < moved.sum() / free.sum() < 0.4 and not (moved & ~free).any()  # p = 0.3 of the words
+    assert (closest[before[moved]] == after[moved, None]).any(1).all()
 
 
 def unpadded(row, pad):
@@ -432,7 +448,7 @@ class DistilledInputs(Callback):
 
     def on_fit_start(self, trainer):
         if trainer.stage == "distill":
-            student = trainer.distiller.student
+            student, self.teacher = trainer.distiller.student, trainer.distiller.teacher.module
             self.hooks = [
                 model.register_forward_pre_hook(functools.partial(self.record, role, student))
                 for role, model in (("student", student), ("teacher", trainer.distiller.teacher.module))
