@@ -171,7 +171,8 @@ def run_quietly(raw: dict | kdforge.Recipe, resume: bool = False) -> kdforge.Run
 
 
 def earlier_runs(recipe: kdforge.Recipe) -> tuple[kdforge.RunResult | None, Path | None]:
-    """A finished run of ``recipe`` in its log folder, else the folder of a stopped one that saved a last.pt."""
+    """A finished run of ``recipe`` in its log folder, else the folder of a stopped one that saved a last.pt (its
+    student's, or its teacher's fit's: stopped while the teacher fitted)."""
     from kdforge.files import read_json
     from kdforge.runner import load_run_recipe
 
@@ -181,7 +182,7 @@ def earlier_runs(recipe: kdforge.Recipe) -> tuple[kdforge.RunResult | None, Path
             continue
         if (run_dir / "results.json").is_file():
             return kdforge.RunResult(run_dir, read_json(run_dir / "results.json", "run results")), None
-        if (run_dir / "last.pt").is_file():
+        if (run_dir / "last.pt").is_file() or (run_dir / "teacher" / "last.pt").is_file():
             stopped = run_dir
     return None, stopped
 

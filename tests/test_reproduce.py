@@ -157,9 +157,11 @@ def test_a_stopped_benchmark_resumes_from_its_finished_runs_and_reruns_any_other
     assert common.run_quietly(tiny_recipe).run_dir not in (first.run_dir, other.run_dir)  # without resume: a new run
 
 
+@pytest.mark.parametrize("stage", ["distill", "teacher"])
 def test_a_run_the_benchmark_was_stopped_in_goes_on_from_its_last_checkpoint_to_the_uninterrupted_result(
-    tiny_recipe, tmp_path, monkeypatch
+    tiny_recipe, tmp_path, monkeypatch, stage
 ):
+    """Stopped while the student or the teacher trains: the teacher's fit, too, goes on from its own last.pt."""
     import signal
 
     from kdforge.callbacks import Callback
@@ -173,7 +175,7 @@ def test_a_run_the_benchmark_was_stopped_in_goes_on_from_its_last_checkpoint_to_
 
     class CtrlC(Callback):
         def on_step_end(self, trainer, samples):
-            if trainer.stage == "distill" and trainer.pos.step == 20:  # in its second epoch
+            if trainer.stage == stage and trainer.pos.step == 20:  # in its second epoch
                 signal.raise_signal(signal.SIGINT)
 
     callbacks = Session.callbacks
