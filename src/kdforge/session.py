@@ -90,9 +90,10 @@ class Session:
     def training_batches(self, data: DataBundle, cfg: DataConfig) -> Any:
         """Shuffled, augmented batches of ``data``'s training split (this process's share of each); token changes
         that the student alone reads are not the batches' (:meth:`student_view`)."""
-        augment = self.with_close_tokens(BatchAugment.from_config(cfg.augment, data.scaling, data.token_ids))
+        augment = BatchAugment.from_config(cfg.augment, data.scaling, data.token_ids)
         if student_only(cfg.augment):
             augment.tokens = None
+        self.with_close_tokens(augment)
         loader = self.batches(
             data.train, cfg.batch_size, shuffle=True, seed=self.recipe.seed, transform=augment or None
         )

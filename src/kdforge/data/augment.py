@@ -134,7 +134,7 @@ def closest_tokens(table: torch.Tensor, k: int, special: tuple[int, ...], chunk:
     if k >= len(table) - len(special):
         raise KdforgeError(
             f"data.augment.tokens.neighbours: {k} close tokens asked of a vocabulary of {len(table)} tokens "
-            f"({len(special)} of them special)"
+            f"({len(special)} of them special): set a smaller neighbours"
         )
     unit = F.normalize(table.detach().float(), dim=1)
     barred = torch.tensor([i for i in special if i < len(unit)], dtype=torch.long, device=unit.device)
