@@ -25,8 +25,12 @@ so that it has learnt to label them. With ``--ways noisy``, the changes are the 
 With ``--ways neighbours``, logit KD on rows with 30 % of their tokens changed to one of the 15 closest to each in the
 teacher's token-embedding table (TinyBERT's replacement by close words, ``data.augment.tokens.neighbours``), the
 teacher fine-tuned on the rows as they are; its gain is over the student alone on the same kind of changed rows.
-With any of them, each seed's teacher is also asked about the rows they train on: its validation accuracy on the
-rows as they are and with their tokens changed as a training row's are.
+With ``--ways dkd``, decoupled KD on the logits in place of Hinton's (the cross-entropy at full weight, α 1, β 8, T 4,
+ramped in over the first epoch: its authors' CIFAR settings), and with ``--ways logit_std``, Hinton's KD on
+standardised logits (Sun et al., 2024: ``logit_std: true``, T 2, 0.1 CE + 9 KD, their settings); both on the rows
+as they are, their gains over the student alone of the logits' run. With any changed-tokens way, each seed's
+teacher is also asked about the rows they train on: its validation accuracy on the rows as they are and with their
+tokens changed as a training row's are.
 Test accuracy and macro F1 (epoch chosen on validation), seeds 0-2, the share of the teacher's accuracy each keeps,
 the gain of each distilled student over the same student alone (paired by seed), size, and latency: ms a sentence
 at batch 1 on one thread, the teacher and the students timed side by side in this process once the runs are done
@@ -35,7 +39,7 @@ teacher is fine-tuned once and reused by the other runs of that seed; given the 
 benchmark, it goes on there (a stopped run from its last checkpoint).
 
     uv run python benchmarks/encoders.py [--seeds 0 1 2] [--students 3 2 1 narrow] [--ways kd layers stages
-        transfer tokens tokens_teacher noisy neighbours]
+        transfer tokens tokens_teacher noisy neighbours dkd logit_std]
         [--workers 2] [--runs DIR]
 
 Writes benchmarks/results/encoders.json and .md (other seeds, students or ways: encoders_<seeds>_<students>_<ways>.json
@@ -71,7 +75,13 @@ WAYS = {"kd": "KD (logits)", "layers": "KD + intermediate layers", "stages": "in
         "tokens": "KD (logits), changed tokens",
         "tokens_teacher": "KD (logits), changed tokens, teacher fit on them",
         "noisy": "KD (logits), changed tokens for the student only",
-        "neighbours": "KD (logits), tokens changed to close ones"}  # fmt: skip
+        "neighbours": "KD (logits), tokens changed to close ones",
+        "dkd": "DKD (logits)", "logit_std": "KD (standardised logits)"}  # fmt: skip
+# the logit terms of the ways that swap the recipe's ½ CE + ½ KD (T 2) for another method, at its authors' settings
+LOGIT_TERMS = {WAYS["dkd"]: [{"name": "ce", "weight": 1.0},
+                             {"name": "dkd", "alpha": 1.0, "beta": 8.0, "temperature": 4.0, "warmup": 1.0}],
+               WAYS["logit_std"]: [{"name": "ce", "weight": 0.1},
+                                   {"name": "kd", "weight": 9.0, "temperature": 2.0, "logit_std": True}]}  # fmt: skip
 TOKENS = {"p": 0.3, "mask": 0.5}  # data.augment.tokens of the changed tokens' ways
 CLOSE = {"p": 0.3, "mask": 0.0, "neighbours": 15}  # of the close tokens' way: TinyBERT's K 15, no mask
 # the ways on changed tokens, and how each changes a training row
@@ -97,6 +107,8 @@ def recipe(student: str, way: str, seed: int, runs: str) -> dict:
     raw["student"]["model"] = model
     if way == WAYS["kd"] or way in CHANGED:
         raw["losses"] = [term for term in raw["losses"] if term["name"] in ("ce", "kd")]
+    if way in LOGIT_TERMS:
+        raw["losses"] = LOGIT_TERMS[way]
     if way not in (WAYS["stages"], WAYS["transfer"]):
         del raw["stages"]
     if way == WAYS["transfer"]:
@@ -340,7 +352,8 @@ def main() -> None:
         "their tokens changed each step; its run also trains the student alone on them), tokens_teacher (the same, "
         "the teacher fine-tuned on such changed rows too), noisy (the same changes for the student only: the teacher "
         "reads the rows as they are), neighbours (logit KD on rows with 30 %% of their tokens changed each step to one "
-        "of the 15 closest in the teacher's token-embedding table; its run also trains the student alone on them)",
+        "of the 15 closest in the teacher's token-embedding table; its run also trains the student alone on them), dkd "
+        "(decoupled KD in place of Hinton's), logit_std (Hinton's KD on standardised logits)",
     )  # fmt: skip
     parser.add_argument("--workers", type=int, default=2, help="runs at once, one thread each")
     parser.add_argument(
