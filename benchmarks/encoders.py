@@ -32,7 +32,8 @@ as they are, their gains over the student alone of the logits' run. With any cha
 teacher is also asked about the rows they train on: its validation accuracy on the rows as they are and with their
 tokens changed as a training row's are.
 Test accuracy and macro F1 (epoch chosen on validation), seeds 0-2, the share of the teacher's accuracy each keeps,
-the gain of each distilled student over the same student alone (paired by seed), size, and latency: ms a sentence
+the gain of each distilled student over the same student alone (paired by seed), the validation accuracy of the
+chosen epoch (the one a choice between ways should rest on), size, and latency: ms a sentence
 at batch 1 on one thread, the teacher and the students timed side by side in this process once the runs are done
 (:func:`latencies`), and each student's speed-up. Runs go ``--workers`` at a time, one thread each; each seed's
 teacher is fine-tuned once and reused by the other runs of that seed; given the ``--runs`` folder of a stopped
@@ -129,8 +130,9 @@ def one_run(job: tuple) -> dict:
     for role in ("teacher", "student", "student_alone"):
         if role in result:
             entry = result[role]
-            found[role] = {"test": entry["test"]["accuracy"], "params": entry["params"],
-                           "f1_macro": entry.get("test_metrics", {}).get("f1_macro")}  # fmt: skip
+            found[role] = {"test": entry["test"]["accuracy"], "val": entry["val_best"]["accuracy"],
+                           "f1_macro": entry.get("test_metrics", {}).get("f1_macro"),
+                           "params": entry["params"]}  # fmt: skip
     return found
 
 
@@ -277,6 +279,8 @@ def markdown(out: dict) -> str:
     teacher = [100 * out["teacher"]["test"][s] for s in seeds]
     transfer = WAYS["transfer"] in out["ways"]
     tokens = any(way in out["ways"] for way in CHANGED)
+    # the accuracy each epoch was chosen on, in the files written since it was recorded
+    val = all("val" in run for cell in out["students"].values() for runs in cell.values() for run in runs.values())
     own = "".join(
         f"; {name}: {mean_std([100 * out[name]['test'][s] for s in seeds])} %" for name in OWN_TEACHER.values()
         if name in out
@@ -292,13 +296,20 @@ def markdown(out: dict) -> str:
         "paired by seed, mean ± std of the differences (and its standard error, std / √seeds"
         + ("; with unlabelled sentences, over the student alone for as many optimiser steps" if transfer else "")
         + ("; on changed tokens, over the student alone on the same changed rows" if tokens else "")
-        + "). Latency: batch 1, "
+        + ")"
+        + (
+            "; validation: the chosen epoch's accuracy on the validation split, what a choice between ways rests on"
+            if val
+            else ""
+        )
+        + ". Latency: batch 1, "
         f"one thread, a {out['latency']['tokens']}-token test sentence (the median "
         f"length), the teacher and the students timed side by side ({out['latency']['rounds']} rounds); speed-up: the "
         "median of the rounds' teacher / student time.",
         "",
-        "| student | params | ms | speed-up | trained | test accuracy | macro F1 | kept | gain |",
-        "|---|---:|---:|---:|---|---:|---:|---:|---:|",
+        "| student | params | ms | speed-up | trained | test accuracy | macro F1 | kept | gain |"
+        + val * " validation |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---:|" + val * "---:|",
     ]
     for student, cell in out["students"].items():
         speed = out["latency"][student]
@@ -312,6 +323,7 @@ def markdown(out: dict) -> str:
             lines.append(
                 f"| {student} | {runs[0]['params']:,} | {speed['ms']:.1f} | {speed['speedup']:.2f}x | {way} | "
                 f"{mean_std(acc)} | {mean_std([r['f1_macro'] for r in runs], 3)} | {100 * kept:.0f}% | {gain} |"
+                + (f" {mean_std([100 * r['val'] for r in runs])} |" if val else "")
             )
     if "teachers_on_changed_rows" in out:
         probe = {name: cell for name, cell in out["teachers_on_changed_rows"].items() if name != "draws"}
