@@ -4,22 +4,27 @@ processes (the median of ``--repeats``), and which heavy libraries each one impo
 (from ``python -X importtime``). Bytecode caching is on (``PYTHONDONTWRITEBYTECODE`` unset)
 after one warm-up run, as on a user's machine after the first call.
 
-    uv run python benchmarks/startup.py --label before|after [--repeats 5]
+"after" is this checkout; "before" is an earlier commit (``--before``; by default f0c550b, the last one before
+the heavy imports were deferred to what uses them), its ``src`` exported by ``git archive`` into a temporary folder
+and put first on ``PYTHONPATH``, with this environment's libraries: both measured here, one after the other.
 
-Adds the label's numbers to benchmarks/results/startup.json (and .md).
+    uv run python benchmarks/startup.py [--before f0c550b] [--repeats 5]
+
+Writes benchmarks/results/startup.json (and .md).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
-from common import results_path, write_json, write_text
+from common import ROOT, command, commit, results_path, write_json, write_text
 
 COMMANDS = {"--help": ["--help"], "list models": ["list", "models"], "check digits_kd": ["check", "digits_kd"]}
 HEAVY = ("torch", "sklearn", "timm", "transformers", "torch.distributed.checkpoint", "scipy", "matplotlib")
@@ -44,31 +49,50 @@ def imported(args: list[str], env: dict[str, str]) -> list[str]:
     return [name for name in HEAVY if name in names]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--label", required=True)
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+def timed(label: str, env: dict[str, str], repeats: int) -> dict[str, dict]:
+    """Each command's median and least wall time over ``repeats`` runs, and the heavy libraries it imports."""
     rows = {}
     for name, argv in COMMANDS.items():
         run(argv, env)  # warm-up: bytecode written
-        times = [run(argv, env) for _ in range(args.repeats)]
+        times = [run(argv, env) for _ in range(repeats)]
         rows[name] = {"median_s": statistics.median(times), "min_s": min(times), "imports": imported(argv, env)}
         print(
-            f"{args.label:8s} {name:18s} {rows[name]['median_s']:6.2f} s (min {rows[name]['min_s']:.2f})  imports "
+            f"{label:8s} {name:18s} {rows[name]['median_s']:6.2f} s (min {rows[name]['min_s']:.2f})  imports "
             f"{', '.join(rows[name]['imports']) or 'none of them'}",
             flush=True,
         )
-    path = results_path("startup", ".json")
-    found = json.loads(path.read_text()) if path.exists() else {}
-    found[args.label] = {"repeats": args.repeats, "python": sys.version.split()[0], "commands": rows}
-    write_json(path, found)
+    return rows
+
+
+def exported_source(revision: str, into: Path) -> Path:
+    """The ``src`` folder of ``revision``, written under ``into``."""
+    archive = subprocess.run(["git", "archive", revision, "src"], cwd=ROOT, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into / "src"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", default="f0c550b", help="the earlier commit to compare with")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPATH")}
+    before = subprocess.run(["git", "rev-parse", args.before], cwd=ROOT, check=True, capture_output=True, text=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        source = exported_source(args.before, Path(scratch))
+        rows_before = timed("before", {**env, "PYTHONPATH": str(source)}, args.repeats)
+    found = {
+        "before": {"commit": before.stdout.strip(), "repeats": args.repeats, "commands": rows_before},
+        "after": {"commit": commit(), "repeats": args.repeats, "commands": timed("after", env, args.repeats)},
+    }
+    write_json(results_path("startup", ".json"), found)
     lines = [
         "# Start-up: whole-process wall time (median of runs, bytecode cached)",
         "",
-        "| command | " + " | ".join(found) + " |",
-        "|---|" + "---:|" * len(found),
+        f"before: {found['before']['commit'][:7]}; after: {found['after']['commit'][:7]}; {args.repeats} runs each.",
+        "",
+        "| command | before | after |",
+        "|---|---:|---:|",
     ]
     for name in COMMANDS:
         lines.append(
@@ -82,6 +106,7 @@ def main() -> None:
             f"- {label}: "
             + "; ".join(f"`{name}`: {', '.join(row['imports']) or 'none'}" for name, row in entry["commands"].items())
         ]
+    lines += ["", f"    {command()}"]
     write_text(results_path("startup", ".md"), "\n".join(lines) + "\n")
 
 
