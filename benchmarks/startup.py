@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, command, commit, results_path, write_json, write_text
+from common import ROOT, command, commit, save
 
 COMMANDS = {"--help": ["--help"], "list models": ["list", "models"], "check digits_kd": ["check", "digits_kd"]}
 HEAVY = ("torch", "sklearn", "timm", "transformers", "torch.distributed.checkpoint", "scipy", "matplotlib")
@@ -77,7 +77,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPATH")}
-    before = subprocess.run(["git", "rev-parse", args.before], cwd=ROOT, check=True, capture_output=True, text=True)
+    before = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{args.before}^{{commit}}"], cwd=ROOT,
+                            capture_output=True, text=True)  # fmt: skip
+    if before.returncode != 0:
+        parser.error(f"--before {args.before}: not a commit of this checkout ({ROOT})")
     with tempfile.TemporaryDirectory() as scratch:
         source = exported_source(args.before, Path(scratch))
         rows_before = timed("before", {**env, "PYTHONPATH": str(source)}, args.repeats)
@@ -85,7 +88,6 @@ def main() -> None:
         "before": {"commit": before.stdout.strip(), "repeats": args.repeats, "commands": rows_before},
         "after": {"commit": commit(), "repeats": args.repeats, "commands": timed("after", env, args.repeats)},
     }
-    write_json(results_path("startup", ".json"), found)
     lines = [
         "# Start-up: whole-process wall time (median of runs, bytecode cached)",
         "",
@@ -107,7 +109,7 @@ def main() -> None:
             + "; ".join(f"`{name}`: {', '.join(row['imports']) or 'none'}" for name, row in entry["commands"].items())
         ]
     lines += ["", f"    {command()}"]
-    write_text(results_path("startup", ".md"), "\n".join(lines) + "\n")
+    save("startup", found, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
