@@ -80,7 +80,7 @@ def main() -> None:
     before = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{args.before}^{{commit}}"], cwd=ROOT,
                             capture_output=True, text=True)  # fmt: skip
     if before.returncode != 0:
-        parser.error(f"--before {args.before}: not a commit of this checkout ({ROOT})")
+        parser.error(f"--before {args.before}: not a commit of this checkout ({ROOT}); give a commit id, branch or tag")
     with tempfile.TemporaryDirectory() as scratch:
         source = exported_source(args.before, Path(scratch))
         rows_before = timed("before", {**env, "PYTHONPATH": str(source)}, args.repeats)
