@@ -490,9 +490,9 @@ FIGURES = [
     Figure("docs/tm.md", "Teachers: CNN 99.44%, ViT 98.52%.", "tm_accuracy.md"),
     Figure(
         "docs/tm.md",
-        "97.96 ± 0.42% (hard mode 97.78 ± 0.56%; the Swin-MLP teacher 97.96%) at 2.6× ViT-TM tiny's\n"
-        "epoch time (2.02 against 0.76 s, one thread; the ViT-TM transfer recipe scores 98.61 ± 0.28%,\n"
-        "hard 98.33, in the same benchmark)",
+        "97.87 ± 1.12% (hard mode 97.50 ± 0.73%; the Swin-MLP teacher 97.87%) at 2.9× ViT-TM tiny's\n"
+        "epoch time (1.98 against 0.68 s, two threads; the ViT-TM transfer recipe scores 98.52 ± 0.42%,\n"
+        "hard 98.24, in the same benchmark)",
         "tm_transfer.md",
     ),
     Figure(
@@ -586,9 +586,9 @@ FIGURES = [
     ),
     Figure(
         "docs/tm.md",
-        "within 0.5 for both transfer recipes (ViT-TM −0.28, Swin-TM −0.19)",
+        "within 0.5 for both transfer recipes (ViT-TM −0.28, Swin-TM −0.37)",
         "tm_transfer.md",
-        ("−0.28", "−0.19"),
+        ("−0.28", "−0.37"),
     ),
     Figure(
         "docs/tm.md",
@@ -610,7 +610,7 @@ FIGURES = [
     ),
     Figure("docs/tm.md", "(per seed −0.28 to +5.0 points; the ViT-TM −0.56 to +0.56)", "tm_accuracy_finish.md"),
     Figure("docs/tm.md", "stays within 0.5 points for `tm_flat` and ViT-TM", "tm_accuracy.md"),
-    Figure("docs/tm.md", "reaches 97.96% and loses 0.19 points in hard mode", "tm_transfer.md"),
+    Figure("docs/tm.md", "reaches 97.87% and loses 0.37 points in hard mode", "tm_transfer.md"),
     Figure("docs/tm.md", "level with the ViT teacher's 98.52%", "tm_accuracy.md"),
     Figure(
         "docs/tm.md",
