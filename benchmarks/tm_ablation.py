@@ -323,7 +323,7 @@ HARD_FINISH_CASES = {  # epochs: the (task, student, variant, mode) of the ablat
 
 def hard_finish_run(job: tuple) -> dict:
     """One case and seed (a worker's job): the ablation's run on its token task, then a second stage from it in hard
-    mode (``init_from``, ``hard: true``, a few epochs at a lower learning rate)."""
+    mode (``init_from``, ``hard: true``, a few epochs at a lower learning rate) with the first stage's teacher."""
     task, student, variant, mode, seed, epochs, log_dir = job
     recipe = ablation_recipe(task, student, variant, mode == "distilled", seed, epochs, log_dir)
     first = run_quietly(recipe)
@@ -332,10 +332,12 @@ def hard_finish_run(job: tuple) -> dict:
     raw["student"]["init_from"] = str(first.run_dir)
     raw["train"]["epochs"] = FINISH_EPOCHS
     raw["optim"].update(lr=2e-4, warmup_epochs=0)
+    # the first stage's teacher, loaded: one trained anew would be fitted with this stage's optimiser, a weaker one
+    raw["teacher"] = {"source": "checkpoint", "path": str(first.run_dir / "teacher" / "teacher.safetensors")}
     second = run_quietly(raw)
     before, after = first.results["student"], second.results["student"]  # a student in hard mode has one test
     return {"soft": before["test"]["accuracy"], "hard": before["test_hard"]["accuracy"],
-            "finished": after["test"]["accuracy"]}  # fmt: skip
+            "finished": after["test"]["accuracy"], "teacher": first.teacher_accuracy}  # fmt: skip
 
 
 def strict_finish_run(job: tuple) -> dict:
@@ -458,7 +460,8 @@ def hard_finish_table(result: dict) -> str:
         f"{result['finish_epochs']} in hard mode, seeds {result['seeds']}",
         "",
         "Test accuracy (%), mean ± std over seeds (per seed in brackets). Second stage: `init_from` the first run, "
-        "`hard: true`, lr 2e-4, no warm-up; its best epoch on validation.",
+        "distilled from the first run's teacher (loaded, not trained again), `hard: true`, lr 2e-4, no warm-up; its "
+        "best epoch on validation.",
         "",
     ]
     return "\n".join(lines + finish_rows(result["cases"])) + "\n"
