@@ -303,7 +303,8 @@ HARD_LITERALS = 0.8  # hard_literals: the fraction of clause inputs read as bool
 
 
 HARD_FINISH_CASES = {  # epochs: the (task, student, variant, mode) of the ablation at that budget whose rules lost
-    # more than 0.5 points to the float student
+    # more than 0.5 points to the float student in tm_ablation*.json, measured on another machine class (rerun on an
+    # AVX2 CPU, some of these first stages lose less: pick them again once the ablation is regenerated)
     15: [
         ("token parity", "swin_tm (one stage, dim 64)", "TM, literal_gain 4", "alone"),
         ("token parity", "swin_tm (one stage, dim 64)", "TM, literal_gain 4", "distilled"),
