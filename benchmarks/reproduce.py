@@ -6,8 +6,9 @@ list. It runs in a clean checkout of ``--at`` (default: HEAD; the
 committed code, not the working tree's changes) with its results written to a scratch folder, never over the
 committed file. Then every number of the committed file is compared with the re-run's:
 
-- **exact** where both were measured on the same machine class (PyTorch's CPU capability, thread count and GPU:
-  ``measured_on.machine_class``): on one machine class the runs are deterministic, so any difference is a change;
+- **exact** where both were measured on the same machine class (the CPU model, PyTorch's CPU capability, the thread
+  count and the GPU: :func:`kdforge.machine.machine_class`): on one machine class the runs are deterministic, so any
+  difference is a change;
 - **within the spread the file states** otherwise: a value with a standard deviation beside it (``x`` and
   ``x_std``, ``mean`` and ``std``) may move by that much, and a list of per-seed values may move its mean by their
   standard deviation; a value without a spread is not compared, and the summary says how many.
@@ -105,8 +106,10 @@ def stated_spread(committed: dict, path: Path_) -> float | None:
 
 
 def compare(committed: dict, rerun: dict) -> Comparison:
+    from kdforge.machine import machine_class
+
     mine, theirs = committed.get("measured_on", {}), rerun.get("measured_on", {})
-    same = bool(mine.get("machine_class")) and mine.get("machine_class") == theirs.get("machine_class")
+    same = machine_class(mine) is not None and machine_class(mine) == machine_class(theirs)
     out = Comparison(exact=same)
     found = dict(numbers(rerun))
     listed = set(committed.get("timings", []))  # keys the file names as measured times, whatever their names
@@ -137,11 +140,11 @@ def seed_agrees(committed: dict, values: list[float], seed: int, value: float) -
     """One seed re-run here against ``values``, a committed file's per-seed list: None when it agrees under the rule
     (equal where the file was measured on this machine class, else within the seeds' standard deviation), else
     what differs and by which comparison."""
-    from kdforge.machine import where_measured
+    from kdforge.machine import machine_class, where_measured
 
     here = where_measured()["machine_class"]
     old = values[seed]
-    if committed.get("measured_on", {}).get("machine_class") == here:
+    if machine_class(committed.get("measured_on", {})) == here:
         return None if value == old else f"{value} here against {old} committed, on the same machine class ({here})"
     spread = statistics.stdev(values)
     if abs(value - old) <= spread:

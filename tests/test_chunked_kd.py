@@ -117,7 +117,9 @@ def test_the_head_reshapes_and_selects_rows_without_making_logits():
     assert head.shape == (2, 5, 9)
     keep = torch.tensor([True, False] * 5)
     rows = head.rows(keep)
-    assert rows.shape == (5, 9) and torch.equal(rows.logits(), head.logits().flatten(0, 1)[keep])
+    assert rows.shape == (5, 9) and torch.equal(rows.hidden, head.hidden.flatten(0, 1)[keep])
+    # a product over 5 rows and one over 10 may take different kernels (they do on AVX-512 Xeons): equal to rounding
+    torch.testing.assert_close(rows.logits(), head.logits().flatten(0, 1)[keep], rtol=1e-6, atol=1e-6)
 
 
 def test_bad_shapes_are_refused(lm):

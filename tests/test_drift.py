@@ -12,7 +12,7 @@ import torch
 
 import kdforge
 from benchscripts import BENCHMARKS, load
-from kdforge.machine import where_measured
+from kdforge.machine import machine_class, where_measured
 
 
 def committed(name):
@@ -38,6 +38,11 @@ def at_threads_of(results):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def measured_here(results):
+    """Whether ``results`` was measured on this machine class (at its own thread count)."""
+    return machine_class(results["measured_on"]) == where_measured(measured_threads(results))["machine_class"]
 
 
 def agrees(results, values, found, seed=0):
@@ -84,10 +89,10 @@ def test_embedding_the_projection_heads_seed_matches_embed(tmp_path):
 def test_lm_the_plain_losses_value_matches_lm_loss_fused():
     """½ CE + ½ forward KL at V = 32,768 and 1,024 tokens, computed as lm_loss.py computes it (its measuring script,
     in a process of its own, 2 threads): the value lm_loss_fused.json holds. A loss value states no spread, so on
-    another CPU capability than the one that wrote the file there is nothing to compare it with."""
+    another machine class than the one that wrote the file there is nothing to compare it with."""
     results = committed("lm_loss_fused.json")
-    if results["measured_on"]["cpu_capability"] != torch.backends.cpu.get_cpu_capability():
-        pytest.skip(f"lm_loss_fused.json was measured with {results['measured_on']['cpu_capability']} kernels")
+    if not measured_here(results):
+        pytest.skip(f"lm_loss_fused.json was measured on {machine_class(results['measured_on'])}")
     row = next(r for r in results["rows"] if (r["vocab"], r["tokens"]) == (32768, 1024))
     script = load("lm_loss").MEASURE
     args = ["plain", "32768", "1024", "1", "ce+kd", "plain", "cpu"]
@@ -101,9 +106,9 @@ def test_data_the_smallest_streamed_parquet_run_matches_data_memory(tmp_path):
     one that wrote the file there is nothing to compare them with."""
     results, data = committed("data_memory.json"), load("data")
     row = next(r for r in results["rows"] if r["case"] == "hf parquet rows, streaming" and r["size"] == 20_000)
+    if not measured_here(results):
+        pytest.skip(f"data_memory.json was measured on {machine_class(results['measured_on'])}")
     with at_threads_of(results):
-        if results["measured_on"]["machine_class"] != where_measured()["machine_class"]:
-            pytest.skip(f"data_memory.json was measured on {results['measured_on']['machine_class']}")
         recipe = data.memory_recipe(data.parquet_stream(tmp_path, 20_000), tmp_path)
         found = kdforge.run(kdforge.Recipe.from_dict(recipe), quiet=True).results["student"]["test"]
     assert found == row["test"]

@@ -97,7 +97,8 @@ def test_every_results_file_written_says_where_and_how_it_was_measured(tmp_path,
     written = json.loads((tmp_path / "x.json").read_text())["measured_on"]
     assert written["command"] == "uv run python benchmarks/lm_loss.py --rounds 1"
     assert {"machine_class", "cpu", "cpu_capability", "threads", "gpu", "torch", "numpy", "commit"} <= set(written)
-    assert written["machine_class"].startswith(written["cpu_capability"]) and len(written["commit"]) >= 40
+    assert written["machine_class"].startswith(f"{written['cpu']}, {written['cpu_capability']}, ")
+    assert len(written["commit"]) >= 40
 
 
 def test_one_seed_rerun_here_agrees_exactly_on_this_machine_class_else_within_the_seeds_spread(reproduce):
@@ -112,6 +113,21 @@ def test_one_seed_rerun_here_agrees_exactly_on_this_machine_class_else_within_th
     assert "beyond the seeds' spread" in reproduce.seed_agrees(elsewhere, values, 1, 0.95)
 
 
+def test_the_machine_class_is_the_cpu_model_its_kernels_threads_and_gpu_from_the_records_own_fields(reproduce):
+    """An AMD and an Intel CPU with AVX-512 kernels are two classes (oneDNN rounds differently on them): compared
+    within the spread, not exactly. A record without those fields is of the class it states."""
+    from kdforge.machine import machine_class
+
+    amd = {"machine_class": "AVX512, 2 threads", "cpu": "AMD EPYC", "cpu_capability": "AVX512", "threads": 2}
+    intel = {**amd, "cpu": "Intel(R) Xeon(R) Processor"}
+    assert machine_class(amd) == "AMD EPYC, AVX512, 2 threads" != machine_class(intel)
+    assert machine_class({**amd, "gpu": "NVIDIA H200"}) == "AMD EPYC, AVX512, 2 threads, NVIDIA H200"
+    assert machine_class({"machine_class": "here"}) == "here" and machine_class({}) is None
+    committed = {"accuracy": [90.0, 92.0], "measured_on": amd}
+    assert not reproduce.compare(committed, {"accuracy": [90.0, 92.0], "measured_on": intel}).exact
+    assert reproduce.compare(committed, {"accuracy": [90.0, 92.0], "measured_on": dict(amd)}).exact
+
+
 def test_a_file_whose_runs_ran_in_workers_records_their_thread_count_not_the_main_processs(monkeypatch):
     """The drift tests and reproduce.py re-run a cell at the thread count the file records: runs in one-thread
     workers (or the cores shared out between jobs) must be recorded as such to be compared exactly."""
@@ -122,7 +138,7 @@ def test_a_file_whose_runs_ran_in_workers_records_their_thread_count_not_the_mai
     assert common.measured_on()["threads"] == torch.get_num_threads()
     with common.worker_pool(1, one_thread=True):
         pass
-    assert common.measured_on()["threads"] == 1 and common.measured_on()["machine_class"].split(", ")[1] == "1 threads"
+    assert common.measured_on()["threads"] == 1 and ", 1 threads" in common.measured_on()["machine_class"]
     assert common.job_threads(1) == (os.cpu_count() or 1) == common.measured_on()["threads"]
 
 

@@ -69,24 +69,34 @@ def compiled(module: Compilable) -> Compilable:
 
 def where_measured(threads: int | None = None) -> dict[str, Any]:
     """The machine and libraries a result was measured with: what decides whether another run can reproduce it
-    exactly (the same CPU capability, thread count, GPU and versions) or only within its spread. ``machine_class``
-    names the kernels float results depend on: PyTorch's CPU capability (the instruction set its kernels use) and
-    the GPU. ``threads``: the runs' own thread count where they ran in other processes (default: this one's)."""
+    exactly (the same :func:`machine_class`) or only within its spread. ``threads``: the runs' own thread count
+    where they ran in other processes (default: this one's)."""
     import platform
 
-    capability = torch.backends.cpu.get_cpu_capability()
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    threads = threads or torch.get_num_threads()
-    return {
-        "machine_class": f"{capability}, {threads} threads" + (f", {gpu}" if gpu else ""),
+    record = {
         "cpu": _cpu_model() or platform.processor() or platform.machine(),
-        "cpu_capability": capability,
-        "threads": threads,
-        "gpu": gpu,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": threads or torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numpy": np.__version__,
     }
+    return {"machine_class": machine_class(record), **record}
+
+
+def machine_class(measured_on: dict[str, Any]) -> str | None:
+    """The class of machines on which a result's float values repeat exactly: the CPU model, PyTorch's CPU
+    capability (the instruction set its kernels use), the thread count and the GPU, from a :func:`where_measured`
+    record's own fields (a record without them: the class it states, if any). The CPU model counts, not only the
+    instruction set: oneDNN picks its kernels per CPU, and an AMD and an Intel AVX-512 CPU computed one
+    benchmark's loss differently in its eighth digit."""
+    if any(measured_on.get(key) is None for key in ("cpu", "cpu_capability", "threads")):
+        return measured_on.get("machine_class")
+    gpu = measured_on.get("gpu")
+    return f"{measured_on['cpu']}, {measured_on['cpu_capability']}, {measured_on['threads']} threads" + (
+        f", {gpu}" if gpu else ""
+    )
 
 
 def _cpu_model() -> str | None:
