@@ -217,7 +217,7 @@ def fitted_teacher(way: str, seed: int, runs: str) -> tuple:
     data = recipe_data(shipped.data, seed)
     teacher = kdforge.build_model("hf_encoder", input_shape=data.input_shape, num_classes=data.num_classes,
                                   path=shipped.teacher.model.name)  # fmt: skip
-    fitted = run_quietly(raw, resume=True).run_dir / "teacher" / "teacher.safetensors"
+    fitted = run_quietly(raw, resume=True).teacher_file
     teacher.load_state_dict(safetensors.torch.load_file(fitted))
     return teacher.eval(), data, shipped.data.batch_size
 

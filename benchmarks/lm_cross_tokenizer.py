@@ -66,7 +66,7 @@ def bpe_teacher(log_dir: str, vocab: int) -> tuple[Path, dict]:
     raw["losses"] = [{"name": "kd", "temperature": 1.0}]
     raw["train"]["epochs"] = 1  # the teacher is what this run is for: its student is a by-product
     result = run_quietly(raw)
-    teacher = load_model(Path(result.run_dir) / "teacher" / "teacher.safetensors")
+    teacher = load_model(result.teacher_file)
     teacher.model.save_pretrained(folder)
     return folder, {"bpe_perplexity": result.results["teacher"]["test"]["perplexity"], "vocab": vocab}
 

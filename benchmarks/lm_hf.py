@@ -118,7 +118,7 @@ def quality(seeds: list[int]) -> dict:
                 runs["alone"] = measured(result, "student_alone")
                 runs["teacher"] = result.results["teacher"]["test"]["perplexity"]
                 out["params"] = {r: result.results[r]["params"] for r in ("teacher", "student")}
-            teacher_file = teacher_file or str(Path(result.run_dir) / "teacher" / "teacher.safetensors")
+            teacher_file = teacher_file or str(result.teacher_file)
             base["teacher"] = {"source": "checkpoint", "path": teacher_file}
             print(f"seed {seed}, {name}: {runs[name]}", flush=True)
     out["cache"] = cache_against_online(seeds[0], teacher_file, log_dir)
@@ -177,7 +177,7 @@ def students(seeds: list[int], teacher_epochs: int) -> dict:
     base["losses"], base["train"] = [{"name": "ce"}], {**base["train"], "epochs": 1}
     base["teacher"]["train"] = {**base["teacher"]["train"], "epochs": teacher_epochs}
     trained = run_quietly(base)  # the teacher, trained by the recipe (the student of this run is not used)
-    teacher_file = str(Path(trained.run_dir) / "teacher" / "teacher.safetensors")
+    teacher_file = str(trained.teacher_file)
     folder = Path(log_dir) / "teacher_hf"
     load_model(teacher_file).model.save_pretrained(folder)
     out: dict = {"seeds": seeds, "teacher": trained.results["teacher"]["test"]["perplexity"], "runs": {},

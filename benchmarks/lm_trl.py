@@ -111,7 +111,7 @@ def prepare(workdir: Path) -> dict:
     base["train"]["epochs"] = 1
     result = run_quietly(base)
     teacher = workdir / "teacher"
-    load_model(Path(result.run_dir) / "teacher" / "teacher.safetensors").model.save_pretrained(teacher)
+    load_model(result.teacher_file).model.save_pretrained(teacher)
     return {"rows": rows, "data": data, "split": split, "tokenizer": tokenizer, "teacher": teacher,
             "student": student, "teacher_test_perplexity": result.results["teacher"]["test"]["perplexity"]}  # fmt: skip
 

@@ -334,7 +334,7 @@ def hard_finish_run(job: tuple) -> dict:
     raw["train"]["epochs"] = FINISH_EPOCHS
     raw["optim"].update(lr=2e-4, warmup_epochs=0)
     # the first stage's teacher, loaded: one trained anew would be fitted with this stage's optimiser, a weaker one
-    raw["teacher"] = {"source": "checkpoint", "path": str(first.run_dir / "teacher" / "teacher.safetensors")}
+    raw["teacher"] = {"source": "checkpoint", "path": str(first.teacher_file)}
     second = run_quietly(raw)
     before, after = first.results["student"], second.results["student"]  # a student in hard mode has one test
     return {"soft": before["test"]["accuracy"], "hard": before["test_hard"]["accuracy"],

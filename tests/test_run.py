@@ -95,7 +95,7 @@ def test_trained_teacher_is_reused_by_a_later_run(finished, tmp_path):
 
 def test_checkpoint_teacher_loads_and_mismatched_classes_fail(finished, tmp_path):
     raw, first = finished
-    teacher_file = first.run_dir / "teacher" / "teacher.safetensors"
+    teacher_file = first.teacher_file
     base = {**raw, "teacher": {"source": "checkpoint", "path": str(teacher_file)}}
     report = check(Recipe.from_dict(base))
     assert report["teacher_params"] == first.results["teacher"]["params"]

@@ -54,6 +54,12 @@ class RunResult:
     def teacher_accuracy(self) -> float:
         return self.results["teacher"]["test"]["accuracy"]
 
+    @property
+    def teacher_file(self) -> Path:
+        """The teacher this run trained or fine-tuned, as a kdforge model file: another recipe distils from the same
+        teacher with ``teacher: {source: checkpoint, path: <this>}`` (zoo teachers, not retrained, have none)."""
+        return self.run_dir / "teacher" / "teacher.safetensors"
+
 
 def run(
     recipe: Recipe,
