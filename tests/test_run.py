@@ -93,6 +93,29 @@ def test_trained_teacher_is_reused_by_a_later_run(finished, tmp_path):
     assert "student_alone" not in again.results
 
 
+def test_a_second_stage_that_trains_its_teacher_anew_says_how_to_keep_the_first_runs(finished):
+    """A student continuing a run (``init_from``) under another optimiser gets a teacher fitted anew with it: the log
+    says so and names the first run's teacher file; reusing the first run's teacher needs no hint."""
+    import io
+
+    from rich.console import Console
+
+    raw, first = finished
+    second = {**raw, "student": {**raw["student"], "init_from": str(first.run_dir)}, "train": {"epochs": 1}}
+
+    def log_of(recipe):
+        out = io.StringIO()
+        run(Recipe.from_dict(recipe), console=Console(file=out, width=500))
+        return out.getvalue()
+
+    assert "reusing the one trained" in (same := log_of({**second, "train": {"epochs": 1, "baseline": False}}))
+    assert "continues" not in same
+    anew = log_of({**second, "optim": {"lr": 1.0e-3}, "train": {"epochs": 1, "baseline": False}})
+    assert "teacher: training it for 2 epochs" in anew
+    assert f"the student continues {first.run_dir}: to distil it from that run's own teacher" in anew
+    assert "teacher: {source: checkpoint, path: <that run>/teacher/teacher.safetensors}" in anew
+
+
 def test_checkpoint_teacher_loads_and_mismatched_classes_fail(finished, tmp_path):
     raw, first = finished
     teacher_file = first.teacher_file

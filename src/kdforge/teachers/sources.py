@@ -78,7 +78,7 @@ def cached_fit(
         return module.eval(), {**meta, "cached_from": origin}
     session.console.print(
         f"teacher: training it for {fit.epochs} epochs (none trained with these settings under "
-        f"{session.recipe.log.dir})",
+        f"{session.recipe.log.dir})" + _beside_init_from(session.recipe),
         markup=False,
     )
     info = session.fit_teacher(module, fit, where, head, adapter)  # the run trains it: teachers sit below the trainer
@@ -91,6 +91,17 @@ def cached_fit(
         save_safetensors(module.state_dict(), stem.with_suffix(".safetensors"))
         write_json(stem.with_suffix(".json"), meta)
     return module.eval(), info
+
+
+def _beside_init_from(recipe: Recipe) -> str:
+    """A student continuing an earlier run is distilled from a teacher trained anew here, with this recipe's settings:
+    a second stage with its own optimiser fits another teacher, often a weaker one. Say how to keep the first's."""
+    if recipe.student.init_from is None:
+        return ""
+    return (
+        f"; the student continues {recipe.student.init_from}: to distil it from that run's own teacher, give "
+        "teacher: {source: checkpoint, path: <that run>/teacher/teacher.safetensors}"
+    )
 
 
 def _copy_teacher(cached: Path, stem: Path, teacher_meta: dict[str, Any]) -> None:
