@@ -51,3 +51,5 @@ def test_a_seed_gives_the_same_result_run_alone_or_in_a_sweep_of_two_processes(t
     parallel = sweep(Recipe.from_dict(tiny_recipe), seeds=2, first_seed=3, console=quiet, jobs=2).summary
     assert parallel["seeds"] == [3, 4] and [r["seed"] for r in parallel["runs"]] == [3, 4]
     assert parallel["runs"][0]["student"]["test"] != alone and parallel["runs"][1]["student"]["test"] == alone
+    # the sweep says where its runs ran: their thread count, not the main process's (reproduce.py compares by it)
+    assert parallel["measured_on"]["machine_class"] == parallel["runs"][0]["measured_on"]["machine_class"]

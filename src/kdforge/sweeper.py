@@ -90,7 +90,8 @@ def sweep(
             console.rule(f"[bold]sweep {escape(recipe.name)}: seed {one.seed} ({i + 1}/{seeds})")
             runs.append({**run(one, console=console).results, "seed": one.seed})
     # each run records its own machine and threads (a worker process's under jobs); the sweep, how it ran them
-    summary = {"name": recipe.name, **aggregate(runs), "runs": runs, "measured_on": {**where_measured(), "jobs": jobs}}
+    measured_on = {**where_measured(_threads_per_job(jobs) if jobs > 1 else None), "jobs": jobs}
+    summary = {"name": recipe.name, **aggregate(runs), "runs": runs, "measured_on": measured_on}
     write_json(sweep_dir / "sweep.json", summary)
     write_text(sweep_dir / "sweep.md", sweep_report(summary))
     console.print(sweep_table(summary))
@@ -106,11 +107,16 @@ def _seed_results(job: tuple[Recipe, int]) -> dict[str, Any]:
     return {**run(recipe, console=Console(quiet=True)).results, "seed": recipe.seed}
 
 
+def _threads_per_job(jobs: int) -> int:
+    """Each of ``jobs`` processes' share of the cores: more threads each would only make their pools fight."""
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
 def _in_processes(recipes: list[Recipe], jobs: int, console: Console) -> list[dict[str, Any]]:
-    """The seeds' runs in ``jobs`` processes whose thread counts add up to the cores (more threads each would
-    only make their pools fight over the cores), in seed order. Leaving the pool's block for any reason (an
-    error, Ctrl-C, SIGTERM) terminates its processes: no seed keeps training after the command ends."""
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    """The seeds' runs in ``jobs`` processes whose thread counts add up to the cores, in seed order. Leaving the
+    pool's block for any reason (an error, Ctrl-C, SIGTERM) terminates its processes: no seed keeps training after
+    the command ends."""
+    threads = _threads_per_job(jobs)
     console.rule(f"[bold]seeds {', '.join(str(r.seed) for r in recipes)}: {jobs} processes × {threads} threads")
     found: dict[int, dict[str, Any]] = {}
     with exit_on_sigterm(), multiprocessing.get_context("spawn").Pool(jobs) as pool:
