@@ -26,7 +26,7 @@ def benchmarks_importable(monkeypatch):
 
 def measured_threads(results):
     """The thread count ``results`` was measured with (this process's when it does not say): run at it, the cell is
-    compared exactly wherever the CPU kind is the same too."""
+    compared exactly wherever the CPU model and capability are the same too."""
     return results.get("measured_on", {}).get("threads", torch.get_num_threads())
 
 
