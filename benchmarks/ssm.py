@@ -32,7 +32,8 @@ chosen on validation, where T = 2 and 4 did worse) and alone, seeds 0-2: test ac
 At ``--epochs`` E (teacher and students; ssm_mnist1d_<E>ep.json), a budget small enough for the test suite to re-run
 a seed of it: ``--epochs 2`` is the SSM family's drift check (tests/test_drift.py).
 
-Each writes benchmarks/results/ssm_<name>.json and .md (``sar-few``: ssm_sar_few).
+Each writes benchmarks/results/ssm_<name>.json and .md (``sar-few``: ssm_sar_few), or ``--out``'s name:
+``ssm.py mnist1d --out ssm_mnist1d_xeon`` on an Intel AVX-512 Xeon, beside the AMD EPYC's ssm_mnist1d.
 """
 
 from __future__ import annotations
@@ -370,6 +371,7 @@ def main() -> None:
     parser.add_argument(
         "--runs", default=str(Path(tempfile.gettempdir()) / "kdforge-ssm"), help="sar: run folder (teachers reused)"
     )
+    parser.add_argument("--out", help="the results name (benchmarks/results/OUT.json), e.g. beside another machine's")
     args = parser.parse_args()
     started = time.perf_counter()
     out = {"sar": sar, "sar-control": sar_control, "sar-few": sar_few, "mnist1d": mnist1d}[args.benchmark](args)
@@ -378,7 +380,7 @@ def main() -> None:
         "mnist1d": ("mnist1d", mnist1d_markdown),
         "sar-few": ("sar_few", few_markdown),
     }.get(args.benchmark, ("sar", sar_markdown))
-    save(f"ssm_{name}" + (f"_{args.epochs}ep" if args.epochs else ""), out, markdown(out))
+    save(args.out or f"ssm_{name}" + (f"_{args.epochs}ep" if args.epochs else ""), out, markdown(out))
 
 
 if __name__ == "__main__":
