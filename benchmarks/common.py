@@ -311,7 +311,9 @@ def earlier_results(name: str, to_do: str) -> dict:
     path = results_path(name, ".json")
     if not path.is_file():
         raise SystemExit(f"{path} does not exist: {to_do} adds to it, so run the benchmark whole first")
-    return json.loads(path.read_text())
+    found = json.loads(path.read_text())
+    measured_on(adds_to=found.get("measured_on"), path=path)  # another machine's file: stop now, not when it is written
+    return found
 
 
 def save(name: str, out: dict, text: str) -> None:
@@ -326,14 +328,28 @@ def write_json(path: Path, out: dict) -> None:
     """``out`` as the JSON file ``path`` (atomically), with ``measured_on``: every results file says where it was
     measured and by which command, which ``benchmarks/reproduce.py`` re-runs."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_text(path, json.dumps({**out, "measured_on": measured_on()}, indent=2) + "\n")
+    where = measured_on(adds_to=out.get("measured_on"), path=path)
+    write_text(path, json.dumps({**out, "measured_on": where}, indent=2) + "\n")
 
 
-def measured_on() -> dict:
-    """This machine and libraries (:func:`kdforge.machine.where_measured`), the commit and the command."""
-    from kdforge.machine import where_measured
+def measured_on(adds_to: dict | None = None, path: Path | None = None) -> dict:
+    """This machine and libraries (:func:`kdforge.machine.where_measured`), the commit and the command. ``adds_to``:
+    the ``measured_on`` of the results file ``path`` that this run adds to (a partial run, or one of another
+    learning rate or recipe): the earlier commands come first, separated by "; ", so that running them in turn
+    rebuilds the file; and a run on another machine class than the file's stops here, rather than mix the two."""
+    from kdforge.machine import machine_class, where_measured
 
-    return {**where_measured(RUN_THREADS.get("threads")), "commit": commit(), "command": command()}
+    here = {**where_measured(RUN_THREADS.get("threads")), "commit": commit(), "command": command()}
+    if adds_to:
+        there = machine_class(adds_to)
+        if there is not None and there != here["machine_class"]:
+            raise SystemExit(
+                f"{path or 'the results file'} was measured on {there}, this machine is {here['machine_class']}: "
+                "adding to it would mix the two. Run the whole benchmark here, or move the file aside first."
+            )
+        earlier = [c for c in (adds_to.get("command") or "").split("; ") if c]
+        here["command"] = "; ".join(earlier + [here["command"]] * (here["command"] not in earlier))
+    return here
 
 
 def command() -> str:

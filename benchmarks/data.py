@@ -338,8 +338,8 @@ def memory(root: Path, only: str | None = None) -> None:
 
     from common import earlier_results
 
-    kept = earlier_results("data_memory", "--only")["rows"] if only else []
-    rows = [r for r in kept if only not in r["case"]]  # with --only: the other cases' rows stay as measured
+    earlier = earlier_results("data_memory", "--only") if only else {"rows": []}
+    rows = [r for r in earlier["rows"] if only not in r["case"]]  # with --only: the other cases' rows stay as measured
     for case, (make, unit, sizes) in MEMORY_CASES.items():
         if only and only not in case:
             continue
@@ -383,7 +383,8 @@ def memory(root: Path, only: str | None = None) -> None:
             "",
         ]
     )
-    save("data_memory", {"benchmark": "data_memory", "rows": rows, "torch": torch.__version__}, text)
+    where = {"measured_on": earlier["measured_on"]} if "measured_on" in earlier else {}  # the run --only adds to
+    save("data_memory", {"benchmark": "data_memory", "rows": rows, "torch": torch.__version__, **where}, text)
 
 
 def main() -> None:

@@ -50,7 +50,16 @@ import torch
 from rich.console import Console
 
 import kdforge
-from common import RESULTS, forced_kernels, job_threads, results_path, worker_pool, write_json, write_text
+from common import (
+    RESULTS,
+    forced_kernels,
+    job_threads,
+    measured_on,
+    results_path,
+    worker_pool,
+    write_json,
+    write_text,
+)
 
 CHOOSING = Path(__file__).parents[1] / "docs" / "choosing.md"  # its main table is the suite's
 TABLE_MARKS = ("<!-- suite table: benchmarks/results/methods.md -->", "<!-- end of suite table -->")
@@ -559,6 +568,7 @@ def over_seeds(args: argparse.Namespace, threads: int) -> None:
     found: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     if (found.get("epochs"), found.get("seeds")) != (EPOCHS, seeds):  # other runs: start afresh
         found = {"epochs": EPOCHS, "seeds": seeds, "pairs": {}}
+    measured_on(adds_to=found.get("measured_on"), path=path)  # another machine's results: stop before any run
     configs = [TUNED] if args.tuned else [str(lr) for lr in args.lrs]
     tuned = tunes() if args.tuned else {}
     for pair in args.pairs:  # entries made now, emptied if run before: the table keeps this order, other pairs stay

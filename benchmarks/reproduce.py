@@ -1,6 +1,7 @@
 """Re-run the command that wrote a results file, from a clean checkout, and compare the two cell by cell.
 
-The command comes from the file (``measured_on.command``, which every results file records) or, for files
+The commands come from the file (``measured_on.command``, which every results file records: several, separated by
+"; ", where later runs added to the file, and they run in turn) or, for files
 written before that and for a ``kdforge sweep``'s ``sweep.json`` copied here, from ``benchmarks/figures.py``'s
 list. It runs in a clean checkout of ``--at`` (default: HEAD; the
 committed code, not the working tree's changes) with its results written to a scratch folder, never over the
@@ -162,9 +163,10 @@ class Command:
     sweep: bool = False
 
 
-def command_of(path: Path, committed: dict) -> Command:
-    """The command that wrote ``path``: a benchmark script, or a ``kdforge sweep`` whose sweep.json was copied here
-    (with the environment either sets first, e.g. ``ATEN_CPU_CAPABILITY=avx2``)."""
+def commands_of(path: Path, committed: dict) -> list[Command]:
+    """The commands that wrote ``path``, to run in turn (a file that later runs added to records theirs after the
+    first, separated by "; "): benchmark scripts, or a ``kdforge sweep`` whose sweep.json was copied here (with the
+    environment each sets first, e.g. ``ATEN_CPU_CAPABILITY=avx2``)."""
     text = committed.get("measured_on", {}).get("command")
     if text is None:
         sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -172,16 +174,23 @@ def command_of(path: Path, committed: dict) -> Command:
 
         text = COMMANDS.get(path.name) or COMMANDS.get(path.with_suffix(".md").name)
     command, _, note = (text or "").partition(" (")  # a note: what to do by hand, or where it must run
-    words = shlex.split(command)
+    found = [_command(part, note) for part in command.split("; ")]
+    if None in found or (len(found) > 1 and any(c.sweep for c in found if c)):
+        raise Unreproducible(f"{path}: no command that re-runs it here ({text or 'none recorded'}); run it by hand")
+    return [c for c in found if c]
+
+
+def _command(text: str, note: str) -> Command | None:
+    words = shlex.split(text)
     env = {}
     while words and re.fullmatch(r"[A-Z_]+=\S*", words[0]):
         key, value = words.pop(0).split("=", 1)
         env[key] = value
-    if words[:3] == ["uv", "run", "python"] and not note and ";" not in command:
+    if words[:3] == ["uv", "run", "python"] and not note:
         return Command([sys.executable, *words[3:]], env)
     if words[:4] == ["uv", "run", "kdforge", "sweep"]:  # its note says to copy the sweep's files here
         return Command([sys.executable, "-m", "kdforge", *words[3:]], env, sweep=True)
-    raise Unreproducible(f"{path}: no command that re-runs it here ({text or 'none recorded'}); run it by hand")
+    return None
 
 
 class Unreproducible(Exception):
@@ -208,27 +217,29 @@ def in_scratch(args: list[str], scratch: Path) -> list[str]:
 def rerun(path: Path, at: str, scratch: Path, repo: Path = ROOT) -> dict:
     """Run the file's command in a clean checkout of ``repo`` at ``at`` under ``scratch``; the re-written file."""
     committed = read_json(path)
-    command = command_of(path, committed)
+    commands = commands_of(path, committed)
     checkout, results = scratch / "checkout", scratch / "results"
     added = subprocess.run(
         ["git", "worktree", "add", "--detach", "--quiet", str(checkout), at], cwd=repo, capture_output=True, text=True
     )
     if added.returncode:
         raise Unreproducible(f"no clean checkout of {at}: {added.stderr.strip()}")
-    args = [*command.args, f"log.dir={results}"] if command.sweep else in_scratch(command.args, scratch)
     try:
-        env = {
-            **os.environ,
-            **command.env,
-            "KDFORGE_RESULTS_DIR": str(results),
-            "PYTHONPATH": os.pathsep.join([str(checkout / "src"), str(checkout / "benchmarks")]),
-        }
-        print(f"re-running in a clean checkout of {at}: {shlex.join(args[1:])}", flush=True)
-        if subprocess.run(args, cwd=checkout, env=env).returncode:
-            raise Unreproducible(f"{path}: its command failed in the clean checkout: {shlex.join(args[1:])}")
+        for command in commands:  # each after the one before, adding to what it wrote
+            args = [*command.args, f"log.dir={results}"] if command.sweep else in_scratch(command.args, scratch)
+            env = {
+                **os.environ,
+                **command.env,
+                "KDFORGE_RESULTS_DIR": str(results),
+                "PYTHONPATH": os.pathsep.join([str(checkout / "src"), str(checkout / "benchmarks")]),
+            }
+            print(f"re-running in a clean checkout of {at}: {shlex.join(args[1:])}", flush=True)
+            if subprocess.run(args, cwd=checkout, env=env).returncode:
+                raise Unreproducible(f"{path}: its command failed in the clean checkout: {shlex.join(args[1:])}")
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(checkout)], cwd=repo, capture_output=True)
-    written = next(results.glob("*-sweep-*/sweep.json"), results) if command.sweep else results / path.name
+    sweep = commands[0].sweep
+    written = next(results.glob("*-sweep-*/sweep.json"), results) if sweep else results / path.name
     if not written.is_file():
         wrote = sorted(p.name for p in results.glob("*")) if results.is_dir() else []
         raise Unreproducible(f"{path}: its command ran but wrote no {path.name} (it wrote {wrote or 'nothing'})")

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 import kdforge
-from common import earlier_results, results_path, run_quietly, teacher_first, worker_pool
+from common import earlier_results, measured_on, results_path, run_quietly, teacher_first, worker_pool
 from kdforge.families.tm.clause import set_hard
 from kdforge.families.tm.hooks import level_choice
 from tm_students import (
@@ -163,6 +163,7 @@ def ablation(args: argparse.Namespace) -> dict:
     """Every run of the ablation, ``args.workers`` at a time (one thread each), in ``args.runs`` (a new temporary
     folder by default; a folder of a stopped ablation: its finished runs are taken as they are). The first run of each
     task and seed, distilled, trains that seed's teacher before any other run that uses it starts."""
+    earlier = added_to(results_path(ablation_name(args), ".json"), args.tasks, "tasks")
     log_dir = args.runs or tempfile.mkdtemp(prefix="kdforge-tm-ablation-")
     Path(log_dir).mkdir(parents=True, exist_ok=True)
     tasks = {name: Path(log_dir) / f"{name.replace(' ', '-')}.npz" for name in args.tasks or ABLATION_TASKS}
@@ -198,11 +199,18 @@ def ablation(args: argparse.Namespace) -> dict:
                 cell[key].append(out[key])
         cell["params"] = out["params"]
         cells[name]["teacher"] = out["teacher"]
-    kept = {}  # with --tasks: the other tasks' numbers of the same budget, as they were
-    if args.tasks and (earlier := results_path(ablation_name(args), ".json")).exists():
-        kept = {k: v for k, v in json.loads(earlier.read_text())["tasks"].items() if k not in cells}
+    kept = {k: v for k, v in earlier.pop("tasks").items() if k not in cells}
     return {"epochs": args.epochs, "seeds": args.seeds, "modes": args.modes, "workers": args.workers,
-            "tasks": {**kept, **cells}}  # fmt: skip
+            "tasks": {**kept, **cells}, **earlier}  # fmt: skip
+
+
+def added_to(path: Path, tasks: list[str] | None, key: str) -> dict:
+    """With ``--tasks``, the results file ``path`` that the run adds to: its ``key`` entries (the other tasks' numbers
+    of the same budget, kept as they were) and where they were measured, which the new file's ``measured_on`` goes on
+    from (another machine's file stops the run here, before it trains anything). Without, or with no file: none."""
+    found = json.loads(path.read_text()) if tasks and path.exists() else {}
+    measured_on(adds_to=found.get("measured_on"), path=path)
+    return {key: found.get(key, {})} | ({"measured_on": found["measured_on"]} if "measured_on" in found else {})
 
 
 def ablation_name(args: argparse.Namespace) -> str:
@@ -418,12 +426,12 @@ def hard_literals(args: argparse.Namespace) -> dict:
     if plain["seeds"] != args.seeds:
         seeds = " ".join(map(str, plain["seeds"]))
         raise SystemExit(f"the runs without hard_literals are of seeds {seeds}: run with --seeds {seeds}")
+    earlier = added_to(results_path(f"tm_hard_literals_{args.epochs}ep", ".json"), args.tasks, "cases")
     cases = case_runs(args, hard_literals_run, "hard-literals", args.tasks)
-    earlier = results_path(f"tm_hard_literals_{args.epochs}ep", ".json")
-    kept = json.loads(earlier.read_text())["cases"] if args.tasks and earlier.exists() else {}
+    kept = earlier.pop("cases")
     merged = {label: cases.get(label) or kept[label] for label in plain["cases"] if label in cases or label in kept}
     return {"epochs": args.epochs, "seeds": args.seeds, "hard_literals": HARD_LITERALS, "cases": merged,
-            "plain": {label: plain["cases"][label] for label in merged}}  # fmt: skip
+            "plain": {label: plain["cases"][label] for label in merged}, **earlier}  # fmt: skip
 
 
 def hard_finish_name(epochs: int) -> str:

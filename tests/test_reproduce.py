@@ -152,13 +152,39 @@ def test_a_rerun_keeps_its_runs_in_the_scratch_folder_not_in_the_recorded_one_it
 
 def test_a_sweeps_command_and_the_environment_it_needs_come_from_the_figures_list(reproduce):
     """sweep.json files are written by kdforge sweep and copied here: figures.py's list says how, ATEN_CPU_CAPABILITY
-    included; a line of several commands, or one that must run elsewhere, is left to be run by hand."""
-    command = reproduce.command_of(Path("digits_kd_sweep_avx2.json"), {})
+    included; a line of several commands runs them in turn; one that must run elsewhere is left to be run by hand."""
+    [command] = reproduce.commands_of(Path("digits_kd_sweep_avx2.json"), {})
     assert command.sweep and command.env == {"ATEN_CPU_CAPABILITY": "avx2"}
     assert command.args[1:] == ["-m", "kdforge", "sweep", "digits_kd", "--seeds", "10"]
-    for name in ("methods.md", "lm_gpu.md"):
-        with pytest.raises(reproduce.Unreproducible, match="run it by hand"):
-            reproduce.command_of(Path(name), {})
+    run, tune = reproduce.commands_of(Path("methods.md"), {})
+    assert run.args[1:] == ["benchmarks/methods.py", "run"] and tune.args[2:] == ["tune", "--trial-seeds", "2"]
+    with pytest.raises(reproduce.Unreproducible, match="run it by hand"):
+        reproduce.commands_of(Path("lm_gpu.md"), {})
+
+
+def test_a_run_that_adds_to_a_results_file_records_its_command_after_the_earlier_ones(tmp_path, monkeypatch):
+    """methods.py seeds at the default learning rates, then --tuned into the same file: the file names both, in
+    turn, and reproduce.py re-runs both; a run on another machine class refuses to add to the file."""
+    monkeypatch.setenv("KDFORGE_RESULTS_DIR", str(tmp_path))
+    monkeypatch.setitem(sys.modules, "common", None)
+    common = load("common")
+    path = tmp_path / "x.json"
+    monkeypatch.setattr(sys, "argv", [str(BENCHMARKS / "methods.py"), "seeds"])
+    common.write_json(path, {"cells": [1]})
+    monkeypatch.setattr(sys, "argv", [str(BENCHMARKS / "methods.py"), "seeds", "--tuned"])
+    common.write_json(path, json.loads(path.read_text()))
+    common.write_json(path, json.loads(path.read_text()))  # the same run again: named once
+    found = json.loads(path.read_text())
+    assert found["measured_on"]["command"] == (
+        "uv run python benchmarks/methods.py seeds; uv run python benchmarks/methods.py seeds --tuned"
+    )
+    assert [c.args[1:] for c in load("reproduce").commands_of(path, found)] == [
+        ["benchmarks/methods.py", "seeds"], ["benchmarks/methods.py", "seeds", "--tuned"]
+    ]  # fmt: skip
+    elsewhere = {**found["measured_on"], "cpu": "Another CPU"}
+    with pytest.raises(SystemExit, match=r"x.json was measured on Another CPU, .* adding to it would mix the two"):
+        common.write_json(path, {**found, "measured_on": elsewhere})
+    assert json.loads(path.read_text()) == found  # left as it was
 
 
 def test_a_stopped_benchmark_resumes_from_its_finished_runs_and_reruns_any_other_recipe(tiny_recipe, monkeypatch):
@@ -267,4 +293,21 @@ def test_results_measured_with_forced_kernels_are_written_beside_the_machines_ow
         common.earlier_results("lm", "--costs-only")
     forced = json.loads((tmp_path / "x_avx2.json").read_text())
     assert forced["measured_on"]["command"].startswith("ATEN_CPU_CAPABILITY=AVX2 uv run python benchmarks/tm.py")
-    assert load("reproduce").command_of(tmp_path / "x_avx2.json", forced).env == {"ATEN_CPU_CAPABILITY": "AVX2"}
+    [command] = load("reproduce").commands_of(tmp_path / "x_avx2.json", forced)
+    assert command.env == {"ATEN_CPU_CAPABILITY": "AVX2"}
+
+
+def test_a_tm_ablation_of_some_tasks_keeps_the_others_and_goes_on_from_where_they_were_measured(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the script imports its neighbours
+    monkeypatch.setitem(sys.modules, "common", None)
+    common = load("common")
+    ablation = load("tm_ablation")
+    path = tmp_path / "tm_ablation.json"
+    common.write_json(path, {"tasks": {"token parity": {"x": 1}, "two of four": {"x": 2}}})
+    earlier = ablation.added_to(path, ["two of four"], "tasks")
+    assert earlier["tasks"]["token parity"] == {"x": 1} and earlier["measured_on"]["command"]
+    assert ablation.added_to(path, None, "tasks") == {"tasks": {}}  # all tasks: nothing kept, a fresh file
+    found = json.loads(path.read_text())
+    path.write_text(json.dumps({**found, "measured_on": {**found["measured_on"], "threads": 64}}))
+    with pytest.raises(SystemExit, match="adding to it would mix the two"):
+        ablation.added_to(path, ["two of four"], "tasks")
