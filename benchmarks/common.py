@@ -237,11 +237,12 @@ def run_timed(raw: dict) -> tuple[kdforge.RunResult, Intervals]:
 def paired(
     variants: dict, batch: int, rounds: int, seconds: float = 0.2, slice_s: float = 0.01, timers: dict | None = None
 ) -> dict[str, float]:
-    """Median samples/s of each variant, and the median per-round ratio of each to the first. Within a round the
-    variants take turns in slices of ``slice_s`` until each has run ``seconds``, so that a burst of load on this
-    shared machine falls on all of them alike; the order of the turns alternates from round to round. ``timers``
-    (variant: an object whose ``seconds`` a variant's calls add to, as ``tm.py``'s ``ClauseTime``): also the
-    milliseconds per call those add, and the median per-round ratio of that time to the first variant's."""
+    """Median samples/s of each variant, and the median per-round ratio of each to the first, with the standard
+    deviation of those ratios over the rounds (``<ratio>_std``: the spread a re-run elsewhere may move the ratio by).
+    Within a round the variants take turns in slices of ``slice_s`` until each has run ``seconds``, so that a burst of
+    load on this shared machine falls on all of them alike; the order of the turns alternates from round to round.
+    ``timers`` (variant: an object whose ``seconds`` a variant's calls add to, as ``tm.py``'s ``ClauseTime``): also
+    the milliseconds per call those add, and the median per-round ratio of that time to the first variant's."""
     timers = timers or {}
     speeds: dict[str, list[float]] = {name: [] for name in variants}
     inner: dict[str, list[float]] = {name: [] for name in timers}
@@ -265,11 +266,16 @@ def paired(
             inner[name].append(timer.seconds / runs[name])
     first = next(iter(variants))
     out = {f"{name}_samples_per_s": statistics.median(v) for name, v in speeds.items()}
+
+    def ratio(key: str, ratios: list[float]) -> None:
+        out[key] = statistics.median(ratios)
+        out[f"{key}_std"] = statistics.stdev(ratios) if len(ratios) > 1 else 0.0
+
     for name in list(variants)[1:]:
-        out[f"{name}_over_{first}"] = statistics.median(a / b for a, b in zip(speeds[name], speeds[first]))
+        ratio(f"{name}_over_{first}", [a / b for a, b in zip(speeds[name], speeds[first])])
     for name, times in inner.items():
         out[f"{name}_clause_ms"] = 1e3 * statistics.median(times)
-        out[f"{name}_clause_over_{first}"] = statistics.median(a / b for a, b in zip(inner[first], times))
+        ratio(f"{name}_clause_over_{first}", [a / b for a, b in zip(inner[first], times)])
     return out
 
 

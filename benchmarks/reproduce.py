@@ -14,9 +14,9 @@ committed file. Then every number of the committed file is compared with the re-
   ``x_std``, ``mean`` and ``std``) may move by that much, and a list of per-seed values may move its mean by their
   standard deviation; a value without a spread is not compared, and the summary says how many.
 
-Times, memory and rates (``*_s``, ``*seconds*``, ``*ratio*``, ``*peak*``, ``*per_s*`` ..., and whatever the file
-lists under ``timings``) move from run to run on any machine: they are compared within their spread where one is
-stated, never exactly.
+Times, memory and rates (``*_s``, ``*minutes*``, ``*ratio*``, ``*_over_*``, ``*peak*``, ``*_kb``, ``*per_s*`` ...,
+and whatever the file lists under ``timings``) move from run to run on any machine: they are compared within their
+spread where one is stated, never exactly.
 
     uv run python benchmarks/reproduce.py benchmarks/results/methods_seeds.json [--at COMMIT] [--keep]
 
@@ -43,7 +43,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 # keys whose values are measured times, memory or rates: never deterministic
-TIMED = re.compile(r"(^|_)(s|ms|seconds?|time|times|wall|per_s|peak|bytes|gib|mb|rate|ratio|speed|throughput)(_|$)")
+TIMED = re.compile(
+    r"(^|_)(s|ms|us|seconds?|minutes?|time|times|wall|latency|wait|per_s|peak|bytes|kb|mb|gb|gib|rate|ratios?|speed"
+    r"|speedup|throughput|over)(_|$)"  # "over": a's speed or time over b's, as packed_over_float
+)
 Path_ = tuple[str | int, ...]
 
 

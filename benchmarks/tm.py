@@ -24,7 +24,7 @@ Writes benchmarks/results/tm_accuracy_finish.json and .md.
 ``packed``: an exported clause layer evaluated in integers (:class:`kdforge.families.tm.PackedTM`)
 against the same layer in hard mode in PyTorch (float, ``inference_mode``): outputs must be
 identical; throughput ratio at several batch sizes (target >= 10x on CPU). The two take
-turns in 10 ms slices in one process, several rounds, median per-round ratio.
+turns in 10 ms slices in one process, several rounds, median per-round ratio (and its spread over the rounds).
 
 The layer is the clause layer of a ``tm_flat`` student on 32x32 digits (1,024 inputs,
 2,048 literals); its weights are spread as training spreads them (random thresholds and
@@ -40,7 +40,7 @@ test images (``tm_flat`` on booleanised 8x8 digits) at batch 1 and 256: every cl
 inputs, one after the other; the whole student end to end (float soft mode, float hard mode, packed); and the time
 spent inside its clause blocks during those forward passes (a hook before and after each). Weights are spread as
 training spreads them. The logits must be identical to hard mode; ratios are medians of paired rounds in which the
-variants take turns in 10 ms slices.
+variants take turns in 10 ms slices (the JSON adds each one's standard deviation over the rounds, ``_std``).
 
     uv run python benchmarks/tm.py blocks [--rounds 7] [--levels 8]
 

@@ -79,6 +79,7 @@ def packed(args: argparse.Namespace) -> dict:
             "float_samples_per_s": speeds["float_samples_per_s"],
             "packed_samples_per_s": speeds["packed_samples_per_s"],
             "ratio": speeds["packed_over_float"],
+            "ratio_std": speeds["packed_over_float_std"],
         }
         rows.append(row)
         print(
@@ -201,6 +202,7 @@ def packed_against_float(model: torch.nn.Module, x: torch.Tensor, batch: int, ro
         "float_hard_ms": student.pop("float_hard_clause_ms"),
         "packed_ms": student.pop("packed_clause_ms"),
         "packed_over_float_hard": student.pop("packed_clause_over_float_hard"),
+        "packed_over_float_hard_std": student.pop("packed_clause_over_float_hard_std"),
     }
     for key in [key for key in student if "_clause_" in key]:  # the soft student's: not reported
         del student[key]
@@ -303,7 +305,8 @@ def paths(args: argparse.Namespace) -> dict:
                 row |= path_speeds(layer, packed, u, x, args.rounds)
                 rows.append(row)
                 print(f"{label:32s} b{batch:<4d} {len(x):6d} x {x.shape[1]:3d}  {row}", flush=True)
-    return {"threads": torch.get_num_threads(), **machine(), "rounds": args.rounds, "layers": rows}
+    speeds = ["hard_us", *(f"{path}{std}" for path in ("float32", "int8", "oneDNN") for std in ("", "_std"))]
+    return {"threads": torch.get_num_threads(), **machine(), "rounds": args.rounds, "layers": rows, "timings": speeds}
 
 
 def forced(packed: PackedTM, path: str) -> PackedTM:
@@ -327,7 +330,8 @@ def path_speeds(layer: torch.nn.Module, packed: PackedTM, u: torch.Tensor, x: to
             raise AssertionError(f"PackedTM's {path} path differs from hard mode")
         variants[path] = lambda one_way=one_way: one_way.evaluate(x)
     speeds = paired(variants, 1, rounds, seconds=0.1)
-    return {"hard_us": 1e6 / speeds["hard_samples_per_s"]} | {path: speeds[f"{path}_over_hard"] for path in available}
+    ratios = {f"{path}{std}": speeds[f"{path}_over_hard{std}"] for path in available for std in ("", "_std")}
+    return {"hard_us": 1e6 / speeds["hard_samples_per_s"]} | ratios
 
 
 def paths_table(result: dict) -> str:

@@ -48,6 +48,26 @@ def test_a_file_may_name_the_keys_that_hold_times(reproduce):
     assert not found.differ and found.uncompared == ["pairs/0/plain"] and len(found.equal) == 1
 
 
+def test_speed_ratios_minutes_and_memory_are_never_compared_exactly(reproduce):
+    """On the machine that wrote them they still move: a ratio of speeds (a_over_b), a run's minutes, a microsecond
+    latency, a peak in kB; compared within the spread stated beside them (the per-round std of a paired ratio)."""
+    times = {"packed_over_float": 8.6, "packed_over_float_std": 0.9, "minutes": 74.0, "hard_us": 51, "hwm_kb": 9e5}
+    moved = {"packed_over_float": 9.1, "packed_over_float_std": 1.1, "minutes": 80.0, "hard_us": 48, "hwm_kb": 8e5}
+    here = "AVX2, 2 threads"
+    found = reproduce.compare(on(here, accuracy=0.9, **times), on(here, accuracy=0.9, **moved))
+    assert not found.differ and found.equal == ["accuracy: 0.9 committed, 0.9 re-run"]
+    assert [cell.split(":")[0] for cell in found.within] == ["packed_over_float"]
+    far = reproduce.compare(on(here, **times), on(here, **{**moved, "packed_over_float": 12}))
+    assert [cell.split(":")[0] for cell in far.differ] == ["packed_over_float"]
+
+
+def test_a_paired_speed_ratio_comes_with_its_spread_over_the_rounds(reproduce, monkeypatch):
+    monkeypatch.setitem(sys.modules, "common", None)
+    speeds = load("common").paired({"a": lambda: sum(range(200)), "b": lambda: sum(range(400))}, 1, 3, seconds=0.02)
+    assert speeds["b_over_a"] > 0 and speeds["b_over_a_std"] >= 0
+    assert reproduce.stated_spread(speeds, ("b_over_a",)) == speeds["b_over_a_std"]
+
+
 def test_a_cell_the_rerun_lacks_differs(reproduce):
     found = reproduce.compare(on("AVX2, 1 threads", a=1, b=2), on("AVX2, 1 threads", a=1))
     assert found.differ == ["b: 2 committed, nothing re-run"]
