@@ -423,28 +423,30 @@ FIGURES = [
         "the blocks run 4.4–7.6× faster at batch 1 and\n3.7–4.8× at batch 256",
         "tm_blocks_no_vnni_levels3.md",
     ),
-    Figure("docs/tm.md", "float32 is\n3.4× and oneDNN's layers, taken, 3.2×", "tm_paths_no_vnni.md"),
+    Figure("docs/tm.md", "float32 is 3.4× and oneDNN's layers, taken, 3.2×", "tm_paths_no_vnni.md"),
     Figure(
         "docs/tm.md",
-        "There packed blocks are 3.7–15.6× faster than hard mode on their own inputs, eight of the twelve cells at 5× "
-        "(all six at\nbatch 1, where every layer takes the float32 way); inside the model 3.0–14.2×, six of twelve; "
-        "the packed student\n1.3–7.6× end to end.",
+        "There packed blocks are 3.7–12.8× faster than hard mode on their own inputs, nine of the twelve cells at 5× "
+        "(all six at\nbatch 1, where every layer takes the float32 way); inside the model 3.1–11.8×, eight of twelve; "
+        "the packed student\n1.25–6.40× end to end.",
         "tm_blocks_vnni.md",
     ),
     Figure(
         "docs/tm.md",
-        "on this CPU they run the layers of 4,096 rows and\nmore 3.9–5.8× faster than hard mode called directly",
+        "on this CPU they run the layers of 4,096 rows and\nmore 4.7–6.5× faster than hard mode called directly",
         "tm_paths_vnni.md",
-        ("3.9", "5.8"),
+        ("4.7", "6.5"),
     ),
     Figure(
         "docs/tm.md",
-        "int8 products 2.5–4.3×: four of the six batch-256 cells stay below 5×",
+        "int8 products 3.2–4.7×: three of the six batch-256 cells stay below 5×",
         "tm_paths_vnni.md",
-        ("2.5", "4.3"),
+        ("3.2", "4.7"),
     ),
-    Figure("docs/tm.md", "(256 × 32: 5.5× against 4.3×)", "tm_paths_vnni.md", ("5.5", "4.3")),
-    Figure("docs/tm.md", "float32, taken,\nand int8 products are nearly level, 6.6× and 6.2×", "tm_paths_vnni.md"),
+    Figure("docs/tm.md", "(256 × 32: 4.8× against 4.2×)", "tm_paths_vnni.md", ("4.8", "4.2")),
+    Figure(
+        "docs/tm.md", "oneDNN's layers, taken, and int8 products are nearly level, 4.7× and 4.6×", "tm_paths_vnni.md"
+    ),
     Figure(
         "docs/tm.md",
         "test accuracy 86.2 ± 1.2 % on raw bits,\n88.2 ± 0.9 % augmented, 90.7 ± 0.6 % convolutional",
@@ -571,7 +573,7 @@ FIGURES = [
     ),
     *table("docs/tm.md", "| tm_flat | 527,882", "tm_accuracy.md"),
     *table("docs/tm.md", "| vit_tm_tiny (patch 8) | 8.0× |", "tm_blocks_no_vnni.md"),
-    *table("docs/tm.md", "| vit_tm_tiny (patch 8) | 10.5× |", "tm_blocks_vnni.md"),
+    *table("docs/tm.md", "| vit_tm_tiny (patch 8) | 9.9× |", "tm_blocks_vnni.md"),
     *table("docs/tm.md", "| token parity | ViT-TM | TM, `literal_gain` 1", "tm_ablation.md"),
     *table("docs/tm.md", "| token parity | ViT-TM | TM, `literal_gain` 4 |", "tm_ablation_30ep.md"),
     *table("docs/tm.md", "| token parity | 86% ± 5 |", "tm_ablation_30ep_alone_seeds0-5.md"),

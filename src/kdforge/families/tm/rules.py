@@ -179,8 +179,8 @@ class PackedTM:
 
     BLOCK_ROWS = 16384  # big batches go in blocks of at most this many rows, so that the scores stay in cache
     # with VNNI, int8 products from this many input values (rows × features) on; on fewer, a few float32 calls in
-    # PyTorch are as fast or faster (``benchmarks/results/tm_paths_vnni.md``: 65 × 128 level, 256 × 32 and 64 × 64
-    # 1.2-1.3x faster), most of all inside a model, where each call right after the attention's threads costs more
+    # PyTorch are as fast or faster (``benchmarks/results/tm_paths_vnni.md``: 256 × 32, 65 × 128 and 64 × 64
+    # 1.1-1.3x faster), most of all inside a model, where each call right after the attention's threads costs more
     INT8_VALUES = 16384
     # oneDNN's int8 layers from this many input values on: each call has a large fixed cost. Without VNNI they beat
     # float32 from here; with VNNI, where the relu and the uint8 scores come out of their first product, they beat
