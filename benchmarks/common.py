@@ -318,7 +318,7 @@ def earlier_results(name: str, to_do: str) -> dict:
     if not path.is_file():
         raise SystemExit(f"{path} does not exist: {to_do} adds to it, so run the benchmark whole first")
     found = json.loads(path.read_text())
-    measured_on(adds_to=found.get("measured_on"), path=path)  # another machine's file: stop now, not when it is written
+    refuse_mixing(found.get("measured_on"), path)  # another machine's file: stop now, not when it is written
     return found
 
 
@@ -343,19 +343,34 @@ def measured_on(adds_to: dict | None = None, path: Path | None = None) -> dict:
     the ``measured_on`` of the results file ``path`` that this run adds to (a partial run, or one of another
     learning rate or recipe): the earlier commands come first, separated by "; ", so that running them in turn
     rebuilds the file; and a run on another machine class than the file's stops here, rather than mix the two."""
-    from kdforge.machine import machine_class, where_measured
+    from kdforge.machine import where_measured
 
     here = {**where_measured(RUN_THREADS.get("threads")), "commit": commit(), "command": command()}
     if adds_to:
-        there = machine_class(adds_to)
-        if there is not None and there != here["machine_class"]:
-            raise SystemExit(
-                f"{path or 'the results file'} was measured on {there}, this machine is {here['machine_class']}: "
-                "adding to it would mix the two. Run the whole benchmark here, or move the file aside first."
-            )
+        refuse_mixing(adds_to, path)
         earlier = [c for c in (adds_to.get("command") or "").split("; ") if c]
         here["command"] = "; ".join(earlier + [here["command"]] * (here["command"] not in earlier))
     return here
+
+
+def refuse_mixing(adds_to: dict | None, path: Path | None) -> None:
+    """Stop a run that would add to results measured on another machine class (``adds_to``: the ``measured_on`` of
+    the file ``path``), before it trains anything where it can: one file, one machine class."""
+    from kdforge.machine import machine_class, where_measured
+
+    there = machine_class(adds_to or {})
+    here = where_measured(RUN_THREADS.get("threads"))["machine_class"] if there else None
+    if there is not None and there != here:
+        raise SystemExit(
+            f"{path or 'the results file'} was measured on {there}, this machine is {here}: adding to it would mix "
+            "the two. Run the whole benchmark here, or move the file aside first."
+        )
+
+
+def going_on_from(found: dict) -> dict:
+    """The ``measured_on`` of results a run adds to, to put in what it writes, which :func:`write_json` goes on
+    from; {} where they record none."""
+    return {"measured_on": found["measured_on"]} if "measured_on" in found else {}
 
 
 def command() -> str:

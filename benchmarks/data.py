@@ -336,7 +336,7 @@ def memory(root: Path, only: str | None = None) -> None:
     import subprocess
     import sys
 
-    from common import earlier_results
+    from common import earlier_results, going_on_from
 
     earlier = earlier_results("data_memory", "--only") if only else {"rows": []}
     rows = [r for r in earlier["rows"] if only not in r["case"]]  # with --only: the other cases' rows stay as measured
@@ -383,8 +383,8 @@ def memory(root: Path, only: str | None = None) -> None:
             "",
         ]
     )
-    where = {"measured_on": earlier["measured_on"]} if "measured_on" in earlier else {}  # the run --only adds to
-    save("data_memory", {"benchmark": "data_memory", "rows": rows, "torch": torch.__version__, **where}, text)
+    out = {"benchmark": "data_memory", "rows": rows, "torch": torch.__version__, **going_on_from(earlier)}
+    save("data_memory", out, text)
 
 
 def main() -> None:

@@ -54,7 +54,7 @@ from common import (
     RESULTS,
     forced_kernels,
     job_threads,
-    measured_on,
+    refuse_mixing,
     results_path,
     worker_pool,
     write_json,
@@ -568,7 +568,7 @@ def over_seeds(args: argparse.Namespace, threads: int) -> None:
     found: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     if (found.get("epochs"), found.get("seeds")) != (EPOCHS, seeds):  # other runs: start afresh
         found = {"epochs": EPOCHS, "seeds": seeds, "pairs": {}}
-    measured_on(adds_to=found.get("measured_on"), path=path)  # another machine's results: stop before any run
+    refuse_mixing(found.get("measured_on"), path)  # another machine's results: stop before any run
     configs = [TUNED] if args.tuned else [str(lr) for lr in args.lrs]
     tuned = tunes() if args.tuned else {}
     for pair in args.pairs:  # entries made now, emptied if run before: the table keeps this order, other pairs stay

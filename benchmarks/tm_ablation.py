@@ -15,7 +15,15 @@ import numpy as np
 import torch
 
 import kdforge
-from common import earlier_results, measured_on, results_path, run_quietly, teacher_first, worker_pool
+from common import (
+    earlier_results,
+    going_on_from,
+    refuse_mixing,
+    results_path,
+    run_quietly,
+    teacher_first,
+    worker_pool,
+)
 from kdforge.families.tm.clause import set_hard
 from kdforge.families.tm.hooks import level_choice
 from tm_students import (
@@ -209,8 +217,8 @@ def added_to(path: Path, tasks: list[str] | None, key: str) -> dict:
     of the same budget, kept as they were) and where they were measured, which the new file's ``measured_on`` goes on
     from (another machine's file stops the run here, before it trains anything). Without, or with no file: none."""
     found = json.loads(path.read_text()) if tasks and path.exists() else {}
-    measured_on(adds_to=found.get("measured_on"), path=path)
-    return {key: found.get(key, {})} | ({"measured_on": found["measured_on"]} if "measured_on" in found else {})
+    refuse_mixing(found.get("measured_on"), path)
+    return {key: found.get(key, {})} | going_on_from(found)
 
 
 def ablation_name(args: argparse.Namespace) -> str:
