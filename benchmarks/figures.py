@@ -75,7 +75,7 @@ COMMANDS = {
     "lm_loss.md": "uv run python benchmarks/lm_loss.py",
     "lm_loss_fused.md": "uv run python benchmarks/lm_loss.py --terms ce+kd --variants plain separate chunked compiled "
     "--shapes 32768x1024 32768x4096 131072x1024 131072x2048 --name lm_loss_fused",
-    "lm_gpu.md": "uv run python benchmarks/lm_gpu.py --steps 40 --rounds 1 (on a GPU)",
+    "lm_gpu.md": "uv run python benchmarks/lm_gpu.py --steps 40 --rounds 3 (on a GPU)",
     "lm_loss_gpu.md": "uv run python benchmarks/lm_loss.py --device cuda --terms ce+kd --variants plain chunked "
     "compiled --shapes 32768x1024 32768x8192 131072x1024 --name lm_loss_gpu (on a GPU)",
     "channels_last_cpu.md": "uv run python benchmarks/channels_last.py --cases cnn32 --rounds 20 --steps 30",
@@ -688,18 +688,19 @@ FIGURES = [
         ("6.1", "8.2", "2.8", "3.8"),
     ),
     *table("docs/lm.md", "| alone (CE) |", "lm_hf.md"),
-    *table("docs/lm.md", "| bf16, plain losses | 168,331 |", "lm_gpu.md"),
+    *table("docs/lm.md", "| bf16, plain losses | 169,330 |", "lm_gpu.md"),
     *table("docs/lm.md", "| 32,768 | 1,024 | 1.14× time, 1.082× memory |", "lm_loss_gpu.md"),
     Figure(
         "README.md",
-        "chunked losses compiled with the student 1.542x plain bf16's tokens/s at 2.16 GiB against 9.12, eager 1.012x "
-        "at 3.33 GiB",
+        "chunked losses take the step's peak from 9.12 GiB to 3.33 at 0.739x plain bf16's tokens/s, and compiled with "
+        "the student to 2.16 GiB at 1.077x",
         "lm_gpu.md",
     ),
     Figure(
         "docs/lm.md",
-        "level with the plain losses' tokens/s (1.012×) at 3.33 GiB against 9.12, and compiled, with the\n"
-        "student, they are the fastest way to train (**1.542×** the plain tokens/s at 2.16 GiB",
+        "memory from 9.12 GiB to 3.33 at 0.739× the plain losses' tokens/s; compiled with the student, they\n"
+        "run at **1.077×** the plain tokens/s at 2.16 GiB (a quarter of the memory), within the rounds' spread\n"
+        "of the compiled student on plain losses (1.144×)",
         "lm_gpu.md",
     ),
     Figure(
@@ -715,23 +716,31 @@ FIGURES = [
         "lm_loss_gpu.md",
         ("1.06", "0.363", "1.14", "1.27"),
     ),
-    Figure("docs/lm.md", "time; within a whole training step that is level (1.012× the tokens/s above)", "lm_gpu.md"),
     Figure(
-        "docs/training.md",
-        "stepped at 0.419× bf16's tokens/s in fp32, whose peak memory was 10.63 GiB against 9.12; the student\n"
-        "   compiled (`train.compile`) at 1.178×.",
+        "docs/lm.md",
+        "time; within a whole eager training step the chunked losses ran at 0.739× the tokens/s above,\n"
+        "a larger cost than the pass alone accounts for, and compiled at 1.077×",
         "lm_gpu.md",
     ),
-    Figure("docs/training.md", "224×224 images the step ran 1.69× faster in bf16", "channels_last_cuda.md"),
+    Figure("docs/lm.md", "hold more (2,048 tokens: 0.842× at 4.29 GiB)", "lm_gpu.md"),
+    Figure(
+        "docs/training.md",
+        "stepped at 0.414× bf16's tokens/s in fp32, whose peak memory was 10.63 GiB against 9.12; the student\n"
+        "   compiled (`train.compile`) at 1.144×.",
+        "lm_gpu.md",
+    ),
+    Figure(
+        "docs/training.md", "224×224 images the step ran 1.42× faster in bf16 (1.61× in fp32)", "channels_last_cuda.md"
+    ),
     Figure(
         "docs/training.md",
         "step's peak from 9.12 GiB to 3.33 GiB\n"
-        "   at 1.012× the tokens/s, and with `train.compile` to 2.16 GiB at 1.542×",
+        "   at 0.739× the tokens/s, and with `train.compile` to 2.16 GiB at 1.077×",
         "lm_gpu.md",
     ),
     Figure(
         "docs/training.md",
-        "`gradient_checkpointing: true` (an `hf_causal_lm` option) took it to 2.12 GiB at 0.744×",
+        "`gradient_checkpointing: true` (an `hf_causal_lm` option) took it to 2.12 GiB at 0.511×",
         "lm_gpu.md",
     ),
     Figure(
@@ -741,9 +750,9 @@ FIGURES = [
     ),
     Figure(
         "docs/training.md",
-        "On an NVIDIA H200 the same step is level (1.02× in bf16, the default there; 0.89× in fp32: at 3–4 ms a step "
-        "it waits on launches), and a CNN student's step from a ResNet-50 teacher on 3×224×224 images runs 1.69× "
-        "faster in bf16, 1.62× in fp32",
+        "On an NVIDIA H200 the same step is level (1.05× in bf16, the default there; 0.93× in fp32: at about 4 ms a "
+        "step it waits on launches), and a CNN student's step from a ResNet-50 teacher on 3×224×224 images runs 1.42× "
+        "faster in bf16, 1.61× in fp32",
         "channels_last_cuda.md",
     ),
     *table("docs/lm.md", "| 0 (supervised) |", "lm_trl.md"),
