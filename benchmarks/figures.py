@@ -218,7 +218,7 @@ FIGURES = [
     Figure("docs/guide.md", "`lm.py` 18 minutes", "lm.json", ("18",)),
     Figure("docs/guide.md", "`lm_hf.py --students` 19", "lm_hf_students.json", ("19",)),
     Figure("docs/guide.md", "`ssm.py mnist1d` 16", "ssm_mnist1d.json", ("16",)),
-    Figure("docs/guide.md", "`embed.py` 74", "embed.json", ("74",)),
+    Figure("docs/guide.md", "`embed.py` 17", "embed.json", ("17.1",)),
     Figure("docs/guide.md", "`ssm.py sar` 102", "ssm_sar.json", ("102",)),
     Figure("README.md", "1.01x for a CNN student, 1.06–1.07x for an MLP student", "overhead.json"),
     Figure("README.md", "with a spread of ±0.02 to ±0.12", "overhead.json"),
@@ -761,12 +761,12 @@ FIGURES = [
     Figure("docs/embedding.md", "(at 32\ndims ρ 0.891 against 0.907, recall@10 0.675 against 0.634)", "embed.md"),
     Figure(
         "docs/embedding.md",
-        "the teacher encodes 263 texts/s,\n`embed_tokens` 27,759–29,396 (105–116×; MiniLM's tokenizer alone, "
-        "called on its Rust core, manages 34,313) and\n`embed_text`, which needs no tokenizer, "
-        "37,994–39,194 (143–146×)",
+        "the teacher encodes 314 texts/s,\n`embed_tokens` 20,437–21,482 (65–70×; MiniLM's tokenizer alone, "
+        "called on its Rust core, manages 25,231) and\n`embed_text`, which needs no tokenizer, "
+        "25,974–26,312 (81–84×)",
         "embed.md",
     ),
-    Figure("docs/embedding.md", "100,000 vectors at 2,915 queries/s, the 384-d one at 1,091", "embed.md"),
+    Figure("docs/embedding.md", "100,000 vectors at 2,827 queries/s, the 384-d one at 1,553", "embed.md"),
     Figure("docs/choosing.md", "reaches 53 % where the CNN\n  has 97 %", "methods.md", ("53", "97")),
     Figure("docs/choosing.md", "never negative (0 to +3.6 points over the nine pairs)", "methods.md", ("+3.6",)),
     Figure("docs/choosing.md", "(alone: 96.85 ± 0.58 and 97.59 ± 0.42)", "methods.md"),
