@@ -27,6 +27,7 @@ from rich.console import Console
 import kdforge
 from kdforge.callbacks import Callback
 from kdforge.files import write_atomic
+from kdforge.machine import threads_per_job
 from kdforge.processes import exit_on_sigterm
 from kdforge.session import Session
 
@@ -112,7 +113,7 @@ RUN_THREADS: dict[str, int] = {}
 def job_threads(jobs: int) -> int:
     """The threads each of ``jobs`` runs at once gets (the cores shared out between them), recorded for
     :func:`measured_on`."""
-    RUN_THREADS["threads"] = max(1, (os.cpu_count() or 1) // jobs)
+    RUN_THREADS["threads"] = threads_per_job(jobs)
     return RUN_THREADS["threads"]
 
 

@@ -67,6 +67,11 @@ def compiled(module: Compilable) -> Compilable:
         return module
 
 
+def threads_per_job(jobs: int) -> int:
+    """Each of ``jobs`` processes' share of the cores: more threads each would only make their pools fight."""
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
 def where_measured(threads: int | None = None) -> dict[str, Any]:
     """The machine and libraries a result was measured with: what decides whether another run can reproduce it
     exactly (the same :func:`machine_class`) or only within its spread. ``threads``: the runs' own thread count

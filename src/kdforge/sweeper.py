@@ -9,7 +9,6 @@ the sweep directory gets ``sweep.json`` and ``sweep.md``.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import statistics
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,7 +23,7 @@ from rich.table import Table
 from kdforge.config import Recipe
 from kdforge.errors import KdforgeError
 from kdforge.files import write_json, write_text
-from kdforge.machine import where_measured
+from kdforge.machine import threads_per_job, where_measured
 from kdforge.processes import exit_on_sigterm
 from kdforge.report import roles
 from kdforge.runner import run
@@ -90,7 +89,7 @@ def sweep(
             console.rule(f"[bold]sweep {escape(recipe.name)}: seed {one.seed} ({i + 1}/{seeds})")
             runs.append({**run(one, console=console).results, "seed": one.seed})
     # each run records its own machine and threads (a worker process's under jobs); the sweep, how it ran them
-    measured_on = {**where_measured(_threads_per_job(jobs) if jobs > 1 else None), "jobs": jobs}
+    measured_on = {**where_measured(threads_per_job(jobs) if jobs > 1 else None), "jobs": jobs}
     summary = {"name": recipe.name, **aggregate(runs), "runs": runs, "measured_on": measured_on}
     write_json(sweep_dir / "sweep.json", summary)
     write_text(sweep_dir / "sweep.md", sweep_report(summary))
@@ -107,16 +106,11 @@ def _seed_results(job: tuple[Recipe, int]) -> dict[str, Any]:
     return {**run(recipe, console=Console(quiet=True)).results, "seed": recipe.seed}
 
 
-def _threads_per_job(jobs: int) -> int:
-    """Each of ``jobs`` processes' share of the cores: more threads each would only make their pools fight."""
-    return max(1, (os.cpu_count() or 1) // jobs)
-
-
 def _in_processes(recipes: list[Recipe], jobs: int, console: Console) -> list[dict[str, Any]]:
     """The seeds' runs in ``jobs`` processes whose thread counts add up to the cores, in seed order. Leaving the
     pool's block for any reason (an error, Ctrl-C, SIGTERM) terminates its processes: no seed keeps training after
     the command ends."""
-    threads = _threads_per_job(jobs)
+    threads = threads_per_job(jobs)
     console.rule(f"[bold]seeds {', '.join(str(r.seed) for r in recipes)}: {jobs} processes × {threads} threads")
     found: dict[int, dict[str, Any]] = {}
     with exit_on_sigterm(), multiprocessing.get_context("spawn").Pool(jobs) as pool:
