@@ -68,6 +68,21 @@ def test_a_paired_speed_ratio_comes_with_its_spread_over_the_rounds(reproduce, m
     assert reproduce.stated_spread(speeds, ("b_over_a",)) == speeds["b_over_a_std"]
 
 
+def test_tm_s_int8_over_float32_ratios_come_with_their_spread(reproduce, monkeypatch):
+    """tm.py packed's side figure (PyTorch's int8 products over float32 ones) states the spread reproduce.py compares
+    it within; with no int8 kernel it is empty."""
+    monkeypatch.setitem(sys.modules, "common", None)
+    monkeypatch.setitem(sys.modules, "tm_speed", None)
+    load("common")  # what tm_speed imports
+    from kdforge.families.tm.rules import has_int8_kernel
+
+    ratios = load("tm_speed").int8_against_float32(rounds=2)
+    assert sorted(ratios) == (["rows 16", "rows 16_std", "rows 256", "rows 256_std"] if has_int8_kernel() else [])
+    for rows in ("rows 16", "rows 256") if ratios else ():
+        assert ratios[rows] > 0
+        assert reproduce.stated_spread({"products": ratios}, ("products", rows)) == ratios[f"{rows}_std"]
+
+
 def test_a_cell_the_rerun_lacks_differs(reproduce):
     found = reproduce.compare(on("AVX2, 1 threads", a=1, b=2), on("AVX2, 1 threads", a=1))
     assert found.differ == ["b: 2 committed, nothing re-run"]
