@@ -724,7 +724,7 @@ FIGURES = [
         "a larger cost than the pass alone accounts for, and compiled at 1.077×",
         "lm_gpu.md",
     ),
-    Figure("docs/lm.md", "hold more (2,048 tokens: 0.842× at 4.29 GiB)", "lm_gpu.md"),
+    Figure("docs/lm.md", "faster and hold more (2,048 tokens: 0.842× at 4.29 GiB)", "lm_gpu.md"),
     Figure(
         "docs/training.md",
         "stepped at 0.414× bf16's tokens/s in fp32, whose peak memory was 10.63 GiB against 9.12; the student\n"
