@@ -221,7 +221,7 @@ FIGURES = [
     Figure("docs/guide.md", "`ssm.py mnist1d` 16", "ssm_mnist1d.json", ("16",)),
     Figure("docs/guide.md", "`embed.py` 17", "embed.json", ("17.1",)),
     Figure("docs/guide.md", "`embed.py heads` 57", "embed_heads.json", ("57.2",)),
-    Figure("docs/guide.md", "`ssm.py sar` 102", "ssm_sar.json", ("102",)),
+    Figure("docs/guide.md", "`ssm.py sar` 91", "ssm_sar.json", ("91.3",)),
     Figure("README.md", "1.01x for a CNN student, 1.06–1.07x for an MLP student", "overhead.json"),
     Figure("README.md", "with a spread of ±0.02 to ±0.12", "overhead.json"),
     Figure(
@@ -331,7 +331,7 @@ FIGURES = [
         "ssm_mnist1d_xeon.json",
     ),
     Figure("docs/ssm.md", "(compressed +1.10, +1.42, +1.30 dB; tiny +1.59, +1.64, +0.79)", "ssm_sar.json"),
-    Figure("docs/ssm.md", "9× smaller and 2.5–2.9× faster, matches its teacher (100.6 %)", "ssm_sar.md"),
+    Figure("docs/ssm.md", "9× smaller and 2.7–2.9× faster, matches its teacher (100.6 %)", "ssm_sar.md"),
     *table("docs/lm.md", "| — | 0.697 |", "lm_spike_rate.md"),
     *table("docs/lm.md", "| spiking, seeds 0 / 1 / 2 | 4.13 |", "lm.md"),
     Figure("docs/lm.md", "perplexity on every seed (5.13 ± 0.02 against 5.27 ± 0.02)", "lm.md"),
@@ -360,7 +360,7 @@ FIGURES = [
     *table("docs/ssm.md", "| model | params | + KD (dB) | alone (dB) | gain (dB) | alone, as many steps", "ssm_sar.md"),
     Figure(
         "docs/ssm.md",
-        "scores the same: 32.11 ± 0.17 dB against the\ndistilled student's 32.12 ± 0.07 (paired, +0.02 ± 0.10), "
+        "scores the same: 32.11 ± 0.18 dB against the\ndistilled student's 32.13 ± 0.07 (paired, +0.02 ± 0.10), "
         "and `tiny` 23.90 ± 0.80 against\n23.78 ± 0.75",
         "ssm_sar.md",
     ),
@@ -368,10 +368,10 @@ FIGURES = [
     Figure("docs/ssm.md", "distillation beats the same student alone by 1.27 ± 0.16 dB (below)", "ssm_sar.md"),
     Figure(
         "docs/ssm.md",
-        "student is 2.5× / 2.9× faster than the teacher (rows of 256 / 1,024) with 9,042 parameters\n"
-        "against 79,202, `tiny` 4.9× / 6.9× with 1,202.",
+        "student is 2.9× / 2.7× faster than the teacher (rows of 256 / 1,024) with 9,042 parameters\n"
+        "against 79,202, `tiny` 3.9× / 5.5× with 1,202.",
         "ssm_sar.md",
-        ("2.5", "2.9", "9,042", "79,202", "4.9", "6.9", "1,202"),
+        ("2.9", "2.7", "9,042", "79,202", "3.9", "5.5", "1,202"),
     ),
     *table("docs/ssm.md", "| teacher (gate) | 79,202 | 31.80 ± 0.16 |", "ssm_sar_few.md"),
     Figure("docs/ssm.md", "(+0.66 to\n+1.03 dB)", "ssm_sar_few.json"),
