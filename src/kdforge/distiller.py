@@ -65,7 +65,9 @@ class Distiller(nn.Module):
     ):
         super().__init__()
         self.student, self.teacher, self.per_token = student, teacher, per_token
-        self.pad = pad  # inputs are token rows padded with this id: the terms that can leave the padding out do
+        # inputs are token rows padded with this id: the terms that can leave the padding out do. Kept only when one
+        # reads the real positions, as finding whether a batch is padded waits on the device at every step.
+        self.pad = pad if any(t.reads_real_tokens for t in terms) else None
         self.terms = nn.ModuleList(terms)
         self.loss_terms: list[LossTerm] = list(terms)  # the same, as a plain list: read several times a step
         names = [t.name for t in terms]
@@ -262,7 +264,7 @@ class Distiller(nn.Module):
 
     def _real_tokens(self, inputs: torch.Tensor) -> torch.Tensor | None:
         """[B, T]: True at the real tokens of padded token rows (ids [B, T], or a pair's ids and segments
-        [B, 2, T]); None where nothing is padded."""
+        [B, 2, T]); None where nothing is padded, or no term reads them."""
         if self.pad is None:
             return None
         real = (inputs[:, 0] if inputs.dim() == 3 else inputs) != self.pad

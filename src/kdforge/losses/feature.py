@@ -87,6 +87,8 @@ class TokenFeatureTerm(FeatureTerm):
     """A feature term that leaves padding out: on token features [B, T, ...] of padded rows (dynamic padding), its
     :meth:`pair_loss` takes ``real``, the real positions, and the loss is what it would be without the padding."""
 
+    reads_real_tokens = True
+
     def forward(self, ctx: StepContext) -> torch.Tensor:
         real = ctx.real_tokens
         pairs = enumerate(self.features(ctx))

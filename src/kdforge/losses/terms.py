@@ -98,6 +98,8 @@ class LossTerm(nn.Module):
     reads_topk: bool = False
     #: whether the term reads the samples' training indices (``ctx.index``): then training batches carry them
     reads_index: bool = False
+    #: whether the term reads which positions of padded token rows are real (``ctx.real_tokens``)
+    reads_real_tokens: bool = False
     #: whether the term reads every sample's label (``ctx.labels``): it cannot train on unlabelled samples
     reads_labels: bool = False
     #: what ``kdforge tune`` searches for this term by default: option -> {low, high[, log]} or {factor} (a log

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from datafiles import write_bert
 from kdforge.distiller import Distiller
 from kdforge.losses import build_losses
+from kdforge.losses.terms import LossTerm
 from kdforge.models import build_model
 from kdforge.schedules import Clock
 from kdforge.teachers import Teacher
@@ -115,6 +116,33 @@ def test_the_intermediate_terms_leave_the_padding_out_so_more_of_it_changes_noth
     masked = term_value(student, teacher, TERMS[name], x, pad=0)
     assert term_value(student, teacher, TERMS[name], longer, pad=0).item() == pytest.approx(masked.item(), rel=1e-5)
     assert term_value(student, teacher, TERMS[name], longer).item() != pytest.approx(masked.item(), rel=1e-4)
+
+
+class RealTokensSeen(LossTerm):
+    """Records the real positions each step hands it (a term that may or may not say it reads them)."""
+
+    def __init__(self, reads: bool):
+        super().__init__()
+        self.name, self.reads_real_tokens, self.seen = "seen", reads, []
+
+    def forward(self, ctx):
+        self.seen.append(ctx.real_tokens)
+        return ctx.student_logits.sum() * 0
+
+
+@pytest.mark.parametrize("reads", [True, False])
+def test_only_a_term_that_reads_the_real_positions_makes_the_step_find_them(pair, reads):
+    """Finding which positions are padding waits on the device at every step: a step does it only for a term that
+    reads them, however the data pads."""
+    student, teacher, x = pair
+    term = RealTokensSeen(reads)
+    distiller = Distiller(student, Teacher(teacher), [term], x[:2], pad=0)
+    with torch.no_grad():
+        distiller(x, torch.zeros(len(x), dtype=torch.long), Clock(step=0, epoch=0, epochs=1, progress=0))
+    (seen,) = term.seen
+    assert (seen is not None) == reads
+    if reads:
+        assert torch.equal(seen, x != 0)
 
 
 def test_attention_scores_and_hidden_states_of_real_tokens_alone_against_references(pair):
