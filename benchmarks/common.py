@@ -319,7 +319,7 @@ def earlier_results(name: str, to_do: str) -> dict:
     if not path.is_file():
         raise SystemExit(f"{path} does not exist: {to_do} adds to it, so run the benchmark whole first")
     found = json.loads(path.read_text())
-    refuse_mixing(found.get("measured_on"), path)  # another machine's file: stop now, not when it is written
+    refuse_adding(found, path)  # stop now, not when the file is written
     return found
 
 
@@ -366,6 +366,17 @@ def refuse_mixing(adds_to: dict | None, path: Path | None) -> None:
             f"{path or 'the results file'} was measured on {there}, this machine is {here}: adding to it would mix "
             "the two. Run the whole benchmark here, or move the file aside first."
         )
+
+
+def refuse_adding(found: dict, path: Path) -> None:
+    """Stop a run that would add to the results ``found`` in ``path`` measured on another machine class, or written
+    before results files said where they were measured (nothing tells whose machine they came from)."""
+    if "measured_on" not in found:
+        raise SystemExit(
+            f"{path} does not say where it was measured (it was written before results files did): adding to it "
+            "would mix machines without saying so. Run the whole benchmark here, or move the file aside first."
+        )
+    refuse_mixing(found["measured_on"], path)
 
 
 def going_on_from(found: dict) -> dict:

@@ -26,9 +26,10 @@ with its standard error, and how many of the triples of those seeds would pass t
 (results/methods_seeds.json and .md; what is not run keeps its numbers).
 
 ``run`` and ``tune`` keep the numbers of the pairs and methods they do not run (results/methods.json, written
-after every finished job) and rewrite results/methods.md and the table in docs/choosing.md. Teachers are
-trained once per dataset and seed and reused from ``--runs`` (default: a folder in the temporary directory,
-kept between invocations).
+after every finished job; a file measured on another machine class, or one that does not say where, is refused
+before any training) and rewrite results/methods.md and the table in docs/choosing.md. Teachers are trained
+once per dataset and seed and reused from ``--runs`` (default: a temporary folder of the invocation's own,
+removed after).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ from common import (
     RESULTS,
     forced_kernels,
     job_threads,
-    refuse_mixing,
+    refuse_adding,
     results_path,
     worker_pool,
     write_json,
@@ -281,11 +282,13 @@ def merged(results: dict[str, Any], new: dict[str, dict[str, Any]]) -> dict[str,
     return results
 
 
-def save(results: dict[str, Any]) -> None:
-    """methods.json and methods.md; and the main table in docs/choosing.md, between its markers (not for a run
-    with forced kernels, whose files lie beside: :func:`common.results_path`)."""
+def save(results: dict[str, Any], measured: bool = True) -> None:
+    """methods.json (when ``measured``: the file then says where and by which command) and methods.md; and the
+    main table in docs/choosing.md, between its markers (not for a run with forced kernels, whose files lie beside:
+    :func:`common.results_path`)."""
     text = markdown(results)
-    write_json(results_path("methods", ".json"), results)
+    if measured:
+        write_json(results_path("methods", ".json"), results)
     write_text(results_path("methods", ".md"), text)
     if forced_kernels():
         return
@@ -525,6 +528,15 @@ def measure(args: argparse.Namespace) -> None:
         over_seeds(args, threads)
         return
     args.seeds = args.seeds or [0, 1, 2]
+    if args.command == "report":  # the tables again, from the file as it is: nothing measured, nothing stamped
+        results = load()
+        save(results, measured=False)
+        print(markdown(results))
+        if (seeds := RESULTS / "methods_seeds.json").exists():
+            print(write_seeds_table(json.loads(seeds.read_text())))
+        return
+    if (path := results_path("methods", ".json")).exists():  # results this run adds to
+        refuse_adding(load(), path)
     mine: dict[str, dict[str, Any]] = {}  # what this invocation measured, merged into the file after each job
 
     def record(job: tuple[Any, ...], found: Any) -> None:
@@ -547,17 +559,13 @@ def measure(args: argparse.Namespace) -> None:
                     (default_job if method == DEFAULT else method_job, (pair, method, args.seeds, args.runs, threads))
                 )
         _pool(jobs, args.jobs, record)
-    elif args.command == "tune":
+    else:
         _pool(
             [(tune_job, (pair, args.trials, args.seeds, args.runs, threads, args.trial_seeds)) for pair in args.pairs],
             args.jobs,
             record,
         )
-    results = merged(load(), mine)
-    save(results)
-    print(markdown(results))
-    if args.command == "report" and (seeds := RESULTS / "methods_seeds.json").exists():
-        print(write_seeds_table(json.loads(seeds.read_text())))
+    print(markdown(load()))
 
 
 def over_seeds(args: argparse.Namespace, threads: int) -> None:
@@ -568,7 +576,8 @@ def over_seeds(args: argparse.Namespace, threads: int) -> None:
     found: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     if (found.get("epochs"), found.get("seeds")) != (EPOCHS, seeds):  # other runs: start afresh
         found = {"epochs": EPOCHS, "seeds": seeds, "pairs": {}}
-    refuse_mixing(found.get("measured_on"), path)  # another machine's results: stop before any run
+    if found["pairs"]:  # results this run adds to: stop before any run if they are another machine's
+        refuse_adding(found, path)
     configs = [TUNED] if args.tuned else [str(lr) for lr in args.lrs]
     tuned = tunes() if args.tuned else {}
     for pair in args.pairs:  # entries made now, emptied if run before: the table keeps this order, other pairs stay

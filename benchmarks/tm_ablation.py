@@ -18,7 +18,7 @@ import kdforge
 from common import (
     earlier_results,
     going_on_from,
-    refuse_mixing,
+    refuse_adding,
     results_path,
     run_quietly,
     teacher_first,
@@ -217,7 +217,8 @@ def added_to(path: Path, tasks: list[str] | None, key: str) -> dict:
     of the same budget, kept as they were) and where they were measured, which the new file's ``measured_on`` goes on
     from (another machine's file stops the run here, before it trains anything). Without, or with no file: none."""
     found = json.loads(path.read_text()) if tasks and path.exists() else {}
-    refuse_mixing(found.get("measured_on"), path)
+    if found:
+        refuse_adding(found, path)
     return {key: found.get(key, {})} | going_on_from(found)
 
 

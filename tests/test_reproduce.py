@@ -332,6 +332,31 @@ def test_results_measured_with_forced_kernels_are_written_beside_the_machines_ow
     assert command.env == {"ATEN_CPU_CAPABILITY": "AVX2"}
 
 
+def test_a_run_refuses_to_add_to_results_that_do_not_say_where_they_were_measured(tmp_path, monkeypatch):
+    """A file written before results files said where they were measured may be another machine's: a partial run
+    would mix the two under this machine's name. ``report`` only redraws the tables and stamps nothing."""
+    monkeypatch.setenv("KDFORGE_RESULTS_DIR", str(tmp_path))
+    monkeypatch.setitem(sys.modules, "common", None)
+    common = load("common")
+    methods = load("methods")
+    choosing = tmp_path / "choosing.md"  # a copy: the report rewrites its table
+    choosing.write_text(methods.CHOOSING.read_text())
+    monkeypatch.setattr(methods, "CHOOSING", choosing)
+    (tmp_path / "x.json").write_text(json.dumps({"cells": [1]}))
+    with pytest.raises(SystemExit, match=r"x.json does not say where it was measured"):
+        common.earlier_results("x", "a partial run")
+    unsaid = json.dumps({"epochs": methods.EPOCHS, "pairs": {}})
+    (tmp_path / "methods.json").write_text(unsaid)
+    for command in ("run", "tune"):
+        monkeypatch.setattr(sys, "argv", ["methods.py", command, "--pairs", "digits-mlp16", "--runs", str(tmp_path)])
+        with pytest.raises(SystemExit, match=r"methods.json does not say where it was measured"):
+            methods.main()  # before any training: the test would take minutes otherwise
+    monkeypatch.setattr(sys, "argv", ["methods.py", "report", "--runs", str(tmp_path)])
+    methods.main()
+    assert (tmp_path / "methods.json").read_text() == unsaid
+    assert (tmp_path / "methods.md").read_text().startswith("# Distillation suite")
+
+
 def test_a_tm_ablation_of_some_tasks_keeps_the_others_and_goes_on_from_where_they_were_measured(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))  # the script imports its neighbours
     monkeypatch.setitem(sys.modules, "common", None)
