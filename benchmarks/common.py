@@ -348,20 +348,23 @@ def measured_on(adds_to: dict | None = None, path: Path | None = None) -> dict:
 
     here = {**where_measured(RUN_THREADS.get("threads")), "commit": commit(), "command": command()}
     if adds_to:
-        refuse_mixing(adds_to, path)
+        refuse_mixing(adds_to, path, here["machine_class"])
         earlier = [c for c in (adds_to.get("command") or "").split("; ") if c]
         here["command"] = "; ".join(earlier + [here["command"]] * (here["command"] not in earlier))
     return here
 
 
-def refuse_mixing(adds_to: dict | None, path: Path | None) -> None:
+def refuse_mixing(adds_to: dict | None, path: Path | None, here: str | None = None) -> None:
     """Stop a run that would add to results measured on another machine class (``adds_to``: the ``measured_on`` of
-    the file ``path``), before it trains anything where it can: one file, one machine class."""
+    the file ``path``; ``here``: this machine's class, where the caller has it), before it trains anything where it
+    can: one file, one machine class."""
     from kdforge.machine import machine_class, where_measured
 
     there = machine_class(adds_to or {})
-    here = where_measured(RUN_THREADS.get("threads"))["machine_class"] if there else None
-    if there is not None and there != here:
+    if there is None:
+        return
+    here = here or where_measured(RUN_THREADS.get("threads"))["machine_class"]
+    if there != here:
         raise SystemExit(
             f"{path or 'the results file'} was measured on {there}, this machine is {here}: adding to it would mix "
             "the two. Run the whole benchmark here, or move the file aside first."

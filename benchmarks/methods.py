@@ -282,20 +282,21 @@ def merged(results: dict[str, Any], new: dict[str, dict[str, Any]]) -> dict[str,
     return results
 
 
-def save(results: dict[str, Any], measured: bool = True) -> None:
+def save(results: dict[str, Any], measured: bool = True) -> str:
     """methods.json (when ``measured``: the file then says where and by which command) and methods.md; and the
     main table in docs/choosing.md, between its markers (not for a run with forced kernels, whose files lie beside:
-    :func:`common.results_path`)."""
+    :func:`common.results_path`). Returns methods.md's text."""
     text = markdown(results)
     if measured:
         write_json(results_path("methods", ".json"), results)
     write_text(results_path("methods", ".md"), text)
     if forced_kernels():
-        return
+        return text
     table = "\n".join(line for line in text.split("## Every method")[0].splitlines() if line.startswith("|"))
     doc = CHOOSING.read_text()
     start, end = doc.index(TABLE_MARKS[0]) + len(TABLE_MARKS[0]), doc.index(TABLE_MARKS[1])
     write_text(CHOOSING, doc[:start] + "\n" + table + "\n" + doc[end:])
+    return text
 
 
 def _values(runs: list[dict[str, float]], split: str = "test") -> list[float]:
@@ -529,9 +530,7 @@ def measure(args: argparse.Namespace) -> None:
         return
     args.seeds = args.seeds or [0, 1, 2]
     if args.command == "report":  # the tables again, from the file as it is: nothing measured, nothing stamped
-        results = load()
-        save(results, measured=False)
-        print(markdown(results))
+        print(save(load(), measured=False))
         if (seeds := RESULTS / "methods_seeds.json").exists():
             print(write_seeds_table(json.loads(seeds.read_text())))
         return
