@@ -397,7 +397,8 @@ def command() -> str:
 
 
 def commit() -> str:
-    """The checkout's commit, marked when its tracked files differ from it (results files aside)."""
+    """The checkout's commit, marked when its tracked files differ from it; results files and Markdown aside: they
+    change no number, and benchmarks write them (``methods.py`` rewrites docs/choosing.md's table)."""
 
     def git(*args: str) -> str:
         done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
@@ -405,5 +406,5 @@ def commit() -> str:
 
     head = git("rev-parse", "HEAD") or "unknown (not a git checkout)"
     changed = [line for line in git("status", "--porcelain", "--untracked-files=no").splitlines()
-               if "benchmarks/results/" not in line]  # fmt: skip
+               if "benchmarks/results/" not in line and not line.endswith(".md")]  # fmt: skip
     return f"{head} with uncommitted changes" if changed else head

@@ -136,6 +136,27 @@ def test_every_results_file_written_says_where_and_how_it_was_measured(tmp_path,
     assert len(written["commit"]) >= 40
 
 
+def test_the_recorded_commit_is_marked_changed_by_code_not_by_the_results_and_docs_benchmarks_write(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setitem(sys.modules, "common", None)  # put back as it was after the test
+    common = load("common")
+    monkeypatch.setattr(common, "ROOT", tmp_path)
+    files = {"src/code.py": "x = 1\n", "docs/choosing.md": "table\n", "benchmarks/results/r.json": "{}\n"}
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=k", "-c", "user.email=k@k"]
+    for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "x"]):
+        subprocess.run([*git, *args], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    (tmp_path / "docs/choosing.md").write_text("the table a benchmark rewrote\n")
+    (tmp_path / "benchmarks/results/r.json").write_text('{"new": 1}\n')
+    assert common.commit() == head
+    (tmp_path / "src/code.py").write_text("x = 2\n")
+    assert common.commit() == f"{head} with uncommitted changes"
+
+
 def test_one_seed_rerun_here_agrees_exactly_on_this_machine_class_else_within_the_seeds_spread(reproduce):
     from kdforge.machine import where_measured
 
