@@ -42,7 +42,7 @@ import math
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import as_completed
 from pathlib import Path
 from typing import Any
@@ -324,10 +324,15 @@ def gain(runs: list[dict[str, float]], alone: list[dict[str, float]]) -> tuple[f
     return statistics.mean(diffs), statistics.stdev(diffs) if len(diffs) > 1 else 0.0
 
 
-def _gain_cell(runs: list[dict[str, float]], alone: list[dict[str, float]]) -> str:
+def _gain(runs: list[dict[str, float]], alone: list[dict[str, float]]) -> str:
+    """The test gain over ``alone``: mean ± std of the per-seed differences, ✓ where it pays (:func:`pays`)."""
     mean, std = gain(runs, alone)
     mark = " ✓" if len(runs) > 1 and pays(_diffs(runs, alone)) else ""
-    return f"{_mean_std(_values(runs))} ({mean:+.2f} ± {std:.2f}{mark})"
+    return f"{mean:+.2f} ± {std:.2f}{mark}"
+
+
+def _gain_cell(runs: list[dict[str, float]], alone: list[dict[str, float]]) -> str:
+    return f"{_mean_std(_values(runs))} ({_gain(runs, alone)})"
 
 
 def _tuned_cell(tuned: dict[str, Any] | None) -> str:
@@ -376,23 +381,24 @@ def markdown(results: dict[str, Any]) -> str:
             + (f"{best}: {cell(methods[best])}" if best else "—")
             + " |"
         )
-    lines += ["", "## Every method", ""]
-    pairs = [p for p in results["pairs"] if results["pairs"][p].get("methods")]
-    lines += ["| method | " + " | ".join(pairs) + " |", "|---|" + "---:|" * len(pairs)]
-    for method in METHODS:
-        row = [results["pairs"][p]["methods"].get(method) for p in pairs]
-        lines.append(f"| {method} | " + " | ".join(_mean_std(_values(r)) if r else "—" for r in row) + " |")
+    pairs = {p: found["methods"] for p, found in results["pairs"].items() if ALONE in found.get("methods", {})}
+    lines += ["", "## Every method", "", *_method_table(pairs, METHODS, lambda r, _: _mean_std(_values(r)))]
+    methods = [m for m in METHODS if m != ALONE]
     lines += [
+        "",
+        "## Every method's gain on test",
+        "",
+        "The gain over the student alone on the test splits, paired by seed, as in the first table (DOT's against "
+        "the student alone trained with AdamW, not with its SGD).",
+        "",
+        *_method_table(pairs, methods, _gain),
         "",
         "## Every method's gain on validation",
         "",
         "The mean gain over the student alone on the validation splits (where methods are chosen), paired by seed.",
         "",
+        *_method_table(pairs, methods, _val_gain),
     ]
-    lines += ["| method | " + " | ".join(pairs) + " |", "|---|" + "---:|" * len(pairs)]
-    for method in (m for m in METHODS if m != ALONE):
-        row = [results["pairs"][p]["methods"] for p in pairs]
-        lines.append(f"| {method} | " + " | ".join(_val_gain(r.get(method), r[ALONE]) for r in row) + " |")
     tuned = {p: f["tuned"] for p, f in results["pairs"].items() if "tuned" in f}
     if tuned:
         lines += ["", "## Tuned settings", ""]
@@ -407,8 +413,21 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _val_gain(runs: list[dict[str, float]] | None, alone: list[dict[str, float]]) -> str:
-    return f"{round(statistics.mean(_diffs(runs, alone, 'val')), 2) + 0.0:+.2f}" if runs else "—"  # no "-0.00"
+def _method_table(
+    pairs: dict[str, dict[str, list[dict[str, float]]]],
+    methods: Iterable[str],
+    cell: Callable[[list[dict[str, float]], list[dict[str, float]]], str],
+) -> list[str]:
+    """A row per method, a column per pair: ``cell(runs, alone)``, or "—" where the method has no runs there."""
+    lines = ["| method | " + " | ".join(pairs) + " |", "|---|" + "---:|" * len(pairs)]
+    for method in methods:
+        row = (cell(found[method], found[ALONE]) if method in found else "—" for found in pairs.values())
+        lines.append(f"| {method} | " + " | ".join(row) + " |")
+    return lines
+
+
+def _val_gain(runs: list[dict[str, float]], alone: list[dict[str, float]]) -> str:
+    return f"{round(statistics.mean(_diffs(runs, alone, 'val')), 2) + 0.0:+.2f}"  # no "-0.00"
 
 
 def _distilled(config: str) -> str:
