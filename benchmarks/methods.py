@@ -328,7 +328,7 @@ def _gain(runs: list[dict[str, float]], alone: list[dict[str, float]]) -> str:
     """The test gain over ``alone``: mean ± std of the per-seed differences, ✓ where it pays (:func:`pays`)."""
     mean, std = gain(runs, alone)
     mark = " ✓" if len(runs) > 1 and pays(_diffs(runs, alone)) else ""
-    return f"{mean:+.2f} ± {std:.2f}{mark}"
+    return f"{round(mean, 2) + 0.0:+.2f} ± {std:.2f}{mark}"  # no "-0.00"
 
 
 def _gain_cell(runs: list[dict[str, float]], alone: list[dict[str, float]]) -> str:
