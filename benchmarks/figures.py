@@ -1180,6 +1180,9 @@ NOT_FIGURES = {
         "of its clock, holding each stage's value: `{schedule: linear, start: 4.0, end: 0.5,",
         'stages: 5}` gives 4.00, 3.125, 2.25, 1.375 and 0.50, one fifth of training each.',
         '(4.00, 3.125, 2.25, 1.375, 0.50, a fifth of training each; `exponential` and `cosine` as well).',
+        "Mind its learning rate: at momentum 0.9 and Δ 0.075 the distillation gradient's momentum",  # settings
+        "is 0.975, so a steady gradient moves the weights 1 / (1 − 0.975) = 40 times per unit of",  # arithmetic
+        "learning rate where plain momentum 0.9 moves them 10 times. DOT steps four times further",
     ),
     'docs/ssm.md': (
         'and the 9× smaller',
