@@ -405,6 +405,9 @@ def commit() -> str:
         return done.stdout.strip() if done.returncode == 0 else ""
 
     head = git("rev-parse", "HEAD") or "unknown (not a git checkout)"
-    changed = [line for line in git("status", "--porcelain", "--untracked-files=no").splitlines()
-               if "benchmarks/results/" not in line and not line.endswith(".md")]  # fmt: skip
+    # -z: paths unquoted (a space or an accent makes `git status` quote them); both sides of a rename
+    paths = git("diff", "HEAD", "--name-only", "--no-renames", "-z").split("\0")
+    changed = [
+        path for path in paths if path and not path.startswith("benchmarks/results/") and not path.endswith(".md")
+    ]
     return f"{head} with uncommitted changes" if changed else head

@@ -142,7 +142,12 @@ def test_the_recorded_commit_is_marked_changed_by_code_not_by_the_results_and_do
     monkeypatch.setitem(sys.modules, "common", None)  # put back as it was after the test
     common = load("common")
     monkeypatch.setattr(common, "ROOT", tmp_path)
-    files = {"src/code.py": "x = 1\n", "docs/choosing.md": "table\n", "benchmarks/results/r.json": "{}\n"}
+    files = {
+        "src/code.py": "x = 1\n",
+        "docs/choosing.md": "table\n",
+        "docs/a näive name.md": "text\n",  # git status would quote this path
+        "benchmarks/results/r.json": "{}\n",
+    }
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
@@ -152,7 +157,11 @@ def test_the_recorded_commit_is_marked_changed_by_code_not_by_the_results_and_do
     head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
     (tmp_path / "docs/choosing.md").write_text("the table a benchmark rewrote\n")
     (tmp_path / "benchmarks/results/r.json").write_text('{"new": 1}\n')
+    (tmp_path / "docs/a näive name.md").write_text("more text\n")
     assert common.commit() == head
+    subprocess.run([*git, "mv", "src/code.py", "src/renamed.md"], check=True)  # code gone is a change too
+    assert common.commit() == f"{head} with uncommitted changes"
+    subprocess.run([*git, "mv", "src/renamed.md", "src/code.py"], check=True)
     (tmp_path / "src/code.py").write_text("x = 2\n")
     assert common.commit() == f"{head} with uncommitted changes"
 
