@@ -29,7 +29,8 @@ with its standard error, and how many of the triples of those seeds would pass t
 after every finished job; a file measured on another machine class, or one that does not say where, is refused
 before any training) and rewrite results/methods.md and the table in docs/choosing.md. Teachers are trained
 once per dataset and seed and reused from ``--runs`` (default: a temporary folder of the invocation's own,
-removed after).
+removed after); every method, learning rate and tuned recipe distils from that one teacher, trained with the
+default recipe's optimiser.
 """
 
 from __future__ import annotations
@@ -150,7 +151,12 @@ def default_recipe(pair: str, seed: int, runs: str) -> dict[str, Any]:
     raw["name"] = pair
     raw["seed"] = seed
     raw["data"] = {**raw["data"], **data}
-    raw["teacher"] = {"source": "train", "model": CNN_TEACHER, "train": {"epochs": teacher_epochs}}
+    # the teacher fits with the default optimiser, whatever a method's or a learning rate's: one teacher a seed
+    raw["teacher"] = {
+        "source": "train",
+        "model": CNN_TEACHER,
+        "train": {"epochs": teacher_epochs, "optim": {**raw["optim"]}},
+    }
     raw["student"] = {**raw["student"], "model": student}
     raw["train"] = {**raw["train"], "epochs": EPOCHS, "baseline": False}
     raw["log"] = {**raw["log"], "dir": runs, "progress": False}

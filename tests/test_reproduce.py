@@ -401,3 +401,30 @@ def test_a_tm_ablation_of_some_tasks_keeps_the_others_and_goes_on_from_where_the
     path.write_text(json.dumps({**found, "measured_on": {**found["measured_on"], "threads": 64}}))
     with pytest.raises(SystemExit, match="adding to it would mix the two"):
         ablation.added_to(path, ["two of four"], "tasks")
+
+
+def test_every_method_rate_and_tuned_recipe_of_the_suite_distils_from_the_pairs_one_teacher(monkeypatch):
+    """A method with its own optimiser (DOT), the seeds command's other learning rate and a tune's trials change the
+    student's optimiser, never the teacher's: each pair and seed has one teacher, the one the default recipe trains,
+    but for DOT's, trained without the gradient clipping DOT refuses (a teacher's fit takes the recipe's)."""
+    from kdforge import Recipe
+    from kdforge.teachers.sources import teacher_cache_key
+
+    monkeypatch.setitem(sys.modules, "common", None)
+    load("common")
+    methods = load("methods")
+
+    def key(raw):
+        recipe = Recipe.from_dict(raw)
+        return teacher_cache_key(recipe, recipe.teacher)
+
+    pair = "digits32-vit"
+    default = key(methods.default_recipe(pair, 0, "runs"))
+    trained = [m for m in methods.METHODS if methods.method_recipe(pair, m, 0, "runs")["teacher"]["source"] == "train"]
+    assert {key(methods.method_recipe(pair, m, 0, "runs")) for m in trained if "DOT" not in m} == {default}
+    unclipped = methods.default_recipe(pair, 0, "runs")
+    unclipped["train"]["grad_clip"] = None
+    assert key(methods.method_recipe(pair, "KD, DOT optimiser", 0, "runs")) == key(unclipped) != default
+    faster = methods.default_recipe(pair, 0, "runs")
+    faster["optim"]["lr"] = 0.01
+    assert key(faster) == default != key(methods.default_recipe(pair, 1, "runs"))

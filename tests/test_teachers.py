@@ -491,6 +491,43 @@ def test_a_teacher_learns_from_data_of_its_own_and_is_scored_on_the_runs(tiny_re
     assert trained_teacher(other, other.teacher) is not None  # other student data, the same teacher: reused
 
 
+def test_a_teacher_fits_with_the_recipes_optimiser_changed_by_its_own_optim(tiny_recipe):
+    """teacher.train.optim changes keys of the recipe's optim for the teacher's fit alone: the key follows the
+    optimiser the fit uses, however it is spelled, so a student trained with another optimiser or rate distils from
+    the same teacher once its own is written out (what `kdforge tune` does)."""
+    from kdforge.config.recipe import teacher_optim, with_teacher_optim_pinned
+    from kdforge.teachers.sources import teacher_cache_key
+
+    def key(recipe):
+        return teacher_cache_key(recipe, recipe.teacher)
+
+    plain = Recipe.model_validate(tiny_recipe)
+    own = Recipe.model_validate({**tiny_recipe, "teacher": {**tiny_recipe["teacher"], "train": {
+        "epochs": 2, "optim": {"name": "sgd", "momentum": 0.8}}}})  # fmt: skip
+    fit = teacher_optim(own.optim, own.teacher.train)
+    assert (fit.name, fit.momentum, fit.lr) == ("sgd", 0.8, 3e-3) and own.optim.name == "adamw"
+    assert key(own) != key(plain)
+    spelled = Recipe.model_validate({**tiny_recipe, "teacher": {**tiny_recipe["teacher"], "train": {
+        "epochs": 2, "optim": {"lr": 3e-3}}}})  # fmt: skip
+    assert key(spelled) == key(plain)  # the recipe's own rate, written out: the same teacher
+    pinned = with_teacher_optim_pinned(plain)
+    assert pinned.teacher.train.optim == plain.optim.model_dump(mode="json") and key(pinned) == key(plain)
+    dot = {"name": "dot", "lr": 0.05}
+    assert key(pinned.model_copy(update={"optim": OptimConfig(**dot)})) == key(plain)  # the student's alone changed
+    assert key(plain.model_copy(update={"optim": OptimConfig(**dot)})) != key(plain)  # unpinned, the teacher's too
+    members = {"source": "ensemble", "members": [tiny_recipe["teacher"], {**tiny_recipe["teacher"], "train": {
+        "epochs": 1, "lr": 0.01}}]}  # fmt: skip
+    ensemble = with_teacher_optim_pinned(Recipe.model_validate({**tiny_recipe, "teacher": members})).teacher
+    assert [m.train.optim["lr"] for m in ensemble.members] == [3e-3, 0.01]  # each member's own rate kept
+    for wrong, said in (({"momentum": 2}, "teacher.train.optim.momentum: Input should be less than 1"),
+                        ({"nmae": "sgd"}, "teacher.train.optim.nmae: unknown key 'nmae'")):  # fmt: skip
+        with pytest.raises(ConfigError, match=said):
+            Recipe.from_dict({**tiny_recipe, "teacher": {**tiny_recipe["teacher"], "train": {"optim": wrong}}})
+    with pytest.raises(ConfigError, match="set the teacher's learning rate once"):
+        Recipe.from_dict({**tiny_recipe, "teacher": {**tiny_recipe["teacher"], "train": {"lr": 0.1, "optim": {
+            "lr": 0.2}}}})  # fmt: skip
+
+
 def test_a_teachers_own_data_is_checked_before_anything_trains(tiny_recipe, tmp_path, invoke, capsys):
     import yaml
 

@@ -101,6 +101,9 @@ def test_tune_searches_on_validation_resumes_and_reports(tiny_recipe, tmp_path):
         best = max(val, key=lambda v: (v["accuracy"], -v["loss"]))  # equal accuracies: the lower loss
         assert trial.value == best["accuracy"] - 1e-9 * best["loss"] and len(val) == 3
     assert first.best_value == max(t.value for t in study.trials)
+    teachers = [_teacher_of(t.user_attrs["run_dir"]) for t in study.trials]  # trials at other learning rates ...
+    assert len({meta["cache_key"] for meta in teachers}) == 1  # ... distil from the recipe's one teacher,
+    assert ["cached_from" in meta for meta in teachers] == [False, True, True]  # trained once
     assert Recipe.from_yaml(tune_dir / "best.yaml").optim.lr == first.best_params["optim.lr"]
     text = (tune_dir / "tune.md").read_text()
     assert f"**Best trial: {study.best_trial.number}**" in text and "## Parameter importances" in text
@@ -148,6 +151,22 @@ def test_a_trial_on_several_seeds_scores_their_mean_validation(tiny_recipe):
             bests.append(max(r["val"]["accuracy"] for r in records if r["stage"] == "distill" and r["kind"] == "epoch"))
         seeds = {json.loads(open(f"{d}/results.json").read())["seed"] for d in trial.user_attrs["run_dirs"]}
         assert seeds == {0, 1} and trial.value == pytest.approx(sum(bests) / 2)
+
+
+def _teacher_of(run_dir):
+    (meta,) = Path(run_dir).glob("teacher/**/teacher.json")
+    return json.loads(meta.read_text())["teacher"]
+
+
+def test_a_search_that_changes_how_the_teacher_trains_says_each_trial_trains_its_own(tiny_recipe):
+    from rich.console import Console
+
+    tiny_recipe["train"]["epochs"] = 1
+    recipe = Recipe.model_validate(tiny_recipe)
+    for space, told in ((["optim.lr={low: 0.001, high: 0.01}"], False), (["data.batch_size={choice: [32, 64]}"], True)):
+        console = Console(record=True, width=200)
+        tune(recipe.model_copy(update={"name": f"tiny{told}"}), 1, space=parse_space(space), seeds=0, console=console)
+        assert ("each trial trains its own" in console.export_text()) == told
 
 
 def _journal(tune_dir):

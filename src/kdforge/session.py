@@ -19,7 +19,7 @@ from kdforge.adapters import adapt, adapter_state, is_adapted, merge
 from kdforge.bench import count_params, latency_ms
 from kdforge.callbacks import Callback, ConsoleProgress, EpochTest, JsonlLogger
 from kdforge.config import DataConfig, Recipe, TrainConfig
-from kdforge.config.recipe import teacher_data
+from kdforge.config.recipe import teacher_data, teacher_optim
 from kdforge.config.teacher import TeacherConfig, TeacherTrainConfig
 from kdforge.config.training import StepsConfig
 from kdforge.curriculum import Curriculum
@@ -346,7 +346,7 @@ class Session:
             self.example,
             per_token=self.data.task in PER_TOKEN_TASKS,
         )
-        optim = recipe.optim.model_copy(update={"lr": fit.lr or recipe.optim.lr})
+        optim = teacher_optim(recipe.optim, fit)
         train_cfg = recipe.train.model_copy(
             update={"epochs": fit.epochs, "max_steps": None, "fsdp": False, "ema_decay": None}
         )  # student-only settings

@@ -263,6 +263,30 @@ def teacher_data(data: DataConfig, fit: TeacherTrainConfig | None) -> DataConfig
     return DataConfig.model_validate({**data.model_dump(mode="json"), **fit.data})
 
 
+def teacher_optim(optim: OptimConfig, fit: TeacherTrainConfig | None) -> OptimConfig:
+    """The optimiser a teacher's fit uses: the recipe's ``optim``, with the keys of the fit's own ``optim`` changed,
+    and its ``lr`` when set."""
+    own = {**(fit.optim or {}), **({"lr": fit.lr} if fit.lr is not None else {})} if fit is not None else {}
+    return OptimConfig.model_validate({**optim.model_dump(mode="json"), **own}) if own else optim
+
+
+def with_teacher_optim_pinned(recipe: Recipe) -> Recipe:
+    """``recipe`` with the optimiser that fits each teacher it trains written out in full (``train.optim`` or
+    ``finetune.optim``; an ensemble's members' too): a change to ``optim`` then leaves that teacher as it is."""
+
+    def pinned(cfg: TeacherConfig) -> TeacherConfig:
+        update: dict[str, Any] = {}
+        for key in ("train", "finetune"):
+            if (fit := getattr(cfg, key)) is not None:
+                written = teacher_optim(recipe.optim, fit).model_dump(mode="json")
+                update[key] = fit.model_copy(update={"optim": written, "lr": None})
+        if cfg.members:
+            update["members"] = [pinned(member) for member in cfg.members]
+        return cfg.model_copy(update=update)
+
+    return recipe if recipe.teacher is None else recipe.model_copy(update={"teacher": pinned(recipe.teacher)})
+
+
 def term_names(kinds: list[str]) -> list[str]:
     """Names of terms in recipe order: a repeated kind gets a suffix (``hint``, ``hint_2``)."""
     seen: Counter[str] = Counter()
@@ -284,7 +308,7 @@ def component_issues(raw: dict[str, Any]) -> list[tuple[Loc, str]]:
         except pydantic.ValidationError:
             continue
         issues += [(loc + sub, msg) for sub, msg in component_issues_for(section, registry)]
-    return issues + _teacher_data_issues(raw) + _hf_model_issues(raw)
+    return issues + _teacher_fit_issues(raw) + _hf_model_issues(raw)
 
 
 def _hf_model_issues(raw: dict[str, Any]) -> list[tuple[Loc, str]]:
@@ -313,30 +337,45 @@ def _teacher_sections(raw: dict[str, Any]) -> list[tuple[Loc, dict[str, Any]]]:
     return [(("teacher",), teacher), *found]
 
 
-def _teacher_data_issues(raw: dict[str, Any]) -> list[tuple[Loc, str]]:
-    """Problems of the data a teacher's fit names (``teacher.train.data``): the recipe's data section with those
-    keys changed must be a data section too. Left alone while the recipe's own data section is invalid."""
-    teacher, data = raw.get("teacher"), raw.get("data", {})
-    if not isinstance(teacher, dict) or not isinstance(data, dict):
-        return []
-    try:
-        DataConfig.model_validate(data)
-    except pydantic.ValidationError:
+def _teacher_fit_issues(raw: dict[str, Any]) -> list[tuple[Loc, str]]:
+    """Problems of what a teacher's fit changes (``teacher.train.data``, ``teacher.train.optim``): the recipe's data
+    and optim sections with those keys changed must be such sections too, and its learning rate is set in one place.
+    Each is left alone while the recipe's own section is invalid."""
+    teacher = raw.get("teacher")
+    if not isinstance(teacher, dict):
         return []
     issues: list[tuple[Loc, str]] = []
     for fit_key in ("train", "finetune"):
         fit = teacher.get(fit_key)
-        own = fit.get("data") if isinstance(fit, dict) else None
-        if not isinstance(own, dict):
+        if not isinstance(fit, dict):
             continue
-        loc: Loc = ("teacher", fit_key, "data")
-        try:
-            section = DataConfig.model_validate({**data, **own})
-        except pydantic.ValidationError as err:
-            issues += [(loc + tuple(e["loc"]), pydantic_message(e, DataConfig.model_fields)) for e in err.errors()]
-            continue
-        issues += [(loc + sub, msg) for sub, msg in component_issues_for(section, DATASETS)]
+        for key, kind in (("data", DataConfig), ("optim", OptimConfig)):
+            loc: Loc = ("teacher", fit_key, key)
+            changed, found = _changed_section(raw.get(key, {}), fit.get(key), kind, loc)
+            issues += found
+            if isinstance(changed, DataConfig):
+                issues += [(loc + sub, msg) for sub, msg in component_issues_for(changed, DATASETS)]
+        if fit.get("lr") is not None and isinstance(fit.get("optim"), dict) and "lr" in fit["optim"]:
+            once = f"set the teacher's learning rate once: teacher.{fit_key}.lr or teacher.{fit_key}.optim.lr"
+            issues.append((("teacher", fit_key, "lr"), once))
     return issues
+
+
+def _changed_section(
+    section: Any, changes: Any, kind: type[Section], loc: Loc
+) -> tuple[Section | None, list[tuple[Loc, str]]]:
+    """``section`` with the keys of ``changes`` changed, or the problems of that, named at ``loc`` (neither while
+    ``section`` itself is invalid: the recipe's own validation names that)."""
+    if not isinstance(changes, dict) or not isinstance(section, dict):
+        return None, []
+    try:
+        kind.model_validate(section)
+    except pydantic.ValidationError:
+        return None, []
+    try:
+        return kind.model_validate({**section, **changes}), []
+    except pydantic.ValidationError as err:
+        return None, [(loc + tuple(e["loc"]), pydantic_message(e, kind.model_fields)) for e in err.errors()]
 
 
 def _component_sections(raw: dict[str, Any]) -> Iterable[tuple[Loc, type[Component], Any]]:

@@ -17,10 +17,19 @@ EMA_DECAY = 0.999  # an EMA teacher's decay per optimiser step, unless the recip
 
 
 class TeacherTrainConfig(Section):
-    """How a ``source: train`` teacher is trained (cross-entropy, recipe optimiser)."""
+    """How a ``source: train`` teacher is trained (cross-entropy, the recipe's optimiser unless ``optim`` changes
+    it)."""
 
     epochs: int = Field(20, gt=0)
     lr: float | None = Field(None, gt=0, description="defaults to optim.lr")
+    optim: dict[str, Any] | None = Field(
+        None,
+        description=(
+            "the teacher fits with the recipe's optim section with these keys changed (e.g. {name: adamw, lr: "
+            "0.003}): a student trained with another optimiser (DOT, SGD) or rate distils from the same teacher; "
+            "`kdforge tune` writes it out in full, so that its trials share one teacher"
+        ),
+    )
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     data: dict[str, Any] | None = Field(
         None,

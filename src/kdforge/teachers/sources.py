@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from kdforge import distributed
-from kdforge.config.recipe import teacher_data
+from kdforge.config.recipe import teacher_data, teacher_optim
 from kdforge.data.augment import student_only
 from kdforge.errors import KdforgeError, required
 from kdforge.export import load_model, load_state_strict, read_meta, read_state_dict, save_model
@@ -177,12 +177,12 @@ def teacher_cache_key(recipe: Recipe, cfg: TeacherConfig) -> str:
     """Hash of everything that determines a teacher kdforge trains (``source: train``, or a ``finetune``)."""
     fit_key = "train" if cfg.source == "train" else "finetune"
     teacher = _what_it_is(cfg)
-    optim = recipe.optim.model_dump(mode="json")
-    if teacher.get(fit_key):  # the learning rate the fit uses: its own, else the recipe's
-        optim["lr"] = teacher[fit_key].pop("lr") or optim["lr"]
-        # the data it fits on counts as resolved below: the same data, however its keys are spelled, is one teacher
-        teacher[fit_key].pop("data", None)
-    data = teacher_data(recipe.data, getattr(cfg, fit_key))
+    fit = getattr(cfg, fit_key)
+    if teacher.get(fit_key):  # its optimiser and data count as resolved below: however they are spelled, one teacher
+        for key in ("lr", "optim", "data"):
+            teacher[fit_key].pop(key, None)
+    optim = teacher_optim(recipe.optim, fit).model_dump(mode="json")
+    data = teacher_data(recipe.data, fit)
     if student_only(data.augment):  # token changes its fit never reads
         data = data.model_copy(update={"augment": data.augment.model_copy(update={"tokens": None})})
     parts = {
@@ -204,7 +204,7 @@ def teacher_outputs_key(recipe: Recipe, cfg: TeacherConfig) -> str:
     """Hash of what determines a teacher's outputs on given inputs: a teacher kdforge trains is its
     :func:`teacher_cache_key`; a loaded one is its section (and the checkpoint file's size and time), whatever
     the student's optimiser, batch size or memory layout."""
-    if _trains(cfg):
+    if trains(cfg):
         return teacher_cache_key(recipe, cfg)
     files = [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in _weight_files(cfg) if f.is_file()]
     return _digest({"teacher": _what_it_is(cfg), "files": files})
@@ -215,8 +215,15 @@ def _weight_files(cfg: TeacherConfig) -> list[Path]:
     return own + [f for member in cfg.members or [] for f in _weight_files(member)]
 
 
-def _trains(cfg: TeacherConfig) -> bool:
-    return cfg.source == "train" or cfg.finetune is not None or any(_trains(m) for m in cfg.members or [])
+def trains(cfg: TeacherConfig) -> bool:
+    """Whether kdforge fits this teacher (or one of its members) before distilling."""
+    return bool(fitted(cfg))
+
+
+def fitted(cfg: TeacherConfig) -> list[TeacherConfig]:
+    """The teacher sections kdforge fits before distilling: this one, its members, or none."""
+    own = [cfg] if cfg.source == "train" or cfg.finetune is not None else []
+    return own + [fit for member in cfg.members or [] for fit in fitted(member)]
 
 
 def _what_it_is(cfg: TeacherConfig) -> dict[str, Any]:

@@ -33,9 +33,11 @@ from rich.console import Console
 from rich.markup import escape
 
 from kdforge.config import Recipe
+from kdforge.config.recipe import with_teacher_optim_pinned
 from kdforge.errors import KdforgeError
 from kdforge.losses import build_losses
 from kdforge.processes import exit_on_sigterm
+from kdforge.teachers.sources import fitted, teacher_cache_key
 from kdforge.tuner.reporting import TuneResult, report
 from kdforge.tuner.space import Space, default_space, parse_space, recipe_params, recipe_space, suggest
 from kdforge.tuner.trials import (
@@ -92,8 +94,9 @@ def tune(
         raise KdforgeError("tune needs --trials >= 1, --jobs >= 1, --seeds >= 0 and --trial-seeds >= 1")
     make_pruner(pruner, 0)  # a bad name fails before anything runs
     searched = recipe_space(recipe, space or {})
-    base = recipe.to_dict()
-    suggest_check(base, searched)
+    # the teacher a trial trains fits with the recipe's optimiser, whatever the trial's: one teacher, trained once
+    base = with_teacher_optim_pinned(recipe).to_dict()
+    teacher_moves = suggest_check(base, searched)
     tune_dir = Path(recipe.log.dir) / f"{recipe.name}-tune"
     if storage is None:  # the default journal file lives in the tune folder
         tune_dir.mkdir(parents=True, exist_ok=True)
@@ -120,6 +123,12 @@ def tune(
         f"[bold]kdforge tune[/] {escape(recipe.name)}: {len(searched)} parameters, {trials} trials "
         f"({done} finished already), {jobs} process(es) × {max(1, cores // jobs)} threads; storage {escape(storage)}"
     )
+    if teacher_moves:
+        console.print(
+            "the searched values change how the teacher is trained (its data or training settings): each trial "
+            "trains its own, and the gains it finds are partly the teacher's",
+            markup=False,
+        )
     abandoned = fail_abandoned(study)
     if abandoned:
         console.print(
@@ -154,17 +163,23 @@ def tune(
     return report(study, recipe, searched, tune_dir, seeds, console)
 
 
-def suggest_check(base: dict[str, Any], space: Space) -> None:
+def suggest_check(base: dict[str, Any], space: Space) -> bool:
     """Every searched key exists in the recipe, and a trial's recipe is valid, its loss terms built, at both ends of
     the space (the lowest value of each range with the first of each choice, the highest with the last), before any
-    trial runs: a space that can only give recipes that fail is one message, not a study of failed trials."""
+    trial runs: a space that can only give recipes that fail is one message, not a study of failed trials. True when
+    the two ends train different teachers."""
+    teachers = set()
     for end in (0, -1):
         raw = suggest(_EndValues(end), base, space)  # type: ignore[arg-type]  # a key the recipe lacks: its message
         try:
-            build_losses(trial_recipe(raw, Path("."), 0).losses)
+            recipe = trial_recipe(raw, Path("."), 0)
+            build_losses(recipe.losses)
         except KdforgeError as err:
             side = "lowest value of each range, first choice" if end == 0 else "highest value, last choice"
             raise KdforgeError(f"tune: the search space gives recipes that fail ({side}): {err}") from None
+        fits = fitted(recipe.teacher) if recipe.teacher is not None else []
+        teachers.add(tuple(teacher_cache_key(recipe, cfg) for cfg in fits))
+    return len(teachers) > 1
 
 
 class _EndValues:
