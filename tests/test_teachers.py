@@ -511,14 +511,17 @@ def test_a_teacher_fits_with_the_recipes_optimiser_changed_by_its_own_optim(tiny
         "epochs": 2, "optim": {"lr": 3e-3}}}})  # fmt: skip
     assert key(spelled) == key(plain)  # the recipe's own rate, written out: the same teacher
     pinned = with_teacher_optim_pinned(plain)
-    assert pinned.teacher.train.optim == plain.optim.model_dump(mode="json") and key(pinned) == key(plain)
+    fit = pinned.teacher.train
+    assert {**fit.optim, "lr": fit.lr} == plain.optim.model_dump(mode="json") and key(pinned) == key(plain)
+    retuned = Recipe.from_dict(pinned.to_dict(), ["teacher.train.lr=0.01"])  # the teacher's own rate still reaches it
+    assert teacher_optim(retuned.optim, retuned.teacher.train).lr == 0.01
     dot = {"name": "dot", "lr": 0.05}
     assert key(pinned.model_copy(update={"optim": OptimConfig(**dot)})) == key(plain)  # the student's alone changed
     assert key(plain.model_copy(update={"optim": OptimConfig(**dot)})) != key(plain)  # unpinned, the teacher's too
     members = {"source": "ensemble", "members": [tiny_recipe["teacher"], {**tiny_recipe["teacher"], "train": {
         "epochs": 1, "lr": 0.01}}]}  # fmt: skip
     ensemble = with_teacher_optim_pinned(Recipe.model_validate({**tiny_recipe, "teacher": members})).teacher
-    assert [m.train.optim["lr"] for m in ensemble.members] == [3e-3, 0.01]  # each member's own rate kept
+    assert [m.train.lr for m in ensemble.members] == [3e-3, 0.01]  # each member's own rate kept
     for wrong, said in (({"momentum": 2}, "teacher.train.optim.momentum: Input should be less than 1"),
                         ({"nmae": "sgd"}, "teacher.train.optim.nmae: unknown key 'nmae'")):  # fmt: skip
         with pytest.raises(ConfigError, match=said):

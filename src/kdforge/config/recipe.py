@@ -271,15 +271,16 @@ def teacher_optim(optim: OptimConfig, fit: TeacherTrainConfig | None) -> OptimCo
 
 
 def with_teacher_optim_pinned(recipe: Recipe) -> Recipe:
-    """``recipe`` with the optimiser that fits each teacher it trains written out in full (``train.optim`` or
-    ``finetune.optim``; an ensemble's members' too): a change to ``optim`` then leaves that teacher as it is."""
+    """``recipe`` with the optimiser that fits each teacher it trains written out in full (``train.optim`` and
+    ``train.lr``, or ``finetune``'s; an ensemble's members' too): a change to ``optim`` then leaves that teacher as it
+    is, and a change to the teacher's own ``lr`` still reaches it."""
 
     def pinned(cfg: TeacherConfig) -> TeacherConfig:
         update: dict[str, Any] = {}
         for key in ("train", "finetune"):
             if (fit := getattr(cfg, key)) is not None:
                 written = teacher_optim(recipe.optim, fit).model_dump(mode="json")
-                update[key] = fit.model_copy(update={"optim": written, "lr": None})
+                update[key] = fit.model_copy(update={"lr": written.pop("lr"), "optim": written})
         if cfg.members:
             update["members"] = [pinned(member) for member in cfg.members]
         return cfg.model_copy(update=update)
