@@ -204,7 +204,7 @@ def teacher_outputs_key(recipe: Recipe, cfg: TeacherConfig) -> str:
     """Hash of what determines a teacher's outputs on given inputs: a teacher kdforge trains is its
     :func:`teacher_cache_key`; a loaded one is its section (and the checkpoint file's size and time), whatever
     the student's optimiser, batch size or memory layout."""
-    if trains(cfg):
+    if fitted(cfg):
         return teacher_cache_key(recipe, cfg)
     files = [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in _weight_files(cfg) if f.is_file()]
     return _digest({"teacher": _what_it_is(cfg), "files": files})
@@ -213,11 +213,6 @@ def teacher_outputs_key(recipe: Recipe, cfg: TeacherConfig) -> str:
 def _weight_files(cfg: TeacherConfig) -> list[Path]:
     own = [checkpoint_file(f) for f in (cfg.path, cfg.checkpoint, cfg.pretrained_file) if f]
     return own + [f for member in cfg.members or [] for f in _weight_files(member)]
-
-
-def trains(cfg: TeacherConfig) -> bool:
-    """Whether kdforge fits this teacher (or one of its members) before distilling."""
-    return bool(fitted(cfg))
 
 
 def fitted(cfg: TeacherConfig) -> list[TeacherConfig]:
