@@ -172,17 +172,22 @@ def run_quietly(raw: dict | kdforge.Recipe, resume: bool = False) -> kdforge.Run
 
 
 def earlier_runs(recipe: kdforge.Recipe) -> tuple[kdforge.RunResult | None, Path | None]:
-    """A finished run of ``recipe`` in its log folder, else the folder of a stopped one that saved a last.pt (its
+    """A finished run of ``recipe`` in its log folder, measured on this machine class (another's, with AVX2 kernels
+    forced say, would be another measurement), else the folder of a stopped one that saved a last.pt (its
     student's, or its teacher's fit's: stopped while the teacher fitted)."""
     from kdforge.files import read_json
+    from kdforge.machine import machine_class, where_measured
     from kdforge.runner import load_run_recipe
 
-    stopped = None
+    here, stopped = where_measured()["machine_class"], None
     for run_dir in sorted(Path(recipe.log.dir).glob(f"{recipe.name}-*")):
         if not (run_dir / "config.yaml").is_file() or load_run_recipe(run_dir).to_dict() != recipe.to_dict():
             continue
         if (run_dir / "results.json").is_file():
-            return kdforge.RunResult(run_dir, read_json(run_dir / "results.json", "run results")), None
+            results = read_json(run_dir / "results.json", "run results")
+            if machine_class(results.get("measured_on", {})) == here:
+                return kdforge.RunResult(run_dir, results), None
+            continue
         if (run_dir / "last.pt").is_file() or (run_dir / "teacher" / "last.pt").is_file():
             stopped = run_dir
     return None, stopped

@@ -30,7 +30,8 @@ after every finished job; a file measured on another machine class, or one that 
 before any training) and rewrite results/methods.md and the table in docs/choosing.md. Teachers are trained
 once per dataset and seed and reused from ``--runs`` (default: a temporary folder of the invocation's own,
 removed after); every method, learning rate and tuned recipe distils from that one teacher, trained with the
-default recipe's optimiser.
+default recipe's optimiser. Given the ``--runs`` of a stopped invocation, a command goes on from the runs it
+finished there (and a tune from its study's journal) instead of training them again.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from common import (
     job_threads,
     refuse_adding,
     results_path,
+    run_quietly,
     worker_pool,
     write_json,
     write_text,
@@ -189,8 +191,10 @@ def default_twin(pair: str) -> str | None:
 
 
 def scores(raw: dict[str, Any]) -> dict[str, float]:
-    """Train a recipe quietly: the student's test accuracy at its best validation epoch, and that validation."""
-    result = kdforge.run(kdforge.Recipe.from_dict(raw), console=Console(file=io.StringIO()))
+    """Train a recipe quietly (or take its finished run in its log folder: a stopped invocation given the same
+    ``--runs`` goes on where it stopped): the student's test accuracy at its best validation epoch, and that
+    validation."""
+    result = run_quietly(raw, resume=True)
     student, teacher = result.results["student"], result.results.get("teacher", {})
     return {
         "test": student["test"]["accuracy"],

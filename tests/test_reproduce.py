@@ -428,3 +428,22 @@ def test_every_method_rate_and_tuned_recipe_of_the_suite_distils_from_the_pairs_
     faster = methods.default_recipe(pair, 0, "runs")
     faster["optim"]["lr"] = 0.01
     assert key(faster) == default != key(methods.default_recipe(pair, 1, "runs"))
+
+
+def test_the_suite_given_a_stopped_invocations_runs_goes_on_from_those_it_finished(tiny_recipe, monkeypatch):
+    monkeypatch.setitem(sys.modules, "common", None)
+    load("common")
+    methods = load("methods")
+    tiny_recipe["train"] = {"epochs": 1, "baseline": False}
+    first = methods.scores(tiny_recipe)
+    monkeypatch.setattr(methods.kdforge, "run", lambda *a, **k: pytest.fail("a finished run was trained again"))
+    assert methods.scores(tiny_recipe) == first
+    with pytest.raises(pytest.fail.Exception):  # another seed is another recipe: it trains
+        methods.scores({**tiny_recipe, "seed": 1})
+    from kdforge import machine
+
+    monkeypatch.setattr(
+        machine, "where_measured", lambda threads=None: {"machine_class": "Another CPU, AVX2, 1 threads"}
+    )
+    with pytest.raises(pytest.fail.Exception):  # a run finished with other kernels is another machine's measurement
+        methods.scores(tiny_recipe)
