@@ -77,9 +77,10 @@ Writes benchmarks/results/tm_ablation.json and .md (at another budget, tm_ablati
 others' results of the same budget; ``--modes alone`` trains the students alone only, and seeds other than 0-2 write
 beside the committed file (e.g. tm_ablation_30ep_alone_seeds0-7.json).
 
-``hard_finish``: the ablation's runs whose exported rules lost more than 0.5 points to the float student (at 15
-epochs: on token parity, the one-stage Swin-TM alone and distilled, the ViT-TM alone; at 30: the strict ViT-TM on token
-parity and two of four, and both students on the parity of six), each followed by a second stage of 3 epochs in hard
+``hard_finish``: the ablation's runs whose exported rules lost more than 0.5 points to the float student when the
+ablation was first measured, on a machine its file did not record (at 15 epochs: on token parity, the one-stage
+Swin-TM alone and distilled, the ViT-TM alone; at 30: the strict ViT-TM on token parity and two of four, and both
+students on the parity of six), each followed by a second stage of 3 epochs in hard
 mode (``init_from`` the first run, its teacher loaded, ``hard: true``, lr 2e-4): test accuracy soft, hard, and hard
 after finishing.
 

@@ -320,8 +320,9 @@ HARD_LITERALS = 0.8  # hard_literals: the fraction of clause inputs read as bool
 
 
 HARD_FINISH_CASES = {  # epochs: the (task, student, variant, mode) of the ablation at that budget whose rules lost
-    # more than 0.5 points to the float student in tm_ablation*.json, measured on another machine class (rerun on an
-    # AVX2 CPU, some of these first stages lose less: pick them again once the ablation is regenerated)
+    # more than 0.5 points to the float student when tm_ablation*.json were first measured (on a machine they did not
+    # record); the cases stay fixed, so that the hard_finish, hard_literals, strict_finish and levels files regenerate
+    # on their own machine class (each reruns its first stages; the ablation regenerated on a Xeon loses otherwise)
     15: [
         ("token parity", "swin_tm (one stage, dim 64)", "TM, literal_gain 4", "alone"),
         ("token parity", "swin_tm (one stage, dim 64)", "TM, literal_gain 4", "distilled"),
