@@ -431,15 +431,15 @@ FIGURES = [
     ),
     Figure(
         "docs/tm.md",
-        "2.8–14.2× faster than hard mode on their own inputs, six of the twelve cells at the 5× we aim at: every "
-        "student at\nbatch 1 (6.1–14.2×), none at batch 256; inside the model 2.7–10.2×, four of twelve; the packed "
-        "student is\n1.23–5.15× faster",
+        "3.1–15.3× faster than hard mode on their own inputs, six of the twelve cells at the 5× we aim at: every "
+        "student at\nbatch 1 (5.5–15.3×), none at batch 256; inside the model 2.4–9.9×, two of twelve; the packed "
+        "student is\n1.21–4.97× faster",
         "tm_blocks_no_vnni.md",
     ),
-    Figure("docs/tm.md", "float32 one (2.8–3.8× here)", "tm_blocks_no_vnni.md"),
+    Figure("docs/tm.md", "float32 one (3.1–4.3× here)", "tm_blocks_no_vnni.md"),
     Figure(
         "docs/tm.md",
-        "the blocks run 4.4–7.6× faster at batch 1 and\n3.7–4.8× at batch 256",
+        "the blocks run 4.9–8.4× faster at batch 1 and\n4.0–7.0× at batch 256",
         "tm_blocks_no_vnni_levels3.md",
     ),
     Figure("docs/tm.md", "float32 is 3.4× and oneDNN's layers, taken, 3.2×", "tm_paths_no_vnni.md"),
@@ -619,7 +619,7 @@ FIGURES = [
         ("95.37", "0.70", "91.20", "2.85"),
     ),
     *table("docs/tm.md", "| tm_flat | 527,882", "tm_accuracy.md"),
-    *table("docs/tm.md", "| vit_tm_tiny (patch 8) | 8.0× |", "tm_blocks_no_vnni.md"),
+    *table("docs/tm.md", "| vit_tm_tiny (patch 8) | 8.3× |", "tm_blocks_no_vnni.md"),
     *table("docs/tm.md", "| vit_tm_tiny (patch 8) | 9.9× |", "tm_blocks_vnni.md"),
     *table("docs/tm.md", "| token parity | ViT-TM | TM, `literal_gain` 1", "tm_ablation.md"),
     *table("docs/tm.md", "| token parity | ViT-TM | TM, `literal_gain` 4 |", "tm_ablation_30ep.md"),
@@ -724,15 +724,15 @@ FIGURES = [
     ),
     Figure(
         "docs/tm.md",
-        "run 5.1–6.5× faster than hard mode in\nPyTorch at batch 1 and 5.9–9.9× at batch 256, inside the model "
-        "4.3–5.0× and 5.1–11.5×, with identical logits; the\npacked student is 1.45–2.36×",
+        "run 5.7–6.5× faster than hard mode in\nPyTorch at batch 1 and 5.5–10.3× at batch 256, inside the model "
+        "3.5–4.3× and 4.7–10.3×, with identical logits; the\npacked student is 1.42–2.30×",
         "tm_blocks_no_vnni_levels8.md",
     ),
     Figure(
         "docs/tm.md",
-        "students' blocks run 6.1–8.2× faster at batch 1 and 2.8–3.8× at batch 256",
+        "students' blocks run 5.5–8.3× faster at batch 1 and 3.1–4.3× at batch 256",
         "tm_blocks_no_vnni.md",
-        ("6.1", "8.2", "2.8", "3.8"),
+        ("5.5", "8.3", "3.1", "4.3"),
     ),
     *table("docs/lm.md", "| alone (CE) |", "lm_hf.md"),
     *table("docs/lm.md", "| bf16, plain losses | 169,330 |", "lm_gpu.md"),

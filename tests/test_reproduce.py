@@ -227,6 +227,26 @@ def test_a_sweeps_command_and_the_environment_it_needs_come_from_the_figures_lis
         reproduce.commands_of(Path("lm_gpu.md"), {})
 
 
+# Results files measured before they recorded where: each is to be regenerated whole (a run refuses to add to one),
+# and leaves this list when it is. tm_ablation_30ep takes about 2¼ hours on two cores.
+NOT_YET_REGENERATED = ["tm_ablation_30ep.json"]
+
+
+def test_every_committed_results_file_says_where_it_was_measured_and_by_which_command():
+    """The machine, kernels, thread count and libraries, and a command reproduce.py can find (recorded, or for a
+    copied sweep.json in figures.py's list); a file that lacks them is named, and so is one this list still holds
+    after it was regenerated."""
+    commands = load("figures").COMMANDS
+    needed = {"machine_class", "cpu", "cpu_capability", "threads", "gpu", "torch", "numpy"}
+    lacking = []
+    for path in sorted((BENCHMARKS / "results").glob("*.json")):
+        where = json.loads(path.read_text()).get("measured_on") or {}
+        command = where.get("command") or commands.get(path.name) or commands.get(path.with_suffix(".md").name)
+        if not needed <= set(where) or not command:
+            lacking.append(path.name)
+    assert lacking == NOT_YET_REGENERATED
+
+
 def test_a_run_that_adds_to_a_results_file_records_its_command_after_the_earlier_ones(tmp_path, monkeypatch):
     """methods.py seeds at the default learning rates, then --tuned into the same file: the file names both, in
     turn, and reproduce.py re-runs both; a run on another machine class refuses to add to the file."""
