@@ -85,6 +85,7 @@ RENDERED = {  # a results file: the function of a benchmark script that writes i
     "encoders_seeds0_1_2_1_kd_dkd_logit_std": "encoders.markdown",
     "encoders_seeds0_1_2_narrow_kd_dkd_logit_std": "encoders.markdown",
     "tm_ablation": "tm_ablation.ablation_table",
+    "tm_ablation_avx2": "tm_ablation.ablation_table",
     "tm_ablation_30ep": "tm_ablation.ablation_table",
     "tm_ablation_30ep_alone_seeds0-5": "tm_ablation.ablation_table",
     "tm_ablation_30ep_alone_seeds0-5_avx2": "tm_ablation.ablation_table",
