@@ -176,8 +176,13 @@ def commands_of(path: Path, committed: dict) -> list[Command]:
         from figures import COMMANDS
 
         text = COMMANDS.get(path.name) or COMMANDS.get(path.with_suffix(".md").name)
-    command, _, note = (text or "").partition(" (")  # a note: what to do by hand, or where it must run
-    found = [_command(part, note) for part in command.split("; ")]
+    # a note in brackets at the end: what to do by hand, or where it must run (not a bracket in a quoted argument)
+    noted = re.fullmatch(r"(.*?) \(([^'\"]*)\)", text or "", re.DOTALL)
+    command, note = noted.groups() if noted else (text or "", "")
+    try:
+        found = [_command(part, note) for part in command.split("; ")]
+    except ValueError as error:  # shlex: an unclosed quotation
+        raise Unreproducible(f"{path}: its command does not parse ({error}): {text}") from None
     if None in found or (len(found) > 1 and any(c.sweep for c in found if c)):
         raise Unreproducible(f"{path}: no command that re-runs it here ({text or 'none recorded'}); run it by hand")
     return [c for c in found if c]

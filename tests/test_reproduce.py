@@ -232,19 +232,32 @@ def test_a_sweeps_command_and_the_environment_it_needs_come_from_the_figures_lis
 NOT_YET_REGENERATED = ["tm_ablation_30ep.json"]
 
 
-def test_every_committed_results_file_says_where_it_was_measured_and_by_which_command():
-    """The machine, kernels, thread count and libraries, and a command reproduce.py can find (recorded, or for a
-    copied sweep.json in figures.py's list); a file that lacks them is named, and so is one this list still holds
-    after it was regenerated."""
-    commands = load("figures").COMMANDS
+def test_every_committed_results_file_says_where_it_was_measured_and_by_which_command(reproduce):
+    """The machine, kernels, thread count and libraries, and a command reproduce.py can find and parse (recorded,
+    or for a copied sweep.json in figures.py's list); a file that lacks them is named, and so is one this list still
+    holds after it was regenerated."""
     needed = {"machine_class", "cpu", "cpu_capability", "threads", "gpu", "torch", "numpy"}
     lacking = []
     for path in sorted((BENCHMARKS / "results").glob("*.json")):
-        where = json.loads(path.read_text()).get("measured_on") or {}
-        command = where.get("command") or commands.get(path.name) or commands.get(path.with_suffix(".md").name)
-        if not needed <= set(where) or not command:
+        committed = json.loads(path.read_text())
+        try:
+            reproduce.commands_of(path, committed)
+        except reproduce.Unreproducible:
+            lacking.append(path.name)
+            continue
+        if not needed <= set(committed.get("measured_on") or {}):
             lacking.append(path.name)
     assert lacking == NOT_YET_REGENERATED
+
+
+def test_a_recorded_command_is_taken_whole_though_an_argument_holds_a_bracket(reproduce):
+    """A note in brackets ends a command (where it must run); a bracket inside a quoted argument is no note."""
+    recorded = {"measured_on": {"command": "uv run python benchmarks/embed.py heads --rows 'sim_kl (before)' x"}}
+    [command] = reproduce.commands_of(Path("embed_mixes.json"), recorded)
+    assert command.args[1:] == ["benchmarks/embed.py", "heads", "--rows", "sim_kl (before)", "x"]
+    unclosed = {"measured_on": {"command": "uv run python benchmarks/embed.py --rows 'sim_kl"}}
+    with pytest.raises(reproduce.Unreproducible, match="embed_mixes.json: its command does not parse"):
+        reproduce.commands_of(Path("embed_mixes.json"), unclosed)
 
 
 def test_a_run_that_adds_to_a_results_file_records_its_command_after_the_earlier_ones(tmp_path, monkeypatch):
