@@ -117,13 +117,20 @@ def job_threads(jobs: int) -> int:
     return RUN_THREADS["threads"]
 
 
+def one_thread_runs() -> None:
+    """Say that the measured runs have one thread each (in :func:`worker_pool`'s one-thread workers) before the
+    pool starts: a partial run's check of the file it adds to (:func:`refuse_adding`) then compares their machine
+    class, not this process's own thread count."""
+    RUN_THREADS["threads"] = 1
+
+
 @contextlib.contextmanager
 def worker_pool(workers: int, one_thread: bool = False) -> Iterator[ProcessPoolExecutor]:
     """Spawned worker processes that do not outlive the benchmark: when it is stopped (Ctrl-C, ``kill``, a
     scheduler's SIGTERM) the running workers are terminated, not waited for, and the queued runs dropped. With
     ``one_thread`` each worker runs PyTorch on one thread, so that ``workers`` of them share the cores."""
     if one_thread:
-        RUN_THREADS["threads"] = 1
+        one_thread_runs()
     pool = ProcessPoolExecutor(
         workers,
         multiprocessing.get_context("spawn"),

@@ -18,6 +18,7 @@ import kdforge
 from common import (
     earlier_results,
     going_on_from,
+    one_thread_runs,
     refuse_adding,
     results_path,
     run_quietly,
@@ -171,6 +172,7 @@ def ablation(args: argparse.Namespace) -> dict:
     """Every run of the ablation, ``args.workers`` at a time (one thread each), in ``args.runs`` (a new temporary
     folder by default; a folder of a stopped ablation: its finished runs are taken as they are). The first run of each
     task and seed, distilled, trains that seed's teacher before any other run that uses it starts."""
+    one_thread_runs()  # before the file it adds to is checked: that file's runs had one thread each too
     earlier = added_to(results_path(ablation_name(args), ".json"), args.tasks, "tasks")
     log_dir = args.runs or tempfile.mkdtemp(prefix="kdforge-tm-ablation-")
     Path(log_dir).mkdir(parents=True, exist_ok=True)
@@ -432,6 +434,7 @@ def hard_literals(args: argparse.Namespace) -> dict:
     """The ablation's runs of ``HARD_FINISH_CASES`` at ``args.epochs`` trained with ``hard_literals``, beside the same
     runs without it (``tm_hard_finish`` at that budget: the same recipes and seeds). With ``--tasks``, the other
     tasks' cases of an earlier result are kept."""
+    one_thread_runs()  # before the files it reads and adds to are checked (their runs had one thread each)
     plain = earlier_results(hard_finish_name(args.epochs), "hard_literals")
     if plain["seeds"] != args.seeds:
         seeds = " ".join(map(str, plain["seeds"]))

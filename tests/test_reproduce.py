@@ -2,6 +2,7 @@
 machine class that wrote it, within the spread it states elsewhere; and every results file says where it was
 measured (benchmarks/common.py's write_json)."""
 
+import argparse
 import json
 import subprocess
 import sys
@@ -434,6 +435,30 @@ def test_a_tm_ablation_of_some_tasks_keeps_the_others_and_goes_on_from_where_the
     path.write_text(json.dumps({**found, "measured_on": {**found["measured_on"], "threads": 64}}))
     with pytest.raises(SystemExit, match="adding to it would mix the two"):
         ablation.added_to(path, ["two of four"], "tasks")
+
+
+def test_a_tm_ablation_of_some_tasks_adds_to_its_own_one_thread_runs_from_a_process_of_more_threads(
+    tmp_path, monkeypatch
+):
+    """The ablation's runs have one thread each and its own process more: a later ``--tasks`` run on the machine that
+    wrote the file goes on from it (the check compares the runs' thread count, not the process's), before training."""
+    monkeypatch.setenv("KDFORGE_RESULTS_DIR", str(tmp_path))
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    monkeypatch.setitem(sys.modules, "common", None)
+    common = load("common")
+    ablation = load("tm_ablation")
+    common.one_thread_runs()
+    common.write_json(tmp_path / "tm_ablation_30ep.json", {"tasks": {"token parity": {"x": 1}}})
+    common.RUN_THREADS.clear()  # as in the next command's new process
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:  # no mode: no run trains
+        args = argparse.Namespace(epochs=30, tasks=["parity of six"], variants=None, modes=[], seeds=[0, 1, 2],
+                                  workers=1, runs=str(tmp_path / "runs"))  # fmt: skip
+        out = ablation.ablation(args)
+    finally:
+        torch.set_num_threads(threads)
+    assert out["tasks"] == {"token parity": {"x": 1}} and out["measured_on"]["threads"] == 1
 
 
 def test_every_method_rate_and_tuned_recipe_of_the_suite_distils_from_the_pairs_one_teacher(monkeypatch):
