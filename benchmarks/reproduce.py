@@ -113,7 +113,7 @@ def compare(committed: dict, rerun: dict) -> Comparison:
     from kdforge.machine import machine_class
 
     mine, theirs = committed.get("measured_on", {}), rerun.get("measured_on", {})
-    same = machine_class(mine) is not None and machine_class(mine) == machine_class(theirs)
+    same = same_class(mine, machine_class(theirs))
     out = Comparison(exact=same)
     found = dict(numbers(rerun))
     listed = set(committed.get("timings", []))  # keys the file names as measured times, whatever their names
@@ -140,15 +140,27 @@ def compare(committed: dict, rerun: dict) -> Comparison:
     return out
 
 
+def same_class(measured_on: dict, here: str | None) -> bool:
+    """Whether results ``measured_on`` so were measured on the machine class ``here``. A record that does not say the
+    CPU's own level (written before records did) and whose command forced the kernels (``ATEN_CPU_CAPABILITY``) may
+    come from a CPU of a higher level, whose BLAS rounds otherwise: the TM ablation's six seeds forced to AVX2 on an
+    AVX-512 EPYC came back different in every cell on an AVX2 EPYC. Such a record is of no class but its own."""
+    from kdforge.machine import machine_class
+
+    there = machine_class(measured_on)
+    forced = "ATEN_CPU_CAPABILITY=" in (measured_on.get("command") or "")
+    return there is not None and there == here and not (forced and "cpu_own_capability" not in measured_on)
+
+
 def seed_agrees(committed: dict, values: list[float], seed: int, value: float) -> str | None:
     """One seed re-run here against ``values``, a committed file's per-seed list: None when it agrees under the rule
     (equal where the file was measured on this machine class, else within the seeds' standard deviation), else
     what differs and by which comparison."""
-    from kdforge.machine import machine_class, where_measured
+    from kdforge.machine import where_measured
 
     here = where_measured()["machine_class"]
     old = values[seed]
-    if machine_class(committed.get("measured_on", {})) == here:
+    if same_class(committed.get("measured_on", {}), here):
         return None if value == old else f"{value} here against {old} committed, on the same machine class ({here})"
     spread = statistics.stdev(values)
     if abs(value - old) <= spread:

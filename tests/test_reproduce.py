@@ -194,6 +194,27 @@ def test_the_machine_class_is_the_cpu_model_its_kernels_threads_and_gpu_from_the
     assert reproduce.compare(committed, {"accuracy": [90.0, 92.0], "measured_on": dict(amd)}).exact
 
 
+def test_kernels_forced_below_the_cpus_own_level_are_a_class_of_their_own(reproduce):
+    """MKL follows the CPU, not ATEN_CPU_CAPABILITY: AVX2 kernels on an AVX-512 CPU and on an AVX2 CPU round
+    differently, so their classes differ; a forced record that predates the CPU's own level is compared within its
+    spread, and one that states it exactly on its class."""
+    from kdforge.machine import machine_class, where_measured
+
+    native = {"cpu": "AMD EPYC", "cpu_capability": "AVX2", "cpu_own_capability": "AVX2", "threads": 1}
+    forced = {**native, "cpu_own_capability": "AVX512"}
+    assert machine_class(native) == "AMD EPYC, AVX2, 1 threads"
+    assert machine_class(forced) == "AMD EPYC, AVX2 on an AVX512 CPU, 1 threads"
+    here = where_measured()
+    assert here["cpu_own_capability"] in (None, "AVX512", "AVX2", "DEFAULT")
+    command = {"command": "ATEN_CPU_CAPABILITY=avx2 uv run python benchmarks/tm.py ablation"}
+    old = {key: value for key, value in native.items() if key != "cpu_own_capability"} | command
+    committed = {"accuracy": [90.0, 92.0], "measured_on": old}
+    assert not reproduce.compare(committed, {"accuracy": [90.0, 92.0], "measured_on": native}).exact
+    stated = {"accuracy": [90.0, 92.0], "measured_on": native | command}
+    assert reproduce.compare(stated, {"accuracy": [90.0, 92.0], "measured_on": native}).exact
+    assert reproduce.seed_agrees({"measured_on": old}, [0.90, 0.92, 0.94], 1, 0.921) is None  # within the spread
+
+
 def test_a_file_whose_runs_ran_in_workers_records_their_thread_count_not_the_main_processs(monkeypatch):
     """The drift tests and reproduce.py re-run a cell at the thread count the file records: runs in one-thread
     workers (or the cores shared out between jobs) must be recorded as such to be compared exactly."""

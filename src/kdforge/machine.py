@@ -81,6 +81,7 @@ def where_measured(threads: int | None = None) -> dict[str, Any]:
     record = {
         "cpu": _cpu_model() or platform.processor() or platform.machine(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_own_capability": _own_capability(),
         "threads": threads or torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "python": platform.python_version(),
@@ -95,13 +96,31 @@ def machine_class(measured_on: dict[str, Any]) -> str | None:
     capability (the instruction set its kernels use), the thread count and the GPU, from a :func:`where_measured`
     record's own fields (a record without them: the class it states, if any). The CPU model counts, not only the
     instruction set: oneDNN picks its kernels per CPU, and an AMD and an Intel AVX-512 CPU computed one
-    benchmark's loss differently in its eighth digit."""
+    benchmark's loss differently in its eighth digit. Kernels forced below the CPU's own level name that level too
+    ("AVX2 on an AVX512 CPU")."""
     if any(measured_on.get(key) is None for key in ("cpu", "cpu_capability", "threads")):
         return measured_on.get("machine_class")
-    gpu = measured_on.get("gpu")
-    return f"{measured_on['cpu']}, {measured_on['cpu_capability']}, {measured_on['threads']} threads" + (
-        f", {gpu}" if gpu else ""
-    )
+    kernels, own, gpu = measured_on["cpu_capability"], measured_on.get("cpu_own_capability"), measured_on.get("gpu")
+    if own and own != kernels:  # kernels forced below the CPU's own (ATEN_CPU_CAPABILITY); its BLAS is not
+        kernels += f" on an {own} CPU"
+    return f"{measured_on['cpu']}, {kernels}, {measured_on['threads']} threads" + (f", {gpu}" if gpu else "")
+
+
+def _own_capability() -> str | None:
+    """The instruction-set level PyTorch would pick on this CPU unless ``ATEN_CPU_CAPABILITY`` forces a lower one, from
+    the CPU's flags (Linux; None elsewhere). It tells a forced AVX2 run on an AVX-512 CPU from one on an AVX2 CPU:
+    MKL picks its code path from the CPU itself, so the two round matrix products differently."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            line = next((line for line in info if line.startswith("flags")), None)
+    except OSError:
+        return None
+    if line is None:
+        return None
+    flags = set(line.split(":", 1)[1].split())
+    if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags:
+        return "AVX512"
+    return "AVX2" if {"avx2", "fma"} <= flags else "DEFAULT"
 
 
 def _cpu_model() -> str | None:
