@@ -42,7 +42,8 @@ def at_threads_of(results):
 
 def measured_here(results):
     """Whether ``results`` was measured on this machine class (at its own thread count)."""
-    return machine_class(results["measured_on"]) == where_measured(measured_threads(results))["machine_class"]
+    here = where_measured(measured_threads(results))["machine_class"]
+    return load("reproduce").same_class(results["measured_on"], here)
 
 
 def agrees(results, values, found, seed=0):

@@ -79,7 +79,7 @@ def where_measured(threads: int | None = None) -> dict[str, Any]:
     import platform
 
     record = {
-        "cpu": _cpu_model() or platform.processor() or platform.machine(),
+        "cpu": _cpuinfo("model name") or platform.processor() or platform.machine(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_own_capability": _own_capability(),
         "threads": threads or torch.get_num_threads(),
@@ -110,23 +110,20 @@ def _own_capability() -> str | None:
     """The instruction-set level PyTorch would pick on this CPU unless ``ATEN_CPU_CAPABILITY`` forces a lower one, from
     the CPU's flags (Linux; None elsewhere). It tells a forced AVX2 run on an AVX-512 CPU from one on an AVX2 CPU:
     MKL picks its code path from the CPU itself, so the two round matrix products differently."""
-    try:
-        with open("/proc/cpuinfo") as info:
-            line = next((line for line in info if line.startswith("flags")), None)
-    except OSError:
-        return None
+    line = _cpuinfo("flags")
     if line is None:
         return None
-    flags = set(line.split(":", 1)[1].split())
+    flags = set(line.split())
     if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags:
         return "AVX512"
     return "AVX2" if {"avx2", "fma"} <= flags else "DEFAULT"
 
 
-def _cpu_model() -> str | None:
+def _cpuinfo(field: str) -> str | None:
+    """The first ``field`` of /proc/cpuinfo (Linux; None elsewhere, or where the CPU does not list it)."""
     try:
-        with open("/proc/cpuinfo") as info:  # Linux; elsewhere platform's answer
-            return next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), None)
+        with open("/proc/cpuinfo") as info:
+            return next((line.split(":", 1)[1].strip() for line in info if line.startswith(field)), None)
     except OSError:
         return None
 
